@@ -1,0 +1,375 @@
+//! The environment: agent, grid, actions, step semantics and the egocentric observation, as in
+//! minigrid 3.2.0's `MiniGridEnv` (plus BabyAI's verifier hook from `RoomGridLevel.step`).
+//!
+//! Invariants:
+//! - `step` never panics: positions outside the grid behave like walls.
+//! - The agent never stands on a cell it cannot overlap (walls, closed doors, objects).
+//! - The observation is the 7x7 view in front of the agent, agent at `(3, 6)` facing up,
+//!   row-major `obs[j * 7 + i]`, invisible cells `[0, 0, 0]`, the agent's cell showing what it
+//!   carries.
+
+use crate::error::Error;
+use crate::grid::{Grid, Pos};
+use crate::layout::RoomLayout;
+use crate::mission::instr::MissionText;
+use crate::mission::verify::{Status, Verifier, WorldView, DIR_TO_VEC};
+use crate::world::{encode_cell, DoorState, Object, ObjectId, ObjectKind};
+
+/// Side of the agent's view.
+pub const VIEW_SIZE: usize = 7;
+/// Cells in the agent's view.
+pub const VIEW_CELLS: usize = VIEW_SIZE * VIEW_SIZE;
+/// One observation: `[type, color, state]` per view cell, row-major.
+pub type Observation = [[u8; 3]; VIEW_CELLS];
+
+/// The seven actions, with minigrid's indices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Action {
+    /// Turn left.
+    Left = 0,
+    /// Turn right.
+    Right = 1,
+    /// Move forward.
+    Forward = 2,
+    /// Pick up the object in front.
+    Pickup = 3,
+    /// Drop the carried object in front.
+    Drop = 4,
+    /// Toggle (open/close/unlock a door, open a box).
+    Toggle = 5,
+    /// Done (no effect on the world).
+    Done = 6,
+}
+
+impl Action {
+    /// All actions in index order.
+    pub const ALL: [Action; 7] = [
+        Action::Left,
+        Action::Right,
+        Action::Forward,
+        Action::Pickup,
+        Action::Drop,
+        Action::Toggle,
+        Action::Done,
+    ];
+
+    /// The action with index `i`.
+    pub fn from_index(i: i64) -> Result<Action, Error> {
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| Self::ALL.get(i).copied())
+            .ok_or(Error::BadAction(i))
+    }
+}
+
+/// What decides success beyond minigrid's own goal and lava squares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Task {
+    /// Only the grid decides: reaching a goal square succeeds, lava ends the episode.
+    Goal,
+    /// A BabyAI instruction and its verifier.
+    Instr(Verifier),
+    /// Picking up this particular object succeeds (UnlockPickup, KeyCorridor).
+    PickupObject(ObjectId),
+}
+
+/// The result of one step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepOutcome {
+    /// Reward: `1 - 0.9 * step_count / max_steps` on success, else 0.
+    pub reward: f32,
+    /// The episode ended (success, failure, lava).
+    pub terminated: bool,
+    /// The step budget ran out.
+    pub truncated: bool,
+}
+
+/// One gridworld episode's state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Env {
+    /// The world.
+    pub grid: Grid,
+    /// Agent position.
+    pub agent_pos: Pos,
+    /// Agent direction: 0 +x, 1 +y, 2 -x, 3 -y.
+    pub agent_dir: u8,
+    /// What the agent carries.
+    pub carrying: Option<Object>,
+    /// Steps taken this episode.
+    pub step_count: u32,
+    /// Step budget (truncation).
+    pub max_steps: u32,
+    /// See through walls (off in every BabyAI level).
+    pub see_through_walls: bool,
+    /// Room layout of RoomGrid levels (location descriptors need it).
+    pub layout: Option<RoomLayout>,
+    /// The mission text.
+    pub mission: MissionText,
+    /// The success condition.
+    pub task: Task,
+}
+
+impl Env {
+    /// An empty `width x height` world with the agent at (1, 1) facing right, no mission.
+    pub fn new(width: usize, height: usize) -> Result<Env, Error> {
+        Ok(Env {
+            grid: Grid::new(width, height)?,
+            agent_pos: Pos::new(1, 1),
+            agent_dir: 0,
+            carrying: None,
+            step_count: 0,
+            max_steps: 100,
+            see_through_walls: false,
+            layout: None,
+            mission: MissionText::new(),
+            task: Task::Goal,
+        })
+    }
+
+    /// Clear to an empty `width x height` world in place, keeping the allocation-free buffers.
+    pub fn clear(&mut self, width: usize, height: usize) -> Result<(), Error> {
+        self.grid.reset(width, height)?;
+        self.agent_pos = Pos::new(1, 1);
+        self.agent_dir = 0;
+        self.carrying = None;
+        self.step_count = 0;
+        self.max_steps = 100;
+        self.see_through_walls = false;
+        self.layout = None;
+        self.mission.clear();
+        self.task = Task::Goal;
+        Ok(())
+    }
+
+    /// Direction vector of the agent.
+    #[inline]
+    pub fn dir_vec(&self) -> (i32, i32) {
+        DIR_TO_VEC[(self.agent_dir & 3) as usize]
+    }
+
+    /// The cell in front of the agent.
+    #[inline]
+    pub fn front_pos(&self) -> Pos {
+        let (dx, dy) = self.dir_vec();
+        self.agent_pos.offset(dx, dy)
+    }
+
+    /// What a verifier sees.
+    pub fn world_view(&self) -> WorldView<'_> {
+        WorldView {
+            grid: &self.grid,
+            agent_pos: self.agent_pos,
+            agent_dir: self.agent_dir,
+            carrying: self.carrying.as_ref(),
+            layout: self.layout.as_ref(),
+        }
+    }
+
+    /// minigrid's `_reward()` at the current step count.
+    #[inline]
+    pub fn success_reward(&self) -> f32 {
+        if self.max_steps == 0 {
+            return 0.0;
+        }
+        (1.0 - 0.9 * (self.step_count as f64 / self.max_steps as f64)) as f32
+    }
+
+    /// Apply `action` (minigrid's `step`, then BabyAI's or the level's success check).
+    pub fn step(&mut self, action: Action) -> StepOutcome {
+        self.step_count = self.step_count.saturating_add(1);
+        let mut reward = 0.0f32;
+        let mut terminated = false;
+        let fwd = self.front_pos();
+        // Outside the grid behaves like a wall.
+        let fwd_cell = self.grid.get_or_wall(fwd);
+        match action {
+            Action::Left => self.agent_dir = (self.agent_dir + 3) & 3,
+            Action::Right => self.agent_dir = (self.agent_dir + 1) & 3,
+            Action::Forward => match fwd_cell {
+                None => self.agent_pos = fwd,
+                Some(o) => {
+                    if o.can_overlap() {
+                        self.agent_pos = fwd;
+                    }
+                    if o.kind == ObjectKind::Goal {
+                        terminated = true;
+                        reward = self.success_reward();
+                    } else if o.kind == ObjectKind::Lava {
+                        terminated = true;
+                    }
+                }
+            },
+            Action::Pickup => {
+                if let Some(o) = fwd_cell {
+                    if o.can_pickup() && self.carrying.is_none() {
+                        self.carrying = Some(o);
+                        let _ = self.grid.set(fwd, None);
+                    }
+                }
+            }
+            Action::Drop => {
+                if fwd_cell.is_none() && self.carrying.is_some() {
+                    let _ = self.grid.set(fwd, self.carrying.take());
+                }
+            }
+            Action::Toggle => self.toggle(fwd),
+            Action::Done => {}
+        }
+        let truncated = self.step_count >= self.max_steps;
+        match &mut self.task {
+            Task::Goal => {}
+            Task::PickupObject(id) => {
+                if action == Action::Pickup && self.carrying.is_some_and(|c| c.id == *id) {
+                    terminated = true;
+                    reward = self.success_reward();
+                }
+            }
+            Task::Instr(_) => {
+                if let Some(s) = self.verify(action) {
+                    match s {
+                        Status::Success => {
+                            terminated = true;
+                            reward = self.success_reward();
+                        }
+                        Status::Failure => {
+                            terminated = true;
+                            reward = 0.0;
+                        }
+                        Status::Continue => {}
+                    }
+                }
+            }
+        }
+        StepOutcome {
+            reward,
+            terminated,
+            truncated,
+        }
+    }
+
+    fn verify(&mut self, action: Action) -> Option<Status> {
+        // Split borrows: the verifier is mutated while it reads the rest of the world.
+        let Env {
+            grid,
+            agent_pos,
+            agent_dir,
+            carrying,
+            layout,
+            task,
+            ..
+        } = self;
+        let Task::Instr(v) = task else { return None };
+        if action == Action::Drop {
+            v.refresh_positions(grid);
+        }
+        let world = WorldView {
+            grid,
+            agent_pos: *agent_pos,
+            agent_dir: *agent_dir,
+            carrying: carrying.as_ref(),
+            layout: layout.as_ref(),
+        };
+        Some(v.verify(action as u8, &world))
+    }
+
+    fn toggle(&mut self, fwd: Pos) {
+        let carrying = self.carrying;
+        let Some(obj) = self.grid.get_mut(fwd) else {
+            return;
+        };
+        match obj.kind {
+            ObjectKind::Door => match obj.door {
+                DoorState::Locked => {
+                    if carrying.is_some_and(|c| c.kind == ObjectKind::Key && c.color == obj.color)
+                    {
+                        obj.door = DoorState::Open;
+                    }
+                }
+                DoorState::Open => obj.door = DoorState::Closed,
+                DoorState::Closed => obj.door = DoorState::Open,
+            },
+            ObjectKind::Box => {
+                let contents = obj.contents.map(|c| Object::new(c.kind, c.color).with_id(c.id));
+                let _ = self.grid.set(fwd, contents);
+            }
+            _ => {}
+        }
+    }
+
+    /// World position of view cell `(i, j)` (agent at `(3, 6)` facing up).
+    #[inline]
+    pub fn view_to_world(&self, i: usize, j: usize) -> Pos {
+        let (dx, dy) = self.dir_vec();
+        let (rx, ry) = (-dy, dx);
+        let f = (VIEW_SIZE - 1 - j) as i32;
+        let r = i as i32 - (VIEW_SIZE / 2) as i32;
+        Pos::new(
+            self.agent_pos.x + dx * f + rx * r,
+            self.agent_pos.y + dy * f + ry * r,
+        )
+    }
+
+    /// minigrid's `gen_obs()["image"]`, written into `out`.
+    pub fn observe(&self, out: &mut Observation) {
+        const V: usize = VIEW_SIZE;
+        let mut cells = [None; VIEW_CELLS];
+        for j in 0..V {
+            for i in 0..V {
+                cells[j * V + i] = self.grid.get_or_wall(self.view_to_world(i, j));
+            }
+        }
+        let mut vis = [true; VIEW_CELLS];
+        if !self.see_through_walls {
+            process_vis(&cells, &mut vis);
+        }
+        let agent = (V - 1) * V + V / 2;
+        cells[agent] = self.carrying;
+        for k in 0..VIEW_CELLS {
+            out[k] = if vis[k] {
+                encode_cell(cells[k].as_ref())
+            } else {
+                [0, 0, 0]
+            };
+        }
+    }
+
+    /// The observation as a fresh value.
+    pub fn observation(&self) -> Observation {
+        let mut o = [[0; 3]; VIEW_CELLS];
+        self.observe(&mut o);
+        o
+    }
+}
+
+/// minigrid's `Grid.process_vis` on the 7x7 view (agent at `(3, 6)`), including its sweep order.
+fn process_vis(cells: &[Option<Object>; VIEW_CELLS], mask: &mut [bool; VIEW_CELLS]) {
+    const V: usize = VIEW_SIZE;
+    *mask = [false; VIEW_CELLS];
+    mask[(V - 1) * V + V / 2] = true;
+    let blocks = |k: usize| cells[k].is_some_and(|o| !o.see_behind());
+    for j in (0..V).rev() {
+        for i in 0..V - 1 {
+            let k = j * V + i;
+            if !mask[k] || blocks(k) {
+                continue;
+            }
+            mask[k + 1] = true;
+            if j > 0 {
+                mask[k + 1 - V] = true;
+                mask[k - V] = true;
+            }
+        }
+        for i in (1..V).rev() {
+            let k = j * V + i;
+            if !mask[k] || blocks(k) {
+                continue;
+            }
+            mask[k - 1] = true;
+            if j > 0 {
+                mask[k - 1 - V] = true;
+                mask[k - V] = true;
+            }
+        }
+    }
+}

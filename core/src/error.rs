@@ -1,0 +1,132 @@
+//! The one error type of `metarim-core`: every fallible operation returns it instead of panicking.
+
+use core::fmt;
+
+/// Everything that can go wrong in the core, each variant naming what was wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// A cell code field (`type`, `color` or `state`) outside minigrid's tables.
+    BadCellCode {
+        /// Which field of `[type, color, state]`.
+        field: &'static str,
+        /// The offending value.
+        value: u8,
+    },
+    /// A grid side below 3 or above the capacity.
+    GridSize {
+        /// Requested width.
+        width: usize,
+        /// Requested height.
+        height: usize,
+    },
+    /// A write outside the grid.
+    OutOfGrid {
+        /// Column.
+        x: i32,
+        /// Row.
+        y: i32,
+    },
+    /// An output buffer too small for the result.
+    BufferTooSmall {
+        /// Elements needed.
+        needed: usize,
+        /// Elements provided.
+        got: usize,
+    },
+    /// A state whose cell count is not `width * height`.
+    CellCount {
+        /// Expected `width * height`.
+        expected: usize,
+        /// Cells given.
+        got: usize,
+    },
+    /// An agent direction outside `0..4`.
+    BadDirection(i64),
+    /// An agent position outside the grid or on a cell it cannot stand on.
+    BadAgentPos {
+        /// Column.
+        x: i64,
+        /// Row.
+        y: i64,
+    },
+    /// An action index outside `0..7`.
+    BadAction(i64),
+    /// A view size other than the supported 7.
+    ViewSize(i64),
+    /// A level id that is not registered.
+    UnknownLevel,
+    /// A mission that does not follow the BabyAI grammar; `word` is the 0-based index of the word
+    /// where parsing failed.
+    BadMission {
+        /// Index of the first word that could not be parsed.
+        word: usize,
+        /// What was expected there.
+        expected: &'static str,
+    },
+    /// A mission longer than the fixed capacity.
+    MissionTooLong {
+        /// Capacity in bytes.
+        capacity: usize,
+    },
+    /// More matching objects than a verifier can track.
+    TooManyMatches {
+        /// Capacity per description.
+        capacity: usize,
+    },
+    /// A mission that names no object present in the level.
+    NoMatchingObject,
+    /// A level generator that gave up after too many rejected samples.
+    GenerationFailed {
+        /// What was being placed or checked.
+        what: &'static str,
+    },
+    /// A parameter of a level out of its supported range.
+    BadLevelParam {
+        /// Parameter name.
+        name: &'static str,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Error::BadCellCode { field, value } => {
+                write!(f, "cell code out of range: {field}={value}")
+            }
+            Error::GridSize { width, height } => write!(
+                f,
+                "grid size {width}x{height} unsupported (3..={} per side)",
+                crate::grid::MAX_GRID_SIZE
+            ),
+            Error::OutOfGrid { x, y } => write!(f, "position ({x}, {y}) is outside the grid"),
+            Error::BufferTooSmall { needed, got } => {
+                write!(f, "buffer too small: need {needed}, got {got}")
+            }
+            Error::CellCount { expected, got } => {
+                write!(f, "grid has {got} cells, expected width*height = {expected}")
+            }
+            Error::BadDirection(d) => write!(f, "agent direction {d} not in 0..4"),
+            Error::BadAgentPos { x, y } => {
+                write!(f, "agent position ({x}, {y}) is outside the grid or blocked")
+            }
+            Error::BadAction(a) => write!(f, "action {a} not in 0..7"),
+            Error::ViewSize(v) => write!(f, "agent view size {v} unsupported (only 7)"),
+            Error::UnknownLevel => write!(f, "unknown level id"),
+            Error::BadMission { word, expected } => {
+                write!(f, "unparsable mission: at word {word}, expected {expected}")
+            }
+            Error::MissionTooLong { capacity } => {
+                write!(f, "mission longer than {capacity} bytes")
+            }
+            Error::TooManyMatches { capacity } => write!(
+                f,
+                "mission matches more than {capacity} objects (verifier capacity)"
+            ),
+            Error::NoMatchingObject => write!(f, "mission names no object present in the level"),
+            Error::GenerationFailed { what } => {
+                write!(f, "level generation gave up: {what}")
+            }
+            Error::BadLevelParam { name } => write!(f, "level parameter out of range: {name}"),
+        }
+    }
+}

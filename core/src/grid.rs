@@ -1,0 +1,236 @@
+//! A fixed-capacity 2-D grid of optional world objects.
+//!
+//! Invariants:
+//! - `3 <= width, height <= MAX_GRID_SIZE` (minigrid asserts at least 3), capacity is fixed in
+//!   the type, no allocation.
+//! - Cells are stored row-major: `cells[y * width + x]`.
+//! - Reads outside the grid return `None` ([`Grid::get`]) or a wall ([`Grid::get_or_wall`], which
+//!   is what minigrid's `slice` shows beyond the border); writes outside return an error.
+
+use crate::error::Error;
+use crate::world::{Object, ObjectId};
+
+/// Largest supported width and height.
+pub const MAX_GRID_SIZE: usize = 32;
+/// Cell capacity of a grid.
+pub const MAX_CELLS: usize = MAX_GRID_SIZE * MAX_GRID_SIZE;
+
+/// A position in grid coordinates (x to the right, y down).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct Pos {
+    /// Column.
+    pub x: i32,
+    /// Row.
+    pub y: i32,
+}
+
+impl Pos {
+    /// `Pos { x, y }`.
+    #[inline]
+    pub const fn new(x: i32, y: i32) -> Self {
+        Pos { x, y }
+    }
+
+    /// Manhattan distance.
+    #[inline]
+    pub fn manhattan(self, other: Pos) -> i32 {
+        (self.x - other.x).abs() + (self.y - other.y).abs()
+    }
+
+    /// `self + d * (dx, dy)`.
+    #[inline]
+    pub fn offset(self, dx: i32, dy: i32) -> Pos {
+        Pos::new(self.x + dx, self.y + dy)
+    }
+}
+
+/// A `width x height` grid of optional objects, with an allocator of object identities.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grid {
+    width: u8,
+    height: u8,
+    next_id: u16,
+    cells: [Option<Object>; MAX_CELLS],
+}
+
+impl Grid {
+    /// An empty grid; errors when a side is below 3 or above [`MAX_GRID_SIZE`].
+    pub fn new(width: usize, height: usize) -> Result<Self, Error> {
+        let mut g = Grid {
+            width: 3,
+            height: 3,
+            next_id: 1,
+            cells: [None; MAX_CELLS],
+        };
+        g.reset(width, height)?;
+        Ok(g)
+    }
+
+    /// Clear to an empty `width x height` grid in place (no 12 KB move), restarting identities.
+    pub fn reset(&mut self, width: usize, height: usize) -> Result<(), Error> {
+        if !(3..=MAX_GRID_SIZE).contains(&width) || !(3..=MAX_GRID_SIZE).contains(&height) {
+            return Err(Error::GridSize { width, height });
+        }
+        self.width = width as u8;
+        self.height = height as u8;
+        self.next_id = 1;
+        self.cells[..width * height].fill(None);
+        Ok(())
+    }
+
+    /// Width in cells.
+    #[inline]
+    pub fn width(&self) -> i32 {
+        self.width as i32
+    }
+
+    /// Height in cells.
+    #[inline]
+    pub fn height(&self) -> i32 {
+        self.height as i32
+    }
+
+    /// Whether `p` lies inside the grid.
+    #[inline]
+    pub fn in_bounds(&self, p: Pos) -> bool {
+        p.x >= 0 && p.y >= 0 && p.x < self.width as i32 && p.y < self.height as i32
+    }
+
+    #[inline]
+    fn index(&self, p: Pos) -> Option<usize> {
+        if self.in_bounds(p) {
+            Some(p.y as usize * self.width as usize + p.x as usize)
+        } else {
+            None
+        }
+    }
+
+    /// The object at `p`; `None` when empty or outside.
+    #[inline]
+    pub fn get(&self, p: Pos) -> Option<&Object> {
+        self.index(p).and_then(|i| self.cells[i].as_ref())
+    }
+
+    /// Mutable access to the object at `p`.
+    #[inline]
+    pub fn get_mut(&mut self, p: Pos) -> Option<&mut Object> {
+        match self.index(p) {
+            Some(i) => self.cells[i].as_mut(),
+            None => None,
+        }
+    }
+
+    /// The object at `p`, a wall when outside (minigrid's `slice` semantics).
+    #[inline]
+    pub fn get_or_wall(&self, p: Pos) -> Option<Object> {
+        match self.index(p) {
+            Some(i) => self.cells[i],
+            None => Some(Object::wall()),
+        }
+    }
+
+    /// Put `obj` (or clear, with `None`) at `p`.
+    #[inline]
+    pub fn set(&mut self, p: Pos, obj: Option<Object>) -> Result<(), Error> {
+        match self.index(p) {
+            Some(i) => {
+                self.cells[i] = obj;
+                Ok(())
+            }
+            None => Err(Error::OutOfGrid { x: p.x, y: p.y }),
+        }
+    }
+
+    /// A fresh identity for a new trackable object.
+    pub fn alloc_id(&mut self) -> ObjectId {
+        let id = ObjectId(self.next_id);
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        id
+    }
+
+    /// `obj` with a fresh identity (and fresh identities for box contents).
+    pub fn identify(&mut self, mut obj: Object) -> Object {
+        obj.id = self.alloc_id();
+        if let Some(c) = obj.contents.as_mut() {
+            c.id = self.alloc_id();
+        }
+        obj
+    }
+
+    /// A horizontal run of `len` walls from `(x, y)` (clipped to the grid).
+    pub fn horz_wall(&mut self, x: i32, y: i32, len: i32) {
+        for i in 0..len {
+            let _ = self.set(Pos::new(x + i, y), Some(Object::wall()));
+        }
+    }
+
+    /// A vertical run of `len` walls from `(x, y)` (clipped to the grid).
+    pub fn vert_wall(&mut self, x: i32, y: i32, len: i32) {
+        for j in 0..len {
+            let _ = self.set(Pos::new(x, y + j), Some(Object::wall()));
+        }
+    }
+
+    /// The outline of the `w x h` rectangle at `(x, y)` in walls.
+    pub fn wall_rect(&mut self, x: i32, y: i32, w: i32, h: i32) {
+        self.horz_wall(x, y, w);
+        self.horz_wall(x, y + h - 1, w);
+        self.vert_wall(x, y, h);
+        self.vert_wall(x + w - 1, y, h);
+    }
+
+    /// Cells in row-major order.
+    pub fn cells(&self) -> &[Option<Object>] {
+        &self.cells[..self.width as usize * self.height as usize]
+    }
+
+    /// Every position with an object, row-major, with the object.
+    pub fn objects(&self) -> impl Iterator<Item = (Pos, &Object)> + '_ {
+        let w = self.width as i32;
+        self.cells()
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, c)| c.as_ref().map(|o| (Pos::new(i as i32 % w, i as i32 / w), o)))
+    }
+
+    /// The position of the object with identity `id`, if it is in the grid.
+    pub fn find(&self, id: ObjectId) -> Option<Pos> {
+        if id == ObjectId::NONE {
+            return None;
+        }
+        self.objects().find(|(_, o)| o.id == id).map(|(p, _)| p)
+    }
+
+    /// minigrid's `grid.encode()`, row-major into `out` (`width * height` cells); returns the
+    /// number written, or an error when `out` is too small.
+    pub fn encode_into(&self, out: &mut [[u8; 3]]) -> Result<usize, Error> {
+        let n = self.cells().len();
+        let got = out.len();
+        let dst = out
+            .get_mut(..n)
+            .ok_or(Error::BufferTooSmall { needed: n, got })?;
+        for (d, c) in dst.iter_mut().zip(self.cells()) {
+            *d = crate::world::encode_cell(c.as_ref());
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_and_sizes() {
+        assert!(Grid::new(2, 5).is_err());
+        assert!(Grid::new(33, 5).is_err());
+        let mut g = Grid::new(32, 32).unwrap();
+        assert!(g.set(Pos::new(32, 0), None).is_err());
+        assert!(g.set(Pos::new(-1, 0), None).is_err());
+        assert_eq!(g.get_or_wall(Pos::new(-1, 3)), Some(Object::wall()));
+        g.wall_rect(0, 0, 32, 32);
+        assert_eq!(g.objects().count(), 4 * 31);
+        let mut buf = [[0u8; 3]; 10];
+        assert!(g.encode_into(&mut buf).is_err());
+    }
+}

@@ -1,0 +1,512 @@
+//! Verifiers: decide after every step whether a BabyAI instruction succeeded, failed, or goes on.
+//!
+//! This follows babyai's `verifier.py` (minigrid 3.2.0) step for step, quirks included:
+//! - The objects a description names are fixed at the episode's start (locations relative to the
+//!   agent's *start* pose); their positions (`obj_poss`) are refreshed only after a `drop`.
+//! - `GoTo` succeeds after any action that leaves a remembered position in front of the agent.
+//! - `Pickup` and `PutNext` remember what was carried when they were last asked.
+//! - In a sequence, the second part is only asked once the first succeeded, and is then asked about
+//!   the very action that completed the first.
+//!
+//! Object identity: objects that can move (key, ball, box) carry an [`ObjectId`]; everything else
+//! (walls, doors, goal, ...) never moves, so it is tracked by its position.
+
+use crate::error::Error;
+use crate::grid::{Grid, Pos, MAX_CELLS};
+use crate::layout::RoomLayout;
+use crate::mission::instr::{Action as InstrAction, Clause, Instr, Loc, ObjDesc};
+use crate::world::{Object, ObjectId};
+
+/// Direction vectors, minigrid's `DIR_TO_VEC`.
+pub const DIR_TO_VEC: [(i32, i32); 4] = [(1, 0), (0, 1), (-1, 0), (0, -1)];
+
+/// Capacity of identities a verifier can track (ids must be below this).
+pub const MAX_TRACKED_IDS: usize = 2048;
+
+/// A fixed-capacity bit set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BitSet<const WORDS: usize> {
+    words: [u64; WORDS],
+}
+
+impl<const WORDS: usize> Default for BitSet<WORDS> {
+    fn default() -> Self {
+        BitSet { words: [0; WORDS] }
+    }
+}
+
+impl<const WORDS: usize> BitSet<WORDS> {
+    /// Set bit `i`; returns false when `i` is beyond capacity.
+    #[inline]
+    pub fn insert(&mut self, i: usize) -> bool {
+        match self.words.get_mut(i / 64) {
+            Some(w) => {
+                *w |= 1 << (i % 64);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether bit `i` is set (false beyond capacity).
+    #[inline]
+    pub fn contains(&self, i: usize) -> bool {
+        self.words
+            .get(i / 64)
+            .map(|w| w & (1 << (i % 64)) != 0)
+            .unwrap_or(false)
+    }
+
+    /// Clear every bit.
+    #[inline]
+    pub fn clear(&mut self) {
+        self.words = [0; WORDS];
+    }
+
+    /// Whether no bit is set.
+    pub fn is_empty(&self) -> bool {
+        self.words.iter().all(|w| *w == 0)
+    }
+
+    /// Iterate set bits in increasing order.
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.words.iter().enumerate().flat_map(|(wi, &w)| {
+            let mut bits = w;
+            core::iter::from_fn(move || {
+                if bits == 0 {
+                    return None;
+                }
+                let b = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                Some(wi * 64 + b)
+            })
+        })
+    }
+}
+
+/// Set of grid cells.
+pub type CellSet = BitSet<{ MAX_CELLS / 64 }>;
+/// Set of object identities.
+pub type IdSet = BitSet<{ MAX_TRACKED_IDS / 64 }>;
+
+/// What a verifier sees of the world.
+#[derive(Clone, Copy, Debug)]
+pub struct WorldView<'a> {
+    /// The grid.
+    pub grid: &'a Grid,
+    /// The agent's position.
+    pub agent_pos: Pos,
+    /// The agent's direction (0..4).
+    pub agent_dir: u8,
+    /// What the agent carries.
+    pub carrying: Option<&'a Object>,
+    /// Room layout (location descriptors use the agent's room); `None`: the whole grid is a room.
+    pub layout: Option<&'a RoomLayout>,
+}
+
+impl WorldView<'_> {
+    /// The cell in front of the agent.
+    pub fn front_pos(&self) -> Pos {
+        let (dx, dy) = DIR_TO_VEC[(self.agent_dir & 3) as usize];
+        self.agent_pos.offset(dx, dy)
+    }
+
+    fn carrying_id(&self) -> Option<ObjectId> {
+        self.carrying.map(|o| o.id)
+    }
+}
+
+/// The objects a description matched at the start, and their current positions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DescState {
+    /// Matched movable objects, by identity.
+    ids: IdSet,
+    /// Matched immovable objects, by position.
+    fixed: CellSet,
+    /// Number of matched objects (`len(obj_set)`).
+    count: usize,
+    /// Current positions of matched objects in the grid (`obj_poss`).
+    poss: CellSet,
+}
+
+fn cell_index(grid: &Grid, p: Pos) -> usize {
+    (p.y * grid.width() + p.x) as usize
+}
+
+impl DescState {
+    /// babyai's `find_matching_objs(env, use_location=True)`: match objects at the current pose.
+    pub fn find(desc: &ObjDesc, world: &WorldView<'_>) -> Result<DescState, Error> {
+        let mut st = DescState::default();
+        let room = world
+            .layout
+            .and_then(|l| l.room_of(world.agent_pos).map(|r| (l, r)));
+        let (dx, dy) = DIR_TO_VEC[(world.agent_dir & 3) as usize];
+        let (rx, ry) = (-dy, dx);
+        for (p, obj) in world.grid.objects() {
+            if desc.kind.is_some_and(|k| obj.kind != k) || desc.color.is_some_and(|c| obj.color != c)
+            {
+                continue;
+            }
+            if let Some(loc) = desc.loc {
+                if let Some((l, (i, j))) = room {
+                    if !l.pos_inside(i, j, p) {
+                        continue;
+                    }
+                }
+                let (vx, vy) = (p.x - world.agent_pos.x, p.y - world.agent_pos.y);
+                let along = vx * dx + vy * dy;
+                let across = vx * rx + vy * ry;
+                let ok = match loc {
+                    Loc::Left => across < 0,
+                    Loc::Right => across > 0,
+                    Loc::Front => along > 0,
+                    Loc::Behind => along < 0,
+                };
+                if !ok {
+                    continue;
+                }
+            }
+            if obj.id == ObjectId::NONE {
+                st.fixed.insert(cell_index(world.grid, p));
+            } else if !st.ids.insert(obj.id.0 as usize) {
+                return Err(Error::TooManyMatches {
+                    capacity: MAX_TRACKED_IDS,
+                });
+            }
+            st.poss.insert(cell_index(world.grid, p));
+            st.count += 1;
+        }
+        Ok(st)
+    }
+
+    /// babyai's `find_matching_objs(env, use_location=False)`: refresh positions of the tracked
+    /// objects (a carried object has none).
+    pub fn refresh(&mut self, grid: &Grid) {
+        self.poss.clear();
+        for (p, obj) in grid.objects() {
+            let i = cell_index(grid, p);
+            let tracked = if obj.id == ObjectId::NONE {
+                self.fixed.contains(i)
+            } else {
+                self.ids.contains(obj.id.0 as usize)
+            };
+            if tracked {
+                self.poss.insert(i);
+            }
+        }
+    }
+
+    /// Number of objects matched at the start.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Whether the object with identity `id` was matched.
+    pub fn tracks(&self, id: ObjectId) -> bool {
+        id != ObjectId::NONE && self.ids.contains(id.0 as usize)
+    }
+
+    /// Whether a current position equals `p`.
+    pub fn at(&self, grid: &Grid, p: Pos) -> bool {
+        grid.in_bounds(p) && self.poss.contains(cell_index(grid, p))
+    }
+
+    /// Whether a current position is next to (Manhattan distance 1) `p`.
+    pub fn next_to(&self, grid: &Grid, p: Pos) -> bool {
+        [(1, 0), (-1, 0), (0, 1), (0, -1)]
+            .iter()
+            .any(|&(dx, dy)| self.at(grid, p.offset(dx, dy)))
+    }
+
+    /// Current positions, row-major.
+    pub fn positions<'a>(&'a self, grid: &'a Grid) -> impl Iterator<Item = Pos> + 'a {
+        let w = grid.width() as usize;
+        self.poss
+            .iter()
+            .map(move |i| Pos::new((i % w) as i32, (i / w) as i32))
+    }
+}
+
+/// Result of verifying one step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Keep going.
+    Continue,
+    /// The instruction is complete.
+    Success,
+    /// The instruction can no longer be completed (strict modes only).
+    Failure,
+}
+
+/// Per-action verifier state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActionVerifier {
+    action: InstrAction,
+    desc_a: DescState,
+    desc_b: DescState,
+    pre_carrying: Option<ObjectId>,
+}
+
+impl ActionVerifier {
+    fn new(action: InstrAction, world: &WorldView<'_>) -> Result<Self, Error> {
+        let (a, b) = action.descs();
+        Ok(ActionVerifier {
+            action,
+            desc_a: DescState::find(&a, world)?,
+            desc_b: match b {
+                Some(b) => DescState::find(&b, world)?,
+                None => DescState::default(),
+            },
+            pre_carrying: None,
+        })
+    }
+
+    /// The description states (second is empty except for PutNext).
+    pub fn descs(&self) -> (&DescState, &DescState) {
+        (&self.desc_a, &self.desc_b)
+    }
+
+    fn refresh(&mut self, grid: &Grid) {
+        self.desc_a.refresh(grid);
+        if matches!(self.action, InstrAction::PutNext(..)) {
+            self.desc_b.refresh(grid);
+        }
+    }
+
+    fn verify(&mut self, action: u8, world: &WorldView<'_>) -> Status {
+        const PICKUP: u8 = 3;
+        const DROP: u8 = 4;
+        const TOGGLE: u8 = 5;
+        match self.action {
+            InstrAction::GoTo(_) => {
+                if self.desc_a.at(world.grid, world.front_pos()) {
+                    Status::Success
+                } else {
+                    Status::Continue
+                }
+            }
+            InstrAction::Open(_) => {
+                if action != TOGGLE {
+                    return Status::Continue;
+                }
+                let front = world.front_pos();
+                match world.grid.get(front) {
+                    Some(o)
+                        if o.kind == crate::world::ObjectKind::Door
+                            && o.door == crate::world::DoorState::Open
+                            && self.desc_a.at(world.grid, front) =>
+                    {
+                        Status::Success
+                    }
+                    _ => Status::Continue,
+                }
+            }
+            InstrAction::Pickup(_) => {
+                let pre = self.pre_carrying;
+                self.pre_carrying = world.carrying_id();
+                if action != PICKUP {
+                    return Status::Continue;
+                }
+                if pre.is_none() && world.carrying_id().is_some_and(|id| self.desc_a.tracks(id)) {
+                    return Status::Success;
+                }
+                Status::Continue
+            }
+            InstrAction::PutNext(..) => {
+                let pre = self.pre_carrying;
+                self.pre_carrying = world.carrying_id();
+                if action != DROP {
+                    return Status::Continue;
+                }
+                let Some(pre) = pre else {
+                    return Status::Continue;
+                };
+                if !self.desc_a.tracks(pre) {
+                    return Status::Continue;
+                }
+                // The moved object's current position: in the grid, or nowhere if still carried.
+                match world.grid.find(pre) {
+                    Some(p) if self.desc_b.next_to(world.grid, p) => Status::Success,
+                    _ => Status::Continue,
+                }
+            }
+        }
+    }
+}
+
+/// Progress of one operand of a sequence: babyai stores `False` before the first check, then
+/// the last status string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Done {
+    NotYet,
+    Is(Status),
+}
+
+impl Done {
+    fn success(self) -> bool {
+        self == Done::Is(Status::Success)
+    }
+}
+
+/// Verifier of a clause (action or conjunction).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClauseVerifier {
+    a: ActionVerifier,
+    b: Option<ActionVerifier>,
+    a_done: Done,
+    b_done: Done,
+}
+
+impl ClauseVerifier {
+    fn new(c: &Clause, world: &WorldView<'_>) -> Result<Self, Error> {
+        Ok(match *c {
+            Clause::Action(a) => ClauseVerifier {
+                a: ActionVerifier::new(a, world)?,
+                b: None,
+                a_done: Done::NotYet,
+                b_done: Done::NotYet,
+            },
+            Clause::And(a, b) => ClauseVerifier {
+                a: ActionVerifier::new(a, world)?,
+                b: Some(ActionVerifier::new(b, world)?),
+                a_done: Done::NotYet,
+                b_done: Done::NotYet,
+            },
+        })
+    }
+
+    fn refresh(&mut self, grid: &Grid) {
+        self.a.refresh(grid);
+        if let Some(b) = self.b.as_mut() {
+            b.refresh(grid);
+        }
+    }
+
+    fn verify(&mut self, action: u8, world: &WorldView<'_>) -> Status {
+        let Some(b) = self.b.as_mut() else {
+            return self.a.verify(action, world);
+        };
+        if !self.a_done.success() {
+            self.a_done = Done::Is(self.a.verify(action, world));
+        }
+        if !self.b_done.success() {
+            self.b_done = Done::Is(b.verify(action, world));
+        }
+        if self.a_done.success() && self.b_done.success() {
+            Status::Success
+        } else {
+            Status::Continue
+        }
+    }
+
+    /// The action verifiers of this clause, in surface order.
+    pub fn actions(&self) -> impl Iterator<Item = &ActionVerifier> {
+        core::iter::once(&self.a).chain(self.b.as_ref())
+    }
+}
+
+/// Verifier of a whole instruction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verifier {
+    instr: Instr,
+    first: ClauseVerifier,
+    second: Option<ClauseVerifier>,
+    first_done: Done,
+    second_done: Done,
+}
+
+impl Verifier {
+    /// babyai's `reset_verifier`: resolve every description against the world as it is now (the
+    /// agent's start pose).
+    pub fn new(instr: &Instr, world: &WorldView<'_>) -> Result<Self, Error> {
+        let (first, second) = match instr {
+            Instr::Clause(c) => (ClauseVerifier::new(c, world)?, None),
+            Instr::Before(a, b) | Instr::After(a, b) => (
+                ClauseVerifier::new(a, world)?,
+                Some(ClauseVerifier::new(b, world)?),
+            ),
+        };
+        Ok(Verifier {
+            instr: *instr,
+            first,
+            second,
+            first_done: Done::NotYet,
+            second_done: Done::NotYet,
+        })
+    }
+
+    /// The instruction being verified.
+    pub fn instr(&self) -> &Instr {
+        &self.instr
+    }
+
+    /// Number of objects each description matched at the start, in surface order (for "the"/"a").
+    pub fn match_counts(&self) -> ([usize; 8], usize) {
+        let mut out = [0; 8];
+        let mut n = 0;
+        let clauses = core::iter::once(&self.first).chain(self.second.as_ref());
+        for c in clauses {
+            for a in c.actions() {
+                out[n] = a.desc_a.count();
+                n += 1;
+                if matches!(a.action, InstrAction::PutNext(..)) {
+                    out[n] = a.desc_b.count();
+                    n += 1;
+                }
+            }
+        }
+        (out, n)
+    }
+
+    /// Every action verifier, in surface order.
+    pub fn actions(&self) -> impl Iterator<Item = &ActionVerifier> {
+        self.first
+            .actions()
+            .chain(self.second.iter().flat_map(|c| c.actions()))
+    }
+
+    /// babyai's `update_objs_poss`, called after every `drop`.
+    pub fn refresh_positions(&mut self, grid: &Grid) {
+        self.first.refresh(grid);
+        if let Some(s) = self.second.as_mut() {
+            s.refresh(grid);
+        }
+    }
+
+    /// babyai's `verify(action)`, called after the environment applied `action`.
+    pub fn verify(&mut self, action: u8, world: &WorldView<'_>) -> Status {
+        match (self.instr, self.second.as_mut()) {
+            (Instr::Before(..), Some(second)) => {
+                // Python recursion: once the first part succeeds, the same action is checked
+                // against the second part.
+                if !self.first_done.success() {
+                    let s = self.first.verify(action, world);
+                    self.first_done = Done::Is(s);
+                    match s {
+                        Status::Failure => return Status::Failure,
+                        Status::Success => {}
+                        Status::Continue => return Status::Continue,
+                    }
+                }
+                let s = second.verify(action, world);
+                self.second_done = Done::Is(s);
+                s
+            }
+            (Instr::After(..), Some(second)) => {
+                if !self.second_done.success() {
+                    let s = second.verify(action, world);
+                    self.second_done = Done::Is(s);
+                    match s {
+                        Status::Failure => return Status::Failure,
+                        Status::Success => {}
+                        Status::Continue => return Status::Continue,
+                    }
+                }
+                let s = self.first.verify(action, world);
+                self.first_done = Done::Is(s);
+                s
+            }
+            _ => self.first.verify(action, world),
+        }
+    }
+}

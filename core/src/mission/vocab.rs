@@ -1,0 +1,1 @@
+//! Tokenisation of mission text into word ids for the policy. STUB.
