@@ -171,7 +171,8 @@ impl Env {
                 match self.grid.get(p) {
                     None => out.write_str("  ")?,
                     Some(o) => {
-                        let c = o.color.name().as_bytes()[0].to_ascii_uppercase() as char;
+                        let c = o.color.name().bytes().next().unwrap_or(b'?');
+                        let c = c.to_ascii_uppercase() as char;
                         let t = match o.kind {
                             ObjectKind::Door => match o.door {
                                 crate::world::DoorState::Open => {

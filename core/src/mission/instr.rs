@@ -195,10 +195,9 @@ impl Instr {
 
     /// Parse BabyAI mission text (see the module docs for the grammar).
     pub fn parse(text: &str) -> Result<Instr, Error> {
-        let mut p = Parser::new(text);
+        let mut p = Parser::new(text)?;
         let instr = p.instr()?;
-        if let Some(w) = p.peek() {
-            let _ = w;
+        if p.peek().is_some() {
             return Err(p.err("end of mission"));
         }
         Ok(instr)
@@ -213,7 +212,8 @@ struct Parser<'a> {
 }
 
 impl<'a> Parser<'a> {
-    fn new(text: &'a str) -> Self {
+    /// Split into words; errors when there are more than the parser's capacity.
+    fn new(text: &'a str) -> Result<Self, Error> {
         let mut words = [""; 64];
         let mut len = 0;
         for raw in text.split_ascii_whitespace() {
@@ -226,18 +226,15 @@ impl<'a> Parser<'a> {
                 if tok.is_empty() {
                     continue;
                 }
-                if len < words.len() {
-                    words[len] = tok;
-                }
+                let slot = words.get_mut(len).ok_or(Error::BadMission {
+                    word: len,
+                    expected: "a shorter mission (64 words at most)",
+                })?;
+                *slot = tok;
                 len += 1;
             }
         }
-        Parser {
-            words,
-            // Over-long input is caught as an error on the first word past capacity.
-            len: len.min(64 + 1),
-            pos: 0,
-        }
+        Ok(Parser { words, len, pos: 0 })
     }
 
     fn peek(&self) -> Option<&'a str> {
@@ -256,12 +253,6 @@ impl<'a> Parser<'a> {
     }
 
     fn expect(&mut self, word: &'static str) -> Result<(), Error> {
-        if self.len > self.words.len() {
-            return Err(Error::BadMission {
-                word: self.words.len(),
-                expected: "a shorter mission (64 words at most)",
-            });
-        }
         if self.peek() == Some(word) {
             self.pos += 1;
             Ok(())
@@ -495,6 +486,12 @@ mod tests {
         assert!(Instr::parse("go to the ball please").is_err());
         assert!(Instr::parse("go to the ball,").is_err());
         assert!(Instr::parse("get to the green goal square").is_err());
+        let mut long = MissionText::new();
+        long.push_str("go to the red ball").unwrap();
+        for _ in 0..60 {
+            long.push_str(" a").unwrap();
+        }
+        assert!(Instr::parse(&long).is_err());
     }
 
     #[test]

@@ -510,3 +510,90 @@ impl Verifier {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::{Action, Env, Task};
+    use crate::world::{Color, ObjectKind};
+
+    /// A 7x7 walled room, agent at (3, 3) facing right, a red ball at (5, 3) and a blue key at
+    /// (3, 5), with `mission` verified.
+    fn room(mission: &str) -> Env {
+        let mut env = Env::new(7, 7).unwrap();
+        env.grid.wall_rect(0, 0, 7, 7);
+        let ball = env.grid.identify(Object::new(ObjectKind::Ball, Color::Red));
+        let key = env.grid.identify(Object::new(ObjectKind::Key, Color::Blue));
+        env.grid.set(Pos::new(5, 3), Some(ball)).unwrap();
+        env.grid.set(Pos::new(3, 5), Some(key)).unwrap();
+        env.agent_pos = Pos::new(3, 3);
+        env.agent_dir = 0;
+        env.layout = Some(RoomLayout {
+            room_size: 7,
+            num_rows: 1,
+            num_cols: 1,
+        });
+        env.max_steps = 100;
+        let instr = Instr::parse(mission).unwrap();
+        env.task = Task::Instr(Verifier::new(&instr, &env.world_view()).unwrap());
+        env
+    }
+
+    #[test]
+    fn before_checks_the_second_part_on_the_completing_action() {
+        // Facing the ball after one step satisfies both GoTo clauses at once.
+        let mut env = room("go to the red ball, then go to a ball");
+        let out = env.step(Action::Forward);
+        assert!(out.terminated);
+        assert!((out.reward - (1.0 - 0.9 / 100.0)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn after_requires_the_second_clause_first() {
+        let mut env = room("go to the red ball after you pick up the blue key");
+        let mut step = |a| env.step(a).terminated;
+        assert!(!step(Action::Forward)); // (4, 3) facing the ball: too early
+        assert!(!step(Action::Right)); // facing down
+        assert!(!step(Action::Forward)); // (4, 4)
+        assert!(!step(Action::Forward)); // (4, 5)
+        assert!(!step(Action::Right)); // facing left: the key at (3, 5)
+        assert!(!step(Action::Pickup)); // second clause done; the ball is not in front
+        assert!(!step(Action::Right)); // facing up
+        assert!(!step(Action::Forward)); // (4, 4)
+        assert!(!step(Action::Forward)); // (4, 3)
+        assert!(step(Action::Right), "facing the ball after the key was picked up");
+    }
+
+    #[test]
+    fn put_next_and_locations() {
+        let mut env = room("put the blue key next to the red ball");
+        // Key is behind-right of the agent facing right: (3,5) has dot(v, right=(0,1)) > 0.
+        let Task::Instr(v) = &env.task else {
+            unreachable!()
+        };
+        assert_eq!(v.match_counts().0[..2], [1, 1]);
+        let loc = room("pick up a key on your right");
+        let Task::Instr(v) = &loc.task else {
+            unreachable!()
+        };
+        assert_eq!(v.match_counts().0[0], 1);
+        let left = room("pick up a key on your left");
+        let Task::Instr(v) = &left.task else {
+            unreachable!()
+        };
+        assert_eq!(v.match_counts().0[0], 0);
+        // Turn to face the key: right (down), forward to (3, 4), pick it up.
+        env.step(Action::Right);
+        env.step(Action::Forward);
+        env.step(Action::Pickup);
+        // Turn left (facing right), drop at (4, 4): not next to the ball at (5, 3).
+        env.step(Action::Left);
+        assert!(!env.step(Action::Drop).terminated);
+        env.step(Action::Pickup);
+        env.step(Action::Left); // facing up: (3, 3) empty
+        env.step(Action::Forward); // at (3, 3)
+        env.step(Action::Right); // facing right: (4, 3) is next to the ball at (5, 3)
+        let out = env.step(Action::Drop);
+        assert!(out.terminated && out.reward > 0.0);
+    }
+}
