@@ -283,8 +283,7 @@ impl Env {
         match obj.kind {
             ObjectKind::Door => match obj.door {
                 DoorState::Locked => {
-                    if carrying.is_some_and(|c| c.kind == ObjectKind::Key && c.color == obj.color)
-                    {
+                    if carrying.is_some_and(|c| c.kind == ObjectKind::Key && c.color == obj.color) {
                         obj.door = DoorState::Open;
                     }
                 }
@@ -292,7 +291,9 @@ impl Env {
                 DoorState::Closed => obj.door = DoorState::Open,
             },
             ObjectKind::Box => {
-                let contents = obj.contents.map(|c| Object::new(c.kind, c.color).with_id(c.id));
+                let contents = obj
+                    .contents
+                    .map(|c| Object::new(c.kind, c.color).with_id(c.id));
                 let _ = self.grid.set(fwd, contents);
             }
             _ => {}

@@ -103,11 +103,17 @@ impl fmt::Display for Error {
                 write!(f, "buffer too small: need {needed}, got {got}")
             }
             Error::CellCount { expected, got } => {
-                write!(f, "grid has {got} cells, expected width*height = {expected}")
+                write!(
+                    f,
+                    "grid has {got} cells, expected width*height = {expected}"
+                )
             }
             Error::BadDirection(d) => write!(f, "agent direction {d} not in 0..4"),
             Error::BadAgentPos { x, y } => {
-                write!(f, "agent position ({x}, {y}) is outside the grid or blocked")
+                write!(
+                    f,
+                    "agent position ({x}, {y}) is outside the grid or blocked"
+                )
             }
             Error::BadAction(a) => write!(f, "action {a} not in 0..7"),
             Error::ViewSize(v) => write!(f, "agent view size {v} unsupported (only 7)"),

@@ -45,13 +45,27 @@ impl Pos {
 }
 
 /// A `width x height` grid of optional objects, with an allocator of object identities.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Equality compares the size, the identity allocator and the `width * height` live cells, not
+/// stale cells beyond them left by a larger level generated earlier in the same buffer.
+#[derive(Clone, Debug)]
 pub struct Grid {
     width: u8,
     height: u8,
     next_id: u16,
     cells: [Option<Object>; MAX_CELLS],
 }
+
+impl PartialEq for Grid {
+    fn eq(&self, other: &Self) -> bool {
+        self.width == other.width
+            && self.height == other.height
+            && self.next_id == other.next_id
+            && self.cells() == other.cells()
+    }
+}
+
+impl Eq for Grid {}
 
 impl Grid {
     /// An empty grid; errors when a side is below 3 or above [`MAX_GRID_SIZE`].
@@ -187,10 +201,10 @@ impl Grid {
     /// Every position with an object, row-major, with the object.
     pub fn objects(&self) -> impl Iterator<Item = (Pos, &Object)> + '_ {
         let w = self.width as i32;
-        self.cells()
-            .iter()
-            .enumerate()
-            .filter_map(move |(i, c)| c.as_ref().map(|o| (Pos::new(i as i32 % w, i as i32 / w), o)))
+        self.cells().iter().enumerate().filter_map(move |(i, c)| {
+            c.as_ref()
+                .map(|o| (Pos::new(i as i32 % w, i as i32 / w), o))
+        })
     }
 
     /// The position of the object with identity `id`, if it is in the grid.
@@ -232,5 +246,11 @@ mod tests {
         assert_eq!(g.objects().count(), 4 * 31);
         let mut buf = [[0u8; 3]; 10];
         assert!(g.encode_into(&mut buf).is_err());
+        // Equality ignores stale cells outside the live area.
+        let mut small = Grid::new(5, 5).unwrap();
+        g.reset(5, 5).unwrap();
+        assert_eq!(g, small);
+        small.wall_rect(0, 0, 5, 5);
+        assert_ne!(g, small);
     }
 }

@@ -133,10 +133,13 @@ impl Env {
         expect("pick", 0)?;
         expect("up", 1)?;
         expect("the", 2)?;
-        let color = words.next().and_then(Color::from_name).ok_or(Error::BadMission {
-            word: 3,
-            expected: "a colour",
-        })?;
+        let color = words
+            .next()
+            .and_then(Color::from_name)
+            .ok_or(Error::BadMission {
+                word: 3,
+                expected: "a colour",
+            })?;
         let kind = words
             .next()
             .and_then(ObjectKind::from_name)

@@ -143,7 +143,8 @@ impl DescState {
         let (dx, dy) = DIR_TO_VEC[(world.agent_dir & 3) as usize];
         let (rx, ry) = (-dy, dx);
         for (p, obj) in world.grid.objects() {
-            if desc.kind.is_some_and(|k| obj.kind != k) || desc.color.is_some_and(|c| obj.color != c)
+            if desc.kind.is_some_and(|k| obj.kind != k)
+                || desc.color.is_some_and(|c| obj.color != c)
             {
                 continue;
             }
@@ -561,7 +562,10 @@ mod tests {
         assert!(!step(Action::Right)); // facing up
         assert!(!step(Action::Forward)); // (4, 4)
         assert!(!step(Action::Forward)); // (4, 3)
-        assert!(step(Action::Right), "facing the ball after the key was picked up");
+        assert!(
+            step(Action::Right),
+            "facing the ball after the key was picked up"
+        );
     }
 
     #[test]
