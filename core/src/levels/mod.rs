@@ -752,11 +752,3 @@ mod tests {
         assert!(bad.is_empty(), "{bad:#?}");
     }
 }
-
-#[cfg(test)]
-mod speed {
-    use super::*;
-
-    /// Reset cost per level (run with `--release -- --ignored --nocapture`).
-    }
-}
