@@ -27,6 +27,7 @@ pub mod grid;
 pub mod layout;
 pub mod levels;
 pub mod mission;
+pub mod nn;
 pub mod rng;
 pub mod state;
 pub mod world;

@@ -1,0 +1,714 @@
+//! Dense building blocks with hand-written backward passes: linear layers, softmax, GRU and LSTM
+//! cells.
+//!
+//! Conventions (PyTorch's, so weights port both ways):
+//! - A weight is row-major `[out x in]`: `y[o] = b[o] + sum_i w[o * in + i] * x[i]`.
+//! - Backward functions *accumulate* into gradient buffers (`+=`), so a caller sums over time
+//!   steps and batch elements by calling them repeatedly; input gradients are accumulated too.
+//! - Functions never panic: they walk slices with iterators, so a buffer shorter than its layout
+//!   says truncates the computation instead of indexing out of bounds. The layout code
+//!   ([`crate::nn::params`]) checks every length once, up front, and returns an error.
+
+use crate::nn::scalar::Real;
+
+/// `y = W x (+ b)`, `W` row-major `[y.len() x x.len()]`.
+#[inline]
+pub fn linear<S: Real>(w: &[S], b: Option<&[S]>, x: &[S], y: &mut [S]) {
+    let n_in = x.len();
+    if n_in == 0 {
+        y.iter_mut().for_each(|v| *v = S::ZERO);
+        return;
+    }
+    for (o, (yo, row)) in y.iter_mut().zip(w.chunks_exact(n_in)).enumerate() {
+        let mut acc = match b {
+            Some(b) => b.get(o).copied().unwrap_or(S::ZERO),
+            None => S::ZERO,
+        };
+        for (wi, xi) in row.iter().zip(x) {
+            acc += *wi * *xi;
+        }
+        *yo = acc;
+    }
+}
+
+/// `y += W x`, `W` row-major `[y.len() x x.len()]`.
+#[inline]
+pub fn linear_acc<S: Real>(w: &[S], x: &[S], y: &mut [S]) {
+    let n_in = x.len();
+    if n_in == 0 {
+        return;
+    }
+    for (yo, row) in y.iter_mut().zip(w.chunks_exact(n_in)) {
+        let mut acc = S::ZERO;
+        for (wi, xi) in row.iter().zip(x) {
+            acc += *wi * *xi;
+        }
+        *yo += acc;
+    }
+}
+
+/// Backward of [`linear`]: `dW += dy x^T`, `db += dy`, `dx += W^T dy` (each when given).
+#[inline]
+pub fn linear_backward<S: Real>(
+    w: &[S],
+    x: &[S],
+    dy: &[S],
+    dx: Option<&mut [S]>,
+    dw: Option<&mut [S]>,
+    db: Option<&mut [S]>,
+) {
+    let n_in = x.len();
+    if n_in == 0 {
+        return;
+    }
+    if let Some(db) = db {
+        for (g, d) in db.iter_mut().zip(dy) {
+            *g += *d;
+        }
+    }
+    if let Some(dw) = dw {
+        for (grow, d) in dw.chunks_exact_mut(n_in).zip(dy) {
+            if *d == S::ZERO {
+                continue;
+            }
+            for (g, xi) in grow.iter_mut().zip(x) {
+                *g += *d * *xi;
+            }
+        }
+    }
+    if let Some(dx) = dx {
+        for (row, d) in w.chunks_exact(n_in).zip(dy) {
+            if *d == S::ZERO {
+                continue;
+            }
+            for (g, wi) in dx.iter_mut().zip(row) {
+                *g += *d * *wi;
+            }
+        }
+    }
+}
+
+/// Softmax of `x` into `y` (max-subtracted for stability).
+#[inline]
+pub fn softmax<S: Real>(x: &[S], y: &mut [S]) {
+    let m = x.iter().copied().fold(None, |m: Option<S>, v| match m {
+        Some(m) => Some(m.max(v)),
+        None => Some(v),
+    });
+    let Some(m) = m else { return };
+    let mut sum = S::ZERO;
+    for (yo, xi) in y.iter_mut().zip(x) {
+        *yo = (*xi - m).exp();
+        sum += *yo;
+    }
+    for yo in y.iter_mut() {
+        *yo = *yo / sum;
+    }
+}
+
+/// Backward of [`softmax`] given its output `y`: `dx += y * (dy - <dy, y>)`.
+#[inline]
+pub fn softmax_backward<S: Real>(y: &[S], dy: &[S], dx: &mut [S]) {
+    let mut dot = S::ZERO;
+    for (a, b) in y.iter().zip(dy) {
+        dot += *a * *b;
+    }
+    for ((g, yi), di) in dx.iter_mut().zip(y).zip(dy) {
+        *g += *yi * (*di - dot);
+    }
+}
+
+/// Log-softmax of `x` into `y`.
+#[inline]
+pub fn log_softmax<S: Real>(x: &[S], y: &mut [S]) {
+    let m = x.iter().copied().fold(None, |m: Option<S>, v| match m {
+        Some(m) => Some(m.max(v)),
+        None => Some(v),
+    });
+    let Some(m) = m else { return };
+    let mut sum = S::ZERO;
+    for xi in x {
+        sum += (*xi - m).exp();
+    }
+    let lse = m + sum.ln();
+    for (yo, xi) in y.iter_mut().zip(x) {
+        *yo = *xi - lse;
+    }
+}
+
+/// Weights of a GRU cell (PyTorch layout, gate order r, z, n).
+#[derive(Clone, Copy, Debug)]
+pub struct GruWeights<'a, S> {
+    /// `[3H x I]`.
+    pub w_ih: &'a [S],
+    /// `[3H x H]`.
+    pub w_hh: &'a [S],
+    /// `[3H]`.
+    pub b_ih: &'a [S],
+    /// `[3H]`.
+    pub b_hh: &'a [S],
+}
+
+/// Gradients of a GRU cell, laid out like [`GruWeights`].
+#[derive(Debug)]
+pub struct GruGrads<'a, S> {
+    /// `[3H x I]`.
+    pub w_ih: &'a mut [S],
+    /// `[3H x H]`.
+    pub w_hh: &'a mut [S],
+    /// `[3H]`.
+    pub b_ih: &'a mut [S],
+    /// `[3H]`.
+    pub b_hh: &'a mut [S],
+}
+
+/// Values a GRU step keeps for its backward pass, per hidden unit: `r`, `z`, `n`, `W_hn h + b_hn`.
+pub const GRU_CACHE_PER_UNIT: usize = 4;
+
+/// One GRU step: `h_out = (1 - z) * n + z * h` with
+/// `r = σ(W_ir x + b_ir + W_hr h + b_hr)`, `z = σ(W_iz x + b_iz + W_hz h + b_hz)`,
+/// `n = tanh(W_in x + b_in + r * (W_hn h + b_hn))`.
+/// `cache` (length `4H`) receives `[r | z | n | hn]` for [`gru_backward`].
+pub fn gru_forward<S: Real>(
+    p: &GruWeights<'_, S>,
+    x: &[S],
+    h: &[S],
+    h_out: &mut [S],
+    cache: &mut [S],
+) {
+    let hid = h.len();
+    if cache.len() < 4 * hid
+        || h_out.len() < hid
+        || p.w_hh.len() < 3 * hid * hid
+        || p.b_hh.len() < 3 * hid
+        || p.b_ih.len() < 3 * hid
+    {
+        return;
+    }
+    // The r, z, n slots first hold the input side W_i x + b_i.
+    let (gx, hn) = cache.split_at_mut(3 * hid);
+    if x.is_empty() {
+        gx.copy_from_slice(&p.b_ih[..3 * hid]);
+    } else {
+        linear(p.w_ih, Some(p.b_ih), x, gx);
+    }
+    let row = |j: usize| &p.w_hh[j * hid..(j + 1) * hid];
+    let dot = |w: &[S]| {
+        let mut acc = S::ZERO;
+        for (a, b) in w.iter().zip(h) {
+            acc += *a * *b;
+        }
+        acc
+    };
+    for u in 0..hid {
+        let r = (gx[u] + dot(row(u)) + p.b_hh[u]).sigmoid();
+        let z = (gx[hid + u] + dot(row(hid + u)) + p.b_hh[hid + u]).sigmoid();
+        let hn_u = dot(row(2 * hid + u)) + p.b_hh[2 * hid + u];
+        let n = (gx[2 * hid + u] + r * hn_u).tanh();
+        gx[u] = r;
+        gx[hid + u] = z;
+        gx[2 * hid + u] = n;
+        hn[u] = hn_u;
+        h_out[u] = (S::ONE - z) * n + z * h[u];
+    }
+}
+
+/// Backward of [`gru_forward`]: given `dh_out`, accumulate weight gradients into `g`, the input
+/// gradient into `dx` (if given) and the previous-state gradient into `dh`.
+/// `scratch` needs `6H` elements (pre-activation gradients of both sides).
+#[allow(clippy::too_many_arguments)]
+pub fn gru_backward<S: Real>(
+    p: &GruWeights<'_, S>,
+    x: &[S],
+    h: &[S],
+    cache: &[S],
+    dh_out: &[S],
+    dx: Option<&mut [S]>,
+    dh: &mut [S],
+    g: &mut GruGrads<'_, S>,
+    scratch: &mut [S],
+) {
+    let hid = h.len();
+    let three = 3 * hid;
+    if scratch.len() < 2 * three || cache.len() < 4 * hid {
+        return;
+    }
+    let (gi, rest) = scratch.split_at_mut(three);
+    let gh = &mut rest[..three];
+    let (r, rest) = cache.split_at(hid);
+    let (z, rest) = rest.split_at(hid);
+    let (n, hn) = rest.split_at(hid);
+    for u in 0..hid {
+        let d = dh_out.get(u).copied().unwrap_or(S::ZERO);
+        let (ru, zu, nu, hnu, hu) = (r[u], z[u], n[u], hn[u], h[u]);
+        let dn = d * (S::ONE - zu);
+        let dz = d * (hu - nu);
+        let da_n = dn * (S::ONE - nu * nu);
+        let dr = da_n * hnu;
+        let da_z = dz * zu * (S::ONE - zu);
+        let da_r = dr * ru * (S::ONE - ru);
+        gi[u] = da_r;
+        gi[hid + u] = da_z;
+        gi[2 * hid + u] = da_n;
+        gh[u] = da_r;
+        gh[hid + u] = da_z;
+        gh[2 * hid + u] = da_n * ru;
+        if let Some(v) = dh.get_mut(u) {
+            *v += d * zu;
+        }
+    }
+    linear_backward(p.w_ih, x, gi, dx, Some(g.w_ih), Some(g.b_ih));
+    linear_backward(p.w_hh, h, gh, Some(dh), Some(g.w_hh), Some(g.b_hh));
+}
+
+/// Weights of an LSTM cell (PyTorch layout, gate order i, f, g, o).
+#[derive(Clone, Copy, Debug)]
+pub struct LstmWeights<'a, S> {
+    /// `[4H x I]`.
+    pub w_ih: &'a [S],
+    /// `[4H x H]`.
+    pub w_hh: &'a [S],
+    /// `[4H]`.
+    pub b_ih: &'a [S],
+    /// `[4H]`.
+    pub b_hh: &'a [S],
+}
+
+/// Gradients of an LSTM cell, laid out like [`LstmWeights`].
+#[derive(Debug)]
+pub struct LstmGrads<'a, S> {
+    /// `[4H x I]`.
+    pub w_ih: &'a mut [S],
+    /// `[4H x H]`.
+    pub w_hh: &'a mut [S],
+    /// `[4H]`.
+    pub b_ih: &'a mut [S],
+    /// `[4H]`.
+    pub b_hh: &'a mut [S],
+}
+
+/// Values an LSTM step keeps for its backward pass, per unit: `i`, `f`, `g`, `o`, `tanh(c')`.
+pub const LSTM_CACHE_PER_UNIT: usize = 5;
+
+/// One LSTM step: gates `[i f g o] = W_ih x + b_ih + W_hh h + b_hh`,
+/// `c' = σ(f) c + σ(i) tanh(g)`, `h' = σ(o) tanh(c')`. `cache` (length `5H`) receives
+/// `[i | f | g | o | tanh(c')]` after their nonlinearities.
+#[allow(clippy::too_many_arguments)]
+pub fn lstm_forward<S: Real>(
+    p: &LstmWeights<'_, S>,
+    x: &[S],
+    h: &[S],
+    c: &[S],
+    h_out: &mut [S],
+    c_out: &mut [S],
+    cache: &mut [S],
+) {
+    let hid = h.len();
+    if cache.len() < 5 * hid {
+        return;
+    }
+    let (gates, tc) = cache.split_at_mut(4 * hid);
+    linear(p.w_ih, Some(p.b_ih), x, gates);
+    if x.is_empty() {
+        for (v, b) in gates.iter_mut().zip(p.b_ih) {
+            *v = *b;
+        }
+    }
+    linear_acc(p.w_hh, h, gates);
+    for (v, b) in gates.iter_mut().zip(p.b_hh) {
+        *v += *b;
+    }
+    for u in 0..hid {
+        let i = gates[u].sigmoid();
+        let f = gates[hid + u].sigmoid();
+        let gg = gates[2 * hid + u].tanh();
+        let o = gates[3 * hid + u].sigmoid();
+        gates[u] = i;
+        gates[hid + u] = f;
+        gates[2 * hid + u] = gg;
+        gates[3 * hid + u] = o;
+        let cu = f * c.get(u).copied().unwrap_or(S::ZERO) + i * gg;
+        let t = cu.tanh();
+        tc[u] = t;
+        if let Some(v) = c_out.get_mut(u) {
+            *v = cu;
+        }
+        if let Some(v) = h_out.get_mut(u) {
+            *v = o * t;
+        }
+    }
+}
+
+/// Backward of [`lstm_forward`]: given `dh_out` and `dc_out`, accumulate weight gradients, the
+/// input gradient (if `dx` given) and the previous state's gradients `dh`, `dc`.
+/// `scratch` needs `4H` elements.
+#[allow(clippy::too_many_arguments)]
+pub fn lstm_backward<S: Real>(
+    p: &LstmWeights<'_, S>,
+    x: &[S],
+    h: &[S],
+    c: &[S],
+    cache: &[S],
+    dh_out: &[S],
+    dc_out: &[S],
+    dx: Option<&mut [S]>,
+    dh: &mut [S],
+    dc: &mut [S],
+    g: &mut LstmGrads<'_, S>,
+    scratch: &mut [S],
+) {
+    let hid = h.len();
+    if cache.len() < 5 * hid || scratch.len() < 4 * hid {
+        return;
+    }
+    let (gates, tc) = cache.split_at(4 * hid);
+    let da = &mut scratch[..4 * hid];
+    for u in 0..hid {
+        let (i, f, gg, o, t) = (
+            gates[u],
+            gates[hid + u],
+            gates[2 * hid + u],
+            gates[3 * hid + u],
+            tc[u],
+        );
+        let dho = dh_out.get(u).copied().unwrap_or(S::ZERO);
+        let dct = dc_out.get(u).copied().unwrap_or(S::ZERO) + dho * o * (S::ONE - t * t);
+        let cu = c.get(u).copied().unwrap_or(S::ZERO);
+        da[u] = dct * gg * i * (S::ONE - i);
+        da[hid + u] = dct * cu * f * (S::ONE - f);
+        da[2 * hid + u] = dct * i * (S::ONE - gg * gg);
+        da[3 * hid + u] = dho * t * o * (S::ONE - o);
+        if let Some(v) = dc.get_mut(u) {
+            *v += dct * f;
+        }
+    }
+    linear_backward(p.w_ih, x, da, dx, Some(g.w_ih), Some(g.b_ih));
+    linear_backward(p.w_hh, h, da, Some(dh), Some(g.w_hh), Some(g.b_hh));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::gradcheck::max_rel_error;
+    use crate::rng::Pcg32;
+
+    fn randn(rng: &mut Pcg32, n: usize, scale: f64) -> std::vec::Vec<f64> {
+        (0..n)
+            .map(|_| (rng.gen_f64() * 2.0 - 1.0) * scale)
+            .collect()
+    }
+
+    const TOL: f64 = 1e-6;
+
+    /// Random loss weights: the scalar loss is `sum_k c_k * out_k`.
+    fn dot(a: &[f64], b: &[f64]) -> f64 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+
+    #[test]
+    fn linear_gradients() {
+        let mut rng = Pcg32::new(1);
+        for &(ni, no) in &[(5usize, 3usize), (1, 7), (9, 1)] {
+            let (w, b, x, c) = (
+                randn(&mut rng, ni * no, 1.0),
+                randn(&mut rng, no, 1.0),
+                randn(&mut rng, ni, 1.0),
+                randn(&mut rng, no, 1.0),
+            );
+            let (mut dw, mut db, mut dx) = (vec![0.0; ni * no], vec![0.0; no], vec![0.0; ni]);
+            linear_backward(&w, &x, &c, Some(&mut dx), Some(&mut dw), Some(&mut db));
+            let loss = |w: &[f64], b: &[f64], x: &[f64]| {
+                let mut y = vec![0.0; no];
+                linear(w, Some(b), x, &mut y);
+                dot(&y, &c)
+            };
+            assert!(max_rel_error(|v| loss(v, &b, &x), &w, &dw, 1e-5, 1e-4).0 < TOL);
+            assert!(max_rel_error(|v| loss(&w, v, &x), &b, &db, 1e-5, 1e-4).0 < TOL);
+            assert!(max_rel_error(|v| loss(&w, &b, v), &x, &dx, 1e-5, 1e-4).0 < TOL);
+        }
+    }
+
+    #[test]
+    fn softmax_gradients() {
+        let mut rng = Pcg32::new(2);
+        let x = randn(&mut rng, 6, 3.0);
+        let c = randn(&mut rng, 6, 1.0);
+        let mut y = vec![0.0; 6];
+        softmax(&x, &mut y);
+        assert!((y.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        let mut dx = vec![0.0; 6];
+        softmax_backward(&y, &c, &mut dx);
+        let loss = |x: &[f64]| {
+            let mut y = vec![0.0; 6];
+            softmax(x, &mut y);
+            dot(&y, &c)
+        };
+        assert!(max_rel_error(loss, &x, &dx, 1e-5, 1e-4).0 < TOL);
+        let mut ls = vec![0.0; 6];
+        log_softmax(&x, &mut ls);
+        for (a, b) in ls.iter().zip(&y) {
+            assert!((a.exp() - b).abs() < 1e-12);
+        }
+    }
+
+    #[test]
+    fn gru_gradients() {
+        let mut rng = Pcg32::new(3);
+        let (ni, nh) = (4usize, 3usize);
+        let w_ih = randn(&mut rng, 3 * nh * ni, 0.8);
+        let w_hh = randn(&mut rng, 3 * nh * nh, 0.8);
+        let b_ih = randn(&mut rng, 3 * nh, 0.5);
+        let b_hh = randn(&mut rng, 3 * nh, 0.5);
+        let x = randn(&mut rng, ni, 1.0);
+        let h = randn(&mut rng, nh, 1.0);
+        let c = randn(&mut rng, nh, 1.0);
+        let run = |w_ih: &[f64], w_hh: &[f64], b_ih: &[f64], b_hh: &[f64], x: &[f64], h: &[f64]| {
+            let p = GruWeights {
+                w_ih,
+                w_hh,
+                b_ih,
+                b_hh,
+            };
+            let mut out = vec![0.0; nh];
+            let mut cache = vec![0.0; 4 * nh];
+            gru_forward(&p, x, h, &mut out, &mut cache);
+            (dot(&out, &c), cache)
+        };
+        let (_, cache) = run(&w_ih, &w_hh, &b_ih, &b_hh, &x, &h);
+        let mut g = (
+            vec![0.0; w_ih.len()],
+            vec![0.0; w_hh.len()],
+            vec![0.0; b_ih.len()],
+            vec![0.0; b_hh.len()],
+        );
+        let (mut dx, mut dh, mut scratch) = (vec![0.0; ni], vec![0.0; nh], vec![0.0; 6 * nh]);
+        let p = GruWeights {
+            w_ih: &w_ih,
+            w_hh: &w_hh,
+            b_ih: &b_ih,
+            b_hh: &b_hh,
+        };
+        let mut grads = GruGrads {
+            w_ih: &mut g.0,
+            w_hh: &mut g.1,
+            b_ih: &mut g.2,
+            b_hh: &mut g.3,
+        };
+        gru_backward(
+            &p,
+            &x,
+            &h,
+            &cache,
+            &c,
+            Some(&mut dx),
+            &mut dh,
+            &mut grads,
+            &mut scratch,
+        );
+        let e = |v: f64| assert!(v < TOL, "rel error {v}");
+        e(max_rel_error(
+            |v| run(v, &w_hh, &b_ih, &b_hh, &x, &h).0,
+            &w_ih,
+            &g.0,
+            1e-5,
+            1e-4,
+        )
+        .0);
+        e(max_rel_error(
+            |v| run(&w_ih, v, &b_ih, &b_hh, &x, &h).0,
+            &w_hh,
+            &g.1,
+            1e-5,
+            1e-4,
+        )
+        .0);
+        e(max_rel_error(
+            |v| run(&w_ih, &w_hh, v, &b_hh, &x, &h).0,
+            &b_ih,
+            &g.2,
+            1e-5,
+            1e-4,
+        )
+        .0);
+        e(max_rel_error(
+            |v| run(&w_ih, &w_hh, &b_ih, v, &x, &h).0,
+            &b_hh,
+            &g.3,
+            1e-5,
+            1e-4,
+        )
+        .0);
+        e(max_rel_error(
+            |v| run(&w_ih, &w_hh, &b_ih, &b_hh, v, &h).0,
+            &x,
+            &dx,
+            1e-5,
+            1e-4,
+        )
+        .0);
+        e(max_rel_error(
+            |v| run(&w_ih, &w_hh, &b_ih, &b_hh, &x, v).0,
+            &h,
+            &dh,
+            1e-5,
+            1e-4,
+        )
+        .0);
+    }
+
+    #[test]
+    fn lstm_gradients() {
+        let mut rng = Pcg32::new(4);
+        let (ni, nh) = (3usize, 4usize);
+        let w_ih = randn(&mut rng, 4 * nh * ni, 0.8);
+        let w_hh = randn(&mut rng, 4 * nh * nh, 0.8);
+        let b_ih = randn(&mut rng, 4 * nh, 0.5);
+        let b_hh = randn(&mut rng, 4 * nh, 0.5);
+        let x = randn(&mut rng, ni, 1.0);
+        let h = randn(&mut rng, nh, 1.0);
+        let c0 = randn(&mut rng, nh, 1.0);
+        let (ch, cc) = (randn(&mut rng, nh, 1.0), randn(&mut rng, nh, 1.0));
+        #[allow(clippy::type_complexity)]
+        let run = |w_ih: &[f64],
+                   w_hh: &[f64],
+                   b_ih: &[f64],
+                   b_hh: &[f64],
+                   x: &[f64],
+                   h: &[f64],
+                   c: &[f64]| {
+            let p = LstmWeights {
+                w_ih,
+                w_hh,
+                b_ih,
+                b_hh,
+            };
+            let (mut ho, mut co, mut cache) = (vec![0.0; nh], vec![0.0; nh], vec![0.0; 5 * nh]);
+            lstm_forward(&p, x, h, c, &mut ho, &mut co, &mut cache);
+            (dot(&ho, &ch) + dot(&co, &cc), cache)
+        };
+        let (_, cache) = run(&w_ih, &w_hh, &b_ih, &b_hh, &x, &h, &c0);
+        let mut g = (
+            vec![0.0; w_ih.len()],
+            vec![0.0; w_hh.len()],
+            vec![0.0; b_ih.len()],
+            vec![0.0; b_hh.len()],
+        );
+        let (mut dx, mut dh, mut dc, mut scratch) = (
+            vec![0.0; ni],
+            vec![0.0; nh],
+            vec![0.0; nh],
+            vec![0.0; 4 * nh],
+        );
+        let p = LstmWeights {
+            w_ih: &w_ih,
+            w_hh: &w_hh,
+            b_ih: &b_ih,
+            b_hh: &b_hh,
+        };
+        let mut grads = LstmGrads {
+            w_ih: &mut g.0,
+            w_hh: &mut g.1,
+            b_ih: &mut g.2,
+            b_hh: &mut g.3,
+        };
+        lstm_backward(
+            &p,
+            &x,
+            &h,
+            &c0,
+            &cache,
+            &ch,
+            &cc,
+            Some(&mut dx),
+            &mut dh,
+            &mut dc,
+            &mut grads,
+            &mut scratch,
+        );
+        let e = |what: &str, v: f64| assert!(v < TOL, "{what}: rel error {v}");
+        let f = |w_ih: &[f64],
+                 w_hh: &[f64],
+                 b_ih: &[f64],
+                 b_hh: &[f64],
+                 x: &[f64],
+                 h: &[f64],
+                 c: &[f64]| { run(w_ih, w_hh, b_ih, b_hh, x, h, c).0 };
+        e(
+            "w_ih",
+            max_rel_error(
+                |v| f(v, &w_hh, &b_ih, &b_hh, &x, &h, &c0),
+                &w_ih,
+                &g.0,
+                1e-5,
+                1e-4,
+            )
+            .0,
+        );
+        e(
+            "w_hh",
+            max_rel_error(
+                |v| f(&w_ih, v, &b_ih, &b_hh, &x, &h, &c0),
+                &w_hh,
+                &g.1,
+                1e-5,
+                1e-4,
+            )
+            .0,
+        );
+        e(
+            "b_ih",
+            max_rel_error(
+                |v| f(&w_ih, &w_hh, v, &b_hh, &x, &h, &c0),
+                &b_ih,
+                &g.2,
+                1e-5,
+                1e-4,
+            )
+            .0,
+        );
+        e(
+            "b_hh",
+            max_rel_error(
+                |v| f(&w_ih, &w_hh, &b_ih, v, &x, &h, &c0),
+                &b_hh,
+                &g.3,
+                1e-5,
+                1e-4,
+            )
+            .0,
+        );
+        e(
+            "x",
+            max_rel_error(
+                |v| f(&w_ih, &w_hh, &b_ih, &b_hh, v, &h, &c0),
+                &x,
+                &dx,
+                1e-5,
+                1e-4,
+            )
+            .0,
+        );
+        e(
+            "h",
+            max_rel_error(
+                |v| f(&w_ih, &w_hh, &b_ih, &b_hh, &x, v, &c0),
+                &h,
+                &dh,
+                1e-5,
+                1e-4,
+            )
+            .0,
+        );
+        e(
+            "c",
+            max_rel_error(
+                |v| f(&w_ih, &w_hh, &b_ih, &b_hh, &x, &h, v),
+                &c0,
+                &dc,
+                1e-5,
+                1e-4,
+            )
+            .0,
+        );
+    }
+}
