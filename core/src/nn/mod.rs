@@ -3,6 +3,7 @@
 
 #[cfg(test)]
 pub(crate) mod gradcheck;
+pub mod dims;
 pub mod ops;
 pub mod scalar;
 

@@ -1,0 +1,164 @@
+//! Model dimensions and the two presets.
+//!
+//! Invariants: a [`ModelDims`] is plain data, `const`-constructible, so buffer sizes derived
+//! from it are `const fn`s and presets can size static arrays on the device (no heap). Stable
+//! Rust cannot size arrays from a generic's associated consts, so presets are concrete consts.
+
+/// Recurrent cell used inside each RIM module (or as the LSTM baseline's memory).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CellKind {
+    /// GRU (PyTorch gate order r, z, n).
+    Gru,
+    /// LSTM (PyTorch gate order i, f, g, o), with a cell state beside the hidden state.
+    Lstm,
+}
+
+/// Observation encoder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EncoderKind {
+    /// rl-starter-files' light CNN on the raw integer codes: conv 2x2 -> ReLU -> maxpool 2x2 ->
+    /// conv 2x2 -> ReLU -> conv 2x2 -> ReLU, on 7x7x3.
+    Conv,
+    /// BabyAI 1.1's bag-of-words cell embedding (one embedding per type, colour and state value,
+    /// summed per cell) followed by the same CNN.
+    Bow,
+}
+
+/// Memory of the policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MemoryKind {
+    /// Recurrent Independent Mechanisms.
+    Rim,
+    /// One LSTM as wide as all RIM modules together (`n_modules * hidden`), the baseline.
+    Lstm,
+}
+
+/// Sizes of the RIM cell (RIMs paper, design notes §2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RimDims {
+    /// Number of modules N.
+    pub n_modules: usize,
+    /// Active modules per step k (1..=N).
+    pub k_active: usize,
+    /// Hidden units per module.
+    pub hidden: usize,
+    /// Width of the input x_t.
+    pub input: usize,
+    /// Input-attention key/query size per head.
+    pub d_k: usize,
+    /// Input-attention value size per head (the module RNN's input is `in_heads * d_v`).
+    pub d_v: usize,
+    /// Input-attention heads (selection averages the null-row attention over heads).
+    pub in_heads: usize,
+    /// Communication-attention heads.
+    pub c_heads: usize,
+    /// Communication key/query/value size per head.
+    pub c_k: usize,
+    /// Module cell type.
+    pub cell: CellKind,
+    /// Communication attention on (the "no communication" ablation turns it off).
+    pub communication: bool,
+}
+
+impl RimDims {
+    /// Total hidden width `N * hidden`.
+    pub const fn total_hidden(&self) -> usize {
+        self.n_modules * self.hidden
+    }
+}
+
+/// Sizes of the whole policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ModelDims {
+    /// Observation encoder.
+    pub encoder: EncoderKind,
+    /// Channels of the three conv layers.
+    pub conv_channels: [usize; 3],
+    /// Per-cell embedding width of the bag-of-words encoder (its CNN's input channels).
+    pub bow_dim: usize,
+    /// Word-embedding width of the instruction encoder.
+    pub word_dim: usize,
+    /// Hidden width of the instruction GRU (its final state is the instruction embedding).
+    pub instr_hidden: usize,
+    /// Longest mission in tokens.
+    pub max_tokens: usize,
+    /// Memory kind.
+    pub memory: MemoryKind,
+    /// RIM sizes (`input` must equal `conv_channels[2] + instr_hidden`).
+    pub rim: RimDims,
+    /// Hidden width of the actor and critic MLPs.
+    pub head_hidden: usize,
+    /// Number of actions (7).
+    pub n_actions: usize,
+}
+
+impl ModelDims {
+    /// Width of the encoded observation.
+    pub const fn obs_features(&self) -> usize {
+        self.conv_channels[2]
+    }
+
+    /// Width of the memory's input x_t.
+    pub const fn memory_input(&self) -> usize {
+        self.obs_features() + self.instr_hidden
+    }
+
+    /// Width of the memory's output (what the heads read).
+    pub const fn memory_width(&self) -> usize {
+        self.rim.total_hidden()
+    }
+}
+
+/// The paper's sizes: N=6, k=4, 64 per module, d_k 64, d_v 256, 4 comm heads x 32,
+/// instruction GRU 128, heads 64.
+pub const PAPER: ModelDims = ModelDims {
+    encoder: EncoderKind::Conv,
+    conv_channels: [16, 32, 64],
+    bow_dim: 16,
+    word_dim: 128,
+    instr_hidden: 128,
+    max_tokens: crate::mission::vocab::MAX_TOKENS,
+    memory: MemoryKind::Rim,
+    rim: RimDims {
+        n_modules: 6,
+        k_active: 4,
+        hidden: 64,
+        input: 64 + 128,
+        d_k: 64,
+        d_v: 256,
+        in_heads: 1,
+        c_heads: 4,
+        c_k: 32,
+        cell: CellKind::Gru,
+        communication: true,
+    },
+    head_hidden: 64,
+    n_actions: 7,
+};
+
+/// Microcontroller sizes: N=4, k=2, 16 per module, a small encoder; fits 64 KB of RAM with its
+/// adaptation state.
+pub const TINY: ModelDims = ModelDims {
+    encoder: EncoderKind::Conv,
+    conv_channels: [8, 16, 16],
+    bow_dim: 8,
+    word_dim: 16,
+    instr_hidden: 16,
+    max_tokens: crate::mission::vocab::MAX_TOKENS,
+    memory: MemoryKind::Rim,
+    rim: RimDims {
+        n_modules: 4,
+        k_active: 2,
+        hidden: 16,
+        input: 16 + 16,
+        d_k: 16,
+        d_v: 16,
+        in_heads: 1,
+        c_heads: 2,
+        c_k: 8,
+        cell: CellKind::Gru,
+        communication: true,
+    },
+    head_hidden: 32,
+    n_actions: 7,
+};
