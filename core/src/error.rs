@@ -49,6 +49,8 @@ pub enum Error {
         /// Row.
         y: i64,
     },
+    /// A carried object of a kind that cannot be picked up (minigrid type index).
+    NotCarriable(u8),
     /// An action index outside `0..7`.
     BadAction(i64),
     /// A view size other than the supported 7.
@@ -85,6 +87,11 @@ pub enum Error {
         /// Parameter name.
         name: &'static str,
     },
+    /// Model dimensions that a network block cannot run with (a zero size, `k > N`, ...).
+    BadDims {
+        /// Which dimension, or which relation between dimensions, is wrong.
+        what: &'static str,
+    },
 }
 
 impl fmt::Display for Error {
@@ -115,6 +122,12 @@ impl fmt::Display for Error {
                     "agent position ({x}, {y}) is outside the grid or blocked"
                 )
             }
+            Error::NotCarriable(k) => {
+                write!(
+                    f,
+                    "the agent cannot carry an object of type {k} (only key, ball, box)"
+                )
+            }
             Error::BadAction(a) => write!(f, "action {a} not in 0..7"),
             Error::ViewSize(v) => write!(f, "agent view size {v} unsupported (only 7)"),
             Error::UnknownLevel => write!(f, "unknown level id"),
@@ -133,6 +146,7 @@ impl fmt::Display for Error {
                 write!(f, "level generation gave up: {what}")
             }
             Error::BadLevelParam { name } => write!(f, "level parameter out of range: {name}"),
+            Error::BadDims { what } => write!(f, "unsupported model dimensions: {what}"),
         }
     }
 }

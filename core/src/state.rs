@@ -88,7 +88,10 @@ impl Env {
         self.agent_pos = pos;
         self.agent_dir = spec.agent_dir as u8;
         self.carrying = match spec.carrying {
-            Some(code) => Object::decode(code)?.map(|o| self.identify(o)),
+            Some(code) => match Object::decode(code)? {
+                Some(o) if o.can_pickup() => Some(self.identify(o)),
+                _ => return Err(Error::NotCarriable(code[0])),
+            },
             None => None,
         };
         self.max_steps = spec.max_steps;

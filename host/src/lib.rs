@@ -1,0 +1,17 @@
+//! `host`: the std side of metarim — the `metarim` command line and what it is built from.
+//!
+//! - [`trace`]: the conformance trace format (JSON lines, optionally gzip-compressed) and its
+//!   replay against `metarim-core`'s environment;
+//! - [`levels`]: level look-up with readable errors;
+//! - [`dump`]: freshly generated initial states written in the trace format;
+//! - [`play`]: a terminal player (keyboard lines or seeded random actions);
+//! - [`bench`]: the multi-threaded environment throughput benchmark.
+//!
+//! Every bad input is reported as an [`anyhow::Error`] naming what is wrong; nothing here
+//! panics on input.
+
+pub mod bench;
+pub mod dump;
+pub mod levels;
+pub mod play;
+pub mod trace;
