@@ -314,26 +314,52 @@ impl Env {
     }
 
     /// minigrid's `gen_obs()["image"]`, written into `out`.
+    ///
+    /// Hot path (every env step): one pass gathers the encoded cells and a bit mask of the
+    /// cells that block sight, then the visibility sweep runs on bit masks.
     pub fn observe(&self, out: &mut Observation) {
-        const V: usize = VIEW_SIZE;
-        let mut cells = [None; VIEW_CELLS];
-        for j in 0..V {
-            for i in 0..V {
-                cells[j * V + i] = self.grid.get_or_wall(self.view_to_world(i, j));
+        const V: i32 = VIEW_SIZE as i32;
+        let (dx, dy) = self.dir_vec();
+        let (rx, ry) = (-dy, dx);
+        let (w, h) = (self.grid.width(), self.grid.height());
+        let cells = self.grid.cells();
+        let mut opaque: u64 = 0;
+        let mut k = 0u32;
+        for (j, row) in out.chunks_exact_mut(VIEW_SIZE).enumerate() {
+            let f = V - 1 - j as i32;
+            // World position of view cell (0, j); moving right in the view is +r in the world.
+            let mut x = self.agent_pos.x + dx * f - rx * (V / 2);
+            let mut y = self.agent_pos.y + dy * f - ry * (V / 2);
+            for slot in row.iter_mut() {
+                let (code, blocks) = if x >= 0 && y >= 0 && x < w && y < h {
+                    match cells.get((y * w + x) as usize) {
+                        Some(Some(o)) => (o.encode(), !o.see_behind()),
+                        _ => ([ObjectKind::Empty as u8, 0, 0], false),
+                    }
+                } else {
+                    // Beyond the border minigrid's `slice` shows walls.
+                    (Object::wall().encode(), true)
+                };
+                *slot = code;
+                opaque |= (blocks as u64) << k;
+                k += 1;
+                x += rx;
+                y += ry;
             }
         }
-        let mut vis = [true; VIEW_CELLS];
-        if !self.see_through_walls {
-            process_vis(&cells, &mut vis);
+        let visible = if self.see_through_walls {
+            u64::MAX
+        } else {
+            process_vis(opaque)
+        };
+        for (k, slot) in out.iter_mut().enumerate() {
+            if visible & (1 << k) == 0 {
+                *slot = [0, 0, 0];
+            }
         }
-        let agent = (V - 1) * V + V / 2;
-        cells[agent] = self.carrying;
-        for k in 0..VIEW_CELLS {
-            out[k] = if vis[k] {
-                encode_cell(cells[k].as_ref())
-            } else {
-                [0, 0, 0]
-            };
+        // The agent's own cell shows what it carries (always visible).
+        if let Some(slot) = out.get_mut((VIEW_CELLS - 1) - VIEW_SIZE / 2) {
+            *slot = encode_cell(self.carrying.as_ref());
         }
     }
 
@@ -345,34 +371,107 @@ impl Env {
     }
 }
 
-/// minigrid's `Grid.process_vis` on the 7x7 view (agent at `(3, 6)`), including its sweep order.
-fn process_vis(cells: &[Option<Object>; VIEW_CELLS], mask: &mut [bool; VIEW_CELLS]) {
+/// minigrid's `Grid.process_vis` on the 7x7 view (agent at `(3, 6)`) on bit masks: bit
+/// `j * 7 + i` is view cell `(i, j)`; returns the visible cells.
+///
+/// minigrid sweeps each row from the bottom up, first left to right (a visible cell that does
+/// not block sight lights its right neighbour and the two cells above it, at `i` and `i + 1`),
+/// then right to left (symmetrically). Within a row each sweep only propagates one way, and a
+/// cell is lit before the sweep reaches it, so each sweep is the closure of "lit and
+/// transparent lights the next cell", computed here as a fixed point of shifts on the row's
+/// 7 bits; the cells lit above are those that were lit and transparent after the sweep.
+fn process_vis(opaque: u64) -> u64 {
     const V: usize = VIEW_SIZE;
-    *mask = [false; VIEW_CELLS];
-    mask[(V - 1) * V + V / 2] = true;
-    let blocks = |k: usize| cells[k].is_some_and(|o| !o.see_behind());
+    const ROW: u64 = (1 << V) - 1;
+    const NOT_LAST: u64 = ROW >> 1; // i in 0..V-1
+    const NOT_FIRST: u64 = ROW & !1; // i in 1..V
+    let mut mask: u64 = 1 << ((V - 1) * V + V / 2);
     for j in (0..V).rev() {
-        for i in 0..V - 1 {
-            let k = j * V + i;
-            if !mask[k] || blocks(k) {
-                continue;
+        let shift = j * V;
+        let t = !(opaque >> shift) & ROW;
+        let mut r = (mask >> shift) & ROW;
+        loop {
+            let next = r | ((r & t & NOT_LAST) << 1);
+            if next == r {
+                break;
             }
-            mask[k + 1] = true;
-            if j > 0 {
-                mask[k + 1 - V] = true;
-                mask[k - V] = true;
+            r = next;
+        }
+        let lit = r & t & NOT_LAST;
+        let mut up = lit | (lit << 1);
+        loop {
+            let next = r | ((r & t & NOT_FIRST) >> 1);
+            if next == r {
+                break;
+            }
+            r = next;
+        }
+        let lit = r & t & NOT_FIRST;
+        up |= lit | (lit >> 1);
+        mask |= r << shift;
+        if j > 0 {
+            mask |= up << (shift - V);
+        }
+    }
+    mask
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cell-by-cell sweep exactly as minigrid writes it, to check the bit-parallel one.
+    fn process_vis_reference(opaque: u64) -> u64 {
+        const V: usize = VIEW_SIZE;
+        let mut m = [false; VIEW_CELLS];
+        m[(V - 1) * V + V / 2] = true;
+        let blocks = |k: usize| opaque & (1 << k) != 0;
+        for j in (0..V).rev() {
+            for i in 0..V - 1 {
+                let k = j * V + i;
+                if !m[k] || blocks(k) {
+                    continue;
+                }
+                m[k + 1] = true;
+                if j > 0 {
+                    m[k + 1 - V] = true;
+                    m[k - V] = true;
+                }
+            }
+            for i in (1..V).rev() {
+                let k = j * V + i;
+                if !m[k] || blocks(k) {
+                    continue;
+                }
+                m[k - 1] = true;
+                if j > 0 {
+                    m[k - 1 - V] = true;
+                    m[k - V] = true;
+                }
             }
         }
-        for i in (1..V).rev() {
-            let k = j * V + i;
-            if !mask[k] || blocks(k) {
-                continue;
+        m.iter()
+            .enumerate()
+            .fold(0, |acc, (k, &v)| acc | ((v as u64) << k))
+    }
+
+    #[test]
+    fn bit_parallel_visibility_matches_the_sweep() {
+        let mut rng = crate::rng::Pcg32::new(11);
+        for n in 0..200_000 {
+            // Vary the density of blockers from none to most cells.
+            let density = n % 8;
+            let mut opaque = 0u64;
+            for k in 0..VIEW_CELLS {
+                if rng.below(8) < density {
+                    opaque |= 1 << k;
+                }
             }
-            mask[k - 1] = true;
-            if j > 0 {
-                mask[k - 1 - V] = true;
-                mask[k - V] = true;
-            }
+            assert_eq!(
+                process_vis(opaque),
+                process_vis_reference(opaque),
+                "opaque={opaque:#x}"
+            );
         }
     }
 }
