@@ -5,7 +5,8 @@
 //! - [`levels`]: level look-up with readable errors;
 //! - [`dump`]: freshly generated initial states written in the trace format;
 //! - [`play`]: a terminal player (keyboard lines or seeded random actions);
-//! - [`bench`]: the multi-threaded environment throughput benchmark.
+//! - [`bench`]: the multi-threaded environment throughput benchmark;
+//! - [`model`]: model presets, parameter layouts and their sizes (`metarim model info`).
 //!
 //! Every bad input is reported as an [`anyhow::Error`] naming what is wrong; nothing here
 //! panics on input.
@@ -13,5 +14,6 @@
 pub mod bench;
 pub mod dump;
 pub mod levels;
+pub mod model;
 pub mod play;
 pub mod trace;

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use flate2::write::GzEncoder;
 
-use host::{bench, dump, play, trace};
+use host::{bench, dump, model, play, trace};
 
 /// metarim: Meta-RIMs (fast and slow learning of Recurrent Independent Mechanisms) on BabyAI.
 #[derive(Parser, Debug)]
@@ -24,6 +24,28 @@ enum Command {
     /// The gridworld environment: replay traces, play, dump states, benchmark.
     #[command(subcommand)]
     Env(EnvCommand),
+    /// Model presets: parameter layout, counts and memory per group.
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ModelCommand {
+    /// Print every tensor (name, group, shape) and the totals per group.
+    Info(ModelInfoArgs),
+}
+
+#[derive(Args, Debug)]
+struct ModelInfoArgs {
+    /// Preset: Paper or Tiny.
+    #[arg(long, default_value = "Paper")]
+    preset: String,
+    /// Mode: meta-rim, reversed, joint or lstm.
+    #[arg(long, default_value = "meta-rim")]
+    mode: String,
+    /// Steps of the on-device adaptation window used for the memory estimate.
+    #[arg(long, default_value_t = 16)]
+    window: usize,
 }
 
 #[derive(Subcommand, Debug)]
@@ -127,7 +149,15 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    let Command::Env(cmd) = cli.command;
+    let cmd = match cli.command {
+        Command::Env(cmd) => cmd,
+        Command::Model(ModelCommand::Info(a)) => {
+            let dims = model::preset(&a.preset)?;
+            let mode = model::mode(&a.mode)?;
+            print!("{}", model::info(&a.preset, &dims, mode, a.window)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let stdout = io::stdout();
     match cmd {
         EnvCommand::Replay(a) => {

@@ -136,8 +136,10 @@ pub const PAPER: ModelDims = ModelDims {
     n_actions: 7,
 };
 
-/// Microcontroller sizes: N=4, k=2, 16 per module, a small encoder; fits 64 KB of RAM with its
-/// adaptation state.
+/// Microcontroller sizes: N=4, k=2, 8 per module, a small encoder. The fast group (module
+/// RNNs, 1,728 parameters) with its gradient and Adam moments takes 27 KiB, so fast adaptation
+/// fits a 64 KB RAM budget beside the policy state and a short BPTT window; the slow and other
+/// groups stay read-only in flash (`metarim model info --preset Tiny`).
 pub const TINY: ModelDims = ModelDims {
     encoder: EncoderKind::Conv,
     conv_channels: [8, 16, 16],
@@ -149,16 +151,16 @@ pub const TINY: ModelDims = ModelDims {
     rim: RimDims {
         n_modules: 4,
         k_active: 2,
-        hidden: 16,
+        hidden: 8,
         input: 16 + 16,
-        d_k: 16,
-        d_v: 16,
+        d_k: 8,
+        d_v: 8,
         in_heads: 1,
         c_heads: 2,
-        c_k: 8,
+        c_k: 4,
         cell: CellKind::Gru,
         communication: true,
     },
-    head_hidden: 32,
+    head_hidden: 16,
     n_actions: 7,
 };

@@ -2,9 +2,18 @@
 //! backward passes, the RIM cell, and the parameter layout shared by every backend.
 
 pub mod dims;
+pub mod encoder;
 #[cfg(test)]
 pub(crate) mod gradcheck;
+pub mod heads;
+pub mod init;
+pub mod instr;
+pub mod loss;
 pub mod ops;
+pub mod optim;
+pub mod params;
+pub mod policy;
+pub mod rim;
 pub mod scalar;
 
 pub use scalar::Real;

@@ -57,14 +57,14 @@ pub fn linear_backward<S: Real>(
     dw: Option<&mut [S]>,
     db: Option<&mut [S]>,
 ) {
-    let n_in = x.len();
-    if n_in == 0 {
-        return;
-    }
     if let Some(db) = db {
         for (g, d) in db.iter_mut().zip(dy) {
             *g += *d;
         }
+    }
+    let n_in = x.len();
+    if n_in == 0 {
+        return;
     }
     if let Some(dw) = dw {
         for (grow, d) in dw.chunks_exact_mut(n_in).zip(dy) {

@@ -1,0 +1,1182 @@
+//! The policy: `encoder(obs) ++ instruction(mission) -> memory (RIM or LSTM) -> actor, critic`,
+//! one step forward, and backward through time over a chunk of steps with the PPO loss.
+//!
+//! Invariants:
+//! - The memory state is one flat slice `[h (W) | c (W, LSTM cells only)]`, `W` the memory width;
+//!   [`state_len`] gives its length. At an episode start the incoming state is zeroed (masking),
+//!   and no gradient crosses the boundary.
+//! - The instruction embedding is computed once per episode segment (the mission is constant
+//!   within an episode) and reused at each of its steps; its gradient is the sum over the
+//!   segment's steps, backpropagated once (the segment's encoder pass is recomputed then, so a
+//!   chunk keeps one instruction cache, not one per segment).
+//! - Gradients come back in the parameters' own layout ([`Layout`], one buffer per group).
+//! - Every buffer length is checked up front; nothing allocates or panics.
+
+use crate::env::Observation;
+use crate::error::Error;
+use crate::nn::dims::{CellKind, MemoryKind, ModelDims};
+use crate::nn::encoder::{encode_backward, encode_forward, encoder_cache_len, encoder_scratch_len};
+use crate::nn::heads::heads_init;
+use crate::nn::heads::{heads_backward, heads_cache_len, heads_forward};
+use crate::nn::init::{init_bias, init_gate_weight, init_weight, InitConfig, WeightInit};
+use crate::nn::instr::instr_init;
+use crate::nn::instr::{
+    instr_backward, instr_cache_len, instr_encode, instr_encode_scratch_len, instr_forward,
+    instr_scratch_len,
+};
+use crate::nn::loss::{ppo_loss, PpoCoefs, PpoSample, PpoTerms};
+use crate::nn::ops::{lstm_backward, lstm_forward, LstmGrads, LstmWeights, LSTM_CACHE_PER_UNIT};
+use crate::nn::params::{GroupBufs, GroupBufsMut, Layout, Role, TensorKind, MAX_TENSORS};
+use crate::nn::rim::rnn_module_len;
+use crate::nn::rim::{
+    rim_step_backward, rim_step_forward, scratch_len as rim_scratch_len,
+    step_cache_len as rim_cache_len, CommGrad, RimGrads, RimWeights,
+};
+use crate::nn::scalar::Real;
+use crate::rng::Pcg32;
+
+/// Most RIM modules a policy supports (fixed-size activity masks).
+pub const MAX_MODULES: usize = 16;
+
+/// Length of the memory state `[h | c]`.
+pub const fn state_len(d: &ModelDims) -> usize {
+    let w = d.memory_width();
+    match (d.memory, d.rim.cell) {
+        (MemoryKind::Lstm, _) | (MemoryKind::Rim, CellKind::Lstm) => 2 * w,
+        (MemoryKind::Rim, CellKind::Gru) => w,
+    }
+}
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+const fn memory_cache_len(d: &ModelDims) -> usize {
+    match d.memory {
+        MemoryKind::Rim => rim_cache_len(&d.rim),
+        MemoryKind::Lstm => LSTM_CACHE_PER_UNIT * d.memory_width(),
+    }
+}
+
+/// Layout of one step's cache: `[x | enc cache | mem cache | h_out | heads cache | logits | value
+/// | active flags (as S)]`.
+const fn offsets(d: &ModelDims) -> [usize; 9] {
+    let x = 0;
+    let enc = x + d.memory_input();
+    let mem = enc + encoder_cache_len(d);
+    let h = mem + memory_cache_len(d);
+    let heads = h + d.memory_width();
+    let logits = heads + heads_cache_len(d);
+    let value = logits + d.n_actions;
+    let active = value + 1;
+    let end = active + d.rim.n_modules;
+    [x, enc, mem, h, heads, logits, value, active, end]
+}
+
+/// Activations one step keeps for the backward pass.
+pub const fn step_cache_len(d: &ModelDims) -> usize {
+    offsets(d)[8]
+}
+
+/// Scratch needed by [`Policy::step`] and the backward passes.
+pub const fn scratch_len(d: &ModelDims) -> usize {
+    let w = d.memory_width();
+    let a = max(encoder_scratch_len(d), instr_encode_scratch_len(d));
+    let b = max(rim_scratch_len(&d.rim), 4 * w);
+    let c = max(instr_scratch_len(d), a);
+    max(b, c)
+}
+
+/// Work buffer for [`Policy::chunk_backward`] over `t` steps: per step its cache, its incoming
+/// state and its instruction embedding, plus state gradients, one instruction cache and scratch.
+pub const fn chunk_work_len(d: &ModelDims, t: usize) -> usize {
+    let per_step = step_cache_len(d) + state_len(d) + d.instr_hidden;
+    t * per_step
+        + 4 * state_len(d)
+        + 2 * d.instr_hidden
+        + d.memory_input()
+        + d.conv_channels[2]
+        + instr_cache_len(d)
+        + scratch_len(d)
+        + 2 * d.n_actions
+}
+
+/// One step of a chunk as the trainer stored it.
+#[derive(Clone, Copy, Debug)]
+pub struct ChunkStep<'a, S> {
+    /// Observation.
+    pub obs: &'a Observation,
+    /// Mission tokens (see [`crate::mission::vocab::tokenize`]).
+    pub tokens: &'a [u16],
+    /// First step of an episode: the memory restarts from zeros and the mission may change.
+    pub episode_start: bool,
+    /// PPO targets for this step.
+    pub sample: PpoSample<S>,
+}
+
+/// Sums over a chunk's steps of the PPO loss terms, and which modules were ever active.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ChunkStats<S> {
+    /// Sum of the terms over the steps (divide by `steps` for means).
+    pub sum: PpoTerms<S>,
+    /// Number of steps.
+    pub steps: usize,
+    /// Steps each module was active.
+    pub active_steps: [u32; MAX_MODULES],
+}
+
+/// A policy: a layout and its parameters.
+#[derive(Clone, Copy, Debug)]
+pub struct Policy<'a, S> {
+    layout: &'a Layout,
+    params: GroupBufs<'a, S>,
+}
+
+struct MemWeights<'a, S> {
+    rim: RimWeights<'a, S>,
+    lstm: LstmWeights<'a, S>,
+}
+
+/// Mutable per-block gradient slices, split out of the group buffers.
+struct GradSlices<'a, S> {
+    encoder: &'a mut [S],
+    instr: &'a mut [S],
+    heads: &'a mut [S],
+    mem: heapless::Vec<(TensorKind, &'a mut [S]), MAX_TENSORS>,
+}
+
+impl<'a, S> GradSlices<'a, S> {
+    fn take(&mut self, kind: TensorKind) -> &'a mut [S] {
+        match self.mem.iter().position(|(k, _)| *k == kind) {
+            Some(i) => self.mem.swap_remove(i).1,
+            None => &mut [],
+        }
+    }
+}
+
+/// Split `bufs` into disjoint mutable slices: whole blocks for the encoder, instruction encoder
+/// and heads, one slice per memory tensor.
+fn split_grads<'a, S>(
+    layout: &Layout,
+    bufs: GroupBufsMut<'a, S>,
+) -> Result<GradSlices<'a, S>, Error> {
+    let GroupBufsMut { fast, slow, other } = bufs;
+    let mut rest: [&'a mut [S]; 3] = [fast, slow, other];
+    let mut consumed = [0usize; 3];
+    let mut out = GradSlices {
+        encoder: &mut [],
+        instr: &mut [],
+        heads: &mut [],
+        mem: heapless::Vec::new(),
+    };
+    let bad = Error::BadDims {
+        what: "gradient buffers do not match the layout",
+    };
+    let mut i = 0;
+    let entries = layout.entries();
+    while let Some(e) = entries.get(i) {
+        let g = e.group as usize;
+        let block = matches!(e.role, Role::Encoder | Role::Instruction | Role::Heads);
+        let len = if block {
+            layout.role_len(e.role)
+        } else {
+            e.len
+        };
+        if e.offset != consumed[g] {
+            return Err(bad);
+        }
+        let buf = core::mem::take(&mut rest[g]);
+        if buf.len() < len {
+            return Err(bad);
+        }
+        let (head, tail) = buf.split_at_mut(len);
+        rest[g] = tail;
+        consumed[g] += len;
+        match e.role {
+            Role::Encoder => out.encoder = head,
+            Role::Instruction => out.instr = head,
+            Role::Heads => out.heads = head,
+            _ => out.mem.push((e.kind, head)).map_err(|_| bad)?,
+        }
+        // Skip the rest of a block's entries.
+        i += 1;
+        if block {
+            while entries.get(i).is_some_and(|n| n.role == e.role) {
+                i += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn need(got: usize, needed: usize) -> Result<(), Error> {
+    if got < needed {
+        Err(Error::BufferTooSmall { needed, got })
+    } else {
+        Ok(())
+    }
+}
+
+impl<'a, S: Real> Policy<'a, S> {
+    /// A policy over `params`, which must match `layout`'s group sizes.
+    pub fn new(layout: &'a Layout, params: GroupBufs<'a, S>) -> Result<Self, Error> {
+        layout.check_bufs(&params)?;
+        if layout.dims().rim.n_modules > MAX_MODULES {
+            return Err(Error::BadDims {
+                what: "more RIM modules than MAX_MODULES",
+            });
+        }
+        Ok(Policy { layout, params })
+    }
+
+    /// The layout.
+    pub fn layout(&self) -> &'a Layout {
+        self.layout
+    }
+
+    /// The model dimensions.
+    pub fn dims(&self) -> &'a ModelDims {
+        self.layout.dims()
+    }
+
+    fn mem_weights(&self) -> MemWeights<'a, S> {
+        let l = self.layout;
+        let p = &self.params;
+        MemWeights {
+            rim: RimWeights {
+                w_k: l.slice(p, TensorKind::RimKey),
+                w_v: l.slice(p, TensorKind::RimValue),
+                w_q: l.slice(p, TensorKind::RimQuery),
+                rnn: l.slice(p, TensorKind::RimRnn),
+                c_q: l.slice(p, TensorKind::CommQuery),
+                c_k: l.slice(p, TensorKind::CommKey),
+                c_v: l.slice(p, TensorKind::CommValue),
+                c_g: l.slice(p, TensorKind::CommGate),
+                c_o: l.slice(p, TensorKind::CommOut),
+            },
+            lstm: LstmWeights {
+                w_ih: l.slice(p, TensorKind::Lstm(0)),
+                w_hh: l.slice(p, TensorKind::Lstm(1)),
+                b_ih: l.slice(p, TensorKind::Lstm(2)),
+                b_hh: l.slice(p, TensorKind::Lstm(3)),
+            },
+        }
+    }
+
+    /// The instruction embedding of `tokens` (once per episode). `out` needs `instr_hidden`,
+    /// `scratch` [`scratch_len`].
+    pub fn encode_instruction(
+        &self,
+        tokens: &[u16],
+        out: &mut [S],
+        scratch: &mut [S],
+    ) -> Result<(), Error> {
+        let instr = self.layout.block(&self.params, Role::Instruction);
+        instr_encode(self.dims(), instr, tokens, out, scratch)
+    }
+
+    /// One step: from the observation, the episode's instruction embedding and the incoming
+    /// memory state, write the outgoing state, the action logits, and the activations into
+    /// `cache` ([`step_cache_len`]); returns the value. Which modules were active is stored in
+    /// the cache ([`Policy::active_in_cache`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn step(
+        &self,
+        obs: &Observation,
+        instr: &[S],
+        state_in: &[S],
+        state_out: &mut [S],
+        logits: &mut [S],
+        cache: &mut [S],
+        scratch: &mut [S],
+    ) -> Result<S, Error> {
+        let d = self.dims();
+        let o = offsets(d);
+        let sl = state_len(d);
+        need(instr.len(), d.instr_hidden)?;
+        need(state_in.len(), sl)?;
+        need(state_out.len(), sl)?;
+        need(logits.len(), d.n_actions)?;
+        need(cache.len(), o[8])?;
+        need(scratch.len(), scratch_len(d))?;
+        let feat = d.obs_features();
+        let w = d.memory_width();
+        let (x, rest) = cache.split_at_mut(o[1]);
+        let (enc_cache, rest) = rest.split_at_mut(o[2] - o[1]);
+        let (mem_cache, rest) = rest.split_at_mut(o[3] - o[2]);
+        let (h_out, rest) = rest.split_at_mut(o[4] - o[3]);
+        let (heads_cache, rest) = rest.split_at_mut(o[5] - o[4]);
+        let (lg, rest) = rest.split_at_mut(o[6] - o[5]);
+        let (value_slot, active_slot) = rest.split_at_mut(1);
+        let encoder = self.layout.block(&self.params, Role::Encoder);
+        encode_forward(d, encoder, obs, &mut x[..feat], enc_cache)?;
+        x[feat..].copy_from_slice(&instr[..d.instr_hidden]);
+        let (h_in, c_in) = state_in[..sl].split_at(w);
+        let (h_o, c_o) = state_out[..sl].split_at_mut(w);
+        let mw = self.mem_weights();
+        let mut active = [false; MAX_MODULES];
+        match d.memory {
+            MemoryKind::Rim => {
+                let n = d.rim.n_modules;
+                rim_step_forward(
+                    &mw.rim,
+                    &d.rim,
+                    x,
+                    h_in,
+                    c_in,
+                    h_o,
+                    c_o,
+                    &mut active[..n],
+                    mem_cache,
+                )?;
+            }
+            MemoryKind::Lstm => {
+                lstm_forward(&mw.lstm, x, h_in, c_in, h_o, c_o, mem_cache);
+            }
+        }
+        h_out.copy_from_slice(h_o);
+        let heads = self.layout.block(&self.params, Role::Heads);
+        let value = heads_forward(d, heads, h_o, lg, heads_cache)?;
+        logits[..d.n_actions].copy_from_slice(lg);
+        value_slot[0] = value;
+        for (slot, a) in active_slot.iter_mut().zip(active.iter()) {
+            *slot = if *a { S::ONE } else { S::ZERO };
+        }
+        Ok(value)
+    }
+
+    /// Which modules a step (its cache from [`Policy::step`]) activated.
+    pub fn active_in_cache(&self, cache: &[S]) -> [bool; MAX_MODULES] {
+        let d = self.dims();
+        let o = offsets(d);
+        let mut out = [false; MAX_MODULES];
+        if let Some(flags) = cache.get(o[7]..o[8]) {
+            for (a, f) in out.iter_mut().zip(flags) {
+                *a = *f != S::ZERO;
+            }
+        }
+        out
+    }
+
+    /// Forward over a chunk of `steps` from `init_state` (the state stored at the chunk start),
+    /// then backward through time of the summed PPO loss (each step's loss scaled by `scale`),
+    /// accumulating parameter gradients into `grads` (same layout as the parameters).
+    /// `work` needs [`chunk_work_len`]`(dims, steps.len())` elements.
+    #[allow(clippy::too_many_arguments)]
+    pub fn chunk_backward(
+        &self,
+        steps: &[ChunkStep<'_, S>],
+        init_state: &[S],
+        coefs: &PpoCoefs<S>,
+        scale: S,
+        comm: CommGrad,
+        grads: GroupBufsMut<'_, S>,
+        work: &mut [S],
+    ) -> Result<ChunkStats<S>, Error> {
+        let d = self.dims();
+        let t_len = steps.len();
+        let sl = state_len(d);
+        let cl = step_cache_len(d);
+        let hi = d.instr_hidden;
+        let w = d.memory_width();
+        need(init_state.len(), sl)?;
+        need(work.len(), chunk_work_len(d, t_len))?;
+        self.layout.check_bufs(&grads.as_ref())?;
+        let mut g = split_grads(self.layout, grads)?;
+        let (caches, rest) = work.split_at_mut(t_len * cl);
+        let (states, rest) = rest.split_at_mut(t_len * sl);
+        let (instrs, rest) = rest.split_at_mut(t_len * hi);
+        let (state_out, rest) = rest.split_at_mut(sl);
+        let (d_state, rest) = rest.split_at_mut(sl);
+        let (d_prev, rest) = rest.split_at_mut(sl);
+        let (zero_state, rest) = rest.split_at_mut(sl);
+        let (d_instr, rest) = rest.split_at_mut(hi);
+        let (instr_tmp, rest) = rest.split_at_mut(hi);
+        let (dx, rest) = rest.split_at_mut(d.memory_input());
+        let (_d_feat, rest) = rest.split_at_mut(d.conv_channels[2]);
+        let (instr_cache, rest) = rest.split_at_mut(instr_cache_len(d));
+        let (scratch, rest) = rest.split_at_mut(scratch_len(d));
+        let (logits, rest) = rest.split_at_mut(d.n_actions);
+        let d_logits = &mut rest[..d.n_actions];
+        zero_state.fill(S::ZERO);
+
+        // Forward, keeping every step's cache and incoming state.
+        let mut stats = ChunkStats {
+            sum: PpoTerms::default(),
+            steps: t_len,
+            active_steps: [0; MAX_MODULES],
+        };
+        for (t, st) in steps.iter().enumerate() {
+            let state_in = &mut states[t * sl..(t + 1) * sl];
+            if st.episode_start {
+                state_in.fill(S::ZERO);
+            } else if t == 0 {
+                state_in.copy_from_slice(&init_state[..sl]);
+            } else {
+                state_in.copy_from_slice(state_out);
+            }
+            if t == 0 || st.episode_start {
+                self.encode_instruction(st.tokens, instr_tmp, scratch)?;
+            }
+            instrs[t * hi..(t + 1) * hi].copy_from_slice(instr_tmp);
+            let cache = &mut caches[t * cl..(t + 1) * cl];
+            self.step(
+                st.obs, instr_tmp, state_in, state_out, logits, cache, scratch,
+            )?;
+            for (n, a) in self.active_in_cache(cache).iter().enumerate() {
+                if *a {
+                    stats.active_steps[n] += 1;
+                }
+            }
+        }
+
+        // Backward through time.
+        let o = offsets(d);
+        let mw = self.mem_weights();
+        let encoder = self.layout.block(&self.params, Role::Encoder);
+        let instr_p = self.layout.block(&self.params, Role::Instruction);
+        let heads = self.layout.block(&self.params, Role::Heads);
+        let mut rim_g = RimGrads {
+            w_k: g.take(TensorKind::RimKey),
+            w_v: g.take(TensorKind::RimValue),
+            w_q: g.take(TensorKind::RimQuery),
+            rnn: g.take(TensorKind::RimRnn),
+            c_q: g.take(TensorKind::CommQuery),
+            c_k: g.take(TensorKind::CommKey),
+            c_v: g.take(TensorKind::CommValue),
+            c_g: g.take(TensorKind::CommGate),
+            c_o: g.take(TensorKind::CommOut),
+        };
+        let mut lstm_g = LstmGrads {
+            w_ih: g.take(TensorKind::Lstm(0)),
+            w_hh: g.take(TensorKind::Lstm(1)),
+            b_ih: g.take(TensorKind::Lstm(2)),
+            b_hh: g.take(TensorKind::Lstm(3)),
+        };
+        d_state.fill(S::ZERO);
+        d_instr.fill(S::ZERO);
+        for t in (0..t_len).rev() {
+            let st = &steps[t];
+            let cache = &caches[t * cl..(t + 1) * cl];
+            let state_in = &states[t * sl..(t + 1) * sl];
+            let x = &cache[o[0]..o[1]];
+            let enc_cache = &cache[o[1]..o[2]];
+            let mem_cache = &cache[o[2]..o[3]];
+            let h_out = &cache[o[3]..o[4]];
+            let heads_cache = &cache[o[4]..o[5]];
+            let lg = &cache[o[5]..o[6]];
+            let value = cache[o[6]];
+            d_logits.fill(S::ZERO);
+            let mut d_value = S::ZERO;
+            let terms = ppo_loss(lg, value, &st.sample, coefs, scale, d_logits, &mut d_value)?;
+            add_terms(&mut stats.sum, &terms);
+            // Heads: the loss gradient joins the gradient arriving from step t + 1.
+            let (dh, dc) = d_state.split_at_mut(w);
+            heads_backward(
+                d,
+                heads,
+                h_out,
+                heads_cache,
+                d_logits,
+                d_value,
+                g.heads,
+                Some(dh),
+            )?;
+            // Memory.
+            dx.fill(S::ZERO);
+            d_prev.fill(S::ZERO);
+            let (h_in, c_in) = state_in.split_at(w);
+            let (dhp, dcp) = d_prev.split_at_mut(w);
+            match d.memory {
+                MemoryKind::Rim => {
+                    rim_step_backward(
+                        &mw.rim,
+                        &d.rim,
+                        comm,
+                        x,
+                        h_in,
+                        c_in,
+                        mem_cache,
+                        dh,
+                        dc,
+                        Some(dx),
+                        dhp,
+                        dcp,
+                        &mut rim_g,
+                        scratch,
+                    )?;
+                }
+                MemoryKind::Lstm => {
+                    lstm_backward(
+                        &mw.lstm,
+                        x,
+                        h_in,
+                        c_in,
+                        mem_cache,
+                        dh,
+                        dc,
+                        Some(dx),
+                        dhp,
+                        dcp,
+                        &mut lstm_g,
+                        scratch,
+                    );
+                }
+            }
+            // Encoder and instruction embedding.
+            let feat = d.obs_features();
+            encode_backward(
+                d,
+                encoder,
+                st.obs,
+                enc_cache,
+                &dx[..feat],
+                g.encoder,
+                scratch,
+            )?;
+            for (a, b) in d_instr.iter_mut().zip(&dx[feat..]) {
+                *a += *b;
+            }
+            // At a segment's first step, backpropagate its summed instruction gradient.
+            if t == 0 || st.episode_start {
+                instr_forward(d, instr_p, st.tokens, instr_tmp, instr_cache)?;
+                instr_backward(
+                    d,
+                    instr_p,
+                    st.tokens,
+                    instr_cache,
+                    d_instr,
+                    g.instr,
+                    scratch,
+                )?;
+                d_instr.fill(S::ZERO);
+            }
+            // The state gradient flows to step t - 1 unless this step started an episode (its
+            // incoming state was zeros, not the previous step's output).
+            if st.episode_start {
+                d_state.fill(S::ZERO);
+            } else {
+                d_state.copy_from_slice(d_prev);
+            }
+        }
+        let _ = zero_state;
+        Ok(stats)
+    }
+}
+
+/// Deterministic initialisation of every parameter from `seed` (design notes §4 schemes, see
+/// [`InitConfig`]): convolutions PyTorch's default (uniform ±1/sqrt(fan_in), weights and
+/// biases), the bag-of-words and word embeddings `cfg.embedding`, dense layers (attention
+/// projections, heads) `cfg.linear` with zero biases, recurrent cells `cfg.recurrent` per gate
+/// block. Each block draws from its own stream, so changing one block's size leaves the others'
+/// values unchanged.
+pub fn init_params<S: Real>(
+    layout: &Layout,
+    cfg: &InitConfig,
+    seed: u64,
+    bufs: GroupBufsMut<'_, S>,
+) -> Result<(), Error> {
+    let d = *layout.dims();
+    let mut s = split_grads(layout, bufs)?;
+    let stream = |i: u64| Pcg32::with_stream(seed, 0x5eed_0000 + i);
+    // Encoder: tensor by tensor, in its layout order.
+    let mut rng = stream(0);
+    let mut rest = core::mem::take(&mut s.encoder);
+    for e in layout.entries().iter().filter(|e| e.role == Role::Encoder) {
+        let n = e.len.min(rest.len());
+        let (t, r) = core::mem::take(&mut rest).split_at_mut(n);
+        rest = r;
+        let dims = e.dims();
+        if e.name.ends_with("embedding.weight") {
+            init_weight(cfg.embedding, dims[0], dims[1], dims[1], &mut rng, t)?;
+        } else if dims.len() == 4 {
+            let fan = dims[1] * dims[2] * dims[3];
+            init_weight(WeightInit::TorchDefault, dims[0], fan, fan, &mut rng, t)?;
+        } else {
+            // A conv bias: its fan is the previous weight's.
+            let fan = layout
+                .entries()
+                .iter()
+                .rev()
+                .find(|w| w.role == Role::Encoder && w.offset < e.offset && w.rank == 4)
+                .map(|w| w.len / w.shape[0].max(1))
+                .unwrap_or(1);
+            init_bias(WeightInit::TorchDefault, fan, &mut rng, t);
+        }
+    }
+    instr_init(&d, cfg, &mut stream(1), s.instr)?;
+    heads_init(&d, cfg, &mut stream(2), s.heads)?;
+    let r = d.rim;
+    let mut rng = stream(3);
+    let n = r.n_modules.max(1);
+    for kind in [
+        TensorKind::RimKey,
+        TensorKind::RimValue,
+        TensorKind::RimQuery,
+        TensorKind::CommQuery,
+        TensorKind::CommKey,
+        TensorKind::CommValue,
+        TensorKind::CommGate,
+        TensorKind::CommOut,
+    ] {
+        let Some(e) = layout.entry(kind) else {
+            continue;
+        };
+        let t = s.take(kind);
+        let dims = e.dims();
+        // Per-module tensors [N, rows, cols] get one matrix per module.
+        let (rows, cols) = match dims {
+            [_, a, b] => (*a, *b),
+            [a, b] => (*a, *b),
+            _ => (e.len, 1),
+        };
+        for m in t.chunks_exact_mut((rows * cols).max(1)) {
+            init_weight(cfg.linear, rows, cols, cols, &mut rng, m)?;
+        }
+    }
+    if let Some(_e) = layout.entry(TensorKind::RimRnn) {
+        let t = s.take(TensorKind::RimRnn);
+        let gates = match r.cell {
+            CellKind::Gru => 3,
+            CellKind::Lstm => 4,
+        };
+        let (h, u) = (r.hidden, r.in_heads * r.d_v);
+        for m in t.chunks_exact_mut(rnn_module_len(&r).max(1)).take(n) {
+            let (w_ih, m) = m.split_at_mut(gates * h * u);
+            let (w_hh, m) = m.split_at_mut(gates * h * h);
+            init_gate_weight(cfg.recurrent, gates, h, u, &mut rng, w_ih)?;
+            init_gate_weight(cfg.recurrent, gates, h, h, &mut rng, w_hh)?;
+            init_bias(cfg.recurrent, h, &mut rng, m);
+        }
+    }
+    if layout.entry(TensorKind::Lstm(0)).is_some() {
+        let w = d.memory_width();
+        let w_ih = s.take(TensorKind::Lstm(0));
+        init_gate_weight(cfg.recurrent, 4, w, d.memory_input(), &mut rng, w_ih)?;
+        let w_hh = s.take(TensorKind::Lstm(1));
+        init_gate_weight(cfg.recurrent, 4, w, w, &mut rng, w_hh)?;
+        init_bias(cfg.recurrent, w, &mut rng, s.take(TensorKind::Lstm(2)));
+        init_bias(cfg.recurrent, w, &mut rng, s.take(TensorKind::Lstm(3)));
+    }
+    Ok(())
+}
+
+fn add_terms<S: Real>(sum: &mut PpoTerms<S>, t: &PpoTerms<S>) {
+    sum.loss += t.loss;
+    sum.policy_loss += t.policy_loss;
+    sum.value_loss += t.value_loss;
+    sum.entropy += t.entropy;
+    sum.logprob += t.logprob;
+    sum.ratio += t.ratio;
+    sum.approx_kl += t.approx_kl;
+    sum.logprob_diff += t.logprob_diff;
+    sum.clipped += t.clipped;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::Env;
+    use crate::levels::Level;
+    use crate::mission::vocab::{tokenize, MAX_TOKENS};
+    use crate::nn::dims::{EncoderKind, RimDims, PAPER, TINY};
+    use crate::nn::encoder::encoder_cache_layout;
+    use crate::nn::gradcheck::max_rel_error;
+    use crate::nn::params::{Group, Mode};
+    use crate::nn::rim::cache_null_attention;
+    use std::vec;
+    use std::vec::Vec;
+
+    /// Small dims so a full finite-difference sweep over every parameter stays quick.
+    fn small(cell: CellKind, encoder: EncoderKind, communication: bool) -> ModelDims {
+        ModelDims {
+            encoder,
+            conv_channels: [2, 3, 4],
+            bow_dim: 2,
+            word_dim: 3,
+            instr_hidden: 3,
+            max_tokens: MAX_TOKENS,
+            memory: MemoryKind::Rim,
+            rim: RimDims {
+                n_modules: 3,
+                k_active: 2,
+                hidden: 3,
+                input: 4 + 3,
+                d_k: 2,
+                d_v: 3,
+                in_heads: 1,
+                c_heads: 2,
+                c_k: 2,
+                cell,
+                communication,
+            },
+            head_hidden: 4,
+            n_actions: 7,
+        }
+    }
+
+    struct Model {
+        layout: Layout,
+        fast: Vec<f64>,
+        slow: Vec<f64>,
+        other: Vec<f64>,
+    }
+
+    impl Model {
+        fn new(dims: &ModelDims, mode: Mode, seed: u64) -> Model {
+            let layout = Layout::new(dims, mode).unwrap();
+            let mut m = Model {
+                fast: vec![0.0; layout.group_len(Group::Fast)],
+                slow: vec![0.0; layout.group_len(Group::Slow)],
+                other: vec![0.0; layout.group_len(Group::Other)],
+                layout,
+            };
+            let bufs = GroupBufsMut {
+                fast: &mut m.fast,
+                slow: &mut m.slow,
+                other: &mut m.other,
+            };
+            init_params(&m.layout, &InitConfig::BABYAI, seed, bufs).unwrap();
+            // Larger recurrent/attention weights than init, so selection and gates vary.
+            let mut rng = Pcg32::new(seed ^ 0xabc);
+            for v in m.fast.iter_mut().chain(m.slow.iter_mut()) {
+                *v += (rng.gen_f64() - 0.5) * 0.6;
+            }
+            m
+        }
+
+        fn policy(&self) -> Policy<'_, f64> {
+            let p = GroupBufs {
+                fast: &self.fast,
+                slow: &self.slow,
+                other: &self.other,
+            };
+            Policy::new(&self.layout, p).unwrap()
+        }
+    }
+
+    /// A chunk of real observations from two episodes of two levels (random actions).
+    fn episodes(seed: u64, t_len: usize) -> (Vec<Observation>, Vec<[u16; MAX_TOKENS]>, Vec<bool>) {
+        let mut env = Env::new(8, 8).unwrap();
+        let levels = [
+            Level::from_id("BabyAI-GoToLocal-v0").unwrap(),
+            Level::from_id("BabyAI-PickupLoc-v0").unwrap(),
+        ];
+        let mut rng = Pcg32::new(seed);
+        let (mut obs, mut toks, mut starts) = (vec![], vec![], vec![]);
+        let switch = t_len / 2;
+        for t in 0..t_len {
+            if t == 0 || t == switch {
+                levels[usize::from(t == switch)]
+                    .reset(&mut env, seed + t as u64)
+                    .unwrap();
+            } else {
+                let a = crate::env::Action::ALL[rng.below(7) as usize];
+                env.step(a);
+            }
+            obs.push(env.observation());
+            let mut tk = [0u16; MAX_TOKENS];
+            tokenize(&env.mission, &mut tk).unwrap();
+            toks.push(tk);
+            starts.push(t == switch);
+        }
+        (obs, toks, starts)
+    }
+
+    /// Smallest distance of any kink (ReLU input, maxpool runner-up, top-k boundary) from the
+    /// forward pass of `steps`; finite differences are only valid away from kinks.
+    fn kink_margin(
+        m: &Model,
+        obs: &[Observation],
+        toks: &[[u16; MAX_TOKENS]],
+        starts: &[bool],
+    ) -> f64 {
+        let p = m.policy();
+        let d = *p.dims();
+        let o = offsets(&d);
+        let el = encoder_cache_layout(&d);
+        let sl = state_len(&d);
+        let mut state = vec![0.0; sl];
+        let mut next = vec![0.0; sl];
+        let mut instr = vec![0.0; d.instr_hidden];
+        let mut logits = vec![0.0; d.n_actions];
+        let mut cache = vec![0.0; step_cache_len(&d)];
+        let mut scratch = vec![0.0; scratch_len(&d)];
+        let mut margin = f64::INFINITY;
+        for t in 0..obs.len() {
+            if t == 0 || starts[t] {
+                state.fill(0.0);
+                p.encode_instruction(&toks[t], &mut instr, &mut scratch)
+                    .unwrap();
+            }
+            p.step(
+                &obs[t],
+                &instr,
+                &state,
+                &mut next,
+                &mut logits,
+                &mut cache,
+                &mut scratch,
+            )
+            .unwrap();
+            let enc = &cache[o[1]..o[2]];
+            for z in enc[el.conv1..el.pool].iter().chain(&enc[el.conv2..el.len]) {
+                margin = margin.min(z.abs());
+            }
+            // Maxpool: gap between the two largest positive inputs of each window.
+            let c0 = d.conv_channels[0];
+            for c in 0..c0 {
+                for (pi, pj) in (0..3).flat_map(|i| (0..3).map(move |j| (i, j))) {
+                    let mut w: Vec<f64> = (0..4)
+                        .map(|q| {
+                            enc[el.conv1 + c * 36 + (2 * pi + q / 2) * 6 + 2 * pj + q % 2].max(0.0)
+                        })
+                        .collect();
+                    w.sort_by(|a, b| b.total_cmp(a));
+                    // An exact tie comes from identical input patches (walls, empty floor):
+                    // both sides are the same function of the weights, so there is no kink.
+                    let gap = w[0] - w[1];
+                    if w[0] > 0.0 && gap > 0.0 {
+                        margin = margin.min(gap);
+                    }
+                }
+            }
+            if d.memory == MemoryKind::Rim {
+                let mut null: Vec<f64> = cache_null_attention(&d.rim, &cache[o[2]..o[3]])
+                    .unwrap()
+                    .to_vec();
+                null.sort_by(f64::total_cmp);
+                let k = d.rim.k_active;
+                // An exact tie (e.g. every module at a zero state after an episode start
+                // scores 0) holds for all weights, so it is not a kink of the loss in them.
+                if k < null.len() && null[k] > null[k - 1] {
+                    margin = margin.min(null[k] - null[k - 1]);
+                }
+            }
+            std::mem::swap(&mut state, &mut next);
+        }
+        margin
+    }
+
+    /// PPO targets placed well away from the clip boundaries: ratios of e^{±0.05} (inside) and
+    /// e^{±0.5} (clipped), value offsets ±0.05 / ±0.5 against eps = 0.2.
+    fn samples(
+        m: &Model,
+        obs: &[Observation],
+        toks: &[[u16; MAX_TOKENS]],
+        starts: &[bool],
+        seed: u64,
+    ) -> Vec<PpoSample<f64>> {
+        let p = m.policy();
+        let d = *p.dims();
+        let sl = state_len(&d);
+        let (mut state, mut next) = (vec![0.0; sl], vec![0.0; sl]);
+        let mut instr = vec![0.0; d.instr_hidden];
+        let mut logits = vec![0.0; d.n_actions];
+        let mut cache = vec![0.0; step_cache_len(&d)];
+        let mut scratch = vec![0.0; scratch_len(&d)];
+        let mut rng = Pcg32::new(seed);
+        let offs = [-0.5, -0.05, 0.05, 0.5];
+        let mut out = vec![];
+        for t in 0..obs.len() {
+            if t == 0 || starts[t] {
+                state.fill(0.0);
+                p.encode_instruction(&toks[t], &mut instr, &mut scratch)
+                    .unwrap();
+            }
+            let v = p
+                .step(
+                    &obs[t],
+                    &instr,
+                    &state,
+                    &mut next,
+                    &mut logits,
+                    &mut cache,
+                    &mut scratch,
+                )
+                .unwrap();
+            std::mem::swap(&mut state, &mut next);
+            let action = rng.below(7) as usize;
+            let lse = logits.iter().map(|l| l.exp()).sum::<f64>().ln();
+            let logp = logits[action] - lse;
+            let old_value = v + offs[rng.below(4) as usize];
+            out.push(PpoSample {
+                action,
+                old_logprob: logp + offs[rng.below(4) as usize],
+                old_value,
+                advantage: rng.gen_f64() * 2.0 - 1.0,
+                ret: v + rng.gen_f64() * 2.0 - 1.0,
+            });
+        }
+        out
+    }
+
+    fn loss_and_grads(
+        m: &Model,
+        obs: &[Observation],
+        toks: &[[u16; MAX_TOKENS]],
+        starts: &[bool],
+        samples: &[PpoSample<f64>],
+        init: &[f64],
+        comm: CommGrad,
+    ) -> (f64, [Vec<f64>; 3], ChunkStats<f64>) {
+        let p = m.policy();
+        let d = *p.dims();
+        let steps: Vec<ChunkStep<'_, f64>> = (0..obs.len())
+            .map(|t| ChunkStep {
+                obs: &obs[t],
+                tokens: &toks[t],
+                episode_start: starts[t],
+                sample: samples[t],
+            })
+            .collect();
+        let mut g = [
+            vec![0.0; m.fast.len()],
+            vec![0.0; m.slow.len()],
+            vec![0.0; m.other.len()],
+        ];
+        let mut work = vec![0.0; chunk_work_len(&d, obs.len())];
+        let [gf, gs, go] = &mut g;
+        let bufs = GroupBufsMut {
+            fast: gf,
+            slow: gs,
+            other: go,
+        };
+        let coefs = PpoCoefs::babyai();
+        let stats = p
+            .chunk_backward(&steps, init, &coefs, 1.0, comm, bufs, &mut work)
+            .unwrap();
+        (stats.sum.loss, g, stats)
+    }
+
+    /// Whole-policy gradient check: every parameter of every group, through BPTT over two
+    /// episodes (memory reset and mission change in the middle), against central differences.
+    fn gradcheck(dims: &ModelDims, mode: Mode, seed: u64) -> bool {
+        let t_len = 6;
+        let (obs, toks, starts) = episodes(seed, t_len);
+        let mut m = Model::new(dims, mode, seed);
+        let margin = kink_margin(&m, &obs, &toks, &starts);
+        if margin < 1e-3 {
+            return false;
+        }
+        let smp = samples(&m, &obs, &toks, &starts, seed);
+        let sl = state_len(m.layout.dims());
+        let mut rng = Pcg32::new(seed + 7);
+        let init: Vec<f64> = (0..sl).map(|_| rng.gen_f64() - 0.5).collect();
+        let (_, g, _) = loss_and_grads(&m, &obs, &toks, &starts, &smp, &init, CommGrad::Full);
+        for (gi, grad) in g.iter().enumerate() {
+            let x0 = match gi {
+                0 => m.fast.clone(),
+                1 => m.slow.clone(),
+                _ => m.other.clone(),
+            };
+            let (err, at) = max_rel_error(
+                |x| {
+                    match gi {
+                        0 => m.fast.copy_from_slice(x),
+                        1 => m.slow.copy_from_slice(x),
+                        _ => m.other.copy_from_slice(x),
+                    }
+                    loss_and_grads(&m, &obs, &toks, &starts, &smp, &init, CommGrad::Full).0
+                },
+                &x0,
+                grad,
+                1e-5,
+                1e-4,
+            );
+            match gi {
+                0 => m.fast.copy_from_slice(&x0),
+                1 => m.slow.copy_from_slice(&x0),
+                _ => m.other.copy_from_slice(&x0),
+            }
+            assert!(
+                err < 1e-6,
+                "mode {mode:?} group {gi} param {at}: relative error {err} (seed {seed})"
+            );
+        }
+        true
+    }
+
+    #[test]
+    fn whole_policy_gradients_match_finite_differences() {
+        let mut checked = 0;
+        for (i, (cell, enc, comm, mode)) in [
+            (CellKind::Gru, EncoderKind::Conv, true, Mode::MetaRim),
+            (CellKind::Lstm, EncoderKind::Bow, true, Mode::Reversed),
+            (CellKind::Gru, EncoderKind::Bow, false, Mode::Joint),
+            (CellKind::Gru, EncoderKind::Conv, true, Mode::Lstm),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let dims = small(cell, enc, comm);
+            let mut ok = 0;
+            for seed in 0..40u64 {
+                if gradcheck(&dims, mode, 100 * i as u64 + seed) {
+                    ok += 1;
+                }
+                if ok == 2 {
+                    break;
+                }
+            }
+            assert_eq!(ok, 2, "too few kink-free cases for {mode:?}");
+            checked += ok;
+        }
+        assert_eq!(checked, 8);
+    }
+
+    #[test]
+    fn gradcheck_catches_a_wrong_gradient() {
+        let dims = small(CellKind::Gru, EncoderKind::Conv, true);
+        let (obs, toks, starts) = episodes(5, 6);
+        let mut m = Model::new(&dims, Mode::MetaRim, 5);
+        let smp = samples(&m, &obs, &toks, &starts, 5);
+        let init = vec![0.1; state_len(m.layout.dims())];
+        let (_, g, _) = loss_and_grads(&m, &obs, &toks, &starts, &smp, &init, CommGrad::Full);
+        let mut wrong = g[0].clone();
+        let i = wrong
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+            .unwrap()
+            .0;
+        wrong[i] *= 1.0 + 1e-4;
+        let x0 = m.fast.clone();
+        let (err, _) = max_rel_error(
+            |x| {
+                m.fast.copy_from_slice(x);
+                loss_and_grads(&m, &obs, &toks, &starts, &smp, &init, CommGrad::Full).0
+            },
+            &x0,
+            &wrong,
+            1e-5,
+            1e-4,
+        );
+        assert!(err > 1e-6, "a 1e-4 relative error went unnoticed ({err})");
+    }
+
+    #[test]
+    fn fast_gradient_is_zero_for_modules_never_active() {
+        let dims = small(CellKind::Gru, EncoderKind::Conv, true);
+        let (obs, toks, starts) = episodes(9, 6);
+        for seed in 0..20 {
+            let m = Model::new(&dims, Mode::MetaRim, seed);
+            let smp = samples(&m, &obs, &toks, &starts, seed);
+            let init = vec![0.0; state_len(m.layout.dims())];
+            let (_, g, stats) =
+                loss_and_grads(&m, &obs, &toks, &starts, &smp, &init, CommGrad::Blocked);
+            let per = rnn_module_len(&dims.rim);
+            for n in 0..dims.rim.n_modules {
+                let block = &g[0][n * per..(n + 1) * per];
+                let any = block.iter().any(|v| *v != 0.0);
+                assert_eq!(any, stats.active_steps[n] > 0, "module {n}, seed {seed}");
+            }
+        }
+    }
+
+    #[test]
+    fn f32_and_f64_forward_agree() {
+        for dims in [PAPER, TINY] {
+            let layout = Layout::new(&dims, Mode::MetaRim).unwrap();
+            let lens = [Group::Fast, Group::Slow, Group::Other].map(|g| layout.group_len(g));
+            let mut p64: [Vec<f64>; 3] = lens.map(|n| vec![0.0; n]);
+            {
+                let [a, b, c] = &mut p64;
+                let bufs = GroupBufsMut {
+                    fast: a,
+                    slow: b,
+                    other: c,
+                };
+                init_params(&layout, &InitConfig::BABYAI, 3, bufs).unwrap();
+            }
+            let p32: [Vec<f32>; 3] = p64.clone().map(|v| v.iter().map(|x| *x as f32).collect());
+            let (obs, toks, starts) = episodes(3, 8);
+            let run64 = run_forward(&layout, &p64, &obs, &toks, &starts);
+            let run32 = run_forward(&layout, &p32, &obs, &toks, &starts);
+            for (a, b) in run64.iter().zip(&run32) {
+                let rel = (a - b).abs() / a.abs().max(1e-3);
+                assert!(rel < 1e-5, "f32 {b} vs f64 {a}: {rel}");
+            }
+        }
+    }
+
+    fn run_forward<S: Real>(
+        layout: &Layout,
+        p: &[Vec<S>; 3],
+        obs: &[Observation],
+        toks: &[[u16; MAX_TOKENS]],
+        starts: &[bool],
+    ) -> Vec<f64> {
+        let bufs = GroupBufs {
+            fast: &p[0],
+            slow: &p[1],
+            other: &p[2],
+        };
+        let pol = Policy::new(layout, bufs).unwrap();
+        let d = *layout.dims();
+        let sl = state_len(&d);
+        let (mut s, mut n) = (vec![S::ZERO; sl], vec![S::ZERO; sl]);
+        let mut instr = vec![S::ZERO; d.instr_hidden];
+        let mut logits = vec![S::ZERO; d.n_actions];
+        let mut cache = vec![S::ZERO; step_cache_len(&d)];
+        let mut scratch = vec![S::ZERO; scratch_len(&d)];
+        let mut out = vec![];
+        for t in 0..obs.len() {
+            if t == 0 || starts[t] {
+                s.fill(S::ZERO);
+                pol.encode_instruction(&toks[t], &mut instr, &mut scratch)
+                    .unwrap();
+            }
+            let v = pol
+                .step(
+                    &obs[t],
+                    &instr,
+                    &s,
+                    &mut n,
+                    &mut logits,
+                    &mut cache,
+                    &mut scratch,
+                )
+                .unwrap();
+            out.push(v.to_f64());
+            out.extend(logits.iter().map(|l| l.to_f64()));
+            core::mem::swap(&mut s, &mut n);
+        }
+        out
+    }
+
+    #[test]
+    fn init_is_deterministic_and_buffers_are_checked() {
+        let layout = Layout::new(&TINY, Mode::MetaRim).unwrap();
+        let make = |seed| {
+            let mut b =
+                [Group::Fast, Group::Slow, Group::Other].map(|g| vec![0.0f32; layout.group_len(g)]);
+            let [x, y, z] = &mut b;
+            init_params(
+                &layout,
+                &InitConfig::BABYAI,
+                seed,
+                GroupBufsMut {
+                    fast: x,
+                    slow: y,
+                    other: z,
+                },
+            )
+            .unwrap();
+            b
+        };
+        assert_eq!(make(1), make(1));
+        assert_ne!(make(1), make(2));
+        let short = [0.0f32; 3];
+        let bad = GroupBufs {
+            fast: &short[..],
+            slow: &short[..],
+            other: &short[..],
+        };
+        assert!(Policy::new(&layout, bad).is_err());
+    }
+}

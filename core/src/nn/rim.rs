@@ -1,0 +1,1391 @@
+//! The RIM cell (Recurrent Independent Mechanisms; design notes §2): input attention, top-k
+//! selection, per-module GRU/LSTM dynamics, communication attention and the masked update, with a
+//! hand-written backward pass through one step (BPTT = the caller loops backward over stored
+//! steps; [`rim_sequence_forward`] / [`rim_sequence_backward`] do that for whole sequences).
+//!
+//! # Math of one step (N modules, k active, hidden `H` per module)
+//! 1. **Input attention.** Rows `X = [0 ; x_t]` (a null row first). Shared keys/values
+//!    `K = X W_k^T`, `V = X W_v^T` (`W_k: [in_heads*d_k x input]`, `W_v: [in_heads*d_v x input]`,
+//!    no bias, so the null row's key and value are 0 and its score is 0). Per-module query
+//!    `q_i = W_q,i h_i` (`[in_heads*d_k x H]` per module). Per head `j`: scores
+//!    `[0, s_ij]` with `s_ij = q_ij . k_x,j / sqrt(d_k)`, `a_ij = softmax([0, s_ij])`, i.e. the
+//!    input row gets `sigmoid(s_ij)` and the null row `sigmoid(-s_ij)`. Module input
+//!    `u_i = concat_j(a_ij,x * v_x,j)` (`in_heads*d_v` wide; the null row's value is 0).
+//! 2. **Selection.** The null-row attention averaged over heads, `null_i = mean_j a_ij,null`;
+//!    the k modules with the LEAST null attention are active (hard top-k). Ties: the lower module
+//!    index wins (a NaN counts as larger than every number). The mask is a constant for the
+//!    backward pass (no gradient through selection, no straight-through).
+//! 3. **Dynamics.** Separate GRU/LSTM weights per module: `h~_i = GRU_i(u_i, h_i)` (LSTM:
+//!    `(h~_i, c~_i) = LSTM_i(u_i, (h_i, c_i))`), via [`ops::gru_forward`] / [`ops::lstm_forward`].
+//!    Without communication an inactive module's RNN is not evaluated (its output is unused).
+//! 4. **Communication** (if `RimDims::communication`). Per-module `Q/K/V` projections
+//!    (`[c_heads*c_k x H]` each per module, no bias) of the candidate states `h~`; for each
+//!    active module `i` and head `j`: `p_ij = softmax_m(q_ij . k_mj / sqrt(c_k))` over ALL `N`
+//!    modules `m` (keys and values from every module's `h~`, inactive ones included),
+//!    `o_ij = sum_m p_ijm v_mj`, `o_i = concat_j o_ij` (`c_heads*c_k`). Gated residual as in the
+//!    official code: `h'_i = h~_i + sigmoid(W_g,i o_i) * tanh(W_o,i o_i)` with per-module
+//!    `W_g, W_o: [H x c_heads*c_k]`, **no biases** (CHOICE). Without communication `h'_i = h~_i`.
+//! 5. **Masked update.** `h_t,i = h'_i` if active else `h_{t-1,i}` (LSTM: `c_t,i = c~_i` if
+//!    active else `c_{t-1,i}`); inactive modules keep their state bit-exactly.
+//!
+//! Dropout: off. The reference code applies dropout 0.1 to attention outputs; RL runs without it
+//! (design notes §2, CHOICE), so this cell has none. Adding it means a mask per attention output
+//! stored in the step cache.
+//!
+//! # Gradients of inactive modules ([`CommGrad`])
+//! An inactive module's state passes through unchanged, so its incoming state gradient flows
+//! through the identity into `h_{t-1}` (and `c_{t-1}`). Its RNN, query and input receive no
+//! gradient through its (discarded) update. With communication on, its `h~` is still read as a
+//! key/value by the active modules; [`CommGrad::Blocked`] (default, the official code's
+//! `blocked_grad`) stops that gradient, so only active modules' RNN/query weights ever receive
+//! gradient (the Meta-RIMs fast/slow split relies on it); [`CommGrad::Full`] propagates it (the
+//! exact derivative of the forward function). The comm K/V projection weights get their
+//! gradient in both modes.
+//!
+//! # Parameter layout
+//! Every tensor is row-major `[out x in]` (PyTorch's convention, like [`ops`]); per-module
+//! tensors are one contiguous slice, module-major (module `i`'s block is the `i`-th stride):
+//! - `w_k: [in_heads*d_k x input]`, `w_v: [in_heads*d_v x input]` (shared, slow);
+//! - `w_q: N x [in_heads*d_k x H]` (slow);
+//! - `rnn: N x [w_ih (G*H x U) | w_hh (G*H x H) | b_ih (G*H) | b_hh (G*H)]` with `G = 3` (GRU,
+//!   gates r, z, n) or `4` (LSTM, gates i, f, g, o) and `U = in_heads*d_v`: one contiguous range
+//!   per module ([`rnn_module_range`]) so a fast-only optimiser can update just active modules;
+//! - `c_q, c_k, c_v: N x [c_heads*c_k x H]`, `c_g, c_o: N x [H x c_heads*c_k]` (slow; empty when
+//!   communication is off).
+//!
+//! States are `N*H` slices, module-major (`h[i*H..(i+1)*H]` is module `i`); the LSTM cell state
+//! likewise, and an empty slice for a GRU.
+//!
+//! # Invariants
+//! No heap, no panic: every entry point checks the dimensions ([`Error::BadDims`]) and every
+//! buffer length ([`Error::BufferTooSmall`]) once, up front; slices longer than needed are
+//! accepted and only their first elements are used. Size functions saturate instead of
+//! overflowing, so absurd dimensions end in an error, never in a panic. Backward functions
+//! ACCUMULATE into gradient buffers and input gradients (`+=`), like [`ops`].
+
+use crate::error::Error;
+use crate::nn::dims::{CellKind, RimDims};
+use crate::nn::ops::{self, GruGrads, GruWeights, LstmGrads, LstmWeights};
+use crate::nn::scalar::Real;
+use core::ops::Range;
+
+#[cfg(test)]
+mod tests;
+
+// ---------------------------------------------------------------------------------------------
+// Sizes.
+
+const fn mul(a: usize, b: usize) -> usize {
+    a.saturating_mul(b)
+}
+
+const fn add(a: usize, b: usize) -> usize {
+    a.saturating_add(b)
+}
+
+/// Gates of the module RNN: 3 for a GRU, 4 for an LSTM.
+pub const fn rnn_gates(d: &RimDims) -> usize {
+    match d.cell {
+        CellKind::Gru => 3,
+        CellKind::Lstm => 4,
+    }
+}
+
+/// Width of a module's input `u_i`: `in_heads * d_v`.
+pub const fn module_input(d: &RimDims) -> usize {
+    mul(d.in_heads, d.d_v)
+}
+
+/// Width of a module's input-attention query: `in_heads * d_k`.
+pub const fn query_width(d: &RimDims) -> usize {
+    mul(d.in_heads, d.d_k)
+}
+
+/// Width of a module's communication query/key/value and output `o_i`: `c_heads * c_k`
+/// (0 without communication).
+pub const fn comm_width(d: &RimDims) -> usize {
+    if d.communication {
+        mul(d.c_heads, d.c_k)
+    } else {
+        0
+    }
+}
+
+/// Length of the hidden state of all modules, `N * H`.
+pub const fn state_len(d: &RimDims) -> usize {
+    mul(d.n_modules, d.hidden)
+}
+
+/// Length of the LSTM cell state, `N * H` (0 for a GRU: pass empty slices).
+pub const fn cell_state_len(d: &RimDims) -> usize {
+    match d.cell {
+        CellKind::Gru => 0,
+        CellKind::Lstm => state_len(d),
+    }
+}
+
+/// Parameters of one module's RNN: `w_ih`, `w_hh`, `b_ih`, `b_hh` (see the module docs).
+pub const fn rnn_module_len(d: &RimDims) -> usize {
+    let gh = mul(rnn_gates(d), d.hidden);
+    add(add(mul(gh, module_input(d)), mul(gh, d.hidden)), mul(2, gh))
+}
+
+/// The range of module `i`'s RNN parameters inside `RimWeights::rnn` (and `RimGrads::rnn`).
+pub const fn rnn_module_range(d: &RimDims, i: usize) -> Range<usize> {
+    let len = rnn_module_len(d);
+    mul(i, len)..mul(add(i, 1), len)
+}
+
+/// Sizes of every parameter tensor of a RIM cell (elements).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RimParamCounts {
+    /// Shared input-attention key projection `[in_heads*d_k x input]`.
+    pub w_k: usize,
+    /// Shared input-attention value projection `[in_heads*d_v x input]`.
+    pub w_v: usize,
+    /// Per-module queries, `N x [in_heads*d_k x H]`.
+    pub w_q: usize,
+    /// One module's RNN parameters ([`rnn_module_len`]).
+    pub rnn_per_module: usize,
+    /// All modules' RNN parameters, `N * rnn_per_module`.
+    pub rnn: usize,
+    /// Communication queries, `N x [c_heads*c_k x H]` (0 without communication).
+    pub c_q: usize,
+    /// Communication keys, `N x [c_heads*c_k x H]`.
+    pub c_k: usize,
+    /// Communication values, `N x [c_heads*c_k x H]`.
+    pub c_v: usize,
+    /// Communication output gates, `N x [H x c_heads*c_k]`.
+    pub c_g: usize,
+    /// Communication outputs, `N x [H x c_heads*c_k]`.
+    pub c_o: usize,
+}
+
+impl RimParamCounts {
+    /// Fast parameters (Meta-RIMs): the module RNNs.
+    pub const fn fast(&self) -> usize {
+        self.rnn
+    }
+
+    /// Slow parameters (Meta-RIMs): input and communication attention.
+    pub const fn slow(&self) -> usize {
+        add(
+            add(add(self.w_k, self.w_v), add(self.w_q, self.c_q)),
+            add(add(self.c_k, self.c_v), add(self.c_g, self.c_o)),
+        )
+    }
+
+    /// All parameters.
+    pub const fn total(&self) -> usize {
+        add(self.fast(), self.slow())
+    }
+}
+
+/// Sizes of every parameter tensor of the RIM cell `d`.
+pub const fn rim_param_counts(d: &RimDims) -> RimParamCounts {
+    let n = d.n_modules;
+    let cw = comm_width(d);
+    let proj = mul(n, mul(cw, d.hidden));
+    RimParamCounts {
+        w_k: mul(query_width(d), d.input),
+        w_v: mul(module_input(d), d.input),
+        w_q: mul(n, mul(query_width(d), d.hidden)),
+        rnn_per_module: rnn_module_len(d),
+        rnn: mul(n, rnn_module_len(d)),
+        c_q: proj,
+        c_k: proj,
+        c_v: proj,
+        c_g: proj,
+        c_o: proj,
+    }
+}
+
+/// RNN cache per module (what [`ops::gru_forward`] / [`ops::lstm_forward`] keep).
+const fn rnn_cache_len(d: &RimDims) -> usize {
+    match d.cell {
+        CellKind::Gru => mul(ops::GRU_CACHE_PER_UNIT, d.hidden),
+        CellKind::Lstm => mul(ops::LSTM_CACHE_PER_UNIT, d.hidden),
+    }
+}
+
+/// Lengths of the parts of a step cache, in storage order.
+#[derive(Clone, Copy)]
+struct CacheLayout {
+    /// Selection mask as 0/1, `N`.
+    mask: usize,
+    /// Null-row attention averaged over heads, `N`.
+    null: usize,
+    /// Input key `W_k x`, `in_heads*d_k`.
+    kx: usize,
+    /// Input value `W_v x`, `in_heads*d_v`.
+    vx: usize,
+    /// Queries, `N * in_heads*d_k`.
+    q: usize,
+    /// Attention on the input row per module and head, `N * in_heads`.
+    ax: usize,
+    /// Module inputs, `N * in_heads*d_v`.
+    u: usize,
+    /// RNN caches, `N * rnn_cache_len`.
+    rnn: usize,
+    /// Candidate states `h~`, `N*H` (communication only).
+    ht: usize,
+    /// Comm queries / keys / values, `N * c_heads*c_k` each.
+    cq: usize,
+    ck: usize,
+    cv: usize,
+    /// Comm attention, `N (query) x c_heads x N (key)`.
+    p: usize,
+    /// Comm outputs `o`, `N * c_heads*c_k`.
+    o: usize,
+    /// `sigmoid(W_g o)` and `tanh(W_o o)`, `N*H` each.
+    gate: usize,
+    tanh: usize,
+}
+
+const fn cache_layout(d: &RimDims) -> CacheLayout {
+    let n = d.n_modules;
+    let comm = d.communication;
+    let cw = comm_width(d);
+    let nh = state_len(d);
+    CacheLayout {
+        mask: n,
+        null: n,
+        kx: query_width(d),
+        vx: module_input(d),
+        q: mul(n, query_width(d)),
+        ax: mul(n, d.in_heads),
+        u: mul(n, module_input(d)),
+        rnn: mul(n, rnn_cache_len(d)),
+        ht: if comm { nh } else { 0 },
+        cq: mul(n, cw),
+        ck: mul(n, cw),
+        cv: mul(n, cw),
+        p: if comm { mul(n, mul(d.c_heads, n)) } else { 0 },
+        o: mul(n, cw),
+        gate: if comm { nh } else { 0 },
+        tanh: if comm { nh } else { 0 },
+    }
+}
+
+impl CacheLayout {
+    const fn total(&self) -> usize {
+        let a = add(
+            add(add(self.mask, self.null), add(self.kx, self.vx)),
+            add(self.q, self.ax),
+        );
+        let b = add(
+            add(add(self.u, self.rnn), add(self.ht, self.cq)),
+            add(self.ck, self.cv),
+        );
+        let c = add(add(self.p, self.o), add(self.gate, self.tanh));
+        add(add(a, b), c)
+    }
+}
+
+/// Activations one step stores for its backward pass (elements of `S`).
+pub const fn step_cache_len(d: &RimDims) -> usize {
+    cache_layout(d).total()
+}
+
+/// RNN backward scratch per module.
+const fn rnn_scratch_len(d: &RimDims) -> usize {
+    match d.cell {
+        CellKind::Gru => mul(6, d.hidden),
+        CellKind::Lstm => mul(4, d.hidden),
+    }
+}
+
+/// Lengths of the parts of the backward scratch, in storage order.
+#[derive(Clone, Copy)]
+struct ScratchLayout {
+    dkx: usize,
+    dvx: usize,
+    dht: usize,
+    dct: usize,
+    du: usize,
+    dq: usize,
+    rnn: usize,
+    dck: usize,
+    dcv: usize,
+    dcq: usize,
+    dout: usize,
+    dpg: usize,
+    dpo: usize,
+    dp: usize,
+    ds: usize,
+}
+
+const fn scratch_layout(d: &RimDims) -> ScratchLayout {
+    let comm = d.communication;
+    let n = d.n_modules;
+    let cw = comm_width(d);
+    ScratchLayout {
+        dkx: query_width(d),
+        dvx: module_input(d),
+        dht: state_len(d),
+        dct: d.hidden,
+        du: module_input(d),
+        dq: query_width(d),
+        rnn: rnn_scratch_len(d),
+        dck: mul(n, cw),
+        dcv: mul(n, cw),
+        dcq: cw,
+        dout: cw,
+        dpg: if comm { d.hidden } else { 0 },
+        dpo: if comm { d.hidden } else { 0 },
+        dp: if comm { n } else { 0 },
+        ds: if comm { n } else { 0 },
+    }
+}
+
+impl ScratchLayout {
+    const fn total(&self) -> usize {
+        let a = add(
+            add(add(self.dkx, self.dvx), add(self.dht, self.dct)),
+            add(self.du, self.dq),
+        );
+        let b = add(
+            add(add(self.rnn, self.dck), add(self.dcv, self.dcq)),
+            self.dout,
+        );
+        let c = add(add(self.dpg, self.dpo), add(self.dp, self.ds));
+        add(add(a, b), c)
+    }
+}
+
+/// Scratch [`rim_step_backward`] needs (elements of `S`).
+pub const fn scratch_len(d: &RimDims) -> usize {
+    scratch_layout(d).total()
+}
+
+/// Scratch [`rim_sequence_backward`] needs: [`scratch_len`] plus two running state gradients
+/// (four for an LSTM).
+pub const fn sequence_scratch_len(d: &RimDims) -> usize {
+    add(
+        scratch_len(d),
+        add(mul(2, state_len(d)), mul(2, cell_state_len(d))),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weights, gradients, options.
+
+/// Weights of a RIM cell, laid out as in the module docs.
+#[derive(Clone, Copy, Debug)]
+pub struct RimWeights<'a, S> {
+    /// Shared input-attention keys `[in_heads*d_k x input]`.
+    pub w_k: &'a [S],
+    /// Shared input-attention values `[in_heads*d_v x input]`.
+    pub w_v: &'a [S],
+    /// Per-module queries `N x [in_heads*d_k x H]`.
+    pub w_q: &'a [S],
+    /// Per-module RNNs `N x [w_ih | w_hh | b_ih | b_hh]` ([`rnn_module_range`]).
+    pub rnn: &'a [S],
+    /// Communication queries `N x [c_heads*c_k x H]` (empty without communication).
+    pub c_q: &'a [S],
+    /// Communication keys `N x [c_heads*c_k x H]`.
+    pub c_k: &'a [S],
+    /// Communication values `N x [c_heads*c_k x H]`.
+    pub c_v: &'a [S],
+    /// Communication output gates `N x [H x c_heads*c_k]`.
+    pub c_g: &'a [S],
+    /// Communication outputs `N x [H x c_heads*c_k]`.
+    pub c_o: &'a [S],
+}
+
+/// Gradients of a RIM cell, laid out like [`RimWeights`]; backward passes accumulate into them.
+#[derive(Debug)]
+pub struct RimGrads<'a, S> {
+    /// Shared input-attention keys.
+    pub w_k: &'a mut [S],
+    /// Shared input-attention values.
+    pub w_v: &'a mut [S],
+    /// Per-module queries.
+    pub w_q: &'a mut [S],
+    /// Per-module RNNs.
+    pub rnn: &'a mut [S],
+    /// Communication queries.
+    pub c_q: &'a mut [S],
+    /// Communication keys.
+    pub c_k: &'a mut [S],
+    /// Communication values.
+    pub c_v: &'a mut [S],
+    /// Communication output gates.
+    pub c_g: &'a mut [S],
+    /// Communication outputs.
+    pub c_o: &'a mut [S],
+}
+
+/// How the backward pass treats the communication attention's reads of inactive modules'
+/// candidate states `h~` (see the module docs). Without communication both modes agree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum CommGrad {
+    /// The official code's `blocked_grad`: no gradient reaches an inactive module's `h~` (hence
+    /// its RNN, query and input) through the communication keys/values. Only active modules'
+    /// RNN weights ever receive gradient. This is not the exact derivative of the forward pass.
+    #[default]
+    Blocked,
+    /// The exact derivative of the forward pass: inactive modules' `h~` get the gradient of
+    /// their use as keys/values.
+    Full,
+}
+
+/// Null-row attention (averaged over heads) of each module, as stored in a step cache by
+/// [`rim_step_forward`]: the selection score (lower = more likely active). `None` if `cache` is
+/// shorter than `N` values past the mask.
+pub fn cache_null_attention<'c, S: Real>(d: &RimDims, cache: &'c [S]) -> Option<&'c [S]> {
+    let n = d.n_modules;
+    cache.get(n..mul(2, n))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation and slicing helpers (all panic-free).
+
+fn check_dims(d: &RimDims) -> Result<(), Error> {
+    let bad = |what| Err(Error::BadDims { what });
+    if d.n_modules == 0 {
+        return bad("rim: n_modules must be at least 1");
+    }
+    if d.k_active == 0 || d.k_active > d.n_modules {
+        return bad("rim: k_active must be in 1..=n_modules");
+    }
+    if d.hidden == 0 || d.input == 0 {
+        return bad("rim: hidden and input must be at least 1");
+    }
+    if d.d_k == 0 || d.d_v == 0 || d.in_heads == 0 {
+        return bad("rim: d_k, d_v and in_heads must be at least 1");
+    }
+    if d.communication && (d.c_heads == 0 || d.c_k == 0) {
+        return bad("rim: c_heads and c_k must be at least 1 with communication");
+    }
+    Ok(())
+}
+
+fn need(got: usize, needed: usize) -> Result<(), Error> {
+    if got < needed {
+        Err(Error::BufferTooSmall { needed, got })
+    } else {
+        Ok(())
+    }
+}
+
+fn check_params(lens: [usize; 9], c: &RimParamCounts) -> Result<(), Error> {
+    let needed = [
+        c.w_k, c.w_v, c.w_q, c.rnn, c.c_q, c.c_k, c.c_v, c.c_g, c.c_o,
+    ];
+    for (got, needed) in lens.iter().zip(needed.iter()) {
+        need(*got, *needed)?;
+    }
+    Ok(())
+}
+
+impl<S> RimWeights<'_, S> {
+    fn lens(&self) -> [usize; 9] {
+        [
+            self.w_k.len(),
+            self.w_v.len(),
+            self.w_q.len(),
+            self.rnn.len(),
+            self.c_q.len(),
+            self.c_k.len(),
+            self.c_v.len(),
+            self.c_g.len(),
+            self.c_o.len(),
+        ]
+    }
+}
+
+impl<S> RimGrads<'_, S> {
+    fn lens(&self) -> [usize; 9] {
+        [
+            self.w_k.len(),
+            self.w_v.len(),
+            self.w_q.len(),
+            self.rnn.len(),
+            self.c_q.len(),
+            self.c_k.len(),
+            self.c_v.len(),
+            self.c_g.len(),
+            self.c_o.len(),
+        ]
+    }
+}
+
+/// The `i`-th chunk of width `w` (empty if out of range).
+#[inline]
+fn chunk<S>(s: &[S], i: usize, w: usize) -> &[S] {
+    s.get(mul(i, w)..mul(add(i, 1), w)).unwrap_or(&[])
+}
+
+/// The `i`-th chunk of width `w`, mutably (empty if out of range).
+#[inline]
+fn chunk_mut<S>(s: &mut [S], i: usize, w: usize) -> &mut [S] {
+    s.get_mut(mul(i, w)..mul(add(i, 1), w)).unwrap_or(&mut [])
+}
+
+/// Splits the first `n` elements (or all, if fewer) off `buf`.
+fn take<'a, S>(buf: &mut &'a [S], n: usize) -> &'a [S] {
+    let b = *buf;
+    let (head, tail) = b.split_at(n.min(b.len()));
+    *buf = tail;
+    head
+}
+
+/// Splits the first `n` elements (or all, if fewer) off `buf`, mutably.
+fn take_mut<'a, S>(buf: &mut &'a mut [S], n: usize) -> &'a mut [S] {
+    let b = core::mem::take(buf);
+    let at = n.min(b.len());
+    let (head, tail) = b.split_at_mut(at);
+    *buf = tail;
+    head
+}
+
+/// `dst = src` over their common length.
+#[inline]
+fn copy<S: Copy>(dst: &mut [S], src: &[S]) {
+    for (o, i) in dst.iter_mut().zip(src) {
+        *o = *i;
+    }
+}
+
+#[inline]
+fn dot<S: Real>(a: &[S], b: &[S]) -> S {
+    let mut acc = S::ZERO;
+    for (x, y) in a.iter().zip(b) {
+        acc += *x * *y;
+    }
+    acc
+}
+
+/// `y += alpha * x`.
+#[inline]
+fn axpy<S: Real>(alpha: S, x: &[S], y: &mut [S]) {
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi += alpha * *xi;
+    }
+}
+
+fn softmax_in_place<S: Real>(v: &mut [S]) {
+    let Some(mut m) = v.first().copied() else {
+        return;
+    };
+    for x in v.iter() {
+        m = m.max(*x);
+    }
+    let mut sum = S::ZERO;
+    for x in v.iter_mut() {
+        *x = (*x - m).exp();
+        sum += *x;
+    }
+    for x in v.iter_mut() {
+        *x = *x / sum;
+    }
+}
+
+/// `1 / sqrt(n)` in `S`.
+fn inv_sqrt<S: Real>(n: usize) -> S {
+    S::ONE / S::from_f64(n as f64).sqrt()
+}
+
+/// Selection order: `a` ranks before `b` (less null attention); NaN ranks after every number.
+#[inline]
+fn ranks_before<S: Real>(a: S, b: S) -> bool {
+    let (a_nan, b_nan) = (a.partial_cmp(&a).is_none(), b.partial_cmp(&b).is_none());
+    match (a_nan, b_nan) {
+        (false, false) => a < b,
+        (false, true) => true,
+        _ => false,
+    }
+}
+
+/// Hard top-k on the LEAST null attention; ties go to the lower module index. Writes the mask
+/// both as bools and as 0/1 in `S`.
+fn select_top_k<S: Real>(null: &[S], k: usize, mask: &mut [S], active: &mut [bool]) {
+    for (i, ((m, a), vi)) in mask.iter_mut().zip(active.iter_mut()).zip(null).enumerate() {
+        // rank = number of modules that beat module i: strictly less null attention, or equal
+        // (neither ranks before the other) with a lower index.
+        let rank = null
+            .iter()
+            .enumerate()
+            .filter(|&(j, vj)| ranks_before(*vj, *vi) || (j < i && !ranks_before(*vi, *vj)))
+            .count();
+        let on = rank < k;
+        *a = on;
+        *m = if on { S::ONE } else { S::ZERO };
+    }
+}
+
+/// One module's RNN weights out of its `rnn` block.
+fn rnn_view<'a, S>(block: &'a [S], d: &RimDims) -> [&'a [S]; 4] {
+    let gh = mul(rnn_gates(d), d.hidden);
+    let mut b = block;
+    let w_ih = take(&mut b, mul(gh, module_input(d)));
+    let w_hh = take(&mut b, mul(gh, d.hidden));
+    let b_ih = take(&mut b, gh);
+    let b_hh = take(&mut b, gh);
+    [w_ih, w_hh, b_ih, b_hh]
+}
+
+/// One module's RNN gradients out of its `rnn` block.
+fn rnn_view_mut<'a, S>(block: &'a mut [S], d: &RimDims) -> [&'a mut [S]; 4] {
+    let gh = mul(rnn_gates(d), d.hidden);
+    let mut b = block;
+    let w_ih = take_mut(&mut b, mul(gh, module_input(d)));
+    let w_hh = take_mut(&mut b, mul(gh, d.hidden));
+    let b_ih = take_mut(&mut b, gh);
+    let b_hh = take_mut(&mut b, gh);
+    [w_ih, w_hh, b_ih, b_hh]
+}
+
+/// A step cache split into its parts (see [`CacheLayout`]).
+struct Cache<'a, S> {
+    mask: &'a [S],
+    kx: &'a [S],
+    vx: &'a [S],
+    q: &'a [S],
+    ax: &'a [S],
+    u: &'a [S],
+    rnn: &'a [S],
+    ht: &'a [S],
+    cq: &'a [S],
+    ck: &'a [S],
+    cv: &'a [S],
+    p: &'a [S],
+    o: &'a [S],
+    gate: &'a [S],
+    tanh: &'a [S],
+}
+
+fn split_cache<'a, S>(d: &RimDims, cache: &'a [S]) -> Cache<'a, S> {
+    let l = cache_layout(d);
+    let mut b = cache;
+    let mask = take(&mut b, l.mask);
+    let _null = take(&mut b, l.null);
+    Cache {
+        mask,
+        kx: take(&mut b, l.kx),
+        vx: take(&mut b, l.vx),
+        q: take(&mut b, l.q),
+        ax: take(&mut b, l.ax),
+        u: take(&mut b, l.u),
+        rnn: take(&mut b, l.rnn),
+        ht: take(&mut b, l.ht),
+        cq: take(&mut b, l.cq),
+        ck: take(&mut b, l.ck),
+        cv: take(&mut b, l.cv),
+        p: take(&mut b, l.p),
+        o: take(&mut b, l.o),
+        gate: take(&mut b, l.gate),
+        tanh: take(&mut b, l.tanh),
+    }
+}
+
+/// A step cache split into its parts, mutably.
+struct CacheMut<'a, S> {
+    mask: &'a mut [S],
+    null: &'a mut [S],
+    kx: &'a mut [S],
+    vx: &'a mut [S],
+    q: &'a mut [S],
+    ax: &'a mut [S],
+    u: &'a mut [S],
+    rnn: &'a mut [S],
+    ht: &'a mut [S],
+    cq: &'a mut [S],
+    ck: &'a mut [S],
+    cv: &'a mut [S],
+    p: &'a mut [S],
+    o: &'a mut [S],
+    gate: &'a mut [S],
+    tanh: &'a mut [S],
+}
+
+fn split_cache_mut<'a, S>(d: &RimDims, cache: &'a mut [S]) -> CacheMut<'a, S> {
+    let l = cache_layout(d);
+    let mut b = cache;
+    CacheMut {
+        mask: take_mut(&mut b, l.mask),
+        null: take_mut(&mut b, l.null),
+        kx: take_mut(&mut b, l.kx),
+        vx: take_mut(&mut b, l.vx),
+        q: take_mut(&mut b, l.q),
+        ax: take_mut(&mut b, l.ax),
+        u: take_mut(&mut b, l.u),
+        rnn: take_mut(&mut b, l.rnn),
+        ht: take_mut(&mut b, l.ht),
+        cq: take_mut(&mut b, l.cq),
+        ck: take_mut(&mut b, l.ck),
+        cv: take_mut(&mut b, l.cv),
+        p: take_mut(&mut b, l.p),
+        o: take_mut(&mut b, l.o),
+        gate: take_mut(&mut b, l.gate),
+        tanh: take_mut(&mut b, l.tanh),
+    }
+}
+
+/// The backward scratch split into its parts (see [`ScratchLayout`]).
+struct Scratch<'a, S> {
+    dkx: &'a mut [S],
+    dvx: &'a mut [S],
+    dht: &'a mut [S],
+    dct: &'a mut [S],
+    du: &'a mut [S],
+    dq: &'a mut [S],
+    rnn: &'a mut [S],
+    dck: &'a mut [S],
+    dcv: &'a mut [S],
+    dcq: &'a mut [S],
+    dout: &'a mut [S],
+    dpg: &'a mut [S],
+    dpo: &'a mut [S],
+    dp: &'a mut [S],
+    ds: &'a mut [S],
+}
+
+fn split_scratch<'a, S>(d: &RimDims, scratch: &'a mut [S]) -> Scratch<'a, S> {
+    let l = scratch_layout(d);
+    let mut b = scratch;
+    Scratch {
+        dkx: take_mut(&mut b, l.dkx),
+        dvx: take_mut(&mut b, l.dvx),
+        dht: take_mut(&mut b, l.dht),
+        dct: take_mut(&mut b, l.dct),
+        du: take_mut(&mut b, l.du),
+        dq: take_mut(&mut b, l.dq),
+        rnn: take_mut(&mut b, l.rnn),
+        dck: take_mut(&mut b, l.dck),
+        dcv: take_mut(&mut b, l.dcv),
+        dcq: take_mut(&mut b, l.dcq),
+        dout: take_mut(&mut b, l.dout),
+        dpg: take_mut(&mut b, l.dpg),
+        dpo: take_mut(&mut b, l.dpo),
+        dp: take_mut(&mut b, l.dp),
+        ds: take_mut(&mut b, l.ds),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward.
+
+/// One RIM step: from `x` (`input`), `h_prev` (`N*H`) and, for an LSTM, `c_prev` (`N*H`; empty
+/// for a GRU), write `h_out`, `c_out` (LSTM only), the selection `active_out` (`N`) and the
+/// activations the backward pass needs into `cache` ([`step_cache_len`]).
+///
+/// Errors: [`Error::BadDims`] for unusable dimensions, [`Error::BufferTooSmall`] for any short
+/// buffer; nothing is written before the checks pass.
+#[allow(clippy::too_many_arguments)]
+pub fn rim_step_forward<S: Real>(
+    w: &RimWeights<'_, S>,
+    d: &RimDims,
+    x: &[S],
+    h_prev: &[S],
+    c_prev: &[S],
+    h_out: &mut [S],
+    c_out: &mut [S],
+    active_out: &mut [bool],
+    cache: &mut [S],
+) -> Result<(), Error> {
+    check_dims(d)?;
+    let counts = rim_param_counts(d);
+    check_params(w.lens(), &counts)?;
+    let nh = state_len(d);
+    let ncl = cell_state_len(d);
+    need(x.len(), d.input)?;
+    need(h_prev.len(), nh)?;
+    need(h_out.len(), nh)?;
+    need(c_prev.len(), ncl)?;
+    need(c_out.len(), ncl)?;
+    need(active_out.len(), d.n_modules)?;
+    need(cache.len(), step_cache_len(d))?;
+
+    let (n, hid) = (d.n_modules, d.hidden);
+    let lstm = d.cell == CellKind::Lstm;
+    let comm = d.communication;
+    let aw = query_width(d);
+    let uw = module_input(d);
+    let x = x.get(..d.input).unwrap_or(x);
+    let active = active_out.get_mut(..n).unwrap_or(&mut []);
+    let c = split_cache_mut(d, cache);
+
+    // 1. Input attention. The null row's key and value are 0, so its score is 0 and it adds
+    //    nothing to u; only the input row's key/value are computed.
+    ops::linear(w.w_k, None, x, c.kx);
+    ops::linear(w.w_v, None, x, c.vx);
+    let inv_dk: S = inv_sqrt(d.d_k);
+    let inv_heads: S = S::ONE / S::from_f64(d.in_heads as f64);
+    for i in 0..n {
+        let q = chunk_mut(c.q, i, aw);
+        ops::linear(
+            chunk(w.w_q, i, mul(aw, hid)),
+            None,
+            chunk(h_prev, i, hid),
+            q,
+        );
+        let mut null_sum = S::ZERO;
+        let ax = chunk_mut(c.ax, i, d.in_heads);
+        for ((qh, kh), a) in q
+            .chunks_exact(d.d_k)
+            .zip(c.kx.chunks_exact(d.d_k))
+            .zip(ax.iter_mut())
+        {
+            // softmax([0, s]) = [sigmoid(-s), sigmoid(s)].
+            let s = dot(qh, kh) * inv_dk;
+            *a = s.sigmoid();
+            null_sum += (-s).sigmoid();
+        }
+        if let Some(v) = c.null.get_mut(i) {
+            *v = null_sum * inv_heads;
+        }
+        let u = chunk_mut(c.u, i, uw);
+        for ((uh, vh), a) in u
+            .chunks_exact_mut(d.d_v)
+            .zip(c.vx.chunks_exact(d.d_v))
+            .zip(ax.iter())
+        {
+            for (o, v) in uh.iter_mut().zip(vh) {
+                *o = *a * *v;
+            }
+        }
+    }
+
+    // 2. Selection (hard top-k, lower index wins ties; constant for the backward pass).
+    select_top_k(c.null, d.k_active, c.mask, active);
+
+    // 3. Per-module dynamics. Without communication an inactive module's candidate state is
+    //    never read, so it is not computed (its cache part is zeroed).
+    let rcl = rnn_cache_len(d);
+    let rml = rnn_module_len(d);
+    for i in 0..n {
+        let on = active.get(i).copied().unwrap_or(false);
+        let rc = chunk_mut(c.rnn, i, rcl);
+        if !(on || comm) {
+            rc.fill(S::ZERO);
+            continue;
+        }
+        let u = chunk(c.u, i, uw);
+        let hp = chunk(h_prev, i, hid);
+        let dest = if comm {
+            chunk_mut(c.ht, i, hid)
+        } else {
+            chunk_mut(h_out, i, hid)
+        };
+        let [w_ih, w_hh, b_ih, b_hh] = rnn_view(chunk(w.rnn, i, rml), d);
+        if lstm {
+            let p = LstmWeights {
+                w_ih,
+                w_hh,
+                b_ih,
+                b_hh,
+            };
+            let co = chunk_mut(c_out, i, hid);
+            ops::lstm_forward(&p, u, hp, chunk(c_prev, i, hid), dest, co, rc);
+        } else {
+            let p = GruWeights {
+                w_ih,
+                w_hh,
+                b_ih,
+                b_hh,
+            };
+            ops::gru_forward(&p, u, hp, dest, rc);
+        }
+    }
+
+    // 4. Communication among modules: keys/values from every module's h~, outputs only for
+    //    active modules (an inactive module's output would be discarded by the masked update).
+    if comm {
+        let cw = comm_width(d);
+        let pw = mul(cw, hid);
+        let (ch, ckw) = (d.c_heads, d.c_k);
+        let inv_ck: S = inv_sqrt(ckw);
+        for m in 0..n {
+            let ht = chunk(c.ht, m, hid);
+            ops::linear(chunk(w.c_k, m, pw), None, ht, chunk_mut(c.ck, m, cw));
+            ops::linear(chunk(w.c_v, m, pw), None, ht, chunk_mut(c.cv, m, cw));
+            let cq = chunk_mut(c.cq, m, cw);
+            if active.get(m).copied().unwrap_or(false) {
+                ops::linear(chunk(w.c_q, m, pw), None, ht, cq);
+            } else {
+                cq.fill(S::ZERO);
+            }
+        }
+        for i in 0..n {
+            let on = active.get(i).copied().unwrap_or(false);
+            let p_i = chunk_mut(c.p, i, mul(ch, n));
+            let o_i = chunk_mut(c.o, i, cw);
+            let gate = chunk_mut(c.gate, i, hid);
+            let tanh = chunk_mut(c.tanh, i, hid);
+            if !on {
+                p_i.fill(S::ZERO);
+                o_i.fill(S::ZERO);
+                gate.fill(S::ZERO);
+                tanh.fill(S::ZERO);
+                continue;
+            }
+            let q_i = chunk(c.cq, i, cw);
+            for j in 0..ch {
+                let qj = chunk(q_i, j, ckw);
+                let pj = chunk_mut(p_i, j, n);
+                for (m, s) in pj.iter_mut().enumerate() {
+                    *s = dot(qj, chunk(chunk(c.ck, m, cw), j, ckw)) * inv_ck;
+                }
+                softmax_in_place(pj);
+                let oj = chunk_mut(o_i, j, ckw);
+                oj.fill(S::ZERO);
+                for (m, pm) in pj.iter().enumerate() {
+                    axpy(*pm, chunk(chunk(c.cv, m, cw), j, ckw), oj);
+                }
+            }
+            ops::linear(chunk(w.c_g, i, pw), None, o_i, gate);
+            gate.iter_mut().for_each(|v| *v = v.sigmoid());
+            ops::linear(chunk(w.c_o, i, pw), None, o_i, tanh);
+            tanh.iter_mut().for_each(|v| *v = v.tanh());
+            let ho = chunk_mut(h_out, i, hid);
+            for (((o, t), g), th) in ho
+                .iter_mut()
+                .zip(chunk(c.ht, i, hid))
+                .zip(gate.iter())
+                .zip(tanh.iter())
+            {
+                *o = *t + *g * *th;
+            }
+        }
+    }
+
+    // 5. Masked update: an inactive module keeps its previous state bit-exactly (h and c).
+    //    Active modules already hold h' in h_out (and c~ in c_out for an LSTM).
+    for i in 0..n {
+        if active.get(i).copied().unwrap_or(false) {
+            continue;
+        }
+        copy(chunk_mut(h_out, i, hid), chunk(h_prev, i, hid));
+        if lstm {
+            copy(chunk_mut(c_out, i, hid), chunk(c_prev, i, hid));
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward.
+
+/// Backward of one [`rim_step_forward`] call. Given the step's inputs (`x`, `h_prev`, `c_prev`),
+/// its `cache` and the gradients of the loss w.r.t. its outputs (`dh_out`: `N*H`; `dc_out`:
+/// `N*H` for an LSTM, else empty), ACCUMULATE the parameter gradients into `g`, the input
+/// gradient into `dx` (if given, `input` long) and the previous-state gradients into `dh_prev`
+/// (and `dc_prev` for an LSTM). `scratch` needs [`scratch_len`] elements; its contents on entry
+/// do not matter. The selection stored in `cache` is treated as a constant.
+///
+/// Errors: as [`rim_step_forward`]; nothing is written before the checks pass.
+#[allow(clippy::too_many_arguments)]
+pub fn rim_step_backward<S: Real>(
+    w: &RimWeights<'_, S>,
+    d: &RimDims,
+    mode: CommGrad,
+    x: &[S],
+    h_prev: &[S],
+    c_prev: &[S],
+    cache: &[S],
+    dh_out: &[S],
+    dc_out: &[S],
+    mut dx: Option<&mut [S]>,
+    dh_prev: &mut [S],
+    dc_prev: &mut [S],
+    g: &mut RimGrads<'_, S>,
+    scratch: &mut [S],
+) -> Result<(), Error> {
+    check_dims(d)?;
+    let counts = rim_param_counts(d);
+    check_params(w.lens(), &counts)?;
+    check_params(g.lens(), &counts)?;
+    let nh = state_len(d);
+    let ncl = cell_state_len(d);
+    need(x.len(), d.input)?;
+    need(h_prev.len(), nh)?;
+    need(c_prev.len(), ncl)?;
+    need(cache.len(), step_cache_len(d))?;
+    need(dh_out.len(), nh)?;
+    need(dc_out.len(), ncl)?;
+    if let Some(dx) = dx.as_deref() {
+        need(dx.len(), d.input)?;
+    }
+    need(dh_prev.len(), nh)?;
+    need(dc_prev.len(), ncl)?;
+    need(scratch.len(), scratch_len(d))?;
+
+    let (n, hid) = (d.n_modules, d.hidden);
+    let lstm = d.cell == CellKind::Lstm;
+    let comm = d.communication;
+    let aw = query_width(d);
+    let uw = module_input(d);
+    let x = x.get(..d.input).unwrap_or(x);
+    let c = split_cache(d, cache);
+    let s = split_scratch(d, scratch);
+    let is_active = |i: usize| c.mask.get(i).is_some_and(|m| *m > S::ZERO);
+    s.dkx.fill(S::ZERO);
+    s.dvx.fill(S::ZERO);
+    s.dht.fill(S::ZERO);
+    s.dck.fill(S::ZERO);
+    s.dcv.fill(S::ZERO);
+
+    // 5. Masked update. Active: h_t = h' (then h' = h~ + gated comm, or h~ without comm).
+    //    Inactive: h_t = h_{t-1}, so the gradient passes through the identity into dh_prev (and
+    //    dc_prev); nothing reaches the inactive module's RNN through its discarded update.
+    for i in 0..n {
+        let dho = chunk(dh_out, i, hid);
+        if is_active(i) {
+            axpy(S::ONE, dho, chunk_mut(s.dht, i, hid));
+        } else {
+            axpy(S::ONE, dho, chunk_mut(dh_prev, i, hid));
+            if lstm {
+                axpy(S::ONE, chunk(dc_out, i, hid), chunk_mut(dc_prev, i, hid));
+            }
+        }
+    }
+
+    // 4. Communication.
+    if comm {
+        let cw = comm_width(d);
+        let pw = mul(cw, hid);
+        let (ch, ckw) = (d.c_heads, d.c_k);
+        let inv_ck: S = inv_sqrt(ckw);
+        for i in 0..n {
+            if !is_active(i) {
+                continue;
+            }
+            let dho = chunk(dh_out, i, hid);
+            let o_i = chunk(c.o, i, cw);
+            // h' = h~ + sigmoid(a_g) * tanh(a_o) with a_g = W_g o, a_o = W_o o.
+            for ((((pg, po), dy), gt), th) in s
+                .dpg
+                .iter_mut()
+                .zip(s.dpo.iter_mut())
+                .zip(dho)
+                .zip(chunk(c.gate, i, hid))
+                .zip(chunk(c.tanh, i, hid))
+            {
+                *pg = *dy * *th * *gt * (S::ONE - *gt);
+                *po = *dy * *gt * (S::ONE - *th * *th);
+            }
+            s.dout.fill(S::ZERO);
+            ops::linear_backward(
+                chunk(w.c_g, i, pw),
+                o_i,
+                s.dpg,
+                Some(&mut *s.dout),
+                Some(chunk_mut(g.c_g, i, pw)),
+                None,
+            );
+            ops::linear_backward(
+                chunk(w.c_o, i, pw),
+                o_i,
+                s.dpo,
+                Some(&mut *s.dout),
+                Some(chunk_mut(g.c_o, i, pw)),
+                None,
+            );
+            // o_ij = sum_m p_ijm v_mj, p_ij = softmax_m(q_ij . k_mj / sqrt(c_k)).
+            s.dcq.fill(S::ZERO);
+            let q_i = chunk(c.cq, i, cw);
+            let p_i = chunk(c.p, i, mul(ch, n));
+            for j in 0..ch {
+                let doj = chunk(s.dout, j, ckw);
+                let pj = chunk(p_i, j, n);
+                for (m, (dpm, pm)) in s.dp.iter_mut().zip(pj).enumerate() {
+                    *dpm = dot(doj, chunk(chunk(c.cv, m, cw), j, ckw));
+                    axpy(*pm, doj, chunk_mut(chunk_mut(s.dcv, m, cw), j, ckw));
+                }
+                s.ds.fill(S::ZERO);
+                ops::softmax_backward(pj, s.dp, s.ds);
+                let qj = chunk(q_i, j, ckw);
+                for (m, dsm) in s.ds.iter().enumerate() {
+                    let dsm = *dsm * inv_ck;
+                    axpy(
+                        dsm,
+                        chunk(chunk(c.ck, m, cw), j, ckw),
+                        chunk_mut(s.dcq, j, ckw),
+                    );
+                    axpy(dsm, qj, chunk_mut(chunk_mut(s.dck, m, cw), j, ckw));
+                }
+            }
+            ops::linear_backward(
+                chunk(w.c_q, i, pw),
+                chunk(c.ht, i, hid),
+                s.dcq,
+                Some(chunk_mut(s.dht, i, hid)),
+                Some(chunk_mut(g.c_q, i, pw)),
+                None,
+            );
+        }
+        for m in 0..n {
+            let ht = chunk(c.ht, m, hid);
+            // Keys/values were read from every module's h~. The projection weights always get
+            // their gradient; an inactive module's h~ only in CommGrad::Full (Blocked: the
+            // official blocked_grad, which keeps gradient away from inactive modules; the RNN
+            // loop below skips them as well, so this only saves work).
+            let pass = is_active(m) || mode == CommGrad::Full;
+            for (wt, gt, dy) in [(w.c_k, &mut *g.c_k, &*s.dck), (w.c_v, &mut *g.c_v, &*s.dcv)] {
+                let dht = if pass {
+                    Some(chunk_mut(s.dht, m, hid))
+                } else {
+                    None
+                };
+                ops::linear_backward(
+                    chunk(wt, m, pw),
+                    ht,
+                    chunk(dy, m, cw),
+                    dht,
+                    Some(chunk_mut(gt, m, pw)),
+                    None,
+                );
+            }
+        }
+    }
+
+    // 3. Per-module RNNs, then 1. the input attention of each module whose h~ got gradient:
+    //    active modules, and inactive ones only for CommGrad::Full with communication (their h~
+    //    was read as key/value). Otherwise an inactive module's RNN, query and input get nothing.
+    let rcl = rnn_cache_len(d);
+    let rml = rnn_module_len(d);
+    let inv_dk: S = inv_sqrt(d.d_k);
+    for m in 0..n {
+        let on = is_active(m);
+        if !(on || (comm && mode == CommGrad::Full)) {
+            continue;
+        }
+        let u = chunk(c.u, m, uw);
+        let hp = chunk(h_prev, m, hid);
+        let dht = chunk(s.dht, m, hid);
+        let rc = chunk(c.rnn, m, rcl);
+        s.du.fill(S::ZERO);
+        let [w_ih, w_hh, b_ih, b_hh] = rnn_view(chunk(w.rnn, m, rml), d);
+        let [gw_ih, gw_hh, gb_ih, gb_hh] = rnn_view_mut(chunk_mut(g.rnn, m, rml), d);
+        if lstm {
+            // An inactive module's c~ is never read (communication reads h~ only): zero grad.
+            if on {
+                copy(s.dct, chunk(dc_out, m, hid));
+            } else {
+                s.dct.fill(S::ZERO);
+            }
+            let p = LstmWeights {
+                w_ih,
+                w_hh,
+                b_ih,
+                b_hh,
+            };
+            let mut gl = LstmGrads {
+                w_ih: gw_ih,
+                w_hh: gw_hh,
+                b_ih: gb_ih,
+                b_hh: gb_hh,
+            };
+            ops::lstm_backward(
+                &p,
+                u,
+                hp,
+                chunk(c_prev, m, hid),
+                rc,
+                dht,
+                s.dct,
+                Some(&mut *s.du),
+                chunk_mut(dh_prev, m, hid),
+                chunk_mut(dc_prev, m, hid),
+                &mut gl,
+                s.rnn,
+            );
+        } else {
+            let p = GruWeights {
+                w_ih,
+                w_hh,
+                b_ih,
+                b_hh,
+            };
+            let mut gg = GruGrads {
+                w_ih: gw_ih,
+                w_hh: gw_hh,
+                b_ih: gb_ih,
+                b_hh: gb_hh,
+            };
+            ops::gru_backward(
+                &p,
+                u,
+                hp,
+                rc,
+                dht,
+                Some(&mut *s.du),
+                chunk_mut(dh_prev, m, hid),
+                &mut gg,
+                s.rnn,
+            );
+        }
+        // u_mj = a_mj * v_x,j with a_mj = sigmoid(s_mj), s_mj = q_mj . k_x,j / sqrt(d_k).
+        s.dq.fill(S::ZERO);
+        let q = chunk(c.q, m, aw);
+        let ax = chunk(c.ax, m, d.in_heads);
+        for (j, a) in ax.iter().enumerate() {
+            let duj = chunk(s.du, j, d.d_v);
+            let da = dot(duj, chunk(c.vx, j, d.d_v));
+            axpy(*a, duj, chunk_mut(s.dvx, j, d.d_v));
+            let dsc = da * *a * (S::ONE - *a) * inv_dk;
+            axpy(dsc, chunk(c.kx, j, d.d_k), chunk_mut(s.dq, j, d.d_k));
+            axpy(dsc, chunk(q, j, d.d_k), chunk_mut(s.dkx, j, d.d_k));
+        }
+        ops::linear_backward(
+            chunk(w.w_q, m, mul(aw, hid)),
+            hp,
+            s.dq,
+            Some(chunk_mut(dh_prev, m, hid)),
+            Some(chunk_mut(g.w_q, m, mul(aw, hid))),
+            None,
+        );
+    }
+
+    // 1. Shared key/value projections of x.
+    ops::linear_backward(w.w_k, x, s.dkx, dx.as_deref_mut(), Some(g.w_k), None);
+    ops::linear_backward(w.w_v, x, s.dvx, dx, Some(g.w_v), None);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sequences.
+
+/// `steps` RIM steps from `h0` (and `c0` for an LSTM; empty for a GRU) over `xs`
+/// (`steps * input`, step-major). Writes every step's state into `hs` (`steps * N*H`), `cs`
+/// (LSTM: `steps * N*H`, else may be empty), selection into `actives` (`steps * N`) and caches
+/// into `caches` (`steps * step_cache_len`).
+#[allow(clippy::too_many_arguments)]
+pub fn rim_sequence_forward<S: Real>(
+    w: &RimWeights<'_, S>,
+    d: &RimDims,
+    steps: usize,
+    xs: &[S],
+    h0: &[S],
+    c0: &[S],
+    hs: &mut [S],
+    cs: &mut [S],
+    actives: &mut [bool],
+    caches: &mut [S],
+) -> Result<(), Error> {
+    check_dims(d)?;
+    let nh = state_len(d);
+    let ncl = cell_state_len(d);
+    let cl = step_cache_len(d);
+    need(xs.len(), mul(steps, d.input))?;
+    need(h0.len(), nh)?;
+    need(c0.len(), ncl)?;
+    need(hs.len(), mul(steps, nh))?;
+    need(cs.len(), mul(steps, ncl))?;
+    need(actives.len(), mul(steps, d.n_modules))?;
+    need(caches.len(), mul(steps, cl))?;
+    for t in 0..steps {
+        let (h_done, h_rest) = hs.split_at_mut(mul(t, nh).min(hs.len()));
+        let (c_done, c_rest) = cs.split_at_mut(mul(t, ncl).min(cs.len()));
+        let h_prev = if t == 0 { h0 } else { chunk(h_done, t - 1, nh) };
+        let c_prev = if t == 0 {
+            c0
+        } else {
+            chunk(c_done, t - 1, ncl)
+        };
+        rim_step_forward(
+            w,
+            d,
+            chunk(xs, t, d.input),
+            h_prev,
+            c_prev,
+            chunk_mut(h_rest, 0, nh),
+            chunk_mut(c_rest, 0, ncl),
+            chunk_mut(actives, t, d.n_modules),
+            chunk_mut(caches, t, cl),
+        )?;
+    }
+    Ok(())
+}
+
+/// Backpropagation through time over a [`rim_sequence_forward`] run: given the loss gradients
+/// w.r.t. every step's state, `dhs` (`steps * N*H`) and `dcs` (LSTM: `steps * N*H`, or empty for
+/// no loss on the cell state; ignored for a GRU), ACCUMULATE parameter gradients into `g`, input
+/// gradients into `dxs` (if given, `steps * input`) and the initial-state gradients into `dh0`
+/// (and `dc0` for an LSTM). `scratch` needs [`sequence_scratch_len`] elements.
+#[allow(clippy::too_many_arguments)]
+pub fn rim_sequence_backward<S: Real>(
+    w: &RimWeights<'_, S>,
+    d: &RimDims,
+    mode: CommGrad,
+    steps: usize,
+    xs: &[S],
+    h0: &[S],
+    c0: &[S],
+    hs: &[S],
+    cs: &[S],
+    caches: &[S],
+    dhs: &[S],
+    dcs: &[S],
+    mut dxs: Option<&mut [S]>,
+    dh0: &mut [S],
+    dc0: &mut [S],
+    g: &mut RimGrads<'_, S>,
+    scratch: &mut [S],
+) -> Result<(), Error> {
+    check_dims(d)?;
+    let nh = state_len(d);
+    let ncl = cell_state_len(d);
+    let cl = step_cache_len(d);
+    need(xs.len(), mul(steps, d.input))?;
+    need(h0.len(), nh)?;
+    need(c0.len(), ncl)?;
+    need(hs.len(), mul(steps, nh))?;
+    need(cs.len(), mul(steps, ncl))?;
+    need(caches.len(), mul(steps, cl))?;
+    need(dhs.len(), mul(steps, nh))?;
+    let c_loss = !dcs.is_empty();
+    if c_loss {
+        need(dcs.len(), mul(steps, ncl))?;
+    }
+    if let Some(dxs) = dxs.as_deref() {
+        need(dxs.len(), mul(steps, d.input))?;
+    }
+    need(dh0.len(), nh)?;
+    need(dc0.len(), ncl)?;
+    need(scratch.len(), sequence_scratch_len(d))?;
+
+    let mut b = scratch;
+    let gh = take_mut(&mut b, nh); // dL/dh_t (loss + carried from step t+1)
+    let carry_h = take_mut(&mut b, nh); // dL/dh_{t-1} accumulated by step t
+    let gc = take_mut(&mut b, ncl);
+    let carry_c = take_mut(&mut b, ncl);
+    let step_scratch = b;
+    carry_h.fill(S::ZERO);
+    carry_c.fill(S::ZERO);
+    for t in (0..steps).rev() {
+        for ((o, l), cy) in gh.iter_mut().zip(chunk(dhs, t, nh)).zip(carry_h.iter()) {
+            *o = *l + *cy;
+        }
+        copy(gc, carry_c);
+        if c_loss {
+            axpy(S::ONE, chunk(dcs, t, ncl), gc);
+        }
+        carry_h.fill(S::ZERO);
+        carry_c.fill(S::ZERO);
+        let h_prev = if t == 0 { h0 } else { chunk(hs, t - 1, nh) };
+        let c_prev = if t == 0 { c0 } else { chunk(cs, t - 1, ncl) };
+        let dx = dxs.as_deref_mut().map(|v| chunk_mut(v, t, d.input));
+        rim_step_backward(
+            w,
+            d,
+            mode,
+            chunk(xs, t, d.input),
+            h_prev,
+            c_prev,
+            chunk(caches, t, cl),
+            gh,
+            gc,
+            dx,
+            carry_h,
+            carry_c,
+            g,
+            step_scratch,
+        )?;
+    }
+    axpy(S::ONE, carry_h, dh0);
+    axpy(S::ONE, carry_c, dc0);
+    Ok(())
+}

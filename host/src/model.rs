@@ -1,0 +1,114 @@
+//! `metarim model info`: parameter counts and memory per group of a preset, in every mode.
+
+use std::fmt::Write;
+
+use anyhow::{bail, Result};
+use metarim_core::nn::dims::{ModelDims, PAPER, TINY};
+use metarim_core::nn::params::{Group, Layout, Mode};
+use metarim_core::nn::policy::{chunk_work_len, scratch_len, state_len, step_cache_len};
+
+/// The preset named `name` (`Paper` or `Tiny`, any case).
+pub fn preset(name: &str) -> Result<ModelDims> {
+    match name.to_ascii_lowercase().as_str() {
+        "paper" => Ok(PAPER),
+        "tiny" => Ok(TINY),
+        _ => bail!("unknown preset {name:?} (expected Paper or Tiny)"),
+    }
+}
+
+/// The mode named `name` (`meta-rim`, `reversed`, `joint`, `lstm`).
+pub fn mode(name: &str) -> Result<Mode> {
+    Mode::from_name(name).ok_or_else(|| {
+        anyhow::anyhow!("unknown mode {name:?} (expected meta-rim, reversed, joint or lstm)")
+    })
+}
+
+fn kib(bytes: usize) -> String {
+    format!("{:.1} KiB", bytes as f64 / 1024.0)
+}
+
+/// A readable report of the layout of `dims` in `mode`: one line per tensor, then per-group
+/// totals and the memory of acting and of on-device fast adaptation over a `window`-step chunk.
+pub fn info(name: &str, dims: &ModelDims, mode: Mode, window: usize) -> Result<String> {
+    let layout = Layout::new(dims, mode)?;
+    let d = layout.dims();
+    let mut s = String::new();
+    let r = &d.rim;
+    writeln!(
+        s,
+        "preset {name}, mode {}: memory {:?}, {} modules x {} hidden, k={}, cell {:?}, input {} \
+         (encoder {:?} {:?} + instruction {}), d_k {}, d_v {}, {} comm heads x {}",
+        mode.name(),
+        d.memory,
+        r.n_modules,
+        r.hidden,
+        r.k_active,
+        r.cell,
+        r.input,
+        d.encoder,
+        d.conv_channels,
+        d.instr_hidden,
+        r.d_k,
+        r.d_v,
+        if r.communication { r.c_heads } else { 0 },
+        r.c_k
+    )?;
+    writeln!(
+        s,
+        "{:<8} {:<28} {:>18} {:>10}",
+        "group", "tensor", "shape", "params"
+    )?;
+    for e in layout.entries() {
+        let shape = e
+            .dims()
+            .iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join("x");
+        writeln!(
+            s,
+            "{:<8} {:<28} {:>18} {:>10}",
+            e.group.name(),
+            e.name,
+            shape,
+            e.len
+        )?;
+    }
+    let total = layout.total_len();
+    for g in Group::ALL {
+        let n = layout.group_len(g);
+        writeln!(
+            s,
+            "group {:<5}: {:>9} params, {} as f32, {} as f16",
+            g.name(),
+            n,
+            kib(4 * n),
+            kib(2 * n)
+        )?;
+    }
+    writeln!(
+        s,
+        "total       : {:>9} params, {} as f32",
+        total,
+        kib(4 * total)
+    )?;
+    let fast = layout.group_len(Group::Fast);
+    let state = state_len(d);
+    let step = step_cache_len(d);
+    writeln!(
+        s,
+        "acting      : state {} + step activations {} + scratch {} (f32)",
+        kib(4 * state),
+        kib(4 * step),
+        kib(4 * scratch_len(d))
+    )?;
+    let adapt = 4 * (4 * fast) + 4 * chunk_work_len(d, window);
+    writeln!(
+        s,
+        "fast adaptation over {window} steps (f32): fast params + grads + Adam m, v {} + full-policy BPTT work {} = {}",
+        kib(16 * fast),
+        kib(4 * chunk_work_len(d, window)),
+        kib(adapt)
+    )?;
+    Ok(s)
+}
