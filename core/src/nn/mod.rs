@@ -13,6 +13,7 @@ pub mod ops;
 pub mod optim;
 pub mod params;
 pub mod policy;
+pub mod presets;
 pub mod rim;
 pub mod scalar;
 

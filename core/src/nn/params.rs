@@ -526,7 +526,48 @@ impl Layout {
     pub fn cell(&self) -> CellKind {
         self.dims.rim.cell
     }
+
+    /// The ranges (offset, len) of the fast group that a fast-only update touches when the
+    /// modules flagged in `active` were active in the chunk: per-module tensors contribute only
+    /// the active modules' blocks (module-major layout), shared tensors (the input attention's
+    /// keys and values, in the reversed split) always count. Ranges come out sorted and
+    /// disjoint, ready for [`crate::nn::optim::Adam::step_ranges`].
+    pub fn fast_ranges(
+        &self,
+        active: &[bool],
+        out: &mut heapless::Vec<crate::nn::optim::Range, FAST_RANGES>,
+    ) -> Result<(), Error> {
+        out.clear();
+        let n = self.dims.rim.n_modules;
+        let full = Error::BadDims {
+            what: "too many fast ranges for FAST_RANGES",
+        };
+        for e in self.entries.iter().filter(|e| e.group == Group::Fast) {
+            let per_module = matches!(
+                e.kind,
+                TensorKind::RimQuery
+                    | TensorKind::RimRnn
+                    | TensorKind::CommQuery
+                    | TensorKind::CommKey
+                    | TensorKind::CommValue
+                    | TensorKind::CommGate
+                    | TensorKind::CommOut
+            );
+            if per_module && n > 0 {
+                let block = e.len / n;
+                for (i, _) in active.iter().enumerate().take(n).filter(|(_, a)| **a) {
+                    out.push((e.offset + i * block, block)).map_err(|_| full)?;
+                }
+            } else {
+                out.push((e.offset, e.len)).map_err(|_| full)?;
+            }
+        }
+        Ok(())
+    }
 }
+
+/// Capacity of [`Layout::fast_ranges`]'s output (7 per-module tensors x 16 modules + shared).
+pub const FAST_RANGES: usize = 7 * 16 + 4;
 
 #[cfg(test)]
 mod tests {
@@ -567,6 +608,32 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn fast_ranges_cover_only_active_modules() {
+        let meta = Layout::new(&TINY, Mode::MetaRim).unwrap();
+        let mut r = heapless::Vec::new();
+        meta.fast_ranges(&[true, false, true, false], &mut r)
+            .unwrap();
+        let per = rim_param_counts(&TINY.rim).rnn_per_module;
+        assert_eq!(&r[..], &[(0, per), (2 * per, per)]);
+        meta.fast_ranges(&[false; 4], &mut r).unwrap();
+        assert!(r.is_empty());
+        let rev = Layout::new(&TINY, Mode::Reversed).unwrap();
+        rev.fast_ranges(&[false, true, false, false], &mut r)
+            .unwrap();
+        // Shared keys and values always, then module 1's block of each per-module tensor.
+        let k = rev.entry(TensorKind::RimKey).unwrap();
+        let v = rev.entry(TensorKind::RimValue).unwrap();
+        assert_eq!(r[0], (k.offset, k.len));
+        assert_eq!(r[1], (v.offset, v.len));
+        assert_eq!(r.len(), 2 + 6);
+        let total: usize = r.iter().map(|x| x.1).sum();
+        assert_eq!(
+            total,
+            k.len + v.len + (rev.group_len(Group::Fast) - k.len - v.len) / 4
+        );
     }
 
     #[test]

@@ -1078,6 +1078,44 @@ mod tests {
         }
     }
 
+    /// The device's update: Adam over the fast group, on the blocks of the modules that were
+    /// active in the chunk only; every other parameter stays bit-identical.
+    #[test]
+    fn fast_only_update_touches_only_active_modules() {
+        use crate::nn::optim::Adam;
+        let dims = small(CellKind::Gru, EncoderKind::Conv, true);
+        let (obs, toks, starts) = episodes(4, 3);
+        let mut found_inactive = false;
+        for seed in 0..30 {
+            let mut m = Model::new(&dims, Mode::MetaRim, seed);
+            let smp = samples(&m, &obs, &toks, &starts, seed);
+            let init = vec![0.0; state_len(m.layout.dims())];
+            let (_, g, stats) =
+                loss_and_grads(&m, &obs, &toks, &starts, &smp, &init, CommGrad::Blocked);
+            let n = dims.rim.n_modules;
+            let active: Vec<bool> = (0..n).map(|i| stats.active_steps[i] > 0).collect();
+            let mut ranges = heapless::Vec::new();
+            m.layout.fast_ranges(&active, &mut ranges).unwrap();
+            let before = (m.fast.clone(), m.slow.clone(), m.other.clone());
+            let (mut mm, mut vv) = (vec![0.0; m.fast.len()], vec![0.0; m.fast.len()]);
+            let mut adam = Adam::new(1e-2, 0.9, 0.999, 1e-8);
+            adam.step_ranges(&mut m.fast, &g[0], &mut mm, &mut vv, &ranges)
+                .unwrap();
+            assert_eq!(before.1, m.slow);
+            assert_eq!(before.2, m.other);
+            let per = rnn_module_len(&dims.rim);
+            for (i, &on) in active.iter().enumerate() {
+                let (a, b) = (
+                    &before.0[i * per..(i + 1) * per],
+                    &m.fast[i * per..(i + 1) * per],
+                );
+                assert_eq!(a == b, !on, "module {i}");
+                found_inactive |= !on;
+            }
+        }
+        assert!(found_inactive, "no chunk left a module inactive");
+    }
+
     #[test]
     fn f32_and_f64_forward_agree() {
         for dims in [PAPER, TINY] {
