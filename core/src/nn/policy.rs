@@ -96,10 +96,9 @@ pub const fn scratch_len(d: &ModelDims) -> usize {
 pub const fn chunk_work_len(d: &ModelDims, t: usize) -> usize {
     let per_step = step_cache_len(d) + state_len(d) + d.instr_hidden;
     t * per_step
-        + 4 * state_len(d)
+        + 3 * state_len(d)
         + 2 * d.instr_hidden
         + d.memory_input()
-        + d.conv_channels[2]
         + instr_cache_len(d)
         + scratch_len(d)
         + 2 * d.n_actions
@@ -393,16 +392,13 @@ impl<'a, S: Real> Policy<'a, S> {
         let (state_out, rest) = rest.split_at_mut(sl);
         let (d_state, rest) = rest.split_at_mut(sl);
         let (d_prev, rest) = rest.split_at_mut(sl);
-        let (zero_state, rest) = rest.split_at_mut(sl);
         let (d_instr, rest) = rest.split_at_mut(hi);
         let (instr_tmp, rest) = rest.split_at_mut(hi);
         let (dx, rest) = rest.split_at_mut(d.memory_input());
-        let (_d_feat, rest) = rest.split_at_mut(d.conv_channels[2]);
         let (instr_cache, rest) = rest.split_at_mut(instr_cache_len(d));
         let (scratch, rest) = rest.split_at_mut(scratch_len(d));
         let (logits, rest) = rest.split_at_mut(d.n_actions);
         let d_logits = &mut rest[..d.n_actions];
-        zero_state.fill(S::ZERO);
 
         // Forward, keeping every step's cache and incoming state.
         let mut stats = ChunkStats {
@@ -563,7 +559,6 @@ impl<'a, S: Real> Policy<'a, S> {
                 d_state.copy_from_slice(d_prev);
             }
         }
-        let _ = zero_state;
         Ok(stats)
     }
 }
