@@ -783,6 +783,44 @@ mod tests {
         (obs, toks, starts)
     }
 
+    /// Run `pol` over the chunk (memory and instruction reset at episode starts) and hand each
+    /// step's index, cache, value and logits to `visit`.
+    fn rollout<S: Real>(
+        pol: &Policy<'_, S>,
+        obs: &[Observation],
+        toks: &[[u16; MAX_TOKENS]],
+        starts: &[bool],
+        mut visit: impl FnMut(usize, &[S], S, &[S]),
+    ) {
+        let d = *pol.dims();
+        let sl = state_len(&d);
+        let (mut state, mut next) = (vec![S::ZERO; sl], vec![S::ZERO; sl]);
+        let mut instr = vec![S::ZERO; d.instr_hidden];
+        let mut logits = vec![S::ZERO; d.n_actions];
+        let mut cache = vec![S::ZERO; step_cache_len(&d)];
+        let mut scratch = vec![S::ZERO; scratch_len(&d)];
+        for t in 0..obs.len() {
+            if t == 0 || starts[t] {
+                state.fill(S::ZERO);
+                pol.encode_instruction(&toks[t], &mut instr, &mut scratch)
+                    .unwrap();
+            }
+            let v = pol
+                .step(
+                    &obs[t],
+                    &instr,
+                    &state,
+                    &mut next,
+                    &mut logits,
+                    &mut cache,
+                    &mut scratch,
+                )
+                .unwrap();
+            visit(t, &cache, v, &logits);
+            std::mem::swap(&mut state, &mut next);
+        }
+    }
+
     /// Smallest distance of any kink (ReLU input, maxpool runner-up, top-k boundary) from the
     /// forward pass of `steps`; finite differences are only valid away from kinks.
     fn kink_margin(
@@ -795,37 +833,14 @@ mod tests {
         let d = *p.dims();
         let o = offsets(&d);
         let el = encoder_cache_layout(&d);
-        let sl = state_len(&d);
-        let mut state = vec![0.0; sl];
-        let mut next = vec![0.0; sl];
-        let mut instr = vec![0.0; d.instr_hidden];
-        let mut logits = vec![0.0; d.n_actions];
-        let mut cache = vec![0.0; step_cache_len(&d)];
-        let mut scratch = vec![0.0; scratch_len(&d)];
         let mut margin = f64::INFINITY;
-        for t in 0..obs.len() {
-            if t == 0 || starts[t] {
-                state.fill(0.0);
-                p.encode_instruction(&toks[t], &mut instr, &mut scratch)
-                    .unwrap();
-            }
-            p.step(
-                &obs[t],
-                &instr,
-                &state,
-                &mut next,
-                &mut logits,
-                &mut cache,
-                &mut scratch,
-            )
-            .unwrap();
+        rollout(&p, obs, toks, starts, |_, cache, _, _| {
             let enc = &cache[o[1]..o[2]];
             for z in enc[el.conv1..el.pool].iter().chain(&enc[el.conv2..el.len]) {
                 margin = margin.min(z.abs());
             }
             // Maxpool: gap between the two largest positive inputs of each window.
-            let c0 = d.conv_channels[0];
-            for c in 0..c0 {
+            for c in 0..d.conv_channels[0] {
                 for (pi, pj) in (0..3).flat_map(|i| (0..3).map(move |j| (i, j))) {
                     let mut w: Vec<f64> = (0..4)
                         .map(|q| {
@@ -853,8 +868,7 @@ mod tests {
                     margin = margin.min(null[k] - null[k - 1]);
                 }
             }
-            std::mem::swap(&mut state, &mut next);
-        }
+        });
         margin
     }
 
@@ -867,47 +881,21 @@ mod tests {
         starts: &[bool],
         seed: u64,
     ) -> Vec<PpoSample<f64>> {
-        let p = m.policy();
-        let d = *p.dims();
-        let sl = state_len(&d);
-        let (mut state, mut next) = (vec![0.0; sl], vec![0.0; sl]);
-        let mut instr = vec![0.0; d.instr_hidden];
-        let mut logits = vec![0.0; d.n_actions];
-        let mut cache = vec![0.0; step_cache_len(&d)];
-        let mut scratch = vec![0.0; scratch_len(&d)];
         let mut rng = Pcg32::new(seed);
         let offs = [-0.5, -0.05, 0.05, 0.5];
         let mut out = vec![];
-        for t in 0..obs.len() {
-            if t == 0 || starts[t] {
-                state.fill(0.0);
-                p.encode_instruction(&toks[t], &mut instr, &mut scratch)
-                    .unwrap();
-            }
-            let v = p
-                .step(
-                    &obs[t],
-                    &instr,
-                    &state,
-                    &mut next,
-                    &mut logits,
-                    &mut cache,
-                    &mut scratch,
-                )
-                .unwrap();
-            std::mem::swap(&mut state, &mut next);
+        rollout(&m.policy(), obs, toks, starts, |_, _, v, logits| {
             let action = rng.below(7) as usize;
             let lse = logits.iter().map(|l| l.exp()).sum::<f64>().ln();
             let logp = logits[action] - lse;
-            let old_value = v + offs[rng.below(4) as usize];
             out.push(PpoSample {
                 action,
                 old_logprob: logp + offs[rng.below(4) as usize],
-                old_value,
+                old_value: v + offs[rng.below(4) as usize],
                 advantage: rng.gen_f64() * 2.0 - 1.0,
                 ret: v + rng.gen_f64() * 2.0 - 1.0,
             });
-        }
+        });
         out
     }
 
@@ -1153,35 +1141,11 @@ mod tests {
             other: &p[2],
         };
         let pol = Policy::new(layout, bufs).unwrap();
-        let d = *layout.dims();
-        let sl = state_len(&d);
-        let (mut s, mut n) = (vec![S::ZERO; sl], vec![S::ZERO; sl]);
-        let mut instr = vec![S::ZERO; d.instr_hidden];
-        let mut logits = vec![S::ZERO; d.n_actions];
-        let mut cache = vec![S::ZERO; step_cache_len(&d)];
-        let mut scratch = vec![S::ZERO; scratch_len(&d)];
         let mut out = vec![];
-        for t in 0..obs.len() {
-            if t == 0 || starts[t] {
-                s.fill(S::ZERO);
-                pol.encode_instruction(&toks[t], &mut instr, &mut scratch)
-                    .unwrap();
-            }
-            let v = pol
-                .step(
-                    &obs[t],
-                    &instr,
-                    &s,
-                    &mut n,
-                    &mut logits,
-                    &mut cache,
-                    &mut scratch,
-                )
-                .unwrap();
+        rollout(&pol, obs, toks, starts, |_, _, v, logits| {
             out.push(v.to_f64());
             out.extend(logits.iter().map(|l| l.to_f64()));
-            core::mem::swap(&mut s, &mut n);
-        }
+        });
         out
     }
 
