@@ -9,7 +9,7 @@
 //!   carries.
 
 use crate::error::Error;
-use crate::grid::{Grid, Pos};
+use crate::grid::{unpack_code, Grid, Pos, CODE_PAD, CODE_STRIDE, WALL_CODE};
 use crate::layout::RoomLayout;
 use crate::mission::instr::MissionText;
 use crate::mission::verify::{Status, Verifier, WorldView, DIR_TO_VEC};
@@ -276,20 +276,23 @@ impl Env {
     }
 
     fn toggle(&mut self, fwd: Pos) {
-        let carrying = self.carrying;
-        let Some(obj) = self.grid.get_mut(fwd) else {
+        let Some(&obj) = self.grid.get(fwd) else {
             return;
         };
         match obj.kind {
-            ObjectKind::Door => match obj.door {
-                DoorState::Locked => {
-                    if carrying.is_some_and(|c| c.kind == ObjectKind::Key && c.color == obj.color) {
-                        obj.door = DoorState::Open;
+            ObjectKind::Door => {
+                let carrying = self.carrying;
+                let opens_lock =
+                    carrying.is_some_and(|c| c.kind == ObjectKind::Key && c.color == obj.color);
+                self.grid.update(fwd, |o| {
+                    o.door = match o.door {
+                        DoorState::Locked if opens_lock => DoorState::Open,
+                        DoorState::Locked => DoorState::Locked,
+                        DoorState::Open => DoorState::Closed,
+                        DoorState::Closed => DoorState::Open,
                     }
-                }
-                DoorState::Open => obj.door = DoorState::Closed,
-                DoorState::Closed => obj.door = DoorState::Open,
-            },
+                });
+            }
             ObjectKind::Box => {
                 let contents = obj
                     .contents
@@ -321,30 +324,27 @@ impl Env {
         const V: i32 = VIEW_SIZE as i32;
         let (dx, dy) = self.dir_vec();
         let (rx, ry) = (-dy, dx);
-        let (w, h) = (self.grid.width(), self.grid.height());
-        let cells = self.grid.cells();
+        let codes = self.grid.codes();
+        let stride = CODE_STRIDE as i32;
+        let pad = CODE_PAD as i32;
+        // Steps through the code plane: one view column right is +r in the world.
+        let step = rx + ry * stride;
         let mut opaque: u64 = 0;
         let mut k = 0u32;
         for (j, row) in out.chunks_exact_mut(VIEW_SIZE).enumerate() {
             let f = V - 1 - j as i32;
-            // World position of view cell (0, j); moving right in the view is +r in the world.
-            let mut x = self.agent_pos.x + dx * f - rx * (V / 2);
-            let mut y = self.agent_pos.y + dy * f - ry * (V / 2);
+            // World position of view cell (0, j), then its index in the padded code plane (the
+            // agent is inside the grid and the view reaches at most CODE_PAD cells out).
+            let x = self.agent_pos.x + dx * f - rx * (V / 2);
+            let y = self.agent_pos.y + dy * f - ry * (V / 2);
+            let mut idx = (y + pad) * stride + (x + pad);
             for slot in row.iter_mut() {
-                let (code, blocks) = if x >= 0 && y >= 0 && x < w && y < h {
-                    match cells.get((y * w + x) as usize) {
-                        Some(Some(o)) => (o.encode(), !o.see_behind()),
-                        _ => ([ObjectKind::Empty as u8, 0, 0], false),
-                    }
-                } else {
-                    // Beyond the border minigrid's `slice` shows walls.
-                    (Object::wall().encode(), true)
-                };
-                *slot = code;
+                let code = codes.get(idx as usize).copied().unwrap_or(WALL_CODE);
+                let (cell, blocks) = unpack_code(code);
+                *slot = cell;
                 opaque |= (blocks as u64) << k;
                 k += 1;
-                x += rx;
-                y += ry;
+                idx += step;
             }
         }
         let visible = if self.see_through_walls {

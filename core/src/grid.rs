@@ -14,6 +14,51 @@ use crate::world::{Object, ObjectId};
 pub const MAX_GRID_SIZE: usize = 32;
 /// Cell capacity of a grid.
 pub const MAX_CELLS: usize = MAX_GRID_SIZE * MAX_GRID_SIZE;
+/// Border of the code plane: how far outside the grid a view can reach (view size - 1).
+pub const CODE_PAD: usize = 6;
+/// Row stride of the code plane.
+pub const CODE_STRIDE: usize = MAX_GRID_SIZE + 2 * CODE_PAD;
+/// Cells of the code plane.
+pub const CODE_CELLS: usize = CODE_STRIDE * CODE_STRIDE;
+/// Code of a cell outside the grid (a grey wall, which blocks sight): see [`pack_code`].
+pub const WALL_CODE: u16 = pack_code(Some(&Object::wall()));
+/// Code of an empty cell.
+pub const EMPTY_CODE: u16 = pack_code(None);
+
+/// A cell's observation code in 10 bits: type (bits 0..4), colour (4..7), state (7..9) and
+/// whether it blocks sight (bit 9); [`unpack_code`] inverts it.
+pub const fn pack_code(cell: Option<&Object>) -> u16 {
+    match cell {
+        Some(o) => {
+            let state = match o.kind {
+                crate::world::ObjectKind::Door => o.door as u32,
+                _ => 0,
+            };
+            let blocks = match o.kind {
+                crate::world::ObjectKind::Wall => 1,
+                crate::world::ObjectKind::Door => {
+                    !matches!(o.door, crate::world::DoorState::Open) as u32
+                }
+                _ => 0,
+            };
+            ((o.kind as u32) | ((o.color as u32) << 4) | (state << 7) | (blocks << 9)) as u16
+        }
+        None => crate::world::ObjectKind::Empty as u16,
+    }
+}
+
+/// `([type, color, state], blocks sight)` of a [`pack_code`] code.
+#[inline]
+pub const fn unpack_code(code: u16) -> ([u8; 3], bool) {
+    (
+        [
+            (code & 0xf) as u8,
+            ((code >> 4) & 0x7) as u8,
+            ((code >> 7) & 0x3) as u8,
+        ],
+        code >> 9 != 0,
+    )
+}
 
 /// A position in grid coordinates (x to the right, y down).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
@@ -54,6 +99,7 @@ pub struct Grid {
     height: u8,
     next_id: u16,
     cells: [Option<Object>; MAX_CELLS],
+    codes: [u16; CODE_CELLS],
 }
 
 impl PartialEq for Grid {
@@ -75,6 +121,7 @@ impl Grid {
             height: 3,
             next_id: 1,
             cells: [None; MAX_CELLS],
+            codes: [WALL_CODE; CODE_CELLS],
         };
         g.reset(width, height)?;
         Ok(g)
@@ -89,7 +136,33 @@ impl Grid {
         self.height = height as u8;
         self.next_id = 1;
         self.cells[..width * height].fill(None);
+        // Walls everywhere (the border and beyond the live area), then empty live cells.
+        self.codes.fill(WALL_CODE);
+        for y in 0..height {
+            let row = (y + CODE_PAD) * CODE_STRIDE + CODE_PAD;
+            if let Some(r) = self.codes.get_mut(row..row + width) {
+                r.fill(EMPTY_CODE);
+            }
+        }
         Ok(())
+    }
+
+    /// Index of `p` in the code plane; `None` beyond the padded border.
+    #[inline]
+    pub fn code_index(p: Pos) -> Option<usize> {
+        let (x, y) = (p.x + CODE_PAD as i32, p.y + CODE_PAD as i32);
+        if x >= 0 && y >= 0 && (x as usize) < CODE_STRIDE && (y as usize) < CODE_STRIDE {
+            Some(y as usize * CODE_STRIDE + x as usize)
+        } else {
+            None
+        }
+    }
+
+    /// The code plane ([`pack_code`] of every cell, walls in the border), row stride
+    /// [`CODE_STRIDE`], cell `(x, y)` at `(y + CODE_PAD) * CODE_STRIDE + x + CODE_PAD`.
+    #[inline]
+    pub fn codes(&self) -> &[u16; CODE_CELLS] {
+        &self.codes
     }
 
     /// Width in cells.
@@ -125,13 +198,20 @@ impl Grid {
         self.index(p).and_then(|i| self.cells[i].as_ref())
     }
 
-    /// Mutable access to the object at `p`.
+    /// Change the object at `p` in place (no effect on an empty or outside cell); returns
+    /// whether there was an object. Keeps the code plane in step.
     #[inline]
-    pub fn get_mut(&mut self, p: Pos) -> Option<&mut Object> {
-        match self.index(p) {
-            Some(i) => self.cells[i].as_mut(),
-            None => None,
+    pub fn update(&mut self, p: Pos, f: impl FnOnce(&mut Object)) -> bool {
+        let Some(i) = self.index(p) else { return false };
+        let Some(o) = self.cells[i].as_mut() else {
+            return false;
+        };
+        f(o);
+        let code = pack_code(Some(o));
+        if let Some(c) = Self::code_index(p).and_then(|k| self.codes.get_mut(k)) {
+            *c = code;
         }
+        true
     }
 
     /// The object at `p`, a wall when outside (minigrid's `slice` semantics).
@@ -148,6 +228,9 @@ impl Grid {
     pub fn set(&mut self, p: Pos, obj: Option<Object>) -> Result<(), Error> {
         match self.index(p) {
             Some(i) => {
+                if let Some(c) = Self::code_index(p).and_then(|k| self.codes.get_mut(k)) {
+                    *c = pack_code(obj.as_ref());
+                }
                 self.cells[i] = obj;
                 Ok(())
             }
@@ -252,5 +335,59 @@ mod tests {
         assert_eq!(g, small);
         small.wall_rect(0, 0, 5, 5);
         assert_ne!(g, small);
+    }
+
+    #[test]
+    fn code_plane_follows_every_write() {
+        use crate::world::{Color, DoorState, ObjectKind};
+        let mut g = Grid::new(9, 7).unwrap();
+        let check = |g: &Grid| {
+            for y in -(CODE_PAD as i32)..(g.height() + CODE_PAD as i32) {
+                for x in -(CODE_PAD as i32)..(g.width() + CODE_PAD as i32) {
+                    let p = Pos::new(x, y);
+                    let want = if g.in_bounds(p) {
+                        pack_code(g.get(p))
+                    } else {
+                        WALL_CODE
+                    };
+                    assert_eq!(g.codes()[Grid::code_index(p).unwrap()], want, "{p:?}");
+                }
+            }
+        };
+        check(&g);
+        g.wall_rect(0, 0, 9, 7);
+        g.set(
+            Pos::new(3, 3),
+            Some(Object::door(Color::Red, DoorState::Locked)),
+        )
+        .unwrap();
+        g.set(
+            Pos::new(4, 4),
+            Some(Object::new(ObjectKind::Ball, Color::Blue)),
+        )
+        .unwrap();
+        check(&g);
+        assert!(g.update(Pos::new(3, 3), |o| o.door = DoorState::Open));
+        assert!(!g.update(Pos::new(5, 5), |o| o.door = DoorState::Open));
+        check(&g);
+        assert!(!unpack_code(g.codes()[Grid::code_index(Pos::new(3, 3)).unwrap()]).1);
+        // Every object round-trips through the code: its encoding and whether it blocks sight.
+        for t in 0..=10u8 {
+            for c in 0..6u8 {
+                for st in 0..3u8 {
+                    if let Ok(Some(o)) = Object::decode([t, c, st]) {
+                        assert_eq!(
+                            unpack_code(pack_code(Some(&o))),
+                            (o.encode(), !o.see_behind())
+                        );
+                    }
+                }
+            }
+        }
+        // A smaller level in the same buffer: stale codes beyond it read as walls.
+        g.reset(5, 5).unwrap();
+        check(&g);
+        assert_eq!(pack_code(None), 1);
+        assert_eq!(unpack_code(WALL_CODE), ([2, 5, 0], true));
     }
 }

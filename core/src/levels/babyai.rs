@@ -135,9 +135,7 @@ pub(crate) fn go_to_red_ball(grey: bool, rng: &mut Pcg32, env: &mut Env) -> Resu
         let dists = g.add_distractors(None, None, 7, false)?;
         if grey {
             for d in &dists {
-                if let Some(o) = g.env.grid.get_mut(d.pos) {
-                    o.color = Color::Grey;
-                }
+                g.env.grid.update(d.pos, |o| o.color = Color::Grey);
             }
         }
         require_reachable(g)?;
