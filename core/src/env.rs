@@ -9,7 +9,7 @@
 //!   carries.
 
 use crate::error::Error;
-use crate::grid::{unpack_code, Grid, Pos, CODE_PAD, CODE_STRIDE, WALL_CODE};
+use crate::grid::{Grid, Pos, CODE_PAD, CODE_STRIDE, WALL_CODE};
 use crate::layout::RoomLayout;
 use crate::mission::instr::MissionText;
 use crate::mission::verify::{Status, Verifier, WorldView, DIR_TO_VEC};
@@ -340,8 +340,8 @@ impl Env {
             let mut idx = (y + pad) * stride + (x + pad);
             for slot in row.iter_mut() {
                 let code = codes.get(idx as usize).copied().unwrap_or(WALL_CODE);
-                let (cell, blocks) = unpack_code(code);
-                *slot = cell;
+                let [t, c, s, blocks] = code.to_le_bytes();
+                *slot = [t, c, s];
                 opaque |= (blocks as u64) << k;
                 k += 1;
                 idx += step;
@@ -352,10 +352,13 @@ impl Env {
         } else {
             process_vis(opaque)
         };
-        for (k, slot) in out.iter_mut().enumerate() {
-            if visible & (1 << k) == 0 {
+        // Blank the (few) invisible cells, walking their bits.
+        let mut hidden = !visible & ((1u64 << VIEW_CELLS) - 1);
+        while hidden != 0 {
+            if let Some(slot) = out.get_mut(hidden.trailing_zeros() as usize) {
                 *slot = [0, 0, 0];
             }
+            hidden &= hidden - 1;
         }
         // The agent's own cell shows what it carries (always visible).
         if let Some(slot) = out.get_mut((VIEW_CELLS - 1) - VIEW_SIZE / 2) {

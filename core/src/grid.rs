@@ -21,13 +21,13 @@ pub const CODE_STRIDE: usize = MAX_GRID_SIZE + 2 * CODE_PAD;
 /// Cells of the code plane.
 pub const CODE_CELLS: usize = CODE_STRIDE * CODE_STRIDE;
 /// Code of a cell outside the grid (a grey wall, which blocks sight): see [`pack_code`].
-pub const WALL_CODE: u16 = pack_code(Some(&Object::wall()));
+pub const WALL_CODE: u32 = pack_code(Some(&Object::wall()));
 /// Code of an empty cell.
-pub const EMPTY_CODE: u16 = pack_code(None);
+pub const EMPTY_CODE: u32 = pack_code(None);
 
-/// A cell's observation code in 10 bits: type (bits 0..4), colour (4..7), state (7..9) and
-/// whether it blocks sight (bit 9); [`unpack_code`] inverts it.
-pub const fn pack_code(cell: Option<&Object>) -> u16 {
+/// A cell's observation code: little-endian bytes `[type, color, state, blocks sight]`, so the
+/// observation copies the first three bytes; [`unpack_code`] splits it.
+pub const fn pack_code(cell: Option<&Object>) -> u32 {
     match cell {
         Some(o) => {
             let state = match o.kind {
@@ -41,23 +41,17 @@ pub const fn pack_code(cell: Option<&Object>) -> u16 {
                 }
                 _ => 0,
             };
-            ((o.kind as u32) | ((o.color as u32) << 4) | (state << 7) | (blocks << 9)) as u16
+            (o.kind as u32) | ((o.color as u32) << 8) | (state << 16) | (blocks << 24)
         }
-        None => crate::world::ObjectKind::Empty as u16,
+        None => crate::world::ObjectKind::Empty as u32,
     }
 }
 
 /// `([type, color, state], blocks sight)` of a [`pack_code`] code.
 #[inline]
-pub const fn unpack_code(code: u16) -> ([u8; 3], bool) {
-    (
-        [
-            (code & 0xf) as u8,
-            ((code >> 4) & 0x7) as u8,
-            ((code >> 7) & 0x3) as u8,
-        ],
-        code >> 9 != 0,
-    )
+pub const fn unpack_code(code: u32) -> ([u8; 3], bool) {
+    let [t, c, s, b] = code.to_le_bytes();
+    ([t, c, s], b != 0)
 }
 
 /// A position in grid coordinates (x to the right, y down).
@@ -99,7 +93,7 @@ pub struct Grid {
     height: u8,
     next_id: u16,
     cells: [Option<Object>; MAX_CELLS],
-    codes: [u16; CODE_CELLS],
+    codes: [u32; CODE_CELLS],
 }
 
 impl PartialEq for Grid {
@@ -161,7 +155,7 @@ impl Grid {
     /// The code plane ([`pack_code`] of every cell, walls in the border), row stride
     /// [`CODE_STRIDE`], cell `(x, y)` at `(y + CODE_PAD) * CODE_STRIDE + x + CODE_PAD`.
     #[inline]
-    pub fn codes(&self) -> &[u16; CODE_CELLS] {
+    pub fn codes(&self) -> &[u32; CODE_CELLS] {
         &self.codes
     }
 
