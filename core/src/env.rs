@@ -352,13 +352,10 @@ impl Env {
         } else {
             process_vis(opaque)
         };
-        // Blank the (few) invisible cells, walking their bits.
-        let mut hidden = !visible & ((1u64 << VIEW_CELLS) - 1);
-        while hidden != 0 {
-            if let Some(slot) = out.get_mut(hidden.trailing_zeros() as usize) {
+        for (k, slot) in out.iter_mut().enumerate() {
+            if visible & (1 << k) == 0 {
                 *slot = [0, 0, 0];
             }
-            hidden &= hidden - 1;
         }
         // The agent's own cell shows what it carries (always visible).
         if let Some(slot) = out.get_mut((VIEW_CELLS - 1) - VIEW_SIZE / 2) {

@@ -126,12 +126,20 @@ impl Grid {
         if !(3..=MAX_GRID_SIZE).contains(&width) || !(3..=MAX_GRID_SIZE).contains(&height) {
             return Err(Error::GridSize { width, height });
         }
+        // The code plane outside the old and new live areas (plus border) is already walls:
+        // rewrite only the rectangle they span.
+        let span_w = (self.width as usize).max(width) + 2 * CODE_PAD;
+        let span_h = (self.height as usize).max(height) + 2 * CODE_PAD;
         self.width = width as u8;
         self.height = height as u8;
         self.next_id = 1;
         self.cells[..width * height].fill(None);
-        // Walls everywhere (the border and beyond the live area), then empty live cells.
-        self.codes.fill(WALL_CODE);
+        for y in 0..span_h {
+            let row = y * CODE_STRIDE;
+            if let Some(r) = self.codes.get_mut(row..row + span_w) {
+                r.fill(WALL_CODE);
+            }
+        }
         for y in 0..height {
             let row = (y + CODE_PAD) * CODE_STRIDE + CODE_PAD;
             if let Some(r) = self.codes.get_mut(row..row + width) {
