@@ -28,9 +28,22 @@
 //! 5. **Masked update.** `h_t,i = h'_i` if active else `h_{t-1,i}` (LSTM: `c_t,i = c~_i` if
 //!    active else `c_{t-1,i}`); inactive modules keep their state bit-exactly.
 //!
-//! Dropout: off. The reference code applies dropout 0.1 to attention outputs; RL runs without it
-//! (design notes §2, CHOICE), so this cell has none. Adding it means a mask per attention output
-//! stored in the step cache.
+//! # Dropout (optional, off by default)
+//! The reference code applies dropout (0.1) to the attention outputs; RL runs without it (design
+//! notes §2, CHOICE), so [`rim_step_forward`] / [`rim_step_backward`] have none. The `_masked`
+//! entry points ([`rim_step_forward_masked`], [`rim_step_backward_masked`] and the sequence
+//! versions) take a caller-drawn inverted-dropout mask ([`fill_dropout_mask`]: every entry is 0 or
+//! `1/(1-p)`), [`dropout_mask_len`] long, laid out as
+//! `[N x in_heads*d_v (input attention, for u_i) | N x c_heads*c_k (communication, for o_i)]`
+//! (module-major; the second part only with communication). It multiplies (a) each module's
+//! input `u_i` after step 1, i.e. the RNN reads `u_i * mask_u,i`, and (b) each active module's
+//! communication output `o_i` before the gate/output projections of step 4. Selection (step 2)
+//! uses the null attention, computed before dropout, and is unaffected. The step cache keeps the
+//! post-dropout `u` and `o` (its size does not change); the backward pass multiplies the
+//! upstream gradients of `u` and `o` by the same mask, which the caller passes again. An EMPTY
+//! mask means no dropout (the unmasked functions are exactly the masked ones with `&[]`); an
+//! all-ones mask gives bit-identical results. Randomness stays with the caller, so a step is a
+//! deterministic function of its inputs and mask.
 //!
 //! # Gradients of inactive modules ([`CommGrad`])
 //! An inactive module's state passes through unchanged, so its incoming state gradient flows
@@ -109,6 +122,12 @@ pub const fn comm_width(d: &RimDims) -> usize {
     } else {
         0
     }
+}
+
+/// Length of one step's dropout mask: `N * (in_heads*d_v + c_heads*c_k)` (the communication part
+/// only with communication on); see the module docs ("Dropout") for the layout.
+pub const fn dropout_mask_len(d: &RimDims) -> usize {
+    mul(d.n_modules, add(module_input(d), comm_width(d)))
 }
 
 /// Length of the hidden state of all modules, `N * H`.
@@ -223,7 +242,7 @@ struct CacheLayout {
     q: usize,
     /// Attention on the input row per module and head, `N * in_heads`.
     ax: usize,
-    /// Module inputs, `N * in_heads*d_v`.
+    /// Module inputs (after dropout, if any), `N * in_heads*d_v`.
     u: usize,
     /// RNN caches, `N * rnn_cache_len`.
     rnn: usize,
@@ -235,7 +254,7 @@ struct CacheLayout {
     cv: usize,
     /// Comm attention, `N (query) x c_heads x N (key)`.
     p: usize,
-    /// Comm outputs `o`, `N * c_heads*c_k`.
+    /// Comm outputs `o` (after dropout, if any), `N * c_heads*c_k`.
     o: usize,
     /// `sigmoid(W_g o)` and `tanh(W_o o)`, `N*H` each.
     gate: usize,
@@ -438,6 +457,36 @@ pub fn cache_null_attention<'c, S: Real>(d: &RimDims, cache: &'c [S]) -> Option<
     cache.get(n..mul(2, n))
 }
 
+/// Draws one step's inverted-dropout mask for the `_masked` entry points: each of the first
+/// [`dropout_mask_len`] entries of `mask` is 0 with probability `p` and `1/(1-p)` otherwise, one
+/// [`Pcg32::gen_f64`](crate::rng::Pcg32::gen_f64) draw per entry (entry `e` is dropped iff its
+/// draw is `< p`), so the result is a deterministic function of `p` and the generator's state.
+/// `p = 0` gives an all-ones mask (same effect as no dropout).
+///
+/// Errors: [`Error::BadDims`] for unusable dimensions or `p` outside `[0, 1)` (NaN included),
+/// [`Error::BufferTooSmall`] if `mask` is shorter than [`dropout_mask_len`]; nothing is drawn or
+/// written before the checks pass.
+pub fn fill_dropout_mask<S: Real>(
+    d: &RimDims,
+    p: f64,
+    rng: &mut crate::rng::Pcg32,
+    mask: &mut [S],
+) -> Result<(), Error> {
+    check_dims(d)?;
+    if !(0.0..1.0).contains(&p) {
+        return Err(Error::BadDims {
+            what: "rim: dropout probability must be in [0, 1)",
+        });
+    }
+    let len = dropout_mask_len(d);
+    need(mask.len(), len)?;
+    let keep = S::from_f64(1.0 / (1.0 - p));
+    for m in mask.iter_mut().take(len) {
+        *m = if rng.gen_f64() < p { S::ZERO } else { keep };
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // Validation and slicing helpers (all panic-free).
 
@@ -555,6 +604,27 @@ fn dot<S: Real>(a: &[S], b: &[S]) -> S {
         acc += *x * *y;
     }
     acc
+}
+
+/// `v *= mask` elementwise over the common length (a no-op for an empty mask).
+#[inline]
+fn scale_by<S: Real>(v: &mut [S], mask: &[S]) {
+    for (x, m) in v.iter_mut().zip(mask) {
+        *x *= *m;
+    }
+}
+
+/// Checks a step's dropout mask (empty = none) and splits it into its input-attention and
+/// communication parts (both empty for an empty mask).
+fn split_dropout<'a, S>(d: &RimDims, mask: &'a [S]) -> Result<(&'a [S], &'a [S]), Error> {
+    if mask.is_empty() {
+        return Ok((&[], &[]));
+    }
+    need(mask.len(), dropout_mask_len(d))?;
+    let mut b = mask;
+    let input = take(&mut b, mul(d.n_modules, module_input(d)));
+    let comm = take(&mut b, mul(d.n_modules, comm_width(d)));
+    Ok((input, comm))
 }
 
 /// `y += alpha * x`.
@@ -771,6 +841,8 @@ fn split_scratch<'a, S>(d: &RimDims, scratch: &'a mut [S]) -> Scratch<'a, S> {
 /// for a GRU), write `h_out`, `c_out` (LSTM only), the selection `active_out` (`N`) and the
 /// activations the backward pass needs into `cache` ([`step_cache_len`]).
 ///
+/// No dropout: this is [`rim_step_forward_masked`] with an empty mask.
+///
 /// Errors: [`Error::BadDims`] for unusable dimensions, [`Error::BufferTooSmall`] for any short
 /// buffer; nothing is written before the checks pass.
 #[allow(clippy::too_many_arguments)]
@@ -785,6 +857,40 @@ pub fn rim_step_forward<S: Real>(
     active_out: &mut [bool],
     cache: &mut [S],
 ) -> Result<(), Error> {
+    rim_step_forward_masked(
+        w,
+        d,
+        x,
+        h_prev,
+        c_prev,
+        h_out,
+        c_out,
+        active_out,
+        cache,
+        &[],
+    )
+}
+
+/// [`rim_step_forward`] with dropout on the attention outputs (module docs, "Dropout"): `mask`
+/// is empty (no dropout) or at least [`dropout_mask_len`] long (e.g. from [`fill_dropout_mask`]);
+/// pass the same mask to [`rim_step_backward_masked`]. The cache keeps the post-dropout module
+/// inputs and communication outputs; selection is unaffected by the mask.
+///
+/// Errors: as [`rim_step_forward`], plus [`Error::BufferTooSmall`] for a non-empty mask shorter
+/// than [`dropout_mask_len`]; nothing is written before the checks pass.
+#[allow(clippy::too_many_arguments)]
+pub fn rim_step_forward_masked<S: Real>(
+    w: &RimWeights<'_, S>,
+    d: &RimDims,
+    x: &[S],
+    h_prev: &[S],
+    c_prev: &[S],
+    h_out: &mut [S],
+    c_out: &mut [S],
+    active_out: &mut [bool],
+    cache: &mut [S],
+    mask: &[S],
+) -> Result<(), Error> {
     check_dims(d)?;
     let counts = rim_param_counts(d);
     check_params(w.lens(), &counts)?;
@@ -797,6 +903,7 @@ pub fn rim_step_forward<S: Real>(
     need(c_out.len(), ncl)?;
     need(active_out.len(), d.n_modules)?;
     need(cache.len(), step_cache_len(d))?;
+    let (in_mask, comm_mask) = split_dropout(d, mask)?;
 
     let (n, hid) = (d.n_modules, d.hidden);
     let lstm = d.cell == CellKind::Lstm;
@@ -846,6 +953,8 @@ pub fn rim_step_forward<S: Real>(
                 *o = *a * *v;
             }
         }
+        // Dropout on the input attention's output (selection uses `null`, computed above).
+        scale_by(u, chunk(in_mask, i, uw));
     }
 
     // 2. Selection (hard top-k, lower index wins ties; constant for the backward pass).
@@ -935,6 +1044,8 @@ pub fn rim_step_forward<S: Real>(
                     axpy(*pm, chunk(chunk(c.cv, m, cw), j, ckw), oj);
                 }
             }
+            // Dropout on the communication attention's output.
+            scale_by(o_i, chunk(comm_mask, i, cw));
             ops::linear(chunk(w.c_g, i, pw), None, o_i, gate);
             gate.iter_mut().for_each(|v| *v = v.sigmoid());
             ops::linear(chunk(w.c_o, i, pw), None, o_i, tanh);
@@ -973,11 +1084,53 @@ pub fn rim_step_forward<S: Real>(
 /// `N*H` for an LSTM, else empty), ACCUMULATE the parameter gradients into `g`, the input
 /// gradient into `dx` (if given, `input` long) and the previous-state gradients into `dh_prev`
 /// (and `dc_prev` for an LSTM). `scratch` needs [`scratch_len`] elements; its contents on entry
-/// do not matter. The selection stored in `cache` is treated as a constant.
+/// do not matter. The selection stored in `cache` is treated as a constant. No dropout: this is
+/// [`rim_step_backward_masked`] with an empty mask.
 ///
 /// Errors: as [`rim_step_forward`]; nothing is written before the checks pass.
 #[allow(clippy::too_many_arguments)]
 pub fn rim_step_backward<S: Real>(
+    w: &RimWeights<'_, S>,
+    d: &RimDims,
+    mode: CommGrad,
+    x: &[S],
+    h_prev: &[S],
+    c_prev: &[S],
+    cache: &[S],
+    dh_out: &[S],
+    dc_out: &[S],
+    dx: Option<&mut [S]>,
+    dh_prev: &mut [S],
+    dc_prev: &mut [S],
+    g: &mut RimGrads<'_, S>,
+    scratch: &mut [S],
+) -> Result<(), Error> {
+    rim_step_backward_masked(
+        w,
+        d,
+        mode,
+        x,
+        h_prev,
+        c_prev,
+        cache,
+        dh_out,
+        dc_out,
+        dx,
+        dh_prev,
+        dc_prev,
+        g,
+        scratch,
+        &[],
+    )
+}
+
+/// Backward of one [`rim_step_forward_masked`] call: as [`rim_step_backward`], with `mask` the
+/// dropout mask the forward used (empty for none). Passing a different mask than the forward's
+/// gives wrong gradients (the mask is not stored in the cache).
+///
+/// Errors: as [`rim_step_forward_masked`]; nothing is written before the checks pass.
+#[allow(clippy::too_many_arguments)]
+pub fn rim_step_backward_masked<S: Real>(
     w: &RimWeights<'_, S>,
     d: &RimDims,
     mode: CommGrad,
@@ -992,6 +1145,7 @@ pub fn rim_step_backward<S: Real>(
     dc_prev: &mut [S],
     g: &mut RimGrads<'_, S>,
     scratch: &mut [S],
+    mask: &[S],
 ) -> Result<(), Error> {
     check_dims(d)?;
     let counts = rim_param_counts(d);
@@ -1011,6 +1165,7 @@ pub fn rim_step_backward<S: Real>(
     need(dh_prev.len(), nh)?;
     need(dc_prev.len(), ncl)?;
     need(scratch.len(), scratch_len(d))?;
+    let (in_mask, comm_mask) = split_dropout(d, mask)?;
 
     let (n, hid) = (d.n_modules, d.hidden);
     let lstm = d.cell == CellKind::Lstm;
@@ -1083,6 +1238,8 @@ pub fn rim_step_backward<S: Real>(
                 Some(chunk_mut(g.c_o, i, pw)),
                 None,
             );
+            // dL/do before dropout (o_i above is the post-dropout output).
+            scale_by(s.dout, chunk(comm_mask, i, cw));
             // o_ij = sum_m p_ijm v_mj, p_ij = softmax_m(q_ij . k_mj / sqrt(c_k)).
             s.dcq.fill(S::ZERO);
             let q_i = chunk(c.cq, i, cw);
@@ -1217,6 +1374,8 @@ pub fn rim_step_backward<S: Real>(
                 s.rnn,
             );
         }
+        // dL/du before dropout (the RNN read the post-dropout u).
+        scale_by(s.du, chunk(in_mask, m, uw));
         // u_mj = a_mj * v_x,j with a_mj = sigmoid(s_mj), s_mj = q_mj . k_x,j / sqrt(d_k).
         s.dq.fill(S::ZERO);
         let q = chunk(c.q, m, aw);
@@ -1251,7 +1410,8 @@ pub fn rim_step_backward<S: Real>(
 /// `steps` RIM steps from `h0` (and `c0` for an LSTM; empty for a GRU) over `xs`
 /// (`steps * input`, step-major). Writes every step's state into `hs` (`steps * N*H`), `cs`
 /// (LSTM: `steps * N*H`, else may be empty), selection into `actives` (`steps * N`) and caches
-/// into `caches` (`steps * step_cache_len`).
+/// into `caches` (`steps * step_cache_len`). No dropout: this is [`rim_sequence_forward_masked`]
+/// with empty masks.
 #[allow(clippy::too_many_arguments)]
 pub fn rim_sequence_forward<S: Real>(
     w: &RimWeights<'_, S>,
@@ -1265,6 +1425,26 @@ pub fn rim_sequence_forward<S: Real>(
     actives: &mut [bool],
     caches: &mut [S],
 ) -> Result<(), Error> {
+    rim_sequence_forward_masked(w, d, steps, xs, h0, c0, hs, cs, actives, caches, &[])
+}
+
+/// [`rim_sequence_forward`] with dropout: `masks` is empty (no dropout) or `steps *
+/// dropout_mask_len` long, step-major (step `t` uses the `t`-th [`dropout_mask_len`] chunk, as
+/// in [`rim_step_forward_masked`]). Pass the same masks to [`rim_sequence_backward_masked`].
+#[allow(clippy::too_many_arguments)]
+pub fn rim_sequence_forward_masked<S: Real>(
+    w: &RimWeights<'_, S>,
+    d: &RimDims,
+    steps: usize,
+    xs: &[S],
+    h0: &[S],
+    c0: &[S],
+    hs: &mut [S],
+    cs: &mut [S],
+    actives: &mut [bool],
+    caches: &mut [S],
+    masks: &[S],
+) -> Result<(), Error> {
     check_dims(d)?;
     let nh = state_len(d);
     let ncl = cell_state_len(d);
@@ -1276,6 +1456,10 @@ pub fn rim_sequence_forward<S: Real>(
     need(cs.len(), mul(steps, ncl))?;
     need(actives.len(), mul(steps, d.n_modules))?;
     need(caches.len(), mul(steps, cl))?;
+    let ml = dropout_mask_len(d);
+    if !masks.is_empty() {
+        need(masks.len(), mul(steps, ml))?;
+    }
     for t in 0..steps {
         let (h_done, h_rest) = hs.split_at_mut(mul(t, nh).min(hs.len()));
         let (c_done, c_rest) = cs.split_at_mut(mul(t, ncl).min(cs.len()));
@@ -1285,7 +1469,7 @@ pub fn rim_sequence_forward<S: Real>(
         } else {
             chunk(c_done, t - 1, ncl)
         };
-        rim_step_forward(
+        rim_step_forward_masked(
             w,
             d,
             chunk(xs, t, d.input),
@@ -1295,6 +1479,7 @@ pub fn rim_sequence_forward<S: Real>(
             chunk_mut(c_rest, 0, ncl),
             chunk_mut(actives, t, d.n_modules),
             chunk_mut(caches, t, cl),
+            chunk(masks, t, ml),
         )?;
     }
     Ok(())
@@ -1304,9 +1489,54 @@ pub fn rim_sequence_forward<S: Real>(
 /// w.r.t. every step's state, `dhs` (`steps * N*H`) and `dcs` (LSTM: `steps * N*H`, or empty for
 /// no loss on the cell state; ignored for a GRU), ACCUMULATE parameter gradients into `g`, input
 /// gradients into `dxs` (if given, `steps * input`) and the initial-state gradients into `dh0`
-/// (and `dc0` for an LSTM). `scratch` needs [`sequence_scratch_len`] elements.
+/// (and `dc0` for an LSTM). `scratch` needs [`sequence_scratch_len`] elements. No dropout: this
+/// is [`rim_sequence_backward_masked`] with empty masks.
 #[allow(clippy::too_many_arguments)]
 pub fn rim_sequence_backward<S: Real>(
+    w: &RimWeights<'_, S>,
+    d: &RimDims,
+    mode: CommGrad,
+    steps: usize,
+    xs: &[S],
+    h0: &[S],
+    c0: &[S],
+    hs: &[S],
+    cs: &[S],
+    caches: &[S],
+    dhs: &[S],
+    dcs: &[S],
+    dxs: Option<&mut [S]>,
+    dh0: &mut [S],
+    dc0: &mut [S],
+    g: &mut RimGrads<'_, S>,
+    scratch: &mut [S],
+) -> Result<(), Error> {
+    rim_sequence_backward_masked(
+        w,
+        d,
+        mode,
+        steps,
+        xs,
+        h0,
+        c0,
+        hs,
+        cs,
+        caches,
+        dhs,
+        dcs,
+        dxs,
+        dh0,
+        dc0,
+        g,
+        scratch,
+        &[],
+    )
+}
+
+/// Backpropagation through time over a [`rim_sequence_forward_masked`] run: as
+/// [`rim_sequence_backward`], with `masks` the forward's dropout masks (empty for none).
+#[allow(clippy::too_many_arguments)]
+pub fn rim_sequence_backward_masked<S: Real>(
     w: &RimWeights<'_, S>,
     d: &RimDims,
     mode: CommGrad,
@@ -1324,6 +1554,7 @@ pub fn rim_sequence_backward<S: Real>(
     dc0: &mut [S],
     g: &mut RimGrads<'_, S>,
     scratch: &mut [S],
+    masks: &[S],
 ) -> Result<(), Error> {
     check_dims(d)?;
     let nh = state_len(d);
@@ -1346,6 +1577,10 @@ pub fn rim_sequence_backward<S: Real>(
     need(dh0.len(), nh)?;
     need(dc0.len(), ncl)?;
     need(scratch.len(), sequence_scratch_len(d))?;
+    let ml = dropout_mask_len(d);
+    if !masks.is_empty() {
+        need(masks.len(), mul(steps, ml))?;
+    }
 
     let mut b = scratch;
     let gh = take_mut(&mut b, nh); // dL/dh_t (loss + carried from step t+1)
@@ -1368,7 +1603,7 @@ pub fn rim_sequence_backward<S: Real>(
         let h_prev = if t == 0 { h0 } else { chunk(hs, t - 1, nh) };
         let c_prev = if t == 0 { c0 } else { chunk(cs, t - 1, ncl) };
         let dx = dxs.as_deref_mut().map(|v| chunk_mut(v, t, d.input));
-        rim_step_backward(
+        rim_step_backward_masked(
             w,
             d,
             mode,
@@ -1383,6 +1618,7 @@ pub fn rim_sequence_backward<S: Real>(
             carry_c,
             g,
             step_scratch,
+            chunk(masks, t, ml),
         )?;
     }
     axpy(S::ONE, carry_h, dh0);
