@@ -6,7 +6,10 @@
 //! - [`dump`]: freshly generated initial states written in the trace format;
 //! - [`play`]: a terminal player (keyboard lines or seeded random actions);
 //! - [`bench`]: the multi-threaded environment throughput benchmark;
-//! - [`model`]: model presets, parameter layouts and their sizes (`metarim model info`).
+//! - [`model`]: model presets, parameter layouts and their sizes (`metarim model info`);
+//! - [`rim_batch`]: a batched RIM cell (forward and BPTT over a batch, GEMMs via
+//!   `matrixmultiply`) sharing the core's parameter layout;
+//! - [`rim_bench`]: the RIM training-step benchmark (`metarim bench rim`).
 //!
 //! Every bad input is reported as an [`anyhow::Error`] naming what is wrong; nothing here
 //! panics on input.
@@ -16,4 +19,6 @@ pub mod dump;
 pub mod levels;
 pub mod model;
 pub mod play;
+pub mod rim_batch;
+pub mod rim_bench;
 pub mod trace;

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use flate2::write::GzEncoder;
 
-use host::{bench, dump, model, play, trace};
+use host::{bench, dump, model, play, rim_bench, trace};
 
 /// metarim: Meta-RIMs (fast and slow learning of Recurrent Independent Mechanisms) on BabyAI.
 #[derive(Parser, Debug)]
@@ -27,6 +27,41 @@ enum Command {
     /// Model presets: parameter layout, counts and memory per group.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Network benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// RIM cell training throughput on the CPU: forward over T steps for a batch, BPTT of
+    /// sum_t mean(h_t^2), one Adam step (the batched cell; compare scripts/bench-rim-vs-torch.sh).
+    Rim(RimBenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct RimBenchArgs {
+    /// Preset whose RIM dimensions to use: Paper or Tiny.
+    #[arg(long, default_value = "Paper")]
+    preset: String,
+    /// Sequences per iteration.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Steps per sequence (BPTT length).
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Timed iterations.
+    #[arg(long, default_value_t = 20)]
+    iters: usize,
+    /// Untimed warm-up iterations.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Worker threads (the batch is split over them); default: available parallelism.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Seed of the weights and inputs.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -151,6 +186,10 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 fn run(cli: Cli) -> Result<ExitCode> {
     let cmd = match cli.command {
         Command::Env(cmd) => cmd,
+        Command::Bench(BenchCommand::Rim(a)) => {
+            bench_rim(&a)?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Model(ModelCommand::Info(a)) => {
             let dims = model::preset(&a.preset)?;
             let mode = model::mode(&a.mode)?;
@@ -244,4 +283,71 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `metarim bench rim`: details first, the `bench-rim:` summary line last.
+fn bench_rim(a: &RimBenchArgs) -> Result<()> {
+    let dims = model::preset(&a.preset)?;
+    let preset = if a.preset.eq_ignore_ascii_case("paper") {
+        "Paper"
+    } else {
+        "Tiny"
+    };
+    let threads = match a.threads {
+        Some(t) => t,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let opts = rim_bench::RimBenchOptions {
+        dims: dims.rim,
+        batch: a.batch,
+        steps: a.steps,
+        iters: a.iters,
+        warmup: a.warmup,
+        threads,
+        seed: a.seed,
+    };
+    let r = rim_bench::run(&opts)?;
+    let d = &dims.rim;
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "rim {preset}: {} modules x {} hidden, k={}, input {}, d_k {}, d_v {}, {} comm heads x {}, \
+         {} params, f32",
+        d.n_modules,
+        d.hidden,
+        d.k_active,
+        d.input,
+        d.d_k,
+        d.d_v,
+        if d.communication { d.c_heads } else { 0 },
+        d.c_k,
+        r.params
+    )?;
+    writeln!(
+        out,
+        "iteration = forward {} steps x batch {} + BPTT of sum_t mean(h_t^2) + Adam; \
+         {} warm-up + {} timed iterations; threads requested {threads}, used {}",
+        a.steps, a.batch, a.warmup, a.iters, r.threads
+    )?;
+    writeln!(
+        out,
+        "timed {:.3} s, {} frames, {:.3} ms/iteration, last loss {:.6e}, dense work {:.2} MFLOP/frame \
+         -> {:.2} GFLOP/s",
+        r.elapsed.as_secs_f64(),
+        r.frames,
+        r.elapsed.as_secs_f64() * 1e3 / a.iters as f64,
+        r.loss,
+        r.flops_per_frame * 1e-6,
+        r.gflops()
+    )?;
+    writeln!(
+        out,
+        "bench-rim: preset={preset} batch={} steps={} threads={} frames_per_sec={:.0}",
+        a.batch,
+        a.steps,
+        r.threads,
+        r.frames_per_sec()
+    )?;
+    out.flush()?;
+    Ok(())
 }
