@@ -5,7 +5,7 @@
 //! - [`levels`]: level look-up with readable errors;
 //! - [`dump`]: freshly generated initial states written in the trace format;
 //! - [`play`]: a terminal player (keyboard lines or seeded random actions);
-//! - [`bench`]: the multi-threaded environment throughput benchmark;
+//! - [`bench`](mod@bench): the multi-threaded environment throughput benchmark;
 //! - [`model`]: model presets, parameter layouts and their sizes (`metarim model info`);
 //! - [`rim_batch`]: a batched RIM cell (forward and BPTT over a batch, GEMMs via
 //!   `matrixmultiply`) sharing the core's parameter layout;
