@@ -13,6 +13,7 @@
 //!
 //! Every bad input is reported as an [`anyhow::Error`] naming what is wrong; nothing here
 //! panics on input.
+#![forbid(unsafe_code)]
 
 pub mod bench;
 pub mod dump;

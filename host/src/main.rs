@@ -1,4 +1,5 @@
 //! `metarim`: the command line of metarim (Meta-RIMs in Rust).
+#![forbid(unsafe_code)]
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
