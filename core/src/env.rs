@@ -22,6 +22,30 @@ pub const VIEW_CELLS: usize = VIEW_SIZE * VIEW_SIZE;
 /// One observation: `[type, color, state]` per view cell, row-major.
 pub type Observation = [[u8; 3]; VIEW_CELLS];
 
+/// For each direction, the code-plane offset of every view cell `(i, j)` (row-major) from the
+/// agent's cell: `f * dir + r * right` with `f = 6 - j` cells ahead and `r = i - 3` to the right.
+const VIEW_OFFSETS: [[i32; VIEW_CELLS]; 4] = view_offsets();
+
+const fn view_offsets() -> [[i32; VIEW_CELLS]; 4] {
+    let stride = CODE_STRIDE as i32;
+    let mut out = [[0i32; VIEW_CELLS]; 4];
+    let mut d = 0;
+    while d < 4 {
+        let (dx, dy) = DIR_TO_VEC[d];
+        let (rx, ry) = (-dy, dx);
+        let mut k = 0;
+        while k < VIEW_CELLS {
+            let (i, j) = ((k % VIEW_SIZE) as i32, (k / VIEW_SIZE) as i32);
+            let f = VIEW_SIZE as i32 - 1 - j;
+            let r = i - (VIEW_SIZE / 2) as i32;
+            out[d][k] = (dx * f + rx * r) + (dy * f + ry * r) * stride;
+            k += 1;
+        }
+        d += 1;
+    }
+    out
+}
+
 /// The seven actions, with minigrid's indices.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -321,31 +345,21 @@ impl Env {
     /// Hot path (every env step): one pass gathers the encoded cells and a bit mask of the
     /// cells that block sight, then the visibility sweep runs on bit masks.
     pub fn observe(&self, out: &mut Observation) {
-        const V: i32 = VIEW_SIZE as i32;
-        let (dx, dy) = self.dir_vec();
-        let (rx, ry) = (-dy, dx);
         let codes = self.grid.codes();
-        let stride = CODE_STRIDE as i32;
-        let pad = CODE_PAD as i32;
-        // Steps through the code plane: one view column right is +r in the world.
-        let step = rx + ry * stride;
+        let offsets = &VIEW_OFFSETS[(self.agent_dir & 3) as usize];
+        // The agent is inside the grid and the view reaches at most CODE_PAD cells out, so
+        // every index lands in the padded plane; `get` only guards against a corrupt pose.
+        let base = (self.agent_pos.y + CODE_PAD as i32) * CODE_STRIDE as i32
+            + (self.agent_pos.x + CODE_PAD as i32);
         let mut opaque: u64 = 0;
-        let mut k = 0u32;
-        for (j, row) in out.chunks_exact_mut(VIEW_SIZE).enumerate() {
-            let f = V - 1 - j as i32;
-            // World position of view cell (0, j), then its index in the padded code plane (the
-            // agent is inside the grid and the view reaches at most CODE_PAD cells out).
-            let x = self.agent_pos.x + dx * f - rx * (V / 2);
-            let y = self.agent_pos.y + dy * f - ry * (V / 2);
-            let mut idx = (y + pad) * stride + (x + pad);
-            for slot in row.iter_mut() {
-                let code = codes.get(idx as usize).copied().unwrap_or(WALL_CODE);
-                let [t, c, s, blocks] = code.to_le_bytes();
-                *slot = [t, c, s];
-                opaque |= (blocks as u64) << k;
-                k += 1;
-                idx += step;
-            }
+        for (k, (slot, off)) in out.iter_mut().zip(offsets.iter()).enumerate() {
+            let code = codes
+                .get((base + off) as usize)
+                .copied()
+                .unwrap_or(WALL_CODE);
+            let [t, c, s, blocks] = code.to_le_bytes();
+            *slot = [t, c, s];
+            opaque |= (blocks as u64) << k;
         }
         let visible = if self.see_through_walls {
             u64::MAX
