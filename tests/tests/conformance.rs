@@ -28,6 +28,27 @@ fn minigrid_traces_replay_exactly() {
     );
 }
 
+/// A broader set recorded for every registered level (42), other seeds, more random actions
+/// (toggles, drops and box openings the bot rarely does): see `tests/data/README.md`.
+#[test]
+fn extra_minigrid_traces_replay_exactly() {
+    let path = trace_path().with_file_name("minigrid-3.2.0-extra-traces.jsonl.gz");
+    let mut failures = Vec::new();
+    let summary = replay_file(&path, |f| failures.push(f.to_string()))
+        .expect("the vendored extra trace file is readable");
+    assert_eq!(summary.total, 672, "the extra trace holds 672 episodes");
+    assert!(
+        failures.is_empty() && summary.matched == summary.total,
+        "{summary}; first mismatches:\n{}",
+        failures
+            .iter()
+            .take(20)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
 /// Our generated states, written in the trace format with random actions recorded by our own
 /// environment, replay through `Env::from_state` (mission re-parsed, verifier rebuilt): the
 /// loaded state behaves exactly like the generated one.
