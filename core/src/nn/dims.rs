@@ -137,9 +137,10 @@ pub const PAPER: ModelDims = ModelDims {
 };
 
 /// Microcontroller sizes: N=4, k=2, 8 per module, a small encoder. The fast group (module
-/// RNNs, 1,728 parameters) with its gradient and Adam moments takes 27 KiB, so fast adaptation
-/// fits a 64 KB RAM budget beside the policy state and a short BPTT window; the slow and other
-/// groups stay read-only in flash (`metarim model info --preset Tiny`).
+/// RNNs, 1,728 parameters) with its gradient and Adam moments takes 27 KiB of RAM; the slow and
+/// other groups stay read-only in flash (`metarim model info --preset Tiny`). Whether the whole
+/// adaptation state (BPTT window, environment) fits 64 KB is settled with the firmware: it needs
+/// a memory-only backward (no encoder or instruction caches) and a short window.
 pub const TINY: ModelDims = ModelDims {
     encoder: EncoderKind::Conv,
     conv_channels: [8, 16, 16],
