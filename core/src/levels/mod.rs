@@ -440,22 +440,6 @@ mod tests {
         )
     }
 
-    /// Equality of what a reset produces (the grid's derived `PartialEq` also compares the
-    /// stale cells beyond `width * height`, which depend on earlier, larger levels).
-    fn same_level(a: &Env, b: &Env) -> bool {
-        a.grid.cells() == b.grid.cells()
-            && (a.grid.width(), a.grid.height()) == (b.grid.width(), b.grid.height())
-            && a.agent_pos == b.agent_pos
-            && a.agent_dir == b.agent_dir
-            && a.carrying == b.carrying
-            && a.step_count == b.step_count
-            && a.max_steps == b.max_steps
-            && a.see_through_walls == b.see_through_walls
-            && a.layout == b.layout
-            && a.mission == b.mission
-            && a.task == b.task
-    }
-
     #[test]
     fn registry_ids_aliases_and_unknown() {
         assert_eq!(Level::all().len(), PY_FACTS.len());
@@ -607,7 +591,7 @@ mod tests {
                 // Determinism: the same seed gives the same level.
                 let mut other = new_env();
                 level.reset(&mut other, seed).unwrap();
-                assert!(same_level(&other, &env), "{ctx}: not deterministic");
+                assert!(other == env, "{ctx}: not deterministic");
                 keys.insert(level_key(&env));
             }
             // Different seeds give different levels (Empty is the same level for every seed,
