@@ -19,6 +19,7 @@
 
 use anyhow::{bail, ensure, Result};
 use metarim_core::nn::dims::{CellKind, RimDims};
+use metarim_core::nn::ops::gru_gate_grads;
 use metarim_core::nn::rim::{
     comm_width, module_input, query_width, rim_param_counts, rnn_module_len, state_len, CommGrad,
     RimGrads, RimWeights,
@@ -950,30 +951,12 @@ impl<S: Scalar> RimBatch<S> {
                 let r = r0 + b;
                 for i in 0..n {
                     let cache = &self.gates[(r * n + i) * 4 * hid..][..4 * hid];
-                    let (rg, rest) = cache.split_at(hid);
-                    let (zg, rest) = rest.split_at(hid);
-                    let (ng, hn) = rest.split_at(hid);
                     let hprev = &self.hs[hp + b * nh + i * hid..][..hid];
                     let dy = &self.dht[b * nh + i * hid..][..hid];
                     let gi = &mut self.dgi[(r * n + i) * g3..][..g3];
                     let gh = &mut self.dgh[(r * n + i) * g3..][..g3];
                     let carry = &mut self.carry_new[b * nh + i * hid..][..hid];
-                    for u in 0..hid {
-                        let dd = dy[u];
-                        let (ru, zu, nu, hnu) = (rg[u], zg[u], ng[u], hn[u]);
-                        let dn = dd * (one - zu);
-                        let dz = dd * (hprev[u] - nu);
-                        let da_n = dn * (one - nu * nu);
-                        let da_z = dz * zu * (one - zu);
-                        let da_r = da_n * hnu * ru * (one - ru);
-                        gi[u] = da_r;
-                        gi[hid + u] = da_z;
-                        gi[2 * hid + u] = da_n;
-                        gh[u] = da_r;
-                        gh[hid + u] = da_z;
-                        gh[2 * hid + u] = da_n * ru;
-                        carry[u] += dd * zu;
-                    }
+                    gru_gate_grads(cache, hprev, dy, gi, gh, carry);
                 }
             }
             for i in 0..n {

@@ -230,11 +230,34 @@ pub fn gru_backward<S: Real>(
 ) {
     let hid = h.len();
     let three = 3 * hid;
-    if scratch.len() < 2 * three || cache.len() < 4 * hid {
+    if scratch.len() < 2 * three {
         return;
     }
     let (gi, rest) = scratch.split_at_mut(three);
     let gh = &mut rest[..three];
+    gru_gate_grads(cache, h, dh_out, gi, gh, dh);
+    linear_backward(p.w_ih, x, gi, dx, Some(g.w_ih), Some(g.b_ih));
+    linear_backward(p.w_hh, h, gh, Some(dh), Some(g.w_hh), Some(g.b_hh));
+}
+
+/// The pointwise part of [`gru_backward`], shared with batched implementations: from a step's
+/// `cache` (`[r | z | n | hn]`, [`GRU_CACHE_PER_UNIT`] per unit), its previous state `h` and the
+/// output gradient `dh_out`, write the gradients of the gate pre-activations on the input side
+/// (`gi = [da_r | da_z | da_n]`) and the hidden side (`gh = [da_r | da_z | r * da_n]`), each `3H`,
+/// and accumulate the direct path `z * dh_out` into `dh`. Nothing is written if a buffer is short.
+#[inline]
+pub fn gru_gate_grads<S: Real>(
+    cache: &[S],
+    h: &[S],
+    dh_out: &[S],
+    gi: &mut [S],
+    gh: &mut [S],
+    dh: &mut [S],
+) {
+    let hid = h.len();
+    if cache.len() < 4 * hid || gi.len() < 3 * hid || gh.len() < 3 * hid || dh.len() < hid {
+        return;
+    }
     let (r, rest) = cache.split_at(hid);
     let (z, rest) = rest.split_at(hid);
     let (n, hn) = rest.split_at(hid);
@@ -253,12 +276,8 @@ pub fn gru_backward<S: Real>(
         gh[u] = da_r;
         gh[hid + u] = da_z;
         gh[2 * hid + u] = da_n * ru;
-        if let Some(v) = dh.get_mut(u) {
-            *v += d * zu;
-        }
+        dh[u] += d * zu;
     }
-    linear_backward(p.w_ih, x, gi, dx, Some(g.w_ih), Some(g.b_ih));
-    linear_backward(p.w_hh, h, gh, Some(dh), Some(g.w_hh), Some(g.b_hh));
 }
 
 /// Weights of an LSTM cell (PyTorch layout, gate order i, f, g, o).
