@@ -6,16 +6,19 @@ use metarim_core::env::Action;
 use metarim_core::rng::Pcg32;
 use metarim_tests::{record_episode, trace_path};
 
-#[test]
-fn minigrid_traces_replay_exactly() {
+/// Replay every episode of the trace file at `path` and require all `expected` of them to match,
+/// printing the first mismatches otherwise.
+fn assert_all_replay(path: &std::path::Path, expected: usize) {
     let mut failures = Vec::new();
-    let summary = replay_file(&trace_path(), |f| failures.push(f.to_string()))
-        .expect("the vendored trace file is readable");
-    for f in &failures {
-        eprintln!("{f}");
-    }
+    let summary = replay_file(path, |f| failures.push(f.to_string()))
+        .unwrap_or_else(|e| panic!("{} is readable: {e:#}", path.display()));
     eprintln!("{summary}");
-    assert_eq!(summary.total, 450, "the vendored trace holds 450 episodes");
+    assert_eq!(
+        summary.total,
+        expected,
+        "{} holds {expected} episodes",
+        path.display()
+    );
     assert!(
         failures.is_empty() && summary.matched == summary.total,
         "{summary}; first mismatches:\n{}",
@@ -28,24 +31,18 @@ fn minigrid_traces_replay_exactly() {
     );
 }
 
+#[test]
+fn minigrid_traces_replay_exactly() {
+    assert_all_replay(&trace_path(), 450);
+}
+
 /// A broader set recorded for every registered level (42), other seeds, more random actions
 /// (toggles, drops and box openings the bot rarely does): see `tests/data/README.md`.
 #[test]
 fn extra_minigrid_traces_replay_exactly() {
-    let path = trace_path().with_file_name("minigrid-3.2.0-extra-traces.jsonl.gz");
-    let mut failures = Vec::new();
-    let summary = replay_file(&path, |f| failures.push(f.to_string()))
-        .expect("the vendored extra trace file is readable");
-    assert_eq!(summary.total, 672, "the extra trace holds 672 episodes");
-    assert!(
-        failures.is_empty() && summary.matched == summary.total,
-        "{summary}; first mismatches:\n{}",
-        failures
-            .iter()
-            .take(20)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
+    assert_all_replay(
+        &trace_path().with_file_name("minigrid-3.2.0-extra-traces.jsonl.gz"),
+        672,
     );
 }
 
