@@ -28,23 +28,12 @@ pub const EMPTY_CODE: u32 = pack_code(None);
 /// A cell's observation code: little-endian bytes `[type, color, state, blocks sight]`, so the
 /// observation copies the first three bytes; [`unpack_code`] splits it.
 pub const fn pack_code(cell: Option<&Object>) -> u32 {
-    match cell {
-        Some(o) => {
-            let state = match o.kind {
-                crate::world::ObjectKind::Door => o.door as u32,
-                _ => 0,
-            };
-            let blocks = match o.kind {
-                crate::world::ObjectKind::Wall => 1,
-                crate::world::ObjectKind::Door => {
-                    !matches!(o.door, crate::world::DoorState::Open) as u32
-                }
-                _ => 0,
-            };
-            (o.kind as u32) | ((o.color as u32) << 8) | (state << 16) | (blocks << 24)
-        }
-        None => crate::world::ObjectKind::Empty as u32,
-    }
+    let [t, c, st] = crate::world::encode_cell(cell);
+    let blocks = match cell {
+        Some(o) => !o.see_behind(),
+        None => false,
+    };
+    u32::from_le_bytes([t, c, st, blocks as u8])
 }
 
 /// `([type, color, state], blocks sight)` of a [`pack_code`] code.

@@ -269,11 +269,10 @@ impl Object {
 
     /// minigrid's `encode()`: `[type, color, state]`.
     #[inline]
-    pub fn encode(&self) -> [u8; 3] {
-        let state = if self.kind == ObjectKind::Door {
-            self.door as u8
-        } else {
-            0
+    pub const fn encode(&self) -> [u8; 3] {
+        let state = match self.kind {
+            ObjectKind::Door => self.door as u8,
+            _ => 0,
         };
         [self.kind as u8, self.color as u8, state]
     }
@@ -318,10 +317,10 @@ impl Object {
 
     /// Whether the agent sees past this object (walls and non-open doors block sight).
     #[inline]
-    pub fn see_behind(&self) -> bool {
+    pub const fn see_behind(&self) -> bool {
         match self.kind {
             ObjectKind::Wall => false,
-            ObjectKind::Door => self.door == DoorState::Open,
+            ObjectKind::Door => matches!(self.door, DoorState::Open),
             _ => true,
         }
     }
@@ -329,7 +328,7 @@ impl Object {
 
 /// Encoding of an optional cell: `[1, 0, 0]` for an empty cell.
 #[inline]
-pub fn encode_cell(cell: Option<&Object>) -> [u8; 3] {
+pub const fn encode_cell(cell: Option<&Object>) -> [u8; 3] {
     match cell {
         Some(o) => o.encode(),
         None => [ObjectKind::Empty as u8, 0, 0],
