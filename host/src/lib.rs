@@ -23,3 +23,4 @@ pub mod play;
 pub mod rim_batch;
 pub mod rim_bench;
 pub mod trace;
+pub mod train;

@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use flate2::write::GzEncoder;
 
+use host::train::{self, TrainConfig};
 use host::{bench, dump, model, play, rim_bench, trace};
 
 /// metarim: Meta-RIMs (fast and slow learning of Recurrent Independent Mechanisms) on BabyAI.
@@ -31,6 +32,105 @@ enum Command {
     /// Network benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Meta-train an agent on the CPU (PPO with recurrence; fast/slow split in the meta modes).
+    Train(TrainArgs),
+    /// Evaluate a checkpoint: success rate, mean return and length with 95% intervals.
+    Eval(EvalArgs),
+    /// Watch a checkpoint's agent play an episode (terminal, or a GIF with --gif).
+    Play(AgentPlayArgs),
+}
+
+#[derive(Args, Debug)]
+struct TrainArgs {
+    /// TOML config file (fields as printed by --print-config); flags below override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Level id to train on (see `metarim env dump --list`).
+    #[arg(long)]
+    level: Option<String>,
+    /// Several levels, comma-separated: a mixture, or a curriculum with --curriculum.
+    #[arg(long, value_delimiter = ',')]
+    levels: Option<Vec<String>>,
+    /// Treat --levels as an ordered curriculum.
+    #[arg(long)]
+    curriculum: bool,
+    /// meta-rim, reversed, joint or lstm.
+    #[arg(long)]
+    mode: Option<String>,
+    /// Model preset: Paper or Tiny.
+    #[arg(long)]
+    preset: Option<String>,
+    /// Frames to train for.
+    #[arg(long)]
+    frames: Option<u64>,
+    /// Seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Worker threads (0: all cores); results do not depend on it.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Any config field, `KEY=VALUE` (repeatable), e.g. `--set lr=3e-4 --set inner_steps=8`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Output directory (default: runs/<level>-<mode>-seed<seed>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue from the checkpoint in the output directory.
+    #[arg(long)]
+    resume: bool,
+    /// Print the effective config as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// No progress bar or progress lines.
+    #[arg(long)]
+    quiet: bool,
+    /// Stop (after saving a checkpoint) after this many updates in this process.
+    #[arg(long, hide = true)]
+    stop_after_updates: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+struct EvalArgs {
+    /// Checkpoint (checkpoint.safetensors in a run's output directory).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Level id (default: the checkpoint's current level).
+    #[arg(long)]
+    level: Option<String>,
+    /// Episodes.
+    #[arg(long, default_value_t = 1000)]
+    episodes: usize,
+    /// Seed of the evaluation episodes.
+    #[arg(long, default_value_t = 1_000_003)]
+    seed: u64,
+    /// Worker threads (0: all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Take the most likely action instead of sampling.
+    #[arg(long)]
+    argmax: bool,
+}
+
+#[derive(Args, Debug)]
+struct AgentPlayArgs {
+    /// Checkpoint.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Level id (default: the checkpoint's current level).
+    #[arg(long)]
+    level: Option<String>,
+    /// Episode seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Write the episode as an animated GIF here instead of drawing it in the terminal.
+    #[arg(long)]
+    gif: Option<PathBuf>,
+    /// Take the most likely action instead of sampling.
+    #[arg(long)]
+    argmax: bool,
+    /// Pause between terminal frames, in milliseconds (default: 150 on a terminal, else 0).
+    #[arg(long)]
+    delay_ms: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -187,6 +287,9 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 fn run(cli: Cli) -> Result<ExitCode> {
     let cmd = match cli.command {
         Command::Env(cmd) => cmd,
+        Command::Train(a) => return cmd_train(a),
+        Command::Eval(a) => return cmd_eval(a),
+        Command::Play(a) => return cmd_play(a),
         Command::Bench(BenchCommand::Rim(a)) => {
             bench_rim(&a)?;
             return Ok(ExitCode::SUCCESS);
@@ -351,4 +454,182 @@ fn bench_rim(a: &RimBenchArgs) -> Result<()> {
     )?;
     out.flush()?;
     Ok(())
+}
+
+/// The effective config of `train`: defaults, then --config, then the flags, then --set.
+fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
+    let mut cfg = match &a.config {
+        Some(p) => TrainConfig::load(p)?,
+        None => TrainConfig::default(),
+    };
+    if let Some(l) = &a.level {
+        cfg.level = l.clone();
+        cfg.levels.clear();
+    }
+    if let Some(l) = &a.levels {
+        cfg.levels = l.clone();
+    }
+    if a.curriculum {
+        cfg.curriculum = true;
+    }
+    if let Some(m) = &a.mode {
+        cfg.mode = m.clone();
+    }
+    if let Some(p) = &a.preset {
+        cfg.preset = p.clone();
+    }
+    if let Some(f) = a.frames {
+        cfg.frames = f;
+    }
+    if let Some(s) = a.seed {
+        cfg.seed = s;
+    }
+    if let Some(t) = a.threads {
+        cfg.threads = t;
+    }
+    for kv in &a.set {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--set {kv:?}: expected KEY=VALUE"))?;
+        cfg.set(k, v).with_context(|| format!("--set {kv}"))?;
+    }
+    Ok(cfg)
+}
+
+fn cmd_train(a: TrainArgs) -> Result<ExitCode> {
+    let cfg = train_config(&a)?;
+    if a.print_config {
+        cfg.validate()?;
+        print!("{}", cfg.to_toml()?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    cfg.validate()?;
+    let out = a.out.clone().unwrap_or_else(|| {
+        let level = match cfg.level_ids().as_slice() {
+            [one] => one.clone(),
+            many => format!("{}-levels", many.len()),
+        };
+        PathBuf::from("runs").join(format!("{level}-{}-seed{}", cfg.mode, cfg.seed))
+    });
+    let opts = train::run::RunOptions {
+        out: out.clone(),
+        resume: a.resume,
+        progress: !a.quiet,
+        stop_after_updates: a.stop_after_updates,
+    };
+    let dims = cfg.dims()?;
+    eprintln!(
+        "train: {} preset={} mode={} frames={} procs={} threads={} out={}",
+        cfg.level_ids().join(","),
+        cfg.preset,
+        cfg.mode,
+        cfg.frames,
+        cfg.procs,
+        train::thread_count(cfg.threads, cfg.procs.max(cfg.grad_shards)),
+        out.display()
+    );
+    let _ = dims;
+    let s = train::run::train(&cfg, &opts)?;
+    println!("checkpoint: {}", s.checkpoint.display());
+    println!(
+        "train: level={} frames={} success={:.3} fps={:.0}",
+        s.level, s.frames, s.success, s.fps
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The level to evaluate or play: the flag, else the checkpoint's current level.
+fn checkpoint_level(ck: &train::checkpoint::Checkpoint, flag: &Option<String>) -> Result<String> {
+    if let Some(l) = flag {
+        host::levels::lookup(l)?;
+        return Ok(l.clone());
+    }
+    let ids = ck.config.level_ids();
+    Ok(ids
+        .get(ck.meta.tasks.current)
+        .or(ids.first())
+        .cloned()
+        .unwrap_or_default())
+}
+
+fn cmd_eval(a: EvalArgs) -> Result<ExitCode> {
+    if a.episodes == 0 {
+        anyhow::bail!("--episodes must be > 0");
+    }
+    let ck = train::checkpoint::load(&a.checkpoint)?;
+    let id = checkpoint_level(&ck, &a.level)?;
+    let level = host::levels::lookup(&id)?;
+    let opts = train::eval::EvalOptions {
+        episodes: a.episodes,
+        seed: a.seed,
+        threads: a.threads,
+        argmax: a.argmax,
+    };
+    let r = train::eval::evaluate(&ck.model, &level, &opts)?;
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "checkpoint {} ({} frames, mode {}, preset {})",
+        a.checkpoint.display(),
+        ck.meta.frames,
+        ck.config.mode,
+        ck.config.preset
+    )?;
+    writeln!(
+        out,
+        "success {:.4} (95% CI {:.4}-{:.4}), return {:.4} +- {:.4}, length {:.1}",
+        r.success, r.success_ci.0, r.success_ci.1, r.mean_return, r.return_ci, r.mean_len
+    )?;
+    writeln!(
+        out,
+        "eval: level={} success={:.4} return={:.4} episodes={}",
+        r.level, r.success, r.mean_return, r.episodes
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_play(a: AgentPlayArgs) -> Result<ExitCode> {
+    let ck = train::checkpoint::load(&a.checkpoint)?;
+    let id = checkpoint_level(&ck, &a.level)?;
+    let level = host::levels::lookup(&id)?;
+    let tty = play::stdout_is_terminal();
+    let delay = a.delay_ms.unwrap_or(if tty { 150 } else { 0 });
+    let mut out = io::stdout().lock();
+    let mut frames = 0u64;
+    let mut total = 0.0f64;
+    let mut err = None;
+    let r = train::eval::run_episode(
+        &ck.model,
+        &level,
+        a.seed,
+        0,
+        a.argmax,
+        |env, action, active| {
+            frames += 1;
+            let marks: String = active.iter().map(|m| if *m { '#' } else { '.' }).collect();
+            let mut s = String::new();
+            if tty {
+                s.push_str("\x1b[2J\x1b[H");
+            }
+            total = f64::from(env.success_reward()) * 0.0 + total;
+            s.push_str(&play::render(env, &id, a.seed, total, None));
+            s.push_str(&format!("action: {action}  active modules: [{marks}]\n"));
+            if let Err(e) = out.write_all(s.as_bytes()) {
+                err.get_or_insert(e);
+            }
+            if delay > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(delay));
+            }
+        },
+    )?;
+    if let Some(e) = err {
+        return Err(e.into());
+    }
+    let _ = a.gif;
+    writeln!(
+        out,
+        "play: level={id} seed={} steps={} success={} return={:.4}",
+        a.seed, r.len, r.success, r.ret
+    )?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,414 @@
+//! The training configuration: one typed struct with documented defaults, loadable from TOML,
+//! every field overridable from the command line (`--set key=value` or the named flags).
+//!
+//! Invariants: [`TrainConfig::validate`] is the only gate; a config that passes it describes a
+//! run the trainer can do (known levels, preset and mode, consistent batch sizes), so later
+//! code reports no configuration errors mid-run.
+
+use anyhow::{anyhow, bail, Context, Result};
+use metarim_core::nn::dims::{ModelDims, PAPER, TINY};
+use metarim_core::nn::params::Mode;
+use serde::{Deserialize, Serialize};
+
+/// Which optimiser (and learning rate) the `Other` group (encoder, instruction encoder, heads)
+/// follows in the meta-learning modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OtherGroup {
+    /// With the slow group: updated in the outer loop (design notes §3 default).
+    Slow,
+    /// With the fast group: updated in the inner loop.
+    Fast,
+}
+
+/// Everything a training run needs. Defaults: BabyAI 1.0's PPO (design notes §4) with the
+/// Meta-RIMs split (§3), on BabyAI-GoToObj-v0 with the Tiny preset, sized so that
+/// `metarim train` with no arguments finishes on a 2-core machine in minutes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Level trained on when `levels` is empty.
+    pub level: String,
+    /// Several levels: a mixture (each env draws a level per episode) or, with `curriculum`,
+    /// an ordered curriculum. Empty: train on `level` alone.
+    pub levels: Vec<String>,
+    /// Treat `levels` as an ordered curriculum instead of a mixture.
+    pub curriculum: bool,
+    /// Curriculum: advance when the success rate over the last `curriculum_window` episodes
+    /// of the current level reaches this.
+    pub curriculum_threshold: f64,
+    /// Curriculum: episodes in the rolling success window (the window must be full to advance).
+    pub curriculum_window: usize,
+    /// Curriculum: also advance after this many frames on one level (0: no frame budget).
+    pub curriculum_level_frames: u64,
+    /// Model preset: `Paper` or `Tiny`.
+    pub preset: String,
+    /// `meta-rim` (fast modules, slow attention), `reversed`, `joint` (plain RIM, PPO) or
+    /// `lstm` (LSTM memory, PPO).
+    pub mode: String,
+    /// Which loop updates the encoder, instruction encoder and heads in the meta modes.
+    pub other_group: OtherGroup,
+    /// Override the preset's number of RIM modules (ablations).
+    pub n_modules: Option<usize>,
+    /// Override the preset's active modules per step k (ablations).
+    pub k_active: Option<usize>,
+    /// Override the preset's communication attention (the "no communication" ablation).
+    pub communication: Option<bool>,
+    /// Frames (environment steps, all envs together) to train for.
+    pub frames: u64,
+    /// Seed of everything: initial parameters, levels, action sampling, minibatch order.
+    pub seed: u64,
+    /// Worker threads for env stepping and gradients (0: all available cores). Results do not
+    /// depend on it.
+    pub threads: usize,
+    /// Parallel environments.
+    pub procs: usize,
+    /// Frames collected per environment per update.
+    pub frames_per_proc: usize,
+    /// BPTT chunk length (steps) of the PPO updates and of the inner loop.
+    pub recurrence: usize,
+    /// PPO epochs per update (`joint`, `lstm`).
+    pub epochs: usize,
+    /// Frames per minibatch (a multiple of `recurrence`).
+    pub batch_size: usize,
+    /// Adam learning rate of the slow group (and of everything in `joint` / `lstm`).
+    pub lr: f64,
+    /// Adam learning rate of the fast group (inner loop).
+    pub fast_lr: f64,
+    /// Adam beta1.
+    pub adam_beta1: f64,
+    /// Adam beta2.
+    pub adam_beta2: f64,
+    /// Adam epsilon.
+    pub adam_eps: f64,
+    /// Discount.
+    pub gamma: f64,
+    /// GAE lambda.
+    pub gae_lambda: f64,
+    /// PPO clip epsilon (ratio and value).
+    pub clip_eps: f64,
+    /// Entropy bonus weight.
+    pub entropy_coef: f64,
+    /// Value loss weight.
+    pub value_coef: f64,
+    /// Global gradient-norm clip of each optimiser step.
+    pub max_grad_norm: f64,
+    /// Rewards are multiplied by this before GAE (BabyAI: 20).
+    pub reward_scale: f64,
+    /// Meta modes: fast-group updates per training update (inner loop), each on one minibatch
+    /// of `recurrence`-step chunks.
+    pub inner_steps: usize,
+    /// Meta modes: the outer (slow) update's chunks are `recurrence * slowness` steps long,
+    /// spanning several concatenated episodes.
+    pub slowness: usize,
+    /// Meta modes: slow-group updates per training update (outer loop), each over the whole
+    /// rollout.
+    pub outer_steps: usize,
+    /// Independent gradient accumulators; chunks are summed in a fixed order per shard and the
+    /// shards in index order, which keeps results independent of the thread count.
+    pub grad_shards: usize,
+    /// Write a checkpoint every this many updates (and at the end).
+    pub save_interval: usize,
+    /// Episodes in the rolling window of the reported success rate and return.
+    pub stats_window: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            level: "BabyAI-GoToObj-v0".into(),
+            levels: Vec::new(),
+            curriculum: false,
+            curriculum_threshold: 0.9,
+            curriculum_window: 1000,
+            curriculum_level_frames: 0,
+            preset: "Tiny".into(),
+            mode: "meta-rim".into(),
+            other_group: OtherGroup::Slow,
+            n_modules: None,
+            k_active: None,
+            communication: None,
+            frames: 1_500_000,
+            seed: 1,
+            threads: 0,
+            procs: 64,
+            frames_per_proc: 40,
+            recurrence: 20,
+            epochs: 4,
+            batch_size: 1280,
+            lr: 1e-3,
+            fast_lr: 1e-3,
+            adam_beta1: 0.9,
+            adam_beta2: 0.999,
+            adam_eps: 1e-5,
+            gamma: 0.99,
+            gae_lambda: 0.99,
+            clip_eps: 0.2,
+            entropy_coef: 0.01,
+            value_coef: 0.5,
+            max_grad_norm: 0.5,
+            reward_scale: 20.0,
+            inner_steps: 4,
+            slowness: 2,
+            outer_steps: 8,
+            grad_shards: 16,
+            save_interval: 10,
+            stats_window: 500,
+        }
+    }
+}
+
+/// Names of the presets `preset` accepts.
+pub const PRESETS: [&str; 2] = ["Paper", "Tiny"];
+
+impl TrainConfig {
+    /// Parse TOML (unknown keys are errors naming the key).
+    pub fn from_toml(text: &str) -> Result<TrainConfig> {
+        toml::from_str(text).map_err(|e| anyhow!("{e}"))
+    }
+
+    /// Load a TOML file.
+    pub fn load(path: &std::path::Path) -> Result<TrainConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        Self::from_toml(&text).with_context(|| format!("in config {}", path.display()))
+    }
+
+    /// The effective configuration as TOML.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string(self).context("serialising the config")
+    }
+
+    /// Set one field from `key=value` text (`value` in TOML syntax; bare words are taken as
+    /// strings, comma lists as string arrays for `levels`).
+    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let key = key.trim().replace('-', "_");
+        let value = value.trim();
+        let mut table = toml::Table::try_from(&*self).context("config as a table")?;
+        if !table.contains_key(&key) && !OPTIONAL_KEYS.contains(&key.as_str()) {
+            bail!("unknown config key {key:?} (see `metarim train --print-config`)");
+        }
+        let parsed: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {value}")) {
+            Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(value.into())),
+            Err(_) if key == "levels" => toml::Value::Array(
+                value
+                    .split(',')
+                    .filter(|s| !s.trim().is_empty())
+                    .map(|s| toml::Value::String(s.trim().into()))
+                    .collect(),
+            ),
+            Err(_) => toml::Value::String(value.into()),
+        };
+        table.insert(key.clone(), parsed);
+        *self = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e| anyhow!("bad value {value:?} for {key}: {e}"))?;
+        Ok(())
+    }
+
+    /// The training mode.
+    pub fn mode(&self) -> Result<Mode> {
+        Mode::from_name(&self.mode).ok_or_else(|| {
+            anyhow!(
+                "unknown mode {:?} (meta-rim, reversed, joint or lstm)",
+                self.mode
+            )
+        })
+    }
+
+    /// Model dimensions: the preset with the ablation overrides applied.
+    pub fn dims(&self) -> Result<ModelDims> {
+        let mut d = preset_dims(&self.preset)?;
+        if let Some(n) = self.n_modules {
+            d.rim.n_modules = n;
+        }
+        if let Some(k) = self.k_active {
+            d.rim.k_active = k;
+        }
+        if let Some(c) = self.communication {
+            d.rim.communication = c;
+        }
+        Ok(d)
+    }
+
+    /// The levels of the run, in order (one for a single-level run).
+    pub fn level_ids(&self) -> Vec<String> {
+        if self.levels.is_empty() {
+            vec![self.level.clone()]
+        } else {
+            self.levels.clone()
+        }
+    }
+
+    /// The length of the outer loop's chunks.
+    pub fn slow_horizon(&self) -> usize {
+        self.recurrence * self.slowness.max(1)
+    }
+
+    /// Frames per update (all envs).
+    pub fn frames_per_update(&self) -> usize {
+        self.procs * self.frames_per_proc
+    }
+
+    /// Check everything up front, with errors naming the field.
+    pub fn validate(&self) -> Result<()> {
+        for id in self.level_ids() {
+            crate::levels::lookup(&id).with_context(|| "in config field `level`/`levels`")?;
+        }
+        let mode = self.mode()?;
+        let dims = self.dims()?;
+        metarim_core::nn::params::Layout::new(&dims, mode)
+            .map_err(|e| anyhow!("model dimensions: {e}"))?;
+        let pos = |v: usize, name: &str| -> Result<()> {
+            if v == 0 {
+                bail!("config field `{name}` must be > 0");
+            }
+            Ok(())
+        };
+        pos(self.procs, "procs")?;
+        pos(self.frames_per_proc, "frames_per_proc")?;
+        pos(self.recurrence, "recurrence")?;
+        pos(self.epochs, "epochs")?;
+        pos(self.batch_size, "batch_size")?;
+        pos(self.grad_shards, "grad_shards")?;
+        pos(self.save_interval, "save_interval")?;
+        pos(self.stats_window, "stats_window")?;
+        pos(self.curriculum_window, "curriculum_window")?;
+        if !self.frames_per_proc.is_multiple_of(self.recurrence) {
+            bail!(
+                "frames_per_proc ({}) must be a multiple of recurrence ({})",
+                self.frames_per_proc,
+                self.recurrence
+            );
+        }
+        if !self.batch_size.is_multiple_of(self.recurrence) {
+            bail!(
+                "batch_size ({}) must be a multiple of recurrence ({})",
+                self.batch_size,
+                self.recurrence
+            );
+        }
+        if self.batch_size > self.frames_per_update() {
+            bail!(
+                "batch_size ({}) exceeds the frames per update (procs {} x frames_per_proc {})",
+                self.batch_size,
+                self.procs,
+                self.frames_per_proc
+            );
+        }
+        if is_meta(mode) {
+            pos(self.slowness, "slowness")?;
+            if !self.frames_per_proc.is_multiple_of(self.slow_horizon()) {
+                bail!(
+                    "frames_per_proc ({}) must be a multiple of recurrence x slowness ({})",
+                    self.frames_per_proc,
+                    self.slow_horizon()
+                );
+            }
+        }
+        for (v, name) in [
+            (self.lr, "lr"),
+            (self.fast_lr, "fast_lr"),
+            (self.adam_eps, "adam_eps"),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                bail!("config field `{name}` must be a positive number, got {v}");
+            }
+        }
+        for (v, name) in [
+            (self.gamma, "gamma"),
+            (self.gae_lambda, "gae_lambda"),
+            (self.adam_beta1, "adam_beta1"),
+            (self.adam_beta2, "adam_beta2"),
+            (self.curriculum_threshold, "curriculum_threshold"),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                bail!("config field `{name}` must be in [0, 1], got {v}");
+            }
+        }
+        for (v, name) in [
+            (self.clip_eps, "clip_eps"),
+            (self.entropy_coef, "entropy_coef"),
+            (self.value_coef, "value_coef"),
+            (self.max_grad_norm, "max_grad_norm"),
+            (self.reward_scale, "reward_scale"),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                bail!("config field `{name}` must be a finite number >= 0, got {v}");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Optional fields (absent from the serialised table when unset) that `set` still accepts.
+const OPTIONAL_KEYS: [&str; 3] = ["n_modules", "k_active", "communication"];
+
+/// Whether `mode` splits parameters into a fast inner and a slow outer loop.
+pub fn is_meta(mode: Mode) -> bool {
+    matches!(mode, Mode::MetaRim | Mode::Reversed)
+}
+
+/// The dimensions of a preset by name (case-insensitive).
+pub fn preset_dims(name: &str) -> Result<ModelDims> {
+    match name.to_ascii_lowercase().as_str() {
+        "paper" => Ok(PAPER),
+        "tiny" => Ok(TINY),
+        _ => bail!("unknown preset {name:?} (Paper or Tiny)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_round_trip_through_toml() {
+        let c = TrainConfig::default();
+        c.validate().unwrap();
+        let text = c.to_toml().unwrap();
+        assert_eq!(TrainConfig::from_toml(&text).unwrap(), c);
+    }
+
+    #[test]
+    fn set_overrides_fields_and_names_unknown_keys() {
+        let mut c = TrainConfig::default();
+        c.set("frames", "1000").unwrap();
+        c.set("mode", "lstm").unwrap();
+        c.set("levels", "BabyAI-GoToObj-v0,BabyAI-GoToLocal-v0")
+            .unwrap();
+        c.set("k-active", "2").unwrap();
+        c.set("lr", "3e-4").unwrap();
+        assert_eq!(c.frames, 1000);
+        assert_eq!(c.mode, "lstm");
+        assert_eq!(c.levels.len(), 2);
+        assert_eq!(c.k_active, Some(2));
+        assert_eq!(c.lr, 3e-4);
+        let e = c.set("fram", "3").unwrap_err().to_string();
+        assert!(e.contains("fram"), "{e}");
+        let e = c.set("frames", "lots").unwrap_err().to_string();
+        assert!(e.contains("frames"), "{e}");
+    }
+
+    #[test]
+    fn validation_names_the_bad_field() {
+        let bad = |f: &dyn Fn(&mut TrainConfig), what: &str| {
+            let mut c = TrainConfig::default();
+            f(&mut c);
+            let e = format!("{:#}", c.validate().unwrap_err());
+            assert!(e.contains(what), "{e} should mention {what}");
+        };
+        bad(&|c| c.level = "BabyAI-Nope-v0".into(), "Nope");
+        bad(&|c| c.mode = "fastest".into(), "fastest");
+        bad(&|c| c.preset = "Huge".into(), "Huge");
+        bad(&|c| c.recurrence = 7, "recurrence");
+        bad(&|c| c.batch_size = 999_999_980, "batch_size");
+        bad(&|c| c.k_active = Some(9), "k_active");
+        bad(&|c| c.gamma = 1.5, "gamma");
+        bad(&|c| c.lr = -1.0, "lr");
+        let e = TrainConfig::from_toml("framez = 3")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("framez"), "{e}");
+    }
+}

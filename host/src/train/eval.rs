@@ -1,0 +1,199 @@
+//! Evaluation of a policy: episodes on a level with seeded generators, split across threads,
+//! with 95% intervals (Wilson for the success rate, normal for the mean return).
+//!
+//! Invariant: episode `i` of a seed is the same episode (same level seed, same action draws)
+//! whatever the thread count, so results are reproducible.
+
+use anyhow::{anyhow, Result};
+use metarim_core::env::{Action, Env, VIEW_CELLS};
+use metarim_core::levels::Level;
+use metarim_core::mission::vocab::{tokenize, MAX_TOKENS};
+use metarim_core::nn::policy::{scratch_len, state_len, step_cache_len};
+use metarim_core::rng::{split_mix64, Pcg32};
+
+use super::{argmax_action, sample_action, thread_count, Model};
+
+/// What to evaluate.
+#[derive(Clone, Debug)]
+pub struct EvalOptions {
+    /// Episodes.
+    pub episodes: usize,
+    /// Seed of the episodes.
+    pub seed: u64,
+    /// Worker threads (0: all cores).
+    pub threads: usize,
+    /// Take the most likely action instead of sampling.
+    pub argmax: bool,
+}
+
+/// One evaluated episode.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EpisodeResult {
+    /// Reached the goal.
+    pub success: bool,
+    /// Return.
+    pub ret: f64,
+    /// Steps.
+    pub len: u32,
+}
+
+/// Aggregate results.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvalResult {
+    /// Level id.
+    pub level: String,
+    /// Episodes run.
+    pub episodes: usize,
+    /// Success rate.
+    pub success: f64,
+    /// 95% Wilson interval of the success rate.
+    pub success_ci: (f64, f64),
+    /// Mean return.
+    pub mean_return: f64,
+    /// Half-width of the 95% normal interval of the mean return.
+    pub return_ci: f64,
+    /// Mean episode length.
+    pub mean_len: f64,
+}
+
+/// The 95% Wilson score interval of `k` successes in `n` trials.
+pub fn wilson(k: usize, n: usize) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    let z = 1.959_963_984_540_054_f64;
+    let n = n as f64;
+    let p = k as f64 / n;
+    let denom = 1.0 + z * z / n;
+    let centre = (p + z * z / (2.0 * n)) / denom;
+    let half = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt() / denom;
+    ((centre - half).max(0.0), (centre + half).min(1.0))
+}
+
+/// Run one episode of `level` with episode index `i` of `seed`; `on_step` sees the env after
+/// each step with the action and the active modules.
+pub fn run_episode(
+    model: &Model,
+    level: &Level,
+    seed: u64,
+    i: u64,
+    argmax: bool,
+    mut on_step: impl FnMut(&Env, usize, &[bool]),
+) -> Result<EpisodeResult> {
+    let policy = model.policy()?;
+    let d = model.layout.dims();
+    let mut rng = Pcg32::with_stream(split_mix64(seed), i);
+    let mut env = Env::new(8, 8).map_err(|e| anyhow!("creating an env: {e}"))?;
+    let episode_seed = rng.next_u64();
+    level
+        .reset(&mut env, episode_seed)
+        .map_err(|e| anyhow!("level {} failed for seed {episode_seed}: {e}", level.id()))?;
+    let mut tokens = [0u16; MAX_TOKENS];
+    tokenize(env.mission.as_str(), &mut tokens).map_err(|e| anyhow!("mission: {e}"))?;
+    let mut scratch = vec![0.0f32; scratch_len(d)];
+    let mut instr = vec![0.0f32; d.instr_hidden];
+    let err = |e| anyhow!("policy: {e}");
+    policy
+        .encode_instruction(&tokens, &mut instr, &mut scratch)
+        .map_err(err)?;
+    let mut state = vec![0.0f32; state_len(d)];
+    let mut next = state.clone();
+    let mut logits = vec![0.0f32; d.n_actions];
+    let mut cache = vec![0.0f32; step_cache_len(d)];
+    let mut obs = [[0u8; 3]; VIEW_CELLS];
+    let mut ret = 0.0f64;
+    let n = d.rim.n_modules;
+    loop {
+        env.observe(&mut obs);
+        policy
+            .step(
+                &obs,
+                &instr,
+                &state,
+                &mut next,
+                &mut logits,
+                &mut cache,
+                &mut scratch,
+            )
+            .map_err(err)?;
+        let active = policy.active_in_cache(&cache);
+        let (a, _) = if argmax {
+            argmax_action(&logits)
+        } else {
+            sample_action(&logits, &mut rng)
+        };
+        let out = env.step(Action::ALL[a]);
+        ret += f64::from(out.reward);
+        on_step(&env, a, &active[..n.min(active.len())]);
+        std::mem::swap(&mut state, &mut next);
+        if out.terminated || out.truncated {
+            return Ok(EpisodeResult {
+                success: out.reward > 0.0,
+                ret,
+                len: env.step_count,
+            });
+        }
+    }
+}
+
+/// Evaluate `model` on `level`.
+pub fn evaluate(model: &Model, level: &Level, opts: &EvalOptions) -> Result<EvalResult> {
+    let n = opts.episodes;
+    let threads = thread_count(opts.threads, n);
+    let per = n.div_ceil(threads).max(1);
+    let idx: Vec<u64> = (0..n as u64).collect();
+    let results: Vec<EpisodeResult> = std::thread::scope(|s| {
+        let handles: Vec<_> = idx
+            .chunks(per)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|i| {
+                            run_episode(model, level, opts.seed, *i, opts.argmax, |_, _, _| {})
+                        })
+                        .collect::<Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        let mut all = Vec::with_capacity(n);
+        for h in handles {
+            all.extend(h.join().map_err(|_| anyhow!("an eval thread panicked"))??);
+        }
+        Ok::<_, anyhow::Error>(all)
+    })?;
+    let k = results.iter().filter(|r| r.success).count();
+    let nf = n.max(1) as f64;
+    let mean = results.iter().map(|r| r.ret).sum::<f64>() / nf;
+    let var = if n > 1 {
+        results.iter().map(|r| (r.ret - mean).powi(2)).sum::<f64>() / (n as f64 - 1.0)
+    } else {
+        0.0
+    };
+    Ok(EvalResult {
+        level: level.id().to_string(),
+        episodes: n,
+        success: k as f64 / nf,
+        success_ci: wilson(k, n),
+        mean_return: mean,
+        return_ci: 1.959_963_984_540_054 * (var / nf).sqrt(),
+        mean_len: results.iter().map(|r| f64::from(r.len)).sum::<f64>() / nf,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wilson_interval_brackets_the_rate() {
+        let (lo, hi) = wilson(80, 100);
+        assert!(lo < 0.8 && 0.8 < hi, "{lo} {hi}");
+        assert!(
+            (lo - 0.7112).abs() < 1e-3 && (hi - 0.8666).abs() < 1e-3,
+            "{lo} {hi}"
+        );
+        assert_eq!(wilson(0, 0), (0.0, 1.0));
+        let (lo, _) = wilson(0, 10);
+        assert_eq!(lo, 0.0);
+    }
+}

@@ -1,0 +1,417 @@
+//! Vectorised environments and the rollout buffers: every env owns its generator, its
+//! episode and a preallocated buffer of `frames_per_proc` steps; threads step disjoint sets of
+//! envs for a whole rollout (the policy is fixed during it), so the result does not depend on
+//! how envs are split across threads.
+//!
+//! Invariants:
+//! - Buffers are allocated once ([`EnvSlot::new`]) and overwritten every rollout.
+//! - `states[t]` is the memory state the policy read at step `t` (zeros at an episode start),
+//!   so any chunk can be replayed from its first step's stored state.
+//! - An env's episode is reproducible from `(level, episode_seed, actions)`, which is what a
+//!   checkpoint stores (see [`EnvSnapshot`]).
+
+use anyhow::{anyhow, bail, Context, Result};
+use metarim_core::env::{Action, Env, Observation, VIEW_CELLS};
+use metarim_core::mission::vocab::{tokenize, MAX_TOKENS};
+use metarim_core::nn::policy::{scratch_len, state_len, step_cache_len};
+use metarim_core::rng::{split_mix64, Pcg32};
+use serde::{Deserialize, Serialize};
+
+use super::tasks::Tasks;
+use super::{sample_action, Model};
+
+/// One finished episode.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EpisodeRecord {
+    /// Level index (in the run's level list).
+    pub level: usize,
+    /// Undiscounted return (the env's reward, not scaled).
+    pub ret: f64,
+    /// Steps.
+    pub len: u32,
+    /// Reached its goal (reward > 0).
+    pub success: bool,
+}
+
+/// The steps one env collected in the current rollout.
+#[derive(Clone, Debug)]
+pub struct ProcRollout {
+    /// Observations.
+    pub obs: Vec<Observation>,
+    /// Mission tokens of each step's episode.
+    pub tokens: Vec<[u16; MAX_TOKENS]>,
+    /// First step of an episode.
+    pub episode_start: Vec<bool>,
+    /// Actions taken.
+    pub action: Vec<u8>,
+    /// Their log-probabilities under the acting policy.
+    pub logprob: Vec<f32>,
+    /// Values predicted while acting.
+    pub value: Vec<f32>,
+    /// Rewards, scaled by `reward_scale`.
+    pub reward: Vec<f32>,
+    /// The episode ended with this step.
+    pub done: Vec<bool>,
+    /// Memory state read at each step, `state_len` per step.
+    pub states: Vec<f32>,
+    /// Active RIM modules per step (bit i: module i).
+    pub active: Vec<u16>,
+    /// GAE advantages.
+    pub advantage: Vec<f32>,
+    /// Return targets (`value + advantage`).
+    pub ret: Vec<f32>,
+    /// Value of the state after the last step (bootstrap).
+    pub next_value: f32,
+}
+
+impl ProcRollout {
+    fn new(frames: usize, state_len: usize) -> ProcRollout {
+        ProcRollout {
+            obs: vec![[[0; 3]; VIEW_CELLS]; frames],
+            tokens: vec![[0; MAX_TOKENS]; frames],
+            episode_start: vec![false; frames],
+            action: vec![0; frames],
+            logprob: vec![0.0; frames],
+            value: vec![0.0; frames],
+            reward: vec![0.0; frames],
+            done: vec![false; frames],
+            states: vec![0.0; frames * state_len],
+            active: vec![0; frames],
+            advantage: vec![0.0; frames],
+            ret: vec![0.0; frames],
+            next_value: 0.0,
+        }
+    }
+
+    /// Steps in the buffer.
+    pub fn len(&self) -> usize {
+        self.action.len()
+    }
+
+    /// Whether the buffer holds no steps.
+    pub fn is_empty(&self) -> bool {
+        self.action.is_empty()
+    }
+}
+
+/// What a checkpoint stores of one env to rebuild it exactly.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EnvSnapshot {
+    /// Generator state `(state, inc)`.
+    pub rng: (u64, u64),
+    /// Level of the current episode.
+    pub level: usize,
+    /// Seed the current episode was generated from.
+    pub episode_seed: u64,
+    /// Actions taken so far in the current episode.
+    pub actions: Vec<u8>,
+    /// The next step starts an episode.
+    pub episode_start: bool,
+    /// Return so far in the current episode (f64 bits, exact).
+    pub ep_return_bits: u64,
+}
+
+/// One environment with its episode, generator and rollout buffer.
+#[derive(Clone, Debug)]
+pub struct EnvSlot {
+    /// The environment.
+    pub env: Env,
+    /// Draws levels, episode seeds and actions.
+    pub rng: Pcg32,
+    /// Level index of the current episode.
+    pub level: usize,
+    /// Seed of the current episode.
+    pub episode_seed: u64,
+    /// Mission tokens of the current episode.
+    pub tokens: [u16; MAX_TOKENS],
+    /// Instruction embedding of the current episode under the current parameters.
+    pub instr: Vec<f32>,
+    /// Memory state.
+    pub state: Vec<f32>,
+    /// The next step starts an episode.
+    pub episode_start: bool,
+    /// Return so far.
+    pub ep_return: f64,
+    /// Actions of the current episode (to rebuild it on resume).
+    pub actions: Vec<u8>,
+    /// This rollout's steps.
+    pub buf: ProcRollout,
+    /// Episodes that finished during this rollout, in order.
+    pub finished: Vec<EpisodeRecord>,
+}
+
+impl EnvSlot {
+    /// Env `index` of a run seeded `seed`, with its first episode started.
+    pub fn new(
+        index: usize,
+        seed: u64,
+        model: &Model,
+        tasks: &Tasks,
+        frames: usize,
+    ) -> Result<EnvSlot> {
+        let d = *model.layout.dims();
+        let sl = state_len(&d);
+        let mut slot = EnvSlot {
+            env: Env::new(8, 8).map_err(|e| anyhow!("creating an env: {e}"))?,
+            rng: Pcg32::with_stream(split_mix64(seed), 0x0e4f_0000 + index as u64),
+            level: 0,
+            episode_seed: 0,
+            tokens: [0; MAX_TOKENS],
+            instr: vec![0.0; d.instr_hidden],
+            state: vec![0.0; sl],
+            episode_start: true,
+            ep_return: 0.0,
+            actions: Vec::new(),
+            buf: ProcRollout::new(frames, sl),
+            finished: Vec::new(),
+        };
+        slot.start_episode(tasks)?;
+        Ok(slot)
+    }
+
+    /// Draw and generate the next episode.
+    fn start_episode(&mut self, tasks: &Tasks) -> Result<()> {
+        self.level = tasks.pick(&mut self.rng);
+        self.episode_seed = self.rng.next_u64();
+        self.generate(tasks)?;
+        self.state.fill(0.0);
+        self.episode_start = true;
+        self.ep_return = 0.0;
+        self.actions.clear();
+        Ok(())
+    }
+
+    fn generate(&mut self, tasks: &Tasks) -> Result<()> {
+        let level = tasks
+            .levels
+            .get(self.level)
+            .ok_or_else(|| anyhow!("level index {} out of range", self.level))?;
+        level.reset(&mut self.env, self.episode_seed).map_err(|e| {
+            anyhow!(
+                "level {} failed to generate for seed {}: {e}",
+                level.id(),
+                self.episode_seed
+            )
+        })?;
+        self.tokens = [0; MAX_TOKENS];
+        tokenize(self.env.mission.as_str(), &mut self.tokens).map_err(|e| {
+            anyhow!(
+                "mission {:?} does not tokenise: {e}",
+                self.env.mission.as_str()
+            )
+        })?;
+        Ok(())
+    }
+
+    /// The snapshot a checkpoint stores.
+    pub fn snapshot(&self) -> EnvSnapshot {
+        EnvSnapshot {
+            rng: self.rng.to_parts(),
+            level: self.level,
+            episode_seed: self.episode_seed,
+            actions: self.actions.clone(),
+            episode_start: self.episode_start,
+            ep_return_bits: self.ep_return.to_bits(),
+        }
+    }
+
+    /// Rebuild from a snapshot and a saved memory state: regenerate the episode and replay its
+    /// actions (the env is deterministic), checking that the replay stays inside the episode.
+    pub fn restore(&mut self, s: &EnvSnapshot, state: &[f32], tasks: &Tasks) -> Result<()> {
+        if state.len() != self.state.len() {
+            bail!(
+                "saved memory state has {} values, the model needs {}",
+                state.len(),
+                self.state.len()
+            );
+        }
+        self.rng = Pcg32::from_parts(s.rng.0, s.rng.1);
+        self.level = s.level;
+        self.episode_seed = s.episode_seed;
+        self.generate(tasks)?;
+        for (i, a) in s.actions.iter().enumerate() {
+            let action = Action::from_index(i64::from(*a))
+                .map_err(|_| anyhow!("saved action {a} is not an action"))?;
+            let out = self.env.step(action);
+            if out.terminated || out.truncated {
+                bail!(
+                    "saved episode ends at its action {i} of {}",
+                    s.actions.len()
+                );
+            }
+        }
+        self.actions = s.actions.clone();
+        self.episode_start = s.episode_start;
+        self.ep_return = f64::from_bits(s.ep_return_bits);
+        self.state.copy_from_slice(state);
+        Ok(())
+    }
+}
+
+/// Per-thread step buffers.
+struct StepWork {
+    next: Vec<f32>,
+    logits: Vec<f32>,
+    cache: Vec<f32>,
+    scratch: Vec<f32>,
+}
+
+impl StepWork {
+    fn new(model: &Model) -> StepWork {
+        let d = model.layout.dims();
+        StepWork {
+            next: vec![0.0; state_len(d)],
+            logits: vec![0.0; d.n_actions],
+            cache: vec![0.0; step_cache_len(d)],
+            scratch: vec![0.0; scratch_len(d)],
+        }
+    }
+}
+
+/// Collect one rollout of `frames_per_proc` steps in every env, on `threads` threads.
+pub fn collect(
+    slots: &mut [EnvSlot],
+    model: &Model,
+    tasks: &Tasks,
+    reward_scale: f32,
+    threads: usize,
+) -> Result<()> {
+    let per = slots.len().div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = slots
+            .chunks_mut(per)
+            .map(|part| s.spawn(move || collect_part(part, model, tasks, reward_scale)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().map_err(|_| anyhow!("a rollout thread panicked"))?)
+            .collect::<Result<Vec<()>>>()
+    })?;
+    Ok(())
+}
+
+fn collect_part(
+    slots: &mut [EnvSlot],
+    model: &Model,
+    tasks: &Tasks,
+    reward_scale: f32,
+) -> Result<()> {
+    let policy = model.policy()?;
+    let d = model.layout.dims();
+    let sl = state_len(d);
+    let mut w = StepWork::new(model);
+    let err = |e| anyhow!("policy step: {e}");
+    for slot in slots.iter_mut() {
+        slot.finished.clear();
+        policy
+            .encode_instruction(&slot.tokens, &mut slot.instr, &mut w.scratch)
+            .map_err(err)?;
+    }
+    let frames = slots.first().map_or(0, |s| s.buf.len());
+    for t in 0..frames {
+        for slot in slots.iter_mut() {
+            let b = &mut slot.buf;
+            slot.env.observe(&mut b.obs[t]);
+            b.tokens[t] = slot.tokens;
+            b.episode_start[t] = slot.episode_start;
+            b.states[t * sl..(t + 1) * sl].copy_from_slice(&slot.state);
+            let value = policy
+                .step(
+                    &b.obs[t],
+                    &slot.instr,
+                    &slot.state,
+                    &mut w.next,
+                    &mut w.logits,
+                    &mut w.cache,
+                    &mut w.scratch,
+                )
+                .map_err(err)?;
+            let active = policy.active_in_cache(&w.cache);
+            b.active[t] = active
+                .iter()
+                .enumerate()
+                .fold(0u16, |m, (i, a)| m | (u16::from(*a) << i));
+            let (a, logprob) = sample_action(&w.logits, &mut slot.rng);
+            let out = slot.env.step(Action::ALL[a]);
+            slot.actions.push(a as u8);
+            slot.ep_return += f64::from(out.reward);
+            b.action[t] = a as u8;
+            b.logprob[t] = logprob;
+            b.value[t] = value;
+            b.reward[t] = out.reward * reward_scale;
+            let done = out.terminated || out.truncated;
+            b.done[t] = done;
+            slot.state.copy_from_slice(&w.next);
+            slot.episode_start = false;
+            if done {
+                slot.finished.push(EpisodeRecord {
+                    level: slot.level,
+                    ret: slot.ep_return,
+                    len: slot.actions.len() as u32,
+                    success: out.reward > 0.0,
+                });
+                slot.start_episode(tasks)
+                    .context("starting the next episode")?;
+                policy
+                    .encode_instruction(&slot.tokens, &mut slot.instr, &mut w.scratch)
+                    .map_err(err)?;
+            }
+        }
+    }
+    // Bootstrap values of the states after the rollout.
+    let mut obs = [[0u8; 3]; VIEW_CELLS];
+    for slot in slots.iter_mut() {
+        slot.env.observe(&mut obs);
+        slot.buf.next_value = policy
+            .step(
+                &obs,
+                &slot.instr,
+                &slot.state,
+                &mut w.next,
+                &mut w.logits,
+                &mut w.cache,
+                &mut w.scratch,
+            )
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Generalised advantage estimation over one env's buffer (episodes end at `done`, where
+/// nothing is bootstrapped; the rollout's end bootstraps from `next_value`).
+pub fn gae(b: &mut ProcRollout, gamma: f32, lambda: f32) {
+    let n = b.len();
+    let mut last = 0.0f32;
+    for t in (0..n).rev() {
+        let next_value = if t + 1 < n {
+            b.value[t + 1]
+        } else {
+            b.next_value
+        };
+        let nonterminal = if b.done[t] { 0.0 } else { 1.0 };
+        let delta = b.reward[t] + gamma * next_value * nonterminal - b.value[t];
+        last = delta + gamma * lambda * nonterminal * last;
+        b.advantage[t] = last;
+        b.ret[t] = b.value[t] + last;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gae_matches_a_hand_computation_and_stops_at_episode_ends() {
+        let mut b = ProcRollout::new(3, 1);
+        b.value = vec![1.0, 2.0, 3.0];
+        b.reward = vec![0.0, 5.0, 0.0];
+        b.done = vec![false, true, false];
+        b.next_value = 4.0;
+        gae(&mut b, 0.5, 0.5);
+        // t=2: delta = 0 + 0.5*4 - 3 = -1
+        // t=1: done, delta = 5 - 2 = 3, adv = 3
+        // t=0: delta = 0 + 0.5*2 - 1 = 0, adv = 0 + 0.25*3 = 0.75
+        assert_eq!(b.advantage, vec![0.75, 3.0, -1.0]);
+        assert_eq!(b.ret, vec![1.75, 5.0, 2.0]);
+    }
+}

@@ -1,0 +1,515 @@
+//! The training loop: rollout, GAE, the update, logs (JSONL and CSV per update), progress,
+//! periodic atomic checkpoints, the learning curve and the summary line.
+//!
+//! Invariants: the checkpoint holds the whole training state at an update boundary, so a run
+//! resumed from it continues exactly as the uninterrupted run would have (logs are cut back to
+//! the checkpoint's update); timings appear only in logs, never in checkpoints.
+
+use std::collections::VecDeque;
+use std::fs;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use metarim_core::nn::params::Layout;
+use metarim_core::nn::policy::state_len;
+use metarim_core::rng::{split_mix64, Pcg32};
+use serde::Serialize;
+
+use super::checkpoint::{self, CheckpointMeta, SavedEpisode, FORMAT_VERSION};
+use super::rollout::{self, EnvSlot, EpisodeRecord};
+use super::tasks::Tasks;
+use super::update::{self, Grads, Optim};
+use super::{thread_count, Model, TrainConfig};
+
+/// File name of the checkpoint inside the output directory.
+pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+
+/// How to run (not part of the training state).
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Output directory (checkpoint, logs, curve, config).
+    pub out: PathBuf,
+    /// Continue from `out/checkpoint.safetensors` if present.
+    pub resume: bool,
+    /// Progress display: a bar on a terminal, a line every few seconds otherwise; off when
+    /// false.
+    pub progress: bool,
+    /// Stop (after saving) once this many updates have run in this process (tests of resume).
+    pub stop_after_updates: Option<u64>,
+}
+
+/// What a finished run reports.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunSummary {
+    /// Current level id (the curriculum's, or the single level; "mixture of N").
+    pub level: String,
+    /// Frames trained on.
+    pub frames: u64,
+    /// Updates done.
+    pub updates: u64,
+    /// Success rate over the statistics window.
+    pub success: f64,
+    /// Mean return over the statistics window.
+    pub mean_return: f64,
+    /// Frames per second of this process's updates.
+    pub fps: f64,
+    /// The final checkpoint.
+    pub checkpoint: PathBuf,
+}
+
+/// One line of the per-update log.
+#[derive(Clone, Debug, Serialize)]
+pub struct LogLine {
+    /// Update index (1-based).
+    pub update: u64,
+    /// Frames so far.
+    pub frames: u64,
+    /// Frames per second of this update.
+    pub fps: f64,
+    /// Seconds since this process started training.
+    pub wall_s: f64,
+    /// Current level.
+    pub level: String,
+    /// Episodes finished in this update.
+    pub episodes: usize,
+    /// Mean return over the statistics window.
+    pub return_mean: f64,
+    /// Success rate over the statistics window.
+    pub success_rate: f64,
+    /// Mean episode length over the statistics window.
+    pub episode_len: f64,
+    /// Mean policy entropy.
+    pub entropy: f64,
+    /// Mean policy loss.
+    pub policy_loss: f64,
+    /// Mean value loss.
+    pub value_loss: f64,
+    /// Mean approximate KL.
+    pub approx_kl: f64,
+    /// Fraction of clipped ratios.
+    pub clip_frac: f64,
+    /// Mean pre-clip gradient norm.
+    pub grad_norm: f64,
+    /// Fraction of the rollout's steps each module was active.
+    pub module_activity: Vec<f64>,
+}
+
+const CSV_HEADER: &str = "update,frames,fps,wall_s,level,episodes,return_mean,success_rate,episode_len,entropy,policy_loss,value_loss,approx_kl,clip_frac,grad_norm,module_activity";
+
+impl LogLine {
+    fn csv(&self) -> String {
+        let act: Vec<String> = self
+            .module_activity
+            .iter()
+            .map(|a| format!("{a:.4}"))
+            .collect();
+        format!(
+            "{},{},{:.1},{:.2},{},{},{:.5},{:.5},{:.2},{:.5},{:.5},{:.5},{:.6},{:.5},{:.5},{}",
+            self.update,
+            self.frames,
+            self.fps,
+            self.wall_s,
+            self.level,
+            self.episodes,
+            self.return_mean,
+            self.success_rate,
+            self.episode_len,
+            self.entropy,
+            self.policy_loss,
+            self.value_loss,
+            self.approx_kl,
+            self.clip_frac,
+            self.grad_norm,
+            act.join(";")
+        )
+    }
+}
+
+/// The mutable state of a run.
+struct State {
+    model: Model,
+    optim: Optim,
+    tasks: Tasks,
+    slots: Vec<EnvSlot>,
+    rng: Pcg32,
+    frames: u64,
+    updates: u64,
+    recent: VecDeque<EpisodeRecord>,
+}
+
+/// The model a fresh run of `cfg` starts from.
+pub fn initial_model(cfg: &TrainConfig) -> Result<Model> {
+    let layout = Layout::new(&cfg.dims()?, cfg.mode()?).map_err(|e| anyhow!("model: {e}"))?;
+    Model::init(layout, split_mix64(cfg.seed ^ 0x1a17_0000))
+}
+
+fn fresh_state(cfg: &TrainConfig) -> Result<State> {
+    let model = initial_model(cfg)?;
+    let optim = Optim::new(&model.layout, cfg);
+    let tasks = Tasks::new(cfg)?;
+    let slots = (0..cfg.procs)
+        .map(|i| EnvSlot::new(i, cfg.seed, &model, &tasks, cfg.frames_per_proc))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(State {
+        model,
+        optim,
+        tasks,
+        slots,
+        rng: Pcg32::with_stream(split_mix64(cfg.seed), 0x7a1e),
+        frames: 0,
+        updates: 0,
+        recent: VecDeque::new(),
+    })
+}
+
+/// Fields a resumed run may change: how long and how fast it runs, not what it computes.
+const RESUMABLE_OVERRIDES: [&str; 3] = ["frames", "threads", "save_interval"];
+
+fn resume_state(cfg: &TrainConfig, path: &Path) -> Result<(TrainConfig, State)> {
+    let ck = checkpoint::load(path)?;
+    let mut saved = ck.config.clone();
+    let (a, b) = (
+        toml::Table::try_from(&saved).context("saved config")?,
+        toml::Table::try_from(cfg).context("config")?,
+    );
+    let differing: Vec<&String> = a
+        .keys()
+        .chain(b.keys())
+        .filter(|k| !RESUMABLE_OVERRIDES.contains(&k.as_str()) && a.get(*k) != b.get(*k))
+        .collect();
+    if !differing.is_empty() {
+        let mut keys: Vec<&str> = differing.iter().map(|k| k.as_str()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        bail!(
+            "--resume: the config differs from the checkpoint's in {} (only frames, threads and \
+             save_interval may change; use another --out for a new run)",
+            keys.join(", ")
+        );
+    }
+    saved.frames = cfg.frames;
+    saved.threads = cfg.threads;
+    saved.save_interval = cfg.save_interval;
+    let mut tasks = Tasks::new(&saved)?;
+    tasks.restore(&ck.meta.tasks)?;
+    let model = ck.model;
+    let sl = state_len(model.layout.dims());
+    let mut slots = Vec::with_capacity(saved.procs);
+    for (i, snap) in ck.meta.envs.iter().enumerate() {
+        let mut slot = EnvSlot::new(i, saved.seed, &model, &tasks, saved.frames_per_proc)?;
+        slot.restore(snap, &ck.env_states[i * sl..(i + 1) * sl], &tasks)
+            .with_context(|| format!("restoring env {i}"))?;
+        slots.push(slot);
+    }
+    let recent = ck
+        .meta
+        .recent
+        .iter()
+        .map(|e| EpisodeRecord {
+            level: e.level,
+            ret: f64::from_bits(e.ret_bits),
+            len: e.len,
+            success: e.success,
+        })
+        .collect();
+    let state = State {
+        model,
+        optim: ck.optim,
+        tasks,
+        slots,
+        rng: Pcg32::from_parts(ck.meta.trainer_rng.0, ck.meta.trainer_rng.1),
+        frames: ck.meta.frames,
+        updates: ck.meta.updates,
+        recent,
+    };
+    Ok((saved, state))
+}
+
+fn save(cfg: &TrainConfig, st: &State, path: &Path) -> Result<()> {
+    // The thread count is how the run was computed, not what: leave it out of the checkpoint
+    // so checkpoints are byte-identical across machines.
+    let saved = TrainConfig {
+        threads: 0,
+        ..cfg.clone()
+    };
+    let meta = CheckpointMeta {
+        format_version: FORMAT_VERSION,
+        config: saved.to_toml()?,
+        frames: st.frames,
+        updates: st.updates,
+        adam_fast_t: st.optim.fast.t,
+        adam_slow_t: st.optim.slow.t,
+        trainer_rng: st.rng.to_parts(),
+        tasks: st.tasks.state(),
+        envs: st.slots.iter().map(EnvSlot::snapshot).collect(),
+        recent: st
+            .recent
+            .iter()
+            .map(|e| SavedEpisode {
+                level: e.level,
+                ret_bits: e.ret.to_bits(),
+                len: e.len,
+                success: e.success,
+            })
+            .collect(),
+        crc32: 0,
+    };
+    let states: Vec<f32> = st.slots.iter().flat_map(|s| s.state.clone()).collect();
+    let bytes = checkpoint::to_bytes_checkpoint(&meta, &st.model, &st.optim, &states, cfg.procs)?;
+    checkpoint::write_atomic(path, &bytes)
+}
+
+fn window_stats(recent: &VecDeque<EpisodeRecord>) -> (f64, f64, f64) {
+    if recent.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    let n = recent.len() as f64;
+    let succ = recent.iter().filter(|e| e.success).count() as f64 / n;
+    let ret = recent.iter().map(|e| e.ret).sum::<f64>() / n;
+    let len = recent.iter().map(|e| f64::from(e.len)).sum::<f64>() / n;
+    (succ, ret, len)
+}
+
+/// Keep the log lines of updates `<= updates` (a resumed run rewrites what follows).
+fn cut_log(path: &Path, updates: u64, header: Option<&str>) -> Result<()> {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let mut out = String::new();
+    for (i, line) in text.lines().enumerate() {
+        if i == 0 {
+            if let Some(h) = header {
+                if line == h {
+                    out.push_str(line);
+                    out.push('\n');
+                    continue;
+                }
+            }
+        }
+        let update = if header.is_some() {
+            line.split(',').next().and_then(|u| u.parse::<u64>().ok())
+        } else {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v.get("update").and_then(|u| u.as_u64()))
+        };
+        if update.is_some_and(|u| u <= updates) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    if header.is_some() && out.is_empty() {
+        out = format!("{}\n", header.unwrap_or_default());
+    }
+    checkpoint::write_atomic(path, out.as_bytes())
+}
+
+/// Train with `cfg`, writing into `opts.out`.
+pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
+    cfg.validate()?;
+    fs::create_dir_all(&opts.out)
+        .with_context(|| format!("creating output directory {}", opts.out.display()))?;
+    let ck_path = opts.out.join(CHECKPOINT_FILE);
+    let jsonl_path = opts.out.join("train.jsonl");
+    let csv_path = opts.out.join("train.csv");
+    let (cfg, mut st) = if ck_path.exists() {
+        if !opts.resume {
+            bail!(
+                "{} already holds a checkpoint; pass --resume to continue it or choose another --out",
+                opts.out.display()
+            );
+        }
+        let (cfg, st) = resume_state(cfg, &ck_path)?;
+        cut_log(&jsonl_path, st.updates, None)?;
+        cut_log(&csv_path, st.updates, Some(CSV_HEADER))?;
+        (cfg, st)
+    } else {
+        if opts.resume {
+            eprintln!(
+                "train: no checkpoint in {}; starting a new run",
+                opts.out.display()
+            );
+        }
+        checkpoint::write_atomic(&jsonl_path, b"")?;
+        checkpoint::write_atomic(&csv_path, format!("{CSV_HEADER}\n").as_bytes())?;
+        (cfg.clone(), fresh_state(cfg)?)
+    };
+    checkpoint::write_atomic(&opts.out.join("config.toml"), cfg.to_toml()?.as_bytes())?;
+    let threads = thread_count(cfg.threads, cfg.procs.max(cfg.grad_shards));
+    let mut grads = Grads::new(&st.model.layout, cfg.grad_shards);
+    let mut jsonl = fs::OpenOptions::new()
+        .append(true)
+        .open(&jsonl_path)
+        .with_context(|| format!("opening {}", jsonl_path.display()))?;
+    let mut csv = fs::OpenOptions::new()
+        .append(true)
+        .open(&csv_path)
+        .with_context(|| format!("opening {}", csv_path.display()))?;
+    let bar = progress_bar(opts.progress, cfg.frames, st.frames);
+    let started = Instant::now();
+    let start_frames = st.frames;
+    let mut last_note = Instant::now();
+    let mut updates_here = 0u64;
+    let n_modules = st.model.layout.dims().rim.n_modules;
+    let is_rim = cfg.mode()? != metarim_core::nn::params::Mode::Lstm;
+    let mut curve = read_curve(&jsonl_path);
+    while st.frames < cfg.frames {
+        let t0 = Instant::now();
+        rollout::collect(
+            &mut st.slots,
+            &st.model,
+            &st.tasks,
+            cfg.reward_scale as f32,
+            threads,
+        )?;
+        let mut episodes = 0;
+        for slot in &st.slots {
+            for e in &slot.finished {
+                episodes += 1;
+                st.tasks.record(e.level, e.success);
+                if st.tasks.schedule != super::tasks::Schedule::Curriculum
+                    || e.level == st.tasks.current()
+                {
+                    st.recent.push_back(*e);
+                }
+                while st.recent.len() > cfg.stats_window {
+                    st.recent.pop_front();
+                }
+            }
+        }
+        for slot in &mut st.slots {
+            rollout::gae(&mut slot.buf, cfg.gamma as f32, cfg.gae_lambda as f32);
+        }
+        let activity = if is_rim {
+            update::module_activity(&st.slots, n_modules)
+        } else {
+            Vec::new()
+        };
+        let us = update::train_on_rollout(
+            &cfg,
+            &mut st.model,
+            &mut st.optim,
+            &st.slots,
+            &mut st.rng,
+            threads,
+            &mut grads,
+        )?;
+        let fpu = cfg.frames_per_update() as u64;
+        st.frames += fpu;
+        st.updates += 1;
+        updates_here += 1;
+        let level_before = st.tasks.current_name();
+        if let Some(next) = st.tasks.end_update(fpu) {
+            st.recent.clear();
+            let msg = format!(
+                "train: curriculum: {level_before} passed at {} frames; now {}",
+                st.frames, st.tasks.ids[next]
+            );
+            bar.as_ref()
+                .map_or_else(|| eprintln!("{msg}"), |b| b.println(&msg));
+        }
+        let (success, ret, len) = window_stats(&st.recent);
+        let dt = t0.elapsed().as_secs_f64().max(1e-9);
+        let line = LogLine {
+            update: st.updates,
+            frames: st.frames,
+            fps: fpu as f64 / dt,
+            wall_s: started.elapsed().as_secs_f64(),
+            level: level_before,
+            episodes,
+            return_mean: ret,
+            success_rate: success,
+            episode_len: len,
+            entropy: us.per_frame(us.entropy),
+            policy_loss: us.per_frame(us.policy_loss),
+            value_loss: us.per_frame(us.value_loss),
+            approx_kl: us.per_frame(us.approx_kl),
+            clip_frac: us.per_frame(us.clipped),
+            grad_norm: us.mean_grad_norm(),
+            module_activity: activity,
+        };
+        writeln!(jsonl, "{}", serde_json::to_string(&line)?)?;
+        writeln!(csv, "{}", line.csv())?;
+        curve.push((line.frames, line.success_rate, line.return_mean));
+        let msg = format!(
+            "fps={:.0} return={:.3} success={:.3} level={}",
+            line.fps, ret, success, line.level
+        );
+        if let Some(b) = &bar {
+            b.set_position(st.frames.min(cfg.frames));
+            b.set_message(msg);
+        } else if opts.progress && last_note.elapsed() > Duration::from_secs(10) {
+            eprintln!(
+                "train: frames {}/{} update {} {msg}",
+                st.frames, cfg.frames, st.updates
+            );
+            last_note = Instant::now();
+        }
+        let stop_here = opts.stop_after_updates.is_some_and(|n| updates_here >= n);
+        if st.updates % cfg.save_interval as u64 == 0 || st.frames >= cfg.frames || stop_here {
+            save(&cfg, &st, &ck_path)?;
+        }
+        if stop_here {
+            break;
+        }
+    }
+    if st.updates == 0 {
+        save(&cfg, &st, &ck_path)?;
+    }
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    jsonl.flush()?;
+    csv.flush()?;
+    let (success, mean_return, _) = window_stats(&st.recent);
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    let summary = RunSummary {
+        level: st.tasks.current_name(),
+        frames: st.frames,
+        updates: st.updates,
+        success,
+        mean_return,
+        fps: (st.frames - start_frames) as f64 / secs,
+        checkpoint: ck_path,
+    };
+    write_curve(&opts.out, &summary.level, &curve)?;
+    Ok(summary)
+}
+
+/// The `(frames, success, return)` points already logged in `train.jsonl`.
+fn read_curve(path: &Path) -> Vec<(u64, f64, f64)> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| {
+            Some((
+                v.get("frames")?.as_u64()?,
+                v.get("success_rate")?.as_f64()?,
+                v.get("return_mean")?.as_f64()?,
+            ))
+        })
+        .collect()
+}
+
+/// Write `curve.png` (success and return vs frames).
+fn write_curve(out: &Path, level: &str, points: &[(u64, f64, f64)]) -> Result<()> {
+    let pts: Vec<(u64, f64, f64)> = points.to_vec();
+    // MERGE: plot module from the render branch.
+    let _ = (out, level, pts);
+    Ok(())
+}
+
+fn progress_bar(on: bool, total: u64, pos: u64) -> Option<indicatif::ProgressBar> {
+    if !on || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{elapsed_precise} [{bar:30}] {human_pos}/{human_len} frames {msg}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_position(pos);
+    Some(bar)
+}

@@ -1,0 +1,553 @@
+//! Gradients over chunks of the rollout and the optimiser steps: PPO epochs for `joint` and
+//! `lstm`, the inner (fast) and outer (slow) loops for `meta-rim` and `reversed`.
+//!
+//! Invariants:
+//! - A minibatch's chunks are split into `grad_shards` contiguous shards; each shard sums its
+//!   chunks' gradients in order into its own buffer, and the shards are added in index order.
+//!   Threads only decide which shards run where, so sums are bit-identical for any thread count.
+//! - Each optimiser step touches only its groups; the fast group's step touches only the blocks
+//!   of modules active somewhere in the minibatch ([`Layout::fast_ranges`]), so modules that
+//!   never ran keep their parameters and Adam moments bit-exactly.
+
+use anyhow::{anyhow, Result};
+use metarim_core::env::VIEW_CELLS;
+use metarim_core::nn::loss::{PpoCoefs, PpoSample, PpoTerms};
+use metarim_core::nn::optim::{clip_coef, Adam, Range};
+use metarim_core::nn::params::{Group, Layout, Mode, FAST_RANGES};
+use metarim_core::nn::policy::{chunk_work_len, ChunkStats, ChunkStep, MAX_MODULES};
+use metarim_core::nn::rim::CommGrad;
+use metarim_core::rng::Pcg32;
+
+use super::config::{is_meta, OtherGroup};
+use super::rollout::EnvSlot;
+use super::{GroupVecs, Model, TrainConfig};
+
+/// A run of consecutive steps of one env's buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Chunk {
+    /// Env index.
+    pub proc: usize,
+    /// First step.
+    pub start: usize,
+    /// Steps.
+    pub len: usize,
+}
+
+/// Every env's buffer cut into chunks of `len` steps (`frames` a multiple of `len`).
+pub fn chunks(procs: usize, frames: usize, len: usize) -> Vec<Chunk> {
+    let len = len.max(1);
+    (0..procs)
+        .flat_map(|proc| {
+            (0..frames / len).map(move |i| Chunk {
+                proc,
+                start: i * len,
+                len,
+            })
+        })
+        .collect()
+}
+
+/// Fisher-Yates shuffle with the trainer's generator.
+pub fn shuffle<T>(items: &mut [T], rng: &mut Pcg32) {
+    for i in (1..items.len()).rev() {
+        let j = rng.below((i + 1) as u32) as usize;
+        items.swap(i, j);
+    }
+}
+
+/// Sums of the loss terms over the gradient passes of one update.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct UpdateStats {
+    /// Optimiser steps taken.
+    pub steps: usize,
+    /// Steps (frames) the terms were summed over.
+    pub frames: usize,
+    /// Sum of the entropies.
+    pub entropy: f64,
+    /// Sum of the policy losses.
+    pub policy_loss: f64,
+    /// Sum of the value losses.
+    pub value_loss: f64,
+    /// Sum of the approximate KLs.
+    pub approx_kl: f64,
+    /// Sum of the clipped indicators.
+    pub clipped: f64,
+    /// Sum of the pre-clip gradient norms of each optimiser step.
+    pub grad_norm: f64,
+}
+
+impl UpdateStats {
+    fn add_terms(&mut self, t: &PpoTerms<f32>, frames: usize) {
+        self.frames += frames;
+        self.entropy += f64::from(t.entropy);
+        self.policy_loss += f64::from(t.policy_loss);
+        self.value_loss += f64::from(t.value_loss);
+        self.approx_kl += f64::from(t.approx_kl);
+        self.clipped += f64::from(t.clipped);
+    }
+
+    /// Mean of a sum over frames.
+    pub fn per_frame(&self, sum: f64) -> f64 {
+        if self.frames == 0 {
+            0.0
+        } else {
+            sum / self.frames as f64
+        }
+    }
+
+    /// Mean gradient norm over the optimiser steps.
+    pub fn mean_grad_norm(&self) -> f64 {
+        if self.steps == 0 {
+            0.0
+        } else {
+            self.grad_norm / self.steps as f64
+        }
+    }
+}
+
+/// Gradient buffers: one per shard and their total.
+#[derive(Clone, Debug)]
+pub struct Grads {
+    shards: Vec<GroupVecs>,
+    /// The summed gradient of the last [`compute_grads`].
+    pub total: GroupVecs,
+}
+
+impl Grads {
+    /// `shards` zeroed accumulators for `layout`.
+    pub fn new(layout: &Layout, shards: usize) -> Grads {
+        Grads {
+            shards: vec![GroupVecs::zeros(layout); shards.max(1)],
+            total: GroupVecs::zeros(layout),
+        }
+    }
+}
+
+fn add_terms(a: &mut PpoTerms<f32>, b: &PpoTerms<f32>) {
+    a.loss += b.loss;
+    a.policy_loss += b.policy_loss;
+    a.value_loss += b.value_loss;
+    a.entropy += b.entropy;
+    a.logprob += b.logprob;
+    a.ratio += b.ratio;
+    a.approx_kl += b.approx_kl;
+    a.logprob_diff += b.logprob_diff;
+    a.clipped += b.clipped;
+}
+
+/// The mean PPO loss gradient over `chunks` (each step weighted `1 / total steps`) into
+/// `grads.total`; returns the summed terms and which modules were active.
+pub fn compute_grads(
+    model: &Model,
+    slots: &[EnvSlot],
+    chunks: &[Chunk],
+    coefs: &PpoCoefs<f32>,
+    threads: usize,
+    grads: &mut Grads,
+) -> Result<ChunkStats<f32>> {
+    let total_steps: usize = chunks.iter().map(|c| c.len).sum();
+    let scale = 1.0 / total_steps.max(1) as f32;
+    let n_shards = grads.shards.len().min(chunks.len()).max(1);
+    let max_len = chunks.iter().map(|c| c.len).max().unwrap_or(1);
+    let shard_chunks: Vec<&[Chunk]> = (0..n_shards)
+        .map(|s| &chunks[s * chunks.len() / n_shards..(s + 1) * chunks.len() / n_shards])
+        .collect();
+    let per = n_shards.div_ceil(threads.max(1)).max(1);
+    let results: Vec<Result<Vec<ChunkStats<f32>>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = grads.shards[..n_shards]
+            .chunks_mut(per)
+            .zip(shard_chunks.chunks(per))
+            .map(|(bufs, work)| {
+                s.spawn(move || -> Result<Vec<ChunkStats<f32>>> {
+                    let policy = model.policy()?;
+                    let d = model.layout.dims();
+                    let mut buf = vec![0.0f32; chunk_work_len(d, max_len)];
+                    let mut steps: Vec<ChunkStep<'_, f32>> = Vec::with_capacity(max_len);
+                    let mut out = Vec::with_capacity(bufs.len());
+                    for (g, list) in bufs.iter_mut().zip(work) {
+                        g.clear();
+                        let mut acc = empty_stats();
+                        for c in list.iter() {
+                            let st = shard_chunk(
+                                &policy, slots, c, coefs, scale, g, &mut buf, &mut steps,
+                            )?;
+                            merge_stats(&mut acc, &st);
+                        }
+                        out.push(acc);
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("a gradient thread panicked")))
+            })
+            .collect()
+    });
+    let mut stats = empty_stats();
+    for r in results {
+        for st in r? {
+            merge_stats(&mut stats, &st);
+        }
+    }
+    grads.total.clear();
+    for g in &grads.shards[..n_shards] {
+        grads.total.add_assign(g);
+    }
+    Ok(stats)
+}
+
+fn empty_stats() -> ChunkStats<f32> {
+    ChunkStats {
+        sum: PpoTerms::default(),
+        steps: 0,
+        active_steps: [0; MAX_MODULES],
+    }
+}
+
+fn merge_stats(a: &mut ChunkStats<f32>, b: &ChunkStats<f32>) {
+    add_terms(&mut a.sum, &b.sum);
+    a.steps += b.steps;
+    for (x, y) in a.active_steps.iter_mut().zip(b.active_steps) {
+        *x += y;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn shard_chunk<'a>(
+    policy: &metarim_core::nn::policy::Policy<'_, f32>,
+    slots: &'a [EnvSlot],
+    c: &Chunk,
+    coefs: &PpoCoefs<f32>,
+    scale: f32,
+    g: &mut GroupVecs,
+    work: &mut [f32],
+    steps: &mut Vec<ChunkStep<'a, f32>>,
+) -> Result<ChunkStats<f32>> {
+    let slot = slots
+        .get(c.proc)
+        .ok_or_else(|| anyhow!("chunk of env {} out of range", c.proc))?;
+    let b = &slot.buf;
+    let sl = slot.state.len();
+    steps.clear();
+    for t in c.start..c.start + c.len {
+        let obs: &'a [[u8; 3]; VIEW_CELLS] = &b.obs[t];
+        steps.push(ChunkStep {
+            obs,
+            tokens: &b.tokens[t],
+            episode_start: b.episode_start[t],
+            sample: PpoSample {
+                action: usize::from(b.action[t]),
+                old_logprob: b.logprob[t],
+                old_value: b.value[t],
+                advantage: b.advantage[t],
+                ret: b.ret[t],
+            },
+        });
+    }
+    let init = &b.states[c.start * sl..(c.start + 1) * sl];
+    let d = policy.dims();
+    let need = chunk_work_len(d, c.len);
+    let work = work
+        .get_mut(..need)
+        .ok_or_else(|| anyhow!("chunk work buffer too small"))?;
+    policy
+        .chunk_backward(
+            steps,
+            init,
+            coefs,
+            scale,
+            CommGrad::Blocked,
+            g.bufs_mut(),
+            work,
+        )
+        .map_err(|e| anyhow!("backward over a chunk: {e}"))
+}
+
+/// Which parameters an optimiser step updates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Everything, with the slow optimiser (plain PPO: `joint`, `lstm`).
+    All,
+    /// The inner loop: the fast group (and `Other` when it is fast).
+    Inner,
+    /// The outer loop: the slow group (and `Other` when it is slow).
+    Outer,
+}
+
+/// Two Adam optimisers (fast and slow learning rates, separate step counts) and the moments
+/// of every group.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Optim {
+    /// The fast group's optimiser (inner loop).
+    pub fast: Adam,
+    /// The slow group's optimiser (outer loop; every group in plain PPO).
+    pub slow: Adam,
+    /// First moments.
+    pub m: GroupVecs,
+    /// Second moments.
+    pub v: GroupVecs,
+}
+
+impl Optim {
+    /// Fresh optimisers for `cfg`.
+    pub fn new(layout: &Layout, cfg: &TrainConfig) -> Optim {
+        let adam = |lr| Adam::new(lr, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps);
+        Optim {
+            fast: adam(cfg.fast_lr),
+            slow: adam(cfg.lr),
+            m: GroupVecs::zeros(layout),
+            v: GroupVecs::zeros(layout),
+        }
+    }
+
+    /// The groups a phase updates.
+    pub fn groups(mode: Mode, phase: Phase, other: OtherGroup) -> Vec<Group> {
+        match (is_meta(mode), phase, other) {
+            (false, _, _) | (true, Phase::All, _) => Group::ALL.to_vec(),
+            (true, Phase::Inner, OtherGroup::Fast) => vec![Group::Fast, Group::Other],
+            (true, Phase::Inner, OtherGroup::Slow) => vec![Group::Fast],
+            (true, Phase::Outer, OtherGroup::Slow) => vec![Group::Slow, Group::Other],
+            (true, Phase::Outer, OtherGroup::Fast) => vec![Group::Slow],
+        }
+    }
+
+    /// One step of `phase`: clip the gradient of its groups to `max_norm` (global norm over
+    /// those groups), then Adam. Returns the pre-clip norm.
+    #[allow(clippy::too_many_arguments)]
+    pub fn step(
+        &mut self,
+        layout: &Layout,
+        params: &mut GroupVecs,
+        grads: &mut GroupVecs,
+        phase: Phase,
+        other: OtherGroup,
+        active: &[bool],
+        max_norm: f32,
+    ) -> Result<f32> {
+        let groups = Self::groups(layout.mode(), phase, other);
+        let mut fast_ranges = heapless::Vec::<Range, FAST_RANGES>::new();
+        layout
+            .fast_ranges(active, &mut fast_ranges)
+            .map_err(|e| anyhow!("fast ranges: {e}"))?;
+        let ranges_of = |g: Group, n: usize| -> Vec<Range> {
+            if g == Group::Fast && phase != Phase::All {
+                fast_ranges.to_vec()
+            } else {
+                vec![(0, n)]
+            }
+        };
+        // Global norm over the updated elements, summed in f64 in a fixed order.
+        let mut sq = 0.0f64;
+        for &g in &groups {
+            let buf = grads.group(g);
+            for (off, len) in ranges_of(g, buf.len()) {
+                sq += buf[off..off + len]
+                    .iter()
+                    .map(|x| f64::from(*x) * f64::from(*x))
+                    .sum::<f64>();
+            }
+        }
+        let norm = sq.sqrt() as f32;
+        let coef = clip_coef(norm, max_norm);
+        let opt = if phase == Phase::Inner {
+            &mut self.fast
+        } else {
+            &mut self.slow
+        };
+        opt.t += 1;
+        let opt = *opt;
+        for &g in &groups {
+            let n = params.group(g).len();
+            let ranges = ranges_of(g, n);
+            let grad = grads.group_mut(g);
+            if coef != 1.0 {
+                for (off, len) in &ranges {
+                    for x in &mut grad[*off..*off + *len] {
+                        *x *= coef;
+                    }
+                }
+            }
+            opt.update_ranges_at(
+                opt.t,
+                params.group_mut(g),
+                grads.group(g),
+                self.m.group_mut(g),
+                self.v.group_mut(g),
+                &ranges,
+            )
+            .map_err(|e| anyhow!("adam step on the {} group: {e}", g.name()))?;
+        }
+        Ok(norm)
+    }
+}
+
+/// Active-module flags from a chunk-stats activity count.
+pub fn active_flags(stats: &ChunkStats<f32>, n: usize) -> Vec<bool> {
+    stats.active_steps[..n.min(MAX_MODULES)]
+        .iter()
+        .map(|c| *c > 0)
+        .collect()
+}
+
+/// Walks shuffled minibatches of a chunk list, reshuffling at the start of every pass.
+#[derive(Default)]
+struct Cursor {
+    next: Option<usize>,
+}
+
+impl Cursor {
+    fn next_batch(&mut self, items: &mut [Chunk], per: usize, rng: &mut Pcg32) -> Vec<Chunk> {
+        let start = match self.next {
+            Some(n) if n < items.len() => n,
+            _ => {
+                shuffle(items, rng);
+                0
+            }
+        };
+        let end = (start + per).min(items.len());
+        self.next = Some(end);
+        items[start..end].to_vec()
+    }
+}
+
+/// Everything one training update does after the rollout: PPO epochs (plain modes) or the
+/// inner and outer loops (meta modes). Returns the statistics of its gradient passes.
+pub fn train_on_rollout(
+    cfg: &TrainConfig,
+    model: &mut Model,
+    optim: &mut Optim,
+    slots: &[EnvSlot],
+    rng: &mut Pcg32,
+    threads: usize,
+    grads: &mut Grads,
+) -> Result<UpdateStats> {
+    let mode = model.layout.mode();
+    let coefs = PpoCoefs {
+        clip_eps: cfg.clip_eps as f32,
+        value_coef: cfg.value_coef as f32,
+        entropy_coef: cfg.entropy_coef as f32,
+        clip_value: true,
+    };
+    let n_modules = model.layout.dims().rim.n_modules;
+    let frames = cfg.frames_per_proc;
+    let per_batch = (cfg.batch_size / cfg.recurrence).max(1);
+    let mut stats = UpdateStats::default();
+    let mut short = chunks(slots.len(), frames, cfg.recurrence);
+    let mut one_step = |model: &mut Model,
+                        optim: &mut Optim,
+                        batch: &[Chunk],
+                        phase: Phase,
+                        stats: &mut UpdateStats|
+     -> Result<()> {
+        let st = compute_grads(model, slots, batch, &coefs, threads, grads)?;
+        stats.add_terms(&st.sum, st.steps);
+        let active = active_flags(&st, n_modules);
+        let norm = optim.step(
+            &model.layout,
+            &mut model.params,
+            &mut grads.total,
+            phase,
+            cfg.other_group,
+            &active,
+            cfg.max_grad_norm as f32,
+        )?;
+        stats.steps += 1;
+        stats.grad_norm += f64::from(norm);
+        Ok(())
+    };
+    if !is_meta(mode) {
+        for _ in 0..cfg.epochs {
+            shuffle(&mut short, rng);
+            for batch in short.chunks(per_batch) {
+                one_step(model, optim, batch, Phase::All, &mut stats)?;
+            }
+        }
+        return Ok(stats);
+    }
+    // Inner loop: fast updates on minibatches of short chunks, cycling through the rollout.
+    let mut cursor = Cursor::default();
+    for _ in 0..cfg.inner_steps {
+        let batch = cursor.next_batch(&mut short, per_batch, rng);
+        one_step(model, optim, &batch, Phase::Inner, &mut stats)?;
+    }
+    // Outer loop: slow updates on minibatches of long chunks (several concatenated episodes),
+    // after the inner loop (first-order: the inner updates are not differentiated through).
+    let mut long = chunks(slots.len(), frames, cfg.slow_horizon());
+    let per_long = (cfg.batch_size / cfg.slow_horizon()).max(1);
+    let mut cursor = Cursor::default();
+    for _ in 0..cfg.outer_steps {
+        let batch = cursor.next_batch(&mut long, per_long, rng);
+        one_step(model, optim, &batch, Phase::Outer, &mut stats)?;
+    }
+    Ok(stats)
+}
+
+/// Fraction of the rollout's steps in which each module was active.
+pub fn module_activity(slots: &[EnvSlot], n: usize) -> Vec<f64> {
+    let mut counts = vec![0u64; n];
+    let mut total = 0u64;
+    for s in slots {
+        for m in &s.buf.active {
+            total += 1;
+            for (i, c) in counts.iter_mut().enumerate() {
+                *c += u64::from((m >> i) & 1);
+            }
+        }
+    }
+    counts
+        .iter()
+        .map(|c| *c as f64 / total.max(1) as f64)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_cover_every_step_once() {
+        let c = chunks(3, 40, 20);
+        assert_eq!(c.len(), 6);
+        assert_eq!(
+            c[1],
+            Chunk {
+                proc: 0,
+                start: 20,
+                len: 20
+            }
+        );
+        assert_eq!(
+            c[5],
+            Chunk {
+                proc: 2,
+                start: 20,
+                len: 20
+            }
+        );
+    }
+
+    #[test]
+    fn groups_per_phase_follow_the_split() {
+        use OtherGroup::*;
+        assert_eq!(
+            Optim::groups(Mode::Joint, Phase::Inner, Slow),
+            Group::ALL.to_vec()
+        );
+        assert_eq!(
+            Optim::groups(Mode::MetaRim, Phase::Inner, Slow),
+            vec![Group::Fast]
+        );
+        assert_eq!(
+            Optim::groups(Mode::MetaRim, Phase::Outer, Slow),
+            vec![Group::Slow, Group::Other]
+        );
+        assert_eq!(
+            Optim::groups(Mode::Reversed, Phase::Inner, Fast),
+            vec![Group::Fast, Group::Other]
+        );
+    }
+}

@@ -1,0 +1,246 @@
+//! Checkpoints and determinism of training: the same seed gives the same checkpoint bytes on
+//! any thread count; a run stopped (cleanly, or by `kill -9`) and resumed ends with the same
+//! checkpoint as an uninterrupted run; a corrupt or mismatched checkpoint is refused with a
+//! clear error.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use host::train::checkpoint;
+use host::train::run::{train, RunOptions, CHECKPOINT_FILE};
+use host::train::TrainConfig;
+
+/// A small, fast config (Tiny preset, few envs and frames) in a given mode.
+fn tiny(mode: &str, frames: u64) -> TrainConfig {
+    TrainConfig {
+        mode: mode.into(),
+        level: "BabyAI-GoToLocalS5N2-v0".into(),
+        procs: 6,
+        frames_per_proc: 20,
+        recurrence: 10,
+        batch_size: 40,
+        slowness: 2,
+        inner_steps: 2,
+        outer_steps: 2,
+        epochs: 2,
+        grad_shards: 3,
+        frames,
+        save_interval: 1,
+        ..TrainConfig::default()
+    }
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("metarim-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn opts(out: &Path) -> RunOptions {
+    RunOptions {
+        out: out.to_path_buf(),
+        resume: false,
+        progress: false,
+        stop_after_updates: None,
+    }
+}
+
+fn ckpt(dir: &Path) -> Vec<u8> {
+    std::fs::read(dir.join(CHECKPOINT_FILE)).unwrap()
+}
+
+#[test]
+fn same_seed_same_checkpoint_on_any_thread_count() {
+    for mode in ["meta-rim", "lstm"] {
+        let mut outs = Vec::new();
+        for threads in [1, 2, 3] {
+            let dir = tmpdir(&format!("threads-{mode}-{threads}"));
+            let cfg = TrainConfig {
+                threads,
+                ..tiny(mode, 360)
+            };
+            train(&cfg, &opts(&dir)).unwrap();
+            outs.push(ckpt(&dir));
+        }
+        assert!(outs[0] == outs[1] && outs[1] == outs[2], "{mode}");
+        // And the seed matters.
+        let dir = tmpdir(&format!("threads-{mode}-seed"));
+        let cfg = TrainConfig {
+            seed: 2,
+            ..tiny(mode, 360)
+        };
+        train(&cfg, &opts(&dir)).unwrap();
+        assert!(ckpt(&dir) != outs[0]);
+    }
+}
+
+#[test]
+fn stop_and_resume_matches_an_uninterrupted_run() {
+    for mode in ["meta-rim", "reversed", "joint", "lstm"] {
+        let full = tmpdir(&format!("full-{mode}"));
+        let cfg = tiny(mode, 600);
+        let s = train(&cfg, &opts(&full)).unwrap();
+        assert_eq!(s.frames, 600);
+        let part = tmpdir(&format!("part-{mode}"));
+        let o = RunOptions {
+            stop_after_updates: Some(2),
+            ..opts(&part)
+        };
+        let s = train(&cfg, &o).unwrap();
+        assert_eq!(s.updates, 2);
+        // Without --resume an existing checkpoint is never overwritten.
+        let e = train(&cfg, &opts(&part)).unwrap_err().to_string();
+        assert!(e.contains("--resume"), "{e}");
+        let o = RunOptions {
+            resume: true,
+            ..opts(&part)
+        };
+        let s = train(&cfg, &o).unwrap();
+        assert_eq!(s.frames, 600);
+        assert!(
+            ckpt(&full) == ckpt(&part),
+            "{mode}: resumed checkpoint differs"
+        );
+        let lines = |d: &Path| {
+            std::fs::read_to_string(d.join("train.jsonl"))
+                .unwrap()
+                .lines()
+                .count()
+        };
+        assert_eq!(lines(&full), lines(&part));
+    }
+}
+
+#[test]
+fn resume_refuses_a_changed_config_but_accepts_more_frames() {
+    let dir = tmpdir("changed");
+    let cfg = tiny("meta-rim", 240);
+    train(&cfg, &opts(&dir)).unwrap();
+    let o = RunOptions {
+        resume: true,
+        ..opts(&dir)
+    };
+    let changed = TrainConfig {
+        lr: 0.5,
+        ..cfg.clone()
+    };
+    let e = format!("{:#}", train(&changed, &o).unwrap_err());
+    assert!(e.contains("lr"), "{e}");
+    let longer = TrainConfig { frames: 360, ..cfg };
+    assert_eq!(train(&longer, &o).unwrap().frames, 360);
+}
+
+#[test]
+fn kill_9_then_resume_matches_an_uninterrupted_run() {
+    let bin = env!("CARGO_BIN_EXE_metarim");
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "train",
+            "--level",
+            "BabyAI-GoToLocalS5N2-v0",
+            "--frames",
+            "4800",
+            "--seed",
+            "5",
+            "--quiet",
+            "--set",
+            "procs=6",
+            "--set",
+            "frames_per_proc=20",
+            "--set",
+            "recurrence=10",
+            "--set",
+            "batch_size=40",
+            "--set",
+            "save_interval=1",
+            "--out",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([out.display().to_string()])
+        .collect()
+    };
+    let full = tmpdir("kill-full");
+    let st = Command::new(bin)
+        .args(args(&full))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let killed = tmpdir("kill-part");
+    let mut child = Command::new(bin)
+        .args(args(&killed))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill once a few updates are logged (the run is then somewhere in the middle).
+    let log = killed.join("train.jsonl");
+    let t0 = Instant::now();
+    loop {
+        let n = std::fs::read_to_string(&log)
+            .map(|s| s.lines().count())
+            .unwrap_or(0);
+        if n >= 8 || t0.elapsed() > Duration::from_secs(120) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL on Unix
+    let _ = child.wait();
+    let ck = checkpoint::load(&killed.join(CHECKPOINT_FILE)).unwrap();
+    assert!(ck.meta.frames < 4800, "killed too late to test anything");
+    let mut a = args(&killed);
+    a.push("--resume".into());
+    let st = Command::new(bin)
+        .args(a)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(
+        ckpt(&full) == ckpt(&killed),
+        "checkpoint after kill -9 and --resume differs"
+    );
+}
+
+#[test]
+fn corrupt_and_mismatched_checkpoints_are_refused() {
+    let dir = tmpdir("corrupt");
+    train(&tiny("meta-rim", 120), &opts(&dir)).unwrap();
+    let good = ckpt(&dir);
+    assert!(checkpoint::from_bytes(&good).is_ok());
+    let err = |b: &[u8]| format!("{:#}", checkpoint::from_bytes(b).unwrap_err());
+    // A flipped bit in the tensor data.
+    let mut b = good.clone();
+    let n = b.len();
+    b[n - 5] ^= 0x10;
+    assert!(err(&b).contains("CRC32"), "{}", err(&b));
+    // Truncated.
+    assert!(
+        err(&good[..n / 2]).contains("safetensors"),
+        "{}",
+        err(&good[..n / 2])
+    );
+    // Not a checkpoint at all.
+    assert!(err(b"hello").contains("safetensors"));
+    // A valid safetensors file without our metadata.
+    let plain = safetensors::serialize(
+        [(
+            "x",
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1], &[0, 0, 0, 0])
+                .unwrap(),
+        )],
+        None,
+    )
+    .unwrap();
+    assert!(err(&plain).contains("metarim"), "{}", err(&plain));
+    // Loading a missing file names it.
+    let e = format!(
+        "{:#}",
+        checkpoint::load(&dir.join("nope.safetensors")).unwrap_err()
+    );
+    assert!(e.contains("nope.safetensors"), "{e}");
+}
