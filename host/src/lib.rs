@@ -20,6 +20,8 @@ pub mod dump;
 pub mod levels;
 pub mod model;
 pub mod play;
+pub mod plot;
+pub mod render;
 pub mod rim_batch;
 pub mod rim_bench;
 pub mod trace;

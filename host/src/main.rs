@@ -589,43 +589,77 @@ fn cmd_eval(a: EvalArgs) -> Result<ExitCode> {
 }
 
 fn cmd_play(a: AgentPlayArgs) -> Result<ExitCode> {
+    use host::render::{caption, render_frame, Annotation, GifWriter, RenderOptions};
     let ck = train::checkpoint::load(&a.checkpoint)?;
     let id = checkpoint_level(&ck, &a.level)?;
     let level = host::levels::lookup(&id)?;
     let tty = play::stdout_is_terminal();
-    let delay = a.delay_ms.unwrap_or(if tty { 150 } else { 0 });
+    let delay = a
+        .delay_ms
+        .unwrap_or(if tty && a.gif.is_none() { 150 } else { 0 });
     let mut out = io::stdout().lock();
-    let mut frames = 0u64;
+    let mut gif: Option<GifWriter<'static>> = None;
     let mut total = 0.0f64;
-    let mut err = None;
-    let r = train::eval::run_episode(
-        &ck.model,
-        &level,
-        a.seed,
-        0,
-        a.argmax,
-        |env, action, active| {
-            frames += 1;
-            let marks: String = active.iter().map(|m| if *m { '#' } else { '.' }).collect();
-            let mut s = String::new();
-            if tty {
-                s.push_str("\x1b[2J\x1b[H");
+    let mut failure: Option<anyhow::Error> = None;
+    let n_modules = ck.model.layout.dims().rim.n_modules;
+    let is_rim = ck.model.layout.mode() != metarim_core::nn::params::Mode::Lstm;
+    let mut on_step = |env: &metarim_core::env::Env, step: &train::eval::StepInfo| {
+        if failure.is_some() {
+            return;
+        }
+        total += f64::from(step.reward);
+        let active: &[bool] = if is_rim {
+            &step.active[..n_modules]
+        } else {
+            &[]
+        };
+        let cap = caption(env.step_count, step.action, step.reward);
+        let res: Result<()> = match &a.gif {
+            Some(path) => {
+                let opts = RenderOptions {
+                    annotation: Some(Annotation {
+                        active,
+                        caption: &cap,
+                    }),
+                    ..RenderOptions::default()
+                };
+                let frame = render_frame(env, &opts);
+                (|| {
+                    if gif.is_none() {
+                        gif = Some(GifWriter::create(path, frame.width, frame.height, 30)?);
+                    }
+                    match gif.as_mut() {
+                        Some(g) => g.add(&frame),
+                        None => Ok(()),
+                    }
+                })()
             }
-            total = f64::from(env.success_reward()) * 0.0 + total;
-            s.push_str(&play::render(env, &id, a.seed, total, None));
-            s.push_str(&format!("action: {action}  active modules: [{marks}]\n"));
-            if let Err(e) = out.write_all(s.as_bytes()) {
-                err.get_or_insert(e);
+            None => {
+                let mut s = String::new();
+                if tty {
+                    s.push_str("\x1b[2J\x1b[H");
+                }
+                s.push_str(&play::render(env, &id, a.seed, total, None));
+                let marks: String = active.iter().map(|m| if *m { '#' } else { '.' }).collect();
+                s.push_str(&format!("{cap}  active modules: [{marks}]\n"));
+                if delay > 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(delay));
+                }
+                out.write_all(s.as_bytes()).map_err(Into::into)
             }
-            if delay > 0 {
-                std::thread::sleep(std::time::Duration::from_millis(delay));
-            }
-        },
-    )?;
-    if let Some(e) = err {
-        return Err(e.into());
+        };
+        if let Err(e) = res {
+            failure = Some(e);
+        }
+    };
+    let r = train::eval::run_episode(&ck.model, &level, a.seed, 0, a.argmax, &mut on_step)?;
+    if let Some(e) = failure {
+        return Err(e);
     }
-    let _ = a.gif;
+    if let (Some(g), Some(path)) = (gif, &a.gif) {
+        g.finish()?;
+        writeln!(out, "wrote {}", path.display())?;
+    }
     writeln!(
         out,
         "play: level={id} seed={} steps={} success={} return={:.4}",

@@ -11,6 +11,35 @@
 
 use crate::nn::scalar::Real;
 
+/// Accumulator lanes of [`dot`].
+pub const DOT_LANES: usize = 8;
+
+/// `sum_i a[i] * b[i]` over the common length, in [`DOT_LANES`] interleaved partial sums
+/// (element `i` goes to lane `i % 8`, the tail past the last full group of 8 to a ninth sum)
+/// combined in a fixed tree. Why: a single running sum is one long dependency chain that the
+/// compiler may not reorder (float addition is not associative), which leaves SIMD units idle;
+/// eight independent sums vectorise. The order is fixed, so results stay deterministic, and
+/// they differ from the sequential sum only by rounding.
+#[inline]
+pub fn dot<S: Real>(a: &[S], b: &[S]) -> S {
+    let n = a.len().min(b.len());
+    let (a, b) = (a.get(..n).unwrap_or(&[]), b.get(..n).unwrap_or(&[]));
+    let mut acc = [S::ZERO; DOT_LANES];
+    let ca = a.chunks_exact(DOT_LANES);
+    let cb = b.chunks_exact(DOT_LANES);
+    let mut tail = S::ZERO;
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        tail += *x * *y;
+    }
+    for (x, y) in ca.zip(cb) {
+        for ((l, xi), yi) in acc.iter_mut().zip(x).zip(y) {
+            *l += *xi * *yi;
+        }
+    }
+    let [a0, a1, a2, a3, a4, a5, a6, a7] = acc;
+    ((a0 + a4) + (a1 + a5)) + ((a2 + a6) + (a3 + a7)) + tail
+}
+
 /// `y = W x (+ b)`, `W` row-major `[y.len() x x.len()]`.
 #[inline]
 pub fn linear<S: Real>(w: &[S], b: Option<&[S]>, x: &[S], y: &mut [S]) {
@@ -20,14 +49,11 @@ pub fn linear<S: Real>(w: &[S], b: Option<&[S]>, x: &[S], y: &mut [S]) {
         return;
     }
     for (o, (yo, row)) in y.iter_mut().zip(w.chunks_exact(n_in)).enumerate() {
-        let mut acc = match b {
+        let bias = match b {
             Some(b) => b.get(o).copied().unwrap_or(S::ZERO),
             None => S::ZERO,
         };
-        for (wi, xi) in row.iter().zip(x) {
-            acc += *wi * *xi;
-        }
-        *yo = acc;
+        *yo = bias + dot(row, x);
     }
 }
 
@@ -39,11 +65,7 @@ pub fn linear_acc<S: Real>(w: &[S], x: &[S], y: &mut [S]) {
         return;
     }
     for (yo, row) in y.iter_mut().zip(w.chunks_exact(n_in)) {
-        let mut acc = S::ZERO;
-        for (wi, xi) in row.iter().zip(x) {
-            acc += *wi * *xi;
-        }
-        *yo += acc;
+        *yo += dot(row, x);
     }
 }
 
@@ -193,17 +215,11 @@ pub fn gru_forward<S: Real>(
         linear(p.w_ih, Some(p.b_ih), x, gx);
     }
     let row = |j: usize| &p.w_hh[j * hid..(j + 1) * hid];
-    let dot = |w: &[S]| {
-        let mut acc = S::ZERO;
-        for (a, b) in w.iter().zip(h) {
-            acc += *a * *b;
-        }
-        acc
-    };
+    let dot_h = |w: &[S]| dot(w, h);
     for u in 0..hid {
-        let r = (gx[u] + dot(row(u)) + p.b_hh[u]).sigmoid();
-        let z = (gx[hid + u] + dot(row(hid + u)) + p.b_hh[hid + u]).sigmoid();
-        let hn_u = dot(row(2 * hid + u)) + p.b_hh[2 * hid + u];
+        let r = (gx[u] + dot_h(row(u)) + p.b_hh[u]).sigmoid();
+        let z = (gx[hid + u] + dot_h(row(hid + u)) + p.b_hh[hid + u]).sigmoid();
+        let hn_u = dot_h(row(2 * hid + u)) + p.b_hh[2 * hid + u];
         let n = (gx[2 * hid + u] + r * hn_u).tanh();
         gx[u] = r;
         gx[hid + u] = z;

@@ -599,11 +599,7 @@ fn copy<S: Copy>(dst: &mut [S], src: &[S]) {
 
 #[inline]
 fn dot<S: Real>(a: &[S], b: &[S]) -> S {
-    let mut acc = S::ZERO;
-    for (x, y) in a.iter().zip(b) {
-        acc += *x * *y;
-    }
-    acc
+    crate::nn::ops::dot(a, b)
 }
 
 /// `v *= mask` elementwise over the common length (a no-op for an empty mask).

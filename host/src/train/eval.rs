@@ -8,7 +8,7 @@ use anyhow::{anyhow, Result};
 use metarim_core::env::{Action, Env, VIEW_CELLS};
 use metarim_core::levels::Level;
 use metarim_core::mission::vocab::{tokenize, MAX_TOKENS};
-use metarim_core::nn::policy::{scratch_len, state_len, step_cache_len};
+use metarim_core::nn::policy::{scratch_len, state_len, step_cache_len, MAX_MODULES};
 use metarim_core::rng::{split_mix64, Pcg32};
 
 use super::{argmax_action, sample_action, thread_count, Model};
@@ -70,15 +70,27 @@ pub fn wilson(k: usize, n: usize) -> (f64, f64) {
     ((centre - half).max(0.0), (centre + half).min(1.0))
 }
 
-/// Run one episode of `level` with episode index `i` of `seed`; `on_step` sees the env after
-/// each step with the action and the active modules.
+/// What [`run_episode`] reports to its observer: the initial state (no action yet), then each
+/// step.
+#[derive(Clone, Copy, Debug)]
+pub struct StepInfo {
+    /// The action just taken (`None` for the initial state).
+    pub action: Option<Action>,
+    /// Its reward.
+    pub reward: f32,
+    /// Modules active in the step (all false for the initial state and the LSTM).
+    pub active: [bool; MAX_MODULES],
+}
+
+/// Run one episode of `level` with episode index `i` of `seed`; `on_step` sees the initial
+/// state, then the env after each step.
 pub fn run_episode(
     model: &Model,
     level: &Level,
     seed: u64,
     i: u64,
     argmax: bool,
-    mut on_step: impl FnMut(&Env, usize, &[bool]),
+    mut on_step: impl FnMut(&Env, &StepInfo),
 ) -> Result<EpisodeResult> {
     let policy = model.policy()?;
     let d = model.layout.dims();
@@ -102,7 +114,14 @@ pub fn run_episode(
     let mut cache = vec![0.0f32; step_cache_len(d)];
     let mut obs = [[0u8; 3]; VIEW_CELLS];
     let mut ret = 0.0f64;
-    let n = d.rim.n_modules;
+    on_step(
+        &env,
+        &StepInfo {
+            action: None,
+            reward: 0.0,
+            active: [false; MAX_MODULES],
+        },
+    );
     loop {
         env.observe(&mut obs);
         policy
@@ -124,7 +143,14 @@ pub fn run_episode(
         };
         let out = env.step(Action::ALL[a]);
         ret += f64::from(out.reward);
-        on_step(&env, a, &active[..n.min(active.len())]);
+        on_step(
+            &env,
+            &StepInfo {
+                action: Some(Action::ALL[a]),
+                reward: out.reward,
+                active,
+            },
+        );
         std::mem::swap(&mut state, &mut next);
         if out.terminated || out.truncated {
             return Ok(EpisodeResult {
@@ -148,9 +174,7 @@ pub fn evaluate(model: &Model, level: &Level, opts: &EvalOptions) -> Result<Eval
             .map(|part| {
                 s.spawn(move || {
                     part.iter()
-                        .map(|i| {
-                            run_episode(model, level, opts.seed, *i, opts.argmax, |_, _, _| {})
-                        })
+                        .map(|i| run_episode(model, level, opts.seed, *i, opts.argmax, |_, _| {}))
                         .collect::<Result<Vec<_>>>()
                 })
             })

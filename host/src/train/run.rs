@@ -494,10 +494,15 @@ fn read_curve(path: &Path) -> Vec<(u64, f64, f64)> {
 
 /// Write `curve.png` (success and return vs frames).
 fn write_curve(out: &Path, level: &str, points: &[(u64, f64, f64)]) -> Result<()> {
-    let pts: Vec<(u64, f64, f64)> = points.to_vec();
-    // MERGE: plot module from the render branch.
-    let _ = (out, level, pts);
-    Ok(())
+    let pts: Vec<crate::plot::CurvePoint> = points
+        .iter()
+        .map(|(f, s, r)| crate::plot::CurvePoint {
+            frames: *f,
+            success: *s,
+            mean_return: *r,
+        })
+        .collect();
+    crate::plot::write_curve(&out.join("curve.png"), level, &pts)
 }
 
 fn progress_bar(on: bool, total: u64, pos: u64) -> Option<indicatif::ProgressBar> {
