@@ -9,7 +9,10 @@
 //! - [`model`]: model presets, parameter layouts and their sizes (`metarim model info`);
 //! - [`rim_batch`]: a batched RIM cell (forward and BPTT over a batch, GEMMs via
 //!   `matrixmultiply`) sharing the core's parameter layout;
-//! - [`rim_bench`]: the RIM training-step benchmark (`metarim bench rim`).
+//! - [`rim_bench`]: the RIM training-step benchmark (`metarim bench rim`);
+//! - [`train`]: meta-training on the CPU (`metarim train`, `eval`, `bench train`);
+//! - [`render`]: gridworld frames as images, animated GIFs (`metarim play --gif`);
+//! - [`plot`]: learning curves (`curve.png`).
 //!
 //! Every bad input is reported as an [`anyhow::Error`] naming what is wrong; nothing here
 //! panics on input.

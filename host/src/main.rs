@@ -138,6 +138,37 @@ enum BenchCommand {
     /// RIM cell training throughput on the CPU: forward over T steps for a batch, BPTT of
     /// sum_t mean(h_t^2), one Adam step (the batched cell; compare scripts/bench-rim-vs-torch.sh).
     Rim(RimBenchArgs),
+    /// End-to-end training throughput on the CPU: full updates (env stepping, forward, every
+    /// PPO / inner / outer gradient pass, Adam) from a fresh state; median frames/s.
+    Train(TrainBenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct TrainBenchArgs {
+    /// Preset: Paper or Tiny.
+    #[arg(long, default_value = "Paper")]
+    preset: String,
+    /// Mode: meta-rim, reversed, joint or lstm.
+    #[arg(long, default_value = "meta-rim")]
+    mode: String,
+    /// Level id.
+    #[arg(long, default_value = "BabyAI-GoToLocal-v0")]
+    level: String,
+    /// Timed updates.
+    #[arg(long, default_value_t = 5)]
+    updates: usize,
+    /// Untimed warm-up updates.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Worker threads (0: all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Backend: cpu (the CUDA backend is the GPU issue's).
+    #[arg(long, default_value = "cpu")]
+    backend: String,
+    /// Any config field, `KEY=VALUE` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -290,6 +321,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Train(a) => return cmd_train(a),
         Command::Eval(a) => return cmd_eval(a),
         Command::Play(a) => return cmd_play(a),
+        Command::Bench(BenchCommand::Train(a)) => {
+            bench_train(&a)?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Bench(BenchCommand::Rim(a)) => {
             bench_rim(&a)?;
             return Ok(ExitCode::SUCCESS);
@@ -666,4 +701,69 @@ fn cmd_play(a: AgentPlayArgs) -> Result<ExitCode> {
         a.seed, r.len, r.success, r.ret
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `metarim bench train`: per-update figures, then the `bench-train:` summary line.
+fn bench_train(a: &TrainBenchArgs) -> Result<()> {
+    if a.backend != "cpu" {
+        anyhow::bail!(
+            "--backend {}: only the cpu backend exists in this build",
+            a.backend
+        );
+    }
+    if a.updates == 0 {
+        anyhow::bail!("--updates must be > 0");
+    }
+    let mut cfg = TrainConfig {
+        preset: a.preset.clone(),
+        mode: a.mode.clone(),
+        level: a.level.clone(),
+        threads: a.threads,
+        ..TrainConfig::default()
+    };
+    for kv in &a.set {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--set {kv:?}: expected KEY=VALUE"))?;
+        cfg.set(k, v).with_context(|| format!("--set {kv}"))?;
+    }
+    let r = train::run::bench(&cfg, a.warmup, a.updates)?;
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "train bench: preset={} mode={} level={} procs={} frames_per_proc={} batch={} \
+         recurrence={} epochs={} inner_steps={} outer_steps={} slowness={}",
+        cfg.preset,
+        cfg.mode,
+        cfg.level,
+        cfg.procs,
+        cfg.frames_per_proc,
+        cfg.batch_size,
+        cfg.recurrence,
+        cfg.epochs,
+        cfg.inner_steps,
+        cfg.outer_steps,
+        cfg.slowness
+    )?;
+    let fps: Vec<String> = r.update_fps.iter().map(|f| format!("{f:.0}")).collect();
+    writeln!(
+        out,
+        "{} warm-up + {} timed updates of {} frames; per-update frames/s: {}; \
+         rollout {:.1}% / learning {:.1}% of the time",
+        a.warmup,
+        a.updates,
+        cfg.frames_per_update(),
+        fps.join(", "),
+        100.0 * r.rollout_s / (r.rollout_s + r.learn_s).max(1e-9),
+        100.0 * r.learn_s / (r.rollout_s + r.learn_s).max(1e-9)
+    )?;
+    writeln!(
+        out,
+        "bench-train: preset={} mode={} backend=cpu threads={} frames_per_sec={:.0}",
+        cfg.preset,
+        cfg.mode,
+        r.threads,
+        r.median_fps()
+    )?;
+    Ok(())
 }

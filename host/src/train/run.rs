@@ -518,3 +518,75 @@ fn progress_bar(on: bool, total: u64, pos: u64) -> Option<indicatif::ProgressBar
     bar.set_position(pos);
     Some(bar)
 }
+
+/// Throughput of full training updates (rollout + GAE + every gradient pass and optimiser
+/// step), without logs or checkpoints.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainBench {
+    /// Frames per second of each timed update.
+    pub update_fps: Vec<f64>,
+    /// Seconds spent collecting rollouts (timed updates).
+    pub rollout_s: f64,
+    /// Seconds spent in gradient passes and optimiser steps (timed updates).
+    pub learn_s: f64,
+    /// Threads used.
+    pub threads: usize,
+}
+
+impl TrainBench {
+    /// Median frames per second over the timed updates.
+    pub fn median_fps(&self) -> f64 {
+        let mut v = self.update_fps.clone();
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => v[n / 2],
+            n => 0.5 * (v[n / 2 - 1] + v[n / 2]),
+        }
+    }
+}
+
+/// Run `warmup` untimed and `updates` timed training updates of `cfg` from a fresh state.
+pub fn bench(cfg: &TrainConfig, warmup: usize, updates: usize) -> Result<TrainBench> {
+    cfg.validate()?;
+    let mut st = fresh_state(cfg)?;
+    let threads = thread_count(cfg.threads, cfg.procs.max(cfg.grad_shards));
+    let mut grads = Grads::new(&st.model.layout, cfg.grad_shards);
+    let mut out = TrainBench {
+        update_fps: Vec::with_capacity(updates),
+        rollout_s: 0.0,
+        learn_s: 0.0,
+        threads,
+    };
+    for i in 0..warmup + updates {
+        let t0 = Instant::now();
+        rollout::collect(
+            &mut st.slots,
+            &st.model,
+            &st.tasks,
+            cfg.reward_scale as f32,
+            threads,
+        )?;
+        for slot in &mut st.slots {
+            rollout::gae(&mut slot.buf, cfg.gamma as f32, cfg.gae_lambda as f32);
+        }
+        let t1 = Instant::now();
+        update::train_on_rollout(
+            cfg,
+            &mut st.model,
+            &mut st.optim,
+            &st.slots,
+            &mut st.rng,
+            threads,
+            &mut grads,
+        )?;
+        let t2 = Instant::now();
+        if i >= warmup {
+            let total = (t2 - t0).as_secs_f64().max(1e-9);
+            out.update_fps.push(cfg.frames_per_update() as f64 / total);
+            out.rollout_s += (t1 - t0).as_secs_f64();
+            out.learn_s += (t2 - t1).as_secs_f64();
+        }
+    }
+    Ok(out)
+}

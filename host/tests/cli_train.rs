@@ -1,0 +1,142 @@
+//! The `train`, `eval`, `play` and `bench train` command lines: flags reach the config, bad
+//! input is a clear error (exit 2, no panic), and the documented last lines are printed.
+
+use std::process::{Command, Output};
+
+fn metarim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_metarim"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn print_config_applies_config_file_flags_and_sets() {
+    let cfg = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../configs/paper-gotolocal.toml"
+    );
+    let o = metarim(&[
+        "train",
+        "--config",
+        cfg,
+        "--mode",
+        "lstm",
+        "--set",
+        "inner_steps=7",
+        "--print-config",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("level = \"BabyAI-GoToLocal-v0\""), "{out}");
+    assert!(out.contains("preset = \"Paper\""), "{out}");
+    assert!(out.contains("mode = \"lstm\""), "{out}");
+    assert!(out.contains("inner_steps = 7"), "{out}");
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    for (args, needle) in [
+        (
+            vec!["train", "--level", "BabyAI-Nope-v0", "--print-config"],
+            "Nope",
+        ),
+        (
+            vec!["train", "--mode", "fastest", "--print-config"],
+            "fastest",
+        ),
+        (vec!["train", "--set", "frams=3", "--print-config"], "frams"),
+        (vec!["train", "--set", "lr", "--print-config"], "KEY=VALUE"),
+        (
+            vec!["train", "--config", "/nonexistent/x.toml"],
+            "/nonexistent/x.toml",
+        ),
+        (
+            vec!["eval", "--checkpoint", "/nonexistent/c.safetensors"],
+            "c.safetensors",
+        ),
+        (
+            vec!["play", "--checkpoint", "/nonexistent/c.safetensors"],
+            "c.safetensors",
+        ),
+        (vec!["bench", "train", "--backend", "cuda"], "cuda"),
+    ] {
+        let o = metarim(&args);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn train_eval_play_round_trip() {
+    let dir = std::env::temp_dir().join(format!("metarim-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = dir.display().to_string();
+    let o = metarim(&[
+        "train",
+        "--frames",
+        "2400",
+        "--quiet",
+        "--out",
+        &out,
+        "--set",
+        "procs=4",
+        "--set",
+        "batch_size=40",
+        "--set",
+        "recurrence=10",
+        "--set",
+        "frames_per_proc=20",
+    ]);
+    let (stdout, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("train: level=BabyAI-GoToObj-v0 frames=2400 success="),
+        "{stdout}"
+    );
+    for f in [
+        "checkpoint.safetensors",
+        "train.jsonl",
+        "train.csv",
+        "curve.png",
+        "config.toml",
+    ] {
+        assert!(dir.join(f).exists(), "{f} missing");
+    }
+    let ck = dir.join("checkpoint.safetensors").display().to_string();
+    let o = metarim(&["eval", "--checkpoint", &ck, "--episodes", "20"]);
+    let (stdout, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("eval: level=BabyAI-GoToObj-v0 success="),
+        "{stdout}"
+    );
+    assert!(last.ends_with("episodes=20"), "{stdout}");
+    let gif = dir.join("ep.gif").display().to_string();
+    let o = metarim(&[
+        "play",
+        "--checkpoint",
+        &ck,
+        "--gif",
+        &gif,
+        "--level",
+        "GoToLocal",
+    ]);
+    let (stdout, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(stdout.contains("play: level=GoToLocal"), "{stdout}");
+    let bytes = std::fs::read(dir.join("ep.gif")).unwrap();
+    assert!(bytes.starts_with(b"GIF89a"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
