@@ -72,7 +72,7 @@ struct TrainArgs {
     /// Any config field, `KEY=VALUE` (repeatable), e.g. `--set lr=3e-4 --set inner_steps=8`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
-    /// Output directory (default: runs/<level>-<mode>-seed<seed>).
+    /// Output directory (default: runs/LEVEL-MODE-seedSEED).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Continue from the checkpoint in the output directory.
