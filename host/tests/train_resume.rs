@@ -244,3 +244,48 @@ fn corrupt_and_mismatched_checkpoints_are_refused() {
     );
     assert!(e.contains("nope.safetensors"), "{e}");
 }
+
+#[test]
+fn curriculum_advances_on_its_frame_budget_and_resumes_exactly() {
+    let cfg = TrainConfig {
+        levels: vec![
+            "BabyAI-GoToObj-v0".into(),
+            "BabyAI-GoToLocalS5N2-v0".into(),
+            "BabyAI-PickupLoc-v0".into(),
+        ],
+        curriculum: true,
+        curriculum_level_frames: 240,
+        ..tiny("meta-rim", 840)
+    };
+    let full = tmpdir("curr-full");
+    let s = train(&cfg, &opts(&full)).unwrap();
+    assert_eq!(s.level, "BabyAI-PickupLoc-v0");
+    let log = std::fs::read_to_string(full.join("train.jsonl")).unwrap();
+    let levels: Vec<String> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["level"].to_string())
+        .collect();
+    assert!(levels.first().unwrap().contains("GoToObj"), "{levels:?}");
+    assert!(
+        levels.iter().any(|l| l.contains("GoToLocalS5N2")),
+        "{levels:?}"
+    );
+    let part = tmpdir("curr-part");
+    train(
+        &cfg,
+        &RunOptions {
+            stop_after_updates: Some(3),
+            ..opts(&part)
+        },
+    )
+    .unwrap();
+    train(
+        &cfg,
+        &RunOptions {
+            resume: true,
+            ..opts(&part)
+        },
+    )
+    .unwrap();
+    assert!(ckpt(&full) == ckpt(&part), "curriculum resume differs");
+}
