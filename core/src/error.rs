@@ -92,6 +92,11 @@ pub enum Error {
         /// Which dimension, or which relation between dimensions, is wrong.
         what: &'static str,
     },
+    /// A device blob that cannot be used (see [`crate::blob`]).
+    BadBlob {
+        /// What is wrong with it.
+        what: &'static str,
+    },
 }
 
 impl fmt::Display for Error {
@@ -146,6 +151,7 @@ impl fmt::Display for Error {
                 write!(f, "level generation gave up: {what}")
             }
             Error::BadLevelParam { name } => write!(f, "level parameter out of range: {name}"),
+            Error::BadBlob { what } => write!(f, "bad model blob: {what}"),
             Error::BadDims { what } => write!(f, "unsupported model dimensions: {what}"),
         }
     }

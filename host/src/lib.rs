@@ -12,7 +12,8 @@
 //! - [`rim_bench`]: the RIM training-step benchmark (`metarim bench rim`);
 //! - [`train`]: meta-training on the CPU (`metarim train`, `eval`, `bench train`);
 //! - [`render`]: gridworld frames as images, animated GIFs (`metarim play --gif`);
-//! - [`plot`]: learning curves (`curve.png`).
+//! - [`plot`]: learning curves (`curve.png`);
+//! - [`export`]: checkpoints packed as device blobs (`metarim export`).
 //!
 //! Every bad input is reported as an [`anyhow::Error`] naming what is wrong; nothing here
 //! panics on input.
@@ -20,6 +21,7 @@
 
 pub mod bench;
 pub mod dump;
+pub mod export;
 pub mod levels;
 pub mod model;
 pub mod play;

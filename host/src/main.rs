@@ -38,6 +38,25 @@ enum Command {
     Eval(EvalArgs),
     /// Watch a checkpoint's agent play an episode (terminal, or a GIF with --gif).
     Play(AgentPlayArgs),
+    /// Pack a checkpoint as a device blob for the firmware (header, frozen slow+other groups,
+    /// fast group, CRC32).
+    Export(ExportArgs),
+}
+
+#[derive(Args, Debug)]
+struct ExportArgs {
+    /// Checkpoint.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Preset compiled into the firmware (the checkpoint's model must match it).
+    #[arg(long, default_value = "Tiny")]
+    preset: String,
+    /// Output blob.
+    #[arg(long)]
+    out: PathBuf,
+    /// Element type of the read-only slow and other groups: f32, or f16 (half the flash).
+    #[arg(long, default_value = "f32")]
+    slow_dtype: String,
 }
 
 #[derive(Args, Debug)]
@@ -321,6 +340,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Train(a) => return cmd_train(a),
         Command::Eval(a) => return cmd_eval(a),
         Command::Play(a) => return cmd_play(a),
+        Command::Export(a) => {
+            let dtype = host::export::parse_dtype(&a.slow_dtype)?;
+            let s = host::export::export(&a.checkpoint, &a.preset, dtype, &a.out)?;
+            println!(
+                "export: out={} bytes={} fast={} slow={} other={} slow_dtype={}",
+                a.out.display(),
+                s.bytes,
+                s.groups[0],
+                s.groups[1],
+                s.groups[2],
+                a.slow_dtype
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Bench(BenchCommand::Train(a)) => {
             bench_train(&a)?;
             return Ok(ExitCode::SUCCESS);
