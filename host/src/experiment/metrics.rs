@@ -276,7 +276,7 @@ mod tests {
         assert_eq!((pts[1].frames, pts[1].success), (200, 0.5));
         assert!(pts[1].activity.is_empty());
         let e = format!("{:#}", parse_log("{\"update\":1}\n").unwrap_err());
-        assert!(e.contains("line 1") && e.contains("frames"), "{e}");
+        assert!(e.contains("line 1") && e.contains("is missing"), "{e}");
         let e = format!("{:#}", parse_log("a\n").unwrap_err());
         assert!(e.contains("not JSON"), "{e}");
     }

@@ -58,6 +58,19 @@ struct RunData<'a> {
     auc: f64,
 }
 
+/// The updates of `log` that started within `budget` frames (a run first trained to a larger
+/// budget keeps its longer log; the metrics of this budget ignore the rest).
+fn within_budget(log: Vec<LogPoint>, budget: u64) -> Vec<LogPoint> {
+    let mut prev = 0u64;
+    log.into_iter()
+        .take_while(|p| {
+            let keep = prev < budget;
+            prev = p.frames;
+            keep
+        })
+        .collect()
+}
+
 /// `1,234,567`.
 pub fn thousands(v: u64) -> String {
     let s = v.to_string();
@@ -147,8 +160,8 @@ pub fn write(ctx: &ReportContext, out: &Path) -> Result<(PathBuf, Vec<PathBuf>)>
     let suite = ctx.suite;
     let mut data = Vec::with_capacity(ctx.plan.len());
     for (run, result) in ctx.plan.iter().zip(ctx.results) {
-        let log = read_log(&run.dir.join("train.jsonl"))?;
         let budget = run.config.frames;
+        let log = within_budget(read_log(&run.dir.join("train.jsonl"))?, budget);
         let to_threshold = frames_to_threshold(&log, suite.threshold, suite.min_frames)
             .map_or(f64::INFINITY, |f| f as f64);
         let auc = success_auc(&log, budget);
@@ -627,5 +640,22 @@ mod tests {
         assert_eq!(frames_cell(f64::INFINITY), "not reached");
         assert_eq!(frames_cell(2560.0), "2,560");
         assert_eq!(file_part("k of N"), "k_of_N");
+    }
+
+    #[test]
+    fn logs_are_cut_at_the_budget() {
+        let p = |frames| LogPoint {
+            update: frames / 10,
+            frames,
+            level: "L".into(),
+            episodes: 1,
+            success: 1.0,
+            activity: Vec::new(),
+        };
+        let log = vec![p(10), p(20), p(30), p(40)];
+        let frames = |v: Vec<LogPoint>| v.iter().map(|p| p.frames).collect::<Vec<_>>();
+        assert_eq!(frames(within_budget(log.clone(), 25)), [10, 20, 30]);
+        assert_eq!(frames(within_budget(log.clone(), 20)), [10, 20]);
+        assert_eq!(frames(within_budget(log, 100)), [10, 20, 30, 40]);
     }
 }
