@@ -12,8 +12,10 @@
 //! - [`rim_bench`]: the RIM training-step benchmark (`metarim bench rim`);
 //! - [`train`]: meta-training on the CPU (`metarim train`, `eval`, `bench train`);
 //! - [`render`]: gridworld frames as images, animated GIFs (`metarim play --gif`);
-//! - [`plot`]: learning curves (`curve.png`);
-//! - [`export`]: checkpoints packed as device blobs (`metarim export`).
+//! - [`plot`]: learning curves (`curve.png`), banded curves and heatmaps;
+//! - [`export`]: checkpoints packed as device blobs (`metarim export`);
+//! - [`experiment`]: declared suites of runs (`metarim experiment`), resumable and parallel,
+//!   with `results.md` and plots.
 //!
 //! Every bad input is reported as an [`anyhow::Error`] naming what is wrong; nothing here
 //! panics on input.
@@ -21,6 +23,7 @@
 
 pub mod bench;
 pub mod dump;
+pub mod experiment;
 pub mod export;
 pub mod levels;
 pub mod model;

@@ -41,6 +41,9 @@ enum Command {
     /// Pack a checkpoint as a device blob for the firmware (header, frozen slow+other groups,
     /// fast group, CRC32).
     Export(ExportArgs),
+    /// Run a declared suite of training runs (experiments/SUITE.toml): seeds per arm in
+    /// parallel, resumable; writes OUT/results.md and OUT/*.png.
+    Experiment(ExperimentArgs),
 }
 
 #[derive(Args, Debug)]
@@ -57,6 +60,41 @@ struct ExportArgs {
     /// Element type of the read-only slow and other groups: f32, or f16 (half the flash).
     #[arg(long, default_value = "f32")]
     slow_dtype: String,
+}
+
+#[derive(Args, Debug)]
+struct ExperimentArgs {
+    /// Suite: a name in experiments/ (sample-efficiency, curriculum, zero-shot, ablations) or
+    /// a path to a suite file.
+    suite: String,
+    /// Seeds per arm, 0..K (default: the suite's).
+    #[arg(long)]
+    seeds: Option<usize>,
+    /// Output directory (default: runs/experiments/SUITE).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Backend: cpu (the CUDA backend is the GPU issue's).
+    #[arg(long, default_value = "cpu")]
+    backend: String,
+    /// Multiply every budget (frames, curriculum frame budgets, min_frames, evaluation
+    /// episodes) by this; e.g. 0.001 for a smoke run.
+    #[arg(long, default_value_t = 1.0)]
+    budget_scale: f64,
+    /// Replace every arm's model preset (Paper or Tiny).
+    #[arg(long)]
+    preset: Option<String>,
+    /// Training and evaluation threads per run; results do not depend on it.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Runs in parallel (default: available cores / --threads, at least 1).
+    #[arg(long, default_value_t = 0)]
+    jobs: usize,
+    /// Any config field for every arm, `KEY=VALUE` (repeatable), applied after the arm's own.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// No per-run progress lines.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Args, Debug)]
@@ -354,6 +392,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             );
             return Ok(ExitCode::SUCCESS);
         }
+        Command::Experiment(a) => return cmd_experiment(a),
         Command::Bench(BenchCommand::Train(a)) => {
             bench_train(&a)?;
             return Ok(ExitCode::SUCCESS);
@@ -602,6 +641,74 @@ fn cmd_train(a: TrainArgs) -> Result<ExitCode> {
     println!(
         "train: level={} frames={} success={:.3} fps={:.0}",
         s.level, s.frames, s.success, s.fps
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_experiment(a: ExperimentArgs) -> Result<ExitCode> {
+    if a.backend != "cpu" {
+        anyhow::bail!(
+            "--backend {}: only the cpu backend exists in this build",
+            a.backend
+        );
+    }
+    if a.threads == 0 {
+        anyhow::bail!("--threads must be > 0 (threads per run)");
+    }
+    let suite = host::experiment::resolve_suite(
+        &a.suite,
+        std::path::Path::new(host::experiment::SUITES_DIR),
+    )?;
+    let mut set = Vec::with_capacity(a.set.len());
+    for kv in &a.set {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--set {kv:?}: expected KEY=VALUE"))?;
+        set.push((k.to_string(), v.to_string()));
+    }
+    let out = a.out.clone().unwrap_or_else(|| {
+        let stem = suite
+            .file_stem()
+            .map_or_else(|| a.suite.clone(), |s| s.to_string_lossy().into_owned());
+        PathBuf::from("runs").join("experiments").join(stem)
+    });
+    let command = std::env::args()
+        .map(|arg| {
+            if arg.is_empty() || arg.contains(|c: char| c.is_whitespace() || c == '\'') {
+                format!("'{}'", arg.replace('\'', "'\\''"))
+            } else {
+                arg
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let opts = host::experiment::ExperimentOptions {
+        suite,
+        seeds: a.seeds,
+        out,
+        overrides: host::experiment::Overrides {
+            budget_scale: a.budget_scale,
+            preset: a.preset.clone(),
+            set,
+            threads: a.threads,
+        },
+        jobs: a.jobs,
+        command,
+        progress: !a.quiet,
+    };
+    let s = host::experiment::run(&opts)?;
+    println!(
+        "results: {} (trained {}, finished earlier {})",
+        s.results.display(),
+        s.trained,
+        s.skipped
+    );
+    println!(
+        "experiment: suite={} runs={} finished={} out={}",
+        s.suite,
+        s.runs,
+        s.finished,
+        s.out.display()
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -1,7 +1,8 @@
 //! Learning curves as PNG images, drawn with `plotters`.
 //!
 //! Invariants:
-//! - Every image is [`CURVE_WIDTH`]` x `[`CURVE_HEIGHT`] 8-bit RGB, written atomically (a
+//! - Every curve image is [`CURVE_WIDTH`]` x `[`CURVE_HEIGHT`] (heatmaps: [`CURVE_WIDTH`] wide,
+//!   [`HEAT_PANEL_HEIGHT`] per panel) 8-bit RGB, written atomically (a
 //!   temporary file in the same directory, renamed into place) by [`crate::render::write_png`].
 //! - Text uses DejaVu Sans embedded in the binary (`host/assets/DejaVuSans.ttf`, licence next
 //!   to it), so the output depends on no system font or fontconfig.
@@ -123,6 +124,277 @@ pub fn write_curves(path: &Path, title: &str, series: &[(&str, &[CurvePoint])]) 
     write_png(path, &frame)
 }
 
+/// One point of a curve summarised over seeds: a central line and a band around it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BandPoint {
+    /// Environment frames.
+    pub frames: u64,
+    /// The central value (e.g. the median success rate over seeds).
+    pub mid: f64,
+    /// Lower edge of the band (e.g. the minimum over seeds).
+    pub lo: f64,
+    /// Upper edge of the band (e.g. the maximum over seeds).
+    pub hi: f64,
+}
+
+/// A labelled curve with a band, for [`write_banded_curves`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct BandSeries {
+    /// Legend label.
+    pub label: String,
+    /// Points (any order; drawn by frames).
+    pub points: Vec<BandPoint>,
+}
+
+/// Write several labelled success curves with shaded bands to `path`: for each series, the
+/// band `lo..hi` filled in a light shade of its colour and the `mid` line over it (colours
+/// cycle after ten), with a legend; `y_desc` names the y axis (values clamped to `[0, 1]`).
+/// Points with a non-finite value are left out of the band and break the line. No drawable
+/// point gives empty axes with a "no data" note.
+pub fn write_banded_curves(
+    path: &Path,
+    title: &str,
+    y_desc: &str,
+    series: &[BandSeries],
+) -> Result<()> {
+    let sorted_series: Vec<(&str, Vec<BandPoint>)> = series
+        .iter()
+        .map(|s| {
+            let mut v = s.points.clone();
+            v.sort_by_key(|p| p.frames);
+            (s.label.as_str(), v)
+        })
+        .collect();
+    let frame = draw(title, |root| {
+        let x_max = sorted_series
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(|p| p.frames))
+            .max()
+            .unwrap_or(0)
+            .max(1) as f64;
+        let mut chart = ChartBuilder::on(root)
+            .margin(12)
+            .x_label_area_size(44)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0.0..x_max, 0.0..1.02)?;
+        chart
+            .configure_mesh()
+            .x_desc("frames")
+            .y_desc(y_desc)
+            .x_label_formatter(&|v| format_frames(*v))
+            .y_label_formatter(&|v| format_value(*v, 1.02))
+            .axis_desc_style((FONT, 16))
+            .label_style((FONT, 13))
+            .draw()?;
+        let mut any = false;
+        for (i, (label, pts)) in sorted_series.iter().enumerate() {
+            let color = SERIES_COLORS[i % SERIES_COLORS.len()];
+            let band: Vec<(f64, f64, f64)> = pts
+                .iter()
+                .filter(|p| p.lo.is_finite() && p.hi.is_finite())
+                .map(|p| (p.frames as f64, p.lo.clamp(0.0, 1.0), p.hi.clamp(0.0, 1.0)))
+                .collect();
+            if band.len() >= 2 {
+                let mut poly: Vec<(f64, f64)> = band.iter().map(|&(x, _, hi)| (x, hi)).collect();
+                poly.extend(band.iter().rev().map(|&(x, lo, _)| (x, lo)));
+                chart.draw_series(std::iter::once(Polygon::new(
+                    poly,
+                    color.mix(0.18).filled(),
+                )))?;
+            }
+            let mids: Vec<CurvePoint> = pts
+                .iter()
+                .map(|p| CurvePoint {
+                    frames: p.frames,
+                    success: p.mid,
+                    mean_return: 0.0,
+                })
+                .collect();
+            let style = ShapeStyle::from(color).stroke_width(2);
+            let lines = runs(&mids, |p| p.success, (0.0, 1.0));
+            let markers = lines.iter().map(Vec::len).sum::<usize>() <= MARKER_MAX_POINTS;
+            for run in &lines {
+                any = true;
+                chart.draw_series(LineSeries::new(run.iter().copied(), style))?;
+                if markers || run.len() == 1 {
+                    chart.draw_series(run.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+                }
+            }
+            chart
+                .draw_series(LineSeries::new(std::iter::empty(), style))?
+                .label(*label)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+        }
+        if !sorted_series.is_empty() {
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerRight)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .label_font((FONT, 14))
+                .draw()?;
+        }
+        if !any {
+            let note = (FONT, 18)
+                .into_font()
+                .color(&RGBColor(120, 120, 120))
+                .pos(Pos::new(HPos::Center, VPos::Center));
+            chart
+                .plotting_area()
+                .draw(&Text::new("no data", (x_max / 2.0, 0.51), note))?;
+        }
+        Ok(())
+    })?;
+    write_png(path, &frame)
+}
+
+/// The x axis of a heatmap panel.
+#[derive(Clone, Debug, PartialEq)]
+pub enum HeatAxis {
+    /// Columns are frame intervals; `edges` holds the `cols + 1` boundaries, ascending.
+    Frames(Vec<u64>),
+    /// Columns are categories (e.g. levels), one label each.
+    Labels(Vec<String>),
+}
+
+/// One heatmap: `rows x cols` values in `[0, 1]`, row-major (NaN: no data, drawn grey).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeatPanel {
+    /// Panel caption.
+    pub title: String,
+    /// Label of each row (e.g. `m0`, `m1`, ...).
+    pub row_labels: Vec<String>,
+    /// The x axis (determines the column count).
+    pub axis: HeatAxis,
+    /// `row_labels.len() * cols` values, row-major.
+    pub values: Vec<f64>,
+}
+
+impl HeatPanel {
+    fn cols(&self) -> usize {
+        match &self.axis {
+            HeatAxis::Frames(edges) => edges.len().saturating_sub(1),
+            HeatAxis::Labels(l) => l.len(),
+        }
+    }
+}
+
+/// Height in pixels of one heatmap panel in [`write_heatmaps`].
+pub const HEAT_PANEL_HEIGHT: u32 = 150;
+
+/// Write heatmaps stacked vertically to `path` under `title`: each panel draws its values from
+/// white (0) to dark blue (1), NaN in grey. The image is [`CURVE_WIDTH`] wide and
+/// `60 + HEAT_PANEL_HEIGHT` pixels per panel high. A panel whose values do not fill its rows x
+/// columns is an error naming it.
+pub fn write_heatmaps(path: &Path, title: &str, panels: &[HeatPanel]) -> Result<()> {
+    for p in panels {
+        if p.values.len() != p.row_labels.len() * p.cols() {
+            return Err(anyhow!(
+                "heatmap panel {:?}: {} values for {} rows x {} columns",
+                p.title,
+                p.values.len(),
+                p.row_labels.len(),
+                p.cols()
+            ));
+        }
+    }
+    let height = 60 + HEAT_PANEL_HEIGHT * panels.len().max(1) as u32;
+    let frame = draw_sized(title, CURVE_WIDTH, height, |root| {
+        if panels.is_empty() {
+            let note = (FONT, 18)
+                .into_font()
+                .color(&RGBColor(120, 120, 120))
+                .pos(Pos::new(HPos::Center, VPos::Center));
+            let (w, h) = root.dim_in_pixel();
+            root.draw(&Text::new("no data", (w as i32 / 2, h as i32 / 2), note))?;
+            return Ok(());
+        }
+        let areas = root.split_evenly((panels.len(), 1));
+        for (area, panel) in areas.iter().zip(panels) {
+            heat_panel(area, panel)?;
+        }
+        Ok(())
+    })?;
+    write_png(path, &frame)
+}
+
+/// White (0) to dark blue (1); grey for NaN.
+fn heat_color(v: f64) -> RGBColor {
+    if !v.is_finite() {
+        return RGBColor(200, 200, 200);
+    }
+    let t = v.clamp(0.0, 1.0);
+    let mix = |a: f64, b: f64| (a + (b - a) * t).round() as u8;
+    RGBColor(mix(255.0, 8.0), mix(255.0, 48.0), mix(255.0, 107.0))
+}
+
+fn heat_panel(area: &DrawingArea<BitMapBackend, Shift>, panel: &HeatPanel) -> Result<()> {
+    let rows = panel.row_labels.len().max(1);
+    let cols = panel.cols();
+    let x_edges: Vec<f64> = match &panel.axis {
+        HeatAxis::Frames(e) => e.iter().map(|&f| f as f64).collect(),
+        HeatAxis::Labels(l) => (0..=l.len()).map(|i| i as f64).collect(),
+    };
+    let x0 = x_edges.first().copied().unwrap_or(0.0);
+    let x1 = x_edges.last().copied().unwrap_or(1.0).max(x0 + 1.0);
+    let labels: Vec<String> = match &panel.axis {
+        HeatAxis::Labels(l) => l.clone(),
+        HeatAxis::Frames(_) => Vec::new(),
+    };
+    let row_labels = panel.row_labels.clone();
+    let is_frames = matches!(panel.axis, HeatAxis::Frames(_));
+    let mut chart = ChartBuilder::on(area)
+        .margin(6)
+        .caption(&panel.title, (FONT, 15))
+        .x_label_area_size(26)
+        .y_label_area_size(56)
+        .build_cartesian_2d(x0..x1, 0.0..rows as f64)?;
+    let x_fmt = move |v: &f64| -> String {
+        if is_frames {
+            format_frames(*v)
+        } else {
+            let i = v.floor();
+            if (v - i - 0.5).abs() < 1e-6 && i >= 0.0 {
+                labels.get(i as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        }
+    };
+    let y_fmt = move |v: &f64| -> String {
+        let i = v.floor();
+        if (v - i - 0.5).abs() < 1e-6 && i >= 0.0 {
+            row_labels.get(i as usize).cloned().unwrap_or_default()
+        } else {
+            String::new()
+        }
+    };
+    let mut mesh = chart.configure_mesh();
+    mesh.disable_mesh()
+        .x_label_formatter(&x_fmt)
+        .y_label_formatter(&y_fmt)
+        .label_style((FONT, 12))
+        .y_labels(2 * rows + 1);
+    if !is_frames {
+        mesh.x_labels(2 * cols + 1);
+    }
+    mesh.draw()?;
+    let mut cells = Vec::with_capacity(rows * cols);
+    for r in 0..panel.row_labels.len() {
+        for c in 0..cols {
+            let v = panel.values[r * cols + c];
+            cells.push(Rectangle::new(
+                [(x_edges[c], r as f64), (x_edges[c + 1], r as f64 + 1.0)],
+                heat_color(v).filled(),
+            ));
+        }
+    }
+    chart.draw_series(cells)?;
+    Ok(())
+}
+
 /// A series to draw: legend label, colour, and its runs of finite points.
 type Line<'a> = (Option<&'a str>, RGBColor, Vec<Vec<(f64, f64)>>);
 
@@ -221,21 +493,26 @@ fn draw(
     title: &str,
     body: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> Result<()>,
 ) -> Result<Frame> {
+    draw_sized(title, CURVE_WIDTH, CURVE_HEIGHT, body)
+}
+
+/// [`draw`] at `width x height`.
+fn draw_sized(
+    title: &str,
+    width: u32,
+    height: u32,
+    body: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> Result<()>,
+) -> Result<Frame> {
     ensure_font()?;
-    let mut rgb = vec![255u8; CURVE_WIDTH as usize * CURVE_HEIGHT as usize * 3];
+    let mut rgb = vec![255u8; width as usize * height as usize * 3];
     {
-        let root =
-            BitMapBackend::with_buffer(&mut rgb, (CURVE_WIDTH, CURVE_HEIGHT)).into_drawing_area();
+        let root = BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();
         root.fill(&WHITE)?;
         let inner = root.titled(title, (FONT, 24).into_font())?;
         body(&inner)?;
         root.present()?;
     }
-    Ok(Frame {
-        width: CURVE_WIDTH,
-        height: CURVE_HEIGHT,
-        rgb,
-    })
+    Ok(Frame { width, height, rgb })
 }
 
 /// One chart in `area`: `lines` against frames `0..x_max`, y in `y`; a legend when any line is

@@ -1,11 +1,15 @@
 //! `host::plot`: learning-curve PNGs decode as images of the documented size for normal,
-//! single-point, empty and non-finite input, are written atomically, and bad paths are errors.
+//! single-point, empty and non-finite input, are written atomically, and bad paths are errors;
+//! banded curves and heatmaps likewise.
 
 use std::fs::{self, File};
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
-use host::plot::{write_curve, write_curves, CurvePoint, CURVE_HEIGHT, CURVE_WIDTH};
+use host::plot::{
+    write_banded_curves, write_curve, write_curves, write_heatmaps, BandPoint, BandSeries,
+    CurvePoint, HeatAxis, HeatPanel, CURVE_HEIGHT, CURVE_WIDTH, HEAT_PANEL_HEIGHT,
+};
 
 /// A fresh, empty scratch directory for one test.
 fn scratch(name: &str) -> PathBuf {
@@ -161,4 +165,89 @@ fn bad_paths_are_errors() {
     assert!(write_curve(&dir, "x", &curve(5)).is_err());
     assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
     fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn banded_curves_draw_bands_and_survive_bad_values() {
+    let dir = scratch("banded");
+    let band = |n: u64, bad: bool| -> Vec<BandPoint> {
+        (0..n)
+            .map(|i| {
+                let t = i as f64 / n.max(1) as f64;
+                BandPoint {
+                    frames: i * 1000,
+                    mid: if bad && i == 2 { f64::NAN } else { t },
+                    lo: (t - 0.2).max(0.0),
+                    hi: if bad && i == 3 {
+                        f64::INFINITY
+                    } else {
+                        t + 0.2
+                    },
+                }
+            })
+            .collect()
+    };
+    let series = [
+        BandSeries {
+            label: "meta-rim".into(),
+            points: band(20, false),
+        },
+        BandSeries {
+            label: "lstm".into(),
+            points: band(20, true),
+        },
+    ];
+    let path = dir.join("banded.png");
+    write_banded_curves(&path, "bands", "success", &series).unwrap();
+    let (w, h, rgb) = decode(&path);
+    assert_eq!((w, h), (CURVE_WIDTH, CURVE_HEIGHT));
+    assert!(coloured_pixels(&rgb) > 1000);
+    // Nothing to draw still gives an image.
+    let empty = dir.join("empty.png");
+    write_banded_curves(&empty, "none", "success", &[]).unwrap();
+    assert_eq!(decode(&empty).0, CURVE_WIDTH);
+}
+
+#[test]
+fn heatmaps_stack_panels_and_check_their_shape() {
+    let dir = scratch("heat");
+    let panel = |title: &str, axis: HeatAxis, cols: usize| HeatPanel {
+        title: title.into(),
+        row_labels: vec!["m0".into(), "m1".into(), "m2".into()],
+        axis,
+        values: (0..3 * cols)
+            .map(|i| {
+                if i == 4 {
+                    f64::NAN
+                } else {
+                    i as f64 / (3 * cols) as f64
+                }
+            })
+            .collect(),
+    };
+    let panels = [
+        panel(
+            "over time",
+            HeatAxis::Frames(vec![0, 100, 200, 300, 400]),
+            4,
+        ),
+        panel(
+            "per level",
+            HeatAxis::Labels(vec!["A".into(), "B".into()]),
+            2,
+        ),
+    ];
+    let path = dir.join("heat.png");
+    write_heatmaps(&path, "modules", &panels).unwrap();
+    let (w, h, rgb) = decode(&path);
+    assert_eq!((w, h), (CURVE_WIDTH, 60 + 2 * HEAT_PANEL_HEIGHT));
+    // The dark end of the scale is drawn.
+    assert!(rgb.chunks_exact(3).any(|p| p[0] < 40 && p[2] > 80));
+    let mut bad = panels[0].clone();
+    bad.values.pop();
+    let e = write_heatmaps(&dir.join("bad.png"), "bad", &[bad]).unwrap_err();
+    assert!(format!("{e:#}").contains("over time"), "{e:#}");
+    assert!(!dir.join("bad.png").exists());
+    write_heatmaps(&dir.join("none.png"), "none", &[]).unwrap();
+    assert_eq!(decode(&dir.join("none.png")).1, 60 + HEAT_PANEL_HEIGHT);
 }

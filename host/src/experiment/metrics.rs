@@ -1,0 +1,359 @@
+//! Metrics of an experiment, computed from the per-update training logs (`train.jsonl`) and
+//! summarised over seeds.
+//!
+//! Invariants:
+//! - Everything here is a pure function of its inputs: the bootstrap draws from a [`Pcg32`]
+//!   with a fixed seed ([`BOOTSTRAP_SEED`]), so the same logs give the same tables.
+//! - A run that never reaches the threshold counts as infinitely slow
+//!   ([`f64::INFINITY`]): medians and intervals over seeds stay defined, and read "not
+//!   reached" when at least half the resampled runs did not reach it.
+//! - Non-finite success rates (none are logged, but logs are input) count as 0.
+
+use std::path::Path;
+
+use anyhow::{anyhow, Context, Result};
+use metarim_core::rng::Pcg32;
+
+/// Seed of the bootstrap's generator (any fixed value; fixed so tables are reproducible).
+pub const BOOTSTRAP_SEED: u64 = 0x6d65_7461_7269_6d00;
+
+/// Resamples drawn by [`bootstrap_median_interval`].
+pub const BOOTSTRAP_RESAMPLES: usize = 2000;
+
+/// One update of a training log: the fields the metrics need.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogPoint {
+    /// Update index (1-based).
+    pub update: u64,
+    /// Frames trained on after this update.
+    pub frames: u64,
+    /// The level trained on during this update (the curriculum's level before any switch
+    /// that this update triggered).
+    pub level: String,
+    /// Episodes that ended in this update.
+    pub episodes: u64,
+    /// Rolling success rate (the trainer's statistics window, current level only).
+    pub success: f64,
+    /// Fraction of the update's steps each RIM module was active (empty for the LSTM).
+    pub activity: Vec<f64>,
+}
+
+/// Parse the JSON lines of a `train.jsonl`; blank lines are skipped, anything else that is
+/// not a log line is an error naming the line.
+pub fn parse_log(text: &str) -> Result<Vec<LogPoint>> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let point = parse_line(line).with_context(|| format!("log line {}", i + 1))?;
+        out.push(point);
+    }
+    Ok(out)
+}
+
+fn parse_line(line: &str) -> Result<LogPoint> {
+    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| anyhow!("not JSON: {e}"))?;
+    let field = |name: &str| {
+        v.get(name)
+            .ok_or_else(|| anyhow!("field `{name}` is missing"))
+    };
+    let uint = |name: &str| -> Result<u64> {
+        field(name)?
+            .as_u64()
+            .ok_or_else(|| anyhow!("field `{name}` is not a non-negative integer"))
+    };
+    let success = field("success_rate")?
+        .as_f64()
+        .ok_or_else(|| anyhow!("field `success_rate` is not a number"))?;
+    let activity = match v.get("module_activity") {
+        None => Vec::new(),
+        Some(a) => a
+            .as_array()
+            .ok_or_else(|| anyhow!("field `module_activity` is not an array"))?
+            .iter()
+            .map(|x| x.as_f64().unwrap_or(f64::NAN))
+            .collect(),
+    };
+    Ok(LogPoint {
+        update: uint("update")?,
+        frames: uint("frames")?,
+        level: field("level")?
+            .as_str()
+            .ok_or_else(|| anyhow!("field `level` is not a string"))?
+            .to_string(),
+        episodes: uint("episodes")?,
+        success: if success.is_finite() { success } else { 0.0 },
+        activity,
+    })
+}
+
+/// Read and parse a `train.jsonl`.
+pub fn read_log(path: &Path) -> Result<Vec<LogPoint>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    parse_log(&text).with_context(|| format!("in {}", path.display()))
+}
+
+/// Frames until the rolling success rate first reaches `threshold`, counting only updates
+/// with at least `min_frames` frames (so the rolling window holds enough episodes); `None`
+/// when it is never reached.
+pub fn frames_to_threshold(points: &[LogPoint], threshold: f64, min_frames: u64) -> Option<u64> {
+    points
+        .iter()
+        .find(|p| p.frames >= min_frames && p.success >= threshold)
+        .map(|p| p.frames)
+}
+
+/// The area under the success curve over `0..budget` frames, divided by `budget` (so in
+/// `[0, 1]`): the success logged at an update holds for the frames of that update, from the
+/// previous update's frame count (0 for the first) to its own. Frames past the budget do not
+/// count; frames of the budget that no update covers count as 0. A zero budget gives 0.
+pub fn success_auc(points: &[LogPoint], budget: u64) -> f64 {
+    if budget == 0 {
+        return 0.0;
+    }
+    let mut area = 0.0;
+    let mut prev = 0u64;
+    for p in points {
+        let end = p.frames.min(budget);
+        if end > prev {
+            area += p.success.clamp(0.0, 1.0) * (end - prev) as f64;
+        }
+        prev = prev.max(end);
+    }
+    area / budget as f64
+}
+
+/// One level of a curriculum run, as seen in its log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LevelSegment {
+    /// Level id.
+    pub level: String,
+    /// Frames when training on it started (the switch; 0 for the first level).
+    pub start_frames: u64,
+    /// Frames at its last logged update.
+    pub end_frames: u64,
+    /// Frames after the switch until the rolling success on this level first reached the
+    /// threshold (updates at least `min_frames` after the switch); `None`: not reached.
+    pub frames_to_threshold: Option<u64>,
+}
+
+/// Split a curriculum log into its levels (consecutive updates on the same level) and measure
+/// the adaptation speed on each: frames after the switch to reach `threshold`.
+pub fn curriculum_segments(
+    points: &[LogPoint],
+    threshold: f64,
+    min_frames: u64,
+) -> Vec<LevelSegment> {
+    let mut out: Vec<LevelSegment> = Vec::new();
+    let mut prev_frames = 0u64;
+    for p in points {
+        let same = out.last().is_some_and(|s| s.level == p.level);
+        if !same {
+            out.push(LevelSegment {
+                level: p.level.clone(),
+                start_frames: prev_frames,
+                end_frames: p.frames,
+                frames_to_threshold: None,
+            });
+        }
+        if let Some(seg) = out.last_mut() {
+            seg.end_frames = p.frames;
+            let since = p.frames.saturating_sub(seg.start_frames);
+            if seg.frames_to_threshold.is_none() && since >= min_frames && p.success >= threshold {
+                seg.frames_to_threshold = Some(since);
+            }
+        }
+        prev_frames = p.frames;
+    }
+    out
+}
+
+/// The median of the non-NaN `values` (the mean of the two middle ones for an even count;
+/// infinities allowed); `None` when there are none.
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else if v[n / 2 - 1] == v[n / 2] {
+        // Also keeps two equal infinities from becoming NaN.
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    })
+}
+
+/// A 95% bootstrap percentile interval of the median over seeds: `resamples` resamples of the
+/// non-NaN `values` with replacement (drawn from a [`Pcg32`] seeded with `seed`), the median
+/// of each, and their 2.5th and 97.5th percentiles (nearest rank). `None` for no values; a
+/// single value gives the degenerate interval `(v, v)`.
+pub fn bootstrap_median_interval(
+    values: &[f64],
+    resamples: usize,
+    seed: u64,
+) -> Option<(f64, f64)> {
+    let v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    let resamples = resamples.max(1);
+    let mut rng = Pcg32::new(seed);
+    let mut medians = Vec::with_capacity(resamples);
+    let mut sample = vec![0.0; v.len()];
+    for _ in 0..resamples {
+        for s in sample.iter_mut() {
+            *s = v[rng.below(v.len() as u32) as usize];
+        }
+        medians.push(median(&sample)?);
+    }
+    medians.sort_by(f64::total_cmp);
+    let rank = |q: f64| -> usize {
+        let r = (q * resamples as f64).ceil() as usize;
+        r.clamp(1, resamples) - 1
+    };
+    Some((medians[rank(0.025)], medians[rank(0.975)]))
+}
+
+/// The median of a quantity over seeds with its 95% bootstrap interval.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Stat {
+    /// Seeds with a value.
+    pub n: usize,
+    /// Median over seeds.
+    pub median: f64,
+    /// Lower end of the 95% interval.
+    pub lo: f64,
+    /// Upper end of the 95% interval.
+    pub hi: f64,
+}
+
+/// [`median`] and [`bootstrap_median_interval`] (with [`BOOTSTRAP_RESAMPLES`] and
+/// [`BOOTSTRAP_SEED`]) of `values`; `None` for no values.
+pub fn summarize(values: &[f64]) -> Option<Stat> {
+    let median = median(values)?;
+    let (lo, hi) = bootstrap_median_interval(values, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED)?;
+    Some(Stat {
+        n: values.iter().filter(|x| !x.is_nan()).count(),
+        median,
+        lo,
+        hi,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(frames: u64, level: &str, success: f64) -> LogPoint {
+        LogPoint {
+            update: frames / 100,
+            frames,
+            level: level.into(),
+            episodes: 3,
+            success,
+            activity: vec![0.5, 0.5],
+        }
+    }
+
+    #[test]
+    fn parses_trainer_log_lines_and_names_bad_ones() {
+        let text = concat!(
+            r#"{"update":1,"frames":100,"fps":1.0,"wall_s":0.1,"level":"L","episodes":2,"#,
+            r#""return_mean":0.5,"success_rate":0.25,"module_activity":[0.5,1.0]}"#,
+            "\n\n",
+            r#"{"update":2,"frames":200,"level":"L","episodes":0,"success_rate":0.5}"#,
+            "\n"
+        );
+        let pts = parse_log(text).unwrap();
+        assert_eq!(pts.len(), 2);
+        assert_eq!(pts[0].activity, vec![0.5, 1.0]);
+        assert_eq!((pts[1].frames, pts[1].success), (200, 0.5));
+        assert!(pts[1].activity.is_empty());
+        let e = format!("{:#}", parse_log("{\"update\":1}\n").unwrap_err());
+        assert!(e.contains("line 1") && e.contains("is missing"), "{e}");
+        let e = format!("{:#}", parse_log("a\n").unwrap_err());
+        assert!(e.contains("not JSON"), "{e}");
+    }
+
+    #[test]
+    fn frames_to_threshold_skips_the_first_frames() {
+        let log = [
+            p(100, "L", 1.0),
+            p(200, "L", 0.5),
+            p(300, "L", 0.95),
+            p(400, "L", 0.8),
+        ];
+        assert_eq!(frames_to_threshold(&log, 0.9, 0), Some(100));
+        assert_eq!(frames_to_threshold(&log, 0.9, 150), Some(300));
+        assert_eq!(frames_to_threshold(&log, 0.99, 150), None);
+        assert_eq!(frames_to_threshold(&[], 0.9, 0), None);
+    }
+
+    #[test]
+    fn auc_is_the_normalised_step_area() {
+        let log = [p(100, "L", 0.0), p(200, "L", 0.5), p(300, "L", 1.0)];
+        assert!((success_auc(&log, 300) - 0.5).abs() < 1e-12);
+        // Budget cuts the last update; frames past it do not count.
+        assert!((success_auc(&log, 250) - (50.0 + 50.0) / 250.0).abs() < 1e-12);
+        // Uncovered budget counts as 0.
+        assert!((success_auc(&log, 600) - 150.0 / 600.0).abs() < 1e-12);
+        assert_eq!(success_auc(&log, 0), 0.0);
+        assert_eq!(success_auc(&[], 100), 0.0);
+    }
+
+    #[test]
+    fn curriculum_segments_measure_frames_after_each_switch() {
+        let log = [
+            p(100, "A", 0.5),
+            p(200, "A", 0.95),
+            p(300, "B", 1.0), // right after the switch: too early to count
+            p(400, "B", 0.6),
+            p(500, "B", 0.92),
+            p(600, "C", 0.1),
+        ];
+        let s = curriculum_segments(&log, 0.9, 150);
+        assert_eq!(s.len(), 3);
+        assert_eq!((s[0].level.as_str(), s[0].start_frames), ("A", 0));
+        assert_eq!(s[0].frames_to_threshold, Some(200));
+        assert_eq!((s[1].start_frames, s[1].end_frames), (200, 500));
+        assert_eq!(s[1].frames_to_threshold, Some(300));
+        assert_eq!(s[2].start_frames, 500);
+        assert_eq!(s[2].frames_to_threshold, None);
+    }
+
+    #[test]
+    fn medians_handle_even_counts_and_infinity() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[f64::NAN]), None);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(
+            median(&[1.0, f64::INFINITY, f64::INFINITY]),
+            Some(f64::INFINITY)
+        );
+        assert_eq!(median(&[f64::INFINITY, f64::INFINITY]), Some(f64::INFINITY));
+    }
+
+    #[test]
+    fn bootstrap_interval_brackets_the_median_and_is_reproducible() {
+        let v = [10.0, 12.0, 11.0, 30.0, 9.0, 10.5, 11.5];
+        let (lo, hi) = bootstrap_median_interval(&v, 2000, 7).unwrap();
+        let m = median(&v).unwrap();
+        assert!(lo <= m && m <= hi, "{lo} {m} {hi}");
+        assert!(lo >= 9.0 && hi <= 30.0);
+        // The interval is narrower than the range on a sample with one outlier.
+        assert!(hi < 30.0, "{hi}");
+        assert_eq!(bootstrap_median_interval(&v, 2000, 7), Some((lo, hi)));
+        assert_eq!(bootstrap_median_interval(&[5.0], 100, 1), Some((5.0, 5.0)));
+        assert_eq!(bootstrap_median_interval(&[], 100, 1), None);
+        let s = summarize(&[1.0, f64::INFINITY, 2.0]).unwrap();
+        assert_eq!((s.n, s.median), (3, 2.0));
+        assert!(s.lo >= 1.0 && s.hi == f64::INFINITY);
+    }
+}

@@ -1,0 +1,392 @@
+//! Experiments: declared suites of training runs (`experiments/*.toml`), run resumably and in
+//! parallel, measured, and reported (`metarim experiment`).
+//!
+//! - [`spec`]: the suite file format and its resolution into arms with effective configs;
+//! - [`metrics`]: frames to a success threshold, area under the success curve, curriculum
+//!   adaptation, medians and bootstrap intervals over seeds;
+//! - [`report`]: `results.md` and the plots.
+//!
+//! Layout of an output directory: `DIR/runs/<arm>-seed<k>/` holds one run (the trainer's
+//! checkpoint and logs, and `result.json` with its evaluations); `DIR/results.md` and
+//! `DIR/*.png` summarise the suite.
+//!
+//! Invariants:
+//! - A run is finished when its `result.json` records the current budget and evaluation spec
+//!   and its checkpoint has at least the budget's frames; finished runs are never rerun.
+//!   Anything else is (re)started with `resume`, so an interrupted run continues bit-exactly
+//!   from its last checkpoint (the trainer's guarantee).
+//! - Results do not depend on `--jobs` or `--threads`: each run is a function of its config
+//!   and seed, and aggregation goes in arm and seed order.
+//! - Every file is written atomically.
+
+pub mod metrics;
+pub mod report;
+pub mod spec;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::train::checkpoint::{self, write_atomic};
+use crate::train::eval::{evaluate, EvalOptions};
+use crate::train::run::{train, RunOptions, CHECKPOINT_FILE};
+use crate::train::TrainConfig;
+
+pub use spec::{Arm, MetricKind, Overrides, Suite};
+
+/// File name of a run's result inside its directory.
+pub const RESULT_FILE: &str = "result.json";
+
+/// Where suites live, relative to the working directory.
+pub const SUITES_DIR: &str = "experiments";
+
+/// How to run a suite.
+#[derive(Clone, Debug)]
+pub struct ExperimentOptions {
+    /// The suite file.
+    pub suite: PathBuf,
+    /// Seeds per arm (`0..seeds`); `None`: the suite's own count.
+    pub seeds: Option<usize>,
+    /// Output directory.
+    pub out: PathBuf,
+    /// Budget scale, preset, per-arm overrides and threads per run.
+    pub overrides: Overrides,
+    /// Runs in parallel (0: available cores / threads per run, at least 1).
+    pub jobs: usize,
+    /// The command line, recorded in `results.md`.
+    pub command: String,
+    /// A line on stderr per finished run.
+    pub progress: bool,
+}
+
+/// What [`run`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExperimentSummary {
+    /// Suite name.
+    pub suite: String,
+    /// Runs in the suite (arms x seeds).
+    pub runs: usize,
+    /// Runs finished at the end (all of them when this returns).
+    pub finished: usize,
+    /// Runs found finished and not rerun.
+    pub skipped: usize,
+    /// Runs trained (or resumed) and evaluated by this call.
+    pub trained: usize,
+    /// Output directory.
+    pub out: PathBuf,
+    /// `results.md`.
+    pub results: PathBuf,
+    /// The plots written.
+    pub plots: Vec<PathBuf>,
+}
+
+/// One evaluation of a final checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LevelEval {
+    /// Level id.
+    pub level: String,
+    /// Episodes.
+    pub episodes: usize,
+    /// Success rate.
+    pub success: f64,
+    /// 95% Wilson interval of the success rate.
+    pub success_ci: (f64, f64),
+    /// Mean return.
+    pub mean_return: f64,
+}
+
+/// What a finished run records in its `result.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    /// Arm name.
+    pub arm: String,
+    /// Seed.
+    pub seed: u64,
+    /// The frame budget it was run to.
+    pub budget: u64,
+    /// Frames in its final checkpoint.
+    pub frames: u64,
+    /// Rolling training success at the end.
+    pub final_success: f64,
+    /// The evaluation spec its evaluations used (episodes, seed, argmax).
+    pub eval_episodes: usize,
+    /// Seed of the evaluation episodes.
+    pub eval_seed: u64,
+    /// Greedy evaluation.
+    pub eval_argmax: bool,
+    /// One per evaluation level, in the arm's order.
+    pub evals: Vec<LevelEval>,
+}
+
+/// One run of the plan.
+#[derive(Clone, Debug)]
+pub struct PlannedRun {
+    /// Index of its arm in the suite.
+    pub arm: usize,
+    /// Seed.
+    pub seed: u64,
+    /// Its directory.
+    pub dir: PathBuf,
+    /// Its config (the arm's, with the seed).
+    pub config: TrainConfig,
+}
+
+/// A run's directory name: `<arm>-seed<k>`.
+pub fn run_dir_name(arm: &str, seed: u64) -> String {
+    format!("{arm}-seed{seed}")
+}
+
+/// The suite file for `name`: `name` itself if it is an existing file, else
+/// `dir/name.toml`; an error lists the suites in `dir` otherwise.
+pub fn resolve_suite(name: &str, dir: &Path) -> Result<PathBuf> {
+    let direct = PathBuf::from(name);
+    if direct.is_file() {
+        return Ok(direct);
+    }
+    let file = dir.join(format!("{name}.toml"));
+    if file.is_file() {
+        return Ok(file);
+    }
+    let mut known: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let p = e.path();
+                    if p.extension()? != "toml" {
+                        return None;
+                    }
+                    Some(p.file_stem()?.to_string_lossy().into_owned())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    known.sort();
+    bail!(
+        "unknown suite {name:?}: no file {name} or {} (suites in {}: {})",
+        file.display(),
+        dir.display(),
+        if known.is_empty() {
+            "none".to_string()
+        } else {
+            known.join(", ")
+        }
+    )
+}
+
+/// The runs of `suite` with `seeds` seeds each, in arm then seed order.
+pub fn plan(suite: &Suite, seeds: usize, out: &Path) -> Vec<PlannedRun> {
+    let mut runs = Vec::with_capacity(suite.arms.len() * seeds);
+    for (i, arm) in suite.arms.iter().enumerate() {
+        for seed in 0..seeds as u64 {
+            runs.push(PlannedRun {
+                arm: i,
+                seed,
+                dir: out.join("runs").join(run_dir_name(&arm.name, seed)),
+                config: TrainConfig {
+                    seed,
+                    ..arm.config.clone()
+                },
+            });
+        }
+    }
+    runs
+}
+
+/// The result of a finished run in `dir` for this budget and evaluation spec, if any.
+pub fn finished_result(run: &PlannedRun, arm: &Arm, suite: &Suite) -> Option<RunResult> {
+    let text = std::fs::read_to_string(run.dir.join(RESULT_FILE)).ok()?;
+    let r: RunResult = serde_json::from_str(&text).ok()?;
+    let levels: Vec<&str> = r.evals.iter().map(|e| e.level.as_str()).collect();
+    let want: Vec<&str> = arm.eval_levels.iter().map(String::as_str).collect();
+    let same = r.arm == arm.name
+        && r.seed == run.seed
+        && r.budget == run.config.frames
+        && r.frames >= run.config.frames
+        && r.eval_episodes == suite.eval.episodes
+        && r.eval_seed == suite.eval.seed
+        && r.eval_argmax == suite.eval.argmax
+        && levels == want;
+    if !same {
+        return None;
+    }
+    let ck = checkpoint::load(&run.dir.join(CHECKPOINT_FILE)).ok()?;
+    (ck.meta.frames >= run.config.frames).then_some(r)
+}
+
+/// Train (or resume) one run to its budget, evaluate its final checkpoint and write its
+/// `result.json`.
+pub fn execute(run: &PlannedRun, arm: &Arm, suite: &Suite) -> Result<RunResult> {
+    let opts = RunOptions {
+        out: run.dir.clone(),
+        resume: true,
+        progress: false,
+        stop_after_updates: None,
+    };
+    let summary = train(&run.config, &opts)?;
+    let ck = checkpoint::load(&summary.checkpoint)?;
+    let eval_opts = EvalOptions {
+        episodes: suite.eval.episodes,
+        seed: suite.eval.seed,
+        threads: run.config.threads,
+        argmax: suite.eval.argmax,
+    };
+    let mut evals = Vec::with_capacity(arm.eval_levels.len());
+    for id in &arm.eval_levels {
+        let level = crate::levels::lookup(id)?;
+        let r = evaluate(&ck.model, &level, &eval_opts)
+            .with_context(|| format!("evaluating on {id}"))?;
+        evals.push(LevelEval {
+            level: id.clone(),
+            episodes: r.episodes,
+            success: r.success,
+            success_ci: r.success_ci,
+            mean_return: r.mean_return,
+        });
+    }
+    let result = RunResult {
+        arm: arm.name.clone(),
+        seed: run.seed,
+        budget: run.config.frames,
+        frames: ck.meta.frames,
+        final_success: summary.success,
+        eval_episodes: suite.eval.episodes,
+        eval_seed: suite.eval.seed,
+        eval_argmax: suite.eval.argmax,
+        evals,
+    };
+    let json = serde_json::to_string_pretty(&result).context("serialising the run result")?;
+    write_atomic(&run.dir.join(RESULT_FILE), json.as_bytes())?;
+    Ok(result)
+}
+
+/// Parallel runs for `jobs` (0: available cores / threads per run, at least 1), at most
+/// `runs`.
+pub fn job_count(jobs: usize, threads_per_run: usize, runs: usize) -> usize {
+    let avail = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let j = if jobs == 0 {
+        avail / threads_per_run.max(1)
+    } else {
+        jobs
+    };
+    j.clamp(1, runs.max(1))
+}
+
+/// Run a suite: every run not yet finished (in parallel), then `results.md` and the plots.
+pub fn run(opts: &ExperimentOptions) -> Result<ExperimentSummary> {
+    let started = Instant::now();
+    let suite = Suite::load(&opts.suite, &opts.overrides)?;
+    let seeds = opts.seeds.unwrap_or(suite.seeds);
+    if seeds == 0 {
+        bail!("--seeds must be > 0");
+    }
+    std::fs::create_dir_all(opts.out.join("runs"))
+        .with_context(|| format!("creating output directory {}", opts.out.display()))?;
+    let plan = plan(&suite, seeds, &opts.out);
+    let jobs = job_count(opts.jobs, opts.overrides.threads, plan.len());
+    if opts.progress {
+        eprintln!(
+            "experiment: suite={} arms={} seeds={seeds} runs={} jobs={jobs} threads/run={} out={}",
+            suite.name,
+            suite.arms.len(),
+            plan.len(),
+            opts.overrides.threads,
+            opts.out.display()
+        );
+    }
+    let results: Vec<Mutex<Option<(RunResult, bool)>>> =
+        plan.iter().map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| loop {
+                if failed.load(Ordering::SeqCst) {
+                    break;
+                }
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(run) = plan.get(i) else { break };
+                let arm = &suite.arms[run.arm];
+                let t0 = Instant::now();
+                let outcome = match finished_result(run, arm, &suite) {
+                    Some(r) => Ok((r, true)),
+                    None => execute(run, arm, &suite).map(|r| (r, false)),
+                };
+                match outcome {
+                    Ok((r, skipped)) => {
+                        let n = done.fetch_add(1, Ordering::SeqCst) + 1;
+                        if opts.progress {
+                            eprintln!(
+                                "experiment: [{n}/{}] {} {} frames={} success={:.3} ({:.1} s)",
+                                plan.len(),
+                                run_dir_name(&arm.name, run.seed),
+                                if skipped { "finished earlier" } else { "done" },
+                                r.frames,
+                                r.final_success,
+                                t0.elapsed().as_secs_f64()
+                            );
+                        }
+                        if let Ok(mut slot) = results[i].lock() {
+                            *slot = Some((r, skipped));
+                        }
+                    }
+                    Err(e) => {
+                        failed.store(true, Ordering::SeqCst);
+                        let e = e.context(format!(
+                            "run {} ({})",
+                            run_dir_name(&arm.name, run.seed),
+                            run.dir.display()
+                        ));
+                        if let Ok(mut slot) = first_error.lock() {
+                            slot.get_or_insert(e);
+                        }
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error
+        .into_inner()
+        .map_err(|_| anyhow!("a run thread panicked"))?
+    {
+        return Err(e);
+    }
+    let mut finished = Vec::with_capacity(plan.len());
+    let mut skipped = 0;
+    for (slot, run) in results.into_iter().zip(&plan) {
+        let (r, was_skipped) = slot
+            .into_inner()
+            .map_err(|_| anyhow!("a run thread panicked"))?
+            .ok_or_else(|| anyhow!("run {} did not finish", run.dir.display()))?;
+        skipped += usize::from(was_skipped);
+        finished.push(r);
+    }
+    let ctx = report::ReportContext {
+        suite: &suite,
+        seeds,
+        plan: &plan,
+        results: &finished,
+        command: &opts.command,
+        wall_s: started.elapsed().as_secs_f64(),
+        skipped,
+        jobs,
+        overrides: &opts.overrides,
+    };
+    let (results_path, plots) = report::write(&ctx, &opts.out)?;
+    Ok(ExperimentSummary {
+        suite: suite.name.clone(),
+        runs: plan.len(),
+        finished: finished.len(),
+        skipped,
+        trained: finished.len() - skipped,
+        out: opts.out.clone(),
+        results: results_path,
+        plots,
+    })
+}

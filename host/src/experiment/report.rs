@@ -1,0 +1,661 @@
+//! `results.md` and the plots of a suite: tables of medians and 95% intervals over seeds, the
+//! exact command, commit, wall time and hardware; success curves with bands across seeds and
+//! module-activation heatmaps.
+//!
+//! Invariants: tables and plots are a function of the runs' logs and results (aggregated in
+//! arm and seed order), except the header's wall time, commit and hardware lines; every file is
+//! written atomically.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use super::metrics::{
+    curriculum_segments, frames_to_threshold, read_log, success_auc, summarize, LogPoint, Stat,
+    BOOTSTRAP_RESAMPLES,
+};
+use super::spec::{short_level, MetricKind, Overrides, Suite};
+use super::{run_dir_name, PlannedRun, RunResult};
+use crate::plot::{
+    write_banded_curves, write_heatmaps, BandPoint, BandSeries, HeatAxis, HeatPanel,
+};
+use crate::train::checkpoint::write_atomic;
+
+/// Time bins (columns) of the module-activity-over-time heatmaps.
+pub const HEAT_TIME_BINS: usize = 60;
+
+/// Everything the report needs.
+#[derive(Clone, Copy, Debug)]
+pub struct ReportContext<'a> {
+    /// The suite.
+    pub suite: &'a Suite,
+    /// Seeds per arm.
+    pub seeds: usize,
+    /// The runs, in arm then seed order.
+    pub plan: &'a [PlannedRun],
+    /// Their results, in the same order.
+    pub results: &'a [RunResult],
+    /// The command line.
+    pub command: &'a str,
+    /// Wall time of this invocation, seconds.
+    pub wall_s: f64,
+    /// Runs found finished and not rerun.
+    pub skipped: usize,
+    /// Parallel runs.
+    pub jobs: usize,
+    /// The command line's overrides.
+    pub overrides: &'a Overrides,
+}
+
+/// A run with its log and metrics.
+struct RunData<'a> {
+    run: &'a PlannedRun,
+    result: &'a RunResult,
+    log: Vec<LogPoint>,
+    to_threshold: f64,
+    auc: f64,
+}
+
+/// The updates of `log` that started within `budget` frames (a run first trained to a larger
+/// budget keeps its longer log; the metrics of this budget ignore the rest).
+fn within_budget(log: Vec<LogPoint>, budget: u64) -> Vec<LogPoint> {
+    let mut prev = 0u64;
+    log.into_iter()
+        .take_while(|p| {
+            let keep = prev < budget;
+            prev = p.frames;
+            keep
+        })
+        .collect()
+}
+
+/// `1,234,567`.
+pub fn thousands(v: u64) -> String {
+    let s = v.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A frame count, or "not reached" for infinity.
+fn frames_cell(v: f64) -> String {
+    if v.is_finite() {
+        thousands(v.round().max(0.0) as u64)
+    } else {
+        "not reached".into()
+    }
+}
+
+fn interval_cell(s: &Stat, f: impl Fn(f64) -> String) -> String {
+    format!("[{}, {}]", f(s.lo), f(s.hi))
+}
+
+fn rate(v: f64) -> String {
+    format!("{v:.3}")
+}
+
+/// The short commit of the working directory's git checkout, or "unknown".
+pub fn git_commit() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// `N cores, CPU MODEL` from the available parallelism and `/proc/cpuinfo`.
+pub fn hardware() -> String {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("{cores} cores (available parallelism), {model}")
+}
+
+/// A file-name-safe version of a group name.
+fn file_part(group: &str) -> String {
+    group
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Groups in order of first appearance, each with its arm indices.
+fn groups(suite: &Suite) -> Vec<(String, Vec<usize>)> {
+    let mut out: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, arm) in suite.arms.iter().enumerate() {
+        match out.iter_mut().find(|(g, _)| *g == arm.group) {
+            Some((_, v)) => v.push(i),
+            None => out.push((arm.group.clone(), vec![i])),
+        }
+    }
+    out
+}
+
+/// Write `out/results.md` and the plots; returns their paths.
+pub fn write(ctx: &ReportContext, out: &Path) -> Result<(PathBuf, Vec<PathBuf>)> {
+    let suite = ctx.suite;
+    let mut data = Vec::with_capacity(ctx.plan.len());
+    for (run, result) in ctx.plan.iter().zip(ctx.results) {
+        let budget = run.config.frames;
+        let log = within_budget(read_log(&run.dir.join("train.jsonl"))?, budget);
+        let to_threshold = frames_to_threshold(&log, suite.threshold, suite.min_frames)
+            .map_or(f64::INFINITY, |f| f as f64);
+        let auc = success_auc(&log, budget);
+        data.push(RunData {
+            run,
+            result,
+            log,
+            to_threshold,
+            auc,
+        });
+    }
+    let by_arm: Vec<Vec<&RunData>> = (0..suite.arms.len())
+        .map(|a| data.iter().filter(|d| d.run.arm == a).collect())
+        .collect();
+    let mut plots = Vec::new();
+    let mut md = header(ctx);
+    for (group, arms) in groups(suite) {
+        let part = file_part(&group);
+        let curve = out.join(format!("success-{part}.png"));
+        let series: Vec<BandSeries> = arms
+            .iter()
+            .map(|&a| BandSeries {
+                label: suite.arms[a].label.clone(),
+                points: band(&by_arm[a]),
+            })
+            .collect();
+        let title = format!(
+            "{}: {group}: success (median, min-max over {} seeds)",
+            suite.name, ctx.seeds
+        );
+        write_banded_curves(&curve, &title, "rolling success rate", &series)?;
+        plots.push(curve);
+        let heat = out.join(format!("modules-{part}.png"));
+        let panels: Vec<HeatPanel> = arms
+            .iter()
+            .filter_map(|&a| activity_over_time(&suite.arms[a].label, &by_arm[a]))
+            .collect();
+        let title = format!("{}: {group}: module activity (mean over seeds)", suite.name);
+        write_heatmaps(&heat, &title, &panels)?;
+        plots.push(heat);
+        match suite.metric {
+            MetricKind::SampleEfficiency | MetricKind::Ablation => {
+                sample_efficiency_table(&mut md, ctx, &group, &arms, &by_arm);
+            }
+            MetricKind::Curriculum => {
+                curriculum_tables(&mut md, ctx, &group, &arms, &by_arm);
+            }
+            MetricKind::ZeroShot => {
+                zero_shot_table(&mut md, ctx, &group, &arms, &by_arm);
+            }
+        }
+        let _ = writeln!(
+            md,
+            "![{group}: success vs frames](success-{part}.png)\n\n\
+             ![{group}: module activity](modules-{part}.png)\n"
+        );
+    }
+    if suite.metric == MetricKind::Curriculum {
+        let heat = out.join("modules-by-level.png");
+        let panels: Vec<HeatPanel> = (0..suite.arms.len())
+            .filter_map(|a| activity_by_level(&suite.arms[a].label, &by_arm[a]))
+            .collect();
+        let title = format!(
+            "{}: module activity per level (mean over seeds)",
+            suite.name
+        );
+        write_heatmaps(&heat, &title, &panels)?;
+        let _ = writeln!(md, "![module activity per level](modules-by-level.png)\n");
+        plots.push(heat);
+    }
+    runs_table(&mut md, ctx, &data);
+    let path = out.join("results.md");
+    write_atomic(&path, md.as_bytes()).context("writing results.md")?;
+    Ok((path, plots))
+}
+
+fn header(ctx: &ReportContext) -> String {
+    let s = ctx.suite;
+    let o = ctx.overrides;
+    let mut md = String::new();
+    let _ = writeln!(md, "# Experiment `{}`\n", s.name);
+    if !s.description.is_empty() {
+        let _ = writeln!(md, "{}\n", s.description.trim());
+    }
+    let _ = writeln!(md, "- command: `{}`", ctx.command);
+    let _ = writeln!(md, "- commit: {}", git_commit());
+    let _ = writeln!(
+        md,
+        "- wall time: {:.1} s for this invocation ({} of {} runs were finished earlier and not rerun)",
+        ctx.wall_s,
+        ctx.skipped,
+        ctx.plan.len()
+    );
+    let _ = writeln!(md, "- hardware: {}", hardware());
+    let _ = writeln!(
+        md,
+        "- suite file: `{}`; metric: {}; {} arms x {} seeds (0..{}); {} parallel runs x {} threads",
+        s.path.display(),
+        s.metric.name(),
+        s.arms.len(),
+        ctx.seeds,
+        ctx.seeds.saturating_sub(1),
+        ctx.jobs,
+        o.threads
+    );
+    let mut changes = format!("budget scale {}", o.budget_scale);
+    if let Some(p) = &o.preset {
+        let _ = write!(changes, ", preset {p}");
+    }
+    for (k, v) in &o.set {
+        let _ = write!(changes, ", {k}={v}");
+    }
+    let _ = writeln!(md, "- command-line changes to every arm: {changes}");
+    let _ = writeln!(
+        md,
+        "- threshold: rolling training success >= {}, counted from {} frames into a run (or \
+         after a curriculum switch); evaluations: {} episodes per level, seed {}, {} actions\n",
+        s.threshold,
+        thousands(s.min_frames),
+        s.eval.episodes,
+        s.eval.seed,
+        if s.eval.argmax { "greedy" } else { "sampled" }
+    );
+    let _ = writeln!(
+        md,
+        "Each cell is the median over seeds with a 95% bootstrap percentile interval of the \
+         median ({BOOTSTRAP_RESAMPLES} resamples of the seeds with replacement, drawn from a \
+         fixed-seed PCG32; nearest-rank 2.5th and 97.5th percentiles). A run that never reaches \
+         the threshold counts as infinitely slow, so a median or bound reads \"not reached\" \
+         when that many seeds did not reach it. The area under the curve (AUC) is the rolling \
+         training success integrated over the frame budget and divided by it (1 = solved from \
+         the first frame). Plots: `success-GROUP.png` draws the median rolling training success \
+         over seeds with the min-max band; `modules-GROUP.png` the fraction of steps each RIM \
+         module was active (white 0 to dark blue 1; mean over seeds and time bins; the LSTM \
+         has no modules).\n"
+    );
+    md
+}
+
+fn stat_cells(values: &[f64], f: impl Fn(f64) -> String + Copy) -> (String, String) {
+    match summarize(values) {
+        Some(s) => (f(s.median), interval_cell(&s, f)),
+        None => ("-".into(), "-".into()),
+    }
+}
+
+fn sample_efficiency_table(
+    md: &mut String,
+    ctx: &ReportContext,
+    group: &str,
+    arms: &[usize],
+    by_arm: &[Vec<&RunData>],
+) {
+    let s = ctx.suite;
+    let _ = writeln!(md, "## {group}: sample efficiency\n");
+    let _ = writeln!(
+        md,
+        "| arm | seeds | frames to {t} (median) | 95% interval | reached {t} | AUC (median) | AUC 95% interval | final success (median) |",
+        t = s.threshold
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
+    for &a in arms {
+        let runs = &by_arm[a];
+        let frames: Vec<f64> = runs.iter().map(|d| d.to_threshold).collect();
+        let aucs: Vec<f64> = runs.iter().map(|d| d.auc).collect();
+        let finals: Vec<f64> = runs.iter().map(|d| d.result.final_success).collect();
+        let (fm, fi) = stat_cells(&frames, frames_cell);
+        let (am, ai) = stat_cells(&aucs, rate);
+        let (sm, _) = stat_cells(&finals, rate);
+        let reached = frames.iter().filter(|f| f.is_finite()).count();
+        let _ = writeln!(
+            md,
+            "| {} | {} | {fm} | {fi} | {reached}/{} | {am} | {ai} | {sm} |",
+            s.arms[a].name,
+            runs.len(),
+            runs.len()
+        );
+    }
+    md.push('\n');
+    eval_table(md, ctx, arms, by_arm, "evaluation of the final checkpoints");
+}
+
+fn eval_table(
+    md: &mut String,
+    ctx: &ReportContext,
+    arms: &[usize],
+    by_arm: &[Vec<&RunData>],
+    what: &str,
+) {
+    let s = ctx.suite;
+    if arms.iter().all(|&a| s.arms[a].eval_levels.is_empty()) {
+        return;
+    }
+    let _ = writeln!(md, "Success rate, {what}:\n");
+    let _ = writeln!(
+        md,
+        "| arm | level | seeds | success (median) | 95% interval |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|");
+    for &a in arms {
+        for (li, level) in s.arms[a].eval_levels.iter().enumerate() {
+            let vals: Vec<f64> = by_arm[a]
+                .iter()
+                .filter_map(|d| d.result.evals.get(li).map(|e| e.success))
+                .collect();
+            let (m, i) = stat_cells(&vals, rate);
+            let trained =
+                s.metric == MetricKind::ZeroShot && s.arms[a].config.level_ids().contains(level);
+            let _ = writeln!(
+                md,
+                "| {} | {}{} | {} | {m} | {i} |",
+                s.arms[a].name,
+                short_level(level),
+                if trained { " *" } else { "" },
+                vals.len()
+            );
+        }
+    }
+    md.push('\n');
+}
+
+fn curriculum_tables(
+    md: &mut String,
+    ctx: &ReportContext,
+    group: &str,
+    arms: &[usize],
+    by_arm: &[Vec<&RunData>],
+) {
+    let s = ctx.suite;
+    let _ = writeln!(md, "## {group}: curriculum adaptation\n");
+    let _ = writeln!(
+        md,
+        "Frames after the switch to each level until the rolling success on it reaches {} \
+         (the first level: from the start). \"seeds on level\" counts the seeds whose \
+         curriculum got to the level within the budget.\n",
+        s.threshold
+    );
+    let _ = writeln!(
+        md,
+        "| arm | level | seeds on level | frames to {t} (median) | 95% interval | reached {t} |",
+        t = s.threshold
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|");
+    for &a in arms {
+        let arm = &s.arms[a];
+        let segs: Vec<_> = by_arm[a]
+            .iter()
+            .map(|d| curriculum_segments(&d.log, s.threshold, s.min_frames))
+            .collect();
+        for level in arm.config.level_ids() {
+            let vals: Vec<f64> = segs
+                .iter()
+                .filter_map(|ss| ss.iter().find(|g| g.level == level))
+                .map(|g| g.frames_to_threshold.map_or(f64::INFINITY, |f| f as f64))
+                .collect();
+            let (m, i) = stat_cells(&vals, frames_cell);
+            let reached = vals.iter().filter(|v| v.is_finite()).count();
+            let _ = writeln!(
+                md,
+                "| {} | {} | {}/{} | {m} | {i} | {reached}/{} |",
+                arm.name,
+                short_level(&level),
+                vals.len(),
+                segs.len(),
+                vals.len()
+            );
+        }
+    }
+    md.push('\n');
+    eval_table(
+        md,
+        ctx,
+        arms,
+        by_arm,
+        "the final checkpoint on every curriculum level (forgetting: earlier levels after \
+         training moved on)",
+    );
+}
+
+fn zero_shot_table(
+    md: &mut String,
+    ctx: &ReportContext,
+    group: &str,
+    arms: &[usize],
+    by_arm: &[Vec<&RunData>],
+) {
+    let s = ctx.suite;
+    let _ = writeln!(md, "## {group}: zero-shot transfer\n");
+    let _ = writeln!(
+        md,
+        "| arm | trained on | seeds | final training success (median) | 95% interval |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|");
+    for &a in arms {
+        let arm = &s.arms[a];
+        let finals: Vec<f64> = by_arm[a].iter().map(|d| d.result.final_success).collect();
+        let (m, i) = stat_cells(&finals, rate);
+        let trained: Vec<String> = arm
+            .config
+            .level_ids()
+            .iter()
+            .map(|l| short_level(l))
+            .collect();
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {m} | {i} |",
+            arm.name,
+            trained.join(", "),
+            finals.len()
+        );
+    }
+    md.push('\n');
+    eval_table(
+        md,
+        ctx,
+        arms,
+        by_arm,
+        "the final checkpoint without further training (* marks the level trained on, the \
+         in-distribution reference; the others were never seen in training)",
+    );
+}
+
+fn runs_table(md: &mut String, ctx: &ReportContext, data: &[RunData]) {
+    let s = ctx.suite;
+    let _ = writeln!(md, "## Runs\n");
+    let _ = writeln!(
+        md,
+        "| run | frames | final training success | frames to {} | AUC | evaluations |",
+        s.threshold
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|");
+    for d in data {
+        let evals: Vec<String> = d
+            .result
+            .evals
+            .iter()
+            .map(|e| format!("{} {:.3}", short_level(&e.level), e.success))
+            .collect();
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.3} | {} | {:.3} | {} |",
+            run_dir_name(&s.arms[d.run.arm].name, d.run.seed),
+            thousands(d.result.frames),
+            d.result.final_success,
+            frames_cell(d.to_threshold),
+            d.auc,
+            if evals.is_empty() {
+                "-".into()
+            } else {
+                evals.join(", ")
+            }
+        );
+    }
+    md.push('\n');
+}
+
+/// The success curve of an arm over its seeds: at each update all seeds logged, the frames
+/// (equal across seeds: the same frames per update), the median and the min-max band.
+fn band(runs: &[&RunData]) -> Vec<BandPoint> {
+    let len = runs.iter().map(|d| d.log.len()).min().unwrap_or(0);
+    (0..len)
+        .map(|i| {
+            let vals: Vec<f64> = runs.iter().map(|d| d.log[i].success).collect();
+            BandPoint {
+                frames: runs[0].log[i].frames,
+                mid: super::metrics::median(&vals).unwrap_or(f64::NAN),
+                lo: vals.iter().copied().fold(f64::INFINITY, f64::min),
+                hi: vals.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            }
+        })
+        .collect()
+}
+
+fn module_labels(n: usize) -> Vec<String> {
+    (0..n).map(|m| format!("m{m}")).collect()
+}
+
+/// Module activity over time (mean over seeds and the updates in each time bin); `None` for
+/// arms without modules (LSTM).
+fn activity_over_time(label: &str, runs: &[&RunData]) -> Option<HeatPanel> {
+    let n = runs
+        .iter()
+        .flat_map(|d| d.log.iter().map(|p| p.activity.len()))
+        .max()
+        .filter(|n| *n > 0)?;
+    let max_frames = runs
+        .iter()
+        .flat_map(|d| d.log.iter().map(|p| p.frames))
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let updates = runs.iter().map(|d| d.log.len()).max().unwrap_or(1);
+    let bins = HEAT_TIME_BINS.min(updates).max(1);
+    let edges: Vec<u64> = (0..=bins)
+        .map(|b| (max_frames as u128 * b as u128 / bins as u128) as u64)
+        .collect();
+    let mut sum = vec![0.0; n * bins];
+    let mut count = vec![0usize; n * bins];
+    for d in runs {
+        for p in &d.log {
+            // Update i covers frames (prev, p.frames]: bin of its last frame.
+            let b = ((p.frames.saturating_sub(1) as u128 * bins as u128) / max_frames as u128)
+                .min(bins as u128 - 1) as usize;
+            for (m, a) in p.activity.iter().enumerate().take(n) {
+                if a.is_finite() {
+                    sum[m * bins + b] += a;
+                    count[m * bins + b] += 1;
+                }
+            }
+        }
+    }
+    let values = sum
+        .iter()
+        .zip(&count)
+        .map(|(s, c)| if *c > 0 { s / *c as f64 } else { f64::NAN })
+        .collect();
+    Some(HeatPanel {
+        title: label.to_string(),
+        row_labels: module_labels(n),
+        axis: HeatAxis::Frames(edges),
+        values,
+    })
+}
+
+/// Module activity per level (mean over seeds and the updates on each level, in first-seen
+/// order); `None` for arms without modules.
+fn activity_by_level(label: &str, runs: &[&RunData]) -> Option<HeatPanel> {
+    let n = runs
+        .iter()
+        .flat_map(|d| d.log.iter().map(|p| p.activity.len()))
+        .max()
+        .filter(|n| *n > 0)?;
+    let mut levels: Vec<String> = Vec::new();
+    let mut acc: BTreeMap<(usize, usize), (f64, usize)> = BTreeMap::new();
+    for d in runs {
+        for p in &d.log {
+            let li = match levels.iter().position(|l| *l == p.level) {
+                Some(i) => i,
+                None => {
+                    levels.push(p.level.clone());
+                    levels.len() - 1
+                }
+            };
+            for (m, a) in p.activity.iter().enumerate().take(n) {
+                if a.is_finite() {
+                    let e = acc.entry((m, li)).or_insert((0.0, 0));
+                    e.0 += a;
+                    e.1 += 1;
+                }
+            }
+        }
+    }
+    let cols = levels.len();
+    let mut values = vec![f64::NAN; n * cols];
+    for ((m, li), (s, c)) in acc {
+        values[m * cols + li] = s / c as f64;
+    }
+    Some(HeatPanel {
+        title: label.to_string(),
+        row_labels: module_labels(n),
+        axis: HeatAxis::Labels(levels.iter().map(|l| short_level(l)).collect()),
+        values,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(frames_cell(f64::INFINITY), "not reached");
+        assert_eq!(frames_cell(2560.0), "2,560");
+        assert_eq!(file_part("k of N"), "k_of_N");
+    }
+
+    #[test]
+    fn logs_are_cut_at_the_budget() {
+        let p = |frames| LogPoint {
+            update: frames / 10,
+            frames,
+            level: "L".into(),
+            episodes: 1,
+            success: 1.0,
+            activity: Vec::new(),
+        };
+        let log = vec![p(10), p(20), p(30), p(40)];
+        let frames = |v: Vec<LogPoint>| v.iter().map(|p| p.frames).collect::<Vec<_>>();
+        assert_eq!(frames(within_budget(log.clone(), 25)), [10, 20, 30]);
+        assert_eq!(frames(within_budget(log.clone(), 20)), [10, 20]);
+        assert_eq!(frames(within_budget(log, 100)), [10, 20, 30, 40]);
+    }
+}

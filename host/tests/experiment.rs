@@ -1,0 +1,353 @@
+//! `metarim experiment`: a smoke run of every suite in `experiments/` (Tiny preset, tiny
+//! budgets, 2 seeds) end to end, checking `results.md` and the plots; reruns skip finished
+//! runs; an interrupted run resumes exactly; bad suite files are refused with clear errors.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::SystemTime;
+
+use host::experiment::{self, plan, ExperimentOptions, ExperimentSummary, Overrides, Suite};
+use host::train::run::{train, RunOptions, CHECKPOINT_FILE};
+
+const SEEDS: usize = 2;
+
+fn suite_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("experiments")
+        .join(format!("{name}.toml"))
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("metarim-exp-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The smoke overrides: Tiny preset, 8 envs, small minibatches, one thread per run.
+fn overrides(scale: f64) -> Overrides {
+    Overrides {
+        budget_scale: scale,
+        preset: Some("Tiny".into()),
+        set: vec![
+            ("procs".into(), "8".into()),
+            ("batch_size".into(), "160".into()),
+        ],
+        threads: 1,
+    }
+}
+
+fn options(name: &str, scale: f64, out: &Path) -> ExperimentOptions {
+    ExperimentOptions {
+        suite: suite_path(name),
+        seeds: Some(SEEDS),
+        out: out.to_path_buf(),
+        overrides: overrides(scale),
+        jobs: 0,
+        command: format!("metarim experiment {name} (test)"),
+        progress: false,
+    }
+}
+
+/// Decode a PNG: 8-bit RGB, 900 wide, with more than one colour.
+fn check_png(path: &Path) {
+    let mut reader = png::Decoder::new(BufReader::new(File::open(path).unwrap()))
+        .read_info()
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!(info.color_type, png::ColorType::Rgb, "{}", path.display());
+    assert_eq!(info.bit_depth, png::BitDepth::Eight);
+    assert_eq!(info.width, host::plot::CURVE_WIDTH);
+    assert!(info.height >= 200, "{}", path.display());
+    let px = &buf[..info.buffer_size()];
+    let first = &px[..3];
+    assert!(
+        px.chunks(3).any(|p| p != first),
+        "{} is a blank image",
+        path.display()
+    );
+}
+
+/// `results.md` and the plots exist and are well formed; returns results.md.
+fn check_outputs(s: &ExperimentSummary, suite: &Suite, table_header: &str) -> String {
+    assert_eq!(s.runs, suite.arms.len() * SEEDS);
+    assert_eq!(s.finished, s.runs);
+    let md = std::fs::read_to_string(&s.results).unwrap();
+    assert!(
+        md.starts_with(&format!("# Experiment `{}`", suite.name)),
+        "{md}"
+    );
+    for key in [
+        "- command: `",
+        "- commit: ",
+        "- wall time: ",
+        "- hardware: ",
+        "bootstrap",
+    ] {
+        assert!(md.contains(key), "results.md lacks {key:?}:\n{md}");
+    }
+    assert!(
+        md.contains(table_header),
+        "results.md lacks {table_header:?}:\n{md}"
+    );
+    for arm in &suite.arms {
+        assert!(
+            md.contains(&format!("| {} |", arm.name)),
+            "no row for arm {}:\n{md}",
+            arm.name
+        );
+        for seed in 0..SEEDS {
+            let run = experiment::run_dir_name(&arm.name, seed as u64);
+            assert!(md.contains(&format!("| {run} |")), "no row for run {run}");
+        }
+    }
+    // Every referenced image exists, and every PNG in the directory is referenced and valid.
+    let mut pngs: Vec<PathBuf> = std::fs::read_dir(&s.out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .collect();
+    pngs.sort();
+    let mut plots = s.plots.clone();
+    plots.sort();
+    assert_eq!(pngs, plots);
+    assert!(pngs
+        .iter()
+        .any(|p| p.to_string_lossy().contains("success-")));
+    assert!(pngs
+        .iter()
+        .any(|p| p.to_string_lossy().contains("modules-")));
+    for p in &pngs {
+        check_png(p);
+        let name = p.file_name().unwrap().to_string_lossy();
+        assert!(
+            md.contains(&format!("]({name})")),
+            "{name} not in results.md"
+        );
+    }
+    md
+}
+
+fn mtimes(out: &Path) -> Vec<(PathBuf, SystemTime)> {
+    let mut v: Vec<(PathBuf, SystemTime)> = std::fs::read_dir(out.join("runs"))
+        .unwrap()
+        .map(|e| {
+            let ck = e.unwrap().path().join(CHECKPOINT_FILE);
+            let t = std::fs::metadata(&ck).unwrap().modified().unwrap();
+            (ck, t)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn sample_efficiency_smoke_and_rerun_skips_finished_runs() {
+    let out = tmpdir("sample-efficiency");
+    let opts = options("sample-efficiency", 0.0005, &out);
+    let suite = Suite::load(&opts.suite, &opts.overrides).unwrap();
+    assert_eq!(suite.arms.len(), 16);
+    let s = experiment::run(&opts).unwrap();
+    assert_eq!((s.trained, s.skipped), (s.runs, 0));
+    let md = check_outputs(
+        &s,
+        &suite,
+        "| arm | seeds | frames to 0.9 (median) | 95% interval |",
+    );
+    for level in ["GoToObj", "GoToLocal", "PickupLoc", "PutNextLocal"] {
+        assert!(
+            md.contains(&format!("## {level}: sample efficiency")),
+            "{md}"
+        );
+        assert!(out.join(format!("success-{level}.png")).is_file());
+        assert!(out.join(format!("modules-{level}.png")).is_file());
+    }
+    // A rerun trains nothing and leaves every checkpoint alone.
+    let before = mtimes(&out);
+    assert_eq!(before.len(), s.runs);
+    let again = experiment::run(&opts).unwrap();
+    assert_eq!(
+        (again.trained, again.skipped, again.finished),
+        (0, s.runs, s.runs)
+    );
+    assert_eq!(mtimes(&out), before);
+    // The command line does the same and ends with the summary line.
+    let exe = env!("CARGO_BIN_EXE_metarim");
+    let o = Command::new(exe)
+        .args(["experiment", opts.suite.to_str().unwrap(), "--out"])
+        .arg(&out)
+        .args([
+            "--seeds",
+            "2",
+            "--budget-scale",
+            "0.0005",
+            "--preset",
+            "Tiny",
+        ])
+        .args([
+            "--set",
+            "procs=8",
+            "--set",
+            "batch_size=160",
+            "--threads",
+            "1",
+        ])
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    assert_eq!(
+        last,
+        format!(
+            "experiment: suite=sample-efficiency runs={0} finished={0} out={1}",
+            s.runs,
+            out.display()
+        )
+    );
+    assert!(stdout.contains("trained 0"), "{stdout}");
+    assert_eq!(mtimes(&out), before);
+}
+
+#[test]
+fn curriculum_smoke() {
+    let out = tmpdir("curriculum");
+    let opts = options("curriculum", 0.0002, &out);
+    let suite = Suite::load(&opts.suite, &opts.overrides).unwrap();
+    let s = experiment::run(&opts).unwrap();
+    let md = check_outputs(
+        &s,
+        &suite,
+        "| arm | level | seeds on level | frames to 0.9 (median) |",
+    );
+    // Every arm has an adaptation row and a forgetting row per curriculum level; the
+    // curriculum advanced through all four levels on its (scaled) frame budget.
+    for arm in ["meta-rim", "joint", "reversed", "lstm"] {
+        for level in ["GoToObj", "GoToLocal", "PickupLoc", "PutNextLocal"] {
+            let row = format!("| {arm} | {level} | {SEEDS}/{SEEDS} |");
+            assert!(md.contains(&row), "no row {row:?}:\n{md}");
+            let eval_row = format!("| {arm} | {level} | {SEEDS} |");
+            assert!(md.contains(&eval_row), "no row {eval_row:?}:\n{md}");
+        }
+    }
+    assert!(out.join("modules-by-level.png").is_file());
+}
+
+#[test]
+fn zero_shot_smoke() {
+    let out = tmpdir("zero-shot");
+    let opts = options("zero-shot", 0.001, &out);
+    let suite = Suite::load(&opts.suite, &opts.overrides).unwrap();
+    let s = experiment::run(&opts).unwrap();
+    let md = check_outputs(
+        &s,
+        &suite,
+        "| arm | level | seeds | success (median) | 95% interval |",
+    );
+    for level in ["GoToObjMazeS5", "GoToObjMazeS7", "GoToObjMaze", "GoToLocal"] {
+        for mode in ["meta-rim", "lstm"] {
+            let trained = if level.starts_with("GoToObjMaze") {
+                "GoToObjMazeS4"
+            } else {
+                "GoToLocalS6N3"
+            };
+            let row = format!("| {trained}-{mode} | {level} | {SEEDS} |");
+            assert!(md.contains(&row), "no row {row:?}:\n{md}");
+        }
+    }
+}
+
+#[test]
+fn ablations_smoke_resumes_an_interrupted_run() {
+    let out = tmpdir("ablations");
+    let opts = options("ablations", 0.0005, &out);
+    let suite = Suite::load(&opts.suite, &opts.overrides).unwrap();
+    // Interrupt the first run after one update, as a killed experiment would leave it.
+    let runs = plan(&suite, SEEDS, &out);
+    let first = &runs[0];
+    let partial = RunOptions {
+        out: first.dir.clone(),
+        resume: false,
+        progress: false,
+        stop_after_updates: Some(1),
+    };
+    let stopped = train(&first.config, &partial).unwrap();
+    assert!(stopped.frames < first.config.frames);
+    let s = experiment::run(&opts).unwrap();
+    check_outputs(
+        &s,
+        &suite,
+        "| arm | seeds | frames to 0.9 (median) | 95% interval |",
+    );
+    // The resumed run ends where an uninterrupted one does, byte for byte.
+    let fresh = tmpdir("ablations-uninterrupted");
+    let uninterrupted = RunOptions {
+        out: fresh.clone(),
+        resume: false,
+        progress: false,
+        stop_after_updates: None,
+    };
+    train(&first.config, &uninterrupted).unwrap();
+    assert_eq!(
+        std::fs::read(first.dir.join(CHECKPOINT_FILE)).unwrap(),
+        std::fs::read(fresh.join(CHECKPOINT_FILE)).unwrap()
+    );
+}
+
+#[test]
+fn bad_suite_files_are_refused_with_clear_errors() {
+    let dir = tmpdir("bad");
+    let good = std::fs::read_to_string(suite_path("sample-efficiency")).unwrap();
+    let cases = [
+        (
+            "unknown-field",
+            good.replace("min_frames =", "min_frams ="),
+            "min_frams",
+        ),
+        (
+            "unknown-config-field",
+            good.replace("save_interval = 10", "save_intervl = 10"),
+            "save_intervl",
+        ),
+        (
+            "unknown-level",
+            good.replace("BabyAI-PickupLoc-v0", "BabyAI-PickupNowhere-v0"),
+            "BabyAI-PickupNowhere-v0",
+        ),
+        (
+            "unknown-mode",
+            good.replace("\"reversed\"", "\"sideways\""),
+            "sideways",
+        ),
+    ];
+    for (name, text, what) in cases {
+        assert_ne!(text, good, "{name}: the replacement did not apply");
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let opts = ExperimentOptions {
+            suite: path.clone(),
+            ..options("sample-efficiency", 0.001, &dir.join("out"))
+        };
+        let e = format!("{:#}", experiment::run(&opts).unwrap_err());
+        assert!(e.contains(what), "{name}: {e}");
+        assert!(e.contains(&path.display().to_string()), "{name}: {e}");
+        assert!(!dir.join("out").join("results.md").exists());
+    }
+    let e = format!(
+        "{:#}",
+        experiment::resolve_suite("no-such-suite", suite_path("x").parent().unwrap()).unwrap_err()
+    );
+    assert!(
+        e.contains("no-such-suite") && e.contains("sample-efficiency"),
+        "{e}"
+    );
+}
