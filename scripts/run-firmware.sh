@@ -89,8 +89,8 @@ run_qemu() {
         -semihosting-config "enable=on,target=native,arg=metarim-firmware,arg=policy-repeat=$repeat" \
         "${plugin_args[@]}" -kernel "$ELF" >"$log" 2>&1 || rc=$?
     cat "$log"
-    [ "$rc" = 124 ] && die "QEMU run timed out after ${TIMEOUT}s"
-    [ "$rc" = 0 ] || die "firmware exited with status $rc"
+    [ "$rc" = 124 ] && die "QEMU run timed out after ${TIMEOUT}s (log: $log)"
+    [ "$rc" = 0 ] || die "firmware exited with status $rc (log: $log)"
 }
 
 WORK="$TARGET_DIR/run"
