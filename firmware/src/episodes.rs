@@ -1,0 +1,141 @@
+//! Running the policy over episodes, with the host evaluator's seed scheme
+//! (`host/src/train/eval.rs`): episode `i` of seed `S` draws its level seed and its actions from
+//! `Pcg32::with_stream(split_mix64(S), i)`, so the same seed gives the same episodes on the host.
+
+use metarim_core::env::{Action, Env, Observation, VIEW_CELLS};
+use metarim_core::levels::Level;
+use metarim_core::mission::vocab::{tokenize, MAX_TOKENS};
+use metarim_core::nn::params::Layout;
+use metarim_core::nn::presets::{TinyActor, TinyParams};
+use metarim_core::rng::{split_mix64, Pcg32};
+use metarim_core::Error;
+
+/// Everything a policy run touches, all of it in static memory.
+pub struct Ctx<'a> {
+    /// The parameter layout of `Tiny`.
+    pub layout: &'a Layout,
+    /// The parameters.
+    pub params: &'a TinyParams<f32>,
+    /// Acting state (memory, activations, scratch).
+    pub actor: &'a mut TinyActor,
+    /// The gridworld.
+    pub env: &'a mut Env,
+}
+
+/// Totals over a set of episodes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    /// Episodes run.
+    pub episodes: u32,
+    /// Episodes that succeeded (positive reward).
+    pub successes: u32,
+    /// Sum of the returns.
+    pub return_sum: f64,
+    /// Environment steps (one policy step each).
+    pub steps: u64,
+}
+
+impl Stats {
+    /// Success rate in [0, 1].
+    pub fn success_rate(&self) -> f64 {
+        if self.episodes == 0 {
+            0.0
+        } else {
+            f64::from(self.successes) / f64::from(self.episodes)
+        }
+    }
+    /// Mean return.
+    pub fn mean_return(&self) -> f64 {
+        if self.episodes == 0 {
+            0.0
+        } else {
+            self.return_sum / f64::from(self.episodes)
+        }
+    }
+}
+
+/// Run `episodes` episodes of `level` from `seed`. Each environment step evaluates the policy
+/// `repeat` times from the same state (identical results; `repeat > 1` only serves to measure
+/// the instructions of a policy step by difference).
+pub fn run(
+    ctx: &mut Ctx<'_>,
+    level: &Level,
+    seed: u64,
+    episodes: u32,
+    argmax: bool,
+    repeat: u32,
+) -> Result<Stats, Error> {
+    let mut stats = Stats::default();
+    let mut tokens = [0u16; MAX_TOKENS];
+    let mut obs: Observation = [[0u8; 3]; VIEW_CELLS];
+    for i in 0..episodes {
+        let mut rng = Pcg32::with_stream(split_mix64(seed), u64::from(i));
+        let episode_seed = rng.next_u64();
+        level.reset(ctx.env, episode_seed)?;
+        tokens.fill(0);
+        tokenize(ctx.env.mission.as_str(), &mut tokens)?;
+        ctx.actor.start(ctx.layout, ctx.params, &tokens)?;
+        let mut ret = 0.0f64;
+        loop {
+            ctx.env.observe(&mut obs);
+            let saved = ctx.actor.state;
+            for r in 0..repeat.max(1) {
+                if r > 0 {
+                    ctx.actor.state = saved;
+                }
+                ctx.actor.step(ctx.layout, ctx.params, &obs)?;
+            }
+            let a = if argmax {
+                argmax_action(&ctx.actor.logits)
+            } else {
+                sample_action(&ctx.actor.logits, &mut rng)
+            };
+            let out = ctx.env.step(Action::from_index(a as i64)?);
+            ret += f64::from(out.reward);
+            stats.steps += 1;
+            if out.terminated || out.truncated {
+                stats.episodes += 1;
+                stats.successes += u32::from(out.reward > 0.0);
+                stats.return_sum += ret;
+                break;
+            }
+        }
+    }
+    Ok(stats)
+}
+
+/// The most likely action, first on ties (as the host's `argmax_action`).
+pub fn argmax_action(logits: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, l) in logits.iter().enumerate() {
+        if logits.get(best).is_some_and(|b| *l > *b) {
+            best = i;
+        }
+    }
+    best
+}
+
+/// An action drawn from `softmax(logits)` with one `gen_f64`, accumulating in f64 in index order
+/// (the host's `sample_action`; `libm` stands in for std's `exp`/`ln`, which may differ in the
+/// last bit on rare inputs).
+pub fn sample_action(logits: &[f32], rng: &mut Pcg32) -> usize {
+    let lse = log_sum_exp(logits);
+    let u = rng.gen_f64();
+    let mut acc = 0.0f64;
+    for (i, l) in logits.iter().enumerate() {
+        acc += libm::exp(f64::from(*l - lse));
+        if u < acc {
+            return i;
+        }
+    }
+    logits.len().saturating_sub(1)
+}
+
+fn log_sum_exp(logits: &[f32]) -> f32 {
+    let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if !m.is_finite() {
+        return m;
+    }
+    let s: f32 = logits.iter().map(|l| libm::expf(*l - m)).sum();
+    m + libm::logf(s)
+}

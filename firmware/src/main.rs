@@ -1,0 +1,263 @@
+//! metarim on a Cortex-M4F (QEMU `mps2-an386`): the `Tiny` policy from `metarim-core` acting in
+//! the core's gridworld, with every buffer in static memory and a report through semihosting.
+//!
+//! Invariants:
+//! - No heap: the environment, the acting state, the layout and the parameters are `static`
+//!   (cortex-m-rt turns `static mut` items of the entry function into `&'static mut` references
+//!   without `unsafe`); everything else is on the stack, whose high-water mark is measured.
+//! - The run ends with semihosting `SYS_EXIT_EXTENDED`: status 0 when it finished, non-zero on a
+//!   core error, a panic or a HardFault ([`exit`]).
+//! - The last line printed is `firmware: before=X after=Y ram_bytes=R flash_bytes=F
+//!   insns_per_step=0`: the firmware cannot count its own instructions, so
+//!   `scripts/run-firmware.sh` replaces the 0 with the figure from QEMU's insn-count plugin.
+//!
+//! Phases, as issue 6 lays them out: (a) evaluate the model as exported ([`episodes::run`]),
+//! (b) adapt its fast modules on-device (`core::adapt`: not yet wired), (c) evaluate again.
+//! The parameters come from [`model::load_params`] (a placeholder until `model.bin` lands).
+
+#![no_std]
+#![no_main]
+
+mod config;
+mod episodes;
+mod exit;
+mod mem;
+mod model;
+
+use core::mem::{size_of, MaybeUninit};
+
+use cortex_m_rt::entry;
+use cortex_m_semihosting::hprintln;
+use metarim_core::env::Env;
+use metarim_core::levels::Level;
+use metarim_core::nn::params::Layout;
+use metarim_core::nn::presets::{
+    tiny_layout, TinyActor, TinyParams, TINY_FAST, TINY_OTHER, TINY_SLOW,
+};
+use metarim_core::Error;
+
+use crate::episodes::{Ctx, Stats};
+use crate::mem::Sections;
+
+/// The RAM budget of issue 6 (Tiny preset: static + stack).
+const RAM_BUDGET: usize = 64 * 1024;
+/// The flash budget of issue 6.
+const FLASH_BUDGET: usize = 256 * 1024;
+
+#[entry]
+fn main() -> ! {
+    static mut ENV: MaybeUninit<Env> = MaybeUninit::uninit();
+    static mut ACTOR: MaybeUninit<TinyActor> = MaybeUninit::uninit();
+    static mut LAYOUT: MaybeUninit<Layout> = MaybeUninit::uninit();
+    static mut PARAMS: TinyParams<f32> = TinyParams {
+        fast: [0.0; TINY_FAST],
+        slow: [0.0; TINY_SLOW],
+        other: [0.0; TINY_OTHER],
+    };
+
+    let sections = Sections::get();
+    let painted = mem::paint_stack(&sections);
+    let slots = Slots {
+        env: ENV,
+        actor: ACTOR,
+        layout: LAYOUT,
+        params: PARAMS,
+    };
+    match run(slots, &sections, painted) {
+        Ok(()) => exit::exit(exit::OK),
+        Err(e) => {
+            hprintln!("firmware: error: {}", e);
+            exit::exit(exit::CORE_ERROR)
+        }
+    }
+}
+
+/// The static storage, handed to [`run`] once.
+struct Slots {
+    env: &'static mut MaybeUninit<Env>,
+    actor: &'static mut MaybeUninit<TinyActor>,
+    layout: &'static mut MaybeUninit<Layout>,
+    params: &'static mut TinyParams<f32>,
+}
+
+/// Build the layout, parameters, environment and acting state in their static slots. Each
+/// object is built by its own non-inlined function, so the temporaries (core's constructors
+/// return by value) live only in frames that end before the episodes start.
+#[inline(never)]
+fn setup(slots: Slots, level: &Level) -> Result<Ctx<'static>, Error> {
+    let layout: &'static Layout = init_layout(slots.layout)?;
+    model::load_params(layout, slots.params)?;
+    let (w, h) = level.grid_size();
+    let env = init_env(slots.env, w, h)?;
+    let actor = init_actor(slots.actor);
+    Ok(Ctx {
+        layout,
+        params: slots.params,
+        actor,
+        env,
+    })
+}
+
+#[inline(never)]
+fn init_layout(slot: &'static mut MaybeUninit<Layout>) -> Result<&'static Layout, Error> {
+    Ok(slot.write(tiny_layout()?))
+}
+
+#[inline(never)]
+fn init_env(
+    slot: &'static mut MaybeUninit<Env>,
+    w: usize,
+    h: usize,
+) -> Result<&'static mut Env, Error> {
+    Ok(slot.write(Env::new(w, h)?))
+}
+
+#[inline(never)]
+fn init_actor(slot: &'static mut MaybeUninit<TinyActor>) -> &'static mut TinyActor {
+    slot.write(TinyActor::default())
+}
+
+#[inline(never)]
+fn run(slots: Slots, sections: &Sections, painted: usize) -> Result<(), Error> {
+    let level = Level::from_id(config::LEVEL)?;
+    let mut ctx = setup(slots, &level)?;
+    // The set-up's stack peak, then paint again for the episodes' own.
+    let stack_setup = mem::stack_high_water(sections);
+    mem::paint_stack(sections);
+    let repeat = policy_repeat();
+
+    hprintln!(
+        "firmware: metarim-core Tiny policy on {} (Cortex-M4F, QEMU mps2-an386)",
+        level.id()
+    );
+    hprintln!("firmware: params: {}", model::SOURCE);
+    hprintln!(
+        "firmware: episodes={} seed={} actions={} policy_repeat={}",
+        config::EPISODES,
+        config::SEED,
+        if config::ARGMAX { "argmax" } else { "sample" },
+        repeat
+    );
+
+    // (a) The model as loaded.
+    let before = episodes::run(
+        &mut ctx,
+        &level,
+        config::SEED,
+        config::EPISODES,
+        config::ARGMAX,
+        repeat,
+    )?;
+    report("before", &before);
+    // (b) + (c): on-device adaptation and the evaluation after it land with `core::adapt`.
+    hprintln!("firmware: adaptation not yet wired (core::adapt pending): after = before");
+    let after = before;
+
+    let stack_run = mem::stack_high_water(sections);
+    let stack = stack_setup.max(stack_run);
+    let ram = sections.static_ram() + stack;
+    let flash = sections.flash();
+    hprintln!(
+        "firmware: stack high-water: set-up {} B, episodes {} B (of {} B painted)",
+        stack_setup,
+        stack_run,
+        painted
+    );
+    hprintln!(
+        "firmware: ram: static {} B (.data {} .bss {} .uninit {}) + stack high-water {} B = {} B",
+        sections.static_ram(),
+        sections.data(),
+        sections.bss(),
+        sections.uninit(),
+        stack,
+        ram
+    );
+    hprintln!(
+        "firmware: ram by object: Env {} B, TinyActor {} B, TinyParams<f32> {} B (fast {} slow {} other {} floats), Layout {} B",
+        size_of::<Env>(),
+        size_of::<TinyActor>(),
+        size_of::<TinyParams<f32>>(),
+        TINY_FAST,
+        TINY_SLOW,
+        TINY_OTHER,
+        size_of::<Layout>()
+    );
+    hprintln!(
+        "firmware: flash: {} B (vector table {} .text {} .rodata {} .data image {})",
+        flash,
+        flash - sections.text() - sections.rodata() - sections.data(),
+        sections.text(),
+        sections.rodata(),
+        sections.data()
+    );
+    hprintln!(
+        "firmware: budget: ram {} B {} 64 KiB, flash {} B {} 256 KiB",
+        ram,
+        if ram <= RAM_BUDGET { "<=" } else { "> (OVER)" },
+        flash,
+        if flash <= FLASH_BUDGET {
+            "<="
+        } else {
+            "> (OVER)"
+        }
+    );
+    hprintln!(
+        "firmware: policy_steps={}",
+        before.steps + after_steps(&after)
+    );
+    hprintln!(
+        "firmware: before={:.4} after={:.4} ram_bytes={} flash_bytes={} insns_per_step=0",
+        before.success_rate(),
+        after.success_rate(),
+        ram,
+        flash
+    );
+    Ok(())
+}
+
+/// Policy steps of the evaluation after adaptation; 0 while it is the same run as `before`.
+fn after_steps(_after: &Stats) -> u64 {
+    0
+}
+
+fn report(phase: &str, s: &Stats) {
+    hprintln!(
+        "firmware: {}: episodes={} success={}/{} ({:.4}) mean_return={:.4} steps={} mean_len={:.2}",
+        phase,
+        s.episodes,
+        s.successes,
+        s.episodes,
+        s.success_rate(),
+        s.mean_return(),
+        s.steps,
+        if s.episodes == 0 {
+            0.0
+        } else {
+            s.steps as f64 / f64::from(s.episodes)
+        }
+    );
+}
+
+/// `policy-repeat=N` from the semihosting command line (QEMU `-semihosting-config arg=...`),
+/// 1 when absent: the run is the same, each policy step is computed N times.
+fn policy_repeat() -> u32 {
+    let mut buf = [0u8; 128];
+    let mut block = [buf.as_mut_ptr() as usize, buf.len() - 1];
+    // SAFETY: SYS_GET_CMDLINE writes at most block[1] bytes into buf and the length into
+    // block[1]; both live across the call and are only read after it.
+    let status = unsafe {
+        cortex_m_semihosting::syscall1(
+            cortex_m_semihosting::nr::GET_CMDLINE,
+            block.as_mut_ptr() as usize,
+        )
+    };
+    if status != 0 {
+        return 1;
+    }
+    let len = block[1].min(buf.len());
+    let text = core::str::from_utf8(buf.get(..len).unwrap_or(&[])).unwrap_or("");
+    text.split_ascii_whitespace()
+        .find_map(|t| t.strip_prefix("policy-repeat="))
+        .and_then(|v| v.parse::<u32>().ok())
+        .map_or(1, |n| n.clamp(1, 16))
+}
