@@ -9,9 +9,9 @@
 #   FW_EPISODES=20              evaluation episodes         changing one rebuilds it)
 #   FW_SEED=1                   episode seed (host evaluator's scheme)
 #   FW_ACTIONS=argmax|sample    action choice
-#   FW_PARAM_SEED=1             seed of the placeholder parameters
-#   MODEL=path/to/model.bin     IGNORED for now: the blob parser (core::export) has not landed;
-#                               the firmware runs placeholder parameters (init_params, fixed seed)
+#   MODEL=path/to/model.bin     device blob to embed (`metarim export --preset Tiny`); default:
+#                               train FW_TRAIN_FRAMES (300000) frames on FW_TRAIN_LEVEL (GoToObj)
+#                               on the host and export that
 #   FW_TIMEOUT=300              seconds per QEMU run
 #   FW_INSNS=1                  0 skips the instruction count (then insns_per_step=0)
 #   FIRMWARE_TARGET_DIR         cargo target dir (default target/firmware)
@@ -50,9 +50,28 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# --- the model blob ----------------------------------------------------------------------------
+# MODEL=path/to/model.bin (from `metarim export --preset Tiny`), or train a small Tiny agent on
+# FW_TRAIN_LEVEL for FW_TRAIN_FRAMES frames on the host and export it (reused when present).
 if [ -n "${MODEL:-}" ]; then
-    say "MODEL=$MODEL is ignored for now: core::export (the blob parser) has not landed; the firmware runs placeholder parameters"
+    [ -s "$MODEL" ] || die "MODEL=$MODEL is not a readable file"
+    MODEL_FILE="$MODEL"
+else
+    TRAIN_LEVEL="${FW_TRAIN_LEVEL:-BabyAI-GoToObj-v0}"
+    TRAIN_FRAMES="${FW_TRAIN_FRAMES:-300000}"
+    RUN_DIR="$TARGET_DIR/train-$TRAIN_LEVEL-$TRAIN_FRAMES"
+    if [ ! -s "$RUN_DIR/checkpoint.safetensors" ]; then
+        say "training a Tiny meta-rim agent on $TRAIN_LEVEL for $TRAIN_FRAMES frames (host, release)"
+        (cd "$ROOT" && cargo run --release -q -p host -- train --level "$TRAIN_LEVEL" \
+            --frames "$TRAIN_FRAMES" --seed 1 --quiet --out "$RUN_DIR")
+    fi
+    MODEL_FILE="$TARGET_DIR/model.bin"
+    (cd "$ROOT" && cargo run --release -q -p host -- export \
+        --checkpoint "$RUN_DIR/checkpoint.safetensors" --preset Tiny --out "$MODEL_FILE")
 fi
+FW_MODEL="$(realpath "$MODEL_FILE")"
+export FW_MODEL
+say "model blob: $FW_MODEL ($(stat -c %s "$FW_MODEL") bytes)"
 
 # --- build ------------------------------------------------------------------------------------
 say "$(/usr/bin/rustc --version), building firmware/ for $TARGET (release)"

@@ -137,6 +137,22 @@ pub struct Env {
 }
 
 impl Env {
+    /// The empty 3x3 world as a constant (equal to `Env::new(3, 3)`): a `static` can start from
+    /// it with no stack copy (the struct is over 20 KB), then [`Env::clear`] or a level's
+    /// `reset` rebuilds it in place.
+    pub const EMPTY: Env = Env {
+        grid: Grid::EMPTY,
+        agent_pos: Pos::new(1, 1),
+        agent_dir: 0,
+        carrying: None,
+        step_count: 0,
+        max_steps: 100,
+        see_through_walls: false,
+        layout: None,
+        mission: MissionText::new(),
+        task: Task::Goal,
+    };
+
     /// An empty `width x height` world with the agent at (1, 1) facing right, no mission.
     pub fn new(width: usize, height: usize) -> Result<Env, Error> {
         Ok(Env {
@@ -433,6 +449,17 @@ fn process_vis(opaque: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_empty_constant_is_a_new_3x3_env() {
+        let e = Env::EMPTY;
+        assert_eq!(e, Env::new(3, 3).unwrap());
+        assert_eq!(e.grid.codes(), Env::new(3, 3).unwrap().grid.codes());
+        let mut g = Env::EMPTY;
+        g.clear(8, 8).unwrap();
+        assert_eq!(g, Env::new(8, 8).unwrap());
+        assert_eq!(g.grid.codes(), Env::new(8, 8).unwrap().grid.codes());
+    }
 
     /// The cell-by-cell sweep exactly as minigrid writes it, to check the bit-parallel one.
     fn process_vis_reference(opaque: u64) -> u64 {

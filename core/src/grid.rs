@@ -97,6 +97,29 @@ impl PartialEq for Grid {
 impl Eq for Grid {}
 
 impl Grid {
+    /// The empty 3x3 grid as a constant (what `Grid::new(3, 3)` returns), so a grid can live in
+    /// a `static` without being built on the stack first (a microcontroller's RAM budget);
+    /// [`Grid::reset`] then resizes it in place.
+    pub const EMPTY: Grid = {
+        let mut codes = [WALL_CODE; CODE_CELLS];
+        let mut y = 0;
+        while y < 3 {
+            let mut x = 0;
+            while x < 3 {
+                codes[(y + CODE_PAD) * CODE_STRIDE + x + CODE_PAD] = EMPTY_CODE;
+                x += 1;
+            }
+            y += 1;
+        }
+        Grid {
+            width: 3,
+            height: 3,
+            next_id: 1,
+            cells: [None; MAX_CELLS],
+            codes,
+        }
+    };
+
     /// An empty grid; errors when a side is below 3 or above [`MAX_GRID_SIZE`].
     pub fn new(width: usize, height: usize) -> Result<Self, Error> {
         let mut g = Grid {

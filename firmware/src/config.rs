@@ -1,6 +1,6 @@
-//! What a run does, fixed at build time: `FW_LEVEL`, `FW_EPISODES`, `FW_SEED`, `FW_ACTIONS`,
-//! `FW_PARAM_SEED` (environment variables read by `option_env!`, so a different run is a
-//! rebuild; build.rs tracks them). A malformed value is a compile error, never a run-time one.
+//! What a run does, fixed at build time: `FW_LEVEL`, `FW_EPISODES`, `FW_SEED`, `FW_ACTIONS`
+//! (environment variables read by `option_env!`, so a different run is a rebuild; build.rs
+//! tracks them; the model blob comes from `FW_MODEL`, see build.rs). A malformed value is a compile error, never a run-time one.
 
 /// Level id or alias (`Level::from_id`); default `BabyAI-GoToObj-v0`.
 pub const LEVEL: &str = match option_env!("FW_LEVEL") {
@@ -26,13 +26,6 @@ pub const ARGMAX: bool = match option_env!("FW_ACTIONS") {
     Some(s) if eq(s, "argmax") => true,
     Some(s) if eq(s, "sample") => false,
     Some(_) => panic!("FW_ACTIONS must be `argmax` or `sample`"),
-};
-
-/// Seed of the placeholder parameters (`init_params`); default 1. Unused once `model.bin` is
-/// embedded.
-pub const PARAM_SEED: u64 = match option_env!("FW_PARAM_SEED") {
-    Some(s) => parse_u64(s),
-    None => 1,
 };
 
 const fn eq(a: &str, b: &str) -> bool {

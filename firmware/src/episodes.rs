@@ -5,8 +5,8 @@
 use metarim_core::env::{Action, Env, Observation, VIEW_CELLS};
 use metarim_core::levels::Level;
 use metarim_core::mission::vocab::{tokenize, MAX_TOKENS};
-use metarim_core::nn::params::Layout;
-use metarim_core::nn::presets::{TinyActor, TinyParams};
+use metarim_core::nn::params::{GroupBufs, Layout};
+use metarim_core::nn::presets::TinyActor;
 use metarim_core::rng::{split_mix64, Pcg32};
 use metarim_core::Error;
 
@@ -15,7 +15,7 @@ pub struct Ctx<'a> {
     /// The parameter layout of `Tiny`.
     pub layout: &'a Layout,
     /// The parameters.
-    pub params: &'a TinyParams<f32>,
+    pub params: GroupBufs<'a, f32>,
     /// Acting state (memory, activations, scratch).
     pub actor: &'a mut TinyActor,
     /// The gridworld.
@@ -74,7 +74,7 @@ pub fn run(
         level.reset(ctx.env, episode_seed)?;
         tokens.fill(0);
         tokenize(ctx.env.mission.as_str(), &mut tokens)?;
-        ctx.actor.start(ctx.layout, ctx.params, &tokens)?;
+        ctx.actor.start_with(ctx.layout, ctx.params, &tokens)?;
         let mut ret = 0.0f64;
         loop {
             ctx.env.observe(&mut obs);
@@ -83,7 +83,7 @@ pub fn run(
                 if r > 0 {
                     ctx.actor.state = saved;
                 }
-                ctx.actor.step(ctx.layout, ctx.params, &obs)?;
+                ctx.actor.step_with(ctx.layout, ctx.params, &obs)?;
             }
             let a = if argmax {
                 argmax_action(&ctx.actor.logits)

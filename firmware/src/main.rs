@@ -13,7 +13,8 @@
 //!
 //! Phases, as issue 6 lays them out: (a) evaluate the model as exported ([`episodes::run`]),
 //! (b) adapt its fast modules on-device (`core::adapt`: not yet wired), (c) evaluate again.
-//! The parameters come from [`model::load_params`] (a placeholder until `model.bin` lands).
+//! The parameters come from the embedded device blob ([`model::load`]): frozen groups read in
+//! place from flash, the fast group copied to RAM.
 
 #![no_std]
 #![no_main]
@@ -32,7 +33,7 @@ use metarim_core::env::Env;
 use metarim_core::levels::Level;
 use metarim_core::nn::params::Layout;
 use metarim_core::nn::presets::{
-    tiny_layout, TinyActor, TinyParams, TINY_FAST, TINY_OTHER, TINY_SLOW,
+    tiny_layout, TinyActor, TINY_FAST, TINY_OTHER, TINY_SLOW,
 };
 use metarim_core::Error;
 
@@ -46,14 +47,11 @@ const FLASH_BUDGET: usize = 256 * 1024;
 
 #[entry]
 fn main() -> ! {
-    static mut ENV: MaybeUninit<Env> = MaybeUninit::uninit();
+    // Const-initialised (`Env::EMPTY`), so the 22 KB world is never built on the stack.
+    static mut ENV: Env = Env::EMPTY;
     static mut ACTOR: MaybeUninit<TinyActor> = MaybeUninit::uninit();
     static mut LAYOUT: MaybeUninit<Layout> = MaybeUninit::uninit();
-    static mut PARAMS: TinyParams<f32> = TinyParams {
-        fast: [0.0; TINY_FAST],
-        slow: [0.0; TINY_SLOW],
-        other: [0.0; TINY_OTHER],
-    };
+    static mut FAST: [f32; TINY_FAST] = [0.0; TINY_FAST];
 
     let sections = Sections::get();
     let painted = mem::paint_stack(&sections);
@@ -61,7 +59,7 @@ fn main() -> ! {
         env: ENV,
         actor: ACTOR,
         layout: LAYOUT,
-        params: PARAMS,
+        fast: FAST,
     };
     match run(slots, &sections, painted) {
         Ok(()) => exit::exit(exit::OK),
@@ -74,10 +72,10 @@ fn main() -> ! {
 
 /// The static storage, handed to [`run`] once.
 struct Slots {
-    env: &'static mut MaybeUninit<Env>,
+    env: &'static mut Env,
     actor: &'static mut MaybeUninit<TinyActor>,
     layout: &'static mut MaybeUninit<Layout>,
-    params: &'static mut TinyParams<f32>,
+    fast: &'static mut [f32; TINY_FAST],
 }
 
 /// Build the layout, parameters, environment and acting state in their static slots. Each
@@ -86,13 +84,13 @@ struct Slots {
 #[inline(never)]
 fn setup(slots: Slots, level: &Level) -> Result<Ctx<'static>, Error> {
     let layout: &'static Layout = init_layout(slots.layout)?;
-    model::load_params(layout, slots.params)?;
+    let params = model::load(slots.fast)?;
     let (w, h) = level.grid_size();
     let env = init_env(slots.env, w, h)?;
     let actor = init_actor(slots.actor);
     Ok(Ctx {
         layout,
-        params: slots.params,
+        params,
         actor,
         env,
     })
@@ -104,12 +102,9 @@ fn init_layout(slot: &'static mut MaybeUninit<Layout>) -> Result<&'static Layout
 }
 
 #[inline(never)]
-fn init_env(
-    slot: &'static mut MaybeUninit<Env>,
-    w: usize,
-    h: usize,
-) -> Result<&'static mut Env, Error> {
-    Ok(slot.write(Env::new(w, h)?))
+fn init_env(slot: &'static mut Env, w: usize, h: usize) -> Result<&'static mut Env, Error> {
+    slot.clear(w, h)?;
+    Ok(slot)
 }
 
 #[inline(never)]
@@ -173,14 +168,15 @@ fn run(slots: Slots, sections: &Sections, painted: usize) -> Result<(), Error> {
         ram
     );
     hprintln!(
-        "firmware: ram by object: Env {} B, TinyActor {} B, TinyParams<f32> {} B (fast {} slow {} other {} floats), Layout {} B",
+        "firmware: ram by object: Env {} B, TinyActor {} B, fast params {} B ({} floats; slow {} and other {} floats stay in flash), Layout {} B; model blob {} B in flash",
         size_of::<Env>(),
         size_of::<TinyActor>(),
-        size_of::<TinyParams<f32>>(),
+        4 * TINY_FAST,
         TINY_FAST,
         TINY_SLOW,
         TINY_OTHER,
-        size_of::<Layout>()
+        size_of::<Layout>(),
+        model::blob_bytes()
     );
     hprintln!(
         "firmware: flash: {} B (vector table {} .text {} .rodata {} .data image {})",

@@ -1,31 +1,41 @@
-//! Where the policy's parameters come from: the one function to swap when the device blob lands.
+//! The policy's parameters: the device blob `model.bin` (made by `metarim export`), embedded in
+//! flash at build time from the path in `FW_MODEL`, parsed zero-copy by `metarim_core::blob`
+//! (magic, version, dims against the compiled Tiny preset, vocabulary, length, CRC32).
 //!
-//! PLACEHOLDER: [`load_params`] fills the `Tiny` parameters with `init_params` from a fixed seed
-//! ([`crate::config::PARAM_SEED`]): an untrained policy, so its success rate only says the
-//! pipeline runs. Once `metarim_core::export` parses the blob, this becomes: parse
-//! `include_bytes!(env!("FW_MODEL"))` (zero-copy, checked: magic, version, dims, CRC) and copy or
-//! borrow its groups; nothing else in the firmware changes.
+//! Only the fast group is copied to RAM (the part on-device adaptation writes); the slow and
+//! other groups are read in place from flash, which needs an f32 frozen section (an f16 blob
+//! would need a RAM copy of the dequantised groups, which this build does not make).
 
-use metarim_core::nn::init::InitConfig;
-use metarim_core::nn::params::{GroupBufsMut, Layout};
-use metarim_core::nn::policy::init_params;
-use metarim_core::nn::presets::TinyParams;
+use metarim_core::blob::Blob;
+use metarim_core::nn::dims::TINY;
+use metarim_core::nn::params::GroupBufs;
+use metarim_core::nn::presets::TINY_FAST;
 use metarim_core::Error;
 
-/// Where the loaded parameters came from, for the report.
-pub const SOURCE: &str = "PLACEHOLDER init_params(seed) - untrained, model.bin not yet embedded";
+/// 4-byte alignment for the embedded bytes, so the f32 sections can be viewed in place.
+#[repr(C, align(4))]
+struct Aligned<T: ?Sized>(T);
 
-/// Fill `out` with the policy's parameters for `layout`.
-pub fn load_params(layout: &Layout, out: &mut TinyParams<f32>) -> Result<(), Error> {
-    let bufs = GroupBufsMut {
-        fast: &mut out.fast,
-        slow: &mut out.slow,
-        other: &mut out.other,
-    };
-    init_params(
-        layout,
-        &InitConfig::default(),
-        crate::config::PARAM_SEED,
-        bufs,
-    )
+/// The blob, from `FW_MODEL` (see build.rs).
+static MODEL: &Aligned<[u8]> = &Aligned(*include_bytes!(env!("FW_MODEL_PATH")));
+
+/// Where the parameters came from, for the report.
+pub const SOURCE: &str = env!("FW_MODEL_PATH");
+
+/// Size of the embedded blob in bytes.
+pub fn blob_bytes() -> usize {
+    MODEL.0.len()
+}
+
+/// Parse the embedded blob, copy its fast group into `fast` and return the parameter buffers
+/// (frozen groups in flash, fast group in `fast`).
+pub fn load(fast: &'static mut [f32; TINY_FAST]) -> Result<GroupBufs<'static, f32>, Error> {
+    let blob = Blob::parse(&MODEL.0, &TINY)?;
+    let (slow, other) = blob.split_frozen(blob.frozen_f32()?)?;
+    fast.copy_from_slice(blob.fast_f32()?);
+    Ok(GroupBufs {
+        fast: &fast[..],
+        slow,
+        other,
+    })
 }

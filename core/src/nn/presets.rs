@@ -111,7 +111,18 @@ impl TinyActor {
         params: &TinyParams<f32>,
         tokens: &[u16],
     ) -> Result<(), Error> {
-        let policy = Policy::new(layout, params.bufs())?;
+        self.start_with(layout, params.bufs(), tokens)
+    }
+
+    /// [`TinyActor::start`] with parameters in any buffers (e.g. the frozen groups read in
+    /// place from a device blob in flash and the fast group in RAM).
+    pub fn start_with(
+        &mut self,
+        layout: &Layout,
+        params: GroupBufs<'_, f32>,
+        tokens: &[u16],
+    ) -> Result<(), Error> {
+        let policy = Policy::new(layout, params)?;
         self.state = [0.0; TINY_STATE];
         policy.encode_instruction(tokens, &mut self.instr, &mut self.scratch)
     }
@@ -123,7 +134,17 @@ impl TinyActor {
         params: &TinyParams<f32>,
         obs: &Observation,
     ) -> Result<f32, Error> {
-        let policy = Policy::new(layout, params.bufs())?;
+        self.step_with(layout, params.bufs(), obs)
+    }
+
+    /// [`TinyActor::step`] with parameters in any buffers.
+    pub fn step_with(
+        &mut self,
+        layout: &Layout,
+        params: GroupBufs<'_, f32>,
+        obs: &Observation,
+    ) -> Result<f32, Error> {
+        let policy = Policy::new(layout, params)?;
         let v = policy.step(
             obs,
             &self.instr,
