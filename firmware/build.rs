@@ -17,17 +17,12 @@ fn main() {
              scripts/run-firmware.sh trains and exports one"
         ),
     };
-    let model = fs::canonicalize(&model)
-        .unwrap_or_else(|e| panic!("FW_MODEL={}: {e}", model.display()));
+    let model =
+        fs::canonicalize(&model).unwrap_or_else(|e| panic!("FW_MODEL={}: {e}", model.display()));
     println!("cargo:rustc-env=FW_MODEL_PATH={}", model.display());
     println!("cargo:rerun-if-changed={}", model.display());
     println!("cargo:rerun-if-env-changed=FW_MODEL");
-    for var in [
-        "FW_LEVEL",
-        "FW_EPISODES",
-        "FW_SEED",
-        "FW_ACTIONS",
-    ] {
+    for var in ["FW_LEVEL", "FW_EPISODES", "FW_SEED", "FW_ACTIONS"] {
         println!("cargo:rerun-if-env-changed={var}");
     }
 }

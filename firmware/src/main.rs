@@ -32,9 +32,7 @@ use cortex_m_semihosting::hprintln;
 use metarim_core::env::Env;
 use metarim_core::levels::Level;
 use metarim_core::nn::params::Layout;
-use metarim_core::nn::presets::{
-    tiny_layout, TinyActor, TINY_FAST, TINY_OTHER, TINY_SLOW,
-};
+use metarim_core::nn::presets::{tiny_layout, TinyActor, TINY_FAST, TINY_OTHER, TINY_SLOW};
 use metarim_core::Error;
 
 use crate::episodes::{Ctx, Stats};
