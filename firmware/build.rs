@@ -22,7 +22,13 @@ fn main() {
     println!("cargo:rustc-env=FW_MODEL_PATH={}", model.display());
     println!("cargo:rerun-if-changed={}", model.display());
     println!("cargo:rerun-if-env-changed=FW_MODEL");
-    for var in ["FW_LEVEL", "FW_EPISODES", "FW_SEED", "FW_ACTIONS"] {
+    for var in [
+        "FW_LEVEL",
+        "FW_EPISODES",
+        "FW_ADAPT_EPISODES",
+        "FW_SEED",
+        "FW_ACTIONS",
+    ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
 }

@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod adapt;
 pub mod blob;
 pub mod env;
 pub mod error;

@@ -1,4 +1,5 @@
-//! What a run does, fixed at build time: `FW_LEVEL`, `FW_EPISODES`, `FW_SEED`, `FW_ACTIONS`
+//! What a run does, fixed at build time: `FW_LEVEL`, `FW_EPISODES`, `FW_ADAPT_EPISODES`,
+//! `FW_SEED`, `FW_ACTIONS`
 //! (environment variables read by `option_env!`, so a different run is a rebuild; build.rs
 //! tracks them; the model blob comes from `FW_MODEL`, see build.rs). A malformed value is a compile error, never a run-time one.
 
@@ -20,9 +21,16 @@ pub const SEED: u64 = match option_env!("FW_SEED") {
     None => 1,
 };
 
-/// Take the most likely action (`FW_ACTIONS=argmax`, the default) or sample (`sample`).
+/// On-device adaptation episodes (`FW_ADAPT_EPISODES`); default 200; 0 skips adaptation.
+pub const ADAPT_EPISODES: u32 = match option_env!("FW_ADAPT_EPISODES") {
+    Some(s) => parse_u32(s),
+    None => 200,
+};
+
+/// Take the most likely action (`FW_ACTIONS=argmax`) or sample (`sample`, the default: the
+/// policy as trained, and what the host twin `metarim adapt` evaluates).
 pub const ARGMAX: bool = match option_env!("FW_ACTIONS") {
-    None => true,
+    None => false,
     Some(s) if eq(s, "argmax") => true,
     Some(s) if eq(s, "sample") => false,
     Some(_) => panic!("FW_ACTIONS must be `argmax` or `sample`"),

@@ -1,12 +1,14 @@
-//! Running the policy over episodes, with the host evaluator's seed scheme
+//! Running the policy over episodes (evaluation), with the seed scheme of the host evaluator and
+//! of `metarim_core::adapt::play_episodes`
 //! (`host/src/train/eval.rs`): episode `i` of seed `S` draws its level seed and its actions from
 //! `Pcg32::with_stream(split_mix64(S), i)`, so the same seed gives the same episodes on the host.
 
+use metarim_core::adapt::{argmax_action, sample_action};
 use metarim_core::env::{Action, Env, Observation, VIEW_CELLS};
 use metarim_core::levels::Level;
 use metarim_core::mission::vocab::{tokenize, MAX_TOKENS};
 use metarim_core::nn::params::{GroupBufs, Layout};
-use metarim_core::nn::presets::TinyActor;
+use metarim_core::nn::presets::{TinyActor, TINY_FAST};
 use metarim_core::rng::{split_mix64, Pcg32};
 use metarim_core::Error;
 
@@ -14,8 +16,12 @@ use metarim_core::Error;
 pub struct Ctx<'a> {
     /// The parameter layout of `Tiny`.
     pub layout: &'a Layout,
-    /// The parameters.
-    pub params: GroupBufs<'a, f32>,
+    /// The fast group (RAM; adapted on the device).
+    pub fast: &'a mut [f32; TINY_FAST],
+    /// The frozen slow group (flash).
+    pub slow: &'a [f32],
+    /// The frozen other group (flash).
+    pub other: &'a [f32],
     /// Acting state (memory, activations, scratch).
     pub actor: &'a mut TinyActor,
     /// The gridworld.
@@ -74,7 +80,12 @@ pub fn run(
         level.reset(ctx.env, episode_seed)?;
         tokens.fill(0);
         tokenize(ctx.env.mission.as_str(), &mut tokens)?;
-        ctx.actor.start_with(ctx.layout, ctx.params, &tokens)?;
+        let params = GroupBufs {
+            fast: &ctx.fast[..],
+            slow: ctx.slow,
+            other: ctx.other,
+        };
+        ctx.actor.start_with(ctx.layout, params, &tokens)?;
         let mut ret = 0.0f64;
         loop {
             ctx.env.observe(&mut obs);
@@ -83,9 +94,14 @@ pub fn run(
                 if r > 0 {
                     ctx.actor.state = saved;
                 }
-                ctx.actor.step_with(ctx.layout, ctx.params, &obs)?;
+                let params = GroupBufs {
+                    fast: &ctx.fast[..],
+                    slow: ctx.slow,
+                    other: ctx.other,
+                };
+                ctx.actor.step_with(ctx.layout, params, &obs)?;
             }
-            let a = if argmax {
+            let (a, _) = if argmax {
                 argmax_action(&ctx.actor.logits)
             } else {
                 sample_action(&ctx.actor.logits, &mut rng)
@@ -102,40 +118,4 @@ pub fn run(
         }
     }
     Ok(stats)
-}
-
-/// The most likely action, first on ties (as the host's `argmax_action`).
-pub fn argmax_action(logits: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, l) in logits.iter().enumerate() {
-        if logits.get(best).is_some_and(|b| *l > *b) {
-            best = i;
-        }
-    }
-    best
-}
-
-/// An action drawn from `softmax(logits)` with one `gen_f64`, accumulating in f64 in index order
-/// (the host's `sample_action`; `libm` stands in for std's `exp`/`ln`, which may differ in the
-/// last bit on rare inputs).
-pub fn sample_action(logits: &[f32], rng: &mut Pcg32) -> usize {
-    let lse = log_sum_exp(logits);
-    let u = rng.gen_f64();
-    let mut acc = 0.0f64;
-    for (i, l) in logits.iter().enumerate() {
-        acc += libm::exp(f64::from(*l - lse));
-        if u < acc {
-            return i;
-        }
-    }
-    logits.len().saturating_sub(1)
-}
-
-fn log_sum_exp(logits: &[f32]) -> f32 {
-    let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    if !m.is_finite() {
-        return m;
-    }
-    let s: f32 = logits.iter().map(|l| libm::expf(*l - m)).sum();
-    m + libm::logf(s)
 }

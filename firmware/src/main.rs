@@ -29,6 +29,7 @@ use core::mem::{size_of, MaybeUninit};
 
 use cortex_m_rt::entry;
 use cortex_m_semihosting::hprintln;
+use metarim_core::adapt::{play_episodes, AdaptConfig, EpisodeStats, Session, TinyAdapter};
 use metarim_core::env::Env;
 use metarim_core::levels::Level;
 use metarim_core::nn::params::Layout;
@@ -50,6 +51,8 @@ fn main() -> ! {
     static mut ACTOR: MaybeUninit<TinyActor> = MaybeUninit::uninit();
     static mut LAYOUT: MaybeUninit<Layout> = MaybeUninit::uninit();
     static mut FAST: [f32; TINY_FAST] = [0.0; TINY_FAST];
+    // The adaptation window, gradient and work buffer (SGD: no moments), const-initialised.
+    static mut ADAPTER: Adapter = Adapter::new();
 
     let sections = Sections::get();
     let painted = mem::paint_stack(&sections);
@@ -59,13 +62,43 @@ fn main() -> ! {
         layout: LAYOUT,
         fast: FAST,
     };
-    match run(slots, &sections, painted) {
+    match run(slots, ADAPTER, &sections, painted) {
         Ok(()) => exit::exit(exit::OK),
         Err(e) => {
             hprintln!("firmware: error: {}", e);
             exit::exit(exit::CORE_ERROR)
         }
     }
+}
+
+/// Steps in the on-device adaptation window (the host twin `metarim adapt` uses the same).
+const ADAPT_WINDOW: usize = 16;
+
+/// The on-device adapter: Tiny, a window of [`ADAPT_WINDOW`] steps, plain SGD.
+type Adapter = TinyAdapter<ADAPT_WINDOW, 0>;
+
+/// (b) of the run: `config::ADAPT_EPISODES` episodes of fast-only adaptation with core's loop
+/// (the host twin's), sampling actions, on seed `config::SEED + 1`.
+#[inline(never)]
+fn adapt(ctx: &mut Ctx<'_>, level: &Level, adapter: &mut Adapter) -> Result<EpisodeStats, Error> {
+    let cfg = AdaptConfig::default();
+    let mut s = Session {
+        layout: ctx.layout,
+        fast: &mut *ctx.fast,
+        slow: ctx.slow,
+        other: ctx.other,
+        env: &mut *ctx.env,
+        actor: &mut *ctx.actor,
+    };
+    play_episodes(
+        &mut s,
+        level,
+        config::SEED.wrapping_add(1),
+        0,
+        u64::from(config::ADAPT_EPISODES),
+        false,
+        Some((adapter, &cfg)),
+    )
 }
 
 /// The static storage, handed to [`run`] once.
@@ -88,7 +121,9 @@ fn setup(slots: Slots, level: &Level) -> Result<Ctx<'static>, Error> {
     let actor = init_actor(slots.actor);
     Ok(Ctx {
         layout,
-        params,
+        fast: params.fast,
+        slow: params.slow,
+        other: params.other,
         actor,
         env,
     })
@@ -111,7 +146,12 @@ fn init_actor(slot: &'static mut MaybeUninit<TinyActor>) -> &'static mut TinyAct
 }
 
 #[inline(never)]
-fn run(slots: Slots, sections: &Sections, painted: usize) -> Result<(), Error> {
+fn run(
+    slots: Slots,
+    adapter: &'static mut Adapter,
+    sections: &Sections,
+    painted: usize,
+) -> Result<(), Error> {
     let level = Level::from_id(config::LEVEL)?;
     let mut ctx = setup(slots, &level)?;
     // The set-up's stack peak, then paint again for the episodes' own.
@@ -142,9 +182,29 @@ fn run(slots: Slots, sections: &Sections, painted: usize) -> Result<(), Error> {
         repeat,
     )?;
     report("before", &before);
-    // (b) + (c): on-device adaptation and the evaluation after it land with `core::adapt`.
-    hprintln!("firmware: adaptation not yet wired (core::adapt pending): after = before");
-    let after = before;
+    // (b) On-device adaptation of the fast group (module RNNs) on the same level's episodes
+    // (seed + 1: other episodes than the evaluation's), with core's adaptation loop.
+    let during = adapt(&mut ctx, &level, adapter)?;
+    hprintln!(
+        "firmware: adapted: episodes={} steps={} updates={} success={}/{} (SGD, window {}, adapter RAM {} B)",
+        during.episodes,
+        during.steps,
+        during.updates,
+        during.successes,
+        during.episodes,
+        ADAPT_WINDOW,
+        Adapter::RAM_BYTES
+    );
+    // (c) The same evaluation episodes again.
+    let after = episodes::run(
+        &mut ctx,
+        &level,
+        config::SEED,
+        config::EPISODES,
+        config::ARGMAX,
+        repeat,
+    )?;
+    report("after", &after);
 
     let stack_run = mem::stack_high_water(sections);
     let stack = stack_setup.max(stack_run);

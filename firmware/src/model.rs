@@ -8,7 +8,6 @@
 
 use metarim_core::blob::Blob;
 use metarim_core::nn::dims::TINY;
-use metarim_core::nn::params::GroupBufs;
 use metarim_core::nn::presets::TINY_FAST;
 use metarim_core::Error;
 
@@ -27,15 +26,21 @@ pub fn blob_bytes() -> usize {
     MODEL.0.len()
 }
 
-/// Parse the embedded blob, copy its fast group into `fast` and return the parameter buffers
-/// (frozen groups in flash, fast group in `fast`).
-pub fn load(fast: &'static mut [f32; TINY_FAST]) -> Result<GroupBufs<'static, f32>, Error> {
+/// The parameters: the fast group in RAM (adapted on the device), the frozen slow and other
+/// groups read in place from flash.
+pub struct Params {
+    /// Fast group.
+    pub fast: &'static mut [f32; TINY_FAST],
+    /// Slow group (flash).
+    pub slow: &'static [f32],
+    /// Other group (flash).
+    pub other: &'static [f32],
+}
+
+/// Parse the embedded blob and copy its fast group into `fast`.
+pub fn load(fast: &'static mut [f32; TINY_FAST]) -> Result<Params, Error> {
     let blob = Blob::parse(&MODEL.0, &TINY)?;
     let (slow, other) = blob.split_frozen(blob.frozen_f32()?)?;
     fast.copy_from_slice(blob.fast_f32()?);
-    Ok(GroupBufs {
-        fast: &fast[..],
-        slow,
-        other,
-    })
+    Ok(Params { fast, slow, other })
 }

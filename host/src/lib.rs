@@ -14,6 +14,7 @@
 //! - [`render`]: gridworld frames as images, animated GIFs (`metarim play --gif`);
 //! - [`plot`]: learning curves (`curve.png`), banded curves and heatmaps;
 //! - [`export`]: checkpoints packed as device blobs (`metarim export`);
+//! - [`adapt`]: the host twin of on-device fast adaptation (`metarim adapt`);
 //! - [`experiment`]: declared suites of runs (`metarim experiment`), resumable and parallel,
 //!   with `results.md` and plots.
 //!
@@ -21,6 +22,7 @@
 //! panics on input.
 #![forbid(unsafe_code)]
 
+pub mod adapt;
 pub mod bench;
 pub mod dump;
 pub mod experiment;

@@ -41,9 +41,37 @@ enum Command {
     /// Pack a checkpoint as a device blob for the firmware (header, frozen slow+other groups,
     /// fast group, CRC32).
     Export(ExportArgs),
+    /// Host twin of the firmware's on-device adaptation: evaluate a Tiny checkpoint on a level,
+    /// adapt only its fast group (module RNNs) over episodes there, evaluate again.
+    Adapt(AdaptArgs),
     /// Run a declared suite of training runs (experiments/SUITE.toml): seeds per arm in
     /// parallel, resumable; writes OUT/results.md and OUT/*.png.
     Experiment(ExperimentArgs),
+}
+
+#[derive(Args, Debug)]
+struct AdaptArgs {
+    /// Checkpoint (Tiny preset, meta-rim split).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Level to adapt on.
+    #[arg(long)]
+    level: String,
+    /// Adaptation episodes.
+    #[arg(long, default_value_t = 200)]
+    episodes: u64,
+    /// Evaluation episodes before and after (the same episodes).
+    #[arg(long, default_value_t = 200)]
+    eval_episodes: u64,
+    /// Seed (evaluation episodes; adaptation episodes use seed + 1).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Learning rate.
+    #[arg(long, default_value_t = 3e-4)]
+    lr: f32,
+    /// Optimiser: sgd (the firmware's: no moments in RAM) or adam.
+    #[arg(long, default_value = "sgd")]
+    optimizer: String,
 }
 
 #[derive(Args, Debug)]
@@ -378,6 +406,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Train(a) => return cmd_train(a),
         Command::Eval(a) => return cmd_eval(a),
         Command::Play(a) => return cmd_play(a),
+        Command::Adapt(a) => return cmd_adapt(a),
         Command::Export(a) => {
             let dtype = host::export::parse_dtype(&a.slow_dtype)?;
             let s = host::export::export(&a.checkpoint, &a.preset, dtype, &a.out)?;
@@ -906,4 +935,72 @@ fn bench_train(a: &TrainBenchArgs) -> Result<()> {
         r.median_fps()
     )?;
     Ok(())
+}
+
+fn cmd_adapt(a: AdaptArgs) -> Result<ExitCode> {
+    let adam = match a.optimizer.as_str() {
+        "adam" => true,
+        "sgd" => false,
+        o => anyhow::bail!("unknown --optimizer {o:?} (sgd or adam)"),
+    };
+    if !(a.lr.is_finite() && a.lr > 0.0) {
+        anyhow::bail!("--lr must be a positive number");
+    }
+    let cfg = metarim_core::adapt::AdaptConfig {
+        lr: a.lr,
+        ..Default::default()
+    };
+    let o = host::adapt::AdaptOptions {
+        level: a.level.clone(),
+        episodes: a.episodes,
+        eval_episodes: a.eval_episodes,
+        seed: a.seed,
+        adam,
+        cfg,
+    };
+    let r = host::adapt::run(&a.checkpoint, &o)?;
+    let ci = |s: &metarim_core::adapt::EpisodeStats| {
+        train::eval::wilson(s.successes as usize, s.episodes as usize)
+    };
+    let (b, af) = (ci(&r.before), ci(&r.after));
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "before: success {}/{} ({:.4}, 95% CI {:.4}-{:.4}) mean return {:.4}",
+        r.before.successes,
+        r.before.episodes,
+        r.before.success_rate(),
+        b.0,
+        b.1,
+        r.before.return_sum / r.before.episodes.max(1) as f32
+    )?;
+    writeln!(
+        out,
+        "adapting: {} episodes, {} steps, {} fast updates, success {:.4}; adapter RAM {} B ({})",
+        r.during.episodes,
+        r.during.steps,
+        r.during.updates,
+        r.during.success_rate(),
+        r.adapter_bytes,
+        a.optimizer
+    )?;
+    writeln!(
+        out,
+        "after: success {}/{} ({:.4}, 95% CI {:.4}-{:.4}) mean return {:.4}",
+        r.after.successes,
+        r.after.episodes,
+        r.after.success_rate(),
+        af.0,
+        af.1,
+        r.after.return_sum / r.after.episodes.max(1) as f32
+    )?;
+    writeln!(
+        out,
+        "adapt: level={} before={:.4} after={:.4} episodes={}",
+        a.level,
+        r.before.success_rate(),
+        r.after.success_rate(),
+        a.episodes
+    )?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -92,7 +92,8 @@ impl Mlp {
     }
 
     /// Backward given the cached `hidden` and `d_out`: accumulate into `g` (laid out like `p`)
-    /// and, if given, into `dx`.
+    /// and, if given, into `dx`. An empty `g` skips the weight gradients (input gradient only,
+    /// e.g. for fast-only adaptation, where the heads are frozen).
     fn backward<S: Real>(
         &self,
         p: &[S],
@@ -107,26 +108,28 @@ impl Mlp {
         let x = &x[..n_in];
         let hidden = &hidden[..hid];
         let d_out = &d_out[..self.n_out];
-        let (gw1, rest) = g.split_at_mut(hid * n_in);
-        let (gb1, rest) = rest.split_at_mut(hid);
-        let (gw2, rest) = rest.split_at_mut(self.n_out * hid);
-        let gb2 = &mut rest[..self.n_out];
-        linear_backward(w2, hidden, d_out, None, Some(gw2), Some(gb2));
+        let want_g = !g.is_empty();
+        let (gw1, rest) = g.split_at_mut(if want_g { hid * n_in } else { 0 });
+        let (gb1, rest) = rest.split_at_mut(if want_g { hid } else { 0 });
+        let (gw2, rest) = rest.split_at_mut(if want_g { self.n_out * hid } else { 0 });
+        let gb2 = &mut rest[..if want_g { self.n_out } else { 0 }];
+        if want_g {
+            linear_backward(w2, hidden, d_out, None, Some(gw2), Some(gb2));
+        }
         // Through tanh and the first layer, one hidden unit at a time (no scratch buffer).
-        for (j, ((t, w1_row), (gw1_row, gb))) in hidden
-            .iter()
-            .zip(w1.chunks_exact(n_in))
-            .zip(gw1.chunks_exact_mut(n_in).zip(gb1.iter_mut()))
-            .enumerate()
-        {
+        for (j, (t, w1_row)) in hidden.iter().zip(w1.chunks_exact(n_in)).enumerate() {
             let mut dh = S::ZERO;
             for (o, dy) in d_out.iter().enumerate() {
                 dh += w2[o * hid + j] * *dy;
             }
             let da = dh * (S::ONE - *t * *t);
-            *gb += da;
-            for (gw, xi) in gw1_row.iter_mut().zip(x) {
-                *gw += da * *xi;
+            if let Some(gb) = gb1.get_mut(j) {
+                *gb += da;
+            }
+            if let Some(gw1_row) = gw1.get_mut(j * n_in..(j + 1) * n_in) {
+                for (gw, xi) in gw1_row.iter_mut().zip(x) {
+                    *gw += da * *xi;
+                }
             }
             if let Some(dx) = dx.as_deref_mut() {
                 for (gx, w) in dx.iter_mut().zip(w1_row) {
@@ -223,7 +226,10 @@ pub fn heads_backward<S: Real>(
     check_dims(d)?;
     let plen = heads_param_len(d);
     check_len(params.len(), plen)?;
-    check_len(grads.len(), plen)?;
+    // An empty `grads` asks for the input gradient only (no weight gradients).
+    if !grads.is_empty() {
+        check_len(grads.len(), plen)?;
+    }
     check_len(cache.len(), heads_cache_len(d))?;
     check_len(x.len(), mem_width(d))?;
     check_len(d_logits.len(), d.n_actions)?;
@@ -232,7 +238,7 @@ pub fn heads_backward<S: Real>(
     }
     let na = actor_param_len(d);
     let (pa, pc) = params.split_at(na);
-    let (ga, gc) = grads.split_at_mut(na);
+    let (ga, gc) = grads.split_at_mut(if grads.is_empty() { 0 } else { na });
     let (ca, cc) = cache.split_at(d.head_hidden);
     actor_mlp(d).backward(pa, x, ca, d_logits, ga, dx.as_deref_mut());
     critic_mlp(d).backward(pc, x, cc, &[d_value], gc, dx);

@@ -303,17 +303,60 @@ impl<'a, S: Real> Policy<'a, S> {
         need(cache.len(), o[8])?;
         need(scratch.len(), scratch_len(d))?;
         let feat = d.obs_features();
+        let encoder = self.layout.block(&self.params, Role::Encoder);
+        {
+            let (x, rest) = cache.split_at_mut(o[1]);
+            let enc_cache = &mut rest[..o[2] - o[1]];
+            encode_forward(d, encoder, obs, &mut x[..feat], enc_cache)?;
+            x[feat..].copy_from_slice(&instr[..d.instr_hidden]);
+        }
+        self.forward_tail(state_in, state_out, logits, cache)
+    }
+
+    /// Memory and heads only, from a precomputed memory input `x` (the encoder output followed
+    /// by the instruction embedding, as [`Policy::step`] builds it): the same outputs and cache
+    /// as [`Policy::step`] except the encoder's part of the cache, which is left untouched.
+    /// Lets a device keep only `x` and the incoming state per step and recompute the rest.
+    pub fn step_from_input(
+        &self,
+        x: &[S],
+        state_in: &[S],
+        state_out: &mut [S],
+        logits: &mut [S],
+        cache: &mut [S],
+    ) -> Result<S, Error> {
+        let d = self.dims();
+        let o = offsets(d);
+        let sl = state_len(d);
+        need(x.len(), d.memory_input())?;
+        need(state_in.len(), sl)?;
+        need(state_out.len(), sl)?;
+        need(logits.len(), d.n_actions)?;
+        need(cache.len(), o[8])?;
+        cache[o[0]..o[1]].copy_from_slice(&x[..d.memory_input()]);
+        self.forward_tail(state_in, state_out, logits, cache)
+    }
+
+    /// Everything after the memory input: memory step, heads, cache bookkeeping (lengths
+    /// checked by the callers).
+    fn forward_tail(
+        &self,
+        state_in: &[S],
+        state_out: &mut [S],
+        logits: &mut [S],
+        cache: &mut [S],
+    ) -> Result<S, Error> {
+        let d = self.dims();
+        let o = offsets(d);
+        let sl = state_len(d);
         let w = d.memory_width();
         let (x, rest) = cache.split_at_mut(o[1]);
-        let (enc_cache, rest) = rest.split_at_mut(o[2] - o[1]);
+        let (_enc_cache, rest) = rest.split_at_mut(o[2] - o[1]);
         let (mem_cache, rest) = rest.split_at_mut(o[3] - o[2]);
         let (h_out, rest) = rest.split_at_mut(o[4] - o[3]);
         let (heads_cache, rest) = rest.split_at_mut(o[5] - o[4]);
         let (lg, rest) = rest.split_at_mut(o[6] - o[5]);
         let (value_slot, active_slot) = rest.split_at_mut(1);
-        let encoder = self.layout.block(&self.params, Role::Encoder);
-        encode_forward(d, encoder, obs, &mut x[..feat], enc_cache)?;
-        x[feat..].copy_from_slice(&instr[..d.instr_hidden]);
         let (h_in, c_in) = state_in[..sl].split_at(w);
         let (h_o, c_o) = state_out[..sl].split_at_mut(w);
         let mw = self.mem_weights();
@@ -561,6 +604,146 @@ impl<'a, S: Real> Policy<'a, S> {
         }
         Ok(stats)
     }
+
+    /// Backward through time over an adaptation window for the module RNN weights only (the
+    /// Meta-RIMs fast group), everything else held constant: memory input, attention, heads
+    /// and critic. Memory-lean: the caller keeps only each step's memory input and incoming
+    /// state ([`FastStep`]); each step's forward is recomputed from them during the backward
+    /// sweep (two forward passes in all, one step's activations alive at a time). Gradients of
+    /// the summed PPO loss (each step's times `scale`) accumulate into `rnn_grads`, laid out
+    /// like the `RimRnn` tensor (module-major). `work` needs [`fast_work_len`] elements.
+    ///
+    /// Errors: an LSTM-memory policy (it has no module RNNs), or short buffers.
+    #[allow(clippy::too_many_arguments)]
+    pub fn fast_window_backward(
+        &self,
+        steps: &[FastStep<'_, S>],
+        coefs: &PpoCoefs<S>,
+        scale: S,
+        comm: CommGrad,
+        rnn_grads: &mut [S],
+        work: &mut [S],
+    ) -> Result<ChunkStats<S>, Error> {
+        let d = self.dims();
+        if d.memory != MemoryKind::Rim {
+            return Err(Error::BadDims {
+                what: "fast-only adaptation needs a RIM memory (module RNNs)",
+            });
+        }
+        let sl = state_len(d);
+        let w = d.memory_width();
+        need(
+            rnn_grads.len(),
+            self.layout.slice(&self.params, TensorKind::RimRnn).len(),
+        )?;
+        need(work.len(), fast_work_len(d))?;
+        let (cache, rest) = work.split_at_mut(step_cache_len(d));
+        let (state_out, rest) = rest.split_at_mut(sl);
+        let (d_state, rest) = rest.split_at_mut(sl);
+        let (d_prev, rest) = rest.split_at_mut(sl);
+        let (scratch, rest) = rest.split_at_mut(scratch_len(d));
+        let (logits, rest) = rest.split_at_mut(d.n_actions);
+        let d_logits = &mut rest[..d.n_actions];
+        let o = offsets(d);
+        let mw = self.mem_weights();
+        let heads = self.layout.block(&self.params, Role::Heads);
+        let mut stats = ChunkStats {
+            sum: PpoTerms::default(),
+            steps: steps.len(),
+            active_steps: [0; MAX_MODULES],
+        };
+        // Only the module RNNs get gradient; empty slices skip every other weight gradient.
+        let mut rim_g = RimGrads {
+            w_k: &mut [],
+            w_v: &mut [],
+            w_q: &mut [],
+            rnn: rnn_grads,
+            c_q: &mut [],
+            c_k: &mut [],
+            c_v: &mut [],
+            c_g: &mut [],
+            c_o: &mut [],
+        };
+        d_state.fill(S::ZERO);
+        for st in steps.iter().rev() {
+            need(st.state_in.len(), sl)?;
+            let value = self.step_from_input(st.x, st.state_in, state_out, logits, cache)?;
+            for (n, a) in self.active_in_cache(cache).iter().enumerate() {
+                if *a {
+                    stats.active_steps[n] += 1;
+                }
+            }
+            d_logits.fill(S::ZERO);
+            let mut d_value = S::ZERO;
+            let terms = ppo_loss(
+                logits,
+                value,
+                &st.sample,
+                coefs,
+                scale,
+                d_logits,
+                &mut d_value,
+            )?;
+            add_terms(&mut stats.sum, &terms);
+            let h_out = &cache[o[3]..o[4]];
+            let heads_cache = &cache[o[4]..o[5]];
+            let (dh, dc) = d_state.split_at_mut(w);
+            heads_backward(
+                d,
+                heads,
+                h_out,
+                heads_cache,
+                d_logits,
+                d_value,
+                &mut [],
+                Some(dh),
+            )?;
+            d_prev.fill(S::ZERO);
+            let (h_in, c_in) = st.state_in[..sl].split_at(w);
+            let (dhp, dcp) = d_prev.split_at_mut(w);
+            rim_step_backward(
+                &mw.rim,
+                &d.rim,
+                comm,
+                &cache[o[0]..o[1]],
+                h_in,
+                c_in,
+                &cache[o[2]..o[3]],
+                dh,
+                dc,
+                None,
+                dhp,
+                dcp,
+                &mut rim_g,
+                scratch,
+            )?;
+            if st.episode_start {
+                d_state.fill(S::ZERO);
+            } else {
+                d_state.copy_from_slice(d_prev);
+            }
+        }
+        Ok(stats)
+    }
+}
+
+/// One step of an adaptation window for [`Policy::fast_window_backward`].
+#[derive(Clone, Copy, Debug)]
+pub struct FastStep<'a, S> {
+    /// The memory input the policy read (encoder output ++ instruction embedding).
+    pub x: &'a [S],
+    /// The memory state it read (zeros at an episode start).
+    pub state_in: &'a [S],
+    /// First step of an episode: no gradient flows into the previous step.
+    pub episode_start: bool,
+    /// Loss targets.
+    pub sample: PpoSample<S>,
+}
+
+/// Work buffer of [`Policy::fast_window_backward`] (independent of the window length): one
+/// step's cache, three states, scratch and two logit vectors.
+pub const fn fast_work_len(d: &ModelDims) -> usize {
+    step_cache_len(d) + 3 * state_len(d) + scratch_len(d) + 2 * d.n_actions
 }
 
 /// Deterministic initialisation of every parameter from `seed` (design notes §4 schemes, see
@@ -1013,6 +1196,115 @@ mod tests {
                 proptest::prop_assert!(found, "no kink-free case for {:?}", mode);
             }
         }
+    }
+
+    /// The memory-lean fast-only backward (inputs and states kept, each step recomputed)
+    /// gives exactly the module-RNN gradient of the full chunk backward, with and without
+    /// communication, GRU and LSTM cells, across an episode boundary and from a non-zero
+    /// initial state; the PPO terms and activity counts agree too.
+    #[test]
+    fn fast_window_backward_matches_the_full_backward() {
+        for (cell, comm) in [
+            (CellKind::Gru, true),
+            (CellKind::Gru, false),
+            (CellKind::Lstm, true),
+        ] {
+            let dims = small(cell, EncoderKind::Conv, comm);
+            for seed in 0..6u64 {
+                let (obs, toks, starts) = episodes(seed + 3, 7);
+                let m = Model::new(&dims, Mode::MetaRim, seed);
+                let smp = samples(&m, &obs, &toks, &starts, seed);
+                let d = *m.layout.dims();
+                let sl = state_len(&d);
+                let init: Vec<f64> = (0..sl).map(|i| 0.05 * (i as f64 - 2.0)).collect();
+                let (_, g, full_stats) =
+                    loss_and_grads(&m, &obs, &toks, &starts, &smp, &init, CommGrad::Blocked);
+                // Act as the device does, keeping each step's memory input and state.
+                let p = m.policy();
+                let o = offsets(&d);
+                let (mut xs, mut states) = (vec![], vec![]);
+                let mut state = init.clone();
+                let mut next = vec![0.0; sl];
+                let mut instr = vec![0.0; d.instr_hidden];
+                let mut logits = vec![0.0; d.n_actions];
+                let mut cache = vec![0.0; step_cache_len(&d)];
+                let mut scratch = vec![0.0; scratch_len(&d)];
+                for t in 0..obs.len() {
+                    if t == 0 || starts[t] {
+                        p.encode_instruction(&toks[t], &mut instr, &mut scratch)
+                            .unwrap();
+                    }
+                    if starts[t] {
+                        state.fill(0.0);
+                    }
+                    p.step(
+                        &obs[t],
+                        &instr,
+                        &state,
+                        &mut next,
+                        &mut logits,
+                        &mut cache,
+                        &mut scratch,
+                    )
+                    .unwrap();
+                    xs.push(cache[o[0]..o[1]].to_vec());
+                    states.push(state.clone());
+                    std::mem::swap(&mut state, &mut next);
+                }
+                let steps: Vec<FastStep<'_, f64>> = (0..obs.len())
+                    .map(|t| FastStep {
+                        x: &xs[t],
+                        state_in: &states[t],
+                        episode_start: starts[t],
+                        sample: smp[t],
+                    })
+                    .collect();
+                let mut rnn = vec![0.0; m.fast.len()];
+                let mut work = vec![0.0; fast_work_len(&d)];
+                let coefs = PpoCoefs::babyai();
+                let st = p
+                    .fast_window_backward(
+                        &steps,
+                        &coefs,
+                        1.0,
+                        CommGrad::Blocked,
+                        &mut rnn,
+                        &mut work,
+                    )
+                    .unwrap();
+                assert_eq!(st.active_steps, full_stats.active_steps);
+                assert!(
+                    (st.sum.loss - full_stats.sum.loss).abs()
+                        <= 1e-12 * full_stats.sum.loss.abs().max(1.0)
+                );
+                for (a, b) in rnn.iter().zip(&g[0]) {
+                    assert!(
+                        (a - b).abs() <= 1e-12 * b.abs().max(1e-9),
+                        "{cell:?} comm={comm} seed {seed}: {a} vs {b}"
+                    );
+                }
+                assert!(g[0].iter().any(|v| *v != 0.0));
+            }
+        }
+        // An LSTM memory has no module RNNs.
+        let m = Model::new(
+            &small(CellKind::Gru, EncoderKind::Conv, true),
+            Mode::Lstm,
+            1,
+        );
+        let d = *m.layout.dims();
+        let mut work = vec![0.0; fast_work_len(&d)];
+        assert!(m
+            .policy()
+            .fast_window_backward(
+                &[],
+                &PpoCoefs::babyai(),
+                1.0,
+                CommGrad::Blocked,
+                &mut [],
+                &mut work
+            )
+            .is_err());
     }
 
     #[test]

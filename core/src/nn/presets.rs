@@ -137,6 +137,12 @@ impl TinyActor {
         self.step_with(layout, params.bufs(), obs)
     }
 
+    /// The memory input of the last step (encoder output ++ instruction embedding), what an
+    /// adaptation window stores per step (see [`crate::adapt`]).
+    pub fn memory_input(&self) -> &[f32] {
+        &self.cache[..TINY.memory_input()]
+    }
+
     /// [`TinyActor::step`] with parameters in any buffers.
     pub fn step_with(
         &mut self,

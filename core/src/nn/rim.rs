@@ -528,6 +528,22 @@ fn check_params(lens: [usize; 9], c: &RimParamCounts) -> Result<(), Error> {
     Ok(())
 }
 
+/// Gradient buffers: each full-length, or empty to skip that tensor's weight gradient (only
+/// the module RNNs' must be present). Safe because every weight gradient is accumulated by its
+/// own `linear_backward`/cell call whose input-gradient path does not read it (an empty slice
+/// makes the accumulation a no-op); fast-only adaptation uses it to skip the slow tensors.
+fn check_grads(lens: [usize; 9], c: &RimParamCounts) -> Result<(), Error> {
+    let needed = [
+        c.w_k, c.w_v, c.w_q, c.rnn, c.c_q, c.c_k, c.c_v, c.c_g, c.c_o,
+    ];
+    for (i, (got, needed)) in lens.iter().zip(needed.iter()).enumerate() {
+        if !(i != 3 && *got == 0) {
+            need(*got, *needed)?;
+        }
+    }
+    Ok(())
+}
+
 impl<S> RimWeights<'_, S> {
     fn lens(&self) -> [usize; 9] {
         [
@@ -1146,7 +1162,7 @@ pub fn rim_step_backward_masked<S: Real>(
     check_dims(d)?;
     let counts = rim_param_counts(d);
     check_params(w.lens(), &counts)?;
-    check_params(g.lens(), &counts)?;
+    check_grads(g.lens(), &counts)?;
     let nh = state_len(d);
     let ncl = cell_state_len(d);
     need(x.len(), d.input)?;

@@ -1,0 +1,691 @@
+//! On-device fast-only adaptation of the `Tiny` policy (Meta-RIMs split): the module RNN
+//! weights (the fast group) learn from a short window of the agent's own experience; the slow
+//! attention, encoder, instruction encoder, actor and critic stay frozen (they may live in
+//! flash).
+//!
+//! Invariants:
+//! - No heap, fixed sizes: [`TinyAdapter`] holds the window (`W` steps of memory input, memory
+//!   state and targets), the fast gradient, the optimiser state (`M` = [`TINY_FAST`] for Adam,
+//!   0 for plain SGD) and one work buffer; `size_of::<TinyAdapter<W, M>>()` is its whole RAM.
+//! - The loss is PPO's on the window with the frozen critic as baseline (GAE), value weight 0;
+//!   the gradient is exact BPTT over the window for the fast group only
+//!   ([`Policy::fast_window_backward`], which recomputes each step from its stored input).
+//! - The update touches only the blocks of modules that were active in the window (top-k
+//!   makes it sparse, [`Layout::fast_ranges`]); slow and other parameters are never written.
+//! - [`play_episodes`] is the one episode loop of the host twin (`metarim adapt`) and the
+//!   firmware, so both compute bit-identical results from the same blob and seed.
+
+use crate::env::{Action, Env, VIEW_CELLS};
+use crate::error::Error;
+use crate::levels::Level;
+use crate::mission::vocab::{tokenize, MAX_TOKENS};
+use crate::nn::dims::TINY;
+use crate::nn::loss::{PpoCoefs, PpoSample};
+use crate::nn::optim::{clip_coef, Adam, Range, Sgd};
+use crate::nn::params::{Group, GroupBufs, Layout, Mode, TensorKind, FAST_RANGES};
+use crate::nn::policy::{fast_work_len, FastStep, MAX_MODULES};
+use crate::nn::presets::{TinyActor, TINY_FAST, TINY_STATE};
+use crate::nn::rim::CommGrad;
+use crate::rng::{split_mix64, Pcg32};
+
+/// Width of the Tiny memory input (encoder output ++ instruction embedding).
+pub const TINY_X: usize = TINY.memory_input();
+/// Work buffer of the fast-only backward for Tiny.
+pub const TINY_FAST_WORK: usize = fast_work_len(&TINY);
+
+/// Hyper-parameters of on-device adaptation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdaptConfig {
+    /// Discount.
+    pub gamma: f32,
+    /// GAE lambda.
+    pub lambda: f32,
+    /// Learning rate.
+    pub lr: f32,
+    /// Entropy bonus weight.
+    pub entropy_coef: f32,
+    /// Global gradient-norm clip.
+    pub max_grad_norm: f32,
+    /// Reward scale the critic was trained with (the trainer's `reward_scale`, 20).
+    pub reward_scale: f32,
+    /// PPO clip (used when an update follows a step acted under older parameters).
+    pub clip_eps: f32,
+}
+
+impl Default for AdaptConfig {
+    /// gamma 0.99, lambda 0.95, lr 3e-4, entropy 0.01, grad clip 0.5, reward scale 20, clip 0.2.
+    fn default() -> Self {
+        AdaptConfig {
+            gamma: 0.99,
+            lambda: 0.95,
+            lr: 3e-4,
+            entropy_coef: 0.01,
+            max_grad_norm: 0.5,
+            reward_scale: 20.0,
+            clip_eps: 0.2,
+        }
+    }
+}
+
+/// What one update did.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct UpdateReport {
+    /// Steps in the window.
+    pub steps: usize,
+    /// Gradient norm before clipping.
+    pub grad_norm: f32,
+    /// Modules updated (active somewhere in the window).
+    pub modules_updated: usize,
+}
+
+/// The window, gradient, optimiser state and work buffer of fast adaptation for `Tiny`:
+/// `W` steps; `M` = [`TINY_FAST`] for Adam moments or 0 for SGD.
+#[derive(Clone, Debug)]
+pub struct TinyAdapter<const W: usize, const M: usize> {
+    xs: [[f32; TINY_X]; W],
+    states: [[f32; TINY_STATE]; W],
+    actions: [u8; W],
+    logprobs: [f32; W],
+    values: [f32; W],
+    rewards: [f32; W],
+    dones: [bool; W],
+    starts: [bool; W],
+    adv: [f32; W],
+    len: usize,
+    grads: [f32; TINY_FAST],
+    m: [f32; M],
+    v: [f32; M],
+    adam_t: u64,
+    work: [f32; TINY_FAST_WORK],
+    /// Updates done.
+    pub updates: u32,
+}
+
+impl<const W: usize, const M: usize> Default for TinyAdapter<W, M> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const W: usize, const M: usize> TinyAdapter<W, M> {
+    /// Bytes of RAM this adapter takes (window, gradient, optimiser state, work).
+    pub const RAM_BYTES: usize = core::mem::size_of::<Self>();
+
+    /// An empty adapter (a `const fn`, so it can initialise a `static`).
+    pub const fn new() -> Self {
+        TinyAdapter {
+            xs: [[0.0; TINY_X]; W],
+            states: [[0.0; TINY_STATE]; W],
+            actions: [0; W],
+            logprobs: [0.0; W],
+            values: [0.0; W],
+            rewards: [0.0; W],
+            dones: [false; W],
+            starts: [false; W],
+            adv: [0.0; W],
+            len: 0,
+            grads: [0.0; TINY_FAST],
+            m: [0.0; M],
+            v: [0.0; M],
+            adam_t: 0,
+            work: [0.0; TINY_FAST_WORK],
+            updates: 0,
+        }
+    }
+
+    /// Steps held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the window is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether the window is full.
+    pub fn is_full(&self) -> bool {
+        self.len >= W
+    }
+
+    /// Append one step: the memory input and state the policy read, whether it started an
+    /// episode, the action with its log-probability and value, the (scaled) reward and
+    /// whether the episode ended. Errors when full or on wrong lengths.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record(
+        &mut self,
+        x: &[f32],
+        state_in: &[f32],
+        episode_start: bool,
+        action: usize,
+        logprob: f32,
+        value: f32,
+        reward: f32,
+        done: bool,
+    ) -> Result<(), Error> {
+        let i = self.len;
+        let (Some(xs), Some(st)) = (self.xs.get_mut(i), self.states.get_mut(i)) else {
+            return Err(Error::BufferTooSmall {
+                needed: i + 1,
+                got: W,
+            });
+        };
+        if x.len() != TINY_X || state_in.len() != TINY_STATE {
+            return Err(Error::BadDims {
+                what: "adaptation step: memory input or state has the wrong length",
+            });
+        }
+        xs.copy_from_slice(x);
+        st.copy_from_slice(state_in);
+        self.actions[i] = u8::try_from(action).map_err(|_| Error::BadAction(action as i64))?;
+        self.logprobs[i] = logprob;
+        self.values[i] = value;
+        self.rewards[i] = reward;
+        self.dones[i] = done;
+        self.starts[i] = episode_start;
+        self.len = i + 1;
+        Ok(())
+    }
+
+    /// Update the fast group from the window, then empty it. `bootstrap` is the critic's value
+    /// of the state after the last step (ignored when that step ended its episode). `fast` is
+    /// the fast group (RAM); `slow`, `other` the frozen groups.
+    pub fn update(
+        &mut self,
+        layout: &Layout,
+        fast: &mut [f32; TINY_FAST],
+        slow: &[f32],
+        other: &[f32],
+        bootstrap: f32,
+        cfg: &AdaptConfig,
+    ) -> Result<UpdateReport, Error> {
+        check_layout(layout)?;
+        let n = self.len;
+        if n == 0 {
+            return Ok(UpdateReport::default());
+        }
+        // GAE with the frozen critic.
+        let mut last = 0.0f32;
+        for t in (0..n).rev() {
+            let next_v = if t + 1 < n {
+                self.values[t + 1]
+            } else {
+                bootstrap
+            };
+            let nonterminal = if self.dones[t] { 0.0 } else { 1.0 };
+            let delta = self.rewards[t] + cfg.gamma * next_v * nonterminal - self.values[t];
+            last = delta + cfg.gamma * cfg.lambda * nonterminal * last;
+            self.adv[t] = last;
+        }
+        let coefs = PpoCoefs {
+            clip_eps: cfg.clip_eps,
+            value_coef: 0.0,
+            entropy_coef: cfg.entropy_coef,
+            clip_value: false,
+        };
+        let steps: [FastStep<'_, f32>; W] = core::array::from_fn(|t| FastStep {
+            x: &self.xs[t],
+            state_in: &self.states[t],
+            episode_start: self.starts[t],
+            sample: PpoSample {
+                action: usize::from(self.actions[t]),
+                old_logprob: self.logprobs[t],
+                old_value: self.values[t],
+                advantage: self.adv[t],
+                ret: self.values[t] + self.adv[t],
+            },
+        });
+        self.grads.fill(0.0);
+        let stats = {
+            let policy = crate::nn::policy::Policy::new(
+                layout,
+                GroupBufs {
+                    fast: &fast[..],
+                    slow,
+                    other,
+                },
+            )?;
+            policy.fast_window_backward(
+                &steps[..n],
+                &coefs,
+                1.0 / n as f32,
+                CommGrad::Blocked,
+                &mut self.grads,
+                &mut self.work,
+            )?
+        };
+        let nm = layout.dims().rim.n_modules.min(MAX_MODULES);
+        let mut active = [false; MAX_MODULES];
+        for (a, c) in active.iter_mut().zip(stats.active_steps.iter()).take(nm) {
+            *a = *c > 0;
+        }
+        let mut ranges = heapless::Vec::<Range, FAST_RANGES>::new();
+        layout.fast_ranges(&active[..nm], &mut ranges)?;
+        let mut sq = 0.0f32;
+        for &(off, len) in ranges.iter() {
+            for g in self.grads.get(off..off + len).unwrap_or(&[]) {
+                sq += *g * *g;
+            }
+        }
+        let norm = libm::sqrtf(sq);
+        let coef = clip_coef(norm, cfg.max_grad_norm);
+        for &(off, len) in ranges.iter() {
+            for g in self.grads.get_mut(off..off + len).unwrap_or(&mut []) {
+                *g *= coef;
+            }
+        }
+        if M == TINY_FAST {
+            self.adam_t += 1;
+            let adam = Adam::new(f64::from(cfg.lr), 0.9, 0.999, 1e-5);
+            adam.update_ranges_at(
+                self.adam_t,
+                &mut fast[..],
+                &self.grads,
+                &mut self.m,
+                &mut self.v,
+                &ranges,
+            )?;
+        } else {
+            Sgd {
+                lr: f64::from(cfg.lr),
+            }
+            .step_ranges(&mut fast[..], &self.grads, &ranges)?;
+        }
+        self.len = 0;
+        self.updates += 1;
+        Ok(UpdateReport {
+            steps: n,
+            grad_norm: norm,
+            modules_updated: active.iter().take(nm).filter(|a| **a).count(),
+        })
+    }
+}
+
+/// The layout must be Tiny's meta-rim split, whose fast group is exactly the module RNNs.
+fn check_layout(layout: &Layout) -> Result<(), Error> {
+    let ok = layout.mode() == Mode::MetaRim
+        && layout
+            .entry(TensorKind::RimRnn)
+            .is_some_and(|e| e.group == Group::Fast && e.offset == 0 && e.len == TINY_FAST)
+        && layout.group_len(Group::Fast) == TINY_FAST;
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadDims {
+            what: "adaptation needs the Tiny preset in the meta-rim split",
+        })
+    }
+}
+
+/// Episode totals.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct EpisodeStats {
+    /// Episodes run.
+    pub episodes: u32,
+    /// Episodes that reached their goal.
+    pub successes: u32,
+    /// Sum of returns.
+    pub return_sum: f32,
+    /// Steps taken.
+    pub steps: u32,
+    /// Fast updates made.
+    pub updates: u32,
+}
+
+impl EpisodeStats {
+    /// Success rate (0 with no episodes).
+    pub fn success_rate(&self) -> f32 {
+        if self.episodes == 0 {
+            0.0
+        } else {
+            self.successes as f32 / self.episodes as f32
+        }
+    }
+}
+
+/// Sample an action from `logits` with `rng`: (action, log-probability). The host trainer
+/// uses the same inverse-CDF rule.
+pub fn sample_action(logits: &[f32], rng: &mut Pcg32) -> (usize, f32) {
+    let lse = log_sum_exp(logits);
+    let u = rng.gen_f64();
+    let mut acc = 0.0f64;
+    let mut pick = logits.len().saturating_sub(1);
+    for (i, l) in logits.iter().enumerate() {
+        acc += libm::exp(f64::from(*l - lse));
+        if u < acc {
+            pick = i;
+            break;
+        }
+    }
+    (pick, logits.get(pick).map_or(0.0, |l| *l - lse))
+}
+
+/// The most likely action (first on ties) and its log-probability.
+pub fn argmax_action(logits: &[f32]) -> (usize, f32) {
+    let lse = log_sum_exp(logits);
+    let mut best = 0;
+    for (i, l) in logits.iter().enumerate() {
+        if logits.get(best).is_some_and(|b| *l > *b) {
+            best = i;
+        }
+    }
+    (best, logits.get(best).map_or(0.0, |l| *l - lse))
+}
+
+fn log_sum_exp(logits: &[f32]) -> f32 {
+    let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if !m.is_finite() {
+        return m;
+    }
+    let mut s = 0.0f32;
+    for l in logits {
+        s += libm::expf(*l - m);
+    }
+    m + libm::logf(s)
+}
+
+/// Where [`play_episodes`] runs and what it may adapt.
+pub struct Session<'a> {
+    /// Tiny meta-rim layout.
+    pub layout: &'a Layout,
+    /// Fast group (adapted in place when adapting).
+    pub fast: &'a mut [f32; TINY_FAST],
+    /// Frozen slow group.
+    pub slow: &'a [f32],
+    /// Frozen other group.
+    pub other: &'a [f32],
+    /// The environment.
+    pub env: &'a mut Env,
+    /// Acting state.
+    pub actor: &'a mut TinyActor,
+}
+
+/// Run episodes `first..first + count` of `level` (episode `i`: generator
+/// `Pcg32::with_stream(split_mix64(seed), i)`, whose first draw seeds the level, the rest the
+/// actions). Without an adapter the policy acts (argmax or sampled); with one it samples,
+/// records every step and updates the fast group whenever the window fills (bootstrapping
+/// from the next step's value) and at every episode end.
+#[allow(clippy::too_many_arguments)]
+pub fn play_episodes<const W: usize, const M: usize>(
+    s: &mut Session<'_>,
+    level: &Level,
+    seed: u64,
+    first: u64,
+    count: u64,
+    argmax: bool,
+    mut adapt: Option<(&mut TinyAdapter<W, M>, &AdaptConfig)>,
+) -> Result<EpisodeStats, Error> {
+    let mut stats = EpisodeStats::default();
+    let mut tokens = [0u16; MAX_TOKENS];
+    let mut obs = [[0u8; 3]; VIEW_CELLS];
+    let mut state_in = [0.0f32; TINY_STATE];
+    for i in first..first.saturating_add(count) {
+        let mut rng = Pcg32::with_stream(split_mix64(seed), i);
+        let episode_seed = rng.next_u64();
+        level.reset(s.env, episode_seed)?;
+        tokens.fill(0);
+        tokenize(s.env.mission.as_str(), &mut tokens)?;
+        let bufs = GroupBufs {
+            fast: &s.fast[..],
+            slow: s.slow,
+            other: s.other,
+        };
+        s.actor.start_with(s.layout, bufs, &tokens)?;
+        let mut ret = 0.0f32;
+        let mut start = true;
+        loop {
+            s.env.observe(&mut obs);
+            state_in.copy_from_slice(&s.actor.state);
+            let bufs = GroupBufs {
+                fast: &s.fast[..],
+                slow: s.slow,
+                other: s.other,
+            };
+            let value = s.actor.step_with(s.layout, bufs, &obs)?;
+            // A full window waits for this step's value to bootstrap from, then updates.
+            if let Some((ad, cfg)) = adapt.as_mut() {
+                if ad.is_full() {
+                    ad.update(s.layout, s.fast, s.slow, s.other, value, cfg)?;
+                }
+            }
+            let (a, logprob) = if argmax && adapt.is_none() {
+                argmax_action(&s.actor.logits)
+            } else {
+                sample_action(&s.actor.logits, &mut rng)
+            };
+            let action = Action::ALL
+                .get(a)
+                .copied()
+                .ok_or(Error::BadAction(a as i64))?;
+            let out = s.env.step(action);
+            ret += out.reward;
+            stats.steps += 1;
+            let done = out.terminated || out.truncated;
+            if let Some((ad, cfg)) = adapt.as_mut() {
+                ad.record(
+                    s.actor.memory_input(),
+                    &state_in,
+                    start,
+                    a,
+                    logprob,
+                    value,
+                    out.reward * cfg.reward_scale,
+                    done,
+                )?;
+                if done {
+                    ad.update(s.layout, s.fast, s.slow, s.other, 0.0, cfg)?;
+                }
+            }
+            start = false;
+            if done {
+                stats.episodes += 1;
+                stats.successes += u32::from(out.reward > 0.0);
+                stats.return_sum += ret;
+                break;
+            }
+        }
+    }
+    if let Some((ad, _)) = adapt {
+        stats.updates = ad.updates;
+    }
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::params::GroupBufsMut;
+    use crate::nn::policy::init_params;
+    use crate::nn::presets::{tiny_layout, TinyParams};
+    extern crate std;
+    use std::boxed::Box;
+
+    fn model(seed: u64) -> (Layout, Box<TinyParams<f32>>) {
+        let layout = tiny_layout().unwrap();
+        let mut p = Box::new(TinyParams::<f32>::zeros());
+        let bufs = GroupBufsMut {
+            fast: &mut p.fast,
+            slow: &mut p.slow,
+            other: &mut p.other,
+        };
+        init_params(&layout, &Default::default(), seed, bufs).unwrap();
+        (layout, p)
+    }
+
+    fn run(
+        layout: &Layout,
+        p: &mut TinyParams<f32>,
+        adapt: bool,
+        episodes: u64,
+    ) -> (EpisodeStats, u32) {
+        let level = Level::from_id("BabyAI-GoToLocalS6N3-v0").unwrap();
+        let mut env = Box::new(Env::EMPTY);
+        let mut actor = Box::<TinyActor>::default();
+        let mut ad = Box::new(TinyAdapter::<8, TINY_FAST>::new());
+        let cfg = AdaptConfig::default();
+        let (slow, other) = (p.slow, p.other);
+        let mut s = Session {
+            layout,
+            fast: &mut p.fast,
+            slow: &slow,
+            other: &other,
+            env: &mut env,
+            actor: &mut actor,
+        };
+        let a = adapt.then_some((&mut *ad, &cfg));
+        let st = play_episodes(&mut s, &level, 7, 0, episodes, false, a).unwrap();
+        (st, ad.updates)
+    }
+
+    #[test]
+    fn adaptation_is_deterministic_and_writes_only_active_fast_blocks() {
+        let (layout, p0) = model(3);
+        let mut p1 = p0.clone();
+        let mut p2 = p0.clone();
+        let (s1, u1) = run(&layout, &mut p1, true, 6);
+        let (s2, u2) = run(&layout, &mut p2, true, 6);
+        assert_eq!((s1, u1), (s2, u2));
+        assert_eq!(p1.fast, p2.fast);
+        assert!(u1 > 0 && s1.steps > 0);
+        assert!(p1.fast != p0.fast, "adaptation changed nothing");
+        // Frozen groups are passed by shared reference; check they are untouched anyway.
+        assert_eq!(p1.slow, p0.slow);
+        assert_eq!(p1.other, p0.other);
+        // Without an adapter nothing changes.
+        let mut p3 = p0.clone();
+        let _ = run(&layout, &mut p3, false, 3);
+        assert_eq!(p3.fast, p0.fast);
+    }
+
+    #[test]
+    fn an_update_only_moves_modules_active_in_the_window() {
+        let (layout, mut p) = model(5);
+        let level = Level::from_id("BabyAI-GoToObj-v0").unwrap();
+        let mut env = Box::new(Env::EMPTY);
+        level.reset(&mut env, 1).unwrap();
+        let mut tokens = [0u16; MAX_TOKENS];
+        tokenize(env.mission.as_str(), &mut tokens).unwrap();
+        let mut actor = Box::<TinyActor>::default();
+        actor.start(&layout, &p, &tokens).unwrap();
+        let mut ad = Box::new(TinyAdapter::<4, 0>::new());
+        let mut active_any = [false; 4];
+        let mut obs = [[0u8; 3]; VIEW_CELLS];
+        for t in 0..4 {
+            env.observe(&mut obs);
+            let state_in = actor.state;
+            let v = actor.step(&layout, &p, &obs).unwrap();
+            let (a, lp) = argmax_action(&actor.logits);
+            let out = env.step(Action::ALL[a]);
+            ad.record(
+                actor.memory_input(),
+                &state_in,
+                t == 0,
+                a,
+                lp,
+                v,
+                out.reward + 1.0,
+                false,
+            )
+            .unwrap();
+        }
+        // Which modules were active: recompute through the window's stored inputs.
+        let policy = crate::nn::policy::Policy::new(&layout, p.bufs()).unwrap();
+        let mut cache = std::vec![0.0f32; crate::nn::policy::step_cache_len(&TINY)];
+        let mut out = [0.0f32; TINY_STATE];
+        let mut logits = [0.0f32; 7];
+        for t in 0..4 {
+            policy
+                .step_from_input(&ad.xs[t], &ad.states[t], &mut out, &mut logits, &mut cache)
+                .unwrap();
+            for (a, f) in active_any.iter_mut().zip(policy.active_in_cache(&cache)) {
+                *a |= f;
+            }
+        }
+        assert!(ad.is_full());
+        assert!(ad
+            .record(
+                &[0.0; TINY_X],
+                &[0.0; TINY_STATE],
+                false,
+                0,
+                0.0,
+                0.0,
+                0.0,
+                false
+            )
+            .is_err());
+        let before = p.fast;
+        let (slow, other) = (p.slow, p.other);
+        let r = ad
+            .update(
+                &layout,
+                &mut p.fast,
+                &slow,
+                &other,
+                0.0,
+                &AdaptConfig::default(),
+            )
+            .unwrap();
+        assert_eq!(r.steps, 4);
+        assert_eq!(r.modules_updated, active_any.iter().filter(|a| **a).count());
+        let per = TINY_FAST / 4;
+        for m in 0..4 {
+            let moved = before[m * per..(m + 1) * per] != p.fast[m * per..(m + 1) * per];
+            assert_eq!(moved, active_any[m], "module {m}");
+        }
+        assert!(ad.is_empty());
+    }
+
+    #[test]
+    fn wrong_layouts_and_lengths_are_errors() {
+        let layout = Layout::new(&TINY, Mode::Joint).unwrap();
+        let (_, mut p) = model(1);
+        let mut ad = TinyAdapter::<2, 0>::new();
+        ad.record(
+            &[0.0; TINY_X],
+            &[0.0; TINY_STATE],
+            true,
+            1,
+            0.0,
+            0.0,
+            0.0,
+            true,
+        )
+        .unwrap();
+        let (slow, other) = (p.slow, p.other);
+        assert!(ad
+            .update(
+                &layout,
+                &mut p.fast,
+                &slow,
+                &other,
+                0.0,
+                &AdaptConfig::default()
+            )
+            .is_err());
+        assert!(ad
+            .record(
+                &[0.0; 3],
+                &[0.0; TINY_STATE],
+                false,
+                0,
+                0.0,
+                0.0,
+                0.0,
+                false
+            )
+            .is_err());
+        assert!(ad
+            .record(
+                &[0.0; TINY_X],
+                &[0.0; TINY_STATE],
+                false,
+                300,
+                0.0,
+                0.0,
+                0.0,
+                false
+            )
+            .is_err());
+    }
+}

@@ -1,0 +1,71 @@
+//! `metarim adapt` (the host twin of on-device adaptation): deterministic, adapts only the
+//! fast group, refuses checkpoints that are not Tiny / meta-rim.
+
+use host::adapt::{run, AdaptOptions};
+use host::train::run::{train, RunOptions};
+use host::train::TrainConfig;
+use metarim_core::adapt::AdaptConfig;
+
+fn trained(name: &str, mode: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("metarim-adapt-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cfg = TrainConfig {
+        mode: mode.into(),
+        procs: 4,
+        frames_per_proc: 20,
+        recurrence: 10,
+        batch_size: 40,
+        frames: 320,
+        ..TrainConfig::default()
+    };
+    train(
+        &cfg,
+        &RunOptions {
+            out: dir.clone(),
+            resume: false,
+            progress: false,
+            stop_after_updates: None,
+        },
+    )
+    .unwrap()
+    .checkpoint
+}
+
+#[test]
+fn the_twin_is_deterministic_and_updates_fast_weights() {
+    let ck = trained("ok", "meta-rim");
+    let o = AdaptOptions {
+        level: "BabyAI-GoToLocalS6N3-v0".into(),
+        episodes: 12,
+        eval_episodes: 10,
+        seed: 3,
+        adam: false,
+        cfg: AdaptConfig::default(),
+    };
+    let a = run(&ck, &o).unwrap();
+    let b = run(&ck, &o).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(a.before.episodes, 10);
+    assert_eq!(a.after.episodes, 10);
+    assert_eq!(a.during.episodes, 12);
+    assert!(a.during.updates >= 12, "at least one update per episode");
+    let adam = run(
+        &ck,
+        &AdaptOptions {
+            adam: true,
+            ..o.clone()
+        },
+    )
+    .unwrap();
+    assert!(
+        adam.adapter_bytes > a.adapter_bytes,
+        "Adam keeps two more fast-sized buffers"
+    );
+    let e = format!("{:#}", run(&trained("lstm", "lstm"), &o).unwrap_err());
+    assert!(e.contains("meta-rim"), "{e}");
+    let bad = AdaptOptions {
+        level: "Nope".into(),
+        ..o
+    };
+    assert!(run(&ck, &bad).is_err());
+}
