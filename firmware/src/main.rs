@@ -269,9 +269,10 @@ fn run(
     Ok(())
 }
 
-/// Policy steps of the evaluation after adaptation; 0 while it is the same run as `before`.
-fn after_steps(_after: &Stats) -> u64 {
-    0
+/// Policy steps of the evaluation after adaptation: it also repeats its policy steps under `policy-repeat=2`, so
+/// it counts towards the steps the instruction difference is divided by.
+fn after_steps(after: &Stats) -> u64 {
+    after.steps
 }
 
 fn report(phase: &str, s: &Stats) {
