@@ -260,9 +260,9 @@ fn run(
         before.steps + after_steps(&after)
     );
     hprintln!(
-        "firmware: before={:.4} after={:.4} ram_bytes={} flash_bytes={} insns_per_step=0",
-        before.success_rate(),
-        after.success_rate(),
+        "firmware: before={} after={} ram_bytes={} flash_bytes={} insns_per_step=0",
+        Fixed::<4>(before.success_rate()),
+        Fixed::<4>(after.success_rate()),
         ram,
         flash
     );
@@ -277,20 +277,39 @@ fn after_steps(after: &Stats) -> u64 {
 
 fn report(phase: &str, s: &Stats) {
     hprintln!(
-        "firmware: {}: episodes={} success={}/{} ({:.4}) mean_return={:.4} steps={} mean_len={:.2}",
+        "firmware: {}: episodes={} success={}/{} ({}) mean_return={} steps={} mean_len={}",
         phase,
         s.episodes,
         s.successes,
         s.episodes,
-        s.success_rate(),
-        s.mean_return(),
+        Fixed::<4>(s.success_rate()),
+        Fixed::<4>(s.mean_return()),
         s.steps,
-        if s.episodes == 0 {
+        Fixed::<2>(if s.episodes == 0 {
             0.0
         } else {
             s.steps as f64 / f64::from(s.episodes)
-        }
+        })
     );
+}
+
+/// A number printed with `D` decimals by integer arithmetic (rounded half away from zero), so
+/// the firmware links no float formatting (about 15 KB of flash).
+struct Fixed<const D: u32>(f64);
+
+impl<const D: u32> core::fmt::Display for Fixed<D> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let scale = 10u64.pow(D);
+        let neg = self.0 < 0.0;
+        let mag = if neg { -self.0 } else { self.0 };
+        // Saturating float-to-int cast: NaN prints 0, huge values the largest u64.
+        let scaled = (mag * scale as f64 + 0.5) as u64;
+        let (int, frac) = (scaled / scale, scaled % scale);
+        if neg && scaled != 0 {
+            f.write_str("-")?;
+        }
+        write!(f, "{int}.{frac:0width$}", width = D as usize)
+    }
 }
 
 /// `policy-repeat=N` from the semihosting command line (QEMU `-semihosting-config arg=...`),
