@@ -9,7 +9,7 @@
 //!   0 for plain SGD) and one work buffer; `size_of::<TinyAdapter<W, M>>()` is its whole RAM.
 //! - The loss is PPO's on the window with the frozen critic as baseline (GAE), value weight 0;
 //!   the gradient is exact BPTT over the window for the fast group only
-//!   ([`Policy::fast_window_backward`], which recomputes each step from its stored input).
+//!   ([`crate::nn::policy::Policy::fast_window_backward`], which recomputes each step from its stored input).
 //! - The update touches only the blocks of modules that were active in the window (top-k
 //!   makes it sparse, [`Layout::fast_ranges`]); slow and other parameters are never written.
 //! - [`play_episodes`] is the one episode loop of the host twin (`metarim adapt`) and the
