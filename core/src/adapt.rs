@@ -48,12 +48,16 @@ pub struct AdaptConfig {
     pub max_grad_norm: f32,
     /// Reward scale the critic was trained with (the trainer's `reward_scale`, 20).
     pub reward_scale: f32,
-    /// PPO clip (used when an update follows a step acted under older parameters).
+    /// PPO clip (the ratio moves off 1 after the first pass over a window, or for a step
+    /// acted under older parameters).
     pub clip_eps: f32,
+    /// Gradient passes (optimiser steps) per window.
+    pub epochs: u32,
 }
 
 impl Default for AdaptConfig {
-    /// gamma 0.99, lambda 0.95, lr 3e-4, entropy 0.01, grad clip 0.5, reward scale 20, clip 0.2.
+    /// gamma 0.99, lambda 0.95, lr 3e-4, entropy 0.01, grad clip 0.5, reward scale 20, clip 0.2,
+    /// one pass per window.
     fn default() -> Self {
         AdaptConfig {
             gamma: 0.99,
@@ -63,6 +67,7 @@ impl Default for AdaptConfig {
             max_grad_norm: 0.5,
             reward_scale: 20.0,
             clip_eps: 0.2,
+            epochs: 1,
         }
     }
 }
@@ -235,69 +240,77 @@ impl<const W: usize, const M: usize> TinyAdapter<W, M> {
                 ret: self.values[t] + self.adv[t],
             },
         });
-        self.grads.fill(0.0);
-        let stats = {
-            let policy = crate::nn::policy::Policy::new(
-                layout,
-                GroupBufs {
-                    fast: &fast[..],
-                    slow,
-                    other,
-                },
-            )?;
-            policy.fast_window_backward(
-                &steps[..n],
-                &coefs,
-                1.0 / n as f32,
-                CommGrad::Blocked,
-                &mut self.grads,
-                &mut self.work,
-            )?
+        let mut report = UpdateReport {
+            steps: n,
+            ..UpdateReport::default()
         };
-        let nm = layout.dims().rim.n_modules.min(MAX_MODULES);
-        let mut active = [false; MAX_MODULES];
-        for (a, c) in active.iter_mut().zip(stats.active_steps.iter()).take(nm) {
-            *a = *c > 0;
-        }
-        let mut ranges = heapless::Vec::<Range, FAST_RANGES>::new();
-        layout.fast_ranges(&active[..nm], &mut ranges)?;
-        let mut sq = 0.0f32;
-        for &(off, len) in ranges.iter() {
-            for g in self.grads.get(off..off + len).unwrap_or(&[]) {
-                sq += *g * *g;
+        for epoch in 0..cfg.epochs.max(1) {
+            self.grads.fill(0.0);
+            let stats = {
+                let policy = crate::nn::policy::Policy::new(
+                    layout,
+                    GroupBufs {
+                        fast: &fast[..],
+                        slow,
+                        other,
+                    },
+                )?;
+                policy.fast_window_backward(
+                    &steps[..n],
+                    &coefs,
+                    1.0 / n as f32,
+                    CommGrad::Blocked,
+                    &mut self.grads,
+                    &mut self.work,
+                )?
+            };
+            let nm = layout.dims().rim.n_modules.min(MAX_MODULES);
+            let mut active = [false; MAX_MODULES];
+            for (a, c) in active.iter_mut().zip(stats.active_steps.iter()).take(nm) {
+                *a = *c > 0;
             }
-        }
-        let norm = libm::sqrtf(sq);
-        let coef = clip_coef(norm, cfg.max_grad_norm);
-        for &(off, len) in ranges.iter() {
-            for g in self.grads.get_mut(off..off + len).unwrap_or(&mut []) {
-                *g *= coef;
+            let mut ranges = heapless::Vec::<Range, FAST_RANGES>::new();
+            layout.fast_ranges(&active[..nm], &mut ranges)?;
+            let mut sq = 0.0f32;
+            for &(off, len) in ranges.iter() {
+                for g in self.grads.get(off..off + len).unwrap_or(&[]) {
+                    sq += *g * *g;
+                }
             }
-        }
-        if M == TINY_FAST {
-            self.adam_t += 1;
-            let adam = Adam::new(f64::from(cfg.lr), 0.9, 0.999, 1e-5);
-            adam.update_ranges_at(
-                self.adam_t,
-                &mut fast[..],
-                &self.grads,
-                &mut self.m,
-                &mut self.v,
-                &ranges,
-            )?;
-        } else {
-            Sgd {
-                lr: f64::from(cfg.lr),
+            let norm = libm::sqrtf(sq);
+            let coef = clip_coef(norm, cfg.max_grad_norm);
+            for &(off, len) in ranges.iter() {
+                for g in self.grads.get_mut(off..off + len).unwrap_or(&mut []) {
+                    *g *= coef;
+                }
             }
-            .step_ranges(&mut fast[..], &self.grads, &ranges)?;
+            if M == TINY_FAST {
+                self.adam_t += 1;
+                let adam = Adam::new(f64::from(cfg.lr), 0.9, 0.999, 1e-5);
+                adam.update_ranges_at(
+                    self.adam_t,
+                    &mut fast[..],
+                    &self.grads,
+                    &mut self.m,
+                    &mut self.v,
+                    &ranges,
+                )?;
+            } else {
+                Sgd {
+                    lr: f64::from(cfg.lr),
+                }
+                .step_ranges(&mut fast[..], &self.grads, &ranges)?;
+            }
+            if epoch == 0 {
+                report.grad_norm = norm;
+            }
+            report.modules_updated = report
+                .modules_updated
+                .max(active.iter().take(nm).filter(|a| **a).count());
         }
         self.len = 0;
         self.updates += 1;
-        Ok(UpdateReport {
-            steps: n,
-            grad_norm: norm,
-            modules_updated: active.iter().take(nm).filter(|a| **a).count(),
-        })
+        Ok(report)
     }
 }
 
@@ -634,6 +647,36 @@ mod tests {
             assert_eq!(moved, active_any[m], "module {m}");
         }
         assert!(ad.is_empty());
+    }
+
+    #[test]
+    fn more_epochs_take_more_steps_on_the_same_window() {
+        let (layout, p0) = model(4);
+        let level = Level::from_id("BabyAI-GoToObj-v0").unwrap();
+        let fast_after = |epochs: u32| {
+            let mut p = p0.clone();
+            let mut env = Box::new(Env::EMPTY);
+            let mut actor = Box::<TinyActor>::default();
+            let mut ad = Box::new(TinyAdapter::<8, 0>::new());
+            let cfg = AdaptConfig {
+                epochs,
+                ..AdaptConfig::default()
+            };
+            let (slow, other) = (p.slow, p.other);
+            let mut s = Session {
+                layout: &layout,
+                fast: &mut p.fast,
+                slow: &slow,
+                other: &other,
+                env: &mut env,
+                actor: &mut actor,
+            };
+            play_episodes(&mut s, &level, 2, 0, 1, false, Some((&mut *ad, &cfg))).unwrap();
+            p.fast
+        };
+        let (one, two) = (fast_after(1), fast_after(2));
+        assert!(one != p0.fast && two != one);
+        assert_eq!(fast_after(0), one, "0 epochs counts as 1");
     }
 
     #[test]

@@ -72,6 +72,9 @@ struct AdaptArgs {
     /// Optimiser: sgd (the firmware's: no moments in RAM) or adam.
     #[arg(long, default_value = "sgd")]
     optimizer: String,
+    /// Gradient passes per window.
+    #[arg(long, default_value_t = 1)]
+    epochs: u32,
 }
 
 #[derive(Args, Debug)]
@@ -948,6 +951,7 @@ fn cmd_adapt(a: AdaptArgs) -> Result<ExitCode> {
     }
     let cfg = metarim_core::adapt::AdaptConfig {
         lr: a.lr,
+        epochs: a.epochs,
         ..Default::default()
     };
     let o = host::adapt::AdaptOptions {
