@@ -10,8 +10,16 @@
 use crate::error::Error;
 use crate::world::{Object, ObjectId};
 
-/// Largest supported width and height.
+/// Largest supported width and height: 32, enough for every registered level (16 with the
+/// `small-grid` feature).
+#[cfg(not(feature = "small-grid"))]
 pub const MAX_GRID_SIZE: usize = 32;
+/// Largest supported width and height.
+///
+/// With the `small-grid` feature (device builds), 16: about 12 KB less per [`Grid`]; levels
+/// larger than 16x16 (the multi-room and maze levels) then fail with [`Error::GridSize`].
+#[cfg(feature = "small-grid")]
+pub const MAX_GRID_SIZE: usize = 16;
 /// Cell capacity of a grid.
 pub const MAX_CELLS: usize = MAX_GRID_SIZE * MAX_GRID_SIZE;
 /// Border of the code plane: how far outside the grid a view can reach (view size - 1).
