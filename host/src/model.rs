@@ -5,7 +5,9 @@ use std::fmt::Write;
 use anyhow::{bail, Result};
 use metarim_core::nn::dims::{ModelDims, PAPER, TINY};
 use metarim_core::nn::params::{Group, Layout, Mode};
-use metarim_core::nn::policy::{chunk_work_len, scratch_len, state_len, step_cache_len};
+use metarim_core::nn::policy::{
+    chunk_work_len, fast_work_len, scratch_len, state_len, step_cache_len,
+};
 
 /// The preset named `name` (`Paper` or `Tiny`, any case).
 pub fn preset(name: &str) -> Result<ModelDims> {
@@ -102,13 +104,23 @@ pub fn info(name: &str, dims: &ModelDims, mode: Mode, window: usize) -> Result<S
         kib(4 * step),
         kib(4 * scratch_len(d))
     )?;
-    let adapt = 4 * (4 * fast) + 4 * chunk_work_len(d, window);
+    // On the device (core::adapt): the window keeps each step's memory input and state (plus
+    // a few scalars of targets) and the fast-only backward recomputes the rest.
+    let window_bytes = window * (4 * (d.memory_input() + state) + 20);
+    let lean = 4 * (2 * fast + fast_work_len(d)) + window_bytes;
     writeln!(
         s,
-        "fast adaptation over {window} steps (f32): fast params + grads + Adam m, v {} + full-policy BPTT work {} = {}",
-        kib(16 * fast),
-        kib(4 * chunk_work_len(d, window)),
-        kib(adapt)
+        "fast adaptation over {window} steps (f32, core::adapt): fast params + grads {} + window {} + work {} = {} with SGD, {} with Adam (m, v)",
+        kib(8 * fast),
+        kib(window_bytes),
+        kib(4 * fast_work_len(d)),
+        kib(lean),
+        kib(lean + 8 * fast)
+    )?;
+    writeln!(
+        s,
+        "  (the trainer's full-policy BPTT over {window} steps would need {} of work)",
+        kib(4 * chunk_work_len(d, window))
     )?;
     Ok(s)
 }

@@ -137,10 +137,10 @@ pub const PAPER: ModelDims = ModelDims {
 };
 
 /// Microcontroller sizes: N=4, k=2, 8 per module, a small encoder. The fast group (module
-/// RNNs, 1,728 parameters) with its gradient and Adam moments takes 27 KiB of RAM; the slow and
-/// other groups stay read-only in flash (`metarim model info --preset Tiny`). Whether the whole
-/// adaptation state (BPTT window, environment) fits 64 KB is settled with the firmware: it needs
-/// a memory-only backward (no encoder or instruction caches) and a short window.
+/// RNNs, 1,728 parameters) is the only part in RAM; the slow and other groups stay read-only in
+/// flash (`metarim model info --preset Tiny`). With a 16-step adaptation window, SGD, the
+/// memory-lean fast backward ([`crate::adapt`]) and the environment, the firmware measures
+/// 60,756 B of RAM on a Cortex-M4F (docs/BENCHMARKS.md).
 pub const TINY: ModelDims = ModelDims {
     encoder: EncoderKind::Conv,
     conv_channels: [8, 16, 16],
