@@ -1,0 +1,127 @@
+//! Every kernel compiles with NVRTC for compute_90 and passes `ptxas -arch=sm_90 -v` (register
+//! and spill counts printed). Needs NVRTC and ptxas, not a GPU.
+//!
+//! With `CI` set, missing tools are a failure (`.ci/run` installs them with
+//! `scripts/install-cuda-tools.sh`); elsewhere the test prints why it skipped and passes.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use metarim_cuda::nvrtc::{self, CI_ARCH};
+use metarim_cuda::{compile_ptx, compile_ptx_with, Define, Kernel};
+
+fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// The tools, or `None` after printing a skip reason (outside CI). Panics (fails) in CI.
+fn tools() -> Option<PathBuf> {
+    let found = nvrtc::load_nvrtc()
+        .map_err(|e| e.to_string())
+        .and_then(|()| nvrtc::ptxas().map_err(|e| e.to_string()));
+    match found {
+        Ok(ptxas) => Some(ptxas),
+        Err(reason) if in_ci() => panic!(
+            "CI is set but the CUDA tools are missing: {reason}\n\
+             run scripts/install-cuda-tools.sh and export what it prints"
+        ),
+        Err(reason) => {
+            println!("skipped: {reason}");
+            None
+        }
+    }
+}
+
+/// The CPU-parity kernels must not contract a*b+c: no f32 `fma`/`mad`, and every f32
+/// add/sub/mul/div/sqrt carries an explicit `.rn` (which ptxas may not fuse either). Sqrt and
+/// division must be the IEEE ones (`.rn`, not `.approx`).
+fn assert_f32_ops_round_alone(file: &str, ptx: &str) {
+    for line in ptx.lines().map(str::trim) {
+        let op = line.split_whitespace().next().unwrap_or("");
+        if !op.ends_with(".f32") {
+            continue;
+        }
+        let name = op.split('.').next().unwrap_or("");
+        assert!(
+            !matches!(name, "fma" | "mad"),
+            "{file}: contracted f32 op: {line}"
+        );
+        if matches!(name, "add" | "sub" | "mul" | "div" | "sqrt" | "rcp") {
+            assert!(
+                op.contains(".rn."),
+                "{file}: f32 op without IEEE rounding: {line}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_kernel_compiles_for_sm_90_and_passes_ptxas() {
+    let Some(ptxas) = tools() else { return };
+    let dir = std::env::temp_dir().join(format!("metarim-ptx-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    for k in Kernel::ALL {
+        let ptx = compile_ptx(k, CI_ARCH).unwrap_or_else(|e| panic!("{e}"));
+        for e in k.entry_points() {
+            assert!(
+                ptx.contains(&format!(".entry {e}(")),
+                "{}: PTX has no entry {e}",
+                k.file_name()
+            );
+        }
+        assert_f32_ops_round_alone(k.file_name(), &ptx);
+        let path = dir.join(format!("{}.ptx", k.file_name()));
+        std::fs::write(&path, &ptx).expect("write ptx");
+        let out = Command::new(&ptxas)
+            .args(["-arch=sm_90", "-v", "-o"])
+            .arg(dir.join(format!("{}.cubin", k.file_name())))
+            .arg(&path)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", ptxas.display()));
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "ptxas rejected {}:\n{log}{}",
+            k.file_name(),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        println!("{} (compute_90 -> sm_90):", k.file_name());
+        for line in log.lines() {
+            println!("  {line}");
+        }
+        // Spills are a performance bug in these small kernels: fail on any.
+        for line in log.lines().filter(|l| l.contains("spill")) {
+            assert!(
+                line.contains("0 bytes spill stores") && line.contains("0 bytes spill loads"),
+                "{}: register spills: {line}",
+                k.file_name()
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn nvrtc_errors_carry_the_log() {
+    if tools().is_none() {
+        return;
+    }
+    // An architecture NVRTC does not know: the error must carry NVRTC's own words.
+    let err = compile_ptx(Kernel::Optim, "compute_1").expect_err("compute_1 must be rejected");
+    let msg = err.to_string();
+    println!("{msg}");
+    assert!(msg.contains("optim.cu"), "{msg}");
+    assert!(msg.contains("--gpu-architecture=compute_1"), "{msg}");
+    assert!(msg.contains("nvrtc: error"), "{msg}");
+    // A define that breaks the source: the log names the file and line (through the `#line`
+    // directives around the inlined header).
+    let bad = Define::new("global_thread_index", "1").expect("valid define");
+    let err = compile_ptx_with(Kernel::Optim, CI_ARCH, &[bad]).expect_err("broken source");
+    let msg = err.to_string();
+    println!("{msg}");
+    assert!(msg.contains("-Dglobal_thread_index=1"), "{msg}");
+    assert!(
+        msg.contains("common.cuh(") || msg.contains("optim.cu("),
+        "{msg}"
+    );
+}
