@@ -359,6 +359,29 @@ impl Level {
 mod tests {
     use super::*;
     use crate::env::Task;
+
+    /// With the device's `small-grid` capacity (16), every level that fits generates and every
+    /// larger level is an error, not a panic (the firmware's results equal the host twin's, so
+    /// the small capacity does not change the worlds that fit). Run by CI: `cargo test -p metarim-core --features small-grid --lib
+    /// small_grid`.
+    #[cfg(feature = "small-grid")]
+    #[test]
+    fn small_grid_generates_what_fits_and_refuses_the_rest() {
+        let mut env = Env::EMPTY;
+        let (mut fit, mut refused) = (0, 0);
+        for level in Level::all() {
+            let (w, h) = level.grid_size();
+            let r = level.reset(&mut env, 5);
+            if w <= crate::grid::MAX_GRID_SIZE && h <= crate::grid::MAX_GRID_SIZE {
+                assert!(r.is_ok(), "{} ({w}x{h}) should fit: {r:?}", level.id());
+                fit += 1;
+            } else {
+                assert!(r.is_err(), "{} ({w}x{h}) should be refused", level.id());
+                refused += 1;
+            }
+        }
+        assert!(fit >= 20 && refused >= 5, "fit {fit}, refused {refused}");
+    }
     use crate::grid::Pos;
     use crate::mission::instr::Instr;
     use crate::world::{ObjectId, ObjectKind};
