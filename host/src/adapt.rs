@@ -78,31 +78,9 @@ pub fn run(ckpt: &Path, o: &AdaptOptions) -> Result<AdaptResult> {
     let before =
         play_episodes(&mut s, &level, o.seed, 0, o.eval_episodes, false, none).map_err(err)?;
     let (during, bytes) = if o.adam {
-        let mut ad = Box::new(TinyAdapter::<WINDOW, TINY_FAST>::new());
-        let st = play_episodes(
-            &mut s,
-            &level,
-            o.seed.wrapping_add(1),
-            0,
-            o.episodes,
-            false,
-            Some((&mut *ad, &o.cfg)),
-        )
-        .map_err(err)?;
-        (st, TinyAdapter::<WINDOW, TINY_FAST>::RAM_BYTES)
+        adapt_with::<TINY_FAST>(&mut s, &level, o)?
     } else {
-        let mut ad = Box::new(TinyAdapter::<WINDOW, 0>::new());
-        let st = play_episodes(
-            &mut s,
-            &level,
-            o.seed.wrapping_add(1),
-            0,
-            o.episodes,
-            false,
-            Some((&mut *ad, &o.cfg)),
-        )
-        .map_err(err)?;
-        (st, TinyAdapter::<WINDOW, 0>::RAM_BYTES)
+        adapt_with::<0>(&mut s, &level, o)?
     };
     let none: Option<(&mut TinyAdapter<WINDOW, 0>, &AdaptConfig)> = None;
     let after =
@@ -113,4 +91,25 @@ pub fn run(ckpt: &Path, o: &AdaptOptions) -> Result<AdaptResult> {
         after,
         adapter_bytes: bytes,
     })
+}
+
+/// The adaptation episodes (seed `o.seed + 1`) with a fresh adapter keeping `M` moment values
+/// per buffer (`TINY_FAST` for Adam, 0 for SGD); returns their totals and the adapter's RAM.
+fn adapt_with<const M: usize>(
+    s: &mut Session<'_>,
+    level: &metarim_core::levels::Level,
+    o: &AdaptOptions,
+) -> Result<(EpisodeStats, usize)> {
+    let mut ad = Box::new(TinyAdapter::<WINDOW, M>::new());
+    let st = play_episodes(
+        s,
+        level,
+        o.seed.wrapping_add(1),
+        0,
+        o.episodes,
+        false,
+        Some((&mut *ad, &o.cfg)),
+    )
+    .map_err(|e| anyhow!("adaptation: {e}"))?;
+    Ok((st, TinyAdapter::<WINDOW, M>::RAM_BYTES))
 }

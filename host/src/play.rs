@@ -60,18 +60,6 @@ pub fn key_action(c: char) -> Option<Action> {
     Action::from_index(i).ok()
 }
 
-fn action_name(a: Action) -> &'static str {
-    match a {
-        Action::Left => "left",
-        Action::Right => "right",
-        Action::Forward => "forward",
-        Action::Pickup => "pickup",
-        Action::Drop => "drop",
-        Action::Toggle => "toggle",
-        Action::Done => "done",
-    }
-}
-
 /// One frame: header, mission, grid (agent drawn as an arrow), carried object.
 pub fn render(
     env: &Env,
@@ -94,7 +82,12 @@ pub fn render(
     );
     let _ = write!(s, "carrying: {carrying}");
     if let Some((a, out)) = last {
-        let _ = write!(s, "  last: {} reward={:.4}", action_name(a), out.reward);
+        let _ = write!(
+            s,
+            "  last: {} reward={:.4}",
+            crate::render::action_name(a),
+            out.reward
+        );
         if out.terminated {
             s.push_str(" terminated");
         }

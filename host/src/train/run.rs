@@ -272,6 +272,39 @@ fn window_stats(recent: &VecDeque<EpisodeRecord>) -> (f64, f64, f64) {
     (succ, ret, len)
 }
 
+/// One rollout in every env, then GAE over each env's buffer.
+fn collect_rollout(cfg: &TrainConfig, st: &mut State, threads: usize) -> Result<()> {
+    rollout::collect(
+        &mut st.slots,
+        &st.model,
+        &st.tasks,
+        cfg.reward_scale as f32,
+        threads,
+    )?;
+    for slot in &mut st.slots {
+        rollout::gae(&mut slot.buf, cfg.gamma as f32, cfg.gae_lambda as f32);
+    }
+    Ok(())
+}
+
+/// Every gradient pass and optimiser step of one update, on the collected rollout.
+fn learn(
+    cfg: &TrainConfig,
+    st: &mut State,
+    threads: usize,
+    grads: &mut Grads,
+) -> Result<update::UpdateStats> {
+    update::train_on_rollout(
+        cfg,
+        &mut st.model,
+        &mut st.optim,
+        &st.slots,
+        &mut st.rng,
+        threads,
+        grads,
+    )
+}
+
 /// Keep the log lines of updates `<= updates` (a resumed run rewrites what follows).
 fn cut_log(path: &Path, updates: u64, header: Option<&str>) -> Result<()> {
     let text = fs::read_to_string(path).unwrap_or_default();
@@ -355,13 +388,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
     let mut curve = read_curve(&jsonl_path);
     while st.frames < cfg.frames {
         let t0 = Instant::now();
-        rollout::collect(
-            &mut st.slots,
-            &st.model,
-            &st.tasks,
-            cfg.reward_scale as f32,
-            threads,
-        )?;
+        collect_rollout(&cfg, &mut st, threads)?;
         let mut episodes = 0;
         for slot in &st.slots {
             for e in &slot.finished {
@@ -377,23 +404,12 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
                 }
             }
         }
-        for slot in &mut st.slots {
-            rollout::gae(&mut slot.buf, cfg.gamma as f32, cfg.gae_lambda as f32);
-        }
         let activity = if is_rim {
             update::module_activity(&st.slots, n_modules)
         } else {
             Vec::new()
         };
-        let us = update::train_on_rollout(
-            &cfg,
-            &mut st.model,
-            &mut st.optim,
-            &st.slots,
-            &mut st.rng,
-            threads,
-            &mut grads,
-        )?;
+        let us = learn(&cfg, &mut st, threads, &mut grads)?;
         let fpu = cfg.frames_per_update() as u64;
         st.frames += fpu;
         st.updates += 1;
@@ -560,26 +576,9 @@ pub fn bench(cfg: &TrainConfig, warmup: usize, updates: usize) -> Result<TrainBe
     };
     for i in 0..warmup + updates {
         let t0 = Instant::now();
-        rollout::collect(
-            &mut st.slots,
-            &st.model,
-            &st.tasks,
-            cfg.reward_scale as f32,
-            threads,
-        )?;
-        for slot in &mut st.slots {
-            rollout::gae(&mut slot.buf, cfg.gamma as f32, cfg.gae_lambda as f32);
-        }
+        collect_rollout(cfg, &mut st, threads)?;
         let t1 = Instant::now();
-        update::train_on_rollout(
-            cfg,
-            &mut st.model,
-            &mut st.optim,
-            &st.slots,
-            &mut st.rng,
-            threads,
-            &mut grads,
-        )?;
+        learn(cfg, &mut st, threads, &mut grads)?;
         let t2 = Instant::now();
         if i >= warmup {
             let total = (t2 - t0).as_secs_f64().max(1e-9);
