@@ -7,8 +7,12 @@
 //! - [`play`]: a terminal player (keyboard lines or seeded random actions);
 //! - [`bench`](mod@bench): the multi-threaded environment throughput benchmark;
 //! - [`model`]: model presets, parameter layouts and their sizes (`metarim model info`);
-//! - [`rim_batch`]: a batched RIM cell (forward and BPTT over a batch, GEMMs via
-//!   `matrixmultiply`) sharing the core's parameter layout;
+//! - [`fastmath`]: branch-free `f32` exp, sigmoid and tanh for the batched paths;
+//! - [`gemm`]: row-invariant dense products for the batched paths;
+//! - [`rim_batch`]: a batched RIM cell (forward and BPTT over sequences with episode starts,
+//!   input gradients, GEMMs via `matrixmultiply`) sharing the core's parameter layout;
+//! - [`instr_batch`]: the instruction encoder batched over a minibatch's episode segments;
+//! - [`lstm_batch`]: the LSTM baseline's memory, batched the same way;
 //! - [`rim_bench`]: the RIM training-step benchmark (`metarim bench rim`);
 //! - [`train`]: meta-training on the CPU (`metarim train`, `eval`, `bench train`);
 //! - [`render`]: gridworld frames as images, animated GIFs (`metarim play --gif`);
@@ -27,7 +31,11 @@ pub mod bench;
 pub mod dump;
 pub mod experiment;
 pub mod export;
+pub mod fastmath;
+pub mod gemm;
+pub mod instr_batch;
 pub mod levels;
+pub mod lstm_batch;
 pub mod model;
 pub mod play;
 pub mod plot;

@@ -1,23 +1,31 @@
 //! A batched RIM cell for the CPU: the same math as `metarim_core::nn::rim` (see its module docs:
 //! null-row input attention, hard top-k on the least null attention with lower-index ties,
 //! per-module GRU, communication attention with a gated residual and no biases, masked update,
-//! [`CommGrad`] gradients), run over a batch of `B` sequences of `T` steps at once, with every
-//! dense product a GEMM (`matrixmultiply`'s sgemm/dgemm through `ndarray::linalg`, or a
-//! vectorisable dot/axpy loop when one side of the product has fewer than [`SMALL`] rows).
+//! [`CommGrad`] gradients), run over `B` sequences of `T` steps at once, with every dense product
+//! a GEMM ([`crate::gemm`]).
 //!
-//! Layout: every activation is batch-major, `[T x B x width]` (step `t`, sample `b`); a state is
-//! `N*H` wide, module-major, as in the core. Parameters and gradients use the core's
-//! [`RimWeights`] / [`RimGrads`] slices, so the batched and the per-sample paths share them.
-//! [`RimBatch::new`] allocates every buffer once; [`RimBatch::forward`] and
-//! [`RimBatch::backward`] allocate nothing.
+//! Layout: activations are *field-major and sequence-major*: each quantity (a "field", e.g. the
+//! module inputs `u`) is one buffer of `B*T` rows, row `b*T + t` for step `t` of sequence `b`. So
+//! a step's rows are a strided view (stride `T` rows), a sequence range is one contiguous block
+//! (what [`RimBatch::shards`] hands to a thread), and a weight gradient is one GEMM whose inner
+//! dimension is all `B*T` rows ([`RimBatch::weight_grads`]). States are `N*H` wide, module-major,
+//! as in the core; parameters and gradients are the core's [`RimWeights`] / [`RimGrads`].
 //!
-//! The backward pass runs BPTT over the steps computing only the input/state gradients (the
-//! sequential part) and the pre-activation gradients of every weight; the weight gradients are
-//! then one GEMM per tensor with the inner dimension `T*B` (all steps and samples at once).
+//! A pass: split into shards (disjoint sequence ranges), and per shard [`RimShard::forward`]
+//! (from initial states, with episode starts `reset` that zero the incoming state), then
+//! [`RimShard::backward`] given the loss gradient of every step's output state (BPTT computing
+//! the input/state gradients and every weight's pre-activation gradient, plus optionally the
+//! input gradients `dx`); then [`RimBatch::weight_grads`] once over all rows. No gradient crosses
+//! an episode start, and none reaches the initial states (they are stored constants).
+//!
+//! Invariants: every buffer is allocated by [`RimBatch::new`] for a capacity of rows; passes
+//! allocate nothing but the shard views. Results do not depend on how sequences are split into
+//! shards (the products are row-invariant, see [`crate::gemm`]; everything else is per row), so
+//! the trainer is independent of its thread count.
 //!
 //! Scope: GRU modules only (the Paper and Tiny presets); an LSTM cell is reported as an error.
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{anyhow, bail, ensure, Result};
 use metarim_core::nn::dims::{CellKind, RimDims};
 use metarim_core::nn::ops::gru_gate_grads;
 use metarim_core::nn::rim::{
@@ -25,177 +33,1279 @@ use metarim_core::nn::rim::{
     RimGrads, RimWeights,
 };
 use metarim_core::nn::Real;
-use ndarray::linalg::general_mat_mul;
-use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
 
-/// Below this many rows (or this inner dimension) a product is computed with dot/axpy loops
-/// instead of a packed GEMM (packing a weight matrix for one row costs as much as the product).
-pub const SMALL: usize = 4;
+pub use crate::gemm::Scalar;
+use crate::gemm::{axpy, dot, gemm, mat, rm, row_fields, tr};
 
-/// Scalars the batched cell runs on: `f32` and `f64` (core's [`Real`] plus `ndarray`'s GEMM).
-pub trait Scalar: Real + ndarray::LinalgScalar {}
-impl Scalar for f32 {}
-impl Scalar for f64 {}
-
-/// A strided matrix inside a slice: element `(r, c)` is at `off + r * rs + c * cs`.
-#[derive(Clone, Copy, Debug)]
-struct Mat {
-    off: usize,
-    rs: usize,
-    cs: usize,
-}
-
-const fn mat(off: usize, rs: usize, cs: usize) -> Mat {
-    Mat { off, rs, cs }
-}
-
-/// Row-major `[rows x cols]` block at `off` (row stride `cols`).
-const fn rm(off: usize, cols: usize) -> Mat {
-    mat(off, cols, 1)
-}
-
-/// The transpose of a row-major block with `cols` columns at `off`.
-const fn tr(off: usize, cols: usize) -> Mat {
-    mat(off, 1, cols)
-}
-
-/// `C = alpha A B + beta C` with `A: [m x k]`, `B: [k x n]`, `C: [m x n]` strided views.
-#[allow(clippy::too_many_arguments)]
-fn gemm<S: Scalar>(
-    m: usize,
-    k: usize,
-    n: usize,
-    alpha: S,
-    a: &[S],
-    am: Mat,
-    b: &[S],
-    bm: Mat,
-    beta: S,
-    c: &mut [S],
-    cm: Mat,
-) -> Result<()> {
-    if m == 0 || n == 0 {
-        return Ok(());
+row_fields! {
+    /// Per-row fields of a pass (widths in floats, or the buffers, or a shard's views).
+    Fields {
+        /// Input `x_t`.
+        x,
+        /// Incoming state (zeros at an episode start).
+        hin,
+        /// Outgoing state.
+        hout,
+        /// Input keys `k_x`.
+        kx,
+        /// Input values `v_x`.
+        vx,
+        /// Per-module queries.
+        q,
+        /// Input-row attention per module and head.
+        ax,
+        /// Selection mask (1 active, 0 not).
+        mask,
+        /// GRU input projections of every module and head, `W_ih,i[:, head j] v_x,j`
+        /// (module `i`'s input `u_i = concat_j a_ij v_x,j` enters its GRU as
+        /// `W_ih,i u_i = sum_j a_ij (W_ih,i[:, j] v_x,j)`, so they are computed for all rows
+        /// before the recurrence).
+        g,
+        /// GRU cache `[r | z | n | hn]` per module.
+        gates,
+        /// Candidate states `h~`.
+        ht,
+        /// Communication queries, keys, values.
+        cq,
+        ck,
+        cv,
+        /// Communication attention per module, head, source.
+        p,
+        /// Communication outputs.
+        o,
+        /// Gate `sigmoid(W_g o)` and `tanh(W_o o)`.
+        gate,
+        tanh,
+        /// Loss gradient w.r.t. the outgoing state (input of the backward pass).
+        dh,
+        /// Pre-activation gradients (`adgi`: the GRU input-side gate gradients scaled by each
+        /// head's attention, `a_ij * dgi_i`, for `W_ih` and `v_x`).
+        adgi,
+        dkx,
+        dvx,
+        dq,
+        dgi,
+        dgh,
+        dpg,
+        dpo,
+        dcq,
+        dck,
+        dcv,
+        /// Input gradient.
+        dx,
     }
-    if m < SMALL || k < SMALL {
-        if am.cs == 1 && bm.rs == 1 && small_dot(m, k, n, alpha, a, am, b, bm, beta, c, cm) {
-            return Ok(());
-        }
-        if bm.cs == 1 && cm.cs == 1 && small_axpy(m, k, n, alpha, a, am, b, bm, beta, c, cm) {
-            return Ok(());
-        }
+}
+
+row_fields! {
+    /// Per-sequence scratch of one step (a shard's rows; widths in floats).
+    StepScratch {
+        gh,
+        null,
+        carry,
+        carry_new,
+        dht,
+        dout,
+        tmp,
     }
-    let (Some(a), Some(b)) = (a.get(am.off..), b.get(bm.off..)) else {
-        bail!("gemm: operand offset out of range");
-    };
-    let Some(c) = c.get_mut(cm.off..) else {
-        bail!("gemm: output offset out of range");
-    };
-    let av = ArrayView2::from_shape((m, k).strides((am.rs, am.cs)), a)?;
-    let bv = ArrayView2::from_shape((k, n).strides((bm.rs, bm.cs)), b)?;
-    let mut cv = ArrayViewMut2::from_shape((m, n).strides((cm.rs, cm.cs)), c)?;
-    general_mat_mul(alpha, &av, &bv, beta, &mut cv);
+}
+
+fn field_widths(d: &RimDims, backward: bool) -> Fields<usize> {
+    let (n, hid, inp) = (d.n_modules, d.hidden, d.input);
+    let nh = state_len(d);
+    let (aw, uw, cw) = (query_width(d), module_input(d), comm_width(d));
+    let c = |w: usize| if d.communication { w } else { 0 };
+    let b = |w: usize| if backward { w } else { 0 };
+    Fields {
+        x: inp,
+        hin: nh,
+        hout: nh,
+        kx: aw,
+        vx: uw,
+        q: n * aw,
+        ax: n * d.in_heads,
+        mask: n,
+        g: n * d.in_heads * 3 * hid,
+        gates: n * 4 * hid,
+        ht: nh,
+        cq: c(n * cw),
+        ck: c(n * cw),
+        cv: c(n * cw),
+        p: c(n * d.c_heads * n),
+        o: c(n * cw),
+        gate: c(nh),
+        tanh: c(nh),
+        dh: b(nh),
+        adgi: b(n * d.in_heads * 3 * hid),
+        dkx: b(aw),
+        dvx: b(uw),
+        dq: b(n * aw),
+        dgi: b(n * 3 * hid),
+        dgh: b(n * 3 * hid),
+        dpg: b(c(nh)),
+        dpo: b(c(nh)),
+        dcq: b(c(n * cw)),
+        dck: b(c(n * cw)),
+        dcv: b(c(n * cw)),
+        dx: b(inp),
+    }
+}
+
+fn scratch_widths(d: &RimDims) -> StepScratch<usize> {
+    let (n, hid) = (d.n_modules, d.hidden);
+    let nh = state_len(d);
+    StepScratch {
+        gh: n * 3 * hid,
+        null: n,
+        carry: nh,
+        carry_new: nh,
+        dht: nh,
+        dout: n * comm_width(d),
+        tmp: hid,
+    }
+}
+
+/// Checks that `d` is a cell the batched path runs.
+pub fn check_dims(d: &RimDims) -> Result<()> {
+    ensure!(
+        d.cell == CellKind::Gru,
+        "the batched RIM cell supports GRU modules only"
+    );
+    ensure!(d.n_modules >= 1, "rim: n_modules must be at least 1");
+    ensure!(
+        d.k_active >= 1 && d.k_active <= d.n_modules,
+        "rim: k_active must be in 1..=n_modules"
+    );
+    ensure!(
+        d.hidden >= 1 && d.input >= 1,
+        "rim: hidden and input must be at least 1"
+    );
+    ensure!(
+        d.d_k >= 1 && d.d_v >= 1 && d.in_heads >= 1,
+        "rim: d_k, d_v and in_heads must be at least 1"
+    );
+    ensure!(
+        !d.communication || (d.c_heads >= 1 && d.c_k >= 1),
+        "rim: c_heads and c_k must be at least 1 with communication"
+    );
     Ok(())
 }
 
-/// Dot form of a small product (`A` rows and `B` columns contiguous). `false` if a slice is
-/// too short (then nothing was written).
-#[allow(clippy::too_many_arguments)]
-fn small_dot<S: Scalar>(
-    m: usize,
-    k: usize,
-    n: usize,
-    alpha: S,
-    a: &[S],
-    am: Mat,
-    b: &[S],
-    bm: Mat,
-    beta: S,
-    c: &mut [S],
-    cm: Mat,
-) -> bool {
-    let last = |x: Mat, r: usize, cols: usize| x.off + (r - 1) * x.rs + (cols - 1) * x.cs + 1;
-    if k == 0 || a.len() < last(am, m, k) || b.len() < last(bm, k, n) || c.len() < last(cm, m, n) {
-        return false;
-    }
-    for i in 0..m {
-        let ar = &a[am.off + i * am.rs..][..k];
-        for j in 0..n {
-            let bc = &b[bm.off + j * bm.cs..][..k];
-            let o = &mut c[cm.off + i * cm.rs + j * cm.cs];
-            let v = alpha * dot(ar, bc);
-            *o = if beta == S::ZERO { v } else { beta * *o + v };
-        }
-    }
-    true
+/// Buffers of batched RIM passes over up to `capacity` rows (sequences x steps).
+#[derive(Clone, Debug)]
+pub struct RimBatch<S> {
+    d: RimDims,
+    capacity: usize,
+    widths: Fields<usize>,
+    f: Fields<Vec<S>>,
+    seqs: usize,
+    steps: usize,
 }
 
-/// Axpy form of a small product (`B` and `C` rows contiguous). `false` if a slice is too short.
-#[allow(clippy::too_many_arguments)]
-fn small_axpy<S: Scalar>(
-    m: usize,
-    k: usize,
-    n: usize,
-    alpha: S,
-    a: &[S],
-    am: Mat,
-    b: &[S],
-    bm: Mat,
-    beta: S,
-    c: &mut [S],
-    cm: Mat,
-) -> bool {
-    let last = |x: Mat, r: usize, cols: usize| x.off + (r - 1) * x.rs + (cols - 1) * x.cs + 1;
-    if k == 0 || a.len() < last(am, m, k) || b.len() < last(bm, k, n) || c.len() < last(cm, m, n) {
-        return false;
-    }
-    for i in 0..m {
-        let cr = &mut c[cm.off + i * cm.rs..][..n];
-        if beta == S::ZERO {
-            cr.fill(S::ZERO);
-        } else if beta != S::ONE {
-            cr.iter_mut().for_each(|v| *v *= beta);
+/// Per-thread scratch of a shard's steps (sized for a number of sequences).
+#[derive(Clone, Debug)]
+pub struct RimScratch<S> {
+    widths: StepScratch<usize>,
+    s: StepScratch<Vec<S>>,
+    seqs: usize,
+    dp: Vec<S>,
+    ds: Vec<S>,
+}
+
+impl<S: Scalar> RimScratch<S> {
+    /// Scratch for shards of up to `seqs` sequences of the cell `d`.
+    pub fn new(d: &RimDims, seqs: usize) -> RimScratch<S> {
+        let widths = scratch_widths(d);
+        RimScratch {
+            s: StepScratch::alloc(&widths, seqs),
+            widths,
+            seqs,
+            dp: vec![S::ZERO; d.n_modules],
+            ds: vec![S::ZERO; d.n_modules],
         }
-        for p in 0..k {
-            let s = alpha * a[am.off + i * am.rs + p * am.cs];
-            if s == S::ZERO {
-                continue;
+    }
+}
+
+/// The rows of a sequence range of a [`RimBatch`] pass (one thread's share).
+#[derive(Debug)]
+pub struct RimShard<'a, S> {
+    d: RimDims,
+    seqs: usize,
+    steps: usize,
+    f: Fields<&'a mut [S]>,
+}
+
+impl<S: Scalar> RimBatch<S> {
+    /// Buffers for passes of up to `capacity` rows of the cell `d` (GRU modules only); without
+    /// `backward`, forward passes only (acting).
+    pub fn new(d: &RimDims, capacity: usize, backward: bool) -> Result<Self> {
+        check_dims(d)?;
+        ensure!(capacity >= 1, "batched RIM: capacity must be at least 1");
+        let widths = field_widths(d, backward);
+        capacity
+            .checked_mul(widths.total())
+            .filter(|v| *v < (1usize << 40))
+            .ok_or_else(|| anyhow!("batched RIM: capacity too large"))?;
+        Ok(RimBatch {
+            d: *d,
+            capacity,
+            f: Fields::alloc(&widths, capacity),
+            widths,
+            seqs: 0,
+            steps: 0,
+        })
+    }
+
+    /// The cell's dimensions.
+    pub fn dims(&self) -> &RimDims {
+        &self.d
+    }
+
+    /// Rows the buffers hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Starts a pass of `seqs` sequences of `steps` steps and hands out one view per sequence
+    /// range `bounds[i]..bounds[i + 1]` (`bounds` ascending from 0 to `seqs`).
+    pub fn shards(
+        &mut self,
+        seqs: usize,
+        steps: usize,
+        bounds: &[usize],
+    ) -> Result<Vec<RimShard<'_, S>>> {
+        ensure!(steps >= 1, "batched RIM: a pass needs at least one step");
+        ensure!(
+            seqs.checked_mul(steps).is_some_and(|r| r <= self.capacity),
+            "batched RIM: {seqs} x {steps} rows exceed the capacity {}",
+            self.capacity
+        );
+        check_bounds(bounds, seqs)?;
+        self.seqs = seqs;
+        self.steps = steps;
+        let rows: Vec<usize> = bounds.iter().map(|b| b * steps).collect();
+        let d = self.d;
+        Ok(self
+            .f
+            .split(&self.widths, &rows)
+            .into_iter()
+            .zip(bounds.windows(2))
+            .map(|(f, w)| RimShard {
+                d,
+                seqs: w[1] - w[0],
+                steps,
+                f,
+            })
+            .collect())
+    }
+
+    /// Outgoing states of the last pass, `[B*T x N*H]` (row `b*T + t`).
+    pub fn h_out(&self) -> &[S] {
+        &self.f.hout[..self.seqs * self.steps * self.widths.hout]
+    }
+
+    /// Selection masks of the last pass, `[B*T x N]` (1 active, 0 not).
+    pub fn masks(&self) -> &[S] {
+        &self.f.mask[..self.seqs * self.steps * self.widths.mask]
+    }
+
+    /// Input gradients of the last backward pass, `[B*T x input]` (if it asked for them).
+    pub fn dx(&self) -> &[S] {
+        &self.f.dx[..self.seqs * self.steps * self.widths.dx]
+    }
+
+    /// Accumulates the weight gradients of the last backward pass into `g`, one GEMM per tensor
+    /// over all rows; an empty slice in `g` skips that tensor (`w_v` needs a backward pass with
+    /// `want_dv` or `want_dx`). Modules are spread over up to
+    /// `threads` threads (each tensor's sum runs on one, in row order, so the result does not
+    /// depend on `threads`).
+    pub fn weight_grads(&self, g: &mut RimGrads<'_, S>, threads: usize) -> Result<()> {
+        let d = self.d;
+        ensure!(
+            self.widths.dh > 0,
+            "batched RIM: buffers were made without backward"
+        );
+        let rows = self.seqs * self.steps;
+        if rows == 0 {
+            return Ok(());
+        }
+        let (n, hid, inp) = (d.n_modules, d.hidden, d.input);
+        let nh = state_len(&d);
+        let (aw, uw, cw) = (query_width(&d), module_input(&d), comm_width(&d));
+        let (ih, dv) = (d.in_heads, d.d_v);
+        let g3 = 3 * hid;
+        let c = rim_param_counts(&d);
+        let one = S::ONE;
+        let f = &self.f;
+        let want = |s: &[S], len: usize, what: &str| -> Result<bool> {
+            if s.is_empty() {
+                return Ok(false);
             }
-            axpy(s, &b[bm.off + p * bm.rs..][..n], cr);
+            ensure!(
+                s.len() >= len,
+                "batched RIM: {what} gradient buffer too short"
+            );
+            Ok(true)
+        };
+        if want(g.w_k, c.w_k, "w_k")? {
+            gemm(
+                aw,
+                rows,
+                inp,
+                one,
+                &f.dkx,
+                tr(0, aw),
+                &f.x,
+                rm(0, inp),
+                one,
+                g.w_k,
+                rm(0, inp),
+            )?;
         }
+        if want(g.w_v, c.w_v, "w_v")? {
+            gemm(
+                uw,
+                rows,
+                inp,
+                one,
+                &f.dvx,
+                tr(0, uw),
+                &f.x,
+                rm(0, inp),
+                one,
+                g.w_v,
+                rm(0, inp),
+            )?;
+        }
+        let wq = want(g.w_q, c.w_q, "w_q")?;
+        let rnn = want(g.rnn, c.rnn, "rnn")?;
+        let comm = d.communication;
+        let cq = comm && want(g.c_q, c.c_q, "c_q")?;
+        let ck = comm && want(g.c_k, c.c_k, "c_k")?;
+        let cv = comm && want(g.c_v, c.c_v, "c_v")?;
+        let cg = comm && want(g.c_g, c.c_g, "c_g")?;
+        let co = comm && want(g.c_o, c.c_o, "c_o")?;
+        let rml = rnn_module_len(&d);
+        let pw = cw * hid;
+        // One job per module, holding that module's blocks of every per-module tensor.
+        let per = per_module::<S>;
+        let mut jobs: Vec<[Option<&mut [S]>; 7]> = Vec::with_capacity(n);
+        {
+            let mut q = per(&mut *g.w_q, wq, n, aw * hid).into_iter();
+            let mut r = per(&mut *g.rnn, rnn, n, rml).into_iter();
+            let mut a = per(&mut *g.c_q, cq, n, pw).into_iter();
+            let mut b = per(&mut *g.c_k, ck, n, pw).into_iter();
+            let mut v = per(&mut *g.c_v, cv, n, pw).into_iter();
+            let mut gg = per(&mut *g.c_g, cg, n, pw).into_iter();
+            let mut o = per(&mut *g.c_o, co, n, pw).into_iter();
+            for _ in 0..n {
+                jobs.push([
+                    q.next().flatten(),
+                    r.next().flatten(),
+                    a.next().flatten(),
+                    b.next().flatten(),
+                    v.next().flatten(),
+                    gg.next().flatten(),
+                    o.next().flatten(),
+                ]);
+            }
+        }
+        let module = |i: usize, job: &mut [Option<&mut [S]>; 7]| -> Result<()> {
+            let hprev = rm(i * hid, nh);
+            let [q, r, a, b, v, gg, o] = job;
+            if let Some(gq) = q {
+                gemm(
+                    aw,
+                    rows,
+                    hid,
+                    one,
+                    &f.dq,
+                    tr(i * aw, n * aw),
+                    &f.hin,
+                    hprev,
+                    one,
+                    gq,
+                    rm(0, hid),
+                )?;
+            }
+            if let Some(gr) = r {
+                let ta = tr(i * g3, n * g3);
+                let gw = n * ih * g3;
+                for j in 0..ih {
+                    let a = tr((i * ih + j) * g3, gw);
+                    gemm(
+                        g3,
+                        rows,
+                        dv,
+                        one,
+                        &f.adgi,
+                        a,
+                        &f.vx,
+                        rm(j * dv, uw),
+                        one,
+                        gr,
+                        rm(j * dv, uw),
+                    )?;
+                }
+                let hh = g3 * uw;
+                gemm(
+                    g3,
+                    rows,
+                    hid,
+                    one,
+                    &f.dgh,
+                    ta,
+                    &f.hin,
+                    hprev,
+                    one,
+                    &mut gr[hh..],
+                    rm(0, hid),
+                )?;
+                let (bi, bh) = gr[hh + g3 * hid..].split_at_mut(g3);
+                for row in 0..rows {
+                    let at = (row * n + i) * g3;
+                    axpy(one, &f.dgi[at..][..g3], bi);
+                    axpy(one, &f.dgh[at..][..g3], &mut bh[..g3]);
+                }
+            }
+            let hrow = rm(i * hid, nh);
+            let crow = rm(i * cw, n * cw);
+            if let Some(gg) = gg {
+                gemm(
+                    hid,
+                    rows,
+                    cw,
+                    one,
+                    &f.dpg,
+                    tr(i * hid, nh),
+                    &f.o,
+                    crow,
+                    one,
+                    gg,
+                    rm(0, cw),
+                )?;
+            }
+            if let Some(go) = o {
+                gemm(
+                    hid,
+                    rows,
+                    cw,
+                    one,
+                    &f.dpo,
+                    tr(i * hid, nh),
+                    &f.o,
+                    crow,
+                    one,
+                    go,
+                    rm(0, cw),
+                )?;
+            }
+            let ta = tr(i * cw, n * cw);
+            for (dst, src) in [(a, &f.dcq), (b, &f.dck), (v, &f.dcv)] {
+                if let Some(gc) = dst {
+                    gemm(
+                        cw,
+                        rows,
+                        hid,
+                        one,
+                        src,
+                        ta,
+                        &f.ht,
+                        hrow,
+                        one,
+                        gc,
+                        rm(0, hid),
+                    )?;
+                }
+            }
+            Ok(())
+        };
+        let threads = threads.clamp(1, n);
+        if threads == 1 {
+            for (i, job) in jobs.iter_mut().enumerate() {
+                module(i, job)?;
+            }
+            return Ok(());
+        }
+        std::thread::scope(|s| -> Result<()> {
+            let module = &module;
+            let mut parts: Vec<Vec<(usize, &mut ModuleJob<'_, S>)>> =
+                (0..threads).map(|_| Vec::new()).collect();
+            for (i, job) in jobs.iter_mut().enumerate() {
+                parts[i % threads].push((i, job));
+            }
+            let handles: Vec<_> = parts
+                .into_iter()
+                .map(|part| {
+                    s.spawn(move || -> Result<()> {
+                        for (i, job) in part {
+                            module(i, job)?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join()
+                    .map_err(|_| anyhow!("a weight-gradient thread panicked"))??;
+            }
+            Ok(())
+        })
     }
-    true
 }
 
-/// Dot product with eight independent accumulators (so LLVM vectorises it).
+/// One module's blocks of the per-module gradient tensors (`w_q, rnn, c_q, c_k, c_v, c_g, c_o`).
+type ModuleJob<'a, S> = [Option<&'a mut [S]>; 7];
+
+/// `n` blocks of `len` of `s` when `on` (else `n` empty jobs).
+fn per_module<S>(s: &mut [S], on: bool, n: usize, len: usize) -> Vec<Option<&mut [S]>> {
+    match s.get_mut(..n * len) {
+        Some(s) if on && len > 0 => s.chunks_mut(len).map(Some).collect(),
+        _ => (0..n).map(|_| None).collect(),
+    }
+}
+
+fn check_bounds(bounds: &[usize], seqs: usize) -> Result<()> {
+    ensure!(
+        bounds.first() == Some(&0) && bounds.last() == Some(&seqs),
+        "shard bounds must run from 0 to {seqs}"
+    );
+    ensure!(
+        bounds.windows(2).all(|w| w[0] <= w[1]),
+        "shard bounds must be ascending"
+    );
+    Ok(())
+}
+
+/// Selection order: `a` ranks before `b` (less null attention); NaN ranks after every number.
 #[inline]
-fn dot<S: Scalar>(a: &[S], b: &[S]) -> S {
-    let mut acc = [S::ZERO; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
+fn ranks_before<S: Real>(a: S, b: S) -> bool {
+    let (a_nan, b_nan) = (a.partial_cmp(&a).is_none(), b.partial_cmp(&b).is_none());
+    match (a_nan, b_nan) {
+        (false, false) => a < b,
+        (false, true) => true,
+        _ => false,
     }
-    let mut s = S::ZERO;
-    for (x, y) in ra.iter().zip(rb) {
-        s += *x * *y;
+}
+
+/// Hard top-k on the least null attention, lower index wins ties (as the core).
+fn select_top_k<S: Real>(null: &[S], k: usize, mask: &mut [S]) {
+    for (i, (m, vi)) in mask.iter_mut().zip(null).enumerate() {
+        let rank = null
+            .iter()
+            .enumerate()
+            .filter(|&(j, vj)| ranks_before(*vj, *vi) || (j < i && !ranks_before(*vi, *vj)))
+            .count();
+        *m = if rank < k { S::ONE } else { S::ZERO };
     }
-    let a4 = [
-        acc[0] + acc[4],
-        acc[1] + acc[5],
-        acc[2] + acc[6],
-        acc[3] + acc[7],
+}
+
+fn softmax_in_place<S: Real>(v: &mut [S]) {
+    let Some(mut m) = v.first().copied() else {
+        return;
+    };
+    for x in v.iter() {
+        m = m.max(*x);
+    }
+    let mut sum = S::ZERO;
+    for x in v.iter_mut() {
+        *x = (*x - m).exp();
+        sum += *x;
+    }
+    for x in v.iter_mut() {
+        *x = *x / sum;
+    }
+}
+
+fn check_lens(d: &RimDims, lens: [usize; 9], what: &str) -> Result<()> {
+    let c = rim_param_counts(d);
+    let need = [
+        c.w_k, c.w_v, c.w_q, c.rnn, c.c_q, c.c_k, c.c_v, c.c_g, c.c_o,
     ];
-    s + (a4[0] + a4[2]) + (a4[1] + a4[3])
+    for (got, need) in lens.iter().zip(need) {
+        ensure!(*got >= need, "{what} buffer too short: {got} < {need}");
+    }
+    Ok(())
 }
 
-/// `y += alpha * x`.
-#[inline]
-fn axpy<S: Scalar>(alpha: S, x: &[S], y: &mut [S]) {
-    for (yi, xi) in y.iter_mut().zip(x) {
-        *yi += alpha * *xi;
+fn check_weights<S>(d: &RimDims, w: &RimWeights<'_, S>) -> Result<()> {
+    let lens = [
+        w.w_k.len(),
+        w.w_v.len(),
+        w.w_q.len(),
+        w.rnn.len(),
+        w.c_q.len(),
+        w.c_k.len(),
+        w.c_v.len(),
+        w.c_g.len(),
+        w.c_o.len(),
+    ];
+    check_lens(d, lens, "weight")
+}
+
+impl<'a, S: Scalar> RimShard<'a, S> {
+    /// Sequences in this shard.
+    pub fn seqs(&self) -> usize {
+        self.seqs
+    }
+
+    /// Steps per sequence.
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+
+    /// The inputs to fill before [`RimShard::forward`], `[seqs*T x input]` (row `b*T + t`).
+    pub fn x_mut(&mut self) -> &mut [S] {
+        let len = self.seqs * self.steps * self.d.input;
+        &mut self.f.x[..len]
+    }
+
+    /// The inputs.
+    pub fn x(&self) -> &[S] {
+        &self.f.x[..self.seqs * self.steps * self.d.input]
+    }
+
+    /// Outgoing states, `[seqs*T x N*H]`.
+    pub fn h_out(&self) -> &[S] {
+        &self.f.hout[..self.seqs * self.steps * state_len(&self.d)]
+    }
+
+    /// Selection masks, `[seqs*T x N]` (1 active, 0 not).
+    pub fn masks(&self) -> &[S] {
+        &self.f.mask[..self.seqs * self.steps * self.d.n_modules]
+    }
+
+    /// The loss gradient of every outgoing state to fill before [`RimShard::backward`],
+    /// `[seqs*T x N*H]`.
+    pub fn dh_mut(&mut self) -> &mut [S] {
+        let len = (self.seqs * self.steps * state_len(&self.d)).min(self.f.dh.len());
+        &mut self.f.dh[..len]
+    }
+
+    /// Input gradients of the last backward with `want_dx`, `[seqs*T x input]`.
+    pub fn dx(&self) -> &[S] {
+        let len = self.seqs * self.steps * self.d.input;
+        &self.f.dx[..len.min(self.f.dx.len())]
+    }
+
+    /// Runs the steps over the inputs ([`RimShard::x_mut`]) from `h0` (`[seqs x N*H]`, the state
+    /// before each sequence's first step); `reset` (`[seqs x T]`) marks episode starts, whose
+    /// incoming state is zeros instead.
+    pub fn forward(
+        &mut self,
+        w: &RimWeights<'_, S>,
+        h0: &[S],
+        reset: &[bool],
+        sc: &mut RimScratch<S>,
+    ) -> Result<()> {
+        let d = self.d;
+        let (bs, steps) = (self.seqs, self.steps);
+        let (n, hid, inp) = (d.n_modules, d.hidden, d.input);
+        let nh = state_len(&d);
+        let (aw, uw, cw) = (query_width(&d), module_input(&d), comm_width(&d));
+        let (ih, dk, dv) = (d.in_heads, d.d_k, d.d_v);
+        let g3 = 3 * hid;
+        let rml = rnn_module_len(&d);
+        check_weights(&d, w)?;
+        ensure!(h0.len() >= bs * nh, "batched RIM: h0 too short");
+        ensure!(
+            reset.len() >= bs * steps,
+            "batched RIM: reset flags too short"
+        );
+        ensure!(
+            sc.seqs >= bs,
+            "batched RIM: scratch too small for the shard"
+        );
+        let sw = &sc.widths;
+        let mut s = sc.s.split(sw, &[0, bs]);
+        let Some(s) = s.first_mut() else {
+            bail!("batched RIM: scratch split failed");
+        };
+        let f = &mut self.f;
+        let inv_dk = S::ONE / S::from_f64(dk as f64).sqrt();
+        let inv_heads = S::ONE / S::from_f64(ih as f64);
+        let (one, zero) = (S::ONE, S::ZERO);
+        // The rows of step t of field width `wd`, from column `c0`.
+        let st = |t: usize, wd: usize, c0: usize| mat(t * wd + c0, steps * wd, 1);
+        let gw = n * ih * g3;
+        // Everything that depends on the inputs alone, for all rows at once: keys, values and
+        // the GRU input projections.
+        let rows = bs * steps;
+        gemm(
+            rows,
+            inp,
+            aw,
+            one,
+            f.x,
+            rm(0, inp),
+            w.w_k,
+            tr(0, inp),
+            zero,
+            f.kx,
+            rm(0, aw),
+        )?;
+        gemm(
+            rows,
+            inp,
+            uw,
+            one,
+            f.x,
+            rm(0, inp),
+            w.w_v,
+            tr(0, inp),
+            zero,
+            f.vx,
+            rm(0, uw),
+        )?;
+        for i in 0..n {
+            for j in 0..ih {
+                gemm(
+                    rows,
+                    dv,
+                    g3,
+                    one,
+                    f.vx,
+                    rm(j * dv, uw),
+                    w.rnn,
+                    tr(i * rml + j * dv, uw),
+                    zero,
+                    f.g,
+                    rm((i * ih + j) * g3, gw),
+                )?;
+            }
+        }
+        for t in 0..steps {
+            // Incoming states.
+            for b in 0..bs {
+                let r = b * steps + t;
+                let dst = &mut f.hin[r * nh..][..nh];
+                if reset[b * steps + t] {
+                    dst.fill(zero);
+                } else if t == 0 {
+                    dst.copy_from_slice(&h0[b * nh..][..nh]);
+                } else {
+                    dst.copy_from_slice(&f.hout[(r - 1) * nh..][..nh]);
+                }
+            }
+            // 1. Input attention: per-module queries of h_prev against the keys of x.
+            for i in 0..n {
+                gemm(
+                    bs,
+                    hid,
+                    aw,
+                    one,
+                    f.hin,
+                    st(t, nh, i * hid),
+                    w.w_q,
+                    tr(i * aw * hid, hid),
+                    zero,
+                    f.q,
+                    st(t, n * aw, i * aw),
+                )?;
+            }
+            for b in 0..bs {
+                let r = b * steps + t;
+                let kx = &f.kx[r * aw..][..aw];
+                for i in 0..n {
+                    let q = &f.q[(r * n + i) * aw..][..aw];
+                    let ax = &mut f.ax[(r * n + i) * ih..][..ih];
+                    let mut null_sum = zero;
+                    for ((qh, kh), a) in q
+                        .chunks_exact(dk)
+                        .zip(kx.chunks_exact(dk))
+                        .zip(ax.iter_mut())
+                    {
+                        let sc = dot(qh, kh) * inv_dk;
+                        *a = sc.act_sigmoid();
+                        null_sum += (-sc).act_sigmoid();
+                    }
+                    s.null[b * n + i] = null_sum * inv_heads;
+                }
+                // 2. Selection.
+                select_top_k(&s.null[b * n..][..n], d.k_active, &mut f.mask[r * n..][..n]);
+            }
+            // 3. Per-module GRUs, evaluated densely (inactive results are discarded below,
+            //    but their h~ are the keys and values of the communication).
+            for i in 0..n {
+                let base = i * rml;
+                let w_hh = base + g3 * uw;
+                let (b_ih, b_hh) = (w_hh + g3 * hid, w_hh + g3 * hid + g3);
+                gemm(
+                    bs,
+                    hid,
+                    g3,
+                    one,
+                    f.hin,
+                    st(t, nh, i * hid),
+                    w.rnn,
+                    tr(w_hh, hid),
+                    zero,
+                    s.gh,
+                    rm(i * g3, n * g3),
+                )?;
+                let bi = &w.rnn[b_ih..][..g3];
+                let bh = &w.rnn[b_hh..][..g3];
+                for b in 0..bs {
+                    let r = b * steps + t;
+                    let gproj = &f.g[r * gw + i * ih * g3..][..ih * g3];
+                    let ax = &f.ax[(r * n + i) * ih..][..ih];
+                    let gh = &s.gh[(b * n + i) * g3..][..g3];
+                    let cache = &mut f.gates[(r * n + i) * 4 * hid..][..4 * hid];
+                    let hprev = &f.hin[r * nh + i * hid..][..hid];
+                    let ht = &mut f.ht[r * nh + i * hid..][..hid];
+                    // Written as whole-slice loops so that they vectorise. The cache is
+                    // [r | z | n | hn]; the r and z slots first hold the input side.
+                    let (rz, rest) = cache.split_at_mut(2 * hid);
+                    let (ng, hn) = rest.split_at_mut(hid);
+                    for (o, (b1, (g, b2))) in rz.iter_mut().zip(bi.iter().zip(gh.iter().zip(bh))) {
+                        *o = *b1 + (*g + *b2);
+                    }
+                    for (u, o) in hn.iter_mut().enumerate() {
+                        *o = gh[2 * hid + u] + bh[2 * hid + u];
+                    }
+                    ng.copy_from_slice(&bi[2 * hid..3 * hid]);
+                    for (j, a) in ax.iter().enumerate() {
+                        let gj = &gproj[j * g3..(j + 1) * g3];
+                        for (o, g) in rz.iter_mut().zip(&gj[..2 * hid]) {
+                            *o += *a * *g;
+                        }
+                        for (o, g) in ng.iter_mut().zip(&gj[2 * hid..]) {
+                            *o += *a * *g;
+                        }
+                    }
+                    for o in rz.iter_mut() {
+                        *o = o.act_sigmoid();
+                    }
+                    for (o, (r, h)) in ng.iter_mut().zip(rz.iter().zip(hn.iter())) {
+                        *o = (*o + *r * *h).act_tanh();
+                    }
+                    let z = &rz[hid..];
+                    for (u, o) in ht.iter_mut().enumerate() {
+                        *o = (one - z[u]) * ng[u] + z[u] * hprev[u];
+                    }
+                }
+            }
+            // 4. Communication.
+            if d.communication {
+                let pw = cw * hid;
+                let (ch, ckw) = (d.c_heads, d.c_k);
+                let inv_ck = S::ONE / S::from_f64(ckw as f64).sqrt();
+                for i in 0..n {
+                    let a = st(t, nh, i * hid);
+                    let out = st(t, n * cw, i * cw);
+                    let wt = tr(i * pw, hid);
+                    gemm(bs, hid, cw, one, f.ht, a, w.c_q, wt, zero, f.cq, out)?;
+                    gemm(bs, hid, cw, one, f.ht, a, w.c_k, wt, zero, f.ck, out)?;
+                    gemm(bs, hid, cw, one, f.ht, a, w.c_v, wt, zero, f.cv, out)?;
+                }
+                for b in 0..bs {
+                    let r = b * steps + t;
+                    let ck = &f.ck[r * n * cw..][..n * cw];
+                    let cv = &f.cv[r * n * cw..][..n * cw];
+                    for i in 0..n {
+                        let p_i = &mut f.p[(r * n + i) * ch * n..][..ch * n];
+                        let o_i = &mut f.o[(r * n + i) * cw..][..cw];
+                        if f.mask[r * n + i] == zero {
+                            p_i.fill(zero);
+                            o_i.fill(zero);
+                            continue;
+                        }
+                        let q_i = &f.cq[(r * n + i) * cw..][..cw];
+                        for j in 0..ch {
+                            let qj = &q_i[j * ckw..][..ckw];
+                            let pj = &mut p_i[j * n..][..n];
+                            for (m, sv) in pj.iter_mut().enumerate() {
+                                *sv = dot(qj, &ck[m * cw + j * ckw..][..ckw]) * inv_ck;
+                            }
+                            softmax_in_place(pj);
+                            let oj = &mut o_i[j * ckw..][..ckw];
+                            oj.fill(zero);
+                            for (m, pm) in pj.iter().enumerate() {
+                                axpy(*pm, &cv[m * cw + j * ckw..][..ckw], oj);
+                            }
+                        }
+                    }
+                }
+                for i in 0..n {
+                    let a = st(t, n * cw, i * cw);
+                    let out = st(t, nh, i * hid);
+                    let wt = tr(i * pw, cw);
+                    gemm(bs, cw, hid, one, f.o, a, w.c_g, wt, zero, f.gate, out)?;
+                    gemm(bs, cw, hid, one, f.o, a, w.c_o, wt, zero, f.tanh, out)?;
+                }
+                for b in 0..bs {
+                    let rows = (b * steps + t) * nh..(b * steps + t + 1) * nh;
+                    f.gate[rows.clone()]
+                        .iter_mut()
+                        .for_each(|v| *v = v.act_sigmoid());
+                    f.tanh[rows].iter_mut().for_each(|v| *v = v.act_tanh());
+                }
+            }
+            // 5. Masked update.
+            for b in 0..bs {
+                let r = b * steps + t;
+                for i in 0..n {
+                    let at = r * nh + i * hid;
+                    let dst = &mut f.hout[at..][..hid];
+                    if f.mask[r * n + i] == zero {
+                        dst.copy_from_slice(&f.hin[at..][..hid]);
+                        continue;
+                    }
+                    let ht = &f.ht[at..][..hid];
+                    if d.communication {
+                        let (g, th) = (&f.gate[at..][..hid], &f.tanh[at..][..hid]);
+                        for (((o, t), g), th) in dst.iter_mut().zip(ht).zip(g).zip(th) {
+                            *o = *t + *g * *th;
+                        }
+                    } else {
+                        dst.copy_from_slice(ht);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// BPTT over the last [`RimShard::forward`] given the loss gradients of the outgoing states
+    /// ([`RimShard::dh_mut`]): computes every weight's pre-activation gradients (for
+    /// [`RimBatch::weight_grads`]; the value projection's only with `want_dv` or `want_dx`)
+    /// and, with `want_dx`, the input gradients ([`RimShard::dx`]). No gradient crosses a
+    /// `reset` step or reaches `h0`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &mut self,
+        w: &RimWeights<'_, S>,
+        mode: CommGrad,
+        reset: &[bool],
+        want_dx: bool,
+        want_dv: bool,
+        sc: &mut RimScratch<S>,
+    ) -> Result<()> {
+        let d = self.d;
+        let (bs, steps) = (self.seqs, self.steps);
+        let (n, hid, inp) = (d.n_modules, d.hidden, d.input);
+        let nh = state_len(&d);
+        let (aw, uw, cw) = (query_width(&d), module_input(&d), comm_width(&d));
+        let (ih, dk, dv) = (d.in_heads, d.d_k, d.d_v);
+        let g3 = 3 * hid;
+        let rml = rnn_module_len(&d);
+        let comm = d.communication;
+        check_weights(&d, w)?;
+        ensure!(
+            self.f.dh.len() >= bs * steps * nh,
+            "batched RIM: buffers were made without backward"
+        );
+        ensure!(
+            reset.len() >= bs * steps,
+            "batched RIM: reset flags too short"
+        );
+        ensure!(
+            sc.seqs >= bs,
+            "batched RIM: scratch too small for the shard"
+        );
+        let mut s = sc.s.split(&sc.widths, &[0, bs]);
+        let Some(s) = s.first_mut() else {
+            bail!("batched RIM: scratch split failed");
+        };
+        let (dp, ds) = (&mut sc.dp, &mut sc.ds);
+        let f = &mut self.f;
+        let inv_dk = S::ONE / S::from_f64(dk as f64).sqrt();
+        let (one, zero) = (S::ONE, S::ZERO);
+        let pw = cw * hid;
+        let gw = n * ih * g3;
+        let st = |t: usize, wd: usize, c0: usize| mat(t * wd + c0, steps * wd, 1);
+        s.carry.fill(zero);
+        for t in (0..steps).rev() {
+            // 5. Masked update: dh = loss + carried; active -> h~ (and comm), inactive -> h_prev.
+            for b in 0..bs {
+                let r = b * steps + t;
+                for i in 0..n {
+                    let o = b * nh + i * hid;
+                    let src = &f.dh[r * nh + i * hid..][..hid];
+                    let carry = &s.carry[o..][..hid];
+                    let on = f.mask[r * n + i] != zero;
+                    let (dst_on, dst_off) = if on {
+                        (&mut s.dht[o..][..hid], &mut s.carry_new[o..][..hid])
+                    } else {
+                        (&mut s.carry_new[o..][..hid], &mut s.dht[o..][..hid])
+                    };
+                    for ((a, z), (sv, c)) in dst_on
+                        .iter_mut()
+                        .zip(dst_off.iter_mut())
+                        .zip(src.iter().zip(carry))
+                    {
+                        *a = *sv + *c;
+                        *z = zero;
+                    }
+                }
+            }
+            // 4. Communication.
+            if comm {
+                let (ch, ckw) = (d.c_heads, d.c_k);
+                let inv_ck = S::ONE / S::from_f64(ckw as f64).sqrt();
+                for b in 0..bs {
+                    let rows = (b * steps + t) * nh..(b * steps + t + 1) * nh;
+                    for ((((pg, po), dy), gt), th) in f.dpg[rows.clone()]
+                        .iter_mut()
+                        .zip(f.dpo[rows.clone()].iter_mut())
+                        .zip(s.dht[b * nh..][..nh].iter())
+                        .zip(f.gate[rows.clone()].iter())
+                        .zip(f.tanh[rows].iter())
+                    {
+                        *pg = *dy * *th * *gt * (one - *gt);
+                        *po = *dy * *gt * (one - *th * *th);
+                    }
+                }
+                for i in 0..n {
+                    let a = st(t, nh, i * hid);
+                    let out = rm(i * cw, n * cw);
+                    gemm(
+                        bs,
+                        hid,
+                        cw,
+                        one,
+                        f.dpg,
+                        a,
+                        w.c_g,
+                        rm(i * pw, cw),
+                        zero,
+                        s.dout,
+                        out,
+                    )?;
+                    gemm(
+                        bs,
+                        hid,
+                        cw,
+                        one,
+                        f.dpo,
+                        a,
+                        w.c_o,
+                        rm(i * pw, cw),
+                        one,
+                        s.dout,
+                        out,
+                    )?;
+                }
+                for b in 0..bs {
+                    let r = b * steps + t;
+                    let crow = r * n * cw..(r + 1) * n * cw;
+                    f.dcq[crow.clone()].fill(zero);
+                    f.dck[crow.clone()].fill(zero);
+                    f.dcv[crow].fill(zero);
+                    for i in 0..n {
+                        if f.mask[r * n + i] == zero {
+                            continue;
+                        }
+                        let p_i = &f.p[(r * n + i) * ch * n..][..ch * n];
+                        let q_i = &f.cq[(r * n + i) * cw..][..cw];
+                        for j in 0..ch {
+                            let doj = &s.dout[(b * n + i) * cw + j * ckw..][..ckw];
+                            let pj = &p_i[j * n..][..n];
+                            for (m, (dpm, pm)) in dp.iter_mut().zip(pj).enumerate() {
+                                let at = (r * n + m) * cw + j * ckw;
+                                *dpm = dot(doj, &f.cv[at..][..ckw]);
+                                axpy(*pm, doj, &mut f.dcv[at..][..ckw]);
+                            }
+                            // softmax backward: ds = p * (dp - <dp, p>).
+                            let mut sum = zero;
+                            for (a, b) in pj.iter().zip(dp.iter()) {
+                                sum += *a * *b;
+                            }
+                            for ((dsm, pm), dpm) in ds.iter_mut().zip(pj).zip(dp.iter()) {
+                                *dsm = *pm * (*dpm - sum);
+                            }
+                            let qj = &q_i[j * ckw..][..ckw];
+                            for (m, dsm) in ds.iter().enumerate() {
+                                let dsm = *dsm * inv_ck;
+                                let at = (r * n + m) * cw + j * ckw;
+                                axpy(
+                                    dsm,
+                                    &f.ck[at..][..ckw],
+                                    &mut f.dcq[(r * n + i) * cw + j * ckw..][..ckw],
+                                );
+                                axpy(dsm, qj, &mut f.dck[at..][..ckw]);
+                            }
+                        }
+                    }
+                }
+                for i in 0..n {
+                    let a = st(t, n * cw, i * cw);
+                    gemm(
+                        bs,
+                        cw,
+                        hid,
+                        one,
+                        f.dcq,
+                        a,
+                        w.c_q,
+                        rm(i * pw, hid),
+                        one,
+                        s.dht,
+                        rm(i * hid, nh),
+                    )?;
+                    let tmp = rm(0, hid);
+                    gemm(
+                        bs,
+                        cw,
+                        hid,
+                        one,
+                        f.dck,
+                        a,
+                        w.c_k,
+                        rm(i * pw, hid),
+                        zero,
+                        s.tmp,
+                        tmp,
+                    )?;
+                    gemm(
+                        bs,
+                        cw,
+                        hid,
+                        one,
+                        f.dcv,
+                        a,
+                        w.c_v,
+                        rm(i * pw, hid),
+                        one,
+                        s.tmp,
+                        tmp,
+                    )?;
+                    for b in 0..bs {
+                        let r = b * steps + t;
+                        if mode == CommGrad::Blocked && f.mask[r * n + i] == zero {
+                            continue;
+                        }
+                        let dst = &mut s.dht[b * nh + i * hid..][..hid];
+                        axpy(one, &s.tmp[b * hid..][..hid], dst);
+                    }
+                }
+            }
+            // 3. GRUs (dense: a module whose h~ got no gradient gets exact zeros), and
+            // 1. the input attention: u_ij = a_ij v_x,j with a_ij = sigmoid(q_ij . k_x,j / sqrt(d_k)),
+            //    so dL/da_ij = dgi_i . (W_ih,i[:, j] v_x,j), the stored projection.
+            for b in 0..bs {
+                let r = b * steps + t;
+                f.dkx[r * aw..(r + 1) * aw].fill(zero);
+                let kx = &f.kx[r * aw..][..aw];
+                for i in 0..n {
+                    let cache = &f.gates[(r * n + i) * 4 * hid..][..4 * hid];
+                    let hprev = &f.hin[r * nh + i * hid..][..hid];
+                    let dy = &s.dht[b * nh + i * hid..][..hid];
+                    let gi = &mut f.dgi[(r * n + i) * g3..][..g3];
+                    let gh = &mut f.dgh[(r * n + i) * g3..][..g3];
+                    let carry = &mut s.carry_new[b * nh + i * hid..][..hid];
+                    gru_gate_grads(cache, hprev, dy, gi, gh, carry);
+                    let gi = &f.dgi[(r * n + i) * g3..][..g3];
+                    let q = &f.q[(r * n + i) * aw..][..aw];
+                    let ax = &f.ax[(r * n + i) * ih..][..ih];
+                    let dq = &mut f.dq[(r * n + i) * aw..][..aw];
+                    for (j, a) in ax.iter().enumerate() {
+                        let at = r * gw + (i * ih + j) * g3;
+                        let da = dot(gi, &f.g[at..][..g3]);
+                        for (o, v) in f.adgi[at..][..g3].iter_mut().zip(gi) {
+                            *o = *a * *v;
+                        }
+                        let dsc = da * *a * (one - *a) * inv_dk;
+                        for (o, k) in dq[j * dk..][..dk].iter_mut().zip(&kx[j * dk..][..dk]) {
+                            *o = dsc * *k;
+                        }
+                        axpy(dsc, &q[j * dk..][..dk], &mut f.dkx[r * aw + j * dk..][..dk]);
+                    }
+                }
+            }
+            for i in 0..n {
+                let w_hh = i * rml + g3 * uw;
+                gemm(
+                    bs,
+                    g3,
+                    hid,
+                    one,
+                    f.dgh,
+                    st(t, n * g3, i * g3),
+                    w.rnn,
+                    rm(w_hh, hid),
+                    one,
+                    s.carry_new,
+                    rm(i * hid, nh),
+                )?;
+            }
+            for i in 0..n {
+                gemm(
+                    bs,
+                    aw,
+                    hid,
+                    one,
+                    f.dq,
+                    st(t, n * aw, i * aw),
+                    w.w_q,
+                    rm(i * aw * hid, hid),
+                    one,
+                    s.carry_new,
+                    rm(i * hid, nh),
+                )?;
+            }
+            // No gradient into the step before an episode start.
+            for b in 0..bs {
+                if reset[b * steps + t] {
+                    s.carry_new[b * nh..][..nh].fill(zero);
+                }
+            }
+            std::mem::swap(&mut s.carry, &mut s.carry_new);
+        }
+        let rows = bs * steps;
+        if want_dx || want_dv {
+            // dL/dv_x,j = sum_i a_ij dgi_i W_ih,i[:, j], for all rows at once.
+            for i in 0..n {
+                let beta = if i == 0 { zero } else { one };
+                for j in 0..ih {
+                    gemm(
+                        rows,
+                        g3,
+                        dv,
+                        one,
+                        f.adgi,
+                        rm((i * ih + j) * g3, gw),
+                        w.rnn,
+                        rm(i * rml + j * dv, uw),
+                        beta,
+                        f.dvx,
+                        rm(j * dv, uw),
+                    )?;
+                }
+            }
+        }
+        if want_dx {
+            ensure!(
+                f.dx.len() >= rows * inp,
+                "batched RIM: buffers were made without backward"
+            );
+            gemm(
+                rows,
+                aw,
+                inp,
+                one,
+                f.dkx,
+                rm(0, aw),
+                w.w_k,
+                rm(0, inp),
+                zero,
+                f.dx,
+                rm(0, inp),
+            )?;
+            gemm(
+                rows,
+                uw,
+                inp,
+                one,
+                f.dvx,
+                rm(0, uw),
+                w.w_v,
+                rm(0, inp),
+                one,
+                f.dx,
+                rm(0, inp),
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -275,978 +1385,31 @@ pub fn grads_view<'a, S>(d: &RimDims, g: &'a mut [S]) -> Result<RimGrads<'a, S>>
     })
 }
 
-/// Selection order: `a` ranks before `b` (less null attention); NaN ranks after every number.
-#[inline]
-fn ranks_before<S: Real>(a: S, b: S) -> bool {
-    let (a_nan, b_nan) = (a.partial_cmp(&a).is_none(), b.partial_cmp(&b).is_none());
-    match (a_nan, b_nan) {
-        (false, false) => a < b,
-        (false, true) => true,
-        _ => false,
-    }
+/// Contiguous shard bounds: `seqs` sequences in `parts` ranges whose sizes differ by at most one.
+pub fn even_bounds(seqs: usize, parts: usize) -> Vec<usize> {
+    let parts = parts.clamp(1, seqs.max(1));
+    (0..=parts).map(|k| k * seqs / parts).collect()
 }
 
-/// Hard top-k on the least null attention, lower index wins ties (as the core).
-fn select_top_k<S: Real>(null: &[S], k: usize, mask: &mut [S], active: &mut [bool]) {
-    for (i, ((m, a), vi)) in mask.iter_mut().zip(active.iter_mut()).zip(null).enumerate() {
-        let rank = null
-            .iter()
-            .enumerate()
-            .filter(|&(j, vj)| ranks_before(*vj, *vi) || (j < i && !ranks_before(*vi, *vj)))
-            .count();
-        let on = rank < k;
-        *a = on;
-        *m = if on { S::ONE } else { S::ZERO };
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Buffers of a batched RIM run over `B` samples and `T` steps (see the module docs).
-#[derive(Clone, Debug)]
-pub struct RimBatch<S> {
-    d: RimDims,
-    batch: usize,
-    steps: usize,
-    // Forward activations, [T x B x width] (hs: [(T+1) x B x N*H], slot 0 = h0).
-    x: Vec<S>,
-    hs: Vec<S>,
-    kx: Vec<S>,
-    vx: Vec<S>,
-    q: Vec<S>,
-    ax: Vec<S>,
-    mask: Vec<S>,
-    active: Vec<bool>,
-    u: Vec<S>,
-    gates: Vec<S>,
-    ht: Vec<S>,
-    cq: Vec<S>,
-    ck: Vec<S>,
-    cv: Vec<S>,
-    p: Vec<S>,
-    o: Vec<S>,
-    gate: Vec<S>,
-    tanh: Vec<S>,
-    // Forward scratch, [B x width].
-    gx: Vec<S>,
-    gh: Vec<S>,
-    null: Vec<S>,
-    // Pre-activation gradients of every weight, [T x B x width].
-    dkx: Vec<S>,
-    dvx: Vec<S>,
-    dq: Vec<S>,
-    dgi: Vec<S>,
-    dgh: Vec<S>,
-    dpg: Vec<S>,
-    dpo: Vec<S>,
-    dcq: Vec<S>,
-    dck: Vec<S>,
-    dcv: Vec<S>,
-    // Backward scratch, [B x width].
-    carry: Vec<S>,
-    carry_new: Vec<S>,
-    dht: Vec<S>,
-    dout: Vec<S>,
-    du: Vec<S>,
-    tmp: Vec<S>,
-    dp: Vec<S>,
-    ds: Vec<S>,
-}
-
-impl<S: Scalar> RimBatch<S> {
-    /// Buffers for `batch` samples and `steps` steps of the cell `d` (GRU modules only).
-    pub fn new(d: &RimDims, batch: usize, steps: usize) -> Result<Self> {
-        ensure!(
-            d.cell == CellKind::Gru,
-            "the batched RIM cell supports GRU modules only"
-        );
-        ensure!(d.n_modules >= 1, "rim: n_modules must be at least 1");
-        ensure!(
-            d.k_active >= 1 && d.k_active <= d.n_modules,
-            "rim: k_active must be in 1..=n_modules"
-        );
-        ensure!(
-            d.hidden >= 1 && d.input >= 1,
-            "rim: hidden and input must be at least 1"
-        );
-        ensure!(
-            d.d_k >= 1 && d.d_v >= 1 && d.in_heads >= 1,
-            "rim: d_k, d_v and in_heads must be at least 1"
-        );
-        ensure!(
-            !d.communication || (d.c_heads >= 1 && d.c_k >= 1),
-            "rim: c_heads and c_k must be at least 1 with communication"
-        );
-        ensure!(
-            batch >= 1 && steps >= 1,
-            "batch and steps must be at least 1"
-        );
-        let (n, h) = (d.n_modules, d.hidden);
-        let nh = state_len(d);
-        let tb = batch
-            .checked_mul(steps)
-            .filter(|v| v.checked_mul(nh * 8 + d.input * 2).is_some())
-            .ok_or_else(|| anyhow::anyhow!("batch * steps too large"))?;
-        let (aw, uw, cw) = (query_width(d), module_input(d), comm_width(d));
-        let z = |len: usize| vec![S::ZERO; len];
-        let comm = |len: usize| if d.communication { z(len) } else { Vec::new() };
-        Ok(RimBatch {
-            d: *d,
-            batch,
-            steps,
-            x: z(tb * d.input),
-            hs: z((tb + batch) * nh),
-            kx: z(tb * aw),
-            vx: z(tb * uw),
-            q: z(tb * n * aw),
-            ax: z(tb * n * d.in_heads),
-            mask: z(tb * n),
-            active: vec![false; tb * n],
-            u: z(tb * n * uw),
-            gates: z(tb * n * 4 * h),
-            ht: z(tb * nh),
-            cq: comm(tb * n * cw),
-            ck: comm(tb * n * cw),
-            cv: comm(tb * n * cw),
-            p: comm(tb * n * d.c_heads * n),
-            o: comm(tb * n * cw),
-            gate: comm(tb * nh),
-            tanh: comm(tb * nh),
-            gx: z(batch * n * 3 * h),
-            gh: z(batch * n * 3 * h),
-            null: z(batch * n),
-            dkx: z(tb * aw),
-            dvx: z(tb * uw),
-            dq: z(tb * n * aw),
-            dgi: z(tb * n * 3 * h),
-            dgh: z(tb * n * 3 * h),
-            dpg: comm(tb * nh),
-            dpo: comm(tb * nh),
-            dcq: comm(tb * n * cw),
-            dck: comm(tb * n * cw),
-            dcv: comm(tb * n * cw),
-            carry: z(batch * nh),
-            carry_new: z(batch * nh),
-            dht: z(batch * nh),
-            dout: comm(batch * n * cw),
-            du: z(batch * n * uw),
-            tmp: comm(batch * h),
-            dp: z(n),
-            ds: z(n),
-        })
+    #[test]
+    fn bad_shard_bounds_are_errors() {
+        let d = metarim_core::nn::dims::TINY.rim;
+        let mut rb = RimBatch::<f32>::new(&d, 8, true).unwrap();
+        assert!(rb.shards(4, 2, &[0, 2, 4]).is_ok());
+        assert!(rb.shards(4, 2, &[0, 3]).is_err());
+        assert!(rb.shards(4, 2, &[0, 3, 2, 4]).is_err());
+        assert!(rb.shards(5, 2, &[0, 5]).is_err(), "over capacity");
+        assert!(rb.shards(4, 0, &[0, 4]).is_err());
     }
 
-    /// Samples per step.
-    pub fn batch(&self) -> usize {
-        self.batch
+    #[test]
+    fn even_bounds_cover_every_sequence() {
+        assert_eq!(even_bounds(10, 3), vec![0, 3, 6, 10]);
+        assert_eq!(even_bounds(2, 5), vec![0, 1, 2]);
+        assert_eq!(even_bounds(0, 2), vec![0, 0]);
     }
-
-    /// Steps per sequence.
-    pub fn steps(&self) -> usize {
-        self.steps
-    }
-
-    /// States after every step, `[T x B x N*H]`.
-    pub fn hs(&self) -> &[S] {
-        let nh = state_len(&self.d);
-        &self.hs[self.batch * nh..]
-    }
-
-    /// Selection of every step, `[T x B x N]`.
-    pub fn actives(&self) -> &[bool] {
-        &self.active
-    }
-
-    /// Runs `T` steps over `xs` (`[T x B x input]`) from `h0` (`[B x N*H]`), keeping what the
-    /// backward pass needs.
-    pub fn forward(&mut self, w: &RimWeights<'_, S>, xs: &[S], h0: &[S]) -> Result<()> {
-        let d = self.d;
-        let (bsz, steps) = (self.batch, self.steps);
-        let (n, hid, inp) = (d.n_modules, d.hidden, d.input);
-        let nh = state_len(&d);
-        let (aw, uw, cw) = (query_width(&d), module_input(&d), comm_width(&d));
-        let (ih, dk, dv) = (d.in_heads, d.d_k, d.d_v);
-        let g3 = 3 * hid;
-        let rml = rnn_module_len(&d);
-        check_weights(&d, w)?;
-        ensure!(xs.len() >= steps * bsz * inp, "xs too short");
-        ensure!(h0.len() >= bsz * nh, "h0 too short");
-        self.x.copy_from_slice(&xs[..steps * bsz * inp]);
-        self.hs[..bsz * nh].copy_from_slice(&h0[..bsz * nh]);
-        let inv_dk = S::ONE / S::from_f64(dk as f64).sqrt();
-        let inv_heads = S::ONE / S::from_f64(ih as f64);
-        let (one, zero) = (S::ONE, S::ZERO);
-        for t in 0..steps {
-            let r0 = t * bsz; // first row of this step in [T*B x width] buffers
-            let hp = r0 * nh; // h_prev offset in hs (slot t)
-            let ho = (r0 + bsz) * nh; // h_out offset (slot t + 1)
-                                      // 1. Input attention: shared keys/values of x, per-module queries of h_prev.
-            let xo = r0 * inp;
-            gemm(
-                bsz,
-                inp,
-                aw,
-                one,
-                &self.x,
-                rm(xo, inp),
-                w.w_k,
-                tr(0, inp),
-                zero,
-                &mut self.kx,
-                rm(r0 * aw, aw),
-            )?;
-            gemm(
-                bsz,
-                inp,
-                uw,
-                one,
-                &self.x,
-                rm(xo, inp),
-                w.w_v,
-                tr(0, inp),
-                zero,
-                &mut self.vx,
-                rm(r0 * uw, uw),
-            )?;
-            for i in 0..n {
-                gemm(
-                    bsz,
-                    hid,
-                    aw,
-                    one,
-                    &self.hs,
-                    rm(hp + i * hid, nh),
-                    w.w_q,
-                    tr(i * aw * hid, hid),
-                    zero,
-                    &mut self.q,
-                    rm(r0 * n * aw + i * aw, n * aw),
-                )?;
-            }
-            for b in 0..bsz {
-                let r = r0 + b;
-                let kx = &self.kx[r * aw..][..aw];
-                let vx = &self.vx[r * uw..][..uw];
-                for i in 0..n {
-                    let q = &self.q[(r * n + i) * aw..][..aw];
-                    let ax = &mut self.ax[(r * n + i) * ih..][..ih];
-                    let mut null_sum = zero;
-                    for ((qh, kh), a) in q
-                        .chunks_exact(dk)
-                        .zip(kx.chunks_exact(dk))
-                        .zip(ax.iter_mut())
-                    {
-                        let s = dot(qh, kh) * inv_dk;
-                        *a = s.sigmoid();
-                        null_sum += (-s).sigmoid();
-                    }
-                    self.null[b * n + i] = null_sum * inv_heads;
-                    let u = &mut self.u[(r * n + i) * uw..][..uw];
-                    for ((uh, vh), a) in u
-                        .chunks_exact_mut(dv)
-                        .zip(vx.chunks_exact(dv))
-                        .zip(ax.iter())
-                    {
-                        for (o, v) in uh.iter_mut().zip(vh) {
-                            *o = *a * *v;
-                        }
-                    }
-                }
-                // 2. Selection.
-                select_top_k(
-                    &self.null[b * n..][..n],
-                    d.k_active,
-                    &mut self.mask[r * n..][..n],
-                    &mut self.active[r * n..][..n],
-                );
-            }
-            // 3. Per-module GRUs, evaluated densely (inactive results are discarded below).
-            for i in 0..n {
-                let base = i * rml;
-                let (w_ih, w_hh) = (base, base + g3 * uw);
-                let (b_ih, b_hh) = (w_hh + g3 * hid, w_hh + g3 * hid + g3);
-                gemm(
-                    bsz,
-                    uw,
-                    g3,
-                    one,
-                    &self.u,
-                    rm(r0 * n * uw + i * uw, n * uw),
-                    w.rnn,
-                    tr(w_ih, uw),
-                    zero,
-                    &mut self.gx,
-                    rm(i * g3, n * g3),
-                )?;
-                gemm(
-                    bsz,
-                    hid,
-                    g3,
-                    one,
-                    &self.hs,
-                    rm(hp + i * hid, nh),
-                    w.rnn,
-                    tr(w_hh, hid),
-                    zero,
-                    &mut self.gh,
-                    rm(i * g3, n * g3),
-                )?;
-                let bi = &w.rnn[b_ih..][..g3];
-                let bh = &w.rnn[b_hh..][..g3];
-                for b in 0..bsz {
-                    let r = r0 + b;
-                    let gx = &self.gx[(b * n + i) * g3..][..g3];
-                    let gh = &self.gh[(b * n + i) * g3..][..g3];
-                    let cache = &mut self.gates[(r * n + i) * 4 * hid..][..4 * hid];
-                    let hprev = &self.hs[hp + b * nh + i * hid..][..hid];
-                    let ht = &mut self.ht[r * nh + i * hid..][..hid];
-                    for u in 0..hid {
-                        let rg = (gx[u] + bi[u] + (gh[u] + bh[u])).sigmoid();
-                        let zg =
-                            (gx[hid + u] + bi[hid + u] + (gh[hid + u] + bh[hid + u])).sigmoid();
-                        let hn = gh[2 * hid + u] + bh[2 * hid + u];
-                        let ng = (gx[2 * hid + u] + bi[2 * hid + u] + rg * hn).tanh();
-                        cache[u] = rg;
-                        cache[hid + u] = zg;
-                        cache[2 * hid + u] = ng;
-                        cache[3 * hid + u] = hn;
-                        ht[u] = (one - zg) * ng + zg * hprev[u];
-                    }
-                }
-            }
-            // 4. Communication.
-            if d.communication {
-                let pw = cw * hid;
-                let (ch, ckw) = (d.c_heads, d.c_k);
-                let inv_ck = S::ONE / S::from_f64(ckw as f64).sqrt();
-                for i in 0..n {
-                    let a = rm(r0 * nh + i * hid, nh);
-                    let out = rm(r0 * n * cw + i * cw, n * cw);
-                    gemm(
-                        bsz,
-                        hid,
-                        cw,
-                        one,
-                        &self.ht,
-                        a,
-                        w.c_q,
-                        tr(i * pw, hid),
-                        zero,
-                        &mut self.cq,
-                        out,
-                    )?;
-                    gemm(
-                        bsz,
-                        hid,
-                        cw,
-                        one,
-                        &self.ht,
-                        a,
-                        w.c_k,
-                        tr(i * pw, hid),
-                        zero,
-                        &mut self.ck,
-                        out,
-                    )?;
-                    gemm(
-                        bsz,
-                        hid,
-                        cw,
-                        one,
-                        &self.ht,
-                        a,
-                        w.c_v,
-                        tr(i * pw, hid),
-                        zero,
-                        &mut self.cv,
-                        out,
-                    )?;
-                }
-                for b in 0..bsz {
-                    let r = r0 + b;
-                    let ck = &self.ck[r * n * cw..][..n * cw];
-                    let cv = &self.cv[r * n * cw..][..n * cw];
-                    for i in 0..n {
-                        let p_i = &mut self.p[(r * n + i) * ch * n..][..ch * n];
-                        let o_i = &mut self.o[(r * n + i) * cw..][..cw];
-                        if !self.active[r * n + i] {
-                            p_i.fill(zero);
-                            o_i.fill(zero);
-                            continue;
-                        }
-                        let q_i = &self.cq[(r * n + i) * cw..][..cw];
-                        for j in 0..ch {
-                            let qj = &q_i[j * ckw..][..ckw];
-                            let pj = &mut p_i[j * n..][..n];
-                            for (m, s) in pj.iter_mut().enumerate() {
-                                *s = dot(qj, &ck[m * cw + j * ckw..][..ckw]) * inv_ck;
-                            }
-                            softmax_in_place(pj);
-                            let oj = &mut o_i[j * ckw..][..ckw];
-                            oj.fill(zero);
-                            for (m, pm) in pj.iter().enumerate() {
-                                axpy(*pm, &cv[m * cw + j * ckw..][..ckw], oj);
-                            }
-                        }
-                    }
-                }
-                for i in 0..n {
-                    let a = rm(r0 * n * cw + i * cw, n * cw);
-                    let out = rm(r0 * nh + i * hid, nh);
-                    gemm(
-                        bsz,
-                        cw,
-                        hid,
-                        one,
-                        &self.o,
-                        a,
-                        w.c_g,
-                        tr(i * pw, cw),
-                        zero,
-                        &mut self.gate,
-                        out,
-                    )?;
-                    gemm(
-                        bsz,
-                        cw,
-                        hid,
-                        one,
-                        &self.o,
-                        a,
-                        w.c_o,
-                        tr(i * pw, cw),
-                        zero,
-                        &mut self.tanh,
-                        out,
-                    )?;
-                }
-                let rows = r0 * nh..(r0 + bsz) * nh;
-                self.gate[rows.clone()]
-                    .iter_mut()
-                    .for_each(|v| *v = v.sigmoid());
-                self.tanh[rows].iter_mut().for_each(|v| *v = v.tanh());
-            }
-            // 5. Masked update.
-            let (prev, next) = self.hs.split_at_mut(ho);
-            let prev = &prev[hp..][..bsz * nh];
-            let next = &mut next[..bsz * nh];
-            for b in 0..bsz {
-                let r = r0 + b;
-                for i in 0..n {
-                    let o = b * nh + i * hid;
-                    let dst = &mut next[o..][..hid];
-                    if !self.active[r * n + i] {
-                        dst.copy_from_slice(&prev[o..][..hid]);
-                        continue;
-                    }
-                    let at = r * nh + i * hid;
-                    let ht = &self.ht[at..][..hid];
-                    if d.communication {
-                        let (g, th) = (&self.gate[at..][..hid], &self.tanh[at..][..hid]);
-                        for (((o, t), g), th) in dst.iter_mut().zip(ht).zip(g).zip(th) {
-                            *o = *t + *g * *th;
-                        }
-                    } else {
-                        dst.copy_from_slice(ht);
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// BPTT over the last [`RimBatch::forward`]: given `dhs` (`[T x B x N*H]`, the loss
-    /// gradient w.r.t. every step's state), ACCUMULATE the parameter gradients (summed over the
-    /// batch) into `g` and the initial-state gradients into `dh0` (`[B x N*H]`).
-    pub fn backward(
-        &mut self,
-        w: &RimWeights<'_, S>,
-        mode: CommGrad,
-        dhs: &[S],
-        dh0: &mut [S],
-        g: &mut RimGrads<'_, S>,
-    ) -> Result<()> {
-        let d = self.d;
-        let (bsz, steps) = (self.batch, self.steps);
-        let (n, hid, inp) = (d.n_modules, d.hidden, d.input);
-        let nh = state_len(&d);
-        let (aw, uw, cw) = (query_width(&d), module_input(&d), comm_width(&d));
-        let (ih, dk, dv) = (d.in_heads, d.d_k, d.d_v);
-        let g3 = 3 * hid;
-        let rml = rnn_module_len(&d);
-        let comm = d.communication;
-        check_weights(&d, w)?;
-        check_grads(&d, g)?;
-        ensure!(dhs.len() >= steps * bsz * nh, "dhs too short");
-        ensure!(dh0.len() >= bsz * nh, "dh0 too short");
-        let inv_dk = S::ONE / S::from_f64(dk as f64).sqrt();
-        let (one, zero) = (S::ONE, S::ZERO);
-        let pw = cw * hid;
-        self.carry.fill(zero);
-        for t in (0..steps).rev() {
-            let r0 = t * bsz;
-            let hp = r0 * nh;
-            // 5. Masked update: dh = loss + carried; active -> h~ (and comm), inactive -> h_prev.
-            for b in 0..bsz {
-                let r = r0 + b;
-                for i in 0..n {
-                    let o = b * nh + i * hid;
-                    let src = &dhs[r * nh + i * hid..][..hid];
-                    let carry = &self.carry[o..][..hid];
-                    let on = self.active[r * n + i];
-                    let (dst_on, dst_off) = if on {
-                        (&mut self.dht[o..][..hid], &mut self.carry_new[o..][..hid])
-                    } else {
-                        (&mut self.carry_new[o..][..hid], &mut self.dht[o..][..hid])
-                    };
-                    for ((a, z), (s, c)) in dst_on
-                        .iter_mut()
-                        .zip(dst_off.iter_mut())
-                        .zip(src.iter().zip(carry))
-                    {
-                        *a = *s + *c;
-                        *z = zero;
-                    }
-                }
-            }
-            // 4. Communication.
-            if comm {
-                let (ch, ckw) = (d.c_heads, d.c_k);
-                let inv_ck = S::ONE / S::from_f64(ckw as f64).sqrt();
-                let rows = r0 * nh..(r0 + bsz) * nh;
-                for ((((pg, po), dy), gt), th) in self.dpg[rows.clone()]
-                    .iter_mut()
-                    .zip(self.dpo[rows.clone()].iter_mut())
-                    .zip(self.dht.iter())
-                    .zip(self.gate[rows.clone()].iter())
-                    .zip(self.tanh[rows].iter())
-                {
-                    *pg = *dy * *th * *gt * (one - *gt);
-                    *po = *dy * *gt * (one - *th * *th);
-                }
-                for i in 0..n {
-                    let a = rm(r0 * nh + i * hid, nh);
-                    let out = rm(i * cw, n * cw);
-                    gemm(
-                        bsz,
-                        hid,
-                        cw,
-                        one,
-                        &self.dpg,
-                        a,
-                        w.c_g,
-                        rm(i * pw, cw),
-                        zero,
-                        &mut self.dout,
-                        out,
-                    )?;
-                    gemm(
-                        bsz,
-                        hid,
-                        cw,
-                        one,
-                        &self.dpo,
-                        a,
-                        w.c_o,
-                        rm(i * pw, cw),
-                        one,
-                        &mut self.dout,
-                        out,
-                    )?;
-                }
-                let crow = r0 * n * cw..(r0 + bsz) * n * cw;
-                self.dcq[crow.clone()].fill(zero);
-                self.dck[crow.clone()].fill(zero);
-                self.dcv[crow].fill(zero);
-                for b in 0..bsz {
-                    let r = r0 + b;
-                    for i in 0..n {
-                        if !self.active[r * n + i] {
-                            continue;
-                        }
-                        let p_i = &self.p[(r * n + i) * ch * n..][..ch * n];
-                        let q_i = &self.cq[(r * n + i) * cw..][..cw];
-                        for j in 0..ch {
-                            let doj = &self.dout[(b * n + i) * cw + j * ckw..][..ckw];
-                            let pj = &p_i[j * n..][..n];
-                            for (m, (dpm, pm)) in self.dp.iter_mut().zip(pj).enumerate() {
-                                let at = (r * n + m) * cw + j * ckw;
-                                *dpm = dot(doj, &self.cv[at..][..ckw]);
-                                axpy(*pm, doj, &mut self.dcv[at..][..ckw]);
-                            }
-                            // softmax backward: ds = p * (dp - <dp, p>).
-                            let mut s = zero;
-                            for (a, b) in pj.iter().zip(self.dp.iter()) {
-                                s += *a * *b;
-                            }
-                            for ((dsm, pm), dpm) in self.ds.iter_mut().zip(pj).zip(self.dp.iter()) {
-                                *dsm = *pm * (*dpm - s);
-                            }
-                            let qj = &q_i[j * ckw..][..ckw];
-                            for (m, dsm) in self.ds.iter().enumerate() {
-                                let dsm = *dsm * inv_ck;
-                                let at = (r * n + m) * cw + j * ckw;
-                                axpy(
-                                    dsm,
-                                    &self.ck[at..][..ckw],
-                                    &mut self.dcq[(r * n + i) * cw + j * ckw..][..ckw],
-                                );
-                                axpy(dsm, qj, &mut self.dck[at..][..ckw]);
-                            }
-                        }
-                    }
-                }
-                for i in 0..n {
-                    let a = rm(r0 * n * cw + i * cw, n * cw);
-                    let out = rm(i * hid, nh);
-                    gemm(
-                        bsz,
-                        cw,
-                        hid,
-                        one,
-                        &self.dcq,
-                        a,
-                        w.c_q,
-                        rm(i * pw, hid),
-                        one,
-                        &mut self.dht,
-                        out,
-                    )?;
-                    let tmp = rm(0, hid);
-                    gemm(
-                        bsz,
-                        cw,
-                        hid,
-                        one,
-                        &self.dck,
-                        a,
-                        w.c_k,
-                        rm(i * pw, hid),
-                        zero,
-                        &mut self.tmp,
-                        tmp,
-                    )?;
-                    gemm(
-                        bsz,
-                        cw,
-                        hid,
-                        one,
-                        &self.dcv,
-                        a,
-                        w.c_v,
-                        rm(i * pw, hid),
-                        one,
-                        &mut self.tmp,
-                        tmp,
-                    )?;
-                    for b in 0..bsz {
-                        if mode == CommGrad::Blocked && !self.active[(r0 + b) * n + i] {
-                            continue;
-                        }
-                        let dst = &mut self.dht[b * nh + i * hid..][..hid];
-                        axpy(one, &self.tmp[b * hid..][..hid], dst);
-                    }
-                }
-            }
-            // 3. GRUs (dense: a module whose h~ got no gradient gets exact zeros).
-            for b in 0..bsz {
-                let r = r0 + b;
-                for i in 0..n {
-                    let cache = &self.gates[(r * n + i) * 4 * hid..][..4 * hid];
-                    let hprev = &self.hs[hp + b * nh + i * hid..][..hid];
-                    let dy = &self.dht[b * nh + i * hid..][..hid];
-                    let gi = &mut self.dgi[(r * n + i) * g3..][..g3];
-                    let gh = &mut self.dgh[(r * n + i) * g3..][..g3];
-                    let carry = &mut self.carry_new[b * nh + i * hid..][..hid];
-                    gru_gate_grads(cache, hprev, dy, gi, gh, carry);
-                }
-            }
-            for i in 0..n {
-                let base = i * rml;
-                let (w_ih, w_hh) = (base, base + g3 * uw);
-                let a = rm(r0 * n * g3 + i * g3, n * g3);
-                gemm(
-                    bsz,
-                    g3,
-                    uw,
-                    one,
-                    &self.dgi,
-                    a,
-                    w.rnn,
-                    rm(w_ih, uw),
-                    zero,
-                    &mut self.du,
-                    rm(i * uw, n * uw),
-                )?;
-                gemm(
-                    bsz,
-                    g3,
-                    hid,
-                    one,
-                    &self.dgh,
-                    a,
-                    w.rnn,
-                    rm(w_hh, hid),
-                    one,
-                    &mut self.carry_new,
-                    rm(i * hid, nh),
-                )?;
-            }
-            // 1. Input attention: u_ij = a_ij v_x,j, a_ij = sigmoid(q_ij . k_x,j / sqrt(d_k)).
-            let krow = r0 * aw..(r0 + bsz) * aw;
-            let vrow = r0 * uw..(r0 + bsz) * uw;
-            self.dkx[krow].fill(zero);
-            self.dvx[vrow].fill(zero);
-            for b in 0..bsz {
-                let r = r0 + b;
-                let kx = &self.kx[r * aw..][..aw];
-                let vx = &self.vx[r * uw..][..uw];
-                for i in 0..n {
-                    let q = &self.q[(r * n + i) * aw..][..aw];
-                    let ax = &self.ax[(r * n + i) * ih..][..ih];
-                    let du = &self.du[(b * n + i) * uw..][..uw];
-                    let dq = &mut self.dq[(r * n + i) * aw..][..aw];
-                    for (j, a) in ax.iter().enumerate() {
-                        let duj = &du[j * dv..][..dv];
-                        let da = dot(duj, &vx[j * dv..][..dv]);
-                        axpy(*a, duj, &mut self.dvx[r * uw + j * dv..][..dv]);
-                        let dsc = da * *a * (one - *a) * inv_dk;
-                        for (o, k) in dq[j * dk..][..dk].iter_mut().zip(&kx[j * dk..][..dk]) {
-                            *o = dsc * *k;
-                        }
-                        axpy(
-                            dsc,
-                            &q[j * dk..][..dk],
-                            &mut self.dkx[r * aw + j * dk..][..dk],
-                        );
-                    }
-                }
-            }
-            for i in 0..n {
-                gemm(
-                    bsz,
-                    aw,
-                    hid,
-                    one,
-                    &self.dq,
-                    rm(r0 * n * aw + i * aw, n * aw),
-                    w.w_q,
-                    rm(i * aw * hid, hid),
-                    one,
-                    &mut self.carry_new,
-                    rm(i * hid, nh),
-                )?;
-            }
-            std::mem::swap(&mut self.carry, &mut self.carry_new);
-        }
-        axpy(one, &self.carry, &mut dh0[..bsz * nh]);
-
-        // Weight gradients: one GEMM per tensor over all T*B rows.
-        let tb = steps * bsz;
-        gemm(
-            aw,
-            tb,
-            inp,
-            one,
-            &self.dkx,
-            tr(0, aw),
-            &self.x,
-            rm(0, inp),
-            one,
-            g.w_k,
-            rm(0, inp),
-        )?;
-        gemm(
-            uw,
-            tb,
-            inp,
-            one,
-            &self.dvx,
-            tr(0, uw),
-            &self.x,
-            rm(0, inp),
-            one,
-            g.w_v,
-            rm(0, inp),
-        )?;
-        for i in 0..n {
-            let hprev = rm(i * hid, nh);
-            gemm(
-                aw,
-                tb,
-                hid,
-                one,
-                &self.dq,
-                tr(i * aw, n * aw),
-                &self.hs,
-                hprev,
-                one,
-                g.w_q,
-                rm(i * aw * hid, hid),
-            )?;
-            let base = i * rml;
-            let (w_ih, w_hh) = (base, base + g3 * uw);
-            let (b_ih, b_hh) = (w_hh + g3 * hid, w_hh + g3 * hid + g3);
-            let a = tr(i * g3, n * g3);
-            gemm(
-                g3,
-                tb,
-                uw,
-                one,
-                &self.dgi,
-                a,
-                &self.u,
-                rm(i * uw, n * uw),
-                one,
-                g.rnn,
-                rm(w_ih, uw),
-            )?;
-            gemm(
-                g3,
-                tb,
-                hid,
-                one,
-                &self.dgh,
-                a,
-                &self.hs,
-                hprev,
-                one,
-                g.rnn,
-                rm(w_hh, hid),
-            )?;
-            for r in 0..tb {
-                let at = (r * n + i) * g3;
-                axpy(one, &self.dgi[at..][..g3], &mut g.rnn[b_ih..][..g3]);
-                axpy(one, &self.dgh[at..][..g3], &mut g.rnn[b_hh..][..g3]);
-            }
-            if comm {
-                let pw = cw * hid;
-                let hrow = rm(i * hid, nh);
-                let crow = rm(i * cw, n * cw);
-                gemm(
-                    hid,
-                    tb,
-                    cw,
-                    one,
-                    &self.dpg,
-                    tr(i * hid, nh),
-                    &self.o,
-                    crow,
-                    one,
-                    g.c_g,
-                    rm(i * pw, cw),
-                )?;
-                gemm(
-                    hid,
-                    tb,
-                    cw,
-                    one,
-                    &self.dpo,
-                    tr(i * hid, nh),
-                    &self.o,
-                    crow,
-                    one,
-                    g.c_o,
-                    rm(i * pw, cw),
-                )?;
-                let a = tr(i * cw, n * cw);
-                gemm(
-                    cw,
-                    tb,
-                    hid,
-                    one,
-                    &self.dcq,
-                    a,
-                    &self.ht,
-                    hrow,
-                    one,
-                    g.c_q,
-                    rm(i * pw, hid),
-                )?;
-                gemm(
-                    cw,
-                    tb,
-                    hid,
-                    one,
-                    &self.dck,
-                    a,
-                    &self.ht,
-                    hrow,
-                    one,
-                    g.c_k,
-                    rm(i * pw, hid),
-                )?;
-                gemm(
-                    cw,
-                    tb,
-                    hid,
-                    one,
-                    &self.dcv,
-                    a,
-                    &self.ht,
-                    hrow,
-                    one,
-                    g.c_v,
-                    rm(i * pw, hid),
-                )?;
-            }
-        }
-        Ok(())
-    }
-}
-
-fn softmax_in_place<S: Real>(v: &mut [S]) {
-    let Some(mut m) = v.first().copied() else {
-        return;
-    };
-    for x in v.iter() {
-        m = m.max(*x);
-    }
-    let mut sum = S::ZERO;
-    for x in v.iter_mut() {
-        *x = (*x - m).exp();
-        sum += *x;
-    }
-    for x in v.iter_mut() {
-        *x = *x / sum;
-    }
-}
-
-fn check_lens(d: &RimDims, lens: [usize; 9], what: &str) -> Result<()> {
-    let c = rim_param_counts(d);
-    let need = [
-        c.w_k, c.w_v, c.w_q, c.rnn, c.c_q, c.c_k, c.c_v, c.c_g, c.c_o,
-    ];
-    for (got, need) in lens.iter().zip(need) {
-        ensure!(*got >= need, "{what} buffer too short: {got} < {need}");
-    }
-    Ok(())
-}
-
-fn check_weights<S>(d: &RimDims, w: &RimWeights<'_, S>) -> Result<()> {
-    let lens = [
-        w.w_k.len(),
-        w.w_v.len(),
-        w.w_q.len(),
-        w.rnn.len(),
-        w.c_q.len(),
-        w.c_k.len(),
-        w.c_v.len(),
-        w.c_g.len(),
-        w.c_o.len(),
-    ];
-    check_lens(d, lens, "weight")
-}
-
-fn check_grads<S>(d: &RimDims, g: &RimGrads<'_, S>) -> Result<()> {
-    let lens = [
-        g.w_k.len(),
-        g.w_v.len(),
-        g.w_q.len(),
-        g.rnn.len(),
-        g.c_q.len(),
-        g.c_k.len(),
-        g.c_v.len(),
-        g.c_g.len(),
-        g.c_o.len(),
-    ];
-    check_lens(d, lens, "gradient")
 }

@@ -5,8 +5,9 @@
 //! sequences from a zero state, the loss `sum_t mean(h_t^2)` (so `dL/dh_t = 2 h_t / (B*N*H)`),
 //! BPTT, and one Adam step ([`metarim_core::nn::optim::Adam`]) over all RIM parameters. Frames
 //! per second are `iters * B * T / seconds`. With several threads the batch is split into
-//! contiguous parts, one [`RimBatch`] per worker (`std::thread::scope`), and the workers'
-//! gradients are summed before the Adam step.
+//! contiguous shards of sequences, one per worker (`std::thread::scope`) for the forward and
+//! BPTT, and the weight gradients are one GEMM per tensor over all rows, modules spread over the
+//! workers (as the trainer does it).
 
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,9 @@ use metarim_core::nn::optim::Adam;
 use metarim_core::nn::rim::{state_len, CommGrad};
 use metarim_core::rng::Pcg32;
 
-use crate::rim_batch::{grads_view, param_offsets, weights_view, RimBatch};
+use crate::rim_batch::{
+    even_bounds, grads_view, param_offsets, weights_view, RimBatch, RimScratch,
+};
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -67,36 +70,6 @@ impl RimBenchReport {
     }
 }
 
-/// One worker: its part of the batch and everything it needs.
-struct Worker {
-    rb: RimBatch<f32>,
-    xs: Vec<f32>,
-    h0: Vec<f32>,
-    dhs: Vec<f32>,
-    dh0: Vec<f32>,
-    grads: Vec<f32>,
-    loss: f64,
-}
-
-impl Worker {
-    /// Forward, loss gradient (`scale = 1 / (B*N*H)` of the whole batch), backward.
-    fn run(&mut self, d: &RimDims, params: &[f32], scale: f32) -> Result<()> {
-        let w = weights_view(d, params)?;
-        self.rb.forward(&w, &self.xs, &self.h0)?;
-        let mut loss = 0.0f64;
-        for (g, h) in self.dhs.iter_mut().zip(self.rb.hs()) {
-            loss += f64::from(*h * *h);
-            *g = 2.0 * scale * *h;
-        }
-        self.loss = loss * f64::from(scale);
-        self.grads.fill(0.0);
-        self.dh0.fill(0.0);
-        let mut g = grads_view(d, &mut self.grads)?;
-        self.rb
-            .backward(&w, CommGrad::Blocked, &self.dhs, &mut self.dh0, &mut g)
-    }
-}
-
 /// Uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) per tensor (PyTorch's default scale).
 fn init_params(d: &RimDims, rng: &mut Pcg32) -> Vec<f32> {
     let (offs, total) = param_offsets(d);
@@ -137,59 +110,73 @@ pub fn run(o: &RimBenchOptions) -> Result<RimBenchReport> {
     let mut rng = Pcg32::new(o.seed);
     let mut params = init_params(&d, &mut rng);
     let workers_n = o.threads.min(o.batch);
-    let mut workers = Vec::with_capacity(workers_n);
-    for k in 0..workers_n {
-        // Contiguous parts of the batch, sizes differing by at most one.
-        let bw = o.batch / workers_n + usize::from(k < o.batch % workers_n);
-        let xs = (0..o.steps * bw * d.input)
-            .map(|_| rng.gen_f32() * 2.0 - 1.0)
-            .collect();
-        workers.push(Worker {
-            rb: RimBatch::new(&d, bw, o.steps).context("allocating the batched cell")?,
-            xs,
-            h0: vec![0.0; bw * nh],
-            dhs: vec![0.0; o.steps * bw * nh],
-            dh0: vec![0.0; bw * nh],
-            grads: vec![0.0; total],
-            loss: 0.0,
-        });
-    }
+    let bounds = even_bounds(o.batch, workers_n);
+    let rows = o.batch * o.steps;
+    let mut rb = RimBatch::<f32>::new(&d, rows, true).context("allocating the batched cell")?;
+    let mut scratch: Vec<RimScratch<f32>> = bounds
+        .windows(2)
+        .map(|w| RimScratch::new(&d, w[1] - w[0]))
+        .collect();
+    let xs: Vec<f32> = (0..rows * d.input)
+        .map(|_| rng.gen_f32() * 2.0 - 1.0)
+        .collect();
+    let h0 = vec![0.0f32; o.batch * nh];
+    let reset = vec![false; rows];
+    let mut grads = vec![0.0f32; total];
     let mut adam = Adam::new(1e-4, 0.9, 0.999, 1e-8);
     let mut m = vec![0.0f32; total];
     let mut v = vec![0.0f32; total];
     let scale = 1.0 / (o.batch * nh) as f32;
-    let mut iterate = |params: &mut Vec<f32>, workers: &mut Vec<Worker>| -> Result<f64> {
-        let (first, rest) = workers.split_at_mut(1);
-        let p: &[f32] = params;
-        std::thread::scope(|s| -> Result<()> {
-            let handles: Vec<_> = rest
-                .iter_mut()
-                .map(|w| s.spawn(move || w.run(&d, p, scale)))
+    let mut iterate = |params: &mut Vec<f32>| -> Result<f64> {
+        let w = weights_view(&d, params)?;
+        let shards = rb.shards(o.batch, o.steps, &bounds)?;
+        let losses: Vec<Result<f64>> = std::thread::scope(|s| {
+            let handles: Vec<_> = shards
+                .into_iter()
+                .zip(scratch.iter_mut())
+                .zip(bounds.windows(2))
+                .map(|((mut sh, sc), b)| {
+                    let w = &w;
+                    let (xs, h0, reset) = (&xs, &h0, &reset);
+                    s.spawn(move || -> Result<f64> {
+                        let (r0, r1) = (b[0] * o.steps, b[1] * o.steps);
+                        sh.x_mut().copy_from_slice(&xs[r0 * d.input..r1 * d.input]);
+                        sh.forward(w, &h0[b[0] * nh..b[1] * nh], &reset[r0..r1], sc)?;
+                        let mut loss = 0.0f64;
+                        let hs: Vec<f32> = sh.h_out().to_vec();
+                        for (g, h) in sh.dh_mut().iter_mut().zip(&hs) {
+                            loss += f64::from(*h * *h);
+                            *g = 2.0 * scale * *h;
+                        }
+                        sh.backward(w, CommGrad::Blocked, &reset[r0..r1], false, true, sc)?;
+                        Ok(loss * f64::from(scale))
+                    })
+                })
                 .collect();
-            let r0 = first[0].run(&d, p, scale);
-            for h in handles {
-                h.join()
-                    .map_err(|_| anyhow::anyhow!("a benchmark worker panicked"))??;
-            }
-            r0
-        })?;
-        let (first, rest) = workers.split_at_mut(1);
-        let g = &mut first[0].grads;
-        for wk in rest.iter() {
-            for (a, b) in g.iter_mut().zip(&wk.grads) {
-                *a += *b;
-            }
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("a benchmark worker panicked")))
+                })
+                .collect()
+        });
+        let mut loss = 0.0;
+        for l in losses {
+            loss += l?;
         }
-        adam.step(params, g, &mut m, &mut v)?;
-        Ok(workers.iter().map(|w| w.loss).sum())
+        grads.fill(0.0);
+        rb.weight_grads(&mut grads_view(&d, &mut grads)?, workers_n)?;
+        adam.step(params, &grads, &mut m, &mut v)?;
+        Ok(loss)
     };
     for _ in 0..o.warmup {
-        iterate(&mut params, &mut workers)?;
+        iterate(&mut params)?;
     }
     let t0 = Instant::now();
     let mut loss = 0.0;
     for _ in 0..o.iters {
-        loss = iterate(&mut params, &mut workers)?;
+        loss = iterate(&mut params)?;
     }
     let elapsed = t0.elapsed();
     Ok(RimBenchReport {

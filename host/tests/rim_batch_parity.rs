@@ -1,13 +1,15 @@
 //! Parity of the batched RIM cell (`host::rim_batch`) with the core's per-sample cell
-//! (`rim_sequence_forward` / `rim_sequence_backward`, i.e. `rim_step_forward` /
-//! `rim_step_backward` looped over the steps and summed over the batch): states, selections,
-//! initial-state gradients and every parameter gradient, for random weights and inputs.
+//! (`rim_step_forward` / `rim_step_backward` looped over each sequence's steps, the incoming state
+//! zeroed and no gradient carried at episode starts, gradients summed over the batch): states,
+//! selections, input gradients and every parameter gradient, for random weights, inputs and
+//! episode starts, with the sequences split into shards in several ways.
 
-use host::rim_batch::{grads_view, param_offsets, weights_view, RimBatch, Scalar};
+use host::rim_batch::{
+    even_bounds, grads_view, param_offsets, weights_view, RimBatch, RimScratch, Scalar,
+};
 use metarim_core::nn::dims::{CellKind, RimDims, PAPER};
 use metarim_core::nn::rim::{
-    rim_sequence_backward, rim_sequence_forward, sequence_scratch_len, state_len, step_cache_len,
-    CommGrad,
+    rim_step_backward, rim_step_forward, scratch_len, state_len, step_cache_len, CommGrad,
 };
 use metarim_core::rng::Pcg32;
 
@@ -47,6 +49,45 @@ const NAMES: [&str; 9] = [
     "w_k", "w_v", "w_q", "rnn", "c_q", "c_k", "c_v", "c_g", "c_o",
 ];
 
+/// The batched pass over `batch` sequences in `parts` shards: states, masks, dx, gradients.
+fn batched<S: Scalar>(
+    d: &RimDims,
+    w: &metarim_core::nn::rim::RimWeights<'_, S>,
+    (batch, steps, parts): (usize, usize, usize),
+    (xs, h0, reset, dhs): (&[S], &[S], &[bool], &[S]),
+    mode: CommGrad,
+    total: usize,
+) -> (Vec<S>, Vec<S>, Vec<S>, Vec<S>) {
+    let nh = state_len(d);
+    let bounds = even_bounds(batch, parts);
+    let mut rb = RimBatch::<S>::new(d, batch * steps + 3, true).unwrap();
+    let mut scratch: Vec<RimScratch<S>> = bounds
+        .windows(2)
+        .map(|b| RimScratch::new(d, b[1] - b[0]))
+        .collect();
+    {
+        let shards = rb.shards(batch, steps, &bounds).unwrap();
+        for ((mut sh, sc), b) in shards.into_iter().zip(&mut scratch).zip(bounds.windows(2)) {
+            let (r0, r1) = (b[0] * steps, b[1] * steps);
+            sh.x_mut().copy_from_slice(&xs[r0 * d.input..r1 * d.input]);
+            sh.forward(w, &h0[b[0] * nh..b[1] * nh], &reset[r0..r1], sc)
+                .unwrap();
+            sh.dh_mut().copy_from_slice(&dhs[r0 * nh..r1 * nh]);
+            sh.backward(w, mode, &reset[r0..r1], true, true, sc)
+                .unwrap();
+        }
+    }
+    let mut g = vec![S::ZERO; total];
+    rb.weight_grads(&mut grads_view(d, &mut g).unwrap(), parts)
+        .unwrap();
+    (
+        rb.h_out().to_vec(),
+        rb.masks().to_vec(),
+        rb.dx().to_vec(),
+        g,
+    )
+}
+
 /// Runs both paths and compares them; returns the flat gradient of the batched path.
 fn check<S: Scalar>(
     d: &RimDims,
@@ -58,116 +99,150 @@ fn check<S: Scalar>(
 ) -> Vec<S> {
     let mut rng = Pcg32::new(seed);
     let nh = state_len(d);
+    let n = d.n_modules;
     let (offs, total) = param_offsets(d);
     // Weights scaled so that attention scores spread (varied selections per sample and step).
     let params: Vec<S> = uniform(&mut rng, total, 0.4);
-    let xs: Vec<S> = uniform(&mut rng, steps * batch * d.input, 1.0);
+    let rows = batch * steps;
+    let xs: Vec<S> = uniform(&mut rng, rows * d.input, 1.0);
     let h0: Vec<S> = uniform(&mut rng, batch * nh, 1.0);
-    let dhs: Vec<S> = uniform(&mut rng, steps * batch * nh, 1.0);
+    let dhs: Vec<S> = uniform(&mut rng, rows * nh, 1.0);
+    // Episode starts: about one step in four, anywhere, step 0 included.
+    let reset: Vec<bool> = (0..rows).map(|_| rng.below(4) == 0).collect();
     let w = weights_view(d, &params).unwrap();
 
-    // Core, one sample at a time, gradients summed over the batch.
+    // Core, one sequence at a time, gradients summed over the batch.
     let mut g_core = vec![S::ZERO; total];
-    let mut hs_core = vec![S::ZERO; steps * batch * nh];
-    let mut act_core = vec![false; steps * batch * d.n_modules];
-    let mut dh0_core = vec![S::ZERO; batch * nh];
+    let mut hs_core = vec![S::ZERO; rows * nh];
+    let mut mask_core = vec![S::ZERO; rows * n];
+    let mut dx_core = vec![S::ZERO; rows * d.input];
     let cl = step_cache_len(d);
     let mut caches = vec![S::ZERO; steps * cl];
-    let mut scratch = vec![S::ZERO; sequence_scratch_len(d)];
+    let mut hins = vec![S::ZERO; steps * nh];
+    let mut scratch = vec![S::ZERO; scratch_len(d)];
+    let mut active = vec![false; n];
     for b in 0..batch {
-        let mut xb = Vec::new();
-        let mut dhb = Vec::new();
         for t in 0..steps {
-            let r = t * batch + b;
-            xb.extend_from_slice(&xs[r * d.input..][..d.input]);
-            dhb.extend_from_slice(&dhs[r * nh..][..nh]);
+            let r = b * steps + t;
+            let (done, cur) = hins.split_at_mut(t * nh);
+            let h_in = &mut cur[..nh];
+            if reset[r] {
+                h_in.fill(S::ZERO);
+            } else if t == 0 {
+                h_in.copy_from_slice(&h0[b * nh..][..nh]);
+            } else {
+                h_in.copy_from_slice(&hs_core[(r - 1) * nh..][..nh]);
+            }
+            let _ = done;
+            rim_step_forward(
+                &w,
+                d,
+                &xs[r * d.input..][..d.input],
+                h_in,
+                &[],
+                &mut hs_core[r * nh..][..nh],
+                &mut [],
+                &mut active,
+                &mut caches[t * cl..][..cl],
+            )
+            .unwrap();
+            for (m, a) in mask_core[r * n..][..n].iter_mut().zip(&active) {
+                *m = if *a { S::ONE } else { S::ZERO };
+            }
         }
-        let mut hb = vec![S::ZERO; steps * nh];
-        let mut ab = vec![false; steps * d.n_modules];
-        let h0b = &h0[b * nh..][..nh];
-        rim_sequence_forward(
-            &w,
-            d,
-            steps,
-            &xb,
-            h0b,
-            &[],
-            &mut hb,
-            &mut [],
-            &mut ab,
-            &mut caches,
-        )
-        .unwrap();
-        let mut g = grads_view(d, &mut g_core).unwrap();
-        rim_sequence_backward(
-            &w,
-            d,
-            mode,
-            steps,
-            &xb,
-            h0b,
-            &[],
-            &hb,
-            &[],
-            &caches,
-            &dhb,
-            &[],
-            None,
-            &mut dh0_core[b * nh..][..nh],
-            &mut [],
-            &mut g,
-            &mut scratch,
-        )
-        .unwrap();
-        for t in 0..steps {
-            let r = t * batch + b;
-            hs_core[r * nh..][..nh].copy_from_slice(&hb[t * nh..][..nh]);
-            act_core[r * d.n_modules..][..d.n_modules]
-                .copy_from_slice(&ab[t * d.n_modules..][..d.n_modules]);
+        let mut carry = vec![S::ZERO; nh];
+        for t in (0..steps).rev() {
+            let r = b * steps + t;
+            let dh: Vec<S> = dhs[r * nh..][..nh]
+                .iter()
+                .zip(&carry)
+                .map(|(a, c)| *a + *c)
+                .collect();
+            let mut dprev = vec![S::ZERO; nh];
+            let mut g = grads_view(d, &mut g_core).unwrap();
+            rim_step_backward(
+                &w,
+                d,
+                mode,
+                &xs[r * d.input..][..d.input],
+                &hins[t * nh..][..nh],
+                &[],
+                &caches[t * cl..][..cl],
+                &dh,
+                &[],
+                Some(&mut dx_core[r * d.input..][..d.input]),
+                &mut dprev,
+                &mut [],
+                &mut g,
+                &mut scratch,
+            )
+            .unwrap();
+            carry = if reset[r] { vec![S::ZERO; nh] } else { dprev };
         }
-    }
-
-    // Batched.
-    let mut rb = RimBatch::<S>::new(d, batch, steps).unwrap();
-    rb.forward(&w, &xs, &h0).unwrap();
-    let mut g_batch = vec![S::ZERO; total];
-    let mut dh0 = vec![S::ZERO; batch * nh];
-    {
-        let mut g = grads_view(d, &mut g_batch).unwrap();
-        rb.backward(&w, mode, &dhs, &mut dh0, &mut g).unwrap();
     }
 
     let ctx = format!("B={batch} T={steps} comm={} {mode:?}", d.communication);
-    assert_eq!(rb.actives(), &act_core[..], "{ctx}: selections differ");
     // The selection must actually vary (else the masked paths are not exercised).
-    let n_on = act_core.iter().filter(|a| **a).count();
-    assert_eq!(n_on, steps * batch * d.k_active, "{ctx}: k per step");
+    let n_on = mask_core.iter().filter(|a| **a != S::ZERO).count();
+    assert_eq!(n_on, rows * d.k_active, "{ctx}: k per step");
     if batch >= 3 {
-        let first = &act_core[..d.n_modules];
+        let first = &mask_core[..n];
         assert!(
-            act_core.chunks(d.n_modules).any(|c| c != first),
+            mask_core.chunks(n).any(|c| c != first),
             "{ctx}: every sample and step selected the same modules"
         );
     }
-    let (e, s) = rel_err(rb.hs(), &hs_core);
-    assert!(s > 0.0 && e <= tol, "{ctx}: states rel err {e:e}");
-    let (e, s) = rel_err(&dh0, &dh0_core);
-    assert!(s > 0.0 && e <= tol, "{ctx}: dh0 rel err {e:e}");
-    for (i, name) in NAMES.iter().enumerate() {
-        let end = offs.get(i + 1).copied().unwrap_or(total);
-        let r = offs[i]..end;
-        if r.is_empty() {
-            assert!(!d.communication && i >= 4, "{ctx}: {name} empty");
-            continue;
-        }
-        let (e, s) = rel_err(&g_batch[r.clone()], &g_core[r]);
-        assert!(s > 0.0, "{ctx}: gradient of {name} is identically zero");
-        assert!(
-            e <= tol,
-            "{ctx}: gradient of {name} rel err {e:e} (scale {s:e})"
+    let mut first: Option<Vec<S>> = None;
+    for parts in [1usize, 2, batch] {
+        let (hs, masks, dx, g_batch) = batched(
+            d,
+            &w,
+            (batch, steps, parts),
+            (&xs, &h0, &reset, &dhs),
+            mode,
+            total,
         );
+        let ctx = format!("{ctx} shards={parts}");
+        assert_eq!(masks, mask_core, "{ctx}: selections differ");
+        let (e, s) = rel_err(&hs, &hs_core);
+        assert!(s > 0.0 && e <= tol, "{ctx}: states rel err {e:e}");
+        let (e, s) = rel_err(&dx, &dx_core);
+        assert!(s > 0.0 && e <= tol, "{ctx}: dx rel err {e:e}");
+        for (i, name) in NAMES.iter().enumerate() {
+            let end = offs.get(i + 1).copied().unwrap_or(total);
+            let r = offs[i]..end;
+            if r.is_empty() {
+                assert!(!d.communication && i >= 4, "{ctx}: {name} empty");
+                continue;
+            }
+            let (e, s) = rel_err(&g_batch[r.clone()], &g_core[r]);
+            assert!(s > 0.0, "{ctx}: gradient of {name} is identically zero");
+            assert!(
+                e <= tol,
+                "{ctx}: gradient of {name} rel err {e:e} (scale {s:e})"
+            );
+        }
+        // Any split gives the same bits (the trainer's thread-count independence).
+        let bits: Vec<S> = hs.iter().chain(&dx).chain(&g_batch).copied().collect();
+        match &first {
+            None => first = Some(bits),
+            Some(f) => assert!(
+                f.iter()
+                    .zip(&bits)
+                    .all(|(a, b)| a.to_f64().to_bits() == b.to_f64().to_bits()),
+                "{ctx}: results depend on the shard split"
+            ),
+        }
     }
-    g_batch
+    let (_, _, _, g) = batched(
+        d,
+        &w,
+        (batch, steps, 1),
+        (&xs, &h0, &reset, &dhs),
+        mode,
+        total,
+    );
+    g
 }
 
 fn no_comm(d: &RimDims) -> RimDims {
@@ -225,17 +300,47 @@ fn bad_dims_are_errors() {
         cell: CellKind::Lstm,
         ..SMALL
     };
-    assert!(RimBatch::<f32>::new(&lstm, 2, 2).is_err());
-    assert!(RimBatch::<f32>::new(&SMALL, 0, 2).is_err());
+    assert!(RimBatch::<f32>::new(&lstm, 4, true).is_err());
+    assert!(RimBatch::<f32>::new(&SMALL, 0, true).is_err());
     let bad_k = RimDims {
         k_active: 6,
         ..SMALL
     };
-    assert!(RimBatch::<f32>::new(&bad_k, 2, 2).is_err());
-    let mut rb = RimBatch::<f32>::new(&SMALL, 2, 2).unwrap();
+    assert!(RimBatch::<f32>::new(&bad_k, 4, true).is_err());
     let (_, total) = param_offsets(&SMALL);
     let p = vec![0.0f32; total];
     let w = weights_view(&SMALL, &p).unwrap();
-    assert!(rb.forward(&w, &[0.0; 3], &[0.0; 90]).is_err());
+    let mut sc = RimScratch::new(&SMALL, 2);
+    let mut rb = RimBatch::<f32>::new(&SMALL, 4, true).unwrap();
+    let mut shards = rb.shards(2, 2, &[0, 2]).unwrap();
+    let nh = state_len(&SMALL);
+    assert!(
+        shards[0]
+            .forward(&w, &[0.0; 3], &[false; 4], &mut sc)
+            .is_err(),
+        "short h0"
+    );
+    assert!(
+        shards[0]
+            .forward(&w, &vec![0.0; 2 * nh], &[false; 3], &mut sc)
+            .is_err(),
+        "short resets"
+    );
+    let mut small = RimScratch::new(&SMALL, 1);
+    assert!(
+        shards[0]
+            .forward(&w, &vec![0.0; 2 * nh], &[false; 4], &mut small)
+            .is_err(),
+        "scratch"
+    );
+    drop(shards);
+    let mut fwd_only = RimBatch::<f32>::new(&SMALL, 4, false).unwrap();
+    let mut shards = fwd_only.shards(2, 2, &[0, 2]).unwrap();
+    shards[0]
+        .forward(&w, &vec![0.0; 2 * nh], &[false; 4], &mut sc)
+        .unwrap();
+    assert!(shards[0]
+        .backward(&w, CommGrad::Blocked, &[false; 4], false, true, &mut sc)
+        .is_err());
     assert!(weights_view(&SMALL, &p[1..]).is_err());
 }

@@ -104,8 +104,11 @@ pub struct TrainConfig {
     /// Meta modes: slow-group updates per training update (outer loop), each over the whole
     /// rollout.
     pub outer_steps: usize,
-    /// Independent gradient accumulators; chunks are summed in a fixed order per shard and the
-    /// shards in index order, which keeps results independent of the thread count.
+    /// Gradient computation: `batched` (default) or `per-chunk` (the reference path).
+    pub gradients: GradPath,
+    /// `per-chunk` gradients: independent accumulators; chunks are summed in a fixed order per
+    /// shard and the shards in index order, which keeps results independent of the thread count.
+    /// (The batched path is independent of the thread count by construction.)
     pub grad_shards: usize,
     /// Write a checkpoint every this many updates (and at the end).
     pub save_interval: usize,
@@ -151,11 +154,24 @@ impl Default for TrainConfig {
             inner_steps: 4,
             slowness: 2,
             outer_steps: 8,
+            gradients: GradPath::Batched,
             grad_shards: 16,
             save_interval: 10,
             stats_window: 500,
         }
     }
+}
+
+/// How the CPU trainer computes gradients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GradPath {
+    /// The memory and heads as GEMMs over the whole minibatch ([`super::batched`]); the
+    /// default. RIMs with LSTM cells fall back to `per-chunk`.
+    Batched,
+    /// The core's per-sample `Policy::chunk_backward`, one chunk at a time in
+    /// `grad_shards` fixed-order shards (the reference the batched path is tested against).
+    PerChunk,
 }
 
 /// Names of the presets `preset` accepts.

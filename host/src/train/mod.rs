@@ -4,6 +4,7 @@
 //! - [`tasks`]: which level each episode runs (single, mixture, curriculum);
 //! - [`rollout`]: vectorised environments stepped across threads into preallocated buffers,
 //!   and GAE;
+//! - [`batched`]: the batched gradient pass (memory and heads as GEMMs over a minibatch);
 //! - [`update`]: gradients over chunks in fixed-order shards, PPO epochs, the inner (fast) and
 //!   outer (slow) loops, Adam per group;
 //! - [`checkpoint`]: safetensors checkpoints with everything a bit-exact `--resume` needs;
@@ -14,6 +15,7 @@
 //! the trainer, and gradient sums run in an order fixed by the config (not by the thread
 //! count), so a seed gives bit-identical checkpoints on any number of threads.
 
+pub mod batched;
 pub mod checkpoint;
 pub mod config;
 pub mod eval;

@@ -13,12 +13,18 @@
 use anyhow::{anyhow, bail, Context, Result};
 use metarim_core::env::{Action, Env, Observation, VIEW_CELLS};
 use metarim_core::mission::vocab::{tokenize, MAX_TOKENS};
-use metarim_core::nn::policy::{scratch_len, state_len, step_cache_len};
+use metarim_core::nn::dims::{MemoryKind, ModelDims};
+use metarim_core::nn::encoder::{encode_forward, encoder_cache_len};
+use metarim_core::nn::loss::PpoSample;
+use metarim_core::nn::params::Role;
+use metarim_core::nn::policy::{scratch_len, state_len};
 use metarim_core::rng::{split_mix64, Pcg32};
 use serde::{Deserialize, Serialize};
 
 use super::tasks::Tasks;
 use super::{sample_action, Model};
+use crate::lstm_batch::{LstmBatch, LstmScratch};
+use crate::rim_batch::{RimBatch, RimScratch};
 
 /// One finished episode.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -62,10 +68,16 @@ pub struct ProcRollout {
     pub ret: Vec<f32>,
     /// Value of the state after the last step (bootstrap).
     pub next_value: f32,
+    /// Memory input of each step as the acting policy computed it (encoder output ++
+    /// instruction embedding), `memory_input` per step: gradient passes reuse it while the
+    /// encoders' parameters are unchanged.
+    pub x: Vec<f32>,
+    /// PPO targets of each step (after [`gae`]).
+    pub samples: Vec<PpoSample<f32>>,
 }
 
 impl ProcRollout {
-    fn new(frames: usize, state_len: usize) -> ProcRollout {
+    fn new(frames: usize, state_len: usize, input: usize) -> ProcRollout {
         ProcRollout {
             obs: vec![[[0; 3]; VIEW_CELLS]; frames],
             tokens: vec![[0; MAX_TOKENS]; frames],
@@ -80,6 +92,17 @@ impl ProcRollout {
             advantage: vec![0.0; frames],
             ret: vec![0.0; frames],
             next_value: 0.0,
+            x: vec![0.0; frames * input],
+            samples: vec![
+                PpoSample {
+                    action: 0,
+                    old_logprob: 0.0,
+                    old_value: 0.0,
+                    advantage: 0.0,
+                    ret: 0.0,
+                };
+                frames
+            ],
         }
     }
 
@@ -162,7 +185,7 @@ impl EnvSlot {
             episode_start: true,
             ep_return: 0.0,
             actions: Vec::new(),
-            buf: ProcRollout::new(frames, sl),
+            buf: ProcRollout::new(frames, sl, d.memory_input()),
             finished: Vec::new(),
         };
         slot.start_episode(tasks)?;
@@ -248,23 +271,121 @@ impl EnvSlot {
     }
 }
 
-/// Per-thread step buffers.
-struct StepWork {
-    next: Vec<f32>,
+/// One thread's batched acting step over its envs: the memory as a forward-only batched pass
+/// of one step per env ([`crate::rim_batch`] / [`crate::lstm_batch`]), the heads as GEMMs, the
+/// observation encoder per env. Each env's row is computed the same way whatever the split of
+/// envs over threads (row-invariant products).
+struct Actor {
+    d: ModelDims,
+    mem: ActMemory,
+    x: Vec<f32>,
+    h0: Vec<f32>,
+    reset: Vec<bool>,
+    hid: Vec<f32>,
     logits: Vec<f32>,
-    cache: Vec<f32>,
+    value: Vec<f32>,
+    masks: Vec<f32>,
+    next: Vec<f32>,
+    enc_cache: Vec<f32>,
     scratch: Vec<f32>,
 }
 
-impl StepWork {
-    fn new(model: &Model) -> StepWork {
-        let d = model.layout.dims();
-        StepWork {
-            next: vec![0.0; state_len(d)],
-            logits: vec![0.0; d.n_actions],
-            cache: vec![0.0; step_cache_len(d)],
-            scratch: vec![0.0; scratch_len(d)],
+enum ActMemory {
+    Rim(Box<RimBatch<f32>>, RimScratch<f32>),
+    Lstm(LstmBatch<f32>, LstmScratch<f32>),
+}
+
+impl Actor {
+    fn new(model: &Model, envs: usize) -> Result<Actor> {
+        let d = *model.layout.dims();
+        let e = envs.max(1);
+        let mem = match d.memory {
+            MemoryKind::Rim => ActMemory::Rim(
+                Box::new(RimBatch::new(&d.rim, e, false)?),
+                RimScratch::new(&d.rim, e),
+            ),
+            MemoryKind::Lstm => ActMemory::Lstm(
+                LstmBatch::new(d.memory_input(), d.memory_width(), e, false)?,
+                LstmScratch::new(d.memory_width(), e),
+            ),
+        };
+        Ok(Actor {
+            mem,
+            x: vec![0.0; e * d.memory_input()],
+            h0: vec![0.0; e * state_len(&d)],
+            reset: vec![false; e],
+            hid: vec![0.0; e * 2 * d.head_hidden],
+            logits: vec![0.0; e * d.n_actions],
+            value: vec![0.0; e],
+            masks: vec![0.0; e * d.rim.n_modules],
+            next: vec![0.0; e * state_len(&d)],
+            enc_cache: vec![0.0; encoder_cache_len(&d)],
+            scratch: vec![0.0; scratch_len(&d)],
+            d,
+        })
+    }
+
+    /// One step of every env in `slots` from its current observation (`obs`), instruction
+    /// embedding and memory state: fills `x`, `logits`, `value`, `next` (outgoing states) and
+    /// `masks`.
+    fn step(&mut self, model: &Model, slots: &[EnvSlot], obs: &[&Observation]) -> Result<()> {
+        let d = self.d;
+        let e = slots.len();
+        let (inp, feat, sl) = (d.memory_input(), d.obs_features(), state_len(&d));
+        let p = model.params.bufs();
+        let encoder = model.layout.block(&p, Role::Encoder);
+        for (i, (slot, o)) in slots.iter().zip(obs).enumerate() {
+            let xr = &mut self.x[i * inp..(i + 1) * inp];
+            encode_forward(&d, encoder, o, &mut xr[..feat], &mut self.enc_cache)
+                .map_err(|e| anyhow!("observation encoder: {e}"))?;
+            xr[feat..].copy_from_slice(&slot.instr[..d.instr_hidden]);
+            self.h0[i * sl..(i + 1) * sl].copy_from_slice(&slot.state);
         }
+        let bounds = [0, e];
+        let w = model.params.bufs();
+        let h_out: &[f32] = match &mut self.mem {
+            ActMemory::Rim(rb, sc) => {
+                let mut shards = rb.shards(e, 1, &bounds)?;
+                let sh = shards
+                    .first_mut()
+                    .ok_or_else(|| anyhow!("acting: no shard"))?;
+                sh.x_mut().copy_from_slice(&self.x[..e * inp]);
+                let rw = super::batched::rim_weights(&model.layout, &w);
+                sh.forward(&rw, &self.h0[..e * sl], &self.reset[..e], sc)?;
+                drop(shards);
+                self.next[..e * sl].copy_from_slice(rb.h_out());
+                self.masks[..e * d.rim.n_modules].copy_from_slice(rb.masks());
+                &self.next[..e * sl]
+            }
+            ActMemory::Lstm(lb, sc) => {
+                let mut shards = lb.shards(e, 1, &bounds)?;
+                let sh = shards
+                    .first_mut()
+                    .ok_or_else(|| anyhow!("acting: no shard"))?;
+                sh.x_mut().copy_from_slice(&self.x[..e * inp]);
+                let lw = super::batched::lstm_weights(&model.layout, &w);
+                sh.forward(&lw, &self.h0[..e * sl], &self.reset[..e], sc)?;
+                let hw = d.memory_width();
+                for i in 0..e {
+                    self.next[i * sl..i * sl + hw].copy_from_slice(&sh.h_out()[i * hw..][..hw]);
+                    self.next[i * sl + hw..(i + 1) * sl]
+                        .copy_from_slice(&sh.c_out()[i * hw..][..hw]);
+                }
+                drop(shards);
+                lb.h_out()
+            }
+        };
+        let heads = model.layout.block(&p, Role::Heads);
+        // The heads read `h` (`[e x W]` in both branches).
+        super::batched::heads_forward_rows(
+            &d,
+            heads,
+            e,
+            h_out,
+            &mut self.hid,
+            &mut self.logits,
+            &mut self.value,
+        )
     }
 }
 
@@ -297,51 +418,58 @@ fn collect_part(
     reward_scale: f32,
 ) -> Result<()> {
     let policy = model.policy()?;
-    let d = model.layout.dims();
-    let sl = state_len(d);
-    let mut w = StepWork::new(model);
+    let d = *model.layout.dims();
+    let (sl, inp, na, nm) = (
+        state_len(&d),
+        d.memory_input(),
+        d.n_actions,
+        d.rim.n_modules,
+    );
+    let is_rim = d.memory == MemoryKind::Rim;
+    let mut actor = Actor::new(model, slots.len())?;
     let err = |e| anyhow!("policy step: {e}");
     for slot in slots.iter_mut() {
         slot.finished.clear();
         policy
-            .encode_instruction(&slot.tokens, &mut slot.instr, &mut w.scratch)
+            .encode_instruction(&slot.tokens, &mut slot.instr, &mut actor.scratch)
             .map_err(err)?;
     }
     let frames = slots.first().map_or(0, |s| s.buf.len());
+    let mut obs = vec![[[0u8; 3]; VIEW_CELLS]; slots.len()];
     for t in 0..frames {
-        for slot in slots.iter_mut() {
+        for (slot, o) in slots.iter_mut().zip(obs.iter_mut()) {
             let b = &mut slot.buf;
-            slot.env.observe(&mut b.obs[t]);
+            slot.env.observe(o);
+            b.obs[t] = *o;
             b.tokens[t] = slot.tokens;
             b.episode_start[t] = slot.episode_start;
             b.states[t * sl..(t + 1) * sl].copy_from_slice(&slot.state);
-            let value = policy
-                .step(
-                    &b.obs[t],
-                    &slot.instr,
-                    &slot.state,
-                    &mut w.next,
-                    &mut w.logits,
-                    &mut w.cache,
-                    &mut w.scratch,
-                )
-                .map_err(err)?;
-            let active = policy.active_in_cache(&w.cache);
-            b.active[t] = active
-                .iter()
-                .enumerate()
-                .fold(0u16, |m, (i, a)| m | (u16::from(*a) << i));
-            let (a, logprob) = sample_action(&w.logits, &mut slot.rng);
+        }
+        let refs: Vec<&Observation> = obs.iter().collect();
+        actor.step(model, slots, &refs)?;
+        for (i, slot) in slots.iter_mut().enumerate() {
+            let b = &mut slot.buf;
+            b.x[t * inp..(t + 1) * inp].copy_from_slice(&actor.x[i * inp..(i + 1) * inp]);
+            b.active[t] = if is_rim {
+                actor.masks[i * nm..(i + 1) * nm]
+                    .iter()
+                    .enumerate()
+                    .fold(0u16, |m, (k, a)| m | (u16::from(*a != 0.0) << k))
+            } else {
+                0
+            };
+            let (a, logprob) = sample_action(&actor.logits[i * na..(i + 1) * na], &mut slot.rng);
             let out = slot.env.step(Action::ALL[a]);
             slot.actions.push(a as u8);
             slot.ep_return += f64::from(out.reward);
             b.action[t] = a as u8;
             b.logprob[t] = logprob;
-            b.value[t] = value;
+            b.value[t] = actor.value[i];
             b.reward[t] = out.reward * reward_scale;
             let done = out.terminated || out.truncated;
             b.done[t] = done;
-            slot.state.copy_from_slice(&w.next);
+            slot.state
+                .copy_from_slice(&actor.next[i * sl..(i + 1) * sl]);
             slot.episode_start = false;
             if done {
                 slot.finished.push(EpisodeRecord {
@@ -353,26 +481,19 @@ fn collect_part(
                 slot.start_episode(tasks)
                     .context("starting the next episode")?;
                 policy
-                    .encode_instruction(&slot.tokens, &mut slot.instr, &mut w.scratch)
+                    .encode_instruction(&slot.tokens, &mut slot.instr, &mut actor.scratch)
                     .map_err(err)?;
             }
         }
     }
     // Bootstrap values of the states after the rollout.
-    let mut obs = [[0u8; 3]; VIEW_CELLS];
-    for slot in slots.iter_mut() {
-        slot.env.observe(&mut obs);
-        slot.buf.next_value = policy
-            .step(
-                &obs,
-                &slot.instr,
-                &slot.state,
-                &mut w.next,
-                &mut w.logits,
-                &mut w.cache,
-                &mut w.scratch,
-            )
-            .map_err(err)?;
+    for (slot, o) in slots.iter().zip(obs.iter_mut()) {
+        slot.env.observe(o);
+    }
+    let refs: Vec<&Observation> = obs.iter().collect();
+    actor.step(model, slots, &refs)?;
+    for (i, slot) in slots.iter_mut().enumerate() {
+        slot.buf.next_value = actor.value[i];
     }
     Ok(())
 }
@@ -393,6 +514,13 @@ pub fn gae(b: &mut ProcRollout, gamma: f32, lambda: f32) {
         last = delta + gamma * lambda * nonterminal * last;
         b.advantage[t] = last;
         b.ret[t] = b.value[t] + last;
+        b.samples[t] = PpoSample {
+            action: usize::from(b.action[t]),
+            old_logprob: b.logprob[t],
+            old_value: b.value[t],
+            advantage: b.advantage[t],
+            ret: b.ret[t],
+        };
     }
 }
 
@@ -402,7 +530,7 @@ mod tests {
 
     #[test]
     fn gae_matches_a_hand_computation_and_stops_at_episode_ends() {
-        let mut b = ProcRollout::new(3, 1);
+        let mut b = ProcRollout::new(3, 1, 1);
         b.value = vec![1.0, 2.0, 3.0];
         b.reward = vec![0.0, 5.0, 0.0];
         b.done = vec![false, true, false];

@@ -369,7 +369,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
     };
     checkpoint::write_atomic(&opts.out.join("config.toml"), cfg.to_toml()?.as_bytes())?;
     let threads = thread_count(cfg.threads, cfg.procs.max(cfg.grad_shards));
-    let mut grads = Grads::new(&st.model.layout, cfg.grad_shards);
+    let mut grads = Grads::new(&st.model.layout, &cfg, threads)?;
     let mut jsonl = fs::OpenOptions::new()
         .append(true)
         .open(&jsonl_path)
@@ -567,7 +567,7 @@ pub fn bench(cfg: &TrainConfig, warmup: usize, updates: usize) -> Result<TrainBe
     cfg.validate()?;
     let mut st = fresh_state(cfg)?;
     let threads = thread_count(cfg.threads, cfg.procs.max(cfg.grad_shards));
-    let mut grads = Grads::new(&st.model.layout, cfg.grad_shards);
+    let mut grads = Grads::new(&st.model.layout, cfg, threads)?;
     let mut out = TrainBench {
         update_fps: Vec::with_capacity(updates),
         rollout_s: 0.0,

@@ -9,8 +9,9 @@
 //!   of modules active somewhere in the minibatch ([`Layout::fast_ranges`]), so modules that
 //!   never ran keep their parameters and Adam moments bit-exactly.
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, ensure, Result};
 use metarim_core::env::VIEW_CELLS;
+use metarim_core::nn::dims::MemoryKind;
 use metarim_core::nn::loss::{PpoCoefs, PpoSample, PpoTerms};
 use metarim_core::nn::optim::{clip_coef, Adam, Range};
 use metarim_core::nn::params::{Group, Layout, Mode, FAST_RANGES};
@@ -18,7 +19,8 @@ use metarim_core::nn::policy::{chunk_work_len, ChunkStats, ChunkStep, MAX_MODULE
 use metarim_core::nn::rim::CommGrad;
 use metarim_core::rng::Pcg32;
 
-use super::config::{is_meta, OtherGroup};
+use super::batched::{BatchedGrads, PassOptions, Seq};
+use super::config::{is_meta, GradPath, OtherGroup};
 use super::rollout::EnvSlot;
 use super::{GroupVecs, Model, TrainConfig};
 
@@ -105,22 +107,55 @@ impl UpdateStats {
     }
 }
 
-/// Gradient buffers: one per shard and their total.
-#[derive(Clone, Debug)]
+/// Gradient buffers: the batched pass's work space, or one accumulator per shard for the
+/// per-chunk path; and the total.
 pub struct Grads {
     shards: Vec<GroupVecs>,
+    batched: Option<BatchedGrads<f32>>,
     /// The summed gradient of the last [`compute_grads`].
     pub total: GroupVecs,
 }
 
 impl Grads {
-    /// `shards` zeroed accumulators for `layout`.
-    pub fn new(layout: &Layout, shards: usize) -> Grads {
-        Grads {
-            shards: vec![GroupVecs::zeros(layout); shards.max(1)],
+    /// Buffers for `cfg`'s minibatches of `layout`'s model on `threads` threads: the batched
+    /// path unless `cfg.gradients` asks for the per-chunk one or the memory is not batched (a
+    /// RIM with LSTM cells).
+    pub fn new(layout: &Layout, cfg: &TrainConfig, threads: usize) -> Result<Grads> {
+        let batched = cfg.gradients == GradPath::Batched
+            && (layout.dims().memory == MemoryKind::Lstm
+                || crate::rim_batch::check_dims(&layout.dims().rim).is_ok());
+        let per = |len: usize| (cfg.batch_size / len).max(1) * len;
+        let rows = per(cfg.recurrence)
+            .max(per(cfg.slow_horizon()))
+            .min(cfg.frames_per_update().max(1));
+        Ok(Grads {
+            shards: if batched {
+                Vec::new()
+            } else {
+                vec![GroupVecs::zeros(layout); cfg.grad_shards.max(1)]
+            },
+            batched: if batched {
+                Some(BatchedGrads::new(layout, rows, threads)?)
+            } else {
+                None
+            },
             total: GroupVecs::zeros(layout),
-        }
+        })
     }
+
+    /// Whether gradients run on the batched path.
+    pub fn is_batched(&self) -> bool {
+        self.batched.is_some()
+    }
+}
+
+/// What one gradient pass computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PassWants {
+    /// Groups whose gradients are needed (fast, slow, other); the per-chunk path computes all.
+    pub groups: [bool; 3],
+    /// The encoders' parameters are the rollout's, so its stored memory inputs are valid.
+    pub inputs_fresh: bool,
 }
 
 fn add_terms(a: &mut PpoTerms<f32>, b: &PpoTerms<f32>) {
@@ -144,9 +179,53 @@ pub fn compute_grads(
     coefs: &PpoCoefs<f32>,
     threads: usize,
     grads: &mut Grads,
+    wants: PassWants,
 ) -> Result<ChunkStats<f32>> {
     let total_steps: usize = chunks.iter().map(|c| c.len).sum();
     let scale = 1.0 / total_steps.max(1) as f32;
+    if let Some(bg) = grads.batched.as_mut() {
+        let layout = &model.layout;
+        let sl = slots.first().map_or(0, |s| s.state.len());
+        let inp = layout.dims().memory_input();
+        let seqs = chunks
+            .iter()
+            .map(|c| {
+                let b = &slots
+                    .get(c.proc)
+                    .ok_or_else(|| anyhow!("chunk of env {} out of range", c.proc))?
+                    .buf;
+                let r = c.start..c.start + c.len;
+                ensure!(
+                    r.end <= b.len(),
+                    "chunk past the end of env {}'s buffer",
+                    c.proc
+                );
+                Ok(Seq {
+                    obs: &b.obs[r.clone()],
+                    tokens: &b.tokens[r.clone()],
+                    episode_start: &b.episode_start[r.clone()],
+                    samples: &b.samples[r.clone()],
+                    init_state: &b.states[c.start * sl..(c.start + 1) * sl],
+                    x: Some(&b.x[c.start * inp..r.end * inp]),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let opts = PassOptions {
+            coefs: *coefs,
+            scale,
+            comm: CommGrad::Blocked,
+            groups: wants.groups,
+            reuse_x: wants.inputs_fresh,
+        };
+        grads.total.clear();
+        return bg.pass(
+            layout,
+            model.params.bufs(),
+            &seqs,
+            &opts,
+            grads.total.bufs_mut(),
+        );
+    }
     let n_shards = grads.shards.len().min(chunks.len()).max(1);
     let max_len = chunks.iter().map(|c| c.len).max().unwrap_or(1);
     let shard_chunks: Vec<&[Chunk]> = (0..n_shards)
@@ -437,13 +516,27 @@ pub fn train_on_rollout(
     let per_batch = (cfg.batch_size / cfg.recurrence).max(1);
     let mut stats = UpdateStats::default();
     let mut short = chunks(slots.len(), frames, cfg.recurrence);
+    // The encoders (the `Other` group) keep the rollout's parameters until a step updates them.
+    let mut inputs_fresh = true;
     let mut one_step = |model: &mut Model,
                         optim: &mut Optim,
                         batch: &[Chunk],
                         phase: Phase,
                         stats: &mut UpdateStats|
      -> Result<()> {
-        let st = compute_grads(model, slots, batch, &coefs, threads, grads)?;
+        let groups = Optim::groups(mode, phase, cfg.other_group);
+        let mut want = [false; 3];
+        for g in &groups {
+            want[*g as usize] = true;
+        }
+        let wants = PassWants {
+            groups: want,
+            inputs_fresh,
+        };
+        let st = compute_grads(model, slots, batch, &coefs, threads, grads, wants)?;
+        if want[Group::Other as usize] {
+            inputs_fresh = false;
+        }
         stats.add_terms(&st.sum, st.steps);
         let active = active_flags(&st, n_modules);
         let norm = optim.step(

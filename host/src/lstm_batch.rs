@@ -1,0 +1,513 @@
+//! The LSTM baseline's memory, batched: the same math as `metarim_core::nn::ops::lstm_forward`
+//! / `lstm_backward` (PyTorch gate order i, f, g, o), over `B` sequences of `T` steps at once
+//! with GEMMs, in the layout of [`crate::rim_batch`] (field-major, row `b*T + t`; states
+//! `[h | c]`, `2W` wide), with the same pass structure: [`LstmBatch::shards`], per shard
+//! [`LstmShard::forward`] and [`LstmShard::backward`] (episode starts zero the incoming state and
+//! stop the gradient), then [`LstmBatch::weight_grads`] over all rows. Results do not depend on the
+//! shard split.
+
+use anyhow::{anyhow, bail, ensure, Result};
+use metarim_core::nn::ops::{LstmGrads, LstmWeights};
+
+use crate::gemm::{gemm, mat, rm, row_fields, tr, Scalar};
+
+row_fields! {
+    /// Per-row fields of an LSTM pass.
+    Fields {
+        /// Input.
+        x,
+        /// Incoming `h`, `c`.
+        hin,
+        cin,
+        /// Outgoing `h`, `c`.
+        hout,
+        cout,
+        /// Gate activations `[i | f | g | o]`.
+        gates,
+        /// `tanh(c)`.
+        tc,
+        /// Loss gradient of the outgoing `h`.
+        dh,
+        /// Gate pre-activation gradients.
+        da,
+        /// Input gradient.
+        dx,
+    }
+}
+
+row_fields! {
+    /// Per-sequence scratch of one step.
+    StepScratch {
+        carry_h,
+        carry_c,
+        new_h,
+    }
+}
+
+/// Buffers of batched LSTM passes over up to `capacity` rows.
+#[derive(Clone, Debug)]
+pub struct LstmBatch<S> {
+    input: usize,
+    hidden: usize,
+    capacity: usize,
+    widths: Fields<usize>,
+    f: Fields<Vec<S>>,
+    seqs: usize,
+    steps: usize,
+}
+
+/// Per-thread scratch of a shard's steps.
+#[derive(Clone, Debug)]
+pub struct LstmScratch<S> {
+    widths: StepScratch<usize>,
+    s: StepScratch<Vec<S>>,
+    seqs: usize,
+}
+
+impl<S: Scalar> LstmScratch<S> {
+    /// Scratch for shards of up to `seqs` sequences of an LSTM with `hidden` units.
+    pub fn new(hidden: usize, seqs: usize) -> LstmScratch<S> {
+        let widths = StepScratch {
+            carry_h: hidden,
+            carry_c: hidden,
+            new_h: hidden,
+        };
+        LstmScratch {
+            s: StepScratch::alloc(&widths, seqs),
+            widths,
+            seqs,
+        }
+    }
+}
+
+/// The rows of a sequence range of an [`LstmBatch`] pass.
+#[derive(Debug)]
+pub struct LstmShard<'a, S> {
+    input: usize,
+    hidden: usize,
+    seqs: usize,
+    steps: usize,
+    f: Fields<&'a mut [S]>,
+}
+
+fn check_weights<S>(w: &LstmWeights<'_, S>, input: usize, hidden: usize) -> Result<()> {
+    let g = 4 * hidden;
+    ensure!(
+        w.w_ih.len() >= g * input
+            && w.w_hh.len() >= g * hidden
+            && w.b_ih.len() >= g
+            && w.b_hh.len() >= g,
+        "batched LSTM: weight buffers too short"
+    );
+    Ok(())
+}
+
+impl<S: Scalar> LstmBatch<S> {
+    /// Buffers for passes of up to `capacity` rows of an LSTM `input -> hidden`; without
+    /// `backward`, forward passes only.
+    pub fn new(input: usize, hidden: usize, capacity: usize, backward: bool) -> Result<Self> {
+        ensure!(
+            input >= 1 && hidden >= 1 && capacity >= 1,
+            "batched LSTM: input, hidden and capacity must be at least 1"
+        );
+        let b = |w: usize| if backward { w } else { 0 };
+        let widths = Fields {
+            x: input,
+            hin: hidden,
+            cin: hidden,
+            hout: hidden,
+            cout: hidden,
+            gates: 4 * hidden,
+            tc: hidden,
+            dh: b(hidden),
+            da: b(4 * hidden),
+            dx: b(input),
+        };
+        capacity
+            .checked_mul(widths.total())
+            .filter(|v| *v < (1usize << 40))
+            .ok_or_else(|| anyhow!("batched LSTM: capacity too large"))?;
+        Ok(LstmBatch {
+            input,
+            hidden,
+            capacity,
+            f: Fields::alloc(&widths, capacity),
+            widths,
+            seqs: 0,
+            steps: 0,
+        })
+    }
+
+    /// Starts a pass of `seqs` sequences of `steps` steps, one view per sequence range.
+    pub fn shards(
+        &mut self,
+        seqs: usize,
+        steps: usize,
+        bounds: &[usize],
+    ) -> Result<Vec<LstmShard<'_, S>>> {
+        ensure!(steps >= 1, "batched LSTM: a pass needs at least one step");
+        ensure!(
+            seqs.checked_mul(steps).is_some_and(|r| r <= self.capacity),
+            "batched LSTM: {seqs} x {steps} rows exceed the capacity {}",
+            self.capacity
+        );
+        ensure!(
+            bounds.first() == Some(&0)
+                && bounds.last() == Some(&seqs)
+                && bounds.windows(2).all(|w| w[0] <= w[1]),
+            "shard bounds must ascend from 0 to {seqs}"
+        );
+        self.seqs = seqs;
+        self.steps = steps;
+        let rows: Vec<usize> = bounds.iter().map(|b| b * steps).collect();
+        let (input, hidden) = (self.input, self.hidden);
+        Ok(self
+            .f
+            .split(&self.widths, &rows)
+            .into_iter()
+            .zip(bounds.windows(2))
+            .map(|(f, w)| LstmShard {
+                input,
+                hidden,
+                seqs: w[1] - w[0],
+                steps,
+                f,
+            })
+            .collect())
+    }
+
+    /// Outgoing `h` of the last pass, `[B*T x W]`.
+    pub fn h_out(&self) -> &[S] {
+        &self.f.hout[..self.seqs * self.steps * self.hidden]
+    }
+
+    /// Input gradients of the last backward pass that asked for them, `[B*T x input]`.
+    pub fn dx(&self) -> &[S] {
+        &self.f.dx[..(self.seqs * self.steps * self.input).min(self.f.dx.len())]
+    }
+
+    /// Accumulates the weight gradients of the last backward pass into `g` (empty slices are
+    /// skipped), one GEMM per tensor over all rows; `threads` share the four tensors.
+    pub fn weight_grads(&self, g: &mut LstmGrads<'_, S>, threads: usize) -> Result<()> {
+        ensure!(
+            self.widths.da > 0,
+            "batched LSTM: buffers were made without backward"
+        );
+        let rows = self.seqs * self.steps;
+        let (inp, hid) = (self.input, self.hidden);
+        let g4 = 4 * hid;
+        let f = &self.f;
+        let one = S::ONE;
+        let w_ih = |gw: &mut [S]| -> Result<()> {
+            ensure!(
+                gw.len() >= g4 * inp,
+                "batched LSTM: w_ih gradient too short"
+            );
+            gemm(
+                g4,
+                rows,
+                inp,
+                one,
+                &f.da,
+                tr(0, g4),
+                &f.x,
+                rm(0, inp),
+                one,
+                gw,
+                rm(0, inp),
+            )
+        };
+        let w_hh = |gw: &mut [S]| -> Result<()> {
+            ensure!(
+                gw.len() >= g4 * hid,
+                "batched LSTM: w_hh gradient too short"
+            );
+            gemm(
+                g4,
+                rows,
+                hid,
+                one,
+                &f.da,
+                tr(0, g4),
+                &f.hin,
+                rm(0, hid),
+                one,
+                gw,
+                rm(0, hid),
+            )
+        };
+        let bias = |gb: &mut [S]| -> Result<()> {
+            ensure!(gb.len() >= g4, "batched LSTM: bias gradient too short");
+            for r in 0..rows {
+                for (o, v) in gb.iter_mut().zip(&f.da[r * g4..][..g4]) {
+                    *o += *v;
+                }
+            }
+            Ok(())
+        };
+        let LstmGrads {
+            w_ih: gi,
+            w_hh: gh,
+            b_ih: bi,
+            b_hh: bh,
+        } = g;
+        let biases = |bi: &mut [S], bh: &mut [S]| -> Result<()> {
+            if !bi.is_empty() {
+                bias(bi)?;
+            }
+            if !bh.is_empty() {
+                bias(bh)?;
+            }
+            Ok(())
+        };
+        if threads <= 1 {
+            if !gi.is_empty() {
+                w_ih(gi)?;
+            }
+            if !gh.is_empty() {
+                w_hh(gh)?;
+            }
+            return biases(bi, bh);
+        }
+        std::thread::scope(|s| -> Result<()> {
+            let other = s.spawn(|| -> Result<()> {
+                if !gh.is_empty() {
+                    w_hh(gh)?;
+                }
+                biases(bi, bh)
+            });
+            if !gi.is_empty() {
+                w_ih(gi)?;
+            }
+            other
+                .join()
+                .map_err(|_| anyhow!("a weight-gradient thread panicked"))?
+        })
+    }
+}
+
+impl<'a, S: Scalar> LstmShard<'a, S> {
+    /// The inputs to fill before [`LstmShard::forward`], `[seqs*T x input]`.
+    pub fn x_mut(&mut self) -> &mut [S] {
+        let len = self.seqs * self.steps * self.input;
+        &mut self.f.x[..len]
+    }
+
+    /// Outgoing `h`, `[seqs*T x W]`.
+    pub fn h_out(&self) -> &[S] {
+        &self.f.hout[..self.seqs * self.steps * self.hidden]
+    }
+
+    /// Outgoing `c`, `[seqs*T x W]`.
+    pub fn c_out(&self) -> &[S] {
+        &self.f.cout[..self.seqs * self.steps * self.hidden]
+    }
+
+    /// The loss gradient of every outgoing `h`, to fill before [`LstmShard::backward`].
+    pub fn dh_mut(&mut self) -> &mut [S] {
+        let len = (self.seqs * self.steps * self.hidden).min(self.f.dh.len());
+        &mut self.f.dh[..len]
+    }
+
+    /// Input gradients of the last backward with `want_dx`.
+    pub fn dx(&self) -> &[S] {
+        let len = (self.seqs * self.steps * self.input).min(self.f.dx.len());
+        &self.f.dx[..len]
+    }
+
+    /// The steps from `state0` (`[seqs x 2W]`, `[h | c]` per sequence); `reset` (`[seqs x T]`)
+    /// zeroes a step's incoming state.
+    pub fn forward(
+        &mut self,
+        w: &LstmWeights<'_, S>,
+        state0: &[S],
+        reset: &[bool],
+        sc: &mut LstmScratch<S>,
+    ) -> Result<()> {
+        let (inp, hid) = (self.input, self.hidden);
+        let (bs, steps) = (self.seqs, self.steps);
+        let g4 = 4 * hid;
+        check_weights(w, inp, hid)?;
+        ensure!(
+            state0.len() >= bs * 2 * hid,
+            "batched LSTM: state0 too short"
+        );
+        ensure!(
+            reset.len() >= bs * steps,
+            "batched LSTM: reset flags too short"
+        );
+        ensure!(
+            sc.seqs >= bs,
+            "batched LSTM: scratch too small for the shard"
+        );
+        let f = &mut self.f;
+        let (one, zero) = (S::ONE, S::ZERO);
+        let st = |t: usize, wd: usize| mat(t * wd, steps * wd, 1);
+        for t in 0..steps {
+            for b in 0..bs {
+                let r = b * steps + t;
+                let (h, c) = (&mut f.hin[r * hid..][..hid], &mut f.cin[r * hid..][..hid]);
+                if reset[r] {
+                    h.fill(zero);
+                    c.fill(zero);
+                } else if t == 0 {
+                    h.copy_from_slice(&state0[b * 2 * hid..][..hid]);
+                    c.copy_from_slice(&state0[b * 2 * hid + hid..][..hid]);
+                } else {
+                    h.copy_from_slice(&f.hout[(r - 1) * hid..][..hid]);
+                    c.copy_from_slice(&f.cout[(r - 1) * hid..][..hid]);
+                }
+            }
+            gemm(
+                bs,
+                inp,
+                g4,
+                one,
+                f.x,
+                st(t, inp),
+                w.w_ih,
+                tr(0, inp),
+                zero,
+                f.gates,
+                st(t, g4),
+            )?;
+            gemm(
+                bs,
+                hid,
+                g4,
+                one,
+                f.hin,
+                st(t, hid),
+                w.w_hh,
+                tr(0, hid),
+                one,
+                f.gates,
+                st(t, g4),
+            )?;
+            for b in 0..bs {
+                let r = b * steps + t;
+                let gates = &mut f.gates[r * g4..][..g4];
+                for (v, (bi, bh)) in gates.iter_mut().zip(w.b_ih.iter().zip(w.b_hh)) {
+                    *v += *bi + *bh;
+                }
+                for u in 0..hid {
+                    let i = gates[u].act_sigmoid();
+                    let fg = gates[hid + u].act_sigmoid();
+                    let gg = gates[2 * hid + u].act_tanh();
+                    let o = gates[3 * hid + u].act_sigmoid();
+                    gates[u] = i;
+                    gates[hid + u] = fg;
+                    gates[2 * hid + u] = gg;
+                    gates[3 * hid + u] = o;
+                    let cu = fg * f.cin[r * hid + u] + i * gg;
+                    let tcu = cu.act_tanh();
+                    f.tc[r * hid + u] = tcu;
+                    f.cout[r * hid + u] = cu;
+                    f.hout[r * hid + u] = o * tcu;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// BPTT over the last forward given [`LstmShard::dh_mut`]: the gate pre-activation
+    /// gradients (for [`LstmBatch::weight_grads`]) and, with `want_dx`, [`LstmShard::dx`].
+    pub fn backward(
+        &mut self,
+        w: &LstmWeights<'_, S>,
+        reset: &[bool],
+        want_dx: bool,
+        sc: &mut LstmScratch<S>,
+    ) -> Result<()> {
+        let (inp, hid) = (self.input, self.hidden);
+        let (bs, steps) = (self.seqs, self.steps);
+        let g4 = 4 * hid;
+        check_weights(w, inp, hid)?;
+        ensure!(
+            self.f.da.len() >= bs * steps * g4,
+            "batched LSTM: buffers were made without backward"
+        );
+        ensure!(
+            reset.len() >= bs * steps,
+            "batched LSTM: reset flags too short"
+        );
+        ensure!(
+            sc.seqs >= bs,
+            "batched LSTM: scratch too small for the shard"
+        );
+        let mut s = sc.s.split(&sc.widths, &[0, bs]);
+        let Some(s) = s.first_mut() else {
+            bail!("batched LSTM: scratch split failed");
+        };
+        let f = &mut self.f;
+        let (one, zero) = (S::ONE, S::ZERO);
+        let st = |t: usize, wd: usize| mat(t * wd, steps * wd, 1);
+        s.carry_h.fill(zero);
+        s.carry_c.fill(zero);
+        for t in (0..steps).rev() {
+            for b in 0..bs {
+                let r = b * steps + t;
+                let gates = &f.gates[r * g4..][..g4];
+                let da = &mut f.da[r * g4..][..g4];
+                for u in 0..hid {
+                    let (i, fg, gg, o) = (
+                        gates[u],
+                        gates[hid + u],
+                        gates[2 * hid + u],
+                        gates[3 * hid + u],
+                    );
+                    let tcu = f.tc[r * hid + u];
+                    let dho = f.dh[r * hid + u] + s.carry_h[b * hid + u];
+                    let dct = s.carry_c[b * hid + u] + dho * o * (one - tcu * tcu);
+                    let cu = f.cin[r * hid + u];
+                    da[u] = dct * gg * i * (one - i);
+                    da[hid + u] = dct * cu * fg * (one - fg);
+                    da[2 * hid + u] = dct * i * (one - gg * gg);
+                    da[3 * hid + u] = dho * tcu * o * (one - o);
+                    s.carry_c[b * hid + u] = dct * fg;
+                }
+            }
+            gemm(
+                bs,
+                g4,
+                hid,
+                one,
+                f.da,
+                st(t, g4),
+                w.w_hh,
+                rm(0, hid),
+                zero,
+                s.new_h,
+                rm(0, hid),
+            )?;
+            std::mem::swap(&mut s.carry_h, &mut s.new_h);
+            for b in 0..bs {
+                if reset[b * steps + t] {
+                    s.carry_h[b * hid..][..hid].fill(zero);
+                    s.carry_c[b * hid..][..hid].fill(zero);
+                }
+            }
+        }
+        if want_dx {
+            let rows = bs * steps;
+            ensure!(
+                f.dx.len() >= rows * inp,
+                "batched LSTM: buffers were made without backward"
+            );
+            gemm(
+                rows,
+                g4,
+                inp,
+                one,
+                f.da,
+                rm(0, g4),
+                w.w_ih,
+                rm(0, inp),
+                zero,
+                f.dx,
+                rm(0, inp),
+            )?;
+        }
+        Ok(())
+    }
+}

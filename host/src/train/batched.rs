@@ -1,0 +1,919 @@
+//! The trainer's batched gradient pass: the PPO loss gradient over a minibatch of `B` chunks of
+//! `T` steps (the same loss and gradient as `metarim_core::nn::policy::Policy::chunk_backward`
+//! summed over the chunks), with the memory ([`crate::rim_batch`] or [`crate::lstm_batch`]) and
+//! the heads run as GEMMs over all chunks at once, and the observation and instruction encoders
+//! per frame / per episode segment through the core's own functions.
+//!
+//! A pass: the missions of every episode segment (a chunk's first step and each episode start in
+//! it) go through the batched instruction encoder ([`crate::instr_batch`]); the chunks are
+//! split into contiguous thread shards; each thread runs, for its chunks, the observation
+//! encoder (or copies the memory inputs the rollout already computed, when the encoders'
+//! parameters have not changed since), the memory forward, the heads, the loss, the heads' and
+//! the memory's backward and the observation encoder's backward, and sums each segment's
+//! instruction gradient. Then one GEMM per weight tensor over all `B*T` rows, spread over the
+//! threads, and the instruction encoder's backward.
+//!
+//! Invariants:
+//! - Bit-identical results for any thread count: the products are row-invariant
+//!   ([`crate::gemm`]); every weight gradient is summed over all rows in row order by one
+//!   thread; the observation encoder's per-frame gradients accumulate into fixed blocks of [`BLOCK_SEQS`]
+//!   chunks (in row order within a block) that are added in block order; thread shards are
+//!   unions of whole blocks.
+//! - Only the requested groups' gradients are computed (`PassOptions::groups`); the rest of
+//!   `grads` is left untouched. Without the `Other` group, nothing is backpropagated into the
+//!   encoders.
+//! - Buffers are allocated once ([`BatchedGrads::new`]) for a capacity of rows.
+
+use anyhow::{anyhow, bail, ensure, Result};
+use metarim_core::env::Observation;
+use metarim_core::nn::dims::{MemoryKind, ModelDims};
+use metarim_core::nn::encoder::{
+    encode_backward, encode_forward, encoder_cache_len, encoder_scratch_len,
+};
+use metarim_core::nn::heads::actor_param_len;
+
+use metarim_core::nn::loss::{ppo_loss, PpoCoefs, PpoSample, PpoTerms};
+use metarim_core::nn::ops::{LstmGrads, LstmWeights};
+use metarim_core::nn::params::{Group, GroupBufs, GroupBufsMut, Layout, Role, TensorKind};
+use metarim_core::nn::policy::{state_len, ChunkStats, MAX_MODULES};
+use metarim_core::nn::rim::{CommGrad, RimGrads, RimWeights};
+
+use crate::gemm::{gemm, rm, row_fields, split_rows, tr, Scalar};
+use crate::instr_batch::InstrBatch;
+use crate::lstm_batch::{LstmBatch, LstmScratch, LstmShard};
+use crate::rim_batch::{RimBatch, RimScratch, RimShard};
+
+/// Chunks per encoder-gradient block (the unit of the fixed summation order).
+pub const BLOCK_SEQS: usize = 4;
+
+/// One chunk of a minibatch.
+#[derive(Clone, Copy, Debug)]
+pub struct Seq<'a, S> {
+    /// Its steps' observations.
+    pub obs: &'a [Observation],
+    /// Mission tokens of each step (`MAX_TOKENS` each).
+    pub tokens: &'a [[u16; metarim_core::mission::vocab::MAX_TOKENS]],
+    /// Episode starts.
+    pub episode_start: &'a [bool],
+    /// PPO targets of each step.
+    pub samples: &'a [PpoSample<S>],
+    /// The memory state before the first step.
+    pub init_state: &'a [S],
+    /// The memory inputs the rollout computed (`[T x input]`), usable while the encoder and
+    /// instruction parameters are the rollout's.
+    pub x: Option<&'a [S]>,
+}
+
+impl<S> Seq<'_, S> {
+    fn len(&self) -> usize {
+        self.samples.len()
+    }
+}
+
+/// What a pass computes.
+#[derive(Clone, Copy, Debug)]
+pub struct PassOptions<S> {
+    /// PPO coefficients.
+    pub coefs: PpoCoefs<S>,
+    /// Each step's loss is multiplied by this (1 / steps in the minibatch).
+    pub scale: S,
+    /// Gradient through inactive modules' keys/values.
+    pub comm: CommGrad,
+    /// Which groups' gradients to compute (fast, slow, other).
+    pub groups: [bool; 3],
+    /// Use the chunks' precomputed memory inputs (`Seq::x`) instead of running the encoders.
+    pub reuse_x: bool,
+}
+
+row_fields! {
+    /// Per-row fields of the heads and encoders.
+    RowFields {
+        /// Encoder cache.
+        enc,
+        /// Heads' tanh hidden layers `[actor | critic]`.
+        hid,
+        /// Actor logits.
+        logits,
+        /// Critic value.
+        value,
+        /// Loss gradients of the logits and the value.
+        dlogits,
+        dvalue,
+        /// Gradients of the heads' hidden pre-activations.
+        dhid,
+    }
+}
+
+enum Memory<S> {
+    Rim {
+        rb: Box<RimBatch<S>>,
+        scratch: Vec<RimScratch<S>>,
+    },
+    Lstm {
+        lb: Box<LstmBatch<S>>,
+        scratch: Vec<LstmScratch<S>>,
+    },
+}
+
+// Short-lived (one per thread and pass), so the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
+enum MemShard<'a, S> {
+    Rim(RimShard<'a, S>, &'a mut RimScratch<S>),
+    Lstm(LstmShard<'a, S>, &'a mut LstmScratch<S>),
+}
+
+/// Per-thread encoder work space.
+struct ThreadWork<S> {
+    enc_scratch: Vec<S>,
+}
+
+/// Buffers of batched gradient passes for one model shape.
+pub struct BatchedGrads<S> {
+    d: ModelDims,
+    capacity: usize,
+    threads: usize,
+    mem: Memory<S>,
+    widths: RowFields<usize>,
+    rows: RowFields<Vec<S>>,
+    h0: Vec<S>,
+    reset: Vec<bool>,
+    terms: Vec<PpoTerms<S>>,
+    work: Vec<ThreadWork<S>>,
+    /// Per-block observation-encoder gradients.
+    blocks: Vec<Vec<S>>,
+    instr: InstrBatch<S>,
+    /// Episode segment of every row.
+    seg_of_row: Vec<usize>,
+    /// First row of every segment.
+    seg_start: Vec<usize>,
+    /// Instruction-embedding gradient of every segment.
+    d_seg: Vec<S>,
+}
+
+/// Mutable gradient slices of a pass (empty: not requested).
+struct GradParts<'a, S> {
+    encoder: &'a mut [S],
+    instr: &'a mut [S],
+    heads: &'a mut [S],
+    rim: RimGrads<'a, S>,
+    lstm: LstmGrads<'a, S>,
+}
+
+/// Splits `bufs` by `layout`: whole blocks for the encoders and heads, one slice per memory
+/// tensor; tensors of groups not in `want` get empty slices.
+fn split_grads<'a, S>(
+    layout: &Layout,
+    bufs: GroupBufsMut<'a, S>,
+    want: [bool; 3],
+) -> Result<GradParts<'a, S>> {
+    layout
+        .check_bufs(&bufs.as_ref())
+        .map_err(|e| anyhow!("gradient buffers: {e}"))?;
+    let GroupBufsMut { fast, slow, other } = bufs;
+    let mut rest: [&'a mut [S]; 3] = [fast, slow, other];
+    let mut out = GradParts {
+        encoder: &mut [],
+        instr: &mut [],
+        heads: &mut [],
+        rim: RimGrads {
+            w_k: &mut [],
+            w_v: &mut [],
+            w_q: &mut [],
+            rnn: &mut [],
+            c_q: &mut [],
+            c_k: &mut [],
+            c_v: &mut [],
+            c_g: &mut [],
+            c_o: &mut [],
+        },
+        lstm: LstmGrads {
+            w_ih: &mut [],
+            w_hh: &mut [],
+            b_ih: &mut [],
+            b_hh: &mut [],
+        },
+    };
+    let entries = layout.entries();
+    let mut i = 0;
+    while let Some(e) = entries.get(i) {
+        let g = e.group as usize;
+        let block = matches!(e.role, Role::Encoder | Role::Instruction | Role::Heads);
+        let len = if block {
+            layout.role_len(e.role)
+        } else {
+            e.len
+        };
+        let buf = std::mem::take(&mut rest[g]);
+        ensure!(buf.len() >= len, "gradient buffers do not match the layout");
+        let (head, tail) = buf.split_at_mut(len);
+        rest[g] = tail;
+        i += 1;
+        if block {
+            while entries.get(i).is_some_and(|n| n.role == e.role) {
+                i += 1;
+            }
+        }
+        if !want[g] {
+            continue;
+        }
+        match (e.role, e.kind) {
+            (Role::Encoder, _) => out.encoder = head,
+            (Role::Instruction, _) => out.instr = head,
+            (Role::Heads, _) => out.heads = head,
+            (_, TensorKind::RimKey) => out.rim.w_k = head,
+            (_, TensorKind::RimValue) => out.rim.w_v = head,
+            (_, TensorKind::RimQuery) => out.rim.w_q = head,
+            (_, TensorKind::RimRnn) => out.rim.rnn = head,
+            (_, TensorKind::CommQuery) => out.rim.c_q = head,
+            (_, TensorKind::CommKey) => out.rim.c_k = head,
+            (_, TensorKind::CommValue) => out.rim.c_v = head,
+            (_, TensorKind::CommGate) => out.rim.c_g = head,
+            (_, TensorKind::CommOut) => out.rim.c_o = head,
+            (_, TensorKind::Lstm(0)) => out.lstm.w_ih = head,
+            (_, TensorKind::Lstm(1)) => out.lstm.w_hh = head,
+            (_, TensorKind::Lstm(2)) => out.lstm.b_ih = head,
+            (_, TensorKind::Lstm(3)) => out.lstm.b_hh = head,
+            (_, k) => bail!("unexpected tensor {k:?} in the memory"),
+        }
+    }
+    Ok(out)
+}
+
+/// The RIM's weights in `p`.
+pub(crate) fn rim_weights<'a, S>(layout: &Layout, p: &GroupBufs<'a, S>) -> RimWeights<'a, S> {
+    RimWeights {
+        w_k: layout.slice(p, TensorKind::RimKey),
+        w_v: layout.slice(p, TensorKind::RimValue),
+        w_q: layout.slice(p, TensorKind::RimQuery),
+        rnn: layout.slice(p, TensorKind::RimRnn),
+        c_q: layout.slice(p, TensorKind::CommQuery),
+        c_k: layout.slice(p, TensorKind::CommKey),
+        c_v: layout.slice(p, TensorKind::CommValue),
+        c_g: layout.slice(p, TensorKind::CommGate),
+        c_o: layout.slice(p, TensorKind::CommOut),
+    }
+}
+
+/// The LSTM memory's weights in `p`.
+pub(crate) fn lstm_weights<'a, S>(layout: &Layout, p: &GroupBufs<'a, S>) -> LstmWeights<'a, S> {
+    LstmWeights {
+        w_ih: layout.slice(p, TensorKind::Lstm(0)),
+        w_hh: layout.slice(p, TensorKind::Lstm(1)),
+        b_ih: layout.slice(p, TensorKind::Lstm(2)),
+        b_hh: layout.slice(p, TensorKind::Lstm(3)),
+    }
+}
+
+/// The heads' weights as `(w1, b1, w2, b2)` for the actor (`n_out = n_actions`) or the critic.
+#[allow(clippy::type_complexity)]
+fn mlp_parts<'a, S>(
+    heads: &'a [S],
+    d: &ModelDims,
+    critic: bool,
+) -> Option<(&'a [S], &'a [S], &'a [S], &'a [S])> {
+    let (n_in, hid) = (d.memory_width(), d.head_hidden);
+    let n_out = if critic { 1 } else { d.n_actions };
+    let p = if critic {
+        heads.get(actor_param_len(d)..)?
+    } else {
+        heads
+    };
+    let (w1, p) = p.split_at_checked(hid * n_in)?;
+    let (b1, p) = p.split_at_checked(hid)?;
+    let (w2, p) = p.split_at_checked(n_out * hid)?;
+    Some((w1, b1, w2, p.get(..n_out)?))
+}
+
+/// Heads forward over `rows` rows of `h` (`[rows x W]`): hidden layers and outputs.
+pub(crate) fn heads_forward_rows<S: Scalar>(
+    d: &ModelDims,
+    heads: &[S],
+    rows: usize,
+    h: &[S],
+    hid: &mut [S],
+    logits: &mut [S],
+    value: &mut [S],
+) -> Result<()> {
+    let (w, hh, na) = (d.memory_width(), d.head_hidden, d.n_actions);
+    for (critic, c0) in [(false, 0usize), (true, hh)] {
+        let (w1, b1, w2, b2) =
+            mlp_parts(heads, d, critic).ok_or_else(|| anyhow!("heads parameters too short"))?;
+        let (one, zero) = (S::ONE, S::ZERO);
+        gemm(
+            rows,
+            w,
+            hh,
+            one,
+            h,
+            rm(0, w),
+            w1,
+            tr(0, w),
+            zero,
+            hid,
+            rm(c0, 2 * hh),
+        )?;
+        for r in 0..rows {
+            for (v, b) in hid[r * 2 * hh + c0..][..hh].iter_mut().zip(b1) {
+                *v = (*b + *v).act_tanh();
+            }
+        }
+        let (out, n_out) = if critic {
+            (&mut *value, 1)
+        } else {
+            (&mut *logits, na)
+        };
+        gemm(
+            rows,
+            hh,
+            n_out,
+            one,
+            hid,
+            rm(c0, 2 * hh),
+            w2,
+            tr(0, hh),
+            zero,
+            out,
+            rm(0, n_out),
+        )?;
+        for r in 0..rows {
+            for (v, b) in out[r * n_out..][..n_out].iter_mut().zip(b2) {
+                *v = *b + *v;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl<S: Scalar> BatchedGrads<S> {
+    /// Buffers for passes of up to `capacity` rows (chunks x steps) of `layout`'s model on
+    /// `threads` threads. Errors for memories the batched path does not run (RIMs with LSTM
+    /// cells).
+    pub fn new(layout: &Layout, capacity: usize, threads: usize) -> Result<Self> {
+        let d = *layout.dims();
+        let threads = threads.max(1);
+        ensure!(
+            capacity >= 1,
+            "batched gradients: capacity must be at least 1"
+        );
+        let mem = match d.memory {
+            MemoryKind::Rim => Memory::Rim {
+                rb: Box::new(RimBatch::new(&d.rim, capacity, true)?),
+                scratch: (0..threads)
+                    .map(|_| RimScratch::new(&d.rim, capacity))
+                    .collect(),
+            },
+            MemoryKind::Lstm => Memory::Lstm {
+                lb: Box::new(LstmBatch::new(
+                    d.memory_input(),
+                    d.memory_width(),
+                    capacity,
+                    true,
+                )?),
+                scratch: (0..threads)
+                    .map(|_| LstmScratch::new(d.memory_width(), capacity))
+                    .collect(),
+            },
+        };
+        let widths = RowFields {
+            enc: encoder_cache_len(&d),
+            hid: 2 * d.head_hidden,
+            logits: d.n_actions,
+            value: 1,
+            dlogits: d.n_actions,
+            dvalue: 1,
+            dhid: 2 * d.head_hidden,
+        };
+        let block_len = layout.role_len(Role::Encoder);
+        Ok(BatchedGrads {
+            d,
+            capacity,
+            threads,
+            mem,
+            rows: RowFields::alloc(&widths, capacity),
+            widths,
+            h0: vec![S::ZERO; capacity * state_len(&d)],
+            reset: vec![false; capacity],
+            terms: vec![PpoTerms::default(); capacity],
+            work: (0..threads)
+                .map(|_| ThreadWork {
+                    enc_scratch: vec![S::ZERO; encoder_scratch_len(&d)],
+                })
+                .collect(),
+            blocks: (0..capacity.div_ceil(BLOCK_SEQS))
+                .map(|_| vec![S::ZERO; block_len])
+                .collect(),
+            instr: InstrBatch::new(),
+            seg_of_row: vec![0; capacity],
+            seg_start: Vec::with_capacity(capacity),
+            d_seg: Vec::new(),
+        })
+    }
+
+    /// Rows the buffers hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The mean-scaled PPO loss gradient over `seqs` (all of one length), ACCUMULATED into the
+    /// requested groups of `grads`; returns the summed loss terms and module activity.
+    pub fn pass(
+        &mut self,
+        layout: &Layout,
+        params: GroupBufs<'_, S>,
+        seqs: &[Seq<'_, S>],
+        opts: &PassOptions<S>,
+        grads: GroupBufsMut<'_, S>,
+    ) -> Result<ChunkStats<S>> {
+        let d = self.d;
+        ensure!(
+            *layout.dims() == d,
+            "batched gradients: the layout's dims differ from the buffers'"
+        );
+        layout
+            .check_bufs(&params)
+            .map_err(|e| anyhow!("parameters: {e}"))?;
+        let b_seqs = seqs.len();
+        let steps = seqs.first().map_or(0, |s| s.len());
+        let mut stats = ChunkStats {
+            sum: PpoTerms::default(),
+            steps: b_seqs * steps,
+            active_steps: [0; MAX_MODULES],
+        };
+        if b_seqs == 0 || steps == 0 {
+            return Ok(stats);
+        }
+        let rows = b_seqs * steps;
+        ensure!(
+            rows <= self.capacity,
+            "batched gradients: {b_seqs} chunks x {steps} steps exceed the capacity {}",
+            self.capacity
+        );
+        let sl = state_len(&d);
+        let want_other = opts.groups[Group::Other as usize];
+        // The encoders' backward needs their caches, so stored inputs serve only passes that do
+        // not train the encoders.
+        let reuse_x = opts.reuse_x && !want_other;
+        for (b, s) in seqs.iter().enumerate() {
+            ensure!(
+                s.len() == steps
+                    && s.obs.len() == steps
+                    && s.tokens.len() == steps
+                    && s.episode_start.len() == steps,
+                "batched gradients: chunk {b} is not {steps} steps long"
+            );
+            ensure!(
+                s.init_state.len() >= sl,
+                "chunk {b}: initial state too short"
+            );
+            if reuse_x {
+                ensure!(
+                    s.x.is_some_and(|x| x.len() >= steps * d.memory_input()),
+                    "chunk {b}: no stored memory inputs to reuse"
+                );
+            }
+            self.h0[b * sl..(b + 1) * sl].copy_from_slice(&s.init_state[..sl]);
+            self.reset[b * steps..(b + 1) * steps].copy_from_slice(s.episode_start);
+        }
+        let mut g = split_grads(layout, grads, opts.groups)?;
+        // Episode segments, in row order.
+        self.seg_start.clear();
+        for (b, sq) in seqs.iter().enumerate() {
+            for t in 0..steps {
+                if t == 0 || sq.episode_start[t] {
+                    self.seg_start.push(b * steps + t);
+                }
+                self.seg_of_row[b * steps + t] = self.seg_start.len() - 1;
+            }
+        }
+        let n_segs = self.seg_start.len();
+        let hi = d.instr_hidden;
+        if !reuse_x {
+            let missions: Vec<&[u16]> = self
+                .seg_start
+                .iter()
+                .map(|&r| &seqs[r / steps].tokens[r % steps][..])
+                .collect();
+            self.instr
+                .forward(&d, layout.block(&params, Role::Instruction), &missions)?;
+        }
+        if self.d_seg.len() < n_segs * hi {
+            self.d_seg.resize(n_segs * hi, S::ZERO);
+        }
+        self.d_seg[..n_segs * hi].fill(S::ZERO);
+        let encoder = layout.block(&params, Role::Encoder);
+        let instr_p = layout.block(&params, Role::Instruction);
+        let heads = layout.block(&params, Role::Heads);
+        let enc_len = layout.role_len(Role::Encoder);
+        let n_blocks = b_seqs.div_ceil(BLOCK_SEQS);
+        // Thread shards: contiguous runs of whole blocks.
+        let parts = self.threads.min(n_blocks).max(1);
+        let seq_bounds: Vec<usize> = (0..=parts)
+            .map(|k| (k * n_blocks / parts * BLOCK_SEQS).min(b_seqs))
+            .collect();
+        let row_bounds: Vec<usize> = seq_bounds.iter().map(|b| b * steps).collect();
+        let rim_w = rim_weights(layout, &params);
+        let lstm_w = lstm_weights(layout, &params);
+        let mem_shards: Vec<MemShard<'_, S>> = match &mut self.mem {
+            Memory::Rim { rb, scratch } => rb
+                .shards(b_seqs, steps, &seq_bounds)?
+                .into_iter()
+                .zip(scratch.iter_mut())
+                .map(|(s, sc)| MemShard::Rim(s, sc))
+                .collect(),
+            Memory::Lstm { lb, scratch } => lb
+                .shards(b_seqs, steps, &seq_bounds)?
+                .into_iter()
+                .zip(scratch.iter_mut())
+                .map(|(s, sc)| MemShard::Lstm(s, sc))
+                .collect(),
+        };
+        let row_views = self.rows.split(&self.widths, &row_bounds);
+        let seg_bounds: Vec<usize> = row_bounds
+            .iter()
+            .map(|&r| {
+                if r >= rows {
+                    n_segs
+                } else {
+                    self.seg_of_row[r]
+                }
+            })
+            .collect();
+        let d_segs = split_rows(&mut self.d_seg, hi, &seg_bounds);
+        let terms = split_rows(&mut self.terms, 1, &row_bounds);
+        let blocks = split_blocks(&mut self.blocks[..n_blocks], &seq_bounds);
+        let (h0, reset) = (&self.h0[..], &self.reset[..]);
+        let shard_job = ShardJob {
+            d: &d,
+            encoder,
+            seg_out: if reuse_x { &[] } else { self.instr.out() },
+            seg_of_row: &self.seg_of_row[..rows],
+            heads,
+            rim_w: &rim_w,
+            lstm_w: &lstm_w,
+            opts,
+            want_other,
+            want_dv: !g.rim.w_v.is_empty(),
+            reuse_x,
+            steps,
+        };
+        let results: Vec<Result<()>> = std::thread::scope(|s| {
+            let handles: Vec<_> = mem_shards
+                .into_iter()
+                .zip(row_views)
+                .zip(terms)
+                .zip(blocks)
+                .zip(self.work.iter_mut())
+                .zip(d_segs)
+                .zip(seq_bounds.windows(2).zip(seg_bounds.windows(2)))
+                .map(
+                    |((((((mem, rows), terms), blocks), work), d_seg), (sb, gb))| {
+                        let job = &shard_job;
+                        let part = Part {
+                            seqs: &seqs[sb[0]..sb[1]],
+                            first_seq: sb[0],
+                            first_seg: gb[0],
+                            h0: &h0[sb[0] * sl..sb[1] * sl],
+                            reset: &reset[sb[0] * steps..sb[1] * steps],
+                        };
+                        s.spawn(move || job.run(part, mem, rows, terms, blocks, work, d_seg))
+                    },
+                )
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow!("a gradient thread panicked")))
+                })
+                .collect()
+        });
+        for r in results {
+            r?;
+        }
+        // Weight gradients over all rows.
+        match &self.mem {
+            Memory::Rim { rb, .. } => {
+                rb.weight_grads(&mut g.rim, self.threads)?;
+                for m in rb.masks().chunks_exact(d.rim.n_modules) {
+                    for (c, v) in stats.active_steps.iter_mut().zip(m) {
+                        if *v != S::ZERO {
+                            *c += 1;
+                        }
+                    }
+                }
+            }
+            Memory::Lstm { lb, .. } => lb.weight_grads(&mut g.lstm, self.threads)?,
+        }
+        if !g.heads.is_empty() {
+            let h = match &self.mem {
+                Memory::Rim { rb, .. } => rb.h_out(),
+                Memory::Lstm { lb, .. } => lb.h_out(),
+            };
+            heads_weight_grads(&d, &self.rows, rows, h, g.heads)?;
+        }
+        if want_other {
+            for blk in &self.blocks[..n_blocks] {
+                for (o, v) in g.encoder.iter_mut().zip(&blk[..enc_len]) {
+                    *o += *v;
+                }
+            }
+            self.instr
+                .backward(&d, instr_p, &self.d_seg[..n_segs * hi], g.instr)?;
+        }
+        for t in &self.terms[..rows] {
+            add_terms(&mut stats.sum, t);
+        }
+        Ok(stats)
+    }
+}
+
+fn split_blocks<'a, S>(blocks: &'a mut [Vec<S>], seq_bounds: &[usize]) -> Vec<&'a mut [Vec<S>]> {
+    let mut out = Vec::with_capacity(seq_bounds.len().saturating_sub(1));
+    let mut rest = blocks;
+    for w in seq_bounds.windows(2) {
+        let n = (w[1] - w[0]).div_ceil(BLOCK_SEQS).min(rest.len());
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(n);
+        out.push(head);
+        rest = tail;
+    }
+    out
+}
+
+fn add_terms<S: Scalar>(a: &mut PpoTerms<S>, b: &PpoTerms<S>) {
+    a.loss += b.loss;
+    a.policy_loss += b.policy_loss;
+    a.value_loss += b.value_loss;
+    a.entropy += b.entropy;
+    a.logprob += b.logprob;
+    a.ratio += b.ratio;
+    a.approx_kl += b.approx_kl;
+    a.logprob_diff += b.logprob_diff;
+    a.clipped += b.clipped;
+}
+
+/// Heads weight gradients over all `rows` rows from the stored activations and gradients.
+fn heads_weight_grads<S: Scalar>(
+    d: &ModelDims,
+    f: &RowFields<Vec<S>>,
+    rows: usize,
+    h: &[S],
+    g: &mut [S],
+) -> Result<()> {
+    let (w, hh, na) = (d.memory_width(), d.head_hidden, d.n_actions);
+    let one = S::ONE;
+    let (ga, gc) = g
+        .split_at_mut_checked(actor_param_len(d))
+        .ok_or_else(|| anyhow!("heads gradient too short"))?;
+    for (gm, c0, dout, n_out) in [(ga, 0usize, &f.dlogits, na), (gc, hh, &f.dvalue, 1)] {
+        let (gw1, rest) = gm.split_at_mut(hh * w);
+        let (gb1, rest) = rest.split_at_mut(hh);
+        let (gw2, gb2) = rest.split_at_mut(n_out * hh);
+        gemm(
+            n_out,
+            rows,
+            hh,
+            one,
+            dout,
+            tr(0, n_out),
+            &f.hid,
+            rm(c0, 2 * hh),
+            one,
+            gw2,
+            rm(0, hh),
+        )?;
+        gemm(
+            hh,
+            rows,
+            w,
+            one,
+            &f.dhid,
+            tr(c0, 2 * hh),
+            h,
+            rm(0, w),
+            one,
+            gw1,
+            rm(0, w),
+        )?;
+        for r in 0..rows {
+            for (o, v) in gb2.iter_mut().zip(&dout[r * n_out..][..n_out]) {
+                *o += *v;
+            }
+            for (o, v) in gb1.iter_mut().zip(&f.dhid[r * 2 * hh + c0..][..hh]) {
+                *o += *v;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A thread's share of the chunks.
+struct Part<'a, 'b, S> {
+    seqs: &'a [Seq<'b, S>],
+    first_seq: usize,
+    first_seg: usize,
+    h0: &'a [S],
+    reset: &'a [bool],
+}
+
+/// What every shard thread shares.
+struct ShardJob<'a, S> {
+    d: &'a ModelDims,
+    encoder: &'a [S],
+    /// Instruction embedding of every segment (empty when the stored inputs are reused).
+    seg_out: &'a [S],
+    seg_of_row: &'a [usize],
+    heads: &'a [S],
+    rim_w: &'a RimWeights<'a, S>,
+    lstm_w: &'a LstmWeights<'a, S>,
+    opts: &'a PassOptions<S>,
+    want_other: bool,
+    want_dv: bool,
+    reuse_x: bool,
+    steps: usize,
+}
+
+impl<S: Scalar> ShardJob<'_, S> {
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        part: Part<'_, '_, S>,
+        mut mem: MemShard<'_, S>,
+        f: RowFields<&mut [S]>,
+        terms: &mut [PpoTerms<S>],
+        blocks: &mut [Vec<S>],
+        work: &mut ThreadWork<S>,
+        d_seg: &mut [S],
+    ) -> Result<()> {
+        let Part {
+            seqs,
+            first_seq,
+            first_seg,
+            h0,
+            reset,
+        } = part;
+        let d = self.d;
+        let steps = self.steps;
+        let rows = seqs.len() * steps;
+        let (inp, feat, hi) = (d.memory_input(), d.obs_features(), d.instr_hidden);
+        let (w, hh, na) = (d.memory_width(), d.head_hidden, d.n_actions);
+        let ecl = encoder_cache_len(d);
+        // 1. Memory inputs: stored, or the encoders now.
+        {
+            let x = match &mut mem {
+                MemShard::Rim(s, _) => s.x_mut(),
+                MemShard::Lstm(s, _) => s.x_mut(),
+            };
+            for (b, sq) in seqs.iter().enumerate() {
+                let xb = &mut x[b * steps * inp..(b + 1) * steps * inp];
+                if self.reuse_x {
+                    let Some(src) = sq.x else {
+                        bail!("chunk {b}: no stored memory inputs");
+                    };
+                    xb.copy_from_slice(&src[..steps * inp]);
+                    continue;
+                }
+                for t in 0..steps {
+                    let r = b * steps + t;
+                    let xr = &mut xb[t * inp..(t + 1) * inp];
+                    encode_forward(
+                        d,
+                        self.encoder,
+                        &sq.obs[t],
+                        &mut xr[..feat],
+                        &mut f.enc[r * ecl..][..ecl],
+                    )
+                    .map_err(|e| anyhow!("observation encoder: {e}"))?;
+                    let seg = self.seg_of_row[(first_seq + b) * steps + t];
+                    let emb = self
+                        .seg_out
+                        .get(seg * hi..(seg + 1) * hi)
+                        .ok_or_else(|| anyhow!("no instruction embedding for segment {seg}"))?;
+                    xr[feat..].copy_from_slice(emb);
+                }
+            }
+        }
+        // 2. Memory forward.
+        match &mut mem {
+            MemShard::Rim(s, sc) => s.forward(self.rim_w, h0, reset, sc)?,
+            MemShard::Lstm(s, sc) => s.forward(self.lstm_w, h0, reset, sc)?,
+        }
+        // 3. Heads, loss, heads backward into the memory's output gradient.
+        let h_out = match &mem {
+            MemShard::Rim(s, _) => s.h_out(),
+            MemShard::Lstm(s, _) => s.h_out(),
+        };
+        heads_forward_rows(d, self.heads, rows, h_out, f.hid, f.logits, f.value)?;
+        for (b, sq) in seqs.iter().enumerate() {
+            for t in 0..steps {
+                let r = b * steps + t;
+                let dl = &mut f.dlogits[r * na..][..na];
+                dl.fill(S::ZERO);
+                let mut dv = S::ZERO;
+                terms[r] = ppo_loss(
+                    &f.logits[r * na..][..na],
+                    f.value[r],
+                    &sq.samples[t],
+                    &self.opts.coefs,
+                    self.opts.scale,
+                    dl,
+                    &mut dv,
+                )
+                .map_err(|e| anyhow!("PPO loss: {e}"))?;
+                f.dvalue[r] = dv;
+            }
+        }
+        let (one, zero) = (S::ONE, S::ZERO);
+        let dh = match &mut mem {
+            MemShard::Rim(s, _) => s.dh_mut(),
+            MemShard::Lstm(s, _) => s.dh_mut(),
+        };
+        for (critic, c0, dout, n_out) in
+            [(false, 0usize, &*f.dlogits, na), (true, hh, &*f.dvalue, 1)]
+        {
+            let (w1, _, w2, _) = mlp_parts(self.heads, d, critic)
+                .ok_or_else(|| anyhow!("heads parameters too short"))?;
+            gemm(
+                rows,
+                n_out,
+                hh,
+                one,
+                dout,
+                rm(0, n_out),
+                w2,
+                rm(0, hh),
+                zero,
+                f.dhid,
+                rm(c0, 2 * hh),
+            )?;
+            for r in 0..rows {
+                let at = r * 2 * hh + c0;
+                for (g, t) in f.dhid[at..][..hh].iter_mut().zip(&f.hid[at..][..hh]) {
+                    *g *= one - *t * *t;
+                }
+            }
+            let beta = if critic { one } else { zero };
+            gemm(
+                rows,
+                hh,
+                w,
+                one,
+                f.dhid,
+                rm(c0, 2 * hh),
+                w1,
+                rm(0, w),
+                beta,
+                dh,
+                rm(0, w),
+            )?;
+        }
+        // 4. Memory backward.
+        match &mut mem {
+            MemShard::Rim(s, sc) => s.backward(
+                self.rim_w,
+                self.opts.comm,
+                reset,
+                self.want_other,
+                self.want_dv,
+                sc,
+            )?,
+            MemShard::Lstm(s, sc) => s.backward(self.lstm_w, reset, self.want_other, sc)?,
+        }
+        if !self.want_other {
+            return Ok(());
+        }
+        // 5. Encoders: the observation encoder into this shard's blocks (rows in order within a
+        //    block), each segment's instruction gradient summed over its rows.
+        let dx = match &mem {
+            MemShard::Rim(s, _) => s.dx(),
+            MemShard::Lstm(s, _) => s.dx(),
+        };
+        for (k, blk) in blocks.iter_mut().enumerate() {
+            blk.fill(S::ZERO);
+            let first = k * BLOCK_SEQS;
+            for (bo, sq) in seqs.iter().enumerate().skip(first).take(BLOCK_SEQS) {
+                for t in 0..steps {
+                    let r = bo * steps + t;
+                    let dxr = &dx[r * inp..(r + 1) * inp];
+                    encode_backward(
+                        d,
+                        self.encoder,
+                        &sq.obs[t],
+                        &f.enc[r * ecl..][..ecl],
+                        &dxr[..feat],
+                        blk,
+                        &mut work.enc_scratch,
+                    )
+                    .map_err(|e| anyhow!("observation encoder backward: {e}"))?;
+                    let seg = self.seg_of_row[(first_seq + bo) * steps + t] - first_seg;
+                    let ds = d_seg
+                        .get_mut(seg * hi..(seg + 1) * hi)
+                        .ok_or_else(|| anyhow!("segment {seg} outside this shard"))?;
+                    for (a, v) in ds.iter_mut().zip(&dxr[feat..]) {
+                        *a += *v;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
