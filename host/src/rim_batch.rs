@@ -29,10 +29,9 @@ use anyhow::{anyhow, bail, ensure, Result};
 use metarim_core::nn::dims::{CellKind, RimDims};
 use metarim_core::nn::ops::gru_gate_grads;
 use metarim_core::nn::rim::{
-    comm_width, module_input, query_width, rim_param_counts, rnn_module_len, state_len, CommGrad,
-    RimGrads, RimWeights,
+    comm_width, module_input, query_width, rim_param_counts, rnn_module_len, select_top_k,
+    softmax_in_place, state_len, CommGrad, RimGrads, RimWeights,
 };
-use metarim_core::nn::Real;
 
 pub use crate::gemm::Scalar;
 use crate::gemm::{axpy, dot, gemm, mat, rm, row_fields, tr};
@@ -576,46 +575,6 @@ fn check_bounds(bounds: &[usize], seqs: usize) -> Result<()> {
     Ok(())
 }
 
-/// Selection order: `a` ranks before `b` (less null attention); NaN ranks after every number.
-#[inline]
-fn ranks_before<S: Real>(a: S, b: S) -> bool {
-    let (a_nan, b_nan) = (a.partial_cmp(&a).is_none(), b.partial_cmp(&b).is_none());
-    match (a_nan, b_nan) {
-        (false, false) => a < b,
-        (false, true) => true,
-        _ => false,
-    }
-}
-
-/// Hard top-k on the least null attention, lower index wins ties (as the core).
-fn select_top_k<S: Real>(null: &[S], k: usize, mask: &mut [S]) {
-    for (i, (m, vi)) in mask.iter_mut().zip(null).enumerate() {
-        let rank = null
-            .iter()
-            .enumerate()
-            .filter(|&(j, vj)| ranks_before(*vj, *vi) || (j < i && !ranks_before(*vi, *vj)))
-            .count();
-        *m = if rank < k { S::ONE } else { S::ZERO };
-    }
-}
-
-fn softmax_in_place<S: Real>(v: &mut [S]) {
-    let Some(mut m) = v.first().copied() else {
-        return;
-    };
-    for x in v.iter() {
-        m = m.max(*x);
-    }
-    let mut sum = S::ZERO;
-    for x in v.iter_mut() {
-        *x = (*x - m).exp();
-        sum += *x;
-    }
-    for x in v.iter_mut() {
-        *x = *x / sum;
-    }
-}
-
 fn check_lens(d: &RimDims, lens: [usize; 9], what: &str) -> Result<()> {
     let c = rim_param_counts(d);
     let need = [
@@ -821,7 +780,12 @@ impl<'a, S: Scalar> RimShard<'a, S> {
                     s.null[b * n + i] = null_sum * inv_heads;
                 }
                 // 2. Selection.
-                select_top_k(&s.null[b * n..][..n], d.k_active, &mut f.mask[r * n..][..n]);
+                select_top_k(
+                    &s.null[b * n..][..n],
+                    d.k_active,
+                    &mut f.mask[r * n..][..n],
+                    &mut [],
+                );
             }
             // 3. Per-module GRUs, evaluated densely (inactive results are discarded below,
             //    but their h~ are the keys and values of the communication).

@@ -96,6 +96,21 @@ pub struct PpoTerms<S> {
     pub clipped: S,
 }
 
+impl<S: Real> PpoTerms<S> {
+    /// Adds `t` term by term (sums over steps).
+    pub fn accumulate(&mut self, t: &PpoTerms<S>) {
+        self.loss += t.loss;
+        self.policy_loss += t.policy_loss;
+        self.value_loss += t.value_loss;
+        self.entropy += t.entropy;
+        self.logprob += t.logprob;
+        self.ratio += t.ratio;
+        self.approx_kl += t.approx_kl;
+        self.logprob_diff += t.logprob_diff;
+        self.clipped += t.clipped;
+    }
+}
+
 /// Max and log-sum-exp of `logits` (non-empty).
 fn lse<S: Real>(logits: &[S]) -> S {
     let mut m = logits.first().copied().unwrap_or(S::ZERO);

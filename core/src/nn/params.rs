@@ -195,6 +195,20 @@ pub struct Layout {
     group_len: [usize; 3],
 }
 
+/// One part of [`Layout::split_mut`]: a whole block (encoder, instruction encoder, heads; `kind`
+/// is its first tensor's) or one tensor.
+#[derive(Debug)]
+pub struct PartMut<'a, S> {
+    /// Its role.
+    pub role: Role,
+    /// The tensor (a block's first).
+    pub kind: TensorKind,
+    /// The group it lives in.
+    pub group: Group,
+    /// Its elements.
+    pub data: &'a mut [S],
+}
+
 /// Borrowed parameter buffers (or gradients, or moments), one slice per group.
 #[derive(Clone, Copy, Debug)]
 pub struct GroupBufs<'a, S> {
@@ -484,6 +498,56 @@ impl Layout {
             .filter(|e| e.role == role)
             .map(|e| e.len)
             .sum()
+    }
+
+    /// Splits `bufs` (parameters, gradients or moments in this layout) into disjoint mutable
+    /// parts, in table order: one per block (the encoder, the instruction encoder and the heads
+    /// each see their whole block) and one per other tensor.
+    ///
+    /// Errors: [`Error::BadDims`] when the buffers do not match the layout.
+    pub fn split_mut<'a, S>(
+        &self,
+        bufs: GroupBufsMut<'a, S>,
+    ) -> Result<heapless::Vec<PartMut<'a, S>, MAX_TENSORS>, Error> {
+        let bad = Error::BadDims {
+            what: "buffers do not match the layout",
+        };
+        self.check_bufs(&bufs.as_ref()).map_err(|_| bad)?;
+        let GroupBufsMut { fast, slow, other } = bufs;
+        let mut rest: [&'a mut [S]; 3] = [fast, slow, other];
+        let mut consumed = [0usize; 3];
+        let mut out = heapless::Vec::new();
+        let mut i = 0;
+        while let Some(e) = self.entries.get(i) {
+            let g = e.group as usize;
+            let block = matches!(e.role, Role::Encoder | Role::Instruction | Role::Heads);
+            let len = if block { self.role_len(e.role) } else { e.len };
+            if e.offset != consumed[g] {
+                return Err(bad);
+            }
+            let buf = core::mem::take(&mut rest[g]);
+            if buf.len() < len {
+                return Err(bad);
+            }
+            let (head, tail) = buf.split_at_mut(len);
+            rest[g] = tail;
+            consumed[g] += len;
+            out.push(PartMut {
+                role: e.role,
+                kind: e.kind,
+                group: e.group,
+                data: head,
+            })
+            .map_err(|_| bad)?;
+            // A block's other entries are inside its part.
+            i += 1;
+            if block {
+                while self.entries.get(i).is_some_and(|n| n.role == e.role) {
+                    i += 1;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Check that `bufs` has exactly this layout's group sizes.

@@ -163,50 +163,22 @@ fn split_grads<'a, S>(
     layout: &Layout,
     bufs: GroupBufsMut<'a, S>,
 ) -> Result<GradSlices<'a, S>, Error> {
-    let GroupBufsMut { fast, slow, other } = bufs;
-    let mut rest: [&'a mut [S]; 3] = [fast, slow, other];
-    let mut consumed = [0usize; 3];
     let mut out = GradSlices {
         encoder: &mut [],
         instr: &mut [],
         heads: &mut [],
         mem: heapless::Vec::new(),
     };
-    let bad = Error::BadDims {
+    for p in layout.split_mut(bufs).map_err(|_| Error::BadDims {
         what: "gradient buffers do not match the layout",
-    };
-    let mut i = 0;
-    let entries = layout.entries();
-    while let Some(e) = entries.get(i) {
-        let g = e.group as usize;
-        let block = matches!(e.role, Role::Encoder | Role::Instruction | Role::Heads);
-        let len = if block {
-            layout.role_len(e.role)
-        } else {
-            e.len
-        };
-        if e.offset != consumed[g] {
-            return Err(bad);
-        }
-        let buf = core::mem::take(&mut rest[g]);
-        if buf.len() < len {
-            return Err(bad);
-        }
-        let (head, tail) = buf.split_at_mut(len);
-        rest[g] = tail;
-        consumed[g] += len;
-        match e.role {
-            Role::Encoder => out.encoder = head,
-            Role::Instruction => out.instr = head,
-            Role::Heads => out.heads = head,
-            _ => out.mem.push((e.kind, head)).map_err(|_| bad)?,
-        }
-        // Skip the rest of a block's entries.
-        i += 1;
-        if block {
-            while entries.get(i).is_some_and(|n| n.role == e.role) {
-                i += 1;
-            }
+    })? {
+        match p.role {
+            Role::Encoder => out.encoder = p.data,
+            Role::Instruction => out.instr = p.data,
+            Role::Heads => out.heads = p.data,
+            _ => out.mem.push((p.kind, p.data)).map_err(|_| Error::BadDims {
+                what: "too many memory tensors",
+            })?,
         }
     }
     Ok(out)
@@ -512,7 +484,7 @@ impl<'a, S: Real> Policy<'a, S> {
             d_logits.fill(S::ZERO);
             let mut d_value = S::ZERO;
             let terms = ppo_loss(lg, value, &st.sample, coefs, scale, d_logits, &mut d_value)?;
-            add_terms(&mut stats.sum, &terms);
+            stats.sum.accumulate(&terms);
             // Heads: the loss gradient joins the gradient arriving from step t + 1.
             let (dh, dc) = d_state.split_at_mut(w);
             heads_backward(
@@ -684,7 +656,7 @@ impl<'a, S: Real> Policy<'a, S> {
                 d_logits,
                 &mut d_value,
             )?;
-            add_terms(&mut stats.sum, &terms);
+            stats.sum.accumulate(&terms);
             let h_out = &cache[o[3]..o[4]];
             let heads_cache = &cache[o[4]..o[5]];
             let (dh, dc) = d_state.split_at_mut(w);
@@ -841,18 +813,6 @@ pub fn init_params<S: Real>(
         init_bias(cfg.recurrent, w, &mut rng, s.take(TensorKind::Lstm(3)));
     }
     Ok(())
-}
-
-fn add_terms<S: Real>(sum: &mut PpoTerms<S>, t: &PpoTerms<S>) {
-    sum.loss += t.loss;
-    sum.policy_loss += t.policy_loss;
-    sum.value_loss += t.value_loss;
-    sum.entropy += t.entropy;
-    sum.logprob += t.logprob;
-    sum.ratio += t.ratio;
-    sum.approx_kl += t.approx_kl;
-    sum.logprob_diff += t.logprob_diff;
-    sum.clipped += t.clipped;
 }
 
 #[cfg(test)]

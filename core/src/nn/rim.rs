@@ -647,7 +647,8 @@ fn axpy<S: Real>(alpha: S, x: &[S], y: &mut [S]) {
     }
 }
 
-fn softmax_in_place<S: Real>(v: &mut [S]) {
+/// `v = softmax(v)` in place (max-subtracted; an empty slice is left alone).
+pub fn softmax_in_place<S: Real>(v: &mut [S]) {
     let Some(mut m) = v.first().copied() else {
         return;
     };
@@ -680,10 +681,11 @@ fn ranks_before<S: Real>(a: S, b: S) -> bool {
     }
 }
 
-/// Hard top-k on the LEAST null attention; ties go to the lower module index. Writes the mask
-/// both as bools and as 0/1 in `S`.
-fn select_top_k<S: Real>(null: &[S], k: usize, mask: &mut [S], active: &mut [bool]) {
-    for (i, ((m, a), vi)) in mask.iter_mut().zip(active.iter_mut()).zip(null).enumerate() {
+/// Hard top-k on the LEAST null attention; ties go to the lower module index (a NaN ranks after
+/// every number). Writes the mask both as bools and as 0/1 in `S` (an empty `active` writes
+/// only the mask).
+pub fn select_top_k<S: Real>(null: &[S], k: usize, mask: &mut [S], active: &mut [bool]) {
+    for (i, (m, vi)) in mask.iter_mut().zip(null).enumerate() {
         // rank = number of modules that beat module i: strictly less null attention, or equal
         // (neither ranks before the other) with a lower index.
         let rank = null
@@ -692,7 +694,9 @@ fn select_top_k<S: Real>(null: &[S], k: usize, mask: &mut [S], active: &mut [boo
             .filter(|&(j, vj)| ranks_before(*vj, *vi) || (j < i && !ranks_before(*vi, *vj)))
             .count();
         let on = rank < k;
-        *a = on;
+        if let Some(a) = active.get_mut(i) {
+            *a = on;
+        }
         *m = if on { S::ONE } else { S::ZERO };
     }
 }

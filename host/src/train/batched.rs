@@ -166,11 +166,6 @@ fn split_grads<'a, S>(
     bufs: GroupBufsMut<'a, S>,
     want: [bool; 3],
 ) -> Result<GradParts<'a, S>> {
-    layout
-        .check_bufs(&bufs.as_ref())
-        .map_err(|e| anyhow!("gradient buffers: {e}"))?;
-    let GroupBufsMut { fast, slow, other } = bufs;
-    let mut rest: [&'a mut [S]; 3] = [fast, slow, other];
     let mut out = GradParts {
         encoder: &mut [],
         instr: &mut [],
@@ -193,30 +188,12 @@ fn split_grads<'a, S>(
             b_hh: &mut [],
         },
     };
-    let entries = layout.entries();
-    let mut i = 0;
-    while let Some(e) = entries.get(i) {
-        let g = e.group as usize;
-        let block = matches!(e.role, Role::Encoder | Role::Instruction | Role::Heads);
-        let len = if block {
-            layout.role_len(e.role)
-        } else {
-            e.len
-        };
-        let buf = std::mem::take(&mut rest[g]);
-        ensure!(buf.len() >= len, "gradient buffers do not match the layout");
-        let (head, tail) = buf.split_at_mut(len);
-        rest[g] = tail;
-        i += 1;
-        if block {
-            while entries.get(i).is_some_and(|n| n.role == e.role) {
-                i += 1;
-            }
-        }
-        if !want[g] {
-            continue;
-        }
-        match (e.role, e.kind) {
+    let parts = layout
+        .split_mut(bufs)
+        .map_err(|e| anyhow!("gradient buffers: {e}"))?;
+    for p in parts.into_iter().filter(|p| want[p.group as usize]) {
+        let head = p.data;
+        match (p.role, p.kind) {
             (Role::Encoder, _) => out.encoder = head,
             (Role::Instruction, _) => out.instr = head,
             (Role::Heads, _) => out.heads = head,
@@ -621,7 +598,7 @@ impl<S: Scalar> BatchedGrads<S> {
                 .backward(&d, instr_p, &self.d_seg[..n_segs * hi], g.instr)?;
         }
         for t in &self.terms[..rows] {
-            add_terms(&mut stats.sum, t);
+            stats.sum.accumulate(t);
         }
         Ok(stats)
     }
@@ -637,18 +614,6 @@ fn split_blocks<'a, S>(blocks: &'a mut [Vec<S>], seq_bounds: &[usize]) -> Vec<&'
         rest = tail;
     }
     out
-}
-
-fn add_terms<S: Scalar>(a: &mut PpoTerms<S>, b: &PpoTerms<S>) {
-    a.loss += b.loss;
-    a.policy_loss += b.policy_loss;
-    a.value_loss += b.value_loss;
-    a.entropy += b.entropy;
-    a.logprob += b.logprob;
-    a.ratio += b.ratio;
-    a.approx_kl += b.approx_kl;
-    a.logprob_diff += b.logprob_diff;
-    a.clipped += b.clipped;
 }
 
 /// Heads weight gradients over all `rows` rows from the stored activations and gradients.

@@ -158,18 +158,6 @@ pub struct PassWants {
     pub inputs_fresh: bool,
 }
 
-fn add_terms(a: &mut PpoTerms<f32>, b: &PpoTerms<f32>) {
-    a.loss += b.loss;
-    a.policy_loss += b.policy_loss;
-    a.value_loss += b.value_loss;
-    a.entropy += b.entropy;
-    a.logprob += b.logprob;
-    a.ratio += b.ratio;
-    a.approx_kl += b.approx_kl;
-    a.logprob_diff += b.logprob_diff;
-    a.clipped += b.clipped;
-}
-
 /// The mean PPO loss gradient over `chunks` (each step weighted `1 / total steps`) into
 /// `grads.total`; returns the summed terms and which modules were active.
 pub fn compute_grads(
@@ -288,7 +276,7 @@ fn empty_stats() -> ChunkStats<f32> {
 }
 
 fn merge_stats(a: &mut ChunkStats<f32>, b: &ChunkStats<f32>) {
-    add_terms(&mut a.sum, &b.sum);
+    a.sum.accumulate(&b.sum);
     a.steps += b.steps;
     for (x, y) in a.active_steps.iter_mut().zip(b.active_steps) {
         *x += y;
