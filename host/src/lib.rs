@@ -7,6 +7,7 @@
 //! - [`play`]: a terminal player (keyboard lines or seeded random actions);
 //! - [`bench`](mod@bench): the multi-threaded environment throughput benchmark;
 //! - [`model`]: model presets, parameter layouts and their sizes (`metarim model info`);
+//! - [`encoder_batch`]: the observation encoder batched over frames (convolutions as GEMMs);
 //! - [`fastmath`]: branch-free `f32` exp, sigmoid and tanh for the batched paths;
 //! - [`gemm`]: row-invariant dense products for the batched paths;
 //! - [`rim_batch`]: a batched RIM cell (forward and BPTT over sequences with episode starts,
@@ -29,6 +30,7 @@
 pub mod adapt;
 pub mod bench;
 pub mod dump;
+pub mod encoder_batch;
 pub mod experiment;
 pub mod export;
 pub mod fastmath;

@@ -138,6 +138,17 @@ impl<S: Scalar> LstmBatch<S> {
         })
     }
 
+    /// The inputs of the next pass's first `rows` rows (`[rows x input]`), to fill before
+    /// [`LstmBatch::shards`] (which leaves them as they are).
+    pub fn inputs_mut(&mut self, rows: usize) -> Result<&mut [S]> {
+        ensure!(
+            rows <= self.capacity,
+            "batched LSTM: {rows} rows exceed the capacity {}",
+            self.capacity
+        );
+        Ok(&mut self.f.x[..rows * self.input])
+    }
+
     /// Starts a pass of `seqs` sequences of `steps` steps, one view per sequence range.
     pub fn shards(
         &mut self,

@@ -264,6 +264,17 @@ impl<S: Scalar> RimBatch<S> {
         self.capacity
     }
 
+    /// The inputs of the next pass's first `rows` rows (`[rows x input]`, row `b*T + t`), to
+    /// fill before [`RimBatch::shards`] (which leaves them as they are).
+    pub fn inputs_mut(&mut self, rows: usize) -> Result<&mut [S]> {
+        ensure!(
+            rows <= self.capacity,
+            "batched RIM: {rows} rows exceed the capacity {}",
+            self.capacity
+        );
+        Ok(&mut self.f.x[..rows * self.d.input])
+    }
+
     /// Starts a pass of `seqs` sequences of `steps` steps and hands out one view per sequence
     /// range `bounds[i]..bounds[i + 1]` (`bounds` ascending from 0 to `seqs`).
     pub fn shards(

@@ -4,21 +4,18 @@
 //! the heads run as GEMMs over all chunks at once, and the observation and instruction encoders
 //! per frame / per episode segment through the core's own functions.
 //!
-//! A pass: the missions of every episode segment (a chunk's first step and each episode start in
-//! it) go through the batched instruction encoder ([`crate::instr_batch`]); the chunks are
-//! split into contiguous thread shards; each thread runs, for its chunks, the observation
-//! encoder (or copies the memory inputs the rollout already computed, when the encoders'
-//! parameters have not changed since), the memory forward, the heads, the loss, the heads' and
-//! the memory's backward and the observation encoder's backward, and sums each segment's
-//! instruction gradient. Then one GEMM per weight tensor over all `B*T` rows, spread over the
-//! threads, and the instruction encoder's backward.
+//! A pass, over all chunks at once: the observation encoder ([`crate::encoder_batch`]) and the
+//! instruction encoder over every episode segment ([`crate::instr_batch`]; a segment is a
+//! chunk's first step or an episode start in it) build the memory inputs, unless the rollout's
+//! stored ones are still valid (the encoders' parameters unchanged since it). Then the chunks
+//! are split into contiguous thread shards; each thread runs, for its chunks, the memory
+//! forward, the heads, the loss, the heads' and the memory's backward. Then, over all `B*T`
+//! rows: one GEMM per weight tensor (spread over the threads) and the encoders' backward.
 //!
 //! Invariants:
 //! - Bit-identical results for any thread count: the products are row-invariant
-//!   ([`crate::gemm`]); every weight gradient is summed over all rows in row order by one
-//!   thread; the observation encoder's per-frame gradients accumulate into fixed blocks of [`BLOCK_SEQS`]
-//!   chunks (in row order within a block) that are added in block order; thread shards are
-//!   unions of whole blocks.
+//!   ([`crate::gemm`]) and everything else in a shard is per row; every weight gradient is
+//!   summed over all rows in row order by one thread; the encoders run over all rows at once.
 //! - Only the requested groups' gradients are computed (`PassOptions::groups`); the rest of
 //!   `grads` is left untouched. Without the `Other` group, nothing is backpropagated into the
 //!   encoders.
@@ -27,9 +24,6 @@
 use anyhow::{anyhow, bail, ensure, Result};
 use metarim_core::env::Observation;
 use metarim_core::nn::dims::{MemoryKind, ModelDims};
-use metarim_core::nn::encoder::{
-    encode_backward, encode_forward, encoder_cache_len, encoder_scratch_len,
-};
 use metarim_core::nn::heads::actor_param_len;
 
 use metarim_core::nn::loss::{ppo_loss, PpoCoefs, PpoSample, PpoTerms};
@@ -38,13 +32,11 @@ use metarim_core::nn::params::{Group, GroupBufs, GroupBufsMut, Layout, Role, Ten
 use metarim_core::nn::policy::{state_len, ChunkStats, MAX_MODULES};
 use metarim_core::nn::rim::{CommGrad, RimGrads, RimWeights};
 
+use crate::encoder_batch::EncoderBatch;
 use crate::gemm::{gemm, rm, row_fields, split_rows, tr, Scalar};
 use crate::instr_batch::InstrBatch;
 use crate::lstm_batch::{LstmBatch, LstmScratch, LstmShard};
 use crate::rim_batch::{RimBatch, RimScratch, RimShard};
-
-/// Chunks per encoder-gradient block (the unit of the fixed summation order).
-pub const BLOCK_SEQS: usize = 4;
 
 /// One chunk of a minibatch.
 #[derive(Clone, Copy, Debug)]
@@ -86,10 +78,8 @@ pub struct PassOptions<S> {
 }
 
 row_fields! {
-    /// Per-row fields of the heads and encoders.
+    /// Per-row fields of the heads.
     RowFields {
-        /// Encoder cache.
-        enc,
         /// Heads' tanh hidden layers `[actor | critic]`.
         hid,
         /// Actor logits.
@@ -122,11 +112,6 @@ enum MemShard<'a, S> {
     Lstm(LstmShard<'a, S>, &'a mut LstmScratch<S>),
 }
 
-/// Per-thread encoder work space.
-struct ThreadWork<S> {
-    enc_scratch: Vec<S>,
-}
-
 /// Buffers of batched gradient passes for one model shape.
 pub struct BatchedGrads<S> {
     d: ModelDims,
@@ -138,9 +123,7 @@ pub struct BatchedGrads<S> {
     h0: Vec<S>,
     reset: Vec<bool>,
     terms: Vec<PpoTerms<S>>,
-    work: Vec<ThreadWork<S>>,
-    /// Per-block observation-encoder gradients.
-    blocks: Vec<Vec<S>>,
+    enc: EncoderBatch<S>,
     instr: InstrBatch<S>,
     /// Episode segment of every row.
     seg_of_row: Vec<usize>,
@@ -352,7 +335,6 @@ impl<S: Scalar> BatchedGrads<S> {
             },
         };
         let widths = RowFields {
-            enc: encoder_cache_len(&d),
             hid: 2 * d.head_hidden,
             logits: d.n_actions,
             value: 1,
@@ -360,7 +342,6 @@ impl<S: Scalar> BatchedGrads<S> {
             dvalue: 1,
             dhid: 2 * d.head_hidden,
         };
-        let block_len = layout.role_len(Role::Encoder);
         Ok(BatchedGrads {
             d,
             capacity,
@@ -371,14 +352,7 @@ impl<S: Scalar> BatchedGrads<S> {
             h0: vec![S::ZERO; capacity * state_len(&d)],
             reset: vec![false; capacity],
             terms: vec![PpoTerms::default(); capacity],
-            work: (0..threads)
-                .map(|_| ThreadWork {
-                    enc_scratch: vec![S::ZERO; encoder_scratch_len(&d)],
-                })
-                .collect(),
-            blocks: (0..capacity.div_ceil(BLOCK_SEQS))
-                .map(|_| vec![S::ZERO; block_len])
-                .collect(),
+            enc: EncoderBatch::new(&d, capacity, true)?,
             instr: InstrBatch::new(),
             seg_of_row: vec![0; capacity],
             seg_start: Vec::with_capacity(capacity),
@@ -426,9 +400,10 @@ impl<S: Scalar> BatchedGrads<S> {
             self.capacity
         );
         let sl = state_len(&d);
+        let (inp, feat, hi) = (d.memory_input(), d.obs_features(), d.instr_hidden);
         let want_other = opts.groups[Group::Other as usize];
-        // The encoders' backward needs their caches, so stored inputs serve only passes that do
-        // not train the encoders.
+        // The encoders' backward needs their activations, so stored inputs serve only passes
+        // that do not train the encoders.
         let reuse_x = opts.reuse_x && !want_other;
         for (b, s) in seqs.iter().enumerate() {
             ensure!(
@@ -444,7 +419,7 @@ impl<S: Scalar> BatchedGrads<S> {
             );
             if reuse_x {
                 ensure!(
-                    s.x.is_some_and(|x| x.len() >= steps * d.memory_input()),
+                    s.x.is_some_and(|x| x.len() >= steps * inp),
                     "chunk {b}: no stored memory inputs to reuse"
                 );
             }
@@ -452,6 +427,9 @@ impl<S: Scalar> BatchedGrads<S> {
             self.reset[b * steps..(b + 1) * steps].copy_from_slice(s.episode_start);
         }
         let mut g = split_grads(layout, grads, opts.groups)?;
+        let encoder = layout.block(&params, Role::Encoder);
+        let instr_p = layout.block(&params, Role::Instruction);
+        let heads = layout.block(&params, Role::Heads);
         // Episode segments, in row order.
         self.seg_start.clear();
         for (b, sq) in seqs.iter().enumerate() {
@@ -463,30 +441,36 @@ impl<S: Scalar> BatchedGrads<S> {
             }
         }
         let n_segs = self.seg_start.len();
-        let hi = d.instr_hidden;
-        if !reuse_x {
-            let missions: Vec<&[u16]> = self
-                .seg_start
-                .iter()
-                .map(|&r| &seqs[r / steps].tokens[r % steps][..])
-                .collect();
-            self.instr
-                .forward(&d, layout.block(&params, Role::Instruction), &missions)?;
+        let obs: Vec<&Observation> = seqs.iter().flat_map(|s| s.obs.iter()).collect();
+        // 1. Memory inputs, for all rows: stored, or the encoders now.
+        {
+            let x = match &mut self.mem {
+                Memory::Rim { rb, .. } => rb.inputs_mut(rows)?,
+                Memory::Lstm { lb, .. } => lb.inputs_mut(rows)?,
+            };
+            if reuse_x {
+                for (b, sq) in seqs.iter().enumerate() {
+                    let src = sq.x.ok_or_else(|| anyhow!("chunk {b}: no stored inputs"))?;
+                    x[b * steps * inp..(b + 1) * steps * inp].copy_from_slice(&src[..steps * inp]);
+                }
+            } else {
+                self.enc.forward(encoder, &obs, x, inp, 0)?;
+                let missions: Vec<&[u16]> = self
+                    .seg_start
+                    .iter()
+                    .map(|&r| &seqs[r / steps].tokens[r % steps][..])
+                    .collect();
+                self.instr.forward(&d, instr_p, &missions)?;
+                let emb = self.instr.out();
+                for (r, xr) in x.chunks_exact_mut(inp).enumerate() {
+                    let seg = self.seg_of_row[r];
+                    xr[feat..].copy_from_slice(&emb[seg * hi..(seg + 1) * hi]);
+                }
+            }
         }
-        if self.d_seg.len() < n_segs * hi {
-            self.d_seg.resize(n_segs * hi, S::ZERO);
-        }
-        self.d_seg[..n_segs * hi].fill(S::ZERO);
-        let encoder = layout.block(&params, Role::Encoder);
-        let instr_p = layout.block(&params, Role::Instruction);
-        let heads = layout.block(&params, Role::Heads);
-        let enc_len = layout.role_len(Role::Encoder);
-        let n_blocks = b_seqs.div_ceil(BLOCK_SEQS);
-        // Thread shards: contiguous runs of whole blocks.
-        let parts = self.threads.min(n_blocks).max(1);
-        let seq_bounds: Vec<usize> = (0..=parts)
-            .map(|k| (k * n_blocks / parts * BLOCK_SEQS).min(b_seqs))
-            .collect();
+        // 2. Memory and heads, per thread shard.
+        let parts = self.threads.min(b_seqs).max(1);
+        let seq_bounds: Vec<usize> = (0..=parts).map(|k| k * b_seqs / parts).collect();
         let row_bounds: Vec<usize> = seq_bounds.iter().map(|b| b * steps).collect();
         let rim_w = rim_weights(layout, &params);
         let lstm_w = lstm_weights(layout, &params);
@@ -505,32 +489,16 @@ impl<S: Scalar> BatchedGrads<S> {
                 .collect(),
         };
         let row_views = self.rows.split(&self.widths, &row_bounds);
-        let seg_bounds: Vec<usize> = row_bounds
-            .iter()
-            .map(|&r| {
-                if r >= rows {
-                    n_segs
-                } else {
-                    self.seg_of_row[r]
-                }
-            })
-            .collect();
-        let d_segs = split_rows(&mut self.d_seg, hi, &seg_bounds);
         let terms = split_rows(&mut self.terms, 1, &row_bounds);
-        let blocks = split_blocks(&mut self.blocks[..n_blocks], &seq_bounds);
         let (h0, reset) = (&self.h0[..], &self.reset[..]);
         let shard_job = ShardJob {
             d: &d,
-            encoder,
-            seg_out: if reuse_x { &[] } else { self.instr.out() },
-            seg_of_row: &self.seg_of_row[..rows],
             heads,
             rim_w: &rim_w,
             lstm_w: &lstm_w,
             opts,
             want_other,
             want_dv: !g.rim.w_v.is_empty(),
-            reuse_x,
             steps,
         };
         let results: Vec<Result<()>> = std::thread::scope(|s| {
@@ -538,23 +506,14 @@ impl<S: Scalar> BatchedGrads<S> {
                 .into_iter()
                 .zip(row_views)
                 .zip(terms)
-                .zip(blocks)
-                .zip(self.work.iter_mut())
-                .zip(d_segs)
-                .zip(seq_bounds.windows(2).zip(seg_bounds.windows(2)))
-                .map(
-                    |((((((mem, rows), terms), blocks), work), d_seg), (sb, gb))| {
-                        let job = &shard_job;
-                        let part = Part {
-                            seqs: &seqs[sb[0]..sb[1]],
-                            first_seq: sb[0],
-                            first_seg: gb[0],
-                            h0: &h0[sb[0] * sl..sb[1] * sl],
-                            reset: &reset[sb[0] * steps..sb[1] * steps],
-                        };
-                        s.spawn(move || job.run(part, mem, rows, terms, blocks, work, d_seg))
-                    },
-                )
+                .zip(seq_bounds.windows(2))
+                .map(|(((mem, rows), terms), sb)| {
+                    let job = &shard_job;
+                    let seqs = &seqs[sb[0]..sb[1]];
+                    let h0 = &h0[sb[0] * sl..sb[1] * sl];
+                    let reset = &reset[sb[0] * steps..sb[1] * steps];
+                    s.spawn(move || job.run(seqs, h0, reset, mem, rows, terms))
+                })
                 .collect();
             handles
                 .into_iter()
@@ -567,7 +526,7 @@ impl<S: Scalar> BatchedGrads<S> {
         for r in results {
             r?;
         }
-        // Weight gradients over all rows.
+        // 3. Weight gradients over all rows.
         match &self.mem {
             Memory::Rim { rb, .. } => {
                 rb.weight_grads(&mut g.rim, self.threads)?;
@@ -581,39 +540,34 @@ impl<S: Scalar> BatchedGrads<S> {
             }
             Memory::Lstm { lb, .. } => lb.weight_grads(&mut g.lstm, self.threads)?,
         }
+        let (h, dx) = match &self.mem {
+            Memory::Rim { rb, .. } => (rb.h_out(), rb.dx()),
+            Memory::Lstm { lb, .. } => (lb.h_out(), lb.dx()),
+        };
         if !g.heads.is_empty() {
-            let h = match &self.mem {
-                Memory::Rim { rb, .. } => rb.h_out(),
-                Memory::Lstm { lb, .. } => lb.h_out(),
-            };
             heads_weight_grads(&d, &self.rows, rows, h, g.heads)?;
         }
+        // 4. The encoders' backward.
         if want_other {
-            for blk in &self.blocks[..n_blocks] {
-                for (o, v) in g.encoder.iter_mut().zip(&blk[..enc_len]) {
-                    *o += *v;
+            self.enc.backward(encoder, &obs, dx, inp, 0, g.encoder)?;
+            if self.d_seg.len() < n_segs * hi {
+                self.d_seg.resize(n_segs * hi, S::ZERO);
+            }
+            let d_seg = &mut self.d_seg[..n_segs * hi];
+            d_seg.fill(S::ZERO);
+            for (r, dxr) in dx.chunks_exact(inp).enumerate() {
+                let seg = self.seg_of_row[r];
+                for (a, v) in d_seg[seg * hi..(seg + 1) * hi].iter_mut().zip(&dxr[feat..]) {
+                    *a += *v;
                 }
             }
-            self.instr
-                .backward(&d, instr_p, &self.d_seg[..n_segs * hi], g.instr)?;
+            self.instr.backward(&d, instr_p, d_seg, g.instr)?;
         }
         for t in &self.terms[..rows] {
             stats.sum.accumulate(t);
         }
         Ok(stats)
     }
-}
-
-fn split_blocks<'a, S>(blocks: &'a mut [Vec<S>], seq_bounds: &[usize]) -> Vec<&'a mut [Vec<S>]> {
-    let mut out = Vec::with_capacity(seq_bounds.len().saturating_sub(1));
-    let mut rest = blocks;
-    for w in seq_bounds.windows(2) {
-        let n = (w[1] - w[0]).div_ceil(BLOCK_SEQS).min(rest.len());
-        let (head, tail) = std::mem::take(&mut rest).split_at_mut(n);
-        out.push(head);
-        rest = tail;
-    }
-    out
 }
 
 /// Heads weight gradients over all `rows` rows from the stored activations and gradients.
@@ -671,98 +625,38 @@ fn heads_weight_grads<S: Scalar>(
     Ok(())
 }
 
-/// A thread's share of the chunks.
-struct Part<'a, 'b, S> {
-    seqs: &'a [Seq<'b, S>],
-    first_seq: usize,
-    first_seg: usize,
-    h0: &'a [S],
-    reset: &'a [bool],
-}
-
 /// What every shard thread shares.
 struct ShardJob<'a, S> {
     d: &'a ModelDims,
-    encoder: &'a [S],
-    /// Instruction embedding of every segment (empty when the stored inputs are reused).
-    seg_out: &'a [S],
-    seg_of_row: &'a [usize],
     heads: &'a [S],
     rim_w: &'a RimWeights<'a, S>,
     lstm_w: &'a LstmWeights<'a, S>,
     opts: &'a PassOptions<S>,
     want_other: bool,
     want_dv: bool,
-    reuse_x: bool,
     steps: usize,
 }
 
 impl<S: Scalar> ShardJob<'_, S> {
-    #[allow(clippy::too_many_arguments)]
+    /// Memory forward, heads, loss, heads backward and memory backward for a shard's chunks
+    /// (their inputs already in the memory's buffers).
     fn run(
         &self,
-        part: Part<'_, '_, S>,
+        seqs: &[Seq<'_, S>],
+        h0: &[S],
+        reset: &[bool],
         mut mem: MemShard<'_, S>,
         f: RowFields<&mut [S]>,
         terms: &mut [PpoTerms<S>],
-        blocks: &mut [Vec<S>],
-        work: &mut ThreadWork<S>,
-        d_seg: &mut [S],
     ) -> Result<()> {
-        let Part {
-            seqs,
-            first_seq,
-            first_seg,
-            h0,
-            reset,
-        } = part;
         let d = self.d;
         let steps = self.steps;
         let rows = seqs.len() * steps;
-        let (inp, feat, hi) = (d.memory_input(), d.obs_features(), d.instr_hidden);
         let (w, hh, na) = (d.memory_width(), d.head_hidden, d.n_actions);
-        let ecl = encoder_cache_len(d);
-        // 1. Memory inputs: stored, or the encoders now.
-        {
-            let x = match &mut mem {
-                MemShard::Rim(s, _) => s.x_mut(),
-                MemShard::Lstm(s, _) => s.x_mut(),
-            };
-            for (b, sq) in seqs.iter().enumerate() {
-                let xb = &mut x[b * steps * inp..(b + 1) * steps * inp];
-                if self.reuse_x {
-                    let Some(src) = sq.x else {
-                        bail!("chunk {b}: no stored memory inputs");
-                    };
-                    xb.copy_from_slice(&src[..steps * inp]);
-                    continue;
-                }
-                for t in 0..steps {
-                    let r = b * steps + t;
-                    let xr = &mut xb[t * inp..(t + 1) * inp];
-                    encode_forward(
-                        d,
-                        self.encoder,
-                        &sq.obs[t],
-                        &mut xr[..feat],
-                        &mut f.enc[r * ecl..][..ecl],
-                    )
-                    .map_err(|e| anyhow!("observation encoder: {e}"))?;
-                    let seg = self.seg_of_row[(first_seq + b) * steps + t];
-                    let emb = self
-                        .seg_out
-                        .get(seg * hi..(seg + 1) * hi)
-                        .ok_or_else(|| anyhow!("no instruction embedding for segment {seg}"))?;
-                    xr[feat..].copy_from_slice(emb);
-                }
-            }
-        }
-        // 2. Memory forward.
         match &mut mem {
             MemShard::Rim(s, sc) => s.forward(self.rim_w, h0, reset, sc)?,
             MemShard::Lstm(s, sc) => s.forward(self.lstm_w, h0, reset, sc)?,
         }
-        // 3. Heads, loss, heads backward into the memory's output gradient.
         let h_out = match &mem {
             MemShard::Rim(s, _) => s.h_out(),
             MemShard::Lstm(s, _) => s.h_out(),
@@ -831,7 +725,6 @@ impl<S: Scalar> ShardJob<'_, S> {
                 rm(0, w),
             )?;
         }
-        // 4. Memory backward.
         match &mut mem {
             MemShard::Rim(s, sc) => s.backward(
                 self.rim_w,
@@ -842,42 +735,6 @@ impl<S: Scalar> ShardJob<'_, S> {
                 sc,
             )?,
             MemShard::Lstm(s, sc) => s.backward(self.lstm_w, reset, self.want_other, sc)?,
-        }
-        if !self.want_other {
-            return Ok(());
-        }
-        // 5. Encoders: the observation encoder into this shard's blocks (rows in order within a
-        //    block), each segment's instruction gradient summed over its rows.
-        let dx = match &mem {
-            MemShard::Rim(s, _) => s.dx(),
-            MemShard::Lstm(s, _) => s.dx(),
-        };
-        for (k, blk) in blocks.iter_mut().enumerate() {
-            blk.fill(S::ZERO);
-            let first = k * BLOCK_SEQS;
-            for (bo, sq) in seqs.iter().enumerate().skip(first).take(BLOCK_SEQS) {
-                for t in 0..steps {
-                    let r = bo * steps + t;
-                    let dxr = &dx[r * inp..(r + 1) * inp];
-                    encode_backward(
-                        d,
-                        self.encoder,
-                        &sq.obs[t],
-                        &f.enc[r * ecl..][..ecl],
-                        &dxr[..feat],
-                        blk,
-                        &mut work.enc_scratch,
-                    )
-                    .map_err(|e| anyhow!("observation encoder backward: {e}"))?;
-                    let seg = self.seg_of_row[(first_seq + bo) * steps + t] - first_seg;
-                    let ds = d_seg
-                        .get_mut(seg * hi..(seg + 1) * hi)
-                        .ok_or_else(|| anyhow!("segment {seg} outside this shard"))?;
-                    for (a, v) in ds.iter_mut().zip(&dxr[feat..]) {
-                        *a += *v;
-                    }
-                }
-            }
         }
         Ok(())
     }

@@ -14,7 +14,6 @@ use anyhow::{anyhow, bail, Context, Result};
 use metarim_core::env::{Action, Env, Observation, VIEW_CELLS};
 use metarim_core::mission::vocab::{tokenize, MAX_TOKENS};
 use metarim_core::nn::dims::{MemoryKind, ModelDims};
-use metarim_core::nn::encoder::{encode_forward, encoder_cache_len};
 use metarim_core::nn::loss::PpoSample;
 use metarim_core::nn::params::Role;
 use metarim_core::nn::policy::{scratch_len, state_len};
@@ -23,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::tasks::Tasks;
 use super::{sample_action, Model};
+use crate::encoder_batch::EncoderBatch;
 use crate::lstm_batch::{LstmBatch, LstmScratch};
 use crate::rim_batch::{RimBatch, RimScratch};
 
@@ -272,8 +272,8 @@ impl EnvSlot {
 }
 
 /// One thread's batched acting step over its envs: the memory as a forward-only batched pass
-/// of one step per env ([`crate::rim_batch`] / [`crate::lstm_batch`]), the heads as GEMMs, the
-/// observation encoder per env. Each env's row is computed the same way whatever the split of
+/// of one step per env ([`crate::rim_batch`] / [`crate::lstm_batch`]), the encoder and the heads
+/// as GEMMs over the envs. Each env's row is computed the same way whatever the split of
 /// envs over threads (row-invariant products).
 struct Actor {
     d: ModelDims,
@@ -286,7 +286,7 @@ struct Actor {
     value: Vec<f32>,
     masks: Vec<f32>,
     next: Vec<f32>,
-    enc_cache: Vec<f32>,
+    enc: EncoderBatch<f32>,
     scratch: Vec<f32>,
 }
 
@@ -319,7 +319,7 @@ impl Actor {
             value: vec![0.0; e],
             masks: vec![0.0; e * d.rim.n_modules],
             next: vec![0.0; e * state_len(&d)],
-            enc_cache: vec![0.0; encoder_cache_len(&d)],
+            enc: EncoderBatch::new(&d, e, false)?,
             scratch: vec![0.0; scratch_len(&d)],
             d,
         })
@@ -334,10 +334,9 @@ impl Actor {
         let (inp, feat, sl) = (d.memory_input(), d.obs_features(), state_len(&d));
         let p = model.params.bufs();
         let encoder = model.layout.block(&p, Role::Encoder);
-        for (i, (slot, o)) in slots.iter().zip(obs).enumerate() {
+        self.enc.forward(encoder, obs, &mut self.x, inp, 0)?;
+        for (i, slot) in slots.iter().enumerate() {
             let xr = &mut self.x[i * inp..(i + 1) * inp];
-            encode_forward(&d, encoder, o, &mut xr[..feat], &mut self.enc_cache)
-                .map_err(|e| anyhow!("observation encoder: {e}"))?;
             xr[feat..].copy_from_slice(&slot.instr[..d.instr_hidden]);
             self.h0[i * sl..(i + 1) * sl].copy_from_slice(&slot.state);
         }

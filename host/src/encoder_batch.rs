@@ -1,0 +1,681 @@
+//! The observation encoder (`metarim_core::nn::encoder`: conv 2x2 -> ReLU -> maxpool 2x2 ->
+//! conv 2x2 -> ReLU -> conv 2x2 -> ReLU, on the raw codes or on bag-of-words cell embeddings)
+//! batched over many frames: each convolution is one GEMM over the frames' patches (im2col), in
+//! the core's parameter layout and with its semantics (ReLU's derivative 0 at 0; maxpool ties to
+//! the first maximum of the post-ReLU values in row-major window order, and no gradient through
+//! a window whose maximum is not positive).
+//!
+//! Layouts, per frame `r`: the input map `[49 positions x Cin]` (position `h*7 + w`, with the
+//! core's mapping `x[c][h][w] = obs[w*7 + h][c]`); conv patches with columns `ci*4 + kh*2 + kw`,
+//! which is the row layout of the core's `[C_out][C_in][2][2]` weights, so a convolution is
+//! `patches x W^T`.
+//!
+//! Invariants: every weight gradient is one GEMM over all frames and every scatter runs in frame
+//! order, single-threaded, so the result depends only on the frames. Buffers are allocated once
+//! for a capacity of frames.
+
+use anyhow::{anyhow, ensure, Result};
+use metarim_core::env::{Observation, VIEW_SIZE};
+use metarim_core::nn::dims::{EncoderKind, ModelDims};
+use metarim_core::nn::encoder::{encoder_param_len, BOW_MAX_VALUE, BOW_ROWS, CELL_ATTRS};
+
+use crate::gemm::{gemm, rm, row_fields, tr, Scalar};
+
+const S_IN: usize = VIEW_SIZE;
+const A_IN: usize = S_IN * S_IN;
+const S_C1: usize = S_IN - 1;
+const A_C1: usize = S_C1 * S_C1;
+const S_P: usize = S_C1 / 2;
+const A_P: usize = S_P * S_P;
+const A_C2: usize = 4;
+const KA: usize = 4;
+
+row_fields! {
+    /// Per-frame fields of an encoder pass.
+    Fields {
+        /// Input map.
+        x,
+        /// conv1 patches, pre-activations.
+        p1,
+        z1,
+        /// Pooled map and the position of each window's maximum (as a number).
+        pool,
+        arg,
+        /// conv2 patches, pre-activations.
+        p2,
+        z2,
+        /// conv3 patch (post-ReLU conv2 map), pre-activations.
+        p3,
+        z3,
+        /// Backward: gradients of the pre-activations and patches.
+        dz3,
+        dp3,
+        dz2,
+        dp2,
+        dpool,
+        dz1,
+        dp1,
+        dx,
+    }
+}
+
+/// Buffers of batched encoder passes over up to `capacity` frames.
+#[derive(Clone, Debug)]
+pub struct EncoderBatch<S> {
+    d: ModelDims,
+    bow: bool,
+    cin: usize,
+    capacity: usize,
+    w: Fields<usize>,
+    f: Fields<Vec<S>>,
+    frames: usize,
+}
+
+struct Parts<'a, S> {
+    emb: &'a [S],
+    w1: &'a [S],
+    b1: &'a [S],
+    w2: &'a [S],
+    b2: &'a [S],
+    w3: &'a [S],
+    b3: &'a [S],
+}
+
+fn split<'a, S>(d: &ModelDims, bow: bool, cin: usize, p: &'a [S]) -> Result<Parts<'a, S>> {
+    let [c0, c1, c2] = d.conv_channels;
+    ensure!(
+        p.len() >= encoder_param_len(d),
+        "encoder parameters too short"
+    );
+    let (emb, p) = p.split_at(if bow { BOW_ROWS * cin } else { 0 });
+    let (w1, p) = p.split_at(c0 * cin * KA);
+    let (b1, p) = p.split_at(c0);
+    let (w2, p) = p.split_at(c1 * c0 * KA);
+    let (b2, p) = p.split_at(c1);
+    let (w3, p) = p.split_at(c2 * c1 * KA);
+    Ok(Parts {
+        emb,
+        w1,
+        b1,
+        w2,
+        b2,
+        w3,
+        b3: &p[..c2],
+    })
+}
+
+fn relu<S: Scalar>(v: S) -> S {
+    if v > S::ZERO {
+        v
+    } else {
+        S::ZERO
+    }
+}
+
+impl<S: Scalar> EncoderBatch<S> {
+    /// Buffers for up to `capacity` frames of `d`'s encoder; without `backward`, forward only.
+    pub fn new(d: &ModelDims, capacity: usize, backward: bool) -> Result<Self> {
+        let bow = d.encoder == EncoderKind::Bow;
+        let cin = if bow { d.bow_dim } else { CELL_ATTRS };
+        let [c0, c1, c2] = d.conv_channels;
+        ensure!(
+            cin >= 1 && c0 >= 1 && c1 >= 1 && c2 >= 1 && capacity >= 1,
+            "batched encoder: channels and capacity must be at least 1"
+        );
+        let b = |v: usize| if backward { v } else { 0 };
+        let w = Fields {
+            x: A_IN * cin,
+            p1: A_C1 * cin * KA,
+            z1: A_C1 * c0,
+            pool: A_P * c0,
+            arg: A_P * c0,
+            p2: A_C2 * c0 * KA,
+            z2: A_C2 * c1,
+            p3: c1 * KA,
+            z3: c2,
+            dz3: b(c2),
+            dp3: b(c1 * KA),
+            dz2: b(A_C2 * c1),
+            dp2: b(A_C2 * c0 * KA),
+            dpool: b(A_P * c0),
+            dz1: b(A_C1 * c0),
+            dp1: b(if bow { A_C1 * cin * KA } else { 0 }),
+            dx: b(if bow { A_IN * cin } else { 0 }),
+        };
+        capacity
+            .checked_mul(w.total())
+            .filter(|v| *v < (1usize << 40))
+            .ok_or_else(|| anyhow!("batched encoder: capacity too large"))?;
+        Ok(EncoderBatch {
+            d: *d,
+            bow,
+            cin,
+            capacity,
+            f: Fields::alloc(&w, capacity),
+            w,
+            frames: 0,
+        })
+    }
+
+    /// Encodes `obs` (one frame each), writing frame `r`'s `C2` features to
+    /// `out[r * stride + off..][..C2]`. Errors for a bag-of-words code without a table row.
+    pub fn forward(
+        &mut self,
+        params: &[S],
+        obs: &[&Observation],
+        out: &mut [S],
+        stride: usize,
+        off: usize,
+    ) -> Result<()> {
+        let (bow, cin) = (self.bow, self.cin);
+        let p = split(&self.d, bow, cin, params)?;
+        let [c0, c1, c2] = self.d.conv_channels;
+        let n = obs.len();
+        ensure!(
+            n <= self.capacity,
+            "batched encoder: {n} frames exceed the capacity {}",
+            self.capacity
+        );
+        ensure!(
+            n == 0 || out.len() >= (n - 1) * stride + off + c2,
+            "batched encoder: output too short"
+        );
+        self.frames = n;
+        let mut views = self.f.split(&self.w, &[0, n]);
+        let f = views
+            .first_mut()
+            .ok_or_else(|| anyhow!("batched encoder: split failed"))?;
+        let (one, zero) = (S::ONE, S::ZERO);
+        // Input maps.
+        for (r, o) in obs.iter().enumerate() {
+            let x = &mut f.x[r * A_IN * cin..][..A_IN * cin];
+            for (k, cell) in o.iter().enumerate() {
+                let (j, i) = (k / S_IN, k % S_IN);
+                let dst = &mut x[(i * S_IN + j) * cin..][..cin];
+                if bow {
+                    dst.fill(zero);
+                    for (a, &code) in cell.iter().enumerate() {
+                        ensure!(
+                            usize::from(code) < BOW_MAX_VALUE,
+                            "frame {r}: cell code out of range ({code})"
+                        );
+                        let row = a * BOW_MAX_VALUE + usize::from(code);
+                        for (v, e) in dst.iter_mut().zip(&p.emb[row * cin..][..cin]) {
+                            *v += *e;
+                        }
+                    }
+                } else {
+                    for (v, c) in dst.iter_mut().zip(cell) {
+                        *v = S::from_f64(f64::from(*c));
+                    }
+                }
+            }
+        }
+        // conv1 patches, then one GEMM.
+        let k1 = cin * KA;
+        for r in 0..n {
+            let x = &f.x[r * A_IN * cin..][..A_IN * cin];
+            for oh in 0..S_C1 {
+                for ow in 0..S_C1 {
+                    let row = &mut f.p1[(r * A_C1 + oh * S_C1 + ow) * k1..][..k1];
+                    for (kk, (kh, kw)) in [(0, 0), (0, 1), (1, 0), (1, 1)].into_iter().enumerate() {
+                        let src = &x[((oh + kh) * S_IN + ow + kw) * cin..][..cin];
+                        for (ci, v) in src.iter().enumerate() {
+                            row[ci * KA + kk] = *v;
+                        }
+                    }
+                }
+            }
+        }
+        let rows1 = n * A_C1;
+        gemm(
+            rows1,
+            k1,
+            c0,
+            one,
+            f.p1,
+            rm(0, k1),
+            p.w1,
+            tr(0, k1),
+            zero,
+            f.z1,
+            rm(0, c0),
+        )?;
+        for row in f.z1[..rows1 * c0].chunks_exact_mut(c0) {
+            for (v, b) in row.iter_mut().zip(p.b1) {
+                *v = *b + *v;
+            }
+        }
+        // ReLU + maxpool (ties: the first maximum of the post-ReLU values).
+        for r in 0..n {
+            for ph in 0..S_P {
+                for pw in 0..S_P {
+                    let base = 2 * ph * S_C1 + 2 * pw;
+                    let win = [base, base + 1, base + S_C1, base + S_C1 + 1];
+                    let at = (r * A_P + ph * S_P + pw) * c0;
+                    for c in 0..c0 {
+                        let z = |t: usize| relu(f.z1[(r * A_C1 + t) * c0 + c]);
+                        let (mut best, mut best_v) = (win[0], z(win[0]));
+                        for &t in &win[1..] {
+                            let v = z(t);
+                            if v > best_v {
+                                best = t;
+                                best_v = v;
+                            }
+                        }
+                        f.pool[at + c] = best_v;
+                        f.arg[at + c] = S::from_f64(best as f64);
+                    }
+                }
+            }
+        }
+        // conv2.
+        let k2 = c0 * KA;
+        for r in 0..n {
+            for oh in 0..2 {
+                for ow in 0..2 {
+                    let row = &mut f.p2[(r * A_C2 + oh * 2 + ow) * k2..][..k2];
+                    for (kk, (kh, kw)) in [(0, 0), (0, 1), (1, 0), (1, 1)].into_iter().enumerate() {
+                        let src = &f.pool[(r * A_P + (oh + kh) * S_P + ow + kw) * c0..][..c0];
+                        for (ci, v) in src.iter().enumerate() {
+                            row[ci * KA + kk] = *v;
+                        }
+                    }
+                }
+            }
+        }
+        let rows2 = n * A_C2;
+        gemm(
+            rows2,
+            k2,
+            c1,
+            one,
+            f.p2,
+            rm(0, k2),
+            p.w2,
+            tr(0, k2),
+            zero,
+            f.z2,
+            rm(0, c1),
+        )?;
+        for row in f.z2[..rows2 * c1].chunks_exact_mut(c1) {
+            for (v, b) in row.iter_mut().zip(p.b2) {
+                *v = *b + *v;
+            }
+        }
+        // conv3 over the whole 2x2 map: its patch is the post-ReLU conv2 map.
+        let k3 = c1 * KA;
+        for r in 0..n {
+            for pos in 0..A_C2 {
+                for ci in 0..c1 {
+                    f.p3[r * k3 + ci * KA + pos] = relu(f.z2[(r * A_C2 + pos) * c1 + ci]);
+                }
+            }
+        }
+        gemm(
+            n,
+            k3,
+            c2,
+            one,
+            f.p3,
+            rm(0, k3),
+            p.w3,
+            tr(0, k3),
+            zero,
+            f.z3,
+            rm(0, c2),
+        )?;
+        for r in 0..n {
+            let z = &mut f.z3[r * c2..][..c2];
+            let o = &mut out[r * stride + off..][..c2];
+            for ((zv, ov), b) in z.iter_mut().zip(o.iter_mut()).zip(p.b3) {
+                *zv = *b + *zv;
+                *ov = relu(*zv);
+            }
+        }
+        Ok(())
+    }
+
+    /// Backward of the last forward over the same `obs`, given the features' gradients
+    /// `d_out[r * stride + off..][..C2]`: ACCUMULATES into `grads` (the encoder's layout).
+    pub fn backward(
+        &mut self,
+        params: &[S],
+        obs: &[&Observation],
+        d_out: &[S],
+        stride: usize,
+        off: usize,
+        grads: &mut [S],
+    ) -> Result<()> {
+        let (bow, cin) = (self.bow, self.cin);
+        let p = split(&self.d, bow, cin, params)?;
+        let [c0, c1, c2] = self.d.conv_channels;
+        let n = self.frames;
+        ensure!(
+            self.w.dz1 > 0,
+            "batched encoder: buffers were made without backward"
+        );
+        ensure!(
+            obs.len() == n,
+            "batched encoder: backward over other frames"
+        );
+        ensure!(
+            n == 0 || d_out.len() >= (n - 1) * stride + off + c2,
+            "batched encoder: output gradients too short"
+        );
+        ensure!(
+            grads.len() >= encoder_param_len(&self.d),
+            "encoder gradient buffer too short"
+        );
+        if n == 0 {
+            return Ok(());
+        }
+        let (g_emb, g) = grads.split_at_mut(if bow { BOW_ROWS * cin } else { 0 });
+        let (gw1, g) = g.split_at_mut(c0 * cin * KA);
+        let (gb1, g) = g.split_at_mut(c0);
+        let (gw2, g) = g.split_at_mut(c1 * c0 * KA);
+        let (gb2, g) = g.split_at_mut(c1);
+        let (gw3, g) = g.split_at_mut(c2 * c1 * KA);
+        let gb3 = &mut g[..c2];
+        let mut views = self.f.split(&self.w, &[0, n]);
+        let f = views
+            .first_mut()
+            .ok_or_else(|| anyhow!("batched encoder: split failed"))?;
+        let (one, zero) = (S::ONE, S::ZERO);
+        let (k1, k2, k3) = (cin * KA, c0 * KA, c1 * KA);
+        // conv3 + ReLU.
+        for r in 0..n {
+            for c in 0..c2 {
+                let z = f.z3[r * c2 + c];
+                let dz = if z > zero {
+                    d_out[r * stride + off + c]
+                } else {
+                    zero
+                };
+                f.dz3[r * c2 + c] = dz;
+                gb3[c] += dz;
+            }
+        }
+        gemm(
+            c2,
+            n,
+            k3,
+            one,
+            f.dz3,
+            tr(0, c2),
+            f.p3,
+            rm(0, k3),
+            one,
+            gw3,
+            rm(0, k3),
+        )?;
+        gemm(
+            n,
+            c2,
+            k3,
+            one,
+            f.dz3,
+            rm(0, c2),
+            p.w3,
+            rm(0, k3),
+            zero,
+            f.dp3,
+            rm(0, k3),
+        )?;
+        // conv2 + ReLU.
+        for r in 0..n {
+            for pos in 0..A_C2 {
+                for ci in 0..c1 {
+                    let at = (r * A_C2 + pos) * c1 + ci;
+                    let dz = if f.z2[at] > zero {
+                        f.dp3[r * k3 + ci * KA + pos]
+                    } else {
+                        zero
+                    };
+                    f.dz2[at] = dz;
+                }
+            }
+        }
+        let rows2 = n * A_C2;
+        for row in f.dz2[..rows2 * c1].chunks_exact(c1) {
+            for (o, v) in gb2.iter_mut().zip(row) {
+                *o += *v;
+            }
+        }
+        gemm(
+            c1,
+            rows2,
+            k2,
+            one,
+            f.dz2,
+            tr(0, c1),
+            f.p2,
+            rm(0, k2),
+            one,
+            gw2,
+            rm(0, k2),
+        )?;
+        gemm(
+            rows2,
+            c1,
+            k2,
+            one,
+            f.dz2,
+            rm(0, c1),
+            p.w2,
+            rm(0, k2),
+            zero,
+            f.dp2,
+            rm(0, k2),
+        )?;
+        // Back through the patches to the pooled map, then the maxpool and ReLU.
+        f.dpool[..n * A_P * c0].fill(zero);
+        for r in 0..n {
+            for oh in 0..2 {
+                for ow in 0..2 {
+                    let row = &f.dp2[(r * A_C2 + oh * 2 + ow) * k2..][..k2];
+                    for (kk, (kh, kw)) in [(0, 0), (0, 1), (1, 0), (1, 1)].into_iter().enumerate() {
+                        let dst = &mut f.dpool[(r * A_P + (oh + kh) * S_P + ow + kw) * c0..][..c0];
+                        for (ci, v) in dst.iter_mut().enumerate() {
+                            *v += row[ci * KA + kk];
+                        }
+                    }
+                }
+            }
+        }
+        let rows1 = n * A_C1;
+        f.dz1[..rows1 * c0].fill(zero);
+        for r in 0..n {
+            for win in 0..A_P {
+                for c in 0..c0 {
+                    let at = (r * A_P + win) * c0 + c;
+                    let t = f.arg[at].to_f64() as usize;
+                    let zi = (r * A_C1 + t) * c0 + c;
+                    if f.z1[zi] > zero {
+                        f.dz1[zi] = f.dpool[at];
+                    }
+                }
+            }
+        }
+        for row in f.dz1[..rows1 * c0].chunks_exact(c0) {
+            for (o, v) in gb1.iter_mut().zip(row) {
+                *o += *v;
+            }
+        }
+        gemm(
+            c0,
+            rows1,
+            k1,
+            one,
+            f.dz1,
+            tr(0, c0),
+            f.p1,
+            rm(0, k1),
+            one,
+            gw1,
+            rm(0, k1),
+        )?;
+        if !bow {
+            return Ok(());
+        }
+        // Bag of words: back to the input map, then into each cell's three table rows.
+        gemm(
+            rows1,
+            c0,
+            k1,
+            one,
+            f.dz1,
+            rm(0, c0),
+            p.w1,
+            rm(0, k1),
+            zero,
+            f.dp1,
+            rm(0, k1),
+        )?;
+        f.dx[..n * A_IN * cin].fill(zero);
+        for r in 0..n {
+            for oh in 0..S_C1 {
+                for ow in 0..S_C1 {
+                    let row = &f.dp1[(r * A_C1 + oh * S_C1 + ow) * k1..][..k1];
+                    for (kk, (kh, kw)) in [(0, 0), (0, 1), (1, 0), (1, 1)].into_iter().enumerate() {
+                        let dst = &mut f.dx[(r * A_IN + (oh + kh) * S_IN + ow + kw) * cin..][..cin];
+                        for (ci, v) in dst.iter_mut().enumerate() {
+                            *v += row[ci * KA + kk];
+                        }
+                    }
+                }
+            }
+        }
+        for (r, o) in obs.iter().enumerate() {
+            for (k, cell) in o.iter().enumerate() {
+                let (j, i) = (k / S_IN, k % S_IN);
+                let src = &f.dx[(r * A_IN + i * S_IN + j) * cin..][..cin];
+                for (a, &code) in cell.iter().enumerate() {
+                    let row = a * BOW_MAX_VALUE + usize::from(code).min(BOW_MAX_VALUE - 1);
+                    for (e, v) in g_emb[row * cin..][..cin].iter_mut().zip(src) {
+                        *e += *v;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metarim_core::env::VIEW_CELLS;
+    use metarim_core::nn::dims::{PAPER, TINY};
+    use metarim_core::nn::encoder::{
+        encode_backward, encode_forward, encoder_cache_len, encoder_scratch_len,
+    };
+    use metarim_core::rng::Pcg32;
+
+    fn frames(n: usize, rng: &mut Pcg32) -> Vec<Observation> {
+        (0..n)
+            .map(|_| {
+                let mut o = [[0u8; 3]; VIEW_CELLS];
+                for c in o.iter_mut() {
+                    *c = [rng.below(11) as u8, rng.below(6) as u8, rng.below(3) as u8];
+                }
+                o
+            })
+            .collect()
+    }
+
+    /// Features and every parameter gradient equal the core's per-frame encoder summed over
+    /// the frames, for both encoders.
+    #[test]
+    fn matches_the_core_encoder() {
+        for (k, d) in [
+            TINY,
+            ModelDims {
+                encoder: EncoderKind::Bow,
+                ..TINY
+            },
+            PAPER,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut rng = Pcg32::new(40 + k as u64);
+            let np = encoder_param_len(&d);
+            let params: Vec<f64> = (0..np).map(|_| rng.gen_f64() - 0.45).collect();
+            let obs = frames(9, &mut rng);
+            let refs: Vec<&Observation> = obs.iter().collect();
+            let c2 = d.conv_channels[2];
+            let d_out: Vec<f64> = (0..9 * c2).map(|_| rng.gen_f64() - 0.5).collect();
+            let mut want_out = vec![0.0; 9 * c2];
+            let mut want_g = vec![0.0; np];
+            let mut cache = vec![0.0; encoder_cache_len(&d)];
+            let mut scratch = vec![0.0; encoder_scratch_len(&d)];
+            for (r, o) in obs.iter().enumerate() {
+                let out = &mut want_out[r * c2..(r + 1) * c2];
+                encode_forward(&d, &params, o, out, &mut cache).unwrap();
+                let dy = &d_out[r * c2..(r + 1) * c2];
+                encode_backward(&d, &params, o, &cache, dy, &mut want_g, &mut scratch).unwrap();
+            }
+            let mut eb = EncoderBatch::<f64>::new(&d, 16, true).unwrap();
+            let mut out = vec![0.0; 9 * (c2 + 3)];
+            eb.forward(&params, &refs, &mut out, c2 + 3, 2).unwrap();
+            let mut g = vec![0.0; np];
+            let mut dy = vec![0.0; 9 * (c2 + 3)];
+            for r in 0..9 {
+                dy[r * (c2 + 3) + 2..][..c2].copy_from_slice(&d_out[r * c2..(r + 1) * c2]);
+            }
+            eb.backward(&params, &refs, &dy, c2 + 3, 2, &mut g).unwrap();
+            for r in 0..9 {
+                for c in 0..c2 {
+                    let (a, b) = (out[r * (c2 + 3) + 2 + c], want_out[r * c2 + c]);
+                    assert!(
+                        (a - b).abs() <= 1e-12 * b.abs().max(1.0),
+                        "{k}: feature {r}/{c}"
+                    );
+                }
+            }
+            let scale = want_g.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            assert!(scale > 0.0);
+            for (i, (a, b)) in g.iter().zip(&want_g).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-10 * scale,
+                    "{k}: gradient {i}: {a} vs {b}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bad_input_is_an_error() {
+        let d = ModelDims {
+            encoder: EncoderKind::Bow,
+            ..TINY
+        };
+        let params = vec![0.1f32; encoder_param_len(&d)];
+        let mut eb = EncoderBatch::<f32>::new(&d, 2, false).unwrap();
+        let mut o = [[1u8, 1, 1]; VIEW_CELLS];
+        o[3][1] = 16;
+        let mut out = vec![0.0; 64];
+        assert!(eb.forward(&params, &[&o], &mut out, 16, 0).is_err());
+        let ok = [[1u8, 1, 1]; VIEW_CELLS];
+        assert!(
+            eb.forward(&params, &[&ok, &ok, &ok], &mut out, 16, 0)
+                .is_err(),
+            "capacity"
+        );
+        assert!(
+            eb.forward(&params, &[&ok], &mut out[..3], 16, 0).is_err(),
+            "short output"
+        );
+        assert!(
+            eb.forward(&params[1..], &[&ok], &mut out, 16, 0).is_err(),
+            "short params"
+        );
+        eb.forward(&params, &[&ok], &mut out, 16, 0).unwrap();
+        let mut g = vec![0.0; encoder_param_len(&d)];
+        assert!(
+            eb.backward(&params, &[&ok], &out, 16, 0, &mut g).is_err(),
+            "no backward"
+        );
+    }
+}
