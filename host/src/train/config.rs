@@ -6,7 +6,7 @@
 //! code reports no configuration errors mid-run.
 
 use anyhow::{anyhow, bail, Context, Result};
-use metarim_core::nn::dims::{ModelDims, PAPER, TINY};
+use metarim_core::nn::dims::{EncoderKind, ModelDims, PAPER, TINY};
 use metarim_core::nn::params::Mode;
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +54,8 @@ pub struct TrainConfig {
     pub k_active: Option<usize>,
     /// Override the preset's communication attention (the "no communication" ablation).
     pub communication: Option<bool>,
+    /// Override the preset's observation encoder (`conv` or `bow`).
+    pub encoder: Option<EncoderChoice>,
     /// Frames (environment steps, all envs together) to train for.
     pub frames: u64,
     /// Seed of everything: initial parameters, levels, action sampling, minibatch order.
@@ -131,6 +133,7 @@ impl Default for TrainConfig {
             n_modules: None,
             k_active: None,
             communication: None,
+            encoder: None,
             frames: 1_500_000,
             seed: 1,
             threads: 0,
@@ -160,6 +163,16 @@ impl Default for TrainConfig {
             stats_window: 500,
         }
     }
+}
+
+/// The observation encoder, overriding the preset's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncoderChoice {
+    /// rl-starter-files' light CNN on the raw integer codes.
+    Conv,
+    /// BabyAI 1.1's bag-of-words cell embedding, then the same CNN.
+    Bow,
 }
 
 /// How the CPU trainer computes gradients.
@@ -243,6 +256,12 @@ impl TrainConfig {
         }
         if let Some(c) = self.communication {
             d.rim.communication = c;
+        }
+        if let Some(e) = self.encoder {
+            d.encoder = match e {
+                EncoderChoice::Conv => EncoderKind::Conv,
+                EncoderChoice::Bow => EncoderKind::Bow,
+            };
         }
         Ok(d)
     }
@@ -358,7 +377,7 @@ impl TrainConfig {
 }
 
 /// Optional fields (absent from the serialised table when unset) that `set` still accepts.
-const OPTIONAL_KEYS: [&str; 3] = ["n_modules", "k_active", "communication"];
+const OPTIONAL_KEYS: [&str; 4] = ["n_modules", "k_active", "communication", "encoder"];
 
 /// Whether `mode` splits parameters into a fast inner and a slow outer loop.
 pub fn is_meta(mode: Mode) -> bool {
