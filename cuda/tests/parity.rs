@@ -5,6 +5,10 @@
 
 use metarim_core::nn::optim::{Adam, Range, Sgd};
 use metarim_core::rng::Pcg32;
+use std::sync::Arc;
+
+use metarim_cuda::cuda_exec::CudaExec;
+use metarim_cuda::exec::Exec;
 use metarim_cuda::optim::{DeviceGroup, FastSlow, HostGroup, OptimKernels};
 use metarim_cuda::{detect, Backend};
 
@@ -61,7 +65,8 @@ fn adam_and_sgd_on_device_match_the_cpu() {
         }
     };
     println!("device: {} ({})", dev.name, dev.arch());
-    let k = OptimKernels::load(&dev).unwrap_or_else(|e| panic!("{e}"));
+    let exec: Arc<dyn Exec> = Arc::new(CudaExec::new(&dev).unwrap_or_else(|e| panic!("{e}")));
+    let k = OptimKernels::load(&exec).unwrap_or_else(|e| panic!("{e}"));
     let mut rng = Pcg32::new(0x5eed_0005);
     for trial in 0..4 {
         let (nf, ns) = (
@@ -78,8 +83,8 @@ fn adam_and_sgd_on_device_match_the_cpu() {
         let t = 1 + u64::from(rng.below(1000));
 
         let mut bufs = FastSlow {
-            fast: DeviceGroup::upload(&k.stream, &fast0).unwrap_or_else(|e| panic!("{e}")),
-            slow: DeviceGroup::upload(&k.stream, &slow0).unwrap_or_else(|e| panic!("{e}")),
+            fast: DeviceGroup::upload(&exec, &fast0).unwrap_or_else(|e| panic!("{e}")),
+            slow: DeviceGroup::upload(&exec, &slow0).unwrap_or_else(|e| panic!("{e}")),
         };
         k.adam(&fast_opt, t, &mut bufs.fast, &fast_ranges)
             .unwrap_or_else(|e| panic!("{e}"));
@@ -98,14 +103,8 @@ fn adam_and_sgd_on_device_match_the_cpu() {
                 .collect::<Vec<_>>(),
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let fast = bufs
-            .fast
-            .download(&k.stream)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let slow = bufs
-            .slow
-            .download(&k.stream)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let fast = bufs.fast.download().unwrap_or_else(|e| panic!("{e}"));
+        let slow = bufs.slow.download().unwrap_or_else(|e| panic!("{e}"));
 
         let mut cf = fast0.clone();
         fast_opt
