@@ -227,14 +227,18 @@ impl EmuExec {
         if lib.is_file() {
             return Ok(lib);
         }
-        let src = self
-            .cache
-            .join(format!("{stem}.{}.cpp", std::process::id()));
+        // Unique per process and call: several test threads may compile the same unit at once
+        // (the last rename wins; the files are identical).
+        static SERIAL: AtomicU64 = AtomicU64::new(0);
+        let tag = format!(
+            "{}-{}",
+            std::process::id(),
+            SERIAL.fetch_add(1, Ordering::Relaxed)
+        );
+        let src = self.cache.join(format!("{stem}.{tag}.cpp"));
         std::fs::write(&src, &tu)
             .map_err(|e| emu_err(format!("cannot write {}: {e}", src.display())))?;
-        let tmp = self
-            .cache
-            .join(format!("{stem}.{}.so.tmp", std::process::id()));
+        let tmp = self.cache.join(format!("{stem}.{tag}.so.tmp"));
         let out = Command::new(&self.cxx)
             .args(&flags)
             .arg("-o")

@@ -558,3 +558,101 @@ pub fn act_parity(
     assert!(e <= TOL, "final states: relative error {e:e}");
     worst.max(e)
 }
+
+/// One PPO update: plain PPO (two steps on every group) for joint and lstm, two inner (fast,
+/// active modules only) and one outer (slow + other) step for the meta modes, each on its own
+/// gradient pass and minibatch, on `exec` against the host trainer's arithmetic on the core:
+/// parameters and both moments within [`TOL`], the gradient norms too, and everything the CPU
+/// left untouched bit-identical.
+pub fn ppo_update_parity(
+    exec: &Arc<dyn Exec>,
+    name: &str,
+    dims: &metarim_core::nn::dims::ModelDims,
+    mode: Mode,
+) {
+    let (layout, params) = model(dims, mode, 21);
+    let meta = matches!(mode, Mode::MetaRim | Mode::Reversed);
+    let phases = if meta {
+        vec![(Phase::Inner, 2), (Phase::Outer, 1)]
+    } else {
+        vec![(Phase::All, 1), (Phase::All, 2)]
+    };
+    let fast = Adam::new(3e-3, 0.9, 0.999, 1e-5);
+    let slow = Adam::new(1e-3, 0.9, 0.999, 1e-5);
+    // A small max_norm so clipping engages.
+    let max_norm = 0.05f32;
+    let mut cpu = params.clone();
+    let (mut m, mut v) = (Groups::zeros(&layout), Groups::zeros(&layout));
+    let mut dev =
+        CudaPolicy::new(exec.clone(), &layout, params.bufs()).unwrap_or_else(|e| panic!("{e}"));
+    let (mut t_fast, mut t_slow) = (0u64, 0u64);
+    for (k, (phase, len)) in phases.iter().enumerate() {
+        let chunks = minibatch(layout.dims(), 3, 3 * len, 0.2, 40 + k as u64);
+        let (mut g, st) = cpu_grads(&layout, &cpu, &chunks);
+        let n = layout.dims().rim.n_modules;
+        let active: Vec<bool> = st.active_steps[..n].iter().map(|c| *c > 0).collect();
+        let groups = phase_groups(mode, *phase);
+        let (opt, t) = if *phase == Phase::Inner {
+            t_fast += 1;
+            (&fast, t_fast)
+        } else {
+            t_slow += 1;
+            (&slow, t_slow)
+        };
+        let norm = cpu_adam_step(
+            &layout, &mut cpu, &mut g, &mut m, &mut v, &groups, *phase, &active, opt, t, max_norm,
+        );
+        let steps: Vec<Vec<_>> = chunks.iter().map(Chunk::steps).collect();
+        let pass: Vec<PassChunk<'_, '_>> = steps
+            .iter()
+            .zip(&chunks)
+            .map(|(s, c)| PassChunk {
+                steps: s,
+                init_state: &c.init,
+            })
+            .collect();
+        let total: usize = chunks.iter().map(|c| c.obs.len()).sum();
+        dev.grad_pass(&pass, &coefs(), 1.0 / total as f32)
+            .unwrap_or_else(|e| panic!("{e}"));
+        dev.adam_step(&groups, *phase != Phase::All, opt, t, max_norm)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let stats = dev.take_stats().unwrap_or_else(|e| panic!("{e}"));
+        let ne = scalar_rel(f64::from(stats.norms[0]), f64::from(norm));
+        assert!(
+            ne <= TOL,
+            "{name} {}: gradient norm {} vs {norm}",
+            mode.name(),
+            stats.norms[0]
+        );
+    }
+    let mut got = Groups::zeros(&layout);
+    dev.download_params(got.bufs_mut())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (mut gm, mut gv) = (Groups::zeros(&layout), Groups::zeros(&layout));
+    dev.download_moments(gm.bufs_mut(), gv.bufs_mut())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let what = format!("{name} {} update", mode.name());
+    let wp = compare_tensors(&format!("{what} params"), &layout, &got, &cpu, TOL);
+    let wm = compare_tensors(&format!("{what} m"), &layout, &gm, &m, TOL);
+    let wv = compare_tensors(&format!("{what} v"), &layout, &gv, &v, TOL);
+    // What the step did not touch stays bit-identical (inactive modules, untouched groups).
+    for e in layout.entries() {
+        let r = e.range();
+        for (i, (a, b)) in got.group(e.group)[r.clone()]
+            .iter()
+            .zip(&cpu.group(e.group)[r])
+            .enumerate()
+        {
+            let p0 = params.group(e.group)[e.offset + i];
+            if b.to_bits() == p0.to_bits() {
+                assert_eq!(
+                    a.to_bits(),
+                    p0.to_bits(),
+                    "{what}: {} [{i}] moved on the device only",
+                    e.name
+                );
+            }
+        }
+    }
+    println!("{what}: params {wp:.2e}, m {wm:.2e}, v {wv:.2e}");
+}
