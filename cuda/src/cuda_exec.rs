@@ -3,16 +3,20 @@
 //!
 //! Ordering: everything goes to the default (legacy) stream, so operations run in the order
 //! they were issued; host-to-device copies return once the source may be reused, device-to-host
-//! copies once the data has arrived.
+//! copies once the data has arrived. The asynchronous copies of the acting path
+//! ([`Exec::htod_async`], [`Exec::dtoh_async`]) go through pinned host buffers (page-locked,
+//! `cuMemHostAlloc`), each guarded by an event: a buffer is reused only after the copy that
+//! used it has completed, and [`Exec::wait`] waits for one copy, not for the whole stream.
 
+use std::collections::HashMap;
 use std::ffi::c_void;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{result, sys, CudaContext, CudaFunction, CudaModule, CudaStream};
 
 use crate::device::CudaDevice;
 use crate::error::driver;
-use crate::exec::{Exec, Func, LaunchCfg};
+use crate::exec::{Exec, Func, LaunchCfg, Ticket};
 use crate::kernel::Kernel;
 use crate::nvrtc::{self, Define};
 use crate::{Error, Result};
@@ -22,6 +26,23 @@ use crate::{Error, Result};
 pub struct CudaExec {
     dev: CudaDevice,
     stream: Arc<CudaStream>,
+    pinned: Mutex<PinnedPool>,
+}
+
+/// One page-locked host buffer and the event recorded after the last copy that used it.
+#[derive(Debug)]
+struct Pinned {
+    ptr: usize,
+    bytes: usize,
+    event: usize,
+}
+
+/// Free pinned buffers and those holding a queued device-to-host copy.
+#[derive(Debug, Default)]
+struct PinnedPool {
+    free: Vec<Pinned>,
+    in_flight: HashMap<u64, Pinned>,
+    next_id: u64,
 }
 
 /// A loaded module and its functions (kept alive by the [`Func`]s).
@@ -40,7 +61,47 @@ impl CudaExec {
         Ok(CudaExec {
             dev: dev.clone(),
             stream: dev.ctx.default_stream(),
+            pinned: Mutex::new(PinnedPool::default()),
         })
+    }
+
+    /// A free pinned buffer of at least `bytes` whose last copy has completed (new if none).
+    fn take_pinned(&self, bytes: usize) -> Result<Pinned> {
+        let found = {
+            let mut pool = self.pinned.lock().unwrap_or_else(|e| e.into_inner());
+            pool.free
+                .iter()
+                .position(|p| p.bytes >= bytes)
+                .map(|i| pool.free.swap_remove(i))
+        };
+        let p = match found {
+            Some(p) => p,
+            None => {
+                let size = bytes.max(4096).next_power_of_two();
+                // SAFETY: a plain page-locked allocation, freed in Drop; its contents are
+                // written before they are read.
+                let ptr = unsafe { result::malloc_host(size, sys::CU_MEMHOSTALLOC_PORTABLE) }
+                    .map_err(driver("allocating pinned host memory"))?;
+                let event = result::event::create(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING)
+                    .map_err(driver("creating an event"))?;
+                // A fresh event counts as complete.
+                Pinned {
+                    ptr: ptr as usize,
+                    bytes: size,
+                    event: event as usize,
+                }
+            }
+        };
+        // SAFETY: the event belongs to this buffer; waiting on it only blocks this thread.
+        unsafe { result::event::synchronize(p.event as sys::CUevent) }
+            .map_err(driver("waiting for a pinned buffer"))?;
+        Ok(p)
+    }
+
+    fn record(&self, p: &Pinned) -> Result<()> {
+        // SAFETY: the event and the stream are live.
+        unsafe { result::event::record(p.event as sys::CUevent, self.stream.cu_stream()) }
+            .map_err(driver("recording an event"))
     }
 
     /// The device.
@@ -54,6 +115,22 @@ impl CudaExec {
             .bind_to_thread()
             .map_err(driver("binding the CUDA context"))?;
         Ok(&self.dev.ctx)
+    }
+}
+
+impl Drop for CudaExec {
+    fn drop(&mut self) {
+        let _ = self.dev.ctx.bind_to_thread();
+        let _ = self.stream.synchronize();
+        let pool = std::mem::take(&mut *self.pinned.lock().unwrap_or_else(|e| e.into_inner()));
+        for p in pool.free.into_iter().chain(pool.in_flight.into_values()) {
+            // SAFETY: every queued copy has completed (synchronised above); each buffer and
+            // event is freed once.
+            unsafe {
+                let _ = result::free_host(p.ptr as *mut c_void);
+                let _ = result::event::destroy(p.event as sys::CUevent);
+            }
+        }
     }
 }
 
@@ -181,5 +258,91 @@ impl Exec for CudaExec {
         self.stream
             .synchronize()
             .map_err(driver("waiting for the device"))
+    }
+
+    fn htod_async(&self, dst: u64, src: &[u8]) -> Result<()> {
+        self.ctx()?;
+        let p = self.take_pinned(src.len())?;
+        // SAFETY: p.ptr holds p.bytes >= src.len() writable bytes no copy is using (its event
+        // completed), and does not overlap src.
+        let staged = unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), p.ptr as *mut u8, src.len());
+            std::slice::from_raw_parts(p.ptr as *const u8, src.len())
+        };
+        // SAFETY: dst..dst+len lies in a live allocation (DevBuf checks the range); the pinned
+        // source stays untouched until the event recorded below has completed.
+        let r = unsafe { result::memcpy_htod_async(dst, staged, self.stream.cu_stream()) }
+            .map_err(driver("queueing a copy to the device"))
+            .and_then(|()| self.record(&p));
+        self.pinned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .free
+            .push(p);
+        r
+    }
+
+    fn dtoh_async(&self, src: u64, bytes: usize) -> Result<Ticket> {
+        self.ctx()?;
+        let p = self.take_pinned(bytes)?;
+        // SAFETY: the pinned buffer has p.bytes >= bytes bytes and no copy in flight; src..src+
+        // bytes lies in a live allocation (DevBuf checks the range). The buffer is not read
+        // before `wait` has synchronised on the event recorded below.
+        let r = unsafe {
+            let dst = std::slice::from_raw_parts_mut(p.ptr as *mut u8, bytes);
+            result::memcpy_dtoh_async(dst, src, self.stream.cu_stream())
+        }
+        .map_err(driver("queueing a copy to the host"))
+        .and_then(|()| self.record(&p));
+        let mut pool = self.pinned.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = r {
+            pool.free.push(p);
+            return Err(e);
+        }
+        let id = pool.next_id;
+        pool.next_id += 1;
+        pool.in_flight.insert(id, p);
+        Ok(Ticket {
+            id,
+            bytes,
+            data: None,
+        })
+    }
+
+    fn wait(&self, ticket: Ticket, dst: &mut [u8]) -> Result<()> {
+        self.ctx()?;
+        if ticket.bytes != dst.len() {
+            return Err(Error::BadInput {
+                what: format!(
+                    "a copy of {} bytes read into {} bytes",
+                    ticket.bytes,
+                    dst.len()
+                ),
+            });
+        }
+        let p = self
+            .pinned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .in_flight
+            .remove(&ticket.id)
+            .ok_or_else(|| Error::BadInput {
+                what: "a copy that is not in flight".into(),
+            })?;
+        // SAFETY: the event was recorded after the copy into this buffer.
+        let r = unsafe { result::event::synchronize(p.event as sys::CUevent) }
+            .map_err(driver("waiting for a copy to the host"));
+        if r.is_ok() {
+            // SAFETY: the copy has completed; the buffer holds at least dst.len() bytes.
+            unsafe {
+                std::ptr::copy_nonoverlapping(p.ptr as *const u8, dst.as_mut_ptr(), dst.len())
+            };
+        }
+        self.pinned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .free
+            .push(p);
+        r
     }
 }

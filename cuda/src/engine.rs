@@ -3,7 +3,9 @@
 //! - batched acting ([`CudaPolicy::act_submit`] / [`CudaPolicy::act_finish`]): encoder,
 //!   instruction encoder (at episode starts), one memory step and the heads for a range of
 //!   environments, the instruction embeddings and memory states kept on the device; two slots,
-//!   so one half of the environments can step on the CPU while the other half's forward runs;
+//!   so one half of the environments can step on the CPU while the other half's forward runs
+//!   (observations up and outputs down through pinned memory, asynchronously, each slot's
+//!   outputs waited for on their own);
 //! - a gradient pass over a minibatch of equal-length chunks ([`CudaPolicy::grad_pass`]):
 //!   exactly [`Policy::chunk_backward`](metarim_core::nn::policy::Policy::chunk_backward)'s
 //!   math for every chunk (episode-start masking, one instruction encoding per segment, the PPO
@@ -32,7 +34,7 @@ use metarim_core::nn::optim::Adam;
 use metarim_core::nn::params::{Group, GroupBufs, GroupBufsMut, Layout, Role, TensorKind};
 use metarim_core::nn::policy::ChunkStep;
 
-use crate::exec::{self, Arg, DevBuf, Elem, Exec, Func, LaunchCfg};
+use crate::exec::{self, Arg, DevBuf, Elem, Exec, Func, LaunchCfg, Ticket};
 use crate::kernel::Kernel;
 use crate::layout::{ModelLayout, N_TERMS};
 use crate::optim::{AdamScalars, DeviceGroup, RangeTable};
@@ -202,7 +204,9 @@ struct ActSlot {
     instr_tmp: DevBuf<f32>,
     instr_cache: DevBuf<f32>,
     instr_xs: DevBuf<f32>,
-    pending: bool,
+    /// The queued copies of the outputs (logits, values, active, state read) of the step in
+    /// flight.
+    pending: Option<[Ticket; 4]>,
 }
 
 /// Per-environment state of the acting path.
@@ -362,7 +366,7 @@ impl ActSlot {
             instr_tmp: f(n * d.instr_hidden)?,
             instr_cache: f(n * ml.instr_cache)?,
             instr_xs: f(n * d.max_tokens * d.word_dim)?,
-            pending: false,
+            pending: None,
         })
     }
 }
@@ -1522,7 +1526,7 @@ impl CudaPolicy {
                 "tokens, encode and reset need one entry per environment",
             ));
         }
-        if a.slots[slot].pending {
+        if a.slots[slot].pending.is_some() {
             return Err(bad(format!(
                 "acting slot {slot} already has a step in flight"
             )));
@@ -1549,8 +1553,8 @@ impl CudaPolicy {
         let sb = &a.slots[slot];
         let k = idx.len();
         if k > 0 {
-            sb.seg_tokens.upload_at(0, &toks)?;
-            sb.seg_idx.upload_at(0, &idx)?;
+            sb.seg_tokens.upload_async_at(0, &toks)?;
+            sb.seg_idx.upload_async_at(0, &idx)?;
             self.launch(
                 "instr_fwd",
                 LaunchCfg::linear(
@@ -1579,8 +1583,8 @@ impl CudaPolicy {
                 ],
             )?;
         }
-        sb.obs.upload_at(0, &obs)?;
-        sb.reset.upload_at(0, &reset)?;
+        sb.obs.upload_async_at(0, &obs)?;
+        sb.reset.upload_async_at(0, &reset)?;
         self.launch(
             "encoder_fwd",
             LaunchCfg::linear(
@@ -1667,8 +1671,16 @@ impl CudaPolicy {
                 u(n)?,
             ],
         )?;
+        // The outputs' copies are queued now, behind this step's kernels only: finishing this
+        // slot waits for them, not for work queued later (the other slot's step).
+        let tickets = [
+            sb.logits.download_async(0, n * na)?,
+            sb.values.download_async(0, n)?,
+            sb.active.download_async(0, n)?,
+            sb.state_read.download_async(0, n * sl)?,
+        ];
         if let Some(a) = self.actor.as_mut() {
-            a.slots[slot].pending = true;
+            a.slots[slot].pending = Some(tickets);
             a.slots[slot].n = n;
         }
         Ok(())
@@ -1686,10 +1698,9 @@ impl CudaPolicy {
             .slots
             .get_mut(slot)
             .ok_or_else(|| bad("acting slots are 0 and 1"))?;
-        if !sb.pending {
+        let Some([t_logits, t_values, t_active, t_state]) = sb.pending.take() else {
             return Err(bad(format!("acting slot {slot} has no step in flight")));
-        }
-        sb.pending = false;
+        };
         let n = sb.n;
         let mut out = ActOut {
             logits: vec![0.0; n * d.n_actions],
@@ -1697,10 +1708,10 @@ impl CudaPolicy {
             active: vec![0; n],
             state_in: vec![0.0; n * sl],
         };
-        sb.logits.download_into(0, &mut out.logits)?;
-        sb.values.download_into(0, &mut out.values)?;
-        sb.active.download_into(0, &mut out.active)?;
-        sb.state_read.download_into(0, &mut out.state_in)?;
+        sb.logits.wait_into(t_logits, &mut out.logits)?;
+        sb.values.wait_into(t_values, &mut out.values)?;
+        sb.active.wait_into(t_active, &mut out.active)?;
+        sb.state_read.wait_into(t_state, &mut out.state_in)?;
         Ok(out)
     }
 }

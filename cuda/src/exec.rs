@@ -132,6 +132,54 @@ pub trait Exec: Send + Sync + fmt::Debug {
     ) -> Result<()>;
     /// Wait for everything queued so far.
     fn sync(&self) -> Result<()>;
+
+    /// Queue a copy of `src` to `dst` behind the work queued so far and return without waiting
+    /// for it (`src` may be reused at once: the CUDA backend stages it in pinned memory).
+    /// Default: [`Exec::htod`].
+    fn htod_async(&self, dst: u64, src: &[u8]) -> Result<()> {
+        self.htod(dst, src)
+    }
+
+    /// Queue a copy of `bytes` at `src` to the host behind the work queued so far; the data is
+    /// read with [`Exec::wait`], which waits for this copy only (the CUDA backend copies into
+    /// pinned memory and records an event). Default: a synchronous copy.
+    fn dtoh_async(&self, src: u64, bytes: usize) -> Result<Ticket> {
+        let mut data = vec![0u8; bytes];
+        self.dtoh(src, &mut data)?;
+        Ok(Ticket {
+            id: 0,
+            bytes,
+            data: Some(data),
+        })
+    }
+
+    /// The data of a queued device-to-host copy, into `dst` (its length), waiting for it.
+    fn wait(&self, ticket: Ticket, dst: &mut [u8]) -> Result<()> {
+        match ticket.data {
+            Some(d) if d.len() == dst.len() => {
+                dst.copy_from_slice(&d);
+                Ok(())
+            }
+            _ => Err(Error::BadInput {
+                what: format!(
+                    "a copy of {} bytes read into {} bytes",
+                    ticket.bytes,
+                    dst.len()
+                ),
+            }),
+        }
+    }
+}
+
+/// A queued device-to-host copy ([`Exec::dtoh_async`]).
+#[derive(Debug)]
+pub struct Ticket {
+    /// Backend identifier of the copy.
+    pub(crate) id: u64,
+    /// Bytes copied.
+    pub(crate) bytes: usize,
+    /// The data, when the backend copied synchronously.
+    pub(crate) data: Option<Vec<u8>>,
 }
 
 /// Launch `f` with `args`, checked against its declared parameter kinds.
@@ -269,6 +317,29 @@ impl<T: Elem> DevBuf<T> {
             return Ok(());
         }
         self.exec.htod(self.addr(off), bytemuck::cast_slice(host))
+    }
+
+    /// Queue an overwrite of elements `off..off + host.len()` ([`Exec::htod_async`]).
+    pub fn upload_async_at(&self, off: usize, host: &[T]) -> Result<()> {
+        self.check(off, host.len())?;
+        if host.is_empty() {
+            return Ok(());
+        }
+        self.exec
+            .htod_async(self.addr(off), bytemuck::cast_slice(host))
+    }
+
+    /// Queue a copy of elements `off..off + len` to the host ([`Exec::dtoh_async`]); read it
+    /// with [`DevBuf::wait_into`].
+    pub fn download_async(&self, off: usize, len: usize) -> Result<Ticket> {
+        self.check(off, len)?;
+        self.exec
+            .dtoh_async(self.addr(off), len * std::mem::size_of::<T>())
+    }
+
+    /// The data of a queued copy from [`DevBuf::download_async`] into `out`.
+    pub fn wait_into(&self, ticket: Ticket, out: &mut [T]) -> Result<()> {
+        self.exec.wait(ticket, bytemuck::cast_slice_mut(out))
     }
 
     /// The whole buffer on the host (waits for queued work).
