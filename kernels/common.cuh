@@ -8,7 +8,10 @@
 //   `range_prefix[r]` the number of selected elements before it (an exclusive prefix sum of the
 //   lengths, with `range_prefix[nranges]` the total). Ranges are disjoint (the host checks this
 //   with the same rule as `core::nn::optim::check_ranges`), so no element is written twice.
-// - Kernels are compiled by NVRTC without the CUDA headers: only builtins are used here.
+// - Kernels are compiled by NVRTC without the CUDA headers: only builtins are used here. The same
+//   sources also compile as plain C++17 under the emulator (cuda/emu/emu.h defines
+//   METARIM_EMU), which runs them on the CPU for the parity tests: kernels use only what both
+//   understand (no warp primitives, no atomics, shared memory only through DYN_SMEM).
 //
 // Numerics: kernels that must match the CPU reference bit for bit are compiled with
 // `--fmad=false` (no a*b+c contraction), IEEE division and square root (NVRTC's defaults
@@ -16,6 +19,26 @@
 #pragma once
 
 typedef unsigned long long u64;
+typedef unsigned int u32;
+typedef unsigned short u16;
+typedef unsigned char u8;
+
+// The block's dynamic shared memory as an array of floats (size given at launch).
+#ifdef METARIM_EMU
+#define DYN_SMEM_F32(name) float* name = (float*)emu_dyn_smem()
+#else
+#define DYN_SMEM_F32(name)          \
+    extern __shared__ float name##_raw[]; \
+    float* name = name##_raw
+#endif
+
+// Flat thread index and count of a block (any 1-, 2- or 3-D block).
+__device__ __forceinline__ u32 block_thread() {
+    return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+}
+__device__ __forceinline__ u32 block_threads() {
+    return blockDim.x * blockDim.y * blockDim.z;
+}
 
 // Global index of this thread in a 1-D launch.
 __device__ __forceinline__ u64 global_thread_index() {
@@ -44,3 +67,50 @@ __device__ __forceinline__ u64 range_element(const u64* range_off, const u64* ra
     }
     return range_off[lo] + (i - range_prefix[lo]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Arithmetic in the CPU reference's order (core::nn::ops, core::nn::scalar). With --fmad=false,
+// IEEE division and square root these round exactly as the Rust code does; only the library
+// functions (expf, tanhf, logf: CUDA's are within 2 ulp, not correctly rounded) may differ in
+// the last bits.
+
+// `core::nn::ops::dot`: 8 interleaved partial sums over the full groups of 8 (element i into
+// lane i % 8), the tail in a ninth sum, combined as ((l0+l4)+(l1+l5)) + ((l2+l6)+(l3+l7)) + tail.
+__device__ __forceinline__ float dot8(const float* a, const float* b, u32 n) {
+    float l0 = 0.0f, l1 = 0.0f, l2 = 0.0f, l3 = 0.0f, l4 = 0.0f, l5 = 0.0f, l6 = 0.0f, l7 = 0.0f;
+    const u32 full = n & ~7u;
+    float tail = 0.0f;
+    for (u32 i = full; i < n; ++i) {
+        tail += a[i] * b[i];
+    }
+    for (u32 i = 0; i < full; i += 8) {
+        l0 += a[i] * b[i];
+        l1 += a[i + 1] * b[i + 1];
+        l2 += a[i + 2] * b[i + 2];
+        l3 += a[i + 3] * b[i + 3];
+        l4 += a[i + 4] * b[i + 4];
+        l5 += a[i + 5] * b[i + 5];
+        l6 += a[i + 6] * b[i + 6];
+        l7 += a[i + 7] * b[i + 7];
+    }
+    return ((l0 + l4) + (l1 + l5)) + ((l2 + l6) + (l3 + l7)) + tail;
+}
+
+// `Real::sigmoid`: 1 / (1 + e^-x) for x >= 0, e^x / (1 + e^x) otherwise (no overflow).
+__device__ __forceinline__ float sigmoidf_ref(float x) {
+    if (x >= 0.0f) {
+        return 1.0f / (1.0f + expf(-x));
+    }
+    const float e = expf(x);
+    return e / (1.0f + e);
+}
+
+// `Real::max` / `Real::min`: the other operand only when it is strictly larger / smaller.
+__device__ __forceinline__ float max_ref(float a, float b) { return b > a ? b : a; }
+__device__ __forceinline__ float min_ref(float a, float b) { return b < a ? b : a; }
+
+// `1 / sqrt(n)` in f32, as `core::nn::rim::inv_sqrt`.
+__device__ __forceinline__ float inv_sqrt_ref(u32 n) { return 1.0f / sqrtf((float)n); }
+
+// `x > 0 ? x : 0` (ReLU with derivative 0 at 0, as the core's encoder).
+__device__ __forceinline__ float relu_ref(float x) { return x > 0.0f ? x : 0.0f; }

@@ -10,7 +10,7 @@ pub enum Error {
         /// Why, and where it was looked for.
         reason: String,
     },
-    /// NVRTC rejected a kernel; `log` is NVRTC's own compile log.
+    /// NVRTC (or the emulator's C++ compiler) rejected a kernel; `log` is the compiler's log.
     Compile {
         /// The kernel's file name (e.g. `optim.cu`).
         kernel: &'static str,
@@ -38,6 +38,17 @@ pub enum Error {
     },
     /// The CPU reference rejected the same input (e.g. overlapping ranges).
     Core(metarim_core::Error),
+    /// Something the GPU kernels do not implement (e.g. LSTM cells inside the RIM).
+    Unsupported {
+        /// What.
+        what: String,
+    },
+    /// The CPU emulator of the kernels failed (no C++ compiler, a compile error, a kernel that
+    /// wrote outside its buffers or diverged at a barrier).
+    Emulator {
+        /// What happened.
+        what: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -50,7 +61,7 @@ impl fmt::Display for Error {
                 log,
             } => write!(
                 f,
-                "NVRTC failed to compile {kernel} (options: {}):\n{log}",
+                "failed to compile {kernel} (options: {}):\n{log}",
                 options.join(" ")
             ),
             Error::BadInput { what } => write!(f, "bad input: {what}"),
@@ -59,6 +70,8 @@ impl fmt::Display for Error {
                 write!(f, "CUDA driver error while {during}: {error}")
             }
             Error::Core(e) => write!(f, "{e}"),
+            Error::Unsupported { what } => write!(f, "not supported on the GPU backend: {what}"),
+            Error::Emulator { what } => write!(f, "kernel emulator: {what}"),
         }
     }
 }

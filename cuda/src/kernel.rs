@@ -1,58 +1,249 @@
-//! The kernels of `kernels/`, embedded with `include_str!` behind a typed enum.
+//! The kernels of `kernels/`, embedded with `include_str!` behind a typed enum, with every entry
+//! point's parameter list.
 //!
-//! NVRTC is given one self-contained source per kernel: `#include "common.cuh"` is replaced by
-//! the header's text (between `#line` directives, so NVRTC's log names the right file and line),
-//! because NVRTC has no file system to read headers from.
+//! NVRTC (and the emulator's C++ compiler) is given one self-contained source per kernel: each
+//! `#include "common.cuh"` / `#include "model.cuh"` is replaced by the header's text (between
+//! `#line` directives, so compile logs name the right file and line), because NVRTC has no file
+//! system to read headers from.
+//!
+//! Parameter lists are strings of one letter per parameter ([`ArgKind::code`]); launches are
+//! checked against them ([`crate::exec::launch`]), and they are checked against the compiled
+//! kernels: by `cuda/tests/ptx.rs` against the PTX `.param` types, by the emulator against the
+//! C++ signatures.
 
 /// The shared header (`kernels/common.cuh`).
 pub const COMMON_HEADER: &str = include_str!("../../kernels/common.cuh");
+/// The model-size header (`kernels/model.cuh`).
+pub const MODEL_HEADER: &str = include_str!("../../kernels/model.cuh");
 
-const INCLUDE_COMMON: &str = "#include \"common.cuh\"";
+const HEADERS: [(&str, &str); 2] = [("common.cuh", COMMON_HEADER), ("model.cuh", MODEL_HEADER)];
+
+/// The kind of one kernel parameter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ArgKind {
+    /// `float*`.
+    PtrF32,
+    /// `double*`.
+    PtrF64,
+    /// `unsigned char*`.
+    PtrU8,
+    /// `unsigned short*`.
+    PtrU16,
+    /// `unsigned int*`.
+    PtrU32,
+    /// `int*`.
+    PtrI32,
+    /// `unsigned long long*`.
+    PtrU64,
+    /// `float`.
+    F32,
+    /// `unsigned int`.
+    U32,
+    /// `int`.
+    I32,
+    /// `unsigned long long`.
+    U64,
+}
+
+impl ArgKind {
+    /// The letter of this kind in a parameter list (the emulator's C++ type codes).
+    pub const fn code(self) -> char {
+        match self {
+            ArgKind::PtrF32 => 'F',
+            ArgKind::PtrF64 => 'D',
+            ArgKind::PtrU8 => 'B',
+            ArgKind::PtrU16 => 'H',
+            ArgKind::PtrU32 => 'W',
+            ArgKind::PtrI32 => 'I',
+            ArgKind::PtrU64 => 'Q',
+            ArgKind::F32 => 'f',
+            ArgKind::U32 => 'w',
+            ArgKind::I32 => 'i',
+            ArgKind::U64 => 'q',
+        }
+    }
+
+    /// The PTX parameter types that may hold a parameter of code `c` (pointers are 64-bit
+    /// integers in PTX).
+    pub fn ptx_types(c: char) -> &'static [&'static str] {
+        match c {
+            'F' | 'D' | 'B' | 'H' | 'W' | 'I' | 'Q' | 'q' => &[".u64", ".b64", ".s64"],
+            'f' => &[".f32", ".b32"],
+            'w' | 'i' => &[".u32", ".s32", ".b32"],
+            _ => &[],
+        }
+    }
+}
+
+/// One `extern "C"` entry point and its parameter list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The function name.
+    pub name: &'static str,
+    /// One [`ArgKind::code`] letter per parameter.
+    pub sig: &'static str,
+}
+
+const fn e(name: &'static str, sig: &'static str) -> Entry {
+    Entry { name, sig }
+}
+
+/// Entry points of `optim.cu`.
+pub const OPTIM_ENTRIES: [Entry; 5] = [
+    e("adam_ranges", "FFFFQQwffffff"),
+    e("sgd_ranges", "FFQQwf"),
+    e("adam_masked", "FFFFQQIWwFffffff"),
+    e("sumsq_masked", "FQQIWwDw"),
+    e("clip_finish", "DwfFwF"),
+];
+/// Entry points of `encoder.cu`.
+pub const ENCODER_ENTRIES: [Entry; 3] = [
+    e("encoder_fwd", "FBFwFw"),
+    e("encoder_bwd", "FBFFwFw"),
+    e("encoder_wgrad", "FBFFFw"),
+];
+/// Entry points of `instr.cu`.
+pub const INSTR_ENTRIES: [Entry; 6] = [
+    e("instr_fwd", "FHFFFw"),
+    e("instr_bwd", "FHFFFw"),
+    e("instr_emb_grad", "HFFw"),
+    e("gather_rows", "FwwFWww"),
+    e("instr_dsum", "FwwWWWwFw"),
+    e("scatter_rows", "FFWww"),
+];
+/// Entry points of `rim_fwd.cu`.
+pub const RIM_FWD_ENTRIES: [Entry; 1] = [e("rim_fwd_step", "FFFFFFFFFFFBFFFWw")];
+/// Entry points of `rim_bwd.cu`.
+pub const RIM_BWD_ENTRIES: [Entry; 1] = [e("rim_bwd_step", "FFFFFFFFFFFFFBFFFw")];
+/// Entry points of `lstm.cu`.
+pub const LSTM_ENTRIES: [Entry; 2] = [
+    e("lstm_fwd_step", "FFFFFFBFFFw"),
+    e("lstm_bwd_step", "FFFFFFBFFFw"),
+];
+/// Entry points of `heads.cu`.
+pub const HEADS_ENTRIES: [Entry; 2] = [
+    e("heads_fwd", "FFwFFFw"),
+    e("ppo_heads_bwd", "FFFFIFFFFfffwfFFFw"),
+];
+/// Entry points of `reduce.cu`.
+pub const REDUCE_ENTRIES: [Entry; 4] = [
+    e("wgrad", "FwFwwFwwwwwww"),
+    e("count_active", "FwWw"),
+    e("sum_terms", "FDw"),
+    e("layout_info", "W"),
+];
 
 /// One `.cu` file of `kernels/` (one per op family).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
-    /// `optim.cu`: Adam and SGD updates over (offset, len) ranges of one parameter group.
+    /// `optim.cu`: Adam and SGD over ranges, the masked Adam, gradient-norm clipping.
     Optim,
+    /// `encoder.cu`: the observation encoder forward, backward and weight gradients.
+    Encoder,
+    /// `instr.cu`: the instruction encoder forward, backward, embedding gradients, gathers.
+    Instr,
+    /// `rim_fwd.cu`: one fused RIM step forward.
+    RimFwd,
+    /// `rim_bwd.cu`: one RIM step backward (state/input gradients and deltas).
+    RimBwd,
+    /// `lstm.cu`: the LSTM baseline's memory step forward and backward.
+    Lstm,
+    /// `heads.cu`: actor/critic forward, PPO loss and its gradient through the heads.
+    Heads,
+    /// `reduce.cu`: weight-gradient reductions, activity counts, loss sums, layout report.
+    Reduce,
 }
 
 impl Kernel {
     /// Every kernel, for tests and ahead-of-time checks.
-    pub const ALL: [Kernel; 1] = [Kernel::Optim];
+    pub const ALL: [Kernel; 8] = [
+        Kernel::Optim,
+        Kernel::Encoder,
+        Kernel::Instr,
+        Kernel::RimFwd,
+        Kernel::RimBwd,
+        Kernel::Lstm,
+        Kernel::Heads,
+        Kernel::Reduce,
+    ];
 
     /// The file name under `kernels/`.
     pub const fn file_name(self) -> &'static str {
         match self {
             Kernel::Optim => "optim.cu",
+            Kernel::Encoder => "encoder.cu",
+            Kernel::Instr => "instr.cu",
+            Kernel::RimFwd => "rim_fwd.cu",
+            Kernel::RimBwd => "rim_bwd.cu",
+            Kernel::Lstm => "lstm.cu",
+            Kernel::Heads => "heads.cu",
+            Kernel::Reduce => "reduce.cu",
         }
     }
 
-    /// The source as written (with its `#include "common.cuh"`).
+    /// The source as written (with its includes).
     pub const fn source(self) -> &'static str {
         match self {
             Kernel::Optim => include_str!("../../kernels/optim.cu"),
+            Kernel::Encoder => include_str!("../../kernels/encoder.cu"),
+            Kernel::Instr => include_str!("../../kernels/instr.cu"),
+            Kernel::RimFwd => include_str!("../../kernels/rim_fwd.cu"),
+            Kernel::RimBwd => include_str!("../../kernels/rim_bwd.cu"),
+            Kernel::Lstm => include_str!("../../kernels/lstm.cu"),
+            Kernel::Heads => include_str!("../../kernels/heads.cu"),
+            Kernel::Reduce => include_str!("../../kernels/reduce.cu"),
         }
     }
 
     /// The `extern "C"` entry points the file defines.
-    pub const fn entry_points(self) -> &'static [&'static str] {
+    pub const fn entries(self) -> &'static [Entry] {
         match self {
-            Kernel::Optim => &[optim_entry::ADAM_RANGES, optim_entry::SGD_RANGES],
+            Kernel::Optim => &OPTIM_ENTRIES,
+            Kernel::Encoder => &ENCODER_ENTRIES,
+            Kernel::Instr => &INSTR_ENTRIES,
+            Kernel::RimFwd => &RIM_FWD_ENTRIES,
+            Kernel::RimBwd => &RIM_BWD_ENTRIES,
+            Kernel::Lstm => &LSTM_ENTRIES,
+            Kernel::Heads => &HEADS_ENTRIES,
+            Kernel::Reduce => &REDUCE_ENTRIES,
         }
     }
 
-    /// The self-contained source handed to NVRTC: the header inlined in place of its include.
+    /// Whether the file needs the model defines (`model.cuh`); `optim.cu` does not.
+    pub const fn needs_model(self) -> bool {
+        !matches!(self, Kernel::Optim)
+    }
+
+    /// Whether the kernel is meant to match the CPU bit for bit (no library functions): the PTX
+    /// test then also rejects contracted and non-IEEE f32 operations.
+    pub const fn bit_exact(self) -> bool {
+        matches!(self, Kernel::Optim)
+    }
+
+    /// The self-contained source handed to NVRTC: the headers inlined in place of their
+    /// includes (each once).
     pub fn nvrtc_source(self) -> String {
         let src = self.source();
-        let mut out = String::with_capacity(src.len() + COMMON_HEADER.len() + 128);
+        let mut out = String::with_capacity(src.len() + COMMON_HEADER.len() + MODEL_HEADER.len());
+        let mut done = [false; HEADERS.len()];
         for (i, line) in src.lines().enumerate() {
-            if line.trim() == INCLUDE_COMMON {
-                out.push_str("#line 1 \"common.cuh\"\n");
-                out.push_str(COMMON_HEADER);
-                out.push_str(&format!("\n#line {} \"{}\"\n", i + 2, self.file_name()));
-            } else {
-                out.push_str(line);
-                out.push('\n');
+            let inc = HEADERS
+                .iter()
+                .position(|(name, _)| line.trim() == format!("#include \"{name}\""));
+            match inc {
+                Some(h) => {
+                    if !done[h] {
+                        done[h] = true;
+                        let (name, text) = HEADERS[h];
+                        out.push_str(&format!("#line 1 \"{name}\"\n"));
+                        out.push_str(text);
+                    }
+                    out.push_str(&format!("\n#line {} \"{}\"\n", i + 2, self.file_name()));
+                }
+                None => {
+                    out.push_str(line);
+                    out.push('\n');
+                }
             }
         }
         out
@@ -72,11 +263,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn header_is_inlined_and_entry_points_are_defined() {
+    fn headers_are_inlined_and_entry_points_are_defined() {
         for k in Kernel::ALL {
             let s = k.nvrtc_source();
             assert!(
-                !s.contains(INCLUDE_COMMON),
+                !s.contains("#include \""),
                 "{}: include left",
                 k.file_name()
             );
@@ -85,9 +276,25 @@ mod tests {
                 "{}: header missing",
                 k.file_name()
             );
-            for e in k.entry_points() {
-                let decl = format!("__global__ void {e}(");
-                assert!(s.contains(&decl), "{}: no entry point {e}", k.file_name());
+            assert_eq!(
+                s.contains("RIM_CACHE"),
+                k.needs_model(),
+                "{}: model header",
+                k.file_name()
+            );
+            for e in k.entries() {
+                let decl = format!("__global__ void {}(", e.name);
+                assert!(
+                    s.contains(&decl),
+                    "{}: no entry point {}",
+                    k.file_name(),
+                    e.name
+                );
+                // The declaration's parameter count matches the signature's.
+                let start = s.find(&decl).unwrap() + decl.len();
+                let end = start + s[start..].find(')').unwrap();
+                let n = s[start..end].split(',').count();
+                assert_eq!(n, e.sig.len(), "{}: parameters", e.name);
             }
         }
     }

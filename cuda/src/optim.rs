@@ -9,15 +9,11 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{
-    CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig, PushKernelArg,
-};
 use metarim_core::nn::optim::{check_ranges, Adam, Range, Sgd};
 
-use crate::device::CudaDevice;
-use crate::error::driver;
+use crate::exec::{self, Arg, DevBuf, Exec, Func, LaunchCfg};
 use crate::kernel::{optim_entry, Kernel};
-use crate::{nvrtc, Error, Result};
+use crate::{Error, Result};
 
 /// The f32 scalars of one Adam step, rounded from f64 exactly as the CPU reference does.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -145,20 +141,20 @@ pub fn adam_ranges_emulated(
 }
 
 /// One parameter group on the device: parameters, gradients and Adam's moments, all the same
-/// length.
+/// length, each in its own buffer.
 #[derive(Debug)]
 pub struct DeviceGroup {
     /// Parameters.
-    pub params: CudaSlice<f32>,
+    pub params: DevBuf<f32>,
     /// Gradients.
-    pub grads: CudaSlice<f32>,
+    pub grads: DevBuf<f32>,
     /// Adam first moments.
-    pub m: CudaSlice<f32>,
+    pub m: DevBuf<f32>,
     /// Adam second moments.
-    pub v: CudaSlice<f32>,
+    pub v: DevBuf<f32>,
 }
 
-/// A group's four buffers copied back to the host.
+/// A group's four buffers on the host.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HostGroup {
     /// Parameters.
@@ -173,30 +169,38 @@ pub struct HostGroup {
 
 impl DeviceGroup {
     /// Upload a group (all four slices must have the same length).
-    pub fn upload(stream: &Arc<CudaStream>, host: &HostGroup) -> Result<DeviceGroup> {
+    pub fn upload(exec: &Arc<dyn Exec>, host: &HostGroup) -> Result<DeviceGroup> {
         let n = host.params.len();
         if host.grads.len() != n || host.m.len() != n || host.v.len() != n {
             return Err(Error::BadInput {
                 what: "a group's params, grads, m and v must have the same length".to_string(),
             });
         }
-        let up = |x: &Vec<f32>| stream.clone_htod(x).map_err(driver("uploading a group"));
         Ok(DeviceGroup {
-            params: up(&host.params)?,
-            grads: up(&host.grads)?,
-            m: up(&host.m)?,
-            v: up(&host.v)?,
+            params: DevBuf::from_host(exec, &host.params)?,
+            grads: DevBuf::from_host(exec, &host.grads)?,
+            m: DevBuf::from_host(exec, &host.m)?,
+            v: DevBuf::from_host(exec, &host.v)?,
+        })
+    }
+
+    /// `n` zeros in all four buffers.
+    pub fn zeros(exec: &Arc<dyn Exec>, n: usize) -> Result<DeviceGroup> {
+        Ok(DeviceGroup {
+            params: DevBuf::zeros(exec, n)?,
+            grads: DevBuf::zeros(exec, n)?,
+            m: DevBuf::zeros(exec, n)?,
+            v: DevBuf::zeros(exec, n)?,
         })
     }
 
     /// Copy the group back to the host.
-    pub fn download(&self, stream: &Arc<CudaStream>) -> Result<HostGroup> {
-        let down = |x: &CudaSlice<f32>| stream.clone_dtoh(x).map_err(driver("downloading a group"));
+    pub fn download(&self) -> Result<HostGroup> {
         Ok(HostGroup {
-            params: down(&self.params)?,
-            grads: down(&self.grads)?,
-            m: down(&self.m)?,
-            v: down(&self.v)?,
+            params: self.params.download()?,
+            grads: self.grads.download()?,
+            m: self.m.download()?,
+            v: self.v.download()?,
         })
     }
 
@@ -207,7 +211,7 @@ impl DeviceGroup {
 
     /// Whether the group is empty.
     pub fn is_empty(&self) -> bool {
-        self.params.len() == 0
+        self.params.is_empty()
     }
 }
 
@@ -222,61 +226,50 @@ pub struct FastSlow {
 }
 
 /// Threads per block of the optimiser kernels.
-const BLOCK: u32 = 256;
+pub const BLOCK: u32 = 256;
 /// Grid cap: the kernels loop grid-stride beyond it.
 const MAX_BLOCKS: u64 = 8192;
 
-/// The optimiser kernels compiled and loaded on one device.
+/// The launch configuration of the range kernels for `total` selected elements.
+pub fn range_config(total: u64) -> LaunchCfg {
+    let blocks = total.div_ceil(u64::from(BLOCK)).clamp(1, MAX_BLOCKS) as u32;
+    LaunchCfg::linear(blocks, BLOCK, 0)
+}
+
+/// `optim.cu` loaded on one backend.
 #[derive(Debug)]
 pub struct OptimKernels {
-    /// The stream launches go to.
-    pub stream: Arc<CudaStream>,
-    _module: Arc<CudaModule>,
-    adam: CudaFunction,
-    sgd: CudaFunction,
+    exec: Arc<dyn Exec>,
+    adam: Func,
+    sgd: Func,
+}
+
+fn func(funcs: &[Func], name: &str) -> Result<Func> {
+    funcs
+        .iter()
+        .find(|f| f.entry.name == name)
+        .cloned()
+        .ok_or_else(|| Error::BadInput {
+            what: format!("kernel entry {name} missing"),
+        })
 }
 
 impl OptimKernels {
-    /// Compile `optim.cu` for `dev`'s architecture and load it.
-    pub fn load(dev: &CudaDevice) -> Result<OptimKernels> {
-        let ptx = nvrtc::compile_ptx(Kernel::Optim, &dev.arch())?;
-        let module = dev
-            .ctx
-            .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
-            .map_err(driver("loading optim.cu"))?;
-        let adam = module
-            .load_function(optim_entry::ADAM_RANGES)
-            .map_err(driver("finding adam_ranges"))?;
-        let sgd = module
-            .load_function(optim_entry::SGD_RANGES)
-            .map_err(driver("finding sgd_ranges"))?;
+    /// Compile `optim.cu` for `exec` and load it.
+    pub fn load(exec: &Arc<dyn Exec>) -> Result<OptimKernels> {
+        let funcs = exec.load(Kernel::Optim, &[])?;
         Ok(OptimKernels {
-            stream: dev.ctx.default_stream(),
-            _module: module,
-            adam,
-            sgd,
+            exec: exec.clone(),
+            adam: func(&funcs, optim_entry::ADAM_RANGES)?,
+            sgd: func(&funcs, optim_entry::SGD_RANGES)?,
         })
     }
 
-    fn upload_table(&self, table: &RangeTable) -> Result<(CudaSlice<u64>, CudaSlice<u64>)> {
-        let off = self
-            .stream
-            .clone_htod(&table.offsets)
-            .map_err(driver("uploading range offsets"))?;
-        let pre = self
-            .stream
-            .clone_htod(&table.prefix)
-            .map_err(driver("uploading range prefix sums"))?;
-        Ok((off, pre))
-    }
-
-    fn config(total: u64) -> LaunchConfig {
-        let blocks = total.div_ceil(u64::from(BLOCK)).clamp(1, MAX_BLOCKS) as u32;
-        LaunchConfig {
-            grid_dim: (blocks, 1, 1),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        }
+    fn upload_table(&self, table: &RangeTable) -> Result<(DevBuf<u64>, DevBuf<u64>)> {
+        Ok((
+            DevBuf::from_host(&self.exec, &table.offsets)?,
+            DevBuf::from_host(&self.exec, &table.prefix)?,
+        ))
     }
 
     fn nranges(table: &RangeTable) -> Result<u32> {
@@ -286,8 +279,7 @@ impl OptimKernels {
     }
 
     /// Step `t` of `adam` on the elements of `group` in `ranges` (the same contract as
-    /// `Adam::update_ranges_at`: other elements stay bit-identical). Asynchronous on
-    /// [`OptimKernels::stream`].
+    /// `Adam::update_ranges_at`: other elements stay bit-identical). Ordered after earlier work.
     pub fn adam(
         &self,
         adam: &Adam,
@@ -302,36 +294,36 @@ impl OptimKernels {
         }
         let nranges = Self::nranges(&table)?;
         let (off, pre) = self.upload_table(&table)?;
-        let mut b = self.stream.launch_builder(&self.adam);
-        b.arg(&mut group.params)
-            .arg(&group.grads)
-            .arg(&mut group.m)
-            .arg(&mut group.v)
-            .arg(&off)
-            .arg(&pre)
-            .arg(&nranges)
-            .arg(&s.neg_step)
-            .arg(&s.bc2_sqrt)
-            .arg(&s.w1)
-            .arg(&s.b2)
-            .arg(&s.w2)
-            .arg(&s.eps);
-        // SAFETY: the arguments match `adam_ranges`'s signature in kernels/optim.cu in order and
-        // type (4 f32 buffers of `group.len()` elements, 2 u64 tables of `nranges` and
-        // `nranges + 1` entries, a u32, 6 f32); every range was checked to lie inside the
-        // buffers and not to overlap, so each thread writes distinct in-bounds elements.
-        unsafe { b.launch(Self::config(table.total())) }
-            .map_err(driver("launching adam_ranges"))?;
-        Ok(())
+        exec::launch(
+            &*self.exec,
+            &self.adam,
+            &range_config(table.total()),
+            &[
+                group.params.arg(),
+                group.grads.arg(),
+                group.m.arg(),
+                group.v.arg(),
+                off.arg(),
+                pre.arg(),
+                Arg::U32(nranges),
+                Arg::F32(s.neg_step),
+                Arg::F32(s.bc2_sqrt),
+                Arg::F32(s.w1),
+                Arg::F32(s.b2),
+                Arg::F32(s.w2),
+                Arg::F32(s.eps),
+            ],
+        )?;
+        // The tables must outlive the launch: wait before they are freed.
+        self.exec.sync()
     }
 
-    /// `sgd` on the elements of `params` in `ranges` (as `Sgd::step_ranges`). Asynchronous on
-    /// [`OptimKernels::stream`].
+    /// `sgd` on the elements of `params` in `ranges` (as `Sgd::step_ranges`).
     pub fn sgd(
         &self,
         sgd: &Sgd,
-        params: &mut CudaSlice<f32>,
-        grads: &CudaSlice<f32>,
+        params: &mut DevBuf<f32>,
+        grads: &DevBuf<f32>,
         ranges: &[Range],
     ) -> Result<()> {
         if grads.len() != params.len() {
@@ -350,17 +342,20 @@ impl OptimKernels {
         let nranges = Self::nranges(&table)?;
         let (off, pre) = self.upload_table(&table)?;
         let neg_lr = (-sgd.lr) as f32;
-        let mut b = self.stream.launch_builder(&self.sgd);
-        b.arg(params)
-            .arg(grads)
-            .arg(&off)
-            .arg(&pre)
-            .arg(&nranges)
-            .arg(&neg_lr);
-        // SAFETY: the arguments match `sgd_ranges`'s signature in kernels/optim.cu in order and
-        // type; the ranges were checked to lie inside both buffers and not to overlap.
-        unsafe { b.launch(Self::config(table.total())) }.map_err(driver("launching sgd_ranges"))?;
-        Ok(())
+        exec::launch(
+            &*self.exec,
+            &self.sgd,
+            &range_config(table.total()),
+            &[
+                params.arg(),
+                grads.arg(),
+                off.arg(),
+                pre.arg(),
+                Arg::U32(nranges),
+                Arg::F32(neg_lr),
+            ],
+        )?;
+        self.exec.sync()
     }
 }
 

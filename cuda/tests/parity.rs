@@ -1,12 +1,40 @@
-//! GPU parity of `kernels/optim.cu` against the CPU reference (`core::nn::optim`): one Adam step
-//! on separate fast and slow device buffers (the fast group restricted to random ranges, as for
-//! the active modules), and one SGD step. Prints `skipped: no CUDA device` and passes where there
-//! is no GPU.
+//! GPU parity of every kernel against the CPU reference (`metarim_core`): the optimiser kernels
+//! on separate fast and slow device buffers, the full gradient pass (encoder, instruction
+//! encoder, RIM or LSTM memory, heads and PPO loss, every weight-gradient reduction) against
+//! `Policy::chunk_backward`, one PPO update per mode (meta-rim, reversed, joint, lstm) against
+//! the host trainer's arithmetic, and the batched acting step against `Policy::step`, all within
+//! 1e-4 relative in f32 (the Adam kernels bit for bit), for the Tiny and Paper presets and two
+//! small models that take the kernels' other branches. Prints `skipped: no CUDA device` and
+//! passes where there is no GPU; `cuda/tests/emu.rs` runs the same checks on the CPU emulator.
 
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
 use metarim_core::nn::optim::{Adam, Range, Sgd};
 use metarim_core::rng::Pcg32;
+use metarim_cuda::cuda_exec::CudaExec;
+use metarim_cuda::exec::Exec;
 use metarim_cuda::optim::{DeviceGroup, FastSlow, HostGroup, OptimKernels};
 use metarim_cuda::{detect, Backend};
+
+/// The device, or `None` after printing why the test skips.
+fn device() -> Option<Arc<dyn Exec>> {
+    match detect(0) {
+        Backend::Cuda(dev) => {
+            println!("device: {} ({})", dev.name, dev.arch());
+            match CudaExec::new(&dev) {
+                Ok(e) => Some(Arc::new(e)),
+                Err(e) => panic!("a CUDA device was detected but cannot be used: {e}"),
+            }
+        }
+        Backend::Unavailable(reason) => {
+            println!("skipped: no CUDA device ({reason})");
+            None
+        }
+    }
+}
 
 fn random(rng: &mut Pcg32, n: usize, scale: f32) -> Vec<f32> {
     (0..n)
@@ -32,36 +60,10 @@ fn ranges(rng: &mut Pcg32, n: usize) -> Vec<Range> {
     out
 }
 
-/// Maximum relative difference, and how many elements differ in any bit.
-fn compare(what: &str, gpu: &[f32], cpu: &[f32]) -> (f64, usize) {
-    assert_eq!(gpu.len(), cpu.len(), "{what}: lengths");
-    let mut max_rel = 0.0f64;
-    let mut differ = 0;
-    for (a, b) in gpu.iter().zip(cpu) {
-        if a.to_bits() != b.to_bits() {
-            differ += 1;
-            let rel = f64::from((a - b).abs()) / f64::from(b.abs()).max(1e-30);
-            max_rel = max_rel.max(rel);
-        }
-    }
-    println!(
-        "{what}: {differ} of {} elements differ in any bit, max relative {max_rel:e}",
-        gpu.len()
-    );
-    (max_rel, differ)
-}
-
 #[test]
 fn adam_and_sgd_on_device_match_the_cpu() {
-    let dev = match detect(0) {
-        Backend::Cuda(dev) => dev,
-        Backend::Unavailable(reason) => {
-            println!("skipped: no CUDA device ({reason})");
-            return;
-        }
-    };
-    println!("device: {} ({})", dev.name, dev.arch());
-    let k = OptimKernels::load(&dev).unwrap_or_else(|e| panic!("{e}"));
+    let Some(exec) = device() else { return };
+    let k = OptimKernels::load(&exec).unwrap_or_else(|e| panic!("{e}"));
     let mut rng = Pcg32::new(0x5eed_0005);
     for trial in 0..4 {
         let (nf, ns) = (
@@ -76,37 +78,24 @@ fn adam_and_sgd_on_device_match_the_cpu() {
             Adam::new(1e-4, 0.9, 0.999, 1e-5),
         );
         let t = 1 + u64::from(rng.below(1000));
-
         let mut bufs = FastSlow {
-            fast: DeviceGroup::upload(&k.stream, &fast0).unwrap_or_else(|e| panic!("{e}")),
-            slow: DeviceGroup::upload(&k.stream, &slow0).unwrap_or_else(|e| panic!("{e}")),
+            fast: DeviceGroup::upload(&exec, &fast0).unwrap_or_else(|e| panic!("{e}")),
+            slow: DeviceGroup::upload(&exec, &slow0).unwrap_or_else(|e| panic!("{e}")),
         };
         k.adam(&fast_opt, t, &mut bufs.fast, &fast_ranges)
             .unwrap_or_else(|e| panic!("{e}"));
         k.adam(&slow_opt, t, &mut bufs.slow, &slow_ranges)
             .unwrap_or_else(|e| panic!("{e}"));
         let sgd = Sgd { lr: 0.05 };
-        // SGD on the slow group's gradients into its (already Adam-stepped) parameters.
-        k.sgd(
-            &sgd,
-            &mut bufs.slow.params,
-            &bufs.slow.grads,
-            &fast_ranges
-                .iter()
-                .copied()
-                .filter(|&(o, l)| o + l <= ns)
-                .collect::<Vec<_>>(),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        let fast = bufs
-            .fast
-            .download(&k.stream)
+        let sgd_ranges: Vec<Range> = fast_ranges
+            .iter()
+            .copied()
+            .filter(|&(o, l)| o + l <= ns)
+            .collect();
+        k.sgd(&sgd, &mut bufs.slow.params, &bufs.slow.grads, &sgd_ranges)
             .unwrap_or_else(|e| panic!("{e}"));
-        let slow = bufs
-            .slow
-            .download(&k.stream)
-            .unwrap_or_else(|e| panic!("{e}"));
-
+        let fast = bufs.fast.download().unwrap_or_else(|e| panic!("{e}"));
+        let slow = bufs.slow.download().unwrap_or_else(|e| panic!("{e}"));
         let mut cf = fast0.clone();
         fast_opt
             .update_ranges_at(
@@ -129,14 +118,8 @@ fn adam_and_sgd_on_device_match_the_cpu() {
                 &slow_ranges,
             )
             .unwrap();
-        let sgd_ranges: Vec<Range> = fast_ranges
-            .iter()
-            .copied()
-            .filter(|&(o, l)| o + l <= ns)
-            .collect();
         sgd.step_ranges(&mut cs.params, &cs.grads, &sgd_ranges)
             .unwrap();
-
         for (name, g, c) in [
             ("fast params", &fast.params, &cf.params),
             ("fast m", &fast.m, &cf.m),
@@ -145,13 +128,16 @@ fn adam_and_sgd_on_device_match_the_cpu() {
             ("slow m", &slow.m, &cs.m),
             ("slow v", &slow.v, &cs.v),
         ] {
-            let (rel, _) = compare(&format!("trial {trial} {name}"), g, c);
+            let (rel, differ) = rel_error(g, c);
+            println!(
+                "trial {trial} {name}: {differ} of {} differ in any bit, max rel {rel:e}",
+                g.len()
+            );
             assert!(
                 rel <= 1e-6,
                 "trial {trial} {name}: relative difference {rel:e} > 1e-6"
             );
         }
-        // Outside the fast ranges nothing moved, bit for bit.
         let inside = |i: usize| fast_ranges.iter().any(|&(o, l)| i >= o && i < o + l);
         for i in (0..nf).filter(|&i| !inside(i)) {
             assert_eq!(
@@ -163,5 +149,52 @@ fn adam_and_sgd_on_device_match_the_cpu() {
             assert_eq!(fast.v[i].to_bits(), fast0.v[i].to_bits(), "v {i} moved");
         }
         assert_eq!(fast.grads, fast0.grads, "gradients are read-only");
+    }
+}
+
+#[test]
+fn gradient_pass_matches_chunk_backward() {
+    let Some(exec) = device() else { return };
+    for (name, dims) in configs(true) {
+        for mode in MODES {
+            let (layout, params) = model(&dims, mode, 3);
+            let chunks = minibatch(layout.dims(), 6, 8, 0.15, 7);
+            let (want, want_stats) = cpu_grads(&layout, &params, &chunks);
+            let (got, stats, counts) = device_grads(&exec, &layout, &params, &chunks);
+            let what = format!("{name} {}", mode.name());
+            let worst = compare_tensors(&what, &layout, &got, &want, TOL);
+            let loss_err = scalar_rel(stats.terms[0], f64::from(want_stats.sum.loss));
+            println!("{what}: gradients max rel {worst:.2e}, loss {loss_err:.2e}");
+            assert!(loss_err <= TOL, "{what}: loss");
+            if mode != metarim_core::nn::params::Mode::Lstm {
+                let n = dims.rim.n_modules;
+                assert_eq!(
+                    counts,
+                    want_stats.active_steps[..n].to_vec(),
+                    "{what}: activity"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn one_ppo_update_per_mode_matches_the_cpu() {
+    let Some(exec) = device() else { return };
+    for (name, dims) in configs(true) {
+        for mode in MODES {
+            ppo_update_parity(&exec, name, &dims, mode);
+        }
+    }
+}
+
+#[test]
+fn acting_matches_policy_step() {
+    let Some(exec) = device() else { return };
+    for (name, dims) in configs(true) {
+        for mode in MODES {
+            let e = act_parity(&exec, &dims, mode, 9, 8);
+            println!("{name} {}: acting max rel {e:.2e}", mode.name());
+        }
     }
 }

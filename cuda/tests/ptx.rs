@@ -1,5 +1,8 @@
-//! Every kernel compiles with NVRTC for compute_90 and passes `ptxas -arch=sm_90 -v` (register
-//! and spill counts printed). Needs NVRTC and ptxas, not a GPU.
+//! Every kernel compiles with NVRTC for compute_90 (for the Paper and Tiny presets and the
+//! other branches of the model kernels) and passes `ptxas -arch=sm_90 -v` with no spills
+//! (register and stack counts printed); every entry point's PTX parameters match the host's
+//! declaration; the bit-exact kernels (optim.cu) have no contracted or non-IEEE f32 operations.
+//! Needs NVRTC and ptxas, not a GPU.
 //!
 //! With `CI` set, missing tools are a failure (`.ci/run` installs them with
 //! `scripts/install-cuda-tools.sh`); elsewhere the test prints why it skipped and passes.
@@ -7,6 +10,9 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use metarim_core::nn::dims::{EncoderKind, PAPER, TINY};
+use metarim_cuda::kernel::ArgKind;
+use metarim_cuda::layout::ModelLayout;
 use metarim_cuda::nvrtc::{self, CI_ARCH};
 use metarim_cuda::{compile_ptx, compile_ptx_with, Define, Kernel};
 
@@ -55,47 +61,93 @@ fn assert_f32_ops_round_alone(file: &str, ptx: &str) {
     }
 }
 
+/// The `.param` types of PTX entry `name`, in order.
+fn ptx_param_types(ptx: &str, name: &str) -> Option<Vec<String>> {
+    let start = ptx.find(&format!(".entry {name}("))?;
+    let rest = &ptx[start..];
+    let end = rest.find(')')?;
+    Some(
+        rest[..end]
+            .lines()
+            .filter_map(|l| {
+                let mut it = l.split_whitespace();
+                while let Some(tok) = it.next() {
+                    if tok == ".param" {
+                        return it.next().map(str::to_string);
+                    }
+                }
+                None
+            })
+            .collect(),
+    )
+}
+
+/// The model configurations CI compiles every kernel for: the two presets, and Paper with the
+/// bag-of-words encoder and no communication (the other branches of the kernels).
+fn configs() -> Vec<(&'static str, Vec<Define>)> {
+    let mut alt = PAPER;
+    alt.encoder = EncoderKind::Bow;
+    alt.rim.communication = false;
+    [("Paper", PAPER), ("Tiny", TINY), ("Paper+bow-comm", alt)]
+        .into_iter()
+        .map(|(name, d)| (name, ModelLayout::new(&d).expect("layout").defines()))
+        .collect()
+}
+
 #[test]
 fn every_kernel_compiles_for_sm_90_and_passes_ptxas() {
     let Some(ptxas) = tools() else { return };
     let dir = std::env::temp_dir().join(format!("metarim-ptx-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    for k in Kernel::ALL {
-        let ptx = compile_ptx(k, CI_ARCH).unwrap_or_else(|e| panic!("{e}"));
-        for e in k.entry_points() {
+    for (config, defines) in configs() {
+        for k in Kernel::ALL {
+            if !k.needs_model() && config != "Paper" {
+                continue; // no model defines: one compile is enough
+            }
+            let defs: &[Define] = if k.needs_model() { &defines } else { &[] };
+            let ptx = compile_ptx_with(k, CI_ARCH, defs).unwrap_or_else(|e| panic!("{e}"));
+            for e in k.entries() {
+                let types = ptx_param_types(&ptx, e.name)
+                    .unwrap_or_else(|| panic!("{}: PTX has no entry {}", k.file_name(), e.name));
+                assert_eq!(types.len(), e.sig.len(), "{}: parameter count", e.name);
+                for (i, (t, c)) in types.iter().zip(e.sig.chars()).enumerate() {
+                    assert!(
+                        ArgKind::ptx_types(c).contains(&t.as_str()),
+                        "{}: parameter {i} is {t} in the PTX, declared {c}",
+                        e.name
+                    );
+                }
+            }
+            if k.bit_exact() {
+                assert_f32_ops_round_alone(k.file_name(), &ptx);
+            }
+            let path = dir.join(format!("{}.ptx", k.file_name()));
+            std::fs::write(&path, &ptx).expect("write ptx");
+            let out = Command::new(&ptxas)
+                .args(["-arch=sm_90", "-v", "-o"])
+                .arg(dir.join(format!("{}.cubin", k.file_name())))
+                .arg(&path)
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run {}: {e}", ptxas.display()));
+            let log = String::from_utf8_lossy(&out.stderr);
             assert!(
-                ptx.contains(&format!(".entry {e}(")),
-                "{}: PTX has no entry {e}",
-                k.file_name()
+                out.status.success(),
+                "ptxas rejected {}:\n{log}{}",
+                k.file_name(),
+                String::from_utf8_lossy(&out.stdout)
             );
-        }
-        assert_f32_ops_round_alone(k.file_name(), &ptx);
-        let path = dir.join(format!("{}.ptx", k.file_name()));
-        std::fs::write(&path, &ptx).expect("write ptx");
-        let out = Command::new(&ptxas)
-            .args(["-arch=sm_90", "-v", "-o"])
-            .arg(dir.join(format!("{}.cubin", k.file_name())))
-            .arg(&path)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", ptxas.display()));
-        let log = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success(),
-            "ptxas rejected {}:\n{log}{}",
-            k.file_name(),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        println!("{} (compute_90 -> sm_90):", k.file_name());
-        for line in log.lines() {
-            println!("  {line}");
-        }
-        // Spills are a performance bug in these small kernels: fail on any.
-        for line in log.lines().filter(|l| l.contains("spill")) {
-            assert!(
-                line.contains("0 bytes spill stores") && line.contains("0 bytes spill loads"),
-                "{}: register spills: {line}",
-                k.file_name()
-            );
+            println!("{config}: {} (compute_90 -> sm_90):", k.file_name());
+            for line in log.lines() {
+                println!("  {line}");
+            }
+            // Spills are a performance bug in these kernels: fail on any.
+            for line in log.lines().filter(|l| l.contains("spill")) {
+                assert!(
+                    line.contains("0 bytes spill stores") && line.contains("0 bytes spill loads"),
+                    "{config} {}: register spills: {line}",
+                    k.file_name()
+                );
+            }
         }
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -32,7 +32,8 @@ enum Command {
     /// Network benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// Meta-train an agent on the CPU (PPO with recurrence; fast/slow split in the meta modes).
+    /// Meta-train an agent (PPO with recurrence; fast/slow split in the meta modes) on the CPU
+    /// or, with --backend auto|cuda, a CUDA GPU.
     Train(TrainArgs),
     /// Evaluate a checkpoint: success rate, mean return and length with 95% intervals.
     Eval(EvalArgs),
@@ -104,7 +105,8 @@ struct ExperimentArgs {
     /// Output directory (default: runs/experiments/SUITE).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Backend: cpu (the CUDA backend is the GPU issue's).
+    /// Backend: cpu (parallel runs share the machine; the CUDA backend is for single runs:
+    /// `metarim train --backend cuda`).
     #[arg(long, default_value = "cpu")]
     backend: String,
     /// Multiply every budget (frames, curriculum frame budgets, min_frames, evaluation
@@ -175,6 +177,10 @@ struct TrainArgs {
     /// Stop (after saving a checkpoint) after this many updates in this process.
     #[arg(long, hide = true)]
     stop_after_updates: Option<u64>,
+    /// Where the policy runs: auto (the GPU when a CUDA device works, else the CPU, with the
+    /// reason printed), cpu, or cuda (an error without a usable GPU).
+    #[arg(long)]
+    backend: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -251,7 +257,7 @@ struct TrainBenchArgs {
     /// Worker threads (0: all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// Backend: cpu (the CUDA backend is the GPU issue's).
+    /// Backend: cpu, cuda (an error without a usable GPU) or auto.
     #[arg(long, default_value = "cpu")]
     backend: String,
     /// Any config field, `KEY=VALUE` (repeatable).
@@ -626,6 +632,9 @@ fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
     if let Some(t) = a.threads {
         cfg.threads = t;
     }
+    if let Some(b) = &a.backend {
+        cfg.backend = b.clone();
+    }
     for kv in &a.set {
         let (k, v) = kv
             .split_once('=')
@@ -680,7 +689,7 @@ fn cmd_train(a: TrainArgs) -> Result<ExitCode> {
 fn cmd_experiment(a: ExperimentArgs) -> Result<ExitCode> {
     if a.backend != "cpu" {
         anyhow::bail!(
-            "--backend {}: only the cpu backend exists in this build",
+            "--backend {}: experiments run on the cpu backend (train single runs with `metarim train --backend cuda`)",
             a.backend
         );
     }
@@ -698,6 +707,8 @@ fn cmd_experiment(a: ExperimentArgs) -> Result<ExitCode> {
             .with_context(|| format!("--set {kv:?}: expected KEY=VALUE"))?;
         set.push((k.to_string(), v.to_string()));
     }
+    // Runs of a suite share the machine: they train on the CPU (not the config's `auto`).
+    set.push(("backend".to_string(), a.backend.clone()));
     let out = a.out.clone().unwrap_or_else(|| {
         let stem = suite
             .file_stem()
@@ -877,12 +888,6 @@ fn cmd_play(a: AgentPlayArgs) -> Result<ExitCode> {
 
 /// `metarim bench train`: per-update figures, then the `bench-train:` summary line.
 fn bench_train(a: &TrainBenchArgs) -> Result<()> {
-    if a.backend != "cpu" {
-        anyhow::bail!(
-            "--backend {}: only the cpu backend exists in this build",
-            a.backend
-        );
-    }
     if a.updates == 0 {
         anyhow::bail!("--updates must be > 0");
     }
@@ -891,6 +896,7 @@ fn bench_train(a: &TrainBenchArgs) -> Result<()> {
         mode: a.mode.clone(),
         level: a.level.clone(),
         threads: a.threads,
+        backend: a.backend.clone(),
         ..TrainConfig::default()
     };
     for kv in &a.set {
@@ -931,9 +937,10 @@ fn bench_train(a: &TrainBenchArgs) -> Result<()> {
     )?;
     writeln!(
         out,
-        "bench-train: preset={} mode={} backend=cpu threads={} frames_per_sec={:.0}",
+        "bench-train: preset={} mode={} backend={} threads={} frames_per_sec={:.0}",
         cfg.preset,
         cfg.mode,
+        r.backend,
         r.threads,
         r.median_fps()
     )?;

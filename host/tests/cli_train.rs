@@ -41,6 +41,32 @@ fn print_config_applies_config_file_flags_and_sets() {
     assert!(out.contains("inner_steps = 7"), "{out}");
 }
 
+/// Without a usable GPU, `--backend cuda` is a clear error naming the reason (exit 2).
+fn no_gpu_cases() -> Vec<(Vec<String>, &'static str)> {
+    if matches!(metarim_cuda::detect(0), metarim_cuda::Backend::Cuda(_)) {
+        println!("a CUDA device is present: the no-GPU cases are skipped");
+        return Vec::new();
+    }
+    let out = std::env::temp_dir().join(format!("metarim-cli-cuda-{}", std::process::id()));
+    let cases = vec![
+        (
+            ["bench", "train", "--backend", "cuda", "--preset", "Tiny"]
+                .map(String::from)
+                .to_vec(),
+            "no usable CUDA device",
+        ),
+        (
+            ["train", "--backend", "cuda", "--frames", "10", "--out"]
+                .map(String::from)
+                .into_iter()
+                .chain([out.display().to_string()])
+                .collect(),
+            "backend cuda: no usable CUDA device",
+        ),
+    ];
+    cases
+}
+
 #[test]
 fn bad_input_is_a_clear_error() {
     for (args, needle) in [
@@ -66,14 +92,25 @@ fn bad_input_is_a_clear_error() {
             vec!["play", "--checkpoint", "/nonexistent/c.safetensors"],
             "c.safetensors",
         ),
-        (vec!["bench", "train", "--backend", "cuda"], "cuda"),
-    ] {
+        (
+            vec!["train", "--backend", "gpu", "--print-config"],
+            "backend",
+        ),
+    ]
+    .into_iter()
+    .map(|(a, n)| (a.into_iter().map(String::from).collect::<Vec<_>>(), n))
+    .chain(no_gpu_cases())
+    {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let o = metarim(&args);
         let (_, err) = text(&o);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(needle), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
+    let _ = std::fs::remove_dir_all(
+        std::env::temp_dir().join(format!("metarim-cli-cuda-{}", std::process::id())),
+    );
 }
 
 #[test]

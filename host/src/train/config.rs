@@ -116,6 +116,11 @@ pub struct TrainConfig {
     pub save_interval: usize,
     /// Episodes in the rolling window of the reported success rate and return.
     pub stats_window: usize,
+    /// Where the policy runs: `auto` (the GPU when a CUDA device works, its kernels compile
+    /// and a start-up self-check against the CPU passes; else the CPU, with the reason
+    /// printed), `cpu`, or `cuda` (an error when no usable GPU). Environments always step on
+    /// the CPU. Only the CPU backend is bit-for-bit deterministic.
+    pub backend: String,
 }
 
 impl Default for TrainConfig {
@@ -161,6 +166,7 @@ impl Default for TrainConfig {
             grad_shards: 16,
             save_interval: 10,
             stats_window: 500,
+            backend: "auto".into(),
         }
     }
 }
@@ -290,6 +296,7 @@ impl TrainConfig {
         for id in self.level_ids() {
             crate::levels::lookup(&id).with_context(|| "in config field `level`/`levels`")?;
         }
+        super::backend::check_name(&self.backend).context("in config field `backend`")?;
         let mode = self.mode()?;
         let dims = self.dims()?;
         metarim_core::nn::params::Layout::new(&dims, mode)
@@ -441,6 +448,7 @@ mod tests {
         bad(&|c| c.k_active = Some(9), "k_active");
         bad(&|c| c.gamma = 1.5, "gamma");
         bad(&|c| c.lr = -1.0, "lr");
+        bad(&|c| c.backend = "gpu".into(), "backend");
         let e = TrainConfig::from_toml("framez = 3")
             .unwrap_err()
             .to_string();

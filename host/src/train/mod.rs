@@ -9,12 +9,14 @@
 //!   outer (slow) loops, Adam per group;
 //! - [`checkpoint`]: safetensors checkpoints with everything a bit-exact `--resume` needs;
 //! - [`run`]: the training loop, its logs, progress and summary;
-//! - [`eval`]: evaluation of a checkpoint with confidence intervals.
+//! - [`eval`]: evaluation of a checkpoint with confidence intervals;
+//! - [`backend`]: `auto | cpu | cuda`, and the CUDA backend's rollout and update.
 //!
 //! Invariants: everything random is drawn from seeded [`Pcg32`] streams owned by one env or by
 //! the trainer, and gradient sums run in an order fixed by the config (not by the thread
 //! count), so a seed gives bit-identical checkpoints on any number of threads.
 
+pub mod backend;
 pub mod batched;
 pub mod checkpoint;
 pub mod config;

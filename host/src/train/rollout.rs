@@ -193,7 +193,7 @@ impl EnvSlot {
     }
 
     /// Draw and generate the next episode.
-    fn start_episode(&mut self, tasks: &Tasks) -> Result<()> {
+    pub(crate) fn start_episode(&mut self, tasks: &Tasks) -> Result<()> {
         self.level = tasks.pick(&mut self.rng);
         self.episode_seed = self.rng.next_u64();
         self.generate(tasks)?;

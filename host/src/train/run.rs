@@ -17,6 +17,7 @@ use metarim_core::nn::policy::state_len;
 use metarim_core::rng::{split_mix64, Pcg32};
 use serde::Serialize;
 
+use super::backend;
 use super::checkpoint::{self, CheckpointMeta, SavedEpisode, FORMAT_VERSION};
 use super::rollout::{self, EnvSlot, EpisodeRecord};
 use super::tasks::Tasks;
@@ -137,6 +138,8 @@ struct State {
     frames: u64,
     updates: u64,
     recent: VecDeque<EpisodeRecord>,
+    /// The CUDA backend when it runs the policy (`None`: the CPU).
+    gpu: Option<backend::Gpu>,
 }
 
 /// The model a fresh run of `cfg` starts from.
@@ -161,11 +164,12 @@ fn fresh_state(cfg: &TrainConfig) -> Result<State> {
         frames: 0,
         updates: 0,
         recent: VecDeque::new(),
+        gpu: None,
     })
 }
 
 /// Fields a resumed run may change: how long and how fast it runs, not what it computes.
-const RESUMABLE_OVERRIDES: [&str; 3] = ["frames", "threads", "save_interval"];
+const RESUMABLE_OVERRIDES: [&str; 4] = ["frames", "threads", "save_interval", "backend"];
 
 fn resume_state(cfg: &TrainConfig, path: &Path) -> Result<(TrainConfig, State)> {
     let ck = checkpoint::load(path)?;
@@ -192,6 +196,7 @@ fn resume_state(cfg: &TrainConfig, path: &Path) -> Result<(TrainConfig, State)> 
     saved.frames = cfg.frames;
     saved.threads = cfg.threads;
     saved.save_interval = cfg.save_interval;
+    saved.backend = cfg.backend.clone();
     let mut tasks = Tasks::new(&saved)?;
     tasks.restore(&ck.meta.tasks)?;
     let model = ck.model;
@@ -223,6 +228,7 @@ fn resume_state(cfg: &TrainConfig, path: &Path) -> Result<(TrainConfig, State)> 
         frames: ck.meta.frames,
         updates: ck.meta.updates,
         recent,
+        gpu: None,
     };
     Ok((saved, state))
 }
@@ -274,13 +280,22 @@ fn window_stats(recent: &VecDeque<EpisodeRecord>) -> (f64, f64, f64) {
 
 /// One rollout in every env, then GAE over each env's buffer.
 fn collect_rollout(cfg: &TrainConfig, st: &mut State, threads: usize) -> Result<()> {
-    rollout::collect(
-        &mut st.slots,
-        &st.model,
-        &st.tasks,
-        cfg.reward_scale as f32,
-        threads,
-    )?;
+    match st.gpu.as_mut() {
+        Some(gpu) => gpu.collect(
+            &mut st.slots,
+            &st.model,
+            &st.tasks,
+            cfg.reward_scale as f32,
+            threads,
+        )?,
+        None => rollout::collect(
+            &mut st.slots,
+            &st.model,
+            &st.tasks,
+            cfg.reward_scale as f32,
+            threads,
+        )?,
+    }
     for slot in &mut st.slots {
         rollout::gae(&mut slot.buf, cfg.gamma as f32, cfg.gae_lambda as f32);
     }
@@ -294,6 +309,9 @@ fn learn(
     threads: usize,
     grads: &mut Grads,
 ) -> Result<update::UpdateStats> {
+    if let Some(gpu) = st.gpu.as_mut() {
+        return gpu.learn(cfg, &mut st.model, &mut st.optim, &st.slots, &mut st.rng);
+    }
     update::train_on_rollout(
         cfg,
         &mut st.model,
@@ -368,6 +386,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
         (cfg.clone(), fresh_state(cfg)?)
     };
     checkpoint::write_atomic(&opts.out.join("config.toml"), cfg.to_toml()?.as_bytes())?;
+    st.gpu = backend::select(&cfg, &st.model, cfg.procs)?;
     let threads = thread_count(cfg.threads, cfg.procs.max(cfg.grad_shards));
     let mut grads = Grads::new(&st.model.layout, &cfg, threads)?;
     let mut jsonl = fs::OpenOptions::new()
@@ -547,6 +566,8 @@ pub struct TrainBench {
     pub learn_s: f64,
     /// Threads used.
     pub threads: usize,
+    /// The backend that ran the policy (`cpu`, or `cuda` and the device).
+    pub backend: String,
 }
 
 impl TrainBench {
@@ -566,6 +587,7 @@ impl TrainBench {
 pub fn bench(cfg: &TrainConfig, warmup: usize, updates: usize) -> Result<TrainBench> {
     cfg.validate()?;
     let mut st = fresh_state(cfg)?;
+    st.gpu = backend::select(cfg, &st.model, cfg.procs)?;
     let threads = thread_count(cfg.threads, cfg.procs.max(cfg.grad_shards));
     let mut grads = Grads::new(&st.model.layout, cfg, threads)?;
     let mut out = TrainBench {
@@ -573,6 +595,10 @@ pub fn bench(cfg: &TrainConfig, warmup: usize, updates: usize) -> Result<TrainBe
         rollout_s: 0.0,
         learn_s: 0.0,
         threads,
+        backend: st
+            .gpu
+            .as_ref()
+            .map_or_else(|| "cpu".to_string(), |g| format!("cuda ({})", g.device)),
     };
     for i in 0..warmup + updates {
         let t0 = Instant::now();

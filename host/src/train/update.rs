@@ -481,6 +481,43 @@ impl Cursor {
     }
 }
 
+/// The minibatches of one update, in order, with the phase of each optimiser step: PPO epochs
+/// over shuffled minibatches of `recurrence`-step chunks (plain modes), or `inner_steps` fast
+/// steps on such minibatches, cycling through the rollout, then `outer_steps` slow steps on
+/// minibatches of `recurrence x slowness`-step chunks (meta modes; first-order, the inner updates
+/// are not differentiated through). Every backend follows it, so all draw the same shuffles.
+pub fn schedule(
+    cfg: &TrainConfig,
+    mode: Mode,
+    procs: usize,
+    rng: &mut Pcg32,
+) -> Vec<(Vec<Chunk>, Phase)> {
+    let frames = cfg.frames_per_proc;
+    let per_batch = (cfg.batch_size / cfg.recurrence).max(1);
+    let mut short = chunks(procs, frames, cfg.recurrence);
+    let mut out = Vec::new();
+    if !is_meta(mode) {
+        for _ in 0..cfg.epochs {
+            shuffle(&mut short, rng);
+            for batch in short.chunks(per_batch) {
+                out.push((batch.to_vec(), Phase::All));
+            }
+        }
+        return out;
+    }
+    let mut cursor = Cursor::default();
+    for _ in 0..cfg.inner_steps {
+        out.push((cursor.next_batch(&mut short, per_batch, rng), Phase::Inner));
+    }
+    let mut long = chunks(procs, frames, cfg.slow_horizon());
+    let per_long = (cfg.batch_size / cfg.slow_horizon()).max(1);
+    let mut cursor = Cursor::default();
+    for _ in 0..cfg.outer_steps {
+        out.push((cursor.next_batch(&mut long, per_long, rng), Phase::Outer));
+    }
+    out
+}
+
 /// Everything one training update does after the rollout: PPO epochs (plain modes) or the
 /// inner and outer loops (meta modes). Returns the statistics of its gradient passes.
 pub fn train_on_rollout(
@@ -500,10 +537,7 @@ pub fn train_on_rollout(
         clip_value: true,
     };
     let n_modules = model.layout.dims().rim.n_modules;
-    let frames = cfg.frames_per_proc;
-    let per_batch = (cfg.batch_size / cfg.recurrence).max(1);
     let mut stats = UpdateStats::default();
-    let mut short = chunks(slots.len(), frames, cfg.recurrence);
     // The encoders (the `Other` group) keep the rollout's parameters until a step updates them.
     let mut inputs_fresh = true;
     let mut one_step = |model: &mut Model,
@@ -540,29 +574,8 @@ pub fn train_on_rollout(
         stats.grad_norm += f64::from(norm);
         Ok(())
     };
-    if !is_meta(mode) {
-        for _ in 0..cfg.epochs {
-            shuffle(&mut short, rng);
-            for batch in short.chunks(per_batch) {
-                one_step(model, optim, batch, Phase::All, &mut stats)?;
-            }
-        }
-        return Ok(stats);
-    }
-    // Inner loop: fast updates on minibatches of short chunks, cycling through the rollout.
-    let mut cursor = Cursor::default();
-    for _ in 0..cfg.inner_steps {
-        let batch = cursor.next_batch(&mut short, per_batch, rng);
-        one_step(model, optim, &batch, Phase::Inner, &mut stats)?;
-    }
-    // Outer loop: slow updates on minibatches of long chunks (several concatenated episodes),
-    // after the inner loop (first-order: the inner updates are not differentiated through).
-    let mut long = chunks(slots.len(), frames, cfg.slow_horizon());
-    let per_long = (cfg.batch_size / cfg.slow_horizon()).max(1);
-    let mut cursor = Cursor::default();
-    for _ in 0..cfg.outer_steps {
-        let batch = cursor.next_batch(&mut long, per_long, rng);
-        one_step(model, optim, &batch, Phase::Outer, &mut stats)?;
+    for (batch, phase) in schedule(cfg, mode, slots.len(), rng) {
+        one_step(model, optim, &batch, phase, &mut stats)?;
     }
     Ok(stats)
 }

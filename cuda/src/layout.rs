@@ -1,0 +1,504 @@
+//! The model's sizes as kernel defines, and the host's mirror of every per-sample layout in
+//! `kernels/model.cuh` (offsets into caches, deltas and parameter blocks).
+//!
+//! Invariants: [`ModelLayout::new`] is the only constructor and rejects what the kernels do not
+//! implement (an error naming it); the sizes here equal the core's where both exist (tests),
+//! and equal what a compiled module reports through its `layout_info` kernel (checked at load
+//! time by [`crate::engine`]).
+
+use metarim_core::mission::vocab::VOCAB_SIZE;
+use metarim_core::nn::dims::{CellKind, EncoderKind, MemoryKind, ModelDims};
+
+use crate::nvrtc::Define;
+use crate::{Error, Result};
+
+/// Most RIM modules the kernels support (activity bit masks are 16 bits on the host).
+pub const MAX_MODULES: usize = 16;
+/// Dynamic shared memory a block may use without opting in (bytes).
+pub const SMEM_LIMIT: usize = 48 * 1024;
+/// Loss terms per sample (`PpoTerms` fields).
+pub const N_TERMS: usize = 9;
+
+/// The layout constants `layout_info` reports, in its order.
+pub const LAYOUT_FIELDS: [&str; 25] = [
+    "RIM_CACHE",
+    "RIM_DELTA",
+    "LSTM_CACHE",
+    "LSTM_DELTA",
+    "ENC_PARAMS",
+    "ENC_CACHE",
+    "ENC_DELTA",
+    "INSTR_PARAMS",
+    "INSTR_CACHE",
+    "INSTR_DELTA",
+    "HEADS_PARAMS",
+    "HEADS_CACHE",
+    "HEADS_DELTA",
+    "RF_SMEM",
+    "RB_SMEM",
+    "LF_SMEM",
+    "LB_SMEM",
+    "HF_SMEM",
+    "HB_SMEM",
+    "ENC_FWD_SMEM",
+    "ENC_BWD_SMEM",
+    "INSTR_FWD_SMEM",
+    "INSTR_BWD_SMEM",
+    "RNN_LEN",
+    "N_TERMS",
+];
+
+/// Every size and offset of `kernels/model.cuh` for one model, plus the samples per block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)] // the fields are model.cuh's macros, named alike (lower case)
+pub struct ModelLayout {
+    pub dims: ModelDims,
+    pub n: usize,
+    pub k: usize,
+    pub hid: usize,
+    pub input: usize,
+    pub nh: usize,
+    pub qw: usize,
+    pub uw: usize,
+    pub cw: usize,
+    pub g3h: usize,
+    pub rnn_w_hh: usize,
+    pub rnn_b_ih: usize,
+    pub rnn_b_hh: usize,
+    pub rnn_len: usize,
+    pub rc_u: usize,
+    pub rc_ht: usize,
+    pub rc_o: usize,
+    pub rim_cache: usize,
+    pub rd_dkx: usize,
+    pub rd_dvx: usize,
+    pub rd_dq: usize,
+    pub rd_gi: usize,
+    pub rd_gh: usize,
+    pub rd_dcq: usize,
+    pub rd_dck: usize,
+    pub rd_dcv: usize,
+    pub rd_dpg: usize,
+    pub rd_dpo: usize,
+    pub rim_delta: usize,
+    pub mw: usize,
+    pub lstm_cache: usize,
+    pub lstm_delta: usize,
+    pub enc_params: usize,
+    pub enc_cache: usize,
+    pub enc_delta: usize,
+    pub ig3: usize,
+    pub ip_w_ih: usize,
+    pub ip_w_hh: usize,
+    pub ip_b_ih: usize,
+    pub ip_b_hh: usize,
+    pub instr_params: usize,
+    pub instr_cache: usize,
+    pub id_gh: usize,
+    pub instr_delta: usize,
+    pub hp_a_b1: usize,
+    pub hp_a_w2: usize,
+    pub hp_a_b2: usize,
+    pub hp_c_w1: usize,
+    pub hp_c_b1: usize,
+    pub hp_c_w2: usize,
+    pub hp_c_b2: usize,
+    pub heads_params: usize,
+    pub heads_cache: usize,
+    pub hd_dv: usize,
+    pub hd_da: usize,
+    pub hd_dc: usize,
+    pub heads_delta: usize,
+    pub rf_smem: usize,
+    pub rb_smem: usize,
+    pub lf_smem: usize,
+    pub lb_smem: usize,
+    pub hf_smem: usize,
+    pub hb_smem: usize,
+    pub enc_fwd_smem: usize,
+    pub enc_bwd_smem: usize,
+    pub instr_fwd_smem: usize,
+    pub instr_bwd_smem: usize,
+    pub spb_rim: usize,
+    pub spb_lstm: usize,
+    pub spb_heads: usize,
+}
+
+fn unsupported(what: String) -> Error {
+    Error::Unsupported { what }
+}
+
+/// Samples per block so that `floats_per_sample` fit the shared-memory limit, at most `cap`.
+fn samples_per_block(floats_per_sample: usize, cap: usize) -> Result<usize> {
+    let bytes = floats_per_sample * 4;
+    if bytes > SMEM_LIMIT {
+        return Err(unsupported(format!(
+            "a sample needs {bytes} B of shared memory, more than the {SMEM_LIMIT} B a block \
+             gets without opting in"
+        )));
+    }
+    Ok((SMEM_LIMIT / bytes.max(1)).clamp(1, cap))
+}
+
+impl ModelLayout {
+    /// The layout of `dims`; errors for what the kernels do not implement (LSTM cells inside the
+    /// RIM, more than [`MAX_MODULES`] modules, blocks that do not fit in shared memory).
+    pub fn new(dims: &ModelDims) -> Result<ModelLayout> {
+        let r = &dims.rim;
+        if dims.memory == MemoryKind::Rim && r.cell != CellKind::Gru {
+            return Err(unsupported(
+                "RIM modules with LSTM cells (the kernels implement GRU modules)".into(),
+            ));
+        }
+        if r.n_modules == 0 || r.n_modules > MAX_MODULES || r.k_active == 0 {
+            return Err(unsupported(format!(
+                "{} modules, {} active (the kernels take 1..={MAX_MODULES} modules)",
+                r.n_modules, r.k_active
+            )));
+        }
+        if r.input != dims.memory_input() || dims.n_actions == 0 || dims.head_hidden == 0 {
+            return Err(Error::BadInput {
+                what: "model dimensions are inconsistent (see core::nn::params::Layout)".into(),
+            });
+        }
+        let (n, hid) = (r.n_modules, r.hidden);
+        let nh = n * hid;
+        let qw = r.in_heads * r.d_k;
+        let uw = r.in_heads * r.d_v;
+        let cw = if r.communication {
+            r.c_heads * r.c_k
+        } else {
+            0
+        };
+        let comm_nh = if r.communication { nh } else { 0 };
+        let g3h = 3 * hid;
+        let rnn_w_hh = g3h * uw;
+        let rnn_b_ih = rnn_w_hh + g3h * hid;
+        let rnn_b_hh = rnn_b_ih + g3h;
+        let rnn_len = rnn_b_hh + g3h;
+        // Step cache.
+        let rc_kx = 2 * n;
+        let rc_vx = rc_kx + qw;
+        let rc_q = rc_vx + uw;
+        let rc_ax = rc_q + n * qw;
+        let rc_u = rc_ax + n * r.in_heads;
+        let rc_rnn = rc_u + n * uw;
+        let rc_ht = rc_rnn + n * 4 * hid;
+        let rc_cq = rc_ht + comm_nh;
+        let rc_p = rc_cq + 3 * n * cw;
+        let rc_o = rc_p
+            + if r.communication {
+                n * r.c_heads * n
+            } else {
+                0
+            };
+        let rc_gate = rc_o + n * cw;
+        let rim_cache = rc_gate + 2 * comm_nh;
+        // Deltas.
+        let rd_dkx = 0;
+        let rd_dvx = qw;
+        let rd_dq = rd_dvx + uw;
+        let rd_gi = rd_dq + n * qw;
+        let rd_gh = rd_gi + n * g3h;
+        let rd_dcq = rd_gh + n * g3h;
+        let rd_dck = rd_dcq + n * cw;
+        let rd_dcv = rd_dck + n * cw;
+        let rd_dpg = rd_dcv + n * cw;
+        let rd_dpo = rd_dpg + comm_nh;
+        let rim_delta = rd_dpo + comm_nh;
+        let mw = nh;
+        // Encoder.
+        let bow = dims.encoder == EncoderKind::Bow;
+        let cin = if bow { dims.bow_dim } else { 3 };
+        let [c0, c1, c2] = dims.conv_channels;
+        let enc_params = if bow { 48 * dims.bow_dim } else { 0 }
+            + c0 * cin * 4
+            + c0
+            + c1 * c0 * 4
+            + c1
+            + c2 * c1 * 4
+            + c2;
+        let enc_cache = c0 * 36 + c0 * 9 + c1 * 4 + c2;
+        let enc_delta = c2 + c1 * 4 + c0 * 9 + if bow { cin * 49 } else { 0 };
+        if bow && dims.bow_dim == 0 {
+            return Err(Error::BadInput {
+                what: "bag-of-words encoder with bow_dim 0".into(),
+            });
+        }
+        // Instruction encoder.
+        let (hi, wd, mt) = (dims.instr_hidden, dims.word_dim, dims.max_tokens);
+        let ig3 = 3 * hi;
+        let ip_w_ih = VOCAB_SIZE * wd;
+        let ip_w_hh = ip_w_ih + ig3 * wd;
+        let ip_b_ih = ip_w_hh + ig3 * hi;
+        let ip_b_hh = ip_b_ih + ig3;
+        let instr_params = ip_b_hh + ig3;
+        let instr_cache = (mt + 1) * hi + mt * 4 * hi;
+        let id_gh = ig3;
+        let instr_delta = 2 * ig3 + wd;
+        // Heads.
+        let (hh, na) = (dims.head_hidden, dims.n_actions);
+        let hp_a_b1 = hh * mw;
+        let hp_a_w2 = hp_a_b1 + hh;
+        let hp_a_b2 = hp_a_w2 + na * hh;
+        let hp_c_w1 = hp_a_b2 + na;
+        let hp_c_b1 = hp_c_w1 + hh * mw;
+        let hp_c_w2 = hp_c_b1 + hh;
+        let hp_c_b2 = hp_c_w2 + hh;
+        let heads_params = hp_c_b2 + 1;
+        let hd_dv = na;
+        let hd_da = hd_dv + 1;
+        let hd_dc = hd_da + hh;
+        let heads_delta = hd_dc + hh;
+        // Shared memory per sample (floats).
+        // (The attention-matrix parts are reserved with or without communication, as in
+        // model.cuh.)
+        let rf_smem = r.input
+            + nh
+            + qw
+            + uw
+            + n * qw
+            + n * r.in_heads
+            + 2 * n
+            + n * uw
+            + nh
+            + 4 * n * cw
+            + n * r.c_heads * n;
+        let rb_smem = 5 * nh
+            + n
+            + 4 * n * cw
+            + n * r.c_heads * n
+            + 2 * n * g3h
+            + n * uw
+            + n * r.in_heads
+            + n * qw
+            + qw
+            + uw;
+        let lf_smem = r.input + 2 * mw;
+        let lb_smem = 6 * mw;
+        let hf_smem = mw + 2 * hh;
+        let hb_smem = na + 1 + 2 * hh;
+        let enc_fwd_smem = cin * 49 + c0 * 36 + c0 * 9 + c1 * 4;
+        let enc_bwd_smem = c2 + c1 * 4 + c0 * 9;
+        let instr_fwd_smem = hi + wd;
+        let instr_bwd_smem = 2 * hi + 2 * ig3;
+        for (what, floats) in [
+            ("encoder forward", enc_fwd_smem),
+            ("encoder backward", enc_bwd_smem),
+            ("instruction forward", instr_fwd_smem),
+            ("instruction backward", instr_bwd_smem),
+        ] {
+            if floats * 4 > SMEM_LIMIT {
+                return Err(unsupported(format!(
+                    "the {what} kernel needs {} B of shared memory",
+                    floats * 4
+                )));
+            }
+        }
+        let spb_rim = samples_per_block(rf_smem.max(rb_smem), 8)?;
+        let spb_lstm = samples_per_block(lf_smem.max(lb_smem), 8)?;
+        let spb_heads = samples_per_block(hf_smem.max(hb_smem), 16)?;
+        Ok(ModelLayout {
+            dims: *dims,
+            n,
+            k: r.k_active,
+            hid,
+            input: r.input,
+            nh,
+            qw,
+            uw,
+            cw,
+            g3h,
+            rnn_w_hh,
+            rnn_b_ih,
+            rnn_b_hh,
+            rnn_len,
+            rc_u,
+            rc_ht,
+            rc_o,
+            rim_cache,
+            rd_dkx,
+            rd_dvx,
+            rd_dq,
+            rd_gi,
+            rd_gh,
+            rd_dcq,
+            rd_dck,
+            rd_dcv,
+            rd_dpg,
+            rd_dpo,
+            rim_delta,
+            mw,
+            lstm_cache: 5 * mw,
+            lstm_delta: 4 * mw,
+            enc_params,
+            enc_cache,
+            enc_delta,
+            ig3,
+            ip_w_ih,
+            ip_w_hh,
+            ip_b_ih,
+            ip_b_hh,
+            instr_params,
+            instr_cache,
+            id_gh,
+            instr_delta,
+            hp_a_b1,
+            hp_a_w2,
+            hp_a_b2,
+            hp_c_w1,
+            hp_c_b1,
+            hp_c_w2,
+            hp_c_b2,
+            heads_params,
+            heads_cache: 2 * hh,
+            hd_dv,
+            hd_da,
+            hd_dc,
+            heads_delta,
+            rf_smem,
+            rb_smem,
+            lf_smem,
+            lb_smem,
+            hf_smem,
+            hb_smem,
+            enc_fwd_smem,
+            enc_bwd_smem,
+            instr_fwd_smem,
+            instr_bwd_smem,
+            spb_rim,
+            spb_lstm,
+            spb_heads,
+        })
+    }
+
+    /// The values `layout_info` must report, in [`LAYOUT_FIELDS`] order.
+    pub fn expected_info(&self) -> [u32; 25] {
+        let v = [
+            self.rim_cache,
+            self.rim_delta,
+            self.lstm_cache,
+            self.lstm_delta,
+            self.enc_params,
+            self.enc_cache,
+            self.enc_delta,
+            self.instr_params,
+            self.instr_cache,
+            self.instr_delta,
+            self.heads_params,
+            self.heads_cache,
+            self.heads_delta,
+            self.rf_smem,
+            self.rb_smem,
+            self.lf_smem,
+            self.lb_smem,
+            self.hf_smem,
+            self.hb_smem,
+            self.enc_fwd_smem,
+            self.enc_bwd_smem,
+            self.instr_fwd_smem,
+            self.instr_bwd_smem,
+            self.rnn_len,
+            N_TERMS,
+        ];
+        v.map(|x| x as u32)
+    }
+
+    /// The state width (`[h | c]` for the LSTM memory).
+    pub fn state_len(&self) -> usize {
+        match self.dims.memory {
+            MemoryKind::Rim => self.nh,
+            MemoryKind::Lstm => 2 * self.mw,
+        }
+    }
+
+    /// The `-D` defines of `kernels/model.cuh`.
+    pub fn defines(&self) -> Vec<Define> {
+        let d = &self.dims;
+        let r = &d.rim;
+        let list: [(&str, usize); 24] = [
+            ("N_MOD", r.n_modules),
+            ("K_ACT", r.k_active),
+            ("HID", r.hidden),
+            ("INPUT", r.input),
+            ("D_K", r.d_k),
+            ("D_V", r.d_v),
+            ("IN_HEADS", r.in_heads),
+            ("C_HEADS", r.c_heads),
+            ("C_K", r.c_k),
+            ("COMM", usize::from(r.communication)),
+            ("ENC_BOW", usize::from(d.encoder == EncoderKind::Bow)),
+            ("BOW_DIM", d.bow_dim),
+            ("C0", d.conv_channels[0]),
+            ("C1", d.conv_channels[1]),
+            ("C2", d.conv_channels[2]),
+            ("WORD_DIM", d.word_dim),
+            ("INSTR_H", d.instr_hidden),
+            ("MAX_TOK", d.max_tokens),
+            ("VOCAB", VOCAB_SIZE),
+            ("HEAD_H", d.head_hidden),
+            ("N_ACT", d.n_actions),
+            ("SPB_RIM", self.spb_rim),
+            ("SPB_LSTM", self.spb_lstm),
+            ("SPB_HEADS", self.spb_heads),
+        ];
+        list.iter()
+            .map(|(k, v)| Define {
+                name: (*k).to_string(),
+                value: format!("{v}u"),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metarim_core::nn::dims::{PAPER, TINY};
+    use metarim_core::nn::encoder::{encoder_cache_len, encoder_param_len};
+    use metarim_core::nn::heads::{heads_cache_len, heads_param_len};
+    use metarim_core::nn::instr::{instr_cache_len, instr_param_len};
+    use metarim_core::nn::rim::{rnn_module_len, step_cache_len};
+
+    #[test]
+    fn sizes_equal_the_cores() {
+        for mut d in [PAPER, TINY] {
+            for (bow, comm) in [(false, true), (true, false)] {
+                d.encoder = if bow {
+                    EncoderKind::Bow
+                } else {
+                    EncoderKind::Conv
+                };
+                d.rim.communication = comm;
+                let l = ModelLayout::new(&d).unwrap();
+                assert_eq!(l.rim_cache, step_cache_len(&d.rim));
+                assert_eq!(l.rnn_len, rnn_module_len(&d.rim));
+                assert_eq!(l.enc_params, encoder_param_len(&d));
+                assert_eq!(l.enc_cache, encoder_cache_len(&d));
+                assert_eq!(l.instr_params, instr_param_len(&d));
+                assert_eq!(l.instr_cache, instr_cache_len(&d));
+                assert_eq!(l.heads_params, heads_param_len(&d));
+                assert_eq!(l.heads_cache, heads_cache_len(&d));
+                assert!(l.spb_rim >= 1 && l.rf_smem * 4 * l.spb_rim <= SMEM_LIMIT);
+                assert!(l.rb_smem * 4 * l.spb_rim <= SMEM_LIMIT);
+            }
+        }
+        let l = ModelLayout::new(&PAPER).unwrap();
+        assert_eq!(l.spb_rim, 1, "Paper: one sample per block");
+        assert_eq!(l.defines().len(), 24);
+    }
+
+    #[test]
+    fn unsupported_models_are_errors() {
+        let mut d = TINY;
+        d.rim.cell = CellKind::Lstm;
+        let e = ModelLayout::new(&d).unwrap_err().to_string();
+        assert!(e.contains("LSTM cells"), "{e}");
+        let mut d = TINY;
+        d.rim.n_modules = 17;
+        assert!(ModelLayout::new(&d).is_err());
+        let mut d = TINY;
+        d.rim.input += 1;
+        assert!(ModelLayout::new(&d).is_err());
+    }
+}

@@ -1,0 +1,658 @@
+//! Shared by the parity tests on the CPU emulator (`emu.rs`) and on a GPU (`parity.rs`): random
+//! models and minibatches from real episodes, the CPU reference of a gradient pass and of one
+//! PPO update (the host trainer's `compute_grads` + `Optim::step`, written out on the core), and
+//! the comparisons.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use metarim_core::env::{Action, Env, Observation};
+use metarim_core::levels::Level;
+use metarim_core::mission::vocab::{tokenize, MAX_TOKENS};
+use metarim_core::nn::dims::{CellKind, EncoderKind, MemoryKind, ModelDims, RimDims, PAPER, TINY};
+use metarim_core::nn::init::InitConfig;
+use metarim_core::nn::loss::{PpoCoefs, PpoSample, PpoTerms};
+use metarim_core::nn::optim::{clip_coef, Adam, Range};
+use metarim_core::nn::params::{Group, GroupBufs, GroupBufsMut, Layout, Mode, FAST_RANGES};
+use metarim_core::nn::policy::{
+    chunk_work_len, init_params, state_len, ChunkStats, ChunkStep, Policy, MAX_MODULES,
+};
+use metarim_core::nn::rim::CommGrad;
+use metarim_core::rng::Pcg32;
+use metarim_cuda::engine::{ActInput, CudaPolicy, PassChunk};
+use metarim_cuda::exec::Exec;
+
+/// Relative tolerance of every parity check (f32).
+pub const TOL: f64 = 1e-4;
+
+/// One buffer per group.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Groups {
+    pub fast: Vec<f32>,
+    pub slow: Vec<f32>,
+    pub other: Vec<f32>,
+}
+
+impl Groups {
+    pub fn zeros(l: &Layout) -> Groups {
+        Groups {
+            fast: vec![0.0; l.group_len(Group::Fast)],
+            slow: vec![0.0; l.group_len(Group::Slow)],
+            other: vec![0.0; l.group_len(Group::Other)],
+        }
+    }
+    pub fn bufs(&self) -> GroupBufs<'_, f32> {
+        GroupBufs {
+            fast: &self.fast,
+            slow: &self.slow,
+            other: &self.other,
+        }
+    }
+    pub fn bufs_mut(&mut self) -> GroupBufsMut<'_, f32> {
+        GroupBufsMut {
+            fast: &mut self.fast,
+            slow: &mut self.slow,
+            other: &mut self.other,
+        }
+    }
+    pub fn group(&self, g: Group) -> &[f32] {
+        match g {
+            Group::Fast => &self.fast,
+            Group::Slow => &self.slow,
+            Group::Other => &self.other,
+        }
+    }
+    pub fn group_mut(&mut self, g: Group) -> &mut Vec<f32> {
+        match g {
+            Group::Fast => &mut self.fast,
+            Group::Slow => &mut self.slow,
+            Group::Other => &mut self.other,
+        }
+    }
+}
+
+/// A small model exercising the kernels' other branches: two input heads, the bag-of-words
+/// encoder, odd sizes.
+pub fn small_dims(bow: bool, comm: bool) -> ModelDims {
+    ModelDims {
+        encoder: if bow {
+            EncoderKind::Bow
+        } else {
+            EncoderKind::Conv
+        },
+        conv_channels: [4, 6, 8],
+        bow_dim: 3,
+        word_dim: 6,
+        instr_hidden: 5,
+        max_tokens: MAX_TOKENS,
+        memory: MemoryKind::Rim,
+        rim: RimDims {
+            n_modules: 5,
+            k_active: 3,
+            hidden: 6,
+            input: 8 + 5,
+            d_k: 4,
+            d_v: 5,
+            in_heads: 2,
+            c_heads: 2,
+            c_k: 3,
+            cell: CellKind::Gru,
+            communication: comm,
+        },
+        head_hidden: 7,
+        n_actions: 7,
+    }
+}
+
+/// Every (name, dims) the parity tests run.
+pub fn configs(include_paper: bool) -> Vec<(&'static str, ModelDims)> {
+    let mut v = vec![
+        ("Tiny", TINY),
+        ("small+bow", small_dims(true, true)),
+        ("small-comm", small_dims(false, false)),
+    ];
+    if include_paper {
+        v.push(("Paper", PAPER));
+    }
+    v
+}
+
+pub const MODES: [Mode; 4] = [Mode::MetaRim, Mode::Reversed, Mode::Joint, Mode::Lstm];
+
+/// A freshly initialised model (BabyAI's schemes), with the other group perturbed so biases
+/// are not all zero.
+pub fn model(dims: &ModelDims, mode: Mode, seed: u64) -> (Layout, Groups) {
+    let layout = Layout::new(dims, mode).expect("layout");
+    let mut p = Groups::zeros(&layout);
+    init_params(&layout, &InitConfig::BABYAI, seed, p.bufs_mut()).expect("init");
+    let mut rng = Pcg32::new(seed ^ 0xb1a5);
+    for g in [Group::Fast, Group::Slow, Group::Other] {
+        for v in p.group_mut(g).iter_mut() {
+            *v += (rng.gen_f32() - 0.5) * 0.02;
+        }
+    }
+    (layout, p)
+}
+
+/// One chunk of recorded steps.
+#[derive(Clone, Debug)]
+pub struct Chunk {
+    pub obs: Vec<Observation>,
+    pub tokens: Vec<[u16; MAX_TOKENS]>,
+    pub starts: Vec<bool>,
+    pub samples: Vec<PpoSample<f32>>,
+    pub init: Vec<f32>,
+}
+
+impl Chunk {
+    pub fn steps(&self) -> Vec<ChunkStep<'_, f32>> {
+        (0..self.obs.len())
+            .map(|t| ChunkStep {
+                obs: &self.obs[t],
+                tokens: &self.tokens[t],
+                episode_start: self.starts[t],
+                sample: self.samples[t],
+            })
+            .collect()
+    }
+}
+
+fn new_episode(env: &mut Env, rng: &mut Pcg32, tokens: &mut [u16; MAX_TOKENS]) {
+    let level = Level::from_id("BabyAI-GoToLocal-v0").expect("level");
+    level.reset(env, rng.next_u64()).expect("reset");
+    *tokens = [0; MAX_TOKENS];
+    tokenize(env.mission.as_str(), tokens).expect("tokenize");
+}
+
+/// `chunks` chunks of `len` steps from random-action episodes on GoToLocal, with episodes
+/// starting inside chunks (probability `p_start` per step, and at step 0 of some chunks), PPO
+/// targets spread around the current policy so clipping engages on both sides.
+pub fn minibatch(
+    dims: &ModelDims,
+    chunks: usize,
+    len: usize,
+    p_start: f64,
+    seed: u64,
+) -> Vec<Chunk> {
+    let mut rng = Pcg32::new(seed);
+    let mut env = Env::new(8, 8).expect("env");
+    let sl = state_len(dims);
+    let mut out = Vec::new();
+    for c in 0..chunks {
+        let mut tokens = [0u16; MAX_TOKENS];
+        new_episode(&mut env, &mut rng, &mut tokens);
+        let mut ch = Chunk {
+            obs: Vec::new(),
+            tokens: Vec::new(),
+            starts: Vec::new(),
+            samples: Vec::new(),
+            init: (0..sl).map(|_| (rng.gen_f32() - 0.5) * 0.8).collect(),
+        };
+        for t in 0..len {
+            let start = (t == 0 && c % 3 == 1) || (t > 0 && rng.gen_f64() < p_start);
+            if start && t > 0 {
+                new_episode(&mut env, &mut rng, &mut tokens);
+            }
+            ch.obs.push(env.observation());
+            ch.tokens.push(tokens);
+            ch.starts.push(start);
+            let action = rng.below(dims.n_actions as u32) as usize;
+            ch.samples.push(PpoSample {
+                action,
+                old_logprob: -(dims.n_actions as f32).ln() + (rng.gen_f32() - 0.5) * 0.6,
+                old_value: (rng.gen_f32() - 0.5) * 0.5,
+                advantage: (rng.gen_f32() - 0.5) * 2.0,
+                ret: (rng.gen_f32() - 0.5) * 2.0,
+            });
+            let out = env.step(Action::ALL[action]);
+            if out.terminated || out.truncated {
+                new_episode(&mut env, &mut rng, &mut tokens);
+            }
+        }
+        out.push(ch);
+    }
+    out
+}
+
+pub fn coefs() -> PpoCoefs<f32> {
+    PpoCoefs::babyai()
+}
+
+fn add_terms(a: &mut PpoTerms<f32>, b: &PpoTerms<f32>) {
+    a.loss += b.loss;
+    a.policy_loss += b.policy_loss;
+    a.value_loss += b.value_loss;
+    a.entropy += b.entropy;
+    a.logprob += b.logprob;
+    a.ratio += b.ratio;
+    a.approx_kl += b.approx_kl;
+    a.logprob_diff += b.logprob_diff;
+    a.clipped += b.clipped;
+}
+
+/// The CPU reference of one gradient pass (the host trainer's compute_grads): the mean loss
+/// gradient over every step of every chunk, chunk by chunk.
+pub fn cpu_grads(layout: &Layout, params: &Groups, chunks: &[Chunk]) -> (Groups, ChunkStats<f32>) {
+    let policy = Policy::new(layout, params.bufs()).expect("policy");
+    let total: usize = chunks.iter().map(|c| c.obs.len()).sum();
+    let scale = 1.0 / total as f32;
+    let mut g = Groups::zeros(layout);
+    let mut stats = ChunkStats {
+        sum: PpoTerms::default(),
+        steps: 0,
+        active_steps: [0; MAX_MODULES],
+    };
+    for c in chunks {
+        let steps = c.steps();
+        let mut work = vec![0.0f32; chunk_work_len(layout.dims(), steps.len())];
+        let st = policy
+            .chunk_backward(
+                &steps,
+                &c.init,
+                &coefs(),
+                scale,
+                CommGrad::Blocked,
+                g.bufs_mut(),
+                &mut work,
+            )
+            .expect("chunk_backward");
+        add_terms(&mut stats.sum, &st.sum);
+        stats.steps += st.steps;
+        for (a, b) in stats.active_steps.iter_mut().zip(st.active_steps) {
+            *a += b;
+        }
+    }
+    (g, stats)
+}
+
+/// The same pass on `exec`; returns the gradients and the device's statistics.
+pub fn device_grads(
+    exec: &Arc<dyn Exec>,
+    layout: &Layout,
+    params: &Groups,
+    chunks: &[Chunk],
+) -> (Groups, metarim_cuda::engine::PassStats, Vec<u32>) {
+    let mut p =
+        CudaPolicy::new(exec.clone(), layout, params.bufs()).unwrap_or_else(|e| panic!("{e}"));
+    let steps: Vec<Vec<ChunkStep<'_, f32>>> = chunks.iter().map(Chunk::steps).collect();
+    let pass: Vec<PassChunk<'_, '_>> = steps
+        .iter()
+        .zip(chunks)
+        .map(|(s, c)| PassChunk {
+            steps: s,
+            init_state: &c.init,
+        })
+        .collect();
+    let total: usize = chunks.iter().map(|c| c.obs.len()).sum();
+    p.grad_pass(&pass, &coefs(), 1.0 / total as f32)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut g = Groups::zeros(layout);
+    p.download_grads(g.bufs_mut())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let counts = p.active_counts().unwrap_or_else(|e| panic!("{e}"));
+    let stats = p.take_stats().unwrap_or_else(|e| panic!("{e}"));
+    (g, stats, counts)
+}
+
+/// Largest error of `got` against `want` relative to max(|want_i|, 1e-2 * max_j |want_j|)
+/// (elements a hundred times smaller than the tensor's largest are compared at that scale, so
+/// cancellation in near-zero gradients does not count as a relative error). Also the number of
+/// elements that differ in any bit.
+pub fn rel_error(got: &[f32], want: &[f32]) -> (f64, usize) {
+    assert_eq!(got.len(), want.len(), "lengths");
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(f64::from(v.abs())));
+    let floor = (1e-2 * scale).max(1e-30);
+    let mut worst = 0.0f64;
+    let mut differ = 0;
+    for (a, b) in got.iter().zip(want) {
+        if a.to_bits() != b.to_bits() {
+            differ += 1;
+        }
+        let (a, b) = (f64::from(*a), f64::from(*b));
+        let e = if a.is_nan() || b.is_nan() {
+            if a.is_nan() && b.is_nan() {
+                0.0
+            } else {
+                f64::INFINITY
+            }
+        } else {
+            (a - b).abs() / b.abs().max(floor)
+        };
+        worst = worst.max(e);
+    }
+    (worst, differ)
+}
+
+/// Compare every tensor of two group sets; panics naming the worst tensor beyond `tol`.
+pub fn compare_tensors(what: &str, layout: &Layout, got: &Groups, want: &Groups, tol: f64) -> f64 {
+    let mut worst = 0.0f64;
+    for e in layout.entries() {
+        let r = e.range();
+        let (err, differ) = rel_error(&got.group(e.group)[r.clone()], &want.group(e.group)[r]);
+        if err > tol || std::env::var_os("METARIM_PARITY_VERBOSE").is_some() {
+            println!(
+                "  {what} {}: max rel {err:.2e}, {differ} of {} differ",
+                e.name, e.len
+            );
+        }
+        assert!(
+            err <= tol,
+            "{what} {}: relative error {err:e} > {tol:e}",
+            e.name
+        );
+        worst = worst.max(err);
+    }
+    worst
+}
+
+/// Relative error of two scalars (at scale max(|b|, 1)).
+pub fn scalar_rel(a: f64, b: f64) -> f64 {
+    (a - b).abs() / b.abs().max(1.0)
+}
+
+/// The host trainer's phases.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    All,
+    Inner,
+    Outer,
+}
+
+/// Groups a phase updates (host Optim::groups with the `other` group slow).
+pub fn phase_groups(mode: Mode, phase: Phase) -> Vec<Group> {
+    let meta = matches!(mode, Mode::MetaRim | Mode::Reversed);
+    match (meta, phase) {
+        (false, _) | (true, Phase::All) => Group::ALL.to_vec(),
+        (true, Phase::Inner) => vec![Group::Fast],
+        (true, Phase::Outer) => vec![Group::Slow, Group::Other],
+    }
+}
+
+/// The CPU reference of one optimiser step (host Optim::step): global norm over the phase's
+/// groups (fast restricted to the active modules outside Phase::All), clip, Adam step t.
+#[allow(clippy::too_many_arguments)]
+pub fn cpu_adam_step(
+    layout: &Layout,
+    params: &mut Groups,
+    grads: &mut Groups,
+    m: &mut Groups,
+    v: &mut Groups,
+    groups: &[Group],
+    phase: Phase,
+    active: &[bool],
+    adam: &Adam,
+    t: u64,
+    max_norm: f32,
+) -> f32 {
+    let mut fast = heapless::Vec::<Range, FAST_RANGES>::new();
+    layout.fast_ranges(active, &mut fast).expect("fast ranges");
+    let ranges_of = |g: Group, n: usize| -> Vec<Range> {
+        if g == Group::Fast && phase != Phase::All {
+            fast.to_vec()
+        } else {
+            vec![(0, n)]
+        }
+    };
+    let mut sq = 0.0f64;
+    for &g in groups {
+        let buf = grads.group(g);
+        for (off, len) in ranges_of(g, buf.len()) {
+            sq += buf[off..off + len]
+                .iter()
+                .map(|x| f64::from(*x) * f64::from(*x))
+                .sum::<f64>();
+        }
+    }
+    let norm = sq.sqrt() as f32;
+    let coef = clip_coef(norm, max_norm);
+    for &g in groups {
+        let n = params.group(g).len();
+        let ranges = ranges_of(g, n);
+        if coef != 1.0 {
+            for (off, len) in &ranges {
+                for x in &mut grads.group_mut(g)[*off..*off + *len] {
+                    *x *= coef;
+                }
+            }
+        }
+        let grad = grads.group(g).to_vec();
+        adam.update_ranges_at(
+            t,
+            params.group_mut(g),
+            &grad,
+            m.group_mut(g),
+            v.group_mut(g),
+            &ranges,
+        )
+        .expect("adam");
+    }
+    norm
+}
+
+/// Acting parity: `steps` batched steps of `n` environments on the device against
+/// `Policy::step` per environment (instruction encoded at episode starts), comparing logits,
+/// values, activity and the states read. Returns the worst relative error.
+pub fn act_parity(
+    exec: &Arc<dyn Exec>,
+    dims: &ModelDims,
+    mode: Mode,
+    n: usize,
+    steps: usize,
+) -> f64 {
+    let (layout, params) = model(dims, mode, 11);
+    let policy = Policy::new(&layout, params.bufs()).expect("policy");
+    let d = *layout.dims();
+    let sl = state_len(&d);
+    let mut dev =
+        CudaPolicy::new(exec.clone(), &layout, params.bufs()).unwrap_or_else(|e| panic!("{e}"));
+    dev.actor_init(n).unwrap_or_else(|e| panic!("{e}"));
+    let mut rng = Pcg32::new(5);
+    let mut envs: Vec<Env> = (0..n).map(|_| Env::new(8, 8).expect("env")).collect();
+    let mut tokens = vec![[0u16; MAX_TOKENS]; n];
+    for (e, t) in envs.iter_mut().zip(tokens.iter_mut()) {
+        new_episode(e, &mut rng, t);
+    }
+    let mut states = vec![0.0f32; n * sl];
+    let mut instr = vec![0.0f32; n * d.instr_hidden];
+    let mut starts = vec![true; n];
+    let mut scratch = vec![0.0f32; metarim_core::nn::policy::scratch_len(&d)];
+    let mut cache = vec![0.0f32; metarim_core::nn::policy::step_cache_len(&d)];
+    let (mut next, mut logits) = (vec![0.0f32; sl], vec![0.0f32; d.n_actions]);
+    let mut worst = 0.0f64;
+    for step in 0..steps {
+        let obs: Vec<Observation> = envs.iter().map(Env::observation).collect();
+        let encode: Vec<bool> = (0..n).map(|i| starts[i] || step == 0).collect();
+        // The device computes both halves in its two slots.
+        let half = n / 2;
+        let toks: Vec<&[u16]> = tokens.iter().map(|t| &t[..]).collect();
+        let mut outs = Vec::new();
+        for (slot, (a, b)) in [(0, half), (half, n)].into_iter().enumerate() {
+            if a == b {
+                continue;
+            }
+            let inp = ActInput {
+                obs: &obs[a..b],
+                tokens: &toks[a..b],
+                encode: &encode[a..b],
+                reset: &starts[a..b],
+                commit: true,
+            };
+            dev.act_submit(slot, a, &inp)
+                .unwrap_or_else(|e| panic!("{e}"));
+            outs.push((slot, a, b));
+        }
+        let mut got_logits = vec![0.0f32; n * d.n_actions];
+        let mut got_values = vec![0.0f32; n];
+        let mut got_active = vec![0u32; n];
+        let mut got_state_in = vec![0.0f32; n * sl];
+        for (slot, a, b) in outs {
+            let o = dev.act_finish(slot).unwrap_or_else(|e| panic!("{e}"));
+            got_logits[a * d.n_actions..b * d.n_actions].copy_from_slice(&o.logits);
+            got_values[a..b].copy_from_slice(&o.values);
+            got_active[a..b].copy_from_slice(&o.active);
+            got_state_in[a * sl..b * sl].copy_from_slice(&o.state_in);
+        }
+        let mut want_logits = vec![0.0f32; n * d.n_actions];
+        let mut want_values = vec![0.0f32; n];
+        let mut want_active = vec![0u32; n];
+        let mut want_state_in = vec![0.0f32; n * sl];
+        for i in 0..n {
+            if encode[i] {
+                policy
+                    .encode_instruction(
+                        &tokens[i],
+                        &mut instr[i * d.instr_hidden..(i + 1) * d.instr_hidden],
+                        &mut scratch,
+                    )
+                    .expect("instr");
+            }
+            if starts[i] {
+                states[i * sl..(i + 1) * sl].fill(0.0);
+            }
+            want_state_in[i * sl..(i + 1) * sl].copy_from_slice(&states[i * sl..(i + 1) * sl]);
+            let v = policy
+                .step(
+                    &obs[i],
+                    &instr[i * d.instr_hidden..(i + 1) * d.instr_hidden],
+                    &states[i * sl..(i + 1) * sl],
+                    &mut next,
+                    &mut logits,
+                    &mut cache,
+                    &mut scratch,
+                )
+                .expect("step");
+            want_values[i] = v;
+            want_logits[i * d.n_actions..(i + 1) * d.n_actions].copy_from_slice(&logits);
+            if d.memory == MemoryKind::Rim {
+                let act = policy.active_in_cache(&cache);
+                want_active[i] = act
+                    .iter()
+                    .enumerate()
+                    .fold(0, |m, (k, a)| m | (u32::from(*a) << k));
+            }
+            states[i * sl..(i + 1) * sl].copy_from_slice(&next);
+        }
+        for (what, g, w) in [
+            ("logits", &got_logits, &want_logits),
+            ("values", &got_values, &want_values),
+            ("state read", &got_state_in, &want_state_in),
+        ] {
+            let (e, _) = rel_error(g, w);
+            assert!(e <= TOL, "step {step} {what}: relative error {e:e}");
+            worst = worst.max(e);
+        }
+        assert_eq!(got_active, want_active, "step {step}: active modules");
+        // Random actions; episodes restart at random (as at episode ends).
+        for i in 0..n {
+            let a = rng.below(d.n_actions as u32) as usize;
+            envs[i].step(Action::ALL[a]);
+            starts[i] = rng.gen_f64() < 0.15;
+            if starts[i] {
+                new_episode(&mut envs[i], &mut rng, &mut tokens[i]);
+            }
+        }
+    }
+    // The device's states match the CPU's after the last step.
+    let dev_states = dev.states().unwrap_or_else(|e| panic!("{e}"));
+    let (e, _) = rel_error(&dev_states, &states);
+    assert!(e <= TOL, "final states: relative error {e:e}");
+    worst.max(e)
+}
+
+/// One PPO update: plain PPO (two steps on every group) for joint and lstm, two inner (fast,
+/// active modules only) and one outer (slow + other) step for the meta modes, each on its own
+/// gradient pass and minibatch, on `exec` against the host trainer's arithmetic on the core:
+/// parameters and both moments within [`TOL`], the gradient norms too, and everything the CPU
+/// left untouched bit-identical.
+pub fn ppo_update_parity(
+    exec: &Arc<dyn Exec>,
+    name: &str,
+    dims: &metarim_core::nn::dims::ModelDims,
+    mode: Mode,
+) {
+    let (layout, params) = model(dims, mode, 21);
+    let meta = matches!(mode, Mode::MetaRim | Mode::Reversed);
+    let phases = if meta {
+        vec![(Phase::Inner, 2), (Phase::Outer, 1)]
+    } else {
+        vec![(Phase::All, 1), (Phase::All, 2)]
+    };
+    let fast = Adam::new(3e-3, 0.9, 0.999, 1e-5);
+    let slow = Adam::new(1e-3, 0.9, 0.999, 1e-5);
+    // A small max_norm so clipping engages.
+    let max_norm = 0.05f32;
+    let mut cpu = params.clone();
+    let (mut m, mut v) = (Groups::zeros(&layout), Groups::zeros(&layout));
+    let mut dev =
+        CudaPolicy::new(exec.clone(), &layout, params.bufs()).unwrap_or_else(|e| panic!("{e}"));
+    let (mut t_fast, mut t_slow) = (0u64, 0u64);
+    for (k, (phase, len)) in phases.iter().enumerate() {
+        let chunks = minibatch(layout.dims(), 3, 3 * len, 0.2, 40 + k as u64);
+        let (mut g, st) = cpu_grads(&layout, &cpu, &chunks);
+        let n = layout.dims().rim.n_modules;
+        let active: Vec<bool> = st.active_steps[..n].iter().map(|c| *c > 0).collect();
+        let groups = phase_groups(mode, *phase);
+        let (opt, t) = if *phase == Phase::Inner {
+            t_fast += 1;
+            (&fast, t_fast)
+        } else {
+            t_slow += 1;
+            (&slow, t_slow)
+        };
+        let norm = cpu_adam_step(
+            &layout, &mut cpu, &mut g, &mut m, &mut v, &groups, *phase, &active, opt, t, max_norm,
+        );
+        let steps: Vec<Vec<_>> = chunks.iter().map(Chunk::steps).collect();
+        let pass: Vec<PassChunk<'_, '_>> = steps
+            .iter()
+            .zip(&chunks)
+            .map(|(s, c)| PassChunk {
+                steps: s,
+                init_state: &c.init,
+            })
+            .collect();
+        let total: usize = chunks.iter().map(|c| c.obs.len()).sum();
+        dev.grad_pass(&pass, &coefs(), 1.0 / total as f32)
+            .unwrap_or_else(|e| panic!("{e}"));
+        dev.adam_step(&groups, *phase != Phase::All, opt, t, max_norm)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let stats = dev.take_stats().unwrap_or_else(|e| panic!("{e}"));
+        let ne = scalar_rel(f64::from(stats.norms[0]), f64::from(norm));
+        assert!(
+            ne <= TOL,
+            "{name} {}: gradient norm {} vs {norm}",
+            mode.name(),
+            stats.norms[0]
+        );
+    }
+    let mut got = Groups::zeros(&layout);
+    dev.download_params(got.bufs_mut())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (mut gm, mut gv) = (Groups::zeros(&layout), Groups::zeros(&layout));
+    dev.download_moments(gm.bufs_mut(), gv.bufs_mut())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let what = format!("{name} {} update", mode.name());
+    let wp = compare_tensors(&format!("{what} params"), &layout, &got, &cpu, TOL);
+    let wm = compare_tensors(&format!("{what} m"), &layout, &gm, &m, TOL);
+    let wv = compare_tensors(&format!("{what} v"), &layout, &gv, &v, TOL);
+    // What the step did not touch stays bit-identical (inactive modules, untouched groups).
+    for e in layout.entries() {
+        let r = e.range();
+        for (i, (a, b)) in got.group(e.group)[r.clone()]
+            .iter()
+            .zip(&cpu.group(e.group)[r])
+            .enumerate()
+        {
+            let p0 = params.group(e.group)[e.offset + i];
+            if b.to_bits() == p0.to_bits() {
+                assert_eq!(
+                    a.to_bits(),
+                    p0.to_bits(),
+                    "{what}: {} [{i}] moved on the device only",
+                    e.name
+                );
+            }
+        }
+    }
+    println!("{what}: params {wp:.2e}, m {wm:.2e}, v {wv:.2e}");
+}

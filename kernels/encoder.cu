@@ -1,0 +1,270 @@
+// metarim kernels: the observation encoder (core::nn::encoder): conv 2x2 -> ReLU -> maxpool 2x2
+// -> conv 2x2 -> ReLU -> conv 2x2 -> ReLU on the 7x7 view, raw integer codes (ENC_BOW 0) or the
+// bag-of-words cell embedding (ENC_BOW 1). One sample per block.
+//
+// Same semantics as the core: the input map is x[c][h][w] = obs[w * 7 + h][c]; ReLU's derivative
+// at 0 is 0; a pooling window's first maximum in row-major order wins and alone gets the
+// gradient. Sums are associated as the core's loops do. The cache has the core's layout
+// (model.cuh EC_*); the backward writes deltas (ED_*) and `encoder_wgrad` reduces them into the
+// parameter gradients over all samples (one thread per parameter, no atomics).
+//
+// Launch: encoder_fwd / encoder_bwd: grid = samples, any block size, dynamic shared memory
+// ENC_FWD_SMEM / ENC_BWD_SMEM floats; encoder_wgrad: 1-D, any grid (grid-stride loop).
+#include "common.cuh"
+#include "model.cuh"
+
+// Input channel ci at map position q = h * 7 + w of one observation (147 codes).
+__device__ __forceinline__ float input_at(const float* __restrict__ emb, const u8* o, u32 ci,
+                                          u32 q) {
+    const u32 h = q / 7, w = q % 7;
+    const u8* cell = o + (w * 7 + h) * 3;
+#if ENC_BOW
+    float acc = 0.0f;
+    for (u32 a = 0; a < 3; ++a) acc += emb[(a * 16 + cell[a]) * CIN + ci];
+    return acc;
+#else
+    (void)emb;
+    return (float)cell[ci];
+#endif
+}
+
+// conv1 output position (0..36) of the first maximum (post-ReLU) of pooling window win (0..9).
+__device__ __forceinline__ u32 window_argmax(const float* z1o, u32 win) {
+    const u32 ph = win / 3, pw = win % 3;
+    const u32 base = 2 * ph * 6 + 2 * pw;
+    u32 best = base;
+    float best_v = relu_ref(z1o[base]);
+    const u32 rest[3] = {base + 1, base + 6, base + 7};
+    for (u32 k = 0; k < 3; ++k) {
+        const float v = relu_ref(z1o[rest[k]]);
+        if (v > best_v) {
+            best = rest[k];
+            best_v = v;
+        }
+    }
+    return best;
+}
+
+// Parameters: the encoder's parameter block (EP_*), obs [samples x 147] (codes checked by the
+// host: < 16 for the bag of words), the output x [samples x ld] (features in columns 0..C2),
+// cache [samples x ENC_CACHE].
+extern "C" __global__ void encoder_fwd(const float* __restrict__ p, const u8* __restrict__ obs,
+                                       float* __restrict__ x, u32 ld, float* __restrict__ cache,
+                                       u32 samples) {
+    DYN_SMEM_F32(sm);
+    const u32 b = blockIdx.x;
+    if (b >= samples) return;
+    const u32 tid = block_thread();
+    const u32 nt = block_threads();
+    const u8* o = obs + (u64)b * 147;
+    float* C = cache + (u64)b * ENC_CACHE;
+    float* X = sm;
+    float* Z1 = X + CIN * 49;
+    float* P = Z1 + C0 * 36;
+    float* Z2 = P + C0 * 9;
+    for (u32 it = tid; it < CIN * 49; it += nt) X[it] = input_at(p, o, it / 49, it % 49);
+    __syncthreads();
+    for (u32 it = tid; it < C0 * 36; it += nt) {
+        const u32 oc = it / 36, q = it % 36;
+        const u32 t = (q / 6) * 7 + q % 6;
+        float acc = p[EP_B1 + oc];
+        for (u32 ci = 0; ci < CIN; ++ci) {
+            const float* k = p + EP_W1 + (oc * CIN + ci) * 4;
+            const float* xc = X + ci * 49;
+            acc += k[0] * xc[t] + k[1] * xc[t + 1] + k[2] * xc[t + 7] + k[3] * xc[t + 8];
+        }
+        Z1[it] = acc;
+        C[EC_Z1 + it] = acc;
+    }
+    __syncthreads();
+    for (u32 it = tid; it < C0 * 9; it += nt) {
+        const u32 oc = it / 9, win = it % 9;
+        const float* z1o = Z1 + oc * 36;
+        const float v = relu_ref(z1o[window_argmax(z1o, win)]);
+        P[it] = v;
+        C[EC_POOL + it] = v;
+    }
+    __syncthreads();
+    for (u32 it = tid; it < C1 * 4; it += nt) {
+        const u32 oc = it / 4, q = it % 4;
+        const u32 t = (q / 2) * 3 + q % 2;
+        float acc = p[EP_B2 + oc];
+        for (u32 ci = 0; ci < C0; ++ci) {
+            const float* k = p + EP_W2 + (oc * C0 + ci) * 4;
+            const float* pc = P + ci * 9;
+            acc += k[0] * pc[t] + k[1] * pc[t + 1] + k[2] * pc[t + 3] + k[3] * pc[t + 4];
+        }
+        Z2[it] = acc;
+        C[EC_Z2 + it] = acc;
+    }
+    __syncthreads();
+    for (u32 oc = tid; oc < C2; oc += nt) {
+        float acc = p[EP_B3 + oc];
+        for (u32 c = 0; c < C1; ++c) {
+            const float* k = p + EP_W3 + (oc * C1 + c) * 4;
+            for (u32 q = 0; q < 4; ++q) acc += k[q] * relu_ref(Z2[c * 4 + q]);
+        }
+        C[EC_Z3 + oc] = acc;
+        x[(u64)b * ld + oc] = relu_ref(acc);
+    }
+}
+
+// Parameters: encoder parameters, obs, cache (from encoder_fwd), d_out [samples x ld] (the
+// gradient w.r.t. the features in columns 0..C2), delta [samples x ENC_DELTA].
+extern "C" __global__ void encoder_bwd(const float* __restrict__ p, const u8* __restrict__ obs,
+                                       const float* __restrict__ cache,
+                                       const float* __restrict__ d_out, u32 ld,
+                                       float* __restrict__ delta, u32 samples) {
+    DYN_SMEM_F32(sm);
+    const u32 b = blockIdx.x;
+    if (b >= samples) return;
+    const u32 tid = block_thread();
+    const u32 nt = block_threads();
+    const float* C = cache + (u64)b * ENC_CACHE;
+    float* D = delta + (u64)b * ENC_DELTA;
+    float* G3 = sm;
+    float* G2 = G3 + C2;
+    float* GP = G2 + C1 * 4;
+    for (u32 oc = tid; oc < C2; oc += nt) {
+        const float g = C[EC_Z3 + oc] > 0.0f ? d_out[(u64)b * ld + oc] : 0.0f;
+        G3[oc] = g;
+        D[ED_Z3 + oc] = g;
+    }
+    __syncthreads();
+    for (u32 it = tid; it < C1 * 4; it += nt) {
+        const u32 c = it / 4, q = it % 4;
+        float acc = 0.0f;
+        for (u32 oc = 0; oc < C2; ++oc) {
+            const float g = G3[oc];
+            if (g == 0.0f) continue;
+            acc += g * p[EP_W3 + (oc * C1 + c) * 4 + q];
+        }
+        if (C[EC_Z2 + it] <= 0.0f) acc = 0.0f;
+        G2[it] = acc;
+        D[ED_Z2 + it] = acc;
+    }
+    __syncthreads();
+    for (u32 it = tid; it < C0 * 9; it += nt) {
+        const u32 ci = it / 9, cell = it % 9;
+        const u32 ph = cell / 3, pw = cell % 3;
+        float acc = 0.0f;
+        for (u32 oc = 0; oc < C1; ++oc) {
+            const float* k = p + EP_W2 + (oc * C0 + ci) * 4;
+            for (u32 h = 0; h < 2; ++h) {
+                for (u32 w = 0; w < 2; ++w) {
+                    if (ph < h || pw < w || ph - h > 1 || pw - w > 1) continue;
+                    const float g = G2[oc * 4 + h * 2 + w];
+                    if (g == 0.0f) continue;
+                    acc += g * k[(ph - h) * 2 + (pw - w)];
+                }
+            }
+        }
+        const float* z1o = C + EC_Z1 + ci * 36;
+        if (z1o[window_argmax(z1o, cell)] <= 0.0f) acc = 0.0f;
+        GP[it] = acc;
+        D[ED_POOL + it] = acc;
+    }
+#if ENC_BOW
+    __syncthreads();
+    // Gradient of the input map (for the embedding rows), conv1's transpose at the argmaxes.
+    for (u32 it = tid; it < CIN * 49; it += nt) {
+        const u32 ci = it / 49, q = it % 49;
+        float acc = 0.0f;
+        for (u32 oc = 0; oc < C0; ++oc) {
+            const float* k = p + EP_W1 + (oc * CIN + ci) * 4;
+            const float* z1o = C + EC_Z1 + oc * 36;
+            for (u32 win = 0; win < 9; ++win) {
+                const float gv = GP[oc * 9 + win];
+                if (gv == 0.0f) continue;
+                const u32 t = window_argmax(z1o, win);
+                const u32 u = (t / 6) * 7 + t % 6;
+                const u32 offs[4] = {0, 1, 7, 8};
+                for (u32 kk = 0; kk < 4; ++kk) {
+                    if (u + offs[kk] == q) acc += gv * k[kk];
+                }
+            }
+        }
+        D[ED_X + it] = acc;
+    }
+#endif
+    (void)obs;
+}
+
+// Parameter gradients of the encoder from the deltas of `samples` samples, accumulated (+=)
+// into grads (the encoder's block of the gradient buffer). One thread per parameter.
+extern "C" __global__ void encoder_wgrad(const float* __restrict__ p, const u8* __restrict__ obs,
+                                         const float* __restrict__ cache,
+                                         const float* __restrict__ delta,
+                                         float* __restrict__ grads, u32 samples) {
+    for (u64 e = global_thread_index(); e < ENC_PARAMS; e += grid_stride()) {
+        float acc = 0.0f;
+        if (e < EP_W1) {
+#if ENC_BOW
+            const u32 row = (u32)e / CIN, c = (u32)e % CIN;
+            const u32 a = row / 16, code = row % 16;
+            for (u32 s = 0; s < samples; ++s) {
+                const u8* o = obs + (u64)s * 147;
+                const float* dxm = delta + (u64)s * ENC_DELTA + ED_X + c * 49;
+                for (u32 k = 0; k < 49; ++k) {
+                    if (o[k * 3 + a] != code) continue;
+                    const float v = dxm[(k % 7) * 7 + k / 7];
+                    if (v != 0.0f) acc += v;
+                }
+            }
+#endif
+        } else if (e < EP_B1) {
+            const u32 r = (u32)(e - EP_W1);
+            const u32 oc = r / (CIN * 4), ci = (r / 4) % CIN, kk = r % 4;
+            const u32 off = (kk / 2) * 7 + kk % 2;
+            for (u32 s = 0; s < samples; ++s) {
+                const float* gp = delta + (u64)s * ENC_DELTA + ED_POOL + oc * 9;
+                const float* z1o = cache + (u64)s * ENC_CACHE + EC_Z1 + oc * 36;
+                const u8* o = obs + (u64)s * 147;
+                for (u32 win = 0; win < 9; ++win) {
+                    const float gv = gp[win];
+                    if (gv == 0.0f) continue;
+                    const u32 t = window_argmax(z1o, win);
+                    const u32 u = (t / 6) * 7 + t % 6;
+                    acc += gv * input_at(p, o, ci, u + off);
+                }
+            }
+        } else if (e < EP_W2) {
+            const u32 oc = (u32)(e - EP_B1);
+            for (u32 s = 0; s < samples; ++s) {
+                const float* gp = delta + (u64)s * ENC_DELTA + ED_POOL + oc * 9;
+                for (u32 win = 0; win < 9; ++win) acc += gp[win];
+            }
+        } else if (e < EP_B2) {
+            const u32 r = (u32)(e - EP_W2);
+            const u32 oc = r / (C0 * 4), ci = (r / 4) % C0, kk = r % 4;
+            const u32 kh = kk / 2, kw = kk % 2;
+            for (u32 s = 0; s < samples; ++s) {
+                const float* g2 = delta + (u64)s * ENC_DELTA + ED_Z2 + oc * 4;
+                const float* pc = cache + (u64)s * ENC_CACHE + EC_POOL + ci * 9;
+                for (u32 q = 0; q < 4; ++q) {
+                    const float g = g2[q];
+                    if (g == 0.0f) continue;
+                    acc += g * pc[(q / 2 + kh) * 3 + q % 2 + kw];
+                }
+            }
+        } else if (e < EP_W3) {
+            const u32 oc = (u32)(e - EP_B2);
+            for (u32 s = 0; s < samples; ++s) {
+                const float* g2 = delta + (u64)s * ENC_DELTA + ED_Z2 + oc * 4;
+                for (u32 q = 0; q < 4; ++q) acc += g2[q];
+            }
+        } else if (e < EP_B3) {
+            const u32 r = (u32)(e - EP_W3);
+            const u32 oc = r / (C1 * 4), c = (r / 4) % C1, q = r % 4;
+            for (u32 s = 0; s < samples; ++s) {
+                const float g = delta[(u64)s * ENC_DELTA + ED_Z3 + oc];
+                if (g == 0.0f) continue;
+                acc += g * relu_ref(cache[(u64)s * ENC_CACHE + EC_Z2 + c * 4 + q]);
+            }
+        } else {
+            const u32 oc = (u32)(e - EP_B3);
+            for (u32 s = 0; s < samples; ++s) acc += delta[(u64)s * ENC_DELTA + ED_Z3 + oc];
+        }
+        grads[e] += acc;
+    }
+}

@@ -1,0 +1,141 @@
+// metarim kernels: the LSTM baseline's memory, one time step forward and backward over a batch
+// (core::nn::ops::lstm_forward / lstm_backward with the policy's masking; gate order i, f, g, o).
+// The state is [h (MW) | c (MW)] per sample. As for the RIM, the backward stores the gates'
+// pre-activation gradients (LSTM_DELTA) and leaves the weight gradients to reduce.cu `wgrad`.
+//
+// Launch: grid ceil(batch / SPB_LSTM), any block size; dynamic shared memory SPB_LSTM * LF_SMEM
+// (forward) or SPB_LSTM * LB_SMEM (backward) floats.
+#include "common.cuh"
+#include "model.cuh"
+
+// Parameters: w_ih [4MW x INPUT], w_hh [4MW x MW], b_ih [4MW], b_hh [4MW]; x [batch x INPUT];
+// h_src [batch x 2MW] (previous state, may alias state_out); reset [batch] (may be null);
+// state_in [batch x 2MW] (receives the state read, may be null); state_out [batch x 2MW];
+// cache [batch x LSTM_CACHE].
+extern "C" __global__ void lstm_fwd_step(const float* __restrict__ w_ih,
+                                         const float* __restrict__ w_hh,
+                                         const float* __restrict__ b_ih,
+                                         const float* __restrict__ b_hh,
+                                         const float* __restrict__ x, const float* h_src,
+                                         const u8* __restrict__ reset,
+                                         float* __restrict__ state_in, float* state_out,
+                                         float* __restrict__ cache, u32 batch) {
+    DYN_SMEM_F32(sm);
+    const u32 tid = block_thread();
+    const u32 nt = block_threads();
+    const u32 b0 = blockIdx.x * SPB_LSTM;
+    for (u32 it = tid; it < SPB_LSTM * (INPUT + 2 * MW); it += nt) {
+        const u32 s = it % SPB_LSTM;
+        const u32 k = it / SPB_LSTM;
+        const u32 b = b0 + s;
+        if (b >= batch) continue;
+        float* S = sm + s * LF_SMEM;
+        if (k < INPUT) {
+            S[k] = x[(u64)b * INPUT + k];
+        } else {
+            const u32 q = k - INPUT;
+            const float v = (reset && reset[b]) ? 0.0f : h_src[(u64)b * 2 * MW + q];
+            S[INPUT + q] = v;
+            if (state_in) state_in[(u64)b * 2 * MW + q] = v;
+        }
+    }
+    __syncthreads();
+    for (u32 it = tid; it < SPB_LSTM * MW; it += nt) {
+        const u32 s = it % SPB_LSTM;
+        const u32 u = it / SPB_LSTM;
+        const u32 b = b0 + s;
+        if (b >= batch) continue;
+        const float* S = sm + s * LF_SMEM;
+        const float* xs = S;
+        const float* h = S + INPUT;
+        float g[4];
+        for (u32 q = 0; q < 4; ++q) {
+            const u32 r = q * MW + u;
+            g[q] = ((b_ih[r] + dot8(w_ih + (u64)r * INPUT, xs, INPUT)) +
+                    dot8(w_hh + (u64)r * MW, h, MW)) +
+                   b_hh[r];
+        }
+        const float ig = sigmoidf_ref(g[0]);
+        const float fg = sigmoidf_ref(g[1]);
+        const float gg = tanhf(g[2]);
+        const float og = sigmoidf_ref(g[3]);
+        const float cu = fg * S[INPUT + MW + u] + ig * gg;
+        const float t = tanhf(cu);
+        float* C = cache + (u64)b * LSTM_CACHE;
+        C[u] = ig;
+        C[MW + u] = fg;
+        C[2 * MW + u] = gg;
+        C[3 * MW + u] = og;
+        C[4 * MW + u] = t;
+        state_out[(u64)b * 2 * MW + MW + u] = cu;
+        state_out[(u64)b * 2 * MW + u] = og * t;
+    }
+}
+
+// Parameters: w_ih, w_hh; state_in [batch x 2MW]; cache; dh_loss [batch x MW] (through the
+// heads); carry [batch x 2MW] (from step t + 1, may be null, may alias carry_out); reset;
+// carry_out [batch x 2MW] (dL/d state_{t-1}, zero after an episode start); dx [batch x INPUT];
+// delta [batch x LSTM_DELTA].
+extern "C" __global__ void lstm_bwd_step(const float* __restrict__ w_ih,
+                                         const float* __restrict__ w_hh,
+                                         const float* __restrict__ state_in,
+                                         const float* __restrict__ cache,
+                                         const float* __restrict__ dh_loss, const float* carry,
+                                         const u8* __restrict__ reset, float* carry_out,
+                                         float* __restrict__ dx, float* __restrict__ delta,
+                                         u32 batch) {
+    DYN_SMEM_F32(sm);
+    const u32 tid = block_thread();
+    const u32 nt = block_threads();
+    const u32 b0 = blockIdx.x * SPB_LSTM;
+    for (u32 it = tid; it < SPB_LSTM * MW; it += nt) {
+        const u32 s = it % SPB_LSTM;
+        const u32 u = it / SPB_LSTM;
+        const u32 b = b0 + s;
+        if (b >= batch) continue;
+        float* S = sm + s * LB_SMEM;
+        const float* C = cache + (u64)b * LSTM_CACHE;
+        const float dho = dh_loss[(u64)b * MW + u] + (carry ? carry[(u64)b * 2 * MW + u] : 0.0f);
+        const float dco = carry ? carry[(u64)b * 2 * MW + MW + u] : 0.0f;
+        const float ig = C[u], fg = C[MW + u], gg = C[2 * MW + u], og = C[3 * MW + u];
+        const float t = C[4 * MW + u];
+        const float cu = state_in[(u64)b * 2 * MW + MW + u];
+        const float dct = dco + dho * og * (1.0f - t * t);
+        float* da = S;
+        da[u] = dct * gg * ig * (1.0f - ig);
+        da[MW + u] = dct * cu * fg * (1.0f - fg);
+        da[2 * MW + u] = dct * ig * (1.0f - gg * gg);
+        da[3 * MW + u] = dho * t * og * (1.0f - og);
+        S[4 * MW + u] = 0.0f + dct * fg;
+        float* D = delta + (u64)b * LSTM_DELTA;
+        for (u32 q = 0; q < 4; ++q) D[q * MW + u] = da[q * MW + u];
+    }
+    __syncthreads();
+    for (u32 it = tid; it < SPB_LSTM * (INPUT + 2 * MW); it += nt) {
+        const u32 s = it % SPB_LSTM;
+        const u32 k = it / SPB_LSTM;
+        const u32 b = b0 + s;
+        if (b >= batch) continue;
+        const float* S = sm + s * LB_SMEM;
+        const bool cut = reset && reset[b];
+        if (k < INPUT) {
+            float acc = 0.0f;
+            for (u32 r = 0; r < 4 * MW; ++r) {
+                const float d = S[r];
+                if (d != 0.0f) acc += d * w_ih[(u64)r * INPUT + k];
+            }
+            dx[(u64)b * INPUT + k] = acc;
+        } else if (k < INPUT + MW) {
+            const u32 h = k - INPUT;
+            float acc = 0.0f;
+            for (u32 r = 0; r < 4 * MW; ++r) {
+                const float d = S[r];
+                if (d != 0.0f) acc += d * w_hh[(u64)r * MW + h];
+            }
+            carry_out[(u64)b * 2 * MW + h] = cut ? 0.0f : acc;
+        } else {
+            const u32 u = k - INPUT - MW;
+            carry_out[(u64)b * 2 * MW + MW + u] = cut ? 0.0f : S[4 * MW + u];
+        }
+    }
+}

@@ -1,0 +1,146 @@
+// metarim kernels: the model's sizes (compile-time defines, so loops unroll) and every per-sample
+// layout the kernels share with the host (cuda/src/layout.rs mirrors these; the `layout_info`
+// kernel in reduce.cu reports them so the host checks the two agree at load time).
+//
+// Required defines (cuda/src/layout.rs `ModelDefines` passes them from a `ModelDims`):
+//   N_MOD K_ACT HID INPUT D_K D_V IN_HEADS C_HEADS C_K COMM     RIM cell (COMM 0/1)
+//   ENC_BOW BOW_DIM C0 C1 C2                                      observation encoder
+//   WORD_DIM INSTR_H MAX_TOK VOCAB                                instruction encoder
+//   HEAD_H N_ACT                                                  actor / critic
+//   SPB_RIM SPB_LSTM SPB_HEADS                                    samples per block
+//
+// Conventions: weights row-major [out x in] (PyTorch); per-sample buffers are rows of a
+// [samples x width] matrix; training buffers are step-major, sample s = t * B + b.
+#pragma once
+
+#if !defined(N_MOD) || !defined(K_ACT) || !defined(HID) || !defined(INPUT) || !defined(D_K) || \
+    !defined(D_V) || !defined(IN_HEADS) || !defined(C_HEADS) || !defined(C_K) ||             \
+    !defined(COMM) || !defined(ENC_BOW) || !defined(BOW_DIM) || !defined(C0) ||               \
+    !defined(C1) || !defined(C2) || !defined(WORD_DIM) || !defined(INSTR_H) ||                \
+    !defined(MAX_TOK) || !defined(VOCAB) || !defined(HEAD_H) || !defined(N_ACT) ||            \
+    !defined(SPB_RIM) || !defined(SPB_LSTM) || !defined(SPB_HEADS)
+#error "model.cuh: a model define is missing (see the list at the top)"
+#endif
+
+// ---- RIM cell (core::nn::rim) ---------------------------------------------------------------
+#define NH (N_MOD * HID)                 // state width (GRU modules: h only)
+#define QW (IN_HEADS * D_K)              // input-attention query width
+#define UW (IN_HEADS * D_V)              // module input width
+#define CW (COMM ? C_HEADS * C_K : 0)    // communication width
+#define G3H (3 * HID)                    // GRU gate rows
+// One module's RNN block: w_ih [3H x UW] | w_hh [3H x H] | b_ih [3H] | b_hh [3H].
+#define RNN_W_HH (G3H * UW)
+#define RNN_B_IH (RNN_W_HH + G3H * HID)
+#define RNN_B_HH (RNN_B_IH + G3H)
+#define RNN_LEN (RNN_B_HH + G3H)
+
+// Step cache (core::nn::rim::cache_layout, the same order and sizes).
+#define RC_MASK 0
+#define RC_NULL (RC_MASK + N_MOD)
+#define RC_KX (RC_NULL + N_MOD)
+#define RC_VX (RC_KX + QW)
+#define RC_Q (RC_VX + UW)
+#define RC_AX (RC_Q + N_MOD * QW)
+#define RC_U (RC_AX + N_MOD * IN_HEADS)
+#define RC_RNN (RC_U + N_MOD * UW)
+#define RC_HT (RC_RNN + N_MOD * 4 * HID)
+#define RC_CQ (RC_HT + (COMM ? NH : 0))
+#define RC_CK (RC_CQ + N_MOD * CW)
+#define RC_CV (RC_CK + N_MOD * CW)
+#define RC_P (RC_CV + N_MOD * CW)
+#define RC_O (RC_P + (COMM ? N_MOD * C_HEADS * N_MOD : 0))
+#define RC_GATE (RC_O + N_MOD * CW)
+#define RC_TANH (RC_GATE + (COMM ? NH : 0))
+#define RIM_CACHE (RC_TANH + (COMM ? NH : 0))
+
+// Backward deltas of one step (pre-activation gradients of every weight, for the wgrad
+// reductions): dkx [QW] | dvx [UW] | dq [N x QW] | gi [N x 3H] | gh [N x 3H] | dcq, dck, dcv
+// [N x CW each] | dpg, dpo [N x H each, communication only].
+#define RD_DKX 0
+#define RD_DVX (RD_DKX + QW)
+#define RD_DQ (RD_DVX + UW)
+#define RD_GI (RD_DQ + N_MOD * QW)
+#define RD_GH (RD_GI + N_MOD * G3H)
+#define RD_DCQ (RD_GH + N_MOD * G3H)
+#define RD_DCK (RD_DCQ + N_MOD * CW)
+#define RD_DCV (RD_DCK + N_MOD * CW)
+#define RD_DPG (RD_DCV + N_MOD * CW)
+#define RD_DPO (RD_DPG + (COMM ? NH : 0))
+#define RIM_DELTA (RD_DPO + (COMM ? NH : 0))
+
+// ---- LSTM memory (the baseline: one LSTM as wide as all modules) ----------------------------
+#define MW NH                            // memory width
+#define LSTM_CACHE (5 * MW)              // [i | f | g | o | tanh(c')] after the nonlinearities
+#define LSTM_DELTA (4 * MW)              // gate pre-activation gradients
+
+// ---- Observation encoder (core::nn::encoder) ------------------------------------------------
+#define CIN (ENC_BOW ? BOW_DIM : 3)
+#define BOW_ROWS 48
+#define EP_W1 (ENC_BOW ? BOW_ROWS * BOW_DIM : 0)
+#define EP_B1 (EP_W1 + C0 * CIN * 4)
+#define EP_W2 (EP_B1 + C0)
+#define EP_B2 (EP_W2 + C1 * C0 * 4)
+#define EP_W3 (EP_B2 + C1)
+#define EP_B3 (EP_W3 + C2 * C1 * 4)
+#define ENC_PARAMS (EP_B3 + C2)
+// Cache: conv1 pre-activations [C0][6][6] | pooled map [C0][3][3] | conv2 [C1][2][2] | conv3 [C2].
+#define EC_Z1 0
+#define EC_POOL (EC_Z1 + C0 * 36)
+#define EC_Z2 (EC_POOL + C0 * 9)
+#define EC_Z3 (EC_Z2 + C1 * 4)
+#define ENC_CACHE (EC_Z3 + C2)
+// Deltas: dz3 [C2] | dz2 [C1][4] | dpool [C0][9] | (bag of words) d input map [CIN][49].
+#define ED_Z3 0
+#define ED_Z2 (ED_Z3 + C2)
+#define ED_POOL (ED_Z2 + C1 * 4)
+#define ED_X (ED_POOL + C0 * 9)
+#define ENC_DELTA (ED_X + (ENC_BOW ? CIN * 49 : 0))
+
+// ---- Instruction encoder (core::nn::instr) --------------------------------------------------
+#define IG3 (3 * INSTR_H)
+#define IP_W_IH (VOCAB * WORD_DIM)
+#define IP_W_HH (IP_W_IH + IG3 * WORD_DIM)
+#define IP_B_IH (IP_W_HH + IG3 * INSTR_H)
+#define IP_B_HH (IP_B_IH + IG3)
+#define INSTR_PARAMS (IP_B_HH + IG3)
+// Cache per segment (the CPU's): hidden states [(MAX_TOK + 1) x Hi] (h_0 = 0 first) | gate
+// caches [MAX_TOK x 4Hi] ([r | z | n | hn] per token).
+#define IC_GATES ((MAX_TOK + 1) * INSTR_H)
+#define INSTR_CACHE (IC_GATES + MAX_TOK * 4 * INSTR_H)
+// Deltas per (segment, token slot): gi [3Hi] | gh [3Hi] | d embedding row [WORD_DIM].
+#define ID_GH IG3
+#define ID_DX (2 * IG3)
+#define INSTR_DELTA (ID_DX + WORD_DIM)
+
+// ---- Heads (core::nn::heads) ----------------------------------------------------------------
+// Actor [w1 HH x W | b1 HH | w2 A x HH | b2 A] then critic [w1 HH x W | b1 HH | w2 HH | b2 1].
+#define HP_A_B1 (HEAD_H * MW)
+#define HP_A_W2 (HP_A_B1 + HEAD_H)
+#define HP_A_B2 (HP_A_W2 + N_ACT * HEAD_H)
+#define HP_C_W1 (HP_A_B2 + N_ACT)
+#define HP_C_B1 (HP_C_W1 + HEAD_H * MW)
+#define HP_C_W2 (HP_C_B1 + HEAD_H)
+#define HP_C_B2 (HP_C_W2 + HEAD_H)
+#define HEADS_PARAMS (HP_C_B2 + 1)
+#define HEADS_CACHE (2 * HEAD_H)         // tanh activations: actor | critic
+// Deltas: d logits [A] | d value [1] | actor hidden pre-activation [HH] | critic [HH].
+#define HD_DV N_ACT
+#define HD_DA (HD_DV + 1)
+#define HD_DC (HD_DA + HEAD_H)
+#define HEADS_DELTA (HD_DC + HEAD_H)
+// PPO terms per sample (core::nn::loss::PpoTerms, in field order).
+#define N_TERMS 9
+
+// ---- Shared memory per sample of the fused step kernels (floats) ----------------------------
+#define RF_SMEM (INPUT + NH + QW + UW + N_MOD * QW + N_MOD * IN_HEADS + 2 * N_MOD + N_MOD * UW + \
+                 NH + 4 * N_MOD * CW + N_MOD * C_HEADS * N_MOD)
+#define RB_SMEM (5 * NH + N_MOD + 4 * N_MOD * CW + N_MOD * C_HEADS * N_MOD + 2 * N_MOD * G3H +      \
+                 N_MOD * UW + N_MOD * IN_HEADS + N_MOD * QW + QW + UW)
+#define LF_SMEM (INPUT + 2 * MW)
+#define LB_SMEM (4 * MW + 2 * MW)
+#define HF_SMEM (MW + 2 * HEAD_H)
+#define HB_SMEM (N_ACT + 1 + 2 * HEAD_H)
+#define ENC_FWD_SMEM (CIN * 49 + C0 * 36 + C0 * 9 + C1 * 4)
+#define ENC_BWD_SMEM (C2 + C1 * 4 + C0 * 9)
+#define INSTR_FWD_SMEM (INSTR_H + WORD_DIM)
+#define INSTR_BWD_SMEM (2 * INSTR_H + 2 * IG3)

@@ -1,0 +1,411 @@
+// metarim kernels: one RIM time step backward over a batch (core::nn::rim::rim_step_backward,
+// GRU modules, CommGrad::Blocked, no dropout), SPB_RIM samples per block.
+//
+// Only the sequential part runs here: the gradients of the state and of the input, and the
+// pre-activation gradient of every weight ("deltas", model.cuh RD_*), stored per sample so the
+// weight gradients become one reduction over all steps and samples afterwards (reduce.cu
+// `wgrad`): no atomics, and the sums do not depend on the launch configuration.
+//
+// Blocked: an inactive module passes its state gradient through unchanged and receives nothing
+// through its discarded update or through its use as a communication key/value; the comm K/V
+// projection weights still get their gradient from every module (as in the core).
+//
+// Launch: grid ceil(batch / SPB_RIM), any block size, SPB_RIM * RB_SMEM floats of dynamic
+// shared memory.
+#include "common.cuh"
+#include "model.cuh"
+
+#define SB_DHO 0
+#define SB_DHT (SB_DHO + NH)
+#define SB_DHP (SB_DHT + NH)
+#define SB_DPG (SB_DHP + NH)
+#define SB_DPO (SB_DPG + NH)
+#define SB_MASK (SB_DPO + NH)
+#define SB_DOUT (SB_MASK + N_MOD)
+#define SB_DCK (SB_DOUT + N_MOD * CW)
+#define SB_DCV (SB_DCK + N_MOD * CW)
+#define SB_DCQ (SB_DCV + N_MOD * CW)
+#define SB_DS (SB_DCQ + N_MOD * CW)
+#define SB_GI (SB_DS + N_MOD * C_HEADS * N_MOD)
+#define SB_GH (SB_GI + N_MOD * G3H)
+#define SB_DU (SB_GH + N_MOD * G3H)
+#define SB_DSC (SB_DU + N_MOD * UW)
+#define SB_DQ (SB_DSC + N_MOD * IN_HEADS)
+#define SB_DKX (SB_DQ + N_MOD * QW)
+#define SB_DVX (SB_DKX + QW)
+#if SB_DVX + UW != RB_SMEM
+#error "rim_bwd.cu: shared-memory layout disagrees with RB_SMEM"
+#endif
+
+// Parameters: the nine RIM tensors, then
+//   state_in [batch x NH] (the state the forward read), cache [batch x RIM_CACHE],
+//   dh_loss [batch x NH] (gradient of the loss through the heads w.r.t. this step's output),
+//   carry [batch x NH] (gradient arriving from step t + 1; null for none; may alias carry_out),
+//   reset [batch] (1: this step started an episode, so nothing flows into step t - 1; may be
+//   null), carry_out [batch x NH] (dL/dh_{t-1}), dx [batch x INPUT] (dL/dx_t),
+//   delta [batch x RIM_DELTA].
+extern "C" __global__ void rim_bwd_step(const float* __restrict__ w_k,
+                                        const float* __restrict__ w_v,
+                                        const float* __restrict__ w_q,
+                                        const float* __restrict__ rnn,
+                                        const float* __restrict__ c_q,
+                                        const float* __restrict__ c_k,
+                                        const float* __restrict__ c_v,
+                                        const float* __restrict__ c_g,
+                                        const float* __restrict__ c_o,
+                                        const float* __restrict__ state_in,
+                                        const float* __restrict__ cache,
+                                        const float* __restrict__ dh_loss, const float* carry,
+                                        const u8* __restrict__ reset, float* carry_out,
+                                        float* __restrict__ dx, float* __restrict__ delta,
+                                        u32 batch) {
+    DYN_SMEM_F32(sm);
+    const u32 tid = block_thread();
+    const u32 nt = block_threads();
+    const u32 b0 = blockIdx.x * SPB_RIM;
+    const float inv_dk = inv_sqrt_ref(D_K);
+
+    // B0: dL/dh_t, the activity mask; step 5 (masked update): active modules' gradient goes to
+    // h', inactive ones' straight to h_{t-1}.
+    for (u32 it = tid; it < SPB_RIM * (NH + N_MOD); it += nt) {
+        const u32 s = it % SPB_RIM;
+        const u32 r = it / SPB_RIM;
+        const u32 b = b0 + s;
+        if (b >= batch) continue;
+        float* S = sm + s * RB_SMEM;
+        const float* C = cache + (u64)b * RIM_CACHE;
+        if (r < NH) {
+            const u32 i = r / HID;
+            const float d = dh_loss[(u64)b * NH + r] + (carry ? carry[(u64)b * NH + r] : 0.0f);
+            const bool on = C[RC_MASK + i] > 0.0f;
+            S[SB_DHO + r] = d;
+            S[SB_DHT + r] = on ? d : 0.0f;
+            S[SB_DHP + r] = on ? 0.0f : d;
+        } else {
+            const u32 i = r - NH;
+            S[SB_MASK + i] = C[RC_MASK + i] > 0.0f ? 1.0f : 0.0f;
+        }
+    }
+    __syncthreads();
+
+#if COMM
+    const float inv_ck = inv_sqrt_ref(C_K);
+    // B1: through h' = h~ + sigmoid(a_g) * tanh(a_o).
+    for (u32 it = tid; it < SPB_RIM * NH; it += nt) {
+        const u32 s = it % SPB_RIM;
+        const u32 r = it / SPB_RIM;
+        const u32 b = b0 + s;
+        if (b >= batch) continue;
+        float* S = sm + s * RB_SMEM;
+        const float* C = cache + (u64)b * RIM_CACHE;
+        float* D = delta + (u64)b * RIM_DELTA;
+        float pg = 0.0f, po = 0.0f;
+        if (S[SB_MASK + r / HID] != 0.0f) {
+            const float dy = S[SB_DHO + r];
+            const float gt = C[RC_GATE + r];
+            const float th = C[RC_TANH + r];
+            pg = dy * th * gt * (1.0f - gt);
+            po = dy * gt * (1.0f - th * th);
+        }
+        S[SB_DPG + r] = pg;
+        S[SB_DPO + r] = po;
+        D[RD_DPG + r] = pg;
+        D[RD_DPO + r] = po;
+    }
+    __syncthreads();
+
+    // B2: dL/do_i = W_g^T dpg + W_o^T dpo (rows in order, zero rows skipped, as the core).
+    for (u32 it = tid; it < SPB_RIM * N_MOD * CW; it += nt) {
+        const u32 s = it % SPB_RIM;
+        const u32 r = it / SPB_RIM;
+        const u32 b = b0 + s;
+        if (b >= batch) continue;
+        float* S = sm + s * RB_SMEM;
+        const u32 i = r / CW;
+        const u32 e = r % CW;
+        float acc = 0.0f;
+        if (S[SB_MASK + i] != 0.0f) {
+            const float* wg = c_g + (u64)i * HID * CW;
+            const float* wo = c_o + (u64)i * HID * CW;
+            for (u32 h = 0; h < HID; ++h) {
+                const float d = S[SB_DPG + i * HID + h];
+                if (d != 0.0f) acc += d * wg[h * CW + e];
+            }
+            for (u32 h = 0; h < HID; ++h) {
+                const float d = S[SB_DPO + i * HID + h];
+                if (d != 0.0f) acc += d * wo[h * CW + e];
+            }
+        }
+        S[SB_DOUT + r] = acc;
+    }
+    __syncthreads();
+
+    // B3: through o_ij = sum_m p_ijm v_mj and the softmax: ds (already times 1/sqrt(c_k)).
+    for (u32 it = tid; it < SPB_RIM * N_MOD * C_HEADS; it += nt) {
+        const u32 s = it % SPB_RIM;
+        const u32 r = it / SPB_RIM;
+        const u32 b = b0 + s;
+        if (b >= batch) continue;
+        float* S = sm + s * RB_SMEM;
+        const float* C = cache + (u64)b * RIM_CACHE;
+        const u32 i = r / C_HEADS;
+        const u32 j = r % C_HEADS;
+        float* ds = S + SB_DS + r * N_MOD;
+        if (S[SB_MASK + i] == 0.0f) {
+            for (u32 m = 0; m < N_MOD; ++m) ds[m] = 0.0f;
+            continue;
+        }
+        const float* p = C + RC_P + r * N_MOD;
+        const float* doj = S + SB_DOUT + i * CW + j * C_K;
+        float dp[N_MOD];
+        for (u32 m = 0; m < N_MOD; ++m) dp[m] = dot8(doj, C + RC_CV + m * CW + j * C_K, C_K);
+        float dt = 0.0f;
+        for (u32 m = 0; m < N_MOD; ++m) dt += p[m] * dp[m];
+        for (u32 m = 0; m < N_MOD; ++m) ds[m] = (0.0f + p[m] * (dp[m] - dt)) * inv_ck;
+    }
+    __syncthreads();
+
+    // B4: dcv_m and dck_m summed over the active queries in module order; dcq_i.
+    for (u32 it = tid; it < SPB_RIM * 3 * N_MOD * CW; it += nt) {
+        const u32 s = it % SPB_RIM;
+        const u32 r = it / SPB_RIM;
+        const u32 b = b0 + s;
+        if (b >= batch) continue;
+        float* S = sm + s * RB_SMEM;
+        const float* C = cache + (u64)b * RIM_CACHE;
+        float* D = delta + (u64)b * RIM_DELTA;
+        const u32 part = r / (N_MOD * CW);
+        const u32 q = r % (N_MOD * CW);
+        const u32 m = q / CW;
+        const u32 e = q % CW;
+        const u32 j = e / C_K;
+        float acc = 0.0f;
+        if (part == 0) {
+            for (u32 i = 0; i < N_MOD; ++i) {
+                if (S[SB_MASK + i] == 0.0f) continue;
+                acc += C[RC_P + (i * C_HEADS + j) * N_MOD + m] * S[SB_DOUT + i * CW + e];
+            }
+            S[SB_DCV + q] = acc;
+            D[RD_DCV + q] = acc;
+        } else if (part == 1) {
+            for (u32 i = 0; i < N_MOD; ++i) {
+                if (S[SB_MASK + i] == 0.0f) continue;
+                acc += S[SB_DS + (i * C_HEADS + j) * N_MOD + m] * C[RC_CQ + i * CW + e];
+            }
+            S[SB_DCK + q] = acc;
+            D[RD_DCK + q] = acc;
+        } else {
+            // q indexes the query module here.
+            if (S[SB_MASK + m] != 0.0f) {
+                for (u32 k = 0; k < N_MOD; ++k) {
+                    acc += S[SB_DS + (m * C_HEADS + j) * N_MOD + k] * C[RC_CK + k * CW + e];
+                }
+            }
+            S[SB_DCQ + q] = acc;
+            D[RD_DCQ + q] = acc;
+        }
+    }
+    __syncthreads();
+
+    // B5: into h~ of the active modules: W_cq^T dcq, then W_ck^T dck, then W_cv^T dcv.
+    for (u32 it = tid; it < SPB_RIM * NH; it += nt) {
+        const u32 s = it % SPB_RIM;
+        const u32 r = it / SPB_RIM;
+        const u32 b = b0 + s;
+        if (b >= batch) continue;
+        float* S = sm + s * RB_SMEM;
+        const u32 m = r / HID;
+        const u32 h = r % HID;
+        if (S[SB_MASK + m] == 0.0f) continue;
+        float acc = S[SB_DHT + r];
+        const float* ws[3] = {c_q, c_k, c_v};
+        const u32 src[3] = {SB_DCQ, SB_DCK, SB_DCV};
+        for (u32 w = 0; w < 3; ++w) {
+            const float* wm = ws[w] + (u64)m * CW * HID;
+            for (u32 e = 0; e < CW; ++e) {
+                const float d = S[src[w] + m * CW + e];
+                if (d != 0.0f) acc += d * wm[e * HID + h];
+            }
+        }
+        S[SB_DHT + r] = acc;
+    }
+    __syncthreads();
+#endif
+
+    // B6: GRU gate gradients of the active modules (core::nn::ops::gru_gate_grads).
+    for (u32 it = tid; it < SPB_RIM * NH; it += nt) {
+        const u32 s = it % SPB_RIM;
+        const u32 r = it / SPB_RIM;
+        const u32 b = b0 + s;
+        if (b >= batch) continue;
+        float* S = sm + s * RB_SMEM;
+        const float* C = cache + (u64)b * RIM_CACHE;
+        float* D = delta + (u64)b * RIM_DELTA;
+        const u32 m = r / HID;
+        const u32 u = r % HID;
+        float* gi = S + SB_GI + m * G3H;
+        float* gh = S + SB_GH + m * G3H;
+        float da_r = 0.0f, da_z = 0.0f, da_n = 0.0f, gh_n = 0.0f;
+        if (S[SB_MASK + m] != 0.0f) {
+            const float* rc = C + RC_RNN + m * 4 * HID;
+            const float d = S[SB_DHT + r];
+            const float rg = rc[u], zg = rc[HID + u], ng = rc[2 * HID + u], hn = rc[3 * HID + u];
+            const float hu = state_in[(u64)b * NH + r];
+            const float dn = d * (1.0f - zg);
+            const float dz = d * (hu - ng);
+            da_n = dn * (1.0f - ng * ng);
+            const float dr = da_n * hn;
+            da_z = dz * zg * (1.0f - zg);
+            da_r = dr * rg * (1.0f - rg);
+            gh_n = da_n * rg;
+            S[SB_DHP + r] = S[SB_DHP + r] + d * zg;
+        }
+        gi[u] = da_r;
+        gi[HID + u] = da_z;
+        gi[2 * HID + u] = da_n;
+        gh[u] = da_r;
+        gh[HID + u] = da_z;
+        gh[2 * HID + u] = gh_n;
+        float* dgi = D + RD_GI + m * G3H;
+        float* dgh = D + RD_GH + m * G3H;
+        dgi[u] = da_r;
+        dgi[HID + u] = da_z;
+        dgi[2 * HID + u] = da_n;
+        dgh[u] = da_r;
+        dgh[HID + u] = da_z;
+        dgh[2 * HID + u] = gh_n;
+    }
+    __syncthreads();
+
+    // B7: du = W_ih^T gi; dh_{t-1} += W_hh^T gh (active modules).
+    for (u32 it = tid; it < SPB_RIM * (N_MOD * UW + NH); it += nt) {
+        const u32 s = it % SPB_RIM;
+        const u32 r = it / SPB_RIM;
+        const u32 b = b0 + s;
+        if (b >= batch) continue;
+        float* S = sm + s * RB_SMEM;
+        if (r < N_MOD * UW) {
+            const u32 m = r / UW;
+            const u32 e = r % UW;
+            float acc = 0.0f;
+            if (S[SB_MASK + m] != 0.0f) {
+                const float* w = rnn + (u64)m * RNN_LEN;
+                for (u32 row = 0; row < G3H; ++row) {
+                    const float g = S[SB_GI + m * G3H + row];
+                    if (g != 0.0f) acc += g * w[(u64)row * UW + e];
+                }
+            }
+            S[SB_DU + r] = acc;
+        } else {
+            const u32 q = r - N_MOD * UW;
+            const u32 m = q / HID;
+            const u32 h = q % HID;
+            if (S[SB_MASK + m] == 0.0f) continue;
+            const float* w = rnn + (u64)m * RNN_LEN + RNN_W_HH;
+            float acc = S[SB_DHP + q];
+            for (u32 row = 0; row < G3H; ++row) {
+                const float g = S[SB_GH + m * G3H + row];
+                if (g != 0.0f) acc += g * w[row * HID + h];
+            }
+            S[SB_DHP + q] = acc;
+        }
+    }
+    __syncthreads();
+
+    // B8: through u_mj = a_mj v_x,j and a_mj = sigmoid(s_mj): the score gradients.
+    for (u32 it = tid; it < SPB_RIM * N_MOD * IN_HEADS; it += nt) {
+        const u32 s = it % SPB_RIM;
+        const u32 r = it / SPB_RIM;
+        const u32 b = b0 + s;
+        if (b >= batch) continue;
+        float* S = sm + s * RB_SMEM;
+        const float* C = cache + (u64)b * RIM_CACHE;
+        const u32 m = r / IN_HEADS;
+        const u32 j = r % IN_HEADS;
+        float dsc = 0.0f;
+        if (S[SB_MASK + m] != 0.0f) {
+            const float a = C[RC_AX + r];
+            const float da = dot8(S + SB_DU + m * UW + j * D_V, C + RC_VX + j * D_V, D_V);
+            dsc = da * a * (1.0f - a) * inv_dk;
+        }
+        S[SB_DSC + r] = dsc;
+    }
+    __syncthreads();
+
+    // B9: dq_m; dvx and dkx summed over the active modules in order.
+    for (u32 it = tid; it < SPB_RIM * (N_MOD * QW + UW + QW); it += nt) {
+        const u32 s = it % SPB_RIM;
+        const u32 r = it / SPB_RIM;
+        const u32 b = b0 + s;
+        if (b >= batch) continue;
+        float* S = sm + s * RB_SMEM;
+        const float* C = cache + (u64)b * RIM_CACHE;
+        float* D = delta + (u64)b * RIM_DELTA;
+        if (r < N_MOD * QW) {
+            const u32 m = r / QW;
+            const u32 j = (r % QW) / D_K;
+            float v = 0.0f;
+            if (S[SB_MASK + m] != 0.0f) {
+                v = 0.0f + S[SB_DSC + m * IN_HEADS + j] * C[RC_KX + r % QW];
+            }
+            S[SB_DQ + r] = v;
+            D[RD_DQ + r] = v;
+        } else if (r < N_MOD * QW + UW) {
+            const u32 e = r - N_MOD * QW;
+            const u32 j = e / D_V;
+            float acc = 0.0f;
+            for (u32 m = 0; m < N_MOD; ++m) {
+                if (S[SB_MASK + m] == 0.0f) continue;
+                acc += C[RC_AX + m * IN_HEADS + j] * S[SB_DU + m * UW + e];
+            }
+            S[SB_DVX + e] = acc;
+            D[RD_DVX + e] = acc;
+        } else {
+            const u32 e = r - N_MOD * QW - UW;
+            const u32 j = e / D_K;
+            float acc = 0.0f;
+            for (u32 m = 0; m < N_MOD; ++m) {
+                if (S[SB_MASK + m] == 0.0f) continue;
+                acc += S[SB_DSC + m * IN_HEADS + j] * C[RC_Q + m * QW + e];
+            }
+            S[SB_DKX + e] = acc;
+            D[RD_DKX + e] = acc;
+        }
+    }
+    __syncthreads();
+
+    // B10: dh_{t-1} += W_q^T dq (active modules), written out (zero if this step started an
+    // episode); dx = W_k^T dkx + W_v^T dvx.
+    for (u32 it = tid; it < SPB_RIM * (NH + INPUT); it += nt) {
+        const u32 s = it % SPB_RIM;
+        const u32 r = it / SPB_RIM;
+        const u32 b = b0 + s;
+        if (b >= batch) continue;
+        float* S = sm + s * RB_SMEM;
+        if (r < NH) {
+            const u32 m = r / HID;
+            const u32 h = r % HID;
+            float acc = S[SB_DHP + r];
+            if (S[SB_MASK + m] != 0.0f) {
+                const float* w = w_q + (u64)m * QW * HID;
+                for (u32 q = 0; q < QW; ++q) {
+                    const float d = S[SB_DQ + m * QW + q];
+                    if (d != 0.0f) acc += d * w[q * HID + h];
+                }
+            }
+            carry_out[(u64)b * NH + r] = (reset && reset[b]) ? 0.0f : acc;
+        } else {
+            const u32 e = r - NH;
+            float acc = 0.0f;
+            for (u32 q = 0; q < QW; ++q) {
+                const float d = S[SB_DKX + q];
+                if (d != 0.0f) acc += d * w_k[(u64)q * INPUT + e];
+            }
+            for (u32 q = 0; q < UW; ++q) {
+                const float d = S[SB_DVX + q];
+                if (d != 0.0f) acc += d * w_v[(u64)q * INPUT + e];
+            }
+            dx[(u64)b * INPUT + e] = acc;
+        }
+    }
+}

@@ -1,0 +1,324 @@
+// metarim kernels: one fused RIM time step forward over a batch (core::nn::rim::rim_step_forward
+// for GRU modules, no dropout): input attention, top-k selection, per-module GRU, communication
+// attention and the masked update, for SPB_RIM samples per block.
+//
+// Every product is the CPU's: the same 8-lane dot (common.cuh), the same association of every
+// sum and the same selection rule (least null attention; ties to the lower index; NaN last), so
+// the outputs and the step cache (same layout as the CPU's, model.cuh RC_*) agree with the core
+// up to the library functions' last bits.
+//
+// Launch: grid ceil(batch / SPB_RIM), any block size (256 in production), dynamic shared memory
+// SPB_RIM * RF_SMEM floats. Threads loop over work items; items are ordered sample-fastest, so
+// neighbouring threads read the same weight row (a broadcast) for different samples.
+#include "common.cuh"
+#include "model.cuh"
+
+// Per-sample shared memory (floats).
+#define SF_X 0
+#define SF_H (SF_X + INPUT)
+#define SF_KX (SF_H + NH)
+#define SF_VX (SF_KX + QW)
+#define SF_Q (SF_VX + UW)
+#define SF_AX (SF_Q + N_MOD * QW)
+#define SF_NULL (SF_AX + N_MOD * IN_HEADS)
+#define SF_MASK (SF_NULL + N_MOD)
+#define SF_U (SF_MASK + N_MOD)
+#define SF_HT (SF_U + N_MOD * UW)
+#define SF_CQ (SF_HT + NH)
+#define SF_CK (SF_CQ + N_MOD * CW)
+#define SF_CV (SF_CK + N_MOD * CW)
+#define SF_O (SF_CV + N_MOD * CW)
+#define SF_P (SF_O + N_MOD * CW)
+#if SF_P + N_MOD * C_HEADS * N_MOD != RF_SMEM
+#error "rim_fwd.cu: shared-memory layout disagrees with RF_SMEM"
+#endif
+
+// `ranks_before` of core::nn::rim: a ranks before b (less null attention); NaN after numbers.
+__device__ __forceinline__ bool ranks_before(float a, float b) {
+    const bool a_nan = a != a;
+    const bool b_nan = b != b;
+    if (!a_nan && !b_nan) return a < b;
+    return !a_nan && b_nan;
+}
+
+// Parameters: the nine RIM tensors (per-module ones module-major; without communication the
+// five comm pointers are not read), then
+//   x [batch x INPUT], h_src [batch x NH] (the previous state; may alias h_out),
+//   reset [batch] (1: the step starts an episode, the state read is zeros; may be null),
+//   state_in [batch x NH] (receives the state read; may be null), h_out [batch x NH],
+//   cache [batch x RIM_CACHE], active_bits [batch] (bit i: module i active; may be null).
+extern "C" __global__ void rim_fwd_step(const float* __restrict__ w_k,
+                                        const float* __restrict__ w_v,
+                                        const float* __restrict__ w_q,
+                                        const float* __restrict__ rnn,
+                                        const float* __restrict__ c_q,
+                                        const float* __restrict__ c_k,
+                                        const float* __restrict__ c_v,
+                                        const float* __restrict__ c_g,
+                                        const float* __restrict__ c_o,
+                                        const float* __restrict__ x, const float* h_src,
+                                        const u8* __restrict__ reset,
+                                        float* __restrict__ state_in, float* h_out,
+                                        float* __restrict__ cache,
+                                        u32* __restrict__ active_bits, u32 batch) {
+    DYN_SMEM_F32(sm);
+    const u32 tid = block_thread();
+    const u32 nt = block_threads();
+    const u32 b0 = blockIdx.x * SPB_RIM;
+    const float inv_dk = inv_sqrt_ref(D_K);
+    const float inv_heads = 1.0f / (float)IN_HEADS;
+
+    // P0: inputs and the state read (zeros at an episode start).
+    for (u32 it = tid; it < SPB_RIM * (INPUT + NH); it += nt) {
+        const u32 s = it % SPB_RIM;
+        u32 k = it / SPB_RIM;
+        const u32 b = b0 + s;
+        if (b >= batch) continue;
+        float* S = sm + s * RF_SMEM;
+        if (k < INPUT) {
+            S[SF_X + k] = x[(u64)b * INPUT + k];
+        } else {
+            k -= INPUT;
+            const float v = (reset && reset[b]) ? 0.0f : h_src[(u64)b * NH + k];
+            S[SF_H + k] = v;
+            if (state_in) state_in[(u64)b * NH + k] = v;
+        }
+    }
+    __syncthreads();
+
+    // P1: key and value of the input row, per-module queries.
+    for (u32 it = tid; it < SPB_RIM * (QW + UW + N_MOD * QW); it += nt) {
+        const u32 s = it % SPB_RIM;
+        const u32 r = it / SPB_RIM;
+        const u32 b = b0 + s;
+        if (b >= batch) continue;
+        float* S = sm + s * RF_SMEM;
+        float* C = cache + (u64)b * RIM_CACHE;
+        if (r < QW) {
+            const float v = 0.0f + dot8(w_k + (u64)r * INPUT, S + SF_X, INPUT);
+            S[SF_KX + r] = v;
+            C[RC_KX + r] = v;
+        } else if (r < QW + UW) {
+            const u32 e = r - QW;
+            const float v = 0.0f + dot8(w_v + (u64)e * INPUT, S + SF_X, INPUT);
+            S[SF_VX + e] = v;
+            C[RC_VX + e] = v;
+        } else {
+            const u32 q = r - QW - UW;
+            const u32 i = q / QW;
+            const float v = 0.0f + dot8(w_q + (u64)q * HID, S + SF_H + i * HID, HID);
+            S[SF_Q + q] = v;
+            C[RC_Q + q] = v;
+        }
+    }
+    __syncthreads();
+
+    // P2: attention on the input row per module and head; null attention averaged over heads.
+    for (u32 it = tid; it < SPB_RIM * N_MOD; it += nt) {
+        const u32 s = it % SPB_RIM;
+        const u32 i = it / SPB_RIM;
+        const u32 b = b0 + s;
+        if (b >= batch) continue;
+        float* S = sm + s * RF_SMEM;
+        float* C = cache + (u64)b * RIM_CACHE;
+        float null_sum = 0.0f;
+        for (u32 j = 0; j < IN_HEADS; ++j) {
+            const float sc = dot8(S + SF_Q + i * QW + j * D_K, S + SF_KX + j * D_K, D_K) * inv_dk;
+            const float a = sigmoidf_ref(sc);
+            S[SF_AX + i * IN_HEADS + j] = a;
+            C[RC_AX + i * IN_HEADS + j] = a;
+            null_sum += sigmoidf_ref(-sc);
+        }
+        const float nl = null_sum * inv_heads;
+        S[SF_NULL + i] = nl;
+        C[RC_NULL + i] = nl;
+    }
+    __syncthreads();
+
+    // P3: module inputs u_i = a_i * v_x; hard top-k on the least null attention.
+    for (u32 it = tid; it < SPB_RIM * (N_MOD * UW + N_MOD); it += nt) {
+        const u32 s = it % SPB_RIM;
+        const u32 r = it / SPB_RIM;
+        const u32 b = b0 + s;
+        if (b >= batch) continue;
+        float* S = sm + s * RF_SMEM;
+        float* C = cache + (u64)b * RIM_CACHE;
+        if (r < N_MOD * UW) {
+            const u32 i = r / UW;
+            const u32 e = r % UW;
+            const u32 j = e / D_V;
+            const float v = S[SF_AX + i * IN_HEADS + j] * S[SF_VX + e];
+            S[SF_U + r] = v;
+            C[RC_U + r] = v;
+        } else {
+            const u32 i = r - N_MOD * UW;
+            const float vi = S[SF_NULL + i];
+            u32 rank = 0;
+            for (u32 j = 0; j < N_MOD; ++j) {
+                const float vj = S[SF_NULL + j];
+                if (ranks_before(vj, vi) || (j < i && !ranks_before(vi, vj))) ++rank;
+            }
+            const float m = rank < K_ACT ? 1.0f : 0.0f;
+            S[SF_MASK + i] = m;
+            C[RC_MASK + i] = m;
+        }
+    }
+    __syncthreads();
+
+    // P4: per-module GRU (every module with communication: its h~ is read as key and value;
+    // only the active ones without).
+    for (u32 it = tid; it < SPB_RIM * NH; it += nt) {
+        const u32 s = it % SPB_RIM;
+        const u32 r = it / SPB_RIM;
+        const u32 b = b0 + s;
+        if (b >= batch) continue;
+        float* S = sm + s * RF_SMEM;
+        float* C = cache + (u64)b * RIM_CACHE;
+        const u32 i = r / HID;
+        const u32 u = r % HID;
+        float* rc = C + RC_RNN + i * 4 * HID;
+        if (!COMM && S[SF_MASK + i] == 0.0f) {
+            rc[u] = 0.0f;
+            rc[HID + u] = 0.0f;
+            rc[2 * HID + u] = 0.0f;
+            rc[3 * HID + u] = 0.0f;
+            continue;
+        }
+        const float* p = rnn + (u64)i * RNN_LEN;
+        const float* ui = S + SF_U + i * UW;
+        const float* hi = S + SF_H + i * HID;
+        const float gx_r = p[RNN_B_IH + u] + dot8(p + (u64)u * UW, ui, UW);
+        const float gx_z = p[RNN_B_IH + HID + u] + dot8(p + (u64)(HID + u) * UW, ui, UW);
+        const float gx_n = p[RNN_B_IH + 2 * HID + u] + dot8(p + (u64)(2 * HID + u) * UW, ui, UW);
+        const float* whh = p + RNN_W_HH;
+        const float rg = sigmoidf_ref((gx_r + dot8(whh + u * HID, hi, HID)) + p[RNN_B_HH + u]);
+        const float zg = sigmoidf_ref((gx_z + dot8(whh + (HID + u) * HID, hi, HID)) +
+                                      p[RNN_B_HH + HID + u]);
+        const float hn = dot8(whh + (2 * HID + u) * HID, hi, HID) + p[RNN_B_HH + 2 * HID + u];
+        const float ng = tanhf(gx_n + rg * hn);
+        rc[u] = rg;
+        rc[HID + u] = zg;
+        rc[2 * HID + u] = ng;
+        rc[3 * HID + u] = hn;
+        const float ht = (1.0f - zg) * ng + zg * hi[u];
+        S[SF_HT + r] = ht;
+        if (COMM) C[RC_HT + r] = ht;
+    }
+    __syncthreads();
+
+#if COMM
+    // P5: communication keys and values of every module, queries of the active ones.
+    for (u32 it = tid; it < SPB_RIM * N_MOD * CW; it += nt) {
+        const u32 s = it % SPB_RIM;
+        const u32 r = it / SPB_RIM;
+        const u32 b = b0 + s;
+        if (b >= batch) continue;
+        float* S = sm + s * RF_SMEM;
+        float* C = cache + (u64)b * RIM_CACHE;
+        const u32 m = r / CW;
+        const float* ht = S + SF_HT + m * HID;
+        const float kv = 0.0f + dot8(c_k + (u64)r * HID, ht, HID);
+        const float vv = 0.0f + dot8(c_v + (u64)r * HID, ht, HID);
+        const float qv = S[SF_MASK + m] != 0.0f ? 0.0f + dot8(c_q + (u64)r * HID, ht, HID) : 0.0f;
+        S[SF_CK + r] = kv;
+        S[SF_CV + r] = vv;
+        S[SF_CQ + r] = qv;
+        C[RC_CK + r] = kv;
+        C[RC_CV + r] = vv;
+        C[RC_CQ + r] = qv;
+    }
+    __syncthreads();
+
+    // P6a: attention of each active module and head over all modules (softmax in place).
+    const float inv_ck = inv_sqrt_ref(C_K);
+    for (u32 it = tid; it < SPB_RIM * N_MOD * C_HEADS; it += nt) {
+        const u32 s = it % SPB_RIM;
+        const u32 r = it / SPB_RIM;
+        const u32 b = b0 + s;
+        if (b >= batch) continue;
+        float* S = sm + s * RF_SMEM;
+        float* C = cache + (u64)b * RIM_CACHE;
+        const u32 i = r / C_HEADS;
+        const u32 j = r % C_HEADS;
+        float* p = S + SF_P + r * N_MOD;
+        if (S[SF_MASK + i] == 0.0f) {
+            for (u32 m = 0; m < N_MOD; ++m) p[m] = 0.0f;
+        } else {
+            const float* qj = S + SF_CQ + i * CW + j * C_K;
+            for (u32 m = 0; m < N_MOD; ++m) {
+                p[m] = dot8(qj, S + SF_CK + m * CW + j * C_K, C_K) * inv_ck;
+            }
+            float mx = p[0];
+            for (u32 m = 0; m < N_MOD; ++m) mx = max_ref(mx, p[m]);
+            float sum = 0.0f;
+            for (u32 m = 0; m < N_MOD; ++m) {
+                p[m] = expf(p[m] - mx);
+                sum += p[m];
+            }
+            for (u32 m = 0; m < N_MOD; ++m) p[m] = p[m] / sum;
+        }
+        for (u32 m = 0; m < N_MOD; ++m) C[RC_P + r * N_MOD + m] = p[m];
+    }
+    __syncthreads();
+
+    // P6b: attention outputs o_i (zeros for inactive modules).
+    for (u32 it = tid; it < SPB_RIM * N_MOD * CW; it += nt) {
+        const u32 s = it % SPB_RIM;
+        const u32 r = it / SPB_RIM;
+        const u32 b = b0 + s;
+        if (b >= batch) continue;
+        float* S = sm + s * RF_SMEM;
+        float* C = cache + (u64)b * RIM_CACHE;
+        const u32 i = r / CW;
+        const u32 e = r % CW;
+        const u32 j = e / C_K;
+        float o = 0.0f;
+        if (S[SF_MASK + i] != 0.0f) {
+            const float* p = S + SF_P + (i * C_HEADS + j) * N_MOD;
+            for (u32 m = 0; m < N_MOD; ++m) o += p[m] * S[SF_CV + m * CW + e];
+        }
+        S[SF_O + r] = o;
+        C[RC_O + r] = o;
+    }
+    __syncthreads();
+#endif
+
+    // P7: gated residual of the active modules and the masked update.
+    for (u32 it = tid; it < SPB_RIM * NH; it += nt) {
+        const u32 s = it % SPB_RIM;
+        const u32 r = it / SPB_RIM;
+        const u32 b = b0 + s;
+        if (b >= batch) continue;
+        float* S = sm + s * RF_SMEM;
+        const u32 i = r / HID;
+        const bool on = S[SF_MASK + i] != 0.0f;
+        float out = S[SF_H + r];
+#if COMM
+        float* C = cache + (u64)b * RIM_CACHE;
+        float gate = 0.0f, th = 0.0f;
+        if (on) {
+            const float* oi = S + SF_O + i * CW;
+            gate = sigmoidf_ref(0.0f + dot8(c_g + (u64)r * CW, oi, CW));
+            th = tanhf(0.0f + dot8(c_o + (u64)r * CW, oi, CW));
+            out = S[SF_HT + r] + gate * th;
+        }
+        C[RC_GATE + r] = gate;
+        C[RC_TANH + r] = th;
+#else
+        if (on) out = S[SF_HT + r];
+#endif
+        h_out[(u64)b * NH + r] = out;
+    }
+    if (active_bits) {
+        for (u32 s = tid; s < SPB_RIM; s += nt) {
+            const u32 b = b0 + s;
+            if (b >= batch) continue;
+            const float* S = sm + s * RF_SMEM;
+            u32 bits = 0;
+            for (u32 i = 0; i < N_MOD; ++i) {
+                if (S[SF_MASK + i] != 0.0f) bits |= 1u << i;
+            }
+            active_bits[b] = bits;
+        }
+    }
+}
