@@ -51,13 +51,27 @@ pub struct AdaptConfig {
     /// PPO clip (the ratio moves off 1 after the first pass over a window, or for a step
     /// acted under older parameters).
     pub clip_eps: f32,
-    /// Gradient passes (optimiser steps) per window.
+    /// Gradient passes (optimiser steps) per window; more than 1 needs `windows_per_step` 1.
     pub epochs: u32,
+    /// Windows whose gradients are summed before one optimiser step (the step uses their
+    /// mean over all their steps, and updates the modules active in any of them): a longer
+    /// effective batch at no RAM cost, since the gradient buffer is the accumulator. 0 counts
+    /// as 1. A partial accumulation left when the episodes end is dropped.
+    pub windows_per_step: u32,
+    /// Advantage normalisation: 0 off; else each window's advantages are centred and scaled
+    /// by running estimates of their mean and spread (exponential averages over about this
+    /// many windows, plain averages before that). Centring removes a constant bias of a critic
+    /// trained on another level.
+    pub adv_norm_horizon: u32,
+    /// Learning-rate decay: 0 keeps `lr`; else step `t` (from 0) uses
+    /// `lr / (1 + t / lr_half_life)`, half the rate after this many optimiser steps, so the
+    /// fast weights settle instead of wandering at the end of a long adaptation.
+    pub lr_half_life: u32,
 }
 
 impl Default for AdaptConfig {
     /// gamma 0.99, lambda 0.95, lr 3e-4, entropy 0.01, grad clip 0.5, reward scale 20, clip 0.2,
-    /// one pass per window.
+    /// one pass per window, one window per step, no advantage normalisation.
     fn default() -> Self {
         AdaptConfig {
             gamma: 0.99,
@@ -68,6 +82,9 @@ impl Default for AdaptConfig {
             reward_scale: 20.0,
             clip_eps: 0.2,
             epochs: 1,
+            windows_per_step: 1,
+            adv_norm_horizon: 0,
+            lr_half_life: 0,
         }
     }
 }
@@ -79,8 +96,11 @@ pub struct UpdateReport {
     pub steps: usize,
     /// Gradient norm before clipping.
     pub grad_norm: f32,
-    /// Modules updated (active somewhere in the window).
+    /// Modules updated (active somewhere in the accumulated windows; 0 when no step was
+    /// taken).
     pub modules_updated: usize,
+    /// Optimiser steps taken (0 while gradients are still being accumulated).
+    pub optimizer_steps: u32,
 }
 
 /// The window, gradient, optimiser state and work buffer of fast adaptation for `Tiny`:
@@ -102,8 +122,16 @@ pub struct TinyAdapter<const W: usize, const M: usize> {
     v: [f32; M],
     adam_t: u64,
     work: [f32; TINY_FAST_WORK],
-    /// Updates done.
+    acc_windows: u32,
+    acc_steps: usize,
+    acc_active: [bool; MAX_MODULES],
+    adv_mean: f32,
+    adv_sq: f32,
+    adv_windows: u32,
+    /// Windows learned from ([`Self::update`] calls on a non-empty window).
     pub updates: u32,
+    /// Optimiser steps taken.
+    pub optimizer_steps: u32,
 }
 
 impl<const W: usize, const M: usize> Default for TinyAdapter<W, M> {
@@ -134,7 +162,14 @@ impl<const W: usize, const M: usize> TinyAdapter<W, M> {
             v: [0.0; M],
             adam_t: 0,
             work: [0.0; TINY_FAST_WORK],
+            acc_windows: 0,
+            acc_steps: 0,
+            acc_active: [false; MAX_MODULES],
+            adv_mean: 0.0,
+            adv_sq: 0.0,
+            adv_windows: 0,
             updates: 0,
+            optimizer_steps: 0,
         }
     }
 
@@ -192,9 +227,12 @@ impl<const W: usize, const M: usize> TinyAdapter<W, M> {
         Ok(())
     }
 
-    /// Update the fast group from the window, then empty it. `bootstrap` is the critic's value
-    /// of the state after the last step (ignored when that step ended its episode). `fast` is
-    /// the fast group (RAM); `slow`, `other` the frozen groups.
+    /// Learn from the window, then empty it: its PPO gradient (exact BPTT over the window,
+    /// fast group only) is added to the accumulated gradient, and every
+    /// `cfg.windows_per_step` windows one optimiser step is taken on their mean (`cfg.epochs`
+    /// steps on this window alone when `windows_per_step` is 1). `bootstrap` is the critic's
+    /// value of the state after the last step (ignored when that step ended its episode).
+    /// `fast` is the fast group (RAM); `slow`, `other` the frozen groups.
     pub fn update(
         &mut self,
         layout: &Layout,
@@ -205,23 +243,18 @@ impl<const W: usize, const M: usize> TinyAdapter<W, M> {
         cfg: &AdaptConfig,
     ) -> Result<UpdateReport, Error> {
         check_layout(layout)?;
+        let per_step = cfg.windows_per_step.max(1);
+        let epochs = cfg.epochs.max(1);
+        if per_step > 1 && epochs > 1 {
+            return Err(Error::BadConfig {
+                what: "adaptation: epochs > 1 needs windows_per_step = 1",
+            });
+        }
         let n = self.len;
         if n == 0 {
             return Ok(UpdateReport::default());
         }
-        // GAE with the frozen critic.
-        let mut last = 0.0f32;
-        for t in (0..n).rev() {
-            let next_v = if t + 1 < n {
-                self.values[t + 1]
-            } else {
-                bootstrap
-            };
-            let nonterminal = if self.dones[t] { 0.0 } else { 1.0 };
-            let delta = self.rewards[t] + cfg.gamma * next_v * nonterminal - self.values[t];
-            last = delta + cfg.gamma * cfg.lambda * nonterminal * last;
-            self.adv[t] = last;
-        }
+        self.advantages(bootstrap, cfg);
         let coefs = PpoCoefs {
             clip_eps: cfg.clip_eps,
             value_coef: 0.0,
@@ -240,12 +273,18 @@ impl<const W: usize, const M: usize> TinyAdapter<W, M> {
                 ret: self.values[t] + self.adv[t],
             },
         });
+        let nm = layout.dims().rim.n_modules.min(MAX_MODULES);
         let mut report = UpdateReport {
             steps: n,
             ..UpdateReport::default()
         };
-        for epoch in 0..cfg.epochs.max(1) {
-            self.grads.fill(0.0);
+        for epoch in 0..epochs {
+            if self.acc_windows == 0 {
+                self.grads.fill(0.0);
+                self.acc_steps = 0;
+                self.acc_active = [false; MAX_MODULES];
+            }
+            // The summed (unscaled) loss gradient accumulates; the step divides by the steps.
             let stats = {
                 let policy = crate::nn::policy::Policy::new(
                     layout,
@@ -258,59 +297,142 @@ impl<const W: usize, const M: usize> TinyAdapter<W, M> {
                 policy.fast_window_backward(
                     &steps[..n],
                     &coefs,
-                    1.0 / n as f32,
+                    1.0,
                     CommGrad::Blocked,
                     &mut self.grads,
                     &mut self.work,
                 )?
             };
-            let nm = layout.dims().rim.n_modules.min(MAX_MODULES);
-            let mut active = [false; MAX_MODULES];
-            for (a, c) in active.iter_mut().zip(stats.active_steps.iter()).take(nm) {
-                *a = *c > 0;
+            for (a, c) in self.acc_active.iter_mut().zip(stats.active_steps.iter()) {
+                *a |= *c > 0;
             }
-            let mut ranges = heapless::Vec::<Range, FAST_RANGES>::new();
-            layout.fast_ranges(&active[..nm], &mut ranges)?;
-            let mut sq = 0.0f32;
-            for &(off, len) in ranges.iter() {
-                for g in self.grads.get(off..off + len).unwrap_or(&[]) {
-                    sq += *g * *g;
-                }
+            self.acc_steps += n;
+            self.acc_windows += 1;
+            if self.acc_windows < per_step {
+                continue;
             }
-            let norm = libm::sqrtf(sq);
-            let coef = clip_coef(norm, cfg.max_grad_norm);
-            for &(off, len) in ranges.iter() {
-                for g in self.grads.get_mut(off..off + len).unwrap_or(&mut []) {
-                    *g *= coef;
-                }
-            }
-            if M == TINY_FAST {
-                self.adam_t += 1;
-                let adam = Adam::new(f64::from(cfg.lr), 0.9, 0.999, 1e-5);
-                adam.update_ranges_at(
-                    self.adam_t,
-                    &mut fast[..],
-                    &self.grads,
-                    &mut self.m,
-                    &mut self.v,
-                    &ranges,
-                )?;
-            } else {
-                Sgd {
-                    lr: f64::from(cfg.lr),
-                }
-                .step_ranges(&mut fast[..], &self.grads, &ranges)?;
-            }
+            let (norm, modules) = fast_step(
+                layout,
+                fast,
+                Accumulated {
+                    grads: &mut self.grads,
+                    m: &mut self.m,
+                    v: &mut self.v,
+                    adam_t: &mut self.adam_t,
+                    active: &self.acc_active[..nm],
+                    steps: self.acc_steps,
+                },
+                step_lr(cfg, self.optimizer_steps),
+                cfg,
+            )?;
+            self.acc_windows = 0;
+            self.optimizer_steps += 1;
             if epoch == 0 {
                 report.grad_norm = norm;
             }
-            report.modules_updated = report
-                .modules_updated
-                .max(active.iter().take(nm).filter(|a| **a).count());
+            report.modules_updated = report.modules_updated.max(modules);
+            report.optimizer_steps += 1;
         }
         self.len = 0;
         self.updates += 1;
         Ok(report)
+    }
+
+    /// GAE with the frozen critic into `adv`, then (with `adv_norm_horizon`) the running
+    /// normalisation.
+    fn advantages(&mut self, bootstrap: f32, cfg: &AdaptConfig) {
+        let n = self.len.min(W);
+        let mut last = 0.0f32;
+        for t in (0..n).rev() {
+            let next_v = if t + 1 < n {
+                self.values[t + 1]
+            } else {
+                bootstrap
+            };
+            let nonterminal = if self.dones[t] { 0.0 } else { 1.0 };
+            let delta = self.rewards[t] + cfg.gamma * next_v * nonterminal - self.values[t];
+            last = delta + cfg.gamma * cfg.lambda * nonterminal * last;
+            self.adv[t] = last;
+        }
+        if cfg.adv_norm_horizon == 0 || n == 0 {
+            return;
+        }
+        let adv = &mut self.adv[..n];
+        let inv_n = 1.0 / n as f32;
+        let mean = adv.iter().sum::<f32>() * inv_n;
+        let sq = adv.iter().map(|a| a * a).sum::<f32>() * inv_n;
+        self.adv_windows = self.adv_windows.saturating_add(1);
+        let rate = 1.0 / self.adv_windows.min(cfg.adv_norm_horizon) as f32;
+        self.adv_mean += rate * (mean - self.adv_mean);
+        self.adv_sq += rate * (sq - self.adv_sq);
+        let var = (self.adv_sq - self.adv_mean * self.adv_mean).max(0.0);
+        let inv_std = 1.0 / libm::sqrtf(var + 1e-8);
+        for a in adv.iter_mut() {
+            *a = (*a - self.adv_mean) * inv_std;
+        }
+    }
+}
+
+/// The accumulated gradient and the optimiser state one step works on.
+struct Accumulated<'a, const M: usize> {
+    grads: &'a mut [f32; TINY_FAST],
+    m: &'a mut [f32; M],
+    v: &'a mut [f32; M],
+    adam_t: &'a mut u64,
+    active: &'a [bool],
+    steps: usize,
+}
+
+/// One optimiser step on the accumulated gradient (its mean over the accumulated steps,
+/// clipped), on the blocks of the modules active in the accumulated windows. Returns the
+/// pre-clip norm and the modules updated.
+fn fast_step<const M: usize>(
+    layout: &Layout,
+    fast: &mut [f32; TINY_FAST],
+    acc: Accumulated<'_, M>,
+    lr: f32,
+    cfg: &AdaptConfig,
+) -> Result<(f32, usize), Error> {
+    let mut ranges = heapless::Vec::<Range, FAST_RANGES>::new();
+    layout.fast_ranges(acc.active, &mut ranges)?;
+    let inv = 1.0 / acc.steps.max(1) as f32;
+    let mut sq = 0.0f32;
+    for &(off, len) in ranges.iter() {
+        for g in acc.grads.get_mut(off..off + len).unwrap_or(&mut []) {
+            *g *= inv;
+            sq += *g * *g;
+        }
+    }
+    let norm = libm::sqrtf(sq);
+    let coef = clip_coef(norm, cfg.max_grad_norm);
+    for &(off, len) in ranges.iter() {
+        for g in acc.grads.get_mut(off..off + len).unwrap_or(&mut []) {
+            *g *= coef;
+        }
+    }
+    if M == TINY_FAST {
+        *acc.adam_t += 1;
+        let adam = Adam::new(f64::from(lr), 0.9, 0.999, 1e-5);
+        adam.update_ranges_at(
+            *acc.adam_t,
+            &mut fast[..],
+            &acc.grads[..],
+            &mut acc.m[..],
+            &mut acc.v[..],
+            &ranges,
+        )?;
+    } else {
+        Sgd { lr: f64::from(lr) }.step_ranges(&mut fast[..], &acc.grads[..], &ranges)?;
+    }
+    Ok((norm, acc.active.iter().filter(|a| **a).count()))
+}
+
+/// The learning rate of optimiser step `t` (from 0) under `cfg.lr_half_life`.
+pub fn step_lr(cfg: &AdaptConfig, t: u32) -> f32 {
+    if cfg.lr_half_life == 0 {
+        cfg.lr
+    } else {
+        cfg.lr / (1.0 + t as f32 / cfg.lr_half_life as f32)
     }
 }
 
@@ -341,8 +463,10 @@ pub struct EpisodeStats {
     pub return_sum: f32,
     /// Steps taken.
     pub steps: u32,
-    /// Fast updates made.
+    /// Windows learned from.
     pub updates: u32,
+    /// Optimiser steps taken on the fast group.
+    pub optimizer_steps: u32,
 }
 
 impl EpisodeStats {
@@ -500,6 +624,7 @@ pub fn play_episodes<const W: usize, const M: usize>(
     }
     if let Some((ad, _)) = adapt {
         stats.updates = ad.updates;
+        stats.optimizer_steps = ad.optimizer_steps;
     }
     Ok(stats)
 }

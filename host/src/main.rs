@@ -75,6 +75,21 @@ struct AdaptArgs {
     /// Gradient passes per window.
     #[arg(long, default_value_t = 1)]
     epochs: u32,
+    /// Windows whose gradients are accumulated before one optimiser step.
+    #[arg(long, default_value_t = 1)]
+    windows_per_step: u32,
+    /// Advantage normalisation over about this many windows (0: off).
+    #[arg(long, default_value_t = 0)]
+    adv_norm_horizon: u32,
+    /// Entropy bonus weight.
+    #[arg(long, default_value_t = 0.01)]
+    entropy_coef: f32,
+    /// Learning-rate half-life in optimiser steps (lr / (1 + t / H); 0: constant).
+    #[arg(long, default_value_t = 0)]
+    lr_half_life: u32,
+    /// Global gradient-norm clip.
+    #[arg(long, default_value_t = 0.5)]
+    max_grad_norm: f32,
 }
 
 #[derive(Args, Debug)]
@@ -952,6 +967,11 @@ fn cmd_adapt(a: AdaptArgs) -> Result<ExitCode> {
     let cfg = metarim_core::adapt::AdaptConfig {
         lr: a.lr,
         epochs: a.epochs,
+        windows_per_step: a.windows_per_step,
+        adv_norm_horizon: a.adv_norm_horizon,
+        entropy_coef: a.entropy_coef,
+        max_grad_norm: a.max_grad_norm,
+        lr_half_life: a.lr_half_life,
         ..Default::default()
     };
     let o = host::adapt::AdaptOptions {
@@ -980,10 +1000,11 @@ fn cmd_adapt(a: AdaptArgs) -> Result<ExitCode> {
     )?;
     writeln!(
         out,
-        "adapting: {} episodes, {} steps, {} fast updates, success {:.4}; adapter RAM {} B ({})",
+        "adapting: {} episodes, {} steps, {} windows, {} fast updates, success {:.4}; adapter RAM {} B ({})",
         r.during.episodes,
         r.during.steps,
         r.during.updates,
+        r.during.optimizer_steps,
         r.during.success_rate(),
         r.adapter_bytes,
         a.optimizer

@@ -111,6 +111,10 @@ pub struct TrainConfig {
     pub save_interval: usize,
     /// Episodes in the rolling window of the reported success rate and return.
     pub stats_window: usize,
+    /// Start from this checkpoint's parameters instead of a fresh initialisation (a fine-tune:
+    /// same preset and mode; optimiser state, envs and statistics start fresh). With
+    /// `outer_steps = 0` in a meta mode only the fast group learns.
+    pub init_from: Option<String>,
 }
 
 impl Default for TrainConfig {
@@ -154,6 +158,7 @@ impl Default for TrainConfig {
             grad_shards: 16,
             save_interval: 10,
             stats_window: 500,
+            init_from: None,
         }
     }
 }
@@ -337,12 +342,17 @@ impl TrainConfig {
                 bail!("config field `{name}` must be a finite number >= 0, got {v}");
             }
         }
+        if let Some(p) = &self.init_from {
+            if !std::path::Path::new(p).is_file() {
+                bail!("config field `init_from`: no checkpoint file at {p:?}");
+            }
+        }
         Ok(())
     }
 }
 
 /// Optional fields (absent from the serialised table when unset) that `set` still accepts.
-const OPTIONAL_KEYS: [&str; 3] = ["n_modules", "k_active", "communication"];
+const OPTIONAL_KEYS: [&str; 4] = ["n_modules", "k_active", "communication", "init_from"];
 
 /// Whether `mode` splits parameters into a fast inner and a slow outer loop.
 pub fn is_meta(mode: Mode) -> bool {
