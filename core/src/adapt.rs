@@ -67,6 +67,11 @@ pub struct AdaptConfig {
     /// `lr / (1 + t / lr_half_life)`, half the rate after this many optimiser steps, so the
     /// fast weights settle instead of wandering at the end of a long adaptation.
     pub lr_half_life: u32,
+    /// Pull towards the fast weights adaptation started from: 0 off; else `anchor * (w - w0)`
+    /// is added to each step's (mean) gradient before clipping (L2-SP), which bounds how far
+    /// the modules drift. `w0` comes from [`Session::initial_fast`] (on the device, the blob's
+    /// fast group in flash: no RAM).
+    pub anchor: f32,
 }
 
 impl Default for AdaptConfig {
@@ -85,6 +90,7 @@ impl Default for AdaptConfig {
             windows_per_step: 1,
             adv_norm_horizon: 0,
             lr_half_life: 0,
+            anchor: 0.0,
         }
     }
 }
@@ -132,6 +138,10 @@ pub struct TinyAdapter<const W: usize, const M: usize> {
     pub updates: u32,
     /// Optimiser steps taken.
     pub optimizer_steps: u32,
+    /// Sum of the pre-clip gradient norms of those steps.
+    pub grad_norm_sum: f32,
+    /// Steps whose gradient was clipped.
+    pub clipped_steps: u32,
 }
 
 impl<const W: usize, const M: usize> Default for TinyAdapter<W, M> {
@@ -170,6 +180,8 @@ impl<const W: usize, const M: usize> TinyAdapter<W, M> {
             adv_windows: 0,
             updates: 0,
             optimizer_steps: 0,
+            grad_norm_sum: 0.0,
+            clipped_steps: 0,
         }
     }
 
@@ -239,10 +251,16 @@ impl<const W: usize, const M: usize> TinyAdapter<W, M> {
         fast: &mut [f32; TINY_FAST],
         slow: &[f32],
         other: &[f32],
+        initial: &[f32],
         bootstrap: f32,
         cfg: &AdaptConfig,
     ) -> Result<UpdateReport, Error> {
         check_layout(layout)?;
+        if cfg.anchor != 0.0 && initial.len() != TINY_FAST {
+            return Err(Error::BadConfig {
+                what: "adaptation: anchor > 0 needs the initial fast weights",
+            });
+        }
         let per_step = cfg.windows_per_step.max(1);
         let epochs = cfg.epochs.max(1);
         if per_step > 1 && epochs > 1 {
@@ -321,12 +339,15 @@ impl<const W: usize, const M: usize> TinyAdapter<W, M> {
                     adam_t: &mut self.adam_t,
                     active: &self.acc_active[..nm],
                     steps: self.acc_steps,
+                    initial,
                 },
                 step_lr(cfg, self.optimizer_steps),
                 cfg,
             )?;
             self.acc_windows = 0;
             self.optimizer_steps += 1;
+            self.grad_norm_sum += norm;
+            self.clipped_steps += u32::from(norm > cfg.max_grad_norm);
             if epoch == 0 {
                 report.grad_norm = norm;
             }
@@ -381,6 +402,7 @@ struct Accumulated<'a, const M: usize> {
     adam_t: &'a mut u64,
     active: &'a [bool],
     steps: usize,
+    initial: &'a [f32],
 }
 
 /// One optimiser step on the accumulated gradient (its mean over the accumulated steps,
@@ -398,8 +420,16 @@ fn fast_step<const M: usize>(
     let inv = 1.0 / acc.steps.max(1) as f32;
     let mut sq = 0.0f32;
     for &(off, len) in ranges.iter() {
-        for g in acc.grads.get_mut(off..off + len).unwrap_or(&mut []) {
+        let (Some(gs), Some(ws)) = (acc.grads.get_mut(off..off + len), fast.get(off..off + len))
+        else {
+            continue;
+        };
+        let w0s = acc.initial.get(off..off + len).unwrap_or(&[]);
+        for (i, (g, w)) in gs.iter_mut().zip(ws).enumerate() {
             *g *= inv;
+            if cfg.anchor != 0.0 {
+                *g += cfg.anchor * (*w - w0s.get(i).copied().unwrap_or(*w));
+            }
             sq += *g * *g;
         }
     }
@@ -467,6 +497,10 @@ pub struct EpisodeStats {
     pub updates: u32,
     /// Optimiser steps taken on the fast group.
     pub optimizer_steps: u32,
+    /// Mean pre-clip gradient norm of those steps.
+    pub mean_grad_norm: f32,
+    /// Fraction of those steps whose gradient was clipped.
+    pub clip_fraction: f32,
 }
 
 impl EpisodeStats {
@@ -535,6 +569,9 @@ pub struct Session<'a> {
     pub env: &'a mut Env,
     /// Acting state.
     pub actor: &'a mut TinyActor,
+    /// The fast weights adaptation started from (for [`AdaptConfig::anchor`]; may be empty
+    /// when the anchor is off).
+    pub initial_fast: &'a [f32],
 }
 
 /// Run episodes `first..first + count` of `level` (episode `i`: generator
@@ -582,7 +619,15 @@ pub fn play_episodes<const W: usize, const M: usize>(
             // A full window waits for this step's value to bootstrap from, then updates.
             if let Some((ad, cfg)) = adapt.as_mut() {
                 if ad.is_full() {
-                    ad.update(s.layout, s.fast, s.slow, s.other, value, cfg)?;
+                    ad.update(
+                        s.layout,
+                        s.fast,
+                        s.slow,
+                        s.other,
+                        s.initial_fast,
+                        value,
+                        cfg,
+                    )?;
                 }
             }
             let (a, logprob) = if argmax && adapt.is_none() {
@@ -610,7 +655,7 @@ pub fn play_episodes<const W: usize, const M: usize>(
                     done,
                 )?;
                 if done {
-                    ad.update(s.layout, s.fast, s.slow, s.other, 0.0, cfg)?;
+                    ad.update(s.layout, s.fast, s.slow, s.other, s.initial_fast, 0.0, cfg)?;
                 }
             }
             start = false;
@@ -625,6 +670,9 @@ pub fn play_episodes<const W: usize, const M: usize>(
     if let Some((ad, _)) = adapt {
         stats.updates = ad.updates;
         stats.optimizer_steps = ad.optimizer_steps;
+        let n = ad.optimizer_steps.max(1) as f32;
+        stats.mean_grad_norm = ad.grad_norm_sum / n;
+        stats.clip_fraction = ad.clipped_steps as f32 / n;
     }
     Ok(stats)
 }

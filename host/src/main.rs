@@ -84,6 +84,9 @@ struct AdaptArgs {
     /// Entropy bonus weight.
     #[arg(long, default_value_t = 0.01)]
     entropy_coef: f32,
+    /// Pull towards the starting fast weights (L2-SP weight; 0: off).
+    #[arg(long, default_value_t = 0.0)]
+    anchor: f32,
     /// Learning-rate half-life in optimiser steps (lr / (1 + t / H); 0: constant).
     #[arg(long, default_value_t = 0)]
     lr_half_life: u32,
@@ -972,6 +975,7 @@ fn cmd_adapt(a: AdaptArgs) -> Result<ExitCode> {
         entropy_coef: a.entropy_coef,
         max_grad_norm: a.max_grad_norm,
         lr_half_life: a.lr_half_life,
+        anchor: a.anchor,
         ..Default::default()
     };
     let o = host::adapt::AdaptOptions {
@@ -1000,11 +1004,14 @@ fn cmd_adapt(a: AdaptArgs) -> Result<ExitCode> {
     )?;
     writeln!(
         out,
-        "adapting: {} episodes, {} steps, {} windows, {} fast updates, success {:.4}; adapter RAM {} B ({})",
+        "adapting: {} episodes, {} steps, {} windows, {} fast updates (mean grad norm {:.4}, \
+         clipped {:.3}), success {:.4}; adapter RAM {} B ({})",
         r.during.episodes,
         r.during.steps,
         r.during.updates,
         r.during.optimizer_steps,
+        r.during.mean_grad_norm,
+        r.during.clip_fraction,
         r.during.success_rate(),
         r.adapter_bytes,
         a.optimizer
