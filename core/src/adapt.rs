@@ -9,9 +9,12 @@
 //!   0 for plain SGD) and one work buffer; `size_of::<TinyAdapter<W, M>>()` is its whole RAM.
 //! - The loss is PPO's on the window with the frozen critic as baseline (GAE), value weight 0;
 //!   the gradient is exact BPTT over the window for the fast group only
-//!   ([`crate::nn::policy::Policy::fast_window_backward`], which recomputes each step from its stored input).
-//! - The update touches only the blocks of modules that were active in the window (top-k
-//!   makes it sparse, [`Layout::fast_ranges`]); slow and other parameters are never written.
+//!   ([`crate::nn::policy::Policy::fast_window_backward`], which recomputes each step from its
+//!   stored input). Gradients of [`AdaptConfig::windows_per_step`] windows are summed in the
+//!   one gradient buffer before an optimiser step on their per-step mean (a longer batch at no
+//!   RAM cost).
+//! - A step touches only the blocks of modules that were active in its windows (top-k makes
+//!   it sparse, [`Layout::fast_ranges`]); slow and other parameters are never written.
 //! - [`play_episodes`] is the one episode loop of the host twin (`metarim adapt`) and the
 //!   firmware, so both compute bit-identical results from the same blob and seed.
 
@@ -58,39 +61,32 @@ pub struct AdaptConfig {
     /// effective batch at no RAM cost, since the gradient buffer is the accumulator. 0 counts
     /// as 1. A partial accumulation left when the episodes end is dropped.
     pub windows_per_step: u32,
-    /// Advantage normalisation: 0 off; else each window's advantages are centred and scaled
-    /// by running estimates of their mean and spread (exponential averages over about this
-    /// many windows, plain averages before that). Centring removes a constant bias of a critic
-    /// trained on another level.
-    pub adv_norm_horizon: u32,
-    /// Learning-rate decay: 0 keeps `lr`; else step `t` (from 0) uses
-    /// `lr / (1 + t / lr_half_life)`, half the rate after this many optimiser steps, so the
-    /// fast weights settle instead of wandering at the end of a long adaptation.
-    pub lr_half_life: u32,
-    /// Pull towards the fast weights adaptation started from: 0 off; else `anchor * (w - w0)`
-    /// is added to each step's (mean) gradient before clipping (L2-SP), which bounds how far
-    /// the modules drift. `w0` comes from [`Session::initial_fast`] (on the device, the blob's
-    /// fast group in flash: no RAM).
-    pub anchor: f32,
+    /// Advantage centring: 0 off; else a running mean of the advantages (an exponential
+    /// average over about this many windows, a plain average before that) is subtracted from
+    /// each window's advantages, which removes a constant bias of a critic trained on another
+    /// level (an optimistic critic makes every advantage negative and the policy flatter).
+    pub adv_center_windows: u32,
+    /// With centring on, also divide by the running standard deviation.
+    pub adv_scale: bool,
 }
 
 impl Default for AdaptConfig {
-    /// gamma 0.99, lambda 0.95, lr 3e-4, entropy 0.01, grad clip 0.5, reward scale 20, clip 0.2,
-    /// one pass per window, one window per step, no advantage normalisation.
+    /// gamma 0.99, lambda 0.95, lr 1e-2, entropy 0.01, grad clip 0.5, reward scale 20, clip 0.2,
+    /// one pass per window, one SGD step per 4 windows (chosen on MiniGrid-Empty-5x5 ->
+    /// Empty-8x8 over training seeds 1-7, docs/RESULTS.md "On-device fast adaptation").
     fn default() -> Self {
         AdaptConfig {
             gamma: 0.99,
             lambda: 0.95,
-            lr: 3e-4,
+            lr: 1e-2,
             entropy_coef: 0.01,
             max_grad_norm: 0.5,
             reward_scale: 20.0,
             clip_eps: 0.2,
             epochs: 1,
-            windows_per_step: 1,
-            adv_norm_horizon: 0,
-            lr_half_life: 0,
-            anchor: 0.0,
+            windows_per_step: 4,
+            adv_center_windows: 0,
+            adv_scale: false,
         }
     }
 }
@@ -142,6 +138,13 @@ pub struct TinyAdapter<const W: usize, const M: usize> {
     pub grad_norm_sum: f32,
     /// Steps whose gradient was clipped.
     pub clipped_steps: u32,
+    /// Steps learned from (each window's steps, once per window).
+    pub learned_steps: u32,
+    /// Sum of their GAE advantages (scaled rewards; a critic biased for this level shows
+    /// here).
+    pub advantage_sum: f32,
+    /// Sum of the policy's entropies at those steps.
+    pub entropy_sum: f32,
 }
 
 impl<const W: usize, const M: usize> Default for TinyAdapter<W, M> {
@@ -182,6 +185,9 @@ impl<const W: usize, const M: usize> TinyAdapter<W, M> {
             optimizer_steps: 0,
             grad_norm_sum: 0.0,
             clipped_steps: 0,
+            learned_steps: 0,
+            advantage_sum: 0.0,
+            entropy_sum: 0.0,
         }
     }
 
@@ -251,16 +257,10 @@ impl<const W: usize, const M: usize> TinyAdapter<W, M> {
         fast: &mut [f32; TINY_FAST],
         slow: &[f32],
         other: &[f32],
-        initial: &[f32],
         bootstrap: f32,
         cfg: &AdaptConfig,
     ) -> Result<UpdateReport, Error> {
         check_layout(layout)?;
-        if cfg.anchor != 0.0 && initial.len() != TINY_FAST {
-            return Err(Error::BadConfig {
-                what: "adaptation: anchor > 0 needs the initial fast weights",
-            });
-        }
         let per_step = cfg.windows_per_step.max(1);
         let epochs = cfg.epochs.max(1);
         if per_step > 1 && epochs > 1 {
@@ -321,6 +321,11 @@ impl<const W: usize, const M: usize> TinyAdapter<W, M> {
                     &mut self.work,
                 )?
             };
+            if epoch == 0 {
+                self.learned_steps = self.learned_steps.saturating_add(n as u32);
+                self.advantage_sum += self.adv[..n].iter().sum::<f32>();
+                self.entropy_sum += stats.sum.entropy;
+            }
             for (a, c) in self.acc_active.iter_mut().zip(stats.active_steps.iter()) {
                 *a |= *c > 0;
             }
@@ -339,9 +344,7 @@ impl<const W: usize, const M: usize> TinyAdapter<W, M> {
                     adam_t: &mut self.adam_t,
                     active: &self.acc_active[..nm],
                     steps: self.acc_steps,
-                    initial,
                 },
-                step_lr(cfg, self.optimizer_steps),
                 cfg,
             )?;
             self.acc_windows = 0;
@@ -359,8 +362,7 @@ impl<const W: usize, const M: usize> TinyAdapter<W, M> {
         Ok(report)
     }
 
-    /// GAE with the frozen critic into `adv`, then (with `adv_norm_horizon`) the running
-    /// normalisation.
+    /// GAE with the frozen critic into `adv`.
     fn advantages(&mut self, bootstrap: f32, cfg: &AdaptConfig) {
         let n = self.len.min(W);
         let mut last = 0.0f32;
@@ -375,7 +377,7 @@ impl<const W: usize, const M: usize> TinyAdapter<W, M> {
             last = delta + cfg.gamma * cfg.lambda * nonterminal * last;
             self.adv[t] = last;
         }
-        if cfg.adv_norm_horizon == 0 || n == 0 {
+        if cfg.adv_center_windows == 0 || n == 0 {
             return;
         }
         let adv = &mut self.adv[..n];
@@ -383,11 +385,15 @@ impl<const W: usize, const M: usize> TinyAdapter<W, M> {
         let mean = adv.iter().sum::<f32>() * inv_n;
         let sq = adv.iter().map(|a| a * a).sum::<f32>() * inv_n;
         self.adv_windows = self.adv_windows.saturating_add(1);
-        let rate = 1.0 / self.adv_windows.min(cfg.adv_norm_horizon) as f32;
+        let rate = 1.0 / self.adv_windows.min(cfg.adv_center_windows) as f32;
         self.adv_mean += rate * (mean - self.adv_mean);
         self.adv_sq += rate * (sq - self.adv_sq);
-        let var = (self.adv_sq - self.adv_mean * self.adv_mean).max(0.0);
-        let inv_std = 1.0 / libm::sqrtf(var + 1e-8);
+        let inv_std = if cfg.adv_scale {
+            let var = (self.adv_sq - self.adv_mean * self.adv_mean).max(0.0);
+            1.0 / libm::sqrtf(var + 1e-8)
+        } else {
+            1.0
+        };
         for a in adv.iter_mut() {
             *a = (*a - self.adv_mean) * inv_std;
         }
@@ -402,7 +408,6 @@ struct Accumulated<'a, const M: usize> {
     adam_t: &'a mut u64,
     active: &'a [bool],
     steps: usize,
-    initial: &'a [f32],
 }
 
 /// One optimiser step on the accumulated gradient (its mean over the accumulated steps,
@@ -412,7 +417,6 @@ fn fast_step<const M: usize>(
     layout: &Layout,
     fast: &mut [f32; TINY_FAST],
     acc: Accumulated<'_, M>,
-    lr: f32,
     cfg: &AdaptConfig,
 ) -> Result<(f32, usize), Error> {
     let mut ranges = heapless::Vec::<Range, FAST_RANGES>::new();
@@ -420,16 +424,8 @@ fn fast_step<const M: usize>(
     let inv = 1.0 / acc.steps.max(1) as f32;
     let mut sq = 0.0f32;
     for &(off, len) in ranges.iter() {
-        let (Some(gs), Some(ws)) = (acc.grads.get_mut(off..off + len), fast.get(off..off + len))
-        else {
-            continue;
-        };
-        let w0s = acc.initial.get(off..off + len).unwrap_or(&[]);
-        for (i, (g, w)) in gs.iter_mut().zip(ws).enumerate() {
+        for g in acc.grads.get_mut(off..off + len).unwrap_or(&mut []) {
             *g *= inv;
-            if cfg.anchor != 0.0 {
-                *g += cfg.anchor * (*w - w0s.get(i).copied().unwrap_or(*w));
-            }
             sq += *g * *g;
         }
     }
@@ -442,7 +438,7 @@ fn fast_step<const M: usize>(
     }
     if M == TINY_FAST {
         *acc.adam_t += 1;
-        let adam = Adam::new(f64::from(lr), 0.9, 0.999, 1e-5);
+        let adam = Adam::new(f64::from(cfg.lr), 0.9, 0.999, 1e-5);
         adam.update_ranges_at(
             *acc.adam_t,
             &mut fast[..],
@@ -452,18 +448,12 @@ fn fast_step<const M: usize>(
             &ranges,
         )?;
     } else {
-        Sgd { lr: f64::from(lr) }.step_ranges(&mut fast[..], &acc.grads[..], &ranges)?;
+        Sgd {
+            lr: f64::from(cfg.lr),
+        }
+        .step_ranges(&mut fast[..], &acc.grads[..], &ranges)?;
     }
     Ok((norm, acc.active.iter().filter(|a| **a).count()))
-}
-
-/// The learning rate of optimiser step `t` (from 0) under `cfg.lr_half_life`.
-pub fn step_lr(cfg: &AdaptConfig, t: u32) -> f32 {
-    if cfg.lr_half_life == 0 {
-        cfg.lr
-    } else {
-        cfg.lr / (1.0 + t as f32 / cfg.lr_half_life as f32)
-    }
 }
 
 /// The layout must be Tiny's meta-rim split, whose fast group is exactly the module RNNs.
@@ -501,6 +491,10 @@ pub struct EpisodeStats {
     pub mean_grad_norm: f32,
     /// Fraction of those steps whose gradient was clipped.
     pub clip_fraction: f32,
+    /// Mean GAE advantage of the steps learned from.
+    pub mean_advantage: f32,
+    /// Mean policy entropy at the steps learned from.
+    pub mean_entropy: f32,
 }
 
 impl EpisodeStats {
@@ -569,9 +563,6 @@ pub struct Session<'a> {
     pub env: &'a mut Env,
     /// Acting state.
     pub actor: &'a mut TinyActor,
-    /// The fast weights adaptation started from (for [`AdaptConfig::anchor`]; may be empty
-    /// when the anchor is off).
-    pub initial_fast: &'a [f32],
 }
 
 /// Run episodes `first..first + count` of `level` (episode `i`: generator
@@ -619,15 +610,7 @@ pub fn play_episodes<const W: usize, const M: usize>(
             // A full window waits for this step's value to bootstrap from, then updates.
             if let Some((ad, cfg)) = adapt.as_mut() {
                 if ad.is_full() {
-                    ad.update(
-                        s.layout,
-                        s.fast,
-                        s.slow,
-                        s.other,
-                        s.initial_fast,
-                        value,
-                        cfg,
-                    )?;
+                    ad.update(s.layout, s.fast, s.slow, s.other, value, cfg)?;
                 }
             }
             let (a, logprob) = if argmax && adapt.is_none() {
@@ -655,7 +638,7 @@ pub fn play_episodes<const W: usize, const M: usize>(
                     done,
                 )?;
                 if done {
-                    ad.update(s.layout, s.fast, s.slow, s.other, s.initial_fast, 0.0, cfg)?;
+                    ad.update(s.layout, s.fast, s.slow, s.other, 0.0, cfg)?;
                 }
             }
             start = false;
@@ -673,6 +656,9 @@ pub fn play_episodes<const W: usize, const M: usize>(
         let n = ad.optimizer_steps.max(1) as f32;
         stats.mean_grad_norm = ad.grad_norm_sum / n;
         stats.clip_fraction = ad.clipped_steps as f32 / n;
+        let l = ad.learned_steps.max(1) as f32;
+        stats.mean_advantage = ad.advantage_sum / l;
+        stats.mean_entropy = ad.entropy_sum / l;
     }
     Ok(stats)
 }

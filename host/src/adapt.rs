@@ -72,7 +72,6 @@ pub fn run(ckpt: &Path, o: &AdaptOptions) -> Result<AdaptResult> {
         other: &ck.model.params.other,
         env: &mut env,
         actor: &mut actor,
-        initial_fast: &ck.model.params.fast,
     };
     let err = |e| anyhow!("adaptation: {e}");
     let none: Option<(&mut TinyAdapter<WINDOW, 0>, &AdaptConfig)> = None;
