@@ -795,7 +795,10 @@ mod tests {
                 &slow,
                 &other,
                 0.0,
-                &AdaptConfig::default(),
+                &AdaptConfig {
+                    windows_per_step: 1,
+                    ..AdaptConfig::default()
+                },
             )
             .unwrap();
         assert_eq!(r.steps, 4);
@@ -819,6 +822,7 @@ mod tests {
             let mut ad = Box::new(TinyAdapter::<8, 0>::new());
             let cfg = AdaptConfig {
                 epochs,
+                windows_per_step: 1,
                 ..AdaptConfig::default()
             };
             let (slow, other) = (p.slow, p.other);
@@ -889,5 +893,159 @@ mod tests {
                 false
             )
             .is_err());
+    }
+
+    /// A window of `n` steps of the policy acting (argmax) in `level`'s episode `seed`,
+    /// rewarding every step with `reward`.
+    fn fill_window<const W: usize, const M: usize>(
+        layout: &Layout,
+        p: &TinyParams<f32>,
+        ad: &mut TinyAdapter<W, M>,
+        seed: u64,
+        reward: f32,
+    ) {
+        let level = Level::from_id("BabyAI-GoToObj-v0").unwrap();
+        let mut env = Box::new(Env::EMPTY);
+        level.reset(&mut env, seed).unwrap();
+        let mut tokens = [0u16; MAX_TOKENS];
+        tokenize(env.mission.as_str(), &mut tokens).unwrap();
+        let mut actor = Box::<TinyActor>::default();
+        actor.start(layout, p, &tokens).unwrap();
+        let mut obs = [[0u8; 3]; VIEW_CELLS];
+        for t in 0..W {
+            env.observe(&mut obs);
+            let state_in = actor.state;
+            let v = actor.step(layout, p, &obs).unwrap();
+            let (a, lp) = argmax_action(&actor.logits);
+            env.step(Action::ALL[a]);
+            ad.record(
+                actor.memory_input(),
+                &state_in,
+                t == 0,
+                a,
+                lp,
+                v,
+                reward,
+                false,
+            )
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn accumulated_windows_take_one_step_on_their_mean_gradient() {
+        let (layout, p0) = model(6);
+        // No clipping, so the check sees the gradient's scale as well as its direction.
+        let cfg = AdaptConfig {
+            windows_per_step: 3,
+            max_grad_norm: 1e9,
+            ..AdaptConfig::default()
+        };
+        let mut p = p0.clone();
+        let (slow, other) = (p.slow, p.other);
+        let mut ad = Box::new(TinyAdapter::<4, 0>::new());
+        for w in 0..3u64 {
+            fill_window(&layout, &p, &mut ad, 10 + w, 1.0);
+            let r = ad
+                .update(&layout, &mut p.fast, &slow, &other, 0.5, &cfg)
+                .unwrap();
+            let last = w == 2;
+            assert_eq!(r.optimizer_steps, u32::from(last), "window {w}");
+            assert_eq!(p.fast == p0.fast, !last, "window {w}");
+        }
+        assert_eq!((ad.updates, ad.optimizer_steps), (3, 1));
+        // The same step from the mean of the three windows' gradients, computed directly.
+        let policy = crate::nn::policy::Policy::new(&layout, p0.bufs()).unwrap();
+        let mut grads = std::vec![0.0f32; TINY_FAST];
+        let mut work = std::vec![0.0f32; TINY_FAST_WORK];
+        let mut one = Box::new(TinyAdapter::<4, 0>::new());
+        let mut active = [false; 4];
+        for w in 0..3u64 {
+            fill_window(&layout, &p0, &mut one, 10 + w, 1.0);
+            one.advantages(0.5, &cfg);
+            let steps: std::vec::Vec<FastStep<'_, f32>> = (0..4)
+                .map(|t| FastStep {
+                    x: &one.xs[t],
+                    state_in: &one.states[t],
+                    episode_start: one.starts[t],
+                    sample: PpoSample {
+                        action: usize::from(one.actions[t]),
+                        old_logprob: one.logprobs[t],
+                        old_value: one.values[t],
+                        advantage: one.adv[t],
+                        ret: one.values[t] + one.adv[t],
+                    },
+                })
+                .collect();
+            let coefs = PpoCoefs {
+                clip_eps: cfg.clip_eps,
+                value_coef: 0.0,
+                entropy_coef: cfg.entropy_coef,
+                clip_value: false,
+            };
+            let st = policy
+                .fast_window_backward(
+                    &steps,
+                    &coefs,
+                    1.0 / 12.0,
+                    CommGrad::Blocked,
+                    &mut grads,
+                    &mut work,
+                )
+                .unwrap();
+            for (a, c) in active.iter_mut().zip(st.active_steps) {
+                *a |= c > 0;
+            }
+            one.len = 0;
+        }
+        let norm = libm::sqrtf(grads.iter().map(|g| g * g).sum());
+        let coef = clip_coef(norm, cfg.max_grad_norm);
+        let per = TINY_FAST / 4;
+        for (i, (w, w0)) in p.fast.iter().zip(p0.fast.iter()).enumerate() {
+            let expect = if active[i / per] {
+                w0 - cfg.lr * coef * grads[i]
+            } else {
+                *w0
+            };
+            assert!(
+                (w - expect).abs() <= 1e-6 * (1.0 + expect.abs()),
+                "weight {i}: {w} vs {expect}"
+            );
+        }
+    }
+
+    #[test]
+    fn epochs_and_accumulation_exclude_each_other() {
+        let (layout, mut p) = model(2);
+        let mut ad = Box::new(TinyAdapter::<4, 0>::new());
+        fill_window(&layout, &p, &mut ad, 3, 0.0);
+        let cfg = AdaptConfig {
+            epochs: 2,
+            windows_per_step: 2,
+            ..AdaptConfig::default()
+        };
+        let (slow, other) = (p.slow, p.other);
+        let e = ad.update(&layout, &mut p.fast, &slow, &other, 0.0, &cfg);
+        assert!(matches!(e, Err(Error::BadConfig { .. })), "{e:?}");
+    }
+
+    #[test]
+    fn centring_removes_a_constant_advantage_bias() {
+        let (layout, p) = model(8);
+        // Every reward 5 higher: without centring all advantages move up; with it the
+        // first window's advantages have mean 0 whatever the offset.
+        let mean_adv = |reward: f32, center: u32| {
+            let mut ad = Box::new(TinyAdapter::<8, 0>::new());
+            fill_window(&layout, &p, &mut ad, 4, reward);
+            let cfg = AdaptConfig {
+                adv_center_windows: center,
+                ..AdaptConfig::default()
+            };
+            ad.advantages(0.0, &cfg);
+            ad.adv.iter().sum::<f32>() / 8.0
+        };
+        assert!(mean_adv(5.0, 0) > mean_adv(0.0, 0) + 10.0);
+        assert!(mean_adv(5.0, 16).abs() < 1e-4);
+        assert!(mean_adv(0.0, 16).abs() < 1e-4);
     }
 }
