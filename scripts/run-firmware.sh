@@ -7,7 +7,8 @@
 # usage: bash scripts/run-firmware.sh
 #   FW_LEVEL=BabyAI-GoToObj-v0  level id or alias          (build-time settings of the firmware,
 #   FW_EPISODES=20              evaluation episodes         changing one rebuilds it)
-#   FW_SEED=1                   episode seed (host evaluator's scheme)
+#   FW_SEED=1                   episode seed (host evaluator's scheme; adaptation uses seed + 1)
+#   FW_ADAPT_EPISODES=200       on-device adaptation episodes (0: none)
 #   FW_ACTIONS=argmax|sample    action choice
 #   MODEL=path/to/model.bin     device blob to embed (`metarim export --preset Tiny`); default:
 #                               train FW_TRAIN_FRAMES (300000) frames on FW_TRAIN_LEVEL (GoToObj)

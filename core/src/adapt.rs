@@ -9,9 +9,12 @@
 //!   0 for plain SGD) and one work buffer; `size_of::<TinyAdapter<W, M>>()` is its whole RAM.
 //! - The loss is PPO's on the window with the frozen critic as baseline (GAE), value weight 0;
 //!   the gradient is exact BPTT over the window for the fast group only
-//!   ([`crate::nn::policy::Policy::fast_window_backward`], which recomputes each step from its stored input).
-//! - The update touches only the blocks of modules that were active in the window (top-k
-//!   makes it sparse, [`Layout::fast_ranges`]); slow and other parameters are never written.
+//!   ([`crate::nn::policy::Policy::fast_window_backward`], which recomputes each step from its
+//!   stored input). Gradients of [`AdaptConfig::windows_per_step`] windows are summed in the
+//!   one gradient buffer before an optimiser step on their per-step mean (a longer batch at no
+//!   RAM cost).
+//! - A step touches only the blocks of modules that were active in its windows (top-k makes
+//!   it sparse, [`Layout::fast_ranges`]); slow and other parameters are never written.
 //! - [`play_episodes`] is the one episode loop of the host twin (`metarim adapt`) and the
 //!   firmware, so both compute bit-identical results from the same blob and seed.
 
@@ -51,23 +54,39 @@ pub struct AdaptConfig {
     /// PPO clip (the ratio moves off 1 after the first pass over a window, or for a step
     /// acted under older parameters).
     pub clip_eps: f32,
-    /// Gradient passes (optimiser steps) per window.
+    /// Gradient passes (optimiser steps) per window; more than 1 needs `windows_per_step` 1.
     pub epochs: u32,
+    /// Windows whose gradients are summed before one optimiser step (the step uses their
+    /// mean over all their steps, and updates the modules active in any of them): a longer
+    /// effective batch at no RAM cost, since the gradient buffer is the accumulator. 0 counts
+    /// as 1. A partial accumulation left when the episodes end is dropped.
+    pub windows_per_step: u32,
+    /// Advantage centring: 0 off; else a running mean of the advantages (an exponential
+    /// average over about this many windows, a plain average before that) is subtracted from
+    /// each window's advantages, which removes a constant bias of a critic trained on another
+    /// level (an optimistic critic makes every advantage negative and the policy flatter).
+    pub adv_center_windows: u32,
+    /// With centring on, also divide by the running standard deviation.
+    pub adv_scale: bool,
 }
 
 impl Default for AdaptConfig {
-    /// gamma 0.99, lambda 0.95, lr 3e-4, entropy 0.01, grad clip 0.5, reward scale 20, clip 0.2,
-    /// one pass per window.
+    /// gamma 0.99, lambda 0.95, lr 1e-2, entropy 0.01, grad clip 0.5, reward scale 20, clip 0.2,
+    /// one pass per window, one SGD step per 4 windows (chosen on MiniGrid-Empty-5x5 ->
+    /// Empty-8x8 over training seeds 1-7, docs/RESULTS.md "On-device fast adaptation").
     fn default() -> Self {
         AdaptConfig {
             gamma: 0.99,
             lambda: 0.95,
-            lr: 3e-4,
+            lr: 1e-2,
             entropy_coef: 0.01,
             max_grad_norm: 0.5,
             reward_scale: 20.0,
             clip_eps: 0.2,
             epochs: 1,
+            windows_per_step: 4,
+            adv_center_windows: 0,
+            adv_scale: false,
         }
     }
 }
@@ -79,8 +98,11 @@ pub struct UpdateReport {
     pub steps: usize,
     /// Gradient norm before clipping.
     pub grad_norm: f32,
-    /// Modules updated (active somewhere in the window).
+    /// Modules updated (active somewhere in the accumulated windows; 0 when no step was
+    /// taken).
     pub modules_updated: usize,
+    /// Optimiser steps taken (0 while gradients are still being accumulated).
+    pub optimizer_steps: u32,
 }
 
 /// The window, gradient, optimiser state and work buffer of fast adaptation for `Tiny`:
@@ -102,8 +124,27 @@ pub struct TinyAdapter<const W: usize, const M: usize> {
     v: [f32; M],
     adam_t: u64,
     work: [f32; TINY_FAST_WORK],
-    /// Updates done.
+    acc_windows: u32,
+    acc_steps: usize,
+    acc_active: [bool; MAX_MODULES],
+    adv_mean: f32,
+    adv_sq: f32,
+    adv_windows: u32,
+    /// Windows learned from ([`Self::update`] calls on a non-empty window).
     pub updates: u32,
+    /// Optimiser steps taken.
+    pub optimizer_steps: u32,
+    /// Sum of the pre-clip gradient norms of those steps.
+    pub grad_norm_sum: f32,
+    /// Steps whose gradient was clipped.
+    pub clipped_steps: u32,
+    /// Steps learned from (each window's steps, once per window).
+    pub learned_steps: u32,
+    /// Sum of their GAE advantages (scaled rewards; a critic biased for this level shows
+    /// here).
+    pub advantage_sum: f32,
+    /// Sum of the policy's entropies at those steps.
+    pub entropy_sum: f32,
 }
 
 impl<const W: usize, const M: usize> Default for TinyAdapter<W, M> {
@@ -134,7 +175,19 @@ impl<const W: usize, const M: usize> TinyAdapter<W, M> {
             v: [0.0; M],
             adam_t: 0,
             work: [0.0; TINY_FAST_WORK],
+            acc_windows: 0,
+            acc_steps: 0,
+            acc_active: [false; MAX_MODULES],
+            adv_mean: 0.0,
+            adv_sq: 0.0,
+            adv_windows: 0,
             updates: 0,
+            optimizer_steps: 0,
+            grad_norm_sum: 0.0,
+            clipped_steps: 0,
+            learned_steps: 0,
+            advantage_sum: 0.0,
+            entropy_sum: 0.0,
         }
     }
 
@@ -192,9 +245,12 @@ impl<const W: usize, const M: usize> TinyAdapter<W, M> {
         Ok(())
     }
 
-    /// Update the fast group from the window, then empty it. `bootstrap` is the critic's value
-    /// of the state after the last step (ignored when that step ended its episode). `fast` is
-    /// the fast group (RAM); `slow`, `other` the frozen groups.
+    /// Learn from the window, then empty it: its PPO gradient (exact BPTT over the window,
+    /// fast group only) is added to the accumulated gradient, and every
+    /// `cfg.windows_per_step` windows one optimiser step is taken on their mean (`cfg.epochs`
+    /// steps on this window alone when `windows_per_step` is 1). `bootstrap` is the critic's
+    /// value of the state after the last step (ignored when that step ended its episode).
+    /// `fast` is the fast group (RAM); `slow`, `other` the frozen groups.
     pub fn update(
         &mut self,
         layout: &Layout,
@@ -205,23 +261,18 @@ impl<const W: usize, const M: usize> TinyAdapter<W, M> {
         cfg: &AdaptConfig,
     ) -> Result<UpdateReport, Error> {
         check_layout(layout)?;
+        let per_step = cfg.windows_per_step.max(1);
+        let epochs = cfg.epochs.max(1);
+        if per_step > 1 && epochs > 1 {
+            return Err(Error::BadConfig {
+                what: "adaptation: epochs > 1 needs windows_per_step = 1",
+            });
+        }
         let n = self.len;
         if n == 0 {
             return Ok(UpdateReport::default());
         }
-        // GAE with the frozen critic.
-        let mut last = 0.0f32;
-        for t in (0..n).rev() {
-            let next_v = if t + 1 < n {
-                self.values[t + 1]
-            } else {
-                bootstrap
-            };
-            let nonterminal = if self.dones[t] { 0.0 } else { 1.0 };
-            let delta = self.rewards[t] + cfg.gamma * next_v * nonterminal - self.values[t];
-            last = delta + cfg.gamma * cfg.lambda * nonterminal * last;
-            self.adv[t] = last;
-        }
+        self.advantages(bootstrap, cfg);
         let coefs = PpoCoefs {
             clip_eps: cfg.clip_eps,
             value_coef: 0.0,
@@ -240,12 +291,18 @@ impl<const W: usize, const M: usize> TinyAdapter<W, M> {
                 ret: self.values[t] + self.adv[t],
             },
         });
+        let nm = layout.dims().rim.n_modules.min(MAX_MODULES);
         let mut report = UpdateReport {
             steps: n,
             ..UpdateReport::default()
         };
-        for epoch in 0..cfg.epochs.max(1) {
-            self.grads.fill(0.0);
+        for epoch in 0..epochs {
+            if self.acc_windows == 0 {
+                self.grads.fill(0.0);
+                self.acc_steps = 0;
+                self.acc_active = [false; MAX_MODULES];
+            }
+            // The summed (unscaled) loss gradient accumulates; the step divides by the steps.
             let stats = {
                 let policy = crate::nn::policy::Policy::new(
                     layout,
@@ -258,60 +315,145 @@ impl<const W: usize, const M: usize> TinyAdapter<W, M> {
                 policy.fast_window_backward(
                     &steps[..n],
                     &coefs,
-                    1.0 / n as f32,
+                    1.0,
                     CommGrad::Blocked,
                     &mut self.grads,
                     &mut self.work,
                 )?
             };
-            let nm = layout.dims().rim.n_modules.min(MAX_MODULES);
-            let mut active = [false; MAX_MODULES];
-            for (a, c) in active.iter_mut().zip(stats.active_steps.iter()).take(nm) {
-                *a = *c > 0;
+            if epoch == 0 {
+                self.learned_steps = self.learned_steps.saturating_add(n as u32);
+                self.advantage_sum += self.adv[..n].iter().sum::<f32>();
+                self.entropy_sum += stats.sum.entropy;
             }
-            let mut ranges = heapless::Vec::<Range, FAST_RANGES>::new();
-            layout.fast_ranges(&active[..nm], &mut ranges)?;
-            let mut sq = 0.0f32;
-            for &(off, len) in ranges.iter() {
-                for g in self.grads.get(off..off + len).unwrap_or(&[]) {
-                    sq += *g * *g;
-                }
+            for (a, c) in self.acc_active.iter_mut().zip(stats.active_steps.iter()) {
+                *a |= *c > 0;
             }
-            let norm = libm::sqrtf(sq);
-            let coef = clip_coef(norm, cfg.max_grad_norm);
-            for &(off, len) in ranges.iter() {
-                for g in self.grads.get_mut(off..off + len).unwrap_or(&mut []) {
-                    *g *= coef;
-                }
+            self.acc_steps += n;
+            self.acc_windows += 1;
+            if self.acc_windows < per_step {
+                continue;
             }
-            if M == TINY_FAST {
-                self.adam_t += 1;
-                let adam = Adam::new(f64::from(cfg.lr), 0.9, 0.999, 1e-5);
-                adam.update_ranges_at(
-                    self.adam_t,
-                    &mut fast[..],
-                    &self.grads,
-                    &mut self.m,
-                    &mut self.v,
-                    &ranges,
-                )?;
-            } else {
-                Sgd {
-                    lr: f64::from(cfg.lr),
-                }
-                .step_ranges(&mut fast[..], &self.grads, &ranges)?;
-            }
+            let (norm, modules) = fast_step(
+                layout,
+                fast,
+                Accumulated {
+                    grads: &mut self.grads,
+                    m: &mut self.m,
+                    v: &mut self.v,
+                    adam_t: &mut self.adam_t,
+                    active: &self.acc_active[..nm],
+                    steps: self.acc_steps,
+                },
+                cfg,
+            )?;
+            self.acc_windows = 0;
+            self.optimizer_steps += 1;
+            self.grad_norm_sum += norm;
+            self.clipped_steps += u32::from(norm > cfg.max_grad_norm);
             if epoch == 0 {
                 report.grad_norm = norm;
             }
-            report.modules_updated = report
-                .modules_updated
-                .max(active.iter().take(nm).filter(|a| **a).count());
+            report.modules_updated = report.modules_updated.max(modules);
+            report.optimizer_steps += 1;
         }
         self.len = 0;
         self.updates += 1;
         Ok(report)
     }
+
+    /// GAE with the frozen critic into `adv`.
+    fn advantages(&mut self, bootstrap: f32, cfg: &AdaptConfig) {
+        let n = self.len.min(W);
+        let mut last = 0.0f32;
+        for t in (0..n).rev() {
+            let next_v = if t + 1 < n {
+                self.values[t + 1]
+            } else {
+                bootstrap
+            };
+            let nonterminal = if self.dones[t] { 0.0 } else { 1.0 };
+            let delta = self.rewards[t] + cfg.gamma * next_v * nonterminal - self.values[t];
+            last = delta + cfg.gamma * cfg.lambda * nonterminal * last;
+            self.adv[t] = last;
+        }
+        if cfg.adv_center_windows == 0 || n == 0 {
+            return;
+        }
+        let adv = &mut self.adv[..n];
+        let inv_n = 1.0 / n as f32;
+        let mean = adv.iter().sum::<f32>() * inv_n;
+        let sq = adv.iter().map(|a| a * a).sum::<f32>() * inv_n;
+        self.adv_windows = self.adv_windows.saturating_add(1);
+        let rate = 1.0 / self.adv_windows.min(cfg.adv_center_windows) as f32;
+        self.adv_mean += rate * (mean - self.adv_mean);
+        self.adv_sq += rate * (sq - self.adv_sq);
+        let inv_std = if cfg.adv_scale {
+            let var = (self.adv_sq - self.adv_mean * self.adv_mean).max(0.0);
+            1.0 / libm::sqrtf(var + 1e-8)
+        } else {
+            1.0
+        };
+        for a in adv.iter_mut() {
+            *a = (*a - self.adv_mean) * inv_std;
+        }
+    }
+}
+
+/// The accumulated gradient and the optimiser state one step works on.
+struct Accumulated<'a, const M: usize> {
+    grads: &'a mut [f32; TINY_FAST],
+    m: &'a mut [f32; M],
+    v: &'a mut [f32; M],
+    adam_t: &'a mut u64,
+    active: &'a [bool],
+    steps: usize,
+}
+
+/// One optimiser step on the accumulated gradient (its mean over the accumulated steps,
+/// clipped), on the blocks of the modules active in the accumulated windows. Returns the
+/// pre-clip norm and the modules updated.
+fn fast_step<const M: usize>(
+    layout: &Layout,
+    fast: &mut [f32; TINY_FAST],
+    acc: Accumulated<'_, M>,
+    cfg: &AdaptConfig,
+) -> Result<(f32, usize), Error> {
+    let mut ranges = heapless::Vec::<Range, FAST_RANGES>::new();
+    layout.fast_ranges(acc.active, &mut ranges)?;
+    let inv = 1.0 / acc.steps.max(1) as f32;
+    let mut sq = 0.0f32;
+    for &(off, len) in ranges.iter() {
+        for g in acc.grads.get_mut(off..off + len).unwrap_or(&mut []) {
+            *g *= inv;
+            sq += *g * *g;
+        }
+    }
+    let norm = libm::sqrtf(sq);
+    let coef = clip_coef(norm, cfg.max_grad_norm);
+    for &(off, len) in ranges.iter() {
+        for g in acc.grads.get_mut(off..off + len).unwrap_or(&mut []) {
+            *g *= coef;
+        }
+    }
+    if M == TINY_FAST {
+        *acc.adam_t += 1;
+        let adam = Adam::new(f64::from(cfg.lr), 0.9, 0.999, 1e-5);
+        adam.update_ranges_at(
+            *acc.adam_t,
+            &mut fast[..],
+            &acc.grads[..],
+            &mut acc.m[..],
+            &mut acc.v[..],
+            &ranges,
+        )?;
+    } else {
+        Sgd {
+            lr: f64::from(cfg.lr),
+        }
+        .step_ranges(&mut fast[..], &acc.grads[..], &ranges)?;
+    }
+    Ok((norm, acc.active.iter().filter(|a| **a).count()))
 }
 
 /// The layout must be Tiny's meta-rim split, whose fast group is exactly the module RNNs.
@@ -341,8 +483,18 @@ pub struct EpisodeStats {
     pub return_sum: f32,
     /// Steps taken.
     pub steps: u32,
-    /// Fast updates made.
+    /// Windows learned from.
     pub updates: u32,
+    /// Optimiser steps taken on the fast group.
+    pub optimizer_steps: u32,
+    /// Mean pre-clip gradient norm of those steps.
+    pub mean_grad_norm: f32,
+    /// Fraction of those steps whose gradient was clipped.
+    pub clip_fraction: f32,
+    /// Mean GAE advantage of the steps learned from.
+    pub mean_advantage: f32,
+    /// Mean policy entropy at the steps learned from.
+    pub mean_entropy: f32,
 }
 
 impl EpisodeStats {
@@ -500,6 +652,13 @@ pub fn play_episodes<const W: usize, const M: usize>(
     }
     if let Some((ad, _)) = adapt {
         stats.updates = ad.updates;
+        stats.optimizer_steps = ad.optimizer_steps;
+        let n = ad.optimizer_steps.max(1) as f32;
+        stats.mean_grad_norm = ad.grad_norm_sum / n;
+        stats.clip_fraction = ad.clipped_steps as f32 / n;
+        let l = ad.learned_steps.max(1) as f32;
+        stats.mean_advantage = ad.advantage_sum / l;
+        stats.mean_entropy = ad.entropy_sum / l;
     }
     Ok(stats)
 }
@@ -636,7 +795,10 @@ mod tests {
                 &slow,
                 &other,
                 0.0,
-                &AdaptConfig::default(),
+                &AdaptConfig {
+                    windows_per_step: 1,
+                    ..AdaptConfig::default()
+                },
             )
             .unwrap();
         assert_eq!(r.steps, 4);
@@ -660,6 +822,7 @@ mod tests {
             let mut ad = Box::new(TinyAdapter::<8, 0>::new());
             let cfg = AdaptConfig {
                 epochs,
+                windows_per_step: 1,
                 ..AdaptConfig::default()
             };
             let (slow, other) = (p.slow, p.other);
@@ -730,5 +893,159 @@ mod tests {
                 false
             )
             .is_err());
+    }
+
+    /// A window of `n` steps of the policy acting (argmax) in `level`'s episode `seed`,
+    /// rewarding every step with `reward`.
+    fn fill_window<const W: usize, const M: usize>(
+        layout: &Layout,
+        p: &TinyParams<f32>,
+        ad: &mut TinyAdapter<W, M>,
+        seed: u64,
+        reward: f32,
+    ) {
+        let level = Level::from_id("BabyAI-GoToObj-v0").unwrap();
+        let mut env = Box::new(Env::EMPTY);
+        level.reset(&mut env, seed).unwrap();
+        let mut tokens = [0u16; MAX_TOKENS];
+        tokenize(env.mission.as_str(), &mut tokens).unwrap();
+        let mut actor = Box::<TinyActor>::default();
+        actor.start(layout, p, &tokens).unwrap();
+        let mut obs = [[0u8; 3]; VIEW_CELLS];
+        for t in 0..W {
+            env.observe(&mut obs);
+            let state_in = actor.state;
+            let v = actor.step(layout, p, &obs).unwrap();
+            let (a, lp) = argmax_action(&actor.logits);
+            env.step(Action::ALL[a]);
+            ad.record(
+                actor.memory_input(),
+                &state_in,
+                t == 0,
+                a,
+                lp,
+                v,
+                reward,
+                false,
+            )
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn accumulated_windows_take_one_step_on_their_mean_gradient() {
+        let (layout, p0) = model(6);
+        // No clipping, so the check sees the gradient's scale as well as its direction.
+        let cfg = AdaptConfig {
+            windows_per_step: 3,
+            max_grad_norm: 1e9,
+            ..AdaptConfig::default()
+        };
+        let mut p = p0.clone();
+        let (slow, other) = (p.slow, p.other);
+        let mut ad = Box::new(TinyAdapter::<4, 0>::new());
+        for w in 0..3u64 {
+            fill_window(&layout, &p, &mut ad, 10 + w, 1.0);
+            let r = ad
+                .update(&layout, &mut p.fast, &slow, &other, 0.5, &cfg)
+                .unwrap();
+            let last = w == 2;
+            assert_eq!(r.optimizer_steps, u32::from(last), "window {w}");
+            assert_eq!(p.fast == p0.fast, !last, "window {w}");
+        }
+        assert_eq!((ad.updates, ad.optimizer_steps), (3, 1));
+        // The same step from the mean of the three windows' gradients, computed directly.
+        let policy = crate::nn::policy::Policy::new(&layout, p0.bufs()).unwrap();
+        let mut grads = std::vec![0.0f32; TINY_FAST];
+        let mut work = std::vec![0.0f32; TINY_FAST_WORK];
+        let mut one = Box::new(TinyAdapter::<4, 0>::new());
+        let mut active = [false; 4];
+        for w in 0..3u64 {
+            fill_window(&layout, &p0, &mut one, 10 + w, 1.0);
+            one.advantages(0.5, &cfg);
+            let steps: std::vec::Vec<FastStep<'_, f32>> = (0..4)
+                .map(|t| FastStep {
+                    x: &one.xs[t],
+                    state_in: &one.states[t],
+                    episode_start: one.starts[t],
+                    sample: PpoSample {
+                        action: usize::from(one.actions[t]),
+                        old_logprob: one.logprobs[t],
+                        old_value: one.values[t],
+                        advantage: one.adv[t],
+                        ret: one.values[t] + one.adv[t],
+                    },
+                })
+                .collect();
+            let coefs = PpoCoefs {
+                clip_eps: cfg.clip_eps,
+                value_coef: 0.0,
+                entropy_coef: cfg.entropy_coef,
+                clip_value: false,
+            };
+            let st = policy
+                .fast_window_backward(
+                    &steps,
+                    &coefs,
+                    1.0 / 12.0,
+                    CommGrad::Blocked,
+                    &mut grads,
+                    &mut work,
+                )
+                .unwrap();
+            for (a, c) in active.iter_mut().zip(st.active_steps) {
+                *a |= c > 0;
+            }
+            one.len = 0;
+        }
+        let norm = libm::sqrtf(grads.iter().map(|g| g * g).sum());
+        let coef = clip_coef(norm, cfg.max_grad_norm);
+        let per = TINY_FAST / 4;
+        for (i, (w, w0)) in p.fast.iter().zip(p0.fast.iter()).enumerate() {
+            let expect = if active[i / per] {
+                w0 - cfg.lr * coef * grads[i]
+            } else {
+                *w0
+            };
+            assert!(
+                (w - expect).abs() <= 1e-6 * (1.0 + expect.abs()),
+                "weight {i}: {w} vs {expect}"
+            );
+        }
+    }
+
+    #[test]
+    fn epochs_and_accumulation_exclude_each_other() {
+        let (layout, mut p) = model(2);
+        let mut ad = Box::new(TinyAdapter::<4, 0>::new());
+        fill_window(&layout, &p, &mut ad, 3, 0.0);
+        let cfg = AdaptConfig {
+            epochs: 2,
+            windows_per_step: 2,
+            ..AdaptConfig::default()
+        };
+        let (slow, other) = (p.slow, p.other);
+        let e = ad.update(&layout, &mut p.fast, &slow, &other, 0.0, &cfg);
+        assert!(matches!(e, Err(Error::BadConfig { .. })), "{e:?}");
+    }
+
+    #[test]
+    fn centring_removes_a_constant_advantage_bias() {
+        let (layout, p) = model(8);
+        // Every reward 5 higher: without centring all advantages move up; with it the
+        // first window's advantages have mean 0 whatever the offset.
+        let mean_adv = |reward: f32, center: u32| {
+            let mut ad = Box::new(TinyAdapter::<8, 0>::new());
+            fill_window(&layout, &p, &mut ad, 4, reward);
+            let cfg = AdaptConfig {
+                adv_center_windows: center,
+                ..AdaptConfig::default()
+            };
+            ad.advantages(0.0, &cfg);
+            ad.adv.iter().sum::<f32>() / 8.0
+        };
+        assert!(mean_adv(5.0, 0) > mean_adv(0.0, 0) + 10.0);
+        assert!(mean_adv(5.0, 16).abs() < 1e-4);
+        assert!(mean_adv(0.0, 16).abs() < 1e-4);
     }
 }

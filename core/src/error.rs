@@ -97,6 +97,12 @@ pub enum Error {
         /// What is wrong with it.
         what: &'static str,
     },
+    /// A configuration that cannot run (a value out of range, or two settings that exclude
+    /// each other).
+    BadConfig {
+        /// Which setting, and what is wrong with it.
+        what: &'static str,
+    },
 }
 
 impl fmt::Display for Error {
@@ -152,6 +158,7 @@ impl fmt::Display for Error {
             }
             Error::BadLevelParam { name } => write!(f, "level parameter out of range: {name}"),
             Error::BadBlob { what } => write!(f, "bad model blob: {what}"),
+            Error::BadConfig { what } => write!(f, "bad configuration: {what}"),
             Error::BadDims { what } => write!(f, "unsupported model dimensions: {what}"),
         }
     }

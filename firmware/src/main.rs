@@ -12,7 +12,7 @@
 //!   `scripts/run-firmware.sh` replaces the 0 with the figure from QEMU's insn-count plugin.
 //!
 //! Phases, as issue 6 lays them out: (a) evaluate the model as exported ([`episodes::run`]),
-//! (b) adapt its fast modules on-device (`core::adapt`: not yet wired), (c) evaluate again.
+//! (b) adapt its fast modules on-device (`core::adapt`, [`adapt`]), (c) evaluate again.
 //! The parameters come from the embedded device blob ([`model::load`]): frozen groups read in
 //! place from flash, the fast group copied to RAM.
 
@@ -186,13 +186,15 @@ fn run(
     // (seed + 1: other episodes than the evaluation's), with core's adaptation loop.
     let during = adapt(&mut ctx, &level, adapter)?;
     hprintln!(
-        "firmware: adapted: episodes={} steps={} updates={} success={}/{} (SGD, window {}, adapter RAM {} B)",
+        "firmware: adapted: episodes={} steps={} windows={} sgd_steps={} success={}/{} (SGD, window {}, {} windows per step, adapter RAM {} B)",
         during.episodes,
         during.steps,
         during.updates,
+        during.optimizer_steps,
         during.successes,
         during.episodes,
         ADAPT_WINDOW,
+        AdaptConfig::default().windows_per_step,
         Adapter::RAM_BYTES
     );
     // (c) The same evaluation episodes again.

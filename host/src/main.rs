@@ -67,15 +67,30 @@ struct AdaptArgs {
     /// Seed (evaluation episodes; adaptation episodes use seed + 1).
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Learning rate.
-    #[arg(long, default_value_t = 3e-4)]
-    lr: f32,
+    /// Learning rate (default: `AdaptConfig::default()`'s, the firmware's: 1e-2).
+    #[arg(long)]
+    lr: Option<f32>,
     /// Optimiser: sgd (the firmware's: no moments in RAM) or adam.
     #[arg(long, default_value = "sgd")]
     optimizer: String,
-    /// Gradient passes per window.
-    #[arg(long, default_value_t = 1)]
-    epochs: u32,
+    /// Gradient passes per window (default 1; more than 1 needs --windows-per-step 1).
+    #[arg(long)]
+    epochs: Option<u32>,
+    /// Windows whose gradients are accumulated before one optimiser step (default 4).
+    #[arg(long)]
+    windows_per_step: Option<u32>,
+    /// Advantage centring over about this many windows (default 0: off).
+    #[arg(long)]
+    adv_center_windows: Option<u32>,
+    /// With centring, also scale advantages to unit running variance.
+    #[arg(long)]
+    adv_scale: bool,
+    /// Entropy bonus weight (default 0.01).
+    #[arg(long)]
+    entropy_coef: Option<f32>,
+    /// Global gradient-norm clip (default 0.5).
+    #[arg(long)]
+    max_grad_norm: Option<f32>,
 }
 
 #[derive(Args, Debug)]
@@ -953,14 +968,29 @@ fn cmd_adapt(a: AdaptArgs) -> Result<ExitCode> {
         "sgd" => false,
         o => anyhow::bail!("unknown --optimizer {o:?} (sgd or adam)"),
     };
-    if !(a.lr.is_finite() && a.lr > 0.0) {
-        anyhow::bail!("--lr must be a positive number");
-    }
+    // Unset flags keep the firmware's configuration.
+    let d = metarim_core::adapt::AdaptConfig::default();
     let cfg = metarim_core::adapt::AdaptConfig {
-        lr: a.lr,
-        epochs: a.epochs,
-        ..Default::default()
+        lr: a.lr.unwrap_or(d.lr),
+        epochs: a.epochs.unwrap_or(d.epochs),
+        windows_per_step: a.windows_per_step.unwrap_or(d.windows_per_step),
+        entropy_coef: a.entropy_coef.unwrap_or(d.entropy_coef),
+        max_grad_norm: a.max_grad_norm.unwrap_or(d.max_grad_norm),
+        adv_center_windows: a.adv_center_windows.unwrap_or(d.adv_center_windows),
+        adv_scale: a.adv_scale || d.adv_scale,
+        ..d
     };
+    for (v, name) in [(cfg.lr, "--lr"), (cfg.max_grad_norm, "--max-grad-norm")] {
+        if !(v.is_finite() && v > 0.0) {
+            anyhow::bail!("{name} must be a positive number");
+        }
+    }
+    if !(cfg.entropy_coef.is_finite() && cfg.entropy_coef >= 0.0) {
+        anyhow::bail!("--entropy-coef must be a finite number >= 0");
+    }
+    if cfg.epochs > 1 && cfg.windows_per_step > 1 {
+        anyhow::bail!("--epochs > 1 needs --windows-per-step 1 (one window per step)");
+    }
     let o = host::adapt::AdaptOptions {
         level: a.level.clone(),
         episodes: a.episodes,
@@ -987,10 +1017,16 @@ fn cmd_adapt(a: AdaptArgs) -> Result<ExitCode> {
     )?;
     writeln!(
         out,
-        "adapting: {} episodes, {} steps, {} fast updates, success {:.4}; adapter RAM {} B ({})",
+        "adapting: {} episodes, {} steps, {} windows, {} fast updates (mean grad norm {:.4}, \
+         clipped {:.3}; mean advantage {:.4}, entropy {:.4}), success {:.4}; adapter RAM {} B ({})",
         r.during.episodes,
         r.during.steps,
         r.during.updates,
+        r.during.optimizer_steps,
+        r.during.mean_grad_norm,
+        r.during.clip_fraction,
+        r.during.mean_advantage,
+        r.during.mean_entropy,
         r.during.success_rate(),
         r.adapter_bytes,
         a.optimizer

@@ -140,7 +140,7 @@ pub const PAPER: ModelDims = ModelDims {
 /// RNNs, 1,728 parameters) is the only part in RAM; the slow and other groups stay read-only in
 /// flash (`metarim model info --preset Tiny`). With a 16-step adaptation window, SGD, the
 /// memory-lean fast backward ([`crate::adapt`]) and the environment, the firmware measures
-/// 60,756 B of RAM on a Cortex-M4F (docs/BENCHMARKS.md).
+/// 60,868 B of RAM on a Cortex-M4F (docs/BENCHMARKS.md).
 pub const TINY: ModelDims = ModelDims {
     encoder: EncoderKind::Conv,
     conv_channels: [8, 16, 16],

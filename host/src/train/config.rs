@@ -121,6 +121,10 @@ pub struct TrainConfig {
     /// printed), `cpu`, or `cuda` (an error when no usable GPU). Environments always step on
     /// the CPU. Only the CPU backend is bit-for-bit deterministic.
     pub backend: String,
+    /// Start from this checkpoint's parameters instead of a fresh initialisation (a fine-tune:
+    /// same preset and mode; optimiser state, envs and statistics start fresh). With
+    /// `outer_steps = 0` in a meta mode only the fast group learns.
+    pub init_from: Option<String>,
 }
 
 impl Default for TrainConfig {
@@ -167,6 +171,7 @@ impl Default for TrainConfig {
             save_interval: 10,
             stats_window: 500,
             backend: "auto".into(),
+            init_from: None,
         }
     }
 }
@@ -379,12 +384,23 @@ impl TrainConfig {
                 bail!("config field `{name}` must be a finite number >= 0, got {v}");
             }
         }
+        if let Some(p) = &self.init_from {
+            if !std::path::Path::new(p).is_file() {
+                bail!("config field `init_from`: no checkpoint file at {p:?}");
+            }
+        }
         Ok(())
     }
 }
 
 /// Optional fields (absent from the serialised table when unset) that `set` still accepts.
-const OPTIONAL_KEYS: [&str; 4] = ["n_modules", "k_active", "communication", "encoder"];
+const OPTIONAL_KEYS: [&str; 5] = [
+    "n_modules",
+    "k_active",
+    "communication",
+    "encoder",
+    "init_from",
+];
 
 /// Whether `mode` splits parameters into a fast inner and a slow outer loop.
 pub fn is_meta(mode: Mode) -> bool {

@@ -142,10 +142,26 @@ struct State {
     gpu: Option<backend::Gpu>,
 }
 
-/// The model a fresh run of `cfg` starts from.
+/// The model a fresh run of `cfg` starts from: a fresh initialisation, or the parameters of
+/// the `init_from` checkpoint (whose layout must be the one `cfg` describes).
 pub fn initial_model(cfg: &TrainConfig) -> Result<Model> {
     let layout = Layout::new(&cfg.dims()?, cfg.mode()?).map_err(|e| anyhow!("model: {e}"))?;
-    Model::init(layout, split_mix64(cfg.seed ^ 0x1a17_0000))
+    let Some(path) = &cfg.init_from else {
+        return Model::init(layout, split_mix64(cfg.seed ^ 0x1a17_0000));
+    };
+    let ck = checkpoint::load(Path::new(path))
+        .with_context(|| format!("config field `init_from` ({path})"))?;
+    if ck.model.layout != layout {
+        bail!(
+            "config field `init_from`: {path} holds a {} / {} model, not the {} / {} this run \
+             trains",
+            ck.config.preset,
+            ck.config.mode,
+            cfg.preset,
+            cfg.mode
+        );
+    }
+    Ok(ck.model)
 }
 
 fn fresh_state(cfg: &TrainConfig) -> Result<State> {
