@@ -218,6 +218,10 @@ struct EvalArgs {
     /// Take the most likely action instead of sampling.
     #[arg(long)]
     argmax: bool,
+    /// Grounding check: show the policy another episode's mission (success is still judged by
+    /// the episode's own); compare with a normal eval to see how much the policy reads it.
+    #[arg(long)]
+    swap_missions: bool,
 }
 
 #[derive(Args, Debug)]
@@ -797,6 +801,7 @@ fn cmd_eval(a: EvalArgs) -> Result<ExitCode> {
         seed: a.seed,
         threads: a.threads,
         argmax: a.argmax,
+        swap_missions: a.swap_missions,
     };
     let r = train::eval::evaluate(&ck.model, &level, &opts)?;
     let mut out = io::stdout().lock();

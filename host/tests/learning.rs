@@ -21,6 +21,7 @@ fn learns(mode: &str) {
         seed: 77,
         threads: 0,
         argmax: false,
+        swap_missions: false,
     };
     let before = evaluate(&initial_model(&cfg).unwrap(), &level, &eval).unwrap();
     let out = std::env::temp_dir().join(format!("metarim-learn-{}-{mode}", std::process::id()));

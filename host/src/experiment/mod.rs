@@ -233,6 +233,7 @@ pub fn execute(run: &PlannedRun, arm: &Arm, suite: &Suite) -> Result<RunResult> 
         seed: suite.eval.seed,
         threads: run.config.threads,
         argmax: suite.eval.argmax,
+        swap_missions: false,
     };
     let mut evals = Vec::with_capacity(arm.eval_levels.len());
     for id in &arm.eval_levels {

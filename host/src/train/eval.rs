@@ -24,6 +24,10 @@ pub struct EvalOptions {
     pub threads: usize,
     /// Take the most likely action instead of sampling.
     pub argmax: bool,
+    /// Grounding check: show the policy the mission of another episode of the same level (a
+    /// different string) while success is still judged by the episode's own mission. A policy
+    /// that reads its instruction drops towards chance; one that ignores it does not.
+    pub swap_missions: bool,
 }
 
 /// One evaluated episode.
@@ -90,6 +94,44 @@ pub fn run_episode(
     seed: u64,
     i: u64,
     argmax: bool,
+    on_step: impl FnMut(&Env, &StepInfo),
+) -> Result<EpisodeResult> {
+    run_episode_with(model, level, seed, i, argmax, false, on_step)
+}
+
+/// Tries at finding another episode whose mission differs, for [`EvalOptions::swap_missions`].
+const SWAP_TRIES: usize = 64;
+
+/// The mission the policy is shown in a swapped episode: that of the first later episode seed
+/// (drawn from the episode's own generator, after its level seed) whose mission differs from
+/// `own`. Levels with a single mission fall back to `own`.
+fn swapped_mission(level: &Level, rng: &mut Pcg32, own: &str, tokens: &mut [u16]) -> Result<()> {
+    let mut other = Env::new(8, 8).map_err(|e| anyhow!("creating an env: {e}"))?;
+    for _ in 0..SWAP_TRIES {
+        let s = rng.next_u64();
+        level
+            .reset(&mut other, s)
+            .map_err(|e| anyhow!("level {} failed for seed {s}: {e}", level.id()))?;
+        if other.mission.as_str() != own {
+            return tokenize(other.mission.as_str(), tokens)
+                .map(|_| ())
+                .map_err(|e| anyhow!("mission: {e}"));
+        }
+    }
+    tokenize(own, tokens)
+        .map(|_| ())
+        .map_err(|e| anyhow!("mission: {e}"))
+}
+
+/// [`run_episode`], optionally showing the policy another episode's mission
+/// ([`EvalOptions::swap_missions`]).
+pub fn run_episode_with(
+    model: &Model,
+    level: &Level,
+    seed: u64,
+    i: u64,
+    argmax: bool,
+    swap_mission: bool,
     mut on_step: impl FnMut(&Env, &StepInfo),
 ) -> Result<EpisodeResult> {
     let policy = model.policy()?;
@@ -101,7 +143,13 @@ pub fn run_episode(
         .reset(&mut env, episode_seed)
         .map_err(|e| anyhow!("level {} failed for seed {episode_seed}: {e}", level.id()))?;
     let mut tokens = [0u16; MAX_TOKENS];
-    tokenize(env.mission.as_str(), &mut tokens).map_err(|e| anyhow!("mission: {e}"))?;
+    if swap_mission {
+        // A separate generator, so the action draws stay those of the unswapped episode.
+        let mut swap_rng = Pcg32::with_stream(split_mix64(episode_seed), u64::MAX);
+        swapped_mission(level, &mut swap_rng, env.mission.as_str(), &mut tokens)?;
+    } else {
+        tokenize(env.mission.as_str(), &mut tokens).map_err(|e| anyhow!("mission: {e}"))?;
+    }
     let mut scratch = vec![0.0f32; scratch_len(d)];
     let mut instr = vec![0.0f32; d.instr_hidden];
     let err = |e| anyhow!("policy: {e}");
@@ -174,7 +222,17 @@ pub fn evaluate(model: &Model, level: &Level, opts: &EvalOptions) -> Result<Eval
             .map(|part| {
                 s.spawn(move || {
                     part.iter()
-                        .map(|i| run_episode(model, level, opts.seed, *i, opts.argmax, |_, _| {}))
+                        .map(|i| {
+                            run_episode_with(
+                                model,
+                                level,
+                                opts.seed,
+                                *i,
+                                opts.argmax,
+                                opts.swap_missions,
+                                |_, _| {},
+                            )
+                        })
                         .collect::<Result<Vec<_>>>()
                 })
             })
@@ -219,5 +277,63 @@ mod tests {
         assert_eq!(wilson(0, 0), (0.0, 1.0));
         let (lo, _) = wilson(0, 10);
         assert_eq!(lo, 0.0);
+    }
+
+    fn tiny_model(level: &str) -> Model {
+        let cfg = crate::train::TrainConfig {
+            preset: "Tiny".into(),
+            level: level.into(),
+            ..crate::train::TrainConfig::default()
+        };
+        crate::train::run::initial_model(&cfg).unwrap()
+    }
+
+    fn opts(swap_missions: bool) -> EvalOptions {
+        EvalOptions {
+            episodes: 40,
+            seed: 5,
+            threads: 2,
+            argmax: false,
+            swap_missions,
+        }
+    }
+
+    #[test]
+    fn swapped_mission_differs_where_missions_vary() {
+        let level = crate::levels::lookup("BabyAI-GoToLocal-v0").unwrap();
+        let mut env = Env::new(8, 8).unwrap();
+        let mut own = [0u16; MAX_TOKENS];
+        let mut shown = [0u16; MAX_TOKENS];
+        for seed in 0..50u64 {
+            level.reset(&mut env, seed).unwrap();
+            tokenize(env.mission.as_str(), &mut own).unwrap();
+            let mut rng = Pcg32::with_stream(seed, 3);
+            swapped_mission(&level, &mut rng, env.mission.as_str(), &mut shown).unwrap();
+            assert_ne!(own, shown, "seed {seed}: {:?}", env.mission.as_str());
+        }
+    }
+
+    #[test]
+    fn swapping_a_single_mission_level_changes_nothing() {
+        // GoToRedBallGrey's mission is always "go to the red ball": the swap falls back to it,
+        // and the action draws are those of the normal eval, so every episode is the same.
+        let id = "BabyAI-GoToRedBallGrey-v0";
+        let model = tiny_model(id);
+        let level = crate::levels::lookup(id).unwrap();
+        let plain = evaluate(&model, &level, &opts(false)).unwrap();
+        let swapped = evaluate(&model, &level, &opts(true)).unwrap();
+        assert_eq!(plain, swapped);
+    }
+
+    #[test]
+    fn swapping_changes_what_the_policy_sees_where_missions_vary() {
+        let id = "BabyAI-GoToLocal-v0";
+        let model = tiny_model(id);
+        let level = crate::levels::lookup(id).unwrap();
+        let plain = evaluate(&model, &level, &opts(false)).unwrap();
+        let swapped = evaluate(&model, &level, &opts(true)).unwrap();
+        // Same episodes and action draws, another instruction embedding: the sampled
+        // trajectories, hence the mean length, differ.
+        assert_ne!(plain.mean_len, swapped.mean_len);
     }
 }
