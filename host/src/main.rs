@@ -813,6 +813,12 @@ fn cmd_eval(a: EvalArgs) -> Result<ExitCode> {
         ck.config.mode,
         ck.config.preset
     )?;
+    if a.swap_missions {
+        writeln!(
+            out,
+            "missions swapped: each episode showed the policy another episode's mission"
+        )?;
+    }
     writeln!(
         out,
         "success {:.4} (95% CI {:.4}-{:.4}), return {:.4} +- {:.4}, length {:.1}",
