@@ -107,18 +107,19 @@ const SWAP_TRIES: usize = 64;
 /// `own`. Levels with a single mission fall back to `own`.
 fn swapped_mission(level: &Level, rng: &mut Pcg32, own: &str, tokens: &mut [u16]) -> Result<()> {
     let mut other = Env::new(8, 8).map_err(|e| anyhow!("creating an env: {e}"))?;
+    let mut found = false;
     for _ in 0..SWAP_TRIES {
         let s = rng.next_u64();
         level
             .reset(&mut other, s)
             .map_err(|e| anyhow!("level {} failed for seed {s}: {e}", level.id()))?;
         if other.mission.as_str() != own {
-            return tokenize(other.mission.as_str(), tokens)
-                .map(|_| ())
-                .map_err(|e| anyhow!("mission: {e}"));
+            found = true;
+            break;
         }
     }
-    tokenize(own, tokens)
+    let shown = if found { other.mission.as_str() } else { own };
+    tokenize(shown, tokens)
         .map(|_| ())
         .map_err(|e| anyhow!("mission: {e}"))
 }
