@@ -54,12 +54,13 @@ pub struct AdaptConfig {
     /// PPO clip (the ratio moves off 1 after the first pass over a window, or for a step
     /// acted under older parameters).
     pub clip_eps: f32,
-    /// Gradient passes (optimiser steps) per window; more than 1 needs `windows_per_step` 1.
+    /// Gradient passes (optimiser steps) per window, at least 1; more than 1 needs
+    /// `windows_per_step` 1.
     pub epochs: u32,
     /// Windows whose gradients are summed before one optimiser step (the step uses their
     /// mean over all their steps, and updates the modules active in any of them): a longer
-    /// effective batch at no RAM cost, since the gradient buffer is the accumulator. 0 counts
-    /// as 1. A partial accumulation left when the episodes end is dropped.
+    /// effective batch at no RAM cost, since the gradient buffer is the accumulator. At least
+    /// 1. A partial accumulation left when the episodes end is dropped.
     pub windows_per_step: u32,
     /// Advantage centring: 0 off; else a running mean of the advantages (an exponential
     /// average over about this many windows, a plain average before that) is subtracted from
@@ -88,6 +89,29 @@ impl Default for AdaptConfig {
             adv_center_windows: 0,
             adv_scale: false,
         }
+    }
+}
+
+impl AdaptConfig {
+    /// Check the settings that have no meaning outside a range: `epochs` and
+    /// `windows_per_step` at least 1 (0 used to be read as 1 silently), and not both above 1.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.epochs == 0 {
+            return Err(Error::BadConfig {
+                what: "adaptation: epochs must be >= 1 (gradient passes per window)",
+            });
+        }
+        if self.windows_per_step == 0 {
+            return Err(Error::BadConfig {
+                what: "adaptation: windows_per_step must be >= 1 (windows per optimiser step)",
+            });
+        }
+        if self.windows_per_step > 1 && self.epochs > 1 {
+            return Err(Error::BadConfig {
+                what: "adaptation: epochs > 1 needs windows_per_step = 1",
+            });
+        }
+        Ok(())
     }
 }
 
@@ -261,13 +285,8 @@ impl<const W: usize, const M: usize> TinyAdapter<W, M> {
         cfg: &AdaptConfig,
     ) -> Result<UpdateReport, Error> {
         check_layout(layout)?;
-        let per_step = cfg.windows_per_step.max(1);
-        let epochs = cfg.epochs.max(1);
-        if per_step > 1 && epochs > 1 {
-            return Err(Error::BadConfig {
-                what: "adaptation: epochs > 1 needs windows_per_step = 1",
-            });
-        }
+        cfg.validate()?;
+        let (per_step, epochs) = (cfg.windows_per_step, cfg.epochs);
         let n = self.len;
         if n == 0 {
             return Ok(UpdateReport::default());
@@ -580,6 +599,9 @@ pub fn play_episodes<const W: usize, const M: usize>(
     argmax: bool,
     mut adapt: Option<(&mut TinyAdapter<W, M>, &AdaptConfig)>,
 ) -> Result<EpisodeStats, Error> {
+    if let Some((_, cfg)) = &adapt {
+        cfg.validate()?;
+    }
     let mut stats = EpisodeStats::default();
     let mut tokens = [0u16; MAX_TOKENS];
     let mut obs = [[0u8; 3]; VIEW_CELLS];
@@ -834,12 +856,56 @@ mod tests {
                 env: &mut env,
                 actor: &mut actor,
             };
-            play_episodes(&mut s, &level, 2, 0, 1, false, Some((&mut *ad, &cfg))).unwrap();
-            p.fast
+            play_episodes(&mut s, &level, 2, 0, 1, false, Some((&mut *ad, &cfg))).map(|_| p.fast)
         };
-        let (one, two) = (fast_after(1), fast_after(2));
+        let (one, two) = (fast_after(1).unwrap(), fast_after(2).unwrap());
         assert!(one != p0.fast && two != one);
-        assert_eq!(fast_after(0), one, "0 epochs counts as 1");
+        // 0 epochs is refused before any episode (it used to be read as 1 silently).
+        assert!(
+            matches!(fast_after(0), Err(Error::BadConfig { what }) if what.contains("epochs")),
+            "0 epochs must be an error"
+        );
+    }
+
+    #[test]
+    fn zero_epochs_or_windows_per_step_are_errors() {
+        let d = AdaptConfig::default();
+        d.validate().unwrap();
+        for (cfg, field) in [
+            (AdaptConfig { epochs: 0, ..d }, "epochs"),
+            (
+                AdaptConfig {
+                    windows_per_step: 0,
+                    ..d
+                },
+                "windows_per_step",
+            ),
+            (
+                AdaptConfig {
+                    epochs: 0,
+                    windows_per_step: 0,
+                    ..d
+                },
+                "epochs",
+            ),
+        ] {
+            match cfg.validate() {
+                Err(Error::BadConfig { what }) => assert!(what.contains(field), "{what}"),
+                other => panic!("{cfg:?}: {other:?}"),
+            }
+        }
+        let (layout, mut p) = model(2);
+        let mut ad = Box::new(TinyAdapter::<4, 0>::new());
+        fill_window(&layout, &p, &mut ad, 3, 0.0);
+        let before = p.fast;
+        let (slow, other) = (p.slow, p.other);
+        let cfg = AdaptConfig {
+            windows_per_step: 0,
+            ..d
+        };
+        let e = ad.update(&layout, &mut p.fast, &slow, &other, 0.0, &cfg);
+        assert!(matches!(e, Err(Error::BadConfig { .. })), "{e:?}");
+        assert_eq!(p.fast, before, "nothing learned from a refused config");
     }
 
     #[test]

@@ -6,8 +6,12 @@
 //!   blob stored 4-byte aligned gives `&[f32]` / `&[f16]` views without copying (a misaligned
 //!   blob is an [`Error::BadBlob`], never a panic or an unaligned read).
 //! - [`Blob::parse`] checks everything before handing out a view: magic, version, header size,
-//!   dims against the compiled preset, mode, dtype, group sizes against the layout, the
-//!   vocabulary against [`crate::mission::vocab::WORDS`], total length and the CRC32.
+//!   dims against the compiled preset, the mode (the parameter split, byte 52) against the one
+//!   the caller runs, dtype, group sizes against the layout of that preset and mode, the
+//!   vocabulary against [`crate::mission::vocab::WORDS`], total length and the CRC32. A blob
+//!   that parses therefore has exactly the group sizes the caller's fixed buffers hold.
+//! - Copies out of a blob ([`Blob::fast_into`], [`Blob::frozen_into`]) check the destination's
+//!   length and return an error instead of panicking.
 //!
 //! Layout (byte offsets):
 //! ```text
@@ -197,9 +201,10 @@ pub struct Blob<'a> {
 }
 
 impl<'a> Blob<'a> {
-    /// Parse and check `bytes` against the compiled `expected` dims (its `memory` field is set
-    /// from the blob's mode, as [`Layout::new`] does).
-    pub fn parse(bytes: &'a [u8], expected: &ModelDims) -> Result<Blob<'a>, Error> {
+    /// Parse and check `bytes` against the compiled `expected` dims and the parameter split
+    /// `mode` the caller runs (a blob of another mode is [`Error::BlobMode`]; the dims'
+    /// `memory` field is set from the mode, as [`Layout::new`] does).
+    pub fn parse(bytes: &'a [u8], expected: &ModelDims, mode: Mode) -> Result<Blob<'a>, Error> {
         if cfg!(target_endian = "big") {
             return Err(bad(
                 "big-endian targets cannot view the little-endian sections",
@@ -222,7 +227,13 @@ impl<'a> Blob<'a> {
         if crc32(&bytes[..crc_at]) != u32_at(bytes, crc_at)? {
             return Err(bad("CRC32 mismatch (corrupt or truncated)"));
         }
-        let mode = mode_from(bytes[52]).ok_or(bad("unknown mode"))?;
+        let found = mode_from(bytes[52]).ok_or(bad("unknown mode"))?;
+        if found != mode {
+            return Err(Error::BlobMode {
+                found: found.name(),
+                expected: mode.name(),
+            });
+        }
         let dtype = match bytes[53] {
             0 => FrozenDtype::F32,
             1 => FrozenDtype::F16,
@@ -288,6 +299,19 @@ impl<'a> Blob<'a> {
             FrozenDtype::F16 => blob.frozen_f16().map(|_| ())?,
         }
         Ok(blob)
+    }
+
+    /// Copy the fast group's initial values into `out`, which must hold exactly the fast
+    /// group (an error, not a panic, otherwise).
+    pub fn fast_into(&self, out: &mut [f32]) -> Result<(), Error> {
+        let fast = self.fast_f32()?;
+        if out.len() != fast.len() {
+            return Err(bad("fast group size differs from the destination buffer"));
+        }
+        for (o, v) in out.iter_mut().zip(fast) {
+            *o = *v;
+        }
+        Ok(())
     }
 
     /// The fast group's initial values.
@@ -441,6 +465,47 @@ mod tests {
         (layout, g, words, n)
     }
 
+    /// A valid blob of every other split (whose fast group is empty or of another size) is
+    /// refused by a caller running the meta-rim split, naming both modes; the copy out of a
+    /// blob checks the destination instead of panicking.
+    #[test]
+    fn blobs_of_another_split_are_refused() {
+        for mode in [Mode::Reversed, Mode::Joint, Mode::Lstm] {
+            let layout = Layout::new(&TINY, mode).unwrap();
+            let g = [Group::Fast, Group::Slow, Group::Other]
+                .map(|grp| vec![0.25f32; layout.group_len(grp)]);
+            let n = blob_len(&layout, FrozenDtype::F32);
+            let mut words = vec![0u32; n.div_ceil(4)];
+            let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
+            write(&layout, FrozenDtype::F32, &g[0], &g[1], &g[2], bytes).unwrap();
+            let bytes: &[u8] = &bytemuck::cast_slice(&words)[..n];
+            match Blob::parse(bytes, &TINY, Mode::MetaRim) {
+                Err(e @ Error::BlobMode { found, expected }) => {
+                    assert_eq!((found, expected), (mode.name(), "meta-rim"));
+                    let text = std::format!("{e}");
+                    assert!(text.contains(mode.name()), "{text}");
+                }
+                other => panic!("{mode:?}: expected BlobMode, got {other:?}"),
+            }
+            // The blob is fine for a caller that runs its split.
+            let b = Blob::parse(bytes, &TINY, mode).unwrap();
+            assert_eq!(b.mode, mode);
+            assert_eq!(b.fast_f32().unwrap().len(), layout.group_len(Group::Fast));
+        }
+        let (_, g, words, n) = tiny_blob(FrozenDtype::F32);
+        let b = Blob::parse(&bytemuck::cast_slice(&words)[..n], &TINY, Mode::MetaRim).unwrap();
+        let mut fast = vec![0.0f32; g[0].len()];
+        b.fast_into(&mut fast).unwrap();
+        assert_eq!(fast, g[0]);
+        for len in [0, g[0].len() - 1, g[0].len() + 1, 2048] {
+            let mut wrong = vec![0.0f32; len];
+            assert!(matches!(
+                b.fast_into(&mut wrong),
+                Err(Error::BadBlob { .. })
+            ));
+        }
+    }
+
     #[test]
     fn crc32_matches_the_ieee_check_value() {
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
@@ -452,7 +517,7 @@ mod tests {
         for dtype in [FrozenDtype::F32, FrozenDtype::F16] {
             let (_, g, words, n) = tiny_blob(dtype);
             let bytes: &[u8] = &bytemuck::cast_slice(&words)[..n];
-            let b = Blob::parse(bytes, &TINY).unwrap();
+            let b = Blob::parse(bytes, &TINY, Mode::MetaRim).unwrap();
             assert_eq!(b.mode, Mode::MetaRim);
             assert_eq!(b.fast_f32().unwrap(), &g[0][..]);
             let mut frozen = vec![0.0f32; b.slow_len + b.other_len];
@@ -474,8 +539,9 @@ mod tests {
     fn every_malformation_is_an_error() {
         let (_, _, words, n) = tiny_blob(FrozenDtype::F32);
         let good: &[u8] = &bytemuck::cast_slice(&words)[..n];
-        let err = |b: &[u8]| match Blob::parse(b, &TINY) {
+        let err = |b: &[u8]| match Blob::parse(b, &TINY, Mode::MetaRim) {
             Err(Error::BadBlob { what }) => what,
+            Err(Error::BlobMode { found, .. }) => found,
             other => panic!("expected BadBlob, got {other:?}"),
         };
         // Truncated at every length, and every single-bit flip in the header.
@@ -495,7 +561,7 @@ mod tests {
         // A valid blob for other dims.
         let mut other = TINY;
         other.rim.k_active = 3;
-        assert!(Blob::parse(good, &other).is_err());
+        assert!(Blob::parse(good, &other, Mode::MetaRim).is_err());
         // Misaligned: the same bytes one byte further on.
         let mut shifted = vec![0u32; words.len() + 1];
         let sb: &mut [u8] = bytemuck::cast_slice_mut(&mut shifted);

@@ -97,6 +97,14 @@ pub enum Error {
         /// What is wrong with it.
         what: &'static str,
     },
+    /// A device blob exported for another parameter split than the one this build runs (its
+    /// groups have other sizes and meanings).
+    BlobMode {
+        /// The blob's mode (`meta-rim`, `reversed`, `joint`, `lstm`).
+        found: &'static str,
+        /// The mode this build runs.
+        expected: &'static str,
+    },
     /// A configuration that cannot run (a value out of range, or two settings that exclude
     /// each other).
     BadConfig {
@@ -158,6 +166,11 @@ impl fmt::Display for Error {
             }
             Error::BadLevelParam { name } => write!(f, "level parameter out of range: {name}"),
             Error::BadBlob { what } => write!(f, "bad model blob: {what}"),
+            Error::BlobMode { found, expected } => write!(
+                f,
+                "bad model blob: exported in {found} mode, this build runs {expected} mode \
+                 (export a checkpoint trained with --mode {expected})"
+            ),
             Error::BadConfig { what } => write!(f, "bad configuration: {what}"),
             Error::BadDims { what } => write!(f, "unsupported model dimensions: {what}"),
         }

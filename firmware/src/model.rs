@@ -1,6 +1,8 @@
 //! The policy's parameters: the device blob `model.bin` (made by `metarim export`), embedded in
 //! flash at build time from the path in `FW_MODEL`, parsed zero-copy by `metarim_core::blob`
-//! (magic, version, dims against the compiled Tiny preset, vocabulary, length, CRC32).
+//! (magic, version, dims against the compiled Tiny preset, the meta-rim split this build
+//! adapts, group sizes, vocabulary, length, CRC32). A blob of any other preset or split is
+//! refused with an error at start-up, never copied into the fixed-size fast buffer.
 //!
 //! Only the fast group is copied to RAM (the part on-device adaptation writes); the slow and
 //! other groups are read in place from flash, which needs an f32 frozen section (an f16 blob
@@ -8,6 +10,7 @@
 
 use metarim_core::blob::Blob;
 use metarim_core::nn::dims::TINY;
+use metarim_core::nn::params::Mode;
 use metarim_core::nn::presets::TINY_FAST;
 use metarim_core::Error;
 
@@ -39,8 +42,9 @@ pub struct Params {
 
 /// Parse the embedded blob and copy its fast group into `fast`.
 pub fn load(fast: &'static mut [f32; TINY_FAST]) -> Result<Params, Error> {
-    let blob = Blob::parse(&MODEL.0, &TINY)?;
+    let blob = Blob::parse(&MODEL.0, &TINY, Mode::MetaRim)?;
     let (slow, other) = blob.split_frozen(blob.frozen_f32()?)?;
-    fast.copy_from_slice(blob.fast_f32()?);
+    // Checked copy: a length mismatch is an error, not a panic.
+    blob.fast_into(&mut fast[..])?;
     Ok(Params { fast, slow, other })
 }

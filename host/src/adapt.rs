@@ -49,6 +49,7 @@ pub struct AdaptResult {
 
 /// Run the twin on the checkpoint at `ckpt`.
 pub fn run(ckpt: &Path, o: &AdaptOptions) -> Result<AdaptResult> {
+    o.cfg.validate().map_err(|e| anyhow!("{e}"))?;
     let ck = checkpoint::load(ckpt)?;
     let layout = &ck.model.layout;
     let mut have = *layout.dims();

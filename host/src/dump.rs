@@ -5,10 +5,13 @@
 //! regenerated on its own with `--seed S+i --count 1`.
 
 use std::io::Write;
+use std::path::Path;
 
 use anyhow::Result;
+use flate2::write::GzEncoder;
 use metarim_core::env::Env;
 
+use crate::fsutil;
 use crate::trace::{episode_from_env, write_episode, Episode};
 
 /// The initial state of `level_id` for `seed`, as a trace episode with no steps.
@@ -30,6 +33,23 @@ pub fn dump<W: Write>(out: &mut W, level_id: &str, count: u64, seed: u64) -> Res
     }
     out.flush()?;
     Ok(())
+}
+
+/// [`dump`] into the file at `path`, gzip-compressed when its name ends in `.gz`, written
+/// atomically: on any error (a level that fails to generate, a full disk) the file that was
+/// at `path` is left as it was.
+pub fn dump_to_file(path: &Path, level_id: &str, count: u64, seed: u64) -> Result<()> {
+    crate::levels::lookup(level_id)?;
+    fsutil::write_atomic_with(path, |file| {
+        if path.extension().is_some_and(|e| e == "gz") {
+            let mut gz = GzEncoder::new(file, flate2::Compression::default());
+            dump(&mut gz, level_id, count, seed)?;
+            gz.finish()?.flush()?;
+            Ok(())
+        } else {
+            dump(file, level_id, count, seed)
+        }
+    })
 }
 
 /// Write every registered level id, one per line.

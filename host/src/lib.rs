@@ -4,6 +4,7 @@
 //!   replay against `metarim-core`'s environment;
 //! - [`levels`]: level look-up with readable errors;
 //! - [`dump`]: freshly generated initial states written in the trace format;
+//! - [`fsutil`]: output files written atomically (temp file + rename; devices in place);
 //! - [`play`]: a terminal player (keyboard lines or seeded random actions);
 //! - [`bench`](mod@bench): the multi-threaded environment throughput benchmark;
 //! - [`model`]: model presets, parameter layouts and their sizes (`metarim model info`);
@@ -34,6 +35,7 @@ pub mod encoder_batch;
 pub mod experiment;
 pub mod export;
 pub mod fastmath;
+pub mod fsutil;
 pub mod gemm;
 pub mod instr_batch;
 pub mod levels;

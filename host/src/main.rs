@@ -1,14 +1,12 @@
 //! `metarim`: the command line of metarim (Meta-RIMs in Rust).
 #![forbid(unsafe_code)]
 
-use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use flate2::write::GzEncoder;
 
 use host::train::{self, TrainConfig};
 use host::{bench, dump, model, play, rim_bench, trace};
@@ -73,10 +71,12 @@ struct AdaptArgs {
     /// Optimiser: sgd (the firmware's: no moments in RAM) or adam.
     #[arg(long, default_value = "sgd")]
     optimizer: String,
-    /// Gradient passes per window (default 1; more than 1 needs --windows-per-step 1).
+    /// Gradient passes per window, at least 1 (default 1; more than 1 needs
+    /// --windows-per-step 1).
     #[arg(long)]
     epochs: Option<u32>,
-    /// Windows whose gradients are accumulated before one optimiser step (default 4).
+    /// Windows whose gradients are accumulated before one optimiser step, at least 1
+    /// (default 4).
     #[arg(long)]
     windows_per_step: Option<u32>,
     /// Advantage centring over about this many windows (default 0: off).
@@ -98,13 +98,15 @@ struct ExportArgs {
     /// Checkpoint.
     #[arg(long)]
     checkpoint: PathBuf,
-    /// Preset compiled into the firmware (the checkpoint's model must match it).
+    /// Preset compiled into the firmware: Tiny, the only one (the checkpoint must be a Tiny
+    /// meta-rim checkpoint without dims overrides; anything else is refused).
     #[arg(long, default_value = "Tiny")]
     preset: String,
     /// Output blob.
     #[arg(long)]
     out: PathBuf,
-    /// Element type of the read-only slow and other groups: f32, or f16 (half the flash).
+    /// Element type of the read-only slow and other groups: f32, or f16 (half the flash;
+    /// weights beyond f16's range, 65504, are refused; the QEMU firmware reads f32 in place).
     #[arg(long, default_value = "f32")]
     slow_dtype: String,
 }
@@ -165,11 +167,11 @@ struct TrainArgs {
     /// Model preset: Paper or Tiny.
     #[arg(long)]
     preset: Option<String>,
-    /// Frames to train for.
-    #[arg(long)]
+    /// Frames to train for (at most 2^63 - 1: configs and checkpoints are TOML).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(..=i64::MAX as u64))]
     frames: Option<u64>,
-    /// Seed.
-    #[arg(long)]
+    /// Seed (at most 2^63 - 1: configs and checkpoints are TOML).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(..=i64::MAX as u64))]
     seed: Option<u64>,
     /// Worker threads (0: all cores); results do not depend on it.
     #[arg(long)]
@@ -512,20 +514,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             host::levels::lookup(&level)?;
             match a.out {
                 None => dump::dump(&mut BufWriter::new(stdout.lock()), &level, a.count, a.seed)?,
-                Some(path) => {
-                    let file = File::create(&path)
-                        .with_context(|| format!("cannot create {}", path.display()))?;
-                    let file = BufWriter::new(file);
-                    let res = if path.extension().is_some_and(|e| e == "gz") {
-                        let mut gz = GzEncoder::new(file, flate2::Compression::default());
-                        dump::dump(&mut gz, &level, a.count, a.seed)
-                            .and_then(|()| Ok(gz.finish()?.flush()?))
-                    } else {
-                        let mut file = file;
-                        dump::dump(&mut file, &level, a.count, a.seed)
-                    };
-                    res.with_context(|| format!("writing {}", path.display()))?;
-                }
+                Some(path) => dump::dump_to_file(&path, &level, a.count, a.seed)?,
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -684,18 +673,17 @@ fn cmd_train(a: TrainArgs) -> Result<ExitCode> {
         progress: !a.quiet,
         stop_after_updates: a.stop_after_updates,
     };
-    let dims = cfg.dims()?;
     eprintln!(
-        "train: {} preset={} mode={} frames={} procs={} threads={} out={}",
+        "train: {} preset={} mode={} frames={} procs={} threads={} memory~{:.0}MiB out={}",
         cfg.level_ids().join(","),
         cfg.preset,
         cfg.mode,
         cfg.frames,
         cfg.procs,
         train::thread_count(cfg.threads, cfg.procs.max(cfg.grad_shards)),
+        train::budget::estimate_bytes(&cfg)? as f64 / f64::from(1u32 << 20),
         out.display()
     );
-    let _ = dims;
     let s = train::run::train(&cfg, &opts)?;
     println!("checkpoint: {}", s.checkpoint.display());
     println!(
@@ -998,6 +986,12 @@ fn cmd_adapt(a: AdaptArgs) -> Result<ExitCode> {
     }
     if !(cfg.entropy_coef.is_finite() && cfg.entropy_coef >= 0.0) {
         anyhow::bail!("--entropy-coef must be a finite number >= 0");
+    }
+    if cfg.epochs == 0 {
+        anyhow::bail!("--epochs must be >= 1 (gradient passes per window), got 0");
+    }
+    if cfg.windows_per_step == 0 {
+        anyhow::bail!("--windows-per-step must be >= 1 (windows per optimiser step), got 0");
     }
     if cfg.epochs > 1 && cfg.windows_per_step > 1 {
         anyhow::bail!("--epochs > 1 needs --windows-per-step 1 (one window per step)");

@@ -15,15 +15,15 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::io::Write;
+use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use metarim_core::env::{Action, Env, VIEW_SIZE};
 use metarim_core::grid::Pos;
 use metarim_core::world::{Color, DoorState, Object, ObjectKind};
+
+use crate::fsutil::AtomicFile;
 
 /// An RGB colour.
 pub type Rgb = [u8; 3];
@@ -667,103 +667,6 @@ fn draw_text(frame: &mut Frame, x: u32, y: u32, scale: u32, text: &str, c: Rgb) 
     }
 }
 
-/// A file written under a temporary name in its target's directory and renamed onto the
-/// target by [`AtomicFile::commit`]; dropped uncommitted, the temporary file is removed.
-pub(crate) struct AtomicFile {
-    path: PathBuf,
-    tmp: PathBuf,
-    out: Option<BufWriter<File>>,
-}
-
-impl AtomicFile {
-    /// Start writing `path` (nothing appears at `path` until [`commit`](Self::commit)).
-    pub(crate) fn create(path: &Path) -> Result<AtomicFile> {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let name = path
-            .file_name()
-            .with_context(|| format!("{} does not name a file", path.display()))?;
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(format!(
-            ".tmp-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let tmp = dir.join(tmp_name);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .with_context(|| {
-                format!(
-                    "cannot write {}: creating temporary file {} failed",
-                    path.display(),
-                    tmp.display()
-                )
-            })?;
-        Ok(AtomicFile {
-            path: path.to_path_buf(),
-            tmp,
-            out: Some(BufWriter::new(file)),
-        })
-    }
-
-    /// Flush, sync and rename onto the final path.
-    pub(crate) fn commit(mut self) -> Result<()> {
-        let path = self.path.clone();
-        let out = self
-            .out
-            .take()
-            .with_context(|| format!("{}: already committed", path.display()))?;
-        let file = out
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .with_context(|| format!("writing {} failed", path.display()))?;
-        file.sync_all()
-            .with_context(|| format!("syncing {} failed", path.display()))?;
-        drop(file);
-        fs::rename(&self.tmp, &path).with_context(|| {
-            format!(
-                "renaming {} onto {} failed",
-                self.tmp.display(),
-                path.display()
-            )
-        })?;
-        // Renamed: nothing left to clean up.
-        self.tmp = PathBuf::new();
-        Ok(())
-    }
-}
-
-impl Write for AtomicFile {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self.out.as_mut() {
-            Some(o) => o.write(buf),
-            None => Err(std::io::Error::other("file already committed")),
-        }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self.out.as_mut() {
-            Some(o) => o.flush(),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for AtomicFile {
-    fn drop(&mut self) {
-        self.out = None;
-        if !self.tmp.as_os_str().is_empty() {
-            let _ = fs::remove_file(&self.tmp);
-        }
-    }
-}
-
 /// Write `frame` as an 8-bit RGB PNG at `path` (atomically).
 pub fn write_png(path: impl AsRef<Path>, frame: &Frame) -> Result<()> {
     let path = path.as_ref();
@@ -902,9 +805,11 @@ impl<'a> GifWriter<'a> {
     ) -> Result<GifWriter<'a>> {
         let quantizer = Quantizer::new();
         let mut encoder = gif::Encoder::new(sink, width, height, &quantizer.flat())
+            .map_err(gif_error)
             .with_context(|| format!("writing {name} failed"))?;
         encoder
             .set_repeat(gif::Repeat::Infinite)
+            .map_err(gif_error)
             .with_context(|| format!("writing {name} failed"))?;
         Ok(GifWriter {
             encoder,
@@ -947,6 +852,7 @@ impl<'a> GifWriter<'a> {
         };
         self.encoder
             .write_frame(&gif_frame)
+            .map_err(gif_error)
             .with_context(|| format!("writing {} failed", self.name))?;
         self.frames += 1;
         Ok(())
@@ -967,11 +873,21 @@ impl<'a> GifWriter<'a> {
         let sink = self
             .encoder
             .into_inner()
+            .map_err(gif_error)
             .with_context(|| format!("writing {name} failed"))?;
         match sink {
             Sink::File(f) => f.commit(),
             Sink::Writer(mut w) => w.flush().with_context(|| format!("writing {name} failed")),
         }
+    }
+}
+
+/// The GIF encoder's error with its cause said once: `gif::EncodingError` displays its I/O
+/// or format error and also reports it as its source, which an error chain prints twice.
+fn gif_error(e: gif::EncodingError) -> anyhow::Error {
+    match e {
+        gif::EncodingError::Io(io) => io.into(),
+        other => anyhow!("{other}"),
     }
 }
 

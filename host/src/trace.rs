@@ -6,6 +6,13 @@
 //! replays its actions and compares everything the trace recorded; [`replay_reader`] does that
 //! for every line of a file.
 //!
+//! Memory is bounded whatever the file holds: a line (one episode) longer than
+//! [`MAX_LINE_BYTES`] (16 MiB, after decompression) stops the replay with an error naming the
+//! line and the limit, before the rest of it is read, so a small `.gz` that inflates to a
+//! line of gigabytes costs at most that much plus the parsed episode (a small multiple of it).
+//! The longest recorded episode (MiniGrid-DoorKey-16x16, 2,560 steps, in
+//! `tests/data/minigrid-3.2.0-extra-traces.jsonl.gz`) is a 1.3 MB line.
+//!
 //! Step numbering in reports: step 0 is the initial observation (`obs0`), step `k >= 1` is the
 //! state after the `k`-th action, and `final_grid` is checked at the last step.
 
@@ -80,6 +87,11 @@ pub struct TraceStep {
     /// What the agent carries after the action.
     pub carrying: Option<Cell>,
 }
+
+/// Longest accepted line of a trace file in bytes (after decompression): one episode's JSON.
+/// Over 12 times the longest recorded episode (1.3 MB: 2,560 steps on a 16x16 grid), and
+/// small enough that a hostile file cannot exhaust memory.
+pub const MAX_LINE_BYTES: usize = 16 << 20;
 
 /// Largest accepted difference between a replayed and a recorded reward (the trace rounds to
 /// 6 decimals).
@@ -177,6 +189,55 @@ pub fn open_trace(path: &Path) -> Result<Box<dyn BufRead>> {
     }
 }
 
+/// Read the next line of `reader` into `buf` (cleared first; the `\n` or `\r\n` removed),
+/// holding at most `max` bytes of it. `Ok(false)` at the end of the input; an
+/// [`std::io::ErrorKind::InvalidData`] error when the line is longer than `max` (the rest of
+/// it is not read) or is not UTF-8.
+pub fn read_line_bounded<R: BufRead>(
+    reader: &mut R,
+    buf: &mut String,
+    max: usize,
+) -> std::io::Result<bool> {
+    buf.clear();
+    let mut bytes = std::mem::take(buf).into_bytes();
+    let mut seen_any = false;
+    loop {
+        let chunk = reader.fill_buf()?;
+        if chunk.is_empty() {
+            break;
+        }
+        seen_any = true;
+        let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (i, true),
+            None => (chunk.len(), false),
+        };
+        if bytes.len() + take > max {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "the line is longer than {} MiB ({max} bytes), the limit for one episode",
+                    max >> 20
+                ),
+            ));
+        }
+        bytes.extend_from_slice(&chunk[..take]);
+        reader.consume(take + usize::from(done));
+        if done {
+            break;
+        }
+    }
+    if bytes.last() == Some(&b'\r') {
+        bytes.pop();
+    }
+    *buf = String::from_utf8(bytes).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the line is not valid UTF-8",
+        )
+    })?;
+    Ok(seen_any)
+}
+
 /// Parse one trace line.
 pub fn parse_episode(line: &str) -> Result<Episode> {
     Ok(serde_json::from_str(line)?)
@@ -184,15 +245,21 @@ pub fn parse_episode(line: &str) -> Result<Episode> {
 
 /// Replay every episode read from `reader` (named `source` in errors), calling `report` with
 /// each failing episode's first failure. Lines that are not episodes count as failures; an
-/// I/O or decompression error stops the replay with an error.
+/// I/O or decompression error, a line that is not UTF-8 or one longer than [`MAX_LINE_BYTES`]
+/// stops the replay with an error.
 pub fn replay_reader<R: BufRead>(
-    reader: R,
+    mut reader: R,
     source: &str,
     mut report: impl FnMut(&Failure),
 ) -> Result<Summary> {
     let mut summary = Summary::default();
-    for (i, line) in reader.lines().enumerate() {
-        let line = line.with_context(|| format!("cannot read {source} at line {}", i + 1))?;
+    let mut line = String::new();
+    for i in 0.. {
+        let more = read_line_bounded(&mut reader, &mut line, MAX_LINE_BYTES)
+            .with_context(|| format!("cannot read {source} at line {}", i + 1))?;
+        if !more {
+            break;
+        }
         if line.trim().is_empty() {
             continue;
         }
@@ -470,14 +537,23 @@ pub fn write_episode<W: Write>(out: &mut W, ep: &Episode) -> Result<()> {
 }
 
 /// Read all of `reader` as episodes (for tools and tests that want them in memory).
+/// Lines are limited to [`MAX_LINE_BYTES`] as in [`replay_reader`].
 pub fn read_episodes<R: Read>(reader: R) -> Result<Vec<Episode>> {
-    BufReader::new(reader)
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| l.as_ref().map_or(true, |l| !l.trim().is_empty()))
-        .map(|(i, l)| {
-            let l = l.with_context(|| format!("cannot read line {}", i + 1))?;
-            parse_episode(&l).with_context(|| format!("line {}: not a valid trace episode", i + 1))
-        })
-        .collect()
+    let mut reader = BufReader::new(reader);
+    let mut episodes = Vec::new();
+    let mut line = String::new();
+    for i in 1.. {
+        if !read_line_bounded(&mut reader, &mut line, MAX_LINE_BYTES)
+            .with_context(|| format!("cannot read line {i}"))?
+        {
+            break;
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        episodes.push(
+            parse_episode(&line).with_context(|| format!("line {i}: not a valid trace episode"))?,
+        );
+    }
+    Ok(episodes)
 }

@@ -7,6 +7,7 @@ use host::train::run::{train, RunOptions};
 use host::train::{checkpoint, TrainConfig};
 use metarim_core::blob::{Blob, FrozenDtype};
 use metarim_core::nn::dims::TINY;
+use metarim_core::nn::params::Mode;
 
 #[test]
 fn export_round_trips_through_the_core_parser() {
@@ -41,7 +42,7 @@ fn export_round_trips_through_the_core_parser() {
         let mut words = vec![0u32; bytes.len().div_ceil(4)];
         bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
         let aligned = &bytemuck::cast_slice::<u32, u8>(&words)[..bytes.len()];
-        let b = Blob::parse(aligned, &TINY).unwrap();
+        let b = Blob::parse(aligned, &TINY, Mode::MetaRim).unwrap();
         assert_eq!(b.fast_f32().unwrap(), &ck.model.params.fast[..]);
         let mut frozen = vec![0.0f32; b.slow_len + b.other_len];
         b.frozen_into(&mut frozen).unwrap();

@@ -3,10 +3,13 @@
 //! checkpoint as an uninterrupted run; a corrupt or mismatched checkpoint is refused with a
 //! clear error.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{opts, tmpdir};
 use host::train::checkpoint;
 use host::train::run::{train, RunOptions, CHECKPOINT_FILE};
 use host::train::TrainConfig;
@@ -28,22 +31,6 @@ fn tiny(mode: &str, frames: u64) -> TrainConfig {
         frames,
         save_interval: 1,
         ..TrainConfig::default()
-    }
-}
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("metarim-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn opts(out: &Path) -> RunOptions {
-    RunOptions {
-        out: out.to_path_buf(),
-        resume: false,
-        progress: false,
-        stop_after_updates: None,
     }
 }
 

@@ -105,3 +105,45 @@ fn dumped_states_round_trip() {
         host::trace::replay_episode(0, &ep).unwrap_or_else(|m| panic!("{m}"));
     }
 }
+
+/// `n` bytes of `b'x'` without a newline, produced on the fly (no allocation).
+struct Junk(u64);
+
+impl std::io::Read for Junk {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(usize::try_from(self.0).unwrap_or(usize::MAX));
+        buf[..n].fill(b'x');
+        self.0 -= n as u64;
+        Ok(n)
+    }
+}
+
+/// A line longer than the limit (16 MiB) stops the replay with an error naming the line and
+/// the limit, without reading the rest of it: an endless line is refused as fast as a 64 MiB
+/// one. Lines below the limit, however padded, still replay.
+#[test]
+fn overlong_lines_are_refused_with_bounded_memory() {
+    let ep = first_episode();
+    let good = line(&ep);
+    for junk in [64u64 << 20, u64::MAX] {
+        let input = std::io::BufReader::new(std::io::Read::chain(good.as_bytes(), Junk(junk)));
+        let mut failures = 0;
+        let e = replay_reader(input, "test", |_| failures += 1).unwrap_err();
+        let e = format!("{e:#}");
+        assert!(e.contains("at line 2"), "{e}");
+        assert!(e.contains("16 MiB"), "{e}");
+        assert_eq!(failures, 0);
+        let input = std::io::Read::chain(good.as_bytes(), Junk(junk));
+        let e = format!("{:#}", read_episodes(input).unwrap_err());
+        assert!(e.contains("line 2") && e.contains("16 MiB"), "{e}");
+    }
+    // An episode padded to 12 MiB is within the limit (and replays).
+    let padded = format!("{}{}\n", good.trim_end(), " ".repeat(12 << 20));
+    let (failures, summary) = replay(&padded);
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(summary, "replay: 1/1 episodes match");
+    // CRLF line ends are accepted as before.
+    let (failures, summary) = replay(&good.replace('\n', "\r\n"));
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(summary, "replay: 1/1 episodes match");
+}

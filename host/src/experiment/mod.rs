@@ -141,32 +141,60 @@ pub fn run_dir_name(arm: &str, seed: u64) -> String {
 }
 
 /// The suite file for `name`: `name` itself if it is an existing file, else
-/// `dir/name.toml`; an error lists the suites in `dir` otherwise.
+/// `dir/name.toml`. Trailing slashes are ignored (`sample-efficiency/` from tab completion,
+/// `experiments/x.toml/`). A directory, or a name that is neither, is an error saying what a
+/// suite argument may be and listing the suites in `dir` (or in the directory given).
 pub fn resolve_suite(name: &str, dir: &Path) -> Result<PathBuf> {
-    let direct = PathBuf::from(name);
+    let trimmed = name.trim_end_matches('/');
+    let trimmed = if trimmed.is_empty() { name } else { trimmed };
+    let direct = PathBuf::from(trimmed);
     if direct.is_file() {
         return Ok(direct);
     }
-    let file = dir.join(format!("{name}.toml"));
-    if file.is_file() {
+    let file = dir.join(format!("{trimmed}.toml"));
+    if !trimmed.is_empty() && file.is_file() {
         return Ok(file);
     }
-    let mut known: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .filter_map(|e| {
-                    let p = e.path();
-                    if p.extension()? != "toml" {
-                        return None;
+    let what = format!(
+        "a suite is a name in {d} (the file {d}/NAME.toml) or the path of a suite file (.toml)",
+        d = dir.display()
+    );
+    if direct.is_dir() {
+        let here = suite_names(&direct);
+        let listed = if here.is_empty() {
+            format!(
+                "it holds no .toml files; suites in {}: {}",
+                dir.display(),
+                {
+                    let known = suite_names(dir);
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
                     }
-                    Some(p.file_stem()?.to_string_lossy().into_owned())
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    known.sort();
+                }
+            )
+        } else {
+            format!(
+                "suite files in it: {}",
+                here.iter()
+                    .map(|n| format!("{n}.toml"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        let output_hint = if direct.join("runs").is_dir() || direct.join("results.md").is_file() {
+            "; it looks like an experiment's output directory: to resume it, name its suite \
+             and pass the directory with --out"
+        } else {
+            ""
+        };
+        bail!("suite {name:?} is a directory: {what}; {listed}{output_hint}");
+    }
+    let known = suite_names(dir);
     bail!(
-        "unknown suite {name:?}: no file {name} or {} (suites in {}: {})",
+        "unknown suite {name:?}: no file {} or {} ({what}; suites in {}: {})",
+        direct.display(),
         file.display(),
         dir.display(),
         if known.is_empty() {
@@ -175,6 +203,25 @@ pub fn resolve_suite(name: &str, dir: &Path) -> Result<PathBuf> {
             known.join(", ")
         }
     )
+}
+
+/// The stems of the `.toml` files in `dir`, sorted (empty when it cannot be read).
+fn suite_names(dir: &Path) -> Vec<String> {
+    let mut known: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let p = e.path();
+                    if p.extension()? != "toml" || !p.is_file() {
+                        return None;
+                    }
+                    Some(p.file_stem()?.to_string_lossy().into_owned())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    known.sort();
+    known
 }
 
 /// The runs of `suite` with `seeds` seeds each, in arm then seed order.
@@ -280,10 +327,11 @@ pub fn job_count(jobs: usize, threads_per_run: usize, runs: usize) -> usize {
 pub fn run(opts: &ExperimentOptions) -> Result<ExperimentSummary> {
     let started = Instant::now();
     let suite = Suite::load(&opts.suite, &opts.overrides)?;
-    let seeds = opts.seeds.unwrap_or(suite.seeds);
-    if seeds == 0 {
+    // The suite file's own count was checked by `Suite::load`.
+    if opts.seeds == Some(0) {
         bail!("--seeds must be > 0");
     }
+    let seeds = opts.seeds.unwrap_or(suite.seeds);
     std::fs::create_dir_all(opts.out.join("runs"))
         .with_context(|| format!("creating output directory {}", opts.out.display()))?;
     let plan = plan(&suite, seeds, &opts.out);

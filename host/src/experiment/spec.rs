@@ -231,9 +231,22 @@ fn valid_name(name: &str) -> bool {
         && !name.starts_with('.')
 }
 
-/// `round(v * x)`, at least `floor`.
-fn scale(v: u64, x: f64, floor: u64) -> u64 {
-    ((v as f64 * x).round() as u64).max(floor)
+/// The largest budget a scaled field may reach: configs and checkpoints are TOML, whose
+/// integers are signed 64-bit.
+pub const MAX_BUDGET: u64 = i64::MAX as u64;
+
+/// `round(v * x)`, at least `floor`; an error naming `field` when the result is above
+/// [`MAX_BUDGET`] (it used to saturate and fail later, after the run had started).
+fn scale(v: u64, x: f64, floor: u64, field: &str) -> Result<u64> {
+    let scaled = (v as f64 * x).round();
+    // `MAX_BUDGET as f64` rounds up to 2^63, which does not fit: compare strictly.
+    if scaled.is_nan() || scaled >= MAX_BUDGET as f64 {
+        bail!(
+            "budget scale {x:?} makes field `{field}` {v} x {x:?} = {scaled:e}, above the largest \
+             budget {MAX_BUDGET} (TOML integers are signed 64-bit)"
+        );
+    }
+    Ok((scaled as u64).max(floor))
 }
 
 impl Suite {
@@ -265,6 +278,9 @@ impl Suite {
                 "field `threshold` must be in [0, 1], got {}",
                 file.threshold
             );
+        }
+        if file.seeds == 0 {
+            bail!("field `seeds` must be > 0 (runs per arm, seeds 0..seeds)");
         }
         if file.eval.episodes == 0 {
             bail!("field `eval.episodes` must be > 0");
@@ -309,11 +325,14 @@ impl Suite {
         }
         let x = over.budget_scale;
         let mut eval = file.eval.clone();
-        eval.episodes = scale(
+        eval.episodes = usize::try_from(scale(
             eval.episodes as u64,
             x,
             (MIN_EVAL_EPISODES as u64).min(eval.episodes as u64),
-        ) as usize;
+            "eval.episodes",
+        )?)
+        .context("field `eval.episodes` scaled beyond this machine's usize")?;
+        let min_frames = scale(file.min_frames, x, 0, "min_frames")?;
         Ok(Suite {
             path: path.to_path_buf(),
             name: file.name,
@@ -321,7 +340,7 @@ impl Suite {
             metric: file.metric,
             seeds: file.seeds,
             threshold: file.threshold,
-            min_frames: scale(file.min_frames, x, 0),
+            min_frames,
             eval,
             arms,
         })
@@ -347,10 +366,17 @@ fn resolve_arm(file: &SuiteFile, spec: &ArmSpec, over: &Overrides) -> Result<Arm
         cfg.set(k, v).with_context(|| format!("--set {k}={v}"))?;
     }
     let x = over.budget_scale;
-    let fpu = cfg.frames_per_update() as u64;
-    cfg.frames = scale(cfg.frames, x, fpu.max(1));
+    // Saturated for configs that validation will refuse (`procs`, `frames_per_proc` too big),
+    // so that the error names those fields rather than the floored `frames`.
+    let fpu = (cfg.frames_per_update() as u64).min(MAX_BUDGET);
+    cfg.frames = scale(cfg.frames, x, fpu.max(1), "frames")?;
     if cfg.curriculum_level_frames > 0 {
-        cfg.curriculum_level_frames = scale(cfg.curriculum_level_frames, x, fpu.max(1));
+        cfg.curriculum_level_frames = scale(
+            cfg.curriculum_level_frames,
+            x,
+            fpu.max(1),
+            "curriculum_level_frames",
+        )?;
     }
     cfg.threads = over.threads;
     cfg.validate()?;
@@ -467,5 +493,19 @@ episodes = 100
             "evaluation levels",
         );
         bad(&format!("{SUITE}levels = [\"BabyAI-Nope-v0\"]\n"), "Nope");
+    }
+
+    /// Found while writing `fuzz/fuzz_targets/suite.rs` (its binary panicked on this suite):
+    /// budget scaling asked for the frames per update (`procs * frames_per_proc`) before
+    /// validation had bounded them, which overflowed (a panic under overflow checks, a wrapped
+    /// floor otherwise). Now it saturates and validation names `procs`.
+    #[test]
+    fn huge_procs_are_an_error_not_an_overflow() {
+        let text = SUITE.replace("procs = 4", "procs = 9223372036854775807");
+        let e = format!(
+            "{:#}",
+            Suite::parse(&text, Path::new("t.toml"), &Overrides::default()).unwrap_err()
+        );
+        assert!(e.contains("procs"), "{e} should mention procs");
     }
 }

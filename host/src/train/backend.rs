@@ -410,6 +410,7 @@ impl Gpu {
             approx_kl: st.terms[6],
             clipped: st.terms[8],
             grad_norm: st.norms.iter().map(|x| f64::from(*x)).sum(),
+            skipped: 0,
         })
     }
 
@@ -643,6 +644,7 @@ mod tests {
                 &mut r1,
                 1,
                 &mut grads,
+                &mut crate::train::guard::DivergenceGuard::new(),
             )
             .unwrap();
             let us_gpu = gpu

@@ -3,20 +3,23 @@
 //! memory state of every env (`rollout.state`), with one metadata entry, `metarim`, holding
 //! JSON: the config (TOML), frame and update counts, Adam step counts, the trainer's and every
 //! env's generator, the env episodes (level, seed, actions so far), the curriculum state, the
-//! rolling statistics window, and a CRC32 of the tensor bytes.
+//! rolling statistics window, and a CRC32 of everything else (format 2: the tensor bytes in
+//! name order, then the metadata's JSON with `crc32 = 0`; format 1 covered the tensors only).
 //!
 //! Invariants:
 //! - Writing is atomic (temp file in the same directory, fsync, rename): an interrupted write
 //!   never replaces a good checkpoint.
+//! - Every value written is finite: a state holding NaN or infinity is refused, naming the
+//!   tensor, so a diverged run never replaces its last good checkpoint.
 //! - The bytes are a deterministic function of the training state (one metadata key, since
 //!   safetensors writes its metadata map in hash order; tensors sorted by the format).
-//! - Loading checks everything (format, CRC, every tensor's presence, dtype and shape against
-//!   the layout the saved config describes) and names what is wrong.
+//! - Loading checks everything (format, CRC over tensors and metadata, every tensor's presence,
+//!   dtype, shape against the layout the saved config describes and finiteness, the counters'
+//!   consistency) and names what is wrong.
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use metarim_core::nn::params::{Group, Layout};
@@ -28,8 +31,9 @@ use super::tasks::TasksState;
 use super::update::Optim;
 use super::{GroupVecs, Model, TrainConfig};
 
-/// Version of the checkpoint layout (metadata fields and tensor names).
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the checkpoint layout (metadata fields, tensor names, what the CRC covers).
+/// Version 1 (the CRC covered the tensors only) is still read, with a warning.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// A finished episode in the statistics window.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -67,7 +71,8 @@ pub struct CheckpointMeta {
     pub envs: Vec<EnvSnapshot>,
     /// The rolling statistics window, oldest first.
     pub recent: Vec<SavedEpisode>,
-    /// CRC32 of the tensor bytes, tensors in name order.
+    /// CRC32 of the tensor bytes (tensors in name order) followed by this metadata's JSON
+    /// with `crc32` set to 0 (format 1: of the tensor bytes only).
     pub crc32: u32,
 }
 
@@ -90,6 +95,29 @@ fn to_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
+/// An error naming `tensor` when `v` holds a NaN or an infinity.
+fn check_finite(tensor: &str, v: &[f32]) -> Result<()> {
+    match v.iter().position(|x| !x.is_finite()) {
+        None => Ok(()),
+        Some(i) => bail!(
+            "tensor {tensor} holds a non-finite value ({} at index {i} of {}, {} non-finite in \
+             all)",
+            v[i],
+            v.len(),
+            v.iter().filter(|x| !x.is_finite()).count()
+        ),
+    }
+}
+
+/// The metadata's contribution to the CRC: its JSON with `crc32` set to 0.
+fn meta_crc_bytes(meta: &CheckpointMeta) -> Result<Vec<u8>> {
+    let canonical = CheckpointMeta {
+        crc32: 0,
+        ..meta.clone()
+    };
+    serde_json::to_vec(&canonical).context("checkpoint metadata")
+}
+
 fn group_prefix(g: Group) -> &'static str {
     g.name()
 }
@@ -108,15 +136,15 @@ pub fn to_bytes_checkpoint(
         let data = buf
             .get(e.range())
             .ok_or_else(|| anyhow!("tensor {} outside its group buffer", e.name))?;
-        named.push((
-            format!("{}.{}", group_prefix(e.group), e.name),
-            e.dims().to_vec(),
-            to_bytes(data),
-        ));
+        let name = format!("{}.{}", group_prefix(e.group), e.name);
+        check_finite(&name, data).context("refusing to write the checkpoint")?;
+        named.push((name, e.dims().to_vec(), to_bytes(data)));
     }
     for g in Group::ALL {
         for (which, v) in [("m", &optim.m), ("v", &optim.v)] {
             let data = v.group(g);
+            check_finite(&format!("optim.{which}.{}", g.name()), data)
+                .context("refusing to write the checkpoint")?;
             if !data.is_empty() {
                 named.push((
                     format!("optim.{which}.{}", g.name()),
@@ -126,6 +154,7 @@ pub fn to_bytes_checkpoint(
             }
         }
     }
+    check_finite("rollout.state", env_states).context("refusing to write the checkpoint")?;
     let sl = env_states.len() / procs.max(1);
     named.push((
         "rollout.state".into(),
@@ -137,7 +166,11 @@ pub fn to_bytes_checkpoint(
     for (_, _, d) in &named {
         crc.update(d);
     }
-    let mut meta = meta.clone();
+    let mut meta = CheckpointMeta {
+        format_version: FORMAT_VERSION,
+        ..meta.clone()
+    };
+    crc.update(&meta_crc_bytes(&meta)?);
     meta.crc32 = crc.finalize();
     let views = named
         .iter()
@@ -155,33 +188,10 @@ pub fn to_bytes_checkpoint(
     safetensors::serialize(views, Some(info)).map_err(|e| anyhow!("safetensors: {e}"))
 }
 
-/// Write `bytes` to `path` atomically (temp file in the same directory, fsync, rename).
+/// Write `bytes` to `path` atomically (temp file in the same directory, fsync, rename): see
+/// [`crate::fsutil::write_atomic`].
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
-    let dir = dir.unwrap_or_else(|| Path::new("."));
-    let name = path
-        .file_name()
-        .ok_or_else(|| anyhow!("{} has no file name", path.display()))?;
-    let tmp: PathBuf = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| -> Result<()> {
-        let mut f =
-            fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(bytes)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        f.sync_all()
-            .with_context(|| format!("syncing {}", tmp.display()))?;
-        fs::rename(&tmp, path)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    crate::fsutil::write_atomic(path, bytes)
 }
 
 fn read_f32(st: &SafeTensors<'_>, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
@@ -198,10 +208,13 @@ fn read_f32(st: &SafeTensors<'_>, name: &str, shape: &[usize]) -> Result<Vec<f32
             shape
         );
     }
-    Ok(t.data()
+    let v: Vec<f32> = t
+        .data()
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect())
+        .collect();
+    check_finite(name, &v)?;
+    Ok(v)
 }
 
 /// Parse and check a checkpoint.
@@ -217,9 +230,9 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint> {
         .ok_or_else(|| anyhow!("no `metarim` metadata: not a metarim checkpoint"))?;
     let meta: CheckpointMeta =
         serde_json::from_str(text).map_err(|e| anyhow!("bad checkpoint metadata: {e}"))?;
-    if meta.format_version != FORMAT_VERSION {
+    if !(1..=FORMAT_VERSION).contains(&meta.format_version) {
         bail!(
-            "checkpoint format version {} is not supported (this build reads {FORMAT_VERSION})",
+            "checkpoint format version {} is not supported (this build reads 1 to {FORMAT_VERSION})",
             meta.format_version
         );
     }
@@ -230,8 +243,19 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint> {
         let t = st.tensor(n).map_err(|e| anyhow!("tensor {n}: {e}"))?;
         crc.update(t.data());
     }
-    if crc.finalize() != meta.crc32 {
-        bail!("checkpoint is corrupt: tensor data CRC32 mismatch");
+    if meta.format_version >= 2 {
+        crc.update(&meta_crc_bytes(&meta)?);
+        if crc.finalize() != meta.crc32 {
+            bail!("checkpoint is corrupt: CRC32 mismatch over its tensors and metadata");
+        }
+    } else {
+        if crc.finalize() != meta.crc32 {
+            bail!("checkpoint is corrupt: tensor data CRC32 mismatch");
+        }
+        eprintln!(
+            "warning: checkpoint format 1: its CRC covers the tensors but not the metadata \
+             (counters, generators, episodes); a --resume rewrites it as format {FORMAT_VERSION}"
+        );
     }
     let config = TrainConfig::from_toml(&meta.config).context("the checkpoint's config")?;
     config
@@ -268,6 +292,7 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint> {
             config.procs
         );
     }
+    check_counters(&meta, &config)?;
     Ok(Checkpoint {
         meta,
         config,
@@ -275,6 +300,47 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint> {
         optim,
         env_states,
     })
+}
+
+/// The counters must be those of a run of `config`: every update adds `frames_per_update`
+/// frames and at most the schedule's optimiser steps, so a counter near `u64::MAX` (which would
+/// wrap) or out of step with the others is corruption or a hand edit, not a training state.
+fn check_counters(meta: &CheckpointMeta, config: &TrainConfig) -> Result<()> {
+    let fpu = config.frames_per_update() as u64;
+    let expected_frames = meta.updates.checked_mul(fpu);
+    if expected_frames != Some(meta.frames) || meta.updates > super::config::MAX_U64_FIELD {
+        bail!(
+            "checkpoint metadata is inconsistent: updates = {} and frames = {} (each update is \
+             {fpu} frames)",
+            meta.updates,
+            meta.frames
+        );
+    }
+    let chunks = (config.frames_per_update() / config.recurrence.max(1)) as u64;
+    let steps_per_update = chunks
+        .saturating_mul(config.epochs as u64)
+        .saturating_add((config.inner_steps + config.outer_steps) as u64);
+    let max_t = meta.updates.saturating_mul(steps_per_update);
+    for (t, name) in [
+        (meta.adam_fast_t, "adam_fast_t"),
+        (meta.adam_slow_t, "adam_slow_t"),
+    ] {
+        if t > max_t {
+            bail!(
+                "checkpoint metadata is inconsistent: {name} = {t} Adam steps after {} updates \
+                 (at most {max_t})",
+                meta.updates
+            );
+        }
+    }
+    if meta.recent.len() > config.stats_window {
+        bail!(
+            "checkpoint metadata is inconsistent: {} episodes in a statistics window of {}",
+            meta.recent.len(),
+            config.stats_window
+        );
+    }
+    Ok(())
 }
 
 /// Read and check a checkpoint file.

@@ -237,6 +237,10 @@ impl TrainConfig {
                     .map(|s| toml::Value::String(s.trim().into()))
                     .collect(),
             ),
+            Err(_) if looks_like_integer(value) => bail!(
+                "bad value {value} for {key}: out of range (config integers are at most \
+                 {MAX_U64_FIELD}, TOML's signed 64-bit range)"
+            ),
             Err(_) => toml::Value::String(value.into()),
         };
         table.insert(key.clone(), parsed);
@@ -291,9 +295,10 @@ impl TrainConfig {
         self.recurrence * self.slowness.max(1)
     }
 
-    /// Frames per update (all envs).
+    /// Frames per update (all envs). Saturates: callers may ask before [`Self::validate`] has
+    /// bounded `procs` and `frames_per_proc` (suite budget scaling does; found by fuzzing).
     pub fn frames_per_update(&self) -> usize {
-        self.procs * self.frames_per_proc
+        self.procs.saturating_mul(self.frames_per_proc)
     }
 
     /// Check everything up front, with errors naming the field.
@@ -321,6 +326,34 @@ impl TrainConfig {
         pos(self.save_interval, "save_interval")?;
         pos(self.stats_window, "stats_window")?;
         pos(self.curriculum_window, "curriculum_window")?;
+        // Checkpoints and configs are TOML, whose integers are signed 64-bit.
+        for (v, name) in [
+            (self.frames, "frames"),
+            (self.seed, "seed"),
+            (self.curriculum_level_frames, "curriculum_level_frames"),
+        ] {
+            if v > MAX_U64_FIELD {
+                bail!("config field `{name}` must be at most {MAX_U64_FIELD} (TOML integers are signed 64-bit), got {v}");
+            }
+        }
+        for (v, max, name) in [
+            (self.procs, MAX_PROCS, "procs"),
+            (self.frames_per_proc, MAX_FRAMES_PER_PROC, "frames_per_proc"),
+            (self.recurrence, MAX_FRAMES_PER_PROC, "recurrence"),
+            (self.epochs, MAX_STEPS_PER_UPDATE, "epochs"),
+            (self.inner_steps, MAX_STEPS_PER_UPDATE, "inner_steps"),
+            (self.outer_steps, MAX_STEPS_PER_UPDATE, "outer_steps"),
+            (self.slowness, MAX_FRAMES_PER_PROC, "slowness"),
+            (self.grad_shards, MAX_GRAD_SHARDS, "grad_shards"),
+            (self.threads, MAX_THREADS, "threads"),
+            (self.stats_window, MAX_WINDOW, "stats_window"),
+            (self.curriculum_window, MAX_WINDOW, "curriculum_window"),
+            (self.save_interval, MAX_WINDOW, "save_interval"),
+        ] {
+            if v > max {
+                bail!("config field `{name}` must be at most {max}, got {v}");
+            }
+        }
         if !self.frames_per_proc.is_multiple_of(self.recurrence) {
             bail!(
                 "frames_per_proc ({}) must be a multiple of recurrence ({})",
@@ -353,20 +386,31 @@ impl TrainConfig {
                 );
             }
         }
+        // Learning rates are Adam step sizes (each parameter moves by about `lr` per step):
+        // above 1 no network here trains, and 1e30 turns every parameter into inf.
+        for (v, name) in [(self.lr, "lr"), (self.fast_lr, "fast_lr")] {
+            if !(v.is_finite() && v > 0.0 && v <= MAX_LR) {
+                bail!("config field `{name}` must be a number in (0, {MAX_LR}], got {v}");
+            }
+        }
+        if !(self.adam_eps.is_finite() && self.adam_eps > 0.0) {
+            bail!(
+                "config field `adam_eps` must be a finite number > 0, got {}",
+                self.adam_eps
+            );
+        }
+        // Adam divides by 1 - beta^t: a beta of 1 divides by zero on the first step.
         for (v, name) in [
-            (self.lr, "lr"),
-            (self.fast_lr, "fast_lr"),
-            (self.adam_eps, "adam_eps"),
+            (self.adam_beta1, "adam_beta1"),
+            (self.adam_beta2, "adam_beta2"),
         ] {
-            if !(v.is_finite() && v > 0.0) {
-                bail!("config field `{name}` must be a positive number, got {v}");
+            if !(0.0..1.0).contains(&v) {
+                bail!("config field `{name}` must be in [0, 1), got {v}");
             }
         }
         for (v, name) in [
             (self.gamma, "gamma"),
             (self.gae_lambda, "gae_lambda"),
-            (self.adam_beta1, "adam_beta1"),
-            (self.adam_beta2, "adam_beta2"),
             (self.curriculum_threshold, "curriculum_threshold"),
         ] {
             if !(0.0..=1.0).contains(&v) {
@@ -384,6 +428,12 @@ impl TrainConfig {
                 bail!("config field `{name}` must be a finite number >= 0, got {v}");
             }
         }
+        if self.curriculum && self.levels.is_empty() {
+            bail!(
+                "config field `curriculum` is true but `levels` is empty: a curriculum needs its \
+                 levels in order (levels = [\"A\", \"B\", ...])"
+            );
+        }
         if let Some(p) = &self.init_from {
             if !std::path::Path::new(p).is_file() {
                 bail!("config field `init_from`: no checkpoint file at {p:?}");
@@ -393,6 +443,23 @@ impl TrainConfig {
     }
 }
 
+/// Largest value of a `u64` field (`frames`, `seed`, ...): TOML integers are signed 64-bit.
+pub const MAX_U64_FIELD: u64 = i64::MAX as u64;
+/// Largest learning rate (`lr`, `fast_lr`): an Adam step moves each parameter by about `lr`.
+pub const MAX_LR: f64 = 1.0;
+/// Most parallel environments.
+pub const MAX_PROCS: usize = 65_536;
+/// Most frames per environment per update (also bounds `recurrence` and `slowness`).
+pub const MAX_FRAMES_PER_PROC: usize = 65_536;
+/// Most optimiser passes of one kind per update (`epochs`, `inner_steps`, `outer_steps`).
+pub const MAX_STEPS_PER_UPDATE: usize = 1_000;
+/// Most gradient shards of the per-chunk path.
+pub const MAX_GRAD_SHARDS: usize = 4_096;
+/// Most worker threads.
+pub const MAX_THREADS: usize = 4_096;
+/// Largest statistics, curriculum and save windows.
+pub const MAX_WINDOW: usize = 100_000_000;
+
 /// Optional fields (absent from the serialised table when unset) that `set` still accepts.
 const OPTIONAL_KEYS: [&str; 5] = [
     "n_modules",
@@ -401,6 +468,15 @@ const OPTIONAL_KEYS: [&str; 5] = [
     "encoder",
     "init_from",
 ];
+
+/// Whether `text` is an integer literal (digits with an optional sign and `_` separators), so
+/// that an out-of-range number is reported as such rather than taken for a string.
+fn looks_like_integer(text: &str) -> bool {
+    let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
+    !digits.is_empty()
+        && digits.chars().all(|c| c.is_ascii_digit() || c == '_')
+        && digits.chars().any(|c| c.is_ascii_digit())
+}
 
 /// Whether `mode` splits parameters into a fast inner and a slow outer loop.
 pub fn is_meta(mode: Mode) -> bool {
@@ -446,6 +522,12 @@ mod tests {
         assert!(e.contains("fram"), "{e}");
         let e = c.set("frames", "lots").unwrap_err().to_string();
         assert!(e.contains("frames"), "{e}");
+        // A number too large for TOML is reported as out of range, not as a string.
+        let e = c
+            .set("seed", "18446744073709551615")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("seed") && e.contains("out of range"), "{e}");
     }
 
     #[test]
@@ -465,6 +547,23 @@ mod tests {
         bad(&|c| c.gamma = 1.5, "gamma");
         bad(&|c| c.lr = -1.0, "lr");
         bad(&|c| c.backend = "gpu".into(), "backend");
+        // Domains: Adam's betas in [0, 1), learning rates in (0, 1], finite everything.
+        bad(&|c| c.adam_beta1 = 1.0, "adam_beta1");
+        bad(&|c| c.adam_beta2 = 1.0, "adam_beta2");
+        bad(&|c| c.adam_beta2 = f64::NAN, "adam_beta2");
+        bad(&|c| c.lr = 1e30, "lr");
+        bad(&|c| c.fast_lr = f64::NAN, "fast_lr");
+        bad(&|c| c.adam_eps = f64::INFINITY, "adam_eps");
+        bad(&|c| c.gamma = f64::NAN, "gamma");
+        bad(&|c| c.curriculum = true, "levels");
+        // Integers: TOML's signed 64-bit range and the per-update work bounds.
+        bad(&|c| c.seed = 1 << 63, "seed");
+        bad(&|c| c.frames = u64::MAX, "frames");
+        bad(&|c| c.procs = MAX_PROCS + 1, "procs");
+        bad(&|c| c.inner_steps = 100_000, "inner_steps");
+        bad(&|c| c.outer_steps = 100_000, "outer_steps");
+        bad(&|c| c.epochs = 100_000, "epochs");
+        bad(&|c| c.frames_per_proc = 10_000_000, "frames_per_proc");
         let e = TrainConfig::from_toml("framez = 3")
             .unwrap_err()
             .to_string();

@@ -18,11 +18,14 @@
 
 pub mod backend;
 pub mod batched;
+pub mod budget;
 pub mod checkpoint;
 pub mod config;
 pub mod eval;
+pub mod guard;
 pub mod rollout;
 pub mod run;
+pub mod rundir;
 pub mod tasks;
 pub mod update;
 

@@ -19,7 +19,9 @@ use serde::Serialize;
 
 use super::backend;
 use super::checkpoint::{self, CheckpointMeta, SavedEpisode, FORMAT_VERSION};
+use super::guard::{self, DivergenceGuard};
 use super::rollout::{self, EnvSlot, EpisodeRecord};
+use super::rundir;
 use super::tasks::Tasks;
 use super::update::{self, Grads, Optim};
 use super::{thread_count, Model, TrainConfig};
@@ -95,6 +97,9 @@ pub struct LogLine {
     pub grad_norm: f64,
     /// Fraction of the rollout's steps each module was active.
     pub module_activity: Vec<f64>,
+    /// Optimiser steps of this update skipped or undone because a loss, gradient or parameter
+    /// was not finite (0 in a healthy run; JSONL only).
+    pub skipped_steps: usize,
 }
 
 const CSV_HEADER: &str = "update,frames,fps,wall_s,level,episodes,return_mean,success_rate,episode_len,entropy,policy_loss,value_loss,approx_kl,clip_frac,grad_norm,module_activity";
@@ -318,40 +323,84 @@ fn collect_rollout(cfg: &TrainConfig, st: &mut State, threads: usize) -> Result<
     Ok(())
 }
 
-/// Every gradient pass and optimiser step of one update, on the collected rollout.
+/// Every gradient pass and optimiser step of one update, on the collected rollout. Steps with a
+/// non-finite loss or gradient are skipped (CPU backend); an update that leaves a non-finite
+/// parameter or Adam moment behind (either backend) is undone. Both count against `guard`.
 fn learn(
     cfg: &TrainConfig,
     st: &mut State,
     threads: usize,
     grads: &mut Grads,
+    guard: &mut DivergenceGuard,
 ) -> Result<update::UpdateStats> {
-    if let Some(gpu) = st.gpu.as_mut() {
-        return gpu.learn(cfg, &mut st.model, &mut st.optim, &st.slots, &mut st.rng);
+    let before = (st.model.params.clone(), st.optim.clone());
+    let us = match st.gpu.as_mut() {
+        Some(gpu) => gpu.learn(cfg, &mut st.model, &mut st.optim, &st.slots, &mut st.rng)?,
+        None => update::train_on_rollout(
+            cfg,
+            &mut st.model,
+            &mut st.optim,
+            &st.slots,
+            &mut st.rng,
+            threads,
+            grads,
+            guard,
+        )?,
+    };
+    let bad = [
+        ("parameter", &st.model.params),
+        ("Adam first moment", &st.optim.m),
+        ("Adam second moment", &st.optim.v),
+    ]
+    .into_iter()
+    .find_map(|(what, v)| guard::first_non_finite(v).map(|(g, i)| (what, g, i)));
+    if let Some((what, g, i)) = bad {
+        (st.model.params, st.optim) = before;
+        guard.skip(
+            us.steps.max(1),
+            &format!(
+                "update {} left {what} {i} of the {} group non-finite; update undone",
+                st.updates + 1,
+                g.name()
+            ),
+        )?;
+        return Ok(update::UpdateStats {
+            skipped: us.steps + us.skipped,
+            ..update::UpdateStats::default()
+        });
     }
-    update::train_on_rollout(
-        cfg,
-        &mut st.model,
-        &mut st.optim,
-        &st.slots,
-        &mut st.rng,
-        threads,
-        grads,
-    )
+    Ok(us)
 }
 
-/// Keep the log lines of updates `<= updates` (a resumed run rewrites what follows).
+/// Keep the log lines of updates `<= updates` (a resumed run rewrites what follows). Lines that
+/// are not valid UTF-8 or not a log line (a torn last line after a crash, a hand edit) are
+/// never dropped silently: they are appended to `PATH.rejected` and reported with their line
+/// numbers; every valid line up to the checkpoint is kept.
 fn cut_log(path: &Path, updates: u64, header: Option<&str>) -> Result<()> {
-    let text = fs::read_to_string(path).unwrap_or_default();
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
     let mut out = String::new();
-    for (i, line) in text.lines().enumerate() {
-        if i == 0 {
-            if let Some(h) = header {
-                if line == h {
-                    out.push_str(line);
-                    out.push('\n');
-                    continue;
-                }
-            }
+    let mut rejected: Vec<u8> = Vec::new();
+    let mut bad_lines: Vec<usize> = Vec::new();
+    let mut later = 0usize;
+    let lines = bytes.split(|b| *b == b'\n');
+    for (i, raw) in lines.enumerate() {
+        if raw.is_empty() {
+            continue;
+        }
+        let Ok(line) = std::str::from_utf8(raw) else {
+            bad_lines.push(i + 1);
+            rejected.extend_from_slice(raw);
+            rejected.push(b'\n');
+            continue;
+        };
+        if i == 0 && header == Some(line) {
+            out.push_str(line);
+            out.push('\n');
+            continue;
         }
         let update = if header.is_some() {
             line.split(',').next().and_then(|u| u.parse::<u64>().ok())
@@ -360,22 +409,86 @@ fn cut_log(path: &Path, updates: u64, header: Option<&str>) -> Result<()> {
                 .ok()
                 .and_then(|v| v.get("update").and_then(|u| u.as_u64()))
         };
-        if update.is_some_and(|u| u <= updates) {
-            out.push_str(line);
-            out.push('\n');
+        match update {
+            Some(u) if u <= updates => {
+                out.push_str(line);
+                out.push('\n');
+            }
+            Some(_) => later += 1,
+            None => {
+                bad_lines.push(i + 1);
+                rejected.extend_from_slice(raw);
+                rejected.push(b'\n');
+            }
         }
     }
-    if header.is_some() && out.is_empty() {
-        out = format!("{}\n", header.unwrap_or_default());
+    if let Some(h) = header {
+        if !out.starts_with(h) {
+            out.insert_str(0, &format!("{h}\n"));
+        }
+    }
+    if !bad_lines.is_empty() {
+        let aside = rejected_path(path);
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&aside)
+            .with_context(|| format!("opening {}", aside.display()))?;
+        f.write_all(&rejected)
+            .and_then(|()| f.sync_all())
+            .with_context(|| format!("writing {}", aside.display()))?;
+        let shown: Vec<String> = bad_lines.iter().take(10).map(|n| n.to_string()).collect();
+        eprintln!(
+            "train: warning: {} line{} of {} {} not a log line (invalid UTF-8 or unparseable: \
+             line {}{}); kept aside in {}",
+            bad_lines.len(),
+            if bad_lines.len() == 1 { "" } else { "s" },
+            path.display(),
+            if bad_lines.len() == 1 { "is" } else { "are" },
+            shown.join(", "),
+            if bad_lines.len() > 10 { ", ..." } else { "" },
+            aside.display()
+        );
+    }
+    if later > 0 {
+        eprintln!(
+            "train: resume: {later} line{} of {} after update {updates} (past the checkpoint) \
+             will be computed again",
+            if later == 1 { "" } else { "s" },
+            path.display()
+        );
     }
     checkpoint::write_atomic(path, out.as_bytes())
+}
+
+/// Where [`cut_log`] keeps the lines it could not read: `PATH.rejected`.
+fn rejected_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".rejected");
+    PathBuf::from(name)
 }
 
 /// Train with `cfg`, writing into `opts.out`.
 pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
     cfg.validate()?;
+    super::budget::check(cfg)?;
     fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating output directory {}", opts.out.display()))?;
+    // Held until this function returns: no other process trains into `out` meanwhile.
+    let lock = rundir::RunDirLock::acquire(&opts.out)?;
+    if let Some(previous) = &lock.stale {
+        eprintln!(
+            "train: note: the previous run in {} ({previous}) ended without releasing its lock \
+             (killed or crashed); continuing from what it saved",
+            opts.out.display()
+        );
+    }
+    for p in rundir::remove_stale_temp_files(&opts.out)? {
+        eprintln!(
+            "train: removed {}, a temporary file left by a killed process",
+            p.display()
+        );
+    }
     let ck_path = opts.out.join(CHECKPOINT_FILE);
     let jsonl_path = opts.out.join("train.jsonl");
     let csv_path = opts.out.join("train.csv");
@@ -421,6 +534,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
     let n_modules = st.model.layout.dims().rim.n_modules;
     let is_rim = cfg.mode()? != metarim_core::nn::params::Mode::Lstm;
     let mut curve = read_curve(&jsonl_path);
+    let mut guard = DivergenceGuard::new();
     while st.frames < cfg.frames {
         let t0 = Instant::now();
         collect_rollout(&cfg, &mut st, threads)?;
@@ -444,7 +558,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
         } else {
             Vec::new()
         };
-        let us = learn(&cfg, &mut st, threads, &mut grads)?;
+        let us = learn(&cfg, &mut st, threads, &mut grads, &mut guard)?;
         let fpu = cfg.frames_per_update() as u64;
         st.frames += fpu;
         st.updates += 1;
@@ -478,6 +592,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
             clip_frac: us.per_frame(us.clipped),
             grad_norm: us.mean_grad_norm(),
             module_activity: activity,
+            skipped_steps: us.skipped,
         };
         writeln!(jsonl, "{}", serde_json::to_string(&line)?)?;
         writeln!(csv, "{}", line.csv())?;
@@ -527,12 +642,13 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
     Ok(summary)
 }
 
-/// The `(frames, success, return)` points already logged in `train.jsonl`.
+/// The `(frames, success, return)` points already logged in `train.jsonl` (lines that do not
+/// parse were set aside by [`cut_log`]).
 fn read_curve(path: &Path) -> Vec<(u64, f64, f64)> {
-    fs::read_to_string(path)
+    fs::read(path)
         .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .split(|b| *b == b'\n')
+        .filter_map(|l| serde_json::from_slice::<serde_json::Value>(l).ok())
         .filter_map(|v| {
             Some((
                 v.get("frames")?.as_u64()?,
@@ -602,10 +718,12 @@ impl TrainBench {
 /// Run `warmup` untimed and `updates` timed training updates of `cfg` from a fresh state.
 pub fn bench(cfg: &TrainConfig, warmup: usize, updates: usize) -> Result<TrainBench> {
     cfg.validate()?;
+    super::budget::check(cfg)?;
     let mut st = fresh_state(cfg)?;
     st.gpu = backend::select(cfg, &st.model, cfg.procs)?;
     let threads = thread_count(cfg.threads, cfg.procs.max(cfg.grad_shards));
     let mut grads = Grads::new(&st.model.layout, cfg, threads)?;
+    let mut guard = DivergenceGuard::new();
     let mut out = TrainBench {
         update_fps: Vec::with_capacity(updates),
         rollout_s: 0.0,
@@ -620,7 +738,7 @@ pub fn bench(cfg: &TrainConfig, warmup: usize, updates: usize) -> Result<TrainBe
         let t0 = Instant::now();
         collect_rollout(cfg, &mut st, threads)?;
         let t1 = Instant::now();
-        learn(cfg, &mut st, threads, &mut grads)?;
+        learn(cfg, &mut st, threads, &mut grads, &mut guard)?;
         let t2 = Instant::now();
         if i >= warmup {
             let total = (t2 - t0).as_secs_f64().max(1e-9);
@@ -630,4 +748,65 @@ pub fn bench(cfg: &TrainConfig, warmup: usize, updates: usize) -> Result<TrainBe
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small() -> TrainConfig {
+        TrainConfig {
+            level: "BabyAI-GoToLocalS5N2-v0".into(),
+            procs: 4,
+            frames_per_proc: 20,
+            recurrence: 10,
+            batch_size: 20,
+            inner_steps: 4,
+            outer_steps: 4,
+            epochs: 4,
+            threads: 1,
+            ..TrainConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_poisoned_update_skips_its_steps_then_stops_the_run() {
+        for mode in ["meta-rim", "joint"] {
+            let cfg = TrainConfig {
+                mode: mode.into(),
+                ..small()
+            };
+            let mut st = fresh_state(&cfg).unwrap();
+            let mut grads = Grads::new(&st.model.layout, &cfg, 1).unwrap();
+            collect_rollout(&cfg, &mut st, 1).unwrap();
+            // A NaN in a head weight after the rollout: every gradient is NaN from here on.
+            let n = st.model.params.other.len();
+            st.model.params.other[n - 1] = f32::NAN;
+            let (params, optim) = (st.model.params.clone(), st.optim.clone());
+            let mut guard = DivergenceGuard::silent();
+            let e = learn(&cfg, &mut st, 1, &mut grads, &mut guard)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("diverged"), "{mode}: {e}");
+            assert_eq!(guard.consecutive(), guard::MAX_CONSECUTIVE_SKIPS);
+            // Nothing moved: no parameter, moment or step count.
+            assert_eq!(st.optim, optim, "{mode}");
+            let same =
+                |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same(&st.model.params.fast, &params.fast), "{mode}");
+            assert!(same(&st.model.params.slow, &params.slow), "{mode}");
+        }
+    }
+
+    #[test]
+    fn a_healthy_update_skips_nothing() {
+        let cfg = small();
+        let mut st = fresh_state(&cfg).unwrap();
+        let mut grads = Grads::new(&st.model.layout, &cfg, 1).unwrap();
+        collect_rollout(&cfg, &mut st, 1).unwrap();
+        let mut guard = DivergenceGuard::new();
+        let us = learn(&cfg, &mut st, 1, &mut grads, &mut guard).unwrap();
+        assert_eq!((us.skipped, guard.skipped_total), (0, 0));
+        assert_eq!(us.steps, cfg.inner_steps + cfg.outer_steps);
+    }
 }

@@ -21,6 +21,7 @@ use metarim_core::rng::Pcg32;
 
 use super::batched::{BatchedGrads, PassOptions, Seq};
 use super::config::{is_meta, GradPath, OtherGroup};
+use super::guard::DivergenceGuard;
 use super::rollout::EnvSlot;
 use super::{GroupVecs, Model, TrainConfig};
 
@@ -76,6 +77,9 @@ pub struct UpdateStats {
     pub clipped: f64,
     /// Sum of the pre-clip gradient norms of each optimiser step.
     pub grad_norm: f64,
+    /// Optimiser steps skipped because their loss or gradient was not finite (not in `steps`
+    /// nor in the sums above).
+    pub skipped: usize,
 }
 
 impl UpdateStats {
@@ -383,7 +387,8 @@ impl Optim {
     }
 
     /// One step of `phase`: clip the gradient of its groups to `max_norm` (global norm over
-    /// those groups), then Adam. Returns the pre-clip norm.
+    /// those groups), then Adam. Returns the pre-clip norm, or `None` when that norm is not
+    /// finite: then the step is skipped and nothing (parameters, moments, step count) changes.
     #[allow(clippy::too_many_arguments)]
     pub fn step(
         &mut self,
@@ -394,7 +399,7 @@ impl Optim {
         other: OtherGroup,
         active: &[bool],
         max_norm: f32,
-    ) -> Result<f32> {
+    ) -> Result<Option<f32>> {
         let groups = Self::groups(layout.mode(), phase, other);
         let mut fast_ranges = heapless::Vec::<Range, FAST_RANGES>::new();
         layout
@@ -419,13 +424,21 @@ impl Optim {
             }
         }
         let norm = sq.sqrt() as f32;
+        if !norm.is_finite() {
+            return Ok(None);
+        }
         let coef = clip_coef(norm, max_norm);
-        let opt = if phase == Phase::Inner {
-            &mut self.fast
+        let (opt, which) = if phase == Phase::Inner {
+            (&mut self.fast, "fast")
         } else {
-            &mut self.slow
+            (&mut self.slow, "slow")
         };
-        opt.t += 1;
+        opt.t = opt.t.checked_add(1).ok_or_else(|| {
+            anyhow!(
+                "the {which} optimiser's Adam step count overflowed (it is {})",
+                opt.t
+            )
+        })?;
         let opt = *opt;
         for &g in &groups {
             let n = params.group(g).len();
@@ -448,7 +461,7 @@ impl Optim {
             )
             .map_err(|e| anyhow!("adam step on the {} group: {e}", g.name()))?;
         }
-        Ok(norm)
+        Ok(Some(norm))
     }
 }
 
@@ -519,7 +532,10 @@ pub fn schedule(
 }
 
 /// Everything one training update does after the rollout: PPO epochs (plain modes) or the
-/// inner and outer loops (meta modes). Returns the statistics of its gradient passes.
+/// inner and outer loops (meta modes). Returns the statistics of its gradient passes. A step
+/// whose loss or gradient is not finite is skipped and reported to `guard`, which ends the
+/// update with an error after too many in a row.
+#[allow(clippy::too_many_arguments)]
 pub fn train_on_rollout(
     cfg: &TrainConfig,
     model: &mut Model,
@@ -528,6 +544,7 @@ pub fn train_on_rollout(
     rng: &mut Pcg32,
     threads: usize,
     grads: &mut Grads,
+    guard: &mut DivergenceGuard,
 ) -> Result<UpdateStats> {
     let mode = model.layout.mode();
     let coefs = PpoCoefs {
@@ -556,12 +573,12 @@ pub fn train_on_rollout(
             inputs_fresh,
         };
         let st = compute_grads(model, slots, batch, &coefs, threads, grads, wants)?;
-        if want[Group::Other as usize] {
-            inputs_fresh = false;
+        if !st.sum.loss.is_finite() {
+            stats.skipped += 1;
+            return guard.skip(1, &format!("{phase:?} step: loss {}", st.sum.loss));
         }
-        stats.add_terms(&st.sum, st.steps);
         let active = active_flags(&st, n_modules);
-        let norm = optim.step(
+        let Some(norm) = optim.step(
             &model.layout,
             &mut model.params,
             &mut grads.total,
@@ -569,7 +586,16 @@ pub fn train_on_rollout(
             cfg.other_group,
             &active,
             cfg.max_grad_norm as f32,
-        )?;
+        )?
+        else {
+            stats.skipped += 1;
+            return guard.skip(1, &format!("{phase:?} step: non-finite gradient"));
+        };
+        guard.step_taken();
+        if want[Group::Other as usize] {
+            inputs_fresh = false;
+        }
+        stats.add_terms(&st.sum, st.steps);
         stats.steps += 1;
         stats.grad_norm += f64::from(norm);
         Ok(())
@@ -621,6 +647,68 @@ mod tests {
                 start: 20,
                 len: 20
             }
+        );
+    }
+
+    fn tiny_model_and_optim() -> (Model, Optim) {
+        let cfg = TrainConfig::default();
+        let layout = Layout::new(&cfg.dims().unwrap(), cfg.mode().unwrap()).unwrap();
+        let model = Model::init(layout, 7).unwrap();
+        let optim = Optim::new(&model.layout, &cfg);
+        (model, optim)
+    }
+
+    /// One optimiser step of `phase` on `grads` with every module active.
+    fn step(
+        model: &mut Model,
+        optim: &mut Optim,
+        grads: &mut GroupVecs,
+        phase: Phase,
+    ) -> Result<Option<f32>> {
+        let active = vec![true; model.layout.dims().rim.n_modules];
+        optim.step(
+            &model.layout,
+            &mut model.params,
+            grads,
+            phase,
+            OtherGroup::Slow,
+            &active,
+            0.5,
+        )
+    }
+
+    #[test]
+    fn a_non_finite_gradient_skips_the_step_and_changes_nothing() {
+        let (mut model, mut optim) = tiny_model_and_optim();
+        let mut grads = GroupVecs::zeros(&model.layout);
+        for g in Group::ALL {
+            grads.group_mut(g).fill(0.01);
+        }
+        grads.slow[5] = f32::NAN;
+        let (params, before) = (model.params.clone(), optim.clone());
+        let norm = step(&mut model, &mut optim, &mut grads, Phase::Outer).unwrap();
+        assert_eq!(norm, None);
+        assert_eq!(model.params, params);
+        assert_eq!(optim, before);
+        // A finite gradient goes through.
+        grads.slow[5] = 0.01;
+        let norm = step(&mut model, &mut optim, &mut grads, Phase::Outer).unwrap();
+        assert!(norm.is_some_and(f32::is_finite));
+        assert_eq!(optim.slow.t, 1);
+        assert_ne!(model.params, params);
+    }
+
+    #[test]
+    fn an_overflowing_adam_step_count_is_named() {
+        let (mut model, mut optim) = tiny_model_and_optim();
+        let mut grads = GroupVecs::zeros(&model.layout);
+        optim.fast.t = u64::MAX;
+        let e = step(&mut model, &mut optim, &mut grads, Phase::Inner)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("fast") && e.contains("step count overflowed"),
+            "{e}"
         );
     }
 

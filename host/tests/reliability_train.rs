@@ -1,0 +1,480 @@
+//! Reliability of training runs against careless or hostile input (issue "Reliability"): no
+//! checkpoint with a NaN is written or loaded, the checkpoint CRC covers the metadata, two
+//! processes never train into one directory, a resumed run keeps every readable log line,
+//! stale temporary files are cleaned, and out-of-range values fail before any file is written.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{opts, tmpdir};
+use host::train::checkpoint::{self, FORMAT_VERSION};
+use host::train::run::{train, RunOptions, CHECKPOINT_FILE};
+use host::train::TrainConfig;
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+fn tiny(frames: u64) -> TrainConfig {
+    TrainConfig {
+        level: "BabyAI-GoToLocalS5N2-v0".into(),
+        procs: 6,
+        frames_per_proc: 20,
+        recurrence: 10,
+        batch_size: 40,
+        slowness: 2,
+        inner_steps: 2,
+        outer_steps: 2,
+        frames,
+        save_interval: 1,
+        threads: 1,
+        ..TrainConfig::default()
+    }
+}
+
+/// A trained checkpoint's bytes (2 updates of the tiny config).
+fn trained(name: &str) -> (PathBuf, Vec<u8>) {
+    let dir = tmpdir(name);
+    train(&tiny(240), &opts(&dir)).unwrap();
+    let bytes = std::fs::read(dir.join(CHECKPOINT_FILE)).unwrap();
+    (dir, bytes)
+}
+
+fn metarim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_metarim"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Rebuild checkpoint `bytes` with tensor `name`'s first element replaced by `value` and a
+/// CRC that matches (format 2: tensor bytes in name order, then the metadata JSON with
+/// `crc32 = 0`): what a writer without the finiteness check would have produced.
+fn with_value(bytes: &[u8], name: &str, value: f32) -> Vec<u8> {
+    let st = SafeTensors::deserialize(bytes).unwrap();
+    let (_, header) = SafeTensors::read_metadata(bytes).unwrap();
+    let mut meta: checkpoint::CheckpointMeta =
+        serde_json::from_str(&header.metadata().as_ref().unwrap()["metarim"]).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
+    names.sort();
+    let mut data: Vec<(String, Vec<usize>, Vec<u8>)> = names
+        .iter()
+        .map(|n| {
+            let t = st.tensor(n).unwrap();
+            (n.clone(), t.shape().to_vec(), t.data().to_vec())
+        })
+        .collect();
+    let (_, _, d) = data.iter_mut().find(|(n, _, _)| n == name).unwrap();
+    d[..4].copy_from_slice(&value.to_le_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    for (_, _, d) in &data {
+        crc.update(d);
+    }
+    meta.crc32 = 0;
+    crc.update(serde_json::to_string(&meta).unwrap().as_bytes());
+    meta.crc32 = crc.finalize();
+    let views: Vec<(String, TensorView<'_>)> = data
+        .iter()
+        .map(|(n, s, d)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), d).unwrap(),
+            )
+        })
+        .collect();
+    let info = [("metarim".to_string(), serde_json::to_string(&meta).unwrap())].into();
+    safetensors::serialize(views, Some(info)).unwrap()
+}
+
+#[test]
+fn a_diverging_config_is_refused_before_anything_is_written() {
+    let root = tmpdir("diverging");
+    for (set, field) in [
+        ("adam_beta2=1", "adam_beta2"),
+        ("adam_beta1=1", "adam_beta1"),
+        ("lr=1e30", "lr"),
+        ("fast_lr=nan", "fast_lr"),
+        ("adam_eps=inf", "adam_eps"),
+    ] {
+        let out = root.join(field);
+        let o = metarim(&[
+            "train",
+            "--frames",
+            "2560",
+            "--threads",
+            "1",
+            "--quiet",
+            "--set",
+            "procs=8",
+            "--set",
+            "batch_size=160",
+            "--set",
+            set,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(!o.status.success(), "{set} was accepted");
+        assert!(stderr(&o).contains(field), "{set}: {}", stderr(&o));
+        assert!(!out.exists(), "{set}: the output folder was created");
+    }
+}
+
+#[test]
+fn checkpoints_with_non_finite_values_are_never_written_nor_loaded() {
+    let (dir, good) = trained("nan");
+    let ck = checkpoint::from_bytes(&good).unwrap();
+    // Writing: the serialiser refuses, naming the tensor.
+    let mut model = ck.model.clone();
+    model.params.slow[3] = f32::NAN;
+    let e = format!(
+        "{:#}",
+        checkpoint::to_bytes_checkpoint(&ck.meta, &model, &ck.optim, &ck.env_states, 6)
+            .unwrap_err()
+    );
+    assert!(e.contains("non-finite") && e.contains("slow."), "{e}");
+    let mut optim = ck.optim.clone();
+    optim.v.fast[0] = f32::INFINITY;
+    let e = format!(
+        "{:#}",
+        checkpoint::to_bytes_checkpoint(&ck.meta, &ck.model, &optim, &ck.env_states, 6)
+            .unwrap_err()
+    );
+    assert!(e.contains("optim.v.fast"), "{e}");
+    // Loading: a checkpoint holding a NaN (with a matching CRC) is an error naming the tensor,
+    // in the library and in every command that reads checkpoints.
+    let st = SafeTensors::deserialize(&good).unwrap();
+    let victim = st
+        .names()
+        .into_iter()
+        .find(|n| n.starts_with("fast."))
+        .unwrap()
+        .to_string();
+    let bad = with_value(&good, &victim, f32::NAN);
+    let e = format!("{:#}", checkpoint::from_bytes(&bad).unwrap_err());
+    assert!(e.contains(&victim) && e.contains("non-finite"), "{e}");
+    let path = dir.join("nan.safetensors");
+    std::fs::write(&path, &bad).unwrap();
+    let p = path.to_str().unwrap();
+    let exported = dir.join("model.bin");
+    for args in [
+        vec!["eval", "--checkpoint", p, "--episodes", "2"],
+        vec!["play", "--checkpoint", p, "--gif", "/dev/null"],
+        vec![
+            "export",
+            "--checkpoint",
+            p,
+            "--out",
+            exported.to_str().unwrap(),
+        ],
+        vec![
+            "adapt",
+            "--checkpoint",
+            p,
+            "--level",
+            "BabyAI-GoToLocalS5N2-v0",
+            "--episodes",
+            "2",
+        ],
+    ] {
+        let o = metarim(&args);
+        assert!(!o.status.success(), "{} accepted a NaN checkpoint", args[0]);
+        assert!(stderr(&o).contains(&victim), "{}: {}", args[0], stderr(&o));
+    }
+    // Resuming from it.
+    std::fs::write(dir.join(CHECKPOINT_FILE), &bad).unwrap();
+    let e = format!(
+        "{:#}",
+        train(
+            &tiny(480),
+            &RunOptions {
+                resume: true,
+                ..opts(&dir)
+            }
+        )
+        .unwrap_err()
+    );
+    assert!(e.contains(&victim), "{e}");
+    // The same bytes with a finite value load (the rebuild itself is faithful).
+    assert!(checkpoint::from_bytes(&with_value(&good, &victim, 0.25)).is_ok());
+}
+
+#[test]
+fn the_crc_covers_the_metadata() {
+    let (_, good) = trained("meta-crc");
+    assert_eq!(
+        checkpoint::from_bytes(&good).unwrap().meta.format_version,
+        FORMAT_VERSION
+    );
+    // Change one digit of an env's episode seed (the metadata is JSON inside the header's
+    // JSON, so the key is followed by an escaped quote): still valid, another seed.
+    let key = b"episode_seed";
+    let at = good.windows(key.len()).position(|w| w == key).unwrap() + key.len();
+    let at = at + good[at..].iter().position(u8::is_ascii_digit).unwrap();
+    let last = at + good[at..].iter().position(|c| !c.is_ascii_digit()).unwrap() - 1;
+    let mut b = good.clone();
+    b[last] ^= 1; // one bit: '0' <-> '1', ..., '8' <-> '9'
+    assert!(b[last].is_ascii_digit());
+    let e = format!("{:#}", checkpoint::from_bytes(&b).unwrap_err());
+    assert!(e.contains("CRC32") && e.contains("metadata"), "{e}");
+}
+
+#[test]
+fn counters_that_would_wrap_are_refused_even_with_a_good_crc() {
+    let (_, good) = trained("counters");
+    let ck = checkpoint::from_bytes(&good).unwrap();
+    type Edit = fn(&mut checkpoint::CheckpointMeta);
+    let edits: [(&str, Edit); 4] = [
+        ("updates", |m| m.updates = u64::MAX),
+        ("frames", |m| m.frames += 1),
+        ("adam_fast_t", |m| m.adam_fast_t = u64::MAX),
+        ("adam_slow_t", |m| m.adam_slow_t = u64::MAX),
+    ];
+    for (what, edit) in edits {
+        let mut meta = ck.meta.clone();
+        edit(&mut meta);
+        let bytes = checkpoint::to_bytes_checkpoint(&meta, &ck.model, &ck.optim, &ck.env_states, 6)
+            .unwrap();
+        let e = format!("{:#}", checkpoint::from_bytes(&bytes).unwrap_err());
+        assert!(
+            e.contains("inconsistent") && e.contains(what),
+            "{what}: {e}"
+        );
+    }
+}
+
+#[test]
+fn two_processes_never_train_into_one_directory() {
+    let dir = tmpdir("lock");
+    let out = dir.to_str().unwrap().to_string();
+    let args = |extra: &[&str]| -> Vec<String> {
+        [
+            "train",
+            "--level",
+            "BabyAI-GoToLocalS5N2-v0",
+            "--frames",
+            "2000000",
+            "--threads",
+            "1",
+            "--quiet",
+            "--set",
+            "procs=6",
+            "--set",
+            "frames_per_proc=20",
+            "--set",
+            "recurrence=10",
+            "--set",
+            "batch_size=40",
+            "--set",
+            "save_interval=1",
+            "--out",
+            &out,
+        ]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let mut first = Command::new(env!("CARGO_BIN_EXE_metarim"))
+        .args(args(&[]))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !dir.join(CHECKPOINT_FILE).exists() && t0.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for extra in [&[][..], &["--resume"][..]] {
+        let o = Command::new(env!("CARGO_BIN_EXE_metarim"))
+            .args(args(extra))
+            .output()
+            .unwrap();
+        let e = stderr(&o);
+        assert!(!o.status.success(), "a second run {extra:?} was let in");
+        assert!(
+            e.contains("in use by another metarim process") && e.contains(&first.id().to_string()),
+            "{e}"
+        );
+    }
+    first.kill().unwrap(); // SIGKILL: the lock goes with the process
+    let _ = first.wait();
+    // The next run takes over, reporting that the previous one did not exit cleanly.
+    let o = Command::new(env!("CARGO_BIN_EXE_metarim"))
+        .args(args(&["--resume", "--set", "frames=0"]))
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    assert!(e.contains("without releasing its lock"), "{e}");
+}
+
+#[test]
+fn resume_keeps_every_readable_log_line_and_sets_bad_ones_aside() {
+    let dir = tmpdir("log");
+    let cfg = tiny(720);
+    train(
+        &cfg,
+        &RunOptions {
+            stop_after_updates: Some(4),
+            ..opts(&dir)
+        },
+    )
+    .unwrap();
+    let jsonl = dir.join("train.jsonl");
+    let csv = dir.join("train.csv");
+    // One invalid UTF-8 byte in the second line of each log.
+    let mut damaged = Vec::new();
+    for p in [&jsonl, &csv] {
+        let mut b = std::fs::read(p).unwrap();
+        let second_line = b.iter().position(|c| *c == b'\n').unwrap() + 1;
+        b.insert(second_line + 3, 0xff);
+        let end = second_line + b[second_line..].iter().position(|c| *c == b'\n').unwrap();
+        damaged.push(b[second_line..=end].to_vec());
+        std::fs::write(p, b).unwrap();
+    }
+    train(
+        &cfg,
+        &RunOptions {
+            resume: true,
+            ..opts(&dir)
+        },
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&jsonl).unwrap();
+    let updates: Vec<u64> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["update"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    // Updates 1..=6, less the one whose line was damaged (update 2), which is set aside.
+    assert_eq!(updates, vec![1, 3, 4, 5, 6]);
+    assert_eq!(
+        std::fs::read(dir.join("train.jsonl.rejected")).unwrap(),
+        damaged[0]
+    );
+    let csv_text = std::fs::read_to_string(&csv).unwrap();
+    assert!(csv_text.starts_with("update,frames"));
+    assert_eq!(csv_text.lines().count(), 1 + 5, "{csv_text}");
+    // The CSV's second line is its first update (the header comes first).
+    assert_eq!(
+        std::fs::read(dir.join("train.csv.rejected")).unwrap(),
+        damaged[1]
+    );
+}
+
+#[test]
+fn stale_temporary_files_are_removed_on_the_next_start() {
+    let dir = tmpdir("tmpfiles");
+    // 4194304 is above Linux's largest pid: no live process owns these.
+    let stale = [
+        dir.join(".checkpoint.safetensors.tmp-4194304"),
+        dir.join(".train.jsonl.tmp-4194304"),
+    ];
+    for p in &stale {
+        std::fs::write(p, vec![0u8; 1 << 16]).unwrap();
+    }
+    train(&tiny(120), &opts(&dir)).unwrap();
+    for p in &stale {
+        assert!(!p.exists(), "{} is still there", p.display());
+    }
+}
+
+#[test]
+fn values_out_of_range_fail_before_any_file_is_written() {
+    let root = tmpdir("ranges");
+    let out = root.join("run");
+    let o = metarim(&[
+        "train",
+        "--seed",
+        "9223372036854775808",
+        "--set",
+        "frames=100",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("--seed") && e.contains("9223372036854775807"),
+        "{e}"
+    );
+    assert!(!out.exists());
+    let o = metarim(&[
+        "train",
+        "--set",
+        "seed=18446744073709551615",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("seed") && e.contains("out of range"), "{e}");
+    assert!(!out.exists());
+    // A config far beyond any machine's memory.
+    let o = metarim(&[
+        "train",
+        "--set",
+        "procs=65536",
+        "--set",
+        "frames_per_proc=65520",
+        "--set",
+        "recurrence=20",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("memory") && e.contains("procs"), "{e}");
+    assert!(!out.exists());
+    // Upper bounds on the per-update work.
+    for set in [
+        "procs=100000",
+        "inner_steps=100000",
+        "frames_per_proc=10000000",
+    ] {
+        let o = metarim(&["train", "--set", set, "--out", out.to_str().unwrap()]);
+        assert!(!o.status.success(), "{set} accepted");
+        let field = set.split('=').next().unwrap();
+        assert!(
+            stderr(&o).contains(field) && stderr(&o).contains("at most"),
+            "{set}: {}",
+            stderr(&o)
+        );
+        assert!(!out.exists());
+    }
+}
+
+#[test]
+fn an_update_larger_than_the_frame_budget_is_announced() {
+    let dir = tmpdir("budget");
+    let o = metarim(&[
+        "train",
+        "--frames",
+        "100",
+        "--threads",
+        "1",
+        "--quiet",
+        "--level",
+        "BabyAI-GoToLocalS5N2-v0",
+        "--set",
+        "procs=8",
+        "--set",
+        "batch_size=160",
+        "--out",
+        dir.join("run").to_str().unwrap(),
+    ]);
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    assert!(
+        e.contains("one update collects 320 frames") && e.contains("budget of 100"),
+        "{e}"
+    );
+}

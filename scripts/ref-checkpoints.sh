@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Reference checkpoints for refactors that must not change behaviour: the default `train` run
+# and a Paper meta-rim run of 20 updates (configs/paper-gotolocal.toml, 20 x 2560 frames),
+# both on the CPU backend, printing the SHA-256 of each checkpoint. Run it before and after a
+# change and compare; the CPU backend is bit-for-bit deterministic on any thread count.
+#
+# usage: bash scripts/ref-checkpoints.sh [OUT_DIR]   (default: target/ref-checkpoints)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+out="${1:-target/ref-checkpoints}"
+rm -rf "$out"
+mkdir -p "$out"
+cargo build --release -p host --quiet
+bin=target/release/metarim
+"$bin" train --backend cpu --quiet --out "$out/default" >/dev/null
+"$bin" train --backend cpu --quiet --config configs/paper-gotolocal.toml --frames 51200 \
+    --out "$out/paper-meta-rim-20" >/dev/null
+commit="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!docs' || echo '+changes')"
+for run in default paper-meta-rim-20; do
+    printf '%s  %s  (commit %s)\n' \
+        "$(sha256sum "$out/$run/checkpoint.safetensors" | cut -d' ' -f1)" "$run" "$commit"
+done
