@@ -12,7 +12,7 @@
 #
 # The Python side runs in .venv-torch (created on first use with torch from PyPI; if the full
 # install fails, torch --no-deps plus its pure-Python dependencies). The reference script is
-# ../shared/bench/torch_rim_ref.py when present, else the vendored scripts/torch_rim_ref.py.
+# scripts/torch_rim_ref.py.
 # Note: torch_rim_ref.py picks its top-k from scores[:, :, 0], the null row's score, which is
 # identically 0, so its selection is arbitrary: it is a speed anchor, not a semantic reference.
 set -euo pipefail
@@ -37,8 +37,7 @@ if [ ! -x "$VENV/bin/python" ] || ! torch_ok; then
     torch_ok || { echo "bench: cannot import torch in $VENV" >&2; exit 1; }
 fi
 
-REF="$ROOT/../shared/bench/torch_rim_ref.py"
-[ -f "$REF" ] || REF="$ROOT/scripts/torch_rim_ref.py"
+REF="$ROOT/scripts/torch_rim_ref.py"
 echo "bench: reference $REF" >&2
 echo "bench: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), load $(cut -d' ' -f1-3 /proc/loadavg)"
 

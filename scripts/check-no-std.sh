@@ -2,7 +2,7 @@
 # Build metarim-core for a bare-metal Cortex-M4F target (thumbv7em-none-eabihf), proving it is
 # no_std and allocation-free. The rustup toolchain has no rust-src for that target, so this uses
 # Debian's second toolchain (rustc-web / cargo-web / rust-web-src: rustc at /usr/bin/rustc with
-# std sources) and -Zbuild-std=core; see ../shared/notes/toolchains.md.
+# std sources) and -Zbuild-std=core; see docs/TOOLCHAINS.md.
 #
 # usage: bash scripts/check-no-std.sh      (installs the Debian packages when /usr/bin/rustc is
 #                                           missing; needs root or sudo, and network access)

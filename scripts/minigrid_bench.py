@@ -1,4 +1,5 @@
-"""Farama minigrid throughput: random actions for 5 s (vendored from ../shared/bench).
+"""Farama minigrid throughput: random actions for 5 s (the Python side of
+scripts/bench-env-vs-minigrid.sh).
 
 usage: python scripts/minigrid_bench.py [ENV_ID]   (needs gymnasium + minigrid==3.2.0)
 """

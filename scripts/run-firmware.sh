@@ -2,7 +2,7 @@
 # Build the Cortex-M4F firmware (firmware/, its own workspace) with Debian's toolchain and run it
 # under QEMU (mps2-an386, -icount shift=0); check its exit status and its counters; end with
 #   firmware: before=X after=Y ram_bytes=R flash_bytes=F insns_per_step=I
-# See ../shared/notes/toolchains.md for the recipe and firmware/src/main.rs for what it prints.
+# See docs/TOOLCHAINS.md for the recipe and firmware/src/main.rs for what it prints.
 #
 # usage: bash scripts/run-firmware.sh
 #   FW_LEVEL=BabyAI-GoToObj-v0  level id or alias          (build-time settings of the firmware,
@@ -18,9 +18,9 @@
 #   FIRMWARE_TARGET_DIR         cargo target dir (default target/firmware)
 #
 # insns_per_step: guest instructions of one policy step (TinyActor::step), from the insn-count
-# plugin (firmware/tools/insncount.c, vendored from ../shared/tools/qemu-insncount, built here
-# with gcc): the difference between a run that computes every policy step twice (semihosting arg
-# policy-repeat=2) and the plain run, divided by the policy steps; the two runs must print the
+# plugin (firmware/tools/insncount.c, a QEMU TCG plugin described in docs/TOOLCHAINS.md, built
+# here with gcc): the difference between a run that computes every policy step twice
+# (semihosting arg policy-repeat=2) and the plain run, divided by the policy steps; the two runs must print the
 # same results. 0 when gcc or the plugin source is missing, or FW_INSNS=0. Installs Debian packages (rustc-web cargo-web rust-web-src
 # qemu-system-arm binutils-arm-none-eabi) when missing: needs root or sudo and network access.
 set -euo pipefail

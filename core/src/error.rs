@@ -105,6 +105,8 @@ pub enum Error {
         /// The mode this build runs.
         expected: &'static str,
     },
+    /// An optimiser's step count at `u64::MAX`: one more step would wrap it to 0.
+    StepCountOverflow,
     /// A configuration that cannot run (a value out of range, or two settings that exclude
     /// each other).
     BadConfig {
@@ -171,6 +173,7 @@ impl fmt::Display for Error {
                 "bad model blob: exported in {found} mode, this build runs {expected} mode \
                  (export a checkpoint trained with --mode {expected})"
             ),
+            Error::StepCountOverflow => write!(f, "the optimiser's step count overflowed"),
             Error::BadConfig { what } => write!(f, "bad configuration: {what}"),
             Error::BadDims { what } => write!(f, "unsupported model dimensions: {what}"),
         }

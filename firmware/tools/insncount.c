@@ -1,6 +1,6 @@
-/* Vendored from the project's shared tools (qemu-insncount/insncount.c), so a clean clone can count
- * instructions: a QEMU 7.2 TCG plugin counting executed guest instructions (optionally only those
- * with lo <= pc < hi). Build: gcc -O2 -shared -fPIC -o libinsncount.so insncount.c */
+/* A QEMU 7.2 TCG plugin counting executed guest instructions (optionally only those with
+ * lo <= pc < hi), so a clean clone can count instructions. Build:
+ * gcc -O2 -shared -fPIC -o libinsncount.so insncount.c; usage: docs/TOOLCHAINS.md. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

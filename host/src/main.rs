@@ -220,9 +220,12 @@ struct EvalArgs {
     /// Take the most likely action instead of sampling.
     #[arg(long)]
     argmax: bool,
-    /// Grounding check: show the policy another episode's mission (success is still judged by
-    /// the episode's own); compare with a normal eval to see how much the policy reads it.
+    /// Skip the grounding check (by default the same episodes run a second time, each showing
+    /// the policy another episode's mission, and both success rates are printed side by side).
     #[arg(long)]
+    own_only: bool,
+    /// Older spelling of the grounding check, which now always runs (see --own-only).
+    #[arg(long, hide = true)]
     swap_missions: bool,
 }
 
@@ -781,6 +784,9 @@ fn cmd_eval(a: EvalArgs) -> Result<ExitCode> {
     if a.episodes == 0 {
         anyhow::bail!("--episodes must be > 0");
     }
+    if a.own_only && a.swap_missions {
+        anyhow::bail!("--swap-missions asks for the grounding check that --own-only skips");
+    }
     let ck = train::checkpoint::load(&a.checkpoint)?;
     let id = checkpoint_level(&ck, &a.level)?;
     let level = host::levels::lookup(&id)?;
@@ -789,9 +795,8 @@ fn cmd_eval(a: EvalArgs) -> Result<ExitCode> {
         seed: a.seed,
         threads: a.threads,
         argmax: a.argmax,
-        swap_missions: a.swap_missions,
+        swap_missions: false,
     };
-    let r = train::eval::evaluate(&ck.model, &level, &opts)?;
     let mut out = io::stdout().lock();
     writeln!(
         out,
@@ -801,21 +806,30 @@ fn cmd_eval(a: EvalArgs) -> Result<ExitCode> {
         ck.config.mode,
         ck.config.preset
     )?;
-    if a.swap_missions {
-        writeln!(
-            out,
-            "missions swapped: each episode showed the policy another episode's mission"
-        )?;
-    }
+    let (r, swapped) = if a.own_only {
+        (train::eval::evaluate(&ck.model, &level, &opts)?, None)
+    } else {
+        let g = train::eval::grounding(&ck.model, &level, &opts)?;
+        (g.own.clone(), Some(g))
+    };
     writeln!(
         out,
         "success {:.4} (95% CI {:.4}-{:.4}), return {:.4} +- {:.4}, length {:.1}",
         r.success, r.success_ci.0, r.success_ci.1, r.mean_return, r.return_ci, r.mean_len
     )?;
+    if let Some(g) = &swapped {
+        writeln!(out, "{}", g.line())?;
+    }
     writeln!(
         out,
-        "eval: level={} success={:.4} return={:.4} episodes={}",
-        r.level, r.success, r.mean_return, r.episodes
+        "eval: level={} success={:.4} swapped_success={} return={:.4} episodes={}",
+        r.level,
+        r.success,
+        swapped
+            .as_ref()
+            .map_or("-".to_string(), |g| format!("{:.4}", g.swapped.success)),
+        r.mean_return,
+        r.episodes
     )?;
     Ok(ExitCode::SUCCESS)
 }

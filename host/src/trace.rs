@@ -1,10 +1,9 @@
 //! The conformance trace format and its replay.
 //!
-//! A trace file holds one episode per line as JSON (see `tests/data/README.md` and
-//! `../shared/conformance/README.md`), optionally gzip-compressed (detected from the content,
-//! not the file name). [`replay_episode`] loads an episode's initial state into an [`Env`],
-//! replays its actions and compares everything the trace recorded; [`replay_reader`] does that
-//! for every line of a file.
+//! A trace file holds one episode per line as JSON (fields in `tests/data/README.md`),
+//! optionally gzip-compressed (detected from the content, not the file name).
+//! [`replay_episode`] loads an episode's initial state into an [`Env`], replays its actions and
+//! compares everything the trace recorded; [`replay_reader`] does that for every line of a file.
 //!
 //! Memory is bounded whatever the file holds: a line (one episode) longer than
 //! [`MAX_LINE_BYTES`] (16 MiB, after decompression) stops the replay with an error naming the

@@ -33,7 +33,7 @@ pub enum MemoryKind {
     Lstm,
 }
 
-/// Sizes of the RIM cell (RIMs paper, design notes §2).
+/// Sizes of the RIM cell (RIMs paper; docs/DESIGN.md, "The RIM cell").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RimDims {
     /// Number of modules N.

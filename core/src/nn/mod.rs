@@ -16,5 +16,6 @@ pub mod policy;
 pub mod presets;
 pub mod rim;
 pub mod scalar;
+pub mod split;
 
 pub use scalar::Real;

@@ -63,7 +63,7 @@ pub enum Role {
     Heads,
 }
 
-/// How roles map to groups (design notes §3).
+/// How roles map to groups (docs/DESIGN.md, "The fast/slow split").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Mode {
     /// Meta-RIMs: module RNNs fast, attention slow.
@@ -243,6 +243,24 @@ impl<'a, S> GroupBufs<'a, S> {
 }
 
 impl<'a, S> GroupBufsMut<'a, S> {
+    /// The buffer of group `g`.
+    pub fn group(&self, g: Group) -> &[S] {
+        match g {
+            Group::Fast => self.fast,
+            Group::Slow => self.slow,
+            Group::Other => self.other,
+        }
+    }
+
+    /// The buffer of group `g`, mutably.
+    pub fn group_mut(&mut self, g: Group) -> &mut [S] {
+        match g {
+            Group::Fast => self.fast,
+            Group::Slow => self.slow,
+            Group::Other => self.other,
+        }
+    }
+
     /// Reborrow as shared.
     pub fn as_ref(&self) -> GroupBufs<'_, S> {
         GroupBufs {

@@ -718,12 +718,12 @@ pub const fn fast_work_len(d: &ModelDims) -> usize {
     step_cache_len(d) + 3 * state_len(d) + scratch_len(d) + 2 * d.n_actions
 }
 
-/// Deterministic initialisation of every parameter from `seed` (design notes §4 schemes, see
-/// [`InitConfig`]): convolutions PyTorch's default (uniform ±1/sqrt(fan_in), weights and
-/// biases), the bag-of-words and word embeddings `cfg.embedding`, dense layers (attention
-/// projections, heads) `cfg.linear` with zero biases, recurrent cells `cfg.recurrent` per gate
-/// block. Each block draws from its own stream, so changing one block's size leaves the others'
-/// values unchanged.
+/// Deterministic initialisation of every parameter from `seed` (docs/DESIGN.md,
+/// "Initialisation"; see [`InitConfig`]): convolutions PyTorch's default (uniform
+/// ±1/sqrt(fan_in), weights and biases), the bag-of-words and word embeddings
+/// `cfg.embedding`, dense layers (attention projections, heads) `cfg.linear` with zero biases,
+/// recurrent cells `cfg.recurrent` per gate block. Each block draws from its own stream, so
+/// changing one block's size leaves the others' values unchanged.
 pub fn init_params<S: Real>(
     layout: &Layout,
     cfg: &InitConfig,

@@ -1,7 +1,8 @@
-//! The RIM cell (Recurrent Independent Mechanisms; design notes §2): input attention, top-k
-//! selection, per-module GRU/LSTM dynamics, communication attention and the masked update, with a
-//! hand-written backward pass through one step (BPTT = the caller loops backward over stored
-//! steps; [`rim_sequence_forward`] / [`rim_sequence_backward`] do that for whole sequences).
+//! The RIM cell (Recurrent Independent Mechanisms; docs/DESIGN.md, "The RIM cell"): input
+//! attention, top-k selection, per-module GRU/LSTM dynamics, communication attention and the
+//! masked update, with a hand-written backward pass through one step (BPTT = the caller loops
+//! backward over stored steps; [`rim_sequence_forward`] / [`rim_sequence_backward`] do that for
+//! whole sequences).
 //!
 //! # Math of one step (N modules, k active, hidden `H` per module)
 //! 1. **Input attention.** Rows `X = [0 ; x_t]` (a null row first). Shared keys/values
@@ -29,13 +30,13 @@
 //!    active else `c_{t-1,i}`); inactive modules keep their state bit-exactly.
 //!
 //! # Dropout (optional, off by default)
-//! The reference code applies dropout (0.1) to the attention outputs; RL runs without it (design
-//! notes §2, CHOICE), so [`rim_step_forward`] / [`rim_step_backward`] have none. The `_masked`
-//! entry points ([`rim_step_forward_masked`], [`rim_step_backward_masked`] and the sequence
-//! versions) take a caller-drawn inverted-dropout mask ([`fill_dropout_mask`]: every entry is 0 or
-//! `1/(1-p)`), [`dropout_mask_len`] long, laid out as
-//! `[N x in_heads*d_v (input attention, for u_i) | N x c_heads*c_k (communication, for o_i)]`
-//! (module-major; the second part only with communication). It multiplies (a) each module's
+//! The reference code applies dropout (0.1) to the attention outputs; RL runs without it
+//! (docs/DESIGN.md, "The RIM cell", CHOICE), so [`rim_step_forward`] / [`rim_step_backward`]
+//! have none. The `_masked` entry points ([`rim_step_forward_masked`],
+//! [`rim_step_backward_masked`] and the sequence versions) take a caller-drawn inverted-dropout
+//! mask ([`fill_dropout_mask`]: every entry is 0 or `1/(1-p)`), [`dropout_mask_len`] long, laid
+//! out as `[N x in_heads*d_v (input attention, for u_i) | N x c_heads*c_k (communication, for
+//! o_i)]` (module-major; the second part only with communication). It multiplies (a) each module's
 //! input `u_i` after step 1, i.e. the RNN reads `u_i * mask_u,i`, and (b) each active module's
 //! communication output `o_i` before the gate/output projections of step 4. Selection (step 2)
 //! uses the null attention, computed before dropout, and is unaffected. The step cache keeps the

@@ -462,7 +462,9 @@ impl Gpu {
         self.policy
             .grad_pass(&pass, coefs, 1.0 / total.max(1) as f32)
             .map_err(|e| anyhow!("gradient pass on the GPU: {e}"))?;
-        let groups: Vec<Group> = Optim::groups(model_mode(&self.policy), phase, cfg.other_group);
+        let groups: Vec<Group> = model_mode(&self.policy)
+            .phase_groups(phase, cfg.other_group)
+            .to_vec();
         let opt = if phase == Phase::Inner {
             &mut optim.fast
         } else {

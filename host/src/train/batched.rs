@@ -1,25 +1,43 @@
-//! The trainer's batched gradient pass: the PPO loss gradient over a minibatch of `B` chunks of
-//! `T` steps (the same loss and gradient as `metarim_core::nn::policy::Policy::chunk_backward`
-//! summed over the chunks), with the memory ([`crate::rim_batch`] or [`crate::lstm_batch`]) and
-//! the heads run as GEMMs over all chunks at once, and the observation and instruction encoders
-//! per frame / per episode segment through the core's own functions.
+//! The CPU trainer's batched gradient pass (the default `gradients = "batched"` path of
+//! [`super::update::compute_grads`]): the PPO loss gradient over a minibatch of `B` chunks of
+//! `T` steps, the same loss and gradient as `metarim_core::nn::policy::Policy::chunk_backward`
+//! summed over the chunks (what the `per-chunk` path computes; `host/tests/batched_parity.rs`
+//! checks the two against each other), with every block batched over the minibatch: the
+//! observation encoder over all `B*T` frames ([`crate::encoder_batch`], convolutions as
+//! GEMMs), the instruction encoder over all episode segments ([`crate::instr_batch`]), the
+//! memory over all chunks ([`crate::rim_batch`] or [`crate::lstm_batch`]) and the heads as
+//! GEMMs over rows. Also the helpers the batched acting step of [`super::rollout`] shares:
+//! `heads_forward_rows` and the memory weights' views `rim_weights` / `lstm_weights`.
 //!
-//! A pass, over all chunks at once: the observation encoder ([`crate::encoder_batch`]) and the
-//! instruction encoder over every episode segment ([`crate::instr_batch`]; a segment is a
-//! chunk's first step or an episode start in it) build the memory inputs, unless the rollout's
-//! stored ones are still valid (the encoders' parameters unchanged since it). Then the chunks
-//! are split into contiguous thread shards; each thread runs, for its chunks, the memory
-//! forward, the heads, the loss, the heads' and the memory's backward. Then, over all `B*T`
-//! rows: one GEMM per weight tensor (spread over the threads) and the encoders' backward.
+//! A pass ([`BatchedGrads::pass`]):
+//! 1. Memory inputs for all `B*T` rows: the rollout's stored ones (`Seq::x`) when
+//!    `PassOptions::reuse_x` says the encoders' parameters are still the rollout's and the
+//!    `Other` group's gradient is not requested; otherwise the observation encoder over every
+//!    frame and the instruction encoder once per episode segment (a segment starts at a
+//!    chunk's first step and at every episode start in it), its output copied to each row of
+//!    the segment.
+//! 2. The chunks are split into contiguous thread shards; each thread runs, for its chunks, the
+//!    memory forward from the stored initial states (an episode start zeroes the incoming
+//!    state), the heads, the PPO loss per row, the heads' backward and the memory's BPTT (no
+//!    gradient crosses an episode start or reaches the initial states).
+//! 3. Over all `B*T` rows: one GEMM per memory weight tensor (tensors spread over the
+//!    threads, each summed by one thread in row order), the heads' weight gradients, and the
+//!    modules' activity counts (`ChunkStats::active_steps`, from which the fast step's module
+//!    ranges are derived).
+//! 4. When the `Other` group is requested: the observation encoder's backward over all frames
+//!    and the instruction encoder's over all segments (row gradients summed per segment).
 //!
 //! Invariants:
 //! - Bit-identical results for any thread count: the products are row-invariant
 //!   ([`crate::gemm`]) and everything else in a shard is per row; every weight gradient is
-//!   summed over all rows in row order by one thread; the encoders run over all rows at once.
-//! - Only the requested groups' gradients are computed (`PassOptions::groups`); the rest of
-//!   `grads` is left untouched. Without the `Other` group, nothing is backpropagated into the
-//!   encoders.
+//!   summed over all rows in row order by one thread; the encoders run over all rows at once,
+//!   single-threaded.
+//! - Only the requested groups' gradients are computed (`PassOptions::groups`) and accumulated
+//!   (`+=`) into `grads`; the rest of `grads` is left untouched. Without the `Other` group,
+//!   nothing is backpropagated into the encoders.
 //! - Buffers are allocated once ([`BatchedGrads::new`]) for a capacity of rows.
+//! - Scope: the LSTM memory and RIMs with GRU modules (the presets); a RIM with LSTM cells is an
+//!   error here, and the trainer then takes the `per-chunk` path.
 
 use anyhow::{anyhow, bail, ensure, Result};
 use metarim_core::env::Observation;

@@ -10,20 +10,15 @@ use metarim_core::nn::dims::{EncoderKind, ModelDims, PAPER, TINY};
 use metarim_core::nn::params::Mode;
 use serde::{Deserialize, Serialize};
 
-/// Which optimiser (and learning rate) the `Other` group (encoder, instruction encoder, heads)
-/// follows in the meta-learning modes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OtherGroup {
-    /// With the slow group: updated in the outer loop (design notes §3 default).
-    Slow,
-    /// With the fast group: updated in the inner loop.
-    Fast,
-}
+/// Which loop updates the encoder, instruction encoder and heads in the meta modes (the
+/// config's `other_group`: `slow` or `fast`); the split's rules live in
+/// [`metarim_core::nn::split`].
+pub use metarim_core::nn::split::OtherGroup;
 
-/// Everything a training run needs. Defaults: BabyAI 1.0's PPO (design notes §4) with the
-/// Meta-RIMs split (§3), on BabyAI-GoToObj-v0 with the Tiny preset, sized so that
-/// `metarim train` with no arguments finishes on a 2-core machine in minutes.
+/// Everything a training run needs. Defaults: BabyAI 1.0's PPO (docs/DESIGN.md, "BabyAI agent
+/// and PPO defaults") with the Meta-RIMs split ("The fast/slow split"), on BabyAI-GoToObj-v0
+/// with the Tiny preset, sized so that `metarim train` with no arguments finishes on a 2-core
+/// machine in minutes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
@@ -376,7 +371,7 @@ impl TrainConfig {
                 self.frames_per_proc
             );
         }
-        if is_meta(mode) {
+        if mode.is_meta() {
             pos(self.slowness, "slowness")?;
             if !self.frames_per_proc.is_multiple_of(self.slow_horizon()) {
                 bail!(
@@ -476,11 +471,6 @@ fn looks_like_integer(text: &str) -> bool {
     !digits.is_empty()
         && digits.chars().all(|c| c.is_ascii_digit() || c == '_')
         && digits.chars().any(|c| c.is_ascii_digit())
-}
-
-/// Whether `mode` splits parameters into a fast inner and a slow outer loop.
-pub fn is_meta(mode: Mode) -> bool {
-    matches!(mode, Mode::MetaRim | Mode::Reversed)
 }
 
 /// The dimensions of a preset by name (case-insensitive).

@@ -39,6 +39,9 @@ pub struct EpisodeResult {
     pub ret: f64,
     /// Steps.
     pub len: u32,
+    /// The policy was shown another episode's mission (only with `swap_missions`, and only
+    /// where the level has another mission to show).
+    pub mission_swapped: bool,
 }
 
 /// Aggregate results.
@@ -58,6 +61,63 @@ pub struct EvalResult {
     pub return_ci: f64,
     /// Mean episode length.
     pub mean_len: f64,
+    /// Episodes whose policy was shown another episode's mission (0 without `swap_missions`,
+    /// and on levels with a single mission).
+    pub missions_swapped: usize,
+}
+
+/// Success with the episodes' own missions and, on the same episodes and action draws, with
+/// swapped missions: how much of the success comes from reading the instruction.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Grounding {
+    /// The normal evaluation.
+    pub own: EvalResult,
+    /// The same episodes, each shown another episode's mission.
+    pub swapped: EvalResult,
+}
+
+impl Grounding {
+    /// The one-line report: both success rates with their 95% intervals, side by side.
+    pub fn line(&self) -> String {
+        let (o, s) = (&self.own, &self.swapped);
+        let note = if s.missions_swapped == 0 {
+            " (this level has one mission: swapping shows the same one, so the two agree)"
+                .to_string()
+        } else if s.missions_swapped < s.episodes {
+            format!(
+                " ({} of {} episodes had another mission to show)",
+                s.missions_swapped, s.episodes
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "grounding: success {:.4} (95% CI {:.4}-{:.4}) with its own mission, {:.4} (95% CI \
+             {:.4}-{:.4}) with another episode's{note}",
+            o.success, o.success_ci.0, o.success_ci.1, s.success, s.success_ci.0, s.success_ci.1
+        )
+    }
+}
+
+/// [`evaluate`] twice on the same episodes: with their own missions, then swapped.
+pub fn grounding(model: &Model, level: &Level, opts: &EvalOptions) -> Result<Grounding> {
+    let own = evaluate(
+        model,
+        level,
+        &EvalOptions {
+            swap_missions: false,
+            ..opts.clone()
+        },
+    )?;
+    let swapped = evaluate(
+        model,
+        level,
+        &EvalOptions {
+            swap_missions: true,
+            ..opts.clone()
+        },
+    )?;
+    Ok(Grounding { own, swapped })
 }
 
 /// The 95% Wilson score interval of `k` successes in `n` trials.
@@ -104,8 +164,9 @@ const SWAP_TRIES: usize = 64;
 
 /// The mission the policy is shown in a swapped episode: that of the first later episode seed
 /// (drawn from the episode's own generator, after its level seed) whose mission differs from
-/// `own`. Levels with a single mission fall back to `own`.
-fn swapped_mission(level: &Level, rng: &mut Pcg32, own: &str, tokens: &mut [u16]) -> Result<()> {
+/// `own`. Levels with a single mission fall back to `own`. Returns whether another mission was
+/// found.
+fn swapped_mission(level: &Level, rng: &mut Pcg32, own: &str, tokens: &mut [u16]) -> Result<bool> {
     let mut other = Env::new(8, 8).map_err(|e| anyhow!("creating an env: {e}"))?;
     let mut found = false;
     for _ in 0..SWAP_TRIES {
@@ -120,7 +181,7 @@ fn swapped_mission(level: &Level, rng: &mut Pcg32, own: &str, tokens: &mut [u16]
     }
     let shown = if found { other.mission.as_str() } else { own };
     tokenize(shown, tokens)
-        .map(|_| ())
+        .map(|_| found)
         .map_err(|e| anyhow!("mission: {e}"))
 }
 
@@ -144,10 +205,11 @@ pub fn run_episode_with(
         .reset(&mut env, episode_seed)
         .map_err(|e| anyhow!("level {} failed for seed {episode_seed}: {e}", level.id()))?;
     let mut tokens = [0u16; MAX_TOKENS];
+    let mut mission_swapped = false;
     if swap_mission {
         // A separate generator, so the action draws stay those of the unswapped episode.
         let mut swap_rng = Pcg32::with_stream(split_mix64(episode_seed), u64::MAX);
-        swapped_mission(level, &mut swap_rng, env.mission.as_str(), &mut tokens)?;
+        mission_swapped = swapped_mission(level, &mut swap_rng, env.mission.as_str(), &mut tokens)?;
     } else {
         tokenize(env.mission.as_str(), &mut tokens).map_err(|e| anyhow!("mission: {e}"))?;
     }
@@ -206,6 +268,7 @@ pub fn run_episode_with(
                 success: out.reward > 0.0,
                 ret,
                 len: env.step_count,
+                mission_swapped,
             });
         }
     }
@@ -260,6 +323,7 @@ pub fn evaluate(model: &Model, level: &Level, opts: &EvalOptions) -> Result<Eval
         mean_return: mean,
         return_ci: 1.959_963_984_540_054 * (var / nf).sqrt(),
         mean_len: results.iter().map(|r| f64::from(r.len)).sum::<f64>() / nf,
+        missions_swapped: results.iter().filter(|r| r.mission_swapped).count(),
     })
 }
 
@@ -321,9 +385,10 @@ mod tests {
         let id = "BabyAI-GoToRedBallGrey-v0";
         let model = tiny_model(id);
         let level = crate::levels::lookup(id).unwrap();
-        let plain = evaluate(&model, &level, &opts(false)).unwrap();
-        let swapped = evaluate(&model, &level, &opts(true)).unwrap();
-        assert_eq!(plain, swapped);
+        let g = grounding(&model, &level, &opts(true)).unwrap();
+        assert_eq!(g.own, g.swapped);
+        assert_eq!(g.swapped.missions_swapped, 0);
+        assert!(g.line().contains("one mission"), "{}", g.line());
     }
 
     #[test]
@@ -331,10 +396,24 @@ mod tests {
         let id = "BabyAI-GoToLocal-v0";
         let model = tiny_model(id);
         let level = crate::levels::lookup(id).unwrap();
-        let plain = evaluate(&model, &level, &opts(false)).unwrap();
-        let swapped = evaluate(&model, &level, &opts(true)).unwrap();
+        let Grounding {
+            own: plain,
+            swapped,
+        } = grounding(&model, &level, &opts(false)).unwrap();
         // Same episodes and action draws, another instruction embedding: the sampled
         // trajectories, hence the mean length, differ.
         assert_ne!(plain.mean_len, swapped.mean_len);
+        assert_eq!((plain.missions_swapped, swapped.missions_swapped), (0, 40));
+        let line = Grounding {
+            own: plain.clone(),
+            swapped,
+        }
+        .line();
+        assert!(
+            line.contains(&format!("success {:.4}", plain.success))
+                && line.contains("with another episode's")
+                && !line.contains("one mission"),
+            "{line}"
+        );
     }
 }

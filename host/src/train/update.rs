@@ -2,9 +2,13 @@
 //! `lstm`, the inner (fast) and outer (slow) loops for `meta-rim` and `reversed`.
 //!
 //! Invariants:
-//! - A minibatch's chunks are split into `grad_shards` contiguous shards; each shard sums its
-//!   chunks' gradients in order into its own buffer, and the shards are added in index order.
-//!   Threads only decide which shards run where, so sums are bit-identical for any thread count.
+//! - Gradients do not depend on the thread count. The default batched path ([`super::batched`])
+//!   is independent of it by construction; on the `per-chunk` path a minibatch's chunks are
+//!   split into `grad_shards` contiguous shards, each shard sums its chunks' gradients in order
+//!   into its own buffer, and the shards are added in index order, so threads only decide
+//!   which shards run where.
+//! - The optimiser step itself ([`clip_adam_step`]) and which groups each phase trains live in
+//!   the core ([`metarim_core::nn::split`]), shared with the CUDA backend's CPU reference.
 //! - Each optimiser step touches only its groups; the fast group's step touches only the blocks
 //!   of modules active somewhere in the minibatch ([`Layout::fast_ranges`]), so modules that
 //!   never ran keep their parameters and Adam moments bit-exactly.
@@ -13,14 +17,16 @@ use anyhow::{anyhow, ensure, Result};
 use metarim_core::env::VIEW_CELLS;
 use metarim_core::nn::dims::MemoryKind;
 use metarim_core::nn::loss::{PpoCoefs, PpoSample, PpoTerms};
-use metarim_core::nn::optim::{clip_coef, Adam, Range};
-use metarim_core::nn::params::{Group, Layout, Mode, FAST_RANGES};
+use metarim_core::nn::optim::Adam;
+use metarim_core::nn::params::{Group, Layout, Mode};
 use metarim_core::nn::policy::{chunk_work_len, ChunkStats, ChunkStep, MAX_MODULES};
 use metarim_core::nn::rim::CommGrad;
+use metarim_core::nn::split::{clip_adam_step, StepBuffers};
 use metarim_core::rng::Pcg32;
+use metarim_core::Error;
 
 use super::batched::{BatchedGrads, PassOptions, Seq};
-use super::config::{is_meta, GradPath, OtherGroup};
+use super::config::{GradPath, OtherGroup};
 use super::guard::DivergenceGuard;
 use super::rollout::EnvSlot;
 use super::{GroupVecs, Model, TrainConfig};
@@ -338,16 +344,8 @@ fn shard_chunk<'a>(
         .map_err(|e| anyhow!("backward over a chunk: {e}"))
 }
 
-/// Which parameters an optimiser step updates.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    /// Everything, with the slow optimiser (plain PPO: `joint`, `lstm`).
-    All,
-    /// The inner loop: the fast group (and `Other` when it is fast).
-    Inner,
-    /// The outer loop: the slow group (and `Other` when it is slow).
-    Outer,
-}
+/// Which parameters an optimiser step updates (the split's rules: [`metarim_core::nn::split`]).
+pub use metarim_core::nn::split::Phase;
 
 /// Two Adam optimisers (fast and slow learning rates, separate step counts) and the moments
 /// of every group.
@@ -375,20 +373,10 @@ impl Optim {
         }
     }
 
-    /// The groups a phase updates.
-    pub fn groups(mode: Mode, phase: Phase, other: OtherGroup) -> Vec<Group> {
-        match (is_meta(mode), phase, other) {
-            (false, _, _) | (true, Phase::All, _) => Group::ALL.to_vec(),
-            (true, Phase::Inner, OtherGroup::Fast) => vec![Group::Fast, Group::Other],
-            (true, Phase::Inner, OtherGroup::Slow) => vec![Group::Fast],
-            (true, Phase::Outer, OtherGroup::Slow) => vec![Group::Slow, Group::Other],
-            (true, Phase::Outer, OtherGroup::Fast) => vec![Group::Slow],
-        }
-    }
-
-    /// One step of `phase`: clip the gradient of its groups to `max_norm` (global norm over
-    /// those groups), then Adam. Returns the pre-clip norm, or `None` when that norm is not
-    /// finite: then the step is skipped and nothing (parameters, moments, step count) changes.
+    /// One step of `phase` ([`clip_adam_step`]): clip the gradient of its groups to
+    /// `max_norm` (global norm over those groups), then Adam with the phase's optimiser.
+    /// Returns the pre-clip norm, or `None` when that norm is not finite: then the step is
+    /// skipped and nothing (parameters, moments, step count) changes.
     #[allow(clippy::too_many_arguments)]
     pub fn step(
         &mut self,
@@ -400,68 +388,24 @@ impl Optim {
         active: &[bool],
         max_norm: f32,
     ) -> Result<Option<f32>> {
-        let groups = Self::groups(layout.mode(), phase, other);
-        let mut fast_ranges = heapless::Vec::<Range, FAST_RANGES>::new();
-        layout
-            .fast_ranges(active, &mut fast_ranges)
-            .map_err(|e| anyhow!("fast ranges: {e}"))?;
-        let ranges_of = |g: Group, n: usize| -> Vec<Range> {
-            if g == Group::Fast && phase != Phase::All {
-                fast_ranges.to_vec()
-            } else {
-                vec![(0, n)]
-            }
-        };
-        // Global norm over the updated elements, summed in f64 in a fixed order.
-        let mut sq = 0.0f64;
-        for &g in &groups {
-            let buf = grads.group(g);
-            for (off, len) in ranges_of(g, buf.len()) {
-                sq += buf[off..off + len]
-                    .iter()
-                    .map(|x| f64::from(*x) * f64::from(*x))
-                    .sum::<f64>();
-            }
-        }
-        let norm = sq.sqrt() as f32;
-        if !norm.is_finite() {
-            return Ok(None);
-        }
-        let coef = clip_coef(norm, max_norm);
         let (opt, which) = if phase == Phase::Inner {
             (&mut self.fast, "fast")
         } else {
             (&mut self.slow, "slow")
         };
-        opt.t = opt.t.checked_add(1).ok_or_else(|| {
-            anyhow!(
-                "the {which} optimiser's Adam step count overflowed (it is {})",
-                opt.t
-            )
-        })?;
-        let opt = *opt;
-        for &g in &groups {
-            let n = params.group(g).len();
-            let ranges = ranges_of(g, n);
-            let grad = grads.group_mut(g);
-            if coef != 1.0 {
-                for (off, len) in &ranges {
-                    for x in &mut grad[*off..*off + *len] {
-                        *x *= coef;
-                    }
-                }
+        let t = opt.t;
+        let bufs = StepBuffers {
+            params: params.bufs_mut(),
+            grads: grads.bufs_mut(),
+            m: self.m.bufs_mut(),
+            v: self.v.bufs_mut(),
+        };
+        clip_adam_step(layout, bufs, opt, phase, other, active, max_norm).map_err(|e| match e {
+            Error::StepCountOverflow => {
+                anyhow!("the {which} optimiser's Adam step count overflowed (it is {t})")
             }
-            opt.update_ranges_at(
-                opt.t,
-                params.group_mut(g),
-                grads.group(g),
-                self.m.group_mut(g),
-                self.v.group_mut(g),
-                &ranges,
-            )
-            .map_err(|e| anyhow!("adam step on the {} group: {e}", g.name()))?;
-        }
-        Ok(Some(norm))
+            e => anyhow!("{phase:?} optimiser step: {e}"),
+        })
     }
 }
 
@@ -509,7 +453,7 @@ pub fn schedule(
     let per_batch = (cfg.batch_size / cfg.recurrence).max(1);
     let mut short = chunks(procs, frames, cfg.recurrence);
     let mut out = Vec::new();
-    if !is_meta(mode) {
+    if !mode.is_meta() {
         for _ in 0..cfg.epochs {
             shuffle(&mut short, rng);
             for batch in short.chunks(per_batch) {
@@ -563,7 +507,7 @@ pub fn train_on_rollout(
                         phase: Phase,
                         stats: &mut UpdateStats|
      -> Result<()> {
-        let groups = Optim::groups(mode, phase, cfg.other_group);
+        let groups = mode.phase_groups(phase, cfg.other_group);
         let mut want = [false; 3];
         for g in &groups {
             want[*g as usize] = true;
@@ -709,27 +653,6 @@ mod tests {
         assert!(
             e.contains("fast") && e.contains("step count overflowed"),
             "{e}"
-        );
-    }
-
-    #[test]
-    fn groups_per_phase_follow_the_split() {
-        use OtherGroup::*;
-        assert_eq!(
-            Optim::groups(Mode::Joint, Phase::Inner, Slow),
-            Group::ALL.to_vec()
-        );
-        assert_eq!(
-            Optim::groups(Mode::MetaRim, Phase::Inner, Slow),
-            vec![Group::Fast]
-        );
-        assert_eq!(
-            Optim::groups(Mode::MetaRim, Phase::Outer, Slow),
-            vec![Group::Slow, Group::Other]
-        );
-        assert_eq!(
-            Optim::groups(Mode::Reversed, Phase::Inner, Fast),
-            vec![Group::Fast, Group::Other]
         );
     }
 }

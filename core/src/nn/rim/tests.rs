@@ -1045,9 +1045,10 @@ fn comm_grad_modes_agree_without_communication() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Parity with an independent plain-Python implementation of design notes §2 (math module only;
-// PyTorch was not available). Weights: tensor number `tk` in the order w_k, w_v, w_q, rnn, c_q,
-// c_k, c_v, c_g, c_o, element `e`: 0.5 sin(1.3 e + 0.7 tk + 0.1); x_e = sin(0.9 e + 0.3);
+// Parity with an independent plain-Python implementation of the RIM cell as docs/DESIGN.md ("The
+// RIM cell") states it (math module only; PyTorch was not available). Weights: tensor number
+// `tk` in the order w_k, w_v, w_q, rnn, c_q, c_k, c_v, c_g, c_o, element `e`:
+// 0.5 sin(1.3 e + 0.7 tk + 0.1); x_e = sin(0.9 e + 0.3);
 // h0_e = 0.5 cos(0.4 e + 0.2); c0_e = 0.5 sin(0.6 e - 0.1). The script:
 //
 // def run(N,K,H,I,dk,dv,nh,ch,ck,cell,comm):
