@@ -1,6 +1,7 @@
-// metarim kernels: optimiser updates over a list of (offset, len) ranges of one parameter group.
+// metarim kernels: the training step's optimiser update over a list of (offset, len) ranges of
+// one parameter group, with the global gradient norm and clipping on the device.
 //
-// `adam_ranges` is `core::nn::optim::Adam::update_ranges_at` for S = f32, element for element:
+// `adam_masked` is `core::nn::optim::Adam::update_ranges_at` for S = f32, element for element:
 //
 //     m = m + w1 * (g - m)
 //     v = b2 * v + w2 * g * g          (evaluated as (b2 * v) + ((w2 * g) * g))
@@ -15,55 +16,11 @@
 // `b2 * v + w2 * g * g` and `p + neg_step * m / denom` would round once instead of twice and
 // differ in the last bit.)
 //
-// `sgd_ranges` is `core::nn::optim::Sgd::step_ranges`: p = p + neg_lr * g.
-//
 // Launch: 1-D, any grid; a grid-stride loop covers range_prefix[nranges] selected elements.
 #include "common.cuh"
 
-extern "C" __global__ void adam_ranges(float* __restrict__ params,
-                                       const float* __restrict__ grads,
-                                       float* __restrict__ m,
-                                       float* __restrict__ v,
-                                       const u64* __restrict__ range_off,
-                                       const u64* __restrict__ range_prefix,
-                                       unsigned int nranges,
-                                       float neg_step, float bc2_sqrt, float w1, float b2,
-                                       float w2, float eps) {
-    if (nranges == 0) {
-        return;
-    }
-    const u64 total = range_prefix[nranges];
-    for (u64 i = global_thread_index(); i < total; i += grid_stride()) {
-        const u64 e = range_element(range_off, range_prefix, nranges, i);
-        const float g = grads[e];
-        float mi = m[e];
-        mi = mi + w1 * (g - mi);
-        const float vi = b2 * v[e] + w2 * g * g;
-        const float denom = sqrtf(vi) / bc2_sqrt + eps;
-        m[e] = mi;
-        v[e] = vi;
-        params[e] = params[e] + neg_step * mi / denom;
-    }
-}
-
-extern "C" __global__ void sgd_ranges(float* __restrict__ params,
-                                      const float* __restrict__ grads,
-                                      const u64* __restrict__ range_off,
-                                      const u64* __restrict__ range_prefix,
-                                      unsigned int nranges,
-                                      float neg_lr) {
-    if (nranges == 0) {
-        return;
-    }
-    const u64 total = range_prefix[nranges];
-    for (u64 i = global_thread_index(); i < total; i += grid_stride()) {
-        const u64 e = range_element(range_off, range_prefix, nranges, i);
-        params[e] = params[e] + neg_lr * grads[e];
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
-// The training path's update: ranges tagged with the module they belong to (range_module[r];
+// Ranges are tagged with the module they belong to (range_module[r];
 // -1: shared, always updated), skipped when that module was active in no step of the minibatch
 // (counts[module] == 0; counts null: nothing is skipped), which is Layout::fast_ranges without a
 // host round trip. Gradients are multiplied by *coef first (the clip coefficient computed on the

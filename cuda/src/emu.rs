@@ -418,10 +418,12 @@ impl Exec for EmuExec {
                     .map_err(|err| emu_err(format!("{}: {err}", e.name)))?;
                 (sig, *f as usize as u64)
             };
-            if sig != e.sig {
+            if sig != e.sig() {
                 return Err(emu_err(format!(
-                    "{}: the C++ signature is ({sig}), the host declares ({})",
-                    e.name, e.sig
+                    "{}: the C++ signature is ({sig}), the host declares ({}: {})",
+                    e.name,
+                    e.sig(),
+                    e.param_names()
                 )));
             }
             entries.push((e, addr));

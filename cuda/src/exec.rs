@@ -8,8 +8,9 @@
 //! - Device memory is only reached through [`DevBuf`]s (typed, sized, freed on drop) and
 //!   kernel arguments built from them with checked extents ([`DevBuf::slice`]), so a launch
 //!   never receives a pointer outside a live allocation from the host's side.
-//! - Every launch checks its arguments against the entry point's declared parameter kinds
-//!   ([`crate::kernel::Entry`]); the PTX test checks those declarations against the compiled
+//! - Launches take typed argument lists, one struct per entry point ([`crate::args`], through
+//!   [`launch_typed`]), and every launch checks its arguments against the entry point's declared
+//!   parameter kinds ([`crate::kernel::Entry`]); the PTX test checks those declarations against the compiled
 //!   PTX and the emulator against the C++ signatures, so a launch with the wrong argument
 //!   order or type is an error, not undefined behaviour.
 //! - Operations are ordered (one stream); [`Exec::sync`] waits for all of them.
@@ -185,11 +186,13 @@ pub struct Ticket {
 /// Launch `f` with `args`, checked against its declared parameter kinds.
 pub fn launch(exec: &dyn Exec, f: &Func, cfg: &LaunchCfg, args: &[Arg]) -> Result<()> {
     let got: String = args.iter().map(|a| a.kind().code()).collect();
-    if got != f.entry.sig {
+    let declared = f.entry.sig();
+    if got != declared {
         return Err(Error::BadInput {
             what: format!(
-                "launch of {} with arguments ({got}), declared ({})",
-                f.entry.name, f.entry.sig
+                "launch of {} with arguments ({got}), declared ({declared}: {})",
+                f.entry.name,
+                f.entry.param_names()
             ),
         });
     }
@@ -219,6 +222,92 @@ pub fn launch(exec: &dyn Exec, f: &Func, cfg: &LaunchCfg, args: &[Arg]) -> Resul
     // pointers come from DevBuf::slice/arg, i.e. live allocations of this backend with checked
     // extents, or null where the kernel accepts null.
     unsafe { exec.launch_raw(f, cfg, &mut params) }
+}
+
+/// A typed device pointer (an extent-checked part of a [`DevBuf`], or null): the value of a
+/// kernel's pointer parameter in its typed argument list ([`crate::args`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ptr<T: Elem> {
+    addr: u64,
+    _t: PhantomData<T>,
+}
+
+impl<T: Elem> Ptr<T> {
+    /// The null pointer (for optional kernel parameters).
+    pub const NULL: Ptr<T> = Ptr {
+        addr: 0,
+        _t: PhantomData,
+    };
+}
+
+/// The Rust types of kernel parameters: each is one [`ArgKind`] and becomes one [`Arg`].
+pub trait ArgType: Copy {
+    /// The kernel parameter's kind.
+    const KIND: ArgKind;
+    /// The argument, or an error naming `entry`'s parameter `param` when the value does not fit.
+    fn to_arg(self, entry: &str, param: &str) -> Result<Arg>;
+}
+
+impl<T: Elem> ArgType for Ptr<T> {
+    const KIND: ArgKind = T::PTR;
+    fn to_arg(self, _: &str, _: &str) -> Result<Arg> {
+        Ok(Arg::Ptr(T::PTR, self.addr))
+    }
+}
+
+/// A size or index: an `unsigned int` parameter, checked to fit in 32 bits.
+impl ArgType for usize {
+    const KIND: ArgKind = ArgKind::U32;
+    fn to_arg(self, entry: &str, param: &str) -> Result<Arg> {
+        u32::try_from(self)
+            .map(Arg::U32)
+            .map_err(|_| Error::BadInput {
+                what: format!("{entry}: {param} = {self} does not fit in 32 bits"),
+            })
+    }
+}
+
+impl ArgType for u32 {
+    const KIND: ArgKind = ArgKind::U32;
+    fn to_arg(self, _: &str, _: &str) -> Result<Arg> {
+        Ok(Arg::U32(self))
+    }
+}
+
+impl ArgType for f32 {
+    const KIND: ArgKind = ArgKind::F32;
+    fn to_arg(self, _: &str, _: &str) -> Result<Arg> {
+        Ok(Arg::F32(self))
+    }
+}
+
+/// The typed argument list of one kernel entry point: a struct whose fields are the kernel's
+/// parameters, by name and in order ([`crate::args`]).
+pub trait KernelArgs {
+    /// The entry point: its name and named, typed parameters.
+    const ENTRY: Entry;
+    /// The arguments in parameter order.
+    fn to_args(&self) -> Result<Vec<Arg>>;
+}
+
+/// Launch `f` with the typed argument list `args`: `f` must be `A`'s entry point, and the
+/// arguments are checked against its declared parameters as by [`launch`].
+pub fn launch_typed<A: KernelArgs>(
+    exec: &dyn Exec,
+    f: &Func,
+    cfg: &LaunchCfg,
+    args: &A,
+) -> Result<()> {
+    if f.entry.name != A::ENTRY.name {
+        return Err(Error::BadInput {
+            what: format!(
+                "the arguments of {} given to {}",
+                A::ENTRY.name,
+                f.entry.name
+            ),
+        });
+    }
+    launch(exec, f, cfg, &args.to_args()?)
 }
 
 /// Element types of device buffers.
@@ -397,6 +486,29 @@ impl<T: Elem> DevBuf<T> {
     pub fn slice(&self, off: usize, len: usize) -> Result<Arg> {
         self.check(off, len)?;
         Ok(Arg::Ptr(T::PTR, self.addr(off)))
+    }
+
+    /// The whole buffer as a typed kernel argument.
+    pub fn ptr(&self) -> Ptr<T> {
+        Ptr {
+            addr: self.ptr,
+            _t: PhantomData,
+        }
+    }
+
+    /// Elements `off..off + len` as a typed kernel argument (the kernel may access exactly
+    /// those).
+    pub fn at(&self, off: usize, len: usize) -> Result<Ptr<T>> {
+        self.check(off, len)?;
+        Ok(Ptr {
+            addr: self.addr(off),
+            _t: PhantomData,
+        })
+    }
+
+    /// Elements `off..` (the rest of the buffer) as a typed kernel argument.
+    pub fn rest(&self, off: usize) -> Result<Ptr<T>> {
+        self.at(off, self.len.saturating_sub(off))
     }
 
     fn addr(&self, off: usize) -> u64 {

@@ -6,10 +6,15 @@
 //! `#line` directives, so compile logs name the right file and line), because NVRTC has no file
 //! system to read headers from.
 //!
-//! Parameter lists are strings of one letter per parameter ([`ArgKind::code`]); launches are
-//! checked against them ([`crate::exec::launch`]), and they are checked against the compiled
-//! kernels: by `cuda/tests/ptx.rs` against the PTX `.param` types, by the emulator against the
-//! C++ signatures.
+//! Each entry point's parameter list ([`Entry`]) comes from its typed argument struct in
+//! [`crate::args`]: the parameters' names (checked here against the `.cu` declarations) and
+//! kinds. Underneath, the kinds are a string of one letter per parameter ([`Entry::sig`]);
+//! launches are checked against it ([`crate::exec::launch`]), and it is checked against the
+//! compiled kernels: by `cuda/tests/ptx.rs` against the PTX `.param` types, by the emulator
+//! against the C++ signatures.
+
+use crate::args::*;
+use crate::exec::KernelArgs;
 
 /// The shared header (`kernels/common.cuh`).
 pub const COMMON_HEADER: &str = include_str!("../../kernels/common.cuh");
@@ -75,68 +80,72 @@ impl ArgKind {
     }
 }
 
-/// One `extern "C"` entry point and its parameter list.
+/// One named kernel parameter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Param {
+    /// The parameter's name in the `.cu` declaration (checked by this module's tests).
+    pub name: &'static str,
+    /// Its kind.
+    pub kind: ArgKind,
+}
+
+/// One `extern "C"` entry point and its parameter list, generated from the entry point's typed
+/// argument struct ([`crate::args`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Entry {
     /// The function name.
     pub name: &'static str,
-    /// One [`ArgKind::code`] letter per parameter.
-    pub sig: &'static str,
+    /// The parameters, in order.
+    pub params: &'static [Param],
 }
 
-const fn e(name: &'static str, sig: &'static str) -> Entry {
-    Entry { name, sig }
+impl Entry {
+    /// One [`ArgKind::code`] letter per parameter: the ABI check underneath the names, compared
+    /// with each launch's arguments, the emulator's C++ signatures and the PTX `.param` types.
+    pub fn sig(&self) -> String {
+        self.params.iter().map(|p| p.kind.code()).collect()
+    }
+
+    /// The parameter names, comma-separated (for messages).
+    pub fn param_names(&self) -> String {
+        let names: Vec<&str> = self.params.iter().map(|p| p.name).collect();
+        names.join(", ")
+    }
 }
 
 /// Entry points of `optim.cu`.
-pub const OPTIM_ENTRIES: [Entry; 5] = [
-    e("adam_ranges", "FFFFQQwffffff"),
-    e("sgd_ranges", "FFQQwf"),
-    e("adam_masked", "FFFFQQIWwFffffff"),
-    e("sumsq_masked", "FQQIWwDw"),
-    e("clip_finish", "DwfFwF"),
-];
+pub const OPTIM_ENTRIES: [Entry; 3] = [AdamMasked::ENTRY, SumsqMasked::ENTRY, ClipFinish::ENTRY];
 /// Entry points of `encoder.cu`.
-pub const ENCODER_ENTRIES: [Entry; 3] = [
-    e("encoder_fwd", "FBFwFw"),
-    e("encoder_bwd", "FBFFwFw"),
-    e("encoder_wgrad", "FBFFFw"),
-];
+pub const ENCODER_ENTRIES: [Entry; 3] = [EncoderFwd::ENTRY, EncoderBwd::ENTRY, EncoderWgrad::ENTRY];
 /// Entry points of `instr.cu`.
 pub const INSTR_ENTRIES: [Entry; 6] = [
-    e("instr_fwd", "FHFFFw"),
-    e("instr_bwd", "FHFFFw"),
-    e("instr_emb_grad", "HFFw"),
-    e("gather_rows", "FwwFWww"),
-    e("instr_dsum", "FwwWWWwFw"),
-    e("scatter_rows", "FFWww"),
+    InstrFwd::ENTRY,
+    InstrBwd::ENTRY,
+    InstrEmbGrad::ENTRY,
+    GatherRows::ENTRY,
+    InstrDsum::ENTRY,
+    ScatterRows::ENTRY,
 ];
 /// Entry points of `rim_fwd.cu`.
-pub const RIM_FWD_ENTRIES: [Entry; 1] = [e("rim_fwd_step", "FFFFFFFFFFFBFFFWw")];
+pub const RIM_FWD_ENTRIES: [Entry; 1] = [RimFwdStep::ENTRY];
 /// Entry points of `rim_bwd.cu`.
-pub const RIM_BWD_ENTRIES: [Entry; 1] = [e("rim_bwd_step", "FFFFFFFFFFFFFBFFFw")];
+pub const RIM_BWD_ENTRIES: [Entry; 1] = [RimBwdStep::ENTRY];
 /// Entry points of `lstm.cu`.
-pub const LSTM_ENTRIES: [Entry; 2] = [
-    e("lstm_fwd_step", "FFFFFFBFFFw"),
-    e("lstm_bwd_step", "FFFFFFBFFFw"),
-];
+pub const LSTM_ENTRIES: [Entry; 2] = [LstmFwdStep::ENTRY, LstmBwdStep::ENTRY];
 /// Entry points of `heads.cu`.
-pub const HEADS_ENTRIES: [Entry; 2] = [
-    e("heads_fwd", "FFwFFFw"),
-    e("ppo_heads_bwd", "FFFFIFFFFfffwfFFFw"),
-];
+pub const HEADS_ENTRIES: [Entry; 2] = [HeadsFwd::ENTRY, PpoHeadsBwd::ENTRY];
 /// Entry points of `reduce.cu`.
 pub const REDUCE_ENTRIES: [Entry; 4] = [
-    e("wgrad", "FwFwwFwwwwwww"),
-    e("count_active", "FwWw"),
-    e("sum_terms", "FDw"),
-    e("layout_info", "W"),
+    Wgrad::ENTRY,
+    CountActive::ENTRY,
+    SumTerms::ENTRY,
+    LayoutInfo::ENTRY,
 ];
 
 /// One `.cu` file of `kernels/` (one per op family).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
-    /// `optim.cu`: Adam and SGD over ranges, the masked Adam, gradient-norm clipping.
+    /// `optim.cu`: the training step's Adam over module-tagged ranges, gradient-norm clipping.
     Optim,
     /// `encoder.cu`: the observation encoder forward, backward and weight gradients.
     Encoder,
@@ -250,14 +259,6 @@ impl Kernel {
     }
 }
 
-/// Entry-point names of [`Kernel::Optim`].
-pub mod optim_entry {
-    /// Adam over ranges (`adam_ranges`).
-    pub const ADAM_RANGES: &str = "adam_ranges";
-    /// SGD over ranges (`sgd_ranges`).
-    pub const SGD_RANGES: &str = "sgd_ranges";
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,11 +291,22 @@ mod tests {
                     k.file_name(),
                     e.name
                 );
-                // The declaration's parameter count matches the signature's.
+                // The declaration's parameters are the typed struct's fields, by name and in
+                // order (each C++ parameter's last identifier is its name).
                 let start = s.find(&decl).unwrap() + decl.len();
                 let end = start + s[start..].find(')').unwrap();
-                let n = s[start..end].split(',').count();
-                assert_eq!(n, e.sig.len(), "{}: parameters", e.name);
+                let names: Vec<&str> = s[start..end]
+                    .split(',')
+                    .map(|p| {
+                        p.trim()
+                            .rsplit(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                            .next()
+                            .unwrap_or("")
+                    })
+                    .collect();
+                let want: Vec<&str> = e.params.iter().map(|p| p.name).collect();
+                assert_eq!(names, want, "{}: parameters", e.name);
+                assert_eq!(e.sig().len(), e.params.len());
             }
         }
     }

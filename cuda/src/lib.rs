@@ -18,6 +18,7 @@
 //!
 //! What a CPU-only machine verifies and what it does not is written down in `docs/GPU.md`.
 
+pub mod args;
 pub mod cuda_exec;
 pub mod device;
 pub mod emu;

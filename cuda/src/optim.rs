@@ -1,18 +1,18 @@
-//! Optimiser updates on the device (`kernels/optim.cu`) over separate fast and slow buffers.
+//! The host side of the optimiser kernels (`kernels/optim.cu`), launched by
+//! [`crate::engine::CudaPolicy::adam_step`].
 //!
 //! Each parameter group lives in its own [`DeviceGroup`] (parameters, gradients, Adam moments),
 //! so the inner loop launches over the fast group only, restricted to the active modules'
 //! ranges, and the outer loop over the slow group; nothing else is touched. The scalars of a
 //! step are computed on the host exactly as `core::nn::optim::Adam::update_ranges_at` does
-//! ([`AdamScalars`]); [`adam_ranges_emulated`] is the kernel's per-element arithmetic in Rust,
-//! checked bit for bit against the CPU reference on any machine.
+//! ([`AdamScalars`]); the tests check them, the [`RangeTable`] mapping and the kernel's
+//! per-element arithmetic (written out in Rust) bit for bit against the CPU reference.
 
 use std::sync::Arc;
 
-use metarim_core::nn::optim::{check_ranges, Adam, Range, Sgd};
+use metarim_core::nn::optim::{check_ranges, Adam, Range};
 
-use crate::exec::{self, Arg, DevBuf, Exec, Func, LaunchCfg};
-use crate::kernel::{optim_entry, Kernel};
+use crate::exec::{DevBuf, Exec, LaunchCfg};
 use crate::{Error, Result};
 
 /// The f32 scalars of one Adam step, rounded from f64 exactly as the CPU reference does.
@@ -86,58 +86,6 @@ impl RangeTable {
     pub fn total(&self) -> u64 {
         self.prefix.last().copied().unwrap_or(0)
     }
-
-    /// The buffer element of selected element `i` (the kernel's `range_element`).
-    pub fn element(&self, i: u64) -> usize {
-        let (mut lo, mut hi) = (0usize, self.offsets.len());
-        while hi - lo > 1 {
-            let mid = lo + (hi - lo) / 2;
-            if self.prefix[mid] <= i {
-                lo = mid;
-            } else {
-                hi = mid;
-            }
-        }
-        (self.offsets[lo] + (i - self.prefix[lo])) as usize
-    }
-}
-
-/// The kernel `adam_ranges` executed on the host, element by element in the kernel's order of
-/// operations. Lengths must match (checked).
-pub fn adam_ranges_emulated(
-    s: &AdamScalars,
-    table: &RangeTable,
-    params: &mut [f32],
-    grads: &[f32],
-    m: &mut [f32],
-    v: &mut [f32],
-) -> Result<()> {
-    let n = params.len();
-    if grads.len() != n || m.len() != n || v.len() != n {
-        return Err(Error::BadInput {
-            what: format!(
-                "adam buffers differ in length: params {n}, grads {}, m {}, v {}",
-                grads.len(),
-                m.len(),
-                v.len()
-            ),
-        });
-    }
-    if table.offsets.is_empty() {
-        return Ok(());
-    }
-    for i in 0..table.total() {
-        let e = table.element(i);
-        let g = grads[e];
-        let mut mi = m[e];
-        mi += s.w1 * (g - mi);
-        let vi = s.b2 * v[e] + s.w2 * g * g;
-        let denom = vi.sqrt() / s.bc2_sqrt + s.eps;
-        m[e] = mi;
-        v[e] = vi;
-        params[e] += s.neg_step * mi / denom;
-    }
-    Ok(())
 }
 
 /// One parameter group on the device: parameters, gradients and Adam's moments, all the same
@@ -154,36 +102,7 @@ pub struct DeviceGroup {
     pub v: DevBuf<f32>,
 }
 
-/// A group's four buffers on the host.
-#[derive(Clone, Debug, PartialEq)]
-pub struct HostGroup {
-    /// Parameters.
-    pub params: Vec<f32>,
-    /// Gradients.
-    pub grads: Vec<f32>,
-    /// Adam first moments.
-    pub m: Vec<f32>,
-    /// Adam second moments.
-    pub v: Vec<f32>,
-}
-
 impl DeviceGroup {
-    /// Upload a group (all four slices must have the same length).
-    pub fn upload(exec: &Arc<dyn Exec>, host: &HostGroup) -> Result<DeviceGroup> {
-        let n = host.params.len();
-        if host.grads.len() != n || host.m.len() != n || host.v.len() != n {
-            return Err(Error::BadInput {
-                what: "a group's params, grads, m and v must have the same length".to_string(),
-            });
-        }
-        Ok(DeviceGroup {
-            params: DevBuf::from_host(exec, &host.params)?,
-            grads: DevBuf::from_host(exec, &host.grads)?,
-            m: DevBuf::from_host(exec, &host.m)?,
-            v: DevBuf::from_host(exec, &host.v)?,
-        })
-    }
-
     /// `n` zeros in all four buffers.
     pub fn zeros(exec: &Arc<dyn Exec>, n: usize) -> Result<DeviceGroup> {
         Ok(DeviceGroup {
@@ -193,36 +112,6 @@ impl DeviceGroup {
             v: DevBuf::zeros(exec, n)?,
         })
     }
-
-    /// Copy the group back to the host.
-    pub fn download(&self) -> Result<HostGroup> {
-        Ok(HostGroup {
-            params: self.params.download()?,
-            grads: self.grads.download()?,
-            m: self.m.download()?,
-            v: self.v.download()?,
-        })
-    }
-
-    /// Number of parameters.
-    pub fn len(&self) -> usize {
-        self.params.len()
-    }
-
-    /// Whether the group is empty.
-    pub fn is_empty(&self) -> bool {
-        self.params.is_empty()
-    }
-}
-
-/// The fast group (RIM modules' own weights, inner loop) and the slow group (attention and the
-/// rest, outer loop), in separate device buffers.
-#[derive(Debug)]
-pub struct FastSlow {
-    /// The fast group.
-    pub fast: DeviceGroup,
-    /// The slow group.
-    pub slow: DeviceGroup,
 }
 
 /// Threads per block of the optimiser kernels.
@@ -236,134 +125,63 @@ pub fn range_config(total: u64) -> LaunchCfg {
     LaunchCfg::linear(blocks, BLOCK, 0)
 }
 
-/// `optim.cu` loaded on one backend.
-#[derive(Debug)]
-pub struct OptimKernels {
-    exec: Arc<dyn Exec>,
-    adam: Func,
-    sgd: Func,
-}
-
-fn func(funcs: &[Func], name: &str) -> Result<Func> {
-    funcs
-        .iter()
-        .find(|f| f.entry.name == name)
-        .cloned()
-        .ok_or_else(|| Error::BadInput {
-            what: format!("kernel entry {name} missing"),
-        })
-}
-
-impl OptimKernels {
-    /// Compile `optim.cu` for `exec` and load it.
-    pub fn load(exec: &Arc<dyn Exec>) -> Result<OptimKernels> {
-        let funcs = exec.load(Kernel::Optim, &[])?;
-        Ok(OptimKernels {
-            exec: exec.clone(),
-            adam: func(&funcs, optim_entry::ADAM_RANGES)?,
-            sgd: func(&funcs, optim_entry::SGD_RANGES)?,
-        })
-    }
-
-    fn upload_table(&self, table: &RangeTable) -> Result<(DevBuf<u64>, DevBuf<u64>)> {
-        Ok((
-            DevBuf::from_host(&self.exec, &table.offsets)?,
-            DevBuf::from_host(&self.exec, &table.prefix)?,
-        ))
-    }
-
-    fn nranges(table: &RangeTable) -> Result<u32> {
-        u32::try_from(table.offsets.len()).map_err(|_| Error::BadInput {
-            what: format!("{} ranges is more than a u32 holds", table.offsets.len()),
-        })
-    }
-
-    /// Step `t` of `adam` on the elements of `group` in `ranges` (the same contract as
-    /// `Adam::update_ranges_at`: other elements stay bit-identical). Ordered after earlier work.
-    pub fn adam(
-        &self,
-        adam: &Adam,
-        t: u64,
-        group: &mut DeviceGroup,
-        ranges: &[Range],
-    ) -> Result<()> {
-        let s = AdamScalars::new(adam, t)?;
-        let table = RangeTable::new(group.len(), ranges)?;
-        if table.total() == 0 {
-            return Ok(());
-        }
-        let nranges = Self::nranges(&table)?;
-        let (off, pre) = self.upload_table(&table)?;
-        exec::launch(
-            &*self.exec,
-            &self.adam,
-            &range_config(table.total()),
-            &[
-                group.params.arg(),
-                group.grads.arg(),
-                group.m.arg(),
-                group.v.arg(),
-                off.arg(),
-                pre.arg(),
-                Arg::U32(nranges),
-                Arg::F32(s.neg_step),
-                Arg::F32(s.bc2_sqrt),
-                Arg::F32(s.w1),
-                Arg::F32(s.b2),
-                Arg::F32(s.w2),
-                Arg::F32(s.eps),
-            ],
-        )?;
-        // The tables must outlive the launch: wait before they are freed.
-        self.exec.sync()
-    }
-
-    /// `sgd` on the elements of `params` in `ranges` (as `Sgd::step_ranges`).
-    pub fn sgd(
-        &self,
-        sgd: &Sgd,
-        params: &mut DevBuf<f32>,
-        grads: &DevBuf<f32>,
-        ranges: &[Range],
-    ) -> Result<()> {
-        if grads.len() != params.len() {
-            return Err(Error::BadInput {
-                what: format!(
-                    "sgd: {} gradients for {} parameters",
-                    grads.len(),
-                    params.len()
-                ),
-            });
-        }
-        let table = RangeTable::new(params.len(), ranges)?;
-        if table.total() == 0 {
-            return Ok(());
-        }
-        let nranges = Self::nranges(&table)?;
-        let (off, pre) = self.upload_table(&table)?;
-        let neg_lr = (-sgd.lr) as f32;
-        exec::launch(
-            &*self.exec,
-            &self.sgd,
-            &range_config(table.total()),
-            &[
-                params.arg(),
-                grads.arg(),
-                off.arg(),
-                pre.arg(),
-                Arg::U32(nranges),
-                Arg::F32(neg_lr),
-            ],
-        )?;
-        self.exec.sync()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use metarim_core::rng::Pcg32;
     use proptest::prelude::*;
+
+    /// The buffer element of selected element `i` of `table` (the kernels' `range_element`).
+    fn element(table: &RangeTable, i: u64) -> usize {
+        let (mut lo, mut hi) = (0usize, table.offsets.len());
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if table.prefix[mid] <= i {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        (table.offsets[lo] + (i - table.prefix[lo])) as usize
+    }
+
+    /// `adam_masked` with nothing skipped and no clipping, written out on the host element by
+    /// element in the kernel's order of operations. Lengths must match (checked).
+    fn adam_emulated(
+        s: &AdamScalars,
+        table: &RangeTable,
+        params: &mut [f32],
+        grads: &[f32],
+        m: &mut [f32],
+        v: &mut [f32],
+    ) -> Result<()> {
+        let n = params.len();
+        if grads.len() != n || m.len() != n || v.len() != n {
+            return Err(Error::BadInput {
+                what: format!(
+                    "adam buffers differ in length: params {n}, grads {}, m {}, v {}",
+                    grads.len(),
+                    m.len(),
+                    v.len()
+                ),
+            });
+        }
+        if table.offsets.is_empty() {
+            return Ok(());
+        }
+        for i in 0..table.total() {
+            let e = element(table, i);
+            let g = grads[e];
+            let mut mi = m[e];
+            mi += s.w1 * (g - mi);
+            let vi = s.b2 * v[e] + s.w2 * g * g;
+            let denom = vi.sqrt() / s.bc2_sqrt + s.eps;
+            m[e] = mi;
+            v[e] = vi;
+            params[e] += s.neg_step * mi / denom;
+        }
+        Ok(())
+    }
 
     fn random(rng: &mut Pcg32, n: usize, scale: f32) -> Vec<f32> {
         (0..n)
@@ -415,7 +233,7 @@ mod tests {
             let (mut p, mut m, mut v) = (p0.clone(), m0.clone(), v0.clone());
             let s = AdamScalars::new(&adam, t).unwrap();
             let table = RangeTable::new(n, &ranges).unwrap();
-            adam_ranges_emulated(&s, &table, &mut p, &g, &mut m, &mut v).unwrap();
+            adam_emulated(&s, &table, &mut p, &g, &mut m, &mut v).unwrap();
 
             let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             prop_assert_eq!(bits(&p), bits(&p_cpu));
@@ -428,7 +246,7 @@ mod tests {
     fn range_table_maps_every_selected_element_once() {
         let ranges = [(10, 3), (0, 0), (2, 4), (20, 1)];
         let t = RangeTable::new(30, &ranges).unwrap();
-        let got: Vec<usize> = (0..t.total()).map(|i| t.element(i)).collect();
+        let got: Vec<usize> = (0..t.total()).map(|i| element(&t, i)).collect();
         assert_eq!(got, vec![10, 11, 12, 2, 3, 4, 5, 20]);
     }
 
@@ -441,6 +259,6 @@ mod tests {
         let s = AdamScalars::new(&Adam::babyai(), 1).unwrap();
         let t = RangeTable::new(3, &[(0, 3)]).unwrap();
         let (mut p, mut m, mut v) = (vec![0.0; 3], vec![0.0; 3], vec![0.0; 2]);
-        assert!(adam_ranges_emulated(&s, &t, &mut p, &[0.0; 3], &mut m, &mut v).is_err());
+        assert!(adam_emulated(&s, &t, &mut p, &[0.0; 3], &mut m, &mut v).is_err());
     }
 }

@@ -148,57 +148,51 @@ fn acting_matches_policy_step() {
     }
 }
 
+/// The training path's Adam kernel (`adam_masked`) against `Adam::update_ranges_at` bit for
+/// bit, over random ranges tagged with modules, once with nothing skipped and once with the
+/// ranges of an inactive module skipped (left bit-identical).
 #[test]
-fn adam_kernels_match_the_cpu_bit_for_bit() {
-    use metarim_core::nn::optim::{Adam, Range, Sgd};
+fn adam_kernel_matches_the_cpu_bit_for_bit() {
+    use metarim_core::nn::optim::{Adam, Range};
     use metarim_core::rng::Pcg32;
-    use metarim_cuda::optim::{DeviceGroup, HostGroup, OptimKernels};
     let Some(exec) = emu() else { return };
-    let k = OptimKernels::load(&exec).unwrap_or_else(|e| panic!("{e}"));
     let mut rng = Pcg32::new(0x0e1);
-    let rnd = |rng: &mut Pcg32, n: usize, s: f32| -> Vec<f32> {
-        (0..n).map(|_| (rng.gen_f32() * 2.0 - 1.0) * s).collect()
-    };
     for trial in 0..6 {
         let n = 1 + rng.below(3000) as usize;
         let mut cuts: Vec<usize> = (0..8).map(|_| rng.below(n as u32 + 1) as usize).collect();
         cuts.sort_unstable();
         let ranges: Vec<Range> = cuts.chunks(2).map(|c| (c[0], c[1] - c[0])).rev().collect();
-        let host = HostGroup {
-            params: rnd(&mut rng, n, 1.0),
-            grads: rnd(&mut rng, n, 0.1),
-            m: rnd(&mut rng, n, 0.01),
-            v: rnd(&mut rng, n, 0.01).iter().map(|x| x * x).collect(),
-        };
+        let modules: Vec<i32> = (0..ranges.len() as i32).map(|r| r % 3 - 1).collect();
+        let host = HostGroup::random(&mut rng, n);
         let adam = Adam::new(1e-3, 0.9, 0.999, 1e-5);
         let t = 1 + u64::from(rng.below(500));
-        let mut dg = DeviceGroup::upload(&exec, &host).unwrap_or_else(|e| panic!("{e}"));
-        k.adam(&adam, t, &mut dg, &ranges)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let sgd = Sgd { lr: 0.05 };
-        k.sgd(&sgd, &mut dg.params, &dg.grads, &ranges)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let got = dg.download().unwrap_or_else(|e| panic!("{e}"));
-        let mut want = host.clone();
-        adam.update_ranges_at(
-            t,
-            &mut want.params,
-            &want.grads,
-            &mut want.m,
-            &mut want.v,
-            &ranges,
-        )
-        .unwrap();
-        sgd.step_ranges(&mut want.params, &want.grads, &ranges)
+        // Module 1 inactive: its ranges are skipped; shared ranges (-1) never are.
+        let counts = [3u32, 0, 1];
+        for mask in [None, Some(&counts[..])] {
+            let got = adam_masked_on_device(&exec, &adam, t, &host, &ranges, &modules, mask);
+            let selected: Vec<Range> = ranges
+                .iter()
+                .zip(&modules)
+                .filter(|(_, &m)| mask.is_none() || m != 1)
+                .map(|(r, _)| *r)
+                .collect();
+            let mut want = host.clone();
+            adam.update_ranges_at(
+                t,
+                &mut want.params,
+                &want.grads,
+                &mut want.m,
+                &mut want.v,
+                &selected,
+            )
             .unwrap();
-        let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-        assert_eq!(
-            bits(&got.params),
-            bits(&want.params),
-            "trial {trial}: params"
-        );
-        assert_eq!(bits(&got.m), bits(&want.m), "trial {trial}: m");
-        assert_eq!(bits(&got.v), bits(&want.v), "trial {trial}: v");
+            let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            let what = format!("trial {trial}, masked {}", mask.is_some());
+            assert_eq!(bits(&got.params), bits(&want.params), "{what}: params");
+            assert_eq!(bits(&got.m), bits(&want.m), "{what}: m");
+            assert_eq!(bits(&got.v), bits(&want.v), "{what}: v");
+            assert_eq!(bits(&got.grads), bits(&host.grads), "{what}: grads");
+        }
     }
 }
 
@@ -245,20 +239,40 @@ fn bad_input_is_an_error_naming_it() {
     chunks[1].starts.pop();
     chunks[1].samples.pop();
     assert!(run(&mut dev, &chunks).contains("equal length"));
-    // A launch whose arguments do not match the kernel's parameters is refused.
+    // A launch whose arguments do not match the kernel's parameters is refused, naming them.
     let funcs = exec
         .load(metarim_cuda::Kernel::Optim, &[])
         .unwrap_or_else(|e| panic!("{e}"));
+    let clip = funcs
+        .iter()
+        .find(|f| f.entry.name == "clip_finish")
+        .expect("optim.cu has clip_finish");
     let buf = DevBuf::<f32>::zeros(&exec, 4).unwrap_or_else(|e| panic!("{e}"));
     let e = launch(
         &*exec,
-        &funcs[1],
+        clip,
         &LaunchCfg::linear(1, 32, 0),
         &[buf.arg(), Arg::U32(3)],
     )
     .unwrap_err()
     .to_string();
-    assert!(e.contains("sgd_ranges") && e.contains("declared"), "{e}");
+    assert!(
+        e.contains("clip_finish") && e.contains("declared") && e.contains("max_norm"),
+        "{e}"
+    );
+    // Typed arguments for another entry point are refused too.
+    let typed = metarim_cuda::args::LayoutInfo {
+        out: DevBuf::<u32>::zeros(&exec, 25)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .ptr(),
+    };
+    let e = metarim_cuda::exec::launch_typed(&*exec, clip, &LaunchCfg::linear(1, 1, 0), &typed)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("layout_info") && e.contains("clip_finish"),
+        "{e}"
+    );
     // Buffer extents are checked.
     assert!(buf.slice(2, 3).is_err());
     assert!(buf.upload_at(3, &[1.0, 2.0]).is_err());

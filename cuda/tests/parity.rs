@@ -1,5 +1,5 @@
-//! GPU parity of every kernel against the CPU reference (`metarim_core`): the optimiser kernels
-//! on separate fast and slow device buffers, the full gradient pass (encoder, instruction
+//! GPU parity of every kernel against the CPU reference (`metarim_core`): the training path's
+//! Adam kernel on a fast and a slow group, the full gradient pass (encoder, instruction
 //! encoder, RIM or LSTM memory, heads and PPO loss, every weight-gradient reduction) against
 //! `Policy::chunk_backward`, one PPO update per mode (meta-rim, reversed, joint, lstm) against
 //! the host trainer's arithmetic, and the batched acting step against `Policy::step`, all within
@@ -12,11 +12,10 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use metarim_core::nn::optim::{Adam, Range, Sgd};
+use metarim_core::nn::optim::{Adam, Range};
 use metarim_core::rng::Pcg32;
 use metarim_cuda::cuda_exec::CudaExec;
 use metarim_cuda::exec::Exec;
-use metarim_cuda::optim::{DeviceGroup, FastSlow, HostGroup, OptimKernels};
 use metarim_cuda::{detect, Backend};
 
 /// The device, or `None` after printing why the test skips.
@@ -36,21 +35,6 @@ fn device() -> Option<Arc<dyn Exec>> {
     }
 }
 
-fn random(rng: &mut Pcg32, n: usize, scale: f32) -> Vec<f32> {
-    (0..n)
-        .map(|_| (rng.gen_f32() * 2.0 - 1.0) * scale)
-        .collect()
-}
-
-fn group(rng: &mut Pcg32, n: usize) -> HostGroup {
-    HostGroup {
-        params: random(rng, n, 1.0),
-        grads: random(rng, n, 0.1),
-        m: random(rng, n, 0.01),
-        v: random(rng, n, 0.01).iter().map(|x| x * x).collect(),
-    }
-}
-
 /// Disjoint ranges over `n`, some empty, not in offset order.
 fn ranges(rng: &mut Pcg32, n: usize) -> Vec<Range> {
     let mut cuts: Vec<usize> = (0..12).map(|_| rng.below(n as u32 + 1) as usize).collect();
@@ -60,17 +44,21 @@ fn ranges(rng: &mut Pcg32, n: usize) -> Vec<Range> {
     out
 }
 
+/// The training path's Adam kernel (`adam_masked`) on a fast group (random ranges, nothing
+/// skipped) and a slow group (one range) against `Adam::update_ranges_at`.
 #[test]
-fn adam_and_sgd_on_device_match_the_cpu() {
+fn adam_on_device_matches_the_cpu() {
     let Some(exec) = device() else { return };
-    let k = OptimKernels::load(&exec).unwrap_or_else(|e| panic!("{e}"));
     let mut rng = Pcg32::new(0x5eed_0005);
     for trial in 0..4 {
         let (nf, ns) = (
             1 + rng.below(50_000) as usize,
             1 + rng.below(50_000) as usize,
         );
-        let (fast0, slow0) = (group(&mut rng, nf), group(&mut rng, ns));
+        let (fast0, slow0) = (
+            HostGroup::random(&mut rng, nf),
+            HostGroup::random(&mut rng, ns),
+        );
         let fast_ranges = ranges(&mut rng, nf);
         let slow_ranges = [(0, ns)];
         let (fast_opt, slow_opt) = (
@@ -78,24 +66,9 @@ fn adam_and_sgd_on_device_match_the_cpu() {
             Adam::new(1e-4, 0.9, 0.999, 1e-5),
         );
         let t = 1 + u64::from(rng.below(1000));
-        let mut bufs = FastSlow {
-            fast: DeviceGroup::upload(&exec, &fast0).unwrap_or_else(|e| panic!("{e}")),
-            slow: DeviceGroup::upload(&exec, &slow0).unwrap_or_else(|e| panic!("{e}")),
-        };
-        k.adam(&fast_opt, t, &mut bufs.fast, &fast_ranges)
-            .unwrap_or_else(|e| panic!("{e}"));
-        k.adam(&slow_opt, t, &mut bufs.slow, &slow_ranges)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let sgd = Sgd { lr: 0.05 };
-        let sgd_ranges: Vec<Range> = fast_ranges
-            .iter()
-            .copied()
-            .filter(|&(o, l)| o + l <= ns)
-            .collect();
-        k.sgd(&sgd, &mut bufs.slow.params, &bufs.slow.grads, &sgd_ranges)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let fast = bufs.fast.download().unwrap_or_else(|e| panic!("{e}"));
-        let slow = bufs.slow.download().unwrap_or_else(|e| panic!("{e}"));
+        let shared = vec![-1; fast_ranges.len()];
+        let fast = adam_masked_on_device(&exec, &fast_opt, t, &fast0, &fast_ranges, &shared, None);
+        let slow = adam_masked_on_device(&exec, &slow_opt, t, &slow0, &slow_ranges, &[-1], None);
         let mut cf = fast0.clone();
         fast_opt
             .update_ranges_at(
@@ -117,8 +90,6 @@ fn adam_and_sgd_on_device_match_the_cpu() {
                 &mut cs.v,
                 &slow_ranges,
             )
-            .unwrap();
-        sgd.step_ranges(&mut cs.params, &cs.grads, &sgd_ranges)
             .unwrap();
         for (name, g, c) in [
             ("fast params", &fast.params, &cf.params),

@@ -109,12 +109,14 @@ fn every_kernel_compiles_for_sm_90_and_passes_ptxas() {
             for e in k.entries() {
                 let types = ptx_param_types(&ptx, e.name)
                     .unwrap_or_else(|| panic!("{}: PTX has no entry {}", k.file_name(), e.name));
-                assert_eq!(types.len(), e.sig.len(), "{}: parameter count", e.name);
-                for (i, (t, c)) in types.iter().zip(e.sig.chars()).enumerate() {
+                assert_eq!(types.len(), e.params.len(), "{}: parameter count", e.name);
+                for (t, p) in types.iter().zip(e.params) {
+                    let c = p.kind.code();
                     assert!(
                         ArgKind::ptx_types(c).contains(&t.as_str()),
-                        "{}: parameter {i} is {t} in the PTX, declared {c}",
-                        e.name
+                        "{}: parameter {} is {t} in the PTX, declared {c}",
+                        e.name,
+                        p.name
                     );
                 }
             }

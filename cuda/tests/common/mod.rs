@@ -1,7 +1,8 @@
 //! Shared by the parity tests on the CPU emulator (`emu.rs`) and on a GPU (`parity.rs`): random
 //! models and minibatches from real episodes, the CPU reference of a gradient pass and of one
-//! PPO update (the host trainer's `compute_grads` + `Optim::step`, written out on the core), and
-//! the comparisons.
+//! PPO update (the host trainer's `compute_grads` written out on the core, and the core's
+//! optimiser step, `metarim_core::nn::split::clip_adam_step`, which the trainer runs), and the
+//! comparisons.
 #![allow(dead_code)]
 
 use std::sync::Arc;
@@ -12,12 +13,13 @@ use metarim_core::mission::vocab::{tokenize, MAX_TOKENS};
 use metarim_core::nn::dims::{CellKind, EncoderKind, MemoryKind, ModelDims, RimDims, PAPER, TINY};
 use metarim_core::nn::init::InitConfig;
 use metarim_core::nn::loss::{PpoCoefs, PpoSample, PpoTerms};
-use metarim_core::nn::optim::{clip_coef, Adam, Range};
-use metarim_core::nn::params::{Group, GroupBufs, GroupBufsMut, Layout, Mode, FAST_RANGES};
+use metarim_core::nn::optim::{Adam, Range};
+use metarim_core::nn::params::{Group, GroupBufs, GroupBufsMut, Layout, Mode};
 use metarim_core::nn::policy::{
     chunk_work_len, init_params, state_len, ChunkStats, ChunkStep, Policy, MAX_MODULES,
 };
 use metarim_core::nn::rim::CommGrad;
+use metarim_core::nn::split::{clip_adam_step, OtherGroup, Phase, StepBuffers};
 use metarim_core::rng::Pcg32;
 use metarim_cuda::engine::{ActInput, CudaPolicy, PassChunk};
 use metarim_cuda::exec::Exec;
@@ -350,26 +352,8 @@ pub fn scalar_rel(a: f64, b: f64) -> f64 {
     (a - b).abs() / b.abs().max(1.0)
 }
 
-/// The host trainer's phases.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    All,
-    Inner,
-    Outer,
-}
-
-/// Groups a phase updates (host Optim::groups with the `other` group slow).
-pub fn phase_groups(mode: Mode, phase: Phase) -> Vec<Group> {
-    let meta = matches!(mode, Mode::MetaRim | Mode::Reversed);
-    match (meta, phase) {
-        (false, _) | (true, Phase::All) => Group::ALL.to_vec(),
-        (true, Phase::Inner) => vec![Group::Fast],
-        (true, Phase::Outer) => vec![Group::Slow, Group::Other],
-    }
-}
-
-/// The CPU reference of one optimiser step (host Optim::step): global norm over the phase's
-/// groups (fast restricted to the active modules outside Phase::All), clip, Adam step t.
+/// The CPU reference of one optimiser step: the core's [`clip_adam_step`] (what the host
+/// trainer runs), with the `other` group slow. Returns the pre-clip norm.
 #[allow(clippy::too_many_arguments)]
 pub fn cpu_adam_step(
     layout: &Layout,
@@ -377,56 +361,28 @@ pub fn cpu_adam_step(
     grads: &mut Groups,
     m: &mut Groups,
     v: &mut Groups,
-    groups: &[Group],
     phase: Phase,
     active: &[bool],
-    adam: &Adam,
-    t: u64,
+    adam: &mut Adam,
     max_norm: f32,
 ) -> f32 {
-    let mut fast = heapless::Vec::<Range, FAST_RANGES>::new();
-    layout.fast_ranges(active, &mut fast).expect("fast ranges");
-    let ranges_of = |g: Group, n: usize| -> Vec<Range> {
-        if g == Group::Fast && phase != Phase::All {
-            fast.to_vec()
-        } else {
-            vec![(0, n)]
-        }
+    let bufs = StepBuffers {
+        params: params.bufs_mut(),
+        grads: grads.bufs_mut(),
+        m: m.bufs_mut(),
+        v: v.bufs_mut(),
     };
-    let mut sq = 0.0f64;
-    for &g in groups {
-        let buf = grads.group(g);
-        for (off, len) in ranges_of(g, buf.len()) {
-            sq += buf[off..off + len]
-                .iter()
-                .map(|x| f64::from(*x) * f64::from(*x))
-                .sum::<f64>();
-        }
-    }
-    let norm = sq.sqrt() as f32;
-    let coef = clip_coef(norm, max_norm);
-    for &g in groups {
-        let n = params.group(g).len();
-        let ranges = ranges_of(g, n);
-        if coef != 1.0 {
-            for (off, len) in &ranges {
-                for x in &mut grads.group_mut(g)[*off..*off + *len] {
-                    *x *= coef;
-                }
-            }
-        }
-        let grad = grads.group(g).to_vec();
-        adam.update_ranges_at(
-            t,
-            params.group_mut(g),
-            &grad,
-            m.group_mut(g),
-            v.group_mut(g),
-            &ranges,
-        )
-        .expect("adam");
-    }
-    norm
+    clip_adam_step(
+        layout,
+        bufs,
+        adam,
+        phase,
+        OtherGroup::Slow,
+        active,
+        max_norm,
+    )
+    .expect("optimiser step")
+    .expect("a finite gradient norm")
 }
 
 /// Acting parity: `steps` batched steps of `n` environments on the device against
@@ -571,37 +527,34 @@ pub fn ppo_update_parity(
     mode: Mode,
 ) {
     let (layout, params) = model(dims, mode, 21);
-    let meta = matches!(mode, Mode::MetaRim | Mode::Reversed);
-    let phases = if meta {
+    let phases = if mode.is_meta() {
         vec![(Phase::Inner, 2), (Phase::Outer, 1)]
     } else {
         vec![(Phase::All, 1), (Phase::All, 2)]
     };
-    let fast = Adam::new(3e-3, 0.9, 0.999, 1e-5);
-    let slow = Adam::new(1e-3, 0.9, 0.999, 1e-5);
+    let mut fast = Adam::new(3e-3, 0.9, 0.999, 1e-5);
+    let mut slow = Adam::new(1e-3, 0.9, 0.999, 1e-5);
     // A small max_norm so clipping engages.
     let max_norm = 0.05f32;
     let mut cpu = params.clone();
     let (mut m, mut v) = (Groups::zeros(&layout), Groups::zeros(&layout));
     let mut dev =
         CudaPolicy::new(exec.clone(), &layout, params.bufs()).unwrap_or_else(|e| panic!("{e}"));
-    let (mut t_fast, mut t_slow) = (0u64, 0u64);
     for (k, (phase, len)) in phases.iter().enumerate() {
         let chunks = minibatch(layout.dims(), 3, 3 * len, 0.2, 40 + k as u64);
         let (mut g, st) = cpu_grads(&layout, &cpu, &chunks);
         let n = layout.dims().rim.n_modules;
         let active: Vec<bool> = st.active_steps[..n].iter().map(|c| *c > 0).collect();
-        let groups = phase_groups(mode, *phase);
-        let (opt, t) = if *phase == Phase::Inner {
-            t_fast += 1;
-            (&fast, t_fast)
+        let groups = mode.phase_groups(*phase, OtherGroup::Slow).to_vec();
+        let opt = if *phase == Phase::Inner {
+            &mut fast
         } else {
-            t_slow += 1;
-            (&slow, t_slow)
+            &mut slow
         };
         let norm = cpu_adam_step(
-            &layout, &mut cpu, &mut g, &mut m, &mut v, &groups, *phase, &active, opt, t, max_norm,
+            &layout, &mut cpu, &mut g, &mut m, &mut v, *phase, &active, opt, max_norm,
         );
+        let (opt, t) = (*opt, opt.t);
         let steps: Vec<Vec<_>> = chunks.iter().map(Chunk::steps).collect();
         let pass: Vec<PassChunk<'_, '_>> = steps
             .iter()
@@ -614,7 +567,7 @@ pub fn ppo_update_parity(
         let total: usize = chunks.iter().map(|c| c.obs.len()).sum();
         dev.grad_pass(&pass, &coefs(), 1.0 / total as f32)
             .unwrap_or_else(|e| panic!("{e}"));
-        dev.adam_step(&groups, *phase != Phase::All, opt, t, max_norm)
+        dev.adam_step(&groups, *phase != Phase::All, &opt, t, max_norm)
             .unwrap_or_else(|e| panic!("{e}"));
         let stats = dev.take_stats().unwrap_or_else(|e| panic!("{e}"));
         let ne = scalar_rel(f64::from(stats.norms[0]), f64::from(norm));
@@ -655,4 +608,93 @@ pub fn ppo_update_parity(
         }
     }
     println!("{what}: params {wp:.2e}, m {wm:.2e}, v {wv:.2e}");
+}
+
+/// A parameter group's four buffers on the host (the optimiser kernel tests).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostGroup {
+    pub params: Vec<f32>,
+    pub grads: Vec<f32>,
+    pub m: Vec<f32>,
+    pub v: Vec<f32>,
+}
+
+impl HostGroup {
+    /// `n` random parameters, gradients and moments (second moments non-negative).
+    pub fn random(rng: &mut Pcg32, n: usize) -> HostGroup {
+        let mut rnd =
+            |s: f32| -> Vec<f32> { (0..n).map(|_| (rng.gen_f32() * 2.0 - 1.0) * s).collect() };
+        let (params, grads, m) = (rnd(1.0), rnd(0.1), rnd(0.01));
+        let v = rnd(0.01).iter().map(|x| x * x).collect();
+        HostGroup {
+            params,
+            grads,
+            m,
+            v,
+        }
+    }
+}
+
+/// Step `t` of `adam` with the training path's kernel `adam_masked` on the elements of `group`
+/// in `ranges` (range `r` tagged with module `modules[r]`, skipped where `counts` is zero;
+/// `counts` `None`: nothing skipped), no clipping; the group after the step.
+pub fn adam_masked_on_device(
+    exec: &Arc<dyn Exec>,
+    adam: &Adam,
+    t: u64,
+    group: &HostGroup,
+    ranges: &[Range],
+    modules: &[i32],
+    counts: Option<&[u32]>,
+) -> HostGroup {
+    use metarim_cuda::args::AdamMasked;
+    use metarim_cuda::exec::{launch_typed, DevBuf, KernelArgs, Ptr};
+    use metarim_cuda::optim::{range_config, AdamScalars, RangeTable};
+    let ok = |e: metarim_cuda::Error| -> ! { panic!("{e}") };
+    let funcs = exec
+        .load(metarim_cuda::Kernel::Optim, &[])
+        .unwrap_or_else(|e| ok(e));
+    let f = funcs
+        .iter()
+        .find(|f| f.entry.name == AdamMasked::ENTRY.name)
+        .expect("optim.cu has adam_masked");
+    let up = |x: &[f32]| DevBuf::from_host(exec, x).unwrap_or_else(|e| ok(e));
+    let (p, g, m, v) = (
+        up(&group.params),
+        up(&group.grads),
+        up(&group.m),
+        up(&group.v),
+    );
+    let table = RangeTable::new(group.params.len(), ranges).unwrap_or_else(|e| ok(e));
+    let off = DevBuf::from_host(exec, &table.offsets).unwrap_or_else(|e| ok(e));
+    let prefix = DevBuf::from_host(exec, &table.prefix).unwrap_or_else(|e| ok(e));
+    let module = DevBuf::from_host(exec, modules).unwrap_or_else(|e| ok(e));
+    let counts_buf = counts.map(|c| DevBuf::from_host(exec, c).unwrap_or_else(|e| ok(e)));
+    let s = AdamScalars::new(adam, t).unwrap_or_else(|e| ok(e));
+    let args = AdamMasked {
+        params: p.ptr(),
+        grads: g.ptr(),
+        m: m.ptr(),
+        v: v.ptr(),
+        range_off: off.ptr(),
+        range_prefix: prefix.ptr(),
+        range_module: module.ptr(),
+        counts: counts_buf.as_ref().map_or(Ptr::NULL, |c| c.ptr()),
+        nranges: ranges.len() as u32,
+        coef: Ptr::NULL,
+        neg_step: s.neg_step,
+        bc2_sqrt: s.bc2_sqrt,
+        w1: s.w1,
+        b2: s.b2,
+        w2: s.w2,
+        eps: s.eps,
+    };
+    launch_typed(&**exec, f, &range_config(table.total()), &args).unwrap_or_else(|e| ok(e));
+    let down = |b: &DevBuf<f32>| b.download().unwrap_or_else(|e| ok(e));
+    HostGroup {
+        params: down(&p),
+        grads: down(&g),
+        m: down(&m),
+        v: down(&v),
+    }
 }

@@ -1,0 +1,703 @@
+//! The gradient pass over a minibatch of equal-length chunks, in phases: staging and upload of
+//! the minibatch, the input encoders, the memory forward over the steps, the heads and the PPO
+//! loss, the memory backward through time, the weight-gradient reductions (memory, heads,
+//! encoder, instruction encoder) and the statistics.
+
+use std::sync::Arc;
+
+use metarim_core::mission::vocab::VOCAB_SIZE;
+use metarim_core::nn::dims::{EncoderKind, MemoryKind};
+use metarim_core::nn::loss::PpoCoefs;
+use metarim_core::nn::params::{Role, TensorKind};
+
+use super::launch::{MemoryStep, Operand, WeightGrad};
+use super::{bad, linear_cfg, pack_tokens, push_obs, CudaPolicy, PassChunk};
+use crate::args::{
+    CountActive, EncoderBwd, EncoderWgrad, InstrBwd, InstrDsum, InstrEmbGrad, LstmBwdStep,
+    PpoHeadsBwd, RimBwdStep, SumTerms,
+};
+use crate::exec::{DevBuf, Exec, LaunchCfg, Ptr};
+use crate::layout::{ModelLayout, N_TERMS};
+use crate::Result;
+
+/// Minibatch buffers (grown on demand).
+#[derive(Debug)]
+pub(super) struct Work {
+    s_cap: usize,
+    b_cap: usize,
+    obs: DevBuf<u8>,
+    reset: DevBuf<u8>,
+    action: DevBuf<i32>,
+    old_lp: DevBuf<f32>,
+    old_v: DevBuf<f32>,
+    adv: DevBuf<f32>,
+    ret: DevBuf<f32>,
+    x: DevBuf<f32>,
+    enc_cache: DevBuf<f32>,
+    enc_delta: DevBuf<f32>,
+    seg_tokens: DevBuf<u16>,
+    seg_of: DevBuf<u32>,
+    seg_chunk: DevBuf<u32>,
+    seg_t0: DevBuf<u32>,
+    seg_t1: DevBuf<u32>,
+    instr_out: DevBuf<f32>,
+    instr_cache: DevBuf<f32>,
+    instr_xs: DevBuf<f32>,
+    instr_delta: DevBuf<f32>,
+    d_instr: DevBuf<f32>,
+    states: DevBuf<f32>,
+    state_in: DevBuf<f32>,
+    mem_cache: DevBuf<f32>,
+    mem_delta: DevBuf<f32>,
+    logits: DevBuf<f32>,
+    values: DevBuf<f32>,
+    heads_cache: DevBuf<f32>,
+    dh: DevBuf<f32>,
+    terms: DevBuf<f32>,
+    heads_delta: DevBuf<f32>,
+    carry: DevBuf<f32>,
+    dx: DevBuf<f32>,
+}
+
+/// Host staging of a minibatch (reused).
+#[derive(Debug, Default)]
+pub(super) struct Staging {
+    obs: Vec<u8>,
+    reset: Vec<u8>,
+    action: Vec<i32>,
+    old_lp: Vec<f32>,
+    old_v: Vec<f32>,
+    adv: Vec<f32>,
+    ret: Vec<f32>,
+    init: Vec<f32>,
+    seg_tokens: Vec<u16>,
+    seg_of: Vec<u32>,
+    seg_chunk: Vec<u32>,
+    seg_t0: Vec<u32>,
+    seg_t1: Vec<u32>,
+}
+
+/// The shape of a staged minibatch: `t_len` steps of `b` chunks (`s = t_len * b` samples, step
+/// major), and `g` instruction segments.
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    t_len: usize,
+    b: usize,
+    s: usize,
+    g: usize,
+}
+
+impl Work {
+    fn new(exec: &Arc<dyn Exec>, ml: &ModelLayout, s: usize, b: usize) -> Result<Work> {
+        let d = &ml.dims;
+        let sl = ml.state_len();
+        let (mc, md) = match d.memory {
+            MemoryKind::Rim => (ml.rim_cache, ml.rim_delta),
+            MemoryKind::Lstm => (ml.lstm_cache, ml.lstm_delta),
+        };
+        let mt = d.max_tokens;
+        let g = s; // at most one segment per step
+        let f = |n: usize| DevBuf::<f32>::zeros(exec, n);
+        Ok(Work {
+            s_cap: s,
+            b_cap: b,
+            obs: DevBuf::zeros(exec, s * 147)?,
+            reset: DevBuf::zeros(exec, s)?,
+            action: DevBuf::zeros(exec, s)?,
+            old_lp: f(s)?,
+            old_v: f(s)?,
+            adv: f(s)?,
+            ret: f(s)?,
+            x: f(s * ml.input)?,
+            enc_cache: f(s * ml.enc_cache)?,
+            enc_delta: f(s * ml.enc_delta)?,
+            seg_tokens: DevBuf::zeros(exec, g * mt)?,
+            seg_of: DevBuf::zeros(exec, s)?,
+            seg_chunk: DevBuf::zeros(exec, g)?,
+            seg_t0: DevBuf::zeros(exec, g)?,
+            seg_t1: DevBuf::zeros(exec, g)?,
+            instr_out: f(g * d.instr_hidden)?,
+            instr_cache: f(g * ml.instr_cache)?,
+            instr_xs: f(g * mt * d.word_dim)?,
+            instr_delta: f(g * mt * ml.instr_delta)?,
+            d_instr: f(g * d.instr_hidden)?,
+            states: f((s + b) * sl)?,
+            state_in: f(s * sl)?,
+            mem_cache: f(s * mc)?,
+            mem_delta: f(s * md)?,
+            logits: f(s * d.n_actions)?,
+            values: f(s)?,
+            heads_cache: f(s * ml.heads_cache)?,
+            dh: f(s * ml.mw)?,
+            terms: f(s * N_TERMS)?,
+            heads_delta: f(s * ml.heads_delta)?,
+            carry: f(b * sl)?,
+            dx: f(s * ml.input)?,
+        })
+    }
+}
+
+impl CudaPolicy {
+    // ---- staging ---------------------------------------------------------------------------
+
+    /// Validate the chunks, stage the minibatch on the host (step major) and upload it into
+    /// the work buffers (grown when needed).
+    fn stage(&mut self, chunks: &[PassChunk<'_, '_>]) -> Result<Shape> {
+        let b = chunks.len();
+        if b == 0 {
+            return Err(bad("a gradient pass needs at least one chunk"));
+        }
+        let t_len = chunks[0].steps.len();
+        if t_len == 0 || chunks.iter().any(|c| c.steps.len() != t_len) {
+            return Err(bad(
+                "the chunks of a gradient pass must be non-empty and of equal length",
+            ));
+        }
+        self.stage_steps(chunks, t_len)?;
+        self.stage_segments(chunks, t_len)?;
+        let s = t_len * b;
+        let shape = Shape {
+            t_len,
+            b,
+            s,
+            g: self.staging.seg_chunk.len(),
+        };
+        let need_new = match &self.work {
+            Some(w) => w.s_cap < s || w.b_cap < b,
+            None => true,
+        };
+        if need_new {
+            self.work = None;
+            self.work = Some(Work::new(&self.exec, &self.ml, s, b)?);
+        }
+        self.upload_staged()?;
+        Ok(shape)
+    }
+
+    /// The chunks' initial states and every step's observation, episode start and PPO sample
+    /// into the staging vectors, step major; checks state lengths, cell codes and actions.
+    fn stage_steps(&mut self, chunks: &[PassChunk<'_, '_>], t_len: usize) -> Result<()> {
+        let d = *self.layout.dims();
+        let sl = self.ml.state_len();
+        let bow = d.encoder == EncoderKind::Bow;
+        let st = &mut self.staging;
+        st.obs.clear();
+        st.reset.clear();
+        st.action.clear();
+        st.old_lp.clear();
+        st.old_v.clear();
+        st.adv.clear();
+        st.ret.clear();
+        st.init.clear();
+        for c in chunks {
+            if c.init_state.len() != sl {
+                return Err(bad(format!(
+                    "a chunk's initial state has {} values, the model's state has {sl}",
+                    c.init_state.len()
+                )));
+            }
+            st.init.extend_from_slice(c.init_state);
+        }
+        for t in 0..t_len {
+            for c in chunks {
+                let step = &c.steps[t];
+                push_obs(step.obs, bow, &mut st.obs)?;
+                st.reset.push(u8::from(step.episode_start));
+                let a = step.sample.action;
+                if a >= d.n_actions {
+                    return Err(bad(format!(
+                        "action {a} is not below the number of actions {}",
+                        d.n_actions
+                    )));
+                }
+                st.action.push(a as i32);
+                st.old_lp.push(step.sample.old_logprob);
+                st.old_v.push(step.sample.old_value);
+                st.adv.push(step.sample.advantage);
+                st.ret.push(step.sample.ret);
+            }
+        }
+        Ok(())
+    }
+
+    /// The instruction segments: a chunk's first step and every episode start begin one (its
+    /// packed tokens, chunk and step range); each sample's segment.
+    fn stage_segments(&mut self, chunks: &[PassChunk<'_, '_>], t_len: usize) -> Result<()> {
+        let max_tokens = self.layout.dims().max_tokens;
+        let b = chunks.len();
+        let st = &mut self.staging;
+        st.seg_tokens.clear();
+        st.seg_of.clear();
+        st.seg_chunk.clear();
+        st.seg_t0.clear();
+        st.seg_t1.clear();
+        st.seg_of.resize(t_len * b, 0);
+        for (ci, c) in chunks.iter().enumerate() {
+            for (t, step) in c.steps.iter().enumerate() {
+                if t == 0 || step.episode_start {
+                    if let Some(last) = st.seg_t1.last_mut() {
+                        if t > 0 {
+                            *last = (t - 1) as u32;
+                        }
+                    }
+                    pack_tokens(step.tokens, max_tokens, &mut st.seg_tokens)?;
+                    st.seg_chunk.push(ci as u32);
+                    st.seg_t0.push(t as u32);
+                    st.seg_t1.push((t_len - 1) as u32);
+                }
+                st.seg_of[t * b + ci] = (st.seg_chunk.len() - 1) as u32;
+            }
+        }
+        Ok(())
+    }
+
+    /// The staged minibatch into the work buffers (synchronous copies).
+    fn upload_staged(&self) -> Result<()> {
+        let w = self.work()?;
+        let st = &self.staging;
+        w.obs.upload_at(0, &st.obs)?;
+        w.reset.upload_at(0, &st.reset)?;
+        w.action.upload_at(0, &st.action)?;
+        w.old_lp.upload_at(0, &st.old_lp)?;
+        w.old_v.upload_at(0, &st.old_v)?;
+        w.adv.upload_at(0, &st.adv)?;
+        w.ret.upload_at(0, &st.ret)?;
+        w.states.upload_at(0, &st.init)?;
+        w.seg_tokens.upload_at(0, &st.seg_tokens)?;
+        w.seg_of.upload_at(0, &st.seg_of)?;
+        w.seg_chunk.upload_at(0, &st.seg_chunk)?;
+        w.seg_t0.upload_at(0, &st.seg_t0)?;
+        w.seg_t1.upload_at(0, &st.seg_t1)?;
+        Ok(())
+    }
+
+    fn work(&self) -> Result<&Work> {
+        self.work.as_ref().ok_or_else(|| bad("no work buffers"))
+    }
+
+    /// The step cache and delta widths of the memory.
+    fn memory_widths(&self) -> (usize, usize) {
+        let ml = &self.ml;
+        match ml.dims.memory {
+            MemoryKind::Rim => (ml.rim_cache, ml.rim_delta),
+            MemoryKind::Lstm => (ml.lstm_cache, ml.lstm_delta),
+        }
+    }
+
+    // ---- the pass --------------------------------------------------------------------------
+
+    /// Forward over the chunks of a minibatch and backward through time of the summed PPO
+    /// loss (each step's times `scale`), exactly as `Policy::chunk_backward` for every chunk
+    /// with `CommGrad::Blocked`; the gradients (zeroed first) end in the device gradient
+    /// buffers, the loss terms and the modules' activity in the device statistics. All chunks
+    /// must have the same length.
+    pub fn grad_pass(
+        &mut self,
+        chunks: &[PassChunk<'_, '_>],
+        coefs: &PpoCoefs<f32>,
+        scale: f32,
+    ) -> Result<()> {
+        let sh = self.stage(chunks)?;
+        for dg in &self.groups {
+            dg.grads.fill_zero()?;
+        }
+        self.counts.fill_zero()?;
+        let w = self.work()?;
+        self.pass_inputs(w, sh)?;
+        self.pass_memory_fwd(w, sh)?;
+        self.pass_heads(w, sh, coefs, scale)?;
+        self.pass_memory_bwd(w, sh)?;
+        match self.ml.dims.memory {
+            MemoryKind::Rim => self.pass_rim_wgrads(w, sh)?,
+            MemoryKind::Lstm => self.pass_lstm_wgrads(w, sh)?,
+        }
+        self.pass_heads_wgrads(w, sh)?;
+        self.pass_encoder_bwd(w, sh)?;
+        self.pass_instr_bwd(w, sh)?;
+        self.pass_stats(w, sh)?;
+        self.frames += sh.s;
+        Ok(())
+    }
+
+    /// The encoder over every step, the instruction encoder over every segment, and each
+    /// sample's instruction embedding into its memory input.
+    fn pass_inputs(&self, w: &Work, sh: Shape) -> Result<()> {
+        let (ml, d) = (&self.ml, &self.ml.dims);
+        let (s, g) = (sh.s, sh.g);
+        let (hi, mt) = (d.instr_hidden, d.max_tokens);
+        self.encoder_fwd(
+            w.obs.at(0, s * 147)?,
+            w.x.at(0, s * ml.input)?,
+            w.enc_cache.at(0, s * ml.enc_cache)?,
+            s,
+        )?;
+        self.instr_fwd(
+            w.seg_tokens.at(0, g * mt)?,
+            w.instr_out.at(0, g * hi)?,
+            w.instr_cache.at(0, g * ml.instr_cache)?,
+            w.instr_xs.at(0, g * mt * d.word_dim)?,
+            g,
+        )?;
+        self.gather_instr(
+            w.x.at(0, s * ml.input)?,
+            w.instr_out.at(0, g * hi)?,
+            w.seg_of.at(0, s)?,
+            s,
+        )
+    }
+
+    /// The memory, step by step: states `t` to `t + 1`, the states read and step caches kept.
+    fn pass_memory_fwd(&self, w: &Work, sh: Shape) -> Result<()> {
+        let (b, input, sl) = (sh.b, self.ml.input, self.ml.state_len());
+        let (mc, _) = self.memory_widths();
+        for t in 0..sh.t_len {
+            self.memory_fwd(MemoryStep {
+                x: w.x.at(t * b * input, b * input)?,
+                h_src: w.states.at(t * b * sl, b * sl)?,
+                reset: w.reset.at(t * b, b)?,
+                state_in: w.state_in.at(t * b * sl, b * sl)?,
+                h_out: w.states.at((t + 1) * b * sl, b * sl)?,
+                cache: w.mem_cache.at(t * b * mc, b * mc)?,
+                active_bits: Ptr::NULL,
+                batch: b,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The heads over every step, then the PPO loss terms and their gradient through the heads
+    /// (the gradient into the memory states in `dh`).
+    fn pass_heads(&self, w: &Work, sh: Shape, coefs: &PpoCoefs<f32>, scale: f32) -> Result<()> {
+        let ml = &self.ml;
+        let (s, sl, na) = (sh.s, ml.state_len(), ml.dims.n_actions);
+        self.heads_fwd(
+            w.states.at(sh.b * sl, s * sl)?,
+            w.logits.at(0, s * na)?,
+            w.values.at(0, s)?,
+            w.heads_cache.at(0, s * ml.heads_cache)?,
+            s,
+        )?;
+        let args = PpoHeadsBwd {
+            p: self.block(Role::Heads, false, 0)?,
+            cache: w.heads_cache.at(0, s * ml.heads_cache)?,
+            logits: w.logits.at(0, s * na)?,
+            values: w.values.at(0, s)?,
+            action: w.action.at(0, s)?,
+            old_logprob: w.old_lp.at(0, s)?,
+            old_value: w.old_v.at(0, s)?,
+            advantage: w.adv.at(0, s)?,
+            ret: w.ret.at(0, s)?,
+            clip_eps: coefs.clip_eps,
+            value_coef: coefs.value_coef,
+            entropy_coef: coefs.entropy_coef,
+            clip_value: u32::from(coefs.clip_value),
+            scale,
+            dh: w.dh.at(0, s * ml.mw)?,
+            terms: w.terms.at(0, s * N_TERMS)?,
+            delta: w.heads_delta.at(0, s * ml.heads_delta)?,
+            samples: s,
+        };
+        self.run(Self::sample_cfg(s, ml.spb_heads, ml.hb_smem), args)
+    }
+
+    /// Backward through time over the steps, last first: the state gradient carried in
+    /// `carry`, the input gradients into `dx`, every weight's deltas into `mem_delta`.
+    fn pass_memory_bwd(&self, w: &Work, sh: Shape) -> Result<()> {
+        let ml = &self.ml;
+        let (b, sl) = (sh.b, ml.state_len());
+        let (mc, md) = self.memory_widths();
+        w.carry.zero_range(0, b * sl)?;
+        for t in (0..sh.t_len).rev() {
+            let state_in = w.state_in.at(t * b * sl, b * sl)?;
+            let cache = w.mem_cache.at(t * b * mc, b * mc)?;
+            let dh_loss = w.dh.at(t * b * ml.mw, b * ml.mw)?;
+            let carry = w.carry.at(0, b * sl)?;
+            let reset = w.reset.at(t * b, b)?;
+            let dx = w.dx.at(t * b * ml.input, b * ml.input)?;
+            let delta = w.mem_delta.at(t * b * md, b * md)?;
+            match ml.dims.memory {
+                MemoryKind::Rim => {
+                    let wt = self.rim_weights()?;
+                    let args = RimBwdStep {
+                        w_k: wt.w_k,
+                        w_v: wt.w_v,
+                        w_q: wt.w_q,
+                        rnn: wt.rnn,
+                        c_q: wt.c_q,
+                        c_k: wt.c_k,
+                        c_v: wt.c_v,
+                        c_g: wt.c_g,
+                        c_o: wt.c_o,
+                        state_in,
+                        cache,
+                        dh_loss,
+                        carry,
+                        reset,
+                        carry_out: carry,
+                        dx,
+                        delta,
+                        batch: b,
+                    };
+                    self.run(Self::sample_cfg(b, ml.spb_rim, ml.rb_smem), args)?;
+                }
+                MemoryKind::Lstm => {
+                    let [w_ih, w_hh, _, _] = self.lstm_weights()?;
+                    let args = LstmBwdStep {
+                        w_ih,
+                        w_hh,
+                        state_in,
+                        cache,
+                        dh_loss,
+                        carry,
+                        reset,
+                        carry_out: carry,
+                        dx,
+                        delta,
+                        batch: b,
+                    };
+                    self.run(Self::sample_cfg(b, ml.spb_lstm, ml.lb_smem), args)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The RIM's weight gradients from the deltas: input keys/values, queries and GRUs per
+    /// module, and (with communication) the communication attention per module.
+    fn pass_rim_wgrads(&self, w: &Work, sh: Shape) -> Result<()> {
+        let ml = &self.ml;
+        let (mc, md) = self.memory_widths();
+        let (n, h, qw, uw, cw, g3h, rl) = (ml.n, ml.hid, ml.qw, ml.uw, ml.cw, ml.g3h, ml.rnn_len);
+        let gt = |k: TensorKind, off: usize| self.tensor(k, true, off);
+        let dl = |off: usize| -> Result<(Ptr<f32>, usize)> { Ok((w.mem_delta.rest(off)?, md)) };
+        let x_in = Operand::rows(w.x.rest(0)?, ml.input);
+        let st_in = Operand::rows(w.state_in.rest(0)?, ml.state_len());
+        let cache_at =
+            |off: usize| -> Result<Operand> { Ok(Operand::rows(w.mem_cache.rest(off)?, mc)) };
+        let mut grads = vec![
+            WeightGrad::weight(
+                gt(TensorKind::RimKey, 0)?,
+                dl(ml.rd_dkx)?,
+                x_in,
+                qw,
+                ml.input,
+            ),
+            WeightGrad::weight(
+                gt(TensorKind::RimValue, 0)?,
+                dl(ml.rd_dvx)?,
+                x_in,
+                uw,
+                ml.input,
+            ),
+            WeightGrad::weight(gt(TensorKind::RimQuery, 0)?, dl(ml.rd_dq)?, st_in, qw, h)
+                .per_module(n, qw * h, qw, h),
+            WeightGrad::weight(
+                gt(TensorKind::RimRnn, 0)?,
+                dl(ml.rd_gi)?,
+                cache_at(ml.rc_u)?,
+                g3h,
+                uw,
+            )
+            .per_module(n, rl, g3h, uw),
+            WeightGrad::weight(
+                gt(TensorKind::RimRnn, ml.rnn_w_hh)?,
+                dl(ml.rd_gh)?,
+                st_in,
+                g3h,
+                h,
+            )
+            .per_module(n, rl, g3h, h),
+            WeightGrad::bias(gt(TensorKind::RimRnn, ml.rnn_b_ih)?, dl(ml.rd_gi)?, g3h)
+                .per_module(n, rl, g3h, 0),
+            WeightGrad::bias(gt(TensorKind::RimRnn, ml.rnn_b_hh)?, dl(ml.rd_gh)?, g3h)
+                .per_module(n, rl, g3h, 0),
+        ];
+        if cw > 0 {
+            for (k, off) in [
+                (TensorKind::CommQuery, ml.rd_dcq),
+                (TensorKind::CommKey, ml.rd_dck),
+                (TensorKind::CommValue, ml.rd_dcv),
+            ] {
+                grads.push(
+                    WeightGrad::weight(gt(k, 0)?, dl(off)?, cache_at(ml.rc_ht)?, cw, h).per_module(
+                        n,
+                        cw * h,
+                        cw,
+                        h,
+                    ),
+                );
+            }
+            for (k, off) in [
+                (TensorKind::CommGate, ml.rd_dpg),
+                (TensorKind::CommOut, ml.rd_dpo),
+            ] {
+                grads.push(
+                    WeightGrad::weight(gt(k, 0)?, dl(off)?, cache_at(ml.rc_o)?, h, cw).per_module(
+                        n,
+                        h * cw,
+                        h,
+                        cw,
+                    ),
+                );
+            }
+        }
+        for wg in grads {
+            self.weight_grad(wg, sh.s)?;
+        }
+        Ok(())
+    }
+
+    /// The LSTM memory's weight gradients from the gate deltas.
+    fn pass_lstm_wgrads(&self, w: &Work, sh: Shape) -> Result<()> {
+        let ml = &self.ml;
+        let (_, md) = self.memory_widths();
+        let gt = |i: u8| self.tensor(TensorKind::Lstm(i), true, 0);
+        let dy = (w.mem_delta.rest(0)?, md);
+        let r4 = 4 * ml.mw;
+        let x_in = Operand::rows(w.x.rest(0)?, ml.input);
+        let st_in = Operand::rows(w.state_in.rest(0)?, ml.state_len());
+        for wg in [
+            WeightGrad::weight(gt(0)?, dy, x_in, r4, ml.input),
+            WeightGrad::weight(gt(1)?, dy, st_in, r4, ml.mw),
+            WeightGrad::bias(gt(2)?, dy, r4),
+            WeightGrad::bias(gt(3)?, dy, r4),
+        ] {
+            self.weight_grad(wg, sh.s)?;
+        }
+        Ok(())
+    }
+
+    /// The heads' weight gradients (actor, then critic) from their deltas.
+    fn pass_heads_wgrads(&self, w: &Work, sh: Shape) -> Result<()> {
+        let ml = &self.ml;
+        let (hh, na, mw) = (ml.dims.head_hidden, ml.dims.n_actions, ml.mw);
+        let hg = |off: usize| self.block(Role::Heads, true, off);
+        let hd = |off: usize| -> Result<(Ptr<f32>, usize)> {
+            Ok((w.heads_delta.rest(off)?, ml.heads_delta))
+        };
+        let h_x = Operand::rows(w.states.rest(sh.b * ml.state_len())?, ml.state_len());
+        let hc = |off: usize| -> Result<Operand> {
+            Ok(Operand::rows(w.heads_cache.rest(off)?, ml.heads_cache))
+        };
+        for wg in [
+            WeightGrad::weight(hg(0)?, hd(ml.hd_da)?, h_x, hh, mw),
+            WeightGrad::bias(hg(ml.hp_a_b1)?, hd(ml.hd_da)?, hh),
+            WeightGrad::weight(hg(ml.hp_a_w2)?, hd(0)?, hc(0)?, na, hh),
+            WeightGrad::bias(hg(ml.hp_a_b2)?, hd(0)?, na),
+            WeightGrad::weight(hg(ml.hp_c_w1)?, hd(ml.hd_dc)?, h_x, hh, mw),
+            WeightGrad::bias(hg(ml.hp_c_b1)?, hd(ml.hd_dc)?, hh),
+            WeightGrad::weight(hg(ml.hp_c_w2)?, hd(ml.hd_dv)?, hc(hh)?, 1, hh),
+            WeightGrad::bias(hg(ml.hp_c_b2)?, hd(ml.hd_dv)?, 1),
+        ] {
+            self.weight_grad(wg, sh.s)?;
+        }
+        Ok(())
+    }
+
+    /// The encoder backward from the input gradients `dx`: per-sample deltas, then its weight
+    /// gradients over all samples.
+    fn pass_encoder_bwd(&self, w: &Work, sh: Shape) -> Result<()> {
+        let ml = &self.ml;
+        let s = sh.s;
+        let args = EncoderBwd {
+            p: self.block(Role::Encoder, false, 0)?,
+            obs: w.obs.at(0, s * 147)?,
+            cache: w.enc_cache.at(0, s * ml.enc_cache)?,
+            d_out: w.dx.at(0, s * ml.input)?,
+            ld: ml.input,
+            delta: w.enc_delta.at(0, s * ml.enc_delta)?,
+            samples: s,
+        };
+        self.run(Self::block_per_item(s, ml.enc_bwd_smem, "samples")?, args)?;
+        let args = EncoderWgrad {
+            p: self.block(Role::Encoder, false, 0)?,
+            obs: w.obs.at(0, s * 147)?,
+            cache: w.enc_cache.at(0, s * ml.enc_cache)?,
+            delta: w.enc_delta.at(0, s * ml.enc_delta)?,
+            grads: self.block(Role::Encoder, true, 0)?,
+            samples: s,
+        };
+        self.run(linear_cfg(ml.enc_params), args)
+    }
+
+    /// The instruction encoder backward: the per-segment sums of the instruction gradient,
+    /// BPTT over the tokens, then the GRU's weight and the embedding's row gradients.
+    fn pass_instr_bwd(&self, w: &Work, sh: Shape) -> Result<()> {
+        let (ml, d) = (&self.ml, &self.ml.dims);
+        let (s, g) = (sh.s, sh.g);
+        let (hi, wd, mt) = (d.instr_hidden, d.word_dim, d.max_tokens);
+        let args = InstrDsum {
+            dx: w.dx.at(0, s * ml.input)?,
+            ld: ml.input,
+            col: d.obs_features(),
+            seg_chunk: w.seg_chunk.at(0, g)?,
+            seg_t0: w.seg_t0.at(0, g)?,
+            seg_t1: w.seg_t1.at(0, g)?,
+            chunks: sh.b,
+            d_instr: w.d_instr.at(0, g * hi)?,
+            segments: g,
+        };
+        self.run(linear_cfg(g * hi), args)?;
+        let args = InstrBwd {
+            p: self.block(Role::Instruction, false, 0)?,
+            tokens: w.seg_tokens.at(0, g * mt)?,
+            cache: w.instr_cache.at(0, g * ml.instr_cache)?,
+            d_out: w.d_instr.at(0, g * hi)?,
+            delta: w.instr_delta.at(0, g * mt * ml.instr_delta)?,
+            segments: g,
+        };
+        self.run(
+            Self::block_per_item(g, ml.instr_bwd_smem, "segments")?,
+            args,
+        )?;
+        let ig = |off: usize| self.block(Role::Instruction, true, off);
+        let ids = |off: usize| -> Result<(Ptr<f32>, usize)> {
+            Ok((w.instr_delta.rest(off)?, ml.instr_delta))
+        };
+        let xs = Operand::rows(w.instr_xs.rest(0)?, wd);
+        // The hidden state before each token: segments x token slots.
+        let hs = Operand {
+            base: w.instr_cache.rest(0)?,
+            outer: ml.instr_cache,
+            inner: hi,
+            sub: mt,
+        };
+        for wg in [
+            WeightGrad::weight(ig(ml.ip_w_ih)?, ids(0)?, xs, ml.ig3, wd),
+            WeightGrad::bias(ig(ml.ip_b_ih)?, ids(0)?, ml.ig3),
+            WeightGrad::weight(ig(ml.ip_w_hh)?, ids(ml.id_gh)?, hs, ml.ig3, hi),
+            WeightGrad::bias(ig(ml.ip_b_hh)?, ids(ml.id_gh)?, ml.ig3),
+        ] {
+            self.weight_grad(wg, g * mt)?;
+        }
+        let args = InstrEmbGrad {
+            tokens: w.seg_tokens.at(0, g * mt)?,
+            delta: w.instr_delta.at(0, g * mt * ml.instr_delta)?,
+            grads: ig(0)?,
+            segments: g,
+        };
+        self.run(linear_cfg(VOCAB_SIZE * wd), args)
+    }
+
+    /// The loss terms summed into the statistics, and (RIM) each module's activity counted.
+    fn pass_stats(&self, w: &Work, sh: Shape) -> Result<()> {
+        let s = sh.s;
+        let args = SumTerms {
+            terms: w.terms.at(0, s * N_TERMS)?,
+            acc: self.terms_acc.ptr(),
+            samples: s,
+        };
+        self.run(LaunchCfg::linear(1, 32, 0), args)?;
+        if self.ml.dims.memory == MemoryKind::Rim {
+            let (mc, _) = self.memory_widths();
+            let args = CountActive {
+                cache: w.mem_cache.at(0, s * mc)?,
+                stride: mc,
+                counts: self.counts.ptr(),
+                samples: s,
+            };
+            self.run(LaunchCfg::linear(1, 32, 0), args)?;
+        }
+        Ok(())
+    }
+}
