@@ -157,6 +157,19 @@ impl<S: Scalar> EncoderBatch<S> {
         })
     }
 
+    /// The widths of a pass over `n` frames.
+    fn geom(&self, n: usize) -> Geom {
+        let [c0, c1, c2] = self.d.conv_channels;
+        Geom {
+            n,
+            bow: self.bow,
+            cin: self.cin,
+            c0,
+            c1,
+            c2,
+        }
+    }
+
     /// Encodes `obs` (one frame each), writing frame `r`'s `C2` features to
     /// `out[r * stride + off..][..C2]`. Errors for a bag-of-words code without a table row.
     pub fn forward(
@@ -181,159 +194,18 @@ impl<S: Scalar> EncoderBatch<S> {
             "batched encoder: output too short"
         );
         self.frames = n;
+        let g = self.geom(n);
         let mut views = self.f.split(&self.w, &[0, n]);
         let f = views
             .first_mut()
             .ok_or_else(|| anyhow!("batched encoder: split failed"))?;
-        let (one, zero) = (S::ONE, S::ZERO);
-        // Input maps.
-        for (r, o) in obs.iter().enumerate() {
-            let x = &mut f.x[r * A_IN * cin..][..A_IN * cin];
-            for (k, cell) in o.iter().enumerate() {
-                let (j, i) = (k / S_IN, k % S_IN);
-                let dst = &mut x[(i * S_IN + j) * cin..][..cin];
-                if bow {
-                    dst.fill(zero);
-                    for (a, &code) in cell.iter().enumerate() {
-                        ensure!(
-                            usize::from(code) < BOW_MAX_VALUE,
-                            "frame {r}: cell code out of range ({code})"
-                        );
-                        let row = a * BOW_MAX_VALUE + usize::from(code);
-                        for (v, e) in dst.iter_mut().zip(&p.emb[row * cin..][..cin]) {
-                            *v += *e;
-                        }
-                    }
-                } else {
-                    for (v, c) in dst.iter_mut().zip(cell) {
-                        *v = S::from_f64(f64::from(*c));
-                    }
-                }
-            }
-        }
-        // conv1 patches, then one GEMM.
-        let k1 = cin * KA;
-        for r in 0..n {
-            let x = &f.x[r * A_IN * cin..][..A_IN * cin];
-            for oh in 0..S_C1 {
-                for ow in 0..S_C1 {
-                    let row = &mut f.p1[(r * A_C1 + oh * S_C1 + ow) * k1..][..k1];
-                    for (kk, (kh, kw)) in [(0, 0), (0, 1), (1, 0), (1, 1)].into_iter().enumerate() {
-                        let src = &x[((oh + kh) * S_IN + ow + kw) * cin..][..cin];
-                        for (ci, v) in src.iter().enumerate() {
-                            row[ci * KA + kk] = *v;
-                        }
-                    }
-                }
-            }
-        }
-        let rows1 = n * A_C1;
-        gemm(
-            rows1,
-            k1,
-            c0,
-            one,
-            f.p1,
-            rm(0, k1),
-            p.w1,
-            tr(0, k1),
-            zero,
-            f.z1,
-            rm(0, c0),
-        )?;
-        for row in f.z1[..rows1 * c0].chunks_exact_mut(c0) {
-            for (v, b) in row.iter_mut().zip(p.b1) {
-                *v = *b + *v;
-            }
-        }
-        // ReLU + maxpool (ties: the first maximum of the post-ReLU values).
-        for r in 0..n {
-            for ph in 0..S_P {
-                for pw in 0..S_P {
-                    let base = 2 * ph * S_C1 + 2 * pw;
-                    let win = [base, base + 1, base + S_C1, base + S_C1 + 1];
-                    let at = (r * A_P + ph * S_P + pw) * c0;
-                    for c in 0..c0 {
-                        let z = |t: usize| relu(f.z1[(r * A_C1 + t) * c0 + c]);
-                        let (mut best, mut best_v) = (win[0], z(win[0]));
-                        for &t in &win[1..] {
-                            let v = z(t);
-                            if v > best_v {
-                                best = t;
-                                best_v = v;
-                            }
-                        }
-                        f.pool[at + c] = best_v;
-                        f.arg[at + c] = S::from_f64(best as f64);
-                    }
-                }
-            }
-        }
-        // conv2.
-        let k2 = c0 * KA;
-        for r in 0..n {
-            for oh in 0..2 {
-                for ow in 0..2 {
-                    let row = &mut f.p2[(r * A_C2 + oh * 2 + ow) * k2..][..k2];
-                    for (kk, (kh, kw)) in [(0, 0), (0, 1), (1, 0), (1, 1)].into_iter().enumerate() {
-                        let src = &f.pool[(r * A_P + (oh + kh) * S_P + ow + kw) * c0..][..c0];
-                        for (ci, v) in src.iter().enumerate() {
-                            row[ci * KA + kk] = *v;
-                        }
-                    }
-                }
-            }
-        }
-        let rows2 = n * A_C2;
-        gemm(
-            rows2,
-            k2,
-            c1,
-            one,
-            f.p2,
-            rm(0, k2),
-            p.w2,
-            tr(0, k2),
-            zero,
-            f.z2,
-            rm(0, c1),
-        )?;
-        for row in f.z2[..rows2 * c1].chunks_exact_mut(c1) {
-            for (v, b) in row.iter_mut().zip(p.b2) {
-                *v = *b + *v;
-            }
-        }
-        // conv3 over the whole 2x2 map: its patch is the post-ReLU conv2 map.
-        let k3 = c1 * KA;
-        for r in 0..n {
-            for pos in 0..A_C2 {
-                for ci in 0..c1 {
-                    f.p3[r * k3 + ci * KA + pos] = relu(f.z2[(r * A_C2 + pos) * c1 + ci]);
-                }
-            }
-        }
-        gemm(
-            n,
-            k3,
-            c2,
-            one,
-            f.p3,
-            rm(0, k3),
-            p.w3,
-            tr(0, k3),
-            zero,
-            f.z3,
-            rm(0, c2),
-        )?;
-        for r in 0..n {
-            let z = &mut f.z3[r * c2..][..c2];
-            let o = &mut out[r * stride + off..][..c2];
-            for ((zv, ov), b) in z.iter_mut().zip(o.iter_mut()).zip(p.b3) {
-                *zv = *b + *zv;
-                *ov = relu(*zv);
-            }
-        }
-        Ok(())
+        input_maps(g, &p, obs, f)?;
+        im2col(n, S_IN, cin, f.x, f.p1);
+        conv_product(n * A_C1, cin * KA, c0, f.p1, p.w1, p.b1, f.z1)?;
+        relu_maxpool(g, f);
+        im2col(n, S_P, c0, f.pool, f.p2);
+        conv_product(n * A_C2, c0 * KA, c1, f.p2, p.w2, p.b2, f.z2)?;
+        conv3_forward(g, &p, f, out, stride, off)
     }
 
     /// Backward of the last forward over the same `obs`, given the features' gradients
@@ -349,7 +221,7 @@ impl<S: Scalar> EncoderBatch<S> {
     ) -> Result<()> {
         let (bow, cin) = (self.bow, self.cin);
         let p = split(&self.d, bow, cin, params)?;
-        let [c0, c1, c2] = self.d.conv_channels;
+        let [c0, _, c2] = self.d.conv_channels;
         let n = self.frames;
         ensure!(
             self.w.dz1 > 0,
@@ -370,196 +242,405 @@ impl<S: Scalar> EncoderBatch<S> {
         if n == 0 {
             return Ok(());
         }
-        let (g_emb, g) = grads.split_at_mut(if bow { BOW_ROWS * cin } else { 0 });
-        let (gw1, g) = g.split_at_mut(c0 * cin * KA);
-        let (gb1, g) = g.split_at_mut(c0);
-        let (gw2, g) = g.split_at_mut(c1 * c0 * KA);
-        let (gb2, g) = g.split_at_mut(c1);
-        let (gw3, g) = g.split_at_mut(c2 * c1 * KA);
-        let gb3 = &mut g[..c2];
+        let mut gr = split_grads(&self.d, bow, cin, grads);
+        let g = self.geom(n);
         let mut views = self.f.split(&self.w, &[0, n]);
         let f = views
             .first_mut()
             .ok_or_else(|| anyhow!("batched encoder: split failed"))?;
-        let (one, zero) = (S::ONE, S::ZERO);
-        let (k1, k2, k3) = (cin * KA, c0 * KA, c1 * KA);
-        // conv3 + ReLU.
-        for r in 0..n {
-            for c in 0..c2 {
-                let z = f.z3[r * c2 + c];
-                let dz = if z > zero {
-                    d_out[r * stride + off + c]
-                } else {
-                    zero
-                };
-                f.dz3[r * c2 + c] = dz;
-                gb3[c] += dz;
-            }
-        }
-        gemm(
-            c2,
-            n,
-            k3,
-            one,
-            f.dz3,
-            tr(0, c2),
-            f.p3,
-            rm(0, k3),
-            one,
-            gw3,
-            rm(0, k3),
-        )?;
-        gemm(
-            n,
-            c2,
-            k3,
-            one,
-            f.dz3,
-            rm(0, c2),
-            p.w3,
-            rm(0, k3),
-            zero,
-            f.dp3,
-            rm(0, k3),
-        )?;
-        // conv2 + ReLU.
-        for r in 0..n {
-            for pos in 0..A_C2 {
-                for ci in 0..c1 {
-                    let at = (r * A_C2 + pos) * c1 + ci;
-                    let dz = if f.z2[at] > zero {
-                        f.dp3[r * k3 + ci * KA + pos]
-                    } else {
-                        zero
-                    };
-                    f.dz2[at] = dz;
-                }
-            }
-        }
-        let rows2 = n * A_C2;
-        for row in f.dz2[..rows2 * c1].chunks_exact(c1) {
-            for (o, v) in gb2.iter_mut().zip(row) {
-                *o += *v;
-            }
-        }
-        gemm(
-            c1,
-            rows2,
-            k2,
-            one,
-            f.dz2,
-            tr(0, c1),
-            f.p2,
-            rm(0, k2),
-            one,
-            gw2,
-            rm(0, k2),
-        )?;
-        gemm(
-            rows2,
-            c1,
-            k2,
-            one,
-            f.dz2,
-            rm(0, c1),
-            p.w2,
-            rm(0, k2),
-            zero,
-            f.dp2,
-            rm(0, k2),
-        )?;
-        // Back through the patches to the pooled map, then the maxpool and ReLU.
-        f.dpool[..n * A_P * c0].fill(zero);
-        for r in 0..n {
-            for oh in 0..2 {
-                for ow in 0..2 {
-                    let row = &f.dp2[(r * A_C2 + oh * 2 + ow) * k2..][..k2];
-                    for (kk, (kh, kw)) in [(0, 0), (0, 1), (1, 0), (1, 1)].into_iter().enumerate() {
-                        let dst = &mut f.dpool[(r * A_P + (oh + kh) * S_P + ow + kw) * c0..][..c0];
-                        for (ci, v) in dst.iter_mut().enumerate() {
-                            *v += row[ci * KA + kk];
-                        }
-                    }
-                }
-            }
-        }
-        let rows1 = n * A_C1;
-        f.dz1[..rows1 * c0].fill(zero);
-        for r in 0..n {
-            for win in 0..A_P {
-                for c in 0..c0 {
-                    let at = (r * A_P + win) * c0 + c;
-                    let t = f.arg[at].to_f64() as usize;
-                    let zi = (r * A_C1 + t) * c0 + c;
-                    if f.z1[zi] > zero {
-                        f.dz1[zi] = f.dpool[at];
-                    }
-                }
-            }
-        }
-        for row in f.dz1[..rows1 * c0].chunks_exact(c0) {
-            for (o, v) in gb1.iter_mut().zip(row) {
-                *o += *v;
-            }
-        }
-        gemm(
-            c0,
-            rows1,
-            k1,
-            one,
-            f.dz1,
-            tr(0, c0),
-            f.p1,
-            rm(0, k1),
-            one,
-            gw1,
-            rm(0, k1),
-        )?;
+        conv3_backward(g, &p, f, d_out, stride, off, &mut gr)?;
+        conv2_backward(g, &p, f, &mut gr)?;
+        pool_backward(g, f);
+        conv_param_grads(n * A_C1, cin * KA, c0, f.dz1, f.p1, gr.w1, gr.b1)?;
         if !bow {
             return Ok(());
         }
-        // Bag of words: back to the input map, then into each cell's three table rows.
-        gemm(
-            rows1,
-            c0,
-            k1,
-            one,
-            f.dz1,
-            rm(0, c0),
-            p.w1,
-            rm(0, k1),
-            zero,
-            f.dp1,
-            rm(0, k1),
-        )?;
-        f.dx[..n * A_IN * cin].fill(zero);
-        for r in 0..n {
-            for oh in 0..S_C1 {
-                for ow in 0..S_C1 {
-                    let row = &f.dp1[(r * A_C1 + oh * S_C1 + ow) * k1..][..k1];
-                    for (kk, (kh, kw)) in [(0, 0), (0, 1), (1, 0), (1, 1)].into_iter().enumerate() {
-                        let dst = &mut f.dx[(r * A_IN + (oh + kh) * S_IN + ow + kw) * cin..][..cin];
-                        for (ci, v) in dst.iter_mut().enumerate() {
-                            *v += row[ci * KA + kk];
+        bow_backward(g, &p, obs, f, gr.emb)
+    }
+}
+
+/// The frame count and widths of a pass.
+#[derive(Clone, Copy, Debug)]
+struct Geom {
+    /// Frames.
+    n: usize,
+    /// Bag-of-words input (else the raw codes).
+    bow: bool,
+    /// Input channels.
+    cin: usize,
+    /// Output channels of the three convolutions.
+    c0: usize,
+    c1: usize,
+    c2: usize,
+}
+
+/// A pass's views of the per-frame fields.
+type Views<'v, S> = Fields<&'v mut [S]>;
+
+/// The encoder's gradient buffer split like its parameters ([`Parts`]).
+struct GradParts<'a, S> {
+    emb: &'a mut [S],
+    w1: &'a mut [S],
+    b1: &'a mut [S],
+    w2: &'a mut [S],
+    b2: &'a mut [S],
+    w3: &'a mut [S],
+    b3: &'a mut [S],
+}
+
+/// Splits `grads` (at least `encoder_param_len(d)` long) like [`split`] splits the parameters.
+fn split_grads<'a, S>(
+    d: &ModelDims,
+    bow: bool,
+    cin: usize,
+    grads: &'a mut [S],
+) -> GradParts<'a, S> {
+    let [c0, c1, c2] = d.conv_channels;
+    let (emb, g) = grads.split_at_mut(if bow { BOW_ROWS * cin } else { 0 });
+    let (w1, g) = g.split_at_mut(c0 * cin * KA);
+    let (b1, g) = g.split_at_mut(c0);
+    let (w2, g) = g.split_at_mut(c1 * c0 * KA);
+    let (b2, g) = g.split_at_mut(c1);
+    let (w3, g) = g.split_at_mut(c2 * c1 * KA);
+    GradParts {
+        emb,
+        w1,
+        b1,
+        w2,
+        b2,
+        w3,
+        b3: &mut g[..c2],
+    }
+}
+
+/// The input maps `x` of the frames: the raw codes, or the sum of each cell's three
+/// bag-of-words table rows (an error for a code without a row).
+fn input_maps<S: Scalar>(
+    g: Geom,
+    p: &Parts<'_, S>,
+    obs: &[&Observation],
+    f: &mut Views<'_, S>,
+) -> Result<()> {
+    let (bow, cin, zero) = (g.bow, g.cin, S::ZERO);
+    for (r, o) in obs.iter().enumerate() {
+        let x = &mut f.x[r * A_IN * cin..][..A_IN * cin];
+        for (k, cell) in o.iter().enumerate() {
+            let (j, i) = (k / S_IN, k % S_IN);
+            let dst = &mut x[(i * S_IN + j) * cin..][..cin];
+            if bow {
+                dst.fill(zero);
+                for (a, &code) in cell.iter().enumerate() {
+                    ensure!(
+                        usize::from(code) < BOW_MAX_VALUE,
+                        "frame {r}: cell code out of range ({code})"
+                    );
+                    let row = a * BOW_MAX_VALUE + usize::from(code);
+                    for (v, e) in dst.iter_mut().zip(&p.emb[row * cin..][..cin]) {
+                        *v += *e;
+                    }
+                }
+            } else {
+                for (v, c) in dst.iter_mut().zip(cell) {
+                    *v = S::from_f64(f64::from(*c));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The 2x2 patches (im2col) of `n` frames' `side x side` maps of `c` channels (`map`, position
+/// `h*side + w`) into `patches`, one row per output position of the `(side-1) x (side-1)`
+/// result, columns `ci*4 + kh*2 + kw`.
+fn im2col<S: Copy>(n: usize, side: usize, c: usize, map: &[S], patches: &mut [S]) {
+    let (so, k) = (side - 1, c * KA);
+    for r in 0..n {
+        for oh in 0..so {
+            for ow in 0..so {
+                let row = &mut patches[(r * so * so + oh * so + ow) * k..][..k];
+                for (kk, (kh, kw)) in [(0, 0), (0, 1), (1, 0), (1, 1)].into_iter().enumerate() {
+                    let src = &map[(r * side * side + (oh + kh) * side + ow + kw) * c..][..c];
+                    for (ci, v) in src.iter().enumerate() {
+                        row[ci * KA + kk] = *v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The transpose of [`im2col`]: the map gradient `map` (zeroed first) as the sum of the patch
+/// gradients `patches` over every place each position was copied to (in frame, patch and
+/// kernel-position order).
+fn col2im<S: Scalar>(n: usize, side: usize, c: usize, patches: &[S], map: &mut [S]) {
+    let (so, k) = (side - 1, c * KA);
+    map[..n * side * side * c].fill(S::ZERO);
+    for r in 0..n {
+        for oh in 0..so {
+            for ow in 0..so {
+                let row = &patches[(r * so * so + oh * so + ow) * k..][..k];
+                for (kk, (kh, kw)) in [(0, 0), (0, 1), (1, 0), (1, 1)].into_iter().enumerate() {
+                    let dst = &mut map[(r * side * side + (oh + kh) * side + ow + kw) * c..][..c];
+                    for (ci, v) in dst.iter_mut().enumerate() {
+                        *v += row[ci * KA + kk];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A convolution as one GEMM over `rows` patch rows of width `k`: `z = patches W^T + b`
+/// (`W` is `[c_out x k]`, the core's layout).
+fn conv_product<S: Scalar>(
+    rows: usize,
+    k: usize,
+    c_out: usize,
+    patches: &[S],
+    w: &[S],
+    b: &[S],
+    z: &mut [S],
+) -> Result<()> {
+    gemm(
+        rows,
+        k,
+        c_out,
+        S::ONE,
+        patches,
+        rm(0, k),
+        w,
+        tr(0, k),
+        S::ZERO,
+        z,
+        rm(0, c_out),
+    )?;
+    for row in z[..rows * c_out].chunks_exact_mut(c_out) {
+        for (v, b) in row.iter_mut().zip(b) {
+            *v = *b + *v;
+        }
+    }
+    Ok(())
+}
+
+/// A convolution's parameter gradients from its pre-activation gradients `dz`
+/// (`[rows x c_out]`): ACCUMULATES the bias's (row sums, in row order) into `gb` and the
+/// weights' (`dz^T patches`) into `gw`.
+fn conv_param_grads<S: Scalar>(
+    rows: usize,
+    k: usize,
+    c_out: usize,
+    dz: &[S],
+    patches: &[S],
+    gw: &mut [S],
+    gb: &mut [S],
+) -> Result<()> {
+    for row in dz[..rows * c_out].chunks_exact(c_out) {
+        for (o, v) in gb.iter_mut().zip(row) {
+            *o += *v;
+        }
+    }
+    let one = S::ONE;
+    gemm(
+        c_out,
+        rows,
+        k,
+        one,
+        dz,
+        tr(0, c_out),
+        patches,
+        rm(0, k),
+        one,
+        gw,
+        rm(0, k),
+    )
+}
+
+/// A convolution's patch gradients `dp = dz W` over `rows` rows.
+fn patch_grads<S: Scalar>(
+    rows: usize,
+    c_out: usize,
+    k: usize,
+    dz: &[S],
+    w: &[S],
+    dp: &mut [S],
+) -> Result<()> {
+    gemm(
+        rows,
+        c_out,
+        k,
+        S::ONE,
+        dz,
+        rm(0, c_out),
+        w,
+        rm(0, k),
+        S::ZERO,
+        dp,
+        rm(0, k),
+    )
+}
+
+/// ReLU + maxpool of `z1` into `pool`, with each window's argmax in `arg` (ties: the first
+/// maximum of the post-ReLU values).
+fn relu_maxpool<S: Scalar>(g: Geom, f: &mut Views<'_, S>) {
+    let (n, c0) = (g.n, g.c0);
+    for r in 0..n {
+        for ph in 0..S_P {
+            for pw in 0..S_P {
+                let base = 2 * ph * S_C1 + 2 * pw;
+                let win = [base, base + 1, base + S_C1, base + S_C1 + 1];
+                let at = (r * A_P + ph * S_P + pw) * c0;
+                for c in 0..c0 {
+                    let z = |t: usize| relu(f.z1[(r * A_C1 + t) * c0 + c]);
+                    let (mut best, mut best_v) = (win[0], z(win[0]));
+                    for &t in &win[1..] {
+                        let v = z(t);
+                        if v > best_v {
+                            best = t;
+                            best_v = v;
                         }
                     }
+                    f.pool[at + c] = best_v;
+                    f.arg[at + c] = S::from_f64(best as f64);
                 }
             }
         }
-        for (r, o) in obs.iter().enumerate() {
-            for (k, cell) in o.iter().enumerate() {
-                let (j, i) = (k / S_IN, k % S_IN);
-                let src = &f.dx[(r * A_IN + i * S_IN + j) * cin..][..cin];
-                for (a, &code) in cell.iter().enumerate() {
-                    let row = a * BOW_MAX_VALUE + usize::from(code).min(BOW_MAX_VALUE - 1);
-                    for (e, v) in g_emb[row * cin..][..cin].iter_mut().zip(src) {
-                        *e += *v;
-                    }
-                }
-            }
-        }
-        Ok(())
     }
+}
+
+/// conv3 over the whole 2x2 map (its patch `p3` is the post-ReLU conv2 map) into `z3`, and
+/// the features `relu(z3)` into `out[r * stride + off..]`.
+fn conv3_forward<S: Scalar>(
+    g: Geom,
+    p: &Parts<'_, S>,
+    f: &mut Views<'_, S>,
+    out: &mut [S],
+    stride: usize,
+    off: usize,
+) -> Result<()> {
+    let (n, c1, c2) = (g.n, g.c1, g.c2);
+    let k3 = c1 * KA;
+    for r in 0..n {
+        for pos in 0..A_C2 {
+            for ci in 0..c1 {
+                f.p3[r * k3 + ci * KA + pos] = relu(f.z2[(r * A_C2 + pos) * c1 + ci]);
+            }
+        }
+    }
+    conv_product(n, k3, c2, f.p3, p.w3, p.b3, f.z3)?;
+    for r in 0..n {
+        let z = &f.z3[r * c2..][..c2];
+        let o = &mut out[r * stride + off..][..c2];
+        for (zv, ov) in z.iter().zip(o.iter_mut()) {
+            *ov = relu(*zv);
+        }
+    }
+    Ok(())
+}
+
+/// Backward of conv3 and its ReLU: `dz3` from the features' gradients, the parameter
+/// gradients `b3`, `w3`, and the patch gradient `dp3`.
+fn conv3_backward<S: Scalar>(
+    g: Geom,
+    p: &Parts<'_, S>,
+    f: &mut Views<'_, S>,
+    d_out: &[S],
+    stride: usize,
+    off: usize,
+    gr: &mut GradParts<'_, S>,
+) -> Result<()> {
+    let (n, c1, c2) = (g.n, g.c1, g.c2);
+    let zero = S::ZERO;
+    let k3 = c1 * KA;
+    for r in 0..n {
+        for c in 0..c2 {
+            let z = f.z3[r * c2 + c];
+            f.dz3[r * c2 + c] = if z > zero {
+                d_out[r * stride + off + c]
+            } else {
+                zero
+            };
+        }
+    }
+    conv_param_grads(n, k3, c2, f.dz3, f.p3, gr.w3, gr.b3)?;
+    patch_grads(n, c2, k3, f.dz3, p.w3, f.dp3)
+}
+
+/// Backward of conv2 and its ReLU: `dz2` from `dp3`, the parameter gradients `b2`, `w2`, and
+/// the patch gradient `dp2`.
+fn conv2_backward<S: Scalar>(
+    g: Geom,
+    p: &Parts<'_, S>,
+    f: &mut Views<'_, S>,
+    gr: &mut GradParts<'_, S>,
+) -> Result<()> {
+    let (n, c0, c1) = (g.n, g.c0, g.c1);
+    let zero = S::ZERO;
+    let (k2, k3) = (c0 * KA, c1 * KA);
+    for r in 0..n {
+        for pos in 0..A_C2 {
+            for ci in 0..c1 {
+                let at = (r * A_C2 + pos) * c1 + ci;
+                let dz = if f.z2[at] > zero {
+                    f.dp3[r * k3 + ci * KA + pos]
+                } else {
+                    zero
+                };
+                f.dz2[at] = dz;
+            }
+        }
+    }
+    let rows2 = n * A_C2;
+    conv_param_grads(rows2, k2, c1, f.dz2, f.p2, gr.w2, gr.b2)?;
+    patch_grads(rows2, c1, k2, f.dz2, p.w2, f.dp2)
+}
+
+/// Back through conv2's patches to the pooled map (`dpool`), then through the maxpool and
+/// conv1's ReLU to `dz1` (only the window's argmax, and only where it is positive).
+fn pool_backward<S: Scalar>(g: Geom, f: &mut Views<'_, S>) {
+    let (n, c0) = (g.n, g.c0);
+    let zero = S::ZERO;
+    col2im(n, S_P, c0, f.dp2, f.dpool);
+    let rows1 = n * A_C1;
+    f.dz1[..rows1 * c0].fill(zero);
+    for r in 0..n {
+        for win in 0..A_P {
+            for c in 0..c0 {
+                let at = (r * A_P + win) * c0 + c;
+                let t = f.arg[at].to_f64() as usize;
+                let zi = (r * A_C1 + t) * c0 + c;
+                if f.z1[zi] > zero {
+                    f.dz1[zi] = f.dpool[at];
+                }
+            }
+        }
+    }
+}
+
+/// Bag of words: from `dz1` back through conv1's patches to the input maps (`dp1`, `dx`),
+/// then into each cell's three table rows of `g_emb`.
+fn bow_backward<S: Scalar>(
+    g: Geom,
+    p: &Parts<'_, S>,
+    obs: &[&Observation],
+    f: &mut Views<'_, S>,
+    g_emb: &mut [S],
+) -> Result<()> {
+    let (n, cin, c0) = (g.n, g.cin, g.c0);
+    patch_grads(n * A_C1, c0, cin * KA, f.dz1, p.w1, f.dp1)?;
+    col2im(n, S_IN, cin, f.dp1, f.dx);
+    for (r, o) in obs.iter().enumerate() {
+        for (k, cell) in o.iter().enumerate() {
+            let (j, i) = (k / S_IN, k % S_IN);
+            let src = &f.dx[(r * A_IN + i * S_IN + j) * cin..][..cin];
+            for (a, &code) in cell.iter().enumerate() {
+                let row = a * BOW_MAX_VALUE + usize::from(code).min(BOW_MAX_VALUE - 1);
+                for (e, v) in g_emb[row * cin..][..cin].iter_mut().zip(src) {
+                    *e += *v;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -30,11 +30,11 @@ use metarim_core::nn::dims::{CellKind, RimDims};
 use metarim_core::nn::ops::gru_gate_grads;
 use metarim_core::nn::rim::{
     comm_width, module_input, query_width, rim_param_counts, rnn_module_len, select_top_k,
-    softmax_in_place, state_len, CommGrad, RimGrads, RimWeights,
+    softmax_in_place, state_len, CommGrad, RimGrads, RimParamCounts, RimWeights,
 };
 
 pub use crate::gemm::Scalar;
-use crate::gemm::{axpy, dot, gemm, mat, rm, row_fields, tr};
+use crate::gemm::{axpy, dot, gemm, mat, rm, row_fields, tr, Mat};
 
 row_fields! {
     /// Per-row fields of a pass (widths in floats, or the buffers, or a shard's views).
@@ -338,25 +338,91 @@ impl<S: Scalar> RimBatch<S> {
         if rows == 0 {
             return Ok(());
         }
-        let (n, hid, inp) = (d.n_modules, d.hidden, d.input);
-        let nh = state_len(&d);
-        let (aw, uw, cw) = (query_width(&d), module_input(&d), comm_width(&d));
-        let (ih, dv) = (d.in_heads, d.d_v);
-        let g3 = 3 * hid;
         let c = rim_param_counts(&d);
-        let one = S::ONE;
-        let f = &self.f;
-        let want = |s: &[S], len: usize, what: &str| -> Result<bool> {
-            if s.is_empty() {
-                return Ok(false);
-            }
-            ensure!(
-                s.len() >= len,
-                "batched RIM: {what} gradient buffer too short"
-            );
-            Ok(true)
+        let sums = WeightSums {
+            p: PassDims::new(&d, self.seqs, self.steps),
+            f: &self.f,
+            rows,
         };
-        if want(g.w_k, c.w_k, "w_k")? {
+        sums.input_projections(g, &c)?;
+        let mut jobs = module_jobs(&d, g, &c)?;
+        sums.modules(&mut jobs, threads)
+    }
+}
+
+/// One module's blocks of the per-module gradient tensors (`w_q, rnn, c_q, c_k, c_v, c_g, c_o`).
+type ModuleJob<'a, S> = [Option<&'a mut [S]>; 7];
+
+/// Whether the gradient buffer `s` of the tensor `what` (`len` floats) is requested: empty
+/// means no; a requested one shorter than `len` is an error.
+fn wanted<S>(s: &[S], len: usize, what: &str) -> Result<bool> {
+    if s.is_empty() {
+        return Ok(false);
+    }
+    ensure!(
+        s.len() >= len,
+        "batched RIM: {what} gradient buffer too short"
+    );
+    Ok(true)
+}
+
+/// One job per module, holding that module's blocks of every requested per-module tensor of
+/// `g` (the communication's only with communication).
+fn module_jobs<'g, S>(
+    d: &RimDims,
+    g: &'g mut RimGrads<'_, S>,
+    c: &RimParamCounts,
+) -> Result<Vec<ModuleJob<'g, S>>> {
+    let (n, hid) = (d.n_modules, d.hidden);
+    let (aw, cw) = (query_width(d), comm_width(d));
+    let wq = wanted(g.w_q, c.w_q, "w_q")?;
+    let rnn = wanted(g.rnn, c.rnn, "rnn")?;
+    let comm = d.communication;
+    let cq = comm && wanted(g.c_q, c.c_q, "c_q")?;
+    let ck = comm && wanted(g.c_k, c.c_k, "c_k")?;
+    let cv = comm && wanted(g.c_v, c.c_v, "c_v")?;
+    let cg = comm && wanted(g.c_g, c.c_g, "c_g")?;
+    let co = comm && wanted(g.c_o, c.c_o, "c_o")?;
+    let rml = rnn_module_len(d);
+    let pw = cw * hid;
+    let per = per_module::<S>;
+    let mut jobs: Vec<ModuleJob<'g, S>> = Vec::with_capacity(n);
+    let mut q = per(&mut *g.w_q, wq, n, aw * hid).into_iter();
+    let mut r = per(&mut *g.rnn, rnn, n, rml).into_iter();
+    let mut a = per(&mut *g.c_q, cq, n, pw).into_iter();
+    let mut b = per(&mut *g.c_k, ck, n, pw).into_iter();
+    let mut v = per(&mut *g.c_v, cv, n, pw).into_iter();
+    let mut gg = per(&mut *g.c_g, cg, n, pw).into_iter();
+    let mut o = per(&mut *g.c_o, co, n, pw).into_iter();
+    for _ in 0..n {
+        jobs.push([
+            q.next().flatten(),
+            r.next().flatten(),
+            a.next().flatten(),
+            b.next().flatten(),
+            v.next().flatten(),
+            gg.next().flatten(),
+            o.next().flatten(),
+        ]);
+    }
+    Ok(jobs)
+}
+
+/// The weight-gradient sums of [`RimBatch::weight_grads`]: each a GEMM over all `rows` rows of
+/// the pass's stored fields, accumulated into the gradient.
+struct WeightSums<'f, S> {
+    p: PassDims,
+    f: &'f Fields<Vec<S>>,
+    rows: usize,
+}
+
+impl<S: Scalar> WeightSums<'_, S> {
+    /// The shared input projections: `w_k += dkx^T x` and `w_v += dvx^T x`, each when
+    /// requested.
+    fn input_projections(&self, g: &mut RimGrads<'_, S>, c: &RimParamCounts) -> Result<()> {
+        let (f, rows, one) = (self.f, self.rows, S::ONE);
+        let PassDims { inp, aw, uw, .. } = self.p;
+        if wanted(g.w_k, c.w_k, "w_k")? {
             gemm(
                 aw,
                 rows,
@@ -371,7 +437,7 @@ impl<S: Scalar> RimBatch<S> {
                 rm(0, inp),
             )?;
         }
-        if want(g.w_v, c.w_v, "w_v")? {
+        if wanted(g.w_v, c.w_v, "w_v")? {
             gemm(
                 uw,
                 rows,
@@ -386,158 +452,20 @@ impl<S: Scalar> RimBatch<S> {
                 rm(0, inp),
             )?;
         }
-        let wq = want(g.w_q, c.w_q, "w_q")?;
-        let rnn = want(g.rnn, c.rnn, "rnn")?;
-        let comm = d.communication;
-        let cq = comm && want(g.c_q, c.c_q, "c_q")?;
-        let ck = comm && want(g.c_k, c.c_k, "c_k")?;
-        let cv = comm && want(g.c_v, c.c_v, "c_v")?;
-        let cg = comm && want(g.c_g, c.c_g, "c_g")?;
-        let co = comm && want(g.c_o, c.c_o, "c_o")?;
-        let rml = rnn_module_len(&d);
-        let pw = cw * hid;
-        // One job per module, holding that module's blocks of every per-module tensor.
-        let per = per_module::<S>;
-        let mut jobs: Vec<[Option<&mut [S]>; 7]> = Vec::with_capacity(n);
-        {
-            let mut q = per(&mut *g.w_q, wq, n, aw * hid).into_iter();
-            let mut r = per(&mut *g.rnn, rnn, n, rml).into_iter();
-            let mut a = per(&mut *g.c_q, cq, n, pw).into_iter();
-            let mut b = per(&mut *g.c_k, ck, n, pw).into_iter();
-            let mut v = per(&mut *g.c_v, cv, n, pw).into_iter();
-            let mut gg = per(&mut *g.c_g, cg, n, pw).into_iter();
-            let mut o = per(&mut *g.c_o, co, n, pw).into_iter();
-            for _ in 0..n {
-                jobs.push([
-                    q.next().flatten(),
-                    r.next().flatten(),
-                    a.next().flatten(),
-                    b.next().flatten(),
-                    v.next().flatten(),
-                    gg.next().flatten(),
-                    o.next().flatten(),
-                ]);
-            }
-        }
-        let module = |i: usize, job: &mut [Option<&mut [S]>; 7]| -> Result<()> {
-            let hprev = rm(i * hid, nh);
-            let [q, r, a, b, v, gg, o] = job;
-            if let Some(gq) = q {
-                gemm(
-                    aw,
-                    rows,
-                    hid,
-                    one,
-                    &f.dq,
-                    tr(i * aw, n * aw),
-                    &f.hin,
-                    hprev,
-                    one,
-                    gq,
-                    rm(0, hid),
-                )?;
-            }
-            if let Some(gr) = r {
-                let ta = tr(i * g3, n * g3);
-                let gw = n * ih * g3;
-                for j in 0..ih {
-                    let a = tr((i * ih + j) * g3, gw);
-                    gemm(
-                        g3,
-                        rows,
-                        dv,
-                        one,
-                        &f.adgi,
-                        a,
-                        &f.vx,
-                        rm(j * dv, uw),
-                        one,
-                        gr,
-                        rm(j * dv, uw),
-                    )?;
-                }
-                let hh = g3 * uw;
-                gemm(
-                    g3,
-                    rows,
-                    hid,
-                    one,
-                    &f.dgh,
-                    ta,
-                    &f.hin,
-                    hprev,
-                    one,
-                    &mut gr[hh..],
-                    rm(0, hid),
-                )?;
-                let (bi, bh) = gr[hh + g3 * hid..].split_at_mut(g3);
-                for row in 0..rows {
-                    let at = (row * n + i) * g3;
-                    axpy(one, &f.dgi[at..][..g3], bi);
-                    axpy(one, &f.dgh[at..][..g3], &mut bh[..g3]);
-                }
-            }
-            let hrow = rm(i * hid, nh);
-            let crow = rm(i * cw, n * cw);
-            if let Some(gg) = gg {
-                gemm(
-                    hid,
-                    rows,
-                    cw,
-                    one,
-                    &f.dpg,
-                    tr(i * hid, nh),
-                    &f.o,
-                    crow,
-                    one,
-                    gg,
-                    rm(0, cw),
-                )?;
-            }
-            if let Some(go) = o {
-                gemm(
-                    hid,
-                    rows,
-                    cw,
-                    one,
-                    &f.dpo,
-                    tr(i * hid, nh),
-                    &f.o,
-                    crow,
-                    one,
-                    go,
-                    rm(0, cw),
-                )?;
-            }
-            let ta = tr(i * cw, n * cw);
-            for (dst, src) in [(a, &f.dcq), (b, &f.dck), (v, &f.dcv)] {
-                if let Some(gc) = dst {
-                    gemm(
-                        cw,
-                        rows,
-                        hid,
-                        one,
-                        src,
-                        ta,
-                        &f.ht,
-                        hrow,
-                        one,
-                        gc,
-                        rm(0, hid),
-                    )?;
-                }
-            }
-            Ok(())
-        };
-        let threads = threads.clamp(1, n);
+        Ok(())
+    }
+
+    /// Runs every module's job ([`WeightSums::module`]) on up to `threads` threads, module `i`
+    /// on thread `i % threads`.
+    fn modules(&self, jobs: &mut [ModuleJob<'_, S>], threads: usize) -> Result<()> {
+        let threads = threads.clamp(1, self.p.n);
         if threads == 1 {
             for (i, job) in jobs.iter_mut().enumerate() {
-                module(i, job)?;
+                self.module(i, job)?;
             }
             return Ok(());
         }
         std::thread::scope(|s| -> Result<()> {
-            let module = &module;
             let mut parts: Vec<Vec<(usize, &mut ModuleJob<'_, S>)>> =
                 (0..threads).map(|_| Vec::new()).collect();
             for (i, job) in jobs.iter_mut().enumerate() {
@@ -548,7 +476,7 @@ impl<S: Scalar> RimBatch<S> {
                 .map(|part| {
                     s.spawn(move || -> Result<()> {
                         for (i, job) in part {
-                            module(i, job)?;
+                            self.module(i, job)?;
                         }
                         Ok(())
                     })
@@ -561,10 +489,144 @@ impl<S: Scalar> RimBatch<S> {
             Ok(())
         })
     }
-}
 
-/// One module's blocks of the per-module gradient tensors (`w_q, rnn, c_q, c_k, c_v, c_g, c_o`).
-type ModuleJob<'a, S> = [Option<&'a mut [S]>; 7];
+    /// Module `i`'s blocks of the per-module tensors in `job`: the query `w_q += dq_i^T hin_i`,
+    /// the GRU ([`WeightSums::rnn`]), the communication's gate and output (`dpg_i^T o_i`,
+    /// `dpo_i^T o_i`) and its query, key and value projections (`dc*_i^T h~_i`).
+    fn module(&self, i: usize, job: &mut ModuleJob<'_, S>) -> Result<()> {
+        let (f, rows, one) = (self.f, self.rows, S::ONE);
+        let PassDims {
+            n, hid, nh, aw, cw, ..
+        } = self.p;
+        let hprev = rm(i * hid, nh);
+        let [q, r, a, b, v, gg, o] = job;
+        if let Some(gq) = q {
+            gemm(
+                aw,
+                rows,
+                hid,
+                one,
+                &f.dq,
+                tr(i * aw, n * aw),
+                &f.hin,
+                hprev,
+                one,
+                gq,
+                rm(0, hid),
+            )?;
+        }
+        if let Some(gr) = r {
+            self.rnn(i, gr)?;
+        }
+        let hrow = rm(i * hid, nh);
+        let crow = rm(i * cw, n * cw);
+        if let Some(gg) = gg {
+            gemm(
+                hid,
+                rows,
+                cw,
+                one,
+                &f.dpg,
+                tr(i * hid, nh),
+                &f.o,
+                crow,
+                one,
+                gg,
+                rm(0, cw),
+            )?;
+        }
+        if let Some(go) = o {
+            gemm(
+                hid,
+                rows,
+                cw,
+                one,
+                &f.dpo,
+                tr(i * hid, nh),
+                &f.o,
+                crow,
+                one,
+                go,
+                rm(0, cw),
+            )?;
+        }
+        let ta = tr(i * cw, n * cw);
+        for (dst, src) in [(a, &f.dcq), (b, &f.dck), (v, &f.dcv)] {
+            if let Some(gc) = dst {
+                gemm(
+                    cw,
+                    rows,
+                    hid,
+                    one,
+                    src,
+                    ta,
+                    &f.ht,
+                    hrow,
+                    one,
+                    gc,
+                    rm(0, hid),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Module `i`'s GRU block `gr`: `W_ih` per input head from `adgi` and the values, `W_hh`
+    /// from `dgh` and `hin`, then the biases as row sums of `dgi` and `dgh` in row order.
+    fn rnn(&self, i: usize, gr: &mut [S]) -> Result<()> {
+        let (f, rows, one) = (self.f, self.rows, S::ONE);
+        let PassDims {
+            n,
+            hid,
+            nh,
+            uw,
+            ih,
+            dv,
+            g3,
+            gw,
+            ..
+        } = self.p;
+        let hprev = rm(i * hid, nh);
+        let ta = tr(i * g3, n * g3);
+        for j in 0..ih {
+            let a = tr((i * ih + j) * g3, gw);
+            gemm(
+                g3,
+                rows,
+                dv,
+                one,
+                &f.adgi,
+                a,
+                &f.vx,
+                rm(j * dv, uw),
+                one,
+                gr,
+                rm(j * dv, uw),
+            )?;
+        }
+        let hh = g3 * uw;
+        gemm(
+            g3,
+            rows,
+            hid,
+            one,
+            &f.dgh,
+            ta,
+            &f.hin,
+            hprev,
+            one,
+            &mut gr[hh..],
+            rm(0, hid),
+        )?;
+        let (bi, bh) = gr[hh + g3 * hid..].split_at_mut(g3);
+        for row in 0..rows {
+            let at = (row * n + i) * g3;
+            axpy(one, &f.dgi[at..][..g3], bi);
+            axpy(one, &f.dgh[at..][..g3], &mut bh[..g3]);
+        }
+        Ok(())
+    }
+}
 
 /// `n` blocks of `len` of `s` when `on` (else `n` empty jobs).
 fn per_module<S>(s: &mut [S], on: bool, n: usize, len: usize) -> Vec<Option<&mut [S]>> {
@@ -669,12 +731,7 @@ impl<'a, S: Scalar> RimShard<'a, S> {
     ) -> Result<()> {
         let d = self.d;
         let (bs, steps) = (self.seqs, self.steps);
-        let (n, hid, inp) = (d.n_modules, d.hidden, d.input);
         let nh = state_len(&d);
-        let (aw, uw, cw) = (query_width(&d), module_input(&d), comm_width(&d));
-        let (ih, dk, dv) = (d.in_heads, d.d_k, d.d_v);
-        let g3 = 3 * hid;
-        let rml = rnn_module_len(&d);
         check_weights(&d, w)?;
         ensure!(h0.len() >= bs * nh, "batched RIM: h0 too short");
         ensure!(
@@ -690,16 +747,166 @@ impl<'a, S: Scalar> RimShard<'a, S> {
         let Some(s) = s.first_mut() else {
             bail!("batched RIM: scratch split failed");
         };
-        let f = &mut self.f;
-        let inv_dk = S::ONE / S::from_f64(dk as f64).sqrt();
-        let inv_heads = S::ONE / S::from_f64(ih as f64);
+        let mut pass = ShardPass {
+            p: PassDims::new(&d, bs, steps),
+            w,
+            f: &mut self.f,
+            s,
+        };
+        pass.input_projections()?;
+        for t in 0..steps {
+            pass.incoming_states(h0, reset, t);
+            pass.input_attention(t)?;
+            pass.module_grus(t)?;
+            if d.communication {
+                pass.comm_attention(t)?;
+                pass.comm_gates(t)?;
+            }
+            pass.masked_update(t);
+        }
+        Ok(())
+    }
+
+    /// BPTT over the last [`RimShard::forward`] given the loss gradients of the outgoing states
+    /// ([`RimShard::dh_mut`]): computes every weight's pre-activation gradients (for
+    /// [`RimBatch::weight_grads`]; the value projection's only with `want_dv` or `want_dx`)
+    /// and, with `want_dx`, the input gradients ([`RimShard::dx`]). No gradient crosses a
+    /// `reset` step or reaches `h0`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &mut self,
+        w: &RimWeights<'_, S>,
+        mode: CommGrad,
+        reset: &[bool],
+        want_dx: bool,
+        want_dv: bool,
+        sc: &mut RimScratch<S>,
+    ) -> Result<()> {
+        let d = self.d;
+        let (bs, steps) = (self.seqs, self.steps);
+        let nh = state_len(&d);
+        check_weights(&d, w)?;
+        ensure!(
+            self.f.dh.len() >= bs * steps * nh,
+            "batched RIM: buffers were made without backward"
+        );
+        ensure!(
+            reset.len() >= bs * steps,
+            "batched RIM: reset flags too short"
+        );
+        ensure!(
+            sc.seqs >= bs,
+            "batched RIM: scratch too small for the shard"
+        );
+        let mut s = sc.s.split(&sc.widths, &[0, bs]);
+        let Some(s) = s.first_mut() else {
+            bail!("batched RIM: scratch split failed");
+        };
+        let (dp, ds) = (&mut sc.dp, &mut sc.ds);
+        let mut pass = ShardPass {
+            p: PassDims::new(&d, bs, steps),
+            w,
+            f: &mut self.f,
+            s,
+        };
+        pass.s.carry.fill(S::ZERO);
+        for t in (0..steps).rev() {
+            pass.masked_update_backward(t);
+            if d.communication {
+                pass.comm_gates_backward(t)?;
+                pass.comm_attention_backward(dp, ds, t);
+                pass.comm_projections_backward(mode, t)?;
+            }
+            pass.gru_attention_backward(t);
+            pass.recurrent_backward(t)?;
+            pass.carry_to_previous_step(reset, t);
+        }
+        pass.input_backward(want_dx, want_dv)
+    }
+}
+
+/// A shard's views of the per-row fields.
+type Rows<'r, S> = Fields<&'r mut [S]>;
+
+/// A shard's views of the per-step scratch.
+type Scratch<'r, S> = StepScratch<&'r mut [S]>;
+
+/// The widths of one pass over `bs` sequences of `steps` steps, derived once from the cell's
+/// dimensions (for [`ShardPass`] and [`WeightSums`]).
+#[derive(Clone, Copy, Debug)]
+struct PassDims {
+    d: RimDims,
+    bs: usize,
+    steps: usize,
+    n: usize,
+    hid: usize,
+    inp: usize,
+    nh: usize,
+    aw: usize,
+    uw: usize,
+    cw: usize,
+    ih: usize,
+    dk: usize,
+    dv: usize,
+    g3: usize,
+    rml: usize,
+    /// Width of the GRU input projections of one row (`N * heads * 3H`).
+    gw: usize,
+    /// Length of one module's block of a communication weight.
+    pw: usize,
+}
+
+impl PassDims {
+    fn new(d: &RimDims, bs: usize, steps: usize) -> PassDims {
+        let (n, hid) = (d.n_modules, d.hidden);
+        let (ih, g3, cw) = (d.in_heads, 3 * hid, comm_width(d));
+        PassDims {
+            d: *d,
+            bs,
+            steps,
+            n,
+            hid,
+            inp: d.input,
+            nh: state_len(d),
+            aw: query_width(d),
+            uw: module_input(d),
+            cw,
+            ih,
+            dk: d.d_k,
+            dv: d.d_v,
+            g3,
+            rml: rnn_module_len(d),
+            gw: n * ih * g3,
+            pw: cw * hid,
+        }
+    }
+
+    /// The rows of step `t` of field width `wd`, from column `c0`.
+    fn st(&self, t: usize, wd: usize, c0: usize) -> Mat {
+        mat(t * wd + c0, self.steps * wd, 1)
+    }
+}
+
+/// One shard's pass: its widths, the weights and its views of the per-row fields and the step
+/// scratch. Its methods are the phases of [`RimShard::forward`] and [`RimShard::backward`] (the
+/// numbers in their docs are those of the core's step: (1) input attention, (2) selection, (3)
+/// GRUs, (4) communication, (5) masked update).
+struct ShardPass<'p, 'a, 'b, S> {
+    p: PassDims,
+    w: &'p RimWeights<'p, S>,
+    f: &'p mut Rows<'a, S>,
+    s: &'p mut Scratch<'b, S>,
+}
+
+impl<S: Scalar> ShardPass<'_, '_, '_, S> {
+    /// Everything that depends on the inputs alone, for all rows at once: keys `kx`, values
+    /// `vx` and the GRU input projections `g`.
+    fn input_projections(&mut self) -> Result<()> {
+        let (p, w, f) = (self.p, self.w, &mut *self.f);
+        let (n, inp, aw, uw, ih, dv, g3, rml, gw) =
+            (p.n, p.inp, p.aw, p.uw, p.ih, p.dv, p.g3, p.rml, p.gw);
         let (one, zero) = (S::ONE, S::ZERO);
-        // The rows of step t of field width `wd`, from column `c0`.
-        let st = |t: usize, wd: usize, c0: usize| mat(t * wd + c0, steps * wd, 1);
-        let gw = n * ih * g3;
-        // Everything that depends on the inputs alone, for all rows at once: keys, values and
-        // the GRU input projections.
-        let rows = bs * steps;
+        let rows = p.bs * p.steps;
         gemm(
             rows,
             inp,
@@ -743,196 +950,192 @@ impl<'a, S: Scalar> RimShard<'a, S> {
                 )?;
             }
         }
-        for t in 0..steps {
-            // Incoming states.
-            for b in 0..bs {
-                let r = b * steps + t;
-                let dst = &mut f.hin[r * nh..][..nh];
-                if reset[b * steps + t] {
-                    dst.fill(zero);
-                } else if t == 0 {
-                    dst.copy_from_slice(&h0[b * nh..][..nh]);
-                } else {
-                    dst.copy_from_slice(&f.hout[(r - 1) * nh..][..nh]);
-                }
+        Ok(())
+    }
+
+    /// The incoming states `hin` of step `t`: zeros at an episode start, else `h0` at the first
+    /// step, else the previous step's outgoing state.
+    fn incoming_states(&mut self, h0: &[S], reset: &[bool], t: usize) {
+        let (p, f) = (self.p, &mut *self.f);
+        let (steps, nh) = (p.steps, p.nh);
+        for b in 0..p.bs {
+            let r = b * steps + t;
+            let dst = &mut f.hin[r * nh..][..nh];
+            if reset[b * steps + t] {
+                dst.fill(S::ZERO);
+            } else if t == 0 {
+                dst.copy_from_slice(&h0[b * nh..][..nh]);
+            } else {
+                dst.copy_from_slice(&f.hout[(r - 1) * nh..][..nh]);
             }
-            // 1. Input attention: per-module queries of h_prev against the keys of x.
+        }
+    }
+
+    /// (1) Input attention of step `t` (per-module queries `q` of `hin` against the keys of
+    /// `x`, the attention `ax` and each module's null attention) and (2) the selection `mask`.
+    fn input_attention(&mut self, t: usize) -> Result<()> {
+        let (p, w, f, s) = (self.p, self.w, &mut *self.f, &mut *self.s);
+        let (bs, steps, n, hid, nh, aw, ih, dk) =
+            (p.bs, p.steps, p.n, p.hid, p.nh, p.aw, p.ih, p.dk);
+        let inv_dk = S::ONE / S::from_f64(dk as f64).sqrt();
+        let inv_heads = S::ONE / S::from_f64(ih as f64);
+        let (one, zero) = (S::ONE, S::ZERO);
+        for i in 0..n {
+            gemm(
+                bs,
+                hid,
+                aw,
+                one,
+                f.hin,
+                p.st(t, nh, i * hid),
+                w.w_q,
+                tr(i * aw * hid, hid),
+                zero,
+                f.q,
+                p.st(t, n * aw, i * aw),
+            )?;
+        }
+        for b in 0..bs {
+            let r = b * steps + t;
+            let kx = &f.kx[r * aw..][..aw];
             for i in 0..n {
-                gemm(
-                    bs,
-                    hid,
-                    aw,
-                    one,
-                    f.hin,
-                    st(t, nh, i * hid),
-                    w.w_q,
-                    tr(i * aw * hid, hid),
-                    zero,
-                    f.q,
-                    st(t, n * aw, i * aw),
-                )?;
+                let q = &f.q[(r * n + i) * aw..][..aw];
+                let ax = &mut f.ax[(r * n + i) * ih..][..ih];
+                let mut null_sum = zero;
+                for ((qh, kh), a) in q
+                    .chunks_exact(dk)
+                    .zip(kx.chunks_exact(dk))
+                    .zip(ax.iter_mut())
+                {
+                    let sc = dot(qh, kh) * inv_dk;
+                    *a = sc.act_sigmoid();
+                    null_sum += (-sc).act_sigmoid();
+                }
+                s.null[b * n + i] = null_sum * inv_heads;
             }
+            // 2. Selection.
+            select_top_k(
+                &s.null[b * n..][..n],
+                p.d.k_active,
+                &mut f.mask[r * n..][..n],
+                &mut [],
+            );
+        }
+        Ok(())
+    }
+
+    /// (3) The per-module GRUs of step `t`, evaluated densely (inactive results are discarded
+    /// by the masked update, but their `h~` are the keys and values of the communication):
+    /// the gate cache `gates` and the candidate states `ht`.
+    fn module_grus(&mut self, t: usize) -> Result<()> {
+        let (p, w, f, s) = (self.p, self.w, &mut *self.f, &mut *self.s);
+        let (bs, steps, n, hid, nh, uw, ih, g3, rml, gw) = (
+            p.bs, p.steps, p.n, p.hid, p.nh, p.uw, p.ih, p.g3, p.rml, p.gw,
+        );
+        let (one, zero) = (S::ONE, S::ZERO);
+        for i in 0..n {
+            let base = i * rml;
+            let w_hh = base + g3 * uw;
+            let (b_ih, b_hh) = (w_hh + g3 * hid, w_hh + g3 * hid + g3);
+            gemm(
+                bs,
+                hid,
+                g3,
+                one,
+                f.hin,
+                p.st(t, nh, i * hid),
+                w.rnn,
+                tr(w_hh, hid),
+                zero,
+                s.gh,
+                rm(i * g3, n * g3),
+            )?;
+            let bi = &w.rnn[b_ih..][..g3];
+            let bh = &w.rnn[b_hh..][..g3];
             for b in 0..bs {
                 let r = b * steps + t;
-                let kx = &f.kx[r * aw..][..aw];
-                for i in 0..n {
-                    let q = &f.q[(r * n + i) * aw..][..aw];
-                    let ax = &mut f.ax[(r * n + i) * ih..][..ih];
-                    let mut null_sum = zero;
-                    for ((qh, kh), a) in q
-                        .chunks_exact(dk)
-                        .zip(kx.chunks_exact(dk))
-                        .zip(ax.iter_mut())
-                    {
-                        let sc = dot(qh, kh) * inv_dk;
-                        *a = sc.act_sigmoid();
-                        null_sum += (-sc).act_sigmoid();
-                    }
-                    s.null[b * n + i] = null_sum * inv_heads;
+                let gproj = &f.g[r * gw + i * ih * g3..][..ih * g3];
+                let ax = &f.ax[(r * n + i) * ih..][..ih];
+                let gh = &s.gh[(b * n + i) * g3..][..g3];
+                let cache = &mut f.gates[(r * n + i) * 4 * hid..][..4 * hid];
+                let hprev = &f.hin[r * nh + i * hid..][..hid];
+                let ht = &mut f.ht[r * nh + i * hid..][..hid];
+                // Written as whole-slice loops so that they vectorise. The cache is
+                // [r | z | n | hn]; the r and z slots first hold the input side.
+                let (rz, rest) = cache.split_at_mut(2 * hid);
+                let (ng, hn) = rest.split_at_mut(hid);
+                for (o, (b1, (g, b2))) in rz.iter_mut().zip(bi.iter().zip(gh.iter().zip(bh))) {
+                    *o = *b1 + (*g + *b2);
                 }
-                // 2. Selection.
-                select_top_k(
-                    &s.null[b * n..][..n],
-                    d.k_active,
-                    &mut f.mask[r * n..][..n],
-                    &mut [],
-                );
+                for (u, o) in hn.iter_mut().enumerate() {
+                    *o = gh[2 * hid + u] + bh[2 * hid + u];
+                }
+                ng.copy_from_slice(&bi[2 * hid..3 * hid]);
+                for (j, a) in ax.iter().enumerate() {
+                    let gj = &gproj[j * g3..(j + 1) * g3];
+                    for (o, g) in rz.iter_mut().zip(&gj[..2 * hid]) {
+                        *o += *a * *g;
+                    }
+                    for (o, g) in ng.iter_mut().zip(&gj[2 * hid..]) {
+                        *o += *a * *g;
+                    }
+                }
+                for o in rz.iter_mut() {
+                    *o = o.act_sigmoid();
+                }
+                for (o, (r, h)) in ng.iter_mut().zip(rz.iter().zip(hn.iter())) {
+                    *o = (*o + *r * *h).act_tanh();
+                }
+                let z = &rz[hid..];
+                for (u, o) in ht.iter_mut().enumerate() {
+                    *o = (one - z[u]) * ng[u] + z[u] * hprev[u];
+                }
             }
-            // 3. Per-module GRUs, evaluated densely (inactive results are discarded below,
-            //    but their h~ are the keys and values of the communication).
+        }
+        Ok(())
+    }
+
+    /// (4) Communication of step `t`, first half: the queries, keys and values `cq, ck, cv` of
+    /// every module's `h~`, and each active module's attention `p` over all modules and its
+    /// output `o` (zeros for inactive modules).
+    fn comm_attention(&mut self, t: usize) -> Result<()> {
+        let (p, w, f) = (self.p, self.w, &mut *self.f);
+        let (bs, steps, n, hid, nh, cw, pw) = (p.bs, p.steps, p.n, p.hid, p.nh, p.cw, p.pw);
+        let (ch, ckw) = (p.d.c_heads, p.d.c_k);
+        let inv_ck = S::ONE / S::from_f64(ckw as f64).sqrt();
+        let (one, zero) = (S::ONE, S::ZERO);
+        for i in 0..n {
+            let a = p.st(t, nh, i * hid);
+            let out = p.st(t, n * cw, i * cw);
+            let wt = tr(i * pw, hid);
+            gemm(bs, hid, cw, one, f.ht, a, w.c_q, wt, zero, f.cq, out)?;
+            gemm(bs, hid, cw, one, f.ht, a, w.c_k, wt, zero, f.ck, out)?;
+            gemm(bs, hid, cw, one, f.ht, a, w.c_v, wt, zero, f.cv, out)?;
+        }
+        for b in 0..bs {
+            let r = b * steps + t;
+            let ck = &f.ck[r * n * cw..][..n * cw];
+            let cv = &f.cv[r * n * cw..][..n * cw];
             for i in 0..n {
-                let base = i * rml;
-                let w_hh = base + g3 * uw;
-                let (b_ih, b_hh) = (w_hh + g3 * hid, w_hh + g3 * hid + g3);
-                gemm(
-                    bs,
-                    hid,
-                    g3,
-                    one,
-                    f.hin,
-                    st(t, nh, i * hid),
-                    w.rnn,
-                    tr(w_hh, hid),
-                    zero,
-                    s.gh,
-                    rm(i * g3, n * g3),
-                )?;
-                let bi = &w.rnn[b_ih..][..g3];
-                let bh = &w.rnn[b_hh..][..g3];
-                for b in 0..bs {
-                    let r = b * steps + t;
-                    let gproj = &f.g[r * gw + i * ih * g3..][..ih * g3];
-                    let ax = &f.ax[(r * n + i) * ih..][..ih];
-                    let gh = &s.gh[(b * n + i) * g3..][..g3];
-                    let cache = &mut f.gates[(r * n + i) * 4 * hid..][..4 * hid];
-                    let hprev = &f.hin[r * nh + i * hid..][..hid];
-                    let ht = &mut f.ht[r * nh + i * hid..][..hid];
-                    // Written as whole-slice loops so that they vectorise. The cache is
-                    // [r | z | n | hn]; the r and z slots first hold the input side.
-                    let (rz, rest) = cache.split_at_mut(2 * hid);
-                    let (ng, hn) = rest.split_at_mut(hid);
-                    for (o, (b1, (g, b2))) in rz.iter_mut().zip(bi.iter().zip(gh.iter().zip(bh))) {
-                        *o = *b1 + (*g + *b2);
-                    }
-                    for (u, o) in hn.iter_mut().enumerate() {
-                        *o = gh[2 * hid + u] + bh[2 * hid + u];
-                    }
-                    ng.copy_from_slice(&bi[2 * hid..3 * hid]);
-                    for (j, a) in ax.iter().enumerate() {
-                        let gj = &gproj[j * g3..(j + 1) * g3];
-                        for (o, g) in rz.iter_mut().zip(&gj[..2 * hid]) {
-                            *o += *a * *g;
-                        }
-                        for (o, g) in ng.iter_mut().zip(&gj[2 * hid..]) {
-                            *o += *a * *g;
-                        }
-                    }
-                    for o in rz.iter_mut() {
-                        *o = o.act_sigmoid();
-                    }
-                    for (o, (r, h)) in ng.iter_mut().zip(rz.iter().zip(hn.iter())) {
-                        *o = (*o + *r * *h).act_tanh();
-                    }
-                    let z = &rz[hid..];
-                    for (u, o) in ht.iter_mut().enumerate() {
-                        *o = (one - z[u]) * ng[u] + z[u] * hprev[u];
-                    }
+                let p_i = &mut f.p[(r * n + i) * ch * n..][..ch * n];
+                let o_i = &mut f.o[(r * n + i) * cw..][..cw];
+                if f.mask[r * n + i] == zero {
+                    p_i.fill(zero);
+                    o_i.fill(zero);
+                    continue;
                 }
-            }
-            // 4. Communication.
-            if d.communication {
-                let pw = cw * hid;
-                let (ch, ckw) = (d.c_heads, d.c_k);
-                let inv_ck = S::ONE / S::from_f64(ckw as f64).sqrt();
-                for i in 0..n {
-                    let a = st(t, nh, i * hid);
-                    let out = st(t, n * cw, i * cw);
-                    let wt = tr(i * pw, hid);
-                    gemm(bs, hid, cw, one, f.ht, a, w.c_q, wt, zero, f.cq, out)?;
-                    gemm(bs, hid, cw, one, f.ht, a, w.c_k, wt, zero, f.ck, out)?;
-                    gemm(bs, hid, cw, one, f.ht, a, w.c_v, wt, zero, f.cv, out)?;
-                }
-                for b in 0..bs {
-                    let r = b * steps + t;
-                    let ck = &f.ck[r * n * cw..][..n * cw];
-                    let cv = &f.cv[r * n * cw..][..n * cw];
-                    for i in 0..n {
-                        let p_i = &mut f.p[(r * n + i) * ch * n..][..ch * n];
-                        let o_i = &mut f.o[(r * n + i) * cw..][..cw];
-                        if f.mask[r * n + i] == zero {
-                            p_i.fill(zero);
-                            o_i.fill(zero);
-                            continue;
-                        }
-                        let q_i = &f.cq[(r * n + i) * cw..][..cw];
-                        for j in 0..ch {
-                            let qj = &q_i[j * ckw..][..ckw];
-                            let pj = &mut p_i[j * n..][..n];
-                            for (m, sv) in pj.iter_mut().enumerate() {
-                                *sv = dot(qj, &ck[m * cw + j * ckw..][..ckw]) * inv_ck;
-                            }
-                            softmax_in_place(pj);
-                            let oj = &mut o_i[j * ckw..][..ckw];
-                            oj.fill(zero);
-                            for (m, pm) in pj.iter().enumerate() {
-                                axpy(*pm, &cv[m * cw + j * ckw..][..ckw], oj);
-                            }
-                        }
+                let q_i = &f.cq[(r * n + i) * cw..][..cw];
+                for j in 0..ch {
+                    let qj = &q_i[j * ckw..][..ckw];
+                    let pj = &mut p_i[j * n..][..n];
+                    for (m, sv) in pj.iter_mut().enumerate() {
+                        *sv = dot(qj, &ck[m * cw + j * ckw..][..ckw]) * inv_ck;
                     }
-                }
-                for i in 0..n {
-                    let a = st(t, n * cw, i * cw);
-                    let out = st(t, nh, i * hid);
-                    let wt = tr(i * pw, cw);
-                    gemm(bs, cw, hid, one, f.o, a, w.c_g, wt, zero, f.gate, out)?;
-                    gemm(bs, cw, hid, one, f.o, a, w.c_o, wt, zero, f.tanh, out)?;
-                }
-                for b in 0..bs {
-                    let rows = (b * steps + t) * nh..(b * steps + t + 1) * nh;
-                    f.gate[rows.clone()]
-                        .iter_mut()
-                        .for_each(|v| *v = v.act_sigmoid());
-                    f.tanh[rows].iter_mut().for_each(|v| *v = v.act_tanh());
-                }
-            }
-            // 5. Masked update.
-            for b in 0..bs {
-                let r = b * steps + t;
-                for i in 0..n {
-                    let at = r * nh + i * hid;
-                    let dst = &mut f.hout[at..][..hid];
-                    if f.mask[r * n + i] == zero {
-                        dst.copy_from_slice(&f.hin[at..][..hid]);
-                        continue;
-                    }
-                    let ht = &f.ht[at..][..hid];
-                    if d.communication {
-                        let (g, th) = (&f.gate[at..][..hid], &f.tanh[at..][..hid]);
-                        for (((o, t), g), th) in dst.iter_mut().zip(ht).zip(g).zip(th) {
-                            *o = *t + *g * *th;
-                        }
-                    } else {
-                        dst.copy_from_slice(ht);
+                    softmax_in_place(pj);
+                    let oj = &mut o_i[j * ckw..][..ckw];
+                    oj.fill(zero);
+                    for (m, pm) in pj.iter().enumerate() {
+                        axpy(*pm, &cv[m * cw + j * ckw..][..ckw], oj);
                     }
                 }
             }
@@ -940,293 +1143,360 @@ impl<'a, S: Scalar> RimShard<'a, S> {
         Ok(())
     }
 
-    /// BPTT over the last [`RimShard::forward`] given the loss gradients of the outgoing states
-    /// ([`RimShard::dh_mut`]): computes every weight's pre-activation gradients (for
-    /// [`RimBatch::weight_grads`]; the value projection's only with `want_dv` or `want_dx`)
-    /// and, with `want_dx`, the input gradients ([`RimShard::dx`]). No gradient crosses a
-    /// `reset` step or reaches `h0`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn backward(
-        &mut self,
-        w: &RimWeights<'_, S>,
-        mode: CommGrad,
-        reset: &[bool],
-        want_dx: bool,
-        want_dv: bool,
-        sc: &mut RimScratch<S>,
-    ) -> Result<()> {
-        let d = self.d;
-        let (bs, steps) = (self.seqs, self.steps);
-        let (n, hid, inp) = (d.n_modules, d.hidden, d.input);
-        let nh = state_len(&d);
-        let (aw, uw, cw) = (query_width(&d), module_input(&d), comm_width(&d));
-        let (ih, dk, dv) = (d.in_heads, d.d_k, d.d_v);
-        let g3 = 3 * hid;
-        let rml = rnn_module_len(&d);
-        let comm = d.communication;
-        check_weights(&d, w)?;
-        ensure!(
-            self.f.dh.len() >= bs * steps * nh,
-            "batched RIM: buffers were made without backward"
+    /// (4) Communication of step `t`, second half: the gated residual's `gate = sigmoid(W_g o)`
+    /// and `tanh = tanh(W_o o)`.
+    fn comm_gates(&mut self, t: usize) -> Result<()> {
+        let (p, w, f) = (self.p, self.w, &mut *self.f);
+        let (bs, steps, n, hid, nh, cw, pw) = (p.bs, p.steps, p.n, p.hid, p.nh, p.cw, p.pw);
+        let (one, zero) = (S::ONE, S::ZERO);
+        for i in 0..n {
+            let a = p.st(t, n * cw, i * cw);
+            let out = p.st(t, nh, i * hid);
+            let wt = tr(i * pw, cw);
+            gemm(bs, cw, hid, one, f.o, a, w.c_g, wt, zero, f.gate, out)?;
+            gemm(bs, cw, hid, one, f.o, a, w.c_o, wt, zero, f.tanh, out)?;
+        }
+        for b in 0..bs {
+            let rows = (b * steps + t) * nh..(b * steps + t + 1) * nh;
+            f.gate[rows.clone()]
+                .iter_mut()
+                .for_each(|v| *v = v.act_sigmoid());
+            f.tanh[rows].iter_mut().for_each(|v| *v = v.act_tanh());
+        }
+        Ok(())
+    }
+
+    /// (5) The masked update of step `t`: active modules take `h~` (plus the gated
+    /// communication), inactive ones keep `hin`.
+    fn masked_update(&mut self, t: usize) {
+        let (p, f) = (self.p, &mut *self.f);
+        let (bs, steps, n, hid, nh) = (p.bs, p.steps, p.n, p.hid, p.nh);
+        let zero = S::ZERO;
+        for b in 0..bs {
+            let r = b * steps + t;
+            for i in 0..n {
+                let at = r * nh + i * hid;
+                let dst = &mut f.hout[at..][..hid];
+                if f.mask[r * n + i] == zero {
+                    dst.copy_from_slice(&f.hin[at..][..hid]);
+                    continue;
+                }
+                let ht = &f.ht[at..][..hid];
+                if p.d.communication {
+                    let (g, th) = (&f.gate[at..][..hid], &f.tanh[at..][..hid]);
+                    for (((o, t), g), th) in dst.iter_mut().zip(ht).zip(g).zip(th) {
+                        *o = *t + *g * *th;
+                    }
+                } else {
+                    dst.copy_from_slice(ht);
+                }
+            }
+        }
+    }
+
+    /// Backward of 5., the masked update of step `t`: the state gradient (loss `dh` plus the
+    /// carried gradient) goes to `dht` for active modules and to `carry_new` (the incoming
+    /// state) for inactive ones; the other receives zeros.
+    fn masked_update_backward(&mut self, t: usize) {
+        let (p, f, s) = (self.p, &mut *self.f, &mut *self.s);
+        let (bs, steps, n, hid, nh) = (p.bs, p.steps, p.n, p.hid, p.nh);
+        let zero = S::ZERO;
+        for b in 0..bs {
+            let r = b * steps + t;
+            for i in 0..n {
+                let o = b * nh + i * hid;
+                let src = &f.dh[r * nh + i * hid..][..hid];
+                let carry = &s.carry[o..][..hid];
+                let on = f.mask[r * n + i] != zero;
+                let (dst_on, dst_off) = if on {
+                    (&mut s.dht[o..][..hid], &mut s.carry_new[o..][..hid])
+                } else {
+                    (&mut s.carry_new[o..][..hid], &mut s.dht[o..][..hid])
+                };
+                for ((a, z), (sv, c)) in dst_on
+                    .iter_mut()
+                    .zip(dst_off.iter_mut())
+                    .zip(src.iter().zip(carry))
+                {
+                    *a = *sv + *c;
+                    *z = zero;
+                }
+            }
+        }
+    }
+
+    /// Backward of (4)'s gated residual at step `t`: the pre-activation gradients `dpg, dpo` of
+    /// the gate and the tanh, and from them the communication outputs' gradient `dout`.
+    fn comm_gates_backward(&mut self, t: usize) -> Result<()> {
+        let (p, w, f, s) = (self.p, self.w, &mut *self.f, &mut *self.s);
+        let (bs, steps, n, hid, nh, cw, pw) = (p.bs, p.steps, p.n, p.hid, p.nh, p.cw, p.pw);
+        let (one, zero) = (S::ONE, S::ZERO);
+        for b in 0..bs {
+            let rows = (b * steps + t) * nh..(b * steps + t + 1) * nh;
+            for ((((pg, po), dy), gt), th) in f.dpg[rows.clone()]
+                .iter_mut()
+                .zip(f.dpo[rows.clone()].iter_mut())
+                .zip(s.dht[b * nh..][..nh].iter())
+                .zip(f.gate[rows.clone()].iter())
+                .zip(f.tanh[rows].iter())
+            {
+                *pg = *dy * *th * *gt * (one - *gt);
+                *po = *dy * *gt * (one - *th * *th);
+            }
+        }
+        for i in 0..n {
+            let a = p.st(t, nh, i * hid);
+            let out = rm(i * cw, n * cw);
+            gemm(
+                bs,
+                hid,
+                cw,
+                one,
+                f.dpg,
+                a,
+                w.c_g,
+                rm(i * pw, cw),
+                zero,
+                s.dout,
+                out,
+            )?;
+            gemm(
+                bs,
+                hid,
+                cw,
+                one,
+                f.dpo,
+                a,
+                w.c_o,
+                rm(i * pw, cw),
+                one,
+                s.dout,
+                out,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Backward of (4)'s attention at step `t`: from `dout`, the gradients `dcq, dck, dcv` of
+    /// the communication queries, keys and values (through each active module's softmax;
+    /// `dp`, `ds` are `N`-long scratch).
+    fn comm_attention_backward(&mut self, dp: &mut [S], ds: &mut [S], t: usize) {
+        let (p, f, s) = (self.p, &mut *self.f, &mut *self.s);
+        let (bs, steps, n, cw) = (p.bs, p.steps, p.n, p.cw);
+        let (ch, ckw) = (p.d.c_heads, p.d.c_k);
+        let inv_ck = S::ONE / S::from_f64(ckw as f64).sqrt();
+        let zero = S::ZERO;
+        for b in 0..bs {
+            let r = b * steps + t;
+            let crow = r * n * cw..(r + 1) * n * cw;
+            f.dcq[crow.clone()].fill(zero);
+            f.dck[crow.clone()].fill(zero);
+            f.dcv[crow].fill(zero);
+            for i in 0..n {
+                if f.mask[r * n + i] == zero {
+                    continue;
+                }
+                let p_i = &f.p[(r * n + i) * ch * n..][..ch * n];
+                let q_i = &f.cq[(r * n + i) * cw..][..cw];
+                for j in 0..ch {
+                    let doj = &s.dout[(b * n + i) * cw + j * ckw..][..ckw];
+                    let pj = &p_i[j * n..][..n];
+                    for (m, (dpm, pm)) in dp.iter_mut().zip(pj).enumerate() {
+                        let at = (r * n + m) * cw + j * ckw;
+                        *dpm = dot(doj, &f.cv[at..][..ckw]);
+                        axpy(*pm, doj, &mut f.dcv[at..][..ckw]);
+                    }
+                    // softmax backward: ds = p * (dp - <dp, p>).
+                    let mut sum = zero;
+                    for (a, b) in pj.iter().zip(dp.iter()) {
+                        sum += *a * *b;
+                    }
+                    for ((dsm, pm), dpm) in ds.iter_mut().zip(pj).zip(dp.iter()) {
+                        *dsm = *pm * (*dpm - sum);
+                    }
+                    let qj = &q_i[j * ckw..][..ckw];
+                    for (m, dsm) in ds.iter().enumerate() {
+                        let dsm = *dsm * inv_ck;
+                        let at = (r * n + m) * cw + j * ckw;
+                        axpy(
+                            dsm,
+                            &f.ck[at..][..ckw],
+                            &mut f.dcq[(r * n + i) * cw + j * ckw..][..ckw],
+                        );
+                        axpy(dsm, qj, &mut f.dck[at..][..ckw]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Backward of (4)'s projections at step `t`: adds to `dht` the gradient of `h~` through
+    /// the communication queries, and through the keys and values (the latter only for
+    /// active modules under [`CommGrad::Blocked`]).
+    fn comm_projections_backward(&mut self, mode: CommGrad, t: usize) -> Result<()> {
+        let (p, w, f, s) = (self.p, self.w, &mut *self.f, &mut *self.s);
+        let (bs, steps, n, hid, nh, cw, pw) = (p.bs, p.steps, p.n, p.hid, p.nh, p.cw, p.pw);
+        let (one, zero) = (S::ONE, S::ZERO);
+        for i in 0..n {
+            let a = p.st(t, n * cw, i * cw);
+            gemm(
+                bs,
+                cw,
+                hid,
+                one,
+                f.dcq,
+                a,
+                w.c_q,
+                rm(i * pw, hid),
+                one,
+                s.dht,
+                rm(i * hid, nh),
+            )?;
+            let tmp = rm(0, hid);
+            gemm(
+                bs,
+                cw,
+                hid,
+                one,
+                f.dck,
+                a,
+                w.c_k,
+                rm(i * pw, hid),
+                zero,
+                s.tmp,
+                tmp,
+            )?;
+            gemm(
+                bs,
+                cw,
+                hid,
+                one,
+                f.dcv,
+                a,
+                w.c_v,
+                rm(i * pw, hid),
+                one,
+                s.tmp,
+                tmp,
+            )?;
+            for b in 0..bs {
+                let r = b * steps + t;
+                if mode == CommGrad::Blocked && f.mask[r * n + i] == zero {
+                    continue;
+                }
+                let dst = &mut s.dht[b * nh + i * hid..][..hid];
+                axpy(one, &s.tmp[b * hid..][..hid], dst);
+            }
+        }
+        Ok(())
+    }
+
+    /// Backward of (3) and (1) at step `t`, per row: the GRU gate gradients `dgi, dgh` (dense:
+    /// a module whose `h~` got no gradient gets exact zeros) and the incoming state's direct
+    /// share in `carry_new`; then the input attention: `u_ij = a_ij v_x,j` with
+    /// `a_ij = sigmoid(q_ij . k_x,j / sqrt(d_k))`, so `dL/da_ij = dgi_i . (W_ih,i[:, j] v_x,j)`,
+    /// the stored projection, giving `adgi`, `dq` and `dkx`.
+    fn gru_attention_backward(&mut self, t: usize) {
+        let (p, f, s) = (self.p, &mut *self.f, &mut *self.s);
+        let (bs, steps, n, hid, nh, aw, ih, dk, g3, gw) = (
+            p.bs, p.steps, p.n, p.hid, p.nh, p.aw, p.ih, p.dk, p.g3, p.gw,
         );
-        ensure!(
-            reset.len() >= bs * steps,
-            "batched RIM: reset flags too short"
-        );
-        ensure!(
-            sc.seqs >= bs,
-            "batched RIM: scratch too small for the shard"
-        );
-        let mut s = sc.s.split(&sc.widths, &[0, bs]);
-        let Some(s) = s.first_mut() else {
-            bail!("batched RIM: scratch split failed");
-        };
-        let (dp, ds) = (&mut sc.dp, &mut sc.ds);
-        let f = &mut self.f;
         let inv_dk = S::ONE / S::from_f64(dk as f64).sqrt();
         let (one, zero) = (S::ONE, S::ZERO);
-        let pw = cw * hid;
-        let gw = n * ih * g3;
-        let st = |t: usize, wd: usize, c0: usize| mat(t * wd + c0, steps * wd, 1);
-        s.carry.fill(zero);
-        for t in (0..steps).rev() {
-            // 5. Masked update: dh = loss + carried; active -> h~ (and comm), inactive -> h_prev.
-            for b in 0..bs {
-                let r = b * steps + t;
-                for i in 0..n {
-                    let o = b * nh + i * hid;
-                    let src = &f.dh[r * nh + i * hid..][..hid];
-                    let carry = &s.carry[o..][..hid];
-                    let on = f.mask[r * n + i] != zero;
-                    let (dst_on, dst_off) = if on {
-                        (&mut s.dht[o..][..hid], &mut s.carry_new[o..][..hid])
-                    } else {
-                        (&mut s.carry_new[o..][..hid], &mut s.dht[o..][..hid])
-                    };
-                    for ((a, z), (sv, c)) in dst_on
-                        .iter_mut()
-                        .zip(dst_off.iter_mut())
-                        .zip(src.iter().zip(carry))
-                    {
-                        *a = *sv + *c;
-                        *z = zero;
-                    }
-                }
-            }
-            // 4. Communication.
-            if comm {
-                let (ch, ckw) = (d.c_heads, d.c_k);
-                let inv_ck = S::ONE / S::from_f64(ckw as f64).sqrt();
-                for b in 0..bs {
-                    let rows = (b * steps + t) * nh..(b * steps + t + 1) * nh;
-                    for ((((pg, po), dy), gt), th) in f.dpg[rows.clone()]
-                        .iter_mut()
-                        .zip(f.dpo[rows.clone()].iter_mut())
-                        .zip(s.dht[b * nh..][..nh].iter())
-                        .zip(f.gate[rows.clone()].iter())
-                        .zip(f.tanh[rows].iter())
-                    {
-                        *pg = *dy * *th * *gt * (one - *gt);
-                        *po = *dy * *gt * (one - *th * *th);
-                    }
-                }
-                for i in 0..n {
-                    let a = st(t, nh, i * hid);
-                    let out = rm(i * cw, n * cw);
-                    gemm(
-                        bs,
-                        hid,
-                        cw,
-                        one,
-                        f.dpg,
-                        a,
-                        w.c_g,
-                        rm(i * pw, cw),
-                        zero,
-                        s.dout,
-                        out,
-                    )?;
-                    gemm(
-                        bs,
-                        hid,
-                        cw,
-                        one,
-                        f.dpo,
-                        a,
-                        w.c_o,
-                        rm(i * pw, cw),
-                        one,
-                        s.dout,
-                        out,
-                    )?;
-                }
-                for b in 0..bs {
-                    let r = b * steps + t;
-                    let crow = r * n * cw..(r + 1) * n * cw;
-                    f.dcq[crow.clone()].fill(zero);
-                    f.dck[crow.clone()].fill(zero);
-                    f.dcv[crow].fill(zero);
-                    for i in 0..n {
-                        if f.mask[r * n + i] == zero {
-                            continue;
-                        }
-                        let p_i = &f.p[(r * n + i) * ch * n..][..ch * n];
-                        let q_i = &f.cq[(r * n + i) * cw..][..cw];
-                        for j in 0..ch {
-                            let doj = &s.dout[(b * n + i) * cw + j * ckw..][..ckw];
-                            let pj = &p_i[j * n..][..n];
-                            for (m, (dpm, pm)) in dp.iter_mut().zip(pj).enumerate() {
-                                let at = (r * n + m) * cw + j * ckw;
-                                *dpm = dot(doj, &f.cv[at..][..ckw]);
-                                axpy(*pm, doj, &mut f.dcv[at..][..ckw]);
-                            }
-                            // softmax backward: ds = p * (dp - <dp, p>).
-                            let mut sum = zero;
-                            for (a, b) in pj.iter().zip(dp.iter()) {
-                                sum += *a * *b;
-                            }
-                            for ((dsm, pm), dpm) in ds.iter_mut().zip(pj).zip(dp.iter()) {
-                                *dsm = *pm * (*dpm - sum);
-                            }
-                            let qj = &q_i[j * ckw..][..ckw];
-                            for (m, dsm) in ds.iter().enumerate() {
-                                let dsm = *dsm * inv_ck;
-                                let at = (r * n + m) * cw + j * ckw;
-                                axpy(
-                                    dsm,
-                                    &f.ck[at..][..ckw],
-                                    &mut f.dcq[(r * n + i) * cw + j * ckw..][..ckw],
-                                );
-                                axpy(dsm, qj, &mut f.dck[at..][..ckw]);
-                            }
-                        }
-                    }
-                }
-                for i in 0..n {
-                    let a = st(t, n * cw, i * cw);
-                    gemm(
-                        bs,
-                        cw,
-                        hid,
-                        one,
-                        f.dcq,
-                        a,
-                        w.c_q,
-                        rm(i * pw, hid),
-                        one,
-                        s.dht,
-                        rm(i * hid, nh),
-                    )?;
-                    let tmp = rm(0, hid);
-                    gemm(
-                        bs,
-                        cw,
-                        hid,
-                        one,
-                        f.dck,
-                        a,
-                        w.c_k,
-                        rm(i * pw, hid),
-                        zero,
-                        s.tmp,
-                        tmp,
-                    )?;
-                    gemm(
-                        bs,
-                        cw,
-                        hid,
-                        one,
-                        f.dcv,
-                        a,
-                        w.c_v,
-                        rm(i * pw, hid),
-                        one,
-                        s.tmp,
-                        tmp,
-                    )?;
-                    for b in 0..bs {
-                        let r = b * steps + t;
-                        if mode == CommGrad::Blocked && f.mask[r * n + i] == zero {
-                            continue;
-                        }
-                        let dst = &mut s.dht[b * nh + i * hid..][..hid];
-                        axpy(one, &s.tmp[b * hid..][..hid], dst);
-                    }
-                }
-            }
-            // 3. GRUs (dense: a module whose h~ got no gradient gets exact zeros), and
-            // 1. the input attention: u_ij = a_ij v_x,j with a_ij = sigmoid(q_ij . k_x,j / sqrt(d_k)),
-            //    so dL/da_ij = dgi_i . (W_ih,i[:, j] v_x,j), the stored projection.
-            for b in 0..bs {
-                let r = b * steps + t;
-                f.dkx[r * aw..(r + 1) * aw].fill(zero);
-                let kx = &f.kx[r * aw..][..aw];
-                for i in 0..n {
-                    let cache = &f.gates[(r * n + i) * 4 * hid..][..4 * hid];
-                    let hprev = &f.hin[r * nh + i * hid..][..hid];
-                    let dy = &s.dht[b * nh + i * hid..][..hid];
-                    let gi = &mut f.dgi[(r * n + i) * g3..][..g3];
-                    let gh = &mut f.dgh[(r * n + i) * g3..][..g3];
-                    let carry = &mut s.carry_new[b * nh + i * hid..][..hid];
-                    gru_gate_grads(cache, hprev, dy, gi, gh, carry);
-                    let gi = &f.dgi[(r * n + i) * g3..][..g3];
-                    let q = &f.q[(r * n + i) * aw..][..aw];
-                    let ax = &f.ax[(r * n + i) * ih..][..ih];
-                    let dq = &mut f.dq[(r * n + i) * aw..][..aw];
-                    for (j, a) in ax.iter().enumerate() {
-                        let at = r * gw + (i * ih + j) * g3;
-                        let da = dot(gi, &f.g[at..][..g3]);
-                        for (o, v) in f.adgi[at..][..g3].iter_mut().zip(gi) {
-                            *o = *a * *v;
-                        }
-                        let dsc = da * *a * (one - *a) * inv_dk;
-                        for (o, k) in dq[j * dk..][..dk].iter_mut().zip(&kx[j * dk..][..dk]) {
-                            *o = dsc * *k;
-                        }
-                        axpy(dsc, &q[j * dk..][..dk], &mut f.dkx[r * aw + j * dk..][..dk]);
-                    }
-                }
-            }
+        for b in 0..bs {
+            let r = b * steps + t;
+            f.dkx[r * aw..(r + 1) * aw].fill(zero);
+            let kx = &f.kx[r * aw..][..aw];
             for i in 0..n {
-                let w_hh = i * rml + g3 * uw;
-                gemm(
-                    bs,
-                    g3,
-                    hid,
-                    one,
-                    f.dgh,
-                    st(t, n * g3, i * g3),
-                    w.rnn,
-                    rm(w_hh, hid),
-                    one,
-                    s.carry_new,
-                    rm(i * hid, nh),
-                )?;
-            }
-            for i in 0..n {
-                gemm(
-                    bs,
-                    aw,
-                    hid,
-                    one,
-                    f.dq,
-                    st(t, n * aw, i * aw),
-                    w.w_q,
-                    rm(i * aw * hid, hid),
-                    one,
-                    s.carry_new,
-                    rm(i * hid, nh),
-                )?;
-            }
-            // No gradient into the step before an episode start.
-            for b in 0..bs {
-                if reset[b * steps + t] {
-                    s.carry_new[b * nh..][..nh].fill(zero);
+                let cache = &f.gates[(r * n + i) * 4 * hid..][..4 * hid];
+                let hprev = &f.hin[r * nh + i * hid..][..hid];
+                let dy = &s.dht[b * nh + i * hid..][..hid];
+                let gi = &mut f.dgi[(r * n + i) * g3..][..g3];
+                let gh = &mut f.dgh[(r * n + i) * g3..][..g3];
+                let carry = &mut s.carry_new[b * nh + i * hid..][..hid];
+                gru_gate_grads(cache, hprev, dy, gi, gh, carry);
+                let gi = &f.dgi[(r * n + i) * g3..][..g3];
+                let q = &f.q[(r * n + i) * aw..][..aw];
+                let ax = &f.ax[(r * n + i) * ih..][..ih];
+                let dq = &mut f.dq[(r * n + i) * aw..][..aw];
+                for (j, a) in ax.iter().enumerate() {
+                    let at = r * gw + (i * ih + j) * g3;
+                    let da = dot(gi, &f.g[at..][..g3]);
+                    for (o, v) in f.adgi[at..][..g3].iter_mut().zip(gi) {
+                        *o = *a * *v;
+                    }
+                    let dsc = da * *a * (one - *a) * inv_dk;
+                    for (o, k) in dq[j * dk..][..dk].iter_mut().zip(&kx[j * dk..][..dk]) {
+                        *o = dsc * *k;
+                    }
+                    axpy(dsc, &q[j * dk..][..dk], &mut f.dkx[r * aw + j * dk..][..dk]);
                 }
             }
-            std::mem::swap(&mut s.carry, &mut s.carry_new);
         }
-        let rows = bs * steps;
+    }
+
+    /// The incoming state's gradient at step `t` through the recurrent products: adds
+    /// `dgh W_hh` and `dq W_q` of every module to `carry_new`.
+    fn recurrent_backward(&mut self, t: usize) -> Result<()> {
+        let (p, w, f, s) = (self.p, self.w, &mut *self.f, &mut *self.s);
+        let (bs, n, hid, nh, aw, uw, g3, rml) = (p.bs, p.n, p.hid, p.nh, p.aw, p.uw, p.g3, p.rml);
+        let one = S::ONE;
+        for i in 0..n {
+            let w_hh = i * rml + g3 * uw;
+            gemm(
+                bs,
+                g3,
+                hid,
+                one,
+                f.dgh,
+                p.st(t, n * g3, i * g3),
+                w.rnn,
+                rm(w_hh, hid),
+                one,
+                s.carry_new,
+                rm(i * hid, nh),
+            )?;
+        }
+        for i in 0..n {
+            gemm(
+                bs,
+                aw,
+                hid,
+                one,
+                f.dq,
+                p.st(t, n * aw, i * aw),
+                w.w_q,
+                rm(i * aw * hid, hid),
+                one,
+                s.carry_new,
+                rm(i * hid, nh),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Ends backward step `t`: the incoming state's gradient `carry_new` becomes the carried
+    /// gradient of step `t - 1`, zeroed where step `t` starts an episode (no gradient into the
+    /// step before an episode start).
+    fn carry_to_previous_step(&mut self, reset: &[bool], t: usize) {
+        let (p, s) = (self.p, &mut *self.s);
+        let (steps, nh) = (p.steps, p.nh);
+        for b in 0..p.bs {
+            if reset[b * steps + t] {
+                s.carry_new[b * nh..][..nh].fill(S::ZERO);
+            }
+        }
+        std::mem::swap(&mut s.carry, &mut s.carry_new);
+    }
+
+    /// After the steps, for all rows at once: the values' gradient `dvx` (with `want_dx` or
+    /// `want_dv`) and the input gradient `dx` (with `want_dx`).
+    fn input_backward(&mut self, want_dx: bool, want_dv: bool) -> Result<()> {
+        let (p, w, f) = (self.p, self.w, &mut *self.f);
+        let (n, inp, aw, uw, ih, dv, g3, rml, gw) =
+            (p.n, p.inp, p.aw, p.uw, p.ih, p.dv, p.g3, p.rml, p.gw);
+        let (one, zero) = (S::ONE, S::ZERO);
+        let rows = p.bs * p.steps;
         if want_dx || want_dv {
             // dL/dv_x,j = sum_i a_ij dgi_i W_ih,i[:, j], for all rows at once.
             for i in 0..n {

@@ -417,12 +417,51 @@ impl<S: Scalar> BatchedGrads<S> {
             "batched gradients: {b_seqs} chunks x {steps} steps exceed the capacity {}",
             self.capacity
         );
-        let sl = state_len(&d);
-        let (inp, feat, hi) = (d.memory_input(), d.obs_features(), d.instr_hidden);
         let want_other = opts.groups[Group::Other as usize];
         // The encoders' backward needs their activations, so stored inputs serve only passes
         // that do not train the encoders.
         let reuse_x = opts.reuse_x && !want_other;
+        self.load_chunks(seqs, steps, reuse_x)?;
+        let mut g = split_grads(layout, grads, opts.groups)?;
+        let encoder = layout.block(&params, Role::Encoder);
+        let instr_p = layout.block(&params, Role::Instruction);
+        let heads = layout.block(&params, Role::Heads);
+        self.find_segments(seqs, steps);
+        let obs: Vec<&Observation> = seqs.iter().flat_map(|s| s.obs.iter()).collect();
+        // 1. Memory inputs, for all rows: stored, or the encoders now.
+        self.memory_inputs(seqs, steps, reuse_x, encoder, instr_p, &obs)?;
+        // 2. Memory and heads, per thread shard.
+        let rim_w = rim_weights(layout, &params);
+        let lstm_w = lstm_weights(layout, &params);
+        let shard_job = ShardJob {
+            d: &d,
+            heads,
+            rim_w: &rim_w,
+            lstm_w: &lstm_w,
+            opts,
+            want_other,
+            want_dv: !g.rim.w_v.is_empty(),
+            steps,
+        };
+        self.run_shards(&shard_job, seqs)?;
+        // 3. Weight gradients over all rows.
+        self.weight_grads(&mut g, rows, &mut stats)?;
+        // 4. The encoders' backward.
+        if want_other {
+            self.encoders_backward(encoder, instr_p, &obs, &mut g)?;
+        }
+        for t in &self.terms[..rows] {
+            stats.sum.accumulate(t);
+        }
+        Ok(stats)
+    }
+
+    /// Checks that every chunk is `steps` steps long (with a long enough initial state, and
+    /// stored memory inputs when `reuse_x`), and copies the initial states into `h0` and the
+    /// episode starts into `reset`.
+    fn load_chunks(&mut self, seqs: &[Seq<'_, S>], steps: usize, reuse_x: bool) -> Result<()> {
+        let sl = state_len(&self.d);
+        let inp = self.d.memory_input();
         for (b, s) in seqs.iter().enumerate() {
             ensure!(
                 s.len() == steps
@@ -444,11 +483,12 @@ impl<S: Scalar> BatchedGrads<S> {
             self.h0[b * sl..(b + 1) * sl].copy_from_slice(&s.init_state[..sl]);
             self.reset[b * steps..(b + 1) * steps].copy_from_slice(s.episode_start);
         }
-        let mut g = split_grads(layout, grads, opts.groups)?;
-        let encoder = layout.block(&params, Role::Encoder);
-        let instr_p = layout.block(&params, Role::Instruction);
-        let heads = layout.block(&params, Role::Heads);
-        // Episode segments, in row order.
+        Ok(())
+    }
+
+    /// The episode segments, in row order: a segment starts at a chunk's first step and at
+    /// every episode start in it (`seg_start`), and `seg_of_row` maps each row to its segment.
+    fn find_segments(&mut self, seqs: &[Seq<'_, S>], steps: usize) {
         self.seg_start.clear();
         for (b, sq) in seqs.iter().enumerate() {
             for t in 0..steps {
@@ -458,40 +498,57 @@ impl<S: Scalar> BatchedGrads<S> {
                 self.seg_of_row[b * steps + t] = self.seg_start.len() - 1;
             }
         }
-        let n_segs = self.seg_start.len();
-        let obs: Vec<&Observation> = seqs.iter().flat_map(|s| s.obs.iter()).collect();
-        // 1. Memory inputs, for all rows: stored, or the encoders now.
-        {
-            let x = match &mut self.mem {
-                Memory::Rim { rb, .. } => rb.inputs_mut(rows)?,
-                Memory::Lstm { lb, .. } => lb.inputs_mut(rows)?,
-            };
-            if reuse_x {
-                for (b, sq) in seqs.iter().enumerate() {
-                    let src = sq.x.ok_or_else(|| anyhow!("chunk {b}: no stored inputs"))?;
-                    x[b * steps * inp..(b + 1) * steps * inp].copy_from_slice(&src[..steps * inp]);
-                }
-            } else {
-                self.enc.forward(encoder, &obs, x, inp, 0)?;
-                let missions: Vec<&[u16]> = self
-                    .seg_start
-                    .iter()
-                    .map(|&r| &seqs[r / steps].tokens[r % steps][..])
-                    .collect();
-                self.instr.forward(&d, instr_p, &missions)?;
-                let emb = self.instr.out();
-                for (r, xr) in x.chunks_exact_mut(inp).enumerate() {
-                    let seg = self.seg_of_row[r];
-                    xr[feat..].copy_from_slice(&emb[seg * hi..(seg + 1) * hi]);
-                }
+    }
+
+    /// Phase 1: the memory inputs of all rows, into the memory's buffers: the chunks' stored
+    /// ones when `reuse_x`, else the observation encoder over every frame followed by the
+    /// instruction encoder's output of the row's segment.
+    fn memory_inputs(
+        &mut self,
+        seqs: &[Seq<'_, S>],
+        steps: usize,
+        reuse_x: bool,
+        encoder: &[S],
+        instr_p: &[S],
+        obs: &[&Observation],
+    ) -> Result<()> {
+        let d = self.d;
+        let rows = seqs.len() * steps;
+        let (inp, feat, hi) = (d.memory_input(), d.obs_features(), d.instr_hidden);
+        let x = match &mut self.mem {
+            Memory::Rim { rb, .. } => rb.inputs_mut(rows)?,
+            Memory::Lstm { lb, .. } => lb.inputs_mut(rows)?,
+        };
+        if reuse_x {
+            for (b, sq) in seqs.iter().enumerate() {
+                let src = sq.x.ok_or_else(|| anyhow!("chunk {b}: no stored inputs"))?;
+                x[b * steps * inp..(b + 1) * steps * inp].copy_from_slice(&src[..steps * inp]);
+            }
+        } else {
+            self.enc.forward(encoder, obs, x, inp, 0)?;
+            let missions: Vec<&[u16]> = self
+                .seg_start
+                .iter()
+                .map(|&r| &seqs[r / steps].tokens[r % steps][..])
+                .collect();
+            self.instr.forward(&d, instr_p, &missions)?;
+            let emb = self.instr.out();
+            for (r, xr) in x.chunks_exact_mut(inp).enumerate() {
+                let seg = self.seg_of_row[r];
+                xr[feat..].copy_from_slice(&emb[seg * hi..(seg + 1) * hi]);
             }
         }
-        // 2. Memory and heads, per thread shard.
+        Ok(())
+    }
+
+    /// Phase 2: splits the chunks into contiguous thread shards and runs `job` on each, on its
+    /// own thread (memory forward, heads, loss, heads backward, memory BPTT).
+    fn run_shards(&mut self, job: &ShardJob<'_, S>, seqs: &[Seq<'_, S>]) -> Result<()> {
+        let (b_seqs, steps) = (seqs.len(), job.steps);
+        let sl = state_len(&self.d);
         let parts = self.threads.min(b_seqs).max(1);
         let seq_bounds: Vec<usize> = (0..=parts).map(|k| k * b_seqs / parts).collect();
         let row_bounds: Vec<usize> = seq_bounds.iter().map(|b| b * steps).collect();
-        let rim_w = rim_weights(layout, &params);
-        let lstm_w = lstm_weights(layout, &params);
         let mem_shards: Vec<MemShard<'_, S>> = match &mut self.mem {
             Memory::Rim { rb, scratch } => rb
                 .shards(b_seqs, steps, &seq_bounds)?
@@ -509,16 +566,6 @@ impl<S: Scalar> BatchedGrads<S> {
         let row_views = self.rows.split(&self.widths, &row_bounds);
         let terms = split_rows(&mut self.terms, 1, &row_bounds);
         let (h0, reset) = (&self.h0[..], &self.reset[..]);
-        let shard_job = ShardJob {
-            d: &d,
-            heads,
-            rim_w: &rim_w,
-            lstm_w: &lstm_w,
-            opts,
-            want_other,
-            want_dv: !g.rim.w_v.is_empty(),
-            steps,
-        };
         let results: Vec<Result<()>> = std::thread::scope(|s| {
             let handles: Vec<_> = mem_shards
                 .into_iter()
@@ -526,7 +573,6 @@ impl<S: Scalar> BatchedGrads<S> {
                 .zip(terms)
                 .zip(seq_bounds.windows(2))
                 .map(|(((mem, rows), terms), sb)| {
-                    let job = &shard_job;
                     let seqs = &seqs[sb[0]..sb[1]];
                     let h0 = &h0[sb[0] * sl..sb[1] * sl];
                     let reset = &reset[sb[0] * steps..sb[1] * steps];
@@ -544,11 +590,21 @@ impl<S: Scalar> BatchedGrads<S> {
         for r in results {
             r?;
         }
-        // 3. Weight gradients over all rows.
+        Ok(())
+    }
+
+    /// Phase 3: the memory's weight gradients over all `rows` rows (with a RIM, also the
+    /// modules' activity counts into `stats`), then the heads'.
+    fn weight_grads(
+        &self,
+        g: &mut GradParts<'_, S>,
+        rows: usize,
+        stats: &mut ChunkStats<S>,
+    ) -> Result<()> {
         match &self.mem {
             Memory::Rim { rb, .. } => {
                 rb.weight_grads(&mut g.rim, self.threads)?;
-                for m in rb.masks().chunks_exact(d.rim.n_modules) {
+                for m in rb.masks().chunks_exact(self.d.rim.n_modules) {
                     for (c, v) in stats.active_steps.iter_mut().zip(m) {
                         if *v != S::ZERO {
                             *c += 1;
@@ -558,33 +614,46 @@ impl<S: Scalar> BatchedGrads<S> {
             }
             Memory::Lstm { lb, .. } => lb.weight_grads(&mut g.lstm, self.threads)?,
         }
-        let (h, dx) = match &self.mem {
-            Memory::Rim { rb, .. } => (rb.h_out(), rb.dx()),
-            Memory::Lstm { lb, .. } => (lb.h_out(), lb.dx()),
+        let h = match &self.mem {
+            Memory::Rim { rb, .. } => rb.h_out(),
+            Memory::Lstm { lb, .. } => lb.h_out(),
         };
         if !g.heads.is_empty() {
-            heads_weight_grads(&d, &self.rows, rows, h, g.heads)?;
+            heads_weight_grads(&self.d, &self.rows, rows, h, g.heads)?;
         }
-        // 4. The encoders' backward.
-        if want_other {
-            self.enc.backward(encoder, &obs, dx, inp, 0, g.encoder)?;
-            if self.d_seg.len() < n_segs * hi {
-                self.d_seg.resize(n_segs * hi, S::ZERO);
+        Ok(())
+    }
+
+    /// Phase 4: the encoders' backward from the memory's input gradients: the observation
+    /// encoder over all frames, and the instruction encoder over the segments (each segment's
+    /// gradient the sum of its rows').
+    fn encoders_backward(
+        &mut self,
+        encoder: &[S],
+        instr_p: &[S],
+        obs: &[&Observation],
+        g: &mut GradParts<'_, S>,
+    ) -> Result<()> {
+        let d = self.d;
+        let (inp, feat, hi) = (d.memory_input(), d.obs_features(), d.instr_hidden);
+        let n_segs = self.seg_start.len();
+        let dx = match &self.mem {
+            Memory::Rim { rb, .. } => rb.dx(),
+            Memory::Lstm { lb, .. } => lb.dx(),
+        };
+        self.enc.backward(encoder, obs, dx, inp, 0, g.encoder)?;
+        if self.d_seg.len() < n_segs * hi {
+            self.d_seg.resize(n_segs * hi, S::ZERO);
+        }
+        let d_seg = &mut self.d_seg[..n_segs * hi];
+        d_seg.fill(S::ZERO);
+        for (r, dxr) in dx.chunks_exact(inp).enumerate() {
+            let seg = self.seg_of_row[r];
+            for (a, v) in d_seg[seg * hi..(seg + 1) * hi].iter_mut().zip(&dxr[feat..]) {
+                *a += *v;
             }
-            let d_seg = &mut self.d_seg[..n_segs * hi];
-            d_seg.fill(S::ZERO);
-            for (r, dxr) in dx.chunks_exact(inp).enumerate() {
-                let seg = self.seg_of_row[r];
-                for (a, v) in d_seg[seg * hi..(seg + 1) * hi].iter_mut().zip(&dxr[feat..]) {
-                    *a += *v;
-                }
-            }
-            self.instr.backward(&d, instr_p, d_seg, g.instr)?;
         }
-        for t in &self.terms[..rows] {
-            stats.sum.accumulate(t);
-        }
-        Ok(stats)
+        self.instr.backward(&d, instr_p, d_seg, g.instr)
     }
 }
 
