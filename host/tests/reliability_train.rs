@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{opts, tmpdir};
+use common::{opts, tiny_train_args, tmpdir};
 use host::train::checkpoint::{self, FORMAT_VERSION};
 use host::train::run::{train, RunOptions, CHECKPOINT_FILE};
 use host::train::TrainConfig;
@@ -250,34 +250,10 @@ fn counters_that_would_wrap_are_refused_even_with_a_good_crc() {
 #[test]
 fn two_processes_never_train_into_one_directory() {
     let dir = tmpdir("lock");
-    let out = dir.to_str().unwrap().to_string();
     let args = |extra: &[&str]| -> Vec<String> {
-        [
-            "train",
-            "--level",
-            "BabyAI-GoToLocalS5N2-v0",
-            "--frames",
-            "2000000",
-            "--threads",
-            "1",
-            "--quiet",
-            "--set",
-            "procs=6",
-            "--set",
-            "frames_per_proc=20",
-            "--set",
-            "recurrence=10",
-            "--set",
-            "batch_size=40",
-            "--set",
-            "save_interval=1",
-            "--out",
-            &out,
-        ]
-        .iter()
-        .chain(extra)
-        .map(|s| s.to_string())
-        .collect()
+        let mut a = vec!["--threads", "1"];
+        a.extend_from_slice(extra);
+        tiny_train_args(&dir, 2_000_000, &a)
     };
     let mut first = Command::new(env!("CARGO_BIN_EXE_metarim"))
         .args(args(&[]))

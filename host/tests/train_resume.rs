@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{opts, tmpdir};
+use common::{opts, tiny_train_args, tmpdir};
 use host::train::checkpoint;
 use host::train::run::{train, RunOptions, CHECKPOINT_FILE};
 use host::train::TrainConfig;
@@ -122,33 +122,7 @@ fn resume_refuses_a_changed_config_but_accepts_more_frames() {
 #[test]
 fn kill_9_then_resume_matches_an_uninterrupted_run() {
     let bin = env!("CARGO_BIN_EXE_metarim");
-    let args = |out: &Path| -> Vec<String> {
-        [
-            "train",
-            "--level",
-            "BabyAI-GoToLocalS5N2-v0",
-            "--frames",
-            "4800",
-            "--seed",
-            "5",
-            "--quiet",
-            "--set",
-            "procs=6",
-            "--set",
-            "frames_per_proc=20",
-            "--set",
-            "recurrence=10",
-            "--set",
-            "batch_size=40",
-            "--set",
-            "save_interval=1",
-            "--out",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([out.display().to_string()])
-        .collect()
-    };
+    let args = |out: &Path| tiny_train_args(out, 4800, &["--seed", "5"]);
     let full = tmpdir("kill-full");
     let st = Command::new(bin)
         .args(args(&full))
