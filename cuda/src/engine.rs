@@ -39,7 +39,7 @@ use metarim_core::env::Observation;
 use metarim_core::mission::vocab::VOCAB_SIZE;
 use metarim_core::nn::dims::MemoryKind;
 use metarim_core::nn::optim::Adam;
-use metarim_core::nn::params::{Group, GroupBufs, GroupBufsMut, Layout, TensorKind};
+use metarim_core::nn::params::{Group, GroupBufs, GroupBufsMut, Layout};
 use metarim_core::nn::policy::ChunkStep;
 
 use crate::args::{AdamMasked, ClipFinish, LayoutInfo, SumsqMasked};
@@ -239,17 +239,7 @@ fn fast_module_ranges(layout: &Layout) -> Vec<(usize, usize, i32)> {
     let n = layout.dims().rim.n_modules;
     let mut fast_ranges = Vec::new();
     for e in layout.entries().iter().filter(|e| e.group == Group::Fast) {
-        let per_module = matches!(
-            e.kind,
-            TensorKind::RimQuery
-                | TensorKind::RimRnn
-                | TensorKind::CommQuery
-                | TensorKind::CommKey
-                | TensorKind::CommValue
-                | TensorKind::CommGate
-                | TensorKind::CommOut
-        );
-        if per_module && n > 0 {
+        if e.kind.is_per_module() && n > 0 {
             let block = e.len / n;
             for i in 0..n {
                 fast_ranges.push((e.offset + i * block, block, i as i32));

@@ -18,6 +18,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{bail, Context, Result};
 
+/// The pid of the process that wrote a temporary file named as [`AtomicFile`] names them
+/// (`.NAME.tmp-PID-N`, or `.NAME.tmp-PID` from earlier versions), or `None` for any other name.
+pub fn temp_file_writer_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix('.')?;
+    let (_, tail) = rest.rsplit_once(".tmp-")?;
+    let pid = match tail.split_once('-') {
+        Some((pid, n)) if n.chars().all(|c| c.is_ascii_digit()) => pid,
+        Some(_) => return None,
+        None => tail,
+    };
+    pid.parse().ok()
+}
+
 /// A file being written: under a temporary name in its target's directory, renamed onto the
 /// target by [`AtomicFile::commit`] (or written in place when the target is not a regular
 /// file; see the module docs). Dropped uncommitted, the temporary file is removed.

@@ -150,6 +150,24 @@ pub enum TensorKind {
     Critic,
 }
 
+impl TensorKind {
+    /// Whether the tensor is stored module-major, one equal block per RIM module (the modules'
+    /// own queries, RNNs and communication weights): a step that trains only some modules
+    /// touches only their blocks.
+    pub fn is_per_module(self) -> bool {
+        matches!(
+            self,
+            TensorKind::RimQuery
+                | TensorKind::RimRnn
+                | TensorKind::CommQuery
+                | TensorKind::CommKey
+                | TensorKind::CommValue
+                | TensorKind::CommGate
+                | TensorKind::CommOut
+        )
+    }
+}
+
 /// One tensor of the layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TensorEntry {
@@ -625,17 +643,7 @@ impl Layout {
             what: "too many fast ranges for FAST_RANGES",
         };
         for e in self.entries.iter().filter(|e| e.group == Group::Fast) {
-            let per_module = matches!(
-                e.kind,
-                TensorKind::RimQuery
-                    | TensorKind::RimRnn
-                    | TensorKind::CommQuery
-                    | TensorKind::CommKey
-                    | TensorKind::CommValue
-                    | TensorKind::CommGate
-                    | TensorKind::CommOut
-            );
-            if per_module && n > 0 {
+            if e.kind.is_per_module() && n > 0 {
                 let block = e.len / n;
                 for (i, _) in active.iter().enumerate().take(n).filter(|(_, a)| **a) {
                     out.push((e.offset + i * block, block)).map_err(|_| full)?;

@@ -121,7 +121,7 @@ pub fn remove_stale_temp_files(dir: &Path) -> Result<Vec<PathBuf>> {
         let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let Some(pid) = temp_file_pid(name) else {
+        let Some(pid) = crate::fsutil::temp_file_writer_pid(name) else {
             continue;
         };
         if pid == me || (proc_fs && Path::new(&format!("/proc/{pid}")).exists()) {
@@ -134,18 +134,6 @@ pub fn remove_stale_temp_files(dir: &Path) -> Result<Vec<PathBuf>> {
     }
     removed.sort();
     Ok(removed)
-}
-
-/// The writer's pid of a temporary file name `.NAME.tmp-PID` or `.NAME.tmp-PID-N`.
-fn temp_file_pid(name: &str) -> Option<u32> {
-    let rest = name.strip_prefix('.')?;
-    let (_, tail) = rest.rsplit_once(".tmp-")?;
-    let pid = match tail.split_once('-') {
-        Some((pid, n)) if n.chars().all(|c| c.is_ascii_digit()) => pid,
-        Some(_) => return None,
-        None => tail,
-    };
-    pid.parse().ok()
 }
 
 #[cfg(test)]
