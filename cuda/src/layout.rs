@@ -142,12 +142,20 @@ fn samples_per_block(floats_per_sample: usize, cap: usize) -> Result<usize> {
 
 impl ModelLayout {
     /// The layout of `dims`; errors for what the kernels do not implement (LSTM cells inside the
-    /// RIM, more than [`MAX_MODULES`] modules, blocks that do not fit in shared memory).
+    /// RIM, the FiLM encoder, more than [`MAX_MODULES`] modules, blocks that do not fit in shared
+    /// memory).
     pub fn new(dims: &ModelDims) -> Result<ModelLayout> {
         let r = &dims.rim;
         if dims.memory == MemoryKind::Rim && r.cell != CellKind::Gru {
             return Err(unsupported(
                 "RIM modules with LSTM cells (the kernels implement GRU modules)".into(),
+            ));
+        }
+        if dims.film {
+            return Err(unsupported(
+                "the FiLM-conditioned encoder (film = true; the kernels implement the plain \
+                 encoder: train it with --backend cpu)"
+                    .into(),
             ));
         }
         if r.n_modules == 0 || r.n_modules > MAX_MODULES || r.k_active == 0 {
@@ -494,6 +502,9 @@ mod tests {
         d.rim.cell = CellKind::Lstm;
         let e = ModelLayout::new(&d).unwrap_err().to_string();
         assert!(e.contains("LSTM cells"), "{e}");
+        let d = ModelDims { film: true, ..TINY };
+        let e = ModelLayout::new(&d).unwrap_err().to_string();
+        assert!(e.contains("FiLM") && e.contains("--backend cpu"), "{e}");
         let mut d = TINY;
         d.rim.n_modules = 17;
         assert!(ModelLayout::new(&d).is_err());

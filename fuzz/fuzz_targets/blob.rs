@@ -32,6 +32,7 @@ const MICRO: ModelDims = ModelDims {
     encoder: EncoderKind::Conv,
     conv_channels: [1, 1, 2],
     bow_dim: 1,
+    film: false,
     word_dim: 2,
     instr_hidden: 2,
     max_tokens: TINY.max_tokens,

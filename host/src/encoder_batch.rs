@@ -10,6 +10,13 @@
 //! which is the row layout of the core's `[C_out][C_in][2][2]` weights, so a convolution is
 //! `patches x W^T`.
 //!
+//! FiLM ([`ModelDims::film`]): the caller writes each frame's instruction embedding into
+//! [`EncoderBatch::instr_mut`] before [`EncoderBatch::forward`]; the coefficients of all frames
+//! are one GEMM (`[n x hi] x [hi x 2(C0+C1+C2)]`), each conv's pre-activations are modulated
+//! per frame and channel (`z (1 + gamma) + beta`, the unmodulated values kept for the
+//! backward), and after [`EncoderBatch::backward`] [`EncoderBatch::d_instr`] holds each frame's
+//! instruction gradient.
+//!
 //! Invariants: every weight gradient is one GEMM over all frames and every scatter runs in frame
 //! order, single-threaded, so the result depends only on the frames. Buffers are allocated once
 //! for a capacity of frames.
@@ -47,6 +54,12 @@ row_fields! {
         /// conv3 patch (post-ReLU conv2 map), pre-activations.
         p3,
         z3,
+        /// FiLM: instruction embedding, coefficients, unmodulated pre-activations.
+        e,
+        gb,
+        r1,
+        r2,
+        r3,
         /// Backward: gradients of the pre-activations and patches.
         dz3,
         dp3,
@@ -56,6 +69,9 @@ row_fields! {
         dz1,
         dp1,
         dx,
+        /// Backward, FiLM: gradients of the coefficients and of the instruction embedding.
+        dgb,
+        de,
     }
 }
 
@@ -65,6 +81,9 @@ pub struct EncoderBatch<S> {
     d: ModelDims,
     bow: bool,
     cin: usize,
+    /// FiLM's instruction width and coefficient count (0 without FiLM).
+    hi: usize,
+    nf: usize,
     capacity: usize,
     w: Fields<usize>,
     f: Fields<Vec<S>>,
@@ -79,6 +98,19 @@ struct Parts<'a, S> {
     b2: &'a [S],
     w3: &'a [S],
     b3: &'a [S],
+    /// FiLM generator `[nf x hi]` and bias (empty without FiLM).
+    fw: &'a [S],
+    fb: &'a [S],
+}
+
+/// FiLM's instruction width and coefficient count `2 (C0 + C1 + C2)`, both 0 without FiLM.
+fn film_sizes(d: &ModelDims) -> (usize, usize) {
+    let [c0, c1, c2] = d.conv_channels;
+    if d.film {
+        (d.instr_hidden, 2 * (c0 + c1 + c2))
+    } else {
+        (0, 0)
+    }
 }
 
 fn split<'a, S>(d: &ModelDims, bow: bool, cin: usize, p: &'a [S]) -> Result<Parts<'a, S>> {
@@ -93,6 +125,9 @@ fn split<'a, S>(d: &ModelDims, bow: bool, cin: usize, p: &'a [S]) -> Result<Part
     let (w2, p) = p.split_at(c1 * c0 * KA);
     let (b2, p) = p.split_at(c1);
     let (w3, p) = p.split_at(c2 * c1 * KA);
+    let (b3, p) = p.split_at(c2);
+    let (hi, nf) = film_sizes(d);
+    let (fw, p) = p.split_at(nf * hi);
     Ok(Parts {
         emb,
         w1,
@@ -100,7 +135,9 @@ fn split<'a, S>(d: &ModelDims, bow: bool, cin: usize, p: &'a [S]) -> Result<Part
         w2,
         b2,
         w3,
-        b3: &p[..c2],
+        b3,
+        fw,
+        fb: &p[..nf],
     })
 }
 
@@ -123,6 +160,8 @@ impl<S: Scalar> EncoderBatch<S> {
             "batched encoder: channels and capacity must be at least 1"
         );
         let b = |v: usize| if backward { v } else { 0 };
+        let (hi, nf) = film_sizes(d);
+        let film = |v: usize| if d.film { v } else { 0 };
         let w = Fields {
             x: A_IN * cin,
             p1: A_C1 * cin * KA,
@@ -133,6 +172,11 @@ impl<S: Scalar> EncoderBatch<S> {
             z2: A_C2 * c1,
             p3: c1 * KA,
             z3: c2,
+            e: hi,
+            gb: nf,
+            r1: film(A_C1 * c0),
+            r2: film(A_C2 * c1),
+            r3: film(c2),
             dz3: b(c2),
             dp3: b(c1 * KA),
             dz2: b(A_C2 * c1),
@@ -141,6 +185,8 @@ impl<S: Scalar> EncoderBatch<S> {
             dz1: b(A_C1 * c0),
             dp1: b(if bow { A_C1 * cin * KA } else { 0 }),
             dx: b(if bow { A_IN * cin } else { 0 }),
+            dgb: b(nf),
+            de: b(hi),
         };
         capacity
             .checked_mul(w.total())
@@ -150,6 +196,8 @@ impl<S: Scalar> EncoderBatch<S> {
             d: *d,
             bow,
             cin,
+            hi,
+            nf,
             capacity,
             f: Fields::alloc(&w, capacity),
             w,
@@ -167,7 +215,26 @@ impl<S: Scalar> EncoderBatch<S> {
             c0,
             c1,
             c2,
+            hi: self.hi,
+            nf: self.nf,
         }
+    }
+
+    /// FiLM's input: the instruction embeddings of the next forward's first `n` frames
+    /// (`[n x instr_hidden]`, frame-major), for the caller to fill. Empty without FiLM.
+    pub fn instr_mut(&mut self, n: usize) -> Result<&mut [S]> {
+        ensure!(
+            n <= self.capacity,
+            "batched encoder: {n} frames exceed the capacity {}",
+            self.capacity
+        );
+        Ok(&mut self.f.e[..n * self.hi])
+    }
+
+    /// After [`Self::backward`] with FiLM: each frame's instruction gradient
+    /// (`[frames x instr_hidden]`); empty without FiLM.
+    pub fn d_instr(&self) -> &[S] {
+        &self.f.de[..(self.frames * self.hi).min(self.f.de.len())]
     }
 
     /// Encodes `obs` (one frame each), writing frame `r`'s `C2` features to
@@ -200,11 +267,14 @@ impl<S: Scalar> EncoderBatch<S> {
             .first_mut()
             .ok_or_else(|| anyhow!("batched encoder: split failed"))?;
         input_maps(g, &p, obs, f)?;
+        film_coefs(g, &p, f)?;
         im2col(n, S_IN, cin, f.x, f.p1);
         conv_product(n * A_C1, cin * KA, c0, f.p1, p.w1, p.b1, f.z1)?;
+        modulate(g, 0, A_C1, f.gb, f.z1, f.r1);
         relu_maxpool(g, f);
         im2col(n, S_P, c0, f.pool, f.p2);
         conv_product(n * A_C2, c0 * KA, c1, f.p2, p.w2, p.b2, f.z2)?;
+        modulate(g, 1, A_C2, f.gb, f.z2, f.r2);
         conv3_forward(g, &p, f, out, stride, off)
     }
 
@@ -248,15 +318,155 @@ impl<S: Scalar> EncoderBatch<S> {
         let f = views
             .first_mut()
             .ok_or_else(|| anyhow!("batched encoder: split failed"))?;
+        f.dgb[..n * self.nf].fill(S::ZERO);
         conv3_backward(g, &p, f, d_out, stride, off, &mut gr)?;
         conv2_backward(g, &p, f, &mut gr)?;
         pool_backward(g, f);
+        modulate_backward(g, 0, A_C1, f.gb, f.r1, f.dz1, f.dgb);
         conv_param_grads(n * A_C1, cin * KA, c0, f.dz1, f.p1, gr.w1, gr.b1)?;
-        if !bow {
-            return Ok(());
+        if bow {
+            bow_backward(g, &p, obs, f, gr.emb)?;
         }
-        bow_backward(g, &p, obs, f, gr.emb)
+        film_coefs_backward(g, &p, f, &mut gr)
     }
+}
+
+/// FiLM coefficients of every frame, `gb = e fw^T + fb` (one GEMM); nothing without FiLM.
+fn film_coefs<S: Scalar>(g: Geom, p: &Parts<'_, S>, f: &mut Views<'_, S>) -> Result<()> {
+    let (n, hi, nf) = (g.n, g.hi, g.nf);
+    if nf == 0 {
+        return Ok(());
+    }
+    gemm(
+        n,
+        hi,
+        nf,
+        S::ONE,
+        f.e,
+        rm(0, hi),
+        p.fw,
+        tr(0, hi),
+        S::ZERO,
+        f.gb,
+        rm(0, nf),
+    )?;
+    for row in f.gb[..n * nf].chunks_exact_mut(nf) {
+        for (v, b) in row.iter_mut().zip(p.fb) {
+            *v = *b + *v;
+        }
+    }
+    Ok(())
+}
+
+/// Where conv `layer`'s `(gamma, beta)` start in a frame's coefficients, and its channels.
+fn film_offsets(g: Geom, layer: usize) -> (usize, usize) {
+    match layer {
+        0 => (0, g.c0),
+        1 => (2 * g.c0, g.c1),
+        _ => (2 * (g.c0 + g.c1), g.c2),
+    }
+}
+
+/// FiLM on conv `layer`'s pre-activations `z` (`[n x area x C]`): keeps them in `raw`, then
+/// `z = z (1 + gamma) + beta` per frame and channel; nothing without FiLM.
+fn modulate<S: Scalar>(g: Geom, layer: usize, area: usize, gb: &[S], z: &mut [S], raw: &mut [S]) {
+    if g.nf == 0 {
+        return;
+    }
+    let (start, c) = film_offsets(g, layer);
+    raw[..g.n * area * c].copy_from_slice(&z[..g.n * area * c]);
+    for (r, zr) in z[..g.n * area * c].chunks_exact_mut(area * c).enumerate() {
+        let coefs = &gb[r * g.nf + start..][..2 * c];
+        let (gamma, beta) = coefs.split_at(c);
+        for pos in zr.chunks_exact_mut(c) {
+            for ((v, gm), b) in pos.iter_mut().zip(gamma).zip(beta) {
+                *v = *v * (S::ONE + *gm) + *b;
+            }
+        }
+    }
+}
+
+/// Backward of [`modulate`]: from `dz = dL/d(modulated z)` accumulates the coefficients'
+/// gradients into `dgb` and turns `dz` into `dL/d(raw z)`; nothing without FiLM.
+fn modulate_backward<S: Scalar>(
+    g: Geom,
+    layer: usize,
+    area: usize,
+    gb: &[S],
+    raw: &[S],
+    dz: &mut [S],
+    dgb: &mut [S],
+) {
+    if g.nf == 0 {
+        return;
+    }
+    let (start, c) = film_offsets(g, layer);
+    let rows = dz[..g.n * area * c]
+        .chunks_exact_mut(area * c)
+        .zip(raw.chunks_exact(area * c));
+    for (r, (dzr, rr)) in rows.enumerate() {
+        let gamma = &gb[r * g.nf + start..][..c];
+        let (dgamma, dbeta) = dgb[r * g.nf + start..][..2 * c].split_at_mut(c);
+        for (dpos, rpos) in dzr.chunks_exact_mut(c).zip(rr.chunks_exact(c)) {
+            for ((((v, rv), gm), dg), db) in dpos
+                .iter_mut()
+                .zip(rpos)
+                .zip(gamma)
+                .zip(dgamma.iter_mut())
+                .zip(dbeta.iter_mut())
+            {
+                *dg += *v * *rv;
+                *db += *v;
+                *v *= S::ONE + *gm;
+            }
+        }
+    }
+}
+
+/// Backward of [`film_coefs`]: the generator's gradients (`dfw += dgb^T e`, `dfb +=` row sums,
+/// both over all frames) and each frame's instruction gradient `de = dgb fw`.
+fn film_coefs_backward<S: Scalar>(
+    g: Geom,
+    p: &Parts<'_, S>,
+    f: &mut Views<'_, S>,
+    gr: &mut GradParts<'_, S>,
+) -> Result<()> {
+    let (n, hi, nf) = (g.n, g.hi, g.nf);
+    if nf == 0 {
+        return Ok(());
+    }
+    for row in f.dgb[..n * nf].chunks_exact(nf) {
+        for (o, v) in gr.fb.iter_mut().zip(row) {
+            *o += *v;
+        }
+    }
+    let one = S::ONE;
+    gemm(
+        nf,
+        n,
+        hi,
+        one,
+        f.dgb,
+        tr(0, nf),
+        f.e,
+        rm(0, hi),
+        one,
+        gr.fw,
+        rm(0, hi),
+    )?;
+    gemm(
+        n,
+        nf,
+        hi,
+        one,
+        f.dgb,
+        rm(0, nf),
+        p.fw,
+        rm(0, hi),
+        S::ZERO,
+        f.de,
+        rm(0, hi),
+    )
 }
 
 /// The frame count and widths of a pass.
@@ -272,6 +482,9 @@ struct Geom {
     c0: usize,
     c1: usize,
     c2: usize,
+    /// FiLM's instruction width and coefficients per frame (0 without FiLM).
+    hi: usize,
+    nf: usize,
 }
 
 /// A pass's views of the per-frame fields.
@@ -286,6 +499,8 @@ struct GradParts<'a, S> {
     b2: &'a mut [S],
     w3: &'a mut [S],
     b3: &'a mut [S],
+    fw: &'a mut [S],
+    fb: &'a mut [S],
 }
 
 /// Splits `grads` (at least `encoder_param_len(d)` long) like [`split`] splits the parameters.
@@ -302,6 +517,9 @@ fn split_grads<'a, S>(
     let (w2, g) = g.split_at_mut(c1 * c0 * KA);
     let (b2, g) = g.split_at_mut(c1);
     let (w3, g) = g.split_at_mut(c2 * c1 * KA);
+    let (b3, g) = g.split_at_mut(c2);
+    let (hi, nf) = film_sizes(d);
+    let (fw, g) = g.split_at_mut(nf * hi);
     GradParts {
         emb,
         w1,
@@ -309,7 +527,9 @@ fn split_grads<'a, S>(
         w2,
         b2,
         w3,
-        b3: &mut g[..c2],
+        b3,
+        fw,
+        fb: &mut g[..nf],
     }
 }
 
@@ -527,6 +747,7 @@ fn conv3_forward<S: Scalar>(
         }
     }
     conv_product(n, k3, c2, f.p3, p.w3, p.b3, f.z3)?;
+    modulate(g, 2, 1, f.gb, f.z3, f.r3);
     for r in 0..n {
         let z = &f.z3[r * c2..][..c2];
         let o = &mut out[r * stride + off..][..c2];
@@ -561,6 +782,7 @@ fn conv3_backward<S: Scalar>(
             };
         }
     }
+    modulate_backward(g, 2, 1, f.gb, f.r3, f.dz3, f.dgb);
     conv_param_grads(n, k3, c2, f.dz3, f.p3, gr.w3, gr.b3)?;
     patch_grads(n, c2, k3, f.dz3, p.w3, f.dp3)
 }
@@ -589,6 +811,7 @@ fn conv2_backward<S: Scalar>(
             }
         }
     }
+    modulate_backward(g, 1, A_C2, f.gb, f.r2, f.dz2, f.dgb);
     let rows2 = n * A_C2;
     conv_param_grads(rows2, k2, c1, f.dz2, f.p2, gr.w2, gr.b2)?;
     patch_grads(rows2, c1, k2, f.dz2, p.w2, f.dp2)
@@ -665,17 +888,25 @@ mod tests {
             .collect()
     }
 
-    /// Features and every parameter gradient equal the core's per-frame encoder summed over
-    /// the frames, for both encoders.
+    /// Features, every parameter gradient and (FiLM) every frame's instruction gradient equal
+    /// the core's per-frame encoder summed over the frames, for both encoders, with and
+    /// without FiLM.
     #[test]
     fn matches_the_core_encoder() {
+        let bow = ModelDims {
+            encoder: EncoderKind::Bow,
+            ..TINY
+        };
         for (k, d) in [
             TINY,
-            ModelDims {
-                encoder: EncoderKind::Bow,
-                ..TINY
-            },
+            bow,
             PAPER,
+            ModelDims { film: true, ..TINY },
+            ModelDims { film: true, ..bow },
+            ModelDims {
+                film: true,
+                ..PAPER
+            },
         ]
         .into_iter()
         .enumerate()
@@ -686,19 +917,26 @@ mod tests {
             let obs = frames(9, &mut rng);
             let refs: Vec<&Observation> = obs.iter().collect();
             let c2 = d.conv_channels[2];
+            let hi = if d.film { d.instr_hidden } else { 0 };
+            let instr: Vec<f64> = (0..9 * hi).map(|_| rng.gen_f64() - 0.5).collect();
             let d_out: Vec<f64> = (0..9 * c2).map(|_| rng.gen_f64() - 0.5).collect();
             let mut want_out = vec![0.0; 9 * c2];
             let mut want_g = vec![0.0; np];
+            let mut want_de = vec![0.0; 9 * hi];
             let mut cache = vec![0.0; encoder_cache_len(&d)];
             let mut scratch = vec![0.0; encoder_scratch_len(&d)];
             for (r, o) in obs.iter().enumerate() {
                 let out = &mut want_out[r * c2..(r + 1) * c2];
-                encode_forward(&d, &params, o, out, &mut cache).unwrap();
+                let e = &instr[r * hi..(r + 1) * hi];
+                encode_forward(&d, &params, o, e, out, &mut cache).unwrap();
                 let dy = &d_out[r * c2..(r + 1) * c2];
-                encode_backward(&d, &params, o, &cache, dy, &mut want_g, &mut scratch).unwrap();
+                let de = &mut want_de[r * hi..(r + 1) * hi];
+                encode_backward(&d, &params, o, e, &cache, dy, &mut want_g, de, &mut scratch)
+                    .unwrap();
             }
             let mut eb = EncoderBatch::<f64>::new(&d, 16, true).unwrap();
             let mut out = vec![0.0; 9 * (c2 + 3)];
+            eb.instr_mut(9).unwrap().copy_from_slice(&instr);
             eb.forward(&params, &refs, &mut out, c2 + 3, 2).unwrap();
             let mut g = vec![0.0; np];
             let mut dy = vec![0.0; 9 * (c2 + 3)];
@@ -721,6 +959,16 @@ mod tests {
                 assert!(
                     (a - b).abs() <= 1e-10 * scale,
                     "{k}: gradient {i}: {a} vs {b}"
+                );
+            }
+            assert_eq!(eb.d_instr().len(), want_de.len());
+            if d.film {
+                assert!(want_de.iter().any(|v| *v != 0.0), "{k}: weak test");
+            }
+            for (i, (a, b)) in eb.d_instr().iter().zip(&want_de).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-10 * scale,
+                    "{k}: instruction gradient {i}: {a} vs {b}"
                 );
             }
         }

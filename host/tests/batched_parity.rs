@@ -209,11 +209,24 @@ fn check<S: Scalar>(d: &ModelDims, mode: Mode, chunks: usize, steps: usize, seed
     let l = Layout::new(d, mode).unwrap();
     let mut p = Vecs::<S>::zeros(&l);
     init_params(&l, &InitConfig::BABYAI, seed, p.bufs_mut()).unwrap();
+    // FiLM starts as the identity: give it weights, so its instruction path is compared too.
+    let mut rng = Pcg32::new(seed ^ 0xf1);
+    for e in l.entries().iter().filter(|e| e.name.contains(".film.")) {
+        assert_eq!(e.group, Group::Other);
+        for v in &mut p.other[e.range()] {
+            *v = S::from_f64((rng.gen_f64() - 0.5) * 0.4);
+        }
+    }
     let b = batch::<S>(l.dims(), chunks, steps, seed + 1);
     let scale = S::ONE / S::from_f64((chunks * steps) as f64);
     let (gc, lc) = core_grads(&l, &p, &b, scale);
     let all = [true; 3];
-    let ctx = format!("{:?} {} B={chunks} T={steps}", d.encoder, mode.name());
+    let ctx = format!(
+        "{:?} film={} {} B={chunks} T={steps}",
+        d.encoder,
+        d.film,
+        mode.name()
+    );
     let (g1, l1) = batched_grads(&l, &p, &b, scale, 1, all, None);
     assert!(
         (l1 - lc).abs() <= tol * lc.abs().max(1.0),
@@ -297,12 +310,32 @@ fn batched_pass_matches_core_f64() {
         ..TINY
     };
     check::<f64>(&no_comm, Mode::MetaRim, 5, 6, 300, 1e-10);
+    for (k, mode) in [Mode::MetaRim, Mode::Reversed, Mode::Joint, Mode::Lstm]
+        .into_iter()
+        .enumerate()
+    {
+        let film = ModelDims { film: true, ..TINY };
+        check::<f64>(&film, mode, 6, 7, 500 + k as u64, 1e-10);
+        check::<f64>(
+            &ModelDims { film: true, ..bow },
+            mode,
+            5,
+            6,
+            600 + k as u64,
+            1e-10,
+        );
+    }
 }
 
 #[test]
 fn batched_pass_matches_core_paper_f32() {
     check::<f32>(&PAPER, Mode::MetaRim, 5, 8, 400, 2e-4);
     check::<f32>(&PAPER, Mode::Lstm, 3, 6, 401, 2e-4);
+    let film = ModelDims {
+        film: true,
+        ..PAPER
+    };
+    check::<f32>(&film, Mode::MetaRim, 5, 8, 402, 2e-4);
 }
 
 #[test]

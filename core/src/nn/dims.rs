@@ -76,6 +76,10 @@ pub struct ModelDims {
     pub conv_channels: [usize; 3],
     /// Per-cell embedding width of the bag-of-words encoder (its CNN's input channels).
     pub bow_dim: usize,
+    /// FiLM conditioning of the encoder on the instruction: each conv's pre-activation `z`
+    /// becomes `z * (1 + gamma(e)) + beta(e)` per channel, `gamma, beta` linear in the
+    /// instruction embedding `e` ([`crate::nn::encoder`], "FiLM").
+    pub film: bool,
     /// Word-embedding width of the instruction encoder.
     pub word_dim: usize,
     /// Hidden width of the instruction GRU (its final state is the instruction embedding).
@@ -115,6 +119,7 @@ pub const PAPER: ModelDims = ModelDims {
     encoder: EncoderKind::Conv,
     conv_channels: [16, 32, 64],
     bow_dim: 16,
+    film: false,
     word_dim: 128,
     instr_hidden: 128,
     max_tokens: crate::mission::vocab::MAX_TOKENS,
@@ -145,6 +150,7 @@ pub const TINY: ModelDims = ModelDims {
     encoder: EncoderKind::Conv,
     conv_channels: [8, 16, 16],
     bow_dim: 8,
+    film: false,
     word_dim: 16,
     instr_hidden: 16,
     max_tokens: crate::mission::vocab::MAX_TOKENS,

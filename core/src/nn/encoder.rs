@@ -70,10 +70,10 @@
 //! let params = [0.01f32; encoder_param_len(&D)];
 //! let obs = [[2u8, 5, 0]; 49];
 //! let (mut out, mut cache) = ([0.0f32; 16], [0.0f32; encoder_cache_len(&D)]);
-//! encode_forward(&D, &params, &obs, &mut out, &mut cache).unwrap();
+//! encode_forward(&D, &params, &obs, &[], &mut out, &mut cache).unwrap();
 //! let mut grads = [0.0f32; encoder_param_len(&D)];
 //! let mut scratch = [0.0f32; encoder_scratch_len(&D)];
-//! encode_backward(&D, &params, &obs, &cache, &[1.0; 16], &mut grads, &mut scratch).unwrap();
+//! encode_backward(&D, &params, &obs, &[], &cache, &[1.0; 16], &mut grads, &mut [], &mut scratch).unwrap();
 //! assert!(grads.iter().any(|g| *g != 0.0));
 //! ```
 
@@ -88,8 +88,9 @@ pub const BOW_MAX_VALUE: usize = 16;
 pub const CELL_ATTRS: usize = 3;
 /// Rows of the bag-of-words embedding table.
 pub const BOW_ROWS: usize = CELL_ATTRS * BOW_MAX_VALUE;
-/// Most tensors an encoder has (`Bow`: the embedding and three convs' weight and bias).
-pub const MAX_ENCODER_TENSORS: usize = 7;
+/// Most tensors an encoder has (`Bow` with FiLM: the embedding, three convs' weight and bias,
+/// the FiLM generator's weight and bias).
+pub const MAX_ENCODER_TENSORS: usize = 9;
 
 /// Kernel area (2x2).
 const KA: usize = 4;
@@ -159,14 +160,15 @@ impl EncoderTensors {
         self.tensors.get(..self.count).unwrap_or(&[])
     }
 
-    /// Number of tensors (6 for `Conv`, 7 for `Bow`).
+    /// Number of tensors (6 for `Conv`, 7 for `Bow`, 2 more with FiLM).
     pub const fn count(&self) -> usize {
         self.count
     }
 }
 
 /// Where each activation lies in the cache (offsets in elements; all maps channels-first,
-/// row-major).
+/// row-major). With FiLM the `conv*` regions hold the *modulated* pre-activations (what the
+/// ReLU reads) and `raw` the unmodulated ones (what `gamma`'s gradient needs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CacheLayout {
     /// conv1 pre-activations `[C0][6][6]`.
@@ -177,6 +179,11 @@ pub struct CacheLayout {
     pub conv2: usize,
     /// conv3 pre-activations `[C2]` (the output is their ReLU).
     pub conv3: usize,
+    /// FiLM coefficients `[gamma1 C0 | beta1 C0 | gamma2 C1 | beta2 C1 | gamma3 C2 | beta3 C2]`
+    /// (empty without FiLM).
+    pub film: usize,
+    /// Unmodulated pre-activations `[conv1 | conv2 | conv3]` (empty without FiLM).
+    pub raw: usize,
     /// Total length ([`encoder_cache_len`]).
     pub len: usize,
 }
@@ -185,15 +192,21 @@ pub struct CacheLayout {
 #[derive(Clone, Copy, Debug)]
 struct Layout {
     bow: bool,
+    film: bool,
     cin: usize,
     c0: usize,
     c1: usize,
     c2: usize,
+    /// Instruction width read by FiLM (0 without FiLM).
+    hi: usize,
+    /// FiLM coefficients, `2 * (C0 + C1 + C2)` (0 without FiLM).
+    nf: usize,
     // parameter tensor lengths
     emb: usize,
     w1: usize,
     w2: usize,
     w3: usize,
+    fw: usize,
     params: usize,
     // cache region lengths
     z1: usize,
@@ -219,31 +232,52 @@ const fn layout(d: &ModelDims) -> Layout {
     let w1 = sat_mul3(c0, cin, KA);
     let w2 = sat_mul3(c1, c0, KA);
     let w3 = sat_mul3(c2, c1, KA);
+    let film = d.film;
+    let hi = if film { d.instr_hidden } else { 0 };
+    let nf = if film {
+        c0.saturating_add(c1).saturating_add(c2).saturating_mul(2)
+    } else {
+        0
+    };
+    let fw = nf.saturating_mul(hi);
     let params = emb
         .saturating_add(w1)
         .saturating_add(c0)
         .saturating_add(w2)
         .saturating_add(c1)
         .saturating_add(w3)
-        .saturating_add(c2);
+        .saturating_add(c2)
+        .saturating_add(fw)
+        .saturating_add(nf);
     let z1 = c0.saturating_mul(A_C1);
     let pool = c0.saturating_mul(A_P);
     let z2 = c1.saturating_mul(A_C2);
+    let raw = if film {
+        z1.saturating_add(z2).saturating_add(c2)
+    } else {
+        0
+    };
     let cache = z1
         .saturating_add(pool)
         .saturating_add(z2)
-        .saturating_add(c2);
-    let scratch = z2.saturating_add(pool);
+        .saturating_add(c2)
+        .saturating_add(nf)
+        .saturating_add(raw);
+    let scratch = z2.saturating_add(pool).saturating_add(nf);
     Layout {
         bow,
+        film,
         cin,
         c0,
         c1,
         c2,
+        hi,
+        nf,
         emb,
         w1,
         w2,
         w3,
+        fw,
         params,
         z1,
         pool,
@@ -268,8 +302,9 @@ pub const fn encoder_cache_len(d: &ModelDims) -> usize {
     layout(d).cache
 }
 
-/// Length of the scratch buffer [`encode_backward`] needs (`C1 * 4 + C0 * 9`); it is
-/// overwritten, so one buffer serves every call.
+/// Length of the scratch buffer [`encode_backward`] needs (`C1 * 4 + C0 * 9`, plus the FiLM
+/// coefficients' gradient `2 * (C0 + C1 + C2)` with FiLM); it is overwritten, so one buffer
+/// serves every call.
 pub const fn encoder_scratch_len(d: &ModelDims) -> usize {
     layout(d).scratch
 }
@@ -280,11 +315,15 @@ pub const fn encoder_cache_layout(d: &ModelDims) -> CacheLayout {
     let pool = l.z1;
     let conv2 = pool.saturating_add(l.pool);
     let conv3 = conv2.saturating_add(l.z2);
+    let film = conv3.saturating_add(l.c2);
+    let raw = film.saturating_add(l.nf);
     CacheLayout {
         conv1: 0,
         pool,
         conv2,
         conv3,
+        film,
+        raw,
         len: l.cache,
     }
 }
@@ -331,10 +370,24 @@ pub const fn encoder_tensors(d: &ModelDims) -> EncoderTensors {
         tensors[first + k] = t;
         k += 1;
     }
-    EncoderTensors {
-        tensors,
-        count: first + 6,
+    let mut count = first + 6;
+    if l.film {
+        let w = TensorShape {
+            name: "film.weight",
+            offset,
+            shape: [l.nf, l.hi, 1, 1],
+            rank: 2,
+        };
+        tensors[count] = w;
+        tensors[count + 1] = TensorShape {
+            name: "film.bias",
+            offset: offset.saturating_add(w.len()),
+            shape: [l.nf, 1, 1, 1],
+            rank: 1,
+        };
+        count += 2;
     }
+    EncoderTensors { tensors, count }
 }
 
 /// Parameters (or gradients) split into tensors.
@@ -346,6 +399,9 @@ struct Parts<T> {
     b2: T,
     w3: T,
     b3: T,
+    /// FiLM generator `[nf][hi]` and bias `[nf]` (empty without FiLM).
+    fw: T,
+    fb: T,
 }
 
 fn too_small(needed: usize, got: usize) -> Error {
@@ -373,7 +429,9 @@ fn split_params<'a, S>(l: &Layout, p: &'a [S]) -> Result<Parts<&'a [S]>, Error> 
     let (w2, p) = take(p, l.w2, n)?;
     let (b2, p) = take(p, l.c1, n)?;
     let (w3, p) = take(p, l.w3, n)?;
-    let (b3, _) = take(p, l.c2, n)?;
+    let (b3, p) = take(p, l.c2, n)?;
+    let (fw, p) = take(p, l.fw, n)?;
+    let (fb, _) = take(p, l.nf, n)?;
     Ok(Parts {
         emb,
         w1,
@@ -382,6 +440,8 @@ fn split_params<'a, S>(l: &Layout, p: &'a [S]) -> Result<Parts<&'a [S]>, Error> 
         b2,
         w3,
         b3,
+        fw,
+        fb,
     })
 }
 
@@ -396,7 +456,9 @@ fn split_params_mut<'a, S>(l: &Layout, p: &'a mut [S]) -> Result<Parts<&'a mut [
     let (w2, p) = take_mut(p, l.w2, n)?;
     let (b2, p) = take_mut(p, l.c1, n)?;
     let (w3, p) = take_mut(p, l.w3, n)?;
-    let (b3, _) = take_mut(p, l.c2, n)?;
+    let (b3, p) = take_mut(p, l.c2, n)?;
+    let (fw, p) = take_mut(p, l.fw, n)?;
+    let (fb, _) = take_mut(p, l.nf, n)?;
     Ok(Parts {
         emb,
         w1,
@@ -405,6 +467,8 @@ fn split_params_mut<'a, S>(l: &Layout, p: &'a mut [S]) -> Result<Parts<&'a mut [
         b2,
         w3,
         b3,
+        fw,
+        fb,
     })
 }
 
@@ -539,8 +603,19 @@ fn window_argmax<S: Real>(z1o: &[S], win: usize) -> usize {
     best
 }
 
-/// Cache regions `(z1, pool, z2, z3)`.
-type CacheParts<T> = (T, T, T, T);
+/// Cache regions (see [`CacheLayout`]).
+struct CacheParts<T> {
+    z1: T,
+    pool: T,
+    z2: T,
+    z3: T,
+    /// FiLM coefficients (empty without FiLM).
+    gb: T,
+    /// Unmodulated pre-activations of the three convs (empty without FiLM).
+    r1: T,
+    r2: T,
+    r3: T,
+}
 
 fn split_cache_mut<'a, S>(l: &Layout, c: &'a mut [S]) -> Result<CacheParts<&'a mut [S]>, Error> {
     let n = l.cache;
@@ -550,8 +625,22 @@ fn split_cache_mut<'a, S>(l: &Layout, c: &'a mut [S]) -> Result<CacheParts<&'a m
     let (z1, c) = take_mut(c, l.z1, n)?;
     let (pool, c) = take_mut(c, l.pool, n)?;
     let (z2, c) = take_mut(c, l.z2, n)?;
-    let (z3, _) = take_mut(c, l.c2, n)?;
-    Ok((z1, pool, z2, z3))
+    let (z3, c) = take_mut(c, l.c2, n)?;
+    let (gb, c) = take_mut(c, l.nf, n)?;
+    let film = |v: usize| if l.film { v } else { 0 };
+    let (r1, c) = take_mut(c, film(l.z1), n)?;
+    let (r2, c) = take_mut(c, film(l.z2), n)?;
+    let (r3, _) = take_mut(c, film(l.c2), n)?;
+    Ok(CacheParts {
+        z1,
+        pool,
+        z2,
+        z3,
+        gb,
+        r1,
+        r2,
+        r3,
+    })
 }
 
 fn split_cache<'a, S>(l: &Layout, c: &'a [S]) -> Result<CacheParts<&'a [S]>, Error> {
@@ -562,30 +651,140 @@ fn split_cache<'a, S>(l: &Layout, c: &'a [S]) -> Result<CacheParts<&'a [S]>, Err
     let (z1, c) = take(c, l.z1, n)?;
     let (pool, c) = take(c, l.pool, n)?;
     let (z2, c) = take(c, l.z2, n)?;
-    let (z3, _) = take(c, l.c2, n)?;
-    Ok((z1, pool, z2, z3))
+    let (z3, c) = take(c, l.c2, n)?;
+    let (gb, c) = take(c, l.nf, n)?;
+    let film = |v: usize| if l.film { v } else { 0 };
+    let (r1, c) = take(c, film(l.z1), n)?;
+    let (r2, c) = take(c, film(l.z2), n)?;
+    let (r3, _) = take(c, film(l.c2), n)?;
+    Ok(CacheParts {
+        z1,
+        pool,
+        z2,
+        z3,
+        gb,
+        r1,
+        r2,
+        r3,
+    })
+}
+
+/// The FiLM coefficients of conv layer `layer` (0, 1, 2): `(gamma, beta)`, `C_layer` each.
+fn film_layer<'a, S>(l: &Layout, gb: &'a [S], layer: usize) -> (&'a [S], &'a [S]) {
+    let (c, start) = match layer {
+        0 => (l.c0, 0),
+        1 => (l.c1, 2 * l.c0),
+        _ => (l.c2, 2 * (l.c0 + l.c1)),
+    };
+    let g = gb.get(start..).unwrap_or(&[]);
+    let (gamma, rest) = g.split_at(c.min(g.len()));
+    (gamma, rest.get(..c).unwrap_or(rest))
+}
+
+fn film_layer_mut<'a, S>(l: &Layout, gb: &'a mut [S], layer: usize) -> (&'a mut [S], &'a mut [S]) {
+    let (c, start) = match layer {
+        0 => (l.c0, 0),
+        1 => (l.c1, 2 * l.c0),
+        _ => (l.c2, 2 * (l.c0 + l.c1)),
+    };
+    let g = gb.get_mut(start..).unwrap_or(&mut []);
+    let (gamma, rest) = g.split_at_mut(c.min(g.len()));
+    let rest_len = rest.len();
+    (gamma, rest.get_mut(..c.min(rest_len)).unwrap_or(&mut []))
+}
+
+/// `gb = fb + fw e`: the FiLM coefficients of every channel from the instruction embedding.
+fn film_coefs<S: Real>(fw: &[S], fb: &[S], e: &[S], gb: &mut [S]) {
+    let hi = e.len().max(1);
+    for ((out, b), row) in gb.iter_mut().zip(fb).zip(fw.chunks_exact(hi)) {
+        let mut acc = *b;
+        for (w, x) in row.iter().zip(e) {
+            acc += *w * *x;
+        }
+        *out = acc;
+    }
+}
+
+/// FiLM in place on `C` maps of `area` values: keeps the input in `raw`, then
+/// `z = z * (1 + gamma_c) + beta_c`.
+fn modulate<S: Real>(z: &mut [S], raw: &mut [S], gamma: &[S], beta: &[S], area: usize) {
+    raw.copy_from_slice(z.get(..raw.len()).unwrap_or(&[]));
+    for ((zc, g), b) in z.chunks_exact_mut(area.max(1)).zip(gamma).zip(beta) {
+        let scale = S::ONE + *g;
+        for v in zc {
+            *v = *v * scale + *b;
+        }
+    }
+}
+
+/// Backward of [`modulate`] given `dz = dL/d(modulated z)`: accumulates `dgamma_c += sum dz *
+/// raw`, `dbeta_c += sum dz`, and turns `dz` into `dL/d(raw z)` (`dz * (1 + gamma_c)`).
+fn modulate_backward<S: Real>(
+    dz: &mut [S],
+    raw: &[S],
+    gamma: &[S],
+    dgamma: &mut [S],
+    dbeta: &mut [S],
+    area: usize,
+) {
+    let a = area.max(1);
+    for ((((dzc, rc), g), dg), db) in dz
+        .chunks_exact_mut(a)
+        .zip(raw.chunks_exact(a))
+        .zip(gamma)
+        .zip(dgamma.iter_mut())
+        .zip(dbeta.iter_mut())
+    {
+        let scale = S::ONE + *g;
+        for (v, r) in dzc.iter_mut().zip(rc) {
+            *dg += *v * *r;
+            *db += *v;
+            *v *= scale;
+        }
+    }
+}
+
+/// The instruction prefix FiLM reads (`instr_hidden` values), empty without FiLM.
+fn film_input<'a, S>(l: &Layout, instr: &'a [S]) -> Result<&'a [S], Error> {
+    instr.get(..l.hi).ok_or(too_small(l.hi, instr.len()))
 }
 
 /// Encodes one observation: writes the `C2` features into `out[..C2]` and the activations the
-/// backward pass needs into `cache[..encoder_cache_len(d)]`.
+/// backward pass needs into `cache[..encoder_cache_len(d)]`. With FiLM ([`ModelDims::film`])
+/// the convs are modulated by the instruction embedding `instr[..instr_hidden]`; without it
+/// `instr` is not read (pass `&[]`).
 ///
-/// Errors: [`Error::BufferTooSmall`] when `params`, `out` or `cache` is shorter than its
-/// layout; [`Error::BadCellCode`] for a `Bow` observation with a value >= 16. Nothing is
-/// written on error.
+/// Errors: [`Error::BufferTooSmall`] when `params`, `instr` (FiLM), `out` or `cache` is shorter
+/// than its layout; [`Error::BadCellCode`] for a `Bow` observation with a value >= 16. Nothing
+/// is written on error.
 pub fn encode_forward<S: Real>(
     d: &ModelDims,
     params: &[S],
     obs: &Observation,
+    instr: &[S],
     out: &mut [S],
     cache: &mut [S],
 ) -> Result<(), Error> {
     let l = layout(d);
     let p = split_params(&l, params)?;
+    let e = film_input(&l, instr)?;
     let got = out.len();
     let out = out.get_mut(..l.c2).ok_or(too_small(l.c2, got))?;
-    let (z1, pool, z2, z3) = split_cache_mut(&l, cache)?;
+    let CacheParts {
+        z1,
+        pool,
+        z2,
+        z3,
+        gb,
+        r1,
+        r2,
+        r3,
+    } = split_cache_mut(&l, cache)?;
     if l.bow {
         check_codes(obs)?;
+    }
+    if l.film {
+        film_coefs(p.fw, p.fb, e, gb);
     }
 
     // conv1: z1 = b1 + sum over input channels (one input map on the stack at a time).
@@ -600,6 +799,10 @@ pub fn encode_forward<S: Real>(
         for (zo, k) in z1.chunks_exact_mut(A_C1).zip(kernels) {
             conv2x2_acc(&x, S_IN, k, zo);
         }
+    }
+    if l.film {
+        let (g, b) = film_layer(&l, gb, 0);
+        modulate(z1, r1, g, b, A_C1);
     }
 
     // ReLU + maxpool.
@@ -618,10 +821,14 @@ pub fn encode_forward<S: Real>(
             conv2x2_acc(pc, S_P, k, zo);
         }
     }
+    if l.film {
+        let (g, b) = film_layer(&l, gb, 1);
+        modulate(z2, r2, g, b, A_C2);
+    }
 
     // ReLU + conv3 (its 2x2 kernel covers the whole 2x2 map) + ReLU.
     let mut kernels = p.w3.chunks_exact(KA);
-    for ((zo, b), y) in z3.iter_mut().zip(p.b3).zip(out.iter_mut()) {
+    for (zo, b) in z3.iter_mut().zip(p.b3) {
         let mut acc = *b;
         for zc in z2.chunks_exact(A_C2) {
             let Some(k) = kernels.next() else { break };
@@ -630,49 +837,89 @@ pub fn encode_forward<S: Real>(
             }
         }
         *zo = acc;
-        *y = relu(acc);
+    }
+    if l.film {
+        let (g, b) = film_layer(&l, gb, 2);
+        modulate(z3, r3, g, b, 1);
+    }
+    for (y, zo) in out.iter_mut().zip(z3.iter()) {
+        *y = relu(*zo);
     }
     Ok(())
 }
 
 /// Backward of [`encode_forward`] given `d_out = dL/d(out)` (`C2` values) and the `cache` the
-/// forward pass filled for the same `params` and `obs`: accumulates `dL/d(params)` into
+/// forward pass filled for the same `params`, `obs` and `instr`: accumulates `dL/d(params)` into
 /// `grads[..encoder_param_len(d)]` (same layout as `params`; the `Bow` embedding rows get their
-/// gradients too). The observation is discrete, so there is no input gradient. `scratch` needs
-/// [`encoder_scratch_len`] elements and is overwritten.
+/// gradients too) and, with FiLM, `dL/d(instr)` into `d_instr[..instr_hidden]` (without FiLM
+/// neither `instr` nor `d_instr` is touched: pass `&[]`). The observation is discrete, so there
+/// is no observation gradient. `scratch` needs [`encoder_scratch_len`] elements and is
+/// overwritten.
 ///
 /// Errors: [`Error::BufferTooSmall`] for any short buffer, [`Error::BadCellCode`] for a bad
-/// `Bow` code; nothing is written to `grads` on error.
+/// `Bow` code; nothing is written to `grads` or `d_instr` on error.
+#[allow(clippy::too_many_arguments)]
 pub fn encode_backward<S: Real>(
     d: &ModelDims,
     params: &[S],
     obs: &Observation,
+    instr: &[S],
     cache: &[S],
     d_out: &[S],
     grads: &mut [S],
+    d_instr: &mut [S],
     scratch: &mut [S],
 ) -> Result<(), Error> {
     let l = layout(d);
     let p = split_params(&l, params)?;
+    let e = film_input(&l, instr)?;
+    let d_len = d_instr.len();
+    let d_e = d_instr.get_mut(..l.hi).ok_or(too_small(l.hi, d_len))?;
     let g = split_params_mut(&l, grads)?;
-    let (z1, pool, z2, z3) = split_cache(&l, cache)?;
+    let CacheParts {
+        z1,
+        pool,
+        z2,
+        z3,
+        gb: coefs,
+        r1,
+        r2,
+        r3,
+    } = split_cache(&l, cache)?;
     let d_out = d_out.get(..l.c2).ok_or(too_small(l.c2, d_out.len()))?;
     if scratch.len() < l.scratch {
         return Err(too_small(l.scratch, scratch.len()));
     }
     let (dz2, rest) = take_mut(scratch, l.z2, l.scratch)?;
-    let (dp, _) = take_mut(rest, l.pool, l.scratch)?;
+    let (dp, rest) = take_mut(rest, l.pool, l.scratch)?;
+    let (dcoefs, _) = take_mut(rest, l.nf, l.scratch)?;
     if l.bow {
         check_codes(obs)?;
     }
     dz2.fill(S::ZERO);
     dp.fill(S::ZERO);
+    dcoefs.fill(S::ZERO);
 
-    // ReLU + conv3: dW3 += dz3 relu(z2), db3 += dz3, dz2 = W3^T dz3 (masked below).
+    // ReLU (+ FiLM) + conv3: dW3 += dz3 relu(z2), db3 += dz3, dz2 = W3^T dz3 (masked below).
+    let (gamma3, _) = film_layer(&l, coefs, 2);
+    let (dgamma3, dbeta3) = film_layer_mut(&l, dcoefs, 2);
     let mut kernels = p.w3.chunks_exact(KA);
     let mut gkernels = g.w3.chunks_exact_mut(KA);
-    for ((zo, dy), gb) in z3.iter().zip(d_out).zip(g.b3.iter_mut()) {
-        let gz = if *zo > S::ZERO { *dy } else { S::ZERO };
+    for (c, ((zo, dy), gb)) in z3.iter().zip(d_out).zip(g.b3.iter_mut()).enumerate() {
+        let mut gz = if *zo > S::ZERO { *dy } else { S::ZERO };
+        if l.film {
+            let (Some(r), Some(gm), Some(dg), Some(db)) = (
+                r3.get(c),
+                gamma3.get(c),
+                dgamma3.get_mut(c),
+                dbeta3.get_mut(c),
+            ) else {
+                continue;
+            };
+            *dg += gz * *r;
+            *db += gz;
+            gz *= S::ONE + *gm;
+        }
         *gb += gz;
         for (zc, dzc) in z2.chunks_exact(A_C2).zip(dz2.chunks_exact_mut(A_C2)) {
             let (Some(k), Some(dk)) = (kernels.next(), gkernels.next()) else {
@@ -691,6 +938,11 @@ pub fn encode_backward<S: Real>(
         if *zv <= S::ZERO {
             *dzv = S::ZERO;
         }
+    }
+    if l.film {
+        let (gamma2, _) = film_layer(&l, coefs, 1);
+        let (dgamma2, dbeta2) = film_layer_mut(&l, dcoefs, 1);
+        modulate_backward(dz2, r2, gamma2, dgamma2, dbeta2, A_C2);
     }
 
     // conv2: dW2, db2, and dp = dL/d(pool).
@@ -714,6 +966,28 @@ pub fn encode_backward<S: Real>(
             let z = zo.get(window_argmax(zo, win)).copied().unwrap_or(S::ZERO);
             if z <= S::ZERO {
                 *gv = S::ZERO;
+            }
+        }
+    }
+    if l.film {
+        // FiLM on conv1: only each window's argmax carries a gradient.
+        let (gamma1, _) = film_layer(&l, coefs, 0);
+        let (dgamma1, dbeta1) = film_layer_mut(&l, dcoefs, 0);
+        for (c, (zo, dpo)) in z1
+            .chunks_exact(A_C1)
+            .zip(dp.chunks_exact_mut(A_P))
+            .enumerate()
+        {
+            let (Some(gm), Some(dg), Some(db)) =
+                (gamma1.get(c), dgamma1.get_mut(c), dbeta1.get_mut(c))
+            else {
+                continue;
+            };
+            for (win, gv) in dpo.iter_mut().enumerate() {
+                let t = c * A_C1 + window_argmax(zo, win);
+                *dg += *gv * r1.get(t).copied().unwrap_or(S::ZERO);
+                *db += *gv;
+                *gv *= S::ONE + *gm;
             }
         }
     }
@@ -782,7 +1056,38 @@ pub fn encode_backward<S: Real>(
             }
         }
     }
+    if l.film {
+        film_coefs_backward(p.fw, g.fw, g.fb, e, dcoefs, d_e);
+    }
     Ok(())
+}
+
+/// Backward of [`film_coefs`] given `dcoefs = dL/d(gb)`: `dfb += dcoefs`,
+/// `dfw += dcoefs e^T`, `d_e += fw^T dcoefs`.
+fn film_coefs_backward<S: Real>(
+    fw: &[S],
+    dfw: &mut [S],
+    dfb: &mut [S],
+    e: &[S],
+    dcoefs: &[S],
+    d_e: &mut [S],
+) {
+    let hi = e.len().max(1);
+    for (((row, drow), db), dc) in fw
+        .chunks_exact(hi)
+        .zip(dfw.chunks_exact_mut(hi))
+        .zip(dfb.iter_mut())
+        .zip(dcoefs)
+    {
+        *db += *dc;
+        if *dc == S::ZERO {
+            continue;
+        }
+        for (((w, dw), x), de) in row.iter().zip(drow.iter_mut()).zip(e).zip(d_e.iter_mut()) {
+            *dw += *dc * *x;
+            *de += *w * *dc;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -849,9 +1154,14 @@ mod tests {
     }
 
     fn forward<S: Real>(d: &ModelDims, p: &[S], obs: &Observation) -> (Vec<S>, Vec<S>) {
+        forward_e(d, p, obs, &[])
+    }
+
+    /// Forward with an instruction embedding (read by FiLM only).
+    fn forward_e<S: Real>(d: &ModelDims, p: &[S], obs: &Observation, e: &[S]) -> (Vec<S>, Vec<S>) {
         let mut out = vec![S::ZERO; d.conv_channels[2]];
         let mut cache = vec![S::ZERO; encoder_cache_len(d)];
-        encode_forward(d, p, obs, &mut out, &mut cache).unwrap();
+        encode_forward(d, p, obs, e, &mut out, &mut cache).unwrap();
         (out, cache)
     }
 
@@ -859,7 +1169,7 @@ mod tests {
         let (_, cache) = forward(d, p, obs);
         let mut g = vec![0.0; p.len()];
         let mut scratch = vec![f64::NAN; encoder_scratch_len(d)];
-        encode_backward(d, p, obs, &cache, dy, &mut g, &mut scratch).unwrap();
+        encode_backward(d, p, obs, &[], &cache, dy, &mut g, &mut [], &mut scratch).unwrap();
         g
     }
 
@@ -873,7 +1183,7 @@ mod tests {
     fn clean(d: &ModelDims, cache: &[f64]) -> bool {
         let cl = encoder_cache_layout(d);
         let z1 = &cache[cl.conv1..cl.pool];
-        let pre = z1.iter().chain(&cache[cl.conv2..cl.len]);
+        let pre = z1.iter().chain(&cache[cl.conv2..cl.film]);
         if pre.into_iter().any(|z| z.abs() < MARGIN) {
             return false;
         }
@@ -1162,6 +1472,176 @@ mod tests {
         }
     }
 
+    // FiLM: the gradient check runs over the parameters and the instruction embedding together,
+    // `v = [params | e]`.
+
+    fn film_dims(
+        encoder: EncoderKind,
+        conv_channels: [usize; 3],
+        bow: usize,
+        hi: usize,
+    ) -> ModelDims {
+        ModelDims {
+            film: true,
+            instr_hidden: hi,
+            ..dims(encoder, conv_channels, bow)
+        }
+    }
+
+    fn film_loss(d: &ModelDims, v: &[f64], obs: &Observation, dy: &[f64]) -> f64 {
+        let (p, e) = v.split_at(encoder_param_len(d));
+        let (out, _) = forward_e(d, p, obs, e);
+        out.iter().zip(dy).map(|(a, b)| a * b).sum()
+    }
+
+    /// `[dL/d params | dL/d e]` from the hand-written backward pass.
+    fn film_grad(d: &ModelDims, v: &[f64], obs: &Observation, dy: &[f64]) -> Vec<f64> {
+        let np = encoder_param_len(d);
+        let (p, e) = v.split_at(np);
+        let (_, cache) = forward_e(d, p, obs, e);
+        let mut g = vec![0.0; v.len()];
+        let (gp, ge) = g.split_at_mut(np);
+        let mut scratch = vec![f64::NAN; encoder_scratch_len(d)];
+        encode_backward(d, p, obs, e, &cache, dy, gp, ge, &mut scratch).unwrap();
+        g
+    }
+
+    fn film_point(d: &ModelDims, seed: u64) -> Option<(Vec<f64>, Observation, Vec<f64>)> {
+        let mut rng = Pcg32::new(seed);
+        let mut v = random_params(d, &mut rng);
+        for t in encoder_tensors(d).as_slice() {
+            if t.name.starts_with("film.") {
+                for x in &mut v[t.offset..t.offset + t.len()] {
+                    *x = uni(&mut rng, 0.4);
+                }
+            }
+        }
+        v.extend((0..d.instr_hidden).map(|_| uni(&mut rng, 1.0)));
+        let obs = random_obs(&mut rng);
+        let dy: Vec<f64> = (0..d.conv_channels[2])
+            .map(|_| uni(&mut rng, 1.0))
+            .collect();
+        let (p, e) = v.split_at(encoder_param_len(d));
+        let (out, cache) = forward_e(d, p, &obs, e);
+        let alive = out.iter().any(|x| *x > 0.0);
+        (alive && clean(d, &cache)).then_some((v, obs, dy))
+    }
+
+    fn film_gradcheck_point(d: &ModelDims, seed: u64) -> bool {
+        let Some((v, obs, dy)) = film_point(d, seed) else {
+            return false;
+        };
+        let g = film_grad(d, &v, &obs, &dy);
+        let err = max_rel_error(|x| film_loss(d, x, &obs, &dy), &v, &g, H, FLOOR).0;
+        assert!(
+            err < TOL,
+            "FiLM {:?} seed {seed}: rel error {err}",
+            d.encoder
+        );
+        // The instruction and the FiLM generator do get gradients.
+        let np = encoder_param_len(d);
+        assert!(g[np..].iter().any(|x| *x != 0.0), "no instruction gradient");
+        true
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, max_global_rejects: 4096, ..ProptestConfig::default() })]
+
+        #[test]
+        fn gradcheck_film(seed in any::<u64>(), c0 in 1usize..=3, c1 in 1usize..=3, c2 in 1usize..=3, hi in 1usize..=3, bow in 0usize..=2) {
+            let d = if bow == 0 {
+                film_dims(EncoderKind::Conv, [c0, c1, c2], 0, hi)
+            } else {
+                film_dims(EncoderKind::Bow, [c0, c1, c2], bow, hi)
+            };
+            prop_assume!(film_point(&d, seed).is_some());
+            prop_assert!(film_gradcheck_point(&d, seed));
+        }
+    }
+
+    #[test]
+    fn film_tiny_gradcheck() {
+        let d = ModelDims { film: true, ..TINY };
+        let checked = (0..400u64)
+            .filter(|s| film_gradcheck_point(&d, *s))
+            .take(1)
+            .count();
+        assert_eq!(checked, 1, "no clean FiLM point found");
+    }
+
+    /// FiLM with zero generator weights is the plain encoder, whatever the instruction; with
+    /// nonzero ones, two instructions give two encodings.
+    #[test]
+    fn film_starts_as_identity_and_reads_the_instruction() {
+        for enc in [EncoderKind::Conv, EncoderKind::Bow] {
+            let plain = dims(enc, [4, 5, 6], 3);
+            let film = film_dims(enc, [4, 5, 6], 3, 4);
+            let mut rng = Pcg32::new(7);
+            let p = random_params(&plain, &mut rng);
+            let mut pf = p.clone();
+            pf.resize(encoder_param_len(&film), 0.0);
+            let obs = env_obs(3);
+            let e: Vec<f64> = (0..4).map(|_| uni(&mut rng, 1.0)).collect();
+            let (y0, _) = forward(&plain, &p, &obs);
+            let (y1, _) = forward_e(&film, &pf, &obs, &e);
+            assert_eq!(y0, y1);
+            assert!(y0.iter().any(|v| *v > 0.0), "weak test: all features dead");
+            let t = encoder_tensors(&film);
+            let fw = t
+                .as_slice()
+                .iter()
+                .find(|t| t.name == "film.weight")
+                .unwrap();
+            for x in &mut pf[fw.offset..fw.offset + fw.len()] {
+                *x = uni(&mut rng, 0.5);
+            }
+            let (ya, _) = forward_e(&film, &pf, &obs, &e);
+            let e2: Vec<f64> = e.iter().map(|v| -v).collect();
+            let (yb, _) = forward_e(&film, &pf, &obs, &e2);
+            assert_ne!(ya, yb);
+        }
+    }
+
+    #[test]
+    fn film_sizes_and_errors() {
+        let d = ModelDims {
+            film: true,
+            ..PAPER
+        };
+        // 2 x (16 + 32 + 64) coefficients from 128 instruction features.
+        assert_eq!(
+            encoder_param_len(&d),
+            encoder_param_len(&PAPER) + 224 * 128 + 224
+        );
+        assert_eq!(encoder_tensors(&d).count(), 8);
+        let mut rng = Pcg32::new(1);
+        let p = random_params(&d, &mut rng);
+        let obs = env_obs(1);
+        let mut out = vec![0.0; 64];
+        let mut cache = vec![0.0; encoder_cache_len(&d)];
+        let short = vec![0.0; 127];
+        assert_eq!(
+            encode_forward(&d, &p, &obs, &short, &mut out, &mut cache),
+            Err(Error::BufferTooSmall {
+                needed: 128,
+                got: 127
+            })
+        );
+        let e = vec![0.1; 128];
+        encode_forward(&d, &p, &obs, &e, &mut out, &mut cache).unwrap();
+        let mut g = vec![0.0; p.len()];
+        let mut s = vec![0.0; encoder_scratch_len(&d)];
+        let mut de = vec![0.0; 127];
+        assert_eq!(
+            encode_backward(&d, &p, &obs, &e, &cache, &out, &mut g, &mut de, &mut s),
+            Err(Error::BufferTooSmall {
+                needed: 128,
+                got: 127
+            })
+        );
+        assert!(g.iter().all(|v| *v == 0.0), "grads written on error");
+    }
+
     /// The gradient check is sensitive: small corruptions of a correct gradient fail it.
     #[test]
     fn gradcheck_detects_wrong_gradients() {
@@ -1209,7 +1689,18 @@ mod tests {
         let (_, cache) = forward(&d, &p, &obs);
         let mut g2 = g1.clone();
         let mut scratch = vec![7.0; encoder_scratch_len(&d)];
-        encode_backward(&d, &p, &obs, &cache, &dy, &mut g2, &mut scratch).unwrap();
+        encode_backward(
+            &d,
+            &p,
+            &obs,
+            &[],
+            &cache,
+            &dy,
+            &mut g2,
+            &mut [],
+            &mut scratch,
+        )
+        .unwrap();
         for (a, b) in g1.iter().zip(&g2) {
             assert!((2.0 * a - b).abs() <= 1e-12 * a.abs().max(1.0));
         }
@@ -1263,11 +1754,21 @@ mod tests {
                 let mut out = vec![-1.0; 2];
                 let mut c = vec![-1.0; encoder_cache_len(&d)];
                 let want = Err(Error::BadCellCode { field, value });
-                assert_eq!(encode_forward(&d, &p, &obs, &mut out, &mut c), want);
+                assert_eq!(encode_forward(&d, &p, &obs, &[], &mut out, &mut c), want);
                 assert!(out.iter().chain(&c).all(|v| *v == -1.0));
                 let mut g = vec![0.0; p.len()];
                 let mut s = vec![0.0; encoder_scratch_len(&d)];
-                let r = encode_backward(&d, &p, &obs, &cache, &[1.0, 1.0], &mut g, &mut s);
+                let r = encode_backward(
+                    &d,
+                    &p,
+                    &obs,
+                    &[],
+                    &cache,
+                    &[1.0, 1.0],
+                    &mut g,
+                    &mut [],
+                    &mut s,
+                );
                 assert_eq!(r, want);
                 assert!(g.iter().all(|v| *v == 0.0));
             }
@@ -1304,23 +1805,23 @@ mod tests {
             let mut cache = vec![0.0; nc];
             let e = |needed, got| Err(Error::BufferTooSmall { needed, got });
             assert_eq!(
-                encode_forward(&d, &p[..np - 1], &obs, &mut out, &mut cache),
+                encode_forward(&d, &p[..np - 1], &obs, &[], &mut out, &mut cache),
                 e(np, np - 1)
             );
             assert_eq!(
-                encode_forward(&d, &p, &obs, &mut out[..no - 1], &mut cache),
+                encode_forward(&d, &p, &obs, &[], &mut out[..no - 1], &mut cache),
                 e(no, no - 1)
             );
             assert_eq!(
-                encode_forward(&d, &p, &obs, &mut out, &mut cache[..nc - 1]),
+                encode_forward(&d, &p, &obs, &[], &mut out, &mut cache[..nc - 1]),
                 e(nc, nc - 1)
             );
-            encode_forward(&d, &p, &obs, &mut out, &mut cache).unwrap();
+            encode_forward(&d, &p, &obs, &[], &mut out, &mut cache).unwrap();
             let mut g = vec![0.0; np];
             let mut s = vec![0.0; ns];
             let dy = vec![1.0; no];
             let bw = |p: &[f64], c: &[f64], dy: &[f64], g: &mut [f64], s: &mut [f64]| {
-                encode_backward(&d, p, &obs, c, dy, g, s)
+                encode_backward(&d, p, &obs, &[], c, dy, g, &mut [], s)
             };
             assert_eq!(bw(&p[..np - 1], &cache, &dy, &mut g, &mut s), e(np, np - 1));
             assert_eq!(bw(&p, &cache[..nc - 1], &dy, &mut g, &mut s), e(nc, nc - 1));
@@ -1344,9 +1845,20 @@ mod tests {
         let mut out = [0.0f32; 3];
         let mut cache = [0.0f32; 8];
         let obs = [[0u8; 3]; 49];
-        assert!(encode_forward(&d, &p, &obs, &mut out, &mut cache).is_err());
+        assert!(encode_forward(&d, &p, &obs, &[], &mut out, &mut cache).is_err());
         let mut g = [0.0f32; 8];
-        assert!(encode_backward(&d, &p, &obs, &cache, &out, &mut g, &mut [0.0; 4]).is_err());
+        assert!(encode_backward(
+            &d,
+            &p,
+            &obs,
+            &[],
+            &cache,
+            &out,
+            &mut g,
+            &mut [],
+            &mut [0.0; 4]
+        )
+        .is_err());
     }
 
     proptest! {
@@ -1380,9 +1892,9 @@ mod tests {
                 (buf(0), buf(1), buf(2), buf(3), buf(4), buf(5));
             let codes_ok = !bow || cells.iter().all(|c| c.iter().all(|v| *v < 16));
             let fits = |ks: &[usize]| ks.iter().all(|&k| deltas[k] >= 0 || sizes[k] == 0);
-            let r = encode_forward(&d, &p, &obs, &mut out, &mut cache);
+            let r = encode_forward(&d, &p, &obs, &[], &mut out, &mut cache);
             prop_assert_eq!(r.is_ok(), codes_ok && fits(&[0, 1, 2]));
-            let r = encode_backward(&d, &p, &obs, &cache, &dy, &mut g, &mut s);
+            let r = encode_backward(&d, &p, &obs, &[], &cache, &dy, &mut g, &mut [], &mut s);
             prop_assert_eq!(r.is_ok(), codes_ok && fits(&[0, 2, 3, 4, 5]));
         }
     }

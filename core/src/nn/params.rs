@@ -333,6 +333,8 @@ impl Layout {
                 (_, "conv2.bias") => "encoder.conv2.bias",
                 (_, "conv3.weight") => "encoder.conv3.weight",
                 (_, "conv3.bias") => "encoder.conv3.bias",
+                (_, "film.weight") => "encoder.film.weight",
+                (_, "film.bias") => "encoder.film.bias",
                 (EncoderKind::Conv | EncoderKind::Bow, _) => "encoder.unknown",
             };
             l.push(name, TensorKind::Encoder(i as u8), t.dims(), Role::Encoder)?;

@@ -279,7 +279,7 @@ impl<'a, S: Real> Policy<'a, S> {
         {
             let (x, rest) = cache.split_at_mut(o[1]);
             let enc_cache = &mut rest[..o[2] - o[1]];
-            encode_forward(d, encoder, obs, &mut x[..feat], enc_cache)?;
+            encode_forward(d, encoder, obs, instr, &mut x[..feat], enc_cache)?;
             x[feat..].copy_from_slice(&instr[..d.instr_hidden]);
         }
         self.forward_tail(state_in, state_out, logits, cache)
@@ -540,13 +540,16 @@ impl<'a, S: Real> Policy<'a, S> {
             }
             // Encoder and instruction embedding.
             let feat = d.obs_features();
+            // With FiLM the encoder adds its instruction gradient into `d_instr` too.
             encode_backward(
                 d,
                 encoder,
                 st.obs,
+                &instrs[t * hi..(t + 1) * hi],
                 enc_cache,
                 &dx[..feat],
                 g.encoder,
+                d_instr,
                 scratch,
             )?;
             for (a, b) in d_instr.iter_mut().zip(&dx[feat..]) {
@@ -741,7 +744,11 @@ pub fn init_params<S: Real>(
         let (t, r) = core::mem::take(&mut rest).split_at_mut(n);
         rest = r;
         let dims = e.dims();
-        if e.name.ends_with("embedding.weight") {
+        if e.name.contains(".film.") {
+            // FiLM starts as the identity (gamma = beta = 0 for every instruction), so a FiLM
+            // encoder starts as the plain one; it draws nothing, leaving the others' values.
+            t.fill(S::ZERO);
+        } else if e.name.ends_with("embedding.weight") {
             init_weight(cfg.embedding, dims[0], dims[1], dims[1], &mut rng, t)?;
         } else if dims.len() == 4 {
             let fan = dims[1] * dims[2] * dims[3];
@@ -835,6 +842,7 @@ mod tests {
             encoder,
             conv_channels: [2, 3, 4],
             bow_dim: 2,
+            film: false,
             word_dim: 3,
             instr_hidden: 3,
             max_tokens: MAX_TOKENS,
@@ -883,6 +891,19 @@ mod tests {
             let mut rng = Pcg32::new(seed ^ 0xabc);
             for v in m.fast.iter_mut().chain(m.slow.iter_mut()) {
                 *v += (rng.gen_f64() - 0.5) * 0.6;
+            }
+            // FiLM starts as the identity; make it modulate, so its instruction path is tested.
+            let film: Vec<(usize, usize)> = m
+                .layout
+                .entries()
+                .iter()
+                .filter(|e| e.name.contains(".film.") && e.group == Group::Other)
+                .map(|e| (e.offset, e.len))
+                .collect();
+            for (offset, len) in film {
+                for v in &mut m.other[offset..offset + len] {
+                    *v = (rng.gen_f64() - 0.5) * 0.6;
+                }
             }
             m
         }
@@ -1138,19 +1159,21 @@ mod tests {
         /// For a random base seed (so random weights, observations, PPO targets, chunk length
         /// 5..8 and episode-boundary position), each configuration (GRU/LSTM cells, conv/BoW
         /// encoders, with/without communication, all four modes) is checked on its first
-        /// kink-free case.
+        /// kink-free case; FiLM with the bag-of-words and the conv encoder.
         #[test]
         fn whole_policy_gradients_match_finite_differences(base in 0u64..1_000_000) {
-            for (i, (cell, enc, comm, mode)) in [
-                (CellKind::Gru, EncoderKind::Conv, true, Mode::MetaRim),
-                (CellKind::Lstm, EncoderKind::Bow, true, Mode::Reversed),
-                (CellKind::Gru, EncoderKind::Bow, false, Mode::Joint),
-                (CellKind::Gru, EncoderKind::Conv, true, Mode::Lstm),
+            for (i, (cell, enc, comm, mode, film)) in [
+                (CellKind::Gru, EncoderKind::Conv, true, Mode::MetaRim, false),
+                (CellKind::Lstm, EncoderKind::Bow, true, Mode::Reversed, false),
+                (CellKind::Gru, EncoderKind::Bow, false, Mode::Joint, false),
+                (CellKind::Gru, EncoderKind::Conv, true, Mode::Lstm, false),
+                (CellKind::Gru, EncoderKind::Bow, true, Mode::MetaRim, true),
+                (CellKind::Lstm, EncoderKind::Conv, true, Mode::Lstm, true),
             ]
             .into_iter()
             .enumerate()
             {
-                let dims = small(cell, enc, comm);
+                let dims = ModelDims { film, ..small(cell, enc, comm) };
                 let found = (0..40u64)
                     .any(|s| gradcheck(&dims, mode, base.wrapping_mul(4) + 1000 * i as u64 + s));
                 proptest::prop_assert!(found, "no kink-free case for {:?}", mode);

@@ -525,7 +525,7 @@ impl<S: Scalar> BatchedGrads<S> {
                 x[b * steps * inp..(b + 1) * steps * inp].copy_from_slice(&src[..steps * inp]);
             }
         } else {
-            self.enc.forward(encoder, obs, x, inp, 0)?;
+            // The instruction first: a FiLM encoder reads it.
             let missions: Vec<&[u16]> = self
                 .seg_start
                 .iter()
@@ -533,6 +533,14 @@ impl<S: Scalar> BatchedGrads<S> {
                 .collect();
             self.instr.forward(&d, instr_p, &missions)?;
             let emb = self.instr.out();
+            if d.film {
+                let e = self.enc.instr_mut(rows)?;
+                for (r, er) in e.chunks_exact_mut(hi).enumerate() {
+                    let seg = self.seg_of_row[r];
+                    er.copy_from_slice(&emb[seg * hi..(seg + 1) * hi]);
+                }
+            }
+            self.enc.forward(encoder, obs, x, inp, 0)?;
             for (r, xr) in x.chunks_exact_mut(inp).enumerate() {
                 let seg = self.seg_of_row[r];
                 xr[feat..].copy_from_slice(&emb[seg * hi..(seg + 1) * hi]);
@@ -650,6 +658,13 @@ impl<S: Scalar> BatchedGrads<S> {
         for (r, dxr) in dx.chunks_exact(inp).enumerate() {
             let seg = self.seg_of_row[r];
             for (a, v) in d_seg[seg * hi..(seg + 1) * hi].iter_mut().zip(&dxr[feat..]) {
+                *a += *v;
+            }
+        }
+        // A FiLM encoder's instruction gradients, per row, into the same segment sums.
+        for (r, der) in self.enc.d_instr().chunks_exact(hi.max(1)).enumerate() {
+            let seg = self.seg_of_row[r];
+            for (a, v) in d_seg[seg * hi..(seg + 1) * hi].iter_mut().zip(der) {
                 *a += *v;
             }
         }

@@ -51,6 +51,9 @@ pub struct TrainConfig {
     pub communication: Option<bool>,
     /// Override the preset's observation encoder (`conv` or `bow`).
     pub encoder: Option<EncoderChoice>,
+    /// Override the preset's FiLM conditioning of the encoder on the instruction
+    /// (`metarim_core::nn::encoder`, "FiLM").
+    pub film: Option<bool>,
     /// Frames (environment steps, all envs together) to train for.
     pub frames: u64,
     /// Seed of everything: initial parameters, levels, action sampling, minibatch order.
@@ -138,6 +141,7 @@ impl Default for TrainConfig {
             k_active: None,
             communication: None,
             encoder: None,
+            film: None,
             frames: 1_500_000,
             seed: 1,
             threads: 0,
@@ -272,6 +276,9 @@ impl TrainConfig {
                 EncoderChoice::Conv => EncoderKind::Conv,
                 EncoderChoice::Bow => EncoderKind::Bow,
             };
+        }
+        if let Some(f) = self.film {
+            d.film = f;
         }
         Ok(d)
     }
@@ -456,11 +463,12 @@ pub const MAX_THREADS: usize = 4_096;
 pub const MAX_WINDOW: usize = 100_000_000;
 
 /// Optional fields (absent from the serialised table when unset) that `set` still accepts.
-const OPTIONAL_KEYS: [&str; 5] = [
+const OPTIONAL_KEYS: [&str; 6] = [
     "n_modules",
     "k_active",
     "communication",
     "encoder",
+    "film",
     "init_from",
 ];
 

@@ -334,6 +334,13 @@ impl Actor {
         let (inp, feat, sl) = (d.memory_input(), d.obs_features(), state_len(&d));
         let p = model.params.bufs();
         let encoder = model.layout.block(&p, Role::Encoder);
+        if d.film {
+            let hi = d.instr_hidden;
+            let e = self.enc.instr_mut(slots.len())?;
+            for (er, slot) in e.chunks_exact_mut(hi).zip(slots) {
+                er.copy_from_slice(&slot.instr[..hi]);
+            }
+        }
         self.enc.forward(encoder, obs, &mut self.x, inp, 0)?;
         for (i, slot) in slots.iter().enumerate() {
             let xr = &mut self.x[i * inp..(i + 1) * inp];
