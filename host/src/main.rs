@@ -331,6 +331,10 @@ struct ModelInfoArgs {
     /// Steps of the on-device adaptation window used for the memory estimate.
     #[arg(long, default_value_t = 16)]
     window: usize,
+    /// Model overrides as in `train`, `KEY=VALUE` (repeatable), e.g. `--set film=true --set
+    /// encoder=bow`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -464,8 +468,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::Model(ModelCommand::Info(a)) => {
-            let dims = model::preset(&a.preset)?;
-            let mode = model::mode(&a.mode)?;
+            let mut cfg = train::TrainConfig {
+                preset: a.preset.clone(),
+                mode: a.mode.clone(),
+                ..Default::default()
+            };
+            for kv in &a.set {
+                let (k, v) = kv
+                    .split_once('=')
+                    .with_context(|| format!("--set {kv:?}: expected KEY=VALUE"))?;
+                cfg.set(k, v)?;
+            }
+            model::preset(&cfg.preset)?;
+            let dims = cfg.dims()?;
+            let mode = model::mode(&cfg.mode)?;
             print!("{}", model::info(&a.preset, &dims, mode, a.window)?);
             return Ok(ExitCode::SUCCESS);
         }

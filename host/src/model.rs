@@ -39,7 +39,7 @@ pub fn info(name: &str, dims: &ModelDims, mode: Mode, window: usize) -> Result<S
     writeln!(
         s,
         "preset {name}, mode {}: memory {:?}, {} modules x {} hidden, k={}, cell {:?}, input {} \
-         (encoder {:?} {:?} + instruction {}), d_k {}, d_v {}, {} comm heads x {}",
+         (encoder {:?}{} {:?} + instruction {}), d_k {}, d_v {}, {} comm heads x {}",
         mode.name(),
         d.memory,
         r.n_modules,
@@ -48,6 +48,7 @@ pub fn info(name: &str, dims: &ModelDims, mode: Mode, window: usize) -> Result<S
         r.cell,
         r.input,
         d.encoder,
+        if d.film { "+FiLM" } else { "" },
         d.conv_channels,
         d.instr_hidden,
         r.d_k,

@@ -93,6 +93,11 @@ pub struct TrainConfig {
     pub value_coef: f64,
     /// Global gradient-norm clip of each optimiser step.
     pub max_grad_norm: f64,
+    /// Anneal both learning rates linearly towards 0 over the run (CleanRL's `anneal_lr`): the
+    /// update that starts at frame `f` uses `lr * (1 - f / frames)`. A pure function of the
+    /// frames done, so `--resume` stays bit-identical (resuming with a larger `frames`
+    /// stretches the rest of the schedule).
+    pub lr_anneal: bool,
     /// Rewards are multiplied by this before GAE (BabyAI: 20).
     pub reward_scale: f64,
     /// Meta modes: fast-group updates per training update (inner loop), each on one minibatch
@@ -161,6 +166,7 @@ impl Default for TrainConfig {
             entropy_coef: 0.01,
             value_coef: 0.5,
             max_grad_norm: 0.5,
+            lr_anneal: false,
             reward_scale: 20.0,
             inner_steps: 4,
             slowness: 2,

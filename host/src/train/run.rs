@@ -333,6 +333,11 @@ fn learn(
     grads: &mut Grads,
     guard: &mut DivergenceGuard,
 ) -> Result<update::UpdateStats> {
+    if cfg.lr_anneal {
+        let frac = 1.0 - (st.frames as f64 / cfg.frames.max(1) as f64).min(1.0);
+        st.optim.slow.lr = cfg.lr * frac;
+        st.optim.fast.lr = cfg.fast_lr * frac;
+    }
     let before = (st.model.params.clone(), st.optim.clone());
     let us = match st.gpu.as_mut() {
         Some(gpu) => gpu.learn(cfg, &mut st.model, &mut st.optim, &st.slots, &mut st.rng)?,
