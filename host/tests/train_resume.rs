@@ -100,6 +100,40 @@ fn stop_and_resume_matches_an_uninterrupted_run() {
     }
 }
 
+/// Learning-rate annealing is a function of the frames done, so a resumed run matches an
+/// uninterrupted one; it changes training (the checkpoint differs from a constant rate). With
+/// the FiLM encoder, which trains end to end on the same path.
+#[test]
+fn annealed_film_run_resumes_bit_identically() {
+    let cfg = TrainConfig {
+        lr_anneal: true,
+        film: Some(true),
+        encoder: Some(host::train::config::EncoderChoice::Bow),
+        ..tiny("meta-rim", 480)
+    };
+    let full = tmpdir("anneal-full");
+    train(&cfg, &opts(&full)).unwrap();
+    let part = tmpdir("anneal-part");
+    let o = RunOptions {
+        stop_after_updates: Some(2),
+        ..opts(&part)
+    };
+    train(&cfg, &o).unwrap();
+    let o = RunOptions {
+        resume: true,
+        ..opts(&part)
+    };
+    train(&cfg, &o).unwrap();
+    assert!(ckpt(&full) == ckpt(&part), "resumed annealed run differs");
+    let flat = tmpdir("anneal-flat");
+    let constant = TrainConfig {
+        lr_anneal: false,
+        ..cfg
+    };
+    train(&constant, &opts(&flat)).unwrap();
+    assert!(ckpt(&flat) != ckpt(&full), "annealing changed nothing");
+}
+
 #[test]
 fn resume_refuses_a_changed_config_but_accepts_more_frames() {
     let dir = tmpdir("changed");
