@@ -1,36 +1,44 @@
 //! A batched RIM cell for the CPU: the same math as `metarim_core::nn::rim` (see its module docs:
 //! null-row input attention, hard top-k on the least null attention with lower-index ties,
-//! per-module GRU, communication attention with a gated residual and no biases, masked update,
-//! [`CommGrad`] gradients), run over `B` sequences of `T` steps at once, with every dense product
-//! a GEMM ([`crate::gemm`]).
+//! per-module GRU or LSTM cells, communication attention with a gated residual and no biases,
+//! masked update, [`CommGrad`] gradients), run over `B` sequences of `T` steps at once, with every
+//! dense product a GEMM ([`crate::gemm`]).
 //!
 //! Layout: activations are *field-major and sequence-major*: each quantity (a "field", e.g. the
 //! module inputs `u`) is one buffer of `B*T` rows, row `b*T + t` for step `t` of sequence `b`. So
 //! a step's rows are a strided view (stride `T` rows), a sequence range is one contiguous block
 //! (what [`RimBatch::shards`] hands to a thread), and a weight gradient is one GEMM whose inner
 //! dimension is all `B*T` rows ([`RimBatch::weight_grads`]). States are `N*H` wide, module-major,
-//! as in the core; parameters and gradients are the core's [`RimWeights`] / [`RimGrads`].
+//! as in the core; with LSTM cells a sequence's state is `[h | c]` ([`state_width`], the layout of
+//! `metarim_core::nn::policy::state_len`), and the outgoing `h` and `c` are separate fields
+//! ([`RimBatch::h_out`], [`RimBatch::c_out`]). Parameters and gradients are the core's
+//! [`RimWeights`] / [`RimGrads`].
 //!
 //! A pass: split into shards (disjoint sequence ranges), and per shard [`RimShard::forward`]
 //! (from initial states, with episode starts `reset` that zero the incoming state), then
 //! [`RimShard::backward`] given the loss gradient of every step's output state (BPTT computing
 //! the input/state gradients and every weight's pre-activation gradient, plus optionally the
 //! input gradients `dx`); then [`RimBatch::weight_grads`] once over all rows. No gradient crosses
-//! an episode start, and none reaches the initial states (they are stored constants).
+//! an episode start, and none reaches the initial states (they are stored constants). The loss
+//! reads `h` only (the heads do), so an LSTM's `c` gets its gradient through `h` alone, carried
+//! back through time beside `h`'s.
 //!
 //! Invariants: every buffer is allocated by [`RimBatch::new`] for a capacity of rows; passes
 //! allocate nothing but the shard views. Results do not depend on how sequences are split into
 //! shards (the products are row-invariant, see [`crate::gemm`]; everything else is per row), so
 //! the trainer is independent of its thread count.
 //!
-//! Scope: GRU modules only (the Paper and Tiny presets); an LSTM cell is reported as an error.
+//! Cells: GRU modules (the Paper and Tiny presets) and LSTM modules (PyTorch gate order i, f, g,
+//! o, as the core's `metarim_core::nn::ops::lstm_forward`). Both are evaluated densely, every
+//! module every step, and the masked update keeps inactive modules' `h` (and `c`) bit for bit.
 
 use anyhow::{anyhow, bail, ensure, Result};
 use metarim_core::nn::dims::{CellKind, RimDims};
-use metarim_core::nn::ops::gru_gate_grads;
+use metarim_core::nn::ops::{gru_gate_grads, GRU_CACHE_PER_UNIT, LSTM_CACHE_PER_UNIT};
 use metarim_core::nn::rim::{
-    comm_width, module_input, query_width, rim_param_counts, rnn_module_len, select_top_k,
-    softmax_in_place, state_len, CommGrad, RimGrads, RimParamCounts, RimWeights,
+    cell_state_len, comm_width, module_input, query_width, rim_param_counts, rnn_gates,
+    rnn_module_len, select_top_k, softmax_in_place, state_len, CommGrad, RimGrads, RimParamCounts,
+    RimWeights,
 };
 
 pub use crate::gemm::Scalar;
@@ -45,6 +53,11 @@ row_fields! {
         hin,
         /// Outgoing state.
         hout,
+        /// Incoming LSTM cell state (zeros at an episode start; no width for a GRU).
+        cin,
+        /// Outgoing LSTM cell state (the candidate `c~` of every module until the masked
+        /// update restores inactive modules' `cin`).
+        cout,
         /// Input keys `k_x`.
         kx,
         /// Input values `v_x`.
@@ -55,12 +68,12 @@ row_fields! {
         ax,
         /// Selection mask (1 active, 0 not).
         mask,
-        /// GRU input projections of every module and head, `W_ih,i[:, head j] v_x,j`
-        /// (module `i`'s input `u_i = concat_j a_ij v_x,j` enters its GRU as
+        /// Cell input projections of every module and head, `W_ih,i[:, head j] v_x,j`
+        /// (module `i`'s input `u_i = concat_j a_ij v_x,j` enters its cell as
         /// `W_ih,i u_i = sum_j a_ij (W_ih,i[:, j] v_x,j)`, so they are computed for all rows
         /// before the recurrence).
         g,
-        /// GRU cache `[r | z | n | hn]` per module.
+        /// Cell cache per module: GRU `[r | z | n | hn]`, LSTM `[i | f | g | o | tanh(c~)]`.
         gates,
         /// Candidate states `h~`.
         ht,
@@ -77,13 +90,16 @@ row_fields! {
         tanh,
         /// Loss gradient w.r.t. the outgoing state (input of the backward pass).
         dh,
-        /// Pre-activation gradients (`adgi`: the GRU input-side gate gradients scaled by each
-        /// head's attention, `a_ij * dgi_i`, for `W_ih` and `v_x`).
+        /// Pre-activation gradients (`adgi`: the cell's input-side gate gradients scaled by
+        /// each head's attention, `a_ij * dgi_i`, for `W_ih` and `v_x`).
         adgi,
         dkx,
         dvx,
         dq,
+        /// Gate pre-activation gradients of the input side (an LSTM's both sides: its gates
+        /// add the two).
         dgi,
+        /// Gate pre-activation gradients of a GRU's hidden side (no width for an LSTM).
         dgh,
         dpg,
         dpo,
@@ -105,12 +121,41 @@ row_fields! {
         dht,
         dout,
         tmp,
+        /// An LSTM's carried cell-state gradient (of step `t`'s outgoing `c`, and the one
+        /// being accumulated for its incoming `c`), and the gradient of the candidate `c~`
+        /// (no width for a GRU).
+        carry_c,
+        carry_c_new,
+        dct,
     }
 }
 
+/// Width of one sequence's state: `h` (`N*H`), followed by `c` (`N*H`) with LSTM cells; the
+/// memory state of `metarim_core::nn::policy::state_len`.
+pub fn state_width(d: &RimDims) -> usize {
+    state_len(d) + cell_state_len(d)
+}
+
+/// Gate width of a module's cell, `G*H` (`G` = 3 for a GRU, 4 for an LSTM).
+fn gate_width(d: &RimDims) -> usize {
+    rnn_gates(d) * d.hidden
+}
+
+/// Cache width of a module's cell per step.
+fn cell_cache_width(d: &RimDims) -> usize {
+    let per_unit = match d.cell {
+        CellKind::Gru => GRU_CACHE_PER_UNIT,
+        CellKind::Lstm => LSTM_CACHE_PER_UNIT,
+    };
+    per_unit * d.hidden
+}
+
 fn field_widths(d: &RimDims, backward: bool) -> Fields<usize> {
-    let (n, hid, inp) = (d.n_modules, d.hidden, d.input);
+    let (n, inp) = (d.n_modules, d.input);
     let nh = state_len(d);
+    let ncl = cell_state_len(d);
+    let gs = gate_width(d);
+    let gru = d.cell == CellKind::Gru;
     let (aw, uw, cw) = (query_width(d), module_input(d), comm_width(d));
     let c = |w: usize| if d.communication { w } else { 0 };
     let b = |w: usize| if backward { w } else { 0 };
@@ -118,13 +163,15 @@ fn field_widths(d: &RimDims, backward: bool) -> Fields<usize> {
         x: inp,
         hin: nh,
         hout: nh,
+        cin: ncl,
+        cout: ncl,
         kx: aw,
         vx: uw,
         q: n * aw,
         ax: n * d.in_heads,
         mask: n,
-        g: n * d.in_heads * 3 * hid,
-        gates: n * 4 * hid,
+        g: n * d.in_heads * gs,
+        gates: n * cell_cache_width(d),
         ht: nh,
         cq: c(n * cw),
         ck: c(n * cw),
@@ -134,12 +181,12 @@ fn field_widths(d: &RimDims, backward: bool) -> Fields<usize> {
         gate: c(nh),
         tanh: c(nh),
         dh: b(nh),
-        adgi: b(n * d.in_heads * 3 * hid),
+        adgi: b(n * d.in_heads * gs),
         dkx: b(aw),
         dvx: b(uw),
         dq: b(n * aw),
-        dgi: b(n * 3 * hid),
-        dgh: b(n * 3 * hid),
+        dgi: b(n * gs),
+        dgh: b(if gru { n * gs } else { 0 }),
         dpg: b(c(nh)),
         dpo: b(c(nh)),
         dcq: b(c(n * cw)),
@@ -152,23 +199,23 @@ fn field_widths(d: &RimDims, backward: bool) -> Fields<usize> {
 fn scratch_widths(d: &RimDims) -> StepScratch<usize> {
     let (n, hid) = (d.n_modules, d.hidden);
     let nh = state_len(d);
+    let ncl = cell_state_len(d);
     StepScratch {
-        gh: n * 3 * hid,
+        gh: n * gate_width(d),
         null: n,
         carry: nh,
         carry_new: nh,
         dht: nh,
         dout: n * comm_width(d),
         tmp: hid,
+        carry_c: ncl,
+        carry_c_new: ncl,
+        dct: ncl,
     }
 }
 
-/// Checks that `d` is a cell the batched path runs.
+/// Checks that `d` is a cell the batched path runs (GRU or LSTM modules, the core's checks).
 pub fn check_dims(d: &RimDims) -> Result<()> {
-    ensure!(
-        d.cell == CellKind::Gru,
-        "the batched RIM cell supports GRU modules only"
-    );
     ensure!(d.n_modules >= 1, "rim: n_modules must be at least 1");
     ensure!(
         d.k_active >= 1 && d.k_active <= d.n_modules,
@@ -234,8 +281,8 @@ pub struct RimShard<'a, S> {
 }
 
 impl<S: Scalar> RimBatch<S> {
-    /// Buffers for passes of up to `capacity` rows of the cell `d` (GRU modules only); without
-    /// `backward`, forward passes only (acting).
+    /// Buffers for passes of up to `capacity` rows of the cell `d` (GRU or LSTM modules);
+    /// without `backward`, forward passes only (acting).
     pub fn new(d: &RimDims, capacity: usize, backward: bool) -> Result<Self> {
         check_dims(d)?;
         ensure!(capacity >= 1, "batched RIM: capacity must be at least 1");
@@ -311,6 +358,12 @@ impl<S: Scalar> RimBatch<S> {
     /// Outgoing states of the last pass, `[B*T x N*H]` (row `b*T + t`).
     pub fn h_out(&self) -> &[S] {
         &self.f.hout[..self.seqs * self.steps * self.widths.hout]
+    }
+
+    /// Outgoing LSTM cell states of the last pass, `[B*T x N*H]` (row `b*T + t`; empty for
+    /// GRU modules).
+    pub fn c_out(&self) -> &[S] {
+        &self.f.cout[..self.seqs * self.steps * self.widths.cout]
     }
 
     /// Selection masks of the last pass, `[B*T x N]` (1 active, 0 not).
@@ -491,7 +544,7 @@ impl<S: Scalar> WeightSums<'_, S> {
     }
 
     /// Module `i`'s blocks of the per-module tensors in `job`: the query `w_q += dq_i^T hin_i`,
-    /// the GRU ([`WeightSums::rnn`]), the communication's gate and output (`dpg_i^T o_i`,
+    /// the cell ([`WeightSums::rnn`]), the communication's gate and output (`dpg_i^T o_i`,
     /// `dpo_i^T o_i`) and its query, key and value projections (`dc*_i^T h~_i`).
     fn module(&self, i: usize, job: &mut ModuleJob<'_, S>) -> Result<()> {
         let (f, rows, one) = (self.f, self.rows, S::ONE);
@@ -571,8 +624,9 @@ impl<S: Scalar> WeightSums<'_, S> {
         Ok(())
     }
 
-    /// Module `i`'s GRU block `gr`: `W_ih` per input head from `adgi` and the values, `W_hh`
-    /// from `dgh` and `hin`, then the biases as row sums of `dgi` and `dgh` in row order.
+    /// Module `i`'s cell block `gr`: `W_ih` per input head from `adgi` and the values, `W_hh`
+    /// from the hidden side's gate gradients (a GRU's `dgh`, an LSTM's `dgi`) and `hin`, then
+    /// the biases as row sums of `dgi` and the hidden side's in row order.
     fn rnn(&self, i: usize, gr: &mut [S]) -> Result<()> {
         let (f, rows, one) = (self.f, self.rows, S::ONE);
         let PassDims {
@@ -582,16 +636,17 @@ impl<S: Scalar> WeightSums<'_, S> {
             uw,
             ih,
             dv,
-            g3,
+            gs,
             gw,
             ..
         } = self.p;
+        let dgh: &[S] = if self.p.lstm { &f.dgi } else { &f.dgh };
         let hprev = rm(i * hid, nh);
-        let ta = tr(i * g3, n * g3);
+        let ta = tr(i * gs, n * gs);
         for j in 0..ih {
-            let a = tr((i * ih + j) * g3, gw);
+            let a = tr((i * ih + j) * gs, gw);
             gemm(
-                g3,
+                gs,
                 rows,
                 dv,
                 one,
@@ -604,13 +659,13 @@ impl<S: Scalar> WeightSums<'_, S> {
                 rm(j * dv, uw),
             )?;
         }
-        let hh = g3 * uw;
+        let hh = gs * uw;
         gemm(
-            g3,
+            gs,
             rows,
             hid,
             one,
-            &f.dgh,
+            dgh,
             ta,
             &f.hin,
             hprev,
@@ -618,11 +673,11 @@ impl<S: Scalar> WeightSums<'_, S> {
             &mut gr[hh..],
             rm(0, hid),
         )?;
-        let (bi, bh) = gr[hh + g3 * hid..].split_at_mut(g3);
+        let (bi, bh) = gr[hh + gs * hid..].split_at_mut(gs);
         for row in 0..rows {
-            let at = (row * n + i) * g3;
-            axpy(one, &f.dgi[at..][..g3], bi);
-            axpy(one, &f.dgh[at..][..g3], &mut bh[..g3]);
+            let at = (row * n + i) * gs;
+            axpy(one, &f.dgi[at..][..gs], bi);
+            axpy(one, &dgh[at..][..gs], &mut bh[..gs]);
         }
         Ok(())
     }
@@ -701,6 +756,11 @@ impl<'a, S: Scalar> RimShard<'a, S> {
         &self.f.hout[..self.seqs * self.steps * state_len(&self.d)]
     }
 
+    /// Outgoing LSTM cell states, `[seqs*T x N*H]` (empty for GRU modules).
+    pub fn c_out(&self) -> &[S] {
+        &self.f.cout[..self.seqs * self.steps * cell_state_len(&self.d)]
+    }
+
     /// Selection masks, `[seqs*T x N]` (1 active, 0 not).
     pub fn masks(&self) -> &[S] {
         &self.f.mask[..self.seqs * self.steps * self.d.n_modules]
@@ -719,21 +779,24 @@ impl<'a, S: Scalar> RimShard<'a, S> {
         &self.f.dx[..len.min(self.f.dx.len())]
     }
 
-    /// Runs the steps over the inputs ([`RimShard::x_mut`]) from `h0` (`[seqs x N*H]`, the state
-    /// before each sequence's first step); `reset` (`[seqs x T]`) marks episode starts, whose
-    /// incoming state is zeros instead.
+    /// Runs the steps over the inputs ([`RimShard::x_mut`]) from `state0` (`[seqs x
+    /// state_width]`, the state before each sequence's first step: `h`, then `c` with LSTM
+    /// cells, see [`state_width`]); `reset` (`[seqs x T]`) marks episode starts, whose incoming
+    /// state (`h` and `c`) is zeros instead.
     pub fn forward(
         &mut self,
         w: &RimWeights<'_, S>,
-        h0: &[S],
+        state0: &[S],
         reset: &[bool],
         sc: &mut RimScratch<S>,
     ) -> Result<()> {
         let d = self.d;
         let (bs, steps) = (self.seqs, self.steps);
-        let nh = state_len(&d);
         check_weights(&d, w)?;
-        ensure!(h0.len() >= bs * nh, "batched RIM: h0 too short");
+        ensure!(
+            state0.len() >= bs * state_width(&d),
+            "batched RIM: initial states too short"
+        );
         ensure!(
             reset.len() >= bs * steps,
             "batched RIM: reset flags too short"
@@ -755,9 +818,12 @@ impl<'a, S: Scalar> RimShard<'a, S> {
         };
         pass.input_projections()?;
         for t in 0..steps {
-            pass.incoming_states(h0, reset, t);
+            pass.incoming_states(state0, reset, t);
             pass.input_attention(t)?;
-            pass.module_grus(t)?;
+            match d.cell {
+                CellKind::Gru => pass.module_grus(t)?,
+                CellKind::Lstm => pass.module_lstms(t)?,
+            }
             if d.communication {
                 pass.comm_attention(t)?;
                 pass.comm_gates(t)?;
@@ -768,10 +834,11 @@ impl<'a, S: Scalar> RimShard<'a, S> {
     }
 
     /// BPTT over the last [`RimShard::forward`] given the loss gradients of the outgoing states
-    /// ([`RimShard::dh_mut`]): computes every weight's pre-activation gradients (for
-    /// [`RimBatch::weight_grads`]; the value projection's only with `want_dv` or `want_dx`)
-    /// and, with `want_dx`, the input gradients ([`RimShard::dx`]). No gradient crosses a
-    /// `reset` step or reaches `h0`.
+    /// ([`RimShard::dh_mut`]; with LSTM cells the loss has no direct `c` term, and `c`'s
+    /// gradient is carried back beside `h`'s): computes every weight's pre-activation gradients
+    /// (for [`RimBatch::weight_grads`]; the value projection's only with `want_dv` or
+    /// `want_dx`) and, with `want_dx`, the input gradients ([`RimShard::dx`]). No gradient
+    /// crosses a `reset` step or reaches the initial states.
     #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &mut self,
@@ -810,6 +877,7 @@ impl<'a, S: Scalar> RimShard<'a, S> {
             s,
         };
         pass.s.carry.fill(S::ZERO);
+        pass.s.carry_c.fill(S::ZERO);
         for t in (0..steps).rev() {
             pass.masked_update_backward(t);
             if d.communication {
@@ -817,7 +885,7 @@ impl<'a, S: Scalar> RimShard<'a, S> {
                 pass.comm_attention_backward(dp, ds, t);
                 pass.comm_projections_backward(mode, t)?;
             }
-            pass.gru_attention_backward(t);
+            pass.cell_attention_backward(t);
             pass.recurrent_backward(t)?;
             pass.carry_to_previous_step(reset, t);
         }
@@ -848,18 +916,23 @@ struct PassDims {
     ih: usize,
     dk: usize,
     dv: usize,
-    g3: usize,
+    /// Gate width of a module's cell, `G*H` (`3H` GRU, `4H` LSTM).
+    gs: usize,
     rml: usize,
-    /// Width of the GRU input projections of one row (`N * heads * 3H`).
+    /// Width of the cell input projections of one row (`N * heads * G*H`).
     gw: usize,
     /// Length of one module's block of a communication weight.
     pw: usize,
+    /// LSTM cells (else GRU).
+    lstm: bool,
+    /// Width of the cell states (`N*H` with LSTM cells, else 0).
+    ncl: usize,
 }
 
 impl PassDims {
     fn new(d: &RimDims, bs: usize, steps: usize) -> PassDims {
         let (n, hid) = (d.n_modules, d.hidden);
-        let (ih, g3, cw) = (d.in_heads, 3 * hid, comm_width(d));
+        let (ih, gs, cw) = (d.in_heads, gate_width(d), comm_width(d));
         PassDims {
             d: *d,
             bs,
@@ -874,10 +947,12 @@ impl PassDims {
             ih,
             dk: d.d_k,
             dv: d.d_v,
-            g3,
+            gs,
             rml: rnn_module_len(d),
-            gw: n * ih * g3,
+            gw: n * ih * gs,
             pw: cw * hid,
+            lstm: d.cell == CellKind::Lstm,
+            ncl: cell_state_len(d),
         }
     }
 
@@ -890,7 +965,7 @@ impl PassDims {
 /// One shard's pass: its widths, the weights and its views of the per-row fields and the step
 /// scratch. Its methods are the phases of [`RimShard::forward`] and [`RimShard::backward`] (the
 /// numbers in their docs are those of the core's step: (1) input attention, (2) selection, (3)
-/// GRUs, (4) communication, (5) masked update).
+/// the modules' cells, (4) communication, (5) masked update).
 struct ShardPass<'p, 'a, 'b, S> {
     p: PassDims,
     w: &'p RimWeights<'p, S>,
@@ -900,11 +975,11 @@ struct ShardPass<'p, 'a, 'b, S> {
 
 impl<S: Scalar> ShardPass<'_, '_, '_, S> {
     /// Everything that depends on the inputs alone, for all rows at once: keys `kx`, values
-    /// `vx` and the GRU input projections `g`.
+    /// `vx` and the cells' input projections `g`.
     fn input_projections(&mut self) -> Result<()> {
         let (p, w, f) = (self.p, self.w, &mut *self.f);
-        let (n, inp, aw, uw, ih, dv, g3, rml, gw) =
-            (p.n, p.inp, p.aw, p.uw, p.ih, p.dv, p.g3, p.rml, p.gw);
+        let (n, inp, aw, uw, ih, dv, gs, rml, gw) =
+            (p.n, p.inp, p.aw, p.uw, p.ih, p.dv, p.gs, p.rml, p.gw);
         let (one, zero) = (S::ONE, S::ZERO);
         let rows = p.bs * p.steps;
         gemm(
@@ -938,7 +1013,7 @@ impl<S: Scalar> ShardPass<'_, '_, '_, S> {
                 gemm(
                     rows,
                     dv,
-                    g3,
+                    gs,
                     one,
                     f.vx,
                     rm(j * dv, uw),
@@ -946,27 +1021,33 @@ impl<S: Scalar> ShardPass<'_, '_, '_, S> {
                     tr(i * rml + j * dv, uw),
                     zero,
                     f.g,
-                    rm((i * ih + j) * g3, gw),
+                    rm((i * ih + j) * gs, gw),
                 )?;
             }
         }
         Ok(())
     }
 
-    /// The incoming states `hin` of step `t`: zeros at an episode start, else `h0` at the first
-    /// step, else the previous step's outgoing state.
-    fn incoming_states(&mut self, h0: &[S], reset: &[bool], t: usize) {
+    /// The incoming states `hin` (and an LSTM's `cin`) of step `t`: zeros at an episode start,
+    /// else `state0` at the first step (`[h | c]` per sequence), else the previous step's
+    /// outgoing state.
+    fn incoming_states(&mut self, state0: &[S], reset: &[bool], t: usize) {
         let (p, f) = (self.p, &mut *self.f);
-        let (steps, nh) = (p.steps, p.nh);
+        let (steps, nh, ncl) = (p.steps, p.nh, p.ncl);
+        let sw = nh + ncl;
         for b in 0..p.bs {
             let r = b * steps + t;
             let dst = &mut f.hin[r * nh..][..nh];
+            let cdst = &mut f.cin[r * ncl..][..ncl];
             if reset[b * steps + t] {
                 dst.fill(S::ZERO);
+                cdst.fill(S::ZERO);
             } else if t == 0 {
-                dst.copy_from_slice(&h0[b * nh..][..nh]);
+                dst.copy_from_slice(&state0[b * sw..][..nh]);
+                cdst.copy_from_slice(&state0[b * sw + nh..][..ncl]);
             } else {
                 dst.copy_from_slice(&f.hout[(r - 1) * nh..][..nh]);
+                cdst.copy_from_slice(&f.cout[(r - 1) * ncl..][..ncl]);
             }
         }
     }
@@ -1030,7 +1111,7 @@ impl<S: Scalar> ShardPass<'_, '_, '_, S> {
     fn module_grus(&mut self, t: usize) -> Result<()> {
         let (p, w, f, s) = (self.p, self.w, &mut *self.f, &mut *self.s);
         let (bs, steps, n, hid, nh, uw, ih, g3, rml, gw) = (
-            p.bs, p.steps, p.n, p.hid, p.nh, p.uw, p.ih, p.g3, p.rml, p.gw,
+            p.bs, p.steps, p.n, p.hid, p.nh, p.uw, p.ih, p.gs, p.rml, p.gw,
         );
         let (one, zero) = (S::ONE, S::ZERO);
         for i in 0..n {
@@ -1089,6 +1170,76 @@ impl<S: Scalar> ShardPass<'_, '_, '_, S> {
                 let z = &rz[hid..];
                 for (u, o) in ht.iter_mut().enumerate() {
                     *o = (one - z[u]) * ng[u] + z[u] * hprev[u];
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// (3) The per-module LSTMs of step `t` (gate order i, f, g, o), evaluated densely like the
+    /// GRUs: the cache `gates` (`[i | f | g | o | tanh(c~)]`, after the nonlinearities), the
+    /// candidate states `ht` and the candidate cell states `c~` in `cout` (the masked update
+    /// puts inactive modules' `cin` back).
+    fn module_lstms(&mut self, t: usize) -> Result<()> {
+        let (p, w, f, s) = (self.p, self.w, &mut *self.f, &mut *self.s);
+        let (bs, steps, n, hid, nh, uw, ih, gs, rml, gw) = (
+            p.bs, p.steps, p.n, p.hid, p.nh, p.uw, p.ih, p.gs, p.rml, p.gw,
+        );
+        let cache_w = LSTM_CACHE_PER_UNIT * hid;
+        let (one, zero) = (S::ONE, S::ZERO);
+        for i in 0..n {
+            let w_hh = i * rml + gs * uw;
+            let (b_ih, b_hh) = (w_hh + gs * hid, w_hh + gs * hid + gs);
+            gemm(
+                bs,
+                hid,
+                gs,
+                one,
+                f.hin,
+                p.st(t, nh, i * hid),
+                w.rnn,
+                tr(w_hh, hid),
+                zero,
+                s.gh,
+                rm(i * gs, n * gs),
+            )?;
+            let bi = &w.rnn[b_ih..][..gs];
+            let bh = &w.rnn[b_hh..][..gs];
+            for b in 0..bs {
+                let r = b * steps + t;
+                let at = r * nh + i * hid;
+                let gproj = &f.g[r * gw + i * ih * gs..][..ih * gs];
+                let ax = &f.ax[(r * n + i) * ih..][..ih];
+                let gh = &s.gh[(b * n + i) * gs..][..gs];
+                let cache = &mut f.gates[(r * n + i) * cache_w..][..cache_w];
+                // Pre-activations `b_ih + (W_hh h + b_hh) + sum_j a_ij (W_ih,i[:, j] v_x,j)`.
+                let (pre, tc) = cache.split_at_mut(gs);
+                for (o, (b1, (g, b2))) in pre.iter_mut().zip(bi.iter().zip(gh.iter().zip(bh))) {
+                    *o = *b1 + (*g + *b2);
+                }
+                for (j, a) in ax.iter().enumerate() {
+                    for (o, g) in pre.iter_mut().zip(&gproj[j * gs..(j + 1) * gs]) {
+                        *o += *a * *g;
+                    }
+                }
+                let (ig, rest) = pre.split_at_mut(hid);
+                let (fg, rest) = rest.split_at_mut(hid);
+                let (gg, og) = rest.split_at_mut(hid);
+                for v in ig.iter_mut().chain(fg.iter_mut()).chain(og.iter_mut()) {
+                    *v = v.act_sigmoid();
+                }
+                for v in gg.iter_mut() {
+                    *v = v.act_tanh();
+                }
+                let cin = &f.cin[at..][..hid];
+                let cout = &mut f.cout[at..][..hid];
+                let ht = &mut f.ht[at..][..hid];
+                for u in 0..hid {
+                    let c = fg[u] * cin[u] + ig[u] * gg[u];
+                    let th = c.act_tanh();
+                    tc[u] = th;
+                    cout[u] = c;
+                    ht[u] = og[u] * th;
                 }
             }
         }
@@ -1167,7 +1318,8 @@ impl<S: Scalar> ShardPass<'_, '_, '_, S> {
     }
 
     /// (5) The masked update of step `t`: active modules take `h~` (plus the gated
-    /// communication), inactive ones keep `hin`.
+    /// communication) and an LSTM's `c~` (already in `cout`), inactive ones keep `hin` (and
+    /// `cin`).
     fn masked_update(&mut self, t: usize) {
         let (p, f) = (self.p, &mut *self.f);
         let (bs, steps, n, hid, nh) = (p.bs, p.steps, p.n, p.hid, p.nh);
@@ -1179,6 +1331,9 @@ impl<S: Scalar> ShardPass<'_, '_, '_, S> {
                 let dst = &mut f.hout[at..][..hid];
                 if f.mask[r * n + i] == zero {
                     dst.copy_from_slice(&f.hin[at..][..hid]);
+                    if p.lstm {
+                        f.cout[at..][..hid].copy_from_slice(&f.cin[at..][..hid]);
+                    }
                     continue;
                 }
                 let ht = &f.ht[at..][..hid];
@@ -1196,8 +1351,12 @@ impl<S: Scalar> ShardPass<'_, '_, '_, S> {
 
     /// Backward of 5., the masked update of step `t`: the state gradient (loss `dh` plus the
     /// carried gradient) goes to `dht` for active modules and to `carry_new` (the incoming
-    /// state) for inactive ones; the other receives zeros.
+    /// state) for inactive ones; the other receives zeros. An LSTM's carried cell-state
+    /// gradient likewise goes to `dct` (active) or `carry_c_new` (inactive).
     fn masked_update_backward(&mut self, t: usize) {
+        if self.p.lstm {
+            self.masked_cell_update_backward(t);
+        }
         let (p, f, s) = (self.p, &mut *self.f, &mut *self.s);
         let (bs, steps, n, hid, nh) = (p.bs, p.steps, p.n, p.hid, p.nh);
         let zero = S::ZERO;
@@ -1221,6 +1380,29 @@ impl<S: Scalar> ShardPass<'_, '_, '_, S> {
                     *a = *sv + *c;
                     *z = zero;
                 }
+            }
+        }
+    }
+
+    /// The cell-state part of [`ShardPass::masked_update_backward`]: `c_t = c~` for an active
+    /// module and `c_{t-1}` for an inactive one, and the loss has no direct `c` term, so the
+    /// carried gradient alone is routed.
+    fn masked_cell_update_backward(&mut self, t: usize) {
+        let (p, f, s) = (self.p, &*self.f, &mut *self.s);
+        let (bs, steps, n, hid, nh) = (p.bs, p.steps, p.n, p.hid, p.nh);
+        let zero = S::ZERO;
+        for b in 0..bs {
+            let r = b * steps + t;
+            for i in 0..n {
+                let o = b * nh + i * hid;
+                let carry = &s.carry_c[o..][..hid];
+                let (dst_on, dst_off) = if f.mask[r * n + i] != zero {
+                    (&mut s.dct[o..][..hid], &mut s.carry_c_new[o..][..hid])
+                } else {
+                    (&mut s.carry_c_new[o..][..hid], &mut s.dct[o..][..hid])
+                };
+                dst_on.copy_from_slice(carry);
+                dst_off.fill(zero);
             }
         }
     }
@@ -1391,15 +1573,17 @@ impl<S: Scalar> ShardPass<'_, '_, '_, S> {
         Ok(())
     }
 
-    /// Backward of (3) and (1) at step `t`, per row: the GRU gate gradients `dgi, dgh` (dense:
-    /// a module whose `h~` got no gradient gets exact zeros) and the incoming state's direct
-    /// share in `carry_new`; then the input attention: `u_ij = a_ij v_x,j` with
-    /// `a_ij = sigmoid(q_ij . k_x,j / sqrt(d_k))`, so `dL/da_ij = dgi_i . (W_ih,i[:, j] v_x,j)`,
-    /// the stored projection, giving `adgi`, `dq` and `dkx`.
-    fn gru_attention_backward(&mut self, t: usize) {
+    /// Backward of (3) and (1) at step `t`, per row: the cell's gate gradients (dense: a
+    /// module whose `h~` and `c~` got no gradient gets exact zeros): a GRU's `dgi, dgh` and
+    /// the incoming state's direct share in `carry_new`, an LSTM's `dgi` (both sides) and the
+    /// incoming cell state's gradient in `carry_c_new`; then the input attention:
+    /// `u_ij = a_ij v_x,j` with `a_ij = sigmoid(q_ij . k_x,j / sqrt(d_k))`, so
+    /// `dL/da_ij = dgi_i . (W_ih,i[:, j] v_x,j)`, the stored projection, giving `adgi`, `dq` and
+    /// `dkx`.
+    fn cell_attention_backward(&mut self, t: usize) {
         let (p, f, s) = (self.p, &mut *self.f, &mut *self.s);
-        let (bs, steps, n, hid, nh, aw, ih, dk, g3, gw) = (
-            p.bs, p.steps, p.n, p.hid, p.nh, p.aw, p.ih, p.dk, p.g3, p.gw,
+        let (bs, steps, n, hid, nh, aw, ih, dk, gs, gw) = (
+            p.bs, p.steps, p.n, p.hid, p.nh, p.aw, p.ih, p.dk, p.gs, p.gw,
         );
         let inv_dk = S::ONE / S::from_f64(dk as f64).sqrt();
         let (one, zero) = (S::ONE, S::ZERO);
@@ -1408,21 +1592,30 @@ impl<S: Scalar> ShardPass<'_, '_, '_, S> {
             f.dkx[r * aw..(r + 1) * aw].fill(zero);
             let kx = &f.kx[r * aw..][..aw];
             for i in 0..n {
-                let cache = &f.gates[(r * n + i) * 4 * hid..][..4 * hid];
-                let hprev = &f.hin[r * nh + i * hid..][..hid];
-                let dy = &s.dht[b * nh + i * hid..][..hid];
-                let gi = &mut f.dgi[(r * n + i) * g3..][..g3];
-                let gh = &mut f.dgh[(r * n + i) * g3..][..g3];
-                let carry = &mut s.carry_new[b * nh + i * hid..][..hid];
-                gru_gate_grads(cache, hprev, dy, gi, gh, carry);
-                let gi = &f.dgi[(r * n + i) * g3..][..g3];
+                let (at, o) = (r * nh + i * hid, b * nh + i * hid);
+                let dy = &s.dht[o..][..hid];
+                let gi = &mut f.dgi[(r * n + i) * gs..][..gs];
+                if p.lstm {
+                    let cw = LSTM_CACHE_PER_UNIT * hid;
+                    let cache = &f.gates[(r * n + i) * cw..][..cw];
+                    let (cin, dct) = (&f.cin[at..][..hid], &s.dct[o..][..hid]);
+                    let dcp = &mut s.carry_c_new[o..][..hid];
+                    lstm_gate_grads(cache, cin, dy, dct, gi, dcp);
+                } else {
+                    let cache = &f.gates[(r * n + i) * 4 * hid..][..4 * hid];
+                    let hprev = &f.hin[at..][..hid];
+                    let gh = &mut f.dgh[(r * n + i) * gs..][..gs];
+                    let carry = &mut s.carry_new[o..][..hid];
+                    gru_gate_grads(cache, hprev, dy, gi, gh, carry);
+                }
+                let gi = &f.dgi[(r * n + i) * gs..][..gs];
                 let q = &f.q[(r * n + i) * aw..][..aw];
                 let ax = &f.ax[(r * n + i) * ih..][..ih];
                 let dq = &mut f.dq[(r * n + i) * aw..][..aw];
                 for (j, a) in ax.iter().enumerate() {
-                    let at = r * gw + (i * ih + j) * g3;
-                    let da = dot(gi, &f.g[at..][..g3]);
-                    for (o, v) in f.adgi[at..][..g3].iter_mut().zip(gi) {
+                    let at = r * gw + (i * ih + j) * gs;
+                    let da = dot(gi, &f.g[at..][..gs]);
+                    for (o, v) in f.adgi[at..][..gs].iter_mut().zip(gi) {
                         *o = *a * *v;
                     }
                     let dsc = da * *a * (one - *a) * inv_dk;
@@ -1436,20 +1629,21 @@ impl<S: Scalar> ShardPass<'_, '_, '_, S> {
     }
 
     /// The incoming state's gradient at step `t` through the recurrent products: adds
-    /// `dgh W_hh` and `dq W_q` of every module to `carry_new`.
+    /// `dgh W_hh` (an LSTM's `dgi W_hh`) and `dq W_q` of every module to `carry_new`.
     fn recurrent_backward(&mut self, t: usize) -> Result<()> {
         let (p, w, f, s) = (self.p, self.w, &mut *self.f, &mut *self.s);
-        let (bs, n, hid, nh, aw, uw, g3, rml) = (p.bs, p.n, p.hid, p.nh, p.aw, p.uw, p.g3, p.rml);
+        let (bs, n, hid, nh, aw, uw, gs, rml) = (p.bs, p.n, p.hid, p.nh, p.aw, p.uw, p.gs, p.rml);
         let one = S::ONE;
+        let dgh: &[S] = if p.lstm { f.dgi } else { f.dgh };
         for i in 0..n {
-            let w_hh = i * rml + g3 * uw;
+            let w_hh = i * rml + gs * uw;
             gemm(
                 bs,
-                g3,
+                gs,
                 hid,
                 one,
-                f.dgh,
-                p.st(t, n * g3, i * g3),
+                dgh,
+                p.st(t, n * gs, i * gs),
                 w.rnn,
                 rm(w_hh, hid),
                 one,
@@ -1475,26 +1669,28 @@ impl<S: Scalar> ShardPass<'_, '_, '_, S> {
         Ok(())
     }
 
-    /// Ends backward step `t`: the incoming state's gradient `carry_new` becomes the carried
-    /// gradient of step `t - 1`, zeroed where step `t` starts an episode (no gradient into the
-    /// step before an episode start).
+    /// Ends backward step `t`: the incoming state's gradient `carry_new` (and an LSTM's
+    /// `carry_c_new`) becomes the carried gradient of step `t - 1`, zeroed where step `t`
+    /// starts an episode (no gradient into the step before an episode start).
     fn carry_to_previous_step(&mut self, reset: &[bool], t: usize) {
         let (p, s) = (self.p, &mut *self.s);
-        let (steps, nh) = (p.steps, p.nh);
+        let (steps, nh, ncl) = (p.steps, p.nh, p.ncl);
         for b in 0..p.bs {
             if reset[b * steps + t] {
                 s.carry_new[b * nh..][..nh].fill(S::ZERO);
+                s.carry_c_new[b * ncl..][..ncl].fill(S::ZERO);
             }
         }
         std::mem::swap(&mut s.carry, &mut s.carry_new);
+        std::mem::swap(&mut s.carry_c, &mut s.carry_c_new);
     }
 
     /// After the steps, for all rows at once: the values' gradient `dvx` (with `want_dx` or
     /// `want_dv`) and the input gradient `dx` (with `want_dx`).
     fn input_backward(&mut self, want_dx: bool, want_dv: bool) -> Result<()> {
         let (p, w, f) = (self.p, self.w, &mut *self.f);
-        let (n, inp, aw, uw, ih, dv, g3, rml, gw) =
-            (p.n, p.inp, p.aw, p.uw, p.ih, p.dv, p.g3, p.rml, p.gw);
+        let (n, inp, aw, uw, ih, dv, gs, rml, gw) =
+            (p.n, p.inp, p.aw, p.uw, p.ih, p.dv, p.gs, p.rml, p.gw);
         let (one, zero) = (S::ONE, S::ZERO);
         let rows = p.bs * p.steps;
         if want_dx || want_dv {
@@ -1504,11 +1700,11 @@ impl<S: Scalar> ShardPass<'_, '_, '_, S> {
                 for j in 0..ih {
                     gemm(
                         rows,
-                        g3,
+                        gs,
                         dv,
                         one,
                         f.adgi,
-                        rm((i * ih + j) * g3, gw),
+                        rm((i * ih + j) * gs, gw),
                         w.rnn,
                         rm(i * rml + j * dv, uw),
                         beta,
@@ -1551,6 +1747,41 @@ impl<S: Scalar> ShardPass<'_, '_, '_, S> {
             )?;
         }
         Ok(())
+    }
+}
+
+/// The pointwise part of the core's `lstm_backward` (`metarim_core::nn::ops`, the same
+/// expressions in the same order) for one module and row: from the cache
+/// `[i | f | g | o | tanh(c~)]`, the incoming cell state `c`, the gradients of `h~` (`dh`) and
+/// `c~` (`dc`), writes the gate pre-activation gradients `da` (`4H`; an LSTM's input and hidden
+/// sides share them, as their pre-activations are summed) and accumulates the incoming cell
+/// state's gradient into `dc_prev`.
+fn lstm_gate_grads<S: Scalar>(
+    cache: &[S],
+    c: &[S],
+    dh: &[S],
+    dc: &[S],
+    da: &mut [S],
+    dc_prev: &mut [S],
+) {
+    let hid = c.len();
+    let one = S::ONE;
+    let (gates, tc) = cache.split_at(4 * hid);
+    for u in 0..hid {
+        let (i, f, gg, o, t) = (
+            gates[u],
+            gates[hid + u],
+            gates[2 * hid + u],
+            gates[3 * hid + u],
+            tc[u],
+        );
+        let dho = dh[u];
+        let dct = dc[u] + dho * o * (one - t * t);
+        da[u] = dct * gg * i * (one - i);
+        da[hid + u] = dct * c[u] * f * (one - f);
+        da[2 * hid + u] = dct * i * (one - gg * gg);
+        da[3 * hid + u] = dho * t * o * (one - o);
+        dc_prev[u] += dct * f;
     }
 }
 
@@ -1656,5 +1887,386 @@ mod tests {
         assert_eq!(even_bounds(10, 3), vec![0, 3, 6, 10]);
         assert_eq!(even_bounds(2, 5), vec![0, 1, 2]);
         assert_eq!(even_bounds(0, 2), vec![0, 0]);
+    }
+
+    // LSTM cells against the core's per-sample step (`rim_step_forward` / `rim_step_backward`,
+    // the incoming `[h | c]` zeroed and no gradient carried at episode starts). The GRU path's
+    // parity is `host/tests/rim_batch_parity.rs`.
+
+    use metarim_core::nn::rim::{rim_step_backward, rim_step_forward, scratch_len, step_cache_len};
+    use metarim_core::rng::Pcg32;
+
+    /// Several input heads and widths that are not multiples of 8.
+    const LSTM_SMALL: RimDims = RimDims {
+        n_modules: 5,
+        k_active: 3,
+        hidden: 9,
+        input: 13,
+        d_k: 6,
+        d_v: 11,
+        in_heads: 2,
+        c_heads: 3,
+        c_k: 5,
+        cell: CellKind::Lstm,
+        communication: true,
+    };
+
+    fn no_comm(d: &RimDims) -> RimDims {
+        RimDims {
+            communication: false,
+            ..*d
+        }
+    }
+
+    /// A random pass: parameters, inputs, initial states `[h | c]`, loss gradients of every
+    /// outgoing `h` and episode starts (about one step in four, step 0 included).
+    struct Problem<S> {
+        d: RimDims,
+        batch: usize,
+        steps: usize,
+        params: Vec<S>,
+        xs: Vec<S>,
+        state0: Vec<S>,
+        dhs: Vec<S>,
+        reset: Vec<bool>,
+    }
+
+    fn uniform<S: Scalar>(rng: &mut Pcg32, n: usize, scale: f64) -> Vec<S> {
+        (0..n)
+            .map(|_| S::from_f64((rng.gen_f32() as f64 * 2.0 - 1.0) * scale))
+            .collect()
+    }
+
+    fn problem<S: Scalar>(d: &RimDims, batch: usize, steps: usize, seed: u64) -> Problem<S> {
+        let mut rng = Pcg32::new(seed);
+        let rows = batch * steps;
+        // Weights scaled so that attention scores spread (varied selections).
+        let params = uniform(&mut rng, param_offsets(d).1, 0.4);
+        let xs = uniform(&mut rng, rows * d.input, 1.0);
+        let state0 = uniform(&mut rng, batch * state_width(d), 1.0);
+        let dhs = uniform(&mut rng, rows * state_len(d), 1.0);
+        let reset = (0..rows).map(|_| rng.below(4) == 0).collect();
+        Problem {
+            d: *d,
+            batch,
+            steps,
+            params,
+            xs,
+            state0,
+            dhs,
+            reset,
+        }
+    }
+
+    /// What a pass gives: outgoing `h` and `c`, masks, input and parameter gradients.
+    struct Out<S> {
+        h: Vec<S>,
+        c: Vec<S>,
+        mask: Vec<S>,
+        dx: Vec<S>,
+        g: Vec<S>,
+    }
+
+    /// Deliberate mistakes in the reference, to show that the parity checks would see them.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Fault {
+        None,
+        /// The cell state's gradient is not carried to the previous step.
+        NoCellCarry,
+        /// The cell state is not zeroed at an episode start.
+        CellSurvivesReset,
+    }
+
+    /// The core's step functions, one sequence at a time, gradients summed over the batch.
+    fn core_pass<S: Scalar>(p: &Problem<S>, mode: CommGrad, fault: Fault) -> Out<S> {
+        let (d, steps) = (&p.d, p.steps);
+        let (nh, n, inp, sw) = (state_len(d), d.n_modules, d.input, state_width(d));
+        let rows = p.batch * steps;
+        let w = weights_view(d, &p.params).unwrap();
+        let cl = step_cache_len(d);
+        let mut o = Out {
+            h: vec![S::ZERO; rows * nh],
+            c: vec![S::ZERO; rows * nh],
+            mask: vec![S::ZERO; rows * n],
+            dx: vec![S::ZERO; rows * inp],
+            g: vec![S::ZERO; p.params.len()],
+        };
+        let (mut hin, mut cin) = (vec![S::ZERO; rows * nh], vec![S::ZERO; rows * nh]);
+        let mut caches = vec![S::ZERO; rows * cl];
+        let mut scratch = vec![S::ZERO; scratch_len(d)];
+        let mut active = vec![false; n];
+        for r in 0..rows {
+            let (b, t) = (r / steps, r % steps);
+            let (h_in, c_in) = (&mut hin[r * nh..][..nh], &mut cin[r * nh..][..nh]);
+            if p.reset[r] {
+                h_in.fill(S::ZERO);
+            } else if t == 0 {
+                h_in.copy_from_slice(&p.state0[b * sw..][..nh]);
+            } else {
+                h_in.copy_from_slice(&o.h[(r - 1) * nh..][..nh]);
+            }
+            if p.reset[r] && fault != Fault::CellSurvivesReset {
+                c_in.fill(S::ZERO);
+            } else if t == 0 {
+                c_in.copy_from_slice(&p.state0[b * sw + nh..][..nh]);
+            } else {
+                c_in.copy_from_slice(&o.c[(r - 1) * nh..][..nh]);
+            }
+            let (h_out, c_out) = (&mut o.h[r * nh..][..nh], &mut o.c[r * nh..][..nh]);
+            let (x, cache) = (&p.xs[r * inp..][..inp], &mut caches[r * cl..][..cl]);
+            rim_step_forward(&w, d, x, h_in, c_in, h_out, c_out, &mut active, cache).unwrap();
+            for (m, a) in o.mask[r * n..][..n].iter_mut().zip(&active) {
+                *m = if *a { S::ONE } else { S::ZERO };
+            }
+        }
+        for b in 0..p.batch {
+            let (mut carry_h, mut carry_c) = (vec![S::ZERO; nh], vec![S::ZERO; nh]);
+            for t in (0..steps).rev() {
+                let r = b * steps + t;
+                let dh: Vec<S> = p.dhs[r * nh..][..nh]
+                    .iter()
+                    .zip(&carry_h)
+                    .map(|(a, c)| *a + *c)
+                    .collect();
+                if fault == Fault::NoCellCarry {
+                    carry_c.fill(S::ZERO);
+                }
+                let (mut dh_prev, mut dc_prev) = (vec![S::ZERO; nh], vec![S::ZERO; nh]);
+                rim_step_backward(
+                    &w,
+                    d,
+                    mode,
+                    &p.xs[r * inp..][..inp],
+                    &hin[r * nh..][..nh],
+                    &cin[r * nh..][..nh],
+                    &caches[r * cl..][..cl],
+                    &dh,
+                    &carry_c,
+                    Some(&mut o.dx[r * inp..][..inp]),
+                    &mut dh_prev,
+                    &mut dc_prev,
+                    &mut grads_view(d, &mut o.g).unwrap(),
+                    &mut scratch,
+                )
+                .unwrap();
+                if p.reset[r] {
+                    dh_prev.fill(S::ZERO);
+                    dc_prev.fill(S::ZERO);
+                }
+                (carry_h, carry_c) = (dh_prev, dc_prev);
+            }
+        }
+        o
+    }
+
+    /// The batched pass with the sequences in `parts` shards and the weight gradients on
+    /// `threads` threads.
+    fn batched_pass<S: Scalar>(
+        p: &Problem<S>,
+        mode: CommGrad,
+        parts: usize,
+        threads: usize,
+    ) -> Out<S> {
+        let (d, steps) = (&p.d, p.steps);
+        let (inp, sw) = (d.input, state_width(d));
+        let w = weights_view(d, &p.params).unwrap();
+        let bounds = even_bounds(p.batch, parts);
+        let mut rb = RimBatch::<S>::new(d, p.batch * steps + 2, true).unwrap();
+        let mut scratch: Vec<RimScratch<S>> = bounds
+            .windows(2)
+            .map(|b| RimScratch::new(d, b[1] - b[0]))
+            .collect();
+        let nh = state_len(d);
+        let shards = rb.shards(p.batch, steps, &bounds).unwrap();
+        for ((mut sh, sc), b) in shards.into_iter().zip(&mut scratch).zip(bounds.windows(2)) {
+            let (r0, r1) = (b[0] * steps, b[1] * steps);
+            sh.x_mut().copy_from_slice(&p.xs[r0 * inp..r1 * inp]);
+            let reset = &p.reset[r0..r1];
+            sh.forward(&w, &p.state0[b[0] * sw..b[1] * sw], reset, sc)
+                .unwrap();
+            sh.dh_mut().copy_from_slice(&p.dhs[r0 * nh..r1 * nh]);
+            sh.backward(&w, mode, reset, true, true, sc).unwrap();
+        }
+        let mut g = vec![S::ZERO; p.params.len()];
+        rb.weight_grads(&mut grads_view(d, &mut g).unwrap(), threads)
+            .unwrap();
+        Out {
+            h: rb.h_out().to_vec(),
+            c: rb.c_out().to_vec(),
+            mask: rb.masks().to_vec(),
+            dx: rb.dx().to_vec(),
+            g,
+        }
+    }
+
+    /// `max |a - b| / max |b|`.
+    fn rel_err<S: Scalar>(a: &[S], b: &[S]) -> f64 {
+        assert_eq!(a.len(), b.len());
+        let scale = b.iter().fold(0.0f64, |m, v| m.max(v.to_f64().abs()));
+        let err = a
+            .iter()
+            .zip(b)
+            .fold(0.0f64, |m, (x, y)| m.max((x.to_f64() - y.to_f64()).abs()));
+        assert!(scale > 0.0, "a compared quantity is identically zero");
+        err / scale
+    }
+
+    /// The largest relative error of `a` against `b` over the states, the input gradient and
+    /// each parameter tensor (the masks must agree exactly).
+    fn max_err<S: Scalar>(d: &RimDims, a: &Out<S>, b: &Out<S>) -> f64 {
+        assert_eq!(a.mask, b.mask, "selections differ");
+        let (offs, total) = param_offsets(d);
+        let mut e = rel_err(&a.h, &b.h)
+            .max(rel_err(&a.c, &b.c))
+            .max(rel_err(&a.dx, &b.dx));
+        for (i, o) in offs.iter().enumerate() {
+            let r = *o..offs.get(i + 1).copied().unwrap_or(total);
+            if !r.is_empty() {
+                e = e.max(rel_err(&a.g[r.clone()], &b.g[r]));
+            }
+        }
+        e
+    }
+
+    fn bits<S: Scalar>(o: &Out<S>) -> Vec<u64> {
+        [&o.h, &o.c, &o.dx, &o.g]
+            .iter()
+            .flat_map(|v| v.iter().map(|x| x.to_f64().to_bits()))
+            .collect()
+    }
+
+    /// Compares the batched pass with the core for several shard splits and thread counts
+    /// (bit-identical among themselves); returns the largest relative error.
+    fn check<S: Scalar>(d: &RimDims, batch: usize, mode: CommGrad, seed: u64, tol: f64) -> f64 {
+        let p = problem::<S>(d, batch, 6, seed);
+        let core = core_pass(&p, mode, Fault::None);
+        let ctx = format!("B={batch} comm={} {mode:?}", d.communication);
+        let first = &core.mask[..d.n_modules];
+        assert!(
+            batch < 3 || core.mask.chunks(d.n_modules).any(|c| c != first),
+            "{ctx}: every step selected the same modules"
+        );
+        let one = batched_pass(&p, mode, 1, 1);
+        let err = max_err(d, &one, &core);
+        assert!(err <= tol, "{ctx}: rel err {err:e}");
+        for (parts, threads) in [(2usize, 3usize), (batch, 2), (3, d.n_modules)] {
+            let other = batched_pass(&p, mode, parts, threads);
+            assert!(
+                bits(&other) == bits(&one),
+                "{ctx}: {parts} shards, {threads} threads change the bits"
+            );
+        }
+        err
+    }
+
+    #[test]
+    fn lstm_cells_match_the_core_f64() {
+        let mut worst = 0.0f64;
+        for (k, batch) in [1usize, 3, 7].into_iter().enumerate() {
+            let seed = 50 + k as u64;
+            let nc = no_comm(&LSTM_SMALL);
+            worst = worst.max(check::<f64>(
+                &LSTM_SMALL,
+                batch,
+                CommGrad::Blocked,
+                seed,
+                1e-10,
+            ));
+            worst = worst.max(check::<f64>(&nc, batch, CommGrad::Blocked, seed, 1e-10));
+            worst = worst.max(check::<f64>(
+                &LSTM_SMALL,
+                batch,
+                CommGrad::Full,
+                seed,
+                1e-10,
+            ));
+        }
+        let paper = RimDims {
+            cell: CellKind::Lstm,
+            ..metarim_core::nn::dims::PAPER.rim
+        };
+        worst = worst.max(check::<f64>(&paper, 4, CommGrad::Blocked, 60, 1e-10));
+        eprintln!("LSTM cells vs the core, f64: worst rel err {worst:e}");
+    }
+
+    #[test]
+    fn lstm_cells_match_the_core_f32() {
+        let mut worst = 0.0f64;
+        for (k, batch) in [1usize, 4].into_iter().enumerate() {
+            let seed = 70 + k as u64;
+            let nc = no_comm(&LSTM_SMALL);
+            worst = worst.max(check::<f32>(
+                &LSTM_SMALL,
+                batch,
+                CommGrad::Blocked,
+                seed,
+                1e-4,
+            ));
+            worst = worst.max(check::<f32>(&nc, batch, CommGrad::Blocked, seed, 1e-4));
+        }
+        eprintln!("LSTM cells vs the core, f32: worst rel err {worst:e}");
+    }
+
+    #[test]
+    fn the_parity_checks_see_cell_state_mistakes() {
+        // A reference that drops the cell state's gradient carry, or lets `c` survive an
+        // episode start, must be far outside the tolerance of the checks above; otherwise they
+        // would not notice a batched pass making the same mistake.
+        for d in [LSTM_SMALL, no_comm(&LSTM_SMALL)] {
+            let p = problem::<f64>(&d, 4, 6, 80);
+            assert!(p.reset.iter().enumerate().any(|(r, s)| *s && r % 6 > 0));
+            let core = core_pass(&p, CommGrad::Blocked, Fault::None);
+            for fault in [Fault::NoCellCarry, Fault::CellSurvivesReset] {
+                let wrong = core_pass(&p, CommGrad::Blocked, fault);
+                let same_masks = wrong.mask == core.mask;
+                let err = if same_masks {
+                    max_err(&d, &wrong, &core)
+                } else {
+                    f64::INFINITY
+                };
+                assert!(err > 1e-4, "the mistake changed little: {err:e}");
+            }
+        }
+    }
+
+    #[test]
+    fn lstm_cell_states_are_kept_by_inactive_modules_and_zeroed_at_episode_starts() {
+        let d = LSTM_SMALL;
+        let (steps, nh, hid, n) = (6, state_len(&d), d.hidden, d.n_modules);
+        let p = problem::<f64>(&d, 5, steps, 90);
+        let o = batched_pass(&p, CommGrad::Blocked, 2, 2);
+        let sw = state_width(&d);
+        let mut kept = 0;
+        for r in 0..p.batch * steps {
+            let (b, t) = (r / steps, r % steps);
+            let c_in: Vec<f64> = if p.reset[r] {
+                vec![0.0; nh]
+            } else if t == 0 {
+                p.state0[b * sw + nh..][..nh].to_vec()
+            } else {
+                o.c[(r - 1) * nh..][..nh].to_vec()
+            };
+            for i in 0..n {
+                let c_out = &o.c[r * nh + i * hid..][..hid];
+                if o.mask[r * n + i] == 0.0 {
+                    assert_eq!(c_out, &c_in[i * hid..][..hid], "row {r} module {i}");
+                    kept += 1;
+                } else {
+                    assert_ne!(c_out, &c_in[i * hid..][..hid], "row {r} module {i}");
+                }
+            }
+        }
+        assert_eq!(kept, p.batch * steps * (n - d.k_active));
+        // The initial cell states are read, except where step 0 starts an episode.
+        let mut q = problem::<f64>(&d, 5, steps, 90);
+        for v in q.state0.chunks_mut(sw) {
+            v[nh..].iter_mut().for_each(|c| *c += 0.5);
+        }
+        let o2 = batched_pass(&q, CommGrad::Blocked, 1, 1);
+        for b in 0..p.batch {
+            let rows = b * steps * nh..(b + 1) * steps * nh;
+            let same = o2.c[rows.clone()] == o.c[rows];
+            assert_eq!(same, p.reset[b * steps], "sequence {b}");
+        }
     }
 }

@@ -1,5 +1,5 @@
 //! `metarim bench rim`: RIM training-step throughput on the CPU with the batched cell
-//! ([`crate::rim_batch`]).
+//! ([`crate::rim_batch`]; GRU or LSTM modules, as `RimBenchOptions::dims` says).
 //!
 //! One iteration is what `torch_rim_ref.py` times: forward over `T` steps for a batch of `B`
 //! sequences from a zero state, the loss `sum_t mean(h_t^2)` (so `dL/dh_t = 2 h_t / (B*N*H)`),
@@ -18,7 +18,7 @@ use metarim_core::nn::rim::{state_len, CommGrad};
 use metarim_core::rng::Pcg32;
 
 use crate::rim_batch::{
-    even_bounds, grads_view, param_offsets, weights_view, RimBatch, RimScratch,
+    even_bounds, grads_view, param_offsets, state_width, weights_view, RimBatch, RimScratch,
 };
 
 /// What to run.
@@ -91,8 +91,8 @@ fn init_params(d: &RimDims, rng: &mut Pcg32) -> Vec<f32> {
 /// Multiply-adds x 2 per frame of the dense products (see [`RimBenchReport::flops_per_frame`]).
 fn flops_per_frame(d: &RimDims) -> f64 {
     let c = metarim_core::nn::rim::rim_param_counts(d);
-    let g3 = 3 * d.hidden;
-    let biases = d.n_modules * 2 * g3;
+    let gs = metarim_core::nn::rim::rnn_gates(d) * d.hidden;
+    let biases = d.n_modules * 2 * gs;
     let weights = c.total() - biases;
     // forward + weight gradients: every weight once each; input gradients: all but w_k, w_v.
     (2 * weights + 2 * weights + 2 * (weights - c.w_k - c.w_v)) as f64
@@ -106,6 +106,8 @@ pub fn run(o: &RimBenchOptions) -> Result<RimBenchReport> {
     ensure!(o.threads >= 1, "--threads must be at least 1");
     let d = o.dims;
     let nh = state_len(&d);
+    // The initial states `[h | c]` per sequence (`c` only with LSTM cells).
+    let sw = state_width(&d);
     let (_, total) = param_offsets(&d);
     let mut rng = Pcg32::new(o.seed);
     let mut params = init_params(&d, &mut rng);
@@ -120,7 +122,7 @@ pub fn run(o: &RimBenchOptions) -> Result<RimBenchReport> {
     let xs: Vec<f32> = (0..rows * d.input)
         .map(|_| rng.gen_f32() * 2.0 - 1.0)
         .collect();
-    let h0 = vec![0.0f32; o.batch * nh];
+    let h0 = vec![0.0f32; o.batch * sw];
     let reset = vec![false; rows];
     let mut grads = vec![0.0f32; total];
     let mut adam = Adam::new(1e-4, 0.9, 0.999, 1e-8);
@@ -141,7 +143,7 @@ pub fn run(o: &RimBenchOptions) -> Result<RimBenchReport> {
                     s.spawn(move || -> Result<f64> {
                         let (r0, r1) = (b[0] * o.steps, b[1] * o.steps);
                         sh.x_mut().copy_from_slice(&xs[r0 * d.input..r1 * d.input]);
-                        sh.forward(w, &h0[b[0] * nh..b[1] * nh], &reset[r0..r1], sc)?;
+                        sh.forward(w, &h0[b[0] * sw..b[1] * sw], &reset[r0..r1], sc)?;
                         let mut loss = 0.0f64;
                         let hs: Vec<f32> = sh.h_out().to_vec();
                         for (g, h) in sh.dh_mut().iter_mut().zip(&hs) {
@@ -187,4 +189,33 @@ pub fn run(o: &RimBenchOptions) -> Result<RimBenchReport> {
         loss,
         flops_per_frame: flops_per_frame(&d),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metarim_core::nn::dims::{CellKind, TINY};
+
+    #[test]
+    fn runs_with_gru_and_lstm_cells() {
+        for cell in [CellKind::Gru, CellKind::Lstm] {
+            let o = RimBenchOptions {
+                dims: RimDims { cell, ..TINY.rim },
+                batch: 3,
+                steps: 4,
+                iters: 2,
+                warmup: 1,
+                threads: 2,
+                seed: 1,
+            };
+            let r = run(&o).unwrap();
+            assert!(
+                r.loss.is_finite() && r.loss > 0.0,
+                "{cell:?}: loss {}",
+                r.loss
+            );
+            assert_eq!(r.frames, 2 * 3 * 4);
+            assert_eq!(r.threads, 2);
+        }
+    }
 }

@@ -830,7 +830,7 @@ mod tests {
     use crate::mission::vocab::{tokenize, MAX_TOKENS};
     use crate::nn::dims::{EncoderKind, RimDims, PAPER, TINY};
     use crate::nn::encoder::encoder_cache_layout;
-    use crate::nn::gradcheck::{max_rel_error, max_rel_error_richardson};
+    use crate::nn::gradcheck::{max_rel_error, max_rel_error_richardson_smooth};
     use crate::nn::params::{Group, Mode};
     use crate::nn::rim::cache_null_attention;
     use std::vec;
@@ -1122,7 +1122,9 @@ mod tests {
                 1 => m.slow.clone(),
                 _ => m.other.clone(),
             };
-            let (err, at) = max_rel_error_richardson(
+            // A point where a discrete choice flips within the step (the margin check above
+            // bounds it in activation units, not in each parameter's) is not kink-free.
+            let Some((err, at)) = max_rel_error_richardson_smooth(
                 |x| {
                     match gi {
                         0 => m.fast.copy_from_slice(x),
@@ -1135,7 +1137,9 @@ mod tests {
                 grad,
                 1e-4,
                 1e-4,
-            );
+            ) else {
+                return false;
+            };
             match gi {
                 0 => m.fast.copy_from_slice(&x0),
                 1 => m.slow.copy_from_slice(&x0),

@@ -17,9 +17,11 @@
 //!    chunk's first step and at every episode start in it), its output copied to each row of
 //!    the segment.
 //! 2. The chunks are split into contiguous thread shards; each thread runs, for its chunks, the
-//!    memory forward from the stored initial states (an episode start zeroes the incoming
-//!    state), the heads, the PPO loss per row, the heads' backward and the memory's BPTT (no
-//!    gradient crosses an episode start or reaches the initial states).
+//!    memory forward from the stored initial states (`state_len` values per chunk: `h`, then `c`
+//!    for the LSTM memory and for RIMs with LSTM cells; an episode start zeroes the incoming
+//!    state, `c` included), the heads (which read `h`), the PPO loss per row, the heads' backward
+//!    and the memory's BPTT (`c`'s gradient carried beside `h`'s; no gradient crosses an episode
+//!    start or reaches the initial states).
 //! 3. Over all `B*T` rows: one GEMM per memory weight tensor (tensors spread over the
 //!    threads, each summed by one thread in row order), the heads' weight gradients, and the
 //!    modules' activity counts (`ChunkStats::active_steps`, from which the fast step's module
@@ -36,8 +38,7 @@
 //!   (`+=`) into `grads`; the rest of `grads` is left untouched. Without the `Other` group,
 //!   nothing is backpropagated into the encoders.
 //! - Buffers are allocated once ([`BatchedGrads::new`]) for a capacity of rows.
-//! - Scope: the LSTM memory and RIMs with GRU modules (the presets); a RIM with LSTM cells is an
-//!   error here, and the trainer then takes the `per-chunk` path.
+//! - Scope: the LSTM memory and RIMs with GRU or LSTM modules.
 
 use anyhow::{anyhow, bail, ensure, Result};
 use metarim_core::env::Observation;
@@ -138,7 +139,9 @@ pub struct BatchedGrads<S> {
     mem: Memory<S>,
     widths: RowFields<usize>,
     rows: RowFields<Vec<S>>,
-    h0: Vec<S>,
+    /// Every chunk's initial memory state, `state_len` each (`[h | c]` where the memory has a
+    /// cell state).
+    state0: Vec<S>,
     reset: Vec<bool>,
     terms: Vec<PpoTerms<S>>,
     enc: EncoderBatch<S>,
@@ -324,8 +327,7 @@ pub(crate) fn heads_forward_rows<S: Scalar>(
 
 impl<S: Scalar> BatchedGrads<S> {
     /// Buffers for passes of up to `capacity` rows (chunks x steps) of `layout`'s model on
-    /// `threads` threads. Errors for memories the batched path does not run (RIMs with LSTM
-    /// cells).
+    /// `threads` threads. Errors for memory dimensions the batched cells reject.
     pub fn new(layout: &Layout, capacity: usize, threads: usize) -> Result<Self> {
         let d = *layout.dims();
         let threads = threads.max(1);
@@ -367,7 +369,7 @@ impl<S: Scalar> BatchedGrads<S> {
             mem,
             rows: RowFields::alloc(&widths, capacity),
             widths,
-            h0: vec![S::ZERO; capacity * state_len(&d)],
+            state0: vec![S::ZERO; capacity * state_len(&d)],
             reset: vec![false; capacity],
             terms: vec![PpoTerms::default(); capacity],
             enc: EncoderBatch::new(&d, capacity, true)?,
@@ -457,7 +459,7 @@ impl<S: Scalar> BatchedGrads<S> {
     }
 
     /// Checks that every chunk is `steps` steps long (with a long enough initial state, and
-    /// stored memory inputs when `reuse_x`), and copies the initial states into `h0` and the
+    /// stored memory inputs when `reuse_x`), and copies the initial states into `state0` and the
     /// episode starts into `reset`.
     fn load_chunks(&mut self, seqs: &[Seq<'_, S>], steps: usize, reuse_x: bool) -> Result<()> {
         let sl = state_len(&self.d);
@@ -480,7 +482,7 @@ impl<S: Scalar> BatchedGrads<S> {
                     "chunk {b}: no stored memory inputs to reuse"
                 );
             }
-            self.h0[b * sl..(b + 1) * sl].copy_from_slice(&s.init_state[..sl]);
+            self.state0[b * sl..(b + 1) * sl].copy_from_slice(&s.init_state[..sl]);
             self.reset[b * steps..(b + 1) * steps].copy_from_slice(s.episode_start);
         }
         Ok(())
@@ -573,7 +575,7 @@ impl<S: Scalar> BatchedGrads<S> {
         };
         let row_views = self.rows.split(&self.widths, &row_bounds);
         let terms = split_rows(&mut self.terms, 1, &row_bounds);
-        let (h0, reset) = (&self.h0[..], &self.reset[..]);
+        let (state0, reset) = (&self.state0[..], &self.reset[..]);
         let results: Vec<Result<()>> = std::thread::scope(|s| {
             let handles: Vec<_> = mem_shards
                 .into_iter()
@@ -582,9 +584,9 @@ impl<S: Scalar> BatchedGrads<S> {
                 .zip(seq_bounds.windows(2))
                 .map(|(((mem, rows), terms), sb)| {
                     let seqs = &seqs[sb[0]..sb[1]];
-                    let h0 = &h0[sb[0] * sl..sb[1] * sl];
+                    let state0 = &state0[sb[0] * sl..sb[1] * sl];
                     let reset = &reset[sb[0] * steps..sb[1] * steps];
-                    s.spawn(move || job.run(seqs, h0, reset, mem, rows, terms))
+                    s.spawn(move || job.run(seqs, state0, reset, mem, rows, terms))
                 })
                 .collect();
             handles
@@ -745,7 +747,7 @@ impl<S: Scalar> ShardJob<'_, S> {
     fn run(
         &self,
         seqs: &[Seq<'_, S>],
-        h0: &[S],
+        state0: &[S],
         reset: &[bool],
         mut mem: MemShard<'_, S>,
         f: RowFields<&mut [S]>,
@@ -756,8 +758,8 @@ impl<S: Scalar> ShardJob<'_, S> {
         let rows = seqs.len() * steps;
         let (w, hh, na) = (d.memory_width(), d.head_hidden, d.n_actions);
         match &mut mem {
-            MemShard::Rim(s, sc) => s.forward(self.rim_w, h0, reset, sc)?,
-            MemShard::Lstm(s, sc) => s.forward(self.lstm_w, h0, reset, sc)?,
+            MemShard::Rim(s, sc) => s.forward(self.rim_w, state0, reset, sc)?,
+            MemShard::Lstm(s, sc) => s.forward(self.lstm_w, state0, reset, sc)?,
         }
         let h_out = match &mem {
             MemShard::Rim(s, _) => s.h_out(),

@@ -196,7 +196,7 @@ pub enum EncoderChoice {
 #[serde(rename_all = "kebab-case")]
 pub enum GradPath {
     /// The memory and heads as GEMMs over the whole minibatch ([`super::batched`]); the
-    /// default. RIMs with LSTM cells fall back to `per-chunk`.
+    /// default, for every memory (the LSTM, RIMs with GRU or LSTM cells).
     Batched,
     /// The core's per-sample `Policy::chunk_backward`, one chunk at a time in
     /// `grad_shards` fixed-order shards (the reference the batched path is tested against).

@@ -359,9 +359,17 @@ impl Actor {
                 let rw = super::batched::rim_weights(&model.layout, &w);
                 sh.forward(&rw, &self.h0[..e * sl], &self.reset[..e], sc)?;
                 drop(shards);
-                self.next[..e * sl].copy_from_slice(rb.h_out());
+                // The outgoing state `[h | c]` per env (`c` only with LSTM cells, `sl > hw`).
+                let (hw, h, c) = (d.memory_width(), rb.h_out(), rb.c_out());
+                for i in 0..e {
+                    let next = &mut self.next[i * sl..(i + 1) * sl];
+                    next[..hw].copy_from_slice(&h[i * hw..][..hw]);
+                    if sl > hw {
+                        next[hw..].copy_from_slice(&c[i * hw..][..hw]);
+                    }
+                }
                 self.masks[..e * d.rim.n_modules].copy_from_slice(rb.masks());
-                &self.next[..e * sl]
+                h
             }
             ActMemory::Lstm(lb, sc) => {
                 let mut shards = lb.shards(e, 1, &bounds)?;
@@ -547,5 +555,99 @@ mod tests {
         // t=0: delta = 0 + 0.5*2 - 1 = 0, adv = 0 + 0.25*3 = 0.75
         assert_eq!(b.advantage, vec![0.75, 3.0, -1.0]);
         assert_eq!(b.ret, vec![1.75, 5.0, 2.0]);
+    }
+
+    /// `max |a - b| / max |b|`.
+    fn rel_err(a: &[f32], b: &[f32]) -> f32 {
+        let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let err = a
+            .iter()
+            .zip(b)
+            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+        err / scale.max(f32::MIN_POSITIVE)
+    }
+
+    #[test]
+    fn batched_acting_with_lstm_cells_matches_the_core_policy() {
+        use metarim_core::nn::dims::{CellKind, RimDims, TINY};
+        use metarim_core::nn::params::{Layout, Mode};
+        use metarim_core::nn::policy::step_cache_len;
+        // A RIM with LSTM modules: the acting step's outgoing state is `[h | c]` per env.
+        let d = ModelDims {
+            rim: RimDims {
+                cell: CellKind::Lstm,
+                ..TINY.rim
+            },
+            ..TINY
+        };
+        let model = Model::init(Layout::new(&d, Mode::MetaRim).unwrap(), 4).unwrap();
+        let cfg = crate::train::TrainConfig::default();
+        let tasks = Tasks::new(&cfg).unwrap();
+        let frames = 90;
+        let mut slots: Vec<EnvSlot> = (0..4)
+            .map(|i| EnvSlot::new(i, 11, &model, &tasks, frames).unwrap())
+            .collect();
+        let mut two = slots.clone();
+        collect(&mut slots, &model, &tasks, 20.0, 1).unwrap();
+        collect(&mut two, &model, &tasks, 20.0, 2).unwrap();
+        // Replay every env's steps with the core's per-sample policy from the stored states.
+        let policy = model.policy().unwrap();
+        let (sl, w) = (state_len(&d), d.memory_width());
+        assert_eq!(sl, 2 * w);
+        let mut scratch = vec![0.0; scratch_len(&d)];
+        let mut cache = vec![0.0; step_cache_len(&d)];
+        let (mut instr, mut next) = (vec![0.0; d.instr_hidden], vec![0.0; sl]);
+        let mut logits = vec![0.0; d.n_actions];
+        let (mut starts, mut cells) = (0, 0);
+        for (slot, other) in slots.iter().zip(&two) {
+            let b = &slot.buf;
+            assert_eq!(
+                b.states, other.buf.states,
+                "thread count changed the states"
+            );
+            assert_eq!(b.value, other.buf.value, "thread count changed the values");
+            for t in 0..frames {
+                let state = &b.states[t * sl..][..sl];
+                if b.episode_start[t] {
+                    assert!(state.iter().all(|v| *v == 0.0), "step {t}: state not reset");
+                    starts += 1;
+                } else if state[w..].iter().any(|v| *v != 0.0) {
+                    cells += 1;
+                }
+                policy
+                    .encode_instruction(&b.tokens[t], &mut instr, &mut scratch)
+                    .unwrap();
+                let value = policy
+                    .step(
+                        &b.obs[t],
+                        &instr,
+                        state,
+                        &mut next,
+                        &mut logits,
+                        &mut cache,
+                        &mut scratch,
+                    )
+                    .unwrap();
+                assert!((value - b.value[t]).abs() <= 1e-4, "step {t}: value");
+                let active = policy.active_in_cache(&cache);
+                for (k, a) in active.iter().take(d.rim.n_modules).enumerate() {
+                    assert_eq!(*a, b.active[t] & (1 << k) != 0, "step {t}: module {k}");
+                }
+                let stored = if t + 1 < frames {
+                    &b.states[(t + 1) * sl..][..sl]
+                } else {
+                    &slot.state[..]
+                };
+                if t + 1 == frames || !b.episode_start[t + 1] {
+                    assert!(rel_err(&next[..w], &stored[..w]) <= 1e-4, "step {t}: h");
+                    assert!(rel_err(&next[w..], &stored[w..]) <= 1e-4, "step {t}: c");
+                }
+            }
+        }
+        // Episodes also start mid-rollout (from zeros again), and `c` is carried.
+        assert!(
+            starts > 4 && cells > 4,
+            "starts {starts}, carried cells {cells}"
+        );
     }
 }

@@ -15,7 +15,6 @@
 
 use anyhow::{anyhow, ensure, Result};
 use metarim_core::env::VIEW_CELLS;
-use metarim_core::nn::dims::MemoryKind;
 use metarim_core::nn::loss::{PpoCoefs, PpoSample, PpoTerms};
 use metarim_core::nn::optim::Adam;
 use metarim_core::nn::params::{Group, Layout, Mode};
@@ -128,12 +127,10 @@ pub struct Grads {
 
 impl Grads {
     /// Buffers for `cfg`'s minibatches of `layout`'s model on `threads` threads: the batched
-    /// path unless `cfg.gradients` asks for the per-chunk one or the memory is not batched (a
-    /// RIM with LSTM cells).
+    /// path (every memory: the LSTM, RIMs with GRU or LSTM cells) unless `cfg.gradients` asks
+    /// for the per-chunk one.
     pub fn new(layout: &Layout, cfg: &TrainConfig, threads: usize) -> Result<Grads> {
-        let batched = cfg.gradients == GradPath::Batched
-            && (layout.dims().memory == MemoryKind::Lstm
-                || crate::rim_batch::check_dims(&layout.dims().rim).is_ok());
+        let batched = cfg.gradients == GradPath::Batched;
         let per = |len: usize| (cfg.batch_size / len).max(1) * len;
         let rows = per(cfg.recurrence)
             .max(per(cfg.slow_horizon()))
@@ -654,5 +651,69 @@ mod tests {
             e.contains("fast") && e.contains("step count overflowed"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn rims_with_lstm_cells_take_the_batched_path_and_match_per_chunk() {
+        use super::super::rollout::{collect, gae};
+        use super::super::tasks::Tasks;
+        use metarim_core::nn::dims::{CellKind, ModelDims, RimDims, TINY};
+        let d = ModelDims {
+            rim: RimDims {
+                cell: CellKind::Lstm,
+                ..TINY.rim
+            },
+            ..TINY
+        };
+        let model = Model::init(Layout::new(&d, Mode::MetaRim).unwrap(), 5).unwrap();
+        let (procs, frames, len) = (4, 40, 10);
+        let cfg = TrainConfig {
+            procs,
+            frames_per_proc: frames,
+            recurrence: len,
+            batch_size: procs * frames,
+            ..TrainConfig::default()
+        };
+        let tasks = Tasks::new(&cfg).unwrap();
+        let mut slots: Vec<EnvSlot> = (0..procs)
+            .map(|i| EnvSlot::new(i, 3, &model, &tasks, frames).unwrap())
+            .collect();
+        // Two rollouts: the second's chunks start mid-episode from stored `[h | c]` states.
+        for _ in 0..2 {
+            collect(&mut slots, &model, &tasks, 20.0, 2).unwrap();
+        }
+        for s in &mut slots {
+            gae(&mut s.buf, 0.99, 0.95);
+        }
+        let coefs = PpoCoefs {
+            clip_eps: 0.2,
+            value_coef: 0.5,
+            entropy_coef: 0.01,
+            clip_value: true,
+        };
+        let wants = PassWants {
+            groups: [true; 3],
+            inputs_fresh: false,
+        };
+        let cs = chunks(procs, frames, len);
+        let mut batched = Grads::new(&model.layout, &cfg, 2).unwrap();
+        assert!(batched.is_batched());
+        let per_cfg = TrainConfig {
+            gradients: GradPath::PerChunk,
+            ..cfg.clone()
+        };
+        let mut per = Grads::new(&model.layout, &per_cfg, 2).unwrap();
+        assert!(!per.is_batched());
+        compute_grads(&model, &slots, &cs, &coefs, 2, &mut batched, wants).unwrap();
+        compute_grads(&model, &slots, &cs, &coefs, 2, &mut per, wants).unwrap();
+        for g in Group::ALL {
+            let (a, b) = (batched.total.group(g), per.total.group(g));
+            let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let err = a
+                .iter()
+                .zip(b)
+                .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert!(scale > 0.0 && err <= 1e-4 * scale, "{}: {err:e}", g.name());
+        }
     }
 }
