@@ -16,7 +16,12 @@ bin=target/release/metarim
 "$bin" train --backend cpu --quiet --config configs/paper-gotolocal.toml --frames 51200 \
     --out "$out/paper-meta-rim-20" >/dev/null
 commit="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!docs' || echo '+changes')"
+# Two hashes per run: the whole file, and the tensors alone (parameters, Adam moments and
+# counters: everything after the safetensors header). The header's metadata holds the config,
+# so adding a config field changes the first and not the second.
 for run in default paper-meta-rim-20; do
-    printf '%s  %s  (commit %s)\n' \
-        "$(sha256sum "$out/$run/checkpoint.safetensors" | cut -d' ' -f1)" "$run" "$commit"
+    ck="$out/$run/checkpoint.safetensors"
+    header_len="$(od -An -t u8 -N8 "$ck" | tr -d ' ')"
+    printf '%s  %s  (commit %s)\n' "$(sha256sum "$ck" | cut -d' ' -f1)" "$run" "$commit"
+    printf '%s  %s tensors\n' "$(tail -c +$((9 + header_len)) "$ck" | sha256sum | cut -d' ' -f1)" "$run"
 done

@@ -6,7 +6,7 @@
 //! code reports no configuration errors mid-run.
 
 use anyhow::{anyhow, bail, Context, Result};
-use metarim_core::nn::dims::{EncoderKind, ModelDims, PAPER, TINY};
+use metarim_core::nn::dims::{CellKind, EncoderKind, ModelDims, PAPER, TINY};
 use metarim_core::nn::params::Mode;
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +51,8 @@ pub struct TrainConfig {
     pub communication: Option<bool>,
     /// Override the preset's observation encoder (`conv` or `bow`).
     pub encoder: Option<EncoderChoice>,
+    /// Override the preset's RIM module cell (`gru` or `lstm`).
+    pub cell: Option<CellChoice>,
     /// Override the preset's FiLM conditioning of the encoder on the instruction
     /// (`metarim_core::nn::encoder`, "FiLM").
     pub film: Option<bool>,
@@ -146,6 +148,7 @@ impl Default for TrainConfig {
             k_active: None,
             communication: None,
             encoder: None,
+            cell: None,
             film: None,
             frames: 1_500_000,
             seed: 1,
@@ -189,6 +192,16 @@ pub enum EncoderChoice {
     Conv,
     /// BabyAI 1.1's bag-of-words cell embedding, then the same CNN.
     Bow,
+}
+
+/// The RIM module cell, overriding the preset's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CellChoice {
+    /// GRU modules (PyTorch gate order r, z, n).
+    Gru,
+    /// LSTM modules (i, f, g, o), the RIMs paper's BlockLSTM.
+    Lstm,
 }
 
 /// How the CPU trainer computes gradients.
@@ -281,6 +294,12 @@ impl TrainConfig {
             d.encoder = match e {
                 EncoderChoice::Conv => EncoderKind::Conv,
                 EncoderChoice::Bow => EncoderKind::Bow,
+            };
+        }
+        if let Some(c) = self.cell {
+            d.rim.cell = match c {
+                CellChoice::Gru => CellKind::Gru,
+                CellChoice::Lstm => CellKind::Lstm,
             };
         }
         if let Some(f) = self.film {
@@ -469,11 +488,12 @@ pub const MAX_THREADS: usize = 4_096;
 pub const MAX_WINDOW: usize = 100_000_000;
 
 /// Optional fields (absent from the serialised table when unset) that `set` still accepts.
-const OPTIONAL_KEYS: [&str; 6] = [
+const OPTIONAL_KEYS: [&str; 7] = [
     "n_modules",
     "k_active",
     "communication",
     "encoder",
+    "cell",
     "film",
     "init_from",
 ];
