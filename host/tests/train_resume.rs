@@ -108,7 +108,7 @@ fn annealed_film_run_resumes_bit_identically() {
     let cfg = TrainConfig {
         lr_anneal: true,
         film: Some(true),
-        encoder: Some(host::train::config::EncoderChoice::Bow),
+        encoder: Some(metarim_core::nn::dims::EncoderKind::Bow),
         ..tiny("meta-rim", 480)
     };
     let full = tmpdir("anneal-full");

@@ -6,6 +6,11 @@
 
 /// Recurrent cell used inside each RIM module (or as the LSTM baseline's memory).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "lowercase")
+)]
 pub enum CellKind {
     /// GRU (PyTorch gate order r, z, n).
     Gru,
@@ -15,6 +20,11 @@ pub enum CellKind {
 
 /// Observation encoder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "lowercase")
+)]
 pub enum EncoderKind {
     /// rl-starter-files' light CNN on the raw integer codes: conv 2x2 -> ReLU -> maxpool 2x2 ->
     /// conv 2x2 -> ReLU -> conv 2x2 -> ReLU, on 7x7x3.

@@ -50,9 +50,9 @@ pub struct TrainConfig {
     /// Override the preset's communication attention (the "no communication" ablation).
     pub communication: Option<bool>,
     /// Override the preset's observation encoder (`conv` or `bow`).
-    pub encoder: Option<EncoderChoice>,
+    pub encoder: Option<EncoderKind>,
     /// Override the preset's RIM module cell (`gru` or `lstm`).
-    pub cell: Option<CellChoice>,
+    pub cell: Option<CellKind>,
     /// Override the preset's FiLM conditioning of the encoder on the instruction
     /// (`metarim_core::nn::encoder`, "FiLM").
     pub film: Option<bool>,
@@ -184,26 +184,6 @@ impl Default for TrainConfig {
     }
 }
 
-/// The observation encoder, overriding the preset's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EncoderChoice {
-    /// rl-starter-files' light CNN on the raw integer codes.
-    Conv,
-    /// BabyAI 1.1's bag-of-words cell embedding, then the same CNN.
-    Bow,
-}
-
-/// The RIM module cell, overriding the preset's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CellChoice {
-    /// GRU modules (PyTorch gate order r, z, n).
-    Gru,
-    /// LSTM modules (i, f, g, o), the RIMs paper's BlockLSTM.
-    Lstm,
-}
-
 /// How the CPU trainer computes gradients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -291,16 +271,10 @@ impl TrainConfig {
             d.rim.communication = c;
         }
         if let Some(e) = self.encoder {
-            d.encoder = match e {
-                EncoderChoice::Conv => EncoderKind::Conv,
-                EncoderChoice::Bow => EncoderKind::Bow,
-            };
+            d.encoder = e;
         }
         if let Some(c) = self.cell {
-            d.rim.cell = match c {
-                CellChoice::Gru => CellKind::Gru,
-                CellChoice::Lstm => CellKind::Lstm,
-            };
+            d.rim.cell = c;
         }
         if let Some(f) = self.film {
             d.film = f;
