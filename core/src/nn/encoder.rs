@@ -975,40 +975,72 @@ pub fn encode_backward<S: Real>(
         }
     }
     if l.film {
-        // FiLM on conv1: only each window's argmax carries a gradient.
-        let (gamma1, _) = film_layer(&l, coefs, 0);
-        let (dgamma1, dbeta1) = film_layer_mut(&l, dcoefs, 0);
-        for (c, (zo, dpo)) in z1
-            .chunks_exact(A_C1)
-            .zip(dp.chunks_exact_mut(A_P))
-            .enumerate()
-        {
-            let (Some(gm), Some(dg), Some(db)) =
-                (gamma1.get(c), dgamma1.get_mut(c), dbeta1.get_mut(c))
-            else {
-                continue;
-            };
-            for (win, gv) in dpo.iter_mut().enumerate() {
-                let t = c * A_C1 + window_argmax(zo, win);
-                *dg += *gv * r1.get(t).copied().unwrap_or(S::ZERO);
-                *db += *gv;
-                *gv *= S::ONE + *gm;
-            }
+        film_conv1_backward(&l, z1, r1, coefs, dcoefs, dp);
+    }
+    conv1_backward(&l, &p, g.w1, g.b1, g.emb, obs, z1, dp);
+    if l.film {
+        film_coefs_backward(p.fw, g.fw, g.fb, e, dcoefs, d_e);
+    }
+    Ok(())
+}
+
+/// FiLM's backward on conv1 (see [`modulate_backward`]): only each pooling window's argmax
+/// carries a gradient, so `dp` (`dL/d(modulated z1)` at the argmaxes, `[C0][3][3]`) gives
+/// `dgamma1`, `dbeta1` and becomes `dL/d(raw z1)` there.
+fn film_conv1_backward<S: Real>(
+    l: &Layout,
+    z1: &[S],
+    r1: &[S],
+    coefs: &[S],
+    dcoefs: &mut [S],
+    dp: &mut [S],
+) {
+    let (gamma1, _) = film_layer(l, coefs, 0);
+    let (dgamma1, dbeta1) = film_layer_mut(l, dcoefs, 0);
+    for (c, (zo, dpo)) in z1
+        .chunks_exact(A_C1)
+        .zip(dp.chunks_exact_mut(A_P))
+        .enumerate()
+    {
+        let (Some(gm), Some(dg), Some(db)) = (gamma1.get(c), dgamma1.get_mut(c), dbeta1.get_mut(c))
+        else {
+            continue;
+        };
+        for (win, gv) in dpo.iter_mut().enumerate() {
+            let t = c * A_C1 + window_argmax(zo, win);
+            *dg += *gv * r1.get(t).copied().unwrap_or(S::ZERO);
+            *db += *gv;
+            *gv *= S::ONE + *gm;
         }
     }
+}
 
+/// conv1's backward from `dp` (`dL/d(raw z1)` at each pooling window's argmax): `db1`, then per
+/// input channel `dW1`, and for `Bow` the embedding rows' gradient (each cell's vector is the
+/// sum of its three rows).
+#[allow(clippy::too_many_arguments)]
+fn conv1_backward<S: Real>(
+    l: &Layout,
+    p: &Parts<&[S]>,
+    gw1: &mut [S],
+    gb1: &mut [S],
+    gemb: &mut [S],
+    obs: &Observation,
+    z1: &[S],
+    dp: &[S],
+) {
     // conv1: db1, then per input channel dW1 (and the embedding's gradient for Bow).
-    for (dpo, gb) in dp.chunks_exact(A_P).zip(g.b1.iter_mut()) {
+    for (dpo, gb) in dp.chunks_exact(A_P).zip(gb1.iter_mut()) {
         for v in dpo {
             *gb += *v;
         }
     }
     let mut x = [S::ZERO; A_IN];
     for ci in 0..l.cin {
-        input_channel(&l, p.emb, obs, ci, &mut x);
+        input_channel(l, p.emb, obs, ci, &mut x);
         let mut dx = [S::ZERO; A_IN];
         let kernels = p.w1.chunks_exact(KA).skip(ci).step_by(l.cin);
-        let gkernels = g.w1.chunks_exact_mut(KA).skip(ci).step_by(l.cin);
+        let gkernels = gw1.chunks_exact_mut(KA).skip(ci).step_by(l.cin);
         for (((zo, dpo), k), dk) in z1
             .chunks_exact(A_C1)
             .zip(dp.chunks_exact(A_P))
@@ -1054,17 +1086,13 @@ pub fn encode_backward<S: Real>(
                 }
                 for (a, &code) in cell.iter().enumerate() {
                     let row = a * BOW_MAX_VALUE + usize::from(code);
-                    if let Some(e) = g.emb.get_mut(row * l.cin + ci) {
+                    if let Some(e) = gemb.get_mut(row * l.cin + ci) {
                         *e += v;
                     }
                 }
             }
         }
     }
-    if l.film {
-        film_coefs_backward(p.fw, g.fw, g.fb, e, dcoefs, d_e);
-    }
-    Ok(())
 }
 
 /// Backward of [`film_coefs`] given `dcoefs = dL/d(gb)`: `dfb += dcoefs`,
