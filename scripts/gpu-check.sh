@@ -74,9 +74,9 @@ run_checks() {
     local tmp
     tmp="$(mktemp -d)"
     echo "=== short training run: Tiny, GoToObj, meta-rim, 64 x 40 frames x 4 updates, --backend cuda"
-    "$DIR/metarim" train --backend cuda --preset Tiny --frames 10240 --quiet --out "$tmp/tiny"
+    "$DIR/metarim" train --backend cuda --preset Tiny --level BabyAI-GoToObj-v0 --mode meta-rim --set slowness=2 --frames 10240 --quiet --out "$tmp/tiny"
     echo "=== the same run on the CPU (for comparison)"
-    "$DIR/metarim" train --backend cpu --preset Tiny --frames 10240 --quiet --out "$tmp/tiny-cpu"
+    "$DIR/metarim" train --backend cpu --preset Tiny --level BabyAI-GoToObj-v0 --mode meta-rim --set slowness=2 --frames 10240 --quiet --out "$tmp/tiny-cpu"
     echo "=== metarim bench train --backend cuda --preset Paper (meta-rim, GoToLocal)"
     "$DIR/metarim" bench train --backend cuda --preset Paper --warmup 1 --updates 3
     echo "=== metarim bench train --backend cuda --preset Paper --mode lstm"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Reference checkpoints for refactors that must not change behaviour: the default `train` run
+# Reference checkpoints for refactors that must not change behaviour: the device agent's run
+# (configs/device-tiny.toml, the defaults of `train` before the main job moved to GoToLocal)
 # and a Paper meta-rim run of 20 updates (configs/paper-gotolocal.toml, 20 x 2560 frames),
 # both on the CPU backend, printing the SHA-256 of each checkpoint. Run it before and after a
 # change and compare; the CPU backend is bit-for-bit deterministic on any thread count.
@@ -12,7 +13,7 @@ rm -rf "$out"
 mkdir -p "$out"
 cargo build --release -p host --quiet
 bin=target/release/metarim
-"$bin" train --backend cpu --quiet --out "$out/default" >/dev/null
+"$bin" train --backend cpu --quiet --config configs/device-tiny.toml --out "$out/default" >/dev/null
 "$bin" train --backend cpu --quiet --config configs/paper-gotolocal.toml --frames 51200 \
     --out "$out/paper-meta-rim-20" >/dev/null
 commit="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!docs' || echo '+changes')"

@@ -63,7 +63,7 @@ else
     RUN_DIR="$TARGET_DIR/train-$TRAIN_LEVEL-$TRAIN_FRAMES"
     if [ ! -s "$RUN_DIR/checkpoint.safetensors" ]; then
         say "training a Tiny meta-rim agent on $TRAIN_LEVEL for $TRAIN_FRAMES frames (host, release)"
-        (cd "$ROOT" && cargo run --release -q -p host -- train --level "$TRAIN_LEVEL" \
+        (cd "$ROOT" && cargo run --release -q -p host -- train --config configs/device-tiny.toml --level "$TRAIN_LEVEL" \
             --frames "$TRAIN_FRAMES" --seed 1 --quiet --out "$RUN_DIR")
     fi
     MODEL_FILE="$TARGET_DIR/model.bin"

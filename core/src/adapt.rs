@@ -29,6 +29,7 @@ use crate::nn::params::{Group, GroupBufs, Layout, Mode, TensorKind, FAST_RANGES}
 use crate::nn::policy::{fast_work_len, FastStep, MAX_MODULES};
 use crate::nn::presets::{TinyActor, TINY_FAST, TINY_STATE};
 use crate::nn::rim::CommGrad;
+use crate::nn::sample::{argmax_action, sample_action};
 use crate::rng::{split_mix64, Pcg32};
 
 /// Width of the Tiny memory input (encoder output ++ instruction embedding).
@@ -525,47 +526,6 @@ impl EpisodeStats {
             self.successes as f32 / self.episodes as f32
         }
     }
-}
-
-/// Sample an action from `logits` with `rng`: (action, log-probability). The host trainer
-/// uses the same inverse-CDF rule.
-pub fn sample_action(logits: &[f32], rng: &mut Pcg32) -> (usize, f32) {
-    let lse = log_sum_exp(logits);
-    let u = rng.gen_f64();
-    let mut acc = 0.0f64;
-    let mut pick = logits.len().saturating_sub(1);
-    for (i, l) in logits.iter().enumerate() {
-        acc += libm::exp(f64::from(*l - lse));
-        if u < acc {
-            pick = i;
-            break;
-        }
-    }
-    (pick, logits.get(pick).map_or(0.0, |l| *l - lse))
-}
-
-/// The most likely action (first on ties) and its log-probability.
-pub fn argmax_action(logits: &[f32]) -> (usize, f32) {
-    let lse = log_sum_exp(logits);
-    let mut best = 0;
-    for (i, l) in logits.iter().enumerate() {
-        if logits.get(best).is_some_and(|b| *l > *b) {
-            best = i;
-        }
-    }
-    (best, logits.get(best).map_or(0.0, |l| *l - lse))
-}
-
-fn log_sum_exp(logits: &[f32]) -> f32 {
-    let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    if !m.is_finite() {
-        return m;
-    }
-    let mut s = 0.0f32;
-    for l in logits {
-        s += libm::expf(*l - m);
-    }
-    m + libm::logf(s)
 }
 
 /// Where [`play_episodes`] runs and what it may adapt.

@@ -3,7 +3,7 @@
 //! (`host/src/train/eval.rs`): episode `i` of seed `S` draws its level seed and its actions from
 //! `Pcg32::with_stream(split_mix64(S), i)`, so the same seed gives the same episodes on the host.
 
-use metarim_core::adapt::{argmax_action, sample_action};
+use metarim_core::nn::sample::{argmax_action, sample_action};
 use metarim_core::env::{Action, Env, Observation, VIEW_CELLS};
 use metarim_core::levels::Level;
 use metarim_core::mission::vocab::{tokenize, MAX_TOKENS};

@@ -130,7 +130,7 @@ struct ExperimentArgs {
     /// episodes) by this; e.g. 0.001 for a smoke run.
     #[arg(long, default_value_t = 1.0)]
     budget_scale: f64,
-    /// Replace every arm's model preset (Paper or Tiny).
+    /// Replace every arm's model preset (Paper, Small or Tiny).
     #[arg(long)]
     preset: Option<String>,
     /// Training and evaluation threads per run; results do not depend on it.
@@ -164,7 +164,7 @@ struct TrainArgs {
     /// meta-rim, reversed, joint or lstm.
     #[arg(long)]
     mode: Option<String>,
-    /// Model preset: Paper or Tiny.
+    /// Model preset: Paper, Small or Tiny.
     #[arg(long)]
     preset: Option<String>,
     /// Frames to train for (at most 2^63 - 1: configs and checkpoints are TOML).
@@ -263,7 +263,7 @@ enum BenchCommand {
 
 #[derive(Args, Debug)]
 struct TrainBenchArgs {
-    /// Preset: Paper or Tiny.
+    /// Preset: Paper, Small or Tiny.
     #[arg(long, default_value = "Paper")]
     preset: String,
     /// Mode: meta-rim, reversed, joint or lstm.
@@ -291,7 +291,7 @@ struct TrainBenchArgs {
 
 #[derive(Args, Debug)]
 struct RimBenchArgs {
-    /// Preset whose RIM dimensions to use: Paper or Tiny.
+    /// Preset whose RIM dimensions to use: Paper, Small or Tiny.
     #[arg(long, default_value = "Paper")]
     preset: String,
     /// Sequences per iteration.
@@ -322,7 +322,7 @@ enum ModelCommand {
 
 #[derive(Args, Debug)]
 struct ModelInfoArgs {
-    /// Preset: Paper or Tiny.
+    /// Preset: Paper, Small or Tiny.
     #[arg(long, default_value = "Paper")]
     preset: String,
     /// Mode: meta-rim, reversed, joint or lstm.
@@ -564,11 +564,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
 /// `metarim bench rim`: details first, the `bench-rim:` summary line last.
 fn bench_rim(a: &RimBenchArgs) -> Result<()> {
     let dims = model::preset(&a.preset)?;
-    let preset = if a.preset.eq_ignore_ascii_case("paper") {
-        "Paper"
-    } else {
-        "Tiny"
-    };
+    let preset = train::config::preset_name(&a.preset)?;
     let threads = match a.threads {
         Some(t) => t,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),

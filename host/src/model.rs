@@ -2,20 +2,16 @@
 
 use std::fmt::Write;
 
-use anyhow::{bail, Result};
-use metarim_core::nn::dims::{ModelDims, PAPER, TINY};
+use anyhow::Result;
+use metarim_core::nn::dims::ModelDims;
 use metarim_core::nn::params::{Group, Layout, Mode};
 use metarim_core::nn::policy::{
     chunk_work_len, fast_work_len, scratch_len, state_len, step_cache_len,
 };
 
-/// The preset named `name` (`Paper` or `Tiny`, any case).
+/// The preset named `name` (`Paper`, `Small` or `Tiny`, any case).
 pub fn preset(name: &str) -> Result<ModelDims> {
-    match name.to_ascii_lowercase().as_str() {
-        "paper" => Ok(PAPER),
-        "tiny" => Ok(TINY),
-        _ => bail!("unknown preset {name:?} (expected Paper or Tiny)"),
-    }
+    crate::train::config::preset_dims(name)
 }
 
 /// The mode named `name` (`meta-rim`, `reversed`, `joint`, `lstm`).

@@ -16,7 +16,7 @@ fn trained(name: &str, mode: &str) -> std::path::PathBuf {
         recurrence: 10,
         batch_size: 40,
         frames: 320,
-        ..TrainConfig::default()
+        ..TrainConfig::device()
     };
     train(
         &cfg,

@@ -138,7 +138,7 @@ fn train_eval_play_round_trip() {
     assert!(o.status.success(), "{err}");
     let last = stdout.lines().last().unwrap_or_default();
     assert!(
-        last.starts_with("train: level=BabyAI-GoToObj-v0 frames=2400 success="),
+        last.starts_with("train: level=BabyAI-GoToLocal-v0 frames=2400 success="),
         "{stdout}"
     );
     for f in [
@@ -156,7 +156,7 @@ fn train_eval_play_round_trip() {
     assert!(o.status.success(), "{err}");
     let last = stdout.lines().last().unwrap_or_default();
     assert!(
-        last.starts_with("eval: level=BabyAI-GoToObj-v0 success="),
+        last.starts_with("eval: level=BabyAI-GoToLocal-v0 success="),
         "{stdout}"
     );
     assert!(last.ends_with("episodes=20"), "{stdout}");

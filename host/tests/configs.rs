@@ -1,5 +1,6 @@
-//! Every shipped config in `configs/` parses and validates, and `configs/default.toml` is
-//! exactly the built-in defaults (so the annotated file cannot drift from the code).
+//! Every shipped config in `configs/` parses and validates, `configs/default.toml` is exactly
+//! the built-in defaults and `configs/device-tiny.toml` exactly `TrainConfig::device()` (so the
+//! files cannot drift from the code).
 
 use host::train::TrainConfig;
 
@@ -19,4 +20,6 @@ fn shipped_configs_load_and_validate() {
     assert!(n >= 3, "expected the shipped configs in {}", dir.display());
     let d = TrainConfig::load(&dir.join("default.toml")).unwrap();
     assert_eq!(d, TrainConfig::default());
+    let device = TrainConfig::load(&dir.join("device-tiny.toml")).unwrap();
+    assert_eq!(device, TrainConfig::device());
 }

@@ -19,7 +19,7 @@ fn export_round_trips_through_the_core_parser() {
         recurrence: 10,
         batch_size: 40,
         frames: 160,
-        ..TrainConfig::default()
+        ..TrainConfig::device()
     };
     let s = train(
         &cfg,

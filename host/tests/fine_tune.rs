@@ -19,7 +19,7 @@ fn tiny(mode: &str, level: &str) -> TrainConfig {
         inner_steps: 2,
         outer_steps: 2,
         frames: 320,
-        ..TrainConfig::default()
+        ..TrainConfig::device()
     }
 }
 

@@ -13,7 +13,7 @@ fn learns(mode: &str) {
         frames: 400_000,
         seed: 1,
         stats_window: 200,
-        ..TrainConfig::default()
+        ..TrainConfig::device()
     };
     let level = host::levels::lookup(&cfg.level).unwrap();
     let eval = EvalOptions {

@@ -70,7 +70,7 @@ fn checkpoint_of(mode: &str, dir: &Path) -> PathBuf {
         frames: 80,
         threads: 1,
         backend: "cpu".into(),
-        ..TrainConfig::default()
+        ..TrainConfig::device()
     };
     let opts = RunOptions {
         out: dir.join(format!("ckpt-{mode}")),
@@ -143,7 +143,7 @@ fn export_refuses_what_the_firmware_cannot_run() {
         frames: 80,
         threads: 1,
         backend: "cpu".into(),
-        ..TrainConfig::default()
+        ..TrainConfig::device()
     };
     let opts = RunOptions {
         out: dir.join("k3"),

@@ -28,7 +28,7 @@ fn tiny(frames: u64) -> TrainConfig {
         frames,
         save_interval: 1,
         threads: 1,
-        ..TrainConfig::default()
+        ..TrainConfig::device()
     }
 }
 

@@ -30,7 +30,7 @@ fn tiny(mode: &str, frames: u64) -> TrainConfig {
         grad_shards: 3,
         frames,
         save_interval: 1,
-        ..TrainConfig::default()
+        ..TrainConfig::device()
     }
 }
 

@@ -181,3 +181,24 @@ pub const TINY: ModelDims = ModelDims {
     head_hidden: 16,
     n_actions: 7,
 };
+
+/// The smallest agent that reads its mission: twice Tiny's widths (4 modules x 16, k = 2;
+/// attention sizes as Tiny's) and the bag-of-words encoder FiLM-conditioned on the
+/// instruction. It is the main job's preset (`metarim train` with no arguments): on
+/// BabyAI-GoToLocal-v0 it learns to follow the mission, where Tiny and Paper without FiLM learn
+/// a mission-blind sweep (docs/RESULTS.md, "The main job"). FiLM runs on the CPU backend only.
+pub const SMALL: ModelDims = ModelDims {
+    encoder: EncoderKind::Bow,
+    conv_channels: [16, 32, 32],
+    bow_dim: 16,
+    film: true,
+    word_dim: 32,
+    instr_hidden: 32,
+    rim: RimDims {
+        hidden: 16,
+        input: 32 + 32,
+        ..TINY.rim
+    },
+    head_hidden: 32,
+    ..TINY
+};

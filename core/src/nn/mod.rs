@@ -15,6 +15,7 @@ pub mod params;
 pub mod policy;
 pub mod presets;
 pub mod rim;
+pub mod sample;
 pub mod scalar;
 pub mod split;
 

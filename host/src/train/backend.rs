@@ -593,7 +593,7 @@ mod tests {
                 slowness: 2,
                 grad_shards: 2,
                 backend: "cpu".into(),
-                ..TrainConfig::default()
+                ..TrainConfig::device()
             };
             cfg.validate().unwrap();
             let model = super::super::run::initial_model(&cfg).unwrap();
@@ -688,7 +688,7 @@ mod tests {
         }
         let cfg = TrainConfig {
             backend: "cuda".into(),
-            ..TrainConfig::default()
+            ..TrainConfig::device()
         };
         let model = super::super::run::initial_model(&cfg).unwrap();
         let e = format!("{:#}", select(&cfg, &model, 2).unwrap_err());

@@ -6,7 +6,7 @@
 //! code reports no configuration errors mid-run.
 
 use anyhow::{anyhow, bail, Context, Result};
-use metarim_core::nn::dims::{CellKind, EncoderKind, ModelDims, PAPER, TINY};
+use metarim_core::nn::dims::{CellKind, EncoderKind, ModelDims, PAPER, SMALL, TINY};
 use metarim_core::nn::params::Mode;
 use serde::{Deserialize, Serialize};
 
@@ -15,10 +15,12 @@ use serde::{Deserialize, Serialize};
 /// [`metarim_core::nn::split`].
 pub use metarim_core::nn::split::OtherGroup;
 
-/// Everything a training run needs. Defaults: BabyAI 1.0's PPO (docs/DESIGN.md, "BabyAI agent
-/// and PPO defaults") with the Meta-RIMs split ("The fast/slow split"), on BabyAI-GoToObj-v0
-/// with the Tiny preset, sized so that `metarim train` with no arguments finishes on a 2-core
-/// machine in minutes.
+/// Everything a training run needs. Defaults: the main job (`metarim train` with no
+/// arguments): BabyAI 1.0's PPO (docs/DESIGN.md, "BabyAI agent and PPO defaults") training the
+/// Small preset (bag-of-words encoder FiLM-conditioned on the instruction) on
+/// BabyAI-GoToLocal-v0, where a mission-blind policy fails about half the time, sized to finish
+/// on a 2-core machine in minutes (docs/RESULTS.md, "The main job"). [`TrainConfig::device`] is
+/// the microcontroller agent's run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
@@ -56,6 +58,20 @@ pub struct TrainConfig {
     /// Override the preset's FiLM conditioning of the encoder on the instruction
     /// (`metarim_core::nn::encoder`, "FiLM").
     pub film: Option<bool>,
+    /// Override the preset's RIM module width (units per module; the LSTM of `lstm` mode has
+    /// `n_modules x rim_hidden` units).
+    pub rim_hidden: Option<usize>,
+    /// Override the preset's conv channels `[C0, C1, C2]` (`C2` is the observation feature
+    /// width).
+    pub conv_channels: Option<[usize; 3]>,
+    /// Override the preset's per-cell embedding width of the bag-of-words encoder.
+    pub bow_dim: Option<usize>,
+    /// Override the preset's instruction word-embedding width.
+    pub word_dim: Option<usize>,
+    /// Override the preset's instruction GRU width (the instruction embedding).
+    pub instr_hidden: Option<usize>,
+    /// Override the preset's actor and critic hidden width.
+    pub head_hidden: Option<usize>,
     /// Frames (environment steps, all envs together) to train for.
     pub frames: u64,
     /// Seed of everything: initial parameters, levels, action sampling, minibatch order.
@@ -135,14 +151,14 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
-            level: "BabyAI-GoToObj-v0".into(),
+            level: "BabyAI-GoToLocal-v0".into(),
             levels: Vec::new(),
             curriculum: false,
             curriculum_threshold: 0.9,
             curriculum_window: 1000,
             curriculum_level_frames: 0,
-            preset: "Tiny".into(),
-            mode: "meta-rim".into(),
+            preset: "Small".into(),
+            mode: "joint".into(),
             other_group: OtherGroup::Slow,
             n_modules: None,
             k_active: None,
@@ -150,7 +166,13 @@ impl Default for TrainConfig {
             encoder: None,
             cell: None,
             film: None,
-            frames: 1_500_000,
+            rim_hidden: None,
+            conv_channels: None,
+            bow_dim: None,
+            word_dim: None,
+            instr_hidden: None,
+            head_hidden: None,
+            frames: 5_000_000,
             seed: 1,
             threads: 0,
             procs: 64,
@@ -197,9 +219,25 @@ pub enum GradPath {
 }
 
 /// Names of the presets `preset` accepts.
-pub const PRESETS: [&str; 2] = ["Paper", "Tiny"];
+pub const PRESETS: [&str; 3] = ["Paper", "Small", "Tiny"];
 
 impl TrainConfig {
+    /// The microcontroller agent's run (what `scripts/run-firmware.sh` trains and exports;
+    /// `configs/device-tiny.toml` spells it out): the Tiny preset with its plain encoder,
+    /// `meta-rim` with the fast/slow schedule the firmware was measured with, on
+    /// BabyAI-GoToObj-v0 for 1.5M frames. Tests start from it: it is the cheapest model, and
+    /// every backend and the firmware run it.
+    pub fn device() -> TrainConfig {
+        TrainConfig {
+            level: "BabyAI-GoToObj-v0".into(),
+            preset: "Tiny".into(),
+            mode: "meta-rim".into(),
+            frames: 1_500_000,
+            slowness: 2,
+            ..TrainConfig::default()
+        }
+    }
+
     /// Parse TOML (unknown keys are errors naming the key).
     pub fn from_toml(text: &str) -> Result<TrainConfig> {
         toml::from_str(text).map_err(|e| anyhow!("{e}"))
@@ -261,24 +299,25 @@ impl TrainConfig {
     /// Model dimensions: the preset with the ablation overrides applied.
     pub fn dims(&self) -> Result<ModelDims> {
         let mut d = preset_dims(&self.preset)?;
-        if let Some(n) = self.n_modules {
-            d.rim.n_modules = n;
+        fn apply<T: Copy>(slot: &mut T, value: Option<T>) {
+            if let Some(v) = value {
+                *slot = v;
+            }
         }
-        if let Some(k) = self.k_active {
-            d.rim.k_active = k;
-        }
-        if let Some(c) = self.communication {
-            d.rim.communication = c;
-        }
-        if let Some(e) = self.encoder {
-            d.encoder = e;
-        }
-        if let Some(c) = self.cell {
-            d.rim.cell = c;
-        }
-        if let Some(f) = self.film {
-            d.film = f;
-        }
+        apply(&mut d.rim.n_modules, self.n_modules);
+        apply(&mut d.rim.k_active, self.k_active);
+        apply(&mut d.rim.communication, self.communication);
+        apply(&mut d.encoder, self.encoder);
+        apply(&mut d.rim.cell, self.cell);
+        apply(&mut d.film, self.film);
+        apply(&mut d.rim.hidden, self.rim_hidden);
+        apply(&mut d.conv_channels, self.conv_channels);
+        apply(&mut d.bow_dim, self.bow_dim);
+        apply(&mut d.word_dim, self.word_dim);
+        apply(&mut d.instr_hidden, self.instr_hidden);
+        apply(&mut d.head_hidden, self.head_hidden);
+        // The memory reads the encoded observation beside the instruction embedding.
+        d.rim.input = d.memory_input();
         Ok(d)
     }
 
@@ -309,6 +348,27 @@ impl TrainConfig {
         }
         super::backend::check_name(&self.backend).context("in config field `backend`")?;
         let mode = self.mode()?;
+        let widths = [
+            (self.rim_hidden, "rim_hidden"),
+            (self.bow_dim, "bow_dim"),
+            (self.word_dim, "word_dim"),
+            (self.instr_hidden, "instr_hidden"),
+            (self.head_hidden, "head_hidden"),
+        ];
+        let channels = self
+            .conv_channels
+            .iter()
+            .flatten()
+            .map(|c| (Some(*c), "conv_channels"));
+        for (v, name) in widths.into_iter().chain(channels) {
+            match v {
+                Some(0) => bail!("config field `{name}` must be > 0"),
+                Some(w) if w > MAX_WIDTH => {
+                    bail!("config field `{name}` must be at most {MAX_WIDTH}, got {w}")
+                }
+                _ => {}
+            }
+        }
         let dims = self.dims()?;
         metarim_core::nn::params::Layout::new(&dims, mode)
             .map_err(|e| anyhow!("model dimensions: {e}"))?;
@@ -461,14 +521,24 @@ pub const MAX_THREADS: usize = 4_096;
 /// Largest statistics, curriculum and save windows.
 pub const MAX_WINDOW: usize = 100_000_000;
 
+/// Widest layer a width override may ask for (the Paper preset's widest is 128): bounds the
+/// memory a config can make the trainer allocate.
+pub const MAX_WIDTH: usize = 1_024;
+
 /// Optional fields (absent from the serialised table when unset) that `set` still accepts.
-const OPTIONAL_KEYS: [&str; 7] = [
+const OPTIONAL_KEYS: [&str; 13] = [
     "n_modules",
     "k_active",
     "communication",
     "encoder",
     "cell",
     "film",
+    "rim_hidden",
+    "conv_channels",
+    "bow_dim",
+    "word_dim",
+    "instr_hidden",
+    "head_hidden",
     "init_from",
 ];
 
@@ -481,12 +551,22 @@ fn looks_like_integer(text: &str) -> bool {
         && digits.chars().any(|c| c.is_ascii_digit())
 }
 
+/// A preset's name as [`PRESETS`] spells it, from any case.
+pub fn preset_name(name: &str) -> Result<&'static str> {
+    PRESETS
+        .iter()
+        .find(|p| p.eq_ignore_ascii_case(name))
+        .copied()
+        .ok_or_else(|| anyhow!("unknown preset {name:?} (Paper, Small or Tiny)"))
+}
+
 /// The dimensions of a preset by name (case-insensitive).
 pub fn preset_dims(name: &str) -> Result<ModelDims> {
     match name.to_ascii_lowercase().as_str() {
         "paper" => Ok(PAPER),
+        "small" => Ok(SMALL),
         "tiny" => Ok(TINY),
-        _ => bail!("unknown preset {name:?} (Paper or Tiny)"),
+        _ => bail!("unknown preset {name:?} (Paper, Small or Tiny)"),
     }
 }
 
@@ -529,6 +609,25 @@ mod tests {
     }
 
     #[test]
+    fn width_overrides_resize_the_model_and_keep_the_memory_input_consistent() {
+        let mut c = TrainConfig::default();
+        c.set("conv_channels", "[8, 16, 24]").unwrap();
+        c.set("instr_hidden", "32").unwrap();
+        c.set("rim_hidden", "16").unwrap();
+        c.set("head_hidden", "32").unwrap();
+        c.validate().unwrap();
+        let d = c.dims().unwrap();
+        assert_eq!(d.conv_channels, [8, 16, 24]);
+        assert_eq!((d.instr_hidden, d.rim.hidden, d.head_hidden), (32, 16, 32));
+        assert_eq!(d.rim.input, 24 + 32);
+        let text = c.to_toml().unwrap();
+        assert_eq!(TrainConfig::from_toml(&text).unwrap(), c);
+        // Without overrides the presets are unchanged.
+        assert_eq!(TrainConfig::default().dims().unwrap(), SMALL);
+        assert_eq!(TrainConfig::device().dims().unwrap(), TINY);
+    }
+
+    #[test]
     fn validation_names_the_bad_field() {
         let bad = |f: &dyn Fn(&mut TrainConfig), what: &str| {
             let mut c = TrainConfig::default();
@@ -542,6 +641,9 @@ mod tests {
         bad(&|c| c.recurrence = 7, "recurrence");
         bad(&|c| c.batch_size = 999_999_980, "batch_size");
         bad(&|c| c.k_active = Some(9), "k_active");
+        bad(&|c| c.rim_hidden = Some(0), "rim_hidden");
+        bad(&|c| c.conv_channels = Some([8, 0, 16]), "conv_channels");
+        bad(&|c| c.head_hidden = Some(MAX_WIDTH + 1), "head_hidden");
         bad(&|c| c.gamma = 1.5, "gamma");
         bad(&|c| c.lr = -1.0, "lr");
         bad(&|c| c.backend = "gpu".into(), "backend");

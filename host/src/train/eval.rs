@@ -348,7 +348,7 @@ mod tests {
         let cfg = crate::train::TrainConfig {
             preset: "Tiny".into(),
             level: level.into(),
-            ..crate::train::TrainConfig::default()
+            ..crate::train::TrainConfig::device()
         };
         crate::train::run::initial_model(&cfg).unwrap()
     }

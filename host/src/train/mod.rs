@@ -12,7 +12,7 @@
 //! - [`eval`]: evaluation of a checkpoint with confidence intervals;
 //! - [`backend`]: `auto | cpu | cuda`, and the CUDA backend's rollout and update.
 //!
-//! Invariants: everything random is drawn from seeded [`Pcg32`] streams owned by one env or by
+//! Invariants: everything random is drawn from seeded [`Pcg32`](metarim_core::rng::Pcg32) streams owned by one env or by
 //! the trainer, and gradient sums run in an order fixed by the config (not by the thread
 //! count), so a seed gives bit-identical checkpoints on any number of threads.
 
@@ -35,7 +35,6 @@ use anyhow::{anyhow, Result};
 use metarim_core::nn::init::InitConfig;
 use metarim_core::nn::params::{Group, GroupBufs, GroupBufsMut, Layout};
 use metarim_core::nn::policy::{init_params, Policy};
-use metarim_core::rng::Pcg32;
 
 /// Parameters (or gradients, or Adam moments) of a model: one buffer per group.
 #[derive(Clone, Debug, PartialEq)]
@@ -135,45 +134,7 @@ impl Model {
     }
 }
 
-/// Sample an action from `logits` with `rng`; returns the action and its log-probability.
-/// Invariant: the sum runs in f64 over a fixed order, so the draw is a deterministic function
-/// of the logits and the generator.
-pub fn sample_action(logits: &[f32], rng: &mut Pcg32) -> (usize, f32) {
-    let lse = log_sum_exp(logits);
-    let u = rng.gen_f64();
-    let mut acc = 0.0f64;
-    let mut pick = logits.len().saturating_sub(1);
-    for (i, l) in logits.iter().enumerate() {
-        acc += f64::from(*l - lse).exp();
-        if u < acc {
-            pick = i;
-            break;
-        }
-    }
-    (pick, logits.get(pick).map_or(0.0, |l| *l - lse))
-}
-
-/// The most likely action (first on ties) and its log-probability.
-pub fn argmax_action(logits: &[f32]) -> (usize, f32) {
-    let lse = log_sum_exp(logits);
-    let mut best = 0;
-    for (i, l) in logits.iter().enumerate() {
-        if *l > logits[best] {
-            best = i;
-        }
-    }
-    (best, logits.get(best).map_or(0.0, |l| *l - lse))
-}
-
-/// `log(sum(exp(logits)))`, stable.
-pub fn log_sum_exp(logits: &[f32]) -> f32 {
-    let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    if !m.is_finite() {
-        return m;
-    }
-    let s: f32 = logits.iter().map(|l| (*l - m).exp()).sum();
-    m + s.ln()
-}
+pub use metarim_core::nn::sample::{argmax_action, log_sum_exp, sample_action};
 
 /// Worker threads to use for `requested` (0: all available cores), at most `work_items`.
 pub fn thread_count(requested: usize, work_items: usize) -> usize {

@@ -581,7 +581,7 @@ mod tests {
             ..TINY
         };
         let model = Model::init(Layout::new(&d, Mode::MetaRim).unwrap(), 4).unwrap();
-        let cfg = crate::train::TrainConfig::default();
+        let cfg = crate::train::TrainConfig::device();
         let tasks = Tasks::new(&cfg).unwrap();
         let frames = 90;
         let mut slots: Vec<EnvSlot> = (0..4)

@@ -770,7 +770,7 @@ mod tests {
             outer_steps: 4,
             epochs: 4,
             threads: 1,
-            ..TrainConfig::default()
+            ..TrainConfig::device()
         }
     }
 

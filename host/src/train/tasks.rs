@@ -169,7 +169,7 @@ mod tests {
             curriculum,
             curriculum_window: 4,
             curriculum_threshold: 0.75,
-            ..TrainConfig::default()
+            ..TrainConfig::device()
         }
     }
 

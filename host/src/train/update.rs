@@ -592,7 +592,7 @@ mod tests {
     }
 
     fn tiny_model_and_optim() -> (Model, Optim) {
-        let cfg = TrainConfig::default();
+        let cfg = TrainConfig::device();
         let layout = Layout::new(&cfg.dims().unwrap(), cfg.mode().unwrap()).unwrap();
         let model = Model::init(layout, 7).unwrap();
         let optim = Optim::new(&model.layout, &cfg);
@@ -672,7 +672,7 @@ mod tests {
             frames_per_proc: frames,
             recurrence: len,
             batch_size: procs * frames,
-            ..TrainConfig::default()
+            ..TrainConfig::device()
         };
         let tasks = Tasks::new(&cfg).unwrap();
         let mut slots: Vec<EnvSlot> = (0..procs)
