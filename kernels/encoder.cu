@@ -2,6 +2,15 @@
 // -> conv 2x2 -> ReLU -> conv 2x2 -> ReLU on the 7x7 view, raw integer codes (ENC_BOW 0) or the
 // bag-of-words cell embedding (ENC_BOW 1). One sample per block.
 //
+// FiLM (FILM 1): each conv's pre-activation z is modulated per channel, z (1 + gamma_c) + beta_c,
+// before its ReLU (conv1's before the max-pool), the coefficients W_film e + b_film from the
+// sample's instruction embedding e (model.cuh FC_*). The cache keeps the modulated values where
+// the plain encoder keeps its pre-activations (the ReLUs, the pool's argmaxes and the next conv
+// read them) plus the coefficients and the unmodulated values (gamma's gradient); the backward's
+// deltas are the unmodulated pre-activations' gradients (what the conv weights need) plus the
+// coefficients' gradients, from which `encoder_wgrad` reduces the generator's and the backward
+// adds dL/de into the instruction gradient.
+//
 // Same semantics as the core: the input map is x[c][h][w] = obs[w * 7 + h][c]; ReLU's derivative
 // at 0 is 0; a pooling window's first maximum in row-major order wins and alone gets the
 // gradient. Sums are associated as the core's loops do. The cache has the core's layout
@@ -12,6 +21,15 @@
 // ENC_FWD_SMEM / ENC_BWD_SMEM floats; encoder_wgrad: 1-D, any grid (grid-stride loop).
 #include "common.cuh"
 #include "model.cuh"
+
+// FiLM on one pre-activation z of channel c (`core::nn::encoder::modulate`: the scale 1 + gamma
+// rounded first, then z * scale + beta, no contraction): coefs holds the sample's coefficients,
+// g and bt the offsets of this conv's gammas and betas in them.
+__device__ __forceinline__ float film_modulate(const float* coefs, u32 g, u32 bt, u32 c,
+                                               float z) {
+    const float scale = 1.0f + coefs[g + c];
+    return z * scale + coefs[bt + c];
+}
 
 // Input channel ci at map position q = h * 7 + w of one observation (147 codes).
 __device__ __forceinline__ float input_at(const float* __restrict__ emb, const u8* o, u32 ci,
@@ -46,11 +64,14 @@ __device__ __forceinline__ u32 window_argmax(const float* z1o, u32 win) {
 }
 
 // Parameters: the encoder's parameter block (EP_*), obs [samples x 147] (codes checked by the
-// host: < 16 for the bag of words), the output x [samples x ld] (features in columns 0..C2),
-// cache [samples x ENC_CACHE].
+// host: < 16 for the bag of words), instr [samples x instr_ld] each sample's instruction
+// embedding in columns 0..INSTR_H (FiLM only; not read without: may be null), the output x
+// [samples x ld] (features in columns 0..C2), cache [samples x ENC_CACHE]. instr may point into
+// x's own rows (the memory input holds the embedding after the features): x's columns 0..C2
+// and instr's 0..INSTR_H must not overlap.
 extern "C" __global__ void encoder_fwd(const float* __restrict__ p, const u8* __restrict__ obs,
-                                       float* __restrict__ x, u32 ld, float* __restrict__ cache,
-                                       u32 samples) {
+                                       const float* instr, u32 instr_ld, float* x, u32 ld,
+                                       float* __restrict__ cache, u32 samples) {
     DYN_SMEM_F32(sm);
     const u32 b = blockIdx.x;
     if (b >= samples) return;
@@ -62,7 +83,23 @@ extern "C" __global__ void encoder_fwd(const float* __restrict__ p, const u8* __
     float* Z1 = X + CIN * 49;
     float* P = Z1 + C0 * 36;
     float* Z2 = P + C0 * 9;
+    float* F = Z2 + C1 * 4;  // FiLM coefficients [FILM_N]
     for (u32 it = tid; it < CIN * 49; it += nt) X[it] = input_at(p, o, it / 49, it % 49);
+#if FILM
+    // The coefficients, each b_film + sum_j W_film[k][j] e_j in j order (core film_coefs).
+    const float* e = instr + (u64)b * instr_ld;
+    for (u32 k = tid; k < FILM_N; k += nt) {
+        const float* row = p + EP_FW + k * INSTR_H;
+        float acc = p[EP_FB + k];
+        for (u32 j = 0; j < INSTR_H; ++j) acc += row[j] * e[j];
+        F[k] = acc;
+        C[EC_FILM + k] = acc;
+    }
+#else
+    (void)instr;
+    (void)instr_ld;
+    (void)F;
+#endif
     __syncthreads();
     for (u32 it = tid; it < C0 * 36; it += nt) {
         const u32 oc = it / 36, q = it % 36;
@@ -73,6 +110,10 @@ extern "C" __global__ void encoder_fwd(const float* __restrict__ p, const u8* __
             const float* xc = X + ci * 49;
             acc += k[0] * xc[t] + k[1] * xc[t + 1] + k[2] * xc[t + 7] + k[3] * xc[t + 8];
         }
+#if FILM
+        C[EC_R1 + it] = acc;
+        acc = film_modulate(F, FC_G1, FC_B1, oc, acc);
+#endif
         Z1[it] = acc;
         C[EC_Z1 + it] = acc;
     }
@@ -94,6 +135,10 @@ extern "C" __global__ void encoder_fwd(const float* __restrict__ p, const u8* __
             const float* pc = P + ci * 9;
             acc += k[0] * pc[t] + k[1] * pc[t + 1] + k[2] * pc[t + 3] + k[3] * pc[t + 4];
         }
+#if FILM
+        C[EC_R2 + it] = acc;
+        acc = film_modulate(F, FC_G2, FC_B2, oc, acc);
+#endif
         Z2[it] = acc;
         C[EC_Z2 + it] = acc;
     }
@@ -104,16 +149,24 @@ extern "C" __global__ void encoder_fwd(const float* __restrict__ p, const u8* __
             const float* k = p + EP_W3 + (oc * C1 + c) * 4;
             for (u32 q = 0; q < 4; ++q) acc += k[q] * relu_ref(Z2[c * 4 + q]);
         }
+#if FILM
+        C[EC_R3 + oc] = acc;
+        acc = film_modulate(F, FC_G3, FC_B3, oc, acc);
+#endif
         C[EC_Z3 + oc] = acc;
         x[(u64)b * ld + oc] = relu_ref(acc);
     }
 }
 
 // Parameters: encoder parameters, obs, cache (from encoder_fwd), d_out [samples x ld] (the
-// gradient w.r.t. the features in columns 0..C2), delta [samples x ENC_DELTA].
+// gradient w.r.t. the features in columns 0..C2), d_instr [samples x instr_ld] (FiLM: dL/de is
+// added (+=) into columns 0..INSTR_H, the sample's instruction gradient; not touched without
+// FiLM: may be null), delta [samples x ENC_DELTA]. d_instr may point into d_out's own rows (the
+// memory input's gradient holds the instruction part after the features): d_out's columns 0..C2
+// and d_instr's 0..INSTR_H must not overlap.
 extern "C" __global__ void encoder_bwd(const float* __restrict__ p, const u8* __restrict__ obs,
-                                       const float* __restrict__ cache,
-                                       const float* __restrict__ d_out, u32 ld,
+                                       const float* __restrict__ cache, const float* d_out,
+                                       u32 ld, float* d_instr, u32 instr_ld,
                                        float* __restrict__ delta, u32 samples) {
     DYN_SMEM_F32(sm);
     const u32 b = blockIdx.x;
@@ -125,8 +178,19 @@ extern "C" __global__ void encoder_bwd(const float* __restrict__ p, const u8* __
     float* G3 = sm;
     float* G2 = G3 + C2;
     float* GP = G2 + C1 * 4;
+    float* GC = GP + C0 * 9;  // FiLM: the coefficients' gradients [FILM_N]
+    (void)GC;
+    // conv3: ReLU's mask on the modulated value; with FiLM gamma3 and beta3's gradients, then the
+    // unmodulated pre-activation's gradient (times 1 + gamma3), as the core's conv3 loop.
     for (u32 oc = tid; oc < C2; oc += nt) {
-        const float g = C[EC_Z3 + oc] > 0.0f ? d_out[(u64)b * ld + oc] : 0.0f;
+        float g = C[EC_Z3 + oc] > 0.0f ? d_out[(u64)b * ld + oc] : 0.0f;
+#if FILM
+        float dg = 0.0f;
+        dg += g * C[EC_R3 + oc];
+        GC[FC_G3 + oc] = dg;
+        GC[FC_B3 + oc] = 0.0f + g;
+        g *= 1.0f + C[EC_FILM + FC_G3 + oc];
+#endif
         G3[oc] = g;
         D[ED_Z3 + oc] = g;
     }
@@ -141,8 +205,29 @@ extern "C" __global__ void encoder_bwd(const float* __restrict__ p, const u8* __
         }
         if (C[EC_Z2 + it] <= 0.0f) acc = 0.0f;
         G2[it] = acc;
+#if !FILM
         D[ED_Z2 + it] = acc;
+#endif
     }
+#if FILM
+    __syncthreads();
+    // gamma2 and beta2's gradients summed over a channel's 4 positions in order, then the
+    // unmodulated gradient (core modulate_backward): one thread per channel.
+    for (u32 c = tid; c < C1; c += nt) {
+        const float scale = 1.0f + C[EC_FILM + FC_G2 + c];
+        float dg = 0.0f, db = 0.0f;
+        for (u32 q = 0; q < 4; ++q) {
+            const u32 it = c * 4 + q;
+            const float v = G2[it];
+            dg += v * C[EC_R2 + it];
+            db += v;
+            G2[it] = v * scale;
+            D[ED_Z2 + it] = G2[it];
+        }
+        GC[FC_G2 + c] = dg;
+        GC[FC_B2 + c] = db;
+    }
+#endif
     __syncthreads();
     for (u32 it = tid; it < C0 * 9; it += nt) {
         const u32 ci = it / 9, cell = it % 9;
@@ -162,10 +247,35 @@ extern "C" __global__ void encoder_bwd(const float* __restrict__ p, const u8* __
         const float* z1o = C + EC_Z1 + ci * 36;
         if (z1o[window_argmax(z1o, cell)] <= 0.0f) acc = 0.0f;
         GP[it] = acc;
+#if !FILM
         D[ED_POOL + it] = acc;
+#endif
     }
-#if ENC_BOW
+#if FILM
     __syncthreads();
+    // gamma1 and beta1's gradients over a channel's 9 windows in order (each window's gradient
+    // sits at its argmax, whose unmodulated value gamma1's gradient reads), then the unmodulated
+    // gradient (core film_conv1_backward): one thread per channel.
+    for (u32 c = tid; c < C0; c += nt) {
+        const float scale = 1.0f + C[EC_FILM + FC_G1 + c];
+        const float* z1o = C + EC_Z1 + c * 36;
+        float dg = 0.0f, db = 0.0f;
+        for (u32 win = 0; win < 9; ++win) {
+            const u32 it = c * 9 + win;
+            const float v = GP[it];
+            dg += v * C[EC_R1 + c * 36 + window_argmax(z1o, win)];
+            db += v;
+            GP[it] = v * scale;
+            D[ED_POOL + it] = GP[it];
+        }
+        GC[FC_G1 + c] = dg;
+        GC[FC_B1 + c] = db;
+    }
+#endif
+#if ENC_BOW || FILM
+    __syncthreads();
+#endif
+#if ENC_BOW
     // Gradient of the input map (for the embedding rows), conv1's transpose at the argmaxes.
     for (u32 it = tid; it < CIN * 49; it += nt) {
         const u32 ci = it / 49, q = it % 49;
@@ -187,14 +297,37 @@ extern "C" __global__ void encoder_bwd(const float* __restrict__ p, const u8* __
         D[ED_X + it] = acc;
     }
 #endif
+#if FILM
+    // The coefficients' gradients into the deltas (the generator's gradient, encoder_wgrad),
+    // and dL/de = W_film^T dcoefs added into the instruction gradient one coefficient at a
+    // time, in order, zero ones skipped, onto what it holds (core film_coefs_backward
+    // accumulating into d_instr: one call of encode_backward rounds exactly so).
+    for (u32 k = tid; k < FILM_N; k += nt) D[ED_FILM + k] = GC[k];
+    for (u32 j = tid; j < INSTR_H; j += nt) {
+        float* de = d_instr + (u64)b * instr_ld + j;
+        float acc = *de;
+        for (u32 k = 0; k < FILM_N; ++k) {
+            const float dc = GC[k];
+            if (dc == 0.0f) continue;
+            acc += p[EP_FW + k * INSTR_H + j] * dc;
+        }
+        *de = acc;
+    }
+#else
+    (void)d_instr;
+    (void)instr_ld;
+#endif
     (void)obs;
 }
 
 // Parameter gradients of the encoder from the deltas of `samples` samples, accumulated (+=)
-// into grads (the encoder's block of the gradient buffer). One thread per parameter.
+// into grads (the encoder's block of the gradient buffer). One thread per parameter. instr
+// [samples x instr_ld]: each sample's instruction embedding (FiLM's generator gradient; not
+// read without FiLM: may be null).
 extern "C" __global__ void encoder_wgrad(const float* __restrict__ p, const u8* __restrict__ obs,
                                          const float* __restrict__ cache,
                                          const float* __restrict__ delta,
+                                         const float* __restrict__ instr, u32 instr_ld,
                                          float* __restrict__ grads, u32 samples) {
     for (u64 e = global_thread_index(); e < ENC_PARAMS; e += grid_stride()) {
         float acc = 0.0f;
@@ -261,10 +394,28 @@ extern "C" __global__ void encoder_wgrad(const float* __restrict__ p, const u8* 
                 if (g == 0.0f) continue;
                 acc += g * relu_ref(cache[(u64)s * ENC_CACHE + EC_Z2 + c * 4 + q]);
             }
-        } else {
+        } else if (e < EP_FW) {
             const u32 oc = (u32)(e - EP_B3);
             for (u32 s = 0; s < samples; ++s) acc += delta[(u64)s * ENC_DELTA + ED_Z3 + oc];
+#if FILM
+        } else if (e < EP_FB) {
+            // dW_film[k][j] = sum_s dcoefs_k e_j (zero coefficients skipped, as the core).
+            const u32 r = (u32)(e - EP_FW);
+            const u32 k = r / INSTR_H, j = r % INSTR_H;
+            for (u32 s = 0; s < samples; ++s) {
+                const float dc = delta[(u64)s * ENC_DELTA + ED_FILM + k];
+                if (dc == 0.0f) continue;
+                acc += dc * instr[(u64)s * instr_ld + j];
+            }
+        } else {
+            const u32 k = (u32)(e - EP_FB);
+            for (u32 s = 0; s < samples; ++s) acc += delta[(u64)s * ENC_DELTA + ED_FILM + k];
+#endif
         }
         grads[e] += acc;
     }
+#if !FILM
+    (void)instr;
+    (void)instr_ld;
+#endif
 }

@@ -4,7 +4,7 @@
 //
 // Required defines (cuda/src/layout.rs `ModelDefines` passes them from a `ModelDims`):
 //   N_MOD K_ACT HID INPUT D_K D_V IN_HEADS C_HEADS C_K COMM     RIM cell (COMM 0/1)
-//   ENC_BOW BOW_DIM C0 C1 C2                                      observation encoder
+//   ENC_BOW BOW_DIM C0 C1 C2 FILM                                 observation encoder (FILM 0/1)
 //   WORD_DIM INSTR_H MAX_TOK VOCAB                                instruction encoder
 //   HEAD_H N_ACT                                                  actor / critic
 //   SPB_RIM SPB_LSTM SPB_HEADS                                    samples per block
@@ -16,9 +16,9 @@
 #if !defined(N_MOD) || !defined(K_ACT) || !defined(HID) || !defined(INPUT) || !defined(D_K) || \
     !defined(D_V) || !defined(IN_HEADS) || !defined(C_HEADS) || !defined(C_K) ||             \
     !defined(COMM) || !defined(ENC_BOW) || !defined(BOW_DIM) || !defined(C0) ||               \
-    !defined(C1) || !defined(C2) || !defined(WORD_DIM) || !defined(INSTR_H) ||                \
-    !defined(MAX_TOK) || !defined(VOCAB) || !defined(HEAD_H) || !defined(N_ACT) ||            \
-    !defined(SPB_RIM) || !defined(SPB_LSTM) || !defined(SPB_HEADS)
+    !defined(C1) || !defined(C2) || !defined(FILM) || !defined(WORD_DIM) ||                   \
+    !defined(INSTR_H) || !defined(MAX_TOK) || !defined(VOCAB) || !defined(HEAD_H) ||          \
+    !defined(N_ACT) || !defined(SPB_RIM) || !defined(SPB_LSTM) || !defined(SPB_HEADS)
 #error "model.cuh: a model define is missing (see the list at the top)"
 #endif
 
@@ -76,25 +76,47 @@
 // ---- Observation encoder (core::nn::encoder) ------------------------------------------------
 #define CIN (ENC_BOW ? BOW_DIM : 3)
 #define BOW_ROWS 48
+// FiLM (FILM 1): per-channel coefficients of the three convs from the instruction embedding,
+// [gamma1 C0 | beta1 C0 | gamma2 C1 | beta2 C1 | gamma3 C2 | beta3 C2] = W_film e + b_film.
+#define FILM_N (FILM ? 2 * (C0 + C1 + C2) : 0)
+#define FC_G1 0
+#define FC_B1 C0
+#define FC_G2 (2 * C0)
+#define FC_B2 (2 * C0 + C1)
+#define FC_G3 (2 * (C0 + C1))
+#define FC_B3 (2 * (C0 + C1) + C2)
 #define EP_W1 (ENC_BOW ? BOW_ROWS * BOW_DIM : 0)
 #define EP_B1 (EP_W1 + C0 * CIN * 4)
 #define EP_W2 (EP_B1 + C0)
 #define EP_B2 (EP_W2 + C1 * C0 * 4)
 #define EP_W3 (EP_B2 + C1)
 #define EP_B3 (EP_W3 + C2 * C1 * 4)
-#define ENC_PARAMS (EP_B3 + C2)
-// Cache: conv1 pre-activations [C0][6][6] | pooled map [C0][3][3] | conv2 [C1][2][2] | conv3 [C2].
+// FiLM generator [FILM_N x INSTR_H] and bias [FILM_N] (empty without FiLM).
+#define EP_FW (EP_B3 + C2)
+#define EP_FB (EP_FW + FILM_N * INSTR_H)
+#define ENC_PARAMS (EP_FB + FILM_N)
+// Cache: conv1 pre-activations [C0][6][6] | pooled map [C0][3][3] | conv2 [C1][2][2] | conv3 [C2]
+// (with FiLM these three are the modulated pre-activations, what the ReLUs read) | FiLM
+// coefficients [FILM_N] | unmodulated pre-activations conv1 | conv2 | conv3 (FiLM only; what
+// gamma's gradient needs). core::nn::encoder::encoder_cache_layout, the same order and sizes.
 #define EC_Z1 0
 #define EC_POOL (EC_Z1 + C0 * 36)
 #define EC_Z2 (EC_POOL + C0 * 9)
 #define EC_Z3 (EC_Z2 + C1 * 4)
-#define ENC_CACHE (EC_Z3 + C2)
-// Deltas: dz3 [C2] | dz2 [C1][4] | dpool [C0][9] | (bag of words) d input map [CIN][49].
+#define EC_FILM (EC_Z3 + C2)
+#define EC_R1 (EC_FILM + FILM_N)
+#define EC_R2 (EC_R1 + (FILM ? C0 * 36 : 0))
+#define EC_R3 (EC_R2 + (FILM ? C1 * 4 : 0))
+#define ENC_CACHE (EC_R3 + (FILM ? C2 : 0))
+// Deltas: dz3 [C2] | dz2 [C1][4] | dpool [C0][9] | (bag of words) d input map [CIN][49] |
+// (FiLM) d coefficients [FILM_N]. dz3, dz2 and dpool are the gradients of the *unmodulated*
+// pre-activations (what the conv weights' gradients need); dpool only at each window's argmax.
 #define ED_Z3 0
 #define ED_Z2 (ED_Z3 + C2)
 #define ED_POOL (ED_Z2 + C1 * 4)
 #define ED_X (ED_POOL + C0 * 9)
-#define ENC_DELTA (ED_X + (ENC_BOW ? CIN * 49 : 0))
+#define ED_FILM (ED_X + (ENC_BOW ? CIN * 49 : 0))
+#define ENC_DELTA (ED_FILM + FILM_N)
 
 // ---- Instruction encoder (core::nn::instr) --------------------------------------------------
 #define IG3 (3 * INSTR_H)
@@ -140,7 +162,7 @@
 #define LB_SMEM (4 * MW + 2 * MW)
 #define HF_SMEM (MW + 2 * HEAD_H)
 #define HB_SMEM (N_ACT + 1 + 2 * HEAD_H)
-#define ENC_FWD_SMEM (CIN * 49 + C0 * 36 + C0 * 9 + C1 * 4)
-#define ENC_BWD_SMEM (C2 + C1 * 4 + C0 * 9)
+#define ENC_FWD_SMEM (CIN * 49 + C0 * 36 + C0 * 9 + C1 * 4 + FILM_N)
+#define ENC_BWD_SMEM (C2 + C1 * 4 + C0 * 9 + FILM_N)
 #define INSTR_FWD_SMEM (INSTR_H + WORD_DIM)
 #define INSTR_BWD_SMEM (2 * INSTR_H + 2 * IG3)

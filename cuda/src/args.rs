@@ -100,17 +100,21 @@ kernel_args! {
     // ---- encoder.cu ----------------------------------------------------------------------------
 
     /// `encoder_fwd`: the observation encoder of `samples` observations into `x` (row stride
-    /// `ld`). Launch: one sample per block.
+    /// `ld`), with FiLM modulated by each sample's instruction embedding in `instr` (row stride
+    /// `instr_ld`; null without FiLM). Launch: one sample per block.
     EncoderFwd = "encoder_fwd" {
         p: Ptr<f32>,
         obs: Ptr<u8>,
+        instr: Ptr<f32>,
+        instr_ld: usize,
         x: Ptr<f32>,
         ld: usize,
         cache: Ptr<f32>,
         samples: usize,
     }
 
-    /// `encoder_bwd`: the encoder's per-sample deltas from the input gradient `d_out`. Launch:
+    /// `encoder_bwd`: the encoder's per-sample deltas from the input gradient `d_out`; with
+    /// FiLM also dL/de added into `d_instr` (row stride `instr_ld`; null without FiLM). Launch:
     /// one sample per block.
     EncoderBwd = "encoder_bwd" {
         p: Ptr<f32>,
@@ -118,17 +122,22 @@ kernel_args! {
         cache: Ptr<f32>,
         d_out: Ptr<f32>,
         ld: usize,
+        d_instr: Ptr<f32>,
+        instr_ld: usize,
         delta: Ptr<f32>,
         samples: usize,
     }
 
     /// `encoder_wgrad`: the encoder's weight gradients, one thread per parameter over all
-    /// samples. Launch: 1-D over the encoder's parameters.
+    /// samples (FiLM's generator from the instruction embeddings `instr`, row stride
+    /// `instr_ld`; null without FiLM). Launch: 1-D over the encoder's parameters.
     EncoderWgrad = "encoder_wgrad" {
         p: Ptr<f32>,
         obs: Ptr<u8>,
         cache: Ptr<f32>,
         delta: Ptr<f32>,
+        instr: Ptr<f32>,
+        instr_ld: usize,
         grads: Ptr<f32>,
         samples: usize,
     }

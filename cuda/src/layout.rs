@@ -84,8 +84,12 @@ pub struct ModelLayout {
     pub mw: usize,
     pub lstm_cache: usize,
     pub lstm_delta: usize,
+    pub film_n: usize,
+    pub ep_fw: usize,
     pub enc_params: usize,
+    pub ec_film: usize,
     pub enc_cache: usize,
+    pub ed_film: usize,
     pub enc_delta: usize,
     pub ig3: usize,
     pub ip_w_ih: usize,
@@ -142,20 +146,12 @@ fn samples_per_block(floats_per_sample: usize, cap: usize) -> Result<usize> {
 
 impl ModelLayout {
     /// The layout of `dims`; errors for what the kernels do not implement (LSTM cells inside the
-    /// RIM, the FiLM encoder, more than [`MAX_MODULES`] modules, blocks that do not fit in shared
-    /// memory).
+    /// RIM, more than [`MAX_MODULES`] modules, blocks that do not fit in shared memory).
     pub fn new(dims: &ModelDims) -> Result<ModelLayout> {
         let r = &dims.rim;
         if dims.memory == MemoryKind::Rim && r.cell != CellKind::Gru {
             return Err(unsupported(
                 "RIM modules with LSTM cells (the kernels implement GRU modules)".into(),
-            ));
-        }
-        if dims.film {
-            return Err(unsupported(
-                "the FiLM-conditioned encoder (film = true; the kernels implement the plain \
-                 encoder: train it with --backend cpu)"
-                    .into(),
             ));
         }
         if r.n_modules == 0 || r.n_modules > MAX_MODULES || r.k_active == 0 {
@@ -219,15 +215,23 @@ impl ModelLayout {
         let bow = dims.encoder == EncoderKind::Bow;
         let cin = if bow { dims.bow_dim } else { 3 };
         let [c0, c1, c2] = dims.conv_channels;
-        let enc_params = if bow { 48 * dims.bow_dim } else { 0 }
+        // FiLM: the coefficients per sample, the generator after the convs' parameters, the
+        // coefficients and unmodulated pre-activations after the plain cache, the coefficients'
+        // gradients after the plain deltas.
+        let film_n = if dims.film { 2 * (c0 + c1 + c2) } else { 0 };
+        let ep_fw = if bow { 48 * dims.bow_dim } else { 0 }
             + c0 * cin * 4
             + c0
             + c1 * c0 * 4
             + c1
             + c2 * c1 * 4
             + c2;
-        let enc_cache = c0 * 36 + c0 * 9 + c1 * 4 + c2;
-        let enc_delta = c2 + c1 * 4 + c0 * 9 + if bow { cin * 49 } else { 0 };
+        let enc_params = ep_fw + film_n * dims.instr_hidden + film_n;
+        let ec_film = c0 * 36 + c0 * 9 + c1 * 4 + c2;
+        let film_raw = if dims.film { c0 * 36 + c1 * 4 + c2 } else { 0 };
+        let enc_cache = ec_film + film_n + film_raw;
+        let ed_film = c2 + c1 * 4 + c0 * 9 + if bow { cin * 49 } else { 0 };
+        let enc_delta = ed_film + film_n;
         if bow && dims.bow_dim == 0 {
             return Err(Error::BadInput {
                 what: "bag-of-words encoder with bow_dim 0".into(),
@@ -286,8 +290,8 @@ impl ModelLayout {
         let lb_smem = 6 * mw;
         let hf_smem = mw + 2 * hh;
         let hb_smem = na + 1 + 2 * hh;
-        let enc_fwd_smem = cin * 49 + c0 * 36 + c0 * 9 + c1 * 4;
-        let enc_bwd_smem = c2 + c1 * 4 + c0 * 9;
+        let enc_fwd_smem = cin * 49 + c0 * 36 + c0 * 9 + c1 * 4 + film_n;
+        let enc_bwd_smem = c2 + c1 * 4 + c0 * 9 + film_n;
         let instr_fwd_smem = hi + wd;
         let instr_bwd_smem = 2 * hi + 2 * ig3;
         for (what, floats) in [
@@ -339,8 +343,12 @@ impl ModelLayout {
             mw,
             lstm_cache: 5 * mw,
             lstm_delta: 4 * mw,
+            film_n,
+            ep_fw,
             enc_params,
+            ec_film,
             enc_cache,
+            ed_film,
             enc_delta,
             ig3,
             ip_w_ih,
@@ -424,7 +432,7 @@ impl ModelLayout {
     pub fn defines(&self) -> Vec<Define> {
         let d = &self.dims;
         let r = &d.rim;
-        let list: [(&str, usize); 24] = [
+        let list: [(&str, usize); 25] = [
             ("N_MOD", r.n_modules),
             ("K_ACT", r.k_active),
             ("HID", r.hidden),
@@ -440,6 +448,7 @@ impl ModelLayout {
             ("C0", d.conv_channels[0]),
             ("C1", d.conv_channels[1]),
             ("C2", d.conv_channels[2]),
+            ("FILM", usize::from(d.film)),
             ("WORD_DIM", d.word_dim),
             ("INSTR_H", d.instr_hidden),
             ("MAX_TOK", d.max_tokens),
@@ -463,7 +472,9 @@ impl ModelLayout {
 mod tests {
     use super::*;
     use metarim_core::nn::dims::{PAPER, TINY};
-    use metarim_core::nn::encoder::{encoder_cache_len, encoder_param_len};
+    use metarim_core::nn::encoder::{
+        encoder_cache_layout, encoder_cache_len, encoder_param_len, encoder_tensors,
+    };
     use metarim_core::nn::heads::{heads_cache_len, heads_param_len};
     use metarim_core::nn::instr::{instr_cache_len, instr_param_len};
     use metarim_core::nn::rim::{rnn_module_len, step_cache_len};
@@ -471,7 +482,13 @@ mod tests {
     #[test]
     fn sizes_equal_the_cores() {
         for mut d in [PAPER, TINY] {
-            for (bow, comm) in [(false, true), (true, false)] {
+            for (bow, comm, film) in [
+                (false, true, false),
+                (true, false, false),
+                (true, true, true),
+                (false, false, true),
+            ] {
+                d.film = film;
                 d.encoder = if bow {
                     EncoderKind::Bow
                 } else {
@@ -483,6 +500,11 @@ mod tests {
                 assert_eq!(l.rnn_len, rnn_module_len(&d.rim));
                 assert_eq!(l.enc_params, encoder_param_len(&d));
                 assert_eq!(l.enc_cache, encoder_cache_len(&d));
+                let cl = encoder_cache_layout(&d);
+                assert_eq!((l.ec_film, l.ec_film + l.film_n), (cl.film, cl.raw));
+                let t = encoder_tensors(&d);
+                let film_w = t.as_slice().iter().find(|t| t.name == "film.weight");
+                assert_eq!(film_w.map(|t| t.offset), film.then_some(l.ep_fw));
                 assert_eq!(l.instr_params, instr_param_len(&d));
                 assert_eq!(l.instr_cache, instr_cache_len(&d));
                 assert_eq!(l.heads_params, heads_param_len(&d));
@@ -493,7 +515,7 @@ mod tests {
         }
         let l = ModelLayout::new(&PAPER).unwrap();
         assert_eq!(l.spb_rim, 1, "Paper: one sample per block");
-        assert_eq!(l.defines().len(), 24);
+        assert_eq!(l.defines().len(), 25);
     }
 
     #[test]
@@ -502,9 +524,15 @@ mod tests {
         d.rim.cell = CellKind::Lstm;
         let e = ModelLayout::new(&d).unwrap_err().to_string();
         assert!(e.contains("LSTM cells"), "{e}");
+        // The FiLM encoder is implemented (it was refused before the kernels had it).
         let d = ModelDims { film: true, ..TINY };
-        let e = ModelLayout::new(&d).unwrap_err().to_string();
-        assert!(e.contains("FiLM") && e.contains("--backend cpu"), "{e}");
+        let l = ModelLayout::new(&d).unwrap();
+        let [c0, c1, c2] = d.conv_channels;
+        assert_eq!(l.film_n, 2 * (c0 + c1 + c2));
+        assert!(l
+            .defines()
+            .iter()
+            .any(|x| x.name == "FILM" && x.value == "1u"));
         let mut d = TINY;
         d.rim.n_modules = 17;
         assert!(ModelLayout::new(&d).is_err());

@@ -148,6 +148,117 @@ fn acting_matches_policy_step() {
     }
 }
 
+/// The FiLM-conditioned encoder's kernels on their own against the core's encoder (features,
+/// the whole cache, every parameter gradient, each sample's instruction gradient), under every
+/// thread order the emulator offers (bit-identical across them); the plain bag-of-words
+/// encoder too, through the same launches. The kernels associate every sum as the core does
+/// and the emulator compiles without contraction, so here they match it bit for bit.
+#[test]
+fn film_encoder_kernels_match_the_core() {
+    let Some(emu) = emu_exec() else { return };
+    let exec: Arc<dyn Exec> = emu.clone();
+    let mut configs = film_configs(false);
+    configs.push((
+        "Tiny bow",
+        metarim_core::nn::dims::ModelDims {
+            encoder: metarim_core::nn::dims::EncoderKind::Bow,
+            ..metarim_core::nn::dims::TINY
+        },
+    ));
+    for (name, dims) in configs {
+        let mut runs = Vec::new();
+        for order in [
+            ThreadOrder::Ascending,
+            ThreadOrder::Descending,
+            ThreadOrder::Shuffled(0xf11),
+        ] {
+            emu.set_thread_order(order);
+            let (worst, differ, bits) = encoder_kernels_parity(&exec, name, &dims, 7, 0xf11a);
+            println!("{name} {order:?}: encoder kernels max rel {worst:.2e}, {differ} differ");
+            assert_eq!(differ, 0, "{name}: not bit-identical to the core");
+            runs.push(bits);
+        }
+        emu.set_thread_order(ThreadOrder::Ascending);
+        assert!(
+            runs.iter().all(|r| *r == runs[0]),
+            "{name}: the encoder kernels depend on the thread order"
+        );
+    }
+}
+
+/// The whole gradient pass with the FiLM encoder (the instruction encoder before the encoder,
+/// FiLM's dL/de into the instruction backward) against `Policy::chunk_backward`, every mode,
+/// and bit-identical under every thread order.
+#[test]
+fn film_gradient_pass_matches_chunk_backward() {
+    let Some(emu) = emu_exec() else { return };
+    let exec: Arc<dyn Exec> = emu.clone();
+    for (name, dims) in film_configs(false) {
+        for mode in MODES {
+            let (layout, params) = model(&dims, mode, 3);
+            let chunks = minibatch(layout.dims(), 3, 5, 0.2, 7);
+            let (want, want_stats) = cpu_grads(&layout, &params, &chunks);
+            let mut runs = Vec::new();
+            for order in [
+                ThreadOrder::Ascending,
+                ThreadOrder::Descending,
+                ThreadOrder::Shuffled(0x5eed),
+            ] {
+                emu.set_thread_order(order);
+                runs.push(device_grads(&exec, &layout, &params, &chunks));
+            }
+            emu.set_thread_order(ThreadOrder::Ascending);
+            let (got, stats, counts) = &runs[0];
+            let what = format!("{name} {}", mode.name());
+            let worst = compare_tensors(&what, &layout, got, &want, TOL);
+            let loss_err = scalar_rel(stats.terms[0], f64::from(want_stats.sum.loss));
+            println!("{what}: gradients max rel {worst:.2e}, loss {loss_err:.2e}");
+            assert!(loss_err <= TOL, "{what}: loss");
+            assert_eq!(stats.frames, want_stats.steps);
+            if mode != Mode::Lstm {
+                let n = dims.rim.n_modules;
+                assert_eq!(*counts, want_stats.active_steps[..n].to_vec(), "{what}");
+            }
+            let bits = |g: &Groups| {
+                [&g.fast, &g.slow, &g.other]
+                    .iter()
+                    .flat_map(|b| b.iter().map(|x| x.to_bits()))
+                    .collect::<Vec<_>>()
+            };
+            for r in &runs[1..] {
+                assert!(
+                    bits(&r.0) == bits(got) && r.1 == *stats,
+                    "{what}: the pass depends on the thread order"
+                );
+            }
+        }
+    }
+}
+
+/// One PPO update per mode with the FiLM encoder against the host trainer's arithmetic.
+#[test]
+fn film_ppo_update_per_mode_matches_the_cpu() {
+    let Some(exec) = emu() else { return };
+    for (name, dims) in film_configs(false) {
+        for mode in MODES {
+            ppo_update_parity(&exec, name, &dims, mode);
+        }
+    }
+}
+
+/// Acting with the FiLM encoder (embeddings gathered before the encoder reads them) against
+/// `Policy::step`.
+#[test]
+fn film_acting_matches_policy_step() {
+    let Some(exec) = emu() else { return };
+    for (name, dims) in film_configs(false) {
+        for mode in [Mode::MetaRim, Mode::Lstm] {
+            let e = act_parity(&exec, &dims, mode, 5, 6);
+            println!("{name} {}: acting max rel {e:.2e}", mode.name());
+        }
+    }
+}
+
 /// The training path's Adam kernel (`adam_masked`) against `Adam::update_ranges_at` bit for
 /// bit, over random ranges tagged with modules, once with nothing skipped and once with the
 /// ranges of an inactive module skipped (left bit-identical).
@@ -279,14 +390,15 @@ fn bad_input_is_an_error_naming_it() {
 }
 
 /// The gradient parity over many seeds (slow: `cargo test -p metarim-cuda --test emu --
-/// --ignored`); the worst error over the sweep is printed (5.5e-5 when last run).
+/// --ignored`); the worst error over the sweep is printed (6.8e-5 when last run, in a FiLM
+/// configuration; 5.5e-5 before they were added).
 #[test]
 #[ignore]
 fn seed_sweep() {
     let Some(exec) = emu() else { return };
-    let mut worst_all = 0.0f64;
+    let (mut worst_all, mut worst_film) = (0.0f64, 0.0f64);
     for seed in 0..12u64 {
-        for (name, dims) in configs(false) {
+        for (name, dims) in configs(false).into_iter().chain(film_configs(false)) {
             for mode in MODES {
                 let (layout, params) = model(&dims, mode, 100 + seed);
                 let chunks = minibatch(layout.dims(), 4, 6, 0.2, 200 + seed);
@@ -300,8 +412,11 @@ fn seed_sweep() {
                     TOL,
                 );
                 worst_all = worst_all.max(w);
+                if dims.film {
+                    worst_film = worst_film.max(w);
+                }
             }
         }
     }
-    println!("worst over the sweep: {worst_all:e}");
+    println!("worst over the sweep: {worst_all:e} (FiLM configurations: {worst_film:e})");
 }

@@ -4,7 +4,9 @@
 //! `Policy::chunk_backward`, one PPO update per mode (meta-rim, reversed, joint, lstm) against
 //! the host trainer's arithmetic, and the batched acting step against `Policy::step`, all within
 //! 1e-4 relative in f32 (the Adam kernels bit for bit), for the Tiny and Paper presets and two
-//! small models that take the kernels' other branches. Prints `skipped: no CUDA device` and
+//! small models that take the kernels' other branches; the same for the FiLM-conditioned
+//! encoder (Tiny with the bag of words, a small conv model, the Small preset), plus its three
+//! kernels on their own against the core's encoder. Prints `skipped: no CUDA device` and
 //! passes where there is no GPU; `cuda/tests/emu.rs` runs the same checks on the CPU emulator.
 
 mod common;
@@ -163,6 +165,64 @@ fn one_ppo_update_per_mode_matches_the_cpu() {
 fn acting_matches_policy_step() {
     let Some(exec) = device() else { return };
     for (name, dims) in configs(true) {
+        for mode in MODES {
+            let e = act_parity(&exec, &dims, mode, 9, 8);
+            println!("{name} {}: acting max rel {e:.2e}", mode.name());
+        }
+    }
+}
+
+/// The FiLM encoder's kernels on their own against the core's encoder (features, cache,
+/// parameter gradients, instruction gradients).
+#[test]
+fn film_encoder_kernels_match_the_core() {
+    let Some(exec) = device() else { return };
+    for (name, dims) in film_configs(true) {
+        let (worst, differ, _) = encoder_kernels_parity(&exec, name, &dims, 33, 0xf11a);
+        println!("{name}: encoder kernels max rel {worst:.2e}, {differ} differ in any bit");
+    }
+}
+
+#[test]
+fn film_gradient_pass_matches_chunk_backward() {
+    let Some(exec) = device() else { return };
+    for (name, dims) in film_configs(true) {
+        for mode in MODES {
+            let (layout, params) = model(&dims, mode, 3);
+            let chunks = minibatch(layout.dims(), 6, 8, 0.15, 7);
+            let (want, want_stats) = cpu_grads(&layout, &params, &chunks);
+            let (got, stats, counts) = device_grads(&exec, &layout, &params, &chunks);
+            let what = format!("{name} {}", mode.name());
+            let worst = compare_tensors(&what, &layout, &got, &want, TOL);
+            let loss_err = scalar_rel(stats.terms[0], f64::from(want_stats.sum.loss));
+            println!("{what}: gradients max rel {worst:.2e}, loss {loss_err:.2e}");
+            assert!(loss_err <= TOL, "{what}: loss");
+            if mode != metarim_core::nn::params::Mode::Lstm {
+                let n = dims.rim.n_modules;
+                assert_eq!(
+                    counts,
+                    want_stats.active_steps[..n].to_vec(),
+                    "{what}: activity"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn film_ppo_update_per_mode_matches_the_cpu() {
+    let Some(exec) = device() else { return };
+    for (name, dims) in film_configs(true) {
+        for mode in MODES {
+            ppo_update_parity(&exec, name, &dims, mode);
+        }
+    }
+}
+
+#[test]
+fn film_acting_matches_policy_step() {
+    let Some(exec) = device() else { return };
+    for (name, dims) in film_configs(true) {
         for mode in MODES {
             let e = act_parity(&exec, &dims, mode, 9, 8);
             println!("{name} {}: acting max rel {e:.2e}", mode.name());

@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use metarim_core::nn::dims::{EncoderKind, PAPER, TINY};
+use metarim_core::nn::dims::{EncoderKind, ModelDims, PAPER, SMALL, TINY};
 use metarim_cuda::kernel::ArgKind;
 use metarim_cuda::layout::ModelLayout;
 use metarim_cuda::nvrtc::{self, CI_ARCH};
@@ -82,16 +82,24 @@ fn ptx_param_types(ptx: &str, name: &str) -> Option<Vec<String>> {
     )
 }
 
-/// The model configurations CI compiles every kernel for: the two presets, and Paper with the
-/// bag-of-words encoder and no communication (the other branches of the kernels).
+/// The model configurations CI compiles every kernel for: the two presets, Paper with the
+/// bag-of-words encoder and no communication (the other branches of the kernels), and the
+/// FiLM encoder: the Small preset (bag of words) and Tiny with the plain conv input.
 fn configs() -> Vec<(&'static str, Vec<Define>)> {
     let mut alt = PAPER;
     alt.encoder = EncoderKind::Bow;
     alt.rim.communication = false;
-    [("Paper", PAPER), ("Tiny", TINY), ("Paper+bow-comm", alt)]
-        .into_iter()
-        .map(|(name, d)| (name, ModelLayout::new(&d).expect("layout").defines()))
-        .collect()
+    let tiny_film = ModelDims { film: true, ..TINY };
+    [
+        ("Paper", PAPER),
+        ("Tiny", TINY),
+        ("Paper+bow-comm", alt),
+        ("Small", SMALL),
+        ("Tiny+FiLM", tiny_film),
+    ]
+    .into_iter()
+    .map(|(name, d)| (name, ModelLayout::new(&d).expect("layout").defines()))
+    .collect()
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! The acting path: per-environment instruction embeddings and memory states on the device, and
 //! batched acting steps in two slots ([`CudaPolicy::act_submit`] / [`CudaPolicy::act_finish`]),
 //! each submitted in phases: checks and host staging, the missions encoded at episode starts,
-//! the forward pass (encoder, memory step, heads), the outputs' copies queued.
+//! the forward pass (instruction embeddings gathered, encoder, memory step, heads), the outputs'
+//! copies queued.
 
 use std::sync::Arc;
 
@@ -233,9 +234,9 @@ impl CudaPolicy {
         self.run(linear_cfg(k * hi), args)
     }
 
-    /// The forward pass of environments `first..first + n`: encoder, instruction embeddings
-    /// gathered, one memory step (the new states kept when `commit`, else into the slot's
-    /// scratch), the heads on the new states.
+    /// The forward pass of environments `first..first + n`: instruction embeddings gathered,
+    /// encoder (FiLM reads the embeddings), one memory step (the new states kept when
+    /// `commit`, else into the slot's scratch), the heads on the new states.
     fn act_forward(
         &self,
         slot: usize,
@@ -251,13 +252,15 @@ impl CudaPolicy {
         sb.obs.upload_async_at(0, &host.obs)?;
         sb.reset.upload_async_at(0, &host.reset)?;
         let x = sb.x.at(0, n * ml.input)?;
+        // The instruction embeddings first: with FiLM the encoder reads them from `x`.
+        self.gather_instr(x, a.instr.at(first * hi, n * hi)?, a.iota.at(0, n)?, n)?;
         self.encoder_fwd(
             sb.obs.at(0, n * 147)?,
+            self.film_instr(&sb.x, n)?,
             x,
             sb.enc_cache.at(0, n * ml.enc_cache)?,
             n,
         )?;
-        self.gather_instr(x, a.instr.at(first * hi, n * hi)?, a.iota.at(0, n)?, n)?;
         let h_src = a.state.at(first * sl, n * sl)?;
         let h_out = if commit {
             h_src

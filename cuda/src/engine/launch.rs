@@ -8,7 +8,7 @@ use metarim_core::nn::params::{Role, TensorKind};
 
 use super::{bad, blocks, group_index, linear_cfg, u32_of, CudaPolicy, SMALL_THREADS, THREADS};
 use crate::args::{EncoderFwd, GatherRows, HeadsFwd, InstrFwd, LstmFwdStep, RimFwdStep, Wgrad};
-use crate::exec::{self, Func, KernelArgs, LaunchCfg, Ptr};
+use crate::exec::{self, DevBuf, Func, KernelArgs, LaunchCfg, Ptr};
 use crate::Result;
 
 /// The parameters of the RIM's nine tensors (without communication the five comm pointers
@@ -233,11 +233,26 @@ impl CudaPolicy {
 
     // ---- the forward kernels ---------------------------------------------------------------
 
+    /// The instruction part of the first `n` rows of a memory-input-shaped buffer (the memory
+    /// inputs `x`, or their gradients): FiLM's operand, each row's `instr_hidden` columns after
+    /// the features, row stride `input`; null without FiLM (the kernels do not read it then).
+    pub(super) fn film_instr(&self, rows: &DevBuf<f32>, n: usize) -> Result<Ptr<f32>> {
+        let ml = &self.ml;
+        if !ml.dims.film {
+            return Ok(Ptr::NULL);
+        }
+        let feat = ml.dims.obs_features();
+        rows.at(feat, (n * ml.input).saturating_sub(feat))
+    }
+
     /// The observation encoder over `n` samples: `obs` (147 codes each) into the first
-    /// columns of the memory inputs `x`, the caches into `cache`.
+    /// columns of the memory inputs `x`, the caches into `cache`. With FiLM it reads each
+    /// sample's instruction embedding from `instr` (row stride `input`: the instruction
+    /// columns of `x`, gathered before this runs; see [`CudaPolicy::film_instr`]).
     pub(super) fn encoder_fwd(
         &self,
         obs: Ptr<u8>,
+        instr: Ptr<f32>,
         x: Ptr<f32>,
         cache: Ptr<f32>,
         n: usize,
@@ -245,6 +260,8 @@ impl CudaPolicy {
         let args = EncoderFwd {
             p: self.block(Role::Encoder, false, 0)?,
             obs,
+            instr,
+            instr_ld: self.ml.input,
             x,
             ld: self.ml.input,
             cache,

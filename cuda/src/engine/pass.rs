@@ -319,18 +319,13 @@ impl CudaPolicy {
         Ok(())
     }
 
-    /// The encoder over every step, the instruction encoder over every segment, and each
-    /// sample's instruction embedding into its memory input.
+    /// The instruction encoder over every segment, each sample's instruction embedding into
+    /// its memory input, then the encoder over every step (after the gather: with FiLM it
+    /// reads the embeddings there).
     fn pass_inputs(&self, w: &Work, sh: Shape) -> Result<()> {
         let (ml, d) = (&self.ml, &self.ml.dims);
         let (s, g) = (sh.s, sh.g);
         let (hi, mt) = (d.instr_hidden, d.max_tokens);
-        self.encoder_fwd(
-            w.obs.at(0, s * 147)?,
-            w.x.at(0, s * ml.input)?,
-            w.enc_cache.at(0, s * ml.enc_cache)?,
-            s,
-        )?;
         self.instr_fwd(
             w.seg_tokens.at(0, g * mt)?,
             w.instr_out.at(0, g * hi)?,
@@ -342,6 +337,13 @@ impl CudaPolicy {
             w.x.at(0, s * ml.input)?,
             w.instr_out.at(0, g * hi)?,
             w.seg_of.at(0, s)?,
+            s,
+        )?;
+        self.encoder_fwd(
+            w.obs.at(0, s * 147)?,
+            self.film_instr(&w.x, s)?,
+            w.x.at(0, s * ml.input)?,
+            w.enc_cache.at(0, s * ml.enc_cache)?,
             s,
         )
     }
@@ -594,8 +596,9 @@ impl CudaPolicy {
         Ok(())
     }
 
-    /// The encoder backward from the input gradients `dx`: per-sample deltas, then its weight
-    /// gradients over all samples.
+    /// The encoder backward from the input gradients `dx`: per-sample deltas (with FiLM also
+    /// dL/de added into `dx`'s instruction columns, which the instruction backward then sums per
+    /// segment: it must run after this), then its weight gradients over all samples.
     fn pass_encoder_bwd(&self, w: &Work, sh: Shape) -> Result<()> {
         let ml = &self.ml;
         let s = sh.s;
@@ -605,6 +608,8 @@ impl CudaPolicy {
             cache: w.enc_cache.at(0, s * ml.enc_cache)?,
             d_out: w.dx.at(0, s * ml.input)?,
             ld: ml.input,
+            d_instr: self.film_instr(&w.dx, s)?,
+            instr_ld: ml.input,
             delta: w.enc_delta.at(0, s * ml.enc_delta)?,
             samples: s,
         };
@@ -614,6 +619,8 @@ impl CudaPolicy {
             obs: w.obs.at(0, s * 147)?,
             cache: w.enc_cache.at(0, s * ml.enc_cache)?,
             delta: w.enc_delta.at(0, s * ml.enc_delta)?,
+            instr: self.film_instr(&w.x, s)?,
+            instr_ld: ml.input,
             grads: self.block(Role::Encoder, true, 0)?,
             samples: s,
         };

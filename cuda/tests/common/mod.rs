@@ -10,7 +10,9 @@ use std::sync::Arc;
 use metarim_core::env::{Action, Env, Observation};
 use metarim_core::levels::Level;
 use metarim_core::mission::vocab::{tokenize, MAX_TOKENS};
-use metarim_core::nn::dims::{CellKind, EncoderKind, MemoryKind, ModelDims, RimDims, PAPER, TINY};
+use metarim_core::nn::dims::{
+    CellKind, EncoderKind, MemoryKind, ModelDims, RimDims, PAPER, SMALL, TINY,
+};
 use metarim_core::nn::init::InitConfig;
 use metarim_core::nn::loss::{PpoCoefs, PpoSample, PpoTerms};
 use metarim_core::nn::optim::{Adam, Range};
@@ -120,6 +122,34 @@ pub fn configs(include_paper: bool) -> Vec<(&'static str, ModelDims)> {
     v
 }
 
+/// The FiLM-conditioned encoder's (name, dims): Tiny with the bag of words (the GoToLocal
+/// FiLM configuration), and the small model with the plain conv input (odd sizes, FiLM
+/// without the embedding rows); with `include_small` also the Small preset (bag of words and
+/// FiLM, the main job's model).
+pub fn film_configs(include_small: bool) -> Vec<(&'static str, ModelDims)> {
+    let mut v = vec![
+        (
+            "Tiny bow+FiLM",
+            ModelDims {
+                encoder: EncoderKind::Bow,
+                film: true,
+                ..TINY
+            },
+        ),
+        (
+            "small conv+FiLM",
+            ModelDims {
+                film: true,
+                ..small_dims(false, true)
+            },
+        ),
+    ];
+    if include_small {
+        v.push(("Small", SMALL));
+    }
+    v
+}
+
 pub const MODES: [Mode; 4] = [Mode::MetaRim, Mode::Reversed, Mode::Joint, Mode::Lstm];
 
 /// A freshly initialised model (BabyAI's schemes), with the other group perturbed so biases
@@ -132,6 +162,17 @@ pub fn model(dims: &ModelDims, mode: Mode, seed: u64) -> (Layout, Groups) {
     for g in [Group::Fast, Group::Slow, Group::Other] {
         for v in p.group_mut(g).iter_mut() {
             *v += (rng.gen_f32() - 0.5) * 0.02;
+        }
+    }
+    // FiLM starts as the identity (its generator is zero): give it values that modulate
+    // visibly (gamma, beta of order 0.1 to 0.5), so the parity covers the modulation.
+    for e in layout
+        .entries()
+        .iter()
+        .filter(|e| e.name.contains(".film."))
+    {
+        for v in &mut p.group_mut(e.group)[e.range()] {
+            *v += (rng.gen_f32() - 0.5) * 0.3;
         }
     }
     (layout, p)
@@ -698,4 +739,235 @@ pub fn adam_masked_on_device(
         m: down(&m),
         v: down(&v),
     }
+}
+
+/// The encoder's three kernels (`encoder_fwd`, `encoder_bwd`, `encoder_wgrad`) launched on
+/// their own, as the engine launches them (the instruction embedding read from the memory
+/// inputs' last columns, dL/de added into the input gradients' last columns), against the
+/// core's `encode_forward` / `encode_backward` per sample: features, every cache value
+/// (with FiLM: the modulated and unmodulated pre-activations and the coefficients), every
+/// parameter gradient summed over the samples, and each sample's instruction gradient (the
+/// memory's part plus FiLM's). Random parameters (FiLM far from the identity), observations
+/// from real episodes, random embeddings and gradients. Returns the worst relative error, the
+/// number of values that differ from the core's in any bit, and the bits of everything the
+/// device produced (for thread-order invariance).
+pub fn encoder_kernels_parity(
+    exec: &Arc<dyn Exec>,
+    name: &str,
+    dims: &ModelDims,
+    samples: usize,
+    seed: u64,
+) -> (f64, usize, Vec<u32>) {
+    use metarim_core::nn::encoder::{
+        encode_backward, encode_forward, encoder_cache_len, encoder_param_len, encoder_scratch_len,
+        encoder_tensors,
+    };
+    use metarim_cuda::args::{EncoderBwd, EncoderFwd, EncoderWgrad};
+    use metarim_cuda::exec::{launch_typed, DevBuf, KernelArgs, LaunchCfg};
+    use metarim_cuda::layout::ModelLayout;
+    let ok = |e: metarim_cuda::Error| -> ! { panic!("{e}") };
+    let d = *dims;
+    let ml = ModelLayout::new(&d).unwrap_or_else(|e| ok(e));
+    let (feat, hi, input) = (d.obs_features(), d.instr_hidden, d.memory_input());
+    let (np, nc) = (encoder_param_len(&d), encoder_cache_len(&d));
+    assert_eq!((ml.enc_params, ml.enc_cache), (np, nc), "{name}: layout");
+    let mut rng = Pcg32::new(seed);
+    let mut rnd = |s: f32| (rng.gen_f32() - 0.5) * 2.0 * s;
+    let params: Vec<f32> = (0..np).map(|_| rnd(0.4)).collect();
+    // Observations from real episodes (what the encoder sees).
+    let obs: Vec<Observation> = minibatch(&d, 1, samples, 0.3, seed).remove(0).obs;
+    // Memory inputs with the embeddings in their last columns (features filled by the kernel);
+    // input gradients: the features' and the memory's part of the instruction gradient.
+    let mut x = vec![0.0f32; samples * input];
+    let mut dx = vec![0.0f32; samples * input];
+    for s in 0..samples {
+        for j in 0..hi {
+            x[s * input + feat + j] = rnd(0.9);
+        }
+        for v in &mut dx[s * input..(s + 1) * input] {
+            *v = rnd(0.5);
+        }
+    }
+    // A few features' gradients zero, as after a ReLU mask upstream.
+    for s in 0..samples {
+        dx[s * input + s % feat] = 0.0;
+    }
+    // The core, sample by sample (gradients summed in sample order).
+    let mut want_out = vec![0.0f32; samples * feat];
+    let mut want_cache = vec![0.0f32; samples * nc];
+    let mut want_grads = vec![0.0f32; np];
+    let mut want_dinstr = vec![0.0f32; samples * hi];
+    let mut scratch = vec![0.0f32; encoder_scratch_len(&d)];
+    for s in 0..samples {
+        let e = &x[s * input + feat..(s + 1) * input];
+        let cache = &mut want_cache[s * nc..(s + 1) * nc];
+        encode_forward(
+            &d,
+            &params,
+            &obs[s],
+            e,
+            &mut want_out[s * feat..(s + 1) * feat],
+            cache,
+        )
+        .expect("encode_forward");
+        let de = &mut want_dinstr[s * hi..(s + 1) * hi];
+        de.copy_from_slice(&dx[s * input + feat..(s + 1) * input]);
+        let d_instr: &mut [f32] = if d.film { de } else { &mut [] };
+        let instr: &[f32] = if d.film { e } else { &[] };
+        encode_backward(
+            &d,
+            &params,
+            &obs[s],
+            instr,
+            &want_cache[s * nc..(s + 1) * nc],
+            &dx[s * input..s * input + feat],
+            &mut want_grads,
+            d_instr,
+            &mut scratch,
+        )
+        .expect("encode_backward");
+    }
+    // The device.
+    let funcs = exec
+        .load(metarim_cuda::Kernel::Encoder, &ml.defines())
+        .unwrap_or_else(|e| ok(e));
+    let func = |entry: &str| {
+        funcs
+            .iter()
+            .find(|f| f.entry.name == entry)
+            .unwrap_or_else(|| panic!("encoder.cu has {entry}"))
+    };
+    let mut packed = Vec::with_capacity(samples * 147);
+    for o in &obs {
+        packed.extend(o.iter().flatten());
+    }
+    let up = |v: &[f32]| DevBuf::from_host(exec, v).unwrap_or_else(|e| ok(e));
+    let (p_dev, x_dev, dx_dev) = (up(&params), up(&x), up(&dx));
+    let obs_dev = DevBuf::from_host(exec, &packed).unwrap_or_else(|e| ok(e));
+    let zeros = |n: usize| DevBuf::<f32>::zeros(exec, n).unwrap_or_else(|e| ok(e));
+    let (cache_dev, delta_dev, grads_dev) = (
+        zeros(samples * ml.enc_cache),
+        zeros(samples * ml.enc_delta),
+        zeros(np),
+    );
+    let instr_of = |b: &DevBuf<f32>| {
+        if d.film {
+            b.at(feat, samples * input - feat).unwrap_or_else(|e| ok(e))
+        } else {
+            metarim_cuda::exec::Ptr::NULL
+        }
+    };
+    let per_sample = |floats: usize| LaunchCfg::linear(samples as u32, 128, (floats * 4) as u32);
+    let args = EncoderFwd {
+        p: p_dev.ptr(),
+        obs: obs_dev.ptr(),
+        instr: instr_of(&x_dev),
+        instr_ld: input,
+        x: x_dev.ptr(),
+        ld: input,
+        cache: cache_dev.ptr(),
+        samples,
+    };
+    launch_typed(
+        &**exec,
+        func(EncoderFwd::ENTRY.name),
+        &per_sample(ml.enc_fwd_smem),
+        &args,
+    )
+    .unwrap_or_else(|e| ok(e));
+    let args = EncoderBwd {
+        p: p_dev.ptr(),
+        obs: obs_dev.ptr(),
+        cache: cache_dev.ptr(),
+        d_out: dx_dev.ptr(),
+        ld: input,
+        d_instr: instr_of(&dx_dev),
+        instr_ld: input,
+        delta: delta_dev.ptr(),
+        samples,
+    };
+    launch_typed(
+        &**exec,
+        func(EncoderBwd::ENTRY.name),
+        &per_sample(ml.enc_bwd_smem),
+        &args,
+    )
+    .unwrap_or_else(|e| ok(e));
+    let args = EncoderWgrad {
+        p: p_dev.ptr(),
+        obs: obs_dev.ptr(),
+        cache: cache_dev.ptr(),
+        delta: delta_dev.ptr(),
+        instr: instr_of(&x_dev),
+        instr_ld: input,
+        grads: grads_dev.ptr(),
+        samples,
+    };
+    // Fewer threads than parameters: the grid-stride loop covers the rest.
+    launch_typed(
+        &**exec,
+        func(EncoderWgrad::ENTRY.name),
+        &LaunchCfg::linear(3, 64, 0),
+        &args,
+    )
+    .unwrap_or_else(|e| ok(e));
+    let down = |b: &DevBuf<f32>| b.download().unwrap_or_else(|e| ok(e));
+    let (got_x, got_cache, got_dx, got_grads) = (
+        down(&x_dev),
+        down(&cache_dev),
+        down(&dx_dev),
+        down(&grads_dev),
+    );
+    // Compare.
+    let (mut worst, mut differ_all) = (0.0f64, 0);
+    let mut check = |what: &str, got: &[f32], want: &[f32]| {
+        let (e, differ) = rel_error(got, want);
+        differ_all += differ;
+        println!(
+            "  {name} {what}: max rel {e:.2e}, {differ} of {} differ",
+            got.len()
+        );
+        assert!(e <= TOL, "{name} {what}: relative error {e:e} > {TOL:e}");
+        worst = worst.max(e);
+    };
+    let got_out: Vec<f32> = (0..samples)
+        .flat_map(|s| got_x[s * input..s * input + feat].to_vec())
+        .collect();
+    check("features", &got_out, &want_out);
+    // The forward writes the features only, the backward the instruction columns only.
+    let cols = |v: &[f32], instr: bool| -> Vec<u32> {
+        v.iter()
+            .enumerate()
+            .filter(|(i, _)| (i % input >= feat) == instr)
+            .map(|(_, f)| f.to_bits())
+            .collect()
+    };
+    assert_eq!(
+        cols(&got_x, true),
+        cols(&x, true),
+        "{name}: forward wrote e"
+    );
+    check("cache", &got_cache, &want_cache);
+    for t in encoder_tensors(&d).as_slice() {
+        let r = t.offset..t.offset + t.len();
+        check(
+            &format!("d {}", t.name),
+            &got_grads[r.clone()],
+            &want_grads[r],
+        );
+    }
+    let got_dinstr: Vec<f32> = (0..samples)
+        .flat_map(|s| got_dx[s * input + feat..(s + 1) * input].to_vec())
+        .collect();
+    check("instruction gradient", &got_dinstr, &want_dinstr);
+    assert_eq!(
+        cols(&got_dx, false),
+        cols(&dx, false),
+        "{name}: backward wrote the features' gradients"
+    );
+    let bits = [&got_x, &got_cache, &got_dx, &got_grads, &down(&delta_dev)]
+        .iter()
+        .flat_map(|v| v.iter().map(|f| f.to_bits()))
+        .collect();
+    (worst, differ_all, bits)
 }

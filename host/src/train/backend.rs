@@ -565,7 +565,9 @@ mod tests {
     /// A rollout and an update through the CUDA backend's host code, with the kernels on the
     /// CPU emulator, against the CPU backend from the same state: the same actions and
     /// episodes, values and log-probabilities within 1e-4, parameters after the update within
-    /// 1e-4 (relative to max(|p|, 1e-2 max |p|) per tensor).
+    /// 1e-4 (relative to max(|p|, 1e-2 max |p|) per tensor). Also with the bag-of-words encoder
+    /// FiLM-conditioned on the instruction (its generator moved off the identity first, so the
+    /// rollout is modulated), against the CPU's batched FiLM path.
     #[test]
     fn gpu_rollout_and_update_match_the_cpu_backend_on_the_emulator() {
         use super::super::rollout;
@@ -580,9 +582,16 @@ mod tests {
                 return;
             }
         };
-        for mode in ["meta-rim", "lstm"] {
+        for (mode, film) in [
+            ("meta-rim", false),
+            ("lstm", false),
+            ("meta-rim", true),
+            ("joint", true),
+        ] {
             let cfg = TrainConfig {
                 mode: mode.into(),
+                encoder: film.then_some(metarim_core::nn::dims::EncoderKind::Bow),
+                film: film.then_some(true),
                 procs: 5,
                 frames_per_proc: 8,
                 recurrence: 4,
@@ -596,7 +605,24 @@ mod tests {
                 ..TrainConfig::device()
             };
             cfg.validate().unwrap();
-            let model = super::super::run::initial_model(&cfg).unwrap();
+            let mut model = super::super::run::initial_model(&cfg).unwrap();
+            assert_eq!(model.layout.dims().film, film);
+            let mut rng = Pcg32::new(0xf11);
+            for e in model
+                .layout
+                .entries()
+                .iter()
+                .filter(|e| e.name.contains(".film."))
+            {
+                for v in &mut model.params.group_mut(e.group)[e.range()] {
+                    *v = (rng.gen_f32() - 0.5) * 0.3;
+                }
+            }
+            let mode = if film {
+                format!("{mode} bow+FiLM")
+            } else {
+                mode.into()
+            };
             let tasks = Tasks::new(&cfg).unwrap();
             let slots: Vec<EnvSlot> = (0..cfg.procs)
                 .map(|i| EnvSlot::new(i, cfg.seed, &model, &tasks, cfg.frames_per_proc).unwrap())
