@@ -328,7 +328,7 @@ impl CudaPolicy {
 
     /// The compiled kernels' layout constants (`layout_info`) against the host's.
     fn check_layout(&self) -> Result<()> {
-        let out = DevBuf::<u32>::zeros(&self.exec, 25)?;
+        let out = DevBuf::<u32>::zeros(&self.exec, crate::layout::LAYOUT_LEN)?;
         self.run(LaunchCfg::linear(1, 32, 0), LayoutInfo { out: out.ptr() })?;
         let got = out.download()?;
         let want = self.ml.expected_info();

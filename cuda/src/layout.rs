@@ -19,8 +19,11 @@ pub const SMEM_LIMIT: usize = 48 * 1024;
 /// Loss terms per sample (`PpoTerms` fields).
 pub const N_TERMS: usize = 9;
 
+/// How many constants `layout_info` reports.
+pub const LAYOUT_LEN: usize = 28;
+
 /// The layout constants `layout_info` reports, in its order.
-pub const LAYOUT_FIELDS: [&str; 25] = [
+pub const LAYOUT_FIELDS: [&str; LAYOUT_LEN] = [
     "RIM_CACHE",
     "RIM_DELTA",
     "LSTM_CACHE",
@@ -46,6 +49,9 @@ pub const LAYOUT_FIELDS: [&str; 25] = [
     "INSTR_BWD_SMEM",
     "RNN_LEN",
     "N_TERMS",
+    "EP_FW",
+    "EC_FILM",
+    "ED_FILM",
 ];
 
 /// Every size and offset of `kernels/model.cuh` for one model, plus the samples per block.
@@ -389,7 +395,7 @@ impl ModelLayout {
     }
 
     /// The values `layout_info` must report, in [`LAYOUT_FIELDS`] order.
-    pub fn expected_info(&self) -> [u32; 25] {
+    pub fn expected_info(&self) -> [u32; LAYOUT_LEN] {
         let v = [
             self.rim_cache,
             self.rim_delta,
@@ -416,6 +422,9 @@ impl ModelLayout {
             self.instr_bwd_smem,
             self.rnn_len,
             N_TERMS,
+            self.ep_fw,
+            self.ec_film,
+            self.ed_film,
         ];
         v.map(|x| x as u32)
     }

@@ -373,7 +373,7 @@ fn bad_input_is_an_error_naming_it() {
     );
     // Typed arguments for another entry point are refused too.
     let typed = metarim_cuda::args::LayoutInfo {
-        out: DevBuf::<u32>::zeros(&exec, 25)
+        out: DevBuf::<u32>::zeros(&exec, metarim_cuda::layout::LAYOUT_LEN)
             .unwrap_or_else(|e| panic!("{e}"))
             .ptr(),
     };
