@@ -186,7 +186,8 @@ pub const TINY: ModelDims = ModelDims {
 /// attention sizes as Tiny's) and the bag-of-words encoder FiLM-conditioned on the
 /// instruction. It is the main job's preset (`metarim train` with no arguments): on
 /// BabyAI-GoToLocal-v0 it learns to follow the mission, where Tiny and Paper without FiLM learn
-/// a mission-blind sweep (docs/RESULTS.md, "The main job"). FiLM runs on the CPU backend only.
+/// a mission-blind sweep (docs/RESULTS.md, "The main job"). The CUDA kernels have FiLM
+/// too (emulator-verified).
 pub const SMALL: ModelDims = ModelDims {
     encoder: EncoderKind::Bow,
     conv_channels: [16, 32, 32],

@@ -172,7 +172,7 @@ impl Default for TrainConfig {
             word_dim: None,
             instr_hidden: None,
             head_hidden: None,
-            frames: 5_000_000,
+            frames: 6_000_000,
             seed: 1,
             threads: 0,
             procs: 64,
