@@ -267,6 +267,42 @@ fn zero_shot_smoke() {
 }
 
 #[test]
+fn grounding_smoke_reports_success_with_another_episodes_mission() {
+    let out = tmpdir("grounding");
+    let opts = options("grounding", 0.0002, &out);
+    let suite = Suite::load(&opts.suite, &opts.overrides).unwrap();
+    assert!(suite.eval.grounding);
+    assert_eq!(suite.arms.len(), 4);
+    let s = experiment::run(&opts).unwrap();
+    let md = check_outputs(
+        &s,
+        &suite,
+        "| arm | level | seeds | success (median) | 95% interval | another's mission (median) | 95% interval |",
+    );
+    for mode in ["meta-rim", "lstm", "joint", "reversed"] {
+        let row = format!("| GoToLocal-{mode} | GoToLocal | {SEEDS} |");
+        let line = md
+            .lines()
+            .find(|l| l.starts_with(&row))
+            .unwrap_or_else(|| panic!("no row {row:?}:\n{md}"));
+        // Seven cells: both success rates and both intervals are filled in.
+        assert_eq!(line.matches('|').count(), 8, "{line}");
+        assert!(!line.contains("| - |"), "{line}");
+    }
+    // Every run's result.json holds both evaluations, and says the check was on.
+    for run in plan(&suite, SEEDS, &out) {
+        let text = std::fs::read_to_string(run.dir.join("result.json")).unwrap();
+        let r: experiment::RunResult = serde_json::from_str(&text).unwrap();
+        assert!(r.eval_grounding);
+        let (w, (lo, hi)) = r.evals[0].swapped.expect("swapped-mission evaluation");
+        assert!(
+            (0.0..=1.0).contains(&w) && lo <= w && w <= hi,
+            "{w} {lo} {hi}"
+        );
+    }
+}
+
+#[test]
 fn ablations_smoke_resumes_an_interrupted_run() {
     let out = tmpdir("ablations");
     let opts = options("ablations", 0.0005, &out);

@@ -97,6 +97,10 @@ pub struct LevelEval {
     pub success_ci: (f64, f64),
     /// Mean return.
     pub mean_return: f64,
+    /// With `[eval] grounding`: the success rate of the same episodes with another episode's
+    /// mission shown to the policy, and its 95% Wilson interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swapped: Option<(f64, (f64, f64))>,
 }
 
 /// What a finished run records in its `result.json`.
@@ -118,6 +122,10 @@ pub struct RunResult {
     pub eval_seed: u64,
     /// Greedy evaluation.
     pub eval_argmax: bool,
+    /// Whether the evaluations include the grounding check (absent in results written
+    /// before the option existed: false).
+    #[serde(default)]
+    pub eval_grounding: bool,
     /// One per evaluation level, in the arm's order.
     pub evals: Vec<LevelEval>,
 }
@@ -256,6 +264,7 @@ pub fn finished_result(run: &PlannedRun, arm: &Arm, suite: &Suite) -> Option<Run
         && r.eval_episodes == suite.eval.episodes
         && r.eval_seed == suite.eval.seed
         && r.eval_argmax == suite.eval.argmax
+        && r.eval_grounding == suite.eval.grounding
         && levels == want;
     if !same {
         return None;
@@ -287,12 +296,24 @@ pub fn execute(run: &PlannedRun, arm: &Arm, suite: &Suite) -> Result<RunResult> 
         let level = crate::levels::lookup(id)?;
         let r = evaluate(&ck.model, &level, &eval_opts)
             .with_context(|| format!("evaluating on {id}"))?;
+        let swapped = if suite.eval.grounding {
+            let opts = EvalOptions {
+                swap_missions: true,
+                ..eval_opts.clone()
+            };
+            let w = evaluate(&ck.model, &level, &opts)
+                .with_context(|| format!("evaluating on {id} with swapped missions"))?;
+            Some((w.success, w.success_ci))
+        } else {
+            None
+        };
         evals.push(LevelEval {
             level: id.clone(),
             episodes: r.episodes,
             success: r.success,
             success_ci: r.success_ci,
             mean_return: r.mean_return,
+            swapped,
         });
     }
     let result = RunResult {
@@ -304,6 +325,7 @@ pub fn execute(run: &PlannedRun, arm: &Arm, suite: &Suite) -> Result<RunResult> 
         eval_episodes: suite.eval.episodes,
         eval_seed: suite.eval.seed,
         eval_argmax: suite.eval.argmax,
+        eval_grounding: suite.eval.grounding,
         evals,
     };
     let json = serde_json::to_string_pretty(&result).context("serialising the run result")?;

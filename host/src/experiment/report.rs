@@ -17,7 +17,7 @@ use super::metrics::{
     BOOTSTRAP_RESAMPLES,
 };
 use super::spec::{short_level, MetricKind, Overrides, Suite};
-use super::{run_dir_name, PlannedRun, RunResult};
+use super::{run_dir_name, LevelEval, PlannedRun, RunResult};
 use crate::plot::{
     write_banded_curves, write_heatmaps, BandPoint, BandSeries, HeatAxis, HeatPanel,
 };
@@ -355,22 +355,37 @@ fn eval_table(
     if arms.iter().all(|&a| s.arms[a].eval_levels.is_empty()) {
         return;
     }
+    let grounding = s.eval.grounding;
     let _ = writeln!(md, "Success rate, {what}:\n");
-    let _ = writeln!(
-        md,
-        "| arm | level | seeds | success (median) | 95% interval |"
-    );
-    let _ = writeln!(md, "|---|---|---|---|---|");
+    if grounding {
+        let _ = writeln!(
+            md,
+            "With another episode's mission shown to the policy (the grounding check): a policy \
+             that reads its instruction loses success there, one that ignores it does not.\n"
+        );
+        let _ = writeln!(
+            md,
+            "| arm | level | seeds | success (median) | 95% interval | another's mission (median) | 95% interval |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+    } else {
+        let _ = writeln!(
+            md,
+            "| arm | level | seeds | success (median) | 95% interval |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|---|");
+    }
     for &a in arms {
         for (li, level) in s.arms[a].eval_levels.iter().enumerate() {
-            let vals: Vec<f64> = by_arm[a]
+            let evals: Vec<&LevelEval> = by_arm[a]
                 .iter()
-                .filter_map(|d| d.result.evals.get(li).map(|e| e.success))
+                .filter_map(|d| d.result.evals.get(li))
                 .collect();
+            let vals: Vec<f64> = evals.iter().map(|e| e.success).collect();
             let (m, i) = stat_cells(&vals, rate);
             let trained =
                 s.metric == MetricKind::ZeroShot && s.arms[a].config.level_ids().contains(level);
-            let _ = writeln!(
+            let _ = write!(
                 md,
                 "| {} | {}{} | {} | {m} | {i} |",
                 s.arms[a].name,
@@ -378,6 +393,15 @@ fn eval_table(
                 if trained { " *" } else { "" },
                 vals.len()
             );
+            if grounding {
+                let swapped: Vec<f64> = evals
+                    .iter()
+                    .filter_map(|e| e.swapped.map(|(v, _)| v))
+                    .collect();
+                let (sm, si) = stat_cells(&swapped, rate);
+                let _ = write!(md, " {sm} | {si} |");
+            }
+            md.push('\n');
         }
     }
     md.push('\n');
@@ -498,7 +522,15 @@ fn runs_table(md: &mut String, ctx: &ReportContext, data: &[RunData]) {
             .result
             .evals
             .iter()
-            .map(|e| format!("{} {:.3}", short_level(&e.level), e.success))
+            .map(|e| match e.swapped {
+                Some((w, _)) => format!(
+                    "{} {:.3} (another's mission {:.3})",
+                    short_level(&e.level),
+                    e.success,
+                    w
+                ),
+                None => format!("{} {:.3}", short_level(&e.level), e.success),
+            })
             .collect();
         let _ = writeln!(
             md,

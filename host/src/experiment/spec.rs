@@ -141,6 +141,10 @@ pub struct EvalSpec {
     pub levels: Vec<String>,
     /// Take the most likely action instead of sampling.
     pub argmax: bool,
+    /// Also run each evaluation with every episode showing the policy another episode's
+    /// mission (`metarim eval`'s grounding check) and report both success rates: a policy
+    /// that ignores its instruction scores the same on both. Doubles the evaluation's cost.
+    pub grounding: bool,
 }
 
 impl Default for EvalSpec {
@@ -150,6 +154,7 @@ impl Default for EvalSpec {
             seed: 1_000_003,
             levels: Vec::new(),
             argmax: false,
+            grounding: false,
         }
     }
 }
