@@ -4,6 +4,7 @@
 //
 // Required defines (cuda/src/layout.rs `ModelDefines` passes them from a `ModelDims`):
 //   N_MOD K_ACT HID INPUT D_K D_V IN_HEADS C_HEADS C_K COMM     RIM cell (COMM 0/1)
+//   CELL_LSTM                                                     module cells (0: GRU, 1: LSTM)
 //   ENC_BOW BOW_DIM C0 C1 C2 FILM                                 observation encoder (FILM 0/1)
 //   WORD_DIM INSTR_H MAX_TOK VOCAB                                instruction encoder
 //   HEAD_H N_ACT                                                  actor / critic
@@ -15,7 +16,7 @@
 
 #if !defined(N_MOD) || !defined(K_ACT) || !defined(HID) || !defined(INPUT) || !defined(D_K) || \
     !defined(D_V) || !defined(IN_HEADS) || !defined(C_HEADS) || !defined(C_K) ||             \
-    !defined(COMM) || !defined(ENC_BOW) || !defined(BOW_DIM) || !defined(C0) ||               \
+    !defined(COMM) || !defined(CELL_LSTM) || !defined(ENC_BOW) || !defined(BOW_DIM) || !defined(C0) ||               \
     !defined(C1) || !defined(C2) || !defined(FILM) || !defined(WORD_DIM) ||                   \
     !defined(INSTR_H) || !defined(MAX_TOK) || !defined(VOCAB) || !defined(HEAD_H) ||          \
     !defined(N_ACT) || !defined(SPB_RIM) || !defined(SPB_LSTM) || !defined(SPB_HEADS)
@@ -23,16 +24,24 @@
 #endif
 
 // ---- RIM cell (core::nn::rim) ---------------------------------------------------------------
-#define NH (N_MOD * HID)                 // state width (GRU modules: h only)
+#define NH (N_MOD * HID)                 // all modules' hidden states h
+// The RIM state per sample: [h (NH) | c (NH)] with LSTM modules (core::nn::policy::state_len),
+// h only with GRU modules. Everything that reads or writes a state row uses this stride.
+#define RCL (CELL_LSTM ? NH : 0)         // cell-state width
+#define RSL (NH + RCL)                   // state row width
 #define QW (IN_HEADS * D_K)              // input-attention query width
 #define UW (IN_HEADS * D_V)              // module input width
 #define CW (COMM ? C_HEADS * C_K : 0)    // communication width
-#define G3H (3 * HID)                    // GRU gate rows
-// One module's RNN block: w_ih [3H x UW] | w_hh [3H x H] | b_ih [3H] | b_hh [3H].
-#define RNN_W_HH (G3H * UW)
-#define RNN_B_IH (RNN_W_HH + G3H * HID)
-#define RNN_B_HH (RNN_B_IH + G3H)
-#define RNN_LEN (RNN_B_HH + G3H)
+#define RGH ((CELL_LSTM ? 4 : 3) * HID)   // gate rows: GRU r, z, n; LSTM i, f, g, o
+// One module's RNN block (core::nn::rim::rnn_view): w_ih [RGH x UW] | w_hh [RGH x H] | b_ih [RGH] |
+// b_hh [RGH].
+#define RNN_W_HH (RGH * UW)
+#define RNN_B_IH (RNN_W_HH + RGH * HID)
+#define RNN_B_HH (RNN_B_IH + RGH)
+#define RNN_LEN (RNN_B_HH + RGH)
+// One module's RNN cache (what core::nn::ops::gru_forward / lstm_forward keep): GRU
+// [r | z | n | hn], LSTM [i | f | g | o | tanh(c')], H each, after the nonlinearities.
+#define RNN_CACHE ((CELL_LSTM ? 5 : 4) * HID)
 
 // Step cache (core::nn::rim::cache_layout, the same order and sizes).
 #define RC_MASK 0
@@ -43,7 +52,7 @@
 #define RC_AX (RC_Q + N_MOD * QW)
 #define RC_U (RC_AX + N_MOD * IN_HEADS)
 #define RC_RNN (RC_U + N_MOD * UW)
-#define RC_HT (RC_RNN + N_MOD * 4 * HID)
+#define RC_HT (RC_RNN + N_MOD * RNN_CACHE)
 #define RC_CQ (RC_HT + (COMM ? NH : 0))
 #define RC_CK (RC_CQ + N_MOD * CW)
 #define RC_CV (RC_CK + N_MOD * CW)
@@ -54,14 +63,15 @@
 #define RIM_CACHE (RC_TANH + (COMM ? NH : 0))
 
 // Backward deltas of one step (pre-activation gradients of every weight, for the wgrad
-// reductions): dkx [QW] | dvx [UW] | dq [N x QW] | gi [N x 3H] | gh [N x 3H] | dcq, dck, dcv
-// [N x CW each] | dpg, dpo [N x H each, communication only].
+// reductions): dkx [QW] | dvx [UW] | dq [N x QW] | gi [N x RGH] | gh [N x RGH] | dcq, dck, dcv
+// [N x CW each] | dpg, dpo [N x H each, communication only]. (LSTM modules: gi and gh are the
+// same gate gradients, kept twice so the reductions do not depend on the cell.)
 #define RD_DKX 0
 #define RD_DVX (RD_DKX + QW)
 #define RD_DQ (RD_DVX + UW)
 #define RD_GI (RD_DQ + N_MOD * QW)
-#define RD_GH (RD_GI + N_MOD * G3H)
-#define RD_DCQ (RD_GH + N_MOD * G3H)
+#define RD_GH (RD_GI + N_MOD * RGH)
+#define RD_DCQ (RD_GH + N_MOD * RGH)
 #define RD_DCK (RD_DCQ + N_MOD * CW)
 #define RD_DCV (RD_DCK + N_MOD * CW)
 #define RD_DPG (RD_DCV + N_MOD * CW)
@@ -155,9 +165,9 @@
 
 // ---- Shared memory per sample of the fused step kernels (floats) ----------------------------
 #define RF_SMEM (INPUT + NH + QW + UW + N_MOD * QW + N_MOD * IN_HEADS + 2 * N_MOD + N_MOD * UW + \
-                 NH + 4 * N_MOD * CW + N_MOD * C_HEADS * N_MOD)
-#define RB_SMEM (5 * NH + N_MOD + 4 * N_MOD * CW + N_MOD * C_HEADS * N_MOD + 2 * N_MOD * G3H +      \
-                 N_MOD * UW + N_MOD * IN_HEADS + N_MOD * QW + QW + UW)
+                 NH + 4 * N_MOD * CW + N_MOD * C_HEADS * N_MOD + RCL)
+#define RB_SMEM (5 * NH + N_MOD + 4 * N_MOD * CW + N_MOD * C_HEADS * N_MOD + 2 * N_MOD * RGH +       \
+                 N_MOD * UW + N_MOD * IN_HEADS + N_MOD * QW + QW + UW + RCL)
 #define LF_SMEM (INPUT + 2 * MW)
 #define LB_SMEM (4 * MW + 2 * MW)
 #define HF_SMEM (MW + 2 * HEAD_H)

@@ -82,6 +82,6 @@ extern "C" __global__ void layout_info(u32* __restrict__ out) {
                      HEADS_PARAMS, HEADS_CACHE, HEADS_DELTA,   RF_SMEM,        RB_SMEM,
                      LF_SMEM,    LB_SMEM,      HF_SMEM,        HB_SMEM,        ENC_FWD_SMEM,
                      ENC_BWD_SMEM, INSTR_FWD_SMEM, INSTR_BWD_SMEM, RNN_LEN,     N_TERMS,
-                     EP_FW,      EC_FILM,      ED_FILM};
+                     EP_FW,      EC_FILM,      ED_FILM,        RSL};
     for (u32 k = 0; k < sizeof(v) / sizeof(v[0]); ++k) out[k] = v[k];
 }

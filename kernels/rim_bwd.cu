@@ -1,5 +1,5 @@
 // metarim kernels: one RIM time step backward over a batch (core::nn::rim::rim_step_backward,
-// GRU modules, CommGrad::Blocked, no dropout), SPB_RIM samples per block.
+// GRU or LSTM modules (CELL_LSTM), CommGrad::Blocked, no dropout), SPB_RIM samples per block.
 //
 // Only the sequential part runs here: the gradients of the state and of the input, and the
 // pre-activation gradient of every weight ("deltas", model.cuh RD_*), stored per sample so the
@@ -8,7 +8,9 @@
 //
 // Blocked: an inactive module passes its state gradient through unchanged and receives nothing
 // through its discarded update or through its use as a communication key/value; the comm K/V
-// projection weights still get their gradient from every module (as in the core).
+// projection weights still get their gradient from every module (as in the core). With LSTM
+// modules the state is [h | c] and so are the carried gradients: dL/dc flows through the active
+// modules' cells (dc_{t-1} = dc_t' f) and straight through the inactive ones (their c was kept).
 //
 // Launch: grid ceil(batch / SPB_RIM), any block size, SPB_RIM * RB_SMEM floats of dynamic
 // shared memory.
@@ -27,22 +29,24 @@
 #define SB_DCQ (SB_DCV + N_MOD * CW)
 #define SB_DS (SB_DCQ + N_MOD * CW)
 #define SB_GI (SB_DS + N_MOD * C_HEADS * N_MOD)
-#define SB_GH (SB_GI + N_MOD * G3H)
-#define SB_DU (SB_GH + N_MOD * G3H)
+#define SB_GH (SB_GI + N_MOD * RGH)
+#define SB_DU (SB_GH + N_MOD * RGH)
 #define SB_DSC (SB_DU + N_MOD * UW)
 #define SB_DQ (SB_DSC + N_MOD * IN_HEADS)
 #define SB_DKX (SB_DQ + N_MOD * QW)
 #define SB_DVX (SB_DKX + QW)
-#if SB_DVX + UW != RB_SMEM
+#define SB_DC (SB_DVX + UW)  // LSTM modules: dL/dc_t, then dL/dc_{t-1} (empty for GRU)
+#if SB_DC + RCL != RB_SMEM
 #error "rim_bwd.cu: shared-memory layout disagrees with RB_SMEM"
 #endif
 
 // Parameters: the nine RIM tensors, then
-//   state_in [batch x NH] (the state the forward read), cache [batch x RIM_CACHE],
-//   dh_loss [batch x NH] (gradient of the loss through the heads w.r.t. this step's output),
-//   carry [batch x NH] (gradient arriving from step t + 1; null for none; may alias carry_out),
+//   state_in [batch x RSL] (the state [h | c] the forward read), cache [batch x RIM_CACHE],
+//   dh_loss [batch x NH] (gradient of the loss through the heads w.r.t. this step's output h),
+//   carry [batch x RSL] (gradient w.r.t. this step's output state [h | c], arriving from step
+//   t + 1; null for none; may alias carry_out: it is read completely in B0, before any write),
 //   reset [batch] (1: this step started an episode, so nothing flows into step t - 1; may be
-//   null), carry_out [batch x NH] (dL/dh_{t-1}), dx [batch x INPUT] (dL/dx_t),
+//   null), carry_out [batch x RSL] (dL/d state_{t-1}), dx [batch x INPUT] (dL/dx_t),
 //   delta [batch x RIM_DELTA].
 extern "C" __global__ void rim_bwd_step(const float* __restrict__ w_k,
                                         const float* __restrict__ w_v,
@@ -66,7 +70,8 @@ extern "C" __global__ void rim_bwd_step(const float* __restrict__ w_k,
     const float inv_dk = inv_sqrt_ref(D_K);
 
     // B0: dL/dh_t, the activity mask; step 5 (masked update): active modules' gradient goes to
-    // h', inactive ones' straight to h_{t-1}.
+    // h', inactive ones' straight to h_{t-1}. LSTM modules: dL/dc_t into SB_DC (an inactive
+    // module's is already dL/dc_{t-1}; an active one's is replaced in B6).
     for (u32 it = tid; it < SPB_RIM * (NH + N_MOD); it += nt) {
         const u32 s = it % SPB_RIM;
         const u32 r = it / SPB_RIM;
@@ -76,11 +81,14 @@ extern "C" __global__ void rim_bwd_step(const float* __restrict__ w_k,
         const float* C = cache + (u64)b * RIM_CACHE;
         if (r < NH) {
             const u32 i = r / HID;
-            const float d = dh_loss[(u64)b * NH + r] + (carry ? carry[(u64)b * NH + r] : 0.0f);
+            const float d = dh_loss[(u64)b * NH + r] + (carry ? carry[(u64)b * RSL + r] : 0.0f);
             const bool on = C[RC_MASK + i] > 0.0f;
             S[SB_DHO + r] = d;
             S[SB_DHT + r] = on ? d : 0.0f;
             S[SB_DHP + r] = on ? 0.0f : d;
+#if CELL_LSTM
+            S[SB_DC + r] = carry ? carry[(u64)b * RSL + NH + r] : 0.0f;
+#endif
         } else {
             const u32 i = r - NH;
             S[SB_MASK + i] = C[RC_MASK + i] > 0.0f ? 1.0f : 0.0f;
@@ -232,6 +240,49 @@ extern "C" __global__ void rim_bwd_step(const float* __restrict__ w_k,
     __syncthreads();
 #endif
 
+#if CELL_LSTM
+    // B6: LSTM gate gradients of the active modules (core::nn::ops::lstm_backward, the same
+    // products in the same order): dc~ = dc' + dh~ o (1 - tanh(c')^2), the four gates'
+    // pre-activation gradients, dc_{t-1} = dc~ f (started from zero, as the core's d_prev).
+    // The input and hidden products see the same gradients, so gi and gh are equal.
+    for (u32 it = tid; it < SPB_RIM * NH; it += nt) {
+        const u32 s = it % SPB_RIM;
+        const u32 r = it / SPB_RIM;
+        const u32 b = b0 + s;
+        if (b >= batch) continue;
+        float* S = sm + s * RB_SMEM;
+        const float* C = cache + (u64)b * RIM_CACHE;
+        float* D = delta + (u64)b * RIM_DELTA;
+        const u32 m = r / HID;
+        const u32 u = r % HID;
+        float da[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        if (S[SB_MASK + m] != 0.0f) {
+            const float* rc = C + RC_RNN + m * RNN_CACHE;
+            const float ig = rc[u], fg = rc[HID + u], gg = rc[2 * HID + u], og = rc[3 * HID + u];
+            const float t = rc[4 * HID + u];
+            const float dho = S[SB_DHT + r];
+            const float dct = S[SB_DC + r] + dho * og * (1.0f - t * t);
+            const float cu = state_in[(u64)b * RSL + NH + r];
+            da[0] = dct * gg * ig * (1.0f - ig);
+            da[1] = dct * cu * fg * (1.0f - fg);
+            da[2] = dct * ig * (1.0f - gg * gg);
+            da[3] = dho * t * og * (1.0f - og);
+            S[SB_DC + r] = 0.0f + dct * fg;
+        }
+        float* gi = S + SB_GI + m * RGH;
+        float* gh = S + SB_GH + m * RGH;
+        float* dgi = D + RD_GI + m * RGH;
+        float* dgh = D + RD_GH + m * RGH;
+        for (u32 q = 0; q < 4; ++q) {
+            gi[q * HID + u] = da[q];
+            gh[q * HID + u] = da[q];
+            dgi[q * HID + u] = da[q];
+            dgh[q * HID + u] = da[q];
+        }
+    }
+    __syncthreads();
+
+#else
     // B6: GRU gate gradients of the active modules (core::nn::ops::gru_gate_grads).
     for (u32 it = tid; it < SPB_RIM * NH; it += nt) {
         const u32 s = it % SPB_RIM;
@@ -243,14 +294,14 @@ extern "C" __global__ void rim_bwd_step(const float* __restrict__ w_k,
         float* D = delta + (u64)b * RIM_DELTA;
         const u32 m = r / HID;
         const u32 u = r % HID;
-        float* gi = S + SB_GI + m * G3H;
-        float* gh = S + SB_GH + m * G3H;
+        float* gi = S + SB_GI + m * RGH;
+        float* gh = S + SB_GH + m * RGH;
         float da_r = 0.0f, da_z = 0.0f, da_n = 0.0f, gh_n = 0.0f;
         if (S[SB_MASK + m] != 0.0f) {
-            const float* rc = C + RC_RNN + m * 4 * HID;
+            const float* rc = C + RC_RNN + m * RNN_CACHE;
             const float d = S[SB_DHT + r];
             const float rg = rc[u], zg = rc[HID + u], ng = rc[2 * HID + u], hn = rc[3 * HID + u];
-            const float hu = state_in[(u64)b * NH + r];
+            const float hu = state_in[(u64)b * RSL + r];
             const float dn = d * (1.0f - zg);
             const float dz = d * (hu - ng);
             da_n = dn * (1.0f - ng * ng);
@@ -266,8 +317,8 @@ extern "C" __global__ void rim_bwd_step(const float* __restrict__ w_k,
         gh[u] = da_r;
         gh[HID + u] = da_z;
         gh[2 * HID + u] = gh_n;
-        float* dgi = D + RD_GI + m * G3H;
-        float* dgh = D + RD_GH + m * G3H;
+        float* dgi = D + RD_GI + m * RGH;
+        float* dgh = D + RD_GH + m * RGH;
         dgi[u] = da_r;
         dgi[HID + u] = da_z;
         dgi[2 * HID + u] = da_n;
@@ -276,6 +327,8 @@ extern "C" __global__ void rim_bwd_step(const float* __restrict__ w_k,
         dgh[2 * HID + u] = gh_n;
     }
     __syncthreads();
+
+#endif
 
     // B7: du = W_ih^T gi; dh_{t-1} += W_hh^T gh (active modules).
     for (u32 it = tid; it < SPB_RIM * (N_MOD * UW + NH); it += nt) {
@@ -290,8 +343,8 @@ extern "C" __global__ void rim_bwd_step(const float* __restrict__ w_k,
             float acc = 0.0f;
             if (S[SB_MASK + m] != 0.0f) {
                 const float* w = rnn + (u64)m * RNN_LEN;
-                for (u32 row = 0; row < G3H; ++row) {
-                    const float g = S[SB_GI + m * G3H + row];
+                for (u32 row = 0; row < RGH; ++row) {
+                    const float g = S[SB_GI + m * RGH + row];
                     if (g != 0.0f) acc += g * w[(u64)row * UW + e];
                 }
             }
@@ -303,8 +356,8 @@ extern "C" __global__ void rim_bwd_step(const float* __restrict__ w_k,
             if (S[SB_MASK + m] == 0.0f) continue;
             const float* w = rnn + (u64)m * RNN_LEN + RNN_W_HH;
             float acc = S[SB_DHP + q];
-            for (u32 row = 0; row < G3H; ++row) {
-                const float g = S[SB_GH + m * G3H + row];
+            for (u32 row = 0; row < RGH; ++row) {
+                const float g = S[SB_GH + m * RGH + row];
                 if (g != 0.0f) acc += g * w[row * HID + h];
             }
             S[SB_DHP + q] = acc;
@@ -375,8 +428,8 @@ extern "C" __global__ void rim_bwd_step(const float* __restrict__ w_k,
     __syncthreads();
 
     // B10: dh_{t-1} += W_q^T dq (active modules), written out (zero if this step started an
-    // episode); dx = W_k^T dkx + W_v^T dvx.
-    for (u32 it = tid; it < SPB_RIM * (NH + INPUT); it += nt) {
+    // episode); dx = W_k^T dkx + W_v^T dvx; LSTM modules: dc_{t-1} written out (zero likewise).
+    for (u32 it = tid; it < SPB_RIM * (NH + INPUT + RCL); it += nt) {
         const u32 s = it % SPB_RIM;
         const u32 r = it / SPB_RIM;
         const u32 b = b0 + s;
@@ -393,7 +446,10 @@ extern "C" __global__ void rim_bwd_step(const float* __restrict__ w_k,
                     if (d != 0.0f) acc += d * w[q * HID + h];
                 }
             }
-            carry_out[(u64)b * NH + r] = (reset && reset[b]) ? 0.0f : acc;
+            carry_out[(u64)b * RSL + r] = (reset && reset[b]) ? 0.0f : acc;
+        } else if (r >= NH + INPUT) {
+            const u32 q = r - NH - INPUT;
+            carry_out[(u64)b * RSL + NH + q] = (reset && reset[b]) ? 0.0f : S[SB_DC + q];
         } else {
             const u32 e = r - NH;
             float acc = 0.0f;

@@ -1,6 +1,7 @@
-// metarim kernels: one fused RIM time step forward over a batch (core::nn::rim::rim_step_forward
-// for GRU modules, no dropout): input attention, top-k selection, per-module GRU, communication
-// attention and the masked update, for SPB_RIM samples per block.
+// metarim kernels: one fused RIM time step forward over a batch (core::nn::rim::rim_step_forward,
+// no dropout): input attention, top-k selection, per-module GRU or LSTM (CELL_LSTM), communication
+// attention and the masked update (of h, and of c with LSTM modules), for SPB_RIM samples per
+// block.
 //
 // Every product is the CPU's: the same 8-lane dot (common.cuh), the same association of every
 // sum and the same selection rule (least null attention; ties to the lower index; NaN last), so
@@ -29,7 +30,8 @@
 #define SF_CV (SF_CK + N_MOD * CW)
 #define SF_O (SF_CV + N_MOD * CW)
 #define SF_P (SF_O + N_MOD * CW)
-#if SF_P + N_MOD * C_HEADS * N_MOD != RF_SMEM
+#define SF_C (SF_P + N_MOD * C_HEADS * N_MOD)  // cell state read (LSTM modules; empty for GRU)
+#if SF_C + RCL != RF_SMEM
 #error "rim_fwd.cu: shared-memory layout disagrees with RF_SMEM"
 #endif
 
@@ -43,9 +45,9 @@ __device__ __forceinline__ bool ranks_before(float a, float b) {
 
 // Parameters: the nine RIM tensors (per-module ones module-major; without communication the
 // five comm pointers are not read), then
-//   x [batch x INPUT], h_src [batch x NH] (the previous state; may alias h_out),
+//   x [batch x INPUT], h_src [batch x RSL] (the previous state [h | c]; may alias h_out),
 //   reset [batch] (1: the step starts an episode, the state read is zeros; may be null),
-//   state_in [batch x NH] (receives the state read; may be null), h_out [batch x NH],
+//   state_in [batch x RSL] (receives the state read; may be null), h_out [batch x RSL],
 //   cache [batch x RIM_CACHE], active_bits [batch] (bit i: module i active; may be null).
 extern "C" __global__ void rim_fwd_step(const float* __restrict__ w_k,
                                         const float* __restrict__ w_v,
@@ -69,7 +71,8 @@ extern "C" __global__ void rim_fwd_step(const float* __restrict__ w_k,
     const float inv_heads = 1.0f / (float)IN_HEADS;
 
     // P0: inputs and the state read (zeros at an episode start).
-    for (u32 it = tid; it < SPB_RIM * (INPUT + NH); it += nt) {
+    // (h_src is read completely here, before any write to h_out: the two may alias.)
+    for (u32 it = tid; it < SPB_RIM * (INPUT + RSL); it += nt) {
         const u32 s = it % SPB_RIM;
         u32 k = it / SPB_RIM;
         const u32 b = b0 + s;
@@ -79,9 +82,10 @@ extern "C" __global__ void rim_fwd_step(const float* __restrict__ w_k,
             S[SF_X + k] = x[(u64)b * INPUT + k];
         } else {
             k -= INPUT;
-            const float v = (reset && reset[b]) ? 0.0f : h_src[(u64)b * NH + k];
-            S[SF_H + k] = v;
-            if (state_in) state_in[(u64)b * NH + k] = v;
+            const float v = (reset && reset[b]) ? 0.0f : h_src[(u64)b * RSL + k];
+            // [h | c]: h to SF_H, c (LSTM modules) to SF_C.
+            S[k < NH ? SF_H + k : SF_C + (k - NH)] = v;
+            if (state_in) state_in[(u64)b * RSL + k] = v;
         }
     }
     __syncthreads();
@@ -165,6 +169,58 @@ extern "C" __global__ void rim_fwd_step(const float* __restrict__ w_k,
     }
     __syncthreads();
 
+#if CELL_LSTM
+    // P4: per-module LSTM (core::nn::ops::lstm_forward; the same modules as for a GRU), then the
+    // masked update of the cell state: c' = c~ for active modules, an inactive one keeps c
+    // bit-exactly (the communication below only changes h).
+    for (u32 it = tid; it < SPB_RIM * NH; it += nt) {
+        const u32 s = it % SPB_RIM;
+        const u32 r = it / SPB_RIM;
+        const u32 b = b0 + s;
+        if (b >= batch) continue;
+        float* S = sm + s * RF_SMEM;
+        float* C = cache + (u64)b * RIM_CACHE;
+        float* c_out = h_out + (u64)b * RSL + NH;
+        const u32 i = r / HID;
+        const u32 u = r % HID;
+        float* rc = C + RC_RNN + i * RNN_CACHE;
+        const bool on = S[SF_MASK + i] != 0.0f;
+        if (!COMM && !on) {
+            for (u32 q = 0; q < 5; ++q) rc[q * HID + u] = 0.0f;
+            c_out[r] = S[SF_C + r];
+            continue;
+        }
+        const float* p = rnn + (u64)i * RNN_LEN;
+        const float* ui = S + SF_U + i * UW;
+        const float* hi = S + SF_H + i * HID;
+        const float* whh = p + RNN_W_HH;
+        // Pre-activations as the core sums them: (b_ih + W_ih u) + W_hh h, then + b_hh.
+        float a[4];
+        for (u32 q = 0; q < 4; ++q) {
+            const u32 row = q * HID + u;
+            a[q] = ((p[RNN_B_IH + row] + dot8(p + (u64)row * UW, ui, UW)) +
+                    dot8(whh + (u64)row * HID, hi, HID)) +
+                   p[RNN_B_HH + row];
+        }
+        const float ig = sigmoidf_ref(a[0]);
+        const float fg = sigmoidf_ref(a[1]);
+        const float gg = tanhf(a[2]);
+        const float og = sigmoidf_ref(a[3]);
+        const float cu = fg * S[SF_C + r] + ig * gg;
+        const float t = tanhf(cu);
+        rc[u] = ig;
+        rc[HID + u] = fg;
+        rc[2 * HID + u] = gg;
+        rc[3 * HID + u] = og;
+        rc[4 * HID + u] = t;
+        const float ht = og * t;
+        S[SF_HT + r] = ht;
+        if (COMM) C[RC_HT + r] = ht;
+        c_out[r] = on ? cu : S[SF_C + r];
+    }
+    __syncthreads();
+
+#else
     // P4: per-module GRU (every module with communication: its h~ is read as key and value;
     // only the active ones without).
     for (u32 it = tid; it < SPB_RIM * NH; it += nt) {
@@ -176,7 +232,7 @@ extern "C" __global__ void rim_fwd_step(const float* __restrict__ w_k,
         float* C = cache + (u64)b * RIM_CACHE;
         const u32 i = r / HID;
         const u32 u = r % HID;
-        float* rc = C + RC_RNN + i * 4 * HID;
+        float* rc = C + RC_RNN + i * RNN_CACHE;
         if (!COMM && S[SF_MASK + i] == 0.0f) {
             rc[u] = 0.0f;
             rc[HID + u] = 0.0f;
@@ -205,6 +261,8 @@ extern "C" __global__ void rim_fwd_step(const float* __restrict__ w_k,
         if (COMM) C[RC_HT + r] = ht;
     }
     __syncthreads();
+
+#endif
 
 #if COMM
     // P5: communication keys and values of every module, queries of the active ones.
@@ -307,7 +365,7 @@ extern "C" __global__ void rim_fwd_step(const float* __restrict__ w_k,
 #else
         if (on) out = S[SF_HT + r];
 #endif
-        h_out[(u64)b * NH + r] = out;
+        h_out[(u64)b * RSL + r] = out;
     }
     if (active_bits) {
         for (u32 s = tid; s < SPB_RIM; s += nt) {

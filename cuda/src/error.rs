@@ -38,7 +38,7 @@ pub enum Error {
     },
     /// The CPU reference rejected the same input (e.g. overlapping ranges).
     Core(metarim_core::Error),
-    /// Something the GPU kernels do not implement (e.g. LSTM cells inside the RIM).
+    /// Something the GPU kernels do not implement (e.g. more than 16 RIM modules).
     Unsupported {
         /// What.
         what: String,

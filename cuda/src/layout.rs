@@ -20,7 +20,7 @@ pub const SMEM_LIMIT: usize = 48 * 1024;
 pub const N_TERMS: usize = 9;
 
 /// How many constants `layout_info` reports.
-pub const LAYOUT_LEN: usize = 28;
+pub const LAYOUT_LEN: usize = 29;
 
 /// The layout constants `layout_info` reports, in its order.
 pub const LAYOUT_FIELDS: [&str; LAYOUT_LEN] = [
@@ -52,6 +52,7 @@ pub const LAYOUT_FIELDS: [&str; LAYOUT_LEN] = [
     "EP_FW",
     "EC_FILM",
     "ED_FILM",
+    "RSL",
 ];
 
 /// Every size and offset of `kernels/model.cuh` for one model, plus the samples per block.
@@ -67,7 +68,9 @@ pub struct ModelLayout {
     pub qw: usize,
     pub uw: usize,
     pub cw: usize,
-    pub g3h: usize,
+    pub rsl: usize,
+    pub rgh: usize,
+    pub rnn_cache: usize,
     pub rnn_w_hh: usize,
     pub rnn_b_ih: usize,
     pub rnn_b_hh: usize,
@@ -151,15 +154,10 @@ fn samples_per_block(floats_per_sample: usize, cap: usize) -> Result<usize> {
 }
 
 impl ModelLayout {
-    /// The layout of `dims`; errors for what the kernels do not implement (LSTM cells inside the
-    /// RIM, more than [`MAX_MODULES`] modules, blocks that do not fit in shared memory).
+    /// The layout of `dims`; errors for what the kernels do not implement (more than
+    /// [`MAX_MODULES`] modules, blocks that do not fit in shared memory).
     pub fn new(dims: &ModelDims) -> Result<ModelLayout> {
         let r = &dims.rim;
-        if dims.memory == MemoryKind::Rim && r.cell != CellKind::Gru {
-            return Err(unsupported(
-                "RIM modules with LSTM cells (the kernels implement GRU modules)".into(),
-            ));
-        }
         if r.n_modules == 0 || r.n_modules > MAX_MODULES || r.k_active == 0 {
             return Err(unsupported(format!(
                 "{} modules, {} active (the kernels take 1..={MAX_MODULES} modules)",
@@ -181,11 +179,17 @@ impl ModelLayout {
             0
         };
         let comm_nh = if r.communication { nh } else { 0 };
-        let g3h = 3 * hid;
-        let rnn_w_hh = g3h * uw;
-        let rnn_b_ih = rnn_w_hh + g3h * hid;
-        let rnn_b_hh = rnn_b_ih + g3h;
-        let rnn_len = rnn_b_hh + g3h;
+        // Module cells: the LSTM's four gates and five cached vectors per unit against the
+        // GRU's three and four; its cell state c follows h in the state row.
+        let lstm = r.cell == CellKind::Lstm;
+        let rcl = if lstm { nh } else { 0 };
+        let rsl = nh + rcl;
+        let rgh = if lstm { 4 * hid } else { 3 * hid };
+        let rnn_cache = if lstm { 5 * hid } else { 4 * hid };
+        let rnn_w_hh = rgh * uw;
+        let rnn_b_ih = rnn_w_hh + rgh * hid;
+        let rnn_b_hh = rnn_b_ih + rgh;
+        let rnn_len = rnn_b_hh + rgh;
         // Step cache.
         let rc_kx = 2 * n;
         let rc_vx = rc_kx + qw;
@@ -193,7 +197,7 @@ impl ModelLayout {
         let rc_ax = rc_q + n * qw;
         let rc_u = rc_ax + n * r.in_heads;
         let rc_rnn = rc_u + n * uw;
-        let rc_ht = rc_rnn + n * 4 * hid;
+        let rc_ht = rc_rnn + n * rnn_cache;
         let rc_cq = rc_ht + comm_nh;
         let rc_p = rc_cq + 3 * n * cw;
         let rc_o = rc_p
@@ -209,8 +213,8 @@ impl ModelLayout {
         let rd_dvx = qw;
         let rd_dq = rd_dvx + uw;
         let rd_gi = rd_dq + n * qw;
-        let rd_gh = rd_gi + n * g3h;
-        let rd_dcq = rd_gh + n * g3h;
+        let rd_gh = rd_gi + n * rgh;
+        let rd_dcq = rd_gh + n * rgh;
         let rd_dck = rd_dcq + n * cw;
         let rd_dcv = rd_dck + n * cw;
         let rd_dpg = rd_dcv + n * cw;
@@ -281,17 +285,19 @@ impl ModelLayout {
             + n * uw
             + nh
             + 4 * n * cw
-            + n * r.c_heads * n;
+            + n * r.c_heads * n
+            + rcl;
         let rb_smem = 5 * nh
             + n
             + 4 * n * cw
             + n * r.c_heads * n
-            + 2 * n * g3h
+            + 2 * n * rgh
             + n * uw
             + n * r.in_heads
             + n * qw
             + qw
-            + uw;
+            + uw
+            + rcl;
         let lf_smem = r.input + 2 * mw;
         let lb_smem = 6 * mw;
         let hf_smem = mw + 2 * hh;
@@ -326,7 +332,9 @@ impl ModelLayout {
             qw,
             uw,
             cw,
-            g3h,
+            rsl,
+            rgh,
+            rnn_cache,
             rnn_w_hh,
             rnn_b_ih,
             rnn_b_hh,
@@ -425,14 +433,16 @@ impl ModelLayout {
             self.ep_fw,
             self.ec_film,
             self.ed_film,
+            self.rsl,
         ];
         v.map(|x| x as u32)
     }
 
-    /// The state width (`[h | c]` for the LSTM memory).
+    /// The state width (`[h | c]` for the LSTM memory and for RIM modules with LSTM cells;
+    /// `core::nn::policy::state_len`).
     pub fn state_len(&self) -> usize {
         match self.dims.memory {
-            MemoryKind::Rim => self.nh,
+            MemoryKind::Rim => self.rsl,
             MemoryKind::Lstm => 2 * self.mw,
         }
     }
@@ -441,7 +451,7 @@ impl ModelLayout {
     pub fn defines(&self) -> Vec<Define> {
         let d = &self.dims;
         let r = &d.rim;
-        let list: [(&str, usize); 25] = [
+        let list: [(&str, usize); 26] = [
             ("N_MOD", r.n_modules),
             ("K_ACT", r.k_active),
             ("HID", r.hidden),
@@ -452,6 +462,7 @@ impl ModelLayout {
             ("C_HEADS", r.c_heads),
             ("C_K", r.c_k),
             ("COMM", usize::from(r.communication)),
+            ("CELL_LSTM", usize::from(r.cell == CellKind::Lstm)),
             ("ENC_BOW", usize::from(d.encoder == EncoderKind::Bow)),
             ("BOW_DIM", d.bow_dim),
             ("C0", d.conv_channels[0]),
@@ -486,18 +497,22 @@ mod tests {
     };
     use metarim_core::nn::heads::{heads_cache_len, heads_param_len};
     use metarim_core::nn::instr::{instr_cache_len, instr_param_len};
-    use metarim_core::nn::rim::{rnn_module_len, step_cache_len};
+    use metarim_core::nn::policy::state_len;
+    use metarim_core::nn::rim::{rnn_gates, rnn_module_len, step_cache_len};
 
     #[test]
     fn sizes_equal_the_cores() {
         for mut d in [PAPER, TINY] {
-            for (bow, comm, film) in [
-                (false, true, false),
-                (true, false, false),
-                (true, true, true),
-                (false, false, true),
+            for (bow, comm, film, cell) in [
+                (false, true, false, CellKind::Gru),
+                (true, false, false, CellKind::Gru),
+                (true, true, true, CellKind::Gru),
+                (false, false, true, CellKind::Gru),
+                (false, true, false, CellKind::Lstm),
+                (true, false, true, CellKind::Lstm),
             ] {
                 d.film = film;
+                d.rim.cell = cell;
                 d.encoder = if bow {
                     EncoderKind::Bow
                 } else {
@@ -507,6 +522,8 @@ mod tests {
                 let l = ModelLayout::new(&d).unwrap();
                 assert_eq!(l.rim_cache, step_cache_len(&d.rim));
                 assert_eq!(l.rnn_len, rnn_module_len(&d.rim));
+                assert_eq!(l.rgh, rnn_gates(&d.rim) * d.rim.hidden);
+                assert_eq!(l.state_len(), state_len(&d));
                 assert_eq!(l.enc_params, encoder_param_len(&d));
                 assert_eq!(l.enc_cache, encoder_cache_len(&d));
                 let cl = encoder_cache_layout(&d);
@@ -524,15 +541,22 @@ mod tests {
         }
         let l = ModelLayout::new(&PAPER).unwrap();
         assert_eq!(l.spb_rim, 1, "Paper: one sample per block");
-        assert_eq!(l.defines().len(), 25);
+        assert_eq!(l.defines().len(), 26);
     }
 
     #[test]
     fn unsupported_models_are_errors() {
+        // RIM modules with LSTM cells are implemented (they were refused before the kernels had
+        // them): four gates, five cached vectors per unit, the state [h | c].
         let mut d = TINY;
         d.rim.cell = CellKind::Lstm;
-        let e = ModelLayout::new(&d).unwrap_err().to_string();
-        assert!(e.contains("LSTM cells"), "{e}");
+        let l = ModelLayout::new(&d).unwrap();
+        assert_eq!((l.rgh, l.rnn_cache), (4 * l.hid, 5 * l.hid));
+        assert_eq!((l.rsl, l.state_len()), (2 * l.nh, 2 * l.nh));
+        assert!(l
+            .defines()
+            .iter()
+            .any(|x| x.name == "CELL_LSTM" && x.value == "1u"));
         // The FiLM encoder is implemented (it was refused before the kernels had it).
         let d = ModelDims { film: true, ..TINY };
         let l = ModelLayout::new(&d).unwrap();

@@ -192,10 +192,21 @@ fn film_encoder_kernels_match_the_core() {
 #[test]
 fn film_gradient_pass_matches_chunk_backward() {
     let Some(emu) = emu_exec() else { return };
+    pass_parity_under_every_order(&emu, &film_configs(false), &MODES);
+}
+
+/// The gradient pass of each config and mode against `Policy::chunk_backward` (gradients,
+/// loss, frames, module activity), and bit-identical under every thread order.
+fn pass_parity_under_every_order(
+    emu: &Arc<EmuExec>,
+    configs: &[(&str, metarim_core::nn::dims::ModelDims)],
+    modes: &[Mode],
+) -> f64 {
     let exec: Arc<dyn Exec> = emu.clone();
-    for (name, dims) in film_configs(false) {
-        for mode in MODES {
-            let (layout, params) = model(&dims, mode, 3);
+    let mut worst_all = 0.0f64;
+    for (name, dims) in configs {
+        for &mode in modes {
+            let (layout, params) = model(dims, mode, 3);
             let chunks = minibatch(layout.dims(), 3, 5, 0.2, 7);
             let (want, want_stats) = cpu_grads(&layout, &params, &chunks);
             let mut runs = Vec::new();
@@ -211,6 +222,7 @@ fn film_gradient_pass_matches_chunk_backward() {
             let (got, stats, counts) = &runs[0];
             let what = format!("{name} {}", mode.name());
             let worst = compare_tensors(&what, &layout, got, &want, TOL);
+            worst_all = worst_all.max(worst);
             let loss_err = scalar_rel(stats.terms[0], f64::from(want_stats.sum.loss));
             println!("{what}: gradients max rel {worst:.2e}, loss {loss_err:.2e}");
             assert!(loss_err <= TOL, "{what}: loss");
@@ -233,6 +245,7 @@ fn film_gradient_pass_matches_chunk_backward() {
             }
         }
     }
+    worst_all
 }
 
 /// One PPO update per mode with the FiLM encoder against the host trainer's arithmetic.
@@ -256,6 +269,74 @@ fn film_acting_matches_policy_step() {
             let e = act_parity(&exec, &dims, mode, 5, 6);
             println!("{name} {}: acting max rel {e:.2e}", mode.name());
         }
+    }
+}
+
+/// RIM modules with LSTM cells (state `[h | c]`, dL/dc carried across steps): the whole
+/// gradient pass in every mode that uses a RIM against `Policy::chunk_backward`, bit-identical
+/// under every thread order.
+#[test]
+fn lstm_cell_gradient_pass_matches_chunk_backward() {
+    let Some(emu) = emu_exec() else { return };
+    let worst = pass_parity_under_every_order(&emu, &lstm_cell_configs(false), &RIM_MODES);
+    println!("LSTM cells: worst gradient error {worst:.2e}");
+}
+
+/// The RIM step kernels on their own against the core's step forward and backward, with LSTM
+/// cells (and GRU cells, through the same launches): states `[h | c]` read and written (in
+/// place, as acting does), the step cache, the carried `[dh | dc]`, the input gradient and the
+/// module RNNs' weight gradients from the deltas; identical under every thread order.
+#[test]
+fn rim_step_kernels_match_the_core() {
+    let Some(emu) = emu_exec() else { return };
+    let exec: Arc<dyn Exec> = emu.clone();
+    let mut configs = lstm_cell_configs(false);
+    configs.push(("Tiny", metarim_core::nn::dims::TINY));
+    configs.push(("small-comm", small_dims(false, false)));
+    for (name, dims) in configs {
+        let mut runs = Vec::new();
+        for order in [
+            ThreadOrder::Ascending,
+            ThreadOrder::Descending,
+            ThreadOrder::Shuffled(0x57e9),
+        ] {
+            emu.set_thread_order(order);
+            let (worst, differ, bits) = rim_step_kernels_parity(&exec, name, &dims, 11, 0x57e9);
+            println!("{name} {order:?}: RIM step kernels max rel {worst:.2e}, {differ} differ");
+            runs.push(bits);
+        }
+        emu.set_thread_order(ThreadOrder::Ascending);
+        assert!(
+            runs.iter().all(|r| *r == runs[0]),
+            "{name}: the RIM step kernels depend on the thread order"
+        );
+    }
+}
+
+/// One PPO update per RIM mode with LSTM-cell modules against the host trainer's arithmetic.
+#[test]
+fn lstm_cell_ppo_update_per_mode_matches_the_cpu() {
+    let Some(exec) = emu() else { return };
+    for (name, dims) in lstm_cell_configs(false) {
+        for mode in RIM_MODES {
+            ppo_update_parity(&exec, name, &dims, mode);
+        }
+    }
+}
+
+/// Acting with LSTM-cell modules (the cell state kept per environment, zeroed at episode
+/// starts, kept by inactive modules) against `Policy::step`, under every thread order.
+#[test]
+fn lstm_cell_acting_matches_policy_step() {
+    let Some(emu) = emu_exec() else { return };
+    let exec: Arc<dyn Exec> = emu.clone();
+    for (name, dims) in lstm_cell_configs(false) {
+        for order in [ThreadOrder::Descending, ThreadOrder::Shuffled(0xace)] {
+            emu.set_thread_order(order);
+            let e = act_parity(&exec, &dims, Mode::MetaRim, 5, 6);
+            println!("{name} {order:?}: acting max rel {e:.2e}");
+        }
+        emu.set_thread_order(ThreadOrder::Ascending);
     }
 }
 
@@ -390,15 +471,20 @@ fn bad_input_is_an_error_naming_it() {
 }
 
 /// The gradient parity over many seeds (slow: `cargo test -p metarim-cuda --test emu --
-/// --ignored`); the worst error over the sweep is printed (6.8e-5 when last run, in a FiLM
-/// configuration; 5.5e-5 before they were added).
+/// --ignored`); the worst error over the sweep is printed (7.7e-5 when last run, in the
+/// configuration with FiLM and LSTM cells; 6.8e-5 before the LSTM-cell configurations were
+/// added, 5.5e-5 before the FiLM ones).
 #[test]
 #[ignore]
 fn seed_sweep() {
     let Some(exec) = emu() else { return };
-    let (mut worst_all, mut worst_film) = (0.0f64, 0.0f64);
+    let (mut worst_all, mut worst_film, mut worst_cells) = (0.0f64, 0.0f64, 0.0f64);
     for seed in 0..12u64 {
-        for (name, dims) in configs(false).into_iter().chain(film_configs(false)) {
+        for (name, dims) in configs(false)
+            .into_iter()
+            .chain(film_configs(false))
+            .chain(lstm_cell_configs(false))
+        {
             for mode in MODES {
                 let (layout, params) = model(&dims, mode, 100 + seed);
                 let chunks = minibatch(layout.dims(), 4, 6, 0.2, 200 + seed);
@@ -415,8 +501,14 @@ fn seed_sweep() {
                 if dims.film {
                     worst_film = worst_film.max(w);
                 }
+                if dims.rim.cell == metarim_core::nn::dims::CellKind::Lstm && mode != Mode::Lstm {
+                    worst_cells = worst_cells.max(w);
+                }
             }
         }
     }
-    println!("worst over the sweep: {worst_all:e} (FiLM configurations: {worst_film:e})");
+    println!(
+        "worst over the sweep: {worst_all:e} (FiLM configurations: {worst_film:e}, LSTM cells: \
+         {worst_cells:e})"
+    );
 }

@@ -6,8 +6,10 @@
 //! 1e-4 relative in f32 (the Adam kernels bit for bit), for the Tiny and Paper presets and two
 //! small models that take the kernels' other branches; the same for the FiLM-conditioned
 //! encoder (Tiny with the bag of words, a small conv model, the Small preset), plus its three
-//! kernels on their own against the core's encoder. Prints `skipped: no CUDA device` and
-//! passes where there is no GPU; `cuda/tests/emu.rs` runs the same checks on the CPU emulator.
+//! kernels on their own against the core's encoder; and for RIM modules with LSTM cells (Tiny,
+//! a small model without communication, Tiny bow+FiLM, the Small preset). Prints `skipped: no
+//! CUDA device` and passes where there is no GPU; `cuda/tests/emu.rs` runs the same checks on the
+//! CPU emulator.
 
 mod common;
 
@@ -227,5 +229,51 @@ fn film_acting_matches_policy_step() {
             let e = act_parity(&exec, &dims, mode, 9, 8);
             println!("{name} {}: acting max rel {e:.2e}", mode.name());
         }
+    }
+}
+
+/// RIM modules with LSTM cells (state `[h | c]`): the gradient pass in every mode that uses a
+/// RIM, one PPO update per such mode and acting, for Tiny, the small model without
+/// communication, Tiny bow+FiLM and the Small preset, all with LSTM cells.
+#[test]
+fn lstm_cell_gradient_pass_matches_chunk_backward() {
+    let Some(exec) = device() else { return };
+    for (name, dims) in lstm_cell_configs(true) {
+        for mode in RIM_MODES {
+            let (layout, params) = model(&dims, mode, 3);
+            let chunks = minibatch(layout.dims(), 6, 8, 0.15, 7);
+            let (want, want_stats) = cpu_grads(&layout, &params, &chunks);
+            let (got, stats, counts) = device_grads(&exec, &layout, &params, &chunks);
+            let what = format!("{name} {}", mode.name());
+            let worst = compare_tensors(&what, &layout, &got, &want, TOL);
+            let loss_err = scalar_rel(stats.terms[0], f64::from(want_stats.sum.loss));
+            println!("{what}: gradients max rel {worst:.2e}, loss {loss_err:.2e}");
+            assert!(loss_err <= TOL, "{what}: loss");
+            let n = dims.rim.n_modules;
+            assert_eq!(
+                counts,
+                want_stats.active_steps[..n].to_vec(),
+                "{what}: activity"
+            );
+        }
+    }
+}
+
+#[test]
+fn lstm_cell_ppo_update_per_mode_matches_the_cpu() {
+    let Some(exec) = device() else { return };
+    for (name, dims) in lstm_cell_configs(true) {
+        for mode in RIM_MODES {
+            ppo_update_parity(&exec, name, &dims, mode);
+        }
+    }
+}
+
+#[test]
+fn lstm_cell_acting_matches_policy_step() {
+    let Some(exec) = device() else { return };
+    for (name, dims) in lstm_cell_configs(true) {
+        let e = act_parity(&exec, &dims, metarim_core::nn::params::Mode::MetaRim, 9, 8);
+        println!("{name}: acting max rel {e:.2e}");
     }
 }

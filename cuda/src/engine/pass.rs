@@ -464,12 +464,13 @@ impl CudaPolicy {
         Ok(())
     }
 
-    /// The RIM's weight gradients from the deltas: input keys/values, queries and GRUs per
-    /// module, and (with communication) the communication attention per module.
+    /// The RIM's weight gradients from the deltas: input keys/values, queries and module cells
+    /// (GRU or LSTM) per module, and (with communication) the communication attention per
+    /// module.
     fn pass_rim_wgrads(&self, w: &Work, sh: Shape) -> Result<()> {
         let ml = &self.ml;
         let (mc, md) = self.memory_widths();
-        let (n, h, qw, uw, cw, g3h, rl) = (ml.n, ml.hid, ml.qw, ml.uw, ml.cw, ml.g3h, ml.rnn_len);
+        let (n, h, qw, uw, cw, rgh, rl) = (ml.n, ml.hid, ml.qw, ml.uw, ml.cw, ml.rgh, ml.rnn_len);
         let gt = |k: TensorKind, off: usize| self.tensor(k, true, off);
         let dl = |off: usize| -> Result<(Ptr<f32>, usize)> { Ok((w.mem_delta.rest(off)?, md)) };
         let x_in = Operand::rows(w.x.rest(0)?, ml.input);
@@ -497,22 +498,22 @@ impl CudaPolicy {
                 gt(TensorKind::RimRnn, 0)?,
                 dl(ml.rd_gi)?,
                 cache_at(ml.rc_u)?,
-                g3h,
+                rgh,
                 uw,
             )
-            .per_module(n, rl, g3h, uw),
+            .per_module(n, rl, rgh, uw),
             WeightGrad::weight(
                 gt(TensorKind::RimRnn, ml.rnn_w_hh)?,
                 dl(ml.rd_gh)?,
                 st_in,
-                g3h,
+                rgh,
                 h,
             )
-            .per_module(n, rl, g3h, h),
-            WeightGrad::bias(gt(TensorKind::RimRnn, ml.rnn_b_ih)?, dl(ml.rd_gi)?, g3h)
-                .per_module(n, rl, g3h, 0),
-            WeightGrad::bias(gt(TensorKind::RimRnn, ml.rnn_b_hh)?, dl(ml.rd_gh)?, g3h)
-                .per_module(n, rl, g3h, 0),
+            .per_module(n, rl, rgh, h),
+            WeightGrad::bias(gt(TensorKind::RimRnn, ml.rnn_b_ih)?, dl(ml.rd_gi)?, rgh)
+                .per_module(n, rl, rgh, 0),
+            WeightGrad::bias(gt(TensorKind::RimRnn, ml.rnn_b_hh)?, dl(ml.rd_gh)?, rgh)
+                .per_module(n, rl, rgh, 0),
         ];
         if cw > 0 {
             for (k, off) in [

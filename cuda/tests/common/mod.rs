@@ -150,6 +150,38 @@ pub fn film_configs(include_small: bool) -> Vec<(&'static str, ModelDims)> {
     v
 }
 
+/// RIM modules with LSTM cells (the state `[h | c]`): Tiny (communication), the small model
+/// without communication (inactive modules' cells not computed) and Tiny with bag of words +
+/// FiLM; with `include_small` also the Small preset with LSTM cells.
+pub fn lstm_cell_configs(include_small: bool) -> Vec<(&'static str, ModelDims)> {
+    let lstm = |d: ModelDims| ModelDims {
+        rim: RimDims {
+            cell: CellKind::Lstm,
+            ..d.rim
+        },
+        ..d
+    };
+    let mut v = vec![
+        ("Tiny lstm-cells", lstm(TINY)),
+        ("small-comm lstm-cells", lstm(small_dims(false, false))),
+        (
+            "Tiny bow+FiLM lstm-cells",
+            lstm(ModelDims {
+                encoder: EncoderKind::Bow,
+                film: true,
+                ..TINY
+            }),
+        ),
+    ];
+    if include_small {
+        v.push(("Small lstm-cells", lstm(SMALL)));
+    }
+    v
+}
+
+/// The modes that use a RIM.
+pub const RIM_MODES: [Mode; 3] = [Mode::MetaRim, Mode::Reversed, Mode::Joint];
+
 pub const MODES: [Mode; 4] = [Mode::MetaRim, Mode::Reversed, Mode::Joint, Mode::Lstm];
 
 /// A freshly initialised model (BabyAI's schemes), with the other group perturbed so biases
@@ -966,6 +998,272 @@ pub fn encoder_kernels_parity(
         "{name}: backward wrote the features' gradients"
     );
     let bits = [&got_x, &got_cache, &got_dx, &got_grads, &down(&delta_dev)]
+        .iter()
+        .flat_map(|v| v.iter().map(|f| f.to_bits()))
+        .collect();
+    (worst, differ_all, bits)
+}
+
+/// The RIM step kernels on their own (`rim_fwd_step`, then `rim_bwd_step` with a carried state
+/// gradient) against the core's `rim_step_forward` / `rim_step_backward` (`CommGrad::Blocked`)
+/// per sample, for `samples` samples with random weights, inputs, states `[h | c]` and
+/// gradients, some samples starting an episode: the states read and written, the whole step
+/// cache, the carried gradient `[dh | dc]` of the previous state, the input gradient, and the
+/// module RNNs' weight gradients reduced on the host from the kernel's deltas (sample order, as
+/// the core accumulates them). Returns the worst relative error, how many values differ from
+/// the core's in any bit, and the bits of everything the kernels wrote (for thread-order
+/// comparisons).
+pub fn rim_step_kernels_parity(
+    exec: &Arc<dyn Exec>,
+    name: &str,
+    dims: &ModelDims,
+    samples: usize,
+    seed: u64,
+) -> (f64, usize, Vec<u32>) {
+    use metarim_core::nn::rim::{
+        cell_state_len, rim_param_counts, rim_step_backward, rim_step_forward, scratch_len,
+        step_cache_len, RimGrads, RimWeights,
+    };
+    use metarim_cuda::args::{RimBwdStep, RimFwdStep};
+    use metarim_cuda::exec::{launch_typed, DevBuf, KernelArgs, LaunchCfg};
+    use metarim_cuda::layout::ModelLayout;
+    let ok = |e: metarim_cuda::Error| -> ! { panic!("{e}") };
+    let d = *dims;
+    let r = d.rim;
+    let ml = ModelLayout::new(&d).unwrap_or_else(|e| ok(e));
+    let (nh, ncl, input) = (r.n_modules * r.hidden, cell_state_len(&r), r.input);
+    let sl = nh + ncl;
+    assert_eq!(sl, ml.state_len(), "{name}: state width");
+    let nc = step_cache_len(&r);
+    assert_eq!(nc, ml.rim_cache, "{name}: cache");
+    let counts = rim_param_counts(&r);
+    let mut rng = Pcg32::new(seed);
+    let mut rnd = |s: f32| (rng.gen_f32() - 0.5) * 2.0 * s;
+    let lens = [
+        counts.w_k, counts.w_v, counts.w_q, counts.rnn, counts.c_q, counts.c_k, counts.c_v,
+        counts.c_g, counts.c_o,
+    ];
+    let tensors: Vec<Vec<f32>> = lens
+        .iter()
+        .map(|&n| (0..n).map(|_| rnd(0.5)).collect())
+        .collect();
+    let w = RimWeights {
+        w_k: &tensors[0],
+        w_v: &tensors[1],
+        w_q: &tensors[2],
+        rnn: &tensors[3],
+        c_q: &tensors[4],
+        c_k: &tensors[5],
+        c_v: &tensors[6],
+        c_g: &tensors[7],
+        c_o: &tensors[8],
+    };
+    let x: Vec<f32> = (0..samples * input).map(|_| rnd(1.0)).collect();
+    let state: Vec<f32> = (0..samples * sl).map(|_| rnd(0.8)).collect();
+    let dh_loss: Vec<f32> = (0..samples * nh).map(|_| rnd(0.5)).collect();
+    let carry: Vec<f32> = (0..samples * sl).map(|_| rnd(0.5)).collect();
+    let reset: Vec<u8> = (0..samples).map(|s| u8::from(s % 3 == 1)).collect();
+    // The core, sample by sample.
+    let mut want_in = vec![0.0f32; samples * sl];
+    let mut want_out = vec![0.0f32; samples * sl];
+    let mut want_cache = vec![0.0f32; samples * nc];
+    let mut want_carry = vec![0.0f32; samples * sl];
+    let mut want_dx = vec![0.0f32; samples * input];
+    let mut g: Vec<Vec<f32>> = lens.iter().map(|&n| vec![0.0f32; n]).collect();
+    let mut scratch = vec![0.0f32; scratch_len(&r)];
+    let mut active = vec![false; r.n_modules];
+    for s in 0..samples {
+        let st = s * sl..(s + 1) * sl;
+        if reset[s] == 0 {
+            want_in[st.clone()].copy_from_slice(&state[st.clone()]);
+        }
+        let (h_prev, c_prev) = want_in[st.clone()].split_at(nh);
+        let (h_out, c_out) = want_out[st.clone()].split_at_mut(nh);
+        let xs = &x[s * input..(s + 1) * input];
+        let cache = &mut want_cache[s * nc..(s + 1) * nc];
+        rim_step_forward(&w, &r, xs, h_prev, c_prev, h_out, c_out, &mut active, cache)
+            .expect("rim_step_forward");
+        let mut d_out = carry[st.clone()].to_vec();
+        for (o, l) in d_out.iter_mut().zip(&dh_loss[s * nh..(s + 1) * nh]) {
+            *o += *l; // dh_loss + carry, as the kernel (addition commutes exactly)
+        }
+        let (dh_out, dc_out) = d_out.split_at(nh);
+        let mut d_prev = vec![0.0f32; sl];
+        let (dh_prev, dc_prev) = d_prev.split_at_mut(nh);
+        let [gk, gv, gq, grnn, gcq, gck, gcv, gcg, gco] = &mut g[..] else {
+            unreachable!()
+        };
+        let mut grads = RimGrads {
+            w_k: gk,
+            w_v: gv,
+            w_q: gq,
+            rnn: grnn,
+            c_q: gcq,
+            c_k: gck,
+            c_v: gcv,
+            c_g: gcg,
+            c_o: gco,
+        };
+        rim_step_backward(
+            &w,
+            &r,
+            CommGrad::Blocked,
+            xs,
+            h_prev,
+            c_prev,
+            &want_cache[s * nc..(s + 1) * nc],
+            dh_out,
+            dc_out,
+            Some(&mut want_dx[s * input..(s + 1) * input]),
+            dh_prev,
+            dc_prev,
+            &mut grads,
+            &mut scratch,
+        )
+        .expect("rim_step_backward");
+        if reset[s] == 0 {
+            want_carry[st].copy_from_slice(&d_prev);
+        }
+    }
+    // The device: the forward writes its new states over the old ones (as acting does).
+    let load = |k: metarim_cuda::Kernel| exec.load(k, &ml.defines()).unwrap_or_else(|e| ok(e));
+    let (fwd, bwd) = (
+        load(metarim_cuda::Kernel::RimFwd),
+        load(metarim_cuda::Kernel::RimBwd),
+    );
+    let up = |v: &[f32]| DevBuf::from_host(exec, v).unwrap_or_else(|e| ok(e));
+    let zeros = |n: usize| DevBuf::<f32>::zeros(exec, n).unwrap_or_else(|e| ok(e));
+    let wd: Vec<DevBuf<f32>> = tensors.iter().map(|t| up(t)).collect();
+    let (x_dev, h_dev, dh_dev, carry_dev) = (up(&x), up(&state), up(&dh_loss), up(&carry));
+    let reset_dev = DevBuf::from_host(exec, &reset).unwrap_or_else(|e| ok(e));
+    let (in_dev, cache_dev, dx_dev, delta_dev) = (
+        zeros(samples * sl),
+        zeros(samples * nc),
+        zeros(samples * input),
+        zeros(samples * ml.rim_delta),
+    );
+    let bits_dev = DevBuf::<u32>::zeros(exec, samples).unwrap_or_else(|e| ok(e));
+    let cfg = |floats: usize| {
+        let blocks = samples.div_ceil(ml.spb_rim) as u32;
+        LaunchCfg::linear(blocks, 64, (ml.spb_rim * floats * 4) as u32)
+    };
+    let args = RimFwdStep {
+        w_k: wd[0].ptr(),
+        w_v: wd[1].ptr(),
+        w_q: wd[2].ptr(),
+        rnn: wd[3].ptr(),
+        c_q: wd[4].ptr(),
+        c_k: wd[5].ptr(),
+        c_v: wd[6].ptr(),
+        c_g: wd[7].ptr(),
+        c_o: wd[8].ptr(),
+        x: x_dev.ptr(),
+        h_src: h_dev.ptr(),
+        reset: reset_dev.ptr(),
+        state_in: in_dev.ptr(),
+        h_out: h_dev.ptr(),
+        cache: cache_dev.ptr(),
+        active_bits: bits_dev.ptr(),
+        batch: samples,
+    };
+    let entry = |fs: &[metarim_cuda::exec::Func], n: &str| {
+        fs.iter()
+            .find(|f| f.entry.name == n)
+            .unwrap_or_else(|| panic!("no {n}"))
+            .clone()
+    };
+    launch_typed(
+        &**exec,
+        &entry(&fwd, RimFwdStep::ENTRY.name),
+        &cfg(ml.rf_smem),
+        &args,
+    )
+    .unwrap_or_else(|e| ok(e));
+    let args = RimBwdStep {
+        w_k: wd[0].ptr(),
+        w_v: wd[1].ptr(),
+        w_q: wd[2].ptr(),
+        rnn: wd[3].ptr(),
+        c_q: wd[4].ptr(),
+        c_k: wd[5].ptr(),
+        c_v: wd[6].ptr(),
+        c_g: wd[7].ptr(),
+        c_o: wd[8].ptr(),
+        state_in: in_dev.ptr(),
+        cache: cache_dev.ptr(),
+        dh_loss: dh_dev.ptr(),
+        carry: carry_dev.ptr(),
+        reset: reset_dev.ptr(),
+        carry_out: carry_dev.ptr(),
+        dx: dx_dev.ptr(),
+        delta: delta_dev.ptr(),
+        batch: samples,
+    };
+    launch_typed(
+        &**exec,
+        &entry(&bwd, RimBwdStep::ENTRY.name),
+        &cfg(ml.rb_smem),
+        &args,
+    )
+    .unwrap_or_else(|e| ok(e));
+    let down = |b: &DevBuf<f32>| b.download().unwrap_or_else(|e| ok(e));
+    let (got_in, got_out, got_cache) = (down(&in_dev), down(&h_dev), down(&cache_dev));
+    let (got_carry, got_dx, delta) = (down(&carry_dev), down(&dx_dev), down(&delta_dev));
+    // The module RNNs' weight gradients from the deltas, summed over samples in order and
+    // skipping zero deltas, as the core's linear_backward.
+    let (gh, uw, hid, rl) = (ml.rgh, ml.uw, ml.hid, ml.rnn_len);
+    let mut got_rnn = vec![0.0f32; counts.rnn];
+    for s in 0..samples {
+        let dl = &delta[s * ml.rim_delta..(s + 1) * ml.rim_delta];
+        let cache = &got_cache[s * nc..(s + 1) * nc];
+        let h = &got_in[s * sl..s * sl + nh];
+        for m in 0..r.n_modules {
+            let gm = &mut got_rnn[m * rl..(m + 1) * rl];
+            let gi = &dl[ml.rd_gi + m * gh..ml.rd_gi + (m + 1) * gh];
+            let ghh = &dl[ml.rd_gh + m * gh..ml.rd_gh + (m + 1) * gh];
+            let u = &cache[ml.rc_u + m * uw..ml.rc_u + (m + 1) * uw];
+            let hm = &h[m * hid..(m + 1) * hid];
+            for row in 0..gh {
+                gm[ml.rnn_b_ih + row] += gi[row];
+                gm[ml.rnn_b_hh + row] += ghh[row];
+                if gi[row] != 0.0 {
+                    for (c, xv) in u.iter().enumerate() {
+                        gm[row * uw + c] += gi[row] * *xv;
+                    }
+                }
+                if ghh[row] != 0.0 {
+                    for (c, hv) in hm.iter().enumerate() {
+                        gm[ml.rnn_w_hh + row * hid + c] += ghh[row] * *hv;
+                    }
+                }
+            }
+        }
+    }
+    let (mut worst, mut differ_all) = (0.0f64, 0);
+    let mut check = |what: &str, got: &[f32], want: &[f32]| {
+        let (e, differ) = rel_error(got, want);
+        differ_all += differ;
+        println!(
+            "  {name} {what}: max rel {e:.2e}, {differ} of {} differ",
+            got.len()
+        );
+        assert!(e <= TOL, "{name} {what}: relative error {e:e} > {TOL:e}");
+        worst = worst.max(e);
+    };
+    check("state read", &got_in, &want_in);
+    check("state written [h | c]", &got_out, &want_out);
+    check("step cache", &got_cache, &want_cache);
+    check("carried gradient [dh | dc]", &got_carry, &want_carry);
+    check("input gradient", &got_dx, &want_dx);
+    check("module RNN gradients", &got_rnn, &g[3]);
+    let got_bits = bits_dev.download().unwrap_or_else(|e| ok(e));
+    for (s, b) in got_bits.iter().enumerate() {
+        let want = (0..r.n_modules).fold(0u32, |m, i| {
+            m | (u32::from(want_cache[s * nc + i] > 0.0) << i)
+        });
+        assert_eq!(*b, want, "{name}: sample {s} active modules");
+    }
+    let bits = [&got_in, &got_out, &got_cache, &got_carry, &got_dx, &delta]
         .iter()
         .flat_map(|v| v.iter().map(|f| f.to_bits()))
         .collect();

@@ -567,7 +567,8 @@ mod tests {
     /// episodes, values and log-probabilities within 1e-4, parameters after the update within
     /// 1e-4 (relative to max(|p|, 1e-2 max |p|) per tensor). Also with the bag-of-words encoder
     /// FiLM-conditioned on the instruction (its generator moved off the identity first, so the
-    /// rollout is modulated), against the CPU's batched FiLM path.
+    /// rollout is modulated), against the CPU's batched FiLM path; and with LSTM-cell RIM
+    /// modules (the state `[h | c]` per environment and step), plain and with bow+FiLM.
     #[test]
     fn gpu_rollout_and_update_match_the_cpu_backend_on_the_emulator() {
         use super::super::rollout;
@@ -582,16 +583,19 @@ mod tests {
                 return;
             }
         };
-        for (mode, film) in [
-            ("meta-rim", false),
-            ("lstm", false),
-            ("meta-rim", true),
-            ("joint", true),
+        for (mode, film, lstm_cells) in [
+            ("meta-rim", false, false),
+            ("lstm", false, false),
+            ("meta-rim", true, false),
+            ("joint", true, false),
+            ("meta-rim", false, true),
+            ("reversed", true, true),
         ] {
             let cfg = TrainConfig {
                 mode: mode.into(),
                 encoder: film.then_some(metarim_core::nn::dims::EncoderKind::Bow),
                 film: film.then_some(true),
+                cell: lstm_cells.then_some(metarim_core::nn::dims::CellKind::Lstm),
                 procs: 5,
                 frames_per_proc: 8,
                 recurrence: 4,
@@ -618,11 +622,15 @@ mod tests {
                     *v = (rng.gen_f32() - 0.5) * 0.3;
                 }
             }
-            let mode = if film {
-                format!("{mode} bow+FiLM")
-            } else {
-                mode.into()
-            };
+            assert_eq!(
+                model.layout.dims().rim.cell == metarim_core::nn::dims::CellKind::Lstm,
+                lstm_cells
+            );
+            let mode = format!(
+                "{mode}{}{}",
+                if film { " bow+FiLM" } else { "" },
+                if lstm_cells { " lstm-cells" } else { "" }
+            );
             let tasks = Tasks::new(&cfg).unwrap();
             let slots: Vec<EnvSlot> = (0..cfg.procs)
                 .map(|i| EnvSlot::new(i, cfg.seed, &model, &tasks, cfg.frames_per_proc).unwrap())
