@@ -127,28 +127,39 @@ fn adam_on_device_matches_the_cpu() {
     }
 }
 
+/// One gradient pass of `mode` on the device against `Policy::chunk_backward`: every tensor,
+/// the loss and (with a RIM) the modules' activity counts.
+fn gradient_pass_parity(
+    exec: &Arc<dyn Exec>,
+    name: &str,
+    dims: &metarim_core::nn::dims::ModelDims,
+    mode: metarim_core::nn::params::Mode,
+) {
+    let (layout, params) = model(dims, mode, 3);
+    let chunks = minibatch(layout.dims(), 6, 8, 0.15, 7);
+    let (want, want_stats) = cpu_grads(&layout, &params, &chunks);
+    let (got, stats, counts) = device_grads(exec, &layout, &params, &chunks);
+    let what = format!("{name} {}", mode.name());
+    let worst = compare_tensors(&what, &layout, &got, &want, TOL);
+    let loss_err = scalar_rel(stats.terms[0], f64::from(want_stats.sum.loss));
+    println!("{what}: gradients max rel {worst:.2e}, loss {loss_err:.2e}");
+    assert!(loss_err <= TOL, "{what}: loss");
+    if mode != metarim_core::nn::params::Mode::Lstm {
+        let n = dims.rim.n_modules;
+        assert_eq!(
+            counts,
+            want_stats.active_steps[..n].to_vec(),
+            "{what}: activity"
+        );
+    }
+}
+
 #[test]
 fn gradient_pass_matches_chunk_backward() {
     let Some(exec) = device() else { return };
     for (name, dims) in configs(true) {
         for mode in MODES {
-            let (layout, params) = model(&dims, mode, 3);
-            let chunks = minibatch(layout.dims(), 6, 8, 0.15, 7);
-            let (want, want_stats) = cpu_grads(&layout, &params, &chunks);
-            let (got, stats, counts) = device_grads(&exec, &layout, &params, &chunks);
-            let what = format!("{name} {}", mode.name());
-            let worst = compare_tensors(&what, &layout, &got, &want, TOL);
-            let loss_err = scalar_rel(stats.terms[0], f64::from(want_stats.sum.loss));
-            println!("{what}: gradients max rel {worst:.2e}, loss {loss_err:.2e}");
-            assert!(loss_err <= TOL, "{what}: loss");
-            if mode != metarim_core::nn::params::Mode::Lstm {
-                let n = dims.rim.n_modules;
-                assert_eq!(
-                    counts,
-                    want_stats.active_steps[..n].to_vec(),
-                    "{what}: activity"
-                );
-            }
+            gradient_pass_parity(&exec, name, &dims, mode);
         }
     }
 }
@@ -190,23 +201,7 @@ fn film_gradient_pass_matches_chunk_backward() {
     let Some(exec) = device() else { return };
     for (name, dims) in film_configs(true) {
         for mode in MODES {
-            let (layout, params) = model(&dims, mode, 3);
-            let chunks = minibatch(layout.dims(), 6, 8, 0.15, 7);
-            let (want, want_stats) = cpu_grads(&layout, &params, &chunks);
-            let (got, stats, counts) = device_grads(&exec, &layout, &params, &chunks);
-            let what = format!("{name} {}", mode.name());
-            let worst = compare_tensors(&what, &layout, &got, &want, TOL);
-            let loss_err = scalar_rel(stats.terms[0], f64::from(want_stats.sum.loss));
-            println!("{what}: gradients max rel {worst:.2e}, loss {loss_err:.2e}");
-            assert!(loss_err <= TOL, "{what}: loss");
-            if mode != metarim_core::nn::params::Mode::Lstm {
-                let n = dims.rim.n_modules;
-                assert_eq!(
-                    counts,
-                    want_stats.active_steps[..n].to_vec(),
-                    "{what}: activity"
-                );
-            }
+            gradient_pass_parity(&exec, name, &dims, mode);
         }
     }
 }
@@ -240,21 +235,7 @@ fn lstm_cell_gradient_pass_matches_chunk_backward() {
     let Some(exec) = device() else { return };
     for (name, dims) in lstm_cell_configs(true) {
         for mode in RIM_MODES {
-            let (layout, params) = model(&dims, mode, 3);
-            let chunks = minibatch(layout.dims(), 6, 8, 0.15, 7);
-            let (want, want_stats) = cpu_grads(&layout, &params, &chunks);
-            let (got, stats, counts) = device_grads(&exec, &layout, &params, &chunks);
-            let what = format!("{name} {}", mode.name());
-            let worst = compare_tensors(&what, &layout, &got, &want, TOL);
-            let loss_err = scalar_rel(stats.terms[0], f64::from(want_stats.sum.loss));
-            println!("{what}: gradients max rel {worst:.2e}, loss {loss_err:.2e}");
-            assert!(loss_err <= TOL, "{what}: loss");
-            let n = dims.rim.n_modules;
-            assert_eq!(
-                counts,
-                want_stats.active_steps[..n].to_vec(),
-                "{what}: activity"
-            );
+            gradient_pass_parity(&exec, name, &dims, mode);
         }
     }
 }
