@@ -378,6 +378,17 @@ impl CudaPolicy {
         Ok(())
     }
 
+    /// Overwrite the gradients with `grads` (the trainer steps on a mean it summed itself).
+    pub fn upload_grads(&mut self, grads: GroupBufs<'_, f32>) -> Result<()> {
+        self.layout.check_bufs(&grads)?;
+        for g in Group::ALL {
+            self.groups[group_index(g)]
+                .grads
+                .upload(host_group(&grads, g))?;
+        }
+        Ok(())
+    }
+
     /// Overwrite Adam's moments.
     pub fn upload_moments(&mut self, m: GroupBufs<'_, f32>, v: GroupBufs<'_, f32>) -> Result<()> {
         self.layout.check_bufs(&m)?;

@@ -950,7 +950,8 @@ fn bench_train(a: &TrainBenchArgs) -> Result<()> {
     writeln!(
         out,
         "train bench: preset={} mode={} level={} procs={} frames_per_proc={} batch={} \
-         recurrence={} epochs={} inner_steps={} outer_steps={} slowness={}",
+         recurrence={} epochs={} meta_schedule={} other_group={} inner_steps={} outer_steps={} \
+         slowness={}",
         cfg.preset,
         cfg.mode,
         cfg.level,
@@ -959,6 +960,14 @@ fn bench_train(a: &TrainBenchArgs) -> Result<()> {
         cfg.batch_size,
         cfg.recurrence,
         cfg.epochs,
+        match cfg.meta_schedule {
+            train::config::MetaSchedule::Accumulate => "accumulate",
+            train::config::MetaSchedule::Phases => "phases",
+        },
+        match cfg.other_group {
+            train::config::OtherGroup::Fast => "fast",
+            train::config::OtherGroup::Slow => "slow",
+        },
         cfg.inner_steps,
         cfg.outer_steps,
         cfg.slowness

@@ -37,7 +37,9 @@ use metarim_cuda::exec::Exec;
 
 use super::rollout::{EnvSlot, EpisodeRecord};
 use super::tasks::Tasks;
-use super::update::{schedule, Chunk, Optim, Phase, UpdateStats};
+use super::update::{
+    add_groups, scale_groups, schedule, Chunk, Optim, Phase, StepPlan, UpdateStats,
+};
 use super::{sample_action, GroupVecs, Model, TrainConfig};
 
 /// The backends `backend` accepts.
@@ -387,9 +389,43 @@ impl Gpu {
             .upload_moments(optim.m.bufs(), optim.v.bufs())
             .map_err(|e| anyhow!("uploading Adam moments: {e}"))?;
         let mut steps = 0usize;
-        for (batch, phase) in schedule(cfg, mode, slots.len(), rng) {
-            self.one_step(cfg, optim, slots, &batch, phase, &coefs)?;
+        // The `accumulate` schedule sums the outer groups' gradients on the host, with the
+        // CPU path's rules (`update::add_groups`, `update::scale_groups`).
+        let outer_groups = mode.phase_groups(Phase::Outer, cfg.other_group);
+        let (mut grad, mut sum) = (GroupVecs::default(), GroupVecs::default());
+        let mut summed = 0usize;
+        for (batch, plan) in schedule(cfg, mode, slots.len(), rng) {
+            self.pass(slots, &batch, &coefs)?;
+            let flush = match plan {
+                StepPlan::Single(phase) => {
+                    self.step(cfg, optim, phase)?;
+                    steps += 1;
+                    continue;
+                }
+                StepPlan::InnerThenAccumulate { flush } => flush,
+            };
+            if sum.fast.len() + sum.slow.len() + sum.other.len() == 0 {
+                grad = GroupVecs::zeros(&model.layout);
+                sum = GroupVecs::zeros(&model.layout);
+            }
+            self.policy
+                .download_grads(grad.bufs_mut())
+                .map_err(|e| anyhow!("reading gradients: {e}"))?;
+            if add_groups(&mut sum, &grad, &outer_groups) {
+                summed += 1;
+            }
+            self.step(cfg, optim, Phase::Inner)?;
             steps += 1;
+            if flush && summed > 0 {
+                scale_groups(&mut sum, &outer_groups, summed);
+                summed = 0;
+                self.policy
+                    .upload_grads(sum.bufs())
+                    .map_err(|e| anyhow!("writing the mean slow gradient: {e}"))?;
+                sum.clear();
+                self.step(cfg, optim, Phase::Outer)?;
+                steps += 1;
+            }
         }
         let st = self
             .policy
@@ -414,16 +450,8 @@ impl Gpu {
         })
     }
 
-    /// One gradient pass over `batch` and the optimiser step of `phase`.
-    fn one_step(
-        &mut self,
-        cfg: &TrainConfig,
-        optim: &mut Optim,
-        slots: &[EnvSlot],
-        batch: &[Chunk],
-        phase: Phase,
-        coefs: &PpoCoefs<f32>,
-    ) -> Result<()> {
+    /// One gradient pass over `batch` (every group's gradient, on the device).
+    fn pass(&mut self, slots: &[EnvSlot], batch: &[Chunk], coefs: &PpoCoefs<f32>) -> Result<()> {
         let total: usize = batch.iter().map(|c| c.len).sum();
         let mut all_steps: Vec<Vec<ChunkStep<'_, f32>>> = Vec::with_capacity(batch.len());
         let mut inits: Vec<&[f32]> = Vec::with_capacity(batch.len());
@@ -461,7 +489,11 @@ impl Gpu {
             .collect();
         self.policy
             .grad_pass(&pass, coefs, 1.0 / total.max(1) as f32)
-            .map_err(|e| anyhow!("gradient pass on the GPU: {e}"))?;
+            .map_err(|e| anyhow!("gradient pass on the GPU: {e}"))
+    }
+
+    /// The optimiser step of `phase` on the device gradients.
+    fn step(&mut self, cfg: &TrainConfig, optim: &mut Optim, phase: Phase) -> Result<()> {
         let groups: Vec<Group> = model_mode(&self.policy)
             .phase_groups(phase, cfg.other_group)
             .to_vec();
@@ -583,16 +615,23 @@ mod tests {
                 return;
             }
         };
-        for (mode, film, lstm_cells) in [
-            ("meta-rim", false, false),
-            ("lstm", false, false),
-            ("meta-rim", true, false),
-            ("joint", true, false),
-            ("meta-rim", false, true),
-            ("reversed", true, true),
+        use super::super::config::{MetaSchedule, OtherGroup};
+        let (ph, acc) = (MetaSchedule::Phases, MetaSchedule::Accumulate);
+        for (mode, film, lstm_cells, meta_schedule, other_group) in [
+            ("meta-rim", false, false, ph, OtherGroup::Slow),
+            ("lstm", false, false, ph, OtherGroup::Slow),
+            ("meta-rim", true, false, ph, OtherGroup::Slow),
+            ("joint", true, false, ph, OtherGroup::Slow),
+            ("meta-rim", false, true, ph, OtherGroup::Slow),
+            ("reversed", true, true, ph, OtherGroup::Slow),
+            // The accumulate schedule: the slow sum is kept on the host for both.
+            ("meta-rim", true, false, acc, OtherGroup::Fast),
+            ("reversed", false, true, acc, OtherGroup::Slow),
         ] {
             let cfg = TrainConfig {
                 mode: mode.into(),
+                meta_schedule,
+                other_group,
                 encoder: film.then_some(metarim_core::nn::dims::EncoderKind::Bow),
                 film: film.then_some(true),
                 cell: lstm_cells.then_some(metarim_core::nn::dims::CellKind::Lstm),
@@ -627,7 +666,7 @@ mod tests {
                 lstm_cells
             );
             let mode = format!(
-                "{mode}{}{}",
+                "{mode}{}{} {meta_schedule:?} other {other_group:?}",
                 if film { " bow+FiLM" } else { "" },
                 if lstm_cells { " lstm-cells" } else { "" }
             );

@@ -257,7 +257,7 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint> {
              (counters, generators, episodes); a --resume rewrites it as format {FORMAT_VERSION}"
         );
     }
-    let config = TrainConfig::from_toml(&meta.config).context("the checkpoint's config")?;
+    let config = TrainConfig::from_saved_toml(&meta.config).context("the checkpoint's config")?;
     config
         .validate()
         .context("the checkpoint's config does not validate")?;

@@ -45,6 +45,12 @@ pub struct TrainConfig {
     pub mode: String,
     /// Which loop updates the encoder, instruction encoder and heads in the meta modes.
     pub other_group: OtherGroup,
+    /// How the meta modes schedule their fast and slow steps: `accumulate` (the default: the
+    /// PPO epochs of `joint`, the fast group stepping on every minibatch, the slow group once
+    /// per `slowness` minibatches on their mean gradient) or `phases` (`inner_steps` fast
+    /// steps, then `outer_steps` slow steps on longer chunks). docs/RESULTS.md, "A fast/slow
+    /// schedule", has the measurements behind the default.
+    pub meta_schedule: MetaSchedule,
     /// Override the preset's number of RIM modules (ablations).
     pub n_modules: Option<usize>,
     /// Override the preset's active modules per step k (ablations).
@@ -85,7 +91,7 @@ pub struct TrainConfig {
     pub frames_per_proc: usize,
     /// BPTT chunk length (steps) of the PPO updates and of the inner loop.
     pub recurrence: usize,
-    /// PPO epochs per update (`joint`, `lstm`).
+    /// PPO epochs per update (every mode but the meta modes' `phases` schedule).
     pub epochs: usize,
     /// Frames per minibatch (a multiple of `recurrence`).
     pub batch_size: usize,
@@ -118,14 +124,15 @@ pub struct TrainConfig {
     pub lr_anneal: bool,
     /// Rewards are multiplied by this before GAE (BabyAI: 20).
     pub reward_scale: f64,
-    /// Meta modes: fast-group updates per training update (inner loop), each on one minibatch
-    /// of `recurrence`-step chunks.
+    /// Meta modes, `phases` schedule: fast-group updates per training update (inner loop),
+    /// each on one minibatch of `recurrence`-step chunks.
     pub inner_steps: usize,
-    /// Meta modes: the outer (slow) update's chunks are `recurrence * slowness` steps long,
-    /// spanning several concatenated episodes.
+    /// Meta modes: how much slower the slow group learns. `accumulate`: it steps once per
+    /// `slowness` minibatches, on their mean gradient. `phases`: the outer (slow) update's
+    /// chunks are `recurrence * slowness` steps long, spanning several concatenated episodes.
     pub slowness: usize,
-    /// Meta modes: slow-group updates per training update (outer loop), each over the whole
-    /// rollout.
+    /// Meta modes, `phases` schedule: slow-group updates per training update (outer loop),
+    /// each on one minibatch of `recurrence * slowness`-step chunks.
     pub outer_steps: usize,
     /// Gradient computation: `batched` (default) or `per-chunk` (the reference path).
     pub gradients: GradPath,
@@ -159,7 +166,8 @@ impl Default for TrainConfig {
             curriculum_level_frames: 0,
             preset: "Small".into(),
             mode: "joint".into(),
-            other_group: OtherGroup::Slow,
+            other_group: OtherGroup::Fast,
+            meta_schedule: MetaSchedule::Accumulate,
             n_modules: None,
             k_active: None,
             communication: None,
@@ -218,6 +226,23 @@ pub enum GradPath {
     PerChunk,
 }
 
+/// How the meta modes (`meta-rim`, `reversed`) schedule their fast and slow optimiser steps
+/// (`meta_schedule`; the rules in `super::update::schedule`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MetaSchedule {
+    /// `epochs` PPO epochs over minibatches of `recurrence`-step chunks, as in `joint`. Each
+    /// minibatch's one gradient pass steps the fast group (and `Other` when it is fast) at
+    /// once; the slow group's gradients are summed and it steps once per `slowness`
+    /// minibatches (and at the end of the update) on their mean. Slow parameters take fewer
+    /// steps, each over more of the rollout; no gradient pass is spent twice.
+    Accumulate,
+    /// The schedule before 2026-12-03: `inner_steps` fast steps on minibatches of
+    /// `recurrence`-step chunks, then `outer_steps` slow steps on minibatches of
+    /// `recurrence * slowness`-step chunks (the microcontroller agent was trained with it).
+    Phases,
+}
+
 /// Names of the presets `preset` accepts.
 pub const PRESETS: [&str; 3] = ["Paper", "Small", "Tiny"];
 
@@ -234,6 +259,8 @@ impl TrainConfig {
             mode: "meta-rim".into(),
             frames: 1_500_000,
             slowness: 2,
+            other_group: OtherGroup::Slow,
+            meta_schedule: MetaSchedule::Phases,
             ..TrainConfig::default()
         }
     }
@@ -241,6 +268,19 @@ impl TrainConfig {
     /// Parse TOML (unknown keys are errors naming the key).
     pub fn from_toml(text: &str) -> Result<TrainConfig> {
         toml::from_str(text).map_err(|e| anyhow!("{e}"))
+    }
+
+    /// Parse the config a run saved (a checkpoint's): a field added since then takes the
+    /// value that reproduces what the run did, not today's default. `meta_schedule` missing
+    /// means `phases`, the only schedule before the field existed, so older runs resume
+    /// bit-identically.
+    pub fn from_saved_toml(text: &str) -> Result<TrainConfig> {
+        let mut c = Self::from_toml(text)?;
+        let table: toml::Table = text.parse().map_err(|e| anyhow!("{e}"))?;
+        if !table.contains_key("meta_schedule") {
+            c.meta_schedule = MetaSchedule::Phases;
+        }
+        Ok(c)
     }
 
     /// Load a TOML file.
@@ -330,9 +370,13 @@ impl TrainConfig {
         }
     }
 
-    /// The length of the outer loop's chunks.
+    /// The length of the slow steps' chunks: `recurrence * slowness` for the `phases`
+    /// schedule, `recurrence` for `accumulate` (and outside the meta modes).
     pub fn slow_horizon(&self) -> usize {
-        self.recurrence * self.slowness.max(1)
+        match self.meta_schedule {
+            MetaSchedule::Phases => self.recurrence * self.slowness.max(1),
+            MetaSchedule::Accumulate => self.recurrence,
+        }
     }
 
     /// Frames per update (all envs). Saturates: callers may ask before [`Self::validate`] has
@@ -668,5 +712,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("framez"), "{e}");
+        let e = TrainConfig::from_toml("meta_schedule = \"sometimes\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("accumulate") && e.contains("phases"), "{e}");
+    }
+
+    #[test]
+    fn a_saved_config_from_before_meta_schedule_keeps_the_phases_schedule() {
+        let mut c = TrainConfig {
+            mode: "meta-rim".into(),
+            ..TrainConfig::default()
+        };
+        let text = c.to_toml().unwrap();
+        assert_eq!(TrainConfig::from_saved_toml(&text).unwrap(), c);
+        let old: String = text
+            .lines()
+            .filter(|l| !l.starts_with("meta_schedule"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_ne!(old, text);
+        c.meta_schedule = MetaSchedule::Phases;
+        assert_eq!(TrainConfig::from_saved_toml(&old).unwrap(), c);
+        // A new config without the field takes today's default.
+        assert_eq!(
+            TrainConfig::from_toml(&old).unwrap().meta_schedule,
+            MetaSchedule::Accumulate
+        );
     }
 }

@@ -37,7 +37,7 @@ use metarim_core::nn::params::{Group, GroupBufs, GroupBufsMut, Layout};
 use metarim_core::nn::policy::{init_params, Policy};
 
 /// Parameters (or gradients, or Adam moments) of a model: one buffer per group.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct GroupVecs {
     /// The fast group.
     pub fast: Vec<f32>,

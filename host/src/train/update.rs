@@ -25,7 +25,7 @@ use metarim_core::rng::Pcg32;
 use metarim_core::Error;
 
 use super::batched::{BatchedGrads, PassOptions, Seq};
-use super::config::{GradPath, OtherGroup};
+use super::config::{GradPath, MetaSchedule, OtherGroup};
 use super::guard::DivergenceGuard;
 use super::rollout::EnvSlot;
 use super::{GroupVecs, Model, TrainConfig};
@@ -123,6 +123,9 @@ pub struct Grads {
     batched: Option<BatchedGrads<f32>>,
     /// The summed gradient of the last [`compute_grads`].
     pub total: GroupVecs,
+    /// The `accumulate` schedule's running sum of the outer groups' gradients (empty
+    /// buffers otherwise).
+    pub slow_sum: GroupVecs,
 }
 
 impl Grads {
@@ -147,12 +150,55 @@ impl Grads {
                 None
             },
             total: GroupVecs::zeros(layout),
+            slow_sum: if layout.mode().is_meta() && cfg.meta_schedule == MetaSchedule::Accumulate {
+                GroupVecs::zeros(layout)
+            } else {
+                GroupVecs::default()
+            },
         })
+    }
+
+    /// Adds `groups` of [`Self::total`] to [`Self::slow_sum`]; false, adding nothing, when
+    /// any of those gradients is not finite (one bad pass must not poison the sum).
+    pub fn add_to_slow_sum(&mut self, groups: &[Group]) -> bool {
+        add_groups(&mut self.slow_sum, &self.total, groups)
+    }
+
+    /// [`Self::slow_sum`]'s `groups` divided by the `passes` summed into them.
+    pub fn mean_of_slow_sum(&mut self, groups: &[Group], passes: usize) {
+        scale_groups(&mut self.slow_sum, groups, passes);
     }
 
     /// Whether gradients run on the batched path.
     pub fn is_batched(&self) -> bool {
         self.batched.is_some()
+    }
+}
+
+/// Adds `groups` of `grad` to `sum`; false, adding nothing, when any of them is not finite.
+/// The one rule both backends use for the `accumulate` schedule's sum.
+pub fn add_groups(sum: &mut GroupVecs, grad: &GroupVecs, groups: &[Group]) -> bool {
+    if !groups
+        .iter()
+        .all(|g| grad.group(*g).iter().all(|v| v.is_finite()))
+    {
+        return false;
+    }
+    for g in groups {
+        for (s, v) in sum.group_mut(*g).iter_mut().zip(grad.group(*g)) {
+            *s += *v;
+        }
+    }
+    true
+}
+
+/// `groups` of `sum` divided by `passes` (the mean of an `accumulate` sum).
+pub fn scale_groups(sum: &mut GroupVecs, groups: &[Group], passes: usize) {
+    let k = 1.0 / passes.max(1) as f32;
+    for g in groups {
+        for s in sum.group_mut(*g) {
+            *s *= k;
+        }
     }
 }
 
@@ -435,39 +481,74 @@ impl Cursor {
     }
 }
 
-/// The minibatches of one update, in order, with the phase of each optimiser step: PPO epochs
-/// over shuffled minibatches of `recurrence`-step chunks (plain modes), or `inner_steps` fast
-/// steps on such minibatches, cycling through the rollout, then `outer_steps` slow steps on
-/// minibatches of `recurrence x slowness`-step chunks (meta modes; first-order, the inner updates
-/// are not differentiated through). Every backend follows it, so all draw the same shuffles.
+/// What the gradient of one pass of the schedule is used for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepPlan {
+    /// One optimiser step of this phase (the pass computes that phase's groups only).
+    Single(Phase),
+    /// The `accumulate` schedule: the pass computes every group; the inner step on its
+    /// gradient now, the outer groups' gradient added to the running sum, and when `flush`
+    /// the outer step on the mean of the sum (which then restarts).
+    InnerThenAccumulate {
+        /// Take the outer step after this pass.
+        flush: bool,
+    },
+}
+
+/// The minibatches of one update, in order, with what each pass's gradient is for. Plain modes
+/// and the meta modes' `accumulate` schedule: `epochs` PPO epochs over shuffled minibatches of
+/// `recurrence`-step chunks, the meta modes flushing the slow sum every `slowness` passes and
+/// after the last. `phases`: `inner_steps` fast steps on such minibatches, cycling through the
+/// rollout, then `outer_steps` slow steps on minibatches of `recurrence x slowness`-step chunks.
+/// Both meta schedules are first-order: no step is differentiated through another. Every
+/// backend follows this, so all draw the same shuffles.
 pub fn schedule(
     cfg: &TrainConfig,
     mode: Mode,
     procs: usize,
     rng: &mut Pcg32,
-) -> Vec<(Vec<Chunk>, Phase)> {
+) -> Vec<(Vec<Chunk>, StepPlan)> {
     let frames = cfg.frames_per_proc;
     let per_batch = (cfg.batch_size / cfg.recurrence).max(1);
     let mut short = chunks(procs, frames, cfg.recurrence);
     let mut out = Vec::new();
-    if !mode.is_meta() {
+    let phases = mode.is_meta() && cfg.meta_schedule == MetaSchedule::Phases;
+    if !phases {
         for _ in 0..cfg.epochs {
             shuffle(&mut short, rng);
             for batch in short.chunks(per_batch) {
-                out.push((batch.to_vec(), Phase::All));
+                let plan = if mode.is_meta() {
+                    StepPlan::InnerThenAccumulate { flush: false }
+                } else {
+                    StepPlan::Single(Phase::All)
+                };
+                out.push((batch.to_vec(), plan));
+            }
+        }
+        let every = cfg.slowness.max(1);
+        let n = out.len();
+        for (i, (_, plan)) in out.iter_mut().enumerate() {
+            if let StepPlan::InnerThenAccumulate { flush } = plan {
+                *flush = (i + 1) % every == 0 || i + 1 == n;
             }
         }
         return out;
     }
     let mut cursor = Cursor::default();
     for _ in 0..cfg.inner_steps {
-        out.push((cursor.next_batch(&mut short, per_batch, rng), Phase::Inner));
+        out.push((
+            cursor.next_batch(&mut short, per_batch, rng),
+            StepPlan::Single(Phase::Inner),
+        ));
     }
     let mut long = chunks(procs, frames, cfg.slow_horizon());
     let per_long = (cfg.batch_size / cfg.slow_horizon()).max(1);
     let mut cursor = Cursor::default();
     for _ in 0..cfg.outer_steps {
-        out.push((cursor.next_batch(&mut long, per_long, rng), Phase::Outer));
+        out.push((
+            cursor.next_batch(&mut long, per_long, rng),
+            StepPlan::Single(Phase::Outer),
+        ));
     }
     out
 }
@@ -495,54 +576,89 @@ pub fn train_on_rollout(
         clip_value: true,
     };
     let n_modules = model.layout.dims().rim.n_modules;
+    let other = cfg.other_group;
+    let max_norm = cfg.max_grad_norm as f32;
     let mut stats = UpdateStats::default();
     // The encoders (the `Other` group) keep the rollout's parameters until a step updates them.
     let mut inputs_fresh = true;
-    let mut one_step = |model: &mut Model,
-                        optim: &mut Optim,
-                        batch: &[Chunk],
-                        phase: Phase,
-                        stats: &mut UpdateStats|
-     -> Result<()> {
-        let groups = mode.phase_groups(phase, cfg.other_group);
+    // Passes summed into `grads.slow_sum` since the last outer step (`accumulate`).
+    let mut summed = 0usize;
+    for (batch, plan) in schedule(cfg, mode, slots.len(), rng) {
+        let (phase, accumulate, flush) = match plan {
+            StepPlan::Single(p) => (p, false, false),
+            StepPlan::InnerThenAccumulate { flush } => (Phase::Inner, true, flush),
+        };
         let mut want = [false; 3];
-        for g in &groups {
-            want[*g as usize] = true;
+        for g in mode.phase_groups(phase, other) {
+            want[g as usize] = true;
+        }
+        let outer_groups = mode.phase_groups(Phase::Outer, other);
+        if accumulate {
+            for g in &outer_groups {
+                want[*g as usize] = true;
+            }
         }
         let wants = PassWants {
             groups: want,
             inputs_fresh,
         };
-        let st = compute_grads(model, slots, batch, &coefs, threads, grads, wants)?;
-        if !st.sum.loss.is_finite() {
-            stats.skipped += 1;
-            return guard.skip(1, &format!("{phase:?} step: loss {}", st.sum.loss));
-        }
+        let st = compute_grads(model, slots, &batch, &coefs, threads, grads, wants)?;
         let active = active_flags(&st, n_modules);
-        let Some(norm) = optim.step(
-            &model.layout,
-            &mut model.params,
-            &mut grads.total,
-            phase,
-            cfg.other_group,
-            &active,
-            cfg.max_grad_norm as f32,
-        )?
-        else {
+        if st.sum.loss.is_finite() {
+            // Summed before the inner step, which clips its own groups in place.
+            if accumulate && grads.add_to_slow_sum(&outer_groups) {
+                summed += 1;
+            }
+            let step = optim.step(
+                &model.layout,
+                &mut model.params,
+                &mut grads.total,
+                phase,
+                other,
+                &active,
+                max_norm,
+            )?;
+            if let Some(norm) = step {
+                guard.step_taken();
+                if mode.phase_groups(phase, other).contains(&Group::Other) {
+                    inputs_fresh = false;
+                }
+                stats.add_terms(&st.sum, st.steps);
+                stats.steps += 1;
+                stats.grad_norm += f64::from(norm);
+            } else {
+                stats.skipped += 1;
+                guard.skip(1, &format!("{phase:?} step: non-finite gradient"))?;
+            }
+        } else {
             stats.skipped += 1;
-            return guard.skip(1, &format!("{phase:?} step: non-finite gradient"));
-        };
-        guard.step_taken();
-        if want[Group::Other as usize] {
-            inputs_fresh = false;
+            guard.skip(1, &format!("{phase:?} step: loss {}", st.sum.loss))?;
         }
-        stats.add_terms(&st.sum, st.steps);
-        stats.steps += 1;
-        stats.grad_norm += f64::from(norm);
-        Ok(())
-    };
-    for (batch, phase) in schedule(cfg, mode, slots.len(), rng) {
-        one_step(model, optim, &batch, phase, &mut stats)?;
+        if flush && summed > 0 {
+            grads.mean_of_slow_sum(&outer_groups, summed);
+            summed = 0;
+            let step = optim.step(
+                &model.layout,
+                &mut model.params,
+                &mut grads.slow_sum,
+                Phase::Outer,
+                other,
+                &active,
+                max_norm,
+            )?;
+            grads.slow_sum.clear();
+            if let Some(norm) = step {
+                guard.step_taken();
+                if outer_groups.contains(&Group::Other) {
+                    inputs_fresh = false;
+                }
+                stats.steps += 1;
+                stats.grad_norm += f64::from(norm);
+            } else {
+                stats.skipped += 1;
+                guard.skip(1, "Outer step: non-finite mean gradient")?;
+            }
+        }
     }
     Ok(stats)
 }
@@ -651,6 +767,154 @@ mod tests {
             e.contains("fast") && e.contains("step count overflowed"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_accumulate_schedule_flushes_every_slowness_passes_and_at_the_end() {
+        let cfg = TrainConfig {
+            procs: 5,
+            frames_per_proc: 8,
+            recurrence: 4,
+            batch_size: 16,
+            epochs: 3,
+            slowness: 4,
+            meta_schedule: MetaSchedule::Accumulate,
+            ..TrainConfig::device()
+        };
+        cfg.validate().unwrap();
+        let plan = schedule(&cfg, Mode::MetaRim, cfg.procs, &mut Pcg32::new(1));
+        // 10 chunks of 4 steps, 4 per minibatch: 3 minibatches per epoch, 9 passes.
+        assert_eq!(plan.len(), 9);
+        let flushes: Vec<usize> = plan
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, p))| *p == StepPlan::InnerThenAccumulate { flush: true })
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(flushes, [3, 7, 8]);
+        // Each epoch covers every chunk once, as in `joint`, and draws the same shuffles.
+        let joint = schedule(&cfg, Mode::Joint, cfg.procs, &mut Pcg32::new(1));
+        for ((a, pa), (b, pb)) in plan.iter().zip(&joint) {
+            assert_eq!(a, b);
+            assert_eq!(*pb, StepPlan::Single(Phase::All));
+            assert!(matches!(pa, StepPlan::InnerThenAccumulate { .. }));
+        }
+        for epoch in plan.chunks(3) {
+            let mut seen: Vec<Chunk> = epoch.iter().flat_map(|(b, _)| b.clone()).collect();
+            seen.sort_by_key(|c| (c.proc, c.start));
+            assert_eq!(seen, chunks(cfg.procs, 8, 4));
+        }
+        // The phases schedule is unchanged by it.
+        let phases = TrainConfig {
+            meta_schedule: MetaSchedule::Phases,
+            slowness: 2,
+            ..cfg.clone()
+        };
+        let plan = schedule(&phases, Mode::MetaRim, cfg.procs, &mut Pcg32::new(1));
+        assert_eq!(plan.len(), phases.inner_steps + phases.outer_steps);
+        assert!(plan[..phases.inner_steps]
+            .iter()
+            .all(|(b, p)| *p == StepPlan::Single(Phase::Inner) && b[0].len == 4));
+        assert!(plan[phases.inner_steps..]
+            .iter()
+            .all(|(b, p)| *p == StepPlan::Single(Phase::Outer) && b[0].len == 8));
+    }
+
+    #[test]
+    fn an_accumulate_update_steps_fast_every_pass_and_slow_on_the_mean() {
+        use super::super::rollout::{collect, gae};
+        use super::super::tasks::Tasks;
+        for (mode, other) in [
+            ("meta-rim", OtherGroup::Fast),
+            ("meta-rim", OtherGroup::Slow),
+            ("reversed", OtherGroup::Fast),
+        ] {
+            let cfg = TrainConfig {
+                mode: mode.into(),
+                other_group: other,
+                meta_schedule: MetaSchedule::Accumulate,
+                procs: 4,
+                frames_per_proc: 8,
+                recurrence: 4,
+                batch_size: 8,
+                epochs: 2,
+                slowness: 3,
+                ..TrainConfig::device()
+            };
+            cfg.validate().unwrap();
+            let model = super::super::run::initial_model(&cfg).unwrap();
+            let tasks = Tasks::new(&cfg).unwrap();
+            let mut slots: Vec<EnvSlot> = (0..cfg.procs)
+                .map(|i| EnvSlot::new(i, 3, &model, &tasks, cfg.frames_per_proc).unwrap())
+                .collect();
+            collect(&mut slots, &model, &tasks, 20.0, 1).unwrap();
+            for s in &mut slots {
+                gae(&mut s.buf, 0.99, 0.99);
+            }
+            let mut after = model.clone();
+            let mut optim = Optim::new(&model.layout, &cfg);
+            let mut grads = Grads::new(&model.layout, &cfg, 1).unwrap();
+            let st = train_on_rollout(
+                &cfg,
+                &mut after,
+                &mut optim,
+                &slots,
+                &mut Pcg32::new(2),
+                1,
+                &mut grads,
+                &mut DivergenceGuard::new(),
+            )
+            .unwrap();
+            // 8 chunks, 2 per minibatch: 4 passes per epoch, 8 in all; the slow sum is
+            // flushed after passes 3, 6 and 8.
+            assert_eq!((optim.fast.t, optim.slow.t), (8, 3), "{mode} {other:?}");
+            assert_eq!(st.steps, 11);
+            assert_eq!(st.frames, 2 * cfg.frames_per_update());
+            for g in Group::ALL {
+                assert_ne!(
+                    after.params.group(g),
+                    model.params.group(g),
+                    "{mode} {other:?}: group {} did not learn",
+                    g.name()
+                );
+            }
+            assert!(grads.slow_sum.slow.iter().all(|v| *v == 0.0));
+            // Bit-identical when repeated.
+            let mut again = model.clone();
+            let mut optim2 = Optim::new(&model.layout, &cfg);
+            train_on_rollout(
+                &cfg,
+                &mut again,
+                &mut optim2,
+                &slots,
+                &mut Pcg32::new(2),
+                1,
+                &mut grads,
+                &mut DivergenceGuard::new(),
+            )
+            .unwrap();
+            assert_eq!(again.params, after.params);
+        }
+    }
+
+    #[test]
+    fn a_non_finite_gradient_is_left_out_of_the_slow_sum() {
+        let (model, _) = tiny_model_and_optim();
+        let mut sum = GroupVecs::zeros(&model.layout);
+        let mut g = GroupVecs::zeros(&model.layout);
+        g.slow.fill(2.0);
+        g.other.fill(4.0);
+        let groups = [Group::Slow, Group::Other];
+        assert!(add_groups(&mut sum, &g, &groups));
+        g.other[3] = f32::INFINITY;
+        assert!(!add_groups(&mut sum, &g, &groups));
+        g.other[3] = 4.0;
+        g.fast.fill(f32::NAN); // not a summed group: ignored
+        assert!(add_groups(&mut sum, &g, &groups));
+        scale_groups(&mut sum, &groups, 2);
+        assert!(sum.slow.iter().all(|v| *v == 2.0));
+        assert!(sum.other.iter().all(|v| *v == 4.0));
+        assert!(sum.fast.iter().all(|v| *v == 0.0));
     }
 
     #[test]
