@@ -17,7 +17,8 @@ pub use metarim_core::nn::split::OtherGroup;
 
 /// Everything a training run needs. Defaults: the main job (`metarim train` with no
 /// arguments): BabyAI 1.0's PPO (docs/DESIGN.md, "BabyAI agent and PPO defaults") training the
-/// Small preset (bag-of-words encoder FiLM-conditioned on the instruction) on
+/// Small preset (bag-of-words encoder FiLM-conditioned on the instruction) as a Meta-RIM (fast
+/// modules, encoder and heads; slow attention; the `accumulate` schedule) on
 /// BabyAI-GoToLocal-v0, where a mission-blind policy fails about half the time, sized to finish
 /// on a 2-core machine in minutes (docs/RESULTS.md, "The main job"). [`TrainConfig::device`] is
 /// the microcontroller agent's run.
@@ -165,7 +166,7 @@ impl Default for TrainConfig {
             curriculum_window: 1000,
             curriculum_level_frames: 0,
             preset: "Small".into(),
-            mode: "joint".into(),
+            mode: "meta-rim".into(),
             other_group: OtherGroup::Fast,
             meta_schedule: MetaSchedule::Accumulate,
             n_modules: None,
