@@ -388,6 +388,15 @@ impl TrainConfig {
 
     /// Check everything up front, with errors naming the field.
     pub fn validate(&self) -> Result<()> {
+        self.validate_model()?;
+        self.validate_counts()?;
+        self.validate_batching()?;
+        self.validate_numbers()?;
+        self.validate_run()
+    }
+
+    /// Levels, backend, mode and the model's widths.
+    fn validate_model(&self) -> Result<()> {
         for id in self.level_ids() {
             crate::levels::lookup(&id).with_context(|| "in config field `level`/`levels`")?;
         }
@@ -417,21 +426,21 @@ impl TrainConfig {
         let dims = self.dims()?;
         metarim_core::nn::params::Layout::new(&dims, mode)
             .map_err(|e| anyhow!("model dimensions: {e}"))?;
-        let pos = |v: usize, name: &str| -> Result<()> {
-            if v == 0 {
-                bail!("config field `{name}` must be > 0");
-            }
-            Ok(())
-        };
-        pos(self.procs, "procs")?;
-        pos(self.frames_per_proc, "frames_per_proc")?;
-        pos(self.recurrence, "recurrence")?;
-        pos(self.epochs, "epochs")?;
-        pos(self.batch_size, "batch_size")?;
-        pos(self.grad_shards, "grad_shards")?;
-        pos(self.save_interval, "save_interval")?;
-        pos(self.stats_window, "stats_window")?;
-        pos(self.curriculum_window, "curriculum_window")?;
+        Ok(())
+    }
+
+    /// Counts: positive where zero means nothing, bounded where a large value would exhaust
+    /// memory or time, and every `u64` within TOML's signed 64-bit integers.
+    fn validate_counts(&self) -> Result<()> {
+        positive(self.procs, "procs")?;
+        positive(self.frames_per_proc, "frames_per_proc")?;
+        positive(self.recurrence, "recurrence")?;
+        positive(self.epochs, "epochs")?;
+        positive(self.batch_size, "batch_size")?;
+        positive(self.grad_shards, "grad_shards")?;
+        positive(self.save_interval, "save_interval")?;
+        positive(self.stats_window, "stats_window")?;
+        positive(self.curriculum_window, "curriculum_window")?;
         // Checkpoints and configs are TOML, whose integers are signed 64-bit.
         for (v, name) in [
             (self.frames, "frames"),
@@ -460,6 +469,11 @@ impl TrainConfig {
                 bail!("config field `{name}` must be at most {max}, got {v}");
             }
         }
+        Ok(())
+    }
+
+    /// How the rollout is cut into chunks and minibatches.
+    fn validate_batching(&self) -> Result<()> {
         if !self.frames_per_proc.is_multiple_of(self.recurrence) {
             bail!(
                 "frames_per_proc ({}) must be a multiple of recurrence ({})",
@@ -482,8 +496,8 @@ impl TrainConfig {
                 self.frames_per_proc
             );
         }
-        if mode.is_meta() {
-            pos(self.slowness, "slowness")?;
+        if self.mode()?.is_meta() {
+            positive(self.slowness, "slowness")?;
             if !self.frames_per_proc.is_multiple_of(self.slow_horizon()) {
                 bail!(
                     "frames_per_proc ({}) must be a multiple of recurrence x slowness ({})",
@@ -492,6 +506,11 @@ impl TrainConfig {
                 );
             }
         }
+        Ok(())
+    }
+
+    /// Learning rates, Adam's constants, discounting and the loss coefficients.
+    fn validate_numbers(&self) -> Result<()> {
         // Learning rates are Adam step sizes (each parameter moves by about `lr` per step):
         // above 1 no network here trains, and 1e30 turns every parameter into inf.
         for (v, name) in [(self.lr, "lr"), (self.fast_lr, "fast_lr")] {
@@ -534,6 +553,11 @@ impl TrainConfig {
                 bail!("config field `{name}` must be a finite number >= 0, got {v}");
             }
         }
+        Ok(())
+    }
+
+    /// The curriculum's levels and the checkpoint to start from.
+    fn validate_run(&self) -> Result<()> {
         if self.curriculum && self.levels.is_empty() {
             bail!(
                 "config field `curriculum` is true but `levels` is empty: a curriculum needs its \
@@ -547,6 +571,14 @@ impl TrainConfig {
         }
         Ok(())
     }
+}
+
+/// An error naming `name` when `v` is zero.
+fn positive(v: usize, name: &str) -> Result<()> {
+    if v == 0 {
+        bail!("config field `{name}` must be > 0");
+    }
+    Ok(())
 }
 
 /// Largest value of a `u64` field (`frames`, `seed`, ...): TOML integers are signed 64-bit.

@@ -473,13 +473,16 @@ fn rejected_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Train with `cfg`, writing into `opts.out`.
-pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
-    cfg.validate()?;
-    super::budget::check(cfg)?;
+/// The run directory made ready: created and locked, temporary files of a killed process
+/// removed, and the run resumed from its checkpoint (logs cut back to it) or started fresh
+/// (empty logs); the effective config written to `config.toml`. Returns the lock, which the
+/// caller holds for the whole run, the config the run continues with, and its state.
+fn open_run(
+    cfg: &TrainConfig,
+    opts: &RunOptions,
+) -> Result<(rundir::RunDirLock, TrainConfig, State)> {
     fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating output directory {}", opts.out.display()))?;
-    // Held until this function returns: no other process trains into `out` meanwhile.
     let lock = rundir::RunDirLock::acquire(&opts.out)?;
     if let Some(previous) = &lock.stale {
         eprintln!(
@@ -497,7 +500,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
     let ck_path = opts.out.join(CHECKPOINT_FILE);
     let jsonl_path = opts.out.join("train.jsonl");
     let csv_path = opts.out.join("train.csv");
-    let (cfg, mut st) = if ck_path.exists() {
+    let (cfg, st) = if ck_path.exists() {
         if !opts.resume {
             bail!(
                 "{} already holds a checkpoint; pass --resume to continue it or choose another --out",
@@ -520,6 +523,39 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
         (cfg.clone(), fresh_state(cfg)?)
     };
     checkpoint::write_atomic(&opts.out.join("config.toml"), cfg.to_toml()?.as_bytes())?;
+    Ok((lock, cfg, st))
+}
+
+/// Counts the episodes the last rollout finished into the task schedule and the rolling
+/// window (on a curriculum, only the current level's); returns how many there were.
+fn record_episodes(cfg: &TrainConfig, st: &mut State) -> usize {
+    let mut episodes = 0;
+    for slot in &st.slots {
+        for e in &slot.finished {
+            episodes += 1;
+            st.tasks.record(e.level, e.success);
+            if st.tasks.schedule != super::tasks::Schedule::Curriculum
+                || e.level == st.tasks.current()
+            {
+                st.recent.push_back(*e);
+            }
+            while st.recent.len() > cfg.stats_window {
+                st.recent.pop_front();
+            }
+        }
+    }
+    episodes
+}
+
+/// Train with `cfg`, writing into `opts.out`.
+pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
+    cfg.validate()?;
+    super::budget::check(cfg)?;
+    // The lock is held until this function returns: no other process trains into `out`.
+    let (_lock, cfg, mut st) = open_run(cfg, opts)?;
+    let ck_path = opts.out.join(CHECKPOINT_FILE);
+    let jsonl_path = opts.out.join("train.jsonl");
+    let csv_path = opts.out.join("train.csv");
     st.gpu = backend::select(&cfg, &st.model, cfg.procs)?;
     let threads = thread_count(cfg.threads, cfg.procs.max(cfg.grad_shards));
     let mut grads = Grads::new(&st.model.layout, &cfg, threads)?;
@@ -543,21 +579,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
     while st.frames < cfg.frames {
         let t0 = Instant::now();
         collect_rollout(&cfg, &mut st, threads)?;
-        let mut episodes = 0;
-        for slot in &st.slots {
-            for e in &slot.finished {
-                episodes += 1;
-                st.tasks.record(e.level, e.success);
-                if st.tasks.schedule != super::tasks::Schedule::Curriculum
-                    || e.level == st.tasks.current()
-                {
-                    st.recent.push_back(*e);
-                }
-                while st.recent.len() > cfg.stats_window {
-                    st.recent.pop_front();
-                }
-            }
-        }
+        let episodes = record_episodes(&cfg, &mut st);
         let activity = if is_rim {
             update::module_activity(&st.slots, n_modules)
         } else {
