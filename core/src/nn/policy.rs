@@ -140,6 +140,84 @@ struct MemWeights<'a, S> {
     lstm: LstmWeights<'a, S>,
 }
 
+/// The work buffers [`Policy::chunk_forward`] fills (slices of `chunk_backward`'s `work`).
+struct ChunkForward<'a, S> {
+    caches: &'a mut [S],
+    states: &'a mut [S],
+    instrs: &'a mut [S],
+    state_out: &'a mut [S],
+    instr_tmp: &'a mut [S],
+    logits: &'a mut [S],
+    scratch: &'a mut [S],
+}
+
+/// One step of the memory as its backward needs it: input, incoming `(h, c)`, cache, and the
+/// gradient arriving at its outgoing `(h, c)`.
+struct MemoryStep<'a, S> {
+    x: &'a [S],
+    state_in: (&'a [S], &'a [S]),
+    cache: &'a [S],
+    d_out: (&'a [S], &'a [S]),
+}
+
+/// The memory's backward for one step (RIM or LSTM, by `d.memory`): weight gradients added to
+/// the memory's gradient slices, the input gradient into `dx`, the incoming state's into
+/// `d_prev`.
+#[allow(clippy::too_many_arguments)]
+fn memory_backward<S: Real>(
+    d: &ModelDims,
+    mw: &MemWeights<'_, S>,
+    comm: CommGrad,
+    step: MemoryStep<'_, S>,
+    dx: &mut [S],
+    d_prev: (&mut [S], &mut [S]),
+    grads: (&mut RimGrads<'_, S>, &mut LstmGrads<'_, S>),
+    scratch: &mut [S],
+) -> Result<(), Error> {
+    let MemoryStep {
+        x,
+        state_in: (h_in, c_in),
+        cache,
+        d_out: (dh, dc),
+    } = step;
+    let (dhp, dcp) = d_prev;
+    match d.memory {
+        MemoryKind::Rim => rim_step_backward(
+            &mw.rim,
+            &d.rim,
+            comm,
+            x,
+            h_in,
+            c_in,
+            cache,
+            dh,
+            dc,
+            Some(dx),
+            dhp,
+            dcp,
+            grads.0,
+            scratch,
+        ),
+        MemoryKind::Lstm => {
+            lstm_backward(
+                &mw.lstm,
+                x,
+                h_in,
+                c_in,
+                cache,
+                dh,
+                dc,
+                Some(dx),
+                dhp,
+                dcp,
+                grads.1,
+                scratch,
+            );
+            Ok(())
+        }
+    }
+}
+
 /// Mutable per-block gradient slices, split out of the group buffers.
 struct GradSlices<'a, S> {
     encoder: &'a mut [S],
@@ -154,6 +232,29 @@ impl<'a, S> GradSlices<'a, S> {
             Some(i) => self.mem.swap_remove(i).1,
             None => &mut [],
         }
+    }
+
+    /// The memory's gradient slices, taken out: the RIM's and the LSTM's (the ones this model
+    /// does not have are empty).
+    fn memory(&mut self) -> (RimGrads<'a, S>, LstmGrads<'a, S>) {
+        let rim = RimGrads {
+            w_k: self.take(TensorKind::RimKey),
+            w_v: self.take(TensorKind::RimValue),
+            w_q: self.take(TensorKind::RimQuery),
+            rnn: self.take(TensorKind::RimRnn),
+            c_q: self.take(TensorKind::CommQuery),
+            c_k: self.take(TensorKind::CommKey),
+            c_v: self.take(TensorKind::CommValue),
+            c_g: self.take(TensorKind::CommGate),
+            c_o: self.take(TensorKind::CommOut),
+        };
+        let lstm = LstmGrads {
+            w_ih: self.take(TensorKind::Lstm(0)),
+            w_hh: self.take(TensorKind::Lstm(1)),
+            b_ih: self.take(TensorKind::Lstm(2)),
+            b_hh: self.take(TensorKind::Lstm(3)),
+        };
+        (rim, lstm)
     }
 }
 
@@ -376,6 +477,72 @@ impl<'a, S: Real> Policy<'a, S> {
         out
     }
 
+    /// Backpropagates a segment's summed instruction-embedding gradient `d_instr` through the
+    /// instruction encoder (re-run on `tokens` to rebuild its cache) into `g_instr`, then clears
+    /// `d_instr`. `bufs`: the embedding, the encoder's cache, scratch.
+    fn instruction_backward(
+        &self,
+        tokens: &[u16],
+        d_instr: &mut [S],
+        g_instr: &mut [S],
+        bufs: (&mut [S], &mut [S], &mut [S]),
+    ) -> Result<(), Error> {
+        let d = self.dims();
+        let instr_p = self.layout.block(&self.params, Role::Instruction);
+        let (embedding, cache, scratch) = bufs;
+        instr_forward(d, instr_p, tokens, embedding, cache)?;
+        instr_backward(d, instr_p, tokens, cache, d_instr, g_instr, scratch)?;
+        d_instr.fill(S::ZERO);
+        Ok(())
+    }
+
+    /// The forward half of [`Self::chunk_backward`]: every step's incoming state, instruction
+    /// embedding and cache into `bufs` (the instruction re-encoded at the chunk's first step and
+    /// at each episode start), and the steps each module was active added to `active_steps`.
+    fn chunk_forward(
+        &self,
+        steps: &[ChunkStep<'_, S>],
+        init_state: &[S],
+        bufs: ChunkForward<'_, S>,
+        active_steps: &mut [u32; MAX_MODULES],
+    ) -> Result<(), Error> {
+        let d = self.dims();
+        let (sl, cl, hi) = (state_len(d), step_cache_len(d), d.instr_hidden);
+        let ChunkForward {
+            caches,
+            states,
+            instrs,
+            state_out,
+            instr_tmp,
+            logits,
+            scratch,
+        } = bufs;
+        for (t, st) in steps.iter().enumerate() {
+            let state_in = &mut states[t * sl..(t + 1) * sl];
+            if st.episode_start {
+                state_in.fill(S::ZERO);
+            } else if t == 0 {
+                state_in.copy_from_slice(&init_state[..sl]);
+            } else {
+                state_in.copy_from_slice(state_out);
+            }
+            if t == 0 || st.episode_start {
+                self.encode_instruction(st.tokens, instr_tmp, scratch)?;
+            }
+            instrs[t * hi..(t + 1) * hi].copy_from_slice(instr_tmp);
+            let cache = &mut caches[t * cl..(t + 1) * cl];
+            self.step(
+                st.obs, instr_tmp, state_in, state_out, logits, cache, scratch,
+            )?;
+            for (n, a) in self.active_in_cache(cache).iter().enumerate() {
+                if *a {
+                    active_steps[n] += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Forward over a chunk of `steps` from `init_state` (the state stored at the chunk start),
     /// then backward through time of the summed PPO loss (each step's loss scaled by `scale`),
     /// accumulating parameter gradients into `grads` (same layout as the parameters).
@@ -415,59 +582,32 @@ impl<'a, S: Real> Policy<'a, S> {
         let (logits, rest) = rest.split_at_mut(d.n_actions);
         let d_logits = &mut rest[..d.n_actions];
 
-        // Forward, keeping every step's cache and incoming state.
         let mut stats = ChunkStats {
             sum: PpoTerms::default(),
             steps: t_len,
             active_steps: [0; MAX_MODULES],
         };
-        for (t, st) in steps.iter().enumerate() {
-            let state_in = &mut states[t * sl..(t + 1) * sl];
-            if st.episode_start {
-                state_in.fill(S::ZERO);
-            } else if t == 0 {
-                state_in.copy_from_slice(&init_state[..sl]);
-            } else {
-                state_in.copy_from_slice(state_out);
-            }
-            if t == 0 || st.episode_start {
-                self.encode_instruction(st.tokens, instr_tmp, scratch)?;
-            }
-            instrs[t * hi..(t + 1) * hi].copy_from_slice(instr_tmp);
-            let cache = &mut caches[t * cl..(t + 1) * cl];
-            self.step(
-                st.obs, instr_tmp, state_in, state_out, logits, cache, scratch,
-            )?;
-            for (n, a) in self.active_in_cache(cache).iter().enumerate() {
-                if *a {
-                    stats.active_steps[n] += 1;
-                }
-            }
-        }
+        self.chunk_forward(
+            steps,
+            init_state,
+            ChunkForward {
+                caches,
+                states,
+                instrs,
+                state_out,
+                instr_tmp,
+                logits,
+                scratch,
+            },
+            &mut stats.active_steps,
+        )?;
 
         // Backward through time.
         let o = offsets(d);
         let mw = self.mem_weights();
         let encoder = self.layout.block(&self.params, Role::Encoder);
-        let instr_p = self.layout.block(&self.params, Role::Instruction);
         let heads = self.layout.block(&self.params, Role::Heads);
-        let mut rim_g = RimGrads {
-            w_k: g.take(TensorKind::RimKey),
-            w_v: g.take(TensorKind::RimValue),
-            w_q: g.take(TensorKind::RimQuery),
-            rnn: g.take(TensorKind::RimRnn),
-            c_q: g.take(TensorKind::CommQuery),
-            c_k: g.take(TensorKind::CommKey),
-            c_v: g.take(TensorKind::CommValue),
-            c_g: g.take(TensorKind::CommGate),
-            c_o: g.take(TensorKind::CommOut),
-        };
-        let mut lstm_g = LstmGrads {
-            w_ih: g.take(TensorKind::Lstm(0)),
-            w_hh: g.take(TensorKind::Lstm(1)),
-            b_ih: g.take(TensorKind::Lstm(2)),
-            b_hh: g.take(TensorKind::Lstm(3)),
-        };
+        let (mut rim_g, mut lstm_g) = g.memory();
         d_state.fill(S::ZERO);
         d_instr.fill(S::ZERO);
         for t in (0..t_len).rev() {
@@ -502,42 +642,22 @@ impl<'a, S: Real> Policy<'a, S> {
             d_prev.fill(S::ZERO);
             let (h_in, c_in) = state_in.split_at(w);
             let (dhp, dcp) = d_prev.split_at_mut(w);
-            match d.memory {
-                MemoryKind::Rim => {
-                    rim_step_backward(
-                        &mw.rim,
-                        &d.rim,
-                        comm,
-                        x,
-                        h_in,
-                        c_in,
-                        mem_cache,
-                        dh,
-                        dc,
-                        Some(dx),
-                        dhp,
-                        dcp,
-                        &mut rim_g,
-                        scratch,
-                    )?;
-                }
-                MemoryKind::Lstm => {
-                    lstm_backward(
-                        &mw.lstm,
-                        x,
-                        h_in,
-                        c_in,
-                        mem_cache,
-                        dh,
-                        dc,
-                        Some(dx),
-                        dhp,
-                        dcp,
-                        &mut lstm_g,
-                        scratch,
-                    );
-                }
-            }
+            let step = MemoryStep {
+                x,
+                state_in: (h_in, c_in),
+                cache: mem_cache,
+                d_out: (dh, dc),
+            };
+            memory_backward(
+                d,
+                &mw,
+                comm,
+                step,
+                dx,
+                (dhp, dcp),
+                (&mut rim_g, &mut lstm_g),
+                scratch,
+            )?;
             // Encoder and instruction embedding.
             let feat = d.obs_features();
             // With FiLM the encoder adds its instruction gradient into `d_instr` too.
@@ -557,17 +677,8 @@ impl<'a, S: Real> Policy<'a, S> {
             }
             // At a segment's first step, backpropagate its summed instruction gradient.
             if t == 0 || st.episode_start {
-                instr_forward(d, instr_p, st.tokens, instr_tmp, instr_cache)?;
-                instr_backward(
-                    d,
-                    instr_p,
-                    st.tokens,
-                    instr_cache,
-                    d_instr,
-                    g.instr,
-                    scratch,
-                )?;
-                d_instr.fill(S::ZERO);
+                let bufs = (&mut *instr_tmp, &mut *instr_cache, &mut *scratch);
+                self.instruction_backward(st.tokens, d_instr, g.instr, bufs)?;
             }
             // The state gradient flows to step t - 1 unless this step started an episode (its
             // incoming state was zeros, not the previous step's output).
