@@ -272,14 +272,20 @@ fn grounding_smoke_reports_success_with_another_episodes_mission() {
     let opts = options("grounding", 0.0002, &out);
     let suite = Suite::load(&opts.suite, &opts.overrides).unwrap();
     assert!(suite.eval.grounding);
-    assert_eq!(suite.arms.len(), 4);
+    assert_eq!(suite.arms.len(), 5);
     let s = experiment::run(&opts).unwrap();
     let md = check_outputs(
         &s,
         &suite,
         "| arm | level | seeds | success (median) | 95% interval | another's mission (median) | 95% interval |",
     );
-    for mode in ["meta-rim", "lstm", "joint", "reversed"] {
+    for mode in [
+        "meta-rim",
+        "lstm",
+        "joint",
+        "reversed",
+        "meta-rim-lstm-cells",
+    ] {
         let row = format!("| GoToLocal-{mode} | GoToLocal | {SEEDS} |");
         let line = md
             .lines()
