@@ -151,36 +151,28 @@ struct ChunkForward<'a, S> {
     scratch: &'a mut [S],
 }
 
-/// One step of the memory as its backward needs it: input, incoming `(h, c)`, cache, and the
-/// gradient arriving at its outgoing `(h, c)`.
-struct MemoryStep<'a, S> {
-    x: &'a [S],
-    state_in: (&'a [S], &'a [S]),
-    cache: &'a [S],
-    d_out: (&'a [S], &'a [S]),
-}
-
-/// The memory's backward for one step (RIM or LSTM, by `d.memory`): weight gradients added to
-/// the memory's gradient slices, the input gradient into `dx`, the incoming state's into
-/// `d_prev`.
+/// The memory's backward for one step (RIM or LSTM, by `d.memory`), its states laid out
+/// `[h | c]`: from the step's input `x`, incoming state, cache and the gradient `d_state`
+/// arriving at its outgoing state, the weight gradients are added to `grads`, the input
+/// gradient written to `dx` and the incoming state's to `d_prev`.
 #[allow(clippy::too_many_arguments)]
 fn memory_backward<S: Real>(
     d: &ModelDims,
     mw: &MemWeights<'_, S>,
     comm: CommGrad,
-    step: MemoryStep<'_, S>,
+    x: &[S],
+    state_in: &[S],
+    cache: &[S],
+    d_state: &[S],
     dx: &mut [S],
-    d_prev: (&mut [S], &mut [S]),
+    d_prev: &mut [S],
     grads: (&mut RimGrads<'_, S>, &mut LstmGrads<'_, S>),
     scratch: &mut [S],
 ) -> Result<(), Error> {
-    let MemoryStep {
-        x,
-        state_in: (h_in, c_in),
-        cache,
-        d_out: (dh, dc),
-    } = step;
-    let (dhp, dcp) = d_prev;
+    let w = d.memory_width();
+    let (h_in, c_in) = state_in.split_at(w);
+    let (dh, dc) = d_state.split_at(w);
+    let (dhp, dcp) = d_prev.split_at_mut(w);
     match d.memory {
         MemoryKind::Rim => rim_step_backward(
             &mw.rim,
@@ -626,7 +618,6 @@ impl<'a, S: Real> Policy<'a, S> {
             let terms = ppo_loss(lg, value, &st.sample, coefs, scale, d_logits, &mut d_value)?;
             stats.sum.accumulate(&terms);
             // Heads: the loss gradient joins the gradient arriving from step t + 1.
-            let (dh, dc) = d_state.split_at_mut(w);
             heads_backward(
                 d,
                 heads,
@@ -635,28 +626,14 @@ impl<'a, S: Real> Policy<'a, S> {
                 d_logits,
                 d_value,
                 g.heads,
-                Some(dh),
+                Some(&mut d_state[..w]),
             )?;
             // Memory.
             dx.fill(S::ZERO);
             d_prev.fill(S::ZERO);
-            let (h_in, c_in) = state_in.split_at(w);
-            let (dhp, dcp) = d_prev.split_at_mut(w);
-            let step = MemoryStep {
-                x,
-                state_in: (h_in, c_in),
-                cache: mem_cache,
-                d_out: (dh, dc),
-            };
+            let grads = (&mut rim_g, &mut lstm_g);
             memory_backward(
-                d,
-                &mw,
-                comm,
-                step,
-                dx,
-                (dhp, dcp),
-                (&mut rim_g, &mut lstm_g),
-                scratch,
+                d, &mw, comm, x, state_in, mem_cache, d_state, dx, d_prev, grads, scratch,
             )?;
             // Encoder and instruction embedding.
             let feat = d.obs_features();

@@ -392,7 +392,13 @@ impl Gpu {
         // The `accumulate` schedule sums the outer groups' gradients on the host, with the
         // CPU path's rules (`update::add_groups`, `update::scale_groups`).
         let outer_groups = mode.phase_groups(Phase::Outer, cfg.other_group);
-        let (mut grad, mut sum) = (GroupVecs::default(), GroupVecs::default());
+        let (mut grad, mut sum) =
+            if mode.is_meta() && cfg.meta_schedule == super::config::MetaSchedule::Accumulate {
+                let zeros = GroupVecs::zeros(&model.layout);
+                (zeros.clone(), zeros)
+            } else {
+                (GroupVecs::default(), GroupVecs::default())
+            };
         let mut summed = 0usize;
         for (batch, plan) in schedule(cfg, mode, slots.len(), rng) {
             self.pass(slots, &batch, &coefs)?;
@@ -404,10 +410,6 @@ impl Gpu {
                 }
                 StepPlan::InnerThenAccumulate { flush } => flush,
             };
-            if sum.fast.len() + sum.slow.len() + sum.other.len() == 0 {
-                grad = GroupVecs::zeros(&model.layout);
-                sum = GroupVecs::zeros(&model.layout);
-            }
             self.policy
                 .download_grads(grad.bufs_mut())
                 .map_err(|e| anyhow!("reading gradients: {e}"))?;

@@ -158,25 +158,15 @@ impl Grads {
         })
     }
 
-    /// Adds `groups` of [`Self::total`] to [`Self::slow_sum`]; false, adding nothing, when
-    /// any of those gradients is not finite (one bad pass must not poison the sum).
-    pub fn add_to_slow_sum(&mut self, groups: &[Group]) -> bool {
-        add_groups(&mut self.slow_sum, &self.total, groups)
-    }
-
-    /// [`Self::slow_sum`]'s `groups` divided by the `passes` summed into them.
-    pub fn mean_of_slow_sum(&mut self, groups: &[Group], passes: usize) {
-        scale_groups(&mut self.slow_sum, groups, passes);
-    }
-
     /// Whether gradients run on the batched path.
     pub fn is_batched(&self) -> bool {
         self.batched.is_some()
     }
 }
 
-/// Adds `groups` of `grad` to `sum`; false, adding nothing, when any of them is not finite.
-/// The one rule both backends use for the `accumulate` schedule's sum.
+/// Adds `groups` of `grad` to `sum`; false, adding nothing, when any of them is not finite (one
+/// bad pass must not poison the sum). The one rule both backends use for the `accumulate`
+/// schedule's sum.
 pub fn add_groups(sum: &mut GroupVecs, grad: &GroupVecs, groups: &[Group]) -> bool {
     if !groups
         .iter()
@@ -583,16 +573,17 @@ pub fn train_on_rollout(
     let mut inputs_fresh = true;
     // Passes summed into `grads.slow_sum` since the last outer step (`accumulate`).
     let mut summed = 0usize;
+    let outer_groups = mode.phase_groups(Phase::Outer, other);
     for (batch, plan) in schedule(cfg, mode, slots.len(), rng) {
         let (phase, accumulate, flush) = match plan {
             StepPlan::Single(p) => (p, false, false),
             StepPlan::InnerThenAccumulate { flush } => (Phase::Inner, true, flush),
         };
+        let groups = mode.phase_groups(phase, other);
         let mut want = [false; 3];
-        for g in mode.phase_groups(phase, other) {
-            want[g as usize] = true;
+        for g in &groups {
+            want[*g as usize] = true;
         }
-        let outer_groups = mode.phase_groups(Phase::Outer, other);
         if accumulate {
             for g in &outer_groups {
                 want[*g as usize] = true;
@@ -606,7 +597,7 @@ pub fn train_on_rollout(
         let active = active_flags(&st, n_modules);
         if st.sum.loss.is_finite() {
             // Summed before the inner step, which clips its own groups in place.
-            if accumulate && grads.add_to_slow_sum(&outer_groups) {
+            if accumulate && add_groups(&mut grads.slow_sum, &grads.total, &outer_groups) {
                 summed += 1;
             }
             let step = optim.step(
@@ -620,7 +611,7 @@ pub fn train_on_rollout(
             )?;
             if let Some(norm) = step {
                 guard.step_taken();
-                if mode.phase_groups(phase, other).contains(&Group::Other) {
+                if groups.contains(&Group::Other) {
                     inputs_fresh = false;
                 }
                 stats.add_terms(&st.sum, st.steps);
@@ -635,7 +626,7 @@ pub fn train_on_rollout(
             guard.skip(1, &format!("{phase:?} step: loss {}", st.sum.loss))?;
         }
         if flush && summed > 0 {
-            grads.mean_of_slow_sum(&outer_groups, summed);
+            scale_groups(&mut grads.slow_sum, &outer_groups, summed);
             summed = 0;
             let step = optim.step(
                 &model.layout,
