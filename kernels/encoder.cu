@@ -158,6 +158,55 @@ extern "C" __global__ void encoder_fwd(const float* __restrict__ p, const u8* __
     }
 }
 
+#if ENC_BOW
+// encoder_bwd's last step with the bag of words: the gradient of one sample's input map (for
+// the embedding rows), conv1's transpose at the argmaxes, into its deltas D (ED_X); C is its
+// cache and GP the gradient of its pooled conv1 output.
+__device__ __forceinline__ void input_map_backward(const float* __restrict__ p, const float* C,
+                                                   const float* GP, float* D, u32 tid, u32 nt) {
+    for (u32 it = tid; it < CIN * 49; it += nt) {
+        const u32 ci = it / 49, q = it % 49;
+        float acc = 0.0f;
+        for (u32 oc = 0; oc < C0; ++oc) {
+            const float* k = p + EP_W1 + (oc * CIN + ci) * 4;
+            const float* z1o = C + EC_Z1 + oc * 36;
+            for (u32 win = 0; win < 9; ++win) {
+                const float gv = GP[oc * 9 + win];
+                if (gv == 0.0f) continue;
+                const u32 t = window_argmax(z1o, win);
+                const u32 u = (t / 6) * 7 + t % 6;
+                const u32 offs[4] = {0, 1, 7, 8};
+                for (u32 kk = 0; kk < 4; ++kk) {
+                    if (u + offs[kk] == q) acc += gv * k[kk];
+                }
+            }
+        }
+        D[ED_X + it] = acc;
+    }
+}
+#endif
+
+#if FILM
+// encoder_bwd's last step with FiLM, for one sample: the coefficients' gradients GC into its
+// deltas D (the generator's gradient, encoder_wgrad), and dL/de = W_film^T GC added into its
+// instruction gradient de (INSTR_H values) one coefficient at a time, in order, zero ones
+// skipped, onto what it holds (core film_coefs_backward accumulating into d_instr: one call of
+// encode_backward rounds exactly so).
+__device__ __forceinline__ void film_coefs_backward(const float* __restrict__ p, const float* GC,
+                                                    float* D, float* de, u32 tid, u32 nt) {
+    for (u32 k = tid; k < FILM_N; k += nt) D[ED_FILM + k] = GC[k];
+    for (u32 j = tid; j < INSTR_H; j += nt) {
+        float acc = de[j];
+        for (u32 k = 0; k < FILM_N; ++k) {
+            const float dc = GC[k];
+            if (dc == 0.0f) continue;
+            acc += p[EP_FW + k * INSTR_H + j] * dc;
+        }
+        de[j] = acc;
+    }
+}
+#endif
+
 // Parameters: encoder parameters, obs, cache (from encoder_fwd), d_out [samples x ld] (the
 // gradient w.r.t. the features in columns 0..C2), d_instr [samples x instr_ld] (FiLM: dL/de is
 // added (+=) into columns 0..INSTR_H, the sample's instruction gradient; not touched without
@@ -276,43 +325,10 @@ extern "C" __global__ void encoder_bwd(const float* __restrict__ p, const u8* __
     __syncthreads();
 #endif
 #if ENC_BOW
-    // Gradient of the input map (for the embedding rows), conv1's transpose at the argmaxes.
-    for (u32 it = tid; it < CIN * 49; it += nt) {
-        const u32 ci = it / 49, q = it % 49;
-        float acc = 0.0f;
-        for (u32 oc = 0; oc < C0; ++oc) {
-            const float* k = p + EP_W1 + (oc * CIN + ci) * 4;
-            const float* z1o = C + EC_Z1 + oc * 36;
-            for (u32 win = 0; win < 9; ++win) {
-                const float gv = GP[oc * 9 + win];
-                if (gv == 0.0f) continue;
-                const u32 t = window_argmax(z1o, win);
-                const u32 u = (t / 6) * 7 + t % 6;
-                const u32 offs[4] = {0, 1, 7, 8};
-                for (u32 kk = 0; kk < 4; ++kk) {
-                    if (u + offs[kk] == q) acc += gv * k[kk];
-                }
-            }
-        }
-        D[ED_X + it] = acc;
-    }
+    input_map_backward(p, C, GP, D, tid, nt);
 #endif
 #if FILM
-    // The coefficients' gradients into the deltas (the generator's gradient, encoder_wgrad),
-    // and dL/de = W_film^T dcoefs added into the instruction gradient one coefficient at a
-    // time, in order, zero ones skipped, onto what it holds (core film_coefs_backward
-    // accumulating into d_instr: one call of encode_backward rounds exactly so).
-    for (u32 k = tid; k < FILM_N; k += nt) D[ED_FILM + k] = GC[k];
-    for (u32 j = tid; j < INSTR_H; j += nt) {
-        float* de = d_instr + (u64)b * instr_ld + j;
-        float acc = *de;
-        for (u32 k = 0; k < FILM_N; ++k) {
-            const float dc = GC[k];
-            if (dc == 0.0f) continue;
-            acc += p[EP_FW + k * INSTR_H + j] * dc;
-        }
-        *de = acc;
-    }
+    film_coefs_backward(p, GC, D, d_instr + (u64)b * instr_ld, tid, nt);
 #else
     (void)d_instr;
     (void)instr_ld;

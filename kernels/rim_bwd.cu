@@ -14,6 +14,12 @@
 //
 // Launch: grid ceil(batch / SPB_RIM), any block size, SPB_RIM * RB_SMEM floats of dynamic
 // shared memory.
+//
+// One kernel function on purpose (it and rim_fwd_step are the project's only functions over 150
+// lines): its phases (B0..B10 below) are separated by block barriers and share one per-sample
+// shared-memory layout (SB_*); as device functions each phase would take a dozen pointers and
+// the barriers would sit between calls, away from the work they order. Splitting waits for a
+// GPU to show that it costs no registers or occupancy (ptxas reports both; docs/GPU.md).
 #include "common.cuh"
 #include "model.cuh"
 

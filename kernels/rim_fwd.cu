@@ -11,6 +11,12 @@
 // Launch: grid ceil(batch / SPB_RIM), any block size (256 in production), dynamic shared memory
 // SPB_RIM * RF_SMEM floats. Threads loop over work items; items are ordered sample-fastest, so
 // neighbouring threads read the same weight row (a broadcast) for different samples.
+//
+// One kernel function on purpose (it and rim_bwd_step are the project's only functions over 150
+// lines): its phases (P0..P7 below) are separated by block barriers and share one per-sample
+// shared-memory layout (SF_*); as device functions each phase would take a dozen pointers and
+// the barriers would sit between calls, away from the work they order. Splitting waits for a
+// GPU to show that it costs no registers or occupancy (ptxas reports both; docs/GPU.md).
 #include "common.cuh"
 #include "model.cuh"
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Reference checkpoints for refactors that must not change behaviour: the device agent's run
 # (configs/device-tiny.toml, the defaults of `train` before the main job moved to GoToLocal)
-# and a Paper meta-rim run of 20 updates (configs/paper-gotolocal.toml, 20 x 2560 frames),
-# both on the CPU backend, printing the SHA-256 of each checkpoint. Run it before and after a
+# a Paper meta-rim run of 20 updates (configs/paper-gotolocal.toml, 20 x 2560 frames) and
+# the first 20 updates of the main job (`train` with no config: Small meta-rim on GoToLocal),
+# all on the CPU backend, printing the SHA-256 of each checkpoint. Run it before and after a
 # change and compare; the CPU backend is bit-for-bit deterministic on any thread count.
 #
 # usage: bash scripts/ref-checkpoints.sh [OUT_DIR]   (default: target/ref-checkpoints)
@@ -16,11 +17,12 @@ bin=target/release/metarim
 "$bin" train --backend cpu --quiet --config configs/device-tiny.toml --out "$out/default" >/dev/null
 "$bin" train --backend cpu --quiet --config configs/paper-gotolocal.toml --frames 51200 \
     --out "$out/paper-meta-rim-20" >/dev/null
+"$bin" train --backend cpu --quiet --frames 51200 --out "$out/main-job-20" >/dev/null
 commit="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!docs' || echo '+changes')"
 # Two hashes per run: the whole file, and the tensors alone (parameters, Adam moments and
 # counters: everything after the safetensors header). The header's metadata holds the config,
 # so adding a config field changes the first and not the second.
-for run in default paper-meta-rim-20; do
+for run in default paper-meta-rim-20 main-job-20; do
     ck="$out/$run/checkpoint.safetensors"
     header_len="$(od -An -t u8 -N8 "$ck" | tr -d ' ')"
     printf '%s  %s  (commit %s)\n' "$(sha256sum "$ck" | cut -d' ' -f1)" "$run" "$commit"

@@ -21,8 +21,8 @@
 //! optimiser step and statistics.
 //!
 //! Invariants:
-//! - The layout is the core's ([`Layout`]): group buffers are the host's `GroupVecs`, element
-//!   for element, so parameters move between backends unchanged.
+//! - The layout is the core's ([`Layout`]): group buffers are [`crate::groups::GroupVecs`],
+//!   element for element, so parameters move between backends unchanged.
 //! - Every kernel launch is checked against its declared parameter list; every buffer extent
 //!   against its allocation; every host input (tokens, cell codes, actions, lengths) is
 //!   validated before anything is launched, with an error naming what is wrong.

@@ -55,7 +55,8 @@ pub const LAYOUT_FIELDS: [&str; LAYOUT_LEN] = [
     "RSL",
 ];
 
-/// Every size and offset of `kernels/model.cuh` for one model, plus the samples per block.
+/// Every size and offset of `kernels/model.cuh` for one model, grouped by block, plus the
+/// samples per block. Field names are `model.cuh`'s macros in lower case.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[allow(missing_docs)] // the fields are model.cuh's macros, named alike (lower case)
 pub struct ModelLayout {
@@ -68,6 +69,26 @@ pub struct ModelLayout {
     pub qw: usize,
     pub uw: usize,
     pub cw: usize,
+    /// The memory's output width (`N * H`), read by the heads.
+    pub mw: usize,
+    /// The RIM cell: module RNN blocks, the step cache and the deltas.
+    pub rim: RimLayout,
+    /// The LSTM memory's cache and deltas.
+    pub lstm: LstmLayout,
+    /// The observation encoder (with its FiLM parts).
+    pub enc: EncoderLayout,
+    /// The instruction GRU.
+    pub instr: InstrLayout,
+    /// The actor and critic heads.
+    pub heads: HeadsLayout,
+    /// Shared memory per sample of each kernel family, and the samples per block.
+    pub smem: SmemLayout,
+}
+
+/// The RIM cell's part of `model.cuh`: one module's RNN block, the step cache, the deltas.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)] // model.cuh's macros, lower case
+pub struct RimLayout {
     pub rsl: usize,
     pub rgh: usize,
     pub rnn_cache: usize,
@@ -90,9 +111,20 @@ pub struct ModelLayout {
     pub rd_dpg: usize,
     pub rd_dpo: usize,
     pub rim_delta: usize,
-    pub mw: usize,
+}
+
+/// The LSTM memory's part of `model.cuh`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)] // model.cuh's macros, lower case
+pub struct LstmLayout {
     pub lstm_cache: usize,
     pub lstm_delta: usize,
+}
+
+/// The observation encoder's part of `model.cuh`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)] // model.cuh's macros, lower case
+pub struct EncoderLayout {
     pub film_n: usize,
     pub ep_fw: usize,
     pub enc_params: usize,
@@ -100,6 +132,12 @@ pub struct ModelLayout {
     pub enc_cache: usize,
     pub ed_film: usize,
     pub enc_delta: usize,
+}
+
+/// The instruction encoder's part of `model.cuh`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)] // model.cuh's macros, lower case
+pub struct InstrLayout {
     pub ig3: usize,
     pub ip_w_ih: usize,
     pub ip_w_hh: usize,
@@ -109,6 +147,12 @@ pub struct ModelLayout {
     pub instr_cache: usize,
     pub id_gh: usize,
     pub instr_delta: usize,
+}
+
+/// The heads' part of `model.cuh`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)] // model.cuh's macros, lower case
+pub struct HeadsLayout {
     pub hp_a_b1: usize,
     pub hp_a_w2: usize,
     pub hp_a_b2: usize,
@@ -122,6 +166,13 @@ pub struct ModelLayout {
     pub hd_da: usize,
     pub hd_dc: usize,
     pub heads_delta: usize,
+}
+
+/// Shared memory per sample (floats) of each kernel family, and the samples per block of the
+/// per-sample kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)] // model.cuh's macros, lower case
+pub struct SmemLayout {
     pub rf_smem: usize,
     pub rb_smem: usize,
     pub lf_smem: usize,
@@ -169,6 +220,46 @@ impl ModelLayout {
                 what: "model dimensions are inconsistent (see core::nn::params::Layout)".into(),
             });
         }
+        if dims.encoder == EncoderKind::Bow && dims.bow_dim == 0 {
+            return Err(Error::BadInput {
+                what: "bag-of-words encoder with bow_dim 0".into(),
+            });
+        }
+        let nh = r.n_modules * r.hidden;
+        let rim = RimLayout::new(dims);
+        let enc = EncoderLayout::new(dims);
+        let instr = InstrLayout::new(dims);
+        Ok(ModelLayout {
+            dims: *dims,
+            n: r.n_modules,
+            k: r.k_active,
+            hid: r.hidden,
+            input: r.input,
+            nh,
+            qw: r.in_heads * r.d_k,
+            uw: r.in_heads * r.d_v,
+            cw: if r.communication {
+                r.c_heads * r.c_k
+            } else {
+                0
+            },
+            mw: nh,
+            rim,
+            lstm: LstmLayout {
+                lstm_cache: 5 * nh,
+                lstm_delta: 4 * nh,
+            },
+            enc,
+            instr,
+            heads: HeadsLayout::new(dims, nh),
+            smem: SmemLayout::new(dims, &rim, &enc, &instr)?,
+        })
+    }
+}
+
+impl RimLayout {
+    fn new(dims: &ModelDims) -> RimLayout {
+        let r = &dims.rim;
         let (n, hid) = (r.n_modules, r.hidden);
         let nh = n * hid;
         let qw = r.in_heads * r.d_k;
@@ -182,14 +273,12 @@ impl ModelLayout {
         // Module cells: the LSTM's four gates and five cached vectors per unit against the
         // GRU's three and four; its cell state c follows h in the state row.
         let lstm = r.cell == CellKind::Lstm;
-        let rcl = if lstm { nh } else { 0 };
-        let rsl = nh + rcl;
+        let rsl = if lstm { 2 * nh } else { nh };
         let rgh = if lstm { 4 * hid } else { 3 * hid };
         let rnn_cache = if lstm { 5 * hid } else { 4 * hid };
         let rnn_w_hh = rgh * uw;
         let rnn_b_ih = rnn_w_hh + rgh * hid;
         let rnn_b_hh = rnn_b_ih + rgh;
-        let rnn_len = rnn_b_hh + rgh;
         // Step cache.
         let rc_kx = 2 * n;
         let rc_vx = rc_kx + qw;
@@ -207,9 +296,7 @@ impl ModelLayout {
                 0
             };
         let rc_gate = rc_o + n * cw;
-        let rim_cache = rc_gate + 2 * comm_nh;
         // Deltas.
-        let rd_dkx = 0;
         let rd_dvx = qw;
         let rd_dq = rd_dvx + uw;
         let rd_gi = rd_dq + n * qw;
@@ -219,9 +306,35 @@ impl ModelLayout {
         let rd_dcv = rd_dck + n * cw;
         let rd_dpg = rd_dcv + n * cw;
         let rd_dpo = rd_dpg + comm_nh;
-        let rim_delta = rd_dpo + comm_nh;
-        let mw = nh;
-        // Encoder.
+        RimLayout {
+            rsl,
+            rgh,
+            rnn_cache,
+            rnn_w_hh,
+            rnn_b_ih,
+            rnn_b_hh,
+            rnn_len: rnn_b_hh + rgh,
+            rc_u,
+            rc_ht,
+            rc_o,
+            rim_cache: rc_gate + 2 * comm_nh,
+            rd_dkx: 0,
+            rd_dvx,
+            rd_dq,
+            rd_gi,
+            rd_gh,
+            rd_dcq,
+            rd_dck,
+            rd_dcv,
+            rd_dpg,
+            rd_dpo,
+            rim_delta: rd_dpo + comm_nh,
+        }
+    }
+}
+
+impl EncoderLayout {
+    fn new(dims: &ModelDims) -> EncoderLayout {
         let bow = dims.encoder == EncoderKind::Bow;
         let cin = if bow { dims.bow_dim } else { 3 };
         let [c0, c1, c2] = dims.conv_channels;
@@ -236,29 +349,46 @@ impl ModelLayout {
             + c1
             + c2 * c1 * 4
             + c2;
-        let enc_params = ep_fw + film_n * dims.instr_hidden + film_n;
         let ec_film = c0 * 36 + c0 * 9 + c1 * 4 + c2;
         let film_raw = if dims.film { c0 * 36 + c1 * 4 + c2 } else { 0 };
-        let enc_cache = ec_film + film_n + film_raw;
         let ed_film = c2 + c1 * 4 + c0 * 9 + if bow { cin * 49 } else { 0 };
-        let enc_delta = ed_film + film_n;
-        if bow && dims.bow_dim == 0 {
-            return Err(Error::BadInput {
-                what: "bag-of-words encoder with bow_dim 0".into(),
-            });
+        EncoderLayout {
+            film_n,
+            ep_fw,
+            enc_params: ep_fw + film_n * dims.instr_hidden + film_n,
+            ec_film,
+            enc_cache: ec_film + film_n + film_raw,
+            ed_film,
+            enc_delta: ed_film + film_n,
         }
-        // Instruction encoder.
+    }
+}
+
+impl InstrLayout {
+    fn new(dims: &ModelDims) -> InstrLayout {
         let (hi, wd, mt) = (dims.instr_hidden, dims.word_dim, dims.max_tokens);
         let ig3 = 3 * hi;
         let ip_w_ih = VOCAB_SIZE * wd;
         let ip_w_hh = ip_w_ih + ig3 * wd;
         let ip_b_ih = ip_w_hh + ig3 * hi;
         let ip_b_hh = ip_b_ih + ig3;
-        let instr_params = ip_b_hh + ig3;
-        let instr_cache = (mt + 1) * hi + mt * 4 * hi;
-        let id_gh = ig3;
-        let instr_delta = 2 * ig3 + wd;
-        // Heads.
+        InstrLayout {
+            ig3,
+            ip_w_ih,
+            ip_w_hh,
+            ip_b_ih,
+            ip_b_hh,
+            instr_params: ip_b_hh + ig3,
+            instr_cache: (mt + 1) * hi + mt * 4 * hi,
+            id_gh: ig3,
+            instr_delta: 2 * ig3 + wd,
+        }
+    }
+}
+
+impl HeadsLayout {
+    /// The heads of `dims` reading a memory output `mw` wide.
+    fn new(dims: &ModelDims, mw: usize) -> HeadsLayout {
         let (hh, na) = (dims.head_hidden, dims.n_actions);
         let hp_a_b1 = hh * mw;
         let hp_a_w2 = hp_a_b1 + hh;
@@ -267,12 +397,58 @@ impl ModelLayout {
         let hp_c_b1 = hp_c_w1 + hh * mw;
         let hp_c_w2 = hp_c_b1 + hh;
         let hp_c_b2 = hp_c_w2 + hh;
-        let heads_params = hp_c_b2 + 1;
         let hd_dv = na;
         let hd_da = hd_dv + 1;
         let hd_dc = hd_da + hh;
-        let heads_delta = hd_dc + hh;
-        // Shared memory per sample (floats).
+        HeadsLayout {
+            hp_a_b1,
+            hp_a_w2,
+            hp_a_b2,
+            hp_c_w1,
+            hp_c_b1,
+            hp_c_w2,
+            hp_c_b2,
+            heads_params: hp_c_b2 + 1,
+            heads_cache: 2 * hh,
+            hd_dv,
+            hd_da,
+            hd_dc,
+            heads_delta: hd_dc + hh,
+        }
+    }
+}
+
+impl SmemLayout {
+    /// Shared memory of every kernel family of `d` (with the blocks' layouts `rim`, `enc` and
+    /// `instr`); an error when a kernel's sample does not fit in a block.
+    fn new(
+        d: &ModelDims,
+        rim: &RimLayout,
+        enc: &EncoderLayout,
+        instr: &InstrLayout,
+    ) -> Result<SmemLayout> {
+        let r = &d.rim;
+        let n = r.n_modules;
+        let nh = n * r.hidden;
+        let mw = nh;
+        let qw = r.in_heads * r.d_k;
+        let uw = r.in_heads * r.d_v;
+        let cw = if r.communication {
+            r.c_heads * r.c_k
+        } else {
+            0
+        };
+        let rcl = rim.rsl - nh;
+        let rgh = rim.rgh;
+        let (hh, na) = (d.head_hidden, d.n_actions);
+        let cin = if d.encoder == EncoderKind::Bow {
+            d.bow_dim
+        } else {
+            3
+        };
+        let [c0, c1, c2] = d.conv_channels;
+        let film_n = enc.film_n;
+        let (hi, wd, ig3) = (d.instr_hidden, d.word_dim, instr.ig3);
         // (The attention-matrix parts are reserved with or without communication, as in
         // model.cuh.)
         let rf_smem = r.input
@@ -298,10 +474,8 @@ impl ModelLayout {
             + qw
             + uw
             + rcl;
-        let lf_smem = r.input + 2 * mw;
-        let lb_smem = 6 * mw;
-        let hf_smem = mw + 2 * hh;
-        let hb_smem = na + 1 + 2 * hh;
+        let (lf_smem, lb_smem) = (r.input + 2 * mw, 6 * mw);
+        let (hf_smem, hb_smem) = (mw + 2 * hh, na + 1 + 2 * hh);
         let enc_fwd_smem = cin * 49 + c0 * 36 + c0 * 9 + c1 * 4 + film_n;
         let enc_bwd_smem = c2 + c1 * 4 + c0 * 9 + film_n;
         let instr_fwd_smem = hi + wd;
@@ -319,73 +493,7 @@ impl ModelLayout {
                 )));
             }
         }
-        let spb_rim = samples_per_block(rf_smem.max(rb_smem), 8)?;
-        let spb_lstm = samples_per_block(lf_smem.max(lb_smem), 8)?;
-        let spb_heads = samples_per_block(hf_smem.max(hb_smem), 16)?;
-        Ok(ModelLayout {
-            dims: *dims,
-            n,
-            k: r.k_active,
-            hid,
-            input: r.input,
-            nh,
-            qw,
-            uw,
-            cw,
-            rsl,
-            rgh,
-            rnn_cache,
-            rnn_w_hh,
-            rnn_b_ih,
-            rnn_b_hh,
-            rnn_len,
-            rc_u,
-            rc_ht,
-            rc_o,
-            rim_cache,
-            rd_dkx,
-            rd_dvx,
-            rd_dq,
-            rd_gi,
-            rd_gh,
-            rd_dcq,
-            rd_dck,
-            rd_dcv,
-            rd_dpg,
-            rd_dpo,
-            rim_delta,
-            mw,
-            lstm_cache: 5 * mw,
-            lstm_delta: 4 * mw,
-            film_n,
-            ep_fw,
-            enc_params,
-            ec_film,
-            enc_cache,
-            ed_film,
-            enc_delta,
-            ig3,
-            ip_w_ih,
-            ip_w_hh,
-            ip_b_ih,
-            ip_b_hh,
-            instr_params,
-            instr_cache,
-            id_gh,
-            instr_delta,
-            hp_a_b1,
-            hp_a_w2,
-            hp_a_b2,
-            hp_c_w1,
-            hp_c_b1,
-            hp_c_w2,
-            hp_c_b2,
-            heads_params,
-            heads_cache: 2 * hh,
-            hd_dv,
-            hd_da,
-            hd_dc,
-            heads_delta,
+        Ok(SmemLayout {
             rf_smem,
             rb_smem,
             lf_smem,
@@ -396,44 +504,46 @@ impl ModelLayout {
             enc_bwd_smem,
             instr_fwd_smem,
             instr_bwd_smem,
-            spb_rim,
-            spb_lstm,
-            spb_heads,
+            spb_rim: samples_per_block(rf_smem.max(rb_smem), 8)?,
+            spb_lstm: samples_per_block(lf_smem.max(lb_smem), 8)?,
+            spb_heads: samples_per_block(hf_smem.max(hb_smem), 16)?,
         })
     }
+}
 
+impl ModelLayout {
     /// The values `layout_info` must report, in [`LAYOUT_FIELDS`] order.
     pub fn expected_info(&self) -> [u32; LAYOUT_LEN] {
         let v = [
-            self.rim_cache,
-            self.rim_delta,
-            self.lstm_cache,
-            self.lstm_delta,
-            self.enc_params,
-            self.enc_cache,
-            self.enc_delta,
-            self.instr_params,
-            self.instr_cache,
-            self.instr_delta,
-            self.heads_params,
-            self.heads_cache,
-            self.heads_delta,
-            self.rf_smem,
-            self.rb_smem,
-            self.lf_smem,
-            self.lb_smem,
-            self.hf_smem,
-            self.hb_smem,
-            self.enc_fwd_smem,
-            self.enc_bwd_smem,
-            self.instr_fwd_smem,
-            self.instr_bwd_smem,
-            self.rnn_len,
+            self.rim.rim_cache,
+            self.rim.rim_delta,
+            self.lstm.lstm_cache,
+            self.lstm.lstm_delta,
+            self.enc.enc_params,
+            self.enc.enc_cache,
+            self.enc.enc_delta,
+            self.instr.instr_params,
+            self.instr.instr_cache,
+            self.instr.instr_delta,
+            self.heads.heads_params,
+            self.heads.heads_cache,
+            self.heads.heads_delta,
+            self.smem.rf_smem,
+            self.smem.rb_smem,
+            self.smem.lf_smem,
+            self.smem.lb_smem,
+            self.smem.hf_smem,
+            self.smem.hb_smem,
+            self.smem.enc_fwd_smem,
+            self.smem.enc_bwd_smem,
+            self.smem.instr_fwd_smem,
+            self.smem.instr_bwd_smem,
+            self.rim.rnn_len,
             N_TERMS,
-            self.ep_fw,
-            self.ec_film,
-            self.ed_film,
-            self.rsl,
+            self.enc.ep_fw,
+            self.enc.ec_film,
+            self.enc.ed_film,
+            self.rim.rsl,
         ];
         v.map(|x| x as u32)
     }
@@ -442,7 +552,7 @@ impl ModelLayout {
     /// `core::nn::policy::state_len`).
     pub fn state_len(&self) -> usize {
         match self.dims.memory {
-            MemoryKind::Rim => self.rsl,
+            MemoryKind::Rim => self.rim.rsl,
             MemoryKind::Lstm => 2 * self.mw,
         }
     }
@@ -475,9 +585,9 @@ impl ModelLayout {
             ("VOCAB", VOCAB_SIZE),
             ("HEAD_H", d.head_hidden),
             ("N_ACT", d.n_actions),
-            ("SPB_RIM", self.spb_rim),
-            ("SPB_LSTM", self.spb_lstm),
-            ("SPB_HEADS", self.spb_heads),
+            ("SPB_RIM", self.smem.spb_rim),
+            ("SPB_LSTM", self.smem.spb_lstm),
+            ("SPB_HEADS", self.smem.spb_heads),
         ];
         list.iter()
             .map(|(k, v)| Define {
@@ -520,27 +630,30 @@ mod tests {
                 };
                 d.rim.communication = comm;
                 let l = ModelLayout::new(&d).unwrap();
-                assert_eq!(l.rim_cache, step_cache_len(&d.rim));
-                assert_eq!(l.rnn_len, rnn_module_len(&d.rim));
-                assert_eq!(l.rgh, rnn_gates(&d.rim) * d.rim.hidden);
+                assert_eq!(l.rim.rim_cache, step_cache_len(&d.rim));
+                assert_eq!(l.rim.rnn_len, rnn_module_len(&d.rim));
+                assert_eq!(l.rim.rgh, rnn_gates(&d.rim) * d.rim.hidden);
                 assert_eq!(l.state_len(), state_len(&d));
-                assert_eq!(l.enc_params, encoder_param_len(&d));
-                assert_eq!(l.enc_cache, encoder_cache_len(&d));
+                assert_eq!(l.enc.enc_params, encoder_param_len(&d));
+                assert_eq!(l.enc.enc_cache, encoder_cache_len(&d));
                 let cl = encoder_cache_layout(&d);
-                assert_eq!((l.ec_film, l.ec_film + l.film_n), (cl.film, cl.raw));
+                assert_eq!(
+                    (l.enc.ec_film, l.enc.ec_film + l.enc.film_n),
+                    (cl.film, cl.raw)
+                );
                 let t = encoder_tensors(&d);
                 let film_w = t.as_slice().iter().find(|t| t.name == "film.weight");
-                assert_eq!(film_w.map(|t| t.offset), film.then_some(l.ep_fw));
-                assert_eq!(l.instr_params, instr_param_len(&d));
-                assert_eq!(l.instr_cache, instr_cache_len(&d));
-                assert_eq!(l.heads_params, heads_param_len(&d));
-                assert_eq!(l.heads_cache, heads_cache_len(&d));
-                assert!(l.spb_rim >= 1 && l.rf_smem * 4 * l.spb_rim <= SMEM_LIMIT);
-                assert!(l.rb_smem * 4 * l.spb_rim <= SMEM_LIMIT);
+                assert_eq!(film_w.map(|t| t.offset), film.then_some(l.enc.ep_fw));
+                assert_eq!(l.instr.instr_params, instr_param_len(&d));
+                assert_eq!(l.instr.instr_cache, instr_cache_len(&d));
+                assert_eq!(l.heads.heads_params, heads_param_len(&d));
+                assert_eq!(l.heads.heads_cache, heads_cache_len(&d));
+                assert!(l.smem.spb_rim >= 1 && l.smem.rf_smem * 4 * l.smem.spb_rim <= SMEM_LIMIT);
+                assert!(l.smem.rb_smem * 4 * l.smem.spb_rim <= SMEM_LIMIT);
             }
         }
         let l = ModelLayout::new(&PAPER).unwrap();
-        assert_eq!(l.spb_rim, 1, "Paper: one sample per block");
+        assert_eq!(l.smem.spb_rim, 1, "Paper: one sample per block");
         assert_eq!(l.defines().len(), 26);
     }
 
@@ -551,8 +664,8 @@ mod tests {
         let mut d = TINY;
         d.rim.cell = CellKind::Lstm;
         let l = ModelLayout::new(&d).unwrap();
-        assert_eq!((l.rgh, l.rnn_cache), (4 * l.hid, 5 * l.hid));
-        assert_eq!((l.rsl, l.state_len()), (2 * l.nh, 2 * l.nh));
+        assert_eq!((l.rim.rgh, l.rim.rnn_cache), (4 * l.hid, 5 * l.hid));
+        assert_eq!((l.rim.rsl, l.state_len()), (2 * l.nh, 2 * l.nh));
         assert!(l
             .defines()
             .iter()
@@ -561,7 +674,7 @@ mod tests {
         let d = ModelDims { film: true, ..TINY };
         let l = ModelLayout::new(&d).unwrap();
         let [c0, c1, c2] = d.conv_channels;
-        assert_eq!(l.film_n, 2 * (c0 + c1 + c2));
+        assert_eq!(l.enc.film_n, 2 * (c0 + c1 + c2));
         assert!(l
             .defines()
             .iter()

@@ -25,6 +25,7 @@ pub mod emu;
 pub mod engine;
 pub mod error;
 pub mod exec;
+pub mod groups;
 pub mod kernel;
 pub mod layout;
 pub mod nvrtc;

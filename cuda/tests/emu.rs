@@ -104,7 +104,7 @@ fn results_do_not_depend_on_the_order_of_threads() {
             }
             emu.set_thread_order(ThreadOrder::Ascending);
             for r in &runs[1..] {
-                let bits = |g: &Groups| {
+                let bits = |g: &GroupVecs| {
                     [&g.fast, &g.slow, &g.other]
                         .iter()
                         .flat_map(|b| b.iter().map(|x| x.to_bits()))
@@ -231,7 +231,7 @@ fn pass_parity_under_every_order(
                 let n = dims.rim.n_modules;
                 assert_eq!(*counts, want_stats.active_steps[..n].to_vec(), "{what}");
             }
-            let bits = |g: &Groups| {
+            let bits = |g: &GroupVecs| {
                 [&g.fast, &g.slow, &g.other]
                     .iter()
                     .flat_map(|b| b.iter().map(|x| x.to_bits()))

@@ -7,12 +7,13 @@
 
 use host::gemm::Scalar;
 use host::train::batched::{BatchedGrads, PassOptions, Seq};
+use host::train::GroupVecs;
 use metarim_core::env::{Observation, VIEW_CELLS};
 use metarim_core::mission::vocab::{tokenize, MAX_TOKENS};
 use metarim_core::nn::dims::{CellKind, EncoderKind, ModelDims, RimDims, PAPER, TINY};
 use metarim_core::nn::init::InitConfig;
 use metarim_core::nn::loss::{PpoCoefs, PpoSample};
-use metarim_core::nn::params::{Group, GroupBufs, GroupBufsMut, Layout, Mode};
+use metarim_core::nn::params::{Group, Layout, Mode};
 use metarim_core::nn::policy::{chunk_work_len, init_params, state_len, ChunkStep, Policy};
 use metarim_core::nn::rim::CommGrad;
 use metarim_core::rng::Pcg32;
@@ -80,43 +81,6 @@ fn batch<S: Scalar>(d: &ModelDims, chunks: usize, steps: usize, seed: u64) -> Ba
     out
 }
 
-struct Vecs<S> {
-    fast: Vec<S>,
-    slow: Vec<S>,
-    other: Vec<S>,
-}
-
-impl<S: Scalar> Vecs<S> {
-    fn zeros(l: &Layout) -> Self {
-        Vecs {
-            fast: vec![S::ZERO; l.group_len(Group::Fast)],
-            slow: vec![S::ZERO; l.group_len(Group::Slow)],
-            other: vec![S::ZERO; l.group_len(Group::Other)],
-        }
-    }
-    fn bufs(&self) -> GroupBufs<'_, S> {
-        GroupBufs {
-            fast: &self.fast,
-            slow: &self.slow,
-            other: &self.other,
-        }
-    }
-    fn bufs_mut(&mut self) -> GroupBufsMut<'_, S> {
-        GroupBufsMut {
-            fast: &mut self.fast,
-            slow: &mut self.slow,
-            other: &mut self.other,
-        }
-    }
-    fn group(&self, g: Group) -> &[S] {
-        match g {
-            Group::Fast => &self.fast,
-            Group::Slow => &self.slow,
-            Group::Other => &self.other,
-        }
-    }
-}
-
 fn coefs<S: Scalar>() -> PpoCoefs<S> {
     PpoCoefs {
         clip_eps: S::from_f64(0.2),
@@ -127,9 +91,14 @@ fn coefs<S: Scalar>() -> PpoCoefs<S> {
 }
 
 /// The core's gradient and loss sum over the chunks.
-fn core_grads<S: Scalar>(l: &Layout, p: &Vecs<S>, b: &Batch<S>, scale: S) -> (Vecs<S>, f64) {
+fn core_grads<S: Scalar>(
+    l: &Layout,
+    p: &GroupVecs<S>,
+    b: &Batch<S>,
+    scale: S,
+) -> (GroupVecs<S>, f64) {
     let policy = Policy::new(l, p.bufs()).unwrap();
-    let mut g = Vecs::zeros(l);
+    let mut g = GroupVecs::zeros(l);
     let steps = b.samples[0].len();
     let mut work = vec![S::ZERO; chunk_work_len(l.dims(), steps)];
     let mut loss = 0.0;
@@ -174,16 +143,16 @@ fn seqs<'a, S: Scalar>(b: &'a Batch<S>, xs: Option<&'a [Vec<S>]>) -> Vec<Seq<'a,
 #[allow(clippy::too_many_arguments)]
 fn batched_grads<S: Scalar>(
     l: &Layout,
-    p: &Vecs<S>,
+    p: &GroupVecs<S>,
     b: &Batch<S>,
     scale: S,
     threads: usize,
     groups: [bool; 3],
     xs: Option<&[Vec<S>]>,
-) -> (Vecs<S>, f64) {
+) -> (GroupVecs<S>, f64) {
     let steps = b.samples[0].len();
     let mut bg = BatchedGrads::<S>::new(l, b.obs.len() * steps, threads).unwrap();
-    let mut g = Vecs::zeros(l);
+    let mut g = GroupVecs::zeros(l);
     let opts = PassOptions {
         coefs: coefs(),
         scale,
@@ -217,7 +186,7 @@ fn check<S: Scalar>(
     tol: f64,
 ) -> f64 {
     let l = Layout::new(d, mode).unwrap();
-    let mut p = Vecs::<S>::zeros(&l);
+    let mut p = GroupVecs::<S>::zeros(&l);
     init_params(&l, &InitConfig::BABYAI, seed, p.bufs_mut()).unwrap();
     // FiLM starts as the identity: give it weights, so its instruction path is compared too.
     let mut rng = Pcg32::new(seed ^ 0xf1);
@@ -401,7 +370,7 @@ fn batched_pass_matches_core_paper_f32() {
 #[test]
 fn stored_memory_inputs_give_the_same_gradient_when_the_encoders_are_frozen() {
     let l = Layout::new(&TINY, Mode::MetaRim).unwrap();
-    let mut p = Vecs::<f64>::zeros(&l);
+    let mut p = GroupVecs::<f64>::zeros(&l);
     init_params(&l, &InitConfig::BABYAI, 5, p.bufs_mut()).unwrap();
     let (chunks, steps) = (5, 6);
     let b = batch::<f64>(&TINY, chunks, steps, 6);
@@ -462,10 +431,10 @@ fn stored_memory_inputs_give_the_same_gradient_when_the_encoders_are_frozen() {
 #[test]
 fn bad_minibatches_are_errors() {
     let l = Layout::new(&TINY, Mode::MetaRim).unwrap();
-    let p = Vecs::<f32>::zeros(&l);
+    let p = GroupVecs::<f32>::zeros(&l);
     let b = batch::<f32>(&TINY, 3, 4, 1);
     let mut bg = BatchedGrads::<f32>::new(&l, 8, 2).unwrap();
-    let mut g = Vecs::zeros(&l);
+    let mut g = GroupVecs::zeros(&l);
     let opts = PassOptions {
         coefs: coefs(),
         scale: 1.0,

@@ -29,22 +29,10 @@
 //! 5. **Masked update.** `h_t,i = h'_i` if active else `h_{t-1,i}` (LSTM: `c_t,i = c~_i` if
 //!    active else `c_{t-1,i}`); inactive modules keep their state bit-exactly.
 //!
-//! # Dropout (optional, off by default)
+//! # No dropout
 //! The reference code applies dropout (0.1) to the attention outputs; RL runs without it
-//! (docs/DESIGN.md, "The RIM cell", CHOICE), so [`rim_step_forward`] / [`rim_step_backward`]
-//! have none. The `_masked` entry points ([`rim_step_forward_masked`],
-//! [`rim_step_backward_masked`] and the sequence versions) take a caller-drawn inverted-dropout
-//! mask ([`fill_dropout_mask`]: every entry is 0 or `1/(1-p)`), [`dropout_mask_len`] long, laid
-//! out as `[N x in_heads*d_v (input attention, for u_i) | N x c_heads*c_k (communication, for
-//! o_i)]` (module-major; the second part only with communication). It multiplies (a) each module's
-//! input `u_i` after step 1, i.e. the RNN reads `u_i * mask_u,i`, and (b) each active module's
-//! communication output `o_i` before the gate/output projections of step 4. Selection (step 2)
-//! uses the null attention, computed before dropout, and is unaffected. The step cache keeps the
-//! post-dropout `u` and `o` (its size does not change); the backward pass multiplies the
-//! upstream gradients of `u` and `o` by the same mask, which the caller passes again. An EMPTY
-//! mask means no dropout (the unmasked functions are exactly the masked ones with `&[]`); an
-//! all-ones mask gives bit-identical results. Randomness stays with the caller, so a step is a
-//! deterministic function of its inputs and mask.
+//! (docs/DESIGN.md, "The RIM cell", CHOICE). The optional dropout entry points that no trainer
+//! reached were removed (docs/RESULTS.md, "Removed code").
 //!
 //! # Gradients of inactive modules ([`CommGrad`])
 //! An inactive module's state passes through unchanged, so its incoming state gradient flows
@@ -123,12 +111,6 @@ pub const fn comm_width(d: &RimDims) -> usize {
     } else {
         0
     }
-}
-
-/// Length of one step's dropout mask: `N * (in_heads*d_v + c_heads*c_k)` (the communication part
-/// only with communication on); see the module docs ("Dropout") for the layout.
-pub const fn dropout_mask_len(d: &RimDims) -> usize {
-    mul(d.n_modules, add(module_input(d), comm_width(d)))
 }
 
 /// Length of the hidden state of all modules, `N * H`.
@@ -243,7 +225,7 @@ struct CacheLayout {
     q: usize,
     /// Attention on the input row per module and head, `N * in_heads`.
     ax: usize,
-    /// Module inputs (after dropout, if any), `N * in_heads*d_v`.
+    /// Module inputs, `N * in_heads*d_v`.
     u: usize,
     /// RNN caches, `N * rnn_cache_len`.
     rnn: usize,
@@ -255,7 +237,7 @@ struct CacheLayout {
     cv: usize,
     /// Comm attention, `N (query) x c_heads x N (key)`.
     p: usize,
-    /// Comm outputs `o` (after dropout, if any), `N * c_heads*c_k`.
+    /// Comm outputs `o`, `N * c_heads*c_k`.
     o: usize,
     /// `sigmoid(W_g o)` and `tanh(W_o o)`, `N*H` each.
     gate: usize,
@@ -458,36 +440,6 @@ pub fn cache_null_attention<'c, S: Real>(d: &RimDims, cache: &'c [S]) -> Option<
     cache.get(n..mul(2, n))
 }
 
-/// Draws one step's inverted-dropout mask for the `_masked` entry points: each of the first
-/// [`dropout_mask_len`] entries of `mask` is 0 with probability `p` and `1/(1-p)` otherwise, one
-/// [`Pcg32::gen_f64`](crate::rng::Pcg32::gen_f64) draw per entry (entry `e` is dropped iff its
-/// draw is `< p`), so the result is a deterministic function of `p` and the generator's state.
-/// `p = 0` gives an all-ones mask (same effect as no dropout).
-///
-/// Errors: [`Error::BadDims`] for unusable dimensions or `p` outside `[0, 1)` (NaN included),
-/// [`Error::BufferTooSmall`] if `mask` is shorter than [`dropout_mask_len`]; nothing is drawn or
-/// written before the checks pass.
-pub fn fill_dropout_mask<S: Real>(
-    d: &RimDims,
-    p: f64,
-    rng: &mut crate::rng::Pcg32,
-    mask: &mut [S],
-) -> Result<(), Error> {
-    check_dims(d)?;
-    if !(0.0..1.0).contains(&p) {
-        return Err(Error::BadDims {
-            what: "rim: dropout probability must be in [0, 1)",
-        });
-    }
-    let len = dropout_mask_len(d);
-    need(mask.len(), len)?;
-    let keep = S::from_f64(1.0 / (1.0 - p));
-    for m in mask.iter_mut().take(len) {
-        *m = if rng.gen_f64() < p { S::ZERO } else { keep };
-    }
-    Ok(())
-}
-
 // ---------------------------------------------------------------------------------------------
 // Validation and slicing helpers (all panic-free).
 
@@ -617,27 +569,6 @@ fn copy<S: Copy>(dst: &mut [S], src: &[S]) {
 #[inline]
 fn dot<S: Real>(a: &[S], b: &[S]) -> S {
     crate::nn::ops::dot(a, b)
-}
-
-/// `v *= mask` elementwise over the common length (a no-op for an empty mask).
-#[inline]
-fn scale_by<S: Real>(v: &mut [S], mask: &[S]) {
-    for (x, m) in v.iter_mut().zip(mask) {
-        *x *= *m;
-    }
-}
-
-/// Checks a step's dropout mask (empty = none) and splits it into its input-attention and
-/// communication parts (both empty for an empty mask).
-fn split_dropout<'a, S>(d: &RimDims, mask: &'a [S]) -> Result<(&'a [S], &'a [S]), Error> {
-    if mask.is_empty() {
-        return Ok((&[], &[]));
-    }
-    need(mask.len(), dropout_mask_len(d))?;
-    let mut b = mask;
-    let input = take(&mut b, mul(d.n_modules, module_input(d)));
-    let comm = take(&mut b, mul(d.n_modules, comm_width(d)));
-    Ok((input, comm))
 }
 
 /// `y += alpha * x`.
@@ -856,9 +787,8 @@ fn split_scratch<'a, S>(d: &RimDims, scratch: &'a mut [S]) -> Scratch<'a, S> {
 
 /// One RIM step: from `x` (`input`), `h_prev` (`N*H`) and, for an LSTM, `c_prev` (`N*H`; empty
 /// for a GRU), write `h_out`, `c_out` (LSTM only), the selection `active_out` (`N`) and the
-/// activations the backward pass needs into `cache` ([`step_cache_len`]).
-///
-/// No dropout: this is [`rim_step_forward_masked`] with an empty mask.
+/// activations the backward pass needs into `cache` ([`step_cache_len`]). The phases are the
+/// module docs' steps, one function each.
 ///
 /// Errors: [`Error::BadDims`] for unusable dimensions, [`Error::BufferTooSmall`] for any short
 /// buffer; nothing is written before the checks pass.
@@ -874,40 +804,6 @@ pub fn rim_step_forward<S: Real>(
     active_out: &mut [bool],
     cache: &mut [S],
 ) -> Result<(), Error> {
-    rim_step_forward_masked(
-        w,
-        d,
-        x,
-        h_prev,
-        c_prev,
-        h_out,
-        c_out,
-        active_out,
-        cache,
-        &[],
-    )
-}
-
-/// [`rim_step_forward`] with dropout on the attention outputs (module docs, "Dropout"): `mask`
-/// is empty (no dropout) or at least [`dropout_mask_len`] long (e.g. from [`fill_dropout_mask`]);
-/// pass the same mask to [`rim_step_backward_masked`]. The cache keeps the post-dropout module
-/// inputs and communication outputs; selection is unaffected by the mask.
-///
-/// Errors: as [`rim_step_forward`], plus [`Error::BufferTooSmall`] for a non-empty mask shorter
-/// than [`dropout_mask_len`]; nothing is written before the checks pass.
-#[allow(clippy::too_many_arguments)]
-pub fn rim_step_forward_masked<S: Real>(
-    w: &RimWeights<'_, S>,
-    d: &RimDims,
-    x: &[S],
-    h_prev: &[S],
-    c_prev: &[S],
-    h_out: &mut [S],
-    c_out: &mut [S],
-    active_out: &mut [bool],
-    cache: &mut [S],
-    mask: &[S],
-) -> Result<(), Error> {
     check_dims(d)?;
     let counts = rim_param_counts(d);
     check_params(w.lens(), &counts)?;
@@ -920,24 +816,37 @@ pub fn rim_step_forward_masked<S: Real>(
     need(c_out.len(), ncl)?;
     need(active_out.len(), d.n_modules)?;
     need(cache.len(), step_cache_len(d))?;
-    let (in_mask, comm_mask) = split_dropout(d, mask)?;
 
-    let (n, hid) = (d.n_modules, d.hidden);
-    let lstm = d.cell == CellKind::Lstm;
-    let comm = d.communication;
-    let aw = query_width(d);
-    let uw = module_input(d);
     let x = x.get(..d.input).unwrap_or(x);
-    let active = active_out.get_mut(..n).unwrap_or(&mut []);
-    let c = split_cache_mut(d, cache);
+    let active = active_out.get_mut(..d.n_modules).unwrap_or(&mut []);
+    let mut c = split_cache_mut(d, cache);
+    input_attention(w, d, x, h_prev, &mut c);
+    select_top_k(c.null, d.k_active, c.mask, active);
+    module_dynamics(w, d, h_prev, c_prev, h_out, c_out, active, &mut c);
+    if d.communication {
+        communicate(w, d, h_out, active, &mut c);
+    }
+    masked_update(d, h_prev, c_prev, h_out, c_out, active);
+    Ok(())
+}
 
-    // 1. Input attention. The null row's key and value are 0, so its score is 0 and it adds
-    //    nothing to u; only the input row's key/value are computed.
+/// Step 1, input attention: the shared key/value of `x`, each module's query, its attention to
+/// the input row (`ax`), its null attention (`null`, the selection score) and its input `u_i`.
+/// The null row's key and value are 0, so its score is 0 and it adds nothing to `u`; only the
+/// input row's key/value are computed.
+fn input_attention<S: Real>(
+    w: &RimWeights<'_, S>,
+    d: &RimDims,
+    x: &[S],
+    h_prev: &[S],
+    c: &mut CacheMut<'_, S>,
+) {
+    let (aw, uw, hid) = (query_width(d), module_input(d), d.hidden);
     ops::linear(w.w_k, None, x, c.kx);
     ops::linear(w.w_v, None, x, c.vx);
     let inv_dk: S = inv_sqrt(d.d_k);
     let inv_heads: S = S::ONE / S::from_f64(d.in_heads as f64);
-    for i in 0..n {
+    for i in 0..d.n_modules {
         let q = chunk_mut(c.q, i, aw);
         ops::linear(
             chunk(w.w_q, i, mul(aw, hid)),
@@ -970,18 +879,27 @@ pub fn rim_step_forward_masked<S: Real>(
                 *o = *a * *v;
             }
         }
-        // Dropout on the input attention's output (selection uses `null`, computed above).
-        scale_by(u, chunk(in_mask, i, uw));
     }
+}
 
-    // 2. Selection (hard top-k, lower index wins ties; constant for the backward pass).
-    select_top_k(c.null, d.k_active, c.mask, active);
-
-    // 3. Per-module dynamics. Without communication an inactive module's candidate state is
-    //    never read, so it is not computed (its cache part is zeroed).
+/// Step 3, per-module dynamics: each module's RNN on its input `u_i`. With communication the
+/// candidate state goes to the cache (`ht`), to be read by every module; without, straight to
+/// `h_out`, and an inactive module's RNN is not evaluated (its cache part is zeroed).
+#[allow(clippy::too_many_arguments)]
+fn module_dynamics<S: Real>(
+    w: &RimWeights<'_, S>,
+    d: &RimDims,
+    h_prev: &[S],
+    c_prev: &[S],
+    h_out: &mut [S],
+    c_out: &mut [S],
+    active: &[bool],
+    c: &mut CacheMut<'_, S>,
+) {
+    let (uw, hid, comm) = (module_input(d), d.hidden, d.communication);
     let rcl = rnn_cache_len(d);
     let rml = rnn_module_len(d);
-    for i in 0..n {
+    for i in 0..d.n_modules {
         let on = active.get(i).copied().unwrap_or(false);
         let rc = chunk_mut(c.rnn, i, rcl);
         if !(on || comm) {
@@ -996,7 +914,7 @@ pub fn rim_step_forward_masked<S: Real>(
             chunk_mut(h_out, i, hid)
         };
         let [w_ih, w_hh, b_ih, b_hh] = rnn_view(chunk(w.rnn, i, rml), d);
-        if lstm {
+        if d.cell == CellKind::Lstm {
             let p = LstmWeights {
                 w_ih,
                 w_hh,
@@ -1015,82 +933,130 @@ pub fn rim_step_forward_masked<S: Real>(
             ops::gru_forward(&p, u, hp, dest, rc);
         }
     }
+}
 
-    // 4. Communication among modules: keys/values from every module's h~, outputs only for
-    //    active modules (an inactive module's output would be discarded by the masked update).
-    if comm {
+/// The communication step's sizes (forward and backward): `n` modules of `hid` units, `cw`-wide
+/// queries/keys/values and outputs (`ch` heads of `ckw`), `pw = cw * hid` per projection, and
+/// the attention's scale `1/sqrt(ckw)`.
+struct CommSizes<S> {
+    n: usize,
+    hid: usize,
+    cw: usize,
+    pw: usize,
+    ch: usize,
+    ckw: usize,
+    inv_ck: S,
+}
+
+impl<S: Real> CommSizes<S> {
+    fn new(d: &RimDims) -> Self {
         let cw = comm_width(d);
-        let pw = mul(cw, hid);
-        let (ch, ckw) = (d.c_heads, d.c_k);
-        let inv_ck: S = inv_sqrt(ckw);
-        for m in 0..n {
-            let ht = chunk(c.ht, m, hid);
-            ops::linear(chunk(w.c_k, m, pw), None, ht, chunk_mut(c.ck, m, cw));
-            ops::linear(chunk(w.c_v, m, pw), None, ht, chunk_mut(c.cv, m, cw));
-            let cq = chunk_mut(c.cq, m, cw);
-            if active.get(m).copied().unwrap_or(false) {
-                ops::linear(chunk(w.c_q, m, pw), None, ht, cq);
-            } else {
-                cq.fill(S::ZERO);
-            }
-        }
-        for i in 0..n {
-            let on = active.get(i).copied().unwrap_or(false);
-            let p_i = chunk_mut(c.p, i, mul(ch, n));
-            let o_i = chunk_mut(c.o, i, cw);
-            let gate = chunk_mut(c.gate, i, hid);
-            let tanh = chunk_mut(c.tanh, i, hid);
-            if !on {
-                p_i.fill(S::ZERO);
-                o_i.fill(S::ZERO);
-                gate.fill(S::ZERO);
-                tanh.fill(S::ZERO);
-                continue;
-            }
-            let q_i = chunk(c.cq, i, cw);
-            for j in 0..ch {
-                let qj = chunk(q_i, j, ckw);
-                let pj = chunk_mut(p_i, j, n);
-                for (m, s) in pj.iter_mut().enumerate() {
-                    *s = dot(qj, chunk(chunk(c.ck, m, cw), j, ckw)) * inv_ck;
-                }
-                softmax_in_place(pj);
-                let oj = chunk_mut(o_i, j, ckw);
-                oj.fill(S::ZERO);
-                for (m, pm) in pj.iter().enumerate() {
-                    axpy(*pm, chunk(chunk(c.cv, m, cw), j, ckw), oj);
-                }
-            }
-            // Dropout on the communication attention's output.
-            scale_by(o_i, chunk(comm_mask, i, cw));
-            ops::linear(chunk(w.c_g, i, pw), None, o_i, gate);
-            gate.iter_mut().for_each(|v| *v = v.sigmoid());
-            ops::linear(chunk(w.c_o, i, pw), None, o_i, tanh);
-            tanh.iter_mut().for_each(|v| *v = v.tanh());
-            let ho = chunk_mut(h_out, i, hid);
-            for (((o, t), g), th) in ho
-                .iter_mut()
-                .zip(chunk(c.ht, i, hid))
-                .zip(gate.iter())
-                .zip(tanh.iter())
-            {
-                *o = *t + *g * *th;
-            }
+        CommSizes {
+            n: d.n_modules,
+            hid: d.hidden,
+            cw,
+            pw: mul(cw, d.hidden),
+            ch: d.c_heads,
+            ckw: d.c_k,
+            inv_ck: inv_sqrt(d.c_k),
         }
     }
+}
 
-    // 5. Masked update: an inactive module keeps its previous state bit-exactly (h and c).
-    //    Active modules already hold h' in h_out (and c~ in c_out for an LSTM).
+/// Step 4, communication among modules: keys/values from every module's `h~`, attention and
+/// the gated residual `h' = h~ + sigmoid(W_g o) * tanh(W_o o)` into `h_out` for active modules
+/// only (an inactive module's output would be discarded by the masked update; its cache parts
+/// are zeroed).
+fn communicate<S: Real>(
+    w: &RimWeights<'_, S>,
+    d: &RimDims,
+    h_out: &mut [S],
+    active: &[bool],
+    c: &mut CacheMut<'_, S>,
+) {
+    let CommSizes {
+        n,
+        hid,
+        cw,
+        pw,
+        ch,
+        ckw,
+        inv_ck,
+    } = CommSizes::new(d);
+    for m in 0..n {
+        let ht = chunk(c.ht, m, hid);
+        ops::linear(chunk(w.c_k, m, pw), None, ht, chunk_mut(c.ck, m, cw));
+        ops::linear(chunk(w.c_v, m, pw), None, ht, chunk_mut(c.cv, m, cw));
+        let cq = chunk_mut(c.cq, m, cw);
+        if active.get(m).copied().unwrap_or(false) {
+            ops::linear(chunk(w.c_q, m, pw), None, ht, cq);
+        } else {
+            cq.fill(S::ZERO);
+        }
+    }
     for i in 0..n {
+        let on = active.get(i).copied().unwrap_or(false);
+        let p_i = chunk_mut(c.p, i, mul(ch, n));
+        let o_i = chunk_mut(c.o, i, cw);
+        let gate = chunk_mut(c.gate, i, hid);
+        let tanh = chunk_mut(c.tanh, i, hid);
+        if !on {
+            p_i.fill(S::ZERO);
+            o_i.fill(S::ZERO);
+            gate.fill(S::ZERO);
+            tanh.fill(S::ZERO);
+            continue;
+        }
+        let q_i = chunk(c.cq, i, cw);
+        for j in 0..ch {
+            let qj = chunk(q_i, j, ckw);
+            let pj = chunk_mut(p_i, j, n);
+            for (m, s) in pj.iter_mut().enumerate() {
+                *s = dot(qj, chunk(chunk(c.ck, m, cw), j, ckw)) * inv_ck;
+            }
+            softmax_in_place(pj);
+            let oj = chunk_mut(o_i, j, ckw);
+            oj.fill(S::ZERO);
+            for (m, pm) in pj.iter().enumerate() {
+                axpy(*pm, chunk(chunk(c.cv, m, cw), j, ckw), oj);
+            }
+        }
+        ops::linear(chunk(w.c_g, i, pw), None, o_i, gate);
+        gate.iter_mut().for_each(|v| *v = v.sigmoid());
+        ops::linear(chunk(w.c_o, i, pw), None, o_i, tanh);
+        tanh.iter_mut().for_each(|v| *v = v.tanh());
+        let ho = chunk_mut(h_out, i, hid);
+        for (((o, t), g), th) in ho
+            .iter_mut()
+            .zip(chunk(c.ht, i, hid))
+            .zip(gate.iter())
+            .zip(tanh.iter())
+        {
+            *o = *t + *g * *th;
+        }
+    }
+}
+
+/// Step 5, the masked update: an inactive module keeps its previous state bit-exactly (h and
+/// c). Active modules already hold `h'` in `h_out` (and `c~` in `c_out` for an LSTM).
+fn masked_update<S: Real>(
+    d: &RimDims,
+    h_prev: &[S],
+    c_prev: &[S],
+    h_out: &mut [S],
+    c_out: &mut [S],
+    active: &[bool],
+) {
+    let hid = d.hidden;
+    for i in 0..d.n_modules {
         if active.get(i).copied().unwrap_or(false) {
             continue;
         }
         copy(chunk_mut(h_out, i, hid), chunk(h_prev, i, hid));
-        if lstm {
+        if d.cell == CellKind::Lstm {
             copy(chunk_mut(c_out, i, hid), chunk(c_prev, i, hid));
         }
     }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1101,53 +1067,12 @@ pub fn rim_step_forward_masked<S: Real>(
 /// `N*H` for an LSTM, else empty), ACCUMULATE the parameter gradients into `g`, the input
 /// gradient into `dx` (if given, `input` long) and the previous-state gradients into `dh_prev`
 /// (and `dc_prev` for an LSTM). `scratch` needs [`scratch_len`] elements; its contents on entry
-/// do not matter. The selection stored in `cache` is treated as a constant. No dropout: this is
-/// [`rim_step_backward_masked`] with an empty mask.
+/// do not matter. The selection stored in `cache` is treated as a constant. The phases run the
+/// module docs' steps in reverse, one function each.
 ///
 /// Errors: as [`rim_step_forward`]; nothing is written before the checks pass.
 #[allow(clippy::too_many_arguments)]
 pub fn rim_step_backward<S: Real>(
-    w: &RimWeights<'_, S>,
-    d: &RimDims,
-    mode: CommGrad,
-    x: &[S],
-    h_prev: &[S],
-    c_prev: &[S],
-    cache: &[S],
-    dh_out: &[S],
-    dc_out: &[S],
-    dx: Option<&mut [S]>,
-    dh_prev: &mut [S],
-    dc_prev: &mut [S],
-    g: &mut RimGrads<'_, S>,
-    scratch: &mut [S],
-) -> Result<(), Error> {
-    rim_step_backward_masked(
-        w,
-        d,
-        mode,
-        x,
-        h_prev,
-        c_prev,
-        cache,
-        dh_out,
-        dc_out,
-        dx,
-        dh_prev,
-        dc_prev,
-        g,
-        scratch,
-        &[],
-    )
-}
-
-/// Backward of one [`rim_step_forward_masked`] call: as [`rim_step_backward`], with `mask` the
-/// dropout mask the forward used (empty for none). Passing a different mask than the forward's
-/// gives wrong gradients (the mask is not stored in the cache).
-///
-/// Errors: as [`rim_step_forward_masked`]; nothing is written before the checks pass.
-#[allow(clippy::too_many_arguments)]
-pub fn rim_step_backward_masked<S: Real>(
     w: &RimWeights<'_, S>,
     d: &RimDims,
     mode: CommGrad,
@@ -1162,7 +1087,6 @@ pub fn rim_step_backward_masked<S: Real>(
     dc_prev: &mut [S],
     g: &mut RimGrads<'_, S>,
     scratch: &mut [S],
-    mask: &[S],
 ) -> Result<(), Error> {
     check_dims(d)?;
     let counts = rim_param_counts(d);
@@ -1182,243 +1106,303 @@ pub fn rim_step_backward_masked<S: Real>(
     need(dh_prev.len(), nh)?;
     need(dc_prev.len(), ncl)?;
     need(scratch.len(), scratch_len(d))?;
-    let (in_mask, comm_mask) = split_dropout(d, mask)?;
 
-    let (n, hid) = (d.n_modules, d.hidden);
-    let lstm = d.cell == CellKind::Lstm;
-    let comm = d.communication;
-    let aw = query_width(d);
-    let uw = module_input(d);
     let x = x.get(..d.input).unwrap_or(x);
     let c = split_cache(d, cache);
-    let s = split_scratch(d, scratch);
-    let is_active = |i: usize| c.mask.get(i).is_some_and(|m| *m > S::ZERO);
+    let mut s = split_scratch(d, scratch);
     s.dkx.fill(S::ZERO);
     s.dvx.fill(S::ZERO);
     s.dht.fill(S::ZERO);
     s.dck.fill(S::ZERO);
     s.dcv.fill(S::ZERO);
+    masked_update_backward(d, &c, dh_out, dc_out, s.dht, dh_prev, dc_prev);
+    if d.communication {
+        communicate_backward(w, d, mode, &c, dh_out, &mut s, g);
+    }
+    for m in 0..d.n_modules {
+        // Only modules whose h~ got gradient: active ones, and inactive ones for
+        // CommGrad::Full with communication (their h~ was read as key/value). Otherwise an
+        // inactive module's RNN, query and input get nothing.
+        if c.active(m) || (d.communication && mode == CommGrad::Full) {
+            module_backward(
+                w, d, m, &c, h_prev, c_prev, dc_out, &mut s, dh_prev, dc_prev, g,
+            );
+            input_attention_backward(w, d, m, &c, h_prev, &mut s, dh_prev, g);
+        }
+    }
+    // Step 1's shared key/value projections of x.
+    ops::linear_backward(w.w_k, x, s.dkx, dx.as_deref_mut(), Some(g.w_k), None);
+    ops::linear_backward(w.w_v, x, s.dvx, dx, Some(g.w_v), None);
+    Ok(())
+}
 
-    // 5. Masked update. Active: h_t = h' (then h' = h~ + gated comm, or h~ without comm).
-    //    Inactive: h_t = h_{t-1}, so the gradient passes through the identity into dh_prev (and
-    //    dc_prev); nothing reaches the inactive module's RNN through its discarded update.
-    for i in 0..n {
+impl<S: Real> Cache<'_, S> {
+    /// Whether module `i` was selected at this step.
+    fn active(&self, i: usize) -> bool {
+        self.mask.get(i).is_some_and(|m| *m > S::ZERO)
+    }
+}
+
+/// Backward of step 5, the masked update. Active: `h_t = h'` (the gradient goes to `dht`, the
+/// gradient of `h'`, and on to `h~`). Inactive: `h_t = h_{t-1}`, so the gradient passes
+/// through the identity into `dh_prev` (and `dc_prev`); nothing reaches the inactive module's
+/// RNN through its discarded update.
+fn masked_update_backward<S: Real>(
+    d: &RimDims,
+    c: &Cache<'_, S>,
+    dh_out: &[S],
+    dc_out: &[S],
+    dht: &mut [S],
+    dh_prev: &mut [S],
+    dc_prev: &mut [S],
+) {
+    let hid = d.hidden;
+    for i in 0..d.n_modules {
         let dho = chunk(dh_out, i, hid);
-        if is_active(i) {
-            axpy(S::ONE, dho, chunk_mut(s.dht, i, hid));
+        if c.active(i) {
+            axpy(S::ONE, dho, chunk_mut(dht, i, hid));
         } else {
             axpy(S::ONE, dho, chunk_mut(dh_prev, i, hid));
-            if lstm {
+            if d.cell == CellKind::Lstm {
                 axpy(S::ONE, chunk(dc_out, i, hid), chunk_mut(dc_prev, i, hid));
             }
         }
     }
+}
 
-    // 4. Communication.
-    if comm {
-        let cw = comm_width(d);
-        let pw = mul(cw, hid);
-        let (ch, ckw) = (d.c_heads, d.c_k);
-        let inv_ck: S = inv_sqrt(ckw);
-        for i in 0..n {
-            if !is_active(i) {
-                continue;
-            }
-            let dho = chunk(dh_out, i, hid);
-            let o_i = chunk(c.o, i, cw);
-            // h' = h~ + sigmoid(a_g) * tanh(a_o) with a_g = W_g o, a_o = W_o o.
-            for ((((pg, po), dy), gt), th) in s
-                .dpg
-                .iter_mut()
-                .zip(s.dpo.iter_mut())
-                .zip(dho)
-                .zip(chunk(c.gate, i, hid))
-                .zip(chunk(c.tanh, i, hid))
-            {
-                *pg = *dy * *th * *gt * (S::ONE - *gt);
-                *po = *dy * *gt * (S::ONE - *th * *th);
-            }
-            s.dout.fill(S::ZERO);
-            ops::linear_backward(
-                chunk(w.c_g, i, pw),
-                o_i,
-                s.dpg,
-                Some(&mut *s.dout),
-                Some(chunk_mut(g.c_g, i, pw)),
-                None,
-            );
-            ops::linear_backward(
-                chunk(w.c_o, i, pw),
-                o_i,
-                s.dpo,
-                Some(&mut *s.dout),
-                Some(chunk_mut(g.c_o, i, pw)),
-                None,
-            );
-            // dL/do before dropout (o_i above is the post-dropout output).
-            scale_by(s.dout, chunk(comm_mask, i, cw));
-            // o_ij = sum_m p_ijm v_mj, p_ij = softmax_m(q_ij . k_mj / sqrt(c_k)).
-            s.dcq.fill(S::ZERO);
-            let q_i = chunk(c.cq, i, cw);
-            let p_i = chunk(c.p, i, mul(ch, n));
-            for j in 0..ch {
-                let doj = chunk(s.dout, j, ckw);
-                let pj = chunk(p_i, j, n);
-                for (m, (dpm, pm)) in s.dp.iter_mut().zip(pj).enumerate() {
-                    *dpm = dot(doj, chunk(chunk(c.cv, m, cw), j, ckw));
-                    axpy(*pm, doj, chunk_mut(chunk_mut(s.dcv, m, cw), j, ckw));
-                }
-                s.ds.fill(S::ZERO);
-                ops::softmax_backward(pj, s.dp, s.ds);
-                let qj = chunk(q_i, j, ckw);
-                for (m, dsm) in s.ds.iter().enumerate() {
-                    let dsm = *dsm * inv_ck;
-                    axpy(
-                        dsm,
-                        chunk(chunk(c.ck, m, cw), j, ckw),
-                        chunk_mut(s.dcq, j, ckw),
-                    );
-                    axpy(dsm, qj, chunk_mut(chunk_mut(s.dck, m, cw), j, ckw));
-                }
-            }
-            ops::linear_backward(
-                chunk(w.c_q, i, pw),
-                chunk(c.ht, i, hid),
-                s.dcq,
-                Some(chunk_mut(s.dht, i, hid)),
-                Some(chunk_mut(g.c_q, i, pw)),
-                None,
-            );
-        }
-        for m in 0..n {
-            let ht = chunk(c.ht, m, hid);
-            // Keys/values were read from every module's h~. The projection weights always get
-            // their gradient; an inactive module's h~ only in CommGrad::Full (Blocked: the
-            // official blocked_grad, which keeps gradient away from inactive modules; the RNN
-            // loop below skips them as well, so this only saves work).
-            let pass = is_active(m) || mode == CommGrad::Full;
-            for (wt, gt, dy) in [(w.c_k, &mut *g.c_k, &*s.dck), (w.c_v, &mut *g.c_v, &*s.dcv)] {
-                let dht = if pass {
-                    Some(chunk_mut(s.dht, m, hid))
-                } else {
-                    None
-                };
-                ops::linear_backward(
-                    chunk(wt, m, pw),
-                    ht,
-                    chunk(dy, m, cw),
-                    dht,
-                    Some(chunk_mut(gt, m, pw)),
-                    None,
-                );
-            }
-        }
-    }
-
-    // 3. Per-module RNNs, then 1. the input attention of each module whose h~ got gradient:
-    //    active modules, and inactive ones only for CommGrad::Full with communication (their h~
-    //    was read as key/value). Otherwise an inactive module's RNN, query and input get nothing.
-    let rcl = rnn_cache_len(d);
-    let rml = rnn_module_len(d);
-    let inv_dk: S = inv_sqrt(d.d_k);
-    for m in 0..n {
-        let on = is_active(m);
-        if !(on || (comm && mode == CommGrad::Full)) {
+/// Backward of step 4, communication: the gated residual and the attention of each active
+/// module, into `dht` (the gradient of `h~`) and the communication weights' gradients.
+fn communicate_backward<S: Real>(
+    w: &RimWeights<'_, S>,
+    d: &RimDims,
+    mode: CommGrad,
+    c: &Cache<'_, S>,
+    dh_out: &[S],
+    s: &mut Scratch<'_, S>,
+    g: &mut RimGrads<'_, S>,
+) {
+    let CommSizes {
+        n,
+        hid,
+        cw,
+        pw,
+        ch,
+        ckw,
+        inv_ck,
+    } = CommSizes::new(d);
+    for i in 0..n {
+        if !c.active(i) {
             continue;
         }
-        let u = chunk(c.u, m, uw);
-        let hp = chunk(h_prev, m, hid);
-        let dht = chunk(s.dht, m, hid);
-        let rc = chunk(c.rnn, m, rcl);
-        s.du.fill(S::ZERO);
-        let [w_ih, w_hh, b_ih, b_hh] = rnn_view(chunk(w.rnn, m, rml), d);
-        let [gw_ih, gw_hh, gb_ih, gb_hh] = rnn_view_mut(chunk_mut(g.rnn, m, rml), d);
-        if lstm {
-            // An inactive module's c~ is never read (communication reads h~ only): zero grad.
-            if on {
-                copy(s.dct, chunk(dc_out, m, hid));
-            } else {
-                s.dct.fill(S::ZERO);
-            }
-            let p = LstmWeights {
-                w_ih,
-                w_hh,
-                b_ih,
-                b_hh,
-            };
-            let mut gl = LstmGrads {
-                w_ih: gw_ih,
-                w_hh: gw_hh,
-                b_ih: gb_ih,
-                b_hh: gb_hh,
-            };
-            ops::lstm_backward(
-                &p,
-                u,
-                hp,
-                chunk(c_prev, m, hid),
-                rc,
-                dht,
-                s.dct,
-                Some(&mut *s.du),
-                chunk_mut(dh_prev, m, hid),
-                chunk_mut(dc_prev, m, hid),
-                &mut gl,
-                s.rnn,
-            );
-        } else {
-            let p = GruWeights {
-                w_ih,
-                w_hh,
-                b_ih,
-                b_hh,
-            };
-            let mut gg = GruGrads {
-                w_ih: gw_ih,
-                w_hh: gw_hh,
-                b_ih: gb_ih,
-                b_hh: gb_hh,
-            };
-            ops::gru_backward(
-                &p,
-                u,
-                hp,
-                rc,
-                dht,
-                Some(&mut *s.du),
-                chunk_mut(dh_prev, m, hid),
-                &mut gg,
-                s.rnn,
-            );
+        let dho = chunk(dh_out, i, hid);
+        let o_i = chunk(c.o, i, cw);
+        // h' = h~ + sigmoid(a_g) * tanh(a_o) with a_g = W_g o, a_o = W_o o.
+        for ((((pg, po), dy), gt), th) in s
+            .dpg
+            .iter_mut()
+            .zip(s.dpo.iter_mut())
+            .zip(dho)
+            .zip(chunk(c.gate, i, hid))
+            .zip(chunk(c.tanh, i, hid))
+        {
+            *pg = *dy * *th * *gt * (S::ONE - *gt);
+            *po = *dy * *gt * (S::ONE - *th * *th);
         }
-        // dL/du before dropout (the RNN read the post-dropout u).
-        scale_by(s.du, chunk(in_mask, m, uw));
-        // u_mj = a_mj * v_x,j with a_mj = sigmoid(s_mj), s_mj = q_mj . k_x,j / sqrt(d_k).
-        s.dq.fill(S::ZERO);
-        let q = chunk(c.q, m, aw);
-        let ax = chunk(c.ax, m, d.in_heads);
-        for (j, a) in ax.iter().enumerate() {
-            let duj = chunk(s.du, j, d.d_v);
-            let da = dot(duj, chunk(c.vx, j, d.d_v));
-            axpy(*a, duj, chunk_mut(s.dvx, j, d.d_v));
-            let dsc = da * *a * (S::ONE - *a) * inv_dk;
-            axpy(dsc, chunk(c.kx, j, d.d_k), chunk_mut(s.dq, j, d.d_k));
-            axpy(dsc, chunk(q, j, d.d_k), chunk_mut(s.dkx, j, d.d_k));
+        s.dout.fill(S::ZERO);
+        ops::linear_backward(
+            chunk(w.c_g, i, pw),
+            o_i,
+            s.dpg,
+            Some(&mut *s.dout),
+            Some(chunk_mut(g.c_g, i, pw)),
+            None,
+        );
+        ops::linear_backward(
+            chunk(w.c_o, i, pw),
+            o_i,
+            s.dpo,
+            Some(&mut *s.dout),
+            Some(chunk_mut(g.c_o, i, pw)),
+            None,
+        );
+        // o_ij = sum_m p_ijm v_mj, p_ij = softmax_m(q_ij . k_mj / sqrt(c_k)).
+        s.dcq.fill(S::ZERO);
+        let q_i = chunk(c.cq, i, cw);
+        let p_i = chunk(c.p, i, mul(ch, n));
+        for j in 0..ch {
+            let doj = chunk(s.dout, j, ckw);
+            let pj = chunk(p_i, j, n);
+            for (m, (dpm, pm)) in s.dp.iter_mut().zip(pj).enumerate() {
+                *dpm = dot(doj, chunk(chunk(c.cv, m, cw), j, ckw));
+                axpy(*pm, doj, chunk_mut(chunk_mut(s.dcv, m, cw), j, ckw));
+            }
+            s.ds.fill(S::ZERO);
+            ops::softmax_backward(pj, s.dp, s.ds);
+            let qj = chunk(q_i, j, ckw);
+            for (m, dsm) in s.ds.iter().enumerate() {
+                let dsm = *dsm * inv_ck;
+                axpy(
+                    dsm,
+                    chunk(chunk(c.ck, m, cw), j, ckw),
+                    chunk_mut(s.dcq, j, ckw),
+                );
+                axpy(dsm, qj, chunk_mut(chunk_mut(s.dck, m, cw), j, ckw));
+            }
         }
         ops::linear_backward(
-            chunk(w.w_q, m, mul(aw, hid)),
-            hp,
-            s.dq,
-            Some(chunk_mut(dh_prev, m, hid)),
-            Some(chunk_mut(g.w_q, m, mul(aw, hid))),
+            chunk(w.c_q, i, pw),
+            chunk(c.ht, i, hid),
+            s.dcq,
+            Some(chunk_mut(s.dht, i, hid)),
+            Some(chunk_mut(g.c_q, i, pw)),
             None,
         );
     }
+    for m in 0..n {
+        let ht = chunk(c.ht, m, hid);
+        // Keys/values were read from every module's h~. The projection weights always get
+        // their gradient; an inactive module's h~ only in CommGrad::Full (Blocked: the
+        // official blocked_grad, which keeps gradient away from inactive modules; the RNN
+        // loop skips them as well, so this only saves work).
+        let pass = c.active(m) || mode == CommGrad::Full;
+        for (wt, gt, dy) in [(w.c_k, &mut *g.c_k, &*s.dck), (w.c_v, &mut *g.c_v, &*s.dcv)] {
+            let dht = if pass {
+                Some(chunk_mut(s.dht, m, hid))
+            } else {
+                None
+            };
+            ops::linear_backward(
+                chunk(wt, m, pw),
+                ht,
+                chunk(dy, m, cw),
+                dht,
+                Some(chunk_mut(gt, m, pw)),
+                None,
+            );
+        }
+    }
+}
 
-    // 1. Shared key/value projections of x.
-    ops::linear_backward(w.w_k, x, s.dkx, dx.as_deref_mut(), Some(g.w_k), None);
-    ops::linear_backward(w.w_v, x, s.dvx, dx, Some(g.w_v), None);
-    Ok(())
+/// Backward of step 3 for module `m`: its RNN, from the gradient of `h~` (`dht`) and, for an
+/// active LSTM module, of `c~`, into `du` (the gradient of its input), `dh_prev`, `dc_prev` and
+/// the RNN's weight gradients.
+#[allow(clippy::too_many_arguments)]
+fn module_backward<S: Real>(
+    w: &RimWeights<'_, S>,
+    d: &RimDims,
+    m: usize,
+    c: &Cache<'_, S>,
+    h_prev: &[S],
+    c_prev: &[S],
+    dc_out: &[S],
+    s: &mut Scratch<'_, S>,
+    dh_prev: &mut [S],
+    dc_prev: &mut [S],
+    g: &mut RimGrads<'_, S>,
+) {
+    let (hid, rml) = (d.hidden, rnn_module_len(d));
+    let u = chunk(c.u, m, module_input(d));
+    let hp = chunk(h_prev, m, hid);
+    let dht = chunk(s.dht, m, hid);
+    let rc = chunk(c.rnn, m, rnn_cache_len(d));
+    s.du.fill(S::ZERO);
+    let [w_ih, w_hh, b_ih, b_hh] = rnn_view(chunk(w.rnn, m, rml), d);
+    let [gw_ih, gw_hh, gb_ih, gb_hh] = rnn_view_mut(chunk_mut(g.rnn, m, rml), d);
+    if d.cell == CellKind::Lstm {
+        // An inactive module's c~ is never read (communication reads h~ only): zero grad.
+        if c.active(m) {
+            copy(s.dct, chunk(dc_out, m, hid));
+        } else {
+            s.dct.fill(S::ZERO);
+        }
+        let p = LstmWeights {
+            w_ih,
+            w_hh,
+            b_ih,
+            b_hh,
+        };
+        let mut gl = LstmGrads {
+            w_ih: gw_ih,
+            w_hh: gw_hh,
+            b_ih: gb_ih,
+            b_hh: gb_hh,
+        };
+        ops::lstm_backward(
+            &p,
+            u,
+            hp,
+            chunk(c_prev, m, hid),
+            rc,
+            dht,
+            s.dct,
+            Some(&mut *s.du),
+            chunk_mut(dh_prev, m, hid),
+            chunk_mut(dc_prev, m, hid),
+            &mut gl,
+            s.rnn,
+        );
+    } else {
+        let p = GruWeights {
+            w_ih,
+            w_hh,
+            b_ih,
+            b_hh,
+        };
+        let mut gg = GruGrads {
+            w_ih: gw_ih,
+            w_hh: gw_hh,
+            b_ih: gb_ih,
+            b_hh: gb_hh,
+        };
+        ops::gru_backward(
+            &p,
+            u,
+            hp,
+            rc,
+            dht,
+            Some(&mut *s.du),
+            chunk_mut(dh_prev, m, hid),
+            &mut gg,
+            s.rnn,
+        );
+    }
+}
+
+/// Backward of step 1 for module `m`, from the gradient of its input (`du`): into its query
+/// weights and `dh_prev`, and the shared key/value gradients `dkx` / `dvx`.
+#[allow(clippy::too_many_arguments)]
+fn input_attention_backward<S: Real>(
+    w: &RimWeights<'_, S>,
+    d: &RimDims,
+    m: usize,
+    c: &Cache<'_, S>,
+    h_prev: &[S],
+    s: &mut Scratch<'_, S>,
+    dh_prev: &mut [S],
+    g: &mut RimGrads<'_, S>,
+) {
+    let (aw, hid) = (query_width(d), d.hidden);
+    let inv_dk: S = inv_sqrt(d.d_k);
+    // u_mj = a_mj * v_x,j with a_mj = sigmoid(s_mj), s_mj = q_mj . k_x,j / sqrt(d_k).
+    s.dq.fill(S::ZERO);
+    let q = chunk(c.q, m, aw);
+    let ax = chunk(c.ax, m, d.in_heads);
+    for (j, a) in ax.iter().enumerate() {
+        let duj = chunk(s.du, j, d.d_v);
+        let da = dot(duj, chunk(c.vx, j, d.d_v));
+        axpy(*a, duj, chunk_mut(s.dvx, j, d.d_v));
+        let dsc = da * *a * (S::ONE - *a) * inv_dk;
+        axpy(dsc, chunk(c.kx, j, d.d_k), chunk_mut(s.dq, j, d.d_k));
+        axpy(dsc, chunk(q, j, d.d_k), chunk_mut(s.dkx, j, d.d_k));
+    }
+    ops::linear_backward(
+        chunk(w.w_q, m, mul(aw, hid)),
+        chunk(h_prev, m, hid),
+        s.dq,
+        Some(chunk_mut(dh_prev, m, hid)),
+        Some(chunk_mut(g.w_q, m, mul(aw, hid))),
+        None,
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1427,8 +1411,7 @@ pub fn rim_step_backward_masked<S: Real>(
 /// `steps` RIM steps from `h0` (and `c0` for an LSTM; empty for a GRU) over `xs`
 /// (`steps * input`, step-major). Writes every step's state into `hs` (`steps * N*H`), `cs`
 /// (LSTM: `steps * N*H`, else may be empty), selection into `actives` (`steps * N`) and caches
-/// into `caches` (`steps * step_cache_len`). No dropout: this is [`rim_sequence_forward_masked`]
-/// with empty masks.
+/// into `caches` (`steps * step_cache_len`).
 #[allow(clippy::too_many_arguments)]
 pub fn rim_sequence_forward<S: Real>(
     w: &RimWeights<'_, S>,
@@ -1442,26 +1425,6 @@ pub fn rim_sequence_forward<S: Real>(
     actives: &mut [bool],
     caches: &mut [S],
 ) -> Result<(), Error> {
-    rim_sequence_forward_masked(w, d, steps, xs, h0, c0, hs, cs, actives, caches, &[])
-}
-
-/// [`rim_sequence_forward`] with dropout: `masks` is empty (no dropout) or `steps *
-/// dropout_mask_len` long, step-major (step `t` uses the `t`-th [`dropout_mask_len`] chunk, as
-/// in [`rim_step_forward_masked`]). Pass the same masks to [`rim_sequence_backward_masked`].
-#[allow(clippy::too_many_arguments)]
-pub fn rim_sequence_forward_masked<S: Real>(
-    w: &RimWeights<'_, S>,
-    d: &RimDims,
-    steps: usize,
-    xs: &[S],
-    h0: &[S],
-    c0: &[S],
-    hs: &mut [S],
-    cs: &mut [S],
-    actives: &mut [bool],
-    caches: &mut [S],
-    masks: &[S],
-) -> Result<(), Error> {
     check_dims(d)?;
     let nh = state_len(d);
     let ncl = cell_state_len(d);
@@ -1473,10 +1436,6 @@ pub fn rim_sequence_forward_masked<S: Real>(
     need(cs.len(), mul(steps, ncl))?;
     need(actives.len(), mul(steps, d.n_modules))?;
     need(caches.len(), mul(steps, cl))?;
-    let ml = dropout_mask_len(d);
-    if !masks.is_empty() {
-        need(masks.len(), mul(steps, ml))?;
-    }
     for t in 0..steps {
         let (h_done, h_rest) = hs.split_at_mut(mul(t, nh).min(hs.len()));
         let (c_done, c_rest) = cs.split_at_mut(mul(t, ncl).min(cs.len()));
@@ -1486,7 +1445,7 @@ pub fn rim_sequence_forward_masked<S: Real>(
         } else {
             chunk(c_done, t - 1, ncl)
         };
-        rim_step_forward_masked(
+        rim_step_forward(
             w,
             d,
             chunk(xs, t, d.input),
@@ -1496,7 +1455,6 @@ pub fn rim_sequence_forward_masked<S: Real>(
             chunk_mut(c_rest, 0, ncl),
             chunk_mut(actives, t, d.n_modules),
             chunk_mut(caches, t, cl),
-            chunk(masks, t, ml),
         )?;
     }
     Ok(())
@@ -1506,54 +1464,9 @@ pub fn rim_sequence_forward_masked<S: Real>(
 /// w.r.t. every step's state, `dhs` (`steps * N*H`) and `dcs` (LSTM: `steps * N*H`, or empty for
 /// no loss on the cell state; ignored for a GRU), ACCUMULATE parameter gradients into `g`, input
 /// gradients into `dxs` (if given, `steps * input`) and the initial-state gradients into `dh0`
-/// (and `dc0` for an LSTM). `scratch` needs [`sequence_scratch_len`] elements. No dropout: this
-/// is [`rim_sequence_backward_masked`] with empty masks.
+/// (and `dc0` for an LSTM). `scratch` needs [`sequence_scratch_len`] elements.
 #[allow(clippy::too_many_arguments)]
 pub fn rim_sequence_backward<S: Real>(
-    w: &RimWeights<'_, S>,
-    d: &RimDims,
-    mode: CommGrad,
-    steps: usize,
-    xs: &[S],
-    h0: &[S],
-    c0: &[S],
-    hs: &[S],
-    cs: &[S],
-    caches: &[S],
-    dhs: &[S],
-    dcs: &[S],
-    dxs: Option<&mut [S]>,
-    dh0: &mut [S],
-    dc0: &mut [S],
-    g: &mut RimGrads<'_, S>,
-    scratch: &mut [S],
-) -> Result<(), Error> {
-    rim_sequence_backward_masked(
-        w,
-        d,
-        mode,
-        steps,
-        xs,
-        h0,
-        c0,
-        hs,
-        cs,
-        caches,
-        dhs,
-        dcs,
-        dxs,
-        dh0,
-        dc0,
-        g,
-        scratch,
-        &[],
-    )
-}
-
-/// Backpropagation through time over a [`rim_sequence_forward_masked`] run: as
-/// [`rim_sequence_backward`], with `masks` the forward's dropout masks (empty for none).
-#[allow(clippy::too_many_arguments)]
-pub fn rim_sequence_backward_masked<S: Real>(
     w: &RimWeights<'_, S>,
     d: &RimDims,
     mode: CommGrad,
@@ -1571,7 +1484,6 @@ pub fn rim_sequence_backward_masked<S: Real>(
     dc0: &mut [S],
     g: &mut RimGrads<'_, S>,
     scratch: &mut [S],
-    masks: &[S],
 ) -> Result<(), Error> {
     check_dims(d)?;
     let nh = state_len(d);
@@ -1594,10 +1506,6 @@ pub fn rim_sequence_backward_masked<S: Real>(
     need(dh0.len(), nh)?;
     need(dc0.len(), ncl)?;
     need(scratch.len(), sequence_scratch_len(d))?;
-    let ml = dropout_mask_len(d);
-    if !masks.is_empty() {
-        need(masks.len(), mul(steps, ml))?;
-    }
 
     let mut b = scratch;
     let gh = take_mut(&mut b, nh); // dL/dh_t (loss + carried from step t+1)
@@ -1620,7 +1528,7 @@ pub fn rim_sequence_backward_masked<S: Real>(
         let h_prev = if t == 0 { h0 } else { chunk(hs, t - 1, nh) };
         let c_prev = if t == 0 { c0 } else { chunk(cs, t - 1, ncl) };
         let dx = dxs.as_deref_mut().map(|v| chunk_mut(v, t, d.input));
-        rim_step_backward_masked(
+        rim_step_backward(
             w,
             d,
             mode,
@@ -1635,7 +1543,6 @@ pub fn rim_sequence_backward_masked<S: Real>(
             carry_c,
             g,
             step_scratch,
-            chunk(masks, t, ml),
         )?;
     }
     axpy(S::ONE, carry_h, dh0);

@@ -36,9 +36,11 @@ pub enum Phase {
     serde(rename_all = "lowercase")
 )]
 pub enum OtherGroup {
-    /// With the slow group: updated in the outer loop (the default).
+    /// With the slow group: updated in the outer loop (the device agent's setting,
+    /// `TrainConfig::device()`).
     Slow,
-    /// With the fast group: updated in the inner loop.
+    /// With the fast group: updated in the inner loop (the trainer's default since the
+    /// `accumulate` schedule; docs/RESULTS.md, "A fast/slow schedule").
     Fast,
 }
 

@@ -55,8 +55,8 @@ impl ActSlot {
         let d = &ml.dims;
         let sl = ml.state_len();
         let mc = match d.memory {
-            MemoryKind::Rim => ml.rim_cache,
-            MemoryKind::Lstm => ml.lstm_cache,
+            MemoryKind::Rim => ml.rim.rim_cache,
+            MemoryKind::Lstm => ml.lstm.lstm_cache,
         };
         let f = |k: usize| DevBuf::<f32>::zeros(exec, k);
         Ok(ActSlot {
@@ -64,18 +64,18 @@ impl ActSlot {
             obs: DevBuf::zeros(exec, n * 147)?,
             reset: DevBuf::zeros(exec, n)?,
             x: f(n * ml.input)?,
-            enc_cache: f(n * ml.enc_cache)?,
+            enc_cache: f(n * ml.enc.enc_cache)?,
             mem_cache: f(n * mc)?,
             state_read: f(n * sl)?,
             state_tmp: f(n * sl)?,
             logits: f(n * d.n_actions)?,
             values: f(n)?,
-            heads_cache: f(n * ml.heads_cache)?,
+            heads_cache: f(n * ml.heads.heads_cache)?,
             active: DevBuf::zeros(exec, n)?,
             seg_tokens: DevBuf::zeros(exec, n * d.max_tokens)?,
             seg_idx: DevBuf::zeros(exec, n)?,
             instr_tmp: f(n * d.instr_hidden)?,
-            instr_cache: f(n * ml.instr_cache)?,
+            instr_cache: f(n * ml.instr.instr_cache)?,
             instr_xs: f(n * d.max_tokens * d.word_dim)?,
             pending: None,
         })
@@ -220,7 +220,7 @@ impl CudaPolicy {
         self.instr_fwd(
             sb.seg_tokens.at(0, k * mt)?,
             sb.instr_tmp.at(0, k * hi)?,
-            sb.instr_cache.at(0, k * ml.instr_cache)?,
+            sb.instr_cache.at(0, k * ml.instr.instr_cache)?,
             sb.instr_xs.at(0, k * mt * d.word_dim)?,
             k,
         )?;
@@ -258,7 +258,7 @@ impl CudaPolicy {
             sb.obs.at(0, n * 147)?,
             self.film_instr(&sb.x, n)?,
             x,
-            sb.enc_cache.at(0, n * ml.enc_cache)?,
+            sb.enc_cache.at(0, n * ml.enc.enc_cache)?,
             n,
         )?;
         let h_src = a.state.at(first * sl, n * sl)?;
@@ -268,10 +268,10 @@ impl CudaPolicy {
             sb.state_tmp.at(0, n * sl)?
         };
         let (cache_len, active_bits) = match ml.dims.memory {
-            MemoryKind::Rim => (ml.rim_cache, sb.active.at(0, n)?),
+            MemoryKind::Rim => (ml.rim.rim_cache, sb.active.at(0, n)?),
             MemoryKind::Lstm => {
                 sb.active.zero_range(0, n)?;
-                (ml.lstm_cache, Ptr::NULL)
+                (ml.lstm.lstm_cache, Ptr::NULL)
             }
         };
         self.memory_fwd(MemoryStep {
@@ -288,7 +288,7 @@ impl CudaPolicy {
             h_out,
             sb.logits.at(0, n * ml.dims.n_actions)?,
             sb.values.at(0, n)?,
-            sb.heads_cache.at(0, n * ml.heads_cache)?,
+            sb.heads_cache.at(0, n * ml.heads.heads_cache)?,
             n,
         )
     }

@@ -268,7 +268,7 @@ impl CudaPolicy {
             samples: n,
         };
         self.run(
-            Self::block_per_item(n, self.ml.enc_fwd_smem, "samples")?,
+            Self::block_per_item(n, self.ml.smem.enc_fwd_smem, "samples")?,
             args,
         )
     }
@@ -292,7 +292,7 @@ impl CudaPolicy {
             segments,
         };
         self.run(
-            Self::block_per_item(segments, self.ml.instr_fwd_smem, "segments")?,
+            Self::block_per_item(segments, self.ml.smem.instr_fwd_smem, "segments")?,
             args,
         )
     }
@@ -344,7 +344,10 @@ impl CudaPolicy {
                     active_bits: op.active_bits,
                     batch: op.batch,
                 };
-                self.run(Self::sample_cfg(op.batch, ml.spb_rim, ml.rf_smem), args)
+                self.run(
+                    Self::sample_cfg(op.batch, ml.smem.spb_rim, ml.smem.rf_smem),
+                    args,
+                )
             }
             MemoryKind::Lstm => {
                 let [w_ih, w_hh, b_ih, b_hh] = self.lstm_weights()?;
@@ -361,7 +364,10 @@ impl CudaPolicy {
                     cache: op.cache,
                     batch: op.batch,
                 };
-                self.run(Self::sample_cfg(op.batch, ml.spb_lstm, ml.lf_smem), args)
+                self.run(
+                    Self::sample_cfg(op.batch, ml.smem.spb_lstm, ml.smem.lf_smem),
+                    args,
+                )
             }
         }
     }
@@ -385,7 +391,10 @@ impl CudaPolicy {
             cache,
             samples: n,
         };
-        self.run(Self::sample_cfg(n, ml.spb_heads, ml.hf_smem), args)
+        self.run(
+            Self::sample_cfg(n, ml.smem.spb_heads, ml.smem.hf_smem),
+            args,
+        )
     }
 
     // ---- weight gradients ------------------------------------------------------------------

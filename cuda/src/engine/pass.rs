@@ -92,8 +92,8 @@ impl Work {
         let d = &ml.dims;
         let sl = ml.state_len();
         let (mc, md) = match d.memory {
-            MemoryKind::Rim => (ml.rim_cache, ml.rim_delta),
-            MemoryKind::Lstm => (ml.lstm_cache, ml.lstm_delta),
+            MemoryKind::Rim => (ml.rim.rim_cache, ml.rim.rim_delta),
+            MemoryKind::Lstm => (ml.lstm.lstm_cache, ml.lstm.lstm_delta),
         };
         let mt = d.max_tokens;
         let g = s; // at most one segment per step
@@ -109,17 +109,17 @@ impl Work {
             adv: f(s)?,
             ret: f(s)?,
             x: f(s * ml.input)?,
-            enc_cache: f(s * ml.enc_cache)?,
-            enc_delta: f(s * ml.enc_delta)?,
+            enc_cache: f(s * ml.enc.enc_cache)?,
+            enc_delta: f(s * ml.enc.enc_delta)?,
             seg_tokens: DevBuf::zeros(exec, g * mt)?,
             seg_of: DevBuf::zeros(exec, s)?,
             seg_chunk: DevBuf::zeros(exec, g)?,
             seg_t0: DevBuf::zeros(exec, g)?,
             seg_t1: DevBuf::zeros(exec, g)?,
             instr_out: f(g * d.instr_hidden)?,
-            instr_cache: f(g * ml.instr_cache)?,
+            instr_cache: f(g * ml.instr.instr_cache)?,
             instr_xs: f(g * mt * d.word_dim)?,
-            instr_delta: f(g * mt * ml.instr_delta)?,
+            instr_delta: f(g * mt * ml.instr.instr_delta)?,
             d_instr: f(g * d.instr_hidden)?,
             states: f((s + b) * sl)?,
             state_in: f(s * sl)?,
@@ -127,10 +127,10 @@ impl Work {
             mem_delta: f(s * md)?,
             logits: f(s * d.n_actions)?,
             values: f(s)?,
-            heads_cache: f(s * ml.heads_cache)?,
+            heads_cache: f(s * ml.heads.heads_cache)?,
             dh: f(s * ml.mw)?,
             terms: f(s * N_TERMS)?,
-            heads_delta: f(s * ml.heads_delta)?,
+            heads_delta: f(s * ml.heads.heads_delta)?,
             carry: f(b * sl)?,
             dx: f(s * ml.input)?,
         })
@@ -279,8 +279,8 @@ impl CudaPolicy {
     fn memory_widths(&self) -> (usize, usize) {
         let ml = &self.ml;
         match ml.dims.memory {
-            MemoryKind::Rim => (ml.rim_cache, ml.rim_delta),
-            MemoryKind::Lstm => (ml.lstm_cache, ml.lstm_delta),
+            MemoryKind::Rim => (ml.rim.rim_cache, ml.rim.rim_delta),
+            MemoryKind::Lstm => (ml.lstm.lstm_cache, ml.lstm.lstm_delta),
         }
     }
 
@@ -329,7 +329,7 @@ impl CudaPolicy {
         self.instr_fwd(
             w.seg_tokens.at(0, g * mt)?,
             w.instr_out.at(0, g * hi)?,
-            w.instr_cache.at(0, g * ml.instr_cache)?,
+            w.instr_cache.at(0, g * ml.instr.instr_cache)?,
             w.instr_xs.at(0, g * mt * d.word_dim)?,
             g,
         )?;
@@ -343,7 +343,7 @@ impl CudaPolicy {
             w.obs.at(0, s * 147)?,
             self.film_instr(&w.x, s)?,
             w.x.at(0, s * ml.input)?,
-            w.enc_cache.at(0, s * ml.enc_cache)?,
+            w.enc_cache.at(0, s * ml.enc.enc_cache)?,
             s,
         )
     }
@@ -376,12 +376,12 @@ impl CudaPolicy {
             w.states.at(sh.b * sl, s * sl)?,
             w.logits.at(0, s * na)?,
             w.values.at(0, s)?,
-            w.heads_cache.at(0, s * ml.heads_cache)?,
+            w.heads_cache.at(0, s * ml.heads.heads_cache)?,
             s,
         )?;
         let args = PpoHeadsBwd {
             p: self.block(Role::Heads, false, 0)?,
-            cache: w.heads_cache.at(0, s * ml.heads_cache)?,
+            cache: w.heads_cache.at(0, s * ml.heads.heads_cache)?,
             logits: w.logits.at(0, s * na)?,
             values: w.values.at(0, s)?,
             action: w.action.at(0, s)?,
@@ -396,10 +396,13 @@ impl CudaPolicy {
             scale,
             dh: w.dh.at(0, s * ml.mw)?,
             terms: w.terms.at(0, s * N_TERMS)?,
-            delta: w.heads_delta.at(0, s * ml.heads_delta)?,
+            delta: w.heads_delta.at(0, s * ml.heads.heads_delta)?,
             samples: s,
         };
-        self.run(Self::sample_cfg(s, ml.spb_heads, ml.hb_smem), args)
+        self.run(
+            Self::sample_cfg(s, ml.smem.spb_heads, ml.smem.hb_smem),
+            args,
+        )
     }
 
     /// Backward through time over the steps, last first: the state gradient carried in
@@ -440,7 +443,7 @@ impl CudaPolicy {
                         delta,
                         batch: b,
                     };
-                    self.run(Self::sample_cfg(b, ml.spb_rim, ml.rb_smem), args)?;
+                    self.run(Self::sample_cfg(b, ml.smem.spb_rim, ml.smem.rb_smem), args)?;
                 }
                 MemoryKind::Lstm => {
                     let [w_ih, w_hh, _, _] = self.lstm_weights()?;
@@ -457,7 +460,7 @@ impl CudaPolicy {
                         delta,
                         batch: b,
                     };
-                    self.run(Self::sample_cfg(b, ml.spb_lstm, ml.lb_smem), args)?;
+                    self.run(Self::sample_cfg(b, ml.smem.spb_lstm, ml.smem.lb_smem), args)?;
                 }
             }
         }
@@ -470,7 +473,15 @@ impl CudaPolicy {
     fn pass_rim_wgrads(&self, w: &Work, sh: Shape) -> Result<()> {
         let ml = &self.ml;
         let (mc, md) = self.memory_widths();
-        let (n, h, qw, uw, cw, rgh, rl) = (ml.n, ml.hid, ml.qw, ml.uw, ml.cw, ml.rgh, ml.rnn_len);
+        let (n, h, qw, uw, cw, rgh, rl) = (
+            ml.n,
+            ml.hid,
+            ml.qw,
+            ml.uw,
+            ml.cw,
+            ml.rim.rgh,
+            ml.rim.rnn_len,
+        );
         let gt = |k: TensorKind, off: usize| self.tensor(k, true, off);
         let dl = |off: usize| -> Result<(Ptr<f32>, usize)> { Ok((w.mem_delta.rest(off)?, md)) };
         let x_in = Operand::rows(w.x.rest(0)?, ml.input);
@@ -480,67 +491,73 @@ impl CudaPolicy {
         let mut grads = vec![
             WeightGrad::weight(
                 gt(TensorKind::RimKey, 0)?,
-                dl(ml.rd_dkx)?,
+                dl(ml.rim.rd_dkx)?,
                 x_in,
                 qw,
                 ml.input,
             ),
             WeightGrad::weight(
                 gt(TensorKind::RimValue, 0)?,
-                dl(ml.rd_dvx)?,
+                dl(ml.rim.rd_dvx)?,
                 x_in,
                 uw,
                 ml.input,
             ),
-            WeightGrad::weight(gt(TensorKind::RimQuery, 0)?, dl(ml.rd_dq)?, st_in, qw, h)
-                .per_module(n, qw * h, qw, h),
+            WeightGrad::weight(
+                gt(TensorKind::RimQuery, 0)?,
+                dl(ml.rim.rd_dq)?,
+                st_in,
+                qw,
+                h,
+            )
+            .per_module(n, qw * h, qw, h),
             WeightGrad::weight(
                 gt(TensorKind::RimRnn, 0)?,
-                dl(ml.rd_gi)?,
-                cache_at(ml.rc_u)?,
+                dl(ml.rim.rd_gi)?,
+                cache_at(ml.rim.rc_u)?,
                 rgh,
                 uw,
             )
             .per_module(n, rl, rgh, uw),
             WeightGrad::weight(
-                gt(TensorKind::RimRnn, ml.rnn_w_hh)?,
-                dl(ml.rd_gh)?,
+                gt(TensorKind::RimRnn, ml.rim.rnn_w_hh)?,
+                dl(ml.rim.rd_gh)?,
                 st_in,
                 rgh,
                 h,
             )
             .per_module(n, rl, rgh, h),
-            WeightGrad::bias(gt(TensorKind::RimRnn, ml.rnn_b_ih)?, dl(ml.rd_gi)?, rgh)
-                .per_module(n, rl, rgh, 0),
-            WeightGrad::bias(gt(TensorKind::RimRnn, ml.rnn_b_hh)?, dl(ml.rd_gh)?, rgh)
-                .per_module(n, rl, rgh, 0),
+            WeightGrad::bias(
+                gt(TensorKind::RimRnn, ml.rim.rnn_b_ih)?,
+                dl(ml.rim.rd_gi)?,
+                rgh,
+            )
+            .per_module(n, rl, rgh, 0),
+            WeightGrad::bias(
+                gt(TensorKind::RimRnn, ml.rim.rnn_b_hh)?,
+                dl(ml.rim.rd_gh)?,
+                rgh,
+            )
+            .per_module(n, rl, rgh, 0),
         ];
         if cw > 0 {
             for (k, off) in [
-                (TensorKind::CommQuery, ml.rd_dcq),
-                (TensorKind::CommKey, ml.rd_dck),
-                (TensorKind::CommValue, ml.rd_dcv),
+                (TensorKind::CommQuery, ml.rim.rd_dcq),
+                (TensorKind::CommKey, ml.rim.rd_dck),
+                (TensorKind::CommValue, ml.rim.rd_dcv),
             ] {
                 grads.push(
-                    WeightGrad::weight(gt(k, 0)?, dl(off)?, cache_at(ml.rc_ht)?, cw, h).per_module(
-                        n,
-                        cw * h,
-                        cw,
-                        h,
-                    ),
+                    WeightGrad::weight(gt(k, 0)?, dl(off)?, cache_at(ml.rim.rc_ht)?, cw, h)
+                        .per_module(n, cw * h, cw, h),
                 );
             }
             for (k, off) in [
-                (TensorKind::CommGate, ml.rd_dpg),
-                (TensorKind::CommOut, ml.rd_dpo),
+                (TensorKind::CommGate, ml.rim.rd_dpg),
+                (TensorKind::CommOut, ml.rim.rd_dpo),
             ] {
                 grads.push(
-                    WeightGrad::weight(gt(k, 0)?, dl(off)?, cache_at(ml.rc_o)?, h, cw).per_module(
-                        n,
-                        h * cw,
-                        h,
-                        cw,
-                    ),
+                    WeightGrad::weight(gt(k, 0)?, dl(off)?, cache_at(ml.rim.rc_o)?, h, cw)
+                        .per_module(n, h * cw, h, cw),
                 );
             }
         }
@@ -576,21 +593,24 @@ impl CudaPolicy {
         let (hh, na, mw) = (ml.dims.head_hidden, ml.dims.n_actions, ml.mw);
         let hg = |off: usize| self.block(Role::Heads, true, off);
         let hd = |off: usize| -> Result<(Ptr<f32>, usize)> {
-            Ok((w.heads_delta.rest(off)?, ml.heads_delta))
+            Ok((w.heads_delta.rest(off)?, ml.heads.heads_delta))
         };
         let h_x = Operand::rows(w.states.rest(sh.b * ml.state_len())?, ml.state_len());
         let hc = |off: usize| -> Result<Operand> {
-            Ok(Operand::rows(w.heads_cache.rest(off)?, ml.heads_cache))
+            Ok(Operand::rows(
+                w.heads_cache.rest(off)?,
+                ml.heads.heads_cache,
+            ))
         };
         for wg in [
-            WeightGrad::weight(hg(0)?, hd(ml.hd_da)?, h_x, hh, mw),
-            WeightGrad::bias(hg(ml.hp_a_b1)?, hd(ml.hd_da)?, hh),
-            WeightGrad::weight(hg(ml.hp_a_w2)?, hd(0)?, hc(0)?, na, hh),
-            WeightGrad::bias(hg(ml.hp_a_b2)?, hd(0)?, na),
-            WeightGrad::weight(hg(ml.hp_c_w1)?, hd(ml.hd_dc)?, h_x, hh, mw),
-            WeightGrad::bias(hg(ml.hp_c_b1)?, hd(ml.hd_dc)?, hh),
-            WeightGrad::weight(hg(ml.hp_c_w2)?, hd(ml.hd_dv)?, hc(hh)?, 1, hh),
-            WeightGrad::bias(hg(ml.hp_c_b2)?, hd(ml.hd_dv)?, 1),
+            WeightGrad::weight(hg(0)?, hd(ml.heads.hd_da)?, h_x, hh, mw),
+            WeightGrad::bias(hg(ml.heads.hp_a_b1)?, hd(ml.heads.hd_da)?, hh),
+            WeightGrad::weight(hg(ml.heads.hp_a_w2)?, hd(0)?, hc(0)?, na, hh),
+            WeightGrad::bias(hg(ml.heads.hp_a_b2)?, hd(0)?, na),
+            WeightGrad::weight(hg(ml.heads.hp_c_w1)?, hd(ml.heads.hd_dc)?, h_x, hh, mw),
+            WeightGrad::bias(hg(ml.heads.hp_c_b1)?, hd(ml.heads.hd_dc)?, hh),
+            WeightGrad::weight(hg(ml.heads.hp_c_w2)?, hd(ml.heads.hd_dv)?, hc(hh)?, 1, hh),
+            WeightGrad::bias(hg(ml.heads.hp_c_b2)?, hd(ml.heads.hd_dv)?, 1),
         ] {
             self.weight_grad(wg, sh.s)?;
         }
@@ -606,26 +626,29 @@ impl CudaPolicy {
         let args = EncoderBwd {
             p: self.block(Role::Encoder, false, 0)?,
             obs: w.obs.at(0, s * 147)?,
-            cache: w.enc_cache.at(0, s * ml.enc_cache)?,
+            cache: w.enc_cache.at(0, s * ml.enc.enc_cache)?,
             d_out: w.dx.at(0, s * ml.input)?,
             ld: ml.input,
             d_instr: self.film_instr(&w.dx, s)?,
             instr_ld: ml.input,
-            delta: w.enc_delta.at(0, s * ml.enc_delta)?,
+            delta: w.enc_delta.at(0, s * ml.enc.enc_delta)?,
             samples: s,
         };
-        self.run(Self::block_per_item(s, ml.enc_bwd_smem, "samples")?, args)?;
+        self.run(
+            Self::block_per_item(s, ml.smem.enc_bwd_smem, "samples")?,
+            args,
+        )?;
         let args = EncoderWgrad {
             p: self.block(Role::Encoder, false, 0)?,
             obs: w.obs.at(0, s * 147)?,
-            cache: w.enc_cache.at(0, s * ml.enc_cache)?,
-            delta: w.enc_delta.at(0, s * ml.enc_delta)?,
+            cache: w.enc_cache.at(0, s * ml.enc.enc_cache)?,
+            delta: w.enc_delta.at(0, s * ml.enc.enc_delta)?,
             instr: self.film_instr(&w.x, s)?,
             instr_ld: ml.input,
             grads: self.block(Role::Encoder, true, 0)?,
             samples: s,
         };
-        self.run(linear_cfg(ml.enc_params), args)
+        self.run(linear_cfg(ml.enc.enc_params), args)
     }
 
     /// The instruction encoder backward: the per-segment sums of the instruction gradient,
@@ -649,38 +672,44 @@ impl CudaPolicy {
         let args = InstrBwd {
             p: self.block(Role::Instruction, false, 0)?,
             tokens: w.seg_tokens.at(0, g * mt)?,
-            cache: w.instr_cache.at(0, g * ml.instr_cache)?,
+            cache: w.instr_cache.at(0, g * ml.instr.instr_cache)?,
             d_out: w.d_instr.at(0, g * hi)?,
-            delta: w.instr_delta.at(0, g * mt * ml.instr_delta)?,
+            delta: w.instr_delta.at(0, g * mt * ml.instr.instr_delta)?,
             segments: g,
         };
         self.run(
-            Self::block_per_item(g, ml.instr_bwd_smem, "segments")?,
+            Self::block_per_item(g, ml.smem.instr_bwd_smem, "segments")?,
             args,
         )?;
         let ig = |off: usize| self.block(Role::Instruction, true, off);
         let ids = |off: usize| -> Result<(Ptr<f32>, usize)> {
-            Ok((w.instr_delta.rest(off)?, ml.instr_delta))
+            Ok((w.instr_delta.rest(off)?, ml.instr.instr_delta))
         };
         let xs = Operand::rows(w.instr_xs.rest(0)?, wd);
         // The hidden state before each token: segments x token slots.
         let hs = Operand {
             base: w.instr_cache.rest(0)?,
-            outer: ml.instr_cache,
+            outer: ml.instr.instr_cache,
             inner: hi,
             sub: mt,
         };
         for wg in [
-            WeightGrad::weight(ig(ml.ip_w_ih)?, ids(0)?, xs, ml.ig3, wd),
-            WeightGrad::bias(ig(ml.ip_b_ih)?, ids(0)?, ml.ig3),
-            WeightGrad::weight(ig(ml.ip_w_hh)?, ids(ml.id_gh)?, hs, ml.ig3, hi),
-            WeightGrad::bias(ig(ml.ip_b_hh)?, ids(ml.id_gh)?, ml.ig3),
+            WeightGrad::weight(ig(ml.instr.ip_w_ih)?, ids(0)?, xs, ml.instr.ig3, wd),
+            WeightGrad::bias(ig(ml.instr.ip_b_ih)?, ids(0)?, ml.instr.ig3),
+            WeightGrad::weight(
+                ig(ml.instr.ip_w_hh)?,
+                ids(ml.instr.id_gh)?,
+                hs,
+                ml.instr.ig3,
+                hi,
+            ),
+            WeightGrad::bias(ig(ml.instr.ip_b_hh)?, ids(ml.instr.id_gh)?, ml.instr.ig3),
         ] {
             self.weight_grad(wg, g * mt)?;
         }
         let args = InstrEmbGrad {
             tokens: w.seg_tokens.at(0, g * mt)?,
-            delta: w.instr_delta.at(0, g * mt * ml.instr_delta)?,
+            delta: w.instr_delta.at(0, g * mt * ml.instr.instr_delta)?,
             grads: ig(0)?,
             segments: g,
         };

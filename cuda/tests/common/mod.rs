@@ -16,7 +16,7 @@ use metarim_core::nn::dims::{
 use metarim_core::nn::init::InitConfig;
 use metarim_core::nn::loss::{PpoCoefs, PpoSample, PpoTerms};
 use metarim_core::nn::optim::{Adam, Range};
-use metarim_core::nn::params::{Group, GroupBufs, GroupBufsMut, Layout, Mode};
+use metarim_core::nn::params::{Group, Layout, Mode};
 use metarim_core::nn::policy::{
     chunk_work_len, init_params, state_len, ChunkStats, ChunkStep, Policy, MAX_MODULES,
 };
@@ -29,51 +29,7 @@ use metarim_cuda::exec::Exec;
 /// Relative tolerance of every parity check (f32).
 pub const TOL: f64 = 1e-4;
 
-/// One buffer per group.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Groups {
-    pub fast: Vec<f32>,
-    pub slow: Vec<f32>,
-    pub other: Vec<f32>,
-}
-
-impl Groups {
-    pub fn zeros(l: &Layout) -> Groups {
-        Groups {
-            fast: vec![0.0; l.group_len(Group::Fast)],
-            slow: vec![0.0; l.group_len(Group::Slow)],
-            other: vec![0.0; l.group_len(Group::Other)],
-        }
-    }
-    pub fn bufs(&self) -> GroupBufs<'_, f32> {
-        GroupBufs {
-            fast: &self.fast,
-            slow: &self.slow,
-            other: &self.other,
-        }
-    }
-    pub fn bufs_mut(&mut self) -> GroupBufsMut<'_, f32> {
-        GroupBufsMut {
-            fast: &mut self.fast,
-            slow: &mut self.slow,
-            other: &mut self.other,
-        }
-    }
-    pub fn group(&self, g: Group) -> &[f32] {
-        match g {
-            Group::Fast => &self.fast,
-            Group::Slow => &self.slow,
-            Group::Other => &self.other,
-        }
-    }
-    pub fn group_mut(&mut self, g: Group) -> &mut Vec<f32> {
-        match g {
-            Group::Fast => &mut self.fast,
-            Group::Slow => &mut self.slow,
-            Group::Other => &mut self.other,
-        }
-    }
-}
+pub use metarim_cuda::groups::GroupVecs;
 
 /// A small model exercising the kernels' other branches: two input heads, the bag-of-words
 /// encoder, odd sizes.
@@ -186,9 +142,9 @@ pub const MODES: [Mode; 4] = [Mode::MetaRim, Mode::Reversed, Mode::Joint, Mode::
 
 /// A freshly initialised model (BabyAI's schemes), with the other group perturbed so biases
 /// are not all zero.
-pub fn model(dims: &ModelDims, mode: Mode, seed: u64) -> (Layout, Groups) {
+pub fn model(dims: &ModelDims, mode: Mode, seed: u64) -> (Layout, GroupVecs) {
     let layout = Layout::new(dims, mode).expect("layout");
-    let mut p = Groups::zeros(&layout);
+    let mut p = GroupVecs::zeros(&layout);
     init_params(&layout, &InitConfig::BABYAI, seed, p.bufs_mut()).expect("init");
     let mut rng = Pcg32::new(seed ^ 0xb1a5);
     for g in [Group::Fast, Group::Slow, Group::Other] {
@@ -308,11 +264,15 @@ fn add_terms(a: &mut PpoTerms<f32>, b: &PpoTerms<f32>) {
 
 /// The CPU reference of one gradient pass (the host trainer's compute_grads): the mean loss
 /// gradient over every step of every chunk, chunk by chunk.
-pub fn cpu_grads(layout: &Layout, params: &Groups, chunks: &[Chunk]) -> (Groups, ChunkStats<f32>) {
+pub fn cpu_grads(
+    layout: &Layout,
+    params: &GroupVecs,
+    chunks: &[Chunk],
+) -> (GroupVecs, ChunkStats<f32>) {
     let policy = Policy::new(layout, params.bufs()).expect("policy");
     let total: usize = chunks.iter().map(|c| c.obs.len()).sum();
     let scale = 1.0 / total as f32;
-    let mut g = Groups::zeros(layout);
+    let mut g = GroupVecs::zeros(layout);
     let mut stats = ChunkStats {
         sum: PpoTerms::default(),
         steps: 0,
@@ -345,9 +305,9 @@ pub fn cpu_grads(layout: &Layout, params: &Groups, chunks: &[Chunk]) -> (Groups,
 pub fn device_grads(
     exec: &Arc<dyn Exec>,
     layout: &Layout,
-    params: &Groups,
+    params: &GroupVecs,
     chunks: &[Chunk],
-) -> (Groups, metarim_cuda::engine::PassStats, Vec<u32>) {
+) -> (GroupVecs, metarim_cuda::engine::PassStats, Vec<u32>) {
     let mut p =
         CudaPolicy::new(exec.clone(), layout, params.bufs()).unwrap_or_else(|e| panic!("{e}"));
     let steps: Vec<Vec<ChunkStep<'_, f32>>> = chunks.iter().map(Chunk::steps).collect();
@@ -362,7 +322,7 @@ pub fn device_grads(
     let total: usize = chunks.iter().map(|c| c.obs.len()).sum();
     p.grad_pass(&pass, &coefs(), 1.0 / total as f32)
         .unwrap_or_else(|e| panic!("{e}"));
-    let mut g = Groups::zeros(layout);
+    let mut g = GroupVecs::zeros(layout);
     p.download_grads(g.bufs_mut())
         .unwrap_or_else(|e| panic!("{e}"));
     let counts = p.active_counts().unwrap_or_else(|e| panic!("{e}"));
@@ -400,7 +360,13 @@ pub fn rel_error(got: &[f32], want: &[f32]) -> (f64, usize) {
 }
 
 /// Compare every tensor of two group sets; panics naming the worst tensor beyond `tol`.
-pub fn compare_tensors(what: &str, layout: &Layout, got: &Groups, want: &Groups, tol: f64) -> f64 {
+pub fn compare_tensors(
+    what: &str,
+    layout: &Layout,
+    got: &GroupVecs,
+    want: &GroupVecs,
+    tol: f64,
+) -> f64 {
     let mut worst = 0.0f64;
     for e in layout.entries() {
         let r = e.range();
@@ -431,10 +397,10 @@ pub fn scalar_rel(a: f64, b: f64) -> f64 {
 #[allow(clippy::too_many_arguments)]
 pub fn cpu_adam_step(
     layout: &Layout,
-    params: &mut Groups,
-    grads: &mut Groups,
-    m: &mut Groups,
-    v: &mut Groups,
+    params: &mut GroupVecs,
+    grads: &mut GroupVecs,
+    m: &mut GroupVecs,
+    v: &mut GroupVecs,
     phase: Phase,
     active: &[bool],
     adam: &mut Adam,
@@ -611,7 +577,7 @@ pub fn ppo_update_parity(
     // A small max_norm so clipping engages.
     let max_norm = 0.05f32;
     let mut cpu = params.clone();
-    let (mut m, mut v) = (Groups::zeros(&layout), Groups::zeros(&layout));
+    let (mut m, mut v) = (GroupVecs::zeros(&layout), GroupVecs::zeros(&layout));
     let mut dev =
         CudaPolicy::new(exec.clone(), &layout, params.bufs()).unwrap_or_else(|e| panic!("{e}"));
     for (k, (phase, len)) in phases.iter().enumerate() {
@@ -652,10 +618,10 @@ pub fn ppo_update_parity(
             stats.norms[0]
         );
     }
-    let mut got = Groups::zeros(&layout);
+    let mut got = GroupVecs::zeros(&layout);
     dev.download_params(got.bufs_mut())
         .unwrap_or_else(|e| panic!("{e}"));
-    let (mut gm, mut gv) = (Groups::zeros(&layout), Groups::zeros(&layout));
+    let (mut gm, mut gv) = (GroupVecs::zeros(&layout), GroupVecs::zeros(&layout));
     dev.download_moments(gm.bufs_mut(), gv.bufs_mut())
         .unwrap_or_else(|e| panic!("{e}"));
     let what = format!("{name} {} update", mode.name());
@@ -802,7 +768,11 @@ pub fn encoder_kernels_parity(
     let ml = ModelLayout::new(&d).unwrap_or_else(|e| ok(e));
     let (feat, hi, input) = (d.obs_features(), d.instr_hidden, d.memory_input());
     let (np, nc) = (encoder_param_len(&d), encoder_cache_len(&d));
-    assert_eq!((ml.enc_params, ml.enc_cache), (np, nc), "{name}: layout");
+    assert_eq!(
+        (ml.enc.enc_params, ml.enc.enc_cache),
+        (np, nc),
+        "{name}: layout"
+    );
     let mut rng = Pcg32::new(seed);
     let mut rnd = |s: f32| (rng.gen_f32() - 0.5) * 2.0 * s;
     let params: Vec<f32> = (0..np).map(|_| rnd(0.4)).collect();
@@ -878,8 +848,8 @@ pub fn encoder_kernels_parity(
     let obs_dev = DevBuf::from_host(exec, &packed).unwrap_or_else(|e| ok(e));
     let zeros = |n: usize| DevBuf::<f32>::zeros(exec, n).unwrap_or_else(|e| ok(e));
     let (cache_dev, delta_dev, grads_dev) = (
-        zeros(samples * ml.enc_cache),
-        zeros(samples * ml.enc_delta),
+        zeros(samples * ml.enc.enc_cache),
+        zeros(samples * ml.enc.enc_delta),
         zeros(np),
     );
     let instr_of = |b: &DevBuf<f32>| {
@@ -903,7 +873,7 @@ pub fn encoder_kernels_parity(
     launch_typed(
         &**exec,
         func(EncoderFwd::ENTRY.name),
-        &per_sample(ml.enc_fwd_smem),
+        &per_sample(ml.smem.enc_fwd_smem),
         &args,
     )
     .unwrap_or_else(|e| ok(e));
@@ -921,7 +891,7 @@ pub fn encoder_kernels_parity(
     launch_typed(
         &**exec,
         func(EncoderBwd::ENTRY.name),
-        &per_sample(ml.enc_bwd_smem),
+        &per_sample(ml.smem.enc_bwd_smem),
         &args,
     )
     .unwrap_or_else(|e| ok(e));
@@ -1035,7 +1005,7 @@ pub fn rim_step_kernels_parity(
     let sl = nh + ncl;
     assert_eq!(sl, ml.state_len(), "{name}: state width");
     let nc = step_cache_len(&r);
-    assert_eq!(nc, ml.rim_cache, "{name}: cache");
+    assert_eq!(nc, ml.rim.rim_cache, "{name}: cache");
     let counts = rim_param_counts(&r);
     let mut rng = Pcg32::new(seed);
     let mut rnd = |s: f32| (rng.gen_f32() - 0.5) * 2.0 * s;
@@ -1140,12 +1110,12 @@ pub fn rim_step_kernels_parity(
         zeros(samples * sl),
         zeros(samples * nc),
         zeros(samples * input),
-        zeros(samples * ml.rim_delta),
+        zeros(samples * ml.rim.rim_delta),
     );
     let bits_dev = DevBuf::<u32>::zeros(exec, samples).unwrap_or_else(|e| ok(e));
     let cfg = |floats: usize| {
-        let blocks = samples.div_ceil(ml.spb_rim) as u32;
-        LaunchCfg::linear(blocks, 64, (ml.spb_rim * floats * 4) as u32)
+        let blocks = samples.div_ceil(ml.smem.spb_rim) as u32;
+        LaunchCfg::linear(blocks, 64, (ml.smem.spb_rim * floats * 4) as u32)
     };
     let args = RimFwdStep {
         w_k: wd[0].ptr(),
@@ -1175,7 +1145,7 @@ pub fn rim_step_kernels_parity(
     launch_typed(
         &**exec,
         &entry(&fwd, RimFwdStep::ENTRY.name),
-        &cfg(ml.rf_smem),
+        &cfg(ml.smem.rf_smem),
         &args,
     )
     .unwrap_or_else(|e| ok(e));
@@ -1202,7 +1172,7 @@ pub fn rim_step_kernels_parity(
     launch_typed(
         &**exec,
         &entry(&bwd, RimBwdStep::ENTRY.name),
-        &cfg(ml.rb_smem),
+        &cfg(ml.smem.rb_smem),
         &args,
     )
     .unwrap_or_else(|e| ok(e));
@@ -1211,21 +1181,21 @@ pub fn rim_step_kernels_parity(
     let (got_carry, got_dx, delta) = (down(&carry_dev), down(&dx_dev), down(&delta_dev));
     // The module RNNs' weight gradients from the deltas, summed over samples in order and
     // skipping zero deltas, as the core's linear_backward.
-    let (gh, uw, hid, rl) = (ml.rgh, ml.uw, ml.hid, ml.rnn_len);
+    let (gh, uw, hid, rl) = (ml.rim.rgh, ml.uw, ml.hid, ml.rim.rnn_len);
     let mut got_rnn = vec![0.0f32; counts.rnn];
     for s in 0..samples {
-        let dl = &delta[s * ml.rim_delta..(s + 1) * ml.rim_delta];
+        let dl = &delta[s * ml.rim.rim_delta..(s + 1) * ml.rim.rim_delta];
         let cache = &got_cache[s * nc..(s + 1) * nc];
         let h = &got_in[s * sl..s * sl + nh];
         for m in 0..r.n_modules {
             let gm = &mut got_rnn[m * rl..(m + 1) * rl];
-            let gi = &dl[ml.rd_gi + m * gh..ml.rd_gi + (m + 1) * gh];
-            let ghh = &dl[ml.rd_gh + m * gh..ml.rd_gh + (m + 1) * gh];
-            let u = &cache[ml.rc_u + m * uw..ml.rc_u + (m + 1) * uw];
+            let gi = &dl[ml.rim.rd_gi + m * gh..ml.rim.rd_gi + (m + 1) * gh];
+            let ghh = &dl[ml.rim.rd_gh + m * gh..ml.rim.rd_gh + (m + 1) * gh];
+            let u = &cache[ml.rim.rc_u + m * uw..ml.rim.rc_u + (m + 1) * uw];
             let hm = &h[m * hid..(m + 1) * hid];
             for row in 0..gh {
-                gm[ml.rnn_b_ih + row] += gi[row];
-                gm[ml.rnn_b_hh + row] += ghh[row];
+                gm[ml.rim.rnn_b_ih + row] += gi[row];
+                gm[ml.rim.rnn_b_hh + row] += ghh[row];
                 if gi[row] != 0.0 {
                     for (c, xv) in u.iter().enumerate() {
                         gm[row * uw + c] += gi[row] * *xv;
@@ -1233,7 +1203,7 @@ pub fn rim_step_kernels_parity(
                 }
                 if ghh[row] != 0.0 {
                     for (c, hv) in hm.iter().enumerate() {
-                        gm[ml.rnn_w_hh + row * hid + c] += ghh[row] * *hv;
+                        gm[ml.rim.rnn_w_hh + row * hid + c] += ghh[row] * *hv;
                     }
                 }
             }

@@ -33,82 +33,10 @@ pub use config::TrainConfig;
 
 use anyhow::{anyhow, Result};
 use metarim_core::nn::init::InitConfig;
-use metarim_core::nn::params::{Group, GroupBufs, GroupBufsMut, Layout};
+use metarim_core::nn::params::Layout;
 use metarim_core::nn::policy::{init_params, Policy};
 
-/// Parameters (or gradients, or Adam moments) of a model: one buffer per group.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct GroupVecs {
-    /// The fast group.
-    pub fast: Vec<f32>,
-    /// The slow group.
-    pub slow: Vec<f32>,
-    /// The other group (encoder, instruction encoder, heads).
-    pub other: Vec<f32>,
-}
-
-impl GroupVecs {
-    /// Zeros shaped like `layout`'s groups.
-    pub fn zeros(layout: &Layout) -> GroupVecs {
-        GroupVecs {
-            fast: vec![0.0; layout.group_len(Group::Fast)],
-            slow: vec![0.0; layout.group_len(Group::Slow)],
-            other: vec![0.0; layout.group_len(Group::Other)],
-        }
-    }
-
-    /// Borrow as the core's group buffers.
-    pub fn bufs(&self) -> GroupBufs<'_, f32> {
-        GroupBufs {
-            fast: &self.fast,
-            slow: &self.slow,
-            other: &self.other,
-        }
-    }
-
-    /// Borrow mutably as the core's group buffers.
-    pub fn bufs_mut(&mut self) -> GroupBufsMut<'_, f32> {
-        GroupBufsMut {
-            fast: &mut self.fast,
-            slow: &mut self.slow,
-            other: &mut self.other,
-        }
-    }
-
-    /// The buffer of group `g`.
-    pub fn group(&self, g: Group) -> &[f32] {
-        match g {
-            Group::Fast => &self.fast,
-            Group::Slow => &self.slow,
-            Group::Other => &self.other,
-        }
-    }
-
-    /// The buffer of group `g`, mutably.
-    pub fn group_mut(&mut self, g: Group) -> &mut Vec<f32> {
-        match g {
-            Group::Fast => &mut self.fast,
-            Group::Slow => &mut self.slow,
-            Group::Other => &mut self.other,
-        }
-    }
-
-    /// Set every element to zero.
-    pub fn clear(&mut self) {
-        for g in Group::ALL {
-            self.group_mut(g).fill(0.0);
-        }
-    }
-
-    /// `self += other`, element by element (same shapes).
-    pub fn add_assign(&mut self, other: &GroupVecs) {
-        for g in Group::ALL {
-            for (a, b) in self.group_mut(g).iter_mut().zip(other.group(g)) {
-                *a += *b;
-            }
-        }
-    }
-}
+pub use metarim_cuda::groups::GroupVecs;
 
 /// A model: its layout and parameters.
 #[derive(Clone, Debug, PartialEq)]
