@@ -79,6 +79,7 @@
 
 use crate::env::{Observation, VIEW_SIZE};
 use crate::error::Error;
+use crate::nn::cut::{cut, Cut};
 use crate::nn::dims::{EncoderKind, ModelDims};
 use crate::nn::scalar::Real;
 
@@ -412,56 +413,21 @@ fn too_small(needed: usize, got: usize) -> Error {
 }
 
 /// First `n` elements and the rest, or an error naming `needed`.
-fn take<S>(s: &[S], n: usize, needed: usize) -> Result<(&[S], &[S]), Error> {
-    s.split_at_checked(n).ok_or(too_small(needed, s.len()))
-}
-
-fn take_mut<S>(s: &mut [S], n: usize, needed: usize) -> Result<(&mut [S], &mut [S]), Error> {
-    let got = s.len();
-    s.split_at_mut_checked(n).ok_or(too_small(needed, got))
-}
-
-fn split_params<'a, S>(l: &Layout, p: &'a [S]) -> Result<Parts<&'a [S]>, Error> {
+/// Parameters (or gradients) `p`, borrowed either way, split into tensors.
+fn split_params<T: Cut>(l: &Layout, p: T) -> Result<Parts<T>, Error> {
     let n = l.params;
-    if p.len() < n {
-        return Err(too_small(n, p.len()));
+    if p.count() < n {
+        return Err(too_small(n, p.count()));
     }
-    let (emb, p) = take(p, l.emb, n)?;
-    let (w1, p) = take(p, l.w1, n)?;
-    let (b1, p) = take(p, l.c0, n)?;
-    let (w2, p) = take(p, l.w2, n)?;
-    let (b2, p) = take(p, l.c1, n)?;
-    let (w3, p) = take(p, l.w3, n)?;
-    let (b3, p) = take(p, l.c2, n)?;
-    let (fw, p) = take(p, l.fw, n)?;
-    let (fb, _) = take(p, l.nf, n)?;
-    Ok(Parts {
-        emb,
-        w1,
-        b1,
-        w2,
-        b2,
-        w3,
-        b3,
-        fw,
-        fb,
-    })
-}
-
-fn split_params_mut<'a, S>(l: &Layout, p: &'a mut [S]) -> Result<Parts<&'a mut [S]>, Error> {
-    let n = l.params;
-    if p.len() < n {
-        return Err(too_small(n, p.len()));
-    }
-    let (emb, p) = take_mut(p, l.emb, n)?;
-    let (w1, p) = take_mut(p, l.w1, n)?;
-    let (b1, p) = take_mut(p, l.c0, n)?;
-    let (w2, p) = take_mut(p, l.w2, n)?;
-    let (b2, p) = take_mut(p, l.c1, n)?;
-    let (w3, p) = take_mut(p, l.w3, n)?;
-    let (b3, p) = take_mut(p, l.c2, n)?;
-    let (fw, p) = take_mut(p, l.fw, n)?;
-    let (fb, _) = take_mut(p, l.nf, n)?;
+    let (emb, p) = cut(p, l.emb, n)?;
+    let (w1, p) = cut(p, l.w1, n)?;
+    let (b1, p) = cut(p, l.c0, n)?;
+    let (w2, p) = cut(p, l.w2, n)?;
+    let (b2, p) = cut(p, l.c1, n)?;
+    let (w3, p) = cut(p, l.w3, n)?;
+    let (b3, p) = cut(p, l.c2, n)?;
+    let (fw, p) = cut(p, l.fw, n)?;
+    let (fb, _) = cut(p, l.nf, n)?;
     Ok(Parts {
         emb,
         w1,
@@ -622,46 +588,21 @@ struct CacheParts<T> {
     r3: T,
 }
 
-fn split_cache_mut<'a, S>(l: &Layout, c: &'a mut [S]) -> Result<CacheParts<&'a mut [S]>, Error> {
+/// A cache `c`, borrowed either way, split into its regions.
+fn split_cache<T: Cut>(l: &Layout, c: T) -> Result<CacheParts<T>, Error> {
     let n = l.cache;
-    if c.len() < n {
-        return Err(too_small(n, c.len()));
+    if c.count() < n {
+        return Err(too_small(n, c.count()));
     }
-    let (z1, c) = take_mut(c, l.z1, n)?;
-    let (pool, c) = take_mut(c, l.pool, n)?;
-    let (z2, c) = take_mut(c, l.z2, n)?;
-    let (z3, c) = take_mut(c, l.c2, n)?;
-    let (gb, c) = take_mut(c, l.nf, n)?;
+    let (z1, c) = cut(c, l.z1, n)?;
+    let (pool, c) = cut(c, l.pool, n)?;
+    let (z2, c) = cut(c, l.z2, n)?;
+    let (z3, c) = cut(c, l.c2, n)?;
+    let (gb, c) = cut(c, l.nf, n)?;
     let film = |v: usize| if l.film { v } else { 0 };
-    let (r1, c) = take_mut(c, film(l.z1), n)?;
-    let (r2, c) = take_mut(c, film(l.z2), n)?;
-    let (r3, _) = take_mut(c, film(l.c2), n)?;
-    Ok(CacheParts {
-        z1,
-        pool,
-        z2,
-        z3,
-        gb,
-        r1,
-        r2,
-        r3,
-    })
-}
-
-fn split_cache<'a, S>(l: &Layout, c: &'a [S]) -> Result<CacheParts<&'a [S]>, Error> {
-    let n = l.cache;
-    if c.len() < n {
-        return Err(too_small(n, c.len()));
-    }
-    let (z1, c) = take(c, l.z1, n)?;
-    let (pool, c) = take(c, l.pool, n)?;
-    let (z2, c) = take(c, l.z2, n)?;
-    let (z3, c) = take(c, l.c2, n)?;
-    let (gb, c) = take(c, l.nf, n)?;
-    let film = |v: usize| if l.film { v } else { 0 };
-    let (r1, c) = take(c, film(l.z1), n)?;
-    let (r2, c) = take(c, film(l.z2), n)?;
-    let (r3, _) = take(c, film(l.c2), n)?;
+    let (r1, c) = cut(c, film(l.z1), n)?;
+    let (r2, c) = cut(c, film(l.z2), n)?;
+    let (r3, _) = cut(c, film(l.c2), n)?;
     Ok(CacheParts {
         z1,
         pool,
@@ -784,7 +725,7 @@ pub fn encode_forward<S: Real>(
         r1,
         r2,
         r3,
-    } = split_cache_mut(&l, cache)?;
+    } = split_cache(&l, cache)?;
     if l.bow {
         check_codes(obs)?;
     }
@@ -880,7 +821,7 @@ pub fn encode_backward<S: Real>(
     let e = film_input(&l, instr)?;
     let d_len = d_instr.len();
     let d_e = d_instr.get_mut(..l.hi).ok_or(too_small(l.hi, d_len))?;
-    let g = split_params_mut(&l, grads)?;
+    let g = split_params(&l, grads)?;
     let CacheParts {
         z1,
         pool,
@@ -895,9 +836,9 @@ pub fn encode_backward<S: Real>(
     if scratch.len() < l.scratch {
         return Err(too_small(l.scratch, scratch.len()));
     }
-    let (dz2, rest) = take_mut(scratch, l.z2, l.scratch)?;
-    let (dp, rest) = take_mut(rest, l.pool, l.scratch)?;
-    let (dcoefs, _) = take_mut(rest, l.nf, l.scratch)?;
+    let (dz2, rest) = cut(scratch, l.z2, l.scratch)?;
+    let (dp, rest) = cut(rest, l.pool, l.scratch)?;
+    let (dcoefs, _) = cut(rest, l.nf, l.scratch)?;
     if l.bow {
         check_codes(obs)?;
     }

@@ -1,6 +1,7 @@
 //! Neural-network math for the policy: scalar abstraction, dense blocks with hand-written
 //! backward passes, the RIM cell, and the parameter layout shared by every backend.
 
+pub(crate) mod cut;
 pub mod dims;
 pub mod encoder;
 #[cfg(test)]

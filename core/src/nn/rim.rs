@@ -66,6 +66,7 @@
 //! ACCUMULATE into gradient buffers and input gradients (`+=`), like [`ops`].
 
 use crate::error::Error;
+use crate::nn::cut::{take, Cut};
 use crate::nn::dims::{CellKind, RimDims};
 use crate::nn::ops::{self, GruGrads, GruWeights, LstmGrads, LstmWeights};
 use crate::nn::scalar::Real;
@@ -541,23 +542,6 @@ fn chunk_mut<S>(s: &mut [S], i: usize, w: usize) -> &mut [S] {
     s.get_mut(mul(i, w)..mul(add(i, 1), w)).unwrap_or(&mut [])
 }
 
-/// Splits the first `n` elements (or all, if fewer) off `buf`.
-fn take<'a, S>(buf: &mut &'a [S], n: usize) -> &'a [S] {
-    let b = *buf;
-    let (head, tail) = b.split_at(n.min(b.len()));
-    *buf = tail;
-    head
-}
-
-/// Splits the first `n` elements (or all, if fewer) off `buf`, mutably.
-fn take_mut<'a, S>(buf: &mut &'a mut [S], n: usize) -> &'a mut [S] {
-    let b = core::mem::take(buf);
-    let at = n.min(b.len());
-    let (head, tail) = b.split_at_mut(at);
-    *buf = tail;
-    head
-}
-
 /// `dst = src` over their common length.
 #[inline]
 fn copy<S: Copy>(dst: &mut [S], src: &[S]) {
@@ -648,39 +632,44 @@ fn rnn_view<'a, S>(block: &'a [S], d: &RimDims) -> [&'a [S]; 4] {
 fn rnn_view_mut<'a, S>(block: &'a mut [S], d: &RimDims) -> [&'a mut [S]; 4] {
     let gh = mul(rnn_gates(d), d.hidden);
     let mut b = block;
-    let w_ih = take_mut(&mut b, mul(gh, module_input(d)));
-    let w_hh = take_mut(&mut b, mul(gh, d.hidden));
-    let b_ih = take_mut(&mut b, gh);
-    let b_hh = take_mut(&mut b, gh);
+    let w_ih = take(&mut b, mul(gh, module_input(d)));
+    let w_hh = take(&mut b, mul(gh, d.hidden));
+    let b_ih = take(&mut b, gh);
+    let b_hh = take(&mut b, gh);
     [w_ih, w_hh, b_ih, b_hh]
 }
 
-/// A step cache split into its parts (see [`CacheLayout`]).
-struct Cache<'a, S> {
-    mask: &'a [S],
-    kx: &'a [S],
-    vx: &'a [S],
-    q: &'a [S],
-    ax: &'a [S],
-    u: &'a [S],
-    rnn: &'a [S],
-    ht: &'a [S],
-    cq: &'a [S],
-    ck: &'a [S],
-    cv: &'a [S],
-    p: &'a [S],
-    o: &'a [S],
-    gate: &'a [S],
-    tanh: &'a [S],
+/// A step cache split into its parts (see [`CacheLayout`]), borrowed either way.
+struct CacheParts<T> {
+    mask: T,
+    null: T,
+    kx: T,
+    vx: T,
+    q: T,
+    ax: T,
+    u: T,
+    rnn: T,
+    ht: T,
+    cq: T,
+    ck: T,
+    cv: T,
+    p: T,
+    o: T,
+    gate: T,
+    tanh: T,
 }
 
-fn split_cache<'a, S>(d: &RimDims, cache: &'a [S]) -> Cache<'a, S> {
+/// A step cache's parts, read (the backward pass).
+type Cache<'a, S> = CacheParts<&'a [S]>;
+/// A step cache's parts, written (the forward pass).
+type CacheMut<'a, S> = CacheParts<&'a mut [S]>;
+
+fn split_cache<T: Cut>(d: &RimDims, cache: T) -> CacheParts<T> {
     let l = cache_layout(d);
     let mut b = cache;
-    let mask = take(&mut b, l.mask);
-    let _null = take(&mut b, l.null);
-    Cache {
-        mask,
+    CacheParts {
+        mask: take(&mut b, l.mask),
+        null: take(&mut b, l.null),
         kx: take(&mut b, l.kx),
         vx: take(&mut b, l.vx),
         q: take(&mut b, l.q),
@@ -695,49 +684,6 @@ fn split_cache<'a, S>(d: &RimDims, cache: &'a [S]) -> Cache<'a, S> {
         o: take(&mut b, l.o),
         gate: take(&mut b, l.gate),
         tanh: take(&mut b, l.tanh),
-    }
-}
-
-/// A step cache split into its parts, mutably.
-struct CacheMut<'a, S> {
-    mask: &'a mut [S],
-    null: &'a mut [S],
-    kx: &'a mut [S],
-    vx: &'a mut [S],
-    q: &'a mut [S],
-    ax: &'a mut [S],
-    u: &'a mut [S],
-    rnn: &'a mut [S],
-    ht: &'a mut [S],
-    cq: &'a mut [S],
-    ck: &'a mut [S],
-    cv: &'a mut [S],
-    p: &'a mut [S],
-    o: &'a mut [S],
-    gate: &'a mut [S],
-    tanh: &'a mut [S],
-}
-
-fn split_cache_mut<'a, S>(d: &RimDims, cache: &'a mut [S]) -> CacheMut<'a, S> {
-    let l = cache_layout(d);
-    let mut b = cache;
-    CacheMut {
-        mask: take_mut(&mut b, l.mask),
-        null: take_mut(&mut b, l.null),
-        kx: take_mut(&mut b, l.kx),
-        vx: take_mut(&mut b, l.vx),
-        q: take_mut(&mut b, l.q),
-        ax: take_mut(&mut b, l.ax),
-        u: take_mut(&mut b, l.u),
-        rnn: take_mut(&mut b, l.rnn),
-        ht: take_mut(&mut b, l.ht),
-        cq: take_mut(&mut b, l.cq),
-        ck: take_mut(&mut b, l.ck),
-        cv: take_mut(&mut b, l.cv),
-        p: take_mut(&mut b, l.p),
-        o: take_mut(&mut b, l.o),
-        gate: take_mut(&mut b, l.gate),
-        tanh: take_mut(&mut b, l.tanh),
     }
 }
 
@@ -764,21 +710,21 @@ fn split_scratch<'a, S>(d: &RimDims, scratch: &'a mut [S]) -> Scratch<'a, S> {
     let l = scratch_layout(d);
     let mut b = scratch;
     Scratch {
-        dkx: take_mut(&mut b, l.dkx),
-        dvx: take_mut(&mut b, l.dvx),
-        dht: take_mut(&mut b, l.dht),
-        dct: take_mut(&mut b, l.dct),
-        du: take_mut(&mut b, l.du),
-        dq: take_mut(&mut b, l.dq),
-        rnn: take_mut(&mut b, l.rnn),
-        dck: take_mut(&mut b, l.dck),
-        dcv: take_mut(&mut b, l.dcv),
-        dcq: take_mut(&mut b, l.dcq),
-        dout: take_mut(&mut b, l.dout),
-        dpg: take_mut(&mut b, l.dpg),
-        dpo: take_mut(&mut b, l.dpo),
-        dp: take_mut(&mut b, l.dp),
-        ds: take_mut(&mut b, l.ds),
+        dkx: take(&mut b, l.dkx),
+        dvx: take(&mut b, l.dvx),
+        dht: take(&mut b, l.dht),
+        dct: take(&mut b, l.dct),
+        du: take(&mut b, l.du),
+        dq: take(&mut b, l.dq),
+        rnn: take(&mut b, l.rnn),
+        dck: take(&mut b, l.dck),
+        dcv: take(&mut b, l.dcv),
+        dcq: take(&mut b, l.dcq),
+        dout: take(&mut b, l.dout),
+        dpg: take(&mut b, l.dpg),
+        dpo: take(&mut b, l.dpo),
+        dp: take(&mut b, l.dp),
+        ds: take(&mut b, l.ds),
     }
 }
 
@@ -819,7 +765,7 @@ pub fn rim_step_forward<S: Real>(
 
     let x = x.get(..d.input).unwrap_or(x);
     let active = active_out.get_mut(..d.n_modules).unwrap_or(&mut []);
-    let mut c = split_cache_mut(d, cache);
+    let mut c = split_cache(d, cache);
     input_attention(w, d, x, h_prev, &mut c);
     select_top_k(c.null, d.k_active, c.mask, active);
     module_dynamics(w, d, h_prev, c_prev, h_out, c_out, active, &mut c);
@@ -1136,7 +1082,7 @@ pub fn rim_step_backward<S: Real>(
     Ok(())
 }
 
-impl<S: Real> Cache<'_, S> {
+impl<S: Real> CacheParts<&[S]> {
     /// Whether module `i` was selected at this step.
     fn active(&self, i: usize) -> bool {
         self.mask.get(i).is_some_and(|m| *m > S::ZERO)
@@ -1508,10 +1454,10 @@ pub fn rim_sequence_backward<S: Real>(
     need(scratch.len(), sequence_scratch_len(d))?;
 
     let mut b = scratch;
-    let gh = take_mut(&mut b, nh); // dL/dh_t (loss + carried from step t+1)
-    let carry_h = take_mut(&mut b, nh); // dL/dh_{t-1} accumulated by step t
-    let gc = take_mut(&mut b, ncl);
-    let carry_c = take_mut(&mut b, ncl);
+    let gh = take(&mut b, nh); // dL/dh_t (loss + carried from step t+1)
+    let carry_h = take(&mut b, nh); // dL/dh_{t-1} accumulated by step t
+    let gc = take(&mut b, ncl);
+    let carry_c = take(&mut b, ncl);
     let step_scratch = b;
     carry_h.fill(S::ZERO);
     carry_c.fill(S::ZERO);
