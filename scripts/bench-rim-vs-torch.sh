@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # RIM training-step throughput: PyTorch (CPU, torch_rim_ref.py) against metarim's
-# `bench rim` (the batched cell in host::rim_batch), Paper dimensions (6 modules x 64, k=4,
+# `bench rim` (the batched cell in host::batch::rim), Paper dimensions (6 modules x 64, k=4,
 # input 192, d_k 64, d_v 256, 4 comm heads x 32), steps 20, at batch 64 (THREADS64 threads,
 # default nproc) and batch 1 (THREADS1 threads, default 1). One iteration on both sides:
 # forward T steps + backward of sum_t mean(h_t^2) + one Adam step. Runs each side RUNS times

@@ -75,7 +75,7 @@ fn main() -> ! {
 const ADAPT_WINDOW: usize = 16;
 
 /// The on-device adapter: Tiny, a window of [`ADAPT_WINDOW`] steps, plain SGD.
-type Adapter = TinyAdapter<ADAPT_WINDOW, 0>;
+type Adapter = TinyAdapter<ADAPT_WINDOW>;
 
 /// (b) of the run: `config::ADAPT_EPISODES` episodes of fast-only adaptation with core's loop
 /// (the host twin's), sampling actions, on seed `config::SEED + 1`.

@@ -28,8 +28,6 @@ pub struct AdaptOptions {
     pub eval_episodes: u64,
     /// Seed: evaluation episodes use it, adaptation episodes use `seed + 1`.
     pub seed: u64,
-    /// Adam moments (else plain SGD, less RAM).
-    pub adam: bool,
     /// Hyper-parameters.
     pub cfg: AdaptConfig,
 }
@@ -43,7 +41,7 @@ pub struct AdaptResult {
     pub during: EpisodeStats,
     /// Evaluation after adaptation (the same episodes as `before`).
     pub after: EpisodeStats,
-    /// RAM of the adapter (window, gradient, optimiser state, work).
+    /// RAM of the adapter (window, gradient, work).
     pub adapter_bytes: usize,
 }
 
@@ -75,15 +73,11 @@ pub fn run(ckpt: &Path, o: &AdaptOptions) -> Result<AdaptResult> {
         actor: &mut actor,
     };
     let err = |e| anyhow!("adaptation: {e}");
-    let none: Option<(&mut TinyAdapter<WINDOW, 0>, &AdaptConfig)> = None;
+    let none: Option<(&mut TinyAdapter<WINDOW>, &AdaptConfig)> = None;
     let before =
         play_episodes(&mut s, &level, o.seed, 0, o.eval_episodes, false, none).map_err(err)?;
-    let (during, bytes) = if o.adam {
-        adapt_with::<TINY_FAST>(&mut s, &level, o)?
-    } else {
-        adapt_with::<0>(&mut s, &level, o)?
-    };
-    let none: Option<(&mut TinyAdapter<WINDOW, 0>, &AdaptConfig)> = None;
+    let (during, bytes) = adapt(&mut s, &level, o)?;
+    let none: Option<(&mut TinyAdapter<WINDOW>, &AdaptConfig)> = None;
     let after =
         play_episodes(&mut s, &level, o.seed, 0, o.eval_episodes, false, none).map_err(err)?;
     Ok(AdaptResult {
@@ -94,14 +88,14 @@ pub fn run(ckpt: &Path, o: &AdaptOptions) -> Result<AdaptResult> {
     })
 }
 
-/// The adaptation episodes (seed `o.seed + 1`) with a fresh adapter keeping `M` moment values
-/// per buffer (`TINY_FAST` for Adam, 0 for SGD); returns their totals and the adapter's RAM.
-fn adapt_with<const M: usize>(
+/// The adaptation episodes (seed `o.seed + 1`) with a fresh adapter; returns their totals and
+/// the adapter's RAM.
+fn adapt(
     s: &mut Session<'_>,
     level: &metarim_core::levels::Level,
     o: &AdaptOptions,
 ) -> Result<(EpisodeStats, usize)> {
-    let mut ad = Box::new(TinyAdapter::<WINDOW, M>::new());
+    let mut ad = Box::new(TinyAdapter::<WINDOW>::new());
     let st = play_episodes(
         s,
         level,
@@ -112,5 +106,5 @@ fn adapt_with<const M: usize>(
         Some((&mut *ad, &o.cfg)),
     )
     .map_err(|e| anyhow!("adaptation: {e}"))?;
-    Ok((st, TinyAdapter::<WINDOW, M>::RAM_BYTES))
+    Ok((st, TinyAdapter::<WINDOW>::RAM_BYTES))
 }

@@ -8,13 +8,9 @@
 //! - [`play`]: a terminal player (keyboard lines or seeded random actions);
 //! - [`bench`](mod@bench): the multi-threaded environment throughput benchmark;
 //! - [`model`]: model presets, parameter layouts and their sizes (`metarim model info`);
-//! - [`encoder_batch`]: the observation encoder batched over frames (convolutions as GEMMs);
-//! - [`fastmath`]: branch-free `f32` exp, sigmoid and tanh for the batched paths;
-//! - [`gemm`]: row-invariant dense products for the batched paths;
-//! - [`rim_batch`]: a batched RIM cell (forward and BPTT over sequences with episode starts,
-//!   input gradients, GEMMs via `matrixmultiply`) sharing the core's parameter layout;
-//! - [`instr_batch`]: the instruction encoder batched over a minibatch's episode segments;
-//! - [`lstm_batch`]: the LSTM baseline's memory, batched the same way;
+//! - [`batch`]: the network batched over frames and sequences for the CPU trainer, block for
+//!   block as `metarim_core::nn` (encoder, instruction encoder, RIM cell, LSTM), with the
+//!   GEMMs and fast math they share;
 //! - [`rim_bench`]: the RIM training-step benchmark (`metarim bench rim`);
 //! - [`train`]: meta-training on the CPU (`metarim train`, `eval`, `bench train`);
 //! - [`render`]: gridworld frames as images, animated GIFs (`metarim play --gif`);
@@ -29,22 +25,17 @@
 #![forbid(unsafe_code)]
 
 pub mod adapt;
+pub mod batch;
 pub mod bench;
 pub mod dump;
-pub mod encoder_batch;
 pub mod experiment;
 pub mod export;
-pub mod fastmath;
 pub mod fsutil;
-pub mod gemm;
-pub mod instr_batch;
 pub mod levels;
-pub mod lstm_batch;
 pub mod model;
 pub mod play;
 pub mod plot;
 pub mod render;
-pub mod rim_batch;
 pub mod rim_bench;
 pub mod trace;
 pub mod train;

@@ -68,23 +68,10 @@ struct AdaptArgs {
     /// Learning rate (default: `AdaptConfig::default()`'s, the firmware's: 1e-2).
     #[arg(long)]
     lr: Option<f32>,
-    /// Optimiser: sgd (the firmware's: no moments in RAM) or adam.
-    #[arg(long, default_value = "sgd")]
-    optimizer: String,
-    /// Gradient passes per window, at least 1 (default 1; more than 1 needs
-    /// --windows-per-step 1).
-    #[arg(long)]
-    epochs: Option<u32>,
     /// Windows whose gradients are accumulated before one optimiser step, at least 1
     /// (default 4).
     #[arg(long)]
     windows_per_step: Option<u32>,
-    /// Advantage centring over about this many windows (default 0: off).
-    #[arg(long)]
-    adv_center_windows: Option<u32>,
-    /// With centring, also scale advantages to unit running variance.
-    #[arg(long)]
-    adv_scale: bool,
     /// Entropy bonus weight (default 0.01).
     #[arg(long)]
     entropy_coef: Option<f32>,
@@ -997,21 +984,13 @@ fn bench_train(a: &TrainBenchArgs) -> Result<()> {
 }
 
 fn cmd_adapt(a: AdaptArgs) -> Result<ExitCode> {
-    let adam = match a.optimizer.as_str() {
-        "adam" => true,
-        "sgd" => false,
-        o => anyhow::bail!("unknown --optimizer {o:?} (sgd or adam)"),
-    };
     // Unset flags keep the firmware's configuration.
     let d = metarim_core::adapt::AdaptConfig::default();
     let cfg = metarim_core::adapt::AdaptConfig {
         lr: a.lr.unwrap_or(d.lr),
-        epochs: a.epochs.unwrap_or(d.epochs),
         windows_per_step: a.windows_per_step.unwrap_or(d.windows_per_step),
         entropy_coef: a.entropy_coef.unwrap_or(d.entropy_coef),
         max_grad_norm: a.max_grad_norm.unwrap_or(d.max_grad_norm),
-        adv_center_windows: a.adv_center_windows.unwrap_or(d.adv_center_windows),
-        adv_scale: a.adv_scale || d.adv_scale,
         ..d
     };
     for (v, name) in [(cfg.lr, "--lr"), (cfg.max_grad_norm, "--max-grad-norm")] {
@@ -1022,21 +1001,14 @@ fn cmd_adapt(a: AdaptArgs) -> Result<ExitCode> {
     if !(cfg.entropy_coef.is_finite() && cfg.entropy_coef >= 0.0) {
         anyhow::bail!("--entropy-coef must be a finite number >= 0");
     }
-    if cfg.epochs == 0 {
-        anyhow::bail!("--epochs must be >= 1 (gradient passes per window), got 0");
-    }
     if cfg.windows_per_step == 0 {
         anyhow::bail!("--windows-per-step must be >= 1 (windows per optimiser step), got 0");
-    }
-    if cfg.epochs > 1 && cfg.windows_per_step > 1 {
-        anyhow::bail!("--epochs > 1 needs --windows-per-step 1 (one window per step)");
     }
     let o = host::adapt::AdaptOptions {
         level: a.level.clone(),
         episodes: a.episodes,
         eval_episodes: a.eval_episodes,
         seed: a.seed,
-        adam,
         cfg,
     };
     let r = host::adapt::run(&a.checkpoint, &o)?;
@@ -1058,7 +1030,7 @@ fn cmd_adapt(a: AdaptArgs) -> Result<ExitCode> {
     writeln!(
         out,
         "adapting: {} episodes, {} steps, {} windows, {} fast updates (mean grad norm {:.4}, \
-         clipped {:.3}; mean advantage {:.4}, entropy {:.4}), success {:.4}; adapter RAM {} B ({})",
+         clipped {:.3}; mean advantage {:.4}, entropy {:.4}), success {:.4}; adapter RAM {} B",
         r.during.episodes,
         r.during.steps,
         r.during.updates,
@@ -1068,8 +1040,7 @@ fn cmd_adapt(a: AdaptArgs) -> Result<ExitCode> {
         r.during.mean_advantage,
         r.during.mean_entropy,
         r.during.success_rate(),
-        r.adapter_bytes,
-        a.optimizer
+        r.adapter_bytes
     )?;
     writeln!(
         out,

@@ -1,5 +1,5 @@
 //! `metarim bench rim`: RIM training-step throughput on the CPU with the batched cell
-//! ([`crate::rim_batch`]; GRU or LSTM modules, as `RimBenchOptions::dims` says).
+//! ([`crate::batch::rim`]; GRU or LSTM modules, as `RimBenchOptions::dims` says).
 //!
 //! One iteration is what `torch_rim_ref.py` times: forward over `T` steps for a batch of `B`
 //! sequences from a zero state, the loss `sum_t mean(h_t^2)` (so `dL/dh_t = 2 h_t / (B*N*H)`),
@@ -17,7 +17,7 @@ use metarim_core::nn::optim::Adam;
 use metarim_core::nn::rim::{state_len, CommGrad};
 use metarim_core::rng::Pcg32;
 
-use crate::rim_batch::{
+use crate::batch::rim::{
     even_bounds, grads_view, param_offsets, state_width, weights_view, RimBatch, RimScratch,
 };
 

@@ -39,7 +39,6 @@ fn the_twin_is_deterministic_and_updates_fast_weights() {
         episodes: 12,
         eval_episodes: 10,
         seed: 3,
-        adam: false,
         cfg: AdaptConfig::default(),
     };
     let a = run(&ck, &o).unwrap();
@@ -49,18 +48,6 @@ fn the_twin_is_deterministic_and_updates_fast_weights() {
     assert_eq!(a.after.episodes, 10);
     assert_eq!(a.during.episodes, 12);
     assert!(a.during.updates >= 12, "at least one update per episode");
-    let adam = run(
-        &ck,
-        &AdaptOptions {
-            adam: true,
-            ..o.clone()
-        },
-    )
-    .unwrap();
-    assert!(
-        adam.adapter_bytes > a.adapter_bytes,
-        "Adam keeps two more fast-sized buffers"
-    );
     let e = format!("{:#}", run(&trained("lstm", "lstm"), &o).unwrap_err());
     assert!(e.contains("meta-rim"), "{e}");
     let bad = AdaptOptions {

@@ -5,7 +5,7 @@
 //! plus the options (only some groups, stored memory inputs) and independence from the thread
 //! count (bit for bit).
 
-use host::gemm::Scalar;
+use host::batch::gemm::Scalar;
 use host::train::batched::{BatchedGrads, PassOptions, Seq};
 use host::train::GroupVecs;
 use metarim_core::env::{Observation, VIEW_CELLS};

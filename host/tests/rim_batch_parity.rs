@@ -1,10 +1,10 @@
-//! Parity of the batched RIM cell (`host::rim_batch`) with the core's per-sample cell
+//! Parity of the batched RIM cell (`host::batch::rim`) with the core's per-sample cell
 //! (`rim_step_forward` / `rim_step_backward` looped over each sequence's steps, the incoming state
 //! zeroed and no gradient carried at episode starts, gradients summed over the batch): states,
 //! selections, input gradients and every parameter gradient, for random weights, inputs and
 //! episode starts, with the sequences split into shards in several ways.
 
-use host::rim_batch::{
+use host::batch::rim::{
     even_bounds, grads_view, param_offsets, weights_view, RimBatch, RimScratch, Scalar,
 };
 use metarim_core::nn::dims::{CellKind, RimDims, PAPER};

@@ -3,11 +3,11 @@
 //! `T` steps, the same loss and gradient as `metarim_core::nn::policy::Policy::chunk_backward`
 //! summed over the chunks (what the `per-chunk` path computes; `host/tests/batched_parity.rs`
 //! checks the two against each other), with every block batched over the minibatch: the
-//! observation encoder over all `B*T` frames ([`crate::encoder_batch`], convolutions as
-//! GEMMs), the instruction encoder over all episode segments ([`crate::instr_batch`]), the
-//! memory over all chunks ([`crate::rim_batch`] or [`crate::lstm_batch`]) and the heads as
-//! GEMMs over rows. Also the helpers the batched acting step of [`super::rollout`] shares:
-//! `heads_forward_rows` and the memory weights' views `rim_weights` / `lstm_weights`.
+//! observation encoder over all `B*T` frames ([`crate::batch::encoder`], convolutions as
+//! GEMMs), the instruction encoder over all episode segments ([`crate::batch::instr`]), the
+//! memory over all chunks ([`crate::batch::rim`] or [`crate::batch::lstm`]) and the heads as
+//! GEMMs over rows ([`crate::batch::heads`]); the batched acting step of [`super::rollout`]
+//! uses the same blocks.
 //!
 //! A pass ([`BatchedGrads::pass`]):
 //! 1. Memory inputs for all `B*T` rows: the rollout's stored ones (`Seq::x`) when
@@ -31,7 +31,7 @@
 //!
 //! Invariants:
 //! - Bit-identical results for any thread count: the products are row-invariant
-//!   ([`crate::gemm`]) and everything else in a shard is per row; every weight gradient is
+//!   ([`crate::batch::gemm`]) and everything else in a shard is per row; every weight gradient is
 //!   summed over all rows in row order by one thread; the encoders run over all rows at once,
 //!   single-threaded.
 //! - Only the requested groups' gradients are computed (`PassOptions::groups`) and accumulated
@@ -43,7 +43,6 @@
 use anyhow::{anyhow, bail, ensure, Result};
 use metarim_core::env::Observation;
 use metarim_core::nn::dims::{MemoryKind, ModelDims};
-use metarim_core::nn::heads::actor_param_len;
 
 use metarim_core::nn::loss::{ppo_loss, PpoCoefs, PpoSample, PpoTerms};
 use metarim_core::nn::ops::{LstmGrads, LstmWeights};
@@ -51,11 +50,12 @@ use metarim_core::nn::params::{Group, GroupBufs, GroupBufsMut, Layout, Role, Ten
 use metarim_core::nn::policy::{state_len, ChunkStats, MAX_MODULES};
 use metarim_core::nn::rim::{CommGrad, RimGrads, RimWeights};
 
-use crate::encoder_batch::EncoderBatch;
-use crate::gemm::{gemm, rm, row_fields, split_rows, tr, Scalar};
-use crate::instr_batch::InstrBatch;
-use crate::lstm_batch::{LstmBatch, LstmScratch, LstmShard};
-use crate::rim_batch::{RimBatch, RimScratch, RimShard};
+use crate::batch::encoder::EncoderBatch;
+use crate::batch::gemm::{row_fields, split_rows, Scalar};
+use crate::batch::instr::InstrBatch;
+use crate::batch::lstm::{LstmBatch, LstmScratch, LstmShard};
+use crate::batch::rim::{RimBatch, RimScratch, RimShard};
+use crate::batch::{heads, lstm, rim};
 
 /// One chunk of a minibatch.
 #[derive(Clone, Copy, Debug)]
@@ -220,111 +220,6 @@ fn split_grads<'a, S>(
     Ok(out)
 }
 
-/// The RIM's weights in `p`.
-pub(crate) fn rim_weights<'a, S>(layout: &Layout, p: &GroupBufs<'a, S>) -> RimWeights<'a, S> {
-    RimWeights {
-        w_k: layout.slice(p, TensorKind::RimKey),
-        w_v: layout.slice(p, TensorKind::RimValue),
-        w_q: layout.slice(p, TensorKind::RimQuery),
-        rnn: layout.slice(p, TensorKind::RimRnn),
-        c_q: layout.slice(p, TensorKind::CommQuery),
-        c_k: layout.slice(p, TensorKind::CommKey),
-        c_v: layout.slice(p, TensorKind::CommValue),
-        c_g: layout.slice(p, TensorKind::CommGate),
-        c_o: layout.slice(p, TensorKind::CommOut),
-    }
-}
-
-/// The LSTM memory's weights in `p`.
-pub(crate) fn lstm_weights<'a, S>(layout: &Layout, p: &GroupBufs<'a, S>) -> LstmWeights<'a, S> {
-    LstmWeights {
-        w_ih: layout.slice(p, TensorKind::Lstm(0)),
-        w_hh: layout.slice(p, TensorKind::Lstm(1)),
-        b_ih: layout.slice(p, TensorKind::Lstm(2)),
-        b_hh: layout.slice(p, TensorKind::Lstm(3)),
-    }
-}
-
-/// The heads' weights as `(w1, b1, w2, b2)` for the actor (`n_out = n_actions`) or the critic.
-#[allow(clippy::type_complexity)]
-fn mlp_parts<'a, S>(
-    heads: &'a [S],
-    d: &ModelDims,
-    critic: bool,
-) -> Option<(&'a [S], &'a [S], &'a [S], &'a [S])> {
-    let (n_in, hid) = (d.memory_width(), d.head_hidden);
-    let n_out = if critic { 1 } else { d.n_actions };
-    let p = if critic {
-        heads.get(actor_param_len(d)..)?
-    } else {
-        heads
-    };
-    let (w1, p) = p.split_at_checked(hid * n_in)?;
-    let (b1, p) = p.split_at_checked(hid)?;
-    let (w2, p) = p.split_at_checked(n_out * hid)?;
-    Some((w1, b1, w2, p.get(..n_out)?))
-}
-
-/// Heads forward over `rows` rows of `h` (`[rows x W]`): hidden layers and outputs.
-pub(crate) fn heads_forward_rows<S: Scalar>(
-    d: &ModelDims,
-    heads: &[S],
-    rows: usize,
-    h: &[S],
-    hid: &mut [S],
-    logits: &mut [S],
-    value: &mut [S],
-) -> Result<()> {
-    let (w, hh, na) = (d.memory_width(), d.head_hidden, d.n_actions);
-    for (critic, c0) in [(false, 0usize), (true, hh)] {
-        let (w1, b1, w2, b2) =
-            mlp_parts(heads, d, critic).ok_or_else(|| anyhow!("heads parameters too short"))?;
-        let (one, zero) = (S::ONE, S::ZERO);
-        gemm(
-            rows,
-            w,
-            hh,
-            one,
-            h,
-            rm(0, w),
-            w1,
-            tr(0, w),
-            zero,
-            hid,
-            rm(c0, 2 * hh),
-        )?;
-        for r in 0..rows {
-            for (v, b) in hid[r * 2 * hh + c0..][..hh].iter_mut().zip(b1) {
-                *v = (*b + *v).act_tanh();
-            }
-        }
-        let (out, n_out) = if critic {
-            (&mut *value, 1)
-        } else {
-            (&mut *logits, na)
-        };
-        gemm(
-            rows,
-            hh,
-            n_out,
-            one,
-            hid,
-            rm(c0, 2 * hh),
-            w2,
-            tr(0, hh),
-            zero,
-            out,
-            rm(0, n_out),
-        )?;
-        for r in 0..rows {
-            for (v, b) in out[r * n_out..][..n_out].iter_mut().zip(b2) {
-                *v = *b + *v;
-            }
-        }
-    }
-    Ok(())
-}
-
 impl<S: Scalar> BatchedGrads<S> {
     /// Buffers for passes of up to `capacity` rows (chunks x steps) of `layout`'s model on
     /// `threads` threads. Errors for memory dimensions the batched cells reject.
@@ -433,8 +328,8 @@ impl<S: Scalar> BatchedGrads<S> {
         // 1. Memory inputs, for all rows: stored, or the encoders now.
         self.memory_inputs(seqs, steps, reuse_x, encoder, instr_p, &obs)?;
         // 2. Memory and heads, per thread shard.
-        let rim_w = rim_weights(layout, &params);
-        let lstm_w = lstm_weights(layout, &params);
+        let rim_w = rim::weights(layout, &params);
+        let lstm_w = lstm::weights(layout, &params);
         let shard_job = ShardJob {
             d: &d,
             heads,
@@ -629,7 +524,16 @@ impl<S: Scalar> BatchedGrads<S> {
             Memory::Lstm { lb, .. } => lb.h_out(),
         };
         if !g.heads.is_empty() {
-            heads_weight_grads(&self.d, &self.rows, rows, h, g.heads)?;
+            heads::weight_grads(
+                &self.d,
+                rows,
+                h,
+                &self.rows.hid,
+                &self.rows.dhid,
+                &self.rows.dlogits,
+                &self.rows.dvalue,
+                g.heads,
+            )?;
         }
         Ok(())
     }
@@ -674,61 +578,6 @@ impl<S: Scalar> BatchedGrads<S> {
     }
 }
 
-/// Heads weight gradients over all `rows` rows from the stored activations and gradients.
-fn heads_weight_grads<S: Scalar>(
-    d: &ModelDims,
-    f: &RowFields<Vec<S>>,
-    rows: usize,
-    h: &[S],
-    g: &mut [S],
-) -> Result<()> {
-    let (w, hh, na) = (d.memory_width(), d.head_hidden, d.n_actions);
-    let one = S::ONE;
-    let (ga, gc) = g
-        .split_at_mut_checked(actor_param_len(d))
-        .ok_or_else(|| anyhow!("heads gradient too short"))?;
-    for (gm, c0, dout, n_out) in [(ga, 0usize, &f.dlogits, na), (gc, hh, &f.dvalue, 1)] {
-        let (gw1, rest) = gm.split_at_mut(hh * w);
-        let (gb1, rest) = rest.split_at_mut(hh);
-        let (gw2, gb2) = rest.split_at_mut(n_out * hh);
-        gemm(
-            n_out,
-            rows,
-            hh,
-            one,
-            dout,
-            tr(0, n_out),
-            &f.hid,
-            rm(c0, 2 * hh),
-            one,
-            gw2,
-            rm(0, hh),
-        )?;
-        gemm(
-            hh,
-            rows,
-            w,
-            one,
-            &f.dhid,
-            tr(c0, 2 * hh),
-            h,
-            rm(0, w),
-            one,
-            gw1,
-            rm(0, w),
-        )?;
-        for r in 0..rows {
-            for (o, v) in gb2.iter_mut().zip(&dout[r * n_out..][..n_out]) {
-                *o += *v;
-            }
-            for (o, v) in gb1.iter_mut().zip(&f.dhid[r * 2 * hh + c0..][..hh]) {
-                *o += *v;
-            }
-        }
-    }
-    Ok(())
-}
-
 /// What every shard thread shares.
 struct ShardJob<'a, S> {
     d: &'a ModelDims,
@@ -756,7 +605,7 @@ impl<S: Scalar> ShardJob<'_, S> {
         let d = self.d;
         let steps = self.steps;
         let rows = seqs.len() * steps;
-        let (w, hh, na) = (d.memory_width(), d.head_hidden, d.n_actions);
+        let na = d.n_actions;
         match &mut mem {
             MemShard::Rim(s, sc) => s.forward(self.rim_w, state0, reset, sc)?,
             MemShard::Lstm(s, sc) => s.forward(self.lstm_w, state0, reset, sc)?,
@@ -765,7 +614,7 @@ impl<S: Scalar> ShardJob<'_, S> {
             MemShard::Rim(s, _) => s.h_out(),
             MemShard::Lstm(s, _) => s.h_out(),
         };
-        heads_forward_rows(d, self.heads, rows, h_out, f.hid, f.logits, f.value)?;
+        heads::forward_rows(d, self.heads, rows, h_out, f.hid, f.logits, f.value)?;
         for (b, sq) in seqs.iter().enumerate() {
             for t in 0..steps {
                 let r = b * steps + t;
@@ -785,50 +634,11 @@ impl<S: Scalar> ShardJob<'_, S> {
                 f.dvalue[r] = dv;
             }
         }
-        let (one, zero) = (S::ONE, S::ZERO);
         let dh = match &mut mem {
             MemShard::Rim(s, _) => s.dh_mut(),
             MemShard::Lstm(s, _) => s.dh_mut(),
         };
-        for (critic, c0, dout, n_out) in
-            [(false, 0usize, &*f.dlogits, na), (true, hh, &*f.dvalue, 1)]
-        {
-            let (w1, _, w2, _) = mlp_parts(self.heads, d, critic)
-                .ok_or_else(|| anyhow!("heads parameters too short"))?;
-            gemm(
-                rows,
-                n_out,
-                hh,
-                one,
-                dout,
-                rm(0, n_out),
-                w2,
-                rm(0, hh),
-                zero,
-                f.dhid,
-                rm(c0, 2 * hh),
-            )?;
-            for r in 0..rows {
-                let at = r * 2 * hh + c0;
-                for (g, t) in f.dhid[at..][..hh].iter_mut().zip(&f.hid[at..][..hh]) {
-                    *g *= one - *t * *t;
-                }
-            }
-            let beta = if critic { one } else { zero };
-            gemm(
-                rows,
-                hh,
-                w,
-                one,
-                f.dhid,
-                rm(c0, 2 * hh),
-                w1,
-                rm(0, w),
-                beta,
-                dh,
-                rm(0, w),
-            )?;
-        }
+        heads::backward_rows(d, self.heads, rows, f.dlogits, f.dvalue, f.hid, f.dhid, dh)?;
         match &mut mem {
             MemShard::Rim(s, sc) => s.backward(
                 self.rim_w,

@@ -22,9 +22,9 @@ use serde::{Deserialize, Serialize};
 
 use super::tasks::Tasks;
 use super::{sample_action, Model};
-use crate::encoder_batch::EncoderBatch;
-use crate::lstm_batch::{LstmBatch, LstmScratch};
-use crate::rim_batch::{RimBatch, RimScratch};
+use crate::batch::encoder::EncoderBatch;
+use crate::batch::lstm::{LstmBatch, LstmScratch};
+use crate::batch::rim::{RimBatch, RimScratch};
 
 /// One finished episode.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -272,7 +272,7 @@ impl EnvSlot {
 }
 
 /// One thread's batched acting step over its envs: the memory as a forward-only batched pass
-/// of one step per env ([`crate::rim_batch`] / [`crate::lstm_batch`]), the encoder and the heads
+/// of one step per env ([`crate::batch::rim`] / [`crate::batch::lstm`]), the encoder and the heads
 /// as GEMMs over the envs. Each env's row is computed the same way whatever the split of
 /// envs over threads (row-invariant products).
 struct Actor {
@@ -356,7 +356,7 @@ impl Actor {
                     .first_mut()
                     .ok_or_else(|| anyhow!("acting: no shard"))?;
                 sh.x_mut().copy_from_slice(&self.x[..e * inp]);
-                let rw = super::batched::rim_weights(&model.layout, &w);
+                let rw = crate::batch::rim::weights(&model.layout, &w);
                 sh.forward(&rw, &self.h0[..e * sl], &self.reset[..e], sc)?;
                 drop(shards);
                 // The outgoing state `[h | c]` per env (`c` only with LSTM cells, `sl > hw`).
@@ -377,7 +377,7 @@ impl Actor {
                     .first_mut()
                     .ok_or_else(|| anyhow!("acting: no shard"))?;
                 sh.x_mut().copy_from_slice(&self.x[..e * inp]);
-                let lw = super::batched::lstm_weights(&model.layout, &w);
+                let lw = crate::batch::lstm::weights(&model.layout, &w);
                 sh.forward(&lw, &self.h0[..e * sl], &self.reset[..e], sc)?;
                 let hw = d.memory_width();
                 for i in 0..e {
@@ -391,7 +391,7 @@ impl Actor {
         };
         let heads = model.layout.block(&p, Role::Heads);
         // The heads read `h` (`[e x W]` in both branches).
-        super::batched::heads_forward_rows(
+        crate::batch::heads::forward_rows(
             &d,
             heads,
             e,

@@ -26,7 +26,7 @@ use metarim_core::env::{Observation, VIEW_SIZE};
 use metarim_core::nn::dims::{EncoderKind, ModelDims};
 use metarim_core::nn::encoder::{encoder_param_len, BOW_MAX_VALUE, BOW_ROWS, CELL_ATTRS};
 
-use crate::gemm::{gemm, rm, row_fields, tr, Scalar};
+use crate::batch::gemm::{gemm, rm, row_fields, tr, Scalar};
 
 const S_IN: usize = VIEW_SIZE;
 const A_IN: usize = S_IN * S_IN;

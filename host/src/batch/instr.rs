@@ -17,7 +17,7 @@ use metarim_core::nn::dims::ModelDims;
 use metarim_core::nn::instr::{instr_embedding_len, instr_param_len};
 use metarim_core::nn::ops::gru_gate_grads;
 
-use crate::gemm::{axpy, gemm, rm, tr, Scalar};
+use crate::batch::gemm::{axpy, gemm, rm, tr, Scalar};
 
 /// Work space of batched instruction-encoder passes.
 #[derive(Clone, Debug, Default)]

@@ -1,6 +1,6 @@
 //! The LSTM baseline's memory, batched: the same math as `metarim_core::nn::ops::lstm_forward`
 //! / `lstm_backward` (PyTorch gate order i, f, g, o), over `B` sequences of `T` steps at once
-//! with GEMMs, in the layout of [`crate::rim_batch`] (field-major, row `b*T + t`; states
+//! with GEMMs, in the layout of [`crate::batch::rim`] (field-major, row `b*T + t`; states
 //! `[h | c]`, `2W` wide), with the same pass structure: [`LstmBatch::shards`], per shard
 //! [`LstmShard::forward`] and [`LstmShard::backward`] (episode starts zero the incoming state and
 //! stop the gradient), then [`LstmBatch::weight_grads`] over all rows. Results do not depend on the
@@ -8,8 +8,9 @@
 
 use anyhow::{anyhow, bail, ensure, Result};
 use metarim_core::nn::ops::{LstmGrads, LstmWeights};
+use metarim_core::nn::params::{GroupBufs, Layout, TensorKind};
 
-use crate::gemm::{gemm, mat, rm, row_fields, tr, Scalar};
+use crate::batch::gemm::{gemm, mat, rm, row_fields, tr, Scalar};
 
 row_fields! {
     /// Per-row fields of an LSTM pass.
@@ -520,5 +521,15 @@ impl<'a, S: Scalar> LstmShard<'a, S> {
             )?;
         }
         Ok(())
+    }
+}
+
+/// The LSTM memory's weights in the parameter buffers `p` of a model with `layout`.
+pub fn weights<'a, S>(layout: &Layout, p: &GroupBufs<'a, S>) -> LstmWeights<'a, S> {
+    LstmWeights {
+        w_ih: layout.slice(p, TensorKind::Lstm(0)),
+        w_hh: layout.slice(p, TensorKind::Lstm(1)),
+        b_ih: layout.slice(p, TensorKind::Lstm(2)),
+        b_hh: layout.slice(p, TensorKind::Lstm(3)),
     }
 }

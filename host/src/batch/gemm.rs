@@ -1,4 +1,4 @@
-//! Dense products for the batched CPU paths ([`crate::rim_batch`], [`crate::lstm_batch`],
+//! Dense products for the batched CPU paths ([`crate::batch::rim`], [`crate::batch::lstm`],
 //! [`crate::train::batched`]): `C = alpha A B + beta C` on strided views inside slices, through
 //! `matrixmultiply`'s sgemm/dgemm (via `ndarray::linalg::general_mat_mul`), or a vectorisable
 //! dot/axpy loop when the inner dimension is tiny.
@@ -19,7 +19,7 @@ use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
 pub const SMALL: usize = 4;
 
 /// Scalars the batched paths run on: `f32` and `f64` (core's [`Real`] plus `ndarray`'s GEMM),
-/// with the activations those paths use: [`crate::fastmath`]'s for `f32`, libm's for `f64`.
+/// with the activations those paths use: [`crate::batch::fastmath`]'s for `f32`, libm's for `f64`.
 pub trait Scalar: Real + ndarray::LinalgScalar + Send + Sync {
     /// `1 / (1 + e^-x)`.
     fn act_sigmoid(self) -> Self;
@@ -30,11 +30,11 @@ pub trait Scalar: Real + ndarray::LinalgScalar + Send + Sync {
 impl Scalar for f32 {
     #[inline(always)]
     fn act_sigmoid(self) -> f32 {
-        crate::fastmath::sigmoid_f32(self)
+        crate::batch::fastmath::sigmoid_f32(self)
     }
     #[inline(always)]
     fn act_tanh(self) -> f32 {
-        crate::fastmath::tanh_f32(self)
+        crate::batch::fastmath::tanh_f32(self)
     }
 }
 
@@ -227,7 +227,7 @@ macro_rules! row_fields {
 
             /// Views of the rows `bounds[i]..bounds[i + 1]` of every field, one per range.
             fn split<'a>(&'a mut self, w: &$name<usize>, bounds: &[usize]) -> Vec<$name<&'a mut [S]>> {
-                $(let mut $f = $crate::gemm::split_rows(&mut self.$f, w.$f, bounds).into_iter();)*
+                $(let mut $f = $crate::batch::gemm::split_rows(&mut self.$f, w.$f, bounds).into_iter();)*
                 (0..bounds.len().saturating_sub(1))
                     .map(|_| $name { $($f: $f.next().unwrap_or_default(),)* })
                     .collect()

@@ -2,7 +2,7 @@
 //! null-row input attention, hard top-k on the least null attention with lower-index ties,
 //! per-module GRU or LSTM cells, communication attention with a gated residual and no biases,
 //! masked update, [`CommGrad`] gradients), run over `B` sequences of `T` steps at once, with every
-//! dense product a GEMM ([`crate::gemm`]).
+//! dense product a GEMM ([`crate::batch::gemm`]).
 //!
 //! Layout: activations are *field-major and sequence-major*: each quantity (a "field", e.g. the
 //! module inputs `u`) is one buffer of `B*T` rows, row `b*T + t` for step `t` of sequence `b`. So
@@ -25,7 +25,7 @@
 //!
 //! Invariants: every buffer is allocated by [`RimBatch::new`] for a capacity of rows; passes
 //! allocate nothing but the shard views. Results do not depend on how sequences are split into
-//! shards (the products are row-invariant, see [`crate::gemm`]; everything else is per row), so
+//! shards (the products are row-invariant, see [`crate::batch::gemm`]; everything else is per row), so
 //! the trainer is independent of its thread count.
 //!
 //! Cells: GRU modules (the Paper and Tiny presets) and LSTM modules (PyTorch gate order i, f, g,
@@ -35,14 +35,15 @@
 use anyhow::{anyhow, bail, ensure, Result};
 use metarim_core::nn::dims::{CellKind, RimDims};
 use metarim_core::nn::ops::{gru_gate_grads, GRU_CACHE_PER_UNIT, LSTM_CACHE_PER_UNIT};
+use metarim_core::nn::params::{GroupBufs, Layout, TensorKind};
 use metarim_core::nn::rim::{
     cell_state_len, comm_width, module_input, query_width, rim_param_counts, rnn_gates,
     rnn_module_len, select_top_k, softmax_in_place, state_len, CommGrad, RimGrads, RimParamCounts,
     RimWeights,
 };
 
-pub use crate::gemm::Scalar;
-use crate::gemm::{axpy, dot, gemm, mat, rm, row_fields, tr, Mat};
+pub use crate::batch::gemm::Scalar;
+use crate::batch::gemm::{axpy, dot, gemm, mat, rm, row_fields, tr, Mat};
 
 row_fields! {
     /// Per-row fields of a pass (widths in floats, or the buffers, or a shard's views).
@@ -1865,6 +1866,21 @@ pub fn grads_view<'a, S>(d: &RimDims, g: &'a mut [S]) -> Result<RimGrads<'a, S>>
 pub fn even_bounds(seqs: usize, parts: usize) -> Vec<usize> {
     let parts = parts.clamp(1, seqs.max(1));
     (0..=parts).map(|k| k * seqs / parts).collect()
+}
+
+/// The RIM cell's weights in the parameter buffers `p` of a model with `layout`.
+pub fn weights<'a, S>(layout: &Layout, p: &GroupBufs<'a, S>) -> RimWeights<'a, S> {
+    RimWeights {
+        w_k: layout.slice(p, TensorKind::RimKey),
+        w_v: layout.slice(p, TensorKind::RimValue),
+        w_q: layout.slice(p, TensorKind::RimQuery),
+        rnn: layout.slice(p, TensorKind::RimRnn),
+        c_q: layout.slice(p, TensorKind::CommQuery),
+        c_k: layout.slice(p, TensorKind::CommKey),
+        c_v: layout.slice(p, TensorKind::CommValue),
+        c_g: layout.slice(p, TensorKind::CommGate),
+        c_o: layout.slice(p, TensorKind::CommOut),
+    }
 }
 
 #[cfg(test)]
