@@ -130,22 +130,13 @@ fn results_do_not_depend_on_the_order_of_threads() {
 #[test]
 fn one_ppo_update_per_mode_matches_the_cpu() {
     let Some(exec) = emu() else { return };
-    for (name, dims) in configs(false) {
-        for mode in MODES {
-            ppo_update_parity(&exec, name, &dims, mode);
-        }
-    }
+    ppo_updates_match(&exec, &configs(false), &MODES);
 }
 
 #[test]
 fn acting_matches_policy_step() {
     let Some(exec) = emu() else { return };
-    for (name, dims) in configs(false) {
-        for mode in [Mode::MetaRim, Mode::Lstm] {
-            let e = act_parity(&exec, &dims, mode, 5, 6);
-            println!("{name} {}: acting max rel {e:.2e}", mode.name());
-        }
-    }
+    acting_matches(&exec, &configs(false), &[Mode::MetaRim, Mode::Lstm], 5, 6);
 }
 
 /// The FiLM-conditioned encoder's kernels on their own against the core's encoder (features,
@@ -252,11 +243,7 @@ fn pass_parity_under_every_order(
 #[test]
 fn film_ppo_update_per_mode_matches_the_cpu() {
     let Some(exec) = emu() else { return };
-    for (name, dims) in film_configs(false) {
-        for mode in MODES {
-            ppo_update_parity(&exec, name, &dims, mode);
-        }
-    }
+    ppo_updates_match(&exec, &film_configs(false), &MODES);
 }
 
 /// Acting with the FiLM encoder (embeddings gathered before the encoder reads them) against
@@ -264,12 +251,13 @@ fn film_ppo_update_per_mode_matches_the_cpu() {
 #[test]
 fn film_acting_matches_policy_step() {
     let Some(exec) = emu() else { return };
-    for (name, dims) in film_configs(false) {
-        for mode in [Mode::MetaRim, Mode::Lstm] {
-            let e = act_parity(&exec, &dims, mode, 5, 6);
-            println!("{name} {}: acting max rel {e:.2e}", mode.name());
-        }
-    }
+    acting_matches(
+        &exec,
+        &film_configs(false),
+        &[Mode::MetaRim, Mode::Lstm],
+        5,
+        6,
+    );
 }
 
 /// RIM modules with LSTM cells (state `[h | c]`, dL/dc carried across steps): the whole
@@ -317,11 +305,7 @@ fn rim_step_kernels_match_the_core() {
 #[test]
 fn lstm_cell_ppo_update_per_mode_matches_the_cpu() {
     let Some(exec) = emu() else { return };
-    for (name, dims) in lstm_cell_configs(false) {
-        for mode in RIM_MODES {
-            ppo_update_parity(&exec, name, &dims, mode);
-        }
-    }
+    ppo_updates_match(&exec, &lstm_cell_configs(false), &RIM_MODES);
 }
 
 /// Acting with LSTM-cell modules (the cell state kept per environment, zeroed at episode

@@ -16,7 +16,9 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
+use metarim_core::nn::dims::ModelDims;
 use metarim_core::nn::optim::{Adam, Range};
+use metarim_core::nn::params::Mode;
 use metarim_core::rng::Pcg32;
 use metarim_cuda::cuda_exec::CudaExec;
 use metarim_cuda::exec::Exec;
@@ -154,35 +156,31 @@ fn gradient_pass_parity(
     }
 }
 
+/// [`gradient_pass_parity`] in each of `modes` for every model of `configs`.
+fn gradient_passes_match(exec: &Arc<dyn Exec>, configs: &[(&str, ModelDims)], modes: &[Mode]) {
+    for (name, dims) in configs {
+        for mode in modes {
+            gradient_pass_parity(exec, name, dims, *mode);
+        }
+    }
+}
+
 #[test]
 fn gradient_pass_matches_chunk_backward() {
     let Some(exec) = device() else { return };
-    for (name, dims) in configs(true) {
-        for mode in MODES {
-            gradient_pass_parity(&exec, name, &dims, mode);
-        }
-    }
+    gradient_passes_match(&exec, &configs(true), &MODES);
 }
 
 #[test]
 fn one_ppo_update_per_mode_matches_the_cpu() {
     let Some(exec) = device() else { return };
-    for (name, dims) in configs(true) {
-        for mode in MODES {
-            ppo_update_parity(&exec, name, &dims, mode);
-        }
-    }
+    ppo_updates_match(&exec, &configs(true), &MODES);
 }
 
 #[test]
 fn acting_matches_policy_step() {
     let Some(exec) = device() else { return };
-    for (name, dims) in configs(true) {
-        for mode in MODES {
-            let e = act_parity(&exec, &dims, mode, 9, 8);
-            println!("{name} {}: acting max rel {e:.2e}", mode.name());
-        }
-    }
+    acting_matches(&exec, &configs(true), &MODES, 9, 8);
 }
 
 /// The FiLM encoder's kernels on their own against the core's encoder (features, cache,
@@ -199,32 +197,19 @@ fn film_encoder_kernels_match_the_core() {
 #[test]
 fn film_gradient_pass_matches_chunk_backward() {
     let Some(exec) = device() else { return };
-    for (name, dims) in film_configs(true) {
-        for mode in MODES {
-            gradient_pass_parity(&exec, name, &dims, mode);
-        }
-    }
+    gradient_passes_match(&exec, &film_configs(true), &MODES);
 }
 
 #[test]
 fn film_ppo_update_per_mode_matches_the_cpu() {
     let Some(exec) = device() else { return };
-    for (name, dims) in film_configs(true) {
-        for mode in MODES {
-            ppo_update_parity(&exec, name, &dims, mode);
-        }
-    }
+    ppo_updates_match(&exec, &film_configs(true), &MODES);
 }
 
 #[test]
 fn film_acting_matches_policy_step() {
     let Some(exec) = device() else { return };
-    for (name, dims) in film_configs(true) {
-        for mode in MODES {
-            let e = act_parity(&exec, &dims, mode, 9, 8);
-            println!("{name} {}: acting max rel {e:.2e}", mode.name());
-        }
-    }
+    acting_matches(&exec, &film_configs(true), &MODES, 9, 8);
 }
 
 /// RIM modules with LSTM cells (state `[h | c]`): the gradient pass in every mode that uses a
@@ -233,28 +218,20 @@ fn film_acting_matches_policy_step() {
 #[test]
 fn lstm_cell_gradient_pass_matches_chunk_backward() {
     let Some(exec) = device() else { return };
-    for (name, dims) in lstm_cell_configs(true) {
-        for mode in RIM_MODES {
-            gradient_pass_parity(&exec, name, &dims, mode);
-        }
-    }
+    gradient_passes_match(&exec, &lstm_cell_configs(true), &RIM_MODES);
 }
 
 #[test]
 fn lstm_cell_ppo_update_per_mode_matches_the_cpu() {
     let Some(exec) = device() else { return };
-    for (name, dims) in lstm_cell_configs(true) {
-        for mode in RIM_MODES {
-            ppo_update_parity(&exec, name, &dims, mode);
-        }
-    }
+    ppo_updates_match(&exec, &lstm_cell_configs(true), &RIM_MODES);
 }
 
 #[test]
 fn lstm_cell_acting_matches_policy_step() {
     let Some(exec) = device() else { return };
     for (name, dims) in lstm_cell_configs(true) {
-        let e = act_parity(&exec, &dims, metarim_core::nn::params::Mode::MetaRim, 9, 8);
+        let e = act_parity(&exec, &dims, Mode::MetaRim, 9, 8);
         println!("{name}: acting max rel {e:.2e}");
     }
 }

@@ -107,12 +107,11 @@ pub fn info(name: &str, dims: &ModelDims, mode: Mode, window: usize) -> Result<S
     let lean = 4 * (2 * fast + fast_work_len(d)) + window_bytes;
     writeln!(
         s,
-        "fast adaptation over {window} steps (f32, core::adapt): fast params + grads {} + window {} + work {} = {} with SGD, {} with Adam (m, v)",
+        "fast adaptation over {window} steps (f32, core::adapt, SGD): fast params + grads {} + window {} + work {} = {}",
         kib(8 * fast),
         kib(window_bytes),
         kib(4 * fast_work_len(d)),
-        kib(lean),
-        kib(lean + 8 * fast)
+        kib(lean)
     )?;
     writeln!(
         s,

@@ -140,6 +140,33 @@ pub const RIM_MODES: [Mode; 3] = [Mode::MetaRim, Mode::Reversed, Mode::Joint];
 
 pub const MODES: [Mode; 4] = [Mode::MetaRim, Mode::Reversed, Mode::Joint, Mode::Lstm];
 
+/// One PPO update in each of `modes` for every model of `configs`, against the host trainer's
+/// arithmetic ([`ppo_update_parity`]).
+pub fn ppo_updates_match(exec: &Arc<dyn Exec>, configs: &[(&str, ModelDims)], modes: &[Mode]) {
+    for (name, dims) in configs {
+        for mode in modes {
+            ppo_update_parity(exec, name, dims, *mode);
+        }
+    }
+}
+
+/// Acting in each of `modes` for every model of `configs` against `Policy::step`
+/// ([`act_parity`] over `envs` environments and `steps` steps), printing each worst error.
+pub fn acting_matches(
+    exec: &Arc<dyn Exec>,
+    configs: &[(&str, ModelDims)],
+    modes: &[Mode],
+    envs: usize,
+    steps: usize,
+) {
+    for (name, dims) in configs {
+        for mode in modes {
+            let e = act_parity(exec, dims, *mode, envs, steps);
+            println!("{name} {}: acting max rel {e:.2e}", mode.name());
+        }
+    }
+}
+
 /// A freshly initialised model (BabyAI's schemes), with the other group perturbed so biases
 /// are not all zero.
 pub fn model(dims: &ModelDims, mode: Mode, seed: u64) -> (Layout, GroupVecs) {
