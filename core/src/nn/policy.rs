@@ -1035,8 +1035,8 @@ mod tests {
         (obs, toks, starts)
     }
 
-    /// Run `pol` over the chunk (memory and instruction reset at episode starts) and hand each
-    /// step's index, cache, value and logits to `visit`.
+    /// Run `pol` over the chunk from a zero state (memory and instruction reset at episode
+    /// starts) and hand each step's index, cache, value and logits to `visit`.
     fn rollout<S: Real>(
         pol: &Policy<'_, S>,
         obs: &[Observation],
@@ -1044,16 +1044,33 @@ mod tests {
         starts: &[bool],
         mut visit: impl FnMut(usize, &[S], S, &[S]),
     ) {
+        let zero = vec![S::ZERO; state_len(pol.dims())];
+        rollout_from(pol, obs, toks, starts, &zero, |t, cache, v, logits, _| {
+            visit(t, cache, v, logits)
+        });
+    }
+
+    /// [`rollout`] from the memory state `init`, also handing `visit` the state each step read.
+    fn rollout_from<S: Real>(
+        pol: &Policy<'_, S>,
+        obs: &[Observation],
+        toks: &[[u16; MAX_TOKENS]],
+        starts: &[bool],
+        init: &[S],
+        mut visit: impl FnMut(usize, &[S], S, &[S], &[S]),
+    ) {
         let d = *pol.dims();
         let sl = state_len(&d);
-        let (mut state, mut next) = (vec![S::ZERO; sl], vec![S::ZERO; sl]);
+        let (mut state, mut next) = (init.to_vec(), vec![S::ZERO; sl]);
         let mut instr = vec![S::ZERO; d.instr_hidden];
         let mut logits = vec![S::ZERO; d.n_actions];
         let mut cache = vec![S::ZERO; step_cache_len(&d)];
         let mut scratch = vec![S::ZERO; scratch_len(&d)];
         for t in 0..obs.len() {
-            if t == 0 || starts[t] {
+            if starts[t] {
                 state.fill(S::ZERO);
+            }
+            if t == 0 || starts[t] {
                 pol.encode_instruction(&toks[t], &mut instr, &mut scratch)
                     .unwrap();
             }
@@ -1068,7 +1085,7 @@ mod tests {
                     &mut scratch,
                 )
                 .unwrap();
-            visit(t, &cache, v, &logits);
+            visit(t, &cache, v, &logits, &state);
             std::mem::swap(&mut state, &mut next);
         }
     }
@@ -1298,34 +1315,10 @@ mod tests {
                 let p = m.policy();
                 let o = offsets(&d);
                 let (mut xs, mut states) = (vec![], vec![]);
-                let mut state = init.clone();
-                let mut next = vec![0.0; sl];
-                let mut instr = vec![0.0; d.instr_hidden];
-                let mut logits = vec![0.0; d.n_actions];
-                let mut cache = vec![0.0; step_cache_len(&d)];
-                let mut scratch = vec![0.0; scratch_len(&d)];
-                for t in 0..obs.len() {
-                    if t == 0 || starts[t] {
-                        p.encode_instruction(&toks[t], &mut instr, &mut scratch)
-                            .unwrap();
-                    }
-                    if starts[t] {
-                        state.fill(0.0);
-                    }
-                    p.step(
-                        &obs[t],
-                        &instr,
-                        &state,
-                        &mut next,
-                        &mut logits,
-                        &mut cache,
-                        &mut scratch,
-                    )
-                    .unwrap();
+                rollout_from(&p, &obs, &toks, &starts, &init, |_, cache, _, _, state| {
                     xs.push(cache[o[0]..o[1]].to_vec());
-                    states.push(state.clone());
-                    std::mem::swap(&mut state, &mut next);
-                }
+                    states.push(state.to_vec());
+                });
                 let steps: Vec<FastStep<'_, f64>> = (0..obs.len())
                     .map(|t| FastStep {
                         x: &xs[t],

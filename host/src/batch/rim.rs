@@ -974,6 +974,32 @@ struct ShardPass<'p, 'a, 'b, S> {
     s: &'p mut Scratch<'b, S>,
 }
 
+impl<'p, S: Scalar> ShardPass<'p, '_, '_, S> {
+    /// (3) Module `i`'s recurrent product of step `t`, `h_{t-1} W_hh^T` over the shard's
+    /// chunks into the scratch `gh` (`[bs x N*gs]`, module-major; GRU and LSTM cells alike),
+    /// and the module's input and recurrent biases (`gs` each).
+    fn recurrent_product(&mut self, t: usize, i: usize) -> Result<(&'p [S], &'p [S])> {
+        let (p, w) = (self.p, self.w);
+        let (hid, gs) = (p.hid, p.gs);
+        let w_hh = i * p.rml + gs * p.uw;
+        let (b_ih, b_hh) = (w_hh + gs * hid, w_hh + gs * hid + gs);
+        gemm(
+            p.bs,
+            hid,
+            gs,
+            S::ONE,
+            self.f.hin,
+            p.st(t, p.nh, i * hid),
+            w.rnn,
+            tr(w_hh, hid),
+            S::ZERO,
+            self.s.gh,
+            rm(i * gs, p.n * gs),
+        )?;
+        Ok((&w.rnn[b_ih..][..gs], &w.rnn[b_hh..][..gs]))
+    }
+}
+
 impl<S: Scalar> ShardPass<'_, '_, '_, S> {
     /// Everything that depends on the inputs alone, for all rows at once: keys `kx`, values
     /// `vx` and the cells' input projections `g`.
@@ -1110,30 +1136,13 @@ impl<S: Scalar> ShardPass<'_, '_, '_, S> {
     /// by the masked update, but their `h~` are the keys and values of the communication):
     /// the gate cache `gates` and the candidate states `ht`.
     fn module_grus(&mut self, t: usize) -> Result<()> {
-        let (p, w, f, s) = (self.p, self.w, &mut *self.f, &mut *self.s);
-        let (bs, steps, n, hid, nh, uw, ih, g3, rml, gw) = (
-            p.bs, p.steps, p.n, p.hid, p.nh, p.uw, p.ih, p.gs, p.rml, p.gw,
-        );
-        let (one, zero) = (S::ONE, S::ZERO);
+        let p = self.p;
+        let (bs, steps, n, hid, nh, ih, g3, gw) =
+            (p.bs, p.steps, p.n, p.hid, p.nh, p.ih, p.gs, p.gw);
+        let one = S::ONE;
         for i in 0..n {
-            let base = i * rml;
-            let w_hh = base + g3 * uw;
-            let (b_ih, b_hh) = (w_hh + g3 * hid, w_hh + g3 * hid + g3);
-            gemm(
-                bs,
-                hid,
-                g3,
-                one,
-                f.hin,
-                p.st(t, nh, i * hid),
-                w.rnn,
-                tr(w_hh, hid),
-                zero,
-                s.gh,
-                rm(i * g3, n * g3),
-            )?;
-            let bi = &w.rnn[b_ih..][..g3];
-            let bh = &w.rnn[b_hh..][..g3];
+            let (bi, bh) = self.recurrent_product(t, i)?;
+            let (f, s) = (&mut *self.f, &*self.s);
             for b in 0..bs {
                 let r = b * steps + t;
                 let gproj = &f.g[r * gw + i * ih * g3..][..ih * g3];
@@ -1182,30 +1191,13 @@ impl<S: Scalar> ShardPass<'_, '_, '_, S> {
     /// candidate states `ht` and the candidate cell states `c~` in `cout` (the masked update
     /// puts inactive modules' `cin` back).
     fn module_lstms(&mut self, t: usize) -> Result<()> {
-        let (p, w, f, s) = (self.p, self.w, &mut *self.f, &mut *self.s);
-        let (bs, steps, n, hid, nh, uw, ih, gs, rml, gw) = (
-            p.bs, p.steps, p.n, p.hid, p.nh, p.uw, p.ih, p.gs, p.rml, p.gw,
-        );
+        let p = self.p;
+        let (bs, steps, n, hid, nh, ih, gs, gw) =
+            (p.bs, p.steps, p.n, p.hid, p.nh, p.ih, p.gs, p.gw);
         let cache_w = LSTM_CACHE_PER_UNIT * hid;
-        let (one, zero) = (S::ONE, S::ZERO);
         for i in 0..n {
-            let w_hh = i * rml + gs * uw;
-            let (b_ih, b_hh) = (w_hh + gs * hid, w_hh + gs * hid + gs);
-            gemm(
-                bs,
-                hid,
-                gs,
-                one,
-                f.hin,
-                p.st(t, nh, i * hid),
-                w.rnn,
-                tr(w_hh, hid),
-                zero,
-                s.gh,
-                rm(i * gs, n * gs),
-            )?;
-            let bi = &w.rnn[b_ih..][..gs];
-            let bh = &w.rnn[b_hh..][..gs];
+            let (bi, bh) = self.recurrent_product(t, i)?;
+            let (f, s) = (&mut *self.f, &*self.s);
             for b in 0..bs {
                 let r = b * steps + t;
                 let at = r * nh + i * hid;
