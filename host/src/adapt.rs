@@ -56,7 +56,7 @@ pub fn run(ckpt: &Path, o: &AdaptOptions) -> Result<AdaptResult> {
         bail!(
             "adaptation runs the Tiny preset in the meta-rim split; the checkpoint is {} / {}",
             ck.config.preset,
-            ck.config.mode
+            ck.config.mode.name()
         );
     }
     let level = crate::levels::lookup(&o.level)?;

@@ -21,7 +21,7 @@ use metarim_core::nn::params::{Group, Layout, Mode};
 
 use crate::fsutil;
 use crate::train::checkpoint;
-use crate::train::config::preset_dims;
+use crate::train::config::Preset;
 
 /// The only preset the firmware compiles.
 pub const FIRMWARE_PRESET: &str = "Tiny";
@@ -67,7 +67,7 @@ pub fn export_checkpoint(
     dtype: FrozenDtype,
     out: &Path,
 ) -> Result<ExportSummary> {
-    let want = preset_dims(preset)?;
+    let want = Preset::from_name(preset)?.dims();
     if want != TINY {
         bail!(
             "--preset {preset}: the firmware compiles only the {FIRMWARE_PRESET} preset \

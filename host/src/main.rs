@@ -456,8 +456,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Model(ModelCommand::Info(a)) => {
             let mut cfg = train::TrainConfig {
-                preset: a.preset.clone(),
-                mode: a.mode.clone(),
+                preset: train::config::Preset::from_name(&a.preset)?,
+                mode: model::mode(&a.mode)?,
                 ..Default::default()
             };
             for kv in &a.set {
@@ -466,9 +466,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     .with_context(|| format!("--set {kv:?}: expected KEY=VALUE"))?;
                 cfg.set(k, v)?;
             }
-            model::preset(&cfg.preset)?;
             let dims = cfg.dims()?;
-            let mode = model::mode(&cfg.mode)?;
+            let mode = cfg.mode;
             print!("{}", model::info(&a.preset, &dims, mode, a.window)?);
             return Ok(ExitCode::SUCCESS);
         }
@@ -551,7 +550,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
 /// `metarim bench rim`: details first, the `bench-rim:` summary line last.
 fn bench_rim(a: &RimBenchArgs) -> Result<()> {
     let dims = model::preset(&a.preset)?;
-    let preset = train::config::preset_name(&a.preset)?;
+    let preset = train::config::Preset::from_name(&a.preset)?.name();
     let threads = match a.threads {
         Some(t) => t,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -628,10 +627,10 @@ fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         cfg.curriculum = true;
     }
     if let Some(m) = &a.mode {
-        cfg.mode = m.clone();
+        cfg.mode = model::mode(m)?;
     }
     if let Some(p) = &a.preset {
-        cfg.preset = p.clone();
+        cfg.preset = train::config::Preset::from_name(p)?;
     }
     if let Some(f) = a.frames {
         cfg.frames = f;
@@ -643,7 +642,7 @@ fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         cfg.threads = t;
     }
     if let Some(b) = &a.backend {
-        cfg.backend = b.clone();
+        cfg.backend = train::backend::BackendChoice::from_name(b)?;
     }
     for kv in &a.set {
         let (k, v) = kv
@@ -667,7 +666,7 @@ fn cmd_train(a: TrainArgs) -> Result<ExitCode> {
             [one] => one.clone(),
             many => format!("{}-levels", many.len()),
         };
-        PathBuf::from("runs").join(format!("{level}-{}-seed{}", cfg.mode, cfg.seed))
+        PathBuf::from("runs").join(format!("{level}-{}-seed{}", cfg.mode.name(), cfg.seed))
     });
     let opts = train::run::RunOptions {
         out: out.clone(),
@@ -679,7 +678,7 @@ fn cmd_train(a: TrainArgs) -> Result<ExitCode> {
         "train: {} preset={} mode={} frames={} procs={} threads={} memory~{:.0}MiB out={}",
         cfg.level_ids().join(","),
         cfg.preset,
-        cfg.mode,
+        cfg.mode.name(),
         cfg.frames,
         cfg.procs,
         train::thread_count(cfg.threads, cfg.procs.max(cfg.grad_shards)),
@@ -802,7 +801,7 @@ fn cmd_eval(a: EvalArgs) -> Result<ExitCode> {
         "checkpoint {} ({} frames, mode {}, preset {})",
         a.checkpoint.display(),
         ck.meta.frames,
-        ck.config.mode,
+        ck.config.mode.name(),
         ck.config.preset
     )?;
     let (r, swapped) = if a.own_only {
@@ -919,11 +918,11 @@ fn bench_train(a: &TrainBenchArgs) -> Result<()> {
         anyhow::bail!("--updates must be > 0");
     }
     let mut cfg = TrainConfig {
-        preset: a.preset.clone(),
-        mode: a.mode.clone(),
+        preset: train::config::Preset::from_name(&a.preset)?,
+        mode: model::mode(&a.mode)?,
         level: a.level.clone(),
         threads: a.threads,
-        backend: a.backend.clone(),
+        backend: train::backend::BackendChoice::from_name(&a.backend)?,
         ..TrainConfig::default()
     };
     for kv in &a.set {
@@ -940,7 +939,7 @@ fn bench_train(a: &TrainBenchArgs) -> Result<()> {
          recurrence={} epochs={} meta_schedule={} other_group={} inner_steps={} outer_steps={} \
          slowness={}",
         cfg.preset,
-        cfg.mode,
+        cfg.mode.name(),
         cfg.level,
         cfg.procs,
         cfg.frames_per_proc,
@@ -975,7 +974,7 @@ fn bench_train(a: &TrainBenchArgs) -> Result<()> {
         out,
         "bench-train: preset={} mode={} backend={} threads={} frames_per_sec={:.0}",
         cfg.preset,
-        cfg.mode,
+        cfg.mode.name(),
         r.backend,
         r.threads,
         r.median_fps()

@@ -11,7 +11,7 @@ use metarim_core::nn::policy::{
 
 /// The preset named `name` (`Paper`, `Small` or `Tiny`, any case).
 pub fn preset(name: &str) -> Result<ModelDims> {
-    crate::train::config::preset_dims(name)
+    Ok(crate::train::config::Preset::from_name(name)?.dims())
 }
 
 /// The mode named `name` (`meta-rim`, `reversed`, `joint`, `lstm`).

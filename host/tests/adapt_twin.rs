@@ -10,7 +10,7 @@ fn trained(name: &str, mode: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("metarim-adapt-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let cfg = TrainConfig {
-        mode: mode.into(),
+        mode: metarim_core::nn::params::Mode::from_name(mode).expect("a mode name"),
         procs: 4,
         frames_per_proc: 20,
         recurrence: 10,

@@ -10,7 +10,7 @@ use host::train::TrainConfig;
 
 fn tiny(mode: &str, level: &str) -> TrainConfig {
     TrainConfig {
-        mode: mode.into(),
+        mode: metarim_core::nn::params::Mode::from_name(mode).expect("a mode name"),
         level: level.into(),
         procs: 4,
         frames_per_proc: 20,

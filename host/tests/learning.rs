@@ -9,7 +9,7 @@ use host::train::{checkpoint, TrainConfig};
 
 fn learns(mode: &str) {
     let cfg = TrainConfig {
-        mode: mode.into(),
+        mode: metarim_core::nn::params::Mode::from_name(mode).expect("a mode name"),
         frames: 400_000,
         seed: 1,
         stats_window: 200,

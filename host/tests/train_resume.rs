@@ -17,7 +17,7 @@ use host::train::TrainConfig;
 /// A small, fast config (Tiny preset, few envs and frames) in a given mode.
 fn tiny(mode: &str, frames: u64) -> TrainConfig {
     TrainConfig {
-        mode: mode.into(),
+        mode: metarim_core::nn::params::Mode::from_name(mode).expect("a mode name"),
         level: "BabyAI-GoToLocalS5N2-v0".into(),
         procs: 6,
         frames_per_proc: 20,

@@ -63,8 +63,14 @@ pub enum Role {
     Heads,
 }
 
-/// How roles map to groups (docs/DESIGN.md, "The fast/slow split").
+/// How roles map to groups (docs/DESIGN.md, "The fast/slow split"). Serialised (feature
+/// `serde`) by its command-line name ([`Mode::name`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 pub enum Mode {
     /// Meta-RIMs: module RNNs fast, attention slow.
     MetaRim,

@@ -365,7 +365,7 @@ fn resolve_arm(file: &SuiteFile, spec: &ArmSpec, over: &Overrides) -> Result<Arm
             .with_context(|| format!("field `set.{k}`"))?;
     }
     if let Some(p) = &over.preset {
-        cfg.preset = p.clone();
+        cfg.preset = crate::train::config::Preset::from_name(p)?;
     }
     for (k, v) in &over.set {
         cfg.set(k, v).with_context(|| format!("--set {k}={v}"))?;
@@ -452,7 +452,7 @@ episodes = 100
             ]
         );
         assert_eq!(s.arms[2].config.level, "BabyAI-GoToLocal-v0");
-        assert_eq!(s.arms[3].config.mode, "lstm");
+        assert_eq!(s.arms[3].config.mode.name(), "lstm");
         assert_eq!(s.arms[3].group, "GoToLocal");
         assert_eq!(s.arms[4].config.k_active, Some(2));
         assert_eq!(s.arms[4].config.frames, 10_000);

@@ -42,20 +42,44 @@ use super::update::{
 };
 use super::{sample_action, GroupVecs, Model, TrainConfig};
 
-/// The backends `backend` accepts.
-pub const BACKENDS: [&str; 3] = ["auto", "cpu", "cuda"];
+/// Where the policy runs (config field `backend`; in TOML and on the command line by
+/// [`BackendChoice::name`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendChoice {
+    /// The GPU when a CUDA device works, else the CPU, with the reason printed.
+    Auto,
+    /// The CPU (bit-for-bit deterministic).
+    Cpu,
+    /// A CUDA GPU; an error when none works.
+    Cuda,
+}
+
+impl BackendChoice {
+    /// Every choice, in the order the help lists them.
+    pub const ALL: [BackendChoice; 3] =
+        [BackendChoice::Auto, BackendChoice::Cpu, BackendChoice::Cuda];
+
+    /// The choice's name (`auto`, `cpu`, `cuda`).
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendChoice::Auto => "auto",
+            BackendChoice::Cpu => "cpu",
+            BackendChoice::Cuda => "cuda",
+        }
+    }
+
+    /// The choice named `name`, or an error listing the names.
+    pub fn from_name(name: &str) -> Result<BackendChoice> {
+        BackendChoice::ALL
+            .into_iter()
+            .find(|b| b.name() == name)
+            .ok_or_else(|| anyhow!("unknown backend {name:?} (auto, cpu or cuda)"))
+    }
+}
 
 /// Tolerance of the start-up self-check (relative, per tensor, as the parity tests measure it).
 const SELF_CHECK_TOL: f64 = 1e-3;
-
-/// Check a `backend` value.
-pub fn check_name(name: &str) -> Result<()> {
-    if BACKENDS.contains(&name) {
-        Ok(())
-    } else {
-        bail!("unknown backend {name:?} (auto, cpu or cuda)")
-    }
-}
 
 /// The CUDA trainer: the device policy and what the rollout needs.
 #[derive(Debug)]
@@ -67,8 +91,7 @@ pub struct Gpu {
 
 /// The chosen backend: `None` for the CPU. Prints the choice and its reason to stderr.
 pub fn select(cfg: &TrainConfig, model: &Model, n_envs: usize) -> Result<Option<Gpu>> {
-    check_name(&cfg.backend)?;
-    if cfg.backend == "cpu" {
+    if cfg.backend == BackendChoice::Cpu {
         eprintln!("train: backend cpu (as configured)");
         return Ok(None);
     }
@@ -80,7 +103,7 @@ pub fn select(cfg: &TrainConfig, model: &Model, n_envs: usize) -> Result<Option<
             );
             Ok(Some(gpu))
         }
-        Err(reason) if cfg.backend == "auto" => {
+        Err(reason) if cfg.backend == BackendChoice::Auto => {
             eprintln!("train: backend cpu (auto: {reason:#})");
             Ok(None)
         }
@@ -589,10 +612,10 @@ mod tests {
 
     #[test]
     fn backend_names_are_checked() {
-        for b in BACKENDS {
-            check_name(b).unwrap();
+        for b in BackendChoice::ALL {
+            assert_eq!(BackendChoice::from_name(b.name()).unwrap(), b);
         }
-        let e = check_name("gpu").unwrap_err().to_string();
+        let e = BackendChoice::from_name("gpu").unwrap_err().to_string();
         assert!(e.contains("gpu") && e.contains("auto, cpu or cuda"), "{e}");
     }
 
@@ -631,7 +654,7 @@ mod tests {
             ("reversed", false, true, acc, OtherGroup::Slow),
         ] {
             let cfg = TrainConfig {
-                mode: mode.into(),
+                mode: metarim_core::nn::params::Mode::from_name(mode).expect("a mode name"),
                 meta_schedule,
                 other_group,
                 encoder: film.then_some(metarim_core::nn::dims::EncoderKind::Bow),
@@ -646,7 +669,7 @@ mod tests {
                 outer_steps: 2,
                 slowness: 2,
                 grad_shards: 2,
-                backend: "cpu".into(),
+                backend: BackendChoice::Cpu,
                 ..TrainConfig::device()
             };
             cfg.validate().unwrap();
@@ -762,7 +785,7 @@ mod tests {
             return;
         }
         let cfg = TrainConfig {
-            backend: "cuda".into(),
+            backend: BackendChoice::Cuda,
             ..TrainConfig::device()
         };
         let model = super::super::run::initial_model(&cfg).unwrap();
@@ -772,7 +795,7 @@ mod tests {
             "{e}"
         );
         let auto = TrainConfig {
-            backend: "auto".into(),
+            backend: BackendChoice::Auto,
             ..cfg
         };
         assert!(select(&auto, &model, 2).unwrap().is_none());

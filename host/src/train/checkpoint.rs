@@ -261,7 +261,7 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint> {
     config
         .validate()
         .context("the checkpoint's config does not validate")?;
-    let layout = Layout::new(&config.dims()?, config.mode()?)
+    let layout = Layout::new(&config.dims()?, config.mode)
         .map_err(|e| anyhow!("checkpoint model dims: {e}"))?;
     let mut params = GroupVecs::zeros(&layout);
     for e in layout.entries() {

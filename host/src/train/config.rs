@@ -5,6 +5,7 @@
 //! run the trainer can do (known levels, preset and mode, consistent batch sizes), so later
 //! code reports no configuration errors mid-run.
 
+pub use super::backend::BackendChoice;
 use anyhow::{anyhow, bail, Context, Result};
 use metarim_core::nn::dims::{CellKind, EncoderKind, ModelDims, PAPER, SMALL, TINY};
 use metarim_core::nn::params::Mode;
@@ -39,11 +40,11 @@ pub struct TrainConfig {
     pub curriculum_window: usize,
     /// Curriculum: also advance after this many frames on one level (0: no frame budget).
     pub curriculum_level_frames: u64,
-    /// Model preset: `Paper` or `Tiny`.
-    pub preset: String,
+    /// Model preset: `Paper`, `Small` or `Tiny`.
+    pub preset: Preset,
     /// `meta-rim` (fast modules, slow attention), `reversed`, `joint` (plain RIM, PPO) or
-    /// `lstm` (LSTM memory, PPO).
-    pub mode: String,
+    /// `lstm` (LSTM memory, PPO); in TOML by these names.
+    pub mode: Mode,
     /// Which loop updates the encoder, instruction encoder and heads in the meta modes.
     pub other_group: OtherGroup,
     /// How the meta modes schedule their fast and slow steps: `accumulate` (the default: the
@@ -149,7 +150,7 @@ pub struct TrainConfig {
     /// and a start-up self-check against the CPU passes; else the CPU, with the reason
     /// printed), `cpu`, or `cuda` (an error when no usable GPU). Environments always step on
     /// the CPU. Only the CPU backend is bit-for-bit deterministic.
-    pub backend: String,
+    pub backend: BackendChoice,
     /// Start from this checkpoint's parameters instead of a fresh initialisation (a fine-tune:
     /// same preset and mode; optimiser state, envs and statistics start fresh). With
     /// `outer_steps = 0` in a meta mode only the fast group learns.
@@ -165,8 +166,8 @@ impl Default for TrainConfig {
             curriculum_threshold: 0.9,
             curriculum_window: 1000,
             curriculum_level_frames: 0,
-            preset: "Small".into(),
-            mode: "meta-rim".into(),
+            preset: Preset::Small,
+            mode: Mode::MetaRim,
             other_group: OtherGroup::Fast,
             meta_schedule: MetaSchedule::Accumulate,
             n_modules: None,
@@ -209,7 +210,7 @@ impl Default for TrainConfig {
             grad_shards: 16,
             save_interval: 10,
             stats_window: 500,
-            backend: "auto".into(),
+            backend: BackendChoice::Auto,
             init_from: None,
         }
     }
@@ -244,8 +245,67 @@ pub enum MetaSchedule {
     Phases,
 }
 
-/// Names of the presets `preset` accepts.
-pub const PRESETS: [&str; 3] = ["Paper", "Small", "Tiny"];
+/// A model preset (config field `preset`): written as [`Preset::name`] spells it, read in any
+/// case (TOML and the command line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Preset {
+    /// The paper-sized agent (`metarim_core::nn::dims::PAPER`).
+    Paper,
+    /// The main job's agent (`SMALL`).
+    Small,
+    /// The microcontroller agent (`TINY`).
+    Tiny,
+}
+
+impl Preset {
+    /// Every preset.
+    pub const ALL: [Preset; 3] = [Preset::Paper, Preset::Small, Preset::Tiny];
+
+    /// The preset's name (`Paper`, `Small`, `Tiny`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Paper => "Paper",
+            Preset::Small => "Small",
+            Preset::Tiny => "Tiny",
+        }
+    }
+
+    /// The preset named `name` in any case, or an error listing the names.
+    pub fn from_name(name: &str) -> Result<Preset> {
+        Preset::ALL
+            .into_iter()
+            .find(|p| p.name().eq_ignore_ascii_case(name))
+            .ok_or_else(|| anyhow!("unknown preset {name:?} (Paper, Small or Tiny)"))
+    }
+
+    /// The preset's model dimensions.
+    pub fn dims(self) -> ModelDims {
+        match self {
+            Preset::Paper => PAPER,
+            Preset::Small => SMALL,
+            Preset::Tiny => TINY,
+        }
+    }
+}
+
+impl std::fmt::Display for Preset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Serialize for Preset {
+    fn serialize<Z: serde::Serializer>(&self, s: Z) -> std::result::Result<Z::Ok, Z::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Preset {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Preset::from_name(&name).map_err(serde::de::Error::custom)
+    }
+}
 
 impl TrainConfig {
     /// The microcontroller agent's run (what `scripts/run-firmware.sh` trains and exports;
@@ -256,8 +316,8 @@ impl TrainConfig {
     pub fn device() -> TrainConfig {
         TrainConfig {
             level: "BabyAI-GoToObj-v0".into(),
-            preset: "Tiny".into(),
-            mode: "meta-rim".into(),
+            preset: Preset::Tiny,
+            mode: Mode::MetaRim,
             frames: 1_500_000,
             slowness: 2,
             other_group: OtherGroup::Slow,
@@ -327,19 +387,9 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// The training mode.
-    pub fn mode(&self) -> Result<Mode> {
-        Mode::from_name(&self.mode).ok_or_else(|| {
-            anyhow!(
-                "unknown mode {:?} (meta-rim, reversed, joint or lstm)",
-                self.mode
-            )
-        })
-    }
-
     /// Model dimensions: the preset with the ablation overrides applied.
     pub fn dims(&self) -> Result<ModelDims> {
-        let mut d = preset_dims(&self.preset)?;
+        let mut d = self.preset.dims();
         fn apply<T: Copy>(slot: &mut T, value: Option<T>) {
             if let Some(v) = value {
                 *slot = v;
@@ -400,8 +450,7 @@ impl TrainConfig {
         for id in self.level_ids() {
             crate::levels::lookup(&id).with_context(|| "in config field `level`/`levels`")?;
         }
-        super::backend::check_name(&self.backend).context("in config field `backend`")?;
-        let mode = self.mode()?;
+        let mode = self.mode;
         let widths = [
             (self.rim_hidden, "rim_hidden"),
             (self.bow_dim, "bow_dim"),
@@ -496,7 +545,7 @@ impl TrainConfig {
                 self.frames_per_proc
             );
         }
-        if self.mode()?.is_meta() {
+        if self.mode.is_meta() {
             positive(self.slowness, "slowness")?;
             if !self.frames_per_proc.is_multiple_of(self.slow_horizon()) {
                 bail!(
@@ -628,25 +677,6 @@ fn looks_like_integer(text: &str) -> bool {
         && digits.chars().any(|c| c.is_ascii_digit())
 }
 
-/// A preset's name as [`PRESETS`] spells it, from any case.
-pub fn preset_name(name: &str) -> Result<&'static str> {
-    PRESETS
-        .iter()
-        .find(|p| p.eq_ignore_ascii_case(name))
-        .copied()
-        .ok_or_else(|| anyhow!("unknown preset {name:?} (Paper, Small or Tiny)"))
-}
-
-/// The dimensions of a preset by name (case-insensitive).
-pub fn preset_dims(name: &str) -> Result<ModelDims> {
-    match name.to_ascii_lowercase().as_str() {
-        "paper" => Ok(PAPER),
-        "small" => Ok(SMALL),
-        "tiny" => Ok(TINY),
-        _ => bail!("unknown preset {name:?} (Paper, Small or Tiny)"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -669,10 +699,18 @@ mod tests {
         c.set("k-active", "2").unwrap();
         c.set("lr", "3e-4").unwrap();
         assert_eq!(c.frames, 1000);
-        assert_eq!(c.mode, "lstm");
+        assert_eq!(c.mode, Mode::Lstm);
         assert_eq!(c.levels.len(), 2);
         assert_eq!(c.k_active, Some(2));
         assert_eq!(c.lr, 3e-4);
+        let e = c.set("preset", "Huge").unwrap_err().to_string();
+        assert!(e.contains("preset") && e.contains("Huge"), "{e}");
+        c.set("preset", "paper").unwrap();
+        assert_eq!(c.preset, Preset::Paper);
+        let e = c.set("backend", "gpu").unwrap_err().to_string();
+        assert!(e.contains("backend") && e.contains("gpu"), "{e}");
+        let e = c.set("mode", "fastest").unwrap_err().to_string();
+        assert!(e.contains("mode") && e.contains("fastest"), "{e}");
         let e = c.set("fram", "3").unwrap_err().to_string();
         assert!(e.contains("fram"), "{e}");
         let e = c.set("frames", "lots").unwrap_err().to_string();
@@ -713,8 +751,6 @@ mod tests {
             assert!(e.contains(what), "{e} should mention {what}");
         };
         bad(&|c| c.level = "BabyAI-Nope-v0".into(), "Nope");
-        bad(&|c| c.mode = "fastest".into(), "fastest");
-        bad(&|c| c.preset = "Huge".into(), "Huge");
         bad(&|c| c.recurrence = 7, "recurrence");
         bad(&|c| c.batch_size = 999_999_980, "batch_size");
         bad(&|c| c.k_active = Some(9), "k_active");
@@ -723,7 +759,6 @@ mod tests {
         bad(&|c| c.head_hidden = Some(MAX_WIDTH + 1), "head_hidden");
         bad(&|c| c.gamma = 1.5, "gamma");
         bad(&|c| c.lr = -1.0, "lr");
-        bad(&|c| c.backend = "gpu".into(), "backend");
         // Domains: Adam's betas in [0, 1), learning rates in (0, 1], finite everything.
         bad(&|c| c.adam_beta1 = 1.0, "adam_beta1");
         bad(&|c| c.adam_beta2 = 1.0, "adam_beta2");
@@ -754,7 +789,7 @@ mod tests {
     #[test]
     fn a_saved_config_from_before_meta_schedule_keeps_the_phases_schedule() {
         let mut c = TrainConfig {
-            mode: "meta-rim".into(),
+            mode: Mode::MetaRim,
             ..TrainConfig::default()
         };
         let text = c.to_toml().unwrap();

@@ -346,7 +346,7 @@ mod tests {
 
     fn tiny_model(level: &str) -> Model {
         let cfg = crate::train::TrainConfig {
-            preset: "Tiny".into(),
+            preset: crate::train::config::Preset::Tiny,
             level: level.into(),
             ..crate::train::TrainConfig::device()
         };

@@ -150,7 +150,7 @@ struct State {
 /// The model a fresh run of `cfg` starts from: a fresh initialisation, or the parameters of
 /// the `init_from` checkpoint (whose layout must be the one `cfg` describes).
 pub fn initial_model(cfg: &TrainConfig) -> Result<Model> {
-    let layout = Layout::new(&cfg.dims()?, cfg.mode()?).map_err(|e| anyhow!("model: {e}"))?;
+    let layout = Layout::new(&cfg.dims()?, cfg.mode).map_err(|e| anyhow!("model: {e}"))?;
     let Some(path) = &cfg.init_from else {
         return Model::init(layout, split_mix64(cfg.seed ^ 0x1a17_0000));
     };
@@ -161,9 +161,9 @@ pub fn initial_model(cfg: &TrainConfig) -> Result<Model> {
             "config field `init_from`: {path} holds a {} / {} model, not the {} / {} this run \
              trains",
             ck.config.preset,
-            ck.config.mode,
+            ck.config.mode.name(),
             cfg.preset,
-            cfg.mode
+            cfg.mode.name()
         );
     }
     Ok(ck.model)
@@ -217,7 +217,7 @@ fn resume_state(cfg: &TrainConfig, path: &Path) -> Result<(TrainConfig, State)> 
     saved.frames = cfg.frames;
     saved.threads = cfg.threads;
     saved.save_interval = cfg.save_interval;
-    saved.backend = cfg.backend.clone();
+    saved.backend = cfg.backend;
     let mut tasks = Tasks::new(&saved)?;
     tasks.restore(&ck.meta.tasks)?;
     let model = ck.model;
@@ -573,7 +573,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
     let mut last_note = Instant::now();
     let mut updates_here = 0u64;
     let n_modules = st.model.layout.dims().rim.n_modules;
-    let is_rim = cfg.mode()? != metarim_core::nn::params::Mode::Lstm;
+    let is_rim = cfg.mode != metarim_core::nn::params::Mode::Lstm;
     let mut curve = read_curve(&jsonl_path);
     let mut guard = DivergenceGuard::new();
     while st.frames < cfg.frames {
@@ -800,7 +800,7 @@ mod tests {
     fn a_poisoned_update_skips_its_steps_then_stops_the_run() {
         for mode in ["meta-rim", "joint"] {
             let cfg = TrainConfig {
-                mode: mode.into(),
+                mode: metarim_core::nn::params::Mode::from_name(mode).expect("a mode name"),
                 ..small()
             };
             let mut st = fresh_state(&cfg).unwrap();

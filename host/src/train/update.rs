@@ -700,7 +700,7 @@ mod tests {
 
     fn tiny_model_and_optim() -> (Model, Optim) {
         let cfg = TrainConfig::device();
-        let layout = Layout::new(&cfg.dims().unwrap(), cfg.mode().unwrap()).unwrap();
+        let layout = Layout::new(&cfg.dims().unwrap(), cfg.mode).unwrap();
         let model = Model::init(layout, 7).unwrap();
         let optim = Optim::new(&model.layout, &cfg);
         (model, optim)
@@ -821,7 +821,7 @@ mod tests {
             ("reversed", OtherGroup::Fast),
         ] {
             let cfg = TrainConfig {
-                mode: mode.into(),
+                mode: metarim_core::nn::params::Mode::from_name(mode).expect("a mode name"),
                 other_group: other,
                 meta_schedule: MetaSchedule::Accumulate,
                 procs: 4,
