@@ -22,7 +22,7 @@ fn check(c: &TrainConfig) {
     assert_eq!(back.to_toml().expect("serialises again"), text);
     if verdict.is_ok() {
         let dims = c.dims().expect("a valid config has dims");
-        let mode = c.mode().expect("a valid config has a mode");
+        let mode = c.mode;
         Layout::new(&dims, mode).expect("a valid config has a layout");
         assert!(c.batch_size.is_multiple_of(c.recurrence));
         assert!(c.batch_size <= c.frames_per_update());
