@@ -738,6 +738,10 @@ fn split_scratch<'a, S>(d: &RimDims, scratch: &'a mut [S]) -> Scratch<'a, S> {
 ///
 /// Errors: [`Error::BadDims`] for unusable dimensions, [`Error::BufferTooSmall`] for any short
 /// buffer; nothing is written before the checks pass.
+///
+/// The phase functions (here and in [`rim_step_backward`]) are `#[inline(always)]`: each step
+/// compiles to one function as before the split; left to the compiler, the split grew the
+/// Cortex-M4F firmware's flash by 7.3 KB (docs/BENCHMARKS.md, "Firmware").
 #[allow(clippy::too_many_arguments)]
 pub fn rim_step_forward<S: Real>(
     w: &RimWeights<'_, S>,
@@ -780,6 +784,7 @@ pub fn rim_step_forward<S: Real>(
 /// the input row (`ax`), its null attention (`null`, the selection score) and its input `u_i`.
 /// The null row's key and value are 0, so its score is 0 and it adds nothing to `u`; only the
 /// input row's key/value are computed.
+#[inline(always)]
 fn input_attention<S: Real>(
     w: &RimWeights<'_, S>,
     d: &RimDims,
@@ -831,6 +836,7 @@ fn input_attention<S: Real>(
 /// Step 3, per-module dynamics: each module's RNN on its input `u_i`. With communication the
 /// candidate state goes to the cache (`ht`), to be read by every module; without, straight to
 /// `h_out`, and an inactive module's RNN is not evaluated (its cache part is zeroed).
+#[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn module_dynamics<S: Real>(
     w: &RimWeights<'_, S>,
@@ -913,6 +919,7 @@ impl<S: Real> CommSizes<S> {
 /// the gated residual `h' = h~ + sigmoid(W_g o) * tanh(W_o o)` into `h_out` for active modules
 /// only (an inactive module's output would be discarded by the masked update; its cache parts
 /// are zeroed).
+#[inline(always)]
 fn communicate<S: Real>(
     w: &RimWeights<'_, S>,
     d: &RimDims,
@@ -985,6 +992,7 @@ fn communicate<S: Real>(
 
 /// Step 5, the masked update: an inactive module keeps its previous state bit-exactly (h and
 /// c). Active modules already hold `h'` in `h_out` (and `c~` in `c_out` for an LSTM).
+#[inline(always)]
 fn masked_update<S: Real>(
     d: &RimDims,
     h_prev: &[S],
@@ -1093,6 +1101,7 @@ impl<S: Real> CacheParts<&[S]> {
 /// gradient of `h'`, and on to `h~`). Inactive: `h_t = h_{t-1}`, so the gradient passes
 /// through the identity into `dh_prev` (and `dc_prev`); nothing reaches the inactive module's
 /// RNN through its discarded update.
+#[inline(always)]
 fn masked_update_backward<S: Real>(
     d: &RimDims,
     c: &Cache<'_, S>,
@@ -1118,6 +1127,7 @@ fn masked_update_backward<S: Real>(
 
 /// Backward of step 4, communication: the gated residual and the attention of each active
 /// module, into `dht` (the gradient of `h~`) and the communication weights' gradients.
+#[inline(always)]
 fn communicate_backward<S: Real>(
     w: &RimWeights<'_, S>,
     d: &RimDims,
@@ -1232,6 +1242,7 @@ fn communicate_backward<S: Real>(
 /// Backward of step 3 for module `m`: its RNN, from the gradient of `h~` (`dht`) and, for an
 /// active LSTM module, of `c~`, into `du` (the gradient of its input), `dh_prev`, `dc_prev` and
 /// the RNN's weight gradients.
+#[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn module_backward<S: Real>(
     w: &RimWeights<'_, S>,
@@ -1316,6 +1327,7 @@ fn module_backward<S: Real>(
 
 /// Backward of step 1 for module `m`, from the gradient of its input (`du`): into its query
 /// weights and `dh_prev`, and the shared key/value gradients `dkx` / `dvx`.
+#[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn input_attention_backward<S: Real>(
     w: &RimWeights<'_, S>,
