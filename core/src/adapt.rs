@@ -330,16 +330,9 @@ impl<const W: usize> TinyAdapter<W> {
         nm: usize,
         report: &mut UpdateReport,
     ) -> Result<(), Error> {
-        let (norm, modules) = fast_step(
-            layout,
-            fast,
-            Accumulated {
-                grads: &mut self.grads,
-                active: &self.acc_active[..nm],
-                steps: self.acc_steps,
-            },
-            cfg,
-        )?;
+        let active = &self.acc_active[..nm];
+        let (norm, modules) =
+            fast_step(layout, fast, &mut self.grads, active, self.acc_steps, cfg)?;
         self.acc_windows = 0;
         self.optimizer_steps += 1;
         self.grad_norm_sum += norm;
@@ -368,28 +361,23 @@ impl<const W: usize> TinyAdapter<W> {
     }
 }
 
-/// The accumulated gradient one step works on.
-struct Accumulated<'a> {
-    grads: &'a mut [f32; TINY_FAST],
-    active: &'a [bool],
-    steps: usize,
-}
-
-/// One optimiser step on the accumulated gradient (its mean over the accumulated steps,
-/// clipped), on the blocks of the modules active in the accumulated windows. Returns the
+/// One SGD step on the accumulated gradient `grads` (its mean over the accumulated `steps`,
+/// clipped), on the blocks of the modules `active` in the accumulated windows. Returns the
 /// pre-clip norm and the modules updated.
 fn fast_step(
     layout: &Layout,
     fast: &mut [f32; TINY_FAST],
-    acc: Accumulated<'_>,
+    grads: &mut [f32; TINY_FAST],
+    active: &[bool],
+    steps: usize,
     cfg: &AdaptConfig,
 ) -> Result<(f32, usize), Error> {
     let mut ranges = heapless::Vec::<Range, FAST_RANGES>::new();
-    layout.fast_ranges(acc.active, &mut ranges)?;
-    let inv = 1.0 / acc.steps.max(1) as f32;
+    layout.fast_ranges(active, &mut ranges)?;
+    let inv = 1.0 / steps.max(1) as f32;
     let mut sq = 0.0f32;
     for &(off, len) in ranges.iter() {
-        for g in acc.grads.get_mut(off..off + len).unwrap_or(&mut []) {
+        for g in grads.get_mut(off..off + len).unwrap_or(&mut []) {
             *g *= inv;
             sq += *g * *g;
         }
@@ -397,15 +385,15 @@ fn fast_step(
     let norm = libm::sqrtf(sq);
     let coef = clip_coef(norm, cfg.max_grad_norm);
     for &(off, len) in ranges.iter() {
-        for g in acc.grads.get_mut(off..off + len).unwrap_or(&mut []) {
+        for g in grads.get_mut(off..off + len).unwrap_or(&mut []) {
             *g *= coef;
         }
     }
     Sgd {
         lr: f64::from(cfg.lr),
     }
-    .step_ranges(&mut fast[..], &acc.grads[..], &ranges)?;
-    Ok((norm, acc.active.iter().filter(|a| **a).count()))
+    .step_ranges(&mut fast[..], &grads[..], &ranges)?;
+    Ok((norm, active.iter().filter(|a| **a).count()))
 }
 
 /// The layout must be Tiny's meta-rim split, whose fast group is exactly the module RNNs.

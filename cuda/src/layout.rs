@@ -225,24 +225,21 @@ impl ModelLayout {
                 what: "bag-of-words encoder with bow_dim 0".into(),
             });
         }
-        let nh = r.n_modules * r.hidden;
-        let rim = RimLayout::new(dims);
+        let w = Widths::of(dims);
+        let nh = w.nh;
+        let rim = RimLayout::new(dims, &w);
         let enc = EncoderLayout::new(dims);
         let instr = InstrLayout::new(dims);
         Ok(ModelLayout {
             dims: *dims,
-            n: r.n_modules,
+            n: w.n,
             k: r.k_active,
-            hid: r.hidden,
+            hid: w.hid,
             input: r.input,
             nh,
-            qw: r.in_heads * r.d_k,
-            uw: r.in_heads * r.d_v,
-            cw: if r.communication {
-                r.c_heads * r.c_k
-            } else {
-                0
-            },
+            qw: w.qw,
+            uw: w.uw,
+            cw: w.cw,
             mw: nh,
             rim,
             lstm: LstmLayout {
@@ -252,23 +249,44 @@ impl ModelLayout {
             enc,
             instr,
             heads: HeadsLayout::new(dims, nh),
-            smem: SmemLayout::new(dims, &rim, &enc, &instr)?,
+            smem: SmemLayout::new(dims, &w, &rim, &enc, &instr)?,
         })
     }
 }
 
-impl RimLayout {
-    fn new(dims: &ModelDims) -> RimLayout {
+/// The RIM's widths every block's layout starts from (`model.cuh`'s `N_MOD`, `HID`, `NH`,
+/// `QW`, `UW`, `CW`), computed once.
+struct Widths {
+    n: usize,
+    hid: usize,
+    nh: usize,
+    qw: usize,
+    uw: usize,
+    cw: usize,
+}
+
+impl Widths {
+    fn of(dims: &ModelDims) -> Widths {
         let r = &dims.rim;
-        let (n, hid) = (r.n_modules, r.hidden);
-        let nh = n * hid;
-        let qw = r.in_heads * r.d_k;
-        let uw = r.in_heads * r.d_v;
-        let cw = if r.communication {
-            r.c_heads * r.c_k
-        } else {
-            0
-        };
+        Widths {
+            n: r.n_modules,
+            hid: r.hidden,
+            nh: r.n_modules * r.hidden,
+            qw: r.in_heads * r.d_k,
+            uw: r.in_heads * r.d_v,
+            cw: if r.communication {
+                r.c_heads * r.c_k
+            } else {
+                0
+            },
+        }
+    }
+}
+
+impl RimLayout {
+    fn new(dims: &ModelDims, w: &Widths) -> RimLayout {
+        let r = &dims.rim;
+        let (n, hid, nh, qw, uw, cw) = (w.n, w.hid, w.nh, w.qw, w.uw, w.cw);
         let comm_nh = if r.communication { nh } else { 0 };
         // Module cells: the LSTM's four gates and five cached vectors per unit against the
         // GRU's three and four; its cell state c follows h in the state row.
@@ -419,25 +437,19 @@ impl HeadsLayout {
 }
 
 impl SmemLayout {
-    /// Shared memory of every kernel family of `d` (with the blocks' layouts `rim`, `enc` and
-    /// `instr`); an error when a kernel's sample does not fit in a block.
+    /// Shared memory of every kernel family of `d` (with its widths `w` and the blocks'
+    /// layouts `rim`, `enc` and `instr`); an error when a kernel's sample does not fit in a
+    /// block.
     fn new(
         d: &ModelDims,
+        w: &Widths,
         rim: &RimLayout,
         enc: &EncoderLayout,
         instr: &InstrLayout,
     ) -> Result<SmemLayout> {
         let r = &d.rim;
-        let n = r.n_modules;
-        let nh = n * r.hidden;
+        let (n, nh, qw, uw, cw) = (w.n, w.nh, w.qw, w.uw, w.cw);
         let mw = nh;
-        let qw = r.in_heads * r.d_k;
-        let uw = r.in_heads * r.d_v;
-        let cw = if r.communication {
-            r.c_heads * r.c_k
-        } else {
-            0
-        };
         let rcl = rim.rsl - nh;
         let rgh = rim.rgh;
         let (hh, na) = (d.head_hidden, d.n_actions);

@@ -549,8 +549,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 /// `metarim bench rim`: details first, the `bench-rim:` summary line last.
 fn bench_rim(a: &RimBenchArgs) -> Result<()> {
-    let dims = model::preset(&a.preset)?;
-    let preset = train::config::Preset::from_name(&a.preset)?.name();
+    let preset = train::config::Preset::from_name(&a.preset)?;
+    let dims = preset.dims();
     let threads = match a.threads {
         Some(t) => t,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),

@@ -9,11 +9,6 @@ use metarim_core::nn::policy::{
     chunk_work_len, fast_work_len, scratch_len, state_len, step_cache_len,
 };
 
-/// The preset named `name` (`Paper`, `Small` or `Tiny`, any case).
-pub fn preset(name: &str) -> Result<ModelDims> {
-    Ok(crate::train::config::Preset::from_name(name)?.dims())
-}
-
 /// The mode named `name` (`meta-rim`, `reversed`, `joint`, `lstm`).
 pub fn mode(name: &str) -> Result<Mode> {
     Mode::from_name(name).ok_or_else(|| {

@@ -617,19 +617,8 @@ pub fn select_top_k<S: Real>(null: &[S], k: usize, mask: &mut [S], active: &mut 
     }
 }
 
-/// One module's RNN weights out of its `rnn` block.
-fn rnn_view<'a, S>(block: &'a [S], d: &RimDims) -> [&'a [S]; 4] {
-    let gh = mul(rnn_gates(d), d.hidden);
-    let mut b = block;
-    let w_ih = take(&mut b, mul(gh, module_input(d)));
-    let w_hh = take(&mut b, mul(gh, d.hidden));
-    let b_ih = take(&mut b, gh);
-    let b_hh = take(&mut b, gh);
-    [w_ih, w_hh, b_ih, b_hh]
-}
-
-/// One module's RNN gradients out of its `rnn` block.
-fn rnn_view_mut<'a, S>(block: &'a mut [S], d: &RimDims) -> [&'a mut [S]; 4] {
+/// One module's RNN weights (or gradients) out of its `rnn` block: `[w_ih, w_hh, b_ih, b_hh]`.
+fn rnn_view<T: Cut>(block: T, d: &RimDims) -> [T; 4] {
     let gh = mul(rnn_gates(d), d.hidden);
     let mut b = block;
     let w_ih = take(&mut b, mul(gh, module_input(d)));
@@ -1264,7 +1253,7 @@ fn module_backward<S: Real>(
     let rc = chunk(c.rnn, m, rnn_cache_len(d));
     s.du.fill(S::ZERO);
     let [w_ih, w_hh, b_ih, b_hh] = rnn_view(chunk(w.rnn, m, rml), d);
-    let [gw_ih, gw_hh, gb_ih, gb_hh] = rnn_view_mut(chunk_mut(g.rnn, m, rml), d);
+    let [gw_ih, gw_hh, gb_ih, gb_hh] = rnn_view(chunk_mut(g.rnn, m, rml), d);
     if d.cell == CellKind::Lstm {
         // An inactive module's c~ is never read (communication reads h~ only): zero grad.
         if c.active(m) {
