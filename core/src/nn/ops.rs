@@ -40,50 +40,33 @@ pub fn dot<S: Real>(a: &[S], b: &[S]) -> S {
     ((a0 + a4) + (a1 + a5)) + ((a2 + a6) + (a3 + a7)) + tail
 }
 
-/// The `[n_out x n_in]` row-major weight `w` as nalgebra's column-major `[n_in x n_out]` view
-/// (column `o` is row `o` of `W`), with `n_out` cut to what both `w` and `rows` hold, so the
-/// view constructors cannot panic.
-#[inline]
-fn weight_view<S: Real>(w: &[S], n_in: usize, rows: usize) -> Option<nalgebra::DMatrixView<'_, S>> {
-    if n_in == 0 {
-        return None;
-    }
-    let n_out = rows.min(w.len() / n_in);
-    let w = w.get(..n_in * n_out)?;
-    Some(nalgebra::DMatrixView::from_slice(w, n_in, n_out))
-}
-
 /// `y = W x (+ b)`, `W` row-major `[y.len() x x.len()]`.
 #[inline]
 pub fn linear<S: Real>(w: &[S], b: Option<&[S]>, x: &[S], y: &mut [S]) {
     let n_in = x.len();
-    let Some(m) = weight_view(w, n_in, y.len()) else {
+    if n_in == 0 {
         y.iter_mut().for_each(|v| *v = S::ZERO);
         return;
-    };
-    let n_out = m.ncols();
-    let xv = nalgebra::DVectorView::from_slice(x, n_in);
-    let Some(yo) = y.get_mut(..n_out) else { return };
-    match b.and_then(|b| b.get(..n_out)) {
-        Some(b) => yo.copy_from_slice(b),
-        None => yo.iter_mut().for_each(|v| *v = S::ZERO),
     }
-    let mut yv = nalgebra::DVectorViewMut::from_slice(yo, n_out);
-    yv.gemv_tr(S::ONE, &m, &xv, S::ONE);
+    for (o, (yo, row)) in y.iter_mut().zip(w.chunks_exact(n_in)).enumerate() {
+        let bias = match b {
+            Some(b) => b.get(o).copied().unwrap_or(S::ZERO),
+            None => S::ZERO,
+        };
+        *yo = bias + dot(row, x);
+    }
 }
 
 /// `y += W x`, `W` row-major `[y.len() x x.len()]`.
 #[inline]
 pub fn linear_acc<S: Real>(w: &[S], x: &[S], y: &mut [S]) {
     let n_in = x.len();
-    let Some(m) = weight_view(w, n_in, y.len()) else {
+    if n_in == 0 {
         return;
-    };
-    let n_out = m.ncols();
-    let xv = nalgebra::DVectorView::from_slice(x, n_in);
-    let Some(yo) = y.get_mut(..n_out) else { return };
-    let mut yv = nalgebra::DVectorViewMut::from_slice(yo, n_out);
-    yv.gemv_tr(S::ONE, &m, &xv, S::ONE);
+    }
+    for (yo, row) in y.iter_mut().zip(w.chunks_exact(n_in)) {
+        *yo += dot(row, x);
+    }
 }
 
 /// Backward of [`linear`]: `dW += dy x^T`, `db += dy`, `dx += W^T dy` (each when given).
@@ -105,24 +88,23 @@ pub fn linear_backward<S: Real>(
     if n_in == 0 {
         return;
     }
-    let xv = nalgebra::DVectorView::from_slice(x, n_in);
     if let Some(dw) = dw {
-        let n_out = dy.len().min(dw.len() / n_in);
-        if let (Some(dw), Some(d)) = (dw.get_mut(..n_in * n_out), dy.get(..n_out)) {
-            let mut g = nalgebra::DMatrixViewMut::from_slice(dw, n_in, n_out);
-            let dv = nalgebra::DVectorView::from_slice(d, n_out);
-            g.ger(S::ONE, &xv, &dv, S::ONE);
+        for (grow, d) in dw.chunks_exact_mut(n_in).zip(dy) {
+            if *d == S::ZERO {
+                continue;
+            }
+            for (g, xi) in grow.iter_mut().zip(x) {
+                *g += *d * *xi;
+            }
         }
     }
     if let Some(dx) = dx {
-        if let Some(m) = weight_view(w, n_in, dy.len()) {
-            let n_out = m.ncols();
-            let rows = dx.len().min(n_in);
-            if let (Some(d), Some(dx)) = (dy.get(..n_out), dx.get_mut(..rows)) {
-                let dv = nalgebra::DVectorView::from_slice(d, n_out);
-                let m = m.rows(0, rows);
-                let mut dxv = nalgebra::DVectorViewMut::from_slice(dx, rows);
-                dxv.gemv(S::ONE, &m, &dv, S::ONE);
+        for (row, d) in w.chunks_exact(n_in).zip(dy) {
+            if *d == S::ZERO {
+                continue;
+            }
+            for (g, wi) in dx.iter_mut().zip(row) {
+                *g += *d * *wi;
             }
         }
     }

@@ -10,11 +10,6 @@ use core::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub, SubAssign};
 /// A floating-point scalar: `f32` or `f64`.
 pub trait Real:
     Copy
-    + nalgebra::Scalar
-    + nalgebra::ClosedAddAssign
-    + nalgebra::ClosedMulAssign
-    + num_traits::Zero
-    + num_traits::One
     + Default
     + PartialOrd
     + Debug
