@@ -50,11 +50,10 @@ __device__ __forceinline__ u64 grid_stride() {
     return (u64)gridDim.x * (u64)blockDim.x;
 }
 
-// The buffer element of selected element `i` (0 <= i < range_prefix[nranges]): binary search for
-// the last range r with range_prefix[r] <= i (empty ranges are skipped naturally), then
-// range_off[r] + (i - range_prefix[r]).
-__device__ __forceinline__ u64 range_element(const u64* range_off, const u64* range_prefix,
-                                             unsigned int nranges, u64 i) {
+// The range of selected element `i` (0 <= i < range_prefix[nranges]): binary search for the
+// last range r with range_prefix[r] <= i (empty ranges are skipped naturally).
+__device__ __forceinline__ unsigned int range_of(const u64* range_prefix, unsigned int nranges,
+                                                 u64 i) {
     unsigned int lo = 0;
     unsigned int hi = nranges;  // invariant: range_prefix[lo] <= i < range_prefix[hi]
     while (hi - lo > 1) {
@@ -65,7 +64,15 @@ __device__ __forceinline__ u64 range_element(const u64* range_off, const u64* ra
             hi = mid;
         }
     }
-    return range_off[lo] + (i - range_prefix[lo]);
+    return lo;
+}
+
+// The buffer element of selected element `i`: range_off[r] + (i - range_prefix[r]) for its
+// range r.
+__device__ __forceinline__ u64 range_element(const u64* range_off, const u64* range_prefix,
+                                             unsigned int nranges, u64 i) {
+    const unsigned int r = range_of(range_prefix, nranges, i);
+    return range_off[r] + (i - range_prefix[r]);
 }
 
 // ---------------------------------------------------------------------------------------------

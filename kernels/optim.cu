@@ -29,17 +29,7 @@
 // The module of selected element i's range, and whether that range is skipped.
 __device__ __forceinline__ bool range_skipped(const u64* range_prefix, const int* range_module,
                                               const u32* counts, u32 nranges, u64 i) {
-    unsigned int lo = 0;
-    unsigned int hi = nranges;
-    while (hi - lo > 1) {
-        unsigned int mid = lo + (hi - lo) / 2;
-        if (range_prefix[mid] <= i) {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    const int m = range_module[lo];
+    const int m = range_module[range_of(range_prefix, nranges, i)];
     return counts && m >= 0 && counts[m] == 0;
 }
 

@@ -81,6 +81,17 @@ impl Default for AdaptConfig {
 }
 
 impl AdaptConfig {
+    /// The PPO coefficients of a fast step: the policy terms only (the value head is not in
+    /// the fast group, so no value loss and no value clipping).
+    pub fn ppo_coefs(&self) -> PpoCoefs<f32> {
+        PpoCoefs {
+            clip_eps: self.clip_eps,
+            value_coef: 0.0,
+            entropy_coef: self.entropy_coef,
+            clip_value: false,
+        }
+    }
+
     /// Check the settings that have no meaning outside a range: `windows_per_step` at least 1
     /// (0 used to be read as 1 silently).
     pub fn validate(&self) -> Result<(), Error> {
@@ -257,12 +268,7 @@ impl<const W: usize> TinyAdapter<W> {
             return Ok(UpdateReport::default());
         }
         self.advantages(bootstrap, cfg);
-        let coefs = PpoCoefs {
-            clip_eps: cfg.clip_eps,
-            value_coef: 0.0,
-            entropy_coef: cfg.entropy_coef,
-            clip_value: false,
-        };
+        let coefs = cfg.ppo_coefs();
         let steps: [FastStep<'_, f32>; W] = core::array::from_fn(|t| FastStep {
             x: &self.xs[t],
             state_in: &self.states[t],
@@ -874,12 +880,7 @@ mod tests {
                     },
                 })
                 .collect();
-            let coefs = PpoCoefs {
-                clip_eps: cfg.clip_eps,
-                value_coef: 0.0,
-                entropy_coef: cfg.entropy_coef,
-                clip_value: false,
-            };
+            let coefs = cfg.ppo_coefs();
             let st = policy
                 .fast_window_backward(
                     &steps,

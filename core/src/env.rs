@@ -157,15 +157,7 @@ impl Env {
     pub fn new(width: usize, height: usize) -> Result<Env, Error> {
         Ok(Env {
             grid: Grid::new(width, height)?,
-            agent_pos: Pos::new(1, 1),
-            agent_dir: 0,
-            carrying: None,
-            step_count: 0,
-            max_steps: 100,
-            see_through_walls: false,
-            layout: None,
-            mission: MissionText::new(),
-            task: Task::Goal,
+            ..Env::EMPTY
         })
     }
 

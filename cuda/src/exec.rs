@@ -316,27 +316,24 @@ pub trait Elem: bytemuck::Pod + Default + fmt::Debug + Send + Sync {
     const PTR: ArgKind;
 }
 
-impl Elem for f32 {
-    const PTR: ArgKind = ArgKind::PtrF32;
+/// `impl Elem` for each `type => pointer kind` pair.
+macro_rules! elem_types {
+    ($($t:ty => $kind:ident),* $(,)?) => {
+        $(impl Elem for $t {
+            const PTR: ArgKind = ArgKind::$kind;
+        })*
+    };
 }
-impl Elem for f64 {
-    const PTR: ArgKind = ArgKind::PtrF64;
-}
-impl Elem for u8 {
-    const PTR: ArgKind = ArgKind::PtrU8;
-}
-impl Elem for u16 {
-    const PTR: ArgKind = ArgKind::PtrU16;
-}
-impl Elem for u32 {
-    const PTR: ArgKind = ArgKind::PtrU32;
-}
-impl Elem for i32 {
-    const PTR: ArgKind = ArgKind::PtrI32;
-}
-impl Elem for u64 {
-    const PTR: ArgKind = ArgKind::PtrU64;
-}
+
+elem_types!(
+    f32 => PtrF32,
+    f64 => PtrF64,
+    u8 => PtrU8,
+    u16 => PtrU16,
+    u32 => PtrU32,
+    i32 => PtrI32,
+    u64 => PtrU64,
+);
 
 /// A typed device buffer of `len` elements, freed on drop.
 pub struct DevBuf<T: Elem> {

@@ -374,7 +374,7 @@ fn adam_kernel_matches_the_cpu_bit_for_bit() {
 
 #[test]
 fn bad_input_is_an_error_naming_it() {
-    use metarim_cuda::engine::{CudaPolicy, PassChunk};
+    use metarim_cuda::engine::CudaPolicy;
     use metarim_cuda::exec::{launch, Arg, DevBuf, LaunchCfg};
     let Some(exec) = emu() else { return };
     let dims = metarim_core::nn::dims::TINY;
@@ -384,14 +384,7 @@ fn bad_input_is_an_error_naming_it() {
     let mut chunks = minibatch(&dims, 2, 3, 0.0, 1);
     let run = |dev: &mut CudaPolicy, chunks: &[Chunk]| -> String {
         let steps: Vec<Vec<_>> = chunks.iter().map(Chunk::steps).collect();
-        let pass: Vec<PassChunk<'_, '_>> = steps
-            .iter()
-            .zip(chunks)
-            .map(|(s, c)| PassChunk {
-                steps: s,
-                init_state: &c.init,
-            })
-            .collect();
+        let pass = pass_chunks(&steps, chunks);
         dev.grad_pass(&pass, &coefs(), 0.1)
             .map(|_| String::new())
             .unwrap_or_else(|e| e.to_string())

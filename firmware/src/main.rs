@@ -172,15 +172,19 @@ fn run(
         repeat
     );
 
+    // The evaluation run before and after adaptation: the same episodes each time.
+    let evaluate = |ctx: &mut Ctx<'_>| {
+        episodes::run(
+            ctx,
+            &level,
+            config::SEED,
+            config::EPISODES,
+            config::ARGMAX,
+            repeat,
+        )
+    };
     // (a) The model as loaded.
-    let before = episodes::run(
-        &mut ctx,
-        &level,
-        config::SEED,
-        config::EPISODES,
-        config::ARGMAX,
-        repeat,
-    )?;
+    let before = evaluate(&mut ctx)?;
     report("before", &before);
     // (b) On-device adaptation of the fast group (module RNNs) on the same level's episodes
     // (seed + 1: other episodes than the evaluation's), with core's adaptation loop.
@@ -198,14 +202,7 @@ fn run(
         Adapter::RAM_BYTES
     );
     // (c) The same evaluation episodes again.
-    let after = episodes::run(
-        &mut ctx,
-        &level,
-        config::SEED,
-        config::EPISODES,
-        config::ARGMAX,
-        repeat,
-    )?;
+    let after = evaluate(&mut ctx)?;
     report("after", &after);
 
     let stack_run = mem::stack_high_water(sections);

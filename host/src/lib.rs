@@ -37,5 +37,6 @@ pub mod play;
 pub mod plot;
 pub mod render;
 pub mod rim_bench;
+pub mod threads;
 pub mod trace;
 pub mod train;

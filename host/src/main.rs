@@ -1011,21 +1011,21 @@ fn cmd_adapt(a: AdaptArgs) -> Result<ExitCode> {
         cfg,
     };
     let r = host::adapt::run(&a.checkpoint, &o)?;
-    let ci = |s: &metarim_core::adapt::EpisodeStats| {
-        train::eval::wilson(s.successes as usize, s.episodes as usize)
-    };
-    let (b, af) = (ci(&r.before), ci(&r.after));
+    // One line per evaluation: successes, rate, Wilson interval, mean return.
+    let evaluation =
+        |out: &mut io::StdoutLock, label: &str, s: &metarim_core::adapt::EpisodeStats| {
+            let (lo, hi) = train::eval::wilson(s.successes as usize, s.episodes as usize);
+            writeln!(
+                out,
+                "{label}: success {}/{} ({:.4}, 95% CI {lo:.4}-{hi:.4}) mean return {:.4}",
+                s.successes,
+                s.episodes,
+                s.success_rate(),
+                s.return_sum / s.episodes.max(1) as f32
+            )
+        };
     let mut out = io::stdout().lock();
-    writeln!(
-        out,
-        "before: success {}/{} ({:.4}, 95% CI {:.4}-{:.4}) mean return {:.4}",
-        r.before.successes,
-        r.before.episodes,
-        r.before.success_rate(),
-        b.0,
-        b.1,
-        r.before.return_sum / r.before.episodes.max(1) as f32
-    )?;
+    evaluation(&mut out, "before", &r.before)?;
     writeln!(
         out,
         "adapting: {} episodes, {} steps, {} windows, {} fast updates (mean grad norm {:.4}, \
@@ -1041,16 +1041,7 @@ fn cmd_adapt(a: AdaptArgs) -> Result<ExitCode> {
         r.during.success_rate(),
         r.adapter_bytes
     )?;
-    writeln!(
-        out,
-        "after: success {}/{} ({:.4}, 95% CI {:.4}-{:.4}) mean return {:.4}",
-        r.after.successes,
-        r.after.episodes,
-        r.after.success_rate(),
-        af.0,
-        af.1,
-        r.after.return_sum / r.after.episodes.max(1) as f32
-    )?;
+    evaluation(&mut out, "after", &r.after)?;
     writeln!(
         out,
         "adapt: level={} before={:.4} after={:.4} episodes={}",

@@ -15,6 +15,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use anyhow::{anyhow, Result};
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -228,13 +229,7 @@ pub fn write_banded_curves(
                 });
         }
         if !sorted_series.is_empty() {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::LowerRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .label_font((FONT, 14))
-                .draw()?;
+            draw_legend(&mut chart)?;
         }
         if !any {
             let note = (FONT, 18)
@@ -489,6 +484,20 @@ fn format_value(v: f64, span: f64) -> String {
 
 /// Draw a `CURVE_WIDTH x CURVE_HEIGHT` white image with `title` on top, the rest drawn by
 /// `body`.
+/// The series' legend, in the lower right corner (where learning curves leave room).
+fn draw_legend<'a>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font((FONT, 14))
+        .draw()?;
+    Ok(())
+}
+
 fn draw(
     title: &str,
     body: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> Result<()>,
@@ -562,13 +571,7 @@ fn panel(
         }
     }
     if labelled {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font((FONT, 14))
-            .draw()?;
+        draw_legend(&mut chart)?;
     }
     if lines.iter().all(|(_, _, runs)| runs.is_empty()) {
         let note = (FONT, 18)

@@ -1,34 +1,19 @@
 //! `metarim adapt` (the host twin of on-device adaptation): deterministic, adapts only the
 //! fast group, refuses checkpoints that are not Tiny / meta-rim.
 
+mod common;
+
+use common::{opts, small_config};
 use host::adapt::{run, AdaptOptions};
-use host::train::run::{train, RunOptions};
-use host::train::TrainConfig;
+use host::train::run::train;
 use metarim_core::adapt::AdaptConfig;
 
 fn trained(name: &str, mode: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("metarim-adapt-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let cfg = TrainConfig {
-        mode: metarim_core::nn::params::Mode::from_name(mode).expect("a mode name"),
-        procs: 4,
-        frames_per_proc: 20,
-        recurrence: 10,
-        batch_size: 40,
-        frames: 320,
-        ..TrainConfig::device()
-    };
-    train(
-        &cfg,
-        &RunOptions {
-            out: dir.clone(),
-            resume: false,
-            progress: false,
-            stop_after_updates: None,
-        },
-    )
-    .unwrap()
-    .checkpoint
+    train(&small_config(mode, 4, 320), &opts(&dir))
+        .unwrap()
+        .checkpoint
 }
 
 #[test]

@@ -5,6 +5,9 @@
 //! plus the options (only some groups, stored memory inputs) and independence from the thread
 //! count (bit for bit).
 
+mod common;
+
+use common::rel_err;
 use host::batch::gemm::Scalar;
 use host::train::batched::{BatchedGrads, PassOptions, Seq};
 use host::train::GroupVecs;
@@ -166,15 +169,6 @@ fn batched_grads<S: Scalar>(
     (g, s.sum.loss.to_f64())
 }
 
-fn rel_err<S: Scalar>(a: &[S], b: &[S]) -> (f64, f64) {
-    let scale = b.iter().fold(0.0f64, |m, v| m.max(v.to_f64().abs()));
-    let err = a
-        .iter()
-        .zip(b)
-        .fold(0.0f64, |m, (x, y)| m.max((x.to_f64() - y.to_f64()).abs()));
-    (if scale > 0.0 { err / scale } else { err }, scale)
-}
-
 /// Compares the batched pass with the core's; returns the largest relative error of a
 /// parameter tensor's gradient.
 fn check<S: Scalar>(
@@ -273,13 +267,7 @@ fn check<S: Scalar>(
 
 /// `d` with LSTM modules in its RIM (memory state `[h | c]`).
 fn lstm_cells(d: &ModelDims) -> ModelDims {
-    ModelDims {
-        rim: RimDims {
-            cell: CellKind::Lstm,
-            ..d.rim
-        },
-        ..*d
-    }
+    d.with_cell(CellKind::Lstm)
 }
 
 #[test]

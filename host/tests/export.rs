@@ -2,9 +2,12 @@
 //! same parameters (f32 bit-exact, f16 within half precision); mismatched presets and bad
 //! paths are clear errors, and nothing is left behind on failure.
 
+mod common;
+
+use common::{opts, small_config};
 use host::export::{export, parse_dtype};
-use host::train::run::{train, RunOptions};
-use host::train::{checkpoint, TrainConfig};
+use host::train::checkpoint;
+use host::train::run::train;
 use metarim_core::blob::{Blob, FrozenDtype};
 use metarim_core::nn::dims::TINY;
 use metarim_core::nn::params::Mode;
@@ -13,24 +16,7 @@ use metarim_core::nn::params::Mode;
 fn export_round_trips_through_the_core_parser() {
     let dir = std::env::temp_dir().join(format!("metarim-export-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let cfg = TrainConfig {
-        procs: 4,
-        frames_per_proc: 20,
-        recurrence: 10,
-        batch_size: 40,
-        frames: 160,
-        ..TrainConfig::device()
-    };
-    let s = train(
-        &cfg,
-        &RunOptions {
-            out: dir.clone(),
-            resume: false,
-            progress: false,
-            stop_after_updates: None,
-        },
-    )
-    .unwrap();
+    let s = train(&small_config("meta-rim", 4, 160), &opts(&dir)).unwrap();
     let ck = checkpoint::load(&s.checkpoint).unwrap();
     for (name, dtype) in [("f32", FrozenDtype::F32), ("f16", FrozenDtype::F16)] {
         assert_eq!(parse_dtype(name).unwrap(), dtype);

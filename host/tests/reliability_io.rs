@@ -2,16 +2,19 @@
 //! trace files, exports the firmware can run, atomic writes that survive a full disk, and one
 //! clear error for each bad argument, before anything is written.
 
+mod common;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::{opts, small_config};
 use host::experiment::{self, ExperimentOptions, Overrides};
 use host::export::{export, export_checkpoint};
 use host::render::GifWriter;
-use host::train::run::{train, RunOptions};
+use host::train::run::train;
 use host::train::{checkpoint, TrainConfig};
 use metarim_core::blob::FrozenDtype;
 
@@ -62,23 +65,13 @@ fn listing(dir: &Path) -> Vec<String> {
 /// caller removes `dir`).
 fn checkpoint_of(mode: &str, dir: &Path) -> PathBuf {
     let cfg = TrainConfig {
-        mode: metarim_core::nn::params::Mode::from_name(mode).expect("a mode name"),
-        procs: 4,
-        frames_per_proc: 20,
-        recurrence: 10,
-        batch_size: 40,
-        frames: 80,
         threads: 1,
         backend: host::train::config::BackendChoice::Cpu,
-        ..TrainConfig::device()
+        ..small_config(mode, 4, 80)
     };
-    let opts = RunOptions {
-        out: dir.join(format!("ckpt-{mode}")),
-        resume: false,
-        progress: false,
-        stop_after_updates: None,
-    };
-    train(&cfg, &opts).unwrap().checkpoint
+    train(&cfg, &opts(&dir.join(format!("ckpt-{mode}"))))
+        .unwrap()
+        .checkpoint
 }
 
 /// A reader of `n` bytes of `b'x'` with no newline, produced on the fly.
@@ -136,22 +129,11 @@ fn export_refuses_what_the_firmware_cannot_run() {
     // An override of the preset's dims (the firmware's buffers are sized for Tiny's).
     let cfg = TrainConfig {
         k_active: Some(3),
-        procs: 4,
-        frames_per_proc: 20,
-        recurrence: 10,
-        batch_size: 40,
-        frames: 80,
         threads: 1,
         backend: host::train::config::BackendChoice::Cpu,
-        ..TrainConfig::device()
+        ..small_config("meta-rim", 4, 80)
     };
-    let opts = RunOptions {
-        out: dir.join("k3"),
-        resume: false,
-        progress: false,
-        stop_after_updates: None,
-    };
-    let k3 = train(&cfg, &opts).unwrap().checkpoint;
+    let k3 = train(&cfg, &opts(&dir.join("k3"))).unwrap().checkpoint;
     let e = format!(
         "{:#}",
         export(&k3, "Tiny", FrozenDtype::F32, &blobs.join("k3.bin")).unwrap_err()

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{opts, tiny_train_args, tmpdir};
+use common::{opts, tiny_config, tiny_train_args, tmpdir};
 use host::train::checkpoint::{self, FORMAT_VERSION};
 use host::train::run::{train, RunOptions, CHECKPOINT_FILE};
 use host::train::TrainConfig;
@@ -17,18 +17,8 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 fn tiny(frames: u64) -> TrainConfig {
     TrainConfig {
-        level: "BabyAI-GoToLocalS5N2-v0".into(),
-        procs: 6,
-        frames_per_proc: 20,
-        recurrence: 10,
-        batch_size: 40,
-        slowness: 2,
-        inner_steps: 2,
-        outer_steps: 2,
-        frames,
-        save_interval: 1,
         threads: 1,
-        ..TrainConfig::device()
+        ..tiny_config("meta-rim", frames)
     }
 }
 

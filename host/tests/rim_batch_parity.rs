@@ -4,6 +4,9 @@
 //! selections, input gradients and every parameter gradient, for random weights, inputs and
 //! episode starts, with the sequences split into shards in several ways.
 
+mod common;
+
+use common::rel_err;
 use host::batch::rim::{
     even_bounds, grads_view, param_offsets, weights_view, RimBatch, RimScratch, Scalar,
 };
@@ -32,17 +35,6 @@ fn uniform<S: Scalar>(rng: &mut Pcg32, n: usize, scale: f64) -> Vec<S> {
     (0..n)
         .map(|_| S::from_f64((rng.gen_f32() as f64 * 2.0 - 1.0) * scale))
         .collect()
-}
-
-/// `max |a - b| / max |b|` over a tensor (normwise relative error), and `max |b|`.
-fn rel_err<S: Scalar>(a: &[S], b: &[S]) -> (f64, f64) {
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(0.0f64, |m, v| m.max(v.to_f64().abs()));
-    let err = a
-        .iter()
-        .zip(b)
-        .fold(0.0f64, |m, (x, y)| m.max((x.to_f64() - y.to_f64()).abs()));
-    (if scale > 0.0 { err / scale } else { err }, scale)
 }
 
 const NAMES: [&str; 9] = [

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{opts, tiny_train_args, tmpdir};
+use common::{opts, tiny_config, tiny_train_args, tmpdir};
 use host::train::checkpoint;
 use host::train::run::{train, RunOptions, CHECKPOINT_FILE};
 use host::train::TrainConfig;
@@ -17,20 +17,9 @@ use host::train::TrainConfig;
 /// A small, fast config (Tiny preset, few envs and frames) in a given mode.
 fn tiny(mode: &str, frames: u64) -> TrainConfig {
     TrainConfig {
-        mode: metarim_core::nn::params::Mode::from_name(mode).expect("a mode name"),
-        level: "BabyAI-GoToLocalS5N2-v0".into(),
-        procs: 6,
-        frames_per_proc: 20,
-        recurrence: 10,
-        batch_size: 40,
-        slowness: 2,
-        inner_steps: 2,
-        outer_steps: 2,
         epochs: 2,
         grad_shards: 3,
-        frames,
-        save_interval: 1,
-        ..TrainConfig::device()
+        ..tiny_config(mode, frames)
     }
 }
 

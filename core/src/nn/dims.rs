@@ -107,6 +107,14 @@ pub struct ModelDims {
 }
 
 impl ModelDims {
+    /// These dims with RIM modules of `cell` (a preset with the RIMs paper's LSTM modules, say).
+    pub const fn with_cell(self, cell: CellKind) -> ModelDims {
+        ModelDims {
+            rim: RimDims { cell, ..self.rim },
+            ..self
+        }
+    }
+
     /// Width of the encoded observation.
     pub const fn obs_features(&self) -> usize {
         self.conv_channels[2]

@@ -374,6 +374,48 @@ pub fn lstm_forward<S: Real>(
     }
 }
 
+/// The pointwise part of [`lstm_backward`] for `hid` units: from the cache
+/// `[i | f | g | o | tanh(c')]` (`5H`), the incoming cell state `c` and the gradients of the
+/// outgoing `h'` (`dh_out`) and `c'` (`dc_out`), writes the gate pre-activation gradients `da`
+/// (`4H`; the input and hidden sides share them, as their pre-activations are summed) and
+/// accumulates the incoming cell state's gradient into `dc`. The batched RIM's LSTM modules
+/// call it too, so both paths compute the same expressions in the same order. Missing
+/// gradient or state entries count as zero; a short `cache` or `da` computes nothing.
+#[inline]
+pub fn lstm_gate_grads<S: Real>(
+    hid: usize,
+    cache: &[S],
+    c: &[S],
+    dh_out: &[S],
+    dc_out: &[S],
+    da: &mut [S],
+    dc: &mut [S],
+) {
+    if cache.len() < 5 * hid || da.len() < 4 * hid {
+        return;
+    }
+    let (gates, tc) = cache.split_at(4 * hid);
+    for u in 0..hid {
+        let (i, f, gg, o, t) = (
+            gates[u],
+            gates[hid + u],
+            gates[2 * hid + u],
+            gates[3 * hid + u],
+            tc[u],
+        );
+        let dho = dh_out.get(u).copied().unwrap_or(S::ZERO);
+        let dct = dc_out.get(u).copied().unwrap_or(S::ZERO) + dho * o * (S::ONE - t * t);
+        let cu = c.get(u).copied().unwrap_or(S::ZERO);
+        da[u] = dct * gg * i * (S::ONE - i);
+        da[hid + u] = dct * cu * f * (S::ONE - f);
+        da[2 * hid + u] = dct * i * (S::ONE - gg * gg);
+        da[3 * hid + u] = dho * t * o * (S::ONE - o);
+        if let Some(v) = dc.get_mut(u) {
+            *v += dct * f;
+        }
+    }
+}
+
 /// Backward of [`lstm_forward`]: given `dh_out` and `dc_out`, accumulate weight gradients, the
 /// input gradient (if `dx` given) and the previous state's gradients `dh`, `dc`.
 /// `scratch` needs `4H` elements.
@@ -396,27 +438,8 @@ pub fn lstm_backward<S: Real>(
     if cache.len() < 5 * hid || scratch.len() < 4 * hid {
         return;
     }
-    let (gates, tc) = cache.split_at(4 * hid);
     let da = &mut scratch[..4 * hid];
-    for u in 0..hid {
-        let (i, f, gg, o, t) = (
-            gates[u],
-            gates[hid + u],
-            gates[2 * hid + u],
-            gates[3 * hid + u],
-            tc[u],
-        );
-        let dho = dh_out.get(u).copied().unwrap_or(S::ZERO);
-        let dct = dc_out.get(u).copied().unwrap_or(S::ZERO) + dho * o * (S::ONE - t * t);
-        let cu = c.get(u).copied().unwrap_or(S::ZERO);
-        da[u] = dct * gg * i * (S::ONE - i);
-        da[hid + u] = dct * cu * f * (S::ONE - f);
-        da[2 * hid + u] = dct * i * (S::ONE - gg * gg);
-        da[3 * hid + u] = dho * t * o * (S::ONE - o);
-        if let Some(v) = dc.get_mut(u) {
-            *v += dct * f;
-        }
-    }
+    lstm_gate_grads(hid, cache, c, dh_out, dc_out, da, dc);
     linear_backward(p.w_ih, x, da, dx, Some(g.w_ih), Some(g.b_ih));
     linear_backward(p.w_hh, h, da, Some(dh), Some(g.w_hh), Some(g.b_hh));
 }

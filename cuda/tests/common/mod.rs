@@ -110,13 +110,7 @@ pub fn film_configs(include_small: bool) -> Vec<(&'static str, ModelDims)> {
 /// without communication (inactive modules' cells not computed) and Tiny with bag of words +
 /// FiLM; with `include_small` also the Small preset with LSTM cells.
 pub fn lstm_cell_configs(include_small: bool) -> Vec<(&'static str, ModelDims)> {
-    let lstm = |d: ModelDims| ModelDims {
-        rim: RimDims {
-            cell: CellKind::Lstm,
-            ..d.rim
-        },
-        ..d
-    };
+    let lstm = |d: ModelDims| d.with_cell(CellKind::Lstm);
     let mut v = vec![
         ("Tiny lstm-cells", lstm(TINY)),
         ("small-comm lstm-cells", lstm(small_dims(false, false))),
@@ -338,14 +332,7 @@ pub fn device_grads(
     let mut p =
         CudaPolicy::new(exec.clone(), layout, params.bufs()).unwrap_or_else(|e| panic!("{e}"));
     let steps: Vec<Vec<ChunkStep<'_, f32>>> = chunks.iter().map(Chunk::steps).collect();
-    let pass: Vec<PassChunk<'_, '_>> = steps
-        .iter()
-        .zip(chunks)
-        .map(|(s, c)| PassChunk {
-            steps: s,
-            init_state: &c.init,
-        })
-        .collect();
+    let pass = pass_chunks(&steps, chunks);
     let total: usize = chunks.iter().map(|c| c.obs.len()).sum();
     p.grad_pass(&pass, &coefs(), 1.0 / total as f32)
         .unwrap_or_else(|e| panic!("{e}"));
@@ -788,7 +775,7 @@ pub fn encoder_kernels_parity(
         encoder_tensors,
     };
     use metarim_cuda::args::{EncoderBwd, EncoderFwd, EncoderWgrad};
-    use metarim_cuda::exec::{launch_typed, DevBuf, KernelArgs, LaunchCfg};
+    use metarim_cuda::exec::{DevBuf, LaunchCfg};
     use metarim_cuda::layout::ModelLayout;
     let ok = |e: metarim_cuda::Error| -> ! { panic!("{e}") };
     let d = *dims;
@@ -860,12 +847,6 @@ pub fn encoder_kernels_parity(
     let funcs = exec
         .load(metarim_cuda::Kernel::Encoder, &ml.defines())
         .unwrap_or_else(|e| ok(e));
-    let func = |entry: &str| {
-        funcs
-            .iter()
-            .find(|f| f.entry.name == entry)
-            .unwrap_or_else(|| panic!("encoder.cu has {entry}"))
-    };
     let mut packed = Vec::with_capacity(samples * 147);
     for o in &obs {
         packed.extend(o.iter().flatten());
@@ -897,13 +878,7 @@ pub fn encoder_kernels_parity(
         cache: cache_dev.ptr(),
         samples,
     };
-    launch_typed(
-        &**exec,
-        func(EncoderFwd::ENTRY.name),
-        &per_sample(ml.smem.enc_fwd_smem),
-        &args,
-    )
-    .unwrap_or_else(|e| ok(e));
+    launch_named(exec, &funcs, &per_sample(ml.smem.enc_fwd_smem), &args);
     let args = EncoderBwd {
         p: p_dev.ptr(),
         obs: obs_dev.ptr(),
@@ -915,13 +890,7 @@ pub fn encoder_kernels_parity(
         delta: delta_dev.ptr(),
         samples,
     };
-    launch_typed(
-        &**exec,
-        func(EncoderBwd::ENTRY.name),
-        &per_sample(ml.smem.enc_bwd_smem),
-        &args,
-    )
-    .unwrap_or_else(|e| ok(e));
+    launch_named(exec, &funcs, &per_sample(ml.smem.enc_bwd_smem), &args);
     let args = EncoderWgrad {
         p: p_dev.ptr(),
         obs: obs_dev.ptr(),
@@ -933,13 +902,7 @@ pub fn encoder_kernels_parity(
         samples,
     };
     // Fewer threads than parameters: the grid-stride loop covers the rest.
-    launch_typed(
-        &**exec,
-        func(EncoderWgrad::ENTRY.name),
-        &LaunchCfg::linear(3, 64, 0),
-        &args,
-    )
-    .unwrap_or_else(|e| ok(e));
+    launch_named(exec, &funcs, &LaunchCfg::linear(3, 64, 0), &args);
     let down = |b: &DevBuf<f32>| b.download().unwrap_or_else(|e| ok(e));
     let (got_x, got_cache, got_dx, got_grads) = (
         down(&x_dev),
@@ -1022,7 +985,7 @@ pub fn rim_step_kernels_parity(
         step_cache_len, RimGrads, RimWeights,
     };
     use metarim_cuda::args::{RimBwdStep, RimFwdStep};
-    use metarim_cuda::exec::{launch_typed, DevBuf, KernelArgs, LaunchCfg};
+    use metarim_cuda::exec::{DevBuf, LaunchCfg};
     use metarim_cuda::layout::ModelLayout;
     let ok = |e: metarim_cuda::Error| -> ! { panic!("{e}") };
     let d = *dims;
@@ -1163,19 +1126,7 @@ pub fn rim_step_kernels_parity(
         active_bits: bits_dev.ptr(),
         batch: samples,
     };
-    let entry = |fs: &[metarim_cuda::exec::Func], n: &str| {
-        fs.iter()
-            .find(|f| f.entry.name == n)
-            .unwrap_or_else(|| panic!("no {n}"))
-            .clone()
-    };
-    launch_typed(
-        &**exec,
-        &entry(&fwd, RimFwdStep::ENTRY.name),
-        &cfg(ml.smem.rf_smem),
-        &args,
-    )
-    .unwrap_or_else(|e| ok(e));
+    launch_named(exec, &fwd, &cfg(ml.smem.rf_smem), &args);
     let args = RimBwdStep {
         w_k: wd[0].ptr(),
         w_v: wd[1].ptr(),
@@ -1196,13 +1147,7 @@ pub fn rim_step_kernels_parity(
         delta: delta_dev.ptr(),
         batch: samples,
     };
-    launch_typed(
-        &**exec,
-        &entry(&bwd, RimBwdStep::ENTRY.name),
-        &cfg(ml.smem.rb_smem),
-        &args,
-    )
-    .unwrap_or_else(|e| ok(e));
+    launch_named(exec, &bwd, &cfg(ml.smem.rb_smem), &args);
     let down = |b: &DevBuf<f32>| b.download().unwrap_or_else(|e| ok(e));
     let (got_in, got_out, got_cache) = (down(&in_dev), down(&h_dev), down(&cache_dev));
     let (got_carry, got_dx, delta) = (down(&carry_dev), down(&dx_dev), down(&delta_dev));
@@ -1265,4 +1210,35 @@ pub fn rim_step_kernels_parity(
         .flat_map(|v| v.iter().map(|f| f.to_bits()))
         .collect();
     (worst, differ_all, bits)
+}
+
+/// Launches the entry point of `A` found in `funcs` (a loaded module's functions) with `cfg`;
+/// a missing entry or a failed launch fails the test.
+pub fn launch_named<A: metarim_cuda::exec::KernelArgs>(
+    exec: &Arc<dyn Exec>,
+    funcs: &[metarim_cuda::exec::Func],
+    cfg: &metarim_cuda::exec::LaunchCfg,
+    args: &A,
+) {
+    let name = A::ENTRY.name;
+    let f = funcs
+        .iter()
+        .find(|f| f.entry.name == name)
+        .unwrap_or_else(|| panic!("the module has no {name}"));
+    metarim_cuda::exec::launch_typed(&**exec, f, cfg, args).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The device pass's view of `chunks`, whose steps are `steps` (`Chunk::steps` of each).
+pub fn pass_chunks<'s, 'a>(
+    steps: &'s [Vec<ChunkStep<'a, f32>>],
+    chunks: &'s [Chunk],
+) -> Vec<PassChunk<'a, 's>> {
+    steps
+        .iter()
+        .zip(chunks)
+        .map(|(s, c)| PassChunk {
+            steps: s,
+            init_state: &c.init,
+        })
+        .collect()
 }

@@ -188,10 +188,7 @@ impl<S: Scalar> EncoderBatch<S> {
             dgb: b(nf),
             de: b(hi),
         };
-        capacity
-            .checked_mul(w.total())
-            .filter(|v| *v < (1usize << 40))
-            .ok_or_else(|| anyhow!("batched encoder: capacity too large"))?;
+        super::check_capacity("encoder", capacity, w.total())?;
         Ok(EncoderBatch {
             d: *d,
             bow,

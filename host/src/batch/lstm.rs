@@ -124,10 +124,7 @@ impl<S: Scalar> LstmBatch<S> {
             da: b(4 * hidden),
             dx: b(input),
         };
-        capacity
-            .checked_mul(widths.total())
-            .filter(|v| *v < (1usize << 40))
-            .ok_or_else(|| anyhow!("batched LSTM: capacity too large"))?;
+        super::check_capacity("LSTM", capacity, widths.total())?;
         Ok(LstmBatch {
             input,
             hidden,

@@ -20,3 +20,29 @@ pub mod heads;
 pub mod instr;
 pub mod lstm;
 pub mod rim;
+
+/// Normwise relative error `max_i |a_i - b_i| / max_i |b_i|` over the common length (the
+/// absolute error where `b` is all zero), and `max_i |b_i|`: how the parity tests compare a
+/// tensor computed two ways (batched against the core's per-sample path).
+pub fn normwise_rel_error<S: gemm::Scalar>(a: &[S], b: &[S]) -> (f64, f64) {
+    let scale = b.iter().fold(0.0f64, |m, v| m.max(v.to_f64().abs()));
+    let err = a
+        .iter()
+        .zip(b)
+        .fold(0.0f64, |m, (x, y)| m.max((x.to_f64() - y.to_f64()).abs()));
+    (if scale > 0.0 { err / scale } else { err }, scale)
+}
+
+/// Largest number of scalars one block's batch buffers may hold (2^40: far past any memory,
+/// low enough that index arithmetic cannot overflow).
+const MAX_BUFFER_SCALARS: usize = 1 << 40;
+
+/// Checks that `capacity` rows of `row_width` scalars stay below [`MAX_BUFFER_SCALARS`], so a
+/// config cannot make a block allocate without bound; the error names `block`.
+fn check_capacity(block: &str, capacity: usize, row_width: usize) -> anyhow::Result<()> {
+    capacity
+        .checked_mul(row_width)
+        .filter(|v| *v < MAX_BUFFER_SCALARS)
+        .map(|_| ())
+        .ok_or_else(|| anyhow::anyhow!("batched {block}: capacity too large"))
+}

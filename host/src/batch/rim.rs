@@ -34,7 +34,9 @@
 
 use anyhow::{anyhow, bail, ensure, Result};
 use metarim_core::nn::dims::{CellKind, RimDims};
-use metarim_core::nn::ops::{gru_gate_grads, GRU_CACHE_PER_UNIT, LSTM_CACHE_PER_UNIT};
+use metarim_core::nn::ops::{
+    gru_gate_grads, lstm_gate_grads, GRU_CACHE_PER_UNIT, LSTM_CACHE_PER_UNIT,
+};
 use metarim_core::nn::params::{GroupBufs, Layout, TensorKind};
 use metarim_core::nn::rim::{
     cell_state_len, comm_width, module_input, query_width, rim_param_counts, rnn_gates,
@@ -288,10 +290,7 @@ impl<S: Scalar> RimBatch<S> {
         check_dims(d)?;
         ensure!(capacity >= 1, "batched RIM: capacity must be at least 1");
         let widths = field_widths(d, backward);
-        capacity
-            .checked_mul(widths.total())
-            .filter(|v| *v < (1usize << 40))
-            .ok_or_else(|| anyhow!("batched RIM: capacity too large"))?;
+        super::check_capacity("RIM", capacity, widths.total())?;
         Ok(RimBatch {
             d: *d,
             capacity,
@@ -1593,7 +1592,7 @@ impl<S: Scalar> ShardPass<'_, '_, '_, S> {
                     let cache = &f.gates[(r * n + i) * cw..][..cw];
                     let (cin, dct) = (&f.cin[at..][..hid], &s.dct[o..][..hid]);
                     let dcp = &mut s.carry_c_new[o..][..hid];
-                    lstm_gate_grads(cache, cin, dy, dct, gi, dcp);
+                    lstm_gate_grads(hid, cache, cin, dy, dct, gi, dcp);
                 } else {
                     let cache = &f.gates[(r * n + i) * 4 * hid..][..4 * hid];
                     let hprev = &f.hin[at..][..hid];
@@ -1740,41 +1739,6 @@ impl<S: Scalar> ShardPass<'_, '_, '_, S> {
             )?;
         }
         Ok(())
-    }
-}
-
-/// The pointwise part of the core's `lstm_backward` (`metarim_core::nn::ops`, the same
-/// expressions in the same order) for one module and row: from the cache
-/// `[i | f | g | o | tanh(c~)]`, the incoming cell state `c`, the gradients of `h~` (`dh`) and
-/// `c~` (`dc`), writes the gate pre-activation gradients `da` (`4H`; an LSTM's input and hidden
-/// sides share them, as their pre-activations are summed) and accumulates the incoming cell
-/// state's gradient into `dc_prev`.
-fn lstm_gate_grads<S: Scalar>(
-    cache: &[S],
-    c: &[S],
-    dh: &[S],
-    dc: &[S],
-    da: &mut [S],
-    dc_prev: &mut [S],
-) {
-    let hid = c.len();
-    let one = S::ONE;
-    let (gates, tc) = cache.split_at(4 * hid);
-    for u in 0..hid {
-        let (i, f, gg, o, t) = (
-            gates[u],
-            gates[hid + u],
-            gates[2 * hid + u],
-            gates[3 * hid + u],
-            tc[u],
-        );
-        let dho = dh[u];
-        let dct = dc[u] + dho * o * (one - t * t);
-        da[u] = dct * gg * i * (one - i);
-        da[hid + u] = dct * c[u] * f * (one - f);
-        da[2 * hid + u] = dct * i * (one - gg * gg);
-        da[3 * hid + u] = dho * t * o * (one - o);
-        dc_prev[u] += dct * f;
     }
 }
 
@@ -2110,13 +2074,9 @@ mod tests {
     /// `max |a - b| / max |b|`.
     fn rel_err<S: Scalar>(a: &[S], b: &[S]) -> f64 {
         assert_eq!(a.len(), b.len());
-        let scale = b.iter().fold(0.0f64, |m, v| m.max(v.to_f64().abs()));
-        let err = a
-            .iter()
-            .zip(b)
-            .fold(0.0f64, |m, (x, y)| m.max((x.to_f64() - y.to_f64()).abs()));
+        let (err, scale) = crate::batch::normwise_rel_error(a, b);
         assert!(scale > 0.0, "a compared quantity is identically zero");
-        err / scale
+        err
     }
 
     /// The largest relative error of `a` against `b` over the states, the input gradient and

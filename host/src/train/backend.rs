@@ -22,6 +22,7 @@
 
 use std::sync::Arc;
 
+use crate::threads::join_all;
 use anyhow::{anyhow, bail, Result};
 use metarim_core::env::{Action, Env, Observation, VIEW_CELLS};
 use metarim_core::levels::Level;
@@ -35,12 +36,12 @@ use metarim_cuda::cuda_exec::CudaExec;
 use metarim_cuda::engine::{ActInput, CudaPolicy, PassChunk};
 use metarim_cuda::exec::Exec;
 
-use super::rollout::{EnvSlot, EpisodeRecord};
+use super::rollout::EnvSlot;
 use super::tasks::Tasks;
 use super::update::{
     add_groups, scale_groups, schedule, Chunk, Optim, Phase, StepPlan, UpdateStats,
 };
-use super::{sample_action, GroupVecs, Model, TrainConfig};
+use super::{GroupVecs, Model, TrainConfig};
 
 /// Where the policy runs (config field `backend`; in TOML and on the command line by
 /// [`BackendChoice::name`]).
@@ -399,12 +400,7 @@ impl Gpu {
         rng: &mut Pcg32,
     ) -> Result<UpdateStats> {
         let mode = model.layout.mode();
-        let coefs = PpoCoefs {
-            clip_eps: cfg.clip_eps as f32,
-            value_coef: cfg.value_coef as f32,
-            entropy_coef: cfg.entropy_coef as f32,
-            clip_value: true,
-        };
+        let coefs = cfg.ppo_coefs();
         self.policy
             .upload_params(model.params.bufs())
             .map_err(|e| anyhow!("uploading parameters: {e}"))?;
@@ -571,37 +567,14 @@ fn step_half(
                         b.states[t * sl..(t + 1) * sl]
                             .copy_from_slice(&out.state_in[i * sl..(i + 1) * sl]);
                         b.active[t] = out.active[i] as u16;
-                        let (a, logprob) =
-                            sample_action(&out.logits[i * na..(i + 1) * na], &mut slot.rng);
-                        let o = slot.env.step(Action::ALL[a]);
-                        slot.actions.push(a as u8);
-                        slot.ep_return += f64::from(o.reward);
-                        let b = &mut slot.buf;
-                        b.action[t] = a as u8;
-                        b.logprob[t] = logprob;
-                        b.value[t] = out.values[i];
-                        b.reward[t] = o.reward * reward_scale;
-                        let done = o.terminated || o.truncated;
-                        b.done[t] = done;
-                        slot.episode_start = false;
-                        if done {
-                            slot.finished.push(EpisodeRecord {
-                                level: slot.level,
-                                ret: slot.ep_return,
-                                len: slot.actions.len() as u32,
-                                success: o.reward > 0.0,
-                            });
-                            slot.start_episode(tasks)?;
-                        }
+                        let logits = &out.logits[i * na..(i + 1) * na];
+                        slot.act(t, logits, out.values[i], tasks, reward_scale)?;
                     }
                     Ok(())
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().map_err(|_| anyhow!("a rollout thread panicked"))?)
-            .collect::<Result<Vec<()>>>()
+        join_all(handles, "rollout")
     })?;
     Ok(())
 }

@@ -40,6 +40,7 @@
 //! - Buffers are allocated once ([`BatchedGrads::new`]) for a capacity of rows.
 //! - Scope: the LSTM memory and RIMs with GRU or LSTM modules.
 
+use crate::threads::join_all;
 use anyhow::{anyhow, bail, ensure, Result};
 use metarim_core::env::Observation;
 use metarim_core::nn::dims::{MemoryKind, ModelDims};
@@ -471,7 +472,7 @@ impl<S: Scalar> BatchedGrads<S> {
         let row_views = self.rows.split(&self.widths, &row_bounds);
         let terms = split_rows(&mut self.terms, 1, &row_bounds);
         let (state0, reset) = (&self.state0[..], &self.reset[..]);
-        let results: Vec<Result<()>> = std::thread::scope(|s| {
+        std::thread::scope(|s| {
             let handles: Vec<_> = mem_shards
                 .into_iter()
                 .zip(row_views)
@@ -484,17 +485,8 @@ impl<S: Scalar> BatchedGrads<S> {
                     s.spawn(move || job.run(seqs, state0, reset, mem, rows, terms))
                 })
                 .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow!("a gradient thread panicked")))
-                })
-                .collect()
-        });
-        for r in results {
-            r?;
-        }
+            join_all(handles, "gradient")
+        })?;
         Ok(())
     }
 

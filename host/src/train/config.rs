@@ -8,6 +8,7 @@
 pub use super::backend::BackendChoice;
 use anyhow::{anyhow, bail, Context, Result};
 use metarim_core::nn::dims::{CellKind, EncoderKind, ModelDims, PAPER, SMALL, TINY};
+use metarim_core::nn::loss::PpoCoefs;
 use metarim_core::nn::params::Mode;
 use serde::{Deserialize, Serialize};
 
@@ -385,6 +386,17 @@ impl TrainConfig {
             .try_into()
             .map_err(|e| anyhow!("bad value {value:?} for {key}: {e}"))?;
         Ok(())
+    }
+
+    /// The PPO coefficients of the trainer's loss (value clipping on, as in PPO's reference
+    /// implementations).
+    pub fn ppo_coefs(&self) -> PpoCoefs<f32> {
+        PpoCoefs {
+            clip_eps: self.clip_eps as f32,
+            value_coef: self.value_coef as f32,
+            entropy_coef: self.entropy_coef as f32,
+            clip_value: true,
+        }
     }
 
     /// Model dimensions: the preset with the ablation overrides applied.

@@ -10,6 +10,7 @@
 //! - An env's episode is reproducible from `(level, episode_seed, actions)`, which is what a
 //!   checkpoint stores (see [`EnvSnapshot`]).
 
+use crate::threads::join_all;
 use anyhow::{anyhow, bail, Context, Result};
 use metarim_core::env::{Action, Env, Observation, VIEW_CELLS};
 use metarim_core::mission::vocab::{tokenize, MAX_TOKENS};
@@ -202,6 +203,45 @@ impl EnvSlot {
         self.ep_return = 0.0;
         self.actions.clear();
         Ok(())
+    }
+
+    /// Step `t` of a rollout, once the policy has run: sample an action from `logits` with the
+    /// slot's generator, step the env, and record the action, its log-probability, `value`, the
+    /// reward times `reward_scale` and whether the episode ended; at an episode's end, record it
+    /// and start the next. Returns whether a new episode started (its mission is new, so the
+    /// caller re-encodes it). The CPU rollout and the GPU backend both act through this, so
+    /// they draw and record alike.
+    pub(crate) fn act(
+        &mut self,
+        t: usize,
+        logits: &[f32],
+        value: f32,
+        tasks: &Tasks,
+        reward_scale: f32,
+    ) -> Result<bool> {
+        let (a, logprob) = sample_action(logits, &mut self.rng);
+        let out = self.env.step(Action::ALL[a]);
+        self.actions.push(a as u8);
+        self.ep_return += f64::from(out.reward);
+        let b = &mut self.buf;
+        b.action[t] = a as u8;
+        b.logprob[t] = logprob;
+        b.value[t] = value;
+        b.reward[t] = out.reward * reward_scale;
+        let done = out.terminated || out.truncated;
+        b.done[t] = done;
+        self.episode_start = false;
+        if done {
+            self.finished.push(EpisodeRecord {
+                level: self.level,
+                ret: self.ep_return,
+                len: self.actions.len() as u32,
+                success: out.reward > 0.0,
+            });
+            self.start_episode(tasks)
+                .context("starting the next episode")?;
+        }
+        Ok(done)
     }
 
     fn generate(&mut self, tasks: &Tasks) -> Result<()> {
@@ -417,10 +457,7 @@ pub fn collect(
             .chunks_mut(per)
             .map(|part| s.spawn(move || collect_part(part, model, tasks, reward_scale)))
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().map_err(|_| anyhow!("a rollout thread panicked"))?)
-            .collect::<Result<Vec<()>>>()
+        join_all(handles, "rollout")
     })?;
     Ok(())
 }
@@ -472,28 +509,11 @@ fn collect_part(
             } else {
                 0
             };
-            let (a, logprob) = sample_action(&actor.logits[i * na..(i + 1) * na], &mut slot.rng);
-            let out = slot.env.step(Action::ALL[a]);
-            slot.actions.push(a as u8);
-            slot.ep_return += f64::from(out.reward);
-            b.action[t] = a as u8;
-            b.logprob[t] = logprob;
-            b.value[t] = actor.value[i];
-            b.reward[t] = out.reward * reward_scale;
-            let done = out.terminated || out.truncated;
-            b.done[t] = done;
+            // The state after the step; a new episode (in `act`) zeroes it again.
             slot.state
                 .copy_from_slice(&actor.next[i * sl..(i + 1) * sl]);
-            slot.episode_start = false;
-            if done {
-                slot.finished.push(EpisodeRecord {
-                    level: slot.level,
-                    ret: slot.ep_return,
-                    len: slot.actions.len() as u32,
-                    success: out.reward > 0.0,
-                });
-                slot.start_episode(tasks)
-                    .context("starting the next episode")?;
+            let logits = &actor.logits[i * na..(i + 1) * na];
+            if slot.act(t, logits, actor.value[i], tasks, reward_scale)? {
                 policy
                     .encode_instruction(&slot.tokens, &mut slot.instr, &mut actor.scratch)
                     .map_err(err)?;
@@ -558,28 +578,17 @@ mod tests {
     }
 
     /// `max |a - b| / max |b|`.
-    fn rel_err(a: &[f32], b: &[f32]) -> f32 {
-        let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let err = a
-            .iter()
-            .zip(b)
-            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
-        err / scale.max(f32::MIN_POSITIVE)
+    fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+        crate::batch::normwise_rel_error(a, b).0
     }
 
     #[test]
     fn batched_acting_with_lstm_cells_matches_the_core_policy() {
-        use metarim_core::nn::dims::{CellKind, RimDims, TINY};
+        use metarim_core::nn::dims::{CellKind, TINY};
         use metarim_core::nn::params::{Layout, Mode};
         use metarim_core::nn::policy::step_cache_len;
         // A RIM with LSTM modules: the acting step's outgoing state is `[h | c]` per env.
-        let d = ModelDims {
-            rim: RimDims {
-                cell: CellKind::Lstm,
-                ..TINY.rim
-            },
-            ..TINY
-        };
+        let d = TINY.with_cell(CellKind::Lstm);
         let model = Model::init(Layout::new(&d, Mode::MetaRim).unwrap(), 4).unwrap();
         let cfg = crate::train::TrainConfig::device();
         let tasks = Tasks::new(&cfg).unwrap();

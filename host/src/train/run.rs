@@ -301,21 +301,11 @@ fn window_stats(recent: &VecDeque<EpisodeRecord>) -> (f64, f64, f64) {
 
 /// One rollout in every env, then GAE over each env's buffer.
 fn collect_rollout(cfg: &TrainConfig, st: &mut State, threads: usize) -> Result<()> {
+    let (slots, model, tasks) = (&mut st.slots, &st.model, &st.tasks);
+    let scale = cfg.reward_scale as f32;
     match st.gpu.as_mut() {
-        Some(gpu) => gpu.collect(
-            &mut st.slots,
-            &st.model,
-            &st.tasks,
-            cfg.reward_scale as f32,
-            threads,
-        )?,
-        None => rollout::collect(
-            &mut st.slots,
-            &st.model,
-            &st.tasks,
-            cfg.reward_scale as f32,
-            threads,
-        )?,
+        Some(gpu) => gpu.collect(slots, model, tasks, scale, threads)?,
+        None => rollout::collect(slots, model, tasks, scale, threads)?,
     }
     for slot in &mut st.slots {
         rollout::gae(&mut slot.buf, cfg.gamma as f32, cfg.gae_lambda as f32);

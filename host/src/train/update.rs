@@ -13,6 +13,7 @@
 //!   of modules active somewhere in the minibatch ([`Layout::fast_ranges`]), so modules that
 //!   never ran keep their parameters and Adam moments bit-exactly.
 
+use crate::threads::join_all;
 use anyhow::{anyhow, ensure, Result};
 use metarim_core::env::VIEW_CELLS;
 use metarim_core::nn::loss::{PpoCoefs, PpoSample, PpoTerms};
@@ -263,7 +264,7 @@ pub fn compute_grads(
         .map(|s| &chunks[s * chunks.len() / n_shards..(s + 1) * chunks.len() / n_shards])
         .collect();
     let per = n_shards.div_ceil(threads.max(1)).max(1);
-    let results: Vec<Result<Vec<ChunkStats<f32>>>> = std::thread::scope(|s| {
+    let results: Vec<Vec<ChunkStats<f32>>> = std::thread::scope(|s| {
         let handles: Vec<_> = grads.shards[..n_shards]
             .chunks_mut(per)
             .zip(shard_chunks.chunks(per))
@@ -289,17 +290,11 @@ pub fn compute_grads(
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow!("a gradient thread panicked")))
-            })
-            .collect()
-    });
+        join_all(handles, "gradient")
+    })?;
     let mut stats = empty_stats();
     for r in results {
-        for st in r? {
+        for st in r {
             merge_stats(&mut stats, &st);
         }
     }
@@ -559,12 +554,7 @@ pub fn train_on_rollout(
     guard: &mut DivergenceGuard,
 ) -> Result<UpdateStats> {
     let mode = model.layout.mode();
-    let coefs = PpoCoefs {
-        clip_eps: cfg.clip_eps as f32,
-        value_coef: cfg.value_coef as f32,
-        entropy_coef: cfg.entropy_coef as f32,
-        clip_value: true,
-    };
+    let coefs = cfg.ppo_coefs();
     let n_modules = model.layout.dims().rim.n_modules;
     let other = cfg.other_group;
     let max_norm = cfg.max_grad_norm as f32;
@@ -912,14 +902,8 @@ mod tests {
     fn rims_with_lstm_cells_take_the_batched_path_and_match_per_chunk() {
         use super::super::rollout::{collect, gae};
         use super::super::tasks::Tasks;
-        use metarim_core::nn::dims::{CellKind, ModelDims, RimDims, TINY};
-        let d = ModelDims {
-            rim: RimDims {
-                cell: CellKind::Lstm,
-                ..TINY.rim
-            },
-            ..TINY
-        };
+        use metarim_core::nn::dims::{CellKind, TINY};
+        let d = TINY.with_cell(CellKind::Lstm);
         let model = Model::init(Layout::new(&d, Mode::MetaRim).unwrap(), 5).unwrap();
         let (procs, frames, len) = (4, 40, 10);
         let cfg = TrainConfig {

@@ -1,8 +1,13 @@
-//! Helpers shared by the training integration tests.
+//! Helpers shared by the integration tests (each test binary uses some of them).
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
+use host::batch::gemm::Scalar;
+use host::batch::normwise_rel_error;
 use host::train::run::RunOptions;
+use host::train::TrainConfig;
+use metarim_core::nn::params::Mode;
 
 /// A fresh, empty directory under the system's temp dir, unique to this test process.
 pub fn tmpdir(name: &str) -> PathBuf {
@@ -51,4 +56,39 @@ pub fn tiny_train_args(out: &Path, frames: u64, extra: &[&str]) -> Vec<String> {
     .chain(extra)
     .map(|s| s.to_string())
     .collect()
+}
+
+/// A small config on the device defaults ([`TrainConfig::device`]: Tiny preset, its level):
+/// `mode` (a `--mode` name), `procs` envs x 20 frames, 10-step chunks, minibatches of 40,
+/// `frames` in all.
+pub fn small_config(mode: &str, procs: usize, frames: u64) -> TrainConfig {
+    TrainConfig {
+        mode: Mode::from_name(mode).expect("a mode name"),
+        procs,
+        frames_per_proc: 20,
+        recurrence: 10,
+        batch_size: 40,
+        frames,
+        ..TrainConfig::device()
+    }
+}
+
+/// The config of [`tiny_train_args`] for in-process runs: [`small_config`] with 6 envs on
+/// GoToLocalS5N2, 2 fast and 2 slow steps, slowness 2, a checkpoint every update.
+pub fn tiny_config(mode: &str, frames: u64) -> TrainConfig {
+    TrainConfig {
+        level: "BabyAI-GoToLocalS5N2-v0".into(),
+        slowness: 2,
+        inner_steps: 2,
+        outer_steps: 2,
+        save_interval: 1,
+        ..small_config(mode, 6, frames)
+    }
+}
+
+/// `max |a - b| / max |b|` over a tensor (normwise relative error), and `max |b|`; the two
+/// must have the same length.
+pub fn rel_err<S: Scalar>(a: &[S], b: &[S]) -> (f64, f64) {
+    assert_eq!(a.len(), b.len());
+    normwise_rel_error(a, b)
 }
