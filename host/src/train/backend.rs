@@ -22,7 +22,6 @@
 
 use std::sync::Arc;
 
-use crate::threads::join_all;
 use anyhow::{anyhow, bail, Result};
 use metarim_core::env::{Action, Env, Observation, VIEW_CELLS};
 use metarim_core::levels::Level;
@@ -42,6 +41,7 @@ use super::update::{
     add_groups, scale_groups, schedule, Chunk, Optim, Phase, StepPlan, UpdateStats,
 };
 use super::{GroupVecs, Model, TrainConfig};
+use crate::threads::for_each_part;
 
 /// Where the policy runs (config field `backend`; in TOML and on the command line by
 /// [`BackendChoice::name`]).
@@ -477,28 +477,9 @@ impl Gpu {
         let mut all_steps: Vec<Vec<ChunkStep<'_, f32>>> = Vec::with_capacity(batch.len());
         let mut inits: Vec<&[f32]> = Vec::with_capacity(batch.len());
         for c in batch {
-            let slot = slots
-                .get(c.proc)
-                .ok_or_else(|| anyhow!("chunk of env {} out of range", c.proc))?;
-            let b = &slot.buf;
-            let sl = slot.state.len();
-            all_steps.push(
-                (c.start..c.start + c.len)
-                    .map(|t| ChunkStep {
-                        obs: &b.obs[t],
-                        tokens: &b.tokens[t],
-                        episode_start: b.episode_start[t],
-                        sample: PpoSample {
-                            action: usize::from(b.action[t]),
-                            old_logprob: b.logprob[t],
-                            old_value: b.value[t],
-                            advantage: b.advantage[t],
-                            ret: b.ret[t],
-                        },
-                    })
-                    .collect(),
-            );
-            inits.push(&b.states[c.start * sl..(c.start + 1) * sl]);
+            let (steps, init) = c.view(slots)?;
+            all_steps.push(steps.collect());
+            inits.push(init);
         }
         let pass: Vec<PassChunk<'_, '_>> = all_steps
             .iter()
@@ -554,29 +535,17 @@ fn step_half(
     reward_scale: f32,
     threads: usize,
 ) -> Result<()> {
-    let per = slots.len().div_ceil(threads.max(1)).max(1);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = slots
-            .chunks_mut(per)
-            .enumerate()
-            .map(|(c, part)| {
-                s.spawn(move || -> Result<()> {
-                    for (j, slot) in part.iter_mut().enumerate() {
-                        let i = c * per + j;
-                        let b = &mut slot.buf;
-                        b.states[t * sl..(t + 1) * sl]
-                            .copy_from_slice(&out.state_in[i * sl..(i + 1) * sl]);
-                        b.active[t] = out.active[i] as u16;
-                        let logits = &out.logits[i * na..(i + 1) * na];
-                        slot.act(t, logits, out.values[i], tasks, reward_scale)?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        join_all(handles, "rollout")
-    })?;
-    Ok(())
+    for_each_part(slots, threads, "rollout", |first, part| {
+        for (j, slot) in part.iter_mut().enumerate() {
+            let i = first + j;
+            let b = &mut slot.buf;
+            b.states[t * sl..(t + 1) * sl].copy_from_slice(&out.state_in[i * sl..(i + 1) * sl]);
+            b.active[t] = out.active[i] as u16;
+            let logits = &out.logits[i * na..(i + 1) * na];
+            slot.act(t, logits, out.values[i], tasks, reward_scale)?;
+        }
+        Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -40,7 +40,6 @@
 //! - Buffers are allocated once ([`BatchedGrads::new`]) for a capacity of rows.
 //! - Scope: the LSTM memory and RIMs with GRU or LSTM modules.
 
-use crate::threads::join_all;
 use anyhow::{anyhow, bail, ensure, Result};
 use metarim_core::env::Observation;
 use metarim_core::nn::dims::{MemoryKind, ModelDims};
@@ -57,6 +56,7 @@ use crate::batch::instr::InstrBatch;
 use crate::batch::lstm::{LstmBatch, LstmScratch, LstmShard};
 use crate::batch::rim::{RimBatch, RimScratch, RimShard};
 use crate::batch::{heads, lstm, rim};
+use crate::threads::join_all;
 
 /// One chunk of a minibatch.
 #[derive(Clone, Copy, Debug)]

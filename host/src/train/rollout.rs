@@ -10,7 +10,6 @@
 //! - An env's episode is reproducible from `(level, episode_seed, actions)`, which is what a
 //!   checkpoint stores (see [`EnvSnapshot`]).
 
-use crate::threads::join_all;
 use anyhow::{anyhow, bail, Context, Result};
 use metarim_core::env::{Action, Env, Observation, VIEW_CELLS};
 use metarim_core::mission::vocab::{tokenize, MAX_TOKENS};
@@ -26,6 +25,7 @@ use super::{sample_action, Model};
 use crate::batch::encoder::EncoderBatch;
 use crate::batch::lstm::{LstmBatch, LstmScratch};
 use crate::batch::rim::{RimBatch, RimScratch};
+use crate::threads::for_each_part;
 
 /// One finished episode.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -451,15 +451,9 @@ pub fn collect(
     reward_scale: f32,
     threads: usize,
 ) -> Result<()> {
-    let per = slots.len().div_ceil(threads.max(1)).max(1);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = slots
-            .chunks_mut(per)
-            .map(|part| s.spawn(move || collect_part(part, model, tasks, reward_scale)))
-            .collect();
-        join_all(handles, "rollout")
-    })?;
-    Ok(())
+    for_each_part(slots, threads, "rollout", |_, part| {
+        collect_part(part, model, tasks, reward_scale)
+    })
 }
 
 fn collect_part(

@@ -13,9 +13,7 @@
 //!   of modules active somewhere in the minibatch ([`Layout::fast_ranges`]), so modules that
 //!   never ran keep their parameters and Adam moments bit-exactly.
 
-use crate::threads::join_all;
 use anyhow::{anyhow, ensure, Result};
-use metarim_core::env::VIEW_CELLS;
 use metarim_core::nn::loss::{PpoCoefs, PpoSample, PpoTerms};
 use metarim_core::nn::optim::Adam;
 use metarim_core::nn::params::{Group, Layout, Mode};
@@ -30,6 +28,7 @@ use super::config::{GradPath, MetaSchedule, OtherGroup};
 use super::guard::DivergenceGuard;
 use super::rollout::EnvSlot;
 use super::{GroupVecs, Model, TrainConfig};
+use crate::threads::join_all;
 
 /// A run of consecutive steps of one env's buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +39,37 @@ pub struct Chunk {
     pub start: usize,
     /// Steps.
     pub len: usize,
+}
+
+impl Chunk {
+    /// The chunk's steps as the gradient passes read them (from its env's buffer in `slots`),
+    /// and the memory state at its first step.
+    pub fn view<'a>(
+        &self,
+        slots: &'a [EnvSlot],
+    ) -> Result<(impl Iterator<Item = ChunkStep<'a, f32>> + 'a, &'a [f32])> {
+        let slot = slots
+            .get(self.proc)
+            .ok_or_else(|| anyhow!("chunk of env {} out of range", self.proc))?;
+        let (b, sl) = (&slot.buf, slot.state.len());
+        let init = b
+            .states
+            .get(self.start * sl..(self.start + 1) * sl)
+            .ok_or_else(|| anyhow!("chunk at step {} past its env's buffer", self.start))?;
+        let steps = (self.start..self.start + self.len).map(move |t| ChunkStep {
+            obs: &b.obs[t],
+            tokens: &b.tokens[t],
+            episode_start: b.episode_start[t],
+            sample: PpoSample {
+                action: usize::from(b.action[t]),
+                old_logprob: b.logprob[t],
+                old_value: b.value[t],
+                advantage: b.advantage[t],
+                ret: b.ret[t],
+            },
+        });
+        Ok((steps, init))
+    }
 }
 
 /// Every env's buffer cut into chunks of `len` steps (`frames` a multiple of `len`).
@@ -332,28 +362,9 @@ fn shard_chunk<'a>(
     work: &mut [f32],
     steps: &mut Vec<ChunkStep<'a, f32>>,
 ) -> Result<ChunkStats<f32>> {
-    let slot = slots
-        .get(c.proc)
-        .ok_or_else(|| anyhow!("chunk of env {} out of range", c.proc))?;
-    let b = &slot.buf;
-    let sl = slot.state.len();
+    let (chunk_steps, init) = c.view(slots)?;
     steps.clear();
-    for t in c.start..c.start + c.len {
-        let obs: &'a [[u8; 3]; VIEW_CELLS] = &b.obs[t];
-        steps.push(ChunkStep {
-            obs,
-            tokens: &b.tokens[t],
-            episode_start: b.episode_start[t],
-            sample: PpoSample {
-                action: usize::from(b.action[t]),
-                old_logprob: b.logprob[t],
-                old_value: b.value[t],
-                advantage: b.advantage[t],
-                ret: b.ret[t],
-            },
-        });
-    }
-    let init = &b.states[c.start * sl..(c.start + 1) * sl];
+    steps.extend(chunk_steps);
     let d = policy.dims();
     let need = chunk_work_len(d, c.len);
     let work = work
