@@ -277,7 +277,7 @@ fn grounding_smoke_reports_success_with_another_episodes_mission() {
     let md = check_outputs(
         &s,
         &suite,
-        "| arm | level | seeds | success (median) | 95% interval | another's mission (median) | 95% interval |",
+        "| arm | level | seeds | success (median) | 95% interval | another's mission (median) | 95% interval | carried out the shown mission (median) | 95% interval |",
     );
     for mode in [
         "meta-rim",
@@ -291,8 +291,9 @@ fn grounding_smoke_reports_success_with_another_episodes_mission() {
             .lines()
             .find(|l| l.starts_with(&row))
             .unwrap_or_else(|| panic!("no row {row:?}:\n{md}"));
-        // Seven cells: both success rates and both intervals are filled in.
-        assert_eq!(line.matches('|').count(), 8, "{line}");
+        // Nine cells: both success rates, the rate of carrying out the shown mission and their
+        // intervals are filled in.
+        assert_eq!(line.matches('|').count(), 10, "{line}");
         assert!(!line.contains("| - |"), "{line}");
     }
     // Every run's result.json holds both evaluations, and says the check was on.
@@ -304,6 +305,11 @@ fn grounding_smoke_reports_success_with_another_episodes_mission() {
         assert!(
             (0.0..=1.0).contains(&w) && lo <= w && w <= hi,
             "{w} {lo} {hi}"
+        );
+        let (f, (lo, hi)) = r.evals[0].followed_shown.expect("the shown mission tracked");
+        assert!(
+            (0.0..=1.0).contains(&f) && lo <= f && f <= hi,
+            "{f} {lo} {hi}"
         );
     }
 }

@@ -101,6 +101,11 @@ pub struct LevelEval {
     /// mission shown to the policy, and its 95% Wilson interval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub swapped: Option<(f64, (f64, f64))>,
+    /// With `[eval] grounding`, on levels whose missions are instructions: of the swapped
+    /// episodes whose shown mission could be carried out (its objects are in the episode's
+    /// world), the fraction in which the agent carried it out, and its 95% Wilson interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub followed_shown: Option<(f64, (f64, f64))>,
 }
 
 /// What a finished run records in its `result.json`.
@@ -296,16 +301,22 @@ pub fn execute(run: &PlannedRun, arm: &Arm, suite: &Suite) -> Result<RunResult> 
         let level = crate::levels::lookup(id)?;
         let r = evaluate(&ck.model, &level, &eval_opts)
             .with_context(|| format!("evaluating on {id}"))?;
-        let swapped = if suite.eval.grounding {
+        let (swapped, followed_shown) = if suite.eval.grounding {
             let opts = EvalOptions {
                 swap_missions: true,
                 ..eval_opts.clone()
             };
             let w = evaluate(&ck.model, &level, &opts)
                 .with_context(|| format!("evaluating on {id} with swapped missions"))?;
-            Some((w.success, w.success_ci))
+            let followed = (w.shown_feasible > 0).then(|| {
+                (
+                    w.followed_shown as f64 / w.shown_feasible as f64,
+                    crate::train::eval::wilson(w.followed_shown, w.shown_feasible),
+                )
+            });
+            (Some((w.success, w.success_ci)), followed)
         } else {
-            None
+            (None, None)
         };
         evals.push(LevelEval {
             level: id.clone(),
@@ -314,6 +325,7 @@ pub fn execute(run: &PlannedRun, arm: &Arm, suite: &Suite) -> Result<RunResult> 
             success_ci: r.success_ci,
             mean_return: r.mean_return,
             swapped,
+            followed_shown,
         });
     }
     let result = RunResult {

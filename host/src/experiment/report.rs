@@ -361,13 +361,16 @@ fn eval_table(
         let _ = writeln!(
             md,
             "With another episode's mission shown to the policy (the grounding check): a policy \
-             that reads its instruction loses success there, one that ignores it does not.\n"
+             that reads its instruction loses success there, one that ignores it does not. \
+             \"Carried out the shown mission\": of the swapped episodes whose shown mission \
+             could be carried out (its objects are in the episode's world), the fraction in which \
+             the agent did so (before the episode ended).\n"
         );
         let _ = writeln!(
             md,
-            "| arm | level | seeds | success (median) | 95% interval | another's mission (median) | 95% interval |"
+            "| arm | level | seeds | success (median) | 95% interval | another's mission (median) | 95% interval | carried out the shown mission (median) | 95% interval |"
         );
-        let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
     } else {
         let _ = writeln!(
             md,
@@ -399,7 +402,12 @@ fn eval_table(
                     .filter_map(|e| e.swapped.map(|(v, _)| v))
                     .collect();
                 let (sm, si) = stat_cells(&swapped, rate);
-                let _ = write!(md, " {sm} | {si} |");
+                let followed: Vec<f64> = evals
+                    .iter()
+                    .filter_map(|e| e.followed_shown.map(|(v, _)| v))
+                    .collect();
+                let (fm, fi) = stat_cells(&followed, rate);
+                let _ = write!(md, " {sm} | {si} | {fm} | {fi} |");
             }
             md.push('\n');
         }
@@ -522,14 +530,21 @@ fn runs_table(md: &mut String, ctx: &ReportContext, data: &[RunData]) {
             .result
             .evals
             .iter()
-            .map(|e| match e.swapped {
-                Some((w, _)) => format!(
+            .map(|e| match (e.swapped, e.followed_shown) {
+                (Some((w, _)), Some((f, _))) => format!(
+                    "{} {:.3} (another's mission {:.3}, carried it out {:.3})",
+                    short_level(&e.level),
+                    e.success,
+                    w,
+                    f
+                ),
+                (Some((w, _)), None) => format!(
                     "{} {:.3} (another's mission {:.3})",
                     short_level(&e.level),
                     e.success,
                     w
                 ),
-                None => format!("{} {:.3}", short_level(&e.level), e.success),
+                _ => format!("{} {:.3}", short_level(&e.level), e.success),
             })
             .collect();
         let _ = writeln!(

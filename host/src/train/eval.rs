@@ -5,8 +5,10 @@
 //! whatever the thread count, so results are reproducible.
 
 use anyhow::{anyhow, Result};
-use metarim_core::env::{Action, Env, VIEW_CELLS};
+use metarim_core::env::{Action, Env, Task, VIEW_CELLS};
 use metarim_core::levels::Level;
+use metarim_core::mission::instr::Instr;
+use metarim_core::mission::verify::{Status, Verifier};
 use metarim_core::mission::vocab::{tokenize, MAX_TOKENS};
 use metarim_core::nn::policy::{scratch_len, state_len, step_cache_len, MAX_MODULES};
 use metarim_core::rng::{split_mix64, Pcg32};
@@ -42,6 +44,10 @@ pub struct EpisodeResult {
     /// The policy was shown another episode's mission (only with `swap_missions`, and only
     /// where the level has another mission to show).
     pub mission_swapped: bool,
+    /// In a swapped episode whose shown mission could be carried out here (every object it
+    /// names is in this episode's world): whether the agent carried it out at some step,
+    /// judged by the shown mission's own verifier alongside the episode's. `None` otherwise.
+    pub followed_shown: Option<bool>,
 }
 
 /// Aggregate results.
@@ -64,6 +70,12 @@ pub struct EvalResult {
     /// Episodes whose policy was shown another episode's mission (0 without `swap_missions`,
     /// and on levels with a single mission).
     pub missions_swapped: usize,
+    /// Swapped episodes whose shown mission could be carried out in the episode's world.
+    pub shown_feasible: usize,
+    /// Of those, the episodes in which the agent carried out the shown mission.
+    pub followed_shown: usize,
+    /// Of those, the episodes that still succeeded at their own mission.
+    pub feasible_successes: usize,
 }
 
 /// Success with the episodes' own missions and, on the same episodes and action draws, with
@@ -91,9 +103,25 @@ impl Grounding {
         } else {
             String::new()
         };
+        let followed = if s.shown_feasible > 0 {
+            let (lo, hi) = wilson(s.followed_shown, s.shown_feasible);
+            let (slo, shi) = wilson(s.feasible_successes, s.shown_feasible);
+            format!(
+                "; in the {} swapped episodes whose shown mission could be carried out, it \
+                 carried that out in {} ({:.4}, 95% CI {lo:.4}-{hi:.4}) and succeeded at its \
+                 own in {} ({:.4}, 95% CI {slo:.4}-{shi:.4})",
+                s.shown_feasible,
+                s.followed_shown,
+                s.followed_shown as f64 / s.shown_feasible as f64,
+                s.feasible_successes,
+                s.feasible_successes as f64 / s.shown_feasible as f64
+            )
+        } else {
+            String::new()
+        };
         format!(
             "grounding: success {:.4} (95% CI {:.4}-{:.4}) with its own mission, {:.4} (95% CI \
-             {:.4}-{:.4}) with another episode's{note}",
+             {:.4}-{:.4}) with another episode's{note}{followed}",
             o.success, o.success_ci.0, o.success_ci.1, s.success, s.success_ci.0, s.success_ci.1
         )
     }
@@ -162,11 +190,18 @@ pub fn run_episode(
 /// Tries at finding another episode whose mission differs, for [`EvalOptions::swap_missions`].
 const SWAP_TRIES: usize = 64;
 
+/// Another episode's mission, shown to the policy in a swapped episode.
+struct Shown {
+    /// Another mission was found (levels with a single mission fall back to their own).
+    swapped: bool,
+    /// Its instruction, on BabyAI levels (MiniGrid levels' tasks are not instructions).
+    instr: Option<Instr>,
+}
+
 /// The mission the policy is shown in a swapped episode: that of the first later episode seed
 /// (drawn from the episode's own generator, after its level seed) whose mission differs from
-/// `own`. Levels with a single mission fall back to `own`. Returns whether another mission was
-/// found.
-fn swapped_mission(level: &Level, rng: &mut Pcg32, own: &str, tokens: &mut [u16]) -> Result<bool> {
+/// `own`, tokenised into `tokens`. Levels with a single mission fall back to `own`.
+fn swapped_mission(level: &Level, rng: &mut Pcg32, own: &str, tokens: &mut [u16]) -> Result<Shown> {
     let mut other = Env::new(8, 8).map_err(|e| anyhow!("creating an env: {e}"))?;
     let mut found = false;
     for _ in 0..SWAP_TRIES {
@@ -180,9 +215,23 @@ fn swapped_mission(level: &Level, rng: &mut Pcg32, own: &str, tokens: &mut [u16]
         }
     }
     let shown = if found { other.mission.as_str() } else { own };
-    tokenize(shown, tokens)
-        .map(|_| found)
-        .map_err(|e| anyhow!("mission: {e}"))
+    tokenize(shown, tokens).map_err(|e| anyhow!("mission: {e}"))?;
+    let instr = match &other.task {
+        Task::Instr(v) if found => Some(*v.instr()),
+        _ => None,
+    };
+    Ok(Shown {
+        swapped: found,
+        instr,
+    })
+}
+
+/// The shown mission's verifier on this episode's world at its start, when every object the
+/// mission names is there (otherwise it cannot be carried out, and nothing is tracked).
+fn shown_verifier(env: &Env, instr: &Instr) -> Option<Verifier> {
+    let v = Verifier::new(instr, &env.world_view()).ok()?;
+    let (counts, n) = v.match_counts();
+    counts.get(..n)?.iter().all(|c| *c > 0).then_some(v)
 }
 
 /// [`run_episode`], optionally showing the policy another episode's mission
@@ -206,10 +255,17 @@ pub fn run_episode_with(
         .map_err(|e| anyhow!("level {} failed for seed {episode_seed}: {e}", level.id()))?;
     let mut tokens = [0u16; MAX_TOKENS];
     let mut mission_swapped = false;
+    // The shown mission's verifier and its verdict so far (swapped episodes only).
+    let mut shown: Option<(Verifier, Status)> = None;
     if swap_mission {
         // A separate generator, so the action draws stay those of the unswapped episode.
         let mut swap_rng = Pcg32::with_stream(split_mix64(episode_seed), u64::MAX);
-        mission_swapped = swapped_mission(level, &mut swap_rng, env.mission.as_str(), &mut tokens)?;
+        let s = swapped_mission(level, &mut swap_rng, env.mission.as_str(), &mut tokens)?;
+        mission_swapped = s.swapped;
+        shown = s
+            .instr
+            .and_then(|i| shown_verifier(&env, &i))
+            .map(|v| (v, Status::Continue));
     } else {
         tokenize(env.mission.as_str(), &mut tokens).map_err(|e| anyhow!("mission: {e}"))?;
     }
@@ -253,6 +309,14 @@ pub fn run_episode_with(
             sample_action(&logits, &mut rng)
         };
         let out = env.step(Action::ALL[a]);
+        if let Some((v, verdict)) = shown.as_mut().filter(|(_, s)| *s == Status::Continue) {
+            // As the env verifies its own mission after each step (positions refreshed after
+            // a drop), until the shown mission succeeds or fails.
+            if Action::ALL[a] == Action::Drop {
+                v.refresh_positions(&env.grid);
+            }
+            *verdict = v.verify(a as u8, &env.world_view());
+        }
         ret += f64::from(out.reward);
         on_step(
             &env,
@@ -269,6 +333,7 @@ pub fn run_episode_with(
                 ret,
                 len: env.step_count,
                 mission_swapped,
+                followed_shown: shown.map(|(_, s)| s == Status::Success),
             });
         }
     }
@@ -324,6 +389,18 @@ pub fn evaluate(model: &Model, level: &Level, opts: &EvalOptions) -> Result<Eval
         return_ci: 1.959_963_984_540_054 * (var / nf).sqrt(),
         mean_len: results.iter().map(|r| f64::from(r.len)).sum::<f64>() / nf,
         missions_swapped: results.iter().filter(|r| r.mission_swapped).count(),
+        shown_feasible: results
+            .iter()
+            .filter(|r| r.followed_shown.is_some())
+            .count(),
+        followed_shown: results
+            .iter()
+            .filter(|r| r.followed_shown == Some(true))
+            .count(),
+        feasible_successes: results
+            .iter()
+            .filter(|r| r.followed_shown.is_some() && r.success)
+            .count(),
     })
 }
 
@@ -379,6 +456,30 @@ mod tests {
     }
 
     #[test]
+    fn the_shown_mission_is_tracked_only_where_it_can_be_carried_out() {
+        use metarim_core::mission::instr::{Action as Do, ObjDesc};
+        use metarim_core::world::{Color, ObjectKind};
+        let level = crate::levels::lookup("BabyAI-GoToLocal-v0").unwrap();
+        let mut env = Env::new(8, 8).unwrap();
+        for seed in 0..20u64 {
+            level.reset(&mut env, seed).unwrap();
+            let Task::Instr(own) = &env.task else {
+                panic!("GoToLocal's task is an instruction")
+            };
+            // The episode's own mission names objects of its world.
+            assert!(shown_verifier(&env, own.instr()).is_some(), "seed {seed}");
+            // A kind and colour with no object in this world cannot be carried out.
+            let absent = [ObjectKind::Key, ObjectKind::Ball, ObjectKind::Box]
+                .into_iter()
+                .flat_map(|k| Color::ALL.into_iter().map(move |c| (k, c)))
+                .find(|&(k, c)| !env.grid.objects().any(|(_, o)| o.kind == k && o.color == c))
+                .expect("8 objects leave some of 18 kinds and colours absent");
+            let go = Instr::action(Do::GoTo(ObjDesc::new(Some(absent.0), Some(absent.1))));
+            assert!(shown_verifier(&env, &go).is_none(), "seed {seed}");
+        }
+    }
+
+    #[test]
     fn swapping_a_single_mission_level_changes_nothing() {
         // GoToRedBallGrey's mission is always "go to the red ball": the swap falls back to it,
         // and the action draws are those of the normal eval, so every episode is the same.
@@ -404,6 +505,18 @@ mod tests {
         // trajectories, hence the mean length, differ.
         assert_ne!(plain.mean_len, swapped.mean_len);
         assert_eq!((plain.missions_swapped, swapped.missions_swapped), (0, 40));
+        // The shown mission is tracked in the swapped episodes whose world has its object.
+        assert_eq!(
+            (
+                plain.shown_feasible,
+                plain.followed_shown,
+                plain.feasible_successes
+            ),
+            (0, 0, 0)
+        );
+        assert!(swapped.shown_feasible > 0 && swapped.shown_feasible <= 40);
+        assert!(swapped.followed_shown <= swapped.shown_feasible);
+        assert!(swapped.feasible_successes <= swapped.shown_feasible);
         let line = Grounding {
             own: plain.clone(),
             swapped,
