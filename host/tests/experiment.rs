@@ -306,7 +306,9 @@ fn grounding_smoke_reports_success_with_another_episodes_mission() {
             (0.0..=1.0).contains(&w) && lo <= w && w <= hi,
             "{w} {lo} {hi}"
         );
-        let (f, (lo, hi)) = r.evals[0].followed_shown.expect("the shown mission tracked");
+        let (f, (lo, hi)) = r.evals[0]
+            .followed_shown
+            .expect("the shown mission tracked");
         assert!(
             (0.0..=1.0).contains(&f) && lo <= f && f <= hi,
             "{f} {lo} {hi}"

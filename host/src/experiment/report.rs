@@ -11,10 +11,11 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use metarim_core::nn::params::Mode;
 
 use super::metrics::{
-    curriculum_segments, frames_to_threshold, read_log, success_auc, summarize, LogPoint, Stat,
-    BOOTSTRAP_RESAMPLES,
+    compare, curriculum_segments, frames_to_threshold, read_log, success_auc, summarize,
+    Comparison, LogPoint, Stat, BOOTSTRAP_RESAMPLES,
 };
 use super::spec::{short_level, MetricKind, Overrides, Suite};
 use super::{run_dir_name, LevelEval, PlannedRun, RunResult};
@@ -189,7 +190,7 @@ pub fn write(ctx: &ReportContext, out: &Path) -> Result<(PathBuf, Vec<PathBuf>)>
             })
             .collect();
         let title = format!(
-            "{}: {group}: success (median, min-max over {} seeds)",
+            "{}: {group}: success (IQM, 95% interval over {} seeds)",
             suite.name, ctx.seeds
         );
         write_banded_curves(&curve, &title, "rolling success rate", &series)?;
@@ -288,13 +289,15 @@ fn header(ctx: &ReportContext) -> String {
     let _ = writeln!(
         md,
         "Each cell is the median over seeds with a 95% bootstrap percentile interval of the \
-         median ({BOOTSTRAP_RESAMPLES} resamples of the seeds with replacement, drawn from a \
+         median, or the interquartile mean (IQM: the mean of the middle half of the seeds, a \
+         quarter of them cut from each end, as rliable reports) with its own \
+         ({BOOTSTRAP_RESAMPLES} resamples of the seeds with replacement, drawn from a \
          fixed-seed PCG32; nearest-rank 2.5th and 97.5th percentiles). A run that never reaches \
          the threshold counts as infinitely slow, so a median or bound reads \"not reached\" \
          when that many seeds did not reach it. The area under the curve (AUC) is the rolling \
          training success integrated over the frame budget and divided by it (1 = solved from \
-         the first frame). Plots: `success-GROUP.png` draws the median rolling training success \
-         over seeds with the min-max band; `modules-GROUP.png` the fraction of steps each RIM \
+         the first frame). Plots: `success-GROUP.png` draws the IQM of the rolling training \
+         success over seeds with its 95% bootstrap interval as a band; `modules-GROUP.png` the fraction of steps each RIM \
          module was active (white 0 to dark blue 1; mean over seeds and time bins; the LSTM \
          has no modules).\n"
     );
@@ -319,29 +322,77 @@ fn sample_efficiency_table(
     let _ = writeln!(md, "## {group}: sample efficiency\n");
     let _ = writeln!(
         md,
-        "| arm | seeds | frames to {t} (median) | 95% interval | reached {t} | AUC (median) | AUC 95% interval | final success (median) |",
+        "| arm | seeds | frames to {t} (median) | 95% interval | reached {t} | AUC (median) | AUC 95% interval | final success (median) | frames to {t} (IQM) | 95% interval | AUC (IQM) | 95% interval |",
         t = s.threshold
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let frames_of = |a: usize| -> Vec<f64> { by_arm[a].iter().map(|d| d.to_threshold).collect() };
+    let aucs_of = |a: usize| -> Vec<f64> { by_arm[a].iter().map(|d| d.auc).collect() };
     for &a in arms {
         let runs = &by_arm[a];
-        let frames: Vec<f64> = runs.iter().map(|d| d.to_threshold).collect();
-        let aucs: Vec<f64> = runs.iter().map(|d| d.auc).collect();
+        let (frames, aucs) = (frames_of(a), aucs_of(a));
         let finals: Vec<f64> = runs.iter().map(|d| d.result.final_success).collect();
         let (fm, fi) = stat_cells(&frames, frames_cell);
         let (am, ai) = stat_cells(&aucs, rate);
         let (sm, _) = stat_cells(&finals, rate);
+        let (fq, fqi) = iqm_cells(&frames, frames_cell);
+        let (aq, aqi) = iqm_cells(&aucs, rate);
         let reached = frames.iter().filter(|f| f.is_finite()).count();
         let _ = writeln!(
             md,
-            "| {} | {} | {fm} | {fi} | {reached}/{} | {am} | {ai} | {sm} |",
+            "| {} | {} | {fm} | {fi} | {reached}/{} | {am} | {ai} | {sm} | {fq} | {fqi} | {aq} | {aqi} |",
             s.arms[a].name,
             runs.len(),
             runs.len()
         );
     }
     md.push('\n');
+    // Meta-RIM (the group's first `meta-rim` arm) against every other arm.
+    if let Some(&r) = arms
+        .iter()
+        .find(|&&a| s.arms[a].config.mode == Mode::MetaRim)
+    {
+        let reference = &s.arms[r].name;
+        let _ = writeln!(
+            md,
+            "{reference} against each other arm, seed by seed: P(better) is the probability that \
+             a random seed of {reference} does better than a random seed of the other arm (ties \
+             half; Mann-Whitney U / (n m); 0.5 = no difference), p the two-sided p-value of the \
+             exact permutation test of it (every split of the pooled seeds; a run that never \
+             reached the threshold counts as the slowest).\n"
+        );
+        let _ = writeln!(
+            md,
+            "| arm | seeds ({reference}, arm) | P({reference} reaches {t} sooner) | p | P({reference} has the higher AUC) | p |",
+            t = s.threshold
+        );
+        let _ = writeln!(md, "|---|---|---|---|---|---|");
+        for &a in arms.iter().filter(|&&a| a != r) {
+            let f = compare(&frames_of(r), &frames_of(a), true);
+            let u = compare(&aucs_of(r), &aucs_of(a), false);
+            let cells = |c: Option<Comparison>| match c {
+                Some(c) => (format!("{:.3}", c.prob_better), format!("{:.4}", c.p_value)),
+                None => ("-".into(), "-".into()),
+            };
+            let ((fp, fv), (up, uv)) = (cells(f), cells(u));
+            let _ = writeln!(
+                md,
+                "| {} | {}, {} | {fp} | {fv} | {up} | {uv} |",
+                s.arms[a].name,
+                by_arm[r].len(),
+                by_arm[a].len()
+            );
+        }
+        md.push('\n');
+    }
     eval_table(md, ctx, arms, by_arm, "evaluation of the final checkpoints");
+}
+
+fn iqm_cells(values: &[f64], f: impl Fn(f64) -> String + Copy) -> (String, String) {
+    match summarize(values) {
+        Some(s) => (f(s.iqm), format!("[{}, {}]", f(s.iqm_ci.0), f(s.iqm_ci.1))),
+        None => ("-".into(), "-".into()),
+    }
 }
 
 fn eval_table(
@@ -566,17 +617,19 @@ fn runs_table(md: &mut String, ctx: &ReportContext, data: &[RunData]) {
 }
 
 /// The success curve of an arm over its seeds: at each update all seeds logged, the frames
-/// (equal across seeds: the same frames per update), the median and the min-max band.
+/// (equal across seeds: the same frames per update), the IQM over seeds and its 95% bootstrap
+/// interval (as rliable draws sample-efficiency curves).
 fn band(runs: &[&RunData]) -> Vec<BandPoint> {
     let len = runs.iter().map(|d| d.log.len()).min().unwrap_or(0);
     (0..len)
         .map(|i| {
             let vals: Vec<f64> = runs.iter().map(|d| d.log[i].success).collect();
+            let s = summarize(&vals);
             BandPoint {
                 frames: runs[0].log[i].frames,
-                mid: super::metrics::median(&vals).unwrap_or(f64::NAN),
-                lo: vals.iter().copied().fold(f64::INFINITY, f64::min),
-                hi: vals.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                mid: s.map_or(f64::NAN, |s| s.iqm),
+                lo: s.map_or(f64::NAN, |s| s.iqm_ci.0),
+                hi: s.map_or(f64::NAN, |s| s.iqm_ci.1),
             }
         })
         .collect()
