@@ -240,6 +240,44 @@ fn curriculum_smoke() {
         }
     }
     assert!(out.join("modules-by-level.png").is_file());
+    // Forgetting: every run saved the policy as each of the first three levels ended and
+    // evaluated it on that level and the earlier ones; the report has the per-level table,
+    // the comparison and a success matrix per arm.
+    let levels = [
+        "BabyAI-GoToObj-v0",
+        "BabyAI-GoToLocal-v0",
+        "BabyAI-PickupLoc-v0",
+    ];
+    for run in plan(&suite, SEEDS, &out) {
+        let text = std::fs::read_to_string(run.dir.join("result.json")).unwrap();
+        let r: experiment::RunResult = serde_json::from_str(&text).unwrap();
+        assert_eq!(r.stages.len(), 3, "{}", run.dir.display());
+        for (i, st) in r.stages.iter().enumerate() {
+            assert_eq!(st.level, levels[i]);
+            assert!(run.dir.join(format!("level-{i}.safetensors")).is_file());
+            let evaluated: Vec<&str> = st.evals.iter().map(|e| e.level.as_str()).collect();
+            assert_eq!(evaluated, levels[..=i]);
+            assert!(st.evals.iter().all(|e| (0.0..=1.0).contains(&e.success)));
+        }
+        assert!(r.stages.windows(2).all(|w| w[0].frames < w[1].frames));
+    }
+    let section = md
+        .split("## all: forgetting")
+        .nth(1)
+        .and_then(|rest| rest.split("Success matrix of").next())
+        .unwrap_or_else(|| panic!("no forgetting section:\n{md}"));
+    for arm in ["meta-rim", "joint", "reversed", "lstm"] {
+        for level in ["GoToObj", "GoToLocal", "PickupLoc"] {
+            let row = format!("| {arm} | {level} | {SEEDS} | ");
+            let line = section
+                .lines()
+                .find(|l| l.starts_with(&row))
+                .unwrap_or_else(|| panic!("no forgetting row {row:?}:\n{section}"));
+            assert_eq!(line.matches('|').count(), 10, "{line}");
+        }
+        assert!(md.contains(&format!("Success matrix of {arm} ")), "{md}");
+    }
+    assert!(md.contains("| P(meta-rim forgets less) | p |"), "{md}");
 }
 
 #[test]

@@ -133,6 +133,23 @@ pub struct RunResult {
     pub eval_grounding: bool,
     /// One per evaluation level, in the arm's order.
     pub evals: Vec<LevelEval>,
+    /// Curriculum runs: the policy as each level ended (its stage checkpoint,
+    /// [`crate::train::run::stage_checkpoint_file`]), evaluated on that level and every earlier
+    /// one; in curriculum order, one per level the run moved on from. With the final
+    /// checkpoint's `evals`, the success matrix of forgetting.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<StageEval>,
+}
+
+/// A curriculum run's policy as one of its levels ended, evaluated on the levels so far.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StageEval {
+    /// The level the curriculum moved on from.
+    pub level: String,
+    /// Frames at the switch.
+    pub frames: u64,
+    /// Success on each curriculum level up to and including `level`, in curriculum order.
+    pub evals: Vec<LevelEval>,
 }
 
 /// One run of the plan.
@@ -301,33 +318,25 @@ pub fn execute(run: &PlannedRun, arm: &Arm, suite: &Suite) -> Result<RunResult> 
         let level = crate::levels::lookup(id)?;
         let r = evaluate(&ck.model, &level, &eval_opts)
             .with_context(|| format!("evaluating on {id}"))?;
-        let (swapped, followed_shown) = if suite.eval.grounding {
-            let opts = EvalOptions {
-                swap_missions: true,
-                ..eval_opts.clone()
-            };
-            let w = evaluate(&ck.model, &level, &opts)
-                .with_context(|| format!("evaluating on {id} with swapped missions"))?;
-            let followed = (w.shown_feasible > 0).then(|| {
-                (
-                    w.followed_shown as f64 / w.shown_feasible as f64,
-                    crate::train::eval::wilson(w.followed_shown, w.shown_feasible),
-                )
-            });
-            (Some((w.success, w.success_ci)), followed)
-        } else {
-            (None, None)
-        };
+        if suite.eval.grounding {
+            evals.push(grounded_eval(&ck.model, &level, id, r, &eval_opts)?);
+            continue;
+        }
         evals.push(LevelEval {
             level: id.clone(),
             episodes: r.episodes,
             success: r.success,
             success_ci: r.success_ci,
             mean_return: r.mean_return,
-            swapped,
-            followed_shown,
+            swapped: None,
+            followed_shown: None,
         });
     }
+    let stages = if run.config.curriculum {
+        stage_evals(run, &eval_opts)?
+    } else {
+        Vec::new()
+    };
     let result = RunResult {
         arm: arm.name.clone(),
         seed: run.seed,
@@ -339,10 +348,79 @@ pub fn execute(run: &PlannedRun, arm: &Arm, suite: &Suite) -> Result<RunResult> 
         eval_argmax: suite.eval.argmax,
         eval_grounding: suite.eval.grounding,
         evals,
+        stages,
     };
     let json = serde_json::to_string_pretty(&result).context("serialising the run result")?;
     write_atomic(&run.dir.join(RESULT_FILE), json.as_bytes())?;
     Ok(result)
+}
+
+/// Every stage checkpoint of a curriculum run ([`StageEval`]), in curriculum order; the levels
+/// it never moved on from have none.
+fn stage_evals(run: &PlannedRun, eval_opts: &EvalOptions) -> Result<Vec<StageEval>> {
+    let ids = run.config.level_ids();
+    let mut stages = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let path = run.dir.join(crate::train::run::stage_checkpoint_file(i));
+        if !path.exists() {
+            continue;
+        }
+        let ck = checkpoint::load(&path)?;
+        let mut evals = Vec::with_capacity(i + 1);
+        for earlier in &ids[..=i] {
+            let level = crate::levels::lookup(earlier)?;
+            let r = evaluate(&ck.model, &level, eval_opts).with_context(|| {
+                format!("evaluating the checkpoint from the end of {id} on {earlier}")
+            })?;
+            evals.push(LevelEval {
+                level: earlier.clone(),
+                episodes: r.episodes,
+                success: r.success,
+                success_ci: r.success_ci,
+                mean_return: r.mean_return,
+                swapped: None,
+                followed_shown: None,
+            });
+        }
+        stages.push(StageEval {
+            level: id.clone(),
+            frames: ck.meta.frames,
+            evals,
+        });
+    }
+    Ok(stages)
+}
+
+/// `r` (the evaluation of `model` on `level` with its own missions) with the grounding check
+/// beside it: the same episodes with swapped missions.
+fn grounded_eval(
+    model: &crate::train::Model,
+    level: &metarim_core::levels::Level,
+    id: &str,
+    r: crate::train::eval::EvalResult,
+    eval_opts: &EvalOptions,
+) -> Result<LevelEval> {
+    let opts = EvalOptions {
+        swap_missions: true,
+        ..eval_opts.clone()
+    };
+    let w = evaluate(model, level, &opts)
+        .with_context(|| format!("evaluating on {id} with swapped missions"))?;
+    let followed_shown = (w.shown_feasible > 0).then(|| {
+        (
+            w.followed_shown as f64 / w.shown_feasible as f64,
+            crate::train::eval::wilson(w.followed_shown, w.shown_feasible),
+        )
+    });
+    Ok(LevelEval {
+        level: id.to_string(),
+        episodes: r.episodes,
+        success: r.success,
+        success_ci: r.success_ci,
+        mean_return: r.mean_return,
+        swapped: Some((w.success, w.success_ci)),
+        followed_shown,
+    })
 }
 
 /// Parallel runs for `jobs` (0: available cores / threads per run, at least 1), at most

@@ -514,6 +514,7 @@ fn curriculum_tables(
         }
     }
     md.push('\n');
+    forgetting_tables(md, ctx, group, arms, by_arm);
     eval_table(
         md,
         ctx,
@@ -522,6 +523,180 @@ fn curriculum_tables(
         "the final checkpoint on every curriculum level (forgetting: earlier levels after \
          training moved on)",
     );
+}
+
+/// A run's forgetting of each level it moved on from: success of the policy as that level
+/// ended (its stage checkpoint) minus the final checkpoint's, on that level; `(level, drop)`.
+fn forgetting_of(d: &RunData) -> Vec<(String, f64)> {
+    d.result
+        .stages
+        .iter()
+        .filter_map(|st| {
+            let at_end = st.evals.iter().find(|e| e.level == st.level)?.success;
+            let last = d.result.evals.iter().find(|e| e.level == st.level)?.success;
+            Some((st.level.clone(), at_end - last))
+        })
+        .collect()
+}
+
+/// Forgetting per level and arm, the success matrix of each arm (median over seeds), and
+/// Meta-RIM against the other arms on each seed's mean forgetting.
+fn forgetting_tables(
+    md: &mut String,
+    ctx: &ReportContext,
+    group: &str,
+    arms: &[usize],
+    by_arm: &[Vec<&RunData>],
+) {
+    let s = ctx.suite;
+    if arms
+        .iter()
+        .all(|&a| by_arm[a].iter().all(|d| d.result.stages.is_empty()))
+    {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "## {group}: forgetting
+"
+    );
+    let _ = writeln!(
+        md,
+        "Forgetting of a level: success on it of the policy as the curriculum moved on from it \
+         (the stage checkpoint) minus the final policy's ({} episodes each; positive = \
+         forgotten). Seeds whose curriculum never moved on from a level have no value there.\n",
+        s.eval.episodes
+    );
+    let _ = writeln!(
+        md,
+        "| arm | level | seeds | success as it ended (median) | final success (median) | forgetting (median) | 95% interval | forgetting (IQM) | 95% interval |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
+    let mean_forgetting = |a: usize| -> Vec<f64> {
+        by_arm[a]
+            .iter()
+            .map(|d| {
+                let f = forgetting_of(d);
+                if f.is_empty() {
+                    f64::NAN
+                } else {
+                    f.iter().map(|(_, v)| v).sum::<f64>() / f.len() as f64
+                }
+            })
+            .collect()
+    };
+    for &a in arms {
+        let arm = &s.arms[a];
+        for level in arm.config.level_ids() {
+            let (mut ended, mut last, mut drop) = (Vec::new(), Vec::new(), Vec::new());
+            for d in &by_arm[a] {
+                let Some(st) = d.result.stages.iter().find(|st| st.level == level) else {
+                    continue;
+                };
+                let at_end = st.evals.iter().find(|e| e.level == level);
+                let fin = d.result.evals.iter().find(|e| e.level == level);
+                if let (Some(e), Some(f)) = (at_end, fin) {
+                    ended.push(e.success);
+                    last.push(f.success);
+                    drop.push(e.success - f.success);
+                }
+            }
+            if drop.is_empty() {
+                continue;
+            }
+            let (em, _) = stat_cells(&ended, rate);
+            let (lm, _) = stat_cells(&last, rate);
+            let (dm, di) = stat_cells(&drop, rate);
+            let (dq, dqi) = iqm_cells(&drop, rate);
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {em} | {lm} | {dm} | {di} | {dq} | {dqi} |",
+                arm.name,
+                short_level(&level),
+                drop.len()
+            );
+        }
+    }
+    md.push('\n');
+    if let Some(&r) = arms
+        .iter()
+        .find(|&&a| s.arms[a].config.mode == Mode::MetaRim)
+    {
+        let reference = &s.arms[r].name;
+        let _ = writeln!(
+            md,
+            "{reference} against each other arm on each seed's mean forgetting over the levels \
+             it moved on from (P(better): the probability that a random seed of {reference} \
+             forgot less; p: exact permutation test, as above).\n"
+        );
+        let _ = writeln!(
+            md,
+            "| arm | seeds ({reference}, arm) | P({reference} forgets less) | p |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|");
+        for &a in arms.iter().filter(|&&a| a != r) {
+            let (p, v) = match compare(&mean_forgetting(r), &mean_forgetting(a), true) {
+                Some(c) => (format!("{:.3}", c.prob_better), format!("{:.4}", c.p_value)),
+                None => ("-".into(), "-".into()),
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {}, {} | {p} | {v} |",
+                s.arms[a].name,
+                by_arm[r].len(),
+                by_arm[a].len()
+            );
+        }
+        md.push('\n');
+    }
+    // The success matrix: rows the policy as each level ended, then the final one.
+    for &a in arms {
+        let arm = &s.arms[a];
+        let ids = arm.config.level_ids();
+        let _ = writeln!(
+            md,
+            "Success matrix of {} (median over seeds; row: the policy as that level ended; \
+             column: the level evaluated):\n",
+            arm.name
+        );
+        let head: Vec<String> = ids.iter().map(|l| short_level(l)).collect();
+        let _ = writeln!(md, "| policy | {} |", head.join(" | "));
+        let _ = writeln!(md, "|---|{}", "---|".repeat(ids.len()));
+        let cell = |vals: Vec<f64>| stat_cells(&vals, rate).0;
+        for (i, id) in ids.iter().enumerate().take(ids.len().saturating_sub(1)) {
+            let cells: Vec<String> = ids
+                .iter()
+                .enumerate()
+                .map(|(j, col)| {
+                    if j > i {
+                        return String::new();
+                    }
+                    cell(
+                        by_arm[a]
+                            .iter()
+                            .filter_map(|d| d.result.stages.iter().find(|st| &st.level == id))
+                            .filter_map(|st| st.evals.iter().find(|e| &e.level == col))
+                            .map(|e| e.success)
+                            .collect(),
+                    )
+                })
+                .collect();
+            let _ = writeln!(md, "| end of {} | {} |", short_level(id), cells.join(" | "));
+        }
+        let finals: Vec<String> = ids
+            .iter()
+            .map(|col| {
+                cell(
+                    by_arm[a]
+                        .iter()
+                        .filter_map(|d| d.result.evals.iter().find(|e| &e.level == col))
+                        .map(|e| e.success)
+                        .collect(),
+                )
+            })
+            .collect();
+        let _ = writeln!(md, "| final | {} |\n", finals.join(" | "));
+    }
 }
 
 fn zero_shot_table(

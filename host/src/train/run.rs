@@ -29,6 +29,13 @@ use super::{thread_count, Model, TrainConfig};
 /// File name of the checkpoint inside the output directory.
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 
+/// The checkpoint a curriculum run saves beside [`CHECKPOINT_FILE`] when it moves on from its
+/// level `index` (0-based): the policy as that level ended, so how much of it survives the
+/// later levels can be measured (forgetting).
+pub fn stage_checkpoint_file(index: usize) -> String {
+    format!("level-{index}.safetensors")
+}
+
 /// How to run (not part of the training state).
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -581,7 +588,15 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
         st.updates += 1;
         updates_here += 1;
         let level_before = st.tasks.current_name();
+        let index_before = st.tasks.current();
         if let Some(next) = st.tasks.end_update(fpu) {
+            // The policy as this level ended (rewritten, identically, if a resumed run passes
+            // the same switch again).
+            save(
+                &cfg,
+                &st,
+                &ck_path.with_file_name(stage_checkpoint_file(index_before)),
+            )?;
             st.recent.clear();
             let msg = format!(
                 "train: curriculum: {level_before} passed at {} frames; now {}",
