@@ -100,8 +100,9 @@ struct ExportArgs {
 
 #[derive(Args, Debug)]
 struct ExperimentArgs {
-    /// Suite: a name in experiments/ (sample-efficiency, curriculum, zero-shot, ablations) or
-    /// a path to a suite file.
+    /// Suite: a name in experiments/ (sample-efficiency, curriculum, zero-shot, grounding,
+    /// ablations) or a path to a suite file; `paper` runs sample-efficiency, curriculum and
+    /// zero-shot into OUT/SUITE and writes the paper's four claims, judged, to OUT/claims.md.
     suite: String,
     /// Seeds per arm, 0..K (default: the suite's).
     #[arg(long)]
@@ -704,10 +705,14 @@ fn cmd_experiment(a: ExperimentArgs) -> Result<ExitCode> {
     if a.threads == 0 {
         anyhow::bail!("--threads must be > 0 (threads per run)");
     }
-    let suite = host::experiment::resolve_suite(
-        &a.suite,
-        std::path::Path::new(host::experiment::SUITES_DIR),
-    )?;
+    let suites_dir = std::path::Path::new(host::experiment::SUITES_DIR);
+    let paper = a.suite.trim_end_matches('/') == "paper";
+    let suite = if paper {
+        // Each suite is resolved in turn by `run_paper`.
+        PathBuf::new()
+    } else {
+        host::experiment::resolve_suite(&a.suite, suites_dir)?
+    };
     let mut set = Vec::with_capacity(a.set.len());
     for kv in &a.set {
         let (k, v) = kv
@@ -747,6 +752,11 @@ fn cmd_experiment(a: ExperimentArgs) -> Result<ExitCode> {
         command,
         progress: !a.quiet,
     };
+    if paper {
+        let claims = host::experiment::run_paper(&opts, suites_dir)?;
+        println!("claims: {}", claims.display());
+        return Ok(ExitCode::SUCCESS);
+    }
     let s = host::experiment::run(&opts)?;
     println!(
         "results: {} (trained {}, finished earlier {})",

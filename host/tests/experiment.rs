@@ -439,3 +439,44 @@ fn bad_suite_files_are_refused_with_clear_errors() {
         "{e}"
     );
 }
+
+/// `metarim experiment paper` at a smoke budget: the three claim suites run into their own
+/// directories and `claims.md` holds the four claim lines in the form, each followed
+/// by its evidence (a verdict per line; at this budget nothing can be significant).
+#[test]
+fn paper_smoke_writes_the_four_claim_lines() {
+    let out = tmpdir("paper");
+    let opts = ExperimentOptions {
+        suite: PathBuf::new(),
+        ..options("sample-efficiency", 0.0002, &out)
+    };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments");
+    let claims = experiment::run_paper(&opts, &dir).unwrap();
+    assert_eq!(claims, out.join("claims.md"));
+    for suite in experiment::PAPER_SUITES {
+        assert!(out.join(suite).join("results.md").is_file(), "{suite}");
+    }
+    let md = std::fs::read_to_string(&claims).unwrap();
+    let names = [
+        "faster learning",
+        "roles matter",
+        "shifting objectives",
+        "zero-shot transfer",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        let prefix = format!("claim {} ({name}): ", i + 1);
+        let line = md
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no line {prefix:?}:\n{md}"));
+        let verdict = &line[prefix.len()..];
+        assert!(
+            ["holds", "does not hold", "inconclusive"].contains(&verdict),
+            "{line}"
+        );
+        // Two seeds per arm cannot make a test significant (smallest p: 2/6).
+        assert_eq!(verdict, "inconclusive", "{line}");
+    }
+    assert!(md.contains("P(meta-rim better)"), "{md}");
+    assert!(md.contains("exact permutation, seeds 2 and 2"), "{md}");
+}

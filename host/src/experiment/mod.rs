@@ -19,6 +19,7 @@
 //!   and seed, and aggregation goes in arm and seed order.
 //! - Every file is written atomically.
 
+pub mod claims;
 pub mod metrics;
 pub mod report;
 pub mod spec;
@@ -43,6 +44,13 @@ pub const RESULT_FILE: &str = "result.json";
 
 /// Where suites live, relative to the working directory.
 pub const SUITES_DIR: &str = "experiments";
+
+/// The suites of `metarim experiment paper`, in the order it runs them: claims 1 and 2
+/// (`sample-efficiency`), claim 3 (`curriculum`), claim 4 (`zero-shot`).
+pub const PAPER_SUITES: [&str; 3] = ["sample-efficiency", "curriculum", "zero-shot"];
+
+/// File of `metarim experiment paper`'s verdicts, in its output directory.
+pub const CLAIMS_FILE: &str = "claims.md";
 
 /// How to run a suite.
 #[derive(Clone, Debug)]
@@ -550,4 +558,64 @@ pub fn run(opts: &ExperimentOptions) -> Result<ExperimentSummary> {
         results: results_path,
         plots,
     })
+}
+
+/// The finished runs of the suite `opts` describes (every run's `result.json`), for reports
+/// that span suites.
+pub fn load_finished(opts: &ExperimentOptions) -> Result<claims::SuiteRuns> {
+    let suite = Suite::load(&opts.suite, &opts.overrides)?;
+    let seeds = opts.seeds.unwrap_or(suite.seeds);
+    let plan = plan(&suite, seeds, &opts.out);
+    let mut results = Vec::with_capacity(plan.len());
+    for run in &plan {
+        let path = run.dir.join(RESULT_FILE);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {} (has the run finished?)", path.display()))?;
+        let r: RunResult =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        results.push(r);
+    }
+    Ok(claims::SuiteRuns {
+        suite,
+        plan,
+        results,
+    })
+}
+
+/// `metarim experiment paper`: every suite of [`PAPER_SUITES`] (found in `suites_dir`) into
+/// `opts.out/SUITE` (each resumable, with `opts`' seeds and overrides), then the four claims'
+/// verdicts and evidence into `opts.out/claims.md`. Returns that file.
+pub fn run_paper(opts: &ExperimentOptions, suites_dir: &Path) -> Result<PathBuf> {
+    let started = Instant::now();
+    let mut finished = Vec::with_capacity(PAPER_SUITES.len());
+    for name in PAPER_SUITES {
+        let o = ExperimentOptions {
+            suite: resolve_suite(name, suites_dir)?,
+            out: opts.out.join(name),
+            ..opts.clone()
+        };
+        let s = run(&o).with_context(|| format!("suite {name}"))?;
+        if opts.progress {
+            eprintln!("experiment paper: {name}: {}", s.results.display());
+        }
+        finished.push(load_finished(&o)?);
+    }
+    let verdicts = claims::claims(finished.first(), finished.get(1), finished.get(2))?;
+    let mut md = String::from("# The paper's claims\n\n");
+    md.push_str(&format!(
+        "- command: `{}`\n- commit: {}\n- machine: {}\n- wall time of this invocation: {:.0} s\n- suites: {}\n\n",
+        opts.command,
+        report::git_commit(),
+        report::hardware(),
+        started.elapsed().as_secs_f64(),
+        PAPER_SUITES
+            .iter()
+            .map(|s| format!("[{s}]({s}/results.md)"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    md.push_str(&claims::markdown(&verdicts));
+    let path = opts.out.join(CLAIMS_FILE);
+    write_atomic(&path, md.as_bytes())?;
+    Ok(path)
 }

@@ -51,12 +51,38 @@ pub struct ReportContext<'a> {
 }
 
 /// A run with its log and metrics.
-struct RunData<'a> {
-    run: &'a PlannedRun,
-    result: &'a RunResult,
-    log: Vec<LogPoint>,
-    to_threshold: f64,
-    auc: f64,
+pub(super) struct RunData<'a> {
+    pub(super) run: &'a PlannedRun,
+    pub(super) result: &'a RunResult,
+    pub(super) log: Vec<LogPoint>,
+    /// Frames to the suite's threshold (infinite: not reached).
+    pub(super) to_threshold: f64,
+    /// Area under the success curve over the budget.
+    pub(super) auc: f64,
+}
+
+/// Each planned run with its log (within its budget) and metrics, in plan order.
+pub(super) fn run_data<'a>(
+    suite: &Suite,
+    plan: &'a [PlannedRun],
+    results: &'a [RunResult],
+) -> Result<Vec<RunData<'a>>> {
+    let mut data = Vec::with_capacity(plan.len());
+    for (run, result) in plan.iter().zip(results) {
+        let budget = run.config.frames;
+        let log = within_budget(read_log(&run.dir.join("train.jsonl"))?, budget);
+        let to_threshold = frames_to_threshold(&log, suite.threshold, suite.min_frames)
+            .map_or(f64::INFINITY, |f| f as f64);
+        let auc = success_auc(&log, budget);
+        data.push(RunData {
+            run,
+            result,
+            log,
+            to_threshold,
+            auc,
+        });
+    }
+    Ok(data)
 }
 
 /// The updates of `log` that started within `budget` frames (a run first trained to a larger
@@ -145,7 +171,7 @@ fn file_part(group: &str) -> String {
 }
 
 /// Groups in order of first appearance, each with its arm indices.
-fn groups(suite: &Suite) -> Vec<(String, Vec<usize>)> {
+pub(super) fn groups(suite: &Suite) -> Vec<(String, Vec<usize>)> {
     let mut out: Vec<(String, Vec<usize>)> = Vec::new();
     for (i, arm) in suite.arms.iter().enumerate() {
         match out.iter_mut().find(|(g, _)| *g == arm.group) {
@@ -159,21 +185,7 @@ fn groups(suite: &Suite) -> Vec<(String, Vec<usize>)> {
 /// Write `out/results.md` and the plots; returns their paths.
 pub fn write(ctx: &ReportContext, out: &Path) -> Result<(PathBuf, Vec<PathBuf>)> {
     let suite = ctx.suite;
-    let mut data = Vec::with_capacity(ctx.plan.len());
-    for (run, result) in ctx.plan.iter().zip(ctx.results) {
-        let budget = run.config.frames;
-        let log = within_budget(read_log(&run.dir.join("train.jsonl"))?, budget);
-        let to_threshold = frames_to_threshold(&log, suite.threshold, suite.min_frames)
-            .map_or(f64::INFINITY, |f| f as f64);
-        let auc = success_auc(&log, budget);
-        data.push(RunData {
-            run,
-            result,
-            log,
-            to_threshold,
-            auc,
-        });
-    }
+    let data = run_data(suite, ctx.plan, ctx.results)?;
     let by_arm: Vec<Vec<&RunData>> = (0..suite.arms.len())
         .map(|a| data.iter().filter(|d| d.run.arm == a).collect())
         .collect();
@@ -527,7 +539,7 @@ fn curriculum_tables(
 
 /// A run's forgetting of each level it moved on from: success of the policy as that level
 /// ended (its stage checkpoint) minus the final checkpoint's, on that level; `(level, drop)`.
-fn forgetting_of(d: &RunData) -> Vec<(String, f64)> {
+pub(super) fn forgetting_of(d: &RunData) -> Vec<(String, f64)> {
     d.result
         .stages
         .iter()
