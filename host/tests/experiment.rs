@@ -150,7 +150,7 @@ fn sample_efficiency_smoke_and_rerun_skips_finished_runs() {
     let out = tmpdir("sample-efficiency");
     let opts = options("sample-efficiency", 0.0005, &out);
     let suite = Suite::load(&opts.suite, &opts.overrides).unwrap();
-    assert_eq!(suite.arms.len(), 16);
+    assert_eq!(suite.arms.len(), 4);
     let s = experiment::run(&opts).unwrap();
     assert_eq!((s.trained, s.skipped), (s.runs, 0));
     let md = check_outputs(
@@ -158,13 +158,17 @@ fn sample_efficiency_smoke_and_rerun_skips_finished_runs() {
         &suite,
         "| arm | seeds | frames to 0.9 (median) | 95% interval |",
     );
-    for level in ["GoToObj", "GoToLocal", "PickupLoc", "PutNextLocal"] {
-        assert!(
-            md.contains(&format!("## {level}: sample efficiency")),
-            "{md}"
-        );
-        assert!(out.join(format!("success-{level}.png")).is_file());
-        assert!(out.join(format!("modules-{level}.png")).is_file());
+    let level = "GoToLocal";
+    assert!(
+        md.contains(&format!("## {level}: sample efficiency")),
+        "{md}"
+    );
+    assert!(out.join(format!("success-{level}.png")).is_file());
+    assert!(out.join(format!("modules-{level}.png")).is_file());
+    // Meta-RIM against each other arm, seed by seed.
+    for other in ["joint", "reversed", "lstm"] {
+        let row = format!("| GoToLocal-{other} | {SEEDS}, {SEEDS} | ");
+        assert!(md.contains(&row), "no comparison row {row:?}:\n{md}");
     }
     // A rerun trains nothing and leaves every checkpoint alone.
     let before = mtimes(&out);
@@ -230,9 +234,9 @@ fn curriculum_smoke() {
         "| arm | level | seeds on level | frames to 0.9 (median) |",
     );
     // Every arm has an adaptation row and a forgetting row per curriculum level; the
-    // curriculum advanced through all four levels on its (scaled) frame budget.
+    // curriculum advanced through all three levels on its (scaled) frame budget.
     for arm in ["meta-rim", "joint", "reversed", "lstm"] {
-        for level in ["GoToObj", "GoToLocal", "PickupLoc", "PutNextLocal"] {
+        for level in ["GoToObj", "GoToLocal", "PickupDist"] {
             let row = format!("| {arm} | {level} | {SEEDS}/{SEEDS} |");
             assert!(md.contains(&row), "no row {row:?}:\n{md}");
             let eval_row = format!("| {arm} | {level} | {SEEDS} |");
@@ -240,18 +244,14 @@ fn curriculum_smoke() {
         }
     }
     assert!(out.join("modules-by-level.png").is_file());
-    // Forgetting: every run saved the policy as each of the first three levels ended and
+    // Forgetting: every run saved the policy as each of the first two levels ended and
     // evaluated it on that level and the earlier ones; the report has the per-level table,
     // the comparison and a success matrix per arm.
-    let levels = [
-        "BabyAI-GoToObj-v0",
-        "BabyAI-GoToLocal-v0",
-        "BabyAI-PickupLoc-v0",
-    ];
+    let levels = ["BabyAI-GoToObj-v0", "BabyAI-GoToLocal-v0"];
     for run in plan(&suite, SEEDS, &out) {
         let text = std::fs::read_to_string(run.dir.join("result.json")).unwrap();
         let r: experiment::RunResult = serde_json::from_str(&text).unwrap();
-        assert_eq!(r.stages.len(), 3, "{}", run.dir.display());
+        assert_eq!(r.stages.len(), 2, "{}", run.dir.display());
         for (i, st) in r.stages.iter().enumerate() {
             assert_eq!(st.level, levels[i]);
             assert!(run.dir.join(format!("level-{i}.safetensors")).is_file());
@@ -267,7 +267,7 @@ fn curriculum_smoke() {
         .and_then(|rest| rest.split("Success matrix of").next())
         .unwrap_or_else(|| panic!("no forgetting section:\n{md}"));
     for arm in ["meta-rim", "joint", "reversed", "lstm"] {
-        for level in ["GoToObj", "GoToLocal", "PickupLoc"] {
+        for level in ["GoToObj", "GoToLocal"] {
             let row = format!("| {arm} | {level} | {SEEDS} | ");
             let line = section
                 .lines()
@@ -291,14 +291,9 @@ fn zero_shot_smoke() {
         &suite,
         "| arm | level | seeds | success (median) | 95% interval |",
     );
-    for level in ["GoToObjMazeS5", "GoToObjMazeS7", "GoToObjMaze", "GoToLocal"] {
-        for mode in ["meta-rim", "lstm"] {
-            let trained = if level.starts_with("GoToObjMaze") {
-                "GoToObjMazeS4"
-            } else {
-                "GoToLocalS6N3"
-            };
-            let row = format!("| {trained}-{mode} | {level} | {SEEDS} |");
+    for level in ["GoToLocalS6N3 *", "GoToLocalS8N7", "GoToLocal"] {
+        for mode in ["meta-rim", "joint", "reversed", "lstm"] {
+            let row = format!("| GoToLocalS6N3-{mode} | {level} | {SEEDS} |");
             assert!(md.contains(&row), "no row {row:?}:\n{md}");
         }
     }
@@ -408,7 +403,10 @@ fn bad_suite_files_are_refused_with_clear_errors() {
         ),
         (
             "unknown-level",
-            good.replace("BabyAI-PickupLoc-v0", "BabyAI-PickupNowhere-v0"),
+            good.replace(
+                "levels = [\"BabyAI-GoToLocal-v0\"]\nmodes",
+                "levels = [\"BabyAI-PickupNowhere-v0\"]\nmodes",
+            ),
             "BabyAI-PickupNowhere-v0",
         ),
         (
