@@ -291,9 +291,9 @@ fn zero_shot_smoke() {
         &suite,
         "| arm | level | seeds | success (median) | 95% interval |",
     );
-    for level in ["GoToLocalS6N3 *", "GoToLocalS8N7", "GoToLocal"] {
+    for level in ["GoToLocalS8N4 *", "GoToLocalS8N7", "GoToLocal"] {
         for mode in ["meta-rim", "joint", "reversed", "lstm"] {
-            let row = format!("| GoToLocalS6N3-{mode} | {level} | {SEEDS} |");
+            let row = format!("| GoToLocalS8N4-{mode} | {level} | {SEEDS} |");
             assert!(md.contains(&row), "no row {row:?}:\n{md}");
         }
     }
