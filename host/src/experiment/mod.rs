@@ -116,6 +116,21 @@ pub struct LevelEval {
     pub followed_shown: Option<(f64, (f64, f64))>,
 }
 
+impl LevelEval {
+    /// The evaluation `r` on the level `id`, with the episodes' own missions only.
+    pub fn own(id: &str, r: &crate::train::eval::EvalResult) -> LevelEval {
+        LevelEval {
+            level: id.to_string(),
+            episodes: r.episodes,
+            success: r.success,
+            success_ci: r.success_ci,
+            mean_return: r.mean_return,
+            swapped: None,
+            followed_shown: None,
+        }
+    }
+}
+
 /// What a finished run records in its `result.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunResult {
@@ -330,15 +345,7 @@ pub fn execute(run: &PlannedRun, arm: &Arm, suite: &Suite) -> Result<RunResult> 
             evals.push(grounded_eval(&ck.model, &level, id, r, &eval_opts)?);
             continue;
         }
-        evals.push(LevelEval {
-            level: id.clone(),
-            episodes: r.episodes,
-            success: r.success,
-            success_ci: r.success_ci,
-            mean_return: r.mean_return,
-            swapped: None,
-            followed_shown: None,
-        });
+        evals.push(LevelEval::own(id, &r));
     }
     let stages = if run.config.curriculum {
         stage_evals(run, &eval_opts)?
@@ -380,15 +387,7 @@ fn stage_evals(run: &PlannedRun, eval_opts: &EvalOptions) -> Result<Vec<StageEva
             let r = evaluate(&ck.model, &level, eval_opts).with_context(|| {
                 format!("evaluating the checkpoint from the end of {id} on {earlier}")
             })?;
-            evals.push(LevelEval {
-                level: earlier.clone(),
-                episodes: r.episodes,
-                success: r.success,
-                success_ci: r.success_ci,
-                mean_return: r.mean_return,
-                swapped: None,
-                followed_shown: None,
-            });
+            evals.push(LevelEval::own(earlier, &r));
         }
         stages.push(StageEval {
             level: id.clone(),
@@ -421,13 +420,9 @@ fn grounded_eval(
         )
     });
     Ok(LevelEval {
-        level: id.to_string(),
-        episodes: r.episodes,
-        success: r.success,
-        success_ci: r.success_ci,
-        mean_return: r.mean_return,
         swapped: Some((w.success, w.success_ci)),
         followed_shown,
+        ..LevelEval::own(id, &r)
     })
 }
 

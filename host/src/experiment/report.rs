@@ -14,8 +14,8 @@ use anyhow::{Context, Result};
 use metarim_core::nn::params::Mode;
 
 use super::metrics::{
-    compare, curriculum_segments, frames_to_threshold, read_log, success_auc, summarize,
-    Comparison, LogPoint, Stat, BOOTSTRAP_RESAMPLES,
+    compare, curriculum_segments, frames_to_threshold, read_log, success_auc, summarize, LogPoint,
+    Stat, BOOTSTRAP_RESAMPLES,
 };
 use super::spec::{short_level, MetricKind, Overrides, Suite};
 use super::{run_dir_name, LevelEval, PlannedRun, RunResult};
@@ -359,45 +359,76 @@ fn sample_efficiency_table(
         );
     }
     md.push('\n');
-    // Meta-RIM (the group's first `meta-rim` arm) against every other arm.
-    if let Some(&r) = arms
+    let sooner = format!("reaches {} sooner", s.threshold);
+    comparison_table(
+        md,
+        s,
+        arms,
+        by_arm,
+        |reference| {
+            format!(
+                "{reference} against each other arm, seed by seed: P(better) is the probability \
+                 that a random seed of {reference} does better than a random seed of the other \
+                 arm (ties half; Mann-Whitney U / (n m); 0.5 = no difference), p the two-sided \
+                 p-value of the exact permutation test of it (every split of the pooled seeds; \
+                 a run that never reached the threshold counts as the slowest)."
+            )
+        },
+        &[
+            (sooner.as_str(), true, &frames_of),
+            ("has the higher AUC", false, &aucs_of),
+        ],
+    );
+    eval_table(md, ctx, arms, by_arm, "evaluation of the final checkpoints");
+}
+
+/// Meta-RIM (the group's first `meta-rim` arm) against every other arm of `arms`, one row per
+/// arm, after the paragraph `intro(reference)`: for each quantity `(what, lower_is_better,
+/// per-seed values of an arm)`, the probability that a Meta-RIM seed does better and the
+/// exact permutation test's p-value ([`compare`]). Nothing without a `meta-rim` arm.
+#[allow(clippy::type_complexity)]
+fn comparison_table(
+    md: &mut String,
+    s: &Suite,
+    arms: &[usize],
+    by_arm: &[Vec<&RunData>],
+    intro: impl Fn(&str) -> String,
+    quantities: &[(&str, bool, &dyn Fn(usize) -> Vec<f64>)],
+) {
+    let Some(&r) = arms
         .iter()
         .find(|&&a| s.arms[a].config.mode == Mode::MetaRim)
-    {
-        let reference = &s.arms[r].name;
+    else {
+        return;
+    };
+    let reference = &s.arms[r].name;
+    let _ = writeln!(md, "{}\n", intro(reference));
+    let titles: Vec<String> = quantities
+        .iter()
+        .map(|(what, _, _)| format!(" P({reference} {what}) | p |"))
+        .collect();
+    let _ = writeln!(md, "| arm | seeds ({reference}, arm) |{}", titles.concat());
+    let _ = writeln!(md, "|---|---|{}", "---|---|".repeat(quantities.len()));
+    for &a in arms.iter().filter(|&&a| a != r) {
+        let cells: Vec<String> = quantities
+            .iter()
+            .map(
+                |(_, lower, values)| match compare(&values(r), &values(a), *lower) {
+                    Some(c) => format!(" {:.3} | {:.4} |", c.prob_better, c.p_value),
+                    None => " - | - |".into(),
+                },
+            )
+            .collect();
         let _ = writeln!(
             md,
-            "{reference} against each other arm, seed by seed: P(better) is the probability that \
-             a random seed of {reference} does better than a random seed of the other arm (ties \
-             half; Mann-Whitney U / (n m); 0.5 = no difference), p the two-sided p-value of the \
-             exact permutation test of it (every split of the pooled seeds; a run that never \
-             reached the threshold counts as the slowest).\n"
+            "| {} | {}, {} |{}",
+            s.arms[a].name,
+            by_arm[r].len(),
+            by_arm[a].len(),
+            cells.concat()
         );
-        let _ = writeln!(
-            md,
-            "| arm | seeds ({reference}, arm) | P({reference} reaches {t} sooner) | p | P({reference} has the higher AUC) | p |",
-            t = s.threshold
-        );
-        let _ = writeln!(md, "|---|---|---|---|---|---|");
-        for &a in arms.iter().filter(|&&a| a != r) {
-            let f = compare(&frames_of(r), &frames_of(a), true);
-            let u = compare(&aucs_of(r), &aucs_of(a), false);
-            let cells = |c: Option<Comparison>| match c {
-                Some(c) => (format!("{:.3}", c.prob_better), format!("{:.4}", c.p_value)),
-                None => ("-".into(), "-".into()),
-            };
-            let ((fp, fv), (up, uv)) = (cells(f), cells(u));
-            let _ = writeln!(
-                md,
-                "| {} | {}, {} | {fp} | {fv} | {up} | {uv} |",
-                s.arms[a].name,
-                by_arm[r].len(),
-                by_arm[a].len()
-            );
-        }
-        md.push('\n');
     }
-    eval_table(md, ctx, arms, by_arm, "evaluation of the final checkpoints");
+    md.push('\n');
 }
 
 fn iqm_cells(values: &[f64], f: impl Fn(f64) -> String + Copy) -> (String, String) {
@@ -630,37 +661,20 @@ fn forgetting_tables(
         }
     }
     md.push('\n');
-    if let Some(&r) = arms
-        .iter()
-        .find(|&&a| s.arms[a].config.mode == Mode::MetaRim)
-    {
-        let reference = &s.arms[r].name;
-        let _ = writeln!(
-            md,
-            "{reference} against each other arm on each seed's mean forgetting over the levels \
-             it moved on from (P(better): the probability that a random seed of {reference} \
-             forgot less; p: exact permutation test, as above).\n"
-        );
-        let _ = writeln!(
-            md,
-            "| arm | seeds ({reference}, arm) | P({reference} forgets less) | p |"
-        );
-        let _ = writeln!(md, "|---|---|---|---|");
-        for &a in arms.iter().filter(|&&a| a != r) {
-            let (p, v) = match compare(&mean_forgetting(r), &mean_forgetting(a), true) {
-                Some(c) => (format!("{:.3}", c.prob_better), format!("{:.4}", c.p_value)),
-                None => ("-".into(), "-".into()),
-            };
-            let _ = writeln!(
-                md,
-                "| {} | {}, {} | {p} | {v} |",
-                s.arms[a].name,
-                by_arm[r].len(),
-                by_arm[a].len()
-            );
-        }
-        md.push('\n');
-    }
+    comparison_table(
+        md,
+        s,
+        arms,
+        by_arm,
+        |reference| {
+            format!(
+                "{reference} against each other arm on each seed's mean forgetting over the \
+                 levels it moved on from (P(better): the probability that a random seed of \
+                 {reference} forgot less; p: exact permutation test, as above)."
+            )
+        },
+        &[("forgets less", true, &mean_forgetting)],
+    );
     // The success matrix: rows the policy as each level ended, then the final one.
     for &a in arms {
         let arm = &s.arms[a];
