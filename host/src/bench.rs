@@ -116,13 +116,7 @@ pub fn run(level_id: &str, seconds: f64, threads: usize, seed: u64) -> Result<Be
         let handles: Vec<_> = (0..threads as u64)
             .map(|t| s.spawn(move || run_thread(level, seed, t, duration)))
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .map_err(|_| anyhow!("a benchmark thread panicked"))?
-            })
-            .collect::<Result<Vec<_>>>()
+        crate::threads::join_all(handles, "benchmark")
     })?;
     Ok(BenchResult { threads: results })
 }

@@ -132,7 +132,7 @@ pub fn run(o: &RimBenchOptions) -> Result<RimBenchReport> {
     let mut iterate = |params: &mut Vec<f32>| -> Result<f64> {
         let w = weights_view(&d, params)?;
         let shards = rb.shards(o.batch, o.steps, &bounds)?;
-        let losses: Vec<Result<f64>> = std::thread::scope(|s| {
+        let losses: Vec<f64> = std::thread::scope(|s| {
             let handles: Vec<_> = shards
                 .into_iter()
                 .zip(scratch.iter_mut())
@@ -155,17 +155,11 @@ pub fn run(o: &RimBenchOptions) -> Result<RimBenchReport> {
                     })
                 })
                 .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow::anyhow!("a benchmark worker panicked")))
-                })
-                .collect()
-        });
+            crate::threads::join_all(handles, "benchmark")
+        })?;
         let mut loss = 0.0;
         for l in losses {
-            loss += l?;
+            loss += l;
         }
         grads.fill(0.0);
         rb.weight_grads(&mut grads_view(&d, &mut grads)?, workers_n)?;

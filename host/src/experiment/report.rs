@@ -14,8 +14,8 @@ use anyhow::{Context, Result};
 use metarim_core::nn::params::Mode;
 
 use super::metrics::{
-    compare, curriculum_segments, frames_to_threshold, read_log, success_auc, summarize, LogPoint,
-    Stat, BOOTSTRAP_RESAMPLES,
+    bootstrap_interval, compare, curriculum_segments, frames_to_threshold, iqm, read_log,
+    success_auc, summarize, LogPoint, Stat, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED,
 };
 use super::spec::{short_level, MetricKind, Overrides, Suite};
 use super::{run_dir_name, LevelEval, PlannedRun, RunResult};
@@ -825,12 +825,14 @@ fn band(runs: &[&RunData]) -> Vec<BandPoint> {
     (0..len)
         .map(|i| {
             let vals: Vec<f64> = runs.iter().map(|d| d.log[i].success).collect();
-            let s = summarize(&vals);
+            // Only the IQM and its interval: no median bootstrap per point of the curve.
+            let (lo, hi) = bootstrap_interval(&vals, iqm, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED)
+                .unwrap_or((f64::NAN, f64::NAN));
             BandPoint {
                 frames: runs[0].log[i].frames,
-                mid: s.map_or(f64::NAN, |s| s.iqm),
-                lo: s.map_or(f64::NAN, |s| s.iqm_ci.0),
-                hi: s.map_or(f64::NAN, |s| s.iqm_ci.1),
+                mid: iqm(&vals).unwrap_or(f64::NAN),
+                lo,
+                hi,
             }
         })
         .collect()

@@ -14,6 +14,7 @@ use metarim_core::nn::policy::{scratch_len, state_len, step_cache_len, MAX_MODUL
 use metarim_core::rng::{split_mix64, Pcg32};
 
 use super::{argmax_action, sample_action, thread_count, Model};
+use crate::threads::join_all;
 
 /// What to evaluate.
 #[derive(Clone, Debug)]
@@ -366,12 +367,11 @@ pub fn evaluate(model: &Model, level: &Level, opts: &EvalOptions) -> Result<Eval
                 })
             })
             .collect();
-        let mut all = Vec::with_capacity(n);
-        for h in handles {
-            all.extend(h.join().map_err(|_| anyhow!("an eval thread panicked"))??);
-        }
-        Ok::<_, anyhow::Error>(all)
-    })?;
+        join_all(handles, "eval")
+    })?
+    .into_iter()
+    .flatten()
+    .collect();
     let k = results.iter().filter(|r| r.success).count();
     let nf = n.max(1) as f64;
     let mean = results.iter().map(|r| r.ret).sum::<f64>() / nf;
