@@ -18,6 +18,8 @@ pub struct Ctx<'a> {
     pub layout: &'a Layout,
     /// The fast group (RAM; adapted on the device).
     pub fast: &'a mut [f32; TINY_FAST],
+    /// The fast group as exported (flash), restored by the adaptation guard.
+    pub initial_fast: &'a [f32],
     /// The frozen slow group (flash).
     pub slow: &'a [f32],
     /// The frozen other group (flash).

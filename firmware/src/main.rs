@@ -29,7 +29,9 @@ use core::mem::{size_of, MaybeUninit};
 
 use cortex_m_rt::entry;
 use cortex_m_semihosting::hprintln;
-use metarim_core::adapt::{play_episodes, AdaptConfig, EpisodeStats, Session, TinyAdapter};
+use metarim_core::adapt::{
+    play_episodes, AdaptConfig, Adaptation, EpisodeStats, Session, TinyAdapter,
+};
 use metarim_core::env::Env;
 use metarim_core::levels::Level;
 use metarim_core::nn::params::Layout;
@@ -97,7 +99,11 @@ fn adapt(ctx: &mut Ctx<'_>, level: &Level, adapter: &mut Adapter) -> Result<Epis
         0,
         u64::from(config::ADAPT_EPISODES),
         false,
-        Some((adapter, &cfg)),
+        Some(Adaptation {
+            adapter,
+            cfg: &cfg,
+            initial_fast: ctx.initial_fast,
+        }),
     )
 }
 
@@ -122,6 +128,7 @@ fn setup(slots: Slots, level: &Level) -> Result<Ctx<'static>, Error> {
     Ok(Ctx {
         layout,
         fast: params.fast,
+        initial_fast: params.initial_fast,
         slow: params.slow,
         other: params.other,
         actor,
@@ -200,6 +207,17 @@ fn run(
         ADAPT_WINDOW,
         AdaptConfig::default().windows_per_step,
         Adapter::RAM_BYTES
+    );
+    let g = during.guard;
+    hprintln!(
+        "firmware: guard: probe={}/{} trailing={}/{} restores={} stopped_after={} kept={}",
+        g.probe_successes,
+        g.probe_episodes,
+        g.trail_successes,
+        g.trail_episodes,
+        g.reverts,
+        g.stopped_after,
+        g.kept
     );
     // (c) The same evaluation episodes again.
     let after = evaluate(&mut ctx)?;

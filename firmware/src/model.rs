@@ -34,6 +34,8 @@ pub fn blob_bytes() -> usize {
 pub struct Params {
     /// Fast group.
     pub fast: &'static mut [f32; TINY_FAST],
+    /// The fast group as exported (flash): what the adaptation guard restores.
+    pub initial_fast: &'static [f32],
     /// Slow group (flash).
     pub slow: &'static [f32],
     /// Other group (flash).
@@ -46,5 +48,10 @@ pub fn load(fast: &'static mut [f32; TINY_FAST]) -> Result<Params, Error> {
     let (slow, other) = blob.split_frozen(blob.frozen_f32()?)?;
     // Checked copy: a length mismatch is an error, not a panic.
     blob.fast_into(&mut fast[..])?;
-    Ok(Params { fast, slow, other })
+    Ok(Params {
+        fast,
+        initial_fast: blob.fast_f32()?,
+        slow,
+        other,
+    })
 }

@@ -78,6 +78,38 @@ struct AdaptArgs {
     /// Global gradient-norm clip (default 0.5).
     #[arg(long)]
     max_grad_norm: Option<f32>,
+    /// No guard: every adaptation episode learns and the adapted weights are kept whatever
+    /// happened (the learner before the guard).
+    #[arg(long, conflicts_with_all = ["probe_episodes", "trail_episodes", "keep_z", "revert_z", "stop_success", "max_reverts"])]
+    no_guard: bool,
+    /// Guard: episodes played first with the starting weights, no learning (their success is
+    /// the baseline; default 50, 0 = no guard).
+    #[arg(long)]
+    probe_episodes: Option<u32>,
+    /// Guard: recent adaptation episodes compared with the baseline, 1..=128 (default 50).
+    #[arg(long)]
+    trail_episodes: Option<u32>,
+    /// Guard: keep the adapted weights at the end only if the trailing success beats the
+    /// baseline by this many standard errors (default 1).
+    #[arg(long, allow_negative_numbers = true)]
+    keep_z: Option<f32>,
+    /// Guard: restore the starting weights when the trailing success falls this many standard
+    /// errors below the baseline (default 2).
+    #[arg(long, allow_negative_numbers = true)]
+    revert_z: Option<f32>,
+    /// Guard: stop learning once the trailing success reaches this and passes the keep test;
+    /// never start when the baseline reaches it (default 0.9; above 1: never).
+    #[arg(long)]
+    stop_success: Option<f32>,
+    /// Guard: restarts from the starting weights allowed (default 1).
+    #[arg(long)]
+    max_reverts: Option<u32>,
+    /// Host only: adapt these parameters with the full gradient instead of running the
+    /// device's learner: `fast` (active modules' RNNs, the device's choice), `attention` (the
+    /// slow group: the reversed split) or `all` (every parameter: an upper bound). Same
+    /// episodes, window, loss, SGD and guard.
+    #[arg(long)]
+    groups: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -1000,6 +1032,18 @@ fn cmd_adapt(a: AdaptArgs) -> Result<ExitCode> {
         windows_per_step: a.windows_per_step.unwrap_or(d.windows_per_step),
         entropy_coef: a.entropy_coef.unwrap_or(d.entropy_coef),
         max_grad_norm: a.max_grad_norm.unwrap_or(d.max_grad_norm),
+        guard: if a.no_guard {
+            metarim_core::adapt::GuardConfig::OFF
+        } else {
+            metarim_core::adapt::GuardConfig {
+                probe_episodes: a.probe_episodes.unwrap_or(d.guard.probe_episodes),
+                trail_episodes: a.trail_episodes.unwrap_or(d.guard.trail_episodes),
+                keep_z: a.keep_z.unwrap_or(d.guard.keep_z),
+                revert_z: a.revert_z.unwrap_or(d.guard.revert_z),
+                stop_success: a.stop_success.unwrap_or(d.guard.stop_success),
+                max_reverts: a.max_reverts.unwrap_or(d.guard.max_reverts),
+            }
+        },
         ..d
     };
     for (v, name) in [(cfg.lr, "--lr"), (cfg.max_grad_norm, "--max-grad-norm")] {
@@ -1013,12 +1057,21 @@ fn cmd_adapt(a: AdaptArgs) -> Result<ExitCode> {
     if cfg.windows_per_step == 0 {
         anyhow::bail!("--windows-per-step must be >= 1 (windows per optimiser step), got 0");
     }
+    let t = cfg.guard.trail_episodes;
+    if !(1..=metarim_core::adapt::guard::MAX_TRAIL).contains(&t) {
+        anyhow::bail!("--trail-episodes must be in 1..=128, got {t}");
+    }
     let o = host::adapt::AdaptOptions {
         level: a.level.clone(),
         episodes: a.episodes,
         eval_episodes: a.eval_episodes,
         seed: a.seed,
         cfg,
+        groups: a
+            .groups
+            .as_deref()
+            .map(host::adapt::Groups::parse)
+            .transpose()?,
     };
     let r = host::adapt::run(&a.checkpoint, &o)?;
     // One line per evaluation: successes, rate, Wilson interval, mean return.
@@ -1051,6 +1104,29 @@ fn cmd_adapt(a: AdaptArgs) -> Result<ExitCode> {
         r.during.success_rate(),
         r.adapter_bytes
     )?;
+    let g = &r.during.guard;
+    if g.enabled {
+        let stopped = match g.stopped_after {
+            0 => String::from("never stopped"),
+            n => format!("stopped learning after {n} episodes"),
+        };
+        writeln!(
+            out,
+            "guard: baseline {}/{} in the probe, trailing {}/{} at the end (z {:.2}), {} \
+             restore(s), {stopped}; {}",
+            g.probe_successes,
+            g.probe_episodes,
+            g.trail_successes,
+            g.trail_episodes,
+            g.final_z,
+            g.reverts,
+            if g.kept {
+                "kept the adapted weights"
+            } else {
+                "left the starting weights"
+            }
+        )?;
+    }
     evaluation(&mut out, "after", &r.after)?;
     writeln!(
         out,

@@ -1,12 +1,28 @@
 //! `metarim adapt` (the host twin of on-device adaptation): deterministic, adapts only the
-//! fast group, refuses checkpoints that are not Tiny / meta-rim.
+//! fast group, refuses checkpoints that are not Tiny / meta-rim; the guard; the host-only
+//! learners of other parameter groups move exactly their groups, and the fast one agrees with
+//! the device learner.
 
 mod common;
 
 use common::{opts, small_config};
-use host::adapt::{run, AdaptOptions};
+use host::adapt::groups::play_adapting;
+use host::adapt::{run, AdaptOptions, Groups};
+use host::train::checkpoint;
 use host::train::run::train;
-use metarim_core::adapt::AdaptConfig;
+use metarim_core::adapt::{
+    play_episodes, AdaptConfig, Adaptation, GuardConfig, Session, TinyAdapter,
+};
+use metarim_core::env::Env;
+use metarim_core::levels::Level;
+use metarim_core::nn::presets::{TinyActor, TINY_FAST};
+
+fn unguarded() -> AdaptConfig {
+    AdaptConfig {
+        guard: GuardConfig::OFF,
+        ..AdaptConfig::default()
+    }
+}
 
 fn trained(name: &str, mode: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("metarim-adapt-{}-{name}", std::process::id()));
@@ -24,7 +40,8 @@ fn the_twin_is_deterministic_and_updates_fast_weights() {
         episodes: 12,
         eval_episodes: 10,
         seed: 3,
-        cfg: AdaptConfig::default(),
+        cfg: unguarded(),
+        groups: None,
     };
     let a = run(&ck, &o).unwrap();
     let b = run(&ck, &o).unwrap();
@@ -40,4 +57,145 @@ fn the_twin_is_deterministic_and_updates_fast_weights() {
         ..o
     };
     assert!(run(&ck, &bad).is_err());
+}
+
+#[test]
+fn the_default_guard_probes_first_and_leaves_the_weights_when_nothing_was_learned() {
+    let ck = trained("guard", "meta-rim");
+    let o = AdaptOptions {
+        level: "BabyAI-GoToLocalS6N3-v0".into(),
+        episodes: 12,
+        eval_episodes: 10,
+        seed: 3,
+        cfg: AdaptConfig::default(),
+        groups: None,
+    };
+    // 12 episodes are all inside the 50-episode probe: no update, the same policy after.
+    let r = run(&ck, &o).unwrap();
+    assert_eq!((r.during.updates, r.during.guard.probe_episodes), (0, 12));
+    assert_eq!(r.before, r.after);
+}
+
+#[test]
+fn host_learners_move_exactly_their_groups() {
+    let ck_path = trained("groups", "meta-rim");
+    let ck = checkpoint::load(&ck_path).unwrap();
+    let level = Level::from_id("BabyAI-GoToLocalS6N3-v0").unwrap();
+    let initial = &ck.model.params;
+    for g in Groups::ALL {
+        let mut p = initial.clone();
+        let st = play_adapting(
+            &ck.model.layout,
+            &mut p,
+            initial,
+            g,
+            &level,
+            4,
+            6,
+            16,
+            &unguarded(),
+        )
+        .unwrap();
+        assert!(st.optimizer_steps > 0, "{g:?}");
+        let moved = [
+            p.fast != initial.fast,
+            p.slow != initial.slow,
+            p.other != initial.other,
+        ];
+        let want = match g {
+            Groups::Fast => [true, false, false],
+            Groups::Attention => [false, true, false],
+            Groups::All => [true, true, true],
+        };
+        assert_eq!(moved, want, "{g:?}");
+        let mut again = initial.clone();
+        play_adapting(
+            &ck.model.layout,
+            &mut again,
+            initial,
+            g,
+            &level,
+            4,
+            6,
+            16,
+            &unguarded(),
+        )
+        .unwrap();
+        assert_eq!(again, p, "{g:?} is deterministic");
+    }
+}
+
+#[test]
+fn the_full_gradient_fast_learner_takes_the_device_learners_first_step() {
+    // One episode, one SGD step per window: the device learner (fast-only backward from
+    // stored memory inputs) and the host learner (full backward from observations) start from
+    // the same weights on the same episode and draw the same actions, so their updates agree
+    // up to rounding (which could only flip an action sampled right at a boundary).
+    let ck_path = trained("parity", "meta-rim");
+    let ck = checkpoint::load(&ck_path).unwrap();
+    let level = Level::from_id("BabyAI-GoToLocalS6N3-v0").unwrap();
+    let initial = &ck.model.params;
+    let cfg = AdaptConfig {
+        windows_per_step: 1,
+        lr: 1e-3,
+        ..unguarded()
+    };
+    let mut host_p = initial.clone();
+    let hs = play_adapting(
+        &ck.model.layout,
+        &mut host_p,
+        initial,
+        Groups::Fast,
+        &level,
+        9,
+        1,
+        16,
+        &cfg,
+    )
+    .unwrap();
+    let mut fast = [0.0f32; TINY_FAST];
+    fast.copy_from_slice(&initial.fast);
+    let mut env = Box::new(Env::EMPTY);
+    let mut actor = Box::<TinyActor>::default();
+    let mut ad = Box::new(TinyAdapter::<16>::new());
+    let mut s = Session {
+        layout: &ck.model.layout,
+        fast: &mut fast,
+        slow: &initial.slow,
+        other: &initial.other,
+        env: &mut env,
+        actor: &mut actor,
+    };
+    let ds = play_episodes(
+        &mut s,
+        &level,
+        9,
+        0,
+        1,
+        false,
+        Some(Adaptation {
+            adapter: &mut *ad,
+            cfg: &cfg,
+            initial_fast: &initial.fast,
+        }),
+    )
+    .unwrap();
+    assert!(ds.optimizer_steps >= 1);
+    assert_eq!(ds.optimizer_steps, hs.optimizer_steps);
+    let dev: Vec<f32> = fast.iter().zip(&initial.fast).map(|(a, b)| a - b).collect();
+    let hst: Vec<f32> = host_p
+        .fast
+        .iter()
+        .zip(&initial.fast)
+        .map(|(a, b)| a - b)
+        .collect();
+    let num: f32 = dev
+        .iter()
+        .zip(&hst)
+        .map(|(a, b)| (a - b) * (a - b))
+        .sum::<f32>()
+        .sqrt();
+    let den: f32 = dev.iter().map(|a| a * a).sum::<f32>().sqrt();
+    assert!(den > 0.0);
+    assert!(num / den < 1e-3, "relative difference {}", num / den);
 }

@@ -32,6 +32,10 @@ use crate::nn::rim::CommGrad;
 use crate::nn::sample::{argmax_action, sample_action};
 use crate::rng::{split_mix64, Pcg32};
 
+pub mod guard;
+
+pub use guard::{Guard, GuardAction, GuardConfig, GuardPhase, GuardReport};
+
 /// Width of the Tiny memory input (encoder output ++ instruction embedding).
 pub const TINY_X: usize = TINY.memory_input();
 /// Work buffer of the fast-only backward for Tiny.
@@ -60,12 +64,17 @@ pub struct AdaptConfig {
     /// effective batch at no RAM cost, since the gradient buffer is the accumulator. At least
     /// 1. A partial accumulation left when the episodes end is dropped.
     pub windows_per_step: u32,
+    /// The guard: probe the starting weights, keep adapted weights only when the adaptation
+    /// episodes show they are better, restore the starting weights when learning goes wrong,
+    /// stop once done ([`GuardConfig::OFF`]: none).
+    pub guard: GuardConfig,
 }
 
 impl Default for AdaptConfig {
     /// gamma 0.99, lambda 0.95, lr 1e-2, entropy 0.01, grad clip 0.5, reward scale 20, clip 0.2,
     /// one pass per window, one SGD step per 4 windows (chosen on MiniGrid-Empty-5x5 ->
-    /// Empty-8x8 over training seeds 1-7, docs/RESULTS.md "On-device fast adaptation").
+    /// Empty-8x8 over training seeds 1-7, docs/RESULTS.md "On-device fast adaptation"), and
+    /// [`GuardConfig::DEFAULT`].
     fn default() -> Self {
         AdaptConfig {
             gamma: 0.99,
@@ -76,6 +85,7 @@ impl Default for AdaptConfig {
             reward_scale: 20.0,
             clip_eps: 0.2,
             windows_per_step: 4,
+            guard: GuardConfig::DEFAULT,
         }
     }
 }
@@ -100,7 +110,70 @@ impl AdaptConfig {
                 what: "adaptation: windows_per_step must be >= 1 (windows per optimiser step)",
             });
         }
-        Ok(())
+        self.guard.validate()
+    }
+}
+
+/// Running totals of a learner over its windows and optimiser steps: what [`EpisodeStats`]
+/// reports about learning (the device adapter's and the host-only learners').
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LearnTotals {
+    /// Windows learned from (updates on a non-empty window).
+    pub updates: u32,
+    /// Optimiser steps taken.
+    pub optimizer_steps: u32,
+    /// Sum of the pre-clip gradient norms of those steps.
+    pub grad_norm_sum: f32,
+    /// Steps whose gradient was clipped.
+    pub clipped_steps: u32,
+    /// Steps learned from (each window's steps, once per window).
+    pub learned_steps: u32,
+    /// Sum of their GAE advantages (scaled rewards; a critic biased for this level shows
+    /// here).
+    pub advantage_sum: f32,
+    /// Sum of the policy's entropies at those steps.
+    pub entropy_sum: f32,
+}
+
+impl LearnTotals {
+    /// All zero (a `const`, for `const fn` constructors).
+    pub const ZERO: LearnTotals = LearnTotals {
+        updates: 0,
+        optimizer_steps: 0,
+        grad_norm_sum: 0.0,
+        clipped_steps: 0,
+        learned_steps: 0,
+        advantage_sum: 0.0,
+        entropy_sum: 0.0,
+    };
+
+    /// Count a window of `steps` steps with these sums of advantages and entropies.
+    pub fn add_window(&mut self, steps: usize, advantage_sum: f32, entropy_sum: f32) {
+        self.updates = self.updates.saturating_add(1);
+        self.learned_steps = self
+            .learned_steps
+            .saturating_add(u32::try_from(steps).unwrap_or(u32::MAX));
+        self.advantage_sum += advantage_sum;
+        self.entropy_sum += entropy_sum;
+    }
+
+    /// Count an optimiser step whose gradient norm before clipping at `max_norm` was `norm`.
+    pub fn add_step(&mut self, norm: f32, max_norm: f32) {
+        self.optimizer_steps = self.optimizer_steps.saturating_add(1);
+        self.grad_norm_sum += norm;
+        self.clipped_steps += u32::from(norm > max_norm);
+    }
+
+    /// Write the totals and their means into `st`.
+    pub fn report_into(&self, st: &mut EpisodeStats) {
+        st.updates = self.updates;
+        st.optimizer_steps = self.optimizer_steps;
+        let n = self.optimizer_steps.max(1) as f32;
+        st.mean_grad_norm = self.grad_norm_sum / n;
+        st.clip_fraction = self.clipped_steps as f32 / n;
+        let l = self.learned_steps.max(1) as f32;
+        st.mean_advantage = self.advantage_sum / l;
+        st.mean_entropy = self.entropy_sum / l;
     }
 }
 
@@ -136,21 +209,8 @@ pub struct TinyAdapter<const W: usize> {
     acc_windows: u32,
     acc_steps: usize,
     acc_active: [bool; MAX_MODULES],
-    /// Windows learned from ([`Self::update`] calls on a non-empty window).
-    pub updates: u32,
-    /// Optimiser steps taken.
-    pub optimizer_steps: u32,
-    /// Sum of the pre-clip gradient norms of those steps.
-    pub grad_norm_sum: f32,
-    /// Steps whose gradient was clipped.
-    pub clipped_steps: u32,
-    /// Steps learned from (each window's steps, once per window).
-    pub learned_steps: u32,
-    /// Sum of their GAE advantages (scaled rewards; a critic biased for this level shows
-    /// here).
-    pub advantage_sum: f32,
-    /// Sum of the policy's entropies at those steps.
-    pub entropy_sum: f32,
+    /// Running totals (what [`EpisodeStats`] reports).
+    pub totals: LearnTotals,
 }
 
 impl<const W: usize> Default for TinyAdapter<W> {
@@ -181,13 +241,7 @@ impl<const W: usize> TinyAdapter<W> {
             acc_windows: 0,
             acc_steps: 0,
             acc_active: [false; MAX_MODULES],
-            updates: 0,
-            optimizer_steps: 0,
-            grad_norm_sum: 0.0,
-            clipped_steps: 0,
-            learned_steps: 0,
-            advantage_sum: 0.0,
-            entropy_sum: 0.0,
+            totals: LearnTotals::ZERO,
         }
     }
 
@@ -204,6 +258,15 @@ impl<const W: usize> TinyAdapter<W> {
     /// Whether the window is full.
     pub fn is_full(&self) -> bool {
         self.len >= W
+    }
+
+    /// Drop the window and any gradient accumulated towards the next step (the guard calls
+    /// this when it restores the starting weights or stops learning). The running statistics
+    /// stay.
+    pub fn clear(&mut self) {
+        self.len = 0;
+        self.acc_windows = 0;
+        self.acc_steps = 0;
     }
 
     /// Append one step: the memory input and state the policy read, whether it started an
@@ -310,9 +373,8 @@ impl<const W: usize> TinyAdapter<W> {
                 &mut self.work,
             )?
         };
-        self.learned_steps = self.learned_steps.saturating_add(n as u32);
-        self.advantage_sum += self.adv[..n].iter().sum::<f32>();
-        self.entropy_sum += stats.sum.entropy;
+        self.totals
+            .add_window(n, self.adv[..n].iter().sum::<f32>(), stats.sum.entropy);
         for (a, c) in self.acc_active.iter_mut().zip(stats.active_steps.iter()) {
             *a |= *c > 0;
         }
@@ -322,7 +384,6 @@ impl<const W: usize> TinyAdapter<W> {
             self.step(layout, fast, cfg, nm, &mut report)?;
         }
         self.len = 0;
-        self.updates += 1;
         Ok(report)
     }
 
@@ -340,9 +401,7 @@ impl<const W: usize> TinyAdapter<W> {
         let (norm, modules) =
             fast_step(layout, fast, &mut self.grads, active, self.acc_steps, cfg)?;
         self.acc_windows = 0;
-        self.optimizer_steps += 1;
-        self.grad_norm_sum += norm;
-        self.clipped_steps += u32::from(norm > cfg.max_grad_norm);
+        self.totals.add_step(norm, cfg.max_grad_norm);
         report.grad_norm = norm;
         report.modules_updated = report.modules_updated.max(modules);
         report.optimizer_steps += 1;
@@ -352,18 +411,41 @@ impl<const W: usize> TinyAdapter<W> {
     /// GAE with the frozen critic into `adv`.
     fn advantages(&mut self, bootstrap: f32, cfg: &AdaptConfig) {
         let n = self.len.min(W);
-        let mut last = 0.0f32;
-        for t in (0..n).rev() {
-            let next_v = if t + 1 < n {
-                self.values[t + 1]
-            } else {
-                bootstrap
-            };
-            let nonterminal = if self.dones[t] { 0.0 } else { 1.0 };
-            let delta = self.rewards[t] + cfg.gamma * next_v * nonterminal - self.values[t];
-            last = delta + cfg.gamma * cfg.lambda * nonterminal * last;
-            self.adv[t] = last;
-        }
+        window_advantages(
+            &self.values[..n],
+            &self.rewards[..n],
+            &self.dones[..n],
+            bootstrap,
+            cfg,
+            &mut self.adv[..n],
+        );
+    }
+}
+
+/// GAE over one adaptation window (the learner's targets): `values` from the critic while
+/// acting, `rewards` already scaled, `dones` where episodes ended (no bootstrap across them),
+/// `bootstrap` the critic's value after the last step. Writes `adv` (as long as `values`;
+/// extra elements of the shorter slices are ignored).
+pub fn window_advantages(
+    values: &[f32],
+    rewards: &[f32],
+    dones: &[bool],
+    bootstrap: f32,
+    cfg: &AdaptConfig,
+    adv: &mut [f32],
+) {
+    let n = values
+        .len()
+        .min(rewards.len())
+        .min(dones.len())
+        .min(adv.len());
+    let mut last = 0.0f32;
+    for t in (0..n).rev() {
+        let next_v = if t + 1 < n { values[t + 1] } else { bootstrap };
+        let nonterminal = if dones[t] { 0.0 } else { 1.0 };
+        let delta = rewards[t] + cfg.gamma * next_v * nonterminal - values[t];
+        last = delta + cfg.gamma * cfg.lambda * nonterminal * last;
+        adv[t] = last;
     }
 }
 
@@ -441,6 +523,8 @@ pub struct EpisodeStats {
     pub mean_advantage: f32,
     /// Mean policy entropy at the steps learned from.
     pub mean_entropy: f32,
+    /// What the adaptation guard did (default when not adapting).
+    pub guard: GuardReport,
 }
 
 impl EpisodeStats {
@@ -470,11 +554,25 @@ pub struct Session<'a> {
     pub actor: &'a mut TinyActor,
 }
 
+/// What [`play_episodes`] needs to adapt: the adapter's buffers, the settings, and the
+/// starting fast weights the guard restores (the blob in flash on the device: no RAM).
+pub struct Adaptation<'a, const W: usize> {
+    /// Window, gradient and work buffer.
+    pub adapter: &'a mut TinyAdapter<W>,
+    /// Hyper-parameters, the guard's included.
+    pub cfg: &'a AdaptConfig,
+    /// The fast group as adaptation found it ([`TINY_FAST`] values).
+    pub initial_fast: &'a [f32],
+}
+
 /// Run episodes `first..first + count` of `level` (episode `i`: generator
 /// `Pcg32::with_stream(split_mix64(seed), i)`, whose first draw seeds the level, the rest the
-/// actions). Without an adapter the policy acts (argmax or sampled); with one it samples,
-/// records every step and updates the fast group whenever the window fills (bootstrapping
-/// from the next step's value) and at every episode end.
+/// actions). Without an adapter the policy acts (argmax or sampled). With one it samples, and
+/// in the episodes its guard lets learn ([`Guard`]) it records every step and updates the fast
+/// group whenever the window fills (bootstrapping from the next step's value) and at every
+/// episode end; after each episode the guard may restore the starting weights or stop
+/// learning, and after the last it restores them unless the adapted weights earned their
+/// place.
 #[allow(clippy::too_many_arguments)]
 pub fn play_episodes<const W: usize>(
     s: &mut Session<'_>,
@@ -483,11 +581,20 @@ pub fn play_episodes<const W: usize>(
     first: u64,
     count: u64,
     argmax: bool,
-    mut adapt: Option<(&mut TinyAdapter<W>, &AdaptConfig)>,
+    mut adapt: Option<Adaptation<'_, W>>,
 ) -> Result<EpisodeStats, Error> {
-    if let Some((_, cfg)) = &adapt {
-        cfg.validate()?;
+    let mut guard = Guard::new(&GuardConfig::OFF)?;
+    if let Some(a) = &adapt {
+        a.cfg.validate()?;
+        if a.initial_fast.len() != TINY_FAST {
+            return Err(Error::BadDims {
+                what: "adaptation: the starting fast weights have the wrong length",
+            });
+        }
+        guard = Guard::new(&a.cfg.guard)?;
     }
+    // Adapting always samples (the learner needs the log-probabilities of sampled actions).
+    let act_argmax = argmax && adapt.is_none();
     let mut stats = EpisodeStats::default();
     let mut tokens = [0u16; MAX_TOKENS];
     let mut obs = [[0u8; 3]; VIEW_CELLS];
@@ -504,6 +611,16 @@ pub fn play_episodes<const W: usize>(
             other: s.other,
         };
         s.actor.start_with(s.layout, bufs, &tokens)?;
+        // This episode's learner: the adapter with the learning rate the guard allows, or
+        // none while the guard probes or after it stopped learning.
+        let mut learner = match adapt.as_mut() {
+            Some(a) if guard.learning() => {
+                let mut cfg = *a.cfg;
+                cfg.lr *= guard.lr_scale();
+                Some((&mut *a.adapter, cfg))
+            }
+            _ => None,
+        };
         let mut ret = 0.0f32;
         let mut start = true;
         loop {
@@ -516,12 +633,12 @@ pub fn play_episodes<const W: usize>(
             };
             let value = s.actor.step_with(s.layout, bufs, &obs)?;
             // A full window waits for this step's value to bootstrap from, then updates.
-            if let Some((ad, cfg)) = adapt.as_mut() {
+            if let Some((ad, cfg)) = learner.as_mut() {
                 if ad.is_full() {
                     ad.update(s.layout, s.fast, s.slow, s.other, value, cfg)?;
                 }
             }
-            let (a, logprob) = if argmax && adapt.is_none() {
+            let (a, logprob) = if act_argmax {
                 argmax_action(&s.actor.logits)
             } else {
                 sample_action(&s.actor.logits, &mut rng)
@@ -534,7 +651,7 @@ pub fn play_episodes<const W: usize>(
             ret += out.reward;
             stats.steps += 1;
             let done = out.terminated || out.truncated;
-            if let Some((ad, cfg)) = adapt.as_mut() {
+            if let Some((ad, cfg)) = learner.as_mut() {
                 ad.record(
                     s.actor.memory_input(),
                     &state_in,
@@ -552,21 +669,29 @@ pub fn play_episodes<const W: usize>(
             start = false;
             if done {
                 stats.episodes += 1;
-                stats.successes += u32::from(out.reward > 0.0);
+                let success = out.reward > 0.0;
+                stats.successes += u32::from(success);
                 stats.return_sum += ret;
+                if let Some(a) = adapt.as_mut() {
+                    match guard.end_episode(success) {
+                        GuardAction::Continue => {}
+                        GuardAction::Stop => a.adapter.clear(),
+                        GuardAction::Restore => {
+                            a.adapter.clear();
+                            s.fast.copy_from_slice(a.initial_fast);
+                        }
+                    }
+                }
                 break;
             }
         }
     }
-    if let Some((ad, _)) = adapt {
-        stats.updates = ad.updates;
-        stats.optimizer_steps = ad.optimizer_steps;
-        let n = ad.optimizer_steps.max(1) as f32;
-        stats.mean_grad_norm = ad.grad_norm_sum / n;
-        stats.clip_fraction = ad.clipped_steps as f32 / n;
-        let l = ad.learned_steps.max(1) as f32;
-        stats.mean_advantage = ad.advantage_sum / l;
-        stats.mean_entropy = ad.entropy_sum / l;
+    if let Some(a) = adapt {
+        if !guard.keep_at_end() {
+            s.fast.copy_from_slice(a.initial_fast);
+        }
+        a.adapter.totals.report_into(&mut stats);
+        stats.guard = guard.report();
     }
     Ok(stats)
 }
@@ -595,15 +720,14 @@ mod tests {
     fn run(
         layout: &Layout,
         p: &mut TinyParams<f32>,
-        adapt: bool,
+        cfg: Option<&AdaptConfig>,
         episodes: u64,
     ) -> (EpisodeStats, u32) {
         let level = Level::from_id("BabyAI-GoToLocalS6N3-v0").unwrap();
         let mut env = Box::new(Env::EMPTY);
         let mut actor = Box::<TinyActor>::default();
         let mut ad = Box::new(TinyAdapter::<8>::new());
-        let cfg = AdaptConfig::default();
-        let (slow, other) = (p.slow, p.other);
+        let (slow, other, initial) = (p.slow, p.other, p.fast);
         let mut s = Session {
             layout,
             fast: &mut p.fast,
@@ -612,9 +736,80 @@ mod tests {
             env: &mut env,
             actor: &mut actor,
         };
-        let a = adapt.then_some((&mut *ad, &cfg));
+        let a = cfg.map(|cfg| Adaptation {
+            adapter: &mut *ad,
+            cfg,
+            initial_fast: &initial,
+        });
         let st = play_episodes(&mut s, &level, 7, 0, episodes, false, a).unwrap();
-        (st, ad.updates)
+        (st, ad.totals.updates)
+    }
+
+    /// The learner without its guard (every episode learns, nothing is restored).
+    fn unguarded() -> AdaptConfig {
+        AdaptConfig {
+            guard: GuardConfig::OFF,
+            ..AdaptConfig::default()
+        }
+    }
+
+    fn guarded(probe: u32, trail: u32, keep_z: f32, revert_z: f32, reverts: u32) -> AdaptConfig {
+        AdaptConfig {
+            guard: GuardConfig {
+                probe_episodes: probe,
+                trail_episodes: trail,
+                keep_z,
+                revert_z,
+                stop_success: 2.0,
+                max_reverts: reverts,
+            },
+            ..AdaptConfig::default()
+        }
+    }
+
+    #[test]
+    fn window_advantages_match_a_hand_computation_and_stop_at_episode_ends() {
+        let cfg = AdaptConfig {
+            gamma: 0.5,
+            lambda: 0.5,
+            ..AdaptConfig::default()
+        };
+        // Steps 0, 1 end an episode at 1 (reward 4); step 2 starts the next, bootstrap 2.
+        let values = [1.0, 2.0, 3.0];
+        let rewards = [0.0, 4.0, 1.0];
+        let dones = [false, true, false];
+        let mut adv = [0.0f32; 3];
+        window_advantages(&values, &rewards, &dones, 2.0, &cfg, &mut adv);
+        // t2: 1 + 0.5 * 2 - 3 = -1; t1: 4 - 2 = 2 (terminal); t0: 0 + 0.5 * 2 - 1 + 0.25 * 2 = 0.5.
+        assert_eq!(adv, [0.5, 2.0, -1.0]);
+    }
+
+    #[test]
+    fn the_guard_probes_restores_and_keeps_in_the_episode_loop() {
+        let (layout, p0) = model(3);
+        // Probe covers every episode: nothing learns, nothing changes.
+        let mut p = p0.clone();
+        let (st, updates) = run(&layout, &mut p, Some(&guarded(6, 2, 1.0, 2.0, 1)), 6);
+        assert_eq!((updates, st.guard.probe_episodes), (0, 6));
+        assert_eq!(p.fast, p0.fast);
+        // A revert threshold every trailing window passes: learning restarts from the
+        // starting weights, then gives up there.
+        let mut p = p0.clone();
+        let (st, updates) = run(&layout, &mut p, Some(&guarded(1, 2, 1.0, -1e9, 0)), 6);
+        assert!(updates > 0);
+        assert_eq!((st.guard.reverts, st.guard.stopped_after), (1, 3));
+        assert_eq!(p.fast, p0.fast);
+        assert!(!st.guard.kept);
+        // A keep threshold every window passes: the adapted weights stay, and they are the
+        // unguarded learner's after the same learning episodes.
+        let mut p = p0.clone();
+        let (st, _) = run(&layout, &mut p, Some(&guarded(1, 2, -1e9, 1e9, 0)), 6);
+        assert!(st.guard.kept && p.fast != p0.fast);
+        // The same keep threshold never met: the starting weights come back at the end.
+        let mut p = p0.clone();
+        let (st, _) = run(&layout, &mut p, Some(&guarded(1, 2, 1e9, 1e9, 0)), 6);
+        assert!(!st.guard.kept);
+        assert_eq!(p.fast, p0.fast);
     }
 
     #[test]
@@ -622,8 +817,8 @@ mod tests {
         let (layout, p0) = model(3);
         let mut p1 = p0.clone();
         let mut p2 = p0.clone();
-        let (s1, u1) = run(&layout, &mut p1, true, 6);
-        let (s2, u2) = run(&layout, &mut p2, true, 6);
+        let (s1, u1) = run(&layout, &mut p1, Some(&unguarded()), 6);
+        let (s2, u2) = run(&layout, &mut p2, Some(&unguarded()), 6);
         assert_eq!((s1, u1), (s2, u2));
         assert_eq!(p1.fast, p2.fast);
         assert!(u1 > 0 && s1.steps > 0);
@@ -633,7 +828,7 @@ mod tests {
         assert_eq!(p1.other, p0.other);
         // Without an adapter nothing changes.
         let mut p3 = p0.clone();
-        let _ = run(&layout, &mut p3, false, 3);
+        let _ = run(&layout, &mut p3, None, 3);
         assert_eq!(p3.fast, p0.fast);
     }
 
@@ -856,7 +1051,7 @@ mod tests {
             assert_eq!(r.optimizer_steps, u32::from(last), "window {w}");
             assert_eq!(p.fast == p0.fast, !last, "window {w}");
         }
-        assert_eq!((ad.updates, ad.optimizer_steps), (3, 1));
+        assert_eq!((ad.totals.updates, ad.totals.optimizer_steps), (3, 1));
         // The same step from the mean of the three windows' gradients, computed directly.
         let policy = crate::nn::policy::Policy::new(&layout, p0.bufs()).unwrap();
         let mut grads = std::vec![0.0f32; TINY_FAST];

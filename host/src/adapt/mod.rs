@@ -6,7 +6,9 @@
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Result};
-use metarim_core::adapt::{play_episodes, AdaptConfig, EpisodeStats, Session, TinyAdapter};
+use metarim_core::adapt::{
+    play_episodes, AdaptConfig, Adaptation, EpisodeStats, Session, TinyAdapter,
+};
 use metarim_core::env::Env;
 use metarim_core::nn::dims::TINY;
 use metarim_core::nn::params::Mode;
@@ -16,6 +18,10 @@ use crate::train::checkpoint;
 
 /// Steps in the adaptation window (the firmware uses the same).
 pub const WINDOW: usize = 16;
+
+pub mod groups;
+
+pub use groups::Groups;
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -30,6 +36,10 @@ pub struct AdaptOptions {
     pub seed: u64,
     /// Hyper-parameters.
     pub cfg: AdaptConfig,
+    /// `None`: the device's learner (`metarim_core::adapt`, what the firmware runs). `Some`:
+    /// the host-only learner of [`groups`] moving those parameters (the comparison of
+    /// issue 22).
+    pub groups: Option<Groups>,
 }
 
 /// Results of a twin run.
@@ -41,7 +51,7 @@ pub struct AdaptResult {
     pub during: EpisodeStats,
     /// Evaluation after adaptation (the same episodes as `before`).
     pub after: EpisodeStats,
-    /// RAM of the adapter (window, gradient, work).
+    /// RAM of the device adapter (window, gradient, work); 0 for the host-only learners.
     pub adapter_bytes: usize,
 }
 
@@ -60,40 +70,82 @@ pub fn run(ckpt: &Path, o: &AdaptOptions) -> Result<AdaptResult> {
         );
     }
     let level = crate::levels::lookup(&o.level)?;
+    let initial = &ck.model.params;
+    let before = evaluate(layout, initial, &level, o)?;
+    let mut adapted = initial.clone();
+    let (during, adapter_bytes) = match o.groups {
+        None => {
+            let mut fast = [0.0f32; TINY_FAST];
+            fast.copy_from_slice(&initial.fast);
+            let mut env = Box::new(Env::EMPTY);
+            let mut actor = Box::<TinyActor>::default();
+            let mut s = Session {
+                layout,
+                fast: &mut fast,
+                slow: &initial.slow,
+                other: &initial.other,
+                env: &mut env,
+                actor: &mut actor,
+            };
+            let r = adapt(&mut s, &level, o, &initial.fast)?;
+            adapted.fast.copy_from_slice(&fast);
+            r
+        }
+        Some(g) => {
+            let st = groups::play_adapting(
+                layout,
+                &mut adapted,
+                initial,
+                g,
+                &level,
+                o.seed.wrapping_add(1),
+                o.episodes,
+                WINDOW,
+                &o.cfg,
+            )?;
+            (st, 0)
+        }
+    };
+    let after = evaluate(layout, &adapted, &level, o)?;
+    Ok(AdaptResult {
+        before,
+        during,
+        after,
+        adapter_bytes,
+    })
+}
+
+/// The evaluation episodes (seed `o.seed`, sampled actions) with `params`.
+fn evaluate(
+    layout: &metarim_core::nn::params::Layout,
+    params: &crate::train::GroupVecs,
+    level: &metarim_core::levels::Level,
+    o: &AdaptOptions,
+) -> Result<EpisodeStats> {
     let mut fast = [0.0f32; TINY_FAST];
-    fast.copy_from_slice(&ck.model.params.fast);
+    fast.copy_from_slice(&params.fast);
     let mut env = Box::new(Env::EMPTY);
     let mut actor = Box::<TinyActor>::default();
     let mut s = Session {
         layout,
         fast: &mut fast,
-        slow: &ck.model.params.slow,
-        other: &ck.model.params.other,
+        slow: &params.slow,
+        other: &params.other,
         env: &mut env,
         actor: &mut actor,
     };
-    let err = |e| anyhow!("adaptation: {e}");
-    let none: Option<(&mut TinyAdapter<WINDOW>, &AdaptConfig)> = None;
-    let before =
-        play_episodes(&mut s, &level, o.seed, 0, o.eval_episodes, false, none).map_err(err)?;
-    let (during, bytes) = adapt(&mut s, &level, o)?;
-    let none: Option<(&mut TinyAdapter<WINDOW>, &AdaptConfig)> = None;
-    let after =
-        play_episodes(&mut s, &level, o.seed, 0, o.eval_episodes, false, none).map_err(err)?;
-    Ok(AdaptResult {
-        before,
-        during,
-        after,
-        adapter_bytes: bytes,
-    })
+    let none: Option<Adaptation<'_, WINDOW>> = None;
+    play_episodes(&mut s, level, o.seed, 0, o.eval_episodes, false, none)
+        .map_err(|e| anyhow!("evaluation: {e}"))
 }
 
-/// The adaptation episodes (seed `o.seed + 1`) with a fresh adapter; returns their totals and
-/// the adapter's RAM.
+/// The adaptation episodes (seed `o.seed + 1`) with a fresh adapter, `initial` the fast group
+/// the guard restores (the checkpoint's); returns their totals and the adapter's RAM.
 fn adapt(
     s: &mut Session<'_>,
     level: &metarim_core::levels::Level,
     o: &AdaptOptions,
+    initial: &[f32],
 ) -> Result<(EpisodeStats, usize)> {
     let mut ad = Box::new(TinyAdapter::<WINDOW>::new());
     let st = play_episodes(
@@ -103,7 +155,11 @@ fn adapt(
         0,
         o.episodes,
         false,
-        Some((&mut *ad, &o.cfg)),
+        Some(Adaptation {
+            adapter: &mut *ad,
+            cfg: &o.cfg,
+            initial_fast: initial,
+        }),
     )
     .map_err(|e| anyhow!("adaptation: {e}"))?;
     Ok((st, TinyAdapter::<WINDOW>::RAM_BYTES))

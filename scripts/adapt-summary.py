@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Summary of scripts/adapt-study.sh's runs.tsv as markdown: per task shift and learner, the
+mean success before and after over every (training seed, adaptation seed) run, the mean gain
+with a bootstrap 95% interval (resampling training seeds, the runs of a source together,
+since they share a policy), the worst run, how many runs lost more than 0.05, how often the
+guard kept the adapted weights, and the median episodes after which learning stopped.
+
+    python3 scripts/adapt-summary.py runs/adapt-study/runs.tsv
+"""
+import csv
+import random
+import statistics
+import sys
+from collections import OrderedDict, defaultdict
+
+LEARNER_ORDER = ["none", "device", "device-noguard", "fast", "attention", "all"]
+LEARNER_TEXT = {
+    "none": "no adaptation",
+    "device": "device learner (fast group, guard): the firmware's",
+    "device-noguard": "device learner without the guard",
+    "fast": "host, full gradient, fast group (active modules), guard",
+    "attention": "host, full gradient, attention only (reversed split), guard",
+    "all": "host, full gradient, every parameter (upper bound), guard",
+}
+
+
+def bootstrap_mean(by_source, reps=10000, seed=1):
+    """95% percentile interval of the mean gain, resampling sources (clusters of runs)."""
+    rng = random.Random(seed)
+    keys = list(by_source)
+    means = []
+    for _ in range(reps):
+        runs = []
+        for _ in keys:
+            runs.extend(by_source[rng.choice(keys)])
+        means.append(sum(runs) / len(runs))
+    means.sort()
+    return means[int(0.025 * reps)], means[int(0.975 * reps) - 1]
+
+
+def main(path):
+    rows = list(csv.DictReader(open(path), delimiter="\t"))
+    shifts = OrderedDict()
+    for r in rows:
+        shifts.setdefault((r["shift"], r["source_level"], r["target_level"], r["episodes"]), []).append(r)
+    for (shift, src, tgt, episodes), rs in shifts.items():
+        print(f"### {shift}: {src} -> {tgt} ({episodes} adaptation episodes)\n")
+        print("| learner | runs | before | after | mean gain (95% CI) | worst gain | runs losing > 0.05 | kept | median episodes to stop |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        by_learner = defaultdict(list)
+        for r in rs:
+            by_learner[r["learner"]].append(r)
+        for learner in LEARNER_ORDER[1:]:
+            lr = by_learner.get(learner)
+            if not lr:
+                continue
+            before = [float(r["before"]) for r in lr]
+            after = [float(r["after"]) for r in lr]
+            gains = [float(r["gain"]) for r in lr]
+            by_source = defaultdict(list)
+            for r in lr:
+                by_source[r["train_seed"]].append(float(r["gain"]))
+            lo, hi = bootstrap_mean(by_source)
+            losing = sum(g < -0.05 for g in gains)
+            kept = sum(r["kept"] == "yes" for r in lr)
+            stops = [int(r["stopped_after"]) for r in lr if int(r["stopped_after"]) > 0 and r["kept"] == "yes"]
+            stop = f"{statistics.median(stops):.0f} ({len(stops)} runs)" if stops else "-"
+            print(
+                f"| {LEARNER_TEXT.get(learner, learner)} | {len(lr)} ({len(by_source)} sources) "
+                f"| {statistics.mean(before):.3f} | {statistics.mean(after):.3f} "
+                f"| {statistics.mean(gains):+.3f} ({lo:+.3f} to {hi:+.3f}) | {min(gains):+.3f} "
+                f"| {losing} | {kept}/{len(lr)} | {stop} |"
+            )
+        print()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "runs.tsv")
