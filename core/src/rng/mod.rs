@@ -1,4 +1,5 @@
-//! A small deterministic random number generator (PCG-XSH-RR 64/32).
+//! A small deterministic random number generator (PCG-XSH-RR 64/32), and numpy's generator
+//! ([`numpy`]: what gymnasium and minigrid draw from).
 //!
 //! Invariants:
 //! - The same seed gives the same stream on every platform (only wrapping integer arithmetic).
@@ -6,6 +7,8 @@
 //!   returns `lo`.
 //!
 //! Level generation uses this generator, so a level is a pure function of `(level id, seed)`.
+
+pub mod numpy;
 
 /// PCG32 (XSH-RR output on a 64-bit LCG state), as described by O'Neill (pcg-random.org).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
