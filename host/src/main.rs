@@ -402,9 +402,14 @@ struct DumpArgs {
     /// Number of initial states.
     #[arg(long, default_value_t = 1)]
     count: u64,
-    /// Seed of the first state; state i uses seed + i (wrapping).
+    /// Seed of the first state; state i uses seed + i (wrapping): minigrid's
+    /// `env.reset(seed=...)` level for that seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// The states are instead the levels minigrid generates after one `reset(seed=SEED)` and
+    /// then unseeded `reset()`s (one generator, continued).
+    #[arg(long = "continue")]
+    continued: bool,
     /// Output file (gzip-compressed when it ends in .gz); stdout when absent.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -551,8 +556,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let level = a.level.context("--level is required")?;
             host::levels::lookup(&level)?;
             match a.out {
-                None => dump::dump(&mut BufWriter::new(stdout.lock()), &level, a.count, a.seed)?,
-                Some(path) => dump::dump_to_file(&path, &level, a.count, a.seed)?,
+                None => dump::dump(
+                    &mut BufWriter::new(stdout.lock()),
+                    &level,
+                    a.count,
+                    a.seed,
+                    a.continued,
+                )?,
+                Some(path) => dump::dump_to_file(&path, &level, a.count, a.seed, a.continued)?,
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::layout::RoomLayout;
 use crate::mission::instr::{write_surface, Action, Clause, Instr, Loc, ObjDesc, MAX_MISSION_LEN};
 use crate::mission::verify::{DescState, Verifier};
-use crate::rng::Pcg32;
+use crate::rng::numpy::NumpyGenerator;
 use crate::world::{Color, ObjectKind};
 
 use super::roomgrid::{rand_elem, rand_subset, retry, Placed, RoomGen};
@@ -97,7 +97,7 @@ fn finish(env: &mut Env, layout: RoomLayout, instr: &Instr) -> Result<(), Error>
 fn run_level(
     layout: RoomLayout,
     unblocking: bool,
-    rng: &mut Pcg32,
+    rng: &mut NumpyGenerator,
     env: &mut Env,
     mut gen_mission: impl FnMut(&mut RoomGen<'_>) -> Result<Instr, Error>,
 ) -> Result<(), Error> {
@@ -128,7 +128,11 @@ const fn single_room(room_size: i32) -> RoomLayout {
 
 /// `GoToRedBall` (`grey = false`) and `GoToRedBallGrey`: a red ball and 7 distractors (all grey
 /// in the Grey variant) in one 8x8 room; "go to the red ball".
-pub(crate) fn go_to_red_ball(grey: bool, rng: &mut Pcg32, env: &mut Env) -> Result<(), Error> {
+pub(crate) fn go_to_red_ball(
+    grey: bool,
+    rng: &mut NumpyGenerator,
+    env: &mut Env,
+) -> Result<(), Error> {
     run_level(single_room(8), false, rng, env, |g| {
         g.place_agent(None, None)?;
         let ball = g.add_object(0, 0, Some(ObjectKind::Ball), Some(Color::Red))?;
@@ -144,7 +148,7 @@ pub(crate) fn go_to_red_ball(grey: bool, rng: &mut Pcg32, env: &mut Env) -> Resu
 }
 
 /// `GoToObj`: one object in one 8x8 room; "go to the {color} {type}".
-pub(crate) fn go_to_obj(rng: &mut Pcg32, env: &mut Env) -> Result<(), Error> {
+pub(crate) fn go_to_obj(rng: &mut NumpyGenerator, env: &mut Env) -> Result<(), Error> {
     run_level(single_room(8), false, rng, env, |g| {
         g.place_agent(None, None)?;
         let objs = g.add_distractors(None, None, 1, true)?;
@@ -158,7 +162,7 @@ pub(crate) fn go_to_obj(rng: &mut Pcg32, env: &mut Env) -> Result<(), Error> {
 pub(crate) fn go_to_local(
     room_size: i32,
     num_dists: usize,
-    rng: &mut Pcg32,
+    rng: &mut NumpyGenerator,
     env: &mut Env,
 ) -> Result<(), Error> {
     run_level(single_room(room_size), false, rng, env, |g| {
@@ -175,7 +179,7 @@ pub(crate) fn go_to_local(
 pub(crate) fn put_next_local(
     room_size: i32,
     num_objs: usize,
-    rng: &mut Pcg32,
+    rng: &mut NumpyGenerator,
     env: &mut Env,
 ) -> Result<(), Error> {
     run_level(single_room(room_size), false, rng, env, |g| {
@@ -196,7 +200,7 @@ pub(crate) fn put_next_local(
 pub(crate) fn go_to(
     layout: RoomLayout,
     num_dists: usize,
-    rng: &mut Pcg32,
+    rng: &mut NumpyGenerator,
     env: &mut Env,
 ) -> Result<(), Error> {
     run_level(layout, false, rng, env, |g| {
@@ -218,7 +222,7 @@ pub(crate) const DEFAULT_LAYOUT: RoomLayout = RoomLayout {
 
 /// `OpenDoor`: four closed doors of distinct colours around the middle room; open the one named
 /// by colour or by location relative to the agent.
-pub(crate) fn open_door(rng: &mut Pcg32, env: &mut Env) -> Result<(), Error> {
+pub(crate) fn open_door(rng: &mut NumpyGenerator, env: &mut Env) -> Result<(), Error> {
     run_level(DEFAULT_LAYOUT, false, rng, env, |g| {
         let picked = rand_subset::<4>(g.rng, Color::SORTED_NAMES.len())?;
         let mut first = None;
@@ -249,7 +253,7 @@ pub(crate) const OPEN_RED_DOOR_LAYOUT: RoomLayout = RoomLayout {
 };
 
 /// `OpenRedDoor`: two 5x5 rooms joined by a closed red door; "open the red door".
-pub(crate) fn open_red_door(rng: &mut Pcg32, env: &mut Env) -> Result<(), Error> {
+pub(crate) fn open_red_door(rng: &mut NumpyGenerator, env: &mut Env) -> Result<(), Error> {
     run_level(OPEN_RED_DOOR_LAYOUT, false, rng, env, |g| {
         g.add_door(0, 0, Some(0), Some(Color::Red), Some(false))?;
         g.place_agent(Some(0), Some(0))?;
@@ -261,7 +265,7 @@ pub(crate) fn open_red_door(rng: &mut Pcg32, env: &mut Env) -> Result<(), Error>
 }
 
 /// `UnlockLocal`: a locked door of the middle room and its key in that room; "open the door".
-pub(crate) fn unlock_local(rng: &mut Pcg32, env: &mut Env) -> Result<(), Error> {
+pub(crate) fn unlock_local(rng: &mut NumpyGenerator, env: &mut Env) -> Result<(), Error> {
     run_level(DEFAULT_LAYOUT, false, rng, env, |g| {
         let (door, _) = g.add_door(1, 1, None, None, Some(true))?;
         g.add_object(1, 1, Some(ObjectKind::Key), Some(door.color))?;
@@ -278,7 +282,7 @@ pub(crate) const PICKUP_DIST_LAYOUT: RoomLayout = single_room(7);
 
 /// `PickupDist`: five distinct objects in one 7x7 room; pick up one named by type, colour, or
 /// both.
-pub(crate) fn pickup_dist(rng: &mut Pcg32, env: &mut Env) -> Result<(), Error> {
+pub(crate) fn pickup_dist(rng: &mut NumpyGenerator, env: &mut Env) -> Result<(), Error> {
     run_level(PICKUP_DIST_LAYOUT, false, rng, env, |g| {
         let objs = g.add_distractors(None, None, 5, true)?;
         g.place_agent(Some(0), Some(0))?;
@@ -506,7 +510,11 @@ impl LevelGen<'_> {
 }
 
 /// babyai's `LevelGen` with `cfg`.
-pub(crate) fn level_gen(cfg: &LevelGenCfg, rng: &mut Pcg32, env: &mut Env) -> Result<(), Error> {
+pub(crate) fn level_gen(
+    cfg: &LevelGenCfg,
+    rng: &mut NumpyGenerator,
+    env: &mut Env,
+) -> Result<(), Error> {
     let mut lg = LevelGen {
         cfg,
         locked_room: None,
@@ -548,7 +556,7 @@ mod tests {
         let mut env = Env::new(8, 8).unwrap();
         let mut shapes = [0usize; 3];
         for seed in 0..40u64 {
-            let mut rng = Pcg32::new(seed);
+            let mut rng = NumpyGenerator::new(seed);
             level_gen(cfg, &mut rng, &mut env).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
             let Task::Instr(v) = &env.task else {
                 panic!("seed {seed}: no instruction")
@@ -591,7 +599,7 @@ mod tests {
 
     #[test]
     fn rand_subset_is_distinct_and_bounded() {
-        let mut rng = Pcg32::new(1);
+        let mut rng = NumpyGenerator::new(1);
         for _ in 0..100 {
             let s = rand_subset::<4>(&mut rng, 6).unwrap();
             for (i, a) in s.iter().enumerate() {

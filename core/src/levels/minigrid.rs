@@ -4,9 +4,9 @@
 //! Invariants:
 //! - Each generator fully (re)initialises `env` in place with [`Env::clear`], never building a new
 //!   grid, and sets grid, agent, direction, `max_steps`, mission, `Task::Goal`, no layout.
-//! - The algorithms, sizes, step budgets, missions and distributions are minigrid's; only the
-//!   random stream differs ([`Pcg32`] replaces numpy's generator), so a level is a pure function of
-//!   the seed but not bit-identical to minigrid's level for the same seed.
+//! - The algorithms, sizes, step budgets and missions are minigrid's, and so is every random
+//!   draw, in minigrid's order, from [`NumpyGenerator`] (numpy's generator bit for bit): the same
+//!   seed gives minigrid's level (`scripts/minigrid-levels.py` checks it live).
 //! - Rejection sampling is bounded: a generator that cannot place something returns
 //!   [`Error::GenerationFailed`] instead of looping forever (minigrid loops without bound).
 //! - Keys get an identity from [`Grid::identify`](crate::grid::Grid::identify); doors, walls, goal
@@ -16,7 +16,7 @@ use crate::env::{Env, Task};
 use crate::error::Error;
 use crate::grid::{Pos, MAX_GRID_SIZE};
 use crate::mission::instr::MAX_MISSION_LEN;
-use crate::rng::Pcg32;
+use crate::rng::numpy::NumpyGenerator;
 use crate::world::{Color, DoorState, Object, ObjectKind};
 
 /// Tries of one rejection-sampled placement before giving up (minigrid: unbounded).
@@ -57,7 +57,7 @@ fn steps(factor: usize, size: usize) -> u32 {
 /// (clipped to the grid), not at `agent`; puts `obj` there (nothing for `None`).
 fn place_obj(
     env: &mut Env,
-    rng: &mut Pcg32,
+    rng: &mut NumpyGenerator,
     obj: Option<Object>,
     top: (i32, i32),
     size: (i32, i32),
@@ -91,7 +91,7 @@ fn place_obj(
 /// direction.
 fn place_agent(
     env: &mut Env,
-    rng: &mut Pcg32,
+    rng: &mut NumpyGenerator,
     top: (i32, i32),
     size: (i32, i32),
 ) -> Result<(), Error> {
@@ -119,7 +119,7 @@ fn finish(
 /// `MiniGrid-Empty-{size}x{size}-v0`: a walled room, the goal in the bottom-right corner, the
 /// agent at (1, 1) facing right; `max_steps = 4 * size^2`. Like minigrid, `see_through_walls` is
 /// on for this level.
-pub fn empty(size: usize, rng: &mut Pcg32, env: &mut Env) -> Result<(), Error> {
+pub fn empty(size: usize, rng: &mut NumpyGenerator, env: &mut Env) -> Result<(), Error> {
     let _ = rng; // the registered Empty levels use no randomness (fixed start)
     let s = check_size(size)?;
     env.clear(size, size)?;
@@ -133,7 +133,7 @@ pub fn empty(size: usize, rng: &mut Pcg32, env: &mut Env) -> Result<(), Error> {
 /// `MiniGrid-DoorKey-{size}x{size}-v0`: a vertical wall splits the room, a locked yellow door in
 /// it, the agent and a yellow key on the left, the goal in the bottom-right corner;
 /// `max_steps = 10 * size^2`.
-pub fn door_key(size: usize, rng: &mut Pcg32, env: &mut Env) -> Result<(), Error> {
+pub fn door_key(size: usize, rng: &mut NumpyGenerator, env: &mut Env) -> Result<(), Error> {
     let s = check_size(size)?;
     if s < 5 {
         return Err(Error::BadLevelParam { name: "size" });
@@ -162,13 +162,9 @@ pub fn door_key(size: usize, rng: &mut Pcg32, env: &mut Env) -> Result<(), Error
     )
 }
 
-/// Fisher-Yates shuffle (numpy's `shuffle` draws a uniform permutation too).
-fn shuffle<T>(rng: &mut Pcg32, items: &mut [T]) {
-    let n = items.len();
-    for i in (1..n).rev() {
-        let j = rng.below(i as u32 + 1) as usize;
-        items.swap(i, j);
-    }
+/// numpy's `Generator.shuffle` (minigrid's `self.np_random.shuffle`).
+fn shuffle<T>(rng: &mut NumpyGenerator, items: &mut [T]) {
+    rng.shuffle(items);
 }
 
 /// `MiniGrid-LavaCrossingS{size}N{num_crossings}-v0` (minigrid's `CrossingEnv` with lava): rivers
@@ -177,7 +173,7 @@ fn shuffle<T>(rng: &mut Pcg32, items: &mut [T]) {
 pub fn lava_crossing(
     size: usize,
     num_crossings: usize,
-    rng: &mut Pcg32,
+    rng: &mut NumpyGenerator,
     env: &mut Env,
 ) -> Result<(), Error> {
     let s = check_size(size)?;
@@ -332,7 +328,7 @@ impl RoomList {
 /// wall `entry_wall` (0 right, 1 bottom, 2 left, 3 top), then recursively the next ones.
 #[allow(clippy::too_many_arguments)]
 fn place_room(
-    rng: &mut Pcg32,
+    rng: &mut NumpyGenerator,
     num_left: usize,
     rooms: &mut RoomList,
     min_sz: i32,
@@ -427,7 +423,7 @@ pub fn multi_room(
     min_rooms: usize,
     max_rooms: usize,
     max_room_size: usize,
-    rng: &mut Pcg32,
+    rng: &mut NumpyGenerator,
     env: &mut Env,
 ) -> Result<(), Error> {
     if min_rooms == 0 || max_rooms < min_rooms || max_rooms > MAX_MULTI_ROOMS {
@@ -519,7 +515,7 @@ pub fn multi_room(
 
 /// `MiniGrid-FourRooms-v0`: a 19x19 grid of four rooms joined by one-cell gaps at random places;
 /// the agent (random direction) and the goal at random empty cells; `max_steps = 100`.
-pub fn four_rooms(rng: &mut Pcg32, env: &mut Env) -> Result<(), Error> {
+pub fn four_rooms(rng: &mut NumpyGenerator, env: &mut Env) -> Result<(), Error> {
     let size = FOUR_ROOMS_SIZE as i32;
     env.clear(FOUR_ROOMS_SIZE, FOUR_ROOMS_SIZE)?;
     let (w, h) = (size, size);
@@ -558,7 +554,7 @@ mod tests {
     use super::*;
     use std::collections::VecDeque;
 
-    type Gen = fn(&mut Pcg32, &mut Env) -> Result<(), Error>;
+    type Gen = fn(&mut NumpyGenerator, &mut Env) -> Result<(), Error>;
 
     fn gens() -> Vec<(&'static str, Gen, usize, usize, u32, &'static str)> {
         // (name, generator, width, height, max_steps, mission)
@@ -708,7 +704,7 @@ mod tests {
         let mut env = Env::new(8, 8).unwrap();
         for (name, gen, w, h, max_steps, mission) in gens() {
             for seed in 0..100u64 {
-                let mut rng = Pcg32::new(seed);
+                let mut rng = NumpyGenerator::new(seed);
                 gen(&mut rng, &mut env).unwrap_or_else(|e| panic!("{name} seed {seed}: {e}"));
                 assert_eq!(env.grid.width() as usize, w, "{name}");
                 assert_eq!(env.grid.height() as usize, h, "{name}");
@@ -735,7 +731,7 @@ mod tests {
                 }
                 // Determinism.
                 let mut env2 = Env::new(5, 5).unwrap();
-                gen(&mut Pcg32::new(seed), &mut env2).unwrap();
+                gen(&mut NumpyGenerator::new(seed), &mut env2).unwrap();
                 assert!(env == env2, "{name} seed {seed}: not deterministic");
             }
         }
@@ -744,7 +740,7 @@ mod tests {
     #[test]
     fn empty_is_fixed() {
         let mut env = Env::new(8, 8).unwrap();
-        empty(8, &mut Pcg32::new(3), &mut env).unwrap();
+        empty(8, &mut NumpyGenerator::new(3), &mut env).unwrap();
         assert_eq!(env.agent_pos, Pos::new(1, 1));
         assert_eq!(env.agent_dir, 0);
         assert_eq!(env.grid.get(Pos::new(6, 6)), Some(&Object::goal()));
@@ -756,7 +752,7 @@ mod tests {
         let mut env = Env::new(8, 8).unwrap();
         let mut splits = std::collections::BTreeSet::new();
         for seed in 0..200 {
-            door_key(8, &mut Pcg32::new(seed), &mut env).unwrap();
+            door_key(8, &mut NumpyGenerator::new(seed), &mut env).unwrap();
             let doors: Vec<_> = env
                 .grid
                 .objects()
@@ -788,7 +784,7 @@ mod tests {
     fn lava_crossing_structure() {
         let mut env = Env::new(8, 8).unwrap();
         for seed in 0..100 {
-            lava_crossing(9, 1, &mut Pcg32::new(seed), &mut env).unwrap();
+            lava_crossing(9, 1, &mut NumpyGenerator::new(seed), &mut env).unwrap();
             let lava = env
                 .grid
                 .objects()
@@ -798,14 +794,14 @@ mod tests {
             assert_eq!(env.agent_pos, Pos::new(1, 1));
             assert_eq!(env.agent_dir, 0);
         }
-        assert!(lava_crossing(8, 1, &mut Pcg32::new(0), &mut env).is_err());
+        assert!(lava_crossing(8, 1, &mut NumpyGenerator::new(0), &mut env).is_err());
     }
 
     #[test]
     fn multi_room_structure() {
         let mut env = Env::new(8, 8).unwrap();
         for seed in 0..100 {
-            multi_room(2, 2, 4, &mut Pcg32::new(seed), &mut env).unwrap();
+            multi_room(2, 2, 4, &mut NumpyGenerator::new(seed), &mut env).unwrap();
             let doors: Vec<_> = env
                 .grid
                 .objects()
@@ -816,7 +812,7 @@ mod tests {
             assert_eq!(doors[0].door, DoorState::Closed);
         }
         for seed in 0..30 {
-            multi_room(6, 6, 10, &mut Pcg32::new(seed), &mut env).unwrap();
+            multi_room(6, 6, 10, &mut NumpyGenerator::new(seed), &mut env).unwrap();
             let doors: Vec<_> = env
                 .grid
                 .objects()
@@ -825,16 +821,16 @@ mod tests {
                 .collect();
             assert_eq!(doors.len(), 5);
         }
-        assert!(multi_room(0, 2, 4, &mut Pcg32::new(0), &mut env).is_err());
-        assert!(multi_room(3, 2, 4, &mut Pcg32::new(0), &mut env).is_err());
-        assert!(multi_room(2, 2, 3, &mut Pcg32::new(0), &mut env).is_err());
-        assert!(multi_room(2, 99, 4, &mut Pcg32::new(0), &mut env).is_err());
+        assert!(multi_room(0, 2, 4, &mut NumpyGenerator::new(0), &mut env).is_err());
+        assert!(multi_room(3, 2, 4, &mut NumpyGenerator::new(0), &mut env).is_err());
+        assert!(multi_room(2, 2, 3, &mut NumpyGenerator::new(0), &mut env).is_err());
+        assert!(multi_room(2, 99, 4, &mut NumpyGenerator::new(0), &mut env).is_err());
     }
 
     #[test]
     fn bad_sizes_are_errors_not_panics() {
         let mut env = Env::new(8, 8).unwrap();
-        let mut rng = Pcg32::new(1);
+        let mut rng = NumpyGenerator::new(1);
         for s in [0usize, 1, 2, 33, 1000, usize::MAX] {
             assert!(empty(s, &mut rng, &mut env).is_err());
             assert!(door_key(s, &mut rng, &mut env).is_err());

@@ -19,7 +19,7 @@ use crate::error::Error;
 use crate::grid::{Pos, MAX_GRID_SIZE};
 use crate::layout::RoomLayout;
 use crate::mission::instr::MAX_MISSION_LEN;
-use crate::rng::Pcg32;
+use crate::rng::numpy::NumpyGenerator;
 use crate::world::{Color, DoorState, Object, ObjectKind};
 
 /// Most rooms a layout may have.
@@ -96,7 +96,7 @@ fn kind_color_bit(kind: ObjectKind, color: Color) -> u32 {
 }
 
 /// A uniformly chosen element of a non-empty slice (minigrid's `_rand_elem`).
-pub(crate) fn rand_elem<T: Copy>(rng: &mut Pcg32, items: &[T]) -> Result<T, Error> {
+pub(crate) fn rand_elem<T: Copy>(rng: &mut NumpyGenerator, items: &[T]) -> Result<T, Error> {
     rng.choose(items).copied().ok_or(Error::BadLevelParam {
         name: "empty choice",
     })
@@ -105,7 +105,7 @@ pub(crate) fn rand_elem<T: Copy>(rng: &mut Pcg32, items: &[T]) -> Result<T, Erro
 /// minigrid's `_rand_subset` on `0..len`: `K` distinct indices, drawn one at a time from the
 /// shrinking list (as `list.remove` does), in draw order.
 pub(crate) fn rand_subset<const K: usize>(
-    rng: &mut Pcg32,
+    rng: &mut NumpyGenerator,
     len: usize,
 ) -> Result<[usize; K], Error> {
     const MAX: usize = 64;
@@ -136,7 +136,7 @@ pub(crate) struct RoomGen<'a> {
     /// The environment being generated.
     pub env: &'a mut Env,
     /// The level's random stream.
-    pub rng: &'a mut Pcg32,
+    pub rng: &'a mut NumpyGenerator,
     /// Room structure.
     pub layout: RoomLayout,
     rooms: [Room; MAX_ROOMS],
@@ -149,7 +149,7 @@ impl<'a> RoomGen<'a> {
     /// the door position of every shared wall, and put the agent in the middle facing right.
     pub fn begin(
         env: &'a mut Env,
-        rng: &'a mut Pcg32,
+        rng: &'a mut NumpyGenerator,
         layout: RoomLayout,
     ) -> Result<RoomGen<'a>, Error> {
         let (rs, rows, cols) = (layout.room_size, layout.num_rows, layout.num_cols);
@@ -713,7 +713,7 @@ pub(crate) const UNLOCK_PICKUP_LAYOUT: RoomLayout = RoomLayout {
 
 /// MiniGrid's `UnlockPickupEnv`: a box behind a locked door, its key in the agent's room;
 /// "pick up the {color} box"; `max_steps = 8 * room_size^2`.
-pub(crate) fn unlock_pickup(rng: &mut Pcg32, env: &mut Env) -> Result<(), Error> {
+pub(crate) fn unlock_pickup(rng: &mut NumpyGenerator, env: &mut Env) -> Result<(), Error> {
     let layout = UNLOCK_PICKUP_LAYOUT;
     retry(|| {
         let mut g = RoomGen::begin(env, rng, layout)?;
@@ -742,7 +742,7 @@ pub(crate) const fn key_corridor_layout(room_size: i32, num_rows: i32) -> RoomLa
 pub(crate) fn key_corridor(
     room_size: i32,
     num_rows: i32,
-    rng: &mut Pcg32,
+    rng: &mut NumpyGenerator,
     env: &mut Env,
 ) -> Result<(), Error> {
     let layout = key_corridor_layout(room_size, num_rows);
@@ -791,7 +791,7 @@ mod tests {
 
     #[test]
     fn bitmask_fill_matches_reference() {
-        let mut rng = Pcg32::new(5);
+        let mut rng = NumpyGenerator::new(5);
         let mut env = Env::new(8, 8).unwrap();
         let mut outcomes = [0usize; 2];
         for case in 0..3000 {
@@ -828,7 +828,7 @@ mod tests {
     #[test]
     fn room_grid_basics() {
         let mut env = Env::new(8, 8).unwrap();
-        let mut rng = Pcg32::new(3);
+        let mut rng = NumpyGenerator::new(3);
         let layout = RoomLayout {
             room_size: 6,
             num_rows: 2,

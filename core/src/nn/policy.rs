@@ -1481,10 +1481,16 @@ mod tests {
             let (obs, toks, starts) = episodes(3, 8);
             let run64 = run_forward(&layout, &p64, &obs, &toks, &starts);
             let run32 = run_forward(&layout, &p32, &obs, &toks, &starts);
-            for (a, b) in run64.iter().zip(&run32) {
-                let rel = (a - b).abs() / a.abs().max(1e-3);
-                assert!(rel < 1e-5, "f32 {b} vs f64 {a}: {rel}");
-            }
+            // Normwise: f32's rounding is relative to the size of the terms a value is summed
+            // from, so an output that cancels to near zero carries an absolute error of the
+            // scale of the others (an elementwise bound failed on a value of -0.0036 whose
+            // error, 5e-8, is f32 rounding of O(1) terms).
+            let scale = run64.iter().fold(0.0f64, |m, a| m.max(a.abs()));
+            let worst = run64
+                .iter()
+                .zip(&run32)
+                .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+            assert!(worst / scale < 1e-5, "f32 vs f64: {worst} of {scale}");
         }
     }
 

@@ -189,6 +189,73 @@ impl NumpyGenerator {
         Ok(off.wrapping_add(v) as i64)
     }
 
+    /// numpy's `random_interval(max)`: a value in `0..=max` by masking and rejecting (what
+    /// `Generator.shuffle` draws for each swap).
+    pub fn interval(&mut self, max: u64) -> u64 {
+        if max == 0 {
+            return 0;
+        }
+        let mask = u64::MAX >> max.leading_zeros();
+        if max <= u64::from(u32::MAX) {
+            loop {
+                let v = u64::from(self.next_u32()) & mask;
+                if v <= max {
+                    return v;
+                }
+            }
+        } else {
+            loop {
+                let v = self.next_u64() & mask;
+                if v <= max {
+                    return v;
+                }
+            }
+        }
+    }
+
+    /// `Generator.shuffle` of a sequence: for `i` from the end down to 1, swap item `i` with
+    /// item `interval(i)`.
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = self.interval(i as u64) as usize;
+            items.swap(i, j);
+        }
+    }
+
+    /// minigrid's `_rand_int(lo, hi)` for the level generators (an empty range gives `lo`).
+    pub fn gen_range(&mut self, lo: i32, hi: i32) -> i32 {
+        self.integers(i64::from(lo), i64::from(hi))
+            .map_or(lo, |v| v as i32)
+    }
+
+    /// `integers(0, n)`.
+    pub fn below(&mut self, n: u32) -> u32 {
+        self.integers(0, i64::from(n)).map_or(0, |v| v as u32)
+    }
+
+    /// minigrid's `_rand_bool`: `integers(0, 2) == 0`.
+    pub fn gen_bool(&mut self) -> bool {
+        self.below(2) == 0
+    }
+
+    /// `random()` as f32.
+    pub fn gen_f32(&mut self) -> f32 {
+        self.random() as f32
+    }
+
+    /// `random()`.
+    pub fn gen_f64(&mut self) -> f64 {
+        self.random()
+    }
+
+    /// minigrid's `_rand_elem`.
+    pub fn choose<'a, T>(&mut self, items: &'a [T]) -> Option<&'a T> {
+        if items.is_empty() {
+            return None;
+        }
+        items.get(self.below(items.len() as u32) as usize)
+    }
+
     /// A value in `0..=rng` (`rng < u32::MAX`) by Lemire's multiply-and-reject on 32-bit draws.
     fn bounded_lemire_u32(&mut self, rng: u32) -> u32 {
         let excl = rng + 1;

@@ -665,7 +665,10 @@ mod tests {
                             &vec![c.buf.next_value],
                         ),
                     ] {
-                        let e = rel_error(a, b);
+                        // Normwise (largest difference over the largest value): an untrained
+                        // critic's values are ~0.005 and some sit near 0, where f32 rounding of
+                        // the O(1) terms they come from (~4e-8) is a large share of the value.
+                        let (e, _) = crate::batch::normwise_rel_error(a, b);
                         assert!(e <= 1e-4, "{mode}: {what} differ by {e:e}");
                     }
                 }
