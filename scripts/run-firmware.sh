@@ -21,7 +21,9 @@
 # plugin (firmware/tools/insncount.c, a QEMU TCG plugin described in docs/TOOLCHAINS.md, built
 # here with gcc): the difference between a run that computes every policy step twice
 # (semihosting arg policy-repeat=2) and the plain run, divided by the policy steps; the two runs must print the
-# same results. 0 when gcc or the plugin source is missing, or FW_INSNS=0. Installs Debian packages (rustc-web cargo-web rust-web-src
+# same results. A third run (reset-repeat=2: every evaluation level generated twice) gives the
+# instructions of one level reset the same way (printed as `run-firmware: insns: per level
+# reset`). 0 when gcc or the plugin source is missing, or FW_INSNS=0. Installs Debian packages (rustc-web cargo-web rust-web-src
 # qemu-system-arm binutils-arm-none-eabi) when missing: needs root or sudo and network access.
 set -euo pipefail
 
@@ -100,13 +102,14 @@ if [ "${FW_INSNS:-1}" != 0 ]; then
 fi
 
 # --- run under QEMU ---------------------------------------------------------------------------
-# run_qemu REPEAT LOG INSNS_LOG: one run; prints the firmware's output, fails on a bad status.
+# run_qemu REPEAT LOG INSNS_LOG [RESET_REPEAT]: one run; prints the firmware's output, fails on
+# a bad status.
 run_qemu() {
-    local repeat=$1 log=$2 insns=$3 plugin_args=() rc=0
+    local repeat=$1 log=$2 insns=$3 reset_repeat=${4:-1} plugin_args=() rc=0
     if [ -n "$PLUGIN" ]; then plugin_args=(-plugin "$PLUGIN" -d plugin -D "$insns"); fi
     timeout "$TIMEOUT" qemu-system-arm -cpu cortex-m4 -machine mps2-an386 -nographic \
         -icount shift=0 \
-        -semihosting-config "enable=on,target=native,arg=metarim-firmware,arg=policy-repeat=$repeat" \
+        -semihosting-config "enable=on,target=native,arg=metarim-firmware,arg=policy-repeat=$repeat,arg=reset-repeat=$reset_repeat" \
         "${plugin_args[@]}" -kernel "$ELF" >"$log" 2>&1 || rc=$?
     cat "$log"
     [ "$rc" = 124 ] && die "QEMU run timed out after ${TIMEOUT}s (log: $log)"
@@ -150,6 +153,15 @@ if [ -n "$PLUGIN" ]; then
     insns_per_step=$(((i2 - i1) / steps))
     say "insns: whole run $i1 (policy steps x2: $i2), policy steps $steps," \
         "all-in per env step $((i1 / steps)), per policy step $insns_per_step"
+    # The same with every evaluation level generated twice: instructions per level reset.
+    run_qemu 1 "$WORK/run3.log" "$WORK/insns3.log" 2 >/dev/null
+    line3="$(result "$WORK/run3.log")"
+    [ "$line3" = "$line" ] || die "reset-repeat=2 changed the results: '$line3' vs '$line'"
+    i3=$(sed -n 's/^insns: \([0-9]*\)$/\1/p' "$WORK/insns3.log")
+    resets=$(sed -n 's/^firmware: eval_resets=\([0-9]*\)$/\1/p' "$WORK/run1.log" | tail -n 1)
+    [ -n "$i3" ] && [ "$i3" -gt "$i1" ] && [ "${resets:-0}" -gt 0 ] ||
+        die "reset insn count missing or not increasing: '$i3' vs '$i1' ($resets resets)"
+    say "insns: per level reset (${FW_LEVEL:-BabyAI-GoToObj-v0}, $resets resets): $(((i3 - i1) / resets))"
 fi
 
 echo "firmware: before=$before after=$after ram_bytes=$ram flash_bytes=$flash insns_per_step=$insns_per_step"

@@ -63,8 +63,9 @@ impl Stats {
 }
 
 /// Run `episodes` episodes of `level` from `seed`. Each environment step evaluates the policy
-/// `repeat` times from the same state (identical results; `repeat > 1` only serves to measure
-/// the instructions of a policy step by difference).
+/// `repeat` times from the same state, and each level is generated `reset_repeat` times
+/// (identical results; values above 1 only serve to measure the instructions of a policy step
+/// and of a level generation by difference).
 pub fn run(
     ctx: &mut Ctx<'_>,
     level: &Level,
@@ -72,6 +73,7 @@ pub fn run(
     episodes: u32,
     argmax: bool,
     repeat: u32,
+    reset_repeat: u32,
 ) -> Result<Stats, Error> {
     let mut stats = Stats::default();
     let mut tokens = [0u16; MAX_TOKENS];
@@ -79,7 +81,9 @@ pub fn run(
     for i in 0..episodes {
         let mut rng = Pcg32::with_stream(split_mix64(seed), u64::from(i));
         let episode_seed = rng.next_u64();
-        level.reset(ctx.env, episode_seed)?;
+        for _ in 0..reset_repeat.max(1) {
+            level.reset(ctx.env, episode_seed)?;
+        }
         tokens.fill(0);
         tokenize(ctx.env.mission.as_str(), &mut tokens)?;
         let params = GroupBufs {

@@ -164,7 +164,8 @@ fn run(
     // The set-up's stack peak, then paint again for the episodes' own.
     let stack_setup = mem::stack_high_water(sections);
     mem::paint_stack(sections);
-    let repeat = policy_repeat();
+    let repeat = cmdline_count("policy-repeat=");
+    let reset_repeat = cmdline_count("reset-repeat=");
 
     hprintln!(
         "firmware: metarim-core Tiny policy on {} (Cortex-M4F, QEMU mps2-an386)",
@@ -172,11 +173,12 @@ fn run(
     );
     hprintln!("firmware: params: {}", model::SOURCE);
     hprintln!(
-        "firmware: episodes={} seed={} actions={} policy_repeat={}",
+        "firmware: episodes={} seed={} actions={} policy_repeat={} reset_repeat={}",
         config::EPISODES,
         config::SEED,
         if config::ARGMAX { "argmax" } else { "sample" },
-        repeat
+        repeat,
+        reset_repeat
     );
 
     // The evaluation run before and after adaptation: the same episodes each time.
@@ -188,6 +190,7 @@ fn run(
             config::EPISODES,
             config::ARGMAX,
             repeat,
+            reset_repeat,
         )
     };
     // (a) The model as loaded.
@@ -276,6 +279,11 @@ fn run(
         "firmware: policy_steps={}",
         before.steps + after_steps(&after)
     );
+    // Level generations that `reset-repeat=2` repeats: one per evaluation episode.
+    hprintln!(
+        "firmware: eval_resets={}",
+        before.episodes + after.episodes
+    );
     hprintln!(
         "firmware: before={} after={} ram_bytes={} flash_bytes={} insns_per_step=0",
         Fixed::<4>(before.success_rate()),
@@ -329,9 +337,11 @@ impl<const D: u32> core::fmt::Display for Fixed<D> {
     }
 }
 
-/// `policy-repeat=N` from the semihosting command line (QEMU `-semihosting-config arg=...`),
-/// 1 when absent: the run is the same, each policy step is computed N times.
-fn policy_repeat() -> u32 {
+/// `KEY=N` from the semihosting command line (QEMU `-semihosting-config arg=...`), 1 when
+/// absent, at most 16: `policy-repeat=N` computes each policy step N times, `reset-repeat=N`
+/// generates each evaluation level N times; the run's results are the same, only its
+/// instruction count grows (what `scripts/run-firmware.sh` measures them by).
+fn cmdline_count(key: &str) -> u32 {
     let mut buf = [0u8; 128];
     let mut block = [buf.as_mut_ptr() as usize, buf.len() - 1];
     // SAFETY: SYS_GET_CMDLINE writes at most block[1] bytes into buf and the length into
@@ -348,7 +358,7 @@ fn policy_repeat() -> u32 {
     let len = block[1].min(buf.len());
     let text = core::str::from_utf8(buf.get(..len).unwrap_or(&[])).unwrap_or("");
     text.split_ascii_whitespace()
-        .find_map(|t| t.strip_prefix("policy-repeat="))
+        .find_map(|t| t.strip_prefix(key))
         .and_then(|v| v.parse::<u32>().ok())
         .map_or(1, |n| n.clamp(1, 16))
 }
