@@ -7,7 +7,8 @@ tests/data/numpy-rng-vectors.txt. Needs numpy (pip install numpy).
 
 Per seed: the SeedSequence pool, PCG64's state after seeding, 8 raw 64-bit outputs of a fresh
 generator, then one line per call of a fixed mixed sequence of Generator calls on another fresh
-generator (ints, floats as float.hex), which exercises the spare 32-bit half between calls.
+generator (ints, floats as float.hex, `shuffle` of a list), which exercises the spare 32-bit
+half between calls.
 """
 import numpy as np
 
@@ -19,7 +20,7 @@ CALLS = [("int", 0, 2), ("int", 0, 7), ("int", 1, 100), ("random", 0, 0), ("int"
          ("int", 3, 2**33 + 5), ("uniform", 0.5, 2.5), ("int", 0, 2**32), ("int", -5, 5),
          ("int", 0, 3), ("random", 0, 0), ("int", 0, 2), ("int", 0, 2), ("int", 1, 6),
          ("int", -2**62, 2**62), ("int", 0, 5), ("int", 0, 6), ("int", 0, 8), ("int", 0, 11),
-         ("int", 0, 1000003)]
+         ("int", 0, 1000003), ("shuffle", 10, 0), ("int", 0, 9), ("shuffle", 3, 0)]
 
 
 def main():
@@ -37,6 +38,10 @@ def main():
         for kind, lo, hi in CALLS:
             if kind == "int":
                 print(f"int {lo} {hi} {int(g.integers(lo, hi))}")
+            elif kind == "shuffle":
+                items = list(range(lo))
+                g.shuffle(items)
+                print(f"shuffle {lo} " + " ".join(str(i) for i in items))
             elif kind == "random":
                 print(f"random {float(g.random()).hex()}")
             else:

@@ -1,7 +1,7 @@
 //! core's numpy generator (`metarim_core::rng::numpy`) against values numpy produced
 //! (`tests/data/numpy-rng-vectors.txt`, written by `scripts/numpy-rng-vectors.py`): the
 //! SeedSequence pool, PCG64's seeded state, raw 64-bit outputs, and a mixed sequence of
-//! `Generator.integers` / `random` / `uniform` calls, for seeds from 0 to 2^64 - 1.
+//! `Generator.integers` / `random` / `uniform` / `shuffle` calls, for seeds from 0 to 2^64 - 1.
 
 use metarim_core::rng::numpy::{NumpyGenerator, SeedSequence};
 
@@ -98,9 +98,17 @@ fn seed_sequence_pcg64_and_generator_match_numpy() {
                 );
                 calls += 1;
             }
+            "shuffle" => {
+                let n: usize = f[1].parse().unwrap();
+                let want: Vec<usize> = f[2..].iter().map(|w| w.parse().unwrap()).collect();
+                let mut items: Vec<usize> = (0..n).collect();
+                g.shuffle(&mut items);
+                assert_eq!(items, want, "shuffle({n}), seed {seed}");
+                calls += 1;
+            }
             other => panic!("unknown line kind {other:?}"),
         }
     }
     assert_eq!(seeds, 16);
-    assert_eq!(calls, 16 * 20);
+    assert_eq!(calls, 16 * 23);
 }
