@@ -165,6 +165,16 @@ struct ExperimentArgs {
     /// No per-run progress lines.
     #[arg(long)]
     quiet: bool,
+    /// Train nothing: write OUT/results.md and the plots from the runs finished earlier (every
+    /// run of the plan must have finished: use --seeds K for a suite stopped part way).
+    #[arg(long)]
+    report_only: bool,
+    /// Train nothing: copy every finished run of OUT into DIR, keeping result.json,
+    /// config.toml and the gzipped log (no checkpoint), and write DIR's report for the seeds
+    /// that have all finished. DIR is then a suite directory whose runs count as finished
+    /// (experiments/README.md, "Archived runs").
+    #[arg(long, value_name = "DIR", conflicts_with = "report_only")]
+    archive: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -794,7 +804,31 @@ fn cmd_experiment(a: ExperimentArgs) -> Result<ExitCode> {
         jobs: a.jobs,
         command,
         progress: !a.quiet,
+        report_only: a.report_only,
     };
+    if let Some(dest) = &a.archive {
+        if paper {
+            anyhow::bail!("--archive: archive one suite at a time (not `paper`)");
+        }
+        let s = host::experiment::archive(&opts, dest)?;
+        match &s.results {
+            Some(r) => println!(
+                "archive: {} finished runs into {} ({} not finished, left out); report on seeds 0..{}: {}",
+                s.archived,
+                dest.display(),
+                s.unfinished,
+                s.complete_seeds,
+                r.display()
+            ),
+            None => println!(
+                "archive: {} finished runs into {} ({} not finished, left out); no seed has finished in every arm yet: no report",
+                s.archived,
+                dest.display(),
+                s.unfinished
+            ),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if paper {
         let claims = host::experiment::run_paper(&opts, suites_dir)?;
         println!("claims: {}", claims.display());

@@ -49,6 +49,7 @@ fn options(name: &str, scale: f64, out: &Path) -> ExperimentOptions {
         jobs: 0,
         command: format!("metarim experiment {name} (test)"),
         progress: false,
+        report_only: false,
     }
 }
 
@@ -220,6 +221,66 @@ fn sample_efficiency_smoke_and_rerun_skips_finished_runs() {
     );
     assert!(stdout.contains("trained 0"), "{stdout}");
     assert_eq!(mtimes(&out), before);
+
+    // Archived: no checkpoints, gzipped logs; its runs count as finished and its report has
+    // the same tables (the header names the invocation, which differs).
+    let arch = tmpdir("sample-efficiency-archive");
+    let a = experiment::archive(&opts, &arch).unwrap();
+    assert_eq!(
+        (a.archived, a.unfinished, a.complete_seeds),
+        (s.runs, 0, SEEDS)
+    );
+    for run in std::fs::read_dir(arch.join("runs")).unwrap() {
+        let run = run.unwrap().path();
+        let mut files: Vec<String> = std::fs::read_dir(&run)
+            .unwrap()
+            .map(|f| f.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        assert_eq!(
+            files,
+            ["config.toml", "result.json", "train.jsonl.gz"],
+            "{}",
+            run.display()
+        );
+    }
+    let archived_md = std::fs::read_to_string(a.results.unwrap()).unwrap();
+    let tables = |md: &str| md[md.find("## ").unwrap()..].to_string();
+    assert_eq!(tables(&archived_md), tables(&md));
+    let mut from_archive = options("sample-efficiency", 0.0005, &arch);
+    from_archive.report_only = true;
+    let r = experiment::run(&from_archive).unwrap();
+    assert_eq!((r.trained, r.skipped), (0, s.runs));
+    // One seed more than was run: --report-only refuses, naming the run, and trains nothing.
+    from_archive.seeds = Some(SEEDS + 1);
+    let e = format!("{:#}", experiment::run(&from_archive).unwrap_err());
+    assert!(
+        e.contains(&format!("GoToLocal-meta-rim-seed{SEEDS}")) && e.contains("--seeds"),
+        "{e}"
+    );
+    assert!(!arch
+        .join("runs")
+        .join(format!("GoToLocal-meta-rim-seed{SEEDS}"))
+        .exists());
+    // An archived run of another computation (here: another learning rate) is not finished.
+    let cfg = arch.join("runs/GoToLocal-joint-seed0/config.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let changed: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("lr = ") {
+                "lr = 0.5"
+            } else {
+                l
+            }
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(changed, text);
+    std::fs::write(&cfg, changed).unwrap();
+    from_archive.seeds = Some(SEEDS);
+    let e = format!("{:#}", experiment::run(&from_archive).unwrap_err());
+    assert!(e.contains("GoToLocal-joint-seed0"), "{e}");
 }
 
 #[test]

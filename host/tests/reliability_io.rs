@@ -342,6 +342,7 @@ fn suite_options(suite: PathBuf, out: PathBuf, scale: f64) -> ExperimentOptions 
         jobs: 1,
         command: "test".into(),
         progress: false,
+        report_only: false,
     }
 }
 

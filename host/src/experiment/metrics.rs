@@ -88,8 +88,19 @@ fn parse_line(line: &str) -> Result<LogPoint> {
     })
 }
 
-/// Read and parse a `train.jsonl`.
+/// Read and parse a `train.jsonl`, or, where it is absent, the gzip of it beside it
+/// (`train.jsonl.gz`: how archived runs keep their log, experiments/README.md).
 pub fn read_log(path: &Path) -> Result<Vec<LogPoint>> {
+    let mut gz = path.as_os_str().to_owned();
+    gz.push(".gz");
+    let gz = Path::new(&gz);
+    if !path.exists() && gz.exists() {
+        let file = std::fs::File::open(gz).with_context(|| format!("opening {}", gz.display()))?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(file), &mut text)
+            .with_context(|| format!("reading {} (gzip)", gz.display()))?;
+        return parse_log(&text).with_context(|| format!("in {}", gz.display()));
+    }
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     parse_log(&text).with_context(|| format!("in {}", path.display()))

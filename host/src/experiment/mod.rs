@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::train::checkpoint::{self, write_atomic};
 use crate::train::eval::{evaluate, EvalOptions};
-use crate::train::run::{train, RunOptions, CHECKPOINT_FILE};
+use crate::train::run::{computation_differences, train, RunOptions, CHECKPOINT_FILE, CONFIG_FILE};
 use crate::train::TrainConfig;
 
 pub use spec::{Arm, MetricKind, Overrides, Suite};
@@ -69,6 +69,9 @@ pub struct ExperimentOptions {
     pub command: String,
     /// A line on stderr per finished run.
     pub progress: bool,
+    /// Train nothing: write the report from runs finished earlier (an unfinished run of the
+    /// plan is an error naming it).
+    pub report_only: bool,
 }
 
 /// What [`run`] did.
@@ -277,11 +280,13 @@ fn suite_names(dir: &Path) -> Vec<String> {
     known
 }
 
-/// The runs of `suite` with `seeds` seeds each, in arm then seed order.
+/// The runs of `suite` with `seeds` seeds each, in seed then arm order: a suite stopped part
+/// way (suites run for hours, over several sittings) has about as many seeds of every arm, so
+/// its partial report already compares the arms.
 pub fn plan(suite: &Suite, seeds: usize, out: &Path) -> Vec<PlannedRun> {
     let mut runs = Vec::with_capacity(suite.arms.len() * seeds);
-    for (i, arm) in suite.arms.iter().enumerate() {
-        for seed in 0..seeds as u64 {
+    for seed in 0..seeds as u64 {
+        for (i, arm) in suite.arms.iter().enumerate() {
             runs.push(PlannedRun {
                 arm: i,
                 seed,
@@ -314,8 +319,22 @@ pub fn finished_result(run: &PlannedRun, arm: &Arm, suite: &Suite) -> Option<Run
     if !same {
         return None;
     }
-    let ck = checkpoint::load(&run.dir.join(CHECKPOINT_FILE)).ok()?;
-    (ck.meta.frames >= run.config.frames).then_some(r)
+    // An archived run keeps its `result.json`, `config.toml` and log but not its checkpoint
+    // (experiments/README.md, "Archived runs"): its result stands if it computed what the plan
+    // asks for. Where a checkpoint is present it must be of this computation and have reached
+    // the budget (a run resumed towards a larger budget and stopped part way is not finished).
+    let ck_path = run.dir.join(CHECKPOINT_FILE);
+    let (config, frames) = if ck_path.exists() {
+        let ck = checkpoint::load(&ck_path).ok()?;
+        (ck.config, ck.meta.frames)
+    } else {
+        let text = std::fs::read_to_string(run.dir.join(CONFIG_FILE)).ok()?;
+        (TrainConfig::from_saved_toml(&text).ok()?, r.frames)
+    };
+    let same_computation = computation_differences(&config, &run.config)
+        .ok()?
+        .is_empty();
+    (same_computation && frames >= run.config.frames).then_some(r)
 }
 
 /// Train (or resume) one run to its budget, evaluate its final checkpoint and write its
@@ -479,6 +498,11 @@ pub fn run(opts: &ExperimentOptions) -> Result<ExperimentSummary> {
                 let t0 = Instant::now();
                 let outcome = match finished_result(run, arm, &suite) {
                     Some(r) => Ok((r, true)),
+                    None if opts.report_only => Err(anyhow!(
+                        "it has not finished (no result.json of this plan's budget and \
+                         config); --report-only trains nothing: pass --seeds K for the seeds \
+                         that have finished"
+                    )),
                     None => execute(run, arm, &suite).map(|r| (r, false)),
                 };
                 match outcome {
@@ -552,6 +576,94 @@ pub fn run(opts: &ExperimentOptions) -> Result<ExperimentSummary> {
         out: opts.out.clone(),
         results: results_path,
         plots,
+    })
+}
+
+/// The log of a run, gzipped, in an archive (read back by [`metrics::read_log`]).
+pub const ARCHIVED_LOG_FILE: &str = "train.jsonl.gz";
+
+/// What [`archive`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ArchiveSummary {
+    /// Finished runs copied into the archive (every finished run of the plan).
+    pub archived: usize,
+    /// Runs of the plan not finished (left out).
+    pub unfinished: usize,
+    /// Seeds `0..K` whose runs had all finished: the archive's report covers them (0: no
+    /// report was written).
+    pub complete_seeds: usize,
+    /// The archive's `results.md`, when one was written.
+    pub results: Option<PathBuf>,
+}
+
+/// Copy the finished runs of the suite `opts` describes (in `opts.out`) into `dest`, keeping of
+/// each only what its report needs and what shows what it computed: `result.json`,
+/// `config.toml` and its log, gzipped (a few hundred kB per run instead of the checkpoint's).
+/// `dest` is then a suite directory like any other: `metarim experiment SUITE --out DEST`
+/// counts its runs as finished and trains only the others, and its report is regenerated
+/// here for the seeds `0..K` that have all finished. Trains nothing.
+pub fn archive(opts: &ExperimentOptions, dest: &Path) -> Result<ArchiveSummary> {
+    use std::io::Write;
+    let suite = Suite::load(&opts.suite, &opts.overrides)?;
+    let seeds = opts.seeds.unwrap_or(suite.seeds);
+    let plan = plan(&suite, seeds, &opts.out);
+    let mut finished_seeds = vec![0usize; seeds];
+    let (mut archived, mut unfinished) = (0, 0);
+    for run in &plan {
+        let arm = &suite.arms[run.arm];
+        if finished_result(run, arm, &suite).is_none() {
+            unfinished += 1;
+            continue;
+        }
+        let name = run_dir_name(&arm.name, run.seed);
+        let to = dest.join("runs").join(&name);
+        std::fs::create_dir_all(&to).with_context(|| format!("creating {}", to.display()))?;
+        for file in [RESULT_FILE, CONFIG_FILE] {
+            let bytes = std::fs::read(run.dir.join(file))
+                .with_context(|| format!("reading {}", run.dir.join(file).display()))?;
+            write_atomic(&to.join(file), &bytes)?;
+        }
+        let log = run.dir.join("train.jsonl");
+        let text = match std::fs::read(&log) {
+            Ok(t) => t,
+            // Archiving an archive: its log is already gzipped.
+            Err(_) if run.dir.join(ARCHIVED_LOG_FILE).exists() => {
+                let bytes = std::fs::read(run.dir.join(ARCHIVED_LOG_FILE))?;
+                write_atomic(&to.join(ARCHIVED_LOG_FILE), &bytes)?;
+                archived += 1;
+                finished_seeds[run.seed as usize] += 1;
+                continue;
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", log.display())),
+        };
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&text).context("compressing the log")?;
+        let gz = gz.finish().context("compressing the log")?;
+        write_atomic(&to.join(ARCHIVED_LOG_FILE), &gz)?;
+        archived += 1;
+        finished_seeds[run.seed as usize] += 1;
+    }
+    let complete_seeds = finished_seeds
+        .iter()
+        .take_while(|&&n| n == suite.arms.len())
+        .count();
+    let results = if complete_seeds > 0 {
+        let o = ExperimentOptions {
+            seeds: Some(complete_seeds),
+            out: dest.to_path_buf(),
+            report_only: true,
+            progress: false,
+            ..opts.clone()
+        };
+        Some(run(&o)?.results)
+    } else {
+        None
+    };
+    Ok(ArchiveSummary {
+        archived,
+        unfinished,
+        complete_seeds,
+        results,
     })
 }
 

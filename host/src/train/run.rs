@@ -28,6 +28,8 @@ use super::{thread_count, Model, TrainConfig};
 
 /// File name of the checkpoint inside the output directory.
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+/// The effective config a run wrote beside its checkpoint (TOML).
+pub const CONFIG_FILE: &str = "config.toml";
 
 /// The checkpoint a curriculum run saves beside [`CHECKPOINT_FILE`] when it moves on from its
 /// level `index` (0-based): the policy as that level ended, so how much of it survives the
@@ -199,26 +201,33 @@ fn fresh_state(cfg: &TrainConfig) -> Result<State> {
 /// Fields a resumed run may change: how long and how fast it runs, not what it computes.
 const RESUMABLE_OVERRIDES: [&str; 4] = ["frames", "threads", "save_interval", "backend"];
 
-fn resume_state(cfg: &TrainConfig, path: &Path) -> Result<(TrainConfig, State)> {
-    let ck = checkpoint::load(path)?;
-    let mut saved = ck.config.clone();
+/// The fields (sorted) in which `a` and `b` describe different computations: every field
+/// but [`RESUMABLE_OVERRIDES`]. Empty: a run of `a` may be resumed, or stand for a run of `b`.
+pub fn computation_differences(a: &TrainConfig, b: &TrainConfig) -> Result<Vec<String>> {
     let (a, b) = (
-        toml::Table::try_from(&saved).context("saved config")?,
-        toml::Table::try_from(cfg).context("config")?,
+        toml::Table::try_from(a).context("config")?,
+        toml::Table::try_from(b).context("config")?,
     );
-    let differing: Vec<&String> = a
+    let mut keys: Vec<String> = a
         .keys()
         .chain(b.keys())
         .filter(|k| !RESUMABLE_OVERRIDES.contains(&k.as_str()) && a.get(*k) != b.get(*k))
+        .cloned()
         .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    Ok(keys)
+}
+
+fn resume_state(cfg: &TrainConfig, path: &Path) -> Result<(TrainConfig, State)> {
+    let ck = checkpoint::load(path)?;
+    let mut saved = ck.config.clone();
+    let differing = computation_differences(&saved, cfg)?;
     if !differing.is_empty() {
-        let mut keys: Vec<&str> = differing.iter().map(|k| k.as_str()).collect();
-        keys.sort_unstable();
-        keys.dedup();
         bail!(
             "--resume: the config differs from the checkpoint's in {} (only frames, threads and \
              save_interval may change; use another --out for a new run)",
-            keys.join(", ")
+            differing.join(", ")
         );
     }
     saved.frames = cfg.frames;
@@ -519,7 +528,7 @@ fn open_run(
         checkpoint::write_atomic(&csv_path, format!("{CSV_HEADER}\n").as_bytes())?;
         (cfg.clone(), fresh_state(cfg)?)
     };
-    checkpoint::write_atomic(&opts.out.join("config.toml"), cfg.to_toml()?.as_bytes())?;
+    checkpoint::write_atomic(&opts.out.join(CONFIG_FILE), cfg.to_toml()?.as_bytes())?;
     Ok((lock, cfg, st))
 }
 
