@@ -1,0 +1,112 @@
+"""``metarim/<ID>`` against minigrid 3.2.0's ``<ID>``: identical observations, rewards, flags
+and missions at every step of seeded random episodes, for every registered level."""
+
+import gymnasium as gym
+import minigrid  # noqa: F401  (registers minigrid's ids)
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import metarim
+from conftest import SEED_BASE, SEEDS
+
+LEVELS = metarim.level_ids()
+
+
+def test_every_level_is_registered_and_known_to_minigrid():
+    assert len(LEVELS) == 42
+    for level in LEVELS:
+        assert f"metarim/{level}" in gym.registry
+        assert level in gym.registry, f"{level} is not a minigrid id"
+
+
+def same_obs(ours, theirs, where):
+    assert set(ours) == set(theirs), where
+    assert ours["image"].dtype == theirs["image"].dtype == np.uint8, where
+    assert ours["image"].shape == theirs["image"].shape == (7, 7, 3), where
+    assert np.array_equal(ours["image"], theirs["image"]), where
+    assert ours["direction"] == theirs["direction"], where
+    assert ours["mission"] == theirs["mission"], where
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_random_episodes_equal_minigrid(level):
+    ours = gym.make(f"metarim/{level}").unwrapped
+    theirs = gym.make(level).unwrapped
+    steps = 0
+    for seed in range(SEED_BASE, SEED_BASE + SEEDS):
+        o, _ = ours.reset(seed=seed)
+        t, _ = theirs.reset(seed=seed)
+        same_obs(o, t, f"{level} seed {seed} reset")
+        actions = np.random.default_rng(seed).integers(0, 7, size=100_000)
+        for k, a in enumerate(actions):
+            o, ro, term_o, trunc_o, _ = ours.step(int(a))
+            t, rt, term_t, trunc_t, _ = theirs.step(int(a))
+            where = f"{level} seed {seed} step {k + 1} action {a}"
+            same_obs(o, t, where)
+            assert (ro, term_o, trunc_o) == (rt, term_t, trunc_t), where
+            assert isinstance(ro, float), where
+            steps += 1
+            if term_o or trunc_o:
+                break
+        # Without a seed, reset continues the level generator, as minigrid's does.
+        o, _ = ours.reset()
+        t, _ = theirs.reset()
+        same_obs(o, t, f"{level} seed {seed}: the reset after it")
+    assert steps > 0
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_check_env(level):
+    env = gym.make(f"metarim/{level}", render_mode="rgb_array")
+    check_env(env.unwrapped, skip_render_check=False)
+
+
+def test_render_has_minigrids_size():
+    for level in ["BabyAI-GoToLocal-v0", "MiniGrid-DoorKey-5x5-v0", "BabyAI-GoTo-v0", "MiniGrid-FourRooms-v0"]:
+        ours = gym.make(f"metarim/{level}", render_mode="rgb_array")
+        theirs = gym.make(level, render_mode="rgb_array")
+        ours.reset(seed=5)
+        theirs.reset(seed=5)
+        a, b = ours.render(), theirs.render()
+        assert a.shape == b.shape and a.dtype == b.dtype == np.uint8, level
+
+
+def test_minigrid_wrappers_work():
+    from minigrid.wrappers import ImgObsWrapper, RGBImgPartialObsWrapper
+
+    level = "BabyAI-GoToLocal-v0"
+    ours = ImgObsWrapper(gym.make(f"metarim/{level}"))
+    theirs = ImgObsWrapper(gym.make(level))
+    assert ours.observation_space == theirs.observation_space
+    assert np.array_equal(ours.reset(seed=2)[0], theirs.reset(seed=2)[0])
+    ours = RGBImgPartialObsWrapper(gym.make(f"metarim/{level}"), tile_size=8)
+    theirs = RGBImgPartialObsWrapper(gym.make(level), tile_size=8)
+    o, t = ours.reset(seed=2)[0], theirs.reset(seed=2)[0]
+    assert o["image"].shape == t["image"].shape == (56, 56, 3)
+    assert ours.observation_space["image"] == theirs.observation_space["image"]
+
+
+def test_bad_input_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown level id"):
+        metarim.MetarimEnv("BabyAI-NoSuchLevel-v0")
+    env = gym.make("metarim/BabyAI-GoToLocal-v0").unwrapped
+    with pytest.raises(RuntimeError, match="before the first reset"):
+        env.step(0)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="not one of minigrid's 7 actions"):
+        env.step(7)
+    with pytest.raises(ValueError, match="seed"):
+        env.reset(seed=-1)
+    with pytest.raises(ValueError, match="seed"):
+        env.reset(seed=2**64)
+
+
+def test_mission_tokens_use_metarims_vocabulary():
+    env = gym.make("metarim/BabyAI-GoToLocal-v0").unwrapped
+    obs, _ = env.reset(seed=0)
+    tokens = env.mission_tokens()
+    words = metarim.words()
+    n = int((tokens > 0).sum())
+    assert n == len(obs["mission"].split())
+    assert [words[t - 2] for t in tokens[:n]] == obs["mission"].split()
