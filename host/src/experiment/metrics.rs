@@ -36,6 +36,9 @@ pub struct LogPoint {
     pub success: f64,
     /// Fraction of the update's steps each RIM module was active (empty for the LSTM).
     pub activity: Vec<f64>,
+    /// Training frames per second of this update (0 where the log has none): with the
+    /// frames of the update, its duration, so a run's training time survives resumes.
+    pub fps: f64,
 }
 
 /// Parse the JSON lines of a `train.jsonl`; blank lines are skipped, anything else that is
@@ -85,7 +88,26 @@ fn parse_line(line: &str) -> Result<LogPoint> {
         episodes: uint("episodes")?,
         success: if success.is_finite() { success } else { 0.0 },
         activity,
+        fps: v
+            .get("fps")
+            .and_then(serde_json::Value::as_f64)
+            .filter(|f| f.is_finite() && *f > 0.0)
+            .unwrap_or(0.0),
     })
+}
+
+/// Seconds of training in `points` (each update's frames over its frames per second; updates
+/// without a rate count 0): evaluations and start-up not included.
+pub fn training_seconds(points: &[LogPoint]) -> f64 {
+    let mut prev = 0u64;
+    let mut total = 0.0;
+    for p in points {
+        if p.fps > 0.0 {
+            total += p.frames.saturating_sub(prev) as f64 / p.fps;
+        }
+        prev = p.frames;
+    }
+    total
 }
 
 /// Read and parse a `train.jsonl`, or, where it is absent, the gzip of it beside it
@@ -414,7 +436,17 @@ mod tests {
             episodes: 3,
             success,
             activity: vec![0.5, 0.5],
+            fps: 100.0,
         }
+    }
+
+    #[test]
+    fn training_time_sums_each_updates_frames_over_its_rate() {
+        // 100 frames at 100/s, 100 at 100/s, then 100 at an unknown rate (not counted).
+        let mut log = vec![p(100, "L", 0.0), p(200, "L", 0.0), p(300, "L", 0.0)];
+        log[2].fps = 0.0;
+        assert!((training_seconds(&log) - 2.0).abs() < 1e-12);
+        assert_eq!(training_seconds(&[]), 0.0);
     }
 
     #[test]

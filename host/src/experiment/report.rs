@@ -15,7 +15,7 @@ use metarim_core::nn::params::Mode;
 
 use super::metrics::{
     bootstrap_interval, compare, curriculum_segments, frames_to_threshold, iqm, read_log,
-    success_auc, summarize, LogPoint, Stat, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED,
+    success_auc, summarize, training_seconds, LogPoint, Stat, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED,
 };
 use super::spec::{short_level, MetricKind, Overrides, Suite};
 use super::{run_dir_name, LevelEval, PlannedRun, RunResult};
@@ -190,7 +190,7 @@ pub fn write(ctx: &ReportContext, out: &Path) -> Result<(PathBuf, Vec<PathBuf>)>
         .map(|a| data.iter().filter(|d| d.run.arm == a).collect())
         .collect();
     let mut plots = Vec::new();
-    let mut md = header(ctx);
+    let mut md = header(ctx, &data);
     for (group, arms) in groups(suite) {
         let part = file_part(&group);
         let curve = out.join(format!("success-{part}.png"));
@@ -251,7 +251,7 @@ pub fn write(ctx: &ReportContext, out: &Path) -> Result<(PathBuf, Vec<PathBuf>)>
     Ok((path, plots))
 }
 
-fn header(ctx: &ReportContext) -> String {
+fn header(ctx: &ReportContext, data: &[RunData]) -> String {
     let s = ctx.suite;
     let o = ctx.overrides;
     let mut md = String::new();
@@ -267,6 +267,18 @@ fn header(ctx: &ReportContext) -> String {
         ctx.wall_s,
         ctx.skipped,
         ctx.plan.len()
+    );
+    // The training time of the runs themselves (their logs), whichever invocation trained them:
+    // an archived or resumed suite reports it as well as a fresh one.
+    let mut secs: Vec<f64> = data.iter().map(|d| training_seconds(&d.log)).collect();
+    secs.sort_by(f64::total_cmp);
+    let total: f64 = secs.iter().sum();
+    let _ = writeln!(
+        md,
+        "- training time of the runs (from their logs; evaluations not included): {:.1} h in \
+         all, {:.1} min per run (median)",
+        total / 3600.0,
+        secs.get(secs.len() / 2).copied().unwrap_or(0.0) / 60.0
     );
     let _ = writeln!(md, "- hardware: {}", hardware());
     let _ = writeln!(
@@ -954,6 +966,7 @@ mod tests {
             episodes: 1,
             success: 1.0,
             activity: Vec::new(),
+            fps: 0.0,
         };
         let log = vec![p(10), p(20), p(30), p(40)];
         let frames = |v: Vec<LogPoint>| v.iter().map(|p| p.frames).collect::<Vec<_>>();
