@@ -1,5 +1,7 @@
 //! `metarim export`: a checkpoint's parameters packed as a device blob ([`metarim_core::blob`])
-//! for the firmware.
+//! for the firmware (the default), or, with `--format torch` ([`export_torch`]), unpacked into
+//! PyTorch's parameter names and layouts ([`torch_specs`]) as a weights-only safetensors file
+//! that `metarim.torch.load_policy` (python/metarim/torch.py) reads like a checkpoint.
 //!
 //! What the firmware runs, and therefore the only thing exported: the `Tiny` preset
 //! (`firmware/src/model.rs` compiles `TINY` and fixed-size `TINY_FAST` buffers) in the
@@ -14,7 +16,7 @@
 
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use metarim_core::blob::{self, Blob, FrozenDtype};
 use metarim_core::nn::dims::{ModelDims, TINY};
 use metarim_core::nn::params::{Group, Layout, Mode};
@@ -22,6 +24,7 @@ use metarim_core::nn::params::{Group, Layout, Mode};
 use crate::fsutil;
 use crate::train::checkpoint;
 use crate::train::config::Preset;
+use crate::train::GroupVecs;
 
 /// The only preset the firmware compiles.
 pub const FIRMWARE_PRESET: &str = "Tiny";
@@ -207,4 +210,477 @@ fn check_values(layout: &Layout, groups: [&[f32]; 3], dtype: FrozenDtype) -> Res
         );
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// `metarim export --format torch`: the parameters unpacked into PyTorch's names and layouts.
+
+/// The metadata key of a PyTorch export (its one entry, JSON: `format_version`, `mode`, `dims`,
+/// `config`).
+pub const TORCH_META_KEY: &str = "metarim_torch";
+/// Version of the PyTorch export's names, layouts and metadata.
+pub const TORCH_FORMAT_VERSION: u32 = 1;
+
+/// Where one PyTorch tensor's elements lie in the packed parameters: its name, shape, the group
+/// buffer it comes from and the runs of that buffer that, concatenated, are its elements in
+/// row-major order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TorchSpec {
+    /// The PyTorch parameter name (`encoder.conv1.weight`, `rim.rnn.weight_ih`, ...).
+    pub name: String,
+    /// Its shape.
+    pub shape: Vec<usize>,
+    /// The group buffer its elements come from.
+    pub group: Group,
+    /// Ranges of the group buffer, in the tensor's row-major order.
+    pub runs: Vec<std::ops::Range<usize>>,
+}
+
+impl TorchSpec {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.runs.iter().map(|r| r.len()).sum()
+    }
+
+    /// True when the tensor has no element.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One tensor in PyTorch's name and layout, with its elements.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TorchTensor<S> {
+    /// The PyTorch parameter name.
+    pub name: String,
+    /// Its shape.
+    pub shape: Vec<usize>,
+    /// Its elements, row-major.
+    pub data: Vec<S>,
+}
+
+/// Every PyTorch tensor of `layout` and where its elements lie in the packed groups.
+///
+/// The names and layouts (the module docs of `python/metarim/torch.py` describe the math):
+///
+/// | packed tensor | PyTorch tensors |
+/// |---|---|
+/// | `encoder.*` | the same names and shapes (`encoder.conv1.weight` `(C0, Cin, 2, 2)`, ...) |
+/// | `instr.embedding` | `instr.embedding.weight` `(VOCAB, word_dim)` |
+/// | `instr.gru.{w_ih,w_hh,b_ih,b_hh}` | `instr.gru.{weight_ih_l0,weight_hh_l0,bias_ih_l0,bias_hh_l0}` (`nn.GRU`) |
+/// | `rim.input.w_k` / `w_v` | `rim.input_attention.key.weight` `(heads*d_k, input)` / `value.weight` `(heads*d_v, input)` |
+/// | `rim.input.w_q` | `rim.input_attention.query.weight` `(N, heads*d_k, H)` |
+/// | `rim.modules.rnn` `(N, per module)` | `rim.rnn.{weight_ih (N, G*H, U), weight_hh (N, G*H, H), bias_ih (N, G*H), bias_hh (N, G*H)}` |
+/// | `rim.comm.w_q` / `w_k` / `w_v` | `rim.communication.{query,key,value}.weight` `(N, c_heads*c_k, H)` |
+/// | `rim.comm.w_g` / `w_o` | `rim.communication.{gate,output}.weight` `(N, H, c_heads*c_k)` |
+/// | `lstm.{w_ih,w_hh,b_ih,b_hh}` | `lstm.{weight_ih,weight_hh,bias_ih,bias_hh}` (`nn.LSTMCell`) |
+/// | `heads.actor` / `heads.critic` | `actor.0.weight (hh, W)`, `actor.0.bias`, `actor.2.weight (A, hh)`, `actor.2.bias`; `critic.*` with 1 output |
+///
+/// Errors: a layout whose tensors do not add up to these shapes (a bug, reported, not a
+/// panic).
+pub fn torch_specs(layout: &Layout) -> Result<Vec<TorchSpec>> {
+    use metarim_core::nn::params::TensorKind;
+    use metarim_core::nn::rim::{module_input, rnn_gates};
+    let d = layout.dims();
+    let r = &d.rim;
+    let mut out = Vec::new();
+    for e in layout.entries() {
+        let base = e.offset;
+        let whole = |name: &str, shape: Vec<usize>| TorchSpec {
+            name: name.to_string(),
+            shape,
+            group: e.group,
+            runs: vec![e.range()],
+        };
+        // Consecutive pieces of one packed tensor: (name, shape) in packing order.
+        let pieces = |list: &[(&str, Vec<usize>)]| -> Vec<TorchSpec> {
+            let mut at = base;
+            list.iter()
+                .map(|(name, shape)| {
+                    let n: usize = shape.iter().product();
+                    let s = TorchSpec {
+                        name: (*name).to_string(),
+                        shape: shape.clone(),
+                        group: e.group,
+                        runs: std::iter::once(at..at + n).collect(),
+                    };
+                    at += n;
+                    s
+                })
+                .collect()
+        };
+        let specs = match e.kind {
+            TensorKind::Encoder(_) => vec![whole(e.name, e.dims().to_vec())],
+            TensorKind::InstrEmbedding => vec![whole("instr.embedding.weight", e.dims().to_vec())],
+            TensorKind::InstrGru(i) => {
+                let name = ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"]
+                    .get(usize::from(i))
+                    .ok_or_else(|| anyhow!("instruction GRU tensor {i} out of range"))?;
+                vec![whole(&format!("instr.gru.{name}"), e.dims().to_vec())]
+            }
+            TensorKind::RimKey => vec![whole("rim.input_attention.key.weight", e.dims().to_vec())],
+            TensorKind::RimValue => {
+                vec![whole("rim.input_attention.value.weight", e.dims().to_vec())]
+            }
+            TensorKind::RimQuery => {
+                vec![whole("rim.input_attention.query.weight", e.dims().to_vec())]
+            }
+            TensorKind::CommQuery => {
+                vec![whole("rim.communication.query.weight", e.dims().to_vec())]
+            }
+            TensorKind::CommKey => vec![whole("rim.communication.key.weight", e.dims().to_vec())],
+            TensorKind::CommValue => {
+                vec![whole("rim.communication.value.weight", e.dims().to_vec())]
+            }
+            TensorKind::CommGate => {
+                vec![whole("rim.communication.gate.weight", e.dims().to_vec())]
+            }
+            TensorKind::CommOut => {
+                vec![whole("rim.communication.output.weight", e.dims().to_vec())]
+            }
+            TensorKind::RimRnn => {
+                // Module-major: module m's block is [w_ih | w_hh | b_ih | b_hh]; each PyTorch
+                // tensor gathers its piece of every module.
+                let (n, h) = (r.n_modules, r.hidden);
+                let gh = rnn_gates(r) * h;
+                let u = module_input(r);
+                let per = gh * u + gh * h + 2 * gh;
+                if n * per != e.len {
+                    bail!(
+                        "rim.modules.rnn holds {} values, {n} modules x {per} expected",
+                        e.len
+                    );
+                }
+                let parts = [
+                    ("rim.rnn.weight_ih", 0, vec![n, gh, u]),
+                    ("rim.rnn.weight_hh", gh * u, vec![n, gh, h]),
+                    ("rim.rnn.bias_ih", gh * u + gh * h, vec![n, gh]),
+                    ("rim.rnn.bias_hh", gh * u + gh * h + gh, vec![n, gh]),
+                ];
+                parts
+                    .into_iter()
+                    .map(|(name, at, shape)| {
+                        let len = shape.iter().skip(1).product::<usize>();
+                        TorchSpec {
+                            name: name.to_string(),
+                            shape,
+                            group: e.group,
+                            runs: (0..n)
+                                .map(|m| base + m * per + at..base + m * per + at + len)
+                                .collect(),
+                        }
+                    })
+                    .collect()
+            }
+            TensorKind::Lstm(i) => {
+                let name = ["weight_ih", "weight_hh", "bias_ih", "bias_hh"]
+                    .get(usize::from(i))
+                    .ok_or_else(|| anyhow!("LSTM tensor {i} out of range"))?;
+                vec![whole(&format!("lstm.{name}"), e.dims().to_vec())]
+            }
+            TensorKind::Actor | TensorKind::Critic => {
+                let (head, outs) = if e.kind == TensorKind::Actor {
+                    ("actor", d.n_actions)
+                } else {
+                    ("critic", 1)
+                };
+                let (hh, w) = (d.head_hidden, d.memory_width());
+                let names = [
+                    format!("{head}.0.weight"),
+                    format!("{head}.0.bias"),
+                    format!("{head}.2.weight"),
+                    format!("{head}.2.bias"),
+                ];
+                let list = [
+                    (names[0].as_str(), vec![hh, w]),
+                    (names[1].as_str(), vec![hh]),
+                    (names[2].as_str(), vec![outs, hh]),
+                    (names[3].as_str(), vec![outs]),
+                ];
+                let total: usize = list.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+                if total != e.len {
+                    bail!("heads.{head} holds {} values, its MLP {total}", e.len);
+                }
+                pieces(&list)
+            }
+        };
+        out.extend(specs);
+    }
+    Ok(out)
+}
+
+/// The parameters (or gradients) `bufs`, packed in `layout`, as PyTorch tensors
+/// ([`torch_specs`]).
+///
+/// Errors: buffers that do not match the layout.
+pub fn torch_tensors<S: Copy>(
+    layout: &Layout,
+    bufs: metarim_core::nn::params::GroupBufs<'_, S>,
+) -> Result<Vec<TorchTensor<S>>> {
+    layout
+        .check_bufs(&bufs)
+        .map_err(|e| anyhow!("parameter buffers: {e}"))?;
+    torch_specs(layout)?
+        .into_iter()
+        .map(|s| {
+            let buf = bufs.group(s.group);
+            let mut data = Vec::with_capacity(s.len());
+            for r in &s.runs {
+                let part = buf
+                    .get(r.clone())
+                    .ok_or_else(|| anyhow!("tensor {} lies outside its group", s.name))?;
+                data.extend_from_slice(part);
+            }
+            Ok(TorchTensor {
+                name: s.name,
+                shape: s.shape,
+                data,
+            })
+        })
+        .collect()
+}
+
+/// Packs PyTorch tensors (every one of [`torch_specs`]`(layout)`, by name, nothing else) back
+/// into `layout`'s group buffers.
+///
+/// Errors: a missing, unknown or duplicated tensor, or one of the wrong shape, each named.
+pub fn pack_torch_tensors(layout: &Layout, tensors: &[TorchTensor<f32>]) -> Result<GroupVecs> {
+    let specs = torch_specs(layout)?;
+    for t in tensors {
+        if !specs.iter().any(|s| s.name == t.name) {
+            bail!(
+                "unknown tensor {:?}: a {} model has {}",
+                t.name,
+                layout.mode().name(),
+                specs
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    let mut out = GroupVecs::zeros(layout);
+    for s in &specs {
+        let mut found = tensors.iter().filter(|t| t.name == s.name);
+        let t = found
+            .next()
+            .ok_or_else(|| anyhow!("tensor {} is missing", s.name))?;
+        if found.next().is_some() {
+            bail!("tensor {} appears twice", s.name);
+        }
+        if t.shape != s.shape {
+            bail!(
+                "tensor {} has shape {:?}, the model needs {:?}",
+                s.name,
+                t.shape,
+                s.shape
+            );
+        }
+        if t.data.len() != s.len() {
+            bail!(
+                "tensor {} holds {} values, its shape {:?} needs {}",
+                s.name,
+                t.data.len(),
+                s.shape,
+                s.len()
+            );
+        }
+        let buf = out.group_mut(s.group);
+        let mut at = 0;
+        for r in &s.runs {
+            let n = r.len();
+            buf.get_mut(r.clone())
+                .ok_or_else(|| anyhow!("tensor {} lies outside its group", s.name))?
+                .copy_from_slice(&t.data[at..at + n]);
+            at += n;
+        }
+    }
+    Ok(out)
+}
+
+/// The model dimensions as JSON (the PyTorch export's `dims` metadata and what
+/// `metarim.torch` builds its module from).
+pub fn dims_json(d: &ModelDims) -> serde_json::Value {
+    use metarim_core::nn::dims::{CellKind, EncoderKind, MemoryKind};
+    let r = &d.rim;
+    serde_json::json!({
+        "encoder": match d.encoder { EncoderKind::Conv => "conv", EncoderKind::Bow => "bow" },
+        "conv_channels": d.conv_channels,
+        "bow_dim": d.bow_dim,
+        "bow_rows": metarim_core::nn::encoder::BOW_ROWS,
+        "film": d.film,
+        "word_dim": d.word_dim,
+        "instr_hidden": d.instr_hidden,
+        "max_tokens": d.max_tokens,
+        "vocab_size": metarim_core::mission::vocab::VOCAB_SIZE,
+        "memory": match d.memory { MemoryKind::Rim => "rim", MemoryKind::Lstm => "lstm" },
+        "n_modules": r.n_modules,
+        "k_active": r.k_active,
+        "hidden": r.hidden,
+        "input": r.input,
+        "d_k": r.d_k,
+        "d_v": r.d_v,
+        "in_heads": r.in_heads,
+        "c_heads": r.c_heads,
+        "c_k": r.c_k,
+        "cell": match r.cell { CellKind::Gru => "gru", CellKind::Lstm => "lstm" },
+        "communication": r.communication,
+        "head_hidden": d.head_hidden,
+        "n_actions": d.n_actions,
+        "state_len": metarim_core::nn::policy::state_len(d),
+    })
+}
+
+/// The PyTorch export of a model: a safetensors file of f32 tensors named and shaped as
+/// [`torch_specs`] says, with one metadata entry, [`TORCH_META_KEY`], holding JSON:
+/// `format_version` ([`TORCH_FORMAT_VERSION`]), `mode`, `dims` ([`dims_json`]) and `config`
+/// (the training config as TOML, from which the layout is rebuilt when the file is read back).
+/// The bytes are a deterministic function of the config and the parameters.
+///
+/// Errors: a non-finite parameter (named with its count), or buffers that do not match.
+pub fn torch_bytes(
+    config: &crate::train::TrainConfig,
+    model: &crate::train::Model,
+) -> Result<Vec<u8>> {
+    use safetensors::tensor::{Dtype, TensorView};
+    let layout = &model.layout;
+    let tensors = torch_tensors(layout, model.params.bufs())?;
+    let bad: Vec<String> = tensors
+        .iter()
+        .filter_map(|t| {
+            let n = t.data.iter().filter(|x| !x.is_finite()).count();
+            (n > 0).then(|| format!("{}: {n} of {}", t.name, t.data.len()))
+        })
+        .collect();
+    if !bad.is_empty() {
+        bail!(
+            "refusing to export non-finite parameters (NaN or infinity): {}",
+            bad.join("; ")
+        );
+    }
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|t| {
+            let b = t.data.iter().flat_map(|x| x.to_le_bytes()).collect();
+            (t.name, t.shape, b)
+        })
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(n, shape, b)| {
+            TensorView::new(Dtype::F32, shape.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| anyhow!("tensor {n}: {e}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let saved = crate::train::TrainConfig {
+        threads: 0,
+        ..config.clone()
+    };
+    // One metadata entry: safetensors writes its metadata map in hash order, so several
+    // entries would make the bytes differ from run to run.
+    let info = serde_json::json!({
+        "format_version": TORCH_FORMAT_VERSION,
+        "mode": layout.mode().name(),
+        "dims": dims_json(layout.dims()),
+        "config": saved.to_toml()?,
+    });
+    let mut meta = std::collections::HashMap::new();
+    meta.insert(TORCH_META_KEY.to_string(), info.to_string());
+    safetensors::serialize(views, Some(meta)).map_err(|e| anyhow!("safetensors: {e}"))
+}
+
+/// What a PyTorch export wrote.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TorchExportSummary {
+    /// File length in bytes.
+    pub bytes: usize,
+    /// Tensors written.
+    pub tensors: usize,
+    /// Parameters written.
+    pub params: usize,
+}
+
+/// `metarim export --format torch`: the checkpoint at `ckpt` (any preset and mode) as a
+/// weights-only safetensors file in PyTorch's names and layouts ([`torch_bytes`]), written
+/// atomically to `out` and read back ([`read_torch`]) before it replaces anything.
+pub fn export_torch(ckpt: &Path, out: &Path) -> Result<TorchExportSummary> {
+    let ck = checkpoint::load(ckpt)?;
+    let bytes = torch_bytes(&ck.config, &ck.model)?;
+    let (_, back) = read_torch(&bytes).context("the written PyTorch export does not read back")?;
+    if back != ck.model {
+        bail!("the PyTorch export does not read back to the checkpoint's parameters");
+    }
+    fsutil::write_atomic(out, &bytes)?;
+    Ok(TorchExportSummary {
+        bytes: bytes.len(),
+        tensors: torch_specs(&ck.model.layout)?.len(),
+        params: ck.model.layout.total_len(),
+    })
+}
+
+/// Reads a PyTorch export ([`torch_bytes`]) back: its config and the model packed in the
+/// layout the config describes.
+///
+/// Errors: not a safetensors file, not a metarim PyTorch export (or another version), a
+/// config that does not validate, and every tensor problem [`pack_torch_tensors`] names, plus
+/// non-f32 or non-finite tensors.
+pub fn read_torch(bytes: &[u8]) -> Result<(crate::train::TrainConfig, crate::train::Model)> {
+    use safetensors::tensor::{Dtype, SafeTensors};
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| anyhow!("not a valid safetensors file ({e})"))?;
+    let (_, header) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| anyhow!("not a valid safetensors file ({e})"))?;
+    let text = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(TORCH_META_KEY))
+        .ok_or_else(|| {
+            anyhow!("not a metarim PyTorch export (no `{TORCH_META_KEY}` metadata entry)")
+        })?;
+    let info: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| anyhow!("bad `{TORCH_META_KEY}` metadata: {e}"))?;
+    let version = info.get("format_version").and_then(|v| v.as_u64());
+    if version != Some(u64::from(TORCH_FORMAT_VERSION)) {
+        bail!(
+            "PyTorch export format version {} is not supported (this build reads \
+             {TORCH_FORMAT_VERSION})",
+            info.get("format_version")
+                .map_or("(none)".to_string(), |v| v.to_string())
+        );
+    }
+    let text = info
+        .get("config")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| anyhow!("the PyTorch export's metadata has no `config`"))?;
+    let config =
+        crate::train::TrainConfig::from_saved_toml(text).context("the PyTorch export's config")?;
+    let dims = config.dims()?;
+    let layout =
+        Layout::new(&dims, config.mode).map_err(|e| anyhow!("the export's model dims: {e}"))?;
+    let mut tensors = Vec::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != Dtype::F32 {
+            bail!("tensor {name} has dtype {:?}, expected F32", view.dtype());
+        }
+        let data: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        if let Some(i) = data.iter().position(|x| !x.is_finite()) {
+            bail!(
+                "tensor {name} holds a non-finite value ({} at index {i})",
+                data[i]
+            );
+        }
+        tensors.push(TorchTensor {
+            name,
+            shape: view.shape().to_vec(),
+            data,
+        });
+    }
+    let params = pack_torch_tensors(&layout, &tensors)?;
+    Ok((config, crate::train::Model { layout, params }))
 }

@@ -117,15 +117,21 @@ struct ExportArgs {
     /// Checkpoint.
     #[arg(long)]
     checkpoint: PathBuf,
-    /// Preset compiled into the firmware: Tiny, the only one (the checkpoint must be a Tiny
-    /// meta-rim checkpoint without dims overrides; anything else is refused).
+    /// What to write: `blob` (the firmware's device blob, the default) or `torch` (a
+    /// weights-only safetensors file in PyTorch's names and layouts, any preset and mode, for
+    /// `metarim.torch.load_policy` or your own `torch.nn.Module`).
+    #[arg(long, default_value = "blob")]
+    format: String,
+    /// Blob only: the preset compiled into the firmware: Tiny, the only one (the checkpoint
+    /// must be a Tiny meta-rim checkpoint without dims overrides; anything else is refused).
     #[arg(long, default_value = "Tiny")]
     preset: String,
-    /// Output blob.
+    /// Output file (the blob, or the `.safetensors` file with `--format torch`).
     #[arg(long)]
     out: PathBuf,
-    /// Element type of the read-only slow and other groups: f32, or f16 (half the flash;
-    /// weights beyond f16's range, 65504, are refused; the QEMU firmware reads f32 in place).
+    /// Blob only: element type of the read-only slow and other groups: f32, or f16 (half the
+    /// flash; weights beyond f16's range, 65504, are refused; the QEMU firmware reads f32 in
+    /// place).
     #[arg(long, default_value = "f32")]
     slow_dtype: String,
 }
@@ -479,7 +485,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Eval(a) => return cmd_eval(a),
         Command::Play(a) => return cmd_play(a),
         Command::Adapt(a) => return cmd_adapt(a),
+        Command::Export(a) if a.format == "torch" => {
+            if a.slow_dtype != "f32" {
+                anyhow::bail!(
+                    "--slow-dtype {} applies to the device blob only; --format torch writes f32",
+                    a.slow_dtype
+                );
+            }
+            let s = host::export::export_torch(&a.checkpoint, &a.out)?;
+            println!(
+                "export: out={} format=torch bytes={} tensors={} params={}",
+                a.out.display(),
+                s.bytes,
+                s.tensors,
+                s.params
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Export(a) => {
+            if a.format != "blob" {
+                anyhow::bail!("unknown --format {:?} (blob or torch)", a.format);
+            }
             let dtype = host::export::parse_dtype(&a.slow_dtype)?;
             let s = host::export::export(&a.checkpoint, &a.preset, dtype, &a.out)?;
             println!(

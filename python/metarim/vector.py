@@ -99,13 +99,13 @@ class MetarimVectorEnv(VectorEnv):
             if not self._seeded and any(s is None for s in seeds):
                 rng = np.random.default_rng()
                 seeds = [int(rng.integers(0, 2**63)) if s is None else s for s in seeds]
-        images, dirs, missions, tokens = self._vec.reset(seeds)
+        packed, missions, tokens = self._vec.reset(seeds)
         self._seeded = True
         self._missions = list(missions)
         self._mission_tokens = (
             np.frombuffer(tokens, dtype="<u2").reshape(n, _metarim.MAX_TOKENS).astype(np.int64)
         )
-        return self._obs(images, dirs), {}
+        return self._unpack(packed)[0], {}
 
     def step(
         self, actions: Any
@@ -116,18 +116,13 @@ class MetarimVectorEnv(VectorEnv):
                 f"step: actions of shape {a.shape}, expected ({self.num_envs},)"
             )
         a = a.astype("<i8", copy=False)
-        images, dirs, rewards, term, trunc, new_missions = self._vec.step(a.tobytes())
+        packed, new_missions = self._vec.step(a.tobytes())
         # Missions change only where an env was reset by this step.
         for i, mission, tokens in new_missions:
             self._missions[i] = mission
             self._mission_tokens[i] = tokens
-        return (
-            self._obs(images, dirs),
-            np.frombuffer(rewards, dtype="<f8").copy(),
-            np.frombuffer(term, dtype=np.uint8).astype(bool),
-            np.frombuffer(trunc, dtype=np.uint8).astype(bool),
-            {},
-        )
+        obs, rewards, terminated, truncated = self._unpack(packed)
+        return obs, rewards, terminated, truncated, {}
 
     def render(self) -> tuple[np.ndarray, ...] | None:
         if self.render_mode != "rgb_array":
@@ -138,16 +133,23 @@ class MetarimVectorEnv(VectorEnv):
             frames.append(np.frombuffer(rgb, dtype=np.uint8).reshape(h, w, 3).copy())
         return tuple(frames)
 
-    def _obs(self, images: bytes, dirs: bytes) -> dict[str, Any]:
+    def _unpack(self, packed: bytes):
+        """Observations, rewards, terminated, truncated: views of one fresh copy of the
+        extension's packed batch (rewards f64, directions i64, images, two u8 flag rows)."""
         n, v = self.num_envs, _metarim.VIEW_SIZE
+        buf = np.frombuffer(packed, dtype=np.uint8).copy()
+        img_end = 16 * n + n * v * v * 3
         obs: dict[str, Any] = {
-            "image": np.frombuffer(images, dtype=np.uint8).reshape(n, v, v, 3).copy(),
-            "direction": np.frombuffer(dirs, dtype=np.uint8).astype(np.int64),
+            "image": buf[16 * n : img_end].reshape(n, v, v, 3),
+            "direction": buf[8 * n : 16 * n].view("<i8"),
             "mission": tuple(self._missions),
         }
         if self._tokens:
             obs["mission_tokens"] = self._mission_tokens.copy()
-        return obs
+        rewards = buf[: 8 * n].view("<f8")
+        terminated = buf[img_end : img_end + n].view(np.bool_)
+        truncated = buf[img_end + n : img_end + 2 * n].view(np.bool_)
+        return obs, rewards, terminated, truncated
 
 
 def make_vec(

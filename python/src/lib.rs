@@ -9,12 +9,14 @@
 //!   `[i, j]` (view column, view row) as minigrid's `Grid.encode` gives it; batches stack them.
 //! - Nothing here panics on input: bad level ids, actions and seeds are `ValueError`s naming
 //!   the value, and a level that fails to generate is a `RuntimeError`.
-//! - [`VecEnv::step`] releases the GIL and, with `threads > 1`, steps contiguous blocks of
+//! - `VecEnv::step` releases the GIL and, with `threads > 1`, steps contiguous blocks of
 //!   environments on scoped threads; the results do not depend on the thread count.
 //!
 //! The gymnasium classes, spaces and registration are Python (`python/metarim/`).
 
 #![deny(missing_docs)]
+
+mod policy;
 
 use host::render::{render_frame, Frame, RenderOptions};
 use metarim_core::env::{Action, Env, StepOutcome, VIEW_CELLS, VIEW_SIZE};
@@ -378,18 +380,14 @@ impl VecEnv {
     }
 
     /// Reset every env (seeds: one per env, `None` continues that env's generator); returns
-    /// `(images, directions, missions, tokens)` as bytes (missions as a list).
+    /// `(packed, missions, tokens)`: the batch packed as [`VecEnv::packed`] describes (rewards
+    /// and flags zero), the missions, and their token ids (u16, `num_envs x MAX_TOKENS`).
     #[allow(clippy::type_complexity)]
     fn reset<'py>(
         &mut self,
         py: Python<'py>,
         seeds: Vec<Option<u64>>,
-    ) -> PyResult<(
-        Bound<'py, PyBytes>,
-        Bound<'py, PyBytes>,
-        Vec<String>,
-        Bound<'py, PyBytes>,
-    )> {
+    ) -> PyResult<(Bound<'py, PyBytes>, Vec<String>, Bound<'py, PyBytes>)> {
         if seeds.len() != self.slots.len() {
             return Err(PyValueError::new_err(format!(
                 "reset: {} seeds for {} environments",
@@ -405,31 +403,26 @@ impl VecEnv {
             slot.write_tokens(&mut self.batch.tokens[i * MAX_TOKENS..(i + 1) * MAX_TOKENS]);
         }
         self.autoreset.iter_mut().for_each(|a| *a = false);
+        self.batch.rewards.iter_mut().for_each(|r| *r = 0.0);
+        self.batch.terminated.iter_mut().for_each(|f| *f = 0);
+        self.batch.truncated.iter_mut().for_each(|f| *f = 0);
         Ok((
-            PyBytes::new(py, &self.batch.images),
-            PyBytes::new(py, &self.batch.directions),
+            PyBytes::new(py, &self.packed()),
             self.slots.iter().map(Slot::mission).collect(),
             PyBytes::new(py, u16_bytes(&self.batch.tokens).as_slice()),
         ))
     }
 
     /// Step every env with `actions` (little-endian int64 bytes, one per env); returns
-    /// `(images, directions, rewards f64, terminated u8, truncated u8, new_missions)`, where
-    /// `new_missions` lists `(env index, mission, token ids)` of the envs that were reset by
-    /// this step (missions change only then, so the caller keeps the rest).
+    /// `(packed, new_missions)`: the batch packed as [`VecEnv::packed`] describes, and
+    /// `(env index, mission, token ids)` of the envs that were reset by this step (missions
+    /// change only then, so the caller keeps the rest).
     #[allow(clippy::type_complexity)]
     fn step<'py>(
         &mut self,
         py: Python<'py>,
         actions: &[u8],
-    ) -> PyResult<(
-        Bound<'py, PyBytes>,
-        Bound<'py, PyBytes>,
-        Bound<'py, PyBytes>,
-        Bound<'py, PyBytes>,
-        Bound<'py, PyBytes>,
-        Vec<(usize, String, Vec<u16>)>,
-    )> {
+    ) -> PyResult<(Bound<'py, PyBytes>, Vec<(usize, String, Vec<u16>)>)> {
         let n = self.slots.len();
         if actions.len() != 8 * n {
             return Err(PyValueError::new_err(format!(
@@ -527,14 +520,7 @@ impl VecEnv {
                 (i, self.slots[i].mission(), tokens)
             })
             .collect();
-        Ok((
-            PyBytes::new(py, &self.batch.images),
-            PyBytes::new(py, &self.batch.directions),
-            PyBytes::new(py, f64_bytes(&self.batch.rewards).as_slice()),
-            PyBytes::new(py, &self.batch.terminated),
-            PyBytes::new(py, &self.batch.truncated),
-            new_missions,
-        ))
+        Ok((PyBytes::new(py, &self.packed()), new_missions))
     }
 
     /// An RGB frame `(bytes, height, width)` of environment `index` (see `Env.render`).
@@ -559,11 +545,27 @@ impl VecEnv {
     }
 }
 
-fn u16_bytes(v: &[u16]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+impl VecEnv {
+    /// The batch in one buffer, so Python makes one copy and takes views of it: rewards (f64),
+    /// directions (i64), images (`num_envs x 7 x 7 x 3` u8), terminated and truncated (u8 0/1),
+    /// all little-endian, in that order (the 8-byte fields first, so their views are aligned).
+    fn packed(&self) -> Vec<u8> {
+        let n = self.slots.len();
+        let mut out = Vec::with_capacity(n * (8 + 8 + IMAGE_BYTES + 2));
+        for r in &self.batch.rewards {
+            out.extend_from_slice(&r.to_le_bytes());
+        }
+        for d in &self.batch.directions {
+            out.extend_from_slice(&i64::from(*d).to_le_bytes());
+        }
+        out.extend_from_slice(&self.batch.images);
+        out.extend_from_slice(&self.batch.terminated);
+        out.extend_from_slice(&self.batch.truncated);
+        out
+    }
 }
 
-fn f64_bytes(v: &[f64]) -> Vec<u8> {
+fn u16_bytes(v: &[u16]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
@@ -586,6 +588,12 @@ fn _metarim(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<VecEnv>()?;
     m.add_function(wrap_pyfunction!(level_ids, m)?)?;
     m.add_function(wrap_pyfunction!(words, m)?)?;
+    m.add_function(wrap_pyfunction!(policy::load_weights, m)?)?;
+    m.add_function(wrap_pyfunction!(policy::create_checkpoint, m)?)?;
+    m.add_function(wrap_pyfunction!(policy::rollout, m)?)?;
+    m.add_function(wrap_pyfunction!(policy::ppo_gradient, m)?)?;
+    m.add_function(wrap_pyfunction!(policy::export_torch, m)?)?;
+    m.add_function(wrap_pyfunction!(policy::evaluate, m)?)?;
     m.add("MAX_TOKENS", MAX_TOKENS)?;
     m.add("VIEW_SIZE", VIEW_SIZE)?;
     Ok(())

@@ -202,7 +202,8 @@ fn fresh_state(cfg: &TrainConfig) -> Result<State> {
 const RESUMABLE_OVERRIDES: [&str; 4] = ["frames", "threads", "save_interval", "backend"];
 
 /// The fields (sorted) in which `a` and `b` describe different computations: every field
-/// but [`RESUMABLE_OVERRIDES`]. Empty: a run of `a` may be resumed, or stand for a run of `b`.
+/// but the resumable overrides (frames, threads, save_interval, backend). Empty: a run of `a`
+/// may be resumed, or stand for a run of `b`.
 pub fn computation_differences(a: &TrainConfig, b: &TrainConfig) -> Result<Vec<String>> {
     let (a, b) = (
         toml::Table::try_from(a).context("config")?,
