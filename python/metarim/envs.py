@@ -57,6 +57,30 @@ def check_seed(seed: Any) -> int:
     return seed
 
 
+class GridView:
+    """What minigrid's wrappers read of ``env.grid``: its size and ``encode()``."""
+
+    def __init__(self, env: "_metarim.Env") -> None:
+        self._env = env
+
+    @property
+    def width(self) -> int:
+        return self._env.width
+
+    @property
+    def height(self) -> int:
+        return self._env.height
+
+    def encode(self, vis_mask: np.ndarray | None = None) -> np.ndarray:
+        """minigrid's ``Grid.encode``: ``(width, height, 3)`` uint8 codes indexed ``[x, y]``;
+        cells outside ``vis_mask`` (when given) are ``(0, 0, 0)``."""
+        w, h = self._env.width, self._env.height
+        a = np.frombuffer(self._env.grid_encoding(), dtype=np.uint8).reshape(w, h, 3).copy()
+        if vis_mask is not None:
+            a[~np.asarray(vis_mask, dtype=bool)] = 0
+        return a
+
+
 class MetarimEnv(gym.Env):
     """A metarim level with minigrid's interface (``MiniGridEnv``'s observations, spaces,
     actions, rewards and flags), stepped in Rust.
@@ -141,6 +165,11 @@ class MetarimEnv(gym.Env):
     @property
     def mission(self) -> str:
         return self._env.mission
+
+    @property
+    def grid(self) -> GridView:
+        """The grid as minigrid's wrappers read it (``encode()``, ``width``, ``height``)."""
+        return GridView(self._env)
 
     @property
     def width(self) -> int:

@@ -24,6 +24,7 @@ use metarim_core::grid::Pos;
 use metarim_core::levels::Level;
 use metarim_core::mission::vocab::{self, MAX_TOKENS};
 use metarim_core::rng::numpy::NumpyGenerator;
+use metarim_core::world::encode_cell;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -241,16 +242,23 @@ impl PyEnv {
         self.slot.level.id()
     }
 
-    /// Grid width in cells (after the last reset).
+    /// Grid width in cells (the level's, before the first reset, as minigrid sets it in its
+    /// constructor: wrappers size their observation spaces from it).
     #[getter]
     fn width(&self) -> i32 {
-        self.slot.env.grid.width()
+        match self.slot.rng {
+            None => self.slot.level.grid_size().0 as i32,
+            Some(_) => self.slot.env.grid.width(),
+        }
     }
 
-    /// Grid height in cells (after the last reset).
+    /// Grid height in cells (see `width`).
     #[getter]
     fn height(&self) -> i32 {
-        self.slot.env.grid.height()
+        match self.slot.rng {
+            None => self.slot.level.grid_size().1 as i32,
+            Some(_) => self.slot.env.grid.height(),
+        }
     }
 
     /// Step budget of the episode.
@@ -281,6 +289,21 @@ impl PyEnv {
     #[getter]
     fn mission(&self) -> String {
         self.slot.mission()
+    }
+
+    /// The whole grid encoded as minigrid's `Grid.encode()` (every cell visible): bytes of a
+    /// `(width, height, 3)` uint8 array indexed `[x, y]`, empty cells `(1, 0, 0)`. The agent is
+    /// not in it (minigrid's grid does not hold the agent either).
+    fn grid_encoding<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        let g = &self.slot.env.grid;
+        let (w, h) = (g.width().max(0), g.height().max(0));
+        let mut out = Vec::with_capacity(w as usize * h as usize * 3);
+        for x in 0..w {
+            for y in 0..h {
+                out.extend_from_slice(&encode_cell(g.get(Pos::new(x, y))));
+            }
+        }
+        PyBytes::new(py, &out)
     }
 
     /// The grid as ASCII (core's `write_ascii`), for debugging.

@@ -85,6 +85,35 @@ def test_minigrid_wrappers_work():
     o, t = ours.reset(seed=2)[0], theirs.reset(seed=2)[0]
     assert o["image"].shape == t["image"].shape == (56, 56, 3)
     assert ours.observation_space["image"] == theirs.observation_space["image"]
+    from minigrid.wrappers import FlatObsWrapper
+
+    ours = FlatObsWrapper(gym.make(f"metarim/{level}"))
+    theirs = FlatObsWrapper(gym.make(level))
+    assert ours.observation_space == theirs.observation_space
+    assert np.array_equal(ours.reset(seed=3)[0], theirs.reset(seed=3)[0])
+    assert np.array_equal(ours.step(2)[0], theirs.step(2)[0])
+
+
+@pytest.mark.parametrize(
+    "level", ["BabyAI-GoToLocal-v0", "MiniGrid-DoorKey-8x8-v0", "BabyAI-UnlockLocal-v0"]
+)
+def test_fully_observed_and_rgb_wrappers_equal_minigrids(level):
+    from minigrid.wrappers import FullyObsWrapper, RGBImgObsWrapper
+
+    for wrapper in (FullyObsWrapper,):
+        ours = wrapper(gym.make(f"metarim/{level}"))
+        theirs = wrapper(gym.make(level))
+        assert ours.observation_space["image"] == theirs.observation_space["image"]
+        o, t = ours.reset(seed=4)[0], theirs.reset(seed=4)[0]
+        rng = np.random.default_rng(4)
+        for k in range(60):
+            assert np.array_equal(o["image"], t["image"]), f"{wrapper.__name__} step {k}"
+            a = int(rng.integers(7))
+            o, t = ours.step(a)[0], theirs.step(a)[0]
+    ours = RGBImgObsWrapper(gym.make(f"metarim/{level}"), tile_size=8)
+    theirs = RGBImgObsWrapper(gym.make(level), tile_size=8)
+    o, t = ours.reset(seed=4)[0], theirs.reset(seed=4)[0]
+    assert o["image"].shape == t["image"].shape and o["image"].dtype == t["image"].dtype
 
 
 def test_bad_input_is_a_clear_error():
