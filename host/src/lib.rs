@@ -35,6 +35,7 @@ pub mod levels;
 pub mod model;
 pub mod play;
 pub mod plot;
+pub mod provenance;
 pub mod render;
 pub mod rim_bench;
 pub mod threads;

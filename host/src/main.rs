@@ -807,16 +807,7 @@ fn cmd_experiment(a: ExperimentArgs) -> Result<ExitCode> {
             .map_or_else(|| a.suite.clone(), |s| s.to_string_lossy().into_owned());
         PathBuf::from("runs").join("experiments").join(stem)
     });
-    let command = std::env::args()
-        .map(|arg| {
-            if arg.is_empty() || arg.contains(|c: char| c.is_whitespace() || c == '\'') {
-                format!("'{}'", arg.replace('\'', "'\\''"))
-            } else {
-                arg
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ");
+    let command = host::provenance::command_line();
     let opts = host::experiment::ExperimentOptions {
         suite,
         seeds: a.seeds,

@@ -154,6 +154,12 @@ fn sample_efficiency_smoke_and_rerun_skips_finished_runs() {
     assert_eq!(suite.arms.len(), 4);
     let s = experiment::run(&opts).unwrap();
     assert_eq!((s.trained, s.skipped), (s.runs, 0));
+    // Each run records the invocation that trained it, with the binary's commit.
+    let prov =
+        std::fs::read_to_string(out.join("runs/GoToLocal-lstm-seed1/provenance.jsonl")).unwrap();
+    let line: serde_json::Value = serde_json::from_str(prov.trim()).unwrap();
+    assert_eq!(line["commit"], host::provenance::BUILD_COMMIT);
+    assert_eq!(line["frames_at_start"], 0);
     let md = check_outputs(
         &s,
         &suite,

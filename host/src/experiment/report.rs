@@ -128,17 +128,9 @@ fn rate(v: f64) -> String {
     format!("{v:.3}")
 }
 
-/// The short commit of the working directory's git checkout, or "unknown".
+/// The commit the binary was built from ([`crate::provenance::BUILD_COMMIT`]), or "unknown".
 pub fn git_commit() -> String {
-    std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".into())
+    crate::provenance::BUILD_COMMIT.to_string()
 }
 
 /// `N cores, CPU MODEL` from the available parallelism and `/proc/cpuinfo`.

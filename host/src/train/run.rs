@@ -530,6 +530,7 @@ fn open_run(
         (cfg.clone(), fresh_state(cfg)?)
     };
     checkpoint::write_atomic(&opts.out.join(CONFIG_FILE), cfg.to_toml()?.as_bytes())?;
+    crate::provenance::record(&opts.out, st.frames)?;
     Ok((lock, cfg, st))
 }
 

@@ -1,0 +1,51 @@
+//! Where a result came from: the commit the binary was built from (embedded by `host/build.rs`,
+//! right wherever the binary runs), the command line and the machine, appended to a run
+//! directory's `provenance.jsonl` once per invocation that trains in it (a resumed run keeps
+//! the history of every invocation).
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+/// The short commit the binary was built from, or `unknown` (not built from a git checkout).
+pub const BUILD_COMMIT: &str = env!("METARIM_BUILD_COMMIT");
+
+/// File of the invocations that trained in a run directory, one JSON object per line.
+pub const PROVENANCE_FILE: &str = "provenance.jsonl";
+
+/// The command line as typed (arguments with spaces or quotes quoted for a POSIX shell).
+pub fn command_line() -> String {
+    std::env::args()
+        .map(|arg| {
+            if arg.is_empty() || arg.contains(|c: char| c.is_whitespace() || c == '\'') {
+                format!("'{}'", arg.replace('\'', "'\\''"))
+            } else {
+                arg
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Append this invocation to `dir/provenance.jsonl`: commit, command line, machine, the Unix
+/// time it started and the frames the run had when it did (0 for a new run).
+pub fn record(dir: &Path, frames_at_start: u64) -> Result<()> {
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let line = serde_json::json!({
+        "commit": BUILD_COMMIT,
+        "command": command_line(),
+        "hardware": crate::experiment::report::hardware(),
+        "started_unix_s": started,
+        "frames_at_start": frames_at_start,
+    });
+    let path = dir.join(PROVENANCE_FILE);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    writeln!(f, "{line}").with_context(|| format!("writing {}", path.display()))
+}
