@@ -322,6 +322,19 @@ fn resume_keeps_every_readable_log_line_and_sets_bad_ones_aside() {
         .collect();
     // Updates 1..=6, less the one whose line was damaged (update 2), which is set aside.
     assert_eq!(updates, vec![1, 3, 4, 5, 6]);
+    // The run's clock goes on across the resume: wall_s never goes back.
+    let walls: Vec<f64> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["wall_s"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        walls.windows(2).all(|w| w[1] > w[0]),
+        "wall_s not increasing across the resume: {walls:?}"
+    );
     assert_eq!(
         std::fs::read(dir.join("train.jsonl.rejected")).unwrap(),
         damaged[0]

@@ -80,7 +80,8 @@ pub struct LogLine {
     pub frames: u64,
     /// Frames per second of this update.
     pub fps: f64,
-    /// Seconds since this process started training.
+    /// Seconds of training of this run so far: since this process started training, plus the
+    /// `wall_s` of the run's log before a resume (time between invocations not counted).
     pub wall_s: f64,
     /// Current level.
     pub level: String,
@@ -388,6 +389,22 @@ fn learn(
 /// are not valid UTF-8 or not a log line (a torn last line after a crash, a hand edit) are
 /// never dropped silently: they are appended to `PATH.rejected` and reported with their line
 /// numbers; every valid line up to the checkpoint is kept.
+/// The `wall_s` of the last line of a `train.jsonl` that has one (0 when none does).
+fn last_wall_s(path: &Path) -> f64 {
+    fs::read_to_string(path)
+        .ok()
+        .and_then(|text| {
+            text.lines().rev().find_map(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .ok()?
+                    .get("wall_s")?
+                    .as_f64()
+                    .filter(|w| w.is_finite() && *w >= 0.0)
+            })
+        })
+        .unwrap_or(0.0)
+}
+
 fn cut_log(path: &Path, updates: u64, header: Option<&str>) -> Result<()> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
@@ -583,6 +600,13 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
     let n_modules = st.model.layout.dims().rim.n_modules;
     let is_rim = cfg.mode != metarim_core::nn::params::Mode::Lstm;
     let mut curve = read_curve(&jsonl_path);
+    // A resumed run's clock goes on from its log's last line (the log was cut back to the
+    // checkpoint), so `wall_s` is the run's training time across invocations.
+    let wall_before = if st.frames > 0 {
+        last_wall_s(&jsonl_path)
+    } else {
+        0.0
+    };
     let mut guard = DivergenceGuard::new();
     while st.frames < cfg.frames {
         let t0 = Instant::now();
@@ -622,7 +646,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
             update: st.updates,
             frames: st.frames,
             fps: fpu as f64 / dt,
-            wall_s: started.elapsed().as_secs_f64(),
+            wall_s: wall_before + started.elapsed().as_secs_f64(),
             level: level_before,
             episodes,
             return_mean: ret,
