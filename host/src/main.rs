@@ -263,6 +263,11 @@ struct EvalArgs {
     /// Older spelling of the grounding check, which now always runs (see --own-only).
     #[arg(long, hide = true)]
     swap_missions: bool,
+    /// Print one JSON object instead of the text lines: the checkpoint, the settings, the
+    /// binary's commit, and every figure of the text (`own`, `swapped`: success, its 95%
+    /// interval, return, length, and the grounding counts).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -900,20 +905,39 @@ fn cmd_eval(a: EvalArgs) -> Result<ExitCode> {
         swap_missions: false,
     };
     let mut out = io::stdout().lock();
-    writeln!(
-        out,
-        "checkpoint {} ({} frames, mode {}, preset {})",
-        a.checkpoint.display(),
-        ck.meta.frames,
-        ck.config.mode.name(),
-        ck.config.preset
-    )?;
+    if !a.json {
+        writeln!(
+            out,
+            "checkpoint {} ({} frames, mode {}, preset {})",
+            a.checkpoint.display(),
+            ck.meta.frames,
+            ck.config.mode.name(),
+            ck.config.preset
+        )?;
+    }
     let (r, swapped) = if a.own_only {
         (train::eval::evaluate(&ck.model, &level, &opts)?, None)
     } else {
         let g = train::eval::grounding(&ck.model, &level, &opts)?;
         (g.own.clone(), Some(g))
     };
+    if a.json {
+        let v = serde_json::json!({
+            "checkpoint": a.checkpoint.display().to_string(),
+            "frames": ck.meta.frames,
+            "mode": ck.config.mode.name(),
+            "preset": ck.config.preset.to_string(),
+            "level": r.level,
+            "episodes": a.episodes,
+            "seed": a.seed,
+            "argmax": a.argmax,
+            "commit": host::provenance::BUILD_COMMIT,
+            "own": &r,
+            "swapped": swapped.as_ref().map(|g| &g.swapped),
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     writeln!(
         out,
         "success {:.4} (95% CI {:.4}-{:.4}), return {:.4} +- {:.4}, length {:.1}",

@@ -147,6 +147,7 @@ fn train_eval_play_round_trip() {
         "train.csv",
         "curve.png",
         "config.toml",
+        "provenance.jsonl",
     ] {
         assert!(dir.join(f).exists(), "{f} missing");
     }
@@ -160,6 +161,26 @@ fn train_eval_play_round_trip() {
         "{stdout}"
     );
     assert!(last.ends_with("episodes=20"), "{stdout}");
+    // --json: one object with the same figures as the text.
+    let o = metarim(&["eval", "--checkpoint", &ck, "--episodes", "20", "--json"]);
+    let (json_out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&json_out).unwrap();
+    let field = |k: &str| -> String {
+        last.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+            .unwrap()
+            .to_string()
+    };
+    let f4 = |x: &serde_json::Value| format!("{:.4}", x.as_f64().unwrap());
+    assert_eq!(f4(&v["own"]["success"]), field("success"), "{json_out}");
+    assert_eq!(f4(&v["swapped"]["success"]), field("swapped_success"));
+    assert_eq!(f4(&v["own"]["mean_return"]), field("return"));
+    assert_eq!(v["own"]["episodes"], 20);
+    let ci = &v["own"]["success_ci"];
+    let interval = format!("(95% CI {}-{})", f4(&ci[0]), f4(&ci[1]));
+    assert!(stdout.contains(&interval), "{interval} not in {stdout}");
+    assert_eq!(v["commit"], host::provenance::BUILD_COMMIT);
     let gif = dir.join("ep.gif").display().to_string();
     let o = metarim(&[
         "play",

@@ -52,7 +52,7 @@ pub struct EpisodeResult {
 }
 
 /// Aggregate results.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct EvalResult {
     /// Level id.
     pub level: String,
@@ -81,7 +81,7 @@ pub struct EvalResult {
 
 /// Success with the episodes' own missions and, on the same episodes and action draws, with
 /// swapped missions: how much of the success comes from reading the instruction.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Grounding {
     /// The normal evaluation.
     pub own: EvalResult,
