@@ -543,7 +543,6 @@ pub fn torch_bytes(
     config: &crate::train::TrainConfig,
     model: &crate::train::Model,
 ) -> Result<Vec<u8>> {
-    use safetensors::tensor::{Dtype, TensorView};
     let layout = &model.layout;
     let tensors = torch_tensors(layout, model.params.bufs())?;
     let bad: Vec<String> = tensors
@@ -566,14 +565,7 @@ pub fn torch_bytes(
             (t.name, t.shape, b)
         })
         .collect();
-    let views = bytes
-        .iter()
-        .map(|(n, shape, b)| {
-            TensorView::new(Dtype::F32, shape.clone(), b)
-                .map(|v| (n.clone(), v))
-                .map_err(|e| anyhow!("tensor {n}: {e}"))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let views = checkpoint::f32_views(&bytes)?;
     let saved = crate::train::TrainConfig {
         threads: 0,
         ..config.clone()

@@ -357,6 +357,27 @@ fn roll(
     Ok(rec)
 }
 
+/// The `n` recorded observations of [`rollout`]'s layout: images (numpy's layout) as core's
+/// observations, token ids, episode-start flags.
+#[allow(clippy::type_complexity)]
+fn read_observations(
+    image: &[u8],
+    mission_tokens: &[u8],
+    episode_start: &[u8],
+    n: usize,
+) -> PyResult<(Vec<Observation>, Vec<[u16; MAX_TOKENS]>, Vec<bool>)> {
+    let images = read_le(image, n, "image", 3 * VIEW_CELLS, core_obs)?;
+    let tokens = read_le(mission_tokens, n, "mission_tokens", 2 * MAX_TOKENS, |c| {
+        let mut t = [0u16; MAX_TOKENS];
+        for (o, w) in t.iter_mut().zip(c.chunks_exact(2)) {
+            *o = u16::from_le_bytes([w[0], w[1]]);
+        }
+        t
+    })?;
+    let start = read_le(episode_start, n, "episode_start", 1, |c| c[0] != 0)?;
+    Ok((images, tokens, start))
+}
+
 /// Reads `n` little-endian values of `width` bytes from `b`, or a `ValueError` naming `what`.
 fn read_le<T>(
     b: &[u8],
@@ -431,15 +452,7 @@ pub fn ppo_gradient<'py>(
         .filter(|n| *n > 0)
         .ok_or_else(|| value_err("steps and num_envs must be > 0"))?;
     let sl = state_len(&d);
-    let images = read_le(image, n, "image", 3 * VIEW_CELLS, core_obs)?;
-    let tokens = read_le(mission_tokens, n, "mission_tokens", 2 * MAX_TOKENS, |c| {
-        let mut t = [0u16; MAX_TOKENS];
-        for (o, w) in t.iter_mut().zip(c.chunks_exact(2)) {
-            *o = u16::from_le_bytes([w[0], w[1]]);
-        }
-        t
-    })?;
-    let start = read_le(episode_start, n, "episode_start", 1, |c| c[0] != 0)?;
+    let (images, tokens, start) = read_observations(image, mission_tokens, episode_start, n)?;
     let acts = read_le(actions, n, "actions", 1, |c| usize::from(c[0]))?;
     if let Some(a) = acts.iter().find(|a| **a >= d.n_actions) {
         return Err(value_err(format!(
@@ -660,15 +673,7 @@ pub fn evaluate<'py>(
         .checked_mul(num_envs)
         .filter(|n| *n > 0)
         .ok_or_else(|| value_err("steps and num_envs must be > 0"))?;
-    let images = read_le(image, n, "image", 3 * VIEW_CELLS, core_obs)?;
-    let tokens = read_le(mission_tokens, n, "mission_tokens", 2 * MAX_TOKENS, |c| {
-        let mut t = [0u16; MAX_TOKENS];
-        for (o, w) in t.iter_mut().zip(c.chunks_exact(2)) {
-            *o = u16::from_le_bytes([w[0], w[1]]);
-        }
-        t
-    })?;
-    let start = read_le(episode_start, n, "episode_start", 1, |c| c[0] != 0)?;
+    let (images, tokens, start) = read_observations(image, mission_tokens, episode_start, n)?;
     let d = *model.layout.dims();
     let run = || -> Result<Recording, String> {
         let policy = model.policy().map_err(|e| format!("{e:#}"))?;

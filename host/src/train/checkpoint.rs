@@ -91,6 +91,19 @@ pub struct Checkpoint {
     pub env_states: Vec<f32>,
 }
 
+/// safetensors views of named little-endian f32 tensors `(name, shape, bytes)`; an error names
+/// a tensor whose bytes do not fit its shape. Shared by checkpoints and `export --format torch`.
+pub fn f32_views(named: &[(String, Vec<usize>, Vec<u8>)]) -> Result<Vec<(String, TensorView<'_>)>> {
+    named
+        .iter()
+        .map(|(n, shape, d)| {
+            TensorView::new(Dtype::F32, shape.clone(), d)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| anyhow!("tensor {n}: {e}"))
+        })
+        .collect()
+}
+
 fn to_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
@@ -172,14 +185,7 @@ pub fn to_bytes_checkpoint(
     };
     crc.update(&meta_crc_bytes(&meta)?);
     meta.crc32 = crc.finalize();
-    let views = named
-        .iter()
-        .map(|(n, shape, d)| {
-            TensorView::new(Dtype::F32, shape.clone(), d)
-                .map(|v| (n.clone(), v))
-                .map_err(|e| anyhow!("tensor {n}: {e}"))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let views = f32_views(&named)?;
     let mut info = HashMap::new();
     info.insert(
         "metarim".to_string(),
