@@ -619,20 +619,14 @@ pub fn export_torch(ckpt: &Path, out: &Path) -> Result<TorchExportSummary> {
 /// config that does not validate, and every tensor problem [`pack_torch_tensors`] names, plus
 /// non-f32 or non-finite tensors.
 pub fn read_torch(bytes: &[u8]) -> Result<(crate::train::TrainConfig, crate::train::Model)> {
-    use safetensors::tensor::{Dtype, SafeTensors};
-    let st = SafeTensors::deserialize(bytes)
-        .map_err(|e| anyhow!("not a valid safetensors file ({e})"))?;
-    let (_, header) = SafeTensors::read_metadata(bytes)
-        .map_err(|e| anyhow!("not a valid safetensors file ({e})"))?;
-    let text = header
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get(TORCH_META_KEY))
-        .ok_or_else(|| {
-            anyhow!("not a metarim PyTorch export (no `{TORCH_META_KEY}` metadata entry)")
-        })?;
+    use safetensors::tensor::Dtype;
+    let (st, text) = checkpoint::with_metadata(
+        bytes,
+        TORCH_META_KEY,
+        &format!("not a metarim PyTorch export (no `{TORCH_META_KEY}` metadata entry)"),
+    )?;
     let info: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| anyhow!("bad `{TORCH_META_KEY}` metadata: {e}"))?;
+        serde_json::from_str(&text).map_err(|e| anyhow!("bad `{TORCH_META_KEY}` metadata: {e}"))?;
     let version = info.get("format_version").and_then(|v| v.as_u64());
     if version != Some(u64::from(TORCH_FORMAT_VERSION)) {
         bail!(

@@ -223,8 +223,13 @@ fn read_f32(st: &SafeTensors<'_>, name: &str, shape: &[usize]) -> Result<Vec<f32
     Ok(v)
 }
 
-/// Parse and check a checkpoint.
-pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint> {
+/// A safetensors file's tensors and its metadata entry `key` (the error `missing` when it has
+/// none); an error too when the bytes are not a safetensors file.
+pub fn with_metadata<'a>(
+    bytes: &'a [u8],
+    key: &str,
+    missing: &str,
+) -> Result<(SafeTensors<'a>, String)> {
     let st = SafeTensors::deserialize(bytes)
         .map_err(|e| anyhow!("not a valid safetensors file ({e})"))?;
     let (_, header) = SafeTensors::read_metadata(bytes)
@@ -232,10 +237,20 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint> {
     let text = header
         .metadata()
         .as_ref()
-        .and_then(|m| m.get("metarim"))
-        .ok_or_else(|| anyhow!("no `metarim` metadata: not a metarim checkpoint"))?;
+        .and_then(|m| m.get(key))
+        .ok_or_else(|| anyhow!("{missing}"))?;
+    Ok((st, text.clone()))
+}
+
+/// Parse and check a checkpoint.
+pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint> {
+    let (st, text) = with_metadata(
+        bytes,
+        "metarim",
+        "no `metarim` metadata: not a metarim checkpoint",
+    )?;
     let meta: CheckpointMeta =
-        serde_json::from_str(text).map_err(|e| anyhow!("bad checkpoint metadata: {e}"))?;
+        serde_json::from_str(&text).map_err(|e| anyhow!("bad checkpoint metadata: {e}"))?;
     if !(1..=FORMAT_VERSION).contains(&meta.format_version) {
         bail!(
             "checkpoint format version {} is not supported (this build reads 1 to {FORMAT_VERSION})",
