@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The Python environment of metarim's Python package: a venv (default .venv-python at the
 # repository root) with the package built from ./python (maturin, through pip) and what its
-# tests compare against: numpy, gymnasium, minigrid==3.2.0, pytest, and torch (PyPI's wheel;
-# skipped with NO_TORCH=1). Re-running reuses the venv and rebuilds the package only.
+# tests compare against: numpy, gymnasium, minigrid==3.2.0, pytest, tensorboard (its reader
+# checks the event files `metarim train` writes), and torch (PyPI's wheel; skipped with
+# NO_TORCH=1). Re-running reuses the venv and rebuilds the package only.
 #
 # usage: bash scripts/python-env.sh [VENV]      then: VENV/bin/pytest -q python/tests
 set -euo pipefail
@@ -20,11 +21,11 @@ if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
     "$VENV/bin/python" -m pip install -q --upgrade pip
 fi
-want=(numpy "gymnasium>=1.0" "minigrid==3.2.0" pytest)
+want=(numpy "gymnasium>=1.0" "minigrid==3.2.0" pytest tensorboard)
 if [ "${NO_TORCH:-0}" != 1 ]; then
     want+=(torch)
 fi
-if ! "$VENV/bin/python" -c "import numpy, gymnasium, minigrid, pytest$([ "${NO_TORCH:-0}" != 1 ] && echo ', torch')" 2>/dev/null; then
+if ! "$VENV/bin/python" -c "import numpy, gymnasium, minigrid, pytest, tensorboard$([ "${NO_TORCH:-0}" != 1 ] && echo ', torch')" 2>/dev/null; then
     echo "python-env: installing ${want[*]} (torch is a large download the first time)" >&2
     "$VENV/bin/python" -m pip install -q "${want[@]}"
 fi

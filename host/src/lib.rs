@@ -17,6 +17,7 @@
 //! - [`plot`]: learning curves (`curve.png`), banded curves and heatmaps;
 //! - [`export`]: checkpoints packed as device blobs (`metarim export`);
 //! - [`adapt`]: the host twin of on-device fast adaptation (`metarim adapt`);
+//! - [`tensorboard`]: TensorBoard event files of the training logs (written and read);
 //! - [`experiment`]: declared suites of runs (`metarim experiment`), resumable and parallel,
 //!   with `results.md` and plots.
 //!
@@ -38,6 +39,7 @@ pub mod plot;
 pub mod provenance;
 pub mod render;
 pub mod rim_bench;
+pub mod tensorboard;
 pub mod threads;
 pub mod trace;
 pub mod train;

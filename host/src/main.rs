@@ -168,9 +168,21 @@ struct ExperimentArgs {
     /// Any config field for every arm, `KEY=VALUE` (repeatable), applied after the arm's own.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
-    /// No per-run progress lines.
+    /// Only the summary: a line per finished run and the results (no progress lines, no
+    /// per-run notes).
     #[arg(long)]
     quiet: bool,
+    /// Seconds between progress lines (each running run's frames, fps, success and ETA, and
+    /// the suite's ETA); 0: none.
+    #[arg(long, value_name = "SECS", default_value_t = 60.0, value_parser = non_negative_secs)]
+    progress_every: f64,
+    /// Runs write no TensorBoard event files.
+    #[arg(long)]
+    no_tensorboard: bool,
+    /// One more directory to find suites in (searched first; then $METARIM_SUITES,
+    /// ./experiments and the experiments/ of the repository metarim was built from).
+    #[arg(long, value_name = "DIR")]
+    suites: Option<PathBuf>,
     /// Train nothing: write OUT/results.md and the plots from the runs finished earlier (every
     /// run of the plan must have finished: use --seeds K for a suite stopped part way).
     #[arg(long)]
@@ -227,6 +239,10 @@ struct TrainArgs {
     /// No progress bar or progress lines.
     #[arg(long)]
     quiet: bool,
+    /// Write no TensorBoard event files (by default `events.out.tfevents.*` beside
+    /// train.jsonl: `tensorboard --logdir runs`).
+    #[arg(long)]
+    no_tensorboard: bool,
     /// Stop (after saving a checkpoint) after this many updates in this process.
     #[arg(long, hide = true)]
     stop_after_updates: Option<u64>,
@@ -758,6 +774,9 @@ fn cmd_train(a: TrainArgs) -> Result<ExitCode> {
         resume: a.resume,
         progress: !a.quiet,
         stop_after_updates: a.stop_after_updates,
+        tensorboard: !a.no_tensorboard,
+        notes: true,
+        on_update: None,
     };
     eprintln!(
         "train: {} preset={} mode={} frames={} procs={} threads={} memory~{:.0}MiB out={}",
@@ -779,6 +798,14 @@ fn cmd_train(a: TrainArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A finite, non-negative number of seconds (`--progress-every`).
+fn non_negative_secs(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..1e9).contains(&v) => Ok(v),
+        _ => Err(format!("expected seconds >= 0, got {s:?}")),
+    }
+}
+
 fn cmd_experiment(a: ExperimentArgs) -> Result<ExitCode> {
     if a.backend != "cpu" {
         anyhow::bail!(
@@ -789,13 +816,13 @@ fn cmd_experiment(a: ExperimentArgs) -> Result<ExitCode> {
     if a.threads == 0 {
         anyhow::bail!("--threads must be > 0 (threads per run)");
     }
-    let suites_dir = std::path::Path::new(host::experiment::SUITES_DIR);
+    let suite_dirs = host::experiment::suite_dirs(a.suites.as_deref());
     let paper = a.suite.trim_end_matches('/') == "paper";
     let suite = if paper {
         // Each suite is resolved in turn by `run_paper`.
         PathBuf::new()
     } else {
-        host::experiment::resolve_suite(&a.suite, suites_dir)?
+        host::experiment::find_suite(&a.suite, &suite_dirs)?
     };
     let mut set = Vec::with_capacity(a.set.len());
     for kv in &a.set {
@@ -825,7 +852,11 @@ fn cmd_experiment(a: ExperimentArgs) -> Result<ExitCode> {
         },
         jobs: a.jobs,
         command,
-        progress: !a.quiet,
+        progress: true,
+        status_every: (!a.quiet && a.progress_every > 0.0)
+            .then(|| std::time::Duration::from_secs_f64(a.progress_every)),
+        run_notes: !a.quiet,
+        tensorboard: !a.no_tensorboard,
         report_only: a.report_only,
     };
     if let Some(dest) = &a.archive {
@@ -852,7 +883,7 @@ fn cmd_experiment(a: ExperimentArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if paper {
-        let claims = host::experiment::run_paper(&opts, suites_dir)?;
+        let claims = host::experiment::run_paper(&opts, &suite_dirs)?;
         println!("claims: {}", claims.display());
         return Ok(ExitCode::SUCCESS);
     }

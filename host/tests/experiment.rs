@@ -49,6 +49,9 @@ fn options(name: &str, scale: f64, out: &Path) -> ExperimentOptions {
         jobs: 0,
         command: format!("metarim experiment {name} (test)"),
         progress: false,
+        status_every: None,
+        run_notes: false,
+        tensorboard: true,
         report_only: false,
     }
 }
@@ -130,7 +133,65 @@ fn check_outputs(s: &ExperimentSummary, suite: &Suite, table_header: &str) -> St
             "{name} not in results.md"
         );
     }
+    check_results_json(s, &md);
     md
+}
+
+/// `results.json` beside results.md holds every table row of it, cell for cell, with the
+/// numbers shown as values, and one entry per run with its result.
+fn check_results_json(s: &ExperimentSummary, md: &str) {
+    let text = std::fs::read_to_string(s.out.join("results.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["commit"], host::provenance::BUILD_COMMIT);
+    assert_eq!(v["header"]["commit"], host::provenance::BUILD_COMMIT);
+    let json_rows: Vec<Vec<String>> = v["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|sec| sec["blocks"].as_array().unwrap().iter())
+        .filter_map(|b| b["rows"].as_array())
+        .flatten()
+        .map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["text"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .collect();
+    let md_rows: Vec<Vec<String>> = md
+        .lines()
+        .filter(|l| l.starts_with('|') && !l.starts_with("|---"))
+        .filter(|l| !l.starts_with("| arm |") && !l.starts_with("| run |"))
+        .filter(|l| !l.starts_with("| policy |"))
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .collect();
+    assert_eq!(json_rows, md_rows);
+    // Numbers read back as the values shown.
+    for row in v["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|sec| sec["blocks"].as_array().unwrap().iter())
+        .filter_map(|b| b["rows"].as_array())
+        .flatten()
+    {
+        for c in row.as_array().unwrap() {
+            let t = c["text"].as_str().unwrap();
+            if let Ok(x) = t.replace(',', "").parse::<f64>() {
+                assert_eq!(c["value"].as_f64(), Some(x), "{t}");
+            }
+        }
+    }
+    assert_eq!(v["runs"].as_array().unwrap().len(), s.runs);
+    for r in v["runs"].as_array().unwrap() {
+        assert!(r["result"]["final_success"].is_number(), "{r}");
+    }
 }
 
 fn mtimes(out: &Path) -> Vec<(PathBuf, SystemTime)> {
@@ -429,6 +490,9 @@ fn ablations_smoke_resumes_an_interrupted_run() {
         resume: false,
         progress: false,
         stop_after_updates: Some(1),
+        tensorboard: true,
+        notes: true,
+        on_update: None,
     };
     let stopped = train(&first.config, &partial).unwrap();
     assert!(stopped.frames < first.config.frames);
@@ -445,6 +509,9 @@ fn ablations_smoke_resumes_an_interrupted_run() {
         resume: false,
         progress: false,
         stop_after_updates: None,
+        tensorboard: true,
+        notes: true,
+        on_update: None,
     };
     train(&first.config, &uninterrupted).unwrap();
     assert_eq!(
@@ -516,7 +583,7 @@ fn paper_smoke_writes_the_four_claim_lines() {
         ..options("sample-efficiency", 0.0002, &out)
     };
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments");
-    let claims = experiment::run_paper(&opts, &dir).unwrap();
+    let claims = experiment::run_paper(&opts, &[dir]).unwrap();
     assert_eq!(claims, out.join("claims.md"));
     for suite in experiment::PAPER_SUITES {
         assert!(out.join(suite).join("results.md").is_file(), "{suite}");
@@ -544,4 +611,76 @@ fn paper_smoke_writes_the_four_claim_lines() {
     }
     assert!(md.contains("P(meta-rim better)"), "{md}");
     assert!(md.contains("exact permutation, seeds 2 and 2"), "{md}");
+}
+
+/// From a directory outside the repository, a suite is found by name (the repository the
+/// binary was built from), results.md records the binary's commit, progress lines carry
+/// ETAs, and `--quiet` keeps the per-run summary but drops the runs' notes.
+#[test]
+fn cli_finds_suites_from_anywhere_reports_progress_and_quiets_notes() {
+    let cwd = tmpdir("cli-anywhere");
+    let run = |out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "experiment",
+            "sample-efficiency",
+            "--seeds",
+            "1",
+            "--budget-scale",
+            "0.0003",
+            "--preset",
+            "Tiny",
+            "--set",
+            "procs=8",
+            "--set",
+            "batch_size=160",
+            "--out",
+            out,
+        ];
+        args.extend_from_slice(extra);
+        let o = Command::new(env!("CARGO_BIN_EXE_metarim"))
+            .args(&args)
+            .current_dir(&cwd)
+            .env_remove("METARIM_SUITES")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{err}");
+        err
+    };
+    let err = run("loud", &["--progress-every", "0.02"]);
+    assert!(err.contains("starting a new run"), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.contains("frames,") && l.contains("fps") && l.contains("ETA")),
+        "no per-run progress line:\n{err}"
+    );
+    assert!(
+        err.lines()
+            .any(|l| l.contains("runs finished") && l.contains("ETA")),
+        "no suite progress line:\n{err}"
+    );
+    let md = std::fs::read_to_string(cwd.join("loud/results.md")).unwrap();
+    assert!(
+        md.contains(&format!("- commit: {}\n", host::provenance::BUILD_COMMIT)),
+        "{md}"
+    );
+    assert!(cwd.join("loud/results.json").is_file());
+    let err = run("quiet", &["--quiet", "--progress-every", "0.02"]);
+    assert!(err.contains("[4/4]"), "{err}");
+    for noise in ["starting a new run", "backend cpu", "ETA"] {
+        assert!(!err.contains(noise), "--quiet printed {noise:?}:\n{err}");
+    }
+    // An unknown name lists where it looked.
+    let o = Command::new(env!("CARGO_BIN_EXE_metarim"))
+        .args(["experiment", "no-such-suite", "--report-only"])
+        .current_dir(&cwd)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("searched:") && err.contains("METARIM_SUITES"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&cwd);
 }

@@ -33,6 +33,9 @@ fn run(cfg: &TrainConfig, name: &str) -> anyhow::Result<PathBuf> {
             resume: false,
             progress: false,
             stop_after_updates: None,
+            tensorboard: true,
+            notes: true,
+            on_update: None,
         },
     )?
     .checkpoint)

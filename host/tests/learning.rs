@@ -33,6 +33,9 @@ fn learns(mode: &str) {
             resume: false,
             progress: false,
             stop_after_updates: None,
+            tensorboard: true,
+            notes: true,
+            on_update: None,
         },
     )
     .unwrap();

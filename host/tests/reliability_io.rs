@@ -342,6 +342,9 @@ fn suite_options(suite: PathBuf, out: PathBuf, scale: f64) -> ExperimentOptions 
         jobs: 1,
         command: "test".into(),
         progress: false,
+        status_every: None,
+        run_notes: false,
+        tensorboard: true,
         report_only: false,
     }
 }

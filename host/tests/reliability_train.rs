@@ -457,3 +457,150 @@ fn an_update_larger_than_the_frame_budget_is_announced() {
         "{e}"
     );
 }
+
+/// A run killed with SIGKILL mid-training and resumed: `wall_s` never goes back, and the
+/// TensorBoard event file holds every update exactly once (the steps are the log's frame
+/// counts, in order), with the same scalars as train.jsonl (as f32) and train.csv (to the
+/// CSV's printed precision), read back with an independent decoder of the record format.
+#[test]
+fn tensorboard_events_survive_kill_and_resume_without_duplicates_or_gaps() {
+    use host::tensorboard::{event_files, read_events, FILE_VERSION};
+    let dir = tmpdir("tb-kill");
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a = vec!["--threads", "1"];
+        a.extend_from_slice(extra);
+        tiny_train_args(&dir, 2_000_000, &a)
+    };
+    let mut first = Command::new(env!("CARGO_BIN_EXE_metarim"))
+        .args(args(&[]))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let jsonl = dir.join("train.jsonl");
+    let lines_of = || {
+        std::fs::read_to_string(&jsonl)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let t0 = Instant::now();
+    while lines_of() < 5 && t0.elapsed() < Duration::from_secs(300) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    first.kill().unwrap();
+    let _ = first.wait();
+    let before = lines_of();
+    assert!(before >= 5, "the first process logged {before} lines");
+    let o = Command::new(env!("CARGO_BIN_EXE_metarim"))
+        .args(args(&["--resume", "--stop-after-updates", "4"]))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let log: Vec<serde_json::Value> = std::fs::read_to_string(&jsonl)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let updates: Vec<u64> = log.iter().map(|v| v["update"].as_u64().unwrap()).collect();
+    assert_eq!(updates, (1..=updates.len() as u64).collect::<Vec<_>>());
+    let walls: Vec<f64> = log.iter().map(|v| v["wall_s"].as_f64().unwrap()).collect();
+    assert!(
+        walls.windows(2).all(|w| w[1] > w[0]),
+        "wall_s not increasing across the kill and resume: {walls:?}"
+    );
+    let files = event_files(&dir).unwrap();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let events = read_events(&files[0]).unwrap();
+    assert_eq!(events[0].file_version.as_deref(), Some(FILE_VERSION));
+    let steps: Vec<i64> = events[1..].iter().map(|e| e.step).collect();
+    let frames: Vec<i64> = log.iter().map(|v| v["frames"].as_i64().unwrap()).collect();
+    assert_eq!(steps, frames, "event steps differ from the log's frames");
+    let csv = std::fs::read_to_string(dir.join("train.csv")).unwrap();
+    let mut rows = csv.lines();
+    let header: Vec<&str> = rows.next().unwrap().split(',').collect();
+    let rows: Vec<Vec<&str>> = rows.map(|r| r.split(',').collect()).collect();
+    assert_eq!(rows.len(), log.len());
+    for ((e, line), row) in events[1..].iter().zip(&log).zip(&rows) {
+        let tags: Vec<&str> = e.scalars.iter().map(|(t, _)| t.as_str()).collect();
+        // Every numeric CSV column but frames (the step) is a scalar of the event, and back.
+        let numeric: Vec<&str> = header
+            .iter()
+            .zip(row)
+            .filter(|(h, c)| **h != "frames" && **h != "level" && !c.is_empty())
+            .map(|(h, _)| *h)
+            .collect();
+        let mut sorted_tags = tags.clone();
+        sorted_tags.sort_unstable();
+        let mut sorted_numeric = numeric.clone();
+        sorted_numeric.sort_unstable();
+        assert_eq!(sorted_tags, sorted_numeric);
+        for (tag, x) in &e.scalars {
+            let col = header.iter().position(|h| h == tag).unwrap();
+            let shown: f64 = row[col].parse().unwrap();
+            let decimals = row[col]
+                .split_once('.')
+                .map_or(0, |(_, d)| d.split(['e', 'E']).next().unwrap_or("").len());
+            let tol = if row[col].contains(['e', 'E']) {
+                shown.abs() * 1e-6
+            } else {
+                0.5 * 10f64.powi(-(decimals as i32)) + 1e-9
+            } + f64::from(*x).abs() * 1e-6;
+            assert!(
+                (f64::from(*x) - shown).abs() <= tol,
+                "{tag}: event {x} vs csv {}",
+                row[col]
+            );
+            let from_json = match tag.split_once('/') {
+                Some((k, i)) => line[k][i.parse::<usize>().unwrap()].as_f64().unwrap(),
+                None => line[tag].as_f64().unwrap(),
+            };
+            assert_eq!(*x, from_json as f32, "{tag}");
+        }
+    }
+}
+
+/// A CSV written with another version's columns is never mixed with this version's rows: it
+/// is moved aside whole on resume, and the new CSV starts with this version's header.
+#[test]
+fn a_csv_of_other_columns_is_kept_aside_on_resume() {
+    let dir = tmpdir("old-columns");
+    let cfg = tiny(720);
+    train(
+        &cfg,
+        &RunOptions {
+            stop_after_updates: Some(2),
+            ..opts(&dir)
+        },
+    )
+    .unwrap();
+    let csv = dir.join("train.csv");
+    let old = "update,frames,fps,module_activity\n1,120,10.0,0.5;0.5\n2,240,10.0,0.5;0.5\n";
+    std::fs::write(&csv, old).unwrap();
+    train(
+        &cfg,
+        &RunOptions {
+            resume: true,
+            ..opts(&dir)
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.join("train.csv.old-columns")).unwrap(),
+        old
+    );
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let header = text.lines().next().unwrap();
+    assert!(
+        header.starts_with("update,frames,fps,wall_s,level"),
+        "{header}"
+    );
+    let updates: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(updates, vec!["3", "4", "5", "6"]);
+    assert!(text
+        .lines()
+        .all(|l| l.split(',').count() == header.split(',').count()));
+}

@@ -143,6 +143,9 @@ pub fn create_checkpoint(
         resume: false,
         progress: false,
         stop_after_updates: None,
+        tensorboard: true,
+        notes: true,
+        on_update: None,
     };
     py.allow_threads(|| -> Result<String, String> {
         let summary = train(&cfg, &opts).map_err(|e| format!("{e:#}"))?;

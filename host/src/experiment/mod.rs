@@ -26,15 +26,18 @@ pub mod spec;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::train::checkpoint::{self, write_atomic};
 use crate::train::eval::{evaluate, EvalOptions};
-use crate::train::run::{computation_differences, train, RunOptions, CHECKPOINT_FILE, CONFIG_FILE};
+use crate::train::run::{
+    computation_differences, format_eta, train, RunOptions, UpdateHook, CHECKPOINT_FILE,
+    CONFIG_FILE,
+};
 use crate::train::TrainConfig;
 
 pub use spec::{Arm, MetricKind, Overrides, Suite};
@@ -44,6 +47,59 @@ pub const RESULT_FILE: &str = "result.json";
 
 /// Where suites live, relative to the working directory.
 pub const SUITES_DIR: &str = "experiments";
+
+/// Environment variable naming one more directory of suites ([`suite_dirs`]).
+pub const SUITES_ENV: &str = "METARIM_SUITES";
+
+/// The directories a suite name is looked up in, in order: `flag` (`--suites DIR`), the
+/// directory in [`SUITES_ENV`], [`SUITES_DIR`] under the working directory, and the
+/// `experiments/` of the repository this binary was built from (when it still exists), so
+/// `metarim experiment zero-shot` works from anywhere on the machine that built it.
+pub fn suite_dirs(flag: Option<&Path>) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    let mut add = |d: PathBuf| {
+        if !dirs.contains(&d) {
+            dirs.push(d);
+        }
+    };
+    if let Some(d) = flag {
+        add(d.to_path_buf());
+    }
+    if let Some(d) = std::env::var_os(SUITES_ENV).filter(|d| !d.is_empty()) {
+        add(PathBuf::from(d));
+    }
+    add(PathBuf::from(SUITES_DIR));
+    let built = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(SUITES_DIR);
+    if built.is_dir() {
+        add(built.canonicalize().unwrap_or(built));
+    }
+    dirs
+}
+
+/// [`resolve_suite`] over several directories ([`suite_dirs`]): `name` itself if it is a
+/// file, else the first `DIR/name.toml`; the error of the first directory otherwise, naming
+/// every directory searched.
+pub fn find_suite(name: &str, dirs: &[PathBuf]) -> Result<PathBuf> {
+    let first = dirs.first().map_or(Path::new(SUITES_DIR), PathBuf::as_path);
+    let mut first_error = None;
+    for d in dirs {
+        match resolve_suite(name, d) {
+            Ok(p) => return Ok(p),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let e = first_error.unwrap_or_else(|| anyhow!("no suite directory to look in"));
+    let searched: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    Err(e.context(format!(
+        "suite {name:?} not found in {} (searched: {}; add one with --suites DIR or {SUITES_ENV})",
+        first.display(),
+        searched.join(", ")
+    )))
+}
 
 /// The suites of `metarim experiment paper`, in the order it runs them: claims 1 and 2
 /// (`sample-efficiency`), claim 3 (`curriculum`), claim 4 (`zero-shot`).
@@ -67,8 +123,15 @@ pub struct ExperimentOptions {
     pub jobs: usize,
     /// The command line, recorded in `results.md`.
     pub command: String,
-    /// A line on stderr per finished run.
+    /// A line on stderr per finished run (`[i/N] ...`), and the suite's first line.
     pub progress: bool,
+    /// Every this often, a line per running run (frames, fps, success, ETA) and one for the
+    /// suite (runs done, ETA); `None`: none.
+    pub status_every: Option<Duration>,
+    /// The runs' own notes on stderr (a fresh start, the backend); warnings always show.
+    pub run_notes: bool,
+    /// Runs write TensorBoard event files ([`crate::tensorboard`]).
+    pub tensorboard: bool,
     /// Train nothing: write the report from runs finished earlier (an unfinished run of the
     /// plan is an error naming it).
     pub report_only: bool,
@@ -338,13 +401,21 @@ pub fn finished_result(run: &PlannedRun, arm: &Arm, suite: &Suite) -> Option<Run
 }
 
 /// Train (or resume) one run to its budget, evaluate its final checkpoint and write its
-/// `result.json`.
-pub fn execute(run: &PlannedRun, arm: &Arm, suite: &Suite) -> Result<RunResult> {
+/// `result.json`. `notes` and `tensorboard` as in [`RunOptions`]; `hook` sees every log line.
+pub fn execute(
+    run: &PlannedRun,
+    arm: &Arm,
+    suite: &Suite,
+    notes: bool,
+    tensorboard: bool,
+    hook: Option<UpdateHook>,
+) -> Result<RunResult> {
     let opts = RunOptions {
-        out: run.dir.clone(),
         resume: true,
-        progress: false,
-        stop_after_updates: None,
+        notes,
+        tensorboard,
+        on_update: hook,
+        ..RunOptions::new(&run.dir)
     };
     let summary = train(&run.config, &opts)?;
     let ck = checkpoint::load(&summary.checkpoint)?;
@@ -445,6 +516,119 @@ fn grounded_eval(
     })
 }
 
+/// Live progress of a suite's runs, fed by the trainer's [`UpdateHook`] and printed by the
+/// status thread of [`run`]: per running run its frames, throughput in this process, rolling
+/// success and ETA; for the suite, the runs done and an ETA of the training left.
+struct Status {
+    /// Per planned run: its name and budget, and what training has reported so far.
+    runs: Vec<(String, u64, Arc<Mutex<RunStatus>>)>,
+}
+
+/// What one run has reported.
+#[derive(Clone, Debug, Default)]
+struct RunStatus {
+    /// Training (or resumed) in this process; false before it starts and after it ends.
+    running: bool,
+    /// Finished (trained and evaluated, or found finished).
+    finished: bool,
+    /// Frames of its last log line.
+    frames: u64,
+    /// Frames and time of its first log line in this process (throughput is measured from it).
+    first: Option<(u64, Instant)>,
+    /// Rolling success of its last log line.
+    success: f64,
+}
+
+impl Status {
+    fn new(plan: &[PlannedRun], suite: &Suite) -> Status {
+        Status {
+            runs: plan
+                .iter()
+                .map(|r| {
+                    (
+                        run_dir_name(&suite.arms[r.arm].name, r.seed),
+                        r.config.frames,
+                        Arc::new(Mutex::new(RunStatus::default())),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// The hook that feeds run `i`'s status.
+    fn hook(&self, i: usize) -> UpdateHook {
+        let cell = Arc::clone(&self.runs[i].2);
+        UpdateHook(Arc::new(move |line| {
+            if let Ok(mut st) = cell.lock() {
+                st.running = true;
+                st.frames = line.frames;
+                st.success = line.success_rate;
+                st.first.get_or_insert((line.frames, Instant::now()));
+            }
+        }))
+    }
+
+    /// Run `i` has finished (or failed): it no longer counts as running.
+    fn finish(&self, i: usize) {
+        if let Ok(mut st) = self.runs[i].2.lock() {
+            st.running = false;
+            st.finished = true;
+        }
+    }
+
+    /// A line per running run and one for the suite, on stderr.
+    fn print(&self, done: usize) {
+        let (mut rate, mut left, mut running) = (0.0f64, 0u64, 0usize);
+        for (name, budget, cell) in &self.runs {
+            let Ok(st) = cell.lock().map(|s| s.clone()) else {
+                continue;
+            };
+            if st.finished {
+                continue;
+            }
+            left += budget.saturating_sub(st.frames);
+            if !st.running {
+                continue;
+            }
+            running += 1;
+            let fps = st.first.map_or(f64::NAN, |(f0, t0)| {
+                (st.frames - f0.min(st.frames)) as f64 / t0.elapsed().as_secs_f64()
+            });
+            if fps.is_finite() {
+                rate += fps;
+            }
+            eprintln!(
+                "experiment: {name}: {}/{} frames ({:.0}%), {} fps, success {:.3}, ETA {}",
+                report::thousands(st.frames),
+                report::thousands(*budget),
+                100.0 * st.frames as f64 / (*budget).max(1) as f64,
+                if fps.is_finite() {
+                    format!("{fps:.0}")
+                } else {
+                    "?".into()
+                },
+                st.success,
+                format_eta(budget.saturating_sub(st.frames) as f64 / fps)
+            );
+        }
+        let eta = if rate > 0.0 {
+            format!(
+                "ETA {} at the current {} fps",
+                format_eta(left as f64 / rate),
+                report::thousands(rate.round() as u64)
+            )
+        } else {
+            "ETA not known yet (no running run has logged an update)".into()
+        };
+        eprintln!(
+            "experiment: {done}/{} runs finished, {running} running; training left: {} frames, \
+             {eta} (evaluations not included)",
+            self.runs.len(),
+            report::thousands(left),
+        );
+    }
+}
+
 /// Parallel runs for `jobs` (0: available cores / threads per run, at least 1), at most
 /// `runs`.
 pub fn job_count(jobs: usize, threads_per_run: usize, runs: usize) -> usize {
@@ -486,56 +670,80 @@ pub fn run(opts: &ExperimentOptions) -> Result<ExperimentSummary> {
     let done = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    let status = Status::new(&plan, &suite);
+    let workers_left = AtomicUsize::new(jobs);
+    let worker = || loop {
+        if failed.load(Ordering::SeqCst) {
+            break;
+        }
+        let i = next.fetch_add(1, Ordering::SeqCst);
+        let Some(run) = plan.get(i) else { break };
+        let arm = &suite.arms[run.arm];
+        let t0 = Instant::now();
+        let outcome = match finished_result(run, arm, &suite) {
+            Some(r) => Ok((r, true)),
+            None if opts.report_only => Err(anyhow!(
+                "it has not finished (no result.json of this plan's budget and \
+                 config); --report-only trains nothing: pass --seeds K for the seeds \
+                 that have finished"
+            )),
+            None => {
+                let hook = opts.status_every.map(|_| status.hook(i));
+                let r = execute(run, arm, &suite, opts.run_notes, opts.tensorboard, hook);
+                r.map(|r| (r, false))
+            }
+        };
+        status.finish(i);
+        match outcome {
+            Ok((r, skipped)) => {
+                let n = done.fetch_add(1, Ordering::SeqCst) + 1;
+                if opts.progress {
+                    eprintln!(
+                        "experiment: [{n}/{}] {} {} frames={} success={:.3} ({:.1} s)",
+                        plan.len(),
+                        run_dir_name(&arm.name, run.seed),
+                        if skipped { "finished earlier" } else { "done" },
+                        r.frames,
+                        r.final_success,
+                        t0.elapsed().as_secs_f64()
+                    );
+                }
+                if let Ok(mut slot) = results[i].lock() {
+                    *slot = Some((r, skipped));
+                }
+            }
+            Err(e) => {
+                failed.store(true, Ordering::SeqCst);
+                let e = e.context(format!(
+                    "run {} ({})",
+                    run_dir_name(&arm.name, run.seed),
+                    run.dir.display()
+                ));
+                if let Ok(mut slot) = first_error.lock() {
+                    slot.get_or_insert(e);
+                }
+                break;
+            }
+        }
+    };
     std::thread::scope(|s| {
+        if let Some(every) = opts.status_every {
+            let (status, workers_left, done) = (&status, &workers_left, &done);
+            s.spawn(move || {
+                let mut last = Instant::now();
+                while workers_left.load(Ordering::SeqCst) > 0 {
+                    std::thread::sleep(Duration::from_millis(100));
+                    if last.elapsed() >= every {
+                        status.print(done.load(Ordering::SeqCst));
+                        last = Instant::now();
+                    }
+                }
+            });
+        }
         for _ in 0..jobs {
-            s.spawn(|| loop {
-                if failed.load(Ordering::SeqCst) {
-                    break;
-                }
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(run) = plan.get(i) else { break };
-                let arm = &suite.arms[run.arm];
-                let t0 = Instant::now();
-                let outcome = match finished_result(run, arm, &suite) {
-                    Some(r) => Ok((r, true)),
-                    None if opts.report_only => Err(anyhow!(
-                        "it has not finished (no result.json of this plan's budget and \
-                         config); --report-only trains nothing: pass --seeds K for the seeds \
-                         that have finished"
-                    )),
-                    None => execute(run, arm, &suite).map(|r| (r, false)),
-                };
-                match outcome {
-                    Ok((r, skipped)) => {
-                        let n = done.fetch_add(1, Ordering::SeqCst) + 1;
-                        if opts.progress {
-                            eprintln!(
-                                "experiment: [{n}/{}] {} {} frames={} success={:.3} ({:.1} s)",
-                                plan.len(),
-                                run_dir_name(&arm.name, run.seed),
-                                if skipped { "finished earlier" } else { "done" },
-                                r.frames,
-                                r.final_success,
-                                t0.elapsed().as_secs_f64()
-                            );
-                        }
-                        if let Ok(mut slot) = results[i].lock() {
-                            *slot = Some((r, skipped));
-                        }
-                    }
-                    Err(e) => {
-                        failed.store(true, Ordering::SeqCst);
-                        let e = e.context(format!(
-                            "run {} ({})",
-                            run_dir_name(&arm.name, run.seed),
-                            run.dir.display()
-                        ));
-                        if let Ok(mut slot) = first_error.lock() {
-                            slot.get_or_insert(e);
-                        }
-                        break;
-                    }
-                }
+            s.spawn(|| {
+                worker();
+                workers_left.fetch_sub(1, Ordering::SeqCst);
             });
         }
     });
@@ -653,6 +861,7 @@ pub fn archive(opts: &ExperimentOptions, dest: &Path) -> Result<ArchiveSummary> 
             out: dest.to_path_buf(),
             report_only: true,
             progress: false,
+            status_every: None,
             ..opts.clone()
         };
         Some(run(&o)?.results)
@@ -689,15 +898,15 @@ pub fn load_finished(opts: &ExperimentOptions) -> Result<claims::SuiteRuns> {
     })
 }
 
-/// `metarim experiment paper`: every suite of [`PAPER_SUITES`] (found in `suites_dir`) into
+/// `metarim experiment paper`: every suite of [`PAPER_SUITES`] (found in `suite_dirs`) into
 /// `opts.out/SUITE` (each resumable, with `opts`' seeds and overrides), then the four claims'
 /// verdicts and evidence into `opts.out/claims.md`. Returns that file.
-pub fn run_paper(opts: &ExperimentOptions, suites_dir: &Path) -> Result<PathBuf> {
+pub fn run_paper(opts: &ExperimentOptions, suite_dirs: &[PathBuf]) -> Result<PathBuf> {
     let started = Instant::now();
     let mut finished = Vec::with_capacity(PAPER_SUITES.len());
     for name in PAPER_SUITES {
         let o = ExperimentOptions {
-            suite: resolve_suite(name, suites_dir)?,
+            suite: find_suite(name, suite_dirs)?,
             out: opts.out.join(name),
             ..opts.clone()
         };

@@ -239,8 +239,128 @@ pub fn write(ctx: &ReportContext, out: &Path) -> Result<(PathBuf, Vec<PathBuf>)>
     }
     runs_table(&mut md, ctx, &data);
     let path = out.join("results.md");
+    let json = results_json(&md, ctx, &data)?;
+    write_atomic(&out.join(RESULTS_JSON), json.as_bytes()).context("writing results.json")?;
     write_atomic(&path, md.as_bytes()).context("writing results.md")?;
     Ok((path, plots))
+}
+
+/// The machine-readable twin of `results.md`, beside it.
+pub const RESULTS_JSON: &str = "results.json";
+
+/// `results.json`: every figure of `results.md` and the runs behind them.
+///
+/// - `header`: the `- key: value` lines under the title (command, commit, hardware, ...);
+/// - `sections`: per `##` heading, its blocks in order: `{"text": paragraph}` or
+///   `{"columns": [...], "rows": [[cell, ...], ...]}` with each cell
+///   `{"text": as shown, "value": ...}` where `value` is the number shown, `[lo, hi]` for an
+///   interval, `{"count": k, "of": n}` for `k/n`, `null` for "not reached" or "-", and absent
+///   for other text;
+/// - `runs`: per run its arm, seed, directory, frames to the threshold (`null`: not reached),
+///   AUC, training seconds and its full `result.json`.
+///
+/// The tables are read back from the markdown itself, so the two files cannot disagree.
+fn results_json(md: &str, ctx: &ReportContext, data: &[RunData]) -> Result<String> {
+    use serde_json::{json, Map, Value};
+    let mut header = Map::new();
+    let mut sections: Vec<Value> = Vec::new();
+    let mut heading = String::new();
+    let mut blocks: Vec<Value> = Vec::new();
+    let mut lines = md.lines().peekable();
+    while let Some(line) = lines.next() {
+        if let Some(h) = line.strip_prefix("## ") {
+            if !blocks.is_empty() || !heading.is_empty() {
+                sections.push(json!({"heading": heading, "blocks": blocks}));
+            }
+            heading = h.trim().to_string();
+            blocks = Vec::new();
+        } else if line.starts_with('#') {
+            continue;
+        } else if let Some(item) = line.strip_prefix("- ").filter(|_| heading.is_empty()) {
+            if let Some((k, v)) = item.split_once(": ") {
+                header.insert(k.to_string(), Value::String(v.to_string()));
+            }
+        } else if line.starts_with('|') {
+            let columns = table_cells(line);
+            let mut rows = Vec::new();
+            while let Some(next) = lines.peek().filter(|l| l.starts_with('|')) {
+                let cells = table_cells(next);
+                lines.next();
+                if cells.iter().all(|c| c.chars().all(|ch| ch == '-')) {
+                    continue;
+                }
+                rows.push(Value::Array(cells.iter().map(|c| cell_json(c)).collect()));
+            }
+            blocks.push(json!({"columns": columns, "rows": rows}));
+        } else if !line.trim().is_empty() && !line.starts_with("![") {
+            blocks.push(json!({"text": line.trim()}));
+        }
+    }
+    if !blocks.is_empty() || !heading.is_empty() {
+        sections.push(json!({"heading": heading, "blocks": blocks}));
+    }
+    let runs: Vec<Value> = data
+        .iter()
+        .map(|d| {
+            Ok(json!({
+                "arm": ctx.suite.arms[d.run.arm].name,
+                "seed": d.run.seed,
+                "dir": d.run.dir.display().to_string(),
+                "frames_to_threshold": d.to_threshold.is_finite().then_some(d.to_threshold),
+                "auc": d.auc,
+                "training_seconds": training_seconds(&d.log),
+                "result": serde_json::to_value(d.result)?,
+            }))
+        })
+        .collect::<Result<_>>()?;
+    let doc = json!({
+        "suite": ctx.suite.name,
+        "metric": ctx.suite.metric.name(),
+        "threshold": ctx.suite.threshold,
+        "seeds": ctx.seeds,
+        "commit": git_commit(),
+        "header": header,
+        "sections": sections,
+        "runs": runs,
+    });
+    serde_json::to_string_pretty(&doc).context("serialising results.json")
+}
+
+/// The cells of a markdown table row, trimmed (`| a | b |` gives `["a", "b"]`).
+fn table_cells(line: &str) -> Vec<String> {
+    let inner = line.trim().trim_start_matches('|').trim_end_matches('|');
+    inner.split('|').map(|c| c.trim().to_string()).collect()
+}
+
+/// A cell as JSON: its text and, where it shows one, its value (see [`results_json`]).
+fn cell_json(text: &str) -> serde_json::Value {
+    use serde_json::{json, Value};
+    fn number(t: &str) -> Option<Value> {
+        match t.trim() {
+            "not reached" | "-" => Some(Value::Null),
+            t => {
+                let plain = t.replace(',', "");
+                let x: f64 = plain.parse().ok()?;
+                serde_json::Number::from_f64(x).map(Value::Number)
+            }
+        }
+    }
+    let value = if let Some(inner) = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+        inner
+            .split_once(", ")
+            .and_then(|(a, b)| Some(Value::Array(vec![number(a)?, number(b)?])))
+    } else if let Some((k, n)) = text.split_once('/') {
+        match (k.trim().parse::<u64>(), n.trim().parse::<u64>()) {
+            (Ok(k), Ok(n)) => Some(json!({"count": k, "of": n})),
+            _ => None,
+        }
+    } else {
+        number(text)
+    };
+    match value {
+        Some(v) => json!({"text": text, "value": v}),
+        None => json!({"text": text}),
+    }
 }
 
 fn header(ctx: &ReportContext, data: &[RunData]) -> String {
@@ -936,6 +1056,28 @@ fn activity_by_level(label: &str, runs: &[&RunData]) -> Option<HeatPanel> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn table_cells_read_back_as_the_values_shown() {
+        let cases = [
+            ("0.983", serde_json::json!(0.983)),
+            ("3,920,640", serde_json::json!(3920640.0)),
+            ("[0.442, 0.583]", serde_json::json!([0.442, 0.583])),
+            (
+                "[3,432,960, not reached]",
+                serde_json::json!([3432960.0, null]),
+            ),
+            ("not reached", serde_json::Value::Null),
+            ("2/3", serde_json::json!({"count": 2, "of": 3})),
+        ];
+        for (text, want) in cases {
+            assert_eq!(cell_json(text)["value"], want, "{text}");
+            assert_eq!(cell_json(text)["text"], text);
+        }
+        assert!(cell_json("meta-rim").get("value").is_none());
+        assert_eq!(table_cells("| a | b c |  |"), vec!["a", "b c", ""]);
+    }
+
     use super::*;
 
     #[test]

@@ -90,22 +90,29 @@ pub struct Gpu {
     pub device: String,
 }
 
-/// The chosen backend: `None` for the CPU. Prints the choice and its reason to stderr.
-pub fn select(cfg: &TrainConfig, model: &Model, n_envs: usize) -> Result<Option<Gpu>> {
+/// The chosen backend: `None` for the CPU. With `notes`, prints the choice and its reason to
+/// stderr.
+pub fn select(cfg: &TrainConfig, model: &Model, n_envs: usize, notes: bool) -> Result<Option<Gpu>> {
     if cfg.backend == BackendChoice::Cpu {
-        eprintln!("train: backend cpu (as configured)");
+        if notes {
+            eprintln!("train: backend cpu (as configured)");
+        }
         return Ok(None);
     }
     match open(model, n_envs) {
         Ok(gpu) => {
-            eprintln!(
-                "train: backend cuda on {} (kernels compiled, self-check passed)",
-                gpu.device
-            );
+            if notes {
+                eprintln!(
+                    "train: backend cuda on {} (kernels compiled, self-check passed)",
+                    gpu.device
+                );
+            }
             Ok(Some(gpu))
         }
         Err(reason) if cfg.backend == BackendChoice::Auto => {
-            eprintln!("train: backend cpu (auto: {reason:#})");
+            if notes {
+                eprintln!("train: backend cpu (auto: {reason:#})");
+            }
             Ok(None)
         }
         Err(reason) => Err(reason.context("backend cuda")),
@@ -734,7 +741,7 @@ mod tests {
             ..TrainConfig::device()
         };
         let model = super::super::run::initial_model(&cfg).unwrap();
-        let e = format!("{:#}", select(&cfg, &model, 2).unwrap_err());
+        let e = format!("{:#}", select(&cfg, &model, 2, true).unwrap_err());
         assert!(
             e.contains("backend cuda") && e.contains("no usable CUDA device"),
             "{e}"
@@ -743,6 +750,6 @@ mod tests {
             backend: BackendChoice::Auto,
             ..cfg
         };
-        assert!(select(&auto, &model, 2).unwrap().is_none());
+        assert!(select(&auto, &model, 2, true).unwrap().is_none());
     }
 }

@@ -50,6 +50,39 @@ pub struct RunOptions {
     pub progress: bool,
     /// Stop (after saving) once this many updates have run in this process (tests of resume).
     pub stop_after_updates: Option<u64>,
+    /// Write TensorBoard event files beside `train.jsonl` ([`crate::tensorboard`]).
+    pub tensorboard: bool,
+    /// Print the run's notes to stderr (a fresh start under `resume`, the backend chosen);
+    /// warnings and errors are printed regardless.
+    pub notes: bool,
+    /// Called with every log line as it is written (e.g. `metarim experiment`'s progress).
+    pub on_update: Option<UpdateHook>,
+}
+
+impl RunOptions {
+    /// Options for an uninterrupted run into `out`: no resume, no progress display, event
+    /// files and notes on, no hook.
+    pub fn new(out: impl Into<PathBuf>) -> RunOptions {
+        RunOptions {
+            out: out.into(),
+            resume: false,
+            progress: false,
+            stop_after_updates: None,
+            tensorboard: true,
+            notes: true,
+            on_update: None,
+        }
+    }
+}
+
+/// A callback given each [`LogLine`] as training writes it.
+#[derive(Clone)]
+pub struct UpdateHook(pub std::sync::Arc<dyn Fn(&LogLine) + Send + Sync>);
+
+impl std::fmt::Debug for UpdateHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UpdateHook(..)")
+    }
 }
 
 /// What a finished run reports.
@@ -89,6 +122,9 @@ pub struct LogLine {
     pub episodes: usize,
     /// Mean return over the statistics window.
     pub return_mean: f64,
+    /// Standard deviation of the returns over the statistics window (population; 0 for one
+    /// episode or none).
+    pub return_std: f64,
     /// Success rate over the statistics window.
     pub success_rate: f64,
     /// Mean episode length over the statistics window.
@@ -105,41 +141,74 @@ pub struct LogLine {
     pub clip_frac: f64,
     /// Mean pre-clip gradient norm.
     pub grad_norm: f64,
-    /// Fraction of the rollout's steps each module was active.
-    pub module_activity: Vec<f64>,
+    /// How much of the return targets' variance the acting policy's values explained, over
+    /// the update's rollout, before learning (CleanRL's `explained_variance`:
+    /// `1 - Var(ret - value) / Var(ret)`; 1 is perfect, 0 no better than a constant,
+    /// NaN (`null` in JSON, empty in the CSV) when every target is equal).
+    pub explained_variance: f64,
+    /// Learning rate of the slow parameters (config `lr`) this update used (after annealing).
+    pub lr: f64,
+    /// Learning rate of the fast parameters (config `fast_lr`) this update used.
+    pub fast_lr: f64,
     /// Optimiser steps of this update skipped or undone because a loss, gradient or parameter
-    /// was not finite (0 in a healthy run; JSONL only).
+    /// was not finite (0 in a healthy run).
     pub skipped_steps: usize,
+    /// Fraction of the rollout's steps each module was active (empty for the LSTM); the CSV
+    /// has one column per module, `module_activity/I`.
+    pub module_activity: Vec<f64>,
+    /// Unix time (seconds) when the line was written: the TensorBoard events' wall time.
+    pub unix_s: f64,
 }
 
-const CSV_HEADER: &str = "update,frames,fps,wall_s,level,episodes,return_mean,success_rate,episode_len,entropy,policy_loss,value_loss,approx_kl,clip_frac,grad_norm,module_activity";
+/// The CSV's columns before the per-module ones.
+const CSV_COLUMNS: &str = "update,frames,fps,wall_s,level,episodes,return_mean,return_std,success_rate,episode_len,entropy,policy_loss,value_loss,approx_kl,clip_frac,grad_norm,explained_variance,lr,fast_lr,skipped_steps";
+
+/// The CSV header of a model with `n_modules` RIM modules (0 for the LSTM): [`CSV_COLUMNS`],
+/// then `module_activity/0` .. `module_activity/{n-1}` (the TensorBoard tags' names).
+pub fn csv_header(n_modules: usize) -> String {
+    let mut h = CSV_COLUMNS.to_string();
+    for i in 0..n_modules {
+        h.push_str(&format!(",module_activity/{i}"));
+    }
+    h
+}
+
+/// A float CSV cell with `decimals` decimals; empty when not finite.
+fn cell(v: f64, decimals: usize) -> String {
+    if v.is_finite() {
+        format!("{v:.decimals$}")
+    } else {
+        String::new()
+    }
+}
 
 impl LogLine {
+    /// The line's CSV row (columns of [`csv_header`]).
     fn csv(&self) -> String {
-        let act: Vec<String> = self
-            .module_activity
-            .iter()
-            .map(|a| format!("{a:.4}"))
-            .collect();
-        format!(
-            "{},{},{:.1},{:.2},{},{},{:.5},{:.5},{:.2},{:.5},{:.5},{:.5},{:.6},{:.5},{:.5},{}",
-            self.update,
-            self.frames,
-            self.fps,
-            self.wall_s,
-            self.level,
-            self.episodes,
-            self.return_mean,
-            self.success_rate,
-            self.episode_len,
-            self.entropy,
-            self.policy_loss,
-            self.value_loss,
-            self.approx_kl,
-            self.clip_frac,
-            self.grad_norm,
-            act.join(";")
-        )
+        let mut row = vec![
+            self.update.to_string(),
+            self.frames.to_string(),
+            cell(self.fps, 1),
+            cell(self.wall_s, 2),
+            self.level.clone(),
+            self.episodes.to_string(),
+            cell(self.return_mean, 5),
+            cell(self.return_std, 5),
+            cell(self.success_rate, 5),
+            cell(self.episode_len, 2),
+            cell(self.entropy, 5),
+            cell(self.policy_loss, 5),
+            cell(self.value_loss, 5),
+            cell(self.approx_kl, 6),
+            cell(self.clip_frac, 5),
+            cell(self.grad_norm, 5),
+            cell(self.explained_variance, 5),
+            format!("{:e}", self.lr),
+            format!("{:e}", self.fast_lr),
+            self.skipped_steps.to_string(),
+        ];
+        row.extend(self.module_activity.iter().map(|a| cell(*a, 4)));
+        row.join(",")
     }
 }
 
@@ -306,6 +375,7 @@ fn save(cfg: &TrainConfig, st: &State, path: &Path) -> Result<()> {
     checkpoint::write_atomic(path, &bytes)
 }
 
+/// Success rate, mean return and mean length of the episodes in the statistics window.
 fn window_stats(recent: &VecDeque<EpisodeRecord>) -> (f64, f64, f64) {
     if recent.is_empty() {
         return (0.0, 0.0, 0.0);
@@ -315,6 +385,43 @@ fn window_stats(recent: &VecDeque<EpisodeRecord>) -> (f64, f64, f64) {
     let ret = recent.iter().map(|e| e.ret).sum::<f64>() / n;
     let len = recent.iter().map(|e| f64::from(e.len)).sum::<f64>() / n;
     (succ, ret, len)
+}
+
+/// Population standard deviation of the returns in the statistics window (0 when empty).
+fn window_return_std(recent: &VecDeque<EpisodeRecord>) -> f64 {
+    if recent.is_empty() {
+        return 0.0;
+    }
+    let n = recent.len() as f64;
+    let mean = recent.iter().map(|e| e.ret).sum::<f64>() / n;
+    (recent.iter().map(|e| (e.ret - mean).powi(2)).sum::<f64>() / n).sqrt()
+}
+
+/// CleanRL's explained variance of the rollout's return targets by the acting policy's
+/// values: `1 - Var(ret - value) / Var(ret)` over every step of every env (NaN when the
+/// targets do not vary). Computed in f64, in slot order: deterministic.
+fn explained_variance(slots: &[EnvSlot]) -> f64 {
+    let pairs = || {
+        slots.iter().flat_map(|s| {
+            s.buf
+                .value
+                .iter()
+                .zip(&s.buf.ret)
+                .map(|(&v, &r)| (f64::from(r), f64::from(r) - f64::from(v)))
+        })
+    };
+    let n = pairs().count() as f64;
+    if n == 0.0 {
+        return f64::NAN;
+    }
+    let (mean_y, mean_d) = pairs().fold((0.0, 0.0), |(a, b), (y, d)| (a + y / n, b + d / n));
+    let (var_y, var_d) = pairs().fold((0.0, 0.0), |(a, b), (y, d)| {
+        (a + (y - mean_y).powi(2) / n, b + (d - mean_d).powi(2) / n)
+    });
+    if var_y == 0.0 {
+        return f64::NAN;
+    }
+    1.0 - var_d / var_y
 }
 
 /// One rollout in every env, then GAE over each env's buffer.
@@ -385,10 +492,6 @@ fn learn(
     Ok(us)
 }
 
-/// Keep the log lines of updates `<= updates` (a resumed run rewrites what follows). Lines that
-/// are not valid UTF-8 or not a log line (a torn last line after a crash, a hand edit) are
-/// never dropped silently: they are appended to `PATH.rejected` and reported with their line
-/// numbers; every valid line up to the checkpoint is kept.
 /// The `wall_s` of the last line of a `train.jsonl` that has one (0 when none does).
 fn last_wall_s(path: &Path) -> f64 {
     fs::read_to_string(path)
@@ -405,12 +508,34 @@ fn last_wall_s(path: &Path) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Keep the log lines of updates `<= updates` (a resumed run rewrites what follows). Lines that
+/// are not valid UTF-8 or not a log line (a torn last line after a crash, a hand edit) are
+/// never dropped silently: they are appended to `PATH.rejected` and reported with their line
+/// numbers; every valid line up to the checkpoint is kept. A CSV (`header` given) whose header
+/// is another version's is moved aside whole and started again.
 fn cut_log(path: &Path, updates: u64, header: Option<&str>) -> Result<()> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
+    if let Some(h) = header {
+        let first = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
+        if first.starts_with(b"update,") && first != h.as_bytes() {
+            // A CSV of another version's columns: kept whole beside the new one, which starts
+            // with this version's header (train.jsonl keeps every line in either case).
+            let aside = aside_path(path, "old-columns");
+            fs::rename(path, &aside)
+                .with_context(|| format!("moving {} to {}", path.display(), aside.display()))?;
+            eprintln!(
+                "train: note: {} has the columns of another metarim version; moved to {} (the \
+                 new CSV starts at this resume; train.jsonl has every update)",
+                path.display(),
+                aside.display()
+            );
+            return checkpoint::write_atomic(path, format!("{h}\n").as_bytes());
+        }
+    }
     let mut out = String::new();
     let mut rejected: Vec<u8> = Vec::new();
     let mut bad_lines: Vec<usize> = Vec::new();
@@ -497,14 +622,36 @@ fn rejected_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// `PATH.WHAT`, or `PATH.WHAT-2`, `-3`, ... when taken: a name that keeps what is there.
+fn aside_path(path: &Path, what: &str) -> PathBuf {
+    (1..)
+        .map(|k| {
+            let mut name = path.as_os_str().to_owned();
+            name.push(if k == 1 {
+                format!(".{what}")
+            } else {
+                format!(".{what}-{k}")
+            });
+            PathBuf::from(name)
+        })
+        .find(|p| !p.exists())
+        .unwrap_or_else(|| path.with_extension(what))
+}
+
 /// The run directory made ready: created and locked, temporary files of a killed process
 /// removed, and the run resumed from its checkpoint (logs cut back to it) or started fresh
-/// (empty logs); the effective config written to `config.toml`. Returns the lock, which the
-/// caller holds for the whole run, the config the run continues with, and its state.
+/// (empty logs); the effective config written to `config.toml`, the TensorBoard event file
+/// rebuilt from the log (when asked for). Returns the lock, which the caller holds for the
+/// whole run, the config the run continues with, its state and the event file.
 fn open_run(
     cfg: &TrainConfig,
     opts: &RunOptions,
-) -> Result<(rundir::RunDirLock, TrainConfig, State)> {
+) -> Result<(
+    rundir::RunDirLock,
+    TrainConfig,
+    State,
+    Option<crate::tensorboard::EventWriter>,
+)> {
     fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating output directory {}", opts.out.display()))?;
     let lock = rundir::RunDirLock::acquire(&opts.out)?;
@@ -533,22 +680,65 @@ fn open_run(
         }
         let (cfg, st) = resume_state(cfg, &ck_path)?;
         cut_log(&jsonl_path, st.updates, None)?;
-        cut_log(&csv_path, st.updates, Some(CSV_HEADER))?;
+        cut_log(
+            &csv_path,
+            st.updates,
+            Some(&csv_header(logged_modules(&cfg, &st))),
+        )?;
         (cfg, st)
     } else {
-        if opts.resume {
+        if opts.resume && opts.notes {
             eprintln!(
                 "train: no checkpoint in {}; starting a new run",
                 opts.out.display()
             );
         }
+        let st = fresh_state(cfg)?;
         checkpoint::write_atomic(&jsonl_path, b"")?;
-        checkpoint::write_atomic(&csv_path, format!("{CSV_HEADER}\n").as_bytes())?;
-        (cfg.clone(), fresh_state(cfg)?)
+        let header = csv_header(logged_modules(cfg, &st));
+        checkpoint::write_atomic(&csv_path, format!("{header}\n").as_bytes())?;
+        (cfg.clone(), st)
     };
     checkpoint::write_atomic(&opts.out.join(CONFIG_FILE), cfg.to_toml()?.as_bytes())?;
     crate::provenance::record(&opts.out, st.frames)?;
-    Ok((lock, cfg, st))
+    // The event file is rebuilt from the (cut) log: after a kill, steps past the checkpoint
+    // are gone from both, so TensorBoard never shows an update twice or misses one.
+    let events = if opts.tensorboard {
+        let lines = log_values(&jsonl_path)?;
+        Some(crate::tensorboard::EventWriter::rebuild(
+            &opts.out,
+            &lines,
+            unix_now(),
+        )?)
+    } else {
+        None
+    };
+    Ok((lock, cfg, st, events))
+}
+
+/// Modules whose activity the logs carry: the RIM's, none for the LSTM.
+fn logged_modules(cfg: &TrainConfig, st: &State) -> usize {
+    if cfg.mode == metarim_core::nn::params::Mode::Lstm {
+        0
+    } else {
+        st.model.layout.dims().rim.n_modules
+    }
+}
+
+/// Seconds since the Unix epoch (0 on a clock before it).
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The lines of a `train.jsonl` (cut by [`cut_log`]: every line parses), as JSON values.
+fn log_values(path: &Path) -> Result<Vec<serde_json::Value>> {
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
 }
 
 /// Counts the episodes the last rollout finished into the task schedule and the rolling
@@ -577,11 +767,11 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
     cfg.validate()?;
     super::budget::check(cfg)?;
     // The lock is held until this function returns: no other process trains into `out`.
-    let (_lock, cfg, mut st) = open_run(cfg, opts)?;
+    let (_lock, cfg, mut st, mut events) = open_run(cfg, opts)?;
     let ck_path = opts.out.join(CHECKPOINT_FILE);
     let jsonl_path = opts.out.join("train.jsonl");
     let csv_path = opts.out.join("train.csv");
-    st.gpu = backend::select(&cfg, &st.model, cfg.procs)?;
+    st.gpu = backend::select(&cfg, &st.model, cfg.procs, opts.notes)?;
     let threads = thread_count(cfg.threads, cfg.procs.max(cfg.grad_shards));
     let mut grads = Grads::new(&st.model.layout, &cfg, threads)?;
     let mut jsonl = fs::OpenOptions::new()
@@ -617,6 +807,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
         } else {
             Vec::new()
         };
+        let explained = explained_variance(&st.slots);
         let us = learn(&cfg, &mut st, threads, &mut grads, &mut guard)?;
         let fpu = cfg.frames_per_update() as u64;
         st.frames += fpu;
@@ -650,6 +841,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
             level: level_before,
             episodes,
             return_mean: ret,
+            return_std: window_return_std(&st.recent),
             success_rate: success,
             episode_len: len,
             entropy: us.per_frame(us.entropy),
@@ -658,11 +850,22 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
             approx_kl: us.per_frame(us.approx_kl),
             clip_frac: us.per_frame(us.clipped),
             grad_norm: us.mean_grad_norm(),
-            module_activity: activity,
+            explained_variance: explained,
+            lr: st.optim.slow.lr,
+            fast_lr: st.optim.fast.lr,
             skipped_steps: us.skipped,
+            module_activity: activity,
+            unix_s: unix_now(),
         };
+        // The JSON line in the struct's field order; the event file takes the same values.
         writeln!(jsonl, "{}", serde_json::to_string(&line)?)?;
         writeln!(csv, "{}", line.csv())?;
+        if let Some(ev) = events.as_mut() {
+            ev.append(&serde_json::to_value(&line)?)?;
+        }
+        if let Some(hook) = &opts.on_update {
+            (hook.0)(&line);
+        }
         curve.push((line.frames, line.success_rate, line.return_mean));
         let msg = format!(
             "fps={:.0} return={:.3} success={:.3} level={}",
@@ -672,9 +875,13 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
             b.set_position(st.frames.min(cfg.frames));
             b.set_message(msg);
         } else if opts.progress && last_note.elapsed() > Duration::from_secs(10) {
+            let rate = (st.frames - start_frames) as f64 / started.elapsed().as_secs_f64();
             eprintln!(
-                "train: frames {}/{} update {} {msg}",
-                st.frames, cfg.frames, st.updates
+                "train: frames {}/{} update {} {msg} ETA {}",
+                st.frames,
+                cfg.frames,
+                st.updates,
+                format_eta(cfg.frames.saturating_sub(st.frames) as f64 / rate)
             );
             last_note = Instant::now();
         }
@@ -739,13 +946,27 @@ fn write_curve(out: &Path, level: &str, points: &[(u64, f64, f64)]) -> Result<()
     crate::plot::write_curve(&out.join("curve.png"), level, &pts)
 }
 
+/// A duration for a person: `42s`, `17m05s`, `3h12m`, `2d04h`; `?` when not finite.
+pub fn format_eta(secs: f64) -> String {
+    if !secs.is_finite() || secs < 0.0 {
+        return "?".into();
+    }
+    let s = secs.round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
 fn progress_bar(on: bool, total: u64, pos: u64) -> Option<indicatif::ProgressBar> {
     if !on || !std::io::stderr().is_terminal() {
         return None;
     }
     let bar = indicatif::ProgressBar::new(total);
     if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{elapsed_precise} [{bar:30}] {human_pos}/{human_len} frames {msg}",
+        "{elapsed_precise} [{bar:30}] {human_pos}/{human_len} frames, ETA {eta} {msg}",
     ) {
         bar.set_style(style.progress_chars("=> "));
     }
@@ -787,7 +1008,7 @@ pub fn bench(cfg: &TrainConfig, warmup: usize, updates: usize) -> Result<TrainBe
     cfg.validate()?;
     super::budget::check(cfg)?;
     let mut st = fresh_state(cfg)?;
-    st.gpu = backend::select(cfg, &st.model, cfg.procs)?;
+    st.gpu = backend::select(cfg, &st.model, cfg.procs, true)?;
     let threads = thread_count(cfg.threads, cfg.procs.max(cfg.grad_shards));
     let mut grads = Grads::new(&st.model.layout, cfg, threads)?;
     let mut guard = DivergenceGuard::new();

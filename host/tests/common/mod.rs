@@ -24,6 +24,9 @@ pub fn opts(out: &Path) -> RunOptions {
         resume: false,
         progress: false,
         stop_after_updates: None,
+        tensorboard: true,
+        notes: true,
+        on_update: None,
     }
 }
 
