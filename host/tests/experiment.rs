@@ -583,7 +583,7 @@ fn paper_smoke_writes_the_four_claim_lines() {
         ..options("sample-efficiency", 0.0002, &out)
     };
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments");
-    let claims = experiment::run_paper(&opts, &[dir]).unwrap();
+    let claims = experiment::run_paper(&opts, &[dir.clone()]).unwrap();
     assert_eq!(claims, out.join("claims.md"));
     for suite in experiment::PAPER_SUITES {
         assert!(out.join(suite).join("results.md").is_file(), "{suite}");
@@ -611,6 +611,26 @@ fn paper_smoke_writes_the_four_claim_lines() {
     }
     assert!(md.contains("P(meta-rim better)"), "{md}");
     assert!(md.contains("exact permutation, seeds 2 and 2"), "{md}");
+    // --report-only judges the suites that have finished and names the others.
+    let unfinished = out.join("zero-shot/runs");
+    let run = std::fs::read_dir(&unfinished)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    std::fs::remove_file(run.path().join("result.json")).unwrap();
+    let report_only = ExperimentOptions {
+        report_only: true,
+        ..opts.clone()
+    };
+    let claims = experiment::run_paper(&report_only, &[dir]).unwrap();
+    let md = std::fs::read_to_string(&claims).unwrap();
+    assert!(
+        md.contains("suite `zero-shot`: 7 of 8 runs finished"),
+        "{md}"
+    );
+    assert!(md.contains("claim 1 (faster learning): "), "{md}");
+    assert!(md.contains("sample-efficiency"), "{md}");
 }
 
 /// From a directory outside the repository, a suite is found by name (the repository the

@@ -900,23 +900,47 @@ pub fn load_finished(opts: &ExperimentOptions) -> Result<claims::SuiteRuns> {
 
 /// `metarim experiment paper`: every suite of [`PAPER_SUITES`] (found in `suite_dirs`) into
 /// `opts.out/SUITE` (each resumable, with `opts`' seeds and overrides), then the four claims'
-/// verdicts and evidence into `opts.out/claims.md`. Returns that file.
+/// verdicts and evidence into `opts.out/claims.md`. Returns that file. With `report_only`,
+/// trains nothing and judges the suites whose runs have all finished; the others are named in
+/// claims.md and their claims read inconclusive.
 pub fn run_paper(opts: &ExperimentOptions, suite_dirs: &[PathBuf]) -> Result<PathBuf> {
     let started = Instant::now();
     let mut finished = Vec::with_capacity(PAPER_SUITES.len());
+    let mut unfinished_notes = Vec::new();
     for name in PAPER_SUITES {
         let o = ExperimentOptions {
             suite: find_suite(name, suite_dirs)?,
             out: opts.out.join(name),
             ..opts.clone()
         };
+        if opts.report_only {
+            // Judge what has finished: a suite with unfinished runs is left out (its claims
+            // read inconclusive), and claims.md says so.
+            let suite = Suite::load(&o.suite, &o.overrides)?;
+            let planned = plan(&suite, o.seeds.unwrap_or(suite.seeds), &o.out);
+            let done = planned
+                .iter()
+                .filter(|r| finished_result(r, &suite.arms[r.arm], &suite).is_some())
+                .count();
+            if done < planned.len() {
+                unfinished_notes.push(format!(
+                    "- suite `{name}`: {done} of {} runs finished in {}: left out, the claims \
+                     that need it are inconclusive\n",
+                    planned.len(),
+                    o.out.display()
+                ));
+                finished.push(None);
+                continue;
+            }
+        }
         let s = run(&o).with_context(|| format!("suite {name}"))?;
         if opts.progress {
             eprintln!("experiment paper: {name}: {}", s.results.display());
         }
-        finished.push(load_finished(&o)?);
+        finished.push(Some(load_finished(&o)?));
     }
-    let verdicts = claims::claims(finished.first(), finished.get(1), finished.get(2))?;
+    let get = |i: usize| finished.get(i).and_then(Option::as_ref);
+    let verdicts = claims::claims(get(0), get(1), get(2))?;
     let mut md = String::from("# The paper's claims\n\n");
     md.push_str(&format!(
         "- command: `{}`\n- commit: {}\n- machine: {}\n- wall time of this invocation: {:.0} s\n- suites: {}\n\n",
@@ -930,6 +954,11 @@ pub fn run_paper(opts: &ExperimentOptions, suite_dirs: &[PathBuf]) -> Result<Pat
             .collect::<Vec<_>>()
             .join(", ")
     ));
+    if !unfinished_notes.is_empty() {
+        md.push_str("Not judged (--report-only on suites still running):\n\n");
+        md.push_str(&unfinished_notes.concat());
+        md.push('\n');
+    }
     md.push_str(&claims::markdown(&verdicts));
     let path = opts.out.join(CLAIMS_FILE);
     write_atomic(&path, md.as_bytes())?;
