@@ -583,7 +583,7 @@ fn paper_smoke_writes_the_four_claim_lines() {
         ..options("sample-efficiency", 0.0002, &out)
     };
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments");
-    let claims = experiment::run_paper(&opts, &[dir.clone()]).unwrap();
+    let claims = experiment::run_paper(&opts, std::slice::from_ref(&dir)).unwrap();
     assert_eq!(claims, out.join("claims.md"));
     for suite in experiment::PAPER_SUITES {
         assert!(out.join(suite).join("results.md").is_file(), "{suite}");
