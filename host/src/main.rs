@@ -193,6 +193,46 @@ struct ExperimentArgs {
     /// (experiments/README.md, "Archived runs").
     #[arg(long, value_name = "DIR", conflicts_with = "report_only")]
     archive: Option<PathBuf>,
+    /// Submit the suite to Slurm instead of running it here: a job array with one task per
+    /// run (each `--run-index I` on the shared OUT) and a report job that runs after all of
+    /// them (`--report-only`). The scripts go to OUT/slurm/ (docs/SCALING.md).
+    #[arg(long, conflicts_with_all = ["report_only", "archive", "run_index", "status"])]
+    slurm: bool,
+    /// With --slurm: the partition (default: the cluster's).
+    #[arg(long, requires = "slurm")]
+    partition: Option<String>,
+    /// With --slurm: time limit per task, as sbatch takes it (e.g. 04:00:00); a task told its
+    /// limit is near checkpoints and requeues itself.
+    #[arg(long, requires = "slurm")]
+    time: Option<String>,
+    /// With --slurm: CPUs per task (default: --threads).
+    #[arg(long, requires = "slurm")]
+    cpus_per_task: Option<usize>,
+    /// With --slurm: generic resources per task, e.g. gpu:1 (with --backend cuda).
+    #[arg(long, requires = "slurm")]
+    gres: Option<String>,
+    /// With --slurm: one more #SBATCH option for both jobs, e.g. --sbatch-option=--mem=8G
+    /// (repeatable).
+    #[arg(
+        long = "sbatch-option",
+        value_name = "OPT",
+        requires = "slurm",
+        allow_hyphen_values = true
+    )]
+    sbatch_option: Vec<String>,
+    /// With --slurm: write and print the scripts, submit nothing.
+    #[arg(long, requires = "slurm")]
+    dry_run: bool,
+    /// Train and evaluate only run I of the plan (0-based; runs are ordered seed by seed, arm by
+    /// arm), resuming it; what each Slurm array task runs. On SIGTERM or SIGUSR1 it saves a
+    /// checkpoint and exits with status 75 (after SIGUSR1 inside a Slurm job, it first
+    /// requeues itself).
+    #[arg(long, value_name = "I", conflicts_with_all = ["report_only", "archive", "status"])]
+    run_index: Option<usize>,
+    /// Train nothing: print each planned run's state (done, running, stopped, trained,
+    /// failed, missing), read from OUT's run directories.
+    #[arg(long, conflicts_with_all = ["report_only", "archive"])]
+    status: bool,
 }
 
 #[derive(Args, Debug)]
@@ -777,6 +817,7 @@ fn cmd_train(a: TrainArgs) -> Result<ExitCode> {
         tensorboard: !a.no_tensorboard,
         notes: true,
         on_update: None,
+        stop: None,
     };
     eprintln!(
         "train: {} preset={} mode={} frames={} procs={} threads={} memory~{:.0}MiB out={}",
@@ -807,11 +848,18 @@ fn non_negative_secs(s: &str) -> std::result::Result<f64, String> {
 }
 
 fn cmd_experiment(a: ExperimentArgs) -> Result<ExitCode> {
-    if a.backend != "cpu" {
+    // Parallel runs in one process share the machine: the CPU. One run per process (a Slurm
+    // task, `--run-index`) may use a GPU of its own.
+    let one_run_per_process =
+        a.slurm || a.run_index.is_some() || a.status || a.report_only || a.archive.is_some();
+    if a.backend != "cpu" && !one_run_per_process {
         anyhow::bail!(
-            "--backend {}: experiments run on the cpu backend (train single runs with `metarim train --backend cuda`)",
+            "--backend {}: experiments run on the cpu backend (train single runs with `metarim train --backend cuda`, or a suite's runs one per Slurm task with --slurm)",
             a.backend
         );
+    }
+    if a.cpus_per_task == Some(0) {
+        anyhow::bail!("--cpus-per-task must be > 0");
     }
     if a.threads == 0 {
         anyhow::bail!("--threads must be > 0 (threads per run)");
@@ -882,6 +930,65 @@ fn cmd_experiment(a: ExperimentArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    if paper && (a.slurm || a.run_index.is_some() || a.status) {
+        anyhow::bail!(
+            "--slurm, --run-index and --status take one suite at a time (not `paper`): \
+             submit sample-efficiency, curriculum and zero-shot each with its own --out"
+        );
+    }
+    if a.status {
+        return experiment_status(&opts);
+    }
+    if let Some(index) = a.run_index {
+        return experiment_run_index(&opts, index);
+    }
+    if a.slurm {
+        let mut extra = vec!["--backend".to_string(), a.backend.clone()];
+        if a.quiet {
+            extra.push("--quiet".into());
+        }
+        if a.no_tensorboard {
+            extra.push("--no-tensorboard".into());
+        }
+        extra.extend(["--progress-every".into(), a.progress_every.to_string()]);
+        let slurm = host::experiment::slurm::SlurmOptions {
+            partition: a.partition.clone(),
+            time: a.time.clone(),
+            cpus_per_task: a.cpus_per_task,
+            gres: a.gres.clone(),
+            extra: a.sbatch_option.clone(),
+            dry_run: a.dry_run,
+        };
+        let sub = host::experiment::slurm::submit(&opts, &slurm, &extra)?;
+        if a.dry_run {
+            for p in [&sub.array_script, &sub.report_script] {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading {}", p.display()))?;
+                println!("# {}\n{text}", p.display());
+            }
+            println!(
+                "dry run: would submit `sbatch --parsable {}`, then `sbatch --parsable \
+                 --dependency=afterok:<array job> {}`",
+                sub.array_script.display(),
+                sub.report_script.display()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        let (array, report) = (
+            sub.array_job.unwrap_or_default(),
+            sub.report_job.unwrap_or_default(),
+        );
+        println!(
+            "slurm: array job {array} ({} tasks), report job {report} (after all of them); \
+             scripts and task output in {}",
+            sub.tasks,
+            sub.array_script
+                .parent()
+                .map_or_else(String::new, |d| d.display().to_string())
+        );
+        println!("slurm: array={array} report={report} tasks={}", sub.tasks);
+        return Ok(ExitCode::SUCCESS);
+    }
     if paper {
         let claims = host::experiment::run_paper(&opts, &suite_dirs)?;
         println!("claims: {}", claims.display());
@@ -901,6 +1008,86 @@ fn cmd_experiment(a: ExperimentArgs) -> Result<ExitCode> {
         s.finished,
         s.out.display()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `metarim experiment --run-index I`: one run, stopped cleanly by SIGTERM or SIGUSR1.
+fn experiment_run_index(
+    opts: &host::experiment::ExperimentOptions,
+    index: usize,
+) -> Result<ExitCode> {
+    use host::experiment::slurm::{requeue_self, StopSignals, STOPPED_EXIT_CODE};
+    let signals = StopSignals::install()?;
+    match host::experiment::run_one(opts, index, Some(std::sync::Arc::clone(&signals.stop))) {
+        Ok(o) => {
+            println!(
+                "experiment: run {}/{} {} {} frames={} success={:.3}",
+                index + 1,
+                o.of,
+                o.name,
+                if o.skipped {
+                    "finished earlier"
+                } else {
+                    "done"
+                },
+                o.result.frames,
+                o.result.final_success
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) if e.downcast_ref::<host::experiment::Stopped>().is_some() => {
+            eprintln!("experiment: {e:#}");
+            // SIGUSR1 is Slurm's warning that the time limit is near: the task asks to be run
+            // again. SIGTERM (scancel, or a preemption that requeues by itself) does not.
+            if signals.got_usr1() {
+                match requeue_self() {
+                    Ok(Some(job)) => eprintln!("experiment: requeued Slurm job {job}"),
+                    Ok(None) => {}
+                    Err(e) => eprintln!("experiment: warning: {e:#}"),
+                }
+            }
+            Ok(ExitCode::from(STOPPED_EXIT_CODE))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `metarim experiment --status`: a line per planned run and the counts.
+fn experiment_status(opts: &host::experiment::ExperimentOptions) -> Result<ExitCode> {
+    let rows = host::experiment::status(opts)?;
+    let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(3).max(3);
+    println!(
+        "{:>5}  {:<width$}  {:<8}  {:>23}  detail",
+        "index", "run", "state", "frames"
+    );
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for r in &rows {
+        let detail = match &r.state {
+            host::experiment::RunState::Running(d) | host::experiment::RunState::Failed(d) => {
+                d.clone()
+            }
+            _ => String::new(),
+        };
+        println!(
+            "{:>5}  {:<width$}  {:<8}  {:>23}  {detail}",
+            r.index,
+            r.name,
+            r.state.word(),
+            format!("{}/{}", r.frames, r.budget),
+        );
+        match counts.iter_mut().find(|(w, _)| *w == r.state.word()) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((r.state.word(), 1)),
+        }
+    }
+    let summary: Vec<String> = ["done", "running", "stopped", "trained", "failed", "missing"]
+        .iter()
+        .map(|w| {
+            let n = counts.iter().find(|(c, _)| c == w).map_or(0, |(_, n)| *n);
+            format!("{w} {n}")
+        })
+        .collect();
+    println!("{} runs: {}", rows.len(), summary.join(", "));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -493,6 +493,7 @@ fn ablations_smoke_resumes_an_interrupted_run() {
         tensorboard: true,
         notes: true,
         on_update: None,
+        stop: None,
     };
     let stopped = train(&first.config, &partial).unwrap();
     assert!(stopped.frames < first.config.frames);
@@ -512,6 +513,7 @@ fn ablations_smoke_resumes_an_interrupted_run() {
         tensorboard: true,
         notes: true,
         on_update: None,
+        stop: None,
     };
     train(&first.config, &uninterrupted).unwrap();
     assert_eq!(

@@ -36,6 +36,7 @@ fn run(cfg: &TrainConfig, name: &str) -> anyhow::Result<PathBuf> {
             tensorboard: true,
             notes: true,
             on_update: None,
+            stop: None,
         },
     )?
     .checkpoint)

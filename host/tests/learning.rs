@@ -36,6 +36,7 @@ fn learns(mode: &str) {
             tensorboard: true,
             notes: true,
             on_update: None,
+            stop: None,
         },
     )
     .unwrap();

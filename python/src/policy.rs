@@ -146,6 +146,7 @@ pub fn create_checkpoint(
         tensorboard: true,
         notes: true,
         on_update: None,
+        stop: None,
     };
     py.allow_threads(|| -> Result<String, String> {
         let summary = train(&cfg, &opts).map_err(|e| format!("{e:#}"))?;

@@ -22,6 +22,7 @@
 pub mod claims;
 pub mod metrics;
 pub mod report;
+pub mod slurm;
 pub mod spec;
 
 use std::path::{Path, PathBuf};
@@ -401,7 +402,9 @@ pub fn finished_result(run: &PlannedRun, arm: &Arm, suite: &Suite) -> Option<Run
 }
 
 /// Train (or resume) one run to its budget, evaluate its final checkpoint and write its
-/// `result.json`. `notes` and `tensorboard` as in [`RunOptions`]; `hook` sees every log line.
+/// `result.json`. `notes`, `tensorboard` and `stop` as in [`RunOptions`]; `hook` sees every
+/// log line. A run stopped through `stop` is an error of type [`Stopped`] (its checkpoint is
+/// saved; running it again resumes).
 pub fn execute(
     run: &PlannedRun,
     arm: &Arm,
@@ -409,15 +412,24 @@ pub fn execute(
     notes: bool,
     tensorboard: bool,
     hook: Option<UpdateHook>,
+    stop: Option<Arc<AtomicBool>>,
 ) -> Result<RunResult> {
     let opts = RunOptions {
         resume: true,
         notes,
         tensorboard,
         on_update: hook,
+        stop,
         ..RunOptions::new(&run.dir)
     };
     let summary = train(&run.config, &opts)?;
+    if summary.stopped {
+        return Err(Stopped {
+            frames: summary.frames,
+            budget: run.config.frames,
+        }
+        .into());
+    }
     let ck = checkpoint::load(&summary.checkpoint)?;
     let eval_opts = EvalOptions {
         episodes: suite.eval.episodes,
@@ -689,7 +701,15 @@ pub fn run(opts: &ExperimentOptions) -> Result<ExperimentSummary> {
             )),
             None => {
                 let hook = opts.status_every.map(|_| status.hook(i));
-                let r = execute(run, arm, &suite, opts.run_notes, opts.tensorboard, hook);
+                let r = execute(
+                    run,
+                    arm,
+                    &suite,
+                    opts.run_notes,
+                    opts.tensorboard,
+                    hook,
+                    None,
+                );
                 r.map(|r| (r, false))
             }
         };
@@ -963,4 +983,214 @@ pub fn run_paper(opts: &ExperimentOptions, suite_dirs: &[PathBuf]) -> Result<Pat
     let path = opts.out.join(CLAIMS_FILE);
     write_atomic(&path, md.as_bytes())?;
     Ok(path)
+}
+
+/// A run stopped before its budget by [`RunOptions::stop`] (a signal), its progress saved in
+/// its checkpoint: not a failure, but not finished either.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stopped {
+    /// Frames in the checkpoint it saved.
+    pub frames: u64,
+    /// Its budget.
+    pub budget: u64,
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "stopped by signal at {} of {} frames (checkpoint saved; running it again resumes)",
+            self.frames, self.budget
+        )
+    }
+}
+
+impl std::error::Error for Stopped {}
+
+/// What [`run_one`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunOneOutcome {
+    /// The run's directory name (`<arm>-seed<k>`).
+    pub name: String,
+    /// Runs in the plan.
+    pub of: usize,
+    /// It had finished earlier and was not rerun.
+    pub skipped: bool,
+    /// Its result.
+    pub result: RunResult,
+}
+
+/// Train (or resume) and evaluate only run `index` (0-based, in [`plan`] order) of the suite
+/// `opts` describes: one task of a cluster job array ([`slurm`]). A finished run is not
+/// rerun. `stop` as in [`RunOptions::stop`]: once raised, the run saves its checkpoint and this
+/// returns a [`Stopped`] error. Progress lines go to stderr every `opts.status_every`.
+pub fn run_one(
+    opts: &ExperimentOptions,
+    index: usize,
+    stop: Option<Arc<AtomicBool>>,
+) -> Result<RunOneOutcome> {
+    let suite = Suite::load(&opts.suite, &opts.overrides)?;
+    if opts.seeds == Some(0) {
+        bail!("--seeds must be > 0");
+    }
+    let seeds = opts.seeds.unwrap_or(suite.seeds);
+    let plan = plan(&suite, seeds, &opts.out);
+    let Some(run) = plan.get(index) else {
+        bail!(
+            "--run-index {index}: the suite {} with {seeds} seeds plans {} runs (indices 0..{})",
+            suite.name,
+            plan.len(),
+            plan.len().saturating_sub(1)
+        );
+    };
+    let arm = &suite.arms[run.arm];
+    let name = run_dir_name(&arm.name, run.seed);
+    if let Some(result) = finished_result(run, arm, &suite) {
+        return Ok(RunOneOutcome {
+            name,
+            of: plan.len(),
+            skipped: true,
+            result,
+        });
+    }
+    std::fs::create_dir_all(&run.dir)
+        .with_context(|| format!("creating run directory {}", run.dir.display()))?;
+    if opts.progress {
+        eprintln!(
+            "experiment: suite={} run {}/{} {name} threads={} out={}",
+            suite.name,
+            index + 1,
+            plan.len(),
+            opts.overrides.threads,
+            run.dir.display()
+        );
+    }
+    let hook = opts.status_every.map(|every| {
+        let budget = run.config.frames;
+        let last = Arc::new(Mutex::new(None::<Instant>));
+        let name = name.clone();
+        UpdateHook(Arc::new(move |line| {
+            let Ok(mut last) = last.lock() else { return };
+            if last.is_some_and(|t| t.elapsed() < every) {
+                return;
+            }
+            *last = Some(Instant::now());
+            eprintln!(
+                "experiment: {name}: {}/{} frames, {:.0} fps, success {:.3}",
+                report::thousands(line.frames),
+                report::thousands(budget),
+                line.fps,
+                line.success_rate
+            );
+        }))
+    });
+    let result = execute(
+        run,
+        arm,
+        &suite,
+        opts.run_notes,
+        opts.tensorboard,
+        hook,
+        stop,
+    )
+    .with_context(|| format!("run {name} ({})", run.dir.display()))?;
+    Ok(RunOneOutcome {
+        name,
+        of: plan.len(),
+        skipped: false,
+        result,
+    })
+}
+
+/// Where a planned run stands, from its directory alone ([`status`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunState {
+    /// Finished: its `result.json` is of this plan ([`finished_result`]).
+    Done,
+    /// A process holds its lock (what it wrote about itself: pid, host, start time).
+    Running(String),
+    /// Stopped cleanly before its budget (a signal, or a stop): its checkpoint resumes.
+    Stopped,
+    /// Trained to its budget but without a `result.json` of this plan: being evaluated now, or
+    /// its evaluation did not finish (running it again evaluates it).
+    Trained,
+    /// Its last process died without releasing the lock (killed, crashed, or a node lost),
+    /// or it stopped with an error (what the lock or the directory says).
+    Failed(String),
+    /// Not started: no directory, or one with nothing trained in it.
+    Missing,
+}
+
+impl RunState {
+    /// One word for a table: done, running, stopped, trained, failed, missing.
+    pub fn word(&self) -> &'static str {
+        match self {
+            RunState::Done => "done",
+            RunState::Running(_) => "running",
+            RunState::Stopped => "stopped",
+            RunState::Trained => "trained",
+            RunState::Failed(_) => "failed",
+            RunState::Missing => "missing",
+        }
+    }
+}
+
+/// One row of [`status`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunStatusRow {
+    /// Index in the plan (`--run-index`).
+    pub index: usize,
+    /// `<arm>-seed<k>`.
+    pub name: String,
+    /// Its state.
+    pub state: RunState,
+    /// Frames in its checkpoint (0 without one).
+    pub frames: u64,
+    /// Its budget.
+    pub budget: u64,
+}
+
+/// The state of every planned run of the suite `opts` describes, in plan order, read from the
+/// run directories alone (so it works from any machine that sees the output directory, while
+/// the runs go on elsewhere). Reads only: no lock is taken.
+pub fn status(opts: &ExperimentOptions) -> Result<Vec<RunStatusRow>> {
+    use crate::train::rundir::{probe, LockState};
+    let suite = Suite::load(&opts.suite, &opts.overrides)?;
+    if opts.seeds == Some(0) {
+        bail!("--seeds must be > 0");
+    }
+    let seeds = opts.seeds.unwrap_or(suite.seeds);
+    let plan = plan(&suite, seeds, &opts.out);
+    let mut rows = Vec::with_capacity(plan.len());
+    for (index, run) in plan.iter().enumerate() {
+        let arm = &suite.arms[run.arm];
+        let ck = run.dir.join(CHECKPOINT_FILE);
+        // The frame count is in the checkpoint's header; a checkpoint being replaced right now
+        // is read whole or not at all (atomic writes), and an unreadable one counts as 0.
+        let frames = checkpoint::load(&ck).map_or(0, |c| c.meta.frames);
+        let state = if !run.dir.is_dir() {
+            RunState::Missing
+        } else {
+            match probe(&run.dir)? {
+                LockState::Held(holder) => RunState::Running(holder),
+                _ if finished_result(run, arm, &suite).is_some() => RunState::Done,
+                LockState::Stale(holder) => {
+                    RunState::Failed(format!("its process died while training ({holder})"))
+                }
+                LockState::Released if frames >= run.config.frames && ck.exists() => {
+                    RunState::Trained
+                }
+                LockState::Released if ck.exists() => RunState::Stopped,
+                LockState::Released | LockState::Absent => RunState::Missing,
+            }
+        };
+        rows.push(RunStatusRow {
+            index,
+            name: run_dir_name(&arm.name, run.seed),
+            state,
+            frames,
+            budget: run.config.frames,
+        });
+    }
+    Ok(rows)
 }

@@ -9,6 +9,8 @@ use std::collections::VecDeque;
 use std::fs;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -57,6 +59,10 @@ pub struct RunOptions {
     pub notes: bool,
     /// Called with every log line as it is written (e.g. `metarim experiment`'s progress).
     pub on_update: Option<UpdateHook>,
+    /// Checked after every update: once it reads true, training saves a checkpoint and returns
+    /// early with [`RunSummary::stopped`] set (a signal handler raises it, so a preempted or
+    /// time-limited cluster job keeps its progress; [`crate::experiment::slurm`]).
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl RunOptions {
@@ -71,6 +77,7 @@ impl RunOptions {
             tensorboard: true,
             notes: true,
             on_update: None,
+            stop: None,
         }
     }
 }
@@ -102,6 +109,9 @@ pub struct RunSummary {
     pub fps: f64,
     /// The final checkpoint.
     pub checkpoint: PathBuf,
+    /// Training stopped before the budget because [`RunOptions::stop`] was raised (the
+    /// checkpoint holds the progress so far; a resume continues from it).
+    pub stopped: bool,
 }
 
 /// One line of the per-update log.
@@ -798,6 +808,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
         0.0
     };
     let mut guard = DivergenceGuard::new();
+    let mut stopped = false;
     while st.frames < cfg.frames {
         let t0 = Instant::now();
         collect_rollout(&cfg, &mut st, threads)?;
@@ -885,7 +896,9 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
             );
             last_note = Instant::now();
         }
-        let stop_here = opts.stop_after_updates.is_some_and(|n| updates_here >= n);
+        stopped =
+            opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) && st.frames < cfg.frames;
+        let stop_here = opts.stop_after_updates.is_some_and(|n| updates_here >= n) || stopped;
         if st.updates % cfg.save_interval as u64 == 0 || st.frames >= cfg.frames || stop_here {
             save(&cfg, &st, &ck_path)?;
         }
@@ -911,6 +924,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
         mean_return,
         fps: (st.frames - start_frames) as f64 / secs,
         checkpoint: ck_path,
+        stopped,
     };
     write_curve(&opts.out, &summary.level, &curve)?;
     Ok(summary)

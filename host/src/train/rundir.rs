@@ -93,6 +93,48 @@ impl Drop for RunDirLock {
     }
 }
 
+/// What a run directory's lock file says about its owner, seen from outside ([`probe`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LockState {
+    /// No lock file: no process has trained here.
+    Absent,
+    /// A live process holds the lock (its pid, host and start time, as it wrote them).
+    Held(String),
+    /// Nobody holds it and the last holder released it cleanly.
+    Released,
+    /// Nobody holds it but the last holder did not release it: it was killed or crashed
+    /// (what it wrote about itself).
+    Stale(String),
+}
+
+/// The state of `dir`'s lock, without taking it and without writing to the lock file: a
+/// shared lock is tried (and dropped at once), which fails exactly while a training process
+/// holds its exclusive one. On a shared filesystem this sees holders on other machines where
+/// the filesystem forwards `flock` (NFSv4, Lustre and GPFS do).
+pub fn probe(dir: &Path) -> Result<LockState> {
+    let path = dir.join(LOCK_FILE);
+    let mut file = match OpenOptions::new().read(true).open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LockState::Absent),
+        Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+    };
+    match file.try_lock_shared() {
+        Ok(()) => {
+            let holder = read_holder(&mut file);
+            // Closing the file drops the shared lock.
+            Ok(if holder.is_empty() {
+                LockState::Released
+            } else {
+                LockState::Stale(holder)
+            })
+        }
+        Err(TryLockError::WouldBlock) => Ok(LockState::Held(read_holder(&mut file))),
+        Err(TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
 fn read_holder(file: &mut File) -> String {
     let mut text = String::new();
     let _ = file.seek(SeekFrom::Start(0));
@@ -153,6 +195,26 @@ mod tests {
         drop(first);
         let again = RunDirLock::acquire(dir.path()).unwrap();
         assert!(again.stale.is_none(), "a clean release is not stale");
+    }
+
+    #[test]
+    fn probe_tells_held_released_stale_and_absent_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(probe(dir.path()).unwrap(), LockState::Absent);
+        let lock = RunDirLock::acquire(dir.path()).unwrap();
+        match probe(dir.path()).unwrap() {
+            LockState::Held(h) => assert!(h.contains(&std::process::id().to_string()), "{h}"),
+            other => panic!("{other:?}"),
+        }
+        drop(lock);
+        assert_eq!(probe(dir.path()).unwrap(), LockState::Released);
+        fs::write(dir.path().join(LOCK_FILE), "pid 4194304 on elsewhere").unwrap();
+        assert_eq!(
+            probe(dir.path()).unwrap(),
+            LockState::Stale("pid 4194304 on elsewhere".into())
+        );
+        // Probing takes nothing: the directory can still be locked.
+        RunDirLock::acquire(dir.path()).unwrap();
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub fn opts(out: &Path) -> RunOptions {
         tensorboard: true,
         notes: true,
         on_update: None,
+        stop: None,
     }
 }
 
