@@ -135,7 +135,8 @@ up() {
     write_conf
     start_munge
     if ! running "$dir/slurmctld.pid"; then
-        slurmctld -i
+        # Cold start (-c): no job of an earlier cluster comes back to take CPUs from the tests.
+        slurmctld -c
     fi
     for _ in $(seq 1 30); do scontrol ping >/dev/null 2>&1 && break; sleep 1; done
     scontrol ping >/dev/null 2>&1 || { tail -n 20 "$dir/log/slurmctld.log" >&2; die "slurmctld does not answer"; }

@@ -261,8 +261,11 @@ fn a_suite_on_slurm_matches_the_same_suite_run_locally() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    signal(&["--batch", "--signal=USR1", &task0]);
+    // Task 1 first: a plain cancel returns at once, while scancel --signal on an array task
+    // may keep retrying for seconds after delivering the signal (see `signal`), long enough
+    // for a 19,200-frame run to finish before it could be cancelled.
     signal(&[&task1]);
+    signal(&["--batch", "--signal=USR1", &task0]);
     let t0 = Instant::now();
     loop {
         let st = states(&format!("{task0},{task1}"));
