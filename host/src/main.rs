@@ -1208,6 +1208,7 @@ fn cmd_play(a: AgentPlayArgs) -> Result<ExitCode> {
             Some(path) => {
                 let opts = RenderOptions {
                     annotation: Some(Annotation {
+                        mission: env.mission.as_str(),
                         active,
                         caption: &cap,
                     }),

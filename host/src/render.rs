@@ -182,13 +182,19 @@ impl Frame {
     }
 }
 
-/// What to draw below the grid: which RIM modules were active and a caption line.
+/// What to draw below the grid: the mission, which RIM modules were active and a caption line.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Annotation<'a> {
+    /// The episode's mission (BabyAI's instruction), shown as `mission: ...` in as many rows as
+    /// it needs at the frame's width: words are wrapped, never cut (a word longer than a row
+    /// is split across rows); only text beyond 32 rows, far more than any BabyAI mission
+    /// needs, is cut (ending in `...`). Empty: no mission rows.
+    pub mission: &'a str,
     /// One square per module, filled when active. Squares shrink to fit the frame's width;
     /// when there are more modules than pixels, only the first ones are shown.
     pub active: &'a [bool],
-    /// One line of text (see [`caption`]), cut at the frame's right edge.
+    /// One line of text (see [`caption`]: the step, its action and reward), cut at the frame's
+    /// right edge.
     pub caption: &'a str,
 }
 
@@ -201,7 +207,8 @@ pub struct RenderOptions<'a> {
     /// Lighten the cells the agent sees (minigrid's `highlight`); default on.
     pub highlight: bool,
     /// The annotation strip below the grid; default none. Its height depends only on the tile
-    /// size, so every annotated frame of one grid has the same size.
+    /// size, the grid's width and the mission's row count, so every annotated frame of one
+    /// episode (one grid, one mission) has the same size.
     pub annotation: Option<Annotation<'a>>,
 }
 
@@ -239,10 +246,9 @@ pub fn caption(step: u32, action: Option<Action>, reward: f32) -> String {
 pub fn frame_size(env: &Env, opts: &RenderOptions) -> (u32, u32) {
     let t = opts.tile_size.clamp(MIN_TILE_SIZE, MAX_TILE_SIZE);
     let (gw, gh) = grid_dims(env);
-    let strip = if opts.annotation.is_some() {
-        Strip::new(t).height
-    } else {
-        0
+    let strip = match &opts.annotation {
+        Some(a) => Strip::new(t, gw * t, a.mission).height,
+        None => 0,
     };
     (gw * t, gh * t + strip)
 }
@@ -277,7 +283,7 @@ pub fn render_frame(env: &Env, opts: &RenderOptions) -> Frame {
         }
     }
     if let Some(a) = &opts.annotation {
-        Strip::new(t).draw(&mut frame, gh * t, a);
+        Strip::new(t, width, a.mission).draw(&mut frame, gh * t, a);
     }
     frame
 }
@@ -475,32 +481,74 @@ fn in_triangle(p: (f64, f64), a: (f64, f64), b: (f64, f64), c: (f64, f64)) -> bo
     u >= 0.0 && v >= 0.0 && u + v < 1.0
 }
 
-/// Layout of the annotation strip for one tile size.
+/// Layout of the annotation strip for one tile size, frame width and mission: the mission's
+/// rows, then the module squares, then the caption.
 struct Strip {
     /// Text scale (pixels per font pixel).
     scale: u32,
-    /// Margin around and between the two rows.
+    /// Margin around and between the parts.
     pad: u32,
     /// Side of a module square when they fit.
     square: u32,
+    /// The mission's text rows (none without a mission).
+    mission: Vec<String>,
+    /// Height of the mission's rows with the margin under them (0 without a mission).
+    mission_height: u32,
     /// Total height.
     height: u32,
 }
 
+/// Font pixels between two rows of text.
+const ROW_GAP: u32 = 3;
+
+/// At most this many mission rows: enough for any BabyAI mission at any frame width the
+/// levels have, while a pathological caller's text cannot make a frame arbitrarily tall (the
+/// last row then ends in `...`).
+const MAX_MISSION_ROWS: usize = 32;
+
 impl Strip {
-    fn new(tile: u32) -> Strip {
+    fn new(tile: u32, width: u32, mission: &str) -> Strip {
         let scale = (tile / DEFAULT_TILE_SIZE).max(1);
         let pad = 4 * scale;
         let square = tile / 2;
+        let columns = text_columns(width.saturating_sub(2 * pad), scale);
+        let mut mission = if mission.trim().is_empty() {
+            Vec::new()
+        } else {
+            wrap_words(&format!("mission: {}", mission.trim()), columns)
+        };
+        if mission.len() > MAX_MISSION_ROWS {
+            mission.truncate(MAX_MISSION_ROWS);
+            if let Some(last) = mission.last_mut() {
+                let keep = columns.saturating_sub(3);
+                *last = last.chars().take(keep).chain("...".chars()).collect();
+            }
+        }
+        let rows = u32::try_from(mission.len()).unwrap_or(u32::MAX);
+        let mission_height = if rows == 0 {
+            0
+        } else {
+            rows.saturating_mul((GLYPH_H + ROW_GAP) * scale) - ROW_GAP * scale + pad
+        };
         Strip {
             scale,
             pad,
             square,
-            height: pad + square + pad + GLYPH_H * scale + pad,
+            mission,
+            mission_height,
+            height: (pad + square + pad + GLYPH_H * scale + pad).saturating_add(mission_height),
         }
     }
 
     fn draw(&self, frame: &mut Frame, y0: u32, a: &Annotation) {
+        for (k, row) in self.mission.iter().enumerate() {
+            let k = u32::try_from(k).unwrap_or(u32::MAX);
+            let y =
+                (y0 + self.pad).saturating_add(k.saturating_mul((GLYPH_H + ROW_GAP) * self.scale));
+            draw_text(frame, self.pad, y, self.scale, row, TEXT_RGB);
+        }
+        // The squares and the caption go under the mission's rows.
+        let y0 = y0.saturating_add(self.mission_height);
         let avail = frame.width.saturating_sub(2 * self.pad);
         let n = u32::try_from(a.active.len()).unwrap_or(u32::MAX);
         if n > 0 && avail > 0 {
@@ -645,6 +693,41 @@ const FONT_5X7: [[u8; 5]; 95] = [
 fn glyph(ch: char) -> &'static [u8; 5] {
     let i = (ch as u32).wrapping_sub(' ' as u32) as usize;
     FONT_5X7.get(i).unwrap_or(&FONT_5X7[(b'?' - b' ') as usize])
+}
+
+/// How many characters of the built-in font at `scale` fit in `width` pixels (at least 1: the
+/// last character needs no spacing after it).
+fn text_columns(width: u32, scale: u32) -> usize {
+    let scale = scale.max(1);
+    (width.saturating_add(scale) / (ADVANCE * scale)).max(1) as usize
+}
+
+/// `text` in rows of at most `columns` characters, broken at spaces; a word longer than a row
+/// is split across rows, so no character is lost (runs of spaces become one).
+fn wrap_words(text: &str, columns: usize) -> Vec<String> {
+    let columns = columns.max(1);
+    let mut rows: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    for word in text.split_whitespace() {
+        let mut word: Vec<char> = word.chars().collect();
+        let cur_len = cur.chars().count();
+        if cur_len > 0 && cur_len + 1 + word.len() <= columns {
+            cur.push(' ');
+            cur.extend(word);
+            continue;
+        }
+        if cur_len > 0 {
+            rows.push(std::mem::take(&mut cur));
+        }
+        while word.len() > columns {
+            rows.push(word.drain(..columns).collect());
+        }
+        cur = word.into_iter().collect();
+    }
+    if !cur.is_empty() {
+        rows.push(cur);
+    }
+    rows
 }
 
 /// Draw one line of `text` with its top-left corner at `(x, y)`, `scale` pixels per font
@@ -927,6 +1010,91 @@ mod tests {
         assert_eq!(highlight([0, 0, 0]), [76, 76, 76]);
         assert_eq!(highlight(AGENT_RGB), [255, 76, 76]);
         assert_eq!(locked_inside([255, 0, 0]), [114, 0, 0]);
+    }
+
+    #[test]
+    fn missions_wrap_at_spaces_and_lose_no_character() {
+        let m = "mission: pick up the red ball after you open the grey door";
+        let rows = wrap_words(m, 20);
+        assert!(rows.iter().all(|r| r.chars().count() <= 20), "{rows:?}");
+        assert_eq!(rows.join(" "), m);
+        assert_eq!(rows[0], "mission: pick up the");
+        // A word longer than a row is split, not cut.
+        let rows = wrap_words("abcdefghij xy", 4);
+        assert_eq!(rows, ["abcd", "efgh", "ij", "xy"]);
+        assert!(wrap_words("   ", 5).is_empty());
+        assert_eq!(wrap_words("a b", 0), ["a", "b"]);
+        // 256 pixels at scale 1 hold 42 characters of 6 pixels (the last needs 5).
+        assert_eq!(text_columns(256, 1), 42);
+        assert_eq!(text_columns(0, 1), 1);
+        // A pathological mission stops at the row limit instead of growing the frame.
+        let huge = "word ".repeat(10_000);
+        let strip = Strip::new(DEFAULT_TILE_SIZE, 256, &huge);
+        assert_eq!(strip.mission.len(), MAX_MISSION_ROWS);
+        assert!(strip.mission[MAX_MISSION_ROWS - 1].ends_with("..."));
+        assert!(strip.mission.iter().all(|r| r.chars().count() <= 42));
+    }
+
+    #[test]
+    fn frames_show_the_mission_rows_and_the_action() {
+        use metarim_core::levels::Level;
+        let mut env = Env::new(8, 8).unwrap();
+        Level::from_id("BabyAI-GoToLocal-v0")
+            .unwrap()
+            .reset(&mut env, 3)
+            .unwrap();
+        // BabyAI's long missions must stay readable: set one longer than a row.
+        let long = "pick up the red ball after you open the grey door";
+        env.mission.clear();
+        env.mission.push_str(long).unwrap();
+        let cap = caption(7, Some(Action::Toggle), 0.0);
+        let active = [true, false];
+        let opts = RenderOptions {
+            annotation: Some(Annotation {
+                mission: env.mission.as_str(),
+                active: &active,
+                caption: &cap,
+            }),
+            ..RenderOptions::default()
+        };
+        let f = render_frame(&env, &opts);
+        assert_eq!(frame_size(&env, &opts), (f.width, f.height));
+        let strip = Strip::new(DEFAULT_TILE_SIZE, f.width, long);
+        assert_eq!(strip.mission.len(), 2, "{:?}", strip.mission);
+        assert_eq!(strip.mission.join(" "), format!("mission: {long}"));
+        // Each mission row, then the caption, drawn as the font draws them alone.
+        let grid_h = 8 * DEFAULT_TILE_SIZE;
+        let row_h = (GLYPH_H + ROW_GAP) * strip.scale;
+        let mut expect: Vec<(u32, &str)> = strip
+            .mission
+            .iter()
+            .enumerate()
+            .map(|(k, r)| (grid_h + strip.pad + k as u32 * row_h, r.as_str()))
+            .collect();
+        let squares_y = grid_h + strip.pad + 2 * row_h - ROW_GAP * strip.scale + strip.pad;
+        expect.push((squares_y + strip.square + strip.pad, cap.as_str()));
+        assert!(cap.contains("toggle"));
+        for (y, text) in expect {
+            let mut alone = Frame::filled(f.width, GLYPH_H, BACKGROUND_RGB);
+            draw_text(&mut alone, strip.pad, 0, 1, text, TEXT_RGB);
+            for dy in 0..GLYPH_H {
+                for x in 0..f.width {
+                    assert_eq!(
+                        f.pixel(x, y + dy),
+                        alone.pixel(x, dy),
+                        "{text:?} at ({x}, {})",
+                        y + dy
+                    );
+                }
+            }
+        }
+        // Without a mission the strip is as before: no mission rows.
+        let plain = Strip::new(DEFAULT_TILE_SIZE, f.width, "");
+        assert!(plain.mission.is_empty());
+        assert_eq!(
+            f.height - grid_h - plain.height,
+            2 * row_h - ROW_GAP * strip.scale + strip.pad
+        );
     }
 
     #[test]

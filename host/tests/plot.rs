@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use host::plot::{
     write_banded_curves, write_curve, write_curves, write_heatmaps, BandPoint, BandSeries,
-    CurvePoint, HeatAxis, HeatPanel, CURVE_HEIGHT, CURVE_WIDTH, HEAT_PANEL_HEIGHT,
+    CurvePoint, HeatAxis, HeatLabels, HeatPanel, CURVE_HEIGHT, CURVE_WIDTH, HEAT_PANEL_HEIGHT,
 };
 
 /// A fresh, empty scratch directory for one test.
@@ -65,7 +65,7 @@ fn curve_is_a_png_of_the_documented_size() {
     ];
     for (name, pts) in &cases {
         let path = dir.join(format!("{name}.png"));
-        write_curve(&path, &format!("GoToLocal, {name}"), pts).unwrap();
+        write_curve(&path, &format!("GoToLocal, {name}"), Some(500), pts).unwrap();
         let (w, h, rgb) = decode(&path);
         assert_eq!((w, h), (CURVE_WIDTH, CURVE_HEIGHT), "{name}");
         // Something is drawn (title, axes), on a mostly white background.
@@ -99,7 +99,7 @@ fn non_finite_values_do_not_panic() {
     pts[30].mean_return = 1e300;
     pts[31].mean_return = -f64::MAX;
     let path = dir.join("nan.png");
-    write_curve(&path, "NaN", &pts).unwrap();
+    write_curve(&path, "NaN", None, &pts).unwrap();
     assert_eq!(decode(&path).0, CURVE_WIDTH);
     let all_nan = vec![
         CurvePoint {
@@ -109,7 +109,7 @@ fn non_finite_values_do_not_panic() {
         };
         4
     ];
-    write_curve(&path, "all NaN", &all_nan).unwrap();
+    write_curve(&path, "all NaN", None, &all_nan).unwrap();
     assert_eq!(coloured_pixels(&decode(&path).2), 0);
     write_curves(&path, "NaN", &[("a", &all_nan), ("b", &pts)]).unwrap();
     assert_eq!(decode(&path).1, CURVE_HEIGHT);
@@ -117,7 +117,7 @@ fn non_finite_values_do_not_panic() {
     let mut shuffled = curve(30);
     shuffled.reverse();
     shuffled.push(shuffled[0]);
-    write_curve(&path, "unsorted", &shuffled).unwrap();
+    write_curve(&path, "unsorted", None, &shuffled).unwrap();
     fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -159,10 +159,10 @@ fn several_series_share_one_chart() {
 fn bad_paths_are_errors() {
     let dir = scratch("bad");
     let missing = dir.join("no/such/dir/curve.png");
-    let err = write_curve(&missing, "x", &curve(5)).unwrap_err();
+    let err = write_curve(&missing, "x", None, &curve(5)).unwrap_err();
     assert!(format!("{err:#}").contains("curve.png"), "{err:#}");
     assert!(write_curves(&missing, "x", &[("a", &curve(5))]).is_err());
-    assert!(write_curve(&dir, "x", &curve(5)).is_err());
+    assert!(write_curve(&dir, "x", None, &curve(5)).is_err());
     assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
     fs::remove_dir_all(&dir).unwrap();
 }
@@ -198,15 +198,22 @@ fn banded_curves_draw_bands_and_survive_bad_values() {
         },
     ];
     let path = dir.join("banded.png");
-    write_banded_curves(&path, "bands", "success", &series).unwrap();
+    write_banded_curves(&path, "bands", "success", "band: test", &series).unwrap();
     let (w, h, rgb) = decode(&path);
     assert_eq!((w, h), (CURVE_WIDTH, CURVE_HEIGHT));
     assert!(coloured_pixels(&rgb) > 1000);
     // Nothing to draw still gives an image.
     let empty = dir.join("empty.png");
-    write_banded_curves(&empty, "none", "success", &[]).unwrap();
+    write_banded_curves(&empty, "none", "success", "", &[]).unwrap();
     assert_eq!(decode(&empty).0, CURVE_WIDTH);
 }
+
+/// Axis and scale names of the test heatmaps.
+const LABELS: HeatLabels = HeatLabels {
+    x: "frames",
+    y: "module",
+    scale: "fraction of steps active",
+};
 
 #[test]
 fn heatmaps_stack_panels_and_check_their_shape() {
@@ -238,16 +245,16 @@ fn heatmaps_stack_panels_and_check_their_shape() {
         ),
     ];
     let path = dir.join("heat.png");
-    write_heatmaps(&path, "modules", &panels).unwrap();
+    write_heatmaps(&path, "modules", &LABELS, &panels).unwrap();
     let (w, h, rgb) = decode(&path);
     assert_eq!((w, h), (CURVE_WIDTH, 60 + 2 * HEAT_PANEL_HEIGHT));
     // The dark end of the scale is drawn.
     assert!(rgb.chunks_exact(3).any(|p| p[0] < 40 && p[2] > 80));
     let mut bad = panels[0].clone();
     bad.values.pop();
-    let e = write_heatmaps(&dir.join("bad.png"), "bad", &[bad]).unwrap_err();
+    let e = write_heatmaps(&dir.join("bad.png"), "bad", &LABELS, &[bad]).unwrap_err();
     assert!(format!("{e:#}").contains("over time"), "{e:#}");
     assert!(!dir.join("bad.png").exists());
-    write_heatmaps(&dir.join("none.png"), "none", &[]).unwrap();
+    write_heatmaps(&dir.join("none.png"), "none", &LABELS, &[]).unwrap();
     assert_eq!(decode(&dir.join("none.png")).1, 60 + HEAT_PANEL_HEIGHT);
 }

@@ -215,6 +215,7 @@ fn every_pixel_is_in_the_fixed_palette() {
                 let opts = RenderOptions {
                     tile_size: 8 + 3 * step,
                     annotation: Some(Annotation {
+                        mission: env.mission.as_str(),
                         active: &active,
                         caption: &cap,
                     }),
@@ -238,7 +239,11 @@ fn annotation_strip_shows_modules_and_caption() {
     let cap = caption(12, Some(Action::Forward), 0.25);
     assert_eq!(cap, "step 12  forward  reward 0.25");
     let opts = |active, caption| RenderOptions {
-        annotation: Some(Annotation { active, caption }),
+        annotation: Some(Annotation {
+            mission: "",
+            active,
+            caption,
+        }),
         ..RenderOptions::default()
     };
     let f = render_frame(&env, &opts(&active, &cap));
@@ -287,6 +292,7 @@ fn gif_round_trips_exactly() {
         let cap = caption(step as u32, action, 0.0);
         let opts = RenderOptions {
             annotation: Some(Annotation {
+                mission: env.mission.as_str(),
                 active: &active,
                 caption: &cap,
             }),

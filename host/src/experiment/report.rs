@@ -20,9 +20,10 @@ use super::metrics::{
 use super::spec::{short_level, MetricKind, Overrides, Suite};
 use super::{run_dir_name, LevelEval, PlannedRun, RunResult};
 use crate::plot::{
-    write_banded_curves, write_heatmaps, BandPoint, BandSeries, HeatAxis, HeatPanel,
+    write_banded_curves, write_heatmaps, BandPoint, BandSeries, HeatAxis, HeatLabels, HeatPanel,
 };
 use crate::train::checkpoint::write_atomic;
+use crate::train::config::TrainConfig;
 
 /// Time bins (columns) of the module-activity-over-time heatmaps.
 pub const HEAT_TIME_BINS: usize = 60;
@@ -197,7 +198,13 @@ pub fn write(ctx: &ReportContext, out: &Path) -> Result<(PathBuf, Vec<PathBuf>)>
             "{}: {group}: success (IQM, 95% interval over {} seeds)",
             suite.name, ctx.seeds
         );
-        write_banded_curves(&curve, &title, "rolling success rate", &series)?;
+        let band_desc = format!(
+            "lines: IQM over the {} seeds of each arm; bands: bootstrap 95% interval of the \
+             IQM ({BOOTSTRAP_RESAMPLES} resamples of the seeds, as in the tables)",
+            ctx.seeds
+        );
+        let y_desc = success_axis(arms.iter().map(|&a| &suite.arms[a].config));
+        write_banded_curves(&curve, &title, &y_desc, &band_desc, &series)?;
         plots.push(curve);
         let heat = out.join(format!("modules-{part}.png"));
         let panels: Vec<HeatPanel> = arms
@@ -205,7 +212,7 @@ pub fn write(ctx: &ReportContext, out: &Path) -> Result<(PathBuf, Vec<PathBuf>)>
             .filter_map(|&a| activity_over_time(&suite.arms[a].label, &by_arm[a]))
             .collect();
         let title = format!("{}: {group}: module activity (mean over seeds)", suite.name);
-        write_heatmaps(&heat, &title, &panels)?;
+        write_heatmaps(&heat, &title, &activity_labels("frames"), &panels)?;
         plots.push(heat);
         match suite.metric {
             MetricKind::SampleEfficiency | MetricKind::Ablation => {
@@ -233,7 +240,7 @@ pub fn write(ctx: &ReportContext, out: &Path) -> Result<(PathBuf, Vec<PathBuf>)>
             "{}: module activity per level (mean over seeds)",
             suite.name
         );
-        write_heatmaps(&heat, &title, &panels)?;
+        write_heatmaps(&heat, &title, &activity_labels("level"), &panels)?;
         let _ = writeln!(md, "![module activity per level](modules-by-level.png)\n");
         plots.push(heat);
     }
@@ -433,9 +440,12 @@ fn header(ctx: &ReportContext, data: &[RunData]) -> String {
          when that many seeds did not reach it. The area under the curve (AUC) is the rolling \
          training success integrated over the frame budget and divided by it (1 = solved from \
          the first frame). Plots: `success-GROUP.png` draws the IQM of the rolling training \
-         success over seeds with its 95% bootstrap interval as a band; `modules-GROUP.png` the fraction of steps each RIM \
-         module was active (white 0 to dark blue 1; mean over seeds and time bins; the LSTM \
-         has no modules).\n"
+         success over seeds with its 95% bootstrap interval (computed as the tables' IQM \
+         intervals; with 3 or 4 seeds it is the seeds' range, which a percentile bootstrap \
+         cannot narrow with so few) as a band, each arm with its own colour, marker and dash; \
+         `modules-GROUP.png` the fraction of steps each RIM module was active (white 0 to dark \
+         blue 1, colour bar beside it; mean over seeds and time bins; the LSTM has no \
+         modules).\n"
     );
     md
 }
@@ -945,21 +955,52 @@ fn runs_table(md: &mut String, ctx: &ReportContext, data: &[RunData]) {
 /// (equal across seeds: the same frames per update), the IQM over seeds and its 95% bootstrap
 /// interval (as rliable draws sample-efficiency curves).
 fn band(runs: &[&RunData]) -> Vec<BandPoint> {
-    let len = runs.iter().map(|d| d.log.len()).min().unwrap_or(0);
+    let logs: Vec<&[LogPoint]> = runs.iter().map(|d| d.log.as_slice()).collect();
+    band_points(&logs)
+}
+
+/// The success curve of an arm over its seeds' `logs`, update by update (as far as the shortest
+/// log goes): the IQM of the seeds' rolling success and, as its band, the same 95% bootstrap
+/// interval of the IQM that the tables give ([`bootstrap_interval`] with the tables' resamples
+/// and seed).
+fn band_points(logs: &[&[LogPoint]]) -> Vec<BandPoint> {
+    let len = logs.iter().map(|l| l.len()).min().unwrap_or(0);
     (0..len)
         .map(|i| {
-            let vals: Vec<f64> = runs.iter().map(|d| d.log[i].success).collect();
+            let vals: Vec<f64> = logs.iter().map(|l| l[i].success).collect();
             // Only the IQM and its interval: no median bootstrap per point of the curve.
             let (lo, hi) = bootstrap_interval(&vals, iqm, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED)
                 .unwrap_or((f64::NAN, f64::NAN));
             BandPoint {
-                frames: runs[0].log[i].frames,
+                frames: logs[0][i].frames,
                 mid: iqm(&vals).unwrap_or(f64::NAN),
                 lo,
                 hi,
             }
         })
         .collect()
+}
+
+/// The y-axis name of a success plot of runs with `configs`: the rolling window they report
+/// their success over (`stats_window` episodes), or "per arm" when they differ.
+fn success_axis<'a>(configs: impl Iterator<Item = &'a TrainConfig>) -> String {
+    let mut windows: Vec<usize> = configs.map(|c| c.stats_window).collect();
+    windows.sort_unstable();
+    windows.dedup();
+    match windows.as_slice() {
+        [n] => format!("rolling success rate (last {n} episodes)"),
+        [] => "rolling success rate".into(),
+        _ => "rolling success rate (window per arm)".into(),
+    }
+}
+
+/// The names on a module-activity heatmap whose columns are `x` (frames or levels).
+fn activity_labels(x: &str) -> HeatLabels<'_> {
+    HeatLabels {
+        x,
+        y: "module",
+        scale: "fraction of steps active",
+    }
 }
 
 fn module_labels(n: usize) -> Vec<String> {
@@ -1089,6 +1130,76 @@ mod tests {
         assert_eq!(frames_cell(f64::INFINITY), "not reached");
         assert_eq!(frames_cell(2560.0), "2,560");
         assert_eq!(file_part("k of N"), "k_of_N");
+    }
+
+    #[test]
+    fn curve_bands_are_the_tables_bootstrap_interval_of_the_iqm() {
+        let p = |frames, success| LogPoint {
+            update: frames / 10,
+            frames,
+            level: "L".into(),
+            episodes: 1,
+            success,
+            activity: Vec::new(),
+            fps: 0.0,
+        };
+        // Eight seeds, one of them with a shorter log: with this many seeds the interval is
+        // narrower than the seeds' range (with 3 or 4 it is their range: the percentile
+        // bootstrap cannot do better with so few).
+        let seeds: Vec<Vec<LogPoint>> = (0..8u32)
+            .map(|s| {
+                let f = f64::from(s);
+                let n = if s == 5 { 2 } else { 3 };
+                (0..n)
+                    .map(|i| p(10 * (i + 1), (0.05 * f + 0.1 * i as f64).min(1.0)))
+                    .collect()
+            })
+            .collect();
+        let a = &seeds[0];
+        let logs: Vec<&[LogPoint]> = seeds.iter().map(Vec::as_slice).collect();
+        let band = band_points(&logs);
+        // As far as the shortest log goes.
+        assert_eq!(band.len(), 2);
+        for (i, bp) in band.iter().enumerate() {
+            let vals: Vec<f64> = logs.iter().map(|l| l[i].success).collect();
+            // The tables' IQM cell and its interval, from the same function and resamples.
+            let stat = summarize(&vals).unwrap();
+            assert_eq!(bp.frames, a[i].frames);
+            assert_eq!(bp.mid, stat.iqm);
+            assert_eq!((bp.lo, bp.hi), stat.iqm_ci);
+            // Not the min-max range of the seeds.
+            assert!(bp.lo <= bp.mid && bp.mid <= bp.hi);
+        }
+        let range = |i: usize| {
+            let v: Vec<f64> = logs.iter().map(|l| l[i].success).collect();
+            (
+                v.iter().copied().fold(f64::INFINITY, f64::min),
+                v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            )
+        };
+        assert!(band
+            .iter()
+            .enumerate()
+            .any(|(i, bp)| (bp.lo, bp.hi) != range(i)));
+        assert!(band_points(&[]).is_empty());
+    }
+
+    #[test]
+    fn success_axes_name_the_rolling_window() {
+        let a = TrainConfig {
+            stats_window: 500,
+            ..TrainConfig::default()
+        };
+        let mut b = a.clone();
+        assert_eq!(
+            success_axis([&a, &b].into_iter()),
+            "rolling success rate (last 500 episodes)"
+        );
+        b.stats_window = 100;
+        assert_eq!(
+            success_axis([&a, &b].into_iter()),
+            "rolling success rate (window per arm)"
+        );
     }
 
     #[test]

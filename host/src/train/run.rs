@@ -926,7 +926,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
         checkpoint: ck_path,
         stopped,
     };
-    write_curve(&opts.out, &summary.level, &curve)?;
+    write_curve(&opts.out, &cfg, &summary.level, &curve)?;
     Ok(summary)
 }
 
@@ -947,8 +947,30 @@ fn read_curve(path: &Path) -> Vec<(u64, f64, f64)> {
         .collect()
 }
 
-/// Write `curve.png` (success and return vs frames).
-fn write_curve(out: &Path, level: &str, points: &[(u64, f64, f64)]) -> Result<()> {
+/// The title of a run's `curve.png`: what was trained (`level`, the level the run ends on, or
+/// the mixture or curriculum it belongs to), the mode, the seed and the model preset.
+pub fn curve_title(cfg: &TrainConfig, level: &str) -> String {
+    let what = match (cfg.levels.len(), cfg.curriculum) {
+        (0, _) => level.to_string(),
+        (n, true) => format!("curriculum of {n} levels, at {level}"),
+        (n, false) => format!("mixture of {n} levels"),
+    };
+    format!(
+        "{what} | {} | seed {} | {} preset",
+        cfg.mode.name(),
+        cfg.seed,
+        cfg.preset
+    )
+}
+
+/// Write `curve.png` (success and return vs frames, over the rolling window of
+/// `cfg.stats_window` episodes) under [`curve_title`].
+fn write_curve(
+    out: &Path,
+    cfg: &TrainConfig,
+    level: &str,
+    points: &[(u64, f64, f64)],
+) -> Result<()> {
     let pts: Vec<crate::plot::CurvePoint> = points
         .iter()
         .map(|(f, s, r)| crate::plot::CurvePoint {
@@ -957,7 +979,12 @@ fn write_curve(out: &Path, level: &str, points: &[(u64, f64, f64)]) -> Result<()
             mean_return: *r,
         })
         .collect();
-    crate::plot::write_curve(&out.join("curve.png"), level, &pts)
+    crate::plot::write_curve(
+        &out.join("curve.png"),
+        &curve_title(cfg, level),
+        Some(cfg.stats_window),
+        &pts,
+    )
 }
 
 /// A duration for a person: `42s`, `17m05s`, `3h12m`, `2d04h`; `?` when not finite.
