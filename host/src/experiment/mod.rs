@@ -682,6 +682,31 @@ pub fn run(opts: &ExperimentOptions) -> Result<ExperimentSummary> {
     let done = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    if opts.report_only {
+        // Checked here, in plan order, so the error names the same first unfinished run
+        // whatever the workers' timing, and counts the others.
+        let unfinished: Vec<&PlannedRun> = plan
+            .iter()
+            .filter(|r| finished_result(r, &suite.arms[r.arm], &suite).is_none())
+            .collect();
+        if let Some(first) = unfinished.first() {
+            let name = |r: &PlannedRun| run_dir_name(&suite.arms[r.arm].name, r.seed);
+            bail!(
+                "run {} ({}): it has not finished (no result.json of this plan's budget and \
+                 config); --report-only trains nothing: pass --seeds K for the seeds that have \
+                 finished ({} of {} runs unfinished: {})",
+                name(first),
+                first.dir.display(),
+                unfinished.len(),
+                plan.len(),
+                unfinished
+                    .iter()
+                    .map(|r| name(r))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
     let status = Status::new(&plan, &suite);
     let workers_left = AtomicUsize::new(jobs);
     let worker = || loop {
