@@ -171,7 +171,7 @@ pub struct LogLine {
 }
 
 /// The CSV's columns before the per-module ones.
-const CSV_COLUMNS: &str = "update,frames,fps,wall_s,level,episodes,return_mean,return_std,success_rate,episode_len,entropy,policy_loss,value_loss,approx_kl,clip_frac,grad_norm,explained_variance,lr,fast_lr,skipped_steps";
+pub const CSV_COLUMNS: &str = "update,frames,fps,wall_s,level,episodes,return_mean,return_std,success_rate,episode_len,entropy,policy_loss,value_loss,approx_kl,clip_frac,grad_norm,explained_variance,lr,fast_lr,skipped_steps";
 
 /// The CSV header of a model with `n_modules` RIM modules (0 for the LSTM): [`CSV_COLUMNS`],
 /// then `module_activity/0` .. `module_activity/{n-1}` (the TensorBoard tags' names).
