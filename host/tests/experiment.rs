@@ -505,16 +505,7 @@ fn ablations_smoke_resumes_an_interrupted_run() {
     );
     // The resumed run ends where an uninterrupted one does, byte for byte.
     let fresh = tmpdir("ablations-uninterrupted");
-    let uninterrupted = RunOptions {
-        out: fresh.clone(),
-        resume: false,
-        progress: false,
-        stop_after_updates: None,
-        tensorboard: true,
-        notes: true,
-        on_update: None,
-        stop: None,
-    };
+    let uninterrupted = RunOptions::new(&fresh);
     train(&first.config, &uninterrupted).unwrap();
     assert_eq!(
         std::fs::read(first.dir.join(CHECKPOINT_FILE)).unwrap(),

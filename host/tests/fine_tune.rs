@@ -26,20 +26,7 @@ fn tiny(mode: &str, level: &str) -> TrainConfig {
 fn run(cfg: &TrainConfig, name: &str) -> anyhow::Result<PathBuf> {
     let out = std::env::temp_dir().join(format!("metarim-ft-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
-    Ok(train(
-        cfg,
-        &RunOptions {
-            out,
-            resume: false,
-            progress: false,
-            stop_after_updates: None,
-            tensorboard: true,
-            notes: true,
-            on_update: None,
-            stop: None,
-        },
-    )?
-    .checkpoint)
+    Ok(train(cfg, &RunOptions::new(out))?.checkpoint)
 }
 
 fn s(p: &Path) -> String {

@@ -26,20 +26,7 @@ fn learns(mode: &str) {
     let before = evaluate(&initial_model(&cfg).unwrap(), &level, &eval).unwrap();
     let out = std::env::temp_dir().join(format!("metarim-learn-{}-{mode}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
-    let s = train(
-        &cfg,
-        &RunOptions {
-            out: out.clone(),
-            resume: false,
-            progress: false,
-            stop_after_updates: None,
-            tensorboard: true,
-            notes: true,
-            on_update: None,
-            stop: None,
-        },
-    )
-    .unwrap();
+    let s = train(&cfg, &RunOptions::new(&out)).unwrap();
     let ck = checkpoint::load(&s.checkpoint).unwrap();
     let after = evaluate(&ck.model, &level, &eval).unwrap();
     println!(

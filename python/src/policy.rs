@@ -138,16 +138,7 @@ pub fn create_checkpoint(
     cfg.frames = 0;
     cfg.threads = 1;
     cfg.backend = host::train::config::BackendChoice::Cpu;
-    let opts = RunOptions {
-        out: out_dir,
-        resume: false,
-        progress: false,
-        stop_after_updates: None,
-        tensorboard: true,
-        notes: true,
-        on_update: None,
-        stop: None,
-    };
+    let opts = RunOptions::new(out_dir);
     py.allow_threads(|| -> Result<String, String> {
         let summary = train(&cfg, &opts).map_err(|e| format!("{e:#}"))?;
         let path = summary.checkpoint;

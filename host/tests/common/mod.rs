@@ -19,16 +19,7 @@ pub fn tmpdir(name: &str) -> PathBuf {
 
 /// Run options for a quiet, uninterrupted run into `out`.
 pub fn opts(out: &Path) -> RunOptions {
-    RunOptions {
-        out: out.to_path_buf(),
-        resume: false,
-        progress: false,
-        stop_after_updates: None,
-        tensorboard: true,
-        notes: true,
-        on_update: None,
-        stop: None,
-    }
+    RunOptions::new(out)
 }
 
 /// `metarim train` arguments of a small, fast run (Tiny preset, 6 envs x 20 frames, 10-step
