@@ -144,48 +144,32 @@ fn check_results_json(s: &ExperimentSummary, md: &str) {
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["commit"], host::provenance::BUILD_COMMIT);
     assert_eq!(v["header"]["commit"], host::provenance::BUILD_COMMIT);
-    let json_rows: Vec<Vec<String>> = v["sections"]
+    let json_rows: Vec<&Vec<serde_json::Value>> = v["sections"]
         .as_array()
         .unwrap()
         .iter()
         .flat_map(|sec| sec["blocks"].as_array().unwrap().iter())
         .filter_map(|b| b["rows"].as_array())
         .flatten()
-        .map(|row| {
-            row.as_array()
-                .unwrap()
-                .iter()
-                .map(|c| c["text"].as_str().unwrap().to_string())
-                .collect()
-        })
+        .map(|row| row.as_array().unwrap())
         .collect();
-    let md_rows: Vec<Vec<String>> = md
+    let json_texts: Vec<Vec<&str>> = json_rows
+        .iter()
+        .map(|row| row.iter().map(|c| c["text"].as_str().unwrap()).collect())
+        .collect();
+    let md_rows: Vec<Vec<&str>> = md
         .lines()
         .filter(|l| l.starts_with('|') && !l.starts_with("|---"))
         .filter(|l| !l.starts_with("| arm |") && !l.starts_with("| run |"))
         .filter(|l| !l.starts_with("| policy |"))
-        .map(|l| {
-            l.trim_matches('|')
-                .split('|')
-                .map(|c| c.trim().to_string())
-                .collect()
-        })
+        .map(|l| l.trim_matches('|').split('|').map(str::trim).collect())
         .collect();
-    assert_eq!(json_rows, md_rows);
+    assert_eq!(json_texts, md_rows);
     // Numbers read back as the values shown.
-    for row in v["sections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|sec| sec["blocks"].as_array().unwrap().iter())
-        .filter_map(|b| b["rows"].as_array())
-        .flatten()
-    {
-        for c in row.as_array().unwrap() {
-            let t = c["text"].as_str().unwrap();
-            if let Ok(x) = t.replace(',', "").parse::<f64>() {
-                assert_eq!(c["value"].as_f64(), Some(x), "{t}");
-            }
+    for c in json_rows.iter().copied().flatten() {
+        let t = c["text"].as_str().unwrap();
+        if let Ok(x) = t.replace(',', "").parse::<f64>() {
+            assert_eq!(c["value"].as_f64(), Some(x), "{t}");
         }
     }
     assert_eq!(v["runs"].as_array().unwrap().len(), s.runs);

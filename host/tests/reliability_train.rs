@@ -38,6 +38,33 @@ fn metarim(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `metarim train` arguments of a tiny run with a budget it never reaches in a test (2M
+/// frames, one thread), then `extra`: a process to kill or to compete with.
+fn long_run_args(dir: &std::path::Path, extra: &[&str]) -> Vec<String> {
+    let mut a = vec!["--threads", "1"];
+    a.extend_from_slice(extra);
+    tiny_train_args(dir, 2_000_000, &a)
+}
+
+/// `metarim ARGS` started in the background, its output discarded.
+fn spawn_quiet(args: &[String]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_metarim"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Poll `done` every few milliseconds until it holds or `limit` has passed (the caller's
+/// assertions then say what did not happen).
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !done() && t0.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -240,21 +267,11 @@ fn counters_that_would_wrap_are_refused_even_with_a_good_crc() {
 #[test]
 fn two_processes_never_train_into_one_directory() {
     let dir = tmpdir("lock");
-    let args = |extra: &[&str]| -> Vec<String> {
-        let mut a = vec!["--threads", "1"];
-        a.extend_from_slice(extra);
-        tiny_train_args(&dir, 2_000_000, &a)
-    };
-    let mut first = Command::new(env!("CARGO_BIN_EXE_metarim"))
-        .args(args(&[]))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while !dir.join(CHECKPOINT_FILE).exists() && t0.elapsed() < Duration::from_secs(120) {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let args = |extra: &[&str]| long_run_args(&dir, extra);
+    let mut first = spawn_quiet(&args(&[]));
+    wait_until(Duration::from_secs(120), || {
+        dir.join(CHECKPOINT_FILE).exists()
+    });
     for extra in [&[][..], &["--resume"][..]] {
         let o = Command::new(env!("CARGO_BIN_EXE_metarim"))
             .args(args(extra))
@@ -466,27 +483,15 @@ fn an_update_larger_than_the_frame_budget_is_announced() {
 fn tensorboard_events_survive_kill_and_resume_without_duplicates_or_gaps() {
     use host::tensorboard::{event_files, read_events, FILE_VERSION};
     let dir = tmpdir("tb-kill");
-    let args = |extra: &[&str]| -> Vec<String> {
-        let mut a = vec!["--threads", "1"];
-        a.extend_from_slice(extra);
-        tiny_train_args(&dir, 2_000_000, &a)
-    };
-    let mut first = Command::new(env!("CARGO_BIN_EXE_metarim"))
-        .args(args(&[]))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let args = |extra: &[&str]| long_run_args(&dir, extra);
+    let mut first = spawn_quiet(&args(&[]));
     let jsonl = dir.join("train.jsonl");
     let lines_of = || {
         std::fs::read_to_string(&jsonl)
             .map(|t| t.lines().count())
             .unwrap_or(0)
     };
-    let t0 = Instant::now();
-    while lines_of() < 5 && t0.elapsed() < Duration::from_secs(300) {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until(Duration::from_secs(300), || lines_of() >= 5);
     first.kill().unwrap();
     let _ = first.wait();
     let before = lines_of();

@@ -682,12 +682,19 @@ pub fn run(opts: &ExperimentOptions) -> Result<ExperimentSummary> {
     let done = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
-    if opts.report_only {
-        // Checked here, in plan order, so the error names the same first unfinished run
-        // whatever the workers' timing, and counts the others.
+    // --report-only: every result looked up here, in plan order, so an error names the same
+    // first unfinished run whatever the workers' timing and counts the others; the workers
+    // then take the results found (no checkpoint is loaded twice).
+    let known: Option<Vec<RunResult>> = if opts.report_only {
+        let found: Vec<Option<RunResult>> = plan
+            .iter()
+            .map(|r| finished_result(r, &suite.arms[r.arm], &suite))
+            .collect();
         let unfinished: Vec<&PlannedRun> = plan
             .iter()
-            .filter(|r| finished_result(r, &suite.arms[r.arm], &suite).is_none())
+            .zip(&found)
+            .filter(|(_, f)| f.is_none())
+            .map(|(r, _)| r)
             .collect();
         if let Some(first) = unfinished.first() {
             let name = |r: &PlannedRun| run_dir_name(&suite.arms[r.arm].name, r.seed);
@@ -706,7 +713,10 @@ pub fn run(opts: &ExperimentOptions) -> Result<ExperimentSummary> {
                     .join(", ")
             );
         }
-    }
+        Some(found.into_iter().flatten().collect())
+    } else {
+        None
+    };
     let status = Status::new(&plan, &suite);
     let workers_left = AtomicUsize::new(jobs);
     let worker = || loop {
@@ -717,13 +727,12 @@ pub fn run(opts: &ExperimentOptions) -> Result<ExperimentSummary> {
         let Some(run) = plan.get(i) else { break };
         let arm = &suite.arms[run.arm];
         let t0 = Instant::now();
-        let outcome = match finished_result(run, arm, &suite) {
+        let found = match &known {
+            Some(results) => results.get(i).cloned(),
+            None => finished_result(run, arm, &suite),
+        };
+        let outcome = match found {
             Some(r) => Ok((r, true)),
-            None if opts.report_only => Err(anyhow!(
-                "it has not finished (no result.json of this plan's budget and \
-                 config); --report-only trains nothing: pass --seeds K for the seeds \
-                 that have finished"
-            )),
             None => {
                 let hook = opts.status_every.map(|_| status.hook(i));
                 let r = execute(

@@ -502,18 +502,14 @@ fn learn(
     Ok(us)
 }
 
-/// The `wall_s` of the last line of a `train.jsonl` that has one (0 when none does).
-fn last_wall_s(path: &Path) -> f64 {
-    fs::read_to_string(path)
-        .ok()
-        .and_then(|text| {
-            text.lines().rev().find_map(|l| {
-                serde_json::from_str::<serde_json::Value>(l)
-                    .ok()?
-                    .get("wall_s")?
-                    .as_f64()
-                    .filter(|w| w.is_finite() && *w >= 0.0)
-            })
+/// The `wall_s` of the last log line that has one (0 when none does).
+fn last_wall_s(log: &[serde_json::Value]) -> f64 {
+    log.iter()
+        .rev()
+        .find_map(|v| {
+            v.get("wall_s")?
+                .as_f64()
+                .filter(|w| w.is_finite() && *w >= 0.0)
         })
         .unwrap_or(0.0)
 }
@@ -651,17 +647,8 @@ fn aside_path(path: &Path, what: &str) -> PathBuf {
 /// The run directory made ready: created and locked, temporary files of a killed process
 /// removed, and the run resumed from its checkpoint (logs cut back to it) or started fresh
 /// (empty logs); the effective config written to `config.toml`, the TensorBoard event file
-/// rebuilt from the log (when asked for). Returns the lock, which the caller holds for the
-/// whole run, the config the run continues with, its state and the event file.
-fn open_run(
-    cfg: &TrainConfig,
-    opts: &RunOptions,
-) -> Result<(
-    rundir::RunDirLock,
-    TrainConfig,
-    State,
-    Option<crate::tensorboard::EventWriter>,
-)> {
+/// rebuilt from the log (when asked for). The log is read once, here, after it was cut.
+fn open_run(cfg: &TrainConfig, opts: &RunOptions) -> Result<OpenRun> {
     fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating output directory {}", opts.out.display()))?;
     let lock = rundir::RunDirLock::acquire(&opts.out)?;
@@ -711,19 +698,39 @@ fn open_run(
     };
     checkpoint::write_atomic(&opts.out.join(CONFIG_FILE), cfg.to_toml()?.as_bytes())?;
     crate::provenance::record(&opts.out, st.frames)?;
+    let log = log_values(&jsonl_path)?;
     // The event file is rebuilt from the (cut) log: after a kill, steps past the checkpoint
     // are gone from both, so TensorBoard never shows an update twice or misses one.
     let events = if opts.tensorboard {
-        let lines = log_values(&jsonl_path)?;
         Some(crate::tensorboard::EventWriter::rebuild(
             &opts.out,
-            &lines,
+            &log,
             unix_now(),
         )?)
     } else {
         None
     };
-    Ok((lock, cfg, st, events))
+    Ok(OpenRun {
+        lock,
+        cfg,
+        st,
+        log,
+        events,
+    })
+}
+
+/// A run directory made ready by [`open_run`].
+struct OpenRun {
+    /// Held for the whole run: no other process trains into the directory.
+    lock: rundir::RunDirLock,
+    /// The config the run continues with.
+    cfg: TrainConfig,
+    /// Its state.
+    st: State,
+    /// The lines of `train.jsonl` kept up to the checkpoint, parsed (empty on a fresh run).
+    log: Vec<serde_json::Value>,
+    /// The TensorBoard event file, when asked for.
+    events: Option<crate::tensorboard::EventWriter>,
 }
 
 /// Modules whose activity the logs carry: the RIM's, none for the LSTM.
@@ -777,7 +784,13 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
     cfg.validate()?;
     super::budget::check(cfg)?;
     // The lock is held until this function returns: no other process trains into `out`.
-    let (_lock, cfg, mut st, mut events) = open_run(cfg, opts)?;
+    let OpenRun {
+        lock: _lock,
+        cfg,
+        mut st,
+        log,
+        mut events,
+    } = open_run(cfg, opts)?;
     let ck_path = opts.out.join(CHECKPOINT_FILE);
     let jsonl_path = opts.out.join("train.jsonl");
     let csv_path = opts.out.join("train.csv");
@@ -799,14 +812,15 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
     let mut updates_here = 0u64;
     let n_modules = st.model.layout.dims().rim.n_modules;
     let is_rim = cfg.mode != metarim_core::nn::params::Mode::Lstm;
-    let mut curve = read_curve(&jsonl_path);
+    let mut curve = curve_points(&log);
     // A resumed run's clock goes on from its log's last line (the log was cut back to the
     // checkpoint), so `wall_s` is the run's training time across invocations.
     let wall_before = if st.frames > 0 {
-        last_wall_s(&jsonl_path)
+        last_wall_s(&log)
     } else {
         0.0
     };
+    drop(log);
     let mut guard = DivergenceGuard::new();
     let mut stopped = false;
     while st.frames < cfg.frames {
@@ -930,13 +944,10 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
     Ok(summary)
 }
 
-/// The `(frames, success, return)` points already logged in `train.jsonl` (lines that do not
-/// parse were set aside by [`cut_log`]).
-fn read_curve(path: &Path) -> Vec<(u64, f64, f64)> {
-    fs::read(path)
-        .unwrap_or_default()
-        .split(|b| *b == b'\n')
-        .filter_map(|l| serde_json::from_slice::<serde_json::Value>(l).ok())
+/// The `(frames, success, return)` points of the log lines already written (lines that do
+/// not parse were set aside by [`cut_log`]).
+fn curve_points(log: &[serde_json::Value]) -> Vec<(u64, f64, f64)> {
+    log.iter()
         .filter_map(|v| {
             Some((
                 v.get("frames")?.as_u64()?,
