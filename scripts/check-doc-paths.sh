@@ -3,7 +3,7 @@
 # given Markdown files must exist, and every backticked code name must occur in the project's
 # sources. Fails (status 1) listing what it did not find.
 #
-# usage: bash scripts/check-doc-paths.sh [FILE.md ...]     (default: docs/DESIGN.md docs/TOOLCHAINS.md)
+# usage: bash scripts/check-doc-paths.sh [FILE.md ...]     (default: docs/DESIGN.md docs/TOOLCHAINS.md docs/EMBEDDED.md)
 #
 # What counts, inside single backticks (fenced code blocks are skipped):
 # - a path: a token without spaces whose first component is a top-level entry of the repository
@@ -19,7 +19,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-if [ $# -eq 0 ]; then set -- docs/DESIGN.md docs/TOOLCHAINS.md; fi
+if [ $# -eq 0 ]; then set -- docs/DESIGN.md docs/TOOLCHAINS.md docs/EMBEDDED.md; fi
 
 # Source files to look names up in.
 if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then

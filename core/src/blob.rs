@@ -1,5 +1,5 @@
 //! The versioned device blob: a trained policy packed for a microcontroller, parsed zero-copy
-//! from `&[u8]` (e.g. an `include_bytes!` in flash).
+//! from `&[u8]` (a flash region of its own on a device: [`Blob::parse_region`]).
 //!
 //! Invariants:
 //! - Every field is little-endian; sections start on 4-byte boundaries inside the blob, so a
@@ -302,6 +302,56 @@ impl<'a> Blob<'a> {
         Ok(blob)
     }
 
+    /// Find and parse the blob at the start of a flash `region` that may be longer than the
+    /// blob (a linker-reserved area that `probe-rs download` or a QEMU loader fills): the
+    /// length comes from the header's group sizes and dtype, then [`Blob::parse`] checks
+    /// everything on exactly that prefix (CRC included). Erased flash (`0xFF`) and zeroed memory
+    /// are named as such, and a header that claims more bytes than the region holds is an
+    /// error, never an out-of-bounds read. Returns the blob and its length in bytes.
+    pub fn parse_region(
+        region: &'a [u8],
+        expected: &ModelDims,
+        mode: Mode,
+    ) -> Result<(Blob<'a>, usize), Error> {
+        match region.get(..4) {
+            None => return Err(bad("region is smaller than a blob header")),
+            Some([0xFF, 0xFF, 0xFF, 0xFF]) => {
+                return Err(bad("no model blob in its flash region (erased: 0xFF)"))
+            }
+            Some([0, 0, 0, 0]) => return Err(bad("no model blob in its region (all zero)")),
+            Some(m) if m != MAGIC => {
+                return Err(bad(
+                    "wrong magic in the blob region (not a metarim device blob)",
+                ))
+            }
+            Some(_) => {}
+        }
+        let dtype = match region.get(53) {
+            Some(0) => FrozenDtype::F32,
+            Some(1) => FrozenDtype::F16,
+            Some(_) => return Err(bad("unknown frozen dtype")),
+            None => return Err(bad("truncated header")),
+        };
+        let hlen = usize::from(u16_at(region, 6)?);
+        let lens = [
+            u32_at(region, 56)? as usize,
+            u32_at(region, 60)? as usize,
+            u32_at(region, 64)? as usize,
+        ];
+        let len = lens[1]
+            .checked_add(lens[2])
+            .and_then(|n| n.checked_mul(dtype.size()))
+            .and_then(|n| n.checked_add(3))
+            .map(|n| n & !3)
+            .and_then(|n| lens[0].checked_mul(4).and_then(|f| f.checked_add(n)))
+            .and_then(|n| n.checked_add(hlen + 4))
+            .ok_or(bad("group sizes in the header overflow"))?;
+        let bytes = region.get(..len).ok_or(bad(
+            "blob is longer than its region (truncated or corrupt header)",
+        ))?;
+        Ok((Blob::parse(bytes, expected, mode)?, len))
+    }
+
     /// Copy the fast group's initial values into `out`, which must hold exactly the fast
     /// group (an error, not a panic, otherwise).
     pub fn fast_into(&self, out: &mut [f32]) -> Result<(), Error> {
@@ -583,5 +633,53 @@ mod tests {
             ),
             Err(Error::BufferTooSmall { .. })
         ));
+    }
+
+    /// A blob at the start of a larger flash region (erased 0xFF after it) is found with its
+    /// own length; an erased, zeroed, foreign or cut region is a named error; a header whose
+    /// group sizes claim more than the region holds, or overflow, never reads past it.
+    #[test]
+    fn blobs_are_found_in_a_flash_region() {
+        for dtype in [FrozenDtype::F32, FrozenDtype::F16] {
+            let (_, g, words, n) = tiny_blob(dtype);
+            let good: &[u8] = &bytemuck::cast_slice(&words)[..n];
+            let mut region = vec![0xFFFF_FFFFu32; n.div_ceil(4) + 1024];
+            let rb: &mut [u8] = bytemuck::cast_slice_mut(&mut region);
+            rb[..n].copy_from_slice(good);
+            let (b, len) = Blob::parse_region(rb, &TINY, Mode::MetaRim).unwrap();
+            assert_eq!(len, n);
+            assert_eq!(b.fast_f32().unwrap(), &g[0][..]);
+            // Exactly the blob's length is enough; one byte less is not.
+            assert!(Blob::parse_region(&rb[..n], &TINY, Mode::MetaRim).is_ok());
+            assert!(Blob::parse_region(&rb[..n - 1], &TINY, Mode::MetaRim).is_err());
+        }
+        let err = |b: &[u8]| match Blob::parse_region(b, &TINY, Mode::MetaRim) {
+            Err(Error::BadBlob { what }) => what,
+            other => panic!("expected BadBlob, got {other:?}"),
+        };
+        let erased = vec![0xFFu8; 4096];
+        assert!(err(&erased).contains("erased"));
+        assert!(err(&[0u8; 4096]).contains("all zero"));
+        assert!(err(b"ELF\x7f and then some more bytes").contains("magic"));
+        assert!(err(&[]).contains("smaller"));
+        // A flipped payload bit: the CRC catches it through parse.
+        let (_, _, mut words, n) = tiny_blob(FrozenDtype::F32);
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
+        bytes[n / 2] ^= 0x10;
+        assert!(err(&bytes[..n]).contains("CRC"));
+        bytes[n / 2] ^= 0x10;
+        // Group sizes that claim the whole address space, or overflow.
+        for lens in [[u32::MAX; 3], [0x4000_0000, 0, 0], [0, u32::MAX, u32::MAX]] {
+            let mut w = words.clone();
+            let b: &mut [u8] = bytemuck::cast_slice_mut(&mut w);
+            for (i, l) in lens.iter().enumerate() {
+                b[56 + 4 * i..60 + 4 * i].copy_from_slice(&l.to_le_bytes());
+            }
+            let what = err(&b[..n]);
+            assert!(
+                what.contains("region") || what.contains("overflow"),
+                "{what}"
+            );
+        }
     }
 }

@@ -9,6 +9,9 @@
 //! - an accepted blob's accessors all succeed, and writing its values back (`blob::write`)
 //!   gives a blob that parses to the same values, bit for bit (f16 frozen values compared as
 //!   f16 bits, NaNs as NaNs), and rewrites to the same bytes;
+//! - finding a blob in a region (`Blob::parse_region`) never panics or reads past the input; what
+//!   it finds is a prefix that `Blob::parse` accepts, and a whole input `Blob::parse` accepts is
+//!   found with its full length;
 //! - inputs starting with `W` instead drive the writer: byte 1 picks the mode, byte 2 the
 //!   frozen dtype (bit 0), the rest is repeated as the parameter values (any f32 bit pattern:
 //!   NaN, infinities, subnormals); the written blob must parse back to exactly those values.
@@ -136,6 +139,17 @@ fn parse_raw(data: &[u8]) {
     let dims = &MICRO;
     let mode = MODES[data.get(52).map_or(0, |&m| usize::from(m) % MODES.len())];
     let parsed = Blob::parse(aligned, dims, mode);
+    match Blob::parse_region(aligned, dims, mode) {
+        Ok((_, len)) => {
+            assert!(len <= data.len(), "found {len} bytes in a region of {}", data.len());
+            Blob::parse(&aligned[..len], dims, mode).expect("a found blob parses on its own");
+        }
+        Err(_) => assert!(parsed.is_err(), "a blob that parses whole is found in its region"),
+    }
+    if parsed.is_ok() {
+        let (_, len) = Blob::parse_region(aligned, dims, mode).expect("found");
+        assert_eq!(len, data.len(), "a whole blob is found with its own length");
+    }
     match &parsed {
         Ok(_) => {
             let e =

@@ -4,7 +4,7 @@
 //! that `metarim.torch.load_policy` (python/metarim/torch.py) reads like a checkpoint.
 //!
 //! What the firmware runs, and therefore the only thing exported: the `Tiny` preset
-//! (`firmware/src/model.rs` compiles `TINY` and fixed-size `TINY_FAST` buffers) in the
+//! (`firmware/app/src/model.rs` compiles `TINY` and fixed-size `TINY_FAST` buffers) in the
 //! meta-rim split (it adapts the fast group, the module RNNs), without overrides of the
 //! preset's dims (`n_modules`, `k_active`, `communication`, `encoder`). Anything else is
 //! refused with an error saying what differs. The frozen (slow and other) groups may be f32 or
@@ -74,7 +74,7 @@ pub fn export_checkpoint(
     if want != TINY {
         bail!(
             "--preset {preset}: the firmware compiles only the {FIRMWARE_PRESET} preset \
-             (firmware/src/model.rs); export a {FIRMWARE_PRESET} checkpoint with --preset \
+             (firmware/app/src/model.rs); export a {FIRMWARE_PRESET} checkpoint with --preset \
              {FIRMWARE_PRESET}"
         );
     }

@@ -1,34 +1,45 @@
-//! metarim on a Cortex-M4F (QEMU `mps2-an386`): the `Tiny` policy from `metarim-core` acting in
-//! the core's gridworld, with every buffer in static memory and a report through semihosting.
+//! metarim on a Cortex-M4F: the `Tiny` policy from `metarim-core` acting in the core's
+//! gridworld, with every buffer in static memory, on-device adaptation of the fast modules, and
+//! a report of results, memory and time. Board-independent: a board crate
+//! (`firmware/boards/<name>`) gives the memory map (`memory.x`, with the model blob's own flash
+//! region), the clock set-up ([`Board`]) and the output (feature `semihosting` for QEMU, `rtt`
+//! for defmt over RTT on hardware), and expands [`firmware_main!`].
 //!
 //! Invariants:
-//! - No heap: the environment, the acting state, the layout and the parameters are `static`
-//!   (cortex-m-rt turns `static mut` items of the entry function into `&'static mut` references
-//!   without `unsafe`); everything else is on the stack, whose high-water mark is measured.
-//! - The run ends with semihosting `SYS_EXIT_EXTENDED`: status 0 when it finished, non-zero on a
-//!   core error, a panic or a HardFault ([`exit`]).
+//! - No heap: the environment, the acting state, the layout, the fast parameters and the
+//!   adapter are `static` (cortex-m-rt turns `static mut` items of the entry function into
+//!   `&'static mut` references without `unsafe`); everything else is on the stack, whose
+//!   high-water mark is measured.
+//! - The model is never linked in: it is found in the `BLOB` flash region and checked at start
+//!   ([`model::load`]); without a usable blob the firmware prints why and halts (exit status
+//!   [`exit::BAD_BLOB`]) before any action is taken.
+//! - The run ends through [`exit::exit`]: status 0 when it finished, non-zero on a bad blob, a
+//!   core error, a panic or a HardFault.
 //! - The last line printed is `firmware: before=X after=Y ram_bytes=R flash_bytes=F
 //!   insns_per_step=0`: the firmware cannot count its own instructions, so
 //!   `scripts/run-firmware.sh` replaces the 0 with the figure from QEMU's insn-count plugin.
+//!   `flash_bytes` is the program plus the blob it found.
 //!
-//! Phases, as issue 6 lays them out: (a) evaluate the model as exported ([`episodes::run`]),
-//! (b) adapt its fast modules on-device (`core::adapt`, [`adapt`]), (c) evaluate again.
-//! The parameters come from the embedded device blob ([`model::load`]): frozen groups read in
-//! place from flash, the fast group copied to RAM.
+//! Phases, as issue 6 lays them out: (a) evaluate the model as flashed ([`episodes::run`]),
+//! (b) adapt its fast modules on-device (`core::adapt`), (c) evaluate again.
 
 #![no_std]
-#![no_main]
 
-mod config;
-mod episodes;
-mod exit;
-mod mem;
-mod model;
+pub mod board;
+pub mod config;
+pub mod cycles;
+pub mod episodes;
+pub mod exit;
+pub mod mem;
+pub mod model;
+pub mod out;
 
 use core::mem::{size_of, MaybeUninit};
 
-use cortex_m_rt::entry;
-use cortex_m_semihosting::hprintln;
+// The RTT transport defmt's lines go out through (a global logger; nothing to call).
+#[cfg(feature = "rtt")]
+use defmt_rtt as _;
+
 use metarim_core::adapt::{
     play_episodes, AdaptConfig, Adaptation, EpisodeStats, Session, TinyAdapter,
 };
@@ -38,38 +49,95 @@ use metarim_core::nn::params::Layout;
 use metarim_core::nn::presets::{tiny_layout, TinyActor, TINY_FAST, TINY_OTHER, TINY_SLOW};
 use metarim_core::Error;
 
+pub use crate::board::Board;
 use crate::episodes::{Ctx, Stats};
 use crate::mem::Sections;
 
-/// The RAM budget of issue 6 (Tiny preset: static + stack).
+/// Re-exports for [`firmware_main!`] (not a public API).
+#[doc(hidden)]
+pub mod __private {
+    pub use core::mem::MaybeUninit;
+    pub use cortex_m_rt::entry;
+    pub use metarim_core::env::Env;
+    pub use metarim_core::nn::params::Layout;
+    pub use metarim_core::nn::presets::{TinyActor, TINY_FAST};
+}
+
+/// The RAM budget of issue 6 (Tiny preset: static + stack): the STM32L432KC's 64 KB.
 const RAM_BUDGET: usize = 64 * 1024;
-/// The flash budget of issue 6.
+/// The flash budget of issue 6 (program + blob): the STM32L432KC's 256 KB.
 const FLASH_BUDGET: usize = 256 * 1024;
 
-#[entry]
-fn main() -> ! {
-    // Const-initialised (`Env::EMPTY`), so the 22 KB world is never built on the stack.
-    static mut ENV: Env = Env::EMPTY;
-    static mut ACTOR: MaybeUninit<TinyActor> = MaybeUninit::uninit();
-    static mut LAYOUT: MaybeUninit<Layout> = MaybeUninit::uninit();
-    static mut FAST: [f32; TINY_FAST] = [0.0; TINY_FAST];
-    // The adaptation window, gradient and work buffer (SGD: no moments), const-initialised.
-    static mut ADAPTER: Adapter = Adapter::new();
+/// The program's entry point for a board crate: `metarim_firmware::firmware_main!(BOARD);`
+/// with `BOARD: metarim_firmware::Board`. Declares the static memory (const-initialised, so the
+/// 22 KB world is never built on the stack) and runs [`run`].
+#[macro_export]
+macro_rules! firmware_main {
+    ($board:expr) => {
+        #[$crate::__private::entry]
+        fn main() -> ! {
+            // cortex-m-rt turns these leading `static mut`s into `&'static mut` references.
+            static mut ENV: $crate::__private::Env = $crate::__private::Env::EMPTY;
+            static mut ACTOR: $crate::__private::MaybeUninit<$crate::__private::TinyActor> =
+                $crate::__private::MaybeUninit::uninit();
+            static mut LAYOUT: $crate::__private::MaybeUninit<$crate::__private::Layout> =
+                $crate::__private::MaybeUninit::uninit();
+            static mut FAST: [f32; $crate::__private::TINY_FAST] =
+                [0.0; $crate::__private::TINY_FAST];
+            // The adaptation window, gradient and work buffer (SGD: no moments).
+            static mut ADAPTER: $crate::Adapter = $crate::Adapter::new();
+            $crate::run(
+                &$board,
+                $crate::Slots {
+                    env: ENV,
+                    actor: ACTOR,
+                    layout: LAYOUT,
+                    fast: FAST,
+                },
+                ADAPTER,
+            )
+        }
+    };
+}
 
+/// Bring the board up, run the three phases and end with [`exit::exit`].
+pub fn run(board: &Board, slots: Slots, adapter: &'static mut Adapter) -> ! {
     let sections = Sections::get();
     let painted = mem::paint_stack(&sections);
-    let slots = Slots {
-        env: ENV,
-        actor: ACTOR,
-        layout: LAYOUT,
-        fast: FAST,
-    };
-    match run(slots, ADAPTER, &sections, painted) {
+    let hz = (board.init)();
+    cycles::enable();
+    match run_phases(board, hz, slots, adapter, &sections, painted) {
         Ok(()) => exit::exit(exit::OK),
-        Err(e) => {
-            hprintln!("firmware: error: {}", e);
+        Err(Failure::Blob(e)) => {
+            let (start, len) = model::region_bounds();
+            say!("firmware: error: {}", e);
+            say!(
+                "firmware: no usable model in the blob region at {:#010x} ({} B): flash one with `metarim export --preset Tiny --out model.bin` and `probe-rs download --chip <chip> --binary-format bin --base-address {:#010x} model.bin` (QEMU: -device loader,file=model.bin,addr={:#010x},force-raw=on); halting without acting",
+                start,
+                len,
+                start,
+                start
+            );
+            exit::exit(exit::BAD_BLOB)
+        }
+        Err(Failure::Core(e)) => {
+            say!("firmware: error: {}", e);
             exit::exit(exit::CORE_ERROR)
         }
+    }
+}
+
+/// Why a run stopped early.
+enum Failure {
+    /// The blob region holds no usable blob.
+    Blob(Error),
+    /// Any other error from core.
+    Core(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        Failure::Core(e)
     }
 }
 
@@ -77,7 +145,7 @@ fn main() -> ! {
 const ADAPT_WINDOW: usize = 16;
 
 /// The on-device adapter: Tiny, a window of [`ADAPT_WINDOW`] steps, plain SGD.
-type Adapter = TinyAdapter<ADAPT_WINDOW>;
+pub type Adapter = TinyAdapter<ADAPT_WINDOW>;
 
 /// (b) of the run: `config::ADAPT_EPISODES` episodes of fast-only adaptation with core's loop
 /// (the host twin's), sampling actions, on seed `config::SEED + 1`.
@@ -107,25 +175,31 @@ fn adapt(ctx: &mut Ctx<'_>, level: &Level, adapter: &mut Adapter) -> Result<Epis
     )
 }
 
-/// The static storage, handed to [`run`] once.
-struct Slots {
-    env: &'static mut Env,
-    actor: &'static mut MaybeUninit<TinyActor>,
-    layout: &'static mut MaybeUninit<Layout>,
-    fast: &'static mut [f32; TINY_FAST],
+/// The static storage, handed to [`run`] once (by [`firmware_main!`]).
+pub struct Slots {
+    /// The gridworld.
+    pub env: &'static mut Env,
+    /// Acting state.
+    pub actor: &'static mut MaybeUninit<TinyActor>,
+    /// The parameter layout.
+    pub layout: &'static mut MaybeUninit<Layout>,
+    /// The fast group (copied from the blob, adapted on the device).
+    pub fast: &'static mut [f32; TINY_FAST],
 }
 
 /// Build the layout, parameters, environment and acting state in their static slots. Each
 /// object is built by its own non-inlined function, so the temporaries (core's constructors
 /// return by value) live only in frames that end before the episodes start.
+/// Returns the context and the blob's length in bytes; a blob that cannot be used is
+/// [`Failure::Blob`].
 #[inline(never)]
-fn setup(slots: Slots, level: &Level) -> Result<Ctx<'static>, Error> {
+fn setup(slots: Slots, level: &Level) -> Result<(Ctx<'static>, usize), Failure> {
     let layout: &'static Layout = init_layout(slots.layout)?;
-    let params = model::load(slots.fast)?;
+    let params = model::load(slots.fast).map_err(Failure::Blob)?;
     let (w, h) = level.grid_size();
     let env = init_env(slots.env, w, h)?;
     let actor = init_actor(slots.actor);
-    Ok(Ctx {
+    let ctx = Ctx {
         layout,
         fast: params.fast,
         initial_fast: params.initial_fast,
@@ -133,7 +207,8 @@ fn setup(slots: Slots, level: &Level) -> Result<Ctx<'static>, Error> {
         other: params.other,
         actor,
         env,
-    })
+    };
+    Ok((ctx, params.blob_bytes))
 }
 
 #[inline(never)]
@@ -153,26 +228,37 @@ fn init_actor(slot: &'static mut MaybeUninit<TinyActor>) -> &'static mut TinyAct
 }
 
 #[inline(never)]
-fn run(
+fn run_phases(
+    board: &Board,
+    hz: u32,
     slots: Slots,
     adapter: &'static mut Adapter,
     sections: &Sections,
     painted: usize,
-) -> Result<(), Error> {
+) -> Result<(), Failure> {
     let level = Level::from_id(config::LEVEL)?;
-    let mut ctx = setup(slots, &level)?;
+    say!(
+        "firmware: metarim-core Tiny policy on {} ({}, board {}, core clock {} Hz)",
+        level.id(),
+        board.chip,
+        board.name,
+        hz
+    );
+    let (start, len) = model::region_bounds();
+    say!(
+        "firmware: model blob region {:#010x}..{:#010x} ({} B)",
+        start,
+        start + len,
+        len
+    );
+    let (mut ctx, blob_bytes) = setup(slots, &level)?;
     // The set-up's stack peak, then paint again for the episodes' own.
     let stack_setup = mem::stack_high_water(sections);
     mem::paint_stack(sections);
     let repeat = cmdline_count("policy-repeat=");
     let reset_repeat = cmdline_count("reset-repeat=");
-
-    hprintln!(
-        "firmware: metarim-core Tiny policy on {} (Cortex-M4F, QEMU mps2-an386)",
-        level.id()
-    );
-    hprintln!("firmware: params: {}", model::SOURCE);
-    hprintln!(
+    say!("firmware: params: blob of {} B, CRC32 checked", blob_bytes);
+    say!(
         "firmware: episodes={} seed={} actions={} policy_repeat={} reset_repeat={}",
         config::EPISODES,
         config::SEED,
@@ -198,8 +284,10 @@ fn run(
     report("before", &before);
     // (b) On-device adaptation of the fast group (module RNNs) on the same level's episodes
     // (seed + 1: other episodes than the evaluation's), with core's adaptation loop.
+    let adapt_start = cycles::now();
     let during = adapt(&mut ctx, &level, adapter)?;
-    hprintln!(
+    let adapt_cycles = cycles::now().wrapping_sub(adapt_start);
+    say!(
         "firmware: adapted: episodes={} steps={} windows={} sgd_steps={} success={}/{} (SGD, window {}, {} windows per step, adapter RAM {} B)",
         during.episodes,
         during.steps,
@@ -212,7 +300,7 @@ fn run(
         Adapter::RAM_BYTES
     );
     let g = during.guard;
-    hprintln!(
+    say!(
         "firmware: guard: probe={}/{} trailing={}/{} restores={} stopped_after={} kept={}",
         g.probe_successes,
         g.probe_episodes,
@@ -229,14 +317,15 @@ fn run(
     let stack_run = mem::stack_high_water(sections);
     let stack = stack_setup.max(stack_run);
     let ram = sections.static_ram() + stack;
-    let flash = sections.flash();
-    hprintln!(
+    let program = sections.flash();
+    let flash = program + blob_bytes;
+    say!(
         "firmware: stack high-water: set-up {} B, episodes {} B (of {} B painted)",
         stack_setup,
         stack_run,
         painted
     );
-    hprintln!(
+    say!(
         "firmware: ram: static {} B (.data {} .bss {} .uninit {}) + stack high-water {} B = {} B",
         sections.static_ram(),
         sections.data(),
@@ -245,8 +334,8 @@ fn run(
         stack,
         ram
     );
-    hprintln!(
-        "firmware: ram by object: Env {} B, TinyActor {} B, fast params {} B ({} floats; slow {} and other {} floats stay in flash), Layout {} B; model blob {} B in flash",
+    say!(
+        "firmware: ram by object: Env {} B, TinyActor {} B, fast params {} B ({} floats; slow {} and other {} floats stay in flash), Layout {} B; model blob {} B in its flash region",
         size_of::<Env>(),
         size_of::<TinyActor>(),
         4 * TINY_FAST,
@@ -254,17 +343,55 @@ fn run(
         TINY_SLOW,
         TINY_OTHER,
         size_of::<Layout>(),
-        model::blob_bytes()
+        blob_bytes
     );
-    hprintln!(
-        "firmware: flash: {} B (vector table {} .text {} .rodata {} .data image {})",
+    say!(
+        "firmware: flash: {} B = program {} B (vector table {} .text {} .rodata {} .data image {}) + blob {} B",
         flash,
-        flash - sections.text() - sections.rodata() - sections.data(),
+        program,
+        program - sections.text() - sections.rodata() - sections.data(),
         sections.text(),
         sections.rodata(),
-        sections.data()
+        sections.data(),
+        blob_bytes
     );
-    hprintln!(
+    say!(
+        "firmware: chip: ram {} B {} {} B, flash {} B {} {} B ({})",
+        ram,
+        if ram <= board.ram_bytes {
+            "<="
+        } else {
+            "> (OVER)"
+        },
+        board.ram_bytes,
+        program + len,
+        if program + len <= board.flash_bytes {
+            "<="
+        } else {
+            "> (OVER)"
+        },
+        board.flash_bytes,
+        "program + the whole blob region"
+    );
+    if cycles::AVAILABLE {
+        let per = |c: u64, n: u64| c.checked_div(n).unwrap_or(0);
+        say!(
+            "firmware: cycles: policy step {} (evaluation: {} steps), env step all-in {}, adaptation window all-in {} ({} windows: {} steps of acting, the gradient and the SGD step), at {} Hz",
+            per(before.policy_cycles + after.policy_cycles, before.steps + after.steps),
+            before.steps + after.steps,
+            per(before.cycles + after.cycles, before.steps + after.steps),
+            per(adapt_cycles, u64::from(during.updates)),
+            during.updates,
+            ADAPT_WINDOW,
+            hz
+        );
+    }
+    say!(
+        "firmware: actions: before={:#018x} after={:#018x}",
+        before.actions_fnv,
+        after.actions_fnv
+    );
+    say!(
         "firmware: budget: ram {} B {} 64 KiB, flash {} B {} 256 KiB",
         ram,
         if ram <= RAM_BUDGET { "<=" } else { "> (OVER)" },
@@ -275,16 +402,13 @@ fn run(
             "> (OVER)"
         }
     );
-    hprintln!(
+    say!(
         "firmware: policy_steps={}",
         before.steps + after_steps(&after)
     );
     // Level generations that `reset-repeat=2` repeats: one per evaluation episode.
-    hprintln!(
-        "firmware: eval_resets={}",
-        before.episodes + after.episodes
-    );
-    hprintln!(
+    say!("firmware: eval_resets={}", before.episodes + after.episodes);
+    say!(
         "firmware: before={} after={} ram_bytes={} flash_bytes={} insns_per_step=0",
         Fixed::<4>(before.success_rate()),
         Fixed::<4>(after.success_rate()),
@@ -301,7 +425,7 @@ fn after_steps(after: &Stats) -> u64 {
 }
 
 fn report(phase: &str, s: &Stats) {
-    hprintln!(
+    say!(
         "firmware: {}: episodes={} success={}/{} ({}) mean_return={} steps={} mean_len={}",
         phase,
         s.episodes,
@@ -342,6 +466,10 @@ impl<const D: u32> core::fmt::Display for Fixed<D> {
 /// generates each evaluation level N times; the run's results are the same, only its
 /// instruction count grows (what `scripts/run-firmware.sh` measures them by).
 fn cmdline_count(key: &str) -> u32 {
+    // On a board nothing answers semihosting without a debugger: no command line there.
+    if cfg!(feature = "rtt") {
+        return 1;
+    }
     let mut buf = [0u8; 128];
     let mut block = [buf.as_mut_ptr() as usize, buf.len() - 1];
     // SAFETY: SYS_GET_CMDLINE writes at most block[1] bytes into buf and the length into

@@ -3,14 +3,16 @@
 //! (`host/src/train/eval.rs`): episode `i` of seed `S` draws its level seed and its actions from
 //! `Pcg32::with_stream(split_mix64(S), i)`, so the same seed gives the same episodes on the host.
 
-use metarim_core::nn::sample::{argmax_action, sample_action};
 use metarim_core::env::{Action, Env, Observation, VIEW_CELLS};
 use metarim_core::levels::Level;
 use metarim_core::mission::vocab::{tokenize, MAX_TOKENS};
 use metarim_core::nn::params::{GroupBufs, Layout};
 use metarim_core::nn::presets::{TinyActor, TINY_FAST};
+use metarim_core::nn::sample::{argmax_action, sample_action};
 use metarim_core::rng::{split_mix64, Pcg32};
 use metarim_core::Error;
+
+use crate::cycles;
 
 /// Everything a policy run touches, all of it in static memory.
 pub struct Ctx<'a> {
@@ -31,7 +33,7 @@ pub struct Ctx<'a> {
 }
 
 /// Totals over a set of episodes.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct Stats {
     /// Episodes run.
     pub episodes: u32,
@@ -41,6 +43,32 @@ pub struct Stats {
     pub return_sum: f64,
     /// Environment steps (one policy step each).
     pub steps: u64,
+    /// FNV-1a 64 over the actions taken, one byte (the action index) per step, in order:
+    /// the C example (`firmware/c-example`) prints the same digest for the same blob.
+    pub actions_fnv: u64,
+    /// Cycles spent in policy steps (0 where no cycle counter: QEMU).
+    pub policy_cycles: u64,
+    /// Cycles of the whole phase, environment included (0 under QEMU).
+    pub cycles: u64,
+}
+
+/// FNV-1a 64 offset basis.
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+/// FNV-1a 64 prime.
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+impl Default for Stats {
+    fn default() -> Stats {
+        Stats {
+            episodes: 0,
+            successes: 0,
+            return_sum: 0.0,
+            steps: 0,
+            actions_fnv: FNV_OFFSET,
+            policy_cycles: 0,
+            cycles: 0,
+        }
+    }
 }
 
 impl Stats {
@@ -76,6 +104,7 @@ pub fn run(
     reset_repeat: u32,
 ) -> Result<Stats, Error> {
     let mut stats = Stats::default();
+    let phase_start = cycles::now();
     let mut tokens = [0u16; MAX_TOKENS];
     let mut obs: Observation = [[0u8; 3]; VIEW_CELLS];
     for i in 0..episodes {
@@ -96,6 +125,7 @@ pub fn run(
         loop {
             ctx.env.observe(&mut obs);
             let saved = ctx.actor.state;
+            let t = cycles::now();
             for r in 0..repeat.max(1) {
                 if r > 0 {
                     ctx.actor.state = saved;
@@ -107,11 +137,13 @@ pub fn run(
                 };
                 ctx.actor.step_with(ctx.layout, params, &obs)?;
             }
+            stats.policy_cycles += cycles::now().wrapping_sub(t);
             let (a, _) = if argmax {
                 argmax_action(&ctx.actor.logits)
             } else {
                 sample_action(&ctx.actor.logits, &mut rng)
             };
+            stats.actions_fnv = (stats.actions_fnv ^ u64::from(a as u8)).wrapping_mul(FNV_PRIME);
             let out = ctx.env.step(Action::from_index(a as i64)?);
             ret += f64::from(out.reward);
             stats.steps += 1;
@@ -123,5 +155,6 @@ pub fn run(
             }
         }
     }
+    stats.cycles = cycles::now().wrapping_sub(phase_start);
     Ok(stats)
 }

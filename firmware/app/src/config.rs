@@ -1,7 +1,8 @@
 //! What a run does, fixed at build time: `FW_LEVEL`, `FW_EPISODES`, `FW_ADAPT_EPISODES`,
 //! `FW_SEED`, `FW_ACTIONS`
 //! (environment variables read by `option_env!`, so a different run is a rebuild; build.rs
-//! tracks them; the model blob comes from `FW_MODEL`, see build.rs). A malformed value is a compile error, never a run-time one.
+//! tracks them; the model blob is not part of the build: it is flashed into its own region, see
+//! model.rs). A malformed value is a compile error, never a run-time one.
 
 /// Level id or alias (`Level::from_id`); default `BabyAI-GoToObj-v0`.
 pub const LEVEL: &str = match option_env!("FW_LEVEL") {

@@ -20,6 +20,7 @@ pub const PAINT_MARGIN: usize = 256;
 
 extern "C" {
     // Symbols from cortex-m-rt's link.x; only their addresses are used.
+    static __vector_table: u32;
     static __stext: u32;
     static __etext: u32;
     static __srodata: u32;
@@ -38,6 +39,7 @@ extern "C" {
 /// Addresses of the linker's section boundaries.
 #[derive(Clone, Copy, Debug)]
 pub struct Sections {
+    flash_start: usize,
     text: (usize, usize),
     rodata: (usize, usize),
     data: (usize, usize),
@@ -56,6 +58,7 @@ impl Sections {
         // Taking the address of an extern static reads nothing.
         let a = |p: *const u32| p as usize;
         Sections {
+            flash_start: a(addr_of!(__vector_table)),
             text: (a(addr_of!(__stext)), a(addr_of!(__etext))),
             rodata: (a(addr_of!(__srodata)), a(addr_of!(__erodata))),
             data: (a(addr_of!(__sdata)), a(addr_of!(__edata))),
@@ -91,10 +94,11 @@ impl Sections {
     pub fn static_ram(&self) -> usize {
         self.data() + self.bss() + self.uninit()
     }
-    /// Flash: everything loaded from address 0 (vector table, `.text`, `.rodata`) up to the end
-    /// of `.data`'s initial image.
+    /// Program flash: everything loaded from the start of the FLASH region (vector table,
+    /// `.text`, `.rodata`) up to the end of `.data`'s initial image (the model blob, in its own
+    /// region, is not included).
     pub fn flash(&self) -> usize {
-        self.data_load + self.data()
+        self.data_load + self.data() - self.flash_start
     }
 }
 

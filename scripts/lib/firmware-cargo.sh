@@ -1,0 +1,72 @@
+# Sourced by scripts/run-firmware.sh and scripts/firmware-boards.sh: choose the Cortex-M
+# toolchain once and build firmware/ with it (docs/TOOLCHAINS.md explains both routes).
+#
+#   fw_toolchain_init            sets FW_TOOLCHAIN to rustup or debian (FW_TOOLCHAIN=auto, the
+#                                default: rustup when the thumbv7em-none-eabihf target is or can
+#                                be installed, else Debian's rustc-web with -Zbuild-std=core)
+#   fw_cargo TARGET_DIR ARGS...  `cargo ARGS` in firmware/ with that toolchain (Debian's builds go
+#                                to TARGET_DIR/debian: the two routes' artifacts never mix)
+#   fw_target_dir TARGET_DIR     where fw_cargo puts the artifacts
+# Needs ROOT (the repository) and a `die` function.
+
+FW_TARGET=thumbv7em-none-eabihf
+
+fw_toolchain_init() {
+    FW_TOOLCHAIN="${FW_TOOLCHAIN:-auto}"
+    if [ "$FW_TOOLCHAIN" = auto ] || [ "$FW_TOOLCHAIN" = rustup ]; then
+        if command -v rustup >/dev/null &&
+            { rustup target list --installed 2>/dev/null | grep -qx "$FW_TARGET" ||
+                rustup target add "$FW_TARGET" >&2; }; then
+            FW_TOOLCHAIN=rustup
+        elif [ "$FW_TOOLCHAIN" = rustup ]; then
+            die "FW_TOOLCHAIN=rustup but rustup cannot provide $FW_TARGET"
+        else
+            echo "firmware: no rustup target $FW_TARGET: Debian's toolchain with -Zbuild-std" >&2
+            FW_TOOLCHAIN=debian
+        fi
+    fi
+    case "$FW_TOOLCHAIN" in
+        rustup) ;;
+        debian)
+            if [ ! -x /usr/bin/rustc ] || [ ! -x /usr/bin/cargo ] || [ ! -d /usr/lib/rustlib/src/rust ]; then
+                local sudo=""
+                if [ "$(id -u)" != 0 ]; then
+                    command -v sudo >/dev/null || die "not root and no sudo to install rustc-web cargo-web rust-web-src"
+                    sudo=sudo
+                fi
+                $sudo apt-get update -qq
+                DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq rustc-web cargo-web rust-web-src >/dev/null
+            fi
+            ;;
+        *) die "FW_TOOLCHAIN=$FW_TOOLCHAIN: rustup, debian or auto" ;;
+    esac
+}
+
+fw_target_dir() {
+    if [ "$FW_TOOLCHAIN" = debian ]; then echo "$1/debian"; else echo "$1"; fi
+}
+
+fw_toolchain_version() {
+    if [ "$FW_TOOLCHAIN" = debian ]; then
+        echo "$(/usr/bin/rustc --version) (Debian, -Zbuild-std=core)"
+    else
+        echo "$(rustc --version) (rustup)"
+    fi
+}
+
+fw_cargo() {
+    local dir
+    dir="$(fw_target_dir "$1")"
+    shift
+    if [ "$FW_TOOLCHAIN" = rustup ]; then
+        (cd "$ROOT/firmware" && env -u CARGO_BUILD_TARGET -u RUSTFLAGS -u CARGO_TARGET_DIR \
+            cargo "$@" --target-dir "$dir")
+    else
+        # The rustup proxies must not step in: Debian's cargo and rustc by path; Debian's rustc
+        # has no rust-lld, so GNU ld links.
+        (cd "$ROOT/firmware" && env -u RUSTUP_TOOLCHAIN -u CARGO_BUILD_TARGET -u RUSTFLAGS -u CARGO_TARGET_DIR \
+            RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 \
+            CARGO_TARGET_THUMBV7EM_NONE_EABIHF_LINKER=arm-none-eabi-ld \
+            /usr/bin/cargo "$@" -Zbuild-std=core --target-dir "$dir")
+    fi
+}
