@@ -1,5 +1,5 @@
 /* The metarim C example: the device side of metarim through its C API (firmware/capi), on QEMU
- * mps2-an386 (Cortex-M4F), mirroring the Rust firmware (firmware/src/main.rs): (a) evaluate
+ * mps2-an386 (Cortex-M4F), mirroring the Rust firmware (firmware/app/src/lib.rs): (a) evaluate
  * FW_EPISODES episodes of FW_LEVEL on seed FW_SEED, (b) adapt the fast group for
  * FW_ADAPT_EPISODES episodes on seed FW_SEED + 1, (c) evaluate the same episodes again.
  *

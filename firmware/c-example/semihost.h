@@ -5,7 +5,7 @@
 
 #include <stdint.h>
 
-/* Exit statuses of a run (the Rust firmware's: firmware/src/exit.rs). */
+/* Exit statuses of a run (the Rust firmware's: firmware/app/src/exit.rs). */
 #define EXIT_OK 0u
 #define EXIT_CORE_ERROR 2u
 #define EXIT_HARD_FAULT 3u

@@ -9,7 +9,7 @@
 extern uint32_t _sidata[], _sdata[], _edata[], _sbss[], _ebss[], _estack[];
 extern int main(void);
 
-/* The paint pattern of the stack (as the Rust firmware's firmware/src/mem.rs). */
+/* The paint pattern of the stack (as the Rust firmware's firmware/app/src/mem.rs). */
 #define STACK_PAINT 0x5EEDC0DEu
 /* Bytes left unpainted below the stack pointer read by paint_stack (its own frame). */
 #define PAINT_MARGIN 256u

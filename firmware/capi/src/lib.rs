@@ -14,7 +14,7 @@
 //!   loops, and nothing calls it). The message of the last failure of a device is kept for
 //!   [`metarim_last_error`]: for errors from the core it is exactly core's `Display` of
 //!   [`metarim_core::Error`], the text the Rust firmware prints.
-//! - Episodes follow the Rust firmware (`firmware/src/episodes.rs`) action for action:
+//! - Episodes follow the Rust firmware (`firmware/app/src/episodes.rs`) action for action:
 //!   episode `i` of seed `S` draws its level seed and then its sampled actions from
 //!   `Pcg32::with_stream(split_mix64(S), i)`. Adaptation is core's `play_episodes` with
 //!   `AdaptConfig::default()` and a `TinyAdapter<16>`, as the firmware's `adapt()`.

@@ -1,6 +1,6 @@
 //! Host tests of the C API: memory and pointer checks, blob regions (erased, zeroed, corrupt,
 //! foreign), the episode scheme against a direct core implementation of the Rust firmware's
-//! (`firmware/src/episodes.rs`, `main.rs` `adapt()`), and the header's numbers.
+//! (`firmware/app/src/episodes.rs`, `lib.rs` `adapt()`), and the header's numbers.
 
 use super::*;
 use core::ffi::CStr;
@@ -350,8 +350,8 @@ fn messages_are_cut_like_snprintf() {
     assert_eq!(s(99), "unknown status");
 }
 
-/// The Rust firmware's scheme, written directly on core (firmware/src/episodes.rs `run` with
-/// no repeats, firmware/src/main.rs `adapt`): the actions of every evaluation step.
+/// The Rust firmware's scheme, written directly on core (firmware/app/src/episodes.rs `run` with
+/// no repeats, firmware/app/src/lib.rs `adapt`): the actions of every evaluation step.
 struct Reference {
     layout: Layout,
     fast: Box<[f32; TINY_FAST]>,
