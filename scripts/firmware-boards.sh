@@ -67,18 +67,6 @@ build() {
 # sym ELF NAME: a symbol's address, decimal.
 sym() { echo $((0x$(arm-none-eabi-nm "$1" | awk -v s="$2" '$3 == s {print $1}'))); }
 
-# program_flash ELF: from the vector table to the end of .data's image in flash.
-program_flash() {
-    local start="" end=0 e
-    while read -r _ name size _ lma _; do
-        case "$name" in .vector_table | .text | .rodata | .data) ;; *) continue ;; esac
-        [ "$name" = .vector_table ] && start=$((0x$lma))
-        e=$((0x$lma + 0x$size))
-        [ "$e" -gt "$end" ] && end=$e
-    done < <(arm-none-eabi-objdump -h "$1" | grep -E '^ +[0-9]+ \.')
-    echo $((end - start))
-}
-
 # qemu ELF LOG [MODEL]: run under QEMU (firmware/qemu-run.sh), print the exit status.
 qemu() {
     local rc=0
@@ -131,7 +119,7 @@ fits() {
     local board=$1 elf=$2 stack=$3 chip_ram=$4 chip_flash=$5
     local data bss prog region_start region_end flash_start ram
     read -r _ data bss _ < <(arm-none-eabi-size "$elf" | awk 'NR == 2')
-    prog=$(program_flash "$elf")
+    prog=$(fw_program_flash "$elf")
     flash_start=$(sym "$elf" __vector_table)
     region_start=$(sym "$elf" __metarim_blob_start)
     region_end=$(sym "$elf" __metarim_blob_end)
@@ -149,14 +137,15 @@ stack_mps2=$(check_blobs "$(build mps2-an386)" mps2-an386)
 fits mps2-an386 "$OUT/mps2-an386.elf" "$stack_mps2" $((4 << 20)) $((4 << 20))
 stack_f405=$(check_blobs "$(build netduinoplus2)" netduinoplus2)
 fits netduinoplus2 "$OUT/netduinoplus2.elf" "$stack_f405" $((128 << 10)) $((1 << 20))
-stack_l432=$(check_blobs "$(build nucleo-l432kc --no-default-features --features qemu)" nucleo-l432kc-qemu)
-fits "nucleo-l432kc (qemu build)" "$OUT/nucleo-l432kc-qemu.elf" "$stack_l432" $((64 << 10)) $((256 << 10))
-build nucleo-l432kc >/dev/null
-fits nucleo-l432kc "$OUT/nucleo-l432kc.elf" "$stack_l432" $((64 << 10)) $((256 << 10))
-stack_nrf=$(check_blobs "$(build nrf52840-dk --no-default-features --features qemu)" nrf52840-dk-qemu)
-fits "nrf52840-dk (qemu build)" "$OUT/nrf52840-dk-qemu.elf" "$stack_nrf" $((256 << 10)) $((1 << 20))
-build nrf52840-dk >/dev/null
-fits nrf52840-dk "$OUT/nrf52840-dk.elf" "$stack_nrf" $((256 << 10)) $((1 << 20))
+# The hardware boards: their memory map's qemu build runs (and measures the stack), the board
+# build itself is only sized.
+for hw in "nucleo-l432kc $((64 << 10)) $((256 << 10))" "nrf52840-dk $((256 << 10)) $((1 << 20))"; do
+    read -r board chip_ram chip_flash <<<"$hw"
+    stack=$(check_blobs "$(build "$board" --no-default-features --features qemu)" "$board-qemu")
+    fits "$board (qemu build)" "$OUT/$board-qemu.elf" "$stack" "$chip_ram" "$chip_flash"
+    build "$board" >/dev/null
+    fits "$board" "$OUT/$board.elf" "$stack" "$chip_ram" "$chip_flash"
+done
 
 {
     echo "| board build | RAM: static + stack high-water = B | chip RAM | program flash | blob (B) of region | program + blob | chip flash |"

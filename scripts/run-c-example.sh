@@ -59,16 +59,9 @@ command -v arm-none-eabi-gcc >/dev/null || missing+=(gcc-arm-none-eabi)
     missing+=(binutils-arm-none-eabi)
 command -v qemu-system-arm >/dev/null || missing+=(qemu-system-arm)
 command -v make >/dev/null || missing+=(make)
-if [ ${#missing[@]} -gt 0 ]; then
-    SUDO=""
-    if [ "$(id -u)" != 0 ]; then
-        command -v sudo >/dev/null || die "not root and no sudo to install: ${missing[*]}"
-        SUDO=sudo
-    fi
-    say "installing ${missing[*]}"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+# shellcheck source=scripts/lib/firmware-cargo.sh
+. "$ROOT/scripts/lib/firmware-cargo.sh"
+fw_apt_install "${missing[@]}"
 command -v cargo >/dev/null || die "no cargo (the rustup toolchain) on PATH"
 if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx "$TARGET"; then
     say "adding the rustup target $TARGET"
@@ -182,8 +175,6 @@ fi
 # with the blob in its region: its before/adapted/after counts and its action digests must equal
 # the C example's (the Rust lines carry more fields after the shared ones).
 if [ "${C_EXAMPLE_RUST:-1}" != 0 ]; then
-    # shellcheck source=scripts/lib/firmware-cargo.sh
-    . "$ROOT/scripts/lib/firmware-cargo.sh"
     fw_toolchain_init
     FW_TARGET_DIR="${FIRMWARE_TARGET_DIR:-$ROOT/target/firmware}"
     if [ "$FW_ARGMAX" = 1 ]; then actions=argmax; else actions=sample; fi

@@ -62,16 +62,7 @@ missing=()
 command -v qemu-system-arm >/dev/null || missing+=(qemu-system-arm)
 { command -v arm-none-eabi-ld >/dev/null && command -v arm-none-eabi-size >/dev/null; } ||
     missing+=(binutils-arm-none-eabi)
-if [ ${#missing[@]} -gt 0 ]; then
-    SUDO=""
-    if [ "$(id -u)" != 0 ]; then
-        command -v sudo >/dev/null || die "not root and no sudo to install: ${missing[*]}"
-        SUDO=sudo
-    fi
-    say "installing ${missing[*]}"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+fw_apt_install "${missing[@]}"
 
 # --- the model blob ----------------------------------------------------------------------------
 # MODEL=path/to/model.bin (from `metarim export --preset Tiny`), or train a small Tiny agent on
@@ -105,17 +96,8 @@ TARGET_DIR="$(fw_target_dir "$TARGET_DIR")"
 ELF="$TARGET_DIR/$TARGET/release/metarim-firmware-$BOARD"
 test -s "$ELF" || die "$ELF was not produced"
 arm-none-eabi-size "$ELF"
-# Program flash as the linker laid it out: from the vector table to the end of the last section
-# loaded into flash (.data's image), alignment gaps included (what the firmware reports).
-program_start="" program_end=0
-while read -r _ name size _ lma _; do
-    case "$name" in .vector_table | .text | .rodata | .data) ;; *) continue ;; esac
-    [ "$name" = .vector_table ] && program_start=$((0x$lma))
-    end=$((0x$lma + 0x$size))
-    [ "$end" -gt "$program_end" ] && program_end=$end
-done < <(arm-none-eabi-objdump -h "$ELF" | grep -E '^ +[0-9]+ \.')
-[ -n "$program_start" ] || die "no .vector_table in $ELF"
-program_flash=$((program_end - program_start))
+# Program flash as the linker laid it out (what the firmware reports).
+program_flash=$(fw_program_flash "$ELF")
 blob_size=$(stat -c %s "$FW_MODEL")
 
 # --- insn-count plugin (optional) -----------------------------------------------------------

@@ -7,9 +7,37 @@
 #   fw_cargo TARGET_DIR ARGS...  `cargo ARGS` in firmware/ with that toolchain (Debian's builds go
 #                                to TARGET_DIR/debian: the two routes' artifacts never mix)
 #   fw_target_dir TARGET_DIR     where fw_cargo puts the artifacts
+#   fw_apt_install PKG...        install Debian packages (as root or through sudo)
+#   fw_program_flash ELF         the program's flash bytes: from the vector table to the end of
+#                                the last section loaded into flash (.data's image), alignment
+#                                gaps included (what the firmware reports)
 # Needs ROOT (the repository) and a `die` function.
 
 FW_TARGET=thumbv7em-none-eabihf
+
+fw_apt_install() {
+    [ $# -gt 0 ] || return 0
+    local sudo=""
+    if [ "$(id -u)" != 0 ]; then
+        command -v sudo >/dev/null || die "not root and no sudo to install: $*"
+        sudo=sudo
+    fi
+    echo "firmware: installing $*" >&2
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+fw_program_flash() {
+    local start="" end=0 e name size lma
+    while read -r _ name size _ lma _; do
+        case "$name" in .vector_table | .text | .rodata | .data) ;; *) continue ;; esac
+        [ "$name" = .vector_table ] && start=$((0x$lma))
+        e=$((0x$lma + 0x$size))
+        [ "$e" -gt "$end" ] && end=$e
+    done < <(arm-none-eabi-objdump -h "$1" | grep -E '^ +[0-9]+ \.')
+    [ -n "$start" ] || die "no .vector_table in $1"
+    echo $((end - start))
+}
 
 fw_toolchain_init() {
     FW_TOOLCHAIN="${FW_TOOLCHAIN:-auto}"
@@ -29,13 +57,7 @@ fw_toolchain_init() {
         rustup) ;;
         debian)
             if [ ! -x /usr/bin/rustc ] || [ ! -x /usr/bin/cargo ] || [ ! -d /usr/lib/rustlib/src/rust ]; then
-                local sudo=""
-                if [ "$(id -u)" != 0 ]; then
-                    command -v sudo >/dev/null || die "not root and no sudo to install rustc-web cargo-web rust-web-src"
-                    sudo=sudo
-                fi
-                $sudo apt-get update -qq
-                DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq rustc-web cargo-web rust-web-src >/dev/null
+                fw_apt_install rustc-web cargo-web rust-web-src
             fi
             ;;
         *) die "FW_TOOLCHAIN=$FW_TOOLCHAIN: rustup, debian or auto" ;;

@@ -21,7 +21,6 @@
 use crate::env::{Action, Env, VIEW_CELLS};
 use crate::error::Error;
 use crate::levels::Level;
-use crate::mission::vocab::{tokenize, MAX_TOKENS};
 use crate::nn::dims::TINY;
 use crate::nn::loss::{PpoCoefs, PpoSample};
 use crate::nn::optim::{clip_coef, Range, Sgd};
@@ -30,7 +29,7 @@ use crate::nn::policy::{fast_work_len, FastStep, MAX_MODULES};
 use crate::nn::presets::{TinyActor, TINY_FAST, TINY_STATE};
 use crate::nn::rim::CommGrad;
 use crate::nn::sample::{argmax_action, sample_action};
-use crate::rng::{split_mix64, Pcg32};
+use crate::rng::episode_stream;
 
 pub mod guard;
 
@@ -596,21 +595,18 @@ pub fn play_episodes<const W: usize>(
     // Adapting always samples (the learner needs the log-probabilities of sampled actions).
     let act_argmax = argmax && adapt.is_none();
     let mut stats = EpisodeStats::default();
-    let mut tokens = [0u16; MAX_TOKENS];
     let mut obs = [[0u8; 3]; VIEW_CELLS];
     let mut state_in = [0.0f32; TINY_STATE];
     for i in first..first.saturating_add(count) {
-        let mut rng = Pcg32::with_stream(split_mix64(seed), i);
-        let episode_seed = rng.next_u64();
-        level.reset(s.env, episode_seed)?;
-        tokens.fill(0);
-        tokenize(s.env.mission.as_str(), &mut tokens)?;
+        let (mut rng, level_seed) = episode_stream(seed, i);
+        level.reset(s.env, level_seed)?;
         let bufs = GroupBufs {
             fast: &s.fast[..],
             slow: s.slow,
             other: s.other,
         };
-        s.actor.start_with(s.layout, bufs, &tokens)?;
+        s.actor
+            .start_mission(s.layout, bufs, s.env.mission.as_str())?;
         // This episode's learner: the adapter with the learning rate the guard allows, or
         // none while the guard probes or after it stopped learning.
         let mut learner = match adapt.as_mut() {
@@ -699,6 +695,7 @@ pub fn play_episodes<const W: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mission::vocab::{tokenize, MAX_TOKENS};
     use crate::nn::params::GroupBufsMut;
     use crate::nn::policy::init_params;
     use crate::nn::presets::{tiny_layout, TinyParams};

@@ -8,6 +8,7 @@
 
 use crate::env::Observation;
 use crate::error::Error;
+use crate::mission::vocab::{tokenize, MAX_TOKENS};
 use crate::nn::dims::{ModelDims, PAPER, TINY};
 use crate::nn::encoder::encoder_param_len;
 use crate::nn::heads::heads_param_len;
@@ -125,6 +126,19 @@ impl TinyActor {
         let policy = Policy::new(layout, params)?;
         self.state = [0.0; TINY_STATE];
         policy.encode_instruction(tokens, &mut self.instr, &mut self.scratch)
+    }
+
+    /// [`TinyActor::start_with`] on a mission's text: tokenised with the shared vocabulary
+    /// (an error for an unknown word or more than [`MAX_TOKENS`] tokens, never a panic).
+    pub fn start_mission(
+        &mut self,
+        layout: &Layout,
+        params: GroupBufs<'_, f32>,
+        mission: &str,
+    ) -> Result<(), Error> {
+        let mut tokens = [0u16; MAX_TOKENS];
+        tokenize(mission, &mut tokens)?;
+        self.start_with(layout, params, &tokens)
     }
 
     /// One step on `obs`: updates the memory, fills [`TinyActor::logits`], returns the value.

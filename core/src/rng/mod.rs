@@ -124,6 +124,17 @@ impl Pcg32 {
     }
 }
 
+/// The episode scheme every evaluator and the device share: episode `index` of seed `seed` draws
+/// from `Pcg32::with_stream(split_mix64(seed), index)`; its first draw is the level seed
+/// (returned second), the rest are the episode's action draws. The host's evaluation, core's
+/// adaptation loop, the firmware and the C API all start episodes here, so the same seed gives
+/// the same episodes everywhere.
+pub fn episode_stream(seed: u64, index: u64) -> (Pcg32, u64) {
+    let mut rng = Pcg32::with_stream(split_mix64(seed), index);
+    let level_seed = rng.next_u64();
+    (rng, level_seed)
+}
+
 /// SplitMix64 step, used to derive independent seeds (per env, per episode) from one seed.
 #[inline]
 pub fn split_mix64(x: u64) -> u64 {

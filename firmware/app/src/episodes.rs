@@ -1,15 +1,14 @@
 //! Running the policy over episodes (evaluation), with the seed scheme of the host evaluator and
 //! of `metarim_core::adapt::play_episodes`
 //! (`host/src/train/eval.rs`): episode `i` of seed `S` draws its level seed and its actions from
-//! `Pcg32::with_stream(split_mix64(S), i)`, so the same seed gives the same episodes on the host.
+//! core's `episode_stream(S, i)`, so the same seed gives the same episodes on the host.
 
 use metarim_core::env::{Action, Env, Observation, VIEW_CELLS};
 use metarim_core::levels::Level;
-use metarim_core::mission::vocab::{tokenize, MAX_TOKENS};
 use metarim_core::nn::params::{GroupBufs, Layout};
 use metarim_core::nn::presets::{TinyActor, TINY_FAST};
 use metarim_core::nn::sample::{argmax_action, sample_action};
-use metarim_core::rng::{split_mix64, Pcg32};
+use metarim_core::rng::episode_stream;
 use metarim_core::Error;
 
 use crate::cycles;
@@ -105,22 +104,19 @@ pub fn run(
 ) -> Result<Stats, Error> {
     let mut stats = Stats::default();
     let phase_start = cycles::now();
-    let mut tokens = [0u16; MAX_TOKENS];
     let mut obs: Observation = [[0u8; 3]; VIEW_CELLS];
     for i in 0..episodes {
-        let mut rng = Pcg32::with_stream(split_mix64(seed), u64::from(i));
-        let episode_seed = rng.next_u64();
+        let (mut rng, level_seed) = episode_stream(seed, u64::from(i));
         for _ in 0..reset_repeat.max(1) {
-            level.reset(ctx.env, episode_seed)?;
+            level.reset(ctx.env, level_seed)?;
         }
-        tokens.fill(0);
-        tokenize(ctx.env.mission.as_str(), &mut tokens)?;
         let params = GroupBufs {
             fast: &ctx.fast[..],
             slow: ctx.slow,
             other: ctx.other,
         };
-        ctx.actor.start_with(ctx.layout, params, &tokens)?;
+        ctx.actor
+            .start_mission(ctx.layout, params, ctx.env.mission.as_str())?;
         let mut ret = 0.0f64;
         loop {
             ctx.env.observe(&mut obs);

@@ -7,6 +7,7 @@ use core::ffi::CStr;
 use metarim_core::blob::{blob_len, write as write_blob, FrozenDtype};
 use metarim_core::nn::params::{Group, GroupBufsMut};
 use metarim_core::nn::policy::init_params;
+use metarim_core::rng::split_mix64;
 
 const LEVEL: &CStr = c"BabyAI-GoToObj-v0";
 

@@ -30,7 +30,7 @@ use metarim_core::nn::policy::{chunk_work_len, ChunkStep, Policy, MAX_MODULES};
 use metarim_core::nn::presets::TinyActor;
 use metarim_core::nn::rim::CommGrad;
 use metarim_core::nn::sample::sample_action;
-use metarim_core::rng::{split_mix64, Pcg32};
+use metarim_core::rng::episode_stream;
 
 use crate::train::GroupVecs;
 
@@ -270,9 +270,9 @@ pub fn play_adapting(
     let mut obs: Observation = [[0u8; 3]; VIEW_CELLS];
     let err = |e| anyhow!("adaptation: {e}");
     for i in 0..count {
-        let mut rng = Pcg32::with_stream(split_mix64(seed), i);
-        let episode_seed = rng.next_u64();
-        level.reset(&mut env, episode_seed).map_err(err)?;
+        let (mut rng, level_seed) = episode_stream(seed, i);
+        level.reset(&mut env, level_seed).map_err(err)?;
+        // Tokenised here, not by `start_mission`: the full-gradient learner keeps the tokens.
         tokens.fill(0);
         tokenize(env.mission.as_str(), &mut tokens).map_err(err)?;
         actor

@@ -11,7 +11,7 @@ use metarim_core::mission::instr::Instr;
 use metarim_core::mission::verify::{Status, Verifier};
 use metarim_core::mission::vocab::{tokenize, MAX_TOKENS};
 use metarim_core::nn::policy::{scratch_len, state_len, step_cache_len, MAX_MODULES};
-use metarim_core::rng::{split_mix64, Pcg32};
+use metarim_core::rng::{episode_stream, split_mix64, Pcg32};
 
 use super::{argmax_action, sample_action, thread_count, Model};
 use crate::threads::join_all;
@@ -248,9 +248,8 @@ pub fn run_episode_with(
 ) -> Result<EpisodeResult> {
     let policy = model.policy()?;
     let d = model.layout.dims();
-    let mut rng = Pcg32::with_stream(split_mix64(seed), i);
+    let (mut rng, episode_seed) = episode_stream(seed, i);
     let mut env = Env::new(8, 8).map_err(|e| anyhow!("creating an env: {e}"))?;
-    let episode_seed = rng.next_u64();
     level
         .reset(&mut env, episode_seed)
         .map_err(|e| anyhow!("level {} failed for seed {episode_seed}: {e}", level.id()))?;

@@ -1,5 +1,6 @@
-//! Puts this board's `memory.x` where cortex-m-rt's `link.x` finds it and links with `link.x`
-//! (and defmt's `defmt.x` when the output is defmt over RTT).
+//! The build script of every board crate (`build = "../build.rs"` in each Cargo.toml; cargo runs
+//! it in the board's own directory): puts the board's `memory.x` where cortex-m-rt's `link.x`
+//! finds it and links with `link.x` (and defmt's `defmt.x` when the output is defmt over RTT).
 use std::{env, fs, path::PathBuf};
 
 fn main() {
@@ -11,5 +12,5 @@ fn main() {
         println!("cargo:rustc-link-arg-bins=-Tdefmt.x");
     }
     println!("cargo:rerun-if-changed=memory.x");
-    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=../build.rs");
 }
