@@ -29,7 +29,7 @@ use crate::nn::policy::{fast_work_len, FastStep, MAX_MODULES};
 use crate::nn::presets::{TinyActor, TINY_FAST, TINY_STATE};
 use crate::nn::rim::CommGrad;
 use crate::nn::sample::{argmax_action, sample_action};
-use crate::rng::episode_stream;
+use crate::rng::{episode_stream, Pcg32};
 
 pub mod guard;
 
@@ -553,6 +553,32 @@ pub struct Session<'a> {
     pub actor: &'a mut TinyActor,
 }
 
+impl Session<'_> {
+    /// Start episode `index` of seed `seed` on `level` ([`episode_stream`]: the level generated
+    /// from the stream's first draw, the actor started on its mission). Returns the episode's
+    /// generator, from which its actions are drawn, and the level seed. Always inlined: as a
+    /// frame of its own it added 272 B to the firmware's deepest stack (the level generator
+    /// runs below it).
+    #[inline(always)]
+    pub fn begin_episode(
+        &mut self,
+        level: &Level,
+        seed: u64,
+        index: u64,
+    ) -> Result<(Pcg32, u64), Error> {
+        let (rng, level_seed) = episode_stream(seed, index);
+        level.reset(self.env, level_seed)?;
+        let bufs = GroupBufs {
+            fast: &self.fast[..],
+            slow: self.slow,
+            other: self.other,
+        };
+        self.actor
+            .start_mission(self.layout, bufs, self.env.mission.as_str())?;
+        Ok((rng, level_seed))
+    }
+}
+
 /// What [`play_episodes`] needs to adapt: the adapter's buffers, the settings, and the
 /// starting fast weights the guard restores (the blob in flash on the device: no RAM).
 pub struct Adaptation<'a, const W: usize> {
@@ -598,15 +624,7 @@ pub fn play_episodes<const W: usize>(
     let mut obs = [[0u8; 3]; VIEW_CELLS];
     let mut state_in = [0.0f32; TINY_STATE];
     for i in first..first.saturating_add(count) {
-        let (mut rng, level_seed) = episode_stream(seed, i);
-        level.reset(s.env, level_seed)?;
-        let bufs = GroupBufs {
-            fast: &s.fast[..],
-            slow: s.slow,
-            other: s.other,
-        };
-        s.actor
-            .start_mission(s.layout, bufs, s.env.mission.as_str())?;
+        let (mut rng, _) = s.begin_episode(level, seed, i)?;
         // This episode's learner: the adapter with the learning rate the guard allows, or
         // none while the guard probes or after it stopped learning.
         let mut learner = match adapt.as_mut() {

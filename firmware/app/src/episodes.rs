@@ -3,32 +3,24 @@
 //! (`host/src/train/eval.rs`): episode `i` of seed `S` draws its level seed and its actions from
 //! core's `episode_stream(S, i)`, so the same seed gives the same episodes on the host.
 
-use metarim_core::env::{Action, Env, Observation, VIEW_CELLS};
+use metarim_core::adapt::Session;
+use metarim_core::env::{Action, Observation, VIEW_CELLS};
 use metarim_core::levels::Level;
-use metarim_core::nn::params::{GroupBufs, Layout};
-use metarim_core::nn::presets::{TinyActor, TINY_FAST};
+use metarim_core::nn::params::GroupBufs;
 use metarim_core::nn::sample::{argmax_action, sample_action};
-use metarim_core::rng::episode_stream;
 use metarim_core::Error;
 
 use crate::cycles;
 
-/// Everything a policy run touches, all of it in static memory.
+/// Everything a policy run touches, all of it in static memory: core's acting session (layout,
+/// parameters, environment, actor) and the fast group as exported, which the adaptation guard
+/// restores.
 pub struct Ctx<'a> {
-    /// The parameter layout of `Tiny`.
-    pub layout: &'a Layout,
-    /// The fast group (RAM; adapted on the device).
-    pub fast: &'a mut [f32; TINY_FAST],
+    /// Layout, the fast group (RAM; adapted on the device), the frozen slow and other groups
+    /// (flash), the gridworld and the acting state.
+    pub session: Session<'a>,
     /// The fast group as exported (flash), restored by the adaptation guard.
     pub initial_fast: &'a [f32],
-    /// The frozen slow group (flash).
-    pub slow: &'a [f32],
-    /// The frozen other group (flash).
-    pub other: &'a [f32],
-    /// Acting state (memory, activations, scratch).
-    pub actor: &'a mut TinyActor,
-    /// The gridworld.
-    pub env: &'a mut Env,
 }
 
 /// Totals over a set of episodes.
@@ -105,42 +97,38 @@ pub fn run(
     let mut stats = Stats::default();
     let phase_start = cycles::now();
     let mut obs: Observation = [[0u8; 3]; VIEW_CELLS];
+    let s = &mut ctx.session;
     for i in 0..episodes {
-        let (mut rng, level_seed) = episode_stream(seed, u64::from(i));
-        for _ in 0..reset_repeat.max(1) {
-            level.reset(ctx.env, level_seed)?;
+        let (mut rng, level_seed) = s.begin_episode(level, seed, u64::from(i))?;
+        // `reset-repeat`: the same level generated again (identically: the same seed), only to
+        // count its instructions.
+        for _ in 1..reset_repeat.max(1) {
+            level.reset(s.env, level_seed)?;
         }
-        let params = GroupBufs {
-            fast: &ctx.fast[..],
-            slow: ctx.slow,
-            other: ctx.other,
-        };
-        ctx.actor
-            .start_mission(ctx.layout, params, ctx.env.mission.as_str())?;
         let mut ret = 0.0f64;
         loop {
-            ctx.env.observe(&mut obs);
-            let saved = ctx.actor.state;
+            s.env.observe(&mut obs);
+            let saved = s.actor.state;
             let t = cycles::now();
             for r in 0..repeat.max(1) {
                 if r > 0 {
-                    ctx.actor.state = saved;
+                    s.actor.state = saved;
                 }
                 let params = GroupBufs {
-                    fast: &ctx.fast[..],
-                    slow: ctx.slow,
-                    other: ctx.other,
+                    fast: &s.fast[..],
+                    slow: s.slow,
+                    other: s.other,
                 };
-                ctx.actor.step_with(ctx.layout, params, &obs)?;
+                s.actor.step_with(s.layout, params, &obs)?;
             }
             stats.policy_cycles += cycles::now().wrapping_sub(t);
             let (a, _) = if argmax {
-                argmax_action(&ctx.actor.logits)
+                argmax_action(&s.actor.logits)
             } else {
-                sample_action(&ctx.actor.logits, &mut rng)
+                sample_action(&s.actor.logits, &mut rng)
             };
             stats.actions_fnv = (stats.actions_fnv ^ u64::from(a as u8)).wrapping_mul(FNV_PRIME);
-            let out = ctx.env.step(Action::from_index(a as i64)?);
+            let out = s.env.step(Action::from_index(a as i64)?);
             ret += f64::from(out.reward);
             stats.steps += 1;
             if out.terminated || out.truncated {

@@ -152,16 +152,8 @@ pub type Adapter = TinyAdapter<ADAPT_WINDOW>;
 #[inline(never)]
 fn adapt(ctx: &mut Ctx<'_>, level: &Level, adapter: &mut Adapter) -> Result<EpisodeStats, Error> {
     let cfg = AdaptConfig::default();
-    let mut s = Session {
-        layout: ctx.layout,
-        fast: &mut *ctx.fast,
-        slow: ctx.slow,
-        other: ctx.other,
-        env: &mut *ctx.env,
-        actor: &mut *ctx.actor,
-    };
     play_episodes(
-        &mut s,
+        &mut ctx.session,
         level,
         config::SEED.wrapping_add(1),
         0,
@@ -200,13 +192,15 @@ fn setup(slots: Slots, level: &Level) -> Result<(Ctx<'static>, usize), Failure> 
     let env = init_env(slots.env, w, h)?;
     let actor = init_actor(slots.actor);
     let ctx = Ctx {
-        layout,
-        fast: params.fast,
+        session: Session {
+            layout,
+            fast: params.fast,
+            slow: params.slow,
+            other: params.other,
+            env,
+            actor,
+        },
         initial_fast: params.initial_fast,
-        slow: params.slow,
-        other: params.other,
-        actor,
-        env,
     };
     Ok((ctx, params.blob_bytes))
 }

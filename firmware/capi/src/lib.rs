@@ -55,7 +55,7 @@ use metarim_core::nn::dims::TINY;
 use metarim_core::nn::params::{GroupBufs, Layout, Mode};
 use metarim_core::nn::presets::{tiny_layout, TinyActor, TINY_FAST};
 use metarim_core::nn::sample::{argmax_action, sample_action};
-use metarim_core::rng::{episode_stream, Pcg32};
+use metarim_core::rng::Pcg32;
 use metarim_core::Error;
 
 /// Size in bytes of the memory a device needs (`metarim_device_init`'s `mem_len` at least):
@@ -788,15 +788,15 @@ pub unsafe extern "C" fn metarim_episode_begin(
         *p.owner = Owner::None;
         // SAFETY: level_id's contract, forwarded.
         let level = unsafe { level_arg(level_id) }?;
-        let (rng, level_seed) = episode_stream(seed, u64::from(index));
-        level.reset(p.env, level_seed)?;
-        let bufs = GroupBufs {
-            fast: &p.fast[..],
+        let mut session = Session {
+            layout: p.layout,
+            fast: p.fast,
             slow: p.slow,
             other: p.other,
+            env: p.env,
+            actor: p.actor,
         };
-        p.actor
-            .start_mission(p.layout, bufs, p.env.mission.as_str())?;
+        let (rng, _) = session.begin_episode(&level, seed, u64::from(index))?;
         *p.rng = rng;
         *p.episode = Episode::Running;
         *p.owner = Owner::Episode;
