@@ -40,6 +40,34 @@ __device__ __forceinline__ u32 block_threads() {
     return blockDim.x * blockDim.y * blockDim.z;
 }
 
+// The samples a block of a per-sample kernel works on: sample s of the block is row b0 + s of
+// the batch (the last block may have fewer samples than it has room for).
+struct SampleBlock {
+    u32 tid;    // this thread's flat index in the block
+    u32 nt;     // threads in the block
+    u32 b0;     // batch row of the block's first sample
+    u32 batch;  // rows in the batch
+};
+
+// This block's samples, `per_block` per block.
+__device__ __forceinline__ SampleBlock sample_block(u32 per_block, u32 batch) {
+    return SampleBlock{block_thread(), block_threads(), blockIdx.x * per_block, batch};
+}
+
+// One phase of a per-sample kernel: `rows` work items per sample, spread over the block's
+// threads and ordered sample-fastest, so neighbouring threads read the same weight row (a
+// broadcast) for different samples. Calls `f(s, r, b)` for each item of a sample that exists:
+// s the sample's index in the block, r the item (0 <= r < rows), b the sample's batch row.
+template <u32 PER_BLOCK, typename F>
+__device__ __forceinline__ void for_sample_rows(const SampleBlock& blk, u32 rows, F f) {
+    for (u32 it = blk.tid; it < PER_BLOCK * rows; it += blk.nt) {
+        const u32 s = it % PER_BLOCK;
+        const u32 b = blk.b0 + s;
+        if (b >= blk.batch) continue;
+        f(s, it / PER_BLOCK, b);
+    }
+}
+
 // Global index of this thread in a 1-D launch.
 __device__ __forceinline__ u64 global_thread_index() {
     return (u64)blockIdx.x * (u64)blockDim.x + (u64)threadIdx.x;

@@ -19,22 +19,12 @@ extern "C" __global__ void heads_fwd(const float* __restrict__ p, const float* _
                                      float* __restrict__ values, float* __restrict__ cache,
                                      u32 samples) {
     DYN_SMEM_F32(sm);
-    const u32 tid = block_thread();
-    const u32 nt = block_threads();
-    const u32 b0 = blockIdx.x * SPB_HEADS;
-    for (u32 it = tid; it < SPB_HEADS * MW; it += nt) {
-        const u32 s = it % SPB_HEADS;
-        const u32 k = it / SPB_HEADS;
-        const u32 b = b0 + s;
-        if (b >= samples) continue;
+    const SampleBlock blk = sample_block(SPB_HEADS, samples);
+    for_sample_rows<SPB_HEADS>(blk, MW, [&](u32 s, u32 k, u32 b) {
         sm[s * HF_SMEM + k] = h[(u64)b * ld + k];
-    }
+    });
     __syncthreads();
-    for (u32 it = tid; it < SPB_HEADS * 2 * HEAD_H; it += nt) {
-        const u32 s = it % SPB_HEADS;
-        const u32 j = it / SPB_HEADS;
-        const u32 b = b0 + s;
-        if (b >= samples) continue;
+    for_sample_rows<SPB_HEADS>(blk, 2 * HEAD_H, [&](u32 s, u32 j, u32 b) {
         float* S = sm + s * HF_SMEM;
         const bool critic = j >= HEAD_H;
         const u32 jj = critic ? j - HEAD_H : j;
@@ -43,13 +33,9 @@ extern "C" __global__ void heads_fwd(const float* __restrict__ p, const float* _
         const float v = tanhf(b1[jj] + dot8(w1 + (u64)jj * MW, S, MW));
         S[MW + j] = v;
         cache[(u64)b * HEADS_CACHE + j] = v;
-    }
+    });
     __syncthreads();
-    for (u32 it = tid; it < SPB_HEADS * (N_ACT + 1); it += nt) {
-        const u32 s = it % SPB_HEADS;
-        const u32 o = it / SPB_HEADS;
-        const u32 b = b0 + s;
-        if (b >= samples) continue;
+    for_sample_rows<SPB_HEADS>(blk, N_ACT + 1, [&](u32 s, u32 o, u32 b) {
         const float* S = sm + s * HF_SMEM;
         if (o < N_ACT) {
             logits[(u64)b * N_ACT + o] =
@@ -57,7 +43,7 @@ extern "C" __global__ void heads_fwd(const float* __restrict__ p, const float* _
         } else {
             values[b] = p[HP_C_B2] + dot8(p + HP_C_W2, S + MW + HEAD_H, HEAD_H);
         }
-    }
+    });
 }
 
 // log-sum-exp of the logits (core::nn::loss::lse).
@@ -99,12 +85,10 @@ extern "C" __global__ void ppo_heads_bwd(
     float value_coef, float entropy_coef, u32 clip_value, float scale, float* __restrict__ dh,
     float* __restrict__ terms, float* __restrict__ delta, u32 samples) {
     DYN_SMEM_F32(sm);
-    const u32 tid = block_thread();
-    const u32 nt = block_threads();
-    const u32 b0 = blockIdx.x * SPB_HEADS;
+    const SampleBlock blk = sample_block(SPB_HEADS, samples);
     // Loss terms and d loss / d (logits, value), one thread per sample.
-    for (u32 s = tid; s < SPB_HEADS; s += nt) {
-        const u32 b = b0 + s;
+    for (u32 s = blk.tid; s < SPB_HEADS; s += blk.nt) {
+        const u32 b = blk.b0 + s;
         if (b >= samples) continue;
         float* S = sm + s * HB_SMEM;
         const float* l = logits + (u64)b * N_ACT;
@@ -173,11 +157,7 @@ extern "C" __global__ void ppo_heads_bwd(
     }
     __syncthreads();
     // Through the second layers and tanh: the hidden pre-activation gradients.
-    for (u32 it = tid; it < SPB_HEADS * 2 * HEAD_H; it += nt) {
-        const u32 s = it % SPB_HEADS;
-        const u32 j = it / SPB_HEADS;
-        const u32 b = b0 + s;
-        if (b >= samples) continue;
+    for_sample_rows<SPB_HEADS>(blk, 2 * HEAD_H, [&](u32 s, u32 j, u32 b) {
         float* S = sm + s * HB_SMEM;
         const float t = cache[(u64)b * HEADS_CACHE + j];
         float dhid = 0.0f;
@@ -189,18 +169,14 @@ extern "C" __global__ void ppo_heads_bwd(
         const float da = dhid * (1.0f - t * t);
         S[N_ACT + 1 + j] = da;
         delta[(u64)b * HEADS_DELTA + HD_DA + j] = da;
-    }
+    });
     __syncthreads();
     // Into the memory output: actor's first layer, then the critic's.
-    for (u32 it = tid; it < SPB_HEADS * MW; it += nt) {
-        const u32 s = it % SPB_HEADS;
-        const u32 i = it / SPB_HEADS;
-        const u32 b = b0 + s;
-        if (b >= samples) continue;
+    for_sample_rows<SPB_HEADS>(blk, MW, [&](u32 s, u32 i, u32 b) {
         const float* S = sm + s * HB_SMEM + N_ACT + 1;
         float acc = 0.0f;
         for (u32 j = 0; j < HEAD_H; ++j) acc += S[j] * p[(u64)j * MW + i];
         for (u32 j = 0; j < HEAD_H; ++j) acc += S[HEAD_H + j] * p[HP_C_W1 + (u64)j * MW + i];
         dh[(u64)b * MW + i] = acc;
-    }
+    });
 }

@@ -21,14 +21,8 @@ extern "C" __global__ void lstm_fwd_step(const float* __restrict__ w_ih,
                                          float* __restrict__ state_in, float* state_out,
                                          float* __restrict__ cache, u32 batch) {
     DYN_SMEM_F32(sm);
-    const u32 tid = block_thread();
-    const u32 nt = block_threads();
-    const u32 b0 = blockIdx.x * SPB_LSTM;
-    for (u32 it = tid; it < SPB_LSTM * (INPUT + 2 * MW); it += nt) {
-        const u32 s = it % SPB_LSTM;
-        const u32 k = it / SPB_LSTM;
-        const u32 b = b0 + s;
-        if (b >= batch) continue;
+    const SampleBlock blk = sample_block(SPB_LSTM, batch);
+    for_sample_rows<SPB_LSTM>(blk, INPUT + 2 * MW, [&](u32 s, u32 k, u32 b) {
         float* S = sm + s * LF_SMEM;
         if (k < INPUT) {
             S[k] = x[(u64)b * INPUT + k];
@@ -38,13 +32,9 @@ extern "C" __global__ void lstm_fwd_step(const float* __restrict__ w_ih,
             S[INPUT + q] = v;
             if (state_in) state_in[(u64)b * 2 * MW + q] = v;
         }
-    }
+    });
     __syncthreads();
-    for (u32 it = tid; it < SPB_LSTM * MW; it += nt) {
-        const u32 s = it % SPB_LSTM;
-        const u32 u = it / SPB_LSTM;
-        const u32 b = b0 + s;
-        if (b >= batch) continue;
+    for_sample_rows<SPB_LSTM>(blk, MW, [&](u32 s, u32 u, u32 b) {
         const float* S = sm + s * LF_SMEM;
         const float* xs = S;
         const float* h = S + INPUT;
@@ -69,7 +59,7 @@ extern "C" __global__ void lstm_fwd_step(const float* __restrict__ w_ih,
         C[4 * MW + u] = t;
         state_out[(u64)b * 2 * MW + MW + u] = cu;
         state_out[(u64)b * 2 * MW + u] = og * t;
-    }
+    });
 }
 
 // Parameters: w_ih, w_hh; state_in [batch x 2MW]; cache; dh_loss [batch x MW] (through the
@@ -85,14 +75,8 @@ extern "C" __global__ void lstm_bwd_step(const float* __restrict__ w_ih,
                                          float* __restrict__ dx, float* __restrict__ delta,
                                          u32 batch) {
     DYN_SMEM_F32(sm);
-    const u32 tid = block_thread();
-    const u32 nt = block_threads();
-    const u32 b0 = blockIdx.x * SPB_LSTM;
-    for (u32 it = tid; it < SPB_LSTM * MW; it += nt) {
-        const u32 s = it % SPB_LSTM;
-        const u32 u = it / SPB_LSTM;
-        const u32 b = b0 + s;
-        if (b >= batch) continue;
+    const SampleBlock blk = sample_block(SPB_LSTM, batch);
+    for_sample_rows<SPB_LSTM>(blk, MW, [&](u32 s, u32 u, u32 b) {
         float* S = sm + s * LB_SMEM;
         const float* C = cache + (u64)b * LSTM_CACHE;
         const float dho = dh_loss[(u64)b * MW + u] + (carry ? carry[(u64)b * 2 * MW + u] : 0.0f);
@@ -109,13 +93,9 @@ extern "C" __global__ void lstm_bwd_step(const float* __restrict__ w_ih,
         S[4 * MW + u] = 0.0f + dct * fg;
         float* D = delta + (u64)b * LSTM_DELTA;
         for (u32 q = 0; q < 4; ++q) D[q * MW + u] = da[q * MW + u];
-    }
+    });
     __syncthreads();
-    for (u32 it = tid; it < SPB_LSTM * (INPUT + 2 * MW); it += nt) {
-        const u32 s = it % SPB_LSTM;
-        const u32 k = it / SPB_LSTM;
-        const u32 b = b0 + s;
-        if (b >= batch) continue;
+    for_sample_rows<SPB_LSTM>(blk, INPUT + 2 * MW, [&](u32 s, u32 k, u32 b) {
         const float* S = sm + s * LB_SMEM;
         const bool cut = reset && reset[b];
         if (k < INPUT) {
@@ -137,5 +117,5 @@ extern "C" __global__ void lstm_bwd_step(const float* __restrict__ w_ih,
             const u32 u = k - INPUT - MW;
             carry_out[(u64)b * 2 * MW + MW + u] = cut ? 0.0f : S[4 * MW + u];
         }
-    }
+    });
 }

@@ -78,6 +78,21 @@
 #define RD_DPO (RD_DPG + (COMM ? NH : 0))
 #define RIM_DELTA (RD_DPO + (COMM ? NH : 0))
 
+// The RIM's nine tensors, in the order the step kernels take them (rim_fwd_step, rim_bwd_step):
+// the input key, value and per-module query projections, the module RNNs (module-major,
+// RNN_LEN each), the communication query, key, value, gate and output projections (per module).
+struct RimTensors {
+    const float* w_k;
+    const float* w_v;
+    const float* w_q;
+    const float* rnn;
+    const float* c_q;
+    const float* c_k;
+    const float* c_v;
+    const float* c_g;
+    const float* c_o;
+};
+
 // ---- LSTM memory (the baseline: one LSTM as wide as all modules) ----------------------------
 #define MW NH                            // memory width
 #define LSTM_CACHE (5 * MW)              // [i | f | g | o | tanh(c')] after the nonlinearities

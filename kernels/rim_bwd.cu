@@ -15,11 +15,10 @@
 // Launch: grid ceil(batch / SPB_RIM), any block size, SPB_RIM * RB_SMEM floats of dynamic
 // shared memory.
 //
-// One kernel function on purpose (it and rim_fwd_step are the project's only functions over 150
-// lines): its phases (B0..B10 below) are separated by block barriers and share one per-sample
-// shared-memory layout (SB_*); as device functions each phase would take a dozen pointers and
-// the barriers would sit between calls, away from the work they order. Splitting waits for a
-// GPU to show that it costs no registers or occupancy (ptxas reports both; docs/GPU.md).
+// The phases (B0..B10 below) are device functions over one block's `RimBwd` (the tensors, the
+// block's samples and their per-sample shared memory, SB_*); the kernel calls them in order with
+// a block barrier between each two. They are inlined: the compiled kernel is the one the
+// single-function version was (ptxas: the same registers, no spills; docs/GPU.md).
 #include "common.cuh"
 #include "model.cuh"
 
@@ -46,73 +45,62 @@
 #error "rim_bwd.cu: shared-memory layout disagrees with RB_SMEM"
 #endif
 
-// Parameters: the nine RIM tensors, then
-//   state_in [batch x RSL] (the state [h | c] the forward read), cache [batch x RIM_CACHE],
-//   dh_loss [batch x NH] (gradient of the loss through the heads w.r.t. this step's output h),
-//   carry [batch x RSL] (gradient w.r.t. this step's output state [h | c], arriving from step
-//   t + 1; null for none; may alias carry_out: it is read completely in B0, before any write),
-//   reset [batch] (1: this step started an episode, so nothing flows into step t - 1; may be
-//   null), carry_out [batch x RSL] (dL/d state_{t-1}), dx [batch x INPUT] (dL/dx_t),
-//   delta [batch x RIM_DELTA].
-extern "C" __global__ void rim_bwd_step(const float* __restrict__ w_k,
-                                        const float* __restrict__ w_v,
-                                        const float* __restrict__ w_q,
-                                        const float* __restrict__ rnn,
-                                        const float* __restrict__ c_q,
-                                        const float* __restrict__ c_k,
-                                        const float* __restrict__ c_v,
-                                        const float* __restrict__ c_g,
-                                        const float* __restrict__ c_o,
-                                        const float* __restrict__ state_in,
-                                        const float* __restrict__ cache,
-                                        const float* __restrict__ dh_loss, const float* carry,
-                                        const u8* __restrict__ reset, float* carry_out,
-                                        float* __restrict__ dx, float* __restrict__ delta,
-                                        u32 batch) {
-    DYN_SMEM_F32(sm);
-    const u32 tid = block_thread();
-    const u32 nt = block_threads();
-    const u32 b0 = blockIdx.x * SPB_RIM;
-    const float inv_dk = inv_sqrt_ref(D_K);
+// One block's step: the tensors (the kernel's parameters, below), its samples and their shared
+// memory.
+struct RimBwd : RimTensors {
+    const float* state_in;
+    const float* cache;
+    const float* dh_loss;
+    const float* carry;
+    const u8* reset;
+    float* carry_out;
+    float* dx;
+    float* delta;
+    float* sm;
+    SampleBlock blk;
 
-    // B0: dL/dh_t, the activity mask; step 5 (masked update): active modules' gradient goes to
-    // h', inactive ones' straight to h_{t-1}. LSTM modules: dL/dc_t into SB_DC (an inactive
-    // module's is already dL/dc_{t-1}; an active one's is replaced in B6).
-    for (u32 it = tid; it < SPB_RIM * (NH + N_MOD); it += nt) {
-        const u32 s = it % SPB_RIM;
-        const u32 r = it / SPB_RIM;
-        const u32 b = b0 + s;
-        if (b >= batch) continue;
-        float* S = sm + s * RB_SMEM;
-        const float* C = cache + (u64)b * RIM_CACHE;
+    // Sample s's shared memory (RB_SMEM floats, laid out as SB_*).
+    __device__ __forceinline__ float* smem(u32 s) const { return sm + s * RB_SMEM; }
+    // Batch row b's forward step cache (RIM_CACHE floats, laid out as RC_*).
+    __device__ __forceinline__ const float* cache_of(u32 b) const {
+        return cache + (u64)b * RIM_CACHE;
+    }
+    // Batch row b's deltas (RIM_DELTA floats, laid out as RD_*).
+    __device__ __forceinline__ float* delta_of(u32 b) const { return delta + (u64)b * RIM_DELTA; }
+};
+
+// B0: dL/dh_t, the activity mask; step 5 (masked update): active modules' gradient goes to
+// h', inactive ones' straight to h_{t-1}. LSTM modules: dL/dc_t into SB_DC (an inactive
+// module's is already dL/dc_{t-1}; an active one's is replaced in B6).
+__device__ __forceinline__ void rb_load_gradients(const RimBwd& step) {
+    for_sample_rows<SPB_RIM>(step.blk, NH + N_MOD, [&](u32 s, u32 r, u32 b) {
+        float* S = step.smem(s);
+        const float* C = step.cache_of(b);
         if (r < NH) {
             const u32 i = r / HID;
-            const float d = dh_loss[(u64)b * NH + r] + (carry ? carry[(u64)b * RSL + r] : 0.0f);
+            const float d =
+                step.dh_loss[(u64)b * NH + r] + (step.carry ? step.carry[(u64)b * RSL + r] : 0.0f);
             const bool on = C[RC_MASK + i] > 0.0f;
             S[SB_DHO + r] = d;
             S[SB_DHT + r] = on ? d : 0.0f;
             S[SB_DHP + r] = on ? 0.0f : d;
 #if CELL_LSTM
-            S[SB_DC + r] = carry ? carry[(u64)b * RSL + NH + r] : 0.0f;
+            S[SB_DC + r] = step.carry ? step.carry[(u64)b * RSL + NH + r] : 0.0f;
 #endif
         } else {
             const u32 i = r - NH;
             S[SB_MASK + i] = C[RC_MASK + i] > 0.0f ? 1.0f : 0.0f;
         }
-    }
-    __syncthreads();
+    });
+}
 
 #if COMM
-    const float inv_ck = inv_sqrt_ref(C_K);
-    // B1: through h' = h~ + sigmoid(a_g) * tanh(a_o).
-    for (u32 it = tid; it < SPB_RIM * NH; it += nt) {
-        const u32 s = it % SPB_RIM;
-        const u32 r = it / SPB_RIM;
-        const u32 b = b0 + s;
-        if (b >= batch) continue;
-        float* S = sm + s * RB_SMEM;
-        const float* C = cache + (u64)b * RIM_CACHE;
-        float* D = delta + (u64)b * RIM_DELTA;
+// B1: through h' = h~ + sigmoid(a_g) * tanh(a_o).
+__device__ __forceinline__ void rb_comm_gate(const RimBwd& step) {
+    for_sample_rows<SPB_RIM>(step.blk, NH, [&](u32 s, u32 r, u32 b) {
+        float* S = step.smem(s);
+        const float* C = step.cache_of(b);
+        float* D = step.delta_of(b);
         float pg = 0.0f, po = 0.0f;
         if (S[SB_MASK + r / HID] != 0.0f) {
             const float dy = S[SB_DHO + r];
@@ -125,22 +113,19 @@ extern "C" __global__ void rim_bwd_step(const float* __restrict__ w_k,
         S[SB_DPO + r] = po;
         D[RD_DPG + r] = pg;
         D[RD_DPO + r] = po;
-    }
-    __syncthreads();
+    });
+}
 
-    // B2: dL/do_i = W_g^T dpg + W_o^T dpo (rows in order, zero rows skipped, as the core).
-    for (u32 it = tid; it < SPB_RIM * N_MOD * CW; it += nt) {
-        const u32 s = it % SPB_RIM;
-        const u32 r = it / SPB_RIM;
-        const u32 b = b0 + s;
-        if (b >= batch) continue;
-        float* S = sm + s * RB_SMEM;
+// B2: dL/do_i = W_g^T dpg + W_o^T dpo (rows in order, zero rows skipped, as the core).
+__device__ __forceinline__ void rb_comm_output_grads(const RimBwd& step) {
+    for_sample_rows<SPB_RIM>(step.blk, N_MOD * CW, [&](u32 s, u32 r, u32 b) {
+        float* S = step.smem(s);
         const u32 i = r / CW;
         const u32 e = r % CW;
         float acc = 0.0f;
         if (S[SB_MASK + i] != 0.0f) {
-            const float* wg = c_g + (u64)i * HID * CW;
-            const float* wo = c_o + (u64)i * HID * CW;
+            const float* wg = step.c_g + (u64)i * HID * CW;
+            const float* wo = step.c_o + (u64)i * HID * CW;
             for (u32 h = 0; h < HID; ++h) {
                 const float d = S[SB_DPG + i * HID + h];
                 if (d != 0.0f) acc += d * wg[h * CW + e];
@@ -151,23 +136,21 @@ extern "C" __global__ void rim_bwd_step(const float* __restrict__ w_k,
             }
         }
         S[SB_DOUT + r] = acc;
-    }
-    __syncthreads();
+    });
+}
 
-    // B3: through o_ij = sum_m p_ijm v_mj and the softmax: ds (already times 1/sqrt(c_k)).
-    for (u32 it = tid; it < SPB_RIM * N_MOD * C_HEADS; it += nt) {
-        const u32 s = it % SPB_RIM;
-        const u32 r = it / SPB_RIM;
-        const u32 b = b0 + s;
-        if (b >= batch) continue;
-        float* S = sm + s * RB_SMEM;
-        const float* C = cache + (u64)b * RIM_CACHE;
+// B3: through o_ij = sum_m p_ijm v_mj and the softmax: ds (already times 1/sqrt(c_k)).
+__device__ __forceinline__ void rb_comm_scores(const RimBwd& step) {
+    const float inv_ck = inv_sqrt_ref(C_K);
+    for_sample_rows<SPB_RIM>(step.blk, N_MOD * C_HEADS, [&](u32 s, u32 r, u32 b) {
+        float* S = step.smem(s);
+        const float* C = step.cache_of(b);
         const u32 i = r / C_HEADS;
         const u32 j = r % C_HEADS;
         float* ds = S + SB_DS + r * N_MOD;
         if (S[SB_MASK + i] == 0.0f) {
             for (u32 m = 0; m < N_MOD; ++m) ds[m] = 0.0f;
-            continue;
+            return;
         }
         const float* p = C + RC_P + r * N_MOD;
         const float* doj = S + SB_DOUT + i * CW + j * C_K;
@@ -176,18 +159,15 @@ extern "C" __global__ void rim_bwd_step(const float* __restrict__ w_k,
         float dt = 0.0f;
         for (u32 m = 0; m < N_MOD; ++m) dt += p[m] * dp[m];
         for (u32 m = 0; m < N_MOD; ++m) ds[m] = (0.0f + p[m] * (dp[m] - dt)) * inv_ck;
-    }
-    __syncthreads();
+    });
+}
 
-    // B4: dcv_m and dck_m summed over the active queries in module order; dcq_i.
-    for (u32 it = tid; it < SPB_RIM * 3 * N_MOD * CW; it += nt) {
-        const u32 s = it % SPB_RIM;
-        const u32 r = it / SPB_RIM;
-        const u32 b = b0 + s;
-        if (b >= batch) continue;
-        float* S = sm + s * RB_SMEM;
-        const float* C = cache + (u64)b * RIM_CACHE;
-        float* D = delta + (u64)b * RIM_DELTA;
+// B4: dcv_m and dck_m summed over the active queries in module order; dcq_i.
+__device__ __forceinline__ void rb_comm_kqv_grads(const RimBwd& step) {
+    for_sample_rows<SPB_RIM>(step.blk, 3 * N_MOD * CW, [&](u32 s, u32 r, u32 b) {
+        float* S = step.smem(s);
+        const float* C = step.cache_of(b);
+        float* D = step.delta_of(b);
         const u32 part = r / (N_MOD * CW);
         const u32 q = r % (N_MOD * CW);
         const u32 m = q / CW;
@@ -218,21 +198,18 @@ extern "C" __global__ void rim_bwd_step(const float* __restrict__ w_k,
             S[SB_DCQ + q] = acc;
             D[RD_DCQ + q] = acc;
         }
-    }
-    __syncthreads();
+    });
+}
 
-    // B5: into h~ of the active modules: W_cq^T dcq, then W_ck^T dck, then W_cv^T dcv.
-    for (u32 it = tid; it < SPB_RIM * NH; it += nt) {
-        const u32 s = it % SPB_RIM;
-        const u32 r = it / SPB_RIM;
-        const u32 b = b0 + s;
-        if (b >= batch) continue;
-        float* S = sm + s * RB_SMEM;
+// B5: into h~ of the active modules: W_cq^T dcq, then W_ck^T dck, then W_cv^T dcv.
+__device__ __forceinline__ void rb_into_candidate(const RimBwd& step) {
+    for_sample_rows<SPB_RIM>(step.blk, NH, [&](u32 s, u32 r, u32 b) {
+        float* S = step.smem(s);
         const u32 m = r / HID;
         const u32 h = r % HID;
-        if (S[SB_MASK + m] == 0.0f) continue;
+        if (S[SB_MASK + m] == 0.0f) return;
         float acc = S[SB_DHT + r];
-        const float* ws[3] = {c_q, c_k, c_v};
+        const float* ws[3] = {step.c_q, step.c_k, step.c_v};
         const u32 src[3] = {SB_DCQ, SB_DCK, SB_DCV};
         for (u32 w = 0; w < 3; ++w) {
             const float* wm = ws[w] + (u64)m * CW * HID;
@@ -242,23 +219,20 @@ extern "C" __global__ void rim_bwd_step(const float* __restrict__ w_k,
             }
         }
         S[SB_DHT + r] = acc;
-    }
-    __syncthreads();
-#endif
+    });
+}
 
+#endif
 #if CELL_LSTM
-    // B6: LSTM gate gradients of the active modules (core::nn::ops::lstm_backward, the same
-    // products in the same order): dc~ = dc' + dh~ o (1 - tanh(c')^2), the four gates'
-    // pre-activation gradients, dc_{t-1} = dc~ f (started from zero, as the core's d_prev).
-    // The input and hidden products see the same gradients, so gi and gh are equal.
-    for (u32 it = tid; it < SPB_RIM * NH; it += nt) {
-        const u32 s = it % SPB_RIM;
-        const u32 r = it / SPB_RIM;
-        const u32 b = b0 + s;
-        if (b >= batch) continue;
-        float* S = sm + s * RB_SMEM;
-        const float* C = cache + (u64)b * RIM_CACHE;
-        float* D = delta + (u64)b * RIM_DELTA;
+// B6: LSTM gate gradients of the active modules (core::nn::ops::lstm_backward, the same
+// products in the same order): dc~ = dc' + dh~ o (1 - tanh(c')^2), the four gates'
+// pre-activation gradients, dc_{t-1} = dc~ f (started from zero, as the core's d_prev).
+// The input and hidden products see the same gradients, so gi and gh are equal.
+__device__ __forceinline__ void rb_gate_grads(const RimBwd& step) {
+    for_sample_rows<SPB_RIM>(step.blk, NH, [&](u32 s, u32 r, u32 b) {
+        float* S = step.smem(s);
+        const float* C = step.cache_of(b);
+        float* D = step.delta_of(b);
         const u32 m = r / HID;
         const u32 u = r % HID;
         float da[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -268,7 +242,7 @@ extern "C" __global__ void rim_bwd_step(const float* __restrict__ w_k,
             const float t = rc[4 * HID + u];
             const float dho = S[SB_DHT + r];
             const float dct = S[SB_DC + r] + dho * og * (1.0f - t * t);
-            const float cu = state_in[(u64)b * RSL + NH + r];
+            const float cu = step.state_in[(u64)b * RSL + NH + r];
             da[0] = dct * gg * ig * (1.0f - ig);
             da[1] = dct * cu * fg * (1.0f - fg);
             da[2] = dct * ig * (1.0f - gg * gg);
@@ -285,19 +259,16 @@ extern "C" __global__ void rim_bwd_step(const float* __restrict__ w_k,
             dgi[q * HID + u] = da[q];
             dgh[q * HID + u] = da[q];
         }
-    }
-    __syncthreads();
+    });
+}
 
 #else
-    // B6: GRU gate gradients of the active modules (core::nn::ops::gru_gate_grads).
-    for (u32 it = tid; it < SPB_RIM * NH; it += nt) {
-        const u32 s = it % SPB_RIM;
-        const u32 r = it / SPB_RIM;
-        const u32 b = b0 + s;
-        if (b >= batch) continue;
-        float* S = sm + s * RB_SMEM;
-        const float* C = cache + (u64)b * RIM_CACHE;
-        float* D = delta + (u64)b * RIM_DELTA;
+// B6: GRU gate gradients of the active modules (core::nn::ops::gru_gate_grads).
+__device__ __forceinline__ void rb_gate_grads(const RimBwd& step) {
+    for_sample_rows<SPB_RIM>(step.blk, NH, [&](u32 s, u32 r, u32 b) {
+        float* S = step.smem(s);
+        const float* C = step.cache_of(b);
+        float* D = step.delta_of(b);
         const u32 m = r / HID;
         const u32 u = r % HID;
         float* gi = S + SB_GI + m * RGH;
@@ -307,7 +278,7 @@ extern "C" __global__ void rim_bwd_step(const float* __restrict__ w_k,
             const float* rc = C + RC_RNN + m * RNN_CACHE;
             const float d = S[SB_DHT + r];
             const float rg = rc[u], zg = rc[HID + u], ng = rc[2 * HID + u], hn = rc[3 * HID + u];
-            const float hu = state_in[(u64)b * RSL + r];
+            const float hu = step.state_in[(u64)b * RSL + r];
             const float dn = d * (1.0f - zg);
             const float dz = d * (hu - ng);
             da_n = dn * (1.0f - ng * ng);
@@ -331,24 +302,20 @@ extern "C" __global__ void rim_bwd_step(const float* __restrict__ w_k,
         dgh[u] = da_r;
         dgh[HID + u] = da_z;
         dgh[2 * HID + u] = gh_n;
-    }
-    __syncthreads();
+    });
+}
 
 #endif
-
-    // B7: du = W_ih^T gi; dh_{t-1} += W_hh^T gh (active modules).
-    for (u32 it = tid; it < SPB_RIM * (N_MOD * UW + NH); it += nt) {
-        const u32 s = it % SPB_RIM;
-        const u32 r = it / SPB_RIM;
-        const u32 b = b0 + s;
-        if (b >= batch) continue;
-        float* S = sm + s * RB_SMEM;
+// B7: du = W_ih^T gi; dh_{t-1} += W_hh^T gh (active modules).
+__device__ __forceinline__ void rb_module_inputs(const RimBwd& step) {
+    for_sample_rows<SPB_RIM>(step.blk, N_MOD * UW + NH, [&](u32 s, u32 r, u32 b) {
+        float* S = step.smem(s);
         if (r < N_MOD * UW) {
             const u32 m = r / UW;
             const u32 e = r % UW;
             float acc = 0.0f;
             if (S[SB_MASK + m] != 0.0f) {
-                const float* w = rnn + (u64)m * RNN_LEN;
+                const float* w = step.rnn + (u64)m * RNN_LEN;
                 for (u32 row = 0; row < RGH; ++row) {
                     const float g = S[SB_GI + m * RGH + row];
                     if (g != 0.0f) acc += g * w[(u64)row * UW + e];
@@ -359,8 +326,8 @@ extern "C" __global__ void rim_bwd_step(const float* __restrict__ w_k,
             const u32 q = r - N_MOD * UW;
             const u32 m = q / HID;
             const u32 h = q % HID;
-            if (S[SB_MASK + m] == 0.0f) continue;
-            const float* w = rnn + (u64)m * RNN_LEN + RNN_W_HH;
+            if (S[SB_MASK + m] == 0.0f) return;
+            const float* w = step.rnn + (u64)m * RNN_LEN + RNN_W_HH;
             float acc = S[SB_DHP + q];
             for (u32 row = 0; row < RGH; ++row) {
                 const float g = S[SB_GH + m * RGH + row];
@@ -368,17 +335,15 @@ extern "C" __global__ void rim_bwd_step(const float* __restrict__ w_k,
             }
             S[SB_DHP + q] = acc;
         }
-    }
-    __syncthreads();
+    });
+}
 
-    // B8: through u_mj = a_mj v_x,j and a_mj = sigmoid(s_mj): the score gradients.
-    for (u32 it = tid; it < SPB_RIM * N_MOD * IN_HEADS; it += nt) {
-        const u32 s = it % SPB_RIM;
-        const u32 r = it / SPB_RIM;
-        const u32 b = b0 + s;
-        if (b >= batch) continue;
-        float* S = sm + s * RB_SMEM;
-        const float* C = cache + (u64)b * RIM_CACHE;
+// B8: through u_mj = a_mj v_x,j and a_mj = sigmoid(s_mj): the score gradients.
+__device__ __forceinline__ void rb_input_scores(const RimBwd& step) {
+    const float inv_dk = inv_sqrt_ref(D_K);
+    for_sample_rows<SPB_RIM>(step.blk, N_MOD * IN_HEADS, [&](u32 s, u32 r, u32 b) {
+        float* S = step.smem(s);
+        const float* C = step.cache_of(b);
         const u32 m = r / IN_HEADS;
         const u32 j = r % IN_HEADS;
         float dsc = 0.0f;
@@ -388,18 +353,15 @@ extern "C" __global__ void rim_bwd_step(const float* __restrict__ w_k,
             dsc = da * a * (1.0f - a) * inv_dk;
         }
         S[SB_DSC + r] = dsc;
-    }
-    __syncthreads();
+    });
+}
 
-    // B9: dq_m; dvx and dkx summed over the active modules in order.
-    for (u32 it = tid; it < SPB_RIM * (N_MOD * QW + UW + QW); it += nt) {
-        const u32 s = it % SPB_RIM;
-        const u32 r = it / SPB_RIM;
-        const u32 b = b0 + s;
-        if (b >= batch) continue;
-        float* S = sm + s * RB_SMEM;
-        const float* C = cache + (u64)b * RIM_CACHE;
-        float* D = delta + (u64)b * RIM_DELTA;
+// B9: dq_m; dvx and dkx summed over the active modules in order.
+__device__ __forceinline__ void rb_input_projections(const RimBwd& step) {
+    for_sample_rows<SPB_RIM>(step.blk, N_MOD * QW + UW + QW, [&](u32 s, u32 r, u32 b) {
+        float* S = step.smem(s);
+        const float* C = step.cache_of(b);
+        float* D = step.delta_of(b);
         if (r < N_MOD * QW) {
             const u32 m = r / QW;
             const u32 j = (r % QW) / D_K;
@@ -430,44 +392,94 @@ extern "C" __global__ void rim_bwd_step(const float* __restrict__ w_k,
             S[SB_DKX + e] = acc;
             D[RD_DKX + e] = acc;
         }
-    }
-    __syncthreads();
+    });
+}
 
-    // B10: dh_{t-1} += W_q^T dq (active modules), written out (zero if this step started an
-    // episode); dx = W_k^T dkx + W_v^T dvx; LSTM modules: dc_{t-1} written out (zero likewise).
-    for (u32 it = tid; it < SPB_RIM * (NH + INPUT + RCL); it += nt) {
-        const u32 s = it % SPB_RIM;
-        const u32 r = it / SPB_RIM;
-        const u32 b = b0 + s;
-        if (b >= batch) continue;
-        float* S = sm + s * RB_SMEM;
+// B10: dh_{t-1} += W_q^T dq (active modules), written out (zero if this step started an
+// episode); dx = W_k^T dkx + W_v^T dvx; LSTM modules: dc_{t-1} written out (zero likewise).
+__device__ __forceinline__ void rb_write_out(const RimBwd& step) {
+    for_sample_rows<SPB_RIM>(step.blk, NH + INPUT + RCL, [&](u32 s, u32 r, u32 b) {
+        float* S = step.smem(s);
         if (r < NH) {
             const u32 m = r / HID;
             const u32 h = r % HID;
             float acc = S[SB_DHP + r];
             if (S[SB_MASK + m] != 0.0f) {
-                const float* w = w_q + (u64)m * QW * HID;
+                const float* w = step.w_q + (u64)m * QW * HID;
                 for (u32 q = 0; q < QW; ++q) {
                     const float d = S[SB_DQ + m * QW + q];
                     if (d != 0.0f) acc += d * w[q * HID + h];
                 }
             }
-            carry_out[(u64)b * RSL + r] = (reset && reset[b]) ? 0.0f : acc;
+            step.carry_out[(u64)b * RSL + r] = (step.reset && step.reset[b]) ? 0.0f : acc;
         } else if (r >= NH + INPUT) {
             const u32 q = r - NH - INPUT;
-            carry_out[(u64)b * RSL + NH + q] = (reset && reset[b]) ? 0.0f : S[SB_DC + q];
+            step.carry_out[(u64)b * RSL + NH + q] =
+                (step.reset && step.reset[b]) ? 0.0f : S[SB_DC + q];
         } else {
             const u32 e = r - NH;
             float acc = 0.0f;
             for (u32 q = 0; q < QW; ++q) {
                 const float d = S[SB_DKX + q];
-                if (d != 0.0f) acc += d * w_k[(u64)q * INPUT + e];
+                if (d != 0.0f) acc += d * step.w_k[(u64)q * INPUT + e];
             }
             for (u32 q = 0; q < UW; ++q) {
                 const float d = S[SB_DVX + q];
-                if (d != 0.0f) acc += d * w_v[(u64)q * INPUT + e];
+                if (d != 0.0f) acc += d * step.w_v[(u64)q * INPUT + e];
             }
-            dx[(u64)b * INPUT + e] = acc;
+            step.dx[(u64)b * INPUT + e] = acc;
         }
-    }
+    });
+}
+
+// Parameters: the nine RIM tensors, then
+//   state_in [batch x RSL] (the state [h | c] the forward read), cache [batch x RIM_CACHE],
+//   dh_loss [batch x NH] (gradient of the loss through the heads w.r.t. this step's output h),
+//   carry [batch x RSL] (gradient w.r.t. this step's output state [h | c], arriving from step
+//   t + 1; null for none; may alias carry_out: it is read completely in B0, before any write),
+//   reset [batch] (1: this step started an episode, so nothing flows into step t - 1; may be
+//   null), carry_out [batch x RSL] (dL/d state_{t-1}), dx [batch x INPUT] (dL/dx_t),
+//   delta [batch x RIM_DELTA].
+extern "C" __global__ void rim_bwd_step(const float* __restrict__ w_k,
+                                        const float* __restrict__ w_v,
+                                        const float* __restrict__ w_q,
+                                        const float* __restrict__ rnn,
+                                        const float* __restrict__ c_q,
+                                        const float* __restrict__ c_k,
+                                        const float* __restrict__ c_v,
+                                        const float* __restrict__ c_g,
+                                        const float* __restrict__ c_o,
+                                        const float* __restrict__ state_in,
+                                        const float* __restrict__ cache,
+                                        const float* __restrict__ dh_loss, const float* carry,
+                                        const u8* __restrict__ reset, float* carry_out,
+                                        float* __restrict__ dx, float* __restrict__ delta,
+                                        u32 batch) {
+    DYN_SMEM_F32(sm);
+    const RimBwd step{{w_k, w_v, w_q, rnn, c_q, c_k, c_v, c_g, c_o},
+                      state_in, cache, dh_loss, carry, reset, carry_out, dx, delta,
+                      sm, sample_block(SPB_RIM, batch)};
+    rb_load_gradients(step);
+    __syncthreads();
+#if COMM
+    rb_comm_gate(step);
+    __syncthreads();
+    rb_comm_output_grads(step);
+    __syncthreads();
+    rb_comm_scores(step);
+    __syncthreads();
+    rb_comm_kqv_grads(step);
+    __syncthreads();
+    rb_into_candidate(step);
+    __syncthreads();
+#endif
+    rb_gate_grads(step);
+    __syncthreads();
+    rb_module_inputs(step);
+    __syncthreads();
+    rb_input_scores(step);
+    __syncthreads();
+    rb_input_projections(step);
+    __syncthreads();
+    rb_write_out(step);
 }

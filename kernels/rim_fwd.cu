@@ -12,11 +12,10 @@
 // SPB_RIM * RF_SMEM floats. Threads loop over work items; items are ordered sample-fastest, so
 // neighbouring threads read the same weight row (a broadcast) for different samples.
 //
-// One kernel function on purpose (it and rim_bwd_step are the project's only functions over 150
-// lines): its phases (P0..P7 below) are separated by block barriers and share one per-sample
-// shared-memory layout (SF_*); as device functions each phase would take a dozen pointers and
-// the barriers would sit between calls, away from the work they order. Splitting waits for a
-// GPU to show that it costs no registers or occupancy (ptxas reports both; docs/GPU.md).
+// The phases (P0..P7 below) are device functions over one block's `RimFwd` (the tensors, the
+// block's samples and their per-sample shared memory, SF_*); the kernel calls them in order with
+// a block barrier between each two. They are inlined: the compiled kernel is the one the
+// single-function version was (ptxas: the same registers, no spills; docs/GPU.md).
 #include "common.cuh"
 #include "model.cuh"
 
@@ -49,88 +48,73 @@ __device__ __forceinline__ bool ranks_before(float a, float b) {
     return !a_nan && b_nan;
 }
 
-// Parameters: the nine RIM tensors (per-module ones module-major; without communication the
-// five comm pointers are not read), then
-//   x [batch x INPUT], h_src [batch x RSL] (the previous state [h | c]; may alias h_out),
-//   reset [batch] (1: the step starts an episode, the state read is zeros; may be null),
-//   state_in [batch x RSL] (receives the state read; may be null), h_out [batch x RSL],
-//   cache [batch x RIM_CACHE], active_bits [batch] (bit i: module i active; may be null).
-extern "C" __global__ void rim_fwd_step(const float* __restrict__ w_k,
-                                        const float* __restrict__ w_v,
-                                        const float* __restrict__ w_q,
-                                        const float* __restrict__ rnn,
-                                        const float* __restrict__ c_q,
-                                        const float* __restrict__ c_k,
-                                        const float* __restrict__ c_v,
-                                        const float* __restrict__ c_g,
-                                        const float* __restrict__ c_o,
-                                        const float* __restrict__ x, const float* h_src,
-                                        const u8* __restrict__ reset,
-                                        float* __restrict__ state_in, float* h_out,
-                                        float* __restrict__ cache,
-                                        u32* __restrict__ active_bits, u32 batch) {
-    DYN_SMEM_F32(sm);
-    const u32 tid = block_thread();
-    const u32 nt = block_threads();
-    const u32 b0 = blockIdx.x * SPB_RIM;
-    const float inv_dk = inv_sqrt_ref(D_K);
-    const float inv_heads = 1.0f / (float)IN_HEADS;
+// One block's step: the tensors (the kernel's parameters, below), its samples and their shared
+// memory.
+struct RimFwd : RimTensors {
+    const float* x;
+    const float* h_src;
+    const u8* reset;
+    float* state_in;
+    float* h_out;
+    float* cache;
+    u32* active_bits;
+    float* sm;
+    SampleBlock blk;
 
-    // P0: inputs and the state read (zeros at an episode start).
-    // (h_src is read completely here, before any write to h_out: the two may alias.)
-    for (u32 it = tid; it < SPB_RIM * (INPUT + RSL); it += nt) {
-        const u32 s = it % SPB_RIM;
-        u32 k = it / SPB_RIM;
-        const u32 b = b0 + s;
-        if (b >= batch) continue;
-        float* S = sm + s * RF_SMEM;
-        if (k < INPUT) {
-            S[SF_X + k] = x[(u64)b * INPUT + k];
+    // Sample s's shared memory (RF_SMEM floats, laid out as SF_*).
+    __device__ __forceinline__ float* smem(u32 s) const { return sm + s * RF_SMEM; }
+    // Batch row b's step cache (RIM_CACHE floats, laid out as RC_*).
+    __device__ __forceinline__ float* cache_of(u32 b) const { return cache + (u64)b * RIM_CACHE; }
+};
+
+// P0: inputs and the state read (zeros at an episode start).
+// (h_src is read completely here, before any write to h_out: the two may alias.)
+__device__ __forceinline__ void rf_read_inputs(const RimFwd& step) {
+    for_sample_rows<SPB_RIM>(step.blk, INPUT + RSL, [&](u32 s, u32 r, u32 b) {
+        float* S = step.smem(s);
+        if (r < INPUT) {
+            S[SF_X + r] = step.x[(u64)b * INPUT + r];
         } else {
-            k -= INPUT;
-            const float v = (reset && reset[b]) ? 0.0f : h_src[(u64)b * RSL + k];
+            const u32 e = r - INPUT;
+            const float v = (step.reset && step.reset[b]) ? 0.0f : step.h_src[(u64)b * RSL + e];
             // [h | c]: h to SF_H, c (LSTM modules) to SF_C.
-            S[k < NH ? SF_H + k : SF_C + (k - NH)] = v;
-            if (state_in) state_in[(u64)b * RSL + k] = v;
+            S[e < NH ? SF_H + e : SF_C + (e - NH)] = v;
+            if (step.state_in) step.state_in[(u64)b * RSL + e] = v;
         }
-    }
-    __syncthreads();
+    });
+}
 
-    // P1: key and value of the input row, per-module queries.
-    for (u32 it = tid; it < SPB_RIM * (QW + UW + N_MOD * QW); it += nt) {
-        const u32 s = it % SPB_RIM;
-        const u32 r = it / SPB_RIM;
-        const u32 b = b0 + s;
-        if (b >= batch) continue;
-        float* S = sm + s * RF_SMEM;
-        float* C = cache + (u64)b * RIM_CACHE;
+// P1: key and value of the input row, per-module queries.
+__device__ __forceinline__ void rf_input_projections(const RimFwd& step) {
+    for_sample_rows<SPB_RIM>(step.blk, QW + UW + N_MOD * QW, [&](u32 s, u32 r, u32 b) {
+        float* S = step.smem(s);
+        float* C = step.cache_of(b);
         if (r < QW) {
-            const float v = 0.0f + dot8(w_k + (u64)r * INPUT, S + SF_X, INPUT);
+            const float v = 0.0f + dot8(step.w_k + (u64)r * INPUT, S + SF_X, INPUT);
             S[SF_KX + r] = v;
             C[RC_KX + r] = v;
         } else if (r < QW + UW) {
             const u32 e = r - QW;
-            const float v = 0.0f + dot8(w_v + (u64)e * INPUT, S + SF_X, INPUT);
+            const float v = 0.0f + dot8(step.w_v + (u64)e * INPUT, S + SF_X, INPUT);
             S[SF_VX + e] = v;
             C[RC_VX + e] = v;
         } else {
             const u32 q = r - QW - UW;
             const u32 i = q / QW;
-            const float v = 0.0f + dot8(w_q + (u64)q * HID, S + SF_H + i * HID, HID);
+            const float v = 0.0f + dot8(step.w_q + (u64)q * HID, S + SF_H + i * HID, HID);
             S[SF_Q + q] = v;
             C[RC_Q + q] = v;
         }
-    }
-    __syncthreads();
+    });
+}
 
-    // P2: attention on the input row per module and head; null attention averaged over heads.
-    for (u32 it = tid; it < SPB_RIM * N_MOD; it += nt) {
-        const u32 s = it % SPB_RIM;
-        const u32 i = it / SPB_RIM;
-        const u32 b = b0 + s;
-        if (b >= batch) continue;
-        float* S = sm + s * RF_SMEM;
-        float* C = cache + (u64)b * RIM_CACHE;
+// P2: attention on the input row per module and head; null attention averaged over heads.
+__device__ __forceinline__ void rf_input_attention(const RimFwd& step) {
+    const float inv_dk = inv_sqrt_ref(D_K);
+    const float inv_heads = 1.0f / (float)IN_HEADS;
+    for_sample_rows<SPB_RIM>(step.blk, N_MOD, [&](u32 s, u32 i, u32 b) {
+        float* S = step.smem(s);
+        float* C = step.cache_of(b);
         float null_sum = 0.0f;
         for (u32 j = 0; j < IN_HEADS; ++j) {
             const float sc = dot8(S + SF_Q + i * QW + j * D_K, S + SF_KX + j * D_K, D_K) * inv_dk;
@@ -142,17 +126,14 @@ extern "C" __global__ void rim_fwd_step(const float* __restrict__ w_k,
         const float nl = null_sum * inv_heads;
         S[SF_NULL + i] = nl;
         C[RC_NULL + i] = nl;
-    }
-    __syncthreads();
+    });
+}
 
-    // P3: module inputs u_i = a_i * v_x; hard top-k on the least null attention.
-    for (u32 it = tid; it < SPB_RIM * (N_MOD * UW + N_MOD); it += nt) {
-        const u32 s = it % SPB_RIM;
-        const u32 r = it / SPB_RIM;
-        const u32 b = b0 + s;
-        if (b >= batch) continue;
-        float* S = sm + s * RF_SMEM;
-        float* C = cache + (u64)b * RIM_CACHE;
+// P3: module inputs u_i = a_i * v_x; hard top-k on the least null attention.
+__device__ __forceinline__ void rf_select_modules(const RimFwd& step) {
+    for_sample_rows<SPB_RIM>(step.blk, N_MOD * UW + N_MOD, [&](u32 s, u32 r, u32 b) {
+        float* S = step.smem(s);
+        float* C = step.cache_of(b);
         if (r < N_MOD * UW) {
             const u32 i = r / UW;
             const u32 e = r % UW;
@@ -172,21 +153,18 @@ extern "C" __global__ void rim_fwd_step(const float* __restrict__ w_k,
             S[SF_MASK + i] = m;
             C[RC_MASK + i] = m;
         }
-    }
-    __syncthreads();
+    });
+}
 
 #if CELL_LSTM
-    // P4: per-module LSTM (core::nn::ops::lstm_forward; the same modules as for a GRU), then the
-    // masked update of the cell state: c' = c~ for active modules, an inactive one keeps c
-    // bit-exactly (the communication below only changes h).
-    for (u32 it = tid; it < SPB_RIM * NH; it += nt) {
-        const u32 s = it % SPB_RIM;
-        const u32 r = it / SPB_RIM;
-        const u32 b = b0 + s;
-        if (b >= batch) continue;
-        float* S = sm + s * RF_SMEM;
-        float* C = cache + (u64)b * RIM_CACHE;
-        float* c_out = h_out + (u64)b * RSL + NH;
+// P4: per-module LSTM (core::nn::ops::lstm_forward; the same modules as for a GRU), then the
+// masked update of the cell state: c' = c~ for active modules, an inactive one keeps c
+// bit-exactly (the communication below only changes h).
+__device__ __forceinline__ void rf_modules(const RimFwd& step) {
+    for_sample_rows<SPB_RIM>(step.blk, NH, [&](u32 s, u32 r, u32 b) {
+        float* S = step.smem(s);
+        float* C = step.cache_of(b);
+        float* c_out = step.h_out + (u64)b * RSL + NH;
         const u32 i = r / HID;
         const u32 u = r % HID;
         float* rc = C + RC_RNN + i * RNN_CACHE;
@@ -194,9 +172,9 @@ extern "C" __global__ void rim_fwd_step(const float* __restrict__ w_k,
         if (!COMM && !on) {
             for (u32 q = 0; q < 5; ++q) rc[q * HID + u] = 0.0f;
             c_out[r] = S[SF_C + r];
-            continue;
+            return;
         }
-        const float* p = rnn + (u64)i * RNN_LEN;
+        const float* p = step.rnn + (u64)i * RNN_LEN;
         const float* ui = S + SF_U + i * UW;
         const float* hi = S + SF_H + i * HID;
         const float* whh = p + RNN_W_HH;
@@ -223,19 +201,15 @@ extern "C" __global__ void rim_fwd_step(const float* __restrict__ w_k,
         S[SF_HT + r] = ht;
         if (COMM) C[RC_HT + r] = ht;
         c_out[r] = on ? cu : S[SF_C + r];
-    }
-    __syncthreads();
-
+    });
+}
 #else
-    // P4: per-module GRU (every module with communication: its h~ is read as key and value;
-    // only the active ones without).
-    for (u32 it = tid; it < SPB_RIM * NH; it += nt) {
-        const u32 s = it % SPB_RIM;
-        const u32 r = it / SPB_RIM;
-        const u32 b = b0 + s;
-        if (b >= batch) continue;
-        float* S = sm + s * RF_SMEM;
-        float* C = cache + (u64)b * RIM_CACHE;
+// P4: per-module GRU (every module with communication: its h~ is read as key and value;
+// only the active ones without).
+__device__ __forceinline__ void rf_modules(const RimFwd& step) {
+    for_sample_rows<SPB_RIM>(step.blk, NH, [&](u32 s, u32 r, u32 b) {
+        float* S = step.smem(s);
+        float* C = step.cache_of(b);
         const u32 i = r / HID;
         const u32 u = r % HID;
         float* rc = C + RC_RNN + i * RNN_CACHE;
@@ -244,9 +218,9 @@ extern "C" __global__ void rim_fwd_step(const float* __restrict__ w_k,
             rc[HID + u] = 0.0f;
             rc[2 * HID + u] = 0.0f;
             rc[3 * HID + u] = 0.0f;
-            continue;
+            return;
         }
-        const float* p = rnn + (u64)i * RNN_LEN;
+        const float* p = step.rnn + (u64)i * RNN_LEN;
         const float* ui = S + SF_U + i * UW;
         const float* hi = S + SF_H + i * HID;
         const float gx_r = p[RNN_B_IH + u] + dot8(p + (u64)u * UW, ui, UW);
@@ -265,43 +239,37 @@ extern "C" __global__ void rim_fwd_step(const float* __restrict__ w_k,
         const float ht = (1.0f - zg) * ng + zg * hi[u];
         S[SF_HT + r] = ht;
         if (COMM) C[RC_HT + r] = ht;
-    }
-    __syncthreads();
-
+    });
+}
 #endif
 
 #if COMM
-    // P5: communication keys and values of every module, queries of the active ones.
-    for (u32 it = tid; it < SPB_RIM * N_MOD * CW; it += nt) {
-        const u32 s = it % SPB_RIM;
-        const u32 r = it / SPB_RIM;
-        const u32 b = b0 + s;
-        if (b >= batch) continue;
-        float* S = sm + s * RF_SMEM;
-        float* C = cache + (u64)b * RIM_CACHE;
+// P5: communication keys and values of every module, queries of the active ones.
+__device__ __forceinline__ void rf_comm_projections(const RimFwd& step) {
+    for_sample_rows<SPB_RIM>(step.blk, N_MOD * CW, [&](u32 s, u32 r, u32 b) {
+        float* S = step.smem(s);
+        float* C = step.cache_of(b);
         const u32 m = r / CW;
         const float* ht = S + SF_HT + m * HID;
-        const float kv = 0.0f + dot8(c_k + (u64)r * HID, ht, HID);
-        const float vv = 0.0f + dot8(c_v + (u64)r * HID, ht, HID);
-        const float qv = S[SF_MASK + m] != 0.0f ? 0.0f + dot8(c_q + (u64)r * HID, ht, HID) : 0.0f;
+        const float kv = 0.0f + dot8(step.c_k + (u64)r * HID, ht, HID);
+        const float vv = 0.0f + dot8(step.c_v + (u64)r * HID, ht, HID);
+        const float qv =
+            S[SF_MASK + m] != 0.0f ? 0.0f + dot8(step.c_q + (u64)r * HID, ht, HID) : 0.0f;
         S[SF_CK + r] = kv;
         S[SF_CV + r] = vv;
         S[SF_CQ + r] = qv;
         C[RC_CK + r] = kv;
         C[RC_CV + r] = vv;
         C[RC_CQ + r] = qv;
-    }
-    __syncthreads();
+    });
+}
 
-    // P6a: attention of each active module and head over all modules (softmax in place).
+// P6a: attention of each active module and head over all modules (softmax in place).
+__device__ __forceinline__ void rf_comm_attention(const RimFwd& step) {
     const float inv_ck = inv_sqrt_ref(C_K);
-    for (u32 it = tid; it < SPB_RIM * N_MOD * C_HEADS; it += nt) {
-        const u32 s = it % SPB_RIM;
-        const u32 r = it / SPB_RIM;
-        const u32 b = b0 + s;
-        if (b >= batch) continue;
-        float* S = sm + s * RF_SMEM;
-        float* C = cache + (u64)b * RIM_CACHE;
+    for_sample_rows<SPB_RIM>(step.blk, N_MOD * C_HEADS, [&](u32 s, u32 r, u32 b) {
+        float* S = step.smem(s);
+        float* C = step.cache_of(b);
         const u32 i = r / C_HEADS;
         const u32 j = r % C_HEADS;
         float* p = S + SF_P + r * N_MOD;
@@ -322,17 +290,14 @@ extern "C" __global__ void rim_fwd_step(const float* __restrict__ w_k,
             for (u32 m = 0; m < N_MOD; ++m) p[m] = p[m] / sum;
         }
         for (u32 m = 0; m < N_MOD; ++m) C[RC_P + r * N_MOD + m] = p[m];
-    }
-    __syncthreads();
+    });
+}
 
-    // P6b: attention outputs o_i (zeros for inactive modules).
-    for (u32 it = tid; it < SPB_RIM * N_MOD * CW; it += nt) {
-        const u32 s = it % SPB_RIM;
-        const u32 r = it / SPB_RIM;
-        const u32 b = b0 + s;
-        if (b >= batch) continue;
-        float* S = sm + s * RF_SMEM;
-        float* C = cache + (u64)b * RIM_CACHE;
+// P6b: attention outputs o_i (zeros for inactive modules).
+__device__ __forceinline__ void rf_comm_outputs(const RimFwd& step) {
+    for_sample_rows<SPB_RIM>(step.blk, N_MOD * CW, [&](u32 s, u32 r, u32 b) {
+        float* S = step.smem(s);
+        float* C = step.cache_of(b);
         const u32 i = r / CW;
         const u32 e = r % CW;
         const u32 j = e / C_K;
@@ -343,27 +308,24 @@ extern "C" __global__ void rim_fwd_step(const float* __restrict__ w_k,
         }
         S[SF_O + r] = o;
         C[RC_O + r] = o;
-    }
-    __syncthreads();
+    });
+}
 #endif
 
-    // P7: gated residual of the active modules and the masked update.
-    for (u32 it = tid; it < SPB_RIM * NH; it += nt) {
-        const u32 s = it % SPB_RIM;
-        const u32 r = it / SPB_RIM;
-        const u32 b = b0 + s;
-        if (b >= batch) continue;
-        float* S = sm + s * RF_SMEM;
+// P7: gated residual of the active modules and the masked update; the active-module bits.
+__device__ __forceinline__ void rf_update(const RimFwd& step) {
+    for_sample_rows<SPB_RIM>(step.blk, NH, [&](u32 s, u32 r, u32 b) {
+        float* S = step.smem(s);
         const u32 i = r / HID;
         const bool on = S[SF_MASK + i] != 0.0f;
         float out = S[SF_H + r];
 #if COMM
-        float* C = cache + (u64)b * RIM_CACHE;
+        float* C = step.cache_of(b);
         float gate = 0.0f, th = 0.0f;
         if (on) {
             const float* oi = S + SF_O + i * CW;
-            gate = sigmoidf_ref(0.0f + dot8(c_g + (u64)r * CW, oi, CW));
-            th = tanhf(0.0f + dot8(c_o + (u64)r * CW, oi, CW));
+            gate = sigmoidf_ref(0.0f + dot8(step.c_g + (u64)r * CW, oi, CW));
+            th = tanhf(0.0f + dot8(step.c_o + (u64)r * CW, oi, CW));
             out = S[SF_HT + r] + gate * th;
         }
         C[RC_GATE + r] = gate;
@@ -371,18 +333,61 @@ extern "C" __global__ void rim_fwd_step(const float* __restrict__ w_k,
 #else
         if (on) out = S[SF_HT + r];
 #endif
-        h_out[(u64)b * RSL + r] = out;
-    }
-    if (active_bits) {
-        for (u32 s = tid; s < SPB_RIM; s += nt) {
-            const u32 b = b0 + s;
-            if (b >= batch) continue;
-            const float* S = sm + s * RF_SMEM;
+        step.h_out[(u64)b * RSL + r] = out;
+    });
+    if (step.active_bits) {
+        for_sample_rows<SPB_RIM>(step.blk, 1, [&](u32 s, u32, u32 b) {
+            const float* S = step.smem(s);
             u32 bits = 0;
             for (u32 i = 0; i < N_MOD; ++i) {
                 if (S[SF_MASK + i] != 0.0f) bits |= 1u << i;
             }
-            active_bits[b] = bits;
-        }
+            step.active_bits[b] = bits;
+        });
     }
+}
+
+// Parameters: the nine RIM tensors (per-module ones module-major; without communication the
+// five comm pointers are not read), then
+//   x [batch x INPUT], h_src [batch x RSL] (the previous state [h | c]; may alias h_out),
+//   reset [batch] (1: the step starts an episode, the state read is zeros; may be null),
+//   state_in [batch x RSL] (receives the state read; may be null), h_out [batch x RSL],
+//   cache [batch x RIM_CACHE], active_bits [batch] (bit i: module i active; may be null).
+extern "C" __global__ void rim_fwd_step(const float* __restrict__ w_k,
+                                        const float* __restrict__ w_v,
+                                        const float* __restrict__ w_q,
+                                        const float* __restrict__ rnn,
+                                        const float* __restrict__ c_q,
+                                        const float* __restrict__ c_k,
+                                        const float* __restrict__ c_v,
+                                        const float* __restrict__ c_g,
+                                        const float* __restrict__ c_o,
+                                        const float* __restrict__ x, const float* h_src,
+                                        const u8* __restrict__ reset,
+                                        float* __restrict__ state_in, float* h_out,
+                                        float* __restrict__ cache,
+                                        u32* __restrict__ active_bits, u32 batch) {
+    DYN_SMEM_F32(sm);
+    const RimFwd step{{w_k, w_v, w_q, rnn, c_q, c_k, c_v, c_g, c_o},
+                   x, h_src, reset, state_in, h_out, cache, active_bits,
+                   sm, sample_block(SPB_RIM, batch)};
+    rf_read_inputs(step);
+    __syncthreads();
+    rf_input_projections(step);
+    __syncthreads();
+    rf_input_attention(step);
+    __syncthreads();
+    rf_select_modules(step);
+    __syncthreads();
+    rf_modules(step);
+    __syncthreads();
+#if COMM
+    rf_comm_projections(step);
+    __syncthreads();
+    rf_comm_attention(step);
+    __syncthreads();
+    rf_comm_outputs(step);
+    __syncthreads();
+#endif
+    rf_update(step);
 }

@@ -911,24 +911,7 @@ fn cmd_experiment(a: ExperimentArgs) -> Result<ExitCode> {
         if paper {
             anyhow::bail!("--archive: archive one suite at a time (not `paper`)");
         }
-        let s = host::experiment::archive(&opts, dest)?;
-        match &s.results {
-            Some(r) => println!(
-                "archive: {} finished runs into {} ({} not finished, left out); report on seeds 0..{}: {}",
-                s.archived,
-                dest.display(),
-                s.unfinished,
-                s.complete_seeds,
-                r.display()
-            ),
-            None => println!(
-                "archive: {} finished runs into {} ({} not finished, left out); no seed has finished in every arm yet: no report",
-                s.archived,
-                dest.display(),
-                s.unfinished
-            ),
-        }
-        return Ok(ExitCode::SUCCESS);
+        return experiment_archive(&opts, dest);
     }
     if paper && (a.slurm || a.run_index.is_some() || a.status) {
         anyhow::bail!(
@@ -943,51 +926,7 @@ fn cmd_experiment(a: ExperimentArgs) -> Result<ExitCode> {
         return experiment_run_index(&opts, index);
     }
     if a.slurm {
-        let mut extra = vec!["--backend".to_string(), a.backend.clone()];
-        if a.quiet {
-            extra.push("--quiet".into());
-        }
-        if a.no_tensorboard {
-            extra.push("--no-tensorboard".into());
-        }
-        extra.extend(["--progress-every".into(), a.progress_every.to_string()]);
-        let slurm = host::experiment::slurm::SlurmOptions {
-            partition: a.partition.clone(),
-            time: a.time.clone(),
-            cpus_per_task: a.cpus_per_task,
-            gres: a.gres.clone(),
-            extra: a.sbatch_option.clone(),
-            dry_run: a.dry_run,
-        };
-        let sub = host::experiment::slurm::submit(&opts, &slurm, &extra)?;
-        if a.dry_run {
-            for p in [&sub.array_script, &sub.report_script] {
-                let text = std::fs::read_to_string(p)
-                    .with_context(|| format!("reading {}", p.display()))?;
-                println!("# {}\n{text}", p.display());
-            }
-            println!(
-                "dry run: would submit `sbatch --parsable {}`, then `sbatch --parsable \
-                 --dependency=afterok:<array job> {}`",
-                sub.array_script.display(),
-                sub.report_script.display()
-            );
-            return Ok(ExitCode::SUCCESS);
-        }
-        let (array, report) = (
-            sub.array_job.unwrap_or_default(),
-            sub.report_job.unwrap_or_default(),
-        );
-        println!(
-            "slurm: array job {array} ({} tasks), report job {report} (after all of them); \
-             scripts and task output in {}",
-            sub.tasks,
-            sub.array_script
-                .parent()
-                .map_or_else(String::new, |d| d.display().to_string())
-        );
-        println!("slurm: array={array} report={report} tasks={}", sub.tasks);
-        return Ok(ExitCode::SUCCESS);
+        return experiment_slurm(&a, &opts);
     }
     if paper {
         let claims = host::experiment::run_paper(&opts, &suite_dirs)?;
@@ -1008,6 +947,84 @@ fn cmd_experiment(a: ExperimentArgs) -> Result<ExitCode> {
         s.finished,
         s.out.display()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `metarim experiment SUITE --archive DIR`: the finished runs of `opts.out` into `dest`.
+fn experiment_archive(
+    opts: &host::experiment::ExperimentOptions,
+    dest: &std::path::Path,
+) -> Result<ExitCode> {
+    let s = host::experiment::archive(opts, dest)?;
+    match &s.results {
+        Some(r) => println!(
+            "archive: {} finished runs into {} ({} not finished, left out); report on seeds 0..{}: {}",
+            s.archived,
+            dest.display(),
+            s.unfinished,
+            s.complete_seeds,
+            r.display()
+        ),
+        None => println!(
+            "archive: {} finished runs into {} ({} not finished, left out); no seed has finished in every arm yet: no report",
+            s.archived,
+            dest.display(),
+            s.unfinished
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `metarim experiment SUITE --slurm`: the suite as a Slurm job array and a report job (or,
+/// with `--dry-run`, their scripts printed).
+fn experiment_slurm(
+    a: &ExperimentArgs,
+    opts: &host::experiment::ExperimentOptions,
+) -> Result<ExitCode> {
+    let mut extra = vec!["--backend".to_string(), a.backend.clone()];
+    if a.quiet {
+        extra.push("--quiet".into());
+    }
+    if a.no_tensorboard {
+        extra.push("--no-tensorboard".into());
+    }
+    extra.extend(["--progress-every".into(), a.progress_every.to_string()]);
+    let slurm = host::experiment::slurm::SlurmOptions {
+        partition: a.partition.clone(),
+        time: a.time.clone(),
+        cpus_per_task: a.cpus_per_task,
+        gres: a.gres.clone(),
+        extra: a.sbatch_option.clone(),
+        dry_run: a.dry_run,
+    };
+    let sub = host::experiment::slurm::submit(opts, &slurm, &extra)?;
+    if a.dry_run {
+        for p in [&sub.array_script, &sub.report_script] {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            println!("# {}\n{text}", p.display());
+        }
+        println!(
+            "dry run: would submit `sbatch --parsable {}`, then `sbatch --parsable \
+             --dependency=afterok:<array job> {}`",
+            sub.array_script.display(),
+            sub.report_script.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (array, report) = (
+        sub.array_job.unwrap_or_default(),
+        sub.report_job.unwrap_or_default(),
+    );
+    println!(
+        "slurm: array job {array} ({} tasks), report job {report} (after all of them); \
+         scripts and task output in {}",
+        sub.tasks,
+        sub.array_script
+            .parent()
+            .map_or_else(String::new, |d| d.display().to_string())
+    );
+    println!("slurm: array={array} report={report} tasks={}", sub.tasks);
     Ok(ExitCode::SUCCESS)
 }
 

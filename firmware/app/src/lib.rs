@@ -231,20 +231,7 @@ fn run_phases(
     painted: usize,
 ) -> Result<(), Failure> {
     let level = Level::from_id(config::LEVEL)?;
-    say!(
-        "firmware: metarim-core Tiny policy on {} ({}, board {}, core clock {} Hz)",
-        level.id(),
-        board.chip,
-        board.name,
-        hz
-    );
-    let (start, len) = model::region_bounds();
-    say!(
-        "firmware: model blob region {:#010x}..{:#010x} ({} B)",
-        start,
-        start + len,
-        len
-    );
+    announce(board, hz, &level);
     let (mut ctx, blob_bytes) = setup(slots, &level)?;
     // The set-up's stack peak, then paint again for the episodes' own.
     let stack_setup = mem::stack_high_water(sections);
@@ -281,6 +268,45 @@ fn run_phases(
     let adapt_start = cycles::now();
     let during = adapt(&mut ctx, &level, adapter)?;
     let adapt_cycles = cycles::now().wrapping_sub(adapt_start);
+    report_adaptation(&during);
+    // (c) The same evaluation episodes again.
+    let after = evaluate(&mut ctx)?;
+    report("after", &after);
+
+    let footprint = Footprint {
+        stack_setup,
+        stack_run: mem::stack_high_water(sections),
+        painted,
+        blob_bytes,
+    };
+    let (ram, flash) = report_footprint(board, sections, &footprint);
+    if cycles::AVAILABLE {
+        report_cycles(&before, &after, &during, adapt_cycles, hz);
+    }
+    report_summary(&before, &after, ram, flash);
+    Ok(())
+}
+
+/// The run's first lines: what runs where, and where the model blob is looked for.
+fn announce(board: &Board, hz: u32, level: &Level) {
+    say!(
+        "firmware: metarim-core Tiny policy on {} ({}, board {}, core clock {} Hz)",
+        level.id(),
+        board.chip,
+        board.name,
+        hz
+    );
+    let (start, len) = model::region_bounds();
+    say!(
+        "firmware: model blob region {:#010x}..{:#010x} ({} B)",
+        start,
+        start + len,
+        len
+    );
+}
+
+/// What the adaptation phase did, and what its guard decided.
+fn report_adaptation(during: &EpisodeStats) {
     say!(
         "firmware: adapted: episodes={} steps={} windows={} sgd_steps={} success={}/{} (SGD, window {}, {} windows per step, adapter RAM {} B)",
         during.episodes,
@@ -304,20 +330,33 @@ fn run_phases(
         g.stopped_after,
         g.kept
     );
-    // (c) The same evaluation episodes again.
-    let after = evaluate(&mut ctx)?;
-    report("after", &after);
+}
 
-    let stack_run = mem::stack_high_water(sections);
-    let stack = stack_setup.max(stack_run);
+/// The stack marks and the model's size, for [`report_footprint`].
+struct Footprint {
+    /// Stack high-water mark of the set-up (B).
+    stack_setup: usize,
+    /// Stack high-water mark of the episodes and the adaptation (B).
+    stack_run: usize,
+    /// Bytes of stack painted for the marks.
+    painted: usize,
+    /// The model blob found in its region (B).
+    blob_bytes: usize,
+}
+
+/// RAM (static + stack high-water), flash (program + blob) and both against the chip:
+/// printed, and returned as `(ram, flash)` for the summary line.
+fn report_footprint(board: &Board, sections: &Sections, f: &Footprint) -> (usize, usize) {
+    let stack = f.stack_setup.max(f.stack_run);
     let ram = sections.static_ram() + stack;
     let program = sections.flash();
-    let flash = program + blob_bytes;
+    let flash = program + f.blob_bytes;
+    let (_, region) = model::region_bounds();
     say!(
         "firmware: stack high-water: set-up {} B, episodes {} B (of {} B painted)",
-        stack_setup,
-        stack_run,
-        painted
+        f.stack_setup,
+        f.stack_run,
+        f.painted
     );
     say!(
         "firmware: ram: static {} B (.data {} .bss {} .uninit {}) + stack high-water {} B = {} B",
@@ -337,7 +376,7 @@ fn run_phases(
         TINY_SLOW,
         TINY_OTHER,
         size_of::<Layout>(),
-        blob_bytes
+        f.blob_bytes
     );
     say!(
         "firmware: flash: {} B = program {} B (vector table {} .text {} .rodata {} .data image {}) + blob {} B",
@@ -347,7 +386,7 @@ fn run_phases(
         sections.text(),
         sections.rodata(),
         sections.data(),
-        blob_bytes
+        f.blob_bytes
     );
     say!(
         "firmware: chip: ram {} B {} {} B, flash {} B {} {} B ({})",
@@ -358,8 +397,8 @@ fn run_phases(
             "> (OVER)"
         },
         board.ram_bytes,
-        program + len,
-        if program + len <= board.flash_bytes {
+        program + region,
+        if program + region <= board.flash_bytes {
             "<="
         } else {
             "> (OVER)"
@@ -367,19 +406,28 @@ fn run_phases(
         board.flash_bytes,
         "program + the whole blob region"
     );
-    if cycles::AVAILABLE {
-        let per = |c: u64, n: u64| c.checked_div(n).unwrap_or(0);
-        say!(
-            "firmware: cycles: policy step {} (evaluation: {} steps), env step all-in {}, adaptation window all-in {} ({} windows: {} steps of acting, the gradient and the SGD step), at {} Hz",
-            per(before.policy_cycles + after.policy_cycles, before.steps + after.steps),
-            before.steps + after.steps,
-            per(before.cycles + after.cycles, before.steps + after.steps),
-            per(adapt_cycles, u64::from(during.updates)),
-            during.updates,
-            ADAPT_WINDOW,
-            hz
-        );
-    }
+    (ram, flash)
+}
+
+/// Cycles per policy step, per environment step and per adaptation window (hardware builds:
+/// the DWT counter).
+fn report_cycles(before: &Stats, after: &Stats, during: &EpisodeStats, adapt_cycles: u64, hz: u32) {
+    let per = |c: u64, n: u64| c.checked_div(n).unwrap_or(0);
+    say!(
+        "firmware: cycles: policy step {} (evaluation: {} steps), env step all-in {}, adaptation window all-in {} ({} windows: {} steps of acting, the gradient and the SGD step), at {} Hz",
+        per(before.policy_cycles + after.policy_cycles, before.steps + after.steps),
+        before.steps + after.steps,
+        per(before.cycles + after.cycles, before.steps + after.steps),
+        per(adapt_cycles, u64::from(during.updates)),
+        during.updates,
+        ADAPT_WINDOW,
+        hz
+    );
+}
+
+/// The action digests, the budget check and the summary line `scripts/run-firmware.sh`
+/// reads (always the last line).
+fn report_summary(before: &Stats, after: &Stats, ram: usize, flash: usize) {
     say!(
         "firmware: actions: before={:#018x} after={:#018x}",
         before.actions_fnv,
@@ -398,7 +446,7 @@ fn run_phases(
     );
     say!(
         "firmware: policy_steps={}",
-        before.steps + after_steps(&after)
+        before.steps + after_steps(after)
     );
     // Level generations that `reset-repeat=2` repeats: one per evaluation episode.
     say!("firmware: eval_resets={}", before.episodes + after.episodes);
@@ -409,7 +457,6 @@ fn run_phases(
         ram,
         flash
     );
-    Ok(())
 }
 
 /// Policy steps of the evaluation after adaptation: it also repeats its policy steps under `policy-repeat=2`, so

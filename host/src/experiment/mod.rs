@@ -676,147 +676,12 @@ pub fn run(opts: &ExperimentOptions) -> Result<ExperimentSummary> {
             opts.out.display()
         );
     }
-    let results: Vec<Mutex<Option<(RunResult, bool)>>> =
-        plan.iter().map(|_| Mutex::new(None)).collect();
-    let next = AtomicUsize::new(0);
-    let done = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
-    // --report-only: every result looked up here, in plan order, so an error names the same
-    // first unfinished run whatever the workers' timing and counts the others; the workers
-    // then take the results found (no checkpoint is loaded twice).
-    let known: Option<Vec<RunResult>> = if opts.report_only {
-        let found: Vec<Option<RunResult>> = plan
-            .iter()
-            .map(|r| finished_result(r, &suite.arms[r.arm], &suite))
-            .collect();
-        let unfinished: Vec<&PlannedRun> = plan
-            .iter()
-            .zip(&found)
-            .filter(|(_, f)| f.is_none())
-            .map(|(r, _)| r)
-            .collect();
-        if let Some(first) = unfinished.first() {
-            let name = |r: &PlannedRun| run_dir_name(&suite.arms[r.arm].name, r.seed);
-            bail!(
-                "run {} ({}): it has not finished (no result.json of this plan's budget and \
-                 config); --report-only trains nothing: pass --seeds K for the seeds that have \
-                 finished ({} of {} runs unfinished: {})",
-                name(first),
-                first.dir.display(),
-                unfinished.len(),
-                plan.len(),
-                unfinished
-                    .iter()
-                    .map(|r| name(r))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        }
-        Some(found.into_iter().flatten().collect())
+    let known = if opts.report_only {
+        Some(results_for_report(&plan, &suite)?)
     } else {
         None
     };
-    let status = Status::new(&plan, &suite);
-    let workers_left = AtomicUsize::new(jobs);
-    let worker = || loop {
-        if failed.load(Ordering::SeqCst) {
-            break;
-        }
-        let i = next.fetch_add(1, Ordering::SeqCst);
-        let Some(run) = plan.get(i) else { break };
-        let arm = &suite.arms[run.arm];
-        let t0 = Instant::now();
-        let found = match &known {
-            Some(results) => results.get(i).cloned(),
-            None => finished_result(run, arm, &suite),
-        };
-        let outcome = match found {
-            Some(r) => Ok((r, true)),
-            None => {
-                let hook = opts.status_every.map(|_| status.hook(i));
-                let r = execute(
-                    run,
-                    arm,
-                    &suite,
-                    opts.run_notes,
-                    opts.tensorboard,
-                    hook,
-                    None,
-                );
-                r.map(|r| (r, false))
-            }
-        };
-        status.finish(i);
-        match outcome {
-            Ok((r, skipped)) => {
-                let n = done.fetch_add(1, Ordering::SeqCst) + 1;
-                if opts.progress {
-                    eprintln!(
-                        "experiment: [{n}/{}] {} {} frames={} success={:.3} ({:.1} s)",
-                        plan.len(),
-                        run_dir_name(&arm.name, run.seed),
-                        if skipped { "finished earlier" } else { "done" },
-                        r.frames,
-                        r.final_success,
-                        t0.elapsed().as_secs_f64()
-                    );
-                }
-                if let Ok(mut slot) = results[i].lock() {
-                    *slot = Some((r, skipped));
-                }
-            }
-            Err(e) => {
-                failed.store(true, Ordering::SeqCst);
-                let e = e.context(format!(
-                    "run {} ({})",
-                    run_dir_name(&arm.name, run.seed),
-                    run.dir.display()
-                ));
-                if let Ok(mut slot) = first_error.lock() {
-                    slot.get_or_insert(e);
-                }
-                break;
-            }
-        }
-    };
-    std::thread::scope(|s| {
-        if let Some(every) = opts.status_every {
-            let (status, workers_left, done) = (&status, &workers_left, &done);
-            s.spawn(move || {
-                let mut last = Instant::now();
-                while workers_left.load(Ordering::SeqCst) > 0 {
-                    std::thread::sleep(Duration::from_millis(100));
-                    if last.elapsed() >= every {
-                        status.print(done.load(Ordering::SeqCst));
-                        last = Instant::now();
-                    }
-                }
-            });
-        }
-        for _ in 0..jobs {
-            s.spawn(|| {
-                worker();
-                workers_left.fetch_sub(1, Ordering::SeqCst);
-            });
-        }
-    });
-    if let Some(e) = first_error
-        .into_inner()
-        .map_err(|_| anyhow!("a run thread panicked"))?
-    {
-        return Err(e);
-    }
-    let mut finished = Vec::with_capacity(plan.len());
-    let mut skipped = 0;
-    for (slot, run) in results.into_iter().zip(&plan) {
-        let (r, was_skipped) = slot
-            .into_inner()
-            .map_err(|_| anyhow!("a run thread panicked"))?
-            .ok_or_else(|| anyhow!("run {} did not finish", run.dir.display()))?;
-        skipped += usize::from(was_skipped);
-        finished.push(r);
-    }
+    let (finished, skipped) = run_plan(opts, &suite, &plan, jobs, known.as_deref())?;
     let ctx = report::ReportContext {
         suite: &suite,
         seeds,
@@ -839,6 +704,184 @@ pub fn run(opts: &ExperimentOptions) -> Result<ExperimentSummary> {
         results: results_path,
         plots,
     })
+}
+
+/// `--report-only`: every run's result, looked up in plan order, so an error names the same
+/// first unfinished run whatever the workers' timing and counts the others; the workers then
+/// take the results found (no checkpoint is loaded twice).
+fn results_for_report(plan: &[PlannedRun], suite: &Suite) -> Result<Vec<RunResult>> {
+    let found: Vec<Option<RunResult>> = plan
+        .iter()
+        .map(|r| finished_result(r, &suite.arms[r.arm], suite))
+        .collect();
+    let unfinished: Vec<&PlannedRun> = plan
+        .iter()
+        .zip(&found)
+        .filter(|(_, f)| f.is_none())
+        .map(|(r, _)| r)
+        .collect();
+    if let Some(first) = unfinished.first() {
+        let name = |r: &PlannedRun| run_dir_name(&suite.arms[r.arm].name, r.seed);
+        bail!(
+            "run {} ({}): it has not finished (no result.json of this plan's budget and \
+             config); --report-only trains nothing: pass --seeds K for the seeds that have \
+             finished ({} of {} runs unfinished: {})",
+            name(first),
+            first.dir.display(),
+            unfinished.len(),
+            plan.len(),
+            unfinished
+                .iter()
+                .map(|r| name(r))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(found.into_iter().flatten().collect())
+}
+
+/// The shared state of [`run_plan`]'s workers: the next run to take, the results by plan
+/// index (with whether the run had finished earlier), and the first failure.
+struct Workers {
+    results: Vec<Mutex<Option<(RunResult, bool)>>>,
+    next: AtomicUsize,
+    done: AtomicUsize,
+    left: AtomicUsize,
+    failed: AtomicBool,
+    first_error: Mutex<Option<anyhow::Error>>,
+}
+
+/// Every run of `plan` on `jobs` worker threads (each takes the next run not taken, skips it
+/// if it finished earlier, or trains and evaluates it), with the status printer beside them;
+/// the results in plan order and how many had finished earlier. The first failure stops the
+/// workers from taking more runs and is returned.
+fn run_plan(
+    opts: &ExperimentOptions,
+    suite: &Suite,
+    plan: &[PlannedRun],
+    jobs: usize,
+    known: Option<&[RunResult]>,
+) -> Result<(Vec<RunResult>, usize)> {
+    let w = Workers {
+        results: plan.iter().map(|_| Mutex::new(None)).collect(),
+        next: AtomicUsize::new(0),
+        done: AtomicUsize::new(0),
+        left: AtomicUsize::new(jobs),
+        failed: AtomicBool::new(false),
+        first_error: Mutex::new(None),
+    };
+    let status = Status::new(plan, suite);
+    std::thread::scope(|s| {
+        if let Some(every) = opts.status_every {
+            let (status, w) = (&status, &w);
+            s.spawn(move || {
+                let mut last = Instant::now();
+                while w.left.load(Ordering::SeqCst) > 0 {
+                    std::thread::sleep(Duration::from_millis(100));
+                    if last.elapsed() >= every {
+                        status.print(w.done.load(Ordering::SeqCst));
+                        last = Instant::now();
+                    }
+                }
+            });
+        }
+        for _ in 0..jobs {
+            s.spawn(|| {
+                worker(opts, suite, plan, known, &status, &w);
+                w.left.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    if let Some(e) = w
+        .first_error
+        .into_inner()
+        .map_err(|_| anyhow!("a run thread panicked"))?
+    {
+        return Err(e);
+    }
+    let mut finished = Vec::with_capacity(plan.len());
+    let mut skipped = 0;
+    for (slot, run) in w.results.into_iter().zip(plan) {
+        let (r, was_skipped) = slot
+            .into_inner()
+            .map_err(|_| anyhow!("a run thread panicked"))?
+            .ok_or_else(|| anyhow!("run {} did not finish", run.dir.display()))?;
+        skipped += usize::from(was_skipped);
+        finished.push(r);
+    }
+    Ok((finished, skipped))
+}
+
+/// One worker of [`run_plan`]: takes runs in plan order until none is left or one failed.
+fn worker(
+    opts: &ExperimentOptions,
+    suite: &Suite,
+    plan: &[PlannedRun],
+    known: Option<&[RunResult]>,
+    status: &Status,
+    w: &Workers,
+) {
+    loop {
+        if w.failed.load(Ordering::SeqCst) {
+            break;
+        }
+        let i = w.next.fetch_add(1, Ordering::SeqCst);
+        let Some(run) = plan.get(i) else { break };
+        let arm = &suite.arms[run.arm];
+        let t0 = Instant::now();
+        let found = match known {
+            Some(results) => results.get(i).cloned(),
+            None => finished_result(run, arm, suite),
+        };
+        let outcome = match found {
+            Some(r) => Ok((r, true)),
+            None => {
+                let hook = opts.status_every.map(|_| status.hook(i));
+                let r = execute(
+                    run,
+                    arm,
+                    suite,
+                    opts.run_notes,
+                    opts.tensorboard,
+                    hook,
+                    None,
+                );
+                r.map(|r| (r, false))
+            }
+        };
+        status.finish(i);
+        match outcome {
+            Ok((r, skipped)) => {
+                let n = w.done.fetch_add(1, Ordering::SeqCst) + 1;
+                if opts.progress {
+                    eprintln!(
+                        "experiment: [{n}/{}] {} {} frames={} success={:.3} ({:.1} s)",
+                        plan.len(),
+                        run_dir_name(&arm.name, run.seed),
+                        if skipped { "finished earlier" } else { "done" },
+                        r.frames,
+                        r.final_success,
+                        t0.elapsed().as_secs_f64()
+                    );
+                }
+                if let Ok(mut slot) = w.results[i].lock() {
+                    *slot = Some((r, skipped));
+                }
+            }
+            Err(e) => {
+                w.failed.store(true, Ordering::SeqCst);
+                let e = e.context(format!(
+                    "run {} ({})",
+                    run_dir_name(&arm.name, run.seed),
+                    run.dir.display()
+                ));
+                if let Ok(mut slot) = w.first_error.lock() {
+                    slot.get_or_insert(e);
+                }
+                break;
+            }
+        }
+    }
 }
 
 /// The log of a run, gzipped, in an archive (read back by [`metrics::read_log`]).

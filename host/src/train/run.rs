@@ -789,22 +789,13 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
         cfg,
         mut st,
         log,
-        mut events,
+        events,
     } = open_run(cfg, opts)?;
     let ck_path = opts.out.join(CHECKPOINT_FILE);
-    let jsonl_path = opts.out.join("train.jsonl");
-    let csv_path = opts.out.join("train.csv");
     st.gpu = backend::select(&cfg, &st.model, cfg.procs, opts.notes)?;
     let threads = thread_count(cfg.threads, cfg.procs.max(cfg.grad_shards));
     let mut grads = Grads::new(&st.model.layout, &cfg, threads)?;
-    let mut jsonl = fs::OpenOptions::new()
-        .append(true)
-        .open(&jsonl_path)
-        .with_context(|| format!("opening {}", jsonl_path.display()))?;
-    let mut csv = fs::OpenOptions::new()
-        .append(true)
-        .open(&csv_path)
-        .with_context(|| format!("opening {}", csv_path.display()))?;
+    let mut sinks = LogSinks::open(&opts.out, events)?;
     let bar = progress_bar(opts.progress, cfg.frames, st.frames);
     let started = Instant::now();
     let start_frames = st.frames;
@@ -824,6 +815,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
     let mut guard = DivergenceGuard::new();
     let mut stopped = false;
     while st.frames < cfg.frames {
+        // 1. Act, 2. learn (the update), 3. the curriculum, 4. the log line, 5. checkpoint.
         let t0 = Instant::now();
         collect_rollout(&cfg, &mut st, threads)?;
         let episodes = record_episodes(&cfg, &mut st);
@@ -839,23 +831,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
         st.updates += 1;
         updates_here += 1;
         let level_before = st.tasks.current_name();
-        let index_before = st.tasks.current();
-        if let Some(next) = st.tasks.end_update(fpu) {
-            // The policy as this level ended (rewritten, identically, if a resumed run passes
-            // the same switch again).
-            save(
-                &cfg,
-                &st,
-                &ck_path.with_file_name(stage_checkpoint_file(index_before)),
-            )?;
-            st.recent.clear();
-            let msg = format!(
-                "train: curriculum: {level_before} passed at {} frames; now {}",
-                st.frames, st.tasks.ids[next]
-            );
-            bar.as_ref()
-                .map_or_else(|| eprintln!("{msg}"), |b| b.println(&msg));
-        }
+        end_curriculum_update(&cfg, &mut st, &ck_path, fpu, bar.as_ref())?;
         let (success, ret, len) = window_stats(&st.recent);
         let dt = t0.elapsed().as_secs_f64().max(1e-9);
         let line = LogLine {
@@ -882,12 +858,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
             module_activity: activity,
             unix_s: unix_now(),
         };
-        // The JSON line in the struct's field order; the event file takes the same values.
-        writeln!(jsonl, "{}", serde_json::to_string(&line)?)?;
-        writeln!(csv, "{}", line.csv())?;
-        if let Some(ev) = events.as_mut() {
-            ev.append(&serde_json::to_value(&line)?)?;
-        }
+        sinks.write(&line)?;
         if let Some(hook) = &opts.on_update {
             (hook.0)(&line);
         }
@@ -926,8 +897,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    jsonl.flush()?;
-    csv.flush()?;
+    sinks.flush()?;
     let (success, mean_return, _) = window_stats(&st.recent);
     let secs = started.elapsed().as_secs_f64().max(1e-9);
     let summary = RunSummary {
@@ -942,6 +912,77 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
     };
     write_curve(&opts.out, &cfg, &summary.level, &curve)?;
     Ok(summary)
+}
+
+/// The curriculum's end of an update of `frames` frames: when the level is passed, the policy
+/// as that level ended is saved beside the checkpoint (rewritten, identically, if a resumed
+/// run passes the same switch again), the success window starts afresh and a note says so.
+fn end_curriculum_update(
+    cfg: &TrainConfig,
+    st: &mut State,
+    ck_path: &Path,
+    frames: u64,
+    bar: Option<&indicatif::ProgressBar>,
+) -> Result<()> {
+    let level_before = st.tasks.current_name();
+    let index_before = st.tasks.current();
+    if let Some(next) = st.tasks.end_update(frames) {
+        save(
+            cfg,
+            st,
+            &ck_path.with_file_name(stage_checkpoint_file(index_before)),
+        )?;
+        st.recent.clear();
+        let msg = format!(
+            "train: curriculum: {level_before} passed at {} frames; now {}",
+            st.frames, st.tasks.ids[next]
+        );
+        bar.map_or_else(|| eprintln!("{msg}"), |b| b.println(&msg));
+    }
+    Ok(())
+}
+
+/// Where each update's [`LogLine`] goes: `train.jsonl` (the line in the struct's field
+/// order), `train.csv` and, when asked for, the TensorBoard event file (the same values).
+struct LogSinks {
+    jsonl: fs::File,
+    csv: fs::File,
+    events: Option<crate::tensorboard::EventWriter>,
+}
+
+impl LogSinks {
+    /// Opens the run's logs (created, or cut back to the checkpoint, by [`open_run`]) for
+    /// appending.
+    fn open(out: &Path, events: Option<crate::tensorboard::EventWriter>) -> Result<Self> {
+        let append = |name: &str| {
+            let path = out.join(name);
+            fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .with_context(|| format!("opening {}", path.display()))
+        };
+        Ok(Self {
+            jsonl: append("train.jsonl")?,
+            csv: append("train.csv")?,
+            events,
+        })
+    }
+
+    /// One update's line into every log.
+    fn write(&mut self, line: &LogLine) -> Result<()> {
+        writeln!(self.jsonl, "{}", serde_json::to_string(line)?)?;
+        writeln!(self.csv, "{}", line.csv())?;
+        if let Some(ev) = self.events.as_mut() {
+            ev.append(&serde_json::to_value(line)?)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.jsonl.flush()?;
+        self.csv.flush()?;
+        Ok(())
+    }
 }
 
 /// The `(frames, success, return)` points of the log lines already written (lines that do
