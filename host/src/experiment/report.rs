@@ -51,6 +51,25 @@ pub struct ReportContext<'a> {
     pub overrides: &'a Overrides,
 }
 
+/// One group of arms in the report: the tables of a group read these.
+struct Group<'a> {
+    /// The report's context (the suite, its runs and results).
+    ctx: &'a ReportContext<'a>,
+    /// The group's name (the arms' `group`).
+    name: &'a str,
+    /// The group's arms, indices into the suite's.
+    arms: &'a [usize],
+    /// The finished runs of every arm of the suite, by arm index.
+    by_arm: &'a [Vec<&'a RunData<'a>>],
+}
+
+impl Group<'_> {
+    /// The heading of one of the group's sections: `## GROUP: TITLE`.
+    fn section(&self, md: &mut String, title: &str) {
+        let _ = writeln!(md, "## {}: {title}\n", self.name);
+    }
+}
+
 /// A run with its log and metrics.
 pub(super) struct RunData<'a> {
     pub(super) run: &'a PlannedRun,
@@ -214,16 +233,18 @@ pub fn write(ctx: &ReportContext, out: &Path) -> Result<(PathBuf, Vec<PathBuf>)>
         let title = format!("{}: {group}: module activity (mean over seeds)", suite.name);
         write_heatmaps(&heat, &title, &activity_labels("frames"), &panels)?;
         plots.push(heat);
+        let g = Group {
+            ctx,
+            name: &group,
+            arms: &arms,
+            by_arm: &by_arm,
+        };
         match suite.metric {
             MetricKind::SampleEfficiency | MetricKind::Ablation => {
-                sample_efficiency_table(&mut md, ctx, &group, &arms, &by_arm);
+                sample_efficiency_table(&mut md, &g);
             }
-            MetricKind::Curriculum => {
-                curriculum_tables(&mut md, ctx, &group, &arms, &by_arm);
-            }
-            MetricKind::ZeroShot => {
-                zero_shot_table(&mut md, ctx, &group, &arms, &by_arm);
-            }
+            MetricKind::Curriculum => curriculum_tables(&mut md, &g),
+            MetricKind::ZeroShot => zero_shot_table(&mut md, &g),
         }
         let _ = writeln!(
             md,
@@ -457,15 +478,9 @@ fn stat_cells(values: &[f64], f: impl Fn(f64) -> String + Copy) -> (String, Stri
     }
 }
 
-fn sample_efficiency_table(
-    md: &mut String,
-    ctx: &ReportContext,
-    group: &str,
-    arms: &[usize],
-    by_arm: &[Vec<&RunData>],
-) {
-    let s = ctx.suite;
-    let _ = writeln!(md, "## {group}: sample efficiency\n");
+fn sample_efficiency_table(md: &mut String, g: &Group) {
+    g.section(md, "sample efficiency");
+    let (s, arms, by_arm) = (g.ctx.suite, g.arms, g.by_arm);
     let _ = writeln!(
         md,
         "| arm | seeds | frames to {t} (median) | 95% interval | reached {t} | AUC (median) | AUC 95% interval | final success (median) | frames to {t} (IQM) | 95% interval | AUC (IQM) | 95% interval |",
@@ -496,9 +511,7 @@ fn sample_efficiency_table(
     let sooner = format!("reaches {} sooner", s.threshold);
     comparison_table(
         md,
-        s,
-        arms,
-        by_arm,
+        g,
         |reference| {
             format!(
                 "{reference} against each other arm, seed by seed: P(better) is the probability \
@@ -513,7 +526,7 @@ fn sample_efficiency_table(
             ("has the higher AUC", false, &aucs_of),
         ],
     );
-    eval_table(md, ctx, arms, by_arm, "evaluation of the final checkpoints");
+    eval_table(md, g, "evaluation of the final checkpoints");
 }
 
 /// Meta-RIM (the group's first `meta-rim` arm) against every other arm of `arms`, one row per
@@ -523,12 +536,11 @@ fn sample_efficiency_table(
 #[allow(clippy::type_complexity)]
 fn comparison_table(
     md: &mut String,
-    s: &Suite,
-    arms: &[usize],
-    by_arm: &[Vec<&RunData>],
+    g: &Group,
     intro: impl Fn(&str) -> String,
     quantities: &[(&str, bool, &dyn Fn(usize) -> Vec<f64>)],
 ) {
+    let (s, arms, by_arm) = (g.ctx.suite, g.arms, g.by_arm);
     let Some(&r) = arms
         .iter()
         .find(|&&a| s.arms[a].config.mode == Mode::MetaRim)
@@ -572,13 +584,8 @@ fn iqm_cells(values: &[f64], f: impl Fn(f64) -> String + Copy) -> (String, Strin
     }
 }
 
-fn eval_table(
-    md: &mut String,
-    ctx: &ReportContext,
-    arms: &[usize],
-    by_arm: &[Vec<&RunData>],
-    what: &str,
-) {
+fn eval_table(md: &mut String, g: &Group, what: &str) {
+    let (ctx, arms, by_arm) = (g.ctx, g.arms, g.by_arm);
     let s = ctx.suite;
     if arms.iter().all(|&a| s.arms[a].eval_levels.is_empty()) {
         return;
@@ -643,15 +650,9 @@ fn eval_table(
     md.push('\n');
 }
 
-fn curriculum_tables(
-    md: &mut String,
-    ctx: &ReportContext,
-    group: &str,
-    arms: &[usize],
-    by_arm: &[Vec<&RunData>],
-) {
-    let s = ctx.suite;
-    let _ = writeln!(md, "## {group}: curriculum adaptation\n");
+fn curriculum_tables(md: &mut String, g: &Group) {
+    g.section(md, "curriculum adaptation");
+    let (s, arms, by_arm) = (g.ctx.suite, g.arms, g.by_arm);
     let _ = writeln!(
         md,
         "Frames after the switch to each level until the rolling success on it reaches {} \
@@ -691,12 +692,10 @@ fn curriculum_tables(
         }
     }
     md.push('\n');
-    forgetting_tables(md, ctx, group, arms, by_arm);
+    forgetting_tables(md, g);
     eval_table(
         md,
-        ctx,
-        arms,
-        by_arm,
+        g,
         "the final checkpoint on every curriculum level (forgetting: earlier levels after \
          training moved on)",
     );
@@ -718,13 +717,8 @@ pub(super) fn forgetting_of(d: &RunData) -> Vec<(String, f64)> {
 
 /// Forgetting per level and arm, the success matrix of each arm (median over seeds), and
 /// Meta-RIM against the other arms on each seed's mean forgetting.
-fn forgetting_tables(
-    md: &mut String,
-    ctx: &ReportContext,
-    group: &str,
-    arms: &[usize],
-    by_arm: &[Vec<&RunData>],
-) {
+fn forgetting_tables(md: &mut String, g: &Group) {
+    let (ctx, group, arms, by_arm) = (g.ctx, g.name, g.arms, g.by_arm);
     let s = ctx.suite;
     if arms
         .iter()
@@ -797,9 +791,7 @@ fn forgetting_tables(
     md.push('\n');
     comparison_table(
         md,
-        s,
-        arms,
-        by_arm,
+        g,
         |reference| {
             format!(
                 "{reference} against each other arm on each seed's mean forgetting over the \
@@ -859,15 +851,9 @@ fn forgetting_tables(
     }
 }
 
-fn zero_shot_table(
-    md: &mut String,
-    ctx: &ReportContext,
-    group: &str,
-    arms: &[usize],
-    by_arm: &[Vec<&RunData>],
-) {
-    let s = ctx.suite;
-    let _ = writeln!(md, "## {group}: zero-shot transfer\n");
+fn zero_shot_table(md: &mut String, g: &Group) {
+    g.section(md, "zero-shot transfer");
+    let (s, arms, by_arm) = (g.ctx.suite, g.arms, g.by_arm);
     let _ = writeln!(
         md,
         "| arm | trained on | seeds | final training success (median) | 95% interval |"
@@ -894,9 +880,7 @@ fn zero_shot_table(
     md.push('\n');
     eval_table(
         md,
-        ctx,
-        arms,
-        by_arm,
+        g,
         "the final checkpoint without further training (* marks the level trained on, the \
          in-distribution reference; the others were never seen in training)",
     );
