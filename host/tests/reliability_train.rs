@@ -387,64 +387,43 @@ fn stale_temporary_files_are_removed_on_the_next_start() {
 fn values_out_of_range_fail_before_any_file_is_written() {
     let root = tmpdir("ranges");
     let out = root.join("run");
-    let o = metarim(&[
-        "train",
-        "--seed",
-        "9223372036854775808",
-        "--set",
-        "frames=100",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(!o.status.success());
-    let e = stderr(&o);
-    assert!(
-        e.contains("--seed") && e.contains("9223372036854775807"),
-        "{e}"
+    let out_arg = out.to_str().unwrap();
+    // `train` with these arguments must fail naming every one of the words, and write nothing.
+    let refused = |args: &[&str], words: &[&str]| {
+        let o = metarim(&[&["train"], args, &["--out", out_arg]].concat());
+        let e = stderr(&o);
+        assert!(!o.status.success(), "{args:?} accepted");
+        assert!(words.iter().all(|w| e.contains(w)), "{args:?}: {e}");
+        assert!(!out.exists(), "{args:?} wrote {}", out.display());
+    };
+    refused(
+        &["--seed", "9223372036854775808", "--set", "frames=100"],
+        &["--seed", "9223372036854775807"],
     );
-    assert!(!out.exists());
-    let o = metarim(&[
-        "train",
-        "--set",
-        "seed=18446744073709551615",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(!o.status.success());
-    let e = stderr(&o);
-    assert!(e.contains("seed") && e.contains("out of range"), "{e}");
-    assert!(!out.exists());
+    refused(
+        &["--set", "seed=18446744073709551615"],
+        &["seed", "out of range"],
+    );
     // A config far beyond any machine's memory.
-    let o = metarim(&[
-        "train",
-        "--set",
-        "procs=65536",
-        "--set",
-        "frames_per_proc=65520",
-        "--set",
-        "recurrence=20",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(!o.status.success());
-    let e = stderr(&o);
-    assert!(e.contains("memory") && e.contains("procs"), "{e}");
-    assert!(!out.exists());
+    refused(
+        &[
+            "--set",
+            "procs=65536",
+            "--set",
+            "frames_per_proc=65520",
+            "--set",
+            "recurrence=20",
+        ],
+        &["memory", "procs"],
+    );
     // Upper bounds on the per-update work.
     for set in [
         "procs=100000",
         "inner_steps=100000",
         "frames_per_proc=10000000",
     ] {
-        let o = metarim(&["train", "--set", set, "--out", out.to_str().unwrap()]);
-        assert!(!o.status.success(), "{set} accepted");
         let field = set.split('=').next().unwrap();
-        assert!(
-            stderr(&o).contains(field) && stderr(&o).contains("at most"),
-            "{set}: {}",
-            stderr(&o)
-        );
-        assert!(!out.exists());
+        refused(&["--set", set], &[field, "at most"]);
     }
 }
 
