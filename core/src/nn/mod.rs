@@ -1,6 +1,29 @@
 //! Neural-network math for the policy: scalar abstraction, dense blocks with hand-written
 //! backward passes, the RIM cell, and the parameter layout shared by every backend.
 
+/// Declares a block's parameter views: a struct of weight slices (`&[S]`, `Copy`) and its
+/// gradient twin with the same fields as `&mut [S]`, so the two cannot drift apart. Each
+/// field's doc comment serves both.
+macro_rules! param_views {
+    (
+        $(#[$wdoc:meta])* weights $weights:ident;
+        $(#[$gdoc:meta])* grads $grads:ident;
+        { $( $(#[$fdoc:meta])* $field:ident, )* }
+    ) => {
+        $(#[$wdoc])*
+        #[derive(Clone, Copy, Debug)]
+        pub struct $weights<'a, S> {
+            $( $(#[$fdoc])* pub $field: &'a [S], )*
+        }
+
+        $(#[$gdoc])*
+        #[derive(Debug)]
+        pub struct $grads<'a, S> {
+            $( $(#[$fdoc])* pub $field: &'a mut [S], )*
+        }
+    };
+}
+
 pub(crate) mod cut;
 pub mod dims;
 pub mod encoder;

@@ -158,31 +158,29 @@ pub fn log_softmax<S: Real>(x: &[S], y: &mut [S]) {
     }
 }
 
-/// Weights of a GRU cell (PyTorch layout, gate order r, z, n).
-#[derive(Clone, Copy, Debug)]
-pub struct GruWeights<'a, S> {
-    /// `[3H x I]`.
-    pub w_ih: &'a [S],
-    /// `[3H x H]`.
-    pub w_hh: &'a [S],
-    /// `[3H]`.
-    pub b_ih: &'a [S],
-    /// `[3H]`.
-    pub b_hh: &'a [S],
+param_views! {
+    /// Weights of a recurrent cell in PyTorch's layout: `G` gates of `H` units each, stacked
+    /// (a GRU: `G = 3`, gate order r, z, n; an LSTM: `G = 4`, order i, f, g, o).
+    weights CellWeights;
+    /// Gradients of a recurrent cell, laid out like [`CellWeights`].
+    grads CellGrads;
+    {
+        /// `[G*H x I]`.
+        w_ih,
+        /// `[G*H x H]`.
+        w_hh,
+        /// `[G*H]`.
+        b_ih,
+        /// `[G*H]`.
+        b_hh,
+    }
 }
 
+/// Weights of a GRU cell (PyTorch layout, gate order r, z, n: `[3H x I]`, `[3H x H]`, `[3H]`,
+/// `[3H]`).
+pub type GruWeights<'a, S> = CellWeights<'a, S>;
 /// Gradients of a GRU cell, laid out like [`GruWeights`].
-#[derive(Debug)]
-pub struct GruGrads<'a, S> {
-    /// `[3H x I]`.
-    pub w_ih: &'a mut [S],
-    /// `[3H x H]`.
-    pub w_hh: &'a mut [S],
-    /// `[3H]`.
-    pub b_ih: &'a mut [S],
-    /// `[3H]`.
-    pub b_hh: &'a mut [S],
-}
+pub type GruGrads<'a, S> = CellGrads<'a, S>;
 
 /// Values a GRU step keeps for its backward pass, per hidden unit: `r`, `z`, `n`, `W_hn h + b_hn`.
 pub const GRU_CACHE_PER_UNIT: usize = 4;
@@ -296,31 +294,11 @@ pub fn gru_gate_grads<S: Real>(
     }
 }
 
-/// Weights of an LSTM cell (PyTorch layout, gate order i, f, g, o).
-#[derive(Clone, Copy, Debug)]
-pub struct LstmWeights<'a, S> {
-    /// `[4H x I]`.
-    pub w_ih: &'a [S],
-    /// `[4H x H]`.
-    pub w_hh: &'a [S],
-    /// `[4H]`.
-    pub b_ih: &'a [S],
-    /// `[4H]`.
-    pub b_hh: &'a [S],
-}
-
+/// Weights of an LSTM cell (PyTorch layout, gate order i, f, g, o: `[4H x I]`, `[4H x H]`,
+/// `[4H]`, `[4H]`).
+pub type LstmWeights<'a, S> = CellWeights<'a, S>;
 /// Gradients of an LSTM cell, laid out like [`LstmWeights`].
-#[derive(Debug)]
-pub struct LstmGrads<'a, S> {
-    /// `[4H x I]`.
-    pub w_ih: &'a mut [S],
-    /// `[4H x H]`.
-    pub w_hh: &'a mut [S],
-    /// `[4H]`.
-    pub b_ih: &'a mut [S],
-    /// `[4H]`.
-    pub b_hh: &'a mut [S],
-}
+pub type LstmGrads<'a, S> = CellGrads<'a, S>;
 
 /// Values an LSTM step keeps for its backward pass, per unit: `i`, `f`, `g`, `o`, `tanh(c')`.
 pub const LSTM_CACHE_PER_UNIT: usize = 5;

@@ -373,50 +373,32 @@ pub const fn sequence_scratch_len(d: &RimDims) -> usize {
 // ---------------------------------------------------------------------------------------------
 // Weights, gradients, options.
 
-/// Weights of a RIM cell, laid out as in the module docs.
-#[derive(Clone, Copy, Debug)]
-pub struct RimWeights<'a, S> {
-    /// Shared input-attention keys `[in_heads*d_k x input]`.
-    pub w_k: &'a [S],
-    /// Shared input-attention values `[in_heads*d_v x input]`.
-    pub w_v: &'a [S],
-    /// Per-module queries `N x [in_heads*d_k x H]`.
-    pub w_q: &'a [S],
-    /// Per-module RNNs `N x [w_ih | w_hh | b_ih | b_hh]` ([`rnn_module_range`]).
-    pub rnn: &'a [S],
-    /// Communication queries `N x [c_heads*c_k x H]` (empty without communication).
-    pub c_q: &'a [S],
-    /// Communication keys `N x [c_heads*c_k x H]`.
-    pub c_k: &'a [S],
-    /// Communication values `N x [c_heads*c_k x H]`.
-    pub c_v: &'a [S],
-    /// Communication output gates `N x [H x c_heads*c_k]`.
-    pub c_g: &'a [S],
-    /// Communication outputs `N x [H x c_heads*c_k]`.
-    pub c_o: &'a [S],
-}
-
-/// Gradients of a RIM cell, laid out like [`RimWeights`]; backward passes accumulate into them.
-#[derive(Debug)]
-pub struct RimGrads<'a, S> {
-    /// Shared input-attention keys.
-    pub w_k: &'a mut [S],
-    /// Shared input-attention values.
-    pub w_v: &'a mut [S],
-    /// Per-module queries.
-    pub w_q: &'a mut [S],
-    /// Per-module RNNs.
-    pub rnn: &'a mut [S],
-    /// Communication queries.
-    pub c_q: &'a mut [S],
-    /// Communication keys.
-    pub c_k: &'a mut [S],
-    /// Communication values.
-    pub c_v: &'a mut [S],
-    /// Communication output gates.
-    pub c_g: &'a mut [S],
-    /// Communication outputs.
-    pub c_o: &'a mut [S],
+param_views! {
+    /// Weights of a RIM cell, laid out as in the module docs.
+    weights RimWeights;
+    /// Gradients of a RIM cell, laid out like [`RimWeights`]; backward passes accumulate into
+    /// them.
+    grads RimGrads;
+    {
+        /// Shared input-attention keys `[in_heads*d_k x input]`.
+        w_k,
+        /// Shared input-attention values `[in_heads*d_v x input]`.
+        w_v,
+        /// Per-module queries `N x [in_heads*d_k x H]`.
+        w_q,
+        /// Per-module RNNs `N x [w_ih | w_hh | b_ih | b_hh]` ([`rnn_module_range`]).
+        rnn,
+        /// Communication queries `N x [c_heads*c_k x H]` (empty without communication).
+        c_q,
+        /// Communication keys `N x [c_heads*c_k x H]`.
+        c_k,
+        /// Communication values `N x [c_heads*c_k x H]`.
+        c_v,
+        /// Communication output gates `N x [H x c_heads*c_k]`.
+        c_g,
+        /// Communication outputs `N x [H x c_heads*c_k]`.
+        c_o,
+    }
 }
 
 /// How the backward pass treats the communication attention's reads of inactive modules'
