@@ -63,28 +63,46 @@ find_nvrtc() {
     echo "nvrtc: not found (the parity tests will report it)"
 }
 
+# One step of the check: runs under a time limit (a first run on a new GPU may hang or fail),
+# records a failure and goes on, so that one call reports every step.
+FAILED=()
+step() {
+    local name="$1" limit="$2"
+    shift 2
+    echo "=== $name"
+    local start rc=0
+    start=$(date +%s)
+    timeout "$limit" "$@" || rc=$?
+    echo "=== $name: exit $rc after $(($(date +%s) - start)) s"
+    [ "$rc" -eq 0 ] || FAILED+=("$name (exit $rc)")
+}
+
 run_checks() {
     [ -x "$DIR/parity" ] && [ -x "$DIR/metarim" ] ||
         { echo "gpu-check: $DIR is not prepared (run 'prepare' where cargo works)" >&2; exit 1; }
     echo "=== gpu-check at commit $(cat "$DIR/commit" 2>/dev/null || echo '?')"
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv || true
     find_nvrtc
-    echo "=== parity tests (cuda/tests/parity.rs)"
-    "$DIR/parity" --test-threads=1 --nocapture
+    step "parity tests (cuda/tests/parity.rs)" 200 "$DIR/parity" --test-threads=1 --nocapture
     local tmp
     tmp="$(mktemp -d)"
-    echo "=== short training run: Tiny, GoToObj, meta-rim, 64 x 40 frames x 4 updates, --backend cuda"
-    "$DIR/metarim" train --backend cuda --preset Tiny --level BabyAI-GoToObj-v0 --mode meta-rim --set slowness=2 --frames 10240 --quiet --out "$tmp/tiny"
-    echo "=== the same run on the CPU (for comparison)"
-    "$DIR/metarim" train --backend cpu --preset Tiny --level BabyAI-GoToObj-v0 --mode meta-rim --set slowness=2 --frames 10240 --quiet --out "$tmp/tiny-cpu"
-    echo "=== metarim bench train --backend cuda --preset Paper (meta-rim, GoToLocal)"
-    "$DIR/metarim" bench train --backend cuda --preset Paper --warmup 1 --updates 3
-    echo "=== metarim bench train --backend cuda --preset Paper --mode lstm"
-    "$DIR/metarim" bench train --backend cuda --preset Paper --mode lstm --warmup 1 --updates 3
-    echo "=== metarim bench train --backend cpu --preset Paper (same machine)"
-    "$DIR/metarim" bench train --backend cpu --preset Paper --warmup 1 --updates 2
+    step "short training run: Tiny, GoToObj, meta-rim, 10240 frames, --backend cuda" 90 \
+        "$DIR/metarim" train --backend cuda --preset Tiny --level BabyAI-GoToObj-v0 --mode meta-rim --set slowness=2 --frames 10240 --quiet --out "$tmp/tiny"
+    step "the same run on the CPU (for comparison)" 90 \
+        "$DIR/metarim" train --backend cpu --preset Tiny --level BabyAI-GoToObj-v0 --mode meta-rim --set slowness=2 --frames 10240 --quiet --out "$tmp/tiny-cpu"
+    step "metarim bench train --backend cuda --preset Paper (meta-rim, GoToLocal)" 90 \
+        "$DIR/metarim" bench train --backend cuda --preset Paper --warmup 1 --updates 3
+    step "metarim bench train --backend cuda --preset Paper --mode lstm" 90 \
+        "$DIR/metarim" bench train --backend cuda --preset Paper --mode lstm --warmup 1 --updates 3
+    step "metarim bench train --backend cpu --preset Paper (same machine)" 100 \
+        "$DIR/metarim" bench train --backend cpu --preset Paper --warmup 1 --updates 2
     rm -rf "$tmp"
-    echo "=== gpu-check: ok"
+    if [ "${#FAILED[@]}" -eq 0 ]; then
+        echo "=== gpu-check: ok"
+    else
+        printf '=== gpu-check: FAILED: %s\n' "${FAILED[@]}"
+        return 1
+    fi
 }
 
 case "${1:-}" in

@@ -621,7 +621,7 @@ pub fn ppo_update_parity(
         let total: usize = chunks.iter().map(|c| c.obs.len()).sum();
         dev.grad_pass(&pass, &coefs(), 1.0 / total as f32)
             .unwrap_or_else(|e| panic!("{e}"));
-        dev.adam_step(&groups, *phase != Phase::All, &opt, t, max_norm)
+        dev.adam_step(&groups, false, &opt, t, max_norm)
             .unwrap_or_else(|e| panic!("{e}"));
         let stats = dev.take_stats().unwrap_or_else(|e| panic!("{e}"));
         let ne = scalar_rel(f64::from(stats.norms[0]), f64::from(norm));
@@ -642,23 +642,38 @@ pub fn ppo_update_parity(
     let wp = compare_tensors(&format!("{what} params"), &layout, &got, &cpu, TOL);
     let wm = compare_tensors(&format!("{what} m"), &layout, &gm, &m, TOL);
     let wv = compare_tensors(&format!("{what} v"), &layout, &gv, &v, TOL);
-    // What the step did not touch stays bit-identical (inactive modules, untouched groups).
+    // What the steps did not touch stays bit-identical (inactive modules, untouched groups).
+    // "Untouched" is an element whose CPU moments are still zero: it never received a gradient.
+    // An element that did receive one may still end bit-unchanged on the CPU when its step is
+    // under half an ulp; the device's gradient differs in the last bits, so there it may round
+    // one ulp the other way (seen on an H200: Paper meta-rim, rim.input.w_q). Those elements
+    // are held to TOL above, like every other updated element.
     for e in layout.entries() {
         let r = e.range();
-        for (i, (a, b)) in got.group(e.group)[r.clone()]
-            .iter()
-            .zip(&cpu.group(e.group)[r])
-            .enumerate()
-        {
-            let p0 = params.group(e.group)[e.offset + i];
-            if b.to_bits() == p0.to_bits() {
-                assert_eq!(
-                    a.to_bits(),
-                    p0.to_bits(),
-                    "{what}: {} [{i}] moved on the device only",
-                    e.name
-                );
+        let g = e.group;
+        for i in 0..r.len() {
+            let k = r.start + i;
+            if m.group(g)[k] != 0.0 || v.group(g)[k] != 0.0 {
+                continue;
             }
+            let p0 = params.group(g)[k];
+            assert_eq!(
+                cpu.group(g)[k].to_bits(),
+                p0.to_bits(),
+                "{what}: {} [{i}] moved on the CPU without a gradient",
+                e.name
+            );
+            assert_eq!(
+                got.group(g)[k].to_bits(),
+                p0.to_bits(),
+                "{what}: {} [{i}] moved on the device only",
+                e.name
+            );
+            assert!(
+                gm.group(g)[k] == 0.0 && gv.group(g)[k] == 0.0,
+                "{what}: {} [{i}] has moments on the device only",
+                e.name
+            );
         }
     }
     println!("{what}: params {wp:.2e}, m {wm:.2e}, v {wv:.2e}");
