@@ -21,7 +21,34 @@ macro_rules! param_views {
         pub struct $grads<'a, S> {
             $( $(#[$fdoc])* pub $field: &'a mut [S], )*
         }
+
+        impl<'a, S> $weights<'a, S> {
+            /// How many tensors the view holds.
+            pub const TENSORS: usize = param_views!(@count $($field)*);
+
+            /// The view of `parts`, one slice per tensor in the order the fields are declared.
+            pub fn from_parts(parts: [&'a [S]; param_views!(@count $($field)*)]) -> Self {
+                let [$($field),*] = parts;
+                Self { $($field),* }
+            }
+        }
+
+        impl<'a, S> $grads<'a, S> {
+            /// The view of `parts`, one slice per tensor in the order the fields are declared.
+            pub fn from_parts(parts: [&'a mut [S]; param_views!(@count $($field)*)]) -> Self {
+                let [$($field),*] = parts;
+                Self { $($field),* }
+            }
+
+            /// Every slice empty: a backward pass computes no gradient for an empty slice,
+            /// so callers set only the tensors they train.
+            pub fn empty() -> Self {
+                Self { $($field: &mut []),* }
+            }
+        }
     };
+    (@count $($field:ident)*) => { 0 $(+ param_views!(@one $field))* };
+    (@one $field:ident) => { 1 };
 }
 
 pub(crate) mod cut;

@@ -157,6 +157,28 @@ pub enum TensorKind {
 }
 
 impl TensorKind {
+    /// The RIM cell's tensors in the field order of [`crate::nn::rim::RimWeights`] (and
+    /// [`crate::nn::rim::RimWeights::from_parts`]).
+    pub const RIM: [TensorKind; 9] = [
+        TensorKind::RimKey,
+        TensorKind::RimValue,
+        TensorKind::RimQuery,
+        TensorKind::RimRnn,
+        TensorKind::CommQuery,
+        TensorKind::CommKey,
+        TensorKind::CommValue,
+        TensorKind::CommGate,
+        TensorKind::CommOut,
+    ];
+
+    /// The LSTM memory's tensors in the field order of [`crate::nn::ops::LstmWeights`].
+    pub const LSTM: [TensorKind; 4] = [
+        TensorKind::Lstm(0),
+        TensorKind::Lstm(1),
+        TensorKind::Lstm(2),
+        TensorKind::Lstm(3),
+    ];
+
     /// Whether the tensor is stored module-major, one equal block per RIM module (the modules'
     /// own queries, RNNs and communication weights): a step that trains only some modules
     /// touches only their blocks.

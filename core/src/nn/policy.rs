@@ -229,23 +229,8 @@ impl<'a, S> GradSlices<'a, S> {
     /// The memory's gradient slices, taken out: the RIM's and the LSTM's (the ones this model
     /// does not have are empty).
     fn memory(&mut self) -> (RimGrads<'a, S>, LstmGrads<'a, S>) {
-        let rim = RimGrads {
-            w_k: self.take(TensorKind::RimKey),
-            w_v: self.take(TensorKind::RimValue),
-            w_q: self.take(TensorKind::RimQuery),
-            rnn: self.take(TensorKind::RimRnn),
-            c_q: self.take(TensorKind::CommQuery),
-            c_k: self.take(TensorKind::CommKey),
-            c_v: self.take(TensorKind::CommValue),
-            c_g: self.take(TensorKind::CommGate),
-            c_o: self.take(TensorKind::CommOut),
-        };
-        let lstm = LstmGrads {
-            w_ih: self.take(TensorKind::Lstm(0)),
-            w_hh: self.take(TensorKind::Lstm(1)),
-            b_ih: self.take(TensorKind::Lstm(2)),
-            b_hh: self.take(TensorKind::Lstm(3)),
-        };
+        let rim = RimGrads::from_parts(TensorKind::RIM.map(|k| self.take(k)));
+        let lstm = LstmGrads::from_parts(TensorKind::LSTM.map(|k| self.take(k)));
         (rim, lstm)
     }
 }
@@ -311,23 +296,8 @@ impl<'a, S: Real> Policy<'a, S> {
         let l = self.layout;
         let p = &self.params;
         MemWeights {
-            rim: RimWeights {
-                w_k: l.slice(p, TensorKind::RimKey),
-                w_v: l.slice(p, TensorKind::RimValue),
-                w_q: l.slice(p, TensorKind::RimQuery),
-                rnn: l.slice(p, TensorKind::RimRnn),
-                c_q: l.slice(p, TensorKind::CommQuery),
-                c_k: l.slice(p, TensorKind::CommKey),
-                c_v: l.slice(p, TensorKind::CommValue),
-                c_g: l.slice(p, TensorKind::CommGate),
-                c_o: l.slice(p, TensorKind::CommOut),
-            },
-            lstm: LstmWeights {
-                w_ih: l.slice(p, TensorKind::Lstm(0)),
-                w_hh: l.slice(p, TensorKind::Lstm(1)),
-                b_ih: l.slice(p, TensorKind::Lstm(2)),
-                b_hh: l.slice(p, TensorKind::Lstm(3)),
-            },
+            rim: RimWeights::from_parts(TensorKind::RIM.map(|k| l.slice(p, k))),
+            lstm: LstmWeights::from_parts(TensorKind::LSTM.map(|k| l.slice(p, k))),
         }
     }
 
@@ -717,15 +687,8 @@ impl<'a, S: Real> Policy<'a, S> {
         };
         // Only the module RNNs get gradient; empty slices skip every other weight gradient.
         let mut rim_g = RimGrads {
-            w_k: &mut [],
-            w_v: &mut [],
-            w_q: &mut [],
             rnn: rnn_grads,
-            c_q: &mut [],
-            c_k: &mut [],
-            c_v: &mut [],
-            c_g: &mut [],
-            c_o: &mut [],
+            ..RimGrads::empty()
         };
         d_state.fill(S::ZERO);
         for st in steps.iter().rev() {
@@ -858,16 +821,11 @@ pub fn init_params<S: Real>(
     let r = d.rim;
     let mut rng = stream(3);
     let n = r.n_modules.max(1);
-    for kind in [
-        TensorKind::RimKey,
-        TensorKind::RimValue,
-        TensorKind::RimQuery,
-        TensorKind::CommQuery,
-        TensorKind::CommKey,
-        TensorKind::CommValue,
-        TensorKind::CommGate,
-        TensorKind::CommOut,
-    ] {
+    // The module RNNs are initialised per module below.
+    for kind in TensorKind::RIM
+        .into_iter()
+        .filter(|k| *k != TensorKind::RimRnn)
+    {
         let Some(e) = layout.entry(kind) else {
             continue;
         };

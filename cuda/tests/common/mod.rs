@@ -621,7 +621,7 @@ pub fn ppo_update_parity(
         let total: usize = chunks.iter().map(|c| c.obs.len()).sum();
         dev.grad_pass(&pass, &coefs(), 1.0 / total as f32)
             .unwrap_or_else(|e| panic!("{e}"));
-        dev.adam_step(&groups, false, &opt, t, max_norm)
+        dev.adam_step(&groups, *phase != Phase::All, &opt, t, max_norm)
             .unwrap_or_else(|e| panic!("{e}"));
         let stats = dev.take_stats().unwrap_or_else(|e| panic!("{e}"));
         let ne = scalar_rel(f64::from(stats.norms[0]), f64::from(norm));
@@ -1022,17 +1022,7 @@ pub fn rim_step_kernels_parity(
         .iter()
         .map(|&n| (0..n).map(|_| rnd(0.5)).collect())
         .collect();
-    let w = RimWeights {
-        w_k: &tensors[0],
-        w_v: &tensors[1],
-        w_q: &tensors[2],
-        rnn: &tensors[3],
-        c_q: &tensors[4],
-        c_k: &tensors[5],
-        c_v: &tensors[6],
-        c_g: &tensors[7],
-        c_o: &tensors[8],
-    };
+    let w = RimWeights::from_parts(std::array::from_fn(|i| &tensors[i][..]));
     let x: Vec<f32> = (0..samples * input).map(|_| rnd(1.0)).collect();
     let state: Vec<f32> = (0..samples * sl).map(|_| rnd(0.8)).collect();
     let dh_loss: Vec<f32> = (0..samples * nh).map(|_| rnd(0.5)).collect();
@@ -1065,20 +1055,12 @@ pub fn rim_step_kernels_parity(
         let (dh_out, dc_out) = d_out.split_at(nh);
         let mut d_prev = vec![0.0f32; sl];
         let (dh_prev, dc_prev) = d_prev.split_at_mut(nh);
-        let [gk, gv, gq, grnn, gcq, gck, gcv, gcg, gco] = &mut g[..] else {
-            unreachable!()
+        let Ok(parts) =
+            <[&mut [f32]; 9]>::try_from(g.iter_mut().map(Vec::as_mut_slice).collect::<Vec<_>>())
+        else {
+            unreachable!("nine gradient tensors")
         };
-        let mut grads = RimGrads {
-            w_k: gk,
-            w_v: gv,
-            w_q: gq,
-            rnn: grnn,
-            c_q: gcq,
-            c_k: gck,
-            c_v: gcv,
-            c_g: gcg,
-            c_o: gco,
-        };
+        let mut grads = RimGrads::from_parts(parts);
         rim_step_backward(
             &w,
             &r,

@@ -523,10 +523,5 @@ impl<'a, S: Scalar> LstmShard<'a, S> {
 
 /// The LSTM memory's weights in the parameter buffers `p` of a model with `layout`.
 pub fn weights<'a, S>(layout: &Layout, p: &GroupBufs<'a, S>) -> LstmWeights<'a, S> {
-    LstmWeights {
-        w_ih: layout.slice(p, TensorKind::Lstm(0)),
-        w_hh: layout.slice(p, TensorKind::Lstm(1)),
-        b_ih: layout.slice(p, TensorKind::Lstm(2)),
-        b_hh: layout.slice(p, TensorKind::Lstm(3)),
-    }
+    LstmWeights::from_parts(TensorKind::LSTM.map(|k| layout.slice(p, k)))
 }

@@ -1774,18 +1774,7 @@ pub fn weights_view<'a, S>(d: &RimDims, p: &'a [S]) -> Result<RimWeights<'a, S>>
         *part = head;
         rest = tail;
     }
-    let [w_k, w_v, w_q, rnn, c_q, c_k, c_v, c_g, c_o] = parts;
-    Ok(RimWeights {
-        w_k,
-        w_v,
-        w_q,
-        rnn,
-        c_q,
-        c_k,
-        c_v,
-        c_g,
-        c_o,
-    })
+    Ok(RimWeights::from_parts(parts))
 }
 
 /// Views the flat gradient buffer `g` ([`param_offsets`] order) as core's [`RimGrads`].
@@ -1804,18 +1793,7 @@ pub fn grads_view<'a, S>(d: &RimDims, g: &'a mut [S]) -> Result<RimGrads<'a, S>>
         *part = head;
         rest = tail;
     }
-    let [w_k, w_v, w_q, rnn, c_q, c_k, c_v, c_g, c_o] = parts;
-    Ok(RimGrads {
-        w_k,
-        w_v,
-        w_q,
-        rnn,
-        c_q,
-        c_k,
-        c_v,
-        c_g,
-        c_o,
-    })
+    Ok(RimGrads::from_parts(parts))
 }
 
 /// Contiguous shard bounds: `seqs` sequences in `parts` ranges whose sizes differ by at most one.
@@ -1826,17 +1804,7 @@ pub fn even_bounds(seqs: usize, parts: usize) -> Vec<usize> {
 
 /// The RIM cell's weights in the parameter buffers `p` of a model with `layout`.
 pub fn weights<'a, S>(layout: &Layout, p: &GroupBufs<'a, S>) -> RimWeights<'a, S> {
-    RimWeights {
-        w_k: layout.slice(p, TensorKind::RimKey),
-        w_v: layout.slice(p, TensorKind::RimValue),
-        w_q: layout.slice(p, TensorKind::RimQuery),
-        rnn: layout.slice(p, TensorKind::RimRnn),
-        c_q: layout.slice(p, TensorKind::CommQuery),
-        c_k: layout.slice(p, TensorKind::CommKey),
-        c_v: layout.slice(p, TensorKind::CommValue),
-        c_g: layout.slice(p, TensorKind::CommGate),
-        c_o: layout.slice(p, TensorKind::CommOut),
-    }
+    RimWeights::from_parts(TensorKind::RIM.map(|k| layout.slice(p, k)))
 }
 
 #[cfg(test)]

@@ -171,54 +171,32 @@ fn split_grads<'a, S>(
     bufs: GroupBufsMut<'a, S>,
     want: [bool; 3],
 ) -> Result<GradParts<'a, S>> {
-    let mut out = GradParts {
-        encoder: &mut [],
-        instr: &mut [],
-        heads: &mut [],
-        rim: RimGrads {
-            w_k: &mut [],
-            w_v: &mut [],
-            w_q: &mut [],
-            rnn: &mut [],
-            c_q: &mut [],
-            c_k: &mut [],
-            c_v: &mut [],
-            c_g: &mut [],
-            c_o: &mut [],
-        },
-        lstm: LstmGrads {
-            w_ih: &mut [],
-            w_hh: &mut [],
-            b_ih: &mut [],
-            b_hh: &mut [],
-        },
-    };
+    let (mut encoder, mut instr, mut heads): (&mut [S], &mut [S], &mut [S]) =
+        (&mut [], &mut [], &mut []);
+    let mut rim: [&mut [S]; 9] = Default::default();
+    let mut lstm: [&mut [S]; 4] = Default::default();
     let parts = layout
         .split_mut(bufs)
         .map_err(|e| anyhow!("gradient buffers: {e}"))?;
     for p in parts.into_iter().filter(|p| want[p.group as usize]) {
         let head = p.data;
-        match (p.role, p.kind) {
-            (Role::Encoder, _) => out.encoder = head,
-            (Role::Instruction, _) => out.instr = head,
-            (Role::Heads, _) => out.heads = head,
-            (_, TensorKind::RimKey) => out.rim.w_k = head,
-            (_, TensorKind::RimValue) => out.rim.w_v = head,
-            (_, TensorKind::RimQuery) => out.rim.w_q = head,
-            (_, TensorKind::RimRnn) => out.rim.rnn = head,
-            (_, TensorKind::CommQuery) => out.rim.c_q = head,
-            (_, TensorKind::CommKey) => out.rim.c_k = head,
-            (_, TensorKind::CommValue) => out.rim.c_v = head,
-            (_, TensorKind::CommGate) => out.rim.c_g = head,
-            (_, TensorKind::CommOut) => out.rim.c_o = head,
-            (_, TensorKind::Lstm(0)) => out.lstm.w_ih = head,
-            (_, TensorKind::Lstm(1)) => out.lstm.w_hh = head,
-            (_, TensorKind::Lstm(2)) => out.lstm.b_ih = head,
-            (_, TensorKind::Lstm(3)) => out.lstm.b_hh = head,
-            (_, k) => bail!("unexpected tensor {k:?} in the memory"),
+        let at = |kinds: &[TensorKind]| kinds.iter().position(|k| *k == p.kind);
+        match (p.role, at(&TensorKind::RIM), at(&TensorKind::LSTM)) {
+            (Role::Encoder, ..) => encoder = head,
+            (Role::Instruction, ..) => instr = head,
+            (Role::Heads, ..) => heads = head,
+            (_, Some(i), _) => rim[i] = head,
+            (_, _, Some(i)) => lstm[i] = head,
+            _ => bail!("unexpected tensor {:?} in the memory", p.kind),
         }
     }
-    Ok(out)
+    Ok(GradParts {
+        encoder,
+        instr,
+        heads,
+        rim: RimGrads::from_parts(rim),
+        lstm: LstmGrads::from_parts(lstm),
+    })
 }
 
 impl<S: Scalar> BatchedGrads<S> {

@@ -93,33 +93,11 @@ impl<S: Real> Model<S> {
     }
 
     fn weights(&self) -> RimWeights<'_, S> {
-        let [w_k, w_v, w_q, rnn, c_q, c_k, c_v, c_g, c_o] = &self.t;
-        RimWeights {
-            w_k,
-            w_v,
-            w_q,
-            rnn,
-            c_q,
-            c_k,
-            c_v,
-            c_g,
-            c_o,
-        }
+        RimWeights::from_parts(self.t.each_ref().map(Vec::as_slice))
     }
 
     fn grads(&mut self) -> RimGrads<'_, S> {
-        let [w_k, w_v, w_q, rnn, c_q, c_k, c_v, c_g, c_o] = &mut self.t;
-        RimGrads {
-            w_k,
-            w_v,
-            w_q,
-            rnn,
-            c_q,
-            c_k,
-            c_v,
-            c_g,
-            c_o,
-        }
+        RimGrads::from_parts(self.t.each_mut().map(Vec::as_mut_slice))
     }
 }
 
@@ -1192,15 +1170,14 @@ proptest! {
         let mode = if full { CommGrad::Full } else { CommGrad::Blocked };
         let v = |i: usize| std::vec![fill; lens[i]];
         let ws: Vec<Vec<f64>> = (0..9).map(v).collect();
-        let w = RimWeights { w_k: &ws[0], w_v: &ws[1], w_q: &ws[2], rnn: &ws[3], c_q: &ws[4],
-                             c_k: &ws[5], c_v: &ws[6], c_g: &ws[7], c_o: &ws[8] };
+        let w = RimWeights::from_parts(core::array::from_fn(|i| &ws[i][..]));
         let (x, h, c) = (v(9), v(10), v(11));
         let (mut ho, mut co, mut cache) = (v(12), v(13), v(14));
         let mut act = std::vec![false; lens[15] % 8];
         let _ = rim_step_forward(&w, &d, &x, &h, &c, &mut ho, &mut co, &mut act, &mut cache);
         let mut gs: Vec<Vec<f64>> = (0..9).map(v).collect();
         let [g0, g1, g2, g3, g4, g5, g6, g7, g8] = &mut gs[..] else { unreachable!() };
-        let mut g = RimGrads { w_k: g0, w_v: g1, w_q: g2, rnn: g3, c_q: g4, c_k: g5, c_v: g6, c_g: g7, c_o: g8 };
+        let mut g = RimGrads::from_parts([g0, g1, g2, g3, g4, g5, g6, g7, g8].map(|g| &mut g[..]));
         let (dh, dc, mut dx, mut dhp, mut dcp, mut scratch) = (v(16), v(17), v(18), v(19), v(20), v(21));
         let _ = rim_step_backward(&w, &d, mode, &x, &h, &c, &cache, &dh, &dc, Some(&mut dx),
                                   &mut dhp, &mut dcp, &mut g, &mut scratch);
