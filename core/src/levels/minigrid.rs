@@ -556,104 +556,41 @@ mod tests {
 
     type Gen = fn(&mut NumpyGenerator, &mut Env) -> Result<(), Error>;
 
+    #[rustfmt::skip] // a table: one level per line
     fn gens() -> Vec<(&'static str, Gen, usize, usize, u32, &'static str)> {
         // (name, generator, width, height, max_steps, mission)
+        const GOAL: &str = "get to the green goal square";
+        const DOOR_KEY: &str = "use the key to open the door and then get to the goal";
+        const LAVA: &str = "avoid the lava and get to the green goal square";
+        const ROOMS: &str = "traverse the rooms to get to the goal";
+        const REACH: &str = "reach the goal";
         vec![
-            (
-                "Empty-5x5",
-                |r, e| empty(5, r, e),
-                5,
-                5,
-                100,
-                "get to the green goal square",
-            ),
-            (
-                "Empty-8x8",
-                |r, e| empty(8, r, e),
-                8,
-                8,
-                256,
-                "get to the green goal square",
-            ),
-            (
-                "Empty-16x16",
-                |r, e| empty(16, r, e),
-                16,
-                16,
-                1024,
-                "get to the green goal square",
-            ),
-            (
-                "DoorKey-5x5",
-                |r, e| door_key(5, r, e),
-                5,
-                5,
-                250,
-                "use the key to open the door and then get to the goal",
-            ),
-            (
-                "DoorKey-8x8",
-                |r, e| door_key(8, r, e),
-                8,
-                8,
-                640,
-                "use the key to open the door and then get to the goal",
-            ),
-            (
-                "DoorKey-16x16",
-                |r, e| door_key(16, r, e),
-                16,
-                16,
-                2560,
-                "use the key to open the door and then get to the goal",
-            ),
-            (
-                "LavaCrossingS9N1",
-                |r, e| lava_crossing(9, 1, r, e),
-                9,
-                9,
-                324,
-                "avoid the lava and get to the green goal square",
-            ),
-            (
-                "LavaCrossingS11N5",
-                |r, e| lava_crossing(11, 5, r, e),
-                11,
-                11,
-                484,
-                "avoid the lava and get to the green goal square",
-            ),
-            (
-                "MultiRoom-N2-S4",
-                |r, e| multi_room(2, 2, 4, r, e),
-                25,
-                25,
-                40,
-                "traverse the rooms to get to the goal",
-            ),
-            (
-                "MultiRoom-N6",
-                |r, e| multi_room(6, 6, 10, r, e),
-                25,
-                25,
-                120,
-                "traverse the rooms to get to the goal",
-            ),
-            (
-                "FourRooms",
-                |r, e| four_rooms(r, e),
-                19,
-                19,
-                100,
-                "reach the goal",
-            ),
+            ("Empty-5x5", |r, e| empty(5, r, e), 5, 5, 100, GOAL),
+            ("Empty-8x8", |r, e| empty(8, r, e), 8, 8, 256, GOAL),
+            ("Empty-16x16", |r, e| empty(16, r, e), 16, 16, 1024, GOAL),
+            ("DoorKey-5x5", |r, e| door_key(5, r, e), 5, 5, 250, DOOR_KEY),
+            ("DoorKey-8x8", |r, e| door_key(8, r, e), 8, 8, 640, DOOR_KEY),
+            ("DoorKey-16x16", |r, e| door_key(16, r, e), 16, 16, 2560, DOOR_KEY),
+            ("LavaCrossingS9N1", |r, e| lava_crossing(9, 1, r, e), 9, 9, 324, LAVA),
+            ("LavaCrossingS11N5", |r, e| lava_crossing(11, 5, r, e), 11, 11, 484, LAVA),
+            ("MultiRoom-N2-S4", |r, e| multi_room(2, 2, 4, r, e), 25, 25, 40, ROOMS),
+            ("MultiRoom-N6", |r, e| multi_room(6, 6, 10, r, e), 25, 25, 120, ROOMS),
+            ("FourRooms", |r, e| four_rooms(r, e), 19, 19, 100, REACH),
         ]
     }
 
-    fn goals(env: &Env) -> Vec<Pos> {
+    /// The objects of `kind` on the grid, with their positions.
+    fn of_kind(env: &Env, kind: ObjectKind) -> Vec<(Pos, Object)> {
         env.grid
             .objects()
-            .filter(|(_, o)| o.kind == ObjectKind::Goal)
+            .filter(|(_, o)| o.kind == kind)
+            .map(|(p, o)| (p, *o))
+            .collect()
+    }
+
+    fn goals(env: &Env) -> Vec<Pos> {
+        of_kind(env, ObjectKind::Goal)
+            .into_iter()
             .map(|(p, _)| p)
             .collect()
     }
@@ -753,12 +690,7 @@ mod tests {
         let mut splits = std::collections::BTreeSet::new();
         for seed in 0..200 {
             door_key(8, &mut NumpyGenerator::new(seed), &mut env).unwrap();
-            let doors: Vec<_> = env
-                .grid
-                .objects()
-                .filter(|(_, o)| o.kind == ObjectKind::Door)
-                .map(|(p, o)| (p, *o))
-                .collect();
+            let doors: Vec<_> = of_kind(&env, ObjectKind::Door);
             assert_eq!(doors.len(), 1);
             let (dp, door) = doors[0];
             assert_eq!(door.color, Color::Yellow);
@@ -766,12 +698,7 @@ mod tests {
             assert_eq!(door.id, crate::world::ObjectId::NONE);
             assert!((2..6).contains(&dp.x) && (1..6).contains(&dp.y));
             splits.insert(dp.x);
-            let keys: Vec<_> = env
-                .grid
-                .objects()
-                .filter(|(_, o)| o.kind == ObjectKind::Key)
-                .map(|(p, o)| (p, *o))
-                .collect();
+            let keys: Vec<_> = of_kind(&env, ObjectKind::Key);
             assert_eq!(keys.len(), 1);
             assert!(keys[0].0.x < dp.x && keys[0].0 != env.agent_pos);
             assert_ne!(keys[0].1.id, crate::world::ObjectId::NONE);
@@ -785,11 +712,7 @@ mod tests {
         let mut env = Env::new(8, 8).unwrap();
         for seed in 0..100 {
             lava_crossing(9, 1, &mut NumpyGenerator::new(seed), &mut env).unwrap();
-            let lava = env
-                .grid
-                .objects()
-                .filter(|(_, o)| o.kind == ObjectKind::Lava)
-                .count();
+            let lava = of_kind(&env, ObjectKind::Lava).len();
             assert_eq!(lava, 6, "one river of 7 with one gap");
             assert_eq!(env.agent_pos, Pos::new(1, 1));
             assert_eq!(env.agent_dir, 0);
@@ -802,23 +725,16 @@ mod tests {
         let mut env = Env::new(8, 8).unwrap();
         for seed in 0..100 {
             multi_room(2, 2, 4, &mut NumpyGenerator::new(seed), &mut env).unwrap();
-            let doors: Vec<_> = env
-                .grid
-                .objects()
-                .filter(|(_, o)| o.kind == ObjectKind::Door)
-                .map(|(_, o)| *o)
+            let doors: Vec<_> = of_kind(&env, ObjectKind::Door)
+                .into_iter()
+                .map(|(_, o)| o)
                 .collect();
             assert_eq!(doors.len(), 1);
             assert_eq!(doors[0].door, DoorState::Closed);
         }
         for seed in 0..30 {
             multi_room(6, 6, 10, &mut NumpyGenerator::new(seed), &mut env).unwrap();
-            let doors: Vec<_> = env
-                .grid
-                .objects()
-                .filter(|(_, o)| o.kind == ObjectKind::Door)
-                .map(|(p, o)| (p, *o))
-                .collect();
+            let doors: Vec<_> = of_kind(&env, ObjectKind::Door);
             assert_eq!(doors.len(), 5);
         }
         assert!(multi_room(0, 2, 4, &mut NumpyGenerator::new(0), &mut env).is_err());

@@ -346,13 +346,8 @@ fn reference(m: &Model<f64>, d: &RimDims, data: &Data, detach: Option<&[f64]>) -
             let (w_hh, rest) = rest.split_at(gh * hid);
             let (b_ih, b_hh) = rest.split_at(gh);
             let hp = &h[i * hid..(i + 1) * hid];
+            let p = ops::CellWeights::from_parts([w_ih, w_hh, b_ih, b_hh]);
             if lstm {
-                let p = ops::LstmWeights {
-                    w_ih,
-                    w_hh,
-                    b_ih,
-                    b_hh,
-                };
                 let mut cache = std::vec![0.0; 5 * hid];
                 ops::lstm_forward(
                     &p,
@@ -364,12 +359,6 @@ fn reference(m: &Model<f64>, d: &RimDims, data: &Data, detach: Option<&[f64]>) -
                     &mut cache,
                 );
             } else {
-                let p = ops::GruWeights {
-                    w_ih,
-                    w_hh,
-                    b_ih,
-                    b_hh,
-                };
                 let mut cache = std::vec![0.0; 4 * hid];
                 ops::gru_forward(&p, &us[i], hp, &mut ht[i * hid..(i + 1) * hid], &mut cache);
             }
@@ -391,26 +380,16 @@ fn reference(m: &Model<f64>, d: &RimDims, data: &Data, detach: Option<&[f64]>) -
             let mut hp: Vec<f64> = ht[hs.clone()].to_vec();
             if d.communication {
                 let q = mv(&m.get(P::Cq)[i * cw * hid..], cw, hid, &ht[hs.clone()]);
-                let ks: Vec<Vec<f64>> = (0..n)
-                    .map(|j| {
-                        mv(
-                            &m.get(P::Ck)[j * cw * hid..],
-                            cw,
-                            hid,
-                            &kv_src[j * hid..(j + 1) * hid],
-                        )
-                    })
-                    .collect();
-                let vs: Vec<Vec<f64>> = (0..n)
-                    .map(|j| {
-                        mv(
-                            &m.get(P::Cv)[j * cw * hid..],
-                            cw,
-                            hid,
-                            &kv_src[j * hid..(j + 1) * hid],
-                        )
-                    })
-                    .collect();
+                // Every module's communication keys or values (`which`) of its state.
+                let per_module = |which: P| -> Vec<Vec<f64>> {
+                    (0..n)
+                        .map(|j| {
+                            let w = &m.get(which)[j * cw * hid..];
+                            mv(w, cw, hid, &kv_src[j * hid..(j + 1) * hid])
+                        })
+                        .collect()
+                };
+                let (ks, vs) = (per_module(P::Ck), per_module(P::Cv));
                 let mut o = Vec::new();
                 for hd in 0..ch {
                     let sc: Vec<f64> = (0..n)
@@ -589,30 +568,28 @@ fn check_all(cell: CellKind, comm: bool, in_heads: usize, seed: u64) -> Result<(
     Ok(())
 }
 
-// 32 cases each; `in_heads` is drawn from {1, 2} per case (both are drawn with probability
-// 1 - 2^-31), the communication modes are looped over.
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+/// One property test per cell and communication setting: 32 cases each; `in_heads` is drawn
+/// from {1, 2} per case (both are drawn with probability 1 - 2^-31), the communication modes
+/// are looped over.
+macro_rules! gradient_properties {
+    ($($name:ident: $cell:expr, $comm:expr;)*) => {
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+            $(
+                #[test]
+                fn $name(seed in any::<u64>(), heads in 1usize..3) {
+                    check_all($cell, $comm, heads, seed)?;
+                }
+            )*
+        }
+    };
+}
 
-    #[test]
-    fn gradients_gru_no_comm(seed in any::<u64>(), heads in 1usize..3) {
-        check_all(CellKind::Gru, false, heads, seed)?;
-    }
-
-    #[test]
-    fn gradients_gru_comm(seed in any::<u64>(), heads in 1usize..3) {
-        check_all(CellKind::Gru, true, heads, seed)?;
-    }
-
-    #[test]
-    fn gradients_lstm_no_comm(seed in any::<u64>(), heads in 1usize..3) {
-        check_all(CellKind::Lstm, false, heads, seed)?;
-    }
-
-    #[test]
-    fn gradients_lstm_comm(seed in any::<u64>(), heads in 1usize..3) {
-        check_all(CellKind::Lstm, true, heads, seed)?;
-    }
+gradient_properties! {
+    gradients_gru_no_comm: CellKind::Gru, false;
+    gradients_gru_comm: CellKind::Gru, true;
+    gradients_lstm_no_comm: CellKind::Lstm, false;
+    gradients_lstm_comm: CellKind::Lstm, true;
 }
 
 /// First seed at or after `seed` whose problem is away from ties.
