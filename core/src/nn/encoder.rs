@@ -394,18 +394,36 @@ pub const fn encoder_tensors(d: &ModelDims) -> EncoderTensors {
     EncoderTensors { tensors, count }
 }
 
-/// Parameters (or gradients) split into tensors.
-struct Parts<T> {
-    emb: T,
-    w1: T,
-    b1: T,
-    w2: T,
-    b2: T,
-    w3: T,
-    b3: T,
-    /// FiLM generator `[nf][hi]` and bias `[nf]` (empty without FiLM).
-    fw: T,
-    fb: T,
+/// The encoder's parameters (or their gradients), borrowed either way, split into its tensors
+/// in layout order ([`split_encoder`]): what the batched CPU encoder reads and writes.
+#[derive(Debug)]
+pub struct EncoderParts<T> {
+    /// Bag-of-words embedding table `[BOW_ROWS][bow_dim]` (empty for the raw-code encoder).
+    pub emb: T,
+    /// conv1 weight `[C0][cin][2][2]`.
+    pub w1: T,
+    /// conv1 bias `[C0]`.
+    pub b1: T,
+    /// conv2 weight `[C1][C0][2][2]`.
+    pub w2: T,
+    /// conv2 bias `[C1]`.
+    pub b2: T,
+    /// conv3 weight `[C2][C1][2][2]`.
+    pub w3: T,
+    /// conv3 bias `[C2]`.
+    pub b3: T,
+    /// FiLM generator `[nf][hi]` (empty without FiLM).
+    pub fw: T,
+    /// FiLM bias `[nf]` (empty without FiLM).
+    pub fb: T,
+}
+
+type Parts<T> = EncoderParts<T>;
+
+/// Splits the encoder's parameters (or gradients) `p` of a model with dimensions `d` into its
+/// tensors; [`Error::BufferTooSmall`] when `p` is shorter than [`encoder_param_len`].
+pub fn split_encoder<T: Cut>(d: &ModelDims, p: T) -> Result<EncoderParts<T>, Error> {
+    split_params(&layout(d), p)
 }
 
 fn too_small(needed: usize, got: usize) -> Error {

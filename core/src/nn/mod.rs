@@ -51,7 +51,7 @@ macro_rules! param_views {
     (@one $field:ident) => { 1 };
 }
 
-pub(crate) mod cut;
+pub mod cut;
 pub mod dims;
 pub mod encoder;
 #[cfg(test)]

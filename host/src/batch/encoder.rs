@@ -24,7 +24,9 @@
 use anyhow::{anyhow, ensure, Result};
 use metarim_core::env::{Observation, VIEW_SIZE};
 use metarim_core::nn::dims::{EncoderKind, ModelDims};
-use metarim_core::nn::encoder::{encoder_param_len, BOW_MAX_VALUE, BOW_ROWS, CELL_ATTRS};
+use metarim_core::nn::encoder::{
+    encoder_param_len, split_encoder, EncoderParts, BOW_MAX_VALUE, CELL_ATTRS,
+};
 
 use crate::batch::gemm::{gemm, rm, row_fields, tr, Scalar};
 
@@ -90,18 +92,8 @@ pub struct EncoderBatch<S> {
     frames: usize,
 }
 
-struct Parts<'a, S> {
-    emb: &'a [S],
-    w1: &'a [S],
-    b1: &'a [S],
-    w2: &'a [S],
-    b2: &'a [S],
-    w3: &'a [S],
-    b3: &'a [S],
-    /// FiLM generator `[nf x hi]` and bias (empty without FiLM).
-    fw: &'a [S],
-    fb: &'a [S],
-}
+/// The encoder's parameters split into tensors.
+type Parts<'a, S> = EncoderParts<&'a [S]>;
 
 /// FiLM's instruction width and coefficient count `2 (C0 + C1 + C2)`, both 0 without FiLM.
 fn film_sizes(d: &ModelDims) -> (usize, usize) {
@@ -113,32 +105,9 @@ fn film_sizes(d: &ModelDims) -> (usize, usize) {
     }
 }
 
-fn split<'a, S>(d: &ModelDims, bow: bool, cin: usize, p: &'a [S]) -> Result<Parts<'a, S>> {
-    let [c0, c1, c2] = d.conv_channels;
-    ensure!(
-        p.len() >= encoder_param_len(d),
-        "encoder parameters too short"
-    );
-    let (emb, p) = p.split_at(if bow { BOW_ROWS * cin } else { 0 });
-    let (w1, p) = p.split_at(c0 * cin * KA);
-    let (b1, p) = p.split_at(c0);
-    let (w2, p) = p.split_at(c1 * c0 * KA);
-    let (b2, p) = p.split_at(c1);
-    let (w3, p) = p.split_at(c2 * c1 * KA);
-    let (b3, p) = p.split_at(c2);
-    let (hi, nf) = film_sizes(d);
-    let (fw, p) = p.split_at(nf * hi);
-    Ok(Parts {
-        emb,
-        w1,
-        b1,
-        w2,
-        b2,
-        w3,
-        b3,
-        fw,
-        fb: &p[..nf],
-    })
+/// The encoder's parameters `p` split into tensors (an error when too short).
+fn split<'a, S>(d: &ModelDims, p: &'a [S]) -> Result<Parts<'a, S>> {
+    split_encoder(d, p).map_err(|e| anyhow!("encoder parameters: {e}"))
 }
 
 fn relu<S: Scalar>(v: S) -> S {
@@ -244,8 +213,8 @@ impl<S: Scalar> EncoderBatch<S> {
         stride: usize,
         off: usize,
     ) -> Result<()> {
-        let (bow, cin) = (self.bow, self.cin);
-        let p = split(&self.d, bow, cin, params)?;
+        let cin = self.cin;
+        let p = split(&self.d, params)?;
         let [c0, c1, c2] = self.d.conv_channels;
         let n = obs.len();
         ensure!(
@@ -287,7 +256,7 @@ impl<S: Scalar> EncoderBatch<S> {
         grads: &mut [S],
     ) -> Result<()> {
         let (bow, cin) = (self.bow, self.cin);
-        let p = split(&self.d, bow, cin, params)?;
+        let p = split(&self.d, params)?;
         let [c0, _, c2] = self.d.conv_channels;
         let n = self.frames;
         ensure!(
@@ -309,7 +278,8 @@ impl<S: Scalar> EncoderBatch<S> {
         if n == 0 {
             return Ok(());
         }
-        let mut gr = split_grads(&self.d, bow, cin, grads);
+        let mut gr =
+            split_encoder(&self.d, grads).map_err(|e| anyhow!("encoder gradients: {e}"))?;
         let g = self.geom(n);
         let mut views = self.f.split(&self.w, &[0, n]);
         let f = views
@@ -488,47 +458,7 @@ struct Geom {
 type Views<'v, S> = Fields<&'v mut [S]>;
 
 /// The encoder's gradient buffer split like its parameters ([`Parts`]).
-struct GradParts<'a, S> {
-    emb: &'a mut [S],
-    w1: &'a mut [S],
-    b1: &'a mut [S],
-    w2: &'a mut [S],
-    b2: &'a mut [S],
-    w3: &'a mut [S],
-    b3: &'a mut [S],
-    fw: &'a mut [S],
-    fb: &'a mut [S],
-}
-
-/// Splits `grads` (at least `encoder_param_len(d)` long) like [`split`] splits the parameters.
-fn split_grads<'a, S>(
-    d: &ModelDims,
-    bow: bool,
-    cin: usize,
-    grads: &'a mut [S],
-) -> GradParts<'a, S> {
-    let [c0, c1, c2] = d.conv_channels;
-    let (emb, g) = grads.split_at_mut(if bow { BOW_ROWS * cin } else { 0 });
-    let (w1, g) = g.split_at_mut(c0 * cin * KA);
-    let (b1, g) = g.split_at_mut(c0);
-    let (w2, g) = g.split_at_mut(c1 * c0 * KA);
-    let (b2, g) = g.split_at_mut(c1);
-    let (w3, g) = g.split_at_mut(c2 * c1 * KA);
-    let (b3, g) = g.split_at_mut(c2);
-    let (hi, nf) = film_sizes(d);
-    let (fw, g) = g.split_at_mut(nf * hi);
-    GradParts {
-        emb,
-        w1,
-        b1,
-        w2,
-        b2,
-        w3,
-        b3,
-        fw,
-        fb: &mut g[..nf],
-    }
-}
+type GradParts<'a, S> = EncoderParts<&'a mut [S]>;
 
 /// The input maps `x` of the frames: the raw codes, or the sum of each cell's three
 /// bag-of-words table rows (an error for a code without a row).
