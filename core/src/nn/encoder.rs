@@ -94,19 +94,23 @@ pub const BOW_ROWS: usize = CELL_ATTRS * BOW_MAX_VALUE;
 pub const MAX_ENCODER_TENSORS: usize = 9;
 
 /// Kernel area (2x2).
-const KA: usize = 4;
-/// Input side and area (7x7).
-const S_IN: usize = VIEW_SIZE;
-const A_IN: usize = S_IN * S_IN;
-/// conv1 output side and area (6x6).
-const S_C1: usize = S_IN - 1;
-const A_C1: usize = S_C1 * S_C1;
-/// Pooled side and area (3x3).
-const S_P: usize = S_C1 / 2;
-const A_P: usize = S_P * S_P;
-/// conv2 output side and area (2x2); conv3's 2x2 kernel covers it, giving 1x1.
-const S_C2: usize = S_P - 1;
-const A_C2: usize = S_C2 * S_C2;
+pub const KA: usize = 4;
+/// Input side (7).
+pub const S_IN: usize = VIEW_SIZE;
+/// Input area (7x7).
+pub const A_IN: usize = S_IN * S_IN;
+/// conv1 output side (6).
+pub const S_C1: usize = S_IN - 1;
+/// conv1 output area (6x6).
+pub const A_C1: usize = S_C1 * S_C1;
+/// Pooled side (3).
+pub const S_P: usize = S_C1 / 2;
+/// Pooled area (3x3).
+pub const A_P: usize = S_P * S_P;
+/// conv2 output side (2); conv3's 2x2 kernel covers it, giving 1x1.
+pub const S_C2: usize = S_P - 1;
+/// conv2 output area (2x2).
+pub const A_C2: usize = S_C2 * S_C2;
 
 /// Shape and place of one parameter tensor inside the encoder's parameter slice.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

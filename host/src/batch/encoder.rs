@@ -22,22 +22,14 @@
 //! for a capacity of frames.
 
 use anyhow::{anyhow, ensure, Result};
-use metarim_core::env::{Observation, VIEW_SIZE};
+use metarim_core::env::Observation;
 use metarim_core::nn::dims::{EncoderKind, ModelDims};
 use metarim_core::nn::encoder::{
-    encoder_param_len, split_encoder, EncoderParts, BOW_MAX_VALUE, CELL_ATTRS,
+    encoder_param_len, split_encoder, EncoderParts, A_C1, A_C2, A_IN, A_P, BOW_MAX_VALUE,
+    CELL_ATTRS, KA, S_C1, S_IN, S_P,
 };
 
 use crate::batch::gemm::{gemm, rm, row_fields, tr, Scalar};
-
-const S_IN: usize = VIEW_SIZE;
-const A_IN: usize = S_IN * S_IN;
-const S_C1: usize = S_IN - 1;
-const A_C1: usize = S_C1 * S_C1;
-const S_P: usize = S_C1 / 2;
-const A_P: usize = S_P * S_P;
-const A_C2: usize = 4;
-const KA: usize = 4;
 
 row_fields! {
     /// Per-frame fields of an encoder pass.
