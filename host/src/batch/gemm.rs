@@ -232,6 +232,31 @@ macro_rules! row_fields {
                     .map(|_| $name { $($f: $f.next().unwrap_or_default(),)* })
                     .collect()
             }
+
+            /// Rows `0..rows` of every field for one shard's pass over `steps` steps, after
+            /// the checks every such pass makes: `reset` holds `rows x steps` flags and the
+            /// buffers, made for `capacity` rows, hold `rows`. `what` names the block in errors.
+            #[allow(dead_code)]
+            fn shard_rows<'a>(
+                &'a mut self,
+                w: &$name<usize>,
+                capacity: usize,
+                (rows, steps): (usize, usize),
+                reset: &[bool],
+                what: &str,
+            ) -> anyhow::Result<$name<&'a mut [S]>> {
+                anyhow::ensure!(
+                    reset.len() >= rows * steps,
+                    "batched {what}: reset flags too short"
+                );
+                anyhow::ensure!(
+                    capacity >= rows,
+                    "batched {what}: scratch too small for the shard"
+                );
+                self.split(w, &[0, rows])
+                    .pop()
+                    .ok_or_else(|| anyhow::anyhow!("batched {what}: scratch split failed"))
+            }
         }
     };
 }

@@ -6,7 +6,7 @@
 //! stop the gradient), then [`LstmBatch::weight_grads`] over all rows. Results do not depend on the
 //! shard split.
 
-use anyhow::{anyhow, bail, ensure, Result};
+use anyhow::{anyhow, ensure, Result};
 use metarim_core::nn::ops::{LstmGrads, LstmWeights};
 use metarim_core::nn::params::{GroupBufs, Layout, TensorKind};
 
@@ -154,18 +154,7 @@ impl<S: Scalar> LstmBatch<S> {
         steps: usize,
         bounds: &[usize],
     ) -> Result<Vec<LstmShard<'_, S>>> {
-        ensure!(steps >= 1, "batched LSTM: a pass needs at least one step");
-        ensure!(
-            seqs.checked_mul(steps).is_some_and(|r| r <= self.capacity),
-            "batched LSTM: {seqs} x {steps} rows exceed the capacity {}",
-            self.capacity
-        );
-        ensure!(
-            bounds.first() == Some(&0)
-                && bounds.last() == Some(&seqs)
-                && bounds.windows(2).all(|w| w[0] <= w[1]),
-            "shard bounds must ascend from 0 to {seqs}"
-        );
+        super::check_pass("LSTM", (seqs, steps), self.capacity, bounds)?;
         self.seqs = seqs;
         self.steps = steps;
         let rows: Vec<usize> = bounds.iter().map(|b| b * steps).collect();
@@ -341,14 +330,8 @@ impl<'a, S: Scalar> LstmShard<'a, S> {
             state0.len() >= bs * 2 * hid,
             "batched LSTM: state0 too short"
         );
-        ensure!(
-            reset.len() >= bs * steps,
-            "batched LSTM: reset flags too short"
-        );
-        ensure!(
-            sc.seqs >= bs,
-            "batched LSTM: scratch too small for the shard"
-        );
+        // The forward pass needs no scratch rows, only the checks.
+        sc.s.shard_rows(&sc.widths, sc.seqs, (bs, steps), reset, "LSTM")?;
         let f = &mut self.f;
         let (one, zero) = (S::ONE, S::ZERO);
         let st = |t: usize, wd: usize| mat(t * wd, steps * wd, 1);
@@ -436,18 +419,8 @@ impl<'a, S: Scalar> LstmShard<'a, S> {
             self.f.da.len() >= bs * steps * g4,
             "batched LSTM: buffers were made without backward"
         );
-        ensure!(
-            reset.len() >= bs * steps,
-            "batched LSTM: reset flags too short"
-        );
-        ensure!(
-            sc.seqs >= bs,
-            "batched LSTM: scratch too small for the shard"
-        );
-        let mut s = sc.s.split(&sc.widths, &[0, bs]);
-        let Some(s) = s.first_mut() else {
-            bail!("batched LSTM: scratch split failed");
-        };
+        let mut s =
+            sc.s.shard_rows(&sc.widths, sc.seqs, (bs, steps), reset, "LSTM")?;
         let f = &mut self.f;
         let (one, zero) = (S::ONE, S::ZERO);
         let st = |t: usize, wd: usize| mat(t * wd, steps * wd, 1);

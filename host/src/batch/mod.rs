@@ -21,6 +21,31 @@ pub mod instr;
 pub mod lstm;
 pub mod rim;
 
+/// The checks that start every batched pass over `seqs` sequences of `steps` steps split into
+/// shards at `bounds`: at least one step, `seqs x steps` rows within the buffers' `capacity`,
+/// and `bounds` ascending from 0 to `seqs`. `what` names the block in errors.
+pub(crate) fn check_pass(
+    what: &str,
+    (seqs, steps): (usize, usize),
+    capacity: usize,
+    bounds: &[usize],
+) -> anyhow::Result<()> {
+    anyhow::ensure!(steps >= 1, "batched {what}: a pass needs at least one step");
+    anyhow::ensure!(
+        seqs.checked_mul(steps).is_some_and(|r| r <= capacity),
+        "batched {what}: {seqs} x {steps} rows exceed the capacity {capacity}"
+    );
+    anyhow::ensure!(
+        bounds.first() == Some(&0) && bounds.last() == Some(&seqs),
+        "shard bounds must run from 0 to {seqs}"
+    );
+    anyhow::ensure!(
+        bounds.windows(2).all(|w| w[0] <= w[1]),
+        "shard bounds must be ascending"
+    );
+    Ok(())
+}
+
 /// Normwise relative error `max_i |a_i - b_i| / max_i |b_i|` over the common length (the
 /// absolute error where `b` is all zero), and `max_i |b_i|`: how the parity tests compare a
 /// tensor computed two ways (batched against the core's per-sample path).

@@ -32,7 +32,7 @@
 //! o, as the core's `metarim_core::nn::ops::lstm_forward`). Both are evaluated densely, every
 //! module every step, and the masked update keeps inactive modules' `h` (and `c`) bit for bit.
 
-use anyhow::{anyhow, bail, ensure, Result};
+use anyhow::{anyhow, ensure, Result};
 use metarim_core::nn::dims::{CellKind, RimDims};
 use metarim_core::nn::ops::{
     gru_gate_grads, lstm_gate_grads, GRU_CACHE_PER_UNIT, LSTM_CACHE_PER_UNIT,
@@ -330,13 +330,7 @@ impl<S: Scalar> RimBatch<S> {
         steps: usize,
         bounds: &[usize],
     ) -> Result<Vec<RimShard<'_, S>>> {
-        ensure!(steps >= 1, "batched RIM: a pass needs at least one step");
-        ensure!(
-            seqs.checked_mul(steps).is_some_and(|r| r <= self.capacity),
-            "batched RIM: {seqs} x {steps} rows exceed the capacity {}",
-            self.capacity
-        );
-        check_bounds(bounds, seqs)?;
+        super::check_pass("RIM", (seqs, steps), self.capacity, bounds)?;
         self.seqs = seqs;
         self.steps = steps;
         let rows: Vec<usize> = bounds.iter().map(|b| b * steps).collect();
@@ -691,18 +685,6 @@ fn per_module<S>(s: &mut [S], on: bool, n: usize, len: usize) -> Vec<Option<&mut
     }
 }
 
-fn check_bounds(bounds: &[usize], seqs: usize) -> Result<()> {
-    ensure!(
-        bounds.first() == Some(&0) && bounds.last() == Some(&seqs),
-        "shard bounds must run from 0 to {seqs}"
-    );
-    ensure!(
-        bounds.windows(2).all(|w| w[0] <= w[1]),
-        "shard bounds must be ascending"
-    );
-    Ok(())
-}
-
 fn check_lens(d: &RimDims, lens: [usize; 9], what: &str) -> Result<()> {
     let c = rim_param_counts(d);
     let need = [
@@ -797,24 +779,13 @@ impl<'a, S: Scalar> RimShard<'a, S> {
             state0.len() >= bs * state_width(&d),
             "batched RIM: initial states too short"
         );
-        ensure!(
-            reset.len() >= bs * steps,
-            "batched RIM: reset flags too short"
-        );
-        ensure!(
-            sc.seqs >= bs,
-            "batched RIM: scratch too small for the shard"
-        );
-        let sw = &sc.widths;
-        let mut s = sc.s.split(sw, &[0, bs]);
-        let Some(s) = s.first_mut() else {
-            bail!("batched RIM: scratch split failed");
-        };
+        let mut s =
+            sc.s.shard_rows(&sc.widths, sc.seqs, (bs, steps), reset, "RIM")?;
         let mut pass = ShardPass {
             p: PassDims::new(&d, bs, steps),
             w,
             f: &mut self.f,
-            s,
+            s: &mut s,
         };
         pass.input_projections()?;
         for t in 0..steps {
@@ -857,24 +828,14 @@ impl<'a, S: Scalar> RimShard<'a, S> {
             self.f.dh.len() >= bs * steps * nh,
             "batched RIM: buffers were made without backward"
         );
-        ensure!(
-            reset.len() >= bs * steps,
-            "batched RIM: reset flags too short"
-        );
-        ensure!(
-            sc.seqs >= bs,
-            "batched RIM: scratch too small for the shard"
-        );
-        let mut s = sc.s.split(&sc.widths, &[0, bs]);
-        let Some(s) = s.first_mut() else {
-            bail!("batched RIM: scratch split failed");
-        };
+        let mut s =
+            sc.s.shard_rows(&sc.widths, sc.seqs, (bs, steps), reset, "RIM")?;
         let (dp, ds) = (&mut sc.dp, &mut sc.ds);
         let mut pass = ShardPass {
             p: PassDims::new(&d, bs, steps),
             w,
             f: &mut self.f,
-            s,
+            s: &mut s,
         };
         pass.s.carry.fill(S::ZERO);
         pass.s.carry_c.fill(S::ZERO);
