@@ -51,6 +51,39 @@ macro_rules! param_views {
     (@one $field:ident) => { 1 };
 }
 
+/// Declares a buffer's named parts in storage order as one generic struct: `Name<usize>`
+/// holds the parts' lengths (the layout), with `total` (their saturating sum) and `split`
+/// (the buffer cut into `Name<&[S]>` or `Name<&mut [S]>` by those lengths, clamped like
+/// [`cut::take`]), so a layout and the split that reads it cannot drift apart.
+macro_rules! buffer_parts {
+    (
+        $(#[$doc:meta])* struct $name:ident { $( $(#[$fdoc:meta])* $field:ident, )* }
+    ) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy)]
+        struct $name<T> {
+            $( $(#[$fdoc])* $field: T, )*
+        }
+
+        impl $name<usize> {
+            /// The buffer's whole length (saturating: an absurd layout fails the length
+            /// checks instead of wrapping).
+            const fn total(&self) -> usize {
+                let mut total: usize = 0;
+                $( total = total.saturating_add(self.$field); )*
+                total
+            }
+
+            /// `buf` cut into the parts, in storage order.
+            #[inline(always)]
+            fn split<C: $crate::nn::cut::Cut>(&self, buf: C) -> $name<C> {
+                let mut rest = buf;
+                $name { $( $field: $crate::nn::cut::take(&mut rest, self.$field), )* }
+            }
+        }
+    };
+}
+
 pub mod cut;
 pub mod dims;
 pub mod encoder;

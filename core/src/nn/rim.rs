@@ -211,46 +211,49 @@ const fn rnn_cache_len(d: &RimDims) -> usize {
     }
 }
 
-/// Lengths of the parts of a step cache, in storage order.
-#[derive(Clone, Copy)]
-struct CacheLayout {
-    /// Selection mask as 0/1, `N`.
-    mask: usize,
-    /// Null-row attention averaged over heads, `N`.
-    null: usize,
-    /// Input key `W_k x`, `in_heads*d_k`.
-    kx: usize,
-    /// Input value `W_v x`, `in_heads*d_v`.
-    vx: usize,
-    /// Queries, `N * in_heads*d_k`.
-    q: usize,
-    /// Attention on the input row per module and head, `N * in_heads`.
-    ax: usize,
-    /// Module inputs, `N * in_heads*d_v`.
-    u: usize,
-    /// RNN caches, `N * rnn_cache_len`.
-    rnn: usize,
-    /// Candidate states `h~`, `N*H` (communication only).
-    ht: usize,
-    /// Comm queries / keys / values, `N * c_heads*c_k` each.
-    cq: usize,
-    ck: usize,
-    cv: usize,
-    /// Comm attention, `N (query) x c_heads x N (key)`.
-    p: usize,
-    /// Comm outputs `o`, `N * c_heads*c_k`.
-    o: usize,
-    /// `sigmoid(W_g o)` and `tanh(W_o o)`, `N*H` each.
-    gate: usize,
-    tanh: usize,
+buffer_parts! {
+    /// The parts of a step cache in storage order: their lengths (`CacheParts<usize>`, the
+    /// layout) or the cache cut into them, read by the backward pass ([`Cache`]) and written by
+    /// the forward pass ([`CacheMut`]).
+    struct CacheParts {
+        /// Selection mask as 0/1, `N`.
+        mask,
+        /// Null-row attention averaged over heads, `N`.
+        null,
+        /// Input key `W_k x`, `in_heads*d_k`.
+        kx,
+        /// Input value `W_v x`, `in_heads*d_v`.
+        vx,
+        /// Queries, `N * in_heads*d_k`.
+        q,
+        /// Attention on the input row per module and head, `N * in_heads`.
+        ax,
+        /// Module inputs, `N * in_heads*d_v`.
+        u,
+        /// RNN caches, `N * rnn_cache_len`.
+        rnn,
+        /// Candidate states `h~`, `N*H` (communication only).
+        ht,
+        /// Comm queries / keys / values, `N * c_heads*c_k` each.
+        cq,
+        ck,
+        cv,
+        /// Comm attention, `N (query) x c_heads x N (key)`.
+        p,
+        /// Comm outputs `o`, `N * c_heads*c_k`.
+        o,
+        /// `sigmoid(W_g o)` and `tanh(W_o o)`, `N*H` each.
+        gate,
+        tanh,
+    }
 }
 
-const fn cache_layout(d: &RimDims) -> CacheLayout {
+const fn cache_layout(d: &RimDims) -> CacheParts<usize> {
     let n = d.n_modules;
     let comm = d.communication;
     let cw = comm_width(d);
     let nh = state_len(d);
-    CacheLayout {
+    CacheParts {
         mask: n,
         null: n,
         kx: query_width(d),
@@ -270,21 +273,6 @@ const fn cache_layout(d: &RimDims) -> CacheLayout {
     }
 }
 
-impl CacheLayout {
-    const fn total(&self) -> usize {
-        let a = add(
-            add(add(self.mask, self.null), add(self.kx, self.vx)),
-            add(self.q, self.ax),
-        );
-        let b = add(
-            add(add(self.u, self.rnn), add(self.ht, self.cq)),
-            add(self.ck, self.cv),
-        );
-        let c = add(add(self.p, self.o), add(self.gate, self.tanh));
-        add(add(a, b), c)
-    }
-}
-
 /// Activations one step stores for its backward pass (elements of `S`).
 pub const fn step_cache_len(d: &RimDims) -> usize {
     cache_layout(d).total()
@@ -298,31 +286,33 @@ const fn rnn_scratch_len(d: &RimDims) -> usize {
     }
 }
 
-/// Lengths of the parts of the backward scratch, in storage order.
-#[derive(Clone, Copy)]
-struct ScratchLayout {
-    dkx: usize,
-    dvx: usize,
-    dht: usize,
-    dct: usize,
-    du: usize,
-    dq: usize,
-    rnn: usize,
-    dck: usize,
-    dcv: usize,
-    dcq: usize,
-    dout: usize,
-    dpg: usize,
-    dpo: usize,
-    dp: usize,
-    ds: usize,
+buffer_parts! {
+    /// The parts of the backward scratch in storage order: their lengths
+    /// (`ScratchParts<usize>`, the layout) or the scratch cut into them ([`Scratch`]).
+    struct ScratchParts {
+        dkx,
+        dvx,
+        dht,
+        dct,
+        du,
+        dq,
+        rnn,
+        dck,
+        dcv,
+        dcq,
+        dout,
+        dpg,
+        dpo,
+        dp,
+        ds,
+    }
 }
 
-const fn scratch_layout(d: &RimDims) -> ScratchLayout {
+const fn scratch_layout(d: &RimDims) -> ScratchParts<usize> {
     let comm = d.communication;
     let n = d.n_modules;
     let cw = comm_width(d);
-    ScratchLayout {
+    ScratchParts {
         dkx: query_width(d),
         dvx: module_input(d),
         dht: state_len(d),
@@ -338,21 +328,6 @@ const fn scratch_layout(d: &RimDims) -> ScratchLayout {
         dpo: if comm { d.hidden } else { 0 },
         dp: if comm { n } else { 0 },
         ds: if comm { n } else { 0 },
-    }
-}
-
-impl ScratchLayout {
-    const fn total(&self) -> usize {
-        let a = add(
-            add(add(self.dkx, self.dvx), add(self.dht, self.dct)),
-            add(self.du, self.dq),
-        );
-        let b = add(
-            add(add(self.rnn, self.dck), add(self.dcv, self.dcq)),
-            self.dout,
-        );
-        let c = add(add(self.dpg, self.dpo), add(self.dp, self.ds));
-        add(add(a, b), c)
     }
 }
 
@@ -610,93 +585,20 @@ fn rnn_view<T: Cut>(block: T, d: &RimDims) -> [T; 4] {
     [w_ih, w_hh, b_ih, b_hh]
 }
 
-/// A step cache split into its parts (see [`CacheLayout`]), borrowed either way.
-struct CacheParts<T> {
-    mask: T,
-    null: T,
-    kx: T,
-    vx: T,
-    q: T,
-    ax: T,
-    u: T,
-    rnn: T,
-    ht: T,
-    cq: T,
-    ck: T,
-    cv: T,
-    p: T,
-    o: T,
-    gate: T,
-    tanh: T,
-}
-
 /// A step cache's parts, read (the backward pass).
 type Cache<'a, S> = CacheParts<&'a [S]>;
 /// A step cache's parts, written (the forward pass).
 type CacheMut<'a, S> = CacheParts<&'a mut [S]>;
 
 fn split_cache<T: Cut>(d: &RimDims, cache: T) -> CacheParts<T> {
-    let l = cache_layout(d);
-    let mut b = cache;
-    CacheParts {
-        mask: take(&mut b, l.mask),
-        null: take(&mut b, l.null),
-        kx: take(&mut b, l.kx),
-        vx: take(&mut b, l.vx),
-        q: take(&mut b, l.q),
-        ax: take(&mut b, l.ax),
-        u: take(&mut b, l.u),
-        rnn: take(&mut b, l.rnn),
-        ht: take(&mut b, l.ht),
-        cq: take(&mut b, l.cq),
-        ck: take(&mut b, l.ck),
-        cv: take(&mut b, l.cv),
-        p: take(&mut b, l.p),
-        o: take(&mut b, l.o),
-        gate: take(&mut b, l.gate),
-        tanh: take(&mut b, l.tanh),
-    }
+    cache_layout(d).split(cache)
 }
 
-/// The backward scratch split into its parts (see [`ScratchLayout`]).
-struct Scratch<'a, S> {
-    dkx: &'a mut [S],
-    dvx: &'a mut [S],
-    dht: &'a mut [S],
-    dct: &'a mut [S],
-    du: &'a mut [S],
-    dq: &'a mut [S],
-    rnn: &'a mut [S],
-    dck: &'a mut [S],
-    dcv: &'a mut [S],
-    dcq: &'a mut [S],
-    dout: &'a mut [S],
-    dpg: &'a mut [S],
-    dpo: &'a mut [S],
-    dp: &'a mut [S],
-    ds: &'a mut [S],
-}
+/// The backward scratch cut into its parts.
+type Scratch<'a, S> = ScratchParts<&'a mut [S]>;
 
 fn split_scratch<'a, S>(d: &RimDims, scratch: &'a mut [S]) -> Scratch<'a, S> {
-    let l = scratch_layout(d);
-    let mut b = scratch;
-    Scratch {
-        dkx: take(&mut b, l.dkx),
-        dvx: take(&mut b, l.dvx),
-        dht: take(&mut b, l.dht),
-        dct: take(&mut b, l.dct),
-        du: take(&mut b, l.du),
-        dq: take(&mut b, l.dq),
-        rnn: take(&mut b, l.rnn),
-        dck: take(&mut b, l.dck),
-        dcv: take(&mut b, l.dcv),
-        dcq: take(&mut b, l.dcq),
-        dout: take(&mut b, l.dout),
-        dpg: take(&mut b, l.dpg),
-        dpo: take(&mut b, l.dpo),
-        dp: take(&mut b, l.dp),
-        ds: take(&mut b, l.ds),
-    }
+    scratch_layout(d).split(scratch)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -196,44 +196,31 @@ impl<S: Scalar> LstmBatch<S> {
         let g4 = 4 * hid;
         let f = &self.f;
         let one = S::ONE;
-        let w_ih = |gw: &mut [S]| -> Result<()> {
+        // dW = dA^T X over all rows, for W_ih (X = the inputs) and W_hh (X = the carried h).
+        let weight = |gw: &mut [S], x: &[S], width: usize, name: &str| -> Result<()> {
+            if gw.is_empty() {
+                return Ok(());
+            }
             ensure!(
-                gw.len() >= g4 * inp,
-                "batched LSTM: w_ih gradient too short"
+                gw.len() >= g4 * width,
+                "batched LSTM: {name} gradient too short"
             );
             gemm(
                 g4,
                 rows,
-                inp,
+                width,
                 one,
                 &f.da,
                 tr(0, g4),
-                &f.x,
-                rm(0, inp),
+                x,
+                rm(0, width),
                 one,
                 gw,
-                rm(0, inp),
+                rm(0, width),
             )
         };
-        let w_hh = |gw: &mut [S]| -> Result<()> {
-            ensure!(
-                gw.len() >= g4 * hid,
-                "batched LSTM: w_hh gradient too short"
-            );
-            gemm(
-                g4,
-                rows,
-                hid,
-                one,
-                &f.da,
-                tr(0, g4),
-                &f.hin,
-                rm(0, hid),
-                one,
-                gw,
-                rm(0, hid),
-            )
-        };
+        let w_ih = |gw: &mut [S]| weight(gw, &f.x, inp, "w_ih");
+        let w_hh = |gw: &mut [S]| weight(gw, &f.hin, hid, "w_hh");
         let bias = |gb: &mut [S]| -> Result<()> {
             ensure!(gb.len() >= g4, "batched LSTM: bias gradient too short");
             for r in 0..rows {
@@ -259,24 +246,16 @@ impl<S: Scalar> LstmBatch<S> {
             Ok(())
         };
         if threads <= 1 {
-            if !gi.is_empty() {
-                w_ih(gi)?;
-            }
-            if !gh.is_empty() {
-                w_hh(gh)?;
-            }
+            w_ih(gi)?;
+            w_hh(gh)?;
             return biases(bi, bh);
         }
         std::thread::scope(|s| -> Result<()> {
             let other = s.spawn(|| -> Result<()> {
-                if !gh.is_empty() {
-                    w_hh(gh)?;
-                }
+                w_hh(gh)?;
                 biases(bi, bh)
             });
-            if !gi.is_empty() {
-                w_ih(gi)?;
-            }
+            w_ih(gi)?;
             other
                 .join()
                 .map_err(|_| anyhow!("a weight-gradient thread panicked"))?
