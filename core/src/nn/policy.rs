@@ -128,6 +128,26 @@ pub struct ChunkStats<S> {
     pub active_steps: [u32; MAX_MODULES],
 }
 
+impl<S: Real> ChunkStats<S> {
+    /// No terms yet, over `steps` steps (0 for an accumulator).
+    pub fn over(steps: usize) -> Self {
+        ChunkStats {
+            sum: PpoTerms::default(),
+            steps,
+            active_steps: [0; MAX_MODULES],
+        }
+    }
+
+    /// Adds `other`'s sums, steps and module counts (the statistics of several chunks).
+    pub fn accumulate(&mut self, other: &ChunkStats<S>) {
+        self.sum.accumulate(&other.sum);
+        self.steps += other.steps;
+        for (a, b) in self.active_steps.iter_mut().zip(other.active_steps) {
+            *a += b;
+        }
+    }
+}
+
 /// A policy: a layout and its parameters.
 #[derive(Clone, Copy, Debug)]
 pub struct Policy<'a, S> {
@@ -544,11 +564,7 @@ impl<'a, S: Real> Policy<'a, S> {
         let (logits, rest) = rest.split_at_mut(d.n_actions);
         let d_logits = &mut rest[..d.n_actions];
 
-        let mut stats = ChunkStats {
-            sum: PpoTerms::default(),
-            steps: t_len,
-            active_steps: [0; MAX_MODULES],
-        };
+        let mut stats = ChunkStats::over(t_len);
         self.chunk_forward(
             steps,
             init_state,
@@ -680,11 +696,7 @@ impl<'a, S: Real> Policy<'a, S> {
         let o = offsets(d);
         let mw = self.mem_weights();
         let heads = self.layout.block(&self.params, Role::Heads);
-        let mut stats = ChunkStats {
-            sum: PpoTerms::default(),
-            steps: steps.len(),
-            active_steps: [0; MAX_MODULES],
-        };
+        let mut stats = ChunkStats::over(steps.len());
         // Only the module RNNs get gradient; empty slices skip every other weight gradient.
         let mut rim_g = RimGrads {
             rnn: rnn_grads,

@@ -14,11 +14,11 @@ use metarim_core::nn::dims::{
     CellKind, EncoderKind, MemoryKind, ModelDims, RimDims, PAPER, SMALL, TINY,
 };
 use metarim_core::nn::init::InitConfig;
-use metarim_core::nn::loss::{PpoCoefs, PpoSample, PpoTerms};
+use metarim_core::nn::loss::{PpoCoefs, PpoSample};
 use metarim_core::nn::optim::{Adam, Range};
 use metarim_core::nn::params::{Group, Layout, Mode};
 use metarim_core::nn::policy::{
-    chunk_work_len, init_params, state_len, ChunkStats, ChunkStep, Policy, MAX_MODULES,
+    chunk_work_len, init_params, state_len, ChunkStats, ChunkStep, Policy,
 };
 use metarim_core::nn::rim::CommGrad;
 use metarim_core::nn::split::{clip_adam_step, OtherGroup, Phase, StepBuffers};
@@ -271,18 +271,6 @@ pub fn coefs() -> PpoCoefs<f32> {
     PpoCoefs::babyai()
 }
 
-fn add_terms(a: &mut PpoTerms<f32>, b: &PpoTerms<f32>) {
-    a.loss += b.loss;
-    a.policy_loss += b.policy_loss;
-    a.value_loss += b.value_loss;
-    a.entropy += b.entropy;
-    a.logprob += b.logprob;
-    a.ratio += b.ratio;
-    a.approx_kl += b.approx_kl;
-    a.logprob_diff += b.logprob_diff;
-    a.clipped += b.clipped;
-}
-
 /// The CPU reference of one gradient pass (the host trainer's compute_grads): the mean loss
 /// gradient over every step of every chunk, chunk by chunk.
 pub fn cpu_grads(
@@ -294,11 +282,7 @@ pub fn cpu_grads(
     let total: usize = chunks.iter().map(|c| c.obs.len()).sum();
     let scale = 1.0 / total as f32;
     let mut g = GroupVecs::zeros(layout);
-    let mut stats = ChunkStats {
-        sum: PpoTerms::default(),
-        steps: 0,
-        active_steps: [0; MAX_MODULES],
-    };
+    let mut stats = ChunkStats::over(0);
     for c in chunks {
         let steps = c.steps();
         let mut work = vec![0.0f32; chunk_work_len(layout.dims(), steps.len())];
@@ -313,11 +297,7 @@ pub fn cpu_grads(
                 &mut work,
             )
             .expect("chunk_backward");
-        add_terms(&mut stats.sum, &st.sum);
-        stats.steps += st.steps;
-        for (a, b) in stats.active_steps.iter_mut().zip(st.active_steps) {
-            *a += b;
-        }
+        stats.accumulate(&st);
     }
     (g, stats)
 }

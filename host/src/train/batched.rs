@@ -47,7 +47,7 @@ use metarim_core::nn::dims::{MemoryKind, ModelDims};
 use metarim_core::nn::loss::{ppo_loss, PpoCoefs, PpoSample, PpoTerms};
 use metarim_core::nn::ops::{LstmGrads, LstmWeights};
 use metarim_core::nn::params::{Group, GroupBufs, GroupBufsMut, Layout, Role, TensorKind};
-use metarim_core::nn::policy::{state_len, ChunkStats, MAX_MODULES};
+use metarim_core::nn::policy::{state_len, ChunkStats};
 use metarim_core::nn::rim::{CommGrad, RimGrads, RimWeights};
 
 use crate::batch::encoder::EncoderBatch;
@@ -279,11 +279,7 @@ impl<S: Scalar> BatchedGrads<S> {
             .map_err(|e| anyhow!("parameters: {e}"))?;
         let b_seqs = seqs.len();
         let steps = seqs.first().map_or(0, |s| s.len());
-        let mut stats = ChunkStats {
-            sum: PpoTerms::default(),
-            steps: b_seqs * steps,
-            active_steps: [0; MAX_MODULES],
-        };
+        let mut stats = ChunkStats::over(b_seqs * steps);
         if b_seqs == 0 || steps == 0 {
             return Ok(stats);
         }

@@ -307,12 +307,12 @@ pub fn compute_grads(
                     let mut out = Vec::with_capacity(bufs.len());
                     for (g, list) in bufs.iter_mut().zip(work) {
                         g.clear();
-                        let mut acc = empty_stats();
+                        let mut acc = ChunkStats::over(0);
                         for c in list.iter() {
                             let st = shard_chunk(
                                 &policy, slots, c, coefs, scale, g, &mut buf, &mut steps,
                             )?;
-                            merge_stats(&mut acc, &st);
+                            acc.accumulate(&st);
                         }
                         out.push(acc);
                     }
@@ -322,10 +322,10 @@ pub fn compute_grads(
             .collect();
         join_all(handles, "gradient")
     })?;
-    let mut stats = empty_stats();
+    let mut stats = ChunkStats::over(0);
     for r in results {
         for st in r {
-            merge_stats(&mut stats, &st);
+            stats.accumulate(&st);
         }
     }
     grads.total.clear();
@@ -333,22 +333,6 @@ pub fn compute_grads(
         grads.total.add_assign(g);
     }
     Ok(stats)
-}
-
-fn empty_stats() -> ChunkStats<f32> {
-    ChunkStats {
-        sum: PpoTerms::default(),
-        steps: 0,
-        active_steps: [0; MAX_MODULES],
-    }
-}
-
-fn merge_stats(a: &mut ChunkStats<f32>, b: &ChunkStats<f32>) {
-    a.sum.accumulate(&b.sum);
-    a.steps += b.steps;
-    for (x, y) in a.active_steps.iter_mut().zip(b.active_steps) {
-        *x += y;
-    }
 }
 
 #[allow(clippy::too_many_arguments)]
