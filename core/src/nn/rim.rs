@@ -234,16 +234,19 @@ buffer_parts! {
         rnn,
         /// Candidate states `h~`, `N*H` (communication only).
         ht,
-        /// Comm queries / keys / values, `N * c_heads*c_k` each.
+        /// Communication queries (`c_q` times `h~`), `N * c_heads*c_k`.
         cq,
+        /// Communication keys (`c_k` times `h~`), `N * c_heads*c_k`.
         ck,
+        /// Communication values (`c_v` times `h~`), `N * c_heads*c_k`.
         cv,
-        /// Comm attention, `N (query) x c_heads x N (key)`.
+        /// Communication attention, `N (query) x c_heads x N (key)`.
         p,
-        /// Comm outputs `o`, `N * c_heads*c_k`.
+        /// Communication outputs `o`, `N * c_heads*c_k`.
         o,
-        /// `sigmoid(W_g o)` and `tanh(W_o o)`, `N*H` each.
+        /// Output gates `sigmoid(W_g o)`, `N*H`.
         gate,
+        /// Output updates `tanh(W_o o)`, `N*H`.
         tanh,
     }
 }
