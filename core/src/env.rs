@@ -46,38 +46,28 @@ const fn view_offsets() -> [[i32; VIEW_CELLS]; 4] {
     out
 }
 
-/// The seven actions, with minigrid's indices.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Action {
-    /// Turn left.
-    Left = 0,
-    /// Turn right.
-    Right = 1,
-    /// Move forward.
-    Forward = 2,
-    /// Pick up the object in front.
-    Pickup = 3,
-    /// Drop the carried object in front.
-    Drop = 4,
-    /// Toggle (open/close/unlock a door, open a box).
-    Toggle = 5,
-    /// Done (no effect on the world).
-    Done = 6,
+indexed_enum! {
+    /// The seven actions, with minigrid's indices.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum Action {
+        /// Turn left.
+        Left = 0,
+        /// Turn right.
+        Right = 1,
+        /// Move forward.
+        Forward = 2,
+        /// Pick up the object in front.
+        Pickup = 3,
+        /// Drop the carried object in front.
+        Drop = 4,
+        /// Toggle (open/close/unlock a door, open a box).
+        Toggle = 5,
+        /// Done (no effect on the world).
+        Done = 6,
+    }
 }
 
 impl Action {
-    /// All actions in index order.
-    pub const ALL: [Action; 7] = [
-        Action::Left,
-        Action::Right,
-        Action::Forward,
-        Action::Pickup,
-        Action::Drop,
-        Action::Toggle,
-        Action::Done,
-    ];
-
     /// The action with index `i`.
     pub fn from_index(i: i64) -> Result<Action, Error> {
         usize::try_from(i)

@@ -21,6 +21,72 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+/// Declares a fieldless `repr(u8)` enum whose discriminants are minigrid's indices, listed in
+/// index order, with `ALL` (every variant in index order) generated from the same list and
+/// checked at compile time; with names (`Red = 0 => "red"`), also `name` and `from_name`;
+/// declared `pub enum Color: cell "color"`, also `from_index` for a cell code, whose error
+/// names that field. The one place a variant, its index and its mission word are written.
+macro_rules! indexed_enum {
+    (
+        $(#[$doc:meta])* pub enum $name:ident $(: cell $field:literal)? {
+            $( $(#[$vdoc:meta])* $variant:ident = $index:literal $(=> $word:literal)?, )*
+        }
+    ) => {
+        $(#[$doc])*
+        #[repr(u8)]
+        pub enum $name {
+            $( $(#[$vdoc])* $variant = $index, )*
+        }
+
+        impl $name {
+            /// Every variant, in index order (`ALL[i]` has index `i`).
+            pub const ALL: [$name; [$($index),*].len()] = [$($name::$variant),*];
+        }
+
+        // `ALL[i]` has index `i`: a list written out of order fails to compile.
+        const _: () = {
+            let mut i = 0;
+            while i < $name::ALL.len() {
+                assert!($name::ALL[i] as usize == i, "indices must run 0, 1, 2, ...");
+                i += 1;
+            }
+        };
+
+        $(
+            impl $name {
+                /// The variant with minigrid index `idx`.
+                pub fn from_index(idx: u8) -> Result<Self, $crate::Error> {
+                    Self::ALL
+                        .get(usize::from(idx))
+                        .copied()
+                        .ok_or($crate::Error::BadCellCode {
+                            field: $field,
+                            value: idx,
+                        })
+                }
+            }
+        )?
+
+        indexed_enum!(@names $name { $( $variant $(=> $word)?, )* });
+    };
+    (@names $name:ident { $( $variant:ident => $word:literal, )* }) => {
+        impl $name {
+            /// The mission word for this variant (`"red"`, `"ball"`, ...).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $( $name::$variant => $word, )*
+                }
+            }
+
+            /// The variant named `name` in a mission, if any.
+            pub fn from_name(name: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|v| v.name() == name)
+            }
+        }
+    };
+    (@names $name:ident { $( $variant:ident, )* }) => {};
+}
+
 pub mod adapt;
 pub mod blob;
 pub mod env;

@@ -10,118 +10,62 @@
 
 use crate::error::Error;
 
-/// Object type, with minigrid's `OBJECT_TO_IDX` as discriminant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[repr(u8)]
-pub enum ObjectKind {
-    /// Not visible (observation only).
-    Unseen = 0,
-    /// Nothing there (encoding only; an empty cell is `None`).
-    Empty = 1,
-    /// Wall: blocks movement and sight.
-    Wall = 2,
-    /// Coloured floor: the agent can walk on it.
-    Floor = 3,
-    /// Door: open, closed or locked.
-    Door = 4,
-    /// Key: can be picked up; opens the locked door of its colour.
-    Key = 5,
-    /// Ball: can be picked up.
-    Ball = 6,
-    /// Box: can be picked up; toggling it replaces it with its contents.
-    Box = 7,
-    /// Goal square: stepping on it ends the episode with success.
-    Goal = 8,
-    /// Lava: stepping on it ends the episode with no reward.
-    Lava = 9,
-    /// The agent (encoding only; never stored in a grid).
-    Agent = 10,
+indexed_enum! {
+    /// Object type, with minigrid's `OBJECT_TO_IDX` as discriminant.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub enum ObjectKind: cell "type" {
+        /// Not visible (observation only).
+        Unseen = 0 => "unseen",
+        /// Nothing there (encoding only; an empty cell is `None`).
+        Empty = 1 => "empty",
+        /// Wall: blocks movement and sight.
+        Wall = 2 => "wall",
+        /// Coloured floor: the agent can walk on it.
+        Floor = 3 => "floor",
+        /// Door: open, closed or locked.
+        Door = 4 => "door",
+        /// Key: can be picked up; opens the locked door of its colour.
+        Key = 5 => "key",
+        /// Ball: can be picked up.
+        Ball = 6 => "ball",
+        /// Box: can be picked up; toggling it replaces it with its contents.
+        Box = 7 => "box",
+        /// Goal square: stepping on it ends the episode with success.
+        Goal = 8 => "goal",
+        /// Lava: stepping on it ends the episode with no reward.
+        Lava = 9 => "lava",
+        /// The agent (encoding only; never stored in a grid).
+        Agent = 10 => "agent",
+    }
 }
 
 impl ObjectKind {
-    /// Every kind, in index order.
-    pub const ALL: [ObjectKind; 11] = [
-        ObjectKind::Unseen,
-        ObjectKind::Empty,
-        ObjectKind::Wall,
-        ObjectKind::Floor,
-        ObjectKind::Door,
-        ObjectKind::Key,
-        ObjectKind::Ball,
-        ObjectKind::Box,
-        ObjectKind::Goal,
-        ObjectKind::Lava,
-        ObjectKind::Agent,
-    ];
-
-    /// The kind with minigrid index `idx`.
-    pub fn from_index(idx: u8) -> Result<Self, Error> {
-        Self::ALL
-            .get(idx as usize)
-            .copied()
-            .ok_or(Error::BadCellCode {
-                field: "type",
-                value: idx,
-            })
-    }
-
-    /// The mission word for this kind (`"ball"`, `"door"`, ...).
-    pub fn name(self) -> &'static str {
-        match self {
-            ObjectKind::Unseen => "unseen",
-            ObjectKind::Empty => "empty",
-            ObjectKind::Wall => "wall",
-            ObjectKind::Floor => "floor",
-            ObjectKind::Door => "door",
-            ObjectKind::Key => "key",
-            ObjectKind::Ball => "ball",
-            ObjectKind::Box => "box",
-            ObjectKind::Goal => "goal",
-            ObjectKind::Lava => "lava",
-            ObjectKind::Agent => "agent",
-        }
-    }
-
-    /// The kind named `name` in a mission, if any.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.iter().copied().find(|k| k.name() == name)
-    }
-
     /// Whether an object of this kind can be picked up (key, ball, box).
     pub fn can_pickup(self) -> bool {
         matches!(self, ObjectKind::Key | ObjectKind::Ball | ObjectKind::Box)
     }
 }
 
-/// Colour, with minigrid's `COLOR_TO_IDX` as discriminant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[repr(u8)]
-pub enum Color {
-    /// Index 0.
-    Red = 0,
-    /// Index 1.
-    Green = 1,
-    /// Index 2.
-    Blue = 2,
-    /// Index 3.
-    Purple = 3,
-    /// Index 4.
-    Yellow = 4,
-    /// Index 5.
-    Grey = 5,
+indexed_enum! {
+    /// Colour, with minigrid's `COLOR_TO_IDX` as discriminant.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub enum Color: cell "color" {
+        /// Index 0.
+        Red = 0 => "red",
+        /// Index 1.
+        Green = 1 => "green",
+        /// Index 2.
+        Blue = 2 => "blue",
+        /// Index 3.
+        Purple = 3 => "purple",
+        /// Index 4.
+        Yellow = 4 => "yellow",
+        /// Index 5.
+        Grey = 5 => "grey",
+    }
 }
 
 impl Color {
-    /// Every colour, in index order.
-    pub const ALL: [Color; 6] = [
-        Color::Red,
-        Color::Green,
-        Color::Blue,
-        Color::Purple,
-        Color::Yellow,
-        Color::Grey,
-    ];
-
     /// minigrid's `COLOR_NAMES` (sorted alphabetically): the order random colour choices use.
     pub const SORTED_NAMES: [Color; 6] = [
         Color::Blue,
@@ -131,60 +75,18 @@ impl Color {
         Color::Red,
         Color::Yellow,
     ];
-
-    /// The colour with minigrid index `idx`.
-    pub fn from_index(idx: u8) -> Result<Self, Error> {
-        Self::ALL
-            .get(idx as usize)
-            .copied()
-            .ok_or(Error::BadCellCode {
-                field: "color",
-                value: idx,
-            })
-    }
-
-    /// The mission word for this colour.
-    pub fn name(self) -> &'static str {
-        match self {
-            Color::Red => "red",
-            Color::Green => "green",
-            Color::Blue => "blue",
-            Color::Purple => "purple",
-            Color::Yellow => "yellow",
-            Color::Grey => "grey",
-        }
-    }
-
-    /// The colour named `name`, if any.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.iter().copied().find(|c| c.name() == name)
-    }
 }
 
-/// Door state, with minigrid's `STATE_TO_IDX` as discriminant. Other objects encode state 0.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum DoorState {
-    /// Index 0: the agent can walk through and see through it.
-    Open = 0,
-    /// Index 1: toggling opens it.
-    Closed = 1,
-    /// Index 2: only toggling while carrying a key of the same colour opens it.
-    Locked = 2,
-}
-
-impl DoorState {
-    /// The state with minigrid index `idx`.
-    pub fn from_index(idx: u8) -> Result<Self, Error> {
-        match idx {
-            0 => Ok(DoorState::Open),
-            1 => Ok(DoorState::Closed),
-            2 => Ok(DoorState::Locked),
-            _ => Err(Error::BadCellCode {
-                field: "state",
-                value: idx,
-            }),
-        }
+indexed_enum! {
+    /// Door state, with minigrid's `STATE_TO_IDX` as discriminant. Other objects encode state 0.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum DoorState: cell "state" {
+        /// Index 0: the agent can walk through and see through it.
+        Open = 0,
+        /// Index 1: toggling opens it.
+        Closed = 1,
+        /// Index 2: only toggling while carrying a key of the same colour opens it.
+        Locked = 2,
     }
 }
 
