@@ -51,18 +51,27 @@ macro_rules! param_views {
     (@one $field:ident) => { 1 };
 }
 
-/// Declares a buffer's named parts in storage order as one generic struct: `Name<usize>`
-/// holds the parts' lengths (the layout), with `total` (their saturating sum) and `split`
-/// (the buffer cut into `Name<&[S]>` or `Name<&mut [S]>` by those lengths, clamped like
-/// [`cut::take`]), so a layout and the split that reads it cannot drift apart.
+/// Declares a buffer's named parts in storage order, each with its length, in one list: the
+/// generic struct `Name<T>` (one `T` per part), the `const fn` that computes the lengths
+/// (`Name<usize>`, the layout) from the dimensions, and on the layout `total` (the saturating
+/// sum) and `split` (the buffer cut into `Name<&[S]>` or `Name<&mut [S]>` by those lengths,
+/// clamped like [`cut::take`]). A part, its length and its place cannot drift apart.
 macro_rules! buffer_parts {
     (
-        $(#[$doc:meta])* struct $name:ident { $( $(#[$fdoc:meta])* $field:ident, )* }
+        $(#[$doc:meta])* struct $name:ident;
+        $(#[$fn_doc:meta])* const fn $layout:ident($d:ident: &$dims:ty) { $($prelude:stmt;)* }
+        { $( $(#[$fdoc:meta])* $field:ident: $len:expr, )* }
     ) => {
         $(#[$doc])*
         #[derive(Clone, Copy)]
         struct $name<T> {
             $( $(#[$fdoc])* $field: T, )*
+        }
+
+        $(#[$fn_doc])*
+        const fn $layout($d: &$dims) -> $name<usize> {
+            $($prelude)*
+            $name { $( $field: $len, )* }
         }
 
         impl $name<usize> {

@@ -215,63 +215,46 @@ buffer_parts! {
     /// The parts of a step cache in storage order: their lengths (`CacheParts<usize>`, the
     /// layout) or the cache cut into them, read by the backward pass ([`Cache`]) and written by
     /// the forward pass ([`CacheMut`]).
-    struct CacheParts {
-        /// Selection mask as 0/1, `N`.
-        mask,
-        /// Null-row attention averaged over heads, `N`.
-        null,
-        /// Input key `W_k x`, `in_heads*d_k`.
-        kx,
-        /// Input value `W_v x`, `in_heads*d_v`.
-        vx,
-        /// Queries, `N * in_heads*d_k`.
-        q,
-        /// Attention on the input row per module and head, `N * in_heads`.
-        ax,
-        /// Module inputs, `N * in_heads*d_v`.
-        u,
-        /// RNN caches, `N * rnn_cache_len`.
-        rnn,
-        /// Candidate states `h~`, `N*H` (communication only).
-        ht,
-        /// Communication queries (`c_q` times `h~`), `N * c_heads*c_k`.
-        cq,
-        /// Communication keys (`c_k` times `h~`), `N * c_heads*c_k`.
-        ck,
-        /// Communication values (`c_v` times `h~`), `N * c_heads*c_k`.
-        cv,
-        /// Communication attention, `N (query) x c_heads x N (key)`.
-        p,
-        /// Communication outputs `o`, `N * c_heads*c_k`.
-        o,
-        /// Output gates `sigmoid(W_g o)`, `N*H`.
-        gate,
-        /// Output updates `tanh(W_o o)`, `N*H`.
-        tanh,
+    struct CacheParts;
+    /// The lengths of a step cache's parts for `d`.
+    const fn cache_layout(d: &RimDims) {
+        let n = d.n_modules;
+        let comm = d.communication;
+        let cw = comm_width(d);
+        let nh = state_len(d);
     }
-}
-
-const fn cache_layout(d: &RimDims) -> CacheParts<usize> {
-    let n = d.n_modules;
-    let comm = d.communication;
-    let cw = comm_width(d);
-    let nh = state_len(d);
-    CacheParts {
+    {
+        /// Selection mask as 0/1, `N`.
         mask: n,
+        /// Null-row attention averaged over heads, `N`.
         null: n,
+        /// Input key `W_k x`, `in_heads*d_k`.
         kx: query_width(d),
+        /// Input value `W_v x`, `in_heads*d_v`.
         vx: module_input(d),
+        /// Queries, `N * in_heads*d_k`.
         q: mul(n, query_width(d)),
+        /// Attention on the input row per module and head, `N * in_heads`.
         ax: mul(n, d.in_heads),
+        /// Module inputs, `N * in_heads*d_v`.
         u: mul(n, module_input(d)),
+        /// RNN caches, `N * rnn_cache_len`.
         rnn: mul(n, rnn_cache_len(d)),
+        /// Candidate states `h~`, `N*H` (communication only).
         ht: if comm { nh } else { 0 },
+        /// Communication queries (`c_q` times `h~`), `N * c_heads*c_k`.
         cq: mul(n, cw),
+        /// Communication keys (`c_k` times `h~`), `N * c_heads*c_k`.
         ck: mul(n, cw),
+        /// Communication values (`c_v` times `h~`), `N * c_heads*c_k`.
         cv: mul(n, cw),
+        /// Communication attention, `N (query) x c_heads x N (key)`.
         p: if comm { mul(n, mul(d.c_heads, n)) } else { 0 },
+        /// Communication outputs `o`, `N * c_heads*c_k`.
         o: mul(n, cw),
+        /// Output gates `sigmoid(W_g o)`, `N*H`.
         gate: if comm { nh } else { 0 },
+        /// Output updates `tanh(W_o o)`, `N*H`.
         tanh: if comm { nh } else { 0 },
     }
 }
@@ -292,30 +275,14 @@ const fn rnn_scratch_len(d: &RimDims) -> usize {
 buffer_parts! {
     /// The parts of the backward scratch in storage order: their lengths
     /// (`ScratchParts<usize>`, the layout) or the scratch cut into them ([`Scratch`]).
-    struct ScratchParts {
-        dkx,
-        dvx,
-        dht,
-        dct,
-        du,
-        dq,
-        rnn,
-        dck,
-        dcv,
-        dcq,
-        dout,
-        dpg,
-        dpo,
-        dp,
-        ds,
+    struct ScratchParts;
+    /// The lengths of the backward scratch's parts for `d`.
+    const fn scratch_layout(d: &RimDims) {
+        let comm = d.communication;
+        let n = d.n_modules;
+        let cw = comm_width(d);
     }
-}
-
-const fn scratch_layout(d: &RimDims) -> ScratchParts<usize> {
-    let comm = d.communication;
-    let n = d.n_modules;
-    let cw = comm_width(d);
-    ScratchParts {
+    {
         dkx: query_width(d),
         dvx: module_input(d),
         dht: state_len(d),
