@@ -433,19 +433,14 @@ pub fn window_advantages(
     cfg: &AdaptConfig,
     adv: &mut [f32],
 ) {
-    let n = values
-        .len()
-        .min(rewards.len())
-        .min(dones.len())
-        .min(adv.len());
-    let mut last = 0.0f32;
-    for t in (0..n).rev() {
-        let next_v = if t + 1 < n { values[t + 1] } else { bootstrap };
-        let nonterminal = if dones[t] { 0.0 } else { 1.0 };
-        let delta = rewards[t] + cfg.gamma * next_v * nonterminal - values[t];
-        last = delta + cfg.gamma * cfg.lambda * nonterminal * last;
-        adv[t] = last;
-    }
+    crate::nn::loss::gae(
+        values,
+        rewards,
+        dones,
+        bootstrap,
+        (cfg.gamma, cfg.lambda),
+        adv,
+    );
 }
 
 /// One SGD step on the accumulated gradient `grads` (its mean over the accumulated `steps`,

@@ -259,6 +259,35 @@ pub fn ppo_loss<S: Real>(
     Ok(t)
 }
 
+/// Generalised advantage estimation (Schulman et al. 2016, as BabyAI's and rl-starter-files'
+/// `BaseAlgo.collect_experiences`): `values` from the critic while acting, `rewards`, `dones`
+/// where episodes ended (nothing is bootstrapped across them), `bootstrap` the critic's value
+/// after the last step. Writes the advantages into `adv`; over the shortest of the four slices
+/// (extra elements are ignored). The trainer's rollouts and the device's adaptation windows
+/// both use it.
+pub fn gae(
+    values: &[f32],
+    rewards: &[f32],
+    dones: &[bool],
+    bootstrap: f32,
+    (gamma, lambda): (f32, f32),
+    adv: &mut [f32],
+) {
+    let n = values
+        .len()
+        .min(rewards.len())
+        .min(dones.len())
+        .min(adv.len());
+    let mut last = 0.0f32;
+    for t in (0..n).rev() {
+        let next_value = if t + 1 < n { values[t + 1] } else { bootstrap };
+        let nonterminal = if dones[t] { 0.0 } else { 1.0 };
+        let delta = rewards[t] + gamma * next_value * nonterminal - values[t];
+        last = delta + gamma * lambda * nonterminal * last;
+        adv[t] = last;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

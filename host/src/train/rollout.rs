@@ -530,18 +530,16 @@ fn collect_part(
 /// nothing is bootstrapped; the rollout's end bootstraps from `next_value`).
 pub fn gae(b: &mut ProcRollout, gamma: f32, lambda: f32) {
     let n = b.len();
-    let mut last = 0.0f32;
-    for t in (0..n).rev() {
-        let next_value = if t + 1 < n {
-            b.value[t + 1]
-        } else {
-            b.next_value
-        };
-        let nonterminal = if b.done[t] { 0.0 } else { 1.0 };
-        let delta = b.reward[t] + gamma * next_value * nonterminal - b.value[t];
-        last = delta + gamma * lambda * nonterminal * last;
-        b.advantage[t] = last;
-        b.ret[t] = b.value[t] + last;
+    metarim_core::nn::loss::gae(
+        &b.value,
+        &b.reward,
+        &b.done,
+        b.next_value,
+        (gamma, lambda),
+        &mut b.advantage,
+    );
+    for t in 0..n {
+        b.ret[t] = b.value[t] + b.advantage[t];
         b.samples[t] = PpoSample {
             action: usize::from(b.action[t]),
             old_logprob: b.logprob[t],
