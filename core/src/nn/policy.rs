@@ -315,9 +315,28 @@ impl<'a, S: Real> Policy<'a, S> {
     fn mem_weights(&self) -> MemWeights<'a, S> {
         let l = self.layout;
         let p = &self.params;
+        // One lookup per tensor written out: `TensorKind::RIM.map(|k| l.slice(p, k))` costs the
+        // device 321 more instructions per policy step (docs/BENCHMARKS.md, "2026-12-04").
+        let [k, v, q, rnn, cq, ck, cv, cg, co] = TensorKind::RIM;
+        let [ih, hh, bih, bhh] = TensorKind::LSTM;
         MemWeights {
-            rim: RimWeights::from_parts(TensorKind::RIM.map(|k| l.slice(p, k))),
-            lstm: LstmWeights::from_parts(TensorKind::LSTM.map(|k| l.slice(p, k))),
+            rim: RimWeights::from_parts([
+                l.slice(p, k),
+                l.slice(p, v),
+                l.slice(p, q),
+                l.slice(p, rnn),
+                l.slice(p, cq),
+                l.slice(p, ck),
+                l.slice(p, cv),
+                l.slice(p, cg),
+                l.slice(p, co),
+            ]),
+            lstm: LstmWeights::from_parts([
+                l.slice(p, ih),
+                l.slice(p, hh),
+                l.slice(p, bih),
+                l.slice(p, bhh),
+            ]),
         }
     }
 
