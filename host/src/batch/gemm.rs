@@ -245,14 +245,7 @@ macro_rules! row_fields {
                 reset: &[bool],
                 what: &str,
             ) -> anyhow::Result<$name<&'a mut [S]>> {
-                anyhow::ensure!(
-                    reset.len() >= rows * steps,
-                    "batched {what}: reset flags too short"
-                );
-                anyhow::ensure!(
-                    capacity >= rows,
-                    "batched {what}: scratch too small for the shard"
-                );
+                $crate::batch::check_shard(what, capacity, (rows, steps), reset)?;
                 self.split(w, &[0, rows])
                     .pop()
                     .ok_or_else(|| anyhow::anyhow!("batched {what}: scratch split failed"))

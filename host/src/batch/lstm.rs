@@ -309,8 +309,9 @@ impl<'a, S: Scalar> LstmShard<'a, S> {
             state0.len() >= bs * 2 * hid,
             "batched LSTM: state0 too short"
         );
-        // The forward pass needs no scratch rows, only the checks.
-        sc.s.shard_rows(&sc.widths, sc.seqs, (bs, steps), reset, "LSTM")?;
+        // The forward pass needs no scratch rows, only the checks (acting runs it every step:
+        // no split, which allocates).
+        super::check_shard("LSTM", sc.seqs, (bs, steps), reset)?;
         let f = &mut self.f;
         let (one, zero) = (S::ONE, S::ZERO);
         let st = |t: usize, wd: usize| mat(t * wd, steps * wd, 1);

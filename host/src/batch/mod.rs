@@ -46,6 +46,25 @@ pub(crate) fn check_pass(
     Ok(())
 }
 
+/// The checks that start every shard's pass over `rows` sequences of `steps` steps: `reset`
+/// holds `rows x steps` flags and the scratch, made for `capacity` sequences, holds `rows`.
+pub(crate) fn check_shard(
+    what: &str,
+    capacity: usize,
+    (rows, steps): (usize, usize),
+    reset: &[bool],
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        reset.len() >= rows * steps,
+        "batched {what}: reset flags too short"
+    );
+    anyhow::ensure!(
+        capacity >= rows,
+        "batched {what}: scratch too small for the shard"
+    );
+    Ok(())
+}
+
 /// Normwise relative error `max_i |a_i - b_i| / max_i |b_i|` over the common length (the
 /// absolute error where `b` is all zero), and `max_i |b_i|`: how the parity tests compare a
 /// tensor computed two ways (batched against the core's per-sample path).
