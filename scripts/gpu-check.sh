@@ -77,6 +77,16 @@ step() {
     [ "$rc" -eq 0 ] || FAILED+=("$name (exit $rc)")
 }
 
+# `metarim train` without `--backend` (i.e. `auto`) must choose the GPU on a machine with one:
+# it says so on stderr ("train: backend cuda on ..."), or "backend cpu (auto: reason)".
+auto_picks_cuda() {
+    local log="$1.stderr"
+    "$DIR/metarim" train --preset Tiny --level BabyAI-GoToObj-v0 --mode meta-rim --frames 10240 --quiet --out "$1" 2>"$log"
+    cat "$log"
+    grep -q '^train: backend cuda on ' "$log" ||
+        { echo "gpu-check: --backend auto did not choose the GPU" >&2; return 1; }
+}
+
 run_checks() {
     [ -x "$DIR/parity" ] && [ -x "$DIR/metarim" ] ||
         { echo "gpu-check: $DIR is not prepared (run 'prepare' where cargo works)" >&2; exit 1; }
@@ -86,10 +96,14 @@ run_checks() {
     step "parity tests (cuda/tests/parity.rs)" 200 "$DIR/parity" --test-threads=1 --nocapture
     local tmp
     tmp="$(mktemp -d)"
+    step "--backend auto (the default) picks the GPU: Tiny, GoToObj, 10240 frames" 90 \
+        bash "$ROOT/scripts/gpu-check.sh" auto-picks-cuda "$tmp/auto"
     step "short training run: Tiny, GoToObj, meta-rim, 10240 frames, --backend cuda" 90 \
         "$DIR/metarim" train --backend cuda --preset Tiny --level BabyAI-GoToObj-v0 --mode meta-rim --set slowness=2 --frames 10240 --quiet --out "$tmp/tiny"
     step "the same run on the CPU (for comparison)" 90 \
         "$DIR/metarim" train --backend cpu --preset Tiny --level BabyAI-GoToObj-v0 --mode meta-rim --set slowness=2 --frames 10240 --quiet --out "$tmp/tiny-cpu"
+    step "bench: the grounding suite's model (Paper, bow + FiLM, meta-rim) --backend cuda" 90 \
+        "$DIR/metarim" bench train --backend cuda --preset Paper --set encoder=bow --set film=true --warmup 1 --updates 3
     step "metarim bench train --backend cuda --preset Paper (meta-rim, GoToLocal)" 90 \
         "$DIR/metarim" bench train --backend cuda --preset Paper --warmup 1 --updates 3
     step "metarim bench train --backend cuda --preset Paper --mode lstm" 90 \
@@ -107,6 +121,8 @@ run_checks() {
 
 case "${1:-}" in
     prepare) prepare ;;
+    # One step of `run` (`timeout` runs programs, not shell functions).
+    auto-picks-cuda) auto_picks_cuda "$2" ;;
     run)
         if [ -n "${OUT:-}" ]; then
             run_checks 2>&1 | tee "$OUT/gpu-check.log"
