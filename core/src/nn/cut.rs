@@ -53,3 +53,44 @@ pub fn take<T: Cut>(buf: &mut T, n: usize) -> T {
         None => T::default(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_splits_or_names_the_shortfall() {
+        let buf = [1.0f32, 2.0, 3.0];
+        let (head, rest) = cut(&buf[..], 2, 9).unwrap();
+        assert_eq!((head, rest), (&[1.0, 2.0][..], &[3.0][..]));
+        assert_eq!(
+            cut(&buf[..], 4, 9),
+            Err(Error::BufferTooSmall { needed: 9, got: 3 })
+        );
+        let mut owned = [0.0f32; 3];
+        let (head, rest) = cut(&mut owned[..], 3, 3).unwrap();
+        head[0] = 5.0;
+        assert!(rest.is_empty());
+        assert_eq!(
+            cut(&mut owned[..], 7, 7).err(),
+            Some(Error::BufferTooSmall { needed: 7, got: 3 })
+        );
+    }
+
+    #[test]
+    fn take_cuts_from_the_front_and_clamps_to_what_is_left() {
+        let mut owned = [0u8, 1, 2, 3, 4];
+        let mut rest = &mut owned[..];
+        assert_eq!(take(&mut rest, 2), &mut [0, 1][..]);
+        assert_eq!(take(&mut rest, 0), &mut [][..]);
+        take(&mut rest, 1)[0] = 9;
+        assert_eq!(take(&mut rest, 5), &mut [3, 4][..], "fewer than asked: all of it");
+        assert!(rest.is_empty());
+        assert!(take(&mut rest, 1).is_empty());
+        assert_eq!(owned, [0, 1, 9, 3, 4]);
+        let shared = [7u8, 8];
+        let mut rest = &shared[..];
+        assert_eq!(take(&mut rest, 3), &[7, 8][..]);
+        assert!(rest.is_empty());
+    }
+}
