@@ -606,6 +606,10 @@ fn paper_smoke_writes_the_four_claim_lines() {
         md.contains("suite `zero-shot`: 7 of 8 runs finished"),
         "{md}"
     );
+    // Only the suites judged are linked (a left-out suite may have no report yet).
+    assert!(md.contains("zero-shot (left out)"), "{md}");
+    assert!(!md.contains("](zero-shot/results.md)"), "{md}");
+    assert!(md.contains("[curriculum](curriculum/results.md)"), "{md}");
     assert!(md.contains("claim 1 (faster learning): "), "{md}");
     assert!(md.contains("sample-efficiency"), "{md}");
 }

@@ -84,7 +84,11 @@ mod tests {
         assert_eq!(take(&mut rest, 2), &mut [0, 1][..]);
         assert_eq!(take(&mut rest, 0), &mut [][..]);
         take(&mut rest, 1)[0] = 9;
-        assert_eq!(take(&mut rest, 5), &mut [3, 4][..], "fewer than asked: all of it");
+        assert_eq!(
+            take(&mut rest, 5),
+            &mut [3, 4][..],
+            "fewer than asked: all of it"
+        );
         assert!(rest.is_empty());
         assert!(take(&mut rest, 1).is_empty());
         assert_eq!(owned, [0, 1, 9, 3, 4]);

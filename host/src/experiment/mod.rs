@@ -1047,7 +1047,12 @@ pub fn run_paper(opts: &ExperimentOptions, suite_dirs: &[PathBuf]) -> Result<Pat
         started.elapsed().as_secs_f64(),
         PAPER_SUITES
             .iter()
-            .map(|s| format!("[{s}]({s}/results.md)"))
+            .zip(&finished)
+            // A suite left out has no report to link to.
+            .map(|(s, f)| match f {
+                Some(_) => format!("[{s}]({s}/results.md)"),
+                None => format!("{s} (left out)"),
+            })
             .collect::<Vec<_>>()
             .join(", ")
     ));
