@@ -8,6 +8,7 @@
 
 use metarim_core::mission::vocab::VOCAB_SIZE;
 use metarim_core::nn::dims::{CellKind, EncoderKind, MemoryKind, ModelDims};
+use metarim_core::nn::encoder::encoder_sizes;
 
 use crate::nvrtc::Define;
 use crate::{Error, Result};
@@ -353,29 +354,23 @@ impl RimLayout {
 
 impl EncoderLayout {
     fn new(dims: &ModelDims) -> EncoderLayout {
-        let bow = dims.encoder == EncoderKind::Bow;
-        let cin = if bow { dims.bow_dim } else { 3 };
-        let [c0, c1, c2] = dims.conv_channels;
+        // The parameter and cache sizes are the core's (the kernels keep its layouts); the
+        // deltas are the kernels' own.
+        let s = encoder_sizes(dims);
+        let (cin, c0, c1, c2) = (s.cin, s.c0, s.c1, s.c2);
         // FiLM: the coefficients per sample, the generator after the convs' parameters, the
         // coefficients and unmodulated pre-activations after the plain cache, the coefficients'
         // gradients after the plain deltas.
-        let film_n = if dims.film { 2 * (c0 + c1 + c2) } else { 0 };
-        let ep_fw = if bow { 48 * dims.bow_dim } else { 0 }
-            + c0 * cin * 4
-            + c0
-            + c1 * c0 * 4
-            + c1
-            + c2 * c1 * 4
-            + c2;
-        let ec_film = c0 * 36 + c0 * 9 + c1 * 4 + c2;
-        let film_raw = if dims.film { c0 * 36 + c1 * 4 + c2 } else { 0 };
-        let ed_film = c2 + c1 * 4 + c0 * 9 + if bow { cin * 49 } else { 0 };
+        let film_n = s.nf;
+        let ep_fw = s.emb + s.w1 + c0 + s.w2 + c1 + s.w3 + c2;
+        let ec_film = s.z1 + s.pool + s.z2 + c2;
+        let ed_film = c2 + c1 * 4 + c0 * 9 + if s.bow { cin * 49 } else { 0 };
         EncoderLayout {
             film_n,
             ep_fw,
-            enc_params: ep_fw + film_n * dims.instr_hidden + film_n,
+            enc_params: s.params,
             ec_film,
-            enc_cache: ec_film + film_n + film_raw,
+            enc_cache: s.cache,
             ed_film,
             enc_delta: ed_film + film_n,
         }
@@ -453,11 +448,7 @@ impl SmemLayout {
         let rcl = rim.rsl - nh;
         let rgh = rim.rgh;
         let (hh, na) = (d.head_hidden, d.n_actions);
-        let cin = if d.encoder == EncoderKind::Bow {
-            d.bow_dim
-        } else {
-            3
-        };
+        let cin = encoder_sizes(d).cin;
         let [c0, c1, c2] = d.conv_channels;
         let film_n = enc.film_n;
         let (hi, wd, ig3) = (d.instr_hidden, d.word_dim, instr.ig3);

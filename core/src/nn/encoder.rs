@@ -193,42 +193,59 @@ pub struct CacheLayout {
     pub len: usize,
 }
 
-/// Every size the encoder needs, computed once (saturating).
-#[derive(Clone, Copy, Debug)]
-struct Layout {
-    bow: bool,
-    film: bool,
-    cin: usize,
-    c0: usize,
-    c1: usize,
-    c2: usize,
+/// Every size the encoder needs, computed once (saturating) by [`encoder_sizes`]: the core's
+/// passes and the host's batched encoder read their widths from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EncoderSizes {
+    /// Bag-of-words input (else the raw cell codes).
+    pub bow: bool,
+    /// FiLM-conditioned convolutions.
+    pub film: bool,
+    /// Input channels: [`CELL_ATTRS`] for raw codes, `bow_dim` for bag of words.
+    pub cin: usize,
+    /// Output channels of the first convolution.
+    pub c0: usize,
+    /// Output channels of the second convolution.
+    pub c1: usize,
+    /// Output channels of the third convolution.
+    pub c2: usize,
     /// Instruction width read by FiLM (0 without FiLM).
-    hi: usize,
+    pub hi: usize,
     /// FiLM coefficients, `2 * (C0 + C1 + C2)` (0 without FiLM).
-    nf: usize,
-    // parameter tensor lengths
-    emb: usize,
-    w1: usize,
-    w2: usize,
-    w3: usize,
-    fw: usize,
-    params: usize,
-    // cache region lengths
-    z1: usize,
-    pool: usize,
-    z2: usize,
-    cache: usize,
-    scratch: usize,
+    pub nf: usize,
+    /// Bag-of-words table (0 for raw codes).
+    pub emb: usize,
+    /// First convolution's weight.
+    pub w1: usize,
+    /// Second convolution's weight.
+    pub w2: usize,
+    /// Third convolution's weight.
+    pub w3: usize,
+    /// FiLM generator's weight (0 without FiLM).
+    pub fw: usize,
+    /// All parameters.
+    pub params: usize,
+    /// First convolution's output (cache).
+    pub z1: usize,
+    /// Pooled map (cache).
+    pub pool: usize,
+    /// Second convolution's output (cache).
+    pub z2: usize,
+    /// The whole step cache.
+    pub cache: usize,
+    /// The backward scratch.
+    pub scratch: usize,
 }
 
 const fn sat_mul3(a: usize, b: usize, c: usize) -> usize {
     a.saturating_mul(b).saturating_mul(c)
 }
 
+/// The encoder's sizes for `d` (saturating for absurd dimensions).
 // Always inlined: every size query (several per policy step) calls it, and inlined its
 // arithmetic folds into the caller's constants.
 #[inline(always)]
-const fn layout(d: &ModelDims) -> Layout {
+pub const fn encoder_sizes(d: &ModelDims) -> EncoderSizes {
     let bow = matches!(d.encoder, EncoderKind::Bow);
     let cin = if bow { d.bow_dim } else { CELL_ATTRS };
     let [c0, c1, c2] = d.conv_channels;
@@ -272,7 +289,7 @@ const fn layout(d: &ModelDims) -> Layout {
         .saturating_add(nf)
         .saturating_add(raw);
     let scratch = z2.saturating_add(pool).saturating_add(nf);
-    Layout {
+    EncoderSizes {
         bow,
         film,
         cin,
@@ -297,29 +314,29 @@ const fn layout(d: &ModelDims) -> Layout {
 
 /// Input channels of the CNN: 3 for `Conv`, `bow_dim` for `Bow`.
 pub const fn encoder_in_channels(d: &ModelDims) -> usize {
-    layout(d).cin
+    encoder_sizes(d).cin
 }
 
 /// Number of parameters of the encoder (saturating for absurd dimensions).
 pub const fn encoder_param_len(d: &ModelDims) -> usize {
-    layout(d).params
+    encoder_sizes(d).params
 }
 
 /// Length of the activation cache one forward pass fills for its backward pass.
 pub const fn encoder_cache_len(d: &ModelDims) -> usize {
-    layout(d).cache
+    encoder_sizes(d).cache
 }
 
 /// Length of the scratch buffer [`encode_backward`] needs (`C1 * 4 + C0 * 9`, plus the FiLM
 /// coefficients' gradient `2 * (C0 + C1 + C2)` with FiLM); it is overwritten, so one buffer
 /// serves every call.
 pub const fn encoder_scratch_len(d: &ModelDims) -> usize {
-    layout(d).scratch
+    encoder_sizes(d).scratch
 }
 
 /// Offsets of the activations inside the cache.
 pub const fn encoder_cache_layout(d: &ModelDims) -> CacheLayout {
-    let l = layout(d);
+    let l = encoder_sizes(d);
     let pool = l.z1;
     let conv2 = pool.saturating_add(l.pool);
     let conv3 = conv2.saturating_add(l.z2);
@@ -338,7 +355,7 @@ pub const fn encoder_cache_layout(d: &ModelDims) -> CacheLayout {
 
 /// The encoder's parameter tensors with offsets and shapes, in layout order.
 pub const fn encoder_tensors(d: &ModelDims) -> EncoderTensors {
-    let l = layout(d);
+    let l = encoder_sizes(d);
     let mut tensors = [TensorShape::EMPTY; MAX_ENCODER_TENSORS];
     let first = if l.bow { 1 } else { 0 };
     if l.bow {
@@ -427,7 +444,7 @@ type Parts<T> = EncoderParts<T>;
 /// Splits the encoder's parameters (or gradients) `p` of a model with dimensions `d` into its
 /// tensors; [`Error::BufferTooSmall`] when `p` is shorter than [`encoder_param_len`].
 pub fn split_encoder<T: Cut>(d: &ModelDims, p: T) -> Result<EncoderParts<T>, Error> {
-    split_params(&layout(d), p)
+    split_params(&encoder_sizes(d), p)
 }
 
 fn too_small(needed: usize, got: usize) -> Error {
@@ -436,7 +453,7 @@ fn too_small(needed: usize, got: usize) -> Error {
 
 /// First `n` elements and the rest, or an error naming `needed`.
 /// Parameters (or gradients) `p`, borrowed either way, split into tensors.
-fn split_params<T: Cut>(l: &Layout, p: T) -> Result<Parts<T>, Error> {
+fn split_params<T: Cut>(l: &EncoderSizes, p: T) -> Result<Parts<T>, Error> {
     let n = l.params;
     if p.count() < n {
         return Err(too_small(n, p.count()));
@@ -491,7 +508,13 @@ fn relu<S: Real>(v: S) -> S {
 
 /// Input channel `ci` as a `[7][7]` map (`x[h * 7 + w]`, see the module docs for the mapping).
 /// `emb` is the bag-of-words table (codes already checked) or empty for `Conv`.
-fn input_channel<S: Real>(l: &Layout, emb: &[S], obs: &Observation, ci: usize, x: &mut [S; A_IN]) {
+fn input_channel<S: Real>(
+    l: &EncoderSizes,
+    emb: &[S],
+    obs: &Observation,
+    ci: usize,
+    x: &mut [S; A_IN],
+) {
     for (k, cell) in obs.iter().enumerate() {
         let (j, i) = (k / S_IN, k % S_IN);
         let v = if l.bow {
@@ -611,7 +634,7 @@ struct CacheParts<T> {
 }
 
 /// A cache `c`, borrowed either way, split into its regions.
-fn split_cache<T: Cut>(l: &Layout, c: T) -> Result<CacheParts<T>, Error> {
+fn split_cache<T: Cut>(l: &EncoderSizes, c: T) -> Result<CacheParts<T>, Error> {
     let n = l.cache;
     if c.count() < n {
         return Err(too_small(n, c.count()));
@@ -638,7 +661,7 @@ fn split_cache<T: Cut>(l: &Layout, c: T) -> Result<CacheParts<T>, Error> {
 }
 
 /// The FiLM coefficients of conv layer `layer` (0, 1, 2): `(gamma, beta)`, `C_layer` each.
-fn film_layer<'a, S>(l: &Layout, gb: &'a [S], layer: usize) -> (&'a [S], &'a [S]) {
+fn film_layer<'a, S>(l: &EncoderSizes, gb: &'a [S], layer: usize) -> (&'a [S], &'a [S]) {
     let (c, start) = match layer {
         0 => (l.c0, 0),
         1 => (l.c1, 2 * l.c0),
@@ -649,7 +672,11 @@ fn film_layer<'a, S>(l: &Layout, gb: &'a [S], layer: usize) -> (&'a [S], &'a [S]
     (gamma, rest.get(..c).unwrap_or(rest))
 }
 
-fn film_layer_mut<'a, S>(l: &Layout, gb: &'a mut [S], layer: usize) -> (&'a mut [S], &'a mut [S]) {
+fn film_layer_mut<'a, S>(
+    l: &EncoderSizes,
+    gb: &'a mut [S],
+    layer: usize,
+) -> (&'a mut [S], &'a mut [S]) {
     let (c, start) = match layer {
         0 => (l.c0, 0),
         1 => (l.c1, 2 * l.c0),
@@ -713,7 +740,7 @@ fn modulate_backward<S: Real>(
 }
 
 /// The instruction prefix FiLM reads (`instr_hidden` values), empty without FiLM.
-fn film_input<'a, S>(l: &Layout, instr: &'a [S]) -> Result<&'a [S], Error> {
+fn film_input<'a, S>(l: &EncoderSizes, instr: &'a [S]) -> Result<&'a [S], Error> {
     instr.get(..l.hi).ok_or(too_small(l.hi, instr.len()))
 }
 
@@ -733,7 +760,7 @@ pub fn encode_forward<S: Real>(
     out: &mut [S],
     cache: &mut [S],
 ) -> Result<(), Error> {
-    let l = layout(d);
+    let l = encoder_sizes(d);
     let p = split_params(&l, params)?;
     let e = film_input(&l, instr)?;
     let got = out.len();
@@ -838,7 +865,7 @@ pub fn encode_backward<S: Real>(
     d_instr: &mut [S],
     scratch: &mut [S],
 ) -> Result<(), Error> {
-    let l = layout(d);
+    let l = encoder_sizes(d);
     let p = split_params(&l, params)?;
     let e = film_input(&l, instr)?;
     let d_len = d_instr.len();
@@ -951,7 +978,7 @@ pub fn encode_backward<S: Real>(
 /// carries a gradient, so `dp` (`dL/d(modulated z1)` at the argmaxes, `[C0][3][3]`) gives
 /// `dgamma1`, `dbeta1` and becomes `dL/d(raw z1)` there.
 fn film_conv1_backward<S: Real>(
-    l: &Layout,
+    l: &EncoderSizes,
     z1: &[S],
     r1: &[S],
     coefs: &[S],
@@ -983,7 +1010,7 @@ fn film_conv1_backward<S: Real>(
 /// sum of its three rows).
 #[allow(clippy::too_many_arguments)]
 fn conv1_backward<S: Real>(
-    l: &Layout,
+    l: &EncoderSizes,
     p: &Parts<&[S]>,
     gw1: &mut [S],
     gb1: &mut [S],

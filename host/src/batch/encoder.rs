@@ -23,10 +23,10 @@
 
 use anyhow::{anyhow, ensure, Result};
 use metarim_core::env::Observation;
-use metarim_core::nn::dims::{EncoderKind, ModelDims};
+use metarim_core::nn::dims::ModelDims;
 use metarim_core::nn::encoder::{
-    encoder_param_len, split_encoder, EncoderParts, A_C1, A_C2, A_IN, A_P, BOW_MAX_VALUE,
-    CELL_ATTRS, KA, S_C1, S_IN, S_P,
+    encoder_param_len, encoder_sizes, split_encoder, EncoderParts, EncoderSizes, A_C1, A_C2, A_IN,
+    A_P, BOW_MAX_VALUE, KA, S_C1, S_IN, S_P,
 };
 
 use crate::batch::gemm::{gemm, rm, row_fields, tr, Scalar};
@@ -73,11 +73,8 @@ row_fields! {
 #[derive(Clone, Debug)]
 pub struct EncoderBatch<S> {
     d: ModelDims,
-    bow: bool,
-    cin: usize,
-    /// FiLM's instruction width and coefficient count (0 without FiLM).
-    hi: usize,
-    nf: usize,
+    /// The core encoder's sizes for `d` (channels, FiLM widths).
+    s: EncoderSizes,
     capacity: usize,
     w: Fields<usize>,
     f: Fields<Vec<S>>,
@@ -86,16 +83,6 @@ pub struct EncoderBatch<S> {
 
 /// The encoder's parameters split into tensors.
 type Parts<'a, S> = EncoderParts<&'a [S]>;
-
-/// FiLM's instruction width and coefficient count `2 (C0 + C1 + C2)`, both 0 without FiLM.
-fn film_sizes(d: &ModelDims) -> (usize, usize) {
-    let [c0, c1, c2] = d.conv_channels;
-    if d.film {
-        (d.instr_hidden, 2 * (c0 + c1 + c2))
-    } else {
-        (0, 0)
-    }
-}
 
 /// The encoder's parameters `p` split into tensors (an error when too short).
 fn split<'a, S>(d: &ModelDims, p: &'a [S]) -> Result<Parts<'a, S>> {
@@ -113,15 +100,14 @@ fn relu<S: Scalar>(v: S) -> S {
 impl<S: Scalar> EncoderBatch<S> {
     /// Buffers for up to `capacity` frames of `d`'s encoder; without `backward`, forward only.
     pub fn new(d: &ModelDims, capacity: usize, backward: bool) -> Result<Self> {
-        let bow = d.encoder == EncoderKind::Bow;
-        let cin = if bow { d.bow_dim } else { CELL_ATTRS };
+        let s = encoder_sizes(d);
+        let (bow, cin, hi, nf) = (s.bow, s.cin, s.hi, s.nf);
         let [c0, c1, c2] = d.conv_channels;
         ensure!(
             cin >= 1 && c0 >= 1 && c1 >= 1 && c2 >= 1 && capacity >= 1,
             "batched encoder: channels and capacity must be at least 1"
         );
         let b = |v: usize| if backward { v } else { 0 };
-        let (hi, nf) = film_sizes(d);
         let film = |v: usize| if d.film { v } else { 0 };
         let w = Fields {
             x: A_IN * cin,
@@ -152,10 +138,7 @@ impl<S: Scalar> EncoderBatch<S> {
         super::check_capacity("encoder", capacity, w.total())?;
         Ok(EncoderBatch {
             d: *d,
-            bow,
-            cin,
-            hi,
-            nf,
+            s,
             capacity,
             f: Fields::alloc(&w, capacity),
             w,
@@ -165,17 +148,7 @@ impl<S: Scalar> EncoderBatch<S> {
 
     /// The widths of a pass over `n` frames.
     fn geom(&self, n: usize) -> Geom {
-        let [c0, c1, c2] = self.d.conv_channels;
-        Geom {
-            n,
-            bow: self.bow,
-            cin: self.cin,
-            c0,
-            c1,
-            c2,
-            hi: self.hi,
-            nf: self.nf,
-        }
+        Geom { n, s: self.s }
     }
 
     /// FiLM's input: the instruction embeddings of the next forward's first `n` frames
@@ -186,13 +159,13 @@ impl<S: Scalar> EncoderBatch<S> {
             "batched encoder: {n} frames exceed the capacity {}",
             self.capacity
         );
-        Ok(&mut self.f.e[..n * self.hi])
+        Ok(&mut self.f.e[..n * self.s.hi])
     }
 
     /// After [`Self::backward`] with FiLM: each frame's instruction gradient
     /// (`[frames x instr_hidden]`); empty without FiLM.
     pub fn d_instr(&self) -> &[S] {
-        &self.f.de[..(self.frames * self.hi).min(self.f.de.len())]
+        &self.f.de[..(self.frames * self.s.hi).min(self.f.de.len())]
     }
 
     /// Encodes `obs` (one frame each), writing frame `r`'s `C2` features to
@@ -205,7 +178,7 @@ impl<S: Scalar> EncoderBatch<S> {
         stride: usize,
         off: usize,
     ) -> Result<()> {
-        let cin = self.cin;
+        let cin = self.s.cin;
         let p = split(&self.d, params)?;
         let [c0, c1, c2] = self.d.conv_channels;
         let n = obs.len();
@@ -247,7 +220,7 @@ impl<S: Scalar> EncoderBatch<S> {
         off: usize,
         grads: &mut [S],
     ) -> Result<()> {
-        let (bow, cin) = (self.bow, self.cin);
+        let (bow, cin) = (self.s.bow, self.s.cin);
         let p = split(&self.d, params)?;
         let [c0, _, c2] = self.d.conv_channels;
         let n = self.frames;
@@ -277,7 +250,7 @@ impl<S: Scalar> EncoderBatch<S> {
         let f = views
             .first_mut()
             .ok_or_else(|| anyhow!("batched encoder: split failed"))?;
-        f.dgb[..n * self.nf].fill(S::ZERO);
+        f.dgb[..n * self.s.nf].fill(S::ZERO);
         conv3_backward(g, &p, f, d_out, stride, off, &mut gr)?;
         conv2_backward(g, &p, f, &mut gr)?;
         pool_backward(g, f);
@@ -292,7 +265,7 @@ impl<S: Scalar> EncoderBatch<S> {
 
 /// FiLM coefficients of every frame, `gb = e fw^T + fb` (one GEMM); nothing without FiLM.
 fn film_coefs<S: Scalar>(g: Geom, p: &Parts<'_, S>, f: &mut Views<'_, S>) -> Result<()> {
-    let (n, hi, nf) = (g.n, g.hi, g.nf);
+    let (n, hi, nf) = (g.n, g.s.hi, g.s.nf);
     if nf == 0 {
         return Ok(());
     }
@@ -320,22 +293,22 @@ fn film_coefs<S: Scalar>(g: Geom, p: &Parts<'_, S>, f: &mut Views<'_, S>) -> Res
 /// Where conv `layer`'s `(gamma, beta)` start in a frame's coefficients, and its channels.
 fn film_offsets(g: Geom, layer: usize) -> (usize, usize) {
     match layer {
-        0 => (0, g.c0),
-        1 => (2 * g.c0, g.c1),
-        _ => (2 * (g.c0 + g.c1), g.c2),
+        0 => (0, g.s.c0),
+        1 => (2 * g.s.c0, g.s.c1),
+        _ => (2 * (g.s.c0 + g.s.c1), g.s.c2),
     }
 }
 
 /// FiLM on conv `layer`'s pre-activations `z` (`[n x area x C]`): keeps them in `raw`, then
 /// `z = z (1 + gamma) + beta` per frame and channel; nothing without FiLM.
 fn modulate<S: Scalar>(g: Geom, layer: usize, area: usize, gb: &[S], z: &mut [S], raw: &mut [S]) {
-    if g.nf == 0 {
+    if g.s.nf == 0 {
         return;
     }
     let (start, c) = film_offsets(g, layer);
     raw[..g.n * area * c].copy_from_slice(&z[..g.n * area * c]);
     for (r, zr) in z[..g.n * area * c].chunks_exact_mut(area * c).enumerate() {
-        let coefs = &gb[r * g.nf + start..][..2 * c];
+        let coefs = &gb[r * g.s.nf + start..][..2 * c];
         let (gamma, beta) = coefs.split_at(c);
         for pos in zr.chunks_exact_mut(c) {
             for ((v, gm), b) in pos.iter_mut().zip(gamma).zip(beta) {
@@ -356,7 +329,7 @@ fn modulate_backward<S: Scalar>(
     dz: &mut [S],
     dgb: &mut [S],
 ) {
-    if g.nf == 0 {
+    if g.s.nf == 0 {
         return;
     }
     let (start, c) = film_offsets(g, layer);
@@ -364,8 +337,8 @@ fn modulate_backward<S: Scalar>(
         .chunks_exact_mut(area * c)
         .zip(raw.chunks_exact(area * c));
     for (r, (dzr, rr)) in rows.enumerate() {
-        let gamma = &gb[r * g.nf + start..][..c];
-        let (dgamma, dbeta) = dgb[r * g.nf + start..][..2 * c].split_at_mut(c);
+        let gamma = &gb[r * g.s.nf + start..][..c];
+        let (dgamma, dbeta) = dgb[r * g.s.nf + start..][..2 * c].split_at_mut(c);
         for (dpos, rpos) in dzr.chunks_exact_mut(c).zip(rr.chunks_exact(c)) {
             for ((((v, rv), gm), dg), db) in dpos
                 .iter_mut()
@@ -390,7 +363,7 @@ fn film_coefs_backward<S: Scalar>(
     f: &mut Views<'_, S>,
     gr: &mut GradParts<'_, S>,
 ) -> Result<()> {
-    let (n, hi, nf) = (g.n, g.hi, g.nf);
+    let (n, hi, nf) = (g.n, g.s.hi, g.s.nf);
     if nf == 0 {
         return Ok(());
     }
@@ -433,17 +406,8 @@ fn film_coefs_backward<S: Scalar>(
 struct Geom {
     /// Frames.
     n: usize,
-    /// Bag-of-words input (else the raw codes).
-    bow: bool,
-    /// Input channels.
-    cin: usize,
-    /// Output channels of the three convolutions.
-    c0: usize,
-    c1: usize,
-    c2: usize,
-    /// FiLM's instruction width and coefficients per frame (0 without FiLM).
-    hi: usize,
-    nf: usize,
+    /// The encoder's widths.
+    s: EncoderSizes,
 }
 
 /// A pass's views of the per-frame fields.
@@ -460,7 +424,7 @@ fn input_maps<S: Scalar>(
     obs: &[&Observation],
     f: &mut Views<'_, S>,
 ) -> Result<()> {
-    let (bow, cin, zero) = (g.bow, g.cin, S::ZERO);
+    let (bow, cin, zero) = (g.s.bow, g.s.cin, S::ZERO);
     for (r, o) in obs.iter().enumerate() {
         let x = &mut f.x[r * A_IN * cin..][..A_IN * cin];
         for (k, cell) in o.iter().enumerate() {
@@ -621,7 +585,7 @@ fn patch_grads<S: Scalar>(
 /// ReLU + maxpool of `z1` into `pool`, with each window's argmax in `arg` (ties: the first
 /// maximum of the post-ReLU values).
 fn relu_maxpool<S: Scalar>(g: Geom, f: &mut Views<'_, S>) {
-    let (n, c0) = (g.n, g.c0);
+    let (n, c0) = (g.n, g.s.c0);
     for r in 0..n {
         for ph in 0..S_P {
             for pw in 0..S_P {
@@ -656,7 +620,7 @@ fn conv3_forward<S: Scalar>(
     stride: usize,
     off: usize,
 ) -> Result<()> {
-    let (n, c1, c2) = (g.n, g.c1, g.c2);
+    let (n, c1, c2) = (g.n, g.s.c1, g.s.c2);
     let k3 = c1 * KA;
     for r in 0..n {
         for pos in 0..A_C2 {
@@ -688,7 +652,7 @@ fn conv3_backward<S: Scalar>(
     off: usize,
     gr: &mut GradParts<'_, S>,
 ) -> Result<()> {
-    let (n, c1, c2) = (g.n, g.c1, g.c2);
+    let (n, c1, c2) = (g.n, g.s.c1, g.s.c2);
     let zero = S::ZERO;
     let k3 = c1 * KA;
     for r in 0..n {
@@ -714,7 +678,7 @@ fn conv2_backward<S: Scalar>(
     f: &mut Views<'_, S>,
     gr: &mut GradParts<'_, S>,
 ) -> Result<()> {
-    let (n, c0, c1) = (g.n, g.c0, g.c1);
+    let (n, c0, c1) = (g.n, g.s.c0, g.s.c1);
     let zero = S::ZERO;
     let (k2, k3) = (c0 * KA, c1 * KA);
     for r in 0..n {
@@ -739,7 +703,7 @@ fn conv2_backward<S: Scalar>(
 /// Back through conv2's patches to the pooled map (`dpool`), then through the maxpool and
 /// conv1's ReLU to `dz1` (only the window's argmax, and only where it is positive).
 fn pool_backward<S: Scalar>(g: Geom, f: &mut Views<'_, S>) {
-    let (n, c0) = (g.n, g.c0);
+    let (n, c0) = (g.n, g.s.c0);
     let zero = S::ZERO;
     col2im(n, S_P, c0, f.dp2, f.dpool);
     let rows1 = n * A_C1;
@@ -767,7 +731,7 @@ fn bow_backward<S: Scalar>(
     f: &mut Views<'_, S>,
     g_emb: &mut [S],
 ) -> Result<()> {
-    let (n, cin, c0) = (g.n, g.cin, g.c0);
+    let (n, cin, c0) = (g.n, g.s.cin, g.s.c0);
     patch_grads(n * A_C1, c0, cin * KA, f.dz1, p.w1, f.dp1)?;
     col2im(n, S_IN, cin, f.dp1, f.dx);
     for (r, o) in obs.iter().enumerate() {
@@ -789,7 +753,7 @@ fn bow_backward<S: Scalar>(
 mod tests {
     use super::*;
     use metarim_core::env::VIEW_CELLS;
-    use metarim_core::nn::dims::{PAPER, TINY};
+    use metarim_core::nn::dims::{EncoderKind, PAPER, TINY};
     use metarim_core::nn::encoder::{
         encode_backward, encode_forward, encoder_cache_len, encoder_scratch_len,
     };
