@@ -74,18 +74,6 @@ fn checkpoint_of(mode: &str, dir: &Path) -> PathBuf {
         .checkpoint
 }
 
-/// A reader of `n` bytes of `b'x'` with no newline, produced on the fly.
-struct Junk(u64);
-
-impl Read for Junk {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = buf.len().min(usize::try_from(self.0).unwrap_or(usize::MAX));
-        buf[..n].fill(b'x');
-        self.0 -= n as u64;
-        Ok(n)
-    }
-}
-
 /// Item 4: a gzip trace holding one 64 MiB line is refused with the limit in the message,
 /// instead of being read into memory whole (a 4 GB line used to abort the process).
 #[test]
@@ -96,7 +84,8 @@ fn env_replay_refuses_an_overlong_line_naming_the_limit() {
         fs::File::create(&path).unwrap(),
         flate2::Compression::fast(),
     );
-    std::io::copy(&mut Junk(64 << 20), &mut gz).unwrap();
+    // 64 MiB of `x` without a newline, produced on the fly.
+    std::io::copy(&mut std::io::repeat(b'x').take(64 << 20), &mut gz).unwrap();
     gz.finish().unwrap();
     let o = metarim(&["env", "replay", path.to_str().unwrap()]);
     let err = stderr(&o);

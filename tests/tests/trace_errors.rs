@@ -107,15 +107,8 @@ fn dumped_states_round_trip() {
 }
 
 /// `n` bytes of `b'x'` without a newline, produced on the fly (no allocation).
-struct Junk(u64);
-
-impl std::io::Read for Junk {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = buf.len().min(usize::try_from(self.0).unwrap_or(usize::MAX));
-        buf[..n].fill(b'x');
-        self.0 -= n as u64;
-        Ok(n)
-    }
+fn junk(n: u64) -> std::io::Take<std::io::Repeat> {
+    std::io::Read::take(std::io::repeat(b'x'), n)
 }
 
 /// A line longer than the limit (16 MiB) stops the replay with an error naming the line and
@@ -125,15 +118,15 @@ impl std::io::Read for Junk {
 fn overlong_lines_are_refused_with_bounded_memory() {
     let ep = first_episode();
     let good = line(&ep);
-    for junk in [64u64 << 20, u64::MAX] {
-        let input = std::io::BufReader::new(std::io::Read::chain(good.as_bytes(), Junk(junk)));
+    for n in [64u64 << 20, u64::MAX] {
+        let input = std::io::BufReader::new(std::io::Read::chain(good.as_bytes(), junk(n)));
         let mut failures = 0;
         let e = replay_reader(input, "test", |_| failures += 1).unwrap_err();
         let e = format!("{e:#}");
         assert!(e.contains("at line 2"), "{e}");
         assert!(e.contains("16 MiB"), "{e}");
         assert_eq!(failures, 0);
-        let input = std::io::Read::chain(good.as_bytes(), Junk(junk));
+        let input = std::io::Read::chain(good.as_bytes(), junk(n));
         let e = format!("{:#}", read_episodes(input).unwrap_err());
         assert!(e.contains("line 2") && e.contains("16 MiB"), "{e}");
     }
