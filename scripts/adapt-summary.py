@@ -24,6 +24,14 @@ LEARNER_TEXT = {
 }
 
 
+def learner_text(learner):
+    """The table's name of a learner (`device-revertsN`: the device learner, N restarts)."""
+    if learner.startswith("device-reverts"):
+        n = learner[len("device-reverts"):]
+        return f"device learner, guard restarting up to {n} times (half the rate each time)"
+    return LEARNER_TEXT.get(learner, learner)
+
+
 def bootstrap_mean(by_source, reps=10000, seed=1):
     """95% percentile interval of the mean gain, resampling sources (clusters of runs)."""
     rng = random.Random(seed)
@@ -50,7 +58,8 @@ def main(path):
         by_learner = defaultdict(list)
         for r in rs:
             by_learner[r["learner"]].append(r)
-        for learner in LEARNER_ORDER[1:]:
+        others = sorted(set(by_learner) - set(LEARNER_ORDER))
+        for learner in LEARNER_ORDER[1:] + others:
             lr = by_learner.get(learner)
             if not lr:
                 continue
@@ -66,7 +75,7 @@ def main(path):
             stops = [int(r["stopped_after"]) for r in lr if int(r["stopped_after"]) > 0 and r["kept"] == "yes"]
             stop = f"{statistics.median(stops):.0f} ({len(stops)} runs)" if stops else "-"
             print(
-                f"| {LEARNER_TEXT.get(learner, learner)} | {len(lr)} ({len(by_source)} sources) "
+                f"| {learner_text(learner)} | {len(lr)} ({len(by_source)} sources) "
                 f"| {statistics.mean(before):.3f} | {statistics.mean(after):.3f} "
                 f"| {statistics.mean(gains):+.3f} ({lo:+.3f} to {hi:+.3f}) | {min(gains):+.3f} "
                 f"| {losing} | {kept}/{len(lr)} | {stop} |"
