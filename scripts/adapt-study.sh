@@ -16,8 +16,8 @@
 #   EPISODES     adaptation episodes (default 500); EVAL evaluation episodes (default 200)
 #   LEARNERS     any of: device (the firmware's learner with its guard), device-noguard,
 #                device-revertsN (the guard restarting up to N times, each at half the
-#                previous learning rate; the default is 1), fast, attention, all (host-only
-#                full-gradient learners, with the guard)
+#                previous learning rate; the default is 1), device-lrX (learning rate X),
+#                fast, attention, all (host-only full-gradient learners, with the guard)
 #   METARIM      the metarim binary (default: built with cargo --release)
 set -euo pipefail
 OUT=${1:?usage: scripts/adapt-study.sh OUT}
@@ -54,6 +54,7 @@ for shift in $SHIFTS; do
                     device) flags=() ;;
                     device-noguard) flags=(--no-guard) ;;
                     device-reverts[0-9]*) flags=(--max-reverts "${l#device-reverts}") ;;
+                    device-lr*) flags=(--lr "${l#device-lr}") ;;
                     fast|attention|all) flags=(--groups "$l") ;;
                     *) echo "adapt-study: unknown learner $l" >&2; exit 2 ;;
                 esac

@@ -29,6 +29,8 @@ def learner_text(learner):
     if learner.startswith("device-reverts"):
         n = learner[len("device-reverts"):]
         return f"device learner, guard restarting up to {n} times (half the rate each time)"
+    if learner.startswith("device-lr"):
+        return f"device learner, guard, learning rate {learner[len('device-lr'):]}"
     return LEARNER_TEXT.get(learner, learner)
 
 
