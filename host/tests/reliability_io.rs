@@ -192,6 +192,21 @@ fn export_f16_refuses_weights_beyond_half_range() {
     let _ = fs::remove_dir_all(dir.parent().unwrap());
 }
 
+/// The arguments of `metarim env dump` writing `count` GoToLocal states to `out`.
+fn env_dump<'a>(count: &'a str, out: &'a std::path::Path) -> [&'a str; 8] {
+    let out = out.to_str().unwrap();
+    [
+        "env",
+        "dump",
+        "--level",
+        "BabyAI-GoToLocal-v0",
+        "--count",
+        count,
+        "--out",
+        out,
+    ]
+}
+
 /// Item 9: `env dump` over an existing file, with the write failing part-way (file-size limit,
 /// as on a full disk), leaves the old file as it was and no temporary file behind.
 #[test]
@@ -200,19 +215,7 @@ fn env_dump_failing_midway_keeps_the_old_file() {
     for name in ["states.jsonl", "states.jsonl.gz"] {
         let path = dir.join(name);
         fs::write(&path, b"the old contents\n").unwrap();
-        let o = metarim_with_file_limit(
-            8,
-            &[
-                "env",
-                "dump",
-                "--level",
-                "BabyAI-GoToLocal-v0",
-                "--count",
-                "2000",
-                "--out",
-                path.to_str().unwrap(),
-            ],
-        );
+        let o = metarim_with_file_limit(8, &env_dump("2000", &path));
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(2), "{err}");
         assert!(err.contains(name), "{err}");
@@ -226,16 +229,7 @@ fn env_dump_failing_midway_keeps_the_old_file() {
     assert_eq!(listing(&dir), ["states.jsonl", "states.jsonl.gz"]);
     // A dump that succeeds replaces the file.
     let path = dir.join("states.jsonl");
-    let o = metarim(&[
-        "env",
-        "dump",
-        "--level",
-        "BabyAI-GoToLocal-v0",
-        "--count",
-        "3",
-        "--out",
-        path.to_str().unwrap(),
-    ]);
+    let o = metarim(&env_dump("3", &path));
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(fs::read_to_string(&path).unwrap().lines().count(), 3);
     let _ = fs::remove_dir_all(&dir);
@@ -248,16 +242,7 @@ fn env_dump_onto_a_full_device_is_one_error() {
     let dir = scratch("dump-full");
     let link = dir.join("full");
     std::os::unix::fs::symlink("/dev/full", &link).unwrap();
-    let o = metarim(&[
-        "env",
-        "dump",
-        "--level",
-        "BabyAI-GoToLocal-v0",
-        "--count",
-        "50",
-        "--out",
-        link.to_str().unwrap(),
-    ]);
+    let o = metarim(&env_dump("50", &link));
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert_eq!(err.matches("No space left on device").count(), 1, "{err}");
