@@ -1196,7 +1196,7 @@ fn cmd_eval(a: EvalArgs) -> Result<ExitCode> {
 }
 
 fn cmd_play(a: AgentPlayArgs) -> Result<ExitCode> {
-    use host::render::{caption, render_frame, Annotation, GifWriter, RenderOptions};
+    use host::render::{caption, render_frame, GifWriter, RenderOptions};
     let ck = train::checkpoint::load(&a.checkpoint)?;
     let id = checkpoint_level(&ck, &a.level)?;
     let level = host::levels::lookup(&id)?;
@@ -1223,14 +1223,7 @@ fn cmd_play(a: AgentPlayArgs) -> Result<ExitCode> {
         let cap = caption(env.step_count, step.action, step.reward);
         let res: Result<()> = match &a.gif {
             Some(path) => {
-                let opts = RenderOptions {
-                    annotation: Some(Annotation {
-                        mission: env.mission.as_str(),
-                        active,
-                        caption: &cap,
-                    }),
-                    ..RenderOptions::default()
-                };
+                let opts = RenderOptions::annotated(env.mission.as_str(), active, &cap);
                 let frame = render_frame(env, &opts);
                 (|| {
                     if gif.is_none() {

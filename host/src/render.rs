@@ -222,6 +222,21 @@ impl Default for RenderOptions<'_> {
     }
 }
 
+impl<'a> RenderOptions<'a> {
+    /// The default drawing with the annotation strip: the mission, a square per module
+    /// (filled when `active`) and the caption.
+    pub fn annotated(mission: &'a str, active: &'a [bool], caption: &'a str) -> Self {
+        RenderOptions {
+            annotation: Some(Annotation {
+                mission,
+                active,
+                caption,
+            }),
+            ..RenderOptions::default()
+        }
+    }
+}
+
 /// minigrid's name of an action (`"left"`, `"forward"`, ...).
 pub fn action_name(a: Action) -> &'static str {
     match a {
@@ -1049,14 +1064,7 @@ mod tests {
         env.mission.push_str(long).unwrap();
         let cap = caption(7, Some(Action::Toggle), 0.0);
         let active = [true, false];
-        let opts = RenderOptions {
-            annotation: Some(Annotation {
-                mission: env.mission.as_str(),
-                active: &active,
-                caption: &cap,
-            }),
-            ..RenderOptions::default()
-        };
+        let opts = RenderOptions::annotated(env.mission.as_str(), &active, &cap);
         let f = render_frame(&env, &opts);
         assert_eq!(frame_size(&env, &opts), (f.width, f.height));
         let strip = Strip::new(DEFAULT_TILE_SIZE, f.width, long);

@@ -6,9 +6,9 @@ use std::io::BufReader;
 use std::path::PathBuf;
 
 use host::render::{
-    caption, color_rgb, frame_size, highlight, palette, render_frame, write_png, Annotation, Frame,
-    GifWriter, RenderOptions, ACTIVE_RGB, AGENT_RGB, BACKGROUND_RGB, DEFAULT_TILE_SIZE,
-    GRID_LINE_RGB, INACTIVE_RGB, LAVA_RGB, TEXT_RGB,
+    caption, color_rgb, frame_size, highlight, palette, render_frame, write_png, Frame, GifWriter,
+    RenderOptions, ACTIVE_RGB, AGENT_RGB, BACKGROUND_RGB, DEFAULT_TILE_SIZE, GRID_LINE_RGB,
+    INACTIVE_RGB, LAVA_RGB, TEXT_RGB,
 };
 use metarim_core::env::{Action, Env};
 use metarim_core::grid::Pos;
@@ -214,12 +214,7 @@ fn every_pixel_is_in_the_fixed_palette() {
                 let cap = caption(step, Some(action), 0.5);
                 let opts = RenderOptions {
                     tile_size: 8 + 3 * step,
-                    annotation: Some(Annotation {
-                        mission: env.mission.as_str(),
-                        active: &active,
-                        caption: &cap,
-                    }),
-                    ..RenderOptions::default()
+                    ..RenderOptions::annotated(env.mission.as_str(), &active, &cap)
                 };
                 let f = render_frame(&env, &opts);
                 for p in f.rgb.chunks_exact(3) {
@@ -238,14 +233,7 @@ fn annotation_strip_shows_modules_and_caption() {
     let active = [true, false, false, true];
     let cap = caption(12, Some(Action::Forward), 0.25);
     assert_eq!(cap, "step 12  forward  reward 0.25");
-    let opts = |active, caption| RenderOptions {
-        annotation: Some(Annotation {
-            mission: "",
-            active,
-            caption,
-        }),
-        ..RenderOptions::default()
-    };
+    let opts = |active, caption| RenderOptions::annotated("", active, caption);
     let f = render_frame(&env, &opts(&active, &cap));
     assert_eq!(f.width, 8 * T);
     assert!(f.height > 8 * T);
@@ -290,14 +278,7 @@ fn gif_round_trips_exactly() {
             env.step(a);
         }
         let cap = caption(step as u32, action, 0.0);
-        let opts = RenderOptions {
-            annotation: Some(Annotation {
-                mission: env.mission.as_str(),
-                active: &active,
-                caption: &cap,
-            }),
-            ..RenderOptions::default()
-        };
+        let opts = RenderOptions::annotated(env.mission.as_str(), &active, &cap);
         frames.push(render_frame(&env, &opts));
     }
     let (w, h) = (frames[0].width, frames[0].height);
