@@ -88,25 +88,32 @@ open(f"{out}/cut.bin", "wb").write(blob[: len(blob) // 2])
 PY
 cp "$ROOT/firmware/qemu-run.sh" "$OUT/foreign.bin"
 
+# run_expecting ELF RUN BLOB STATUS [PATTERN WHAT]...: run ELF on BLOB (log $OUT/RUN.log); fail
+# unless it exits STATUS and its log has a line matching each PATTERN (WHAT names it).
+run_expecting() {
+    local elf=$1 run=$2 blob=$3 want_rc=$4 rc
+    shift 4
+    rc=$(qemu "$elf" "$OUT/$run.log" "$blob")
+    [ "$rc" = "$want_rc" ] || die "$run: exited $rc, not $want_rc ($OUT/$run.log)"
+    while [ $# -ge 2 ]; do
+        grep -q "$1" "$OUT/$run.log" || die "$run: no $2 ($OUT/$run.log)"
+        shift 2
+    done
+}
+
 # check_blobs ELF NAME: the good blob runs to the end; every bad one halts with status 4 and
 # names the problem. Prints the run's stack high-water mark (bytes).
 check_blobs() {
-    local elf=$1 name=$2 rc
-    rc=$(qemu "$elf" "$OUT/$name-good.log" "$MODEL")
-    [ "$rc" = 0 ] || die "$name: the good blob exited $rc ($OUT/$name-good.log)"
-    grep -q '^firmware: before=[0-9.]* after=[0-9.]* ram_bytes=' "$OUT/$name-good.log" ||
-        die "$name: no summary line ($OUT/$name-good.log)"
-    grep -q '^firmware: adapted: .* windows=[1-9]' "$OUT/$name-good.log" ||
-        die "$name: no adaptation window ran, so its stack was not measured ($OUT/$name-good.log)"
+    local elf=$1 name=$2
+    run_expecting "$elf" "$name-good" "$MODEL" 0 \
+        '^firmware: before=[0-9.]* after=[0-9.]* ram_bytes=' "the summary line" \
+        '^firmware: adapted: .* windows=[1-9]' "an adaptation window (its stack is measured there)"
     for case in none:"all zero" corrupt:"CRC32 mismatch" cut:"CRC32 mismatch" foreign:"wrong magic"; do
         local what=${case%%:*} want=${case#*:} file=""
         [ "$what" = none ] || file="$OUT/$what.bin"
-        rc=$(qemu "$elf" "$OUT/$name-$what.log" "$file")
-        [ "$rc" = 4 ] || die "$name: blob '$what' exited $rc, not 4 ($OUT/$name-$what.log)"
-        grep -q "^firmware: error: bad model blob: .*$want" "$OUT/$name-$what.log" ||
-            die "$name: blob '$what' did not say '$want' ($OUT/$name-$what.log)"
-        grep -q "halting without acting" "$OUT/$name-$what.log" ||
-            die "$name: blob '$what': no halt message ($OUT/$name-$what.log)"
+        run_expecting "$elf" "$name-$what" "$file" 4 \
+            "^firmware: error: bad model blob: .*$want" "'$want'" \
+            "halting without acting" "the halt message"
         ! grep -q '^firmware: before:' "$OUT/$name-$what.log" ||
             die "$name: blob '$what' ran episodes"
     done

@@ -211,19 +211,13 @@ def parse_mission(mission: str):
     m = mission.strip()
     w = m.replace(",", " ,").split()
     kind, descs = None, []
-    if m.startswith("go to "):
-        kind = "go to"
-        d, _ = parse_desc(w[2:])
-        descs = [d]
-    elif m.startswith("pick up "):
-        kind = "pick up"
-        d, _ = parse_desc(w[2:])
-        descs = [d]
-    elif m.startswith("open "):
-        kind = "open"
-        d, _ = parse_desc(w[1:])
-        descs = [d]
-    elif m.startswith("put "):
+    # The one-object verbs: the description follows the verb's words.
+    for verb in ("go to", "pick up", "open"):
+        if m.startswith(verb + " "):
+            kind = verb
+            descs = [parse_desc(w[len(verb.split()):])[0]]
+            break
+    if m.startswith("put "):
         kind = "put"
         d1, rest = parse_desc(w[1:])
         d2 = None

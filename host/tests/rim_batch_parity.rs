@@ -10,26 +10,14 @@ use common::rel_err;
 use host::batch::rim::{
     even_bounds, grads_view, param_offsets, weights_view, RimBatch, RimScratch, Scalar,
 };
-use metarim_core::nn::dims::{CellKind, RimDims, PAPER};
+use metarim_core::nn::dims::{CellKind, RimDims, PAPER, RIM_ODD_WIDTHS};
 use metarim_core::nn::rim::{
     rim_step_backward, rim_step_forward, scratch_len, state_len, step_cache_len, CommGrad,
 };
 use metarim_core::rng::Pcg32;
 
-/// Small dimensions that exercise several input heads and widths that are not multiples of 8.
-const SMALL: RimDims = RimDims {
-    n_modules: 5,
-    k_active: 3,
-    hidden: 9,
-    input: 13,
-    d_k: 6,
-    d_v: 11,
-    in_heads: 2,
-    c_heads: 3,
-    c_k: 5,
-    cell: CellKind::Gru,
-    communication: true,
-};
+/// Core's parity sizes: several input heads, widths that are not multiples of 8.
+const SMALL: RimDims = RIM_ODD_WIDTHS;
 
 fn uniform<S: Scalar>(rng: &mut Pcg32, n: usize, scale: f64) -> Vec<S> {
     (0..n)

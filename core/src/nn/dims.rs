@@ -159,6 +159,22 @@ pub const PAPER: ModelDims = ModelDims {
     n_actions: 7,
 };
 
+/// RIM sizes for parity tests (not a model preset): several input heads and every width off a
+/// multiple of 8, so that vectorised paths run their remainder loops, with communication on.
+pub const RIM_ODD_WIDTHS: RimDims = RimDims {
+    n_modules: 5,
+    k_active: 3,
+    hidden: 9,
+    input: 13,
+    d_k: 6,
+    d_v: 11,
+    in_heads: 2,
+    c_heads: 3,
+    c_k: 5,
+    cell: CellKind::Gru,
+    communication: true,
+};
+
 /// Microcontroller sizes: N=4, k=2, 8 per module, a small encoder. The fast group (module
 /// RNNs, 1,728 parameters) is the only part in RAM; the slow and other groups stay read-only in
 /// flash (`metarim model info --preset Tiny`). With a 16-step adaptation window, SGD, the

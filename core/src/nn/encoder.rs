@@ -1117,13 +1117,12 @@ fn film_coefs_backward<S: Real>(
 mod tests {
     use super::*;
     use crate::nn::dims::{PAPER, TINY};
-    use crate::nn::gradcheck::max_rel_error;
+    use crate::nn::gradcheck::{max_rel_error, GRAD_TOL};
     use crate::rng::Pcg32;
     use proptest::prelude::*;
     use std::vec;
     use std::vec::Vec;
 
-    const TOL: f64 = 1e-6;
     const H: f64 = 1e-5;
     const FLOOR: f64 = 1e-4;
     /// Distance from a ReLU kink or a maxpool tie below which a point is skipped. A step of
@@ -1456,7 +1455,11 @@ mod tests {
         };
         let g = backward(d, &p, &obs, &dy);
         let err = grad_error(d, &p, &obs, &dy, &g);
-        assert!(err < TOL, "{:?} seed {seed}: rel error {err}", d.encoder);
+        assert!(
+            err < GRAD_TOL,
+            "{:?} seed {seed}: rel error {err}",
+            d.encoder
+        );
         true
     }
 
@@ -1557,7 +1560,7 @@ mod tests {
         let g = film_grad(d, &v, &obs, &dy);
         let err = max_rel_error(|x| film_loss(d, x, &obs, &dy), &v, &g, H, FLOOR).0;
         assert!(
-            err < TOL,
+            err < GRAD_TOL,
             "FiLM {:?} seed {seed}: rel error {err}",
             d.encoder
         );
@@ -1676,7 +1679,7 @@ mod tests {
                 .find_map(|s| clean_point(&d, s).map(|x| (s, x)))
                 .unwrap();
             let g = backward(&d, &p, &obs, &dy);
-            assert!(grad_error(&d, &p, &obs, &dy, &g) < TOL, "seed {seed}");
+            assert!(grad_error(&d, &p, &obs, &dy, &g) < GRAD_TOL, "seed {seed}");
             // 1e-4 relative on the largest entry.
             let mut bad = g.clone();
             let (i, _) = g
@@ -1685,12 +1688,12 @@ mod tests {
                 .max_by(|a, b| a.1.abs().partial_cmp(&b.1.abs()).unwrap())
                 .unwrap();
             bad[i] *= 1.0 + 1e-4;
-            assert!(grad_error(&d, &p, &obs, &dy, &bad) > TOL);
+            assert!(grad_error(&d, &p, &obs, &dy, &bad) > GRAD_TOL);
             // A spurious 1e-3 where the true gradient is exactly zero.
             let mut bad = g.clone();
             let z = g.iter().position(|v| *v == 0.0).unwrap();
             bad[z] = 1e-3;
-            assert!(grad_error(&d, &p, &obs, &dy, &bad) > TOL);
+            assert!(grad_error(&d, &p, &obs, &dy, &bad) > GRAD_TOL);
             // Each tensor's gradient matters: zeroing any nonzero one fails.
             for t in encoder_tensors(&d).as_slice() {
                 let r = t.offset..t.offset + t.len();
@@ -1699,7 +1702,7 @@ mod tests {
                 }
                 let mut bad = g.clone();
                 bad[r].fill(0.0);
-                assert!(grad_error(&d, &p, &obs, &dy, &bad) > TOL, "{}", t.name);
+                assert!(grad_error(&d, &p, &obs, &dy, &bad) > GRAD_TOL, "{}", t.name);
             }
         }
     }

@@ -1,4 +1,18 @@
-//! Finite differences for gradient checks (f64), used by the tests of every block.
+//! Finite differences for gradient checks (f64), used by the tests of every block, with the
+//! tolerance they share and their random inputs.
+
+use crate::rng::Pcg32;
+
+/// The largest relative error a block's f64 gradient check accepts.
+pub const GRAD_TOL: f64 = 1e-6;
+
+/// `n` values uniform in `[-scale, scale)`: random parameters, inputs and loss weights for the
+/// gradient checks.
+pub fn uniform_vec(rng: &mut Pcg32, n: usize, scale: f64) -> std::vec::Vec<f64> {
+    (0..n)
+        .map(|_| (rng.gen_f64() * 2.0 - 1.0) * scale)
+        .collect()
+}
 
 /// Largest relative error between `analytic` and the difference quotient of `f` at `x`, and
 /// the index where it occurs, over every coordinate of `x`. Errors are relative to

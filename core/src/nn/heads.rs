@@ -274,9 +274,7 @@ pub fn heads_init<S: Real>(
 mod tests {
     use super::*;
     use crate::nn::dims::{RimDims, PAPER, TINY};
-    use crate::nn::gradcheck::max_rel_error;
-
-    const TOL: f64 = 1e-6;
+    use crate::nn::gradcheck::{max_rel_error, uniform_vec, GRAD_TOL};
 
     fn dims() -> ModelDims {
         ModelDims {
@@ -289,12 +287,6 @@ mod tests {
             n_actions: 7,
             ..TINY
         }
-    }
-
-    fn randn(rng: &mut Pcg32, n: usize, scale: f64) -> Vec<f64> {
-        (0..n)
-            .map(|_| (rng.gen_f64() * 2.0 - 1.0) * scale)
-            .collect()
     }
 
     #[test]
@@ -317,9 +309,9 @@ mod tests {
         let d = dims();
         let h = d.memory_width();
         let mut rng = Pcg32::new(31);
-        let p = randn(&mut rng, heads_param_len(&d), 0.8);
-        let x = randn(&mut rng, h, 1.0);
-        let cl = randn(&mut rng, d.n_actions, 1.0);
+        let p = uniform_vec(&mut rng, heads_param_len(&d), 0.8);
+        let x = uniform_vec(&mut rng, h, 1.0);
+        let cl = uniform_vec(&mut rng, d.n_actions, 1.0);
         let cv = 0.7;
         let loss = |p: &[f64], x: &[f64]| {
             let mut logits = vec![0.0; d.n_actions];
@@ -334,18 +326,18 @@ mod tests {
         let mut dx = vec![0.0; h];
         heads_backward(&d, &p, &x, &cache, &cl, cv, &mut g, Some(&mut dx)).unwrap();
         let (e, i) = max_rel_error(|v| loss(v, &x), &p, &g, 1e-5, 1e-4);
-        assert!(e < TOL, "params: {e} at {i}");
+        assert!(e < GRAD_TOL, "params: {e} at {i}");
         let (e, i) = max_rel_error(|v| loss(&p, v), &x, &dx, 1e-5, 1e-4);
-        assert!(e < TOL, "input: {e} at {i}");
+        assert!(e < GRAD_TOL, "input: {e} at {i}");
         // Checks can fail.
         for idx in [0, actor_param_len(&d) - 1, p.len() - 1] {
             let mut bad = g.clone();
             bad[idx] += 1e-3;
-            assert!(max_rel_error(|v| loss(v, &x), &p, &bad, 1e-5, 1e-4).0 > TOL);
+            assert!(max_rel_error(|v| loss(v, &x), &p, &bad, 1e-5, 1e-4).0 > GRAD_TOL);
         }
         let mut bad = dx.clone();
         bad[2] *= 1.001;
-        assert!(max_rel_error(|v| loss(&p, v), &x, &bad, 1e-5, 1e-4).0 > TOL);
+        assert!(max_rel_error(|v| loss(&p, v), &x, &bad, 1e-5, 1e-4).0 > GRAD_TOL);
         // Backward accumulates: a second call doubles the gradients.
         let mut g2 = g.clone();
         heads_backward(&d, &p, &x, &cache, &cl, cv, &mut g2, None).unwrap();

@@ -262,9 +262,7 @@ mod tests {
     use super::*;
     use crate::mission::vocab::{tokenize, MAX_TOKENS};
     use crate::nn::dims::{PAPER, TINY};
-    use crate::nn::gradcheck::max_rel_error;
-
-    const TOL: f64 = 1e-6;
+    use crate::nn::gradcheck::{max_rel_error, uniform_vec, GRAD_TOL};
 
     fn dims() -> ModelDims {
         ModelDims {
@@ -273,12 +271,6 @@ mod tests {
             max_tokens: 6,
             ..TINY
         }
-    }
-
-    fn randn(rng: &mut Pcg32, n: usize, scale: f64) -> Vec<f64> {
-        (0..n)
-            .map(|_| (rng.gen_f64() * 2.0 - 1.0) * scale)
-            .collect()
     }
 
     fn forward(d: &ModelDims, p: &[f64], tokens: &[u16]) -> (Vec<f64>, Vec<f64>) {
@@ -312,8 +304,8 @@ mod tests {
     fn gradients_of_all_params() {
         let d = dims();
         let mut rng = Pcg32::new(21);
-        let p = randn(&mut rng, instr_param_len(&d), 0.7);
-        let c = randn(&mut rng, d.instr_hidden, 1.0);
+        let p = uniform_vec(&mut rng, instr_param_len(&d), 0.7);
+        let c = uniform_vec(&mut rng, d.instr_hidden, 1.0);
         // Repeated token (row used twice), padding in the middle and at the end.
         for tokens in [
             &[5u16, 9, 5, 0, 12, 0, 0][..],
@@ -326,7 +318,7 @@ mod tests {
                 o.iter().zip(&c).map(|(a, b)| a * b).sum::<f64>()
             };
             let (e, i) = max_rel_error(f, &p, &g, 1e-5, 1e-4);
-            assert!(e < TOL, "tokens {tokens:?}: rel error {e} at {i}");
+            assert!(e < GRAD_TOL, "tokens {tokens:?}: rel error {e} at {i}");
             // Embedding rows of unused tokens get no gradient.
             let wd = d.word_dim;
             assert!(g[..wd].iter().all(|v| *v == 0.0));
@@ -334,10 +326,10 @@ mod tests {
             // A perturbed gradient fails the check.
             let mut bad = g.clone();
             bad[instr_embedding_len(&d) + 1] += 1e-3;
-            assert!(max_rel_error(f, &p, &bad, 1e-5, 1e-4).0 > TOL);
+            assert!(max_rel_error(f, &p, &bad, 1e-5, 1e-4).0 > GRAD_TOL);
             let mut bad = g.clone();
             bad[tokens[0] as usize * wd] += 1e-3;
-            assert!(max_rel_error(f, &p, &bad, 1e-5, 1e-4).0 > TOL);
+            assert!(max_rel_error(f, &p, &bad, 1e-5, 1e-4).0 > GRAD_TOL);
         }
     }
 
@@ -362,7 +354,7 @@ mod tests {
     fn padding_is_skipped_and_empty_is_zero() {
         let d = dims();
         let mut rng = Pcg32::new(22);
-        let p = randn(&mut rng, instr_param_len(&d), 0.7);
+        let p = uniform_vec(&mut rng, instr_param_len(&d), 0.7);
         let (a, _) = forward(&d, &p, &[4, 7, 9]);
         let (b, _) = forward(&d, &p, &[4, 7, 9, 0, 0, 0, 0, 0, 0, 0]);
         let (c, _) = forward(&d, &p, &[0, 4, 0, 7, 9]);

@@ -291,10 +291,8 @@ pub fn gae(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::gradcheck::max_rel_error;
+    use crate::nn::gradcheck::{max_rel_error, GRAD_TOL};
     use proptest::prelude::*;
-
-    const TOL: f64 = 1e-6;
 
     /// Loss as a function of `[logits..., value]`.
     fn total(x: &[f64], s: &PpoSample<f64>, c: &PpoCoefs<f64>) -> f64 {
@@ -367,7 +365,7 @@ mod tests {
             prop_assume!(!near_kink(&x, &s, &c, 1e-4));
             let g = grad(&x, &s, &c);
             let (e, i) = max_rel_error(|v| total(v, &s, &c), &x, &g, 1e-5, 1e-4);
-            prop_assert!(e < TOL, "rel error {} at {}", e, i);
+            prop_assert!(e < GRAD_TOL, "rel error {} at {}", e, i);
         }
     }
 
@@ -384,11 +382,11 @@ mod tests {
         };
         assert!(!near_kink(&x, &s, &c, 1e-4));
         let g = grad(&x, &s, &c);
-        assert!(max_rel_error(|v| total(v, &s, &c), &x, &g, 1e-5, 1e-4).0 < TOL);
+        assert!(max_rel_error(|v| total(v, &s, &c), &x, &g, 1e-5, 1e-4).0 < GRAD_TOL);
         for i in 0..x.len() {
             let mut bad = g.clone();
             bad[i] += 1e-3;
-            assert!(max_rel_error(|v| total(v, &s, &c), &x, &bad, 1e-5, 1e-4).0 > TOL);
+            assert!(max_rel_error(|v| total(v, &s, &c), &x, &bad, 1e-5, 1e-4).0 > GRAD_TOL);
         }
         // scale multiplies, and calls accumulate.
         let mut dl = [1.0; 4];

@@ -425,16 +425,8 @@ pub fn lstm_backward<S: Real>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::gradcheck::max_rel_error;
+    use crate::nn::gradcheck::{max_rel_error, uniform_vec, GRAD_TOL};
     use crate::rng::Pcg32;
-
-    fn randn(rng: &mut Pcg32, n: usize, scale: f64) -> std::vec::Vec<f64> {
-        (0..n)
-            .map(|_| (rng.gen_f64() * 2.0 - 1.0) * scale)
-            .collect()
-    }
-
-    const TOL: f64 = 1e-6;
 
     /// Random loss weights: the scalar loss is `sum_k c_k * out_k`.
     fn dot(a: &[f64], b: &[f64]) -> f64 {
@@ -446,10 +438,10 @@ mod tests {
         let mut rng = Pcg32::new(1);
         for &(ni, no) in &[(5usize, 3usize), (1, 7), (9, 1)] {
             let (w, b, x, c) = (
-                randn(&mut rng, ni * no, 1.0),
-                randn(&mut rng, no, 1.0),
-                randn(&mut rng, ni, 1.0),
-                randn(&mut rng, no, 1.0),
+                uniform_vec(&mut rng, ni * no, 1.0),
+                uniform_vec(&mut rng, no, 1.0),
+                uniform_vec(&mut rng, ni, 1.0),
+                uniform_vec(&mut rng, no, 1.0),
             );
             let (mut dw, mut db, mut dx) = (vec![0.0; ni * no], vec![0.0; no], vec![0.0; ni]);
             linear_backward(&w, &x, &c, Some(&mut dx), Some(&mut dw), Some(&mut db));
@@ -458,17 +450,17 @@ mod tests {
                 linear(w, Some(b), x, &mut y);
                 dot(&y, &c)
             };
-            assert!(max_rel_error(|v| loss(v, &b, &x), &w, &dw, 1e-5, 1e-4).0 < TOL);
-            assert!(max_rel_error(|v| loss(&w, v, &x), &b, &db, 1e-5, 1e-4).0 < TOL);
-            assert!(max_rel_error(|v| loss(&w, &b, v), &x, &dx, 1e-5, 1e-4).0 < TOL);
+            assert!(max_rel_error(|v| loss(v, &b, &x), &w, &dw, 1e-5, 1e-4).0 < GRAD_TOL);
+            assert!(max_rel_error(|v| loss(&w, v, &x), &b, &db, 1e-5, 1e-4).0 < GRAD_TOL);
+            assert!(max_rel_error(|v| loss(&w, &b, v), &x, &dx, 1e-5, 1e-4).0 < GRAD_TOL);
         }
     }
 
     #[test]
     fn softmax_gradients() {
         let mut rng = Pcg32::new(2);
-        let x = randn(&mut rng, 6, 3.0);
-        let c = randn(&mut rng, 6, 1.0);
+        let x = uniform_vec(&mut rng, 6, 3.0);
+        let c = uniform_vec(&mut rng, 6, 1.0);
         let mut y = vec![0.0; 6];
         softmax(&x, &mut y);
         assert!((y.iter().sum::<f64>() - 1.0).abs() < 1e-12);
@@ -479,7 +471,7 @@ mod tests {
             softmax(x, &mut y);
             dot(&y, &c)
         };
-        assert!(max_rel_error(loss, &x, &dx, 1e-5, 1e-4).0 < TOL);
+        assert!(max_rel_error(loss, &x, &dx, 1e-5, 1e-4).0 < GRAD_TOL);
         let mut ls = vec![0.0; 6];
         log_softmax(&x, &mut ls);
         for (a, b) in ls.iter().zip(&y) {
@@ -491,13 +483,13 @@ mod tests {
     fn gru_gradients() {
         let mut rng = Pcg32::new(3);
         let (ni, nh) = (4usize, 3usize);
-        let w_ih = randn(&mut rng, 3 * nh * ni, 0.8);
-        let w_hh = randn(&mut rng, 3 * nh * nh, 0.8);
-        let b_ih = randn(&mut rng, 3 * nh, 0.5);
-        let b_hh = randn(&mut rng, 3 * nh, 0.5);
-        let x = randn(&mut rng, ni, 1.0);
-        let h = randn(&mut rng, nh, 1.0);
-        let c = randn(&mut rng, nh, 1.0);
+        let w_ih = uniform_vec(&mut rng, 3 * nh * ni, 0.8);
+        let w_hh = uniform_vec(&mut rng, 3 * nh * nh, 0.8);
+        let b_ih = uniform_vec(&mut rng, 3 * nh, 0.5);
+        let b_hh = uniform_vec(&mut rng, 3 * nh, 0.5);
+        let x = uniform_vec(&mut rng, ni, 1.0);
+        let h = uniform_vec(&mut rng, nh, 1.0);
+        let c = uniform_vec(&mut rng, nh, 1.0);
         let run = |w_ih: &[f64], w_hh: &[f64], b_ih: &[f64], b_hh: &[f64], x: &[f64], h: &[f64]| {
             let p = GruWeights {
                 w_ih,
@@ -541,7 +533,7 @@ mod tests {
             &mut grads,
             &mut scratch,
         );
-        let e = |v: f64| assert!(v < TOL, "rel error {v}");
+        let e = |v: f64| assert!(v < GRAD_TOL, "rel error {v}");
         e(max_rel_error(
             |v| run(v, &w_hh, &b_ih, &b_hh, &x, &h).0,
             &w_ih,
@@ -596,14 +588,17 @@ mod tests {
     fn lstm_gradients() {
         let mut rng = Pcg32::new(4);
         let (ni, nh) = (3usize, 4usize);
-        let w_ih = randn(&mut rng, 4 * nh * ni, 0.8);
-        let w_hh = randn(&mut rng, 4 * nh * nh, 0.8);
-        let b_ih = randn(&mut rng, 4 * nh, 0.5);
-        let b_hh = randn(&mut rng, 4 * nh, 0.5);
-        let x = randn(&mut rng, ni, 1.0);
-        let h = randn(&mut rng, nh, 1.0);
-        let c0 = randn(&mut rng, nh, 1.0);
-        let (ch, cc) = (randn(&mut rng, nh, 1.0), randn(&mut rng, nh, 1.0));
+        let w_ih = uniform_vec(&mut rng, 4 * nh * ni, 0.8);
+        let w_hh = uniform_vec(&mut rng, 4 * nh * nh, 0.8);
+        let b_ih = uniform_vec(&mut rng, 4 * nh, 0.5);
+        let b_hh = uniform_vec(&mut rng, 4 * nh, 0.5);
+        let x = uniform_vec(&mut rng, ni, 1.0);
+        let h = uniform_vec(&mut rng, nh, 1.0);
+        let c0 = uniform_vec(&mut rng, nh, 1.0);
+        let (ch, cc) = (
+            uniform_vec(&mut rng, nh, 1.0),
+            uniform_vec(&mut rng, nh, 1.0),
+        );
         #[allow(clippy::type_complexity)]
         let run = |w_ih: &[f64],
                    w_hh: &[f64],
@@ -661,7 +656,7 @@ mod tests {
             &mut grads,
             &mut scratch,
         );
-        let e = |what: &str, v: f64| assert!(v < TOL, "{what}: rel error {v}");
+        let e = |what: &str, v: f64| assert!(v < GRAD_TOL, "{what}: rel error {v}");
         let f = |w_ih: &[f64],
                  w_hh: &[f64],
                  b_ih: &[f64],

@@ -1794,22 +1794,14 @@ mod tests {
     // the incoming `[h | c]` zeroed and no gradient carried at episode starts). The GRU path's
     // parity is `host/tests/rim_batch_parity.rs`.
 
+    use metarim_core::nn::dims::RIM_ODD_WIDTHS;
     use metarim_core::nn::rim::{rim_step_backward, rim_step_forward, scratch_len, step_cache_len};
     use metarim_core::rng::Pcg32;
 
-    /// Several input heads and widths that are not multiples of 8.
+    /// Core's odd-width parity sizes with LSTM-cell modules.
     const LSTM_SMALL: RimDims = RimDims {
-        n_modules: 5,
-        k_active: 3,
-        hidden: 9,
-        input: 13,
-        d_k: 6,
-        d_v: 11,
-        in_heads: 2,
-        c_heads: 3,
-        c_k: 5,
         cell: CellKind::Lstm,
-        communication: true,
+        ..RIM_ODD_WIDTHS
     };
 
     fn no_comm(d: &RimDims) -> RimDims {

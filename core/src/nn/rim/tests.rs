@@ -5,12 +5,11 @@
 
 use super::*;
 use crate::nn::dims::{PAPER, TINY};
-use crate::nn::gradcheck::max_rel_error;
+use crate::nn::gradcheck::{max_rel_error, uniform_vec, GRAD_TOL};
 use crate::rng::Pcg32;
 use proptest::prelude::*;
 use std::vec::Vec;
 
-const TOL: f64 = 1e-6;
 /// Finite differences: `gradcheck::max_rel_error` with floor 1e-4 and tolerance 1e-6, as in
 /// `ops`, but on a Richardson-extrapolated loss (see [`fd_errors`]) with step 5e-4. Measured: over
 /// a 5-step recurrence a plain 1e-5 central difference is noisy at ~1e-10 absolute (the loss's
@@ -105,7 +104,7 @@ impl Model<f64> {
     fn random(d: &RimDims, rng: &mut Pcg32, scale: f64) -> Self {
         let mut m = Self::zeros(d);
         for t in m.t.iter_mut() {
-            *t = randv(rng, t.len(), scale);
+            *t = uniform_vec(rng, t.len(), scale);
         }
         m
     }
@@ -118,12 +117,6 @@ impl Model<f64> {
                 .map(|v| v.iter().map(|x| *x as f32).collect()),
         }
     }
-}
-
-fn randv(rng: &mut Pcg32, n: usize, scale: f64) -> Vec<f64> {
-    (0..n)
-        .map(|_| (rng.gen_f64() * 2.0 - 1.0) * scale)
-        .collect()
 }
 
 fn dotv(a: &[f64], b: &[f64]) -> f64 {
@@ -153,11 +146,11 @@ impl Data {
     fn random(d: &RimDims, steps: usize, rng: &mut Pcg32) -> Self {
         Data {
             steps,
-            xs: randv(rng, steps * d.input, 1.0),
-            h0: randv(rng, state_len(d), 1.0),
-            c0: randv(rng, cell_state_len(d), 1.0),
-            lh: randv(rng, steps * state_len(d), 1.0),
-            lc: randv(rng, steps * cell_state_len(d), 1.0),
+            xs: uniform_vec(rng, steps * d.input, 1.0),
+            h0: uniform_vec(rng, state_len(d), 1.0),
+            c0: uniform_vec(rng, cell_state_len(d), 1.0),
+            lh: uniform_vec(rng, steps * state_len(d), 1.0),
+            lc: uniform_vec(rng, steps * cell_state_len(d), 1.0),
         }
     }
 }
@@ -550,7 +543,14 @@ fn check_problem(pb: &Problem, mode: CommGrad) -> Result<(), TestCaseError> {
     let detach = (mode == CommGrad::Blocked && d.communication).then_some(&r.hts[..]);
     let f = loss_fn(pb, detach);
     for (name, err) in fd_errors(pb, &f, &g) {
-        prop_assert!(err < TOL, "{:?} {:?}: {} rel error {}", d, mode, name, err);
+        prop_assert!(
+            err < GRAD_TOL,
+            "{:?} {:?}: {} rel error {}",
+            d,
+            mode,
+            name,
+            err
+        );
     }
     Ok(())
 }
@@ -613,7 +613,7 @@ fn gradient_check_catches_wrong_gradients() {
         let g = run_bwd(&pb.m, &d, CommGrad::Full, &pb.data, &pb.run);
         let f = loss_fn(&pb, None);
         let base = fd_errors(&pb, &f, &g);
-        assert!(base.iter().all(|(_, e)| *e < TOL), "{base:?}");
+        assert!(base.iter().all(|(_, e)| *e < GRAD_TOL), "{base:?}");
         for k in 0..12 {
             let mut bad = Grads {
                 model: g.model.clone(),
@@ -634,7 +634,7 @@ fn gradient_check_catches_wrong_gradients() {
             v[i] += 1e-3 * v[i].abs().max(1e-2);
             let errs = fd_errors(&pb, &f, &bad);
             assert!(
-                errs[k].1 > TOL,
+                errs[k].1 > GRAD_TOL,
                 "corrupted {} not caught: {errs:?}",
                 errs[k].0
             );
@@ -644,7 +644,7 @@ fn gradient_check_catches_wrong_gradients() {
         let errs = fd_errors(&pb, &f, &gb);
         let rnn = errs.iter().find(|(n, _)| n == "Rnn").unwrap().1;
         assert!(
-            rnn > TOL,
+            rnn > GRAD_TOL,
             "Blocked should not match the exact derivative: {errs:?}"
         );
     }
