@@ -32,6 +32,32 @@ fn emu() -> Option<Arc<dyn Exec>> {
     emu_exec().map(|e| e as Arc<dyn Exec>)
 }
 
+/// `run` under each thread order of the emulator (ascending, descending, shuffled with `seed`),
+/// the order set back to ascending afterwards: the results, in that order.
+fn under_every_order<T>(emu: &EmuExec, seed: u64, mut run: impl FnMut(ThreadOrder) -> T) -> Vec<T> {
+    let runs = [
+        ThreadOrder::Ascending,
+        ThreadOrder::Descending,
+        ThreadOrder::Shuffled(seed),
+    ]
+    .into_iter()
+    .map(|order| {
+        emu.set_thread_order(order);
+        run(order)
+    })
+    .collect();
+    emu.set_thread_order(ThreadOrder::Ascending);
+    runs
+}
+
+/// Every gradient of the three groups as bits, for exact comparisons.
+fn grad_bits(g: &GroupVecs) -> Vec<u32> {
+    [&g.fast, &g.slow, &g.other]
+        .iter()
+        .flat_map(|b| b.iter().map(|x| x.to_bits()))
+        .collect()
+}
+
 #[test]
 fn gradient_pass_matches_chunk_backward() {
     let Some(exec) = emu() else { return };
@@ -93,25 +119,12 @@ fn results_do_not_depend_on_the_order_of_threads() {
         for mode in [Mode::MetaRim, Mode::Lstm] {
             let (layout, params) = model(&dims, mode, 5);
             let chunks = minibatch(layout.dims(), 3, 4, 0.3, 8);
-            let mut runs = Vec::new();
-            for order in [
-                ThreadOrder::Ascending,
-                ThreadOrder::Descending,
-                ThreadOrder::Shuffled(0x5eed),
-            ] {
-                emu.set_thread_order(order);
-                runs.push(device_grads(&exec, &layout, &params, &chunks));
-            }
-            emu.set_thread_order(ThreadOrder::Ascending);
+            let runs = under_every_order(&emu, 0x5eed, |_| {
+                device_grads(&exec, &layout, &params, &chunks)
+            });
             for r in &runs[1..] {
-                let bits = |g: &GroupVecs| {
-                    [&g.fast, &g.slow, &g.other]
-                        .iter()
-                        .flat_map(|b| b.iter().map(|x| x.to_bits()))
-                        .collect::<Vec<_>>()
-                };
                 assert!(
-                    bits(&r.0) == bits(&runs[0].0),
+                    grad_bits(&r.0) == grad_bits(&runs[0].0),
                     "{name} {}: gradients depend on the thread order",
                     mode.name()
                 );
@@ -200,16 +213,9 @@ fn pass_parity_under_every_order(
             let (layout, params) = model(dims, mode, 3);
             let chunks = minibatch(layout.dims(), 3, 5, 0.2, 7);
             let (want, want_stats) = cpu_grads(&layout, &params, &chunks);
-            let mut runs = Vec::new();
-            for order in [
-                ThreadOrder::Ascending,
-                ThreadOrder::Descending,
-                ThreadOrder::Shuffled(0x5eed),
-            ] {
-                emu.set_thread_order(order);
-                runs.push(device_grads(&exec, &layout, &params, &chunks));
-            }
-            emu.set_thread_order(ThreadOrder::Ascending);
+            let runs = under_every_order(&emu, 0x5eed, |_| {
+                device_grads(&exec, &layout, &params, &chunks)
+            });
             let (got, stats, counts) = &runs[0];
             let what = format!("{name} {}", mode.name());
             let worst = compare_tensors(&what, &layout, got, &want, TOL);
@@ -222,15 +228,9 @@ fn pass_parity_under_every_order(
                 let n = dims.rim.n_modules;
                 assert_eq!(*counts, want_stats.active_steps[..n].to_vec(), "{what}");
             }
-            let bits = |g: &GroupVecs| {
-                [&g.fast, &g.slow, &g.other]
-                    .iter()
-                    .flat_map(|b| b.iter().map(|x| x.to_bits()))
-                    .collect::<Vec<_>>()
-            };
             for r in &runs[1..] {
                 assert!(
-                    bits(&r.0) == bits(got) && r.1 == *stats,
+                    grad_bits(&r.0) == grad_bits(got) && r.1 == *stats,
                     "{what}: the pass depends on the thread order"
                 );
             }
@@ -282,18 +282,11 @@ fn rim_step_kernels_match_the_core() {
     configs.push(("Tiny", metarim_core::nn::dims::TINY));
     configs.push(("small-comm", small_dims(false, false)));
     for (name, dims) in configs {
-        let mut runs = Vec::new();
-        for order in [
-            ThreadOrder::Ascending,
-            ThreadOrder::Descending,
-            ThreadOrder::Shuffled(0x57e9),
-        ] {
-            emu.set_thread_order(order);
+        let runs = under_every_order(&emu, 0x57e9, |order| {
             let (worst, differ, bits) = rim_step_kernels_parity(&exec, name, &dims, 11, 0x57e9);
             println!("{name} {order:?}: RIM step kernels max rel {worst:.2e}, {differ} differ");
-            runs.push(bits);
-        }
-        emu.set_thread_order(ThreadOrder::Ascending);
+            bits
+        });
         assert!(
             runs.iter().all(|r| *r == runs[0]),
             "{name}: the RIM step kernels depend on the thread order"

@@ -286,6 +286,18 @@ impl<'a, S: Scalar> LstmShard<'a, S> {
         &mut self.f.dh[..len]
     }
 
+    /// `(input, hidden, seqs, steps, 4 * hidden)`, once `w` is checked to fit them.
+    fn sizes_for(&self, w: &LstmWeights<'_, S>) -> Result<(usize, usize, usize, usize, usize)> {
+        check_weights(w, self.input, self.hidden)?;
+        Ok((
+            self.input,
+            self.hidden,
+            self.seqs,
+            self.steps,
+            4 * self.hidden,
+        ))
+    }
+
     /// Input gradients of the last backward with `want_dx`.
     pub fn dx(&self) -> &[S] {
         let len = (self.seqs * self.steps * self.input).min(self.f.dx.len());
@@ -301,10 +313,7 @@ impl<'a, S: Scalar> LstmShard<'a, S> {
         reset: &[bool],
         sc: &mut LstmScratch<S>,
     ) -> Result<()> {
-        let (inp, hid) = (self.input, self.hidden);
-        let (bs, steps) = (self.seqs, self.steps);
-        let g4 = 4 * hid;
-        check_weights(w, inp, hid)?;
+        let (inp, hid, bs, steps, g4) = self.sizes_for(w)?;
         ensure!(
             state0.len() >= bs * 2 * hid,
             "batched LSTM: state0 too short"
@@ -391,10 +400,7 @@ impl<'a, S: Scalar> LstmShard<'a, S> {
         want_dx: bool,
         sc: &mut LstmScratch<S>,
     ) -> Result<()> {
-        let (inp, hid) = (self.input, self.hidden);
-        let (bs, steps) = (self.seqs, self.steps);
-        let g4 = 4 * hid;
-        check_weights(w, inp, hid)?;
+        let (inp, hid, bs, steps, g4) = self.sizes_for(w)?;
         ensure!(
             self.f.da.len() >= bs * steps * g4,
             "batched LSTM: buffers were made without backward"
