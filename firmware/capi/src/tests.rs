@@ -507,15 +507,21 @@ fn api_evaluate(
     (actions, successes, steps)
 }
 
+/// A device initialised in `mem` from region `r` (failing with its message when it does not
+/// start), the Rust reference on the same region, and the level both run (`LEVEL`).
+fn device_and_reference(mem: &mut [u64], r: &[u8]) -> (*mut Device, Reference, Level) {
+    let (st, dev) = init(mem, r);
+    assert_eq!(st, Status::Ok, "{}", message(dev));
+    let level = Level::from_id("BabyAI-GoToObj-v0").unwrap();
+    (dev, Reference::new(r), level)
+}
+
 #[test]
 fn episodes_match_the_firmware_scheme_action_for_action() {
     let (words, _) = region(11, Mode::MetaRim, FrozenDtype::F32);
     let r = bytes(&words);
     let mut mem = memory();
-    let (st, dev) = init(&mut mem, r);
-    assert_eq!(st, Status::Ok, "{}", message(dev));
-    let mut reference = Reference::new(r);
-    let level = Level::from_id("BabyAI-GoToObj-v0").unwrap();
+    let (dev, mut reference, level) = device_and_reference(&mut mem, r);
     for (seed, argmax) in [(1u64, false), (7, true), (u64::MAX, false)] {
         let want = reference.evaluate(&level, seed, 12, argmax);
         let got = api_evaluate(dev, LEVEL, seed, 12, argmax);
@@ -532,10 +538,7 @@ fn adaptation_matches_the_firmware() {
     let (words, _) = region(5, Mode::MetaRim, FrozenDtype::F32);
     let r = bytes(&words);
     let mut mem = memory();
-    let (st, dev) = init(&mut mem, r);
-    assert_eq!(st, Status::Ok, "{}", message(dev));
-    let mut reference = Reference::new(r);
-    let level = Level::from_id("BabyAI-GoToObj-v0").unwrap();
+    let (dev, mut reference, level) = device_and_reference(&mut mem, r);
     // Evaluate, adapt (past the guard's 50-episode probe, so it learns), evaluate again.
     let before = reference.evaluate(&level, 1, 6, false);
     let stats = reference.adapt(&level, 2, 70);
