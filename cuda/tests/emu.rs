@@ -213,7 +213,7 @@ fn pass_parity_under_every_order(
             let (layout, params) = model(dims, mode, 3);
             let chunks = minibatch(layout.dims(), 3, 5, 0.2, 7);
             let (want, want_stats) = cpu_grads(&layout, &params, &chunks);
-            let runs = under_every_order(&emu, 0x5eed, |_| {
+            let runs = under_every_order(emu, 0x5eed, |_| {
                 device_grads(&exec, &layout, &params, &chunks)
             });
             let (got, stats, counts) = &runs[0];
