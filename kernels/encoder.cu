@@ -63,6 +63,39 @@ __device__ __forceinline__ u32 window_argmax(const float* z1o, u32 win) {
     return best;
 }
 
+// conv1 or conv2 of encoder_fwd, for one sample: `cout` output maps of (side - 1)^2 positions
+// from `cin` input maps of side x side at `in` (weights w [cout x cin x 4], bias b), each sum
+// associated as the core's conv loop; with FiLM the unmodulated value goes to `raw` and the
+// modulated one (coefficients g and bt of coefs) onward. The output goes to Z (read by the next
+// layer) and to the cache `z`.
+__device__ __forceinline__ void conv2x2_layer(const float* w, const float* bias, const float* in,
+                                              u32 cin, u32 side, u32 cout, const float* coefs,
+                                              u32 g, u32 bt, float* raw, float* Z, float* z,
+                                              u32 tid, u32 nt) {
+    const u32 out = side - 1;
+    for (u32 it = tid; it < cout * out * out; it += nt) {
+        const u32 oc = it / (out * out), q = it % (out * out);
+        const u32 t = (q / out) * side + q % out;
+        float acc = bias[oc];
+        for (u32 ci = 0; ci < cin; ++ci) {
+            const float* k = w + (oc * cin + ci) * 4;
+            const float* xc = in + ci * side * side;
+            acc += k[0] * xc[t] + k[1] * xc[t + 1] + k[2] * xc[t + side] + k[3] * xc[t + side + 1];
+        }
+#if FILM
+        raw[it] = acc;
+        acc = film_modulate(coefs, g, bt, oc, acc);
+#else
+        (void)coefs;
+        (void)g;
+        (void)bt;
+        (void)raw;
+#endif
+        Z[it] = acc;
+        z[it] = acc;
+    }
+}
+
 // Parameters: the encoder's parameter block (EP_*), obs [samples x 147] (codes checked by the
 // host: < 16 for the bag of words), instr [samples x instr_ld] each sample's instruction
 // embedding in columns 0..INSTR_H (FiLM only; not read without: may be null), the output x
@@ -101,22 +134,8 @@ extern "C" __global__ void encoder_fwd(const float* __restrict__ p, const u8* __
     (void)F;
 #endif
     __syncthreads();
-    for (u32 it = tid; it < C0 * 36; it += nt) {
-        const u32 oc = it / 36, q = it % 36;
-        const u32 t = (q / 6) * 7 + q % 6;
-        float acc = p[EP_B1 + oc];
-        for (u32 ci = 0; ci < CIN; ++ci) {
-            const float* k = p + EP_W1 + (oc * CIN + ci) * 4;
-            const float* xc = X + ci * 49;
-            acc += k[0] * xc[t] + k[1] * xc[t + 1] + k[2] * xc[t + 7] + k[3] * xc[t + 8];
-        }
-#if FILM
-        C[EC_R1 + it] = acc;
-        acc = film_modulate(F, FC_G1, FC_B1, oc, acc);
-#endif
-        Z1[it] = acc;
-        C[EC_Z1 + it] = acc;
-    }
+    conv2x2_layer(p + EP_W1, p + EP_B1, X, CIN, 7, C0, F, FC_G1, FC_B1, C + EC_R1, Z1, C + EC_Z1,
+                  tid, nt);
     __syncthreads();
     for (u32 it = tid; it < C0 * 9; it += nt) {
         const u32 oc = it / 9, win = it % 9;
@@ -126,22 +145,8 @@ extern "C" __global__ void encoder_fwd(const float* __restrict__ p, const u8* __
         C[EC_POOL + it] = v;
     }
     __syncthreads();
-    for (u32 it = tid; it < C1 * 4; it += nt) {
-        const u32 oc = it / 4, q = it % 4;
-        const u32 t = (q / 2) * 3 + q % 2;
-        float acc = p[EP_B2 + oc];
-        for (u32 ci = 0; ci < C0; ++ci) {
-            const float* k = p + EP_W2 + (oc * C0 + ci) * 4;
-            const float* pc = P + ci * 9;
-            acc += k[0] * pc[t] + k[1] * pc[t + 1] + k[2] * pc[t + 3] + k[3] * pc[t + 4];
-        }
-#if FILM
-        C[EC_R2 + it] = acc;
-        acc = film_modulate(F, FC_G2, FC_B2, oc, acc);
-#endif
-        Z2[it] = acc;
-        C[EC_Z2 + it] = acc;
-    }
+    conv2x2_layer(p + EP_W2, p + EP_B2, P, C0, 3, C1, F, FC_G2, FC_B2, C + EC_R2, Z2, C + EC_Z2, tid,
+                  nt);
     __syncthreads();
     for (u32 oc = tid; oc < C2; oc += nt) {
         float acc = p[EP_B3 + oc];

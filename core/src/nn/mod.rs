@@ -31,6 +31,11 @@ macro_rules! param_views {
                 let [$($field),*] = parts;
                 Self { $($field),* }
             }
+
+            /// Each tensor's length, in the order the fields are declared.
+            pub fn lens(&self) -> [usize; param_views!(@count $($field)*)] {
+                [$(self.$field.len()),*]
+            }
         }
 
         impl<'a, S> $grads<'a, S> {
@@ -44,6 +49,11 @@ macro_rules! param_views {
             /// so callers set only the tensors they train.
             pub fn empty() -> Self {
                 Self { $($field: &mut []),* }
+            }
+
+            /// Each tensor's length, in the order the fields are declared.
+            pub fn lens(&self) -> [usize; param_views!(@count $($field)*)] {
+                [$(self.$field.len()),*]
             }
         }
     };

@@ -425,38 +425,6 @@ fn check_grads(lens: [usize; 9], c: &RimParamCounts) -> Result<(), Error> {
     Ok(())
 }
 
-impl<S> RimWeights<'_, S> {
-    fn lens(&self) -> [usize; 9] {
-        [
-            self.w_k.len(),
-            self.w_v.len(),
-            self.w_q.len(),
-            self.rnn.len(),
-            self.c_q.len(),
-            self.c_k.len(),
-            self.c_v.len(),
-            self.c_g.len(),
-            self.c_o.len(),
-        ]
-    }
-}
-
-impl<S> RimGrads<'_, S> {
-    fn lens(&self) -> [usize; 9] {
-        [
-            self.w_k.len(),
-            self.w_v.len(),
-            self.w_q.len(),
-            self.rnn.len(),
-            self.c_q.len(),
-            self.c_k.len(),
-            self.c_v.len(),
-            self.c_g.len(),
-            self.c_o.len(),
-        ]
-    }
-}
-
 /// The `i`-th chunk of width `w` (empty if out of range).
 #[inline]
 fn chunk<S>(s: &[S], i: usize, w: usize) -> &[S] {
