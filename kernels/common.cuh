@@ -131,6 +131,18 @@ __device__ __forceinline__ float dot8(const float* a, const float* b, u32 n) {
     return ((l0 + l4) + (l1 + l5)) + ((l2 + l6) + (l3 + l7)) + tail;
 }
 
+// One element of a transposed product, `core::nn::ops::linear_backward`'s input gradient: acc
+// plus d[r] * w[r * ld] over r = 0..rows in order, zero d[r] skipped (they add nothing, not even
+// a -0). `w` points at the column's first element.
+__device__ __forceinline__ float add_column_dot(float acc, const float* d, const float* w, u32 rows,
+                                                u32 ld) {
+    for (u32 r = 0; r < rows; ++r) {
+        const float v = d[r];
+        if (v != 0.0f) acc += v * w[(u64)r * ld];
+    }
+    return acc;
+}
+
 // `Real::sigmoid`: 1 / (1 + e^-x) for x >= 0, e^x / (1 + e^x) otherwise (no overflow).
 __device__ __forceinline__ float sigmoidf_ref(float x) {
     if (x >= 0.0f) {

@@ -137,21 +137,11 @@ extern "C" __global__ void instr_bwd(const float* __restrict__ p, const u16* __r
         }
         __syncthreads();
         for (u32 it = tid; it < WORD_DIM + INSTR_H; it += nt) {
-            float acc = 0.0f;
             if (it < WORD_DIM) {
-                for (u32 row = 0; row < IG3; ++row) {
-                    const float v = GI[row];
-                    if (v != 0.0f) acc += v * w_ih[(u64)row * WORD_DIM + it];
-                }
-                D[ID_DX + it] = acc;
+                D[ID_DX + it] = add_column_dot(0.0f, GI, w_ih + it, IG3, WORD_DIM);
             } else {
                 const u32 h = it - WORD_DIM;
-                acc = DHP[h];
-                for (u32 row = 0; row < IG3; ++row) {
-                    const float v = GH[row];
-                    if (v != 0.0f) acc += v * w_hh[(u64)row * INSTR_H + h];
-                }
-                DHP[h] = acc;
+                DHP[h] = add_column_dot(DHP[h], GH, w_hh + h, IG3, INSTR_H);
             }
         }
         __syncthreads();

@@ -99,19 +99,10 @@ extern "C" __global__ void lstm_bwd_step(const float* __restrict__ w_ih,
         const float* S = sm + s * LB_SMEM;
         const bool cut = reset && reset[b];
         if (k < INPUT) {
-            float acc = 0.0f;
-            for (u32 r = 0; r < 4 * MW; ++r) {
-                const float d = S[r];
-                if (d != 0.0f) acc += d * w_ih[(u64)r * INPUT + k];
-            }
-            dx[(u64)b * INPUT + k] = acc;
+            dx[(u64)b * INPUT + k] = add_column_dot(0.0f, S, w_ih + k, 4 * MW, INPUT);
         } else if (k < INPUT + MW) {
             const u32 h = k - INPUT;
-            float acc = 0.0f;
-            for (u32 r = 0; r < 4 * MW; ++r) {
-                const float d = S[r];
-                if (d != 0.0f) acc += d * w_hh[(u64)r * MW + h];
-            }
+            const float acc = add_column_dot(0.0f, S, w_hh + h, 4 * MW, MW);
             carry_out[(u64)b * 2 * MW + h] = cut ? 0.0f : acc;
         } else {
             const u32 u = k - INPUT - MW;

@@ -126,14 +126,8 @@ __device__ __forceinline__ void rb_comm_output_grads(const RimBwd& step) {
         if (S[SB_MASK + i] != 0.0f) {
             const float* wg = step.c_g + (u64)i * HID * CW;
             const float* wo = step.c_o + (u64)i * HID * CW;
-            for (u32 h = 0; h < HID; ++h) {
-                const float d = S[SB_DPG + i * HID + h];
-                if (d != 0.0f) acc += d * wg[h * CW + e];
-            }
-            for (u32 h = 0; h < HID; ++h) {
-                const float d = S[SB_DPO + i * HID + h];
-                if (d != 0.0f) acc += d * wo[h * CW + e];
-            }
+            acc = add_column_dot(acc, S + SB_DPG + i * HID, wg + e, HID, CW);
+            acc = add_column_dot(acc, S + SB_DPO + i * HID, wo + e, HID, CW);
         }
         S[SB_DOUT + r] = acc;
     });
@@ -213,10 +207,7 @@ __device__ __forceinline__ void rb_into_candidate(const RimBwd& step) {
         const u32 src[3] = {SB_DCQ, SB_DCK, SB_DCV};
         for (u32 w = 0; w < 3; ++w) {
             const float* wm = ws[w] + (u64)m * CW * HID;
-            for (u32 e = 0; e < CW; ++e) {
-                const float d = S[src[w] + m * CW + e];
-                if (d != 0.0f) acc += d * wm[e * HID + h];
-            }
+            acc = add_column_dot(acc, S + src[w] + m * CW, wm + h, CW, HID);
         }
         S[SB_DHT + r] = acc;
     });
@@ -316,10 +307,7 @@ __device__ __forceinline__ void rb_module_inputs(const RimBwd& step) {
             float acc = 0.0f;
             if (S[SB_MASK + m] != 0.0f) {
                 const float* w = step.rnn + (u64)m * RNN_LEN;
-                for (u32 row = 0; row < RGH; ++row) {
-                    const float g = S[SB_GI + m * RGH + row];
-                    if (g != 0.0f) acc += g * w[(u64)row * UW + e];
-                }
+                acc = add_column_dot(acc, S + SB_GI + m * RGH, w + e, RGH, UW);
             }
             S[SB_DU + r] = acc;
         } else {
@@ -328,12 +316,7 @@ __device__ __forceinline__ void rb_module_inputs(const RimBwd& step) {
             const u32 h = q % HID;
             if (S[SB_MASK + m] == 0.0f) return;
             const float* w = step.rnn + (u64)m * RNN_LEN + RNN_W_HH;
-            float acc = S[SB_DHP + q];
-            for (u32 row = 0; row < RGH; ++row) {
-                const float g = S[SB_GH + m * RGH + row];
-                if (g != 0.0f) acc += g * w[row * HID + h];
-            }
-            S[SB_DHP + q] = acc;
+            S[SB_DHP + q] = add_column_dot(S[SB_DHP + q], S + SB_GH + m * RGH, w + h, RGH, HID);
         }
     });
 }
@@ -406,10 +389,7 @@ __device__ __forceinline__ void rb_write_out(const RimBwd& step) {
             float acc = S[SB_DHP + r];
             if (S[SB_MASK + m] != 0.0f) {
                 const float* w = step.w_q + (u64)m * QW * HID;
-                for (u32 q = 0; q < QW; ++q) {
-                    const float d = S[SB_DQ + m * QW + q];
-                    if (d != 0.0f) acc += d * w[q * HID + h];
-                }
+                acc = add_column_dot(acc, S + SB_DQ + m * QW, w + h, QW, HID);
             }
             step.carry_out[(u64)b * RSL + r] = (step.reset && step.reset[b]) ? 0.0f : acc;
         } else if (r >= NH + INPUT) {
@@ -418,15 +398,8 @@ __device__ __forceinline__ void rb_write_out(const RimBwd& step) {
                 (step.reset && step.reset[b]) ? 0.0f : S[SB_DC + q];
         } else {
             const u32 e = r - NH;
-            float acc = 0.0f;
-            for (u32 q = 0; q < QW; ++q) {
-                const float d = S[SB_DKX + q];
-                if (d != 0.0f) acc += d * step.w_k[(u64)q * INPUT + e];
-            }
-            for (u32 q = 0; q < UW; ++q) {
-                const float d = S[SB_DVX + q];
-                if (d != 0.0f) acc += d * step.w_v[(u64)q * INPUT + e];
-            }
+            float acc = add_column_dot(0.0f, S + SB_DKX, step.w_k + e, QW, INPUT);
+            acc = add_column_dot(acc, S + SB_DVX, step.w_v + e, UW, INPUT);
             step.dx[(u64)b * INPUT + e] = acc;
         }
     });
