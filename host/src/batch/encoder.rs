@@ -17,9 +17,17 @@
 //! backward), and after [`EncoderBatch::backward`] [`EncoderBatch::d_instr`] holds each frame's
 //! instruction gradient.
 //!
-//! Invariants: every weight gradient is one GEMM over all frames and every scatter runs in frame
-//! order, single-threaded, so the result depends only on the frames. Buffers are allocated once
-//! for a capacity of frames.
+//! Threads ([`EncoderBatch::with_threads`]): the forward runs contiguous parts of the frames on
+//! their own threads, and each convolution's weight gradient splits its output channels over
+//! them. Neither changes a single rounding: every per-frame step reads and writes its own frames'
+//! rows only, and [`gemm`] computes an element the same way whatever the row count (its row
+//! invariance), so the forward's parts and a weight gradient's channel blocks are each computed
+//! exactly as in one piece.
+//!
+//! Invariants: every weight gradient sums over all frames in frame order (one GEMM, split by
+//! output channel only) and every scatter runs in frame order, single-threaded, so the result
+//! depends only on the frames, never on the thread count. Buffers are allocated once for a
+//! capacity of frames.
 
 use anyhow::{anyhow, ensure, Result};
 use metarim_core::env::Observation;
@@ -29,7 +37,8 @@ use metarim_core::nn::encoder::{
     A_P, BOW_MAX_VALUE, KA, S_C1, S_IN, S_P,
 };
 
-use crate::batch::gemm::{gemm, rm, row_fields, tr, Scalar};
+use crate::batch::gemm::{gemm, rm, row_fields, split_rows, tr, Scalar};
+use crate::threads::join_all;
 
 row_fields! {
     /// Per-frame fields of an encoder pass.
@@ -79,6 +88,7 @@ pub struct EncoderBatch<S> {
     w: Fields<usize>,
     f: Fields<Vec<S>>,
     frames: usize,
+    threads: usize,
 }
 
 /// The encoder's parameters split into tensors.
@@ -143,7 +153,15 @@ impl<S: Scalar> EncoderBatch<S> {
             f: Fields::alloc(&w, capacity),
             w,
             frames: 0,
+            threads: 1,
         })
+    }
+
+    /// Lets passes use up to `threads` threads (at least 1; the default is 1). Results are
+    /// bit-identical on any count (module docs).
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
     }
 
     /// The widths of a pass over `n` frames.
@@ -178,9 +196,8 @@ impl<S: Scalar> EncoderBatch<S> {
         stride: usize,
         off: usize,
     ) -> Result<()> {
-        let cin = self.s.cin;
         let p = split(&self.d, params)?;
-        let [c0, c1, c2] = self.d.conv_channels;
+        let c2 = self.d.conv_channels[2];
         let n = obs.len();
         ensure!(
             n <= self.capacity,
@@ -192,21 +209,24 @@ impl<S: Scalar> EncoderBatch<S> {
             "batched encoder: output too short"
         );
         self.frames = n;
-        let g = self.geom(n);
-        let mut views = self.f.split(&self.w, &[0, n]);
-        let f = views
-            .first_mut()
-            .ok_or_else(|| anyhow!("batched encoder: split failed"))?;
-        input_maps(g, &p, obs, f)?;
-        film_coefs(g, &p, f)?;
-        im2col(n, S_IN, cin, f.x, f.p1);
-        conv_product(n * A_C1, cin * KA, c0, f.p1, p.w1, p.b1, f.z1)?;
-        modulate(g, 0, A_C1, f.gb, f.z1, f.r1);
-        relu_maxpool(g, f);
-        im2col(n, S_P, c0, f.pool, f.p2);
-        conv_product(n * A_C2, c0 * KA, c1, f.p2, p.w2, p.b2, f.z2)?;
-        modulate(g, 1, A_C2, f.gb, f.z2, f.r2);
-        conv3_forward(g, &p, f, out, stride, off)
+        let parts = self.threads.min(n).max(1);
+        let bounds: Vec<usize> = (0..=parts).map(|k| k * n / parts).collect();
+        let s = self.s;
+        let views = self.f.split(&self.w, &bounds);
+        let outs = split_rows(out, stride, &bounds);
+        let mut jobs = views.into_iter().zip(outs).zip(bounds.windows(2));
+        let run = |((mut f, out), b): ((Views<'_, S>, &mut [S]), &[usize])| {
+            let g = Geom { n: b[1] - b[0], s };
+            forward_frames(g, &p, &obs[b[0]..b[1]], b[0], &mut f, out, stride, off)
+        };
+        if parts == 1 {
+            return jobs.try_for_each(run);
+        }
+        let run = &run;
+        std::thread::scope(|sc| {
+            let handles = jobs.map(|job| sc.spawn(move || run(job))).collect();
+            join_all(handles, "encoder forward").map(|_| ())
+        })
     }
 
     /// Backward of the last forward over the same `obs`, given the features' gradients
@@ -220,7 +240,7 @@ impl<S: Scalar> EncoderBatch<S> {
         off: usize,
         grads: &mut [S],
     ) -> Result<()> {
-        let (bow, cin) = (self.s.bow, self.s.cin);
+        let (bow, cin, threads) = (self.s.bow, self.s.cin, self.threads);
         let p = split(&self.d, params)?;
         let [c0, _, c2] = self.d.conv_channels;
         let n = self.frames;
@@ -251,16 +271,43 @@ impl<S: Scalar> EncoderBatch<S> {
             .first_mut()
             .ok_or_else(|| anyhow!("batched encoder: split failed"))?;
         f.dgb[..n * self.s.nf].fill(S::ZERO);
-        conv3_backward(g, &p, f, d_out, stride, off, &mut gr)?;
-        conv2_backward(g, &p, f, &mut gr)?;
+        conv3_backward(g, &p, f, (d_out, stride, off), threads, &mut gr)?;
+        conv2_backward(g, &p, f, threads, &mut gr)?;
         pool_backward(g, f);
         modulate_backward(g, 0, A_C1, f.gb, f.r1, f.dz1, f.dgb);
-        conv_param_grads(n * A_C1, cin * KA, c0, f.dz1, f.p1, gr.w1, gr.b1)?;
+        let dims = (n * A_C1, cin * KA, c0);
+        conv_param_grads(dims, f.dz1, f.p1, threads, gr.w1, gr.b1)?;
         if bow {
             bow_backward(g, &p, obs, f, gr.emb)?;
         }
         film_coefs_backward(g, &p, f, &mut gr)
     }
+}
+
+/// The forward over `obs`, frames `first..` of the pass, in their views `f`; frame `r`'s
+/// features into `out[r * stride + off..]` (`r` counted from the part's first frame).
+#[allow(clippy::too_many_arguments)]
+fn forward_frames<S: Scalar>(
+    g: Geom,
+    p: &Parts<'_, S>,
+    obs: &[&Observation],
+    first: usize,
+    f: &mut Views<'_, S>,
+    out: &mut [S],
+    stride: usize,
+    off: usize,
+) -> Result<()> {
+    let (n, cin, c0, c1) = (g.n, g.s.cin, g.s.c0, g.s.c1);
+    input_maps(g, p, obs, first, f)?;
+    film_coefs(g, p, f)?;
+    im2col(n, S_IN, cin, f.x, f.p1);
+    conv_product(n * A_C1, cin * KA, c0, f.p1, p.w1, p.b1, f.z1)?;
+    modulate(g, 0, A_C1, f.gb, f.z1, f.r1);
+    relu_maxpool(g, f);
+    im2col(n, S_P, c0, f.pool, f.p2);
+    conv_product(n * A_C2, c0 * KA, c1, f.p2, p.w2, p.b2, f.z2)?;
+    modulate(g, 1, A_C2, f.gb, f.z2, f.r2);
+    conv3_forward(g, p, f, out, stride, off)
 }
 
 /// FiLM coefficients of every frame, `gb = e fw^T + fb` (one GEMM); nothing without FiLM.
@@ -417,11 +464,13 @@ type Views<'v, S> = Fields<&'v mut [S]>;
 type GradParts<'a, S> = EncoderParts<&'a mut [S]>;
 
 /// The input maps `x` of the frames: the raw codes, or the sum of each cell's three
-/// bag-of-words table rows (an error for a code without a row).
+/// bag-of-words table rows (an error for a code without a row, naming the frame as `first`
+/// plus its index in `obs`).
 fn input_maps<S: Scalar>(
     g: Geom,
     p: &Parts<'_, S>,
     obs: &[&Observation],
+    first: usize,
     f: &mut Views<'_, S>,
 ) -> Result<()> {
     let (bow, cin, zero) = (g.s.bow, g.s.cin, S::ZERO);
@@ -435,7 +484,8 @@ fn input_maps<S: Scalar>(
                 for (a, &code) in cell.iter().enumerate() {
                     ensure!(
                         usize::from(code) < BOW_MAX_VALUE,
-                        "frame {r}: cell code out of range ({code})"
+                        "frame {}: cell code out of range ({code})",
+                        first + r
                     );
                     let row = a * BOW_MAX_VALUE + usize::from(code);
                     for (v, e) in dst.iter_mut().zip(&p.emb[row * cin..][..cin]) {
@@ -526,36 +576,59 @@ fn conv_product<S: Scalar>(
 }
 
 /// A convolution's parameter gradients from its pre-activation gradients `dz`
-/// (`[rows x c_out]`): ACCUMULATES the bias's (row sums, in row order) into `gb` and the
-/// weights' (`dz^T patches`) into `gw`.
+/// (`[rows x c_out]`, `(rows, k, c_out)` = `dims`): ACCUMULATES the bias's (row sums, in row
+/// order) into `gb` and the weights' (`dz^T patches`) into `gw`, whose output channels are
+/// split into contiguous blocks over up to `threads` threads (each block's GEMM computes its
+/// elements exactly as the whole product would: [`gemm`]'s row invariance).
 fn conv_param_grads<S: Scalar>(
-    rows: usize,
-    k: usize,
-    c_out: usize,
+    (rows, k, c_out): (usize, usize, usize),
     dz: &[S],
     patches: &[S],
+    threads: usize,
     gw: &mut [S],
     gb: &mut [S],
 ) -> Result<()> {
+    ensure!(
+        gw.len() >= c_out * k,
+        "batched encoder: weight gradient buffer too short"
+    );
     for row in dz[..rows * c_out].chunks_exact(c_out) {
         for (o, v) in gb.iter_mut().zip(row) {
             *o += *v;
         }
     }
     let one = S::ONE;
-    gemm(
-        c_out,
-        rows,
-        k,
-        one,
-        dz,
-        tr(0, c_out),
-        patches,
-        rm(0, k),
-        one,
-        gw,
-        rm(0, k),
-    )
+    let block = |o0: usize, gw: &mut [S]| {
+        let m = gw.len() / k;
+        gemm(
+            m,
+            rows,
+            k,
+            one,
+            dz,
+            tr(o0, c_out),
+            patches,
+            rm(0, k),
+            one,
+            gw,
+            rm(0, k),
+        )
+    };
+    let parts = threads.min(c_out).max(1);
+    if parts == 1 {
+        return block(0, &mut gw[..c_out * k]);
+    }
+    let bounds: Vec<usize> = (0..=parts).map(|i| i * c_out / parts).collect();
+    let blocks = split_rows(&mut gw[..c_out * k], k, &bounds);
+    let block = &block;
+    std::thread::scope(|sc| {
+        let handles = blocks
+            .into_iter()
+            .zip(&bounds)
+            .map(|(gw, &o0)| sc.spawn(move || block(o0, gw)))
+            .collect();
+        join_all(handles, "encoder weight gradient").map(|_| ())
+    })
 }
 
 /// A convolution's patch gradients `dp = dz W` over `rows` rows.
@@ -647,9 +720,8 @@ fn conv3_backward<S: Scalar>(
     g: Geom,
     p: &Parts<'_, S>,
     f: &mut Views<'_, S>,
-    d_out: &[S],
-    stride: usize,
-    off: usize,
+    (d_out, stride, off): (&[S], usize, usize),
+    threads: usize,
     gr: &mut GradParts<'_, S>,
 ) -> Result<()> {
     let (n, c1, c2) = (g.n, g.s.c1, g.s.c2);
@@ -666,7 +738,7 @@ fn conv3_backward<S: Scalar>(
         }
     }
     modulate_backward(g, 2, 1, f.gb, f.r3, f.dz3, f.dgb);
-    conv_param_grads(n, k3, c2, f.dz3, f.p3, gr.w3, gr.b3)?;
+    conv_param_grads((n, k3, c2), f.dz3, f.p3, threads, gr.w3, gr.b3)?;
     patch_grads(n, c2, k3, f.dz3, p.w3, f.dp3)
 }
 
@@ -676,6 +748,7 @@ fn conv2_backward<S: Scalar>(
     g: Geom,
     p: &Parts<'_, S>,
     f: &mut Views<'_, S>,
+    threads: usize,
     gr: &mut GradParts<'_, S>,
 ) -> Result<()> {
     let (n, c0, c1) = (g.n, g.s.c0, g.s.c1);
@@ -696,7 +769,7 @@ fn conv2_backward<S: Scalar>(
     }
     modulate_backward(g, 1, A_C2, f.gb, f.r2, f.dz2, f.dgb);
     let rows2 = n * A_C2;
-    conv_param_grads(rows2, k2, c1, f.dz2, f.p2, gr.w2, gr.b2)?;
+    conv_param_grads((rows2, k2, c1), f.dz2, f.p2, threads, gr.w2, gr.b2)?;
     patch_grads(rows2, c1, k2, f.dz2, p.w2, f.dp2)
 }
 
@@ -854,6 +927,91 @@ mod tests {
                     "{k}: instruction gradient {i}: {a} vs {b}"
                 );
             }
+        }
+    }
+
+    /// One forward and backward of `d`'s encoder over `frames` on `threads` threads: the
+    /// features (stride `c2 + 3`, offset 2), the parameter gradients and the instruction
+    /// gradients.
+    fn pass_f32(d: &ModelDims, frames: &[Observation], threads: usize) -> [Vec<f32>; 3] {
+        let mut rng = Pcg32::new(7);
+        let np = encoder_param_len(d);
+        let params: Vec<f32> = (0..np).map(|_| rng.gen_f64() as f32 - 0.45).collect();
+        let n = frames.len();
+        let (c2, hi) = (d.conv_channels[2], encoder_sizes(d).hi);
+        let refs: Vec<&Observation> = frames.iter().collect();
+        let mut eb = EncoderBatch::<f32>::new(d, n, true)
+            .unwrap()
+            .with_threads(threads);
+        let instr: Vec<f32> = (0..n * hi).map(|_| rng.gen_f64() as f32 - 0.5).collect();
+        eb.instr_mut(n).unwrap().copy_from_slice(&instr);
+        let mut out = vec![0.0; n * (c2 + 3)];
+        eb.forward(&params, &refs, &mut out, c2 + 3, 2).unwrap();
+        let dy: Vec<f32> = (0..out.len()).map(|_| rng.gen_f64() as f32 - 0.5).collect();
+        let mut g = vec![0.0; np];
+        eb.backward(&params, &refs, &dy, c2 + 3, 2, &mut g).unwrap();
+        [out, g, eb.d_instr().to_vec()]
+    }
+
+    /// Threads change no bit: features and every gradient equal the one-thread pass's, for
+    /// thread counts that split the frames and the channels evenly and unevenly (and more
+    /// threads than channels), in f32, where any change of summation order would show.
+    #[test]
+    fn threads_change_no_bit() {
+        let mut rng = Pcg32::new(3);
+        let obs = frames(23, &mut rng);
+        let bow = ModelDims {
+            encoder: EncoderKind::Bow,
+            film: true,
+            ..TINY
+        };
+        for d in [
+            TINY,
+            bow,
+            ModelDims {
+                film: true,
+                ..PAPER
+            },
+        ] {
+            let one = pass_f32(&d, &obs, 1);
+            assert!(one[1].iter().any(|v| *v != 0.0), "weak test");
+            for threads in [2, 3, 7, 40] {
+                let got = pass_f32(&d, &obs, threads);
+                for (what, (a, b)) in ["features", "gradients", "instruction gradients"]
+                    .iter()
+                    .zip(got.iter().zip(&one))
+                {
+                    let same = a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+                    assert!(
+                        same && a.len() == b.len(),
+                        "{threads} threads: {what} differ"
+                    );
+                }
+            }
+        }
+    }
+
+    /// A bad cell code is reported with the frame's index in the whole pass, whichever part
+    /// of the frames holds it.
+    #[test]
+    fn a_bad_frame_is_named_by_its_index_in_the_pass() {
+        let d = ModelDims {
+            encoder: EncoderKind::Bow,
+            ..TINY
+        };
+        let params = vec![0.1f32; encoder_param_len(&d)];
+        let ok = [[1u8, 1, 1]; VIEW_CELLS];
+        let mut bad = ok;
+        bad[5][0] = 200;
+        let mut obs = vec![&ok; 6];
+        obs[4] = &bad;
+        let mut out = vec![0.0; 6 * 16];
+        for threads in [1, 2, 3] {
+            let mut eb = EncoderBatch::<f32>::new(&d, 6, false)
+                .unwrap()
+                .with_threads(threads);
+            let err = eb.forward(&params, &obs, &mut out, 16, 0).unwrap_err();
+            assert!(err.to_string().contains("frame 4:"), "{threads}: {err}");
         }
     }
 

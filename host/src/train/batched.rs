@@ -246,7 +246,7 @@ impl<S: Scalar> BatchedGrads<S> {
             state0: vec![S::ZERO; capacity * state_len(&d)],
             reset: vec![false; capacity],
             terms: vec![PpoTerms::default(); capacity],
-            enc: EncoderBatch::new(&d, capacity, true)?,
+            enc: EncoderBatch::new(&d, capacity, true)?.with_threads(threads),
             instr: InstrBatch::new(),
             seg_of_row: vec![0; capacity],
             seg_start: Vec::with_capacity(capacity),
