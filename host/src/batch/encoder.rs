@@ -209,23 +209,10 @@ impl<S: Scalar> EncoderBatch<S> {
             "batched encoder: output too short"
         );
         self.frames = n;
-        let parts = self.threads.min(n).max(1);
-        let bounds: Vec<usize> = (0..=parts).map(|k| k * n / parts).collect();
-        let s = self.s;
-        let views = self.f.split(&self.w, &bounds);
-        let outs = split_rows(out, stride, &bounds);
-        let mut jobs = views.into_iter().zip(outs).zip(bounds.windows(2));
-        let run = |((mut f, out), b): ((Views<'_, S>, &mut [S]), &[usize])| {
-            let g = Geom { n: b[1] - b[0], s };
-            forward_frames(g, &p, &obs[b[0]..b[1]], b[0], &mut f, out, stride, off)
-        };
-        if parts == 1 {
-            return jobs.try_for_each(run);
-        }
-        let run = &run;
-        std::thread::scope(|sc| {
-            let handles = jobs.map(|job| sc.spawn(move || run(job))).collect();
-            join_all(handles, "encoder forward").map(|_| ())
+        let outs = split_rows(out, stride, &self.frame_bounds());
+        self.in_frame_parts(outs, |g, first, f, out| {
+            let obs = &obs[first..first + g.n];
+            forward_frames(g, &p, obs, first, f, out, stride, off)
         })
     }
 
@@ -242,7 +229,7 @@ impl<S: Scalar> EncoderBatch<S> {
     ) -> Result<()> {
         let (bow, cin, threads) = (self.s.bow, self.s.cin, self.threads);
         let p = split(&self.d, params)?;
-        let [c0, _, c2] = self.d.conv_channels;
+        let [c0, c1, c2] = self.d.conv_channels;
         let n = self.frames;
         ensure!(
             self.w.dz1 > 0,
@@ -265,22 +252,89 @@ impl<S: Scalar> EncoderBatch<S> {
         }
         let mut gr =
             split_encoder(&self.d, grads).map_err(|e| anyhow!("encoder gradients: {e}"))?;
-        let g = self.geom(n);
-        let mut views = self.f.split(&self.w, &[0, n]);
-        let f = views
-            .first_mut()
-            .ok_or_else(|| anyhow!("batched encoder: split failed"))?;
-        f.dgb[..n * self.s.nf].fill(S::ZERO);
-        conv3_backward(g, &p, f, (d_out, stride, off), threads, &mut gr)?;
-        conv2_backward(g, &p, f, threads, &mut gr)?;
-        pool_backward(g, f);
-        modulate_backward(g, 0, A_C1, f.gb, f.r1, f.dz1, f.dgb);
-        let dims = (n * A_C1, cin * KA, c0);
-        conv_param_grads(dims, f.dz1, f.p1, threads, gr.w1, gr.b1)?;
+        let (k1, k2, k3) = (cin * KA, c0 * KA, c1 * KA);
+        let units = vec![(); self.frame_bounds().len() - 1];
+        // Per-frame steps run on the frames' parts, each weight gradient (a sum over all
+        // frames) after them on the channel blocks: layer by layer, top down.
+        self.in_frame_parts(units.clone(), |g, first, f, ()| {
+            conv3_delta(g, f, &d_out[first * stride..], stride, off);
+            Ok(())
+        })?;
+        let f = self.all_frames()?;
+        conv_param_grads((n, k3, c2), f.dz3, f.p3, threads, gr.w3, gr.b3)?;
+        self.in_frame_parts(units.clone(), |g, _, f, ()| {
+            patch_grads(g.n, c2, k3, f.dz3, p.w3, f.dp3)?;
+            conv2_delta(g, f);
+            Ok(())
+        })?;
+        let f = self.all_frames()?;
+        conv_param_grads((n * A_C2, k2, c1), f.dz2, f.p2, threads, gr.w2, gr.b2)?;
+        self.in_frame_parts(units.clone(), |g, _, f, ()| {
+            patch_grads(g.n * A_C2, c1, k2, f.dz2, p.w2, f.dp2)?;
+            pool_backward(g, f);
+            modulate_backward(g, 0, A_C1, f.gb, f.r1, f.dz1, f.dgb);
+            Ok(())
+        })?;
+        let f = self.all_frames()?;
+        conv_param_grads((n * A_C1, k1, c0), f.dz1, f.p1, threads, gr.w1, gr.b1)?;
         if bow {
-            bow_backward(g, &p, obs, f, gr.emb)?;
+            self.in_frame_parts(units, |g, _, f, ()| {
+                patch_grads(g.n * A_C1, c0, k1, f.dz1, p.w1, f.dp1)?;
+                col2im(g.n, S_IN, cin, f.dp1, f.dx);
+                Ok(())
+            })?;
+            bow_scatter(self.geom(n), obs, &self.all_frames()?, gr.emb);
         }
-        film_coefs_backward(g, &p, f, &mut gr)
+        let g = self.geom(n);
+        film_coefs_backward(g, &p, &mut self.all_frames()?, &mut gr)
+    }
+
+    /// The frame bounds of the last pass's parts: `threads` (at most one per frame) contiguous
+    /// parts of about equal size; they depend only on the frame count and `threads`.
+    fn frame_bounds(&self) -> Vec<usize> {
+        let n = self.frames;
+        let parts = self.threads.min(n).max(1);
+        (0..=parts).map(|k| k * n / parts).collect()
+    }
+
+    /// Runs `work(g, first, f, item)` on each part of the last pass's frames
+    /// ([`Self::frame_bounds`]), each on its own thread (one part: on this one), with the part's
+    /// geometry, first frame, views and its item of `items` (one per part).
+    fn in_frame_parts<T: Send>(
+        &mut self,
+        items: Vec<T>,
+        work: impl Fn(Geom, usize, &mut Views<'_, S>, T) -> Result<()> + Sync,
+    ) -> Result<()> {
+        let bounds = self.frame_bounds();
+        ensure!(
+            items.len() == bounds.len() - 1,
+            "batched encoder: {} items for {} parts",
+            items.len(),
+            bounds.len() - 1
+        );
+        let s = self.s;
+        let views = self.f.split(&self.w, &bounds);
+        let mut jobs = views.into_iter().zip(items).zip(bounds.windows(2));
+        let run = |((mut f, item), b): ((Views<'_, S>, T), &[usize])| {
+            work(Geom { n: b[1] - b[0], s }, b[0], &mut f, item)
+        };
+        if bounds.len() == 2 {
+            return jobs.try_for_each(run);
+        }
+        let run = &run;
+        std::thread::scope(|sc| {
+            let handles = jobs.map(|job| sc.spawn(move || run(job))).collect();
+            join_all(handles, "batched encoder").map(|_| ())
+        })
+    }
+
+    /// The views of all the last pass's frames.
+    fn all_frames(&mut self) -> Result<Views<'_, S>> {
+        let n = self.frames;
+        self.f
+            .split(&self.w, &[0, n])
+            .pop()
+            .ok_or_else(|| anyhow!("batched encoder: split failed"))
     }
 }
 
@@ -714,19 +768,12 @@ fn conv3_forward<S: Scalar>(
     Ok(())
 }
 
-/// Backward of conv3 and its ReLU: `dz3` from the features' gradients, the parameter
-/// gradients `b3`, `w3`, and the patch gradient `dp3`.
-fn conv3_backward<S: Scalar>(
-    g: Geom,
-    p: &Parts<'_, S>,
-    f: &mut Views<'_, S>,
-    (d_out, stride, off): (&[S], usize, usize),
-    threads: usize,
-    gr: &mut GradParts<'_, S>,
-) -> Result<()> {
-    let (n, c1, c2) = (g.n, g.s.c1, g.s.c2);
-    let zero = S::ZERO;
-    let k3 = c1 * KA;
+/// Backward of the features' ReLU and conv3's FiLM for the frames of `f`: `dz3` from the
+/// features' gradients `d_out[r * stride + off..]` (frame `r` of the part), FiLM's conv3
+/// coefficient gradients into `dgb` (zeroed first, as this is the backward's first step).
+fn conv3_delta<S: Scalar>(g: Geom, f: &mut Views<'_, S>, d_out: &[S], stride: usize, off: usize) {
+    let (n, c2, zero) = (g.n, g.s.c2, S::ZERO);
+    f.dgb[..n * g.s.nf].fill(zero);
     for r in 0..n {
         for c in 0..c2 {
             let z = f.z3[r * c2 + c];
@@ -738,22 +785,13 @@ fn conv3_backward<S: Scalar>(
         }
     }
     modulate_backward(g, 2, 1, f.gb, f.r3, f.dz3, f.dgb);
-    conv_param_grads((n, k3, c2), f.dz3, f.p3, threads, gr.w3, gr.b3)?;
-    patch_grads(n, c2, k3, f.dz3, p.w3, f.dp3)
 }
 
-/// Backward of conv2 and its ReLU: `dz2` from `dp3`, the parameter gradients `b2`, `w2`, and
-/// the patch gradient `dp2`.
-fn conv2_backward<S: Scalar>(
-    g: Geom,
-    p: &Parts<'_, S>,
-    f: &mut Views<'_, S>,
-    threads: usize,
-    gr: &mut GradParts<'_, S>,
-) -> Result<()> {
-    let (n, c0, c1) = (g.n, g.s.c0, g.s.c1);
-    let zero = S::ZERO;
-    let (k2, k3) = (c0 * KA, c1 * KA);
+/// Back from conv3's patch gradient `dp3` (the post-ReLU conv2 map's) through conv2's ReLU and
+/// FiLM to `dz2`, for the frames of `f`.
+fn conv2_delta<S: Scalar>(g: Geom, f: &mut Views<'_, S>) {
+    let (n, c1, zero) = (g.n, g.s.c1, S::ZERO);
+    let k3 = c1 * KA;
     for r in 0..n {
         for pos in 0..A_C2 {
             for ci in 0..c1 {
@@ -768,9 +806,6 @@ fn conv2_backward<S: Scalar>(
         }
     }
     modulate_backward(g, 1, A_C2, f.gb, f.r2, f.dz2, f.dgb);
-    let rows2 = n * A_C2;
-    conv_param_grads((rows2, k2, c1), f.dz2, f.p2, threads, gr.w2, gr.b2)?;
-    patch_grads(rows2, c1, k2, f.dz2, p.w2, f.dp2)
 }
 
 /// Back through conv2's patches to the pooled map (`dpool`), then through the maxpool and
@@ -795,18 +830,10 @@ fn pool_backward<S: Scalar>(g: Geom, f: &mut Views<'_, S>) {
     }
 }
 
-/// Bag of words: from `dz1` back through conv1's patches to the input maps (`dp1`, `dx`),
-/// then into each cell's three table rows of `g_emb`.
-fn bow_backward<S: Scalar>(
-    g: Geom,
-    p: &Parts<'_, S>,
-    obs: &[&Observation],
-    f: &mut Views<'_, S>,
-    g_emb: &mut [S],
-) -> Result<()> {
-    let (n, cin, c0) = (g.n, g.s.cin, g.s.c0);
-    patch_grads(n * A_C1, c0, cin * KA, f.dz1, p.w1, f.dp1)?;
-    col2im(n, S_IN, cin, f.dp1, f.dx);
+/// Bag of words: each frame's input-map gradient `dx` into its cells' three table rows of
+/// `g_emb`, in frame order.
+fn bow_scatter<S: Scalar>(g: Geom, obs: &[&Observation], f: &Views<'_, S>, g_emb: &mut [S]) {
+    let cin = g.s.cin;
     for (r, o) in obs.iter().enumerate() {
         for (k, cell) in o.iter().enumerate() {
             let (j, i) = (k / S_IN, k % S_IN);
@@ -819,7 +846,6 @@ fn bow_backward<S: Scalar>(
             }
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]
