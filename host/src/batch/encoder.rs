@@ -212,7 +212,7 @@ impl<S: Scalar> EncoderBatch<S> {
         let outs = split_rows(out, stride, &self.frame_bounds());
         self.in_frame_parts(outs, |g, first, f, out| {
             let obs = &obs[first..first + g.n];
-            forward_frames(g, &p, obs, first, f, out, stride, off)
+            forward_frames(g, &p, (obs, first), f, (out, stride, off))
         })
     }
 
@@ -340,16 +340,12 @@ impl<S: Scalar> EncoderBatch<S> {
 
 /// The forward over `obs`, frames `first..` of the pass, in their views `f`; frame `r`'s
 /// features into `out[r * stride + off..]` (`r` counted from the part's first frame).
-#[allow(clippy::too_many_arguments)]
 fn forward_frames<S: Scalar>(
     g: Geom,
     p: &Parts<'_, S>,
-    obs: &[&Observation],
-    first: usize,
+    (obs, first): (&[&Observation], usize),
     f: &mut Views<'_, S>,
-    out: &mut [S],
-    stride: usize,
-    off: usize,
+    (out, stride, off): (&mut [S], usize, usize),
 ) -> Result<()> {
     let (n, cin, c0, c1) = (g.n, g.s.cin, g.s.c0, g.s.c1);
     input_maps(g, p, obs, first, f)?;
@@ -1017,30 +1013,6 @@ mod tests {
         }
     }
 
-    /// A bad cell code is reported with the frame's index in the whole pass, whichever part
-    /// of the frames holds it.
-    #[test]
-    fn a_bad_frame_is_named_by_its_index_in_the_pass() {
-        let d = ModelDims {
-            encoder: EncoderKind::Bow,
-            ..TINY
-        };
-        let params = vec![0.1f32; encoder_param_len(&d)];
-        let ok = [[1u8, 1, 1]; VIEW_CELLS];
-        let mut bad = ok;
-        bad[5][0] = 200;
-        let mut obs = vec![&ok; 6];
-        obs[4] = &bad;
-        let mut out = vec![0.0; 6 * 16];
-        for threads in [1, 2, 3] {
-            let mut eb = EncoderBatch::<f32>::new(&d, 6, false)
-                .unwrap()
-                .with_threads(threads);
-            let err = eb.forward(&params, &obs, &mut out, 16, 0).unwrap_err();
-            assert!(err.to_string().contains("frame 4:"), "{threads}: {err}");
-        }
-    }
-
     #[test]
     fn bad_input_is_an_error() {
         let d = ModelDims {
@@ -1073,5 +1045,17 @@ mod tests {
             eb.backward(&params, &[&ok], &out, 16, 0, &mut g).is_err(),
             "no backward"
         );
+        // A bad code is named by its frame's index in the whole pass, whichever part of the
+        // frames (thread) holds it.
+        let mut frames = vec![&ok; 6];
+        frames[4] = &o;
+        let mut out = vec![0.0; 6 * 16];
+        for threads in [1, 2, 3] {
+            let mut eb = EncoderBatch::<f32>::new(&d, 6, false)
+                .unwrap()
+                .with_threads(threads);
+            let err = eb.forward(&params, &frames, &mut out, 16, 0).unwrap_err();
+            assert!(err.to_string().contains("frame 4:"), "{threads}: {err}");
+        }
     }
 }
