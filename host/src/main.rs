@@ -193,6 +193,15 @@ struct ExperimentArgs {
     /// (experiments/README.md, "Archived runs").
     #[arg(long, value_name = "DIR", conflicts_with = "report_only")]
     archive: Option<PathBuf>,
+    /// While training: after each run finishes, archive the suite's finished runs into DIR as
+    /// --archive does, so that losing OUT (a scratch disk, a lent machine) loses only the
+    /// runs in progress; continue later with `cp -r DIR/. OUT` and the same command.
+    #[arg(
+        long,
+        value_name = "DIR",
+        conflicts_with_all = ["report_only", "archive", "slurm", "run_index", "status"]
+    )]
+    archive_each: Option<PathBuf>,
     /// Submit the suite to Slurm instead of running it here: a job array with one task per
     /// run (each `--run-index I` on the shared OUT) and a report job that runs after all of
     /// them (`--report-only`). The scripts go to OUT/slurm/ (docs/SCALING.md).
@@ -906,6 +915,7 @@ fn cmd_experiment(a: ExperimentArgs) -> Result<ExitCode> {
         run_notes: !a.quiet,
         tensorboard: !a.no_tensorboard,
         report_only: a.report_only,
+        archive_each: a.archive_each.clone(),
     };
     if let Some(dest) = &a.archive {
         if paper {

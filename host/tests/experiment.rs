@@ -53,6 +53,7 @@ fn options(name: &str, scale: f64, out: &Path) -> ExperimentOptions {
         run_notes: false,
         tensorboard: true,
         report_only: false,
+        archive_each: None,
     }
 }
 
@@ -395,7 +396,13 @@ fn curriculum_smoke() {
 #[test]
 fn zero_shot_smoke() {
     let out = tmpdir("zero-shot");
-    let opts = options("zero-shot", 0.001, &out);
+    // Archiving each run as it finishes: at the end the archive holds every run and the
+    // same report tables as the suite's own.
+    let arch = tmpdir("zero-shot-archive-each");
+    let opts = ExperimentOptions {
+        archive_each: Some(arch.clone()),
+        ..options("zero-shot", 0.001, &out)
+    };
     let suite = Suite::load(&opts.suite, &opts.overrides).unwrap();
     let s = experiment::run(&opts).unwrap();
     let md = check_outputs(
@@ -409,6 +416,11 @@ fn zero_shot_smoke() {
             assert!(md.contains(&row), "no row {row:?}:\n{md}");
         }
     }
+    let archived = std::fs::read_dir(arch.join("runs")).unwrap().count();
+    assert_eq!(archived, s.runs);
+    let archived_md = std::fs::read_to_string(arch.join("results.md")).unwrap();
+    let tables = |md: &str| md[md.find("## ").unwrap()..].to_string();
+    assert_eq!(tables(&archived_md), tables(&md));
 }
 
 #[test]

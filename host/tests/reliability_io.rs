@@ -320,6 +320,7 @@ fn suite_options(suite: PathBuf, out: PathBuf, scale: f64) -> ExperimentOptions 
         run_notes: false,
         tensorboard: true,
         report_only: false,
+        archive_each: None,
     }
 }
 

@@ -136,6 +136,12 @@ pub struct ExperimentOptions {
     /// Train nothing: write the report from runs finished earlier (an unfinished run of the
     /// plan is an error naming it).
     pub report_only: bool,
+    /// While training: after each run this call trains finishes, the suite's finished runs
+    /// are archived into this directory ([`archive`]: result, config and gzipped log of each,
+    /// the report for the seeds every arm has finished), so that losing `out` (a scratch disk,
+    /// a machine given back) loses only the runs in progress. A failed archive is a warning,
+    /// not an error: the runs stay in `out`.
+    pub archive_each: Option<PathBuf>,
 }
 
 /// What [`run`] did.
@@ -749,6 +755,8 @@ struct Workers {
     left: AtomicUsize,
     failed: AtomicBool,
     first_error: Mutex<Option<anyhow::Error>>,
+    /// Held while archiving ([`ExperimentOptions::archive_each`]): one archive at a time.
+    archiving: Mutex<()>,
 }
 
 /// Every run of `plan` on `jobs` worker threads (each takes the next run not taken, skips it
@@ -769,6 +777,7 @@ fn run_plan(
         left: AtomicUsize::new(jobs),
         failed: AtomicBool::new(false),
         first_error: Mutex::new(None),
+        archiving: Mutex::new(()),
     };
     let status = Status::new(plan, suite);
     std::thread::scope(|s| {
@@ -866,6 +875,9 @@ fn worker(
                 }
                 if let Ok(mut slot) = w.results[i].lock() {
                     *slot = Some((r, skipped));
+                }
+                if let (false, Some(dest)) = (skipped, &opts.archive_each) {
+                    archive_finished(opts, dest, &w.archiving);
                 }
             }
             Err(e) => {
@@ -971,6 +983,32 @@ pub fn archive(opts: &ExperimentOptions, dest: &Path) -> Result<ArchiveSummary> 
         complete_seeds,
         results,
     })
+}
+
+/// [`ExperimentOptions::archive_each`] after a run finished: the finished runs of `opts.out`
+/// into `dest`, one archive at a time (`lock`), a failure only a warning.
+fn archive_finished(opts: &ExperimentOptions, dest: &Path, lock: &Mutex<()>) {
+    let _one_at_a_time = lock.lock();
+    let o = ExperimentOptions {
+        archive_each: None,
+        progress: false,
+        status_every: None,
+        ..opts.clone()
+    };
+    match archive(&o, dest) {
+        Ok(a) if opts.progress => eprintln!(
+            "experiment: {} finished runs archived into {} (report on {} complete seeds)",
+            a.archived,
+            dest.display(),
+            a.complete_seeds
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!(
+            "experiment: warning: archiving into {} failed: {e:#} (the runs stay in {})",
+            dest.display(),
+            opts.out.display()
+        ),
+    }
 }
 
 /// The finished runs of the suite `opts` describes (every run's `result.json`), for reports
