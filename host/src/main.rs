@@ -195,7 +195,8 @@ struct ExperimentArgs {
     archive: Option<PathBuf>,
     /// While training: after each run finishes, archive the suite's finished runs into DIR as
     /// --archive does, so that losing OUT (a scratch disk, a lent machine) loses only the
-    /// runs in progress; continue later with `cp -r DIR/. OUT` and the same command.
+    /// runs in progress; continue later with `cp -r DIR/. OUT` and the same command. With
+    /// `paper`, each suite goes to DIR/SUITE.
     #[arg(
         long,
         value_name = "DIR",
@@ -826,7 +827,9 @@ fn cmd_train(a: TrainArgs) -> Result<ExitCode> {
         tensorboard: !a.no_tensorboard,
         notes: true,
         on_update: None,
-        stop: None,
+        // Ctrl-C or SIGTERM: a checkpoint after the current update, then exit (a second
+        // signal exits at once).
+        stop: Some(host::experiment::slurm::StopSignals::install_with_interrupt()?.stop),
     };
     eprintln!(
         "train: {} preset={} mode={} frames={} procs={} threads={} memory~{:.0}MiB out={}",
@@ -840,6 +843,16 @@ fn cmd_train(a: TrainArgs) -> Result<ExitCode> {
         out.display()
     );
     let s = train::run::train(&cfg, &opts)?;
+    if s.stopped {
+        eprintln!(
+            "train: stopped by signal at {} of {} frames; checkpoint {} saved (`--resume` with \
+             the same --out goes on from it)",
+            s.frames,
+            cfg.frames,
+            s.checkpoint.display()
+        );
+        return Ok(ExitCode::from(host::experiment::slurm::STOPPED_EXIT_CODE));
+    }
     println!("checkpoint: {}", s.checkpoint.display());
     println!(
         "train: level={} frames={} success={:.3} fps={:.0}",
@@ -916,6 +929,7 @@ fn cmd_experiment(a: ExperimentArgs) -> Result<ExitCode> {
         tensorboard: !a.no_tensorboard,
         report_only: a.report_only,
         archive_each: a.archive_each.clone(),
+        stop: None,
     };
     if let Some(dest) = &a.archive {
         if paper {
@@ -938,12 +952,30 @@ fn cmd_experiment(a: ExperimentArgs) -> Result<ExitCode> {
     if a.slurm {
         return experiment_slurm(&a, &opts);
     }
+    // Ctrl-C or SIGTERM: each running run saves a checkpoint after its current update, no
+    // other starts, and the same command goes on later (a second signal exits at once).
+    let stop = host::experiment::slurm::StopSignals::install_with_interrupt()?.stop;
+    let opts = host::experiment::ExperimentOptions {
+        stop: Some(stop),
+        ..opts
+    };
+    let stopped = |e: &anyhow::Error| {
+        e.downcast_ref::<host::experiment::Stopped>().is_some()
+            || e.downcast_ref::<host::experiment::StoppedBetweenRuns>()
+                .is_some()
+    };
     if paper {
-        let claims = host::experiment::run_paper(&opts, &suite_dirs)?;
+        let claims = match host::experiment::run_paper(&opts, &suite_dirs) {
+            Err(e) if stopped(&e) => return Ok(experiment_stopped(&e)),
+            r => r?,
+        };
         println!("claims: {}", claims.display());
         return Ok(ExitCode::SUCCESS);
     }
-    let s = host::experiment::run(&opts)?;
+    let s = match host::experiment::run(&opts) {
+        Err(e) if stopped(&e) => return Ok(experiment_stopped(&e)),
+        r => r?,
+    };
     println!(
         "results: {} (trained {}, finished earlier {})",
         s.results.display(),
@@ -958,6 +990,15 @@ fn cmd_experiment(a: ExperimentArgs) -> Result<ExitCode> {
         s.out.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// A suite stopped by a signal: what was saved, and the exit status of a stopped run.
+fn experiment_stopped(e: &anyhow::Error) -> ExitCode {
+    eprintln!(
+        "experiment: {e:#}\nexperiment: stopped; every run's checkpoint is saved, and running \
+         the same command again goes on"
+    );
+    ExitCode::from(host::experiment::slurm::STOPPED_EXIT_CODE)
 }
 
 /// `metarim experiment SUITE --archive DIR`: the finished runs of `opts.out` into `dest`.

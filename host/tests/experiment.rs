@@ -54,6 +54,7 @@ fn options(name: &str, scale: f64, out: &Path) -> ExperimentOptions {
         tensorboard: true,
         report_only: false,
         archive_each: None,
+        stop: None,
     }
 }
 
@@ -567,8 +568,10 @@ fn bad_suite_files_are_refused_with_clear_errors() {
 #[test]
 fn paper_smoke_writes_the_four_claim_lines() {
     let out = tmpdir("paper");
+    let arch = tmpdir("paper-archive-each");
     let opts = ExperimentOptions {
         suite: PathBuf::new(),
+        archive_each: Some(arch.clone()),
         ..options("sample-efficiency", 0.0002, &out)
     };
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments");
@@ -576,6 +579,8 @@ fn paper_smoke_writes_the_four_claim_lines() {
     assert_eq!(claims, out.join("claims.md"));
     for suite in experiment::PAPER_SUITES {
         assert!(out.join(suite).join("results.md").is_file(), "{suite}");
+        // --archive-each: each suite's runs in their own archive.
+        assert!(arch.join(suite).join("results.md").is_file(), "{suite}");
     }
     let md = std::fs::read_to_string(&claims).unwrap();
     let names = [

@@ -321,6 +321,7 @@ fn suite_options(suite: PathBuf, out: PathBuf, scale: f64) -> ExperimentOptions 
         tensorboard: true,
         report_only: false,
         archive_each: None,
+        stop: None,
     }
 }
 

@@ -296,6 +296,43 @@ fn two_processes_never_train_into_one_directory() {
     assert!(e.contains("without releasing its lock"), "{e}");
 }
 
+/// Ctrl-C (`SIGINT`) or `SIGTERM` stops `metarim train` cleanly: a checkpoint after the current
+/// update, the lock released, exit status 75, and `--resume` goes on from there.
+#[test]
+fn a_signal_stops_train_with_a_checkpoint_and_resume_goes_on() {
+    for sig in ["-INT", "-TERM"] {
+        let dir = tmpdir(&format!("signal{sig}"));
+        let first = Command::new(env!("CARGO_BIN_EXE_metarim"))
+            .args(long_run_args(&dir, &[]))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Signal only once training is under way (its first checkpoint saved).
+        wait_until(Duration::from_secs(120), || {
+            dir.join(CHECKPOINT_FILE).exists()
+        });
+        let killed = Command::new("kill")
+            .args([sig, &first.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let o = first.wait_with_output().unwrap();
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(75), "{sig}: {e}");
+        assert!(e.contains("stopped by signal at "), "{sig}: {e}");
+        let ck = checkpoint::load(&dir.join(CHECKPOINT_FILE)).unwrap();
+        assert!(ck.meta.frames > 0 && ck.meta.frames < 2_000_000, "{sig}");
+        let o = Command::new(env!("CARGO_BIN_EXE_metarim"))
+            .args(long_run_args(&dir, &["--resume", "--set", "frames=0"]))
+            .output()
+            .unwrap();
+        let e = stderr(&o);
+        assert!(o.status.success(), "{sig}: {e}");
+        assert!(!e.contains("without releasing its lock"), "{sig}: {e}");
+    }
+}
+
 #[test]
 fn resume_keeps_every_readable_log_line_and_sets_bad_ones_aside() {
     let dir = tmpdir("log");

@@ -140,8 +140,13 @@ pub struct ExperimentOptions {
     /// are archived into this directory ([`archive`]: result, config and gzipped log of each,
     /// the report for the seeds every arm has finished), so that losing `out` (a scratch disk,
     /// a machine given back) loses only the runs in progress. A failed archive is a warning,
-    /// not an error: the runs stay in `out`.
+    /// not an error: the runs stay in `out`. [`run_paper`] archives each suite into its own
+    /// subdirectory of it, named like the suite's output.
     pub archive_each: Option<PathBuf>,
+    /// Raised (by a signal handler): every running run saves a checkpoint after its current
+    /// update and stops, no further run starts, and [`run`] returns a [`Stopped`] error; the
+    /// same command resumes the suite.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// What [`run`] did.
@@ -830,8 +835,17 @@ fn worker(
     status: &Status,
     w: &Workers,
 ) {
+    let stopped = || opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
     loop {
         if w.failed.load(Ordering::SeqCst) {
+            break;
+        }
+        if stopped() {
+            // Between runs: the run not started is reported like a run stopped at once.
+            w.failed.store(true, Ordering::SeqCst);
+            if let Ok(mut slot) = w.first_error.lock() {
+                slot.get_or_insert(anyhow::Error::new(StoppedBetweenRuns));
+            }
             break;
         }
         let i = w.next.fetch_add(1, Ordering::SeqCst);
@@ -853,7 +867,7 @@ fn worker(
                     opts.run_notes,
                     opts.tensorboard,
                     hook,
-                    None,
+                    opts.stop.clone(),
                 );
                 r.map(|r| (r, false))
             }
@@ -1046,6 +1060,8 @@ pub fn run_paper(opts: &ExperimentOptions, suite_dirs: &[PathBuf]) -> Result<Pat
         let o = ExperimentOptions {
             suite: find_suite(name, suite_dirs)?,
             out: opts.out.join(name),
+            // Each suite's archive in its own directory, as its runs are under OUT/SUITE.
+            archive_each: opts.archive_each.as_ref().map(|d| d.join(name)),
             ..opts.clone()
         };
         if opts.report_only {
@@ -1126,6 +1142,22 @@ impl std::fmt::Display for Stopped {
 }
 
 impl std::error::Error for Stopped {}
+
+/// [`run`] stopped by [`ExperimentOptions::stop`] before a run began (every run started
+/// earlier stopped with a [`Stopped`] error or finished).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoppedBetweenRuns;
+
+impl std::fmt::Display for StoppedBetweenRuns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "stopped by signal between runs (running the same command again goes on)"
+        )
+    }
+}
+
+impl std::error::Error for StoppedBetweenRuns {}
 
 /// What [`run_one`] did.
 #[derive(Clone, Debug, PartialEq)]

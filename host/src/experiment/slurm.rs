@@ -343,9 +343,14 @@ impl StopSignals {
     /// flags. Only for processes that check them: a process that never does would ignore
     /// those signals.
     pub fn install() -> Result<StopSignals> {
+        StopSignals::install_on(Arc::new(AtomicBool::new(false)))
+    }
+
+    /// [`Self::install`] raising `stop`.
+    fn install_on(stop: Arc<AtomicBool>) -> Result<StopSignals> {
         use signal_hook::consts::{SIGTERM, SIGUSR1};
         let s = StopSignals {
-            stop: Arc::new(AtomicBool::new(false)),
+            stop,
             usr1: Arc::new(AtomicBool::new(false)),
         };
         for sig in [SIGTERM, SIGUSR1] {
@@ -354,6 +359,23 @@ impl StopSignals {
         }
         signal_hook::flag::register(SIGUSR1, Arc::clone(&s.usr1))
             .context("installing a handler for SIGUSR1")?;
+        Ok(s)
+    }
+
+    /// For commands run by hand (`metarim train`, `metarim experiment`): [`Self::install`],
+    /// and `SIGINT` (Ctrl-C) raises the stop flag too; a second `SIGTERM` or `SIGINT` while
+    /// the flag is up terminates at once (for a stop that takes too long).
+    pub fn install_with_interrupt() -> Result<StopSignals> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let stop = Arc::new(AtomicBool::new(false));
+        // The shutdown goes first: it acts only once the flag is already up.
+        for sig in [SIGTERM, SIGINT] {
+            signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&stop))
+                .with_context(|| format!("installing a handler for signal {sig}"))?;
+        }
+        let s = StopSignals::install_on(stop)?;
+        signal_hook::flag::register(SIGINT, Arc::clone(&s.stop))
+            .context("installing a handler for SIGINT")?;
         Ok(s)
     }
 
