@@ -42,19 +42,10 @@ fn overrides(scale: f64) -> Overrides {
 
 fn options(name: &str, scale: f64, out: &Path) -> ExperimentOptions {
     ExperimentOptions {
-        suite: suite_path(name),
         seeds: Some(SEEDS),
-        out: out.to_path_buf(),
         overrides: overrides(scale),
-        jobs: 0,
         command: format!("metarim experiment {name} (test)"),
-        progress: false,
-        status_every: None,
-        run_notes: false,
-        tensorboard: true,
-        report_only: false,
-        archive_each: None,
-        stop: None,
+        ..ExperimentOptions::new(suite_path(name), out.to_path_buf())
     }
 }
 

@@ -304,9 +304,6 @@ fn experiment_suite_arguments_with_slashes_and_directories() {
 
 fn suite_options(suite: PathBuf, out: PathBuf, scale: f64) -> ExperimentOptions {
     ExperimentOptions {
-        suite,
-        seeds: None,
-        out,
         overrides: Overrides {
             budget_scale: scale,
             preset: Some("Tiny".into()),
@@ -315,13 +312,7 @@ fn suite_options(suite: PathBuf, out: PathBuf, scale: f64) -> ExperimentOptions 
         },
         jobs: 1,
         command: "test".into(),
-        progress: false,
-        status_every: None,
-        run_notes: false,
-        tensorboard: true,
-        report_only: false,
-        archive_each: None,
-        stop: None,
+        ..ExperimentOptions::new(suite, out)
     }
 }
 

@@ -149,6 +149,29 @@ pub struct ExperimentOptions {
     pub stop: Option<Arc<AtomicBool>>,
 }
 
+impl ExperimentOptions {
+    /// The suite file `suite` into `out` with every other option at its quiet default: the
+    /// suite's seeds, no overrides, as many parallel runs as cores, no progress lines or run
+    /// notes, TensorBoard files, training (not a report alone), no archive, no stop flag.
+    pub fn new(suite: PathBuf, out: PathBuf) -> Self {
+        ExperimentOptions {
+            suite,
+            seeds: None,
+            out,
+            overrides: Overrides::default(),
+            jobs: 0,
+            command: String::new(),
+            progress: false,
+            status_every: None,
+            run_notes: false,
+            tensorboard: true,
+            report_only: false,
+            archive_each: None,
+            stop: None,
+        }
+    }
+}
+
 /// What [`run`] did.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExperimentSummary {
