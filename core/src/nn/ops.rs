@@ -479,14 +479,22 @@ mod tests {
         }
     }
 
+    /// A recurrent cell's random tensors `[w_ih, w_hh, b_ih, b_hh]` for `gates` gates of `nh`
+    /// units on `ni` inputs (weights in +-0.8, biases in +-0.5, drawn in that order).
+    fn random_cell(rng: &mut Pcg32, gates: usize, ni: usize, nh: usize) -> [Vec<f64>; 4] {
+        [
+            uniform_vec(rng, gates * nh * ni, 0.8),
+            uniform_vec(rng, gates * nh * nh, 0.8),
+            uniform_vec(rng, gates * nh, 0.5),
+            uniform_vec(rng, gates * nh, 0.5),
+        ]
+    }
+
     #[test]
     fn gru_gradients() {
         let mut rng = Pcg32::new(3);
         let (ni, nh) = (4usize, 3usize);
-        let w_ih = uniform_vec(&mut rng, 3 * nh * ni, 0.8);
-        let w_hh = uniform_vec(&mut rng, 3 * nh * nh, 0.8);
-        let b_ih = uniform_vec(&mut rng, 3 * nh, 0.5);
-        let b_hh = uniform_vec(&mut rng, 3 * nh, 0.5);
+        let [w_ih, w_hh, b_ih, b_hh] = random_cell(&mut rng, 3, ni, nh);
         let x = uniform_vec(&mut rng, ni, 1.0);
         let h = uniform_vec(&mut rng, nh, 1.0);
         let c = uniform_vec(&mut rng, nh, 1.0);
@@ -588,10 +596,7 @@ mod tests {
     fn lstm_gradients() {
         let mut rng = Pcg32::new(4);
         let (ni, nh) = (3usize, 4usize);
-        let w_ih = uniform_vec(&mut rng, 4 * nh * ni, 0.8);
-        let w_hh = uniform_vec(&mut rng, 4 * nh * nh, 0.8);
-        let b_ih = uniform_vec(&mut rng, 4 * nh, 0.5);
-        let b_hh = uniform_vec(&mut rng, 4 * nh, 0.5);
+        let [w_ih, w_hh, b_ih, b_hh] = random_cell(&mut rng, 4, ni, nh);
         let x = uniform_vec(&mut rng, ni, 1.0);
         let h = uniform_vec(&mut rng, nh, 1.0);
         let c0 = uniform_vec(&mut rng, nh, 1.0);
