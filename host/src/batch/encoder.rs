@@ -37,7 +37,7 @@ use metarim_core::nn::encoder::{
     A_P, BOW_MAX_VALUE, KA, S_C1, S_IN, S_P,
 };
 
-use crate::batch::gemm::{gemm, rm, row_fields, split_rows, tr, Scalar};
+use crate::batch::gemm::{even_bounds, gemm, rm, row_fields, split_rows, tr, Scalar};
 use crate::threads::join_all;
 
 row_fields! {
@@ -292,9 +292,7 @@ impl<S: Scalar> EncoderBatch<S> {
     /// The frame bounds of the last pass's parts: `threads` (at most one per frame) contiguous
     /// parts of about equal size; they depend only on the frame count and `threads`.
     fn frame_bounds(&self) -> Vec<usize> {
-        let n = self.frames;
-        let parts = self.threads.min(n).max(1);
-        (0..=parts).map(|k| k * n / parts).collect()
+        even_bounds(self.frames, self.threads)
     }
 
     /// Runs `work(g, first, f, item)` on each part of the last pass's frames
@@ -664,11 +662,10 @@ fn conv_param_grads<S: Scalar>(
             rm(0, k),
         )
     };
-    let parts = threads.min(c_out).max(1);
-    if parts == 1 {
+    let bounds = even_bounds(c_out, threads);
+    if bounds.len() == 2 {
         return block(0, &mut gw[..c_out * k]);
     }
-    let bounds: Vec<usize> = (0..=parts).map(|i| i * c_out / parts).collect();
     let blocks = split_rows(&mut gw[..c_out * k], k, &bounds);
     let block = &block;
     std::thread::scope(|sc| {

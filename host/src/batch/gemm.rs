@@ -186,6 +186,13 @@ pub fn axpy<S: Scalar>(alpha: S, x: &[S], y: &mut [S]) {
     }
 }
 
+/// Contiguous bounds for splitting `rows` rows (sequences, frames, channels) into `parts`
+/// ranges whose sizes differ by at most one (at least 1 and at most `rows` ranges).
+pub fn even_bounds(rows: usize, parts: usize) -> Vec<usize> {
+    let parts = parts.clamp(1, rows.max(1));
+    (0..=parts).map(|k| k * rows / parts).collect()
+}
+
 /// Splits `buf` into consecutive row blocks: block `i` holds rows `bounds[i]..bounds[i + 1]` of
 /// `width` elements each (`bounds` ascending, starting at 0). Rows past the buffer give empty
 /// blocks.

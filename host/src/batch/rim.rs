@@ -44,6 +44,7 @@ use metarim_core::nn::rim::{
     RimWeights,
 };
 
+pub use crate::batch::gemm::even_bounds;
 pub use crate::batch::gemm::Scalar;
 use crate::batch::gemm::{axpy, dot, gemm, mat, rm, row_fields, tr, Mat};
 
@@ -1755,12 +1756,6 @@ pub fn grads_view<'a, S>(d: &RimDims, g: &'a mut [S]) -> Result<RimGrads<'a, S>>
         rest = tail;
     }
     Ok(RimGrads::from_parts(parts))
-}
-
-/// Contiguous shard bounds: `seqs` sequences in `parts` ranges whose sizes differ by at most one.
-pub fn even_bounds(seqs: usize, parts: usize) -> Vec<usize> {
-    let parts = parts.clamp(1, seqs.max(1));
-    (0..=parts).map(|k| k * seqs / parts).collect()
 }
 
 /// The RIM cell's weights in the parameter buffers `p` of a model with `layout`.

@@ -51,7 +51,7 @@ use metarim_core::nn::policy::{state_len, ChunkStats};
 use metarim_core::nn::rim::{CommGrad, RimGrads, RimWeights};
 
 use crate::batch::encoder::EncoderBatch;
-use crate::batch::gemm::{row_fields, split_rows, Scalar};
+use crate::batch::gemm::{even_bounds, row_fields, split_rows, Scalar};
 use crate::batch::instr::InstrBatch;
 use crate::batch::lstm::{LstmBatch, LstmScratch, LstmShard};
 use crate::batch::rim::{RimBatch, RimScratch, RimShard};
@@ -427,7 +427,7 @@ impl<S: Scalar> BatchedGrads<S> {
         let (b_seqs, steps) = (seqs.len(), job.steps);
         let sl = state_len(&self.d);
         let parts = self.threads.min(b_seqs).max(1);
-        let seq_bounds: Vec<usize> = (0..=parts).map(|k| k * b_seqs / parts).collect();
+        let seq_bounds = even_bounds(b_seqs, parts);
         let row_bounds: Vec<usize> = seq_bounds.iter().map(|b| b * steps).collect();
         let mem_shards: Vec<MemShard<'_, S>> = match &mut self.mem {
             Memory::Rim { rb, scratch } => rb
