@@ -77,17 +77,23 @@ fw_toolchain_version() {
 }
 
 fw_cargo() {
-    local dir
+    local dir remap
     dir="$(fw_target_dir "$1")"
     shift
+    # Panic locations put source paths into flash; core sits outside firmware/'s workspace, so
+    # rustc gets its absolute path and the image grew with the checkout's path (16 paths: about
+    # 160 B more in a CI clone than in /work/main). Remapped to `metarim/`, only the crates'
+    # hashes still follow the path (they move function alignment by a few bytes). One argument
+    # in CARGO_ENCODED_RUSTFLAGS, so a path with spaces stays whole.
+    remap="--remap-path-prefix=$ROOT=metarim"
     if [ "$FW_TOOLCHAIN" = rustup ]; then
         (cd "$ROOT/firmware" && env -u CARGO_BUILD_TARGET -u RUSTFLAGS -u CARGO_TARGET_DIR \
-            cargo "$@" --target-dir "$dir")
+            CARGO_ENCODED_RUSTFLAGS="$remap" cargo "$@" --target-dir "$dir")
     else
         # The rustup proxies must not step in: Debian's cargo and rustc by path; Debian's rustc
         # has no rust-lld, so GNU ld links.
         (cd "$ROOT/firmware" && env -u RUSTUP_TOOLCHAIN -u CARGO_BUILD_TARGET -u RUSTFLAGS -u CARGO_TARGET_DIR \
-            RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 \
+            CARGO_ENCODED_RUSTFLAGS="$remap" RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 \
             CARGO_TARGET_THUMBV7EM_NONE_EABIHF_LINKER=arm-none-eabi-ld \
             /usr/bin/cargo "$@" -Zbuild-std=core --target-dir "$dir")
     fi
