@@ -190,9 +190,10 @@ pub struct UpdateReport {
     pub optimizer_steps: u32,
 }
 
-/// The window, gradient and work buffer of fast adaptation for `Tiny`: `W` steps.
+/// The steps of one adaptation window as they were acted (`len <= W` of them), and their
+/// advantages once [`Window::advantages`] has run: what the fast backward learns from.
 #[derive(Clone, Debug)]
-pub struct TinyAdapter<const W: usize> {
+struct Window<const W: usize> {
     xs: [[f32; TINY_X]; W],
     states: [[f32; TINY_STATE]; W],
     actions: [u8; W],
@@ -203,6 +204,60 @@ pub struct TinyAdapter<const W: usize> {
     starts: [bool; W],
     adv: [f32; W],
     len: usize,
+}
+
+impl<const W: usize> Window<W> {
+    const fn new() -> Self {
+        Window {
+            xs: [[0.0; TINY_X]; W],
+            states: [[0.0; TINY_STATE]; W],
+            actions: [0; W],
+            logprobs: [0.0; W],
+            values: [0.0; W],
+            rewards: [0.0; W],
+            dones: [false; W],
+            starts: [false; W],
+            adv: [0.0; W],
+            len: 0,
+        }
+    }
+
+    /// GAE with the frozen critic into `adv`.
+    fn advantages(&mut self, bootstrap: f32, cfg: &AdaptConfig) {
+        let n = self.len.min(W);
+        window_advantages(
+            &self.values[..n],
+            &self.rewards[..n],
+            &self.dones[..n],
+            bootstrap,
+            cfg,
+            &mut self.adv[..n],
+        );
+    }
+
+    /// Step `t` as the fast backward reads it: the stored memory input and state, and the PPO
+    /// sample (the return is value plus advantage, as GAE defines it). Valid after
+    /// [`Self::advantages`]; `t < W`.
+    fn fast_step(&self, t: usize) -> FastStep<'_, f32> {
+        FastStep {
+            x: &self.xs[t],
+            state_in: &self.states[t],
+            episode_start: self.starts[t],
+            sample: PpoSample {
+                action: usize::from(self.actions[t]),
+                old_logprob: self.logprobs[t],
+                old_value: self.values[t],
+                advantage: self.adv[t],
+                ret: self.values[t] + self.adv[t],
+            },
+        }
+    }
+}
+
+/// The window, gradient and work buffer of fast adaptation for `Tiny`: `W` steps.
+#[derive(Clone, Debug)]
+pub struct TinyAdapter<const W: usize> {
+    window: Window<W>,
     grads: [f32; TINY_FAST],
     work: [f32; TINY_FAST_WORK],
     acc_windows: u32,
@@ -225,16 +280,7 @@ impl<const W: usize> TinyAdapter<W> {
     /// An empty adapter (a `const fn`, so it can initialise a `static`).
     pub const fn new() -> Self {
         TinyAdapter {
-            xs: [[0.0; TINY_X]; W],
-            states: [[0.0; TINY_STATE]; W],
-            actions: [0; W],
-            logprobs: [0.0; W],
-            values: [0.0; W],
-            rewards: [0.0; W],
-            dones: [false; W],
-            starts: [false; W],
-            adv: [0.0; W],
-            len: 0,
+            window: Window::new(),
             grads: [0.0; TINY_FAST],
             work: [0.0; TINY_FAST_WORK],
             acc_windows: 0,
@@ -246,24 +292,24 @@ impl<const W: usize> TinyAdapter<W> {
 
     /// Steps held.
     pub fn len(&self) -> usize {
-        self.len
+        self.window.len
     }
 
     /// Whether the window is empty.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.window.len == 0
     }
 
     /// Whether the window is full.
     pub fn is_full(&self) -> bool {
-        self.len >= W
+        self.window.len >= W
     }
 
     /// Drop the window and any gradient accumulated towards the next step (the guard calls
     /// this when it restores the starting weights or stops learning). The running statistics
     /// stay.
     pub fn clear(&mut self) {
-        self.len = 0;
+        self.window.len = 0;
         self.acc_windows = 0;
         self.acc_steps = 0;
     }
@@ -283,8 +329,9 @@ impl<const W: usize> TinyAdapter<W> {
         reward: f32,
         done: bool,
     ) -> Result<(), Error> {
-        let i = self.len;
-        let (Some(xs), Some(st)) = (self.xs.get_mut(i), self.states.get_mut(i)) else {
+        let i = self.window.len;
+        let (Some(xs), Some(st)) = (self.window.xs.get_mut(i), self.window.states.get_mut(i))
+        else {
             return Err(Error::BufferTooSmall {
                 needed: i + 1,
                 got: W,
@@ -297,13 +344,14 @@ impl<const W: usize> TinyAdapter<W> {
         }
         xs.copy_from_slice(x);
         st.copy_from_slice(state_in);
-        self.actions[i] = u8::try_from(action).map_err(|_| Error::BadAction(action as i64))?;
-        self.logprobs[i] = logprob;
-        self.values[i] = value;
-        self.rewards[i] = reward;
-        self.dones[i] = done;
-        self.starts[i] = episode_start;
-        self.len = i + 1;
+        self.window.actions[i] =
+            u8::try_from(action).map_err(|_| Error::BadAction(action as i64))?;
+        self.window.logprobs[i] = logprob;
+        self.window.values[i] = value;
+        self.window.rewards[i] = reward;
+        self.window.dones[i] = done;
+        self.window.starts[i] = episode_start;
+        self.window.len = i + 1;
         Ok(())
     }
 
@@ -325,24 +373,14 @@ impl<const W: usize> TinyAdapter<W> {
         check_layout(layout)?;
         cfg.validate()?;
         let per_step = cfg.windows_per_step;
-        let n = self.len;
+        let n = self.window.len;
         if n == 0 {
             return Ok(UpdateReport::default());
         }
-        self.advantages(bootstrap, cfg);
+        self.window.advantages(bootstrap, cfg);
         let coefs = cfg.ppo_coefs();
-        let steps: [FastStep<'_, f32>; W] = core::array::from_fn(|t| FastStep {
-            x: &self.xs[t],
-            state_in: &self.states[t],
-            episode_start: self.starts[t],
-            sample: PpoSample {
-                action: usize::from(self.actions[t]),
-                old_logprob: self.logprobs[t],
-                old_value: self.values[t],
-                advantage: self.adv[t],
-                ret: self.values[t] + self.adv[t],
-            },
-        });
+        let window = &self.window;
+        let steps: [FastStep<'_, f32>; W] = core::array::from_fn(|t| window.fast_step(t));
         let nm = layout.dims().rim.n_modules.min(MAX_MODULES);
         let mut report = UpdateReport {
             steps: n,
@@ -372,8 +410,11 @@ impl<const W: usize> TinyAdapter<W> {
                 &mut self.work,
             )?
         };
-        self.totals
-            .add_window(n, self.adv[..n].iter().sum::<f32>(), stats.sum.entropy);
+        self.totals.add_window(
+            n,
+            self.window.adv[..n].iter().sum::<f32>(),
+            stats.sum.entropy,
+        );
         for (a, c) in self.acc_active.iter_mut().zip(stats.active_steps.iter()) {
             *a |= *c > 0;
         }
@@ -382,7 +423,7 @@ impl<const W: usize> TinyAdapter<W> {
         if self.acc_windows >= per_step {
             self.step(layout, fast, cfg, nm, &mut report)?;
         }
-        self.len = 0;
+        self.window.len = 0;
         Ok(report)
     }
 
@@ -405,19 +446,6 @@ impl<const W: usize> TinyAdapter<W> {
         report.modules_updated = report.modules_updated.max(modules);
         report.optimizer_steps += 1;
         Ok(())
-    }
-
-    /// GAE with the frozen critic into `adv`.
-    fn advantages(&mut self, bootstrap: f32, cfg: &AdaptConfig) {
-        let n = self.len.min(W);
-        window_advantages(
-            &self.values[..n],
-            &self.rewards[..n],
-            &self.dones[..n],
-            bootstrap,
-            cfg,
-            &mut self.adv[..n],
-        );
     }
 }
 
@@ -880,7 +908,13 @@ mod tests {
         let mut logits = [0.0f32; 7];
         for t in 0..4 {
             policy
-                .step_from_input(&ad.xs[t], &ad.states[t], &mut out, &mut logits, &mut cache)
+                .step_from_input(
+                    &ad.window.xs[t],
+                    &ad.window.states[t],
+                    &mut out,
+                    &mut logits,
+                    &mut cache,
+                )
                 .unwrap();
             for (a, f) in active_any.iter_mut().zip(policy.active_in_cache(&cache)) {
                 *a |= f;
@@ -1070,21 +1104,9 @@ mod tests {
         let mut active = [false; 4];
         for w in 0..3u64 {
             fill_window(&layout, &p0, &mut one, 10 + w, 1.0);
-            one.advantages(0.5, &cfg);
-            let steps: std::vec::Vec<FastStep<'_, f32>> = (0..4)
-                .map(|t| FastStep {
-                    x: &one.xs[t],
-                    state_in: &one.states[t],
-                    episode_start: one.starts[t],
-                    sample: PpoSample {
-                        action: usize::from(one.actions[t]),
-                        old_logprob: one.logprobs[t],
-                        old_value: one.values[t],
-                        advantage: one.adv[t],
-                        ret: one.values[t] + one.adv[t],
-                    },
-                })
-                .collect();
+            one.window.advantages(0.5, &cfg);
+            let steps: std::vec::Vec<FastStep<'_, f32>> =
+                (0..4).map(|t| one.window.fast_step(t)).collect();
             let coefs = cfg.ppo_coefs();
             let st = policy
                 .fast_window_backward(
@@ -1099,7 +1121,7 @@ mod tests {
             for (a, c) in active.iter_mut().zip(st.active_steps) {
                 *a |= c > 0;
             }
-            one.len = 0;
+            one.window.len = 0;
         }
         let norm = libm::sqrtf(grads.iter().map(|g| g * g).sum());
         let coef = clip_coef(norm, cfg.max_grad_norm);
