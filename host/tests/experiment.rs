@@ -295,6 +295,16 @@ fn sample_efficiency_smoke_and_rerun_skips_finished_runs() {
     from_archive.report_only = true;
     let r = experiment::run(&from_archive).unwrap();
     assert_eq!((r.trained, r.skipped), (0, s.runs));
+    // --status on the archive: every run done, its frames read from its result (no checkpoint).
+    for row in experiment::status(&from_archive).unwrap() {
+        assert_eq!(row.state, experiment::RunState::Done, "{}", row.name);
+        assert!(
+            row.frames >= row.budget,
+            "{}: {} frames",
+            row.name,
+            row.frames
+        );
+    }
     // One seed more than was run: --report-only refuses, naming the run, and trains nothing.
     from_archive.seeds = Some(SEEDS + 1);
     let e = format!("{:#}", experiment::run(&from_archive).unwrap_err());

@@ -1319,7 +1319,8 @@ pub struct RunStatusRow {
     pub name: String,
     /// Its state.
     pub state: RunState,
-    /// Frames in its checkpoint (0 without one).
+    /// Frames in its checkpoint, or in its `result.json` when it is done and has no
+    /// checkpoint (an archived run); 0 otherwise.
     pub frames: u64,
     /// Its budget.
     pub budget: u64,
@@ -1342,13 +1343,20 @@ pub fn status(opts: &ExperimentOptions) -> Result<Vec<RunStatusRow>> {
         let ck = run.dir.join(CHECKPOINT_FILE);
         // The frame count is in the checkpoint's header; a checkpoint being replaced right now
         // is read whole or not at all (atomic writes), and an unreadable one counts as 0.
-        let frames = checkpoint::load(&ck).map_or(0, |c| c.meta.frames);
+        let mut frames = checkpoint::load(&ck).map_or(0, |c| c.meta.frames);
         let state = if !run.dir.is_dir() {
             RunState::Missing
         } else {
+            let finished = finished_result(run, arm, &suite);
             match probe(&run.dir)? {
                 LockState::Held(holder) => RunState::Running(holder),
-                _ if finished_result(run, arm, &suite).is_some() => RunState::Done,
+                _ if finished.is_some() => {
+                    // An archived run keeps its result but no checkpoint: its frames are there.
+                    if !ck.exists() {
+                        frames = finished.map_or(0, |r| r.frames);
+                    }
+                    RunState::Done
+                }
                 LockState::Stale(holder) => {
                     RunState::Failed(format!("its process died while training ({holder})"))
                 }
