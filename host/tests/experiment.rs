@@ -91,6 +91,24 @@ fn check_outputs(s: &ExperimentSummary, suite: &Suite, table_header: &str) -> St
         md.contains(table_header),
         "results.md lacks {table_header:?}:\n{md}"
     );
+    // The budget: per run, in all, and what the runs trained (each at least its budget).
+    let budget = md
+        .lines()
+        .find_map(|l| l.strip_prefix("- budget: "))
+        .unwrap_or_else(|| panic!("results.md lacks its budget line:\n{md}"));
+    let number = |t: &str| t.replace(',', "").parse::<u64>().unwrap();
+    let (per_run, rest) = budget.split_once(" frames per run, ").unwrap();
+    let (all, rest) = rest.split_once(" in all (").unwrap();
+    let trained = rest
+        .split_once("); ")
+        .and_then(|(_, t)| t.split_once(" trained"))
+        .unwrap()
+        .0;
+    if !per_run.contains(" to ") {
+        assert_eq!(number(per_run) * s.runs as u64, number(all), "{budget}");
+    }
+    assert!(rest.starts_with(&format!("{} runs)", s.runs)), "{budget}");
+    assert!(number(trained) >= number(all), "{budget}");
     for arm in &suite.arms {
         assert!(
             md.contains(&format!("| {} |", arm.name)),

@@ -391,6 +391,26 @@ fn cell_json(text: &str) -> serde_json::Value {
     }
 }
 
+/// The frame budget of the planned runs (after any budget scale) and the frames the reported
+/// runs trained: `6,000,000 frames per run, 120,000,000 in all (20 runs); 120,012,800 trained`.
+fn budget_line(plan: &[PlannedRun], data: &[RunData]) -> String {
+    let budgets = plan.iter().map(|r| r.config.frames);
+    let (lo, hi) = (budgets.clone().min(), budgets.clone().max());
+    let per_run = match (lo, hi) {
+        (Some(lo), Some(hi)) if lo == hi => format!("{} frames per run", thousands(lo)),
+        (Some(lo), Some(hi)) => format!("{} to {} frames per run", thousands(lo), thousands(hi)),
+        _ => "no runs".to_string(),
+    };
+    let trained: u64 = data.iter().map(|d| d.result.frames).sum();
+    format!(
+        "{per_run}, {} in all ({} runs); {} trained by the {} runs reported",
+        thousands(budgets.sum()),
+        plan.len(),
+        thousands(trained),
+        data.len()
+    )
+}
+
 fn header(ctx: &ReportContext, data: &[RunData]) -> String {
     let s = ctx.suite;
     let o = ctx.overrides;
@@ -432,6 +452,7 @@ fn header(ctx: &ReportContext, data: &[RunData]) -> String {
         ctx.jobs,
         o.threads
     );
+    let _ = writeln!(md, "- budget: {}", budget_line(ctx.plan, data));
     let mut changes = format!("budget scale {}", o.budget_scale);
     if let Some(p) = &o.preset {
         let _ = write!(changes, ", preset {p}");
