@@ -1352,8 +1352,8 @@ pub fn status(opts: &ExperimentOptions) -> Result<Vec<RunStatusRow>> {
                 LockState::Held(holder) => RunState::Running(holder),
                 _ if finished.is_some() => {
                     // An archived run keeps its result but no checkpoint: its frames are there.
-                    if !ck.exists() {
-                        frames = finished.map_or(0, |r| r.frames);
+                    if let (Some(r), false) = (&finished, ck.exists()) {
+                        frames = r.frames;
                     }
                     RunState::Done
                 }

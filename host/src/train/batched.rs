@@ -426,8 +426,7 @@ impl<S: Scalar> BatchedGrads<S> {
     fn run_shards(&mut self, job: &ShardJob<'_, S>, seqs: &[Seq<'_, S>]) -> Result<()> {
         let (b_seqs, steps) = (seqs.len(), job.steps);
         let sl = state_len(&self.d);
-        let parts = self.threads.min(b_seqs).max(1);
-        let seq_bounds = even_bounds(b_seqs, parts);
+        let seq_bounds = even_bounds(b_seqs, self.threads);
         let row_bounds: Vec<usize> = seq_bounds.iter().map(|b| b * steps).collect();
         let mem_shards: Vec<MemShard<'_, S>> = match &mut self.mem {
             Memory::Rim { rb, scratch } => rb
