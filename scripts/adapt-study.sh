@@ -17,7 +17,11 @@
 #   LEARNERS     any of: device (the firmware's learner with its guard), device-noguard,
 #                device-revertsN (the guard restarting up to N times, each at half the
 #                previous learning rate; the default is 1), device-lrX (learning rate X),
-#                fast, attention, all (host-only full-gradient learners, with the guard)
+#                device-wpsN (N windows per SGD step; the default is 4),
+#                fast, attention, all, fast-critic (host-only full-gradient learners, with
+#                the guard; fast-critic: the fast group and the critic head), and any of
+#                those with -vcX (value loss weight X, e.g. fast-critic-vc0.5: the critic
+#                learns the target level's values; without it the critic stays frozen)
 #   METARIM      the metarim binary (default: built with cargo --release)
 set -euo pipefail
 OUT=${1:?usage: scripts/adapt-study.sh OUT}
@@ -55,7 +59,9 @@ for shift in $SHIFTS; do
                     device-noguard) flags=(--no-guard) ;;
                     device-reverts[0-9]*) flags=(--max-reverts "${l#device-reverts}") ;;
                     device-lr*) flags=(--lr "${l#device-lr}") ;;
-                    fast|attention|all) flags=(--groups "$l") ;;
+                    device-wps[0-9]*) flags=(--windows-per-step "${l#device-wps}") ;;
+                    fast|attention|all|fast-critic) flags=(--groups "$l") ;;
+                    *-vc[0-9]*) flags=(--groups "${l%-vc*}" --value-coef "${l##*-vc}") ;;
                     *) echo "adapt-study: unknown learner $l" >&2; exit 2 ;;
                 esac
                 out=$("$METARIM" adapt --checkpoint "$dir/checkpoint.safetensors" --level "$tgt" \

@@ -21,6 +21,7 @@ LEARNER_TEXT = {
     "fast": "host, full gradient, fast group (active modules), guard",
     "attention": "host, full gradient, attention only (reversed split), guard",
     "all": "host, full gradient, every parameter (upper bound), guard",
+    "fast-critic": "host, full gradient, fast group and critic head, guard",
 }
 
 
@@ -31,6 +32,11 @@ def learner_text(learner):
         return f"device learner, guard restarting up to {n} times (half the rate each time)"
     if learner.startswith("device-lr"):
         return f"device learner, guard, learning rate {learner[len('device-lr'):]}"
+    if learner.startswith("device-wps"):
+        return f"device learner, guard, {learner[len('device-wps'):]} windows per SGD step"
+    if "-vc" in learner:
+        base, vc = learner.rsplit("-vc", 1)
+        return f"{learner_text(base)}, value loss weight {vc} (the critic learns)"
     return LEARNER_TEXT.get(learner, learner)
 
 

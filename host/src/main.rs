@@ -106,10 +106,16 @@ struct AdaptArgs {
     max_reverts: Option<u32>,
     /// Host only: adapt these parameters with the full gradient instead of running the
     /// device's learner: `fast` (active modules' RNNs, the device's choice), `attention` (the
-    /// slow group: the reversed split) or `all` (every parameter: an upper bound). Same
-    /// episodes, window, loss, SGD and guard.
+    /// slow group: the reversed split), `all` (every parameter: an upper bound) or
+    /// `fast-critic` (the fast group and the critic head). Same episodes, window, loss, SGD
+    /// and guard.
     #[arg(long)]
     groups: Option<String>,
+    /// Host-only learners (`--groups`): weight of the value loss (default 0, the device's:
+    /// the critic stays as trained); with `all` or `fast-critic` the critic learns the new
+    /// level's values.
+    #[arg(long, requires = "groups", default_value_t = 0.0)]
+    value_coef: f32,
 }
 
 #[derive(Args, Debug)]
@@ -1420,6 +1426,9 @@ fn cmd_adapt(a: AdaptArgs) -> Result<ExitCode> {
     if !(cfg.entropy_coef.is_finite() && cfg.entropy_coef >= 0.0) {
         anyhow::bail!("--entropy-coef must be a finite number >= 0");
     }
+    if !(a.value_coef.is_finite() && a.value_coef >= 0.0) {
+        anyhow::bail!("--value-coef must be a finite number >= 0");
+    }
     if cfg.windows_per_step == 0 {
         anyhow::bail!("--windows-per-step must be >= 1 (windows per optimiser step), got 0");
     }
@@ -1438,6 +1447,7 @@ fn cmd_adapt(a: AdaptArgs) -> Result<ExitCode> {
             .as_deref()
             .map(host::adapt::Groups::parse)
             .transpose()?,
+        value_coef: a.value_coef,
     };
     let r = host::adapt::run(&a.checkpoint, &o)?;
     // One line per evaluation: successes, rate, Wilson interval, mean return.

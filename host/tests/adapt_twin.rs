@@ -15,6 +15,7 @@ use metarim_core::adapt::{
 };
 use metarim_core::env::Env;
 use metarim_core::levels::Level;
+use metarim_core::nn::params::TensorKind;
 use metarim_core::nn::presets::{TinyActor, TINY_FAST};
 
 fn unguarded() -> AdaptConfig {
@@ -42,6 +43,7 @@ fn the_twin_is_deterministic_and_updates_fast_weights() {
         seed: 3,
         cfg: unguarded(),
         groups: None,
+        value_coef: 0.0,
     };
     let a = run(&ck, &o).unwrap();
     let b = run(&ck, &o).unwrap();
@@ -69,6 +71,7 @@ fn the_default_guard_probes_first_and_leaves_the_weights_when_nothing_was_learne
         seed: 3,
         cfg: AdaptConfig::default(),
         groups: None,
+        value_coef: 0.0,
     };
     // 12 episodes are all inside the 50-episode probe: no update, the same policy after.
     let r = run(&ck, &o).unwrap();
@@ -94,6 +97,7 @@ fn host_learners_move_exactly_their_groups() {
             6,
             16,
             &unguarded(),
+            0.5,
         )
         .unwrap();
         assert!(st.optimizer_steps > 0, "{g:?}");
@@ -105,9 +109,16 @@ fn host_learners_move_exactly_their_groups() {
         let want = match g {
             Groups::Fast => [true, false, false],
             Groups::Attention => [false, true, false],
-            Groups::All => [true, true, true],
+            Groups::All | Groups::FastCritic => [true, g == Groups::All, true],
         };
         assert_eq!(moved, want, "{g:?}");
+        if g == Groups::FastCritic {
+            // Of the other group, only the critic moved.
+            let critic = ck.model.layout.entry(TensorKind::Critic).unwrap().range();
+            for (i, (a, b)) in p.other.iter().zip(&initial.other).enumerate() {
+                assert!(a == b || critic.contains(&i), "other[{i}] moved");
+            }
+        }
         let mut again = initial.clone();
         play_adapting(
             &ck.model.layout,
@@ -119,6 +130,7 @@ fn host_learners_move_exactly_their_groups() {
             6,
             16,
             &unguarded(),
+            0.5,
         )
         .unwrap();
         assert_eq!(again, p, "{g:?} is deterministic");
@@ -151,6 +163,7 @@ fn the_full_gradient_fast_learner_takes_the_device_learners_first_step() {
         1,
         16,
         &cfg,
+        0.0,
     )
     .unwrap();
     let mut fast = [0.0f32; TINY_FAST];

@@ -1,6 +1,6 @@
 //! Adapting other parameter groups than the device's, on the host only: the baselines the
 //! device learner is compared with (issue 22). The same episodes, sampling, window, PPO loss,
-//! frozen critic, gradient accumulation, clip, plain SGD and guard as the device's learner
+//! critic, gradient accumulation, clip, plain SGD and guard as the device's learner
 //! (`metarim_core::adapt`), but the gradient is the full one of [`Policy::chunk_backward`]
 //! (recomputed from each window's observations), and the step moves the chosen groups:
 //!
@@ -10,7 +10,13 @@
 //! - [`Groups::Attention`]: the slow group, the input and communication attention (the
 //!   reversed split: fast attention, slow modules);
 //! - [`Groups::All`]: every parameter (encoders, attention, modules, heads): an upper bound
-//!   no device could run (it would need every group in RAM, plus the observations).
+//!   no device could run (it would need every group in RAM, plus the observations);
+//! - [`Groups::FastCritic`]: the fast group and the critic head, for measuring a critic that
+//!   learns the new level (with `value_coef` > 0; docs/RESULTS.md, "A critic that learns the
+//!   new level": it adapts worse than the frozen critic).
+//!
+//! The critic stays frozen (value loss weight 0, as on the device) unless `value_coef` > 0
+//! and the groups include it (`All`, `FastCritic`).
 //!
 //! Invariant: the episode loop draws exactly what `metarim_core::adapt::play_episodes` draws
 //! (episode `i` of seed `S` from `Pcg32::with_stream(split_mix64(S), i)`), so a run here and a
@@ -23,9 +29,9 @@ use metarim_core::adapt::{
 use metarim_core::env::{Action, Env, Observation, VIEW_CELLS};
 use metarim_core::levels::Level;
 use metarim_core::mission::vocab::{tokenize, MAX_TOKENS};
-use metarim_core::nn::loss::PpoSample;
+use metarim_core::nn::loss::{PpoCoefs, PpoSample};
 use metarim_core::nn::optim::{clip_coef, Range, Sgd};
-use metarim_core::nn::params::{Layout, FAST_RANGES};
+use metarim_core::nn::params::{Layout, TensorKind, FAST_RANGES};
 use metarim_core::nn::policy::{chunk_work_len, ChunkStep, Policy, MAX_MODULES};
 use metarim_core::nn::presets::TinyActor;
 use metarim_core::nn::rim::CommGrad;
@@ -43,11 +49,20 @@ pub enum Groups {
     Attention,
     /// Every parameter: the host-only upper bound.
     All,
+    /// The fast group and the critic head: the device's choice with a critic that learns the
+    /// new level's values (with a value loss, `value_coef` > 0; the frozen critic is the
+    /// baseline of every advantage).
+    FastCritic,
 }
 
 impl Groups {
     /// Every choice, in the order the comparison table lists them.
-    pub const ALL: [Groups; 3] = [Groups::Fast, Groups::Attention, Groups::All];
+    pub const ALL: [Groups; 4] = [
+        Groups::Fast,
+        Groups::Attention,
+        Groups::All,
+        Groups::FastCritic,
+    ];
 
     /// The name on the command line and in tables.
     pub fn name(self) -> &'static str {
@@ -55,6 +70,7 @@ impl Groups {
             Groups::Fast => "fast",
             Groups::Attention => "attention",
             Groups::All => "all",
+            Groups::FastCritic => "fast-critic",
         }
     }
 
@@ -63,7 +79,9 @@ impl Groups {
         Groups::ALL
             .into_iter()
             .find(|g| g.name() == s)
-            .ok_or_else(|| anyhow!("unknown parameter groups {s:?} (fast, attention or all)"))
+            .ok_or_else(|| {
+                anyhow!("unknown parameter groups {s:?} (fast, attention, all or fast-critic)")
+            })
     }
 }
 
@@ -95,10 +113,11 @@ struct Learner<'a> {
     acc_active: [bool; MAX_MODULES],
     stats: EpisodeStats,
     totals: LearnTotals,
+    value_coef: f32,
 }
 
 impl<'a> Learner<'a> {
-    fn new(layout: &'a Layout, groups: Groups, window: usize) -> Learner<'a> {
+    fn new(layout: &'a Layout, groups: Groups, window: usize, value_coef: f32) -> Learner<'a> {
         Learner {
             layout,
             groups,
@@ -113,6 +132,7 @@ impl<'a> Learner<'a> {
             acc_active: [false; MAX_MODULES],
             stats: EpisodeStats::default(),
             totals: LearnTotals::ZERO,
+            value_coef,
         }
     }
 
@@ -171,7 +191,10 @@ impl<'a> Learner<'a> {
                 .chunk_backward(
                     &chunk,
                     &self.init_state,
-                    &cfg.ppo_coefs(),
+                    &PpoCoefs {
+                        value_coef: self.value_coef,
+                        ..cfg.ppo_coefs()
+                    },
                     1.0,
                     CommGrad::Blocked,
                     self.grads.bufs_mut(),
@@ -198,7 +221,7 @@ impl<'a> Learner<'a> {
         let nm = self.layout.dims().rim.n_modules.min(MAX_MODULES);
         let mut fast_ranges = heapless::Vec::<Range, FAST_RANGES>::new();
         let (fast, slow, other) = match self.groups {
-            Groups::Fast => (true, false, false),
+            Groups::Fast | Groups::FastCritic => (true, false, false),
             Groups::Attention => (false, true, false),
             Groups::All => (true, true, true),
         };
@@ -209,10 +232,18 @@ impl<'a> Learner<'a> {
                 .map_err(|e| anyhow!("{e}"))?;
         }
         let whole = |on: bool, len: usize| if on { vec![(0, len)] } else { vec![] };
-        let (slow_ranges, other_ranges) = (
+        let (slow_ranges, mut other_ranges) = (
             whole(slow, self.grads.slow.len()),
             whole(other, self.grads.other.len()),
         );
+        if self.groups == Groups::FastCritic {
+            let critic = self
+                .layout
+                .entry(TensorKind::Critic)
+                .ok_or_else(|| anyhow!("the layout has no critic"))?
+                .range();
+            other_ranges.push((critic.start, critic.len()));
+        }
         let plan: [(&mut Vec<f32>, &mut Vec<f32>, Vec<Range>); 3] = [
             (&mut params.fast, &mut self.grads.fast, fast_ranges.to_vec()),
             (&mut params.slow, &mut self.grads.slow, slow_ranges),
@@ -260,10 +291,11 @@ pub fn play_adapting(
     count: u64,
     window: usize,
     cfg: &AdaptConfig,
+    value_coef: f32,
 ) -> Result<EpisodeStats> {
     cfg.validate().map_err(|e| anyhow!("{e}"))?;
     let mut guard = Guard::new(&cfg.guard).map_err(|e| anyhow!("{e}"))?;
-    let mut learner = Learner::new(layout, groups, window.max(1));
+    let mut learner = Learner::new(layout, groups, window.max(1), value_coef);
     let mut env = Box::new(Env::EMPTY);
     let mut actor = Box::<TinyActor>::default();
     let mut tokens = [0u16; MAX_TOKENS];

@@ -40,6 +40,9 @@ pub struct AdaptOptions {
     /// the host-only learner of [`groups`] moving those parameters (the comparison of
     /// issue 22).
     pub groups: Option<Groups>,
+    /// Host-only learners: weight of the value loss (0: the critic gets no gradient, as on
+    /// the device; it moves only where the groups include it).
+    pub value_coef: f32,
 }
 
 /// Results of a twin run.
@@ -102,6 +105,7 @@ pub fn run(ckpt: &Path, o: &AdaptOptions) -> Result<AdaptResult> {
                 o.episodes,
                 WINDOW,
                 &o.cfg,
+                o.value_coef,
             )?;
             (st, 0)
         }
