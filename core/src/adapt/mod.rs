@@ -254,6 +254,29 @@ impl<const W: usize> Window<W> {
     }
 }
 
+/// One acted step as the adapter learns from it: what the policy read and did, and what the
+/// environment answered. Named fields, since three of them are `f32`s a positional list could
+/// swap.
+#[derive(Clone, Copy, Debug)]
+pub struct ActedStep<'a> {
+    /// The memory input the policy read (encoder output ++ instruction embedding, [`TINY_X`]).
+    pub x: &'a [f32],
+    /// The memory state before the step ([`TINY_STATE`]).
+    pub state_in: &'a [f32],
+    /// Whether the step started an episode (the memory was reset before it).
+    pub episode_start: bool,
+    /// The action taken.
+    pub action: usize,
+    /// Its log-probability under the acting policy.
+    pub logprob: f32,
+    /// The critic's value of the state.
+    pub value: f32,
+    /// The reward, scaled as in training ([`AdaptConfig::reward_scale`]).
+    pub reward: f32,
+    /// Whether the episode ended with this step.
+    pub done: bool,
+}
+
 /// The window, gradient and work buffer of fast adaptation for `Tiny`: `W` steps.
 #[derive(Clone, Debug)]
 pub struct TinyAdapter<const W: usize> {
@@ -314,21 +337,18 @@ impl<const W: usize> TinyAdapter<W> {
         self.acc_steps = 0;
     }
 
-    /// Append one step: the memory input and state the policy read, whether it started an
-    /// episode, the action with its log-probability and value, the (scaled) reward and
-    /// whether the episode ended. Errors when full or on wrong lengths.
-    #[allow(clippy::too_many_arguments)]
-    pub fn record(
-        &mut self,
-        x: &[f32],
-        state_in: &[f32],
-        episode_start: bool,
-        action: usize,
-        logprob: f32,
-        value: f32,
-        reward: f32,
-        done: bool,
-    ) -> Result<(), Error> {
+    /// Append one acted step ([`ActedStep`]). Errors when full or on wrong lengths.
+    pub fn record(&mut self, step: &ActedStep<'_>) -> Result<(), Error> {
+        let ActedStep {
+            x,
+            state_in,
+            episode_start,
+            action,
+            logprob,
+            value,
+            reward,
+            done,
+        } = *step;
         let i = self.window.len;
         let (Some(xs), Some(st)) = (self.window.xs.get_mut(i), self.window.states.get_mut(i))
         else {
@@ -689,16 +709,16 @@ pub fn play_episodes<const W: usize>(
             stats.steps += 1;
             let done = out.terminated || out.truncated;
             if let Some((ad, cfg)) = learner.as_mut() {
-                ad.record(
-                    s.actor.memory_input(),
-                    &state_in,
-                    start,
-                    a,
+                ad.record(&ActedStep {
+                    x: s.actor.memory_input(),
+                    state_in: &state_in,
+                    episode_start: start,
+                    action: a,
                     logprob,
                     value,
-                    out.reward * cfg.reward_scale,
+                    reward: out.reward * cfg.reward_scale,
                     done,
-                )?;
+                })?;
                 if done {
                     ad.update(s.layout, s.fast, s.slow, s.other, 0.0, cfg)?;
                 }
@@ -737,6 +757,20 @@ pub fn play_episodes<const W: usize>(
 mod tests {
     use super::*;
     use crate::mission::vocab::{tokenize, MAX_TOKENS};
+
+    /// A step with memory input `x`, a zero state and zero log-probability, value and reward.
+    fn zero_step(x: &[f32], episode_start: bool, action: usize, done: bool) -> ActedStep<'_> {
+        ActedStep {
+            x,
+            state_in: &[0.0; TINY_STATE],
+            episode_start,
+            action,
+            logprob: 0.0,
+            value: 0.0,
+            reward: 0.0,
+            done,
+        }
+    }
     use crate::nn::params::GroupBufsMut;
     use crate::nn::policy::init_params;
     use crate::nn::presets::{tiny_layout, TinyParams};
@@ -873,34 +907,9 @@ mod tests {
     #[test]
     fn an_update_only_moves_modules_active_in_the_window() {
         let (layout, mut p) = model(5);
-        let level = Level::from_id("BabyAI-GoToObj-v0").unwrap();
-        let mut env = Box::new(Env::EMPTY);
-        level.reset(&mut env, 1).unwrap();
-        let mut tokens = [0u16; MAX_TOKENS];
-        tokenize(env.mission.as_str(), &mut tokens).unwrap();
-        let mut actor = Box::<TinyActor>::default();
-        actor.start(&layout, &p, &tokens).unwrap();
         let mut ad = Box::new(TinyAdapter::<4>::new());
+        fill_window(&layout, &p, &mut ad, 1, 1.0);
         let mut active_any = [false; 4];
-        let mut obs = [[0u8; 3]; VIEW_CELLS];
-        for t in 0..4 {
-            env.observe(&mut obs);
-            let state_in = actor.state;
-            let v = actor.step(&layout, &p, &obs).unwrap();
-            let (a, lp) = argmax_action(&actor.logits);
-            let out = env.step(Action::ALL[a]);
-            ad.record(
-                actor.memory_input(),
-                &state_in,
-                t == 0,
-                a,
-                lp,
-                v,
-                out.reward + 1.0,
-                false,
-            )
-            .unwrap();
-        }
         // Which modules were active: recompute through the window's stored inputs.
         let policy = crate::nn::policy::Policy::new(&layout, p.bufs()).unwrap();
         let mut cache = std::vec![0.0f32; crate::nn::policy::step_cache_len(&TINY)];
@@ -922,16 +931,7 @@ mod tests {
         }
         assert!(ad.is_full());
         assert!(ad
-            .record(
-                &[0.0; TINY_X],
-                &[0.0; TINY_STATE],
-                false,
-                0,
-                0.0,
-                0.0,
-                0.0,
-                false
-            )
+            .record(&zero_step(&[0.0; TINY_X], false, 0, false))
             .is_err());
         let before = p.fast;
         let (slow, other) = (p.slow, p.other);
@@ -989,17 +989,8 @@ mod tests {
         let layout = Layout::new(&TINY, Mode::Joint).unwrap();
         let (_, mut p) = model(1);
         let mut ad = TinyAdapter::<2>::new();
-        ad.record(
-            &[0.0; TINY_X],
-            &[0.0; TINY_STATE],
-            true,
-            1,
-            0.0,
-            0.0,
-            0.0,
-            true,
-        )
-        .unwrap();
+        ad.record(&zero_step(&[0.0; TINY_X], true, 1, true))
+            .unwrap();
         let (slow, other) = (p.slow, p.other);
         assert!(ad
             .update(
@@ -1011,29 +1002,9 @@ mod tests {
                 &AdaptConfig::default()
             )
             .is_err());
+        assert!(ad.record(&zero_step(&[0.0; 3], false, 0, false)).is_err());
         assert!(ad
-            .record(
-                &[0.0; 3],
-                &[0.0; TINY_STATE],
-                false,
-                0,
-                0.0,
-                0.0,
-                0.0,
-                false
-            )
-            .is_err());
-        assert!(ad
-            .record(
-                &[0.0; TINY_X],
-                &[0.0; TINY_STATE],
-                false,
-                300,
-                0.0,
-                0.0,
-                0.0,
-                false
-            )
+            .record(&zero_step(&[0.0; TINY_X], false, 300, false))
             .is_err());
     }
 
@@ -1060,16 +1031,16 @@ mod tests {
             let v = actor.step(layout, p, &obs).unwrap();
             let (a, lp) = argmax_action(&actor.logits);
             env.step(Action::ALL[a]);
-            ad.record(
-                actor.memory_input(),
-                &state_in,
-                t == 0,
-                a,
-                lp,
-                v,
+            ad.record(&ActedStep {
+                x: actor.memory_input(),
+                state_in: &state_in,
+                episode_start: t == 0,
+                action: a,
+                logprob: lp,
+                value: v,
                 reward,
-                false,
-            )
+                done: false,
+            })
             .unwrap();
         }
     }
