@@ -202,11 +202,11 @@ struct ExperimentArgs {
     /// While training: after each run finishes, archive the suite's finished runs into DIR as
     /// --archive does, so that losing OUT (a scratch disk, a lent machine) loses only the
     /// runs in progress; continue later with `cp -r DIR/. OUT` and the same command. With
-    /// `paper`, each suite goes to DIR/SUITE.
+    /// `paper`, each suite goes to DIR/SUITE; with `--run-index`, after that run finishes.
     #[arg(
         long,
         value_name = "DIR",
-        conflicts_with_all = ["report_only", "archive", "slurm", "run_index", "status"]
+        conflicts_with_all = ["report_only", "archive", "slurm", "status"]
     )]
     archive_each: Option<PathBuf>,
     /// Submit the suite to Slurm instead of running it here: a job array with one task per

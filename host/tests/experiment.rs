@@ -444,6 +444,29 @@ fn zero_shot_smoke() {
 }
 
 #[test]
+fn one_run_by_index_archives_itself_when_asked() {
+    // `--run-index I --archive-each DIR`: the way a suite runs one run at a time (or as a
+    // Slurm array task) keeps each finished run outside the scratch directory too.
+    let out = tmpdir("run-index-archive");
+    let arch = tmpdir("run-index-archive-dest");
+    let opts = ExperimentOptions {
+        archive_each: Some(arch.clone()),
+        ..options("zero-shot", 0.001, &out)
+    };
+    let o = experiment::run_one(&opts, 1, None).unwrap();
+    assert!(!o.skipped);
+    let archived: Vec<_> = std::fs::read_dir(arch.join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(archived, std::slice::from_ref(&o.name));
+    let result = |dir: &Path| std::fs::read(dir.join("runs").join(&o.name).join("result.json"));
+    assert_eq!(result(&arch).unwrap(), result(&out).unwrap());
+    // Without a complete seed there is no report yet.
+    assert!(!arch.join("results.md").exists());
+}
+
+#[test]
 fn grounding_smoke_reports_success_with_another_episodes_mission() {
     let out = tmpdir("grounding");
     let opts = options("grounding", 0.0002, &out);

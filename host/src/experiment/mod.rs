@@ -1198,7 +1198,9 @@ pub struct RunOneOutcome {
 /// Train (or resume) and evaluate only run `index` (0-based, in [`plan`] order) of the suite
 /// `opts` describes: one task of a cluster job array ([`slurm`]). A finished run is not
 /// rerun. `stop` as in [`RunOptions::stop`]: once raised, the run saves its checkpoint and this
-/// returns a [`Stopped`] error. Progress lines go to stderr every `opts.status_every`.
+/// returns a [`Stopped`] error. Progress lines go to stderr every `opts.status_every`. With
+/// `opts.archive_each`, the finished suite runs are archived there ([`archive`]) once this
+/// run has finished.
 pub fn run_one(
     opts: &ExperimentOptions,
     index: usize,
@@ -1269,6 +1271,11 @@ pub fn run_one(
         stop,
     )
     .with_context(|| format!("run {name} ({})", run.dir.display()))?;
+    if let Some(dest) = &opts.archive_each {
+        // One run per process here: concurrent `--run-index` processes archiving into one DIR
+        // each write whole files atomically; the report is the last writer's.
+        archive_finished(opts, dest, &Mutex::new(()));
+    }
     Ok(RunOneOutcome {
         name,
         of: plan.len(),
