@@ -49,3 +49,47 @@ pub fn record(dir: &Path, frames_at_start: u64) -> Result<()> {
         .with_context(|| format!("opening {}", path.display()))?;
     writeln!(f, "{line}").with_context(|| format!("writing {}", path.display()))
 }
+
+/// One invocation of a `provenance.jsonl` line as archives keep it: the commit, the machine,
+/// when it started and from which frame; not the command line (it names scratch paths).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Invocation {
+    /// The short commit the training binary was built from.
+    pub commit: String,
+    /// The machine ([`crate::experiment::report::hardware`] where it trained).
+    pub hardware: String,
+    /// Unix time it started.
+    pub started_unix_s: f64,
+    /// The run's frames when it started (0: a new run).
+    pub frames_at_start: u64,
+}
+
+/// The invocations recorded in `dir/provenance.jsonl`, in order; an empty list where the file
+/// is missing. A line that does not parse is an error naming the file and line.
+pub fn read(dir: &Path) -> Result<Vec<Invocation>> {
+    let path = dir.join(PROVENANCE_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).with_context(|| {
+                format!("{} line {}: not a provenance record", path.display(), i + 1)
+            })
+        })
+        .collect()
+}
+
+/// `invocations` as `provenance.jsonl` text without command lines (what an archive keeps).
+pub fn archived_text(invocations: &[Invocation]) -> Result<String> {
+    let mut text = String::new();
+    for inv in invocations {
+        text.push_str(&serde_json::to_string(inv).context("writing a provenance record")?);
+        text.push('\n');
+    }
+    Ok(text)
+}

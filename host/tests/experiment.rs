@@ -83,6 +83,7 @@ fn check_outputs(s: &ExperimentSummary, suite: &Suite, table_header: &str) -> St
         "- commit: ",
         "- wall time: ",
         "- hardware: ",
+        "- trained on: ",
         "bootstrap",
     ] {
         assert!(md.contains(key), "results.md lacks {key:?}:\n{md}");
@@ -301,7 +302,12 @@ fn sample_efficiency_smoke_and_rerun_skips_finished_runs() {
         files.sort();
         assert_eq!(
             files,
-            ["config.toml", "result.json", "train.jsonl.gz"],
+            [
+                "config.toml",
+                "provenance.jsonl",
+                "result.json",
+                "train.jsonl.gz"
+            ],
             "{}",
             run.display()
         );
@@ -439,6 +445,16 @@ fn zero_shot_smoke() {
     let archived = std::fs::read_dir(arch.join("runs")).unwrap().count();
     assert_eq!(archived, s.runs);
     let archived_md = std::fs::read_to_string(arch.join("results.md")).unwrap();
+    // Both reports name the machine and commit that trained every run.
+    let trained_on = format!(
+        "- trained on: {} at {}: {} runs\n",
+        host::experiment::report::hardware(),
+        host::provenance::BUILD_COMMIT,
+        s.runs
+    );
+    for m in [&md, &archived_md] {
+        assert!(m.contains(&trained_on), "no {trained_on:?}:\n{m}");
+    }
     let tables = |md: &str| md[md.find("## ").unwrap()..].to_string();
     assert_eq!(tables(&archived_md), tables(&md));
 }
@@ -464,6 +480,19 @@ fn one_run_by_index_archives_itself_when_asked() {
     assert_eq!(result(&arch).unwrap(), result(&out).unwrap());
     // Without a complete seed there is no report yet.
     assert!(!arch.join("results.md").exists());
+    // The archive says which commit and machine trained the run, without the command line
+    // (it names the scratch directory).
+    let prov =
+        std::fs::read_to_string(arch.join("runs").join(&o.name).join("provenance.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(prov.lines().next().unwrap()).unwrap();
+    assert_eq!(first["commit"], host::provenance::BUILD_COMMIT);
+    assert_eq!(first["frames_at_start"], 0);
+    assert!(
+        first["hardware"].as_str().unwrap().contains("cores"),
+        "{prov}"
+    );
+    assert!(first.get("command").is_none(), "{prov}");
+    assert!(!prov.contains(out.to_str().unwrap()), "{prov}");
 }
 
 #[test]

@@ -952,7 +952,9 @@ pub struct ArchiveSummary {
 
 /// Copy the finished runs of the suite `opts` describes (in `opts.out`) into `dest`, keeping of
 /// each only what its report needs and what shows what it computed: `result.json`,
-/// `config.toml` and its log, gzipped (a few hundred kB per run instead of the checkpoint's).
+/// `config.toml`, its log, gzipped (a few hundred kB per run instead of the checkpoint's), and
+/// its `provenance.jsonl` without the command lines (the commit and machine of each
+/// invocation that trained it).
 /// `dest` is then a suite directory like any other: `metarim experiment SUITE --out DEST`
 /// counts its runs as finished and trains only the others, and its report is regenerated
 /// here for the seeds `0..K` that have all finished. Trains nothing.
@@ -976,6 +978,15 @@ pub fn archive(opts: &ExperimentOptions, dest: &Path) -> Result<ArchiveSummary> 
             let bytes = std::fs::read(run.dir.join(file))
                 .with_context(|| format!("reading {}", run.dir.join(file).display()))?;
             write_atomic(&to.join(file), &bytes)?;
+        }
+        // Which commit and machine trained it, without the command lines (scratch paths).
+        let invocations = crate::provenance::read(&run.dir)?;
+        if !invocations.is_empty() {
+            let text = crate::provenance::archived_text(&invocations)?;
+            write_atomic(
+                &to.join(crate::provenance::PROVENANCE_FILE),
+                text.as_bytes(),
+            )?;
         }
         let log = run.dir.join("train.jsonl");
         let text = match std::fs::read(&log) {

@@ -3,8 +3,9 @@
 //! module-activation heatmaps.
 //!
 //! Invariants: tables and plots are a function of the runs' logs and results (aggregated in
-//! arm and seed order), except the header's wall time, commit and hardware lines; every file is
-//! written atomically.
+//! arm and seed order), except the header's wall time, commit and hardware lines (the
+//! reporting invocation's; the "trained on" line names the machines and commits that trained
+//! the runs, from their `provenance.jsonl`); every file is written atomically.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -411,6 +412,64 @@ fn budget_line(plan: &[PlannedRun], data: &[RunData]) -> String {
     )
 }
 
+/// Which machines and commits trained the reported runs, from their `provenance.jsonl`
+/// (every invocation, a resumed run counted under each of its machines): `2 cores (available
+/// parallelism), AMD EPYC at 0a4b7b9: 20 runs`, pairs in order of first appearance; runs
+/// without a record (archived before archives kept it) are counted as such.
+fn trained_on_line(data: &[RunData]) -> String {
+    let mut pairs: Vec<((String, String), usize)> = Vec::new();
+    let (mut unrecorded, mut unreadable) = (0, 0);
+    for d in data {
+        let Ok(invocations) = crate::provenance::read(&d.run.dir) else {
+            unreadable += 1;
+            continue;
+        };
+        if invocations.is_empty() {
+            unrecorded += 1;
+        }
+        let mut seen: Vec<(String, String)> = Vec::new();
+        for inv in invocations {
+            let key = (inv.hardware, inv.commit);
+            if seen.contains(&key) {
+                continue;
+            }
+            seen.push(key.clone());
+            match pairs.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, n)) => *n += 1,
+                None => pairs.push((key, 1)),
+            }
+        }
+    }
+    let runs = |n: usize| {
+        if n == 1 {
+            "1 run".to_string()
+        } else {
+            format!("{n} runs")
+        }
+    };
+    let mut parts: Vec<String> = pairs
+        .into_iter()
+        .map(|((hw, commit), n)| format!("{hw} at {commit}: {}", runs(n)))
+        .collect();
+    if unrecorded > 0 {
+        parts.push(format!(
+            "{} without a record (archived before archives kept provenance.jsonl)",
+            runs(unrecorded)
+        ));
+    }
+    if unreadable > 0 {
+        parts.push(format!(
+            "{} with an unreadable provenance.jsonl",
+            runs(unreadable)
+        ));
+    }
+    if parts.is_empty() {
+        "no runs".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
 fn header(ctx: &ReportContext, data: &[RunData]) -> String {
     let s = ctx.suite;
     let o = ctx.overrides;
@@ -441,6 +500,7 @@ fn header(ctx: &ReportContext, data: &[RunData]) -> String {
         secs.get(secs.len() / 2).copied().unwrap_or(0.0) / 60.0
     );
     let _ = writeln!(md, "- hardware: {}", hardware());
+    let _ = writeln!(md, "- trained on: {}", trained_on_line(data));
     let _ = writeln!(
         md,
         "- suite file: `{}`; metric: {}; {} arms x {} seeds (0..{}); {} parallel runs x {} threads",
