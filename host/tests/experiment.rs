@@ -69,6 +69,14 @@ fn check_png(path: &Path) {
     );
 }
 
+/// [`options`] at budget scale 0.001, archiving each finished run into `arch`.
+fn archiving_each(name: &str, out: &Path, arch: &Path) -> ExperimentOptions {
+    ExperimentOptions {
+        archive_each: Some(arch.to_path_buf()),
+        ..options(name, 0.001, out)
+    }
+}
+
 /// `results.md` and the plots exist and are well formed; returns results.md.
 fn check_outputs(s: &ExperimentSummary, suite: &Suite, table_header: &str) -> String {
     assert_eq!(s.runs, suite.arms.len() * SEEDS);
@@ -425,10 +433,7 @@ fn zero_shot_smoke() {
     // Archiving each run as it finishes: at the end the archive holds every run and the
     // same report tables as the suite's own.
     let arch = tmpdir("zero-shot-archive-each");
-    let opts = ExperimentOptions {
-        archive_each: Some(arch.clone()),
-        ..options("zero-shot", 0.001, &out)
-    };
+    let opts = archiving_each("zero-shot", &out, &arch);
     let suite = Suite::load(&opts.suite, &opts.overrides).unwrap();
     let s = experiment::run(&opts).unwrap();
     let md = check_outputs(
@@ -465,10 +470,7 @@ fn one_run_by_index_archives_itself_when_asked() {
     // Slurm array task) keeps each finished run outside the scratch directory too.
     let out = tmpdir("run-index-archive");
     let arch = tmpdir("run-index-archive-dest");
-    let opts = ExperimentOptions {
-        archive_each: Some(arch.clone()),
-        ..options("zero-shot", 0.001, &out)
-    };
+    let opts = archiving_each("zero-shot", &out, &arch);
     let o = experiment::run_one(&opts, 1, None).unwrap();
     assert!(!o.skipped);
     let archived: Vec<_> = std::fs::read_dir(arch.join("runs"))
