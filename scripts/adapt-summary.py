@@ -22,6 +22,7 @@ LEARNER_TEXT = {
     "attention": "host, full gradient, attention only (reversed split), guard",
     "all": "host, full gradient, every parameter (upper bound), guard",
     "fast-critic": "host, full gradient, fast group and critic head, guard",
+    "device-sc": "device learner, guard, success-weighted advantage centring (measured, removed)",
 }
 
 
