@@ -72,11 +72,6 @@ struct AdaptArgs {
     /// (default 4).
     #[arg(long)]
     windows_per_step: Option<u32>,
-    /// Success-weighted advantage centring (`AdaptConfig::success_centring`): subtract the
-    /// running mean advantage times the running success rate, so the frozen critic's bias
-    /// drives exploration only while the policy fails (default off).
-    #[arg(long)]
-    success_centring: bool,
     /// Entropy bonus weight (default 0.01).
     #[arg(long)]
     entropy_coef: Option<f32>,
@@ -1409,7 +1404,6 @@ fn cmd_adapt(a: AdaptArgs) -> Result<ExitCode> {
         windows_per_step: a.windows_per_step.unwrap_or(d.windows_per_step),
         entropy_coef: a.entropy_coef.unwrap_or(d.entropy_coef),
         max_grad_norm: a.max_grad_norm.unwrap_or(d.max_grad_norm),
-        success_centring: a.success_centring || d.success_centring,
         guard: if a.no_guard {
             metarim_core::adapt::GuardConfig::OFF
         } else {

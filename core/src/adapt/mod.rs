@@ -63,14 +63,6 @@ pub struct AdaptConfig {
     /// effective batch at no RAM cost, since the gradient buffer is the accumulator. At least
     /// 1. A partial accumulation left when the episodes end is dropped.
     pub windows_per_step: u32,
-    /// Success-weighted centring of the advantages ([`success_centred`]): subtract `s * b`
-    /// from each advantage, `b` the mean advantage of every step learned from so far and `s`
-    /// the success rate of the episodes that ended in those windows. A critic frozen from
-    /// another level is biased (optimistic in a bigger room: `b < 0`); the bias pushes
-    /// probability away from whatever the policy does, which is exploration a failing policy
-    /// needs and a good one is harmed by. Centring in proportion to success keeps it while
-    /// the policy fails and removes it as the policy succeeds. Off: raw GAE advantages.
-    pub success_centring: bool,
     /// The guard: probe the starting weights, keep adapted weights only when the adaptation
     /// episodes show they are better, restore the starting weights when learning goes wrong,
     /// stop once done ([`GuardConfig::OFF`]: none).
@@ -92,7 +84,6 @@ impl Default for AdaptConfig {
             reward_scale: 20.0,
             clip_eps: 0.2,
             windows_per_step: 4,
-            success_centring: false,
             guard: GuardConfig::DEFAULT,
         }
     }
@@ -141,10 +132,6 @@ pub struct LearnTotals {
     pub advantage_sum: f32,
     /// Sum of the policy's entropies at those steps.
     pub entropy_sum: f32,
-    /// Episodes that ended in those windows.
-    pub episodes_ended: u32,
-    /// Of those, episodes that ended with a positive reward (reached their goal).
-    pub episodes_won: u32,
 }
 
 impl LearnTotals {
@@ -157,8 +144,6 @@ impl LearnTotals {
         learned_steps: 0,
         advantage_sum: 0.0,
         entropy_sum: 0.0,
-        episodes_ended: 0,
-        episodes_won: 0,
     };
 
     /// Count a window of `steps` steps with these sums of advantages and entropies.
@@ -169,17 +154,6 @@ impl LearnTotals {
             .saturating_add(u32::try_from(steps).unwrap_or(u32::MAX));
         self.advantage_sum += advantage_sum;
         self.entropy_sum += entropy_sum;
-    }
-
-    /// Count the episodes that ended in a window (`dones`) and those that reached their goal
-    /// (a positive reward on the last step).
-    pub fn add_episodes(&mut self, rewards: &[f32], dones: &[bool]) {
-        for (r, d) in rewards.iter().zip(dones) {
-            if *d {
-                self.episodes_ended = self.episodes_ended.saturating_add(1);
-                self.episodes_won = self.episodes_won.saturating_add(u32::from(*r > 0.0));
-            }
-        }
     }
 
     /// Count an optimiser step whose gradient norm before clipping at `max_norm` was `norm`.
@@ -424,17 +398,6 @@ impl<const W: usize> TinyAdapter<W> {
             return Ok(UpdateReport::default());
         }
         self.window.advantages(bootstrap, cfg);
-        let raw_advantage_sum = self.window.adv[..n].iter().sum::<f32>();
-        self.totals
-            .add_episodes(&self.window.rewards[..n], &self.window.dones[..n]);
-        if cfg.success_centring {
-            success_centred(
-                &self.totals,
-                raw_advantage_sum,
-                n,
-                &mut self.window.adv[..n],
-            );
-        }
         let coefs = cfg.ppo_coefs();
         let window = &self.window;
         let steps: [FastStep<'_, f32>; W] = core::array::from_fn(|t| window.fast_step(t));
@@ -467,8 +430,11 @@ impl<const W: usize> TinyAdapter<W> {
                 &mut self.work,
             )?
         };
-        self.totals
-            .add_window(n, raw_advantage_sum, stats.sum.entropy);
+        self.totals.add_window(
+            n,
+            self.window.adv[..n].iter().sum::<f32>(),
+            stats.sum.entropy,
+        );
         for (a, c) in self.acc_active.iter_mut().zip(stats.active_steps.iter()) {
             *a |= *c > 0;
         }
@@ -523,24 +489,6 @@ pub fn window_advantages(
         (cfg.gamma, cfg.lambda),
         adv,
     );
-}
-
-/// [`AdaptConfig::success_centring`] on one window's advantages `adv` (`steps` of them, their
-/// sum `window_sum` before centring): subtract `s * b`, where `b` is the mean advantage over
-/// the steps of `totals` and this window and `s` the success rate of the episodes `totals`
-/// has seen end (this window's counted already; 0 while none has ended, so a policy that has
-/// not yet succeeded keeps the critic's bias whole).
-pub fn success_centred(totals: &LearnTotals, window_sum: f32, steps: usize, adv: &mut [f32]) {
-    let learned = totals.learned_steps as f32 + steps as f32;
-    if learned <= 0.0 || totals.episodes_ended == 0 {
-        return;
-    }
-    let baseline = (totals.advantage_sum + window_sum) / learned;
-    let success = totals.episodes_won as f32 / totals.episodes_ended as f32;
-    let shift = success * baseline;
-    for a in adv {
-        *a -= shift;
-    }
 }
 
 /// One SGD step on the accumulated gradient `grads` (its mean over the accumulated `steps`,

@@ -24,7 +24,7 @@
 
 use anyhow::{anyhow, Result};
 use metarim_core::adapt::{
-    success_centred, window_advantages, AdaptConfig, EpisodeStats, Guard, GuardAction, LearnTotals,
+    window_advantages, AdaptConfig, EpisodeStats, Guard, GuardAction, LearnTotals,
 };
 use metarim_core::env::{Action, Env, Observation, VIEW_CELLS};
 use metarim_core::levels::Level;
@@ -160,11 +160,6 @@ impl<'a> Learner<'a> {
             cfg,
             &mut self.adv[..n],
         );
-        let raw_advantage_sum = self.adv[..n].iter().sum::<f32>();
-        self.totals.add_episodes(&rewards, &dones);
-        if cfg.success_centring {
-            success_centred(&self.totals, raw_advantage_sum, n, &mut self.adv[..n]);
-        }
         let chunk: Vec<ChunkStep<'_, f32>> = self
             .steps
             .iter()
@@ -208,7 +203,7 @@ impl<'a> Learner<'a> {
                 .map_err(err)?
         };
         self.totals
-            .add_window(n, raw_advantage_sum, stats.sum.entropy);
+            .add_window(n, self.adv[..n].iter().sum::<f32>(), stats.sum.entropy);
         for (a, c) in self.acc_active.iter_mut().zip(stats.active_steps.iter()) {
             *a |= *c > 0;
         }
