@@ -35,6 +35,10 @@ def learner_text(learner):
         return f"device learner, guard, learning rate {learner[len('device-lr'):]}"
     if learner.startswith("device-wps"):
         return f"device learner, guard, {learner[len('device-wps'):]} windows per SGD step"
+    if learner.startswith("device-sc-"):
+        variant = {"noguard": "no guard", "rz3": "guard restoring at 3 standard errors",
+                   "tr100": "guard trailing 100 episodes"}.get(learner[len("device-sc-"):], learner)
+        return f"device learner, success-weighted advantage centring, {variant} (measured, removed)"
     if "-vc" in learner:
         base, vc = learner.rsplit("-vc", 1)
         return f"{learner_text(base)}, value loss weight {vc} (the critic learns)"
