@@ -33,6 +33,9 @@ def learner_text(learner):
         return f"device learner, guard restarting up to {n} times (half the rate each time)"
     if learner.startswith("device-lr"):
         return f"device learner, guard, learning rate {learner[len('device-lr'):]}"
+    if learner.startswith("device-look"):
+        n = learner[len("device-look"):]
+        return f"device learner, guard testing once every {n} episodes (measured, removed)"
     if learner.startswith("device-wps"):
         return f"device learner, guard, {learner[len('device-wps'):]} windows per SGD step"
     if learner.startswith("device-sc-"):

@@ -834,6 +834,7 @@ mod tests {
                 revert_z,
                 stop_success: 2.0,
                 max_reverts: reverts,
+                look_every: 1,
             },
             ..AdaptConfig::default()
         }
