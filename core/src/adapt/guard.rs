@@ -51,11 +51,6 @@ pub struct GuardConfig {
     pub stop_success: f32,
     /// Restarts allowed; one more failure leaves the starting weights in place for good.
     pub max_reverts: u32,
-    /// While learning, the stop and restore tests run once every this many episodes (once
-    /// the trailing window is full) instead of after every one (1). Each look at a noisy
-    /// trailing estimate is another chance of a false alarm: looked at after every episode,
-    /// a policy that learning has not changed is "restored" often. At least 1.
-    pub look_every: u32,
 }
 
 impl GuardConfig {
@@ -69,7 +64,6 @@ impl GuardConfig {
         revert_z: 2.0,
         stop_success: 0.9,
         max_reverts: 1,
-        look_every: 1,
     };
 
     /// No guard: learn from the first episode to the last, keep whatever results.
@@ -80,7 +74,6 @@ impl GuardConfig {
         revert_z: 0.0,
         stop_success: 2.0,
         max_reverts: 0,
-        look_every: 1,
     };
 
     /// Check the settings: a trailing window of 1..=[`MAX_TRAIL`] episodes, finite
@@ -89,11 +82,6 @@ impl GuardConfig {
         if self.trail_episodes == 0 || self.trail_episodes > MAX_TRAIL {
             return Err(Error::BadConfig {
                 what: "adaptation guard: trail_episodes must be in 1..=128",
-            });
-        }
-        if self.look_every == 0 {
-            return Err(Error::BadConfig {
-                what: "adaptation guard: look_every must be >= 1 (episodes between tests)",
             });
         }
         if !(self.keep_z.is_finite() && self.revert_z.is_finite() && !self.stop_success.is_nan()) {
@@ -165,8 +153,6 @@ pub struct Guard {
     probe_s: u32,
     trail_bits: u128,
     trail_n: u32,
-    /// Full-window episodes to pass before the next test while learning.
-    wait_to_look: u32,
     lr_scale: f32,
     reverts: u32,
     stopped_after: u32,
@@ -189,7 +175,6 @@ impl Guard {
             probe_s: 0,
             trail_bits: 0,
             trail_n: 0,
-            wait_to_look: 0,
             lr_scale: 1.0,
             reverts: 0,
             stopped_after: 0,
@@ -236,11 +221,6 @@ impl Guard {
                 if self.trail_n < self.cfg.trail_episodes {
                     return GuardAction::Continue;
                 }
-                if self.wait_to_look > 0 {
-                    self.wait_to_look -= 1;
-                    return GuardAction::Continue;
-                }
-                self.wait_to_look = self.cfg.look_every.saturating_sub(1);
                 let z = self.z();
                 if z >= self.cfg.keep_z && self.trailing() >= self.cfg.stop_success {
                     self.phase = GuardPhase::Confirm;
@@ -287,7 +267,6 @@ impl Guard {
     fn clear_trail(&mut self) {
         self.trail_bits = 0;
         self.trail_n = 0;
-        self.wait_to_look = 0;
     }
 
     /// The decision at the end: whether the weights in place should be kept (false: restore
@@ -372,7 +351,6 @@ mod tests {
             revert_z: 2.0,
             stop_success: 0.95,
             max_reverts: 1,
-            look_every: 1,
         }
     }
 

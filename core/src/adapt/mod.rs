@@ -834,7 +834,6 @@ mod tests {
                 revert_z,
                 stop_success: 2.0,
                 max_reverts: reverts,
-                look_every: 1,
             },
             ..AdaptConfig::default()
         }
