@@ -22,6 +22,7 @@ LEARNER_TEXT = {
     "attention": "host, full gradient, attention only (reversed split), guard",
     "all": "host, full gradient, every parameter (upper bound), guard",
     "fast-critic": "host, full gradient, fast group and critic head, guard",
+    "device-confirm": "device learner, guard confirming the final weights on the last 50 episodes, frozen (measured, removed)",
     "device-sc": "device learner, guard, success-weighted advantage centring (measured, removed)",
 }
 
@@ -36,6 +37,8 @@ def learner_text(learner):
     if learner.startswith("device-look"):
         n = learner[len("device-look"):]
         return f"device learner, guard testing once every {n} episodes (measured, removed)"
+    if learner.startswith("device-ent"):
+        return f"device learner, guard, entropy weight {learner[len('device-ent'):]}"
     if learner.startswith("device-wps"):
         return f"device learner, guard, {learner[len('device-wps'):]} windows per SGD step"
     if learner.startswith("device-sc-"):
