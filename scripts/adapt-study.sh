@@ -18,8 +18,7 @@
 #                device-revertsN (the guard restarting up to N times, each at half the
 #                previous learning rate; the default is 1), device-lrX (learning rate X),
 #                device-wpsN (N windows per SGD step; the default is 4), device-entX
-#                (entropy bonus weight X; the default is 0.01), device-confirm (the guard
-#                confirms the final weights on the budget's last trailing window, frozen),
+#                (entropy bonus weight X; the default is 0.01),
 #                fast, attention, all, fast-critic (host-only full-gradient learners, with
 #                the guard; fast-critic: the fast group and the critic head), and any of
 #                those with -vcX (value loss weight X, e.g. fast-critic-vc0.5: the critic
@@ -63,7 +62,6 @@ for shift in $SHIFTS; do
                     device-lr*) flags=(--lr "${l#device-lr}") ;;
                     device-wps[0-9]*) flags=(--windows-per-step "${l#device-wps}") ;;
                     device-ent[0-9]*) flags=(--entropy-coef "${l#device-ent}") ;;
-                    device-confirm) flags=(--confirm-at-end) ;;
                     fast|attention|all|fast-critic) flags=(--groups "$l") ;;
                     *-vc[0-9]*) flags=(--groups "${l%-vc*}" --value-coef "${l##*-vc}") ;;
                     *) echo "adapt-study: unknown learner $l" >&2; exit 2 ;;

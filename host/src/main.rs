@@ -80,7 +80,7 @@ struct AdaptArgs {
     max_grad_norm: Option<f32>,
     /// No guard: every adaptation episode learns and the adapted weights are kept whatever
     /// happened (the learner before the guard).
-    #[arg(long, conflicts_with_all = ["probe_episodes", "trail_episodes", "keep_z", "revert_z", "stop_success", "max_reverts", "confirm_at_end"])]
+    #[arg(long, conflicts_with_all = ["probe_episodes", "trail_episodes", "keep_z", "revert_z", "stop_success", "max_reverts"])]
     no_guard: bool,
     /// Guard: episodes played first with the starting weights, no learning (their success is
     /// the baseline; default 50, 0 = no guard).
@@ -104,10 +104,6 @@ struct AdaptArgs {
     /// Guard: restarts from the starting weights allowed (default 1).
     #[arg(long)]
     max_reverts: Option<u32>,
-    /// Guard: stop learning a trailing window before the budget ends and keep the final
-    /// weights only if they pass the keep test on those episodes, frozen.
-    #[arg(long)]
-    confirm_at_end: bool,
     /// Host only: adapt these parameters with the full gradient instead of running the
     /// device's learner: `fast` (active modules' RNNs, the device's choice), `attention` (the
     /// slow group: the reversed split), `all` (every parameter: an upper bound) or
@@ -1418,7 +1414,6 @@ fn cmd_adapt(a: AdaptArgs) -> Result<ExitCode> {
                 revert_z: a.revert_z.unwrap_or(d.guard.revert_z),
                 stop_success: a.stop_success.unwrap_or(d.guard.stop_success),
                 max_reverts: a.max_reverts.unwrap_or(d.guard.max_reverts),
-                confirm_at_end: a.confirm_at_end || d.guard.confirm_at_end,
             }
         },
         ..d

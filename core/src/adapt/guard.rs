@@ -51,11 +51,6 @@ pub struct GuardConfig {
     pub stop_success: f32,
     /// Restarts allowed; one more failure leaves the starting weights in place for good.
     pub max_reverts: u32,
-    /// Stop learning `trail_episodes` before the budget ends and confirm the final weights
-    /// on those episodes, frozen ([`Guard::begin_final_confirmation`]), instead of judging
-    /// them by a trailing window that watched them change: the final weights can be worse
-    /// than the window's average, and a kept loss is what the guard is for.
-    pub confirm_at_end: bool,
 }
 
 impl GuardConfig {
@@ -69,7 +64,6 @@ impl GuardConfig {
         revert_z: 2.0,
         stop_success: 0.9,
         max_reverts: 1,
-        confirm_at_end: false,
     };
 
     /// No guard: learn from the first episode to the last, keep whatever results.
@@ -80,7 +74,6 @@ impl GuardConfig {
         revert_z: 0.0,
         stop_success: 2.0,
         max_reverts: 0,
-        confirm_at_end: false,
     };
 
     /// Check the settings: a trailing window of 1..=[`MAX_TRAIL`] episodes, finite
@@ -255,31 +248,6 @@ impl Guard {
         }
     }
 
-    /// Call when exactly `trail_episodes` episodes of the budget are left: with
-    /// [`GuardConfig::confirm_at_end`], learning stops there and the weights in place are
-    /// confirmed on those episodes, frozen, as after a stop on success (kept only if they pass
-    /// the keep test; otherwise restored). Weights that have not learned since the start or
-    /// the last restore are the starting ones: learning just stops. Returns
-    /// [`GuardAction::Stop`] when learning stopped, else [`GuardAction::Continue`].
-    pub fn begin_final_confirmation(&mut self) -> GuardAction {
-        if !self.cfg.confirm_at_end || self.phase != GuardPhase::Learn {
-            return GuardAction::Continue;
-        }
-        self.phase = if self.learned {
-            GuardPhase::Confirm
-        } else {
-            GuardPhase::Stopped
-        };
-        self.stopped_after = self.episodes;
-        self.clear_trail();
-        GuardAction::Stop
-    }
-
-    /// Episodes the trailing window holds (the final confirmation's length).
-    pub fn trail_episodes(&self) -> u32 {
-        self.cfg.trail_episodes
-    }
-
     /// Back to the starting weights: learn again at half the rate, or stop for good after
     /// the last restart.
     fn restore(&mut self) -> GuardAction {
@@ -383,7 +351,6 @@ mod tests {
             revert_z: 2.0,
             stop_success: 0.95,
             max_reverts: 1,
-            confirm_at_end: false,
         }
     }
 
@@ -472,61 +439,6 @@ mod tests {
         play(&mut good, &[true; 10]);
         assert_eq!(good.phase(), GuardPhase::Stopped);
         assert!(!good.report().kept);
-    }
-
-    #[test]
-    fn the_final_confirmation_keeps_only_weights_that_pass_frozen() {
-        let confirming = GuardConfig {
-            confirm_at_end: true,
-            ..cfg()
-        };
-        // Off unless asked for, and never during the probe.
-        let mut plain = Guard::new(&cfg()).unwrap();
-        play(&mut plain, &[false; 10]);
-        assert_eq!(plain.begin_final_confirmation(), GuardAction::Continue);
-        assert_eq!(plain.phase(), GuardPhase::Learn);
-        let mut probing = Guard::new(&confirming).unwrap();
-        assert_eq!(probing.begin_final_confirmation(), GuardAction::Continue);
-        assert_eq!(probing.phase(), GuardPhase::Probe);
-        // Baseline 3/10, then learning whose trailing window looks good (8/10, below the
-        // stop level), then the frozen final weights succeed 9/10: kept.
-        let probe = [
-            true, false, false, true, false, false, true, false, false, false,
-        ];
-        let looks_good = [true, true, true, false, true, true, true, false, true, true];
-        let mut g = Guard::new(&confirming).unwrap();
-        play(&mut g, &probe);
-        play(&mut g, &looks_good);
-        assert_eq!(g.begin_final_confirmation(), GuardAction::Stop);
-        assert_eq!(g.phase(), GuardPhase::Confirm);
-        assert!(
-            !g.learning() && !g.keep_at_end(),
-            "unconfirmed weights are not kept"
-        );
-        play(
-            &mut g,
-            &[true, true, true, true, true, false, true, true, true, true],
-        );
-        assert_eq!(g.phase(), GuardPhase::Stopped);
-        assert!(g.keep_at_end() && g.report().kept);
-        assert_eq!(g.report().stopped_after, 20);
-        // The same trailing window, but the final weights do no better than the baseline
-        // frozen (3/10): restored, where the trailing window alone would have kept them.
-        let mut g = Guard::new(&confirming).unwrap();
-        play(&mut g, &probe);
-        play(&mut g, &looks_good);
-        assert!(g.keep_at_end(), "the trailing window would keep these");
-        g.begin_final_confirmation();
-        assert_eq!(play(&mut g, &probe), [9, 1, 0]);
-        assert!(!g.keep_at_end() && !g.report().kept);
-        // Weights that never learned since a restore are the starting ones: learning stops.
-        let mut g = Guard::new(&confirming).unwrap();
-        play(&mut g, &[true; 8]);
-        play(&mut g, &[false; 2]);
-        play(&mut g, &[false; 10]); // a collapse: restored, learning again at half the rate
-        assert_eq!(g.begin_final_confirmation(), GuardAction::Stop);
-        assert_eq!(g.phase(), GuardPhase::Stopped);
-        assert!(!g.keep_at_end());
     }
 
     #[test]

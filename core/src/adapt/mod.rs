@@ -666,15 +666,7 @@ pub fn play_episodes<const W: usize>(
     let mut stats = EpisodeStats::default();
     let mut obs = [[0u8; 3]; VIEW_CELLS];
     let mut state_in = [0.0f32; TINY_STATE];
-    let end = first.saturating_add(count);
-    for i in first..end {
-        if let Some(a) = adapt.as_mut() {
-            if end - i == u64::from(guard.trail_episodes())
-                && guard.begin_final_confirmation() == GuardAction::Stop
-            {
-                a.adapter.clear();
-            }
-        }
+    for i in first..first.saturating_add(count) {
         let (mut rng, _) = s.begin_episode(level, seed, i)?;
         // This episode's learner: the adapter with the learning rate the guard allows, or
         // none while the guard probes or after it stopped learning.
@@ -842,7 +834,6 @@ mod tests {
                 revert_z,
                 stop_success: 2.0,
                 max_reverts: reverts,
-                confirm_at_end: false,
             },
             ..AdaptConfig::default()
         }

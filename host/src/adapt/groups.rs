@@ -302,11 +302,6 @@ pub fn play_adapting(
     let mut obs: Observation = [[0u8; 3]; VIEW_CELLS];
     let err = |e| anyhow!("adaptation: {e}");
     for i in 0..count {
-        if count - i == u64::from(guard.trail_episodes())
-            && guard.begin_final_confirmation() == GuardAction::Stop
-        {
-            learner.clear();
-        }
         let (mut rng, level_seed) = episode_stream(seed, i);
         level.reset(&mut env, level_seed).map_err(err)?;
         // Tokenised here, not by `start_mission`: the full-gradient learner keeps the tokens.
