@@ -57,19 +57,20 @@ def check_seed(seed: Any) -> int:
     return seed
 
 
+def _from_env(name: str, doc: str) -> property:
+    """A read-only attribute read from the wrapped ``_metarim.Env`` (``self._env``), as
+    minigrid exposes it on its env: one definition for every attribute passed through."""
+    return property(lambda self: getattr(self._env, name), doc=doc)
+
+
 class GridView:
     """What minigrid's wrappers read of ``env.grid``: its size and ``encode()``."""
 
     def __init__(self, env: "_metarim.Env") -> None:
         self._env = env
 
-    @property
-    def width(self) -> int:
-        return self._env.width
-
-    @property
-    def height(self) -> int:
-        return self._env.height
+    width = _from_env("width", "Grid width in cells.")
+    height = _from_env("height", "Grid height in cells.")
 
     def encode(self, vis_mask: np.ndarray | None = None) -> np.ndarray:
         """minigrid's ``Grid.encode``: ``(width, height, 3)`` uint8 codes indexed ``[x, y]``;
@@ -162,38 +163,18 @@ class MetarimEnv(gym.Env):
         """The current observation (minigrid's ``gen_obs``)."""
         return self._obs(*self._env.observation())
 
-    @property
-    def mission(self) -> str:
-        return self._env.mission
+    mission = _from_env("mission", "The episode's mission (str).")
+    width = _from_env("width", "Grid width in cells (int).")
+    height = _from_env("height", "Grid height in cells (int).")
+    agent_pos = _from_env("agent_pos", "The agent's cell ``(x, y)``.")
+    agent_dir = _from_env("agent_dir", "The agent's direction (0 right, 1 down, 2 left, 3 up).")
+    step_count = _from_env("step_count", "Steps taken in this episode (int).")
+    max_steps = _from_env("max_steps", "The level's step limit (int).")
 
     @property
     def grid(self) -> GridView:
         """The grid as minigrid's wrappers read it (``encode()``, ``width``, ``height``)."""
         return GridView(self._env)
-
-    @property
-    def width(self) -> int:
-        return self._env.width
-
-    @property
-    def height(self) -> int:
-        return self._env.height
-
-    @property
-    def agent_pos(self) -> tuple[int, int]:
-        return self._env.agent_pos
-
-    @property
-    def agent_dir(self) -> int:
-        return self._env.agent_dir
-
-    @property
-    def step_count(self) -> int:
-        return self._env.step_count
-
-    @property
-    def max_steps(self) -> int:
-        return self._env.max_steps
 
     def mission_tokens(self) -> np.ndarray:
         """The mission's token ids in metarim's vocabulary (``metarim.words()``), int64,
