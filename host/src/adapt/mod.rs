@@ -78,19 +78,8 @@ pub fn run(ckpt: &Path, o: &AdaptOptions) -> Result<AdaptResult> {
     let mut adapted = initial.clone();
     let (during, adapter_bytes) = match o.groups {
         None => {
-            let mut fast = [0.0f32; TINY_FAST];
-            fast.copy_from_slice(&initial.fast);
-            let mut env = Box::new(Env::EMPTY);
-            let mut actor = Box::<TinyActor>::default();
-            let mut s = Session {
-                layout,
-                fast: &mut fast,
-                slow: &initial.slow,
-                other: &initial.other,
-                env: &mut env,
-                actor: &mut actor,
-            };
-            let r = adapt(&mut s, &level, o, &initial.fast)?;
+            let (r, fast) =
+                on_device_session(layout, initial, |s| adapt(s, &level, o, &initial.fast))?;
             adapted.fast.copy_from_slice(&fast);
             r
         }
@@ -126,7 +115,29 @@ fn evaluate(
     level: &metarim_core::levels::Level,
     o: &AdaptOptions,
 ) -> Result<EpisodeStats> {
+    let none: Option<Adaptation<'_, WINDOW>> = None;
+    let (st, _) = on_device_session(layout, params, |s| {
+        play_episodes(s, level, o.seed, 0, o.eval_episodes, false, none)
+            .map_err(|e| anyhow!("evaluation: {e}"))
+    })?;
+    Ok(st)
+}
+
+/// Run `f` on a device [`Session`] over `params` (as the firmware holds them: the fast group
+/// in a RAM copy, the slow and other groups read-only, a fresh environment and actor); returns
+/// what `f` returned and the fast group as `f` left it.
+fn on_device_session<R>(
+    layout: &metarim_core::nn::params::Layout,
+    params: &crate::train::GroupVecs,
+    f: impl FnOnce(&mut Session<'_>) -> Result<R>,
+) -> Result<(R, [f32; TINY_FAST])> {
     let mut fast = [0.0f32; TINY_FAST];
+    if params.fast.len() != TINY_FAST {
+        bail!(
+            "adaptation: the fast group has {} values, the Tiny preset {TINY_FAST}",
+            params.fast.len()
+        );
+    }
     fast.copy_from_slice(&params.fast);
     let mut env = Box::new(Env::EMPTY);
     let mut actor = Box::<TinyActor>::default();
@@ -138,9 +149,8 @@ fn evaluate(
         env: &mut env,
         actor: &mut actor,
     };
-    let none: Option<Adaptation<'_, WINDOW>> = None;
-    play_episodes(&mut s, level, o.seed, 0, o.eval_episodes, false, none)
-        .map_err(|e| anyhow!("evaluation: {e}"))
+    let r = f(&mut s)?;
+    Ok((r, fast))
 }
 
 /// The adaptation episodes (seed `o.seed + 1`) with a fresh adapter, `initial` the fast group
