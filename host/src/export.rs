@@ -309,35 +309,11 @@ pub fn torch_specs(layout: &Layout) -> Result<Vec<TorchSpec>> {
                 })
                 .collect()
         };
+        if let Some(name) = whole_tensor_name(e)? {
+            out.push(whole(&name, e.dims().to_vec()));
+            continue;
+        }
         let specs = match e.kind {
-            TensorKind::Encoder(_) => vec![whole(e.name, e.dims().to_vec())],
-            TensorKind::InstrEmbedding => vec![whole("instr.embedding.weight", e.dims().to_vec())],
-            TensorKind::InstrGru(i) => {
-                let name = ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"]
-                    .get(usize::from(i))
-                    .ok_or_else(|| anyhow!("instruction GRU tensor {i} out of range"))?;
-                vec![whole(&format!("instr.gru.{name}"), e.dims().to_vec())]
-            }
-            TensorKind::RimKey => vec![whole("rim.input_attention.key.weight", e.dims().to_vec())],
-            TensorKind::RimValue => {
-                vec![whole("rim.input_attention.value.weight", e.dims().to_vec())]
-            }
-            TensorKind::RimQuery => {
-                vec![whole("rim.input_attention.query.weight", e.dims().to_vec())]
-            }
-            TensorKind::CommQuery => {
-                vec![whole("rim.communication.query.weight", e.dims().to_vec())]
-            }
-            TensorKind::CommKey => vec![whole("rim.communication.key.weight", e.dims().to_vec())],
-            TensorKind::CommValue => {
-                vec![whole("rim.communication.value.weight", e.dims().to_vec())]
-            }
-            TensorKind::CommGate => {
-                vec![whole("rim.communication.gate.weight", e.dims().to_vec())]
-            }
-            TensorKind::CommOut => {
-                vec![whole("rim.communication.output.weight", e.dims().to_vec())]
-            }
             TensorKind::RimRnn => {
                 // Module-major: module m's block is [w_ih | w_hh | b_ih | b_hh]; each PyTorch
                 // tensor gathers its piece of every module.
@@ -372,12 +348,6 @@ pub fn torch_specs(layout: &Layout) -> Result<Vec<TorchSpec>> {
                     })
                     .collect()
             }
-            TensorKind::Lstm(i) => {
-                let name = ["weight_ih", "weight_hh", "bias_ih", "bias_hh"]
-                    .get(usize::from(i))
-                    .ok_or_else(|| anyhow!("LSTM tensor {i} out of range"))?;
-                vec![whole(&format!("lstm.{name}"), e.dims().to_vec())]
-            }
             TensorKind::Actor | TensorKind::Critic => {
                 let (head, outs) = if e.kind == TensorKind::Actor {
                     ("actor", d.n_actions)
@@ -403,10 +373,45 @@ pub fn torch_specs(layout: &Layout) -> Result<Vec<TorchSpec>> {
                 }
                 pieces(&list)
             }
+            // Exported whole: handled above.
+            _ => continue,
         };
         out.extend(specs);
     }
     Ok(out)
+}
+
+/// The PyTorch name of a tensor exported whole, in one piece with its own shape; `None` for
+/// the ones split or gathered into several ([`torch_specs`]: the module RNNs and the heads).
+fn whole_tensor_name(e: &metarim_core::nn::params::TensorEntry) -> Result<Option<String>> {
+    use metarim_core::nn::params::TensorKind;
+    let indexed = |module: &str, names: [&str; 4], i: u8| -> Result<Option<String>> {
+        let name = names
+            .get(usize::from(i))
+            .ok_or_else(|| anyhow!("{module} tensor {i} out of range"))?;
+        Ok(Some(format!("{module}.{name}")))
+    };
+    let name = match e.kind {
+        TensorKind::Encoder(_) => e.name,
+        TensorKind::InstrEmbedding => "instr.embedding.weight",
+        TensorKind::RimKey => "rim.input_attention.key.weight",
+        TensorKind::RimValue => "rim.input_attention.value.weight",
+        TensorKind::RimQuery => "rim.input_attention.query.weight",
+        TensorKind::CommQuery => "rim.communication.query.weight",
+        TensorKind::CommKey => "rim.communication.key.weight",
+        TensorKind::CommValue => "rim.communication.value.weight",
+        TensorKind::CommGate => "rim.communication.gate.weight",
+        TensorKind::CommOut => "rim.communication.output.weight",
+        TensorKind::InstrGru(i) => {
+            let gru = ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"];
+            return indexed("instr.gru", gru, i);
+        }
+        TensorKind::Lstm(i) => {
+            return indexed("lstm", ["weight_ih", "weight_hh", "bias_ih", "bias_hh"], i)
+        }
+        TensorKind::RimRnn | TensorKind::Actor | TensorKind::Critic => return Ok(None),
+    };
+    Ok(Some(name.to_string()))
 }
 
 /// The parameters (or gradients) `bufs`, packed in `layout`, as PyTorch tensors
