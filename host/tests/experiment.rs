@@ -2,6 +2,9 @@
 //! budgets, 2 seeds) end to end, checking `results.md` and the plots; reruns skip finished
 //! runs; an interrupted run resumes exactly; bad suite files are refused with clear errors.
 
+mod common;
+use common::assert_mentions;
+
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
@@ -340,10 +343,7 @@ fn sample_efficiency_smoke_and_rerun_skips_finished_runs() {
     // One seed more than was run: --report-only refuses, naming the run, and trains nothing.
     from_archive.seeds = Some(SEEDS + 1);
     let e = format!("{:#}", experiment::run(&from_archive).unwrap_err());
-    assert!(
-        e.contains(&format!("GoToLocal-meta-rim-seed{SEEDS}")) && e.contains("--seeds"),
-        "{e}"
-    );
+    assert_mentions(&e, &[&format!("GoToLocal-meta-rim-seed{SEEDS}"), "--seeds"]);
     assert!(!arch
         .join("runs")
         .join(format!("GoToLocal-meta-rim-seed{SEEDS}"))
@@ -629,10 +629,7 @@ fn bad_suite_files_are_refused_with_clear_errors() {
         "{:#}",
         experiment::resolve_suite("no-such-suite", suite_path("x").parent().unwrap()).unwrap_err()
     );
-    assert!(
-        e.contains("no-such-suite") && e.contains("sample-efficiency"),
-        "{e}"
-    );
+    assert_mentions(&e, &["no-such-suite", "sample-efficiency"]);
 }
 
 /// `metarim experiment paper` at a smoke budget: the three claim suites run into their own
@@ -769,9 +766,6 @@ fn cli_finds_suites_from_anywhere_reports_progress_and_quiets_notes() {
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
-    assert!(
-        err.contains("searched:") && err.contains("METARIM_SUITES"),
-        "{err}"
-    );
+    assert_mentions(&err, &["searched:", "METARIM_SUITES"]);
     let _ = std::fs::remove_dir_all(&cwd);
 }

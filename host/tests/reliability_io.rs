@@ -10,7 +10,7 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{opts, small_config};
+use common::{assert_mentions, opts, small_config};
 use host::experiment::{self, ExperimentOptions, Overrides};
 use host::export::{export, export_checkpoint};
 use host::render::GifWriter;
@@ -112,7 +112,7 @@ fn export_refuses_what_the_firmware_cannot_run() {
             "{:#}",
             export(&ck, "Tiny", FrozenDtype::F32, &out).unwrap_err()
         );
-        assert!(e.contains(mode) && e.contains("meta-rim"), "{e}");
+        assert_mentions(&e, &[mode, "meta-rim"]);
         assert!(!out.exists());
     }
     // An override of the preset's dims (the firmware's buffers are sized for Tiny's).
@@ -132,7 +132,7 @@ fn export_refuses_what_the_firmware_cannot_run() {
         "{:#}",
         export(&ok, "Paper", FrozenDtype::F32, &blobs.join("p.bin")).unwrap_err()
     );
-    assert!(e.contains("Paper") && e.contains("Tiny"), "{e}");
+    assert_mentions(&e, &["Paper", "Tiny"]);
     assert_eq!(listing(&blobs), ["ok.bin"]);
     let _ = fs::remove_dir_all(&dir);
 }
@@ -153,7 +153,7 @@ fn export_f16_refuses_weights_beyond_half_range() {
         "{:#}",
         export_checkpoint(&ck, "Tiny", FrozenDtype::F16, &out).unwrap_err()
     );
-    assert!(e.contains("65504") && e.contains("2 "), "{e}");
+    assert_mentions(&e, &["65504", "2 "]);
     let last =
         ck.model.layout.entries().iter().find(|t| {
             t.group == metarim_core::nn::params::Group::Slow && t.range().contains(&(n - 1))
@@ -274,7 +274,7 @@ fn adapt_refuses_zero_windows_per_step() {
     ]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{flag}: {err}");
-    assert!(err.contains(flag) && err.contains(">= 1"), "{err}");
+    assert_mentions(&err, &[flag, ">= 1"]);
     let _ = fs::remove_dir_all(&dir);
 }
 
@@ -332,7 +332,7 @@ fn suite_seeds_zero_names_the_field() {
         "{:#}",
         experiment::run(&suite_options(suite.clone(), out.clone(), 1.0)).unwrap_err()
     );
-    assert!(e.contains("field `seeds`") && e.contains("s.toml"), "{e}");
+    assert_mentions(&e, &["field `seeds`", "s.toml"]);
     assert!(!e.contains("--seeds"), "{e}");
     assert!(!out.exists());
     let _ = fs::remove_dir_all(&dir);
@@ -352,10 +352,7 @@ fn budget_scale_overflow_is_refused_before_writing() {
         );
         assert!(e.contains("budget scale"), "{scale}: {e}");
         if scale.is_finite() && scale > 0.0 {
-            assert!(
-                e.contains("`frames`") && e.contains("9223372036854775807"),
-                "{e}"
-            );
+            assert_mentions(&e, &["`frames`", "9223372036854775807"]);
         }
         assert!(!out.exists(), "{scale}");
     }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{opts, tiny_config, tiny_train_args, tmpdir};
+use common::{assert_mentions, opts, tiny_config, tiny_train_args, tmpdir};
 use host::train::checkpoint::{self, FORMAT_VERSION};
 use host::train::run::{train, RunOptions, CHECKPOINT_FILE};
 use host::train::TrainConfig;
@@ -153,7 +153,7 @@ fn checkpoints_with_non_finite_values_are_never_written_nor_loaded() {
         checkpoint::to_bytes_checkpoint(&ck.meta, &model, &ck.optim, &ck.env_states, 6)
             .unwrap_err()
     );
-    assert!(e.contains("non-finite") && e.contains("slow."), "{e}");
+    assert_mentions(&e, &["non-finite", "slow."]);
     let mut optim = ck.optim.clone();
     optim.v.fast[0] = f32::INFINITY;
     let e = format!(
@@ -173,7 +173,7 @@ fn checkpoints_with_non_finite_values_are_never_written_nor_loaded() {
         .to_string();
     let bad = with_value(&good, &victim, f32::NAN);
     let e = format!("{:#}", checkpoint::from_bytes(&bad).unwrap_err());
-    assert!(e.contains(&victim) && e.contains("non-finite"), "{e}");
+    assert_mentions(&e, &[&victim, "non-finite"]);
     let path = dir.join("nan.safetensors");
     std::fs::write(&path, &bad).unwrap();
     let p = path.to_str().unwrap();
@@ -237,7 +237,7 @@ fn the_crc_covers_the_metadata() {
     b[last] ^= 1; // one bit: '0' <-> '1', ..., '8' <-> '9'
     assert!(b[last].is_ascii_digit());
     let e = format!("{:#}", checkpoint::from_bytes(&b).unwrap_err());
-    assert!(e.contains("CRC32") && e.contains("metadata"), "{e}");
+    assert_mentions(&e, &["CRC32", "metadata"]);
 }
 
 #[test]
@@ -279,9 +279,9 @@ fn two_processes_never_train_into_one_directory() {
             .unwrap();
         let e = stderr(&o);
         assert!(!o.status.success(), "a second run {extra:?} was let in");
-        assert!(
-            e.contains("in use by another metarim process") && e.contains(&first.id().to_string()),
-            "{e}"
+        assert_mentions(
+            &e,
+            &["in use by another metarim process", &first.id().to_string()],
         );
     }
     first.kill().unwrap(); // SIGKILL: the lock goes with the process
@@ -485,10 +485,7 @@ fn an_update_larger_than_the_frame_budget_is_announced() {
     ]);
     let e = stderr(&o);
     assert!(o.status.success(), "{e}");
-    assert!(
-        e.contains("one update collects 320 frames") && e.contains("budget of 100"),
-        "{e}"
-    );
+    assert_mentions(&e, &["one update collects 320 frames", "budget of 100"]);
 }
 
 /// A run killed with SIGKILL mid-training and resumed: `wall_s` never goes back, and the

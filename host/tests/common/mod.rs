@@ -87,3 +87,11 @@ pub fn rel_err<S: Scalar>(a: &[S], b: &[S]) -> (f64, f64) {
     assert_eq!(a.len(), b.len());
     normwise_rel_error(a, b)
 }
+
+/// Assert that `text` (an error message, a log) mentions every one of `parts`; the failure
+/// names the missing part and prints the whole text.
+pub fn assert_mentions(text: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(text.contains(part), "expected {part:?} in:\n{text}");
+    }
+}
