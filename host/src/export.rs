@@ -373,8 +373,8 @@ pub fn torch_specs(layout: &Layout) -> Result<Vec<TorchSpec>> {
                 }
                 pieces(&list)
             }
-            // Exported whole: handled above.
-            _ => continue,
+            // Every other kind is exported whole, above; one that is not is a bug here.
+            other => bail!("{}: no PyTorch export for tensor kind {other:?}", e.name),
         };
         out.extend(specs);
     }
