@@ -16,7 +16,8 @@
 //!   nor missing steps behind.
 //! - The scalars of a step are those of its log line ([`scalars`]): every number of the line
 //!   but `frames` (the step) under its own name, and each element `i` of a list of numbers
-//!   (`module_activity`) as `NAME/i`: the same names as the CSV columns.
+//!   (`module_activity`) as `NAME/i`, each number of an object of numbers
+//!   (`grad_norm_by_role`) as `NAME/KEY`: the same names as the CSV columns.
 //! - Values are `f32` (TensorBoard's `simple_value`), the log's `f64` rounded to nearest.
 
 use std::fs;
@@ -128,7 +129,8 @@ pub fn event_files(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// The scalars of one `train.jsonl` line: every number but `frames` under its own name, the
-/// elements of every list of numbers as `NAME/i`; strings and other values are left out.
+/// elements of every list of numbers as `NAME/i`, those of every object of numbers as
+/// `NAME/KEY`; strings, nulls and other values are left out.
 /// Keys in the line's order of serialisation as `serde_json` keeps it (sorted).
 pub fn scalars(line: &Value) -> Vec<(String, f32)> {
     let mut out = Vec::new();
@@ -149,6 +151,13 @@ pub fn scalars(line: &Value) -> Vec<(String, f32)> {
                 for (i, item) in items.iter().enumerate() {
                     if let Some(x) = item.as_f64() {
                         out.push((format!("{k}/{i}"), x as f32));
+                    }
+                }
+            }
+            Value::Object(fields) => {
+                for (key, item) in fields {
+                    if let Some(x) = item.as_f64() {
+                        out.push((format!("{k}/{key}"), x as f32));
                     }
                 }
             }
@@ -428,11 +437,12 @@ mod tests {
     }
 
     #[test]
-    fn a_log_line_round_trips_with_module_activity_split() {
+    fn a_log_line_round_trips_with_lists_and_objects_split() {
         let dir = tempfile::tempdir().unwrap();
         let line: Value = serde_json::json!({
             "update": 3, "frames": 7680, "level": "BabyAI-GoToLocal-v0",
-            "success_rate": 0.25, "module_activity": [0.5, 1.0], "unix_s": 1.5e9
+            "success_rate": 0.25, "module_activity": [0.5, 1.0], "unix_s": 1.5e9,
+            "grad_norm_by_role": {"encoder": 2.5, "heads": null}
         });
         let mut w = EventWriter::rebuild(dir.path(), &[], 1.7e9).unwrap();
         w.append(&line).unwrap();
@@ -446,6 +456,7 @@ mod tests {
         assert_eq!(
             got,
             vec![
+                ("grad_norm_by_role/encoder".to_string(), 2.5),
                 ("module_activity/0".to_string(), 0.5),
                 ("module_activity/1".to_string(), 1.0),
                 ("success_rate".to_string(), 0.25),

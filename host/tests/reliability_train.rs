@@ -568,8 +568,13 @@ fn tensorboard_events_survive_kill_and_resume_without_duplicates_or_gaps() {
                 "{tag}: event {x} vs csv {}",
                 row[col]
             );
+            // `NAME/i` is a list's element (`module_activity`), `NAME/KEY` an object's field
+            // (`grad_norm_by_role`).
             let from_json = match tag.split_once('/') {
-                Some((k, i)) => line[k][i.parse::<usize>().unwrap()].as_f64().unwrap(),
+                Some((k, i)) => match i.parse::<usize>() {
+                    Ok(i) => line[k][i].as_f64().unwrap(),
+                    Err(_) => line[k][i].as_f64().unwrap(),
+                },
                 None => line[tag].as_f64().unwrap(),
             };
             assert_eq!(*x, from_json as f32, "{tag}");

@@ -35,6 +35,7 @@ use metarim_cuda::cuda_exec::CudaExec;
 use metarim_cuda::engine::{ActInput, CudaPolicy, PassChunk};
 use metarim_cuda::exec::Exec;
 
+use super::config::ClipScope;
 use super::rollout::EnvSlot;
 use super::tasks::Tasks;
 use super::update::{
@@ -99,7 +100,16 @@ pub fn select(cfg: &TrainConfig, model: &Model, n_envs: usize, notes: bool) -> R
         }
         return Ok(None);
     }
-    match open(model, n_envs) {
+    let opened = if cfg.clip_scope == ClipScope::Global {
+        open(model, n_envs)
+    } else {
+        // The kernels' optimiser step clips one global norm per step.
+        Err(anyhow!(
+            "clip_scope = \"{}\" runs on the CPU only (the CUDA optimiser clips one global norm)",
+            cfg.clip_scope.name()
+        ))
+    };
+    match opened {
         Ok(gpu) => {
             if notes {
                 eprintln!(
@@ -474,6 +484,8 @@ impl Gpu {
             approx_kl: st.terms[6],
             clipped: st.terms[8],
             grad_norm: st.norms.iter().map(|x| f64::from(*x)).sum(),
+            // The kernels report one norm per step, not per role: the log's role columns stay empty.
+            role_norms: Default::default(),
             skipped: 0,
         })
     }
@@ -744,6 +756,28 @@ mod tests {
         let e = format!("{:#}", select(&cfg, &model, 2, true).unwrap_err());
         assert!(
             e.contains("backend cuda") && e.contains("no usable CUDA device"),
+            "{e}"
+        );
+        let auto = TrainConfig {
+            backend: BackendChoice::Auto,
+            ..cfg
+        };
+        assert!(select(&auto, &model, 2, true).unwrap().is_none());
+    }
+
+    /// The kernels clip one global norm: a per-role clip keeps the run on the CPU (`auto`) or
+    /// is an error naming the setting (`cuda`), device or not.
+    #[test]
+    fn a_per_role_clip_is_refused_by_the_cuda_backend() {
+        let cfg = TrainConfig {
+            backend: BackendChoice::Cuda,
+            clip_scope: ClipScope::PerRole,
+            ..TrainConfig::device()
+        };
+        let model = super::super::run::initial_model(&cfg).unwrap();
+        let e = format!("{:#}", select(&cfg, &model, 2, true).unwrap_err());
+        assert!(
+            e.contains("clip_scope = \"per-role\" runs on the CPU only"),
             "{e}"
         );
         let auto = TrainConfig {

@@ -5,7 +5,7 @@
 //! resumed from it continues exactly as the uninterrupted run would have (logs are cut back to
 //! the checkpoint's update); timings appear only in logs, never in checkpoints.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -151,6 +151,16 @@ pub struct LogLine {
     pub clip_frac: f64,
     /// Mean pre-clip gradient norm.
     pub grad_norm: f64,
+    /// Root mean square of the memory states the rollout's steps started from (every env and
+    /// step; RIM modules' `h`, and `c` with LSTM cells or the LSTM memory).
+    pub memory_rms: f64,
+    /// Largest magnitude among those states.
+    pub memory_max: f64,
+    /// Mean pre-clip gradient norm of each parameter role of the model
+    /// ([`update::ROLE_COLUMNS`]: `encoder`, `instruction`, `input_attention`, `modules`,
+    /// `communication`, `lstm`, `heads`) over the update's gradient passes; the CSV's
+    /// `grad_norm_by_role/NAME` columns. NaN (`null`, an empty cell) on the GPU backend.
+    pub grad_norm_by_role: BTreeMap<&'static str, f64>,
     /// How much of the return targets' variance the acting policy's values explained, over
     /// the update's rollout, before learning (CleanRL's `explained_variance`:
     /// `1 - Var(ret - value) / Var(ret)`; 1 is perfect, 0 no better than a constant,
@@ -170,13 +180,17 @@ pub struct LogLine {
     pub unix_s: f64,
 }
 
-/// The CSV's columns before the per-module ones.
-pub const CSV_COLUMNS: &str = "update,frames,fps,wall_s,level,episodes,return_mean,return_std,success_rate,episode_len,entropy,policy_loss,value_loss,approx_kl,clip_frac,grad_norm,explained_variance,lr,fast_lr,skipped_steps";
+/// The CSV's columns before the per-role and per-module ones.
+pub const CSV_COLUMNS: &str = "update,frames,fps,wall_s,level,episodes,return_mean,return_std,success_rate,episode_len,entropy,policy_loss,value_loss,approx_kl,clip_frac,grad_norm,explained_variance,lr,fast_lr,skipped_steps,memory_rms,memory_max";
 
-/// The CSV header of a model with `n_modules` RIM modules (0 for the LSTM): [`CSV_COLUMNS`],
-/// then `module_activity/0` .. `module_activity/{n-1}` (the TensorBoard tags' names).
-pub fn csv_header(n_modules: usize) -> String {
+/// The CSV header of a model with parameter roles `roles` ([`update::logged_roles`]) and
+/// `n_modules` RIM modules (0 for the LSTM): [`CSV_COLUMNS`], `grad_norm_by_role/ROLE` for each
+/// role, then `module_activity/0` .. `module_activity/{n-1}` (the TensorBoard tags' names).
+pub fn csv_header(roles: &[&str], n_modules: usize) -> String {
     let mut h = CSV_COLUMNS.to_string();
+    for r in roles {
+        h.push_str(&format!(",grad_norm_by_role/{r}"));
+    }
     for i in 0..n_modules {
         h.push_str(&format!(",module_activity/{i}"));
     }
@@ -216,7 +230,16 @@ impl LogLine {
             format!("{:e}", self.lr),
             format!("{:e}", self.fast_lr),
             self.skipped_steps.to_string(),
+            cell(self.memory_rms, 5),
+            cell(self.memory_max, 5),
         ];
+        // The map holds exactly the layout's roles, so this follows the header's order.
+        row.extend(
+            update::ROLE_COLUMNS
+                .iter()
+                .filter_map(|(_, name)| self.grad_norm_by_role.get(name))
+                .map(|n| cell(*n, 5)),
+        );
         row.extend(self.module_activity.iter().map(|a| cell(*a, 4)));
         row.join(",")
     }
@@ -410,6 +433,24 @@ fn window_return_std(recent: &VecDeque<EpisodeRecord>) -> f64 {
 /// CleanRL's explained variance of the rollout's return targets by the acting policy's
 /// values: `1 - Var(ret - value) / Var(ret)` over every step of every env (NaN when the
 /// targets do not vary). Computed in f64, in slot order: deterministic.
+/// Root mean square and largest magnitude of the memory states the rollout started its steps
+/// from (every env, every step; RIM modules' `h`, plus `c` for LSTM cells and the LSTM): a
+/// state that grows without bound shows here before its gradients explode.
+fn memory_state_size(slots: &[EnvSlot]) -> (f64, f64) {
+    let (mut sq, mut max, mut n) = (0.0f64, 0.0f64, 0usize);
+    for x in slots.iter().flat_map(|s| &s.buf.states) {
+        let x = f64::from(*x);
+        sq += x * x;
+        max = max.max(x.abs());
+        n += 1;
+    }
+    if n == 0 {
+        (f64::NAN, f64::NAN)
+    } else {
+        ((sq / n as f64).sqrt(), max)
+    }
+}
+
 fn explained_variance(slots: &[EnvSlot]) -> f64 {
     let pairs = || {
         slots.iter().flat_map(|s| {
@@ -677,11 +718,7 @@ fn open_run(cfg: &TrainConfig, opts: &RunOptions) -> Result<OpenRun> {
         }
         let (cfg, st) = resume_state(cfg, &ck_path)?;
         cut_log(&jsonl_path, st.updates, None)?;
-        cut_log(
-            &csv_path,
-            st.updates,
-            Some(&csv_header(logged_modules(&cfg, &st))),
-        )?;
+        cut_log(&csv_path, st.updates, Some(&csv_columns(&cfg, &st)))?;
         (cfg, st)
     } else {
         if opts.resume && opts.notes {
@@ -692,7 +729,7 @@ fn open_run(cfg: &TrainConfig, opts: &RunOptions) -> Result<OpenRun> {
         }
         let st = fresh_state(cfg)?;
         checkpoint::write_atomic(&jsonl_path, b"")?;
-        let header = csv_header(logged_modules(cfg, &st));
+        let header = csv_columns(cfg, &st);
         checkpoint::write_atomic(&csv_path, format!("{header}\n").as_bytes())?;
         (cfg.clone(), st)
     };
@@ -734,12 +771,14 @@ struct OpenRun {
 }
 
 /// Modules whose activity the logs carry: the RIM's, none for the LSTM.
-fn logged_modules(cfg: &TrainConfig, st: &State) -> usize {
-    if cfg.mode == metarim_core::nn::params::Mode::Lstm {
+/// The CSV header of `st`'s model trained as `cfg` says.
+fn csv_columns(cfg: &TrainConfig, st: &State) -> String {
+    let modules = if cfg.mode == metarim_core::nn::params::Mode::Lstm {
         0
     } else {
         st.model.layout.dims().rim.n_modules
-    }
+    };
+    csv_header(&update::logged_roles(&st.model.layout), modules)
 }
 
 /// Seconds since the Unix epoch (0 on a clock before it).
@@ -825,6 +864,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
             Vec::new()
         };
         let explained = explained_variance(&st.slots);
+        let (memory_rms, memory_max) = memory_state_size(&st.slots);
         let us = learn(&cfg, &mut st, threads, &mut grads, &mut guard)?;
         let fpu = cfg.frames_per_update() as u64;
         st.frames += fpu;
@@ -851,6 +891,9 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
             approx_kl: us.per_frame(us.approx_kl),
             clip_frac: us.per_frame(us.clipped),
             grad_norm: us.mean_grad_norm(),
+            grad_norm_by_role: us.mean_role_norms(&st.model.layout),
+            memory_rms,
+            memory_max,
             explained_variance: explained,
             lr: st.optim.slow.lr,
             fast_lr: st.optim.fast.lr,

@@ -13,13 +13,15 @@
 //!   of modules active somewhere in the minibatch ([`Layout::fast_ranges`]), so modules that
 //!   never ran keep their parameters and Adam moments bit-exactly.
 
+use std::collections::BTreeMap;
+
 use anyhow::{anyhow, ensure, Result};
 use metarim_core::nn::loss::{PpoCoefs, PpoSample, PpoTerms};
 use metarim_core::nn::optim::Adam;
-use metarim_core::nn::params::{Group, Layout, Mode};
+use metarim_core::nn::params::{Group, Layout, Mode, Role};
 use metarim_core::nn::policy::{chunk_work_len, ChunkStats, ChunkStep, MAX_MODULES};
 use metarim_core::nn::rim::CommGrad;
-use metarim_core::nn::split::{clip_adam_step, StepBuffers};
+use metarim_core::nn::split::{clip_adam_step, Clip, StepBuffers};
 use metarim_core::rng::Pcg32;
 use metarim_core::Error;
 
@@ -113,6 +115,9 @@ pub struct UpdateStats {
     pub clipped: f64,
     /// Sum of the pre-clip gradient norms of each optimiser step.
     pub grad_norm: f64,
+    /// Per [`ROLE_COLUMNS`] entry: the sum of that role's gradient norms over the gradient
+    /// passes that computed it, and how many did (the CPU trainer; the GPU path leaves them 0).
+    pub role_norms: [(f64, usize); ROLE_COLUMNS.len()],
     /// Optimiser steps skipped because their loss or gradient was not finite (not in `steps`
     /// nor in the sums above).
     pub skipped: usize,
@@ -145,7 +150,66 @@ impl UpdateStats {
             self.grad_norm / self.steps as f64
         }
     }
+
+    /// Adds the norm of each role's part of `grads` (one pass's gradient, before clipping),
+    /// counting only the groups the pass `computed`.
+    fn add_role_norms(&mut self, layout: &Layout, grads: &GroupVecs, computed: [bool; 3]) {
+        let mut sq = [None::<f64>; ROLE_COLUMNS.len()];
+        let bufs = grads.bufs();
+        for e in layout.entries() {
+            let Some(i) = ROLE_COLUMNS.iter().position(|(r, _)| *r == e.role) else {
+                continue;
+            };
+            if !computed[e.group as usize] {
+                continue;
+            }
+            let part = bufs.group(e.group).get(e.range()).unwrap_or_default();
+            let s: f64 = part.iter().map(|x| f64::from(*x) * f64::from(*x)).sum();
+            *sq[i].get_or_insert(0.0) += s;
+        }
+        for (acc, s) in self.role_norms.iter_mut().zip(sq) {
+            if let Some(s) = s {
+                acc.0 += s.sqrt();
+                acc.1 += 1;
+            }
+        }
+    }
+
+    /// Mean pre-clip gradient norm of each role of `layout` over the passes that computed it,
+    /// by column name ([`ROLE_COLUMNS`]); NaN for a role no pass computed (the GPU path).
+    pub fn mean_role_norms(&self, layout: &Layout) -> BTreeMap<&'static str, f64> {
+        ROLE_COLUMNS
+            .iter()
+            .zip(&self.role_norms)
+            .filter(|((role, _), _)| layout.role_len(*role) > 0)
+            .map(|((_, name), (sum, n))| {
+                let mean = if *n > 0 { sum / *n as f64 } else { f64::NAN };
+                (*name, mean)
+            })
+            .collect()
+    }
 }
+
+/// The names of `layout`'s roles in [`ROLE_COLUMNS`] order: the log's gradient-norm columns.
+pub fn logged_roles(layout: &Layout) -> Vec<&'static str> {
+    ROLE_COLUMNS
+        .iter()
+        .filter(|(role, _)| layout.role_len(*role) > 0)
+        .map(|(_, name)| *name)
+        .collect()
+}
+
+/// The parameter roles whose gradient norms the training log reports (`grad_norm_by_role/NAME`),
+/// in column order: where a growing or spiking `grad_norm` comes from.
+pub const ROLE_COLUMNS: [(Role, &str); 7] = [
+    (Role::Encoder, "encoder"),
+    (Role::Instruction, "instruction"),
+    (Role::InputAttention, "input_attention"),
+    (Role::ModuleRnn, "modules"),
+    (Role::Communication, "communication"),
+    (Role::MemoryLstm, "lstm"),
+    (Role::Heads, "heads"),
+];
 
 /// Gradient buffers: the batched pass's work space, or one accumulator per shard for the
 /// per-chunk path; and the total.
@@ -396,8 +460,8 @@ impl Optim {
         }
     }
 
-    /// One step of `phase` ([`clip_adam_step`]): clip the gradient of its groups to
-    /// `max_norm` (global norm over those groups), then Adam with the phase's optimiser.
+    /// One step of `phase` ([`clip_adam_step`]): clip the gradient of its groups as `clip`
+    /// says (one norm over those groups, or one per role), then Adam with the phase's optimiser.
     /// Returns the pre-clip norm, or `None` when that norm is not finite: then the step is
     /// skipped and nothing (parameters, moments, step count) changes.
     #[allow(clippy::too_many_arguments)]
@@ -409,7 +473,7 @@ impl Optim {
         phase: Phase,
         other: OtherGroup,
         active: &[bool],
-        max_norm: f32,
+        clip: Clip,
     ) -> Result<Option<f32>> {
         let (opt, which) = if phase == Phase::Inner {
             (&mut self.fast, "fast")
@@ -423,7 +487,7 @@ impl Optim {
             m: self.m.bufs_mut(),
             v: self.v.bufs_mut(),
         };
-        clip_adam_step(layout, bufs, opt, phase, other, active, max_norm).map_err(|e| match e {
+        clip_adam_step(layout, bufs, opt, phase, other, active, clip).map_err(|e| match e {
             Error::StepCountOverflow => {
                 anyhow!("the {which} optimiser's Adam step count overflowed (it is {t})")
             }
@@ -552,7 +616,10 @@ pub fn train_on_rollout(
     let coefs = cfg.ppo_coefs();
     let n_modules = model.layout.dims().rim.n_modules;
     let other = cfg.other_group;
-    let max_norm = cfg.max_grad_norm as f32;
+    let clip = Clip {
+        max_norm: cfg.max_grad_norm as f32,
+        scope: cfg.clip_scope,
+    };
     let mut stats = UpdateStats::default();
     // The encoders (the `Other` group) keep the rollout's parameters until a step updates them.
     let mut inputs_fresh = true;
@@ -581,6 +648,7 @@ pub fn train_on_rollout(
         let st = compute_grads(model, slots, &batch, &coefs, threads, grads, wants)?;
         let active = active_flags(&st, n_modules);
         if st.sum.loss.is_finite() {
+            stats.add_role_norms(&model.layout, &grads.total, want);
             // Summed before the inner step, which clips its own groups in place.
             if accumulate && add_groups(&mut grads.slow_sum, &grads.total, &outer_groups) {
                 summed += 1;
@@ -592,7 +660,7 @@ pub fn train_on_rollout(
                 phase,
                 other,
                 &active,
-                max_norm,
+                clip,
             )?;
             if let Some(norm) = step {
                 guard.step_taken();
@@ -620,7 +688,7 @@ pub fn train_on_rollout(
                 Phase::Outer,
                 other,
                 &active,
-                max_norm,
+                clip,
             )?;
             grads.slow_sum.clear();
             if let Some(norm) = step {
@@ -706,7 +774,7 @@ mod tests {
             phase,
             OtherGroup::Slow,
             &active,
-            0.5,
+            Clip::global(0.5),
         )
     }
 
