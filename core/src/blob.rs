@@ -36,7 +36,7 @@ use half::f16;
 
 use crate::error::Error;
 use crate::mission::vocab::WORDS;
-use crate::nn::dims::{CellKind, EncoderKind, MemoryKind, ModelDims};
+use crate::nn::dims::{CellKind, CommUpdate, EncoderKind, MemoryKind, ModelDims};
 use crate::nn::params::{Group, Layout, Mode};
 
 /// Magic bytes at the start of every blob.
@@ -123,7 +123,13 @@ pub fn dim_fields(d: &ModelDims) -> [u16; DIM_FIELDS] {
             CellKind::Gru => 0,
             CellKind::Lstm => 1,
         },
-        u16::from(r.communication),
+        // 0: no communication; 1: the gated residual (every blob before `comm_update`);
+        // 2: the gated interpolation.
+        match (r.communication, r.comm_update) {
+            (false, _) => 0,
+            (true, CommUpdate::Residual) => 1,
+            (true, CommUpdate::Interpolate) => 2,
+        },
         c(d.head_hidden),
         c(d.n_actions),
     ]

@@ -18,7 +18,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use metarim_core::blob::{self, Blob, FrozenDtype};
-use metarim_core::nn::dims::{ModelDims, TINY};
+use metarim_core::nn::dims::{CommUpdate, ModelDims, TINY};
 use metarim_core::nn::params::{Group, Layout, Mode};
 
 use crate::fsutil;
@@ -151,6 +151,11 @@ fn dims_diff(have: &ModelDims, want: &ModelDims) -> String {
         "communication",
         h.communication.to_string(),
         w.communication.to_string(),
+    );
+    cmp(
+        "comm_update",
+        format!("{:?}", h.comm_update),
+        format!("{:?}", w.comm_update),
     );
     cmp(
         "encoder",
@@ -531,6 +536,10 @@ pub fn dims_json(d: &ModelDims) -> serde_json::Value {
         "c_k": r.c_k,
         "cell": match r.cell { CellKind::Gru => "gru", CellKind::Lstm => "lstm" },
         "communication": r.communication,
+        "comm_update": match r.comm_update {
+            CommUpdate::Residual => "residual",
+            CommUpdate::Interpolate => "interpolate",
+        },
         "head_hidden": d.head_hidden,
         "n_actions": d.n_actions,
         "state_len": metarim_core::nn::policy::state_len(d),

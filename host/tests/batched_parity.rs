@@ -13,7 +13,7 @@ use host::train::batched::{BatchedGrads, PassOptions, Seq};
 use host::train::GroupVecs;
 use metarim_core::env::{Observation, VIEW_CELLS};
 use metarim_core::mission::vocab::{tokenize, MAX_TOKENS};
-use metarim_core::nn::dims::{CellKind, EncoderKind, ModelDims, RimDims, PAPER, TINY};
+use metarim_core::nn::dims::{CellKind, CommUpdate, EncoderKind, ModelDims, RimDims, PAPER, TINY};
 use metarim_core::nn::init::InitConfig;
 use metarim_core::nn::loss::{PpoCoefs, PpoSample};
 use metarim_core::nn::params::{Group, Layout, Mode};
@@ -298,6 +298,34 @@ fn batched_pass_matches_core_lstm_cells_f64() {
     let film = ModelDims { film: true, ..tiny };
     worst = worst.max(check::<f64>(&film, Mode::Joint, 6, 7, 721, 1e-10));
     eprintln!("LSTM cells, f64: worst rel err {worst:e}");
+}
+
+/// The whole policy's pass with the gated interpolation in the communication
+/// (`comm_update = "interpolate"`), GRU and LSTM cells, every RIM mode.
+#[test]
+fn batched_pass_matches_core_with_interpolating_communication_f64() {
+    let interpolating = |d: ModelDims| ModelDims {
+        rim: RimDims {
+            comm_update: CommUpdate::Interpolate,
+            ..d.rim
+        },
+        ..d
+    };
+    let bow = interpolating(ModelDims {
+        encoder: EncoderKind::Bow,
+        film: true,
+        ..TINY
+    });
+    let lstm = lstm_cells(&bow);
+    let mut worst = 0.0f64;
+    for (k, mode) in [Mode::MetaRim, Mode::Reversed, Mode::Joint]
+        .into_iter()
+        .enumerate()
+    {
+        worst = worst.max(check::<f64>(&bow, mode, 6, 7, 740 + k as u64, 1e-10));
+        worst = worst.max(check::<f64>(&lstm, mode, 5, 6, 750 + k as u64, 1e-10));
+    }
+    eprintln!("interpolating communication, f64: worst rel err {worst:e}");
 }
 
 #[test]

@@ -10,7 +10,7 @@ use common::rel_err;
 use host::batch::rim::{
     even_bounds, grads_view, param_offsets, weights_view, RimBatch, RimScratch, Scalar,
 };
-use metarim_core::nn::dims::{CellKind, RimDims, PAPER, RIM_ODD_WIDTHS};
+use metarim_core::nn::dims::{CellKind, CommUpdate, RimDims, PAPER, RIM_ODD_WIDTHS};
 use metarim_core::nn::rim::{
     rim_step_backward, rim_step_forward, scratch_len, state_len, step_cache_len, CommGrad,
 };
@@ -249,6 +249,34 @@ fn batched_matches_core_f32() {
         check::<f32>(&SMALL, batch, 5, CommGrad::Blocked, seed, 1e-4);
         check::<f32>(&no_comm(&SMALL), batch, 5, CommGrad::Blocked, seed, 1e-4);
     }
+}
+
+fn interpolating(d: &RimDims) -> RimDims {
+    RimDims {
+        comm_update: CommUpdate::Interpolate,
+        ..*d
+    }
+}
+
+/// The gated interpolation (`comm_update = "interpolate"`), both gradient modes, both scalar
+/// types (GRU cells; LSTM cells with it: `batched_parity.rs`).
+#[test]
+fn batched_matches_core_with_interpolating_communication() {
+    for (k, batch) in [1usize, 3, 8].into_iter().enumerate() {
+        let seed = 40 + k as u64;
+        let d = interpolating(&SMALL);
+        check::<f64>(&d, batch, 5, CommGrad::Blocked, seed, 1e-10);
+        check::<f64>(&d, batch, 5, CommGrad::Full, seed, 1e-10);
+        check::<f32>(&d, batch, 5, CommGrad::Blocked, seed, 1e-4);
+    }
+    check::<f64>(
+        &interpolating(&PAPER.rim),
+        3,
+        5,
+        CommGrad::Blocked,
+        43,
+        1e-10,
+    );
 }
 
 #[test]

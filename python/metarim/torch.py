@@ -68,7 +68,8 @@ defaults") and its parameter names, all in PyTorch's layouts (weights ``(out, in
   ``communication.{query,key,value}.weight`` ``(N, c_heads*c_k, hidden)`` per module,
   multi-head attention of each module over all modules' new states,
   ``h' = h~ + sigmoid(gate o) * tanh(output o)`` with ``communication.{gate,output}.weight``
-  ``(N, hidden, c_heads*c_k)``. Inactive modules keep their state; the gradient does not reach
+  ``(N, hidden, c_heads*c_k)`` (with ``comm_update = "interpolate"`` in the metadata instead
+  ``h' = h~ + sigmoid(gate o) * (tanh(output o) - h~)``). Inactive modules keep their state; the gradient does not reach
   an inactive module through its use as a communication key/value (the RIMs code's
   ``blocked_grad``, the Rust trainer's ``CommGrad::Blocked``).
 - ``lstm`` (lstm mode): ``nn.LSTMCell(input, n_modules * hidden)``.
@@ -336,7 +337,11 @@ class MetarimPolicy(nn.Module):
             scores = torch.einsum("bihd,bmhd->bihm", queries, keys) / math.sqrt(ck)
             p = torch.softmax(scores, dim=-1)
             o = torch.einsum("bihm,bmhd->bihd", p, values).reshape(b, n, ch * ck)
-            ht = ht + torch.sigmoid(comm.gate(o)) * torch.tanh(comm.output(o))
+            g, up = torch.sigmoid(comm.gate(o)), torch.tanh(comm.output(o))
+            if d.get("comm_update", "residual") == "interpolate":
+                ht = ht + g * (up - ht)
+            else:
+                ht = ht + g * up
         m = active[..., None]
         h_new = torch.where(m, ht, hm).reshape(b, w)
         if cm is None:

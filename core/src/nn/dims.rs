@@ -34,6 +34,24 @@ pub enum EncoderKind {
     Bow,
 }
 
+/// How communication changes an active module's candidate state `h~` (the RIM cell's step 4;
+/// `o` the attention's read, `g = sigmoid(W_g o)`, `u = tanh(W_o o)`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "lowercase")
+)]
+pub enum CommUpdate {
+    /// `h' = h~ + g * u`, the official RIMs code's gated residual. The state is unbounded: a
+    /// module can add up to 1 per step, and trained agents do (states near 60 after a
+    /// 64-step episode; docs/RESULTS.md, "Where the gradient norm grows").
+    Residual,
+    /// `h' = (1 - g) * h~ + g * u`, a gated interpolation: with a GRU cell (`h~` in [-1, 1])
+    /// the state stays in [-1, 1], as the LSTM baseline's `h` does.
+    Interpolate,
+}
+
 /// Memory of the policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MemoryKind {
@@ -68,6 +86,8 @@ pub struct RimDims {
     pub cell: CellKind,
     /// Communication attention on (the "no communication" ablation turns it off).
     pub communication: bool,
+    /// How communication updates a module's state (unused without communication).
+    pub comm_update: CommUpdate,
 }
 
 impl RimDims {
@@ -154,6 +174,7 @@ pub const PAPER: ModelDims = ModelDims {
         c_k: 32,
         cell: CellKind::Gru,
         communication: true,
+        comm_update: CommUpdate::Residual,
     },
     head_hidden: 64,
     n_actions: 7,
@@ -173,6 +194,7 @@ pub const RIM_ODD_WIDTHS: RimDims = RimDims {
     c_k: 5,
     cell: CellKind::Gru,
     communication: true,
+    comm_update: CommUpdate::Residual,
 };
 
 /// Microcontroller sizes: N=4, k=2, 8 per module, a small encoder. The fast group (module
@@ -201,6 +223,7 @@ pub const TINY: ModelDims = ModelDims {
         c_k: 4,
         cell: CellKind::Gru,
         communication: true,
+        comm_update: CommUpdate::Residual,
     },
     head_hidden: 16,
     n_actions: 7,

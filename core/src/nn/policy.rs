@@ -936,6 +936,7 @@ mod tests {
                 c_k: 2,
                 cell,
                 communication,
+                comm_update: crate::nn::dims::CommUpdate::Residual,
             },
             head_hidden: 4,
             n_actions: 7,

@@ -26,6 +26,8 @@
 //!    `o_ij = sum_m p_ijm v_mj`, `o_i = concat_j o_ij` (`c_heads*c_k`). Gated residual as in the
 //!    official code: `h'_i = h~_i + sigmoid(W_g,i o_i) * tanh(W_o,i o_i)` with per-module
 //!    `W_g, W_o: [H x c_heads*c_k]`, **no biases** (CHOICE). Without communication `h'_i = h~_i`.
+//!    With [`CommUpdate::Interpolate`] instead `h'_i = h~_i + g_i * (tanh(W_o,i o_i) - h~_i)`
+//!    (`g_i = sigmoid(W_g,i o_i)`): a convex blend that keeps a GRU module's state in [-1, 1].
 //! 5. **Masked update.** `h_t,i = h'_i` if active else `h_{t-1,i}` (LSTM: `c_t,i = c~_i` if
 //!    active else `c_{t-1,i}`); inactive modules keep their state bit-exactly.
 //!
@@ -67,7 +69,7 @@
 
 use crate::error::Error;
 use crate::nn::cut::{take, Cut};
-use crate::nn::dims::{CellKind, RimDims};
+use crate::nn::dims::{CellKind, CommUpdate, RimDims};
 use crate::nn::ops::{self, GruGrads, GruWeights, LstmGrads, LstmWeights};
 use crate::nn::scalar::Real;
 use core::ops::Range;
@@ -727,7 +729,8 @@ impl<S: Real> CommSizes<S> {
 }
 
 /// Step 4, communication among modules: keys/values from every module's `h~`, attention and
-/// the gated residual `h' = h~ + sigmoid(W_g o) * tanh(W_o o)` into `h_out` for active modules
+/// the gated update (residual `h' = h~ + sigmoid(W_g o) * tanh(W_o o)`, or the interpolation
+/// `h' = h~ + sigmoid(W_g o) * (tanh(W_o o) - h~)`; [`CommUpdate`]) into `h_out` for active modules
 /// only (an inactive module's output would be discarded by the masked update; its cache parts
 /// are zeroed).
 #[inline(always)]
@@ -790,13 +793,18 @@ fn communicate<S: Real>(
         ops::linear(chunk(w.c_o, i, pw), None, o_i, tanh);
         tanh.iter_mut().for_each(|v| *v = v.tanh());
         let ho = chunk_mut(h_out, i, hid);
+        let interpolate = d.comm_update == CommUpdate::Interpolate;
         for (((o, t), g), th) in ho
             .iter_mut()
             .zip(chunk(c.ht, i, hid))
             .zip(gate.iter())
             .zip(tanh.iter())
         {
-            *o = *t + *g * *th;
+            *o = if interpolate {
+                *t + *g * (*th - *t)
+            } else {
+                *t + *g * *th
+            };
         }
     }
 }
@@ -963,17 +971,25 @@ fn communicate_backward<S: Real>(
         }
         let dho = chunk(dh_out, i, hid);
         let o_i = chunk(c.o, i, cw);
-        // h' = h~ + sigmoid(a_g) * tanh(a_o) with a_g = W_g o, a_o = W_o o.
-        for ((((pg, po), dy), gt), th) in s
+        // Residual: h' = h~ + g * u; interpolate: h' = h~ + g * (u - h~), with g = sigmoid(a_g),
+        // u = tanh(a_o), a_g = W_g o, a_o = W_o o. The identity part of dh'/dh~ is already in
+        // `dht` (the masked update's backward); interpolation takes `g * dh'` back out of it.
+        let interpolate = d.comm_update == CommUpdate::Interpolate;
+        for (((((pg, po), dy), gt), th), (dt, t)) in s
             .dpg
             .iter_mut()
             .zip(s.dpo.iter_mut())
             .zip(dho)
             .zip(chunk(c.gate, i, hid))
             .zip(chunk(c.tanh, i, hid))
+            .zip(chunk_mut(s.dht, i, hid).iter_mut().zip(chunk(c.ht, i, hid)))
         {
-            *pg = *dy * *th * *gt * (S::ONE - *gt);
+            let lift = if interpolate { *th - *t } else { *th };
+            *pg = *dy * lift * *gt * (S::ONE - *gt);
             *po = *dy * *gt * (S::ONE - *th * *th);
+            if interpolate {
+                *dt -= *dy * *gt;
+            }
         }
         s.dout.fill(S::ZERO);
         ops::linear_backward(

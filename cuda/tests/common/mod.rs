@@ -59,6 +59,7 @@ pub fn small_dims(bow: bool, comm: bool) -> ModelDims {
             c_k: 3,
             cell: CellKind::Gru,
             communication: comm,
+            comm_update: metarim_core::nn::dims::CommUpdate::Residual,
         },
         head_hidden: 7,
         n_actions: 7,

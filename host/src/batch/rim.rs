@@ -33,7 +33,7 @@
 //! module every step, and the masked update keeps inactive modules' `h` (and `c`) bit for bit.
 
 use anyhow::{anyhow, ensure, Result};
-use metarim_core::nn::dims::{CellKind, RimDims};
+use metarim_core::nn::dims::{CellKind, CommUpdate, RimDims};
 use metarim_core::nn::ops::{
     gru_gate_grads, lstm_gate_grads, GRU_CACHE_PER_UNIT, LSTM_CACHE_PER_UNIT,
 };
@@ -1293,8 +1293,13 @@ impl<S: Scalar> ShardPass<'_, '_, '_, S> {
                 let ht = &f.ht[at..][..hid];
                 if p.d.communication {
                     let (g, th) = (&f.gate[at..][..hid], &f.tanh[at..][..hid]);
+                    let interpolate = p.d.comm_update == CommUpdate::Interpolate;
                     for (((o, t), g), th) in dst.iter_mut().zip(ht).zip(g).zip(th) {
-                        *o = *t + *g * *th;
+                        *o = if interpolate {
+                            *t + *g * (*th - *t)
+                        } else {
+                            *t + *g * *th
+                        };
                     }
                 } else {
                     dst.copy_from_slice(ht);
@@ -1367,17 +1372,25 @@ impl<S: Scalar> ShardPass<'_, '_, '_, S> {
         let (p, w, f, s) = (self.p, self.w, &mut *self.f, &mut *self.s);
         let (bs, steps, n, hid, nh, cw, pw) = (p.bs, p.steps, p.n, p.hid, p.nh, p.cw, p.pw);
         let (one, zero) = (S::ONE, S::ZERO);
+        // `dht` holds dh' here; interpolation (h' = h~ + g (u - h~)) leaves (1 - g) dh' of it
+        // for h~, the residual all of it.
+        let interpolate = p.d.comm_update == CommUpdate::Interpolate;
         for b in 0..bs {
             let rows = (b * steps + t) * nh..(b * steps + t + 1) * nh;
-            for ((((pg, po), dy), gt), th) in f.dpg[rows.clone()]
+            for (((((pg, po), dy), gt), th), ht) in f.dpg[rows.clone()]
                 .iter_mut()
                 .zip(f.dpo[rows.clone()].iter_mut())
-                .zip(s.dht[b * nh..][..nh].iter())
+                .zip(s.dht[b * nh..][..nh].iter_mut())
                 .zip(f.gate[rows.clone()].iter())
-                .zip(f.tanh[rows].iter())
+                .zip(f.tanh[rows.clone()].iter())
+                .zip(f.ht[rows].iter())
             {
-                *pg = *dy * *th * *gt * (one - *gt);
+                let lift = if interpolate { *th - *ht } else { *th };
+                *pg = *dy * lift * *gt * (one - *gt);
                 *po = *dy * *gt * (one - *th * *th);
+                if interpolate {
+                    *dy *= one - *gt;
+                }
             }
         }
         for i in 0..n {

@@ -43,6 +43,7 @@ use super::update::{
 };
 use super::{GroupVecs, Model, TrainConfig};
 use crate::threads::for_each_part;
+use metarim_core::nn::dims::CommUpdate;
 
 /// Where the policy runs (config field `backend`; in TOML and on the command line by
 /// [`BackendChoice::name`]).
@@ -100,14 +101,19 @@ pub fn select(cfg: &TrainConfig, model: &Model, n_envs: usize, notes: bool) -> R
         }
         return Ok(None);
     }
-    let opened = if cfg.clip_scope == ClipScope::Global {
-        open(model, n_envs)
-    } else {
+    let opened = if cfg.clip_scope != ClipScope::Global {
         // The kernels' optimiser step clips one global norm per step.
         Err(anyhow!(
             "clip_scope = \"{}\" runs on the CPU only (the CUDA optimiser clips one global norm)",
             cfg.clip_scope.name()
         ))
+    } else if model.layout.dims().rim.comm_update != CommUpdate::Residual {
+        Err(anyhow!(
+            "comm_update = \"interpolate\" runs on the CPU only (the CUDA kernels have the \
+             gated residual)"
+        ))
+    } else {
+        open(model, n_envs)
     };
     match opened {
         Ok(gpu) => {
@@ -765,10 +771,11 @@ mod tests {
         assert!(select(&auto, &model, 2, true).unwrap().is_none());
     }
 
-    /// The kernels clip one global norm: a per-role clip keeps the run on the CPU (`auto`) or
-    /// is an error naming the setting (`cuda`), device or not.
+    /// The kernels clip one global norm and have the gated residual: a per-role clip or an
+    /// interpolating communication keeps the run on the CPU (`auto`) or is an error naming the
+    /// setting (`cuda`), device or not.
     #[test]
-    fn a_per_role_clip_is_refused_by_the_cuda_backend() {
+    fn cpu_only_settings_are_refused_by_the_cuda_backend() {
         let cfg = TrainConfig {
             backend: BackendChoice::Cuda,
             clip_scope: ClipScope::PerRole,
@@ -782,8 +789,20 @@ mod tests {
         );
         let auto = TrainConfig {
             backend: BackendChoice::Auto,
-            ..cfg
+            ..cfg.clone()
         };
         assert!(select(&auto, &model, 2, true).unwrap().is_none());
+        // Likewise the gated interpolation in the communication: the kernels have the residual.
+        let interpolating = TrainConfig {
+            clip_scope: ClipScope::Global,
+            comm_update: Some(CommUpdate::Interpolate),
+            ..cfg
+        };
+        let model = super::super::run::initial_model(&interpolating).unwrap();
+        let e = format!("{:#}", select(&interpolating, &model, 2, true).unwrap_err());
+        assert!(
+            e.contains("comm_update = \"interpolate\" runs on the CPU only"),
+            "{e}"
+        );
     }
 }

@@ -7,7 +7,7 @@
 
 pub use super::backend::BackendChoice;
 use anyhow::{anyhow, bail, Context, Result};
-use metarim_core::nn::dims::{CellKind, EncoderKind, ModelDims, PAPER, SMALL, TINY};
+use metarim_core::nn::dims::{CellKind, CommUpdate, EncoderKind, ModelDims, PAPER, SMALL, TINY};
 use metarim_core::nn::loss::PpoCoefs;
 use metarim_core::nn::params::Mode;
 use serde::{Deserialize, Serialize};
@@ -63,6 +63,10 @@ pub struct TrainConfig {
     pub k_active: Option<usize>,
     /// Override the preset's communication attention (the "no communication" ablation).
     pub communication: Option<bool>,
+    /// Override how communication updates a module's state: `residual` (the official RIMs
+    /// code's `h~ + g * u`, unbounded) or `interpolate` (`(1 - g) * h~ + g * u`, bounded;
+    /// `metarim_core::nn::dims::CommUpdate`). The CPU backend only.
+    pub comm_update: Option<CommUpdate>,
     /// Override the preset's observation encoder (`conv` or `bow`).
     pub encoder: Option<EncoderKind>,
     /// Override the preset's RIM module cell (`gru` or `lstm`).
@@ -184,6 +188,7 @@ impl Default for TrainConfig {
             n_modules: None,
             k_active: None,
             communication: None,
+            comm_update: None,
             encoder: None,
             cell: None,
             film: None,
@@ -421,6 +426,7 @@ impl TrainConfig {
         apply(&mut d.rim.n_modules, self.n_modules);
         apply(&mut d.rim.k_active, self.k_active);
         apply(&mut d.rim.communication, self.communication);
+        apply(&mut d.rim.comm_update, self.comm_update);
         apply(&mut d.encoder, self.encoder);
         apply(&mut d.rim.cell, self.cell);
         apply(&mut d.film, self.film);
@@ -675,10 +681,11 @@ pub const MAX_WINDOW: usize = 100_000_000;
 pub const MAX_WIDTH: usize = 1_024;
 
 /// Optional fields (absent from the serialised table when unset) that `set` still accepts.
-const OPTIONAL_KEYS: [&str; 13] = [
+const OPTIONAL_KEYS: [&str; 14] = [
     "n_modules",
     "k_active",
     "communication",
+    "comm_update",
     "encoder",
     "cell",
     "film",

@@ -39,6 +39,7 @@ fn dims(cell: CellKind, communication: bool, in_heads: usize) -> RimDims {
         c_k: 2,
         cell,
         communication,
+        comm_update: CommUpdate::Residual,
     }
 }
 
@@ -401,7 +402,11 @@ fn reference(m: &Model<f64>, d: &RimDims, data: &Data, detach: Option<&[f64]>) -
                 let g = mv(&m.get(P::Cg)[i * hid * cw..], hid, cw, &o);
                 let th = mv(&m.get(P::Co)[i * hid * cw..], hid, cw, &o);
                 for u in 0..hid {
-                    hp[u] += sig(g[u]) * th[u].tanh();
+                    let (gate, up) = (sig(g[u]), th[u].tanh());
+                    hp[u] = match d.comm_update {
+                        CommUpdate::Residual => hp[u] + gate * up,
+                        CommUpdate::Interpolate => (1.0 - gate) * hp[u] + gate * up,
+                    };
                 }
             }
             h_new[hs.clone()].copy_from_slice(&hp);
@@ -556,14 +561,24 @@ fn check_problem(pb: &Problem, mode: CommGrad) -> Result<(), TestCaseError> {
 }
 
 /// Both gradient modes (one without communication, where they coincide) for one problem.
-fn check_all(cell: CellKind, comm: bool, in_heads: usize, seed: u64) -> Result<(), TestCaseError> {
+fn check_all(
+    cell: CellKind,
+    comm: bool,
+    comm_update: CommUpdate,
+    in_heads: usize,
+    seed: u64,
+) -> Result<(), TestCaseError> {
     let modes: &[CommGrad] = if comm {
         &[CommGrad::Blocked, CommGrad::Full]
     } else {
         &[CommGrad::Blocked]
     };
     for &mode in modes {
-        check_gradients(dims(cell, comm, in_heads), mode, seed)?;
+        let d = RimDims {
+            comm_update,
+            ..dims(cell, comm, in_heads)
+        };
+        check_gradients(d, mode, seed)?;
     }
     Ok(())
 }
@@ -572,13 +587,13 @@ fn check_all(cell: CellKind, comm: bool, in_heads: usize, seed: u64) -> Result<(
 /// from {1, 2} per case (both are drawn with probability 1 - 2^-31), the communication modes
 /// are looped over.
 macro_rules! gradient_properties {
-    ($($name:ident: $cell:expr, $comm:expr;)*) => {
+    ($($name:ident: $cell:expr, $comm:expr, $update:expr;)*) => {
         proptest! {
             #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
             $(
                 #[test]
                 fn $name(seed in any::<u64>(), heads in 1usize..3) {
-                    check_all($cell, $comm, heads, seed)?;
+                    check_all($cell, $comm, $update, heads, seed)?;
                 }
             )*
         }
@@ -586,10 +601,12 @@ macro_rules! gradient_properties {
 }
 
 gradient_properties! {
-    gradients_gru_no_comm: CellKind::Gru, false;
-    gradients_gru_comm: CellKind::Gru, true;
-    gradients_lstm_no_comm: CellKind::Lstm, false;
-    gradients_lstm_comm: CellKind::Lstm, true;
+    gradients_gru_no_comm: CellKind::Gru, false, CommUpdate::Residual;
+    gradients_gru_comm: CellKind::Gru, true, CommUpdate::Residual;
+    gradients_gru_comm_interpolate: CellKind::Gru, true, CommUpdate::Interpolate;
+    gradients_lstm_no_comm: CellKind::Lstm, false, CommUpdate::Residual;
+    gradients_lstm_comm: CellKind::Lstm, true, CommUpdate::Residual;
+    gradients_lstm_comm_interpolate: CellKind::Lstm, true, CommUpdate::Interpolate;
 }
 
 /// First seed at or after `seed` whose problem is away from ties.
@@ -936,6 +953,7 @@ fn parity_with_python_reference() {
         c_k: 2,
         cell: CellKind::Gru,
         communication: true,
+        comm_update: CommUpdate::Residual,
     };
     let close = |a: &[f64], b: &[f64]| assert!(max_abs_diff(a, b) < 1e-12, "{a:?} vs {b:?}");
 
@@ -1143,6 +1161,7 @@ proptest! {
             c_k: dim[8],
             cell: if lstm { CellKind::Lstm } else { CellKind::Gru },
             communication: comm,
+            comm_update: CommUpdate::Residual,
         };
         let mode = if full { CommGrad::Full } else { CommGrad::Blocked };
         let v = |i: usize| std::vec![fill; lens[i]];
