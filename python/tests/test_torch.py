@@ -46,7 +46,8 @@ TOL_FORWARD = 1e-5
 TOL_GRAD = 1e-4
 
 # (id, settings): every mode at each preset, and every model option a config selects
-# (host/src/train/config.rs: encoder, film, cell, communication, n_modules, k_active, widths).
+# (host/src/train/config.rs: encoder, film, cell, communication, comm_update, n_modules,
+# k_active, widths).
 CASES = [
     ("tiny-meta-rim", ['preset="Tiny"', 'mode="meta-rim"']),
     ("tiny-joint", ['preset="Tiny"', 'mode="joint"']),
@@ -70,6 +71,11 @@ CASES = [
     ("tiny-no-comm", ['preset="Tiny"', "communication=false"]),
     ("tiny-no-comm-cell-lstm", ['preset="Tiny"', "communication=false", 'cell="lstm"']),
     ("small-no-comm-joint", ['preset="Small"', "communication=false", 'mode="joint"']),
+    ("tiny-comm-interpolate", ['preset="Tiny"', 'comm_update="interpolate"']),
+    (
+        "small-comm-interpolate-cell-lstm",
+        ['preset="Small"', 'comm_update="interpolate"', 'cell="lstm"'],
+    ),
     ("tiny-all-active", ['preset="Tiny"', "k_active=4"]),
     ("tiny-6-modules-k3", ['preset="Tiny"', "n_modules=6", "k_active=3"]),
     ("tiny-one-active", ['preset="Tiny"', "k_active=1"]),
