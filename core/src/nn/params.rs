@@ -63,24 +63,6 @@ pub enum Role {
     Heads,
 }
 
-impl Role {
-    /// Every role, in [`Role::index`] order.
-    pub const ALL: [Role; 7] = [
-        Role::Encoder,
-        Role::Instruction,
-        Role::InputAttention,
-        Role::ModuleRnn,
-        Role::Communication,
-        Role::MemoryLstm,
-        Role::Heads,
-    ];
-
-    /// The role's position in [`Role::ALL`].
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
-
 /// How roles map to groups (docs/DESIGN.md, "The fast/slow split"). Serialised (feature
 /// `serde`) by its command-line name ([`Mode::name`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

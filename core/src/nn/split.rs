@@ -1,5 +1,5 @@
 //! The fast/slow split in one place: which modes have two loops, which parameter groups each
-//! phase of an update trains, and one optimiser step of a phase (gradient-norm clip, then Adam
+//! phase of an update trains, and one optimiser step of a phase (global-norm clip, then Adam
 //! over exactly the elements the phase owns), without allocation.
 //!
 //! Invariants:
@@ -14,53 +14,7 @@
 
 use crate::error::Error;
 use crate::nn::optim::{clip_coef, Adam, Range};
-use crate::nn::params::{Group, GroupBufsMut, Layout, Mode, Role, FAST_RANGES};
-
-/// What one gradient-norm clip spans (the trainer's `clip_scope`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(
-    feature = "serde",
-    derive(serde::Serialize, serde::Deserialize),
-    serde(rename_all = "kebab-case")
-)]
-pub enum ClipScope {
-    /// One norm over every element the step updates (PyTorch's `clip_grad_norm_` over the
-    /// optimiser's parameters, as BabyAI and CleanRL clip).
-    Global,
-    /// One norm per parameter role ([`Role`]: encoder, instruction encoder, input attention,
-    /// module RNNs, communication, LSTM, heads), each clipped to the limit on its own: a role
-    /// whose gradient explodes (the RIM's recurrence) no longer scales down the others'.
-    PerRole,
-}
-
-impl ClipScope {
-    /// The scope's config name (`global`, `per-role`).
-    pub fn name(self) -> &'static str {
-        match self {
-            ClipScope::Global => "global",
-            ClipScope::PerRole => "per-role",
-        }
-    }
-}
-
-/// How an optimiser step clips its gradient: to `max_norm`, over `scope`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Clip {
-    /// The largest norm a clipped gradient keeps.
-    pub max_norm: f32,
-    /// What one norm spans.
-    pub scope: ClipScope,
-}
-
-impl Clip {
-    /// A global-norm clip to `max_norm`.
-    pub fn global(max_norm: f32) -> Clip {
-        Clip {
-            max_norm,
-            scope: ClipScope::Global,
-        }
-    }
-}
+use crate::nn::params::{Group, GroupBufsMut, Layout, Mode, FAST_RANGES};
 
 /// Which parameters an optimiser step updates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,37 +92,10 @@ pub struct StepBuffers<'a> {
     pub v: GroupBufsMut<'a, f32>,
 }
 
-/// Calls `f(role, part)` for each tensor's share of the `ranges` of group `g`'s buffer `buf`,
-/// in range order, then table order within a range.
-fn for_role_parts(
-    layout: &Layout,
-    g: Group,
-    buf: &mut [f32],
-    ranges: &[Range],
-    mut f: impl FnMut(Role, &mut [f32]),
-) -> Result<(), Error> {
-    let len = buf.len();
-    for &(off, n) in ranges {
-        for e in layout.entries().iter().filter(|e| e.group == g) {
-            let start = e.offset.max(off);
-            let end = (e.offset + e.len).min(off + n);
-            if start < end {
-                let part = buf.get_mut(start..end).ok_or(Error::BufferTooSmall {
-                    needed: end,
-                    got: len,
-                })?;
-                f(e.role, part);
-            }
-        }
-    }
-    Ok(())
-}
-
 /// One optimiser step of `phase` with `opt`: the global gradient norm over the phase's
-/// elements; `None` (and nothing changed) when it is not finite; otherwise clip the gradient
-/// (`clip`: globally, or each role to the limit on its own), advance `opt.t` (an error, not a
-/// wrap, at `u64::MAX`) and take the Adam step on those elements. Returns the global pre-clip
-/// norm.
+/// elements; `None` (and nothing changed) when it is not finite; otherwise clip the gradient to
+/// `max_norm`, advance `opt.t` (an error, not a wrap, at `u64::MAX`) and take the Adam step on
+/// those elements. Returns the pre-clip norm.
 pub fn clip_adam_step(
     layout: &Layout,
     bufs: StepBuffers<'_>,
@@ -176,7 +103,7 @@ pub fn clip_adam_step(
     phase: Phase,
     other: OtherGroup,
     active: &[bool],
-    clip: Clip,
+    max_norm: f32,
 ) -> Result<Option<f32>, Error> {
     let StepBuffers {
         mut params,
@@ -207,43 +134,18 @@ pub fn clip_adam_step(
     if !norm.is_finite() {
         return Ok(None);
     }
-    // Per role: the squared norm of its elements among the step's, in the same fixed order.
-    let mut role_sq = [0.0f64; Role::ALL.len()];
-    if clip.scope == ClipScope::PerRole {
-        for &g in &groups {
-            let n = grads.group(g).len();
-            let ranges = ranges_of(g, n, phase, &fast_ranges, &mut whole);
-            for_role_parts(layout, g, grads.group_mut(g), ranges, |role, part| {
-                role_sq[role.index()] += part
-                    .iter()
-                    .map(|x| f64::from(*x) * f64::from(*x))
-                    .sum::<f64>();
-            })?;
-        }
-    }
-    let coef = clip_coef(norm, clip.max_norm);
+    let coef = clip_coef(norm, max_norm);
     opt.t = opt.t.checked_add(1).ok_or(Error::StepCountOverflow)?;
     for &g in &groups {
         let n = params.group(g).len();
         let ranges = ranges_of(g, n, phase, &fast_ranges, &mut whole);
         let grad = grads.group_mut(g);
-        match clip.scope {
-            ClipScope::Global if coef != 1.0 => {
-                for &(off, len) in ranges {
-                    for x in grad.get_mut(off..off + len).into_iter().flatten() {
-                        *x *= coef;
-                    }
+        if coef != 1.0 {
+            for &(off, len) in ranges {
+                for x in grad.get_mut(off..off + len).into_iter().flatten() {
+                    *x *= coef;
                 }
             }
-            ClipScope::Global => {}
-            ClipScope::PerRole => for_role_parts(layout, g, grad, ranges, |role, part| {
-                let c = clip_coef(libm::sqrt(role_sq[role.index()]) as f32, clip.max_norm);
-                if c != 1.0 {
-                    for x in part {
-                        *x *= c;
-                    }
-                }
-            })?,
         }
         opt.update_ranges_at(
             opt.t,
@@ -315,7 +217,7 @@ mod tests {
                 Phase::Inner,
                 OtherGroup::Slow,
                 &active,
-                Clip::global(0.5),
+                0.5,
             )
         };
         let norm = step(&mut p, &mut g, &mut m, &mut v, &mut opt).unwrap();
@@ -349,78 +251,5 @@ mod tests {
             step(&mut p2, &mut g, &mut m2, &mut v2, &mut opt),
             Err(Error::StepCountOverflow)
         );
-    }
-
-    #[test]
-    fn a_per_role_clip_scales_each_role_on_its_own_and_a_global_clip_all_together() {
-        let layout = Layout::new(&TINY, Mode::Joint).unwrap();
-        let active = std::vec![true; layout.dims().rim.n_modules];
-        // The heads' gradient is far below the limit, the module RNNs' far above it.
-        let grads = || {
-            let mut g = filled(&layout, 0.0);
-            for e in layout.entries() {
-                let x = match e.role {
-                    Role::Heads => 1e-4,
-                    Role::ModuleRnn => 1.0,
-                    _ => 0.0,
-                };
-                g[e.group as usize][e.range()].fill(x);
-            }
-            g
-        };
-        let role_norm = |g: &[std::vec::Vec<f32>; 3], role: Role| {
-            let sq: f64 = layout
-                .entries()
-                .iter()
-                .filter(|e| e.role == role)
-                .flat_map(|e| &g[e.group as usize][e.range()])
-                .map(|x| f64::from(*x).powi(2))
-                .sum();
-            sq.sqrt()
-        };
-        let clipped = |scope| {
-            let mut g = grads();
-            let (mut p, mut m, mut v) = (
-                filled(&layout, 0.5),
-                filled(&layout, 0.0),
-                filled(&layout, 0.0),
-            );
-            let b = StepBuffers {
-                params: bufs(&mut p),
-                grads: bufs(&mut g),
-                m: bufs(&mut m),
-                v: bufs(&mut v),
-            };
-            let mut opt = Adam::new(1e-3, 0.9, 0.999, 1e-5);
-            let clip = Clip {
-                max_norm: 0.5,
-                scope,
-            };
-            let norm = clip_adam_step(
-                &layout,
-                b,
-                &mut opt,
-                Phase::All,
-                OtherGroup::Slow,
-                &active,
-                clip,
-            )
-            .unwrap()
-            .unwrap();
-            (norm, g)
-        };
-        let (norm_global, global) = clipped(ClipScope::Global);
-        let (norm_role, per_role) = clipped(ClipScope::PerRole);
-        // Both report the same global pre-clip norm.
-        assert_eq!(norm_global, norm_role);
-        assert!(f64::from(norm_global) > 10.0, "{norm_global}");
-        // Per role: the RNNs clipped to the limit, the heads untouched.
-        assert!((role_norm(&per_role, Role::ModuleRnn) - 0.5).abs() < 1e-4);
-        let heads = role_norm(&grads(), Role::Heads);
-        assert_eq!(role_norm(&per_role, Role::Heads), heads);
-        // Globally: every role scaled by the same factor, the heads' far below their own.
-        let total = role_norm(&global, Role::ModuleRnn).hypot(role_norm(&global, Role::Heads));
-        assert!((total - 0.5).abs() < 1e-4, "{total}");
-        assert!(role_norm(&global, Role::Heads) < heads * 0.1);
     }
 }

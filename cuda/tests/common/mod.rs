@@ -21,7 +21,7 @@ use metarim_core::nn::policy::{
     chunk_work_len, init_params, state_len, ChunkStats, ChunkStep, Policy,
 };
 use metarim_core::nn::rim::CommGrad;
-use metarim_core::nn::split::{clip_adam_step, Clip, OtherGroup, Phase, StepBuffers};
+use metarim_core::nn::split::{clip_adam_step, OtherGroup, Phase, StepBuffers};
 use metarim_core::rng::Pcg32;
 use metarim_cuda::engine::{ActInput, CudaPolicy, PassChunk};
 use metarim_cuda::exec::Exec;
@@ -414,7 +414,7 @@ pub fn cpu_adam_step(
         phase,
         OtherGroup::Slow,
         active,
-        Clip::global(max_norm),
+        max_norm,
     )
     .expect("optimiser step")
     .expect("a finite gradient norm")

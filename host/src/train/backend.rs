@@ -35,7 +35,6 @@ use metarim_cuda::cuda_exec::CudaExec;
 use metarim_cuda::engine::{ActInput, CudaPolicy, PassChunk};
 use metarim_cuda::exec::Exec;
 
-use super::config::ClipScope;
 use super::rollout::EnvSlot;
 use super::tasks::Tasks;
 use super::update::{
@@ -101,13 +100,7 @@ pub fn select(cfg: &TrainConfig, model: &Model, n_envs: usize, notes: bool) -> R
         }
         return Ok(None);
     }
-    let opened = if cfg.clip_scope != ClipScope::Global {
-        // The kernels' optimiser step clips one global norm per step.
-        Err(anyhow!(
-            "clip_scope = \"{}\" runs on the CPU only (the CUDA optimiser clips one global norm)",
-            cfg.clip_scope.name()
-        ))
-    } else if model.layout.dims().rim.comm_update != CommUpdate::Residual {
+    let opened = if model.layout.dims().rim.comm_update != CommUpdate::Residual {
         Err(anyhow!(
             "comm_update = \"interpolate\" runs on the CPU only (the CUDA kernels have the \
              gated residual)"
@@ -771,38 +764,25 @@ mod tests {
         assert!(select(&auto, &model, 2, true).unwrap().is_none());
     }
 
-    /// The kernels clip one global norm and have the gated residual: a per-role clip or an
-    /// interpolating communication keeps the run on the CPU (`auto`) or is an error naming the
-    /// setting (`cuda`), device or not.
+    /// The kernels have the gated residual: an interpolating communication keeps the run on
+    /// the CPU (`auto`) or is an error naming the setting (`cuda`), device or not.
     #[test]
-    fn cpu_only_settings_are_refused_by_the_cuda_backend() {
+    fn interpolating_communication_is_refused_by_the_cuda_backend() {
         let cfg = TrainConfig {
             backend: BackendChoice::Cuda,
-            clip_scope: ClipScope::PerRole,
+            comm_update: Some(CommUpdate::Interpolate),
             ..TrainConfig::device()
         };
         let model = super::super::run::initial_model(&cfg).unwrap();
         let e = format!("{:#}", select(&cfg, &model, 2, true).unwrap_err());
         assert!(
-            e.contains("clip_scope = \"per-role\" runs on the CPU only"),
+            e.contains("comm_update = \"interpolate\" runs on the CPU only"),
             "{e}"
         );
         let auto = TrainConfig {
             backend: BackendChoice::Auto,
-            ..cfg.clone()
-        };
-        assert!(select(&auto, &model, 2, true).unwrap().is_none());
-        // Likewise the gated interpolation in the communication: the kernels have the residual.
-        let interpolating = TrainConfig {
-            clip_scope: ClipScope::Global,
-            comm_update: Some(CommUpdate::Interpolate),
             ..cfg
         };
-        let model = super::super::run::initial_model(&interpolating).unwrap();
-        let e = format!("{:#}", select(&interpolating, &model, 2, true).unwrap_err());
-        assert!(
-            e.contains("comm_update = \"interpolate\" runs on the CPU only"),
-            "{e}"
-        );
+        assert!(select(&auto, &model, 2, true).unwrap().is_none());
     }
 }

@@ -17,9 +17,6 @@ use serde::{Deserialize, Serialize};
 /// [`metarim_core::nn::split`].
 pub use metarim_core::nn::split::OtherGroup;
 
-/// What one gradient-norm clip spans (the config's `clip_scope`: `global` or `per-role`).
-pub use metarim_core::nn::split::ClipScope;
-
 /// Everything a training run needs. Defaults: the main job (`metarim train` with no
 /// arguments): BabyAI 1.0's PPO (docs/DESIGN.md, "BabyAI agent and PPO defaults") training the
 /// Small preset (bag-of-words encoder FiLM-conditioned on the instruction) as a Meta-RIM (fast
@@ -125,15 +122,8 @@ pub struct TrainConfig {
     pub entropy_coef: f64,
     /// Value loss weight.
     pub value_coef: f64,
-    /// Gradient-norm clip of each optimiser step.
+    /// Global gradient-norm clip of each optimiser step.
     pub max_grad_norm: f64,
-    /// What one `max_grad_norm` clip spans: `global` (one norm over the step's parameters,
-    /// as BabyAI and CleanRL clip) or `per-role` (each parameter role on its own: encoder,
-    /// instruction encoder, input attention, module RNNs, communication, LSTM, heads), so that
-    /// the RIM recurrence's exploding gradients no longer scale down the rest (the log's
-    /// `grad_norm_by_role` columns show them; docs/RESULTS.md, "Where the gradient norm
-    /// grows"). CPU backend only.
-    pub clip_scope: ClipScope,
     /// Anneal both learning rates linearly towards 0 over the run (CleanRL's `anneal_lr`): the
     /// update that starts at frame `f` uses `lr * (1 - f / frames)`. A pure function of the
     /// frames done, so `--resume` stays bit-identical (resuming with a larger `frames`
@@ -217,7 +207,6 @@ impl Default for TrainConfig {
             entropy_coef: 0.01,
             value_coef: 0.5,
             max_grad_norm: 0.5,
-            clip_scope: ClipScope::Global,
             lr_anneal: false,
             reward_scale: 20.0,
             inner_steps: 4,

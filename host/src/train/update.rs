@@ -21,7 +21,7 @@ use metarim_core::nn::optim::Adam;
 use metarim_core::nn::params::{Group, Layout, Mode, Role};
 use metarim_core::nn::policy::{chunk_work_len, ChunkStats, ChunkStep, MAX_MODULES};
 use metarim_core::nn::rim::CommGrad;
-use metarim_core::nn::split::{clip_adam_step, Clip, StepBuffers};
+use metarim_core::nn::split::{clip_adam_step, StepBuffers};
 use metarim_core::rng::Pcg32;
 use metarim_core::Error;
 
@@ -460,8 +460,8 @@ impl Optim {
         }
     }
 
-    /// One step of `phase` ([`clip_adam_step`]): clip the gradient of its groups as `clip`
-    /// says (one norm over those groups, or one per role), then Adam with the phase's optimiser.
+    /// One step of `phase` ([`clip_adam_step`]): clip the gradient of its groups to
+    /// `max_norm` (global norm over those groups), then Adam with the phase's optimiser.
     /// Returns the pre-clip norm, or `None` when that norm is not finite: then the step is
     /// skipped and nothing (parameters, moments, step count) changes.
     #[allow(clippy::too_many_arguments)]
@@ -473,7 +473,7 @@ impl Optim {
         phase: Phase,
         other: OtherGroup,
         active: &[bool],
-        clip: Clip,
+        max_norm: f32,
     ) -> Result<Option<f32>> {
         let (opt, which) = if phase == Phase::Inner {
             (&mut self.fast, "fast")
@@ -487,7 +487,7 @@ impl Optim {
             m: self.m.bufs_mut(),
             v: self.v.bufs_mut(),
         };
-        clip_adam_step(layout, bufs, opt, phase, other, active, clip).map_err(|e| match e {
+        clip_adam_step(layout, bufs, opt, phase, other, active, max_norm).map_err(|e| match e {
             Error::StepCountOverflow => {
                 anyhow!("the {which} optimiser's Adam step count overflowed (it is {t})")
             }
@@ -616,10 +616,7 @@ pub fn train_on_rollout(
     let coefs = cfg.ppo_coefs();
     let n_modules = model.layout.dims().rim.n_modules;
     let other = cfg.other_group;
-    let clip = Clip {
-        max_norm: cfg.max_grad_norm as f32,
-        scope: cfg.clip_scope,
-    };
+    let max_norm = cfg.max_grad_norm as f32;
     let mut stats = UpdateStats::default();
     // The encoders (the `Other` group) keep the rollout's parameters until a step updates them.
     let mut inputs_fresh = true;
@@ -660,7 +657,7 @@ pub fn train_on_rollout(
                 phase,
                 other,
                 &active,
-                clip,
+                max_norm,
             )?;
             if let Some(norm) = step {
                 guard.step_taken();
@@ -688,7 +685,7 @@ pub fn train_on_rollout(
                 Phase::Outer,
                 other,
                 &active,
-                clip,
+                max_norm,
             )?;
             grads.slow_sum.clear();
             if let Some(norm) = step {
@@ -774,7 +771,7 @@ mod tests {
             phase,
             OtherGroup::Slow,
             &active,
-            Clip::global(0.5),
+            0.5,
         )
     }
 
