@@ -265,6 +265,21 @@ fn check<S: Scalar>(
     worst
 }
 
+/// The worst f64 error of [`check`] over the RIM modes (`meta-rim`, `reversed`, `joint`) for
+/// each case `(dims, chunks, steps, seed)`; mode `k` adds `k` to the case's seed.
+fn worst_over_rim_modes(cases: &[(&ModelDims, usize, usize, u64)]) -> f64 {
+    let mut worst = 0.0f64;
+    for (k, mode) in [Mode::MetaRim, Mode::Reversed, Mode::Joint]
+        .into_iter()
+        .enumerate()
+    {
+        for &(d, chunks, steps, seed) in cases {
+            worst = worst.max(check::<f64>(d, mode, chunks, steps, seed + k as u64, 1e-10));
+        }
+    }
+    worst
+}
+
 /// `d` with LSTM modules in its RIM (memory state `[h | c]`).
 fn lstm_cells(d: &ModelDims) -> ModelDims {
     d.with_cell(CellKind::Lstm)
@@ -279,14 +294,7 @@ fn batched_pass_matches_core_lstm_cells_f64() {
         encoder: EncoderKind::Bow,
         ..TINY
     });
-    let mut worst = 0.0f64;
-    for (k, mode) in [Mode::MetaRim, Mode::Reversed, Mode::Joint]
-        .into_iter()
-        .enumerate()
-    {
-        worst = worst.max(check::<f64>(&tiny, mode, 6, 7, 700 + k as u64, 1e-10));
-        worst = worst.max(check::<f64>(&bow, mode, 9, 5, 710 + k as u64, 1e-10));
-    }
+    let mut worst = worst_over_rim_modes(&[(&tiny, 6, 7, 700), (&bow, 9, 5, 710)]);
     let no_comm = ModelDims {
         rim: RimDims {
             communication: false,
@@ -317,14 +325,7 @@ fn batched_pass_matches_core_with_interpolating_communication_f64() {
         ..TINY
     });
     let lstm = lstm_cells(&bow);
-    let mut worst = 0.0f64;
-    for (k, mode) in [Mode::MetaRim, Mode::Reversed, Mode::Joint]
-        .into_iter()
-        .enumerate()
-    {
-        worst = worst.max(check::<f64>(&bow, mode, 6, 7, 740 + k as u64, 1e-10));
-        worst = worst.max(check::<f64>(&lstm, mode, 5, 6, 750 + k as u64, 1e-10));
-    }
+    let worst = worst_over_rim_modes(&[(&bow, 6, 7, 740), (&lstm, 5, 6, 750)]);
     eprintln!("interpolating communication, f64: worst rel err {worst:e}");
 }
 
