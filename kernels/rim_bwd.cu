@@ -95,7 +95,8 @@ __device__ __forceinline__ void rb_load_gradients(const RimBwd& step) {
 }
 
 #if COMM
-// B1: through h' = h~ + sigmoid(a_g) * tanh(a_o).
+// B1: through h' = h~ + sigmoid(a_g) * tanh(a_o) (COMM_INTERP: h' = h~ + g (u - h~), whose
+// h~ keeps (1 - g) of dh', as the batched CPU pass computes it).
 __device__ __forceinline__ void rb_comm_gate(const RimBwd& step) {
     for_sample_rows<SPB_RIM>(step.blk, NH, [&](u32 s, u32 r, u32 b) {
         float* S = step.smem(s);
@@ -106,8 +107,10 @@ __device__ __forceinline__ void rb_comm_gate(const RimBwd& step) {
             const float dy = S[SB_DHO + r];
             const float gt = C[RC_GATE + r];
             const float th = C[RC_TANH + r];
-            pg = dy * th * gt * (1.0f - gt);
+            const float lift = COMM_INTERP ? th - C[RC_HT + r] : th;
+            pg = dy * lift * gt * (1.0f - gt);
             po = dy * gt * (1.0f - th * th);
+            if (COMM_INTERP) S[SB_DHT + r] = dy * (1.0f - gt);
         }
         S[SB_DPG + r] = pg;
         S[SB_DPO + r] = po;

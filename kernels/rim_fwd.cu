@@ -312,7 +312,8 @@ __device__ __forceinline__ void rf_comm_outputs(const RimFwd& step) {
 }
 #endif
 
-// P7: gated residual of the active modules and the masked update; the active-module bits.
+// P7: gated residual (or interpolation) of the active modules and the masked update; the
+// active-module bits.
 __device__ __forceinline__ void rf_update(const RimFwd& step) {
     for_sample_rows<SPB_RIM>(step.blk, NH, [&](u32 s, u32 r, u32 b) {
         float* S = step.smem(s);
@@ -326,7 +327,9 @@ __device__ __forceinline__ void rf_update(const RimFwd& step) {
             const float* oi = S + SF_O + i * CW;
             gate = sigmoidf_ref(0.0f + dot8(step.c_g + (u64)r * CW, oi, CW));
             th = tanhf(0.0f + dot8(step.c_o + (u64)r * CW, oi, CW));
-            out = S[SF_HT + r] + gate * th;
+            const float ht = S[SF_HT + r];
+            // COMM_INTERP: the gated interpolation h~ + g (u - h~); else the residual h~ + g u.
+            out = COMM_INTERP ? ht + gate * (th - ht) : ht + gate * th;
         }
         C[RC_GATE + r] = gate;
         C[RC_TANH + r] = th;

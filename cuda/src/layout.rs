@@ -7,7 +7,7 @@
 //! time by [`crate::engine`]).
 
 use metarim_core::mission::vocab::VOCAB_SIZE;
-use metarim_core::nn::dims::{CellKind, EncoderKind, MemoryKind, ModelDims};
+use metarim_core::nn::dims::{CellKind, CommUpdate, EncoderKind, MemoryKind, ModelDims};
 use metarim_core::nn::encoder::encoder_sizes;
 
 use crate::nvrtc::Define;
@@ -564,7 +564,7 @@ impl ModelLayout {
     pub fn defines(&self) -> Vec<Define> {
         let d = &self.dims;
         let r = &d.rim;
-        let list: [(&str, usize); 26] = [
+        let list: [(&str, usize); 27] = [
             ("N_MOD", r.n_modules),
             ("K_ACT", r.k_active),
             ("HID", r.hidden),
@@ -575,6 +575,10 @@ impl ModelLayout {
             ("C_HEADS", r.c_heads),
             ("C_K", r.c_k),
             ("COMM", usize::from(r.communication)),
+            (
+                "COMM_INTERP",
+                usize::from(r.comm_update == CommUpdate::Interpolate),
+            ),
             ("CELL_LSTM", usize::from(r.cell == CellKind::Lstm)),
             ("ENC_BOW", usize::from(d.encoder == EncoderKind::Bow)),
             ("BOW_DIM", d.bow_dim),

@@ -9,6 +9,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
+use metarim_core::nn::dims::{CommUpdate, ModelDims, RimDims};
 use metarim_core::nn::params::Mode;
 use metarim_cuda::emu::{EmuExec, ThreadOrder};
 use metarim_cuda::exec::Exec;
@@ -260,6 +261,33 @@ fn film_acting_matches_policy_step() {
     );
 }
 
+/// `d` with the gated interpolation in its communication (`comm_update = "interpolate"`).
+fn interpolating(d: ModelDims) -> ModelDims {
+    ModelDims {
+        rim: RimDims {
+            comm_update: CommUpdate::Interpolate,
+            ..d.rim
+        },
+        ..d
+    }
+}
+
+/// The gated interpolation in the communication (`COMM_INTERP`): the whole gradient pass in
+/// every RIM mode against `Policy::chunk_backward`, GRU and LSTM cells, bit-identical under
+/// every thread order.
+#[test]
+fn interpolating_communication_gradient_pass_matches_chunk_backward() {
+    let Some(emu) = emu_exec() else { return };
+    let mut lstm = interpolating(small_dims(true, true));
+    lstm.rim.cell = metarim_core::nn::dims::CellKind::Lstm;
+    let configs = [
+        ("small-interpolate", interpolating(small_dims(false, true))),
+        ("small-bow-interpolate-lstm-cells", lstm),
+    ];
+    let worst = pass_parity_under_every_order(&emu, &configs, &RIM_MODES);
+    println!("interpolating communication: worst gradient error {worst:.2e}");
+}
+
 /// RIM modules with LSTM cells (state `[h | c]`, dL/dc carried across steps): the whole
 /// gradient pass in every mode that uses a RIM against `Policy::chunk_backward`, bit-identical
 /// under every thread order.
@@ -281,6 +309,10 @@ fn rim_step_kernels_match_the_core() {
     let mut configs = lstm_cell_configs(false);
     configs.push(("Tiny", metarim_core::nn::dims::TINY));
     configs.push(("small-comm", small_dims(false, false)));
+    configs.push((
+        "small-comm-interpolate",
+        interpolating(small_dims(false, true)),
+    ));
     for (name, dims) in configs {
         let runs = under_every_order(&emu, 0x57e9, |order| {
             let (worst, differ, bits) = rim_step_kernels_parity(&exec, name, &dims, 11, 0x57e9);

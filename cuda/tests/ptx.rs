@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use metarim_core::nn::dims::{CellKind, EncoderKind, ModelDims, PAPER, SMALL, TINY};
+use metarim_core::nn::dims::{CellKind, CommUpdate, EncoderKind, ModelDims, PAPER, SMALL, TINY};
 use metarim_cuda::kernel::ArgKind;
 use metarim_cuda::layout::ModelLayout;
 use metarim_cuda::nvrtc::{self, CI_ARCH};
@@ -85,7 +85,8 @@ fn ptx_param_types(ptx: &str, name: &str) -> Option<Vec<String>> {
 /// The model configurations CI compiles every kernel for: the two presets, Paper with the
 /// bag-of-words encoder and no communication (the other branches of the kernels), and the
 /// FiLM encoder: the Small preset (bag of words) and Tiny with the plain conv input; RIM modules
-/// with LSTM cells: Small (bag of words, FiLM, communication) and Paper without communication.
+/// with LSTM cells: Small (bag of words, FiLM, communication) and Paper without communication;
+/// Paper with the interpolating communication.
 fn configs() -> Vec<(&'static str, Vec<Define>)> {
     let mut alt = PAPER;
     alt.encoder = EncoderKind::Bow;
@@ -95,6 +96,8 @@ fn configs() -> Vec<(&'static str, Vec<Define>)> {
     small_lstm.rim.cell = CellKind::Lstm;
     let mut paper_lstm = alt;
     paper_lstm.rim.cell = CellKind::Lstm;
+    let mut paper_interp = PAPER;
+    paper_interp.rim.comm_update = CommUpdate::Interpolate;
     [
         ("Paper", PAPER),
         ("Tiny", TINY),
@@ -103,6 +106,7 @@ fn configs() -> Vec<(&'static str, Vec<Define>)> {
         ("Tiny+FiLM", tiny_film),
         ("Small+lstm-cells", small_lstm),
         ("Paper+bow-comm+lstm-cells", paper_lstm),
+        ("Paper+interpolate", paper_interp),
     ]
     .into_iter()
     .map(|(name, d)| (name, ModelLayout::new(&d).expect("layout").defines()))

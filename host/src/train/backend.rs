@@ -42,7 +42,6 @@ use super::update::{
 };
 use super::{GroupVecs, Model, TrainConfig};
 use crate::threads::for_each_part;
-use metarim_core::nn::dims::CommUpdate;
 
 /// Where the policy runs (config field `backend`; in TOML and on the command line by
 /// [`BackendChoice::name`]).
@@ -100,15 +99,7 @@ pub fn select(cfg: &TrainConfig, model: &Model, n_envs: usize, notes: bool) -> R
         }
         return Ok(None);
     }
-    let opened = if model.layout.dims().rim.comm_update != CommUpdate::Residual {
-        Err(anyhow!(
-            "comm_update = \"interpolate\" runs on the CPU only (the CUDA kernels have the \
-             gated residual)"
-        ))
-    } else {
-        open(model, n_envs)
-    };
-    match opened {
+    match open(model, n_envs) {
         Ok(gpu) => {
             if notes {
                 eprintln!(
@@ -755,28 +746,6 @@ mod tests {
         let e = format!("{:#}", select(&cfg, &model, 2, true).unwrap_err());
         assert!(
             e.contains("backend cuda") && e.contains("no usable CUDA device"),
-            "{e}"
-        );
-        let auto = TrainConfig {
-            backend: BackendChoice::Auto,
-            ..cfg
-        };
-        assert!(select(&auto, &model, 2, true).unwrap().is_none());
-    }
-
-    /// The kernels have the gated residual: an interpolating communication keeps the run on
-    /// the CPU (`auto`) or is an error naming the setting (`cuda`), device or not.
-    #[test]
-    fn interpolating_communication_is_refused_by_the_cuda_backend() {
-        let cfg = TrainConfig {
-            backend: BackendChoice::Cuda,
-            comm_update: Some(CommUpdate::Interpolate),
-            ..TrainConfig::device()
-        };
-        let model = super::super::run::initial_model(&cfg).unwrap();
-        let e = format!("{:#}", select(&cfg, &model, 2, true).unwrap_err());
-        assert!(
-            e.contains("comm_update = \"interpolate\" runs on the CPU only"),
             "{e}"
         );
         let auto = TrainConfig {

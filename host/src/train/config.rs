@@ -62,7 +62,7 @@ pub struct TrainConfig {
     pub communication: Option<bool>,
     /// Override how communication updates a module's state: `residual` (the official RIMs
     /// code's `h~ + g * u`, unbounded) or `interpolate` (`(1 - g) * h~ + g * u`, bounded;
-    /// `metarim_core::nn::dims::CommUpdate`). The CPU backend only.
+    /// `metarim_core::nn::dims::CommUpdate`).
     pub comm_update: Option<CommUpdate>,
     /// Override the preset's observation encoder (`conv` or `bow`).
     pub encoder: Option<EncoderKind>,
