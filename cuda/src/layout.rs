@@ -661,7 +661,7 @@ mod tests {
         }
         let l = ModelLayout::new(&PAPER).unwrap();
         assert_eq!(l.smem.spb_rim, 1, "Paper: one sample per block");
-        assert_eq!(l.defines().len(), 26);
+        assert_eq!(l.defines().len(), 27);
     }
 
     #[test]
