@@ -20,7 +20,9 @@
 use half::f16;
 use libfuzzer_sys::fuzz_target;
 use metarim_core::blob::{self, Blob, FrozenDtype};
-use metarim_core::nn::dims::{CellKind, EncoderKind, MemoryKind, ModelDims, RimDims, TINY};
+use metarim_core::nn::dims::{
+    CellKind, CommUpdate, EncoderKind, MemoryKind, ModelDims, RimDims, TINY,
+};
 use metarim_core::nn::params::{Group, Layout, Mode};
 use metarim_core::Error;
 
@@ -52,6 +54,7 @@ const MICRO: ModelDims = ModelDims {
         c_k: 2,
         cell: CellKind::Gru,
         communication: true,
+        comm_update: CommUpdate::Residual,
     },
     head_hidden: 2,
     n_actions: 7,
@@ -141,10 +144,17 @@ fn parse_raw(data: &[u8]) {
     let parsed = Blob::parse(aligned, dims, mode);
     match Blob::parse_region(aligned, dims, mode) {
         Ok((_, len)) => {
-            assert!(len <= data.len(), "found {len} bytes in a region of {}", data.len());
+            assert!(
+                len <= data.len(),
+                "found {len} bytes in a region of {}",
+                data.len()
+            );
             Blob::parse(&aligned[..len], dims, mode).expect("a found blob parses on its own");
         }
-        Err(_) => assert!(parsed.is_err(), "a blob that parses whole is found in its region"),
+        Err(_) => assert!(
+            parsed.is_err(),
+            "a blob that parses whole is found in its region"
+        ),
     }
     if parsed.is_ok() {
         let (_, len) = Blob::parse_region(aligned, dims, mode).expect("found");
