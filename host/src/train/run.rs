@@ -430,9 +430,6 @@ fn window_return_std(recent: &VecDeque<EpisodeRecord>) -> f64 {
     (recent.iter().map(|e| (e.ret - mean).powi(2)).sum::<f64>() / n).sqrt()
 }
 
-/// CleanRL's explained variance of the rollout's return targets by the acting policy's
-/// values: `1 - Var(ret - value) / Var(ret)` over every step of every env (NaN when the
-/// targets do not vary). Computed in f64, in slot order: deterministic.
 /// Root mean square and largest magnitude of the memory states the rollout started its steps
 /// from (every env, every step; RIM modules' `h`, plus `c` for LSTM cells and the LSTM): a
 /// state that grows without bound shows here before its gradients explode.
@@ -451,6 +448,9 @@ fn memory_state_size(slots: &[EnvSlot]) -> (f64, f64) {
     }
 }
 
+/// CleanRL's explained variance of the rollout's return targets by the acting policy's
+/// values: `1 - Var(ret - value) / Var(ret)` over every step of every env (NaN when the
+/// targets do not vary). Computed in f64, in slot order: deterministic.
 fn explained_variance(slots: &[EnvSlot]) -> f64 {
     let pairs = || {
         slots.iter().flat_map(|s| {
@@ -770,8 +770,8 @@ struct OpenRun {
     events: Option<crate::tensorboard::EventWriter>,
 }
 
-/// Modules whose activity the logs carry: the RIM's, none for the LSTM.
-/// The CSV header of `st`'s model trained as `cfg` says.
+/// The CSV header of `st`'s model trained as `cfg` says (module activity for the RIM's
+/// modules, none for the LSTM).
 fn csv_columns(cfg: &TrainConfig, st: &State) -> String {
     let modules = if cfg.mode == metarim_core::nn::params::Mode::Lstm {
         0
