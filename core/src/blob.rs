@@ -19,7 +19,7 @@
 //! 4   format version (u16) = 1
 //! 6   header length in bytes (u16, multiple of 4)
 //! 8   dims: 22 x u16 (see `DIM_FIELDS`; the first is the encoder: 0 conv, 1 bag-of-words,
-//!     + 2 with FiLM conditioning)
+//!     + 2 with FiLM conditioning, + 4 with feature normalisation)
 //! 52  mode (u8: 0 meta-rim, 1 reversed, 2 joint, 3 lstm), frozen dtype (u8: 0 f32, 1 f16), 0u16
 //! 56  fast, slow, other group lengths (3 x u32, elements)
 //! 68  vocabulary: word count (u16), byte length (u16), then the words joined by '\n',
@@ -98,7 +98,8 @@ pub fn dim_fields(d: &ModelDims) -> [u16; DIM_FIELDS] {
         match d.encoder {
             EncoderKind::Conv => 0,
             EncoderKind::Bow => 1,
-        } + 2 * u16::from(d.film),
+        } + 2 * u16::from(d.film)
+            + 4 * u16::from(d.feature_norm),
         c(d.conv_channels[0]),
         c(d.conv_channels[1]),
         c(d.conv_channels[2]),

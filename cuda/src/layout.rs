@@ -207,9 +207,17 @@ fn samples_per_block(floats_per_sample: usize, cap: usize) -> Result<usize> {
 
 impl ModelLayout {
     /// The layout of `dims`; errors for what the kernels do not implement (more than
-    /// [`MAX_MODULES`] modules, blocks that do not fit in shared memory).
+    /// [`MAX_MODULES`] modules, blocks that do not fit in shared memory, the encoder's feature
+    /// normalisation).
     pub fn new(dims: &ModelDims) -> Result<ModelLayout> {
         let r = &dims.rim;
+        if dims.feature_norm {
+            return Err(unsupported(
+                "feature_norm (the encoder's layer-normalised features): the kernels do not \
+                 implement it yet; train on the CPU backend"
+                    .into(),
+            ));
+        }
         if r.n_modules == 0 || r.n_modules > MAX_MODULES || r.k_active == 0 {
             return Err(unsupported(format!(
                 "{} modules, {} active (the kernels take 1..={MAX_MODULES} modules)",
@@ -689,6 +697,12 @@ mod tests {
         let mut d = TINY;
         d.rim.n_modules = 17;
         assert!(ModelLayout::new(&d).is_err());
+        let d = ModelDims {
+            feature_norm: true,
+            ..TINY
+        };
+        let e = ModelLayout::new(&d).expect_err("feature_norm is refused");
+        assert!(e.to_string().contains("feature_norm"), "{e}");
         let mut d = TINY;
         d.rim.input += 1;
         assert!(ModelLayout::new(&d).is_err());

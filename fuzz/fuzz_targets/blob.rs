@@ -38,6 +38,7 @@ const MICRO: ModelDims = ModelDims {
     conv_channels: [1, 1, 2],
     bow_dim: 1,
     film: false,
+    feature_norm: false,
     word_dim: 2,
     instr_hidden: 2,
     max_tokens: TINY.max_tokens,

@@ -520,6 +520,7 @@ pub fn dims_json(d: &ModelDims) -> serde_json::Value {
         "bow_dim": d.bow_dim,
         "bow_rows": metarim_core::nn::encoder::BOW_ROWS,
         "film": d.film,
+        "feature_norm": d.feature_norm,
         "word_dim": d.word_dim,
         "instr_hidden": d.instr_hidden,
         "max_tokens": d.max_tokens,

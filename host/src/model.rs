@@ -30,7 +30,7 @@ pub fn info(name: &str, dims: &ModelDims, mode: Mode, window: usize) -> Result<S
     writeln!(
         s,
         "preset {name}, mode {}: memory {:?}, {} modules x {} hidden, k={}, cell {:?}, input {} \
-         (encoder {:?}{} {:?} + instruction {}), d_k {}, d_v {}, {} comm heads x {}",
+         (encoder {:?}{}{} {:?} + instruction {}), d_k {}, d_v {}, {} comm heads x {}",
         mode.name(),
         d.memory,
         r.n_modules,
@@ -40,6 +40,7 @@ pub fn info(name: &str, dims: &ModelDims, mode: Mode, window: usize) -> Result<S
         r.input,
         d.encoder,
         if d.film { "+FiLM" } else { "" },
+        if d.feature_norm { "+norm" } else { "" },
         d.conv_channels,
         d.instr_hidden,
         r.d_k,

@@ -329,6 +329,21 @@ fn batched_pass_matches_core_with_interpolating_communication_f64() {
     eprintln!("interpolating communication, f64: worst rel err {worst:e}");
 }
 
+/// The whole policy's pass with the encoder's layer-normalised features (`feature_norm`), with
+/// FiLM, every mode (the LSTM memory reads the same features).
+#[test]
+fn batched_pass_matches_core_with_feature_norm_f64() {
+    let normed = ModelDims {
+        encoder: EncoderKind::Bow,
+        film: true,
+        feature_norm: true,
+        ..TINY
+    };
+    let mut worst = worst_over_rim_modes(&[(&normed, 6, 7, 760)]);
+    worst = worst.max(check::<f64>(&normed, Mode::Lstm, 6, 7, 761, 1e-10));
+    eprintln!("feature normalisation, f64: worst rel err {worst:e}");
+}
+
 #[test]
 fn batched_pass_matches_core_lstm_cells_paper_f32() {
     let err = check::<f32>(&lstm_cells(&PAPER), Mode::MetaRim, 5, 8, 730, 2e-4);

@@ -52,7 +52,8 @@ defaults") and its parameter names, all in PyTorch's layouts (weights ``(out, in
   (``nn.Conv2d``, 2x2 kernels; input ``(C, 7_i, 7_j)``): conv1 -> ReLU -> maxpool 2x2 -> conv2
   -> ReLU -> conv3 -> ReLU. With FiLM, ``film`` (``nn.Linear(instr_hidden, 2 * (C0 + C1 +
   C2))``, rows ``[gamma1 C0 | beta1 C0 | gamma2 C1 | beta2 C1 | gamma3 C2 | beta3 C2]``)
-  modulates each conv's output ``z`` to ``z * (1 + gamma) + beta`` before its ReLU.
+  modulates each conv's output ``z`` to ``z * (1 + gamma) + beta`` before its ReLU. With
+  ``feature_norm``, the final features are layer-normalised (no scale or shift, eps 1e-5).
 - ``instr``: ``embedding`` (``nn.Embedding(VOCAB, word_dim)``) and ``gru`` (``nn.GRU``); the
   instruction embedding is the GRU's last state over the mission's non-padding tokens.
 - Memory input ``x = [encoder features ; instruction embedding]``.
@@ -186,6 +187,8 @@ class MetarimPolicy(nn.Module):
         c0, c1, c2 = d["conv_channels"]
         self.bow = d["encoder"] == "bow"
         self.film = bool(d["film"])
+        # Files exported before the option have no key: their features are not normalised.
+        self.feature_norm = bool(d.get("feature_norm", False))
         cin = d["bow_dim"] if self.bow else 3
         enc = nn.Module()
         if self.bow:
@@ -296,8 +299,10 @@ class MetarimPolicy(nn.Module):
         z = mod(enc.conv1(x), g1, b1)
         z = F.max_pool2d(F.relu(z), 2)
         z = F.relu(mod(enc.conv2(z), g2, b2))
-        z = F.relu(mod(enc.conv3(z), g3, b3))
-        return z.flatten(1)
+        z = F.relu(mod(enc.conv3(z), g3, b3)).flatten(1)
+        if self.feature_norm:
+            z = F.layer_norm(z, z.shape[1:], eps=1e-5)
+        return z
 
     def memory_step(self, x: torch.Tensor, state: torch.Tensor
                     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

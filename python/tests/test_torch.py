@@ -46,8 +46,8 @@ TOL_FORWARD = 1e-5
 TOL_GRAD = 1e-4
 
 # (id, settings): every mode at each preset, and every model option a config selects
-# (host/src/train/config.rs: encoder, film, cell, communication, comm_update, n_modules,
-# k_active, widths).
+# (host/src/train/config.rs: encoder, film, feature_norm, cell, communication, comm_update,
+# n_modules, k_active, widths).
 CASES = [
     ("tiny-meta-rim", ['preset="Tiny"', 'mode="meta-rim"']),
     ("tiny-joint", ['preset="Tiny"', 'mode="joint"']),
@@ -76,6 +76,8 @@ CASES = [
         "small-comm-interpolate-cell-lstm",
         ['preset="Small"', 'comm_update="interpolate"', 'cell="lstm"'],
     ),
+    ("small-feature-norm", ['preset="Small"', "feature_norm=true"]),
+    ("tiny-conv-feature-norm-lstm", ['preset="Tiny"', "feature_norm=true", 'mode="lstm"']),
     ("tiny-all-active", ['preset="Tiny"', "k_active=4"]),
     ("tiny-6-modules-k3", ['preset="Tiny"', "n_modules=6", "k_active=3"]),
     ("tiny-one-active", ['preset="Tiny"', "k_active=1"]),

@@ -110,6 +110,12 @@ pub struct ModelDims {
     /// becomes `z * (1 + gamma(e)) + beta(e)` per channel, `gamma, beta` linear in the
     /// instruction embedding `e` ([`crate::nn::encoder`], "FiLM").
     pub film: bool,
+    /// Layer normalisation (no learned scale or shift) of the encoder's `C2` output features:
+    /// `y = (f - mean(f)) / sqrt(var(f) + 1e-5)` over one frame's features. Why: without it
+    /// FiLM's gains and the conv weights let the features grow (norms of 65-104 on GoToLocal
+    /// by 8M frames), the input attention's scores grow with them, and its sigmoids saturate
+    /// ([`crate::nn::encoder`], "Feature normalisation").
+    pub feature_norm: bool,
     /// Word-embedding width of the instruction encoder.
     pub word_dim: usize,
     /// Hidden width of the instruction GRU (its final state is the instruction embedding).
@@ -158,6 +164,7 @@ pub const PAPER: ModelDims = ModelDims {
     conv_channels: [16, 32, 64],
     bow_dim: 16,
     film: false,
+    feature_norm: false,
     word_dim: 128,
     instr_hidden: 128,
     max_tokens: crate::mission::vocab::MAX_TOKENS,
@@ -207,6 +214,7 @@ pub const TINY: ModelDims = ModelDims {
     conv_channels: [8, 16, 16],
     bow_dim: 8,
     film: false,
+    feature_norm: false,
     word_dim: 16,
     instr_hidden: 16,
     max_tokens: crate::mission::vocab::MAX_TOKENS,

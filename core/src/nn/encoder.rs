@@ -39,6 +39,15 @@
 //!   compares post-ReLU values, so a window whose four pre-activations are all <= 0 passes 0 and
 //!   no gradient.
 //!
+//! # Feature normalisation
+//!
+//! With [`ModelDims::feature_norm`] the `C2` features are layer-normalised after the last
+//! ReLU, without a learned scale or shift ([`crate::nn::ops::layer_norm`]): `y = (f - mean) /
+//! sqrt(var + 1e-5)` per frame. It adds no parameter and no cache (the backward recomputes the
+//! statistics from the cached conv3 pre-activations) and `2 * C2` values of scratch. BabyAI's
+//! FiLM agents normalise after every FiLM block (batch norm); this is the cheapest bound on the
+//! features that the RIM's input attention reads.
+//!
 //! # Parameter layout
 //!
 //! One flat slice, tensors contiguous in this order, each row-major ([`encoder_tensors`] lists
@@ -81,6 +90,7 @@ use crate::env::{Observation, VIEW_SIZE};
 use crate::error::Error;
 use crate::nn::cut::{cut, Cut};
 use crate::nn::dims::{EncoderKind, ModelDims};
+use crate::nn::ops::{layer_norm, layer_norm_backward};
 use crate::nn::scalar::Real;
 
 /// Rows per attribute in the bag-of-words table (values must be below this).
@@ -201,6 +211,8 @@ pub struct EncoderSizes {
     pub bow: bool,
     /// FiLM-conditioned convolutions.
     pub film: bool,
+    /// Layer-normalised output features ([`ModelDims::feature_norm`]).
+    pub norm: bool,
     /// Input channels: [`CELL_ATTRS`] for raw codes, `bow_dim` for bag of words.
     pub cin: usize,
     /// Output channels of the first convolution.
@@ -288,10 +300,19 @@ pub const fn encoder_sizes(d: &ModelDims) -> EncoderSizes {
         .saturating_add(c2)
         .saturating_add(nf)
         .saturating_add(raw);
-    let scratch = z2.saturating_add(pool).saturating_add(nf);
+    let norm_scratch = if d.feature_norm {
+        c2.saturating_mul(2)
+    } else {
+        0
+    };
+    let scratch = z2
+        .saturating_add(pool)
+        .saturating_add(nf)
+        .saturating_add(norm_scratch);
     EncoderSizes {
         bow,
         film,
+        norm: d.feature_norm,
         cin,
         c0,
         c1,
@@ -328,7 +349,8 @@ pub const fn encoder_cache_len(d: &ModelDims) -> usize {
 }
 
 /// Length of the scratch buffer [`encode_backward`] needs (`C1 * 4 + C0 * 9`, plus the FiLM
-/// coefficients' gradient `2 * (C0 + C1 + C2)` with FiLM); it is overwritten, so one buffer
+/// coefficients' gradient `2 * (C0 + C1 + C2)` with FiLM, plus `2 * C2` with feature
+/// normalisation); it is overwritten, so one buffer
 /// serves every call.
 pub const fn encoder_scratch_len(d: &ModelDims) -> usize {
     encoder_sizes(d).scratch
@@ -840,6 +862,9 @@ pub fn encode_forward<S: Real>(
     for (y, zo) in out.iter_mut().zip(z3.iter()) {
         *y = relu(*zo);
     }
+    if l.norm {
+        layer_norm(out);
+    }
     Ok(())
 }
 
@@ -887,10 +912,23 @@ pub fn encode_backward<S: Real>(
     }
     let (dz2, rest) = cut(scratch, l.z2, l.scratch)?;
     let (dp, rest) = cut(rest, l.pool, l.scratch)?;
-    let (dcoefs, _) = cut(rest, l.nf, l.scratch)?;
+    let (dcoefs, rest) = cut(rest, l.nf, l.scratch)?;
     if l.bow {
         check_codes(obs)?;
     }
+    // Feature normalisation: d_out becomes the gradient of the un-normalised features, whose
+    // values (relu of the cached conv3 pre-activations) give back the forward's statistics.
+    let d_out = if l.norm {
+        let (features, rest) = cut(rest, l.c2, l.scratch)?;
+        let (d_features, _) = cut(rest, l.c2, l.scratch)?;
+        for (f, z) in features.iter_mut().zip(z3.iter()) {
+            *f = relu(*z);
+        }
+        layer_norm_backward(features, d_out, d_features);
+        &*d_features
+    } else {
+        d_out
+    };
     dz2.fill(S::ZERO);
     dp.fill(S::ZERO);
     dcoefs.fill(S::ZERO);
@@ -1583,6 +1621,81 @@ mod tests {
             prop_assume!(film_point(&d, seed).is_some());
             prop_assert!(film_gradcheck_point(&d, seed));
         }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, max_global_rejects: 4096, ..ProptestConfig::default() })]
+
+        /// Feature normalisation, with and without FiLM, over parameters and instruction.
+        #[test]
+        fn gradcheck_feature_norm(seed in any::<u64>(), c0 in 1usize..=3, c1 in 1usize..=3, c2 in 2usize..=5, hi in 1usize..=3, film in any::<bool>()) {
+            let d = ModelDims {
+                feature_norm: true,
+                film,
+                ..film_dims(EncoderKind::Bow, [c0, c1, c2], 2, hi)
+            };
+            let Some((v, obs, dy)) = film_point(&d, seed) else {
+                prop_assume!(false);
+                unreachable!()
+            };
+            let v = if film { v } else { v[..encoder_param_len(&d)].to_vec() };
+            let grad = |v: &[f64]| {
+                let np = encoder_param_len(&d);
+                let (p, e) = v.split_at(np);
+                let (_, cache) = forward_e(&d, p, &obs, e);
+                let mut g = vec![0.0; v.len()];
+                let (gp, ge) = g.split_at_mut(np);
+                let mut scratch = vec![f64::NAN; encoder_scratch_len(&d)];
+                encode_backward(&d, p, &obs, e, &cache, &dy, gp, ge, &mut scratch).unwrap();
+                g
+            };
+            let loss = |v: &[f64]| {
+                let (p, e) = v.split_at(encoder_param_len(&d));
+                let (out, _) = forward_e(&d, p, &obs, e);
+                out.iter().zip(&dy).map(|(a, b)| a * b).sum::<f64>()
+            };
+            let g = grad(&v);
+            let err = max_rel_error(loss, &v, &g, H, FLOOR).0;
+            prop_assert!(err < GRAD_TOL, "feature_norm (film {film}) seed {seed}: rel error {err}");
+        }
+    }
+
+    /// Normalised features have mean 0 and variance 1 (up to eps), and are the plain ones
+    /// normalised.
+    #[test]
+    fn feature_norm_normalises_the_plain_features() {
+        let plain = ModelDims {
+            encoder: EncoderKind::Bow,
+            ..TINY
+        };
+        let normed = ModelDims {
+            feature_norm: true,
+            ..plain
+        };
+        let mut rng = Pcg32::new(5);
+        let p = random_params(&plain, &mut rng);
+        let obs = random_obs(&mut rng);
+        let (f, _) = forward(&plain, &p, &obs);
+        let (y, _) = forward(&normed, &p, &obs);
+        let n = f.len() as f64;
+        let mean = f.iter().sum::<f64>() / n;
+        let var = f.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+        assert!(var > 1e-3, "a degenerate point: {f:?}");
+        for (a, b) in f.iter().zip(&y) {
+            assert!(((a - mean) / (var + 1e-5).sqrt() - b).abs() < 1e-12);
+        }
+        let ym = y.iter().sum::<f64>() / n;
+        let yv = y.iter().map(|v| (v - ym) * (v - ym)).sum::<f64>() / n;
+        assert!(
+            ym.abs() < 1e-12 && (yv - 1.0).abs() < 1e-3,
+            "mean {ym}, var {yv}"
+        );
+        assert_eq!(encoder_param_len(&plain), encoder_param_len(&normed));
+        assert_eq!(encoder_cache_len(&plain), encoder_cache_len(&normed));
+        assert_eq!(
+            encoder_scratch_len(&plain) + 2 * plain.conv_channels[2],
+            encoder_scratch_len(&normed)
+        );
     }
 
     #[test]

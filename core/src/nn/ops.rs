@@ -140,6 +140,47 @@ pub fn softmax_backward<S: Real>(y: &[S], dy: &[S], dx: &mut [S]) {
     }
 }
 
+/// The `eps` of [`layer_norm`] (PyTorch's default): keeps an all-equal input (all-zero
+/// features after a ReLU, say) finite, mapped to zeros.
+pub const LAYER_NORM_EPS: f64 = 1e-5;
+
+/// Mean and `1 / sqrt(var + eps)` of `x` (population variance; `(0, 1/sqrt(eps))` when empty).
+#[inline]
+pub fn layer_norm_stats<S: Real>(x: &[S]) -> (S, S) {
+    let n = S::from_f64(x.len().max(1) as f64);
+    let mean = x.iter().fold(S::ZERO, |a, v| a + *v) / n;
+    let var = x.iter().fold(S::ZERO, |a, v| a + (*v - mean) * (*v - mean)) / n;
+    (mean, S::ONE / (var + S::from_f64(LAYER_NORM_EPS)).sqrt())
+}
+
+/// Layer normalisation in place, without a learned scale or shift:
+/// `x = (x - mean(x)) / sqrt(var(x) + eps)`.
+#[inline]
+pub fn layer_norm<S: Real>(x: &mut [S]) {
+    let (mean, inv) = layer_norm_stats(x);
+    for v in x.iter_mut() {
+        *v = (*v - mean) * inv;
+    }
+}
+
+/// Backward of [`layer_norm`] given its *input* `x` and `dy = dL/dy`: writes (not accumulates)
+/// `dx = inv * (dy - mean(dy) - y * mean(dy * y))` with `y` the normalised `x`, over the common
+/// length of the three slices.
+#[inline]
+pub fn layer_norm_backward<S: Real>(x: &[S], dy: &[S], dx: &mut [S]) {
+    let (mean, inv) = layer_norm_stats(x);
+    let n = S::from_f64(x.len().max(1) as f64);
+    let (mut m1, mut m2) = (S::ZERO, S::ZERO);
+    for (xi, di) in x.iter().zip(dy) {
+        m1 += *di;
+        m2 += *di * (*xi - mean) * inv;
+    }
+    let (m1, m2) = (m1 / n, m2 / n);
+    for ((g, xi), di) in dx.iter_mut().zip(x).zip(dy) {
+        *g = inv * (*di - m1 - (*xi - mean) * inv * m2);
+    }
+}
+
 /// Log-softmax of `x` into `y`.
 #[inline]
 pub fn log_softmax<S: Real>(x: &[S], y: &mut [S]) {

@@ -920,6 +920,7 @@ mod tests {
             conv_channels: [2, 3, 4],
             bow_dim: 2,
             film: false,
+            feature_norm: false,
             word_dim: 3,
             instr_hidden: 3,
             max_tokens: MAX_TOKENS,

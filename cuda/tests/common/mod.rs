@@ -43,6 +43,7 @@ pub fn small_dims(bow: bool, comm: bool) -> ModelDims {
         conv_channels: [4, 6, 8],
         bow_dim: 3,
         film: false,
+        feature_norm: false,
         word_dim: 6,
         instr_hidden: 5,
         max_tokens: MAX_TOKENS,

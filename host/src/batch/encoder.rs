@@ -36,6 +36,7 @@ use metarim_core::nn::encoder::{
     encoder_param_len, encoder_sizes, split_encoder, EncoderParts, EncoderSizes, A_C1, A_C2, A_IN,
     A_P, BOW_MAX_VALUE, KA, S_C1, S_IN, S_P,
 };
+use metarim_core::nn::ops::{layer_norm, layer_norm_backward};
 
 use crate::batch::gemm::{even_bounds, gemm, rm, row_fields, split_rows, tr, Scalar};
 use crate::threads::join_all;
@@ -757,24 +758,38 @@ fn conv3_forward<S: Scalar>(
         for (zv, ov) in z.iter().zip(o.iter_mut()) {
             *ov = relu(*zv);
         }
+        if g.s.norm {
+            layer_norm(o);
+        }
     }
     Ok(())
 }
 
-/// Backward of the features' ReLU and conv3's FiLM for the frames of `f`: `dz3` from the
-/// features' gradients `d_out[r * stride + off..]` (frame `r` of the part), FiLM's conv3
-/// coefficient gradients into `dgb` (zeroed first, as this is the backward's first step).
+/// Backward of the features' normalisation (when on), ReLU and conv3's FiLM for the frames of
+/// `f`: `dz3` from the features' gradients `d_out[r * stride + off..]` (frame `r` of the part),
+/// FiLM's conv3 coefficient gradients into `dgb` (zeroed first, as this is the backward's first
+/// step).
 fn conv3_delta<S: Scalar>(g: Geom, f: &mut Views<'_, S>, d_out: &[S], stride: usize, off: usize) {
     let (n, c2, zero) = (g.n, g.s.c2, S::ZERO);
     f.dgb[..n * g.s.nf].fill(zero);
+    // With normalisation: the un-normalised features (relu of z3) and their gradient.
+    let (mut features, mut d_features) = if g.s.norm {
+        (vec![zero; c2], vec![zero; c2])
+    } else {
+        (Vec::new(), Vec::new())
+    };
     for r in 0..n {
-        for c in 0..c2 {
-            let z = f.z3[r * c2 + c];
-            f.dz3[r * c2 + c] = if z > zero {
-                d_out[r * stride + off + c]
-            } else {
-                zero
-            };
+        let z = &f.z3[r * c2..][..c2];
+        let mut d = &d_out[r * stride + off..][..c2];
+        if g.s.norm {
+            for (fv, zv) in features.iter_mut().zip(z) {
+                *fv = relu(*zv);
+            }
+            layer_norm_backward(&features, d, &mut d_features);
+            d = &d_features;
+        }
+        for ((dz, zv), dv) in f.dz3[r * c2..][..c2].iter_mut().zip(z).zip(d) {
+            *dz = if *zv > zero { *dv } else { zero };
         }
     }
     modulate_backward(g, 2, 1, f.gb, f.r3, f.dz3, f.dgb);
@@ -865,7 +880,7 @@ mod tests {
 
     /// Features, every parameter gradient and (FiLM) every frame's instruction gradient equal
     /// the core's per-frame encoder summed over the frames, for both encoders, with and
-    /// without FiLM.
+    /// without FiLM, and with feature normalisation.
     #[test]
     fn matches_the_core_encoder() {
         let bow = ModelDims {
@@ -880,6 +895,16 @@ mod tests {
             ModelDims { film: true, ..bow },
             ModelDims {
                 film: true,
+                ..PAPER
+            },
+            ModelDims {
+                feature_norm: true,
+                ..bow
+            },
+            ModelDims {
+                film: true,
+                feature_norm: true,
+                encoder: EncoderKind::Bow,
                 ..PAPER
             },
         ]

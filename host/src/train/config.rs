@@ -71,6 +71,9 @@ pub struct TrainConfig {
     /// Override the preset's FiLM conditioning of the encoder on the instruction
     /// (`metarim_core::nn::encoder`, "FiLM").
     pub film: Option<bool>,
+    /// Override the preset's layer normalisation of the encoder's output features
+    /// (`metarim_core::nn::encoder`, "Feature normalisation"; CPU backend only for now).
+    pub feature_norm: Option<bool>,
     /// Override the preset's RIM module width (units per module; the LSTM of `lstm` mode has
     /// `n_modules x rim_hidden` units).
     pub rim_hidden: Option<usize>,
@@ -182,6 +185,7 @@ impl Default for TrainConfig {
             encoder: None,
             cell: None,
             film: None,
+            feature_norm: None,
             rim_hidden: None,
             conv_channels: None,
             bow_dim: None,
@@ -419,6 +423,7 @@ impl TrainConfig {
         apply(&mut d.encoder, self.encoder);
         apply(&mut d.rim.cell, self.cell);
         apply(&mut d.film, self.film);
+        apply(&mut d.feature_norm, self.feature_norm);
         apply(&mut d.rim.hidden, self.rim_hidden);
         apply(&mut d.conv_channels, self.conv_channels);
         apply(&mut d.bow_dim, self.bow_dim);
@@ -670,7 +675,7 @@ pub const MAX_WINDOW: usize = 100_000_000;
 pub const MAX_WIDTH: usize = 1_024;
 
 /// Optional fields (absent from the serialised table when unset) that `set` still accepts.
-const OPTIONAL_KEYS: [&str; 14] = [
+const OPTIONAL_KEYS: [&str; 15] = [
     "n_modules",
     "k_active",
     "communication",
@@ -678,6 +683,7 @@ const OPTIONAL_KEYS: [&str; 14] = [
     "encoder",
     "cell",
     "film",
+    "feature_norm",
     "rim_hidden",
     "conv_channels",
     "bow_dim",
