@@ -1654,22 +1654,8 @@ mod tests {
             let var = f.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / f.len() as f64;
             prop_assume!(var.sqrt() >= NORM_MARGIN);
             let v = if film { v } else { v[..encoder_param_len(&d)].to_vec() };
-            let grad = |v: &[f64]| {
-                let np = encoder_param_len(&d);
-                let (p, e) = v.split_at(np);
-                let (_, cache) = forward_e(&d, p, &obs, e);
-                let mut g = vec![0.0; v.len()];
-                let (gp, ge) = g.split_at_mut(np);
-                let mut scratch = vec![f64::NAN; encoder_scratch_len(&d)];
-                encode_backward(&d, p, &obs, e, &cache, &dy, gp, ge, &mut scratch).unwrap();
-                g
-            };
-            let loss = |v: &[f64]| {
-                let (p, e) = v.split_at(encoder_param_len(&d));
-                let (out, _) = forward_e(&d, p, &obs, e);
-                out.iter().zip(&dy).map(|(a, b)| a * b).sum::<f64>()
-            };
-            let g = grad(&v);
+            let loss = |x: &[f64]| film_loss(&d, x, &obs, &dy);
+            let g = film_grad(&d, &v, &obs, &dy);
             // Richardson-extrapolated differences (as the whole policy's check): the normalised
             // features are scale-invariant, so gradients of very different sizes sit side by
             // side and a plain central difference's truncation error reaches 1e-6 on the small
