@@ -11,6 +11,11 @@
 // coefficients' gradients, from which `encoder_wgrad` reduces the generator's and the backward
 // adds dL/de into the instruction gradient.
 //
+// Feature normalisation (FEATURE_NORM 1): the C2 features relu(z3) are layer-normalised per
+// sample, (f - mean) / sqrt(var + eps), no learned scale or shift. The statistics are sums over
+// the sample's features, each taken in order by one thread (the core's order; C2 terms, cheap
+// beside the convs); the backward recomputes them from the cached z3.
+//
 // Same semantics as the core: the input map is x[c][h][w] = obs[w * 7 + h][c]; ReLU's derivative
 // at 0 is 0; a pooling window's first maximum in row-major order wins and alone gets the
 // gradient. Sums are associated as the core's loops do. The cache has the core's layout
@@ -45,6 +50,21 @@ __device__ __forceinline__ float input_at(const float* __restrict__ emb, const u
     return (float)cell[ci];
 #endif
 }
+
+#if FEATURE_NORM
+// One sample's feature statistics (core layer_norm_stats): st[0] = the mean of f [C2], st[1] =
+// 1 / sqrt(var + eps) with var the mean squared deviation from it, each sum in order.
+__device__ __forceinline__ void feature_stats(const float* f, float* st) {
+    const float n = (float)C2;
+    float sum = 0.0f;
+    for (u32 c = 0; c < C2; ++c) sum += f[c];
+    const float mean = sum / n;
+    float var = 0.0f;
+    for (u32 c = 0; c < C2; ++c) var += (f[c] - mean) * (f[c] - mean);
+    st[0] = mean;
+    st[1] = 1.0f / sqrtf(var / n + LN_EPS);
+}
+#endif
 
 // conv1 output position (0..36) of the first maximum (post-ReLU) of pooling window win (0..9).
 __device__ __forceinline__ u32 window_argmax(const float* z1o, u32 win) {
@@ -117,6 +137,8 @@ extern "C" __global__ void encoder_fwd(const float* __restrict__ p, const u8* __
     float* P = Z1 + C0 * 36;
     float* Z2 = P + C0 * 9;
     float* F = Z2 + C1 * 4;  // FiLM coefficients [FILM_N]
+    float* NF = F + FILM_N;  // FEATURE_NORM: the features before it [C2] | mean, 1 / std
+    (void)NF;
     for (u32 it = tid; it < CIN * 49; it += nt) X[it] = input_at(p, o, it / 49, it % 49);
 #if FILM
     // The coefficients, each b_film + sum_j W_film[k][j] e_j in j order (core film_coefs).
@@ -159,8 +181,18 @@ extern "C" __global__ void encoder_fwd(const float* __restrict__ p, const u8* __
         acc = film_modulate(F, FC_G3, FC_B3, oc, acc);
 #endif
         C[EC_Z3 + oc] = acc;
+#if FEATURE_NORM
+        NF[oc] = relu_ref(acc);
+#else
         x[(u64)b * ld + oc] = relu_ref(acc);
+#endif
     }
+#if FEATURE_NORM
+    __syncthreads();
+    if (tid == 0) feature_stats(NF, NF + C2);
+    __syncthreads();
+    for (u32 oc = tid; oc < C2; oc += nt) x[(u64)b * ld + oc] = (NF[oc] - NF[C2]) * NF[C2 + 1];
+#endif
 }
 
 #if ENC_BOW
@@ -213,7 +245,7 @@ __device__ __forceinline__ void film_coefs_backward(const float* __restrict__ p,
 #endif
 
 // Parameters: encoder parameters, obs, cache (from encoder_fwd), d_out [samples x ld] (the
-// gradient w.r.t. the features in columns 0..C2), d_instr [samples x instr_ld] (FiLM: dL/de is
+// gradient w.r.t. the features, normalised ones with FEATURE_NORM, in columns 0..C2), d_instr [samples x instr_ld] (FiLM: dL/de is
 // added (+=) into columns 0..INSTR_H, the sample's instruction gradient; not touched without
 // FiLM: may be null), delta [samples x ENC_DELTA]. d_instr may point into d_out's own rows (the
 // memory input's gradient holds the instruction part after the features): d_out's columns 0..C2
@@ -234,10 +266,38 @@ extern "C" __global__ void encoder_bwd(const float* __restrict__ p, const u8* __
     float* GP = G2 + C1 * 4;
     float* GC = GP + C0 * 9;  // FiLM: the coefficients' gradients [FILM_N]
     (void)GC;
+    const float* dy = d_out + (u64)b * ld;
+#if FEATURE_NORM
+    // The normalisation's backward (core layer_norm_backward): the features relu(z3) and their
+    // statistics again, then m1 = mean(dy) and m2 = mean(dy * y) by one thread, in order; the
+    // conv3 loop below reads the un-normalised features' gradient
+    // inv (dy - m1 - (f - mean) inv m2) where the plain encoder reads dy.
+    float* NF = GC + FILM_N;  // features [C2] | mean, 1 / std, m1, m2
+    for (u32 oc = tid; oc < C2; oc += nt) NF[oc] = relu_ref(C[EC_Z3 + oc]);
+    __syncthreads();
+    if (tid == 0) {
+        feature_stats(NF, NF + C2);
+        const float mean = NF[C2], inv = NF[C2 + 1];
+        float m1 = 0.0f, m2 = 0.0f;
+        for (u32 c = 0; c < C2; ++c) {
+            m1 += dy[c];
+            m2 += dy[c] * (NF[c] - mean) * inv;
+        }
+        NF[C2 + 2] = m1 / (float)C2;
+        NF[C2 + 3] = m2 / (float)C2;
+    }
+    __syncthreads();
+#endif
     // conv3: ReLU's mask on the modulated value; with FiLM gamma3 and beta3's gradients, then the
     // unmodulated pre-activation's gradient (times 1 + gamma3), as the core's conv3 loop.
     for (u32 oc = tid; oc < C2; oc += nt) {
-        float g = C[EC_Z3 + oc] > 0.0f ? d_out[(u64)b * ld + oc] : 0.0f;
+#if FEATURE_NORM
+        const float inv = NF[C2 + 1];
+        const float df = inv * (dy[oc] - NF[C2 + 2] - (NF[oc] - NF[C2]) * inv * NF[C2 + 3]);
+#else
+        const float df = dy[oc];
+#endif
+        float g = C[EC_Z3 + oc] > 0.0f ? df : 0.0f;
 #if FILM
         float dg = 0.0f;
         dg += g * C[EC_R3 + oc];

@@ -5,7 +5,7 @@
 // Required defines (cuda/src/layout.rs `ModelDefines` passes them from a `ModelDims`):
 //   N_MOD K_ACT HID INPUT D_K D_V IN_HEADS C_HEADS C_K COMM     RIM cell (COMM 0/1)
 //   CELL_LSTM                                                     module cells (0: GRU, 1: LSTM)
-//   ENC_BOW BOW_DIM C0 C1 C2 FILM                                 observation encoder (FILM 0/1)
+//   ENC_BOW BOW_DIM C0 C1 C2 FILM FEATURE_NORM                    observation encoder (0/1 flags)
 //   WORD_DIM INSTR_H MAX_TOK VOCAB                                instruction encoder
 //   HEAD_H N_ACT                                                  actor / critic
 //   SPB_RIM SPB_LSTM SPB_HEADS                                    samples per block
@@ -17,7 +17,8 @@
 #if !defined(N_MOD) || !defined(K_ACT) || !defined(HID) || !defined(INPUT) || !defined(D_K) || \
     !defined(D_V) || !defined(IN_HEADS) || !defined(C_HEADS) || !defined(C_K) ||             \
     !defined(COMM) || !defined(CELL_LSTM) || !defined(ENC_BOW) || !defined(BOW_DIM) || !defined(C0) ||               \
-    !defined(C1) || !defined(C2) || !defined(FILM) || !defined(WORD_DIM) ||                   \
+    !defined(C1) || !defined(C2) || !defined(FILM) || !defined(FEATURE_NORM) ||               \
+    !defined(WORD_DIM) ||                                                                     \
     !defined(INSTR_H) || !defined(MAX_TOK) || !defined(VOCAB) || !defined(HEAD_H) ||          \
     !defined(N_ACT) || !defined(SPB_RIM) || !defined(SPB_LSTM) || !defined(SPB_HEADS)
 #error "model.cuh: a model define is missing (see the list at the top)"
@@ -142,6 +143,12 @@ struct RimTensors {
 #define ED_X (ED_POOL + C0 * 9)
 #define ED_FILM (ED_X + (ENC_BOW ? CIN * 49 : 0))
 #define ENC_DELTA (ED_FILM + FILM_N)
+// Feature normalisation (FEATURE_NORM 1, core::nn::encoder "Feature normalisation"): the C2
+// features relu(z3) are layer-normalised per sample, no learned scale or shift. Nothing more is
+// cached: the backward recomputes the statistics from the cached z3, as the core does.
+#define LN_EPS 1e-5f
+// Shared memory of the normalisation (floats): the features before it [C2] and its statistics.
+#define ENC_NORM_SMEM (FEATURE_NORM ? C2 + 4 : 0)
 
 // ---- Instruction encoder (core::nn::instr) --------------------------------------------------
 #define IG3 (3 * INSTR_H)
@@ -187,7 +194,7 @@ struct RimTensors {
 #define LB_SMEM (4 * MW + 2 * MW)
 #define HF_SMEM (MW + 2 * HEAD_H)
 #define HB_SMEM (N_ACT + 1 + 2 * HEAD_H)
-#define ENC_FWD_SMEM (CIN * 49 + C0 * 36 + C0 * 9 + C1 * 4 + FILM_N)
-#define ENC_BWD_SMEM (C2 + C1 * 4 + C0 * 9 + FILM_N)
+#define ENC_FWD_SMEM (CIN * 49 + C0 * 36 + C0 * 9 + C1 * 4 + FILM_N + ENC_NORM_SMEM)
+#define ENC_BWD_SMEM (C2 + C1 * 4 + C0 * 9 + FILM_N + ENC_NORM_SMEM)
 #define INSTR_FWD_SMEM (INSTR_H + WORD_DIM)
 #define INSTR_BWD_SMEM (2 * INSTR_H + 2 * IG3)

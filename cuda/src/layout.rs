@@ -207,17 +207,9 @@ fn samples_per_block(floats_per_sample: usize, cap: usize) -> Result<usize> {
 
 impl ModelLayout {
     /// The layout of `dims`; errors for what the kernels do not implement (more than
-    /// [`MAX_MODULES`] modules, blocks that do not fit in shared memory, the encoder's feature
-    /// normalisation).
+    /// [`MAX_MODULES`] modules, blocks that do not fit in shared memory).
     pub fn new(dims: &ModelDims) -> Result<ModelLayout> {
         let r = &dims.rim;
-        if dims.feature_norm {
-            return Err(unsupported(
-                "feature_norm (the encoder's layer-normalised features): the kernels do not \
-                 implement it yet; train on the CPU backend"
-                    .into(),
-            ));
-        }
         if r.n_modules == 0 || r.n_modules > MAX_MODULES || r.k_active == 0 {
             return Err(unsupported(format!(
                 "{} modules, {} active (the kernels take 1..={MAX_MODULES} modules)",
@@ -487,8 +479,10 @@ impl SmemLayout {
             + rcl;
         let (lf_smem, lb_smem) = (r.input + 2 * mw, 6 * mw);
         let (hf_smem, hb_smem) = (mw + 2 * hh, na + 1 + 2 * hh);
-        let enc_fwd_smem = cin * 49 + c0 * 36 + c0 * 9 + c1 * 4 + film_n;
-        let enc_bwd_smem = c2 + c1 * 4 + c0 * 9 + film_n;
+        // The feature normalisation's features and statistics (model.cuh ENC_NORM_SMEM).
+        let norm = if d.feature_norm { c2 + 4 } else { 0 };
+        let enc_fwd_smem = cin * 49 + c0 * 36 + c0 * 9 + c1 * 4 + film_n + norm;
+        let enc_bwd_smem = c2 + c1 * 4 + c0 * 9 + film_n + norm;
         let instr_fwd_smem = hi + wd;
         let instr_bwd_smem = 2 * hi + 2 * ig3;
         for (what, floats) in [
@@ -572,7 +566,7 @@ impl ModelLayout {
     pub fn defines(&self) -> Vec<Define> {
         let d = &self.dims;
         let r = &d.rim;
-        let list: [(&str, usize); 27] = [
+        let list: [(&str, usize); 28] = [
             ("N_MOD", r.n_modules),
             ("K_ACT", r.k_active),
             ("HID", r.hidden),
@@ -594,6 +588,7 @@ impl ModelLayout {
             ("C1", d.conv_channels[1]),
             ("C2", d.conv_channels[2]),
             ("FILM", usize::from(d.film)),
+            ("FEATURE_NORM", usize::from(d.feature_norm)),
             ("WORD_DIM", d.word_dim),
             ("INSTR_H", d.instr_hidden),
             ("MAX_TOK", d.max_tokens),
@@ -628,15 +623,18 @@ mod tests {
     #[test]
     fn sizes_equal_the_cores() {
         for mut d in [PAPER, TINY] {
-            for (bow, comm, film, cell) in [
-                (false, true, false, CellKind::Gru),
-                (true, false, false, CellKind::Gru),
-                (true, true, true, CellKind::Gru),
-                (false, false, true, CellKind::Gru),
-                (false, true, false, CellKind::Lstm),
-                (true, false, true, CellKind::Lstm),
+            for (bow, comm, film, norm, cell) in [
+                (false, true, false, false, CellKind::Gru),
+                (true, false, false, false, CellKind::Gru),
+                (true, true, true, false, CellKind::Gru),
+                (false, false, true, false, CellKind::Gru),
+                (false, true, false, false, CellKind::Lstm),
+                (true, false, true, false, CellKind::Lstm),
+                (true, true, true, true, CellKind::Gru),
+                (false, false, false, true, CellKind::Lstm),
             ] {
                 d.film = film;
+                d.feature_norm = norm;
                 d.rim.cell = cell;
                 d.encoder = if bow {
                     EncoderKind::Bow
@@ -669,7 +667,7 @@ mod tests {
         }
         let l = ModelLayout::new(&PAPER).unwrap();
         assert_eq!(l.smem.spb_rim, 1, "Paper: one sample per block");
-        assert_eq!(l.defines().len(), 27);
+        assert_eq!(l.defines().len(), 28);
     }
 
     #[test]
@@ -701,8 +699,21 @@ mod tests {
             feature_norm: true,
             ..TINY
         };
-        let e = ModelLayout::new(&d).expect_err("feature_norm is refused");
-        assert!(e.to_string().contains("feature_norm"), "{e}");
+        // Feature normalisation (refused before the kernels had it): its define, and room for
+        // the features and their statistics in both encoder kernels' shared memory.
+        let l = ModelLayout::new(&d).unwrap();
+        assert!(l
+            .defines()
+            .iter()
+            .any(|x| x.name == "FEATURE_NORM" && x.value == "1u"));
+        let plain = ModelLayout::new(&TINY).unwrap();
+        let extra = d.conv_channels[2] + 4;
+        assert_eq!(l.smem.enc_fwd_smem, plain.smem.enc_fwd_smem + extra);
+        assert_eq!(l.smem.enc_bwd_smem, plain.smem.enc_bwd_smem + extra);
+        assert_eq!(
+            l.enc, plain.enc,
+            "no parameters, cache or deltas of its own"
+        );
         let mut d = TINY;
         d.rim.input += 1;
         assert!(ModelLayout::new(&d).is_err());

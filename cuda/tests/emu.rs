@@ -170,6 +170,14 @@ fn film_encoder_kernels_match_the_core() {
             ..metarim_core::nn::dims::TINY
         },
     ));
+    // The feature normalisation without FiLM, on the plain conv input (with FiLM: film_configs).
+    configs.push((
+        "small conv+norm",
+        metarim_core::nn::dims::ModelDims {
+            feature_norm: true,
+            ..small_dims(false, true)
+        },
+    ));
     for (name, dims) in configs {
         let mut runs = Vec::new();
         for order in [

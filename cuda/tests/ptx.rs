@@ -86,7 +86,8 @@ fn ptx_param_types(ptx: &str, name: &str) -> Option<Vec<String>> {
 /// bag-of-words encoder and no communication (the other branches of the kernels), and the
 /// FiLM encoder: the Small preset (bag of words) and Tiny with the plain conv input; RIM modules
 /// with LSTM cells: Small (bag of words, FiLM, communication) and Paper without communication;
-/// Paper with the interpolating communication.
+/// Paper with the interpolating communication; Paper with bag of words, FiLM and the feature
+/// normalisation (what the grounding suites train).
 fn configs() -> Vec<(&'static str, Vec<Define>)> {
     let mut alt = PAPER;
     alt.encoder = EncoderKind::Bow;
@@ -98,6 +99,12 @@ fn configs() -> Vec<(&'static str, Vec<Define>)> {
     paper_lstm.rim.cell = CellKind::Lstm;
     let mut paper_interp = PAPER;
     paper_interp.rim.comm_update = CommUpdate::Interpolate;
+    let paper_norm = ModelDims {
+        encoder: EncoderKind::Bow,
+        film: true,
+        feature_norm: true,
+        ..PAPER
+    };
     [
         ("Paper", PAPER),
         ("Tiny", TINY),
@@ -107,6 +114,7 @@ fn configs() -> Vec<(&'static str, Vec<Define>)> {
         ("Small+lstm-cells", small_lstm),
         ("Paper+bow-comm+lstm-cells", paper_lstm),
         ("Paper+interpolate", paper_interp),
+        ("Paper+bow+FiLM+norm", paper_norm),
     ]
     .into_iter()
     .map(|(name, d)| (name, ModelLayout::new(&d).expect("layout").defines()))

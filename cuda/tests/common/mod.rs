@@ -81,8 +81,9 @@ pub fn configs(include_paper: bool) -> Vec<(&'static str, ModelDims)> {
 }
 
 /// The FiLM-conditioned encoder's (name, dims): Tiny with the bag of words (the GoToLocal
-/// FiLM configuration), and the small model with the plain conv input (odd sizes, FiLM
-/// without the embedding rows); with `include_small` also the Small preset (bag of words and
+/// FiLM configuration), the small model with the plain conv input (odd sizes, FiLM without
+/// the embedding rows), and Tiny with the bag of words, FiLM and the feature normalisation (the
+/// grounding suites' encoder); with `include_small` also the Small preset (bag of words and
 /// FiLM, the main job's model).
 pub fn film_configs(include_small: bool) -> Vec<(&'static str, ModelDims)> {
     let mut v = vec![
@@ -99,6 +100,15 @@ pub fn film_configs(include_small: bool) -> Vec<(&'static str, ModelDims)> {
             ModelDims {
                 film: true,
                 ..small_dims(false, true)
+            },
+        ),
+        (
+            "Tiny bow+FiLM+norm",
+            ModelDims {
+                encoder: EncoderKind::Bow,
+                film: true,
+                feature_norm: true,
+                ..TINY
             },
         ),
     ];
