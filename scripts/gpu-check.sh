@@ -102,8 +102,8 @@ run_checks() {
         "$DIR/metarim" train --backend cuda --preset Tiny --level BabyAI-GoToObj-v0 --mode meta-rim --set slowness=2 --frames 10240 --quiet --out "$tmp/tiny"
     step "the same run on the CPU (for comparison)" 90 \
         "$DIR/metarim" train --backend cpu --preset Tiny --level BabyAI-GoToObj-v0 --mode meta-rim --set slowness=2 --frames 10240 --quiet --out "$tmp/tiny-cpu"
-    step "bench: the feature-norm suites' model (Paper, bow + FiLM + feature_norm, meta-rim) --backend cuda" 90 \
-        "$DIR/metarim" bench train --backend cuda --preset Paper --set encoder=bow --set film=true --set feature_norm=true --warmup 1 --updates 3
+    step "bench: Paper with the plain CNN encoder (the preset before 2026-12-05), meta-rim, --backend cuda" 90 \
+        "$DIR/metarim" bench train --backend cuda --preset Paper --set encoder=conv --set film=false --set feature_norm=false --warmup 1 --updates 3
     step "metarim bench train --backend cuda --preset Paper (meta-rim, GoToLocal)" 90 \
         "$DIR/metarim" bench train --backend cuda --preset Paper --warmup 1 --updates 3
     step "metarim bench train --backend cuda --preset Paper --mode lstm" 90 \

@@ -86,8 +86,8 @@ fn ptx_param_types(ptx: &str, name: &str) -> Option<Vec<String>> {
 /// bag-of-words encoder and no communication (the other branches of the kernels), and the
 /// FiLM encoder: the Small preset (bag of words) and Tiny with the plain conv input; RIM modules
 /// with LSTM cells: Small (bag of words, FiLM, communication) and Paper without communication;
-/// Paper with the interpolating communication; Paper with bag of words, FiLM and the feature
-/// normalisation (what the grounding suites train).
+/// Paper with the interpolating communication; Paper with the plain CNN encoder (no FiLM, no
+/// normalisation: the preset before 2026-12-05).
 fn configs() -> Vec<(&'static str, Vec<Define>)> {
     let mut alt = PAPER;
     alt.encoder = EncoderKind::Bow;
@@ -99,10 +99,10 @@ fn configs() -> Vec<(&'static str, Vec<Define>)> {
     paper_lstm.rim.cell = CellKind::Lstm;
     let mut paper_interp = PAPER;
     paper_interp.rim.comm_update = CommUpdate::Interpolate;
-    let paper_norm = ModelDims {
-        encoder: EncoderKind::Bow,
-        film: true,
-        feature_norm: true,
+    let paper_conv = ModelDims {
+        encoder: EncoderKind::Conv,
+        film: false,
+        feature_norm: false,
         ..PAPER
     };
     [
@@ -114,7 +114,7 @@ fn configs() -> Vec<(&'static str, Vec<Define>)> {
         ("Small+lstm-cells", small_lstm),
         ("Paper+bow-comm+lstm-cells", paper_lstm),
         ("Paper+interpolate", paper_interp),
-        ("Paper+bow+FiLM+norm", paper_norm),
+        ("Paper+conv", paper_conv),
     ]
     .into_iter()
     .map(|(name, d)| (name, ModelLayout::new(&d).expect("layout").defines()))

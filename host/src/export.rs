@@ -591,7 +591,7 @@ pub fn torch_bytes(
         "format_version": TORCH_FORMAT_VERSION,
         "mode": layout.mode().name(),
         "dims": dims_json(layout.dims()),
-        "config": saved.to_toml()?,
+        "config": saved.to_saved_toml()?,
     });
     let mut meta = std::collections::HashMap::new();
     meta.insert(TORCH_META_KEY.to_string(), info.to_string());

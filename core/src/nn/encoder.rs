@@ -1155,6 +1155,15 @@ fn film_coefs_backward<S: Real>(
 mod tests {
     use super::*;
     use crate::nn::dims::{PAPER, TINY};
+
+    /// The plain encoder (no FiLM, no normalisation) at the Paper preset's sizes: what these
+    /// tests measure the variants against (the preset itself has both since 2026-12-05).
+    const PAPER_CONV: ModelDims = ModelDims {
+        encoder: EncoderKind::Conv,
+        film: false,
+        feature_norm: false,
+        ..PAPER
+    };
     use crate::nn::gradcheck::{max_rel_error, max_rel_error_richardson_smooth, GRAD_TOL};
     use crate::rng::Pcg32;
     use proptest::prelude::*;
@@ -1371,16 +1380,25 @@ mod tests {
             ..d
         };
         // rl-starter-files' image_conv: 208 + 2080 + 8256.
-        assert_eq!(encoder_param_len(&PAPER), 10_544);
-        assert_eq!(encoder_cache_len(&PAPER), 576 + 144 + 128 + 64);
-        assert_eq!(encoder_scratch_len(&PAPER), 128 + 144);
-        assert_eq!(encoder_param_len(&bow(PAPER)), 768 + 1040 + 2080 + 8256);
-        assert_eq!(encoder_cache_len(&bow(PAPER)), 912);
+        assert_eq!(encoder_param_len(&PAPER_CONV), 10_544);
+        assert_eq!(encoder_cache_len(&PAPER_CONV), 576 + 144 + 128 + 64);
+        assert_eq!(encoder_scratch_len(&PAPER_CONV), 128 + 144);
+        assert_eq!(
+            encoder_param_len(&bow(PAPER_CONV)),
+            768 + 1040 + 2080 + 8256
+        );
+        assert_eq!(encoder_cache_len(&bow(PAPER_CONV)), 912);
+        // The preset: bag of words + FiLM (2 x 112 coefficients from 128 features) + norm.
+        assert_eq!(encoder_param_len(&PAPER), 41_040);
+        assert_eq!(
+            encoder_param_len(&PAPER),
+            encoder_param_len(&bow(PAPER_CONV)) + 224 * 129
+        );
         assert_eq!(encoder_param_len(&TINY), 104 + 528 + 1040);
         assert_eq!(encoder_cache_len(&TINY), 288 + 72 + 64 + 16);
         assert_eq!(encoder_scratch_len(&TINY), 64 + 72);
         assert_eq!(encoder_param_len(&bow(TINY)), 384 + 264 + 528 + 1040);
-        for d in [PAPER, TINY, bow(PAPER), bow(TINY)] {
+        for d in [PAPER_CONV, TINY, bow(PAPER_CONV), bow(TINY)] {
             let t = encoder_tensors(&d);
             let mut off = 0;
             for s in t.as_slice() {
@@ -1753,12 +1771,12 @@ mod tests {
     fn film_sizes_and_errors() {
         let d = ModelDims {
             film: true,
-            ..PAPER
+            ..PAPER_CONV
         };
         // 2 x (16 + 32 + 64) coefficients from 128 instruction features.
         assert_eq!(
             encoder_param_len(&d),
-            encoder_param_len(&PAPER) + 224 * 128 + 224
+            encoder_param_len(&PAPER_CONV) + 224 * 128 + 224
         );
         assert_eq!(encoder_tensors(&d).count(), 8);
         let mut rng = Pcg32::new(1);
@@ -1857,11 +1875,11 @@ mod tests {
     fn f32_matches_f64() {
         let mut rng = Pcg32::new(5);
         for d in [
-            PAPER,
+            PAPER_CONV,
             TINY,
             ModelDims {
                 encoder: EncoderKind::Bow,
-                ..PAPER
+                ..PAPER_CONV
             },
             ModelDims {
                 encoder: EncoderKind::Bow,

@@ -72,7 +72,7 @@ pub struct TrainConfig {
     /// (`metarim_core::nn::encoder`, "FiLM").
     pub film: Option<bool>,
     /// Override the preset's layer normalisation of the encoder's output features
-    /// (`metarim_core::nn::encoder`, "Feature normalisation"; CPU backend only for now).
+    /// (`metarim_core::nn::encoder`, "Feature normalisation").
     pub feature_norm: Option<bool>,
     /// Override the preset's RIM module width (units per module; the LSTM of `lstm` mode has
     /// `n_modules x rim_hidden` units).
@@ -296,6 +296,23 @@ impl Preset {
             Preset::Tiny => TINY,
         }
     }
+
+    /// The preset's model dimensions as they were before saved configs pinned the model
+    /// ([`TrainConfig::to_saved_toml`]): what a model field missing from an older saved config
+    /// meant. Only the Paper preset has changed since: its encoder was the plain CNN, without
+    /// FiLM or the feature normalisation (the mission-blind agent of docs/RESULTS.md, "Paper
+    /// preset on GoToLocal").
+    pub fn dims_before_pinning(self) -> ModelDims {
+        match self {
+            Preset::Paper => ModelDims {
+                encoder: EncoderKind::Conv,
+                film: false,
+                feature_norm: false,
+                ..PAPER
+            },
+            p => p.dims(),
+        }
+    }
 }
 
 impl std::fmt::Display for Preset {
@@ -344,14 +361,47 @@ impl TrainConfig {
     /// Parse the config a run saved (a checkpoint's): a field added since then takes the
     /// value that reproduces what the run did, not today's default. `meta_schedule` missing
     /// means `phases`, the only schedule before the field existed, so older runs resume
-    /// bit-identically.
+    /// bit-identically; a model field missing (configs saved before [`Self::to_saved_toml`]
+    /// pinned them) means the preset's value of that time ([`Preset::dims_before_pinning`]),
+    /// so an older checkpoint keeps its model whatever the presets become.
     pub fn from_saved_toml(text: &str) -> Result<TrainConfig> {
         let mut c = Self::from_toml(text)?;
         let table: toml::Table = text.parse().map_err(|e| anyhow!("{e}"))?;
         if !table.contains_key("meta_schedule") {
             c.meta_schedule = MetaSchedule::Phases;
         }
-        Ok(c)
+        let before = c.preset.dims_before_pinning();
+        Ok(c.with_model_from(&before))
+    }
+
+    /// These settings with every model field the config leaves to the preset (`None`) set to
+    /// its value in `d`; fields already set are kept.
+    fn with_model_from(mut self, d: &ModelDims) -> TrainConfig {
+        fn pin<T: Copy>(slot: &mut Option<T>, value: T) {
+            slot.get_or_insert(value);
+        }
+        pin(&mut self.n_modules, d.rim.n_modules);
+        pin(&mut self.k_active, d.rim.k_active);
+        pin(&mut self.communication, d.rim.communication);
+        pin(&mut self.comm_update, d.rim.comm_update);
+        pin(&mut self.encoder, d.encoder);
+        pin(&mut self.cell, d.rim.cell);
+        pin(&mut self.film, d.film);
+        pin(&mut self.feature_norm, d.feature_norm);
+        pin(&mut self.rim_hidden, d.rim.hidden);
+        pin(&mut self.conv_channels, d.conv_channels);
+        pin(&mut self.bow_dim, d.bow_dim);
+        pin(&mut self.word_dim, d.word_dim);
+        pin(&mut self.instr_hidden, d.instr_hidden);
+        pin(&mut self.head_hidden, d.head_hidden);
+        self
+    }
+
+    /// These settings with the model pinned: every model field the config leaves to the
+    /// preset set to today's preset value. [`Self::dims`] gives the same model for both; the
+    /// pinned config keeps giving it if a preset changes.
+    pub fn pinned(&self) -> TrainConfig {
+        self.clone().with_model_from(&self.preset.dims())
     }
 
     /// Load a TOML file.
@@ -361,9 +411,17 @@ impl TrainConfig {
         Self::from_toml(&text).with_context(|| format!("in config {}", path.display()))
     }
 
-    /// The effective configuration as TOML.
+    /// The effective configuration as TOML (model fields left to the preset stay unwritten:
+    /// what `--print-config` shows and a user edits).
     pub fn to_toml(&self) -> Result<String> {
         toml::to_string(self).context("serialising the config")
+    }
+
+    /// The configuration as a run saves it (checkpoints, a run's `config.toml`, exports): the
+    /// model pinned ([`Self::pinned`]), so that [`Self::from_saved_toml`] gives back the same
+    /// model after any change to the presets.
+    pub fn to_saved_toml(&self) -> Result<String> {
+        self.pinned().to_toml()
     }
 
     /// Set one field from `key=value` text (`value` in TOML syntax; bare words are taken as
@@ -817,8 +875,8 @@ mod tests {
             mode: Mode::MetaRim,
             ..TrainConfig::default()
         };
-        let text = c.to_toml().unwrap();
-        assert_eq!(TrainConfig::from_saved_toml(&text).unwrap(), c);
+        let text = c.to_saved_toml().unwrap();
+        assert_eq!(TrainConfig::from_saved_toml(&text).unwrap(), c.pinned());
         let old: String = text
             .lines()
             .filter(|l| !l.starts_with("meta_schedule"))
@@ -826,11 +884,69 @@ mod tests {
             .collect();
         assert_ne!(old, text);
         c.meta_schedule = MetaSchedule::Phases;
-        assert_eq!(TrainConfig::from_saved_toml(&old).unwrap(), c);
+        assert_eq!(TrainConfig::from_saved_toml(&old).unwrap(), c.pinned());
         // A new config without the field takes today's default.
         assert_eq!(
             TrainConfig::from_toml(&old).unwrap().meta_schedule,
             MetaSchedule::Accumulate
         );
+    }
+
+    /// A saved config names its whole model, so a checkpoint keeps its model when a preset
+    /// changes; one saved before that (no model fields) gets the preset of its time.
+    #[test]
+    fn saved_configs_pin_the_model_and_older_ones_keep_the_presets_of_their_time() {
+        for preset in Preset::ALL {
+            let c = TrainConfig {
+                preset,
+                k_active: Some(2),
+                ..TrainConfig::default()
+            };
+            let saved = c.to_saved_toml().unwrap();
+            for key in [
+                "encoder",
+                "film",
+                "feature_norm",
+                "n_modules",
+                "conv_channels",
+            ] {
+                assert!(
+                    saved.lines().any(|l| l.starts_with(&format!("{key} ="))),
+                    "{key} not pinned:\n{saved}"
+                );
+            }
+            let back = TrainConfig::from_saved_toml(&saved).unwrap();
+            assert_eq!(back.dims().unwrap(), c.dims().unwrap());
+            assert_eq!(back.k_active, Some(2), "a set field is kept");
+            assert_eq!(back, c.pinned());
+            assert_eq!(back.pinned(), back, "pinning twice changes nothing");
+            // `--print-config` leaves the preset's fields to the preset.
+            assert!(!c.to_toml().unwrap().contains("film ="));
+        }
+        // The Paper preset reads its mission today (bag of words, FiLM, normalised features);
+        // a Paper config saved before the pinning was the plain CNN, and loads as one.
+        let paper = TrainConfig {
+            preset: Preset::Paper,
+            ..TrainConfig::default()
+        };
+        let now = paper.dims().unwrap();
+        assert_eq!(
+            (now.encoder, now.film, now.feature_norm),
+            (EncoderKind::Bow, true, true)
+        );
+        let old = TrainConfig::from_saved_toml(&paper.to_toml().unwrap()).unwrap();
+        let then = old.dims().unwrap();
+        assert_eq!(
+            (then.encoder, then.film, then.feature_norm),
+            (EncoderKind::Conv, false, false)
+        );
+        assert_eq!(then, Preset::Paper.dims_before_pinning());
+        let explicit = TrainConfig::from_saved_toml("preset = \"Paper\"\nfilm = true\n").unwrap();
+        assert_eq!(
+            explicit.dims().unwrap().film,
+            true,
+            "a field it set is kept"
+        );
+        assert_eq!(explicit.dims().unwrap().encoder, EncoderKind::Conv);
     }
 }

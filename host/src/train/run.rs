@@ -305,12 +305,13 @@ fn fresh_state(cfg: &TrainConfig) -> Result<State> {
 const RESUMABLE_OVERRIDES: [&str; 4] = ["frames", "threads", "save_interval", "backend"];
 
 /// The fields (sorted) in which `a` and `b` describe different computations: every field
-/// but the resumable overrides (frames, threads, save_interval, backend). Empty: a run of `a`
-/// may be resumed, or stand for a run of `b`.
+/// but the resumable overrides (frames, threads, save_interval, backend), the model compared
+/// pinned (a field left to the preset equals the preset's value written out). Empty: a run of
+/// `a` may be resumed, or stand for a run of `b`.
 pub fn computation_differences(a: &TrainConfig, b: &TrainConfig) -> Result<Vec<String>> {
     let (a, b) = (
-        toml::Table::try_from(a).context("config")?,
-        toml::Table::try_from(b).context("config")?,
+        toml::Table::try_from(a.pinned()).context("config")?,
+        toml::Table::try_from(b.pinned()).context("config")?,
     );
     let mut keys: Vec<String> = a
         .keys()
@@ -383,7 +384,7 @@ fn save(cfg: &TrainConfig, st: &State, path: &Path) -> Result<()> {
     };
     let meta = CheckpointMeta {
         format_version: FORMAT_VERSION,
-        config: saved.to_toml()?,
+        config: saved.to_saved_toml()?,
         frames: st.frames,
         updates: st.updates,
         adam_fast_t: st.optim.fast.t,
@@ -733,7 +734,7 @@ fn open_run(cfg: &TrainConfig, opts: &RunOptions) -> Result<OpenRun> {
         checkpoint::write_atomic(&csv_path, format!("{header}\n").as_bytes())?;
         (cfg.clone(), st)
     };
-    checkpoint::write_atomic(&opts.out.join(CONFIG_FILE), cfg.to_toml()?.as_bytes())?;
+    checkpoint::write_atomic(&opts.out.join(CONFIG_FILE), cfg.to_saved_toml()?.as_bytes())?;
     crate::provenance::record(&opts.out, st.frames)?;
     let log = log_values(&jsonl_path)?;
     // The event file is rebuilt from the (cut) log: after a kill, steps past the checkpoint
