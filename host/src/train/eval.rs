@@ -77,6 +77,10 @@ pub struct EvalResult {
     pub followed_shown: usize,
     /// Of those, the episodes that still succeeded at their own mission.
     pub feasible_successes: usize,
+    /// Of those, the ones that had carried out the shown mission first (or at the same step):
+    /// the episode goes on after the shown mission is done, so these own-mission successes
+    /// came after the agent had done what it was shown.
+    pub followed_then_own: usize,
 }
 
 /// Success with the episodes' own missions and, on the same episodes and action draws, with
@@ -110,12 +114,14 @@ impl Grounding {
             format!(
                 "; in the {} swapped episodes whose shown mission could be carried out, it \
                  carried that out in {} ({:.4}, 95% CI {lo:.4}-{hi:.4}) and succeeded at its \
-                 own in {} ({:.4}, 95% CI {slo:.4}-{shi:.4})",
+                 own in {} ({:.4}, 95% CI {slo:.4}-{shi:.4}; {} of them after carrying out the \
+                 shown one)",
                 s.shown_feasible,
                 s.followed_shown,
                 s.followed_shown as f64 / s.shown_feasible as f64,
                 s.feasible_successes,
-                s.feasible_successes as f64 / s.shown_feasible as f64
+                s.feasible_successes as f64 / s.shown_feasible as f64,
+                s.followed_then_own
             )
         } else {
             String::new()
@@ -400,6 +406,10 @@ pub fn evaluate(model: &Model, level: &Level, opts: &EvalOptions) -> Result<Eval
             .iter()
             .filter(|r| r.followed_shown.is_some() && r.success)
             .count(),
+        followed_then_own: results
+            .iter()
+            .filter(|r| r.followed_shown == Some(true) && r.success)
+            .count(),
     })
 }
 
@@ -516,6 +526,10 @@ mod tests {
         assert!(swapped.shown_feasible > 0 && swapped.shown_feasible <= 40);
         assert!(swapped.followed_shown <= swapped.shown_feasible);
         assert!(swapped.feasible_successes <= swapped.shown_feasible);
+        assert_eq!(plain.followed_then_own, 0);
+        assert!(
+            swapped.followed_then_own <= swapped.followed_shown.min(swapped.feasible_successes)
+        );
         let line = Grounding {
             own: plain.clone(),
             swapped,
