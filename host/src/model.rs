@@ -1,13 +1,16 @@
-//! `metarim model info`: parameter counts and memory per group of a preset, in every mode.
+//! `metarim model info`: parameter counts and memory per group of a preset, in every mode; and
+//! [`StepWork`], the buffers of stepping a core policy one observation at a time.
 
 use std::fmt::Write;
 
 use anyhow::Result;
+use metarim_core::env::Observation;
 use metarim_core::nn::dims::ModelDims;
 use metarim_core::nn::params::{Group, Layout, Mode};
 use metarim_core::nn::policy::{
-    chunk_work_len, fast_work_len, scratch_len, state_len, step_cache_len,
+    chunk_work_len, fast_work_len, scratch_len, state_len, step_cache_len, Policy,
 };
+use metarim_core::nn::scalar::Real;
 
 /// The mode named `name` (`meta-rim`, `reversed`, `joint`, `lstm`).
 pub fn mode(name: &str) -> Result<Mode> {
@@ -115,4 +118,62 @@ pub fn info(name: &str, dims: &ModelDims, mode: Mode, window: usize) -> Result<S
         kib(4 * chunk_work_len(d, window))
     )?;
     Ok(s)
+}
+
+/// The buffers of stepping a core [`Policy`] one observation at a time, as evaluation, replay
+/// and the parity tests do: sized once for a model's dims and reused every step, so each call
+/// site names only what differs (observation, instruction embedding, incoming state).
+#[derive(Clone, Debug)]
+pub struct StepWork<S> {
+    /// The outgoing memory state of the last [`StepWork::step`] (`state_len` long).
+    pub next: Vec<S>,
+    /// The action logits of the last step (`n_actions` long).
+    pub logits: Vec<S>,
+    /// The last step's activations ([`step_cache_len`]; which modules were active is read with
+    /// [`Policy::active_in_cache`]).
+    pub cache: Vec<S>,
+    scratch: Vec<S>,
+}
+
+impl<S: Real> StepWork<S> {
+    /// Zeroed buffers for a model of dims `d`.
+    pub fn new(d: &ModelDims) -> Self {
+        Self {
+            next: vec![S::ZERO; state_len(d)],
+            logits: vec![S::ZERO; d.n_actions],
+            cache: vec![S::ZERO; step_cache_len(d)],
+            scratch: vec![S::ZERO; scratch_len(d)],
+        }
+    }
+
+    /// [`Policy::encode_instruction`] of `tokens` into `out` (`instr_hidden` long).
+    pub fn encode_instruction(
+        &mut self,
+        policy: &Policy<'_, S>,
+        tokens: &[u16],
+        out: &mut [S],
+    ) -> Result<(), metarim_core::Error> {
+        policy.encode_instruction(tokens, out, &mut self.scratch)
+    }
+
+    /// [`Policy::step`] from `obs`, the instruction embedding `instr` and the incoming `state`:
+    /// the outgoing state goes to [`StepWork::next`], the logits and cache to theirs; returns the
+    /// value.
+    pub fn step(
+        &mut self,
+        policy: &Policy<'_, S>,
+        obs: &Observation,
+        instr: &[S],
+        state: &[S],
+    ) -> Result<S, metarim_core::Error> {
+        policy.step(
+            obs,
+            instr,
+            state,
+            &mut self.next,
+            &mut self.logits,
+            &mut self.cache,
+            &mut self.scratch,
+        )
+    }
 }

@@ -409,35 +409,20 @@ fn stored_memory_inputs_give_the_same_gradient_when_the_encoders_are_frozen() {
     // The memory inputs as the acting policy computes them (encoder ++ instruction).
     let policy = Policy::new(&l, p.bufs()).unwrap();
     let d = *l.dims();
-    let mut scratch = vec![0.0; metarim_core::nn::policy::scratch_len(&d)];
-    let mut cache = vec![0.0; metarim_core::nn::policy::step_cache_len(&d)];
-    let sl = state_len(&d);
+    let mut work = host::model::StepWork::new(&d);
     let xs: Vec<Vec<f64>> = (0..chunks)
         .map(|c| {
             let mut x = vec![];
             let mut instr = vec![0.0; d.instr_hidden];
             let mut state = b.init[c].clone();
-            let mut next = vec![0.0; sl];
-            let mut logits = vec![0.0; d.n_actions];
             for t in 0..steps {
                 if t == 0 || b.starts[c][t] {
-                    policy
-                        .encode_instruction(&b.tokens[c][t], &mut instr, &mut scratch)
+                    work.encode_instruction(&policy, &b.tokens[c][t], &mut instr)
                         .unwrap();
                 }
-                policy
-                    .step(
-                        &b.obs[c][t],
-                        &instr,
-                        &state,
-                        &mut next,
-                        &mut logits,
-                        &mut cache,
-                        &mut scratch,
-                    )
-                    .unwrap();
-                x.extend_from_slice(&cache[..d.memory_input()]);
-                state.copy_from_slice(&next);
+                work.step(&policy, &b.obs[c][t], &instr, &state).unwrap();
+                x.extend_from_slice(&work.cache[..d.memory_input()]);
+                state.copy_from_slice(&work.next);
             }
             x
         })

@@ -5,13 +5,13 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{assert_mentions, opts, tiny_config, tiny_train_args, tmpdir};
 use host::train::checkpoint::{self, FORMAT_VERSION};
-use host::train::run::{train, RunOptions, CHECKPOINT_FILE};
+use host::train::run::{train, RunOptions, RunSummary, CHECKPOINT_FILE};
 use host::train::TrainConfig;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
@@ -20,6 +20,24 @@ fn tiny(frames: u64) -> TrainConfig {
         threads: 1,
         ..tiny_config("meta-rim", frames)
     }
+}
+
+/// Trains `cfg` into `dir` and stops after `updates` updates, leaving a run to resume.
+fn train_stopping_after(cfg: &TrainConfig, dir: &Path, updates: u64) {
+    let stop = RunOptions {
+        stop_after_updates: Some(updates),
+        ..opts(dir)
+    };
+    train(cfg, &stop).unwrap();
+}
+
+/// Resumes the run in `dir` with `cfg`.
+fn resume(cfg: &TrainConfig, dir: &Path) -> anyhow::Result<RunSummary> {
+    let again = RunOptions {
+        resume: true,
+        ..opts(dir)
+    };
+    train(cfg, &again)
 }
 
 /// A trained checkpoint's bytes (2 updates of the tiny config).
@@ -204,17 +222,7 @@ fn checkpoints_with_non_finite_values_are_never_written_nor_loaded() {
     }
     // Resuming from it.
     std::fs::write(dir.join(CHECKPOINT_FILE), &bad).unwrap();
-    let e = format!(
-        "{:#}",
-        train(
-            &tiny(480),
-            &RunOptions {
-                resume: true,
-                ..opts(&dir)
-            }
-        )
-        .unwrap_err()
-    );
+    let e = format!("{:#}", resume(&tiny(480), &dir).unwrap_err());
     assert!(e.contains(&victim), "{e}");
     // The same bytes with a finite value load (the rebuild itself is faithful).
     assert!(checkpoint::from_bytes(&with_value(&good, &victim, 0.25)).is_ok());
@@ -337,14 +345,7 @@ fn a_signal_stops_train_with_a_checkpoint_and_resume_goes_on() {
 fn resume_keeps_every_readable_log_line_and_sets_bad_ones_aside() {
     let dir = tmpdir("log");
     let cfg = tiny(720);
-    train(
-        &cfg,
-        &RunOptions {
-            stop_after_updates: Some(4),
-            ..opts(&dir)
-        },
-    )
-    .unwrap();
+    train_stopping_after(&cfg, &dir, 4);
     let jsonl = dir.join("train.jsonl");
     let csv = dir.join("train.csv");
     // One invalid UTF-8 byte in the second line of each log.
@@ -357,14 +358,7 @@ fn resume_keeps_every_readable_log_line_and_sets_bad_ones_aside() {
         damaged.push(b[second_line..=end].to_vec());
         std::fs::write(p, b).unwrap();
     }
-    train(
-        &cfg,
-        &RunOptions {
-            resume: true,
-            ..opts(&dir)
-        },
-    )
-    .unwrap();
+    resume(&cfg, &dir).unwrap();
     let text = std::fs::read_to_string(&jsonl).unwrap();
     let updates: Vec<u64> = text
         .lines()
@@ -588,25 +582,11 @@ fn tensorboard_events_survive_kill_and_resume_without_duplicates_or_gaps() {
 fn a_csv_of_other_columns_is_kept_aside_on_resume() {
     let dir = tmpdir("old-columns");
     let cfg = tiny(720);
-    train(
-        &cfg,
-        &RunOptions {
-            stop_after_updates: Some(2),
-            ..opts(&dir)
-        },
-    )
-    .unwrap();
+    train_stopping_after(&cfg, &dir, 2);
     let csv = dir.join("train.csv");
     let old = "update,frames,fps,module_activity\n1,120,10.0,0.5;0.5\n2,240,10.0,0.5;0.5\n";
     std::fs::write(&csv, old).unwrap();
-    train(
-        &cfg,
-        &RunOptions {
-            resume: true,
-            ..opts(&dir)
-        },
-    )
-    .unwrap();
+    resume(&cfg, &dir).unwrap();
     assert_eq!(
         std::fs::read_to_string(dir.join("train.csv.old-columns")).unwrap(),
         old

@@ -22,6 +22,7 @@
 use std::path::{Path, PathBuf};
 
 use host::export::{dims_json, read_torch, torch_tensors, TorchTensor};
+use host::model::StepWork;
 use host::train::batched::{BatchedGrads, PassOptions, Seq};
 use host::train::run::{train, RunOptions};
 use host::train::{checkpoint, GroupVecs, Model, TrainConfig};
@@ -29,9 +30,7 @@ use metarim_core::env::{Action, Env, Observation, VIEW_CELLS, VIEW_SIZE};
 use metarim_core::levels::Level;
 use metarim_core::mission::vocab::{tokenize, MAX_TOKENS};
 use metarim_core::nn::loss::{PpoCoefs, PpoSample};
-use metarim_core::nn::policy::{
-    chunk_work_len, scratch_len, state_len, step_cache_len, ChunkStep, Policy,
-};
+use metarim_core::nn::policy::{chunk_work_len, state_len, ChunkStep, Policy};
 use metarim_core::nn::rim::CommGrad;
 use metarim_core::nn::sample::sample_action;
 use metarim_core::nn::scalar::Real;
@@ -269,6 +268,21 @@ struct Recording {
     active: Vec<u8>,
 }
 
+impl Recording {
+    /// One step's active modules as bytes, one per RIM module (all zero for the LSTM memory).
+    fn push_active(&mut self, policy: &Policy<'_, f32>, cache: &[f32]) {
+        let d = policy.dims();
+        let rim = d.memory == metarim_core::nn::dims::MemoryKind::Rim;
+        let active = policy.active_in_cache(cache);
+        self.active.extend(
+            active
+                .iter()
+                .take(d.rim.n_modules)
+                .map(|a| u8::from(*a && rim)),
+        );
+    }
+}
+
 fn roll(
     model: &Model,
     level: &Level,
@@ -280,10 +294,7 @@ fn roll(
     let policy = model.policy().map_err(|e| format!("{e:#}"))?;
     let d = model.layout.dims();
     let sl = state_len(d);
-    let mut scratch = vec![0.0f32; scratch_len(d)];
-    let mut cache = vec![0.0f32; step_cache_len(d)];
-    let mut next = vec![0.0f32; sl];
-    let mut logits = vec![0.0f32; d.n_actions];
+    let mut work = StepWork::new(d);
     let mut envs = Vec::with_capacity(num_envs);
     for b in 0..num_envs {
         envs.push(RollEnv {
@@ -308,8 +319,7 @@ fn roll(
                 e.tokens = [0; MAX_TOKENS];
                 tokenize(e.env.mission.as_str(), &mut e.tokens)
                     .map_err(|err| format!("mission {:?}: {err:?}", e.env.mission.as_str()))?;
-                policy
-                    .encode_instruction(&e.tokens, &mut e.instr, &mut scratch)
+                work.encode_instruction(&policy, &e.tokens, &mut e.instr)
                     .map_err(|err| format!("policy: {err}"))?;
                 e.state.fill(0.0);
                 e.len = 0;
@@ -319,30 +329,16 @@ fn roll(
             rec.direction.push(e.env.agent_dir);
             rec.tokens.extend_from_slice(&e.tokens);
             rec.start.push(u8::from(e.start));
-            let value = policy
-                .step(
-                    &obs,
-                    &e.instr,
-                    &e.state,
-                    &mut next,
-                    &mut logits,
-                    &mut cache,
-                    &mut scratch,
-                )
+            let value = work
+                .step(&policy, &obs, &e.instr, &e.state)
                 .map_err(|err| format!("policy: {err}"))?;
-            let active = policy.active_in_cache(&cache);
-            rec.active.extend(
-                active
-                    .iter()
-                    .take(d.rim.n_modules)
-                    .map(|a| u8::from(*a && d.memory == metarim_core::nn::dims::MemoryKind::Rim)),
-            );
-            let (a, lp) = sample_action(&logits, &mut e.rng);
+            rec.push_active(&policy, &work.cache);
+            let (a, lp) = sample_action(&work.logits, &mut e.rng);
             rec.actions.push(a as u8);
             rec.logprobs.push(lp);
-            rec.logits.extend_from_slice(&logits);
+            rec.logits.extend_from_slice(&work.logits);
             rec.values.push(value);
-            std::mem::swap(&mut e.state, &mut next);
+            std::mem::swap(&mut e.state, &mut work.next);
             let out = e.env.step(Action::ALL[a]);
             e.len += 1;
             e.start =
@@ -673,10 +669,7 @@ pub fn evaluate<'py>(
     let run = || -> Result<Recording, String> {
         let policy = model.policy().map_err(|e| format!("{e:#}"))?;
         let sl = state_len(&d);
-        let mut scratch = vec![0.0f32; scratch_len(&d)];
-        let mut cache = vec![0.0f32; step_cache_len(&d)];
-        let mut next = vec![0.0f32; sl];
-        let mut lg = vec![0.0f32; d.n_actions];
+        let mut work = StepWork::new(&d);
         let mut states = vec![vec![0.0f32; sl]; num_envs];
         let mut instrs = vec![vec![0.0f32; d.instr_hidden]; num_envs];
         let mut rec = Recording::default();
@@ -687,28 +680,16 @@ pub fn evaluate<'py>(
                     state.fill(0.0);
                 }
                 if t == 0 || start[i] {
-                    policy
-                        .encode_instruction(&tokens[i], instr, &mut scratch)
+                    work.encode_instruction(&policy, &tokens[i], instr)
                         .map_err(|e| format!("step {t}, env {b}: {e}"))?;
                 }
-                let v = policy
-                    .step(
-                        &images[i],
-                        instr,
-                        state,
-                        &mut next,
-                        &mut lg,
-                        &mut cache,
-                        &mut scratch,
-                    )
+                let v = work
+                    .step(&policy, &images[i], instr, state)
                     .map_err(|e| format!("step {t}, env {b}: {e}"))?;
-                std::mem::swap(state, &mut next);
-                rec.logits.extend_from_slice(&lg);
+                std::mem::swap(state, &mut work.next);
+                rec.logits.extend_from_slice(&work.logits);
                 rec.values.push(v);
-                let rim = d.memory == metarim_core::nn::dims::MemoryKind::Rim;
-                let a = policy.active_in_cache(&cache);
-                rec.active
-                    .extend(a.iter().take(d.rim.n_modules).map(|x| u8::from(*x && rim)));
+                rec.push_active(&policy, &work.cache);
             }
         }
         Ok(rec)

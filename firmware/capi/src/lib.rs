@@ -242,6 +242,15 @@ struct Fail {
     msg: Msg,
 }
 
+/// `Err` of an API failure (`status`, message `what`) when `failed` holds.
+fn fail_if(failed: bool, status: Status, what: &'static str) -> Result<(), Fail> {
+    if failed {
+        Err(Fail::api(status, what))
+    } else {
+        Ok(())
+    }
+}
+
 impl Fail {
     const fn api(status: Status, what: &'static str) -> Fail {
         Fail {
@@ -456,15 +465,16 @@ unsafe fn with_device(dev: *mut Device, f: impl FnOnce(&mut Device) -> Result<()
 /// # Safety
 /// `p` is null or points to writable memory for a `T` (the caller's contract).
 unsafe fn put<T>(p: *mut T, v: T) -> Result<(), Fail> {
-    if p.is_null() {
-        return Err(Fail::api(Status::NullPointer, "an output pointer is null"));
-    }
-    if !p.is_aligned() {
-        return Err(Fail::api(
-            Status::Misaligned,
-            "an output pointer is misaligned for its type",
-        ));
-    }
+    fail_if(
+        p.is_null(),
+        Status::NullPointer,
+        "an output pointer is null",
+    )?;
+    fail_if(
+        !p.is_aligned(),
+        Status::Misaligned,
+        "an output pointer is misaligned for its type",
+    )?;
     // SAFETY: p is non-null and aligned, and the caller guarantees it is writable for a T;
     // `write` does not read or drop the old (possibly uninitialised) contents.
     unsafe { p.write(v) };
@@ -477,17 +487,18 @@ unsafe fn put<T>(p: *mut T, v: T) -> Result<(), Fail> {
 /// `p` is null or points to a NUL-terminated string (bytes are read up to its NUL, and never
 /// past `max` bytes).
 unsafe fn c_str<'a>(p: *const c_char, max: usize, status: Status) -> Result<&'a str, Fail> {
-    if p.is_null() {
-        return Err(Fail::api(Status::NullPointer, "a string argument is null"));
-    }
+    fail_if(
+        p.is_null(),
+        Status::NullPointer,
+        "a string argument is null",
+    )?;
     let mut n = 0usize;
     loop {
-        if n > max {
-            return Err(Fail::api(
-                status,
-                "string argument too long or not NUL-terminated",
-            ));
-        }
+        fail_if(
+            n > max,
+            status,
+            "string argument too long or not NUL-terminated",
+        )?;
         // SAFETY: p is non-null and the caller's string is NUL-terminated; we read byte n only
         // when no NUL came before it, so n is within the string or at its NUL.
         if unsafe { p.cast::<u8>().add(n).read() } == 0 {
@@ -628,24 +639,24 @@ unsafe fn write_adapter(p: *mut Adapter) {
 /// `region` is null or readable for `len` bytes that stay unchanged while the device is used.
 #[inline(never)]
 unsafe fn load(d: &mut Device, region: *const u8, len: usize) -> Result<(), Fail> {
-    if region.is_null() {
-        return Err(Fail::api(
-            Status::NullPointer,
-            "the blob region pointer is null",
-        ));
-    }
-    if isize::try_from(len).is_err() {
-        return Err(Fail::api(Status::BadArgument, "region_len is too large"));
-    }
+    fail_if(
+        region.is_null(),
+        Status::NullPointer,
+        "the blob region pointer is null",
+    )?;
+    fail_if(
+        isize::try_from(len).is_err(),
+        Status::BadArgument,
+        "region_len is too large",
+    )?;
     let dev_start = ptr::from_mut(d) as usize;
     let dev_end = dev_start.saturating_add(size_of::<Device>());
     let region_end = (region as usize).saturating_add(len);
-    if (region as usize) < dev_end && dev_start < region_end {
-        return Err(Fail::api(
-            Status::BadArgument,
-            "the blob region overlaps the device memory",
-        ));
-    }
+    fail_if(
+        (region as usize) < dev_end && dev_start < region_end,
+        Status::BadArgument,
+        "the blob region overlaps the device memory",
+    )?;
     // SAFETY: region is non-null, len <= isize::MAX, and the caller guarantees the bytes are
     // readable and unchanged while the device is used; they do not overlap the device (checked).
     let bytes: &[u8] = unsafe { core::slice::from_raw_parts(region, len) };
@@ -654,12 +665,11 @@ unsafe fn load(d: &mut Device, region: *const u8, len: usize) -> Result<(), Fail
     // Checked copy: a length mismatch is an error, not a panic.
     blob.fast_into(&mut d.fast[..])?;
     let initial_fast = blob.fast_f32()?;
-    if initial_fast.len() != TINY_FAST {
-        return Err(Fail::api(
-            Status::BadBlob,
-            "the blob's fast group has the wrong length",
-        ));
-    }
+    fail_if(
+        initial_fast.len() != TINY_FAST,
+        Status::BadBlob,
+        "the blob's fast group has the wrong length",
+    )?;
     d.layout = Some(tiny_layout()?);
     d.frozen = Frozen::new(initial_fast, slow, other);
     d.ready = true;
@@ -816,18 +826,17 @@ pub unsafe extern "C" fn metarim_episode_begin(
 pub unsafe extern "C" fn metarim_observe(dev: *mut Device, obs_out: *mut u8, len: usize) -> Status {
     let call = |d: &mut Device| -> Result<(), Fail> {
         let p = d.parts()?;
-        if *p.episode == Episode::None {
-            return Err(Fail::api(Status::NoEpisode, "no episode begun"));
-        }
-        if obs_out.is_null() {
-            return Err(Fail::api(Status::NullPointer, "obs_out is null"));
-        }
-        if len < METARIM_OBS_BYTES {
-            return Err(Fail::api(
-                Status::BufferTooSmall,
-                "obs_out holds fewer than METARIM_OBS_BYTES bytes",
-            ));
-        }
+        fail_if(
+            *p.episode == Episode::None,
+            Status::NoEpisode,
+            "no episode begun",
+        )?;
+        fail_if(obs_out.is_null(), Status::NullPointer, "obs_out is null")?;
+        fail_if(
+            len < METARIM_OBS_BYTES,
+            Status::BufferTooSmall,
+            "obs_out holds fewer than METARIM_OBS_BYTES bytes",
+        )?;
         let mut obs: Observation = [[0u8; 3]; VIEW_CELLS];
         p.env.observe(&mut obs);
         // SAFETY: obs_out is non-null and writable for len >= METARIM_OBS_BYTES bytes (the
@@ -857,15 +866,16 @@ pub unsafe extern "C" fn metarim_act(
 ) -> Status {
     let call = |d: &mut Device| -> Result<(), Fail> {
         let p = d.parts()?;
-        if *p.episode != Episode::Running || *p.owner != Owner::Episode {
-            return Err(Fail::api(
-                Status::NoEpisode,
-                "no running episode to act in (metarim_episode_begin first)",
-            ));
-        }
-        if action_out.is_null() {
-            return Err(Fail::api(Status::NullPointer, "action_out is null"));
-        }
+        fail_if(
+            *p.episode != Episode::Running || *p.owner != Owner::Episode,
+            Status::NoEpisode,
+            "no running episode to act in (metarim_episode_begin first)",
+        )?;
+        fail_if(
+            action_out.is_null(),
+            Status::NullPointer,
+            "action_out is null",
+        )?;
         let mut obs: Observation = [[0u8; 3]; VIEW_CELLS];
         p.env.observe(&mut obs);
         let bufs = GroupBufs {
@@ -903,15 +913,12 @@ pub unsafe extern "C" fn metarim_env_step(
 ) -> Status {
     let call = |d: &mut Device| -> Result<(), Fail> {
         let p = d.parts()?;
-        if *p.episode != Episode::Running {
-            return Err(Fail::api(
-                Status::NoEpisode,
-                "no running episode to step (metarim_episode_begin first)",
-            ));
-        }
-        if out.is_null() {
-            return Err(Fail::api(Status::NullPointer, "out is null"));
-        }
+        fail_if(
+            *p.episode != Episode::Running,
+            Status::NoEpisode,
+            "no running episode to step (metarim_episode_begin first)",
+        )?;
+        fail_if(out.is_null(), Status::NullPointer, "out is null")?;
         let action = Action::from_index(i64::from(action))
             .map_err(|e| Fail::core_as(Status::BadArgument, e))?;
         let o = p.env.step(action);
@@ -979,24 +986,26 @@ pub unsafe extern "C" fn metarim_policy_step(
 ) -> Status {
     let call = |d: &mut Device| -> Result<(), Fail> {
         let p = d.parts()?;
-        if *p.owner != Owner::Caller {
-            return Err(Fail::api(
-                Status::NoEpisode,
-                "no policy episode (metarim_policy_reset first)",
-            ));
-        }
-        if obs.is_null() || logits_out.is_null() {
-            return Err(Fail::api(Status::NullPointer, "obs or logits_out is null"));
-        }
-        if !logits_out.is_aligned() {
-            return Err(Fail::api(Status::Misaligned, "logits_out is misaligned"));
-        }
-        if n < METARIM_N_ACTIONS {
-            return Err(Fail::api(
-                Status::BufferTooSmall,
-                "logits_out holds fewer than METARIM_N_ACTIONS floats",
-            ));
-        }
+        fail_if(
+            *p.owner != Owner::Caller,
+            Status::NoEpisode,
+            "no policy episode (metarim_policy_reset first)",
+        )?;
+        fail_if(
+            obs.is_null() || logits_out.is_null(),
+            Status::NullPointer,
+            "obs or logits_out is null",
+        )?;
+        fail_if(
+            !logits_out.is_aligned(),
+            Status::Misaligned,
+            "logits_out is misaligned",
+        )?;
+        fail_if(
+            n < METARIM_N_ACTIONS,
+            Status::BufferTooSmall,
+            "logits_out holds fewer than METARIM_N_ACTIONS floats",
+        )?;
         // SAFETY: obs is non-null and (the caller's contract) readable for
         // METARIM_OBS_BYTES bytes, unchanged during the call.
         let src = unsafe { core::slice::from_raw_parts(obs, METARIM_OBS_BYTES) };
@@ -1047,9 +1056,11 @@ pub unsafe extern "C" fn metarim_adapt(
         *p.owner = Owner::None;
         // SAFETY: level_id's contract, forwarded.
         let level = unsafe { level_arg(level_id) }?;
-        if !out.is_null() && !out.is_aligned() {
-            return Err(Fail::api(Status::Misaligned, "out is misaligned"));
-        }
+        fail_if(
+            !out.is_null() && !out.is_aligned(),
+            Status::Misaligned,
+            "out is misaligned",
+        )?;
         let stats = adapt(p, &level, seed, episodes)?;
         if !out.is_null() {
             // SAFETY: out's contract (null handled above).
@@ -1101,9 +1112,11 @@ pub unsafe extern "C" fn metarim_reset_fast(dev: *mut Device) -> Status {
         let p = d.parts()?;
         *p.episode = Episode::None;
         *p.owner = Owner::None;
-        if p.initial_fast.len() != TINY_FAST {
-            return Err(Fail::api(Status::NotReady, "no blob fast group"));
-        }
+        fail_if(
+            p.initial_fast.len() != TINY_FAST,
+            Status::NotReady,
+            "no blob fast group",
+        )?;
         p.fast.copy_from_slice(p.initial_fast);
         Ok(())
     };

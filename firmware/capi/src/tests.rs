@@ -70,6 +70,12 @@ fn init(mem: &mut [u64], region: &[u8]) -> (Status, *mut Device) {
     (st, dev)
 }
 
+/// The device's last error message starts with `prefix`.
+fn assert_message_starts(dev: *const Device, prefix: &str) {
+    let m = message(dev);
+    assert!(m.starts_with(prefix), "{m}");
+}
+
 fn message(dev: *const Device) -> String {
     let mut buf = [0 as c_char; 256];
     // SAFETY: dev is null or a live device; buf is a local of the length given.
@@ -656,11 +662,7 @@ fn own_observations_give_the_episode_logits() {
             metarim_policy_reset(dev2, long.as_ptr()),
             Status::BadMission
         );
-        assert!(
-            message(dev2).starts_with("buffer too small"),
-            "{}",
-            message(dev2)
-        );
+        assert_message_starts(dev2, "buffer too small");
         assert_eq!(
             metarim_policy_reset(dev2, c"go to \xff".as_ptr()),
             Status::BadMission
@@ -705,11 +707,7 @@ fn bad_levels_actions_and_pointers() {
             metarim_episode_begin(dev, c"MiniGrid-FourRooms-v0".as_ptr(), 1, 0),
             Status::BadLevel
         );
-        assert!(
-            message(dev).starts_with("grid size 19x19 unsupported"),
-            "{}",
-            message(dev)
-        );
+        assert_message_starts(dev, "grid size 19x19 unsupported");
         assert_eq!(
             metarim_episode_begin(dev, ptr::null(), 1, 0),
             Status::NullPointer

@@ -2056,51 +2056,51 @@ mod tests {
         err
     }
 
+    /// The worst relative error of [`check`] over `cases` (dims and communication gradient)
+    /// at each batch size of `batches` (the `k`-th batch size with seed `seed0 + k`).
+    fn worst_of<S: Scalar>(
+        cases: &[(RimDims, CommGrad)],
+        batches: &[usize],
+        seed0: u64,
+        tol: f64,
+    ) -> f64 {
+        let mut worst = 0.0f64;
+        for (k, &batch) in batches.iter().enumerate() {
+            for (d, mode) in cases {
+                worst = worst.max(check::<S>(d, batch, *mode, seed0 + k as u64, tol));
+            }
+        }
+        worst
+    }
+
     #[test]
     fn lstm_cells_match_the_core_f64() {
-        let mut worst = 0.0f64;
-        for (k, batch) in [1usize, 3, 7].into_iter().enumerate() {
-            let seed = 50 + k as u64;
-            let nc = no_comm(&LSTM_SMALL);
-            worst = worst.max(check::<f64>(
-                &LSTM_SMALL,
-                batch,
-                CommGrad::Blocked,
-                seed,
-                1e-10,
-            ));
-            worst = worst.max(check::<f64>(&nc, batch, CommGrad::Blocked, seed, 1e-10));
-            worst = worst.max(check::<f64>(
-                &LSTM_SMALL,
-                batch,
-                CommGrad::Full,
-                seed,
-                1e-10,
-            ));
-        }
+        let cases = [
+            (LSTM_SMALL, CommGrad::Blocked),
+            (no_comm(&LSTM_SMALL), CommGrad::Blocked),
+            (LSTM_SMALL, CommGrad::Full),
+        ];
         let paper = RimDims {
             cell: CellKind::Lstm,
             ..metarim_core::nn::dims::PAPER.rim
         };
-        worst = worst.max(check::<f64>(&paper, 4, CommGrad::Blocked, 60, 1e-10));
+        let small = worst_of::<f64>(&cases, &[1, 3, 7], 50, 1e-10);
+        let worst = small.max(worst_of::<f64>(
+            &[(paper, CommGrad::Blocked)],
+            &[4],
+            60,
+            1e-10,
+        ));
         eprintln!("LSTM cells vs the core, f64: worst rel err {worst:e}");
     }
 
     #[test]
     fn lstm_cells_match_the_core_f32() {
-        let mut worst = 0.0f64;
-        for (k, batch) in [1usize, 4].into_iter().enumerate() {
-            let seed = 70 + k as u64;
-            let nc = no_comm(&LSTM_SMALL);
-            worst = worst.max(check::<f32>(
-                &LSTM_SMALL,
-                batch,
-                CommGrad::Blocked,
-                seed,
-                1e-4,
-            ));
-            worst = worst.max(check::<f32>(&nc, batch, CommGrad::Blocked, seed, 1e-4));
-        }
+        let cases = [
+            (LSTM_SMALL, CommGrad::Blocked),
+            (no_comm(&LSTM_SMALL), CommGrad::Blocked),
+        ];
+        let worst = worst_of::<f32>(&cases, &[1, 4], 70, 1e-4);
         eprintln!("LSTM cells vs the core, f32: worst rel err {worst:e}");
     }
 

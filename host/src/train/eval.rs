@@ -10,10 +10,11 @@ use metarim_core::levels::Level;
 use metarim_core::mission::instr::Instr;
 use metarim_core::mission::verify::{Status, Verifier};
 use metarim_core::mission::vocab::{tokenize, MAX_TOKENS};
-use metarim_core::nn::policy::{scratch_len, state_len, step_cache_len, MAX_MODULES};
+use metarim_core::nn::policy::{state_len, MAX_MODULES};
 use metarim_core::rng::{episode_stream, split_mix64, Pcg32};
 
 use super::{argmax_action, sample_action, thread_count, Model};
+use crate::model::StepWork;
 use crate::threads::join_all;
 
 /// What to evaluate.
@@ -275,16 +276,12 @@ pub fn run_episode_with(
     } else {
         tokenize(env.mission.as_str(), &mut tokens).map_err(|e| anyhow!("mission: {e}"))?;
     }
-    let mut scratch = vec![0.0f32; scratch_len(d)];
+    let mut work = StepWork::new(d);
     let mut instr = vec![0.0f32; d.instr_hidden];
     let err = |e| anyhow!("policy: {e}");
-    policy
-        .encode_instruction(&tokens, &mut instr, &mut scratch)
+    work.encode_instruction(&policy, &tokens, &mut instr)
         .map_err(err)?;
     let mut state = vec![0.0f32; state_len(d)];
-    let mut next = state.clone();
-    let mut logits = vec![0.0f32; d.n_actions];
-    let mut cache = vec![0.0f32; step_cache_len(d)];
     let mut obs = [[0u8; 3]; VIEW_CELLS];
     let mut ret = 0.0f64;
     on_step(
@@ -297,22 +294,12 @@ pub fn run_episode_with(
     );
     loop {
         env.observe(&mut obs);
-        policy
-            .step(
-                &obs,
-                &instr,
-                &state,
-                &mut next,
-                &mut logits,
-                &mut cache,
-                &mut scratch,
-            )
-            .map_err(err)?;
-        let active = policy.active_in_cache(&cache);
+        work.step(&policy, &obs, &instr, &state).map_err(err)?;
+        let active = policy.active_in_cache(&work.cache);
         let (a, _) = if argmax {
-            argmax_action(&logits)
+            argmax_action(&work.logits)
         } else {
-            sample_action(&logits, &mut rng)
+            sample_action(&work.logits, &mut rng)
         };
         let out = env.step(Action::ALL[a]);
         if let Some((v, verdict)) = shown.as_mut().filter(|(_, s)| *s == Status::Continue) {
@@ -332,7 +319,7 @@ pub fn run_episode_with(
                 active,
             },
         );
-        std::mem::swap(&mut state, &mut next);
+        std::mem::swap(&mut state, &mut work.next);
         if out.terminated || out.truncated {
             return Ok(EpisodeResult {
                 success: out.reward > 0.0,

@@ -581,7 +581,6 @@ mod tests {
     /// per-sample `Policy::step` from the stored states: values, active modules, next states.
     fn batched_acting_matches_the_core_policy(dims: ModelDims, mode: Mode) {
         use metarim_core::nn::dims::MemoryKind;
-        use metarim_core::nn::policy::step_cache_len;
         let model = Model::init(Layout::new(&dims, mode).unwrap(), 4).unwrap();
         let d = *model.layout.dims();
         let cfg = crate::train::TrainConfig::device();
@@ -600,10 +599,8 @@ mod tests {
         let carries_c = d.memory == MemoryKind::Lstm || d.rim.cell == CellKind::Lstm;
         assert_eq!(sl, if carries_c { 2 * w } else { w });
         let is_rim = d.memory == MemoryKind::Rim;
-        let mut scratch = vec![0.0; scratch_len(&d)];
-        let mut cache = vec![0.0; step_cache_len(&d)];
-        let (mut instr, mut next) = (vec![0.0; d.instr_hidden], vec![0.0; sl]);
-        let mut logits = vec![0.0; d.n_actions];
+        let mut work = crate::model::StepWork::new(&d);
+        let mut instr = vec![0.0; d.instr_hidden];
         let (mut starts, mut cells) = (0, 0);
         for (slot, other) in slots.iter().zip(&two) {
             let b = &slot.buf;
@@ -620,23 +617,12 @@ mod tests {
                 } else if state[w..].iter().any(|v| *v != 0.0) {
                     cells += 1;
                 }
-                policy
-                    .encode_instruction(&b.tokens[t], &mut instr, &mut scratch)
+                work.encode_instruction(&policy, &b.tokens[t], &mut instr)
                     .unwrap();
-                let value = policy
-                    .step(
-                        &b.obs[t],
-                        &instr,
-                        state,
-                        &mut next,
-                        &mut logits,
-                        &mut cache,
-                        &mut scratch,
-                    )
-                    .unwrap();
+                let value = work.step(&policy, &b.obs[t], &instr, state).unwrap();
                 assert!((value - b.value[t]).abs() <= 1e-4, "step {t}: value");
                 if is_rim {
-                    let active = policy.active_in_cache(&cache);
+                    let active = policy.active_in_cache(&work.cache);
                     for (k, a) in active.iter().take(d.rim.n_modules).enumerate() {
                         assert_eq!(*a, b.active[t] & (1 << k) != 0, "step {t}: module {k}");
                     }
@@ -647,8 +633,14 @@ mod tests {
                     &slot.state[..]
                 };
                 if t + 1 == frames || !b.episode_start[t + 1] {
-                    assert!(rel_err(&next[..w], &stored[..w]) <= 1e-4, "step {t}: h");
-                    assert!(rel_err(&next[w..], &stored[w..]) <= 1e-4, "step {t}: c");
+                    assert!(
+                        rel_err(&work.next[..w], &stored[..w]) <= 1e-4,
+                        "step {t}: h"
+                    );
+                    assert!(
+                        rel_err(&work.next[w..], &stored[w..]) <= 1e-4,
+                        "step {t}: c"
+                    );
                 }
             }
         }

@@ -1066,31 +1066,15 @@ fn short_buffers_and_bad_dims_are_errors() {
     let (mut ho, mut co) = (std::vec![0.0; nh], std::vec![0.0; nh]);
     let mut act = std::vec![false; 4];
     let mut cache = std::vec![0.0; step_cache_len(&d)];
-    let ok = rim_step_forward(
-        &m.weights(),
-        &d,
-        &x,
-        &h,
-        &h,
-        &mut ho,
-        &mut co,
-        &mut act,
-        &mut cache,
-    );
-    assert_eq!(ok, Ok(()));
-    let short = rim_step_forward(
-        &m.weights(),
-        &d,
-        &x,
-        &h,
-        &h[..nh - 1],
-        &mut ho,
-        &mut co,
-        &mut act,
-        &mut cache,
-    );
+    // Only the weights, dims and incoming cell state vary below.
+    let mut forward = |w: &RimWeights<'_, f64>, dims: &RimDims, c_prev: &[f64]| {
+        rim_step_forward(
+            w, dims, &x, &h, c_prev, &mut ho, &mut co, &mut act, &mut cache,
+        )
+    };
+    assert_eq!(forward(&m.weights(), &d, &h), Ok(()));
     assert_eq!(
-        short,
+        forward(&m.weights(), &d, &h[..nh - 1]),
         Err(Error::BufferTooSmall {
             needed: nh,
             got: nh - 1
@@ -1098,7 +1082,7 @@ fn short_buffers_and_bad_dims_are_errors() {
     );
     let mut w = m.weights();
     w.c_o = &w.c_o[1..];
-    let e = rim_step_forward(&w, &d, &x, &h, &h, &mut ho, &mut co, &mut act, &mut cache);
+    let e = forward(&w, &d, &h);
     assert!(matches!(e, Err(Error::BufferTooSmall { .. })));
     for bad in [
         RimDims { k_active: 0, ..d },
@@ -1107,17 +1091,7 @@ fn short_buffers_and_bad_dims_are_errors() {
         RimDims { d_k: 0, ..d },
         RimDims { c_heads: 0, ..d },
     ] {
-        let e = rim_step_forward(
-            &m.weights(),
-            &bad,
-            &x,
-            &h,
-            &h,
-            &mut ho,
-            &mut co,
-            &mut act,
-            &mut cache,
-        );
+        let e = forward(&m.weights(), &bad, &h);
         assert!(matches!(e, Err(Error::BadDims { .. })), "{bad:?}: {e:?}");
     }
     // Huge dimensions saturate into an error instead of overflowing.
@@ -1126,17 +1100,7 @@ fn short_buffers_and_bad_dims_are_errors() {
         input: usize::MAX / 3,
         ..d
     };
-    let e = rim_step_forward(
-        &m.weights(),
-        &huge,
-        &x,
-        &h,
-        &h,
-        &mut ho,
-        &mut co,
-        &mut act,
-        &mut cache,
-    );
+    let e = forward(&m.weights(), &huge, &h);
     assert!(matches!(e, Err(Error::BufferTooSmall { .. })));
 }
 
