@@ -232,23 +232,33 @@ fn no_comm(d: &RimDims) -> RimDims {
     }
 }
 
-#[test]
-fn batched_matches_core_f64() {
-    for (k, batch) in [1usize, 3, 8].into_iter().enumerate() {
-        let seed = 10 + k as u64;
-        check::<f64>(&SMALL, batch, 5, CommGrad::Blocked, seed, 1e-10);
-        check::<f64>(&no_comm(&SMALL), batch, 5, CommGrad::Blocked, seed, 1e-10);
-        check::<f64>(&SMALL, batch, 5, CommGrad::Full, seed, 1e-10);
+/// [`check`] over `cases` (dims and communication gradient) at each batch size of `batches`
+/// (the `k`-th with seed `seed0 + k`), 5 steps each.
+fn check_all<S: Scalar>(cases: &[(RimDims, CommGrad)], batches: &[usize], seed0: u64, tol: f64) {
+    for (k, &batch) in batches.iter().enumerate() {
+        for (d, mode) in cases {
+            check::<S>(d, batch, 5, *mode, seed0 + k as u64, tol);
+        }
     }
 }
 
 #[test]
+fn batched_matches_core_f64() {
+    let cases = [
+        (SMALL, CommGrad::Blocked),
+        (no_comm(&SMALL), CommGrad::Blocked),
+        (SMALL, CommGrad::Full),
+    ];
+    check_all::<f64>(&cases, &[1, 3, 8], 10, 1e-10);
+}
+
+#[test]
 fn batched_matches_core_f32() {
-    for (k, batch) in [1usize, 3, 8].into_iter().enumerate() {
-        let seed = 20 + k as u64;
-        check::<f32>(&SMALL, batch, 5, CommGrad::Blocked, seed, 1e-4);
-        check::<f32>(&no_comm(&SMALL), batch, 5, CommGrad::Blocked, seed, 1e-4);
-    }
+    let cases = [
+        (SMALL, CommGrad::Blocked),
+        (no_comm(&SMALL), CommGrad::Blocked),
+    ];
+    check_all::<f32>(&cases, &[1, 3, 8], 20, 1e-4);
 }
 
 fn interpolating(d: &RimDims) -> RimDims {
