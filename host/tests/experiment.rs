@@ -544,7 +544,27 @@ fn grounding_smoke_reports_success_with_another_episodes_mission() {
             (0.0..=1.0).contains(&f) && lo <= f && f <= hi,
             "{f} {lo} {hi}"
         );
+        // The counts behind the swapped figure agree with it and with each other.
+        let c = r.evals[0]
+            .swap_counts
+            .expect("the swapped evaluation's counts");
+        let episodes = r.evals[0].episodes;
+        assert_eq!(
+            c.swapped, episodes,
+            "every GoToLocal episode has another mission"
+        );
+        assert_eq!(c.successes as f64 / episodes as f64, w);
+        assert_eq!(c.followed_shown as f64 / c.shown_feasible as f64, f);
+        assert!(c.feasible_successes <= c.shown_feasible && c.feasible_successes <= c.successes);
+        assert!(c.followed_then_own <= c.feasible_successes.min(c.followed_shown));
+        let (own, of) = c.infeasible();
+        assert_eq!(of, episodes - c.shown_feasible);
+        assert_eq!(own, c.successes - c.feasible_successes);
     }
+    assert!(
+        md.contains("own success where the shown mission was impossible"),
+        "{md}"
+    );
 }
 
 #[test]

@@ -215,6 +215,53 @@ pub struct LevelEval {
     /// world), the fraction in which the agent carried it out, and its 95% Wilson interval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub followed_shown: Option<(f64, (f64, f64))>,
+    /// With `[eval] grounding`: where the swapped episodes' successes come from (absent in
+    /// results recorded before these counts were kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap_counts: Option<SwapCounts>,
+}
+
+/// The counts behind a grounding check's swapped figure. A swapped episode goes on until its
+/// own mission succeeds or time runs out, so its own-mission success can come from an agent
+/// that reads: after it has carried out the shown mission, or where the shown mission names an
+/// object that is not in the episode's world and so cannot be carried out at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwapCounts {
+    /// Episodes shown another episode's mission.
+    pub swapped: usize,
+    /// Of those, the episodes that succeeded at their own mission.
+    pub successes: usize,
+    /// Swapped episodes whose shown mission could be carried out in the episode's world.
+    pub shown_feasible: usize,
+    /// Of those, the episodes in which the agent carried out the shown mission.
+    pub followed_shown: usize,
+    /// Of those `shown_feasible`, the episodes that succeeded at their own mission.
+    pub feasible_successes: usize,
+    /// Of those, the ones whose own success came after (or with) carrying out the shown one.
+    pub followed_then_own: usize,
+}
+
+impl SwapCounts {
+    /// The counts of the swapped evaluation `w`.
+    pub fn of(w: &crate::train::eval::EvalResult) -> SwapCounts {
+        SwapCounts {
+            swapped: w.missions_swapped,
+            successes: w.swapped_successes,
+            shown_feasible: w.shown_feasible,
+            followed_shown: w.followed_shown,
+            feasible_successes: w.feasible_successes,
+            followed_then_own: w.followed_then_own,
+        }
+    }
+
+    /// Own-mission successes in the episodes whose shown mission could not be carried out, and
+    /// how many such episodes there were.
+    pub fn infeasible(&self) -> (usize, usize) {
+        (
+            self.successes.saturating_sub(self.feasible_successes),
+            self.swapped.saturating_sub(self.shown_feasible),
+        )
+    }
 }
 
 impl LevelEval {
@@ -228,6 +275,7 @@ impl LevelEval {
             mean_return: r.mean_return,
             swapped: None,
             followed_shown: None,
+            swap_counts: None,
         }
     }
 }
@@ -558,6 +606,7 @@ fn grounded_eval(
     Ok(LevelEval {
         swapped: Some((w.success, w.success_ci)),
         followed_shown,
+        swap_counts: (w.missions_swapped > 0).then(|| SwapCounts::of(&w)),
         ..LevelEval::own(id, &r)
     })
 }

@@ -680,7 +680,10 @@ fn eval_table(md: &mut String, g: &Group, what: &str) {
              that reads its instruction loses success there, one that ignores it does not. \
              \"Carried out the shown mission\": of the swapped episodes whose shown mission \
              could be carried out (its objects are in the episode's world), the fraction in which \
-             the agent did so (before the episode ended).\n"
+             the agent did so (before the episode ended). A swapped episode goes on until its own \
+             mission succeeds or time runs out, so a reading agent can still succeed there: after \
+             carrying out the shown mission, or where the shown mission names an object absent \
+             from the world; the runs table counts both (results recorded since they are kept).\n"
         );
         let _ = writeln!(
             md,
@@ -977,27 +980,7 @@ fn runs_table(md: &mut String, ctx: &ReportContext, data: &[RunData]) {
     );
     let _ = writeln!(md, "|---|---|---|---|---|---|");
     for d in data {
-        let evals: Vec<String> = d
-            .result
-            .evals
-            .iter()
-            .map(|e| match (e.swapped, e.followed_shown) {
-                (Some((w, _)), Some((f, _))) => format!(
-                    "{} {:.3} (another's mission {:.3}, carried it out {:.3})",
-                    short_level(&e.level),
-                    e.success,
-                    w,
-                    f
-                ),
-                (Some((w, _)), None) => format!(
-                    "{} {:.3} (another's mission {:.3})",
-                    short_level(&e.level),
-                    e.success,
-                    w
-                ),
-                _ => format!("{} {:.3}", short_level(&e.level), e.success),
-            })
-            .collect();
+        let evals: Vec<String> = d.result.evals.iter().map(run_eval_cell).collect();
         let _ = writeln!(
             md,
             "| {} | {} | {:.3} | {} | {:.3} | {} |",
@@ -1014,6 +997,31 @@ fn runs_table(md: &mut String, ctx: &ReportContext, data: &[RunData]) {
         );
     }
     md.push('\n');
+}
+
+/// One evaluation in the runs table: own success, and with the grounding check the swapped
+/// figure, how often the shown mission was carried out, and where the swapped successes came
+/// from (where the results kept those counts).
+fn run_eval_cell(e: &LevelEval) -> String {
+    let mut cell = format!("{} {:.3}", short_level(&e.level), e.success);
+    let Some((w, _)) = e.swapped else {
+        return cell;
+    };
+    let _ = write!(cell, " (another's mission {w:.3}");
+    if let Some((f, _)) = e.followed_shown {
+        let _ = write!(cell, ", carried it out {f:.3}");
+    }
+    if let Some(c) = e.swap_counts {
+        let (own, of) = c.infeasible();
+        let _ = write!(
+            cell,
+            "; own success where the shown mission was impossible {own} of {of}, after carrying \
+             out the shown one {} of {}",
+            c.followed_then_own, c.shown_feasible
+        );
+    }
+    cell.push(')');
+    cell
 }
 
 /// The success curve of an arm over its seeds: at each update all seeds logged, the frames

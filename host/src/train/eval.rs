@@ -72,6 +72,8 @@ pub struct EvalResult {
     /// Episodes whose policy was shown another episode's mission (0 without `swap_missions`,
     /// and on levels with a single mission).
     pub missions_swapped: usize,
+    /// Of those, the episodes that succeeded at their own mission.
+    pub swapped_successes: usize,
     /// Swapped episodes whose shown mission could be carried out in the episode's world.
     pub shown_feasible: usize,
     /// Of those, the episodes in which the agent carried out the shown mission.
@@ -381,6 +383,10 @@ pub fn evaluate(model: &Model, level: &Level, opts: &EvalOptions) -> Result<Eval
         return_ci: 1.959_963_984_540_054 * (var / nf).sqrt(),
         mean_len: results.iter().map(|r| f64::from(r.len)).sum::<f64>() / nf,
         missions_swapped: results.iter().filter(|r| r.mission_swapped).count(),
+        swapped_successes: results
+            .iter()
+            .filter(|r| r.mission_swapped && r.success)
+            .count(),
         shown_feasible: results
             .iter()
             .filter(|r| r.followed_shown.is_some())
