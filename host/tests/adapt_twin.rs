@@ -46,6 +46,13 @@ fn trained(name: &str, mode: &str) -> std::path::PathBuf {
         .checkpoint
 }
 
+/// A trained meta-rim checkpoint, loaded, and the small GoToLocal level the host learners
+/// adapt on.
+fn trained_on_local(name: &str) -> (checkpoint::Checkpoint, Level) {
+    let ck = checkpoint::load(&trained(name, "meta-rim")).unwrap();
+    (ck, Level::from_id("BabyAI-GoToLocalS6N3-v0").unwrap())
+}
+
 #[test]
 fn the_twin_is_deterministic_and_updates_fast_weights() {
     let ck = trained("ok", "meta-rim");
@@ -78,9 +85,7 @@ fn the_default_guard_probes_first_and_leaves_the_weights_when_nothing_was_learne
 
 #[test]
 fn host_learners_move_exactly_their_groups() {
-    let ck_path = trained("groups", "meta-rim");
-    let ck = checkpoint::load(&ck_path).unwrap();
-    let level = Level::from_id("BabyAI-GoToLocalS6N3-v0").unwrap();
+    let (ck, level) = trained_on_local("groups");
     let initial = &ck.model.params;
     // Six episodes of seed 4 moving the groups `g`, with a value loss (the critic learns
     // where `g` includes it).
@@ -133,9 +138,7 @@ fn the_full_gradient_fast_learner_takes_the_device_learners_first_step() {
     // stored memory inputs) and the host learner (full backward from observations) start from
     // the same weights on the same episode and draw the same actions, so their updates agree
     // up to rounding (which could only flip an action sampled right at a boundary).
-    let ck_path = trained("parity", "meta-rim");
-    let ck = checkpoint::load(&ck_path).unwrap();
-    let level = Level::from_id("BabyAI-GoToLocalS6N3-v0").unwrap();
+    let (ck, level) = trained_on_local("parity");
     let initial = &ck.model.params;
     let cfg = AdaptConfig {
         windows_per_step: 1,

@@ -81,6 +81,18 @@ fn archiving_each(name: &str, out: &Path, arch: &Path) -> ExperimentOptions {
 }
 
 /// `results.md` and the plots exist and are well formed; returns results.md.
+/// Loads and runs the suite of `opts`, then [`check_outputs`]: the suite, the run's summary
+/// and its report.
+fn run_and_check(
+    opts: &ExperimentOptions,
+    table_header: &str,
+) -> (Suite, ExperimentSummary, String) {
+    let suite = Suite::load(&opts.suite, &opts.overrides).unwrap();
+    let s = experiment::run(opts).unwrap();
+    let md = check_outputs(&s, &suite, table_header);
+    (suite, s, md)
+}
+
 fn check_outputs(s: &ExperimentSummary, suite: &Suite, table_header: &str) -> String {
     assert_eq!(s.runs, suite.arms.len() * SEEDS);
     assert_eq!(s.finished, s.runs);
@@ -373,11 +385,8 @@ fn sample_efficiency_smoke_and_rerun_skips_finished_runs() {
 fn curriculum_smoke() {
     let out = tmpdir("curriculum");
     let opts = options("curriculum", 0.0002, &out);
-    let suite = Suite::load(&opts.suite, &opts.overrides).unwrap();
-    let s = experiment::run(&opts).unwrap();
-    let md = check_outputs(
-        &s,
-        &suite,
+    let (suite, _, md) = run_and_check(
+        &opts,
         "| arm | level | seeds on level | frames to 0.9 (median) |",
     );
     // Every arm has an adaptation row and a forgetting row per curriculum level; the
@@ -434,11 +443,8 @@ fn zero_shot_smoke() {
     // same report tables as the suite's own.
     let arch = tmpdir("zero-shot-archive-each");
     let opts = archiving_each("zero-shot", &out, &arch);
-    let suite = Suite::load(&opts.suite, &opts.overrides).unwrap();
-    let s = experiment::run(&opts).unwrap();
-    let md = check_outputs(
-        &s,
-        &suite,
+    let (_, s, md) = run_and_check(
+        &opts,
         "| arm | level | seeds | success (median) | 95% interval |",
     );
     for level in ["GoToLocalS8N4 *", "GoToLocalS8N7", "GoToLocal"] {
@@ -501,15 +507,9 @@ fn one_run_by_index_archives_itself_when_asked() {
 fn grounding_smoke_reports_success_with_another_episodes_mission() {
     let out = tmpdir("grounding");
     let opts = options("grounding", 0.0002, &out);
-    let suite = Suite::load(&opts.suite, &opts.overrides).unwrap();
+    let (suite, _, md) = run_and_check(&opts, "| arm | level | seeds | success (median) | 95% interval | another's mission (median) | 95% interval | carried out the shown mission (median) | 95% interval |");
     assert!(suite.eval.grounding);
     assert_eq!(suite.arms.len(), 5);
-    let s = experiment::run(&opts).unwrap();
-    let md = check_outputs(
-        &s,
-        &suite,
-        "| arm | level | seeds | success (median) | 95% interval | another's mission (median) | 95% interval | carried out the shown mission (median) | 95% interval |",
-    );
     for mode in [
         "meta-rim",
         "lstm",

@@ -935,18 +935,12 @@ mod tests {
             .is_err());
         let before = p.fast;
         let (slow, other) = (p.slow, p.other);
+        let cfg = AdaptConfig {
+            windows_per_step: 1,
+            ..AdaptConfig::default()
+        };
         let r = ad
-            .update(
-                &layout,
-                &mut p.fast,
-                &slow,
-                &other,
-                0.0,
-                &AdaptConfig {
-                    windows_per_step: 1,
-                    ..AdaptConfig::default()
-                },
-            )
+            .update(&layout, &mut p.fast, &slow, &other, 0.0, &cfg)
             .unwrap();
         assert_eq!(r.steps, 4);
         assert_eq!(r.modules_updated, active_any.iter().filter(|a| **a).count());
@@ -992,15 +986,9 @@ mod tests {
         ad.record(&zero_step(&[0.0; TINY_X], true, 1, true))
             .unwrap();
         let (slow, other) = (p.slow, p.other);
+        let cfg = AdaptConfig::default();
         assert!(ad
-            .update(
-                &layout,
-                &mut p.fast,
-                &slow,
-                &other,
-                0.0,
-                &AdaptConfig::default()
-            )
+            .update(&layout, &mut p.fast, &slow, &other, 0.0, &cfg)
             .is_err());
         assert!(ad.record(&zero_step(&[0.0; 3], false, 0, false)).is_err());
         assert!(ad

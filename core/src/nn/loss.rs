@@ -434,18 +434,23 @@ mod tests {
         assert!((dv - 0.5 * 2.0 * (0.5 - 1.0)).abs() < 1e-15);
     }
 
+    /// A sample of `action` with old log-probability and value 0, advantage and return 1.
+    fn unit_sample(action: usize) -> PpoSample<f64> {
+        PpoSample {
+            action,
+            old_logprob: 0.0,
+            old_value: 0.0,
+            advantage: 1.0,
+            ret: 1.0,
+        }
+    }
+
     #[test]
     fn kinks_follow_pytorch() {
         let c = coefs(true);
         // Value exactly on the clamp bound (diff == eps): clamp passes the gradient, surr1 and
         // surr2 tie, so d/dv = value_coef * 2 (v - R).
-        let s = PpoSample {
-            action: 0,
-            old_logprob: 0.0,
-            old_value: 0.0,
-            advantage: 1.0,
-            ret: 1.0,
-        };
+        let s = unit_sample(0);
         let mut dl = [0.0; 3];
         let mut dv = 0.0;
         ppo_loss(&[0.1, 0.2, 0.3], 0.2, &s, &c, 1.0, &mut dl, &mut dv).unwrap();
@@ -477,13 +482,7 @@ mod tests {
     #[test]
     fn errors_instead_of_panics() {
         let c = coefs(true);
-        let s = PpoSample {
-            action: 3,
-            old_logprob: 0.0,
-            old_value: 0.0,
-            advantage: 1.0,
-            ret: 1.0,
-        };
+        let s = unit_sample(3);
         assert_eq!(
             ppo_terms(&[0.0, 1.0, 2.0], 0.0, &s, &c),
             Err(Error::BadAction(3))

@@ -892,20 +892,18 @@ mod tests {
             for s in &mut slots {
                 gae(&mut s.buf, 0.99, 0.99);
             }
-            let mut after = model.clone();
-            let mut optim = Optim::new(&model.layout, &cfg);
             let mut grads = Grads::new(&model.layout, &cfg, 1).unwrap();
-            let st = train_on_rollout(
-                &cfg,
-                &mut after,
-                &mut optim,
-                &slots,
-                &mut Pcg32::new(2),
-                1,
-                &mut grads,
-                &mut DivergenceGuard::new(),
-            )
-            .unwrap();
+            // One update from `model` with a fresh optimiser and the same draws each time.
+            let update = |grads: &mut Grads| {
+                let (mut m, mut optim) = (model.clone(), Optim::new(&model.layout, &cfg));
+                let mut guard = DivergenceGuard::new();
+                let mut rng = Pcg32::new(2);
+                let st = train_on_rollout(
+                    &cfg, &mut m, &mut optim, &slots, &mut rng, 1, grads, &mut guard,
+                );
+                (m, optim, st.unwrap())
+            };
+            let (after, optim, st) = update(&mut grads);
             // 8 chunks, 2 per minibatch: 4 passes per epoch, 8 in all; the slow sum is
             // flushed after passes 3, 6 and 8.
             assert_eq!((optim.fast.t, optim.slow.t), (8, 3), "{mode} {other:?}");
@@ -921,19 +919,7 @@ mod tests {
             }
             assert!(grads.slow_sum.slow.iter().all(|v| *v == 0.0));
             // Bit-identical when repeated.
-            let mut again = model.clone();
-            let mut optim2 = Optim::new(&model.layout, &cfg);
-            train_on_rollout(
-                &cfg,
-                &mut again,
-                &mut optim2,
-                &slots,
-                &mut Pcg32::new(2),
-                1,
-                &mut grads,
-                &mut DivergenceGuard::new(),
-            )
-            .unwrap();
+            let (again, _, _) = update(&mut grads);
             assert_eq!(again.params, after.params);
         }
     }
