@@ -49,18 +49,10 @@ TOL_GRAD = 1e-4
 # (host/src/train/config.rs: encoder, film, feature_norm, cell, communication, comm_update,
 # n_modules, k_active, widths).
 CASES = [
-    ("tiny-meta-rim", ['preset="Tiny"', 'mode="meta-rim"']),
-    ("tiny-joint", ['preset="Tiny"', 'mode="joint"']),
-    ("tiny-reversed", ['preset="Tiny"', 'mode="reversed"']),
-    ("tiny-lstm", ['preset="Tiny"', 'mode="lstm"']),
-    ("small-meta-rim", ['preset="Small"', 'mode="meta-rim"']),
-    ("small-joint", ['preset="Small"', 'mode="joint"']),
-    ("small-reversed", ['preset="Small"', 'mode="reversed"']),
-    ("small-lstm", ['preset="Small"', 'mode="lstm"']),
-    ("paper-meta-rim", ['preset="Paper"', 'mode="meta-rim"']),
-    ("paper-joint", ['preset="Paper"', 'mode="joint"']),
-    ("paper-reversed", ['preset="Paper"', 'mode="reversed"']),
-    ("paper-lstm", ['preset="Paper"', 'mode="lstm"']),
+    (f"{preset.lower()}-{mode}", [f'preset="{preset}"', f'mode="{mode}"'])
+    for preset in ("Tiny", "Small", "Paper")
+    for mode in ("meta-rim", "joint", "reversed", "lstm")
+] + [
     ("tiny-bow", ['preset="Tiny"', 'encoder="bow"']),
     ("tiny-bow-film", ['preset="Tiny"', 'encoder="bow"', "film=true"]),
     ("tiny-conv-film", ['preset="Tiny"', 'encoder="conv"', "film=true"]),
