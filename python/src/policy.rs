@@ -394,6 +394,10 @@ fn f64s(b: &[u8], n: usize, what: &str) -> PyResult<Vec<f64>> {
 
 /// One recorded chunk per env, in the core's types.
 struct Chunks {
+    /// Steps per chunk.
+    steps: usize,
+    /// Chunks (one per env), each `steps` long, one after the other.
+    num_envs: usize,
     obs: Vec<Observation>,
     tokens: Vec<[u16; MAX_TOKENS]>,
     start: Vec<bool>,
@@ -464,6 +468,8 @@ pub fn ppo_gradient<'py>(
     // Column b of the (T, B) arrays, made contiguous per chunk.
     let col = |t: usize, b: usize| t * num_envs + b;
     let mut ch = Chunks {
+        steps,
+        num_envs,
         obs: Vec::with_capacity(n),
         tokens: Vec::with_capacity(n),
         start: Vec::with_capacity(n),
@@ -485,9 +491,9 @@ pub fn ppo_gradient<'py>(
     }
     let coefs = cfg.ppo_coefs();
     let result = py.allow_threads(|| match (path_kind, dtype) {
-        ("core", "f64") => core_grad::<f64>(&model, &ch, steps, num_envs, &coefs),
-        ("core", "f32") => core_grad::<f32>(&model, &ch, steps, num_envs, &coefs),
-        ("batched", "f32") => batched_grad(&model, &ch, steps, num_envs, &coefs),
+        ("core", "f64") => core_grad::<f64>(&model, &ch, &coefs),
+        ("core", "f32") => core_grad::<f32>(&model, &ch, &coefs),
+        ("batched", "f32") => batched_grad(&model, &ch, &coefs),
         _ => Err(format!(
             "unsupported path_kind {path_kind:?} with dtype {dtype:?} (core with f64 or f32, \
              batched with f32)"
@@ -530,10 +536,9 @@ fn widen<S: Real>(v: &[f32]) -> Vec<S> {
 fn core_grad<S: Real>(
     model: &Model,
     ch: &Chunks,
-    steps: usize,
-    num_envs: usize,
     coefs: &PpoCoefs<f32>,
 ) -> Result<(f64, GroupVecs<f64>), String> {
+    let (steps, num_envs) = (ch.steps, ch.num_envs);
     let layout = &model.layout;
     let d = layout.dims();
     let sl = state_len(d);
@@ -586,10 +591,9 @@ fn core_grad<S: Real>(
 fn batched_grad(
     model: &Model,
     ch: &Chunks,
-    steps: usize,
-    num_envs: usize,
     coefs: &PpoCoefs<f32>,
 ) -> Result<(f64, GroupVecs<f64>), String> {
+    let (steps, num_envs) = (ch.steps, ch.num_envs);
     let layout = &model.layout;
     let sl = state_len(layout.dims());
     let n = steps * num_envs;
