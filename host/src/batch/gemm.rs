@@ -106,7 +106,18 @@ pub fn gemm<S: Scalar>(
             scale_rows(m, n, beta, c, cm);
             return Ok(());
         }
-        small_product(m, k, n, alpha, a, am, b, bm, beta, c, cm);
+        // A plain loop: packing would cost more than such a product (see `SMALL`).
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = S::ZERO;
+                for p in 0..k {
+                    s += a[am.off + i * am.rs + p * am.cs] * b[bm.off + p * bm.rs + j * bm.cs];
+                }
+                let o = &mut c[cm.off + i * cm.rs + j * cm.cs];
+                let v = alpha * s;
+                *o = if beta == S::ZERO { v } else { beta * *o + v };
+            }
+        }
         return Ok(());
     }
     let av = ArrayView2::from_shape((m, k).strides((am.rs, am.cs)), &a[am.off..])?;
@@ -121,34 +132,6 @@ fn scale_rows<S: Scalar>(m: usize, n: usize, beta: S, c: &mut [S], cm: Mat) {
         for j in 0..n {
             let o = &mut c[cm.off + i * cm.rs + j * cm.cs];
             *o = if beta == S::ZERO { S::ZERO } else { beta * *o };
-        }
-    }
-}
-
-/// A product with an inner dimension below [`SMALL`] (lengths checked by [`gemm`]).
-#[allow(clippy::too_many_arguments)]
-fn small_product<S: Scalar>(
-    m: usize,
-    k: usize,
-    n: usize,
-    alpha: S,
-    a: &[S],
-    am: Mat,
-    b: &[S],
-    bm: Mat,
-    beta: S,
-    c: &mut [S],
-    cm: Mat,
-) {
-    for i in 0..m {
-        for j in 0..n {
-            let mut s = S::ZERO;
-            for p in 0..k {
-                s += a[am.off + i * am.rs + p * am.cs] * b[bm.off + p * bm.rs + j * bm.cs];
-            }
-            let o = &mut c[cm.off + i * cm.rs + j * cm.cs];
-            let v = alpha * s;
-            *o = if beta == S::ZERO { v } else { beta * *o + v };
         }
     }
 }
@@ -288,52 +271,29 @@ mod tests {
             let a = fill(m * k, 1);
             let b = fill(k * n, 2);
             let c0 = fill(m * n, 3);
+            // `rows` rows of A from row `first` on, into `c`.
+            let product = |first: usize, rows: usize, c: &mut [f32]| {
+                gemm(
+                    rows,
+                    k,
+                    n,
+                    0.5,
+                    &a,
+                    rm(first * k, k),
+                    &b,
+                    rm(0, n),
+                    1.0,
+                    c,
+                    rm(0, n),
+                )
+            };
             let mut whole = c0.clone();
-            gemm(
-                m,
-                k,
-                n,
-                0.5,
-                &a,
-                rm(0, k),
-                &b,
-                rm(0, n),
-                1.0,
-                &mut whole,
-                rm(0, n),
-            )
-            .unwrap();
+            product(0, m, &mut whole).unwrap();
             for split in [1usize, 2, 3, 8, m / 2, m - 1] {
                 let mut parts = c0.clone();
                 let (top, bottom) = parts.split_at_mut(split * n);
-                gemm(
-                    split,
-                    k,
-                    n,
-                    0.5,
-                    &a,
-                    rm(0, k),
-                    &b,
-                    rm(0, n),
-                    1.0,
-                    top,
-                    rm(0, n),
-                )
-                .unwrap();
-                gemm(
-                    m - split,
-                    k,
-                    n,
-                    0.5,
-                    &a,
-                    rm(split * k, k),
-                    &b,
-                    rm(0, n),
-                    1.0,
-                    bottom,
-                    rm(0, n),
-                )
-                .unwrap();
+                product(0, split, top).unwrap();
+                product(split, m - split, bottom).unwrap();
                 let same = whole
                     .iter()
                     .zip(&parts)
@@ -347,61 +307,13 @@ mod tests {
     fn views_outside_their_buffers_are_errors() {
         let a = vec![0.0f32; 10];
         let mut c = vec![0.0f32; 4];
-        assert!(gemm(
-            2,
-            5,
-            2,
-            1.0,
-            &a,
-            rm(0, 5),
-            &a,
-            rm(0, 2),
-            0.0,
-            &mut c,
-            rm(0, 2)
-        )
-        .is_ok());
-        assert!(gemm(
-            2,
-            5,
-            2,
-            1.0,
-            &a,
-            rm(1, 5),
-            &a,
-            rm(0, 2),
-            0.0,
-            &mut c,
-            rm(0, 2)
-        )
-        .is_err());
-        assert!(gemm(
-            2,
-            5,
-            3,
-            1.0,
-            &a,
-            rm(0, 5),
-            &a,
-            rm(0, 3),
-            0.0,
-            &mut c,
-            rm(0, 3)
-        )
-        .is_err());
-        assert!(gemm(
-            2,
-            5,
-            2,
-            1.0,
-            &a,
-            rm(0, 5),
-            &a,
-            rm(0, 2),
-            0.0,
-            &mut c[..3],
-            rm(0, 2)
-        )
-        .is_err());
+        // A 2x5 times 5xn product with A's view at `a_view`, into `c`.
+        let product = |a_view: Mat, n: usize, c: &mut [f32]| {
+            gemm(2, 5, n, 1.0, &a, a_view, &a, rm(0, n), 0.0, c, rm(0, n))
+        };
+        assert!(product(rm(0, 5), 2, &mut c).is_ok());
+        assert!(product(rm(1, 5), 2, &mut c).is_err());
+        assert!(product(rm(0, 5), 3, &mut c).is_err());
+        assert!(product(rm(0, 5), 2, &mut c[..3]).is_err());
     }
 }
