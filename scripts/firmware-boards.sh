@@ -25,8 +25,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET=thumbv7em-none-eabihf
 TARGET_DIR="${FIRMWARE_TARGET_DIR:-$ROOT/target/firmware}"
 OUT="$TARGET_DIR/boards"
-say() { echo "firmware-boards: $*" >&2; }
-die() { say "FAILED: $*"; exit 1; }
+. "$ROOT/scripts/log.sh"
 export FW_EPISODES="${FW_EPISODES:-4}" FW_ADAPT_EPISODES="${FW_ADAPT_EPISODES:-60}"
 
 # shellcheck source=scripts/lib/firmware-cargo.sh

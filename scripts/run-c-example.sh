@@ -34,8 +34,7 @@ OUT="$(cd "$OUT" && pwd)"
 TIMEOUT="${FW_TIMEOUT:-300}"
 CAPI="$ROOT/firmware/capi"
 EXAMPLE="$ROOT/firmware/c-example"
-say() { echo "run-c-example: $*" >&2; }
-die() { say "FAILED: $*"; exit 1; }
+. "$ROOT/scripts/log.sh"
 
 FW_LEVEL="${FW_LEVEL:-BabyAI-GoToObj-v0}"
 FW_EPISODES="${FW_EPISODES:-20}"

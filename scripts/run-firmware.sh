@@ -45,8 +45,7 @@ TARGET=thumbv7em-none-eabihf
 TARGET_DIR="${FIRMWARE_TARGET_DIR:-$ROOT/target/firmware}"
 TIMEOUT="${FW_TIMEOUT:-300}"
 PLUGIN_SRC="${INSNCOUNT_SRC:-$ROOT/firmware/tools/insncount.c}"
-say() { echo "run-firmware: $*" >&2; }
-die() { say "FAILED: $*"; exit 1; }
+. "$ROOT/scripts/log.sh"
 
 # --- toolchain and QEMU ---------------------------------------------------------------------
 BOARD="${FW_BOARD:-mps2-an386}"

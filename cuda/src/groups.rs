@@ -64,6 +64,16 @@ impl<S: Copy + Default> GroupVecs<S> {
         }
     }
 
+    /// Every element converted by `f`, group by group (e.g. `f32` parameters widened to `f64`).
+    pub fn map<T>(&self, f: impl Fn(S) -> T) -> GroupVecs<T> {
+        let conv = |v: &[S]| v.iter().map(|&x| f(x)).collect();
+        GroupVecs {
+            fast: conv(&self.fast),
+            slow: conv(&self.slow),
+            other: conv(&self.other),
+        }
+    }
+
     /// Set every element to zero.
     pub fn clear(&mut self) {
         for g in Group::ALL {

@@ -163,7 +163,8 @@ pub fn run(o: &RimBenchOptions) -> Result<RimBenchReport> {
         }
         grads.fill(0.0);
         rb.weight_grads(&mut grads_view(&d, &mut grads)?, workers_n)?;
-        adam.step(params, &grads, &mut m, &mut v)?;
+        let all = [(0, params.len())];
+        adam.step_ranges(params, &grads, &mut m, &mut v, &all)?;
         Ok(loss)
     };
     for _ in 0..o.warmup {

@@ -528,25 +528,17 @@ fn coefs_in<S: Real>(c: &PpoCoefs<f32>) -> PpoCoefs<S> {
     }
 }
 
-fn widen<S: Real>(v: &[f32]) -> Vec<S> {
-    v.iter().map(|x| S::from_f64(f64::from(*x))).collect()
-}
-
 /// The core's `Policy::chunk_backward` in `S` over every chunk (scale `1 / all steps`).
 fn core_grad<S: Real>(
     model: &Model,
     ch: &Chunks,
     coefs: &PpoCoefs<f32>,
 ) -> Result<(f64, GroupVecs<f64>), String> {
+    let params = model.params.map(|x| S::from_f64(f64::from(x)));
     let (steps, num_envs) = (ch.steps, ch.num_envs);
     let layout = &model.layout;
     let d = layout.dims();
     let sl = state_len(d);
-    let params = GroupVecs::<S> {
-        fast: widen(&model.params.fast),
-        slow: widen(&model.params.slow),
-        other: widen(&model.params.other),
-    };
     let policy = Policy::new(layout, params.bufs()).map_err(|e| format!("policy: {e}"))?;
     let mut grads = GroupVecs::<S>::zeros(layout);
     let mut work = vec![S::ZERO; chunk_work_len(d, steps)];
@@ -579,12 +571,7 @@ fn core_grad<S: Real>(
             .map_err(|e| format!("chunk_backward of chunk {b}: {e}"))?;
         loss += stats.sum.loss.to_f64();
     }
-    let out = GroupVecs::<f64> {
-        fast: grads.fast.iter().map(|x| x.to_f64()).collect(),
-        slow: grads.slow.iter().map(|x| x.to_f64()).collect(),
-        other: grads.other.iter().map(|x| x.to_f64()).collect(),
-    };
-    Ok((loss / (steps * num_envs) as f64, out))
+    Ok((loss / (steps * num_envs) as f64, grads.map(|x| x.to_f64())))
 }
 
 /// The trainer's batched pass (`BatchedGrads::pass`, f32) over every chunk, every group.
@@ -624,12 +611,7 @@ fn batched_grad(
     let stats = bg
         .pass(layout, model.params.bufs(), &seqs, &opts, grads.bufs_mut())
         .map_err(|e| format!("batched pass: {e:#}"))?;
-    let out = GroupVecs::<f64> {
-        fast: grads.fast.iter().map(|x| f64::from(*x)).collect(),
-        slow: grads.slow.iter().map(|x| f64::from(*x)).collect(),
-        other: grads.other.iter().map(|x| f64::from(*x)).collect(),
-    };
-    Ok((f64::from(stats.sum.loss) / n as f64, out))
+    Ok((f64::from(stats.sum.loss) / n as f64, grads.map(f64::from)))
 }
 
 /// `export_torch(checkpoint, out)`: `metarim export --format torch` (the same function,

@@ -132,6 +132,20 @@ pub fn scaled_normal<S: Real>(fan_in: usize, rng: &mut Pcg32, out: &mut [S]) {
     fill_normal(rng, 0.0, std, out);
 }
 
+/// `out[..rows * cols]` filled with `N(0, 1)` samples (the start of every matrix init here), or an
+/// error when `rows * cols` overflows or exceeds `out.len()`.
+fn gaussian_matrix<'a, S: Real>(
+    rows: usize,
+    cols: usize,
+    rng: &mut Pcg32,
+    out: &'a mut [S],
+) -> Result<&'a mut [S], Error> {
+    let n = check_matrix(rows, cols, out.len())?;
+    let m = &mut out[..n];
+    fill_normal(rng, 0.0, 1.0, m);
+    Ok(m)
+}
+
 /// `rows * cols`, or an error when it overflows or exceeds `out_len`.
 fn check_matrix(rows: usize, cols: usize, out_len: usize) -> Result<usize, Error> {
     let n = rows.checked_mul(cols).ok_or(Error::BadDims {
@@ -154,9 +168,7 @@ pub fn normal_unit_rows<S: Real>(
     rng: &mut Pcg32,
     out: &mut [S],
 ) -> Result<(), Error> {
-    let n = check_matrix(rows, cols, out.len())?;
-    let m = &mut out[..n];
-    fill_normal(rng, 0.0, 1.0, m);
+    let m = gaussian_matrix(rows, cols, rng, out)?;
     if cols == 0 {
         return Ok(());
     }
@@ -191,9 +203,7 @@ pub fn orthogonal<S: Real>(
     rng: &mut Pcg32,
     out: &mut [S],
 ) -> Result<(), Error> {
-    let n = check_matrix(rows, cols, out.len())?;
-    let m = &mut out[..n];
-    fill_normal(rng, 0.0, 1.0, m);
+    let m = gaussian_matrix(rows, cols, rng, out)?;
     // Vectors to orthonormalise: `count` of them, `len` long; element `e` of vector `v` is at
     // `v * vs + e * es`.
     let by_cols = rows >= cols;

@@ -68,7 +68,7 @@ pub struct Adam {
     pub beta2: f64,
     /// Denominator epsilon.
     pub eps: f64,
-    /// Steps taken so far (the next [`Adam::step`] uses `t + 1`).
+    /// Steps taken so far (the next [`Adam::step_ranges`] uses `t + 1`).
     pub t: u64,
 }
 
@@ -89,20 +89,9 @@ impl Adam {
         Adam::new(1e-4, 0.9, 0.999, 1e-5)
     }
 
-    /// One step on all of `params` (step count `t + 1`).
-    pub fn step<S: Real>(
-        &mut self,
-        params: &mut [S],
-        grads: &[S],
-        m: &mut [S],
-        v: &mut [S],
-    ) -> Result<(), Error> {
-        let n = params.len();
-        self.step_ranges(params, grads, m, v, &[(0, n)])
-    }
-
     /// One step on the elements in `ranges` only (step count `t + 1`, shared by all ranges);
-    /// everything else in `params`, `m` and `v` stays bit-identical.
+    /// everything else in `params`, `m` and `v` stays bit-identical. `&[(0, params.len())]`
+    /// steps every parameter.
     pub fn step_ranges<S: Real>(
         &mut self,
         params: &mut [S],
@@ -260,13 +249,15 @@ mod tests {
         let mut adam = Adam::new(0.1, 0.9, 0.999, 1e-8);
         let mut p = [1.0f64, 2.0];
         let (mut m, mut v) = ([0.0; 2], [0.0; 2]);
-        adam.step(&mut p, &[0.5, 0.0], &mut m, &mut v).unwrap();
+        adam.step_ranges(&mut p, &[0.5, 0.0], &mut m, &mut v, &[(0, 2)])
+            .unwrap();
         let p1 = 1.0 - 0.05 / (0.5 + 1e-8);
         assert!((p[0] - p1).abs() < 1e-14);
         assert!((p[0] - 0.900000002).abs() < 1e-14);
         assert!((m[0] - 0.05).abs() < 1e-16 && (v[0] - 0.00025).abs() < 1e-18);
         assert_eq!(p[1], 2.0); // zero gradient, zero moments: no move
-        adam.step(&mut p, &[-0.25, 0.0], &mut m, &mut v).unwrap();
+        adam.step_ranges(&mut p, &[-0.25, 0.0], &mut m, &mut v, &[(0, 2)])
+            .unwrap();
         let denom = (0.00031225f64).sqrt() / (0.001999f64).sqrt() + 1e-8;
         let p2 = p1 - (0.1 / 0.19) * 0.02 / denom;
         assert!((p[0] - p2).abs() < 1e-12, "{} vs {}", p[0], p2);
@@ -293,7 +284,8 @@ mod tests {
         let mut full = Adam::babyai();
         full.t = 5;
         let (mut pf, mut mf, mut vf) = (p0.clone(), m0.clone(), v0.clone());
-        full.step(&mut pf, &g, &mut mf, &mut vf).unwrap();
+        full.step_ranges(&mut pf, &g, &mut mf, &mut vf, &[(0, 40)])
+            .unwrap();
         for i in 0..n {
             if inside(i) {
                 assert_eq!(p[i].to_bits(), pf[i].to_bits());
@@ -331,8 +323,8 @@ mod tests {
             assert!(a.step_ranges(&mut p, &g, &mut m, &mut v, bad).is_err());
             assert!(Sgd { lr: 1.0 }.step_ranges(&mut p, &g, bad).is_err());
         }
-        assert!(a.step(&mut p, &g[..7], &mut m, &mut v).is_err());
-        assert!(a.step(&mut p, &g, &mut m[..7], &mut v).is_err());
+        assert!(a.step_ranges(&mut p, &g[..7], &mut m, &mut v, &[]).is_err());
+        assert!(a.step_ranges(&mut p, &g, &mut m[..7], &mut v, &[]).is_err());
         assert!(a
             .update_ranges_at(0, &mut p, &g, &mut m, &mut v, &[])
             .is_err());

@@ -1078,7 +1078,6 @@ fn adapt(p: Parts<'_>, level: &Level, seed: u64, episodes: u32) -> Result<Episod
     // accumulated gradient (zeroed again when the next window starts), the totals restart.
     p.adapter.clear();
     p.adapter.totals = LearnTotals::ZERO;
-    let cfg = AdaptConfig::default();
     let mut s = Session {
         layout: p.layout,
         fast: p.fast,
@@ -1087,19 +1086,42 @@ fn adapt(p: Parts<'_>, level: &Level, seed: u64, episodes: u32) -> Result<Episod
         env: p.env,
         actor: p.actor,
     };
-    Ok(play_episodes(
+    Ok(adapt_session(
         &mut s,
+        p.adapter,
+        p.initial_fast,
+        level,
+        seed,
+        episodes,
+    )?)
+}
+
+/// `episodes` episodes of `level` from `seed`, learning the fast group of `s` as they are played
+/// (the firmware's settings: `AdaptConfig::default()`, sampled actions); `initial_fast` is what
+/// the guard restores. The C API's `metarim_adapt` and the tests' Rust reference both run this.
+fn adapt_session(
+    s: &mut Session<'_>,
+    adapter: &mut TinyAdapter<16>,
+    initial_fast: &[f32],
+    level: &Level,
+    seed: u64,
+    episodes: u32,
+) -> Result<EpisodeStats, metarim_core::Error> {
+    let cfg = AdaptConfig::default();
+    let adaptation = Adaptation {
+        adapter,
+        cfg: &cfg,
+        initial_fast,
+    };
+    play_episodes(
+        s,
         level,
         seed,
         0,
         u64::from(episodes),
         false,
-        Some(Adaptation {
-            adapter: p.adapter,
-            cfg: &cfg,
-            initial_fast: p.initial_fast,
-        }),
-    )?)
+        Some(adaptation),
+    )
 }
 
 /// Put the blob's fast group back (undo adaptation). Ends any episode.

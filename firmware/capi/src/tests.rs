@@ -386,16 +386,9 @@ impl Reference {
         }
     }
 
-    /// (actions, successes, steps)
-    fn evaluate(
-        &mut self,
-        level: &Level,
-        seed: u64,
-        episodes: u32,
-        argmax: bool,
-    ) -> (Vec<u8>, u32, u64) {
-        let mut actions = Vec::new();
-        let mut successes = 0;
+    /// The episodes played by the core's own actor on the reference's weights.
+    fn evaluate(&mut self, level: &Level, seed: u64, episodes: u32, argmax: bool) -> Played {
+        let mut played = Played::default();
         let mut tokens = [0u16; MAX_TOKENS];
         let mut obs: Observation = [[0u8; 3]; VIEW_CELLS];
         for i in 0..episodes {
@@ -423,21 +416,19 @@ impl Reference {
                 } else {
                     sample_action(&self.actor.logits, &mut rng)
                 };
-                actions.push(a as u8);
+                played.actions.push(a as u8);
                 let out = self.env.step(Action::from_index(a as i64).unwrap());
                 if out.terminated || out.truncated {
-                    successes += u32::from(out.reward > 0.0);
+                    played.successes += u32::from(out.reward > 0.0);
                     break;
                 }
             }
         }
-        let steps = actions.len() as u64;
-        (actions, successes, steps)
+        played
     }
 
     fn adapt(&mut self, level: &Level, seed: u64, episodes: u32) -> EpisodeStats {
         let mut adapter = Box::new(TinyAdapter::<16>::new());
-        let cfg = AdaptConfig::default();
         let mut s = Session {
             layout: &self.layout,
             fast: &mut self.fast,
@@ -446,33 +437,29 @@ impl Reference {
             env: &mut self.env,
             actor: &mut self.actor,
         };
-        play_episodes(
+        adapt_session(
             &mut s,
+            &mut adapter,
+            &self.initial_fast,
             level,
             seed,
-            0,
-            u64::from(episodes),
-            false,
-            Some(Adaptation {
-                adapter: &mut adapter,
-                cfg: &cfg,
-                initial_fast: &self.initial_fast,
-            }),
+            episodes,
         )
         .unwrap()
     }
 }
 
+/// Episodes played, to compare the C API's loop with the core's: every action taken, in order,
+/// and the number of successful episodes.
+#[derive(Debug, Default, PartialEq)]
+struct Played {
+    actions: Vec<u8>,
+    successes: u32,
+}
+
 /// The C API's side: the loop a C caller writes.
-fn api_evaluate(
-    dev: *mut Device,
-    level: &CStr,
-    seed: u64,
-    episodes: u32,
-    argmax: bool,
-) -> (Vec<u8>, u32, u64) {
-    let mut actions = Vec::new();
-    let mut successes = 0;
+fn api_evaluate(dev: *mut Device, level: &CStr, seed: u64, episodes: u32, argmax: bool) -> Played {
+    let mut played = Played::default();
     for i in 0..episodes {
         // SAFETY: dev is a live device; the strings and out-values are locals.
         unsafe {
@@ -490,7 +477,7 @@ fn api_evaluate(
                     "{}",
                     message(dev)
                 );
-                actions.push(a);
+                played.actions.push(a);
                 let mut r = StepResult::default();
                 assert_eq!(
                     metarim_env_step(dev, a, &mut r),
@@ -499,7 +486,7 @@ fn api_evaluate(
                     message(dev)
                 );
                 if r.terminated || r.truncated {
-                    successes += u32::from(r.success);
+                    played.successes += u32::from(r.success);
                     assert_eq!(r.success, r.reward > 0.0);
                     // The episode is over: acting again is an error.
                     assert_eq!(metarim_act(dev, argmax, &mut a), Status::NoEpisode);
@@ -509,8 +496,7 @@ fn api_evaluate(
             }
         }
     }
-    let steps = actions.len() as u64;
-    (actions, successes, steps)
+    played
 }
 
 /// A device initialised in `mem` from region `r` (failing with its message when it does not
@@ -531,7 +517,7 @@ fn episodes_match_the_firmware_scheme_action_for_action() {
     for (seed, argmax) in [(1u64, false), (7, true), (u64::MAX, false)] {
         let want = reference.evaluate(&level, seed, 12, argmax);
         let got = api_evaluate(dev, LEVEL, seed, 12, argmax);
-        assert!(want.2 > 12, "episodes of more than one step");
+        assert!(want.actions.len() > 12, "episodes of more than one step");
         assert_eq!(got, want, "seed {seed} argmax {argmax}");
     }
     // An alias names the same level.
@@ -786,7 +772,7 @@ fn host_twin_of_the_c_example() {
         return;
     }
     let phase = |name: &str| {
-        let (actions, successes, _) = api_evaluate(dev, &level, seed, episodes, argmax);
+        let Played { actions, successes } = api_evaluate(dev, &level, seed, episodes, argmax);
         println!("firmware: {name}: episodes={episodes} success={successes}/{episodes}");
         fnv1a(&actions)
     };

@@ -6,6 +6,8 @@
 //! - [`rim`]: the RIM cell (forward and BPTT over sequences with episode starts, input
 //!   gradients), GRU or LSTM modules;
 //! - [`lstm`]: the LSTM baseline's memory;
+//! - [`memory`]: whichever of the two the model has, behind one type (the gradient pass and
+//!   acting hold it);
 //! - [`heads`]: the actor and critic heads;
 //! - [`gemm`]: row-invariant dense products (`matrixmultiply`) the blocks share;
 //! - [`fastmath`]: branch-free `f32` exp, sigmoid and tanh.
@@ -19,6 +21,7 @@ pub mod gemm;
 pub mod heads;
 pub mod instr;
 pub mod lstm;
+pub mod memory;
 pub mod rim;
 
 /// The checks that start every batched pass over `seqs` sequences of `steps` steps split into

@@ -35,7 +35,7 @@ use metarim_cuda::cuda_exec::CudaExec;
 use metarim_cuda::engine::{ActInput, CudaPolicy, PassChunk};
 use metarim_cuda::exec::Exec;
 
-use super::rollout::EnvSlot;
+use super::rollout::{EnvSlot, RolloutInputs};
 use super::tasks::Tasks;
 use super::update::{
     add_groups, scale_groups, schedule, Chunk, Optim, Phase, StepPlan, UpdateStats,
@@ -322,14 +322,13 @@ impl Gpu {
 
     /// One rollout of `frames_per_proc` steps in every env (see the module docs), then the
     /// bootstrap values; leaves each env's memory state in `slot.state`.
-    pub fn collect(
-        &mut self,
-        slots: &mut [EnvSlot],
-        model: &Model,
-        tasks: &Tasks,
-        reward_scale: f32,
-        threads: usize,
-    ) -> Result<()> {
+    pub fn collect(&mut self, slots: &mut [EnvSlot], inputs: &RolloutInputs<'_>) -> Result<()> {
+        let RolloutInputs {
+            model,
+            tasks,
+            reward_scale,
+            threads,
+        } = *inputs;
         let n = slots.len();
         let sl = slots.first().map_or(0, |s| s.state.len());
         let na = model.layout.dims().n_actions;
@@ -655,9 +654,14 @@ mod tests {
             let (mut cpu_slots, mut gpu_slots) = (slots.clone(), slots);
             let (cpu_tasks, gpu_tasks) = (tasks.clone(), tasks);
             for _ in 0..2 {
-                rollout::collect(&mut cpu_slots, &model, &cpu_tasks, 20.0, 2).unwrap();
-                gpu.collect(&mut gpu_slots, &model, &gpu_tasks, 20.0, 2)
-                    .unwrap();
+                let inputs = |tasks| RolloutInputs {
+                    model: &model,
+                    tasks,
+                    reward_scale: 20.0,
+                    threads: 2,
+                };
+                rollout::collect(&mut cpu_slots, &inputs(&cpu_tasks)).unwrap();
+                gpu.collect(&mut gpu_slots, &inputs(&gpu_tasks)).unwrap();
                 for (c, g) in cpu_slots.iter().zip(&gpu_slots) {
                     assert_eq!(c.buf.action, g.buf.action, "{mode}: actions");
                     assert_eq!(c.buf.episode_start, g.buf.episode_start, "{mode}: starts");

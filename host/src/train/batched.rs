@@ -42,20 +42,19 @@
 
 use anyhow::{anyhow, bail, ensure, Result};
 use metarim_core::env::Observation;
-use metarim_core::nn::dims::{MemoryKind, ModelDims};
+use metarim_core::nn::dims::ModelDims;
 
 use metarim_core::nn::loss::{ppo_loss, PpoCoefs, PpoSample, PpoTerms};
-use metarim_core::nn::ops::{LstmGrads, LstmWeights};
+use metarim_core::nn::ops::LstmGrads;
 use metarim_core::nn::params::{Group, GroupBufs, GroupBufsMut, Layout, Role, TensorKind};
 use metarim_core::nn::policy::{state_len, ChunkStats};
-use metarim_core::nn::rim::{CommGrad, RimGrads, RimWeights};
+use metarim_core::nn::rim::{CommGrad, RimGrads};
 
 use crate::batch::encoder::EncoderBatch;
 use crate::batch::gemm::{even_bounds, row_fields, split_rows, Scalar};
+use crate::batch::heads;
 use crate::batch::instr::InstrBatch;
-use crate::batch::lstm::{LstmBatch, LstmScratch, LstmShard};
-use crate::batch::rim::{RimBatch, RimScratch, RimShard};
-use crate::batch::{heads, lstm, rim};
+use crate::batch::memory::{MemoryBatch, MemoryShard, MemoryWeights};
 use crate::threads::join_all;
 
 /// One chunk of a minibatch.
@@ -114,30 +113,12 @@ row_fields! {
     }
 }
 
-enum Memory<S> {
-    Rim {
-        rb: Box<RimBatch<S>>,
-        scratch: Vec<RimScratch<S>>,
-    },
-    Lstm {
-        lb: Box<LstmBatch<S>>,
-        scratch: Vec<LstmScratch<S>>,
-    },
-}
-
-// Short-lived (one per thread and pass), so the size difference does not matter.
-#[allow(clippy::large_enum_variant)]
-enum MemShard<'a, S> {
-    Rim(RimShard<'a, S>, &'a mut RimScratch<S>),
-    Lstm(LstmShard<'a, S>, &'a mut LstmScratch<S>),
-}
-
 /// Buffers of batched gradient passes for one model shape.
 pub struct BatchedGrads<S> {
     d: ModelDims,
     capacity: usize,
     threads: usize,
-    mem: Memory<S>,
+    mem: MemoryBatch<S>,
     widths: RowFields<usize>,
     rows: RowFields<Vec<S>>,
     /// Every chunk's initial memory state, `state_len` each (`[h | c]` where the memory has a
@@ -209,25 +190,7 @@ impl<S: Scalar> BatchedGrads<S> {
             capacity >= 1,
             "batched gradients: capacity must be at least 1"
         );
-        let mem = match d.memory {
-            MemoryKind::Rim => Memory::Rim {
-                rb: Box::new(RimBatch::new(&d.rim, capacity, true)?),
-                scratch: (0..threads)
-                    .map(|_| RimScratch::new(&d.rim, capacity))
-                    .collect(),
-            },
-            MemoryKind::Lstm => Memory::Lstm {
-                lb: Box::new(LstmBatch::new(
-                    d.memory_input(),
-                    d.memory_width(),
-                    capacity,
-                    true,
-                )?),
-                scratch: (0..threads)
-                    .map(|_| LstmScratch::new(d.memory_width(), capacity))
-                    .collect(),
-            },
-        };
+        let mem = MemoryBatch::new(&d, capacity, threads, true)?;
         let widths = RowFields {
             hid: 2 * d.head_hidden,
             logits: d.n_actions,
@@ -303,13 +266,11 @@ impl<S: Scalar> BatchedGrads<S> {
         // 1. Memory inputs, for all rows: stored, or the encoders now.
         self.memory_inputs(seqs, steps, reuse_x, encoder, instr_p, &obs)?;
         // 2. Memory and heads, per thread shard.
-        let rim_w = rim::weights(layout, &params);
-        let lstm_w = lstm::weights(layout, &params);
+        let mem_w = MemoryWeights::new(layout, &params);
         let shard_job = ShardJob {
             d: &d,
             heads,
-            rim_w: &rim_w,
-            lstm_w: &lstm_w,
+            mem_w: &mem_w,
             opts,
             want_other,
             want_dv: !g.rim.w_v.is_empty(),
@@ -387,10 +348,7 @@ impl<S: Scalar> BatchedGrads<S> {
         let d = self.d;
         let rows = seqs.len() * steps;
         let (inp, feat, hi) = (d.memory_input(), d.obs_features(), d.instr_hidden);
-        let x = match &mut self.mem {
-            Memory::Rim { rb, .. } => rb.inputs_mut(rows)?,
-            Memory::Lstm { lb, .. } => lb.inputs_mut(rows)?,
-        };
+        let x = self.mem.inputs_mut(rows)?;
         if reuse_x {
             for (b, sq) in seqs.iter().enumerate() {
                 let src = sq.x.ok_or_else(|| anyhow!("chunk {b}: no stored inputs"))?;
@@ -428,20 +386,7 @@ impl<S: Scalar> BatchedGrads<S> {
         let sl = state_len(&self.d);
         let seq_bounds = even_bounds(b_seqs, self.threads);
         let row_bounds: Vec<usize> = seq_bounds.iter().map(|b| b * steps).collect();
-        let mem_shards: Vec<MemShard<'_, S>> = match &mut self.mem {
-            Memory::Rim { rb, scratch } => rb
-                .shards(b_seqs, steps, &seq_bounds)?
-                .into_iter()
-                .zip(scratch.iter_mut())
-                .map(|(s, sc)| MemShard::Rim(s, sc))
-                .collect(),
-            Memory::Lstm { lb, scratch } => lb
-                .shards(b_seqs, steps, &seq_bounds)?
-                .into_iter()
-                .zip(scratch.iter_mut())
-                .map(|(s, sc)| MemShard::Lstm(s, sc))
-                .collect(),
-        };
+        let mem_shards = self.mem.shards(b_seqs, steps, &seq_bounds)?;
         let row_views = self.rows.split(&self.widths, &row_bounds);
         let terms = split_rows(&mut self.terms, 1, &row_bounds);
         let (state0, reset) = (&self.state0[..], &self.reset[..]);
@@ -472,7 +417,7 @@ impl<S: Scalar> BatchedGrads<S> {
         stats: &mut ChunkStats<S>,
     ) -> Result<()> {
         match &self.mem {
-            Memory::Rim { rb, .. } => {
+            MemoryBatch::Rim { rb, .. } => {
                 rb.weight_grads(&mut g.rim, self.threads)?;
                 for m in rb.masks().chunks_exact(self.d.rim.n_modules) {
                     for (c, v) in stats.active_steps.iter_mut().zip(m) {
@@ -482,12 +427,9 @@ impl<S: Scalar> BatchedGrads<S> {
                     }
                 }
             }
-            Memory::Lstm { lb, .. } => lb.weight_grads(&mut g.lstm, self.threads)?,
+            MemoryBatch::Lstm { lb, .. } => lb.weight_grads(&mut g.lstm, self.threads)?,
         }
-        let h = match &self.mem {
-            Memory::Rim { rb, .. } => rb.h_out(),
-            Memory::Lstm { lb, .. } => lb.h_out(),
-        };
+        let h = self.mem.h_out();
         if !g.heads.is_empty() {
             heads::weight_grads(
                 &self.d,
@@ -516,10 +458,7 @@ impl<S: Scalar> BatchedGrads<S> {
         let d = self.d;
         let (inp, feat, hi) = (d.memory_input(), d.obs_features(), d.instr_hidden);
         let n_segs = self.seg_start.len();
-        let dx = match &self.mem {
-            Memory::Rim { rb, .. } => rb.dx(),
-            Memory::Lstm { lb, .. } => lb.dx(),
-        };
+        let dx = self.mem.dx();
         self.enc.backward(encoder, obs, dx, inp, 0, g.encoder)?;
         if self.d_seg.len() < n_segs * hi {
             self.d_seg.resize(n_segs * hi, S::ZERO);
@@ -547,8 +486,7 @@ impl<S: Scalar> BatchedGrads<S> {
 struct ShardJob<'a, S> {
     d: &'a ModelDims,
     heads: &'a [S],
-    rim_w: &'a RimWeights<'a, S>,
-    lstm_w: &'a LstmWeights<'a, S>,
+    mem_w: &'a MemoryWeights<'a, S>,
     opts: &'a PassOptions<S>,
     want_other: bool,
     want_dv: bool,
@@ -563,7 +501,7 @@ impl<S: Scalar> ShardJob<'_, S> {
         seqs: &[Seq<'_, S>],
         state0: &[S],
         reset: &[bool],
-        mut mem: MemShard<'_, S>,
+        mut mem: MemoryShard<'_, S>,
         f: RowFields<&mut [S]>,
         terms: &mut [PpoTerms<S>],
     ) -> Result<()> {
@@ -571,15 +509,8 @@ impl<S: Scalar> ShardJob<'_, S> {
         let steps = self.steps;
         let rows = seqs.len() * steps;
         let na = d.n_actions;
-        match &mut mem {
-            MemShard::Rim(s, sc) => s.forward(self.rim_w, state0, reset, sc)?,
-            MemShard::Lstm(s, sc) => s.forward(self.lstm_w, state0, reset, sc)?,
-        }
-        let h_out = match &mem {
-            MemShard::Rim(s, _) => s.h_out(),
-            MemShard::Lstm(s, _) => s.h_out(),
-        };
-        heads::forward_rows(d, self.heads, rows, h_out, f.hid, f.logits, f.value)?;
+        mem.forward(self.mem_w, state0, reset)?;
+        heads::forward_rows(d, self.heads, rows, mem.h_out(), f.hid, f.logits, f.value)?;
         for (b, sq) in seqs.iter().enumerate() {
             for t in 0..steps {
                 let r = b * steps + t;
@@ -599,22 +530,9 @@ impl<S: Scalar> ShardJob<'_, S> {
                 f.dvalue[r] = dv;
             }
         }
-        let dh = match &mut mem {
-            MemShard::Rim(s, _) => s.dh_mut(),
-            MemShard::Lstm(s, _) => s.dh_mut(),
-        };
+        let dh = mem.dh_mut();
         heads::backward_rows(d, self.heads, rows, f.dlogits, f.dvalue, f.hid, f.dhid, dh)?;
-        match &mut mem {
-            MemShard::Rim(s, sc) => s.backward(
-                self.rim_w,
-                self.opts.comm,
-                reset,
-                self.want_other,
-                self.want_dv,
-                sc,
-            )?,
-            MemShard::Lstm(s, sc) => s.backward(self.lstm_w, reset, self.want_other, sc)?,
-        }
-        Ok(())
+        let (comm, want_dx, want_dv) = (self.opts.comm, self.want_other, self.want_dv);
+        mem.backward(self.mem_w, comm, reset, want_dx, want_dv)
     }
 }

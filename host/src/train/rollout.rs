@@ -23,8 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::tasks::Tasks;
 use super::{sample_action, Model};
 use crate::batch::encoder::EncoderBatch;
-use crate::batch::lstm::{LstmBatch, LstmScratch};
-use crate::batch::rim::{RimBatch, RimScratch};
+use crate::batch::memory::{MemoryBatch, MemoryWeights};
 use crate::threads::for_each_part;
 
 /// One finished episode.
@@ -317,7 +316,7 @@ impl EnvSlot {
 /// envs over threads (row-invariant products).
 struct Actor {
     d: ModelDims,
-    mem: ActMemory,
+    mem: MemoryBatch<f32>,
     x: Vec<f32>,
     h0: Vec<f32>,
     reset: Vec<bool>,
@@ -330,27 +329,12 @@ struct Actor {
     scratch: Vec<f32>,
 }
 
-enum ActMemory {
-    Rim(Box<RimBatch<f32>>, RimScratch<f32>),
-    Lstm(LstmBatch<f32>, LstmScratch<f32>),
-}
-
 impl Actor {
     fn new(model: &Model, envs: usize) -> Result<Actor> {
         let d = *model.layout.dims();
         let e = envs.max(1);
-        let mem = match d.memory {
-            MemoryKind::Rim => ActMemory::Rim(
-                Box::new(RimBatch::new(&d.rim, e, false)?),
-                RimScratch::new(&d.rim, e),
-            ),
-            MemoryKind::Lstm => ActMemory::Lstm(
-                LstmBatch::new(d.memory_input(), d.memory_width(), e, false)?,
-                LstmScratch::new(d.memory_width(), e),
-            ),
-        };
         Ok(Actor {
-            mem,
+            mem: MemoryBatch::new(&d, e, 1, false)?,
             x: vec![0.0; e * d.memory_input()],
             h0: vec![0.0; e * state_len(&d)],
             reset: vec![false; e],
@@ -387,48 +371,27 @@ impl Actor {
             xr[feat..].copy_from_slice(&slot.instr[..d.instr_hidden]);
             self.h0[i * sl..(i + 1) * sl].copy_from_slice(&slot.state);
         }
-        let bounds = [0, e];
-        let w = model.params.bufs();
-        let h_out: &[f32] = match &mut self.mem {
-            ActMemory::Rim(rb, sc) => {
-                let mut shards = rb.shards(e, 1, &bounds)?;
-                let sh = shards
-                    .first_mut()
-                    .ok_or_else(|| anyhow!("acting: no shard"))?;
-                sh.x_mut().copy_from_slice(&self.x[..e * inp]);
-                let rw = crate::batch::rim::weights(&model.layout, &w);
-                sh.forward(&rw, &self.h0[..e * sl], &self.reset[..e], sc)?;
-                drop(shards);
-                // The outgoing state `[h | c]` per env (`c` only with LSTM cells, `sl > hw`).
-                let (hw, h, c) = (d.memory_width(), rb.h_out(), rb.c_out());
-                for i in 0..e {
-                    let next = &mut self.next[i * sl..(i + 1) * sl];
-                    next[..hw].copy_from_slice(&h[i * hw..][..hw]);
-                    if sl > hw {
-                        next[hw..].copy_from_slice(&c[i * hw..][..hw]);
-                    }
-                }
-                self.masks[..e * d.rim.n_modules].copy_from_slice(rb.masks());
-                h
+        let mem_w = MemoryWeights::new(&model.layout, &p);
+        let mut shards = self.mem.shards(e, 1, &[0, e])?;
+        let sh = shards
+            .first_mut()
+            .ok_or_else(|| anyhow!("acting: no shard"))?;
+        sh.x_mut().copy_from_slice(&self.x[..e * inp]);
+        sh.forward(&mem_w, &self.h0[..e * sl], &self.reset[..e])?;
+        // The outgoing state `[h | c]` per env (`c` with LSTM cells, where `sl > hw`).
+        let (hw, h, c) = (d.memory_width(), sh.h_out(), sh.c_out());
+        for i in 0..e {
+            let next = &mut self.next[i * sl..(i + 1) * sl];
+            next[..hw].copy_from_slice(&h[i * hw..][..hw]);
+            if sl > hw {
+                next[hw..].copy_from_slice(&c[i * hw..][..hw]);
             }
-            ActMemory::Lstm(lb, sc) => {
-                let mut shards = lb.shards(e, 1, &bounds)?;
-                let sh = shards
-                    .first_mut()
-                    .ok_or_else(|| anyhow!("acting: no shard"))?;
-                sh.x_mut().copy_from_slice(&self.x[..e * inp]);
-                let lw = crate::batch::lstm::weights(&model.layout, &w);
-                sh.forward(&lw, &self.h0[..e * sl], &self.reset[..e], sc)?;
-                let hw = d.memory_width();
-                for i in 0..e {
-                    self.next[i * sl..i * sl + hw].copy_from_slice(&sh.h_out()[i * hw..][..hw]);
-                    self.next[i * sl + hw..(i + 1) * sl]
-                        .copy_from_slice(&sh.c_out()[i * hw..][..hw]);
-                }
-                drop(shards);
-                lb.h_out()
-            }
-        };
+        }
+        if let Some(masks) = sh.masks() {
+            self.masks[..e * d.rim.n_modules].copy_from_slice(masks);
+        }
+        drop(shards);
+        let h_out = self.mem.h_out();
         let heads = model.layout.block(&p, Role::Heads);
         // The heads read `h` (`[e x W]` in both branches).
         crate::batch::heads::forward_rows(
@@ -443,25 +406,29 @@ impl Actor {
     }
 }
 
-/// Collect one rollout of `frames_per_proc` steps in every env, on `threads` threads.
-pub fn collect(
-    slots: &mut [EnvSlot],
-    model: &Model,
-    tasks: &Tasks,
-    reward_scale: f32,
-    threads: usize,
-) -> Result<()> {
-    for_each_part(slots, threads, "rollout", |_, part| {
-        collect_part(part, model, tasks, reward_scale)
+/// What a rollout reads besides the envs it steps: the same for the CPU collector
+/// ([`collect`]) and the CUDA backend's.
+#[derive(Clone, Copy)]
+pub struct RolloutInputs<'a> {
+    /// The model that acts.
+    pub model: &'a Model,
+    /// The levels an env draws its next episode from.
+    pub tasks: &'a Tasks,
+    /// The factor on every reward stored for training (`TrainConfig::reward_scale`).
+    pub reward_scale: f32,
+    /// Threads stepping the envs.
+    pub threads: usize,
+}
+
+/// Collect one rollout of `frames_per_proc` steps in every env, on `inputs.threads` threads.
+pub fn collect(slots: &mut [EnvSlot], inputs: &RolloutInputs<'_>) -> Result<()> {
+    for_each_part(slots, inputs.threads, "rollout", |_, part| {
+        collect_part(part, inputs)
     })
 }
 
-fn collect_part(
-    slots: &mut [EnvSlot],
-    model: &Model,
-    tasks: &Tasks,
-    reward_scale: f32,
-) -> Result<()> {
+fn collect_part(slots: &mut [EnvSlot], inputs: &RolloutInputs<'_>) -> Result<()> {
+    let (model, tasks, reward_scale) = (inputs.model, inputs.tasks, inputs.reward_scale);
     let policy = model.policy()?;
     let d = *model.layout.dims();
     let (sl, inp, na, nm) = (
@@ -590,8 +557,14 @@ mod tests {
             .map(|i| EnvSlot::new(i, 11, &model, &tasks, frames).unwrap())
             .collect();
         let mut two = slots.clone();
-        collect(&mut slots, &model, &tasks, 20.0, 1).unwrap();
-        collect(&mut two, &model, &tasks, 20.0, 2).unwrap();
+        let inputs = |threads| RolloutInputs {
+            model: &model,
+            tasks: &tasks,
+            reward_scale: 20.0,
+            threads,
+        };
+        collect(&mut slots, &inputs(1)).unwrap();
+        collect(&mut two, &inputs(2)).unwrap();
         // Replay every env's steps with the core's per-sample policy from the stored states.
         let policy = model.policy().unwrap();
         let (sl, w) = (state_len(&d), d.memory_width());

@@ -478,11 +478,15 @@ fn explained_variance(slots: &[EnvSlot]) -> f64 {
 
 /// One rollout in every env, then GAE over each env's buffer.
 fn collect_rollout(cfg: &TrainConfig, st: &mut State, threads: usize) -> Result<()> {
-    let (slots, model, tasks) = (&mut st.slots, &st.model, &st.tasks);
-    let scale = cfg.reward_scale as f32;
+    let inputs = rollout::RolloutInputs {
+        model: &st.model,
+        tasks: &st.tasks,
+        reward_scale: cfg.reward_scale as f32,
+        threads,
+    };
     match st.gpu.as_mut() {
-        Some(gpu) => gpu.collect(slots, model, tasks, scale, threads)?,
-        None => rollout::collect(slots, model, tasks, scale, threads)?,
+        Some(gpu) => gpu.collect(&mut st.slots, &inputs)?,
+        None => rollout::collect(&mut st.slots, &inputs)?,
     }
     for slot in &mut st.slots {
         rollout::gae(&mut slot.buf, cfg.gamma as f32, cfg.gae_lambda as f32);

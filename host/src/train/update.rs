@@ -726,6 +726,20 @@ pub fn module_activity(slots: &[EnvSlot], n: usize) -> Vec<f64> {
 mod tests {
     use super::*;
 
+    /// A rollout of `model` over `tasks` on `threads` threads, rewards scaled by 20.
+    fn rollout_inputs<'a>(
+        model: &'a super::super::Model,
+        tasks: &'a super::super::tasks::Tasks,
+        threads: usize,
+    ) -> super::super::rollout::RolloutInputs<'a> {
+        super::super::rollout::RolloutInputs {
+            model,
+            tasks,
+            reward_scale: 20.0,
+            threads,
+        }
+    }
+
     #[test]
     fn chunks_cover_every_step_once() {
         let c = chunks(3, 40, 20);
@@ -888,7 +902,7 @@ mod tests {
             let mut slots: Vec<EnvSlot> = (0..cfg.procs)
                 .map(|i| EnvSlot::new(i, 3, &model, &tasks, cfg.frames_per_proc).unwrap())
                 .collect();
-            collect(&mut slots, &model, &tasks, 20.0, 1).unwrap();
+            collect(&mut slots, &rollout_inputs(&model, &tasks, 1)).unwrap();
             for s in &mut slots {
                 gae(&mut s.buf, 0.99, 0.99);
             }
@@ -965,7 +979,7 @@ mod tests {
             .collect();
         // Two rollouts: the second's chunks start mid-episode from stored `[h | c]` states.
         for _ in 0..2 {
-            collect(&mut slots, &model, &tasks, 20.0, 2).unwrap();
+            collect(&mut slots, &rollout_inputs(&model, &tasks, 2)).unwrap();
         }
         for s in &mut slots {
             gae(&mut s.buf, 0.99, 0.95);
