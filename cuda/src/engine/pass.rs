@@ -482,83 +482,47 @@ impl CudaPolicy {
             ml.rim.rgh,
             ml.rim.rnn_len,
         );
-        let gt = |k: TensorKind, off: usize| self.tensor(k, true, off);
-        let dl = |off: usize| -> Result<(Ptr<f32>, usize)> { Ok((w.mem_delta.rest(off)?, md)) };
+        // One gradient per tensor region: `weight(tensor, offset in it, delta offset, input,
+        // rows, cols)` is `d(rows x cols) += delta^T x`; `bias` sums the delta.
+        let weight = |k, off, delta, x, rows, cols| -> Result<WeightGrad> {
+            let (dw, dy) = (self.tensor(k, true, off)?, (w.mem_delta.rest(delta)?, md));
+            Ok(WeightGrad::weight(dw, dy, x, rows, cols))
+        };
+        let bias = |off, delta| -> Result<WeightGrad> {
+            let dw = self.tensor(TensorKind::RimRnn, true, off)?;
+            let dy = (w.mem_delta.rest(delta)?, md);
+            Ok(WeightGrad::bias(dw, dy, rgh).per_module(n, rl, rgh, 0))
+        };
         let x_in = Operand::rows(w.x.rest(0)?, ml.input);
         let st_in = Operand::rows(w.state_in.rest(0)?, ml.state_len());
         let cache_at =
             |off: usize| -> Result<Operand> { Ok(Operand::rows(w.mem_cache.rest(off)?, mc)) };
+        let (r, u) = (&ml.rim, cache_at(ml.rim.rc_u)?);
         let mut grads = vec![
-            WeightGrad::weight(
-                gt(TensorKind::RimKey, 0)?,
-                dl(ml.rim.rd_dkx)?,
-                x_in,
-                qw,
-                ml.input,
-            ),
-            WeightGrad::weight(
-                gt(TensorKind::RimValue, 0)?,
-                dl(ml.rim.rd_dvx)?,
-                x_in,
-                uw,
-                ml.input,
-            ),
-            WeightGrad::weight(
-                gt(TensorKind::RimQuery, 0)?,
-                dl(ml.rim.rd_dq)?,
-                st_in,
-                qw,
-                h,
-            )
-            .per_module(n, qw * h, qw, h),
-            WeightGrad::weight(
-                gt(TensorKind::RimRnn, 0)?,
-                dl(ml.rim.rd_gi)?,
-                cache_at(ml.rim.rc_u)?,
-                rgh,
-                uw,
-            )
-            .per_module(n, rl, rgh, uw),
-            WeightGrad::weight(
-                gt(TensorKind::RimRnn, ml.rim.rnn_w_hh)?,
-                dl(ml.rim.rd_gh)?,
-                st_in,
-                rgh,
-                h,
-            )
-            .per_module(n, rl, rgh, h),
-            WeightGrad::bias(
-                gt(TensorKind::RimRnn, ml.rim.rnn_b_ih)?,
-                dl(ml.rim.rd_gi)?,
-                rgh,
-            )
-            .per_module(n, rl, rgh, 0),
-            WeightGrad::bias(
-                gt(TensorKind::RimRnn, ml.rim.rnn_b_hh)?,
-                dl(ml.rim.rd_gh)?,
-                rgh,
-            )
-            .per_module(n, rl, rgh, 0),
+            weight(TensorKind::RimKey, 0, r.rd_dkx, x_in, qw, ml.input)?,
+            weight(TensorKind::RimValue, 0, r.rd_dvx, x_in, uw, ml.input)?,
+            weight(TensorKind::RimQuery, 0, r.rd_dq, st_in, qw, h)?.per_module(n, qw * h, qw, h),
+            weight(TensorKind::RimRnn, 0, r.rd_gi, u, rgh, uw)?.per_module(n, rl, rgh, uw),
+            weight(TensorKind::RimRnn, r.rnn_w_hh, r.rd_gh, st_in, rgh, h)?
+                .per_module(n, rl, rgh, h),
+            bias(r.rnn_b_ih, r.rd_gi)?,
+            bias(r.rnn_b_hh, r.rd_gh)?,
         ];
         if cw > 0 {
             for (k, off) in [
-                (TensorKind::CommQuery, ml.rim.rd_dcq),
-                (TensorKind::CommKey, ml.rim.rd_dck),
-                (TensorKind::CommValue, ml.rim.rd_dcv),
+                (TensorKind::CommQuery, r.rd_dcq),
+                (TensorKind::CommKey, r.rd_dck),
+                (TensorKind::CommValue, r.rd_dcv),
             ] {
-                grads.push(
-                    WeightGrad::weight(gt(k, 0)?, dl(off)?, cache_at(ml.rim.rc_ht)?, cw, h)
-                        .per_module(n, cw * h, cw, h),
-                );
+                let ht = cache_at(r.rc_ht)?;
+                grads.push(weight(k, 0, off, ht, cw, h)?.per_module(n, cw * h, cw, h));
             }
             for (k, off) in [
-                (TensorKind::CommGate, ml.rim.rd_dpg),
-                (TensorKind::CommOut, ml.rim.rd_dpo),
+                (TensorKind::CommGate, r.rd_dpg),
+                (TensorKind::CommOut, r.rd_dpo),
             ] {
-                grads.push(
-                    WeightGrad::weight(gt(k, 0)?, dl(off)?, cache_at(ml.rim.rc_o)?, h, cw)
-                        .per_module(n, h * cw, h, cw),
-                );
+                let o = cache_at(r.rc_o)?;
+                grads.push(weight(k, 0, off, o, h, cw)?.per_module(n, h * cw, h, cw));
             }
         }
         for wg in grads {
