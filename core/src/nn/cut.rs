@@ -40,28 +40,6 @@ pub fn cut<T: Cut>(buf: T, n: usize, needed: usize) -> Result<(T, T), Error> {
     buf.cut_at(n).ok_or(Error::BufferTooSmall { needed, got })
 }
 
-/// `buf` cut into consecutive pieces of `lens[i]` elements each (what follows them is dropped),
-/// or [`Error::BufferTooSmall`] naming `needed` when `buf` is shorter than `needed` or than the
-/// pieces together.
-pub fn cut_all<T: Cut, const K: usize>(
-    buf: T,
-    lens: [usize; K],
-    needed: usize,
-) -> Result<[T; K], Error> {
-    let got = buf.count();
-    if got < needed {
-        return Err(Error::BufferTooSmall { needed, got });
-    }
-    let mut parts: [T; K] = core::array::from_fn(|_| T::default());
-    let mut rest = buf;
-    for (part, len) in parts.iter_mut().zip(lens) {
-        let (head, tail) = cut(rest, len, needed)?;
-        *part = head;
-        rest = tail;
-    }
-    Ok(parts)
-}
-
 /// Cuts the first `n` elements (or all, if fewer) off the front of `buf`.
 pub fn take<T: Cut>(buf: &mut T, n: usize) -> T {
     let b = core::mem::take(buf);

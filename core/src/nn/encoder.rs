@@ -88,7 +88,7 @@
 
 use crate::env::{Observation, VIEW_SIZE};
 use crate::error::Error;
-use crate::nn::cut::{cut, cut_all, Cut};
+use crate::nn::cut::{cut, Cut};
 use crate::nn::dims::{EncoderKind, ModelDims};
 use crate::nn::ops::{layer_norm, layer_norm_backward};
 use crate::nn::scalar::Real;
@@ -473,10 +473,22 @@ fn too_small(needed: usize, got: usize) -> Error {
     Error::BufferTooSmall { needed, got }
 }
 
+/// First `n` elements and the rest, or an error naming `needed`.
 /// Parameters (or gradients) `p`, borrowed either way, split into tensors.
 fn split_params<T: Cut>(l: &EncoderSizes, p: T) -> Result<Parts<T>, Error> {
-    let lens = [l.emb, l.w1, l.c0, l.w2, l.c1, l.w3, l.c2, l.fw, l.nf];
-    let [emb, w1, b1, w2, b2, w3, b3, fw, fb] = cut_all(p, lens, l.params)?;
+    let n = l.params;
+    if p.count() < n {
+        return Err(too_small(n, p.count()));
+    }
+    let (emb, p) = cut(p, l.emb, n)?;
+    let (w1, p) = cut(p, l.w1, n)?;
+    let (b1, p) = cut(p, l.c0, n)?;
+    let (w2, p) = cut(p, l.w2, n)?;
+    let (b2, p) = cut(p, l.c1, n)?;
+    let (w3, p) = cut(p, l.w3, n)?;
+    let (b3, p) = cut(p, l.c2, n)?;
+    let (fw, p) = cut(p, l.fw, n)?;
+    let (fb, _) = cut(p, l.nf, n)?;
     Ok(Parts {
         emb,
         w1,
@@ -629,23 +641,45 @@ fn window_argmax<S: Real>(z1o: &[S], win: usize) -> usize {
     best
 }
 
-/// A cache `c`, borrowed either way, split into its regions (see [`CacheLayout`]), in order:
-/// `[z1, pool, z2, z3, gb, r1, r2, r3]`: the three convs' pre-activations and the pooling
-/// output, the FiLM coefficients `gb` (empty without FiLM) and the three convs' unmodulated
-/// pre-activations `r1..r3` (empty without FiLM).
-fn split_cache<T: Cut>(l: &EncoderSizes, c: T) -> Result<[T; 8], Error> {
+/// Cache regions (see [`CacheLayout`]).
+struct CacheParts<T> {
+    z1: T,
+    pool: T,
+    z2: T,
+    z3: T,
+    /// FiLM coefficients (empty without FiLM).
+    gb: T,
+    /// Unmodulated pre-activations of the three convs (empty without FiLM).
+    r1: T,
+    r2: T,
+    r3: T,
+}
+
+/// A cache `c`, borrowed either way, split into its regions.
+fn split_cache<T: Cut>(l: &EncoderSizes, c: T) -> Result<CacheParts<T>, Error> {
+    let n = l.cache;
+    if c.count() < n {
+        return Err(too_small(n, c.count()));
+    }
+    let (z1, c) = cut(c, l.z1, n)?;
+    let (pool, c) = cut(c, l.pool, n)?;
+    let (z2, c) = cut(c, l.z2, n)?;
+    let (z3, c) = cut(c, l.c2, n)?;
+    let (gb, c) = cut(c, l.nf, n)?;
     let film = |v: usize| if l.film { v } else { 0 };
-    let lens = [
-        l.z1,
-        l.pool,
-        l.z2,
-        l.c2,
-        l.nf,
-        film(l.z1),
-        film(l.z2),
-        film(l.c2),
-    ];
-    cut_all(c, lens, l.cache)
+    let (r1, c) = cut(c, film(l.z1), n)?;
+    let (r2, c) = cut(c, film(l.z2), n)?;
+    let (r3, _) = cut(c, film(l.c2), n)?;
+    Ok(CacheParts {
+        z1,
+        pool,
+        z2,
+        z3,
+        gb,
+        r1,
+        r2,
+        r3,
+    })
 }
 
 /// The FiLM coefficients of conv layer `layer` (0, 1, 2): `(gamma, beta)`, `C_layer` each.
@@ -753,7 +787,16 @@ pub fn encode_forward<S: Real>(
     let e = film_input(&l, instr)?;
     let got = out.len();
     let out = out.get_mut(..l.c2).ok_or(too_small(l.c2, got))?;
-    let [z1, pool, z2, z3, gb, r1, r2, r3] = split_cache(&l, cache)?;
+    let CacheParts {
+        z1,
+        pool,
+        z2,
+        z3,
+        gb,
+        r1,
+        r2,
+        r3,
+    } = split_cache(&l, cache)?;
     if l.bow {
         check_codes(obs)?;
     }
@@ -853,7 +896,16 @@ pub fn encode_backward<S: Real>(
     let d_len = d_instr.len();
     let d_e = d_instr.get_mut(..l.hi).ok_or(too_small(l.hi, d_len))?;
     let g = split_params(&l, grads)?;
-    let [z1, pool, z2, z3, coefs, r1, r2, r3] = split_cache(&l, cache)?;
+    let CacheParts {
+        z1,
+        pool,
+        z2,
+        z3,
+        gb: coefs,
+        r1,
+        r2,
+        r3,
+    } = split_cache(&l, cache)?;
     let d_out = d_out.get(..l.c2).ok_or(too_small(l.c2, d_out.len()))?;
     if scratch.len() < l.scratch {
         return Err(too_small(l.scratch, scratch.len()));
