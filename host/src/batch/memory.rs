@@ -9,9 +9,9 @@
 
 use anyhow::{anyhow, Result};
 use metarim_core::nn::dims::{MemoryKind, ModelDims};
-use metarim_core::nn::ops::LstmWeights;
+use metarim_core::nn::ops::{LstmGrads, LstmWeights};
 use metarim_core::nn::params::{GroupBufs, Layout};
-use metarim_core::nn::rim::{CommGrad, RimWeights};
+use metarim_core::nn::rim::{CommGrad, RimGrads, RimWeights};
 
 use super::gemm::Scalar;
 use super::lstm::{LstmBatch, LstmScratch, LstmShard};
@@ -136,6 +136,34 @@ impl<S: Scalar> MemoryBatch<S> {
         match self {
             MemoryBatch::Rim { scratch, .. } => scratch.len(),
             MemoryBatch::Lstm { scratch, .. } => scratch.len(),
+        }
+    }
+
+    /// Accumulates the weight gradients of the last backward pass into `rim` or `lstm`
+    /// (whichever cell this is; see [`RimBatch::weight_grads`], [`LstmBatch::weight_grads`]) on
+    /// up to `threads` threads; with a RIM, also adds to `active_steps[i]` the rows in which
+    /// module `i` was active.
+    pub fn weight_grads(
+        &self,
+        rim: &mut RimGrads<'_, S>,
+        lstm: &mut LstmGrads<'_, S>,
+        threads: usize,
+        active_steps: &mut [u32],
+    ) -> Result<()> {
+        match self {
+            MemoryBatch::Rim { rb, .. } => {
+                rb.weight_grads(rim, threads)?;
+                let n = rb.dims().n_modules;
+                for m in rb.masks().chunks_exact(n) {
+                    for (c, v) in active_steps.iter_mut().zip(m) {
+                        if *v != S::ZERO {
+                            *c += 1;
+                        }
+                    }
+                }
+                Ok(())
+            }
+            MemoryBatch::Lstm { lb, .. } => lb.weight_grads(lstm, threads),
         }
     }
 

@@ -416,19 +416,9 @@ impl<S: Scalar> BatchedGrads<S> {
         rows: usize,
         stats: &mut ChunkStats<S>,
     ) -> Result<()> {
-        match &self.mem {
-            MemoryBatch::Rim { rb, .. } => {
-                rb.weight_grads(&mut g.rim, self.threads)?;
-                for m in rb.masks().chunks_exact(self.d.rim.n_modules) {
-                    for (c, v) in stats.active_steps.iter_mut().zip(m) {
-                        if *v != S::ZERO {
-                            *c += 1;
-                        }
-                    }
-                }
-            }
-            MemoryBatch::Lstm { lb, .. } => lb.weight_grads(&mut g.lstm, self.threads)?,
-        }
+        let active = &mut stats.active_steps;
+        self.mem
+            .weight_grads(&mut g.rim, &mut g.lstm, self.threads, active)?;
         let h = self.mem.h_out();
         if !g.heads.is_empty() {
             heads::weight_grads(
