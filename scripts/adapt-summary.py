@@ -6,11 +6,16 @@ since they share a policy), the worst run, how many runs lost more than 0.05, ho
 guard kept the adapted weights, and the median episodes after which learning stopped.
 
     python3 scripts/adapt-summary.py runs/adapt-study/runs.tsv
+    python3 scripts/adapt-summary.py runs.tsv --split-before 0.6   # also: weak vs strong sources
+
+With `--split-before T`, each table is followed by the same figures for the sources whose runs
+start below T on average (before adapting) and for the others, per learner: how much of the
+mean gain a shift's weak sources make, and how much its strong ones.
 """
+import argparse
 import csv
 import random
 import statistics
-import sys
 from collections import OrderedDict, defaultdict
 
 LEARNER_ORDER = ["none", "device", "device-noguard", "fast", "attention", "all"]
@@ -65,7 +70,33 @@ def bootstrap_mean(by_source, reps=10000, seed=1):
     return means[int(0.025 * reps)], means[int(0.975 * reps) - 1]
 
 
-def main(path):
+def split_by_before(lr, threshold):
+    """The runs of sources whose mean success before adapting is below `threshold`, and the
+    runs of the others."""
+    per_source = defaultdict(list)
+    for r in lr:
+        per_source[r["train_seed"]].append(float(r["before"]))
+    weak = {s for s, b in per_source.items() if statistics.mean(b) < threshold}
+    return [r for r in lr if r["train_seed"] in weak], [r for r in lr if r["train_seed"] not in weak]
+
+
+def gain_line(label, lr):
+    """`label: N runs (M sources), before, after, mean gain (95% CI), worst` of runs `lr`."""
+    if not lr:
+        return f"{label}: no runs"
+    by_source = defaultdict(list)
+    for r in lr:
+        by_source[r["train_seed"]].append(float(r["gain"]))
+    lo, hi = bootstrap_mean(by_source)
+    gains = [float(r["gain"]) for r in lr]
+    before = statistics.mean(float(r["before"]) for r in lr)
+    after = statistics.mean(float(r["after"]) for r in lr)
+    return (f"{label}: {len(lr)} runs ({len(by_source)} sources), before {before:.3f}, after "
+            f"{after:.3f}, mean gain {statistics.mean(gains):+.3f} ({lo:+.3f} to {hi:+.3f}), "
+            f"worst {min(gains):+.3f}")
+
+
+def main(path, split_before=None):
     rows = list(csv.DictReader(open(path), delimiter="\t"))
     shifts = OrderedDict()
     for r in rows:
@@ -100,7 +131,22 @@ def main(path):
                 f"| {losing} | {kept}/{len(lr)} | {stop} |"
             )
         print()
+        if split_before is not None:
+            for learner in LEARNER_ORDER[1:] + others:
+                lr = by_learner.get(learner)
+                if not lr:
+                    continue
+                weak, strong = split_by_before(lr, split_before)
+                print(f"- {learner_text(learner)}:")
+                print(f"  - {gain_line(f'sources below {split_before} before', weak)}")
+                print(f"  - {gain_line(f'sources at {split_before} or above', strong)}")
+            print()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "runs.tsv")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("runs", nargs="?", default="runs.tsv", help="runs.tsv of scripts/adapt-study.sh")
+    ap.add_argument("--split-before", type=float, default=None, metavar="T",
+                    help="also the figures of the sources below T before adapting and of the others")
+    args = ap.parse_args()
+    main(args.runs, args.split_before)
