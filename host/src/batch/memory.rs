@@ -141,15 +141,15 @@ impl<S: Scalar> MemoryBatch<S> {
 
     /// Accumulates the weight gradients of the last backward pass into `rim` or `lstm`
     /// (whichever cell this is; see [`RimBatch::weight_grads`], [`LstmBatch::weight_grads`]) on
-    /// up to `threads` threads; with a RIM, also adds to `active_steps[i]` the rows in which
-    /// module `i` was active.
+    /// up to [`MemoryBatch::threads`] threads; with a RIM, also adds to `active_steps[i]` the
+    /// rows in which module `i` was active.
     pub fn weight_grads(
         &self,
         rim: &mut RimGrads<'_, S>,
         lstm: &mut LstmGrads<'_, S>,
-        threads: usize,
         active_steps: &mut [u32],
     ) -> Result<()> {
+        let threads = self.threads();
         match self {
             MemoryBatch::Rim { rb, .. } => {
                 rb.weight_grads(rim, threads)?;

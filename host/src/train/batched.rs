@@ -417,8 +417,7 @@ impl<S: Scalar> BatchedGrads<S> {
         stats: &mut ChunkStats<S>,
     ) -> Result<()> {
         let active = &mut stats.active_steps;
-        self.mem
-            .weight_grads(&mut g.rim, &mut g.lstm, self.threads, active)?;
+        self.mem.weight_grads(&mut g.rim, &mut g.lstm, active)?;
         let h = self.mem.h_out();
         if !g.heads.is_empty() {
             heads::weight_grads(
