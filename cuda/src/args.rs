@@ -13,10 +13,118 @@
 //!   `usize` for an `unsigned int` size or index (checked to fit in 32 bits when launched, the
 //!   error naming the parameter), `u32` for an `unsigned int` flag, `f32` for `float`.
 //! - The fields are named as the `.cu` parameters; what each means is written at the kernel.
+//! - A field may instead be a parameter group ([`RimWeights`], [`MemoryBwd`]): a struct of
+//!   parameters that several kernels take in the same order, flattened in place into the entry's
+//!   parameter list under its own field names (so the kernel's list is what the `.cu` declares).
 
 use crate::exec::{Arg, ArgType, KernelArgs, Ptr};
-use crate::kernel::{Entry, Param};
+use crate::kernel::{ArgKind, Entry, Param};
 use crate::Result;
+
+/// One field of a kernel's argument struct: a single parameter (any [`ArgType`], named as the
+/// field) or a parameter group (named by its own fields).
+pub trait ArgFields: Copy {
+    /// The group's parameter names in order; empty for a single parameter.
+    const NAMES: &'static [&'static str];
+    /// The parameters' kinds in order (one for a single parameter).
+    const KINDS: &'static [ArgKind];
+    /// Append this field's arguments to `out` (`field` names a single parameter in errors).
+    fn push_args(self, entry: &str, field: &str, out: &mut Vec<Arg>) -> Result<()>;
+}
+
+impl<T: ArgType> ArgFields for T {
+    const NAMES: &'static [&'static str] = &[];
+    const KINDS: &'static [ArgKind] = &[T::KIND];
+    fn push_args(self, entry: &str, field: &str, out: &mut Vec<Arg>) -> Result<()> {
+        out.push(self.to_arg(entry, field)?);
+        Ok(())
+    }
+}
+
+/// The flat parameter list of an argument struct whose fields are `(name, group names, kinds)`;
+/// `N` must be the number of parameters (a mismatch fails at compile time).
+const fn flatten<const N: usize>(
+    fields: &[(&'static str, &'static [&'static str], &'static [ArgKind])],
+) -> [Param; N] {
+    let mut out = [Param {
+        name: "",
+        kind: ArgKind::U32,
+    }; N];
+    let (mut i, mut k) = (0, 0);
+    while i < fields.len() {
+        let (name, names, kinds) = fields[i];
+        let mut j = 0;
+        while j < kinds.len() {
+            out[k] = Param {
+                name: if names.is_empty() { name } else { names[j] },
+                kind: kinds[j],
+            };
+            k += 1;
+            j += 1;
+        }
+        i += 1;
+    }
+    assert!(k == N, "parameter count");
+    out
+}
+
+/// Defines one parameter group: a struct of kernel parameters taken by several entry points.
+macro_rules! arg_group {
+    (
+        $(#[$doc:meta])*
+        $name:ident { $($field:ident: $ty:ty),* $(,)? }
+    ) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug)]
+        #[allow(missing_docs)] // the fields are the kernels' parameters, named alike
+        pub struct $name {
+            $(pub $field: $ty,)*
+        }
+
+        impl ArgFields for $name {
+            const NAMES: &'static [&'static str] = &[$(stringify!($field)),*];
+            const KINDS: &'static [ArgKind] = &[$(<$ty as ArgType>::KIND),*];
+            fn push_args(self, entry: &str, _: &str, out: &mut Vec<Arg>) -> Result<()> {
+                $(out.push(self.$field.to_arg(entry, stringify!($field))?);)*
+                Ok(())
+            }
+        }
+    };
+}
+
+arg_group! {
+    /// The RIM's nine weight tensors, first in `rim_fwd_step` and `rim_bwd_step` (without
+    /// communication the five comm pointers repeat the key projection; the kernels do not read
+    /// them).
+    RimWeights {
+        w_k: Ptr<f32>,
+        w_v: Ptr<f32>,
+        w_q: Ptr<f32>,
+        rnn: Ptr<f32>,
+        c_q: Ptr<f32>,
+        c_k: Ptr<f32>,
+        c_v: Ptr<f32>,
+        c_g: Ptr<f32>,
+        c_o: Ptr<f32>,
+    }
+}
+
+arg_group! {
+    /// The operands of one memory step backward, after the weights in `rim_bwd_step` and
+    /// `lstm_bwd_step`: the step's states read and cache, the loss and carried state gradients,
+    /// the episode starts, then the outputs (carried gradient, input gradient, deltas).
+    MemoryBwd {
+        state_in: Ptr<f32>,
+        cache: Ptr<f32>,
+        dh_loss: Ptr<f32>,
+        carry: Ptr<f32>,
+        reset: Ptr<u8>,
+        carry_out: Ptr<f32>,
+        dx: Ptr<f32>,
+        delta: Ptr<f32>,
+        batch: usize,
+    }
+}
 
 /// Defines one struct per entry point and its [`KernelArgs`] implementation.
 macro_rules! kernel_args {
@@ -31,19 +139,27 @@ macro_rules! kernel_args {
             $(pub $field: $ty,)*
         }
 
-        impl KernelArgs for $name {
-            const ENTRY: Entry = Entry {
-                name: $entry,
-                params: &[$(Param {
-                    name: stringify!($field),
-                    kind: <$ty as ArgType>::KIND,
-                }),*],
-            };
+        const _: () = {
+            const N: usize = 0 $(+ <$ty as ArgFields>::KINDS.len())*;
+            const PARAMS: [Param; N] = flatten::<N>(&[$((
+                stringify!($field),
+                <$ty as ArgFields>::NAMES,
+                <$ty as ArgFields>::KINDS,
+            )),*]);
 
-            fn to_args(&self) -> Result<Vec<Arg>> {
-                Ok(vec![$(self.$field.to_arg($entry, stringify!($field))?),*])
+            impl KernelArgs for $name {
+                const ENTRY: Entry = Entry {
+                    name: $entry,
+                    params: &PARAMS,
+                };
+
+                fn to_args(&self) -> Result<Vec<Arg>> {
+                    let mut out = Vec::with_capacity(N);
+                    $(self.$field.push_args($entry, stringify!($field), &mut out)?;)*
+                    Ok(out)
+                }
             }
-        }
+        };
     )*};
 }
 
@@ -213,15 +329,7 @@ kernel_args! {
     /// `rim_fwd_step`: one fused RIM step over a batch (the nine weight tensors, then the step's
     /// operands; `active_bits` may be null). Launch: per sample, `spb_rim` per block.
     RimFwdStep = "rim_fwd_step" {
-        w_k: Ptr<f32>,
-        w_v: Ptr<f32>,
-        w_q: Ptr<f32>,
-        rnn: Ptr<f32>,
-        c_q: Ptr<f32>,
-        c_k: Ptr<f32>,
-        c_v: Ptr<f32>,
-        c_g: Ptr<f32>,
-        c_o: Ptr<f32>,
+        w: RimWeights,
         x: Ptr<f32>,
         h_src: Ptr<f32>,
         reset: Ptr<u8>,
@@ -235,24 +343,8 @@ kernel_args! {
     /// `rim_bwd_step`: one RIM step backward (state and input gradients, every weight's
     /// pre-activation deltas). Launch: per sample, `spb_rim` per block.
     RimBwdStep = "rim_bwd_step" {
-        w_k: Ptr<f32>,
-        w_v: Ptr<f32>,
-        w_q: Ptr<f32>,
-        rnn: Ptr<f32>,
-        c_q: Ptr<f32>,
-        c_k: Ptr<f32>,
-        c_v: Ptr<f32>,
-        c_g: Ptr<f32>,
-        c_o: Ptr<f32>,
-        state_in: Ptr<f32>,
-        cache: Ptr<f32>,
-        dh_loss: Ptr<f32>,
-        carry: Ptr<f32>,
-        reset: Ptr<u8>,
-        carry_out: Ptr<f32>,
-        dx: Ptr<f32>,
-        delta: Ptr<f32>,
-        batch: usize,
+        w: RimWeights,
+        step: MemoryBwd,
     }
 
     // ---- lstm.cu -------------------------------------------------------------------------------
@@ -277,15 +369,7 @@ kernel_args! {
     LstmBwdStep = "lstm_bwd_step" {
         w_ih: Ptr<f32>,
         w_hh: Ptr<f32>,
-        state_in: Ptr<f32>,
-        cache: Ptr<f32>,
-        dh_loss: Ptr<f32>,
-        carry: Ptr<f32>,
-        reset: Ptr<u8>,
-        carry_out: Ptr<f32>,
-        dx: Ptr<f32>,
-        delta: Ptr<f32>,
-        batch: usize,
+        step: MemoryBwd,
     }
 
     // ---- heads.cu ------------------------------------------------------------------------------

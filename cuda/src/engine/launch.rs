@@ -7,24 +7,11 @@ use metarim_core::nn::dims::MemoryKind;
 use metarim_core::nn::params::{Role, TensorKind};
 
 use super::{bad, blocks, group_index, linear_cfg, u32_of, CudaPolicy, SMALL_THREADS, THREADS};
-use crate::args::{EncoderFwd, GatherRows, HeadsFwd, InstrFwd, LstmFwdStep, RimFwdStep, Wgrad};
+use crate::args::{
+    EncoderFwd, GatherRows, HeadsFwd, InstrFwd, LstmFwdStep, RimFwdStep, RimWeights, Wgrad,
+};
 use crate::exec::{self, DevBuf, Func, KernelArgs, LaunchCfg, Ptr};
 use crate::Result;
-
-/// The parameters of the RIM's nine tensors (without communication the five comm pointers
-/// repeat the key projection; the kernels do not read them).
-#[derive(Clone, Copy, Debug)]
-pub(super) struct RimWeights {
-    pub w_k: Ptr<f32>,
-    pub w_v: Ptr<f32>,
-    pub w_q: Ptr<f32>,
-    pub rnn: Ptr<f32>,
-    pub c_q: Ptr<f32>,
-    pub c_k: Ptr<f32>,
-    pub c_v: Ptr<f32>,
-    pub c_g: Ptr<f32>,
-    pub c_o: Ptr<f32>,
-}
 
 /// The operands of one memory step forward over `batch` samples.
 #[derive(Clone, Copy, Debug)]
@@ -324,17 +311,8 @@ impl CudaPolicy {
         let ml = &self.ml;
         match ml.dims.memory {
             MemoryKind::Rim => {
-                let w = self.rim_weights()?;
                 let args = RimFwdStep {
-                    w_k: w.w_k,
-                    w_v: w.w_v,
-                    w_q: w.w_q,
-                    rnn: w.rnn,
-                    c_q: w.c_q,
-                    c_k: w.c_k,
-                    c_v: w.c_v,
-                    c_g: w.c_g,
-                    c_o: w.c_o,
+                    w: self.rim_weights()?,
                     x: op.x,
                     h_src: op.h_src,
                     reset: op.reset,

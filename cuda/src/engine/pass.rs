@@ -14,7 +14,7 @@ use super::launch::{MemoryStep, Operand, WeightGrad};
 use super::{bad, linear_cfg, pack_tokens, push_obs, CudaPolicy, PassChunk};
 use crate::args::{
     CountActive, EncoderBwd, EncoderWgrad, InstrBwd, InstrDsum, InstrEmbGrad, LstmBwdStep,
-    PpoHeadsBwd, RimBwdStep, SumTerms,
+    MemoryBwd, PpoHeadsBwd, RimBwdStep, SumTerms,
 };
 use crate::exec::{DevBuf, Exec, LaunchCfg, Ptr};
 use crate::layout::{ModelLayout, N_TERMS};
@@ -413,53 +413,29 @@ impl CudaPolicy {
         let (mc, md) = self.memory_widths();
         w.carry.zero_range(0, b * sl)?;
         for t in (0..sh.t_len).rev() {
-            let state_in = w.state_in.at(t * b * sl, b * sl)?;
-            let cache = w.mem_cache.at(t * b * mc, b * mc)?;
-            let dh_loss = w.dh.at(t * b * ml.mw, b * ml.mw)?;
             let carry = w.carry.at(0, b * sl)?;
-            let reset = w.reset.at(t * b, b)?;
-            let dx = w.dx.at(t * b * ml.input, b * ml.input)?;
-            let delta = w.mem_delta.at(t * b * md, b * md)?;
+            let step = MemoryBwd {
+                state_in: w.state_in.at(t * b * sl, b * sl)?,
+                cache: w.mem_cache.at(t * b * mc, b * mc)?,
+                dh_loss: w.dh.at(t * b * ml.mw, b * ml.mw)?,
+                carry,
+                reset: w.reset.at(t * b, b)?,
+                carry_out: carry,
+                dx: w.dx.at(t * b * ml.input, b * ml.input)?,
+                delta: w.mem_delta.at(t * b * md, b * md)?,
+                batch: b,
+            };
             match ml.dims.memory {
                 MemoryKind::Rim => {
-                    let wt = self.rim_weights()?;
                     let args = RimBwdStep {
-                        w_k: wt.w_k,
-                        w_v: wt.w_v,
-                        w_q: wt.w_q,
-                        rnn: wt.rnn,
-                        c_q: wt.c_q,
-                        c_k: wt.c_k,
-                        c_v: wt.c_v,
-                        c_g: wt.c_g,
-                        c_o: wt.c_o,
-                        state_in,
-                        cache,
-                        dh_loss,
-                        carry,
-                        reset,
-                        carry_out: carry,
-                        dx,
-                        delta,
-                        batch: b,
+                        w: self.rim_weights()?,
+                        step,
                     };
                     self.run(Self::sample_cfg(b, ml.smem.spb_rim, ml.smem.rb_smem), args)?;
                 }
                 MemoryKind::Lstm => {
                     let [w_ih, w_hh, _, _] = self.lstm_weights()?;
-                    let args = LstmBwdStep {
-                        w_ih,
-                        w_hh,
-                        state_in,
-                        cache,
-                        dh_loss,
-                        carry,
-                        reset,
-                        carry_out: carry,
-                        dx,
-                        delta,
-                        batch: b,
-                    };
+                    let args = LstmBwdStep { w_ih, w_hh, step };
                     self.run(Self::sample_cfg(b, ml.smem.spb_lstm, ml.smem.lb_smem), args)?;
                 }
             }

@@ -991,7 +991,7 @@ pub fn rim_step_kernels_parity(
         cell_state_len, rim_param_counts, rim_step_backward, rim_step_forward, scratch_len,
         step_cache_len, RimGrads, RimWeights,
     };
-    use metarim_cuda::args::{RimBwdStep, RimFwdStep};
+    use metarim_cuda::args::{MemoryBwd, RimBwdStep, RimFwdStep, RimWeights as RimWeightArgs};
     use metarim_cuda::exec::{DevBuf, LaunchCfg};
     use metarim_cuda::layout::ModelLayout;
     let ok = |e: metarim_cuda::Error| -> ! { panic!("{e}") };
@@ -1096,7 +1096,7 @@ pub fn rim_step_kernels_parity(
         let blocks = samples.div_ceil(ml.smem.spb_rim) as u32;
         LaunchCfg::linear(blocks, 64, (ml.smem.spb_rim * floats * 4) as u32)
     };
-    let args = RimFwdStep {
+    let w = RimWeightArgs {
         w_k: wd[0].ptr(),
         w_v: wd[1].ptr(),
         w_q: wd[2].ptr(),
@@ -1106,6 +1106,9 @@ pub fn rim_step_kernels_parity(
         c_v: wd[6].ptr(),
         c_g: wd[7].ptr(),
         c_o: wd[8].ptr(),
+    };
+    let args = RimFwdStep {
+        w,
         x: x_dev.ptr(),
         h_src: h_dev.ptr(),
         reset: reset_dev.ptr(),
@@ -1117,24 +1120,18 @@ pub fn rim_step_kernels_parity(
     };
     launch_named(exec, &fwd, &cfg(ml.smem.rf_smem), &args);
     let args = RimBwdStep {
-        w_k: wd[0].ptr(),
-        w_v: wd[1].ptr(),
-        w_q: wd[2].ptr(),
-        rnn: wd[3].ptr(),
-        c_q: wd[4].ptr(),
-        c_k: wd[5].ptr(),
-        c_v: wd[6].ptr(),
-        c_g: wd[7].ptr(),
-        c_o: wd[8].ptr(),
-        state_in: in_dev.ptr(),
-        cache: cache_dev.ptr(),
-        dh_loss: dh_dev.ptr(),
-        carry: carry_dev.ptr(),
-        reset: reset_dev.ptr(),
-        carry_out: carry_dev.ptr(),
-        dx: dx_dev.ptr(),
-        delta: delta_dev.ptr(),
-        batch: samples,
+        w,
+        step: MemoryBwd {
+            state_in: in_dev.ptr(),
+            cache: cache_dev.ptr(),
+            dh_loss: dh_dev.ptr(),
+            carry: carry_dev.ptr(),
+            reset: reset_dev.ptr(),
+            carry_out: carry_dev.ptr(),
+            dx: dx_dev.ptr(),
+            delta: delta_dev.ptr(),
+            batch: samples,
+        },
     };
     launch_named(exec, &bwd, &cfg(ml.smem.rb_smem), &args);
     let down = |b: &DevBuf<f32>| b.download().unwrap_or_else(|e| ok(e));
