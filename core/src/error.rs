@@ -181,3 +181,14 @@ impl fmt::Display for Error {
 }
 
 impl core::error::Error for Error {}
+
+/// `Ok` when a buffer of `got` elements holds the `needed` ones, else
+/// [`Error::BufferTooSmall`]: the length check every block of the network makes on its inputs,
+/// outputs and scratch before writing anything.
+pub(crate) fn check_len(got: usize, needed: usize) -> Result<(), Error> {
+    if got < needed {
+        Err(Error::BufferTooSmall { needed, got })
+    } else {
+        Ok(())
+    }
+}

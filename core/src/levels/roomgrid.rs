@@ -430,9 +430,9 @@ impl<'a> RoomGen<'a> {
         Ok(())
     }
 
-    /// RoomGrid's `place_agent`: a random cell of room `(i, j)` (random room where not given),
-    /// random direction, redrawn until the cell in front is empty or a wall.
-    pub fn place_agent(&mut self, i: Option<i32>, j: Option<i32>) -> Result<Pos, Error> {
+    /// Room `(i, j)`, each coordinate drawn (column first, then row, as RoomGrid's
+    /// `place_agent` and `add_distractors` draw them) where it is not given.
+    fn room_or_random(&mut self, i: Option<i32>, j: Option<i32>) -> (i32, i32) {
         let i = match i {
             Some(i) => i,
             None => self.rand_int(0, self.layout.num_cols),
@@ -441,6 +441,13 @@ impl<'a> RoomGen<'a> {
             Some(j) => j,
             None => self.rand_int(0, self.layout.num_rows),
         };
+        (i, j)
+    }
+
+    /// RoomGrid's `place_agent`: a random cell of room `(i, j)` (random room where not given),
+    /// random direction, redrawn until the cell in front is empty or a wall.
+    pub fn place_agent(&mut self, i: Option<i32>, j: Option<i32>) -> Result<Pos, Error> {
+        let (i, j) = self.room_or_random(i, j);
         self.room_index(i, j)?;
         let top = self.layout.room_top(i, j);
         let rs = self.layout.room_size;
@@ -539,14 +546,7 @@ impl<'a> RoomGen<'a> {
             if all_unique && self.kinds_present & kind_color_bit(kind, color) != 0 {
                 continue;
             }
-            let ri = match i {
-                Some(i) => i,
-                None => self.rand_int(0, self.layout.num_cols),
-            };
-            let rj = match j {
-                Some(j) => j,
-                None => self.rand_int(0, self.layout.num_rows),
-            };
+            let (ri, rj) = self.room_or_random(i, j);
             let placed = self.add_object(ri, rj, Some(kind), Some(color))?;
             dists.push(placed).map_err(|_| Error::BadLevelParam {
                 name: "too many distractors",

@@ -376,6 +376,21 @@ impl<'a> Parser<'a> {
     }
 }
 
+/// `a`, `sep`, `b`, each part written by `part`: every binary node of the grammar ("A and B",
+/// "A, then B", "A after you B", "put A next to B") has this shape.
+#[inline(always)]
+fn write_pair<T, W: Write>(
+    a: &T,
+    sep: &str,
+    b: &T,
+    out: &mut W,
+    part: &mut impl FnMut(&T, &mut W) -> core::fmt::Result,
+) -> core::fmt::Result {
+    part(a, out)?;
+    out.write_str(sep)?;
+    part(b, out)
+}
+
 /// Write `instr` as mission text; `count(desc_index)` gives how many objects the i-th description
 /// (in surface order) matched, which picks "the" (exactly one) or "a".
 pub fn write_surface<W: Write>(
@@ -406,34 +421,20 @@ pub fn write_surface<W: Write>(
             }
             Action::PutNext(a, b) => {
                 out.write_str("put ")?;
-                desc(a, out)?;
-                out.write_str(" next to ")?;
-                desc(b, out)
+                write_pair(a, " next to ", b, out, &mut desc)
             }
         }
     };
     let mut clause = |c: &Clause, out: &mut W| -> core::fmt::Result {
         match c {
             Clause::Action(a) => action(a, out),
-            Clause::And(a, b) => {
-                action(a, out)?;
-                out.write_str(" and ")?;
-                action(b, out)
-            }
+            Clause::And(a, b) => write_pair(a, " and ", b, out, &mut action),
         }
     };
     match instr {
         Instr::Clause(c) => clause(c, out),
-        Instr::Before(a, b) => {
-            clause(a, out)?;
-            out.write_str(", then ")?;
-            clause(b, out)
-        }
-        Instr::After(a, b) => {
-            clause(a, out)?;
-            out.write_str(" after you ")?;
-            clause(b, out)
-        }
+        Instr::Before(a, b) => write_pair(a, ", then ", b, out, &mut clause),
+        Instr::After(a, b) => write_pair(a, " after you ", b, out, &mut clause),
     }
 }
 

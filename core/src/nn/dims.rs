@@ -4,52 +4,40 @@
 //! from it are `const fn`s and presets can size static arrays on the device (no heap). Stable
 //! Rust cannot size arrays from a generic's associated consts, so presets are concrete consts.
 
-/// Recurrent cell used inside each RIM module (or as the LSTM baseline's memory).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(
-    feature = "serde",
-    derive(serde::Serialize, serde::Deserialize),
-    serde(rename_all = "lowercase")
-)]
-pub enum CellKind {
-    /// GRU (PyTorch gate order r, z, n).
-    Gru,
-    /// LSTM (PyTorch gate order i, f, g, o), with a cell state beside the hidden state.
-    Lstm,
+config_enum! {
+    /// Recurrent cell used inside each RIM module (or as the LSTM baseline's memory).
+    pub enum CellKind (serde case "lowercase") {
+        /// GRU (PyTorch gate order r, z, n).
+        Gru,
+        /// LSTM (PyTorch gate order i, f, g, o), with a cell state beside the hidden state.
+        Lstm,
+    }
 }
 
-/// Observation encoder.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(
-    feature = "serde",
-    derive(serde::Serialize, serde::Deserialize),
-    serde(rename_all = "lowercase")
-)]
-pub enum EncoderKind {
-    /// rl-starter-files' light CNN on the raw integer codes: conv 2x2 -> ReLU -> maxpool 2x2 ->
-    /// conv 2x2 -> ReLU -> conv 2x2 -> ReLU, on 7x7x3.
-    Conv,
-    /// BabyAI 1.1's bag-of-words cell embedding (one embedding per type, colour and state value,
-    /// summed per cell) followed by the same CNN.
-    Bow,
+config_enum! {
+    /// Observation encoder.
+    pub enum EncoderKind (serde case "lowercase") {
+        /// rl-starter-files' light CNN on the raw integer codes: conv 2x2 -> ReLU -> maxpool 2x2 ->
+        /// conv 2x2 -> ReLU -> conv 2x2 -> ReLU, on 7x7x3.
+        Conv,
+        /// BabyAI 1.1's bag-of-words cell embedding (one embedding per type, colour and state
+        /// value, summed per cell) followed by the same CNN.
+        Bow,
+    }
 }
 
-/// How communication changes an active module's candidate state `h~` (the RIM cell's step 4;
-/// `o` the attention's read, `g = sigmoid(W_g o)`, `u = tanh(W_o o)`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(
-    feature = "serde",
-    derive(serde::Serialize, serde::Deserialize),
-    serde(rename_all = "lowercase")
-)]
-pub enum CommUpdate {
-    /// `h' = h~ + g * u`, the official RIMs code's gated residual. The state is unbounded: a
-    /// module can add up to 1 per step, and trained agents do (states near 60 after a
-    /// 64-step episode; docs/RESULTS.md, "Where the gradient norm grows").
-    Residual,
-    /// `h' = (1 - g) * h~ + g * u`, a gated interpolation: with a GRU cell (`h~` in [-1, 1])
-    /// the state stays in [-1, 1], as the LSTM baseline's `h` does.
-    Interpolate,
+config_enum! {
+    /// How communication changes an active module's candidate state `h~` (the RIM cell's step 4;
+    /// `o` the attention's read, `g = sigmoid(W_g o)`, `u = tanh(W_o o)`).
+    pub enum CommUpdate (serde case "lowercase") {
+        /// `h' = h~ + g * u`, the official RIMs code's gated residual. The state is unbounded: a
+        /// module can add up to 1 per step, and trained agents do (states near 60 after a
+        /// 64-step episode; docs/RESULTS.md, "Where the gradient norm grows").
+        Residual,
+        /// `h' = (1 - g) * h~ + g * u`, a gated interpolation: with a GRU cell (`h~` in [-1, 1])
+        /// the state stays in [-1, 1], as the LSTM baseline's `h` does.
+        Interpolate,
+    }
 }
 
 /// Memory of the policy.

@@ -87,7 +87,7 @@
 //! ```
 
 use crate::env::{Observation, VIEW_SIZE};
-use crate::error::Error;
+use crate::error::{check_len, Error};
 use crate::nn::cut::{cut, Cut};
 use crate::nn::dims::{EncoderKind, ModelDims};
 use crate::nn::ops::{layer_norm, layer_norm_backward};
@@ -477,9 +477,7 @@ fn too_small(needed: usize, got: usize) -> Error {
 /// Parameters (or gradients) `p`, borrowed either way, split into tensors.
 fn split_params<T: Cut>(l: &EncoderSizes, p: T) -> Result<Parts<T>, Error> {
     let n = l.params;
-    if p.count() < n {
-        return Err(too_small(n, p.count()));
-    }
+    check_len(p.count(), n)?;
     let (emb, p) = cut(p, l.emb, n)?;
     let (w1, p) = cut(p, l.w1, n)?;
     let (b1, p) = cut(p, l.c0, n)?;
@@ -658,9 +656,7 @@ struct CacheParts<T> {
 /// A cache `c`, borrowed either way, split into its regions.
 fn split_cache<T: Cut>(l: &EncoderSizes, c: T) -> Result<CacheParts<T>, Error> {
     let n = l.cache;
-    if c.count() < n {
-        return Err(too_small(n, c.count()));
-    }
+    check_len(c.count(), n)?;
     let (z1, c) = cut(c, l.z1, n)?;
     let (pool, c) = cut(c, l.pool, n)?;
     let (z2, c) = cut(c, l.z2, n)?;
@@ -907,9 +903,7 @@ pub fn encode_backward<S: Real>(
         r3,
     } = split_cache(&l, cache)?;
     let d_out = d_out.get(..l.c2).ok_or(too_small(l.c2, d_out.len()))?;
-    if scratch.len() < l.scratch {
-        return Err(too_small(l.scratch, scratch.len()));
-    }
+    check_len(scratch.len(), l.scratch)?;
     let (dz2, rest) = cut(scratch, l.z2, l.scratch)?;
     let (dp, rest) = cut(rest, l.pool, l.scratch)?;
     let (dcoefs, rest) = cut(rest, l.nf, l.scratch)?;

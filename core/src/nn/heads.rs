@@ -9,7 +9,7 @@
 //! Invariants: every buffer length is checked up front (an [`Error`], never a panic); zero
 //! widths are rejected as [`Error::BadDims`]; backward passes accumulate (`+=`) into gradients.
 
-use crate::error::Error;
+use crate::error::{check_len, Error};
 use crate::nn::dims::ModelDims;
 use crate::nn::init::{init_bias, init_weight, InitConfig};
 use crate::nn::ops::{linear, linear_backward};
@@ -46,14 +46,6 @@ pub const fn heads_param_len(d: &ModelDims) -> usize {
 /// Length of the forward cache of [`heads_forward`]: `2 * head_hidden`.
 pub const fn heads_cache_len(d: &ModelDims) -> usize {
     d.head_hidden.saturating_mul(2)
-}
-
-fn check_len(got: usize, needed: usize) -> Result<(), Error> {
-    if got < needed {
-        Err(Error::BufferTooSmall { needed, got })
-    } else {
-        Ok(())
-    }
 }
 
 fn check_dims(d: &ModelDims) -> Result<(), Error> {

@@ -17,7 +17,7 @@
 //!
 //! [`tokenize`]: crate::mission::vocab::tokenize
 
-use crate::error::Error;
+use crate::error::{check_len, Error};
 use crate::mission::vocab::{PAD, VOCAB_SIZE};
 use crate::nn::dims::ModelDims;
 use crate::nn::init::{init_bias, init_gate_weight, init_weight, InitConfig};
@@ -60,14 +60,6 @@ const fn states_len(d: &ModelDims) -> usize {
 /// Scratch needed by [`instr_backward`]: `8 Hi` (two state gradients and the GRU's `6 Hi`).
 pub const fn instr_scratch_len(d: &ModelDims) -> usize {
     d.instr_hidden.saturating_mul(8)
-}
-
-fn check_len(got: usize, needed: usize) -> Result<(), Error> {
-    if got < needed {
-        Err(Error::BufferTooSmall { needed, got })
-    } else {
-        Ok(())
-    }
 }
 
 /// Validate the tokens, returning the number of non-PAD tokens.

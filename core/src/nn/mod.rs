@@ -103,6 +103,29 @@ macro_rules! buffer_parts {
     };
 }
 
+/// Declares a model or training choice that configs name: a fieldless enum with the derives
+/// every such choice has (copy, compare, hash, debug) and, with feature `serde`, serialised by
+/// its variant names in the given case (`"lowercase"` or `"kebab-case"`), as configs and
+/// checkpoint metadata spell them. One place says how a choice is written down.
+macro_rules! config_enum {
+    (
+        $(#[$doc:meta])* pub enum $name:ident (serde case $case:tt) {
+            $( $(#[$vdoc:meta])* $variant:ident, )+
+        }
+    ) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[cfg_attr(
+            feature = "serde",
+            derive(serde::Serialize, serde::Deserialize),
+            serde(rename_all = $case)
+        )]
+        pub enum $name {
+            $( $(#[$vdoc])* $variant, )+
+        }
+    };
+}
+
 pub mod cut;
 pub mod dims;
 pub mod encoder;

@@ -10,19 +10,11 @@
 //! leaves all buffers and the step count unchanged); overlapping ranges are an error (an element
 //! would otherwise be updated twice); nothing panics.
 
-use crate::error::Error;
+use crate::error::{check_len, Error};
 use crate::nn::scalar::Real;
 
 /// A parameter range `(offset, len)` into a flat buffer.
 pub type Range = (usize, usize);
-
-fn check_len(got: usize, needed: usize) -> Result<(), Error> {
-    if got < needed {
-        Err(Error::BufferTooSmall { needed, got })
-    } else {
-        Ok(())
-    }
-}
 
 /// Check that every range lies inside `n` elements and that no two overlap.
 pub fn check_ranges(n: usize, ranges: &[Range]) -> Result<(), Error> {

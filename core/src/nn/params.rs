@@ -63,23 +63,19 @@ pub enum Role {
     Heads,
 }
 
-/// How roles map to groups (docs/DESIGN.md, "The fast/slow split"). Serialised (feature
-/// `serde`) by its command-line name ([`Mode::name`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(
-    feature = "serde",
-    derive(serde::Serialize, serde::Deserialize),
-    serde(rename_all = "kebab-case")
-)]
-pub enum Mode {
-    /// Meta-RIMs: module RNNs fast, attention slow.
-    MetaRim,
-    /// The reversed split: attention fast, module RNNs slow.
-    Reversed,
-    /// Plain RIM: modules and attention in one (slow) group, trained together.
-    Joint,
-    /// LSTM baseline: the LSTM memory in the slow group.
-    Lstm,
+config_enum! {
+    /// How roles map to groups (docs/DESIGN.md, "The fast/slow split"). Serialised (feature
+    /// `serde`) by its command-line name ([`Mode::name`]).
+    pub enum Mode (serde case "kebab-case") {
+        /// Meta-RIMs: module RNNs fast, attention slow.
+        MetaRim,
+        /// The reversed split: attention fast, module RNNs slow.
+        Reversed,
+        /// Plain RIM: modules and attention in one (slow) group, trained together.
+        Joint,
+        /// LSTM baseline: the LSTM memory in the slow group.
+        Lstm,
+    }
 }
 
 impl Mode {

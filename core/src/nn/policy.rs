@@ -13,7 +13,7 @@
 //! - Every buffer length is checked up front; nothing allocates or panics.
 
 use crate::env::Observation;
-use crate::error::Error;
+use crate::error::{check_len, Error};
 use crate::nn::dims::{CellKind, MemoryKind, ModelDims};
 use crate::nn::encoder::{encode_backward, encode_forward, encoder_cache_len, encoder_scratch_len};
 use crate::nn::heads::heads_init;
@@ -282,14 +282,6 @@ fn split_grads<'a, S>(
     Ok(out)
 }
 
-fn need(got: usize, needed: usize) -> Result<(), Error> {
-    if got < needed {
-        Err(Error::BufferTooSmall { needed, got })
-    } else {
-        Ok(())
-    }
-}
-
 impl<'a, S: Real> Policy<'a, S> {
     /// A policy over `params`, which must match `layout`'s group sizes.
     pub fn new(layout: &'a Layout, params: GroupBufs<'a, S>) -> Result<Self, Error> {
@@ -370,12 +362,12 @@ impl<'a, S: Real> Policy<'a, S> {
         let d = self.dims();
         let o = offsets(d);
         let sl = state_len(d);
-        need(instr.len(), d.instr_hidden)?;
-        need(state_in.len(), sl)?;
-        need(state_out.len(), sl)?;
-        need(logits.len(), d.n_actions)?;
-        need(cache.len(), o[8])?;
-        need(scratch.len(), scratch_len(d))?;
+        check_len(instr.len(), d.instr_hidden)?;
+        check_len(state_in.len(), sl)?;
+        check_len(state_out.len(), sl)?;
+        check_len(logits.len(), d.n_actions)?;
+        check_len(cache.len(), o[8])?;
+        check_len(scratch.len(), scratch_len(d))?;
         let feat = d.obs_features();
         let encoder = self.layout.block(&self.params, Role::Encoder);
         {
@@ -402,11 +394,11 @@ impl<'a, S: Real> Policy<'a, S> {
         let d = self.dims();
         let o = offsets(d);
         let sl = state_len(d);
-        need(x.len(), d.memory_input())?;
-        need(state_in.len(), sl)?;
-        need(state_out.len(), sl)?;
-        need(logits.len(), d.n_actions)?;
-        need(cache.len(), o[8])?;
+        check_len(x.len(), d.memory_input())?;
+        check_len(state_in.len(), sl)?;
+        check_len(state_out.len(), sl)?;
+        check_len(logits.len(), d.n_actions)?;
+        check_len(cache.len(), o[8])?;
         cache[o[0]..o[1]].copy_from_slice(&x[..d.memory_input()]);
         self.forward_tail(state_in, state_out, logits, cache)
     }
@@ -565,8 +557,8 @@ impl<'a, S: Real> Policy<'a, S> {
         let cl = step_cache_len(d);
         let hi = d.instr_hidden;
         let w = d.memory_width();
-        need(init_state.len(), sl)?;
-        need(work.len(), chunk_work_len(d, t_len))?;
+        check_len(init_state.len(), sl)?;
+        check_len(work.len(), chunk_work_len(d, t_len))?;
         self.layout.check_bufs(&grads.as_ref())?;
         let mut g = split_grads(self.layout, grads)?;
         let (caches, rest) = work.split_at_mut(t_len * cl);
@@ -700,11 +692,11 @@ impl<'a, S: Real> Policy<'a, S> {
         }
         let sl = state_len(d);
         let w = d.memory_width();
-        need(
+        check_len(
             rnn_grads.len(),
             self.layout.slice(&self.params, TensorKind::RimRnn).len(),
         )?;
-        need(work.len(), fast_work_len(d))?;
+        check_len(work.len(), fast_work_len(d))?;
         let (cache, rest) = work.split_at_mut(step_cache_len(d));
         let (state_out, rest) = rest.split_at_mut(sl);
         let (d_state, rest) = rest.split_at_mut(sl);
@@ -723,7 +715,7 @@ impl<'a, S: Real> Policy<'a, S> {
         };
         d_state.fill(S::ZERO);
         for st in steps.iter().rev() {
-            need(st.state_in.len(), sl)?;
+            check_len(st.state_in.len(), sl)?;
             let value = self.step_from_input(st.x, st.state_in, state_out, logits, cache)?;
             for (n, a) in self.active_in_cache(cache).iter().enumerate() {
                 if *a {

@@ -67,7 +67,7 @@
 //! overflowing, so absurd dimensions end in an error, never in a panic. Backward functions
 //! ACCUMULATE into gradient buffers and input gradients (`+=`), like [`ops`].
 
-use crate::error::Error;
+use crate::error::{check_len, Error};
 use crate::nn::cut::{take, Cut};
 use crate::nn::dims::{CellKind, CommUpdate, RimDims};
 use crate::nn::ops::{self, GruGrads, GruWeights, LstmGrads, LstmWeights};
@@ -393,20 +393,12 @@ fn check_dims(d: &RimDims) -> Result<(), Error> {
     Ok(())
 }
 
-fn need(got: usize, needed: usize) -> Result<(), Error> {
-    if got < needed {
-        Err(Error::BufferTooSmall { needed, got })
-    } else {
-        Ok(())
-    }
-}
-
 fn check_params(lens: [usize; 9], c: &RimParamCounts) -> Result<(), Error> {
     let needed = [
         c.w_k, c.w_v, c.w_q, c.rnn, c.c_q, c.c_k, c.c_v, c.c_g, c.c_o,
     ];
     for (got, needed) in lens.iter().zip(needed.iter()) {
-        need(*got, *needed)?;
+        check_len(*got, *needed)?;
     }
     Ok(())
 }
@@ -421,7 +413,7 @@ fn check_grads(lens: [usize; 9], c: &RimParamCounts) -> Result<(), Error> {
     ];
     for (i, (got, needed)) in lens.iter().zip(needed.iter()).enumerate() {
         if !(i != 3 && *got == 0) {
-            need(*got, *needed)?;
+            check_len(*got, *needed)?;
         }
     }
     Ok(())
@@ -572,13 +564,13 @@ pub fn rim_step_forward<S: Real>(
     check_params(w.lens(), &counts)?;
     let nh = state_len(d);
     let ncl = cell_state_len(d);
-    need(x.len(), d.input)?;
-    need(h_prev.len(), nh)?;
-    need(h_out.len(), nh)?;
-    need(c_prev.len(), ncl)?;
-    need(c_out.len(), ncl)?;
-    need(active_out.len(), d.n_modules)?;
-    need(cache.len(), step_cache_len(d))?;
+    check_len(x.len(), d.input)?;
+    check_len(h_prev.len(), nh)?;
+    check_len(h_out.len(), nh)?;
+    check_len(c_prev.len(), ncl)?;
+    check_len(c_out.len(), ncl)?;
+    check_len(active_out.len(), d.n_modules)?;
+    check_len(cache.len(), step_cache_len(d))?;
 
     let x = x.get(..d.input).unwrap_or(x);
     let active = active_out.get_mut(..d.n_modules).unwrap_or(&mut []);
@@ -867,18 +859,18 @@ pub fn rim_step_backward<S: Real>(
     check_grads(g.lens(), &counts)?;
     let nh = state_len(d);
     let ncl = cell_state_len(d);
-    need(x.len(), d.input)?;
-    need(h_prev.len(), nh)?;
-    need(c_prev.len(), ncl)?;
-    need(cache.len(), step_cache_len(d))?;
-    need(dh_out.len(), nh)?;
-    need(dc_out.len(), ncl)?;
+    check_len(x.len(), d.input)?;
+    check_len(h_prev.len(), nh)?;
+    check_len(c_prev.len(), ncl)?;
+    check_len(cache.len(), step_cache_len(d))?;
+    check_len(dh_out.len(), nh)?;
+    check_len(dc_out.len(), ncl)?;
     if let Some(dx) = dx.as_deref() {
-        need(dx.len(), d.input)?;
+        check_len(dx.len(), d.input)?;
     }
-    need(dh_prev.len(), nh)?;
-    need(dc_prev.len(), ncl)?;
-    need(scratch.len(), scratch_len(d))?;
+    check_len(dh_prev.len(), nh)?;
+    check_len(dc_prev.len(), ncl)?;
+    check_len(scratch.len(), scratch_len(d))?;
 
     let x = x.get(..d.input).unwrap_or(x);
     let c = split_cache(d, cache);
@@ -1214,13 +1206,13 @@ pub fn rim_sequence_forward<S: Real>(
     let nh = state_len(d);
     let ncl = cell_state_len(d);
     let cl = step_cache_len(d);
-    need(xs.len(), mul(steps, d.input))?;
-    need(h0.len(), nh)?;
-    need(c0.len(), ncl)?;
-    need(hs.len(), mul(steps, nh))?;
-    need(cs.len(), mul(steps, ncl))?;
-    need(actives.len(), mul(steps, d.n_modules))?;
-    need(caches.len(), mul(steps, cl))?;
+    check_len(xs.len(), mul(steps, d.input))?;
+    check_len(h0.len(), nh)?;
+    check_len(c0.len(), ncl)?;
+    check_len(hs.len(), mul(steps, nh))?;
+    check_len(cs.len(), mul(steps, ncl))?;
+    check_len(actives.len(), mul(steps, d.n_modules))?;
+    check_len(caches.len(), mul(steps, cl))?;
     for t in 0..steps {
         let (h_done, h_rest) = hs.split_at_mut(mul(t, nh).min(hs.len()));
         let (c_done, c_rest) = cs.split_at_mut(mul(t, ncl).min(cs.len()));
@@ -1274,23 +1266,23 @@ pub fn rim_sequence_backward<S: Real>(
     let nh = state_len(d);
     let ncl = cell_state_len(d);
     let cl = step_cache_len(d);
-    need(xs.len(), mul(steps, d.input))?;
-    need(h0.len(), nh)?;
-    need(c0.len(), ncl)?;
-    need(hs.len(), mul(steps, nh))?;
-    need(cs.len(), mul(steps, ncl))?;
-    need(caches.len(), mul(steps, cl))?;
-    need(dhs.len(), mul(steps, nh))?;
+    check_len(xs.len(), mul(steps, d.input))?;
+    check_len(h0.len(), nh)?;
+    check_len(c0.len(), ncl)?;
+    check_len(hs.len(), mul(steps, nh))?;
+    check_len(cs.len(), mul(steps, ncl))?;
+    check_len(caches.len(), mul(steps, cl))?;
+    check_len(dhs.len(), mul(steps, nh))?;
     let c_loss = !dcs.is_empty();
     if c_loss {
-        need(dcs.len(), mul(steps, ncl))?;
+        check_len(dcs.len(), mul(steps, ncl))?;
     }
     if let Some(dxs) = dxs.as_deref() {
-        need(dxs.len(), mul(steps, d.input))?;
+        check_len(dxs.len(), mul(steps, d.input))?;
     }
-    need(dh0.len(), nh)?;
-    need(dc0.len(), ncl)?;
-    need(scratch.len(), sequence_scratch_len(d))?;
+    check_len(dh0.len(), nh)?;
+    check_len(dc0.len(), ncl)?;
+    check_len(scratch.len(), sequence_scratch_len(d))?;
 
     let mut b = scratch;
     let gh = take(&mut b, nh); // dL/dh_t (loss + carried from step t+1)

@@ -27,21 +27,17 @@ pub enum Phase {
     Outer,
 }
 
-/// Which loop updates the `Other` group (encoder, instruction encoder, heads) in the meta
-/// modes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(
-    feature = "serde",
-    derive(serde::Serialize, serde::Deserialize),
-    serde(rename_all = "lowercase")
-)]
-pub enum OtherGroup {
-    /// With the slow group: updated in the outer loop (the device agent's setting,
-    /// `TrainConfig::device()`).
-    Slow,
-    /// With the fast group: updated in the inner loop (the trainer's default since the
-    /// `accumulate` schedule; docs/RESULTS.md, "A fast/slow schedule").
-    Fast,
+config_enum! {
+    /// Which loop updates the `Other` group (encoder, instruction encoder, heads) in the meta
+    /// modes.
+    pub enum OtherGroup (serde case "lowercase") {
+        /// With the slow group: updated in the outer loop (the device agent's setting,
+        /// `TrainConfig::device()`).
+        Slow,
+        /// With the fast group: updated in the inner loop (the trainer's default since the
+        /// `accumulate` schedule; docs/RESULTS.md, "A fast/slow schedule").
+        Fast,
+    }
 }
 
 impl Mode {

@@ -101,6 +101,28 @@ pub struct NumpyGenerator {
     spare_u32: u32,
 }
 
+/// Lemire's multiply-and-reject for one draw width (`$t` draws widened to `$wide` for the
+/// product), written once for numpy's 32-bit and 64-bit bounded draws, which differ only in
+/// width.
+macro_rules! bounded_lemire {
+    ($(#[$doc:meta])* $name:ident, $t:ty, $wide:ty, $draw:ident) => {
+        $(#[$doc])*
+        fn $name(&mut self, rng: $t) -> $t {
+            let excl = rng + 1;
+            let mut m = <$wide>::from(self.$draw()) * <$wide>::from(excl);
+            let mut leftover = m as $t;
+            if leftover < excl {
+                let threshold = (<$t>::MAX - rng) % excl;
+                while leftover < threshold {
+                    m = <$wide>::from(self.$draw()) * <$wide>::from(excl);
+                    leftover = m as $t;
+                }
+            }
+            (m >> <$t>::BITS) as $t
+        }
+    };
+}
+
 impl NumpyGenerator {
     /// gymnasium's `np_random(seed)` for a non-negative integer seed.
     pub fn new(seed: u64) -> Self {
@@ -256,35 +278,16 @@ impl NumpyGenerator {
         items.get(self.below(items.len() as u32) as usize)
     }
 
-    /// A value in `0..=rng` (`rng < u32::MAX`) by Lemire's multiply-and-reject on 32-bit draws.
-    fn bounded_lemire_u32(&mut self, rng: u32) -> u32 {
-        let excl = rng + 1;
-        let mut m = u64::from(self.next_u32()) * u64::from(excl);
-        let mut leftover = m as u32;
-        if leftover < excl {
-            let threshold = (u32::MAX - rng) % excl;
-            while leftover < threshold {
-                m = u64::from(self.next_u32()) * u64::from(excl);
-                leftover = m as u32;
-            }
-        }
-        (m >> 32) as u32
-    }
+    bounded_lemire!(
+        /// A value in `0..=rng` (`rng < u32::MAX`) by Lemire's multiply-and-reject on 32-bit
+        /// draws.
+        bounded_lemire_u32, u32, u64, next_u32
+    );
 
-    /// A value in `0..=rng` (`u32::MAX < rng < u64::MAX`) on 64-bit draws.
-    fn bounded_lemire_u64(&mut self, rng: u64) -> u64 {
-        let excl = rng + 1;
-        let mut m = u128::from(self.next_u64()) * u128::from(excl);
-        let mut leftover = m as u64;
-        if leftover < excl {
-            let threshold = (u64::MAX - rng) % excl;
-            while leftover < threshold {
-                m = u128::from(self.next_u64()) * u128::from(excl);
-                leftover = m as u64;
-            }
-        }
-        (m >> 64) as u64
-    }
+    bounded_lemire!(
+        /// A value in `0..=rng` (`u32::MAX < rng < u64::MAX`) on 64-bit draws.
+        bounded_lemire_u64, u64, u128, next_u64
+    );
 }
 
 #[cfg(test)]
