@@ -318,11 +318,7 @@ fn sample_efficiency_smoke_and_rerun_skips_finished_runs() {
     );
     for run in std::fs::read_dir(arch.join("runs")).unwrap() {
         let run = run.unwrap().path();
-        let mut files: Vec<String> = std::fs::read_dir(&run)
-            .unwrap()
-            .map(|f| f.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        files.sort();
+        let files = host::fsutil::sorted_names(&run).unwrap();
         assert_eq!(
             files,
             [
