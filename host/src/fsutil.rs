@@ -195,6 +195,18 @@ pub fn write_atomic_with(
     f.commit()
 }
 
+/// The names of the entries of `dir`, sorted (decoded lossily): what a directory holds after a
+/// write, for checking that it left exactly the files it should and no temporary ones.
+pub fn sorted_names(dir: &Path) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for e in fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let e = e.with_context(|| format!("listing {}", dir.display()))?;
+        names.push(e.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    Ok(names)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,15 +216,6 @@ mod tests {
         let _ = fs::remove_dir_all(&d);
         fs::create_dir_all(&d).unwrap();
         d
-    }
-
-    fn names(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
     }
 
     #[test]
@@ -227,10 +230,10 @@ mod tests {
         .unwrap_err();
         assert!(format!("{e:#}").contains("out.txt"), "{e:#}");
         assert_eq!(fs::read_to_string(&p).unwrap(), "old");
-        assert_eq!(names(&dir), ["out.txt"]);
+        assert_eq!(sorted_names(&dir).unwrap(), ["out.txt"]);
         write_atomic(&p, b"new").unwrap();
         assert_eq!(fs::read_to_string(&p).unwrap(), "new");
-        assert_eq!(names(&dir), ["out.txt"]);
+        assert_eq!(sorted_names(&dir).unwrap(), ["out.txt"]);
         let _ = fs::remove_dir_all(&dir);
     }
 
@@ -248,7 +251,10 @@ mod tests {
         std::os::unix::fs::symlink("/dev/null", &null).unwrap();
         write_atomic(&null, b"gone").unwrap();
         assert!(fs::symlink_metadata(&null).unwrap().is_symlink());
-        assert_eq!(names(&dir), ["link.txt", "null", "real.txt"]);
+        assert_eq!(
+            sorted_names(&dir).unwrap(),
+            ["link.txt", "null", "real.txt"]
+        );
         let e = write_atomic(&dir, b"x").unwrap_err();
         assert!(format!("{e:#}").contains("is a directory"), "{e:#}");
         let _ = fs::remove_dir_all(&dir);

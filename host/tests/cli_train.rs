@@ -10,6 +10,15 @@ fn metarim(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Runs `metarim` with `args`, asserts that it succeeded (showing its stderr otherwise) and
+/// returns its stdout: the common start of every check of a successful command.
+fn metarim_ok(args: &[&str]) -> String {
+    let o = metarim(args);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{args:?}: {err}");
+    out
+}
+
 fn text(o: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -23,7 +32,7 @@ fn print_config_applies_config_file_flags_and_sets() {
         env!("CARGO_MANIFEST_DIR"),
         "/../configs/paper-gotolocal.toml"
     );
-    let o = metarim(&[
+    let out = metarim_ok(&[
         "train",
         "--config",
         cfg,
@@ -33,8 +42,6 @@ fn print_config_applies_config_file_flags_and_sets() {
         "inner_steps=7",
         "--print-config",
     ]);
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{err}");
     assert!(out.contains("level = \"BabyAI-GoToLocal-v0\""), "{out}");
     assert!(out.contains("preset = \"Paper\""), "{out}");
     assert!(out.contains("mode = \"lstm\""), "{out}");
@@ -118,7 +125,7 @@ fn train_eval_play_round_trip() {
     let dir = std::env::temp_dir().join(format!("metarim-cli-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let out = dir.display().to_string();
-    let o = metarim(&[
+    let stdout = metarim_ok(&[
         "train",
         "--frames",
         "2400",
@@ -134,8 +141,6 @@ fn train_eval_play_round_trip() {
         "--set",
         "frames_per_proc=20",
     ]);
-    let (stdout, err) = text(&o);
-    assert!(o.status.success(), "{err}");
     let last = stdout.lines().last().unwrap_or_default();
     assert!(
         last.starts_with("train: level=BabyAI-GoToLocal-v0 frames=2400 success="),
@@ -152,9 +157,7 @@ fn train_eval_play_round_trip() {
         assert!(dir.join(f).exists(), "{f} missing");
     }
     let ck = dir.join("checkpoint.safetensors").display().to_string();
-    let o = metarim(&["eval", "--checkpoint", &ck, "--episodes", "20"]);
-    let (stdout, err) = text(&o);
-    assert!(o.status.success(), "{err}");
+    let stdout = metarim_ok(&["eval", "--checkpoint", &ck, "--episodes", "20"]);
     let last = stdout.lines().last().unwrap_or_default();
     assert!(
         last.starts_with("eval: level=BabyAI-GoToLocal-v0 success="),
@@ -162,9 +165,7 @@ fn train_eval_play_round_trip() {
     );
     assert!(last.ends_with("episodes=20"), "{stdout}");
     // --json: one object with the same figures as the text.
-    let o = metarim(&["eval", "--checkpoint", &ck, "--episodes", "20", "--json"]);
-    let (json_out, err) = text(&o);
-    assert!(o.status.success(), "{err}");
+    let json_out = metarim_ok(&["eval", "--checkpoint", &ck, "--episodes", "20", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&json_out).unwrap();
     let field = |k: &str| -> String {
         last.split_whitespace()
@@ -182,7 +183,7 @@ fn train_eval_play_round_trip() {
     assert!(stdout.contains(&interval), "{interval} not in {stdout}");
     assert_eq!(v["commit"], host::provenance::BUILD_COMMIT);
     let gif = dir.join("ep.gif").display().to_string();
-    let o = metarim(&[
+    let stdout = metarim_ok(&[
         "play",
         "--checkpoint",
         &ck,
@@ -191,8 +192,6 @@ fn train_eval_play_round_trip() {
         "--level",
         "GoToLocal",
     ]);
-    let (stdout, err) = text(&o);
-    assert!(o.status.success(), "{err}");
     assert!(stdout.contains("play: level=GoToLocal"), "{stdout}");
     let bytes = std::fs::read(dir.join("ep.gif")).unwrap();
     assert!(bytes.starts_with(b"GIF89a"));

@@ -30,6 +30,17 @@ fn tmpdir(name: &str) -> PathBuf {
     d
 }
 
+/// The row of the Markdown table in `md` that starts with `prefix`, checked to have nine cells
+/// (ten `|`): the tables of `results.md` that these tests read all have nine columns.
+fn table_row<'a>(md: &'a str, prefix: &str) -> &'a str {
+    let line = md
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no row {prefix:?}:\n{md}"));
+    assert_eq!(line.matches('|').count(), 10, "{line}");
+    line
+}
+
 /// The smoke overrides: Tiny preset, 8 envs, small minibatches, one thread per run.
 fn overrides(scale: f64) -> Overrides {
     Overrides {
@@ -318,11 +329,7 @@ fn sample_efficiency_smoke_and_rerun_skips_finished_runs() {
     );
     for run in std::fs::read_dir(arch.join("runs")).unwrap() {
         let run = run.unwrap().path();
-        let mut files: Vec<String> = std::fs::read_dir(&run)
-            .unwrap()
-            .map(|f| f.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        files.sort();
+        let files = host::fsutil::sorted_names(&run).unwrap();
         assert_eq!(
             files,
             [
@@ -424,12 +431,7 @@ fn curriculum_smoke() {
         .unwrap_or_else(|| panic!("no forgetting section:\n{md}"));
     for arm in ["meta-rim", "joint", "reversed", "lstm"] {
         for level in ["GoToObj", "GoToLocal"] {
-            let row = format!("| {arm} | {level} | {SEEDS} | ");
-            let line = section
-                .lines()
-                .find(|l| l.starts_with(&row))
-                .unwrap_or_else(|| panic!("no forgetting row {row:?}:\n{section}"));
-            assert_eq!(line.matches('|').count(), 10, "{line}");
+            table_row(section, &format!("| {arm} | {level} | {SEEDS} | "));
         }
         assert!(md.contains(&format!("Success matrix of {arm} ")), "{md}");
     }
@@ -517,14 +519,9 @@ fn grounding_smoke_reports_success_with_another_episodes_mission() {
         "reversed",
         "meta-rim-lstm-cells",
     ] {
-        let row = format!("| GoToLocal-{mode} | GoToLocal | {SEEDS} |");
-        let line = md
-            .lines()
-            .find(|l| l.starts_with(&row))
-            .unwrap_or_else(|| panic!("no row {row:?}:\n{md}"));
         // Nine cells: both success rates, the rate of carrying out the shown mission and their
         // intervals are filled in.
-        assert_eq!(line.matches('|').count(), 10, "{line}");
+        let line = table_row(&md, &format!("| GoToLocal-{mode} | GoToLocal | {SEEDS} |"));
         assert!(!line.contains("| - |"), "{line}");
     }
     // Every run's result.json holds both evaluations, and says the check was on.

@@ -13,6 +13,7 @@ use std::process::{Command, Output};
 use common::{assert_mentions, opts, small_config};
 use host::experiment::{self, ExperimentOptions, Overrides};
 use host::export::{export, export_checkpoint};
+use host::fsutil::sorted_names;
 use host::render::GifWriter;
 use host::train::run::train;
 use host::train::{checkpoint, TrainConfig};
@@ -49,16 +50,6 @@ fn scratch(name: &str) -> PathBuf {
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// Names in `dir`, sorted.
-fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
 }
 
 /// A Tiny checkpoint of `mode` after one small update, trained into `dir/ckpt-MODE` (the
@@ -133,7 +124,7 @@ fn export_refuses_what_the_firmware_cannot_run() {
         export(&ok, "Paper", FrozenDtype::F32, &blobs.join("p.bin")).unwrap_err()
     );
     assert_mentions(&e, &["Paper", "Tiny"]);
-    assert_eq!(listing(&blobs), ["ok.bin"]);
+    assert_eq!(sorted_names(&blobs).unwrap(), ["ok.bin"]);
     let _ = fs::remove_dir_all(&dir);
 }
 
@@ -188,7 +179,7 @@ fn export_f16_refuses_weights_beyond_half_range() {
         export_checkpoint(&ck, "Tiny", FrozenDtype::F32, &dir.join("nan.bin")).unwrap_err()
     );
     assert!(e.contains("non-finite"), "{e}");
-    assert_eq!(listing(&dir), ["m.bin"]);
+    assert_eq!(sorted_names(&dir).unwrap(), ["m.bin"]);
     let _ = fs::remove_dir_all(dir.parent().unwrap());
 }
 
@@ -226,7 +217,10 @@ fn env_dump_failing_midway_keeps_the_old_file() {
             &now[..now.len().min(80)]
         );
     }
-    assert_eq!(listing(&dir), ["states.jsonl", "states.jsonl.gz"]);
+    assert_eq!(
+        sorted_names(&dir).unwrap(),
+        ["states.jsonl", "states.jsonl.gz"]
+    );
     // A dump that succeeds replaces the file.
     let path = dir.join("states.jsonl");
     let o = metarim(&env_dump("3", &path));
@@ -248,7 +242,7 @@ fn env_dump_onto_a_full_device_is_one_error() {
     assert_eq!(err.matches("No space left on device").count(), 1, "{err}");
     assert!(fs::symlink_metadata(&link).unwrap().is_symlink());
     assert!(fs::metadata(&link).unwrap().file_type().is_char_device());
-    assert_eq!(listing(&dir), ["full"]);
+    assert_eq!(sorted_names(&dir).unwrap(), ["full"]);
     let _ = fs::remove_dir_all(&dir);
 }
 
@@ -427,6 +421,6 @@ fn play_gif_on_a_full_disk_is_one_error() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert_eq!(err.matches("File too large").count(), 1, "{err}");
     assert!(err.contains("big.gif"), "{err}");
-    assert_eq!(listing(&dir), ["full.gif"]);
+    assert_eq!(sorted_names(&dir).unwrap(), ["full.gif"]);
     let _ = fs::remove_dir_all(&top);
 }

@@ -31,6 +31,22 @@ fn train_stopping_after(cfg: &TrainConfig, dir: &Path, updates: u64) {
     train(cfg, &stop).unwrap();
 }
 
+/// A fresh tiny run of 720 frames in `tmpdir(name)`, stopped after `updates` updates: the
+/// starting point of the tests that damage a run's logs and then resume it.
+fn stopped_run(name: &str, updates: u64) -> (PathBuf, TrainConfig) {
+    let dir = tmpdir(name);
+    let cfg = tiny(720);
+    train_stopping_after(&cfg, &dir, updates);
+    (dir, cfg)
+}
+
+/// The value of `key` in each line of the JSONL log `text`, in line order.
+fn jsonl_field(text: &str, key: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()[key].take())
+        .collect()
+}
+
 /// Resumes the run in `dir` with `cfg`.
 fn resume(cfg: &TrainConfig, dir: &Path) -> anyhow::Result<RunSummary> {
     let again = RunOptions {
@@ -343,9 +359,7 @@ fn a_signal_stops_train_with_a_checkpoint_and_resume_goes_on() {
 
 #[test]
 fn resume_keeps_every_readable_log_line_and_sets_bad_ones_aside() {
-    let dir = tmpdir("log");
-    let cfg = tiny(720);
-    train_stopping_after(&cfg, &dir, 4);
+    let (dir, cfg) = stopped_run("log", 4);
     let jsonl = dir.join("train.jsonl");
     let csv = dir.join("train.csv");
     // One invalid UTF-8 byte in the second line of each log.
@@ -360,24 +374,16 @@ fn resume_keeps_every_readable_log_line_and_sets_bad_ones_aside() {
     }
     resume(&cfg, &dir).unwrap();
     let text = std::fs::read_to_string(&jsonl).unwrap();
-    let updates: Vec<u64> = text
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["update"]
-                .as_u64()
-                .unwrap()
-        })
+    let updates: Vec<u64> = jsonl_field(&text, "update")
+        .iter()
+        .map(|v| v.as_u64().unwrap())
         .collect();
     // Updates 1..=6, less the one whose line was damaged (update 2), which is set aside.
     assert_eq!(updates, vec![1, 3, 4, 5, 6]);
     // The run's clock goes on across the resume: wall_s never goes back.
-    let walls: Vec<f64> = text
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["wall_s"]
-                .as_f64()
-                .unwrap()
-        })
+    let walls: Vec<f64> = jsonl_field(&text, "wall_s")
+        .iter()
+        .map(|v| v.as_f64().unwrap())
         .collect();
     assert!(
         walls.windows(2).all(|w| w[1] > w[0]),
@@ -580,9 +586,7 @@ fn tensorboard_events_survive_kill_and_resume_without_duplicates_or_gaps() {
 /// is moved aside whole on resume, and the new CSV starts with this version's header.
 #[test]
 fn a_csv_of_other_columns_is_kept_aside_on_resume() {
-    let dir = tmpdir("old-columns");
-    let cfg = tiny(720);
-    train_stopping_after(&cfg, &dir, 2);
+    let (dir, cfg) = stopped_run("old-columns", 2);
     let csv = dir.join("train.csv");
     let old = "update,frames,fps,module_activity\n1,120,10.0,0.5;0.5\n2,240,10.0,0.5;0.5\n";
     std::fs::write(&csv, old).unwrap();

@@ -922,6 +922,14 @@ impl PassDims {
     fn st(&self, t: usize, wd: usize, c0: usize) -> Mat {
         mat(t * wd + c0, self.steps * wd, 1)
     }
+
+    /// Every module slot of step `t` as `(b, r, i)`: sequence `b`, its row `r = b*steps + t`
+    /// and module `i`, sequence-major (the order of the per-module loops of the masked update
+    /// and its backward, written once here).
+    fn slots(&self, t: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+        let (steps, n) = (self.steps, self.n);
+        (0..self.bs).flat_map(move |b| (0..n).map(move |i| (b, b * steps + t, i)))
+    }
 }
 
 /// One shard's pass: its widths, the weights and its views of the per-row fields and the step
@@ -1276,34 +1284,31 @@ impl<S: Scalar> ShardPass<'_, '_, '_, S> {
     /// `cin`).
     fn masked_update(&mut self, t: usize) {
         let (p, f) = (self.p, &mut *self.f);
-        let (bs, steps, n, hid, nh) = (p.bs, p.steps, p.n, p.hid, p.nh);
+        let (n, hid, nh) = (p.n, p.hid, p.nh);
         let zero = S::ZERO;
-        for b in 0..bs {
-            let r = b * steps + t;
-            for i in 0..n {
-                let at = r * nh + i * hid;
-                let dst = &mut f.hout[at..][..hid];
-                if f.mask[r * n + i] == zero {
-                    dst.copy_from_slice(&f.hin[at..][..hid]);
-                    if p.lstm {
-                        f.cout[at..][..hid].copy_from_slice(&f.cin[at..][..hid]);
-                    }
-                    continue;
+        for (_, r, i) in p.slots(t) {
+            let at = r * nh + i * hid;
+            let dst = &mut f.hout[at..][..hid];
+            if f.mask[r * n + i] == zero {
+                dst.copy_from_slice(&f.hin[at..][..hid]);
+                if p.lstm {
+                    f.cout[at..][..hid].copy_from_slice(&f.cin[at..][..hid]);
                 }
-                let ht = &f.ht[at..][..hid];
-                if p.d.communication {
-                    let (g, th) = (&f.gate[at..][..hid], &f.tanh[at..][..hid]);
-                    let interpolate = p.d.comm_update == CommUpdate::Interpolate;
-                    for (((o, t), g), th) in dst.iter_mut().zip(ht).zip(g).zip(th) {
-                        *o = if interpolate {
-                            *t + *g * (*th - *t)
-                        } else {
-                            *t + *g * *th
-                        };
-                    }
-                } else {
-                    dst.copy_from_slice(ht);
+                continue;
+            }
+            let ht = &f.ht[at..][..hid];
+            if p.d.communication {
+                let (g, th) = (&f.gate[at..][..hid], &f.tanh[at..][..hid]);
+                let interpolate = p.d.comm_update == CommUpdate::Interpolate;
+                for (((o, t), g), th) in dst.iter_mut().zip(ht).zip(g).zip(th) {
+                    *o = if interpolate {
+                        *t + *g * (*th - *t)
+                    } else {
+                        *t + *g * *th
+                    };
                 }
+            } else {
+                dst.copy_from_slice(ht);
             }
         }
     }
@@ -1317,28 +1322,25 @@ impl<S: Scalar> ShardPass<'_, '_, '_, S> {
             self.masked_cell_update_backward(t);
         }
         let (p, f, s) = (self.p, &mut *self.f, &mut *self.s);
-        let (bs, steps, n, hid, nh) = (p.bs, p.steps, p.n, p.hid, p.nh);
+        let (n, hid, nh) = (p.n, p.hid, p.nh);
         let zero = S::ZERO;
-        for b in 0..bs {
-            let r = b * steps + t;
-            for i in 0..n {
-                let o = b * nh + i * hid;
-                let src = &f.dh[r * nh + i * hid..][..hid];
-                let carry = &s.carry[o..][..hid];
-                let on = f.mask[r * n + i] != zero;
-                let (dst_on, dst_off) = if on {
-                    (&mut s.dht[o..][..hid], &mut s.carry_new[o..][..hid])
-                } else {
-                    (&mut s.carry_new[o..][..hid], &mut s.dht[o..][..hid])
-                };
-                for ((a, z), (sv, c)) in dst_on
-                    .iter_mut()
-                    .zip(dst_off.iter_mut())
-                    .zip(src.iter().zip(carry))
-                {
-                    *a = *sv + *c;
-                    *z = zero;
-                }
+        for (b, r, i) in p.slots(t) {
+            let o = b * nh + i * hid;
+            let src = &f.dh[r * nh + i * hid..][..hid];
+            let carry = &s.carry[o..][..hid];
+            let on = f.mask[r * n + i] != zero;
+            let (dst_on, dst_off) = if on {
+                (&mut s.dht[o..][..hid], &mut s.carry_new[o..][..hid])
+            } else {
+                (&mut s.carry_new[o..][..hid], &mut s.dht[o..][..hid])
+            };
+            for ((a, z), (sv, c)) in dst_on
+                .iter_mut()
+                .zip(dst_off.iter_mut())
+                .zip(src.iter().zip(carry))
+            {
+                *a = *sv + *c;
+                *z = zero;
             }
         }
     }
@@ -1348,21 +1350,18 @@ impl<S: Scalar> ShardPass<'_, '_, '_, S> {
     /// carried gradient alone is routed.
     fn masked_cell_update_backward(&mut self, t: usize) {
         let (p, f, s) = (self.p, &*self.f, &mut *self.s);
-        let (bs, steps, n, hid, nh) = (p.bs, p.steps, p.n, p.hid, p.nh);
+        let (n, hid, nh) = (p.n, p.hid, p.nh);
         let zero = S::ZERO;
-        for b in 0..bs {
-            let r = b * steps + t;
-            for i in 0..n {
-                let o = b * nh + i * hid;
-                let carry = &s.carry_c[o..][..hid];
-                let (dst_on, dst_off) = if f.mask[r * n + i] != zero {
-                    (&mut s.dct[o..][..hid], &mut s.carry_c_new[o..][..hid])
-                } else {
-                    (&mut s.carry_c_new[o..][..hid], &mut s.dct[o..][..hid])
-                };
-                dst_on.copy_from_slice(carry);
-                dst_off.fill(zero);
-            }
+        for (b, r, i) in p.slots(t) {
+            let o = b * nh + i * hid;
+            let carry = &s.carry_c[o..][..hid];
+            let (dst_on, dst_off) = if f.mask[r * n + i] != zero {
+                (&mut s.dct[o..][..hid], &mut s.carry_c_new[o..][..hid])
+            } else {
+                (&mut s.carry_c_new[o..][..hid], &mut s.dct[o..][..hid])
+            };
+            dst_on.copy_from_slice(carry);
+            dst_off.fill(zero);
         }
     }
 

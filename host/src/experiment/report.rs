@@ -1080,14 +1080,19 @@ fn module_labels(n: usize) -> Vec<String> {
     (0..n).map(|m| format!("m{m}")).collect()
 }
 
+/// The most modules any logged update of `runs` reports activity for (the rows of an activity
+/// heatmap); `None` when none does (arms without modules, such as LSTM).
+fn module_count(runs: &[&RunData]) -> Option<usize> {
+    runs.iter()
+        .flat_map(|d| d.log.iter().map(|p| p.activity.len()))
+        .max()
+        .filter(|n| *n > 0)
+}
+
 /// Module activity over time (mean over seeds and the updates in each time bin); `None` for
 /// arms without modules (LSTM).
 fn activity_over_time(label: &str, runs: &[&RunData]) -> Option<HeatPanel> {
-    let n = runs
-        .iter()
-        .flat_map(|d| d.log.iter().map(|p| p.activity.len()))
-        .max()
-        .filter(|n| *n > 0)?;
+    let n = module_count(runs)?;
     let max_frames = runs
         .iter()
         .flat_map(|d| d.log.iter().map(|p| p.frames))
@@ -1130,11 +1135,7 @@ fn activity_over_time(label: &str, runs: &[&RunData]) -> Option<HeatPanel> {
 /// Module activity per level (mean over seeds and the updates on each level, in first-seen
 /// order); `None` for arms without modules.
 fn activity_by_level(label: &str, runs: &[&RunData]) -> Option<HeatPanel> {
-    let n = runs
-        .iter()
-        .flat_map(|d| d.log.iter().map(|p| p.activity.len()))
-        .max()
-        .filter(|n| *n > 0)?;
+    let n = module_count(runs)?;
     let mut levels: Vec<String> = Vec::new();
     let mut acc: BTreeMap<(usize, usize), (f64, usize)> = BTreeMap::new();
     for d in runs {
