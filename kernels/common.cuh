@@ -40,6 +40,16 @@ __device__ __forceinline__ u32 block_threads() {
     return blockDim.x * blockDim.y * blockDim.z;
 }
 
+// The start of a kernel that gives each block one item of `count` (a sample, a segment): binds
+// `item` to the block's item (blockIdx.x), `tid` / `nt` to the thread's flat index and the block's
+// thread count; blocks past the last item return. Written once so the four such kernels
+// (encoder_fwd / _bwd, instr_fwd / _bwd) agree on the rule.
+#define BLOCK_ITEM(item, count)         \
+    const u32 item = blockIdx.x;        \
+    if (item >= (count)) return;        \
+    const u32 tid = block_thread();     \
+    const u32 nt = block_threads()
+
 // The samples a block of a per-sample kernel works on: sample s of the block is row b0 + s of
 // the batch (the last block may have fewer samples than it has room for).
 struct SampleBlock {

@@ -126,10 +126,7 @@ extern "C" __global__ void encoder_fwd(const float* __restrict__ p, const u8* __
                                        const float* instr, u32 instr_ld, float* x, u32 ld,
                                        float* __restrict__ cache, u32 samples) {
     DYN_SMEM_F32(sm);
-    const u32 b = blockIdx.x;
-    if (b >= samples) return;
-    const u32 tid = block_thread();
-    const u32 nt = block_threads();
+    BLOCK_ITEM(b, samples);
     const u8* o = obs + (u64)b * 147;
     float* C = cache + (u64)b * ENC_CACHE;
     float* X = sm;
@@ -255,10 +252,7 @@ extern "C" __global__ void encoder_bwd(const float* __restrict__ p, const u8* __
                                        u32 ld, float* d_instr, u32 instr_ld,
                                        float* __restrict__ delta, u32 samples) {
     DYN_SMEM_F32(sm);
-    const u32 b = blockIdx.x;
-    if (b >= samples) return;
-    const u32 tid = block_thread();
-    const u32 nt = block_threads();
+    BLOCK_ITEM(b, samples);
     const float* C = cache + (u64)b * ENC_CACHE;
     float* D = delta + (u64)b * ENC_DELTA;
     float* G3 = sm;

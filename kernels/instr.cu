@@ -21,10 +21,7 @@ extern "C" __global__ void instr_fwd(const float* __restrict__ p, const u16* __r
                                      float* __restrict__ out, float* __restrict__ cache,
                                      float* __restrict__ xs, u32 segments) {
     DYN_SMEM_F32(sm);
-    const u32 g = blockIdx.x;
-    if (g >= segments) return;
-    const u32 tid = block_thread();
-    const u32 nt = block_threads();
+    BLOCK_ITEM(g, segments);
     const u16* tk = tokens + (u64)g * MAX_TOK;
     float* C = cache + (u64)g * INSTR_CACHE;
     float* X = xs + (u64)g * MAX_TOK * WORD_DIM;
@@ -86,10 +83,7 @@ extern "C" __global__ void instr_bwd(const float* __restrict__ p, const u16* __r
                                      const float* __restrict__ d_out, float* __restrict__ delta,
                                      u32 segments) {
     DYN_SMEM_F32(sm);
-    const u32 g = blockIdx.x;
-    if (g >= segments) return;
-    const u32 tid = block_thread();
-    const u32 nt = block_threads();
+    BLOCK_ITEM(g, segments);
     const u16* tk = tokens + (u64)g * MAX_TOK;
     const float* C = cache + (u64)g * INSTR_CACHE;
     float* Dg = delta + (u64)g * MAX_TOK * INSTR_DELTA;
