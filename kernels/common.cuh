@@ -171,3 +171,59 @@ __device__ __forceinline__ float inv_sqrt_ref(u32 n) { return 1.0f / sqrtf((floa
 
 // `x > 0 ? x : 0` (ReLU with derivative 0 at 0, as the core's encoder).
 __device__ __forceinline__ float relu_ref(float x) { return x > 0.0f ? x : 0.0f; }
+
+// One GRU unit's gate pre-activation gradients (core::nn::ops::gru_gate_grads, the same products
+// in the same order): `r`, `z`, `n` the input side's [da_r | da_z | da_n], `hn` the hidden
+// side's third gate (r * da_n; its first two are the input side's). Shared by the RIM's GRU
+// modules (rim_bwd.cu) and the instruction encoder (instr.cu).
+struct GruGateGrads {
+    float r;
+    float z;
+    float n;
+    float hn;
+};
+
+// The gradients from the unit's output gradient `d`, its cached gates (`r`, `z`, `n` after the
+// nonlinearities, `hn` the hidden side's n pre-activation) and its previous state `h_prev`. The
+// direct path d * z into the previous state is left to the caller (it accumulates differently).
+__device__ __forceinline__ GruGateGrads gru_gate_grads(float d, float r, float z, float n, float hn,
+                                                       float h_prev) {
+    const float dn = d * (1.0f - z);
+    const float dz = d * (h_prev - n);
+    const float da_n = dn * (1.0f - n * n);
+    const float dr = da_n * hn;
+    const float da_z = dz * z * (1.0f - z);
+    const float da_r = dr * r * (1.0f - r);
+    return GruGateGrads{da_r, da_z, da_n, da_n * r};
+}
+
+// Unit u's gradients into gi = [da_r | da_z | da_n] and gh = [da_r | da_z | r da_n] (`hid` each
+// part), the layout of the core's gi / gh.
+__device__ __forceinline__ void store_gru_gate_grads(float* gi, float* gh, u32 hid, u32 u,
+                                                     const GruGateGrads& g) {
+    gi[u] = g.r;
+    gi[hid + u] = g.z;
+    gi[2 * hid + u] = g.n;
+    gh[u] = g.r;
+    gh[hid + u] = g.z;
+    gh[2 * hid + u] = g.hn;
+}
+
+// One LSTM unit's backward (core::nn::ops::lstm_backward, the same products in the same order).
+// `cache` holds the step's [i | f | g | o | tanh(c')] after the nonlinearities (`hid` each part),
+// `u` the unit; `dho` / `dc` the gradients of its output h' and cell c', `c_prev` the cell state
+// it read. Writes the four gates' pre-activation gradients into da (i, f, g, o) and returns
+// dc_{t-1} = dc~ f (started from zero, as the core's d_prev), dc~ = dc + dho o (1 - tanh(c')^2).
+// Shared by the RIM's LSTM modules (rim_bwd.cu) and the LSTM baseline (lstm.cu).
+__device__ __forceinline__ float lstm_gate_grads(const float* cache, u32 hid, u32 u, float dho,
+                                                 float dc, float c_prev, float da[4]) {
+    const float ig = cache[u], fg = cache[hid + u], gg = cache[2 * hid + u];
+    const float og = cache[3 * hid + u];
+    const float t = cache[4 * hid + u];
+    const float dct = dc + dho * og * (1.0f - t * t);
+    da[0] = dct * gg * ig * (1.0f - ig);
+    da[1] = dct * c_prev * fg * (1.0f - fg);
+    da[2] = dct * ig * (1.0f - gg * gg);
+    da[3] = dho * t * og * (1.0f - og);
+    return 0.0f + dct * fg;
+}

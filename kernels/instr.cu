@@ -107,26 +107,11 @@ extern "C" __global__ void instr_bwd(const float* __restrict__ p, const u16* __r
         float* D = Dg + t * INSTR_DELTA;
         for (u32 u = tid; u < INSTR_H; u += nt) {
             const float d = DH[u];
-            const float r = gates[u], z = gates[INSTR_H + u], nn = gates[2 * INSTR_H + u];
-            const float hn = gates[3 * INSTR_H + u];
-            const float dn = d * (1.0f - z);
-            const float dz = d * (hprev[u] - nn);
-            const float da_n = dn * (1.0f - nn * nn);
-            const float dr = da_n * hn;
-            const float da_z = dz * z * (1.0f - z);
-            const float da_r = dr * r * (1.0f - r);
-            GI[u] = da_r;
-            GI[INSTR_H + u] = da_z;
-            GI[2 * INSTR_H + u] = da_n;
-            GH[u] = da_r;
-            GH[INSTR_H + u] = da_z;
-            GH[2 * INSTR_H + u] = da_n * r;
-            D[u] = da_r;
-            D[INSTR_H + u] = da_z;
-            D[2 * INSTR_H + u] = da_n;
-            D[ID_GH + u] = da_r;
-            D[ID_GH + INSTR_H + u] = da_z;
-            D[ID_GH + 2 * INSTR_H + u] = da_n * r;
+            const float z = gates[INSTR_H + u];
+            const GruGateGrads g = gru_gate_grads(d, gates[u], z, gates[2 * INSTR_H + u],
+                                                  gates[3 * INSTR_H + u], hprev[u]);
+            store_gru_gate_grads(GI, GH, INSTR_H, u, g);
+            store_gru_gate_grads(D, D + ID_GH, INSTR_H, u, g);
             DHP[u] = 0.0f + d * z;
         }
         __syncthreads();

@@ -81,18 +81,14 @@ extern "C" __global__ void lstm_bwd_step(const float* __restrict__ w_ih,
         const float* C = cache + (u64)b * LSTM_CACHE;
         const float dho = dh_loss[(u64)b * MW + u] + (carry ? carry[(u64)b * 2 * MW + u] : 0.0f);
         const float dco = carry ? carry[(u64)b * 2 * MW + MW + u] : 0.0f;
-        const float ig = C[u], fg = C[MW + u], gg = C[2 * MW + u], og = C[3 * MW + u];
-        const float t = C[4 * MW + u];
         const float cu = state_in[(u64)b * 2 * MW + MW + u];
-        const float dct = dco + dho * og * (1.0f - t * t);
-        float* da = S;
-        da[u] = dct * gg * ig * (1.0f - ig);
-        da[MW + u] = dct * cu * fg * (1.0f - fg);
-        da[2 * MW + u] = dct * ig * (1.0f - gg * gg);
-        da[3 * MW + u] = dho * t * og * (1.0f - og);
-        S[4 * MW + u] = 0.0f + dct * fg;
+        float da[4];
+        S[4 * MW + u] = lstm_gate_grads(C, MW, u, dho, dco, cu, da);
         float* D = delta + (u64)b * LSTM_DELTA;
-        for (u32 q = 0; q < 4; ++q) D[q * MW + u] = da[q * MW + u];
+        for (u32 q = 0; q < 4; ++q) {
+            S[q * MW + u] = da[q];
+            D[q * MW + u] = da[q];
+        }
     });
     __syncthreads();
     for_sample_rows<SPB_LSTM>(blk, INPUT + 2 * MW, [&](u32 s, u32 k, u32 b) {

@@ -217,31 +217,23 @@ __device__ __forceinline__ void rb_into_candidate(const RimBwd& step) {
 }
 
 #endif
-#if CELL_LSTM
-// B6: LSTM gate gradients of the active modules (core::nn::ops::lstm_backward, the same
-// products in the same order): dc~ = dc' + dh~ o (1 - tanh(c')^2), the four gates'
-// pre-activation gradients, dc_{t-1} = dc~ f (started from zero, as the core's d_prev).
-// The input and hidden products see the same gradients, so gi and gh are equal.
+// B6: the module cells' gate gradients for the active modules (zeros for the inactive ones),
+// into gi / gh and the deltas. LSTM modules (core::nn::ops::lstm_backward): dL/dc_{t-1} replaces
+// dL/dc_t in SB_DC; the input and hidden products see the same gradients, so gi and gh are
+// equal. GRU modules (core::nn::ops::gru_gate_grads): the direct path d z goes into SB_DHP.
 __device__ __forceinline__ void rb_gate_grads(const RimBwd& step) {
     for_sample_rows<SPB_RIM>(step.blk, NH, [&](u32 s, u32 r, u32 b) {
         float* S = step.smem(s);
-        const float* C = step.cache_of(b);
         float* D = step.delta_of(b);
         const u32 m = r / HID;
         const u32 u = r % HID;
+        const float* rc = step.cache_of(b) + RC_RNN + m * RNN_CACHE;
+        const bool on = S[SB_MASK + m] != 0.0f;
+#if CELL_LSTM
         float da[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        if (S[SB_MASK + m] != 0.0f) {
-            const float* rc = C + RC_RNN + m * RNN_CACHE;
-            const float ig = rc[u], fg = rc[HID + u], gg = rc[2 * HID + u], og = rc[3 * HID + u];
-            const float t = rc[4 * HID + u];
-            const float dho = S[SB_DHT + r];
-            const float dct = S[SB_DC + r] + dho * og * (1.0f - t * t);
+        if (on) {
             const float cu = step.state_in[(u64)b * RSL + NH + r];
-            da[0] = dct * gg * ig * (1.0f - ig);
-            da[1] = dct * cu * fg * (1.0f - fg);
-            da[2] = dct * ig * (1.0f - gg * gg);
-            da[3] = dho * t * og * (1.0f - og);
-            S[SB_DC + r] = 0.0f + dct * fg;
+            S[SB_DC + r] = lstm_gate_grads(rc, HID, u, S[SB_DHT + r], S[SB_DC + r], cu, da);
         }
         float* gi = S + SB_GI + m * RGH;
         float* gh = S + SB_GH + m * RGH;
@@ -253,53 +245,21 @@ __device__ __forceinline__ void rb_gate_grads(const RimBwd& step) {
             dgi[q * HID + u] = da[q];
             dgh[q * HID + u] = da[q];
         }
-    });
-}
-
 #else
-// B6: GRU gate gradients of the active modules (core::nn::ops::gru_gate_grads).
-__device__ __forceinline__ void rb_gate_grads(const RimBwd& step) {
-    for_sample_rows<SPB_RIM>(step.blk, NH, [&](u32 s, u32 r, u32 b) {
-        float* S = step.smem(s);
-        const float* C = step.cache_of(b);
-        float* D = step.delta_of(b);
-        const u32 m = r / HID;
-        const u32 u = r % HID;
-        float* gi = S + SB_GI + m * RGH;
-        float* gh = S + SB_GH + m * RGH;
-        float da_r = 0.0f, da_z = 0.0f, da_n = 0.0f, gh_n = 0.0f;
-        if (S[SB_MASK + m] != 0.0f) {
-            const float* rc = C + RC_RNN + m * RNN_CACHE;
+        GruGateGrads g{0.0f, 0.0f, 0.0f, 0.0f};
+        if (on) {
             const float d = S[SB_DHT + r];
-            const float rg = rc[u], zg = rc[HID + u], ng = rc[2 * HID + u], hn = rc[3 * HID + u];
-            const float hu = step.state_in[(u64)b * RSL + r];
-            const float dn = d * (1.0f - zg);
-            const float dz = d * (hu - ng);
-            da_n = dn * (1.0f - ng * ng);
-            const float dr = da_n * hn;
-            da_z = dz * zg * (1.0f - zg);
-            da_r = dr * rg * (1.0f - rg);
-            gh_n = da_n * rg;
+            const float zg = rc[HID + u];
+            g = gru_gate_grads(d, rc[u], zg, rc[2 * HID + u], rc[3 * HID + u],
+                               step.state_in[(u64)b * RSL + r]);
             S[SB_DHP + r] = S[SB_DHP + r] + d * zg;
         }
-        gi[u] = da_r;
-        gi[HID + u] = da_z;
-        gi[2 * HID + u] = da_n;
-        gh[u] = da_r;
-        gh[HID + u] = da_z;
-        gh[2 * HID + u] = gh_n;
-        float* dgi = D + RD_GI + m * RGH;
-        float* dgh = D + RD_GH + m * RGH;
-        dgi[u] = da_r;
-        dgi[HID + u] = da_z;
-        dgi[2 * HID + u] = da_n;
-        dgh[u] = da_r;
-        dgh[HID + u] = da_z;
-        dgh[2 * HID + u] = gh_n;
+        store_gru_gate_grads(S + SB_GI + m * RGH, S + SB_GH + m * RGH, HID, u, g);
+        store_gru_gate_grads(D + RD_GI + m * RGH, D + RD_GH + m * RGH, HID, u, g);
+#endif
     });
 }
 
-#endif
 // B7: du = W_ih^T gi; dh_{t-1} += W_hh^T gh (active modules).
 __device__ __forceinline__ void rb_module_inputs(const RimBwd& step) {
     for_sample_rows<SPB_RIM>(step.blk, N_MOD * UW + NH, [&](u32 s, u32 r, u32 b) {
