@@ -67,13 +67,7 @@ extern "C" __global__ void lstm_fwd_step(const float* __restrict__ w_ih,
 // carry_out [batch x 2MW] (dL/d state_{t-1}, zero after an episode start); dx [batch x INPUT];
 // delta [batch x LSTM_DELTA].
 extern "C" __global__ void lstm_bwd_step(const float* __restrict__ w_ih,
-                                         const float* __restrict__ w_hh,
-                                         const float* __restrict__ state_in,
-                                         const float* __restrict__ cache,
-                                         const float* __restrict__ dh_loss, const float* carry,
-                                         const u8* __restrict__ reset, float* carry_out,
-                                         float* __restrict__ dx, float* __restrict__ delta,
-                                         u32 batch) {
+                                         const float* __restrict__ w_hh, MEMORY_BWD_PARAMS) {
     DYN_SMEM_F32(sm);
     const SampleBlock blk = sample_block(SPB_LSTM, batch);
     for_sample_rows<SPB_LSTM>(blk, MW, [&](u32 s, u32 u, u32 b) {

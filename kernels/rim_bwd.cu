@@ -376,23 +376,9 @@ __device__ __forceinline__ void rb_write_out(const RimBwd& step) {
 //   reset [batch] (1: this step started an episode, so nothing flows into step t - 1; may be
 //   null), carry_out [batch x RSL] (dL/d state_{t-1}), dx [batch x INPUT] (dL/dx_t),
 //   delta [batch x RIM_DELTA].
-extern "C" __global__ void rim_bwd_step(const float* __restrict__ w_k,
-                                        const float* __restrict__ w_v,
-                                        const float* __restrict__ w_q,
-                                        const float* __restrict__ rnn,
-                                        const float* __restrict__ c_q,
-                                        const float* __restrict__ c_k,
-                                        const float* __restrict__ c_v,
-                                        const float* __restrict__ c_g,
-                                        const float* __restrict__ c_o,
-                                        const float* __restrict__ state_in,
-                                        const float* __restrict__ cache,
-                                        const float* __restrict__ dh_loss, const float* carry,
-                                        const u8* __restrict__ reset, float* carry_out,
-                                        float* __restrict__ dx, float* __restrict__ delta,
-                                        u32 batch) {
+extern "C" __global__ void rim_bwd_step(RIM_TENSOR_PARAMS, MEMORY_BWD_PARAMS) {
     DYN_SMEM_F32(sm);
-    const RimBwd step{{w_k, w_v, w_q, rnn, c_q, c_k, c_v, c_g, c_o},
+    const RimBwd step{RIM_TENSOR_ARGS,
                       state_in, cache, dh_loss, carry, reset, carry_out, dx, delta,
                       sm, sample_block(SPB_RIM, batch)};
     rb_load_gradients(step);

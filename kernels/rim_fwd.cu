@@ -356,22 +356,14 @@ __device__ __forceinline__ void rf_update(const RimFwd& step) {
 //   reset [batch] (1: the step starts an episode, the state read is zeros; may be null),
 //   state_in [batch x RSL] (receives the state read; may be null), h_out [batch x RSL],
 //   cache [batch x RIM_CACHE], active_bits [batch] (bit i: module i active; may be null).
-extern "C" __global__ void rim_fwd_step(const float* __restrict__ w_k,
-                                        const float* __restrict__ w_v,
-                                        const float* __restrict__ w_q,
-                                        const float* __restrict__ rnn,
-                                        const float* __restrict__ c_q,
-                                        const float* __restrict__ c_k,
-                                        const float* __restrict__ c_v,
-                                        const float* __restrict__ c_g,
-                                        const float* __restrict__ c_o,
+extern "C" __global__ void rim_fwd_step(RIM_TENSOR_PARAMS,
                                         const float* __restrict__ x, const float* h_src,
                                         const u8* __restrict__ reset,
                                         float* __restrict__ state_in, float* h_out,
                                         float* __restrict__ cache,
                                         u32* __restrict__ active_bits, u32 batch) {
     DYN_SMEM_F32(sm);
-    const RimFwd step{{w_k, w_v, w_q, rnn, c_q, c_k, c_v, c_g, c_o},
+    const RimFwd step{RIM_TENSOR_ARGS,
                    x, h_src, reset, state_in, h_out, cache, active_bits,
                    sm, sample_block(SPB_RIM, batch)};
     rf_read_inputs(step);
