@@ -69,6 +69,19 @@ struct RimBwd : RimTensors {
     __device__ __forceinline__ float* delta_of(u32 b) const { return delta + (u64)b * RIM_DELTA; }
 };
 
+// sum over the active modules i in order of a[i * lda] * v[i * ldv], from zero (`mask`: the
+// sample's SB_MASK; an inactive module adds nothing, not even a -0, as in the core). The
+// gradients that sum a product over the modules (B4's dcv / dck, B9's dvx / dkx) all take it.
+__device__ __forceinline__ float sum_over_active(const float* mask, const float* a, u32 lda,
+                                                 const float* v, u32 ldv) {
+    float acc = 0.0f;
+    for (u32 i = 0; i < N_MOD; ++i) {
+        if (mask[i] == 0.0f) continue;
+        acc += a[i * lda] * v[i * ldv];
+    }
+    return acc;
+}
+
 // B0: dL/dh_t, the activity mask; step 5 (masked update): active modules' gradient goes to
 // h', inactive ones' straight to h_{t-1}. LSTM modules: dL/dc_t into SB_DC (an inactive
 // module's is already dL/dc_{t-1}; an active one's is replaced in B6).
@@ -170,23 +183,20 @@ __device__ __forceinline__ void rb_comm_kqv_grads(const RimBwd& step) {
         const u32 m = q / CW;
         const u32 e = q % CW;
         const u32 j = e / C_K;
-        float acc = 0.0f;
+        const u32 ld_p = C_HEADS * N_MOD;  // one query module's scores (p, ds)
         if (part == 0) {
-            for (u32 i = 0; i < N_MOD; ++i) {
-                if (S[SB_MASK + i] == 0.0f) continue;
-                acc += C[RC_P + (i * C_HEADS + j) * N_MOD + m] * S[SB_DOUT + i * CW + e];
-            }
+            const float acc = sum_over_active(S + SB_MASK, C + RC_P + j * N_MOD + m, ld_p,
+                                              S + SB_DOUT + e, CW);
             S[SB_DCV + q] = acc;
             D[RD_DCV + q] = acc;
         } else if (part == 1) {
-            for (u32 i = 0; i < N_MOD; ++i) {
-                if (S[SB_MASK + i] == 0.0f) continue;
-                acc += S[SB_DS + (i * C_HEADS + j) * N_MOD + m] * C[RC_CQ + i * CW + e];
-            }
+            const float acc = sum_over_active(S + SB_MASK, S + SB_DS + j * N_MOD + m, ld_p,
+                                              C + RC_CQ + e, CW);
             S[SB_DCK + q] = acc;
             D[RD_DCK + q] = acc;
         } else {
             // q indexes the query module here.
+            float acc = 0.0f;
             if (S[SB_MASK + m] != 0.0f) {
                 for (u32 k = 0; k < N_MOD; ++k) {
                     acc += S[SB_DS + (m * C_HEADS + j) * N_MOD + k] * C[RC_CK + k * CW + e];
@@ -320,21 +330,15 @@ __device__ __forceinline__ void rb_input_projections(const RimBwd& step) {
         } else if (r < N_MOD * QW + UW) {
             const u32 e = r - N_MOD * QW;
             const u32 j = e / D_V;
-            float acc = 0.0f;
-            for (u32 m = 0; m < N_MOD; ++m) {
-                if (S[SB_MASK + m] == 0.0f) continue;
-                acc += C[RC_AX + m * IN_HEADS + j] * S[SB_DU + m * UW + e];
-            }
+            const float acc =
+                sum_over_active(S + SB_MASK, C + RC_AX + j, IN_HEADS, S + SB_DU + e, UW);
             S[SB_DVX + e] = acc;
             D[RD_DVX + e] = acc;
         } else {
             const u32 e = r - N_MOD * QW - UW;
             const u32 j = e / D_K;
-            float acc = 0.0f;
-            for (u32 m = 0; m < N_MOD; ++m) {
-                if (S[SB_MASK + m] == 0.0f) continue;
-                acc += S[SB_DSC + m * IN_HEADS + j] * C[RC_Q + m * QW + e];
-            }
+            const float acc =
+                sum_over_active(S + SB_MASK, S + SB_DSC + j, IN_HEADS, C + RC_Q + e, QW);
             S[SB_DKX + e] = acc;
             D[RD_DKX + e] = acc;
         }
