@@ -391,6 +391,19 @@ extern "C" __global__ void encoder_bwd(const float* __restrict__ p, const u8* __
     (void)obs;
 }
 
+// A bias's gradient in encoder_wgrad: the `n` deltas at offset `at` of each sample's deltas,
+// summed from zero sample by sample and within a sample in order (the core's order). conv1's
+// bias sums its channel's 9 windows, conv2's its 4 positions, conv3's and FiLM's one value.
+__device__ __forceinline__ float bias_grad(const float* __restrict__ delta, u32 samples, u32 at,
+                                           u32 n) {
+    float acc = 0.0f;
+    for (u32 s = 0; s < samples; ++s) {
+        const float* d = delta + (u64)s * ENC_DELTA + at;
+        for (u32 k = 0; k < n; ++k) acc += d[k];
+    }
+    return acc;
+}
+
 // Parameter gradients of the encoder from the deltas of `samples` samples, accumulated (+=)
 // into grads (the encoder's block of the gradient buffer). One thread per parameter. instr
 // [samples x instr_ld]: each sample's instruction embedding (FiLM's generator gradient; not
@@ -433,11 +446,7 @@ extern "C" __global__ void encoder_wgrad(const float* __restrict__ p, const u8* 
                 }
             }
         } else if (e < EP_W2) {
-            const u32 oc = (u32)(e - EP_B1);
-            for (u32 s = 0; s < samples; ++s) {
-                const float* gp = delta + (u64)s * ENC_DELTA + ED_POOL + oc * 9;
-                for (u32 win = 0; win < 9; ++win) acc += gp[win];
-            }
+            acc = bias_grad(delta, samples, ED_POOL + (u32)(e - EP_B1) * 9, 9);
         } else if (e < EP_B2) {
             const u32 r = (u32)(e - EP_W2);
             const u32 oc = r / (C0 * 4), ci = (r / 4) % C0, kk = r % 4;
@@ -452,11 +461,7 @@ extern "C" __global__ void encoder_wgrad(const float* __restrict__ p, const u8* 
                 }
             }
         } else if (e < EP_W3) {
-            const u32 oc = (u32)(e - EP_B2);
-            for (u32 s = 0; s < samples; ++s) {
-                const float* g2 = delta + (u64)s * ENC_DELTA + ED_Z2 + oc * 4;
-                for (u32 q = 0; q < 4; ++q) acc += g2[q];
-            }
+            acc = bias_grad(delta, samples, ED_Z2 + (u32)(e - EP_B2) * 4, 4);
         } else if (e < EP_B3) {
             const u32 r = (u32)(e - EP_W3);
             const u32 oc = r / (C1 * 4), c = (r / 4) % C1, q = r % 4;
@@ -466,8 +471,7 @@ extern "C" __global__ void encoder_wgrad(const float* __restrict__ p, const u8* 
                 acc += g * relu_ref(cache[(u64)s * ENC_CACHE + EC_Z2 + c * 4 + q]);
             }
         } else if (e < EP_FW) {
-            const u32 oc = (u32)(e - EP_B3);
-            for (u32 s = 0; s < samples; ++s) acc += delta[(u64)s * ENC_DELTA + ED_Z3 + oc];
+            acc = bias_grad(delta, samples, ED_Z3 + (u32)(e - EP_B3), 1);
 #if FILM
         } else if (e < EP_FB) {
             // dW_film[k][j] = sum_s dcoefs_k e_j (zero coefficients skipped, as the core).
@@ -479,8 +483,7 @@ extern "C" __global__ void encoder_wgrad(const float* __restrict__ p, const u8* 
                 acc += dc * instr[(u64)s * instr_ld + j];
             }
         } else {
-            const u32 k = (u32)(e - EP_FB);
-            for (u32 s = 0; s < samples; ++s) acc += delta[(u64)s * ENC_DELTA + ED_FILM + k];
+            acc = bias_grad(delta, samples, ED_FILM + (u32)(e - EP_FB), 1);
 #endif
         }
         grads[e] += acc;
