@@ -94,6 +94,17 @@ struct RimTensors {
     const float* c_o;
 };
 
+// One phase of a RIM step kernel over N_MOD * PARTS items per sample, module-major: calls
+// f(s, r, b, m, k) for item r = m * PARTS + k of sample s (batch row b), m the module and k the
+// part of it (a hidden unit: PARTS = HID, the row of the state; an attention head: C_HEADS or
+// IN_HEADS; a communication column: CW). The module / part split is written here once for the
+// step kernels' phases (rim_fwd.cu, rim_bwd.cu).
+template <u32 PARTS, typename F>
+__device__ __forceinline__ void for_module_rows(const SampleBlock& blk, F f) {
+    for_sample_rows<SPB_RIM>(blk, N_MOD * PARTS,
+                             [&](u32 s, u32 r, u32 b) { f(s, r, b, r / PARTS, r % PARTS); });
+}
+
 // Parameter groups: lists of kernel parameters that several entry points take in the same order,
 // written once here as the host writes them once (cuda/src/args.rs `arg_group!`, whose names the
 // kernel module's tests check against these lists, expanded).

@@ -134,10 +134,8 @@ __device__ __forceinline__ void rb_comm_gate(const RimBwd& step) {
 
 // B2: dL/do_i = W_g^T dpg + W_o^T dpo (rows in order, zero rows skipped, as the core).
 __device__ __forceinline__ void rb_comm_output_grads(const RimBwd& step) {
-    for_sample_rows<SPB_RIM>(step.blk, N_MOD * CW, [&](u32 s, u32 r, u32 b) {
+    for_module_rows<CW>(step.blk, [&](u32 s, u32 r, u32 b, u32 i, u32 e) {
         float* S = step.smem(s);
-        const u32 i = r / CW;
-        const u32 e = r % CW;
         float acc = 0.0f;
         if (S[SB_MASK + i] != 0.0f) {
             const float* wg = step.c_g + (u64)i * HID * CW;
@@ -152,11 +150,9 @@ __device__ __forceinline__ void rb_comm_output_grads(const RimBwd& step) {
 // B3: through o_ij = sum_m p_ijm v_mj and the softmax: ds (already times 1/sqrt(c_k)).
 __device__ __forceinline__ void rb_comm_scores(const RimBwd& step) {
     const float inv_ck = inv_sqrt_ref(C_K);
-    for_sample_rows<SPB_RIM>(step.blk, N_MOD * C_HEADS, [&](u32 s, u32 r, u32 b) {
+    for_module_rows<C_HEADS>(step.blk, [&](u32 s, u32 r, u32 b, u32 i, u32 j) {
         float* S = step.smem(s);
         const float* C = step.cache_of(b);
-        const u32 i = r / C_HEADS;
-        const u32 j = r % C_HEADS;
         float* ds = S + SB_DS + r * N_MOD;
         if (S[SB_MASK + i] == 0.0f) {
             for (u32 m = 0; m < N_MOD; ++m) ds[m] = 0.0f;
@@ -210,10 +206,8 @@ __device__ __forceinline__ void rb_comm_kqv_grads(const RimBwd& step) {
 
 // B5: into h~ of the active modules: W_cq^T dcq, then W_ck^T dck, then W_cv^T dcv.
 __device__ __forceinline__ void rb_into_candidate(const RimBwd& step) {
-    for_sample_rows<SPB_RIM>(step.blk, NH, [&](u32 s, u32 r, u32 b) {
+    for_module_rows<HID>(step.blk, [&](u32 s, u32 r, u32 b, u32 m, u32 h) {
         float* S = step.smem(s);
-        const u32 m = r / HID;
-        const u32 h = r % HID;
         if (S[SB_MASK + m] == 0.0f) return;
         float acc = S[SB_DHT + r];
         const float* ws[3] = {step.c_q, step.c_k, step.c_v};
@@ -232,11 +226,9 @@ __device__ __forceinline__ void rb_into_candidate(const RimBwd& step) {
 // dL/dc_t in SB_DC; the input and hidden products see the same gradients, so gi and gh are
 // equal. GRU modules (core::nn::ops::gru_gate_grads): the direct path d z goes into SB_DHP.
 __device__ __forceinline__ void rb_gate_grads(const RimBwd& step) {
-    for_sample_rows<SPB_RIM>(step.blk, NH, [&](u32 s, u32 r, u32 b) {
+    for_module_rows<HID>(step.blk, [&](u32 s, u32 r, u32 b, u32 m, u32 u) {
         float* S = step.smem(s);
         float* D = step.delta_of(b);
-        const u32 m = r / HID;
-        const u32 u = r % HID;
         const float* rc = step.cache_of(b) + RC_RNN + m * RNN_CACHE;
         const bool on = S[SB_MASK + m] != 0.0f;
 #if CELL_LSTM
@@ -297,11 +289,9 @@ __device__ __forceinline__ void rb_module_inputs(const RimBwd& step) {
 // B8: through u_mj = a_mj v_x,j and a_mj = sigmoid(s_mj): the score gradients.
 __device__ __forceinline__ void rb_input_scores(const RimBwd& step) {
     const float inv_dk = inv_sqrt_ref(D_K);
-    for_sample_rows<SPB_RIM>(step.blk, N_MOD * IN_HEADS, [&](u32 s, u32 r, u32 b) {
+    for_module_rows<IN_HEADS>(step.blk, [&](u32 s, u32 r, u32 b, u32 m, u32 j) {
         float* S = step.smem(s);
         const float* C = step.cache_of(b);
-        const u32 m = r / IN_HEADS;
-        const u32 j = r % IN_HEADS;
         float dsc = 0.0f;
         if (S[SB_MASK + m] != 0.0f) {
             const float a = C[RC_AX + r];

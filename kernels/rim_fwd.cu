@@ -161,12 +161,10 @@ __device__ __forceinline__ void rf_select_modules(const RimFwd& step) {
 // masked update of the cell state: c' = c~ for active modules, an inactive one keeps c
 // bit-exactly (the communication below only changes h).
 __device__ __forceinline__ void rf_modules(const RimFwd& step) {
-    for_sample_rows<SPB_RIM>(step.blk, NH, [&](u32 s, u32 r, u32 b) {
+    for_module_rows<HID>(step.blk, [&](u32 s, u32 r, u32 b, u32 i, u32 u) {
         float* S = step.smem(s);
         float* C = step.cache_of(b);
         float* c_out = step.h_out + (u64)b * RSL + NH;
-        const u32 i = r / HID;
-        const u32 u = r % HID;
         float* rc = C + RC_RNN + i * RNN_CACHE;
         const bool on = S[SF_MASK + i] != 0.0f;
         if (!COMM && !on) {
@@ -207,11 +205,9 @@ __device__ __forceinline__ void rf_modules(const RimFwd& step) {
 // P4: per-module GRU (every module with communication: its h~ is read as key and value;
 // only the active ones without).
 __device__ __forceinline__ void rf_modules(const RimFwd& step) {
-    for_sample_rows<SPB_RIM>(step.blk, NH, [&](u32 s, u32 r, u32 b) {
+    for_module_rows<HID>(step.blk, [&](u32 s, u32 r, u32 b, u32 i, u32 u) {
         float* S = step.smem(s);
         float* C = step.cache_of(b);
-        const u32 i = r / HID;
-        const u32 u = r % HID;
         float* rc = C + RC_RNN + i * RNN_CACHE;
         if (!COMM && S[SF_MASK + i] == 0.0f) {
             rc[u] = 0.0f;
@@ -267,11 +263,9 @@ __device__ __forceinline__ void rf_comm_projections(const RimFwd& step) {
 // P6a: attention of each active module and head over all modules (softmax in place).
 __device__ __forceinline__ void rf_comm_attention(const RimFwd& step) {
     const float inv_ck = inv_sqrt_ref(C_K);
-    for_sample_rows<SPB_RIM>(step.blk, N_MOD * C_HEADS, [&](u32 s, u32 r, u32 b) {
+    for_module_rows<C_HEADS>(step.blk, [&](u32 s, u32 r, u32 b, u32 i, u32 j) {
         float* S = step.smem(s);
         float* C = step.cache_of(b);
-        const u32 i = r / C_HEADS;
-        const u32 j = r % C_HEADS;
         float* p = S + SF_P + r * N_MOD;
         if (S[SF_MASK + i] == 0.0f) {
             for (u32 m = 0; m < N_MOD; ++m) p[m] = 0.0f;
@@ -295,11 +289,9 @@ __device__ __forceinline__ void rf_comm_attention(const RimFwd& step) {
 
 // P6b: attention outputs o_i (zeros for inactive modules).
 __device__ __forceinline__ void rf_comm_outputs(const RimFwd& step) {
-    for_sample_rows<SPB_RIM>(step.blk, N_MOD * CW, [&](u32 s, u32 r, u32 b) {
+    for_module_rows<CW>(step.blk, [&](u32 s, u32 r, u32 b, u32 i, u32 e) {
         float* S = step.smem(s);
         float* C = step.cache_of(b);
-        const u32 i = r / CW;
-        const u32 e = r % CW;
         const u32 j = e / C_K;
         float o = 0.0f;
         if (S[SF_MASK + i] != 0.0f) {
