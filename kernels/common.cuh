@@ -172,6 +172,69 @@ __device__ __forceinline__ float inv_sqrt_ref(u32 n) { return 1.0f / sqrtf((floa
 // `x > 0 ? x : 0` (ReLU with derivative 0 at 0, as the core's encoder).
 __device__ __forceinline__ float relu_ref(float x) { return x > 0.0f ? x : 0.0f; }
 
+// One GRU unit's forward (core::nn::ops::gru_forward, the same sums in the same order): unit u
+// of a cell with input `x` (`nin`), state `h` (`hid`), weights w_ih [3hid x nin], w_hh
+// [3hid x hid] and biases b_ih, b_hh [3hid] (gates r, z, n). Writes [r | z | n | hn] (`hid`
+// apart; hn the hidden side's n pre-activation) for the unit into `cache` and returns its new
+// state (1 - z) n + z h. Shared by the RIM's GRU modules (rim_fwd.cu) and the instruction encoder
+// (instr.cu).
+__device__ __forceinline__ float gru_unit_forward(const float* w_ih, const float* b_ih,
+                                                  const float* w_hh, const float* b_hh,
+                                                  const float* x, u32 nin, const float* h,
+                                                  u32 hid, u32 u, float* cache) {
+    const float gx_r = b_ih[u] + dot8(w_ih + (u64)u * nin, x, nin);
+    const float gx_z = b_ih[hid + u] + dot8(w_ih + (u64)(hid + u) * nin, x, nin);
+    const float gx_n = b_ih[2 * hid + u] + dot8(w_ih + (u64)(2 * hid + u) * nin, x, nin);
+    const float r = sigmoidf_ref((gx_r + dot8(w_hh + (u64)u * hid, h, hid)) + b_hh[u]);
+    const float z =
+        sigmoidf_ref((gx_z + dot8(w_hh + (u64)(hid + u) * hid, h, hid)) + b_hh[hid + u]);
+    const float hn = dot8(w_hh + (u64)(2 * hid + u) * hid, h, hid) + b_hh[2 * hid + u];
+    const float n = tanhf(gx_n + r * hn);
+    cache[u] = r;
+    cache[hid + u] = z;
+    cache[2 * hid + u] = n;
+    cache[3 * hid + u] = hn;
+    return (1.0f - z) * n + z * h[u];
+}
+
+// One LSTM unit's new cell state and output.
+struct LstmUnit {
+    float c;
+    float h;
+};
+
+// One LSTM unit's forward (core::nn::ops::lstm_forward, the same sums in the same order): unit u
+// of a cell with input `x` (`nin`), state `h` (`hid`) and cell state `c_prev`, weights w_ih
+// [4hid x nin], w_hh [4hid x hid], biases b_ih, b_hh [4hid] (gates i, f, g, o; pre-activations
+// (b_ih + W_ih x) + W_hh h, then + b_hh). Writes [i | f | g | o | tanh(c')] (`hid` apart) for the
+// unit into `cache`; returns c' = f c + i g and h' = o tanh(c'). Shared by the RIM's LSTM
+// modules (rim_fwd.cu) and the LSTM baseline (lstm.cu).
+__device__ __forceinline__ LstmUnit lstm_unit_forward(const float* w_ih, const float* b_ih,
+                                                      const float* w_hh, const float* b_hh,
+                                                      const float* x, u32 nin, const float* h,
+                                                      u32 hid, float c_prev, u32 u,
+                                                      float* cache) {
+    float a[4];
+    for (u32 q = 0; q < 4; ++q) {
+        const u32 row = q * hid + u;
+        a[q] = ((b_ih[row] + dot8(w_ih + (u64)row * nin, x, nin)) +
+                dot8(w_hh + (u64)row * hid, h, hid)) +
+               b_hh[row];
+    }
+    const float ig = sigmoidf_ref(a[0]);
+    const float fg = sigmoidf_ref(a[1]);
+    const float gg = tanhf(a[2]);
+    const float og = sigmoidf_ref(a[3]);
+    const float cu = fg * c_prev + ig * gg;
+    const float t = tanhf(cu);
+    cache[u] = ig;
+    cache[hid + u] = fg;
+    cache[2 * hid + u] = gg;
+    cache[3 * hid + u] = og;
+    cache[4 * hid + u] = t;
+    return LstmUnit{cu, og * t};
+}
+
 // One GRU unit's gate pre-activation gradients (core::nn::ops::gru_gate_grads, the same products
 // in the same order): `r`, `z`, `n` the input side's [da_r | da_z | da_n], `hn` the hidden
 // side's third gate (r * da_n; its first two are the input side's). Shared by the RIM's GRU

@@ -48,24 +48,7 @@ extern "C" __global__ void instr_fwd(const float* __restrict__ p, const u16* __r
         float* gates = C + IC_GATES + n * 4 * INSTR_H;
         float* hnext = C + (n + 1) * INSTR_H;
         for (u32 u = tid; u < INSTR_H; u += nt) {
-            const float gx_r = b_ih[u] + dot8(w_ih + (u64)u * WORD_DIM, XV, WORD_DIM);
-            const float gx_z =
-                b_ih[INSTR_H + u] + dot8(w_ih + (u64)(INSTR_H + u) * WORD_DIM, XV, WORD_DIM);
-            const float gx_n = b_ih[2 * INSTR_H + u] +
-                               dot8(w_ih + (u64)(2 * INSTR_H + u) * WORD_DIM, XV, WORD_DIM);
-            const float r =
-                sigmoidf_ref((gx_r + dot8(w_hh + (u64)u * INSTR_H, H, INSTR_H)) + b_hh[u]);
-            const float z = sigmoidf_ref(
-                (gx_z + dot8(w_hh + (u64)(INSTR_H + u) * INSTR_H, H, INSTR_H)) +
-                b_hh[INSTR_H + u]);
-            const float hn = dot8(w_hh + (u64)(2 * INSTR_H + u) * INSTR_H, H, INSTR_H) +
-                             b_hh[2 * INSTR_H + u];
-            const float nn = tanhf(gx_n + r * hn);
-            gates[u] = r;
-            gates[INSTR_H + u] = z;
-            gates[2 * INSTR_H + u] = nn;
-            gates[3 * INSTR_H + u] = hn;
-            hnext[u] = (1.0f - z) * nn + z * H[u];
+            hnext[u] = gru_unit_forward(w_ih, b_ih, w_hh, b_hh, XV, WORD_DIM, H, INSTR_H, u, gates);
         }
         __syncthreads();
         for (u32 u = tid; u < INSTR_H; u += nt) H[u] = hnext[u];

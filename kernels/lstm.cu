@@ -38,27 +38,11 @@ extern "C" __global__ void lstm_fwd_step(const float* __restrict__ w_ih,
         const float* S = sm + s * LF_SMEM;
         const float* xs = S;
         const float* h = S + INPUT;
-        float g[4];
-        for (u32 q = 0; q < 4; ++q) {
-            const u32 r = q * MW + u;
-            g[q] = ((b_ih[r] + dot8(w_ih + (u64)r * INPUT, xs, INPUT)) +
-                    dot8(w_hh + (u64)r * MW, h, MW)) +
-                   b_hh[r];
-        }
-        const float ig = sigmoidf_ref(g[0]);
-        const float fg = sigmoidf_ref(g[1]);
-        const float gg = tanhf(g[2]);
-        const float og = sigmoidf_ref(g[3]);
-        const float cu = fg * S[INPUT + MW + u] + ig * gg;
-        const float t = tanhf(cu);
         float* C = cache + (u64)b * LSTM_CACHE;
-        C[u] = ig;
-        C[MW + u] = fg;
-        C[2 * MW + u] = gg;
-        C[3 * MW + u] = og;
-        C[4 * MW + u] = t;
-        state_out[(u64)b * 2 * MW + MW + u] = cu;
-        state_out[(u64)b * 2 * MW + u] = og * t;
+        const LstmUnit o =
+            lstm_unit_forward(w_ih, b_ih, w_hh, b_hh, xs, INPUT, h, MW, S[INPUT + MW + u], u, C);
+        state_out[(u64)b * 2 * MW + MW + u] = o.c;
+        state_out[(u64)b * 2 * MW + u] = o.h;
     });
 }
 

@@ -175,30 +175,11 @@ __device__ __forceinline__ void rf_modules(const RimFwd& step) {
         const float* p = step.rnn + (u64)i * RNN_LEN;
         const float* ui = S + SF_U + i * UW;
         const float* hi = S + SF_H + i * HID;
-        const float* whh = p + RNN_W_HH;
-        // Pre-activations as the core sums them: (b_ih + W_ih u) + W_hh h, then + b_hh.
-        float a[4];
-        for (u32 q = 0; q < 4; ++q) {
-            const u32 row = q * HID + u;
-            a[q] = ((p[RNN_B_IH + row] + dot8(p + (u64)row * UW, ui, UW)) +
-                    dot8(whh + (u64)row * HID, hi, HID)) +
-                   p[RNN_B_HH + row];
-        }
-        const float ig = sigmoidf_ref(a[0]);
-        const float fg = sigmoidf_ref(a[1]);
-        const float gg = tanhf(a[2]);
-        const float og = sigmoidf_ref(a[3]);
-        const float cu = fg * S[SF_C + r] + ig * gg;
-        const float t = tanhf(cu);
-        rc[u] = ig;
-        rc[HID + u] = fg;
-        rc[2 * HID + u] = gg;
-        rc[3 * HID + u] = og;
-        rc[4 * HID + u] = t;
-        const float ht = og * t;
-        S[SF_HT + r] = ht;
-        if (COMM) C[RC_HT + r] = ht;
-        c_out[r] = on ? cu : S[SF_C + r];
+        const LstmUnit o = lstm_unit_forward(p, p + RNN_B_IH, p + RNN_W_HH, p + RNN_B_HH, ui, UW,
+                                             hi, HID, S[SF_C + r], u, rc);
+        S[SF_HT + r] = o.h;
+        if (COMM) C[RC_HT + r] = o.h;
+        c_out[r] = on ? o.c : S[SF_C + r];
     });
 }
 #else
@@ -219,20 +200,8 @@ __device__ __forceinline__ void rf_modules(const RimFwd& step) {
         const float* p = step.rnn + (u64)i * RNN_LEN;
         const float* ui = S + SF_U + i * UW;
         const float* hi = S + SF_H + i * HID;
-        const float gx_r = p[RNN_B_IH + u] + dot8(p + (u64)u * UW, ui, UW);
-        const float gx_z = p[RNN_B_IH + HID + u] + dot8(p + (u64)(HID + u) * UW, ui, UW);
-        const float gx_n = p[RNN_B_IH + 2 * HID + u] + dot8(p + (u64)(2 * HID + u) * UW, ui, UW);
-        const float* whh = p + RNN_W_HH;
-        const float rg = sigmoidf_ref((gx_r + dot8(whh + u * HID, hi, HID)) + p[RNN_B_HH + u]);
-        const float zg = sigmoidf_ref((gx_z + dot8(whh + (HID + u) * HID, hi, HID)) +
-                                      p[RNN_B_HH + HID + u]);
-        const float hn = dot8(whh + (2 * HID + u) * HID, hi, HID) + p[RNN_B_HH + 2 * HID + u];
-        const float ng = tanhf(gx_n + rg * hn);
-        rc[u] = rg;
-        rc[HID + u] = zg;
-        rc[2 * HID + u] = ng;
-        rc[3 * HID + u] = hn;
-        const float ht = (1.0f - zg) * ng + zg * hi[u];
+        const float ht =
+            gru_unit_forward(p, p + RNN_B_IH, p + RNN_W_HH, p + RNN_B_HH, ui, UW, hi, HID, u, rc);
         S[SF_HT + r] = ht;
         if (COMM) C[RC_HT + r] = ht;
     });
