@@ -40,6 +40,16 @@ __device__ __forceinline__ u32 block_threads() {
     return blockDim.x * blockDim.y * blockDim.z;
 }
 
+// The start of a kernel that gives each block one item of `count` (a sample, a segment): binds
+// `item` to the block's item (blockIdx.x), `tid` / `nt` to the thread's flat index and the block's
+// thread count; blocks past the last item return. Written once so the four such kernels
+// (encoder_fwd / _bwd, instr_fwd / _bwd) agree on the rule.
+#define BLOCK_ITEM(item, count)         \
+    const u32 item = blockIdx.x;        \
+    if (item >= (count)) return;        \
+    const u32 tid = block_thread();     \
+    const u32 nt = block_threads()
+
 // The samples a block of a per-sample kernel works on: sample s of the block is row b0 + s of
 // the batch (the last block may have fewer samples than it has room for).
 struct SampleBlock {
@@ -161,3 +171,122 @@ __device__ __forceinline__ float inv_sqrt_ref(u32 n) { return 1.0f / sqrtf((floa
 
 // `x > 0 ? x : 0` (ReLU with derivative 0 at 0, as the core's encoder).
 __device__ __forceinline__ float relu_ref(float x) { return x > 0.0f ? x : 0.0f; }
+
+// One GRU unit's forward (core::nn::ops::gru_forward, the same sums in the same order): unit u
+// of a cell with input `x` (`nin`), state `h` (`hid`), weights w_ih [3hid x nin], w_hh
+// [3hid x hid] and biases b_ih, b_hh [3hid] (gates r, z, n). Writes [r | z | n | hn] (`hid`
+// apart; hn the hidden side's n pre-activation) for the unit into `cache` and returns its new
+// state (1 - z) n + z h. Shared by the RIM's GRU modules (rim_fwd.cu) and the instruction encoder
+// (instr.cu).
+__device__ __forceinline__ float gru_unit_forward(const float* w_ih, const float* b_ih,
+                                                  const float* w_hh, const float* b_hh,
+                                                  const float* x, u32 nin, const float* h,
+                                                  u32 hid, u32 u, float* cache) {
+    const float gx_r = b_ih[u] + dot8(w_ih + (u64)u * nin, x, nin);
+    const float gx_z = b_ih[hid + u] + dot8(w_ih + (u64)(hid + u) * nin, x, nin);
+    const float gx_n = b_ih[2 * hid + u] + dot8(w_ih + (u64)(2 * hid + u) * nin, x, nin);
+    const float r = sigmoidf_ref((gx_r + dot8(w_hh + (u64)u * hid, h, hid)) + b_hh[u]);
+    const float z =
+        sigmoidf_ref((gx_z + dot8(w_hh + (u64)(hid + u) * hid, h, hid)) + b_hh[hid + u]);
+    const float hn = dot8(w_hh + (u64)(2 * hid + u) * hid, h, hid) + b_hh[2 * hid + u];
+    const float n = tanhf(gx_n + r * hn);
+    cache[u] = r;
+    cache[hid + u] = z;
+    cache[2 * hid + u] = n;
+    cache[3 * hid + u] = hn;
+    return (1.0f - z) * n + z * h[u];
+}
+
+// One LSTM unit's new cell state and output.
+struct LstmUnit {
+    float c;
+    float h;
+};
+
+// One LSTM unit's forward (core::nn::ops::lstm_forward, the same sums in the same order): unit u
+// of a cell with input `x` (`nin`), state `h` (`hid`) and cell state `c_prev`, weights w_ih
+// [4hid x nin], w_hh [4hid x hid], biases b_ih, b_hh [4hid] (gates i, f, g, o; pre-activations
+// (b_ih + W_ih x) + W_hh h, then + b_hh). Writes [i | f | g | o | tanh(c')] (`hid` apart) for the
+// unit into `cache`; returns c' = f c + i g and h' = o tanh(c'). Shared by the RIM's LSTM
+// modules (rim_fwd.cu) and the LSTM baseline (lstm.cu).
+__device__ __forceinline__ LstmUnit lstm_unit_forward(const float* w_ih, const float* b_ih,
+                                                      const float* w_hh, const float* b_hh,
+                                                      const float* x, u32 nin, const float* h,
+                                                      u32 hid, float c_prev, u32 u,
+                                                      float* cache) {
+    float a[4];
+    for (u32 q = 0; q < 4; ++q) {
+        const u32 row = q * hid + u;
+        a[q] = ((b_ih[row] + dot8(w_ih + (u64)row * nin, x, nin)) +
+                dot8(w_hh + (u64)row * hid, h, hid)) +
+               b_hh[row];
+    }
+    const float ig = sigmoidf_ref(a[0]);
+    const float fg = sigmoidf_ref(a[1]);
+    const float gg = tanhf(a[2]);
+    const float og = sigmoidf_ref(a[3]);
+    const float cu = fg * c_prev + ig * gg;
+    const float t = tanhf(cu);
+    cache[u] = ig;
+    cache[hid + u] = fg;
+    cache[2 * hid + u] = gg;
+    cache[3 * hid + u] = og;
+    cache[4 * hid + u] = t;
+    return LstmUnit{cu, og * t};
+}
+
+// One GRU unit's gate pre-activation gradients (core::nn::ops::gru_gate_grads, the same products
+// in the same order): `r`, `z`, `n` the input side's [da_r | da_z | da_n], `hn` the hidden
+// side's third gate (r * da_n; its first two are the input side's). Shared by the RIM's GRU
+// modules (rim_bwd.cu) and the instruction encoder (instr.cu).
+struct GruGateGrads {
+    float r;
+    float z;
+    float n;
+    float hn;
+};
+
+// The gradients from the unit's output gradient `d`, its cached gates (`r`, `z`, `n` after the
+// nonlinearities, `hn` the hidden side's n pre-activation) and its previous state `h_prev`. The
+// direct path d * z into the previous state is left to the caller (it accumulates differently).
+__device__ __forceinline__ GruGateGrads gru_gate_grads(float d, float r, float z, float n, float hn,
+                                                       float h_prev) {
+    const float dn = d * (1.0f - z);
+    const float dz = d * (h_prev - n);
+    const float da_n = dn * (1.0f - n * n);
+    const float dr = da_n * hn;
+    const float da_z = dz * z * (1.0f - z);
+    const float da_r = dr * r * (1.0f - r);
+    return GruGateGrads{da_r, da_z, da_n, da_n * r};
+}
+
+// Unit u's gradients into gi = [da_r | da_z | da_n] and gh = [da_r | da_z | r da_n] (`hid` each
+// part), the layout of the core's gi / gh.
+__device__ __forceinline__ void store_gru_gate_grads(float* gi, float* gh, u32 hid, u32 u,
+                                                     const GruGateGrads& g) {
+    gi[u] = g.r;
+    gi[hid + u] = g.z;
+    gi[2 * hid + u] = g.n;
+    gh[u] = g.r;
+    gh[hid + u] = g.z;
+    gh[2 * hid + u] = g.hn;
+}
+
+// One LSTM unit's backward (core::nn::ops::lstm_backward, the same products in the same order).
+// `cache` holds the step's [i | f | g | o | tanh(c')] after the nonlinearities (`hid` each part),
+// `u` the unit; `dho` / `dc` the gradients of its output h' and cell c', `c_prev` the cell state
+// it read. Writes the four gates' pre-activation gradients into da (i, f, g, o) and returns
+// dc_{t-1} = dc~ f (started from zero, as the core's d_prev), dc~ = dc + dho o (1 - tanh(c')^2).
+// Shared by the RIM's LSTM modules (rim_bwd.cu) and the LSTM baseline (lstm.cu).
+__device__ __forceinline__ float lstm_gate_grads(const float* cache, u32 hid, u32 u, float dho,
+                                                 float dc, float c_prev, float da[4]) {
+    const float ig = cache[u], fg = cache[hid + u], gg = cache[2 * hid + u];
+    const float og = cache[3 * hid + u];
+    const float t = cache[4 * hid + u];
+    const float dct = dc + dho * og * (1.0f - t * t);
+    da[0] = dct * gg * ig * (1.0f - ig);
+    da[1] = dct * c_prev * fg * (1.0f - fg);
+    da[2] = dct * ig * (1.0f - gg * gg);
+    da[3] = dho * t * og * (1.0f - og);
+    return 0.0f + dct * fg;
+}

@@ -126,10 +126,7 @@ extern "C" __global__ void encoder_fwd(const float* __restrict__ p, const u8* __
                                        const float* instr, u32 instr_ld, float* x, u32 ld,
                                        float* __restrict__ cache, u32 samples) {
     DYN_SMEM_F32(sm);
-    const u32 b = blockIdx.x;
-    if (b >= samples) return;
-    const u32 tid = block_thread();
-    const u32 nt = block_threads();
+    BLOCK_ITEM(b, samples);
     const u8* o = obs + (u64)b * 147;
     float* C = cache + (u64)b * ENC_CACHE;
     float* X = sm;
@@ -223,6 +220,38 @@ __device__ __forceinline__ void input_map_backward(const float* __restrict__ p, 
 }
 #endif
 
+// A conv's gradients G (n per channel, `channels` channels; each thread's elements those of the
+// grid-stride loop that wrote them) made the unmodulated pre-activations' gradients, into G and
+// the deltas dz. Without FiLM they already are: copied to dz. With FiLM, one thread per channel
+// after a barrier (core modulate_backward / film_conv1_backward): gamma's gradient sums v * raw(k)
+// (raw(k): the unmodulated pre-activation that element k's gradient belongs to) and beta's sums
+// v over the channel's elements in order, into GC at offsets g / bt; each v becomes
+// v (1 + gamma_c). Shared by conv2 (4 positions) and conv1 (9 pooling windows).
+template <typename Raw>
+__device__ __forceinline__ void unmodulated_grads(const float* C, float* G, float* dz, float* GC,
+                                                  u32 g, u32 bt, u32 channels, u32 n, Raw raw,
+                                                  u32 tid, u32 nt) {
+#if FILM
+    __syncthreads();
+    for (u32 c = tid; c < channels; c += nt) {
+        const float scale = 1.0f + C[EC_FILM + g + c];
+        float dg = 0.0f, db = 0.0f;
+        for (u32 k = 0; k < n; ++k) {
+            const u32 it = c * n + k;
+            const float v = G[it];
+            dg += v * raw(c, k);
+            db += v;
+            G[it] = v * scale;
+            dz[it] = G[it];
+        }
+        GC[g + c] = dg;
+        GC[bt + c] = db;
+    }
+#else
+    for (u32 it = tid; it < channels * n; it += nt) dz[it] = G[it];
+    (void)C, (void)GC, (void)g, (void)bt, (void)raw;
+#endif
+}
 #if FILM
 // encoder_bwd's last step with FiLM, for one sample: the coefficients' gradients GC into its
 // deltas D (the generator's gradient, encoder_wgrad), and dL/de = W_film^T GC added into its
@@ -255,10 +284,7 @@ extern "C" __global__ void encoder_bwd(const float* __restrict__ p, const u8* __
                                        u32 ld, float* d_instr, u32 instr_ld,
                                        float* __restrict__ delta, u32 samples) {
     DYN_SMEM_F32(sm);
-    const u32 b = blockIdx.x;
-    if (b >= samples) return;
-    const u32 tid = block_thread();
-    const u32 nt = block_threads();
+    BLOCK_ITEM(b, samples);
     const float* C = cache + (u64)b * ENC_CACHE;
     float* D = delta + (u64)b * ENC_DELTA;
     float* G3 = sm;
@@ -319,29 +345,11 @@ extern "C" __global__ void encoder_bwd(const float* __restrict__ p, const u8* __
         }
         if (C[EC_Z2 + it] <= 0.0f) acc = 0.0f;
         G2[it] = acc;
-#if !FILM
-        D[ED_Z2 + it] = acc;
-#endif
     }
-#if FILM
-    __syncthreads();
-    // gamma2 and beta2's gradients summed over a channel's 4 positions in order, then the
-    // unmodulated gradient (core modulate_backward): one thread per channel.
-    for (u32 c = tid; c < C1; c += nt) {
-        const float scale = 1.0f + C[EC_FILM + FC_G2 + c];
-        float dg = 0.0f, db = 0.0f;
-        for (u32 q = 0; q < 4; ++q) {
-            const u32 it = c * 4 + q;
-            const float v = G2[it];
-            dg += v * C[EC_R2 + it];
-            db += v;
-            G2[it] = v * scale;
-            D[ED_Z2 + it] = G2[it];
-        }
-        GC[FC_G2 + c] = dg;
-        GC[FC_B2 + c] = db;
-    }
-#endif
+    // FiLM: gamma2 and beta2's gradients over a channel's 4 positions.
+    unmodulated_grads(
+        C, G2, D + ED_Z2, GC, FC_G2, FC_B2, C1, 4,
+        [&](u32 c, u32 q) { return C[EC_R2 + c * 4 + q]; }, tid, nt);
     __syncthreads();
     for (u32 it = tid; it < C0 * 9; it += nt) {
         const u32 ci = it / 9, cell = it % 9;
@@ -361,31 +369,13 @@ extern "C" __global__ void encoder_bwd(const float* __restrict__ p, const u8* __
         const float* z1o = C + EC_Z1 + ci * 36;
         if (z1o[window_argmax(z1o, cell)] <= 0.0f) acc = 0.0f;
         GP[it] = acc;
-#if !FILM
-        D[ED_POOL + it] = acc;
-#endif
     }
-#if FILM
-    __syncthreads();
-    // gamma1 and beta1's gradients over a channel's 9 windows in order (each window's gradient
-    // sits at its argmax, whose unmodulated value gamma1's gradient reads), then the unmodulated
-    // gradient (core film_conv1_backward): one thread per channel.
-    for (u32 c = tid; c < C0; c += nt) {
-        const float scale = 1.0f + C[EC_FILM + FC_G1 + c];
-        const float* z1o = C + EC_Z1 + c * 36;
-        float dg = 0.0f, db = 0.0f;
-        for (u32 win = 0; win < 9; ++win) {
-            const u32 it = c * 9 + win;
-            const float v = GP[it];
-            dg += v * C[EC_R1 + c * 36 + window_argmax(z1o, win)];
-            db += v;
-            GP[it] = v * scale;
-            D[ED_POOL + it] = GP[it];
-        }
-        GC[FC_G1 + c] = dg;
-        GC[FC_B1 + c] = db;
-    }
-#endif
+    // FiLM: gamma1 and beta1's gradients over a channel's 9 windows (each window's gradient sits
+    // at its argmax, whose unmodulated value gamma1's gradient reads).
+    unmodulated_grads(
+        C, GP, D + ED_POOL, GC, FC_G1, FC_B1, C0, 9,
+        [&](u32 c, u32 win) { return C[EC_R1 + c * 36 + window_argmax(C + EC_Z1 + c * 36, win)]; },
+        tid, nt);
 #if ENC_BOW || FILM
     __syncthreads();
 #endif
@@ -399,6 +389,19 @@ extern "C" __global__ void encoder_bwd(const float* __restrict__ p, const u8* __
     (void)instr_ld;
 #endif
     (void)obs;
+}
+
+// A bias's gradient in encoder_wgrad: the `n` deltas at offset `at` of each sample's deltas,
+// summed from zero sample by sample and within a sample in order (the core's order). conv1's
+// bias sums its channel's 9 windows, conv2's its 4 positions, conv3's and FiLM's one value.
+__device__ __forceinline__ float bias_grad(const float* __restrict__ delta, u32 samples, u32 at,
+                                           u32 n) {
+    float acc = 0.0f;
+    for (u32 s = 0; s < samples; ++s) {
+        const float* d = delta + (u64)s * ENC_DELTA + at;
+        for (u32 k = 0; k < n; ++k) acc += d[k];
+    }
+    return acc;
 }
 
 // Parameter gradients of the encoder from the deltas of `samples` samples, accumulated (+=)
@@ -443,11 +446,7 @@ extern "C" __global__ void encoder_wgrad(const float* __restrict__ p, const u8* 
                 }
             }
         } else if (e < EP_W2) {
-            const u32 oc = (u32)(e - EP_B1);
-            for (u32 s = 0; s < samples; ++s) {
-                const float* gp = delta + (u64)s * ENC_DELTA + ED_POOL + oc * 9;
-                for (u32 win = 0; win < 9; ++win) acc += gp[win];
-            }
+            acc = bias_grad(delta, samples, ED_POOL + (u32)(e - EP_B1) * 9, 9);
         } else if (e < EP_B2) {
             const u32 r = (u32)(e - EP_W2);
             const u32 oc = r / (C0 * 4), ci = (r / 4) % C0, kk = r % 4;
@@ -462,11 +461,7 @@ extern "C" __global__ void encoder_wgrad(const float* __restrict__ p, const u8* 
                 }
             }
         } else if (e < EP_W3) {
-            const u32 oc = (u32)(e - EP_B2);
-            for (u32 s = 0; s < samples; ++s) {
-                const float* g2 = delta + (u64)s * ENC_DELTA + ED_Z2 + oc * 4;
-                for (u32 q = 0; q < 4; ++q) acc += g2[q];
-            }
+            acc = bias_grad(delta, samples, ED_Z2 + (u32)(e - EP_B2) * 4, 4);
         } else if (e < EP_B3) {
             const u32 r = (u32)(e - EP_W3);
             const u32 oc = r / (C1 * 4), c = (r / 4) % C1, q = r % 4;
@@ -476,8 +471,7 @@ extern "C" __global__ void encoder_wgrad(const float* __restrict__ p, const u8* 
                 acc += g * relu_ref(cache[(u64)s * ENC_CACHE + EC_Z2 + c * 4 + q]);
             }
         } else if (e < EP_FW) {
-            const u32 oc = (u32)(e - EP_B3);
-            for (u32 s = 0; s < samples; ++s) acc += delta[(u64)s * ENC_DELTA + ED_Z3 + oc];
+            acc = bias_grad(delta, samples, ED_Z3 + (u32)(e - EP_B3), 1);
 #if FILM
         } else if (e < EP_FB) {
             // dW_film[k][j] = sum_s dcoefs_k e_j (zero coefficients skipped, as the core).
@@ -489,8 +483,7 @@ extern "C" __global__ void encoder_wgrad(const float* __restrict__ p, const u8* 
                 acc += dc * instr[(u64)s * instr_ld + j];
             }
         } else {
-            const u32 k = (u32)(e - EP_FB);
-            for (u32 s = 0; s < samples; ++s) acc += delta[(u64)s * ENC_DELTA + ED_FILM + k];
+            acc = bias_grad(delta, samples, ED_FILM + (u32)(e - EP_FB), 1);
 #endif
         }
         grads[e] += acc;

@@ -21,10 +21,7 @@ extern "C" __global__ void instr_fwd(const float* __restrict__ p, const u16* __r
                                      float* __restrict__ out, float* __restrict__ cache,
                                      float* __restrict__ xs, u32 segments) {
     DYN_SMEM_F32(sm);
-    const u32 g = blockIdx.x;
-    if (g >= segments) return;
-    const u32 tid = block_thread();
-    const u32 nt = block_threads();
+    BLOCK_ITEM(g, segments);
     const u16* tk = tokens + (u64)g * MAX_TOK;
     float* C = cache + (u64)g * INSTR_CACHE;
     float* X = xs + (u64)g * MAX_TOK * WORD_DIM;
@@ -51,24 +48,7 @@ extern "C" __global__ void instr_fwd(const float* __restrict__ p, const u16* __r
         float* gates = C + IC_GATES + n * 4 * INSTR_H;
         float* hnext = C + (n + 1) * INSTR_H;
         for (u32 u = tid; u < INSTR_H; u += nt) {
-            const float gx_r = b_ih[u] + dot8(w_ih + (u64)u * WORD_DIM, XV, WORD_DIM);
-            const float gx_z =
-                b_ih[INSTR_H + u] + dot8(w_ih + (u64)(INSTR_H + u) * WORD_DIM, XV, WORD_DIM);
-            const float gx_n = b_ih[2 * INSTR_H + u] +
-                               dot8(w_ih + (u64)(2 * INSTR_H + u) * WORD_DIM, XV, WORD_DIM);
-            const float r =
-                sigmoidf_ref((gx_r + dot8(w_hh + (u64)u * INSTR_H, H, INSTR_H)) + b_hh[u]);
-            const float z = sigmoidf_ref(
-                (gx_z + dot8(w_hh + (u64)(INSTR_H + u) * INSTR_H, H, INSTR_H)) +
-                b_hh[INSTR_H + u]);
-            const float hn = dot8(w_hh + (u64)(2 * INSTR_H + u) * INSTR_H, H, INSTR_H) +
-                             b_hh[2 * INSTR_H + u];
-            const float nn = tanhf(gx_n + r * hn);
-            gates[u] = r;
-            gates[INSTR_H + u] = z;
-            gates[2 * INSTR_H + u] = nn;
-            gates[3 * INSTR_H + u] = hn;
-            hnext[u] = (1.0f - z) * nn + z * H[u];
+            hnext[u] = gru_unit_forward(w_ih, b_ih, w_hh, b_hh, XV, WORD_DIM, H, INSTR_H, u, gates);
         }
         __syncthreads();
         for (u32 u = tid; u < INSTR_H; u += nt) H[u] = hnext[u];
@@ -86,10 +66,7 @@ extern "C" __global__ void instr_bwd(const float* __restrict__ p, const u16* __r
                                      const float* __restrict__ d_out, float* __restrict__ delta,
                                      u32 segments) {
     DYN_SMEM_F32(sm);
-    const u32 g = blockIdx.x;
-    if (g >= segments) return;
-    const u32 tid = block_thread();
-    const u32 nt = block_threads();
+    BLOCK_ITEM(g, segments);
     const u16* tk = tokens + (u64)g * MAX_TOK;
     const float* C = cache + (u64)g * INSTR_CACHE;
     float* Dg = delta + (u64)g * MAX_TOK * INSTR_DELTA;
@@ -113,26 +90,11 @@ extern "C" __global__ void instr_bwd(const float* __restrict__ p, const u16* __r
         float* D = Dg + t * INSTR_DELTA;
         for (u32 u = tid; u < INSTR_H; u += nt) {
             const float d = DH[u];
-            const float r = gates[u], z = gates[INSTR_H + u], nn = gates[2 * INSTR_H + u];
-            const float hn = gates[3 * INSTR_H + u];
-            const float dn = d * (1.0f - z);
-            const float dz = d * (hprev[u] - nn);
-            const float da_n = dn * (1.0f - nn * nn);
-            const float dr = da_n * hn;
-            const float da_z = dz * z * (1.0f - z);
-            const float da_r = dr * r * (1.0f - r);
-            GI[u] = da_r;
-            GI[INSTR_H + u] = da_z;
-            GI[2 * INSTR_H + u] = da_n;
-            GH[u] = da_r;
-            GH[INSTR_H + u] = da_z;
-            GH[2 * INSTR_H + u] = da_n * r;
-            D[u] = da_r;
-            D[INSTR_H + u] = da_z;
-            D[2 * INSTR_H + u] = da_n;
-            D[ID_GH + u] = da_r;
-            D[ID_GH + INSTR_H + u] = da_z;
-            D[ID_GH + 2 * INSTR_H + u] = da_n * r;
+            const float z = gates[INSTR_H + u];
+            const GruGateGrads g = gru_gate_grads(d, gates[u], z, gates[2 * INSTR_H + u],
+                                                  gates[3 * INSTR_H + u], hprev[u]);
+            store_gru_gate_grads(GI, GH, INSTR_H, u, g);
+            store_gru_gate_grads(D, D + ID_GH, INSTR_H, u, g);
             DHP[u] = 0.0f + d * z;
         }
         __syncthreads();

@@ -38,27 +38,11 @@ extern "C" __global__ void lstm_fwd_step(const float* __restrict__ w_ih,
         const float* S = sm + s * LF_SMEM;
         const float* xs = S;
         const float* h = S + INPUT;
-        float g[4];
-        for (u32 q = 0; q < 4; ++q) {
-            const u32 r = q * MW + u;
-            g[q] = ((b_ih[r] + dot8(w_ih + (u64)r * INPUT, xs, INPUT)) +
-                    dot8(w_hh + (u64)r * MW, h, MW)) +
-                   b_hh[r];
-        }
-        const float ig = sigmoidf_ref(g[0]);
-        const float fg = sigmoidf_ref(g[1]);
-        const float gg = tanhf(g[2]);
-        const float og = sigmoidf_ref(g[3]);
-        const float cu = fg * S[INPUT + MW + u] + ig * gg;
-        const float t = tanhf(cu);
         float* C = cache + (u64)b * LSTM_CACHE;
-        C[u] = ig;
-        C[MW + u] = fg;
-        C[2 * MW + u] = gg;
-        C[3 * MW + u] = og;
-        C[4 * MW + u] = t;
-        state_out[(u64)b * 2 * MW + MW + u] = cu;
-        state_out[(u64)b * 2 * MW + u] = og * t;
+        const LstmUnit o =
+            lstm_unit_forward(w_ih, b_ih, w_hh, b_hh, xs, INPUT, h, MW, S[INPUT + MW + u], u, C);
+        state_out[(u64)b * 2 * MW + MW + u] = o.c;
+        state_out[(u64)b * 2 * MW + u] = o.h;
     });
 }
 
@@ -67,13 +51,7 @@ extern "C" __global__ void lstm_fwd_step(const float* __restrict__ w_ih,
 // carry_out [batch x 2MW] (dL/d state_{t-1}, zero after an episode start); dx [batch x INPUT];
 // delta [batch x LSTM_DELTA].
 extern "C" __global__ void lstm_bwd_step(const float* __restrict__ w_ih,
-                                         const float* __restrict__ w_hh,
-                                         const float* __restrict__ state_in,
-                                         const float* __restrict__ cache,
-                                         const float* __restrict__ dh_loss, const float* carry,
-                                         const u8* __restrict__ reset, float* carry_out,
-                                         float* __restrict__ dx, float* __restrict__ delta,
-                                         u32 batch) {
+                                         const float* __restrict__ w_hh, MEMORY_BWD_PARAMS) {
     DYN_SMEM_F32(sm);
     const SampleBlock blk = sample_block(SPB_LSTM, batch);
     for_sample_rows<SPB_LSTM>(blk, MW, [&](u32 s, u32 u, u32 b) {
@@ -81,18 +59,14 @@ extern "C" __global__ void lstm_bwd_step(const float* __restrict__ w_ih,
         const float* C = cache + (u64)b * LSTM_CACHE;
         const float dho = dh_loss[(u64)b * MW + u] + (carry ? carry[(u64)b * 2 * MW + u] : 0.0f);
         const float dco = carry ? carry[(u64)b * 2 * MW + MW + u] : 0.0f;
-        const float ig = C[u], fg = C[MW + u], gg = C[2 * MW + u], og = C[3 * MW + u];
-        const float t = C[4 * MW + u];
         const float cu = state_in[(u64)b * 2 * MW + MW + u];
-        const float dct = dco + dho * og * (1.0f - t * t);
-        float* da = S;
-        da[u] = dct * gg * ig * (1.0f - ig);
-        da[MW + u] = dct * cu * fg * (1.0f - fg);
-        da[2 * MW + u] = dct * ig * (1.0f - gg * gg);
-        da[3 * MW + u] = dho * t * og * (1.0f - og);
-        S[4 * MW + u] = 0.0f + dct * fg;
+        float da[4];
+        S[4 * MW + u] = lstm_gate_grads(C, MW, u, dho, dco, cu, da);
         float* D = delta + (u64)b * LSTM_DELTA;
-        for (u32 q = 0; q < 4; ++q) D[q * MW + u] = da[q * MW + u];
+        for (u32 q = 0; q < 4; ++q) {
+            S[q * MW + u] = da[q];
+            D[q * MW + u] = da[q];
+        }
     });
     __syncthreads();
     for_sample_rows<SPB_LSTM>(blk, INPUT + 2 * MW, [&](u32 s, u32 k, u32 b) {

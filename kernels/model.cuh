@@ -94,6 +94,40 @@ struct RimTensors {
     const float* c_o;
 };
 
+// One phase of a RIM step kernel over N_MOD * PARTS items per sample, module-major: calls
+// f(s, r, b, m, k) for item r = m * PARTS + k of sample s (batch row b), m the module and k the
+// part of it (a hidden unit: PARTS = HID, the row of the state; an attention head: C_HEADS or
+// IN_HEADS; a communication column: CW). The module / part split is written here once for the
+// step kernels' phases (rim_fwd.cu, rim_bwd.cu).
+template <u32 PARTS, typename F>
+__device__ __forceinline__ void for_module_rows(const SampleBlock& blk, F f) {
+    for_sample_rows<SPB_RIM>(blk, N_MOD * PARTS,
+                             [&](u32 s, u32 r, u32 b) { f(s, r, b, r / PARTS, r % PARTS); });
+}
+
+// Parameter groups: lists of kernel parameters that several entry points take in the same order,
+// written once here as the host writes them once (cuda/src/args.rs `arg_group!`, whose names the
+// kernel module's tests check against these lists, expanded).
+//
+// The RIM's nine tensors, first in rim_fwd_step and rim_bwd_step (args.rs RimWeights), and the
+// same names as a RimTensors initialiser.
+#define RIM_TENSOR_PARAMS                                                                      \
+    const float* __restrict__ w_k, const float* __restrict__ w_v, const float* __restrict__ w_q, \
+        const float* __restrict__ rnn, const float* __restrict__ c_q,                          \
+        const float* __restrict__ c_k, const float* __restrict__ c_v,                          \
+        const float* __restrict__ c_g, const float* __restrict__ c_o
+#define RIM_TENSOR_ARGS {w_k, w_v, w_q, rnn, c_q, c_k, c_v, c_g, c_o}
+// The operands of one memory step backward, after the weights in rim_bwd_step and lstm_bwd_step
+// (args.rs MemoryBwd): state_in [batch x state width] (the state the forward read), cache (the
+// forward's), dh_loss [batch x NH] (the loss gradient through the heads w.r.t. the step's output
+// h), carry [batch x state width] (the gradient w.r.t. the step's output state, from step t + 1;
+// null for none; may alias carry_out), reset [batch] (1: the step started an episode, nothing
+// flows into step t - 1; may be null), carry_out (dL/d state_{t-1}), dx [batch x INPUT], delta.
+#define MEMORY_BWD_PARAMS                                                                      \
+    const float* __restrict__ state_in, const float* __restrict__ cache,                       \
+        const float* __restrict__ dh_loss, const float* carry, const u8* __restrict__ reset,   \
+        float* carry_out, float* __restrict__ dx, float* __restrict__ delta, u32 batch
+
 // ---- LSTM memory (the baseline: one LSTM as wide as all modules) ----------------------------
 #define MW NH                            // memory width
 #define LSTM_CACHE (5 * MW)              // [i | f | g | o | tanh(c')] after the nonlinearities

@@ -69,6 +69,19 @@ struct RimBwd : RimTensors {
     __device__ __forceinline__ float* delta_of(u32 b) const { return delta + (u64)b * RIM_DELTA; }
 };
 
+// sum over the active modules i in order of a[i * lda] * v[i * ldv], from zero (`mask`: the
+// sample's SB_MASK; an inactive module adds nothing, not even a -0, as in the core). The
+// gradients that sum a product over the modules (B4's dcv / dck, B9's dvx / dkx) all take it.
+__device__ __forceinline__ float sum_over_active(const float* mask, const float* a, u32 lda,
+                                                 const float* v, u32 ldv) {
+    float acc = 0.0f;
+    for (u32 i = 0; i < N_MOD; ++i) {
+        if (mask[i] == 0.0f) continue;
+        acc += a[i * lda] * v[i * ldv];
+    }
+    return acc;
+}
+
 // B0: dL/dh_t, the activity mask; step 5 (masked update): active modules' gradient goes to
 // h', inactive ones' straight to h_{t-1}. LSTM modules: dL/dc_t into SB_DC (an inactive
 // module's is already dL/dc_{t-1}; an active one's is replaced in B6).
@@ -121,10 +134,8 @@ __device__ __forceinline__ void rb_comm_gate(const RimBwd& step) {
 
 // B2: dL/do_i = W_g^T dpg + W_o^T dpo (rows in order, zero rows skipped, as the core).
 __device__ __forceinline__ void rb_comm_output_grads(const RimBwd& step) {
-    for_sample_rows<SPB_RIM>(step.blk, N_MOD * CW, [&](u32 s, u32 r, u32 b) {
+    for_module_rows<CW>(step.blk, [&](u32 s, u32 r, u32 b, u32 i, u32 e) {
         float* S = step.smem(s);
-        const u32 i = r / CW;
-        const u32 e = r % CW;
         float acc = 0.0f;
         if (S[SB_MASK + i] != 0.0f) {
             const float* wg = step.c_g + (u64)i * HID * CW;
@@ -139,11 +150,9 @@ __device__ __forceinline__ void rb_comm_output_grads(const RimBwd& step) {
 // B3: through o_ij = sum_m p_ijm v_mj and the softmax: ds (already times 1/sqrt(c_k)).
 __device__ __forceinline__ void rb_comm_scores(const RimBwd& step) {
     const float inv_ck = inv_sqrt_ref(C_K);
-    for_sample_rows<SPB_RIM>(step.blk, N_MOD * C_HEADS, [&](u32 s, u32 r, u32 b) {
+    for_module_rows<C_HEADS>(step.blk, [&](u32 s, u32 r, u32 b, u32 i, u32 j) {
         float* S = step.smem(s);
         const float* C = step.cache_of(b);
-        const u32 i = r / C_HEADS;
-        const u32 j = r % C_HEADS;
         float* ds = S + SB_DS + r * N_MOD;
         if (S[SB_MASK + i] == 0.0f) {
             for (u32 m = 0; m < N_MOD; ++m) ds[m] = 0.0f;
@@ -170,23 +179,20 @@ __device__ __forceinline__ void rb_comm_kqv_grads(const RimBwd& step) {
         const u32 m = q / CW;
         const u32 e = q % CW;
         const u32 j = e / C_K;
-        float acc = 0.0f;
+        const u32 ld_p = C_HEADS * N_MOD;  // one query module's scores (p, ds)
         if (part == 0) {
-            for (u32 i = 0; i < N_MOD; ++i) {
-                if (S[SB_MASK + i] == 0.0f) continue;
-                acc += C[RC_P + (i * C_HEADS + j) * N_MOD + m] * S[SB_DOUT + i * CW + e];
-            }
+            const float acc = sum_over_active(S + SB_MASK, C + RC_P + j * N_MOD + m, ld_p,
+                                              S + SB_DOUT + e, CW);
             S[SB_DCV + q] = acc;
             D[RD_DCV + q] = acc;
         } else if (part == 1) {
-            for (u32 i = 0; i < N_MOD; ++i) {
-                if (S[SB_MASK + i] == 0.0f) continue;
-                acc += S[SB_DS + (i * C_HEADS + j) * N_MOD + m] * C[RC_CQ + i * CW + e];
-            }
+            const float acc = sum_over_active(S + SB_MASK, S + SB_DS + j * N_MOD + m, ld_p,
+                                              C + RC_CQ + e, CW);
             S[SB_DCK + q] = acc;
             D[RD_DCK + q] = acc;
         } else {
             // q indexes the query module here.
+            float acc = 0.0f;
             if (S[SB_MASK + m] != 0.0f) {
                 for (u32 k = 0; k < N_MOD; ++k) {
                     acc += S[SB_DS + (m * C_HEADS + j) * N_MOD + k] * C[RC_CK + k * CW + e];
@@ -200,10 +206,8 @@ __device__ __forceinline__ void rb_comm_kqv_grads(const RimBwd& step) {
 
 // B5: into h~ of the active modules: W_cq^T dcq, then W_ck^T dck, then W_cv^T dcv.
 __device__ __forceinline__ void rb_into_candidate(const RimBwd& step) {
-    for_sample_rows<SPB_RIM>(step.blk, NH, [&](u32 s, u32 r, u32 b) {
+    for_module_rows<HID>(step.blk, [&](u32 s, u32 r, u32 b, u32 m, u32 h) {
         float* S = step.smem(s);
-        const u32 m = r / HID;
-        const u32 h = r % HID;
         if (S[SB_MASK + m] == 0.0f) return;
         float acc = S[SB_DHT + r];
         const float* ws[3] = {step.c_q, step.c_k, step.c_v};
@@ -217,31 +221,21 @@ __device__ __forceinline__ void rb_into_candidate(const RimBwd& step) {
 }
 
 #endif
-#if CELL_LSTM
-// B6: LSTM gate gradients of the active modules (core::nn::ops::lstm_backward, the same
-// products in the same order): dc~ = dc' + dh~ o (1 - tanh(c')^2), the four gates'
-// pre-activation gradients, dc_{t-1} = dc~ f (started from zero, as the core's d_prev).
-// The input and hidden products see the same gradients, so gi and gh are equal.
+// B6: the module cells' gate gradients for the active modules (zeros for the inactive ones),
+// into gi / gh and the deltas. LSTM modules (core::nn::ops::lstm_backward): dL/dc_{t-1} replaces
+// dL/dc_t in SB_DC; the input and hidden products see the same gradients, so gi and gh are
+// equal. GRU modules (core::nn::ops::gru_gate_grads): the direct path d z goes into SB_DHP.
 __device__ __forceinline__ void rb_gate_grads(const RimBwd& step) {
-    for_sample_rows<SPB_RIM>(step.blk, NH, [&](u32 s, u32 r, u32 b) {
+    for_module_rows<HID>(step.blk, [&](u32 s, u32 r, u32 b, u32 m, u32 u) {
         float* S = step.smem(s);
-        const float* C = step.cache_of(b);
         float* D = step.delta_of(b);
-        const u32 m = r / HID;
-        const u32 u = r % HID;
+        const float* rc = step.cache_of(b) + RC_RNN + m * RNN_CACHE;
+        const bool on = S[SB_MASK + m] != 0.0f;
+#if CELL_LSTM
         float da[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        if (S[SB_MASK + m] != 0.0f) {
-            const float* rc = C + RC_RNN + m * RNN_CACHE;
-            const float ig = rc[u], fg = rc[HID + u], gg = rc[2 * HID + u], og = rc[3 * HID + u];
-            const float t = rc[4 * HID + u];
-            const float dho = S[SB_DHT + r];
-            const float dct = S[SB_DC + r] + dho * og * (1.0f - t * t);
+        if (on) {
             const float cu = step.state_in[(u64)b * RSL + NH + r];
-            da[0] = dct * gg * ig * (1.0f - ig);
-            da[1] = dct * cu * fg * (1.0f - fg);
-            da[2] = dct * ig * (1.0f - gg * gg);
-            da[3] = dho * t * og * (1.0f - og);
-            S[SB_DC + r] = 0.0f + dct * fg;
+            S[SB_DC + r] = lstm_gate_grads(rc, HID, u, S[SB_DHT + r], S[SB_DC + r], cu, da);
         }
         float* gi = S + SB_GI + m * RGH;
         float* gh = S + SB_GH + m * RGH;
@@ -253,53 +247,21 @@ __device__ __forceinline__ void rb_gate_grads(const RimBwd& step) {
             dgi[q * HID + u] = da[q];
             dgh[q * HID + u] = da[q];
         }
-    });
-}
-
 #else
-// B6: GRU gate gradients of the active modules (core::nn::ops::gru_gate_grads).
-__device__ __forceinline__ void rb_gate_grads(const RimBwd& step) {
-    for_sample_rows<SPB_RIM>(step.blk, NH, [&](u32 s, u32 r, u32 b) {
-        float* S = step.smem(s);
-        const float* C = step.cache_of(b);
-        float* D = step.delta_of(b);
-        const u32 m = r / HID;
-        const u32 u = r % HID;
-        float* gi = S + SB_GI + m * RGH;
-        float* gh = S + SB_GH + m * RGH;
-        float da_r = 0.0f, da_z = 0.0f, da_n = 0.0f, gh_n = 0.0f;
-        if (S[SB_MASK + m] != 0.0f) {
-            const float* rc = C + RC_RNN + m * RNN_CACHE;
+        GruGateGrads g{0.0f, 0.0f, 0.0f, 0.0f};
+        if (on) {
             const float d = S[SB_DHT + r];
-            const float rg = rc[u], zg = rc[HID + u], ng = rc[2 * HID + u], hn = rc[3 * HID + u];
-            const float hu = step.state_in[(u64)b * RSL + r];
-            const float dn = d * (1.0f - zg);
-            const float dz = d * (hu - ng);
-            da_n = dn * (1.0f - ng * ng);
-            const float dr = da_n * hn;
-            da_z = dz * zg * (1.0f - zg);
-            da_r = dr * rg * (1.0f - rg);
-            gh_n = da_n * rg;
+            const float zg = rc[HID + u];
+            g = gru_gate_grads(d, rc[u], zg, rc[2 * HID + u], rc[3 * HID + u],
+                               step.state_in[(u64)b * RSL + r]);
             S[SB_DHP + r] = S[SB_DHP + r] + d * zg;
         }
-        gi[u] = da_r;
-        gi[HID + u] = da_z;
-        gi[2 * HID + u] = da_n;
-        gh[u] = da_r;
-        gh[HID + u] = da_z;
-        gh[2 * HID + u] = gh_n;
-        float* dgi = D + RD_GI + m * RGH;
-        float* dgh = D + RD_GH + m * RGH;
-        dgi[u] = da_r;
-        dgi[HID + u] = da_z;
-        dgi[2 * HID + u] = da_n;
-        dgh[u] = da_r;
-        dgh[HID + u] = da_z;
-        dgh[2 * HID + u] = gh_n;
+        store_gru_gate_grads(S + SB_GI + m * RGH, S + SB_GH + m * RGH, HID, u, g);
+        store_gru_gate_grads(D + RD_GI + m * RGH, D + RD_GH + m * RGH, HID, u, g);
+#endif
     });
 }
 
-#endif
 // B7: du = W_ih^T gi; dh_{t-1} += W_hh^T gh (active modules).
 __device__ __forceinline__ void rb_module_inputs(const RimBwd& step) {
     for_sample_rows<SPB_RIM>(step.blk, N_MOD * UW + NH, [&](u32 s, u32 r, u32 b) {
@@ -327,11 +289,9 @@ __device__ __forceinline__ void rb_module_inputs(const RimBwd& step) {
 // B8: through u_mj = a_mj v_x,j and a_mj = sigmoid(s_mj): the score gradients.
 __device__ __forceinline__ void rb_input_scores(const RimBwd& step) {
     const float inv_dk = inv_sqrt_ref(D_K);
-    for_sample_rows<SPB_RIM>(step.blk, N_MOD * IN_HEADS, [&](u32 s, u32 r, u32 b) {
+    for_module_rows<IN_HEADS>(step.blk, [&](u32 s, u32 r, u32 b, u32 m, u32 j) {
         float* S = step.smem(s);
         const float* C = step.cache_of(b);
-        const u32 m = r / IN_HEADS;
-        const u32 j = r % IN_HEADS;
         float dsc = 0.0f;
         if (S[SB_MASK + m] != 0.0f) {
             const float a = C[RC_AX + r];
@@ -360,21 +320,15 @@ __device__ __forceinline__ void rb_input_projections(const RimBwd& step) {
         } else if (r < N_MOD * QW + UW) {
             const u32 e = r - N_MOD * QW;
             const u32 j = e / D_V;
-            float acc = 0.0f;
-            for (u32 m = 0; m < N_MOD; ++m) {
-                if (S[SB_MASK + m] == 0.0f) continue;
-                acc += C[RC_AX + m * IN_HEADS + j] * S[SB_DU + m * UW + e];
-            }
+            const float acc =
+                sum_over_active(S + SB_MASK, C + RC_AX + j, IN_HEADS, S + SB_DU + e, UW);
             S[SB_DVX + e] = acc;
             D[RD_DVX + e] = acc;
         } else {
             const u32 e = r - N_MOD * QW - UW;
             const u32 j = e / D_K;
-            float acc = 0.0f;
-            for (u32 m = 0; m < N_MOD; ++m) {
-                if (S[SB_MASK + m] == 0.0f) continue;
-                acc += S[SB_DSC + m * IN_HEADS + j] * C[RC_Q + m * QW + e];
-            }
+            const float acc =
+                sum_over_active(S + SB_MASK, S + SB_DSC + j, IN_HEADS, C + RC_Q + e, QW);
             S[SB_DKX + e] = acc;
             D[RD_DKX + e] = acc;
         }
@@ -416,23 +370,9 @@ __device__ __forceinline__ void rb_write_out(const RimBwd& step) {
 //   reset [batch] (1: this step started an episode, so nothing flows into step t - 1; may be
 //   null), carry_out [batch x RSL] (dL/d state_{t-1}), dx [batch x INPUT] (dL/dx_t),
 //   delta [batch x RIM_DELTA].
-extern "C" __global__ void rim_bwd_step(const float* __restrict__ w_k,
-                                        const float* __restrict__ w_v,
-                                        const float* __restrict__ w_q,
-                                        const float* __restrict__ rnn,
-                                        const float* __restrict__ c_q,
-                                        const float* __restrict__ c_k,
-                                        const float* __restrict__ c_v,
-                                        const float* __restrict__ c_g,
-                                        const float* __restrict__ c_o,
-                                        const float* __restrict__ state_in,
-                                        const float* __restrict__ cache,
-                                        const float* __restrict__ dh_loss, const float* carry,
-                                        const u8* __restrict__ reset, float* carry_out,
-                                        float* __restrict__ dx, float* __restrict__ delta,
-                                        u32 batch) {
+extern "C" __global__ void rim_bwd_step(RIM_TENSOR_PARAMS, MEMORY_BWD_PARAMS) {
     DYN_SMEM_F32(sm);
-    const RimBwd step{{w_k, w_v, w_q, rnn, c_q, c_k, c_v, c_g, c_o},
+    const RimBwd step{RIM_TENSOR_ARGS,
                       state_in, cache, dh_loss, carry, reset, carry_out, dx, delta,
                       sm, sample_block(SPB_RIM, batch)};
     rb_load_gradients(step);

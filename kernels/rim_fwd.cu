@@ -161,12 +161,10 @@ __device__ __forceinline__ void rf_select_modules(const RimFwd& step) {
 // masked update of the cell state: c' = c~ for active modules, an inactive one keeps c
 // bit-exactly (the communication below only changes h).
 __device__ __forceinline__ void rf_modules(const RimFwd& step) {
-    for_sample_rows<SPB_RIM>(step.blk, NH, [&](u32 s, u32 r, u32 b) {
+    for_module_rows<HID>(step.blk, [&](u32 s, u32 r, u32 b, u32 i, u32 u) {
         float* S = step.smem(s);
         float* C = step.cache_of(b);
         float* c_out = step.h_out + (u64)b * RSL + NH;
-        const u32 i = r / HID;
-        const u32 u = r % HID;
         float* rc = C + RC_RNN + i * RNN_CACHE;
         const bool on = S[SF_MASK + i] != 0.0f;
         if (!COMM && !on) {
@@ -177,41 +175,20 @@ __device__ __forceinline__ void rf_modules(const RimFwd& step) {
         const float* p = step.rnn + (u64)i * RNN_LEN;
         const float* ui = S + SF_U + i * UW;
         const float* hi = S + SF_H + i * HID;
-        const float* whh = p + RNN_W_HH;
-        // Pre-activations as the core sums them: (b_ih + W_ih u) + W_hh h, then + b_hh.
-        float a[4];
-        for (u32 q = 0; q < 4; ++q) {
-            const u32 row = q * HID + u;
-            a[q] = ((p[RNN_B_IH + row] + dot8(p + (u64)row * UW, ui, UW)) +
-                    dot8(whh + (u64)row * HID, hi, HID)) +
-                   p[RNN_B_HH + row];
-        }
-        const float ig = sigmoidf_ref(a[0]);
-        const float fg = sigmoidf_ref(a[1]);
-        const float gg = tanhf(a[2]);
-        const float og = sigmoidf_ref(a[3]);
-        const float cu = fg * S[SF_C + r] + ig * gg;
-        const float t = tanhf(cu);
-        rc[u] = ig;
-        rc[HID + u] = fg;
-        rc[2 * HID + u] = gg;
-        rc[3 * HID + u] = og;
-        rc[4 * HID + u] = t;
-        const float ht = og * t;
-        S[SF_HT + r] = ht;
-        if (COMM) C[RC_HT + r] = ht;
-        c_out[r] = on ? cu : S[SF_C + r];
+        const LstmUnit o = lstm_unit_forward(p, p + RNN_B_IH, p + RNN_W_HH, p + RNN_B_HH, ui, UW,
+                                             hi, HID, S[SF_C + r], u, rc);
+        S[SF_HT + r] = o.h;
+        if (COMM) C[RC_HT + r] = o.h;
+        c_out[r] = on ? o.c : S[SF_C + r];
     });
 }
 #else
 // P4: per-module GRU (every module with communication: its h~ is read as key and value;
 // only the active ones without).
 __device__ __forceinline__ void rf_modules(const RimFwd& step) {
-    for_sample_rows<SPB_RIM>(step.blk, NH, [&](u32 s, u32 r, u32 b) {
+    for_module_rows<HID>(step.blk, [&](u32 s, u32 r, u32 b, u32 i, u32 u) {
         float* S = step.smem(s);
         float* C = step.cache_of(b);
-        const u32 i = r / HID;
-        const u32 u = r % HID;
         float* rc = C + RC_RNN + i * RNN_CACHE;
         if (!COMM && S[SF_MASK + i] == 0.0f) {
             rc[u] = 0.0f;
@@ -223,20 +200,8 @@ __device__ __forceinline__ void rf_modules(const RimFwd& step) {
         const float* p = step.rnn + (u64)i * RNN_LEN;
         const float* ui = S + SF_U + i * UW;
         const float* hi = S + SF_H + i * HID;
-        const float gx_r = p[RNN_B_IH + u] + dot8(p + (u64)u * UW, ui, UW);
-        const float gx_z = p[RNN_B_IH + HID + u] + dot8(p + (u64)(HID + u) * UW, ui, UW);
-        const float gx_n = p[RNN_B_IH + 2 * HID + u] + dot8(p + (u64)(2 * HID + u) * UW, ui, UW);
-        const float* whh = p + RNN_W_HH;
-        const float rg = sigmoidf_ref((gx_r + dot8(whh + u * HID, hi, HID)) + p[RNN_B_HH + u]);
-        const float zg = sigmoidf_ref((gx_z + dot8(whh + (HID + u) * HID, hi, HID)) +
-                                      p[RNN_B_HH + HID + u]);
-        const float hn = dot8(whh + (2 * HID + u) * HID, hi, HID) + p[RNN_B_HH + 2 * HID + u];
-        const float ng = tanhf(gx_n + rg * hn);
-        rc[u] = rg;
-        rc[HID + u] = zg;
-        rc[2 * HID + u] = ng;
-        rc[3 * HID + u] = hn;
-        const float ht = (1.0f - zg) * ng + zg * hi[u];
+        const float ht =
+            gru_unit_forward(p, p + RNN_B_IH, p + RNN_W_HH, p + RNN_B_HH, ui, UW, hi, HID, u, rc);
         S[SF_HT + r] = ht;
         if (COMM) C[RC_HT + r] = ht;
     });
@@ -267,11 +232,9 @@ __device__ __forceinline__ void rf_comm_projections(const RimFwd& step) {
 // P6a: attention of each active module and head over all modules (softmax in place).
 __device__ __forceinline__ void rf_comm_attention(const RimFwd& step) {
     const float inv_ck = inv_sqrt_ref(C_K);
-    for_sample_rows<SPB_RIM>(step.blk, N_MOD * C_HEADS, [&](u32 s, u32 r, u32 b) {
+    for_module_rows<C_HEADS>(step.blk, [&](u32 s, u32 r, u32 b, u32 i, u32 j) {
         float* S = step.smem(s);
         float* C = step.cache_of(b);
-        const u32 i = r / C_HEADS;
-        const u32 j = r % C_HEADS;
         float* p = S + SF_P + r * N_MOD;
         if (S[SF_MASK + i] == 0.0f) {
             for (u32 m = 0; m < N_MOD; ++m) p[m] = 0.0f;
@@ -295,11 +258,9 @@ __device__ __forceinline__ void rf_comm_attention(const RimFwd& step) {
 
 // P6b: attention outputs o_i (zeros for inactive modules).
 __device__ __forceinline__ void rf_comm_outputs(const RimFwd& step) {
-    for_sample_rows<SPB_RIM>(step.blk, N_MOD * CW, [&](u32 s, u32 r, u32 b) {
+    for_module_rows<CW>(step.blk, [&](u32 s, u32 r, u32 b, u32 i, u32 e) {
         float* S = step.smem(s);
         float* C = step.cache_of(b);
-        const u32 i = r / CW;
-        const u32 e = r % CW;
         const u32 j = e / C_K;
         float o = 0.0f;
         if (S[SF_MASK + i] != 0.0f) {
@@ -356,22 +317,14 @@ __device__ __forceinline__ void rf_update(const RimFwd& step) {
 //   reset [batch] (1: the step starts an episode, the state read is zeros; may be null),
 //   state_in [batch x RSL] (receives the state read; may be null), h_out [batch x RSL],
 //   cache [batch x RIM_CACHE], active_bits [batch] (bit i: module i active; may be null).
-extern "C" __global__ void rim_fwd_step(const float* __restrict__ w_k,
-                                        const float* __restrict__ w_v,
-                                        const float* __restrict__ w_q,
-                                        const float* __restrict__ rnn,
-                                        const float* __restrict__ c_q,
-                                        const float* __restrict__ c_k,
-                                        const float* __restrict__ c_v,
-                                        const float* __restrict__ c_g,
-                                        const float* __restrict__ c_o,
+extern "C" __global__ void rim_fwd_step(RIM_TENSOR_PARAMS,
                                         const float* __restrict__ x, const float* h_src,
                                         const u8* __restrict__ reset,
                                         float* __restrict__ state_in, float* h_out,
                                         float* __restrict__ cache,
                                         u32* __restrict__ active_bits, u32 batch) {
     DYN_SMEM_F32(sm);
-    const RimFwd step{{w_k, w_v, w_q, rnn, c_q, c_k, c_v, c_g, c_o},
+    const RimFwd step{RIM_TENSOR_ARGS,
                    x, h_src, reset, state_in, h_out, cache, active_bits,
                    sm, sample_block(SPB_RIM, batch)};
     rf_read_inputs(step);

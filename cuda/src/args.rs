@@ -95,7 +95,7 @@ macro_rules! arg_group {
 arg_group! {
     /// The RIM's nine weight tensors, first in `rim_fwd_step` and `rim_bwd_step` (without
     /// communication the five comm pointers repeat the key projection; the kernels do not read
-    /// them).
+    /// them). The `.cu` side's list: `RIM_TENSOR_PARAMS` in `kernels/model.cuh`.
     RimWeights {
         w_k: Ptr<f32>,
         w_v: Ptr<f32>,
@@ -112,7 +112,8 @@ arg_group! {
 arg_group! {
     /// The operands of one memory step backward, after the weights in `rim_bwd_step` and
     /// `lstm_bwd_step`: the step's states read and cache, the loss and carried state gradients,
-    /// the episode starts, then the outputs (carried gradient, input gradient, deltas).
+    /// the episode starts, then the outputs (carried gradient, input gradient, deltas). The
+    /// `.cu` side's list: `MEMORY_BWD_PARAMS` in `kernels/model.cuh`.
     MemoryBwd {
         state_in: Ptr<f32>,
         cache: Ptr<f32>,

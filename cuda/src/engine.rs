@@ -345,48 +345,52 @@ impl CudaPolicy {
 
     // ---- parameters ------------------------------------------------------------------------
 
-    /// Overwrite the device parameters with `params`.
-    pub fn upload_params(&mut self, params: GroupBufs<'_, f32>) -> Result<()> {
-        self.layout.check_bufs(&params)?;
+    /// `bufs` (checked against the layout) into the device buffer that `which` picks in every
+    /// group: the one copy the parameter and gradient uploads share.
+    fn upload_groups(
+        &self,
+        bufs: GroupBufs<'_, f32>,
+        which: fn(&DeviceGroup) -> &DevBuf<f32>,
+    ) -> Result<()> {
+        self.layout.check_bufs(&bufs)?;
         for g in Group::ALL {
-            self.groups[group_index(g)]
-                .params
-                .upload(host_group(&params, g))?;
+            which(&self.groups[group_index(g)]).upload(host_group(&bufs, g))?;
         }
         Ok(())
+    }
+
+    /// The device buffer that `which` picks in every group into `out` (checked against the
+    /// layout): the one copy the parameter and gradient downloads share.
+    fn download_groups(
+        &self,
+        mut out: GroupBufsMut<'_, f32>,
+        which: fn(&DeviceGroup) -> &DevBuf<f32>,
+    ) -> Result<()> {
+        self.layout.check_bufs(&out.as_ref())?;
+        for g in Group::ALL {
+            which(&self.groups[group_index(g)]).download_into(0, host_group_mut(&mut out, g))?;
+        }
+        Ok(())
+    }
+
+    /// Overwrite the device parameters with `params`.
+    pub fn upload_params(&mut self, params: GroupBufs<'_, f32>) -> Result<()> {
+        self.upload_groups(params, |d| &d.params)
     }
 
     /// The device parameters into `out`.
-    pub fn download_params(&self, mut out: GroupBufsMut<'_, f32>) -> Result<()> {
-        self.layout.check_bufs(&out.as_ref())?;
-        for g in Group::ALL {
-            self.groups[group_index(g)]
-                .params
-                .download_into(0, host_group_mut(&mut out, g))?;
-        }
-        Ok(())
+    pub fn download_params(&self, out: GroupBufsMut<'_, f32>) -> Result<()> {
+        self.download_groups(out, |d| &d.params)
     }
 
     /// The gradients of the last pass into `out`.
-    pub fn download_grads(&self, mut out: GroupBufsMut<'_, f32>) -> Result<()> {
-        self.layout.check_bufs(&out.as_ref())?;
-        for g in Group::ALL {
-            self.groups[group_index(g)]
-                .grads
-                .download_into(0, host_group_mut(&mut out, g))?;
-        }
-        Ok(())
+    pub fn download_grads(&self, out: GroupBufsMut<'_, f32>) -> Result<()> {
+        self.download_groups(out, |d| &d.grads)
     }
 
     /// Overwrite the gradients with `grads` (the trainer steps on a mean it summed itself).
     pub fn upload_grads(&mut self, grads: GroupBufs<'_, f32>) -> Result<()> {
-        self.layout.check_bufs(&grads)?;
-        for g in Group::ALL {
-            self.groups[group_index(g)]
-                .grads
-                .upload(host_group(&grads, g))?;
-        }
-        Ok(())
+        self.upload_groups(grads, |d| &d.grads)
     }
 
     /// Overwrite Adam's moments.

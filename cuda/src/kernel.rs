@@ -263,6 +263,25 @@ impl Kernel {
 mod tests {
     use super::*;
 
+    /// The body of the object-like macro `#define name ...` in `src` (continuation lines
+    /// joined), or `None` when `name` is not a bare identifier defined there.
+    fn define_body(src: &str, name: &str) -> Option<String> {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return None;
+        }
+        let head = format!("#define {name}");
+        let is_head = |l: &str| match l.strip_prefix(&head) {
+            Some(rest) => rest.is_empty() || rest.starts_with([' ', '\\']),
+            None => false,
+        };
+        let mut lines = src.lines().skip_while(|l| !is_head(l));
+        let mut body = lines.next()?[head.len()..].trim_end().to_string();
+        while let Some(more) = body.strip_suffix('\\') {
+            body = format!("{more} {}", lines.next()?.trim_end());
+        }
+        Some(body)
+    }
+
     #[test]
     fn headers_are_inlined_and_entry_points_are_defined() {
         for k in Kernel::ALL {
@@ -292,16 +311,22 @@ mod tests {
                     e.name
                 );
                 // The declaration's parameters are the typed struct's fields, by name and in
-                // order (each C++ parameter's last identifier is its name).
+                // order (each C++ parameter's last identifier is its name), parameter groups
+                // (model.cuh `#define`s such as RIM_TENSOR_PARAMS) expanded in place.
                 let start = s.find(&decl).unwrap() + decl.len();
                 let end = start + s[start..].find(')').unwrap();
-                let names: Vec<&str> = s[start..end]
+                let names: Vec<String> = s[start..end]
                     .split(',')
+                    .flat_map(|p| match define_body(&s, p.trim()) {
+                        Some(body) => body.split(',').map(str::to_string).collect(),
+                        None => vec![p.to_string()],
+                    })
                     .map(|p| {
                         p.trim()
                             .rsplit(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
                             .next()
                             .unwrap_or("")
+                            .to_string()
                     })
                     .collect();
                 let want: Vec<&str> = e.params.iter().map(|p| p.name).collect();

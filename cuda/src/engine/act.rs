@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use metarim_core::nn::dims::{EncoderKind, MemoryKind};
 
-use super::launch::MemoryStep;
+use super::launch::{InstrBufs, MemoryStep};
 use super::{bad, linear_cfg, pack_tokens, push_obs, u32_of, ActInput, ActOut, CudaPolicy};
 use crate::args::ScatterRows;
 use crate::exec::{DevBuf, Exec, Ptr, Ticket};
@@ -30,11 +30,9 @@ struct ActSlot {
     values: DevBuf<f32>,
     heads_cache: DevBuf<f32>,
     active: DevBuf<u32>,
-    seg_tokens: DevBuf<u16>,
+    /// The missions encoded this step (their embeddings scattered into [`Actor`]'s store).
+    instr: InstrBufs,
     seg_idx: DevBuf<u32>,
-    instr_tmp: DevBuf<f32>,
-    instr_cache: DevBuf<f32>,
-    instr_xs: DevBuf<f32>,
     /// The queued copies of the outputs (logits, values, active, state read) of the step in
     /// flight.
     pending: Option<[Ticket; 4]>,
@@ -72,11 +70,8 @@ impl ActSlot {
             values: f(n)?,
             heads_cache: f(n * ml.heads.heads_cache)?,
             active: DevBuf::zeros(exec, n)?,
-            seg_tokens: DevBuf::zeros(exec, n * d.max_tokens)?,
+            instr: InstrBufs::new(exec, ml, n)?,
             seg_idx: DevBuf::zeros(exec, n)?,
-            instr_tmp: f(n * d.instr_hidden)?,
-            instr_cache: f(n * ml.instr.instr_cache)?,
-            instr_xs: f(n * d.max_tokens * d.word_dim)?,
             pending: None,
         })
     }
@@ -211,22 +206,15 @@ impl CudaPolicy {
         if k == 0 {
             return Ok(());
         }
-        let (ml, d) = (&self.ml, &self.ml.dims);
-        let (hi, mt) = (d.instr_hidden, d.max_tokens);
+        let hi = self.ml.dims.instr_hidden;
         let a = self.actor()?;
         let sb = &a.slots[slot];
-        sb.seg_tokens.upload_async_at(0, &host.tokens)?;
+        sb.instr.tokens.upload_async_at(0, &host.tokens)?;
         sb.seg_idx.upload_async_at(0, &host.envs)?;
-        self.instr_fwd(
-            sb.seg_tokens.at(0, k * mt)?,
-            sb.instr_tmp.at(0, k * hi)?,
-            sb.instr_cache.at(0, k * ml.instr.instr_cache)?,
-            sb.instr_xs.at(0, k * mt * d.word_dim)?,
-            k,
-        )?;
+        self.instr_fwd(&sb.instr, k)?;
         let args = ScatterRows {
             dst: a.instr.ptr(),
-            src: sb.instr_tmp.at(0, k * hi)?,
+            src: sb.instr.out.at(0, k * hi)?,
             idx: sb.seg_idx.at(0, k)?,
             width: hi,
             samples: k,

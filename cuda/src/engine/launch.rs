@@ -3,6 +3,8 @@
 //! gather of instruction embeddings into the memory input, one memory step, the heads), used by
 //! acting and by the gradient pass alike, and the weight-gradient reduction.
 
+use std::sync::Arc;
+
 use metarim_core::nn::dims::MemoryKind;
 use metarim_core::nn::params::{Role, TensorKind};
 
@@ -10,7 +12,8 @@ use super::{bad, blocks, group_index, linear_cfg, u32_of, CudaPolicy, SMALL_THRE
 use crate::args::{
     EncoderFwd, GatherRows, HeadsFwd, InstrFwd, LstmFwdStep, RimFwdStep, RimWeights, Wgrad,
 };
-use crate::exec::{self, DevBuf, Func, KernelArgs, LaunchCfg, Ptr};
+use crate::exec::{self, DevBuf, Exec, Func, KernelArgs, LaunchCfg, Ptr};
+use crate::layout::ModelLayout;
 use crate::Result;
 
 /// The operands of one memory step forward over `batch` samples.
@@ -32,6 +35,35 @@ pub(super) struct MemoryStep {
     pub active_bits: Ptr<u32>,
     /// Samples.
     pub batch: usize,
+}
+
+/// The instruction encoder's device buffers for up to a number of missions (acting's slots and
+/// the gradient pass's work buffers hold one each): the packed tokens (`max_tokens` each), the
+/// embeddings, the caches and the embedded tokens, sized per mission here once.
+#[derive(Debug)]
+pub(super) struct InstrBufs {
+    /// Packed tokens.
+    pub tokens: DevBuf<u16>,
+    /// The embeddings (`instr_hidden` each).
+    pub out: DevBuf<f32>,
+    /// The encoder's caches.
+    pub cache: DevBuf<f32>,
+    /// The embedded tokens the encoder read.
+    pub xs: DevBuf<f32>,
+}
+
+impl InstrBufs {
+    /// Zeroed buffers for `segments` missions.
+    pub fn new(exec: &Arc<dyn Exec>, ml: &ModelLayout, segments: usize) -> Result<InstrBufs> {
+        let d = &ml.dims;
+        let f = |n: usize| DevBuf::<f32>::zeros(exec, n);
+        Ok(InstrBufs {
+            tokens: DevBuf::zeros(exec, segments * d.max_tokens)?,
+            out: f(segments * d.instr_hidden)?,
+            cache: f(segments * ml.instr.instr_cache)?,
+            xs: f(segments * d.max_tokens * d.word_dim)?,
+        })
+    }
 }
 
 /// One operand `x` of a weight-gradient reduction: sample `s`'s vector starts at
@@ -260,22 +292,16 @@ impl CudaPolicy {
         )
     }
 
-    /// The instruction encoder over `segments` missions (`max_tokens` packed tokens each): the
-    /// embeddings into `out`, the caches into `cache` and `xs`.
-    pub(super) fn instr_fwd(
-        &self,
-        tokens: Ptr<u16>,
-        out: Ptr<f32>,
-        cache: Ptr<f32>,
-        xs: Ptr<f32>,
-        segments: usize,
-    ) -> Result<()> {
+    /// The instruction encoder over the first `segments` missions of `b.tokens`: the
+    /// embeddings into `b.out`, the caches into `b.cache` and `b.xs`.
+    pub(super) fn instr_fwd(&self, b: &InstrBufs, segments: usize) -> Result<()> {
+        let (ml, d) = (&self.ml, &self.ml.dims);
         let args = InstrFwd {
             p: self.block(Role::Instruction, false, 0)?,
-            tokens,
-            out,
-            cache,
-            xs,
+            tokens: b.tokens.at(0, segments * d.max_tokens)?,
+            out: b.out.at(0, segments * d.instr_hidden)?,
+            cache: b.cache.at(0, segments * ml.instr.instr_cache)?,
+            xs: b.xs.at(0, segments * d.max_tokens * d.word_dim)?,
             segments,
         };
         self.run(

@@ -10,7 +10,7 @@ use metarim_core::nn::dims::{EncoderKind, MemoryKind};
 use metarim_core::nn::loss::PpoCoefs;
 use metarim_core::nn::params::{Role, TensorKind};
 
-use super::launch::{MemoryStep, Operand, WeightGrad};
+use super::launch::{InstrBufs, MemoryStep, Operand, WeightGrad};
 use super::{bad, linear_cfg, pack_tokens, push_obs, CudaPolicy, PassChunk};
 use crate::args::{
     CountActive, EncoderBwd, EncoderWgrad, InstrBwd, InstrDsum, InstrEmbGrad, LstmBwdStep,
@@ -35,14 +35,11 @@ pub(super) struct Work {
     x: DevBuf<f32>,
     enc_cache: DevBuf<f32>,
     enc_delta: DevBuf<f32>,
-    seg_tokens: DevBuf<u16>,
+    instr: InstrBufs,
     seg_of: DevBuf<u32>,
     seg_chunk: DevBuf<u32>,
     seg_t0: DevBuf<u32>,
     seg_t1: DevBuf<u32>,
-    instr_out: DevBuf<f32>,
-    instr_cache: DevBuf<f32>,
-    instr_xs: DevBuf<f32>,
     instr_delta: DevBuf<f32>,
     d_instr: DevBuf<f32>,
     states: DevBuf<f32>,
@@ -111,14 +108,11 @@ impl Work {
             x: f(s * ml.input)?,
             enc_cache: f(s * ml.enc.enc_cache)?,
             enc_delta: f(s * ml.enc.enc_delta)?,
-            seg_tokens: DevBuf::zeros(exec, g * mt)?,
+            instr: InstrBufs::new(exec, ml, g)?,
             seg_of: DevBuf::zeros(exec, s)?,
             seg_chunk: DevBuf::zeros(exec, g)?,
             seg_t0: DevBuf::zeros(exec, g)?,
             seg_t1: DevBuf::zeros(exec, g)?,
-            instr_out: f(g * d.instr_hidden)?,
-            instr_cache: f(g * ml.instr.instr_cache)?,
-            instr_xs: f(g * mt * d.word_dim)?,
             instr_delta: f(g * mt * ml.instr.instr_delta)?,
             d_instr: f(g * d.instr_hidden)?,
             states: f((s + b) * sl)?,
@@ -263,7 +257,7 @@ impl CudaPolicy {
         w.adv.upload_at(0, &st.adv)?;
         w.ret.upload_at(0, &st.ret)?;
         w.states.upload_at(0, &st.init)?;
-        w.seg_tokens.upload_at(0, &st.seg_tokens)?;
+        w.instr.tokens.upload_at(0, &st.seg_tokens)?;
         w.seg_of.upload_at(0, &st.seg_of)?;
         w.seg_chunk.upload_at(0, &st.seg_chunk)?;
         w.seg_t0.upload_at(0, &st.seg_t0)?;
@@ -323,19 +317,13 @@ impl CudaPolicy {
     /// its memory input, then the encoder over every step (after the gather: with FiLM it
     /// reads the embeddings there).
     fn pass_inputs(&self, w: &Work, sh: Shape) -> Result<()> {
-        let (ml, d) = (&self.ml, &self.ml.dims);
+        let ml = &self.ml;
         let (s, g) = (sh.s, sh.g);
-        let (hi, mt) = (d.instr_hidden, d.max_tokens);
-        self.instr_fwd(
-            w.seg_tokens.at(0, g * mt)?,
-            w.instr_out.at(0, g * hi)?,
-            w.instr_cache.at(0, g * ml.instr.instr_cache)?,
-            w.instr_xs.at(0, g * mt * d.word_dim)?,
-            g,
-        )?;
+        let hi = ml.dims.instr_hidden;
+        self.instr_fwd(&w.instr, g)?;
         self.gather_instr(
             w.x.at(0, s * ml.input)?,
-            w.instr_out.at(0, g * hi)?,
+            w.instr.out.at(0, g * hi)?,
             w.seg_of.at(0, s)?,
             s,
         )?;
@@ -611,8 +599,8 @@ impl CudaPolicy {
         self.run(linear_cfg(g * hi), args)?;
         let args = InstrBwd {
             p: self.block(Role::Instruction, false, 0)?,
-            tokens: w.seg_tokens.at(0, g * mt)?,
-            cache: w.instr_cache.at(0, g * ml.instr.instr_cache)?,
+            tokens: w.instr.tokens.at(0, g * mt)?,
+            cache: w.instr.cache.at(0, g * ml.instr.instr_cache)?,
             d_out: w.d_instr.at(0, g * hi)?,
             delta: w.instr_delta.at(0, g * mt * ml.instr.instr_delta)?,
             segments: g,
@@ -625,10 +613,10 @@ impl CudaPolicy {
         let ids = |off: usize| -> Result<(Ptr<f32>, usize)> {
             Ok((w.instr_delta.rest(off)?, ml.instr.instr_delta))
         };
-        let xs = Operand::rows(w.instr_xs.rest(0)?, wd);
+        let xs = Operand::rows(w.instr.xs.rest(0)?, wd);
         // The hidden state before each token: segments x token slots.
         let hs = Operand {
-            base: w.instr_cache.rest(0)?,
+            base: w.instr.cache.rest(0)?,
             outer: ml.instr.instr_cache,
             inner: hi,
             sub: mt,
@@ -648,7 +636,7 @@ impl CudaPolicy {
             self.weight_grad(wg, g * mt)?;
         }
         let args = InstrEmbGrad {
-            tokens: w.seg_tokens.at(0, g * mt)?,
+            tokens: w.instr.tokens.at(0, g * mt)?,
             delta: w.instr_delta.at(0, g * mt * ml.instr.instr_delta)?,
             grads: ig(0)?,
             segments: g,
