@@ -540,12 +540,7 @@ mod tests {
         let h = uniform_vec(&mut rng, nh, 1.0);
         let c = uniform_vec(&mut rng, nh, 1.0);
         let run = |w_ih: &[f64], w_hh: &[f64], b_ih: &[f64], b_hh: &[f64], x: &[f64], h: &[f64]| {
-            let p = GruWeights {
-                w_ih,
-                w_hh,
-                b_ih,
-                b_hh,
-            };
+            let p = GruWeights::from_parts([w_ih, w_hh, b_ih, b_hh]);
             let mut out = vec![0.0; nh];
             let mut cache = vec![0.0; 4 * nh];
             gru_forward(&p, x, h, &mut out, &mut cache);
@@ -559,18 +554,8 @@ mod tests {
             vec![0.0; b_hh.len()],
         );
         let (mut dx, mut dh, mut scratch) = (vec![0.0; ni], vec![0.0; nh], vec![0.0; 6 * nh]);
-        let p = GruWeights {
-            w_ih: &w_ih,
-            w_hh: &w_hh,
-            b_ih: &b_ih,
-            b_hh: &b_hh,
-        };
-        let mut grads = GruGrads {
-            w_ih: &mut g.0,
-            w_hh: &mut g.1,
-            b_ih: &mut g.2,
-            b_hh: &mut g.3,
-        };
+        let p = GruWeights::from_parts([&w_ih, &w_hh, &b_ih, &b_hh]);
+        let mut grads = GruGrads::from_parts([&mut g.0, &mut g.1, &mut g.2, &mut g.3]);
         gru_backward(
             &p,
             &x,
@@ -653,12 +638,7 @@ mod tests {
                    x: &[f64],
                    h: &[f64],
                    c: &[f64]| {
-            let p = LstmWeights {
-                w_ih,
-                w_hh,
-                b_ih,
-                b_hh,
-            };
+            let p = LstmWeights::from_parts([w_ih, w_hh, b_ih, b_hh]);
             let (mut ho, mut co, mut cache) = (vec![0.0; nh], vec![0.0; nh], vec![0.0; 5 * nh]);
             lstm_forward(&p, x, h, c, &mut ho, &mut co, &mut cache);
             (dot(&ho, &ch) + dot(&co, &cc), cache)
@@ -676,18 +656,8 @@ mod tests {
             vec![0.0; nh],
             vec![0.0; 4 * nh],
         );
-        let p = LstmWeights {
-            w_ih: &w_ih,
-            w_hh: &w_hh,
-            b_ih: &b_ih,
-            b_hh: &b_hh,
-        };
-        let mut grads = LstmGrads {
-            w_ih: &mut g.0,
-            w_hh: &mut g.1,
-            b_ih: &mut g.2,
-            b_hh: &mut g.3,
-        };
+        let p = LstmWeights::from_parts([&w_ih, &w_hh, &b_ih, &b_hh]);
+        let mut grads = LstmGrads::from_parts([&mut g.0, &mut g.1, &mut g.2, &mut g.3]);
         lstm_backward(
             &p,
             &x,

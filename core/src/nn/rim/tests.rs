@@ -442,6 +442,13 @@ struct Problem {
     run: Run<f64>,
 }
 
+impl Problem {
+    /// The production backward's gradients of the problem's loss under `mode`.
+    fn grads(&self, mode: CommGrad) -> Grads {
+        run_bwd(&self.m, &self.d, mode, &self.data, &self.run)
+    }
+}
+
 fn problem(d: RimDims, steps: usize, seed: u64, scale: f64) -> Option<Problem> {
     let mut rng = Pcg32::new(seed);
     let m = Model::random(&d, &mut rng, scale);
@@ -544,7 +551,7 @@ fn check_problem(pb: &Problem, mode: CommGrad) -> Result<(), TestCaseError> {
     prop_assert_eq!(&r.actives, &pb.run.actives);
     prop_assert!(max_abs_diff(&r.hs, &pb.run.hs) < 1e-12);
     prop_assert!(max_abs_diff(&r.cs, &pb.run.cs) < 1e-12);
-    let g = run_bwd(&pb.m, &pb.d, mode, &pb.data, &pb.run);
+    let g = pb.grads(mode);
     let detach = (mode == CommGrad::Blocked && d.communication).then_some(&r.hts[..]);
     let f = loss_fn(pb, detach);
     for (name, err) in fd_errors(pb, &f, &g) {
@@ -627,7 +634,7 @@ fn gradient_check_catches_wrong_gradients() {
     for cell in [CellKind::Gru, CellKind::Lstm] {
         let d = dims(cell, true, 2);
         let pb = clean_problem(d, 5, 100, 0.9);
-        let g = run_bwd(&pb.m, &d, CommGrad::Full, &pb.data, &pb.run);
+        let g = pb.grads(CommGrad::Full);
         let f = loss_fn(&pb, None);
         let base = fd_errors(&pb, &f, &g);
         assert!(base.iter().all(|(_, e)| *e < GRAD_TOL), "{base:?}");
@@ -657,7 +664,7 @@ fn gradient_check_catches_wrong_gradients() {
             );
         }
         // Blocked gradients differ from the exact ones (inactive modules' h~ are read as keys).
-        let gb = run_bwd(&pb.m, &d, CommGrad::Blocked, &pb.data, &pb.run);
+        let gb = pb.grads(CommGrad::Blocked);
         let errs = fd_errors(&pb, &f, &gb);
         let rnn = errs.iter().find(|(n, _)| n == "Rnn").unwrap().1;
         assert!(
@@ -882,8 +889,8 @@ fn comm_grad_modes_agree_without_communication() {
     for cell in [CellKind::Gru, CellKind::Lstm] {
         let d = dims(cell, false, 2);
         let pb = clean_problem(d, 5, 7, 0.9);
-        let a = run_bwd(&pb.m, &d, CommGrad::Blocked, &pb.data, &pb.run);
-        let b = run_bwd(&pb.m, &d, CommGrad::Full, &pb.data, &pb.run);
+        let a = pb.grads(CommGrad::Blocked);
+        let b = pb.grads(CommGrad::Full);
         assert_eq!(a.model, b.model);
         assert_eq!((a.xs, a.h0, a.c0), (b.xs, b.h0, b.c0));
     }
