@@ -373,24 +373,44 @@ pub fn lstm_forward<S: Real>(
         *v += *b;
     }
     for u in 0..hid {
-        let i = gates[u].sigmoid();
-        let f = gates[hid + u].sigmoid();
-        let gg = gates[2 * hid + u].tanh();
-        let o = gates[3 * hid + u].sigmoid();
-        gates[u] = i;
-        gates[hid + u] = f;
-        gates[2 * hid + u] = gg;
-        gates[3 * hid + u] = o;
-        let cu = f * c.get(u).copied().unwrap_or(S::ZERO) + i * gg;
-        let t = cu.tanh();
+        let c_prev = c.get(u).copied().unwrap_or(S::ZERO);
+        let (cu, t, hu) = lstm_unit_forward(gates, hid, u, c_prev, S::sigmoid, S::tanh);
         tc[u] = t;
         if let Some(v) = c_out.get_mut(u) {
             *v = cu;
         }
         if let Some(v) = h_out.get_mut(u) {
-            *v = o * t;
+            *v = hu;
         }
     }
+}
+
+/// The pointwise part of [`lstm_forward`] for unit `u` (`u < hid`, `gates.len() >= 4 * hid`):
+/// replaces the unit's four gate pre-activations (`[i f g o]`, `hid` apart) by their
+/// nonlinearities, as the backward pass reads them, and returns `(c', tanh(c'), h')`. The
+/// nonlinearities are parameters so that the batched host path, which uses fast
+/// approximations in f32, computes the same cell with them (the kernels' counterpart is
+/// `lstm_unit_forward` in `kernels/common.cuh`).
+#[inline(always)]
+pub fn lstm_unit_forward<S: Real>(
+    gates: &mut [S],
+    hid: usize,
+    u: usize,
+    c_prev: S,
+    sigmoid: impl Fn(S) -> S,
+    tanh: impl Fn(S) -> S,
+) -> (S, S, S) {
+    let i = sigmoid(gates[u]);
+    let f = sigmoid(gates[hid + u]);
+    let gg = tanh(gates[2 * hid + u]);
+    let o = sigmoid(gates[3 * hid + u]);
+    gates[u] = i;
+    gates[hid + u] = f;
+    gates[2 * hid + u] = gg;
+    gates[3 * hid + u] = o;
+    let cu = f * c_prev + i * gg;
+    let t = tanh(cu);
+    (cu, t, o * t)
 }
 
 /// The pointwise part of [`lstm_backward`] for `hid` units: from the cache

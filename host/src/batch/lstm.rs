@@ -7,7 +7,7 @@
 //! shard split.
 
 use anyhow::{anyhow, ensure, Result};
-use metarim_core::nn::ops::{LstmGrads, LstmWeights};
+use metarim_core::nn::ops::{lstm_unit_forward, LstmGrads, LstmWeights};
 use metarim_core::nn::params::{GroupBufs, Layout, TensorKind};
 
 use crate::batch::gemm::{gemm, mat, rm, row_fields, tr, Scalar};
@@ -372,19 +372,12 @@ impl<'a, S: Scalar> LstmShard<'a, S> {
                     *v += *bi + *bh;
                 }
                 for u in 0..hid {
-                    let i = gates[u].act_sigmoid();
-                    let fg = gates[hid + u].act_sigmoid();
-                    let gg = gates[2 * hid + u].act_tanh();
-                    let o = gates[3 * hid + u].act_sigmoid();
-                    gates[u] = i;
-                    gates[hid + u] = fg;
-                    gates[2 * hid + u] = gg;
-                    gates[3 * hid + u] = o;
-                    let cu = fg * f.cin[r * hid + u] + i * gg;
-                    let tcu = cu.act_tanh();
+                    let c_prev = f.cin[r * hid + u];
+                    let (cu, tcu, hu) =
+                        lstm_unit_forward(gates, hid, u, c_prev, S::act_sigmoid, S::act_tanh);
                     f.tc[r * hid + u] = tcu;
                     f.cout[r * hid + u] = cu;
-                    f.hout[r * hid + u] = o * tcu;
+                    f.hout[r * hid + u] = hu;
                 }
             }
         }
