@@ -499,78 +499,78 @@ fn api_evaluate(dev: *mut Device, level: &CStr, seed: u64, episodes: u32, argmax
     played
 }
 
-/// A device initialised in `mem` from region `r` (failing with its message when it does not
-/// start), the Rust reference on the same region, and the level both run (`LEVEL`).
-fn device_and_reference(mem: &mut [u64], r: &[u8]) -> (*mut Device, Reference, Level) {
-    let (st, dev) = init(mem, r);
+/// Runs `f` on a device initialised in its own memory from the Tiny meta-rim region of `seed`
+/// (failing with the device's message when it does not start), the Rust reference on the same
+/// region, and the level both run (`LEVEL`).
+fn with_device_and_reference(seed: u64, f: impl FnOnce(*mut Device, &mut Reference, &Level)) {
+    let (words, _) = region(seed, Mode::MetaRim, FrozenDtype::F32);
+    let r = bytes(&words);
+    let mut mem = memory();
+    let (st, dev) = init(&mut mem, r);
     assert_eq!(st, Status::Ok, "{}", message(dev));
     let level = Level::from_id("BabyAI-GoToObj-v0").unwrap();
-    (dev, Reference::new(r), level)
+    f(dev, &mut Reference::new(r), &level);
 }
 
 #[test]
 fn episodes_match_the_firmware_scheme_action_for_action() {
-    let (words, _) = region(11, Mode::MetaRim, FrozenDtype::F32);
-    let r = bytes(&words);
-    let mut mem = memory();
-    let (dev, mut reference, level) = device_and_reference(&mut mem, r);
-    for (seed, argmax) in [(1u64, false), (7, true), (u64::MAX, false)] {
-        let want = reference.evaluate(&level, seed, 12, argmax);
-        let got = api_evaluate(dev, LEVEL, seed, 12, argmax);
-        assert!(want.actions.len() > 12, "episodes of more than one step");
-        assert_eq!(got, want, "seed {seed} argmax {argmax}");
-    }
-    // An alias names the same level.
-    let want = reference.evaluate(&level, 3, 4, false);
-    assert_eq!(api_evaluate(dev, c"GoToObj", 3, 4, false), want);
+    with_device_and_reference(11, |dev, reference, level| {
+        for (seed, argmax) in [(1u64, false), (7, true), (u64::MAX, false)] {
+            let want = reference.evaluate(level, seed, 12, argmax);
+            let got = api_evaluate(dev, LEVEL, seed, 12, argmax);
+            assert!(want.actions.len() > 12, "episodes of more than one step");
+            assert_eq!(got, want, "seed {seed} argmax {argmax}");
+        }
+        // An alias names the same level.
+        let want = reference.evaluate(level, 3, 4, false);
+        assert_eq!(api_evaluate(dev, c"GoToObj", 3, 4, false), want);
+    });
 }
 
 #[test]
 fn adaptation_matches_the_firmware() {
-    let (words, _) = region(5, Mode::MetaRim, FrozenDtype::F32);
-    let r = bytes(&words);
-    let mut mem = memory();
-    let (dev, mut reference, level) = device_and_reference(&mut mem, r);
-    // Evaluate, adapt (past the guard's 50-episode probe, so it learns), evaluate again.
-    let before = reference.evaluate(&level, 1, 6, false);
-    let stats = reference.adapt(&level, 2, 70);
-    let after = reference.evaluate(&level, 1, 6, false);
-    assert!(stats.updates > 0 && stats.optimizer_steps > 0, "{stats:?}");
+    with_device_and_reference(5, |dev, reference, level| {
+        // Evaluate, adapt (past the guard's 50-episode probe, so it learns), evaluate again.
+        let before = reference.evaluate(level, 1, 6, false);
+        let stats = reference.adapt(level, 2, 70);
+        let after = reference.evaluate(level, 1, 6, false);
+        assert!(stats.updates > 0 && stats.optimizer_steps > 0, "{stats:?}");
 
-    assert_eq!(api_evaluate(dev, LEVEL, 1, 6, false), before);
-    let mut got = AdaptStats::default();
-    // SAFETY: dev is live; got is a local.
-    let st = unsafe { metarim_adapt(dev, LEVEL.as_ptr(), 2, 70, &mut got) };
-    assert_eq!(st, Status::Ok, "{}", message(dev));
-    assert_eq!(got, AdaptStats::from(&stats));
-    assert_eq!(got.windows, stats.updates);
-    // SAFETY: dev is live and not borrowed elsewhere.
-    let d = unsafe { &*dev };
-    assert_eq!(
-        d.fast[..],
-        reference.fast[..],
-        "the fast group, bit for bit"
-    );
-    assert_eq!(api_evaluate(dev, LEVEL, 1, 6, false), after);
-    // Acting after adaptation needs a new episode.
-    let mut a = 0u8;
-    // SAFETY: as above.
-    unsafe {
-        assert_eq!(metarim_act(dev, false, &mut a), Status::NoEpisode);
-        // A second call starts from a fresh adapter: the same as the reference's second.
-        let stats2 = reference.adapt(&level, 3, 55);
-        let st = metarim_adapt(dev, c"GoToObj".as_ptr(), 3, 55, &mut got);
-        assert_eq!(st, Status::Ok);
-        assert_eq!(got, AdaptStats::from(&stats2));
-        // The blob's fast group back.
-        assert_eq!(metarim_reset_fast(dev), Status::Ok);
         assert_eq!(api_evaluate(dev, LEVEL, 1, 6, false), before);
-        // NULL stats are allowed.
+        let mut got = AdaptStats::default();
+        // SAFETY: dev is live; got is a local.
+        let st = unsafe { metarim_adapt(dev, LEVEL.as_ptr(), 2, 70, &mut got) };
+        assert_eq!(st, Status::Ok, "{}", message(dev));
+        assert_eq!(got, AdaptStats::from(&stats));
+        assert_eq!(got.windows, stats.updates);
+        // SAFETY: dev is live and not borrowed elsewhere.
+        let d = unsafe { &*dev };
         assert_eq!(
-            metarim_adapt(dev, LEVEL.as_ptr(), 2, 2, ptr::null_mut()),
-            Status::Ok
+            d.fast[..],
+            reference.fast[..],
+            "the fast group, bit for bit"
         );
-    }
+        assert_eq!(api_evaluate(dev, LEVEL, 1, 6, false), after);
+        // Acting after adaptation needs a new episode.
+        let mut a = 0u8;
+        // SAFETY: as above.
+        unsafe {
+            assert_eq!(metarim_act(dev, false, &mut a), Status::NoEpisode);
+            // A second call starts from a fresh adapter: the same as the reference's second.
+            let stats2 = reference.adapt(level, 3, 55);
+            let st = metarim_adapt(dev, c"GoToObj".as_ptr(), 3, 55, &mut got);
+            assert_eq!(st, Status::Ok);
+            assert_eq!(got, AdaptStats::from(&stats2));
+            // The blob's fast group back.
+            assert_eq!(metarim_reset_fast(dev), Status::Ok);
+            assert_eq!(api_evaluate(dev, LEVEL, 1, 6, false), before);
+            // NULL stats are allowed.
+            assert_eq!(
+                metarim_adapt(dev, LEVEL.as_ptr(), 2, 2, ptr::null_mut()),
+                Status::Ok
+            );
+        }
+    });
 }
 
 #[test]
