@@ -626,14 +626,19 @@ fn clean_problem(d: RimDims, steps: usize, mut seed: u64, scale: f64) -> Problem
     }
 }
 
+/// A clean 5-step problem (two input heads, scale 0.9) for each cell kind, GRU then LSTM, with or
+/// without communication: the cases of the tests that hold for every cell.
+fn clean_problem_per_cell(communication: bool, seed: u64) -> [Problem; 2] {
+    [CellKind::Gru, CellKind::Lstm]
+        .map(|cell| clean_problem(dims(cell, communication, 2), 5, seed, 0.9))
+}
+
 /// The gradient check is not vacuous: corrupting one entry of any gradient (parameters and
 /// inputs) by a small relative amount makes it fail, and CommGrad::Blocked gradients (not the
 /// exact derivative) fail the check against the plain forward.
 #[test]
 fn gradient_check_catches_wrong_gradients() {
-    for cell in [CellKind::Gru, CellKind::Lstm] {
-        let d = dims(cell, true, 2);
-        let pb = clean_problem(d, 5, 100, 0.9);
+    for pb in clean_problem_per_cell(true, 100) {
         let g = pb.grads(CommGrad::Full);
         let f = loss_fn(&pb, None);
         let base = fd_errors(&pb, &f, &g);
@@ -886,9 +891,7 @@ fn ties_go_to_lower_index() {
 /// Without communication, both gradient modes are the same computation.
 #[test]
 fn comm_grad_modes_agree_without_communication() {
-    for cell in [CellKind::Gru, CellKind::Lstm] {
-        let d = dims(cell, false, 2);
-        let pb = clean_problem(d, 5, 7, 0.9);
+    for pb in clean_problem_per_cell(false, 7) {
         let a = pb.grads(CommGrad::Blocked);
         let b = pb.grads(CommGrad::Full);
         assert_eq!(a.model, b.model);
