@@ -34,6 +34,7 @@
 
 use half::f16;
 
+use crate::crc::crc32;
 use crate::error::Error;
 use crate::mission::vocab::WORDS;
 use crate::nn::dims::{CellKind, CommUpdate, EncoderKind, MemoryKind, ModelDims};
@@ -134,19 +135,6 @@ pub fn dim_fields(d: &ModelDims) -> [u16; DIM_FIELDS] {
         c(d.head_hidden),
         c(d.n_actions),
     ]
-}
-
-/// CRC-32 (IEEE 802.3, reflected, as zlib and `crc32fast`).
-pub fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for b in bytes {
-        crc ^= u32::from(*b);
-        for _ in 0..8 {
-            let mask = (crc & 1).wrapping_neg();
-            crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
-        }
-    }
-    !crc
 }
 
 fn bad(what: &'static str) -> Error {
@@ -562,12 +550,6 @@ mod tests {
                 Err(Error::BadBlob { .. })
             ));
         }
-    }
-
-    #[test]
-    fn crc32_matches_the_ieee_check_value() {
-        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
-        assert_eq!(crc32(b""), 0);
     }
 
     #[test]

@@ -89,6 +89,7 @@ macro_rules! indexed_enum {
 
 pub mod adapt;
 pub mod blob;
+pub mod crc;
 pub mod env;
 pub mod error;
 pub mod grid;

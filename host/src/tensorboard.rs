@@ -25,6 +25,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use metarim_core::crc::crc32c;
 use serde_json::Value;
 
 /// The start of every event file's name (TensorBoard looks for `tfevents` in names).
@@ -390,34 +391,6 @@ fn decode_summary(bytes: &[u8], out: &mut Vec<(String, f32)>) -> Result<()> {
     Ok(())
 }
 
-/// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), byte-wise with a table.
-pub fn crc32c(data: &[u8]) -> u32 {
-    const TABLE: [u32; 256] = {
-        let mut t = [0u32; 256];
-        let mut i = 0;
-        while i < 256 {
-            let mut c = i as u32;
-            let mut k = 0;
-            while k < 8 {
-                c = if c & 1 != 0 {
-                    0x82F6_3B78 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-                k += 1;
-            }
-            t[i] = c;
-            i += 1;
-        }
-        t
-    };
-    let mut crc = !0u32;
-    for &b in data {
-        crc = TABLE[((crc ^ u32::from(b)) & 0xff) as usize] ^ (crc >> 8);
-    }
-    !crc
-}
-
 /// TFRecord's masked CRC: rotated right by 15 bits plus a constant, so that CRCs of data that
 /// itself contains CRCs stay well distributed.
 pub fn masked_crc32c(data: &[u8]) -> u32 {
@@ -428,13 +401,6 @@ pub fn masked_crc32c(data: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn crc32c_matches_the_standard_check_value() {
-        // The CRC-32C check value of "123456789" (RFC 3720, appendix B.4).
-        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
-        assert_eq!(crc32c(b""), 0);
-    }
 
     #[test]
     fn a_log_line_round_trips_with_lists_and_objects_split() {
