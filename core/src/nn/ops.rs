@@ -372,10 +372,10 @@ pub fn lstm_forward<S: Real>(
     for (v, b) in gates.iter_mut().zip(p.b_hh) {
         *v += *b;
     }
-    for u in 0..hid {
+    for (u, tcu) in tc.iter_mut().enumerate().take(hid) {
         let c_prev = c.get(u).copied().unwrap_or(S::ZERO);
         let (cu, t, hu) = lstm_unit_forward(gates, hid, u, c_prev, S::sigmoid, S::tanh);
-        tc[u] = t;
+        *tcu = t;
         if let Some(v) = c_out.get_mut(u) {
             *v = cu;
         }
