@@ -372,7 +372,7 @@ fn adam_kernel_matches_the_cpu_bit_for_bit() {
         cuts.sort_unstable();
         let ranges: Vec<Range> = cuts.chunks(2).map(|c| (c[0], c[1] - c[0])).rev().collect();
         let modules: Vec<i32> = (0..ranges.len() as i32).map(|r| r % 3 - 1).collect();
-        let host = HostGroup::random(&mut rng, n);
+        let host = random_group(&mut rng, n);
         let adam = Adam::new(1e-3, 0.9, 0.999, 1e-5);
         let t = 1 + u64::from(rng.below(500));
         // Module 1 inactive: its ranges are skipped; shared ranges (-1) never are.

@@ -61,10 +61,7 @@ fn adam_on_device_matches_the_cpu() {
             1 + rng.below(50_000) as usize,
             1 + rng.below(50_000) as usize,
         );
-        let (fast0, slow0) = (
-            HostGroup::random(&mut rng, nf),
-            HostGroup::random(&mut rng, ns),
-        );
+        let (fast0, slow0) = (random_group(&mut rng, nf), random_group(&mut rng, ns));
         let fast_ranges = ranges(&mut rng, nf);
         let slow_ranges = [(0, ns)];
         let (fast_opt, slow_opt) = (
