@@ -30,6 +30,26 @@ use metarim_cuda::optim::AdamGroup;
 /// Relative tolerance of every parity check (f32).
 pub const TOL: f64 = 1e-4;
 
+/// `#[test]` functions that each run one shared check on an executor: `name => check(args);`
+/// is the test `name`, which takes the executor from `$exec()` (returning when that is `None`:
+/// no device or no emulator, after it printed why) and calls `check(&exec, args)`. The config
+/// families' tests (gradient pass, one PPO update per mode, acting; for the plain, FiLM and
+/// LSTM-cell configs) are written with it in `parity.rs` (GPU) and `emu.rs` (emulator), one
+/// line each, so a family is its configs and modes and the skip is written once.
+macro_rules! exec_tests {
+    ($exec:ident; $($(#[$attr:meta])* $name:ident => $check:ident($($arg:expr),* $(,)?);)+) => {
+        $(
+            $(#[$attr])*
+            #[test]
+            fn $name() {
+                let Some(exec) = $exec() else { return };
+                $check(&exec, $($arg),*);
+            }
+        )+
+    };
+}
+pub(crate) use exec_tests;
+
 pub use metarim_cuda::groups::GroupVecs;
 
 /// A small model exercising the kernels' other branches: two input heads, the bag-of-words
