@@ -88,29 +88,56 @@ impl RangeTable {
     }
 }
 
-/// One parameter group on the device: parameters, gradients and Adam's moments, all the same
-/// length, each in its own buffer.
-#[derive(Debug)]
-pub struct DeviceGroup {
+/// One parameter group's four buffers, all the same length: parameters, gradients and Adam's
+/// moments, over any buffer type `B`. The engine keeps one per group on the device
+/// ([`DeviceGroup`]); the optimiser kernel tests build one on the host (`AdamGroup<Vec<f32>>`),
+/// upload it ([`DeviceGroup::from_host`]), step it and download it ([`DeviceGroup::download`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdamGroup<B> {
     /// Parameters.
-    pub params: DevBuf<f32>,
+    pub params: B,
     /// Gradients.
-    pub grads: DevBuf<f32>,
+    pub grads: B,
     /// Adam first moments.
-    pub m: DevBuf<f32>,
+    pub m: B,
     /// Adam second moments.
-    pub v: DevBuf<f32>,
+    pub v: B,
+}
+
+/// One parameter group on the device, each of the four in its own buffer.
+pub type DeviceGroup = AdamGroup<DevBuf<f32>>;
+
+impl<B> AdamGroup<B> {
+    /// `f` of each buffer, in the order params, grads, m, v; the first error is returned.
+    pub fn try_map<C>(&self, mut f: impl FnMut(&B) -> Result<C>) -> Result<AdamGroup<C>> {
+        Ok(AdamGroup {
+            params: f(&self.params)?,
+            grads: f(&self.grads)?,
+            m: f(&self.m)?,
+            v: f(&self.v)?,
+        })
+    }
 }
 
 impl DeviceGroup {
     /// `n` zeros in all four buffers.
     pub fn zeros(exec: &Arc<dyn Exec>, n: usize) -> Result<DeviceGroup> {
-        Ok(DeviceGroup {
+        Ok(AdamGroup {
             params: DevBuf::zeros(exec, n)?,
             grads: DevBuf::zeros(exec, n)?,
             m: DevBuf::zeros(exec, n)?,
             v: DevBuf::zeros(exec, n)?,
         })
+    }
+
+    /// A copy of `host` on the device.
+    pub fn from_host(exec: &Arc<dyn Exec>, host: &AdamGroup<Vec<f32>>) -> Result<DeviceGroup> {
+        host.try_map(|b| DevBuf::from_host(exec, b))
+    }
+
+    /// All four buffers on the host (waits for queued work).
+    pub fn download(&self) -> Result<AdamGroup<Vec<f32>>> {
+        self.try_map(DevBuf::download)
     }
 }
 

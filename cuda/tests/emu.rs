@@ -33,6 +33,10 @@ fn emu() -> Option<Arc<dyn Exec>> {
     emu_exec().map(|e| e as Arc<dyn Exec>)
 }
 
+/// The modes the plain and FiLM acting tests run on the emulator: one with a RIM, one without
+/// (the GPU tests run every mode).
+const ACT_MODES: [Mode; 2] = [Mode::MetaRim, Mode::Lstm];
+
 /// `run` under each thread order of the emulator (ascending, descending, shuffled with `seed`),
 /// the order set back to ascending afterwards: the results, in that order.
 fn under_every_order<T>(emu: &EmuExec, seed: u64, mut run: impl FnMut(ThreadOrder) -> T) -> Vec<T> {
@@ -138,19 +142,13 @@ fn results_do_not_depend_on_the_order_of_threads() {
     }
 }
 
-/// One PPO update per mode: plain PPO (one step on every group) for joint and lstm, an inner
-/// (fast, active modules only) and an outer (slow + other) step for the meta modes, each on its
-/// own gradient pass, against the host trainer's arithmetic on the core.
-#[test]
-fn one_ppo_update_per_mode_matches_the_cpu() {
-    let Some(exec) = emu() else { return };
-    ppo_updates_match(&exec, &configs(false), &MODES);
-}
-
-#[test]
-fn acting_matches_policy_step() {
-    let Some(exec) = emu() else { return };
-    acting_matches(&exec, &configs(false), &[Mode::MetaRim, Mode::Lstm], 5, 6);
+exec_tests! {
+    emu;
+    /// One PPO update per mode: plain PPO (one step on every group) for joint and lstm, an
+    /// inner (fast, active modules only) and an outer (slow + other) step for the meta modes,
+    /// each on its own gradient pass, against the host trainer's arithmetic on the core.
+    one_ppo_update_per_mode_matches_the_cpu => ppo_updates_match(&configs(false), &MODES);
+    acting_matches_policy_step => acting_matches(&configs(false), &ACT_MODES, 5, 6);
 }
 
 /// The FiLM-conditioned encoder's kernels on their own against the core's encoder (features,
@@ -248,25 +246,13 @@ fn pass_parity_under_every_order(
     worst_all
 }
 
-/// One PPO update per mode with the FiLM encoder against the host trainer's arithmetic.
-#[test]
-fn film_ppo_update_per_mode_matches_the_cpu() {
-    let Some(exec) = emu() else { return };
-    ppo_updates_match(&exec, &film_configs(false), &MODES);
-}
-
-/// Acting with the FiLM encoder (embeddings gathered before the encoder reads them) against
-/// `Policy::step`.
-#[test]
-fn film_acting_matches_policy_step() {
-    let Some(exec) = emu() else { return };
-    acting_matches(
-        &exec,
-        &film_configs(false),
-        &[Mode::MetaRim, Mode::Lstm],
-        5,
-        6,
-    );
+exec_tests! {
+    emu;
+    /// One PPO update per mode with the FiLM encoder against the host trainer's arithmetic.
+    film_ppo_update_per_mode_matches_the_cpu => ppo_updates_match(&film_configs(false), &MODES);
+    /// Acting with the FiLM encoder (embeddings gathered before the encoder reads them) against
+    /// `Policy::step`.
+    film_acting_matches_policy_step => acting_matches(&film_configs(false), &ACT_MODES, 5, 6);
 }
 
 /// `d` with the gated interpolation in its communication (`comm_update = "interpolate"`).
@@ -334,11 +320,11 @@ fn rim_step_kernels_match_the_core() {
     }
 }
 
-/// One PPO update per RIM mode with LSTM-cell modules against the host trainer's arithmetic.
-#[test]
-fn lstm_cell_ppo_update_per_mode_matches_the_cpu() {
-    let Some(exec) = emu() else { return };
-    ppo_updates_match(&exec, &lstm_cell_configs(false), &RIM_MODES);
+exec_tests! {
+    emu;
+    /// One PPO update per RIM mode with LSTM-cell modules against the host trainer's arithmetic.
+    lstm_cell_ppo_update_per_mode_matches_the_cpu =>
+        ppo_updates_match(&lstm_cell_configs(false), &RIM_MODES);
 }
 
 /// Acting with LSTM-cell modules (the cell state kept per environment, zeroed at episode
@@ -372,7 +358,7 @@ fn adam_kernel_matches_the_cpu_bit_for_bit() {
         cuts.sort_unstable();
         let ranges: Vec<Range> = cuts.chunks(2).map(|c| (c[0], c[1] - c[0])).rev().collect();
         let modules: Vec<i32> = (0..ranges.len() as i32).map(|r| r % 3 - 1).collect();
-        let host = HostGroup::random(&mut rng, n);
+        let host = random_group(&mut rng, n);
         let adam = Adam::new(1e-3, 0.9, 0.999, 1e-5);
         let t = 1 + u64::from(rng.below(500));
         // Module 1 inactive: its ranges are skipped; shared ranges (-1) never are.

@@ -61,10 +61,7 @@ fn adam_on_device_matches_the_cpu() {
             1 + rng.below(50_000) as usize,
             1 + rng.below(50_000) as usize,
         );
-        let (fast0, slow0) = (
-            HostGroup::random(&mut rng, nf),
-            HostGroup::random(&mut rng, ns),
-        );
+        let (fast0, slow0) = (random_group(&mut rng, nf), random_group(&mut rng, ns));
         let fast_ranges = ranges(&mut rng, nf);
         let slow_ranges = [(0, ns)];
         let (fast_opt, slow_opt) = (
@@ -165,22 +162,11 @@ fn gradient_passes_match(exec: &Arc<dyn Exec>, configs: &[(&str, ModelDims)], mo
     }
 }
 
-#[test]
-fn gradient_pass_matches_chunk_backward() {
-    let Some(exec) = device() else { return };
-    gradient_passes_match(&exec, &configs(true), &MODES);
-}
-
-#[test]
-fn one_ppo_update_per_mode_matches_the_cpu() {
-    let Some(exec) = device() else { return };
-    ppo_updates_match(&exec, &configs(true), &MODES);
-}
-
-#[test]
-fn acting_matches_policy_step() {
-    let Some(exec) = device() else { return };
-    acting_matches(&exec, &configs(true), &MODES, 9, 8);
+exec_tests! {
+    device;
+    gradient_pass_matches_chunk_backward => gradient_passes_match(&configs(true), &MODES);
+    one_ppo_update_per_mode_matches_the_cpu => ppo_updates_match(&configs(true), &MODES);
+    acting_matches_policy_step => acting_matches(&configs(true), &MODES, 9, 8);
 }
 
 /// The FiLM encoder's kernels on their own against the core's encoder (features, cache,
@@ -194,44 +180,22 @@ fn film_encoder_kernels_match_the_core() {
     }
 }
 
-#[test]
-fn film_gradient_pass_matches_chunk_backward() {
-    let Some(exec) = device() else { return };
-    gradient_passes_match(&exec, &film_configs(true), &MODES);
+exec_tests! {
+    device;
+    film_gradient_pass_matches_chunk_backward => gradient_passes_match(&film_configs(true), &MODES);
+    film_ppo_update_per_mode_matches_the_cpu => ppo_updates_match(&film_configs(true), &MODES);
+    film_acting_matches_policy_step => acting_matches(&film_configs(true), &MODES, 9, 8);
 }
 
-#[test]
-fn film_ppo_update_per_mode_matches_the_cpu() {
-    let Some(exec) = device() else { return };
-    ppo_updates_match(&exec, &film_configs(true), &MODES);
-}
-
-#[test]
-fn film_acting_matches_policy_step() {
-    let Some(exec) = device() else { return };
-    acting_matches(&exec, &film_configs(true), &MODES, 9, 8);
-}
-
-/// RIM modules with LSTM cells (state `[h | c]`): the gradient pass in every mode that uses a
-/// RIM, one PPO update per such mode and acting, for Tiny, the small model without
-/// communication, Tiny bow+FiLM and the Small preset, all with LSTM cells.
-#[test]
-fn lstm_cell_gradient_pass_matches_chunk_backward() {
-    let Some(exec) = device() else { return };
-    gradient_passes_match(&exec, &lstm_cell_configs(true), &RIM_MODES);
-}
-
-#[test]
-fn lstm_cell_ppo_update_per_mode_matches_the_cpu() {
-    let Some(exec) = device() else { return };
-    ppo_updates_match(&exec, &lstm_cell_configs(true), &RIM_MODES);
-}
-
-#[test]
-fn lstm_cell_acting_matches_policy_step() {
-    let Some(exec) = device() else { return };
-    for (name, dims) in lstm_cell_configs(true) {
-        let e = act_parity(&exec, &dims, Mode::MetaRim, 9, 8);
-        println!("{name}: acting max rel {e:.2e}");
-    }
+exec_tests! {
+    device;
+    /// RIM modules with LSTM cells (state `[h | c]`): the gradient pass in every mode that uses
+    /// a RIM, one PPO update per such mode and acting, for Tiny, the small model without
+    /// communication, Tiny bow+FiLM and the Small preset, all with LSTM cells.
+    lstm_cell_gradient_pass_matches_chunk_backward =>
+        gradient_passes_match(&lstm_cell_configs(true), &RIM_MODES);
+    lstm_cell_ppo_update_per_mode_matches_the_cpu =>
+        ppo_updates_match(&lstm_cell_configs(true), &RIM_MODES);
+    lstm_cell_acting_matches_policy_step =>
+        acting_matches(&lstm_cell_configs(true), &[Mode::MetaRim], 9, 8);
 }

@@ -74,6 +74,39 @@ pub(super) struct Staging {
     seg_t1: Vec<u32>,
 }
 
+impl Staging {
+    /// Empty every vector, keeping its allocation (the staging is reused pass after pass).
+    fn clear(&mut self) {
+        let Staging {
+            obs,
+            reset,
+            action,
+            old_lp,
+            old_v,
+            adv,
+            ret,
+            init,
+            seg_tokens,
+            seg_of,
+            seg_chunk,
+            seg_t0,
+            seg_t1,
+        } = self;
+        // Grouped by element type; naming every field above makes a new one a compile error
+        // until it is cleared here too.
+        obs.clear();
+        reset.clear();
+        action.clear();
+        seg_tokens.clear();
+        for v in [old_lp, old_v, adv, ret, init] {
+            v.clear();
+        }
+        for v in [seg_of, seg_chunk, seg_t0, seg_t1] {
+            v.clear();
+        }
+    }
+}
+
 /// The shape of a staged minibatch: `t_len` steps of `b` chunks (`s = t_len * b` samples, step
 /// major), and `g` instruction segments.
 #[derive(Clone, Copy, Debug)]
@@ -147,6 +180,7 @@ impl CudaPolicy {
                 "the chunks of a gradient pass must be non-empty and of equal length",
             ));
         }
+        self.staging.clear();
         self.stage_steps(chunks, t_len)?;
         self.stage_segments(chunks, t_len)?;
         let s = t_len * b;
@@ -169,20 +203,13 @@ impl CudaPolicy {
     }
 
     /// The chunks' initial states and every step's observation, episode start and PPO sample
-    /// into the staging vectors, step major; checks state lengths, cell codes and actions.
+    /// into the staging vectors (emptied by `stage`), step major; checks state lengths, cell
+    /// codes and actions.
     fn stage_steps(&mut self, chunks: &[PassChunk<'_, '_>], t_len: usize) -> Result<()> {
         let d = *self.layout.dims();
         let sl = self.ml.state_len();
         let bow = d.encoder == EncoderKind::Bow;
         let st = &mut self.staging;
-        st.obs.clear();
-        st.reset.clear();
-        st.action.clear();
-        st.old_lp.clear();
-        st.old_v.clear();
-        st.adv.clear();
-        st.ret.clear();
-        st.init.clear();
         for c in chunks {
             if c.init_state.len() != sl {
                 return Err(bad(format!(
@@ -215,16 +242,12 @@ impl CudaPolicy {
     }
 
     /// The instruction segments: a chunk's first step and every episode start begin one (its
-    /// packed tokens, chunk and step range); each sample's segment.
+    /// packed tokens, chunk and step range); each sample's segment. The staging vectors are
+    /// emptied by `stage`.
     fn stage_segments(&mut self, chunks: &[PassChunk<'_, '_>], t_len: usize) -> Result<()> {
         let max_tokens = self.layout.dims().max_tokens;
         let b = chunks.len();
         let st = &mut self.staging;
-        st.seg_tokens.clear();
-        st.seg_of.clear();
-        st.seg_chunk.clear();
-        st.seg_t0.clear();
-        st.seg_t1.clear();
         st.seg_of.resize(t_len * b, 0);
         for (ci, c) in chunks.iter().enumerate() {
             for (t, step) in c.steps.iter().enumerate() {

@@ -25,9 +25,30 @@ use metarim_core::nn::split::{clip_adam_step, OtherGroup, Phase, StepBuffers};
 use metarim_core::rng::Pcg32;
 use metarim_cuda::engine::{ActInput, CudaPolicy, PassChunk};
 use metarim_cuda::exec::Exec;
+use metarim_cuda::optim::AdamGroup;
 
 /// Relative tolerance of every parity check (f32).
 pub const TOL: f64 = 1e-4;
+
+/// `#[test]` functions that each run one shared check on an executor: `name => check(args);`
+/// is the test `name`, which takes the executor from `$exec()` (returning when that is `None`:
+/// no device or no emulator, after it printed why) and calls `check(&exec, args)`. The config
+/// families' tests (gradient pass, one PPO update per mode, acting; for the plain, FiLM and
+/// LSTM-cell configs) are written with it in `parity.rs` (GPU) and `emu.rs` (emulator), one
+/// line each, so a family is its configs and modes and the skip is written once.
+macro_rules! exec_tests {
+    ($exec:ident; $($(#[$attr:meta])* $name:ident => $check:ident($($arg:expr),* $(,)?);)+) => {
+        $(
+            $(#[$attr])*
+            #[test]
+            fn $name() {
+                let Some(exec) = $exec() else { return };
+                $check(&exec, $($arg),*);
+            }
+        )+
+    };
+}
+pub(crate) use exec_tests;
 
 pub use metarim_cuda::groups::GroupVecs;
 
@@ -672,27 +693,19 @@ pub fn ppo_update_parity(
 }
 
 /// A parameter group's four buffers on the host (the optimiser kernel tests).
-#[derive(Clone, Debug, PartialEq)]
-pub struct HostGroup {
-    pub params: Vec<f32>,
-    pub grads: Vec<f32>,
-    pub m: Vec<f32>,
-    pub v: Vec<f32>,
-}
+pub type HostGroup = AdamGroup<Vec<f32>>;
 
-impl HostGroup {
-    /// `n` random parameters, gradients and moments (second moments non-negative).
-    pub fn random(rng: &mut Pcg32, n: usize) -> HostGroup {
-        let mut rnd =
-            |s: f32| -> Vec<f32> { (0..n).map(|_| (rng.gen_f32() * 2.0 - 1.0) * s).collect() };
-        let (params, grads, m) = (rnd(1.0), rnd(0.1), rnd(0.01));
-        let v = rnd(0.01).iter().map(|x| x * x).collect();
-        HostGroup {
-            params,
-            grads,
-            m,
-            v,
-        }
+/// `n` random parameters, gradients and moments (second moments non-negative).
+pub fn random_group(rng: &mut Pcg32, n: usize) -> HostGroup {
+    let mut rnd =
+        |s: f32| -> Vec<f32> { (0..n).map(|_| (rng.gen_f32() * 2.0 - 1.0) * s).collect() };
+    let (params, grads, m) = (rnd(1.0), rnd(0.1), rnd(0.01));
+    let v = rnd(0.01).iter().map(|x| x * x).collect();
+    HostGroup {
+        params,
+        grads,
+        m,
+        v,
     }
 }
 
@@ -710,7 +723,7 @@ pub fn adam_masked_on_device(
 ) -> HostGroup {
     use metarim_cuda::args::AdamMasked;
     use metarim_cuda::exec::{launch_typed, DevBuf, KernelArgs, Ptr};
-    use metarim_cuda::optim::{range_config, AdamScalars, RangeTable};
+    use metarim_cuda::optim::{range_config, AdamScalars, DeviceGroup, RangeTable};
     let ok = |e: metarim_cuda::Error| -> ! { panic!("{e}") };
     let funcs = exec
         .load(metarim_cuda::Kernel::Optim, &[])
@@ -719,13 +732,7 @@ pub fn adam_masked_on_device(
         .iter()
         .find(|f| f.entry.name == AdamMasked::ENTRY.name)
         .expect("optim.cu has adam_masked");
-    let up = |x: &[f32]| DevBuf::from_host(exec, x).unwrap_or_else(|e| ok(e));
-    let (p, g, m, v) = (
-        up(&group.params),
-        up(&group.grads),
-        up(&group.m),
-        up(&group.v),
-    );
+    let dev = DeviceGroup::from_host(exec, group).unwrap_or_else(|e| ok(e));
     let table = RangeTable::new(group.params.len(), ranges).unwrap_or_else(|e| ok(e));
     let off = DevBuf::from_host(exec, &table.offsets).unwrap_or_else(|e| ok(e));
     let prefix = DevBuf::from_host(exec, &table.prefix).unwrap_or_else(|e| ok(e));
@@ -733,10 +740,10 @@ pub fn adam_masked_on_device(
     let counts_buf = counts.map(|c| DevBuf::from_host(exec, c).unwrap_or_else(|e| ok(e)));
     let s = AdamScalars::new(adam, t).unwrap_or_else(|e| ok(e));
     let args = AdamMasked {
-        params: p.ptr(),
-        grads: g.ptr(),
-        m: m.ptr(),
-        v: v.ptr(),
+        params: dev.params.ptr(),
+        grads: dev.grads.ptr(),
+        m: dev.m.ptr(),
+        v: dev.v.ptr(),
         range_off: off.ptr(),
         range_prefix: prefix.ptr(),
         range_module: module.ptr(),
@@ -751,13 +758,7 @@ pub fn adam_masked_on_device(
         eps: s.eps,
     };
     launch_typed(&**exec, f, &range_config(table.total()), &args).unwrap_or_else(|e| ok(e));
-    let down = |b: &DevBuf<f32>| b.download().unwrap_or_else(|e| ok(e));
-    HostGroup {
-        params: down(&p),
-        grads: down(&g),
-        m: down(&m),
-        v: down(&v),
-    }
+    dev.download().unwrap_or_else(|e| ok(e))
 }
 
 /// The encoder's three kernels (`encoder_fwd`, `encoder_bwd`, `encoder_wgrad`) launched on
