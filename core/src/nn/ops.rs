@@ -372,10 +372,13 @@ pub fn lstm_forward<S: Real>(
     for (v, b) in gates.iter_mut().zip(p.b_hh) {
         *v += *b;
     }
-    for (u, tcu) in tc.iter_mut().enumerate().take(hid) {
+    // An index loop: walking `tc` with `iter_mut().enumerate().take(hid)` costs the firmware
+    // 192 B of flash (docs/BENCHMARKS.md).
+    #[allow(clippy::needless_range_loop)]
+    for u in 0..hid {
         let c_prev = c.get(u).copied().unwrap_or(S::ZERO);
         let (cu, t, hu) = lstm_unit_forward(gates, hid, u, c_prev, S::sigmoid, S::tanh);
-        *tcu = t;
+        tc[u] = t;
         if let Some(v) = c_out.get_mut(u) {
             *v = cu;
         }
