@@ -90,8 +90,8 @@ impl RangeTable {
 
 /// One parameter group's four buffers, all the same length: parameters, gradients and Adam's
 /// moments, over any buffer type `B`. The engine keeps one per group on the device
-/// ([`DeviceGroup`]); the optimiser kernel tests build one on the host (`AdamGroup<Vec<f32>>`),
-/// upload it ([`DeviceGroup::from_host`]), step it and download it ([`DeviceGroup::download`]).
+/// ([`DeviceGroup`]); the optimiser kernel tests build one on the host (`AdamGroup<Vec<f32>>`)
+/// and move it between the two with [`AdamGroup::try_map`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct AdamGroup<B> {
     /// Parameters.
@@ -128,16 +128,6 @@ impl DeviceGroup {
             m: DevBuf::zeros(exec, n)?,
             v: DevBuf::zeros(exec, n)?,
         })
-    }
-
-    /// A copy of `host` on the device.
-    pub fn from_host(exec: &Arc<dyn Exec>, host: &AdamGroup<Vec<f32>>) -> Result<DeviceGroup> {
-        host.try_map(|b| DevBuf::from_host(exec, b))
-    }
-
-    /// All four buffers on the host (waits for queued work).
-    pub fn download(&self) -> Result<AdamGroup<Vec<f32>>> {
-        self.try_map(DevBuf::download)
     }
 }
 

@@ -723,7 +723,7 @@ pub fn adam_masked_on_device(
 ) -> HostGroup {
     use metarim_cuda::args::AdamMasked;
     use metarim_cuda::exec::{launch_typed, DevBuf, KernelArgs, Ptr};
-    use metarim_cuda::optim::{range_config, AdamScalars, DeviceGroup, RangeTable};
+    use metarim_cuda::optim::{range_config, AdamScalars, RangeTable};
     let ok = |e: metarim_cuda::Error| -> ! { panic!("{e}") };
     let funcs = exec
         .load(metarim_cuda::Kernel::Optim, &[])
@@ -732,7 +732,9 @@ pub fn adam_masked_on_device(
         .iter()
         .find(|f| f.entry.name == AdamMasked::ENTRY.name)
         .expect("optim.cu has adam_masked");
-    let dev = DeviceGroup::from_host(exec, group).unwrap_or_else(|e| ok(e));
+    let dev = group
+        .try_map(|b| DevBuf::from_host(exec, b))
+        .unwrap_or_else(|e| ok(e));
     let table = RangeTable::new(group.params.len(), ranges).unwrap_or_else(|e| ok(e));
     let off = DevBuf::from_host(exec, &table.offsets).unwrap_or_else(|e| ok(e));
     let prefix = DevBuf::from_host(exec, &table.prefix).unwrap_or_else(|e| ok(e));
@@ -758,7 +760,7 @@ pub fn adam_masked_on_device(
         eps: s.eps,
     };
     launch_typed(&**exec, f, &range_config(table.total()), &args).unwrap_or_else(|e| ok(e));
-    dev.download().unwrap_or_else(|e| ok(e))
+    dev.try_map(DevBuf::download).unwrap_or_else(|e| ok(e))
 }
 
 /// The encoder's three kernels (`encoder_fwd`, `encoder_bwd`, `encoder_wgrad`) launched on
