@@ -1775,6 +1775,23 @@ pub fn weights<'a, S>(layout: &Layout, p: &GroupBufs<'a, S>) -> RimWeights<'a, S
     RimWeights::from_parts(TensorKind::RIM.map(|k| layout.slice(p, k)))
 }
 
+/// The cases every parity check of the batched cell runs for the cell `d` against the core
+/// (the LSTM-cell unit tests here and the GRU-cell tests in `host/tests/rim_batch_parity.rs`),
+/// written once so both cell kinds keep the same list: `d` with the blocked communication
+/// gradient, `d` without communication, and `d` with the full communication gradient, in that
+/// order (the checks seed by position). The `f32` checks run the first two.
+pub fn parity_cases(d: &RimDims) -> [(RimDims, CommGrad); 3] {
+    let no_comm = RimDims {
+        communication: false,
+        ..*d
+    };
+    [
+        (*d, CommGrad::Blocked),
+        (no_comm, CommGrad::Blocked),
+        (*d, CommGrad::Full),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2074,11 +2091,7 @@ mod tests {
 
     #[test]
     fn lstm_cells_match_the_core_f64() {
-        let cases = [
-            (LSTM_SMALL, CommGrad::Blocked),
-            (no_comm(&LSTM_SMALL), CommGrad::Blocked),
-            (LSTM_SMALL, CommGrad::Full),
-        ];
+        let cases = parity_cases(&LSTM_SMALL);
         let paper = RimDims {
             cell: CellKind::Lstm,
             ..metarim_core::nn::dims::PAPER.rim
@@ -2095,11 +2108,8 @@ mod tests {
 
     #[test]
     fn lstm_cells_match_the_core_f32() {
-        let cases = [
-            (LSTM_SMALL, CommGrad::Blocked),
-            (no_comm(&LSTM_SMALL), CommGrad::Blocked),
-        ];
-        let worst = worst_of::<f32>(&cases, &[1, 4], 70, 1e-4);
+        let cases = parity_cases(&LSTM_SMALL);
+        let worst = worst_of::<f32>(&cases[..2], &[1, 4], 70, 1e-4);
         eprintln!("LSTM cells vs the core, f32: worst rel err {worst:e}");
     }
 
