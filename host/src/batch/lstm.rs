@@ -10,11 +10,12 @@ use anyhow::{anyhow, ensure, Result};
 use metarim_core::nn::ops::{LstmGrads, LstmWeights};
 use metarim_core::nn::params::{GroupBufs, Layout, TensorKind};
 
-use crate::batch::gemm::{gemm, mat, rm, row_fields, tr, Scalar};
+use crate::batch::gemm::{gemm, mat, rm, row_fields, tr, RowBuffers, Scalar};
+use crate::batch::PassBuffers;
 
 row_fields! {
     /// Per-row fields of an LSTM pass.
-    Fields {
+    pass Fields {
         /// Input.
         x,
         /// Incoming `h`, `c`.
@@ -50,11 +51,7 @@ row_fields! {
 pub struct LstmBatch<S> {
     input: usize,
     hidden: usize,
-    capacity: usize,
-    widths: Fields<usize>,
-    f: Fields<Vec<S>>,
-    seqs: usize,
-    steps: usize,
+    pass: PassBuffers<Fields<usize>, Fields<Vec<S>>>,
 }
 
 /// Per-thread scratch of a shard's steps.
@@ -124,27 +121,17 @@ impl<S: Scalar> LstmBatch<S> {
             da: b(4 * hidden),
             dx: b(input),
         };
-        super::check_capacity("LSTM", capacity, widths.total())?;
         Ok(LstmBatch {
             input,
             hidden,
-            capacity,
-            f: Fields::alloc(&widths, capacity),
-            widths,
-            seqs: 0,
-            steps: 0,
+            pass: PassBuffers::new("LSTM", widths, capacity)?,
         })
     }
 
     /// The inputs of the next pass's first `rows` rows (`[rows x input]`), to fill before
     /// [`LstmBatch::shards`] (which leaves them as they are).
     pub fn inputs_mut(&mut self, rows: usize) -> Result<&mut [S]> {
-        ensure!(
-            rows <= self.capacity,
-            "batched LSTM: {rows} rows exceed the capacity {}",
-            self.capacity
-        );
-        Ok(&mut self.f.x[..rows * self.input])
+        self.pass.inputs_mut("LSTM", rows)
     }
 
     /// Starts a pass of `seqs` sequences of `steps` steps, one view per sequence range.
@@ -154,47 +141,38 @@ impl<S: Scalar> LstmBatch<S> {
         steps: usize,
         bounds: &[usize],
     ) -> Result<Vec<LstmShard<'_, S>>> {
-        super::check_pass("LSTM", (seqs, steps), self.capacity, bounds)?;
-        self.seqs = seqs;
-        self.steps = steps;
-        let rows: Vec<usize> = bounds.iter().map(|b| b * steps).collect();
         let (input, hidden) = (self.input, self.hidden);
-        Ok(self
-            .f
-            .split(&self.widths, &rows)
-            .into_iter()
-            .zip(bounds.windows(2))
-            .map(|(f, w)| LstmShard {
+        self.pass
+            .shards("LSTM", (seqs, steps), bounds, |f, seqs| LstmShard {
                 input,
                 hidden,
-                seqs: w[1] - w[0],
+                seqs,
                 steps,
                 f,
             })
-            .collect())
     }
 
     /// Outgoing `h` of the last pass, `[B*T x W]`.
     pub fn h_out(&self) -> &[S] {
-        &self.f.hout[..self.seqs * self.steps * self.hidden]
+        &self.pass.f.hout[..self.pass.rows() * self.hidden]
     }
 
     /// Input gradients of the last backward pass that asked for them, `[B*T x input]`.
     pub fn dx(&self) -> &[S] {
-        &self.f.dx[..(self.seqs * self.steps * self.input).min(self.f.dx.len())]
+        self.pass.dx()
     }
 
     /// Accumulates the weight gradients of the last backward pass into `g` (empty slices are
     /// skipped), one GEMM per tensor over all rows; `threads` share the four tensors.
     pub fn weight_grads(&self, g: &mut LstmGrads<'_, S>, threads: usize) -> Result<()> {
         ensure!(
-            self.widths.da > 0,
+            self.pass.widths.da > 0,
             "batched LSTM: buffers were made without backward"
         );
-        let rows = self.seqs * self.steps;
+        let rows = self.pass.rows();
         let (inp, hid) = (self.input, self.hidden);
         let g4 = 4 * hid;
-        let f = &self.f;
+        let f = &self.pass.f;
         let one = S::ONE;
         // dW = dA^T X over all rows, for W_ih (X = the inputs) and W_hh (X = the carried h).
         let weight = |gw: &mut [S], x: &[S], width: usize, name: &str| -> Result<()> {

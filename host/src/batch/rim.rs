@@ -46,11 +46,12 @@ use metarim_core::nn::rim::{
 
 pub use crate::batch::gemm::even_bounds;
 pub use crate::batch::gemm::Scalar;
-use crate::batch::gemm::{axpy, dot, gemm, mat, rm, row_fields, tr, Mat};
+use crate::batch::gemm::{axpy, dot, gemm, mat, rm, row_fields, tr, Mat, RowBuffers};
+use crate::batch::PassBuffers;
 
 row_fields! {
     /// Per-row fields of a pass (widths in floats, or the buffers, or a shard's views).
-    Fields {
+    pass Fields {
         /// Input `x_t`.
         x,
         /// Incoming state (zeros at an episode start).
@@ -244,11 +245,7 @@ pub fn check_dims(d: &RimDims) -> Result<()> {
 #[derive(Clone, Debug)]
 pub struct RimBatch<S> {
     d: RimDims,
-    capacity: usize,
-    widths: Fields<usize>,
-    f: Fields<Vec<S>>,
-    seqs: usize,
-    steps: usize,
+    pass: PassBuffers<Fields<usize>, Fields<Vec<S>>>,
 }
 
 /// Per-thread scratch of a shard's steps (sized for a number of sequences).
@@ -290,15 +287,9 @@ impl<S: Scalar> RimBatch<S> {
     pub fn new(d: &RimDims, capacity: usize, backward: bool) -> Result<Self> {
         check_dims(d)?;
         ensure!(capacity >= 1, "batched RIM: capacity must be at least 1");
-        let widths = field_widths(d, backward);
-        super::check_capacity("RIM", capacity, widths.total())?;
         Ok(RimBatch {
             d: *d,
-            capacity,
-            f: Fields::alloc(&widths, capacity),
-            widths,
-            seqs: 0,
-            steps: 0,
+            pass: PassBuffers::new("RIM", field_widths(d, backward), capacity)?,
         })
     }
 
@@ -309,18 +300,13 @@ impl<S: Scalar> RimBatch<S> {
 
     /// Rows the buffers hold.
     pub fn capacity(&self) -> usize {
-        self.capacity
+        self.pass.capacity
     }
 
     /// The inputs of the next pass's first `rows` rows (`[rows x input]`, row `b*T + t`), to
     /// fill before [`RimBatch::shards`] (which leaves them as they are).
     pub fn inputs_mut(&mut self, rows: usize) -> Result<&mut [S]> {
-        ensure!(
-            rows <= self.capacity,
-            "batched RIM: {rows} rows exceed the capacity {}",
-            self.capacity
-        );
-        Ok(&mut self.f.x[..rows * self.d.input])
+        self.pass.inputs_mut("RIM", rows)
     }
 
     /// Starts a pass of `seqs` sequences of `steps` steps and hands out one view per sequence
@@ -331,44 +317,35 @@ impl<S: Scalar> RimBatch<S> {
         steps: usize,
         bounds: &[usize],
     ) -> Result<Vec<RimShard<'_, S>>> {
-        super::check_pass("RIM", (seqs, steps), self.capacity, bounds)?;
-        self.seqs = seqs;
-        self.steps = steps;
-        let rows: Vec<usize> = bounds.iter().map(|b| b * steps).collect();
         let d = self.d;
-        Ok(self
-            .f
-            .split(&self.widths, &rows)
-            .into_iter()
-            .zip(bounds.windows(2))
-            .map(|(f, w)| RimShard {
+        self.pass
+            .shards("RIM", (seqs, steps), bounds, |f, seqs| RimShard {
                 d,
-                seqs: w[1] - w[0],
+                seqs,
                 steps,
                 f,
             })
-            .collect())
     }
 
     /// Outgoing states of the last pass, `[B*T x N*H]` (row `b*T + t`).
     pub fn h_out(&self) -> &[S] {
-        &self.f.hout[..self.seqs * self.steps * self.widths.hout]
+        &self.pass.f.hout[..self.pass.rows() * self.pass.widths.hout]
     }
 
     /// Outgoing LSTM cell states of the last pass, `[B*T x N*H]` (row `b*T + t`; empty for
     /// GRU modules).
     pub fn c_out(&self) -> &[S] {
-        &self.f.cout[..self.seqs * self.steps * self.widths.cout]
+        &self.pass.f.cout[..self.pass.rows() * self.pass.widths.cout]
     }
 
     /// Selection masks of the last pass, `[B*T x N]` (1 active, 0 not).
     pub fn masks(&self) -> &[S] {
-        &self.f.mask[..self.seqs * self.steps * self.widths.mask]
+        &self.pass.f.mask[..self.pass.rows() * self.pass.widths.mask]
     }
 
     /// Input gradients of the last backward pass, `[B*T x input]` (if it asked for them).
     pub fn dx(&self) -> &[S] {
-        &self.f.dx[..self.seqs * self.steps * self.widths.dx]
+        self.pass.dx()
     }
 
     /// Accumulates the weight gradients of the last backward pass into `g`, one GEMM per tensor
@@ -379,17 +356,17 @@ impl<S: Scalar> RimBatch<S> {
     pub fn weight_grads(&self, g: &mut RimGrads<'_, S>, threads: usize) -> Result<()> {
         let d = self.d;
         ensure!(
-            self.widths.dh > 0,
+            self.pass.widths.dh > 0,
             "batched RIM: buffers were made without backward"
         );
-        let rows = self.seqs * self.steps;
+        let rows = self.pass.rows();
         if rows == 0 {
             return Ok(());
         }
         let c = rim_param_counts(&d);
         let sums = WeightSums {
-            p: PassDims::new(&d, self.seqs, self.steps),
-            f: &self.f,
+            p: PassDims::new(&d, self.pass.seqs, self.pass.steps),
+            f: &self.pass.f,
             rows,
         };
         sums.input_projections(g, &c)?;
