@@ -269,26 +269,6 @@ macro_rules! row_fields {
                 w.total()
             }
         }
-
-        impl<S: Copy + Default> $name<Vec<S>> {
-            /// Rows `0..rows` of every field for one shard's pass over `steps` steps, after
-            /// the checks every such pass makes: `reset` holds `rows x steps` flags and the
-            /// buffers, made for `capacity` rows, hold `rows`. `what` names the block in errors.
-            #[allow(dead_code)]
-            fn shard_rows<'a>(
-                &'a mut self,
-                w: &$name<usize>,
-                capacity: usize,
-                (rows, steps): (usize, usize),
-                reset: &[bool],
-                what: &str,
-            ) -> anyhow::Result<$name<&'a mut [S]>> {
-                $crate::batch::check_shard(what, capacity, (rows, steps), reset)?;
-                $crate::batch::gemm::RowBuffers::split(self, w, &[0, rows])
-                    .pop()
-                    .ok_or_else(|| anyhow::anyhow!("batched {what}: scratch split failed"))
-            }
-        }
     };
 }
 

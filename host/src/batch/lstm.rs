@@ -10,8 +10,8 @@ use anyhow::{anyhow, ensure, Result};
 use metarim_core::nn::ops::{LstmGrads, LstmWeights};
 use metarim_core::nn::params::{GroupBufs, Layout, TensorKind};
 
-use crate::batch::gemm::{gemm, mat, rm, row_fields, tr, RowBuffers, Scalar};
-use crate::batch::PassBuffers;
+use crate::batch::gemm::{gemm, mat, rm, row_fields, tr, Scalar};
+use crate::batch::{PassBuffers, ShardScratch};
 
 row_fields! {
     /// Per-row fields of an LSTM pass.
@@ -57,9 +57,7 @@ pub struct LstmBatch<S> {
 /// Per-thread scratch of a shard's steps.
 #[derive(Clone, Debug)]
 pub struct LstmScratch<S> {
-    widths: StepScratch<usize>,
-    s: StepScratch<Vec<S>>,
-    seqs: usize,
+    step: ShardScratch<StepScratch<usize>, StepScratch<Vec<S>>>,
 }
 
 impl<S: Scalar> LstmScratch<S> {
@@ -71,9 +69,7 @@ impl<S: Scalar> LstmScratch<S> {
             new_h: hidden,
         };
         LstmScratch {
-            s: StepScratch::alloc(&widths, seqs),
-            widths,
-            seqs,
+            step: ShardScratch::new(widths, seqs),
         }
     }
 }
@@ -298,7 +294,7 @@ impl<'a, S: Scalar> LstmShard<'a, S> {
         );
         // The forward pass needs no scratch rows, only the checks (acting runs it every step:
         // no split, which allocates).
-        super::check_shard("LSTM", sc.seqs, (bs, steps), reset)?;
+        sc.step.check("LSTM", (bs, steps), reset)?;
         let f = &mut self.f;
         let (one, zero) = (S::ONE, S::ZERO);
         let st = |t: usize, wd: usize| mat(t * wd, steps * wd, 1);
@@ -383,8 +379,7 @@ impl<'a, S: Scalar> LstmShard<'a, S> {
             self.f.da.len() >= bs * steps * g4,
             "batched LSTM: buffers were made without backward"
         );
-        let mut s =
-            sc.s.shard_rows(&sc.widths, sc.seqs, (bs, steps), reset, "LSTM")?;
+        let mut s = sc.step.rows("LSTM", (bs, steps), reset)?;
         let f = &mut self.f;
         let (one, zero) = (S::ONE, S::ZERO);
         let st = |t: usize, wd: usize| mat(t * wd, steps * wd, 1);

@@ -144,23 +144,59 @@ where
     }
 }
 
-/// The checks that start every shard's pass over `rows` sequences of `steps` steps: `reset`
-/// holds `rows x steps` flags and the scratch, made for `capacity` sequences, holds `rows`.
-pub(crate) fn check_shard(
-    what: &str,
-    capacity: usize,
-    (rows, steps): (usize, usize),
-    reset: &[bool],
-) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        reset.len() >= rows * steps,
-        "batched {what}: reset flags too short"
-    );
-    anyhow::ensure!(
-        capacity >= rows,
-        "batched {what}: scratch too small for the shard"
-    );
-    Ok(())
+/// One thread's scratch for the shards of a [`PassBuffers`] block: per-sequence fields of one
+/// step (`W` as widths, `F` as buffers) for shards of up to `seqs` sequences. The RIM cell's and
+/// the LSTM baseline's scratch both hold one, so its checks and its split live here once.
+#[derive(Clone, Debug)]
+pub(crate) struct ShardScratch<W, F> {
+    widths: W,
+    s: F,
+    seqs: usize,
+}
+
+impl<W, F: gemm::RowBuffers<Widths = W>> ShardScratch<W, F> {
+    /// Scratch of `widths` per sequence for shards of up to `seqs` sequences.
+    pub(crate) fn new(widths: W, seqs: usize) -> Self {
+        ShardScratch {
+            s: F::alloc(&widths, seqs),
+            widths,
+            seqs,
+        }
+    }
+
+    /// The checks that start every shard's pass over `rows` sequences of `steps` steps: `reset`
+    /// holds `rows x steps` flags and this scratch holds `rows` sequences. `what` names the
+    /// block in errors.
+    pub(crate) fn check(
+        &self,
+        what: &str,
+        (rows, steps): (usize, usize),
+        reset: &[bool],
+    ) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            reset.len() >= rows * steps,
+            "batched {what}: reset flags too short"
+        );
+        anyhow::ensure!(
+            self.seqs >= rows,
+            "batched {what}: scratch too small for the shard"
+        );
+        Ok(())
+    }
+
+    /// Rows `0..rows` of every field for a shard's pass, after [`ShardScratch::check`].
+    pub(crate) fn rows(
+        &mut self,
+        what: &str,
+        (rows, steps): (usize, usize),
+        reset: &[bool],
+    ) -> anyhow::Result<F::Rows<'_>> {
+        self.check(what, (rows, steps), reset)?;
+        self.s
+            .split(&self.widths, &[0, rows])
+            .pop()
+            .ok_or_else(|| anyhow::anyhow!("batched {what}: scratch split failed"))
+    }
 }
 
 /// Normwise relative error `max_i |a_i - b_i| / max_i |b_i|` over the common length (the

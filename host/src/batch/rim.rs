@@ -46,8 +46,8 @@ use metarim_core::nn::rim::{
 
 pub use crate::batch::gemm::even_bounds;
 pub use crate::batch::gemm::Scalar;
-use crate::batch::gemm::{axpy, dot, gemm, mat, rm, row_fields, tr, Mat, RowBuffers};
-use crate::batch::PassBuffers;
+use crate::batch::gemm::{axpy, dot, gemm, mat, rm, row_fields, tr, Mat};
+use crate::batch::{PassBuffers, ShardScratch};
 
 row_fields! {
     /// Per-row fields of a pass (widths in floats, or the buffers, or a shard's views).
@@ -251,9 +251,7 @@ pub struct RimBatch<S> {
 /// Per-thread scratch of a shard's steps (sized for a number of sequences).
 #[derive(Clone, Debug)]
 pub struct RimScratch<S> {
-    widths: StepScratch<usize>,
-    s: StepScratch<Vec<S>>,
-    seqs: usize,
+    step: ShardScratch<StepScratch<usize>, StepScratch<Vec<S>>>,
     dp: Vec<S>,
     ds: Vec<S>,
 }
@@ -261,11 +259,8 @@ pub struct RimScratch<S> {
 impl<S: Scalar> RimScratch<S> {
     /// Scratch for shards of up to `seqs` sequences of the cell `d`.
     pub fn new(d: &RimDims, seqs: usize) -> RimScratch<S> {
-        let widths = scratch_widths(d);
         RimScratch {
-            s: StepScratch::alloc(&widths, seqs),
-            widths,
-            seqs,
+            step: ShardScratch::new(scratch_widths(d), seqs),
             dp: vec![S::ZERO; d.n_modules],
             ds: vec![S::ZERO; d.n_modules],
         }
@@ -757,8 +752,7 @@ impl<'a, S: Scalar> RimShard<'a, S> {
             state0.len() >= bs * state_width(&d),
             "batched RIM: initial states too short"
         );
-        let mut s =
-            sc.s.shard_rows(&sc.widths, sc.seqs, (bs, steps), reset, "RIM")?;
+        let mut s = sc.step.rows("RIM", (bs, steps), reset)?;
         let mut pass = ShardPass {
             p: PassDims::new(&d, bs, steps),
             w,
@@ -806,8 +800,7 @@ impl<'a, S: Scalar> RimShard<'a, S> {
             self.f.dh.len() >= bs * steps * nh,
             "batched RIM: buffers were made without backward"
         );
-        let mut s =
-            sc.s.shard_rows(&sc.widths, sc.seqs, (bs, steps), reset, "RIM")?;
+        let mut s = sc.step.rows("RIM", (bs, steps), reset)?;
         let (dp, ds) = (&mut sc.dp, &mut sc.ds);
         let mut pass = ShardPass {
             p: PassDims::new(&d, bs, steps),
