@@ -8,7 +8,8 @@ mod common;
 
 use common::rel_err;
 use host::batch::rim::{
-    even_bounds, grads_view, param_offsets, weights_view, RimBatch, RimScratch, Scalar,
+    even_bounds, grads_view, param_offsets, parity_cases, weights_view, RimBatch, RimScratch,
+    Scalar,
 };
 use metarim_core::nn::dims::{CellKind, CommUpdate, RimDims, PAPER, RIM_ODD_WIDTHS};
 use metarim_core::nn::rim::{
@@ -244,21 +245,12 @@ fn check_all<S: Scalar>(cases: &[(RimDims, CommGrad)], batches: &[usize], seed0:
 
 #[test]
 fn batched_matches_core_f64() {
-    let cases = [
-        (SMALL, CommGrad::Blocked),
-        (no_comm(&SMALL), CommGrad::Blocked),
-        (SMALL, CommGrad::Full),
-    ];
-    check_all::<f64>(&cases, &[1, 3, 8], 10, 1e-10);
+    check_all::<f64>(&parity_cases(&SMALL), &[1, 3, 8], 10, 1e-10);
 }
 
 #[test]
 fn batched_matches_core_f32() {
-    let cases = [
-        (SMALL, CommGrad::Blocked),
-        (no_comm(&SMALL), CommGrad::Blocked),
-    ];
-    check_all::<f32>(&cases, &[1, 3, 8], 20, 1e-4);
+    check_all::<f32>(&parity_cases(&SMALL)[..2], &[1, 3, 8], 20, 1e-4);
 }
 
 fn interpolating(d: &RimDims) -> RimDims {

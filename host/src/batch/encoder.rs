@@ -38,7 +38,7 @@ use metarim_core::nn::encoder::{
 };
 use metarim_core::nn::ops::{layer_norm, layer_norm_backward};
 
-use crate::batch::gemm::{even_bounds, gemm, rm, row_fields, split_rows, tr, Scalar};
+use crate::batch::gemm::{even_bounds, gemm, rm, row_fields, split_rows, tr, RowBuffers, Scalar};
 use crate::threads::join_all;
 
 row_fields! {

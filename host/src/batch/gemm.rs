@@ -191,9 +191,50 @@ pub fn split_rows<'a, S>(buf: &'a mut [S], width: usize, bounds: &[usize]) -> Ve
     out
 }
 
+/// Buffers of per-row fields made by [`row_fields!`] (the `Vec<S>` instance), as generic code
+/// such as [`crate::batch::PassBuffers`] reaches them: allocation and splitting by row ranges.
+pub(crate) trait RowBuffers: Sized {
+    /// The scalars the buffers hold.
+    type Elem;
+    /// The same fields as widths (scalars per row).
+    type Widths;
+    /// The same fields as views of one row range.
+    type Rows<'a>
+    where
+        Self: 'a;
+
+    /// Every field sized for `rows` rows of its width.
+    fn alloc(w: &Self::Widths, rows: usize) -> Self;
+
+    /// Views of the rows `bounds[i]..bounds[i + 1]` of every field, one per range.
+    fn split<'a>(&'a mut self, w: &Self::Widths, bounds: &[usize]) -> Vec<Self::Rows<'a>>;
+
+    /// Scalars per row over all fields of `w`.
+    fn row_width(w: &Self::Widths) -> usize;
+}
+
 /// Declares a struct of per-row fields (`B` = `usize` widths, `Vec<S>` buffers, or `&mut [S]`
-/// views of a row range) with allocation and splitting by row ranges.
+/// views of a row range) with allocation and splitting by row ranges ([`RowBuffers`]). Written
+/// `pass Name { .. }`, the fields include a pass's inputs `x` and input gradients `dx`, and the
+/// struct is also a [`crate::batch::PassFields`] (what [`crate::batch::PassBuffers`] needs).
 macro_rules! row_fields {
+    ($(#[$m:meta])* pass $name:ident { $($body:tt)* }) => {
+        $crate::batch::gemm::row_fields! { $(#[$m])* $name { $($body)* } }
+
+        impl<B> $crate::batch::PassFields<B> for $name<B> {
+            fn x(&self) -> &B {
+                &self.x
+            }
+
+            fn x_mut(&mut self) -> &mut B {
+                &mut self.x
+            }
+
+            fn dx(&self) -> &B {
+                &self.dx
+            }
+        }
+    };
     ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $f:ident),* $(,)? }) => {
         $(#[$m])*
         #[derive(Clone, Debug, Default)]
@@ -203,19 +244,20 @@ macro_rules! row_fields {
 
         impl $name<usize> {
             /// Floats per row over all fields.
-            #[allow(dead_code)]
             fn total(&self) -> usize {
                 0 $(+ self.$f)*
             }
         }
 
-        impl<S: Copy + Default> $name<Vec<S>> {
-            /// Every field sized for `rows` rows of its width.
+        impl<S: Copy + Default> $crate::batch::gemm::RowBuffers for $name<Vec<S>> {
+            type Elem = S;
+            type Widths = $name<usize>;
+            type Rows<'a> = $name<&'a mut [S]> where Self: 'a;
+
             fn alloc(w: &$name<usize>, rows: usize) -> Self {
                 $name { $($f: vec![S::default(); w.$f * rows],)* }
             }
 
-            /// Views of the rows `bounds[i]..bounds[i + 1]` of every field, one per range.
             fn split<'a>(&'a mut self, w: &$name<usize>, bounds: &[usize]) -> Vec<$name<&'a mut [S]>> {
                 $(let mut $f = $crate::batch::gemm::split_rows(&mut self.$f, w.$f, bounds).into_iter();)*
                 (0..bounds.len().saturating_sub(1))
@@ -223,22 +265,8 @@ macro_rules! row_fields {
                     .collect()
             }
 
-            /// Rows `0..rows` of every field for one shard's pass over `steps` steps, after
-            /// the checks every such pass makes: `reset` holds `rows x steps` flags and the
-            /// buffers, made for `capacity` rows, hold `rows`. `what` names the block in errors.
-            #[allow(dead_code)]
-            fn shard_rows<'a>(
-                &'a mut self,
-                w: &$name<usize>,
-                capacity: usize,
-                (rows, steps): (usize, usize),
-                reset: &[bool],
-                what: &str,
-            ) -> anyhow::Result<$name<&'a mut [S]>> {
-                $crate::batch::check_shard(what, capacity, (rows, steps), reset)?;
-                self.split(w, &[0, rows])
-                    .pop()
-                    .ok_or_else(|| anyhow::anyhow!("batched {what}: scratch split failed"))
+            fn row_width(w: &$name<usize>) -> usize {
+                w.total()
             }
         }
     };

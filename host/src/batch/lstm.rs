@@ -11,10 +11,11 @@ use metarim_core::nn::ops::{lstm_unit_forward, LstmGrads, LstmWeights};
 use metarim_core::nn::params::{GroupBufs, Layout, TensorKind};
 
 use crate::batch::gemm::{gemm, mat, rm, row_fields, tr, Scalar};
+use crate::batch::{PassBuffers, ShardScratch};
 
 row_fields! {
     /// Per-row fields of an LSTM pass.
-    Fields {
+    pass Fields {
         /// Input.
         x,
         /// Incoming `h`, `c`.
@@ -50,19 +51,13 @@ row_fields! {
 pub struct LstmBatch<S> {
     input: usize,
     hidden: usize,
-    capacity: usize,
-    widths: Fields<usize>,
-    f: Fields<Vec<S>>,
-    seqs: usize,
-    steps: usize,
+    pass: PassBuffers<Fields<usize>, Fields<Vec<S>>>,
 }
 
 /// Per-thread scratch of a shard's steps.
 #[derive(Clone, Debug)]
 pub struct LstmScratch<S> {
-    widths: StepScratch<usize>,
-    s: StepScratch<Vec<S>>,
-    seqs: usize,
+    step: ShardScratch<StepScratch<usize>, StepScratch<Vec<S>>>,
 }
 
 impl<S: Scalar> LstmScratch<S> {
@@ -74,9 +69,7 @@ impl<S: Scalar> LstmScratch<S> {
             new_h: hidden,
         };
         LstmScratch {
-            s: StepScratch::alloc(&widths, seqs),
-            widths,
-            seqs,
+            step: ShardScratch::new(widths, seqs),
         }
     }
 }
@@ -124,27 +117,17 @@ impl<S: Scalar> LstmBatch<S> {
             da: b(4 * hidden),
             dx: b(input),
         };
-        super::check_capacity("LSTM", capacity, widths.total())?;
         Ok(LstmBatch {
             input,
             hidden,
-            capacity,
-            f: Fields::alloc(&widths, capacity),
-            widths,
-            seqs: 0,
-            steps: 0,
+            pass: PassBuffers::new("LSTM", widths, capacity)?,
         })
     }
 
     /// The inputs of the next pass's first `rows` rows (`[rows x input]`), to fill before
     /// [`LstmBatch::shards`] (which leaves them as they are).
     pub fn inputs_mut(&mut self, rows: usize) -> Result<&mut [S]> {
-        ensure!(
-            rows <= self.capacity,
-            "batched LSTM: {rows} rows exceed the capacity {}",
-            self.capacity
-        );
-        Ok(&mut self.f.x[..rows * self.input])
+        self.pass.inputs_mut("LSTM", rows)
     }
 
     /// Starts a pass of `seqs` sequences of `steps` steps, one view per sequence range.
@@ -154,47 +137,38 @@ impl<S: Scalar> LstmBatch<S> {
         steps: usize,
         bounds: &[usize],
     ) -> Result<Vec<LstmShard<'_, S>>> {
-        super::check_pass("LSTM", (seqs, steps), self.capacity, bounds)?;
-        self.seqs = seqs;
-        self.steps = steps;
-        let rows: Vec<usize> = bounds.iter().map(|b| b * steps).collect();
         let (input, hidden) = (self.input, self.hidden);
-        Ok(self
-            .f
-            .split(&self.widths, &rows)
-            .into_iter()
-            .zip(bounds.windows(2))
-            .map(|(f, w)| LstmShard {
+        self.pass
+            .shards("LSTM", (seqs, steps), bounds, |f, seqs| LstmShard {
                 input,
                 hidden,
-                seqs: w[1] - w[0],
+                seqs,
                 steps,
                 f,
             })
-            .collect())
     }
 
     /// Outgoing `h` of the last pass, `[B*T x W]`.
     pub fn h_out(&self) -> &[S] {
-        &self.f.hout[..self.seqs * self.steps * self.hidden]
+        &self.pass.f.hout[..self.pass.rows() * self.hidden]
     }
 
     /// Input gradients of the last backward pass that asked for them, `[B*T x input]`.
     pub fn dx(&self) -> &[S] {
-        &self.f.dx[..(self.seqs * self.steps * self.input).min(self.f.dx.len())]
+        self.pass.dx()
     }
 
     /// Accumulates the weight gradients of the last backward pass into `g` (empty slices are
     /// skipped), one GEMM per tensor over all rows; `threads` share the four tensors.
     pub fn weight_grads(&self, g: &mut LstmGrads<'_, S>, threads: usize) -> Result<()> {
         ensure!(
-            self.widths.da > 0,
+            self.pass.widths.da > 0,
             "batched LSTM: buffers were made without backward"
         );
-        let rows = self.seqs * self.steps;
+        let rows = self.pass.rows();
         let (inp, hid) = (self.input, self.hidden);
         let g4 = 4 * hid;
-        let f = &self.f;
+        let f = &self.pass.f;
         let one = S::ONE;
         // dW = dA^T X over all rows, for W_ih (X = the inputs) and W_hh (X = the carried h).
         let weight = |gw: &mut [S], x: &[S], width: usize, name: &str| -> Result<()> {
@@ -320,7 +294,7 @@ impl<'a, S: Scalar> LstmShard<'a, S> {
         );
         // The forward pass needs no scratch rows, only the checks (acting runs it every step:
         // no split, which allocates).
-        super::check_shard("LSTM", sc.seqs, (bs, steps), reset)?;
+        sc.step.check("LSTM", (bs, steps), reset)?;
         let f = &mut self.f;
         let (one, zero) = (S::ONE, S::ZERO);
         let st = |t: usize, wd: usize| mat(t * wd, steps * wd, 1);
@@ -398,8 +372,7 @@ impl<'a, S: Scalar> LstmShard<'a, S> {
             self.f.da.len() >= bs * steps * g4,
             "batched LSTM: buffers were made without backward"
         );
-        let mut s =
-            sc.s.shard_rows(&sc.widths, sc.seqs, (bs, steps), reset, "LSTM")?;
+        let mut s = sc.step.rows("LSTM", (bs, steps), reset)?;
         let f = &mut self.f;
         let (one, zero) = (S::ONE, S::ZERO);
         let st = |t: usize, wd: usize| mat(t * wd, steps * wd, 1);

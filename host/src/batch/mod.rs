@@ -49,23 +49,154 @@ pub(crate) fn check_pass(
     Ok(())
 }
 
-/// The checks that start every shard's pass over `rows` sequences of `steps` steps: `reset`
-/// holds `rows x steps` flags and the scratch, made for `capacity` sequences, holds `rows`.
-pub(crate) fn check_shard(
-    what: &str,
-    capacity: usize,
-    (rows, steps): (usize, usize),
-    reset: &[bool],
-) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        reset.len() >= rows * steps,
-        "batched {what}: reset flags too short"
-    );
-    anyhow::ensure!(
-        capacity >= rows,
-        "batched {what}: scratch too small for the shard"
-    );
-    Ok(())
+/// Per-row fields of a pass that include its inputs `x` and input gradients `dx` (declared
+/// with `row_fields! { pass .. }`), for [`PassBuffers`].
+pub(crate) trait PassFields<B> {
+    /// The inputs' field.
+    fn x(&self) -> &B;
+    /// The inputs' field, to fill.
+    fn x_mut(&mut self) -> &mut B;
+    /// The input gradients' field.
+    fn dx(&self) -> &B;
+}
+
+/// The row buffers of a block that runs passes over `seqs` sequences of `steps` steps (row
+/// `b*T + t`) split into shards by sequence ranges: the RIM cell ([`rim::RimBatch`]) and the
+/// LSTM baseline ([`lstm::LstmBatch`]). Both hold the same things (every per-row field for
+/// `capacity` rows and the shape of the last pass) and treat them the same way (the inputs to
+/// fill, the start of a pass with its checks and its split into shard views, the input
+/// gradients), so that lives here once; each block keeps its dimensions and step arithmetic.
+/// `W` is the block's fields as widths, `F` as buffers (the two instances of its
+/// `row_fields!` struct).
+#[derive(Clone, Debug)]
+pub(crate) struct PassBuffers<W, F> {
+    /// Rows the buffers hold.
+    pub(crate) capacity: usize,
+    /// Scalars per row of each field (a forward-only block's gradient fields are 0 wide).
+    pub(crate) widths: W,
+    /// The fields' buffers.
+    pub(crate) f: F,
+    /// Sequences of the last pass.
+    pub(crate) seqs: usize,
+    /// Steps per sequence of the last pass.
+    pub(crate) steps: usize,
+}
+
+impl<W, F> PassBuffers<W, F>
+where
+    W: PassFields<usize>,
+    F: gemm::RowBuffers<Widths = W> + PassFields<Vec<F::Elem>>,
+{
+    /// Buffers of `widths` for `capacity` rows, once [`check_capacity`] passes; `what` names
+    /// the block in errors.
+    pub(crate) fn new(what: &str, widths: W, capacity: usize) -> anyhow::Result<Self> {
+        check_capacity(what, capacity, F::row_width(&widths))?;
+        Ok(PassBuffers {
+            capacity,
+            f: F::alloc(&widths, capacity),
+            widths,
+            seqs: 0,
+            steps: 0,
+        })
+    }
+
+    /// Rows of the last pass (`seqs x steps`).
+    pub(crate) fn rows(&self) -> usize {
+        self.seqs * self.steps
+    }
+
+    /// The inputs of the next pass's first `rows` rows (`[rows x input]`); more rows than the
+    /// capacity are an error naming `what`.
+    pub(crate) fn inputs_mut(&mut self, what: &str, rows: usize) -> anyhow::Result<&mut [F::Elem]> {
+        anyhow::ensure!(
+            rows <= self.capacity,
+            "batched {what}: {rows} rows exceed the capacity {}",
+            self.capacity
+        );
+        let input = *self.widths.x();
+        Ok(&mut self.f.x_mut()[..rows * input])
+    }
+
+    /// Starts a pass of `seqs` sequences of `steps` steps after [`check_pass`]: one shard per
+    /// sequence range `bounds[i]..bounds[i + 1]`, made by `shard` from the range's views and
+    /// its number of sequences.
+    pub(crate) fn shards<'a, T>(
+        &'a mut self,
+        what: &str,
+        (seqs, steps): (usize, usize),
+        bounds: &[usize],
+        shard: impl Fn(F::Rows<'a>, usize) -> T,
+    ) -> anyhow::Result<Vec<T>> {
+        check_pass(what, (seqs, steps), self.capacity, bounds)?;
+        self.seqs = seqs;
+        self.steps = steps;
+        let rows: Vec<usize> = bounds.iter().map(|b| b * steps).collect();
+        let views = self.f.split(&self.widths, &rows).into_iter();
+        Ok(views
+            .zip(bounds.windows(2))
+            .map(|(f, w)| shard(f, w[1] - w[0]))
+            .collect())
+    }
+
+    /// Input gradients of the last pass, `[seqs*T x input]` (empty for forward-only buffers).
+    pub(crate) fn dx(&self) -> &[F::Elem] {
+        &self.f.dx()[..self.rows() * *self.widths.dx()]
+    }
+}
+
+/// One thread's scratch for the shards of a [`PassBuffers`] block: per-sequence fields of one
+/// step (`W` as widths, `F` as buffers) for shards of up to `seqs` sequences. The RIM cell's and
+/// the LSTM baseline's scratch both hold one, so its checks and its split live here once.
+#[derive(Clone, Debug)]
+pub(crate) struct ShardScratch<W, F> {
+    widths: W,
+    s: F,
+    seqs: usize,
+}
+
+impl<W, F: gemm::RowBuffers<Widths = W>> ShardScratch<W, F> {
+    /// Scratch of `widths` per sequence for shards of up to `seqs` sequences.
+    pub(crate) fn new(widths: W, seqs: usize) -> Self {
+        ShardScratch {
+            s: F::alloc(&widths, seqs),
+            widths,
+            seqs,
+        }
+    }
+
+    /// The checks that start every shard's pass over `rows` sequences of `steps` steps: `reset`
+    /// holds `rows x steps` flags and this scratch holds `rows` sequences. `what` names the
+    /// block in errors.
+    pub(crate) fn check(
+        &self,
+        what: &str,
+        (rows, steps): (usize, usize),
+        reset: &[bool],
+    ) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            reset.len() >= rows * steps,
+            "batched {what}: reset flags too short"
+        );
+        anyhow::ensure!(
+            self.seqs >= rows,
+            "batched {what}: scratch too small for the shard"
+        );
+        Ok(())
+    }
+
+    /// Rows `0..rows` of every field for a shard's pass, after [`ShardScratch::check`].
+    pub(crate) fn rows(
+        &mut self,
+        what: &str,
+        (rows, steps): (usize, usize),
+        reset: &[bool],
+    ) -> anyhow::Result<F::Rows<'_>> {
+        self.check(what, (rows, steps), reset)?;
+        self.s
+            .split(&self.widths, &[0, rows])
+            .pop()
+            .ok_or_else(|| anyhow::anyhow!("batched {what}: scratch split failed"))
+    }
 }
 
 /// Normwise relative error `max_i |a_i - b_i| / max_i |b_i|` over the common length (the

@@ -47,10 +47,11 @@ use metarim_core::nn::rim::{
 pub use crate::batch::gemm::even_bounds;
 pub use crate::batch::gemm::Scalar;
 use crate::batch::gemm::{axpy, dot, gemm, mat, rm, row_fields, tr, Mat};
+use crate::batch::{PassBuffers, ShardScratch};
 
 row_fields! {
     /// Per-row fields of a pass (widths in floats, or the buffers, or a shard's views).
-    Fields {
+    pass Fields {
         /// Input `x_t`.
         x,
         /// Incoming state (zeros at an episode start).
@@ -244,19 +245,13 @@ pub fn check_dims(d: &RimDims) -> Result<()> {
 #[derive(Clone, Debug)]
 pub struct RimBatch<S> {
     d: RimDims,
-    capacity: usize,
-    widths: Fields<usize>,
-    f: Fields<Vec<S>>,
-    seqs: usize,
-    steps: usize,
+    pass: PassBuffers<Fields<usize>, Fields<Vec<S>>>,
 }
 
 /// Per-thread scratch of a shard's steps (sized for a number of sequences).
 #[derive(Clone, Debug)]
 pub struct RimScratch<S> {
-    widths: StepScratch<usize>,
-    s: StepScratch<Vec<S>>,
-    seqs: usize,
+    step: ShardScratch<StepScratch<usize>, StepScratch<Vec<S>>>,
     dp: Vec<S>,
     ds: Vec<S>,
 }
@@ -264,11 +259,8 @@ pub struct RimScratch<S> {
 impl<S: Scalar> RimScratch<S> {
     /// Scratch for shards of up to `seqs` sequences of the cell `d`.
     pub fn new(d: &RimDims, seqs: usize) -> RimScratch<S> {
-        let widths = scratch_widths(d);
         RimScratch {
-            s: StepScratch::alloc(&widths, seqs),
-            widths,
-            seqs,
+            step: ShardScratch::new(scratch_widths(d), seqs),
             dp: vec![S::ZERO; d.n_modules],
             ds: vec![S::ZERO; d.n_modules],
         }
@@ -290,15 +282,9 @@ impl<S: Scalar> RimBatch<S> {
     pub fn new(d: &RimDims, capacity: usize, backward: bool) -> Result<Self> {
         check_dims(d)?;
         ensure!(capacity >= 1, "batched RIM: capacity must be at least 1");
-        let widths = field_widths(d, backward);
-        super::check_capacity("RIM", capacity, widths.total())?;
         Ok(RimBatch {
             d: *d,
-            capacity,
-            f: Fields::alloc(&widths, capacity),
-            widths,
-            seqs: 0,
-            steps: 0,
+            pass: PassBuffers::new("RIM", field_widths(d, backward), capacity)?,
         })
     }
 
@@ -309,18 +295,13 @@ impl<S: Scalar> RimBatch<S> {
 
     /// Rows the buffers hold.
     pub fn capacity(&self) -> usize {
-        self.capacity
+        self.pass.capacity
     }
 
     /// The inputs of the next pass's first `rows` rows (`[rows x input]`, row `b*T + t`), to
     /// fill before [`RimBatch::shards`] (which leaves them as they are).
     pub fn inputs_mut(&mut self, rows: usize) -> Result<&mut [S]> {
-        ensure!(
-            rows <= self.capacity,
-            "batched RIM: {rows} rows exceed the capacity {}",
-            self.capacity
-        );
-        Ok(&mut self.f.x[..rows * self.d.input])
+        self.pass.inputs_mut("RIM", rows)
     }
 
     /// Starts a pass of `seqs` sequences of `steps` steps and hands out one view per sequence
@@ -331,44 +312,35 @@ impl<S: Scalar> RimBatch<S> {
         steps: usize,
         bounds: &[usize],
     ) -> Result<Vec<RimShard<'_, S>>> {
-        super::check_pass("RIM", (seqs, steps), self.capacity, bounds)?;
-        self.seqs = seqs;
-        self.steps = steps;
-        let rows: Vec<usize> = bounds.iter().map(|b| b * steps).collect();
         let d = self.d;
-        Ok(self
-            .f
-            .split(&self.widths, &rows)
-            .into_iter()
-            .zip(bounds.windows(2))
-            .map(|(f, w)| RimShard {
+        self.pass
+            .shards("RIM", (seqs, steps), bounds, |f, seqs| RimShard {
                 d,
-                seqs: w[1] - w[0],
+                seqs,
                 steps,
                 f,
             })
-            .collect())
     }
 
     /// Outgoing states of the last pass, `[B*T x N*H]` (row `b*T + t`).
     pub fn h_out(&self) -> &[S] {
-        &self.f.hout[..self.seqs * self.steps * self.widths.hout]
+        &self.pass.f.hout[..self.pass.rows() * self.pass.widths.hout]
     }
 
     /// Outgoing LSTM cell states of the last pass, `[B*T x N*H]` (row `b*T + t`; empty for
     /// GRU modules).
     pub fn c_out(&self) -> &[S] {
-        &self.f.cout[..self.seqs * self.steps * self.widths.cout]
+        &self.pass.f.cout[..self.pass.rows() * self.pass.widths.cout]
     }
 
     /// Selection masks of the last pass, `[B*T x N]` (1 active, 0 not).
     pub fn masks(&self) -> &[S] {
-        &self.f.mask[..self.seqs * self.steps * self.widths.mask]
+        &self.pass.f.mask[..self.pass.rows() * self.pass.widths.mask]
     }
 
     /// Input gradients of the last backward pass, `[B*T x input]` (if it asked for them).
     pub fn dx(&self) -> &[S] {
-        &self.f.dx[..self.seqs * self.steps * self.widths.dx]
+        self.pass.dx()
     }
 
     /// Accumulates the weight gradients of the last backward pass into `g`, one GEMM per tensor
@@ -379,17 +351,17 @@ impl<S: Scalar> RimBatch<S> {
     pub fn weight_grads(&self, g: &mut RimGrads<'_, S>, threads: usize) -> Result<()> {
         let d = self.d;
         ensure!(
-            self.widths.dh > 0,
+            self.pass.widths.dh > 0,
             "batched RIM: buffers were made without backward"
         );
-        let rows = self.seqs * self.steps;
+        let rows = self.pass.rows();
         if rows == 0 {
             return Ok(());
         }
         let c = rim_param_counts(&d);
         let sums = WeightSums {
-            p: PassDims::new(&d, self.seqs, self.steps),
-            f: &self.f,
+            p: PassDims::new(&d, self.pass.seqs, self.pass.steps),
+            f: &self.pass.f,
             rows,
         };
         sums.input_projections(g, &c)?;
@@ -780,8 +752,7 @@ impl<'a, S: Scalar> RimShard<'a, S> {
             state0.len() >= bs * state_width(&d),
             "batched RIM: initial states too short"
         );
-        let mut s =
-            sc.s.shard_rows(&sc.widths, sc.seqs, (bs, steps), reset, "RIM")?;
+        let mut s = sc.step.rows("RIM", (bs, steps), reset)?;
         let mut pass = ShardPass {
             p: PassDims::new(&d, bs, steps),
             w,
@@ -829,8 +800,7 @@ impl<'a, S: Scalar> RimShard<'a, S> {
             self.f.dh.len() >= bs * steps * nh,
             "batched RIM: buffers were made without backward"
         );
-        let mut s =
-            sc.s.shard_rows(&sc.widths, sc.seqs, (bs, steps), reset, "RIM")?;
+        let mut s = sc.step.rows("RIM", (bs, steps), reset)?;
         let (dp, ds) = (&mut sc.dp, &mut sc.ds);
         let mut pass = ShardPass {
             p: PassDims::new(&d, bs, steps),
@@ -1775,6 +1745,23 @@ pub fn weights<'a, S>(layout: &Layout, p: &GroupBufs<'a, S>) -> RimWeights<'a, S
     RimWeights::from_parts(TensorKind::RIM.map(|k| layout.slice(p, k)))
 }
 
+/// The cases every parity check of the batched cell runs for the cell `d` against the core
+/// (the LSTM-cell unit tests here and the GRU-cell tests in `host/tests/rim_batch_parity.rs`),
+/// written once so both cell kinds keep the same list: `d` with the blocked communication
+/// gradient, `d` without communication, and `d` with the full communication gradient, in that
+/// order (the checks seed by position). The `f32` checks run the first two.
+pub fn parity_cases(d: &RimDims) -> [(RimDims, CommGrad); 3] {
+    let no_comm = RimDims {
+        communication: false,
+        ..*d
+    };
+    [
+        (*d, CommGrad::Blocked),
+        (no_comm, CommGrad::Blocked),
+        (*d, CommGrad::Full),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2074,11 +2061,7 @@ mod tests {
 
     #[test]
     fn lstm_cells_match_the_core_f64() {
-        let cases = [
-            (LSTM_SMALL, CommGrad::Blocked),
-            (no_comm(&LSTM_SMALL), CommGrad::Blocked),
-            (LSTM_SMALL, CommGrad::Full),
-        ];
+        let cases = parity_cases(&LSTM_SMALL);
         let paper = RimDims {
             cell: CellKind::Lstm,
             ..metarim_core::nn::dims::PAPER.rim
@@ -2095,11 +2078,8 @@ mod tests {
 
     #[test]
     fn lstm_cells_match_the_core_f32() {
-        let cases = [
-            (LSTM_SMALL, CommGrad::Blocked),
-            (no_comm(&LSTM_SMALL), CommGrad::Blocked),
-        ];
-        let worst = worst_of::<f32>(&cases, &[1, 4], 70, 1e-4);
+        let cases = parity_cases(&LSTM_SMALL);
+        let worst = worst_of::<f32>(&cases[..2], &[1, 4], 70, 1e-4);
         eprintln!("LSTM cells vs the core, f32: worst rel err {worst:e}");
     }
 

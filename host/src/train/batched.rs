@@ -51,7 +51,7 @@ use metarim_core::nn::policy::{state_len, ChunkStats};
 use metarim_core::nn::rim::{CommGrad, RimGrads};
 
 use crate::batch::encoder::EncoderBatch;
-use crate::batch::gemm::{even_bounds, row_fields, split_rows, Scalar};
+use crate::batch::gemm::{even_bounds, row_fields, split_rows, RowBuffers, Scalar};
 use crate::batch::heads;
 use crate::batch::instr::InstrBatch;
 use crate::batch::memory::{MemoryBatch, MemoryShard, MemoryWeights};
