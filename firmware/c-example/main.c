@@ -74,6 +74,21 @@ static void put_hex64(struct line *l, uint64_t v)
     }
 }
 
+/* `name` then `v`: each "key=value" of the report lines (name " steps=", say). */
+static void put_field(struct line *l, const char *name, uint64_t v)
+{
+    put_str(l, name);
+    put_u64(l, v);
+}
+
+/* `name` then "k/n": a count of successes out of a number of episodes. */
+static void put_ratio(struct line *l, const char *name, uint64_t k, uint64_t n)
+{
+    put_field(l, name, k);
+    put_str(l, "/");
+    put_u64(l, n);
+}
+
 /* Print the line with a newline, and start it again. */
 static void put_end(struct line *l)
 {
@@ -124,9 +139,21 @@ struct phase {
     uint64_t digest;
 };
 
+/* The phase's line: "firmware: <phase>: episodes=N success=K/N". */
+static void report(const char *phase, const struct phase *p)
+{
+    struct line l = {.n = 0};
+    put_str(&l, "firmware: ");
+    put_str(&l, phase);
+    put_field(&l, ": episodes=", p->episodes);
+    put_ratio(&l, " success=", p->successes, p->episodes);
+    put_end(&l);
+}
+
 /* Episodes 0..FW_EPISODES-1 of FW_LEVEL on seed FW_SEED, as the Rust firmware's
- * episodes::run: act, step, until the episode terminates or is truncated. */
-static metarim_status evaluate(metarim_device *dev, struct phase *p)
+ * episodes::run: act, step, until the episode terminates or is truncated; then the phase's
+ * line (`report`). */
+static metarim_status evaluate(metarim_device *dev, const char *phase, struct phase *p)
 {
     p->episodes = 0;
     p->successes = 0;
@@ -157,29 +184,17 @@ static metarim_status evaluate(metarim_device *dev, struct phase *p)
             }
         }
     }
+    report(phase, p);
     return METARIM_STATUS_OK;
-}
-
-static void report(const char *phase, const struct phase *p)
-{
-    struct line l = {.n = 0};
-    put_str(&l, "firmware: ");
-    put_str(&l, phase);
-    put_str(&l, ": episodes=");
-    put_u64(&l, p->episodes);
-    put_str(&l, " success=");
-    put_u64(&l, p->successes);
-    put_str(&l, "/");
-    put_u64(&l, p->episodes);
-    put_end(&l);
 }
 
 int main(void)
 {
     struct line l = {.n = 0};
-    put_str(&l, "c-example: metarim C API, Tiny policy on " FW_LEVEL
-                " (Cortex-M4F, QEMU mps2-an386), device ");
-    put_u64(&l, METARIM_DEVICE_BYTES);
+    put_field(&l,
+              "c-example: metarim C API, Tiny policy on " FW_LEVEL
+              " (Cortex-M4F, QEMU mps2-an386), device ",
+              METARIM_DEVICE_BYTES);
     put_str(&l, " B");
     put_end(&l);
 
@@ -192,22 +207,18 @@ int main(void)
     /* The set-up's stack peak, then paint again for the episodes' own. */
     uint32_t stack_setup = stack_high_water();
     paint_stack();
-    put_str(&l, "c-example: episodes=");
-    put_u64(&l, (uint64_t)FW_EPISODES);
-    put_str(&l, " seed=");
-    put_u64(&l, (uint64_t)FW_SEED);
-    put_str(&l, " adapt_episodes=");
-    put_u64(&l, (uint64_t)FW_ADAPT_EPISODES);
+    put_field(&l, "c-example: episodes=", (uint64_t)FW_EPISODES);
+    put_field(&l, " seed=", (uint64_t)FW_SEED);
+    put_field(&l, " adapt_episodes=", (uint64_t)FW_ADAPT_EPISODES);
     put_str(&l, FW_ARGMAX ? " actions=argmax" : " actions=sample");
     put_end(&l);
 
     /* (a) The model as loaded. */
     struct phase before;
-    st = evaluate(dev, &before);
+    st = evaluate(dev, "before", &before);
     if (st != METARIM_STATUS_OK) {
         return fail(dev, st);
     }
-    report("before", &before);
 
     /* (b) Fast-only adaptation on other episodes of the same level (seed + 1). */
     metarim_adapt_stats a;
@@ -215,41 +226,25 @@ int main(void)
     if (st != METARIM_STATUS_OK) {
         return fail(dev, st);
     }
-    put_str(&l, "firmware: adapted: episodes=");
-    put_u64(&l, a.episodes);
-    put_str(&l, " steps=");
-    put_u64(&l, a.steps);
-    put_str(&l, " windows=");
-    put_u64(&l, a.windows);
-    put_str(&l, " sgd_steps=");
-    put_u64(&l, a.optimizer_steps);
-    put_str(&l, " success=");
-    put_u64(&l, a.successes);
-    put_str(&l, "/");
-    put_u64(&l, a.episodes);
+    put_field(&l, "firmware: adapted: episodes=", a.episodes);
+    put_field(&l, " steps=", a.steps);
+    put_field(&l, " windows=", a.windows);
+    put_field(&l, " sgd_steps=", a.optimizer_steps);
+    put_ratio(&l, " success=", a.successes, a.episodes);
     put_end(&l);
-    put_str(&l, "c-example: guard: probe=");
-    put_u64(&l, a.guard_probe_successes);
-    put_str(&l, "/");
-    put_u64(&l, a.guard_probe_episodes);
-    put_str(&l, " trailing=");
-    put_u64(&l, a.guard_trail_successes);
-    put_str(&l, "/");
-    put_u64(&l, a.guard_trail_episodes);
-    put_str(&l, " restores=");
-    put_u64(&l, a.guard_reverts);
-    put_str(&l, " stopped_after=");
-    put_u64(&l, a.guard_stopped_after);
+    put_ratio(&l, "c-example: guard: probe=", a.guard_probe_successes, a.guard_probe_episodes);
+    put_ratio(&l, " trailing=", a.guard_trail_successes, a.guard_trail_episodes);
+    put_field(&l, " restores=", a.guard_reverts);
+    put_field(&l, " stopped_after=", a.guard_stopped_after);
     put_str(&l, a.guard_kept ? " kept=true" : " kept=false");
     put_end(&l);
 
     /* (c) The same evaluation episodes again. */
     struct phase after;
-    st = evaluate(dev, &after);
+    st = evaluate(dev, "after", &after);
     if (st != METARIM_STATUS_OK) {
         return fail(dev, st);
     }
-    report("after", &after);
 
     put_str(&l, "firmware: actions: before=");
     put_hex64(&l, before.digest);
@@ -257,25 +252,17 @@ int main(void)
     put_hex64(&l, after.digest);
     put_end(&l);
 
-    put_str(&l, "c-example: steps: before=");
-    put_u64(&l, before.steps);
-    put_str(&l, " after=");
-    put_u64(&l, after.steps);
+    put_field(&l, "c-example: steps: before=", before.steps);
+    put_field(&l, " after=", after.steps);
     put_end(&l);
     uint32_t stack_run = stack_high_water();
     uint32_t stack = stack_setup > stack_run ? stack_setup : stack_run;
-    put_str(&l, "c-example: ram: static ");
-    put_u64(&l, static_ram_bytes());
-    put_str(&l, " B (device ");
-    put_u64(&l, METARIM_DEVICE_BYTES);
-    put_str(&l, " B) + stack high-water ");
-    put_u64(&l, stack);
-    put_str(&l, " B (set-up ");
-    put_u64(&l, stack_setup);
-    put_str(&l, ", episodes ");
-    put_u64(&l, stack_run);
-    put_str(&l, ") = ");
-    put_u64(&l, (uint64_t)static_ram_bytes() + stack);
+    put_field(&l, "c-example: ram: static ", static_ram_bytes());
+    put_field(&l, " B (device ", METARIM_DEVICE_BYTES);
+    put_field(&l, " B) + stack high-water ", stack);
+    put_field(&l, " B (set-up ", stack_setup);
+    put_field(&l, ", episodes ", stack_run);
+    put_field(&l, ") = ", (uint64_t)static_ram_bytes() + stack);
     put_str(&l, " B");
     put_end(&l);
     return (int)EXIT_OK;
