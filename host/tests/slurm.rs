@@ -3,7 +3,8 @@
 //! gives the same `results.md` tables, `results.json` rows, run results and checkpoints, byte
 //! for byte, as a local `metarim experiment` of the same suite; and still does when one task is
 //! cancelled mid-run (it checkpoints on SIGTERM) and requeued. The `--dry-run` scripts pass
-//! `sbatch --test-only`. Without `sbatch` on PATH the test is skipped, unless `CI` is set.
+//! `sbatch --test-only`. Without a Slurm to submit to (no `sbatch` on PATH, or no controller
+//! answering `scontrol ping`) the test is skipped, unless `CI` is set.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -87,8 +88,17 @@ fn signal(args: &[&str]) {
     let _ = child.wait();
 }
 
-fn have_sbatch() -> bool {
-    Command::new("sbatch").arg("--version").output().is_ok()
+/// Why there is no Slurm to submit to, if there is none: `sbatch` missing, or installed with no
+/// controller running (a machine with the client packages but without `scripts/slurm-local.sh
+/// up`), which would otherwise fail the test at its first `sbatch`.
+fn no_slurm() -> Option<&'static str> {
+    if Command::new("sbatch").arg("--version").output().is_err() {
+        return Some("sbatch is not on PATH");
+    }
+    match Command::new("scontrol").arg("ping").output() {
+        Ok(out) if out.status.success() => None,
+        _ => Some("no Slurm controller answers `scontrol ping`"),
+    }
 }
 
 /// The states squeue shows for `jobs` (one per line; empty once they are gone or finished).
@@ -157,13 +167,11 @@ fn rows(json: &Path) -> serde_json::Value {
 
 #[test]
 fn a_suite_on_slurm_matches_the_same_suite_run_locally() {
-    if !have_sbatch() {
+    if let Some(why) = no_slurm() {
         if std::env::var_os("CI").is_some() {
-            panic!(
-                "CI is set but sbatch is not on PATH: run `bash scripts/slurm-local.sh up` first"
-            );
+            panic!("CI is set but {why}: run `bash scripts/slurm-local.sh up` first");
         }
-        eprintln!("skipped: no Slurm (run scripts/slurm-local.sh up)");
+        eprintln!("skipped: no Slurm, {why} (run scripts/slurm-local.sh up)");
         return;
     }
     let started = Instant::now();
@@ -258,6 +266,14 @@ fn a_suite_on_slurm_matches_the_same_suite_run_locally() {
             t0.elapsed() < TIMEOUT,
             "tasks 0 and 1 logged no updates: {st:?}\n{}",
             slurm_logs(Path::new(&on_slurm))
+        );
+        // The suite is sized for the debug build `.ci/run` tests with; a release build can
+        // train a task in about a second, before it could be interrupted: say so at once
+        // instead of waiting out the timeout.
+        assert!(
+            !st.iter().any(|s| s.ends_with(" COMPLETED")),
+            "a task finished before it could be interrupted ({st:?}): its training is too quick \
+             to catch (a release build?); run this test in the debug build"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
