@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+/// The suite, its training budget (`FRAMES`) filled in by [`suite_frames`].
 const SUITE: &str = r#"name = "slurm-smoke"
 description = "metarim experiment --slurm against a local run"
 metric = "sample-efficiency"
@@ -19,7 +20,7 @@ min_frames = 0
 
 [base]
 preset = "Tiny"
-frames = 19200
+frames = FRAMES
 procs = 6
 frames_per_proc = 20
 recurrence = 10
@@ -34,6 +35,17 @@ modes = ["meta-rim", "joint"]
 episodes = 10
 seed = 1
 "#;
+
+/// Frames per run: enough that a task is still training when it is interrupted, which takes a
+/// few seconds after it starts. The debug build `.ci/run` tests with trains 19,200 frames of
+/// Tiny in several seconds; an optimised build in about one, so it gets ten times as many.
+fn suite_frames() -> u64 {
+    if cfg!(debug_assertions) {
+        19_200
+    } else {
+        192_000
+    }
+}
 
 /// How long the array and the report job may take, all told.
 const TIMEOUT: Duration = Duration::from_secs(900);
@@ -180,7 +192,7 @@ fn a_suite_on_slurm_matches_the_same_suite_run_locally() {
         .tempdir()
         .unwrap();
     let suite = tmp.path().join("suite.toml");
-    std::fs::write(&suite, SUITE).unwrap();
+    std::fs::write(&suite, SUITE.replace("FRAMES", &suite_frames().to_string())).unwrap();
     let suite_arg = suite.to_str().unwrap();
     let dir = |name: &str| tmp.path().join(name).display().to_string();
     let common = ["--threads", "1", "--progress-every", "1"];
@@ -267,19 +279,19 @@ fn a_suite_on_slurm_matches_the_same_suite_run_locally() {
             "tasks 0 and 1 logged no updates: {st:?}\n{}",
             slurm_logs(Path::new(&on_slurm))
         );
-        // The suite is sized for the debug build `.ci/run` tests with; a release build can
-        // train a task in about a second, before it could be interrupted: say so at once
-        // instead of waiting out the timeout.
+        // A task that finished before it could be interrupted cannot be caught any more: say so
+        // at once instead of waiting out the timeout.
         assert!(
             !st.iter().any(|s| s.ends_with(" COMPLETED")),
-            "a task finished before it could be interrupted ({st:?}): its training is too quick \
-             to catch (a release build?); run this test in the debug build"
+            "a task finished before it could be interrupted ({st:?}): its training ({} frames, \
+             `suite_frames`) is too quick to catch on this machine",
+            suite_frames()
         );
         std::thread::sleep(Duration::from_millis(20));
     }
     // Task 1 first: a plain cancel returns at once, while scancel --signal on an array task
     // may keep retrying for seconds after delivering the signal (see `signal`), long enough
-    // for a 19,200-frame run to finish before it could be cancelled.
+    // for a run of `suite_frames` to finish before it could be cancelled.
     signal(&[&task1]);
     signal(&["--batch", "--signal=USR1", &task0]);
     let t0 = Instant::now();
