@@ -92,18 +92,20 @@ impl Staging {
             seg_t0,
             seg_t1,
         } = self;
-        // Grouped by element type; naming every field above makes a new one a compile error
-        // until it is cleared here too.
+        // Naming every field above makes a new one a compile error until it is cleared here.
         obs.clear();
         reset.clear();
         action.clear();
+        old_lp.clear();
+        old_v.clear();
+        adv.clear();
+        ret.clear();
+        init.clear();
         seg_tokens.clear();
-        for v in [old_lp, old_v, adv, ret, init] {
-            v.clear();
-        }
-        for v in [seg_of, seg_chunk, seg_t0, seg_t1] {
-            v.clear();
-        }
+        seg_of.clear();
+        seg_chunk.clear();
+        seg_t0.clear();
+        seg_t1.clear();
     }
 }
 
