@@ -390,10 +390,11 @@ pub fn lstm_forward<S: Real>(
 
 /// The pointwise part of [`lstm_forward`] for unit `u` (`u < hid`, `gates.len() >= 4 * hid`):
 /// replaces the unit's four gate pre-activations (`[i f g o]`, `hid` apart) by their
-/// nonlinearities, as the backward pass reads them, and returns `(c', tanh(c'), h')`. The
-/// nonlinearities are parameters so that the batched host path, which uses fast
-/// approximations in f32, computes the same cell with them (the kernels' counterpart is
-/// `lstm_unit_forward` in `kernels/common.cuh`).
+/// nonlinearities, as the backward pass reads them, and returns `(c', tanh(c'), h')`. Outside
+/// those bounds it writes nothing and returns zeros, as this module's functions do with short
+/// buffers (never a panic). The nonlinearities are parameters so that the batched host path,
+/// which uses fast approximations in f32, computes the same cell with them (the kernels'
+/// counterpart is `lstm_unit_forward` in `kernels/common.cuh`).
 #[inline(always)]
 pub fn lstm_unit_forward<S: Real>(
     gates: &mut [S],
@@ -403,6 +404,9 @@ pub fn lstm_unit_forward<S: Real>(
     sigmoid: impl Fn(S) -> S,
     tanh: impl Fn(S) -> S,
 ) -> (S, S, S) {
+    if u >= hid || gates.len() < hid.saturating_mul(4) {
+        return (S::ZERO, S::ZERO, S::ZERO);
+    }
     let i = sigmoid(gates[u]);
     let f = sigmoid(gates[hid + u]);
     let gg = tanh(gates[2 * hid + u]);
@@ -639,6 +643,25 @@ mod tests {
             1e-4,
         )
         .0);
+    }
+
+    /// Out of its bounds (a unit past `hid`, gates shorter than `4 hid`, a `hid` whose `4 hid`
+    /// overflows) the LSTM unit step writes nothing and returns zeros instead of panicking.
+    #[test]
+    fn lstm_unit_forward_outside_its_bounds_is_a_no_op() {
+        let (sig, tanh) = (|v: f64| v.sigmoid(), |v: f64| v.tanh());
+        let mut gates = [0.5f64; 8];
+        for (hid, u) in [(2usize, 2usize), (3, 0), (usize::MAX, 0)] {
+            let out = lstm_unit_forward(&mut gates, hid, u, 1.0, sig, tanh);
+            assert_eq!(out, (0.0, 0.0, 0.0), "hid {hid} u {u}");
+            assert_eq!(gates, [0.5; 8], "hid {hid} u {u}");
+        }
+        // In bounds it applies the nonlinearities: c' = sig(f) c + sig(i) tanh(g).
+        let (c, t, h) = lstm_unit_forward(&mut gates, 2, 1, 1.0, sig, tanh);
+        let (s, g) = (0.5f64.sigmoid(), 0.5f64.tanh());
+        assert_eq!(c, s * 1.0 + s * g);
+        assert_eq!((t, h), (c.tanh(), s * c.tanh()));
+        assert_eq!(gates, [0.5, s, 0.5, s, 0.5, g, 0.5, s]);
     }
 
     #[test]
