@@ -5,7 +5,7 @@
 # usage: bash scripts/fuzz.sh [RUNS] [TARGET...]
 #   RUNS    executions per target (default 20000: a smoke run), or `ci` for FUZZ_SECONDS
 #           (default 5) seconds per target
-#   TARGET  any of: blob checkpoint trace state mission config suite (default: all)
+#   TARGET  any of: blob checkpoint trace state mission config suite network (default: all)
 #
 # Builds fuzz/ (its own workspace, target dir fuzz/target) with the flags `cargo fuzz build`
 # uses (SanitizerCoverage with inline 8-bit counters, compare tracing, --cfg fuzzing; assertions
@@ -25,7 +25,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-ALL_TARGETS=(blob checkpoint trace state mission config suite)
+ALL_TARGETS=(blob checkpoint trace state mission config suite network)
 
 runs="${1:-20000}"
 [ $# -gt 0 ] && shift

@@ -4,6 +4,8 @@
 //! from it are `const fn`s and presets can size static arrays on the device (no heap). Stable
 //! Rust cannot size arrays from a generic's associated consts, so presets are concrete consts.
 
+use crate::Error;
+
 config_enum! {
     /// Recurrent cell used inside each RIM module (or as the LSTM baseline's memory).
     pub enum CellKind (serde case "lowercase") {
@@ -120,6 +122,16 @@ pub struct ModelDims {
     pub n_actions: usize,
 }
 
+/// Widest any one dimension of a model may be: channels, embedding, hidden and head widths,
+/// attention sizes and heads, mission tokens, actions. With at most [`MAX_MODULES`] modules it
+/// bounds every buffer size the core derives from a [`ModelDims`] below 2^32, so that none
+/// overflows, on 32-bit targets too (`crate::nn::params::Layout::new` checks it first; the
+/// widest preset, Paper, uses 256).
+pub const MAX_DIM: usize = 1024;
+
+/// Most RIM modules a policy supports (fixed-size activity masks).
+pub const MAX_MODULES: usize = 16;
+
 impl ModelDims {
     /// These dims with RIM modules of `cell` (a preset with the RIMs paper's LSTM modules, say).
     pub const fn with_cell(self, cell: CellKind) -> ModelDims {
@@ -127,6 +139,45 @@ impl ModelDims {
             rim: RimDims { cell, ..self.rim },
             ..self
         }
+    }
+
+    /// Every dimension within the core's bounds: each width, head count, token and action count
+    /// at most [`MAX_DIM`], 1 to [`MAX_MODULES`] modules (the memory input, the sum of two
+    /// widths, is checked against them by `Layout::new`). Zero widths are left to the blocks'
+    /// own checks. Checked before any size is derived, so absurd dimensions are an error
+    /// instead of an overflow.
+    pub fn check_bounds(&self) -> Result<(), Error> {
+        let r = &self.rim;
+        let widths = [
+            self.conv_channels[0],
+            self.conv_channels[1],
+            self.conv_channels[2],
+            self.bow_dim,
+            self.word_dim,
+            self.instr_hidden,
+            self.max_tokens,
+            self.head_hidden,
+            self.n_actions,
+            r.hidden,
+            r.d_k,
+            r.d_v,
+            r.in_heads,
+            r.c_heads,
+            r.c_k,
+        ];
+        // The messages name the bounds' values.
+        const _: () = assert!(MAX_DIM == 1024 && MAX_MODULES == 16);
+        if widths.iter().any(|w| *w > MAX_DIM) {
+            return Err(Error::BadDims {
+                what: "a width, head, token or action count is over 1024 (MAX_DIM)",
+            });
+        }
+        if r.n_modules == 0 || r.n_modules > MAX_MODULES {
+            return Err(Error::BadDims {
+                what: "n_modules must be 1 to 16 (MAX_MODULES)",
+            });
+        }
+        Ok(())
     }
 
     /// Width of the encoded observation.

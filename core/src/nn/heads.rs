@@ -48,7 +48,7 @@ pub const fn heads_cache_len(d: &ModelDims) -> usize {
     d.head_hidden.saturating_mul(2)
 }
 
-fn check_dims(d: &ModelDims) -> Result<(), Error> {
+pub(crate) fn check_dims(d: &ModelDims) -> Result<(), Error> {
     if mem_width(d) == 0 || d.head_hidden == 0 || d.n_actions == 0 {
         return Err(Error::BadDims {
             what: "heads need memory width, head_hidden and n_actions > 0",

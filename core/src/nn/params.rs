@@ -327,6 +327,7 @@ impl Layout {
     /// The layout of `dims` in `mode`; errors on inconsistent dims (e.g. a memory input width
     /// that does not match encoder + instruction widths, k outside 1..=N).
     pub fn new(dims: &ModelDims, mode: Mode) -> Result<Layout, Error> {
+        dims.check_bounds()?;
         let mut dims = *dims;
         dims.memory = mode.memory();
         let r = &dims.rim;
@@ -335,11 +336,17 @@ impl Layout {
                 what: "rim.input must equal conv_channels[2] + instr_hidden",
             });
         }
-        if r.n_modules == 0 || r.k_active == 0 || r.k_active > r.n_modules || r.hidden == 0 {
+        if r.k_active == 0 || r.k_active > r.n_modules {
             return Err(Error::BadDims {
-                what: "need 1 <= k_active <= n_modules and hidden > 0",
+                what: "need 1 <= k_active <= n_modules",
             });
         }
+        // The blocks' own checks (the heads': a memory width, so hidden > 0), so that a layout
+        // is never one its network refuses to run.
+        if dims.memory == MemoryKind::Rim {
+            crate::nn::rim::check_dims(r)?;
+        }
+        crate::nn::heads::check_dims(&dims)?;
         let mut l = Layout {
             dims,
             mode,
@@ -770,5 +777,87 @@ mod tests {
         assert!(l.check_bufs(&bufs).is_err());
         assert!(Mode::from_name("meta-rim") == Some(Mode::MetaRim));
         assert!(Mode::from_name("nope").is_none());
+    }
+
+    /// Dims past the bounds, or ones a block would refuse at its first call, are refused by
+    /// `Layout::new` itself, as errors (found by the `network` fuzz target: `usize::MAX`
+    /// widths overflowed `memory_input`, zero head widths passed the layout).
+    #[test]
+    fn layouts_refuse_absurd_and_unrunnable_dims() {
+        use crate::nn::dims::{MAX_DIM, MAX_MODULES};
+        let bad: [fn(&mut ModelDims); 10] = [
+            |d| d.instr_hidden = usize::MAX,
+            |d| d.conv_channels[2] = usize::MAX - 1,
+            |d| d.rim.d_v = MAX_DIM + 1,
+            |d| d.word_dim = 1 << 31,
+            |d| d.max_tokens = MAX_DIM + 1,
+            |d| d.rim.n_modules = MAX_MODULES + 1,
+            |d| d.rim.n_modules = 0,
+            |d| d.head_hidden = 0,
+            |d| d.n_actions = 0,
+            |d| d.rim.d_k = 0,
+        ];
+        for (i, change) in bad.iter().enumerate() {
+            for mode in [Mode::MetaRim, Mode::Lstm] {
+                let mut d = TINY;
+                change(&mut d);
+                d.rim.input = d.conv_channels[2].saturating_add(d.instr_hidden);
+                let lstm_ok = i == 9 && mode == Mode::Lstm; // the LSTM has no attention
+                assert_eq!(
+                    Layout::new(&d, mode).is_ok(),
+                    lstm_ok,
+                    "change {i}, {mode:?}"
+                );
+            }
+        }
+        let mut d = TINY;
+        d.rim.d_v = MAX_DIM;
+        d.rim.n_modules = MAX_MODULES;
+        assert!(
+            Layout::new(&d, Mode::MetaRim).is_ok(),
+            "bounds are inclusive"
+        );
+    }
+
+    /// The largest model the bounds accept has every buffer size the core derives (step cache,
+    /// scratch, state, adaptation work) below 2^32, so none of them overflows on a 32-bit
+    /// target; the sizes grow with every width, so the largest model bounds them all.
+    #[test]
+    fn the_largest_accepted_model_sizes_fit_in_32_bits() {
+        use crate::nn::dims::{CellKind, EncoderKind, MAX_DIM, MAX_MODULES};
+        use crate::nn::policy::{fast_work_len, scratch_len, state_len, step_cache_len};
+        let mut d = PAPER;
+        d.conv_channels = [MAX_DIM; 3];
+        (d.bow_dim, d.word_dim, d.instr_hidden) = (MAX_DIM, MAX_DIM, MAX_DIM);
+        (d.max_tokens, d.head_hidden, d.n_actions) = (MAX_DIM, MAX_DIM, MAX_DIM);
+        d.rim.n_modules = MAX_MODULES;
+        d.rim.k_active = MAX_MODULES;
+        d.rim.hidden = MAX_DIM;
+        d.rim.input = 2 * MAX_DIM;
+        (d.rim.d_k, d.rim.d_v, d.rim.in_heads) = (MAX_DIM, MAX_DIM, MAX_DIM);
+        (d.rim.c_heads, d.rim.c_k) = (MAX_DIM, MAX_DIM);
+        assert!(Layout::new(&d, Mode::MetaRim).is_ok());
+        for encoder in [EncoderKind::Conv, EncoderKind::Bow] {
+            for cell in [CellKind::Gru, CellKind::Lstm] {
+                for memory in [MemoryKind::Rim, MemoryKind::Lstm] {
+                    let d = ModelDims {
+                        encoder,
+                        memory,
+                        ..d.with_cell(cell)
+                    };
+                    for (what, n) in [
+                        ("state", state_len(&d)),
+                        ("step cache", step_cache_len(&d)),
+                        ("scratch", scratch_len(&d)),
+                        ("fast work", fast_work_len(&d)),
+                    ] {
+                        assert!(
+                            n < 1 << 32,
+                            "{what}: {n} for {encoder:?} {cell:?} {memory:?}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }

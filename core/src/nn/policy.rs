@@ -35,8 +35,7 @@ use crate::nn::rim::{
 use crate::nn::scalar::Real;
 use crate::rng::Pcg32;
 
-/// Most RIM modules a policy supports (fixed-size activity masks).
-pub const MAX_MODULES: usize = 16;
+pub use crate::nn::dims::MAX_MODULES;
 
 /// Length of the memory state `[h | c]`.
 pub const fn state_len(d: &ModelDims) -> usize {
@@ -285,12 +284,8 @@ fn split_grads<'a, S>(
 impl<'a, S: Real> Policy<'a, S> {
     /// A policy over `params`, which must match `layout`'s group sizes.
     pub fn new(layout: &'a Layout, params: GroupBufs<'a, S>) -> Result<Self, Error> {
+        // At most MAX_MODULES modules: `Layout::new` refused any more.
         layout.check_bufs(&params)?;
-        if layout.dims().rim.n_modules > MAX_MODULES {
-            return Err(Error::BadDims {
-                what: "more RIM modules than MAX_MODULES",
-            });
-        }
         Ok(Policy { layout, params })
     }
 

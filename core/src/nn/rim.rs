@@ -373,7 +373,7 @@ pub fn cache_null_attention<'c, S: Real>(d: &RimDims, cache: &'c [S]) -> Option<
 // ---------------------------------------------------------------------------------------------
 // Validation and slicing helpers (all panic-free).
 
-fn check_dims(d: &RimDims) -> Result<(), Error> {
+pub(crate) fn check_dims(d: &RimDims) -> Result<(), Error> {
     let bad = |what| Err(Error::BadDims { what });
     if d.n_modules == 0 {
         return bad("rim: n_modules must be at least 1");

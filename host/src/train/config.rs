@@ -728,9 +728,10 @@ pub const MAX_THREADS: usize = 4_096;
 /// Largest statistics, curriculum and save windows.
 pub const MAX_WINDOW: usize = 100_000_000;
 
-/// Widest layer a width override may ask for (the Paper preset's widest is 128): bounds the
-/// memory a config can make the trainer allocate.
-pub const MAX_WIDTH: usize = 1_024;
+/// Widest layer a width override may ask for (the Paper preset's widest is 128): the core's
+/// bound on every model dimension, which also bounds the memory a config can make the trainer
+/// allocate.
+pub const MAX_WIDTH: usize = metarim_core::nn::dims::MAX_DIM;
 
 /// Optional fields (absent from the serialised table when unset) that `set` still accepts.
 const OPTIONAL_KEYS: [&str; 15] = [
@@ -837,6 +838,7 @@ mod tests {
         bad(&|c| c.recurrence = 7, "recurrence");
         bad(&|c| c.batch_size = 999_999_980, "batch_size");
         bad(&|c| c.k_active = Some(9), "k_active");
+        bad(&|c| c.n_modules = Some(17), "n_modules must be 1 to 16");
         bad(&|c| c.rim_hidden = Some(0), "rim_hidden");
         bad(&|c| c.conv_channels = Some([8, 0, 16]), "conv_channels");
         bad(&|c| c.head_hidden = Some(MAX_WIDTH + 1), "head_hidden");
