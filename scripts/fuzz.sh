@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Coverage-guided fuzzing (libFuzzer through `libfuzzer-sys`) of every parser of untrusted input:
+# Coverage-guided fuzzing (libFuzzer through `libfuzzer-sys`) of every parser of untrusted input
+# and of the core's network and on-device adaptation APIs:
 # the targets in fuzz/fuzz_targets/ (see docs/RELIABILITY.md, "Fuzzing").
 #
 # usage: bash scripts/fuzz.sh [RUNS] [TARGET...]
 #   RUNS    executions per target (default 20000: a smoke run), or `ci` for FUZZ_SECONDS
 #           (default 5) seconds per target
-#   TARGET  any of: blob checkpoint trace state mission config suite network (default: all)
+#   TARGET  any of: blob checkpoint trace state mission config suite network adapt (default: all)
 #
 # Builds fuzz/ (its own workspace, target dir fuzz/target) with the flags `cargo fuzz build`
 # uses (SanitizerCoverage with inline 8-bit counters, compare tracing, --cfg fuzzing; assertions
@@ -25,7 +26,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-ALL_TARGETS=(blob checkpoint trace state mission config suite network)
+ALL_TARGETS=(blob checkpoint trace state mission config suite network adapt)
 
 runs="${1:-20000}"
 [ $# -gt 0 ] && shift

@@ -166,16 +166,10 @@ fn fill<S: Real>(c: &mut Choices, raw: bool, out: &mut [S]) {
     }
 }
 
-fn run<S: Real>(c: &mut Choices, layout: &Layout) {
-    let d = *layout.dims();
-    let [sl, cl, scl, _, fwl] = sizes(&d);
-    if Group::ALL.iter().any(|g| layout.group_len(*g) > MAX_PARAMS)
-        || cl.max(scl).max(fwl) > 8 * MAX_PARAMS
-    {
-        return;
-    }
-    // Parameters: initialised (a trainer's) or any bit patterns (a corrupt or hostile blob).
-    let raw_params = c.bit();
+/// The parameter groups: initialised (a trainer's) or any bit patterns (a corrupt or hostile
+/// blob), each exact, one short or one long. Also says whether they are raw and all exact.
+fn params<S: Real>(c: &mut Choices, layout: &Layout) -> ([Vec<S>; 3], bool, bool) {
+    let raw = c.bit();
     let mut groups: [Vec<S>; 3] = Group::ALL.map(|g| vec![S::ZERO; layout.group_len(g)]);
     {
         let [f, s, o] = &mut groups;
@@ -187,43 +181,23 @@ fn run<S: Real>(c: &mut Choices, layout: &Layout) {
         let seed = u64::from(c.u32());
         init_params(layout, &InitConfig::default(), seed, bufs).expect("init on exact buffers");
     }
-    if raw_params {
+    if raw {
         for g in &mut groups {
             fill(c, true, g);
         }
     }
-    let mut lens = [0usize; 3];
-    for (l, g) in lens.iter_mut().zip(&groups) {
-        *l = c.len_near(g.len());
+    let mut exact = true;
+    for g in &mut groups {
+        let len = c.len_near(g.len());
+        exact &= len == g.len();
+        g.resize(len, S::ZERO);
     }
-    let exact_params = lens.iter().zip(&groups).all(|(l, g)| *l == g.len());
-    let padded: Vec<Vec<S>> = groups
-        .iter()
-        .zip(lens)
-        .map(|(g, l)| {
-            let mut v = g.clone();
-            v.resize(l, S::ZERO);
-            v
-        })
-        .collect();
-    let bufs = GroupBufs {
-        fast: &padded[0],
-        slow: &padded[1],
-        other: &padded[2],
-    };
-    let policy = match Policy::new(layout, bufs) {
-        Ok(p) => p,
-        Err(_) => {
-            assert!(
-                !exact_params || d.rim.n_modules > 16,
-                "Policy::new refused exact buffers"
-            );
-            return;
-        }
-    };
+    (groups, raw, exact)
+}
 
-    // Inputs.
-    let good = !raw_params && c.byte() < 0xC0;
+/// What a step reads: the mission's tokens (in the vocabulary and not too many when `good`)
+/// and an observation (valid codes when `good`, any bytes otherwise).
+fn inputs(c: &mut Choices, d: &ModelDims, good: bool) -> (Vec<u16>, Observation) {
     // More tokens than `max_tokens` is an error (a mission too long for the model).
     let n_tokens = usize::from(c.byte()) % (d.max_tokens.min(64) + if good { 1 } else { 3 });
     let tokens: Vec<u16> = (0..n_tokens)
@@ -242,65 +216,89 @@ fn run<S: Real>(c: &mut Choices, layout: &Layout) {
             *v = if good { c.byte() % 6 } else { c.byte() };
         }
     }
-    let exact = |c: &mut Choices, n: usize| if good { n } else { c.len_near(n) };
+    (tokens, obs)
+}
 
-    // Instruction and one step, twice (determinism).
-    let hi = d.instr_hidden;
-    let mut instr = vec![S::ZERO; exact(c, hi)];
-    let mut scratch = vec![S::ZERO; exact(c, scl)];
-    let enc = policy.encode_instruction(&tokens, &mut instr, &mut scratch);
-    let mut state_in = vec![S::ZERO; exact(c, sl)];
+/// A buffer length: exact when `good`, else exact, one short or one long.
+fn len_for(c: &mut Choices, good: bool, n: usize) -> usize {
+    if good {
+        n
+    } else {
+        c.len_near(n)
+    }
+}
+
+/// The instruction, then one step twice: the same outputs bit for bit (or the same error),
+/// finite and successful with good inputs. Returns the incoming state it used.
+fn check_step<S: Real>(
+    c: &mut Choices,
+    policy: &Policy<'_, S>,
+    good: bool,
+    tokens: &[u16],
+    obs: &Observation,
+) -> Vec<S> {
+    let d = *policy.dims();
+    let [sl, cl, scl, _, _] = sizes(&d);
+    let mut instr = vec![S::ZERO; len_for(c, good, d.instr_hidden)];
+    let mut scratch = vec![S::ZERO; len_for(c, good, scl)];
+    let enc = policy.encode_instruction(tokens, &mut instr, &mut scratch);
+    let mut state_in = vec![S::ZERO; len_for(c, good, sl)];
     fill(c, !good, &mut state_in);
-    let mut state_out = vec![S::ZERO; exact(c, sl)];
-    let mut logits = vec![S::ZERO; exact(c, d.n_actions)];
-    let mut cache = vec![S::ZERO; exact(c, cl)];
-    let first = policy.step(
-        &obs,
-        &instr,
-        &state_in,
-        &mut state_out,
-        &mut logits,
-        &mut cache,
-        &mut scratch,
-    );
-    let kept = (state_out.clone(), logits.clone(), cache.clone());
-    let again = policy.step(
-        &obs,
-        &instr,
-        &state_in,
-        &mut state_out,
-        &mut logits,
-        &mut cache,
-        &mut scratch,
-    );
-    match (&first, &again) {
+    let mut state_out = vec![S::ZERO; len_for(c, good, sl)];
+    let mut logits = vec![S::ZERO; len_for(c, good, d.n_actions)];
+    let mut cache = vec![S::ZERO; len_for(c, good, cl)];
+    let mut step = |state_out: &mut [S], logits: &mut [S], cache: &mut [S]| {
+        let r = policy.step(
+            obs,
+            &instr,
+            &state_in,
+            state_out,
+            logits,
+            cache,
+            &mut scratch,
+        );
+        (r, state_out.to_vec(), logits.to_vec(), cache.to_vec())
+    };
+    let first = step(&mut state_out, &mut logits, &mut cache);
+    let again = step(&mut state_out, &mut logits, &mut cache);
+    let bits = |v: &[S]| v.iter().map(|x| x.to_f64().to_bits()).collect::<Vec<_>>();
+    match (&first.0, &again.0) {
         (Ok(a), Ok(b)) => {
-            let bits = |v: &[S]| v.iter().map(|x| x.to_f64().to_bits()).collect::<Vec<_>>();
             assert_eq!(
                 a.to_f64().to_bits(),
                 b.to_f64().to_bits(),
                 "step value differs"
             );
-            assert_eq!(bits(&kept.0), bits(&state_out), "step state differs");
-            assert_eq!(bits(&kept.1), bits(&logits), "step logits differ");
-            assert_eq!(bits(&kept.2), bits(&cache), "step cache differs");
+            assert_eq!(bits(&first.1), bits(&again.1), "step state differs");
+            assert_eq!(bits(&first.2), bits(&again.2), "step logits differ");
+            assert_eq!(bits(&first.3), bits(&again.3), "step cache differs");
             if good {
                 assert!(a.to_f64().is_finite(), "non-finite value");
-                assert!(
-                    logits.iter().all(|l| l.to_f64().is_finite()),
-                    "non-finite logits"
-                );
+                let finite = first.2.iter().all(|l| l.to_f64().is_finite());
+                assert!(finite, "non-finite logits");
             }
         }
         (Err(a), Err(b)) => assert_eq!(a, b, "step errors differ"),
-        _ => panic!("a repeated step changed from {first:?} to {again:?}"),
+        (a, b) => panic!("a repeated step changed from {a:?} to {b:?}"),
     }
     if good {
         enc.expect("encode_instruction on exact buffers");
-        first.expect("step on exact buffers");
+        first.0.expect("step on exact buffers");
     }
+    state_in
+}
 
-    // A chunk's backward pass and an adaptation window over the same steps.
+/// A chunk's backward pass and an adaptation window over `1..=MAX_STEPS` steps of the same
+/// observation and mission: successful with good inputs (and a RIM memory for the window).
+fn check_backward<S: Real>(
+    c: &mut Choices,
+    policy: &Policy<'_, S>,
+    good: bool,
+    (tokens, obs): (&[u16], &Observation),
+    state_in: &[S],
+) {
+    let layout = policy.layout();
+    let d = *policy.dims();
     let t = 1 + usize::from(c.byte()) % MAX_STEPS;
     let coefs = PpoCoefs {
         clip_eps: value(c, !good),
@@ -324,8 +322,8 @@ fn run<S: Real>(c: &mut Choices, layout: &Layout) {
     let starts: Vec<bool> = (0..t).map(|i| i == 0 || c.bit()).collect();
     let steps: Vec<ChunkStep<'_, S>> = (0..t)
         .map(|i| ChunkStep {
-            obs: &obs,
-            tokens: &tokens,
+            obs,
+            tokens,
             episode_start: starts[i],
             sample: samples[i],
         })
@@ -336,7 +334,7 @@ fn run<S: Real>(c: &mut Choices, layout: &Layout) {
         CommGrad::Blocked
     };
     let mut grads: [Vec<S>; 3] = Group::ALL.map(|g| vec![S::ZERO; layout.group_len(g)]);
-    let mut work = vec![S::ZERO; exact(c, chunk_work_len(&d, t))];
+    let mut work = vec![S::ZERO; len_for(c, good, chunk_work_len(&d, t))];
     let chunk = {
         let [f, s, o] = &mut grads;
         let g = GroupBufsMut {
@@ -344,17 +342,17 @@ fn run<S: Real>(c: &mut Choices, layout: &Layout) {
             slow: s,
             other: o,
         };
-        policy.chunk_backward(&steps, &state_in, &coefs, S::ONE, comm, g, &mut work)
+        policy.chunk_backward(&steps, state_in, &coefs, S::ONE, comm, g, &mut work)
     };
-    if good && d.n_actions > 0 {
+    if good {
         chunk.expect("chunk_backward on exact buffers");
     }
 
-    let x = vec![S::ZERO; exact(c, d.memory_input())];
+    let x = vec![S::ZERO; len_for(c, good, d.memory_input())];
     let fast: Vec<FastStep<'_, S>> = (0..t)
         .map(|i| FastStep {
             x: &x,
-            state_in: &state_in,
+            state_in,
             episode_start: starts[i],
             sample: samples[i],
         })
@@ -364,13 +362,40 @@ fn run<S: Real>(c: &mut Choices, layout: &Layout) {
         .iter()
         .find(|e| e.name == "rim.modules.rnn")
         .map_or(0, |e| e.len);
-    let mut rnn_grads = vec![S::ZERO; exact(c, rnn_len)];
-    let mut fast_work = vec![S::ZERO; exact(c, fwl)];
+    let mut rnn_grads = vec![S::ZERO; len_for(c, good, rnn_len)];
+    let mut fast_work = vec![S::ZERO; len_for(c, good, fast_work_len(&d))];
     let window =
         policy.fast_window_backward(&fast, &coefs, S::ONE, comm, &mut rnn_grads, &mut fast_work);
-    if good && d.n_actions > 0 && d.memory == MemoryKind::Rim {
+    if good && d.memory == MemoryKind::Rim {
         window.expect("fast_window_backward on exact buffers");
     }
+}
+
+fn run<S: Real>(c: &mut Choices, layout: &Layout) {
+    let d = *layout.dims();
+    let [_, cl, scl, _, fwl] = sizes(&d);
+    if Group::ALL.iter().any(|g| layout.group_len(*g) > MAX_PARAMS)
+        || cl.max(scl).max(fwl) > 8 * MAX_PARAMS
+    {
+        return;
+    }
+    let (groups, raw, exact) = params::<S>(c, layout);
+    let bufs = GroupBufs {
+        fast: &groups[0],
+        slow: &groups[1],
+        other: &groups[2],
+    };
+    let policy = match Policy::new(layout, bufs) {
+        Ok(p) => p,
+        Err(e) => {
+            assert!(!exact, "Policy::new refused exact buffers: {e:?}");
+            return;
+        }
+    };
+    let good = !raw && c.byte() < 0xC0;
+    let (tokens, obs) = inputs(c, &d, good);
+    let state_in = check_step(c, &policy, good, &tokens, &obs);
+    check_backward(c, &policy, good, (&tokens, &obs), &state_in);
 }
 
 fuzz_target!(|data: &[u8]| {
