@@ -39,24 +39,12 @@ const SHORT: usize = 3;
 /// Most operations one input runs (each update is a backward pass over the window).
 const MAX_OPS: usize = 48;
 
-/// The input as a stream of choices; zeros once it runs out.
-struct Choices<'a>(&'a [u8]);
+#[path = "common/choices.rs"]
+mod choices;
+use choices::Choices;
 
+/// This target's kinds of choice.
 impl Choices<'_> {
-    fn byte(&mut self) -> u8 {
-        match self.0.split_first() {
-            Some((b, rest)) => {
-                self.0 = rest;
-                *b
-            }
-            None => 0,
-        }
-    }
-
-    fn u32(&mut self) -> u32 {
-        u32::from_le_bytes([self.byte(), self.byte(), self.byte(), self.byte()])
-    }
-
     /// A float: a small value from a table (usually), or any bit pattern.
     fn float(&mut self, sane: [f32; 4]) -> f32 {
         let b = self.byte();
@@ -143,12 +131,12 @@ fn run<const W: usize>(data: &[u8], fast0: &[f32; TINY_FAST], rest: &[f32]) -> [
                 let step = ActedStep {
                     x: &x[..lx],
                     state_in: &state[..ls],
-                    episode_start: c.byte() & 1 == 1,
+                    episode_start: c.bit(),
                     action,
                     logprob: c.float([-1.9, -0.1, 0.0, -20.0]),
                     value: c.float([0.0, 0.5, -0.5, 10.0]),
                     reward: c.float([0.0, 0.0, 18.0, 1.0]),
-                    done: c.byte() & 1 == 1,
+                    done: c.bit(),
                 };
                 let before = adapter.len();
                 let full = adapter.is_full();
@@ -196,7 +184,7 @@ fn run<const W: usize>(data: &[u8], fast0: &[f32; TINY_FAST], rest: &[f32]) -> [
             _ => {
                 if let Ok(g) = guard.as_mut() {
                     let was = g.phase();
-                    g.end_episode(c.byte() & 1 == 1);
+                    g.end_episode(c.bit());
                     let report = g.report();
                     assert!(report.probe_episodes <= cfg.guard.probe_episodes);
                     assert!(report.reverts <= cfg.guard.max_reverts.saturating_add(1));

@@ -40,28 +40,12 @@ const MAX_STEPS: usize = 4;
 
 const MODES: [Mode; 4] = [Mode::MetaRim, Mode::Reversed, Mode::Joint, Mode::Lstm];
 
-/// The input as a stream of choices; zeros once it runs out.
-struct Choices<'a>(&'a [u8]);
+#[path = "common/choices.rs"]
+mod choices;
+use choices::Choices;
 
+/// This target's kinds of choice.
 impl Choices<'_> {
-    fn byte(&mut self) -> u8 {
-        match self.0.split_first() {
-            Some((b, rest)) => {
-                self.0 = rest;
-                *b
-            }
-            None => 0,
-        }
-    }
-
-    fn bit(&mut self) -> bool {
-        self.byte() & 1 == 1
-    }
-
-    fn u32(&mut self) -> u32 {
-        u32::from_le_bytes([self.byte(), self.byte(), self.byte(), self.byte()])
-    }
-
     /// A width: mostly small (0-8), sometimes huge (overflow bait).
     fn width(&mut self) -> usize {
         const HUGE: [usize; 8] = [
