@@ -88,10 +88,12 @@ fn settings(c: &mut Choices) -> AdaptConfig {
 }
 
 /// One input's run on a fresh adapter: the fast weights at the end, and what was checked.
-fn run<const W: usize>(data: &[u8], fast0: &[f32; TINY_FAST], rest: &[f32]) -> [f32; TINY_FAST] {
-    let layout = Layout::new(&TINY, Mode::MetaRim).expect("the Tiny meta-rim layout");
-    let slow_len = layout.group_len(Group::Slow);
-    let (slow, other) = rest.split_at(slow_len);
+fn run<const W: usize>(
+    data: &[u8],
+    layout: &Layout,
+    fast0: &[f32; TINY_FAST],
+    (slow, other): (&[f32], &[f32]),
+) -> [f32; TINY_FAST] {
     let mut c = Choices(data);
     let cfg = settings(&mut c);
     let g = cfg.guard;
@@ -151,7 +153,7 @@ fn run<const W: usize>(data: &[u8], fast0: &[f32; TINY_FAST], rest: &[f32]) -> [
             5 => {
                 let bootstrap = c.float([0.0, 1.0, -1.0, 5.0]);
                 let had = adapter.len();
-                let r = adapter.update(&layout, &mut fast, slow, other, bootstrap, &cfg);
+                let r = adapter.update(layout, &mut fast, slow, other, bootstrap, &cfg);
                 match r {
                     Ok(report) => {
                         assert!(valid_cfg, "update accepted invalid settings {cfg:?}");
@@ -224,17 +226,16 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let fast0: [f32; TINY_FAST] = groups[0].as_slice().try_into().expect("TINY_FAST values");
-    let mut rest = groups[1].clone();
-    rest.extend_from_slice(&groups[2]);
+    let frozen = (&groups[1][..], &groups[2][..]);
     let (a, b) = if head & 1 == 0 {
         (
-            run::<LONG>(data, &fast0, &rest),
-            run::<LONG>(data, &fast0, &rest),
+            run::<LONG>(data, &layout, &fast0, frozen),
+            run::<LONG>(data, &layout, &fast0, frozen),
         )
     } else {
         (
-            run::<SHORT>(data, &fast0, &rest),
-            run::<SHORT>(data, &fast0, &rest),
+            run::<SHORT>(data, &layout, &fast0, frozen),
+            run::<SHORT>(data, &layout, &fast0, frozen),
         )
     };
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();

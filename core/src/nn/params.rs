@@ -336,15 +336,18 @@ impl Layout {
                 what: "rim.input must equal conv_channels[2] + instr_hidden",
             });
         }
-        if r.k_active == 0 || r.k_active > r.n_modules {
-            return Err(Error::BadDims {
-                what: "need 1 <= k_active <= n_modules",
-            });
-        }
-        // The blocks' own checks (the heads': a memory width, so hidden > 0), so that a layout
-        // is never one its network refuses to run.
-        if dims.memory == MemoryKind::Rim {
-            crate::nn::rim::check_dims(r)?;
+        // The blocks' own checks (the RIM's covers k; the heads' a memory width, so hidden > 0),
+        // so that a layout is never one its network refuses to run. The LSTM baseline keeps
+        // the RIM sizes that give its width, and k stays checked for it too.
+        match dims.memory {
+            MemoryKind::Rim => crate::nn::rim::check_dims(r)?,
+            MemoryKind::Lstm => {
+                if r.k_active == 0 || r.k_active > r.n_modules {
+                    return Err(Error::BadDims {
+                        what: "need 1 <= k_active <= n_modules",
+                    });
+                }
+            }
         }
         crate::nn::heads::check_dims(&dims)?;
         let mut l = Layout {

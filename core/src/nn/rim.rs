@@ -373,7 +373,9 @@ pub fn cache_null_attention<'c, S: Real>(d: &RimDims, cache: &'c [S]) -> Option<
 // ---------------------------------------------------------------------------------------------
 // Validation and slicing helpers (all panic-free).
 
-pub(crate) fn check_dims(d: &RimDims) -> Result<(), Error> {
+/// Whether `d` is a RIM the cell can run: 1 <= k <= N, every width and head count at least 1
+/// (communication's only with communication on). Every entry point and `Layout::new` check it.
+pub fn check_dims(d: &RimDims) -> Result<(), Error> {
     let bad = |what| Err(Error::BadDims { what });
     if d.n_modules == 0 {
         return bad("rim: n_modules must be at least 1");

@@ -219,28 +219,6 @@ fn scratch_widths(d: &RimDims) -> StepScratch<usize> {
     }
 }
 
-/// Checks that `d` is a cell the batched path runs (GRU or LSTM modules, the core's checks).
-pub fn check_dims(d: &RimDims) -> Result<()> {
-    ensure!(d.n_modules >= 1, "rim: n_modules must be at least 1");
-    ensure!(
-        d.k_active >= 1 && d.k_active <= d.n_modules,
-        "rim: k_active must be in 1..=n_modules"
-    );
-    ensure!(
-        d.hidden >= 1 && d.input >= 1,
-        "rim: hidden and input must be at least 1"
-    );
-    ensure!(
-        d.d_k >= 1 && d.d_v >= 1 && d.in_heads >= 1,
-        "rim: d_k, d_v and in_heads must be at least 1"
-    );
-    ensure!(
-        !d.communication || (d.c_heads >= 1 && d.c_k >= 1),
-        "rim: c_heads and c_k must be at least 1 with communication"
-    );
-    Ok(())
-}
-
 /// Buffers of batched RIM passes over up to `capacity` rows (sequences x steps).
 #[derive(Clone, Debug)]
 pub struct RimBatch<S> {
@@ -280,7 +258,8 @@ impl<S: Scalar> RimBatch<S> {
     /// Buffers for passes of up to `capacity` rows of the cell `d` (GRU or LSTM modules);
     /// without `backward`, forward passes only (acting).
     pub fn new(d: &RimDims, capacity: usize, backward: bool) -> Result<Self> {
-        check_dims(d)?;
+        // The core's own checks: the batched path runs the same cells.
+        metarim_core::nn::rim::check_dims(d)?;
         ensure!(capacity >= 1, "batched RIM: capacity must be at least 1");
         Ok(RimBatch {
             d: *d,
