@@ -33,7 +33,9 @@ enum Command {
     /// Meta-train an agent (PPO with recurrence; fast/slow split in the meta modes) on the CPU
     /// or, with --backend auto|cuda, a CUDA GPU.
     Train(TrainArgs),
-    /// Evaluate a checkpoint: success rate, mean return and length with 95% intervals.
+    /// Evaluate a checkpoint (or, with --scripted-reader, an agent that reads `go to` missions
+    /// perfectly): success rate, mean return and length with 95% intervals, and the grounding
+    /// check.
     Eval(EvalArgs),
     /// Watch a checkpoint's agent play an episode (terminal, or a GIF with --gif).
     Play(AgentPlayArgs),
@@ -311,8 +313,17 @@ struct TrainArgs {
 #[derive(Args, Debug)]
 struct EvalArgs {
     /// Checkpoint (checkpoint.safetensors in a run's output directory).
-    #[arg(long)]
-    checkpoint: PathBuf,
+    #[arg(long, required_unless_present = "scripted_reader")]
+    checkpoint: Option<PathBuf>,
+    /// Evaluate the scripted agent that reads `go to` missions perfectly instead of a
+    /// checkpoint (needs --level): the yardstick of the grounding check, what its swapped-mission
+    /// success is for an agent that does exactly what it is shown and then stays.
+    #[arg(long, conflicts_with = "checkpoint", requires = "level")]
+    scripted_reader: bool,
+    /// What the scripted reader does once it has nothing left to do: stay, or wander at random
+    /// (as a policy never taught what to do then).
+    #[arg(long, requires = "scripted_reader", default_value = "stay")]
+    reader_idle: train::reader::Idle,
     /// Level id (default: the checkpoint's current level).
     #[arg(long)]
     level: Option<String>,
@@ -1186,8 +1197,22 @@ fn cmd_eval(a: EvalArgs) -> Result<ExitCode> {
     if a.own_only && a.swap_missions {
         anyhow::bail!("--swap-missions asks for the grounding check that --own-only skips");
     }
-    let ck = train::checkpoint::load(&a.checkpoint)?;
-    let id = checkpoint_level(&ck, &a.level)?;
+    let ck = a
+        .checkpoint
+        .as_ref()
+        .map(|p| train::checkpoint::load(p))
+        .transpose()?;
+    let (agent, id) = match &ck {
+        Some(ck) => (
+            train::eval::Agent::Policy(&ck.model),
+            checkpoint_level(ck, &a.level)?,
+        ),
+        // clap requires --level with --scripted-reader.
+        None => (
+            train::eval::Agent::ScriptedReader(a.reader_idle),
+            a.level.clone().unwrap_or_default(),
+        ),
+    };
     let level = host::levels::lookup(&id)?;
     let opts = train::eval::EvalOptions {
         episodes: a.episodes,
@@ -1198,27 +1223,43 @@ fn cmd_eval(a: EvalArgs) -> Result<ExitCode> {
     };
     let mut out = io::stdout().lock();
     if !a.json {
-        writeln!(
-            out,
-            "checkpoint {} ({} frames, mode {}, preset {})",
-            a.checkpoint.display(),
-            ck.meta.frames,
-            ck.config.mode.name(),
-            ck.config.preset
-        )?;
+        match (&ck, &a.checkpoint) {
+            (Some(ck), Some(path)) => writeln!(
+                out,
+                "checkpoint {} ({} frames, mode {}, preset {})",
+                path.display(),
+                ck.meta.frames,
+                ck.config.mode.name(),
+                ck.config.preset
+            )?,
+            _ => writeln!(
+                out,
+                "scripted reader (reads `go to` missions perfectly; once it has done what it was \
+                 shown or seen everything: {})",
+                match a.reader_idle {
+                    train::reader::Idle::Stay => "stays",
+                    train::reader::Idle::Wander => "wanders at random",
+                }
+            )?,
+        }
     }
     let (r, swapped) = if a.own_only {
-        (train::eval::evaluate(&ck.model, &level, &opts)?, None)
+        (train::eval::evaluate_of(agent, &level, &opts)?, None)
     } else {
-        let g = train::eval::grounding(&ck.model, &level, &opts)?;
+        let g = train::eval::grounding_of(agent, &level, &opts)?;
         (g.own.clone(), Some(g))
     };
     if a.json {
         let v = serde_json::json!({
-            "checkpoint": a.checkpoint.display().to_string(),
-            "frames": ck.meta.frames,
-            "mode": ck.config.mode.name(),
-            "preset": ck.config.preset.to_string(),
+            "checkpoint": a.checkpoint.as_ref().map(|p| p.display().to_string()),
+            "agent": match (&ck, a.reader_idle) {
+                (Some(_), _) => "checkpoint",
+                (None, train::reader::Idle::Stay) => "scripted-reader",
+                (None, train::reader::Idle::Wander) => "scripted-reader-wander",
+            },
+            "frames": ck.as_ref().map(|ck| ck.meta.frames),
+            "mode": ck.as_ref().map(|ck| ck.config.mode.name()),
+            "preset": ck.as_ref().map(|ck| ck.config.preset.to_string()),
             "level": r.level,
             "episodes": a.episodes,
             "seed": a.seed,

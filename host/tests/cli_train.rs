@@ -99,6 +99,32 @@ fn bad_input_is_a_clear_error() {
             vec!["play", "--checkpoint", "/nonexistent/c.safetensors"],
             "c.safetensors",
         ),
+        (vec!["eval"], "--checkpoint"),
+        (vec!["eval", "--scripted-reader"], "--level"),
+        (
+            vec!["eval", "--scripted-reader", "--level", "BabyAI-GoTo-v0"],
+            "single room",
+        ),
+        (
+            vec![
+                "eval",
+                "--scripted-reader",
+                "--level",
+                "BabyAI-PickupLoc-v0",
+            ],
+            "`go to` missions",
+        ),
+        (
+            vec![
+                "eval",
+                "--scripted-reader",
+                "--level",
+                "GoToLocal",
+                "--reader-idle",
+                "sit",
+            ],
+            "sit",
+        ),
         (
             vec!["train", "--backend", "gpu", "--print-config"],
             "backend",
@@ -196,4 +222,26 @@ fn train_eval_play_round_trip() {
     let bytes = std::fs::read(dir.join("ep.gif")).unwrap();
     assert!(bytes.starts_with(b"GIF89a"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The scripted reader needs no checkpoint; its JSON names it, and it always carries out its
+/// own `go to` mission.
+#[test]
+fn eval_runs_the_scripted_reader() {
+    let out = metarim_ok(&[
+        "eval",
+        "--scripted-reader",
+        "--reader-idle",
+        "wander",
+        "--level",
+        "BabyAI-GoToLocal-v0",
+        "--episodes",
+        "50",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["agent"], "scripted-reader-wander", "{out}");
+    assert!(v["checkpoint"].is_null(), "{out}");
+    assert_eq!(v["own"]["success"], 1.0, "{out}");
+    assert_eq!(v["swapped"]["episodes"], 50, "{out}");
 }

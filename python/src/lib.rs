@@ -19,6 +19,7 @@
 mod policy;
 
 use host::render::{render_frame, Frame, RenderOptions};
+use host::train::config::{MAX_PROCS, MAX_THREADS};
 use metarim_core::env::{Action, Env, StepOutcome, VIEW_CELLS, VIEW_SIZE};
 use metarim_core::grid::Pos;
 use metarim_core::levels::Level;
@@ -372,11 +373,17 @@ impl VecEnv {
     #[new]
     #[pyo3(signature = (level_id, num_envs, threads=1))]
     fn new(level_id: &str, num_envs: usize, threads: usize) -> PyResult<Self> {
-        if num_envs == 0 {
-            return Err(PyValueError::new_err("num_envs must be >= 1"));
+        // The trainer's bounds (one home): each env holds a whole world, so an absurd count
+        // would abort the interpreter on allocation instead of raising.
+        if !(1..=MAX_PROCS).contains(&num_envs) {
+            return Err(PyValueError::new_err(format!(
+                "num_envs must be 1 to {MAX_PROCS}, got {num_envs}"
+            )));
         }
-        if threads == 0 {
-            return Err(PyValueError::new_err("threads must be >= 1"));
+        if !(1..=MAX_THREADS).contains(&threads) {
+            return Err(PyValueError::new_err(format!(
+                "threads must be 1 to {MAX_THREADS}, got {threads}"
+            )));
         }
         let slots = (0..num_envs)
             .map(|_| Slot::new(level_id))

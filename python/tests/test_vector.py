@@ -80,6 +80,11 @@ def test_threads_do_not_change_results():
 def test_vector_bad_input():
     with pytest.raises(ValueError, match="num_envs"):
         metarim.make_vec("BabyAI-GoToLocal-v0", 0)
+    # Refused before anything is allocated (a million worlds would exhaust memory).
+    with pytest.raises(ValueError, match="num_envs must be 1 to 65536, got 1000000"):
+        metarim.make_vec("BabyAI-GoToLocal-v0", 1_000_000)
+    with pytest.raises(ValueError, match="threads must be 1 to 4096, got 100000"):
+        metarim.make_vec("BabyAI-GoToLocal-v0", 2, threads=100_000)
     envs = metarim.make_vec("BabyAI-GoToLocal-v0", 2)
     with pytest.raises(RuntimeError, match="before the first reset"):
         envs.step(np.zeros(2, dtype=np.int64))

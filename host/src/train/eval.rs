@@ -5,14 +5,15 @@
 //! whatever the thread count, so results are reproducible.
 
 use anyhow::{anyhow, Result};
-use metarim_core::env::{Action, Env, Task, VIEW_CELLS};
+use metarim_core::env::{Action, Env, Observation, Task, VIEW_CELLS};
 use metarim_core::levels::Level;
 use metarim_core::mission::instr::Instr;
 use metarim_core::mission::verify::{Status, Verifier};
 use metarim_core::mission::vocab::{tokenize, MAX_TOKENS};
-use metarim_core::nn::policy::{state_len, MAX_MODULES};
+use metarim_core::nn::policy::{state_len, Policy, MAX_MODULES};
 use metarim_core::rng::{episode_stream, split_mix64, Pcg32};
 
+use super::reader::{Idle, ScriptedReader};
 use super::{argmax_action, sample_action, thread_count, Model};
 use crate::model::StepWork;
 use crate::threads::join_all;
@@ -32,6 +33,16 @@ pub struct EvalOptions {
     /// different string) while success is still judged by the episode's own mission. A policy
     /// that reads its instruction drops towards chance; one that ignores it does not.
     pub swap_missions: bool,
+}
+
+/// Who acts in an evaluated episode.
+#[derive(Clone, Copy, Debug)]
+pub enum Agent<'a> {
+    /// A trained policy.
+    Policy(&'a Model),
+    /// The scripted reader of [`super::reader`], which reads `go to` missions perfectly: the
+    /// yardstick of the grounding check; what it does once it has nothing left to do.
+    ScriptedReader(Idle),
 }
 
 /// One evaluated episode.
@@ -139,16 +150,21 @@ impl Grounding {
 
 /// [`evaluate`] twice on the same episodes: with their own missions, then swapped.
 pub fn grounding(model: &Model, level: &Level, opts: &EvalOptions) -> Result<Grounding> {
-    let own = evaluate(
-        model,
+    grounding_of(Agent::Policy(model), level, opts)
+}
+
+/// [`grounding`] for any [`Agent`].
+pub fn grounding_of(agent: Agent<'_>, level: &Level, opts: &EvalOptions) -> Result<Grounding> {
+    let own = evaluate_of(
+        agent,
         level,
         &EvalOptions {
             swap_missions: false,
             ..opts.clone()
         },
     )?;
-    let swapped = evaluate(
-        model,
+    let swapped = evaluate_of(
+        agent,
         level,
         &EvalOptions {
             swap_missions: true,
@@ -253,10 +269,107 @@ pub fn run_episode_with(
     i: u64,
     argmax: bool,
     swap_mission: bool,
+    on_step: impl FnMut(&Env, &StepInfo),
+) -> Result<EpisodeResult> {
+    run_agent_episode(
+        Agent::Policy(model),
+        level,
+        seed,
+        i,
+        argmax,
+        swap_mission,
+        on_step,
+    )
+}
+
+/// What acts in one episode: a policy with its buffers, or the scripted reader.
+enum Actor<'a> {
+    Policy {
+        policy: Policy<'a, f32>,
+        work: StepWork<f32>,
+        instr: Vec<f32>,
+        state: Vec<f32>,
+        argmax: bool,
+    },
+    Reader(ScriptedReader),
+}
+
+impl<'a> Actor<'a> {
+    /// Ready to act on the mission `tokens` (its instruction `instr`, where the level has one)
+    /// in `env`'s world.
+    fn new(
+        agent: Agent<'a>,
+        env: &Env,
+        tokens: &[u16; MAX_TOKENS],
+        instr: Option<&Instr>,
+        argmax: bool,
+    ) -> Result<Self> {
+        match agent {
+            Agent::Policy(model) => {
+                let policy = model.policy()?;
+                let d = model.layout.dims();
+                let mut work = StepWork::new(d);
+                let mut embedding = vec![0.0f32; d.instr_hidden];
+                work.encode_instruction(&policy, tokens, &mut embedding)
+                    .map_err(|e| anyhow!("policy: {e}"))?;
+                Ok(Actor::Policy {
+                    policy,
+                    work,
+                    instr: embedding,
+                    state: vec![0.0f32; state_len(d)],
+                    argmax,
+                })
+            }
+            Agent::ScriptedReader(idle) => {
+                let instr = instr.ok_or_else(|| {
+                    anyhow!("the scripted reader follows BabyAI instructions; this level has none")
+                })?;
+                Ok(Actor::Reader(ScriptedReader::new(instr, env, idle)?))
+            }
+        }
+    }
+
+    /// The action for this step, and the modules active in it.
+    fn act(
+        &mut self,
+        env: &Env,
+        obs: &Observation,
+        rng: &mut Pcg32,
+    ) -> Result<(usize, [bool; MAX_MODULES])> {
+        match self {
+            Actor::Policy {
+                policy,
+                work,
+                instr,
+                state,
+                argmax,
+            } => {
+                work.step(policy, obs, instr, state)
+                    .map_err(|e| anyhow!("policy: {e}"))?;
+                let active = policy.active_in_cache(&work.cache);
+                let (a, _) = if *argmax {
+                    argmax_action(&work.logits)
+                } else {
+                    sample_action(&work.logits, rng)
+                };
+                std::mem::swap(state, &mut work.next);
+                Ok((a, active))
+            }
+            Actor::Reader(r) => Ok((r.act(env, obs, rng) as usize, [false; MAX_MODULES])),
+        }
+    }
+}
+
+/// [`run_episode_with`] for any [`Agent`].
+pub fn run_agent_episode(
+    agent: Agent<'_>,
+    level: &Level,
+    seed: u64,
+    i: u64,
+    argmax: bool,
+    swap_mission: bool,
     mut on_step: impl FnMut(&Env, &StepInfo),
 ) -> Result<EpisodeResult> {
-    let policy = model.policy()?;
-    let d = model.layout.dims();
     let (mut rng, episode_seed) = episode_stream(seed, i);
     let mut env = Env::new(8, 8).map_err(|e| anyhow!("creating an env: {e}"))?;
     level
@@ -266,7 +379,11 @@ pub fn run_episode_with(
     let mut mission_swapped = false;
     // The shown mission's verifier and its verdict so far (swapped episodes only).
     let mut shown: Option<(Verifier, Status)> = None;
-    if swap_mission {
+    let own_instr = match &env.task {
+        Task::Instr(v) => Some(*v.instr()),
+        _ => None,
+    };
+    let shown_instr = if swap_mission {
         // A separate generator, so the action draws stay those of the unswapped episode.
         let mut swap_rng = Pcg32::with_stream(split_mix64(episode_seed), u64::MAX);
         let s = swapped_mission(level, &mut swap_rng, env.mission.as_str(), &mut tokens)?;
@@ -275,15 +392,16 @@ pub fn run_episode_with(
             .instr
             .and_then(|i| shown_verifier(&env, &i))
             .map(|v| (v, Status::Continue));
+        if s.swapped {
+            s.instr
+        } else {
+            own_instr
+        }
     } else {
         tokenize(env.mission.as_str(), &mut tokens).map_err(|e| anyhow!("mission: {e}"))?;
-    }
-    let mut work = StepWork::new(d);
-    let mut instr = vec![0.0f32; d.instr_hidden];
-    let err = |e| anyhow!("policy: {e}");
-    work.encode_instruction(&policy, &tokens, &mut instr)
-        .map_err(err)?;
-    let mut state = vec![0.0f32; state_len(d)];
+        own_instr
+    };
+    let mut actor = Actor::new(agent, &env, &tokens, shown_instr.as_ref(), argmax)?;
     let mut obs = [[0u8; 3]; VIEW_CELLS];
     let mut ret = 0.0f64;
     on_step(
@@ -296,13 +414,7 @@ pub fn run_episode_with(
     );
     loop {
         env.observe(&mut obs);
-        work.step(&policy, &obs, &instr, &state).map_err(err)?;
-        let active = policy.active_in_cache(&work.cache);
-        let (a, _) = if argmax {
-            argmax_action(&work.logits)
-        } else {
-            sample_action(&work.logits, &mut rng)
-        };
+        let (a, active) = actor.act(&env, &obs, &mut rng)?;
         let out = env.step(Action::ALL[a]);
         if let Some((v, verdict)) = shown.as_mut().filter(|(_, s)| *s == Status::Continue) {
             // As the env verifies its own mission after each step (positions refreshed after
@@ -321,7 +433,6 @@ pub fn run_episode_with(
                 active,
             },
         );
-        std::mem::swap(&mut state, &mut work.next);
         if out.terminated || out.truncated {
             return Ok(EpisodeResult {
                 success: out.reward > 0.0,
@@ -336,6 +447,11 @@ pub fn run_episode_with(
 
 /// Evaluate `model` on `level`.
 pub fn evaluate(model: &Model, level: &Level, opts: &EvalOptions) -> Result<EvalResult> {
+    evaluate_of(Agent::Policy(model), level, opts)
+}
+
+/// [`evaluate`] for any [`Agent`].
+pub fn evaluate_of(agent: Agent<'_>, level: &Level, opts: &EvalOptions) -> Result<EvalResult> {
     let n = opts.episodes;
     let threads = thread_count(opts.threads, n);
     let per = n.div_ceil(threads).max(1);
@@ -347,8 +463,8 @@ pub fn evaluate(model: &Model, level: &Level, opts: &EvalOptions) -> Result<Eval
                 s.spawn(move || {
                     part.iter()
                         .map(|i| {
-                            run_episode_with(
-                                model,
+                            run_agent_episode(
+                                agent,
                                 level,
                                 opts.seed,
                                 *i,
@@ -533,6 +649,38 @@ mod tests {
                 && line.contains("with another episode's")
                 && !line.contains("one mission"),
             "{line}"
+        );
+    }
+
+    /// The scripted reader is the yardstick the grounding check is read against: it carries out
+    /// every mission it is shown that can be carried out, unless its own succeeds first; it
+    /// always succeeds with its own; and the swapped-mission success it leaves depends on what
+    /// it does once it has nothing left to do.
+    #[test]
+    fn the_scripted_reader_does_what_it_is_shown() {
+        let level = Level::from_id("BabyAI-GoToLocal-v0").unwrap();
+        let o = EvalOptions {
+            episodes: 300,
+            ..opts(false)
+        };
+        let stay = grounding_of(Agent::ScriptedReader(Idle::Stay), &level, &o).unwrap();
+        assert_eq!(stay.own.success, 1.0, "{}", stay.line());
+        let s = &stay.swapped;
+        assert!(s.shown_feasible > 50, "{}", stay.line());
+        let own_first = s.feasible_successes - s.followed_then_own;
+        assert_eq!(
+            s.followed_shown + own_first,
+            s.shown_feasible,
+            "{}",
+            stay.line()
+        );
+        let wander = grounding_of(Agent::ScriptedReader(Idle::Wander), &level, &o).unwrap();
+        assert_eq!(wander.swapped.followed_shown, s.followed_shown);
+        assert!(
+            s.success < 0.35 && wander.swapped.success > s.success + 0.15,
+            "stay: {}\nwander: {}",
+            stay.line(),
+            wander.line()
         );
     }
 }

@@ -23,6 +23,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod eval;
 pub mod guard;
+pub mod reader;
 pub mod rollout;
 pub mod run;
 pub mod rundir;
