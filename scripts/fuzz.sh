@@ -6,9 +6,11 @@
 # usage: bash scripts/fuzz.sh [RUNS] [TARGET...]
 #   RUNS    executions per target (default 20000: a smoke run), or `ci` for FUZZ_SECONDS
 #           (default 5) seconds per target
-#   TARGET  any of: blob checkpoint trace state mission config suite network adapt (default: all)
+#   TARGET  any of: blob checkpoint trace state mission config suite network adapt capi
+#           (default: all)
 #
-# Builds fuzz/ (its own workspace, target dir fuzz/target) with the flags `cargo fuzz build`
+# Builds fuzz/ (its own workspace, target dir fuzz/target; the C API's target `capi` from the
+# workspace fuzz/capi/, into the same target dir) with the flags `cargo fuzz build`
 # uses (SanitizerCoverage with inline 8-bit counters, compare tracing, --cfg fuzzing; assertions
 # and overflow checks on via fuzz/Cargo.toml), on stable Rust, with nothing to install besides
 # the crates (fuzz/ is also a cargo-fuzz project: `cargo fuzz list`). Each target reads its
@@ -26,7 +28,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-ALL_TARGETS=(blob checkpoint trace state mission config suite network adapt)
+ALL_TARGETS=(blob checkpoint trace state mission config suite network adapt capi)
 
 runs="${1:-20000}"
 [ $# -gt 0 ] && shift
@@ -72,8 +74,17 @@ target_dir="${CARGO_TARGET_DIR:-fuzz/target}"
 echo "fuzz.sh: building fuzz/ for $triple"
 build_start=$(date +%s)
 # `--target` keeps these flags off build scripts and proc macros, as cargo-fuzz does.
-RUSTFLAGS="$flags" cargo build --quiet --release --manifest-path fuzz/Cargo.toml \
-    --target "$triple" --bins
+# The C API's target has its own workspace (core with `small-grid`, as on the device).
+main_targets=0
+for t in "${targets[@]}"; do [ "$t" = capi ] || main_targets=1; done
+if [ "$main_targets" = 1 ]; then
+    RUSTFLAGS="$flags" cargo build --quiet --release --manifest-path fuzz/Cargo.toml \
+        --target "$triple" --bins
+fi
+if [[ " ${targets[*]} " == *" capi "* ]]; then
+    RUSTFLAGS="$flags" cargo build --quiet --release --manifest-path fuzz/capi/Cargo.toml \
+        --target "$triple" --target-dir "$target_dir" --bins
+fi
 echo "fuzz.sh: built in $(( $(date +%s) - build_start )) s"
 
 outdir="${FUZZ_OUT:-fuzz/out}"

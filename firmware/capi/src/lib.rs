@@ -24,7 +24,9 @@
 //! Construction is in place: the 22 KB environment is written from the `Env::EMPTY` constant
 //! and the acting state and adapter from zero-filled constructors, each by a non-inlined
 //! function, so no large temporary sits on the caller's stack.
-#![cfg_attr(not(test), no_std)]
+// Built with std for its tests and for fuzzing (`--cfg fuzzing`, fuzz/capi/), where a panic
+// must reach libFuzzer instead of the device's looping handler.
+#![cfg_attr(not(any(test, fuzzing)), no_std)]
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -1146,7 +1148,7 @@ pub unsafe extern "C" fn metarim_reset_fast(dev: *mut Device) -> Status {
     unsafe { with_device(dev, call) }
 }
 
-#[cfg(not(test))]
+#[cfg(not(any(test, fuzzing)))]
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo) -> ! {
     // Unreachable from any input (every entry point returns a status); stop here if it ever is.
