@@ -102,8 +102,13 @@ fn bad_input_is_a_clear_error() {
         (vec!["eval"], "--checkpoint"),
         (vec!["eval", "--scripted-reader"], "--level"),
         (
-            vec!["eval", "--scripted-reader", "--level", "BabyAI-GoTo-v0"],
-            "single room",
+            vec![
+                "eval",
+                "--scripted-reader",
+                "--level",
+                "MiniGrid-Empty-5x5-v0",
+            ],
+            "BabyAI instructions",
         ),
         (
             vec![
