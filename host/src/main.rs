@@ -348,7 +348,8 @@ struct EvalArgs {
     swap_missions: bool,
     /// Print one JSON object instead of the text lines: the checkpoint, the settings, the
     /// binary's commit, and every figure of the text (`own`, `swapped`: success, its 95%
-    /// interval, return, length, and the grounding counts).
+    /// interval, return, length, and the grounding counts; `yardstick`: a perfect reader's
+    /// swapped results, `stay` and `wander`, on `go to` levels, else null).
     #[arg(long)]
     json: bool,
 }
@@ -1249,6 +1250,12 @@ fn cmd_eval(a: EvalArgs) -> Result<ExitCode> {
         let g = train::eval::grounding_of(agent, &level, &opts)?;
         (g.own.clone(), Some(g))
     };
+    // A checkpoint's grounding check comes with what a perfect reader scores on its episodes
+    // (on `go to` levels; a fraction of a second).
+    let yardstick = match (&ck, &swapped) {
+        (Some(_), Some(_)) => train::eval::yardstick(&level, &opts)?,
+        _ => None,
+    };
     if a.json {
         let v = serde_json::json!({
             "checkpoint": a.checkpoint.as_ref().map(|p| p.display().to_string()),
@@ -1267,6 +1274,7 @@ fn cmd_eval(a: EvalArgs) -> Result<ExitCode> {
             "commit": host::provenance::BUILD_COMMIT,
             "own": &r,
             "swapped": swapped.as_ref().map(|g| &g.swapped),
+            "yardstick": &yardstick,
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(ExitCode::SUCCESS);
@@ -1278,6 +1286,9 @@ fn cmd_eval(a: EvalArgs) -> Result<ExitCode> {
     )?;
     if let Some(g) = &swapped {
         writeln!(out, "{}", g.line())?;
+    }
+    if let Some(y) = &yardstick {
+        writeln!(out, "{}", y.line())?;
     }
     writeln!(
         out,

@@ -207,6 +207,13 @@ fn train_eval_play_round_trip() {
     let f4 = |x: &serde_json::Value| format!("{:.4}", x.as_f64().unwrap());
     assert_eq!(f4(&v["own"]["success"]), field("success"), "{json_out}");
     assert_eq!(f4(&v["swapped"]["success"]), field("swapped_success"));
+    // A go-to level: the perfect reader's figures on the same episodes come with them.
+    assert_eq!(v["yardstick"]["stay"]["episodes"], 20, "{json_out}");
+    let stay = f4(&v["yardstick"]["stay"]["success"]);
+    assert!(
+        stdout.contains(&format!("perfectly scores {stay}")),
+        "{stay} not in {stdout}"
+    );
     assert_eq!(f4(&v["own"]["mean_return"]), field("return"));
     assert_eq!(v["own"]["episodes"], 20);
     let ci = &v["own"]["success_ci"];

@@ -174,6 +174,58 @@ pub fn grounding_of(agent: Agent<'_>, level: &Level, opts: &EvalOptions) -> Resu
     Ok(Grounding { own, swapped })
 }
 
+/// What the grounding check gives on the same episodes for an agent that reads perfectly (the
+/// scripted reader): its swapped-mission results if it stays once it is done, and if it then
+/// wanders. Tells a reading policy's swapped figure from its idle behaviour.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Yardstick {
+    /// The reader that stays ([`Idle::Stay`]).
+    pub stay: EvalResult,
+    /// The reader that wanders ([`Idle::Wander`]).
+    pub wander: EvalResult,
+}
+
+impl Yardstick {
+    /// The one-line report.
+    pub fn line(&self) -> String {
+        let (s, w) = (&self.stay, &self.wander);
+        format!(
+            "yardstick: on these episodes an agent that reads perfectly scores {:.4} (95% CI \
+             {:.4}-{:.4}) with another episode's mission if it stays once done, {:.4} (95% CI \
+             {:.4}-{:.4}) if it then wanders",
+            s.success, s.success_ci.0, s.success_ci.1, w.success, w.success_ci.0, w.success_ci.1
+        )
+    }
+}
+
+/// The [`Yardstick`] of `level`'s episodes under `opts`, or `None` where the scripted reader
+/// cannot follow the level's missions (anything but `go to`).
+pub fn yardstick(level: &Level, opts: &EvalOptions) -> Result<Option<Yardstick>> {
+    let (_, episode_seed) = episode_stream(opts.seed, 0);
+    let mut env = Env::new(8, 8).map_err(|e| anyhow!("creating an env: {e}"))?;
+    level
+        .reset(&mut env, episode_seed)
+        .map_err(|e| anyhow!("level {} failed for seed {episode_seed}: {e}", level.id()))?;
+    let follows = match &env.task {
+        Task::Instr(v) => ScriptedReader::new(v.instr(), &env, Idle::Stay).is_ok(),
+        _ => false,
+    };
+    if !follows {
+        return Ok(None);
+    }
+    let swapped = |idle| {
+        let o = EvalOptions {
+            swap_missions: true,
+            ..opts.clone()
+        };
+        evaluate_of(Agent::ScriptedReader(idle), level, &o)
+    };
+    Ok(Some(Yardstick {
+        stay: swapped(Idle::Stay)?,
+        wander: swapped(Idle::Wander)?,
+    }))
+}
+
 /// The 95% Wilson score interval of `k` successes in `n` trials.
 pub fn wilson(k: usize, n: usize) -> (f64, f64) {
     if n == 0 {
@@ -682,5 +734,19 @@ mod tests {
             stay.line(),
             wander.line()
         );
+    }
+
+    #[test]
+    fn the_yardstick_is_given_where_the_reader_can_follow() {
+        let o = opts(false);
+        let go_to = Level::from_id("BabyAI-GoToLocal-v0").unwrap();
+        let y = yardstick(&go_to, &o).unwrap().expect("a go-to level");
+        assert_eq!(y.stay.episodes, o.episodes);
+        assert!(y.stay.missions_swapped > 0 && y.stay.success <= y.wander.success);
+        assert!(y.line().starts_with("yardstick: on these episodes"));
+        for id in ["BabyAI-PickupLoc-v0", "MiniGrid-Empty-5x5-v0"] {
+            let level = Level::from_id(id).unwrap();
+            assert_eq!(yardstick(&level, &o).unwrap(), None, "{id}");
+        }
     }
 }
