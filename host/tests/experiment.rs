@@ -562,6 +562,13 @@ fn grounding_smoke_reports_success_with_another_episodes_mission() {
         md.contains("own success where the shown mission was impossible"),
         "{md}"
     );
+    // Under the table, the perfect reader's figures on the same evaluation episodes.
+    assert!(
+        md.contains(
+            "Yardstick, GoToLocal: on the same evaluation episodes an agent that reads perfectly"
+        ),
+        "{md}"
+    );
 }
 
 #[test]

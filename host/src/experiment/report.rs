@@ -25,6 +25,7 @@ use crate::plot::{
 };
 use crate::train::checkpoint::write_atomic;
 use crate::train::config::TrainConfig;
+use crate::train::eval::{yardstick, EvalOptions};
 
 /// Time bins (columns) of the module-activity-over-time heatmaps.
 pub const HEAT_TIME_BINS: usize = 60;
@@ -732,6 +733,54 @@ fn eval_table(md: &mut String, g: &Group, what: &str) {
         }
     }
     md.push('\n');
+    if grounding {
+        yardstick_lines(md, g);
+    }
+}
+
+/// Under a grounding table: per `go to` level evaluated, what an agent that reads perfectly
+/// (the scripted reader) scores with the same swapped missions, staying once done and
+/// wandering then. Computed here from the suite's evaluation seed and episodes (a fraction of a
+/// second per level), so archived suites get it too.
+fn yardstick_lines(md: &mut String, g: &Group) {
+    let s = g.ctx.suite;
+    let mut levels: Vec<&String> = g
+        .arms
+        .iter()
+        .flat_map(|&a| &s.arms[a].eval_levels)
+        .collect();
+    levels.sort();
+    levels.dedup();
+    let opts = EvalOptions {
+        episodes: s.eval.episodes,
+        seed: s.eval.seed,
+        threads: 0,
+        argmax: s.eval.argmax,
+        swap_missions: true,
+    };
+    for id in levels {
+        let Ok(level) = crate::levels::lookup(id) else {
+            continue;
+        };
+        // A level the reader cannot follow, or one that fails to generate, gets no line.
+        if let Ok(Some(y)) = yardstick(&level, &opts) {
+            let _ = writeln!(
+                md,
+                "Yardstick, {}: on the same evaluation episodes an agent that reads perfectly \
+                 (`metarim eval --scripted-reader`) scores {:.3} ({:.3}-{:.3}) with another \
+                 episode's mission if it stays once done, {:.3} ({:.3}-{:.3}) if it then wanders, \
+                 as a policy never taught what to do then would (docs/RESULTS.md, \"What a \
+                 perfect reader scores\").\n",
+                short_level(id),
+                y.stay.success,
+                y.stay.success_ci.0,
+                y.stay.success_ci.1,
+                y.wander.success,
+                y.wander.success_ci.0,
+                y.wander.success_ci.1
+            );
+        }
+    }
 }
 
 fn curriculum_tables(md: &mut String, g: &Group) {
