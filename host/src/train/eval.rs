@@ -13,7 +13,7 @@ use metarim_core::mission::vocab::{tokenize, MAX_TOKENS};
 use metarim_core::nn::policy::{state_len, Policy, MAX_MODULES};
 use metarim_core::rng::{episode_stream, split_mix64, Pcg32};
 
-use super::reader::{Idle, ScriptedReader};
+use super::reader::{CannotFollow, Idle, ScriptedReader};
 use super::{argmax_action, sample_action, thread_count, Model};
 use crate::model::StepWork;
 use crate::threads::join_all;
@@ -199,7 +199,7 @@ impl Yardstick {
 }
 
 /// The [`Yardstick`] of `level`'s episodes under `opts`, or `None` where the scripted reader
-/// cannot follow the level's missions (anything but `go to`).
+/// cannot follow the level's missions (anything but `go to`, in any episode or shown mission).
 pub fn yardstick(level: &Level, opts: &EvalOptions) -> Result<Option<Yardstick>> {
     let (_, episode_seed) = episode_stream(opts.seed, 0);
     let mut env = Env::new(8, 8).map_err(|e| anyhow!("creating an env: {e}"))?;
@@ -220,10 +220,12 @@ pub fn yardstick(level: &Level, opts: &EvalOptions) -> Result<Option<Yardstick>>
         };
         evaluate_of(Agent::ScriptedReader(idle), level, &o)
     };
-    Ok(Some(Yardstick {
-        stay: swapped(Idle::Stay)?,
-        wander: swapped(Idle::Wander)?,
-    }))
+    // The first episode's mission was a `go to`; a level that mixes kinds fails later.
+    match (swapped(Idle::Stay), swapped(Idle::Wander)) {
+        (Ok(stay), Ok(wander)) => Ok(Some(Yardstick { stay, wander })),
+        (Err(e), _) | (_, Err(e)) if e.downcast_ref::<CannotFollow>().is_some() => Ok(None),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    }
 }
 
 /// The 95% Wilson score interval of `k` successes in `n` trials.
@@ -748,5 +750,10 @@ mod tests {
             let level = Level::from_id(id).unwrap();
             assert_eq!(yardstick(&level, &o).unwrap(), None, "{id}");
         }
+        // The reader's refusal keeps its type through the evaluation's threads, so a level
+        // that mixes `go to` with other missions gets no yardstick instead of an error.
+        let pickup = Level::from_id("BabyAI-PickupLoc-v0").unwrap();
+        let err = evaluate_of(Agent::ScriptedReader(Idle::Stay), &pickup, &o).unwrap_err();
+        assert!(err.downcast_ref::<CannotFollow>().is_some(), "{err:#}");
     }
 }

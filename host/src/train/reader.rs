@@ -34,6 +34,27 @@ use metarim_core::rng::Pcg32;
 use metarim_core::world::{DoorState, Object, ObjectKind};
 use std::collections::VecDeque;
 
+/// The reader's refusal of a mission it cannot follow (anything but a single `go to` without
+/// location words); a type of its own, so that callers can tell it from other errors.
+#[derive(Debug)]
+pub struct CannotFollow {
+    /// The mission, as text.
+    pub mission: String,
+}
+
+impl std::fmt::Display for CannotFollow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the scripted reader follows `go to` missions without location words only \
+             (BabyAI's GoTo levels such as BabyAI-GoToLocal-v0), not {:?}",
+            self.mission
+        )
+    }
+}
+
+impl std::error::Error for CannotFollow {}
+
 /// What the reader knows of one cell.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Known {
@@ -92,12 +113,9 @@ impl ScriptedReader {
         let desc = match instr {
             Instr::Clause(Clause::Action(InstrAction::GoTo(d))) if d.loc.is_none() => *d,
             _ => {
-                let mut text = String::new();
-                write_surface(instr, |_| 1, &mut text)?;
-                bail!(
-                    "the scripted reader follows `go to` missions without location words only \
-                     (BabyAI's GoTo levels such as BabyAI-GoToLocal-v0), not {text:?}"
-                )
+                let mut mission = String::new();
+                write_surface(instr, |_| 1, &mut mission)?;
+                return Err(CannotFollow { mission }.into());
             }
         };
         let (width, height) = (env.grid.width(), env.grid.height());
