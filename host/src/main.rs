@@ -317,7 +317,7 @@ struct EvalArgs {
     checkpoint: Option<PathBuf>,
     /// Evaluate the scripted agent that reads `go to` missions perfectly instead of a
     /// checkpoint (needs --level): the yardstick of the grounding check, what its swapped-mission
-    /// success is for an agent that does exactly what it is shown and then stays.
+    /// success is for an agent that does exactly what it is shown (see --reader-idle).
     #[arg(long, conflicts_with = "checkpoint", requires = "level")]
     scripted_reader: bool,
     /// What the scripted reader does once it has nothing left to do: stay, or wander at random

@@ -108,7 +108,7 @@ fn bad_input_is_a_clear_error() {
                 "--level",
                 "MiniGrid-Empty-5x5-v0",
             ],
-            "BabyAI instructions",
+            "not \"get to the green goal square\"",
         ),
         (
             vec![

@@ -201,31 +201,20 @@ impl Yardstick {
 /// The [`Yardstick`] of `level`'s episodes under `opts`, or `None` where the scripted reader
 /// cannot follow the level's missions (anything but `go to`, in any episode or shown mission).
 pub fn yardstick(level: &Level, opts: &EvalOptions) -> Result<Option<Yardstick>> {
-    let (_, episode_seed) = episode_stream(opts.seed, 0);
-    let mut env = Env::new(8, 8).map_err(|e| anyhow!("creating an env: {e}"))?;
-    level
-        .reset(&mut env, episode_seed)
-        .map_err(|e| anyhow!("level {} failed for seed {episode_seed}: {e}", level.id()))?;
-    let follows = match &env.task {
-        Task::Instr(v) => ScriptedReader::new(v.instr(), &env, Idle::Stay).is_ok(),
-        _ => false,
+    let o = EvalOptions {
+        swap_missions: true,
+        ..opts.clone()
     };
-    if !follows {
+    // The reader refuses a mission it cannot follow with its own error type, which the
+    // evaluation's threads pass on: that, and only that, means "no yardstick here".
+    let swapped = |idle| match evaluate_of(Agent::ScriptedReader(idle), level, &o) {
+        Err(e) if e.downcast_ref::<CannotFollow>().is_some() => Ok(None),
+        r => r.map(Some),
+    };
+    let Some(stay) = swapped(Idle::Stay)? else {
         return Ok(None);
-    }
-    let swapped = |idle| {
-        let o = EvalOptions {
-            swap_missions: true,
-            ..opts.clone()
-        };
-        evaluate_of(Agent::ScriptedReader(idle), level, &o)
     };
-    // The first episode's mission was a `go to`; a level that mixes kinds fails later.
-    match (swapped(Idle::Stay), swapped(Idle::Wander)) {
-        (Ok(stay), Ok(wander)) => Ok(Some(Yardstick { stay, wander })),
-        (Err(e), _) | (_, Err(e)) if e.downcast_ref::<CannotFollow>().is_some() => Ok(None),
-        (Err(e), _) | (_, Err(e)) => Err(e),
-    }
+    Ok(swapped(Idle::Wander)?.map(|wander| Yardstick { stay, wander }))
 }
 
 /// The 95% Wilson score interval of `k` successes in `n` trials.
@@ -374,12 +363,14 @@ impl<'a> Actor<'a> {
                     argmax,
                 })
             }
-            Agent::ScriptedReader(idle) => {
-                let instr = instr.ok_or_else(|| {
-                    anyhow!("the scripted reader follows BabyAI instructions; this level has none")
-                })?;
-                Ok(Actor::Reader(ScriptedReader::new(instr, env, idle)?))
-            }
+            Agent::ScriptedReader(idle) => match instr {
+                Some(instr) => Ok(Actor::Reader(ScriptedReader::new(instr, env, idle)?)),
+                // A MiniGrid task is no instruction.
+                None => Err(CannotFollow {
+                    mission: env.mission.as_str().to_string(),
+                }
+                .into()),
+            },
         }
     }
 
