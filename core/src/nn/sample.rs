@@ -17,13 +17,23 @@ pub fn sample_action(logits: &[f32], rng: &mut Pcg32) -> (usize, f32) {
     let mut acc = 0.0f64;
     let mut pick = logits.len().saturating_sub(1);
     for (i, l) in logits.iter().enumerate() {
-        acc += libm::exp(f64::from(*l - lse));
+        acc += exp_out_of_line(f64::from(*l - lse));
         if u < acc {
             pick = i;
             break;
         }
     }
     (pick, logits.get(pick).map_or(0.0, |l| *l - lse))
+}
+
+/// `libm::exp`, called rather than inlined. On a microcontroller without a double-precision
+/// unit it is soft-float code, and inlined into the draw loop (which LLVM unrolls for the
+/// device's seven actions) it was copied six times: 4,832 B more firmware flash than this one
+/// call (docs/BENCHMARKS.md). The same function either way, so the draws are bit-identical;
+/// the call costs a few instructions per action drawn, outside the policy step.
+#[inline(never)]
+fn exp_out_of_line(x: f64) -> f64 {
+    libm::exp(x)
 }
 
 /// The most likely action (the first on ties) and its log-probability.
