@@ -23,6 +23,9 @@
 #   FW_TWIN=1                   0 skips the host twin comparison
 #   FW_TIMEOUT=300              seconds per QEMU run
 #   FW_INSNS=1                  0 skips the instruction count (then insns_per_step=0)
+#   FW_PROFILE=0                1: also print where the instructions of a policy step and of a
+#                               level reset go, function by function (the plugin's block
+#                               profiles of the same runs, scripts/lib/insn-profile.py)
 #   FW_TOOLCHAIN=auto           rustup (rustup's cargo with the thumbv7em-none-eabihf target,
 #                               added when missing), debian (Debian's rustc-web with
 #                               -Zbuild-std=core, the fallback without rustup targets), or auto
@@ -54,6 +57,14 @@ case "$BOARD" in
     nucleo-l432kc | nrf52840-dk) BOARD_FEATURES=(--no-default-features --features qemu) ;;
     *) die "FW_BOARD=$BOARD: not one of mps2-an386 netduinoplus2 nucleo-l432kc nrf52840-dk" ;;
 esac
+PROFILE="${FW_PROFILE:-0}"
+case "$PROFILE" in
+    0 | 1) ;;
+    *) die "FW_PROFILE=$PROFILE: not 0 or 1" ;;
+esac
+if [ "$PROFILE" = 1 ] && [ "${FW_INSNS:-1}" = 0 ]; then
+    die "FW_PROFILE=1 needs the instruction count (FW_INSNS=0 given)"
+fi
 # shellcheck source=scripts/lib/firmware-cargo.sh
 . "$ROOT/scripts/lib/firmware-cargo.sh"
 fw_toolchain_init
@@ -117,7 +128,12 @@ fi
 # a bad status.
 run_qemu() {
     local repeat=$1 log=$2 insns=$3 reset_repeat=${4:-1} plugin_args="" rc=0
-    if [ -n "$PLUGIN" ]; then plugin_args="-plugin $PLUGIN -d plugin -D $insns"; fi
+    if [ -n "$PLUGIN" ] && [ "$PROFILE" = 1 ]; then
+        # FW_PROFILE=1: the block profile beside the count (insns1.log -> insns1.profile).
+        plugin_args="-plugin $PLUGIN,profile=${insns%.log}.profile -d plugin -D $insns"
+    elif [ -n "$PLUGIN" ]; then
+        plugin_args="-plugin $PLUGIN -d plugin -D $insns"
+    fi
     # firmware/qemu-run.sh: the board's QEMU machine, the blob loaded into its region.
     MODEL="$FW_MODEL" QEMU_EXTRA="$plugin_args" timeout "$TIMEOUT" \
         "$ROOT/firmware/qemu-run.sh" "$ELF" "policy-repeat=$repeat" "reset-repeat=$reset_repeat" \
@@ -129,7 +145,7 @@ run_qemu() {
 
 WORK="$TARGET_DIR/run"
 mkdir -p "$WORK"
-rm -f "$WORK"/*.log
+rm -f "$WORK"/*.log "$WORK"/*.profile
 run_qemu 1 "$WORK/run1.log" "$WORK/insns1.log"
 
 # --- check the counters -----------------------------------------------------------------------
@@ -173,6 +189,17 @@ if [ -n "$PLUGIN" ]; then
     [ -n "$i3" ] && [ "$i3" -gt "$i1" ] && [ "${resets:-0}" -gt 0 ] ||
         die "reset insn count missing or not increasing: '$i3' vs '$i1' ($resets resets)"
     say "insns: per level reset (${FW_LEVEL:-BabyAI-GoToObj-v0}, $resets resets): $(((i3 - i1) / resets))"
+    if [ "$PROFILE" = 1 ]; then
+        profile() {
+            python3 "$ROOT/scripts/lib/insn-profile.py" --nm arm-none-eabi-nm --elf "$ELF" \
+                --plain "$WORK/insns1.profile" --repeated "$WORK/$1.profile" --units "$2" \
+                --expect "$3" --what "$4" || die "the $4 profile failed"
+        }
+        profile insns2 "$steps" "$((i2 - i1))" "policy step"
+        profile insns3 "$resets" "$((i3 - i1))" "level reset"
+    fi
+elif [ "$PROFILE" = 1 ]; then
+    die "FW_PROFILE=1: no insn-count plugin (needs gcc and $PLUGIN_SRC)"
 fi
 
 # --- the host twin ------------------------------------------------------------------------------
