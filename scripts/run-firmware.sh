@@ -122,17 +122,20 @@ if [ "${FW_INSNS:-1}" != 0 ]; then
         say "no insn-count plugin (needs gcc and $PLUGIN_SRC): insns_per_step=0"
     fi
 fi
+if [ "$PROFILE" = 1 ] && [ -z "$PLUGIN" ]; then
+    die "FW_PROFILE=1: no insn-count plugin (needs gcc and $PLUGIN_SRC)"
+fi
 
 # --- run under QEMU ---------------------------------------------------------------------------
 # run_qemu REPEAT LOG INSNS_LOG [RESET_REPEAT]: one run; prints the firmware's output, fails on
 # a bad status.
 run_qemu() {
     local repeat=$1 log=$2 insns=$3 reset_repeat=${4:-1} plugin_args="" rc=0
-    if [ -n "$PLUGIN" ] && [ "$PROFILE" = 1 ]; then
+    if [ -n "$PLUGIN" ]; then
+        local spec="$PLUGIN"
         # FW_PROFILE=1: the block profile beside the count (insns1.log -> insns1.profile).
-        plugin_args="-plugin $PLUGIN,profile=${insns%.log}.profile -d plugin -D $insns"
-    elif [ -n "$PLUGIN" ]; then
-        plugin_args="-plugin $PLUGIN -d plugin -D $insns"
+        if [ "$PROFILE" = 1 ]; then spec="$PLUGIN,profile=${insns%.log}.profile"; fi
+        plugin_args="-plugin $spec -d plugin -D $insns"
     fi
     # firmware/qemu-run.sh: the board's QEMU machine, the blob loaded into its region.
     MODEL="$FW_MODEL" QEMU_EXTRA="$plugin_args" timeout "$TIMEOUT" \
@@ -198,8 +201,6 @@ if [ -n "$PLUGIN" ]; then
         profile insns2 "$steps" "$((i2 - i1))" "policy step"
         profile insns3 "$resets" "$((i3 - i1))" "level reset"
     fi
-elif [ "$PROFILE" = 1 ]; then
-    die "FW_PROFILE=1: no insn-count plugin (needs gcc and $PLUGIN_SRC)"
 fi
 
 # --- the host twin ------------------------------------------------------------------------------
