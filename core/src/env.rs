@@ -124,6 +124,12 @@ pub struct Env {
     pub mission: MissionText,
     /// The success condition.
     pub task: Task,
+    /// BabyAI's done-action rules (minigrid's `BABYAI_DONE_ACTIONS` environment variable): a
+    /// BabyAI instruction succeeds only on a `done` right after the step that completed it, and
+    /// a `done` at any other time ends the episode with no reward. Off by default, as in
+    /// minigrid; levels without an instruction ignore it. A setting of the environment, not of
+    /// one episode: [`Env::clear`] and level resets keep it.
+    pub done_actions: bool,
 }
 
 impl Env {
@@ -141,6 +147,7 @@ impl Env {
         layout: None,
         mission: MissionText::new(),
         task: Task::Goal,
+        done_actions: false,
     };
 
     /// An empty `width x height` world with the agent at (1, 1) facing right, no mission.
@@ -151,7 +158,8 @@ impl Env {
         })
     }
 
-    /// Clear to an empty `width x height` world in place, keeping the allocation-free buffers.
+    /// Clear to an empty `width x height` world in place, keeping the allocation-free buffers
+    /// and the rules ([`Env::done_actions`]).
     pub fn clear(&mut self, width: usize, height: usize) -> Result<(), Error> {
         self.grid.reset(width, height)?;
         self.agent_pos = Pos::new(1, 1);
@@ -281,6 +289,7 @@ impl Env {
             carrying,
             layout,
             task,
+            done_actions,
             ..
         } = self;
         let Task::Instr(v) = task else { return None };
@@ -294,7 +303,7 @@ impl Env {
             carrying: carrying.as_ref(),
             layout: layout.as_ref(),
         };
-        Some(v.verify(action as u8, &world))
+        Some(v.verify(action as u8, &world, *done_actions))
     }
 
     fn toggle(&mut self, fwd: Pos) {

@@ -339,6 +339,11 @@ struct EvalArgs {
     /// Take the most likely action instead of sampling.
     #[arg(long)]
     argmax: bool,
+    /// Judge by BabyAI's done-action rules (minigrid's BABYAI_DONE_ACTIONS): success only by
+    /// `done` right after the step that completes the mission, failure on any other `done`
+    /// (default: the checkpoint's training setting; off for --scripted-reader).
+    #[arg(long, value_name = "BOOL")]
+    done_actions: Option<bool>,
     /// Skip the grounding check (by default the same episodes run a second time, each showing
     /// the policy another episode's mission, and both success rates are printed side by side).
     #[arg(long)]
@@ -497,6 +502,10 @@ struct PlayArgs {
     /// Pause between frames with --random, in milliseconds (default: 100 on a terminal, else 0).
     #[arg(long)]
     delay_ms: Option<u64>,
+    /// BabyAI's done-action rules (minigrid's BABYAI_DONE_ACTIONS): a mission succeeds only by
+    /// `done` (key n) right after the step that completes it; any other `done` fails.
+    #[arg(long)]
+    done_actions: bool,
 }
 
 #[derive(Args, Debug)]
@@ -668,6 +677,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 steps: a.steps,
                 delay_ms: a.delay_ms.unwrap_or(if tty { 100 } else { 0 }),
                 clear: tty,
+                done_actions: a.done_actions,
             };
             let stdin = io::stdin();
             play::play(&opts, stdin.lock(), &mut stdout.lock())?;
@@ -1221,17 +1231,25 @@ fn cmd_eval(a: EvalArgs) -> Result<ExitCode> {
         threads: a.threads,
         argmax: a.argmax,
         swap_missions: false,
+        done_actions: a
+            .done_actions
+            .unwrap_or(ck.as_ref().is_some_and(|ck| ck.config.done_actions)),
     };
     let mut out = io::stdout().lock();
     if !a.json {
         match (&ck, &a.checkpoint) {
             (Some(ck), Some(path)) => writeln!(
                 out,
-                "checkpoint {} ({} frames, mode {}, preset {})",
+                "checkpoint {} ({} frames, mode {}, preset {}){}",
                 path.display(),
                 ck.meta.frames,
                 ck.config.mode.name(),
-                ck.config.preset
+                ck.config.preset,
+                if opts.done_actions {
+                    ", judged by BabyAI's done-action rules"
+                } else {
+                    ""
+                }
             )?,
             _ => writeln!(
                 out,
@@ -1271,6 +1289,7 @@ fn cmd_eval(a: EvalArgs) -> Result<ExitCode> {
             "episodes": a.episodes,
             "seed": a.seed,
             "argmax": a.argmax,
+            "done_actions": opts.done_actions,
             "commit": host::provenance::BUILD_COMMIT,
             "own": &r,
             "swapped": swapped.as_ref().map(|g| &g.swapped),
@@ -1362,7 +1381,16 @@ fn cmd_play(a: AgentPlayArgs) -> Result<ExitCode> {
             failure = Some(e);
         }
     };
-    let r = train::eval::run_episode(&ck.model, &level, a.seed, 0, a.argmax, &mut on_step)?;
+    // Episode 0 of the evaluation seeded `a.seed`, under the checkpoint's rules.
+    let opts = train::eval::EvalOptions {
+        episodes: 1,
+        seed: a.seed,
+        threads: 1,
+        argmax: a.argmax,
+        swap_missions: false,
+        done_actions: ck.config.done_actions,
+    };
+    let r = train::eval::run_episode(&ck.model, &level, &opts, 0, &mut on_step)?;
     if let Some(e) = failure {
         return Err(e);
     }

@@ -29,6 +29,8 @@ pub struct PlayOptions {
     pub delay_ms: u64,
     /// Clear the screen between frames (ANSI), when stdout is a terminal.
     pub clear: bool,
+    /// BabyAI's done-action rules ([`Env::done_actions`]).
+    pub done_actions: bool,
 }
 
 /// How an episode of `play` ended.
@@ -107,6 +109,7 @@ pub fn play<R: BufRead, W: Write>(
 ) -> Result<PlaySummary> {
     let level = crate::levels::lookup(&opts.level)?;
     let mut env = Env::new(8, 8).map_err(|e| anyhow!("creating the environment: {e}"))?;
+    env.done_actions = opts.done_actions;
     level.reset(&mut env, opts.seed).map_err(|e| {
         anyhow!(
             "level {} failed to generate for seed {}: {e}",

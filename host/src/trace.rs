@@ -64,6 +64,10 @@ pub struct Episode {
     pub steps: Vec<TraceStep>,
     /// The grid after the last step (same layout as `grid`).
     pub final_grid: Vec<Cell>,
+    /// Recorded under BabyAI's done-action rules (minigrid's `BABYAI_DONE_ACTIONS`;
+    /// [`Env::done_actions`]). Absent: off.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub done_actions: bool,
 }
 
 /// One recorded step: the action and the state after it.
@@ -350,7 +354,10 @@ pub fn load_env(ep: &Episode) -> Result<Env> {
         task: level.task_kind(),
         layout: level.layout(),
     };
-    Env::from_state(&spec).map_err(|e| anyhow!("cannot load the initial state: {e}"))
+    let mut env =
+        Env::from_state(&spec).map_err(|e| anyhow!("cannot load the initial state: {e}"))?;
+    env.done_actions = ep.done_actions;
+    Ok(env)
 }
 
 /// `[a,b,c]`.
@@ -525,6 +532,7 @@ pub fn episode_from_env(env_id: &str, seed: u64, env: &Env) -> Episode {
         see_through_walls: env.see_through_walls,
         obs0,
         steps: Vec::new(),
+        done_actions: env.done_actions,
     }
 }
 

@@ -22,6 +22,7 @@ fn learns(mode: &str) {
         threads: 0,
         argmax: false,
         swap_missions: false,
+        done_actions: cfg.done_actions,
     };
     let before = evaluate(&initial_model(&cfg).unwrap(), &level, &eval).unwrap();
     let out = std::env::temp_dir().join(format!("metarim-learn-{}-{mode}", std::process::id()));

@@ -14,7 +14,9 @@ def words() -> list[str]:
 class Env:
     """One minigrid-exact environment (``metarim.MetarimEnv`` wraps it)."""
 
-    def __init__(self, level_id: str) -> None: ...
+    def __init__(self, level_id: str, done_actions: bool = False) -> None: ...
+    @property
+    def done_actions(self) -> bool: ...
     def reset(self, seed: Optional[int] = None) -> tuple[bytes, int, str]:
         """Reset (a seed restarts the level generator, None continues it); returns
         ``(image bytes (7, 7, 3), direction, mission)``."""
@@ -49,7 +51,9 @@ class Env:
 class VecEnv:
     """``num_envs`` environments stepped together (``metarim.make_vec`` wraps it)."""
 
-    def __init__(self, level_id: str, num_envs: int, threads: int = 1) -> None: ...
+    def __init__(
+        self, level_id: str, num_envs: int, threads: int = 1, done_actions: bool = False
+    ) -> None: ...
     @property
     def num_envs(self) -> int: ...
     def reset(self, seeds: list[Optional[int]]) -> tuple[bytes, list[str], bytes]:

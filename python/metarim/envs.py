@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import string
 from enum import IntEnum
 from typing import Any
@@ -16,6 +17,14 @@ from . import _metarim
 MISSION_CHARSET = string.ascii_letters + string.digits + " ,'"
 #: Longest mission a level writes (core's ``MAX_MISSION_LEN``).
 MAX_MISSION_LEN = 256
+
+
+def done_actions_from_environment() -> bool:
+    """BabyAI's done-action rules as minigrid decides them: on when the environment variable
+    ``BABYAI_DONE_ACTIONS`` is set to any non-empty value (``"0"`` included, as minigrid takes
+    it). minigrid reads it once, when its BabyAI verifier is imported; metarim reads it when an
+    environment is made, unless ``done_actions`` is given."""
+    return bool(os.environ.get("BABYAI_DONE_ACTIONS", False))
 
 
 class Actions(IntEnum):
@@ -89,6 +98,10 @@ class MetarimEnv(gym.Env):
     ``reset(seed=s)`` generates minigrid's level for ``s``; ``reset()`` continues the same
     generator, as minigrid does. ``render()`` (``render_mode="rgb_array"``) draws minigrid's
     look (same size; drawn without minigrid's supersampling, so pixels can differ at edges).
+    ``done_actions``: BabyAI's done-action rules (a BabyAI mission succeeds only by ``done``
+    right after the step that completes it; any other ``done`` ends the episode with reward
+    0); ``None`` (default) follows ``BABYAI_DONE_ACTIONS`` as minigrid does
+    (:func:`done_actions_from_environment`).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -99,12 +112,16 @@ class MetarimEnv(gym.Env):
         render_mode: str | None = None,
         tile_size: int = 32,
         highlight: bool = True,
+        done_actions: bool | None = None,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
                 f"render_mode {render_mode!r}: metarim renders 'rgb_array' (or None)"
             )
-        self._env = _metarim.Env(level_id)
+        if done_actions is None:
+            done_actions = done_actions_from_environment()
+        self._env = _metarim.Env(level_id, bool(done_actions))
+        self.done_actions = bool(done_actions)
         self.level_id = level_id
         self.render_mode = render_mode
         self.tile_size = tile_size

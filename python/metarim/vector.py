@@ -10,7 +10,12 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from . import _metarim
-from .envs import check_seed, mission_space, observation_space
+from .envs import (
+    check_seed,
+    done_actions_from_environment,
+    mission_space,
+    observation_space,
+)
 
 #: Words of metarim's vocabulary plus padding (0) and unknown (1).
 VOCAB_SIZE = len(_metarim.words()) + 2
@@ -29,7 +34,8 @@ class MetarimVectorEnv(VectorEnv):
     seeds env ``i`` with ``s + i``. Observations are batched: ``image`` (n, 7, 7, 3) uint8,
     ``direction`` (n,) int64, ``mission`` a tuple of n strings and, unless
     ``mission_tokens=False``, ``mission_tokens`` (n, MAX_TOKENS) int64 (metarim's vocabulary,
-    ``metarim.words()``). Rewards are float64, flags bool, infos empty.
+    ``metarim.words()``). Rewards are float64, flags bool, infos empty. ``done_actions``:
+    BabyAI's done-action rules, as for ``MetarimEnv`` (``None``: ``BABYAI_DONE_ACTIONS``).
     """
 
     metadata = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -43,6 +49,7 @@ class MetarimVectorEnv(VectorEnv):
         render_mode: str | None = None,
         tile_size: int = 32,
         mission_tokens: bool = True,
+        done_actions: bool | None = None,
     ) -> None:
         if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
@@ -51,7 +58,12 @@ class MetarimVectorEnv(VectorEnv):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode {render_mode!r}: 'rgb_array' or None")
         self.level_id = _level_id(env_id)
-        self._vec = _metarim.VecEnv(self.level_id, int(num_envs), int(threads or 1))
+        if done_actions is None:
+            done_actions = done_actions_from_environment()
+        self.done_actions = bool(done_actions)
+        self._vec = _metarim.VecEnv(
+            self.level_id, int(num_envs), int(threads or 1), self.done_actions
+        )
         self.num_envs = int(num_envs)
         self.render_mode = render_mode
         self.tile_size = tile_size
@@ -164,6 +176,7 @@ def make_vec(
 
     ``seed``: used by the first ``reset()`` that gets none (env ``i`` gets ``seed + i``).
     ``threads``: step blocks of envs on this many threads (default 1; worth it from a few
-    hundred envs). Other keywords: ``render_mode``, ``tile_size``, ``mission_tokens``.
+    hundred envs). Other keywords: ``render_mode``, ``tile_size``, ``mission_tokens``,
+    ``done_actions``.
     """
     return MetarimVectorEnv(env_id, num_envs, seed=seed, threads=threads, **kwargs)

@@ -42,16 +42,19 @@ struct Slot {
 }
 
 impl Slot {
-    fn new(level_id: &str) -> PyResult<Slot> {
+    /// A slot of `level_id`, under BabyAI's done-action rules if `done_actions`.
+    fn new(level_id: &str, done_actions: bool) -> PyResult<Slot> {
         let level = Level::from_id(level_id).map_err(|_| {
             PyValueError::new_err(format!(
                 "unknown level id {level_id:?} (metarim.level_ids() lists the {} registered ones)",
                 Level::all().len()
             ))
         })?;
+        let mut env = Box::new(Env::EMPTY);
+        env.done_actions = done_actions;
         Ok(Slot {
             level,
-            env: Box::new(Env::EMPTY),
+            env,
             rng: None,
         })
     }
@@ -170,10 +173,17 @@ struct PyEnv {
 impl PyEnv {
     /// An environment of the level `level_id` (minigrid's id, e.g. "BabyAI-GoToLocal-v0").
     #[new]
-    fn new(level_id: &str) -> PyResult<Self> {
+    #[pyo3(signature = (level_id, done_actions=false))]
+    fn new(level_id: &str, done_actions: bool) -> PyResult<Self> {
         Ok(PyEnv {
-            slot: Slot::new(level_id)?,
+            slot: Slot::new(level_id, done_actions)?,
         })
+    }
+
+    /// Whether BabyAI's done-action rules apply (minigrid's `BABYAI_DONE_ACTIONS`).
+    #[getter]
+    fn done_actions(&self) -> bool {
+        self.slot.env.done_actions
     }
 
     /// Reset (a seed restarts the level generator; `None` continues it) and return
@@ -369,10 +379,11 @@ fn step_one(slot: &mut Slot, autoreset: &mut bool, action: Action, out: Out) -> 
 
 #[pymethods]
 impl VecEnv {
-    /// `num_envs` environments of `level_id`; `threads` (>= 1) steps them in parallel.
+    /// `num_envs` environments of `level_id`; `threads` (>= 1) steps them in parallel;
+    /// `done_actions`: BabyAI's done-action rules (minigrid's `BABYAI_DONE_ACTIONS`).
     #[new]
-    #[pyo3(signature = (level_id, num_envs, threads=1))]
-    fn new(level_id: &str, num_envs: usize, threads: usize) -> PyResult<Self> {
+    #[pyo3(signature = (level_id, num_envs, threads=1, done_actions=false))]
+    fn new(level_id: &str, num_envs: usize, threads: usize, done_actions: bool) -> PyResult<Self> {
         // The trainer's bounds (one home): each env holds a whole world, so an absurd count
         // would abort the interpreter on allocation instead of raising.
         if !(1..=MAX_PROCS).contains(&num_envs) {
@@ -386,7 +397,7 @@ impl VecEnv {
             )));
         }
         let slots = (0..num_envs)
-            .map(|_| Slot::new(level_id))
+            .map(|_| Slot::new(level_id, done_actions))
             .collect::<PyResult<Vec<_>>>()?;
         Ok(VecEnv {
             autoreset: vec![false; num_envs],

@@ -29,6 +29,21 @@ def same_obs(ours, theirs, where):
     assert ours["mission"] == theirs["mission"], where
 
 
+def same_episode(ours, theirs, actions, label):
+    """Step both envs with ``actions`` until the episode ends; every observation, reward and
+    flag must agree. Returns the steps taken."""
+    for k, a in enumerate(actions):
+        o, ro, term_o, trunc_o, _ = ours.step(int(a))
+        t, rt, term_t, trunc_t, _ = theirs.step(int(a))
+        where = f"{label} step {k + 1} action {a}"
+        same_obs(o, t, where)
+        assert (ro, term_o, trunc_o) == (rt, term_t, trunc_t), where
+        assert isinstance(ro, float), where
+        if term_o or trunc_o:
+            return k + 1
+    return len(actions)
+
+
 @pytest.mark.parametrize("level", LEVELS)
 def test_random_episodes_equal_minigrid(level):
     ours = gym.make(f"metarim/{level}").unwrapped
@@ -39,21 +54,54 @@ def test_random_episodes_equal_minigrid(level):
         t, _ = theirs.reset(seed=seed)
         same_obs(o, t, f"{level} seed {seed} reset")
         actions = np.random.default_rng(seed).integers(0, 7, size=100_000)
-        for k, a in enumerate(actions):
-            o, ro, term_o, trunc_o, _ = ours.step(int(a))
-            t, rt, term_t, trunc_t, _ = theirs.step(int(a))
-            where = f"{level} seed {seed} step {k + 1} action {a}"
-            same_obs(o, t, where)
-            assert (ro, term_o, trunc_o) == (rt, term_t, trunc_t), where
-            assert isinstance(ro, float), where
-            steps += 1
-            if term_o or trunc_o:
-                break
+        steps += same_episode(ours, theirs, actions, f"{level} seed {seed}")
         # Without a seed, reset continues the level generator, as minigrid's does.
         o, _ = ours.reset()
         t, _ = theirs.reset()
         same_obs(o, t, f"{level} seed {seed}: the reset after it")
     assert steps > 0
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_done_action_episodes_equal_minigrid(level, monkeypatch):
+    """Under BabyAI's done-action rules (minigrid's ``BABYAI_DONE_ACTIONS``): ``done`` decides
+    success and failure of BabyAI missions; other levels ignore the rules."""
+    from minigrid.envs.babyai.core import verifier
+
+    # minigrid read the variable at import; its verifier looks the module flag up per step.
+    monkeypatch.setattr(verifier, "use_done_actions", True)
+    ours = gym.make(f"metarim/{level}", done_actions=True).unwrapped
+    theirs = gym.make(level).unwrapped
+    assert ours.done_actions
+    for seed in range(SEED_BASE, SEED_BASE + SEEDS):
+        o, _ = ours.reset(seed=seed)
+        t, _ = theirs.reset(seed=seed)
+        same_obs(o, t, f"{level} seed {seed} reset (done-action rules)")
+        # Forward-heavy, `done` one step in nine, so that episodes reach objects first.
+        rng = np.random.default_rng(seed)
+        actions = rng.choice([0, 1, 2, 2, 2, 3, 4, 5, 6], size=100_000)
+        same_episode(ours, theirs, actions, f"{level} seed {seed} (done-action rules)")
+
+
+def test_done_actions_follow_the_environment_variable_as_minigrid_reads_it(monkeypatch):
+    level = "metarim/BabyAI-GoToObj-v0"
+    monkeypatch.delenv("BABYAI_DONE_ACTIONS", raising=False)
+    assert not gym.make(level).unwrapped.done_actions
+    # Any non-empty value turns them on, "0" included, as in minigrid.
+    for value in ("1", "0"):
+        monkeypatch.setenv("BABYAI_DONE_ACTIONS", value)
+        assert gym.make(level).unwrapped.done_actions
+        assert metarim.make_vec(level, 2).done_actions
+    monkeypatch.setenv("BABYAI_DONE_ACTIONS", "")
+    assert not gym.make(level).unwrapped.done_actions
+    # An explicit keyword wins.
+    monkeypatch.setenv("BABYAI_DONE_ACTIONS", "1")
+    assert not gym.make(level, done_actions=False).unwrapped.done_actions
+    # A `done` far from any target ends a BabyAI episode with no reward under the rules.
+    env = gym.make(level, done_actions=True)
+    env.reset(seed=0)
+    _, reward, terminated, truncated, _ = env.step(6)
+    assert (reward, terminated, truncated) == (0.0, True, False)
 
 
 @pytest.mark.parametrize("level", LEVELS)

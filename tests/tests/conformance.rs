@@ -46,6 +46,16 @@ fn extra_minigrid_traces_replay_exactly() {
     );
 }
 
+/// Episodes recorded under BabyAI's done-action rules (minigrid's `BABYAI_DONE_ACTIONS`), 4 per
+/// registered level: success only by `done`, failure on any other `done` (`tests/data/README.md`).
+#[test]
+fn done_action_traces_replay_exactly() {
+    assert_all_replay(
+        &trace_path().with_file_name("minigrid-3.2.0-done-actions-traces.jsonl.gz"),
+        168,
+    );
+}
+
 /// Our generated states, written in the trace format with random actions recorded by our own
 /// environment, replay through `Env::from_state` (mission re-parsed, verifier rebuilt): the
 /// loaded state behaves exactly like the generated one.

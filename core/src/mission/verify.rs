@@ -235,7 +235,8 @@ pub enum Status {
     Continue,
     /// The instruction is complete.
     Success,
-    /// The instruction can no longer be completed (strict modes only).
+    /// The episode fails: a `done` that did not follow a completing step (done-action rules
+    /// only).
     Failure,
 }
 
@@ -246,6 +247,8 @@ pub struct ActionVerifier {
     desc_a: DescState,
     desc_b: DescState,
     pre_carrying: Option<ObjectId>,
+    /// Done-action rules: whether the last step (not a `done`) completed the action.
+    last_step_match: bool,
 }
 
 impl ActionVerifier {
@@ -259,6 +262,7 @@ impl ActionVerifier {
                 None => DescState::default(),
             },
             pre_carrying: None,
+            last_step_match: false,
         })
     }
 
@@ -274,7 +278,28 @@ impl ActionVerifier {
         }
     }
 
-    fn verify(&mut self, action: u8, world: &WorldView<'_>) -> Status {
+    /// babyai's `ActionInstr.verify`. With `done_actions` (minigrid's `BABYAI_DONE_ACTIONS`)
+    /// a `done` succeeds if the step before it completed the action and fails otherwise; any
+    /// other action only records whether it completed the action (Python returns `None`,
+    /// which every caller treats as "continue").
+    fn verify(&mut self, action: u8, world: &WorldView<'_>, done_actions: bool) -> Status {
+        const DONE: u8 = 6;
+        if !done_actions {
+            return self.verify_action(action, world);
+        }
+        if action == DONE {
+            return if self.last_step_match {
+                Status::Success
+            } else {
+                Status::Failure
+            };
+        }
+        self.last_step_match = self.verify_action(action, world) == Status::Success;
+        Status::Continue
+    }
+
+    /// babyai's `verify_action`: whether `action`, just applied, completed the action.
+    fn verify_action(&mut self, action: u8, world: &WorldView<'_>) -> Status {
         const PICKUP: u8 = 3;
         const DROP: u8 = 4;
         const TOGGLE: u8 = 5;
@@ -383,15 +408,19 @@ impl ClauseVerifier {
         }
     }
 
-    fn verify(&mut self, action: u8, world: &WorldView<'_>) -> Status {
+    /// babyai's `AndInstr.verify` (or the action's own for a single action). Under done-action
+    /// rules minigrid fails a conjunction whose two parts both fail only when the action is
+    /// the `Actions.done` member itself (`is`), never for an integer action as gymnasium
+    /// passes them; this follows the integer case.
+    fn verify(&mut self, action: u8, world: &WorldView<'_>, done_actions: bool) -> Status {
         let Some(b) = self.b.as_mut() else {
-            return self.a.verify(action, world);
+            return self.a.verify(action, world, done_actions);
         };
         if !self.a_done.success() {
-            self.a_done = Done::Is(self.a.verify(action, world));
+            self.a_done = Done::Is(self.a.verify(action, world, done_actions));
         }
         if !self.b_done.success() {
-            self.b_done = Done::Is(b.verify(action, world));
+            self.b_done = Done::Is(b.verify(action, world, done_actions));
         }
         if self.a_done.success() && self.b_done.success() {
             Status::Success
@@ -474,14 +503,16 @@ impl Verifier {
         }
     }
 
-    /// babyai's `verify(action)`, called after the environment applied `action`.
-    pub fn verify(&mut self, action: u8, world: &WorldView<'_>) -> Status {
+    /// babyai's `verify(action)`, called after the environment applied `action`;
+    /// `done_actions` selects BabyAI's done-action rules (minigrid's `BABYAI_DONE_ACTIONS`,
+    /// [`crate::env::Env::done_actions`]).
+    pub fn verify(&mut self, action: u8, world: &WorldView<'_>, done_actions: bool) -> Status {
         match (self.instr, self.second.as_mut()) {
             (Instr::Before(..), Some(second)) => {
                 // Python recursion: once the first part succeeds, the same action is checked
                 // against the second part.
                 if !self.first_done.success() {
-                    let s = self.first.verify(action, world);
+                    let s = self.first.verify(action, world, done_actions);
                     self.first_done = Done::Is(s);
                     match s {
                         Status::Failure => return Status::Failure,
@@ -489,13 +520,13 @@ impl Verifier {
                         Status::Continue => return Status::Continue,
                     }
                 }
-                let s = second.verify(action, world);
+                let s = second.verify(action, world, done_actions);
                 self.second_done = Done::Is(s);
                 s
             }
             (Instr::After(..), Some(second)) => {
                 if !self.second_done.success() {
-                    let s = second.verify(action, world);
+                    let s = second.verify(action, world, done_actions);
                     self.second_done = Done::Is(s);
                     match s {
                         Status::Failure => return Status::Failure,
@@ -503,11 +534,11 @@ impl Verifier {
                         Status::Continue => return Status::Continue,
                     }
                 }
-                let s = self.first.verify(action, world);
+                let s = self.first.verify(action, world, done_actions);
                 self.first_done = Done::Is(s);
                 s
             }
-            _ => self.first.verify(action, world),
+            _ => self.first.verify(action, world, done_actions),
         }
     }
 }
@@ -599,5 +630,77 @@ mod tests {
         env.step(Action::Right); // facing right: (4, 3) is next to the ball at (5, 3)
         let out = env.step(Action::Drop);
         assert!(out.terminated && out.reward > 0.0);
+    }
+
+    /// `room(mission)` under BabyAI's done-action rules.
+    fn done_room(mission: &str) -> Env {
+        let mut env = room(mission);
+        env.done_actions = true;
+        env
+    }
+
+    #[test]
+    fn done_actions_succeed_only_by_done_after_the_completing_step() {
+        let mut env = done_room("go to the red ball");
+        // Facing the ball completes the action but does not end the episode...
+        assert!(!env.step(Action::Forward).terminated);
+        // ... the `done` right after it does, with the reward of step 2.
+        let out = env.step(Action::Done);
+        assert!(out.terminated);
+        assert!((out.reward - (1.0 - 0.9 * 2.0 / 100.0)).abs() < 1e-6);
+
+        // Without the rules, facing it is enough.
+        let mut env = room("go to the red ball");
+        assert!(env.step(Action::Forward).terminated);
+    }
+
+    #[test]
+    fn done_actions_fail_on_any_other_done() {
+        // `done` before reaching the ball.
+        let mut env = done_room("go to the red ball");
+        let out = env.step(Action::Done);
+        assert!(out.terminated && out.reward == 0.0);
+        // `done` one step late: the step before it (turning away) did not complete the action.
+        let mut env = done_room("go to the red ball");
+        env.step(Action::Forward);
+        env.step(Action::Left);
+        let out = env.step(Action::Done);
+        assert!(out.terminated && out.reward == 0.0);
+        // Turning back completes it again, and `done` then succeeds.
+        let mut env = done_room("go to the red ball");
+        env.step(Action::Forward);
+        env.step(Action::Left);
+        env.step(Action::Right);
+        let out = env.step(Action::Done);
+        assert!(out.terminated && out.reward > 0.0);
+    }
+
+    #[test]
+    fn done_actions_in_conjunctions_and_sequences_follow_minigrid() {
+        // "and": one `done` after a step that completes both parts succeeds.
+        let mut env = done_room("go to the red ball and go to a ball");
+        env.step(Action::Forward);
+        let out = env.step(Action::Done);
+        assert!(out.terminated && out.reward > 0.0);
+        // "and" with both parts failing on `done` goes on (minigrid fails it only for the enum
+        // member itself, never for an integer action).
+        let mut env = done_room("go to the red ball and go to the blue key");
+        let out = env.step(Action::Done);
+        assert!(!out.terminated);
+        // "then": the `done` that completes the first part is checked against the second,
+        // which no step has completed yet, so it fails, as in minigrid.
+        let mut env = done_room("go to the red ball, then go to a ball");
+        env.step(Action::Forward);
+        let out = env.step(Action::Done);
+        assert!(out.terminated && out.reward == 0.0);
+    }
+
+    #[test]
+    fn done_actions_survive_a_level_reset() {
+        let level = crate::levels::Level::from_id("BabyAI-GoToLocal-v0").unwrap();
+        let mut env = Env::new(8, 8).unwrap();
+        env.done_actions = true;
+        level.reset(&mut env, 3).unwrap();
+        assert!(env.done_actions);
     }
 }

@@ -519,6 +519,7 @@ pub fn execute(
         threads: run.config.threads,
         argmax: suite.eval.argmax,
         swap_missions: false,
+        done_actions: run.config.done_actions,
     };
     let mut evals = Vec::with_capacity(arm.eval_levels.len());
     for id in &arm.eval_levels {

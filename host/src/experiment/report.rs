@@ -757,6 +757,8 @@ fn yardstick_lines(md: &mut String, g: &Group) {
         threads: 0,
         argmax: s.eval.argmax,
         swap_missions: true,
+        // The group's rules; a group mixing both is measured under minigrid's default.
+        done_actions: !g.arms.is_empty() && g.arms.iter().all(|&a| s.arms[a].config.done_actions),
     };
     for id in levels {
         let Ok(level) = crate::levels::lookup(id) else {

@@ -41,6 +41,11 @@ pub struct TrainConfig {
     pub curriculum_window: usize,
     /// Curriculum: also advance after this many frames on one level (0: no frame budget).
     pub curriculum_level_frames: u64,
+    /// BabyAI's done-action rules (minigrid's `BABYAI_DONE_ACTIONS`): an instruction succeeds
+    /// only on a `done` right after the step that completed it, and a `done` at any other time
+    /// ends the episode with no reward; `eval` uses the checkpoint's setting. Off by default, as
+    /// in minigrid.
+    pub done_actions: bool,
     /// Model preset: `Paper`, `Small` or `Tiny`.
     pub preset: Preset,
     /// `meta-rim` (fast modules, slow attention), `reversed`, `joint` (plain RIM, PPO) or
@@ -174,6 +179,7 @@ impl Default for TrainConfig {
             curriculum_threshold: 0.9,
             curriculum_window: 1000,
             curriculum_level_frames: 0,
+            done_actions: false,
             preset: Preset::Small,
             mode: Mode::MetaRim,
             other_group: OtherGroup::Fast,

@@ -33,6 +33,11 @@ pub struct EvalOptions {
     /// different string) while success is still judged by the episode's own mission. A policy
     /// that reads its instruction drops towards chance; one that ignores it does not.
     pub swap_missions: bool,
+    /// Judge by BabyAI's done-action rules ([`TrainConfig::done_actions`]): what a checkpoint
+    /// trained under them is evaluated with.
+    ///
+    /// [`TrainConfig::done_actions`]: crate::train::TrainConfig::done_actions
+    pub done_actions: bool,
 }
 
 /// Who acts in an evaluated episode.
@@ -243,17 +248,16 @@ pub struct StepInfo {
     pub active: [bool; MAX_MODULES],
 }
 
-/// Run one episode of `level` with episode index `i` of `seed`; `on_step` sees the initial
-/// state, then the env after each step.
+/// Run episode `i` of `opts.seed` on `level` under `opts`' rules (its `episodes` and `threads`
+/// do not matter here); `on_step` sees the initial state, then the env after each step.
 pub fn run_episode(
     model: &Model,
     level: &Level,
-    seed: u64,
+    opts: &EvalOptions,
     i: u64,
-    argmax: bool,
     on_step: impl FnMut(&Env, &StepInfo),
 ) -> Result<EpisodeResult> {
-    run_episode_with(model, level, seed, i, argmax, false, on_step)
+    run_agent_episode(Agent::Policy(model), level, opts, i, on_step)
 }
 
 /// Tries at finding another episode whose mission differs, for [`EvalOptions::swap_missions`].
@@ -301,28 +305,6 @@ fn shown_verifier(env: &Env, instr: &Instr) -> Option<Verifier> {
     let v = Verifier::new(instr, &env.world_view()).ok()?;
     let (counts, n) = v.match_counts();
     counts.get(..n)?.iter().all(|c| *c > 0).then_some(v)
-}
-
-/// [`run_episode`], optionally showing the policy another episode's mission
-/// ([`EvalOptions::swap_missions`]).
-pub fn run_episode_with(
-    model: &Model,
-    level: &Level,
-    seed: u64,
-    i: u64,
-    argmax: bool,
-    swap_mission: bool,
-    on_step: impl FnMut(&Env, &StepInfo),
-) -> Result<EpisodeResult> {
-    run_agent_episode(
-        Agent::Policy(model),
-        level,
-        seed,
-        i,
-        argmax,
-        swap_mission,
-        on_step,
-    )
 }
 
 /// What acts in one episode: a policy with its buffers, or the scripted reader.
@@ -405,18 +387,19 @@ impl<'a> Actor<'a> {
     }
 }
 
-/// [`run_episode_with`] for any [`Agent`].
+/// [`run_episode`] for any [`Agent`], showing it another episode's mission with
+/// `opts.swap_missions`.
 pub fn run_agent_episode(
     agent: Agent<'_>,
     level: &Level,
-    seed: u64,
+    opts: &EvalOptions,
     i: u64,
-    argmax: bool,
-    swap_mission: bool,
     mut on_step: impl FnMut(&Env, &StepInfo),
 ) -> Result<EpisodeResult> {
-    let (mut rng, episode_seed) = episode_stream(seed, i);
+    let (argmax, swap_mission) = (opts.argmax, opts.swap_missions);
+    let (mut rng, episode_seed) = episode_stream(opts.seed, i);
     let mut env = Env::new(8, 8).map_err(|e| anyhow!("creating an env: {e}"))?;
+    env.done_actions = opts.done_actions;
     level
         .reset(&mut env, episode_seed)
         .map_err(|e| anyhow!("level {} failed for seed {episode_seed}: {e}", level.id()))?;
@@ -467,7 +450,7 @@ pub fn run_agent_episode(
             if Action::ALL[a] == Action::Drop {
                 v.refresh_positions(&env.grid);
             }
-            *verdict = v.verify(a as u8, &env.world_view());
+            *verdict = v.verify(a as u8, &env.world_view(), env.done_actions);
         }
         ret += f64::from(out.reward);
         on_step(
@@ -507,17 +490,7 @@ pub fn evaluate_of(agent: Agent<'_>, level: &Level, opts: &EvalOptions) -> Resul
             .map(|part| {
                 s.spawn(move || {
                     part.iter()
-                        .map(|i| {
-                            run_agent_episode(
-                                agent,
-                                level,
-                                opts.seed,
-                                *i,
-                                opts.argmax,
-                                opts.swap_missions,
-                                |_, _| {},
-                            )
-                        })
+                        .map(|i| run_agent_episode(agent, level, opts, *i, |_, _| {}))
                         .collect::<Result<Vec<_>>>()
                 })
             })
@@ -600,6 +573,7 @@ mod tests {
             threads: 2,
             argmax: false,
             swap_missions,
+            done_actions: false,
         }
     }
 
@@ -727,6 +701,39 @@ mod tests {
             stay.line(),
             wander.line()
         );
+    }
+
+    /// Under BabyAI's done-action rules the reader says `done` where it faces what it was
+    /// shown, so its own missions still all succeed, every shown mission that can be carried
+    /// out is (nothing else ends an episode early), and another episode's mission succeeds
+    /// only where its object also fits the episode's own, whatever it does once idle.
+    #[test]
+    fn under_done_action_rules_the_reader_says_done_and_idling_no_longer_succeeds() {
+        let level = Level::from_id("BabyAI-GoToLocal-v0").unwrap();
+        let o = EvalOptions {
+            episodes: 300,
+            done_actions: true,
+            ..opts(false)
+        };
+        let plain = EvalOptions {
+            done_actions: false,
+            ..o.clone()
+        };
+        for idle in [Idle::Stay, Idle::Wander] {
+            let g = grounding_of(Agent::ScriptedReader(idle), &level, &o).unwrap();
+            assert_eq!(g.own.success, 1.0, "{idle:?}: {}", g.line());
+            let s = &g.swapped;
+            assert_eq!(s.followed_shown, s.shown_feasible, "{idle:?}: {}", g.line());
+            // Own missions end one `done` later than without the rules.
+            let without = grounding_of(Agent::ScriptedReader(idle), &level, &plain).unwrap();
+            assert!((g.own.mean_len - without.own.mean_len - 1.0).abs() < 1e-9);
+            assert!(
+                s.success < 0.1 && s.success < without.swapped.success,
+                "{idle:?}: {}\nwithout the rules: {}",
+                g.line(),
+                without.line()
+            );
+        }
     }
 
     #[test]

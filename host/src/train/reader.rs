@@ -20,7 +20,9 @@
 //! - It walks through cells seen to be free and opens closed doors on its way (toggle, then
 //!   forward); it never fetches keys, so a target behind a locked door stays out of reach.
 //! - What it does when it has nothing left to do is a choice ([`Idle`]): stay, as above, or
-//!   wander at random, as a policy never taught what to do then would.
+//!   wander at random, as a policy never taught what to do then would. Under BabyAI's
+//!   done-action rules ([`Env::done_actions`]) facing a match is not yet success: it says
+//!   `done` there in either case, and its idle choice applies only when nothing is left to see.
 //! - Paths are shortest over poses (cell and direction; left, right and forward each cost one
 //!   step; opening a door is not counted); ties go to left, then right, then forward, so an
 //!   episode is the same every time.
@@ -257,6 +259,12 @@ impl ScriptedReader {
                 return a;
             }
             self.finished = true;
+            // Under BabyAI's done-action rules the mission is carried out only by saying so:
+            // `done` as it faces a match, whatever it would do once idle.
+            let (dx, dy) = DIR_TO_VEC[usize::from(env.agent_dir & 3)];
+            if env.done_actions && self.matches(env.agent_pos.x + dx, env.agent_pos.y + dy) {
+                return Action::Done;
+            }
         }
         match self.idle {
             Idle::Stay => Action::Done,

@@ -248,6 +248,7 @@ impl EnvSlot {
             .levels
             .get(self.level)
             .ok_or_else(|| anyhow!("level index {} out of range", self.level))?;
+        self.env.done_actions = tasks.done_actions;
         level.reset(&mut self.env, self.episode_seed).map_err(|e| {
             anyhow!(
                 "level {} failed to generate for seed {}: {e}",
@@ -543,6 +544,49 @@ mod tests {
 
     use metarim_core::nn::dims::{CellKind, ModelDims, SMALL, TINY};
     use metarim_core::nn::params::{Layout, Mode};
+
+    /// `done_actions` in the config reaches every env of a rollout: under BabyAI's done-action
+    /// rules only `done` earns a reward, without them facing the object does.
+    #[test]
+    fn done_action_rules_reach_the_rollout_envs() {
+        let rewarded_actions = |done_actions: bool| {
+            let cfg = crate::train::TrainConfig {
+                level: "BabyAI-GoToObj-v0".into(),
+                done_actions,
+                ..crate::train::TrainConfig::device()
+            };
+            let model = crate::train::run::initial_model(&cfg).unwrap();
+            let tasks = Tasks::new(&cfg).unwrap();
+            let mut slots: Vec<EnvSlot> = (0..4)
+                .map(|i| EnvSlot::new(i, 3, &model, &tasks, 400).unwrap())
+                .collect();
+            let inputs = RolloutInputs {
+                model: &model,
+                tasks: &tasks,
+                reward_scale: 1.0,
+                threads: 1,
+            };
+            collect(&mut slots, &inputs).unwrap();
+            assert!(slots.iter().all(|s| s.env.done_actions == done_actions));
+            let mut rewarded = Vec::new();
+            for b in slots.iter().map(|s| &s.buf) {
+                for (a, r) in b.action.iter().zip(&b.reward) {
+                    if *r > 0.0 {
+                        rewarded.push(*a);
+                    }
+                }
+            }
+            rewarded
+        };
+        let done = Action::Done as u8;
+        let with = rewarded_actions(true);
+        assert!(
+            !with.is_empty() && with.iter().all(|a| *a == done),
+            "{with:?}"
+        );
+        let without = rewarded_actions(false);
+        assert!(without.iter().any(|a| *a != done), "{without:?}");
+    }
 
     /// Acting in rollouts (the batched path, 1 and 2 threads) step for step against the core's
     /// per-sample `Policy::step` from the stored states: values, active modules, next states.

@@ -44,6 +44,8 @@ pub struct Tasks {
     pub ids: Vec<String>,
     /// How they are scheduled.
     pub schedule: Schedule,
+    /// BabyAI's done-action rules for every episode ([`TrainConfig::done_actions`]).
+    pub done_actions: bool,
     threshold: f64,
     window_len: usize,
     level_frames: u64,
@@ -69,6 +71,7 @@ impl Tasks {
             levels,
             ids,
             schedule,
+            done_actions: cfg.done_actions,
             threshold: cfg.curriculum_threshold,
             window_len: cfg.curriculum_window,
             level_frames: cfg.curriculum_level_frames,
