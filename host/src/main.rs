@@ -860,8 +860,13 @@ fn cmd_train(a: TrainArgs) -> Result<ExitCode> {
         stop: Some(host::experiment::slurm::StopSignals::install_with_interrupt()?.stop),
     };
     eprintln!(
-        "train: {} preset={} mode={} frames={} procs={} threads={} memory~{:.0}MiB out={}",
+        "train: {}{} preset={} mode={} frames={} procs={} threads={} memory~{:.0}MiB out={}",
         cfg.level_ids().join(","),
+        if cfg.done_actions {
+            " (BabyAI's done-action rules)"
+        } else {
+            ""
+        },
         cfg.preset,
         cfg.mode.name(),
         cfg.frames,

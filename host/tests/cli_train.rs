@@ -257,3 +257,35 @@ fn eval_runs_the_scripted_reader() {
     assert_eq!(v["own"]["success"], 1.0, "{out}");
     assert_eq!(v["swapped"]["episodes"], 50, "{out}");
 }
+
+/// `--done-actions true` judges by BabyAI's done-action rules: the JSON says so, the reader
+/// still carries out its own missions (one `done` more each), and the same episodes with
+/// another episode's mission succeed no more often than under the default rules.
+#[test]
+fn eval_judges_by_the_done_action_rules_when_asked() {
+    let eval = |rules: &str| {
+        let out = metarim_ok(&[
+            "eval",
+            "--scripted-reader",
+            "--level",
+            "BabyAI-GoToLocal-v0",
+            "--episodes",
+            "60",
+            "--done-actions",
+            rules,
+            "--json",
+        ]);
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    let (with, without) = (eval("true"), eval("false"));
+    assert_eq!(with["done_actions"], true, "{with}");
+    assert_eq!(without["done_actions"], false, "{without}");
+    assert_eq!(with["own"]["success"], 1.0, "{with}");
+    let len = |v: &serde_json::Value| v["own"]["mean_len"].as_f64().unwrap();
+    assert!(
+        (len(&with) - len(&without) - 1.0).abs() < 1e-9,
+        "{with}\n{without}"
+    );
+    let swapped = |v: &serde_json::Value| v["swapped"]["success"].as_f64().unwrap();
+    assert!(swapped(&with) <= swapped(&without), "{with}\n{without}");
+}

@@ -201,7 +201,8 @@ struct RollEnv {
 /// steps each, actions sampled from its logits. Env `b` draws its episodes' seeds and its
 /// actions from `Pcg32::with_stream(split_mix64(seed), b)`; an episode ends when the env
 /// terminates or truncates, or after `max_episode_steps` steps when given (to have episode
-/// starts inside short recordings), and the next step starts a new one (memory reset).
+/// starts inside short recordings), and the next step starts a new one (memory reset). The
+/// envs follow the checkpoint's rules (`done_actions`, BabyAI's done-action rules).
 ///
 /// Returns a dict of bytes, time-major: `image` (T, B, 7, 7, 3) u8 in numpy's layout,
 /// `direction` (T, B) u8, `mission_tokens` (T, B, MAX_TOKENS) u16, `episode_start` (T, B) u8,
@@ -229,9 +230,20 @@ pub fn rollout<'py>(
             "unknown level id {level:?} (metarim.level_ids() lists them)"
         ))
     })?;
-    let (_, model) = load_model(&path)?;
+    let (cfg, model) = load_model(&path)?;
+    let rules = cfg.done_actions;
     let rec = py
-        .allow_threads(|| roll(&model, &lvl, num_envs, steps, seed, max_episode_steps))
+        .allow_threads(|| {
+            roll(
+                &model,
+                &lvl,
+                rules,
+                num_envs,
+                steps,
+                seed,
+                max_episode_steps,
+            )
+        })
         .map_err(PyRuntimeError::new_err)?;
     let d = model.layout.dims();
     let out = PyDict::new(py);
@@ -286,6 +298,7 @@ impl Recording {
 fn roll(
     model: &Model,
     level: &Level,
+    done_actions: bool,
     num_envs: usize,
     steps: usize,
     seed: u64,
@@ -297,8 +310,10 @@ fn roll(
     let mut work = StepWork::new(d);
     let mut envs = Vec::with_capacity(num_envs);
     for b in 0..num_envs {
+        let mut env = Env::new(8, 8).map_err(|e| format!("creating an env: {e:?}"))?;
+        env.done_actions = done_actions;
         envs.push(RollEnv {
-            env: Env::new(8, 8).map_err(|e| format!("creating an env: {e:?}"))?,
+            env,
             rng: Pcg32::with_stream(split_mix64(seed), b as u64),
             tokens: [0; MAX_TOKENS],
             instr: vec![0.0; d.instr_hidden],
