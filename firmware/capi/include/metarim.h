@@ -25,7 +25,7 @@
 #if defined(METARIM_PTR64)
 // Size in bytes of the memory a device needs (`metarim_device_init`'s `mem_len` at least):
 // the size of the device on a 64-bit target (host).
-#define METARIM_DEVICE_BYTES 40672
+#define METARIM_DEVICE_BYTES 40680
 #endif
 
 // Alignment in bytes the device memory must have.

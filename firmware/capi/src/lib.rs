@@ -67,7 +67,7 @@ pub const METARIM_DEVICE_BYTES: usize = 39248;
 /// Size in bytes of the memory a device needs (`metarim_device_init`'s `mem_len` at least):
 /// the size of the device on a 64-bit target (host).
 #[cfg(target_pointer_width = "64")]
-pub const METARIM_DEVICE_BYTES: usize = 40672;
+pub const METARIM_DEVICE_BYTES: usize = 40680;
 /// Alignment in bytes the device memory must have.
 pub const METARIM_DEVICE_ALIGN: usize = 8;
 /// Cells of an observation (the agent's 7x7 view).
