@@ -1242,6 +1242,11 @@ fn cmd_eval(a: EvalArgs) -> Result<ExitCode> {
     };
     let mut out = io::stdout().lock();
     if !a.json {
+        let rules = if opts.done_actions {
+            ", judged by BabyAI's done-action rules"
+        } else {
+            ""
+        };
         match (&ck, &a.checkpoint) {
             (Some(ck), Some(path)) => writeln!(
                 out,
@@ -1250,20 +1255,17 @@ fn cmd_eval(a: EvalArgs) -> Result<ExitCode> {
                 ck.meta.frames,
                 ck.config.mode.name(),
                 ck.config.preset,
-                if opts.done_actions {
-                    ", judged by BabyAI's done-action rules"
-                } else {
-                    ""
-                }
+                rules
             )?,
             _ => writeln!(
                 out,
                 "scripted reader (reads `go to` missions perfectly; once it has done what it was \
-                 shown or seen everything: {})",
+                 shown or seen everything: {}){}",
                 match a.reader_idle {
                     train::reader::Idle::Stay => "stays",
                     train::reader::Idle::Wander => "wanders at random",
-                }
+                },
+                rules
             )?,
         }
     }

@@ -261,8 +261,8 @@ impl ScriptedReader {
             self.finished = true;
             // Under BabyAI's done-action rules the mission is carried out only by saying so:
             // `done` as it faces a match, whatever it would do once idle.
-            let (dx, dy) = DIR_TO_VEC[usize::from(env.agent_dir & 3)];
-            if env.done_actions && self.matches(env.agent_pos.x + dx, env.agent_pos.y + dy) {
+            let front = env.front_pos();
+            if env.done_actions && self.matches(front.x, front.y) {
                 return Action::Done;
             }
         }

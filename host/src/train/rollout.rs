@@ -174,8 +174,11 @@ impl EnvSlot {
     ) -> Result<EnvSlot> {
         let d = *model.layout.dims();
         let sl = state_len(&d);
+        let mut env = Env::new(8, 8).map_err(|e| anyhow!("creating an env: {e}"))?;
+        // The run's rules, kept by every level reset after this.
+        env.done_actions = tasks.done_actions;
         let mut slot = EnvSlot {
-            env: Env::new(8, 8).map_err(|e| anyhow!("creating an env: {e}"))?,
+            env,
             rng: Pcg32::with_stream(split_mix64(seed), 0x0e4f_0000 + index as u64),
             level: 0,
             episode_seed: 0,
@@ -248,7 +251,6 @@ impl EnvSlot {
             .levels
             .get(self.level)
             .ok_or_else(|| anyhow!("level index {} out of range", self.level))?;
-        self.env.done_actions = tasks.done_actions;
         level.reset(&mut self.env, self.episode_seed).map_err(|e| {
             anyhow!(
                 "level {} failed to generate for seed {}: {e}",
