@@ -832,21 +832,6 @@ fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
     Ok(cfg)
 }
 
-/// The train banner's note on the rules: none under minigrid's default rules.
-fn done_rules_banner(cfg: &TrainConfig) -> String {
-    let slots = cfg.done_action_slots();
-    if cfg.done_actions {
-        " (BabyAI's done-action rules)".into()
-    } else if slots > 0 {
-        format!(
-            " ({slots} of {} envs under BabyAI's done-action rules)",
-            cfg.procs
-        )
-    } else {
-        String::new()
-    }
-}
-
 fn cmd_train(a: TrainArgs) -> Result<ExitCode> {
     let cfg = train_config(&a)?;
     if a.print_config {
@@ -877,7 +862,11 @@ fn cmd_train(a: TrainArgs) -> Result<ExitCode> {
     eprintln!(
         "train: {}{} preset={} mode={} frames={} procs={} threads={} memory~{:.0}MiB out={}",
         cfg.level_ids().join(","),
-        done_rules_banner(&cfg),
+        if cfg.done_actions {
+            " (BabyAI's done-action rules)"
+        } else {
+            ""
+        },
         cfg.preset,
         cfg.mode.name(),
         cfg.frames,

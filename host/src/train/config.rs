@@ -46,15 +46,6 @@ pub struct TrainConfig {
     /// ends the episode with no reward; `eval` uses the checkpoint's setting. Off by default, as
     /// in minigrid.
     pub done_actions: bool,
-    /// Share of the training envs that play under the done-action rules while the run keeps
-    /// minigrid's default rules (`done_actions = false`; `eval` and `play` then use the
-    /// default rules): those envs reward `done` right after the goal and end a `done` anywhere
-    /// else with no reward, which teaches the agent to say `done` at its goal and to stop
-    /// there, behaviour an agent trained only under the default rules never learns (its
-    /// episodes end as it reaches the goal). The envs are spread evenly over the slots;
-    /// 0 (the default): none. docs/RESULTS.md, "Under BabyAI's own done-action rules", has
-    /// the measurements.
-    pub done_actions_share: f64,
     /// Model preset: `Paper`, `Small` or `Tiny`.
     pub preset: Preset,
     /// `meta-rim` (fast modules, slow attention), `reversed`, `joint` (plain RIM, PPO) or
@@ -189,7 +180,6 @@ impl Default for TrainConfig {
             curriculum_window: 1000,
             curriculum_level_frames: 0,
             done_actions: false,
-            done_actions_share: 0.0,
             preset: Preset::Small,
             mode: Mode::MetaRim,
             other_group: OtherGroup::Fast,
@@ -533,17 +523,6 @@ impl TrainConfig {
         self.procs.saturating_mul(self.frames_per_proc)
     }
 
-    /// How many of the `procs` training envs play under the done-action rules: all with
-    /// `done_actions`, else `done_actions_share` of them, rounded (at most `procs` for a
-    /// validated config).
-    pub fn done_action_slots(&self) -> usize {
-        if self.done_actions {
-            self.procs
-        } else {
-            (self.done_actions_share.clamp(0.0, 1.0) * self.procs as f64).round() as usize
-        }
-    }
-
     /// Check everything up front, with errors naming the field.
     pub fn validate(&self) -> Result<()> {
         self.validate_model()?;
@@ -694,7 +673,6 @@ impl TrainConfig {
             (self.gamma, "gamma"),
             (self.gae_lambda, "gae_lambda"),
             (self.curriculum_threshold, "curriculum_threshold"),
-            (self.done_actions_share, "done_actions_share"),
         ] {
             if !(0.0..=1.0).contains(&v) {
                 bail!("config field `{name}` must be in [0, 1], got {v}");
@@ -720,13 +698,6 @@ impl TrainConfig {
             bail!(
                 "config field `curriculum` is true but `levels` is empty: a curriculum needs its \
                  levels in order (levels = [\"A\", \"B\", ...])"
-            );
-        }
-        if self.done_actions && self.done_actions_share != 0.0 {
-            bail!(
-                "config field `done_actions_share` ({}) needs `done_actions = false`: with \
-                 `done_actions = true` every env already plays under the done-action rules",
-                self.done_actions_share
             );
         }
         if let Some(p) = &self.init_from {
@@ -888,15 +859,6 @@ mod tests {
         bad(&|c| c.adam_eps = f64::INFINITY, "adam_eps");
         bad(&|c| c.gamma = f64::NAN, "gamma");
         bad(&|c| c.curriculum = true, "levels");
-        bad(&|c| c.done_actions_share = 1.5, "done_actions_share");
-        bad(&|c| c.done_actions_share = f64::NAN, "done_actions_share");
-        bad(
-            &|c| {
-                c.done_actions = true;
-                c.done_actions_share = 0.5;
-            },
-            "done_actions_share",
-        );
         // Integers: TOML's signed 64-bit range and the per-update work bounds.
         bad(&|c| c.seed = 1 << 63, "seed");
         bad(&|c| c.frames = u64::MAX, "frames");

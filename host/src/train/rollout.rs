@@ -175,8 +175,8 @@ impl EnvSlot {
         let d = *model.layout.dims();
         let sl = state_len(&d);
         let mut env = Env::new(8, 8).map_err(|e| anyhow!("creating an env: {e}"))?;
-        // The slot's rules, kept by every level reset after this.
-        env.done_actions = tasks.slot_done_actions(index);
+        // The run's rules, kept by every level reset after this.
+        env.done_actions = tasks.done_actions;
         let mut slot = EnvSlot {
             env,
             rng: Pcg32::with_stream(split_mix64(seed), 0x0e4f_0000 + index as u64),
@@ -588,28 +588,6 @@ mod tests {
         );
         let without = rewarded_actions(false);
         assert!(without.iter().any(|a| *a != done), "{without:?}");
-    }
-
-    /// `done_actions_share` puts its share of the env slots, spread evenly, under the
-    /// done-action rules, and a resumed run's slots (made again from their index) get the same.
-    #[test]
-    fn done_actions_share_reaches_its_share_of_the_slots() {
-        let cfg = crate::train::TrainConfig {
-            procs: 4,
-            done_actions_share: 0.5,
-            ..crate::train::TrainConfig::device()
-        };
-        let model = crate::train::run::initial_model(&cfg).unwrap();
-        let tasks = Tasks::new(&cfg).unwrap();
-        let rules: Vec<bool> = (0..4)
-            .map(|i| {
-                EnvSlot::new(i, 3, &model, &tasks, 40)
-                    .unwrap()
-                    .env
-                    .done_actions
-            })
-            .collect();
-        assert_eq!(rules, [false, true, false, true]);
     }
 
     /// Acting in rollouts (the batched path, 1 and 2 threads) step for step against the core's

@@ -46,10 +46,6 @@ pub struct Tasks {
     pub schedule: Schedule,
     /// BabyAI's done-action rules for every episode ([`TrainConfig::done_actions`]).
     pub done_actions: bool,
-    /// How many of the `procs` env slots play under the done-action rules
-    /// ([`TrainConfig::done_action_slots`]).
-    done_action_slots: usize,
-    procs: usize,
     threshold: f64,
     window_len: usize,
     level_frames: u64,
@@ -76,8 +72,6 @@ impl Tasks {
             ids,
             schedule,
             done_actions: cfg.done_actions,
-            done_action_slots: cfg.done_action_slots(),
-            procs: cfg.procs,
             threshold: cfg.curriculum_threshold,
             window_len: cfg.curriculum_window,
             level_frames: cfg.curriculum_level_frames,
@@ -85,14 +79,6 @@ impl Tasks {
             frames_on_level: 0,
             window: VecDeque::new(),
         })
-    }
-
-    /// Whether env slot `index` plays under the done-action rules: `k` of the `procs` slots
-    /// ([`TrainConfig::done_action_slots`]: all with `done_actions`) spread evenly, slot `i`
-    /// when `floor((i + 1) k / procs) > floor(i k / procs)`.
-    pub fn slot_done_actions(&self, index: usize) -> bool {
-        let (k, n) = (self.done_action_slots, self.procs.max(1));
-        (index + 1).saturating_mul(k) / n > index.saturating_mul(k) / n
     }
 
     /// The level index a new episode runs (draws from `rng` only for a mixture).
@@ -188,33 +174,6 @@ mod tests {
             curriculum_threshold: 0.75,
             ..TrainConfig::device()
         }
-    }
-
-    /// `done_actions_share` picks round(share x procs) slots, spread evenly; `done_actions`
-    /// picks all of them.
-    #[test]
-    fn done_action_slots_follow_the_share() {
-        let slots = |share: f64, done_actions: bool, procs: usize| {
-            let t = Tasks::new(&TrainConfig {
-                done_actions,
-                done_actions_share: share,
-                procs,
-                ..TrainConfig::device()
-            })
-            .unwrap();
-            (0..procs)
-                .filter(|&i| t.slot_done_actions(i))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(slots(0.0, false, 8), Vec::<usize>::new());
-        assert_eq!(slots(1.0, false, 8), (0..8).collect::<Vec<_>>());
-        assert_eq!(slots(0.0, true, 8), (0..8).collect::<Vec<_>>());
-        assert_eq!(slots(0.5, false, 8), [1, 3, 5, 7]);
-        assert_eq!(slots(0.25, false, 8), [3, 7]);
-        assert_eq!(slots(0.3, false, 10), [3, 6, 9]);
-        assert_eq!(slots(0.5, false, 64).len(), 32);
-        assert_eq!(slots(0.005, false, 64), Vec::<usize>::new()); // 0.32 rounds to 0
-        assert_eq!(slots(0.01, false, 64), [63]); // 0.64 rounds to 1
     }
 
     #[test]
