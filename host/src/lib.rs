@@ -15,6 +15,7 @@
 //! - [`train`]: meta-training on the CPU (`metarim train`, `eval`, `bench train`);
 //! - [`render`]: gridworld frames as images, animated GIFs (`metarim play --gif`);
 //! - [`plot`]: learning curves (`curve.png`), banded curves and heatmaps;
+//! - [`curves`]: training runs compared side by side (`metarim curves`);
 //! - [`export`]: checkpoints packed as device blobs (`metarim export`);
 //! - [`adapt`]: the host twin of on-device fast adaptation (`metarim adapt`);
 //! - [`tensorboard`]: TensorBoard event files of the training logs (written and read);
@@ -28,6 +29,7 @@
 pub mod adapt;
 pub mod batch;
 pub mod bench;
+pub mod curves;
 pub mod dump;
 pub mod experiment;
 pub mod export;

@@ -48,6 +48,37 @@ enum Command {
     /// Run a declared suite of training runs (experiments/SUITE.toml): seeds per arm in
     /// parallel, resumable; writes OUT/results.md and OUT/*.png.
     Experiment(ExperimentArgs),
+    /// Compare training runs: their rolling training success against frames on one chart
+    /// (PNG), and a Markdown table of frames to success thresholds and success at frame counts.
+    Curves(CurvesArgs),
+}
+
+#[derive(Args, Debug)]
+struct CurvesArgs {
+    /// Run directories (each with its `train.jsonl`, or an archived run's `train.jsonl.gz`),
+    /// as `DIR` or `DIR=LABEL` (the label defaults to the directory's name).
+    #[arg(required = true)]
+    runs: Vec<String>,
+    /// Chart to write (PNG); without it only the table is printed.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The chart's title.
+    #[arg(long, default_value = "rolling training success")]
+    title: String,
+    /// Success thresholds: the table gives the frames at which each run first reached each.
+    #[arg(long, value_delimiter = ',', default_value = "0.3,0.5,0.7,0.9")]
+    thresholds: Vec<f64>,
+    /// Updates before this many frames do not count towards a threshold (the rolling window
+    /// holds few episodes there), as `min_frames` in the experiment suites.
+    #[arg(long, default_value_t = 50_000)]
+    min_frames: u64,
+    /// Frame counts at which the table gives each run's rolling success (comma-separated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "2000000,4000000,6000000,8000000"
+    )]
+    at: Vec<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -618,6 +649,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::Experiment(a) => return cmd_experiment(a),
+        Command::Curves(a) => return cmd_curves(&a),
         Command::Bench(BenchCommand::Train(a)) => {
             bench_train(&a)?;
             return Ok(ExitCode::SUCCESS);
@@ -724,6 +756,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `metarim curves`: load every run (all errors before any output), print the table, draw the
+/// chart.
+fn cmd_curves(a: &CurvesArgs) -> Result<ExitCode> {
+    use host::curves;
+    curves::check_thresholds(&a.thresholds)?;
+    let mut runs = Vec::with_capacity(a.runs.len());
+    for arg in &a.runs {
+        let (dir, label) = curves::parse_run_arg(arg)?;
+        runs.push(curves::load(&dir, &label)?);
+    }
+    print!(
+        "{}",
+        curves::table(&runs, &a.thresholds, a.min_frames, &a.at)
+    );
+    if let Some(out) = &a.out {
+        curves::write_figure(out, &a.title, &runs)?;
+        println!("curves: wrote {}", out.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `metarim bench rim`: details first, the `bench-rim:` summary line last.
