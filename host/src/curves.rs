@@ -13,6 +13,9 @@
 //!   the first update at least `min_frames` into the run whose rolling success reaches it.
 //! - The success "at" a frame count is the rolling success of the first update at or past it;
 //!   a run that stopped before it shows `-`, as does a threshold never reached.
+//! - A curriculum run's rolling success is of the level it is on at each update (the trainer's
+//!   window restarts at every switch), so its line and thresholds mix levels; `metarim
+//!   experiment` reports curricula per level.
 //! - Bad input (a missing or empty log, a threshold outside `[0, 1]`, a label with `|`) is an
 //!   error naming the run or the value; nothing here panics on input.
 
@@ -171,7 +174,8 @@ pub fn write_figure(path: &Path, title: &str, runs: &[RunCurve]) -> Result<()> {
         .zip(&curves)
         .map(|(r, c)| (r.label.as_str(), c.as_slice()))
         .collect();
-    write_curves(path, title, &series).with_context(|| format!("writing {}", path.display()))
+    // `write_curves`' errors name the path already.
+    write_curves(path, title, &series)
 }
 
 #[cfg(test)]
