@@ -23,11 +23,8 @@ fn suite_path(name: &str) -> PathBuf {
         .join(format!("{name}.toml"))
 }
 
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("metarim-exp-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmpdir(name: &str) -> common::Scratch {
+    common::Scratch::new("metarim-exp", name)
 }
 
 /// The row of the Markdown table in `md` that starts with `prefix`, checked to have nine cells
@@ -281,7 +278,7 @@ fn sample_efficiency_smoke_and_rerun_skips_finished_runs() {
     let exe = env!("CARGO_BIN_EXE_metarim");
     let o = Command::new(exe)
         .args(["experiment", opts.suite.to_str().unwrap(), "--out"])
-        .arg(&out)
+        .arg(out.as_path())
         .args([
             "--seeds",
             "2",
@@ -599,7 +596,7 @@ fn ablations_smoke_resumes_an_interrupted_run() {
     );
     // The resumed run ends where an uninterrupted one does, byte for byte.
     let fresh = tmpdir("ablations-uninterrupted");
-    let uninterrupted = RunOptions::new(&fresh);
+    let uninterrupted = RunOptions::new(fresh.as_path());
     train(&first.config, &uninterrupted).unwrap();
     assert_eq!(
         std::fs::read(first.dir.join(CHECKPOINT_FILE)).unwrap(),

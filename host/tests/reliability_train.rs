@@ -5,11 +5,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_mentions, opts, tiny_config, tiny_train_args, tmpdir};
+use common::{assert_mentions, opts, tiny_config, tiny_train_args, tmpdir, Scratch};
 use host::train::checkpoint::{self, FORMAT_VERSION};
 use host::train::run::{train, RunOptions, RunSummary, CHECKPOINT_FILE};
 use host::train::TrainConfig;
@@ -33,7 +33,7 @@ fn train_stopping_after(cfg: &TrainConfig, dir: &Path, updates: u64) {
 
 /// A fresh tiny run of 720 frames in `tmpdir(name)`, stopped after `updates` updates: the
 /// starting point of the tests that damage a run's logs and then resume it.
-fn stopped_run(name: &str, updates: u64) -> (PathBuf, TrainConfig) {
+fn stopped_run(name: &str, updates: u64) -> (Scratch, TrainConfig) {
     let dir = tmpdir(name);
     let cfg = tiny(720);
     train_stopping_after(&cfg, &dir, updates);
@@ -57,7 +57,7 @@ fn resume(cfg: &TrainConfig, dir: &Path) -> anyhow::Result<RunSummary> {
 }
 
 /// A trained checkpoint's bytes (2 updates of the tiny config).
-fn trained(name: &str) -> (PathBuf, Vec<u8>) {
+fn trained(name: &str) -> (Scratch, Vec<u8>) {
     let dir = tmpdir(name);
     train(&tiny(240), &opts(&dir)).unwrap();
     let bytes = std::fs::read(dir.join(CHECKPOINT_FILE)).unwrap();

@@ -9,12 +9,49 @@ use host::train::run::RunOptions;
 use host::train::TrainConfig;
 use metarim_core::nn::params::Mode;
 
-/// A fresh, empty directory under the system's temp dir, unique to this test process.
-pub fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("metarim-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A test's scratch directory under the system's temp dir, `PREFIX-PID-NAME`: fresh and empty
+/// when made, removed when dropped, so that test runs do not pile up checkpoints in the temp
+/// dir; a failing test (a panicking thread) keeps it for inspection and names it on stderr.
+/// Dereferences to its path.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    /// Make (or empty) `PREFIX-PID-NAME` under the temp dir.
+    pub fn new(prefix: &str, name: &str) -> Self {
+        let d = std::env::temp_dir().join(format!("{prefix}-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Self(d)
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept the failing test's directory {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// A fresh, empty scratch directory `metarim-test-PID-NAME`, unique to this test process and
+/// removed when the test passes ([`Scratch`]).
+pub fn tmpdir(name: &str) -> Scratch {
+    Scratch::new("metarim-test", name)
 }
 
 /// Run options for a quiet, uninterrupted run into `out`.
