@@ -4,8 +4,9 @@
 
 use std::fs::{self, File};
 use std::io::{BufReader, Write};
-use std::path::PathBuf;
 use std::process::{Command, Output};
+
+mod common;
 
 use host::plot::{CURVE_HEIGHT, CURVE_WIDTH};
 
@@ -16,11 +17,8 @@ fn metarim(args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("metarim-curves-{}-{name}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
+fn scratch(name: &str) -> common::Scratch {
+    common::Scratch::new("metarim-curves", name)
 }
 
 /// A `train.jsonl` with one line per `(frames, success)`, in the trainer's field names.
@@ -93,7 +91,6 @@ fn table_and_chart_of_a_plain_and_an_archived_run() {
     let reader = decoder.read_info().unwrap();
     assert_eq!(reader.info().width, CURVE_WIDTH);
     assert_eq!(reader.info().height, CURVE_HEIGHT);
-    fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -129,5 +126,4 @@ fn bad_input_is_an_error_naming_it() {
         assert!(err.contains(want), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
-    fs::remove_dir_all(&dir).unwrap();
 }
