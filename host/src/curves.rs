@@ -14,8 +14,10 @@
 //! - The success "at" a frame count is the rolling success of the first update at or past it;
 //!   a run that stopped before it shows `-`, as does a threshold never reached.
 //! - A curriculum run's rolling success is of the level it is on at each update (the trainer's
-//!   window restarts at every switch), so its line and thresholds mix levels; `metarim
-//!   experiment` reports curricula per level.
+//!   window restarts at every switch), so its line and thresholds mix levels unless
+//!   [`only_level`] (`--level`) keeps one level's updates; frames stay the run's own (every
+//!   level's frames count), and `min_frames` then counts from the switch onto that level, as
+//!   `metarim experiment` counts it per curriculum level.
 //! - Bad input (a missing or empty log, a threshold outside `[0, 1]`, a label with `|`) is an
 //!   error naming the run or the value; nothing here panics on input.
 
@@ -32,8 +34,12 @@ use crate::plot::{write_curves, CurvePoint};
 pub struct RunCurve {
     /// Label in the chart's legend and the table's first column.
     pub label: String,
-    /// Every update of its `train.jsonl`, in order.
+    /// Every update of its `train.jsonl`, in order (with [`only_level`], that level's).
     pub points: Vec<LogPoint>,
+    /// Frames into the run at which the rolling window of `points` began: 0, or the
+    /// curriculum's switch onto the level [`only_level`] kept. Thresholds count updates from
+    /// `window_start + min_frames` on.
+    pub window_start: u64,
 }
 
 /// A run argument as given on the command line: `DIR` or `DIR=LABEL` (the label defaults to
@@ -79,6 +85,39 @@ pub fn load(dir: &Path, label: &str) -> Result<RunCurve> {
     Ok(RunCurve {
         label: label.to_string(),
         points,
+        window_start: 0,
+    })
+}
+
+/// Keep only the updates a run trained on `level` (the first stretch of consecutive updates on
+/// it: a curriculum visits each level once), with `window_start` at the switch onto it. A run
+/// that never trained on `level` is an error naming the run and the levels it did train on.
+pub fn only_level(run: RunCurve, level: &str) -> Result<RunCurve> {
+    let Some(first) = run.points.iter().position(|p| p.level == level) else {
+        let mut seen: Vec<&str> = Vec::new();
+        for p in &run.points {
+            if !seen.contains(&p.level.as_str()) {
+                seen.push(&p.level);
+            }
+        }
+        bail!(
+            "run {:?} has no update on level {level:?} (its log names: {})",
+            run.label,
+            seen.join(", ")
+        );
+    };
+    let len = run.points[first..]
+        .iter()
+        .take_while(|p| p.level == level)
+        .count();
+    let window_start = match first {
+        0 => 0,
+        i => run.points[i - 1].frames,
+    };
+    Ok(RunCurve {
+        label: run.label,
+        points: run.points[first..first + len].to_vec(),
+        window_start,
     })
 }
 
@@ -116,8 +155,8 @@ pub fn success_at(points: &[LogPoint], frames: u64) -> Option<f64> {
 }
 
 /// The Markdown table: per run, the frames to each of `thresholds` (counting updates at least
-/// `min_frames` in), the rolling success at each of `milestones`, and its last update's frames
-/// and rolling success.
+/// `min_frames` past the run's `window_start`), the rolling success at each of `milestones`,
+/// and its last update's frames and rolling success.
 pub fn table(runs: &[RunCurve], thresholds: &[f64], min_frames: u64, milestones: &[u64]) -> String {
     let mut head = String::from("| run |");
     let mut rule = String::from("|---|");
@@ -135,8 +174,9 @@ pub fn table(runs: &[RunCurve], thresholds: &[f64], min_frames: u64, milestones:
     for run in runs {
         let mut row = format!("| {} |", run.label);
         for &t in thresholds {
-            let cell = frames_to_threshold(&run.points, t, min_frames)
-                .map_or_else(|| "-".to_string(), millions);
+            let from = run.window_start.saturating_add(min_frames);
+            let cell =
+                frames_to_threshold(&run.points, t, from).map_or_else(|| "-".to_string(), millions);
             let _ = write!(row, " {cell} |");
         }
         for &m in milestones {
@@ -183,10 +223,14 @@ mod tests {
     use super::*;
 
     fn point(frames: u64, success: f64) -> LogPoint {
+        point_on("BabyAI-GoToLocal-v0", frames, success)
+    }
+
+    fn point_on(level: &str, frames: u64, success: f64) -> LogPoint {
         LogPoint {
             update: frames / 1000,
             frames,
-            level: "BabyAI-GoToLocal-v0".into(),
+            level: level.into(),
             episodes: 10,
             success,
             activity: Vec::new(),
@@ -198,7 +242,44 @@ mod tests {
         RunCurve {
             label: label.into(),
             points: points.iter().map(|&(f, s)| point(f, s)).collect(),
+            window_start: 0,
         }
+    }
+
+    #[test]
+    fn one_level_of_a_curriculum_counts_from_its_switch() {
+        let curriculum = RunCurve {
+            label: "curr".into(),
+            points: vec![
+                point_on("Obj", 100_000, 0.5),
+                point_on("Obj", 300_000, 0.95),
+                point_on("Local", 320_000, 0.92),
+                point_on("Local", 340_000, 0.2),
+                point_on("Local", 900_000, 0.6),
+                point_on("Local", 2_000_000, 0.91),
+            ],
+            window_start: 0,
+        };
+        // Unfiltered, the 0.9 of the first level counts.
+        let t = table(std::slice::from_ref(&curriculum), &[0.9], 50_000, &[]);
+        assert_eq!(t.lines().nth(2), Some("| curr | 0.30M | 2.00M, 0.910 |"));
+        let local = only_level(curriculum.clone(), "Local").unwrap();
+        assert_eq!(local.window_start, 300_000);
+        assert_eq!(local.points.len(), 4);
+        // 0.92 at 320k is 20k frames after the switch, before `min_frames`: not counted; the
+        // frames reported are the run's own.
+        let t = table(&[local], &[0.5, 0.9], 50_000, &[1_000_000]);
+        assert_eq!(
+            t.lines().nth(2),
+            Some("| curr | 0.90M | 2.00M | 0.91 | 2.00M, 0.910 |")
+        );
+        let obj = only_level(curriculum.clone(), "Obj").unwrap();
+        assert_eq!((obj.window_start, obj.points.len()), (0, 2));
+        let e = only_level(curriculum, "Maze").unwrap_err().to_string();
+        assert!(
+            e.contains("\"curr\"") && e.contains("Maze") && e.contains("Obj, Local"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -79,6 +79,11 @@ struct CurvesArgs {
         default_value = "2000000,4000000,6000000,8000000"
     )]
     at: Vec<u64>,
+    /// Only the updates trained on this level (one level of a curriculum run): its curve, and
+    /// thresholds counted from `--min-frames` after the switch onto it; frames stay the run's
+    /// own. A run that never trained on it is an error.
+    #[arg(long)]
+    level: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -766,7 +771,11 @@ fn cmd_curves(a: &CurvesArgs) -> Result<ExitCode> {
     let mut runs = Vec::with_capacity(a.runs.len());
     for arg in &a.runs {
         let (dir, label) = curves::parse_run_arg(arg)?;
-        runs.push(curves::load(&dir, &label)?);
+        let run = curves::load(&dir, &label)?;
+        runs.push(match &a.level {
+            Some(level) => curves::only_level(run, level)?,
+            None => run,
+        });
     }
     print!(
         "{}",

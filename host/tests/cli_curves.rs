@@ -1,6 +1,7 @@
 //! `metarim curves`: the table reads plain and archived (gzipped) logs with the suites'
 //! definition of frames to a threshold, the chart is a PNG of the documented size, and bad
-//! input (a missing run, an empty log, a threshold outside [0, 1]) is a clear error naming it.
+//! input (a missing run, an empty log, a threshold outside [0, 1], a level the run never
+//! trained on) is a clear error naming it.
 
 use std::fs::{self, File};
 use std::io::{BufReader, Write};
@@ -100,7 +101,10 @@ fn bad_input_is_an_error_naming_it() {
     fs::create_dir_all(&empty).unwrap();
     fs::write(empty.join("train.jsonl"), "").unwrap();
     let missing = dir.join("missing");
-    let cases: [(Vec<String>, &str); 3] = [
+    let local = dir.join("local");
+    fs::create_dir_all(&local).unwrap();
+    fs::write(local.join("train.jsonl"), log(&[(100_000, 0.5)])).unwrap();
+    let cases: [(Vec<String>, &str); 4] = [
         (
             vec!["curves".into(), missing.display().to_string()],
             "is not a directory",
@@ -117,6 +121,15 @@ fn bad_input_is_an_error_naming_it() {
                 "0.5,1.5".into(),
             ],
             "threshold 1.5",
+        ),
+        (
+            vec![
+                "curves".into(),
+                local.display().to_string(),
+                "--level".into(),
+                "BabyAI-GoToObj-v0".into(),
+            ],
+            "no update on level \"BabyAI-GoToObj-v0\" (its log names: BabyAI-GoToLocal-v0)",
         ),
     ];
     for (args, want) in cases {
