@@ -18,8 +18,9 @@
 //!   [`only_level`] (`--level`) keeps one level's updates; frames stay the run's own (every
 //!   level's frames count), and `min_frames` then counts from the switch onto that level, as
 //!   `metarim experiment` counts it per curriculum level.
-//! - Bad input (a missing or empty log, a threshold outside `[0, 1]`, a label with `|`) is an
-//!   error naming the run or the value; nothing here panics on input.
+//! - Bad input (a missing or empty log, a threshold outside `[0, 1]`, a label with `|`, a
+//!   `--level` the run never trained on) is an error naming the run or the value; nothing here
+//!   panics on input.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
