@@ -273,3 +273,40 @@ fn curriculum_advances_on_its_frame_budget_and_resumes_exactly() {
     .unwrap();
     assert!(ckpt(&full) == ckpt(&part), "curriculum resume differs");
 }
+
+/// The log line of the update that passes a curriculum level describes that level: its success
+/// window is read before the switch clears it (it used to read the new level's empty window, a
+/// success rate and episode length of 0 on the line that passed the level).
+#[test]
+fn the_update_that_passes_a_level_logs_that_levels_window() {
+    // Threshold 0 over a window of 1: the first finished episode passes the level
+    // (GoToLocalS5N2 episodes last at most 25 steps; an update is 20 steps per env).
+    let cfg = TrainConfig {
+        levels: vec!["BabyAI-GoToLocalS5N2-v0".into(), "BabyAI-GoToObj-v0".into()],
+        curriculum: true,
+        curriculum_threshold: 0.0,
+        curriculum_window: 1,
+        ..tiny("meta-rim", 720)
+    };
+    let dir = tmpdir("curr-switch-line");
+    train(&cfg, &opts(&dir)).unwrap();
+    let log = std::fs::read_to_string(dir.join("train.jsonl")).unwrap();
+    let rows: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let switch = rows
+        .windows(2)
+        .position(|w| w[0]["level"] != w[1]["level"])
+        .unwrap_or_else(|| panic!("no curriculum switch in {log}"));
+    let line = &rows[switch];
+    assert_eq!(line["level"], "BabyAI-GoToLocalS5N2-v0", "{log}");
+    assert_eq!(rows[switch + 1]["level"], "BabyAI-GoToObj-v0", "{log}");
+    let finished: u64 = rows[..=switch]
+        .iter()
+        .map(|r| r["episodes"].as_u64().unwrap())
+        .sum();
+    assert!(finished > 0, "the level passed with no finished episode: {log}");
+    let len = line["episode_len"].as_f64().unwrap();
+    assert!(len > 0.0, "the passing update's line reads an empty window: {line}");
+}

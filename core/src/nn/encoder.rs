@@ -473,7 +473,6 @@ fn too_small(needed: usize, got: usize) -> Error {
     Error::BufferTooSmall { needed, got }
 }
 
-/// First `n` elements and the rest, or an error naming `needed`.
 /// Parameters (or gradients) `p`, borrowed either way, split into tensors.
 fn split_params<T: Cut>(l: &EncoderSizes, p: T) -> Result<Parts<T>, Error> {
     let n = l.params;

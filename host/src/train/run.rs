@@ -875,9 +875,12 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
         st.frames += fpu;
         st.updates += 1;
         updates_here += 1;
+        // The line describes the level this update trained on: its window is read before a
+        // curriculum switch clears it.
         let level_before = st.tasks.current_name();
-        end_curriculum_update(&cfg, &mut st, &ck_path, fpu, bar.as_ref())?;
         let (success, ret, len) = window_stats(&st.recent);
+        let return_std = window_return_std(&st.recent);
+        end_curriculum_update(&cfg, &mut st, &ck_path, fpu, bar.as_ref())?;
         let dt = t0.elapsed().as_secs_f64().max(1e-9);
         let line = LogLine {
             update: st.updates,
@@ -887,7 +890,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
             level: level_before,
             episodes,
             return_mean: ret,
-            return_std: window_return_std(&st.recent),
+            return_std,
             success_rate: success,
             episode_len: len,
             entropy: us.per_frame(us.entropy),
