@@ -1372,6 +1372,7 @@ fn cmd_eval(a: EvalArgs) -> Result<ExitCode> {
         "success {:.4} (95% CI {:.4}-{:.4}), return {:.4} +- {:.4}, length {:.1}",
         r.success, r.success_ci.0, r.success_ci.1, r.mean_return, r.return_ci, r.mean_len
     )?;
+    writeln!(out, "{}", r.endings_line(opts.done_actions))?;
     if let Some(g) = &swapped {
         writeln!(out, "{}", g.line())?;
     }

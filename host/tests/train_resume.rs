@@ -306,7 +306,13 @@ fn the_update_that_passes_a_level_logs_that_levels_window() {
         .iter()
         .map(|r| r["episodes"].as_u64().unwrap())
         .sum();
-    assert!(finished > 0, "the level passed with no finished episode: {log}");
+    assert!(
+        finished > 0,
+        "the level passed with no finished episode: {log}"
+    );
     let len = line["episode_len"].as_f64().unwrap();
-    assert!(len > 0.0, "the passing update's line reads an empty window: {line}");
+    assert!(
+        len > 0.0,
+        "the passing update's line reads an empty window: {line}"
+    );
 }

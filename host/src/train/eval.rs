@@ -12,6 +12,7 @@ use metarim_core::mission::verify::{Status, Verifier};
 use metarim_core::mission::vocab::{tokenize, MAX_TOKENS};
 use metarim_core::nn::policy::{state_len, Policy, MAX_MODULES};
 use metarim_core::rng::{episode_stream, split_mix64, Pcg32};
+use metarim_core::world::ObjectKind;
 
 use super::reader::{CannotFollow, Idle, ScriptedReader};
 use super::{argmax_action, sample_action, thread_count, Model};
@@ -66,6 +67,29 @@ pub struct EpisodeResult {
     /// names is in this episode's world): whether the agent carried it out at some step,
     /// judged by the shown mission's own verifier alongside the episode's. `None` otherwise.
     pub followed_shown: Option<bool>,
+    /// How it ended.
+    pub ending: Ending,
+    /// The agent completed its own mission at some step by the default rules' check (for a
+    /// `go to`, it faced the object): the same as `success` under the default rules; under the
+    /// done-action rules, whether it got there, whatever it did next.
+    pub reached_own: bool,
+}
+
+/// How an evaluated episode ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// The mission succeeded.
+    Success,
+    /// The episode ran out of steps.
+    TimedOut,
+    /// Under the done-action rules: a `done` that did not follow the step completing the
+    /// mission, said facing an object a mission can name (key, ball, box, door): another than
+    /// the mission's, or the right one too late.
+    DoneAtObject,
+    /// Under the done-action rules: such a `done` said facing a wall or an empty cell.
+    DoneElsewhere,
+    /// Any other failure (a failed mission, lava).
+    Failed,
 }
 
 /// Aggregate results.
@@ -100,6 +124,51 @@ pub struct EvalResult {
     /// the episode goes on after the shown mission is done, so these own-mission successes
     /// came after the agent had done what it was shown.
     pub followed_then_own: usize,
+    /// Episodes that ran out of steps.
+    pub timed_out: usize,
+    /// Episodes ended by a `done` that did not follow the step completing the mission, facing
+    /// a key, ball, box or door (done-action rules only).
+    pub done_at_object: usize,
+    /// Episodes ended by such a `done` facing a wall or an empty cell.
+    pub done_elsewhere: usize,
+    /// Episodes that failed in any other way (a failed mission, lava).
+    pub failed_other: usize,
+    /// Failed episodes (timed out or early) in which the agent had completed its own mission
+    /// at some step by the default rules' check: under the done-action rules, it got there and
+    /// did not say `done` right after (always 0 under the default rules, where that is success).
+    pub reached_then_failed: usize,
+}
+
+impl EvalResult {
+    /// How the episodes ended: successes, running out of steps, (under the done-action rules)
+    /// a `done` at the wrong moment and where, other failures; and, under the done-action
+    /// rules, how many failures had reached the goal on the way.
+    pub fn endings_line(&self, done_actions: bool) -> String {
+        let failed = self.timed_out + self.done_at_object + self.done_elsewhere + self.failed_other;
+        let succeeded = self.episodes - failed;
+        let (done, reached) = if done_actions {
+            (
+                format!(
+                    ", {} said `done` without completing the mission ({} facing an object, {} \
+                     facing none)",
+                    self.done_at_object + self.done_elsewhere,
+                    self.done_at_object,
+                    self.done_elsewhere
+                ),
+                format!(
+                    "; in {} of the {failed} failures it had completed its mission at some step \
+                     and not said `done` right after",
+                    self.reached_then_failed
+                ),
+            )
+        } else {
+            (String::new(), String::new())
+        };
+        format!(
+            "endings: {succeeded} succeeded, {} ran out of steps{done}, {} failed otherwise{reached}",
+            self.timed_out, self.failed_other
+        )
+    }
 }
 
 /// Success with the episodes' own missions and, on the same episodes and action draws, with
@@ -307,6 +376,41 @@ fn shown_verifier(env: &Env, instr: &Instr) -> Option<Verifier> {
     counts.get(..n)?.iter().all(|c| *c > 0).then_some(v)
 }
 
+/// A mission's verifier run beside the episode's own: its verdict so far, updated after each
+/// step until it succeeds or fails (positions refreshed after a drop, as the env does).
+struct MissionTracker {
+    verifier: Verifier,
+    status: Status,
+    done_actions: bool,
+}
+
+impl MissionTracker {
+    fn new(verifier: Verifier, done_actions: bool) -> Self {
+        MissionTracker {
+            verifier,
+            status: Status::Continue,
+            done_actions,
+        }
+    }
+
+    /// Judge `action`, just applied to `env`.
+    fn after_step(&mut self, action: Action, env: &Env) {
+        if self.status != Status::Continue {
+            return;
+        }
+        if action == Action::Drop {
+            self.verifier.refresh_positions(&env.grid);
+        }
+        self.status = self
+            .verifier
+            .verify(action as u8, &env.world_view(), self.done_actions);
+    }
+
+    fn succeeded(&self) -> bool {
+        self.status == Status::Success
+    }
+}
+
 /// What acts in one episode: a policy with its buffers, or the scripted reader.
 enum Actor<'a> {
     Policy {
@@ -405,10 +509,16 @@ pub fn run_agent_episode(
         .map_err(|e| anyhow!("level {} failed for seed {episode_seed}: {e}", level.id()))?;
     let mut tokens = [0u16; MAX_TOKENS];
     let mut mission_swapped = false;
-    // The shown mission's verifier and its verdict so far (swapped episodes only).
-    let mut shown: Option<(Verifier, Status)> = None;
+    // The shown mission's verdict so far (swapped episodes only), under the episode's rules.
+    let mut shown: Option<MissionTracker> = None;
     let own_instr = match &env.task {
         Task::Instr(v) => Some(*v.instr()),
+        _ => None,
+    };
+    // Under the done-action rules, whether the agent gets to its own goal at all: the
+    // episode's verifier judged by the default rules.
+    let mut own_reached = match &env.task {
+        Task::Instr(v) if env.done_actions => Some(MissionTracker::new(v.clone(), false)),
         _ => None,
     };
     let shown_instr = if swap_mission {
@@ -419,7 +529,7 @@ pub fn run_agent_episode(
         shown = s
             .instr
             .and_then(|i| shown_verifier(&env, &i))
-            .map(|v| (v, Status::Continue));
+            .map(|v| MissionTracker::new(v, env.done_actions));
         if s.swapped {
             s.instr
         } else {
@@ -444,13 +554,8 @@ pub fn run_agent_episode(
         env.observe(&mut obs);
         let (a, active) = actor.act(&env, &obs, &mut rng)?;
         let out = env.step(Action::ALL[a]);
-        if let Some((v, verdict)) = shown.as_mut().filter(|(_, s)| *s == Status::Continue) {
-            // As the env verifies its own mission after each step (positions refreshed after
-            // a drop), until the shown mission succeeds or fails.
-            if Action::ALL[a] == Action::Drop {
-                v.refresh_positions(&env.grid);
-            }
-            *verdict = v.verify(a as u8, &env.world_view(), env.done_actions);
+        for tracker in [shown.as_mut(), own_reached.as_mut()].into_iter().flatten() {
+            tracker.after_step(Action::ALL[a], &env);
         }
         ret += f64::from(out.reward);
         on_step(
@@ -462,12 +567,29 @@ pub fn run_agent_episode(
             },
         );
         if out.terminated || out.truncated {
+            let success = out.reward > 0.0;
+            let ending = if success {
+                Ending::Success
+            } else if !out.terminated {
+                Ending::TimedOut
+            } else if env.done_actions && Action::ALL[a] == Action::Done {
+                match env.grid.get(env.front_pos()) {
+                    Some(o) if o.kind.can_pickup() || o.kind == ObjectKind::Door => {
+                        Ending::DoneAtObject
+                    }
+                    _ => Ending::DoneElsewhere,
+                }
+            } else {
+                Ending::Failed
+            };
             return Ok(EpisodeResult {
-                success: out.reward > 0.0,
+                success,
                 ret,
                 len: env.step_count,
                 mission_swapped,
-                followed_shown: shown.map(|(_, s)| s == Status::Success),
+                followed_shown: shown.map(|t| t.succeeded()),
+                ending,
+                reached_own: own_reached.map_or(success, |t| t.succeeded()),
             });
         }
     }
@@ -501,6 +623,7 @@ pub fn evaluate_of(agent: Agent<'_>, level: &Level, opts: &EvalOptions) -> Resul
     .flatten()
     .collect();
     let k = results.iter().filter(|r| r.success).count();
+    let count = |e: Ending| results.iter().filter(|r| r.ending == e).count();
     let nf = n.max(1) as f64;
     let mean = results.iter().map(|r| r.ret).sum::<f64>() / nf;
     let var = if n > 1 {
@@ -536,6 +659,14 @@ pub fn evaluate_of(agent: Agent<'_>, level: &Level, opts: &EvalOptions) -> Resul
         followed_then_own: results
             .iter()
             .filter(|r| r.followed_shown == Some(true) && r.success)
+            .count(),
+        timed_out: count(Ending::TimedOut),
+        done_at_object: count(Ending::DoneAtObject),
+        done_elsewhere: count(Ending::DoneElsewhere),
+        failed_other: count(Ending::Failed),
+        reached_then_failed: results
+            .iter()
+            .filter(|r| !r.success && r.reached_own)
             .count(),
     })
 }
@@ -734,6 +865,55 @@ mod tests {
                 without.line()
             );
         }
+    }
+
+    /// The endings add up to the episodes and name what ended each: under the default rules
+    /// only successes and timeouts on a `go to` level; under the done-action rules a reader
+    /// shown another mission fails by its `done`s, at the shown object or where it stays, and
+    /// an untrained policy's random `done`s land mostly on nothing.
+    #[test]
+    fn endings_name_what_ended_each_episode() {
+        let level = Level::from_id("BabyAI-GoToLocal-v0").unwrap();
+        let total = |r: &EvalResult| {
+            let failed = r.timed_out + r.done_at_object + r.done_elsewhere + r.failed_other;
+            assert_eq!(
+                r.episodes - failed,
+                (r.success * r.episodes as f64).round() as usize
+            );
+            assert!(r.reached_then_failed <= failed, "{r:?}");
+            failed
+        };
+        let done_rules = EvalOptions {
+            episodes: 200,
+            done_actions: true,
+            ..opts(false)
+        };
+        let g = grounding_of(Agent::ScriptedReader(Idle::Stay), &level, &done_rules).unwrap();
+        assert_eq!(total(&g.own), 0, "{:?}", g.own);
+        let s = &g.swapped;
+        total(s);
+        // Every shown mission it carried out ended in its `done` there (the own mission
+        // succeeded instead where the shown object fits it too); with nothing left to see it
+        // stays, which under these rules is a `done` wherever it is.
+        assert!(
+            s.done_at_object >= s.followed_shown - s.followed_then_own,
+            "{s:?}"
+        );
+        assert!(s.done_elsewhere > 0 && s.failed_other == 0, "{s:?}");
+        assert!(s.endings_line(true).contains("facing an object"));
+
+        let model = tiny_model("BabyAI-GoToLocal-v0");
+        let untrained = evaluate(&model, &level, &done_rules).unwrap();
+        total(&untrained);
+        assert!(
+            untrained.done_elsewhere > untrained.done_at_object,
+            "{untrained:?}"
+        );
+        let plain = evaluate(&model, &level, &opts(false)).unwrap();
+        let failed = total(&plain);
+        assert_eq!(plain.timed_out, failed, "{plain:?}");
+        assert_eq!(plain.reached_then_failed, 0, "{plain:?}");
+        assert!(!plain.endings_line(false).contains("done"));
     }
 
     #[test]
