@@ -7,12 +7,12 @@
 use anyhow::{anyhow, Result};
 use metarim_core::env::{Action, Env, Observation, Task, VIEW_CELLS};
 use metarim_core::levels::Level;
-use metarim_core::mission::instr::Instr;
+use metarim_core::mission::instr::{Action as InstrAction, Clause, Instr, ObjDesc};
 use metarim_core::mission::verify::{Status, Verifier};
 use metarim_core::mission::vocab::{tokenize, MAX_TOKENS};
 use metarim_core::nn::policy::{state_len, Policy, MAX_MODULES};
 use metarim_core::rng::{episode_stream, split_mix64, Pcg32};
-use metarim_core::world::ObjectKind;
+use metarim_core::world::{Object, ObjectKind};
 
 use super::reader::{CannotFollow, Idle, ScriptedReader};
 use super::{argmax_action, sample_action, thread_count, Model};
@@ -83,13 +83,40 @@ pub enum Ending {
     /// The episode ran out of steps.
     TimedOut,
     /// Under the done-action rules: a `done` that did not follow the step completing the
-    /// mission, said facing an object a mission can name (key, ball, box, door): another than
-    /// the mission's, or the right one too late.
-    DoneAtObject,
+    /// mission, said facing an object a mission can name (key, ball, box, door); on a single
+    /// `go to` mission, how that object differs from the description (facing a described one,
+    /// any step completes a `go to`, so there it is never the described object).
+    DoneAtObject(Option<Mismatch>),
     /// Under the done-action rules: such a `done` said facing a wall or an empty cell.
     DoneElsewhere,
     /// Any other failure (a failed mission, lava).
     Failed,
+}
+
+/// How the object an agent said `done` at differs from its `go to` mission's description.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mismatch {
+    /// The described type in another colour.
+    Colour,
+    /// The described colour (or any colour, where the mission names none) but another type.
+    Kind,
+    /// Neither type nor colour described.
+    Both,
+}
+
+impl Mismatch {
+    /// How `obj` differs from `desc`: `None` where type and colour both fit (the description's
+    /// location, if it has one, is what rules it out).
+    fn of(desc: &ObjDesc, obj: &Object) -> Option<Mismatch> {
+        let kind_fits = desc.kind.is_none_or(|k| k == obj.kind);
+        let colour_fits = desc.color.is_none_or(|c| c == obj.color);
+        match (kind_fits, colour_fits) {
+            (true, true) => None,
+            (true, false) => Some(Mismatch::Colour),
+            (false, true) => Some(Mismatch::Kind),
+            (false, false) => Some(Mismatch::Both),
+        }
+    }
 }
 
 /// Aggregate results.
@@ -129,6 +156,13 @@ pub struct EvalResult {
     /// Episodes ended by a `done` that did not follow the step completing the mission, facing
     /// a key, ball, box or door (done-action rules only).
     pub done_at_object: usize,
+    /// Of those, on single `go to` missions: the object was of the type the episode's own
+    /// mission describes in another colour, of its colour and another type, or neither.
+    pub done_wrong_colour: usize,
+    /// See [`Self::done_wrong_colour`].
+    pub done_wrong_type: usize,
+    /// See [`Self::done_wrong_colour`].
+    pub done_wrong_both: usize,
     /// Episodes ended by such a `done` facing a wall or an empty cell.
     pub done_elsewhere: usize,
     /// Episodes that failed in any other way (a failed mission, lava).
@@ -146,11 +180,21 @@ impl EvalResult {
     pub fn endings_line(&self, done_actions: bool) -> String {
         let failed = self.timed_out + self.done_at_object + self.done_elsewhere + self.failed_other;
         let succeeded = self.episodes - failed;
+        let wrong = self.done_wrong_colour + self.done_wrong_type + self.done_wrong_both;
+        let which = if wrong > 0 {
+            format!(
+                ": {} of the described type in another colour, {} of the described colour and \
+                 another type, {} neither",
+                self.done_wrong_colour, self.done_wrong_type, self.done_wrong_both
+            )
+        } else {
+            String::new()
+        };
         let (done, reached) = if done_actions {
             (
                 format!(
-                    ", {} said `done` without completing the mission ({} facing an object, {} \
-                     facing none)",
+                    ", {} said `done` without completing the mission ({} facing an object{which}; \
+                     {} facing none)",
                     self.done_at_object + self.done_elsewhere,
                     self.done_at_object,
                     self.done_elsewhere
@@ -575,7 +619,11 @@ pub fn run_agent_episode(
             } else if env.done_actions && Action::ALL[a] == Action::Done {
                 match env.grid.get(env.front_pos()) {
                     Some(o) if o.kind.can_pickup() || o.kind == ObjectKind::Door => {
-                        Ending::DoneAtObject
+                        let go_to = match own_instr {
+                            Some(Instr::Clause(Clause::Action(InstrAction::GoTo(d)))) => Some(d),
+                            _ => None,
+                        };
+                        Ending::DoneAtObject(go_to.and_then(|d| Mismatch::of(&d, o)))
                     }
                     _ => Ending::DoneElsewhere,
                 }
@@ -661,7 +709,13 @@ pub fn evaluate_of(agent: Agent<'_>, level: &Level, opts: &EvalOptions) -> Resul
             .filter(|r| r.followed_shown == Some(true) && r.success)
             .count(),
         timed_out: count(Ending::TimedOut),
-        done_at_object: count(Ending::DoneAtObject),
+        done_at_object: results
+            .iter()
+            .filter(|r| matches!(r.ending, Ending::DoneAtObject(_)))
+            .count(),
+        done_wrong_colour: count(Ending::DoneAtObject(Some(Mismatch::Colour))),
+        done_wrong_type: count(Ending::DoneAtObject(Some(Mismatch::Kind))),
+        done_wrong_both: count(Ending::DoneAtObject(Some(Mismatch::Both))),
         done_elsewhere: count(Ending::DoneElsewhere),
         failed_other: count(Ending::Failed),
         reached_then_failed: results
@@ -909,11 +963,55 @@ mod tests {
             untrained.done_elsewhere > untrained.done_at_object,
             "{untrained:?}"
         );
+        // GoToLocal's missions are single `go to`s without a location: every `done` at an
+        // object that failed was at one whose type or colour does not fit.
+        let u = &untrained;
+        assert!(u.done_at_object > 0, "{u:?}");
+        assert_eq!(
+            u.done_wrong_colour + u.done_wrong_type + u.done_wrong_both,
+            u.done_at_object,
+            "{u:?}"
+        );
         let plain = evaluate(&model, &level, &opts(false)).unwrap();
         let failed = total(&plain);
         assert_eq!(plain.timed_out, failed, "{plain:?}");
         assert_eq!(plain.reached_then_failed, 0, "{plain:?}");
         assert!(!plain.endings_line(false).contains("done"));
+    }
+
+    #[test]
+    fn a_mismatch_names_what_does_not_fit_the_description() {
+        use metarim_core::world::Color;
+        let red_ball = ObjDesc::new(Some(ObjectKind::Ball), Some(Color::Red));
+        let any_key = ObjDesc::new(Some(ObjectKind::Key), None);
+        let obj = |k, c| Object::new(k, c);
+        let cases = [
+            (red_ball, obj(ObjectKind::Ball, Color::Red), None),
+            (
+                red_ball,
+                obj(ObjectKind::Ball, Color::Blue),
+                Some(Mismatch::Colour),
+            ),
+            (
+                red_ball,
+                obj(ObjectKind::Box, Color::Red),
+                Some(Mismatch::Kind),
+            ),
+            (
+                red_ball,
+                obj(ObjectKind::Key, Color::Green),
+                Some(Mismatch::Both),
+            ),
+            (any_key, obj(ObjectKind::Key, Color::Grey), None),
+            (
+                any_key,
+                obj(ObjectKind::Ball, Color::Grey),
+                Some(Mismatch::Kind),
+            ),
+        ];
+        for (desc, o, want) in cases {
+            assert_eq!(Mismatch::of(&desc, &o), want, "{desc:?} {o:?}");
+        }
     }
 
     #[test]
